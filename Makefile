@@ -1,0 +1,66 @@
+# streamfeat: every set-up step lives here. Two commands on a fresh clone:
+#   make demo   run the main job end to end
+#   make test   install everything, start/stop Kafka and Redis, run lint + the whole suite
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help venv system-deps lint test test-fast test-faults demo bench bench-smoke kafka-start kafka-stop clean
+
+help:
+	@echo "make demo        run the main job end to end (venv, Kafka, dataflow, serving)"
+	@echo "make test        lint + the whole test suite against a real broker"
+	@echo "make lint        ruff + mypy --strict"
+	@echo "make bench       full benchmarks -> benchmarks/RESULTS.md"
+	@echo "make bench-smoke every benchmark at a tiny size"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian packages the tests use: redis-server (online table tests) and chromium
+# (dashboard browser tests). Installed only when missing.
+system-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check engine serving dataflows feature_defs tests benchmarks
+	$(BIN)/mypy
+
+test: $(STAMP) system-deps lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+	@! pgrep -f 'kafka.Kafka .*streamfeat' >/dev/null || (echo "stray Kafka process left behind" && exit 1)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+demo: $(STAMP)
+	$(BIN)/streamfeat demo
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run --size full
+
+bench-smoke: $(STAMP)
+	$(BIN)/python -m benchmarks.run --size smoke
+
+kafka-start: $(STAMP)
+	$(BIN)/streamfeat kafka start
+
+kafka-stop: $(STAMP)
+	$(BIN)/streamfeat kafka stop
+
+clean:
+	rm -rf .streamfeat build dist *.egg-info

@@ -1,0 +1,1 @@
+"""streamfeat dataflows package."""

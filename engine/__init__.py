@@ -1,0 +1,1 @@
+"""streamfeat engine package."""

@@ -1,0 +1,27 @@
+"""Errors raised by the engine package.
+
+Every error carries an optional ``hint`` (how to fix it) and the exit code the CLI
+uses when it reaches the top level.
+"""
+
+from __future__ import annotations
+
+
+class StreamfeatError(Exception):
+    """Base class of every error streamfeat raises on purpose."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class ConfigError(StreamfeatError):
+    """A setting, flag or environment variable is invalid."""
+
+    exit_code = 2
+
+
+class KafkaBrokerError(StreamfeatError):
+    """The local Kafka broker could not be obtained, started or stopped."""

@@ -1,0 +1,1 @@
+"""streamfeat feature_defs package."""

@@ -1,0 +1,1 @@
+"""streamfeat serving package."""
