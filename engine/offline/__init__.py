@@ -1,0 +1,1 @@
+"""Offline side: training sets from the Parquet log, backfill, consistency checks."""
