@@ -1,0 +1,551 @@
+"""Decode and validate raw Kafka batches into column arrays (docs/semantics.md sections 1 and 5).
+
+Every raw record ends either as a row of the decoded columns or as exactly one ``DeadLetter``;
+``decode`` never raises on bad input. Checks run in the order of ``DeadLetterReason`` and the
+first failing check names the reason: payload size, JSON, object, then each schema field in
+declared order (absent/null -> ``missing_field``, otherwise ``wrong_type``), then the timestamp
+field, its range, the future bound and finally the partition watermark.
+
+Speed: one ``orjson.loads`` per record, then per-field list comprehensions and whole-column type
+sets; per-row Python branching only happens for fields that actually hold bad values.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from engine.io.batches import NO_EVENT_TS, DeadLetter, DeadLetterReason, DecodedBatch, RawBatch
+from engine.io.exceptions import IoTypeError, IoValueError
+
+#: 2000-01-01T00:00:00Z in milliseconds: earlier event times are refused.
+MIN_EVENT_TS_MS = 946_684_800_000
+#: Event times beyond 2**53 ms are refused (they stop being exact as float64 positions).
+MAX_EVENT_TS_MS = 2**53
+DEFAULT_DLQ_PAYLOAD_CAP = 64 * 1024
+
+FIELD_KINDS = ("string", "int", "float", "bool")
+TIMESTAMP_FORMATS = ("epoch_millis", "epoch_seconds", "iso8601")
+
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+# Placeholder object for records refused before their fields are looked at.
+_NO_FIELDS: dict[str, Any] = {}
+
+# Python types each declared kind accepts (bool is never an int or a float here).
+_ACCEPTED: dict[str, frozenset[type]] = {
+    "string": frozenset({str}),
+    "int": frozenset({int}),
+    "float": frozenset({float, int}),
+    "bool": frozenset({bool}),
+}
+_PLACEHOLDER: dict[str, object] = {"string": "", "int": 0, "float": 0.0, "bool": False}
+_DTYPE: dict[str, npt.DTypeLike] = {
+    "string": object,
+    "int": np.int64,
+    "float": np.float64,
+    "bool": np.bool_,
+}
+_PY_TYPE_KINDS: dict[object, str] = {str: "string", int: "int", float: "float", bool: "bool"}
+
+_R = DeadLetterReason
+
+
+class EventSourceLike(Protocol):
+    """The attributes of ``engine.definitions.EventSource`` the decoder reads."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def timestamp_field(self) -> str: ...
+    @property
+    def timestamp_format(self) -> Any: ...
+    @property
+    def schema(self) -> Mapping[str, Any]: ...
+    @property
+    def allowed_lateness_ms(self) -> int: ...
+    @property
+    def max_payload_bytes(self) -> int: ...
+    @property
+    def max_future_skew_ms(self) -> int: ...
+
+
+def wall_clock_ms() -> int:
+    """Milliseconds since the Unix epoch, from the system clock."""
+    return time.time_ns() // 1_000_000
+
+
+class PartitionWatermarks:
+    """Maximum valid event time seen per partition of one source (the watermark's memory).
+
+    The watermark of a partition is this maximum minus the source's allowed lateness. It is
+    stored with the applied offsets and handed back through ``restore`` on restart.
+    """
+
+    def __init__(self) -> None:
+        self._max: dict[int, int] = {}
+
+    @classmethod
+    def restore(cls, max_ts: Mapping[int, int]) -> PartitionWatermarks:
+        """State as of a resume point: ``{partition: max event time through its applied offset}``."""
+        marks = cls()
+        for partition, ts in max_ts.items():
+            if type(partition) is not int or partition < 0 or type(ts) is not int:
+                raise IoValueError(
+                    f"PartitionWatermarks.restore: entry {partition!r}: expected "
+                    f"{{partition int >= 0: max_ts int}}, got {partition!r}: {ts!r}. "
+                    "Hint: pass the max_ts stored with each partition's applied offset."
+                )
+            marks.advance(partition, ts)
+        return marks
+
+    def max_ts(self, partition: int) -> int:
+        """Largest valid event time of the partition so far, ``NO_EVENT_TS`` if none."""
+        return self._max.get(partition, NO_EVENT_TS)
+
+    def advance(self, partition: int, ts: int) -> None:
+        """Record that the partition has seen a valid event at ``ts`` (keeps the maximum)."""
+        if ts > self._max.get(partition, NO_EVENT_TS):
+            self._max[partition] = ts
+
+    def snapshot(self) -> dict[int, int]:
+        """Copy of ``{partition: max event time}`` for the partitions seen so far."""
+        return dict(self._max)
+
+
+def _kind_of(declared: object, source_name: str, field: str) -> str:
+    # Accept a str enum (value), a plain str, or a Python type, whichever definitions hands us.
+    kind = _PY_TYPE_KINDS.get(declared)
+    if kind is None:
+        value = declared.value if isinstance(declared, Enum) else declared
+        kind = value if isinstance(value, str) else None
+    if kind not in FIELD_KINDS:
+        raise IoValueError(
+            f"EventSource '{source_name}': field '{field}': expected a type in {FIELD_KINDS}, "
+            f"got {declared!r}. Hint: declare the schema with string/int/float/bool."
+        )
+    return kind
+
+
+def _show(value: object) -> str:
+    """``<type> <short repr>`` of a bad value for dead-letter details."""
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"non-finite number {text}"
+    return f"{type(value).__name__} {text}"
+
+
+class _LenientHooks:
+    """Marks whether the stdlib JSON parser met NaN/Infinity or an overflowing number."""
+
+    def __init__(self) -> None:
+        self.non_finite = False
+
+    def constant(self, name: str) -> float:
+        self.non_finite = True
+        return float(name)
+
+    def number(self, text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            self.non_finite = True
+        return value
+
+
+def _parse_non_finite(value: bytes) -> object | None:
+    """The document when it is JSON except for NaN/Infinity/overflowing numbers, else None.
+
+    Such documents are not JSON to orjson, but the contract refuses their non-finite fields as
+    ``wrong_type``, so they are parsed leniently to find out which field holds one.
+    """
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    hooks = _LenientHooks()
+    try:
+        doc = json.loads(text, parse_constant=hooks.constant, parse_float=hooks.number)
+    except (ValueError, RecursionError):
+        return None
+    return doc if hooks.non_finite else None
+
+
+class Decoder:
+    """Turns ``RawBatch`` items of one ``EventSource`` into ``DecodedBatch`` items.
+
+    ``now_ms`` is the wall clock used for the ``timestamp_in_future`` bound (read once per
+    batch); ``dlq_payload_cap`` caps the bytes copied into each dead letter.
+    """
+
+    def __init__(
+        self,
+        source: EventSourceLike,
+        now_ms: Callable[[], int] = wall_clock_ms,
+        *,
+        dlq_payload_cap: int = DEFAULT_DLQ_PAYLOAD_CAP,
+    ) -> None:
+        name = str(source.name)
+        fmt_raw = source.timestamp_format
+        fmt = fmt_raw.value if isinstance(fmt_raw, Enum) else fmt_raw
+        if fmt not in TIMESTAMP_FORMATS:
+            raise IoValueError(
+                f"EventSource '{name}': field 'timestamp_format': expected one of "
+                f"{TIMESTAMP_FORMATS}, got {fmt_raw!r}. Hint: see docs/semantics.md section 1."
+            )
+        for attr in ("allowed_lateness_ms", "max_payload_bytes", "max_future_skew_ms"):
+            got = getattr(source, attr)
+            if type(got) is not int or got < 0:
+                raise IoTypeError(
+                    f"EventSource '{name}': field '{attr}': expected an int >= 0, got {got!r}. "
+                    "Hint: use the EventSource from engine.definitions."
+                )
+        if type(dlq_payload_cap) is not int or dlq_payload_cap < 0:
+            raise IoValueError(
+                f"Decoder for source '{name}': field 'dlq_payload_cap': expected an int >= 0, "
+                f"got {dlq_payload_cap!r}. Hint: the default is {DEFAULT_DLQ_PAYLOAD_CAP} bytes."
+            )
+        self.source_name = name
+        self.topic = str(source.topic)
+        self.timestamp_field = str(source.timestamp_field)
+        self.timestamp_format: str = fmt
+        self.fields: tuple[tuple[str, str], ...] = tuple(
+            (str(field), _kind_of(declared, name, str(field)))
+            for field, declared in source.schema.items()
+        )
+        self.allowed_lateness_ms = int(source.allowed_lateness_ms)
+        self.max_payload_bytes = int(source.max_payload_bytes)
+        self.max_future_skew_ms = int(source.max_future_skew_ms)
+        self.dlq_payload_cap = dlq_payload_cap
+        self._now_ms = now_ms
+
+    # -- public -----------------------------------------------------------------------------
+
+    def decode(self, raw: RawBatch, watermarks: PartitionWatermarks) -> DecodedBatch:
+        """Decode one batch; advances ``watermarks`` for the batch's partition."""
+        n = len(raw)
+        refused: dict[int, tuple[str, str]] = {}  # row -> (reason, detail); first reason wins
+        objs = self._parse(raw.values, refused)
+        columns = {field: self._column(objs, field, kind, refused) for field, kind in self.fields}
+        event_ts = self._event_times(objs, refused)
+
+        keep = np.ones(n, dtype=np.bool_)
+        if refused:
+            keep[np.fromiter(refused, dtype=np.int64, count=len(refused))] = False
+        self._refuse_future(event_ts, keep, refused)
+        max_after = self._refuse_late(raw.partition, event_ts, keep, refused, watermarks)
+
+        if len(refused):
+            offsets = raw.offsets[keep]
+            event_ts = event_ts[keep]
+            columns = {field: arr[keep] for field, arr in columns.items()}
+        else:
+            offsets = raw.offsets
+        return DecodedBatch(
+            topic=raw.topic,
+            partition=raw.partition,
+            first_offset=int(raw.offsets[0]),
+            last_offset=int(raw.offsets[-1]),
+            max_ts_after=max_after,
+            offsets=offsets,
+            event_ts=event_ts,
+            columns=columns,
+            dead_letters=self._dead_letters(raw, refused),
+        )
+
+    # -- stages -----------------------------------------------------------------------------
+
+    def _parse(
+        self, values: list[bytes | None], refused: dict[int, tuple[str, str]]
+    ) -> list[dict[str, Any]]:
+        limit = self.max_payload_bytes
+        objs: list[Any]
+        try:
+            # Common case: no tombstones, nothing too large, every document parses.
+            if max(map(len, values)) > limit:  # type: ignore[arg-type]
+                raise OverflowError
+            objs = list(map(orjson.loads, values))  # type: ignore[arg-type]
+        except (TypeError, OverflowError, orjson.JSONDecodeError):
+            objs = [self._parse_one(i, v, refused) for i, v in enumerate(values)]
+        if set(map(type, objs)) != {dict}:
+            for i, obj in enumerate(objs):
+                if type(obj) is not dict:
+                    if i not in refused:
+                        refused[i] = (
+                            _R.NOT_AN_OBJECT,
+                            f"expected a JSON object, got {_show(obj)}",
+                        )
+                    objs[i] = _NO_FIELDS
+        return objs
+
+    def _parse_one(
+        self, i: int, value: bytes | None, refused: dict[int, tuple[str, str]]
+    ) -> object:
+        if value is None:
+            refused[i] = (_R.INVALID_JSON, "value is null (a tombstone), not a JSON document")
+            return _NO_FIELDS
+        if len(value) > self.max_payload_bytes:
+            refused[i] = (
+                _R.PAYLOAD_TOO_LARGE,
+                f"payload is {len(value)} bytes, max_payload_bytes is {self.max_payload_bytes}",
+            )
+            return _NO_FIELDS
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            doc = _parse_non_finite(value)
+            if doc is not None:
+                return doc
+            refused[i] = (_R.INVALID_JSON, f"not a JSON document: {exc}")
+            return _NO_FIELDS
+
+    def _column(
+        self,
+        objs: list[dict[str, Any]],
+        field: str,
+        kind: str,
+        refused: dict[int, tuple[str, str]],
+    ) -> np.ndarray:
+        vals: list[Any] = [o.get(field) for o in objs]
+        accepted = _ACCEPTED[kind]
+        if not set(map(type, vals)) <= accepted:
+            placeholder = _PLACEHOLDER[kind]
+            for i, v in enumerate(vals):
+                if type(v) not in accepted:
+                    if i not in refused:
+                        refused[i] = self._field_problem(objs[i], field, kind, v)
+                    vals[i] = placeholder
+        if kind == "int":
+            try:
+                return np.array(vals, dtype=np.int64)
+            except OverflowError:
+                for i, v in enumerate(vals):
+                    if not _INT64_MIN <= v <= _INT64_MAX:
+                        if i not in refused:
+                            refused[i] = (
+                                _R.WRONG_TYPE,
+                                f"field '{field}': expected int, got int {v} beyond int64",
+                            )
+                        vals[i] = 0
+                return np.array(vals, dtype=np.int64)
+        arr = np.array(vals, dtype=_DTYPE[kind])
+        if kind == "float":
+            finite = np.isfinite(arr)
+            if not finite.all():
+                for i in np.flatnonzero(~finite).tolist():
+                    if i not in refused:
+                        refused[i] = (
+                            _R.WRONG_TYPE,
+                            f"field '{field}': expected float, got {_show(vals[i])}",
+                        )
+                arr[~finite] = 0.0
+        return arr
+
+    @staticmethod
+    def _field_problem(
+        obj: dict[str, Any], field: str, kind: str, value: object
+    ) -> tuple[str, str]:
+        if value is None:
+            state = "is null" if field in obj else "is absent"
+            return _R.MISSING_FIELD, f"field '{field}' {state}"
+        return _R.WRONG_TYPE, f"field '{field}': expected {kind}, got {_show(value)}"
+
+    def _event_times(
+        self, objs: list[dict[str, Any]], refused: dict[int, tuple[str, str]]
+    ) -> npt.NDArray[np.int64]:
+        field = self.timestamp_field
+        fmt = self.timestamp_format
+        vals: list[Any] = [o.get(field) for o in objs]
+        accepted = _TS_ACCEPTED[fmt]
+        if not set(map(type, vals)) <= accepted:
+            for i, v in enumerate(vals):
+                if type(v) not in accepted:
+                    if i not in refused:
+                        if v is None:
+                            refused[i] = self._field_problem(objs[i], field, "timestamp", v)
+                        else:
+                            refused[i] = (
+                                _R.INVALID_TIMESTAMP,
+                                f"timestamp field '{field}': expected {_TS_EXPECTED[fmt]}, "
+                                f"got {_show(v)}",
+                            )
+                    vals[i] = 0
+        if fmt == "epoch_millis":
+            ts_ms, out_of_range = _millis(vals)
+        elif fmt == "epoch_seconds":
+            ts_ms, out_of_range, non_finite = _seconds(vals)
+            for i in np.flatnonzero(non_finite).tolist():
+                if i not in refused:
+                    refused[i] = (
+                        _R.INVALID_TIMESTAMP,
+                        f"timestamp field '{field}': expected {_TS_EXPECTED[fmt]}, "
+                        f"got {_show(vals[i])}",
+                    )
+        else:
+            ts_ms, out_of_range = self._iso(vals, refused)
+        out_of_range |= (ts_ms < MIN_EVENT_TS_MS) | (ts_ms > MAX_EVENT_TS_MS)
+        if out_of_range.any():
+            for i in np.flatnonzero(out_of_range).tolist():
+                if i not in refused:
+                    refused[i] = (
+                        _R.TIMESTAMP_OUT_OF_RANGE,
+                        f"timestamp field '{field}': value {_show(vals[i])} is outside "
+                        f"[{MIN_EVENT_TS_MS}, 2**53] ms (2000-01-01 .. 2**53 ms)",
+                    )
+        return ts_ms
+
+    def _iso(
+        self, vals: list[Any], refused: dict[int, tuple[str, str]]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+        out = np.zeros(len(vals), dtype=np.int64)
+        for i, v in enumerate(vals):
+            if i in refused:
+                continue
+            try:
+                parsed = datetime.fromisoformat(v)
+            except ValueError as exc:
+                refused[i] = (
+                    _R.INVALID_TIMESTAMP,
+                    f"timestamp field '{self.timestamp_field}': {_show(v)} is not ISO 8601 ({exc})",
+                )
+                continue
+            if parsed.tzinfo is None:
+                refused[i] = (
+                    _R.INVALID_TIMESTAMP,
+                    f"timestamp field '{self.timestamp_field}': {_show(v)} has no UTC offset; "
+                    "naive times are refused (add Z or +HH:MM)",
+                )
+                continue
+            # Floor division keeps sub-millisecond precision from rounding up.
+            out[i] = (parsed - _EPOCH) // _ONE_MS
+        return out, np.zeros(len(vals), dtype=np.bool_)
+
+    def _refuse_future(
+        self,
+        event_ts: npt.NDArray[np.int64],
+        keep: npt.NDArray[np.bool_],
+        refused: dict[int, tuple[str, str]],
+    ) -> None:
+        now = self._now_ms()
+        bound = now + self.max_future_skew_ms
+        future = keep & (event_ts > bound)
+        if future.any():
+            for i in np.flatnonzero(future).tolist():
+                refused[i] = (
+                    _R.TIMESTAMP_IN_FUTURE,
+                    f"timestamp field '{self.timestamp_field}': event time {int(event_ts[i])} ms "
+                    f"is more than max_future_skew {self.max_future_skew_ms} ms after the wall "
+                    f"clock {now} ms",
+                )
+            keep &= ~future
+
+    def _refuse_late(
+        self,
+        partition: int,
+        event_ts: npt.NDArray[np.int64],
+        keep: npt.NDArray[np.bool_],
+        refused: dict[int, tuple[str, str]],
+        watermarks: PartitionWatermarks,
+    ) -> int:
+        carried = watermarks.max_ts(partition)
+        valid = np.flatnonzero(keep)
+        if len(valid) == 0:
+            return carried
+        ts_valid = event_ts[valid]
+        running = np.maximum.accumulate(ts_valid)
+        # Max event time of the valid events strictly before each one (offset order).
+        before = np.empty_like(ts_valid)
+        before[0] = carried
+        np.maximum(running[:-1], carried, out=before[1:])
+        lateness = self.allowed_lateness_ms
+        # e < before - lateness, written without subtracting from the int64 minimum.
+        late = ts_valid + lateness < before
+        if late.any():
+            for j in np.flatnonzero(late).tolist():
+                i = int(valid[j])
+                refused[i] = (
+                    _R.LATE_EVENT,
+                    f"event time {int(ts_valid[j])} ms is below the partition watermark "
+                    f"{int(before[j]) - lateness} ms (max event time {int(before[j])} ms minus "
+                    f"allowed_lateness {lateness} ms)",
+                )
+            keep[valid[late]] = False
+        max_after = max(carried, int(running[-1]))
+        watermarks.advance(partition, max_after)
+        return max_after
+
+    def _dead_letters(
+        self, raw: RawBatch, refused: dict[int, tuple[str, str]]
+    ) -> tuple[DeadLetter, ...]:
+        if not refused:
+            return ()
+        cap = self.dlq_payload_cap
+        letters = []
+        for i in sorted(refused):
+            reason, detail = refused[i]
+            value = raw.values[i]
+            if value is not None and len(value) > cap:
+                detail = f"{detail}; value truncated to {cap} of {len(value)} bytes"
+                value = value[:cap]
+            letters.append(
+                DeadLetter(
+                    topic=raw.topic,
+                    partition=raw.partition,
+                    offset=int(raw.offsets[i]),
+                    key=raw.keys[i],
+                    value=value,
+                    reason=str(reason),
+                    detail=detail,
+                )
+            )
+        return tuple(letters)
+
+
+_TS_ACCEPTED: dict[str, frozenset[type]] = {
+    "epoch_millis": frozenset({int}),
+    "epoch_seconds": frozenset({int, float}),
+    "iso8601": frozenset({str}),
+}
+_TS_EXPECTED = {
+    "epoch_millis": "an integer of epoch milliseconds",
+    "epoch_seconds": "a number of epoch seconds",
+    "iso8601": "an ISO 8601 string with an offset or Z",
+}
+
+
+def _millis(vals: list[Any]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    try:
+        return np.array(vals, dtype=np.int64), np.zeros(len(vals), dtype=np.bool_)
+    except OverflowError:
+        # Integers beyond int64 are far beyond 2**53 ms: out of range, not malformed.
+        big = np.array([not _INT64_MIN <= v <= _INT64_MAX for v in vals], dtype=np.bool_)
+        safe = [0 if b else v for v, b in zip(vals, big.tolist(), strict=True)]
+        return np.array(safe, dtype=np.int64), big
+
+
+def _seconds(
+    vals: list[Any],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Epoch seconds floored to milliseconds, the out-of-range mask and the non-finite mask."""
+    # float64 is exact here: any in-range value times 1000 stays below 2**53.
+    seconds = np.array(vals, dtype=np.float64)
+    non_finite = ~np.isfinite(seconds)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ms = np.floor(seconds * 1000.0)
+        bad = ~((ms >= MIN_EVENT_TS_MS) & (ms <= MAX_EVENT_TS_MS))
+    ms[bad] = 0.0
+    return ms.astype(np.int64), bad & ~non_finite, non_finite
