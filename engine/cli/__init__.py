@@ -20,6 +20,7 @@ from engine.exceptions import StreamfeatError
 _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "engine.cli.kafka_cmd",
     "engine.cli.generate_cmd",
+    "engine.cli.plan_cmd",
 )
 
 

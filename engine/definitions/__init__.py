@@ -1,0 +1,49 @@
+"""Feature definitions: entities, sources, views, on-demand views, services, repos.
+
+Imports no Bytewax, Kafka or RocksDB; numpy is used by filter evaluation only.
+"""
+
+from engine.definitions.aggregation import FUNCTIONS, Aggregation
+from engine.definitions.base import FieldType, FrozenMap
+from engine.definitions.check import check_on_demand, sample_row
+from engine.definitions.entity import Entity
+from engine.definitions.exceptions import (
+    DefinitionError,
+    DefinitionTypeError,
+    OnDemandCheckError,
+    PlanError,
+    RepoValidationError,
+)
+from engine.definitions.filters import Expr, col
+from engine.definitions.on_demand import OnDemandFeatureView, on_demand_feature_view
+from engine.definitions.repo import FeatureRepo, load_repo
+from engine.definitions.service import FeatureRef, FeatureService
+from engine.definitions.source import TIMESTAMP_FORMATS, EventSource, RequestSource
+from engine.definitions.view import StreamFeatureView
+
+__all__ = [
+    "FUNCTIONS",
+    "TIMESTAMP_FORMATS",
+    "Aggregation",
+    "DefinitionError",
+    "DefinitionTypeError",
+    "Entity",
+    "EventSource",
+    "Expr",
+    "FeatureRef",
+    "FeatureRepo",
+    "FeatureService",
+    "FieldType",
+    "FrozenMap",
+    "OnDemandCheckError",
+    "OnDemandFeatureView",
+    "PlanError",
+    "RepoValidationError",
+    "RequestSource",
+    "StreamFeatureView",
+    "check_on_demand",
+    "col",
+    "load_repo",
+    "on_demand_feature_view",
+    "sample_row",
+]

@@ -1,0 +1,169 @@
+"""``OnDemandFeatureView``: a transform computed at request time from features and request fields.
+
+The transform is referenced by import path ``"package.module:qualname"`` and imported
+only by ``resolve()`` (at plan or serve time), never pickled and never imported when the
+definition itself is imported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from engine.definitions.base import (
+    Checker,
+    FieldType,
+    FrozenMap,
+    definition,
+    did_you_mean,
+    parse_schema,
+)
+from engine.definitions.source import RequestSource
+from engine.definitions.view import StreamFeatureView
+
+if TYPE_CHECKING:
+    from engine.definitions.service import FeatureRef
+
+MODES = ("python", "batch")
+_PATH_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+OnDemandSource = StreamFeatureView | RequestSource
+
+
+@definition("OnDemandFeatureView")
+class OnDemandFeatureView:
+    name: str
+    sources: Sequence[OnDemandSource]
+    schema: Mapping[str, FieldType | str | type]
+    mode: str = "python"
+    fn: str = dataclasses.field(kw_only=True)
+    description: str = ""
+    # Set only by the decorator form: the decorated function itself, because the module
+    # attribute it was defined under now holds this view instead of the function.
+    _function: Callable[..., Any] | None = dataclasses.field(
+        default=None, init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        c = Checker("OnDemandFeatureView", self.name)
+        c.name_field("name", self.name)
+        sources: tuple[OnDemandSource, ...] = ()
+        if isinstance(self.sources, str | bytes) or not isinstance(self.sources, Sequence):
+            c.add("sources", "a list of StreamFeatureView / RequestSource objects", self.sources,
+                  "write sources=[user_spend, transaction_request]", type_error=True)
+        else:
+            sources = tuple(self.sources)
+            if not sources:
+                c.add("sources", "at least one source", self.sources, "list the views and request sources the transform reads")
+            for item in sources:
+                if not isinstance(item, StreamFeatureView | RequestSource):
+                    c.add("sources", "StreamFeatureView or RequestSource objects", item,
+                          "pass the definition objects themselves, not names", type_error=True)
+        schema = parse_schema(c, "schema", self.schema)
+        if c.type_is("mode", self.mode, str, "a mode name", f"use one of {MODES}") and self.mode not in MODES:
+            c.add("mode", f"one of {', '.join(MODES)}", self.mode, did_you_mean(self.mode, MODES))
+        if c.type_is("fn", self.fn, str, "an import path 'package.module:function'",
+                     "reference the function by import path, e.g. fn='feature_defs.transforms:spend_velocity'") \
+                and not _PATH_RE.match(self.fn):
+            c.add("fn", "an import path 'package.module:function'", self.fn,
+                  "separate the module from the function with ':', e.g. 'feature_defs.transforms:spend_velocity'")
+        c.text("description", self.description)
+        if all(isinstance(s, StreamFeatureView | RequestSource) for s in sources):
+            seen: dict[str, str] = {}
+            for src in sources:
+                for feature in _source_fields(src):
+                    if feature in seen:
+                        c.add("sources", "distinct input names across sources", f"<{feature!r} in both {seen[feature]!r} and {src.name!r}>",
+                              "name the aggregations of one view explicitly so inputs do not collide")
+                    seen[feature] = src.name
+        c.check()
+        object.__setattr__(self, "sources", sources)
+        object.__setattr__(self, "schema", schema)
+
+    @property
+    def field_types(self) -> Mapping[str, FieldType]:
+        return self.schema  # type: ignore[return-value]
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(self.schema)
+
+    @property
+    def feature_types(self) -> Mapping[str, FieldType]:
+        return self.field_types
+
+    @property
+    def source_views(self) -> tuple[StreamFeatureView, ...]:
+        return tuple(s for s in self.sources if isinstance(s, StreamFeatureView))
+
+    @property
+    def request_sources(self) -> tuple[RequestSource, ...]:
+        return tuple(s for s in self.sources if isinstance(s, RequestSource))
+
+    @property
+    def input_types(self) -> Mapping[str, FieldType]:
+        """Every input the transform receives (view features and request fields), by name."""
+        return FrozenMap(item for src in self.sources for item in _source_fields(src).items())
+
+    @property
+    def request_fields(self) -> Mapping[str, FieldType]:
+        return FrozenMap(item for src in self.request_sources for item in src.field_types.items())
+
+    def resolve(self) -> Callable[..., Any]:
+        """Imports the transform; raises DefinitionError naming the path if that fails."""
+        module_name, _, qualname = self.fn.partition(":")
+        c = Checker("OnDemandFeatureView", self.name)
+        try:
+            target: Any = importlib.import_module(module_name)
+            for part in qualname.split("."):
+                target = getattr(target, part)
+        except (ImportError, AttributeError) as exc:
+            c.add_raw("fn", f"an importable function at {self.fn!r}", f"{type(exc).__name__}: {exc}",
+                      "check the module path and the function name (the repo's parent directory must be on sys.path)")
+            c.check()
+        if isinstance(target, OnDemandFeatureView) and target._function is not None:
+            return target._function
+        if not callable(target):
+            c.add_raw("fn", "a callable", f"{type(target).__name__} at {self.fn!r}", "point fn at a function")
+            c.check()
+        return target  # type: ignore[no-any-return]
+
+    def __getitem__(self, features: str | Sequence[str]) -> FeatureRef:
+        from engine.definitions.service import FeatureRef  # service imports this module
+
+        return FeatureRef(self, (features,) if isinstance(features, str) else tuple(features))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "sources": [{"kind": type(s).__name__, "name": s.name} for s in self.sources],
+            "schema": {k: str(v) for k, v in self.schema.items()},
+            "mode": self.mode,
+            "fn": self.fn,
+            "description": self.description,
+        }
+
+
+def _source_fields(src: OnDemandSource) -> Mapping[str, FieldType]:
+    return src.feature_types if isinstance(src, StreamFeatureView) else src.field_types
+
+
+def on_demand_feature_view(
+    *, name: str, sources: Sequence[OnDemandSource], schema: Mapping[str, FieldType | str | type],
+    mode: str = "python", description: str = "",
+) -> Callable[[Callable[..., Any]], OnDemandFeatureView]:
+    """Decorator form: the decorated module-level function becomes the transform."""
+
+    def wrap(function: Callable[..., Any]) -> OnDemandFeatureView:
+        path = f"{function.__module__}:{function.__qualname__}"
+        if "<locals>" in function.__qualname__ or "<lambda>" in function.__qualname__:
+            c = Checker("OnDemandFeatureView", name)
+            c.add_raw("fn", "a module-level function", path, "define the transform at the top level of a module")
+            c.check()
+        view = OnDemandFeatureView(name=name, sources=sources, schema=schema, mode=mode, fn=path, description=description)
+        object.__setattr__(view, "_function", function)
+        return view
+
+    return wrap

@@ -1,0 +1,213 @@
+"""``FeatureRepo`` and ``load_repo``: collect and cross-validate a directory of definitions."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import importlib.util
+import sys
+import traceback
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from engine.definitions.entity import Entity
+from engine.definitions.exceptions import DefinitionError, RepoValidationError
+from engine.definitions.on_demand import OnDemandFeatureView
+from engine.definitions.service import FeatureService
+from engine.definitions.source import EventSource, RequestSource
+from engine.definitions.view import StreamFeatureView
+
+Definition = Entity | EventSource | RequestSource | StreamFeatureView | OnDemandFeatureView | FeatureService
+_KINDS: tuple[type, ...] = (Entity, EventSource, RequestSource, StreamFeatureView, OnDemandFeatureView, FeatureService)
+
+
+@dataclass(frozen=True)
+class FeatureRepo:
+    """Every definition of a repo, cross-validated; each tuple sorted by name."""
+
+    entities: tuple[Entity, ...]
+    sources: tuple[EventSource, ...]
+    views: tuple[StreamFeatureView, ...]
+    on_demand_views: tuple[OnDemandFeatureView, ...]
+    services: tuple[FeatureService, ...]
+    request_sources: tuple[RequestSource, ...] = ()
+    path: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        errors = cross_validate(self)
+        if errors:
+            raise RepoValidationError(self.path or "<in memory>", errors)
+
+    @classmethod
+    def from_objects(cls, objects: Iterable[object], path: str = "") -> FeatureRepo:
+        """Builds a repo from definitions, adding the entities and sources views refer to."""
+        found: dict[type, list[Any]] = {kind: [] for kind in _KINDS}
+
+        def add(obj: Any) -> None:
+            bucket = found[type(obj)]
+            if not any(obj is other for other in bucket):
+                bucket.append(obj)
+
+        for obj in objects:
+            if isinstance(obj, _KINDS):
+                add(obj)
+        for view in list(found[StreamFeatureView]):
+            add(view.source)
+            for entity in view.entities:
+                add(entity)
+        for odfv in list(found[OnDemandFeatureView]):
+            for src in odfv.request_sources:
+                add(src)
+
+        def ordered(kind: type) -> tuple[Any, ...]:
+            return tuple(sorted(found[kind], key=lambda o: o.name))
+
+        return cls(entities=ordered(Entity), sources=ordered(EventSource), views=ordered(StreamFeatureView),
+                   on_demand_views=ordered(OnDemandFeatureView), services=ordered(FeatureService),
+                   request_sources=ordered(RequestSource), path=path)
+
+    def _find(self, items: Sequence[Any], name: str, kind: str) -> Any:
+        for item in items:
+            if item.name == name:
+                return item
+        raise KeyError(f"no {kind} named {name!r} in the repo; known: {[i.name for i in items]}")
+
+    def view(self, name: str) -> StreamFeatureView:
+        return self._find(self.views, name, "StreamFeatureView")  # type: ignore[no-any-return]
+
+    def on_demand_view(self, name: str) -> OnDemandFeatureView:
+        return self._find(self.on_demand_views, name, "OnDemandFeatureView")  # type: ignore[no-any-return]
+
+    def service(self, name: str) -> FeatureService:
+        return self._find(self.services, name, "FeatureService")  # type: ignore[no-any-return]
+
+    def source(self, name: str) -> EventSource:
+        return self._find(self.sources, name, "EventSource")  # type: ignore[no-any-return]
+
+    def views_for_source(self, source_name: str) -> tuple[StreamFeatureView, ...]:
+        return tuple(v for v in self.views if v.source.name == source_name)
+
+
+def cross_validate(repo: FeatureRepo) -> list[str]:
+    """Every consistency error between the definitions of one repo."""
+    errors: list[str] = []
+    groups: list[tuple[str, Sequence[Any]]] = [
+        ("Entity", repo.entities), ("EventSource", repo.sources), ("RequestSource", repo.request_sources),
+        ("FeatureService", repo.services),
+        # Views and on-demand views share one namespace: services and serving name them alike.
+        ("StreamFeatureView/OnDemandFeatureView", (*repo.views, *repo.on_demand_views)),
+    ]
+    for kind, items in groups:
+        seen: dict[str, Any] = {}
+        for item in items:
+            if item.name in seen and seen[item.name] != item:
+                errors.append(f"{kind} '{item.name}': defined twice with different contents. "
+                              "Hint: names must be unique per kind; rename one of them")
+            seen.setdefault(item.name, item)
+    sources = {s.name: s for s in repo.sources}
+    entities = {e.name: e for e in repo.entities}
+    for view in repo.views:
+        if sources.get(view.source.name, view.source) != view.source:
+            errors.append(f"StreamFeatureView '{view.name}': field 'source': its EventSource "
+                          f"'{view.source.name}' differs from the repo's source of that name. "
+                          "Hint: import the one source object instead of redefining it")
+        for entity in view.entities:
+            if entities.get(entity.name, entity) != entity:
+                errors.append(f"StreamFeatureView '{view.name}': field 'entities': Entity '{entity.name}' "
+                              "differs from the repo's entity of that name. Hint: import the one entity object")
+    by_fingerprint: dict[bytes, str] = {}
+    for view in repo.views:
+        other = by_fingerprint.setdefault(view.fingerprint, view.name)
+        if other != view.name:
+            errors.append(f"StreamFeatureView '{view.name}': same fingerprint as '{other}' (same source, keys, "
+                          "interval, filter and aggregations), so both would share state. Hint: keep one view")
+    views = {v.name: v for v in repo.views}
+    odfvs = {o.name: o for o in repo.on_demand_views}
+    for odfv in repo.on_demand_views:
+        for src in odfv.source_views:
+            if views.get(src.name) != src:
+                errors.append(f"OnDemandFeatureView '{odfv.name}': field 'sources': StreamFeatureView "
+                              f"'{src.name}' is not defined in the repo (or differs from it). "
+                              "Hint: define the view at module level in a repo module and import it")
+    for service in repo.services:
+        for ref in service.refs:
+            known: dict[str, Any] = views if isinstance(ref.view, StreamFeatureView) else odfvs
+            if known.get(ref.view.name) != ref.view:
+                errors.append(f"FeatureService '{service.name}': field 'features': {type(ref.view).__name__} "
+                              f"'{ref.view.name}' is not defined in the repo (or differs from it). "
+                              "Hint: define it at module level in a repo module and import it")
+    return errors
+
+
+def _evict(package: str) -> None:
+    """Forgets earlier imports of the package so the repo is read fresh from its path."""
+    for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+        del sys.modules[name]
+
+
+def _module_error(module_name: str, exc: BaseException, path: Path) -> str:
+    if isinstance(exc, DefinitionError):
+        return f"module {module_name}: {exc}"
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(str(path))]
+    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    return f"module {module_name}: {type(exc).__name__}: {exc}{where}"
+
+
+def load_repo(path: str | Path) -> FeatureRepo:
+    """Imports every .py module of the repo directory as a package and collects its definitions.
+
+    Raises RepoValidationError listing every error: modules that fail to import (a
+    DefinitionError counts as an error of its module; loading continues with the other
+    modules) and every cross-validation error.
+    """
+    root = Path(path).resolve()
+    if not root.is_dir():
+        raise RepoValidationError(str(path), [f"{path}: not a directory. Hint: pass the repo directory, e.g. --repo feature_defs"])
+    package = root.name
+    if not package.isidentifier():
+        raise RepoValidationError(str(path), [f"{root}: directory name {package!r} is not an importable package name. "
+                                              "Hint: rename it to a Python identifier such as feature_defs"])
+    parent = str(root.parent)
+    # The parent goes first on sys.path so transforms referenced as "<package>.module:fn"
+    # resolve to this directory at serve time as well.
+    if parent in sys.path:
+        sys.path.remove(parent)
+    sys.path.insert(0, parent)
+    _evict(package)
+    importlib.invalidate_caches()
+    errors: list[str] = []
+    init = root / "__init__.py"
+    if init.exists():
+        spec = importlib.util.spec_from_file_location(package, init, submodule_search_locations=[str(root)])
+    else:  # a directory without __init__.py is imported like a namespace package
+        spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
+        spec.submodule_search_locations = [str(root)]
+    if spec is None:
+        raise RepoValidationError(str(path), [f"{root}: cannot be imported as a package"])
+    pkg = importlib.util.module_from_spec(spec)
+    sys.modules[package] = pkg
+    try:
+        if spec.loader is not None:
+            spec.loader.exec_module(pkg)
+    except Exception as exc:
+        errors.append(_module_error(package, exc, root))
+    modules: list[ModuleType] = [pkg]
+    for file in sorted(root.glob("*.py")):
+        if file.name == "__init__.py":
+            continue
+        name = f"{package}.{file.stem}"
+        try:
+            modules.append(importlib.import_module(name))
+        except Exception as exc:  # any import failure is reported with its module; keep going
+            errors.append(_module_error(name, exc, root))
+    objects = [value for module in modules for value in vars(module).values() if isinstance(value, _KINDS)]
+    try:
+        repo = FeatureRepo.from_objects(objects, path=str(path))
+    except RepoValidationError as exc:
+        errors.extend(exc.errors)
+    if errors:
+        raise RepoValidationError(str(path), errors)
+    return repo

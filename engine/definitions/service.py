@@ -1,0 +1,129 @@
+"""``FeatureService`` and ``FeatureRef``: the named set of features a model reads, in order."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from engine.definitions.base import Checker, FieldType, FrozenMap, definition, did_you_mean
+from engine.definitions.on_demand import OnDemandFeatureView
+from engine.definitions.view import StreamFeatureView
+
+AnyView = StreamFeatureView | OnDemandFeatureView
+
+
+@definition("FeatureRef")
+class FeatureRef:
+    """Some features of one view, in the given order: ``view[["a", "b"]]``."""
+
+    view: AnyView
+    features: Sequence[str]
+
+    def __post_init__(self) -> None:
+        label = self.view.name if isinstance(self.view, StreamFeatureView | OnDemandFeatureView) else "?"
+        c = Checker("FeatureRef", label)
+        features: tuple[str, ...] = ()
+        if not isinstance(self.view, StreamFeatureView | OnDemandFeatureView):
+            c.add("view", "a StreamFeatureView or OnDemandFeatureView", self.view, "write view[['a', 'b']]", type_error=True)
+        if isinstance(self.features, str | bytes) or not isinstance(self.features, Sequence):
+            c.add("features", "a list of feature names", self.features, "write view[['amount_sum_1h']]", type_error=True)
+        else:
+            features = tuple(self.features)
+            if not features:
+                c.add("features", "at least one feature name", [], "select at least one feature or pass the view itself")
+            if isinstance(self.view, StreamFeatureView | OnDemandFeatureView):
+                known = self.view.feature_names
+                for name in features:
+                    if name not in known:
+                        c.add("features", f"features of view {label!r}", name,
+                              did_you_mean(name, known) if isinstance(name, str) else "use feature names")
+            if len(set(features)) != len(features):
+                c.add("features", "each feature once", list(features), "remove the repeated names")
+        c.check()
+        object.__setattr__(self, "features", features)
+
+    @property
+    def feature_types(self) -> Mapping[str, FieldType]:
+        types = self.view.feature_types
+        return FrozenMap((name, types[name]) for name in self.features)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"view": self.view.name, "kind": type(self.view).__name__, "features": list(self.features)}
+
+
+@definition("FeatureService")
+class FeatureService:
+    name: str
+    features: Sequence[AnyView | FeatureRef]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        c = Checker("FeatureService", self.name)
+        c.name_field("name", self.name)
+        refs: list[FeatureRef] = []
+        if isinstance(self.features, str | bytes) or not isinstance(self.features, Sequence):
+            c.add("features", "a list of views or view[[...]] selections", self.features,
+                  "write features=[user_spend, merchant_activity[['merchant_txn_count_1h']]]", type_error=True)
+        else:
+            if not self.features:
+                c.add("features", "at least one view or selection", [], "a service without features serves nothing")
+            for item in self.features:
+                if isinstance(item, FeatureRef):
+                    refs.append(item)
+                elif isinstance(item, StreamFeatureView | OnDemandFeatureView):
+                    refs.append(FeatureRef(item, item.feature_names))
+                else:
+                    c.add("features", "StreamFeatureView, OnDemandFeatureView or view[[...]] objects", item,
+                          "pass the definition objects, not names", type_error=True)
+        owner: dict[str, str] = {}
+        for ref in refs:
+            for name in ref.features:
+                if name in owner:
+                    c.add("features", "feature names unique across the service",
+                          f"<{name!r} from both {owner[name]!r} and {ref.view.name!r}>",
+                          "select fewer features or name the aggregations explicitly")
+                owner[name] = ref.view.name
+        c.text("description", self.description)
+        c.check()
+        object.__setattr__(self, "features", tuple(refs))
+
+    @property
+    def refs(self) -> tuple[FeatureRef, ...]:
+        return self.features  # type: ignore[return-value]
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(name for ref in self.refs for name in ref.features)
+
+    @property
+    def feature_types(self) -> Mapping[str, FieldType]:
+        return FrozenMap(item for ref in self.refs for item in ref.feature_types.items())
+
+    @property
+    def views(self) -> tuple[StreamFeatureView, ...]:
+        """Stream views whose state the service reads (directly or through on-demand views)."""
+        out: list[StreamFeatureView] = []
+        for ref in self.refs:
+            inner = ref.view.source_views if isinstance(ref.view, OnDemandFeatureView) else (ref.view,)
+            for view in inner:
+                if view not in out:
+                    out.append(view)
+        return tuple(out)
+
+    @property
+    def on_demand_views(self) -> tuple[OnDemandFeatureView, ...]:
+        return tuple(ref.view for ref in self.refs if isinstance(ref.view, OnDemandFeatureView))
+
+    @property
+    def entity_join_keys(self) -> tuple[str, ...]:
+        keys: list[str] = []
+        for view in self.views:
+            keys.extend(k for k in view.join_keys if k not in keys)
+        return tuple(keys)
+
+    @property
+    def request_fields(self) -> Mapping[str, FieldType]:
+        return FrozenMap(item for odfv in self.on_demand_views for item in odfv.request_fields.items())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "features": [ref.to_dict() for ref in self.refs], "description": self.description}

@@ -1,0 +1,123 @@
+"""Sources: ``EventSource`` (a Kafka topic of events) and ``RequestSource`` (request fields)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+
+from engine.definitions.base import (
+    FIELD_RE,
+    Checker,
+    FieldType,
+    definition,
+    did_you_mean,
+    parse_schema,
+    timedelta_ms,
+)
+
+TIMESTAMP_FORMATS = ("epoch_millis", "epoch_seconds", "iso8601")
+_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+@definition("EventSource")
+class EventSource:
+    name: str
+    topic: str
+    timestamp_field: str
+    schema: Mapping[str, FieldType | str | type]
+    timestamp_format: str = "epoch_millis"
+    allowed_lateness: timedelta = timedelta(0)
+    history: Sequence[str] = ()
+    max_payload_bytes: int = 65536
+    max_future_skew: timedelta = timedelta(days=1)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        c = Checker("EventSource", self.name)
+        c.name_field("name", self.name)
+        if c.type_is("topic", self.topic, str, "a Kafka topic name", "write topic='transactions'") and not _TOPIC_RE.match(self.topic):
+            c.add("topic", "1-249 characters from [A-Za-z0-9._-]", self.topic, "Kafka refuses other topic names")
+        if c.type_is("timestamp_field", self.timestamp_field, str, "a field name", "name the JSON field holding the event time, e.g. 'ts'") and not FIELD_RE.match(self.timestamp_field):
+            c.add("timestamp_field", "a field name matching [A-Za-z_][A-Za-z0-9_]*", self.timestamp_field, "name the JSON field holding the event time")
+        schema = parse_schema(c, "schema", self.schema)
+        if c.type_is("timestamp_format", self.timestamp_format, str, "a timestamp format name", f"use one of {TIMESTAMP_FORMATS}") and self.timestamp_format not in TIMESTAMP_FORMATS:
+            c.add("timestamp_format", f"one of {', '.join(TIMESTAMP_FORMATS)}", self.timestamp_format,
+                  did_you_mean(self.timestamp_format, TIMESTAMP_FORMATS))
+        c.duration("allowed_lateness", self.allowed_lateness, minimum_ms=0, allow_zero=True)
+        history: tuple[str, ...] = ()
+        if isinstance(self.history, str) or not isinstance(self.history, Sequence):
+            c.add("history", "a list of Parquet paths or globs", self.history,
+                  f"write history=[{self.history!r}]" if isinstance(self.history, str) else "write history=['data/*.parquet']",
+                  type_error=True)
+        else:
+            history = tuple(self.history)
+            for item in history:
+                if not isinstance(item, str) or not item:
+                    c.add("history", "non-empty path strings", item, "write history=['data/*.parquet']")
+        if c.type_is("max_payload_bytes", self.max_payload_bytes, int, "an integer number of bytes", "e.g. max_payload_bytes=65536") and self.max_payload_bytes <= 0:
+            c.add("max_payload_bytes", "a positive number of bytes", self.max_payload_bytes, "e.g. max_payload_bytes=65536")
+        c.duration("max_future_skew", self.max_future_skew, minimum_ms=1)
+        c.text("description", self.description)
+        c.check()
+        object.__setattr__(self, "schema", schema)
+        object.__setattr__(self, "history", history)
+
+    @property
+    def field_types(self) -> Mapping[str, FieldType]:
+        """The normalized schema, typed (``schema`` holds the same FrozenMap)."""
+        return self.schema  # type: ignore[return-value]
+
+    @property
+    def allowed_lateness_ms(self) -> int:
+        return timedelta_ms(self.allowed_lateness)
+
+    @property
+    def max_future_skew_ms(self) -> int:
+        return timedelta_ms(self.max_future_skew)
+
+    @property
+    def dlq_topic(self) -> str:
+        return self.topic + ".dlq"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "topic": self.topic,
+            "timestamp_field": self.timestamp_field,
+            "timestamp_format": self.timestamp_format,
+            "schema": {k: str(v) for k, v in self.schema.items()},
+            "allowed_lateness_ms": self.allowed_lateness_ms,
+            "history": list(self.history),
+            "max_payload_bytes": self.max_payload_bytes,
+            "max_future_skew_ms": self.max_future_skew_ms,
+            "description": self.description,
+        }
+
+
+@definition("RequestSource")
+class RequestSource:
+    """Fields the caller sends with each serving request (inputs of on-demand views)."""
+
+    name: str
+    schema: Mapping[str, FieldType | str | type]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        c = Checker("RequestSource", self.name)
+        c.name_field("name", self.name)
+        schema = parse_schema(c, "schema", self.schema)
+        c.text("description", self.description)
+        c.check()
+        object.__setattr__(self, "schema", schema)
+
+    @property
+    def field_types(self) -> Mapping[str, FieldType]:
+        return self.schema  # type: ignore[return-value]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "schema": {k: str(v) for k, v in self.schema.items()},
+            "description": self.description,
+        }

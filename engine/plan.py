@@ -1,0 +1,214 @@
+"""``plan`` / ``apply``: diff a feature repo against the last applied plan file.
+
+The plan file (default ``.streamfeat/plan.json``) is versioned JSON holding, for
+every view, its canonical definition and fingerprint, plus the number of state
+shards. The shard count is fixed at the first apply: entities are placed by
+``crc32(fingerprint + key) mod shards`` (docs/semantics.md section 6), so changing it
+would strand existing state; ``apply`` refuses a different count instead of silently
+re-sharding.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from engine.definitions.check import check_on_demand
+from engine.definitions.exceptions import DefinitionError, PlanError, RepoValidationError
+from engine.definitions.repo import FeatureRepo
+
+PLAN_FORMAT_VERSION = 1
+DEFAULT_SHARDS = 8
+DEFAULT_PLAN_FILE = Path(".streamfeat") / "plan.json"
+KINDS = ("view", "on_demand_view", "service")
+
+
+def default_plan_path(state_dir: str | Path | None = None) -> Path:
+    """``<state_dir>/plan.json`` when a state directory is configured, else ``.streamfeat/plan.json``."""
+    return Path(state_dir) / "plan.json" if state_dir is not None else DEFAULT_PLAN_FILE
+
+
+@dataclass(frozen=True)
+class AppliedPlan:
+    """The content of a plan file: what was applied last."""
+
+    shards: int
+    # kind -> name -> {"definition": canonical dict, "fingerprint": hex (views only)}
+    entries: Mapping[str, Mapping[str, Mapping[str, Any]]]
+    applied_at: str = ""
+    format_version: int = PLAN_FORMAT_VERSION
+
+    @property
+    def view_fingerprints(self) -> dict[str, str]:
+        return {name: str(entry["fingerprint"]) for name, entry in self.entries.get("view", {}).items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "applied_at": self.applied_at,
+            "shards": self.shards,
+            "views": {k: dict(v) for k, v in sorted(self.entries.get("view", {}).items())},
+            "on_demand_views": {k: dict(v) for k, v in sorted(self.entries.get("on_demand_view", {}).items())},
+            "services": {k: dict(v) for k, v in sorted(self.entries.get("service", {}).items())},
+        }
+
+
+def repo_entries(repo: FeatureRepo) -> dict[str, dict[str, dict[str, Any]]]:
+    """The plan-file entries describing a repo, by kind and name."""
+    return {
+        "view": {v.name: {"fingerprint": v.fingerprint_hex, "definition": v.to_dict()} for v in repo.views},
+        "on_demand_view": {o.name: {"definition": o.to_dict()} for o in repo.on_demand_views},
+        "service": {s.name: {"definition": s.to_dict()} for s in repo.services},
+    }
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: str  # "view" | "on_demand_view" | "service"
+    name: str
+    action: str  # "new" | "changed" | "removed"
+    needs_backfill: bool = False
+    details: tuple[str, ...] = ()
+    fingerprint_before: str | None = None
+    fingerprint_after: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: tuple[Change, ...]
+    unchanged: tuple[tuple[str, str], ...]  # (kind, name)
+    shards: int
+    first_apply: bool
+    entries: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(repr=False, default_factory=dict)
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.changes)
+
+    @property
+    def needs_backfill(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.changes if c.needs_backfill)
+
+    def render(self) -> str:
+        lines = [f"state shards: {self.shards}" + (" (first apply)" if self.first_apply else "")]
+        if not self.changes:
+            lines.append("No changes: the repo matches the applied plan.")
+            return "\n".join(lines)
+        marks = {"new": "+", "changed": "~", "removed": "-"}
+        for change in self.changes:
+            label = change.kind.replace("_", " ")
+            suffix = "  [needs backfill]" if change.needs_backfill else ""
+            lines.append(f"  {marks[change.action]} {label} {change.name}: {change.action}{suffix}")
+            lines.extend(f"      {d}" for d in change.details)
+        counts = {a: sum(1 for c in self.changes if c.action == a) for a in marks}
+        lines.append(f"{counts['new']} new, {counts['changed']} changed, {counts['removed']} removed, "
+                     f"{len(self.unchanged)} unchanged; needs backfill: {', '.join(self.needs_backfill) or 'none'}")
+        return "\n".join(lines)
+
+
+def _diff(before: Any, after: Any, path: str = "") -> list[str]:
+    """Readable list of the differing leaves of two canonical dicts."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        out: list[str] = []
+        for key in sorted(set(before) | set(after), key=str):
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in before:
+                out.append(f"{sub}: added {json.dumps(after[key])}")
+            elif key not in after:
+                out.append(f"{sub}: removed")
+            else:
+                out.extend(_diff(before[key], after[key], sub))
+        return out
+    if before == after:
+        return []
+    return [f"{path}: {json.dumps(before, sort_keys=True)} -> {json.dumps(after, sort_keys=True)}"]
+
+
+def compute_plan(repo: FeatureRepo, previous: AppliedPlan | None, *, shards: int | None = None,
+                 check_transforms: bool = True) -> Plan:
+    """Diffs the repo against the previous applied plan (None: nothing applied yet)."""
+    if shards is not None and (not isinstance(shards, int) or isinstance(shards, bool) or not 1 <= shards <= 4096):
+        raise PlanError(f"shards: expected an integer from 1 to 4096, got {shards!r}", hint="use e.g. --shards 8")
+    if previous is not None and shards is not None and shards != previous.shards:
+        raise PlanError(
+            f"the state has {previous.shards} shards (fixed at the first apply); {shards} were requested",
+            hint="shard placement depends on the count; start a fresh state directory and plan file to re-shard")
+    if check_transforms:
+        errors = []
+        for odfv in repo.on_demand_views:
+            try:
+                check_on_demand(odfv)
+            except DefinitionError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise RepoValidationError(repo.path or "<in memory>", errors)
+    now = repo_entries(repo)
+    old: Mapping[str, Mapping[str, Mapping[str, Any]]] = previous.entries if previous else {}
+    removed_fps = {e["fingerprint"] for n, e in old.get("view", {}).items() if n not in now["view"]}
+    changes: list[Change] = []
+    unchanged: list[tuple[str, str]] = []
+    for kind in KINDS:
+        before_all, after_all = old.get(kind, {}), now[kind]
+        for name in sorted(set(before_all) | set(after_all)):
+            before, after = before_all.get(name), after_all.get(name)
+            fp_before = before.get("fingerprint") if before else None
+            fp_after = after.get("fingerprint") if after else None
+            if before is None:
+                # A new view has no state, unless it is a rename of a removed view with the same partials.
+                renamed = kind == "view" and fp_after in removed_fps
+                notes: tuple[str, ...] = ("same fingerprint as a removed view: its state is reused",) if renamed else ()
+                changes.append(Change(kind, name, "new", kind == "view" and not renamed, notes, None, fp_after))
+            elif after is None:
+                changes.append(Change(kind, name, "removed", False, (), fp_before, None))
+            elif dict(before) != after:
+                backfill = kind == "view" and fp_before != fp_after
+                details = tuple(_diff(dict(before["definition"]), after["definition"]))
+                if backfill:
+                    details += (f"fingerprint {fp_before} -> {fp_after}: old state is not reused",)
+                changes.append(Change(kind, name, "changed", backfill, details, fp_before, fp_after))
+            else:
+                unchanged.append((kind, name))
+    chosen = previous.shards if previous else (shards if shards is not None else DEFAULT_SHARDS)
+    return Plan(tuple(changes), tuple(unchanged), chosen, previous is None, now)
+
+
+def load_applied_plan(path: str | Path) -> AppliedPlan | None:
+    """Reads a plan file; None when it does not exist yet."""
+    file = Path(path)
+    if not file.exists():
+        return None
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PlanError(f"plan file {file} cannot be read: {exc}",
+                        hint="restore it from version control or delete it to start over") from exc
+    if not isinstance(data, dict) or data.get("format_version") != PLAN_FORMAT_VERSION:
+        got = data.get("format_version") if isinstance(data, dict) else type(data).__name__
+        raise PlanError(f"plan file {file}: expected format_version {PLAN_FORMAT_VERSION}, got {got!r}",
+                        hint="this plan file was written by another streamfeat version")
+    shards = data.get("shards")
+    if not isinstance(shards, int) or shards < 1:
+        raise PlanError(f"plan file {file}: expected a positive integer 'shards', got {shards!r}",
+                        hint="restore the plan file; the shard count must match the existing state")
+    entries = {kind: data.get(key) or {} for kind, key in
+               (("view", "views"), ("on_demand_view", "on_demand_views"), ("service", "services"))}
+    return AppliedPlan(shards=shards, entries=entries, applied_at=str(data.get("applied_at", "")))
+
+
+def apply_plan(repo: FeatureRepo, plan_file: str | Path | None = None, *, shards: int | None = None,
+               check_transforms: bool = True) -> tuple[Plan, AppliedPlan]:
+    """Computes the plan against the plan file and writes the new plan file atomically."""
+    file = Path(plan_file) if plan_file is not None else DEFAULT_PLAN_FILE
+    plan = compute_plan(repo, load_applied_plan(file), shards=shards, check_transforms=check_transforms)
+    applied = AppliedPlan(shards=plan.shards, entries=plan.entries,
+                          applied_at=datetime.now(UTC).isoformat(timespec="seconds"))
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(file.name + ".tmp")
+    tmp.write_text(json.dumps(applied.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, file)  # readers never see a half-written plan file
+    return plan, applied

@@ -1,0 +1,41 @@
+"""Streaming aggregation views of the fraud example."""
+
+from datetime import timedelta
+
+from engine.definitions import Aggregation, StreamFeatureView, col
+from feature_defs.entities import merchant, user
+from feature_defs.sources import transactions
+
+_WINDOWS = (timedelta(minutes=15), timedelta(hours=1), timedelta(days=1))
+
+user_spend = StreamFeatureView(
+    name="user_spend",
+    source=transactions,
+    entities=[user],
+    filter=col("event_type") == "PURCHASE",
+    aggregation_interval=timedelta(minutes=1),
+    aggregations=[
+        *(Aggregation(column="amount", function=fn, window=w) for w in _WINDOWS for fn in ("sum", "count", "mean")),
+        Aggregation(column="amount", function="max", window=timedelta(hours=1)),
+        Aggregation(column="amount", function="stddev", window=timedelta(days=1)),
+    ],
+    description="Purchase spend of each user over 15 minutes, 1 hour and 1 day.",
+    tags={"team": "risk"},
+)
+
+# Explicit names: the default ones (amount_count_15m, ...) would collide with
+# user_spend's inside the fraud_scoring service and the on-demand inputs.
+merchant_activity = StreamFeatureView(
+    name="merchant_activity",
+    source=transactions,
+    entities=[merchant],
+    filter=col("event_type") == "PURCHASE",
+    aggregation_interval=timedelta(minutes=1),
+    aggregations=[
+        Aggregation(column="amount", function="count", window=timedelta(minutes=15), name="merchant_txn_count_15m"),
+        Aggregation(column="amount", function="count", window=timedelta(hours=1), name="merchant_txn_count_1h"),
+        Aggregation(column="amount", function="sum", window=timedelta(hours=1), name="merchant_amount_sum_1h"),
+    ],
+    description="Purchase activity of each merchant.",
+    tags={"team": "risk"},
+)
