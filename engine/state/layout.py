@@ -1,0 +1,123 @@
+"""On-disk layout of a state directory and the RocksDB options used to open it.
+
+<state_dir>/meta.json        {"format": 1, "n_shards": N}
+<state_dir>/shard-000/ ...   one raw-mode RocksDB per shard
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import rocksdict
+
+from engine.state.exceptions import ShardCountMismatchError, StateError
+
+META_FILE = "meta.json"
+LAYOUT_FORMAT = 1
+_WRITE_BUFFER_BYTES = 64 * 1024 * 1024
+_BLOCK_CACHE_BYTES = 64 * 1024 * 1024
+
+
+def shard_path(state_dir: Path, shard: int) -> Path:
+    return state_dir / f"shard-{shard:03d}"
+
+
+def shard_exists(path: Path) -> bool:
+    """True when ``path`` holds a RocksDB database (its CURRENT file exists)."""
+    return (path / "CURRENT").is_file()
+
+
+def read_meta_shards(state_dir: Path) -> int | None:
+    """The shard count recorded in ``meta.json``, or None when there is no meta file yet."""
+    meta = state_dir / META_FILE
+    try:
+        raw = meta.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        data = json.loads(raw)
+        n_shards = data["n_shards"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StateError(
+            f"state directory {state_dir}: {META_FILE} is not valid ({exc})",
+            hint="restore it from a backup, or delete the state directory and backfill",
+        ) from exc
+    if isinstance(n_shards, bool) or not isinstance(n_shards, int) or n_shards < 1:
+        raise StateError(
+            f"state directory {state_dir}: {META_FILE} field 'n_shards': "
+            f"expected a positive int, got {n_shards!r}"
+        )
+    return n_shards
+
+
+def check_meta_shards(state_dir: Path, n_shards: int) -> bool:
+    """Raise if ``meta.json`` records another shard count; return whether it exists."""
+    recorded = read_meta_shards(state_dir)
+    if recorded is not None and recorded != n_shards:
+        raise ShardCountMismatchError(
+            f"state directory {state_dir}: field 'n_shards': expected {recorded} "
+            f"(recorded in {META_FILE} when it was created), got {n_shards}",
+            hint=(
+                "the shard count is fixed when state is created because entities are routed "
+                "by crc32 % n_shards; use the recorded count, or rescale by writing a new "
+                "state directory with the new count (backfill) and switching to it"
+            ),
+        )
+    return recorded is not None
+
+
+def write_meta(state_dir: Path, n_shards: int) -> None:
+    """Record the shard count atomically (write to a temp file, then rename)."""
+    tmp = state_dir / f".{META_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(
+        json.dumps({"format": LAYOUT_FORMAT, "n_shards": n_shards}) + "\n", encoding="utf-8"
+    )
+    os.replace(tmp, state_dir / META_FILE)
+
+
+def _table_options() -> rocksdict.BlockBasedOptions:
+    # Bloom filters make misses (new entities, cold keys) cost no disk reads.
+    table = rocksdict.BlockBasedOptions()
+    table.set_bloom_filter(10, False)
+    table.set_block_cache(rocksdict.Cache(_BLOCK_CACHE_BYTES))
+    table.set_cache_index_and_filter_blocks(True)
+    return table
+
+
+def writer_options() -> rocksdict.Options:
+    """Options of the one read-write opener of a shard."""
+    opts = rocksdict.Options(raw_mode=True)
+    opts.create_if_missing(True)
+    opts.set_write_buffer_size(_WRITE_BUFFER_BYTES)
+    opts.set_max_background_jobs(2)
+    opts.set_block_based_table_factory(_table_options())
+    return opts
+
+
+def reader_options() -> rocksdict.Options:
+    """Options of read-only and secondary openers."""
+    opts = rocksdict.Options(raw_mode=True)
+    # Secondaries must keep every file open: a file the primary deletes after
+    # compaction stays readable through its open handle until the next catch-up.
+    opts.set_max_open_files(-1)
+    opts.set_block_based_table_factory(_table_options())
+    return opts
+
+
+def iter_prefix(db: rocksdict.Rdict, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """``(key, value)`` of every key starting with ``prefix`` in a raw-mode shard."""
+    for key, value in db.items(from_key=prefix):
+        raw_key = cast(bytes, key)
+        if not raw_key.startswith(prefix):
+            break
+        yield raw_key, cast(bytes, value)
+
+
+def multi_get(db: rocksdict.Rdict, keys: list[bytes]) -> list[bytes | None]:
+    """Values of ``keys`` in a raw-mode shard, None where absent (one multi-get)."""
+    query: list[Any] = keys  # rocksdict's stub types lists of keys invariantly
+    return cast("list[bytes | None]", db[query])

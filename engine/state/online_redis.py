@@ -1,0 +1,80 @@
+"""Online table read from Redis (``sf:<fingerprint hex>:<entity key>`` -> packed record)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from engine.state.closing import ClosesOnExit
+from engine.state.exceptions import OnlineTableUnavailable
+from engine.state.keys import redis_key
+from engine.state.protocols import OnlineTableHealth
+from engine.state.redis_client import (
+    REDIS_ERRORS,
+    close_client,
+    describe_redis_error,
+    make_client,
+)
+
+
+class RedisOnlineTable(ClosesOnExit):
+    """Batch reads with one MGET per call.
+
+    A Redis outage raises :class:`OnlineTableUnavailable` (serving answers 503);
+    the connection pool reconnects on its own once Redis is back, so the same object
+    keeps working without being recreated.
+    """
+
+    def __init__(
+        self, url: str, *, socket_timeout_s: float = 0.5, max_connections: int = 32
+    ) -> None:
+        self.url = url
+        self._client = make_client(
+            url, socket_timeout_s=socket_timeout_s, max_connections=max_connections
+        )
+        self._last_ok: float | None = None
+        self._last_error: str | None = None
+        self.error_count = 0
+
+    def _unavailable(self, exc: BaseException) -> OnlineTableUnavailable:
+        reason = describe_redis_error(self.url, exc)
+        self._last_error = reason
+        self.error_count += 1
+        return OnlineTableUnavailable(
+            reason,
+            hint="check that redis-server is running and reachable; reads resume by themselves",
+        )
+
+    def read(self, fingerprint: bytes, entity_keys: Sequence[bytes]) -> list[bytes | None]:
+        keys = [redis_key(fingerprint, key) for key in entity_keys]
+        if not keys:
+            return []
+        try:
+            values: list[bytes | None] = self._client.mget(keys)
+        except REDIS_ERRORS as exc:
+            raise self._unavailable(exc) from exc
+        self._last_ok = time.monotonic()
+        return values
+
+    def refresh(self) -> None:
+        """Redis reads are always current; this only checks the server answers."""
+        try:
+            self._client.ping()
+        except REDIS_ERRORS as exc:
+            raise self._unavailable(exc) from exc
+        self._last_ok = time.monotonic()
+
+    def health(self) -> OnlineTableHealth:
+        try:
+            self.refresh()
+        except OnlineTableUnavailable as exc:
+            return OnlineTableHealth(False, exc.reason, self._age(), self._last_error)
+        return OnlineTableHealth(
+            True, f"redis at {self.url.split('@')[-1]} answers", 0.0, self._last_error
+        )
+
+    def _age(self) -> float | None:
+        return None if self._last_ok is None else time.monotonic() - self._last_ok
+
+    def close(self) -> None:
+        close_client(self._client)

@@ -1,0 +1,209 @@
+"""Online table over the writer's own shards, read through RocksDB secondary instances.
+
+A secondary instance opens the primary's files without its lock and sees new writes
+only after ``try_catch_up_with_primary()``; a background thread calls it every
+``catch_up_interval_s`` so serving lags ingest by about that much.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import rocksdict
+
+from engine.state.closing import ClosesOnExit
+from engine.state.exceptions import OnlineTableUnavailable, StateValueError, StoreClosedError
+from engine.state.keys import TILE_PREFIX, check_fingerprint, shard_for, shard_for_many
+from engine.state.layout import (
+    check_meta_shards,
+    multi_get,
+    reader_options,
+    shard_exists,
+    shard_path,
+)
+from engine.state.protocols import OnlineTableHealth
+
+_INSTANCE_IDS = itertools.count()
+
+
+class RocksDBOnlineTable(ClosesOnExit):
+    """Reads packed tile records from every shard of ``state_dir`` as a secondary.
+
+    ``secondary_dir`` holds this reader's private RocksDB files (info logs and the
+    secondary's manifest copy); each instance uses its own subdirectory so several
+    serving processes can share one ``secondary_dir``. Shards the writer has not
+    created yet are opened on a later catch-up; until every shard is open the table
+    reports not ready and reads raise :class:`OnlineTableUnavailable`.
+    """
+
+    def __init__(
+        self,
+        state_dir: str | Path,
+        n_shards: int,
+        secondary_dir: str | Path,
+        catch_up_interval_s: float = 0.1,
+        *,
+        background: bool = True,
+    ) -> None:
+        if isinstance(n_shards, bool) or not isinstance(n_shards, int) or n_shards < 1:
+            raise StateValueError(
+                f"RocksDBOnlineTable: field 'n_shards': expected an int >= 1, got {n_shards!r}"
+            )
+        if not catch_up_interval_s > 0:
+            raise StateValueError(
+                f"RocksDBOnlineTable: field 'catch_up_interval_s': expected > 0, "
+                f"got {catch_up_interval_s}"
+            )
+        self.state_dir = Path(state_dir)
+        self.n_shards = n_shards
+        self.catch_up_interval_s = catch_up_interval_s
+        self._own_dir = Path(secondary_dir) / f"reader-{os.getpid()}-{next(_INSTANCE_IDS)}"
+        self._dbs: list[rocksdict.Rdict | None] = [None] * n_shards
+        # Reads, catch-ups and close take this lock: closing a handle while another
+        # thread is inside a multi-get would free memory the read is using.
+        self._lock = threading.Lock()
+        self._closed = False
+        self._last_catch_up: float | None = None
+        self._last_error: str | None = None
+        self.catch_up_count = 0
+        self.error_count = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        with self._lock:
+            self._open_missing()
+        if background:
+            self._thread = threading.Thread(
+                target=self._run, name=f"catch-up {self.state_dir}", daemon=True
+            )
+            self._thread.start()
+
+    # -- opening -------------------------------------------------------------
+
+    def _open_missing(self) -> None:
+        """Open every shard that exists now and is not open yet (lock held)."""
+        if not check_meta_shards(self.state_dir, self.n_shards):
+            return  # the writer has not created the directory yet
+        for shard, db in enumerate(self._dbs):
+            if db is not None:
+                continue
+            path = shard_path(self.state_dir, shard)
+            if not shard_exists(path):
+                continue
+            own = self._own_dir / path.name
+            own.mkdir(parents=True, exist_ok=True)
+            try:
+                self._dbs[shard] = rocksdict.Rdict(
+                    str(path),
+                    reader_options(),
+                    access_type=rocksdict.AccessType.secondary(str(own)),
+                )
+            except Exception as exc:  # rocksdict raises plain Exception for IO errors
+                self._note_error(f"shard {shard}: cannot open as secondary: {exc}")
+
+    def _note_error(self, message: str) -> None:
+        self._last_error = message
+        self.error_count += 1
+
+    def _missing_shards(self) -> list[int]:
+        return [shard for shard, db in enumerate(self._dbs) if db is None]
+
+    # -- catching up ---------------------------------------------------------
+
+    def catch_up(self) -> None:
+        """Open shards created since the last call and catch up every open shard."""
+        with self._lock:
+            if self._closed:
+                raise StoreClosedError(f"online table over {self.state_dir}: closed")
+            if any(db is None for db in self._dbs):
+                self._open_missing()
+            failed = False
+            for shard, db in enumerate(self._dbs):
+                if db is None:
+                    continue
+                try:
+                    db.try_catch_up_with_primary()
+                except Exception as exc:
+                    failed = True
+                    self._note_error(f"shard {shard}: catch-up failed: {exc}")
+            if not failed and not self._missing_shards():
+                self._last_catch_up = time.monotonic()
+                self.catch_up_count += 1
+
+    def refresh(self) -> None:
+        self.catch_up()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.catch_up_interval_s):
+            try:
+                self.catch_up()
+            except StoreClosedError:
+                return
+            except Exception as exc:  # keep serving stale data rather than die
+                self._note_error(f"catch-up thread: {exc}")
+
+    # -- reading -------------------------------------------------------------
+
+    def read(self, fingerprint: bytes, entity_keys: Sequence[bytes]) -> list[bytes | None]:
+        check_fingerprint(fingerprint)
+        prefix = TILE_PREFIX + fingerprint
+        n_keys = len(entity_keys)
+        with self._lock:
+            if self._closed:
+                raise StoreClosedError(f"online table over {self.state_dir}: closed")
+            dbs = self._dbs
+            if n_keys == 1:
+                # The common serving case: skip the numpy routing.
+                shards = [shard_for(fingerprint, entity_keys[0], self.n_shards)]
+            else:
+                shards = shard_for_many(fingerprint, entity_keys, self.n_shards).tolist()
+            by_shard: dict[int, list[int]] = {}
+            for index, shard in enumerate(shards):
+                by_shard.setdefault(shard, []).append(index)
+            result: list[bytes | None] = [None] * n_keys
+            for shard, indexes in by_shard.items():
+                db = dbs[shard]
+                if db is None:
+                    raise OnlineTableUnavailable(
+                        f"shard {shard} of {self.state_dir} is not created yet",
+                        hint="start ingestion (it creates the shards); reads work once "
+                        "the next catch-up finds them",
+                    )
+                values = multi_get(db, [prefix + entity_keys[i] for i in indexes])
+                for index, value in zip(indexes, values, strict=True):
+                    result[index] = value
+            return result
+
+    def health(self) -> OnlineTableHealth:
+        missing = self._missing_shards()
+        age = None if self._last_catch_up is None else time.monotonic() - self._last_catch_up
+        if self._closed:
+            return OnlineTableHealth(False, "closed", age, self._last_error)
+        if missing:
+            detail = (
+                f"{len(missing)} of {self.n_shards} shards not created yet under {self.state_dir}"
+            )
+            return OnlineTableHealth(False, detail, age, self._last_error)
+        detail = f"{self.n_shards} shards open as secondaries, {self.catch_up_count} catch-ups"
+        return OnlineTableHealth(True, detail, age, self._last_error)
+
+    # -- closing -------------------------------------------------------------
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for db in self._dbs:
+                if db is not None:
+                    db.close()
+            self._dbs = [None] * self.n_shards
+        shutil.rmtree(self._own_dir, ignore_errors=True)

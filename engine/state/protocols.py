@@ -1,0 +1,112 @@
+"""Small protocols between the state layer and its users (dataflow sink, serving).
+
+Write side:   Store -> StorePartition (one shard) -> Transaction (one WriteBatch)
+Read side:    OnlineTable (RocksDB secondaries or Redis)
+Copy side:    OnlineWriter (Redis), fed by the sink after each committed batch
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from engine.state.offsets import OffsetRecord
+
+
+@runtime_checkable
+class Transaction(Protocol):
+    """Pending writes of one batch of one shard, applied atomically by ``commit``."""
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """Current values, reading through this transaction's own pending writes."""
+        ...
+
+    def put(self, key: bytes, value: bytes) -> None: ...
+
+    def delete(self, key: bytes) -> None: ...
+
+    def set_offset(self, topic: str, partition: int, record: OffsetRecord) -> None: ...
+
+    def commit(self) -> None:
+        """Write everything as one WriteBatch; afterwards the transaction is closed."""
+        ...
+
+    def abort(self) -> None:
+        """Drop every pending write; afterwards the transaction is closed."""
+        ...
+
+
+@runtime_checkable
+class StorePartition(Protocol):
+    """One shard: one RocksDB instance."""
+
+    @property
+    def shard(self) -> int: ...
+
+    def begin(self) -> Transaction: ...
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]: ...
+
+    def read_offsets(self, topic: str) -> dict[int, OffsetRecord]: ...
+
+
+@runtime_checkable
+class Store(Protocol):
+    """All shards of one state directory."""
+
+    @property
+    def n_shards(self) -> int: ...
+
+    def partition(self, shard: int) -> StorePartition: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OnlineTableHealth:
+    """What an online table reports to readiness checks and metrics.
+
+    ``ready``: reads can be answered; ``detail``: human-readable state;
+    ``last_refresh_age_s``: seconds since the last successful catch-up/ping
+    (None before the first); ``last_error``: the most recent failure, if any.
+    """
+
+    ready: bool
+    detail: str
+    last_refresh_age_s: float | None = None
+    last_error: str | None = None
+
+
+@runtime_checkable
+class OnlineTable(Protocol):
+    """Read side of the online table: packed tile records by (view, entity)."""
+
+    def read(self, fingerprint: bytes, entity_keys: Sequence[bytes]) -> list[bytes | None]:
+        """Values of many entities of one view, in order; None where absent.
+
+        Raises ``OnlineTableUnavailable`` when the table cannot answer right now.
+        """
+        ...
+
+    def refresh(self) -> None:
+        """Catch up with the writer now (no-op where reads are always current)."""
+        ...
+
+    def health(self) -> OnlineTableHealth: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class OnlineWriter(Protocol):
+    """Write side of a secondary online copy (Redis)."""
+
+    def write(self, items: Sequence[tuple[bytes, bytes, bytes | None]], ttl_ms: int | None) -> None:
+        """Write ``(fingerprint, entity_key, value or None to delete)`` items at once.
+
+        Raises ``OnlineWriteError`` when the batch was not confirmed.
+        """
+        ...
+
+    def close(self) -> None: ...

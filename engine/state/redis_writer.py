@@ -1,0 +1,66 @@
+"""Writes packed tile records to Redis, the optional secondary online copy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from engine.state.closing import ClosesOnExit
+from engine.state.exceptions import OnlineWriteError, StateTypeError, StateValueError
+from engine.state.keys import redis_key
+from engine.state.redis_client import (
+    REDIS_ERRORS,
+    close_client,
+    describe_redis_error,
+    make_client,
+)
+
+
+class RedisOnlineWriter(ClosesOnExit):
+    """One pipelined round trip per batch: SET with PX expiry, or DEL for None."""
+
+    def __init__(
+        self, url: str, *, socket_timeout_s: float = 2.0, max_connections: int = 8
+    ) -> None:
+        self.url = url
+        self._client = make_client(
+            url, socket_timeout_s=socket_timeout_s, max_connections=max_connections
+        )
+
+    def write(self, items: Sequence[tuple[bytes, bytes, bytes | None]], ttl_ms: int | None) -> None:
+        if ttl_ms is not None and (
+            isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or ttl_ms < 1
+        ):
+            raise StateValueError(
+                f"RedisOnlineWriter.write: field 'ttl_ms': expected a positive int or None, "
+                f"got {ttl_ms!r}",
+                hint="pass the view's retention_ms",
+            )
+        if not items:
+            return
+        # No MULTI: each item is independent and a transaction would only add latency.
+        pipe = self._client.pipeline(transaction=False)
+        for fingerprint, entity_key, value in items:
+            key = redis_key(fingerprint, entity_key)
+            if value is None:
+                pipe.delete(key)
+            elif isinstance(value, bytes):
+                pipe.set(key, value, px=ttl_ms)
+            else:
+                raise StateTypeError(
+                    f"value of entity {entity_key!r}: expected bytes or None, "
+                    f"got {type(value).__name__}"
+                )
+        try:
+            # raise_on_error (the default) raises the first failed command's error.
+            pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise OnlineWriteError(
+                f"writing {len(items)} records: {describe_redis_error(self.url, exc)}",
+                hint="the batch may be partly written; writing it again is safe (values "
+                "are whole records)",
+            ) from exc
+        finally:
+            pipe.reset()
+
+    def close(self) -> None:
+        close_client(self._client)

@@ -1,0 +1,290 @@
+"""RocksDB shard store: one raw-mode rocksdict per shard, one WriteBatch per batch.
+
+A shard path may only have one read-write opener per process (RocksDB's LOCK file is
+also held against the same process), so open handles are shared through a
+process-wide registry with reference counts: two ``RocksDBStore`` objects over the
+same directory (say, two sink partitions built in one worker) share the handles.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import rocksdict
+
+from engine.state.closing import ClosesOnExit
+from engine.state.exceptions import (
+    StateError,
+    StateTypeError,
+    StateValueError,
+    StoreClosedError,
+    TransactionClosedError,
+)
+from engine.state.keys import offset_key, view_prefix
+from engine.state.layout import (
+    check_meta_shards,
+    iter_prefix,
+    multi_get,
+    shard_path,
+    write_meta,
+    writer_options,
+)
+from engine.state.offsets import OffsetRecord, scan_offsets
+
+
+@dataclass
+class _SharedHandle:
+    db: rocksdict.Rdict
+    refs: int
+
+
+_HANDLES: dict[str, _SharedHandle] = {}
+_HANDLES_LOCK = threading.Lock()
+
+
+def _acquire(path: Path) -> rocksdict.Rdict:
+    key = str(path.resolve())
+    with _HANDLES_LOCK:
+        handle = _HANDLES.get(key)
+        if handle is None:
+            try:
+                db = rocksdict.Rdict(key, writer_options())
+            except Exception as exc:  # rocksdict raises plain Exception for IO errors
+                raise StateError(
+                    f"shard {path}: cannot open for writing: {exc}",
+                    hint="another process is probably writing this state directory; "
+                    "only one ingest process may own it (readers use secondary instances)",
+                ) from exc
+            handle = _HANDLES[key] = _SharedHandle(db, 0)
+        handle.refs += 1
+        return handle.db
+
+
+def _release(path: Path) -> None:
+    key = str(path.resolve())
+    with _HANDLES_LOCK:
+        handle = _HANDLES[key]
+        handle.refs -= 1
+        if handle.refs == 0:
+            del _HANDLES[key]
+            handle.db.close()
+
+
+def _check_key(key: object, what: str) -> None:
+    if not isinstance(key, bytes):
+        raise StateTypeError(f"{what}: expected bytes, got {type(key).__name__}")
+
+
+class RocksDBTransaction:
+    """Pending writes of one shard, committed as one WriteBatch."""
+
+    __slots__ = ("_closed", "_partition", "_pending")
+
+    def __init__(self, partition: RocksDBStorePartition) -> None:
+        self._partition = partition
+        # Last write per key wins, as it would inside a WriteBatch.
+        self._pending: dict[bytes, bytes | None] = {}
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransactionClosedError(
+                f"shard {self._partition.shard}: transaction already committed or aborted",
+                hint="call partition.begin() for the next batch",
+            )
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        self._check_open()
+        pending = self._pending
+        if not pending:
+            return self._partition.get_many(keys)
+        result: list[bytes | None] = [None] * len(keys)
+        missing_at: list[int] = []
+        for index, key in enumerate(keys):
+            if key in pending:
+                result[index] = pending[key]
+            else:
+                missing_at.append(index)
+        if missing_at:
+            stored = self._partition.get_many([keys[i] for i in missing_at])
+            for index, value in zip(missing_at, stored, strict=True):
+                result[index] = value
+        return result
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._check_open()
+        _check_key(key, "transaction key")
+        _check_key(value, f"value of key {key!r}")
+        self._pending[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self._check_open()
+        _check_key(key, "transaction key")
+        self._pending[key] = None
+
+    def set_offset(self, topic: str, partition: int, record: OffsetRecord) -> None:
+        self._check_open()
+        if not isinstance(record, OffsetRecord):
+            raise StateTypeError(
+                f"offset of {topic!r} partition {partition}: expected OffsetRecord, "
+                f"got {type(record).__name__}"
+            )
+        self._pending[offset_key(topic, partition)] = record.pack()
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    def commit(self) -> None:
+        self._check_open()
+        self._closed = True
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for key, value in self._pending.items():
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        self._pending = {}
+        if batch.is_empty():
+            return
+        self._partition.write(batch)
+
+    def abort(self) -> None:
+        self._check_open()
+        self._closed = True
+        self._pending = {}
+
+
+class RocksDBStorePartition:
+    """One shard of a :class:`RocksDBStore`."""
+
+    def __init__(self, store: RocksDBStore, shard: int, path: Path, db: rocksdict.Rdict) -> None:
+        self._store = store
+        self._shard = shard
+        self.path = path
+        self._db = db
+
+    @property
+    def shard(self) -> int:
+        return self._shard
+
+    def _live_db(self) -> rocksdict.Rdict:
+        if self._store.closed:
+            raise StoreClosedError(f"shard {self._shard}: the store was closed")
+        return self._db
+
+    def begin(self) -> RocksDBTransaction:
+        self._live_db()
+        return RocksDBTransaction(self)
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        return multi_get(self._live_db(), list(keys))
+
+    def write(self, batch: rocksdict.WriteBatch) -> None:
+        """Apply a prepared WriteBatch atomically (used by RocksDBTransaction)."""
+        try:
+            self._live_db().write(batch)
+        except StoreClosedError:
+            raise
+        except Exception as exc:
+            raise StateError(
+                f"shard {self._shard}: WriteBatch failed, nothing of it was applied: {exc}",
+                hint=f"check free disk space and permissions of {self.path}",
+            ) from exc
+
+    def read_offsets(self, topic: str) -> dict[int, OffsetRecord]:
+        return scan_offsets(self._live_db(), topic)
+
+    def iter_view(self, fingerprint: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """``(entity_key, value)`` of every stored entity of one view, in key order."""
+        prefix = view_prefix(fingerprint)
+        cut = len(prefix)
+        for key, value in iter_prefix(self._live_db(), prefix):
+            yield key[cut:], value
+
+    def view_size_bytes(self, fingerprint: bytes) -> int:
+        """Bytes of keys and values of one view in this shard (exact, by prefix scan)."""
+        prefix_len = len(view_prefix(fingerprint))
+        return sum(prefix_len + len(k) + len(v) for k, v in self.iter_view(fingerprint))
+
+    def size_bytes(self) -> int:
+        """Approximate on-disk plus in-memory size of this shard."""
+        db = self._live_db()
+        total = 0
+        for prop in ("rocksdb.total-sst-files-size", "rocksdb.cur-size-all-mem-tables"):
+            value = db.property_int_value(prop)
+            total += int(value or 0)
+        return total
+
+    def flush_wal(self, sync: bool = True) -> None:
+        """Push the write-ahead log to the OS (and to disk when ``sync``)."""
+        self._live_db().flush_wal(sync)
+
+
+class RocksDBStore(ClosesOnExit):
+    """All shards of a state directory, opened read-write.
+
+    Creates ``<state_dir>/shard-NNN`` and ``meta.json`` on first use; refuses to open
+    a directory created with another shard count.
+    """
+
+    def __init__(self, state_dir: str | Path, n_shards: int) -> None:
+        if isinstance(n_shards, bool) or not isinstance(n_shards, int):
+            raise StateTypeError(f"RocksDBStore: field 'n_shards': expected int, got {n_shards!r}")
+        if n_shards < 1:
+            raise StateValueError(
+                f"RocksDBStore: field 'n_shards': expected at least 1, got {n_shards}"
+            )
+        self.state_dir = Path(state_dir)
+        self._n_shards = n_shards
+        self.closed = False
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if not check_meta_shards(self.state_dir, n_shards):
+            write_meta(self.state_dir, n_shards)
+        self._partitions: list[RocksDBStorePartition] = []
+        try:
+            for shard in range(n_shards):
+                path = shard_path(self.state_dir, shard)
+                self._partitions.append(RocksDBStorePartition(self, shard, path, _acquire(path)))
+        except BaseException:
+            for opened in self._partitions:
+                _release(opened.path)
+            raise
+
+    @property
+    def n_shards(self) -> int:
+        return self._n_shards
+
+    def partition(self, shard: int) -> RocksDBStorePartition:
+        if self.closed:
+            raise StoreClosedError(f"state directory {self.state_dir}: the store was closed")
+        if isinstance(shard, bool) or not isinstance(shard, int) or not 0 <= shard < self._n_shards:
+            raise StateValueError(
+                f"state directory {self.state_dir}: shard: expected 0..{self._n_shards - 1}, "
+                f"got {shard!r}"
+            )
+        return self._partitions[shard]
+
+    @property
+    def partitions(self) -> tuple[RocksDBStorePartition, ...]:
+        return tuple(self._partitions)
+
+    def flush_wal(self, sync: bool = True) -> None:
+        for part in self._partitions:
+            part.flush_wal(sync)
+
+    def state_size_bytes(self) -> int:
+        return sum(part.size_bytes() for part in self._partitions)
+
+    def view_size_bytes(self, fingerprint: bytes) -> int:
+        return sum(part.view_size_bytes(fingerprint) for part in self._partitions)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for part in self._partitions:
+            _release(part.path)

@@ -1,0 +1,138 @@
+"""One contract for every OnlineTable: values written by the ingest side read back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+import redis
+
+from engine.state.keys import entity_key, shard_for, tile_key
+from engine.state.online_redis import RedisOnlineTable
+from engine.state.online_rocksdb import RocksDBOnlineTable
+from engine.state.protocols import OnlineTable
+from engine.state.redis_writer import RedisOnlineWriter
+from engine.state.rocksdb_store import RocksDBStore
+
+FP_A = bytes.fromhex("a1a2a3a4a5a6a7a8")
+FP_B = bytes.fromhex("b1b2b3b4b5b6b7b8")
+N_SHARDS = 4
+
+
+class Harness:
+    """Writes like the ingest side does and exposes the table under test."""
+
+    def __init__(
+        self, store: RocksDBStore, table: OnlineTable, writer: RedisOnlineWriter | None
+    ) -> None:
+        self.store = store
+        self.table = table
+        self.writer = writer
+
+    def write(self, fingerprint: bytes, items: Sequence[tuple[bytes, bytes | None]]) -> None:
+        txs = [part.begin() for part in self.store.partitions]
+        for key, value in items:
+            tx = txs[shard_for(fingerprint, key, N_SHARDS)]
+            if value is None:
+                tx.delete(tile_key(fingerprint, key))
+            else:
+                tx.put(tile_key(fingerprint, key), value)
+        for tx in txs:
+            tx.commit()
+        if self.writer is not None:
+            self.writer.write([(fingerprint, k, v) for k, v in items], ttl_ms=60_000)
+
+    def visible(self) -> None:
+        """What a reader does to see everything committed so far."""
+        self.table.refresh()
+
+
+@pytest.fixture(params=["rocksdb", pytest.param("redis", marks=pytest.mark.redis)])
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    store = RocksDBStore(tmp_path / "state", N_SHARDS)
+    table: OnlineTable
+    writer = None
+    if request.param == "rocksdb":
+        table = RocksDBOnlineTable(
+            tmp_path / "state", N_SHARDS, tmp_path / "secondary", background=False
+        )
+    else:
+        url: str = request.getfixturevalue("state_redis_url")
+        admin: redis.Redis[bytes] = redis.Redis.from_url(url)
+        admin.flushdb()
+        admin.close()
+        table = RedisOnlineTable(url)
+        writer = RedisOnlineWriter(url)
+    try:
+        yield Harness(store, table, writer)
+    finally:
+        table.close()
+        if writer is not None:
+            writer.close()
+        store.close()
+
+
+def keys(n: int, prefix: str = "user") -> list[bytes]:
+    return [entity_key([f"{prefix}-{i}"]) for i in range(n)]
+
+
+def test_is_an_online_table(harness: Harness) -> None:
+    assert isinstance(harness.table, OnlineTable)
+    health = harness.table.health()
+    assert health.ready, health.detail
+
+
+def test_missing_keys_read_as_none(harness: Harness) -> None:
+    harness.visible()
+    assert harness.table.read(FP_A, keys(3)) == [None, None, None]
+    assert harness.table.read(FP_A, []) == []
+
+
+def test_batch_across_shards_round_trip(harness: Harness) -> None:
+    entities = keys(600)
+    assert len({shard_for(FP_A, k, N_SHARDS) for k in entities}) == N_SHARDS
+    harness.write(FP_A, [(k, b"value:" + k) for k in entities])
+    harness.visible()
+    request = [*entities[::-1], entity_key(["absent"]), *entities[:5]]
+    got = harness.table.read(FP_A, request)
+    assert got == [b"value:" + k for k in entities[::-1]] + [None] + [
+        b"value:" + k for k in entities[:5]
+    ]
+    assert harness.table.read(FP_A, [entities[17]]) == [b"value:" + entities[17]]
+
+
+def test_binary_values_and_multi_part_keys(harness: Harness) -> None:
+    key = entity_key(["merchant-ü", 42])
+    value = bytes(range(256)) * 20
+    harness.write(FP_A, [(key, value)])
+    harness.visible()
+    assert harness.table.read(FP_A, [key]) == [value]
+
+
+def test_views_are_isolated(harness: Harness) -> None:
+    shared = keys(10)
+    harness.write(FP_A, [(k, b"A") for k in shared])
+    harness.write(FP_B, [(k, b"B") for k in shared[:5]])
+    harness.visible()
+    assert harness.table.read(FP_A, shared) == [b"A"] * 10
+    assert harness.table.read(FP_B, shared) == [b"B"] * 5 + [None] * 5
+
+
+def test_new_commits_visible_after_refresh(harness: Harness) -> None:
+    first, second = keys(50, "first"), keys(50, "second")
+    harness.write(FP_A, [(k, b"1") for k in first])
+    harness.visible()
+    assert harness.table.read(FP_A, first) == [b"1"] * 50
+    harness.write(FP_A, [(k, b"2") for k in second])
+    harness.visible()
+    assert harness.table.read(FP_A, first + second) == [b"1"] * 50 + [b"2"] * 50
+
+
+def test_overwrite_and_delete(harness: Harness) -> None:
+    entities = keys(40)
+    harness.write(FP_A, [(k, b"old") for k in entities])
+    harness.visible()
+    harness.write(FP_A, [(k, b"new") for k in entities[:20]] + [(k, None) for k in entities[20:30]])
+    harness.visible()
+    assert harness.table.read(FP_A, entities) == [b"new"] * 20 + [None] * 10 + [b"old"] * 10

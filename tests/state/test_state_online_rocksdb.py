@@ -1,0 +1,144 @@
+"""Behaviour specific to the RocksDB secondary-instance online table."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.state.exceptions import (
+    OnlineTableUnavailable,
+    ShardCountMismatchError,
+    StoreClosedError,
+)
+from engine.state.keys import entity_key, shard_for, tile_key
+from engine.state.online_rocksdb import RocksDBOnlineTable
+from engine.state.rocksdb_store import RocksDBStore
+
+FP = bytes.fromhex("0102030405060708")
+
+
+def put(store: RocksDBStore, items: dict[bytes, bytes]) -> None:
+    txs = [part.begin() for part in store.partitions]
+    for key, value in items.items():
+        txs[shard_for(FP, key, store.n_shards)].put(tile_key(FP, key), value)
+    for tx in txs:
+        tx.commit()
+
+
+def test_secondary_sees_commits_only_after_catch_up(tmp_path: Path) -> None:
+    key = entity_key(["u1"])
+    with RocksDBStore(tmp_path / "state", 2) as store:
+        put(store, {key: b"v1"})
+        with RocksDBOnlineTable(tmp_path / "state", 2, tmp_path / "sec", background=False) as table:
+            assert table.read(FP, [key]) == [b"v1"]
+            put(store, {key: b"v2"})
+            assert table.read(FP, [key]) == [b"v1"]  # frozen until catch-up
+            table.catch_up()
+            assert table.read(FP, [key]) == [b"v2"]
+
+
+def test_background_thread_catches_up(tmp_path: Path) -> None:
+    key = entity_key(["u1"])
+    with (
+        RocksDBStore(tmp_path / "state", 2) as store,
+        RocksDBOnlineTable(tmp_path / "state", 2, tmp_path / "sec", 0.02) as table,
+    ):
+        put(store, {key: b"fresh"})
+        deadline = time.monotonic() + 5
+        while table.read(FP, [key]) != [b"fresh"]:
+            assert time.monotonic() < deadline, "background catch-up never showed the write"
+            time.sleep(0.01)
+        health = table.health()
+        assert health.ready
+        assert health.last_refresh_age_s is not None and health.last_refresh_age_s < 5
+
+
+def test_not_ready_until_writer_creates_shards(tmp_path: Path) -> None:
+    key = entity_key(["u1"])
+    table = RocksDBOnlineTable(tmp_path / "state", 3, tmp_path / "sec", background=False)
+    try:
+        health = table.health()
+        assert not health.ready
+        assert "3 of 3 shards" in health.detail
+        with pytest.raises(OnlineTableUnavailable, match="not created yet"):
+            table.read(FP, [key])
+        with RocksDBStore(tmp_path / "state", 3) as store:
+            put(store, {key: b"v"})
+            table.catch_up()
+            assert table.health().ready
+            assert table.read(FP, [key]) == [b"v"]
+    finally:
+        table.close()
+
+
+def test_refuses_other_shard_count(tmp_path: Path) -> None:
+    RocksDBStore(tmp_path / "state", 2).close()
+    with pytest.raises(ShardCountMismatchError):
+        RocksDBOnlineTable(tmp_path / "state", 4, tmp_path / "sec", background=False)
+
+
+def test_close_stops_reads_and_removes_private_dir(tmp_path: Path) -> None:
+    RocksDBStore(tmp_path / "state", 1).close()
+    table = RocksDBOnlineTable(tmp_path / "state", 1, tmp_path / "sec")
+    assert any((tmp_path / "sec").iterdir())
+    table.close()
+    table.close()  # idempotent
+    assert list((tmp_path / "sec").iterdir()) == []
+    with pytest.raises(StoreClosedError):
+        table.read(FP, [b"k"])
+    assert not table.health().ready
+
+
+WRITER = """
+import sys
+from engine.state.keys import entity_key, shard_for, tile_key
+from engine.state.offsets import OffsetRecord
+from engine.state.rocksdb_store import RocksDBStore
+
+FP = bytes.fromhex("0102030405060708")
+state_dir, n = sys.argv[1], int(sys.argv[2])
+with RocksDBStore(state_dir, n) as store:
+    for step in (1, 2):
+        txs = [p.begin() for p in store.partitions]
+        for i in range(2000 * step):
+            key = entity_key([f"user-{i}"])
+            txs[shard_for(FP, key, n)].put(tile_key(FP, key), f"step{step}".encode())
+        for tx in txs:
+            tx.set_offset("events", 0, OffsetRecord(step, step, step, step))
+            tx.commit()
+        print(step, flush=True)
+        sys.stdin.readline()
+"""
+
+
+def test_secondary_follows_a_writer_in_another_process(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(state), "3"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as child:
+        assert child.stdin is not None and child.stdout is not None
+        try:
+            assert child.stdout.readline().strip() == "1"
+            first = [entity_key([f"user-{i}"]) for i in range(2000)]
+            later = [entity_key([f"user-{i}"]) for i in range(2000, 4000)]
+            with RocksDBOnlineTable(state, 3, tmp_path / "sec", background=False) as table:
+                assert table.read(FP, first) == [b"step1"] * 2000
+                assert table.read(FP, later) == [None] * 2000
+                child.stdin.write("go\n")
+                child.stdin.flush()
+                assert child.stdout.readline().strip() == "2"
+                table.catch_up()
+                assert table.read(FP, first + later) == [b"step2"] * 4000
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            assert child.wait(timeout=60) == 0
+        finally:
+            if child.poll() is None:
+                child.kill()
