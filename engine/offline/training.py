@@ -1,0 +1,650 @@
+"""Point-in-time training sets from the Parquet feature log.
+
+For every spine row (entity, t) and every aggregation the value is computed from
+the view's logged events with ``start(t) <= e <= t`` where
+``start(t) = floor(t / g) * g - w`` (docs/semantics.md section 3), exactly, at
+event level. The work is vectorized: events are sorted per entity once, each
+spine row becomes an index range ``[lo, hi)`` into them through one
+``np.searchsorted`` per bound, and the functions are read off that range
+(prefix sums, ``reduceat``, the row before ``hi``, a chunked two-pass stddev).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+import pyarrow as pa
+
+from engine.io.parquet_log import EVENT_TIME, read_log, value_column
+from engine.offline.exceptions import (
+    OnDemandComputationError,
+    SpineValidationError,
+    TrainingSetError,
+)
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+
+FUNCTIONS = ("sum", "count", "mean", "min", "max", "last", "stddev")
+_SHOWN_ROWS = 20
+# Upper bound on gathered event values per stddev chunk (memory ~ 8 bytes x 4 arrays).
+_STDDEV_CHUNK = 1 << 22
+_DTYPES: Mapping[str, type[pl.DataType]] = {
+    "string": pl.Utf8,
+    "int": pl.Int64,
+    "float": pl.Float64,
+    "bool": pl.Boolean,
+}
+_PY_TYPES: Mapping[type, str] = {str: "string", int: "int", float: "float", bool: "bool"}
+
+
+@dataclass(frozen=True)
+class AggSpec:
+    """One aggregation to evaluate: output column, source column, function, window."""
+
+    name: str
+    column: str
+    function: str
+    window_ms: int
+    default: float | int | None = None
+
+    def __post_init__(self) -> None:
+        if self.function not in FUNCTIONS:
+            raise TrainingSetError(
+                f"Aggregation '{self.name}': field 'function': expected one of {FUNCTIONS}, "
+                f"got {self.function!r}."
+            )
+        if self.window_ms <= 0:
+            raise TrainingSetError(
+                f"Aggregation '{self.name}': field 'window_ms': expected > 0, got {self.window_ms}."
+            )
+
+
+# ---------------------------------------------------------------------------
+# Vectorized window evaluation (pure numpy; no definitions involved)
+# ---------------------------------------------------------------------------
+
+
+def _bound(
+    codes: I64, times: I64, q_codes: I64, q_times: I64, side: Literal["left", "right"]
+) -> I64:
+    """Global index of the first event of entity q_code with time >= (left) / > (right) q_time.
+
+    ``codes``/``times`` are sorted by (code, time); q_code -1 means "no events" and
+    is handled by the caller.
+    """
+    emin, emax = int(times.min()), int(times.max())
+    span = emax - emin + 1
+    stride = span + 2
+    n_codes = int(codes[-1]) + 1
+    if n_codes * stride < 2**62:
+        # One int64 key per event: code * stride + (time - emin + 1). Query times are
+        # clipped into the code's band, which keeps every comparison with that
+        # entity's events and never reaches a neighbouring entity.
+        keys = codes * stride + (times - emin + 1)
+        q = np.maximum(q_codes, 0) * stride + np.clip(q_times - emin + 1, 0, span + 1)
+        return np.searchsorted(keys, q, side=side).astype(np.int64)
+    # Extremely wide time span x many entities: search per entity instead.
+    out = np.zeros(len(q_codes), dtype=np.int64)
+    seg_start = np.searchsorted(codes, np.arange(n_codes), side="left")
+    seg_end = np.searchsorted(codes, np.arange(n_codes), side="right")
+    for c in np.unique(q_codes[q_codes >= 0]):
+        sel = q_codes == c
+        a, b = int(seg_start[c]), int(seg_end[c])
+        out[sel] = a + np.searchsorted(times[a:b], q_times[sel], side=side)
+    return out
+
+
+def _masked_series(name: str, values: npt.NDArray[Any], valid: npt.NDArray[np.bool_]) -> pl.Series:
+    arr = pa.array(values, mask=~valid)
+    return pl.Series(name, arr)
+
+
+def _reduceat(ufunc: np.ufunc, values: F64, lo: I64, hi: I64) -> F64:
+    """``ufunc.reduce(values[lo_i:hi_i])`` for every i (garbage where lo_i == hi_i)."""
+    m = len(lo)
+    if m == 0 or len(values) == 0:
+        return np.zeros(m, dtype=np.float64)
+    # Queries sorted by lo keep the interleaved "gap" segments [hi_i, lo_{i+1}) short:
+    # their total length is at most len(values).
+    order = np.argsort(lo, kind="stable")
+    idx = np.empty(2 * m, dtype=np.int64)
+    idx[0::2] = lo[order]
+    idx[1::2] = hi[order]
+    padded = np.append(values, 0.0)  # index len(values) is then a valid reduceat index
+    res = ufunc.reduceat(padded, idx)[0::2]
+    out = np.empty(m, dtype=np.float64)
+    out[order] = res
+    return out
+
+
+def _stddev(values: F64, lo: I64, hi: I64) -> F64:
+    """Population stddev over each [lo, hi), two passes over the window's events.
+
+    Each window is shifted by its first value so identical values give exactly 0.
+    Results for empty ranges are NaN (masked by the caller).
+    """
+    m = len(lo)
+    out = np.full(m, np.nan)
+    counts = hi - lo
+    nonempty = np.flatnonzero(counts > 0)
+    if len(nonempty) == 0:
+        return out
+    cum = np.cumsum(counts[nonempty])
+    start = 0
+    while start < len(nonempty):
+        base = cum[start - 1] if start else 0
+        stop = max(int(np.searchsorted(cum, base + _STDDEV_CHUNK, side="right")), start + 1)
+        q = nonempty[start:stop]
+        c = counts[q]
+        total = int(c.sum())
+        seg = np.repeat(np.arange(len(q)), c)
+        first = np.cumsum(c) - c
+        pos = np.arange(total) - first[seg] + lo[q][seg]
+        d = values[pos] - values[lo[q]][seg]
+        mean_d = np.bincount(seg, weights=d, minlength=len(q)) / c
+        r = d - mean_d[seg]
+        m2 = np.bincount(seg, weights=r * r, minlength=len(q))
+        out[q] = np.sqrt(m2 / c)
+        start = stop
+    return out
+
+
+def evaluate_windows(
+    codes: I64,
+    times: I64,
+    values: Mapping[str, F64],
+    q_codes: I64,
+    q_times: I64,
+    interval_ms: int,
+    aggs: Sequence[AggSpec],
+) -> dict[str, pl.Series]:
+    """Evaluate ``aggs`` for each query (entity code, t) over sorted events.
+
+    ``codes``/``times``/``values`` describe the events sorted by (code, event_time,
+    partition, offset); ``q_codes`` is -1 for an entity without events.
+    """
+    m = len(q_times)
+    n = len(times)
+    tile_floor = (q_times // interval_ms) * interval_ms
+    has = q_codes >= 0
+    if n:
+        hi = np.where(has, _bound(codes, times, q_codes, q_times, "right"), 0)
+    else:
+        hi = np.zeros(m, dtype=np.int64)
+    lo_by_window: dict[int, I64] = {}
+    prefix: dict[str, npt.NDArray[np.longdouble]] = {}
+    out: dict[str, pl.Series] = {}
+    for agg in aggs:
+        lo = lo_by_window.get(agg.window_ms)
+        if lo is None:
+            if n:
+                lo = np.where(
+                    has, _bound(codes, times, q_codes, tile_floor - agg.window_ms, "left"), 0
+                )
+            else:
+                lo = np.zeros(m, dtype=np.int64)
+            lo_by_window[agg.window_ms] = lo
+        count = hi - lo
+        nonempty = count > 0
+        vals = values.get(agg.column, np.zeros(0)) if agg.function != "count" else np.zeros(0)
+        result: npt.NDArray[Any]
+        if agg.function == "count":
+            result = count
+        elif agg.function in ("sum", "mean"):
+            cs = prefix.get(agg.column)
+            if cs is None:
+                # Extended precision keeps window sums accurate although the prefix
+                # runs over every entity.
+                cs = np.concatenate(([0], np.cumsum(vals, dtype=np.longdouble)))
+                prefix[agg.column] = cs
+            sums = (cs[hi] - cs[lo]).astype(np.float64)
+            result = sums if agg.function == "sum" else sums / np.maximum(count, 1)
+        elif agg.function == "min":
+            result = _reduceat(np.minimum, vals, lo, hi)
+        elif agg.function == "max":
+            result = _reduceat(np.maximum, vals, lo, hi)
+        elif agg.function == "last":
+            result = vals[np.maximum(hi - 1, 0)] if n else np.zeros(m)
+        else:
+            result = _stddev(vals, lo, hi)
+        out[agg.name] = _finish(agg, result, nonempty)
+    return out
+
+
+def _finish(agg: AggSpec, result: npt.NDArray[Any], nonempty: npt.NDArray[np.bool_]) -> pl.Series:
+    """Apply the empty-window rule: count 0 / sum 0.0 / null, or the declared default."""
+    if agg.function == "count":
+        if agg.default is None or float(agg.default).is_integer():
+            fill: Any = 0 if agg.default is None else int(agg.default)
+            return pl.Series(agg.name, np.where(nonempty, result, fill).astype(np.int64))
+        return pl.Series(agg.name, np.where(nonempty, result, float(agg.default)))
+    if agg.default is not None:
+        return pl.Series(
+            agg.name, np.where(nonempty, result, float(agg.default)).astype(np.float64)
+        )
+    if agg.function == "sum":
+        return pl.Series(agg.name, np.where(nonempty, result, 0.0).astype(np.float64))
+    return _masked_series(agg.name, np.where(nonempty, result, 0.0).astype(np.float64), nonempty)
+
+
+# ---------------------------------------------------------------------------
+# Definitions (duck-typed against docs/interfaces-draft.md)
+# ---------------------------------------------------------------------------
+
+
+def _is_odfv(obj: Any) -> bool:
+    return hasattr(obj, "fn") and hasattr(obj, "mode") and hasattr(obj, "sources")
+
+
+def _is_view(obj: Any) -> bool:
+    return hasattr(obj, "aggregations") and hasattr(obj, "interval_ms")
+
+
+def _is_request_source(obj: Any) -> bool:
+    return hasattr(obj, "schema") and not _is_view(obj) and not _is_odfv(obj)
+
+
+def _find_service(repo: Any, name: str) -> Any:
+    services = getattr(repo, "services", None)
+    if services is None:
+        raise TrainingSetError(
+            f"get_training_set: field 'repo': expected a FeatureRepo with 'services', "
+            f"got {type(repo).__name__}."
+        )
+    items: Iterable[Any] = services.values() if isinstance(services, Mapping) else services
+    found = [s for s in items if getattr(s, "name", None) == name]
+    if not found:
+        known = sorted(str(getattr(s, "name", "?")) for s in items)
+        raise TrainingSetError(
+            f"FeatureService '{name}' is not defined in the repo; defined: {known}.",
+            hint="Check the service name or run `streamfeat plan` to list definitions.",
+        )
+    return found[0]
+
+
+def _ref_parts(item: Any) -> tuple[Any, tuple[str, ...] | None]:
+    """(view or odfv, selected names or None for all) of one service entry."""
+    if _is_odfv(item) or _is_view(item):
+        return item, None
+    target = getattr(item, "view", None)
+    if target is None:
+        raise TrainingSetError(
+            f"FeatureService entry {item!r}: expected a StreamFeatureView, "
+            "OnDemandFeatureView or FeatureRef."
+        )
+    for attr in ("features", "feature_names", "names"):
+        names = getattr(item, attr, None)
+        if names is not None:
+            return target, tuple(names)
+    return target, None
+
+
+def _view_features(view: Any) -> dict[str, AggSpec]:
+    specs: dict[str, AggSpec] = {}
+    for a in view.aggregations:
+        specs[a.output_name] = AggSpec(
+            name=a.output_name,
+            column=a.column,
+            function=a.function,
+            window_ms=int(a.window_ms),
+            default=a.default,
+        )
+    return specs
+
+
+def _odfv_outputs(odfv: Any) -> dict[str, str]:
+    """Output name -> normalized type name ("string" | "int" | "float" | "bool")."""
+    out: dict[str, str] = {}
+    for name, typ in dict(odfv.schema).items():
+        if isinstance(typ, type) and typ in _PY_TYPES:
+            out[name] = _PY_TYPES[typ]
+        else:
+            out[name] = str(getattr(typ, "value", typ))
+    return out
+
+
+def resolve_function(odfv: Any) -> Callable[..., Any]:
+    """The ODFV's transform, imported the way serving imports it (``odfv.resolve()``).
+
+    Objects without ``resolve`` (duck-typed stand-ins) are resolved from their
+    ``"package.module:qualname"`` path here.
+    """
+    resolve = getattr(odfv, "resolve", None)
+    if callable(resolve):
+        return resolve()  # type: ignore[no-any-return]
+    path = str(odfv.fn)
+    module_name, sep, qualname = path.partition(":")
+    try:
+        if not sep or not qualname:
+            raise ImportError("expected 'package.module:function'")
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise TrainingSetError(
+            f"OnDemandFeatureView '{odfv.name}': field 'fn': cannot import {path!r}: {exc}",
+            hint="Make sure the module is importable (the repo directory on sys.path).",
+        ) from exc
+    if not callable(obj):
+        raise TrainingSetError(
+            f"OnDemandFeatureView '{odfv.name}': field 'fn': {path!r} is not callable."
+        )
+    return obj  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------------------
+# Spine
+# ---------------------------------------------------------------------------
+
+
+def _rows_text(rows: Sequence[int]) -> str:
+    shown = ", ".join(str(r) for r in rows[:_SHOWN_ROWS])
+    more = f" and {len(rows) - _SHOWN_ROWS} more" if len(rows) > _SHOWN_ROWS else ""
+    return f"{shown}{more}"
+
+
+def spine_times_ms(spine: pl.DataFrame, column: str) -> I64:
+    """The spine's timestamps as int64 epoch milliseconds (UTC)."""
+    dtype = spine.schema[column]
+    s = spine.get_column(column)
+    if dtype.is_integer():
+        return s.cast(pl.Int64).to_numpy()
+    if isinstance(dtype, pl.Datetime):
+        if dtype.time_zone is None:
+            raise SpineValidationError(
+                f"Spine column '{column}': expected int64 epoch milliseconds or a "
+                f"time-zone-aware Datetime, got naive {dtype}.",
+                columns=[column],
+                hint="Attach the zone, e.g. pl.col(c).dt.replace_time_zone('UTC'); a time "
+                "zone is never guessed.",
+            )
+        return s.dt.epoch("ms").cast(pl.Int64).to_numpy()
+    raise SpineValidationError(
+        f"Spine column '{column}': expected int64 epoch milliseconds or a time-zone-aware "
+        f"Datetime, got {dtype}.",
+        columns=[column],
+        hint="Convert the column to epoch milliseconds (Int64).",
+    )
+
+
+def _validate_spine(
+    spine: Any, join_keys: Sequence[str], timestamp_column: str, request_fields: Sequence[str]
+) -> None:
+    if not isinstance(spine, pl.DataFrame):
+        raise SpineValidationError(
+            f"Spine: expected a polars.DataFrame, got {type(spine).__name__}.",
+            hint="Build it with pl.DataFrame(...) or pl.from_pandas(...).",
+        )
+    required = [*join_keys, timestamp_column]
+    missing = [c for c in required if c not in spine.columns]
+    missing_req = [c for c in request_fields if c not in spine.columns and c not in required]
+    if missing or missing_req:
+        parts = []
+        if missing:
+            parts.append(f"entity/timestamp columns {missing}")
+        if missing_req:
+            parts.append(f"request data columns {missing_req}")
+        raise SpineValidationError(
+            f"Spine is missing {' and '.join(parts)}; it has {spine.columns}.",
+            columns=[*missing, *missing_req],
+            hint="Add the columns (request data columns are named like the RequestSource "
+            "schema fields).",
+        )
+    null_cols = [c for c in required if spine.get_column(c).null_count() > 0]
+    if null_cols:
+        bad = (
+            spine.select(pl.any_horizontal([pl.col(c).is_null() for c in null_cols]))
+            .to_series()
+            .arg_true()
+            .to_list()
+        )
+        raise SpineValidationError(
+            f"Spine has {len(bad)} row(s) with a null in {null_cols}: rows {_rows_text(bad)} "
+            "(0-based).",
+            rows=bad,
+            columns=null_cols,
+            hint="Fill or remove those rows; training sets never drop rows silently.",
+        )
+
+
+# ---------------------------------------------------------------------------
+# Training set
+# ---------------------------------------------------------------------------
+
+
+def _entity_codes(
+    log: pl.DataFrame, spine: pl.DataFrame, join_keys: Sequence[str]
+) -> tuple[I64, I64]:
+    """(code per log row, code per spine row) with -1 for spine entities without events."""
+    keys = list(join_keys)
+    if log.height == 0:
+        return np.zeros(0, dtype=np.int64), np.full(spine.height, -1, dtype=np.int64)
+    # The log is sorted by join keys first, so an entity starts where any key changes.
+    new = pl.any_horizontal([pl.col(k).ne_missing(pl.col(k).shift(1)) for k in keys])
+    flags = log.select(new.alias("new")).to_series()
+    codes = (flags.cast(pl.Int64).cum_sum() - 1).to_numpy()
+    entities = log.filter(flags).select(keys).with_row_index("__code")
+    try:
+        spine_keys = spine.select([pl.col(k).cast(pl.Utf8) for k in keys])
+    except pl.exceptions.PolarsError as exc:
+        raise SpineValidationError(
+            f"Spine join-key columns {keys} cannot be read as strings: {exc}",
+            columns=keys,
+        ) from exc
+    joined = spine_keys.join(entities, on=keys, how="left", maintain_order="left")
+    q_codes = joined.get_column("__code").cast(pl.Int64).fill_null(-1).to_numpy()
+    return codes.astype(np.int64), q_codes.astype(np.int64)
+
+
+def compute_view_features(
+    view: Any,
+    names: Sequence[str],
+    spine: pl.DataFrame,
+    t_ms: I64,
+    log_root: str,
+    filesystem: Any | None = None,
+) -> dict[str, pl.Series]:
+    """Values of the named aggregations of ``view`` for every spine row."""
+    specs = _view_features(view)
+    unknown = [n for n in names if n not in specs]
+    if unknown:
+        raise TrainingSetError(
+            f"StreamFeatureView '{view.name}': features {unknown} are not defined; "
+            f"defined: {list(specs)}."
+        )
+    if not getattr(view, "offline", True):
+        raise TrainingSetError(
+            f"StreamFeatureView '{view.name}': field 'offline': expected True to build "
+            "training sets, got False (no Parquet log is written for it).",
+            hint="Set offline=True, apply, and backfill the view.",
+        )
+    aggs = [specs[n] for n in names]
+    interval = int(view.interval_ms)
+    if len(t_ms):
+        start = int(((t_ms // interval) * interval).min()) - max(a.window_ms for a in aggs)
+        end = int(t_ms.max())
+        log = read_log(log_root, view.name, view.fingerprint_hex, start, end, filesystem)
+    else:
+        log = read_log(log_root, view.name, view.fingerprint_hex, 0, -1, filesystem)
+    join_keys = tuple(view.join_keys)
+    if log.height:
+        missing = [c for c in join_keys if c not in log.columns]
+        missing += [
+            value_column(a.column)
+            for a in aggs
+            if a.function != "count" and value_column(a.column) not in log.columns
+        ]
+        if missing:
+            raise TrainingSetError(
+                f"Parquet log of view '{view.name}' (fingerprint {view.fingerprint_hex}) "
+                f"lacks columns {sorted(set(missing))}; it has {log.columns}.",
+                hint="The log was written by another definition; re-run backfill.",
+            )
+    codes, q_codes = _entity_codes(log, spine, join_keys)
+    times = log.get_column(EVENT_TIME).to_numpy().astype(np.int64)
+    values = {
+        a.column: log.get_column(value_column(a.column)).to_numpy().astype(np.float64)
+        for a in aggs
+        if log.height and a.function != "count"
+    }
+    return evaluate_windows(codes, times, values, q_codes, t_ms, interval, aggs)
+
+
+def compute_on_demand(
+    odfv: Any, inputs: pl.DataFrame, names: Sequence[str] | None = None
+) -> dict[str, pl.Series]:
+    """Run the ODFV's function over ``inputs`` (one row per spine row)."""
+    fn = resolve_function(odfv)
+    outputs = _odfv_outputs(odfv)
+    wanted = list(outputs) if names is None else list(names)
+    unknown = [n for n in wanted if n not in outputs]
+    if unknown:
+        raise TrainingSetError(
+            f"OnDemandFeatureView '{odfv.name}': features {unknown} are not in its schema "
+            f"{list(outputs)}."
+        )
+    dtypes = {n: _DTYPES.get(outputs[n], pl.Float64) for n in wanted}
+    mode = str(getattr(odfv.mode, "value", odfv.mode))
+    if mode == "python":
+        columns: dict[str, list[Any]] = {n: [] for n in wanted}
+        for i, row in enumerate(inputs.iter_rows(named=True)):
+            try:
+                got = fn(row)
+            except Exception as exc:  # user code: report which row failed
+                raise OnDemandComputationError(
+                    f"OnDemandFeatureView '{odfv.name}': {odfv.fn} raised on spine row {i}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            if not isinstance(got, Mapping):
+                raise OnDemandComputationError(
+                    f"OnDemandFeatureView '{odfv.name}': {odfv.fn} returned "
+                    f"{type(got).__name__} for spine row {i}; expected a dict."
+                )
+            absent = [n for n in wanted if n not in got]
+            if absent:
+                raise OnDemandComputationError(
+                    f"OnDemandFeatureView '{odfv.name}': {odfv.fn} returned no {absent} for "
+                    f"spine row {i}; got keys {sorted(got)}."
+                )
+            for n in wanted:
+                columns[n].append(got[n])
+        return {n: pl.Series(n, columns[n], dtype=dtypes[n], strict=False) for n in wanted}
+    if mode == "batch":
+        try:
+            frame = fn(inputs)
+        except Exception as exc:  # user code
+            raise OnDemandComputationError(
+                f"OnDemandFeatureView '{odfv.name}': {odfv.fn} raised: {type(exc).__name__}: {exc}"
+            ) from exc
+        if not isinstance(frame, pl.DataFrame) or frame.height != inputs.height:
+            got_desc = (
+                f"a DataFrame of {frame.height} rows"
+                if isinstance(frame, pl.DataFrame)
+                else type(frame).__name__
+            )
+            raise OnDemandComputationError(
+                f"OnDemandFeatureView '{odfv.name}': {odfv.fn} returned {got_desc}; expected "
+                f"a polars.DataFrame of {inputs.height} rows."
+            )
+        absent = [n for n in wanted if n not in frame.columns]
+        if absent:
+            raise OnDemandComputationError(
+                f"OnDemandFeatureView '{odfv.name}': {odfv.fn} returned no columns {absent}; "
+                f"got {frame.columns}."
+            )
+        return {n: frame.get_column(n).cast(dtypes[n]).alias(n) for n in wanted}
+    raise TrainingSetError(
+        f"OnDemandFeatureView '{odfv.name}': field 'mode': expected 'python' or 'batch', "
+        f"got {mode!r}."
+    )
+
+
+def get_training_set(
+    repo: Any,
+    service_name: str,
+    spine: pl.DataFrame,
+    log_root: str,
+    timestamp_column: str = "event_timestamp",
+    *,
+    filesystem: Any | None = None,
+) -> pl.DataFrame:
+    """Point-in-time correct features of ``service_name`` for every spine row.
+
+    Returns the spine's columns (unchanged, same row order) followed by the
+    service's features in declared order.
+    """
+    service = _find_service(repo, service_name)
+    entries = [_ref_parts(item) for item in service.features]
+
+    # Which aggregations of which view are needed, for output or as ODFV inputs.
+    views: dict[str, Any] = {}
+    needed: dict[str, list[str]] = {}
+    odfvs: list[tuple[Any, tuple[str, ...] | None]] = []
+    request_fields: list[str] = []
+
+    def need(view: Any, names: Iterable[str]) -> None:
+        views.setdefault(view.name, view)
+        lst = needed.setdefault(view.name, [])
+        lst.extend(n for n in names if n not in lst)
+
+    output_names: list[str] = []
+    for target, names in entries:
+        if _is_odfv(target):
+            odfvs.append((target, names))
+            output_names.extend(names if names is not None else _odfv_outputs(target))
+            for src in target.sources:
+                if _is_view(src):
+                    need(src, _view_features(src))
+            request_fields.extend(f for f in request_fields_of(target) if f not in request_fields)
+        else:
+            selected = names if names is not None else tuple(_view_features(target))
+            need(target, selected)
+            output_names.extend(selected)
+
+    join_keys: list[str] = []
+    for view in views.values():
+        join_keys.extend(k for k in view.join_keys if k not in join_keys)
+    _validate_spine(spine, join_keys, timestamp_column, request_fields)
+    clash = sorted({n for n in output_names if n in spine.columns})
+    dupes = sorted({n for n in output_names if output_names.count(n) > 1})
+    if clash or dupes:
+        raise TrainingSetError(
+            f"FeatureService '{service_name}': feature names {clash or dupes} collide "
+            + ("with spine columns." if clash else "with each other."),
+            hint="Rename the spine columns or select features with view[[...]].",
+        )
+    t_ms = spine_times_ms(spine, timestamp_column)
+
+    computed: dict[str, pl.Series] = {}
+    for name, view in views.items():
+        computed.update(
+            compute_view_features(view, needed[name], spine, t_ms, log_root, filesystem)
+        )
+    for odfv, names in odfvs:
+        inputs: dict[str, pl.Series] = {}
+        for src in odfv.sources:
+            if _is_view(src):
+                inputs.update({n: computed[n] for n in _view_features(src)})
+        inputs.update({f: spine.get_column(f) for f in request_fields_of(odfv)})
+        computed.update(compute_on_demand(odfv, pl.DataFrame(list(inputs.values())), names))
+
+    return spine.with_columns([computed[n] for n in output_names])
+
+
+def request_fields_of(odfv: Any) -> list[str]:
+    """Request data fields an ODFV reads (from its RequestSource sources)."""
+    declared = getattr(odfv, "request_fields", None)
+    if declared is not None:
+        return list(declared)
+    fields: list[str] = []
+    for src in odfv.sources:
+        if _is_request_source(src):
+            fields.extend(f for f in dict(src.schema) if f not in fields)
+    return fields

@@ -1,0 +1,348 @@
+"""Training sets: point-in-time values against a brute force, ODFVs, spine errors."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.definitions import (
+    Aggregation,
+    Entity,
+    EventSource,
+    FeatureRepo,
+    FeatureService,
+    OnDemandFeatureView,
+    RequestSource,
+    StreamFeatureView,
+)
+from engine.io.parquet_log import DAY_MS, ParquetLogWriter
+from engine.offline.exceptions import (
+    OnDemandComputationError,
+    SpineValidationError,
+    TrainingSetError,
+)
+from engine.offline.training import AggSpec, evaluate_windows, get_training_set
+
+G = 1000  # the view's aggregation interval: 1 s
+BASE = 19_800 * DAY_MS + DAY_MS - 5 * G  # 5 s before midnight: the log spans two dates
+FUNCTIONS = ("sum", "count", "mean", "min", "max", "last", "stddev")
+
+user = Entity("user", ["user_id"])
+txns = EventSource(
+    "txns", topic="txns", timestamp_field="ts", schema={"user_id": str, "amount": float}
+)
+AGGS = [Aggregation("amount", f, timedelta(seconds=k)) for f in FUNCTIONS for k in (1, 3)]
+AGGS += [
+    Aggregation("amount", "mean", timedelta(seconds=2), name="mean_or_minus_one", default=-1.0),
+    Aggregation("amount", "count", timedelta(seconds=2), name="count_or_seven", default=7),
+]
+spend = StreamFeatureView(
+    "user_spend",
+    source=txns,
+    entities=[user],
+    aggregations=AGGS,
+    aggregation_interval=timedelta(seconds=1),
+)
+request = RequestSource("txn_request", schema={"req_amount": float})
+
+
+def spend_ratio(row: dict[str, Any]) -> dict[str, Any]:
+    return {"spend_ratio": row["req_amount"] / (row["amount_sum_3s"] + 1.0)}
+
+
+def weighted(df: pl.DataFrame) -> pl.DataFrame:
+    return df.select((pl.col("req_amount") * pl.col("amount_count_3s")).alias("weighted"))
+
+
+def broken(row: dict[str, Any]) -> dict[str, Any]:
+    return {"nothing": 1}
+
+
+ratio_view = OnDemandFeatureView(
+    "ratio", sources=[spend, request], schema={"spend_ratio": float}, fn=f"{__name__}:spend_ratio"
+)
+weighted_view = OnDemandFeatureView(
+    "weighted_view",
+    sources=[spend, request],
+    schema={"weighted": float},
+    mode="batch",
+    fn=f"{__name__}:weighted",
+)
+broken_view = OnDemandFeatureView(
+    "broken_view", sources=[spend, request], schema={"out": float}, fn=f"{__name__}:broken"
+)
+all_features = FeatureService("all_features", [spend])
+picked = FeatureService(
+    "picked", [spend[["amount_max_3s", "amount_count_1s"]], ratio_view, weighted_view]
+)
+broken_service = FeatureService("broken_service", [broken_view])
+REPO = FeatureRepo.from_objects(
+    [spend, ratio_view, weighted_view, broken_view, all_features, picked, broken_service]
+)
+
+Event = tuple[str, int, int, int, float]  # user, event time, partition, offset, amount
+
+
+def write_log(root: str, events: list[Event], replay: bool = False) -> None:
+    """Write events as the dataflow would, in two publishes (plus a replayed copy)."""
+    half = len(events) // 2
+    for writer_id, chunk in (("w0", events[:half]), ("w1", events[half:])):
+        if replay:
+            chunk = chunk + events[:half]  # a replay re-publishes positions already logged
+        if not chunk:
+            continue
+        t = np.asarray([e[1] for e in chunk], dtype=np.int64)
+        w = ParquetLogWriter(
+            root, spend.name, spend.fingerprint_hex, spend.join_keys, spend.columns, writer_id
+        )
+        w.append(
+            {
+                "user_id": np.asarray([e[0] for e in chunk]),
+                "event_time": t,
+                "partition": np.asarray([e[2] for e in chunk], dtype=np.int32),
+                "offset": np.asarray([e[3] for e in chunk], dtype=np.int64),
+                "tile_start": (t // G) * G,
+                "value__amount": np.asarray([e[4] for e in chunk]),
+            }
+        )
+        w.publish()
+
+
+def brute_force(
+    events: list[Event], who: str, t: int, function: str, window_ms: int, default: Any
+) -> Any:
+    """docs/semantics.md section 3, one event at a time.
+
+    tests/reference.py (the kernel engineer's shared reference) did not exist when
+    this was written, so the contract is restated here as a plain loop.
+    """
+    start = (t // G) * G - window_ms
+    window = [e for e in events if e[0] == who and start <= e[1] <= t]
+    if not window:
+        if default is not None:
+            return default
+        return {"count": 0, "sum": 0.0}.get(function)
+    xs = [e[4] for e in window]
+    n = len(xs)
+    if function == "count":
+        return n
+    if function == "sum":
+        return math.fsum(xs)
+    if function == "mean":
+        return math.fsum(xs) / n
+    if function == "min":
+        return min(xs)
+    if function == "max":
+        return max(xs)
+    if function == "last":
+        return max(window, key=lambda e: (e[1], e[2], e[3]))[4]
+    mean = math.fsum(xs) / n
+    return math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / n)
+
+
+def same(got: Any, want: Any) -> bool:
+    if want is None or got is None:
+        return got is None and want is None
+    if isinstance(want, int) and isinstance(got, int):
+        return got == want
+    return math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-9)
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> tuple[list[Event], list[tuple[str, int]]]:
+    n = draw(st.integers(0, 40))
+    next_offset = [0, 0]
+    events: list[Event] = []
+    for _ in range(n):
+        p = draw(st.integers(0, 1))
+        value = draw(st.one_of(st.sampled_from([0.1, 2.5, -3.0]), st.floats(-1e3, 1e3)))
+        events.append(
+            (
+                draw(st.sampled_from("ab")),
+                BASE + draw(st.integers(0, 12 * G)),
+                p,
+                next_offset[p],
+                value,
+            )
+        )
+        next_offset[p] += 1
+    times = st.one_of(
+        st.integers(-4, 15).map(lambda k: BASE + k * G),  # exactly on tile boundaries
+        st.integers(BASE - 5 * G, BASE + 15 * G),
+        st.integers(BASE - 10 * G, BASE - 1),  # before any event
+    )
+    if events:
+        times = st.one_of(
+            times,
+            st.sampled_from(events).flatmap(lambda e: st.sampled_from([e[1] - 1, e[1], e[1] + 1])),
+        )
+    spine = draw(st.lists(st.tuples(st.sampled_from("abz"), times), min_size=1, max_size=25))
+    return events, spine
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios(), st.booleans())
+def test_matches_brute_force(
+    scenario: tuple[list[Event], list[tuple[str, int]]], replay: bool
+) -> None:
+    events, spine_rows = scenario
+    with tempfile.TemporaryDirectory() as root:
+        write_log(root, events, replay=replay)
+        spine = pl.DataFrame(
+            {
+                "user_id": [u for u, _ in spine_rows],
+                "event_timestamp": [t for _, t in spine_rows],
+                "label": list(range(len(spine_rows))),
+            },
+            schema={"user_id": pl.Utf8, "event_timestamp": pl.Int64, "label": pl.Int64},
+        )
+        out = get_training_set(REPO, "all_features", spine, root)
+    assert out.columns == ["user_id", "event_timestamp", "label", *spend.feature_names]
+    assert out["label"].to_list() == list(range(len(spine_rows)))
+    for agg in AGGS:
+        got = out[agg.output_name].to_list()
+        for (who, t), value in zip(spine_rows, got, strict=True):
+            want = brute_force(events, who, t, agg.function, agg.window_ms, agg.default)
+            assert same(value, want), (agg.output_name, who, t, value, want)
+    assert out["amount_count_1s"].dtype == pl.Int64
+    assert out["amount_sum_1s"].dtype == pl.Float64
+
+
+def test_identical_values_give_exactly_zero_stddev(tmp_path: Path) -> None:
+    events = [("a", BASE + i, 0, i, 0.1) for i in range(7)]
+    write_log(str(tmp_path), events)
+    spine = pl.DataFrame({"user_id": ["a"], "event_timestamp": [BASE + 10]})
+    out = get_training_set(REPO, "all_features", spine, str(tmp_path))
+    assert out["amount_stddev_1s"].to_list() == [0.0]
+    assert out["amount_stddev_3s"].to_list() == [0.0]
+
+
+def test_empty_window_rules(tmp_path: Path) -> None:
+    write_log(str(tmp_path), [("a", BASE, 0, 0, 5.0)])
+    spine = pl.DataFrame({"user_id": ["a", "nobody"], "event_timestamp": [BASE - 1, BASE]})
+    out = get_training_set(REPO, "all_features", spine, str(tmp_path))
+    row = out.row(0, named=True)
+    assert row["amount_count_3s"] == 0 and row["amount_sum_3s"] == 0.0
+    for f in ("mean", "min", "max", "last", "stddev"):
+        assert row[f"amount_{f}_3s"] is None
+    assert row["mean_or_minus_one"] == -1.0 and row["count_or_seven"] == 7
+    assert out.row(1, named=True)["count_or_seven"] == 7
+
+
+def test_selection_order_and_on_demand_views(tmp_path: Path) -> None:
+    events = [("a", BASE + 100, 0, 0, 10.0), ("a", BASE + 1500, 1, 0, 4.0), ("b", BASE, 0, 1, 1.0)]
+    write_log(str(tmp_path), events)
+    spine = pl.DataFrame(
+        {
+            "event_timestamp": [BASE + 2000, BASE + 2000, BASE - 10],
+            "user_id": ["a", "b", "a"],
+            "req_amount": [28.0, 3.0, 5.0],
+        }
+    )
+    out = get_training_set(REPO, "picked", spine, str(tmp_path))
+    assert out.columns == [
+        "event_timestamp",
+        "user_id",
+        "req_amount",
+        "amount_max_3s",
+        "amount_count_1s",
+        "spend_ratio",
+        "weighted",
+    ]
+    assert out["amount_max_3s"].to_list() == [10.0, 1.0, None]
+    assert out["amount_count_1s"].to_list() == [1, 0, 0]
+    # spend_ratio = req / (amount_sum_3s + 1); weighted = req * amount_count_3s
+    assert out["spend_ratio"].to_list() == [28.0 / 15.0, 3.0 / 2.0, 5.0]
+    assert out["weighted"].to_list() == [56.0, 3.0, 0.0]
+
+
+def test_on_demand_errors(tmp_path: Path) -> None:
+    spine = pl.DataFrame({"user_id": ["a"], "event_timestamp": [BASE]})
+    with pytest.raises(SpineValidationError, match="req_amount") as info:
+        get_training_set(REPO, "picked", spine, str(tmp_path))
+    assert info.value.columns == ("req_amount",)
+    spine = spine.with_columns(req_amount=pl.lit(1.0))
+    with pytest.raises(OnDemandComputationError, match=r"returned no \['out'\] for spine row 0"):
+        get_training_set(REPO, "broken_service", spine, str(tmp_path))
+
+
+def test_spine_rows_with_nulls_are_reported(tmp_path: Path) -> None:
+    spine = pl.DataFrame(
+        {"user_id": ["a", None, "b", "c", "d"], "event_timestamp": [BASE, BASE, BASE, None, BASE]}
+    )
+    with pytest.raises(SpineValidationError, match=r"rows 1, 3 \(0-based\)") as info:
+        get_training_set(REPO, "all_features", spine, str(tmp_path))
+    assert info.value.rows == (1, 3)
+    assert set(info.value.columns) == {"user_id", "event_timestamp"}
+
+
+def test_spine_missing_columns_are_named(tmp_path: Path) -> None:
+    spine = pl.DataFrame({"ts": [BASE]})
+    with pytest.raises(SpineValidationError, match=r"\['user_id', 'event_timestamp'\]"):
+        get_training_set(REPO, "all_features", spine, str(tmp_path))
+    out = get_training_set(
+        REPO, "all_features", spine.with_columns(user_id=pl.lit("a")), str(tmp_path), "ts"
+    )
+    assert out["amount_count_1s"].to_list() == [0]
+
+
+def test_spine_datetimes(tmp_path: Path) -> None:
+    write_log(str(tmp_path), [("a", BASE, 0, 0, 5.0)])
+    when = datetime.fromtimestamp(BASE / 1000, tz=UTC)
+    aware = pl.DataFrame({"user_id": ["a"], "event_timestamp": [when]})
+    out = get_training_set(REPO, "all_features", aware, str(tmp_path))
+    assert out["amount_sum_1s"].to_list() == [5.0]
+    assert out["event_timestamp"].to_list() == [when]  # spine columns come back unchanged
+    naive = aware.with_columns(pl.col("event_timestamp").dt.replace_time_zone(None))
+    with pytest.raises(SpineValidationError, match="naive"):
+        get_training_set(REPO, "all_features", naive, str(tmp_path))
+    floats = pl.DataFrame({"user_id": ["a"], "event_timestamp": [1.5]})
+    with pytest.raises(SpineValidationError, match="Float64"):
+        get_training_set(REPO, "all_features", floats, str(tmp_path))
+
+
+def test_unknown_service_and_offline_false(tmp_path: Path) -> None:
+    spine = pl.DataFrame({"user_id": ["a"], "event_timestamp": [BASE]})
+    with pytest.raises(TrainingSetError, match="'nope' is not defined"):
+        get_training_set(REPO, "nope", spine, str(tmp_path))
+    online_only = StreamFeatureView(
+        "online_only",
+        source=txns,
+        entities=[user],
+        aggregations=AGGS[:1],
+        aggregation_interval=timedelta(seconds=1),
+        offline=False,
+    )
+    repo = FeatureRepo.from_objects([online_only, FeatureService("s", [online_only])])
+    with pytest.raises(TrainingSetError, match="'offline'"):
+        get_training_set(repo, "s", spine, str(tmp_path))
+
+
+def test_wide_time_span_fallback_matches() -> None:
+    # Entity codes x time span beyond int64 keys use the per-entity search path.
+    rng = np.random.default_rng(7)
+    codes = np.repeat(np.arange(4, dtype=np.int64), 50)
+    times = np.sort(rng.integers(0, 2**61, size=(4, 50)), axis=1).ravel().astype(np.int64)
+    times[0] = 0
+    times[-1] = 2**61
+    values = {"x": rng.normal(size=200)}
+    q_codes = rng.integers(-1, 4, size=300).astype(np.int64)
+    q_times = rng.integers(0, 2**61, size=300).astype(np.int64)
+    aggs = [AggSpec("s", "x", "sum", 2**59), AggSpec("m", "x", "max", 2**59)]
+    got = evaluate_windows(codes, times, values, q_codes, q_times, 2**20, aggs)
+    for i in range(300):
+        c, t = int(q_codes[i]), int(q_times[i])
+        start = (t // 2**20) * 2**20 - 2**59
+        sel = (codes == c) & (times >= start) & (times <= t)
+        xs = values["x"][sel]
+        assert math.isclose(got["s"][i], float(xs.sum()), rel_tol=1e-9, abs_tol=1e-9)
+        assert got["m"][i] == (float(xs.max()) if len(xs) else None)
