@@ -1,0 +1,261 @@
+"""Batch aggregation of events into tile partials, and exact merging of partials.
+
+All functions are vectorized over events and tiles; none loops over events in
+Python. Inputs are never modified; outputs may share memory with inputs (for
+example when one side of a merge is empty), so treat them as read-only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from engine.kernel.exceptions import KernelInputError
+from engine.kernel.layout import (
+    FIELD_COUNT,
+    FIELD_LAST_POS,
+    FIELD_LAST_TS,
+    FIELD_LAST_VALUE,
+    FIELD_M2,
+    FIELD_MAX,
+    FIELD_MIN,
+    FIELD_SUM,
+    FIELDS_PER_COLUMN,
+    PartialLayout,
+)
+
+Int64Array = npt.NDArray[np.int64]
+Float64Array = npt.NDArray[np.float64]
+
+
+def as_int64_vector(name: str, array: npt.ArrayLike, length: int | None = None) -> Int64Array:
+    """``array`` as a 1-d int64 array, checking its length when ``length`` is given."""
+    out = np.asarray(array)
+    if out.ndim != 1:
+        raise KernelInputError(
+            f"kernel input '{name}': expected a 1-d array, got shape {out.shape}",
+            hint="pass one value per event or per tile",
+        )
+    if out.dtype != np.int64:
+        if out.size and not np.issubdtype(out.dtype, np.integer):
+            raise KernelInputError(
+                f"kernel input '{name}': expected an integer array, got dtype {out.dtype}",
+                hint="tile ids, event times and positions are int64 milliseconds/ids",
+            )
+        out = out.astype(np.int64)
+    if length is not None and len(out) != length:
+        raise KernelInputError(
+            f"kernel input '{name}': expected {length} values, got {len(out)}",
+            hint="every per-event array must have one entry per event",
+        )
+    return out
+
+
+def as_partials(layout: PartialLayout, name: str, array: npt.ArrayLike, rows: int) -> Float64Array:
+    """``array`` as a float64 ``(rows, layout.width)`` array."""
+    out = np.asarray(array, dtype=np.float64)
+    if out.shape != (rows, layout.width):
+        raise KernelInputError(
+            f"kernel input '{name}': expected shape ({rows}, {layout.width}), got {out.shape}",
+            hint=f"one row of {FIELDS_PER_COLUMN} fields per column {layout.columns!r} per tile",
+        )
+    return out
+
+
+def check_sorted_tiles(name: str, tiles: Int64Array) -> None:
+    """Raise unless ``tiles`` is strictly increasing (sorted, no duplicates)."""
+    if len(tiles) > 1 and not bool(np.all(tiles[1:] > tiles[:-1])):
+        bad = int(np.flatnonzero(tiles[1:] <= tiles[:-1])[0])
+        raise KernelInputError(
+            f"kernel input '{name}': expected strictly increasing tile ids, got "
+            f"{int(tiles[bad])} then {int(tiles[bad + 1])} at index {bad}",
+            hint="tile sets come from aggregate_batch/merge_tile_sets/decode_tiles, sorted",
+        )
+
+
+def aggregate_batch(
+    layout: PartialLayout,
+    entity_codes: npt.ArrayLike,
+    tiles: npt.ArrayLike,
+    event_ts: npt.ArrayLike,
+    positions: npt.ArrayLike,
+    values: npt.ArrayLike,
+) -> tuple[Int64Array, Int64Array, Float64Array]:
+    """Group events by ``(entity code, tile)`` and compute each group's partials.
+
+    ``entity_codes``, ``tiles`` (``event_ts // interval_ms``), ``event_ts`` and
+    ``positions`` (:func:`engine.kernel.layout.encode_positions`) hold one int64 per
+    event; ``values`` is float64 ``(n_events, len(layout.columns))`` (a 1-d array is
+    accepted for a single column). Every value must be finite.
+
+    Returns ``(entity_codes_u, tiles_u, partials)``: one row per distinct group,
+    sorted by entity code then tile, ``partials`` of shape ``(groups, layout.width)``.
+    """
+    codes = as_int64_vector("entity_codes", entity_codes)
+    n = len(codes)
+    tile_ids = as_int64_vector("tiles", tiles, n)
+    ts = as_int64_vector("event_ts", event_ts, n)
+    pos = as_int64_vector("positions", positions, n)
+    vals = np.asarray(values, dtype=np.float64)
+    n_cols = len(layout.columns)
+    if vals.ndim == 1 and n_cols == 1:
+        vals = vals.reshape(n, 1)
+    if vals.shape != (n, n_cols):
+        raise KernelInputError(
+            f"kernel input 'values': expected shape ({n}, {n_cols}), got {vals.shape}",
+            hint=f"one column per layout column {layout.columns!r}, one row per event",
+        )
+    if n == 0:
+        empty_ids = np.empty(0, dtype=np.int64)
+        return empty_ids, empty_ids.copy(), np.empty((0, layout.width), dtype=np.float64)
+    if not bool(np.isfinite(vals).all()):
+        raise KernelInputError(
+            "kernel input 'values': expected finite numbers, got NaN or infinity",
+            hint="the decoder refuses NaN/Infinity with reason wrong_type before aggregation",
+        )
+
+    # Sorting by (entity, tile, event time, position) puts each group's "last"
+    # event at the group's end, so no separate argmax is needed.
+    order = np.lexsort((pos, ts, tile_ids, codes))
+    codes_s = codes[order]
+    tiles_s = tile_ids[order]
+    vals_s = vals[order]
+    boundary = np.empty(n, dtype=bool)
+    boundary[0] = True
+    np.not_equal(codes_s[1:], codes_s[:-1], out=boundary[1:])
+    boundary[1:] |= tiles_s[1:] != tiles_s[:-1]
+    starts = np.flatnonzero(boundary)
+    ends = np.append(starts[1:], n)
+    counts = (ends - starts).astype(np.float64)
+    group_of_event = np.cumsum(boundary) - 1
+
+    sums = np.add.reduceat(vals_s, starts, axis=0)
+    means = sums / counts[:, None]
+    # Second pass around each group's own mean keeps m2 accurate for large values.
+    deviations = vals_s - means[group_of_event]
+    m2 = np.add.reduceat(deviations * deviations, starts, axis=0)
+    last = order[ends - 1]
+
+    out = np.empty((len(starts), n_cols, FIELDS_PER_COLUMN), dtype=np.float64)
+    out[:, :, FIELD_COUNT] = counts[:, None]
+    out[:, :, FIELD_SUM] = sums
+    out[:, :, FIELD_M2] = m2
+    out[:, :, FIELD_MIN] = np.minimum.reduceat(vals_s, starts, axis=0)
+    out[:, :, FIELD_MAX] = np.maximum.reduceat(vals_s, starts, axis=0)
+    out[:, :, FIELD_LAST_TS] = ts[last].astype(np.float64)[:, None]
+    out[:, :, FIELD_LAST_POS] = pos[last].astype(np.float64)[:, None]
+    out[:, :, FIELD_LAST_VALUE] = vals[last]
+    return codes_s[starts], tiles_s[starts], out.reshape(len(starts), layout.width)
+
+
+def merge_partials(layout: PartialLayout, a: npt.ArrayLike, b: npt.ArrayLike) -> Float64Array:
+    """Merge two equally shaped ``(k, width)`` partial arrays row by row.
+
+    count and sum add; m2 uses the parallel-variance update of Chan et al.
+    (``m2 = m2_a + m2_b + delta**2 * n_a * n_b / n``); min/max take the extreme;
+    ``last`` keeps the side with the greater ``(last_ts, last_pos)``. Empty rows are
+    the identity, so merging with an empty row reproduces the other row exactly.
+    """
+    pa = np.asarray(a, dtype=np.float64)
+    rows = pa.shape[0] if pa.ndim >= 1 else 0
+    pa = as_partials(layout, "a", pa, rows)
+    pb = as_partials(layout, "b", b, rows)
+    k, n_cols = rows, len(layout.columns)
+    va = pa.reshape(k, n_cols, FIELDS_PER_COLUMN)
+    vb = pb.reshape(k, n_cols, FIELDS_PER_COLUMN)
+    out = np.empty_like(va)
+
+    na, nb = va[:, :, FIELD_COUNT], vb[:, :, FIELD_COUNT]
+    n = na + nb
+    both = (na > 0) & (nb > 0)
+    mean_a = np.divide(va[:, :, FIELD_SUM], na, out=np.zeros_like(na), where=both)
+    mean_b = np.divide(vb[:, :, FIELD_SUM], nb, out=np.zeros_like(nb), where=both)
+    delta = mean_b - mean_a
+    weight = np.divide(na * nb, n, out=np.zeros_like(n), where=both)
+    out[:, :, FIELD_COUNT] = n
+    out[:, :, FIELD_SUM] = va[:, :, FIELD_SUM] + vb[:, :, FIELD_SUM]
+    out[:, :, FIELD_M2] = va[:, :, FIELD_M2] + vb[:, :, FIELD_M2] + delta * delta * weight
+    out[:, :, FIELD_MIN] = np.minimum(va[:, :, FIELD_MIN], vb[:, :, FIELD_MIN])
+    out[:, :, FIELD_MAX] = np.maximum(va[:, :, FIELD_MAX], vb[:, :, FIELD_MAX])
+
+    ts_a, ts_b = va[:, :, FIELD_LAST_TS], vb[:, :, FIELD_LAST_TS]
+    take_b = (ts_b > ts_a) | (
+        (ts_b == ts_a) & (vb[:, :, FIELD_LAST_POS] > va[:, :, FIELD_LAST_POS])
+    )
+    last = slice(FIELD_LAST_TS, FIELD_LAST_VALUE + 1)
+    out[:, :, last] = np.where(take_b[:, :, None], vb[:, :, last], va[:, :, last])
+    return out.reshape(k, layout.width)
+
+
+def merge_tile_sets(
+    layout: PartialLayout,
+    tiles_a: npt.ArrayLike,
+    partials_a: npt.ArrayLike,
+    tiles_b: npt.ArrayLike,
+    partials_b: npt.ArrayLike,
+) -> tuple[Int64Array, Float64Array]:
+    """Union of two tile sets of one entity, merging the partials of shared tiles.
+
+    Both ``tiles_*`` must be strictly increasing int64 tile ids with one partial row
+    each. Returns ``(tiles, partials)`` sorted by tile id.
+    """
+    ta = as_int64_vector("tiles_a", tiles_a)
+    tb = as_int64_vector("tiles_b", tiles_b)
+    pa = as_partials(layout, "partials_a", partials_a, len(ta))
+    pb = as_partials(layout, "partials_b", partials_b, len(tb))
+    check_sorted_tiles("tiles_a", ta)
+    check_sorted_tiles("tiles_b", tb)
+    if len(tb) == 0:
+        return ta, pa
+    if len(ta) == 0:
+        return tb, pb
+    if tb[0] > ta[-1]:  # the streaming common case: the batch only adds newer tiles
+        return np.concatenate([ta, tb]), np.concatenate([pa, pb])
+
+    union = np.union1d(ta, tb)
+    ia = np.searchsorted(union, ta)
+    ib = np.searchsorted(union, tb)
+    out = np.empty((len(union), layout.width), dtype=np.float64)
+    out[ia] = pa
+    in_a = np.zeros(len(union), dtype=bool)
+    in_a[ia] = True
+    shared = in_a[ib]
+    out[ib[~shared]] = pb[~shared]
+    if bool(shared.any()):
+        rows = ib[shared]
+        out[rows] = merge_partials(layout, out[rows], pb[shared])
+    return union, out
+
+
+def apply_retention(
+    tiles: npt.ArrayLike,
+    partials: npt.ArrayLike,
+    newest_ts: int,
+    retention_ms: int,
+    interval_ms: int,
+) -> tuple[Int64Array, Float64Array]:
+    """Drop tiles whose end is more than ``retention_ms`` behind ``newest_ts``.
+
+    Tile ``i`` ends at ``(i + 1) * interval_ms`` (exclusive); it is kept while
+    ``newest_ts - end <= retention_ms`` (docs/semantics.md section 7, where the view's
+    retention is ``max window + allowed_lateness + interval``). ``tiles`` must be
+    strictly increasing; the result is a slice (a view) of the inputs.
+    """
+    tile_ids = as_int64_vector("tiles", tiles)
+    parts = np.asarray(partials, dtype=np.float64)
+    if parts.ndim != 2 or parts.shape[0] != len(tile_ids):
+        raise KernelInputError(
+            f"kernel input 'partials': expected shape ({len(tile_ids)}, width), got {parts.shape}",
+            hint="pass the partials that belong to the tiles, one row per tile",
+        )
+    if interval_ms <= 0 or retention_ms < 0:
+        raise KernelInputError(
+            f"apply_retention: expected interval_ms > 0 and retention_ms >= 0, "
+            f"got interval_ms={interval_ms}, retention_ms={retention_ms}",
+            hint="use ViewSpec.interval_ms and ViewSpec.retention_ms",
+        )
+    # Smallest i with (i + 1) * g >= newest - retention, in exact integer maths.
+    oldest_allowed_end = int(newest_ts) - int(retention_ms)
+    first_kept = -((-oldest_allowed_end) // int(interval_ms)) - 1
+    lo = int(np.searchsorted(tile_ids, first_kept, side="left"))
+    return tile_ids[lo:], parts[lo:]

@@ -1,0 +1,264 @@
+"""Partial layouts and the kernel's own view/aggregation specs.
+
+Per tile and aggregated column the kernel keeps ``FIELDS_PER_COLUMN`` float64
+partials (docs/semantics.md section 2, docs/architecture.md "Kernel"):
+
+    count, sum, m2, min, max, last_ts, last_pos, last_value
+
+``m2`` is the sum of squared deviations from the tile mean; ``last_*`` describe the
+event with the greatest ``(event time, partition, offset)``, the position being
+``partition * 2**40 + offset`` (exact in float64 below 2**53).
+
+The kernel does not import ``engine.definitions``: :meth:`ViewSpec.from_view` and
+:meth:`PartialLayout.for_view` read the attributes agreed in
+docs/interfaces-draft.md by duck typing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from engine.kernel.exceptions import KernelInputError, KernelSpecError, KernelSpecTypeError
+
+FIELDS_PER_COLUMN = 8
+FIELD_COUNT = 0
+FIELD_SUM = 1
+FIELD_M2 = 2
+FIELD_MIN = 3
+FIELD_MAX = 4
+FIELD_LAST_TS = 5
+FIELD_LAST_POS = 6
+FIELD_LAST_VALUE = 7
+FIELD_NAMES = ("count", "sum", "m2", "min", "max", "last_ts", "last_pos", "last_value")
+
+# The partial of a column with no events; merging it with any partial is exact.
+EMPTY_FIELDS: tuple[float, ...] = (
+    0.0,
+    0.0,
+    0.0,
+    math.inf,
+    -math.inf,
+    -math.inf,
+    -math.inf,
+    math.nan,
+)
+
+FUNCTIONS = frozenset({"count", "sum", "mean", "min", "max", "last", "stddev"})
+
+POSITION_OFFSET_BITS = 40
+# float64 holds integers exactly below 2**53, so partitions must stay below 2**13.
+MAX_PARTITION = 2 ** (53 - POSITION_OFFSET_BITS) - 1
+MAX_OFFSET = 2**POSITION_OFFSET_BITS - 1
+
+Number = float | int
+
+
+def encode_positions(partitions: npt.ArrayLike, offsets: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    """Return ``partition * 2**40 + offset`` for arrays (or scalars) of Kafka positions.
+
+    Raises :class:`KernelInputError` when a partition or offset does not fit, because
+    the position must stay exact once stored as float64 in ``last_pos``.
+    """
+    parts = np.asarray(partitions, dtype=np.int64)
+    offs = np.asarray(offsets, dtype=np.int64)
+    if parts.size and (int(parts.min()) < 0 or int(parts.max()) > MAX_PARTITION):
+        raise KernelInputError(
+            f"positions: field 'partition': expected 0..{MAX_PARTITION}, "
+            f"got {int(parts.min())}..{int(parts.max())}",
+            hint="last_pos packs partition*2**40+offset into a float64, exact below 2**53",
+        )
+    if offs.size and (int(offs.min()) < 0 or int(offs.max()) > MAX_OFFSET):
+        raise KernelInputError(
+            f"positions: field 'offset': expected 0..{MAX_OFFSET}, "
+            f"got {int(offs.min())}..{int(offs.max())}",
+            hint="offsets beyond 2**40 cannot be packed next to the partition",
+        )
+    return np.asarray((parts << POSITION_OFFSET_BITS) + offs, dtype=np.int64)
+
+
+def _check_int(owner: str, name: str, value: object, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise KernelSpecTypeError(
+            f"{owner}: field '{name}': expected an int, got {type(value).__name__} {value!r}",
+            hint="pass whole milliseconds as int",
+        )
+    if int(value) < minimum:
+        raise KernelSpecError(
+            f"{owner}: field '{name}': expected an int >= {minimum}, got {value!r}",
+            hint="windows, intervals and retention are positive millisecond counts",
+        )
+    return int(value)
+
+
+def _check_name(owner: str, name: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise KernelSpecTypeError(
+            f"{owner}: field '{name}': expected a non-empty str, got {value!r}",
+            hint="use the column or feature name as declared in the view",
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class PartialLayout:
+    """Where each column's partial fields live inside one tile row."""
+
+    columns: tuple[str, ...]
+    _index: dict[str, int] = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.columns, tuple):
+            raise KernelSpecTypeError(
+                f"PartialLayout: field 'columns': expected a tuple of str, "
+                f"got {type(self.columns).__name__}",
+                hint="pass tuple(view.columns)",
+            )
+        for name in self.columns:
+            _check_name("PartialLayout", "columns", name)
+        if len(set(self.columns)) != len(self.columns):
+            raise KernelSpecError(
+                f"PartialLayout: field 'columns': expected distinct names, got {self.columns!r}",
+                hint="list each aggregated column once",
+            )
+        index = {name: i * FIELDS_PER_COLUMN for i, name in enumerate(self.columns)}
+        object.__setattr__(self, "_index", index)
+
+    @property
+    def width(self) -> int:
+        """Number of float64 fields in one tile row."""
+        return len(self.columns) * FIELDS_PER_COLUMN
+
+    def offset(self, column: str) -> int:
+        """Index of the first field (``count``) of ``column`` inside a tile row."""
+        try:
+            return self._index[column]
+        except KeyError:
+            raise KernelSpecError(
+                f"PartialLayout: column '{column}': expected one of {self.columns!r}, "
+                f"got '{column}'",
+                hint="only columns some aggregation of the view reads have partials",
+            ) from None
+
+    def empty(self, n_rows: int) -> npt.NDArray[np.float64]:
+        """``n_rows`` empty tile rows (the identity of :func:`merge_partials`)."""
+        row = np.tile(np.asarray(EMPTY_FIELDS, dtype=np.float64), len(self.columns))
+        return np.tile(row, (n_rows, 1))
+
+    @classmethod
+    def for_view(cls, view: Any) -> PartialLayout:
+        """Layout of a ``StreamFeatureView`` (reads ``view.columns``)."""
+        return cls(tuple(view.columns))
+
+
+@dataclass(frozen=True)
+class AggregationSpec:
+    """One aggregation as the kernel needs it (a plain copy of ``Aggregation``)."""
+
+    output_name: str
+    column: str
+    function: str
+    window_ms: int
+    default: Number | None = None
+
+    def __post_init__(self) -> None:
+        owner = f"AggregationSpec '{self.output_name}'"
+        _check_name(owner, "output_name", self.output_name)
+        _check_name(owner, "column", self.column)
+        if self.function not in FUNCTIONS:
+            raise KernelSpecError(
+                f"{owner}: field 'function': expected one of {sorted(FUNCTIONS)}, "
+                f"got {self.function!r}",
+                hint="see docs/semantics.md section 3 for the supported functions",
+            )
+        _check_int(owner, "window_ms", self.window_ms, minimum=1)
+        if self.default is not None and (
+            isinstance(self.default, bool) or not isinstance(self.default, int | float)
+        ):
+            raise KernelSpecTypeError(
+                f"{owner}: field 'default': expected int, float or None, "
+                f"got {type(self.default).__name__} {self.default!r}",
+                hint="defaults replace the value of an empty window and must be numbers",
+            )
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """What window evaluation needs to know about a ``StreamFeatureView``."""
+
+    interval_ms: int
+    columns: tuple[str, ...]
+    aggregations: tuple[AggregationSpec, ...]
+    retention_ms: int
+    layout: PartialLayout = field(init=False, repr=False, compare=False)
+    # Per aggregation, in declared order: first field index and window length in tiles.
+    field_offsets: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    window_tiles: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_int("ViewSpec", "interval_ms", self.interval_ms, minimum=1)
+        _check_int("ViewSpec", "retention_ms", self.retention_ms, minimum=0)
+        if not isinstance(self.aggregations, tuple) or not all(
+            isinstance(a, AggregationSpec) for a in self.aggregations
+        ):
+            raise KernelSpecTypeError(
+                "ViewSpec: field 'aggregations': expected a tuple of AggregationSpec, "
+                f"got {self.aggregations!r}",
+                hint="build specs with ViewSpec.from_view(view)",
+            )
+        layout = PartialLayout(self.columns)
+        names = [a.output_name for a in self.aggregations]
+        if len(set(names)) != len(names):
+            raise KernelSpecError(
+                f"ViewSpec: field 'aggregations': expected distinct output names, got {names!r}",
+                hint="give aggregations of the same column and function distinct names",
+            )
+        tiles = []
+        for agg in self.aggregations:
+            if agg.window_ms % self.interval_ms:
+                raise KernelSpecError(
+                    f"AggregationSpec '{agg.output_name}': field 'window_ms': expected a "
+                    f"multiple of interval_ms={self.interval_ms}, got {agg.window_ms}",
+                    hint="every window is a whole number of tiles (docs/semantics.md section 2)",
+                )
+            tiles.append(agg.window_ms // self.interval_ms)
+        object.__setattr__(self, "layout", layout)
+        object.__setattr__(
+            self, "field_offsets", tuple(layout.offset(a.column) for a in self.aggregations)
+        )
+        object.__setattr__(self, "window_tiles", tuple(tiles))
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(a.output_name for a in self.aggregations)
+
+    @classmethod
+    def from_view(cls, view: Any) -> ViewSpec:
+        """Copy what the kernel needs from a ``StreamFeatureView`` (duck typed)."""
+        aggregations = tuple(
+            AggregationSpec(
+                output_name=agg.output_name,
+                column=agg.column,
+                function=_plain(agg.function),
+                window_ms=int(agg.window_ms),
+                default=agg.default,
+            )
+            for agg in view.aggregations
+        )
+        return cls(
+            interval_ms=int(view.interval_ms),
+            columns=tuple(view.columns),
+            aggregations=aggregations,
+            retention_ms=int(view.retention_ms),
+        )
+
+
+def _plain(function: object) -> str:
+    # The definitions module may model functions as a str Enum; the kernel wants the str.
+    value = function.value if isinstance(function, Enum) else function
+    return str(value)

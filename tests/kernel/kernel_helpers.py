@@ -1,0 +1,86 @@
+"""Shared builders for the kernel tests: events -> per-entity tile sets via the kernel."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from engine.kernel import (
+    AggregationSpec,
+    PartialLayout,
+    ViewSpec,
+    aggregate_batch,
+    encode_positions,
+    merge_tile_sets,
+)
+
+FUNCTIONS = ("count", "sum", "mean", "min", "max", "last", "stddev")
+COLUMN = "amount"
+LAYOUT = PartialLayout((COLUMN,))
+
+Event = dict[str, Any]
+TileSet = tuple[np.ndarray, np.ndarray]
+
+
+def make_spec(
+    interval_ms: int, window_tiles: Sequence[int], default: float | None = None
+) -> ViewSpec:
+    """A one-column view with every function for every window length (in tiles)."""
+    aggregations = tuple(
+        AggregationSpec(f"{function}_{w}", COLUMN, function, w * interval_ms, default)
+        for function in FUNCTIONS
+        for w in window_tiles
+    )
+    retention = max(window_tiles) * interval_ms + interval_ms
+    return ViewSpec(interval_ms, (COLUMN,), aggregations, retention)
+
+
+def aggregate_events(events: Sequence[Event], interval_ms: int) -> tuple[np.ndarray, ...]:
+    """One aggregate_batch call over ``events`` (entity codes are the entity ints)."""
+    e = np.array([ev["e"] for ev in events], dtype=np.int64)
+    return aggregate_batch(
+        LAYOUT,
+        np.array([ev["entity"] for ev in events], dtype=np.int64),
+        e // interval_ms,
+        e,
+        encode_positions(
+            np.array([ev["partition"] for ev in events], dtype=np.int64),
+            np.array([ev["offset"] for ev in events], dtype=np.int64),
+        ),
+        np.array([[ev["value"]] for ev in events], dtype=np.float64).reshape(len(events), 1),
+    )
+
+
+def empty_tile_set() -> TileSet:
+    return np.empty(0, dtype=np.int64), np.empty((0, LAYOUT.width), dtype=np.float64)
+
+
+def build_state(batches: Sequence[Sequence[Event]], interval_ms: int) -> dict[int, TileSet]:
+    """Aggregate each batch, then merge every batch's tiles into per-entity tile sets."""
+    state: dict[int, TileSet] = {}
+    for batch in batches:
+        codes, tiles, partials = aggregate_events(batch, interval_ms)
+        for code in np.unique(codes):
+            mine = codes == code
+            old_tiles, old_partials = state.get(int(code), empty_tile_set())
+            state[int(code)] = merge_tile_sets(
+                LAYOUT, old_tiles, old_partials, tiles[mine], partials[mine]
+            )
+    return state
+
+
+def assert_same_value(got: object, want: object, what: str) -> None:
+    """Exact for None and ints (counts), isclose(rel 1e-9, abs 1e-9) for floats."""
+    if want is None or got is None:
+        assert got is None and want is None, f"{what}: got {got!r}, want {want!r}"
+    elif isinstance(want, int) and not isinstance(want, bool):
+        assert isinstance(got, int) and got == want, f"{what}: got {got!r}, want {want!r}"
+    else:
+        assert isinstance(got, float), f"{what}: got {got!r} ({type(got).__name__})"
+        assert isinstance(want, float)
+        assert math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-9), (
+            f"{what}: got {got!r}, want {want!r}"
+        )

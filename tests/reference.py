@@ -1,0 +1,129 @@
+"""Brute-force reference of docs/semantics.md, written straight from the text.
+
+Deliberately slow and loop based: every function here re-reads the contract
+literally so property tests can compare the engine against it. Events are plain
+dicts (keys ``entity``, ``e``, ``partition``, ``offset``, ``value``, optional
+``valid``) or tuples ``(entity, e, partition, offset, value)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import Any
+
+Event = Mapping[str, Any] | Sequence[Any]
+_TUPLE_FIELDS = ("entity", "e", "partition", "offset", "value")
+
+
+def field(event: Event, name: str) -> Any:
+    """Field ``name`` of a dict or tuple event."""
+    if isinstance(event, Mapping):
+        return event[name]
+    return event[_TUPLE_FIELDS.index(name)]
+
+
+def window_start(t: int, window_ms: int, interval_ms: int) -> int:
+    """start(t) = floor(t / g) * g - w   (semantics section 3)."""
+    return (t // interval_ms) * interval_ms - window_ms
+
+
+def window_events(
+    events: Iterable[Event],
+    entity: Hashable,
+    t: int,
+    window_ms: int,
+    interval_ms: int,
+    filter: Callable[[Event], bool] | None = None,
+) -> list[Event]:
+    """W(k, t): events of ``entity`` passing ``filter`` with start(t) <= e <= t."""
+    start = window_start(t, window_ms, interval_ms)
+    chosen = []
+    for event in events:
+        if field(event, "entity") != entity:
+            continue
+        if filter is not None and not filter(event):
+            continue
+        if start <= field(event, "e") <= t:
+            chosen.append(event)
+    return chosen
+
+
+def reference_value(
+    events: Iterable[Event],
+    entity: Hashable,
+    t: int,
+    function: str,
+    window_ms: int,
+    interval_ms: int,
+    default: float | int | None = None,
+    filter: Callable[[Event], bool] | None = None,
+) -> float | int | None:
+    """The value of one aggregation as of ``t`` per the table of semantics section 3.
+
+    ``events`` must already be the applied events (see :func:`apply_watermark`).
+    """
+    chosen = window_events(events, entity, t, window_ms, interval_ms, filter)
+    if not chosen:
+        if default is not None:
+            return default
+        if function == "count":
+            return 0
+        if function == "sum":
+            return 0.0
+        return None
+    values = [float(field(event, "value")) for event in chosen]
+    if function == "count":
+        return len(chosen)
+    if function == "sum":
+        return math.fsum(values)
+    if function == "mean":
+        return math.fsum(values) / len(values)
+    if function == "min":
+        return min(values)
+    if function == "max":
+        return max(values)
+    if function == "last":
+        latest = chosen[0]
+        for event in chosen[1:]:
+            if _order_key(event) > _order_key(latest):
+                latest = event
+        return float(field(latest, "value"))
+    if function == "stddev":
+        mean = math.fsum(values) / len(values)
+        return math.sqrt(math.fsum((x - mean) ** 2 for x in values) / len(values))
+    raise ValueError(f"reference_value: unknown function {function!r}")
+
+
+def _order_key(event: Event) -> tuple[int, int, int]:
+    return (field(event, "e"), field(event, "partition"), field(event, "offset"))
+
+
+def apply_watermark(events: Iterable[Event], allowed_lateness_ms: int) -> list[Event]:
+    """The events that are applied (not late, not invalid), in input order.
+
+    Per semantics section 5: the watermark of a partition just before offset ``o`` is
+    ``max(e of every valid event of that partition with offset < o) - allowed_lateness``
+    (minus infinity before the first valid event); an event with ``e < watermark`` is
+    late. Dict events may carry ``valid: False`` for bad records, which are never
+    applied and do not advance the watermark.
+    """
+    listed = list(events)
+    by_partition: dict[int, list[int]] = {}
+    for i, event in enumerate(listed):
+        by_partition.setdefault(field(event, "partition"), []).append(i)
+    applied = [False] * len(listed)
+    for indexes in by_partition.values():
+        indexes.sort(key=lambda i: field(listed[i], "offset"))
+        for position, i in enumerate(indexes):
+            event = listed[i]
+            if not _is_valid(event):
+                continue
+            earlier = [field(listed[j], "e") for j in indexes[:position] if _is_valid(listed[j])]
+            watermark = max(earlier) - allowed_lateness_ms if earlier else -math.inf
+            applied[i] = not field(event, "e") < watermark
+    return [event for event, keep in zip(listed, applied, strict=True) if keep]
+
+
+def _is_valid(event: Event) -> bool:
+    return bool(event.get("valid", True)) if isinstance(event, Mapping) else True
