@@ -19,7 +19,7 @@ from engine.state.exceptions import ShardCountMismatchError, StateError
 META_FILE = "meta.json"
 LAYOUT_FORMAT = 1
 _WRITE_BUFFER_BYTES = 64 * 1024 * 1024
-_BLOCK_CACHE_BYTES = 64 * 1024 * 1024
+_BLOCK_CACHE_BYTES = 128 * 1024 * 1024
 
 
 def shard_path(state_dir: Path, shard: int) -> Path:
@@ -79,11 +79,23 @@ def write_meta(state_dir: Path, n_shards: int) -> None:
     os.replace(tmp, state_dir / META_FILE)
 
 
+_SHARED_CACHE: rocksdict.Cache | None = None
+
+
+def _shared_cache() -> rocksdict.Cache:
+    # One block cache per process for all shards and openers, so memory does not
+    # grow with the shard count.
+    global _SHARED_CACHE
+    if _SHARED_CACHE is None:
+        _SHARED_CACHE = rocksdict.Cache(_BLOCK_CACHE_BYTES)
+    return _SHARED_CACHE
+
+
 def _table_options() -> rocksdict.BlockBasedOptions:
     # Bloom filters make misses (new entities, cold keys) cost no disk reads.
     table = rocksdict.BlockBasedOptions()
     table.set_bloom_filter(10, False)
-    table.set_block_cache(rocksdict.Cache(_BLOCK_CACHE_BYTES))
+    table.set_block_cache(_shared_cache())
     table.set_cache_index_and_filter_blocks(True)
     return table
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 import redis
 
@@ -136,3 +137,22 @@ def test_overwrite_and_delete(harness: Harness) -> None:
     harness.write(FP_A, [(k, b"new") for k in entities[:20]] + [(k, None) for k in entities[20:30]])
     harness.visible()
     assert harness.table.read(FP_A, entities) == [b"new"] * 20 + [None] * 10 + [b"old"] * 10
+
+
+def test_packed_tile_records_survive_the_round_trip(harness: Harness) -> None:
+    codec = pytest.importorskip("engine.kernel.codec")
+    rng = np.random.default_rng(7)
+    entities = keys(30, "packed")
+    expected = {}
+    for i, key in enumerate(entities):
+        tiles = np.sort(rng.choice(50_000, size=i + 1, replace=False)).astype(np.int64)
+        partials = rng.normal(size=(i + 1, 16))
+        expected[key] = (tiles, partials, 1_700_000_000_000 + i)
+    harness.write(FP_A, [(k, codec.encode_tiles(*v)) for k, v in expected.items()])
+    harness.visible()
+    for key, value in zip(entities, harness.table.read(FP_A, entities), strict=True):
+        assert value is not None
+        tiles, partials, max_ts = codec.decode_tiles(value)
+        np.testing.assert_array_equal(tiles, expected[key][0])
+        np.testing.assert_array_equal(partials, expected[key][1])
+        assert max_ts == expected[key][2]
