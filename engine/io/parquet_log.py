@@ -440,7 +440,9 @@ def read_log(
                 raise _find_culprit(fs, paths, ValueError(f"schema mismatch at {p}"))
         df = pl.DataFrame(pl.from_arrow(pa.concat_tables(tables))).filter(predicate)
     keys, _ = _schema_columns(df.columns, paths[0])
-    df = df.unique(subset=[PARTITION, OFFSET], keep="first", maintain_order=True)
+    # One int64 per position hashes much faster than a (partition, offset) struct.
+    position = pl.col(PARTITION).cast(pl.Int64) * (1 << 40) + pl.col(OFFSET)
+    df = df.filter(position.is_first_distinct())
     return df.sort([*keys, EVENT_TIME, PARTITION, OFFSET])
 
 

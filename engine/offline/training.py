@@ -156,6 +156,18 @@ def _stddev(values: F64, lo: I64, hi: I64) -> F64:
     return out
 
 
+def _query_order(q_codes: I64, q_times: I64) -> I64:
+    """Permutation sorting queries by (code, time); one int64 key when it fits (3x faster)."""
+    if len(q_times) == 0:
+        return np.zeros(0, dtype=np.int64)
+    tmin, tmax = int(q_times.min()), int(q_times.max())
+    width = tmax - tmin + 1
+    if (int(q_codes.max()) + 2) * width < 2**62:
+        key = (q_codes + 1) * width + (q_times - tmin)
+        return np.argsort(key, kind="stable").astype(np.int64)
+    return np.lexsort((q_times, q_codes)).astype(np.int64)
+
+
 def evaluate_windows(
     codes: I64,
     times: I64,
@@ -172,6 +184,17 @@ def evaluate_windows(
     """
     m = len(q_times)
     n = len(times)
+    # Work on queries sorted by (entity, t): the binary searches and reduceat then walk
+    # the events in order (cache friendly); results are put back in spine order at the end.
+    order = _query_order(q_codes, q_times)
+    q_codes = q_codes[order]
+    q_times = q_times[order]
+
+    def unsort(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        back = np.empty_like(a)
+        back[order] = a
+        return back
+
     tile_floor = (q_times // interval_ms) * interval_ms
     has = q_codes >= 0
     if n:
@@ -179,7 +202,7 @@ def evaluate_windows(
     else:
         hi = np.zeros(m, dtype=np.int64)
     lo_by_window: dict[int, I64] = {}
-    prefix: dict[str, npt.NDArray[np.longdouble]] = {}
+    prefix: dict[str, tuple[F64, F64]] = {}
     out: dict[str, pl.Series] = {}
     for agg in aggs:
         lo = lo_by_window.get(agg.window_ms)
@@ -198,13 +221,11 @@ def evaluate_windows(
         if agg.function == "count":
             result = count
         elif agg.function in ("sum", "mean"):
-            cs = prefix.get(agg.column)
-            if cs is None:
-                # Extended precision keeps window sums accurate although the prefix
-                # runs over every entity.
-                cs = np.concatenate(([0], np.cumsum(vals, dtype=np.longdouble)))
-                prefix[agg.column] = cs
-            sums = (cs[hi] - cs[lo]).astype(np.float64)
+            pair = prefix.get(agg.column)
+            if pair is None:
+                pair = prefix[agg.column] = _compensated_prefix(vals)
+            cs, ce = pair
+            sums = (cs[hi] - cs[lo]) + (ce[hi] - ce[lo])
             result = sums if agg.function == "sum" else sums / np.maximum(count, 1)
         elif agg.function == "min":
             result = _reduceat(np.minimum, vals, lo, hi)
@@ -214,8 +235,23 @@ def evaluate_windows(
             result = vals[np.maximum(hi - 1, 0)] if n else np.zeros(m)
         else:
             result = _stddev(vals, lo, hi)
-        out[agg.name] = _finish(agg, result, nonempty)
+        out[agg.name] = _finish(agg, unsort(result), unsort(nonempty))
     return out
+
+
+def _compensated_prefix(values: F64) -> tuple[F64, F64]:
+    """Prefix sums ``cs`` plus the exact rounding error of each step, summed in ``ce``.
+
+    ``np.cumsum`` adds sequentially, so step k computed ``cs[k] = fl(cs[k-1] + v[k])``;
+    TwoSum recovers what that rounding lost. A window sum ``(cs[hi] - cs[lo]) +
+    (ce[hi] - ce[lo])`` is then accurate although the prefix runs over every entity.
+    """
+    cs = np.cumsum(values)
+    prev = np.concatenate(([0.0], cs[:-1]))
+    b_virtual = cs - prev
+    err = (prev - (cs - b_virtual)) + (values - b_virtual)
+    zero = np.zeros(1)
+    return np.concatenate((zero, cs)), np.concatenate((zero, np.cumsum(err)))
 
 
 def _finish(agg: AggSpec, result: npt.NDArray[Any], nonempty: npt.NDArray[np.bool_]) -> pl.Series:

@@ -346,3 +346,28 @@ def test_wide_time_span_fallback_matches() -> None:
         xs = values["x"][sel]
         assert math.isclose(got["s"][i], float(xs.sum()), rel_tol=1e-9, abs_tol=1e-9)
         assert got["m"][i] == (float(xs.max()) if len(xs) else None)
+
+
+def test_window_sums_stay_exact_next_to_huge_prefixes() -> None:
+    # Entity 0 pushes the running prefix to ~1e15; entity 1's small, cancelling values
+    # must still sum to what fsum gives (a plain float64 prefix loses them entirely).
+    rng = np.random.default_rng(3)
+    big = rng.uniform(1e12, 2e12, 1000)
+    small = rng.choice([0.1, -0.1, 0.003, -0.007, 1e-6], 1000)
+    codes = np.repeat(np.arange(2, dtype=np.int64), 1000)
+    times = np.tile(np.arange(1000, dtype=np.int64) * 10, 2)
+    q_times = rng.integers(0, 10_000, 200).astype(np.int64)
+    q_codes = np.ones(200, dtype=np.int64)
+    got = evaluate_windows(
+        codes,
+        times,
+        {"x": np.concatenate((big, small))},
+        q_codes,
+        q_times,
+        100,
+        [AggSpec("s", "x", "sum", 1000)],
+    )["s"].to_list()
+    for value, t in zip(got, q_times.tolist(), strict=True):
+        start = (t // 100) * 100 - 1000
+        want = math.fsum(small[(times[1000:] >= start) & (times[1000:] <= t)])
+        assert math.isclose(value, want, rel_tol=1e-9, abs_tol=1e-9), (t, value, want)
