@@ -61,7 +61,8 @@ class RepoValidationError(StreamfeatError, ValueError):
     def __init__(self, path: str, errors: Sequence[str]) -> None:
         self.path = path
         self.errors: tuple[str, ...] = tuple(errors)
-        lines = "\n".join(f"  - {e}" for e in self.errors)
+        # Nested multi-problem messages are indented so each top-level error stays one item.
+        lines = "\n".join("  - " + e.replace("\n", "\n    ") for e in self.errors)
         super().__init__(
             f"feature repo {path} is invalid: {len(self.errors)} error(s):\n{lines}",
             hint="fix every error listed; each names the module or the definition at fault",

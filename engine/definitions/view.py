@@ -80,7 +80,7 @@ class StreamFeatureView:
         object.__setattr__(self, "tags", tags)
 
     def _check_keys(self, c: Checker, entities: tuple[Entity, ...], schema: Mapping[str, FieldType]) -> None:
-        if not entities and isinstance(self.entities, Sequence):
+        if not entities and _is_list(self.entities):
             c.add("entities", "at least one Entity", self.entities, "entities=[user]")
         seen: set[str] = set()
         for entity in entities:
@@ -97,7 +97,7 @@ class StreamFeatureView:
 
     def _check_aggregations(self, c: Checker, aggregations: tuple[Aggregation, ...],
                             schema: Mapping[str, FieldType], interval: int | None) -> None:
-        if not aggregations and isinstance(self.aggregations, Sequence):
+        if not aggregations and _is_list(self.aggregations):
             c.add("aggregations", "at least one Aggregation", self.aggregations, "a view without aggregations serves nothing")
         names: set[str] = set()
         for agg in aggregations:
@@ -202,11 +202,15 @@ class StreamFeatureView:
         return FeatureRef(self, (features,) if isinstance(features, str) else tuple(features))
 
 
+def _is_list(value: object) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, str | bytes)
+
+
 def _sequence_of(c: Checker, field: str, value: object, kind: type, example: str) -> tuple[Any, ...]:
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+    if not _is_list(value):
         c.add(field, f"a list of {kind.__name__}", value, f"write {example}", type_error=True)
         return ()
-    items = tuple(value)
+    items: tuple[Any, ...] = tuple(value)  # type: ignore[arg-type]
     bad = [item for item in items if not isinstance(item, kind)]
     for item in bad:
         c.add(field, f"{kind.__name__} objects", item, f"write {example}", type_error=True)

@@ -1,0 +1,261 @@
+"""Construction of every definition kind and every validation error path."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+
+from engine.definitions import (
+    Aggregation,
+    DefinitionError,
+    DefinitionTypeError,
+    Entity,
+    EventSource,
+    FeatureRef,
+    FeatureService,
+    FieldType,
+    OnDemandFeatureView,
+    RequestSource,
+    StreamFeatureView,
+    col,
+    on_demand_feature_view,
+)
+
+
+def refused(factory: Any, *fields: str, kind: type[Exception] = DefinitionError) -> DefinitionError:
+    with pytest.raises(kind) as info:
+        factory()
+    err = info.value
+    assert isinstance(err, DefinitionError)
+    message = str(err)
+    for field in fields:
+        assert f"field '{field}'" in message, message
+    assert "Hint: " in message and "expected" in message
+    return err
+
+
+def test_valid_view_properties(view: StreamFeatureView, source: EventSource) -> None:
+    assert view.feature_names == ("amount_sum_15m", "amount_count_1h", "qty_max_1d")
+    assert view.join_keys == ("user_id",)
+    assert view.interval_ms == 60_000
+    assert view.max_window_ms == 86_400_000
+    assert view.retention_ms == 86_400_000 + 300_000 + 60_000
+    assert view.columns == ("amount", "qty")
+    assert dict(view.column_types) == {"amount": FieldType.FLOAT, "qty": FieldType.INT}
+    assert view.feature_types["amount_count_1h"] == FieldType.INT
+    assert view.feature_types["amount_sum_15m"] == FieldType.FLOAT
+    assert len(view.fingerprint) == 8 and view.fingerprint_hex == view.fingerprint.hex()
+    assert source.dlq_topic == "transactions.dlq"
+    assert source.allowed_lateness_ms == 300_000
+    assert source.max_future_skew_ms == 86_400_000
+    assert source.schema["shop_id"] == FieldType.INT and source.schema["flag"] == "bool"
+
+
+def test_definitions_are_frozen_and_immutable(view: StreamFeatureView, source: EventSource) -> None:
+    with pytest.raises(AttributeError):
+        view.name = "other"  # type: ignore[misc]
+    assert isinstance(view.aggregations, tuple) and isinstance(view.entities, tuple)
+    with pytest.raises(TypeError):
+        source.schema["amount"] = "int"  # type: ignore[index]
+    assert hash(view) == hash(view)  # hashable despite holding mappings
+
+
+def test_inputs_are_copied_not_shared(source: EventSource, user: Entity) -> None:
+    aggs = [Aggregation(column="amount", function="sum", window=timedelta(hours=1))]
+    tags = {"team": "risk"}
+    view = StreamFeatureView(name="v", source=source, entities=[user], aggregations=aggs, tags=tags)
+    aggs.append(Aggregation(column="amount", function="max", window=timedelta(hours=1)))
+    tags["team"] = "other"
+    assert len(view.aggregations) == 1 and view.tags["team"] == "risk"
+
+
+def test_unknown_keyword_is_named_with_suggestion() -> None:
+    err = refused(lambda: Entity(name="user", join_key=["user_id"]), "join_key", kind=DefinitionTypeError)  # type: ignore[call-arg]
+    assert "did you mean 'join_keys'" in str(err)
+    assert isinstance(err, TypeError)
+
+
+def test_missing_required_argument_is_named() -> None:
+    err = refused(lambda: Aggregation(column="amount", function="sum"), "window", kind=DefinitionTypeError)  # type: ignore[call-arg]
+    assert "Aggregation" in str(err)
+
+
+def test_entity_errors() -> None:
+    refused(lambda: Entity(name="User", join_keys=["user_id"]), "name")
+    err = refused(lambda: Entity(name="user", join_keys="user_id"), "join_keys", kind=DefinitionTypeError)
+    assert "join_keys=['user_id']" in str(err)
+    refused(lambda: Entity(name="user", join_keys=[]), "join_keys")
+    refused(lambda: Entity(name="user", join_keys=["a", "a"]), "join_keys")
+
+
+def test_all_problems_of_one_object_are_reported_together() -> None:
+    err = refused(lambda: EventSource(name="1bad", topic="a topic", timestamp_field="ts", schema={"x": "decimal"},
+                                      timestamp_format="epoch_milis", allowed_lateness=timedelta(seconds=-1),
+                                      max_payload_bytes=0),
+                  "name", "topic", "schema['x']", "timestamp_format", "allowed_lateness", "max_payload_bytes")
+    assert len(err.problems) == 6
+    assert "did you mean 'epoch_millis'" in str(err)
+    assert str(err).startswith("EventSource '1bad'")
+
+
+def test_event_source_types_and_history() -> None:
+    refused(lambda: EventSource(name="s", topic="t", timestamp_field="ts", schema={"a": "int"},
+                                allowed_lateness=300), "allowed_lateness", kind=DefinitionTypeError)  # type: ignore[arg-type]
+    refused(lambda: EventSource(name="s", topic="t", timestamp_field="ts", schema={"a": "int"},
+                                history="data/*.parquet"), "history", kind=DefinitionTypeError)
+    refused(lambda: EventSource(name="s", topic="t", timestamp_field="ts", schema={}), "schema")
+    refused(lambda: EventSource(name="s", topic="t", timestamp_field="ts", schema={"a": "int"},
+                                max_future_skew=timedelta(0)), "max_future_skew")
+    ok = EventSource(name="s", topic="t", timestamp_field="ts", schema={"a": "int"}, history=["x.parquet"],
+                     timestamp_format="iso8601")
+    assert ok.history == ("x.parquet",)
+
+
+def test_aggregation_errors() -> None:
+    err = refused(lambda: Aggregation(column="amount", function="avg", window=timedelta(hours=1)), "function")
+    assert "valid values" in str(err)
+    refused(lambda: Aggregation(column="amount", function="sum", window=timedelta(0)), "window")
+    refused(lambda: Aggregation(column="amount", function="sum", window=timedelta(hours=1), default="0"), "default")  # type: ignore[arg-type]
+    refused(lambda: Aggregation(column="amount", function="sum", window=timedelta(hours=1), default=float("nan")), "default")
+    refused(lambda: Aggregation(column="amount", function="sum", window=timedelta(hours=1), name="Bad Name"), "name")
+    refused(lambda: Aggregation(column="a b", function="sum", window=timedelta(hours=1)), "column")
+    assert Aggregation(column="amount", function="sum", window=timedelta(minutes=90)).output_name == "amount_sum_90m"
+    assert Aggregation(column="amount", function="sum", window=timedelta(seconds=30)).output_name == "amount_sum_30s"
+
+
+def _view(src: EventSource, ent: Entity, /, **kw: Any) -> StreamFeatureView:
+    args: dict[str, Any] = {
+        "name": "v", "source": src, "entities": [ent],
+        "aggregations": [Aggregation(column="amount", function="sum", window=timedelta(hours=1))],
+    }
+    args.update(kw)
+    return StreamFeatureView(**args)
+
+
+def test_view_window_must_be_multiple_of_interval(source: EventSource, user: Entity) -> None:
+    err = refused(lambda: _view(source, user, aggregation_interval=timedelta(minutes=7)), "aggregations[amount_sum_1h].window")
+    assert "420000 ms" in str(err) and "3600000 ms" in str(err)
+
+
+@pytest.mark.parametrize("interval", [timedelta(milliseconds=500), timedelta(seconds=1.5), timedelta(0), timedelta(seconds=-60)])
+def test_view_interval_whole_seconds(source: EventSource, user: Entity, interval: timedelta) -> None:
+    refused(lambda: _view(source, user, aggregation_interval=interval), "aggregation_interval")
+
+
+def test_view_column_checks(source: EventSource, user: Entity) -> None:
+    refused(lambda: _view(source, user, aggregations=[Aggregation(column="amont", function="sum", window=timedelta(hours=1))]),
+            "aggregations[amont_sum_1h].column")
+    for fn in ("sum", "mean", "min", "max", "stddev", "last"):
+        refused(lambda fn=fn: _view(source, user, aggregations=[Aggregation(column="event_type", function=fn, window=timedelta(hours=1))]),
+                f"aggregations[event_type_{fn}_1h].column")
+    counted = _view(source, user, aggregations=[Aggregation(column="event_type", function="count", window=timedelta(hours=1))])
+    assert counted.column_types["event_type"] == FieldType.STRING
+
+
+def test_view_join_key_checks(source: EventSource) -> None:
+    refused(lambda: _view(source, Entity(name="m", join_keys=["merchant_id"])), "entities")
+    refused(lambda: _view(source, Entity(name="a", join_keys=["amount"])), "entities")  # float key
+    ok = _view(source, Entity(name="shop", join_keys=["shop_id"]))
+    assert ok.join_keys == ("shop_id",)
+    refused(lambda: _view(source, Entity(name="u", join_keys=["user_id"]), entities=[]), "entities")
+    refused(lambda: _view(source, Entity(name="u", join_keys=["user_id"]), entities="user"), "entities",
+            kind=DefinitionTypeError)
+
+
+def test_view_duplicate_outputs_filter_tags(source: EventSource, user: Entity) -> None:
+    dup = [Aggregation(column="amount", function="sum", window=timedelta(hours=1)),
+           Aggregation(column="amount", function="max", window=timedelta(hours=1), name="amount_sum_1h")]
+    refused(lambda: _view(source, user, aggregations=dup), "aggregations[amount_sum_1h].name")
+    err = refused(lambda: _view(source, user, filter=col("evnt_type") == "X"), "filter")
+    assert "did you mean 'event_type'" in str(err)
+    refused(lambda: _view(source, user, filter=col("amount") == "10"), "filter")
+    refused(lambda: _view(source, user, filter=col("flag") > True), "filter")
+    refused(lambda: _view(source, user, filter="event_type == 'X'"), "filter", kind=DefinitionTypeError)
+    refused(lambda: _view(source, user, tags={"team": 1}), "tags['team']", kind=DefinitionTypeError)
+    refused(lambda: _view(source, user, online="yes"), "online", kind=DefinitionTypeError)
+    refused(lambda: _view(source, user, expected_freshness=timedelta(0)), "expected_freshness")
+    refused(lambda: _view(source, user, source="transactions"), "source", kind=DefinitionTypeError)
+
+
+def test_request_source_and_odfv(view: StreamFeatureView) -> None:
+    req = RequestSource(name="req", schema={"amount_now": float})
+    odfv = OnDemandFeatureView(name="ratio", sources=[view, req], schema={"r": "float"},
+                               fn="defs_odfv_funcs:ratio")
+    assert odfv.request_fields == {"amount_now": FieldType.FLOAT}
+    assert odfv.input_types["amount_count_1h"] == FieldType.INT
+    assert odfv.feature_names == ("r",)
+    refused(lambda: OnDemandFeatureView(name="x", sources=[view], schema={"r": "float"}, fn="no_colon"), "fn")
+    refused(lambda: OnDemandFeatureView(name="x", sources=[view], schema={"r": "float"}, fn="a.b:c", mode="vector"), "mode")
+    refused(lambda: OnDemandFeatureView(name="x", sources=[], schema={"r": "float"}, fn="a.b:c"), "sources")
+    refused(lambda: OnDemandFeatureView(name="x", sources=[view], schema={"r": "decimal"}, fn="a.b:c"), "schema['r']")
+    refused(lambda: OnDemandFeatureView(name="x", sources=[view], schema={"r": "float"}), "fn", kind=DefinitionTypeError)  # type: ignore[call-arg]
+    clash = RequestSource(name="clash", schema={"amount_sum_15m": float})
+    refused(lambda: OnDemandFeatureView(name="x", sources=[view, clash], schema={"r": "float"}, fn="a.b:c"), "sources")
+
+
+def test_odfv_resolve_is_lazy_and_reports_bad_paths(view: StreamFeatureView) -> None:
+    missing = OnDemandFeatureView(name="x", sources=[view], schema={"r": "float"}, fn="no_such_module_xyz.sub:fn")
+    err = refused(missing.resolve, "fn")
+    assert "no_such_module_xyz" in str(err)
+
+
+def test_decorator_records_import_path(view: StreamFeatureView) -> None:
+    import defs_odfv_funcs as odfv_funcs
+
+    assert isinstance(odfv_funcs.doubled, OnDemandFeatureView)
+    assert odfv_funcs.doubled.fn == "defs_odfv_funcs:doubled"
+    function = odfv_funcs.doubled.resolve()
+    assert function({"amount_sum_15m": 2.0}) == {"amount_sum_15m_x2": 4.0}
+
+    def local(row: dict[str, Any]) -> dict[str, Any]:
+        return row
+
+    refused(lambda: on_demand_feature_view(name="loc", sources=[view], schema={"a": "float"})(local), "fn")
+
+
+def test_feature_service(view: StreamFeatureView, source: EventSource) -> None:
+    req = RequestSource(name="req", schema={"amount_now": float})
+    odfv = OnDemandFeatureView(name="ratio", sources=[view, req], schema={"r": "float"}, fn="a.b:c")
+    shop = Entity(name="shop", join_keys=["shop_id"])
+    shop_view = StreamFeatureView(name="shop_spend", source=source, entities=[shop], aggregations=[
+        Aggregation(column="amount", function="sum", window=timedelta(hours=1), name="shop_sum_1h")])
+    svc = FeatureService(name="svc", features=[view[["qty_max_1d", "amount_sum_15m"]], shop_view, odfv])
+    assert svc.feature_names == ("qty_max_1d", "amount_sum_15m", "shop_sum_1h", "r")
+    assert svc.entity_join_keys == ("user_id", "shop_id")
+    assert dict(svc.request_fields) == {"amount_now": FieldType.FLOAT}
+    assert all(isinstance(ref, FeatureRef) for ref in svc.features)
+    assert svc.views == (view, shop_view)
+    err = refused(lambda: view[["amount_sum_16m"]], "features")
+    assert "did you mean 'amount_sum_15m'" in str(err)
+    refused(lambda: FeatureService(name="dup", features=[view, view[["amount_sum_15m"]]]), "features")
+    refused(lambda: FeatureService(name="empty", features=[]), "features")
+    refused(lambda: FeatureService(name="names", features=["user_spend"]), "features", kind=DefinitionTypeError)  # type: ignore[list-item]
+
+
+def test_tags_accept_mapping_proxy(source: EventSource, user: Entity) -> None:
+    view = _view(source, user, tags=MappingProxyType({"b": "2", "a": "1"}))
+    assert list(view.tags) == ["a", "b"]
+
+
+def test_check_on_demand_reports_mismatches(view: StreamFeatureView) -> None:
+    from engine.definitions import OnDemandCheckError, check_on_demand
+
+    req = RequestSource(name="req", schema={"amount_now": float})
+
+    def odfv(fn: str, mode: str = "python") -> OnDemandFeatureView:
+        return OnDemandFeatureView(name="t", sources=[view, req], schema={"r": "float"}, fn=fn, mode=mode)
+
+    assert check_on_demand(odfv("defs_odfv_funcs:ratio"), {"amount_now": 3.0, "amount_sum_15m": 1.5}) == {"r": 2.0}
+    err = refused(lambda: check_on_demand(odfv("defs_odfv_funcs:wrong_outputs")), "schema['r']", "schema['extra']",
+                  kind=OnDemandCheckError)
+    assert "'text' (str)" in str(err)
+    err = refused(lambda: check_on_demand(odfv("defs_odfv_funcs:raises")), "fn", kind=OnDemandCheckError)
+    assert "ZeroDivisionError: boom" in str(err) and "defs_odfv_funcs.py" in str(err)
+    assert check_on_demand(odfv("defs_odfv_funcs:batch_ok", "batch"), {"amount_sum_15m": 4.0}) == {"r": 8.0}
+    err = refused(lambda: check_on_demand(odfv("defs_odfv_funcs:batch_int", "batch")), "schema['r']",
+                  kind=OnDemandCheckError)
+    assert "Int64" in str(err)
+    refused(lambda: check_on_demand(odfv("defs_odfv_funcs:not_a_frame", "batch")), "fn", kind=OnDemandCheckError)

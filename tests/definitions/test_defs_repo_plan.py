@@ -1,0 +1,316 @@
+"""load_repo collects every error across modules; plan/apply diff and the plan file."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import engine.cli as cli
+from engine.definitions import (
+    FeatureRepo,
+    PlanError,
+    RepoValidationError,
+    check_on_demand,
+    load_repo,
+)
+from engine.plan import (
+    DEFAULT_SHARDS,
+    PLAN_FORMAT_VERSION,
+    apply_plan,
+    compute_plan,
+    default_plan_path,
+    load_applied_plan,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+ENTITIES = """
+from engine.definitions import Entity
+user = Entity(name="user", join_keys=["user_id"])
+"""
+SOURCES = """
+from datetime import timedelta
+from engine.definitions import EventSource, RequestSource
+tx = EventSource(name="tx", topic="tx", timestamp_field="ts",
+                 schema={"user_id": "string", "amount": "float", "kind": "string"},
+                 allowed_lateness=timedelta(minutes=1))
+req = RequestSource(name="req", schema={"amount": "float"})
+"""
+VIEWS = """
+from datetime import timedelta
+from engine.definitions import Aggregation, StreamFeatureView, col
+from {pkg}.entities import user
+from {pkg}.sources import tx
+spend = StreamFeatureView(name="spend", source=tx, entities=[user], filter=col("kind") == "BUY",
+    aggregations=[Aggregation(column="amount", function="sum", window=timedelta(hours={hours})),
+                  Aggregation(column="amount", function="count", window=timedelta(hours=1))],
+    description="{description}")
+"""
+TRANSFORMS = """
+def ratio(row):
+    return {"ratio": row["amount"] / max(row["amount_sum_{hours}h"], 0.001)}
+"""
+ODFV = """
+from engine.definitions import OnDemandFeatureView
+from {pkg}.sources import req
+from {pkg}.views import spend
+ratio = OnDemandFeatureView(name="ratio", sources=[spend, req], schema={"ratio": "float"},
+                            fn="{pkg}.transforms:ratio")
+"""
+SERVICES = """
+from engine.definitions import FeatureService
+from {pkg}.views import spend
+from {pkg}.odfv import ratio
+scoring = FeatureService(name="scoring", features=[spend, ratio])
+"""
+
+
+def write_repo(root: Path, pkg: str, hours: int = 1, description: str = "", services: bool = True) -> Path:
+    repo = root / pkg
+    repo.mkdir(parents=True, exist_ok=True)
+    files = {"__init__.py": "", "entities.py": ENTITIES, "sources.py": SOURCES, "views.py": VIEWS,
+             "transforms.py": TRANSFORMS, "odfv.py": ODFV, "services.py": SERVICES if services else ""}
+    for name, text in files.items():
+        path = repo / name
+        for key, value in (("{pkg}", pkg), ("{hours}", str(hours)), ("{description}", description)):
+            text = text.replace(key, value)
+        path.write_text(textwrap.dedent(text))
+        # Stale bytecode is keyed by (mtime, size): push the mtime so a rewrite is always re-read.
+        stamp = path.stat().st_mtime + 10 + hours
+        os.utime(path, (stamp, stamp))
+    return repo
+
+
+@pytest.fixture(autouse=True)
+def _restore_sys_path() -> object:
+    saved = list(sys.path)
+    yield
+    sys.path[:] = saved
+    for name in [m for m in sys.modules if m.startswith("repo_")]:
+        del sys.modules[name]
+
+
+def test_load_valid_repo(tmp_path: Path) -> None:
+    repo = load_repo(write_repo(tmp_path, "repo_ok"))
+    assert [v.name for v in repo.views] == ["spend"]
+    assert [e.name for e in repo.entities] == ["user"]
+    assert [s.name for s in repo.sources] == ["tx"]
+    assert [r.name for r in repo.request_sources] == ["req"]
+    assert repo.service("scoring").feature_names == ("amount_sum_1h", "amount_count_1h", "ratio")
+    out = check_on_demand(repo.on_demand_view("ratio"), {"amount": 5.0, "amount_sum_1h": 2.0})
+    assert out == {"ratio": 2.5}
+
+
+def test_load_repo_reports_every_error_across_modules(tmp_path: Path) -> None:
+    repo = write_repo(tmp_path, "repo_bad")
+    (repo / "entities.py").write_text(ENTITIES + '\nshop = Entity(name="Shop", join_keys="shop_id")\n')
+    (repo / "broken.py").write_text("x = 1\nraise RuntimeError('module broken on purpose')\n")
+    (repo / "more.py").write_text(textwrap.dedent("""
+        from datetime import timedelta
+        from engine.definitions import Aggregation
+        bad = Aggregation(column="amount", function="summ", window=timedelta(hours=1))
+    """))
+    (repo / "dupes.py").write_text(textwrap.dedent("""
+        from engine.definitions import RequestSource
+        other_req = RequestSource(name="req", schema={"amount": "int"})
+    """))
+    with pytest.raises(RepoValidationError) as info:
+        load_repo(repo)
+    errors = info.value.errors
+    text = "\n".join(errors)
+    assert any(e.startswith("module repo_bad.broken: RuntimeError: module broken on purpose (at broken.py:2)") for e in errors)
+    assert "module repo_bad.more: Aggregation 'amount_summ': field 'function'" in text
+    assert "module repo_bad.entities: Entity 'Shop'" in text and "field 'join_keys'" in text
+    # views.py imports entities.py, so it fails with the same error, reported for views too.
+    assert any(e.startswith("module repo_bad.views:") for e in errors)
+    # The cross-validation of what did load still runs: two different request sources named 'req'.
+    assert "RequestSource 'req': defined twice with different contents" in text
+    assert str(info.value).count("\n  - ") == len(errors)
+
+
+def test_load_repo_cross_validation(tmp_path: Path) -> None:
+    repo = write_repo(tmp_path, "repo_cross")
+    # A service referring to a view that is not defined at module level in the repo.
+    (repo / "extra.py").write_text(textwrap.dedent("""
+        from datetime import timedelta
+        from engine.definitions import Aggregation, FeatureService, StreamFeatureView
+        from repo_cross.entities import user
+        from repo_cross.sources import tx
+        hidden = [StreamFeatureView(name="hidden", source=tx, entities=[user],
+                  aggregations=[Aggregation(column="amount", function="max", window=timedelta(hours=1))])]
+        svc = FeatureService(name="svc_hidden", features=hidden)
+        twin = StreamFeatureView(name="twin", source=tx, entities=[user],
+                  aggregations=[Aggregation(column="amount", function="max", window=timedelta(hours=1), name="m")])
+        twin2 = StreamFeatureView(name="twin2", source=tx, entities=[user],
+                  aggregations=[Aggregation(column="amount", function="max", window=timedelta(hours=1), name="n")])
+    """))
+    with pytest.raises(RepoValidationError) as info:
+        load_repo(repo)
+    text = "\n".join(info.value.errors)
+    assert "FeatureService 'svc_hidden': field 'features': StreamFeatureView 'hidden' is not defined" in text
+    assert "StreamFeatureView 'twin2': same fingerprint as 'twin'" in text
+    assert len(info.value.errors) == 2
+
+
+def test_load_repo_missing_dir_and_bad_name(tmp_path: Path) -> None:
+    with pytest.raises(RepoValidationError, match="not a directory"):
+        load_repo(tmp_path / "nope")
+    (tmp_path / "my-repo").mkdir()
+    with pytest.raises(RepoValidationError, match="not an importable package name"):
+        load_repo(tmp_path / "my-repo")
+
+
+def test_load_repo_reads_the_given_path_not_a_cached_package(tmp_path: Path) -> None:
+    first = load_repo(write_repo(tmp_path / "a", "repo_same", hours=1))
+    second = load_repo(write_repo(tmp_path / "b", "repo_same", hours=2))
+    assert first.view("spend").feature_names[0] == "amount_sum_1h"
+    assert second.view("spend").feature_names[0] == "amount_sum_2h"
+
+
+def test_feature_repo_direct_construction_validates(tmp_path: Path) -> None:
+    repo = load_repo(write_repo(tmp_path, "repo_direct"))
+    view = repo.view("spend")
+    assert FeatureRepo.from_objects([view]).sources == (view.source,)  # referenced source is added
+    other_source = dataclasses.replace(view.source, topic="elsewhere")
+    with pytest.raises(RepoValidationError) as info:
+        FeatureRepo(entities=repo.entities, sources=(other_source,), views=(view,), on_demand_views=(),
+                    services=())
+    assert "StreamFeatureView 'spend': field 'source'" in str(info.value)
+    with pytest.raises(RepoValidationError, match="OnDemandFeatureView 'ratio': field 'sources'"):
+        FeatureRepo.from_objects([repo.on_demand_view("ratio")])
+
+
+def test_plan_apply_cycle(tmp_path: Path) -> None:
+    plan_file = tmp_path / "state" / "plan.json"
+    repo = load_repo(write_repo(tmp_path, "repo_plan"))
+    first = compute_plan(repo, None)
+    assert first.first_apply and first.shards == DEFAULT_SHARDS
+    assert {(c.kind, c.name, c.action) for c in first.changes} == {
+        ("view", "spend", "new"), ("on_demand_view", "ratio", "new"), ("service", "scoring", "new")}
+    assert first.needs_backfill == ("spend",)
+
+    _, applied = apply_plan(repo, plan_file)
+    data = json.loads(plan_file.read_text())
+    assert data["format_version"] == PLAN_FORMAT_VERSION and data["shards"] == DEFAULT_SHARDS
+    assert data["views"]["spend"]["fingerprint"] == repo.view("spend").fingerprint_hex
+    assert data["views"]["spend"]["definition"] == repo.view("spend").to_dict()
+    assert set(data["on_demand_views"]) == {"ratio"} and set(data["services"]) == {"scoring"}
+    loaded = load_applied_plan(plan_file)
+    assert loaded is not None and loaded.view_fingerprints == {"spend": repo.view("spend").fingerprint_hex}
+    assert applied.shards == loaded.shards
+
+    again = compute_plan(load_repo(repo.path), loaded)
+    assert not again.has_changes and "No changes" in again.render()
+
+    # A description change: changed, same fingerprint, no backfill.
+    described = load_repo(write_repo(tmp_path, "repo_plan", description="now documented"))
+    plan = compute_plan(described, loaded)
+    [change] = plan.changes
+    assert (change.kind, change.name, change.action, change.needs_backfill) == ("view", "spend", "changed", False)
+    assert any("description" in d for d in change.details)
+
+    # A window change: new fingerprint, needs backfill; the transform changes with it.
+    widened = load_repo(write_repo(tmp_path, "repo_plan", hours=2))
+    plan = compute_plan(widened, loaded)
+    by_name = {c.name: c for c in plan.changes}
+    assert by_name["spend"].needs_backfill and by_name["spend"].fingerprint_before != by_name["spend"].fingerprint_after
+    assert by_name["scoring"].action == "changed" and not by_name["scoring"].needs_backfill
+    assert "[needs backfill]" in plan.render()
+
+    # Removing the service.
+    plan = compute_plan(load_repo(write_repo(tmp_path, "repo_plan", services=False)), loaded)
+    assert [(c.kind, c.name, c.action) for c in plan.changes] == [("service", "scoring", "removed")]
+
+
+def test_shards_are_fixed_at_first_apply(tmp_path: Path) -> None:
+    plan_file = tmp_path / "plan.json"
+    repo = load_repo(write_repo(tmp_path, "repo_shards"))
+    _, applied = apply_plan(repo, plan_file, shards=4)
+    assert applied.shards == 4
+    _, again = apply_plan(repo, plan_file)
+    assert again.shards == 4
+    with pytest.raises(PlanError, match="fixed at the first apply"):
+        apply_plan(repo, plan_file, shards=8)
+    with pytest.raises(PlanError, match="shards"):
+        compute_plan(repo, None, shards=0)
+
+
+def test_bad_plan_files(tmp_path: Path) -> None:
+    assert load_applied_plan(tmp_path / "absent.json") is None
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(PlanError, match="cannot be read"):
+        load_applied_plan(bad)
+    bad.write_text(json.dumps({"format_version": 99, "shards": 8}))
+    with pytest.raises(PlanError, match="format_version"):
+        load_applied_plan(bad)
+    assert default_plan_path() == Path(".streamfeat/plan.json")
+    assert default_plan_path(tmp_path) == tmp_path / "plan.json"
+
+
+def test_plan_refuses_transform_with_wrong_outputs(tmp_path: Path) -> None:
+    repo = write_repo(tmp_path, "repo_wrong")
+    (repo / "transforms.py").write_text("def ratio(row):\n    return {'ratio': 'high', 'other': 1}\n")
+    with pytest.raises(RepoValidationError) as info:
+        compute_plan(load_repo(repo), None)
+    text = str(info.value)
+    assert "field 'schema['ratio']'" in text and "undeclared output 'other'" in text
+
+
+def run_cli(monkeypatch: pytest.MonkeyPatch, *argv: str) -> int:
+    monkeypatch.setattr(cli, "_SUBCOMMAND_MODULES", ("engine.cli.plan_cmd",))
+    return cli.main(list(argv))
+
+
+def test_cli_plan_and_apply(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in [k for k in os.environ if k.startswith("STREAMFEAT_")]:
+        monkeypatch.delenv(name)
+    repo = write_repo(tmp_path, "repo_cli")
+    assert run_cli(monkeypatch, "plan", "--repo", str(repo)) == 0
+    assert "+ view spend: new  [needs backfill]" in capsys.readouterr().out
+    assert run_cli(monkeypatch, "apply", "--repo", str(repo), "--shards", "3") == 0
+    assert "3 shards" in capsys.readouterr().out
+    plan_file = tmp_path / ".streamfeat" / "plan.json"
+    assert json.loads(plan_file.read_text())["shards"] == 3
+    assert run_cli(monkeypatch, "plan", "--repo", str(repo), "--plan-file", str(plan_file)) == 0
+    assert "No changes" in capsys.readouterr().out
+    assert run_cli(monkeypatch, "apply", "--repo", str(repo), "--shards", "5") == 2
+    assert "fixed at the first apply" in capsys.readouterr().err
+
+    (repo / "more.py").write_text("from engine.definitions import Entity\nx = Entity(name='X', join_keys=[])\n")
+    (repo / "broken.py").write_text("import no_such_module_abc\n")
+    assert run_cli(monkeypatch, "plan", "--repo", str(repo)) == 2
+    err = capsys.readouterr().err
+    assert "2 error(s)" in err and "module repo_cli.more" in err and "module repo_cli.broken" in err
+
+
+def test_example_repo_loads_and_transforms_check() -> None:
+    repo = load_repo(REPO_ROOT / "feature_defs")
+    assert {v.name for v in repo.views} == {"user_spend", "merchant_activity"}
+    user_spend = repo.view("user_spend")
+    assert user_spend.source.topic == "transactions" and user_spend.join_keys == ("user_id",)
+    assert user_spend.source.allowed_lateness_ms == 300_000 and user_spend.interval_ms == 60_000
+    assert set(user_spend.feature_names) == {
+        f"amount_{fn}_{w}" for fn in ("sum", "count", "mean") for w in ("15m", "1h", "1d")
+    } | {"amount_max_1h", "amount_stddev_1d"}
+    assert repo.view("merchant_activity").join_keys == ("merchant_id",)
+    velocity = check_on_demand(repo.on_demand_view("spend_velocity"), {"amount": 50.0, "amount_sum_15m": 0.0})
+    assert velocity == {"spend_velocity_ratio": pytest.approx(50.0 / 0.001)}
+    share = check_on_demand(repo.on_demand_view("user_merchant_share"),
+                            {"amount_sum_1h": 30.0, "merchant_amount_sum_1h": 120.0})
+    assert share == {"user_merchant_share_1h": 0.25}
+    guarded = check_on_demand(repo.on_demand_view("user_merchant_share"),
+                              {"amount_sum_1h": 30.0, "merchant_amount_sum_1h": 0.0})
+    assert guarded == {"user_merchant_share_1h": 0.0}
+    service = repo.service("fraud_scoring")
+    assert service.entity_join_keys == ("user_id", "merchant_id")
+    assert dict(service.request_fields) == {"amount": "float"}
+    assert service.feature_names[-4:] == ("merchant_txn_count_15m", "merchant_txn_count_1h",
+                                          "spend_velocity_ratio", "user_merchant_share_1h")
