@@ -137,3 +137,13 @@ def test_fingerprint_changes_with_what_changes_partials() -> None:
 def test_replace_revalidates() -> None:
     with pytest.raises(DefinitionError, match="aggregation_interval"):
         dataclasses.replace(_base(), aggregation_interval=timedelta(minutes=7))
+
+
+def test_definitions_import_no_engine_runtime() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, engine.definitions, engine.plan; "
+            "print(sorted(m for m in ('bytewax', 'confluent_kafka', 'rocksdict', 'polars') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
