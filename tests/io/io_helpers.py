@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +10,9 @@ import numpy as np
 import orjson
 
 from engine.io.batches import RawBatch
+
+#: The ``kafka_topic`` fixture: ``kafka_topic(partitions=3) -> topic name``.
+TopicFactory = Callable[..., str]
 
 TOPIC = "transactions"
 BASE_TS = 1_764_000_000_000  # 2025-11-24, well inside the accepted range
@@ -59,10 +62,11 @@ def raw_batch(
     partition: int = 0,
     first_offset: int = 0,
     keys: Sequence[bytes | None] | None = None,
+    topic: str = TOPIC,
 ) -> RawBatch:
     n = len(values)
     return RawBatch(
-        topic=TOPIC,
+        topic=topic,
         partition=partition,
         offsets=np.arange(first_offset, first_offset + n, dtype=np.int64),
         keys=list(keys)

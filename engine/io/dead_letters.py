@@ -1,0 +1,187 @@
+"""Dead-letter topic: produce refused records before their batch is applied, and read them back.
+
+``DeadLetterProducer.send`` returns only once the broker acknowledged every letter, so a batch
+is applied only after its dead letters are safe; a crash in between re-reads the batch and
+sends them again (at-least-once; readers deduplicate by source partition and offset).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+
+from engine.io.batches import DeadLetter
+from engine.io.exceptions import DeadLetterDeliveryError, KafkaSourceError
+from engine.io.kafka_source import list_topic_partitions
+
+HEADER_REASON = "reason"
+HEADER_DETAIL = "detail"
+HEADER_SOURCE_TOPIC = "source_topic"
+HEADER_SOURCE_PARTITION = "source_partition"
+HEADER_SOURCE_OFFSET = "source_offset"
+
+
+def dlq_topic_for(topic: str) -> str:
+    """The dead-letter topic of a source topic (``<topic>.dlq``)."""
+    return topic + ".dlq"
+
+
+class DeadLetterProducer:
+    """Produces the dead letters of one source topic to ``<topic>.dlq`` with delivery reports."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        flush_timeout_s: float = 30.0,
+        producer_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.dlq_topic = dlq_topic_for(topic)
+        self.flush_timeout_s = flush_timeout_s
+        #: Dead letters acknowledged by the broker, per reason, since this producer started.
+        self.counts: Counter[str] = Counter()
+        config: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "client.id": f"streamfeat-dlq-{topic}",
+            # Idempotence keeps broker-side retries from duplicating or reordering letters.
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+        }
+        config.update(producer_config or {})
+        self._producer = Producer(config)
+
+    def send(self, letters: Iterable[DeadLetter]) -> int:
+        """Produce every letter and wait for the broker; returns how many were sent.
+
+        Raises ``DeadLetterDeliveryError`` (naming how many failed) when any letter is not
+        acknowledged within ``flush_timeout_s``: the caller must then not apply the batch.
+        """
+        failures: list[KafkaError] = []
+
+        def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+            if err is not None:
+                failures.append(err)
+
+        sent: Counter[str] = Counter()
+        for letter in letters:
+            headers: list[tuple[str, str | bytes | None]] = [
+                (HEADER_REASON, str(letter.reason).encode()),
+                (HEADER_DETAIL, letter.detail.encode("utf-8", "backslashreplace")),
+                (HEADER_SOURCE_TOPIC, letter.topic.encode()),
+                (HEADER_SOURCE_PARTITION, str(letter.partition).encode()),
+                (HEADER_SOURCE_OFFSET, str(letter.offset).encode()),
+            ]
+            while True:
+                try:
+                    self._producer.produce(
+                        self.dlq_topic,
+                        key=letter.key,
+                        value=letter.value,
+                        headers=headers,
+                        on_delivery=on_delivery,
+                    )
+                    break
+                except BufferError:
+                    # Local queue full: serve delivery reports to make room, then retry.
+                    self._producer.poll(0.1)
+            sent[str(letter.reason)] += 1
+        total = sum(sent.values())
+        if total == 0:
+            return 0
+        remaining = self._producer.flush(self.flush_timeout_s)
+        failed = len(failures) + remaining
+        if failed:
+            first = f"; first error: {failures[0].name()} ({failures[0].str()})" if failures else ""
+            raise DeadLetterDeliveryError(
+                f"dead-letter topic '{self.dlq_topic}' on {self.bootstrap}: {failed} of {total} "
+                f"dead letters were not acknowledged ({remaining} still queued after "
+                f"{self.flush_timeout_s}s){first}",
+                failed=failed,
+                hint="the batch was not applied and is read again on restart; check that the "
+                "broker is up and the topic exists.",
+            )
+        self.counts.update(sent)
+        return total
+
+    def close(self) -> None:
+        """Deliver anything still queued (best effort) and release the producer."""
+        self._producer.flush(self.flush_timeout_s)
+
+
+def _header_map(headers: Any) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in headers or []:
+        out[k] = v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v or "")
+    return out
+
+
+def read_dead_letters(
+    bootstrap: str, dlq_topic: str, *, timeout_s: float = 30.0
+) -> list[DeadLetter]:
+    """Every dead letter now in ``dlq_topic``, deduplicated by source (partition, offset).
+
+    Reads each partition from the beginning up to its end when called; sorted by source
+    partition and offset. For tests and the CLI, not for the hot path.
+    """
+    partitions = list_topic_partitions(bootstrap, dlq_topic, timeout_s)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"streamfeat-dlq-reader-{dlq_topic}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        ends: dict[int, int] = {}
+        for p in partitions:
+            _low, high = consumer.get_watermark_offsets(
+                TopicPartition(dlq_topic, p), timeout=timeout_s, cached=False
+            )
+            if high > 0:
+                ends[p] = high
+        consumer.assign([TopicPartition(dlq_topic, p, OFFSET_BEGINNING) for p in ends])
+        letters: dict[tuple[int, int], DeadLetter] = {}
+        position = dict.fromkeys(ends, 0)
+        deadline_budget = timeout_s
+        while any(position[p] < ends[p] for p in ends):
+            messages = consumer.consume(num_messages=10_000, timeout=0.5)
+            if not messages:
+                deadline_budget -= 0.5
+                if deadline_budget <= 0:
+                    raise KafkaSourceError(
+                        f"dead-letter topic '{dlq_topic}': read stalled before the end "
+                        f"(positions {position}, ends {ends})",
+                        hint="is the broker running?",
+                    )
+                continue
+            for m in messages:
+                err = m.error()
+                p, offset = m.partition() or 0, m.offset() or 0
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        position[p] = max(position[p], offset)
+                    continue
+                position[p] = offset + 1
+                h = _header_map(m.headers())
+                letter = DeadLetter(
+                    topic=h.get(HEADER_SOURCE_TOPIC, ""),
+                    partition=int(h.get(HEADER_SOURCE_PARTITION, "0")),
+                    offset=int(h.get(HEADER_SOURCE_OFFSET, "0")),
+                    key=m.key(),
+                    value=m.value(),
+                    reason=h.get(HEADER_REASON, ""),
+                    detail=h.get(HEADER_DETAIL, ""),
+                )
+                letters.setdefault((letter.partition, letter.offset), letter)
+        return [letters[k] for k in sorted(letters)]
+    finally:
+        consumer.close()

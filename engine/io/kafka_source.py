@@ -1,0 +1,290 @@
+"""Bytewax source that reads one Kafka topic as batches of raw records, one partition per part.
+
+Offsets are never committed to Kafka and Bytewax recovery is not used: the applied offsets live
+in the RocksDB shards (docs/semantics.md section 6) and come back through ``resume``
+(partition -> next offset to read). Each item is one ``RawBatch`` of consecutive records of one
+partition, which keeps per-item Bytewax overhead to one item per few thousand records.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
+
+from engine.io.batches import RawBatch
+from engine.io.exceptions import IoValueError, KafkaSourceError, TopicNotFoundError
+
+log = logging.getLogger(__name__)
+
+# Errors after which reading on would skip or misread records: stop with a clear message.
+_FATAL_CODES = frozenset(
+    {
+        KafkaError._AUTO_OFFSET_RESET,
+        KafkaError.OFFSET_OUT_OF_RANGE,
+        KafkaError._UNKNOWN_PARTITION,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError._FATAL,
+    }
+)
+_FATAL_HINTS = {
+    KafkaError._AUTO_OFFSET_RESET: (
+        "the resume offset is no longer (or not yet) on the broker: retention deleted it, or "
+        "the topic was recreated. Reset the state (or backfill) instead of skipping records."
+    ),
+    KafkaError.OFFSET_OUT_OF_RANGE: (
+        "the resume offset is outside the partition's log; retention may have deleted it."
+    ),
+}
+# Transient errors are logged at most this often per (partition, error code).
+_LOG_EVERY_S = 10.0
+
+
+def consumer_settings(
+    bootstrap: str, topic: str, extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """librdkafka settings for a throughput-oriented, manually assigned, non-committing reader."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        # Required by librdkafka even with assign(); never used to commit.
+        "group.id": f"streamfeat-{topic}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": True,
+        # Never jump silently over missing offsets: that would drop or re-read records.
+        "auto.offset.reset": "error",
+        "fetch.min.bytes": 1,
+        "fetch.wait.max.ms": 100,
+        "fetch.max.bytes": 64 * 1024 * 1024,
+        "max.partition.fetch.bytes": 8 * 1024 * 1024,
+        "queued.max.messages.kbytes": 64 * 1024,
+        "reconnect.backoff.max.ms": 2000,
+        "allow.auto.create.topics": False,
+    }
+    if extra:
+        config.update(extra)
+    return config
+
+
+def list_topic_partitions(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[int]:
+    """Partition ids of ``topic``; raises ``TopicNotFoundError`` if the broker does not know it."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        # Listing every topic never asks the broker to auto-create the one we look for.
+        metadata = admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise KafkaSourceError(
+            f"Kafka broker {bootstrap}: cannot read topic metadata within {timeout_s}s: {exc}",
+            hint="is the broker running? Try `streamfeat kafka status` / `streamfeat kafka start`.",
+        ) from exc
+    found = metadata.topics.get(topic)
+    if found is None or (found.error is not None and not found.partitions):
+        known = sorted(t for t in metadata.topics if not t.startswith("__"))
+        raise TopicNotFoundError(
+            f"Kafka topic '{topic}' does not exist on broker {bootstrap} "
+            f"(topics there: {known[:20]}{'...' if len(known) > 20 else ''})",
+            hint="create the topic (or start the generator that creates it), or fix "
+            "EventSource.topic.",
+        )
+    return sorted(found.partitions)
+
+
+class KafkaBatchSource(FixedPartitionedSource[RawBatch, None]):
+    """One Bytewax part per partition of ``topic``; each item is a ``RawBatch``.
+
+    ``resume`` maps partition -> next offset to read (partitions missing from it start at the
+    beginning of the log). With ``tail=False`` each partition ends at the high watermark seen when
+    the part was built, which makes finite runs for tests and backfills from a topic.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        resume: Mapping[int, int] | None = None,
+        *,
+        batch_size: int = 5000,
+        poll_timeout_s: float = 0.05,
+        tail: bool = True,
+        consumer_config: Mapping[str, Any] | None = None,
+        metadata_timeout_s: float = 10.0,
+    ) -> None:
+        resume = dict(resume or {})
+        for partition, offset in resume.items():
+            if type(partition) is not int or partition < 0 or type(offset) is not int or offset < 0:
+                raise IoValueError(
+                    f"KafkaBatchSource for topic '{topic}': field 'resume': expected "
+                    f"{{partition int >= 0: next offset int >= 0}}, got {partition!r}: "
+                    f"{offset!r}. Hint: pass the applied offset + 1 of each partition."
+                )
+        if type(batch_size) is not int or batch_size < 1:
+            raise IoValueError(
+                f"KafkaBatchSource for topic '{topic}': field 'batch_size': expected an int "
+                f">= 1, got {batch_size!r}. Hint: 1000-10000 records per batch suit the engine."
+            )
+        if poll_timeout_s < 0:
+            raise IoValueError(
+                f"KafkaBatchSource for topic '{topic}': field 'poll_timeout_s': expected >= 0, "
+                f"got {poll_timeout_s!r}. Hint: 0.05 s keeps an idle worker responsive."
+            )
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.resume = resume
+        self.batch_size = batch_size
+        self.poll_timeout_s = float(poll_timeout_s)
+        self.tail = tail
+        self.consumer_config = dict(consumer_config or {})
+        self.metadata_timeout_s = metadata_timeout_s
+
+    def list_parts(self) -> list[str]:
+        return [
+            str(p)
+            for p in list_topic_partitions(self.bootstrap, self.topic, self.metadata_timeout_s)
+        ]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> KafkaBatchPartition:
+        partition = int(for_part)
+        return KafkaBatchPartition(
+            topic=self.topic,
+            partition=partition,
+            start_offset=self.resume.get(partition, OFFSET_BEGINNING),
+            config=consumer_settings(
+                self.bootstrap,
+                self.topic,
+                {"client.id": f"streamfeat-{step_id}-{partition}", **self.consumer_config},
+            ),
+            batch_size=self.batch_size,
+            poll_timeout_s=self.poll_timeout_s,
+            tail=self.tail,
+            metadata_timeout_s=self.metadata_timeout_s,
+        )
+
+
+class KafkaBatchPartition(StatefulSourcePartition[RawBatch, None]):
+    """Reads one topic partition with its own librdkafka consumer."""
+
+    def __init__(
+        self,
+        *,
+        topic: str,
+        partition: int,
+        start_offset: int,
+        config: dict[str, Any],
+        batch_size: int,
+        poll_timeout_s: float,
+        tail: bool,
+        metadata_timeout_s: float,
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        self._batch_size = batch_size
+        self._timeout = poll_timeout_s
+        self._fatal: KafkaError | None = None
+        self._last_logged: dict[int, float] = {}
+        config = {**config, "error_cb": self._on_client_error}
+        self._consumer = Consumer(config)
+        self._end: int | None = None
+        if not tail:
+            try:
+                _low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=metadata_timeout_s, cached=False
+                )
+            except KafkaException as exc:
+                self._consumer.close()
+                raise KafkaSourceError(
+                    f"Kafka topic '{topic}' partition {partition}: cannot read the high "
+                    f"watermark within {metadata_timeout_s}s: {exc}",
+                    hint="is the broker running? Try `streamfeat kafka status`.",
+                ) from exc
+            self._end = int(high)
+        # Next offset we expect; only used to know when a finite (tail=False) read is done.
+        self._next = start_offset if start_offset >= 0 else 0
+        self._consumer.assign([TopicPartition(topic, partition, start_offset)])
+
+    def _on_client_error(self, err: KafkaError) -> None:
+        # Called from poll/consume: broker-down and similar errors are retried by librdkafka.
+        if err.fatal():
+            self._fatal = err
+        else:
+            self._log_transient(err)
+
+    def _log_transient(self, err: KafkaError) -> None:
+        now = time.monotonic()
+        if now - self._last_logged.get(err.code(), -_LOG_EVERY_S) >= _LOG_EVERY_S:
+            self._last_logged[err.code()] = now
+            log.warning(
+                "Kafka topic '%s' partition %d: transient error %s (%s); retrying",
+                self.topic,
+                self.partition,
+                err.name(),
+                err.str(),
+            )
+
+    def _raise_fatal(self, err: KafkaError) -> None:
+        raise KafkaSourceError(
+            f"Kafka topic '{self.topic}' partition {self.partition}: error {err.name()} at or "
+            f"after offset {self._next}: {err.str()}",
+            hint=_FATAL_HINTS.get(
+                err.code(), "check the broker logs; restarting resumes from the applied offsets."
+            ),
+        )
+
+    def next_batch(self) -> list[RawBatch]:
+        if self._fatal is not None:
+            self._raise_fatal(self._fatal)
+        if self._end is not None and self._next >= self._end:
+            raise StopIteration
+        messages = self._consumer.consume(num_messages=self._batch_size, timeout=self._timeout)
+        if not messages:
+            return []
+        good = [m for m in messages if m.error() is None]
+        if len(good) != len(messages):
+            self._handle_errors(messages)
+        end = self._end
+        if end is not None:
+            good = [m for m in good if (m.offset() or 0) < end]
+        if not good:
+            return []
+        offsets = np.array([m.offset() for m in good], dtype=np.int64)
+        self._next = int(offsets[-1]) + 1
+        return [
+            RawBatch(
+                topic=self.topic,
+                partition=self.partition,
+                offsets=offsets,
+                keys=[m.key() for m in good],
+                values=[m.value() for m in good],
+            )
+        ]
+
+    def _handle_errors(self, messages: list[Any]) -> None:
+        for m in messages:
+            err = m.error()
+            if err is None:
+                continue
+            if err.code() == KafkaError._PARTITION_EOF:
+                # Not an error: the reader caught up. Its offset is the current end of the log.
+                self._next = max(self._next, m.offset() or 0)
+            elif err.fatal() or err.code() in _FATAL_CODES:
+                self._raise_fatal(err)
+            else:
+                self._log_transient(err)
+
+    def snapshot(self) -> None:
+        # Resume points come from the offsets stored with the state, not Bytewax recovery.
+        return None
+
+    def close(self) -> None:
+        self._consumer.close()

@@ -1,0 +1,154 @@
+"""KafkaBatchSource against a real broker, inside real Bytewax dataflows."""
+
+from __future__ import annotations
+
+import time
+
+import bytewax.operators as op
+import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSink, run_main
+from confluent_kafka import Producer
+from io_helpers import TopicFactory
+
+from engine.io.batches import RawBatch
+from engine.io.exceptions import IoValueError, KafkaSourceError, TopicNotFoundError
+from engine.io.kafka_source import KafkaBatchPartition, KafkaBatchSource
+
+pytestmark = pytest.mark.kafka
+
+
+def _produce(bootstrap: str, topic: str, per_partition: dict[int, int]) -> dict[int, list[bytes]]:
+    """Writes ``count`` records to each partition; returns the values per partition in order."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    written: dict[int, list[bytes]] = {}
+    for partition, count in per_partition.items():
+        values = [f'{{"p":{partition},"i":{i}}}'.encode() for i in range(count)]
+        for i, value in enumerate(values):
+            key = None if i % 10 == 0 else f"key-{partition}-{i}".encode()
+            producer.produce(topic, key=key, value=value, partition=partition)
+            producer.poll(0)
+        written[partition] = values
+    assert producer.flush(30) == 0
+    return written
+
+
+def _run(source: KafkaBatchSource) -> list[RawBatch]:
+    out: list[RawBatch] = []
+    flow = Dataflow("kafka_batch_source_test")
+    stream = op.input("in", flow, source)
+    op.output("out", stream, TestingSink(out))
+    run_main(flow)
+    return out
+
+
+def _by_partition(batches: list[RawBatch]) -> dict[int, tuple[list[int], list[bytes | None]]]:
+    seen: dict[int, tuple[list[int], list[bytes | None]]] = {}
+    for batch in batches:
+        offsets, values = seen.setdefault(batch.partition, ([], []))
+        offsets.extend(batch.offsets.tolist())
+        values.extend(batch.values)
+    return seen
+
+
+def test_reads_every_record_once_then_resume_reads_exactly_the_rest(
+    kafka_bootstrap: str, kafka_topic: TopicFactory
+) -> None:
+    topic = kafka_topic(partitions=3)
+    counts = {0: 1200, 1: 700, 2: 0}  # an empty partition must end too
+    written = _produce(kafka_bootstrap, topic, counts)
+
+    batches = _run(KafkaBatchSource(kafka_bootstrap, topic, batch_size=256, tail=False))
+
+    assert all(0 < len(b) <= 256 for b in batches)
+    assert all(b.topic == topic for b in batches)
+    seen = _by_partition(batches)
+    assert set(seen) == {0, 1}
+    for partition in (0, 1):
+        offsets, values = seen[partition]
+        assert offsets == list(range(counts[partition]))
+        assert values == written[partition]
+    keys = [k for b in batches if b.partition == 0 for k in b.keys]
+    assert keys[:2] == [None, b"key-0-1"]
+
+    resume = {0: 1000, 1: 700}  # partition 1 fully applied; partition 2 absent: from the start
+    more = _produce(kafka_bootstrap, topic, {2: 5})
+    rest = _by_partition(
+        _run(KafkaBatchSource(kafka_bootstrap, topic, resume=resume, batch_size=64, tail=False))
+    )
+    assert set(rest) == {0, 2}
+    assert rest[0] == (list(range(1000, 1200)), written[0][1000:])
+    assert rest[2] == (list(range(5)), more[2])
+
+
+def test_tail_false_stops_at_the_high_watermark_seen_at_build(
+    kafka_bootstrap: str, kafka_topic: TopicFactory
+) -> None:
+    topic = kafka_topic(partitions=1)
+    _produce(kafka_bootstrap, topic, {0: 30})
+    source = KafkaBatchSource(kafka_bootstrap, topic, batch_size=7, tail=False)
+    assert source.list_parts() == ["0"]
+    part = source.build_part("step", "0", None)
+    _produce(kafka_bootstrap, topic, {0: 10})  # arrives after the build: not part of this run
+    offsets: list[int] = []
+    deadline = time.monotonic() + 30
+    with pytest.raises(StopIteration):
+        while time.monotonic() < deadline:
+            for batch in part.next_batch():
+                offsets.extend(batch.offsets.tolist())
+    part.close()
+    assert offsets == list(range(30))
+
+
+def test_tail_true_keeps_reading_new_records(
+    kafka_bootstrap: str, kafka_topic: TopicFactory
+) -> None:
+    topic = kafka_topic(partitions=1)
+    part = KafkaBatchSource(kafka_bootstrap, topic, resume={0: 0}).build_part("s", "0", None)
+    try:
+        assert part.snapshot() is None
+        _produce(kafka_bootstrap, topic, {0: 3})
+        offsets: list[int] = []
+        deadline = time.monotonic() + 30
+        while len(offsets) < 3 and time.monotonic() < deadline:
+            offsets.extend(o for b in part.next_batch() for o in b.offsets.tolist())
+        assert offsets == [0, 1, 2]
+        assert part.next_batch() == []  # caught up: empty, no error, no end
+    finally:
+        part.close()
+
+
+def test_missing_topic_is_a_clear_error(kafka_bootstrap: str) -> None:
+    source = KafkaBatchSource(kafka_bootstrap, "no-such-topic-streamfeat-io")
+    with pytest.raises(TopicNotFoundError, match="'no-such-topic-streamfeat-io' does not exist"):
+        source.list_parts()
+
+
+def test_resume_offset_beyond_the_log_is_fatal_not_skipped(
+    kafka_bootstrap: str, kafka_topic: TopicFactory
+) -> None:
+    topic = kafka_topic(partitions=1)
+    _produce(kafka_bootstrap, topic, {0: 5})
+    part: KafkaBatchPartition = KafkaBatchSource(
+        kafka_bootstrap, topic, resume={0: 1_000_000}
+    ).build_part("s", "0", None)
+    try:
+        deadline = time.monotonic() + 30
+        with pytest.raises(KafkaSourceError, match=r"partition 0: error _AUTO_OFFSET_RESET"):
+            while time.monotonic() < deadline:
+                part.next_batch()
+    finally:
+        part.close()
+
+
+def test_unreachable_broker_is_a_clear_error() -> None:
+    source = KafkaBatchSource("127.0.0.1:1", "t", metadata_timeout_s=1.0)
+    with pytest.raises(KafkaSourceError, match=r"127\.0\.0\.1:1: cannot read topic metadata"):
+        source.list_parts()
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(IoValueError, match="field 'resume'"):
+        KafkaBatchSource("127.0.0.1:9092", "t", resume={0: -5})
+    with pytest.raises(IoValueError, match="field 'batch_size'"):
+        KafkaBatchSource("127.0.0.1:9092", "t", batch_size=0)
