@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import bytewax.operators as op
 import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 from confluent_kafka import Producer
-from io_helpers import TopicFactory
+from io_helpers import NOW_MS, FakeSource, TopicFactory, dumps, good_event
 
-from engine.io.batches import RawBatch
+from engine.io.batches import DecodedBatch, RawBatch
+from engine.io.decoder import Decoder, PartitionWatermarks
 from engine.io.exceptions import IoValueError, KafkaSourceError, TopicNotFoundError
 from engine.io.kafka_source import KafkaBatchPartition, KafkaBatchSource
 
@@ -152,3 +154,48 @@ def test_bad_arguments_are_refused() -> None:
         KafkaBatchSource("127.0.0.1:9092", "t", resume={0: -5})
     with pytest.raises(IoValueError, match="field 'batch_size'"):
         KafkaBatchSource("127.0.0.1:9092", "t", batch_size=0)
+
+
+def test_unreachable_broker_while_tailing_is_retried_not_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # As when the broker restarts under a running dataflow: reads come back empty, no error.
+    part = KafkaBatchSource(
+        "127.0.0.1:1", "t", resume={0: 0}, consumer_config={"log_level": 0}
+    ).build_part("s", "0", None)
+    try:
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            assert part.next_batch() == []
+    finally:
+        part.close()
+    assert any("transient error" in r.getMessage() for r in caplog.records)
+
+
+def test_source_feeds_the_decoder_in_a_dataflow(
+    kafka_bootstrap: str, kafka_topic: TopicFactory
+) -> None:
+    topic = kafka_topic(partitions=3)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5})
+    sent = 0
+    for i in range(900):
+        value = dumps(good_event(i)) if i % 30 else b"not json"
+        producer.produce(topic, value=value, partition=i % 3)
+        sent += 1
+    assert producer.flush(30) == 0
+
+    decoder = Decoder(FakeSource(topic=topic), now_ms=lambda: NOW_MS)
+    marks = PartitionWatermarks()  # one worker: every partition is decoded on this thread
+    out: list[DecodedBatch] = []
+    flow = Dataflow("source_to_decoder")
+    raw = op.input("in", flow, KafkaBatchSource(kafka_bootstrap, topic, batch_size=100, tail=False))
+    decoded = op.map("decode", raw, lambda batch: decoder.decode(batch, marks))
+    op.output("out", decoded, TestingSink(out))
+    run_main(flow)
+
+    assert sum(b.raw_count for b in out) == sent
+    assert sum(len(b) for b in out) == 870
+    assert Counter(d.reason for b in out for d in b.dead_letters) == {"invalid_json": 30}
+    assert marks.snapshot() == {
+        p: max(good_event(i)["ts"] for i in range(p, 900, 3) if i % 30) for p in range(3)
+    }
