@@ -1,0 +1,164 @@
+"""One configuration for every ``streamfeat`` subcommand.
+
+Precedence, lowest first: built-in defaults, ``[tool.streamfeat]`` in
+``pyproject.toml``, ``streamfeat.yaml``, ``STREAMFEAT_*`` environment variables,
+command-line flags. Unknown keys are errors (with the closest known key as a
+hint): a typo must never be swallowed silently.
+
+>>> settings = load_settings(Path("/nonexistent"), env={}, overrides={"kafka_bootstrap": "127.0.0.1:9093"})
+>>> settings.kafka_bootstrap
+'127.0.0.1:9093'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from engine.exceptions import ConfigError
+
+ENV_PREFIX = "STREAMFEAT_"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Every setting streamfeat reads. Paths are relative to ``project_dir``."""
+
+    project_dir: Path = Path(".")
+    repo: Path = Path("feature_defs")
+    data_dir: Path = Path(".streamfeat")
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    state_shards: int = 8
+    batch_size: int = 5000
+    log_root: str = ""  # empty: <data_dir>/log
+    online: str = "rocksdb"  # rocksdb | redis
+    redis_url: str = ""
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 8000
+    metrics_port: int = 9464
+    catch_up_interval_ms: int = 100
+    max_entities_per_request: int = 1000
+    max_request_bytes: int = 1_048_576
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        if self.state_shards < 1 or self.state_shards > 4096:
+            problems.append(f"state_shards: expected 1..4096, got {self.state_shards}")
+        if self.batch_size < 1:
+            problems.append(f"batch_size: expected a positive integer, got {self.batch_size}")
+        if self.online not in ("rocksdb", "redis"):
+            problems.append(f"online: expected 'rocksdb' or 'redis', got {self.online!r}")
+        if self.online == "redis" and not self.redis_url:
+            problems.append("redis_url: required when online is 'redis' (e.g. redis://127.0.0.1:6379/0)")
+        if self.catch_up_interval_ms < 1:
+            problems.append(f"catch_up_interval_ms: expected >= 1, got {self.catch_up_interval_ms}")
+        if problems:
+            raise ConfigError("invalid settings: " + "; ".join(problems))
+
+    def path(self, value: Path) -> Path:
+        return value if value.is_absolute() else self.project_dir / value
+
+    @property
+    def repo_path(self) -> Path:
+        return self.path(self.repo)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.path(self.data_dir) / "state"
+
+    @property
+    def plan_file(self) -> Path:
+        return self.path(self.data_dir) / "plan.json"
+
+    @property
+    def log_uri(self) -> str:
+        return self.log_root or str(self.path(self.data_dir) / "log")
+
+
+_FIELD_TYPES: dict[str, type] = {
+    f.name: (Path if "Path" in str(f.type) else int if "int" in str(f.type) else str)
+    for f in fields(Settings)
+}
+
+
+def _coerce(key: str, raw: Any, origin: str) -> Any:
+    if key not in _FIELD_TYPES:
+        close = difflib.get_close_matches(key, list(_FIELD_TYPES), n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(sorted(_FIELD_TYPES))}"
+        raise ConfigError(f"unknown setting '{key}' in {origin}", hint=hint)
+    wanted = _FIELD_TYPES[key]
+    if wanted is int:
+        if isinstance(raw, bool):
+            raise ConfigError(f"setting '{key}' in {origin}: expected an integer, got {raw!r}")
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"setting '{key}' in {origin}: expected an integer, got {raw!r}") from None
+    if wanted is Path:
+        return Path(str(raw))
+    if not isinstance(raw, str | int | float):
+        raise ConfigError(f"setting '{key}' in {origin}: expected a string, got {type(raw).__name__}")
+    return str(raw)
+
+
+def _read_pyproject(project_dir: Path) -> Mapping[str, Any]:
+    path = project_dir / "pyproject.toml"
+    if not path.is_file():
+        return {}
+    with path.open("rb") as handle:
+        data = tomllib.load(handle)
+    section = data.get("tool", {}).get("streamfeat", {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"[tool.streamfeat] in {path} must be a table")
+    return section
+
+
+def _read_yaml(project_dir: Path) -> Mapping[str, Any]:
+    path = project_dir / "streamfeat.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+def load_settings(
+    project_dir: Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Merge every configuration layer into one validated :class:`Settings`."""
+    root = (project_dir or Path.cwd()).resolve() if project_dir is not None else Path.cwd()
+    values: dict[str, Any] = {"project_dir": root}
+    for origin, layer in (
+        (f"{root / 'pyproject.toml'} [tool.streamfeat]", _read_pyproject(root)),
+        (str(root / "streamfeat.yaml"), _read_yaml(root)),
+    ):
+        for key, raw in layer.items():
+            values[key] = _coerce(str(key), raw, origin)
+    environ = os.environ if env is None else env
+    for name, raw in environ.items():
+        if name.startswith(ENV_PREFIX):
+            key = name[len(ENV_PREFIX) :].lower()
+            if key in ("cache_dir",):  # read by engine.kafka_local, not a Settings field
+                continue
+            values[key] = _coerce(key, raw, f"environment variable {name}")
+    for key, raw in (overrides or {}).items():
+        if raw is not None:
+            values[key] = _coerce(key, raw, "command-line flags")
+    return dataclasses.replace(Settings(), **values)
