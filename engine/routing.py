@@ -100,7 +100,7 @@ def _view_rows(view: RoutableView, batch: DecodedBatch) -> ViewRows:
     n = len(batch.offsets)
     mask: npt.NDArray[np.bool_] | None = None
     if view.filter is not None and n:
-        mask = np.asarray(view.filter.evaluate(columns), dtype=bool)  # type: ignore[attr-defined]
+        mask = np.asarray(view.filter.evaluate(columns), dtype=np.bool_)  # type: ignore[attr-defined]
     idx = np.flatnonzero(mask) if mask is not None else np.arange(n)
     join_values = {k: np.asarray(columns[k], dtype=object)[idx] for k in view.join_keys}
     if view.columns:
