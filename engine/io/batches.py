@@ -170,7 +170,8 @@ class DecodedBatch:
             if not isinstance(arr, np.ndarray) or arr.ndim != 1 or len(arr) != n:
                 raise IoValueError(
                     f"DecodedBatch for topic '{self.topic}': column '{name}': expected a 1-D "
-                    f"array of {n} rows, got {type(arr).__name__} of length {len(arr)}. "
+                    f"array of {n} rows, got {type(arr).__name__} of shape "
+                    f"{getattr(arr, 'shape', None)}. "
                     "Hint: build one array per schema field over the valid rows."
                 )
             if arr.dtype.kind not in _COLUMN_KINDS:
