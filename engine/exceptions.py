@@ -25,3 +25,7 @@ class ConfigError(StreamfeatError):
 
 class KafkaBrokerError(StreamfeatError):
     """The local Kafka broker could not be obtained, started or stopped."""
+
+
+class GenerateError(StreamfeatError):
+    """Demo events could not be generated or delivered (for example, records not acknowledged)."""

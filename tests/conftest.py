@@ -1,0 +1,25 @@
+"""Suite-wide pytest configuration.
+
+Fixtures live in ``tests/fixtures`` (one module per service) and are registered here:
+
+- ``kafka_bootstrap`` (session): ``$KAFKA_BOOTSTRAP``, else a broker already answering at
+  127.0.0.1:9092, else one started through ``engine.kafka_local`` (and stopped at the
+  end of the session only in that case).
+- ``kafka_topic`` (function): factory ``kafka_topic(partitions=3) -> str`` creating a
+  uuid-named topic, deleted (with any ``<topic>.*`` topics such as its DLQ) at teardown.
+- ``redis_server`` (session): a private ``redis-server`` on a free loopback port without
+  persistence; yields ``redis://127.0.0.1:PORT/0``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `tests.fixtures.*` must import whichever way pytest was started (`pytest` or
+# `python -m pytest`), so the repository root goes on sys.path.
+_REPO_ROOT = str(Path(__file__).resolve().parents[1])
+if _REPO_ROOT not in sys.path:
+    sys.path.insert(0, _REPO_ROOT)
+
+pytest_plugins = ("tests.fixtures.kafka", "tests.fixtures.redis")

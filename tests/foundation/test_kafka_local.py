@@ -1,0 +1,130 @@
+"""The local broker manager: start/status/stop are idempotent and status tells the truth."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from engine import kafka_local
+from engine.cli import main
+from engine.exceptions import KafkaBrokerError
+from engine.kafka_local import BrokerConfig
+
+pytestmark = pytest.mark.kafka
+
+
+def _free_port_pair() -> tuple[int, int]:
+    """Two free loopback ports (broker, controller)."""
+    socks = []
+    try:
+        for _ in range(2):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return socks[0].getsockname()[1], socks[1].getsockname()[1]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def _jvms_for(config: BrokerConfig) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if kafka_local.MARKER.encode() in args and str(config.properties_file).encode() in args:
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_session_broker_answers_and_start_is_idempotent(kafka_bootstrap: str) -> None:
+    assert kafka_local.metadata_answers(kafka_bootstrap)
+    status = kafka_local.broker_status(kafka_local.DEFAULT_PORT)
+    if kafka_bootstrap != status.bootstrap or not status.running:
+        pytest.skip(f"session broker {kafka_bootstrap} is not a streamfeat broker on the default port")
+    again = kafka_local.start_broker(kafka_local.DEFAULT_PORT)
+    assert not again.started_by_us and again.pid == status.pid
+    ensured = kafka_local.ensure_broker(kafka_local.DEFAULT_PORT)
+    assert not ensured.started_by_us
+    assert main(["kafka", "status"]) == 0
+
+
+def test_lifecycle_on_a_private_port(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    port, controller = _free_port_pair()
+    config = BrokerConfig(port=port, controller_port=controller, data_dir=tmp_path / "broker")
+    cli = ["--port", str(port), "--data-dir", str(config.root)]
+
+    assert not kafka_local.broker_status(config=config).running
+    assert main(["kafka", "status", *cli]) == 3
+    assert "not running" in capsys.readouterr().out
+
+    try:
+        handle = kafka_local.start_broker(config=config)
+        assert handle.started_by_us and handle.pid is not None
+        assert handle.bootstrap == f"127.0.0.1:{port}"
+        assert config.pid_file.read_text().strip() == str(handle.pid)
+        status = kafka_local.broker_status(config=config)
+        assert status.running and status.pid == handle.pid
+        assert main(["kafka", "status", *cli]) == 0
+
+        # start when running: says so and succeeds, same process.
+        assert main(["kafka", "start", *cli, "--controller-port", str(controller)]) == 0
+        assert "already running" in capsys.readouterr().out
+        assert _jvms_for(config) == [handle.pid]
+
+        # stop: SIGTERM, gone, pid file removed, status says stopped.
+        assert main(["kafka", "stop", *cli]) == 0
+        assert f"pid {handle.pid}" in capsys.readouterr().out
+        assert _jvms_for(config) == []
+        assert not config.pid_file.exists()
+        assert main(["kafka", "status", *cli]) == 3
+        assert main(["kafka", "stop", *cli]) == 0  # stopping a stopped broker is fine
+        assert "was not running" in capsys.readouterr().out
+
+        # Restart on the formatted storage, then crash it: status must not trust the pid file.
+        second = kafka_local.start_broker(config=config)
+        assert second.started_by_us and second.pid != handle.pid
+        assert second.pid is not None
+        os.kill(second.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while kafka_local.broker_status(config=config).running and time.monotonic() < deadline:
+            time.sleep(0.2)
+        crashed = kafka_local.broker_status(config=config)
+        assert not crashed.running and not crashed.pid_alive
+        assert "stale pid file" in crashed.detail
+        assert main(["kafka", "status", *cli]) == 3
+    finally:
+        kafka_local.stop_broker(config=config)
+    assert _jvms_for(config) == []
+    assert not config.pid_file.exists()
+
+
+def test_storage_formatted_for_other_ports_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "broker"
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "meta.properties").write_text("cluster.id=x\n")
+    (root / "ports.json").write_text('{"port": 1, "controller_port": 2}\n')
+    port, controller = _free_port_pair()
+    config = BrokerConfig(port=port, controller_port=controller, data_dir=root)
+    with pytest.raises(KafkaBrokerError, match="formatted for ports"):
+        kafka_local.start_broker(config=config)
+    assert _jvms_for(config) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [({"port": 0}, "port"), ({"port": 9092, "controller_port": 9092}, "controller_port"),
+     ({"version": "3.9.0"}, "version"), ({"heap": "lots"}, "heap")],
+)  # fmt: skip
+def test_config_validation_names_the_field(kwargs: dict[str, object], field: str) -> None:
+    with pytest.raises(ValueError, match=f"BrokerConfig.{field}"):
+        BrokerConfig(**kwargs)  # type: ignore[arg-type]
