@@ -57,7 +57,9 @@ class Settings:
         if self.online not in ("rocksdb", "redis"):
             problems.append(f"online: expected 'rocksdb' or 'redis', got {self.online!r}")
         if self.online == "redis" and not self.redis_url:
-            problems.append("redis_url: required when online is 'redis' (e.g. redis://127.0.0.1:6379/0)")
+            problems.append(
+                "redis_url: required when online is 'redis' (e.g. redis://127.0.0.1:6379/0)"
+            )
         if self.catch_up_interval_ms < 1:
             problems.append(f"catch_up_interval_ms: expected >= 1, got {self.catch_up_interval_ms}")
         if problems:
@@ -92,7 +94,11 @@ _FIELD_TYPES: dict[str, type] = {
 def _coerce(key: str, raw: Any, origin: str) -> Any:
     if key not in _FIELD_TYPES:
         close = difflib.get_close_matches(key, list(_FIELD_TYPES), n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(sorted(_FIELD_TYPES))}"
+        hint = (
+            f"did you mean '{close[0]}'?"
+            if close
+            else f"known keys: {', '.join(sorted(_FIELD_TYPES))}"
+        )
         raise ConfigError(f"unknown setting '{key}' in {origin}", hint=hint)
     wanted = _FIELD_TYPES[key]
     if wanted is int:
@@ -101,11 +107,15 @@ def _coerce(key: str, raw: Any, origin: str) -> Any:
         try:
             return int(raw)
         except (TypeError, ValueError):
-            raise ConfigError(f"setting '{key}' in {origin}: expected an integer, got {raw!r}") from None
+            raise ConfigError(
+                f"setting '{key}' in {origin}: expected an integer, got {raw!r}"
+            ) from None
     if wanted is Path:
         return Path(str(raw))
     if not isinstance(raw, str | int | float):
-        raise ConfigError(f"setting '{key}' in {origin}: expected a string, got {type(raw).__name__}")
+        raise ConfigError(
+            f"setting '{key}' in {origin}: expected a string, got {type(raw).__name__}"
+        )
     return str(raw)
 
 

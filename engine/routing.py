@@ -88,11 +88,16 @@ def encode_entity_keys(join_values: Sequence[npt.NDArray[np.object_]]) -> list[b
     ]
 
 
-def shard_of(fingerprint: bytes, entity_keys: Sequence[bytes], shards: int) -> npt.NDArray[np.int64]:
+def shard_of(
+    fingerprint: bytes, entity_keys: Sequence[bytes], shards: int
+) -> npt.NDArray[np.int64]:
     """``crc32(fingerprint + entity key) mod shards`` for each key."""
     crc = zlib.crc32
     seed = crc(fingerprint)
-    return np.fromiter((crc(k, seed) for k in entity_keys), dtype=np.int64, count=len(entity_keys)) % shards
+    return (
+        np.fromiter((crc(k, seed) for k in entity_keys), dtype=np.int64, count=len(entity_keys))
+        % shards
+    )
 
 
 def _view_rows(view: RoutableView, batch: DecodedBatch) -> ViewRows:
@@ -125,7 +130,9 @@ def _view_rows(view: RoutableView, batch: DecodedBatch) -> ViewRows:
     )
 
 
-def route(batch: DecodedBatch, views: Sequence[RoutableView], shards: int) -> list[tuple[str, ShardBatch]]:
+def route(
+    batch: DecodedBatch, views: Sequence[RoutableView], shards: int
+) -> list[tuple[str, ShardBatch]]:
     """One ``(shard key, ShardBatch)`` per shard, for a sink partitioned by shard."""
     per_shard: list[dict[bytes, ViewRows]] = [{} for _ in range(shards)]
     for view in views:

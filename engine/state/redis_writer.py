@@ -62,5 +62,12 @@ class RedisOnlineWriter(ClosesOnExit):
         finally:
             pipe.reset()
 
+    def write_meta(self, key: bytes, value: bytes) -> None:
+        """Write one view-metadata record (``sf:meta:<fp hex>:<shard>``), without expiry."""
+        try:
+            self._client.set(key, value)
+        except REDIS_ERRORS as exc:
+            raise OnlineWriteError(f"writing view metadata: {describe_redis_error(self.url, exc)}") from exc
+
     def close(self) -> None:
         close_client(self._client)

@@ -244,15 +244,14 @@ class RocksDBStore(ClosesOnExit):
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if not check_meta_shards(self.state_dir, n_shards):
             write_meta(self.state_dir, n_shards)
-        self._partitions: list[RocksDBStorePartition] = []
-        try:
-            for shard in range(n_shards):
-                path = shard_path(self.state_dir, shard)
-                self._partitions.append(RocksDBStorePartition(self, shard, path, _acquire(path)))
-        except BaseException:
-            for opened in self._partitions:
-                _release(opened.path)
-            raise
+        # Shards open on first use: in a multi-process deployment each process
+        # opens only the shards its workers own (rocksdict allows one writer per path).
+        self._partitions: dict[int, RocksDBStorePartition] = {}
+        for shard in range(n_shards):
+            path = shard_path(self.state_dir, shard)
+            if not path.exists():  # create it now, so readers see every shard
+                _acquire(path)
+                _release(path)
 
     @property
     def n_shards(self) -> int:
@@ -266,25 +265,30 @@ class RocksDBStore(ClosesOnExit):
                 f"state directory {self.state_dir}: shard: expected 0..{self._n_shards - 1}, "
                 f"got {shard!r}"
             )
-        return self._partitions[shard]
+        opened = self._partitions.get(shard)
+        if opened is None:
+            path = shard_path(self.state_dir, shard)
+            opened = RocksDBStorePartition(self, shard, path, _acquire(path))
+            self._partitions[shard] = opened
+        return opened
 
     @property
     def partitions(self) -> tuple[RocksDBStorePartition, ...]:
-        return tuple(self._partitions)
+        return tuple(self.partition(shard) for shard in range(self._n_shards))
 
     def flush_wal(self, sync: bool = True) -> None:
-        for part in self._partitions:
+        for part in self._partitions.values():
             part.flush_wal(sync)
 
     def state_size_bytes(self) -> int:
-        return sum(part.size_bytes() for part in self._partitions)
+        return sum(part.size_bytes() for part in self.partitions)
 
     def view_size_bytes(self, fingerprint: bytes) -> int:
-        return sum(part.view_size_bytes(fingerprint) for part in self._partitions)
+        return sum(part.view_size_bytes(fingerprint) for part in self.partitions)
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
-        for part in self._partitions:
+        for part in self._partitions.values():
             _release(part.path)

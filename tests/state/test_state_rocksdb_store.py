@@ -187,13 +187,14 @@ def test_second_process_cannot_open_for_writing(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    with RocksDBStore(tmp_path, 1):
+    with RocksDBStore(tmp_path, 1) as store:
+        store.partition(0)  # shards open on first use
         code = (
             "import sys\n"
             "from engine.state.rocksdb_store import RocksDBStore\n"
             "from engine.state.exceptions import StateError\n"
             "try:\n"
-            f"    RocksDBStore({str(tmp_path)!r}, 1)\n"
+            f"    RocksDBStore({str(tmp_path)!r}, 1).partition(0)\n"
             "except StateError as exc:\n"
             "    print('refused:', exc)\n"
             "    sys.exit(3)\n"

@@ -1,0 +1,28 @@
+"""Module-level dataflow for ``python -m bytewax.run dataflows.app:flow``.
+
+Configured like every other command (``streamfeat.yaml``, ``[tool.streamfeat]``,
+``STREAMFEAT_*`` variables); the source to run is ``STREAMFEAT_RUN_SOURCE``
+(default ``transactions``). ``streamfeat run`` is the friendlier front door.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dataflows.job import build_job
+from dataflows.stream import build_flow
+from engine.config import load_settings
+
+_env = {
+    k: v
+    for k, v in os.environ.items()
+    if k != "STREAMFEAT_RUN_SOURCE" and k != "STREAMFEAT_RUN_TAIL"
+}
+_settings = load_settings(env=_env)
+flow = build_flow(
+    build_job(
+        _settings,
+        os.environ.get("STREAMFEAT_RUN_SOURCE", "transactions"),
+        tail=os.environ.get("STREAMFEAT_RUN_TAIL", "1") != "0",
+    )
+)

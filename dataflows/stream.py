@@ -1,0 +1,200 @@
+"""Compile the feature views of one event source into a Bytewax dataflow.
+
+    kafka (KafkaBatchSource, one item per partition batch)
+      -> decode (orjson + schema + watermark; dead letters produced before going on)
+      -> route (one ShardBatch per state shard)
+      -> state (ShardSink: one RocksDB shard per sink partition, ShardApplier inside)
+
+Every view reading the source shares the one pass over its topic. Offsets come from
+the state shards themselves (docs/semantics.md section 6), not from Bytewax recovery.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+
+from dataflows.exceptions import DataflowConfigError
+from engine.apply import ShardApplier
+from engine.definitions import EventSource, FeatureRepo, StreamFeatureView
+from engine.io.batches import DecodedBatch, RawBatch
+from engine.io.dead_letters import DeadLetterProducer
+from engine.io.decoder import Decoder, PartitionWatermarks
+from engine.io.kafka_source import KafkaBatchSource
+from engine.routing import ShardBatch, route, shard_key
+from engine.state.offsets import resume_positions
+from engine.state.redis_writer import RedisOnlineWriter
+from engine.state.rocksdb_store import RocksDBStore
+
+log = logging.getLogger(__name__)
+
+TICK_INTERVAL = timedelta(seconds=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamJob:
+    """Everything one streaming dataflow needs; built by :func:`build_job`."""
+
+    source: EventSource
+    views: tuple[StreamFeatureView, ...]
+    bootstrap: str
+    state_dir: Path
+    shards: int
+    log_root: str | None
+    redis_url: str | None = None
+    batch_size: int = 5000
+    tail: bool = True
+    log_max_rows: int = 200_000
+    log_max_age_s: float = 30.0
+
+
+def select_views(
+    repo: FeatureRepo, source_name: str
+) -> tuple[EventSource, tuple[StreamFeatureView, ...]]:
+    sources = {s.name: s for s in repo.sources}
+    if source_name not in sources:
+        raise DataflowConfigError(
+            f"event source '{source_name}' is not defined in the feature repo",
+            hint=f"defined sources: {', '.join(sorted(sources)) or '(none)'}",
+        )
+    source = sources[source_name]
+    views = tuple(v for v in repo.views if v.source.name == source_name and (v.online or v.offline))
+    if not views:
+        raise DataflowConfigError(
+            f"no feature view reads event source '{source_name}'",
+            hint="define a StreamFeatureView with source=<that source>, then run `streamfeat apply`",
+        )
+    return source, views
+
+
+class _ShardPartition(StatefulSinkPartition[ShardBatch | None, None]):
+    def __init__(self, applier: ShardApplier, store: RocksDBStore) -> None:
+        self.applier = applier
+        self.store = store
+
+    def write_batch(self, values: list[ShardBatch | None]) -> None:
+        batches = [v for v in values if v is not None]
+        if batches:
+            self.applier.apply(batches)
+        else:  # a tick: only give the Parquet log its chance to roll on time
+            self.applier.maybe_publish_log()
+
+    def snapshot(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.applier.close()
+        self.store.close()
+
+
+class ShardSink(FixedPartitionedSink[ShardBatch | None, None]):
+    """One sink partition per state shard; each is owned by exactly one worker."""
+
+    def __init__(self, job: StreamJob) -> None:
+        self.job = job
+
+    def list_parts(self) -> list[str]:
+        return [shard_key(i) for i in range(self.job.shards)]
+
+    def part_fn(self, item_key: str) -> int:
+        return int(item_key.rsplit("-", 1)[1])
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _ShardPartition:
+        job = self.job
+        store = RocksDBStore(job.state_dir, job.shards)
+        shard = self.part_fn(for_part)
+        online_copy = RedisOnlineWriter(job.redis_url) if job.redis_url else None
+        applier = ShardApplier(
+            store.partition(shard),
+            job.views,
+            job.source.topic,
+            log_root=job.log_root,
+            log_max_rows=job.log_max_rows,
+            log_max_age_s=job.log_max_age_s,
+            online_copy=online_copy,
+        )
+        return _ShardPartition(applier, store)
+
+
+class _TickPartition(StatefulSourcePartition[int, None]):
+    def next_batch(self) -> list[int]:
+        return [1]
+
+    def next_awake(self) -> datetime:
+        return datetime.now(UTC) + TICK_INTERVAL
+
+    def snapshot(self) -> None:
+        return None
+
+
+class TickSource(FixedPartitionedSource[int, None]):
+    """One item a second, so idle shards still roll their Parquet log on time."""
+
+    def list_parts(self) -> list[str]:
+        return ["tick"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _TickPartition:
+        return _TickPartition()
+
+
+class _DecodeStep:
+    """Decode a raw batch and ship its dead letters before the batch goes on.
+
+    Producing (and confirming) dead letters before the batch can be applied makes
+    the dead-letter topic at-least-once: a crash replays the batch and resends.
+    """
+
+    def __init__(self, job: StreamJob, watermarks: PartitionWatermarks) -> None:
+        self.decoder = Decoder(job.source)
+        self.watermarks = watermarks
+        self.bootstrap = job.bootstrap
+        self.topic = job.source.topic
+        self._dlq: DeadLetterProducer | None = None
+
+    def __call__(self, raw: RawBatch) -> DecodedBatch:
+        decoded = self.decoder.decode(raw, self.watermarks)
+        if decoded.dead_letters:
+            if self._dlq is None:
+                self._dlq = DeadLetterProducer(self.bootstrap, self.topic)
+            self._dlq.send(decoded.dead_letters)
+        return decoded
+
+
+def build_flow(job: StreamJob, flow_id: str = "streamfeat") -> Dataflow:
+    """The streaming dataflow of one source; run it with bytewax.run / run_main / cluster_main."""
+    resume = resume_positions(job.state_dir, job.shards, job.source.topic)
+    watermarks = PartitionWatermarks.restore({p: r.max_ts for p, r in resume.items()})
+    views: Sequence[StreamFeatureView] = job.views
+    shards = job.shards
+
+    flow = Dataflow(flow_id)
+    raw = op.input(
+        "kafka",
+        flow,
+        KafkaBatchSource(
+            job.bootstrap,
+            job.source.topic,
+            resume={p: r.next_offset for p, r in resume.items()},
+            batch_size=job.batch_size,
+            tail=job.tail,
+        ),
+    )
+    decoded = op.map("decode", raw, _DecodeStep(job, watermarks))
+    routed: Any = op.flat_map("route", decoded, lambda batch: route(batch, views, shards))
+    if job.tail:
+        ticks = op.input("ticks", flow, TickSource())
+        tick_items = op.flat_map(
+            "tick_per_shard", ticks, lambda _: [(shard_key(i), None) for i in range(shards)]
+        )
+        routed = op.merge("with_ticks", routed, tick_items)
+    op.output("state", routed, ShardSink(job))
+    return flow

@@ -1,0 +1,355 @@
+"""Apply routed batches to one state shard: the write side of the one kernel.
+
+Streaming (the Bytewax sink) and backfill both call :class:`ShardApplier`, so there
+is exactly one implementation of "events -> tile partials -> state". For each call:
+
+1. drop rows at or below the shard's applied offset of their partition (replays);
+2. per view: aggregate the batch into (entity, tile) partials, read the touched
+   entities' stored records with one multi-get, merge, apply retention, encode;
+3. write the Redis copy (if configured) *before* committing, so a crash between the
+   two is repaired by the replay (records are whole values: rewriting is idempotent);
+4. commit tiles, per-view metadata and every partition's progress in ONE WriteBatch;
+5. feed the Parquet log; when it rolls, publish and record the log offsets.
+
+See docs/semantics.md sections 6 and 7.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from engine.io.parquet_log import ParquetLogWriteError, ParquetLogWriter, value_column
+from engine.kernel.aggregate import aggregate_batch
+from engine.kernel.batch_merge import (
+    NO_EVENT_TS,
+    FlatTiles,
+    decode_many,
+    encode_many,
+    merge_flat,
+    retain,
+)
+from engine.kernel.layout import PartialLayout, encode_positions
+from engine.routing import ShardBatch, ViewRows
+from engine.state.keys import tile_key
+from engine.state.offsets import NO_OFFSET, OffsetRecord
+from engine.state.rocksdb_store import RocksDBStorePartition
+
+log = logging.getLogger(__name__)
+
+META_RECORD = struct.Struct("<qq")  # (max event time seen by the view, wall-clock ms written)
+
+
+def meta_key(fingerprint: bytes) -> bytes:
+    """Key of a view's freshness record in every shard: ``b"M" + fingerprint``."""
+    return b"M" + fingerprint
+
+
+class ApplicableView(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def join_keys(self) -> tuple[str, ...]: ...
+    @property
+    def columns(self) -> tuple[str, ...]: ...
+    @property
+    def fingerprint(self) -> bytes: ...
+    @property
+    def fingerprint_hex(self) -> str: ...
+    @property
+    def interval_ms(self) -> int: ...
+    @property
+    def retention_ms(self) -> int: ...
+    @property
+    def offline(self) -> bool: ...
+
+
+class OnlineCopyWriter(Protocol):
+    def write(
+        self, items: Sequence[tuple[bytes, bytes, bytes | None]], ttl_ms: int | None
+    ) -> None: ...
+    def write_meta(self, key: bytes, value: bytes) -> None: ...
+
+
+def redis_meta_key(fingerprint_hex: str, shard: int) -> bytes:
+    """Redis key of one shard's freshness record of a view (serving reads every shard's)."""
+    return f"sf:meta:{fingerprint_hex}:{shard:03d}".encode()
+
+
+@dataclass
+class ApplyStats:
+    """Counters of one applier, read by metrics and tests."""
+
+    batches: int = 0
+    rows_applied: int = 0
+    rows_skipped_replay: int = 0
+    entities_written: int = 0
+    log_rows: int = 0
+    log_files: int = 0
+    log_publish_errors: int = 0
+    last_batch_seconds: float = 0.0
+    per_view_rows: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _CompiledView:
+    view: ApplicableView
+    layout: PartialLayout
+
+
+class ShardApplier:
+    """Owns one shard: its RocksDB partition, its Parquet log writers, its Redis copy."""
+
+    def __init__(
+        self,
+        partition: RocksDBStorePartition,
+        views: Sequence[ApplicableView],
+        topic: str,
+        *,
+        log_root: str | None = None,
+        log_max_rows: int = 200_000,
+        log_max_age_s: float = 30.0,
+        online_copy: OnlineCopyWriter | None = None,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        retry_delays_s: Sequence[float] = (0.1, 0.5, 1.0, 2.0, 5.0),
+    ) -> None:
+        self.partition = partition
+        self.topic = topic
+        self.views = {
+            v.fingerprint: _CompiledView(v, PartialLayout(tuple(v.columns))) for v in views
+        }
+        self.online_copy = online_copy
+        self.clock_ms = clock_ms
+        self.retry_delays_s = tuple(retry_delays_s)
+        self.stats = ApplyStats()
+        self.offsets: dict[int, OffsetRecord] = dict(partition.read_offsets(topic))
+        self.writers: dict[bytes, ParquetLogWriter] = {}
+        if log_root:
+            for fp, compiled in self.views.items():
+                if compiled.view.offline:
+                    self.writers[fp] = ParquetLogWriter(
+                        log_root,
+                        compiled.view.name,
+                        compiled.view.fingerprint_hex,
+                        compiled.view.join_keys,
+                        compiled.view.columns,
+                        writer_id=f"s{partition.shard:03d}",
+                        max_rows=log_max_rows,
+                        max_age_s=log_max_age_s,
+                    )
+
+    # -- the write path ---------------------------------------------------------------
+
+    def apply(self, batches: Iterable[ShardBatch]) -> None:
+        started = time.perf_counter()
+        state_rows: dict[bytes, list[tuple[ViewRows, int]]] = {}
+        progress: dict[int, tuple[int, int]] = {}
+        for batch in batches:
+            if batch.topic != self.topic:
+                raise ValueError(
+                    f"shard {self.partition.shard}: batch of topic '{batch.topic}' sent to the "
+                    f"applier of topic '{self.topic}'"
+                )
+            record = self.offsets.get(batch.partition)
+            applied = record.applied_offset if record else NO_OFFSET
+            logged = record.log_offset if record else NO_OFFSET
+            if batch.last_offset <= min(applied, logged):
+                self.stats.rows_skipped_replay += batch.row_count
+                continue
+            for fp, rows in batch.views.items():
+                if fp not in self.views or not len(rows):
+                    continue
+                fresh = rows.offsets > applied
+                if bool(fresh.any()):
+                    state_rows.setdefault(fp, []).append(
+                        (rows if bool(fresh.all()) else rows.select(fresh), batch.partition)
+                    )
+                self.stats.rows_skipped_replay += int((~fresh).sum())
+                writer = self.writers.get(fp)
+                if writer is not None:
+                    to_log = rows.offsets > logged
+                    if bool(to_log.any()):
+                        self._append_log(
+                            writer, self.views[fp], rows.select(to_log), batch.partition
+                        )
+            previous = progress.get(batch.partition)
+            if previous is None or batch.last_offset > previous[0]:
+                progress[batch.partition] = (batch.last_offset, batch.max_ts_after)
+
+        txn = self.partition.begin()
+        online_items: list[tuple[bytes, bytes, bytes | None]] = []
+        meta_items: list[tuple[bytes, bytes]] = []
+        ttl_ms: int | None = None
+        for fp, parts in state_rows.items():
+            compiled = self.views[fp]
+            items, meta_value = self._apply_view(txn, compiled, parts)
+            online_items.extend(items)
+            meta_items.append(
+                (redis_meta_key(compiled.view.fingerprint_hex, self.partition.shard), meta_value)
+            )
+            ttl_ms = max(ttl_ms or 0, compiled.view.retention_ms)
+        for partition, (last_offset, max_ts) in progress.items():
+            old = self.offsets.get(partition)
+            applied = old.applied_offset if old else NO_OFFSET
+            if last_offset <= applied and old is not None:
+                continue
+            new_record = OffsetRecord(
+                applied_offset=last_offset,
+                max_ts_at_applied=max_ts,
+                # Without a log, the log is never behind the state.
+                log_offset=(old.log_offset if old else NO_OFFSET) if self.writers else last_offset,
+                max_ts_at_log=(old.max_ts_at_log if old else NO_EVENT_TS)
+                if self.writers
+                else max_ts,
+            )
+            txn.set_offset(self.topic, partition, new_record)
+            self.offsets[partition] = new_record
+        if online_items and self.online_copy is not None:
+            copy = self.online_copy
+
+            def write_copy() -> None:
+                copy.write(online_items, ttl_ms)
+                for key, value in meta_items:
+                    copy.write_meta(key, value)
+
+            self._retry("write the online copy", write_copy)
+        txn.commit()
+        self.stats.batches += 1
+        self.stats.last_batch_seconds = time.perf_counter() - started
+        self.maybe_publish_log()
+
+    def _apply_view(
+        self, txn: Any, compiled: _CompiledView, parts: list[tuple[ViewRows, int]]
+    ) -> tuple[list[tuple[bytes, bytes, bytes | None]], bytes]:
+        view, layout = compiled.view, compiled.layout
+        keys: list[bytes] = []
+        index: dict[bytes, int] = {}
+        code_parts: list[npt.NDArray[np.int64]] = []
+        for rows, _ in parts:
+            code_parts.append(
+                np.fromiter(
+                    (index.setdefault(k, len(index)) for k in rows.entity_keys),
+                    dtype=np.int64,
+                    count=len(rows),
+                )
+            )
+        keys = list(index)
+        codes = np.concatenate(code_parts)
+        event_ts = np.concatenate([rows.event_ts for rows, _ in parts])
+        offsets = np.concatenate([rows.offsets for rows, _ in parts])
+        partitions = np.concatenate(
+            [np.full(len(rows), partition, dtype=np.int64) for rows, partition in parts]
+        )
+        values = np.concatenate([rows.values for rows, _ in parts])
+        tiles = event_ts // view.interval_ms
+        codes_u, tiles_u, partials = aggregate_batch(
+            layout, codes, tiles, event_ts, encode_positions(partitions, offsets), values
+        )
+        batch_max = np.full(len(keys), NO_EVENT_TS, dtype=np.int64)
+        np.maximum.at(batch_max, codes, event_ts)
+        state_keys = [tile_key(view.fingerprint, k) for k in keys]
+        stored = decode_many(layout, txn.get_many(state_keys))
+        merged = merge_flat(layout, stored, FlatTiles(codes_u, tiles_u, partials, batch_max))
+        merged = retain(merged, view.retention_ms, view.interval_ms)
+        records = encode_many(layout, merged, len(keys))
+        for key, record in zip(state_keys, records, strict=True):
+            txn.put(key, record)
+        newest = int(batch_max.max())
+        meta = txn.get_many([meta_key(view.fingerprint)])[0]
+        if meta is not None:
+            newest = max(newest, META_RECORD.unpack(meta)[0])
+        meta_value = META_RECORD.pack(newest, self.clock_ms())
+        txn.put(meta_key(view.fingerprint), meta_value)
+        self.stats.rows_applied += len(codes)
+        self.stats.entities_written += len(keys)
+        self.stats.per_view_rows[view.name] = self.stats.per_view_rows.get(view.name, 0) + len(
+            codes
+        )
+        items: list[tuple[bytes, bytes, bytes | None]] = [
+            (view.fingerprint, k, r) for k, r in zip(keys, records, strict=True)
+        ]
+        return items, meta_value
+
+    # -- the Parquet log --------------------------------------------------------------
+
+    def _append_log(
+        self, writer: ParquetLogWriter, compiled: _CompiledView, rows: ViewRows, partition: int
+    ) -> None:
+        view = compiled.view
+        columns: dict[str, Any] = {k: rows.join_values[k] for k in view.join_keys}
+        columns["event_time"] = rows.event_ts
+        columns["partition"] = np.full(len(rows), partition, dtype=np.int32)
+        columns["offset"] = rows.offsets
+        columns["tile_start"] = (rows.event_ts // view.interval_ms) * view.interval_ms
+        for i, column in enumerate(view.columns):
+            columns[value_column(column)] = rows.values[:, i]
+        writer.append(columns)
+        self.stats.log_rows += len(rows)
+
+    def maybe_publish_log(self, force: bool = False) -> None:
+        """Publish every writer of the shard when any is due, then record the log offsets."""
+        if not self.writers:
+            return
+        if not force and not any(w.should_roll() for w in self.writers.values()):
+            return
+        try:
+            for writer in self.writers.values():
+                published = writer.publish()
+                if published is not None:
+                    self.stats.log_files += len(published.paths)
+        except ParquetLogWriteError as exc:
+            # The buffer is kept; state keeps advancing and the log offset stays behind,
+            # so nothing is lost: the next roll retries (docs/reliability.md).
+            self.stats.log_publish_errors += 1
+            log.error(
+                "shard %d: Parquet log publish failed, will retry: %s", self.partition.shard, exc
+            )
+            return
+        txn = self.partition.begin()
+        for partition, record in list(self.offsets.items()):
+            if record.log_offset == record.applied_offset:
+                continue
+            updated = OffsetRecord(
+                record.applied_offset,
+                record.max_ts_at_applied,
+                record.applied_offset,
+                record.max_ts_at_applied,
+            )
+            txn.set_offset(self.topic, partition, updated)
+            self.offsets[partition] = updated
+        txn.commit()
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _retry(self, what: str, action: Callable[[], None]) -> None:
+        for attempt, delay in enumerate((*self.retry_delays_s, None)):
+            try:
+                action()
+                return
+            except Exception as exc:  # the online copy may be down: wait, then give up loudly
+                if delay is None:
+                    raise
+                log.warning(
+                    "shard %d: failed to %s (attempt %d): %s",
+                    self.partition.shard,
+                    what,
+                    attempt + 1,
+                    exc,
+                )
+                time.sleep(delay)
+
+    def close(self) -> None:
+        self.maybe_publish_log(force=True)
+        self.partition.flush_wal(sync=True)
+
+
+def offsets_view(appliers: Mapping[int, ShardApplier]) -> dict[int, dict[int, OffsetRecord]]:
+    """Shard -> partition -> offset record, for status pages and tests."""
+    return {shard: dict(a.offsets) for shard, a in appliers.items()}
