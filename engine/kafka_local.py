@@ -27,6 +27,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -266,15 +267,21 @@ def broker_status(
 ) -> BrokerStatus:
     """Report whether our broker for ``port``/``data_dir`` runs (pid alive AND metadata answers)."""
     config = config or BrokerConfig(port=port, data_dir=data_dir)
-    pid = _read_pid(config)
-    alive = pid is not None and _is_our_broker(pid, config)
-    answers = metadata_answers(config.bootstrap)
+    recorded = _read_pid(config)
+    alive = recorded is not None and _is_our_broker(recorded, config)
     detail = ""
-    if pid is not None and not alive:
-        detail = f"stale pid file {config.pid_file} names pid {pid}, which is not our broker"
+    if recorded is not None and not alive:
+        detail = f"stale pid file {config.pid_file} names pid {recorded}, which is not our broker"
+    pid = recorded if alive else None
+    if not alive:
+        # The pid file may be gone or stale while our JVM still runs: trust /proc.
+        found = _marked_pids(config)
+        if found:
+            pid, alive, detail = found[0], True, ""
+    answers = metadata_answers(config.bootstrap)
     return BrokerStatus(
         bootstrap=config.bootstrap,
-        pid=pid if alive else None,
+        pid=pid,
         pid_alive=alive,
         metadata_ok=answers,
         log_file=config.log_file,
@@ -330,7 +337,7 @@ def ensure_kafka_libs(version: str = DEFAULT_VERSION, *, progress: Progress | No
         jar = staging / f"kafka_2.13-{version}.jar"
         if result.returncode != 0 or not jar.is_file():
             shutil.rmtree(staging, ignore_errors=True)
-            tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+            tail = _maven_error(result.stdout + result.stderr)
             raise KafkaBrokerError(
                 f"downloading Apache Kafka {version} with Maven failed (exit {result.returncode}):\n{tail}",
                 hint=f"check that org.apache.kafka:kafka_2.13:{version} exists; the pom is {POM_FILE}",
@@ -340,6 +347,17 @@ def ensure_kafka_libs(version: str = DEFAULT_VERSION, *, progress: Progress | No
         jars = sorted(p.name for p in lib_dir.glob("*.jar"))
         stamp.write_text("\n".join(jars) + "\n")
     return lib_dir
+
+
+def _maven_error(output: str) -> str:
+    """The lines of Maven's output that say what failed (colour codes and advice removed)."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in output.splitlines()]
+    errors = [
+        line for line in lines
+        if line.startswith("[ERROR]") and len(line) > 8
+        and not any(word in line for word in ("re-run Maven", "Re-run Maven", "[ERROR] [Help", "For more information"))
+    ]  # fmt: skip
+    return "\n".join(errors or [line for line in lines if line][-15:])
 
 
 # ------------------------------------------------------------------- storage
@@ -399,15 +417,20 @@ def _java() -> str:
     return java
 
 
-def _jvm_base(config: BrokerConfig, lib_dir: Path) -> list[str]:
+def _java_command(
+    config: BrokerConfig, lib_dir: Path, main_class: str, *args: str, jvm_options: tuple[str, ...] = ()
+) -> list[str]:
     return [
         _java(),
         MARKER,
+        *jvm_options,
         f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
         f"-Dkafka.logs.dir={config.log_dir}",
         "-Djava.awt.headless=true",
         "-cp",
         f"{lib_dir}/*",
+        main_class,
+        *args,
     ]
 
 
@@ -424,10 +447,10 @@ def _format_storage(config: BrokerConfig, lib_dir: Path) -> None:
             )
         return
     shutil.rmtree(config.storage_dir, ignore_errors=True)
-    command = [
-        *_jvm_base(config, lib_dir), "kafka.tools.StorageTool", "format", "--standalone",
+    command = _java_command(
+        config, lib_dir, "kafka.tools.StorageTool", "format", "--standalone",
         "--cluster-id", _new_cluster_id(), "--config", str(config.properties_file),
-    ]  # fmt: skip
+    )  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise KafkaBrokerError(
@@ -505,6 +528,8 @@ def _start_locked(config: BrokerConfig, timeout_s: float, progress: Progress | N
     status = broker_status(config=config)
     if status.pid_alive:
         running_pid = status.pid if status.pid is not None else -1
+        if _read_pid(config) != running_pid:  # found through /proc: repair the pid file
+            config.pid_file.write_text(f"{running_pid}\n")
         if not status.metadata_ok:  # still starting (another `start` launched it)
             _wait_until_answers(config, running_pid, timeout_s, _CHILDREN.get(running_pid))
         return BrokerHandle(config.bootstrap, started_by_us=False, pid=status.pid, log_file=config.log_file)
@@ -520,16 +545,11 @@ def _start_locked(config: BrokerConfig, timeout_s: float, progress: Progress | N
     config.log_dir.mkdir(parents=True, exist_ok=True)
     config.properties_file.write_text(_properties_text(config))
     _format_storage(config, lib_dir)
-    command = [
-        *_jvm_base(config, lib_dir)[:2],
-        f"-Xmx{config.heap}",
-        f"-Xms{min(128, _heap_mb(config.heap))}m",
-        "-XX:+UseG1GC",
-        "-XX:+ExitOnOutOfMemoryError",
-        *_jvm_base(config, lib_dir)[2:],
-        "kafka.Kafka",
-        str(config.properties_file),
-    ]
+    heap = (f"-Xmx{config.heap}", f"-Xms{min(128, _heap_mb(config.heap))}m")
+    command = _java_command(
+        config, lib_dir, "kafka.Kafka", str(config.properties_file),
+        jvm_options=(*heap, "-XX:+UseG1GC", "-XX:+ExitOnOutOfMemoryError"),
+    )  # fmt: skip
     if progress is not None:
         progress(f"starting Kafka {config.version} at {config.bootstrap} (data {config.root})")
     with config.jvm_out_file.open("ab") as out:

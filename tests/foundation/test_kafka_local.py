@@ -81,6 +81,13 @@ def test_lifecycle_on_a_private_port(tmp_path: Path, capsys: pytest.CaptureFixtu
         assert "already running" in capsys.readouterr().out
         assert _jvms_for(config) == [handle.pid]
 
+        # A lost pid file does not hide the running JVM, and start repairs the file.
+        config.pid_file.unlink()
+        assert kafka_local.broker_status(config=config).pid == handle.pid
+        assert main(["kafka", "status", *cli]) == 0
+        assert not kafka_local.start_broker(config=config).started_by_us
+        assert config.pid_file.read_text().strip() == str(handle.pid)
+
         # stop: SIGTERM, gone, pid file removed, status says stopped.
         assert main(["kafka", "stop", *cli]) == 0
         assert f"pid {handle.pid}" in capsys.readouterr().out
