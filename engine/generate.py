@@ -39,10 +39,10 @@ import numpy.typing as npt
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import KafkaError, Message, Producer
 
 from engine.exceptions import ConfigError, GenerateError
+from engine.kafka_local import metadata_answers
 
 CHUNK_SIZE = 65_536
 DAY_MS = 86_400_000
@@ -389,14 +389,6 @@ DEFAULT_PRODUCER_CONFIG: Mapping[str, Any] = {
 }
 
 
-def _broker_answers(bootstrap: str, timeout_s: float = 5.0) -> bool:
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
-    try:
-        return bool(admin.list_topics(timeout=timeout_s).brokers)
-    except KafkaException:
-        return False
-
-
 class _DeliveryFailures:
     def __init__(self) -> None:
         self.count = 0
@@ -421,7 +413,7 @@ def produce_events(
 
     Raises :class:`GenerateError` naming the count if any record was not delivered.
     """
-    if not _broker_answers(bootstrap):
+    if not metadata_answers(bootstrap, timeout_s=5.0):
         raise GenerateError(
             f"no Kafka broker answers at {bootstrap}; nothing was produced to {topic!r}",
             hint="start one with `streamfeat kafka start`, or pass --bootstrap",

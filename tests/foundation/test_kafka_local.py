@@ -135,3 +135,20 @@ def test_storage_formatted_for_other_ports_is_refused(tmp_path: Path) -> None:
 def test_config_validation_names_the_field(kwargs: dict[str, object], field: str) -> None:
     with pytest.raises(ValueError, match=f"BrokerConfig.{field}"):
         BrokerConfig(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_classpath_is_downloaded_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A fresh cache directory; Maven's own repository (~/.m2) makes this quick after the first run.
+    monkeypatch.setenv("STREAMFEAT_CACHE_DIR", str(tmp_path / "cache"))
+    messages: list[str] = []
+    lib = kafka_local.ensure_kafka_libs(progress=messages.append)
+    assert lib == tmp_path / "cache" / kafka_local.DEFAULT_VERSION / "lib"
+    assert (lib / f"kafka_2.13-{kafka_local.DEFAULT_VERSION}.jar").is_file()
+    assert any(p.name.startswith("log4j-core-") for p in lib.glob("*.jar"))
+    stamp = lib.parent / ".complete"
+    assert f"kafka_2.13-{kafka_local.DEFAULT_VERSION}.jar" in stamp.read_text().splitlines()
+    assert len(messages) == 1 and "downloading" in messages[0]
+    assert kafka_local.ensure_kafka_libs(progress=messages.append) == lib
+    assert len(messages) == 1  # the stamp short-circuits the second call
+    assert not list(lib.parent.glob("lib.partial-*"))

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
+from engine.cli import main
 from engine.exceptions import GenerateError
 from engine.generate import GeneratorConfig, generate, produce_events
 
@@ -90,3 +91,21 @@ def test_undelivered_records_raise_with_the_count(kafka_topic: Callable[..., str
     with pytest.raises(GenerateError, match=r"500 of 500 records") as caught:
         produce_events(config, topic, kafka_bootstrap, flush_timeout_s=60)
     assert topic in str(caught.value)
+
+
+def test_cli_produces_to_a_topic(
+    kafka_topic: Callable[..., str], kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    topic = kafka_topic(3)
+    argv = ["generate", "--events", "2000", "--seed", "3", "--malformed-fraction", "0.05"]
+    assert main([*argv, "--topic", topic, "--bootstrap", kafka_bootstrap]) == 0
+    out = capsys.readouterr().out
+    assert "produced 2,000 events" in out and "all delivered" in out
+    received = _consume_all(kafka_bootstrap, topic, 3, 2000)
+    sent = generate(GeneratorConfig(events=2000, seed=3, malformed_fraction=0.05))
+    assert sorted(v for _, _, _, v in received) == sorted(sent.values)
+
+
+def test_cli_reports_a_missing_broker(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["generate", "--events", "10", "--topic", "t", "--bootstrap", "127.0.0.1:1"]) == 1
+    assert "no Kafka broker answers at 127.0.0.1:1" in capsys.readouterr().err
