@@ -1,0 +1,67 @@
+"""``streamfeat serve``: run the FastAPI feature server under uvicorn.
+
+Requires ``streamfeat apply`` first: the applied plan gives the shard count and the
+view fingerprints the server reads. Startup problems (no plan, a view changed since
+apply, a transform that cannot be imported) are reported before uvicorn starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "serve", help="serve features over HTTP (FastAPI + uvicorn)",
+        description="Serve the repo's feature services over HTTP. Run `streamfeat apply` first.")
+    parser.add_argument("--repo", type=Path, default=None, help="feature repo directory (default: settings 'repo')")
+    parser.add_argument("--host", default=None, help="listen address (default: settings 'serve_host', 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="port (default: settings 'serve_port', 8000)")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
+    parser.add_argument("--online", choices=("rocksdb", "redis"), default=None,
+                        help="online table: RocksDB secondaries over the state directory, or Redis")
+    parser.add_argument("--redis-url", default=None, help="redis://host:port/db when --online redis")
+    parser.set_defaults(handler=_serve)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {"repo": args.repo, "serve_host": args.host, "serve_port": args.port,
+            "online": args.online, "redis_url": args.redis_url}
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from engine.config import load_settings
+    from engine.exceptions import ConfigError
+    from serving.app import create_app
+
+    if args.workers < 1:
+        raise ConfigError(f"--workers: expected at least 1, got {args.workers}")
+    settings = load_settings(overrides=_overrides(args))
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "auto"
+    http = "httptools" if importlib.util.find_spec("httptools") else "auto"
+    common: dict[str, Any] = {"host": settings.serve_host, "port": settings.serve_port, "loop": loop,
+                              "http": http, "access_log": False, "log_level": "info"}
+    if args.workers == 1:
+        app = create_app(settings)  # raises ServingSetupError (exit 2) with a hint
+        print(f"serving {sorted(app.state.serving.registry.services)} on "
+              f"http://{settings.serve_host}:{settings.serve_port} (docs at /docs)")
+        uvicorn.run(app, **common)
+        return 0
+    # Several workers import the factory themselves; they read the same settings from
+    # the environment. Check everything once here so a bad repo fails before forking.
+    from engine.definitions import load_repo
+    from serving.app import load_plan_or_fail
+    from serving.registry import build_registry
+
+    build_registry(load_repo(settings.repo_path), load_plan_or_fail(settings))
+    for key, value in _overrides(args).items():
+        if value is not None:
+            os.environ[f"STREAMFEAT_{key.upper()}"] = str(value)
+    uvicorn.run("serving.app:create_app", factory=True, workers=args.workers, **common)
+    return 0

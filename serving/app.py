@@ -1,0 +1,103 @@
+"""``create_app``: the FastAPI feature server, built from settings (uvicorn factory).
+
+    uvicorn --factory serving.app:create_app     # settings from cwd / STREAMFEAT_* env
+
+Startup loads the repo, requires an applied plan whose fingerprints match the repo,
+compiles every service, and opens the online table (RocksDB secondaries or Redis).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
+
+from engine.config import Settings, load_settings
+from engine.definitions import FeatureRepo, load_repo
+from engine.plan import AppliedPlan, load_applied_plan
+from engine.state import OnlineTable, RedisOnlineTable, RocksDBOnlineTable
+from serving import routes_feast, routes_v1
+from serving.deps import ServingState, json_response
+from serving.exceptions import ServerError, ServingError, ServingSetupError
+from serving.metrics import ServingMetrics
+from serving.online import OnlineAccess
+from serving.registry import build_registry
+
+
+def open_online_table(settings: Settings, n_shards: int) -> OnlineTable:
+    if settings.online == "redis":
+        return RedisOnlineTable(settings.redis_url)
+    return RocksDBOnlineTable(
+        settings.state_dir,
+        n_shards,
+        settings.path(settings.data_dir) / "secondary",
+        catch_up_interval_s=settings.catch_up_interval_ms / 1000,
+    )
+
+
+def load_plan_or_fail(settings: Settings) -> AppliedPlan:
+    plan = load_applied_plan(settings.plan_file)
+    if plan is None:
+        raise ServingSetupError(
+            f"no applied plan at {settings.plan_file}: serving needs the view fingerprints and shard count",
+            hint=f"run `streamfeat apply --repo {settings.repo_path}` first",
+        )
+    return plan
+
+
+async def _serving_error(request: Request, exc: Exception) -> Response:
+    # Registered for ServingError only; anything else is wrapped as a plain 500.
+    error = exc if isinstance(exc, ServingError) else ServerError(f"unexpected error: {exc}")
+    return json_response(error.to_dict(), error.status_code)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    repo: FeatureRepo | None = None,
+    plan: AppliedPlan | None = None,
+    online_table: OnlineTable | None = None,
+    freshness_ttl_s: float = 0.1,
+) -> FastAPI:
+    """Build the app. Anything not given is loaded from ``settings`` (default: load_settings()).
+
+    An ``online_table`` passed in stays the caller's to close; one opened here is closed
+    at shutdown.
+    """
+    settings = settings if settings is not None else load_settings()
+    repo = repo if repo is not None else load_repo(settings.repo_path)
+    plan = plan if plan is not None else load_plan_or_fail(settings)
+    registry = build_registry(repo, plan)
+    owned = online_table is None
+    table = online_table if online_table is not None else open_online_table(settings, plan.shards)
+    metrics = ServingMetrics()
+    state = ServingState(
+        registry=registry,
+        online=OnlineAccess(table, metrics, backend=settings.online, freshness_ttl_s=freshness_ttl_s),
+        metrics=metrics,
+        max_entities_per_request=settings.max_entities_per_request,
+        max_request_bytes=settings.max_request_bytes,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if owned:
+                table.close()
+
+    app = FastAPI(
+        title="streamfeat feature server",
+        version="1",
+        description="Streaming features as of request time. See docs/serving.md.",
+        lifespan=lifespan,
+    )
+    app.state.serving = state
+    app.add_exception_handler(ServingError, _serving_error)
+    app.include_router(routes_v1.build_router(registry))
+    app.include_router(routes_feast.build_router())
+    return app

@@ -1,0 +1,122 @@
+"""Errors of the serving layer, shared by the server (raised, then rendered as JSON by
+one handler) and the client (rebuilt from the JSON body by status code).
+
+Every error carries its HTTP status and a stable ``code``; the JSON body is
+``{"error": {"code", "message", "hint", "field"?, "transform"?, "reason"?}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from engine.exceptions import StreamfeatError
+
+
+class ServingError(StreamfeatError):
+    """Base class: an HTTP error answer of the feature server."""
+
+    status_code: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, *, hint: str | None = None, field: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.field = field
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": str(self)}
+        if self.hint:
+            body["hint"] = self.hint
+        if self.field is not None:
+            body["field"] = self.field
+        return {"error": body}
+
+
+class MalformedRequest(ServingError):
+    """The body is not JSON (or not UTF-8), or Content-Length is not a number."""
+
+    status_code = 400
+    code = "malformed_request"
+
+
+class ServiceNotFound(ServingError):
+    """The path names a feature service the loaded repo does not define."""
+
+    status_code = 404
+    code = "service_not_found"
+
+
+class InvalidRequest(ServingError):
+    """A missing, extra or mistyped field; ``field`` names it (dotted path)."""
+
+    status_code = 422
+    code = "invalid_request"
+
+
+class PayloadTooLarge(ServingError):
+    """The body exceeds max_request_bytes or names more than max_entities_per_request entities."""
+
+    status_code = 413
+    code = "payload_too_large"
+
+
+class TransformError(ServingError):
+    """An on-demand transform raised or returned something other than its declared outputs."""
+
+    status_code = 500
+    code = "transform_failed"
+
+    def __init__(self, message: str, *, transform: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.transform = transform
+
+    def to_dict(self) -> dict[str, Any]:
+        body = super().to_dict()
+        body["error"]["transform"] = self.transform
+        return body
+
+
+class OnlineTableUnavailableError(ServingError):
+    """The online table cannot answer (shards not created, Redis down)."""
+
+    status_code = 503
+    code = "online_table_unavailable"
+
+    def __init__(self, reason: str, *, hint: str | None = None) -> None:
+        super().__init__(f"online table unavailable: {reason}", hint=hint)
+        self.reason = reason
+
+    def to_dict(self) -> dict[str, Any]:
+        body = super().to_dict()
+        body["error"]["reason"] = self.reason
+        return body
+
+
+class ServerError(ServingError):
+    """Any other 5xx answer (client side), or an unexpected failure (server side)."""
+
+    status_code = 500
+    code = "internal_error"
+
+
+class ServingSetupError(ServingError):
+    """The app cannot start: no applied plan, a view changed since apply, bad settings."""
+
+    exit_code = 2
+    code = "setup_error"
+
+
+class ClientTransportError(ServingError):
+    """Client side: the server could not be reached or did not answer in time."""
+
+    status_code = 0
+    code = "transport_error"
+
+
+# Client side: which class an error answer becomes, by status code.
+BY_STATUS: dict[int, type[ServingError]] = {
+    400: MalformedRequest,
+    404: ServiceNotFound,
+    413: PayloadTooLarge,
+    422: InvalidRequest,
+    503: OnlineTableUnavailableError,
+}

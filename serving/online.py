@@ -1,0 +1,167 @@
+"""Online-table access for serving: tile reads, per-view freshness, value statuses.
+
+Freshness comes from the per-view metadata record the ingest sink writes
+(key ``b"M" + fingerprint`` in every RocksDB shard, ``b"sf:meta:" + fingerprint hex``
+in Redis; value ``struct '<qq'`` = (max event time seen in ms, wall clock when written
+in ms)). The freshest shard wins. The state layer has no reader for it yet, so
+:func:`meta_reader_for` adapts the two online tables here (see docs/serving.md).
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from engine.state import OnlineTable, OnlineTableUnavailable, RedisOnlineTable, RocksDBOnlineTable
+from engine.state.layout import multi_get
+from serving.exceptions import OnlineTableUnavailableError
+from serving.metrics import ServingMetrics
+from serving.registry import CompiledView
+
+META_PREFIX = b"M"
+REDIS_META_PREFIX = b"sf:meta:"
+META_RECORD = struct.Struct("<qq")
+
+PRESENT = "PRESENT"
+NOT_FOUND = "NOT_FOUND"
+DEFAULTED = "DEFAULTED"
+STALE = "STALE"
+
+
+class MetaReader(Protocol):
+    def read_meta(self, fingerprint: bytes) -> list[bytes | None]:
+        """The view's metadata record in every place it is kept (None where absent)."""
+        ...
+
+
+class _RocksDBMeta:
+    """Reads ``b"M" + fp`` from every shard of a RocksDB secondary online table.
+
+    Stop-gap until RocksDBOnlineTable offers ``read_meta``: it uses the table's own
+    open secondaries under the table's lock (no second set of secondary instances).
+    """
+
+    def __init__(self, table: RocksDBOnlineTable) -> None:
+        self.table = table
+
+    def read_meta(self, fingerprint: bytes) -> list[bytes | None]:
+        key = [META_PREFIX + fingerprint]
+        out: list[bytes | None] = []
+        with self.table._lock:
+            for db in self.table._dbs:
+                if db is None:
+                    out.append(None)
+                    continue
+                out.append(multi_get(db, key)[0])
+        return out
+
+
+class _RedisMeta:
+    def __init__(self, table: RedisOnlineTable) -> None:
+        self.table = table
+
+    def read_meta(self, fingerprint: bytes) -> list[bytes | None]:
+        value: bytes | None = self.table._client.get(REDIS_META_PREFIX + fingerprint.hex().encode())
+        return [value]
+
+
+class _NoMeta:
+    def read_meta(self, fingerprint: bytes) -> list[bytes | None]:
+        return []
+
+
+def meta_reader_for(table: OnlineTable) -> MetaReader:
+    if hasattr(table, "read_meta"):
+        reader: MetaReader = table  # type: ignore[assignment]
+        return reader
+    if isinstance(table, RocksDBOnlineTable):
+        return _RocksDBMeta(table)
+    if isinstance(table, RedisOnlineTable):
+        return _RedisMeta(table)
+    return _NoMeta()
+
+
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    """What serving knows about how current a view's state is."""
+
+    max_event_ts_ms: int | None  # None: no metadata record yet (freshness unknown)
+    written_at_ms: int | None
+
+    def lag_ms(self, t_ms: int) -> int | None:
+        """Event-time lag as of ``t_ms``: how far ``t_ms`` is past the newest applied event."""
+        if self.max_event_ts_ms is None:
+            return None
+        return max(0, t_ms - self.max_event_ts_ms)
+
+
+UNKNOWN = Freshness(None, None)
+
+
+def decode_meta(values: Sequence[bytes | None]) -> Freshness:
+    best: tuple[int, int] | None = None
+    for value in values:
+        if value is None or len(value) != META_RECORD.size:
+            continue
+        record: tuple[int, int] = META_RECORD.unpack(value)
+        if best is None or record > best:
+            best = record
+    return UNKNOWN if best is None else Freshness(best[0], best[1])
+
+
+class OnlineAccess:
+    """Reads for serving: maps state-layer failures to HTTP 503 and counts them.
+
+    Freshness is cached per view for ``freshness_ttl_s`` (default 0.1 s, the
+    secondaries' catch-up interval): reading every shard's metadata on every request
+    would cost more than the tile read itself.
+    """
+
+    def __init__(
+        self,
+        table: OnlineTable,
+        metrics: ServingMetrics,
+        *,
+        backend: str,
+        freshness_ttl_s: float = 0.1,
+    ) -> None:
+        self.table = table
+        self.metrics = metrics
+        self.backend = backend
+        self.freshness_ttl_s = freshness_ttl_s
+        self._meta = meta_reader_for(table)
+        self._freshness: dict[bytes, tuple[float, Freshness]] = {}
+
+    def read(self, fingerprint: bytes, entity_keys: Sequence[bytes]) -> list[bytes | None]:
+        try:
+            return self.table.read(fingerprint, entity_keys)
+        except OnlineTableUnavailable as exc:
+            self.metrics.online_read_errors.labels(self.backend).inc()
+            raise OnlineTableUnavailableError(exc.reason, hint=exc.hint) from exc
+
+    def freshness(self, view: CompiledView) -> Freshness:
+        now = time.monotonic()
+        cached = self._freshness.get(view.fingerprint)
+        if cached is not None and now - cached[0] < self.freshness_ttl_s:
+            return cached[1]
+        try:
+            found = decode_meta(self._meta.read_meta(view.fingerprint))
+        except Exception:  # freshness is advisory: a failed read must not fail the request
+            self.metrics.online_read_errors.labels(self.backend).inc()
+            found = cached[1] if cached is not None else UNKNOWN
+        self._freshness[view.fingerprint] = (now, found)
+        return found
+
+    def ready(self) -> tuple[bool, str]:
+        health = self.table.health()
+        return health.ready, health.detail if health.ready or not health.last_error else (
+            f"{health.detail}; last error: {health.last_error}")
+
+    def update_freshness_gauges(self, views: Mapping[str, CompiledView]) -> None:
+        now_ms = time.time_ns() // 1_000_000
+        for view in views.values():
+            lag = self.freshness(view).lag_ms(now_ms)
+            self.metrics.freshness_lag.labels(view.name).set(float("nan") if lag is None else lag / 1000.0)

@@ -1,0 +1,132 @@
+"""Hand-written OpenAPI schemas of the routes (documentation only; requests are
+validated by serving.request on the orjson-parsed body, not by these schemas)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_SCALAR = {"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"}]}
+_KEY = {"anyOf": [{"type": "string"}, {"type": "integer"}]}
+_AS_OF = {
+    "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "format": "date-time"}],
+    "description": "evaluate as of this time: epoch milliseconds, or ISO-8601 with an offset "
+    "(default: the request's wall-clock time)",
+}
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {
+        "type": "object",
+        "required": ["code", "message"],
+        "properties": {
+            "code": {"type": "string"},
+            "message": {"type": "string"},
+            "hint": {"type": "string"},
+            "field": {"type": "string"},
+            "transform": {"type": "string"},
+            "reason": {"type": "string"},
+        },
+    }},
+}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    text = {
+        400: "malformed JSON", 404: "unknown feature service", 413: "body or entity count over the limit",
+        422: "missing, extra or mistyped field (named in 'field')", 500: "an on-demand transform failed",
+        503: "online table unavailable (reason given)",
+    }
+    return {code: _json(_ERROR, text[code]) for code in codes}
+
+
+def v1_request_body() -> dict[str, Any]:
+    schema = {
+        "type": "object",
+        "required": ["entities"],
+        "additionalProperties": False,
+        "properties": {
+            "entities": {"type": "object", "additionalProperties": {"type": "array", "items": _KEY},
+                         "description": "join key -> one value per entity row (lists of equal length)"},
+            "request_data": {"type": "object", "additionalProperties": {"type": "array", "items": _SCALAR},
+                             "description": "request field -> one value per entity row"},
+            "as_of": _AS_OF,
+            "include_metadata": {"type": "boolean", "default": False},
+        },
+    }
+    example = {"entities": {"user_id": ["u1"], "merchant_id": ["m1"]}, "request_data": {"amount": [42.0]},
+               "include_metadata": True}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema, "example": example}}}}
+
+
+def v1_responses() -> dict[int | str, dict[str, Any]]:
+    row = {"type": "object", "additionalProperties": {"anyOf": [*_SCALAR["anyOf"], {"type": "null"}]}}
+    schema = {
+        "type": "object",
+        "required": ["service", "as_of", "features"],
+        "properties": {
+            "service": {"type": "string"},
+            "as_of": {"type": "integer"},
+            "features": {"type": "array", "items": row},
+            "metadata": {"type": "object", "properties": {
+                "statuses": {"type": "array", "items": {"type": "object", "additionalProperties": {
+                    "type": "string", "enum": ["PRESENT", "NOT_FOUND", "DEFAULTED", "STALE"]}}},
+                "views": {"type": "object"},
+                "as_of_in_head_tile": {"type": "array", "items": {"type": "boolean"}},
+            }},
+        },
+    }
+    return {200: _json(schema, "one object per entity row, in request order"),
+            **errors(400, 404, 413, 422, 500, 503)}
+
+
+def feast_request_body() -> dict[str, Any]:
+    schema = {
+        "type": "object",
+        "required": ["feature_service", "entities"],
+        "additionalProperties": False,
+        "properties": {
+            "feature_service": {"type": "string"},
+            "entities": {"type": "object", "additionalProperties": {"type": "array", "items": _SCALAR},
+                         "description": "join keys and request fields -> one value per row"},
+            "request_context": {"type": "object", "additionalProperties": {"type": "array", "items": _SCALAR}},
+            "full_feature_names": {"type": "boolean", "default": False},
+            "as_of": _AS_OF,
+        },
+    }
+    example = {"feature_service": "fraud_scoring",
+               "entities": {"user_id": ["u1"], "merchant_id": ["m1"], "amount": [42.0]}}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema, "example": example}}}}
+
+
+def feast_responses() -> dict[int | str, dict[str, Any]]:
+    column = {"type": "object", "required": ["values", "statuses", "event_timestamps"], "properties": {
+        "values": {"type": "array"},
+        "statuses": {"type": "array", "items": {
+            "type": "string", "enum": ["PRESENT", "NOT_FOUND", "NULL_VALUE", "OUTSIDE_MAX_AGE"]}},
+        "event_timestamps": {"type": "array", "items": {"type": "string"}},
+    }}
+    schema = {"type": "object", "required": ["metadata", "results"], "properties": {
+        "metadata": {"type": "object", "properties": {"feature_names": {"type": "array", "items": {"type": "string"}}}},
+        "results": {"type": "array", "items": column},
+    }}
+    return {200: _json(schema, "column-major, join keys first (Feast's shape)"), **errors(400, 404, 413, 422, 500, 503)}
+
+
+def services_responses() -> dict[int | str, dict[str, Any]]:
+    return {200: _json({"type": "object", "properties": {"services": {"type": "array"}}}, "every service")}
+
+
+def service_responses() -> dict[int | str, dict[str, Any]]:
+    return {200: _json({"type": "object"}, "inputs (with types) and outputs"), **errors(404)}
+
+
+def simple_responses(status: str) -> dict[int | str, dict[str, Any]]:
+    return {200: _json({"type": "object", "properties": {"status": {"type": "string", "enum": [status]}}}, status)}
+
+
+def readyz_responses() -> dict[int | str, dict[str, Any]]:
+    return {200: _json({"type": "object"}, "ready"), **errors(503)}

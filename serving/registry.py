@@ -1,0 +1,186 @@
+"""Loaded repo + applied plan -> what serving needs per service, computed once at startup.
+
+Per stream view: its kernel ``ViewSpec``, fingerprint, join keys (with types) and
+expected freshness. Per service: join keys, request fields, the views it reads, its
+on-demand transforms (resolved to callables) and its ordered output features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from engine.definitions import (
+    FeatureRepo,
+    FeatureService,
+    FieldType,
+    OnDemandFeatureView,
+    StreamFeatureView,
+)
+from engine.definitions.base import did_you_mean
+from engine.definitions.exceptions import DefinitionError
+from engine.kernel import ViewSpec
+from engine.plan import AppliedPlan
+from serving.exceptions import ServiceNotFound, ServingSetupError
+
+
+@dataclass(frozen=True)
+class CompiledView:
+    name: str
+    spec: ViewSpec
+    fingerprint: bytes
+    join_keys: tuple[str, ...]
+    join_key_types: Mapping[str, FieldType]
+    feature_names: tuple[str, ...]
+    feature_types: Mapping[str, FieldType]
+    expected_freshness_ms: int
+
+    @classmethod
+    def from_view(cls, view: StreamFeatureView) -> CompiledView:
+        types = view.source.field_types
+        return cls(
+            name=view.name,
+            spec=ViewSpec.from_view(view),
+            fingerprint=view.fingerprint,
+            join_keys=view.join_keys,
+            join_key_types={k: types[k] for k in view.join_keys},
+            feature_names=view.feature_names,
+            feature_types=dict(view.feature_types),
+            expected_freshness_ms=int(view.expected_freshness.total_seconds() * 1000),
+        )
+
+
+@dataclass(frozen=True)
+class CompiledTransform:
+    name: str
+    mode: str  # "python" | "batch"
+    fn: Callable[..., Any]
+    view_names: tuple[str, ...]  # stream views it reads
+    input_types: Mapping[str, FieldType]
+    output_types: Mapping[str, FieldType]
+
+
+@dataclass(frozen=True)
+class CompiledService:
+    name: str
+    description: str
+    join_keys: tuple[str, ...]
+    join_key_types: Mapping[str, FieldType]
+    request_fields: Mapping[str, FieldType]
+    views: tuple[CompiledView, ...]
+    transforms: tuple[CompiledTransform, ...]
+    features: tuple[str, ...]  # output feature names, declared order (join keys excluded)
+    feature_types: Mapping[str, FieldType]
+    feature_owner: Mapping[str, str]  # feature -> view or on-demand view name
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Response column order: join keys first, then the features."""
+        return self.join_keys + self.features
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "inputs": {
+                "entities": [{"name": k, "type": str(t)} for k, t in self.join_key_types.items()],
+                "request_data": [{"name": k, "type": str(t)} for k, t in self.request_fields.items()],
+            },
+            "outputs": [
+                {"name": f, "type": str(self.feature_types[f]), "view": self.feature_owner[f]}
+                for f in self.features
+            ],
+            "views": [
+                {"name": v.name, "join_keys": list(v.join_keys),
+                 "expected_freshness_ms": v.expected_freshness_ms}
+                for v in self.views
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class Registry:
+    services: Mapping[str, CompiledService]
+    views: Mapping[str, CompiledView]
+    n_shards: int
+
+    def service(self, name: str) -> CompiledService:
+        found = self.services.get(name)
+        if found is None:
+            raise ServiceNotFound(
+                f"feature service {name!r} is not defined",
+                hint=did_you_mean(name, self.services, "services"),
+                field="service",
+            )
+        return found
+
+
+def _compile_transform(odfv: OnDemandFeatureView) -> CompiledTransform:
+    try:
+        fn = odfv.resolve()
+    except DefinitionError as exc:
+        raise ServingSetupError(f"on-demand view {odfv.name!r}: {exc}", hint=exc.hint) from exc
+    return CompiledTransform(
+        name=odfv.name,
+        mode=odfv.mode,
+        fn=fn,
+        view_names=tuple(v.name for v in odfv.source_views),
+        input_types=dict(odfv.input_types),
+        output_types=dict(odfv.feature_types),
+    )
+
+
+def _compile_service(service: FeatureService, views: Mapping[str, CompiledView]) -> CompiledService:
+    compiled_views = tuple(views[v.name] for v in service.views)
+    join_key_types: dict[str, FieldType] = {}
+    for view in compiled_views:
+        for key, kind in view.join_key_types.items():
+            if join_key_types.setdefault(key, kind) != kind:
+                raise ServingSetupError(
+                    f"service {service.name!r}: join key {key!r} has type {join_key_types[key]} in one "
+                    f"view and {kind} in view {view.name!r}",
+                    hint="give the join key one type in every source schema",
+                )
+    owner = {name: ref.view.name for ref in service.refs for name in ref.features}
+    return CompiledService(
+        name=service.name,
+        description=service.description,
+        join_keys=service.entity_join_keys,
+        join_key_types={k: join_key_types[k] for k in service.entity_join_keys},
+        request_fields=dict(service.request_fields),
+        views=compiled_views,
+        transforms=tuple(_compile_transform(o) for o in service.on_demand_views),
+        features=service.feature_names,
+        feature_types=dict(service.feature_types),
+        feature_owner=owner,
+    )
+
+
+def build_registry(repo: FeatureRepo, plan: AppliedPlan) -> Registry:
+    """Compile every service; refuse views that are not applied as they are defined now.
+
+    Reading a view whose fingerprint differs from the applied one would read state
+    written for another definition (or none at all), so it is a startup error.
+    """
+    applied = plan.view_fingerprints
+    problems: list[str] = []
+    views: dict[str, CompiledView] = {}
+    used = {v.name: v for s in repo.services for v in s.views}
+    for name, view in sorted(used.items()):
+        if name not in applied:
+            problems.append(f"view {name!r} is not in the applied plan")
+        elif applied[name] != view.fingerprint_hex:
+            problems.append(
+                f"view {name!r} changed since apply (fingerprint {applied[name]} applied, "
+                f"{view.fingerprint_hex} defined)")
+        if not view.online:
+            problems.append(f"view {name!r} is used by a service but declares online=False")
+        views[name] = CompiledView.from_view(view)
+    if problems:
+        raise ServingSetupError(
+            "the repo does not match the applied plan: " + "; ".join(problems),
+            hint="run `streamfeat plan` and `streamfeat apply` (and backfill changed views) before serving",
+        )
+    services = {s.name: _compile_service(s, views) for s in repo.services}
+    return Registry(services=services, views=views, n_shards=plan.shards)

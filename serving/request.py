@@ -1,0 +1,190 @@
+"""Parsing and validation of feature requests, by hand on the orjson-parsed body.
+
+No pydantic on the hot path: every check here names the field (dotted path), the
+expected and the received value, so a 422 tells the caller exactly what to fix.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from engine.definitions import FieldType
+from engine.definitions.base import did_you_mean
+from serving.exceptions import InvalidRequest, MalformedRequest, PayloadTooLarge
+from serving.registry import CompiledService
+
+MAX_TS_MS = 2**53
+_SEPARATOR = "\x1f"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+EntityValue = str | int
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureRequest:
+    service: CompiledService
+    entities: dict[str, list[EntityValue]]  # join key -> one value per row
+    request_data: dict[str, list[Any]]  # request field -> one value per row
+    n_rows: int
+    t_ms: int
+    as_of_given: bool
+    include_metadata: bool
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedRequest(
+            f"request body: expected a JSON object, got invalid JSON ({exc})",
+            hint="send UTF-8 JSON with Content-Type: application/json",
+        ) from None
+    if not isinstance(body, dict):
+        raise InvalidRequest(
+            f"request body: expected a JSON object, got {_kind(body)}",
+            hint='send {"entities": {...}}', field="body")
+    return body
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def parse_as_of(value: Any, field: str = "as_of") -> int:
+    """Epoch milliseconds (int) or an ISO-8601 string with an explicit offset."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        ms = value
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidRequest(
+                f"field '{field}': expected epoch milliseconds or an ISO-8601 time, got {_short(value)}",
+                hint="e.g. 1767225600000 or \"2026-01-01T00:00:00Z\"", field=field) from None
+        if parsed.tzinfo is None:
+            raise InvalidRequest(
+                f"field '{field}': expected an ISO-8601 time with an offset, got {_short(value)} (no offset)",
+                hint="append Z or +00:00: a time zone is never guessed", field=field)
+        ms = (parsed - _EPOCH) // timedelta(milliseconds=1)  # exact integer floor, no float
+    else:
+        raise InvalidRequest(
+            f"field '{field}': expected epoch milliseconds (integer) or an ISO-8601 string, got {_kind(value)}",
+            hint="e.g. 1767225600000", field=field)
+    if not 0 <= ms < MAX_TS_MS:
+        raise InvalidRequest(f"field '{field}': expected 0 <= ms < 2^53, got {ms}", field=field)
+    return ms
+
+
+def _check_value(kind: FieldType, value: Any, field: str, *, entity: bool) -> None:
+    ok: bool
+    if kind is FieldType.STRING:
+        ok = isinstance(value, str)
+    elif kind is FieldType.INT:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is FieldType.FLOAT:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, bool)
+    if not ok:
+        raise InvalidRequest(
+            f"field '{field}': expected {kind}, got {_kind(value)} {_short(value)}",
+            hint="every value of a column has the declared type", field=field)
+    if entity and isinstance(value, str) and _SEPARATOR in value:
+        raise InvalidRequest(f"field '{field}': join-key values cannot contain \\x1f, got {_short(value)}",
+                             field=field)
+
+
+def _columns(
+    section: str, given: Any, expected: Mapping[str, FieldType], *, entity: bool, max_rows: int,
+) -> dict[str, list[Any]]:
+    if not isinstance(given, dict):
+        raise InvalidRequest(
+            f"field '{section}': expected an object of column name -> list of values, got {_kind(given)}",
+            hint=f"e.g. {{\"{next(iter(expected), 'name')}\": [...]}}", field=section)
+    for name in given:
+        if name not in expected:
+            raise InvalidRequest(
+                f"field '{section}.{name}': not an input of this service",
+                hint=did_you_mean(name, expected, "names"), field=f"{section}.{name}")
+    for name in expected:
+        if name not in given:
+            raise InvalidRequest(
+                f"field '{section}.{name}': required ({expected[name]} values, one per entity row)",
+                hint=f"add \"{name}\": [...] to \"{section}\"", field=f"{section}.{name}")
+    out: dict[str, list[Any]] = {}
+    for name, kind in expected.items():
+        values = given[name]
+        field = f"{section}.{name}"
+        if not isinstance(values, list):
+            raise InvalidRequest(f"field '{field}': expected a list of {kind} values, got {_kind(values)}",
+                                 hint="wrap a single value in a list", field=field)
+        if len(values) > max_rows:
+            raise PayloadTooLarge(
+                f"field '{field}': {len(values)} entities, at most {max_rows} per request",
+                hint="split the request", field=field)
+        for i, value in enumerate(values):
+            _check_value(kind, value, f"{field}[{i}]", entity=entity)
+        out[name] = values
+    return out
+
+
+def build_request(
+    service: CompiledService,
+    entities: Any,
+    request_data: Any,
+    as_of: Any,
+    include_metadata: Any,
+    *,
+    max_entities: int,
+    sections: tuple[str, str] = ("entities", "request_data"),
+) -> FeatureRequest:
+    ent = _columns(sections[0], entities, service.join_key_types, entity=True, max_rows=max_entities)
+    req = _columns(sections[1], {} if request_data is None and not service.request_fields else request_data,
+                   service.request_fields, entity=False, max_rows=max_entities)
+    lengths = {name: len(v) for name, v in (*ent.items(), *req.items())}
+    n_rows = next(iter(lengths.values()))
+    if n_rows == 0:
+        raise InvalidRequest(f"field '{sections[0]}': expected at least one entity, got empty lists",
+                             field=sections[0])
+    if len(set(lengths.values())) > 1:
+        raise InvalidRequest(
+            f"field '{sections[0]}': expected lists of equal length, got {lengths}",
+            hint="row i of the request is the i-th value of every list", field=sections[0])
+    if include_metadata is not None and not isinstance(include_metadata, bool):
+        raise InvalidRequest(f"field 'include_metadata': expected a boolean, got {_kind(include_metadata)}",
+                             field="include_metadata")
+    given = as_of is not None
+    return FeatureRequest(
+        service=service,
+        entities=ent,
+        request_data=req,
+        n_rows=n_rows,
+        t_ms=parse_as_of(as_of) if given else now_ms(),
+        as_of_given=given,
+        include_metadata=bool(include_metadata),
+    )
+
+
+def check_keys(body: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+    for key in body:
+        if key not in allowed:
+            raise InvalidRequest(f"field '{key}': not a field of this request",
+                                 hint=did_you_mean(key, allowed, "fields"), field=key)

@@ -1,0 +1,102 @@
+"""The streamfeat API: /v1/features/{service}, /v1/services, health, readiness, metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Path
+from starlette.requests import Request
+from starlette.responses import Response
+
+from serving import openapi_docs as docs
+from serving.deps import Labels, ServingState, get_state, json_response, observed, read_body
+from serving.exceptions import OnlineTableUnavailableError
+from serving.pipeline import FeatureResult, compute
+from serving.registry import Registry
+from serving.request import build_request, check_keys, parse_json
+
+FEATURES_ROUTE = "/v1/features/{service}"
+V1_FIELDS = ("entities", "request_data", "as_of", "include_metadata")
+
+
+def v1_body(result: FeatureResult) -> dict[str, Any]:
+    """Row-major answer: one object per entity row, join keys first, declared order."""
+    request = result.request
+    names = request.service.columns
+    columns = [result.columns[name] for name in names]
+    rows = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+    body: dict[str, Any] = {"service": request.service.name, "as_of": request.t_ms, "features": rows}
+    if request.include_metadata:
+        statuses = result.statuses()
+        features = request.service.features
+        body["metadata"] = {
+            "statuses": [dict(zip(features, row, strict=True))
+                         for row in zip(*(statuses[f] for f in features), strict=True)],
+            "views": result.view_metadata(),
+            "as_of_in_head_tile": result.head_tile(),
+        }
+    return body
+
+
+def build_router(registry: Registry) -> APIRouter:
+    router = APIRouter()
+    names = sorted(registry.services)
+
+    @router.post(
+        FEATURES_ROUTE,
+        summary="Feature vectors of a service for one or more entities",
+        openapi_extra=docs.v1_request_body(),
+        responses=docs.v1_responses(),
+        response_class=Response,
+    )
+    async def get_features(
+        request: Request,
+        service: str = Path(description="feature service name", json_schema_extra={"enum": names}),
+    ) -> Response:
+        async def handle(state: ServingState, labels: Labels) -> Response:
+            compiled = state.registry.service(service)
+            labels.service = compiled.name
+            body = parse_json(await read_body(request, state.max_request_bytes))
+            check_keys(body, V1_FIELDS)
+            feature_request = build_request(
+                compiled, body.get("entities"), body.get("request_data"), body.get("as_of"),
+                body.get("include_metadata"), max_entities=state.max_entities_per_request)
+            return json_response(v1_body(compute(state.online, feature_request)))
+
+        return await observed(request, FEATURES_ROUTE, handle)
+
+    @router.get("/v1/services", summary="Every feature service with its inputs and outputs",
+                responses=docs.services_responses(), response_class=Response)
+    async def list_services(request: Request) -> Response:
+        reg = get_state(request).registry
+        return json_response({"services": [reg.services[n].describe() for n in sorted(reg.services)]})
+
+    @router.get("/v1/services/{name}", summary="One feature service: inputs (with types) and outputs",
+                responses=docs.service_responses(), response_class=Response)
+    async def describe_service(
+        request: Request,
+        name: str = Path(description="feature service name", json_schema_extra={"enum": names}),
+    ) -> Response:
+        return json_response(get_state(request).registry.service(name).describe())
+
+    @router.get("/healthz", summary="The process is alive", response_class=Response,
+                responses=docs.simple_responses("ok"))
+    async def healthz() -> Response:
+        return json_response({"status": "ok"})
+
+    @router.get("/readyz", summary="The online table can answer reads (503 with the reason otherwise)",
+                response_class=Response, responses=docs.readyz_responses())
+    async def readyz(request: Request) -> Response:
+        ready, detail = get_state(request).online.ready()
+        if not ready:
+            raise OnlineTableUnavailableError(detail, hint="see the reason; readiness returns by itself")
+        return json_response({"status": "ready", "detail": detail})
+
+    @router.get("/metrics", summary="Prometheus metrics (text exposition format)", response_class=Response,
+                responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+    async def metrics(request: Request) -> Response:
+        state = get_state(request)
+        state.online.update_freshness_gauges(state.registry.views)
+        return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return router

@@ -1,0 +1,87 @@
+"""Serving test fixtures: one repo, one set of events, one app per online table."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asgi_client import ASGIClient
+from fastapi import FastAPI
+from serving_state import (
+    N_SHARDS,
+    build_test_repo,
+    example_repo,
+    make_events,
+    write_redis,
+    write_rocksdb,
+)
+
+from engine.config import Settings
+from engine.definitions import FeatureRepo
+from engine.plan import AppliedPlan, apply_plan
+from engine.state import OnlineTable, RedisOnlineTable, RocksDBOnlineTable
+from serving.app import create_app
+
+# Views whose ingest metadata (freshness) is written; user_defaults has none (unknown freshness).
+META_VIEWS = ("user_spend", "merchant_activity")
+
+
+@pytest.fixture(scope="session")
+def repo() -> FeatureRepo:
+    return build_test_repo(example_repo())
+
+
+@pytest.fixture(scope="session")
+def events() -> list[dict[str, Any]]:
+    return make_events()
+
+
+@pytest.fixture(scope="session")
+def plan(repo: FeatureRepo, tmp_path_factory: pytest.TempPathFactory) -> AppliedPlan:
+    _, applied = apply_plan(repo, tmp_path_factory.mktemp("plan") / "plan.json", shards=N_SHARDS,
+                            check_transforms=False)
+    return applied
+
+
+def make_app(repo: FeatureRepo, plan: AppliedPlan, table: OnlineTable, **settings: Any) -> FastAPI:
+    return create_app(Settings(**settings), repo=repo, plan=plan, online_table=table)
+
+
+@pytest.fixture(scope="module", params=["rocksdb", pytest.param("redis", marks=pytest.mark.redis)])
+def backend_client(
+    request: pytest.FixtureRequest, repo: FeatureRepo, plan: AppliedPlan, events: list[dict[str, Any]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ASGIClient]:
+    """A TestClient over the app, once with RocksDB secondaries and once with Redis."""
+    table: OnlineTable
+    if request.param == "rocksdb":
+        root: Path = tmp_path_factory.mktemp("rocks")
+        write_rocksdb(root / "state", repo.views, events, meta_for=META_VIEWS)
+        table = RocksDBOnlineTable(root / "state", N_SHARDS, root / "secondary", background=False)
+    else:
+        url: str = request.getfixturevalue("redis_server")
+        write_redis(url, repo.views, events, meta_for=META_VIEWS)
+        table = RedisOnlineTable(url)
+    client = ASGIClient(make_app(repo, plan, table))
+    try:
+        yield client
+    finally:
+        client.close()
+        table.close()
+
+
+@pytest.fixture(scope="module")
+def client(repo: FeatureRepo, plan: AppliedPlan, events: list[dict[str, Any]],
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[ASGIClient]:
+    """RocksDB-backed TestClient for the tests that do not depend on the backend."""
+    root: Path = tmp_path_factory.mktemp("rocks1")
+    write_rocksdb(root / "state", repo.views, events, meta_for=META_VIEWS)
+    table = RocksDBOnlineTable(root / "state", N_SHARDS, root / "secondary", background=False)
+    test_client = ASGIClient(make_app(repo, plan, table, max_entities_per_request=50, max_request_bytes=20_000))
+    try:
+        yield test_client
+    finally:
+        test_client.close()
+        table.close()

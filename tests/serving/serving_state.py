@@ -1,0 +1,146 @@
+"""Test helpers: deterministic events, tile records built with the kernel, written to
+RocksDB shards or Redis the way the ingest sink lays them out (tile and meta records)."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+
+from engine.definitions import (
+    Aggregation,
+    FeatureRepo,
+    FeatureService,
+    OnDemandFeatureView,
+    StreamFeatureView,
+    col,
+    load_repo,
+)
+from engine.kernel import PartialLayout, aggregate_batch, encode_positions, encode_tiles
+from engine.state import RedisOnlineWriter, RocksDBStore
+from engine.state.keys import entity_key, shard_for, tile_key
+
+REPO_DIR = Path(__file__).resolve().parents[2] / "feature_defs"
+T_END = 1_767_225_600_000 + 37_123  # just after the last event; not on a tile boundary
+USERS = ("u0", "u1", "u2", "u3", "u4")
+MERCHANTS = ("m0", "m1", "m2")
+N_SHARDS = 4
+META = struct.Struct("<qq")
+
+
+def make_events(n: int = 400, seed: int = 7) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(seed)
+    span = 26 * 3_600_000
+    times = np.sort(rng.integers(T_END - span, T_END - 1_000, size=n))
+    events = []
+    for i, ts in enumerate(times.tolist()):
+        events.append({
+            "transaction_id": f"t{i}",
+            "user_id": USERS[int(rng.integers(len(USERS)))],
+            "merchant_id": MERCHANTS[int(rng.integers(len(MERCHANTS)))],
+            "amount": round(float(rng.uniform(1, 500)), 2),
+            "event_type": "PURCHASE" if rng.random() < 0.8 else "REFUND",
+            "ts": int(ts),
+            "partition": 0,
+            "offset": i,
+        })
+    # The last 20 minutes belong to u0 only, so u0's 15-minute window is non-empty at T_END.
+    events.append({"transaction_id": "last", "user_id": "u0", "merchant_id": "m0", "amount": 10.0,
+                   "event_type": "PURCHASE", "ts": T_END - 2_000, "partition": 0, "offset": n})
+    return events
+
+
+def example_repo() -> FeatureRepo:
+    return load_repo(REPO_DIR)
+
+
+def build_test_repo(base: FeatureRepo) -> FeatureRepo:
+    """The example repo plus a view with defaults and a transform that can raise."""
+    user_spend = base.view("user_spend")
+    request = next(r for r in base.request_sources if r.name == "transaction_request")
+    user_defaults = StreamFeatureView(
+        name="user_defaults",
+        source=user_spend.source,
+        entities=user_spend.entities,
+        filter=col("event_type") == "PURCHASE",
+        aggregations=[
+            Aggregation("amount", "max", timedelta(minutes=15), name="amount_max_15m_or_default", default=-1.0),
+            Aggregation("amount", "count", timedelta(minutes=30), name="purchases_30m"),
+        ],
+    )
+    flaky = OnDemandFeatureView(name="flaky", sources=[user_defaults, request], schema={"flaky_out": "float"},
+                                mode="python", fn="serving_test_transforms:flaky")
+    service = FeatureService(name="with_defaults", features=[user_defaults, flaky])
+    objects: list[object] = [*base.views, *base.on_demand_views, *base.services, user_defaults, flaky, service]
+    return FeatureRepo.from_objects(objects)
+
+
+def passes(view: StreamFeatureView, events: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    if view.filter is None:
+        return list(events)
+    columns = {f: np.array([e[f] for e in events], dtype=object) for f in view.filter.fields()}
+    mask = view.filter.evaluate(columns)
+    return [e for e, keep in zip(events, mask.tolist(), strict=True) if keep]
+
+
+def view_records(view: StreamFeatureView, events: Sequence[Mapping[str, Any]]) -> tuple[dict[bytes, bytes], int]:
+    """Packed tile record per entity key, and the view's max event time."""
+    rows = passes(view, events)
+    layout = PartialLayout.for_view(view)
+    keys = [entity_key([e[k] for k in view.join_keys]) for e in rows]
+    codes_of: dict[bytes, int] = {}
+    codes = np.array([codes_of.setdefault(k, len(codes_of)) for k in keys], dtype=np.int64)
+    ts = np.array([e["ts"] for e in rows], dtype=np.int64)
+    positions = encode_positions([e["partition"] for e in rows], [e["offset"] for e in rows])
+    values = np.array([[float(e[c]) for c in layout.columns] for e in rows], dtype=np.float64)
+    code_u, tiles_u, partials = aggregate_batch(layout, codes, ts // view.interval_ms, ts, positions, values)
+    records: dict[bytes, bytes] = {}
+    for key, code in codes_of.items():
+        sel = code_u == code
+        max_ts = int(ts[codes == code].max())
+        records[key] = encode_tiles(tiles_u[sel], partials[sel], max_ts)
+    return records, int(ts.max())
+
+
+def write_rocksdb(state_dir: Path, views: Iterable[StreamFeatureView], events: Sequence[Mapping[str, Any]],
+                  *, meta_for: Iterable[str]) -> None:
+    """Tile records of every view; meta records only for the views named in ``meta_for``."""
+    store = RocksDBStore(state_dir, N_SHARDS)
+    try:
+        txs = [p.begin() for p in store.partitions]
+        with_meta = set(meta_for)
+        for view in views:
+            records, max_ts = view_records(view, events)
+            for key, record in records.items():
+                txs[shard_for(view.fingerprint, key, N_SHARDS)].put(tile_key(view.fingerprint, key), record)
+            if view.name in with_meta:
+                for tx in txs:
+                    tx.put(b"M" + view.fingerprint, META.pack(max_ts, T_END))
+        for tx in txs:
+            tx.commit()
+    finally:
+        store.close()
+
+
+def write_redis(url: str, views: Iterable[StreamFeatureView], events: Sequence[Mapping[str, Any]],
+                *, meta_for: Iterable[str]) -> None:
+    writer = RedisOnlineWriter(url)
+    client = redis.Redis.from_url(url)
+    try:
+        with_meta = set(meta_for)
+        for view in views:
+            records, max_ts = view_records(view, events)
+            writer.write([(view.fingerprint, k, v) for k, v in records.items()], ttl_ms=None)
+            meta_key = b"sf:meta:" + view.fingerprint.hex().encode()
+            if view.name in with_meta:
+                client.set(meta_key, META.pack(max_ts, T_END))
+            else:
+                client.delete(meta_key)
+    finally:
+        writer.close()
+        client.close()
