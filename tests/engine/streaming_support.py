@@ -1,0 +1,144 @@
+"""Shared set-up for streaming tests: a job over the example repo on a test topic,
+and the brute-force expectation of what it must compute."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, TopicPartition
+
+from dataflows.stream import StreamJob
+from engine.definitions import StreamFeatureView, load_repo
+from engine.generate import EventBatch
+from engine.kernel import ViewSpec, decode_tiles, evaluate
+from engine.state.keys import entity_key, tile_key
+from engine.state.online_rocksdb import RocksDBOnlineTable
+from tests.reference import apply_watermark, reference_value
+
+REPO = Path(__file__).resolve().parents[2] / "feature_defs"
+
+
+def example_views(topic: str) -> tuple[Any, tuple[StreamFeatureView, ...]]:
+    """The example repo's transaction views, re-pointed at ``topic``."""
+    repo = load_repo(REPO)
+    source = dataclasses.replace(repo.source("transactions"), topic=topic)
+    views = tuple(dataclasses.replace(v, source=source) for v in repo.views_for_source("transactions"))
+    return source, views
+
+
+def make_job(tmp_path: Path, topic: str, bootstrap: str, *, shards: int = 4, **kw: Any) -> StreamJob:
+    source, views = example_views(topic)
+    fields = {
+        "source": source,
+        "views": views,
+        "bootstrap": bootstrap,
+        "state_dir": tmp_path / "state",
+        "shards": shards,
+        "log_root": str(tmp_path / "log"),
+        "tail": False,
+        "batch_size": 2000,
+    }
+    fields.update(kw)
+    return StreamJob(**fields)
+
+
+@dataclass(frozen=True)
+class Record:
+    partition: int
+    offset: int
+    value: bytes
+
+
+def read_topic(bootstrap: str, topic: str, partitions: int) -> list[Record]:
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "test-reader", "enable.auto.commit": False,
+         "enable.partition.eof": True, "auto.offset.reset": "earliest"}
+    )
+    try:
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        out: list[Record] = []
+        done: set[int] = set()
+        while len(done) < partitions:
+            for msg in consumer.consume(10_000, timeout=1.0):
+                if msg.error():
+                    if msg.error().code() == -191:  # partition EOF
+                        done.add(msg.partition())
+                        continue
+                    raise RuntimeError(msg.error())
+                out.append(Record(msg.partition(), msg.offset(), msg.value()))
+        return out
+    finally:
+        consumer.close()
+
+
+def reference_events(records: Iterable[Record], generated: EventBatch | None = None) -> list[dict[str, Any]]:
+    """Events for tests/reference.py: valid iff the generator did not break the record."""
+    malformed: set[bytes] = set()
+    if generated is not None:
+        malformed = {v for v, m in zip(generated.values, generated.malformed.tolist(), strict=True) if m >= 0}
+    events = []
+    for r in sorted(records, key=lambda r: (r.partition, r.offset)):
+        if r.value in malformed:
+            events.append({"entity": None, "e": 0, "partition": r.partition, "offset": r.offset,
+                           "value": 0.0, "valid": False})
+            continue
+        doc = orjson.loads(r.value)
+        events.append({
+            "entity": doc["user_id"], "merchant": doc["merchant_id"], "e": doc["ts"],
+            "partition": r.partition, "offset": r.offset, "value": float(doc["amount"]),
+            "event_type": doc["event_type"], "valid": True,
+        })
+    return events
+
+
+def applied_events(events: Sequence[dict[str, Any]], lateness_ms: int) -> list[dict[str, Any]]:
+    return apply_watermark(events, lateness_ms)
+
+
+def is_purchase(event: Any) -> bool:
+    return bool(event["event_type"] == "PURCHASE")
+
+
+def expected_values(
+    view: StreamFeatureView, applied: Sequence[dict[str, Any]], entity: str, t: int, key_field: str = "entity"
+) -> dict[str, Any]:
+    events = [
+        e if key_field == "entity" else {**e, "entity": e[key_field]} for e in applied if e[key_field] == entity
+    ]
+    return {
+        agg.output_name: reference_value(
+            events, entity, t, str(getattr(agg.function, "value", agg.function)), agg.window_ms,
+            view.interval_ms, agg.default, filter=is_purchase,
+        )
+        for agg in view.aggregations
+    }
+
+
+def online_values(table: RocksDBOnlineTable, view: StreamFeatureView, entity: str, t: int) -> dict[str, Any] | None:
+    record = table.read(view.fingerprint, [entity_key([entity])])[0]
+    if record is None:
+        return None
+    tiles, partials, _ = decode_tiles(record)
+    return dict(evaluate(ViewSpec.from_view(view), tiles, partials, t).values)
+
+
+def assert_close(actual: dict[str, Any], expected: dict[str, Any], context: str) -> None:
+    assert actual.keys() == expected.keys(), context
+    for name, want in expected.items():
+        got = actual[name]
+        if want is None or got is None:
+            assert got == want, f"{context}: {name}: got {got!r}, want {want!r}"
+        elif isinstance(want, int) and isinstance(got, int):
+            assert got == want, f"{context}: {name}: got {got}, want {want}"
+        else:
+            tol = 1e-9 * max(abs(want), abs(got)) + 1e-9
+            assert abs(got - want) <= tol, f"{context}: {name}: got {got!r}, want {want!r}"
+
+
+def state_key(view: StreamFeatureView, entity: str) -> bytes:
+    return tile_key(view.fingerprint, entity_key([entity]))
