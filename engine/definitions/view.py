@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from engine.definitions.aggregation import Aggregation
@@ -118,23 +119,23 @@ class StreamFeatureView:
 
     # ---- derived properties -------------------------------------------------
 
-    @property
+    @cached_property
     def join_keys(self) -> tuple[str, ...]:
         return tuple(key for entity in self.entities for key in entity.join_keys)
 
-    @property
+    @cached_property
     def interval_ms(self) -> int:
         return timedelta_ms(self.aggregation_interval)
 
-    @property
+    @cached_property
     def max_window_ms(self) -> int:
         return max(agg.window_ms for agg in self.aggregations)
 
-    @property
+    @cached_property
     def retention_ms(self) -> int:
         return self.max_window_ms + self.source.allowed_lateness_ms + self.interval_ms
 
-    @property
+    @cached_property
     def columns(self) -> tuple[str, ...]:
         """Distinct aggregated columns, sorted (the partial layout's column order)."""
         return tuple(sorted({agg.column for agg in self.aggregations}))
@@ -173,11 +174,12 @@ class StreamFeatureView:
             ),
         }
 
-    @property
+    @cached_property
     def fingerprint(self) -> bytes:
+        # Cached: the definition is immutable and the write path asks for it per batch.
         return fingerprint_of(self.fingerprint_dict())
 
-    @property
+    @cached_property
     def fingerprint_hex(self) -> str:
         return self.fingerprint.hex()
 
