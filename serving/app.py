@@ -99,5 +99,5 @@ def create_app(
     app.state.serving = state
     app.add_exception_handler(ServingError, _serving_error)
     app.include_router(routes_v1.build_router(registry))
-    app.include_router(routes_feast.build_router())
+    app.include_router(routes_feast.build_router(registry))
     return app

@@ -83,13 +83,13 @@ def v1_responses() -> dict[int | str, dict[str, Any]]:
             **errors(400, 404, 413, 422, 500, 503)}
 
 
-def feast_request_body() -> dict[str, Any]:
+def feast_request_body(services: list[str]) -> dict[str, Any]:
     schema = {
         "type": "object",
         "required": ["feature_service", "entities"],
         "additionalProperties": False,
         "properties": {
-            "feature_service": {"type": "string"},
+            "feature_service": {"type": "string", "enum": services},
             "entities": {"type": "object", "additionalProperties": {"type": "array", "items": _SCALAR},
                          "description": "join keys and request fields -> one value per row"},
             "request_context": {"type": "object", "additionalProperties": {"type": "array", "items": _SCALAR}},

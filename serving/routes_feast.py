@@ -19,6 +19,7 @@ from serving.deps import Labels, ServingState, json_response, observed, read_bod
 from serving.exceptions import InvalidRequest
 from serving.online import NOT_FOUND, STALE
 from serving.pipeline import FeatureResult, compute
+from serving.registry import Registry
 from serving.request import build_request, check_keys, parse_json
 
 FEAST_ROUTE = "/get-online-features"
@@ -63,11 +64,11 @@ def feast_body(result: FeatureResult, full_feature_names: bool) -> dict[str, Any
     return {"metadata": {"feature_names": names}, "results": results}
 
 
-def build_router() -> APIRouter:
+def build_router(registry: Registry) -> APIRouter:
     router = APIRouter()
 
     @router.post(FEAST_ROUTE, summary="Feast-compatible online feature retrieval (by feature service)",
-                 openapi_extra=docs.feast_request_body(), responses=docs.feast_responses(),
+                 openapi_extra=docs.feast_request_body(sorted(registry.services)), responses=docs.feast_responses(),
                  response_class=Response)
     async def get_online_features(request: Request) -> Response:
         async def handle(state: ServingState, labels: Labels) -> Response:

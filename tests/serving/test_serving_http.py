@@ -1,0 +1,168 @@
+"""Bad input, failing transforms, Feast shapes, service listing, health and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+from asgi_client import ASGIClient
+from conftest import make_app
+from serving_state import T_END
+
+from engine.definitions import FeatureRepo
+from engine.plan import AppliedPlan
+from engine.state import RedisOnlineTable
+
+GOOD = {"entities": {"user_id": ["u1"], "merchant_id": ["m1"]}, "request_data": {"amount": [3.0]}}
+
+
+def error_of(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    error: dict[str, Any] = response.json()["error"]
+    assert error["message"]
+    return error
+
+
+def test_unknown_service_is_404_with_suggestion(client: ASGIClient) -> None:
+    error = error_of(client.post("/v1/features/fraud_scorin", json=GOOD), 404)
+    assert error["code"] == "service_not_found" and "fraud_scoring" in error["hint"]
+    assert client.get("/v1/services/nope").status_code == 404
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"entities": {"user_id": ["u1"]}, "request_data": {"amount": [1.0]}}, "entities.merchant_id"),
+    ({"entities": {"user_id": ["u1"], "merchant_id": ["m"], "card_id": ["c"]}, "request_data": {"amount": [1.0]}},
+     "entities.card_id"),
+    ({"entities": {"user_id": [7], "merchant_id": ["m"]}, "request_data": {"amount": [1.0]}}, "entities.user_id[0]"),
+    ({"entities": {"user_id": "u1", "merchant_id": ["m"]}, "request_data": {"amount": [1.0]}}, "entities.user_id"),
+    ({"entities": {"user_id": ["u1"], "merchant_id": ["m"]}}, "request_data"),
+    ({"entities": {"user_id": ["u1"], "merchant_id": ["m"]}, "request_data": {}}, "request_data.amount"),
+    ({"entities": {"user_id": ["u1"], "merchant_id": ["m"]}, "request_data": {"amount": ["x"]}},
+     "request_data.amount[0]"),
+    ({"entities": {"user_id": ["u1", "u2"], "merchant_id": ["m"]}, "request_data": {"amount": [1.0]}}, "entities"),
+    ({"entities": {"user_id": [], "merchant_id": []}, "request_data": {"amount": []}}, "entities"),
+    ({**GOOD, "as_of": "2026-01-01T00:00:00"}, "as_of"),
+    ({**GOOD, "as_of": True}, "as_of"),
+    ({**GOOD, "include_metadata": "yes"}, "include_metadata"),
+    ({**GOOD, "extra": 1}, "extra"),
+    ([1, 2], "body"),
+])
+def test_bad_fields_are_422_naming_the_field(client: ASGIClient, body: Any, field: str) -> None:
+    error = error_of(client.post("/v1/features/fraud_scoring", json=body), 422)
+    assert error["field"] == field
+    assert error["code"] == "invalid_request"
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"\xff\xfe", b""])
+def test_malformed_json_is_400(client: ASGIClient, raw: bytes) -> None:
+    error = error_of(client.post("/v1/features/fraud_scoring", content=raw), 400)
+    assert error["code"] == "malformed_request"
+
+
+def test_too_many_entities_is_413(client: ASGIClient) -> None:  # the fixture allows 50
+    n = 51
+    body = {"entities": {"user_id": ["u1"] * n, "merchant_id": ["m1"] * n}, "request_data": {"amount": [1.0] * n}}
+    assert error_of(client.post("/v1/features/fraud_scoring", json=body), 413)["code"] == "payload_too_large"
+
+
+def test_body_over_limit_is_413_by_header_and_by_size(client: ASGIClient) -> None:  # limit 20,000 bytes
+    big = orjson.dumps({**GOOD, "request_data": {"amount": [1.0] * 10_000}})
+    assert len(big) > 20_000
+    error_of(client.post("/v1/features/fraud_scoring", content=big), 413)
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the size read is what counts
+        for i in range(0, len(big), 4096):
+            yield big[i : i + 4096]
+
+    error_of(client.post("/v1/features/fraud_scoring", content=chunks()), 413)
+
+
+def test_failing_transform_is_500_naming_it_and_serving_continues(client: ASGIClient) -> None:
+    body = {"entities": {"user_id": ["u1"]}, "request_data": {"amount": [13.0]}, "as_of": T_END}
+    error = error_of(client.post("/v1/features/with_defaults", json=body), 500)
+    assert error["code"] == "transform_failed" and error["transform"] == "flaky"
+    assert "unlucky amount 13" in error["message"]
+    ok = client.post("/v1/features/with_defaults", json={**body, "request_data": {"amount": [2.0]}})
+    assert ok.status_code == 200 and ok.json()["features"][0]["flaky_out"] == 4.0
+
+
+def test_online_table_down_is_503_with_reason(repo: FeatureRepo, plan: AppliedPlan) -> None:
+    table = RedisOnlineTable("redis://127.0.0.1:1/0", socket_timeout_s=0.2)  # nothing listens on port 1
+    down = ASGIClient(make_app(repo, plan, table, online="redis", redis_url="redis://127.0.0.1:1/0"))
+    try:
+        error = error_of(down.post("/v1/features/fraud_scoring", json=GOOD), 503)
+        assert error["code"] == "online_table_unavailable" and "127.0.0.1:1" in error["reason"]
+        assert error_of(down.get("/readyz"), 503)["reason"]
+        assert down.get("/healthz").status_code == 200
+        metrics = down.get("/metrics").text
+        assert 'streamfeat_online_read_errors_total{backend="redis"}' in metrics
+    finally:
+        down.close()
+        table.close()
+
+
+def test_feast_shape(client: ASGIClient, repo: FeatureRepo) -> None:
+    body = {"feature_service": "fraud_scoring", "as_of": T_END + 30 * 60_000,
+            "entities": {"user_id": ["u0", "nobody"], "merchant_id": ["m0", "m1"], "amount": [2.0, 3.0]}}
+    response = client.post("/get-online-features", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    names = answer["metadata"]["feature_names"]
+    assert names == ["user_id", "merchant_id", *repo.service("fraud_scoring").feature_names]
+    assert len(answer["results"]) == len(names)
+    columns = dict(zip(names, answer["results"], strict=True))
+    assert columns["user_id"]["values"] == ["u0", "nobody"]
+    assert columns["user_id"]["statuses"] == ["PRESENT", "PRESENT"]
+    for column in answer["results"]:
+        assert len(column["values"]) == len(column["statuses"]) == len(column["event_timestamps"]) == 2
+    # 30 minutes after the last event the view is stale; the unknown user is NOT_FOUND.
+    assert columns["amount_sum_1h"]["statuses"] == ["OUTSIDE_MAX_AGE", "NOT_FOUND"]
+    assert columns["amount_sum_1h"]["event_timestamps"][0].startswith("2026-01-01T00:00:")
+    fresh = client.post("/get-online-features", json={**body, "as_of": T_END}).json()
+    fresh_cols = dict(zip(fresh["metadata"]["feature_names"], fresh["results"], strict=True))
+    statuses = dict(zip(fresh_cols["user_id"]["values"], fresh_cols["amount_mean_15m"]["statuses"], strict=True))
+    assert statuses["u0"] == "PRESENT"
+    full = client.post("/get-online-features", json={**body, "full_feature_names": True}).json()
+    assert "user_spend__amount_sum_1h" in full["metadata"]["feature_names"]
+    assert full["metadata"]["feature_names"][:2] == ["user_id", "merchant_id"]
+
+
+def test_feast_null_value_and_errors(client: ASGIClient) -> None:
+    body = {"feature_service": "fraud_scoring", "as_of": T_END,
+            "entities": {"user_id": ["u3"], "merchant_id": ["m0"]}, "request_context": {"amount": [1.0]}}
+    answer = client.post("/get-online-features", json=body).json()
+    columns = dict(zip(answer["metadata"]["feature_names"], answer["results"], strict=True))
+    if columns["amount_count_15m"]["values"] == [0]:  # u3 has no purchase in the last 15 minutes
+        assert columns["amount_mean_15m"]["statuses"] == ["NULL_VALUE"]
+    assert error_of(client.post("/get-online-features", json={**body, "feature_service": "x"}), 404)
+    assert error_of(client.post("/get-online-features", json={**body, "features": ["a:b"]}), 422)["field"] == "features"
+    assert error_of(client.post("/get-online-features", json={"entities": {}}), 422)["field"] == "feature_service"
+
+
+def test_services_and_health(client: ASGIClient) -> None:
+    services = client.get("/v1/services").json()["services"]
+    assert [s["name"] for s in services] == ["fraud_scoring", "with_defaults"]
+    fraud = client.get("/v1/services/fraud_scoring").json()
+    assert fraud["inputs"]["entities"] == [{"name": "user_id", "type": "string"},
+                                           {"name": "merchant_id", "type": "string"}]
+    assert fraud["inputs"]["request_data"] == [{"name": "amount", "type": "float"}]
+    outputs = {o["name"]: o for o in fraud["outputs"]}
+    assert outputs["amount_count_15m"]["type"] == "int" and outputs["spend_velocity_ratio"]["view"] == "spend_velocity"
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    assert "/v1/features/{service}" in spec["paths"] and "/get-online-features" in spec["paths"]
+
+
+def test_metrics_histogram_and_freshness(client: ASGIClient) -> None:
+    assert client.post("/v1/features/fraud_scoring", json=GOOD).status_code == 200
+    client.post("/v1/features/nope", json=GOOD)
+    text = client.get("/metrics").text
+    assert 'streamfeat_request_duration_seconds_bucket{le="0.005",route="/v1/features/{service}",service="fraud_scoring"}' in text
+    assert 'streamfeat_responses_total{route="/v1/features/{service}",status="404"}' in text
+    assert 'streamfeat_view_freshness_lag_seconds{view="user_spend"}' in text
+    assert 'service="nope"' not in text  # unknown names do not become label values
