@@ -45,11 +45,21 @@ from engine.state.rocksdb_store import RocksDBStorePartition
 log = logging.getLogger(__name__)
 
 META_RECORD = struct.Struct("<qq")  # (max event time seen by the view, wall-clock ms written)
+HANDOFF_RECORD = struct.Struct("<q")  # handoff time T (ms): history holds e < T, the stream e >= T
 
 
 def meta_key(fingerprint: bytes) -> bytes:
     """Key of a view's freshness record in every shard: ``b"M" + fingerprint``."""
     return b"M" + fingerprint
+
+
+def handoff_key(fingerprint: bytes) -> bytes:
+    """Key of a view's history handoff time in every shard: ``b"H" + fingerprint``.
+
+    Written by a Parquet-history backfill (docs/backfill.md); appliers that respect
+    handoffs skip the view's events with ``e < T``, which came from history.
+    """
+    return b"H" + fingerprint
 
 
 class ApplicableView(Protocol):
@@ -90,6 +100,7 @@ class ApplyStats:
     batches: int = 0
     rows_applied: int = 0
     rows_skipped_replay: int = 0
+    rows_skipped_handoff: int = 0
     entities_written: int = 0
     log_rows: int = 0
     log_files: int = 0
@@ -119,6 +130,7 @@ class ShardApplier:
         online_copy: OnlineCopyWriter | None = None,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         retry_delays_s: Sequence[float] = (0.1, 0.5, 1.0, 2.0, 5.0),
+        respect_handoff: bool = True,
     ) -> None:
         self.partition = partition
         self.topic = topic
@@ -130,6 +142,14 @@ class ShardApplier:
         self.retry_delays_s = tuple(retry_delays_s)
         self.stats = ApplyStats()
         self.offsets: dict[int, OffsetRecord] = dict(partition.read_offsets(topic))
+        # Read once at open: a backfill writes handoffs before streaming starts (docs/backfill.md).
+        # The history backfill itself passes respect_handoff=False.
+        self.handoffs: dict[bytes, int] = {}
+        if respect_handoff and self.views:
+            fps = list(self.views)
+            for fp, raw in zip(fps, partition.get_many([handoff_key(f) for f in fps]), strict=True):
+                if raw is not None:
+                    self.handoffs[fp] = HANDOFF_RECORD.unpack(raw)[0]
         self.writers: dict[bytes, ParquetLogWriter] = {}
         if log_root:
             for fp, compiled in self.views.items():
@@ -147,7 +167,10 @@ class ShardApplier:
 
     # -- the write path ---------------------------------------------------------------
 
-    def apply(self, batches: Iterable[ShardBatch]) -> None:
+    def apply(
+        self, batches: Iterable[ShardBatch], *, extra_puts: Mapping[bytes, bytes] | None = None
+    ) -> None:
+        """Apply ``batches``; ``extra_puts`` go into the same WriteBatch (backfill run records)."""
         started = time.perf_counter()
         state_rows: dict[bytes, list[tuple[ViewRows, int]]] = {}
         progress: dict[int, tuple[int, int]] = {}
@@ -167,14 +190,23 @@ class ShardApplier:
                 if fp not in self.views or not len(rows):
                     continue
                 fresh = rows.offsets > applied
+                handoff = self.handoffs.get(fp)
+                after_handoff = None if handoff is None else rows.event_ts >= handoff
+                if after_handoff is not None:
+                    self.stats.rows_skipped_handoff += int((fresh & ~after_handoff).sum())
+                    fresh &= after_handoff
                 if bool(fresh.any()):
                     state_rows.setdefault(fp, []).append(
                         (rows if bool(fresh.all()) else rows.select(fresh), batch.partition)
                     )
-                self.stats.rows_skipped_replay += int((~fresh).sum())
+                self.stats.rows_skipped_replay += int(
+                    (~fresh if after_handoff is None else ~fresh & after_handoff).sum()
+                )
                 writer = self.writers.get(fp)
                 if writer is not None:
                     to_log = rows.offsets > logged
+                    if after_handoff is not None:
+                        to_log &= after_handoff
                     if bool(to_log.any()):
                         self._append_log(
                             writer, self.views[fp], rows.select(to_log), batch.partition
@@ -211,6 +243,8 @@ class ShardApplier:
             )
             txn.set_offset(self.topic, partition, new_record)
             self.offsets[partition] = new_record
+        for key, value in (extra_puts or {}).items():
+            txn.put(key, value)
         if online_items and self.online_copy is not None:
             copy = self.online_copy
 

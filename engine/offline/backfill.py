@@ -1,0 +1,461 @@
+"""Backfill: replay history through the same kernel and write path as streaming.
+
+Two inputs, one write path (``route`` + ``ShardApplier``):
+
+- **Parquet history** (:func:`backfill_parquet`): raw events in Parquet files (the
+  source's ``history`` globs or ``--from``). Every file's schema is checked before
+  anything is written; rows with ``start <= e < end`` are sorted by (event time, file
+  order) and get the positions ``(HISTORY_PARTITION, row index in that order)``
+  under a topic name of their own, so their offsets never mix with Kafka's. The run
+  ends by recording the handoff time ``T = end`` for each view in the same
+  WriteBatch as the last history batch (docs/backfill.md).
+- **A Kafka topic** (:func:`backfill_kafka`): the streaming dataflow itself, read from
+  the earliest offset until caught up (``tail=False``); its offsets let streaming
+  continue exactly where it stopped.
+
+A run is resumable: the applier records the history offsets with the tiles, so a
+restart replays the same deterministic row order from the smallest recorded offset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import struct
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from engine.apply import HANDOFF_RECORD, ShardApplier, handoff_key
+from engine.io.batches import DecodedBatch
+from engine.io.decoder import MAX_EVENT_TS_MS, MIN_EVENT_TS_MS
+from engine.kernel.layout import MAX_PARTITION
+from engine.offline.exceptions import OfflineError
+from engine.routing import route
+from engine.state.offsets import resume_positions
+from engine.state.rocksdb_store import RocksDBStore
+
+#: Partition number of replayed history rows (the largest one positions can encode).
+HISTORY_PARTITION = MAX_PARTITION
+DEFAULT_CHUNK_ROWS = 200_000
+# Run record per view: (start ms, end ms) followed by the history topic name (UTF-8).
+_RUN_RECORD = struct.Struct("<qq")
+
+
+class BackfillError(OfflineError):
+    """A backfill cannot start or had to stop; nothing of the named file was written."""
+
+
+class HistoryFileError(BackfillError):
+    """A history file is unreadable or does not match the source schema."""
+
+
+def run_key(fingerprint: bytes) -> bytes:
+    """Key of a view's history-backfill run record in every shard: ``b"B" + fingerprint``."""
+    return b"B" + fingerprint
+
+
+def history_topic(source_topic: str, fingerprints: Sequence[bytes]) -> str:
+    """Topic name of history positions for one set of views.
+
+    The view set is part of the name: a later backfill of other views of the same
+    source must not find these offsets and skip its rows as already applied.
+    """
+    digest = hashlib.sha256(b"".join(sorted(fingerprints))).hexdigest()[:12]
+    return f"{source_topic}#history-{digest}"
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def resolve_history_files(patterns: Sequence[str]) -> list[str]:
+    """Parquet files named by paths, directories (searched recursively) or globs, sorted."""
+    found: list[str] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            matches = sorted(str(p) for p in path.rglob("*.parquet"))
+        else:
+            matches = sorted(glob.glob(pattern, recursive=True))
+        if not matches:
+            raise BackfillError(
+                f"history: no Parquet file matches {pattern!r}",
+                hint="pass --from with a file, a directory or a glob such as 'history/**/*.parquet'",
+            )
+        found.extend(m for m in matches if m not in found)
+    return found
+
+
+def _type_ok(kind: str, arrow_type: pa.DataType) -> bool:
+    if kind == "string":
+        return bool(pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type))
+    if kind == "int":
+        return bool(pa.types.is_integer(arrow_type))
+    if kind == "float":
+        return bool(pa.types.is_floating(arrow_type) or pa.types.is_integer(arrow_type))
+    if kind == "bool":
+        return bool(pa.types.is_boolean(arrow_type))
+    return False
+
+
+_TS_KINDS = {
+    "epoch_millis": ("int", "an integer column of epoch milliseconds"),
+    "epoch_seconds": ("float", "a numeric column of epoch seconds"),
+    "iso8601": ("string", "a string column of ISO 8601 times with an offset"),
+}
+
+
+def _kind(value: Any) -> str:
+    return str(getattr(value, "value", value))
+
+
+def check_file_schema(path: str, source: Any) -> None:
+    """Raise :class:`HistoryFileError` naming ``path`` and the column if the file cannot be used."""
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise HistoryFileError(
+            f"history file {path}: not a readable Parquet file: {exc}",
+            hint="replace or remove the file; nothing was written",
+        ) from None
+    wanted: dict[str, tuple[str, str]] = {
+        name: (_kind(kind), f"{_kind(kind)}") for name, kind in source.schema.items()
+    }
+    ts_field = str(source.timestamp_field)
+    wanted[ts_field] = _TS_KINDS[_kind(source.timestamp_format)]
+    for name, (kind, expected) in wanted.items():
+        index = schema.get_field_index(name)
+        if index < 0:
+            raise HistoryFileError(
+                f"history file {path}: column '{name}' is missing (expected {expected}); "
+                f"the file has {schema.names}",
+                hint=f"every history file needs every field of source '{source.name}'; "
+                "nothing was written",
+            )
+        got = schema.field(index).type
+        if not _type_ok(kind, got):
+            raise HistoryFileError(
+                f"history file {path}: column '{name}': expected {expected}, got {got}",
+                hint="cast the column when writing the file; nothing was written",
+            )
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _event_times(frame: pl.DataFrame, field: str, fmt: str, path: str) -> pl.Series:
+    column = frame.get_column(field)
+    if fmt == "epoch_millis":
+        return column.cast(pl.Int64)
+    if fmt == "epoch_seconds":
+        seconds = column.cast(pl.Float64)
+        if not bool(seconds.is_finite().all()):
+            raise HistoryFileError(
+                f"history file {path}: column '{field}': expected finite epoch seconds, "
+                "found NaN or infinity",
+                hint="drop or repair those rows; nothing was written",
+            )
+        return (seconds * 1000.0).floor().cast(pl.Int64)
+    try:
+        parsed = column.str.to_datetime(time_zone="UTC", time_unit="ms", strict=True)
+    except pl.exceptions.PolarsError as exc:
+        raise HistoryFileError(
+            f"history file {path}: column '{field}': expected ISO 8601 times with an offset "
+            f"or Z: {exc}",
+            hint="naive times are refused (a time zone is never guessed); nothing was written",
+        ) from None
+    return parsed.dt.epoch("ms")
+
+
+def _read_file(
+    path: str, source: Any, needed: Sequence[str], start_ms: int, end_ms: int, index: int
+) -> pl.DataFrame:
+    try:
+        frame = pl.read_parquet(path, columns=list(needed))
+    except Exception as exc:  # polars raises several unrelated types for damaged pages
+        raise HistoryFileError(
+            f"history file {path}: could not be read: {exc}",
+            hint="replace or remove the file; nothing was written",
+        ) from None
+    for name in needed:
+        nulls = frame.get_column(name).null_count()
+        if nulls:
+            raise HistoryFileError(
+                f"history file {path}: column '{name}': expected no nulls, found {nulls}",
+                hint="drop or repair those rows; nothing was written",
+            )
+    ts_field = str(source.timestamp_field)
+    ts = _event_times(frame, ts_field, _kind(source.timestamp_format), path)
+    if len(ts):
+        low, high = int(ts.min()), int(ts.max())  # type: ignore[arg-type]
+        if low < MIN_EVENT_TS_MS or high > MAX_EVENT_TS_MS:
+            raise HistoryFileError(
+                f"history file {path}: column '{ts_field}': event times {low}..{high} ms leave "
+                f"the accepted range [{MIN_EVENT_TS_MS}, 2**53] ms (docs/semantics.md section 5)",
+                hint="check the timestamp_format of the source; nothing was written",
+            )
+    for name, kind in source.schema.items():
+        if _kind(kind) == "float" and name in needed:
+            values = frame.get_column(name).cast(pl.Float64)
+            if not bool(values.is_finite().all()):
+                raise HistoryFileError(
+                    f"history file {path}: column '{name}': expected finite floats, found NaN "
+                    "or infinity",
+                    hint="drop or repair those rows; nothing was written",
+                )
+    frame = frame.with_columns(ts.alias("__e"), pl.lit(index, dtype=pl.Int32).alias("__file"))
+    return frame.filter((pl.col("__e") >= start_ms) & (pl.col("__e") < end_ms))
+
+
+def needed_columns(source: Any, views: Sequence[Any]) -> list[str]:
+    """Source fields the views read (join keys, aggregated columns, filter fields) and time."""
+    names: list[str] = [str(source.timestamp_field)]
+    for view in views:
+        fields: list[str] = [*view.join_keys, *view.columns]
+        if view.filter is not None:
+            fields.extend(sorted(view.filter.fields()))
+        names.extend(f for f in fields if f not in names)
+    return names
+
+
+def load_history(
+    files: Sequence[str], source: Any, views: Sequence[Any], start_ms: int, end_ms: int
+) -> pl.DataFrame:
+    """Rows with ``start <= e < end`` of every file, sorted by (event time, file, row).
+
+    Every file is checked (schema, then values) before any is used, so a bad file
+    stops the backfill before it writes anything.
+    """
+    for path in files:
+        check_file_schema(path, source)
+    needed = needed_columns(source, views)
+    frames = [
+        _read_file(path, source, needed, start_ms, end_ms, i) for i, path in enumerate(files)
+    ]
+    history = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
+    # A stable sort keeps file order, then row order, among equal event times.
+    return history.sort("__e", maintain_order=True)
+
+
+def _numpy_column(series: pl.Series, kind: str) -> np.ndarray[Any, Any]:
+    """The decoder's dtypes: object arrays of str, int64, float64, bool."""
+    if kind == "string":
+        return series.to_numpy().astype(object, copy=False)
+    if kind == "int":
+        return series.cast(pl.Int64).to_numpy()
+    if kind == "float":
+        return series.cast(pl.Float64).to_numpy()
+    return series.cast(pl.Boolean).to_numpy()
+
+
+def history_batches(
+    history: pl.DataFrame,
+    source: Any,
+    topic: str,
+    first_row: int,
+    chunk_rows: int,
+) -> Iterator[DecodedBatch]:
+    """DecodedBatch objects for rows ``first_row ..`` of the sorted history."""
+    kinds = {str(k): _kind(v) for k, v in source.schema.items()}
+    columns = [c for c in history.columns if c in kinds]
+    for begin in range(first_row, history.height, chunk_rows):
+        chunk = history.slice(begin, chunk_rows)
+        n = chunk.height
+        event_ts: npt.NDArray[np.int64] = chunk.get_column("__e").to_numpy().astype(np.int64)
+        yield DecodedBatch(
+            topic=topic,
+            partition=HISTORY_PARTITION,
+            first_offset=begin,
+            last_offset=begin + n - 1,
+            # Rows are sorted by event time: the last one carries the maximum so far.
+            max_ts_after=int(event_ts[-1]),
+            offsets=np.arange(begin, begin + n, dtype=np.int64),
+            event_ts=event_ts,
+            columns={c: _numpy_column(chunk.get_column(c), kinds[c]) for c in columns},
+            dead_letters=(),
+        )
+
+
+# ----------------------------------------------------------------------------- run
+
+
+@dataclass(frozen=True)
+class BackfillReport:
+    """What one Parquet-history backfill did."""
+
+    files: tuple[str, ...]
+    topic: str
+    views: tuple[str, ...]
+    start_ms: int
+    end_ms: int
+    rows_total: int
+    rows_resumed_from: int
+    rows_replayed: int
+    batches: int
+    seconds: float
+    complete: bool
+    applied_per_view: Mapping[str, int]
+
+    @property
+    def events_per_second(self) -> float:
+        return self.rows_replayed / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class BackfillTarget:
+    """Where a backfill writes: the applied plan's shards, the state dir, the log root."""
+
+    state_dir: Path
+    shards: int
+    log_root: str | None
+    redis_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.shards, bool) or not isinstance(self.shards, int) or self.shards < 1:
+            raise BackfillError(
+                f"BackfillTarget: field 'shards': expected an int >= 1, got {self.shards!r}",
+                hint="use the shard count of the applied plan",
+            )
+
+
+def _check_runs(
+    store: RocksDBStore, views: Sequence[Any], record: bytes
+) -> None:
+    """Refuse a second, different history backfill of a view (positions would collide)."""
+    keys = [run_key(v.fingerprint) for v in views]
+    for part in store.partitions:
+        for view, stored in zip(views, part.get_many(keys), strict=True):
+            if stored is None or stored == record:
+                continue
+            start, end = _RUN_RECORD.unpack_from(stored)
+            other = stored[_RUN_RECORD.size :].decode()
+            raise BackfillError(
+                f"view '{view.name}' already has a history backfill over [{start}, {end}) ms "
+                f"as {other!r} in shard {part.shard}; this one asks for a different range or "
+                "set of views",
+                hint="resume with the same --views/--start/--end, or backfill into a fresh "
+                "state directory (a changed view gets a new fingerprint and may be backfilled)",
+            )
+
+
+def backfill_parquet(
+    target: BackfillTarget,
+    source: Any,
+    views: Sequence[Any],
+    files: Sequence[str],
+    start_ms: int,
+    end_ms: int,
+    *,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    max_batches: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    log_max_rows: int = 1_000_000,
+) -> BackfillReport:
+    """Replay ``start_ms <= e < end_ms`` of ``files`` into the state, then record the handoff.
+
+    ``max_batches`` stops after that many batches (an interruption, for tests);
+    ``on_progress(done_rows, total_rows)`` is called after every batch.
+    """
+    if not views:
+        raise BackfillError("backfill: no view selected", hint="pass --views or define views")
+    if start_ms >= end_ms:
+        raise BackfillError(
+            f"backfill: --start {start_ms} ms must be before --end {end_ms} ms",
+            hint="--end is the handoff time: history holds e < end, the stream e >= end",
+        )
+    if chunk_rows < 1:
+        raise BackfillError(f"backfill: chunk_rows: expected >= 1, got {chunk_rows}")
+    started = time.perf_counter()
+    topic = history_topic(str(source.topic), [v.fingerprint for v in views])
+    history = load_history(files, source, views, start_ms, end_ms)
+    total = history.height
+
+    store = RocksDBStore(target.state_dir, target.shards)
+    appliers: dict[int, ShardApplier] = {}
+    try:
+        record = _RUN_RECORD.pack(start_ms, end_ms) + topic.encode()
+        _check_runs(store, views, record)
+        resume = resume_positions(target.state_dir, target.shards, topic)
+        point = resume.get(HISTORY_PARTITION)
+        first_row = point.next_offset if point is not None else 0
+        online_copy = None
+        if target.redis_url:
+            from engine.state.redis_writer import RedisOnlineWriter
+
+            online_copy = RedisOnlineWriter(target.redis_url)
+        for shard in range(target.shards):
+            appliers[shard] = ShardApplier(
+                store.partition(shard),
+                views,
+                topic,
+                log_root=target.log_root,
+                log_max_rows=log_max_rows,
+                log_max_age_s=3600.0,
+                online_copy=online_copy,
+                respect_handoff=False,
+            )
+        runs = {run_key(v.fingerprint): record for v in views}
+        final = {**runs, **{handoff_key(v.fingerprint): HANDOFF_RECORD.pack(end_ms) for v in views}}
+        batches = 0
+        done = first_row
+        complete = True
+        for decoded in history_batches(history, source, topic, first_row, chunk_rows):
+            if max_batches is not None and batches >= max_batches:
+                complete = False
+                break
+            last = decoded.last_offset == total - 1
+            for _, shard_batch in route(decoded, views, target.shards):
+                appliers[shard_batch.shard].apply(
+                    [shard_batch], extra_puts=final if last else runs
+                )
+            batches += 1
+            done = decoded.last_offset + 1
+            if on_progress is not None:
+                on_progress(done, total)
+        if complete and batches == 0:
+            # Nothing left to replay (empty range, or resumed after the last batch):
+            # the handoff still has to be on record in every shard.
+            for applier in appliers.values():
+                applier.apply([], extra_puts=final)
+        applied: dict[str, int] = {}
+        for applier in appliers.values():
+            for name, rows in applier.stats.per_view_rows.items():
+                applied[name] = applied.get(name, 0) + rows
+    finally:
+        for applier in appliers.values():
+            applier.close()
+        store.close()
+    return BackfillReport(
+        files=tuple(files),
+        topic=topic,
+        views=tuple(v.name for v in views),
+        start_ms=start_ms,
+        end_ms=end_ms,
+        rows_total=total,
+        rows_resumed_from=first_row,
+        rows_replayed=done - first_row,
+        batches=batches,
+        seconds=time.perf_counter() - started,
+        complete=complete,
+        applied_per_view=applied,
+    )
+
+
+def backfill_kafka(job: Any, *, run: Callable[[Any], None] | None = None) -> None:
+    """Run the streaming dataflow of ``job`` from the recorded offsets (or the earliest)
+    until it has caught up with the end of the topic, then stop."""
+    from bytewax.testing import run_main
+
+    from dataflows.stream import build_flow
+
+    caught_up = dataclasses.replace(job, tail=False)
+    (run or run_main)(build_flow(caught_up, flow_id="streamfeat-backfill"))

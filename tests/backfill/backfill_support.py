@@ -1,0 +1,151 @@
+"""Shared set-up for backfill tests: history files, backfill runs, reading state and log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from engine.definitions import StreamFeatureView
+from engine.generate import PARQUET_SCHEMA
+from engine.offline.backfill import (
+    HISTORY_PARTITION,
+    BackfillReport,
+    BackfillTarget,
+    backfill_parquet,
+)
+from engine.offline.training import get_training_set
+from engine.state.online_rocksdb import RocksDBOnlineTable
+from tests.engine.streaming_support import (
+    assert_close,
+    example_views,
+    expected_values,
+    online_values,
+)
+
+START_MS = 1_780_000_000_000  # 2026-05-28: in the past, so nothing is "in the future"
+SHARDS = 4
+
+
+def random_events(
+    rng: np.random.Generator, n: int, users: int, merchants: int, start_ms: int, span_ms: int
+) -> list[dict[str, Any]]:
+    """Events as the source schema has them, in arrival order (times jittered by < 60 s)."""
+    base = start_ms + np.sort(rng.integers(0, span_ms, n))
+    ts = base - rng.integers(0, 60_000, n)  # well inside allowed_lateness (5 min)
+    kinds = rng.choice(["PURCHASE", "PURCHASE", "REFUND"], n)
+    return [
+        {
+            "transaction_id": f"t{i}",
+            "user_id": f"u{int(rng.integers(users))}",
+            "merchant_id": f"m{int(rng.integers(merchants))}",
+            "card_id": "c0",
+            "amount": float(np.round(rng.gamma(2.0, 30.0), 2)),
+            "currency": "EUR",
+            "event_type": str(kinds[i]),
+            "ts": int(ts[i]),
+        }
+        for i in range(n)
+    ]
+
+
+def write_history(events: Sequence[dict[str, Any]], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = {f.name: [e[f.name] for e in events] for f in PARQUET_SCHEMA}
+    pq.write_table(pa.table(columns, schema=PARQUET_SCHEMA), path)
+    return path
+
+
+def history_reference(events: Sequence[dict[str, Any]], start_ms: int, end_ms: int) -> list[dict[str, Any]]:
+    """Reference events of a history backfill: positions (HISTORY_PARTITION, sorted index)."""
+    chosen = [e for e in events if start_ms <= e["ts"] < end_ms]
+    order = sorted(range(len(chosen)), key=lambda i: chosen[i]["ts"])  # stable: file order
+    return [
+        _reference_event(chosen[i], HISTORY_PARTITION, offset) for offset, i in enumerate(order)
+    ]
+
+
+def _reference_event(doc: dict[str, Any], partition: int, offset: int) -> dict[str, Any]:
+    return {
+        "entity": doc["user_id"], "merchant": doc["merchant_id"], "e": doc["ts"],
+        "partition": partition, "offset": offset, "value": float(doc["amount"]),
+        "event_type": doc["event_type"], "valid": True,
+    }  # fmt: skip
+
+
+def run_backfill(
+    tmp: Path, files: Sequence[Path], start_ms: int, end_ms: int, topic: str = "transactions", **kw: Any
+) -> BackfillReport:
+    source, views = example_views(topic)
+    target = BackfillTarget(tmp / "state", SHARDS, str(tmp / "log"))
+    return backfill_parquet(target, source, views, [str(f) for f in files], start_ms, end_ms, **kw)
+
+
+def views_by_name(topic: str = "transactions") -> dict[str, StreamFeatureView]:
+    return {v.name: v for v in example_views(topic)[1]}
+
+
+def compare_state(
+    state_dir: Path, shards: int, secondary: Path, applied: Sequence[dict[str, Any]], times: Iterable[int],
+    topic: str = "transactions",
+) -> int:
+    """Every user/merchant's state as of each t equals the reference; returns comparisons."""
+    views = views_by_name(topic)
+    table = RocksDBOnlineTable(state_dir, shards, secondary, background=False)
+    compared = 0
+    try:
+        for t in times:
+            for name, key_field in (("user_spend", "entity"), ("merchant_activity", "merchant")):
+                view = views[name]
+                for key in sorted({e[key_field] for e in applied}):
+                    mine = [e for e in applied if e[key_field] == key]
+                    got = online_values(table, view, key, t)
+                    want = expected_values(view, mine, key, t, key_field=key_field)
+                    if got is None:
+                        assert not any(e["event_type"] == "PURCHASE" for e in mine), key
+                        continue
+                    assert_close(got, want, f"{name} {key} at {t}")
+                    compared += 1
+    finally:
+        table.close()
+    return compared
+
+
+def compare_training_set(
+    log_root: Path, applied: Sequence[dict[str, Any]], spine_rows: Sequence[tuple[str, str, int]],
+    topic: str = "transactions",
+) -> None:
+    """get_training_set on the Parquet log equals the reference for every spine row."""
+    _source, views = example_views(topic)
+    repo = _repo_for(views)
+    spine = pl.DataFrame(
+        {
+            "user_id": [u for u, _, _ in spine_rows],
+            "merchant_id": [m for _, m, _ in spine_rows],
+            "event_timestamp": pl.Series([t for _, _, t in spine_rows], dtype=pl.Int64)
+            .cast(pl.Datetime("ms", "UTC")),
+        }
+    )
+    frame = get_training_set(repo, "backfill_check", spine, str(log_root))
+    by_name = {v.name: v for v in views}
+    for row, (user, merchant, t) in zip(frame.iter_rows(named=True), spine_rows, strict=True):
+        for name, key_field, key in (("user_spend", "entity", user), ("merchant_activity", "merchant", merchant)):
+            view = by_name[name]
+            mine = [e for e in applied if e[key_field] == key]
+            want = expected_values(view, mine, key, t, key_field=key_field)
+            assert_close({n: row[n] for n in want}, want, f"training set {name} {key} at {t}")
+
+
+def _repo_for(views: Sequence[StreamFeatureView]) -> Any:
+    from engine.definitions import FeatureRepo, FeatureService
+
+    service = FeatureService(name="backfill_check", features=list(views))
+    objects: list[object] = [views[0].source, *views, service]
+    for view in views:
+        objects.extend(e for e in view.entities if e not in objects)
+    return FeatureRepo.from_objects(objects)
