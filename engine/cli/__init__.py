@@ -22,6 +22,8 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "engine.cli.generate_cmd",
     "engine.cli.plan_cmd",
     "engine.cli.serve_cmd",
+    "engine.cli.backfill_cmd",
+    "engine.cli.training_cmd",
 )
 
 

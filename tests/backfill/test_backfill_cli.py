@@ -1,0 +1,138 @@
+"""``streamfeat backfill`` and ``streamfeat training-set`` through the CLI entry point."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from engine.apply import HANDOFF_RECORD, handoff_key
+from engine.cli import main
+from engine.definitions import load_repo
+from engine.plan import apply_plan
+from engine.state.rocksdb_store import RocksDBStore
+from tests.backfill.backfill_support import (
+    START_MS,
+    history_reference,
+    random_events,
+    write_history,
+)
+from tests.engine.streaming_support import REPO, assert_close, expected_values
+
+HOUR = 3_600_000
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty project directory (no config files) with the example repo applied."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(__import__("os").environ):
+        if name.startswith("STREAMFEAT_"):
+            monkeypatch.delenv(name)
+    apply_plan(load_repo(REPO), tmp_path / "data" / "plan.json", shards=2)
+    return tmp_path
+
+
+
+def run(command: str, *args: str) -> int:
+    return main([command, "--repo", str(REPO), "--data-dir", "data", *args])
+
+
+def test_backfill_then_training_set(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    docs = random_events(np.random.default_rng(3), 600, users=15, merchants=4, start_ms=START_MS, span_ms=3 * HOUR)
+    write_history(docs[:300], project / "history" / "date=1" / "part-0.parquet")
+    write_history(docs[300:], project / "history" / "date=2" / "part-0.parquet")
+    end = START_MS + 2 * HOUR
+    code = run("backfill", "--source", "transactions", "--from", "history/**/*.parquet",
+               "--start", iso(START_MS - HOUR), "--end", iso(end))  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    kept = sum(1 for d in docs if START_MS - HOUR <= d["ts"] < end)
+    assert f"backfilled {kept:,} of {kept:,} history events from 2 file(s)" in out
+    store = RocksDBStore(project / "data" / "state", 2)
+    try:
+        for view in load_repo(REPO).views:
+            raw = store.partition(1).get_many([handoff_key(view.fingerprint)])[0]
+            assert raw is not None and HANDOFF_RECORD.unpack(raw)[0] == end
+    finally:
+        store.close()
+
+    spine = pl.DataFrame({
+        "user_id": [str(d["user_id"]) for d in docs[:50]],
+        "merchant_id": [str(d["merchant_id"]) for d in docs[:50]],
+        "event_timestamp": pl.Series([int(d["ts"]) for d in docs[:50]]).cast(pl.Datetime("ms", "UTC")),
+        "amount": [float(d["amount"]) for d in docs[:50]],
+    })  # fmt: skip
+    spine.write_parquet(project / "spine.parquet")
+    code = run("training-set", "--service", "fraud_scoring", "--spine", "spine.parquet", "--out", "out/train.parquet")
+    assert code == 0
+    train = pl.read_parquet(project / "out" / "train.parquet")
+    assert train.height == 50 and "amount_sum_15m" in train.columns
+    assert "merchant_txn_count_1h" in train.columns and "spend_velocity_ratio" in train.columns
+    applied = history_reference(docs, START_MS - HOUR, end)
+    user_spend = load_repo(REPO).view("user_spend")
+    for row in train.iter_rows(named=True):
+        t = int(row["event_timestamp"].timestamp() * 1000)
+        mine = [e for e in applied if e["entity"] == row["user_id"]]
+        want = expected_values(user_spend, mine, row["user_id"], t)
+        assert_close({k: row[k] for k in want}, want, f"training set {row['user_id']} at {t}")
+
+
+def test_backfill_of_a_corrupt_file_fails_naming_it(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "history").mkdir()
+    (project / "history" / "broken.parquet").write_bytes(b"not parquet")
+    code = run("backfill", "--source", "transactions", "--from", "history", "--end", iso(START_MS))
+    err = capsys.readouterr().err.splitlines()
+    assert code == 1
+    assert err[0].startswith("streamfeat backfill: error: history file ")
+    assert "broken.parquet" in err[0] and err[1].startswith("hint: ")
+    assert not (project / "data" / "state").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--from", "nothing/*.parquet", "--end", "2026-01-01T00:00:00Z"], "no Parquet file matches"),
+        (["--from", "x.parquet"], "--end is required"),
+        (["--from", "x.parquet", "--end", "2026-01-01T00:00:00"], "--end: '2026-01-01T00:00:00' has no time zone"),
+        (["--from", "kafka", "--end", "2026-01-01T00:00:00Z"], "--start/--end do not apply to --from kafka"),
+        (["--views", "nope", "--end", "2026-01-01T00:00:00Z"], "--views: ['nope'] are not views"),
+    ],
+)
+def test_backfill_usage_errors(project: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
+    code = run("backfill", "--source", "transactions", *args)
+    err = capsys.readouterr().err
+    assert message in err.splitlines()[0]
+    assert code == (1 if "no Parquet file" in message else 2)
+
+
+def test_backfill_without_an_applied_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    code = run("backfill", "--source", "transactions", "--end", "2026-01-01T00:00:00Z")
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and "no applied plan" in err[0] and "streamfeat apply" in err[1]
+
+
+def test_training_set_spine_errors(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = run("training-set", "--service", "fraud_scoring", "--spine", "missing.parquet", "--out", "o.parquet")
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and "--spine: no file at missing.parquet" in err[0] and err[1].startswith("hint: ")
+
+    pl.DataFrame({"user_id": ["u1"], "merchant_id": ["m1"], "amount": [1.0]}).write_parquet(project / "s.parquet")
+    code = run("training-set", "--service", "fraud_scoring", "--spine", "s.parquet", "--out", "o.parquet")
+    err = capsys.readouterr().err.splitlines()
+    assert code == 1 and "event_timestamp" in err[0]
+    assert not (project / "o.parquet").exists()
+
+    pl.DataFrame({"user_id": ["u1"], "ts": [1]}).write_parquet(project / "s2.parquet")
+    code = run("training-set", "--service", "nope", "--spine", "s2.parquet", "--out", "o.parquet")
+    err = capsys.readouterr().err.splitlines()
+    assert code == 1 and "nope" in err[0]
