@@ -78,7 +78,7 @@ def test_online_training_backfill_and_reference_agree(
     for cut in [*cuts, len(docs)]:
         produce(kafka_bootstrap, topic, docs[produced:cut])
         produced = cut
-        run_main(build_flow(job))
+        run_main(build_flow(job))  # type: ignore[no-untyped-call]
         records = read_topic(kafka_bootstrap, topic, 2)
         assert len(records) == produced
         applied = applied_events(reference_events(records), job.source.allowed_lateness_ms)
@@ -138,7 +138,7 @@ def test_history_handoff_then_stream(
     report = run_backfill(tmp_path, [history], START_MS - HOUR, handoff, topic=topic, chunk_rows=400)
     assert report.complete
     job = make_job(tmp_path, topic, kafka_bootstrap, shards=SHARDS)
-    run_main(build_flow(job))
+    run_main(build_flow(job))  # type: ignore[no-untyped-call]
 
     records = read_topic(kafka_bootstrap, topic, 2)
     streamed = applied_events(reference_events(records), job.source.allowed_lateness_ms)
