@@ -1,8 +1,14 @@
-"""On-demand views of the fraud example (transforms live in transforms.py)."""
+"""On-demand views of the fraud example (transforms live in transforms.py).
+
+Python mode runs one dict per row and costs microseconds, so the real-time scoring
+service uses it; batch mode hands a polars DataFrame to the transform and pays a
+fixed cost per call that only amortizes over many entities (batch review).
+"""
 
 from engine.definitions import OnDemandFeatureView
-from feature_defs.sources import transaction_request
-from feature_defs.views import merchant_activity, user_spend
+
+from .sources import transaction_request
+from .views import merchant_activity, user_spend
 
 spend_velocity = OnDemandFeatureView(
     name="spend_velocity",
@@ -17,7 +23,16 @@ user_merchant_share = OnDemandFeatureView(
     name="user_merchant_share",
     sources=[user_spend, merchant_activity],
     schema={"user_merchant_share_1h": "float"},
-    mode="batch",
+    mode="python",
     fn="feature_defs.transforms:user_merchant_share",
     description="User 1-hour spend / merchant 1-hour spend (0 when the merchant has none).",
+)
+
+amount_zscore = OnDemandFeatureView(
+    name="amount_zscore",
+    sources=[user_spend, transaction_request],
+    schema={"amount_zscore_1d": "float"},
+    mode="batch",
+    fn="feature_defs.transforms:amount_zscore",
+    description="How unusual the request amount is against the user's 1-day purchases.",
 )

@@ -1,8 +1,9 @@
 """Feature services of the fraud example."""
 
 from engine.definitions import FeatureService
-from feature_defs.on_demand import spend_velocity, user_merchant_share
-from feature_defs.views import merchant_activity, user_spend
+
+from .on_demand import amount_zscore, spend_velocity, user_merchant_share
+from .views import merchant_activity, user_spend
 
 fraud_scoring = FeatureService(
     name="fraud_scoring",
@@ -12,5 +13,14 @@ fraud_scoring = FeatureService(
         spend_velocity,
         user_merchant_share,
     ],
-    description="Features of the real-time fraud model.",
+    description="Features of the real-time fraud model (one transaction per request).",
+)
+
+batch_review = FeatureService(
+    name="batch_review",
+    features=[
+        user_spend[["amount_sum_1d", "amount_mean_1d", "amount_stddev_1d"]],
+        amount_zscore,
+    ],
+    description="Nightly review of many transactions per request (batch-mode transform).",
 )

@@ -13,13 +13,16 @@ def spend_velocity(row: dict[str, Any]) -> dict[str, Any]:
     return {"spend_velocity_ratio": float(row["amount"]) / max(float(recent), 0.001)}
 
 
-def user_merchant_share(df: pl.DataFrame) -> pl.DataFrame:
-    """The user's share of the merchant's 1-hour spend (batch mode); 0 when the merchant has none."""
-    merchant_sum = pl.col("merchant_amount_sum_1h").fill_null(0.0)
-    share = (
-        pl.when(merchant_sum > 0.0)
-        .then(pl.col("amount_sum_1h").fill_null(0.0) / merchant_sum)
-        .otherwise(0.0)
-        .cast(pl.Float64)
-    )
-    return df.select(share.alias("user_merchant_share_1h"))
+def user_merchant_share(row: dict[str, Any]) -> dict[str, Any]:
+    """The user's share of the merchant's 1-hour spend (python mode); 0 when the merchant has none."""
+    merchant_sum = float(row.get("merchant_amount_sum_1h") or 0.0)
+    user_sum = float(row.get("amount_sum_1h") or 0.0)
+    return {"user_merchant_share_1h": user_sum / merchant_sum if merchant_sum > 0.0 else 0.0}
+
+
+def amount_zscore(df: pl.DataFrame) -> pl.DataFrame:
+    """(amount - 1-day mean) / max(1-day stddev, 1.0), 0 without history (batch mode, many rows)."""
+    mean = pl.col("amount_mean_1d")
+    spread = pl.max_horizontal(pl.col("amount_stddev_1d").fill_null(0.0), pl.lit(1.0))
+    score = pl.when(mean.is_null()).then(0.0).otherwise((pl.col("amount") - mean) / spread)
+    return df.select(score.cast(pl.Float64).alias("amount_zscore_1d"))

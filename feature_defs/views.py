@@ -3,8 +3,8 @@
 from datetime import timedelta
 
 from engine.definitions import Aggregation, StreamFeatureView, col
-from feature_defs.entities import merchant, user
-from feature_defs.sources import transactions
+from .entities import merchant, user
+from .sources import transactions
 
 _WINDOWS = (timedelta(minutes=15), timedelta(hours=1), timedelta(days=1))
 

@@ -21,6 +21,7 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "engine.cli.kafka_cmd",
     "engine.cli.generate_cmd",
     "engine.cli.plan_cmd",
+    "engine.cli.run_cmd",
     "engine.cli.serve_cmd",
     "engine.cli.backfill_cmd",
     "engine.cli.training_cmd",

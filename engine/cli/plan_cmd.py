@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from engine.cli.common import add_settings_args, settings_from
+
 
 def register(subparsers: Any) -> None:
     for command, handler, help_text in (
@@ -13,7 +15,7 @@ def register(subparsers: Any) -> None:
         ("apply", _apply, "validate the repo and record it as the applied plan"),
     ):
         parser: argparse.ArgumentParser = subparsers.add_parser(command, help=help_text, description=help_text)
-        parser.add_argument("--repo", type=Path, default=None, help="feature repo directory (default: settings 'repo', feature_defs)")
+        add_settings_args(parser, kafka=False)
         parser.add_argument("--plan-file", type=Path, default=None, help="plan file (default: <data_dir>/plan.json, .streamfeat/plan.json)")
         if command == "apply":
             parser.add_argument("--shards", type=int, default=None,
@@ -22,9 +24,7 @@ def register(subparsers: Any) -> None:
 
 
 def _paths(args: argparse.Namespace) -> tuple[Path, Path, int]:
-    from engine.config import load_settings
-
-    settings = load_settings(overrides={"repo": args.repo} if args.repo is not None else {})
+    settings = settings_from(args)
     plan_file: Path = args.plan_file if args.plan_file is not None else settings.plan_file
     return settings.repo_path, plan_file, settings.state_shards
 

@@ -142,3 +142,24 @@ def test_default_time_is_wall_clock(backend_client: ASGIClient) -> None:
                                                   "request_data": {"amount": [1.0]}})
     assert before - 1 <= body["as_of"] <= datetime.now(UTC).timestamp() * 1000 + 1
     assert "metadata" not in body
+
+
+def test_batch_mode_transform_matches_reference(
+    backend_client: ASGIClient, repo: FeatureRepo, events: list[dict[str, Any]]
+) -> None:
+    users = list(USERS)
+    amounts = [40.0 + 7.5 * i for i in range(len(users))]
+    body = post(
+        backend_client,
+        "batch_review",
+        {"entities": {"user_id": users}, "request_data": {"amount": amounts}, "as_of": T_END},
+    )
+    user_spend = repo.view("user_spend")
+    assert len(body["features"]) == len(users)
+    for user, amount, row in zip(users, amounts, body["features"], strict=True):
+        want = expected(user_spend, events, user, T_END)
+        for name in ("amount_sum_1d", "amount_mean_1d", "amount_stddev_1d"):
+            assert close(row[name], want[name]), (name, user)
+        mean, spread = want["amount_mean_1d"], max(want["amount_stddev_1d"] or 0.0, 1.0)
+        score = 0.0 if mean is None else (amount - mean) / spread
+        assert close(row["amount_zscore_1d"], score), user

@@ -1,0 +1,139 @@
+"""``streamfeat run``: run the streaming dataflow of one event source.
+
+One process runs in place (``--workers`` threads). Several processes (``--processes``)
+run as a Bytewax cluster on loopback: this command starts one child per process,
+each owning a share of the state shards, and stops them all if one fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+from engine.cli.common import add_settings_args, settings_from
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "run",
+        help="run the streaming dataflow of one event source",
+        description="Consume the source's Kafka topic, maintain tiles in RocksDB, write the Parquet log.",
+    )
+    add_settings_args(parser)
+    parser.add_argument(
+        "--source", default="transactions", help="event source to run (default: transactions)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker threads per process (default: 1)"
+    )
+    parser.add_argument(
+        "--processes", type=int, default=1, help="processes on this host (default: 1)"
+    )
+    parser.add_argument(
+        "--until-caught-up",
+        action="store_true",
+        help="stop at the end offsets seen at start instead of tailing the topic",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="records per Kafka batch (default: 5000)"
+    )
+    parser.add_argument(
+        "--online", choices=("rocksdb", "redis"), default=None, help="also write tiles to Redis"
+    )
+    parser.add_argument("--redis-url", default=None, help="Redis URL for --online redis")
+    parser.set_defaults(handler=_run)
+
+
+def _child_env(args: argparse.Namespace) -> dict[str, str]:
+    env = dict(os.environ)
+    settings = settings_from(
+        args, batch_size=args.batch_size, online=args.online, redis_url=args.redis_url
+    )
+    env.update(
+        {
+            "STREAMFEAT_REPO": str(settings.repo_path),
+            "STREAMFEAT_DATA_DIR": str(settings.path(settings.data_dir)),
+            "STREAMFEAT_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "STREAMFEAT_BATCH_SIZE": str(settings.batch_size),
+            "STREAMFEAT_ONLINE": settings.online,
+            "STREAMFEAT_REDIS_URL": settings.redis_url,
+            "STREAMFEAT_RUN_SOURCE": args.source,
+            "STREAMFEAT_RUN_TAIL": "0" if args.until_caught_up else "1",
+        }
+    )
+    return env
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from engine.exceptions import ConfigError
+
+    if args.workers < 1 or args.processes < 1:
+        raise ConfigError("--workers and --processes must be at least 1")
+    if args.processes == 1:
+        from bytewax._bytewax import cli_main
+
+        from dataflows.job import build_job
+        from dataflows.stream import build_flow
+
+        settings = settings_from(
+            args, batch_size=args.batch_size, online=args.online, redis_url=args.redis_url
+        )
+        job = build_job(settings, args.source, tail=not args.until_caught_up)
+        cli_main(build_flow(job), workers_per_process=args.workers)  # type: ignore[no-untyped-call]
+        return 0
+
+    env = _child_env(args)
+    # Create every shard before the children start, so none of them races to create one.
+    from dataflows.job import build_job
+    from engine.state.rocksdb_store import RocksDBStore
+
+    job = build_job(settings_from(args), args.source, tail=not args.until_caught_up)
+    RocksDBStore(job.state_dir, job.shards).close()
+    addresses = ";".join(f"127.0.0.1:{port}" for port in _free_ports(args.processes))
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bytewax.run", "dataflows.app:flow", "-w", str(args.workers),
+             "-i", str(i), "-a", addresses],
+            env=env,
+        )
+        for i in range(args.processes)
+    ]  # fmt: skip
+    try:
+        while True:
+            codes = [c.poll() for c in children]
+            failed = [code for code in codes if code not in (None, 0)]
+            if failed:
+                print(
+                    f"streamfeat run: a process exited with code {failed[0]}; stopping the others",
+                    file=sys.stderr,
+                )
+                return 1
+            if all(code == 0 for code in codes):
+                return 0
+            time.sleep(0.2)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGINT)
+        for child in children:
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
