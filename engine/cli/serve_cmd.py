@@ -10,15 +10,16 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-from pathlib import Path
 from typing import Any
+
+from engine.cli.common import add_settings_args
 
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "serve", help="serve features over HTTP (FastAPI + uvicorn)",
         description="Serve the repo's feature services over HTTP. Run `streamfeat apply` first.")
-    parser.add_argument("--repo", type=Path, default=None, help="feature repo directory (default: settings 'repo')")
+    add_settings_args(parser, kafka=False)
     parser.add_argument("--host", default=None, help="listen address (default: settings 'serve_host', 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default: settings 'serve_port', 8000)")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
@@ -29,7 +30,7 @@ def register(subparsers: Any) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {"repo": args.repo, "serve_host": args.host, "serve_port": args.port,
+    return {"repo": args.repo, "data_dir": args.data_dir, "serve_host": args.host, "serve_port": args.port,
             "online": args.online, "redis_url": args.redis_url}
 
 

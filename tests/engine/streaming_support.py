@@ -142,3 +142,30 @@ def assert_close(actual: dict[str, Any], expected: dict[str, Any], context: str)
 
 def state_key(view: StreamFeatureView, entity: str) -> bytes:
     return tile_key(view.fingerprint, entity_key([entity]))
+
+
+def copy_repo(tmp_path: Path, topic: str) -> Path:
+    """A copy of the example repo whose source reads ``topic`` (a package of its own name)."""
+    import shutil
+    import uuid
+
+    target = tmp_path / f"fraud_repo_{uuid.uuid4().hex[:8]}"
+    shutil.copytree(REPO, target, ignore=shutil.ignore_patterns("__pycache__"))
+    sources = target / "sources.py"
+    text = sources.read_text()
+    if 'topic="transactions"' not in text:
+        raise AssertionError("the example repo's source no longer declares topic=\"transactions\"")
+    sources.write_text(text.replace('topic="transactions"', f'topic="{topic}"'))
+    return target
+
+
+def streamfeat(*args: str, timeout: float = 300, check: bool = True) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"streamfeat {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
+    return done
