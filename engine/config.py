@@ -47,6 +47,7 @@ class Settings:
     catch_up_interval_ms: int = 100
     max_entities_per_request: int = 1000
     max_request_bytes: int = 1_048_576
+    request_log_dir: str = ""  # empty: no request logging (streamfeat consistency-check reads it)
 
     def __post_init__(self) -> None:
         problems: list[str] = []

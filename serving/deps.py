@@ -15,6 +15,7 @@ from serving.exceptions import MalformedRequest, PayloadTooLarge, ServerError, S
 from serving.metrics import ServingMetrics
 from serving.online import OnlineAccess
 from serving.registry import Registry
+from serving.request_log import RequestLogger
 
 log = logging.getLogger("streamfeat.serving")
 
@@ -28,6 +29,7 @@ class ServingState:
     metrics: ServingMetrics
     max_entities_per_request: int = 1000
     max_request_bytes: int = 1_048_576
+    request_log: RequestLogger | None = None
 
 
 @dataclass

@@ -61,7 +61,13 @@ def build_router(registry: Registry) -> APIRouter:
             feature_request = build_request(
                 compiled, body.get("entities"), body.get("request_data"), body.get("as_of"),
                 body.get("include_metadata"), max_entities=state.max_entities_per_request)
-            return json_response(v1_body(compute(state.online, feature_request)))
+            answer = v1_body(compute(state.online, feature_request))
+            if state.request_log is not None:
+                state.request_log.record(
+                    compiled.name, answer["as_of"], body.get("entities") or {},
+                    body.get("request_data") or {}, answer["features"],
+                )  # fmt: skip
+            return json_response(answer)
 
         return await observed(request, FEATURES_ROUTE, handle)
 
