@@ -4,6 +4,8 @@ and the brute-force expectation of what it must compute."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,10 +161,7 @@ def copy_repo(tmp_path: Path, topic: str) -> Path:
     return target
 
 
-def streamfeat(*args: str, timeout: float = 300, check: bool = True) -> "subprocess.CompletedProcess[str]":
-    import subprocess
-    import sys
-
+def streamfeat(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
         [sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True, timeout=timeout
     )

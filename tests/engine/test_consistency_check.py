@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from engine.config import load_settings
+from engine.definitions import load_repo
 from engine.generate import GeneratorConfig, produce_events
 from engine.offline.consistency import check_request_log, same_value
-from engine.definitions import load_repo
 from serving.app import create_app
 from tests.engine.streaming_support import copy_repo, read_topic, reference_events, streamfeat
 from tests.serving.asgi_client import ASGIClient
