@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 from engine.definitions import Aggregation, StreamFeatureView, col
+
 from .entities import merchant, user
 from .sources import transactions
 
