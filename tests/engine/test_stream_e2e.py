@@ -3,6 +3,7 @@ compared with the brute-force reference for every entity."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,7 +11,13 @@ import pytest
 from bytewax.testing import run_main
 
 from dataflows.stream import build_flow
-from engine.generate import GeneratorConfig, generate, produce_events
+from engine.generate import (
+    EXPECTED_DLQ_REASON,
+    GeneratorConfig,
+    MalformedKind,
+    generate,
+    produce_events,
+)
 from engine.io.dead_letters import read_dead_letters
 from engine.state.online_rocksdb import RocksDBOnlineTable
 from tests.engine.streaming_support import (
@@ -46,10 +53,22 @@ def test_stream_matches_reference(tmp_path: Path, kafka_bootstrap: str, kafka_to
     assert late > 0, "the jitter should make some events late"
 
     letters = read_dead_letters(kafka_bootstrap, job.source.dlq_topic)
-    reasons = [str(letter.reason) for letter in letters]
     invalid = sum(1 for e in events if not e["valid"])
     assert len(letters) == invalid + late
-    assert sum(1 for r in reasons if r.endswith("late_event")) == late
+    # Every malformed record is in the dead-letter topic with the reason its kind must
+    # get, and every late event with reason late_event: counts are exact per reason.
+    generated = generate(config)
+    expected_reasons = Counter(
+        EXPECTED_DLQ_REASON[list(MalformedKind)[code]] for code in generated.malformed.tolist() if code >= 0
+    )
+    expected_reasons["late_event"] += late
+    got_reasons = Counter(getattr(letter.reason, "value", str(letter.reason)) for letter in letters)
+    assert got_reasons == expected_reasons
+    assert len(set(expected_reasons)) >= 4, "every kind of malformed record should occur"
+    by_value = {v: code for v, code in zip(generated.values, generated.malformed.tolist(), strict=True)}
+    for letter in letters:
+        if getattr(letter.reason, "value", str(letter.reason)) != "late_event":
+            assert by_value[letter.value] >= 0, "a good record went to the dead-letter topic"
 
     t_end = max(e["e"] for e in applied)
     user_view = next(v for v in job.views if v.name == "user_spend")
