@@ -120,9 +120,12 @@ def reader_options() -> rocksdict.Options:
     return opts
 
 
-def iter_prefix(db: rocksdict.Rdict, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """``(key, value)`` of every key starting with ``prefix`` in a raw-mode shard."""
-    for key, value in db.items(from_key=prefix):
+def iter_prefix(
+    db: rocksdict.Rdict, prefix: bytes, from_key: bytes | None = None
+) -> Iterator[tuple[bytes, bytes]]:
+    """``(key, value)`` of every key starting with ``prefix`` in a raw-mode shard
+    (from ``from_key`` on, when given: a cursor for incremental scans)."""
+    for key, value in db.items(from_key=from_key if from_key is not None and from_key > prefix else prefix):
         raw_key = cast(bytes, key)
         if not raw_key.startswith(prefix):
             break

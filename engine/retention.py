@@ -1,0 +1,116 @@
+"""Retention for entities that went quiet.
+
+The write path trims an entity's old tiles whenever a new event for it arrives. An
+entity that never sees another event would keep its record forever, so each shard
+also sweeps its records in small slices (on the dataflow's idle ticks): a record whose
+newest tile ended more than the view's retention before the newest event time the
+view has seen (docs/semantics.md section 7) is deleted; a record with some expired
+tiles is trimmed. No value the watermark still allows can need what is removed.
+
+Sweeping is incremental (a cursor per view, at most ``limit`` records per call) so
+it never stalls ingestion.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.kernel.aggregate import apply_retention
+from engine.kernel.batch_merge import NO_EVENT_TS
+from engine.kernel.codec import HEADER, decode_tiles, encode_tiles
+from engine.state.keys import view_prefix
+from engine.state.layout import iter_prefix
+from engine.state.rocksdb_store import RocksDBStorePartition
+
+META = struct.Struct("<qq")
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    examined: int
+    deleted: int
+    trimmed: int
+    next_key: bytes | None  # None: the sweep of this view wrapped around
+
+
+def view_newest_ts(partition: RocksDBStorePartition, fingerprint: bytes) -> int:
+    """Newest event time the view has seen in this shard (its ``b"M"`` record)."""
+    meta = partition.get_many([b"M" + fingerprint])[0]
+    return META.unpack(meta)[0] if meta is not None else NO_EVENT_TS
+
+
+def sweep_view(
+    partition: RocksDBStorePartition,
+    fingerprint: bytes,
+    retention_ms: int,
+    interval_ms: int,
+    *,
+    start_after: bytes | None = None,
+    limit: int = 2_000,
+) -> SweepResult:
+    """Delete or trim up to ``limit`` records of one view past ``start_after``."""
+    newest = view_newest_ts(partition, fingerprint)
+    if newest == NO_EVENT_TS:
+        return SweepResult(0, 0, 0, None)
+    oldest_allowed_end = newest - retention_ms
+    first_kept_tile = -((-oldest_allowed_end) // interval_ms) - 1
+    prefix = view_prefix(fingerprint)
+    db = partition._live_db()  # one shard, one owner: the applier that calls this
+    txn = partition.begin()
+    examined = deleted = trimmed = 0
+    next_key: bytes | None = None
+    for key, value in iter_prefix(db, prefix, from_key=start_after):
+        if key == start_after:
+            continue
+        if examined >= limit:
+            next_key = start_after
+            break
+        examined += 1
+        start_after = key
+        n_tiles = HEADER.unpack_from(value)[3]
+        if n_tiles == 0:
+            continue
+        last_tile = struct.unpack_from("<q", value, HEADER.size + 8 * (n_tiles - 1))[0]
+        if last_tile < first_kept_tile:
+            txn.delete(key)
+            deleted += 1
+            continue
+        first_tile = struct.unpack_from("<q", value, HEADER.size)[0]
+        if first_tile < first_kept_tile:
+            tiles, partials, max_ts = decode_tiles(value)
+            kept_tiles, kept = apply_retention(tiles, partials, newest, retention_ms, interval_ms)
+            txn.put(key, encode_tiles(np.ascontiguousarray(kept_tiles), np.ascontiguousarray(kept), max_ts))
+            trimmed += 1
+    txn.commit()
+    return SweepResult(examined, deleted, trimmed, next_key)
+
+
+class RetentionSweeper:
+    """Round-robin incremental sweeps over every view of one shard."""
+
+    def __init__(self, partition: RocksDBStorePartition, views: list[tuple[bytes, int, int]], limit: int = 2_000):
+        self.partition = partition
+        self.views = views  # (fingerprint, retention_ms, interval_ms)
+        self.limit = limit
+        self._turn = 0
+        self._cursors: dict[bytes, bytes | None] = {}
+        self.deleted = 0
+        self.trimmed = 0
+
+    def step(self) -> SweepResult | None:
+        if not self.views:
+            return None
+        fingerprint, retention_ms, interval_ms = self.views[self._turn % len(self.views)]
+        result = sweep_view(
+            self.partition, fingerprint, retention_ms, interval_ms,
+            start_after=self._cursors.get(fingerprint), limit=self.limit,
+        )  # fmt: skip
+        self._cursors[fingerprint] = result.next_key
+        if result.next_key is None:
+            self._turn += 1
+        self.deleted += result.deleted
+        self.trimmed += result.trimmed
+        return result

@@ -1,0 +1,59 @@
+"""Quiet entities lose their expired tiles through the incremental sweep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from engine.apply import META_RECORD, meta_key
+from engine.kernel import PartialLayout, aggregate_batch, decode_tiles, encode_positions, encode_tiles
+from engine.retention import sweep_view
+from engine.state.keys import tile_key
+from engine.state.rocksdb_store import RocksDBStore
+
+FP = b"\x01" * 8
+G = 60_000
+RETENTION = 10 * G
+
+
+def _record(layout: PartialLayout, times: list[int]) -> bytes:
+    ts = np.array(times, dtype=np.int64)
+    _, tiles, partials = aggregate_batch(
+        layout, np.zeros(len(ts), dtype=np.int64), ts // G, ts,
+        encode_positions(np.zeros(len(ts), dtype=np.int64), np.arange(len(ts))), np.ones((len(ts), 1)),
+    )  # fmt: skip
+    return encode_tiles(tiles, partials, int(ts.max()))
+
+
+def test_sweep_deletes_quiet_entities_and_trims_old_tiles(tmp_path: Path) -> None:
+    layout = PartialLayout(("amount",))
+    newest = 100 * G
+    with RocksDBStore(tmp_path, 1) as store:
+        part = store.partition(0)
+        txn = part.begin()
+        txn.put(tile_key(FP, b"quiet"), _record(layout, [5 * G, 6 * G]))  # all expired
+        txn.put(tile_key(FP, b"mixed"), _record(layout, [50 * G, 95 * G]))  # one expired tile
+        txn.put(tile_key(FP, b"fresh"), _record(layout, [99 * G]))
+        for i in range(30):
+            txn.put(tile_key(FP, f"old{i:02d}".encode()), _record(layout, [i * G]))
+        txn.put(meta_key(FP), META_RECORD.pack(newest, 0))
+        txn.commit()
+
+        cursor: bytes | None = None
+        total_deleted = total_trimmed = calls = 0
+        while True:
+            result = sweep_view(part, FP, RETENTION, G, start_after=cursor, limit=7)
+            total_deleted += result.deleted
+            total_trimmed += result.trimmed
+            calls += 1
+            assert result.examined <= 7
+            cursor = result.next_key
+            if cursor is None:
+                break
+        assert calls >= 5  # incremental: 33 records in slices of 7
+        assert (total_deleted, total_trimmed) == (31, 1)
+        remaining = dict(part.iter_view(FP))
+        assert set(remaining) == {b"mixed", b"fresh"}
+        tiles, _, max_ts = decode_tiles(remaining[b"mixed"])
+        assert tiles.tolist() == [95] and max_ts == 95 * G
