@@ -41,8 +41,11 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: $(STAMP) system-deps lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider
-	@! pgrep -f 'kafka.Kafka .*streamfeat' >/dev/null || (echo "stray Kafka process left behind" && exit 1)
+	@before=$$(pgrep -f '[s]treamfeat.kafka=1' | sort | tr '\n' ' '); \
+	$(BIN)/python -m pytest -q -p no:cacheprovider; status=$$?; \
+	after=$$(pgrep -f '[s]treamfeat.kafka=1' | sort | tr '\n' ' '); \
+	if [ "$$after" != "$$before" ]; then echo "stray Kafka process left behind: $$after"; exit 1; fi; \
+	exit $$status
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
