@@ -41,4 +41,5 @@ def build_job(settings: Settings, source_name: str, *, tail: bool = True) -> Str
         redis_url=settings.redis_url or None,
         batch_size=settings.batch_size,
         tail=tail,
+        metrics_port=settings.metrics_port,
     )

@@ -30,7 +30,9 @@ from engine.io.batches import DecodedBatch, RawBatch
 from engine.io.dead_letters import DeadLetterProducer
 from engine.io.decoder import Decoder, PartitionWatermarks
 from engine.io.kafka_source import KafkaBatchSource
+from engine.metrics import DecodeObserver, ShardObserver, start_dataflow_metrics
 from engine.routing import ShardBatch, route, shard_key
+from engine.state.layout import shard_path
 from engine.state.offsets import resume_positions
 from engine.state.redis_writer import RedisOnlineWriter
 from engine.state.rocksdb_store import RocksDBStore
@@ -55,6 +57,7 @@ class StreamJob:
     tail: bool = True
     log_max_rows: int = 200_000
     log_max_age_s: float = 30.0
+    metrics_port: int = 0  # 0: no metrics endpoint (engine/metrics.py)
 
 
 def select_views(
@@ -80,11 +83,14 @@ class _ShardPartition(StatefulSinkPartition[ShardBatch | None, None]):
     def __init__(self, applier: ShardApplier, store: RocksDBStore) -> None:
         self.applier = applier
         self.store = store
+        shard = applier.partition.shard
+        self.observer = ShardObserver(applier, shard, shard_path(store.state_dir, shard))
 
     def write_batch(self, values: list[ShardBatch | None]) -> None:
         batches = [v for v in values if v is not None]
         if batches:
             self.applier.apply(batches)
+            self.observer.observe()
         else:  # a tick: only give the Parquet log its chance to roll on time
             self.applier.maybe_publish_log()
 
@@ -159,6 +165,7 @@ class _DecodeStep:
         self.bootstrap = job.bootstrap
         self.topic = job.source.topic
         self._dlq: DeadLetterProducer | None = None
+        self.observer = DecodeObserver(self.topic)
 
     def __call__(self, raw: RawBatch) -> DecodedBatch:
         decoded = self.decoder.decode(raw, self.watermarks)
@@ -166,12 +173,14 @@ class _DecodeStep:
             if self._dlq is None:
                 self._dlq = DeadLetterProducer(self.bootstrap, self.topic)
             self._dlq.send(decoded.dead_letters)
+        self.observer.observe(len(raw.offsets), decoded)
         return decoded
 
 
 def build_flow(job: StreamJob, flow_id: str = "streamfeat") -> Dataflow:
     """The streaming dataflow of one source; run it with bytewax.run / run_main / cluster_main."""
     resume = resume_positions(job.state_dir, job.shards, job.source.topic)
+    start_dataflow_metrics(job.bootstrap, job.source.topic, job.metrics_port)
     watermarks = PartitionWatermarks.restore({p: r.max_ts for p, r in resume.items()})
     views: Sequence[StreamFeatureView] = job.views
     shards = job.shards

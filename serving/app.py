@@ -19,7 +19,7 @@ from engine.config import Settings, load_settings
 from engine.definitions import FeatureRepo, load_repo
 from engine.plan import AppliedPlan, load_applied_plan
 from engine.state import OnlineTable, RedisOnlineTable, RocksDBOnlineTable
-from serving import routes_feast, routes_v1
+from serving import routes_feast, routes_ops, routes_v1
 from serving.deps import ServingState, json_response
 from serving.exceptions import ServerError, ServingError, ServingSetupError
 from serving.metrics import ServingMetrics
@@ -100,4 +100,5 @@ def create_app(
     app.add_exception_handler(ServingError, _serving_error)
     app.include_router(routes_v1.build_router(registry))
     app.include_router(routes_feast.build_router(registry))
+    app.include_router(routes_ops.build_router(settings.log_uri, settings.metrics_port))
     return app

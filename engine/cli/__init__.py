@@ -25,6 +25,9 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "engine.cli.serve_cmd",
     "engine.cli.backfill_cmd",
     "engine.cli.training_cmd",
+    "engine.cli.status_cmd",
+    "engine.cli.quality_cmd",
+    "engine.cli.init_cmd",
 )
 
 

@@ -106,12 +106,14 @@ def _run(args: argparse.Namespace) -> int:
 
     job = build_job(settings_from(args), args.source, tail=not args.until_caught_up)
     RocksDBStore(job.state_dir, job.shards).close()
+    metrics_base = settings_from(args).metrics_port
     addresses = ";".join(f"127.0.0.1:{port}" for port in _free_ports(args.processes))
     children = [
         subprocess.Popen(
             [sys.executable, "-m", "bytewax.run", "dataflows.app:flow", "-w", str(args.workers),
              "-i", str(i), "-a", addresses],
-            env=env,
+            # One metrics endpoint per process: metrics_port, metrics_port + 1, ...
+            env={**env, "STREAMFEAT_METRICS_PORT": str(metrics_base + i if metrics_base else 0)},
         )
         for i in range(args.processes)
     ]  # fmt: skip

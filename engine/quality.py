@@ -1,0 +1,212 @@
+"""Data quality of a view's Parquet log (layer 3 of docs/operations.md).
+
+For each view and each interval of event time (default one hour), every aggregated
+column of the log gets: row count, null rate, mean, population standard deviation,
+min, max and the 1st/50th/99th percentiles (linear interpolation, like numpy's
+default). A statistic is flagged when it lies more than ``DRIFT_SIGMAS`` standard
+deviations from its baseline: the same statistic over the intervals of the preceding
+``baseline`` (default 7 days), once at least ``MIN_BASELINE_POINTS`` intervals exist.
+
+The table is written to ``<log_root>/_quality/view=<name>/quality.parquet`` (rewritten
+whole by each pass; it is small: one row per interval and column). It is computed
+by ``streamfeat quality`` over the deduplicated log (``read_log``), so every event is
+counted once however often the log was published.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from engine.exceptions import StreamfeatError
+from engine.io.parquet_log import EVENT_TIME, VALUE_PREFIX, read_log, resolve_root
+
+QUALITY_DIR = "_quality"
+QUALITY_FILE = "quality.parquet"
+DRIFT_SIGMAS = 3.0
+MIN_BASELINE_POINTS = 3
+STATISTICS: tuple[str, ...] = ("null_rate", "mean", "std", "min", "max", "p1", "p50", "p99")
+
+
+class QualityError(StreamfeatError, ValueError):
+    """Invalid quality settings (interval, baseline) or an unreadable quality table."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class QualityConfig:
+    """How a quality pass slices and judges the log."""
+
+    interval: timedelta = timedelta(hours=1)
+    baseline: timedelta = timedelta(days=7)
+    sigmas: float = DRIFT_SIGMAS
+    min_baseline_points: int = MIN_BASELINE_POINTS
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.interval, timedelta) or self.interval < timedelta(seconds=1):
+            raise QualityError(
+                f"QualityConfig: field 'interval': expected a timedelta of at least 1 s, "
+                f"got {self.interval!r}",
+                hint="use timedelta(hours=1) for hourly statistics",
+            )
+        if not isinstance(self.baseline, timedelta) or self.baseline < self.interval:
+            raise QualityError(
+                f"QualityConfig: field 'baseline': expected a timedelta >= interval "
+                f"({self.interval}), got {self.baseline!r}",
+                hint="the baseline spans several intervals, e.g. timedelta(days=7)",
+            )
+        if not self.sigmas > 0:
+            raise QualityError(f"QualityConfig: field 'sigmas': expected > 0, got {self.sigmas}")
+        if self.min_baseline_points < 2:
+            raise QualityError(
+                f"QualityConfig: field 'min_baseline_points': expected >= 2, "
+                f"got {self.min_baseline_points}",
+                hint="a standard deviation needs at least two baseline intervals",
+            )
+
+    @property
+    def interval_ms(self) -> int:
+        return int(self.interval.total_seconds() * 1000)
+
+    @property
+    def baseline_ms(self) -> int:
+        return int(self.baseline.total_seconds() * 1000)
+
+
+QUALITY_SCHEMA: dict[str, Any] = {
+    "interval_start": pl.Int64,
+    "feature": pl.Utf8,
+    "count": pl.Int64,
+    **{s: pl.Float64 for s in STATISTICS},
+    "alert": pl.Boolean,
+    "drifted": pl.Utf8,  # comma-separated statistics that drifted ("" when none)
+}
+
+
+def interval_stats(log: pl.DataFrame, interval_ms: int) -> pl.DataFrame:
+    """One row per (interval, value column) with the statistics of the module docstring."""
+    columns = [c for c in log.columns if c.startswith(VALUE_PREFIX)]
+    if log.is_empty() or not columns:
+        return pl.DataFrame(schema={k: v for k, v in QUALITY_SCHEMA.items() if k not in ("alert", "drifted")})
+    start = (pl.col(EVENT_TIME) // interval_ms) * interval_ms
+    frames = []
+    for column in columns:
+        c = pl.col(column)
+        valid = c.filter(c.is_not_null() & c.is_not_nan())
+        frames.append(
+            log.group_by(start.alias("interval_start"))
+            .agg(
+                pl.len().cast(pl.Int64).alias("count"),
+                ((c.is_null() | c.is_nan()).sum() / pl.len()).cast(pl.Float64).alias("null_rate"),
+                valid.mean().alias("mean"),
+                valid.std(ddof=0).alias("std"),
+                valid.min().alias("min"),
+                valid.max().alias("max"),
+                valid.quantile(0.01, "linear").alias("p1"),
+                valid.quantile(0.50, "linear").alias("p50"),
+                valid.quantile(0.99, "linear").alias("p99"),
+            )
+            .with_columns(pl.lit(column[len(VALUE_PREFIX) :]).alias("feature"))
+        )
+    out = pl.concat(frames).select(
+        "interval_start", "feature", "count", *[pl.col(s).cast(pl.Float64) for s in STATISTICS]
+    )
+    return out.sort("feature", "interval_start")
+
+
+def flag_drift(stats: pl.DataFrame, config: QualityConfig) -> pl.DataFrame:
+    """Add ``alert`` and ``drifted``: which statistics left their baseline by > sigmas."""
+    alerts: list[bool] = []
+    drifted: list[str] = []
+    for (feature,), group in stats.group_by("feature", maintain_order=True):
+        del feature
+        starts = group["interval_start"].to_numpy()
+        values = {s: group[s].to_numpy().astype(np.float64) for s in STATISTICS}
+        for i, t in enumerate(starts):
+            window = (starts >= t - config.baseline_ms) & (starts < t)
+            names = []
+            if int(window.sum()) >= config.min_baseline_points:
+                for s in STATISTICS:
+                    base = values[s][window]
+                    base = base[~np.isnan(base)]
+                    x = values[s][i]
+                    if len(base) < config.min_baseline_points or math.isnan(x):
+                        continue
+                    mu, sd = float(base.mean()), float(base.std())
+                    # A constant baseline: any real change is infinitely many sigmas away.
+                    spread = sd if sd > 0 else 1e-9 * max(1.0, abs(mu))
+                    if abs(x - mu) > config.sigmas * spread:
+                        names.append(s)
+            alerts.append(bool(names))
+            drifted.append(",".join(names))
+    ordered = stats.sort("feature", "interval_start", maintain_order=True)
+    return ordered.with_columns(
+        pl.Series("alert", alerts, dtype=pl.Boolean), pl.Series("drifted", drifted, dtype=pl.Utf8)
+    )
+
+
+def compute_quality(
+    log_root: str,
+    view_name: str,
+    config: QualityConfig | None = None,
+    *,
+    fingerprint_hex: str | None = None,
+) -> pl.DataFrame:
+    """The quality table of one view, computed from its deduplicated Parquet log."""
+    config = config or QualityConfig()
+    log = read_log(log_root, view_name, fingerprint_hex)
+    stats = interval_stats(log, config.interval_ms)
+    if stats.is_empty():
+        return pl.DataFrame(schema=QUALITY_SCHEMA)
+    return flag_drift(stats, config).select(list(QUALITY_SCHEMA))
+
+
+def quality_path(log_root: str, view_name: str) -> tuple[Any, str]:
+    """``(filesystem, path)`` of a view's quality table."""
+    fs, base = resolve_root(log_root)
+    return fs, f"{base}/{QUALITY_DIR}/view={view_name}/{QUALITY_FILE}"
+
+
+def write_quality(log_root: str, view_name: str, table: pl.DataFrame) -> str:
+    """Write (replace) a view's quality table; returns its path."""
+    fs, path = quality_path(log_root, view_name)
+    directory = path.rsplit("/", 1)[0]
+    fs.create_dir(directory, recursive=True)
+    tmp = f"{directory}/.{QUALITY_FILE}.tmp"
+    pq.write_table(table.to_arrow(), tmp, filesystem=fs)
+    fs.move(tmp, path)  # readers see the old table or the new one, never half of one
+    return path
+
+
+def read_quality(log_root: str, view_name: str) -> pl.DataFrame:
+    """A view's quality table (empty, with the schema, when no pass has run yet)."""
+    fs, path = quality_path(log_root, view_name)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return pl.DataFrame(schema=QUALITY_SCHEMA)
+    try:
+        table = pq.read_table(path, filesystem=fs)
+    except Exception as exc:
+        raise QualityError(
+            f"quality table {path}: cannot be read: {exc}",
+            hint="run `streamfeat quality` to rewrite it",
+        ) from exc
+    return pl.DataFrame(pl.from_arrow(table))
+
+
+def run_quality(
+    log_root: str, view_names: Sequence[str], config: QualityConfig | None = None
+) -> dict[str, pl.DataFrame]:
+    """Compute and write the quality table of each view; returns them by view name."""
+    out: dict[str, pl.DataFrame] = {}
+    for name in view_names:
+        table = compute_quality(log_root, name, config)
+        write_quality(log_root, name, table)
+        out[name] = table
+    return out
