@@ -1,0 +1,161 @@
+"""Freshness: event produced -> value visible through the serving API, with the dataflow
+(`streamfeat run`, tailing) and the server (`streamfeat serve`) running as real processes.
+
+Background events are produced at a steady rate (1k and 10k events/s at full size);
+every PROBE_EVERY_S a purchase for a fresh probe user is produced and the API is polled
+on a keep-alive connection until that user's 15-minute count is 1. The lag is the time
+from handing the probe to the producer to the first answer that shows it.
+
+    .venv/bin/python -m benchmarks.bench_freshness [smoke|full]
+"""
+
+from __future__ import annotations
+
+import http.client
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from confluent_kafka import Producer
+
+from benchmarks.common import (
+    PY,
+    BenchError,
+    bootstrap,
+    check_size,
+    copy_repo,
+    delete_topic,
+    free_port,
+    new_topic,
+)
+from benchmarks.servers import server
+
+SIZES: dict[str, dict[str, Any]] = {
+    "smoke": {"rates": (1_000,), "probes": 15},
+    "small": {"rates": (1_000, 10_000), "probes": 50},
+    "full": {"rates": (1_000, 10_000), "probes": 150},
+}
+PROBE_EVERY_S = 0.2
+POLL_TIMEOUT_S = 10.0
+TARGET_P99_MS_AT_10K = 250.0
+
+
+def _event(user: str, now_ms: int, i: int) -> bytes:
+    return orjson.dumps({"transaction_id": f"f{i}", "user_id": user, "merchant_id": f"m{i % 500:04d}",
+                         "card_id": f"{user}-c0", "amount": 12.5, "currency": "EUR",
+                         "event_type": "PURCHASE", "ts": now_ms})
+
+
+class Background(threading.Thread):
+    """Produces ``rate`` events/s in 10 ms slices until stopped."""
+
+    def __init__(self, producer: Producer, topic: str, rate: int) -> None:
+        super().__init__(daemon=True)
+        self.producer, self.topic, self.rate = producer, topic, rate
+        self.stop_flag = threading.Event()
+        self.sent = 0
+
+    def run(self) -> None:
+        started = time.perf_counter()
+        while not self.stop_flag.is_set():
+            due = int((time.perf_counter() - started) * self.rate)
+            now_ms = int(time.time() * 1000)
+            while self.sent < due:
+                user = f"bg{self.sent % 10_000:05d}"
+                self.producer.produce(self.topic, _event(user, now_ms, self.sent), key=user.encode())
+                self.sent += 1
+            self.producer.poll(0)
+            time.sleep(0.01)
+
+
+def _count(conn: http.client.HTTPConnection, user: str) -> int:
+    body = orjson.dumps({"entities": {"user_id": [user], "merchant_id": ["m0000"]},
+                         "request_data": {"amount": [1.0]}})
+    conn.request("POST", "/v1/features/fraud_scoring", body, {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    doc = orjson.loads(resp.read())
+    if resp.status != 200:
+        raise BenchError(f"freshness poll: HTTP {resp.status}: {str(doc)[:300]}")
+    value = doc["features"][0]["amount_count_15m"]
+    return int(value or 0)
+
+
+def _measure_rate(servers: str, topic: str, port: int, rate: int, probes: int) -> dict[str, Any]:
+    producer = Producer({"bootstrap.servers": servers, "linger.ms": 1, "enable.idempotence": True})
+    bg = Background(producer, topic, rate)
+    bg.start()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    lags: list[float] = []
+    missed = 0
+    try:
+        time.sleep(1.0)  # let the background rate settle
+        for i in range(probes):
+            user = f"probe-{uuid.uuid4().hex[:10]}"
+            started = time.perf_counter()
+            producer.produce(topic, _event(user, int(time.time() * 1000), 10**9 + i), key=user.encode())
+            producer.poll(0)
+            while _count(conn, user) < 1:
+                if time.perf_counter() - started > POLL_TIMEOUT_S:
+                    missed += 1
+                    break
+                time.sleep(0.002)
+            else:
+                lags.append((time.perf_counter() - started) * 1000)
+            time.sleep(max(0.0, PROBE_EVERY_S - (time.perf_counter() - started)))
+    finally:
+        bg.stop_flag.set()
+        bg.join()
+        producer.flush(30)
+        conn.close()
+    if not lags:
+        raise BenchError(f"freshness at {rate} ev/s: no probe became visible within {POLL_TIMEOUT_S} s")
+    arr = np.array(lags)
+    elapsed_rate = bg.sent
+    return {"rate_events_per_s": rate, "background_events_sent": elapsed_rate, "probes": len(lags),
+            "missed": missed, "p50_ms": round(float(np.percentile(arr, 50)), 1),
+            "p90_ms": round(float(np.percentile(arr, 90)), 1), "p99_ms": round(float(np.percentile(arr, 99)), 1),
+            "max_ms": round(float(arr.max()), 1), "lags_ms": [round(x, 1) for x in lags]}
+
+
+def run(size: str) -> dict[str, Any]:
+    check_size("bench_freshness", SIZES, size)
+    cfg = SIZES[size]
+    work = Path(tempfile.mkdtemp(prefix="bench_freshness_"))
+    servers, stop = bootstrap()
+    topic = new_topic(servers, "bench-fresh")
+    results: list[dict[str, Any]] = []
+    try:
+        repo = copy_repo(work, topic)
+        data = work / "data"
+        done = subprocess.run([PY, "-m", "engine.cli", "apply", "--repo", str(repo), "--data-dir", str(data),
+                               "--shards", "8"], capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise BenchError(f"streamfeat apply failed: {done.stderr[-1500:]}")
+        port = free_port()
+        flow = [PY, "-m", "engine.cli", "run", "--repo", str(repo), "--data-dir", str(data), "--bootstrap", servers]
+        serve = [PY, "-m", "engine.cli", "serve", "--repo", str(repo), "--port", str(port)]
+        # The dataflow has no HTTP endpoint here; the server's /readyz waits for state to exist.
+        with (server(flow, "", port=-1, wait=False),
+              server(serve, "/readyz", port=port, env={"STREAMFEAT_DATA_DIR": str(data)})):
+            for rate in cfg["rates"]:
+                results.append(_measure_rate(servers, topic, port, rate, cfg["probes"]))
+    finally:
+        delete_topic(servers, topic)
+        stop()
+        shutil.rmtree(work, ignore_errors=True)
+    at_10k = next((r for r in results if r["rate_events_per_s"] == 10_000), None)
+    return {"benchmark": "freshness", "size": size, "probe_every_s": PROBE_EVERY_S, "rates": results,
+            "targets": {"p99_ms_at_10k": TARGET_P99_MS_AT_10K},
+            "p99_ms_at_10k": at_10k["p99_ms"] if at_10k else None}
+
+
+if __name__ == "__main__":
+    print(orjson.dumps(run(sys.argv[1] if len(sys.argv) > 1 else "smoke"), option=orjson.OPT_INDENT_2).decode())

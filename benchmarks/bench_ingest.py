@@ -1,0 +1,108 @@
+"""Ingest throughput from one pre-filled Kafka topic, each system in its own child process,
+one after the other: (a) streamfeat's dataflow with the example fraud views, one worker;
+(b) a bare Bytewax flow counting per key; (c) Quix Streams hopping-window sum and count
+with its RocksDB state (own virtualenv, pinned version).
+
+    .venv/bin/python -m benchmarks.bench_ingest [smoke|full]
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import (
+    PY,
+    BenchError,
+    bootstrap,
+    check_size,
+    delete_topic,
+    new_topic,
+    run_child,
+    summarize,
+)
+from benchmarks.peers import install
+from engine.generate import GeneratorConfig, produce_events
+
+SIZES: dict[str, tuple[int, int, int]] = {  # events, users, runs
+    "smoke": (20_000, 2_000, 3),
+    "small": (200_000, 20_000, 3),
+    "full": (1_000_000, 100_000, 3),
+}
+PEER_SCRIPT = Path(__file__).resolve().parent / "peers" / "quix_ingest.py"
+TARGETS = {"streamfeat_events_per_s": 150_000, "ratio_vs_bytewax_bare": 0.4, "ratio_vs_quix": 3.0}
+
+
+def _once(system: str, bootstrap_servers: str, topic: str, events: int, work: Path) -> dict[str, Any]:
+    if system == "streamfeat":
+        cmd = [PY, "-m", "benchmarks.peers.ours_ingest", bootstrap_servers, topic, str(work)]
+    elif system == "bytewax_bare":
+        cmd = [PY, "-m", "benchmarks.peers.bytewax_bare", bootstrap_servers, topic, str(events)]
+    else:
+        peer = install.ensure("quix")
+        cmd = [str(peer.python), str(PEER_SCRIPT), bootstrap_servers, topic, str(events), str(work / "quix")]
+    result = run_child(cmd, timeout=1800)
+    if result["events"] < events:
+        raise BenchError(f"ingest {system}: consumed {result['events']} of {events} events")
+    return result
+
+
+def run(size: str) -> dict[str, Any]:
+    check_size("bench_ingest", SIZES, size)
+    events, users, runs = SIZES[size]
+    servers, stop = bootstrap()
+    topic = new_topic(servers, "bench-ingest")
+    systems: dict[str, Any] = {}
+    try:
+        config = GeneratorConfig(events=events, users=users, merchants=1_000, seed=7, rate=200.0)
+        produce_events(config, topic, servers)
+        for system in ("streamfeat", "bytewax_bare", "quix"):
+            rows: list[dict[str, Any]] = []
+            try:
+                for _ in range(runs):
+                    work = Path(tempfile.mkdtemp(prefix=f"bench_ingest_{system}_"))
+                    try:
+                        rows.append(_once(system, servers, topic, events, work))
+                    finally:
+                        shutil.rmtree(work, ignore_errors=True)
+            except (BenchError, install.PeerInstallError) as exc:
+                systems[system] = {"error": str(exc)}
+                continue
+            systems[system] = {
+                "events_per_s": summarize([r["events"] / r["seconds"] for r in rows]),
+                "peak_rss_mb": summarize([r["peak_rss_kb"] / 1024 for r in rows]),
+                "runs": rows,
+            }
+            if system == "quix":
+                systems[system]["events_per_s_first_to_last"] = summarize(
+                    [r["events"] / r["first_to_last_seconds"] for r in rows])
+                systems[system]["version"] = install.installed_version(install.PEERS["quix"])
+    finally:
+        delete_topic(servers, topic)
+        stop()
+    return {"benchmark": "ingest", "size": size, "events": events, "users": users, "partitions": 3,
+            "systems": systems, "ratios": _ratios(systems), "targets": TARGETS}
+
+
+def _median(systems: dict[str, Any], name: str, key: str = "events_per_s") -> float | None:
+    entry = systems.get(name, {})
+    return entry[key]["median"] if key in entry else None
+
+
+def _ratios(systems: dict[str, Any]) -> dict[str, float | None]:
+    ours = _median(systems, "streamfeat")
+    bare = _median(systems, "bytewax_bare")
+    quix = _median(systems, "quix")
+    return {
+        "ratio_vs_bytewax_bare": round(ours / bare, 3) if ours and bare else None,
+        "ratio_vs_quix": round(ours / quix, 3) if ours and quix else None,
+    }
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run(sys.argv[1] if len(sys.argv) > 1 else "smoke"), indent=1))

@@ -1,0 +1,115 @@
+"""Scaling: ingest throughput of `streamfeat run --until-caught-up` with 1 and 2 processes
+(wall time of the command, start-up included), and state size on disk plus peak RSS of a
+Parquet backfill for growing entity counts (10k, 100k, and 1M users at full size).
+
+    .venv/bin/python -m benchmarks.bench_scaling [smoke|full]
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import (
+    PY,
+    BenchError,
+    bootstrap,
+    check_size,
+    copy_repo,
+    delete_topic,
+    dir_size_mb,
+    new_topic,
+    run_sampled,
+    summarize,
+)
+from engine.generate import GeneratorConfig, produce_events, write_parquet
+
+SIZES: dict[str, dict[str, Any]] = {
+    "smoke": {"events": 20_000, "users": 2_000, "runs": 1, "entity_counts": (2_000, 10_000)},
+    "small": {"events": 200_000, "users": 20_000, "runs": 3, "entity_counts": (10_000, 100_000)},
+    "full": {"events": 1_000_000, "users": 100_000, "runs": 3, "entity_counts": (10_000, 100_000, 1_000_000)},
+}
+EVENTS_PER_USER = 5
+
+
+def _cli(*args: str) -> None:
+    done = subprocess.run([PY, "-m", "engine.cli", *args], capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        raise BenchError(f"streamfeat {args[0]} failed: {done.stderr[-2000:]}")
+
+
+def _processes(work: Path, servers: str, events: int, users: int, runs: int) -> dict[str, Any]:
+    topic = new_topic(servers, "bench-scaling", partitions=4)
+    out: dict[str, Any] = {}
+    try:
+        produce_events(GeneratorConfig(events=events, users=users, seed=9, rate=200.0), topic, servers)
+        repo = copy_repo(work, topic)
+        for processes in (1, 2):
+            rows = []
+            for i in range(runs):
+                data = work / f"data-{processes}-{i}"
+                _cli("apply", "--repo", str(repo), "--data-dir", str(data), "--shards", "8")
+                seconds, rss, _ = run_sampled(
+                    [PY, "-m", "engine.cli", "run", "--repo", str(repo), "--data-dir", str(data), "--bootstrap",
+                     servers, "--until-caught-up", "--processes", str(processes)], timeout=1800)
+                rows.append({"seconds": seconds, "events_per_s": events / seconds, "peak_rss_mb": rss / 1024})
+                shutil.rmtree(data, ignore_errors=True)
+            out[f"processes_{processes}"] = {
+                "events_per_s": summarize([r["events_per_s"] for r in rows]),
+                "peak_rss_mb": summarize([r["peak_rss_mb"] for r in rows]),
+                "runs": rows,
+            }
+    finally:
+        delete_topic(servers, topic)
+    one, two = out.get("processes_1"), out.get("processes_2")
+    if one and two:
+        out["speedup_2_vs_1"] = round(two["events_per_s"]["median"] / one["events_per_s"]["median"], 3)
+    return out
+
+
+def _entities(work: Path, users: int) -> dict[str, Any]:
+    events = users * EVENTS_PER_USER
+    config = GeneratorConfig(events=events, users=users, merchants=1_000, seed=5, rate=500.0, user_skew=0.0)
+    history = work / f"history-{users}"
+    write_parquet(config, history)
+    data = work / f"data-entities-{users}"
+    _cli("apply", "--data-dir", str(data), "--shards", "8")
+    handoff = datetime.fromtimestamp((config.end_ms // 1000 + 1), UTC).isoformat()
+    seconds, rss, _ = run_sampled(
+        [PY, "-m", "engine.cli", "backfill", "--data-dir", str(data), "--source", "transactions", "--from",
+         str(history), "--end", handoff, "--quiet"], timeout=3600)
+    result = {"users": users, "events": events, "backfill_seconds": round(seconds, 2),
+              "backfill_peak_rss_mb": round(rss / 1024, 1), "state_mb": dir_size_mb(data / "state"),
+              "log_mb": dir_size_mb(data / "log") if (data / "log").exists() else 0.0}
+    shutil.rmtree(history, ignore_errors=True)
+    shutil.rmtree(data, ignore_errors=True)
+    return result
+
+
+def run(size: str) -> dict[str, Any]:
+    check_size("bench_scaling", SIZES, size)
+    cfg = SIZES[size]
+    work = Path(tempfile.mkdtemp(prefix="bench_scaling_"))
+    servers, stop = bootstrap()
+    try:
+        try:
+            processes = _processes(work, servers, cfg["events"], cfg["users"], cfg["runs"])
+        except BenchError as exc:
+            processes = {"error": str(exc)}
+        entities = [_entities(work, n) for n in cfg["entity_counts"]]
+    finally:
+        stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return {"benchmark": "scaling", "size": size, "events": cfg["events"], "users": cfg["users"],
+            "partitions": 4, "processes": processes, "entities": entities}
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run(sys.argv[1] if len(sys.argv) > 1 else "smoke"), indent=1))

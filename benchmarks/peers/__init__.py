@@ -1,0 +1,1 @@
+"""Peer systems the benchmarks compare against: installers and the programs they run."""

@@ -1,0 +1,42 @@
+"""Child program: streamfeat's dataflow (example fraud views, one worker) over a pre-filled
+topic until caught up; prints {"events", "seconds", "peak_rss_kb"} as JSON.
+
+    python -m benchmarks.peers.ours_ingest BOOTSTRAP TOPIC WORKDIR [SHARDS]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from bytewax.testing import run_main
+
+from benchmarks.common import emit, own_peak_rss_kb
+from dataflows.stream import StreamJob, build_flow
+from engine.definitions import load_repo
+from engine.state.offsets import resume_positions
+
+REPO = Path(__file__).resolve().parents[2] / "feature_defs"
+
+
+def main(bootstrap: str, topic: str, workdir: Path, shards: int) -> None:
+    repo = load_repo(REPO)
+    source = dataclasses.replace(repo.source("transactions"), topic=topic)
+    views = tuple(dataclasses.replace(v, source=source) for v in repo.views_for_source("transactions"))
+    job = StreamJob(source=source, views=views, bootstrap=bootstrap, state_dir=workdir / "state",
+                    shards=shards, log_root=str(workdir / "log"), tail=False)
+    flow = build_flow(job)
+    started = time.perf_counter()
+    run_main(flow)  # type: ignore[no-untyped-call]
+    seconds = time.perf_counter() - started
+    # Events consumed = next offsets the shards recorded (not the count we asked for).
+    positions = resume_positions(job.state_dir, shards, topic)
+    events = sum(p.next_offset for p in positions.values())
+    emit({"system": "streamfeat", "events": events, "seconds": seconds, "peak_rss_kb": own_peak_rss_kb(),
+          "views": [v.name for v in views], "shards": shards, "batch_size": job.batch_size})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 8)
