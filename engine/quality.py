@@ -32,7 +32,7 @@ from engine.io.parquet_log import EVENT_TIME, VALUE_PREFIX, read_log, resolve_ro
 QUALITY_DIR = "_quality"
 QUALITY_FILE = "quality.parquet"
 DRIFT_SIGMAS = 3.0
-MIN_BASELINE_POINTS = 3
+MIN_BASELINE_POINTS = 6  # fewer hourly points make 3-sigma alerts mostly noise
 STATISTICS: tuple[str, ...] = ("null_rate", "mean", "std", "min", "max", "p1", "p50", "p99")
 
 

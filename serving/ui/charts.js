@@ -1,6 +1,7 @@
 // A small SVG chart helper (no dependencies): line charts and bar charts.
 // Every chart sets data-points on its <svg> to the number of values it drew, so
 // tests (and people) can tell an empty chart from a drawn one.
+(function () {
 "use strict";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -104,3 +105,4 @@ function barChart(svg, bars, options) {
 }
 
 window.StreamfeatCharts = { lineChart, barChart, niceNumber };
+})();

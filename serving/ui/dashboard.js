@@ -1,4 +1,5 @@
 // The operations dashboard: fetch /v1/ops/summary every 2 s and draw it.
+(function () {
 "use strict";
 
 const REFRESH_MS = 2000;
@@ -118,3 +119,4 @@ async function refresh() {
 }
 
 refresh();
+})();

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 import urllib.request
+from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -41,7 +42,10 @@ class Browser:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as reply:
             targets = json.loads(reply.read())
         page = next(t for t in targets if t.get("type") == "page")
-        self.ws: ClientConnection = connect(page["webSocketDebuggerUrl"], max_size=64 * 2**20)
+        self._stack = ExitStack()  # websockets wants connect() used as a context manager
+        self.ws: ClientConnection = self._stack.enter_context(
+            connect(page["webSocketDebuggerUrl"], max_size=64 * 2**20)
+        )
 
     def _wait_for_port(self, timeout_s: float = 30.0) -> int:
         marker = self.profile_dir / "DevToolsActivePort"
@@ -90,7 +94,7 @@ class Browser:
 
     def close(self) -> None:
         try:
-            self.ws.close()
+            self._stack.close()
         finally:
             self.process.terminate()
             try:

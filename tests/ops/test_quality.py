@@ -10,6 +10,7 @@ import pytest
 
 from engine.io.parquet_log import ParquetLogWriter
 from engine.quality import (
+    MIN_BASELINE_POINTS,
     QualityConfig,
     QualityError,
     compute_quality,
@@ -74,8 +75,8 @@ def test_statistics_equal_numpy_and_drift_fires_on_the_shift(tmp_path: Path) -> 
     # Hours before the shift never see a mean outside 3 sigma of their baseline.
     for h in range(SHIFTED_HOUR):
         assert "mean" not in alerts[T0 + h * HOUR]["drifted"].split(","), h
-    # Too little baseline: the first three hours cannot alert at all.
-    for h in range(3):
+    # Too little baseline (fewer than MIN_BASELINE_POINTS hours): no alert at all.
+    for h in range(MIN_BASELINE_POINTS):
         assert alerts[T0 + h * HOUR]["alert"] is False
 
 
@@ -83,12 +84,17 @@ def test_side_table_round_trip_and_a_shorter_baseline(tmp_path: Path) -> None:
     root = str(tmp_path / "log")
     _write_log(tmp_path / "log", seed=3)
     assert read_quality(root, "user_spend").is_empty()
-    written = run_quality(root, ["user_spend"], QualityConfig(baseline=timedelta(hours=4)))
+    short = QualityConfig(baseline=timedelta(hours=4), min_baseline_points=3)
+    written = run_quality(root, ["user_spend"], short)
     path = tmp_path / "log" / "_quality" / "view=user_spend" / "quality.parquet"
     assert path.is_file()
     back = read_quality(root, "user_spend")
     assert back.equals(written["user_spend"])
-    assert bool(back.filter(back["interval_start"] == T0 + SHIFTED_HOUR * HOUR)["alert"][0])
+    shifted = back["interval_start"] == T0 + SHIFTED_HOUR * HOUR
+    assert bool(back.filter(shifted)["alert"][0])
+    # Four hours hold fewer baseline points than the default minimum: no verdict at all.
+    strict = compute_quality(root, "user_spend", QualityConfig(baseline=timedelta(hours=4)))
+    assert not strict["alert"].any()
 
 
 def test_config_is_validated() -> None:

@@ -1,0 +1,46 @@
+"""`streamfeat init`: a scaffolded project loads, plans and applies with its own settings."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from engine.config import load_settings
+from engine.definitions import load_repo
+from tests.engine.streaming_support import REPO
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    root = Path(__file__).resolve().parents[2]
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args], cwd=cwd, capture_output=True, text=True,
+        timeout=120, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+
+
+def test_init_scaffolds_a_working_project(tmp_path: Path) -> None:
+    project = tmp_path / "proj"
+    done = _cli("init", str(project), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "streamfeat apply" in done.stdout
+    copied = sorted(p.name for p in (project / "feature_defs").glob("*.py"))
+    assert copied == sorted(p.name for p in REPO.glob("*.py"))
+    settings = load_settings(project, env={})
+    assert yaml.safe_load((project / "streamfeat.yaml").read_text())["metrics_port"] == settings.metrics_port
+    repo = load_repo(settings.repo_path)
+    assert {v.name for v in repo.views} == {v.name for v in load_repo(REPO).views}
+    applied = _cli("apply", cwd=project)
+    assert applied.returncode == 0, applied.stderr
+    assert (project / ".streamfeat" / "plan.json").is_file()
+
+
+def test_init_never_overwrites(tmp_path: Path) -> None:
+    (tmp_path / "streamfeat.yaml").write_text("repo: mine\n")
+    done = _cli("init", str(tmp_path), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "streamfeat.yaml already exists" in done.stderr
+    assert (tmp_path / "streamfeat.yaml").read_text() == "repo: mine\n"
+    assert not (tmp_path / "feature_defs").exists()
