@@ -31,6 +31,7 @@ from engine.io.dead_letters import DeadLetterProducer
 from engine.io.decoder import Decoder, PartitionWatermarks
 from engine.io.kafka_source import KafkaBatchSource
 from engine.metrics import DecodeObserver, ShardObserver, start_dataflow_metrics
+from engine.retention import RetentionSweeper
 from engine.routing import ShardBatch, route, shard_key
 from engine.state.layout import shard_path
 from engine.state.offsets import resume_positions
@@ -85,14 +86,19 @@ class _ShardPartition(StatefulSinkPartition[ShardBatch | None, None]):
         self.store = store
         shard = applier.partition.shard
         self.observer = ShardObserver(applier, shard, shard_path(store.state_dir, shard))
+        self.sweeper = RetentionSweeper(
+            applier.partition,
+            [(c.view.fingerprint, c.view.retention_ms, c.view.interval_ms) for c in applier.views.values()],
+        )
 
     def write_batch(self, values: list[ShardBatch | None]) -> None:
         batches = [v for v in values if v is not None]
         if batches:
             self.applier.apply(batches)
             self.observer.observe()
-        else:  # a tick: only give the Parquet log its chance to roll on time
+        else:  # a tick: roll the Parquet log on time, expire a slice of quiet entities
             self.applier.maybe_publish_log()
+            self.sweeper.step()
 
     def snapshot(self) -> None:
         return None

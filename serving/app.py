@@ -25,6 +25,7 @@ from serving.exceptions import ServerError, ServingError, ServingSetupError
 from serving.metrics import ServingMetrics
 from serving.online import OnlineAccess
 from serving.registry import build_registry
+from serving.request_log import RequestLogger
 
 
 def open_online_table(settings: Settings, n_shards: int) -> OnlineTable:
@@ -80,6 +81,7 @@ def create_app(
         metrics=metrics,
         max_entities_per_request=settings.max_entities_per_request,
         max_request_bytes=settings.max_request_bytes,
+        request_log=RequestLogger(settings.request_log_dir) if settings.request_log_dir else None,
     )
 
     @asynccontextmanager
@@ -87,6 +89,8 @@ def create_app(
         try:
             yield
         finally:
+            if state.request_log is not None:
+                state.request_log.flush()
             if owned:
                 table.close()
 
