@@ -11,7 +11,7 @@ event with the greatest ``(event time, partition, offset)``, the position being
 
 The kernel does not import ``engine.definitions``: :meth:`ViewSpec.from_view` and
 :meth:`PartialLayout.for_view` read the attributes agreed in
-docs/interfaces-draft.md by duck typing.
+docs/definitions-api.md by duck typing.
 """
 
 from __future__ import annotations

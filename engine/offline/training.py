@@ -271,7 +271,7 @@ def _finish(agg: AggSpec, result: npt.NDArray[Any], nonempty: npt.NDArray[np.boo
 
 
 # ---------------------------------------------------------------------------
-# Definitions (duck-typed against docs/interfaces-draft.md)
+# Definitions (duck-typed against docs/definitions-api.md)
 # ---------------------------------------------------------------------------
 
 
