@@ -263,19 +263,7 @@ class ShardApplier:
         self, txn: Any, compiled: _CompiledView, parts: list[tuple[ViewRows, int]]
     ) -> tuple[list[tuple[bytes, bytes, bytes | None]], bytes]:
         view, layout = compiled.view, compiled.layout
-        keys: list[bytes] = []
-        index: dict[bytes, int] = {}
-        code_parts: list[npt.NDArray[np.int64]] = []
-        for rows, _ in parts:
-            code_parts.append(
-                np.fromiter(
-                    (index.setdefault(k, len(index)) for k in rows.entity_keys),
-                    dtype=np.int64,
-                    count=len(rows),
-                )
-            )
-        keys = list(index)
-        codes = np.concatenate(code_parts)
+        keys, codes = _merge_codes(parts)
         event_ts = np.concatenate([rows.event_ts for rows, _ in parts])
         offsets = np.concatenate([rows.offsets for rows, _ in parts])
         partitions = np.concatenate(
@@ -288,13 +276,15 @@ class ShardApplier:
         )
         batch_max = np.full(len(keys), NO_EVENT_TS, dtype=np.int64)
         np.maximum.at(batch_max, codes, event_ts)
-        state_keys = [tile_key(view.fingerprint, k) for k in keys]
+        prefix = tile_key(view.fingerprint, b"")  # keys are bytes built by routing
+        state_keys = [prefix + k for k in keys]
         stored = decode_many(layout, txn.get_many(state_keys))
         merged = merge_flat(layout, stored, FlatTiles(codes_u, tiles_u, partials, batch_max))
         merged = retain(merged, view.retention_ms, view.interval_ms)
         records = encode_many(layout, merged, len(keys))
+        put = txn.put
         for key, record in zip(state_keys, records, strict=True):
-            txn.put(key, record)
+            put(key, record)
         newest = int(batch_max.max())
         meta = txn.get_many([meta_key(view.fingerprint)])[0]
         if meta is not None:
@@ -382,6 +372,33 @@ class ShardApplier:
     def close(self) -> None:
         self.maybe_publish_log(force=True)
         self.partition.flush_wal(sync=True)
+
+
+def _merge_codes(parts: Sequence[tuple[ViewRows, int]]) -> tuple[list[bytes], npt.NDArray[np.int64]]:
+    """One key list and one code per row over several routed parts of a view.
+
+    Keys are looked up once per distinct key of a part (not per row); keys no row
+    names any more (after replay/handoff selection) are dropped, so every returned
+    key gets a record written.
+    """
+    if len(parts) == 1:
+        keys, codes = parts[0][0].keys, parts[0][0].codes
+    else:
+        index: dict[bytes, int] = {}
+        setdefault = index.setdefault
+        code_parts: list[npt.NDArray[np.int64]] = []
+        for rows, _ in parts:
+            to_global = np.fromiter(
+                (setdefault(k, len(index)) for k in rows.keys), dtype=np.int64, count=len(rows.keys)
+            )
+            code_parts.append(to_global[rows.codes])
+        keys, codes = list(index), np.concatenate(code_parts)
+    used = np.bincount(codes, minlength=len(keys)) > 0
+    if not bool(used.all()):
+        new_code = np.cumsum(used, dtype=np.int64) - 1
+        keys = [k for k, u in zip(keys, used.tolist(), strict=True) if u]
+        codes = new_code[codes]
+    return keys, codes
 
 
 def offsets_view(appliers: Mapping[int, ShardApplier]) -> dict[int, dict[int, OffsetRecord]]:

@@ -4,6 +4,10 @@ Every shard receives an item for every source batch, even when none of the batch
 rows belong to it: the item still carries the partition's last offset and maximum
 event time, so every shard records the same progress and a restart never has to
 replay from a shard that simply saw no traffic (docs/semantics.md, section 6).
+
+Rows carry integer entity codes into a list of distinct entity keys instead of one
+key per row: a batch usually names each entity a few times, so encoding keys and
+hashing them for the shard (crc32) is done once per distinct key, then broadcast.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +23,8 @@ import numpy.typing as npt
 from engine.io.batches import DecodedBatch
 
 ENTITY_KEY_SEPARATOR = "\x1f"
+
+Int64Array = npt.NDArray[np.int64]
 
 
 class RoutableView(Protocol):
@@ -40,26 +46,41 @@ class RoutableView(Protocol):
 
 @dataclass(frozen=True)
 class ViewRows:
-    """The rows of one view that belong to one shard, ready for the kernel."""
+    """The rows of one view that belong to one shard, ready for the kernel.
 
-    entity_keys: list[bytes]
+    Row ``i`` belongs to entity ``keys[codes[i]]``. ``keys`` are distinct; after
+    :meth:`select` some of them may no longer be named by any row.
+    """
+
+    keys: list[bytes]
+    codes: Int64Array
     join_values: dict[str, npt.NDArray[np.object_]]
-    event_ts: npt.NDArray[np.int64]
-    offsets: npt.NDArray[np.int64]
+    event_ts: Int64Array
+    offsets: Int64Array
     values: npt.NDArray[np.float64]  # shape (rows, len(view.columns))
 
     def __len__(self) -> int:
-        return len(self.entity_keys)
+        return len(self.codes)
 
-    def select(self, mask: npt.NDArray[np.bool_]) -> ViewRows:
-        idx = np.flatnonzero(mask)
+    @property
+    def entity_keys(self) -> list[bytes]:
+        """Entity key bytes per row (the straightforward form, for tests and tools)."""
+        keys = self.keys
+        return [keys[c] for c in self.codes.tolist()]
+
+    def take(self, idx: npt.NDArray[np.intp]) -> ViewRows:
+        """The rows at positions ``idx`` (same key list)."""
         return ViewRows(
-            entity_keys=[self.entity_keys[i] for i in idx.tolist()],
+            keys=self.keys,
+            codes=self.codes[idx],
             join_values={k: v[idx] for k, v in self.join_values.items()},
             event_ts=self.event_ts[idx],
             offsets=self.offsets[idx],
             values=self.values[idx],
         )
+
+    def select(self, mask: npt.NDArray[np.bool_]) -> ViewRows:
+        return self.take(np.flatnonzero(mask))
 
 
 @dataclass(frozen=True)
@@ -88,46 +109,128 @@ def encode_entity_keys(join_values: Sequence[npt.NDArray[np.object_]]) -> list[b
     ]
 
 
+def factorize_entity_keys(
+    join_values: Sequence[npt.NDArray[np.object_]],
+) -> tuple[list[bytes], Int64Array]:
+    """``(distinct entity keys, code per row)`` with ``keys[codes[i]]`` equal to
+    :func:`encode_entity_keys` ``(join_values)[i]``; keys in order of first appearance."""
+    n = len(join_values[0]) if join_values else 0
+    raw: list[object]
+    if len(join_values) == 1:
+        raw = join_values[0].tolist()
+    else:
+        raw = list(zip(*(col.tolist() for col in join_values), strict=True))
+    index: dict[object, int] = {}
+    setdefault = index.setdefault
+    codes = np.fromiter((setdefault(v, len(index)) for v in raw), dtype=np.int64, count=n)
+    distinct = list(index)
+    if len(join_values) == 1:
+        keys = [str(v).encode() for v in distinct]
+    else:
+        sep = ENTITY_KEY_SEPARATOR
+        keys = [sep.join(str(v) for v in parts).encode() for parts in distinct]  # type: ignore[attr-defined]
+    if len(set(keys)) != len(keys):
+        # Distinct values with the same text (7 and "7" in one object column) are one
+        # entity: factorize again on the key bytes themselves.
+        by_key: dict[bytes, int] = {}
+        remap = np.fromiter(
+            (by_key.setdefault(k, len(by_key)) for k in keys), dtype=np.int64, count=len(keys)
+        )
+        return list(by_key), remap[codes]
+    return keys, codes
+
+
 def shard_of(
     fingerprint: bytes, entity_keys: Sequence[bytes], shards: int
 ) -> npt.NDArray[np.int64]:
     """``crc32(fingerprint + entity key) mod shards`` for each key."""
     crc = zlib.crc32
-    seed = crc(fingerprint)
+    seed = crc(fingerprint)  # crc32 is incremental: crc(k, crc(fp)) == crc(fp + k)
     return (
         np.fromiter((crc(k, seed) for k in entity_keys), dtype=np.int64, count=len(entity_keys))
         % shards
     )
 
 
+def _numeric(kind: object) -> bool:
+    return str(getattr(kind, "value", kind)) in ("int", "float", "bool")
+
+
 def _view_rows(view: RoutableView, batch: DecodedBatch) -> ViewRows:
     columns = batch.columns
     n = len(batch.offsets)
-    mask: npt.NDArray[np.bool_] | None = None
+    idx: npt.NDArray[np.intp] | None = None
     if view.filter is not None and n:
         mask = np.asarray(view.filter.evaluate(columns), dtype=np.bool_)  # type: ignore[attr-defined]
-    idx = np.flatnonzero(mask) if mask is not None else np.arange(n)
-    join_values = {k: np.asarray(columns[k], dtype=object)[idx] for k in view.join_keys}
+        if not bool(mask.all()):
+            idx = np.flatnonzero(mask)
+    rows = n if idx is None else len(idx)
+
+    def pick(array: npt.ArrayLike, dtype: type) -> Any:
+        out: Any = np.asarray(array, dtype=dtype)
+        return out if idx is None else out[idx]
+
+    join_values = {k: pick(columns[k], object) for k in view.join_keys}
     if view.columns:
         types = view.column_types
-        values = np.column_stack(
-            [
-                # A non-numeric column is only ever counted: its partial needs no value.
-                np.asarray(columns[c], dtype=np.float64)[idx]
-                if str(getattr(types[c], "value", types[c])) in ("int", "float", "bool")
-                else np.zeros(len(idx), dtype=np.float64)
-                for c in view.columns
-            ]
-        )
+        values = np.empty((rows, len(view.columns)), dtype=np.float64)
+        for i, c in enumerate(view.columns):
+            # A non-numeric column is only ever counted: its partial needs no value.
+            values[:, i] = pick(columns[c], np.float64) if _numeric(types[c]) else 0.0
     else:
-        values = np.empty((len(idx), 0), dtype=np.float64)
+        values = np.empty((rows, 0), dtype=np.float64)
+    keys, codes = factorize_entity_keys([join_values[k] for k in view.join_keys])
     return ViewRows(
-        entity_keys=encode_entity_keys([join_values[k] for k in view.join_keys]),
+        keys=keys,
+        codes=codes,
         join_values=join_values,
-        event_ts=np.asarray(batch.event_ts, dtype=np.int64)[idx],
-        offsets=np.asarray(batch.offsets, dtype=np.int64)[idx],
+        event_ts=pick(batch.event_ts, np.int64),
+        offsets=pick(batch.offsets, np.int64),
         values=values,
     )
+
+
+def split_by_shard(
+    rows: ViewRows, fingerprint: bytes, shards: int
+) -> list[tuple[int, ViewRows]]:
+    """``(shard, rows of that shard)`` for every shard owning some of ``rows``.
+
+    Each part's key list holds exactly the keys of its rows; rows keep their order.
+    """
+    owner_of_key = shard_of(fingerprint, rows.keys, shards)
+    if len(rows.keys) and int(owner_of_key.min()) == int(owner_of_key.max()):
+        return [(int(owner_of_key[0]), rows)]
+    # Renumber keys so each shard's keys are one contiguous run of codes.
+    key_order = np.argsort(owner_of_key, kind="stable")
+    new_code = np.empty(len(key_order), dtype=np.int64)
+    new_code[key_order] = np.arange(len(key_order), dtype=np.int64)
+    key_bounds = np.searchsorted(owner_of_key[key_order], np.arange(shards + 1)).tolist()
+    codes = new_code[rows.codes]
+    owner = owner_of_key[rows.codes]
+    row_order = np.argsort(owner, kind="stable")
+    row_bounds = np.searchsorted(owner[row_order], np.arange(shards + 1)).tolist()
+    sorted_keys = [rows.keys[i] for i in key_order.tolist()]
+    out: list[tuple[int, ViewRows]] = []
+    for shard in range(shards):
+        lo, hi = row_bounds[shard], row_bounds[shard + 1]
+        if lo == hi:
+            continue
+        klo, khi = key_bounds[shard], key_bounds[shard + 1]
+        idx = row_order[lo:hi]
+        out.append(
+            (
+                shard,
+                ViewRows(
+                    keys=sorted_keys[klo:khi],
+                    codes=codes[idx] - klo,
+                    join_values={k: v[idx] for k, v in rows.join_values.items()},
+                    event_ts=rows.event_ts[idx],
+                    offsets=rows.offsets[idx],
+                    values=rows.values[idx],
+                ),
+            )
+        )
+    return out
 
 
 def route(
@@ -139,9 +242,8 @@ def route(
         rows = _view_rows(view, batch)
         if not len(rows):
             continue
-        owner = shard_of(view.fingerprint, rows.entity_keys, shards)
-        for shard in np.unique(owner).tolist():
-            per_shard[shard][view.fingerprint] = rows.select(owner == shard)
+        for shard, part in split_by_shard(rows, view.fingerprint, shards):
+            per_shard[shard][view.fingerprint] = part
     return [
         (
             shard_key(shard),

@@ -9,7 +9,6 @@ mask, and only the final split into per-entity records is a Python loop.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,6 +17,7 @@ import numpy.typing as npt
 
 from engine.kernel.aggregate import merge_partials
 from engine.kernel.codec import HEADER, RECORD_VERSION, decode_tiles
+from engine.kernel.exceptions import TileCodecError
 from engine.kernel.layout import PartialLayout
 
 Int64Array = npt.NDArray[np.int64]
@@ -40,29 +40,89 @@ class FlatTiles:
     max_event_ts: Int64Array
 
 
+_HEADER_DTYPE = np.dtype(
+    [("version", "u1"), ("flags", "u1"), ("width", "<u2"), ("n_tiles", "<u4"), ("max_ts", "<i8")]
+)
+_WORD = 8  # every field of a record is 8 bytes wide (the header is two words)
+_HEADER_WORDS = HEADER.size // _WORD
+
+
+def _runs(starts: Int64Array, lengths: Int64Array) -> Int64Array:
+    """Concatenation of ``arange(s, s + n)`` for each (start, length) pair."""
+    total = int(lengths.sum())
+    if total == 0:
+        return np.empty(0, dtype=np.int64)
+    run_start = np.cumsum(lengths) - lengths
+    nonempty = lengths > 0
+    steps = np.ones(total, dtype=np.int64)
+    # At each run's first element jump from the previous run's end to its start.
+    first = run_start[nonempty]
+    s = starts[nonempty]
+    steps[first[0]] = s[0]
+    steps[first[1:]] = s[1:] - (s[:-1] + lengths[nonempty][:-1] - 1)
+    return np.cumsum(steps)
+
+
 def decode_many(layout: PartialLayout, records: Sequence[bytes | None]) -> FlatTiles:
-    """Decode the stored record of entity code ``i`` from ``records[i]`` (None: no record)."""
-    tiles_parts: list[Int64Array] = []
-    partial_parts: list[Float64Array] = []
-    code_parts: list[Int64Array] = []
+    """Decode the stored record of entity code ``i`` from ``records[i]`` (None: no record).
+
+    All records are joined into one buffer and decoded with array operations. Any
+    record failing a check (length, version, flags, width, tile order) is handed to
+    :func:`engine.kernel.codec.decode_tiles`, which raises its precise error.
+    """
+    width = layout.width
     max_ts = np.full(len(records), NO_EVENT_TS, dtype=np.int64)
-    for code, record in enumerate(records):
-        if record is None:
-            continue
-        tiles, partials, newest = decode_tiles(record, expected_width=layout.width)
-        max_ts[code] = newest
-        if len(tiles):
-            tiles_parts.append(tiles)
-            partial_parts.append(partials)
-            code_parts.append(np.full(len(tiles), code, dtype=np.int64))
-    if not tiles_parts:
-        empty = np.empty(0, dtype=np.int64)
-        return FlatTiles(empty, empty.copy(), np.empty((0, layout.width)), max_ts)
-    return FlatTiles(
-        np.concatenate(code_parts),
-        np.concatenate(tiles_parts),
-        np.concatenate(partial_parts),
-        max_ts,
+    present = [i for i, r in enumerate(records) if r is not None]
+    empty = np.empty(0, dtype=np.int64)
+    if not present:
+        return FlatTiles(empty, empty.copy(), np.empty((0, width)), max_ts)
+    stored = [records[i] for i in present]
+    sizes = np.fromiter((len(r) for r in stored), dtype=np.int64, count=len(stored))  # type: ignore[arg-type]
+    bad = (sizes < HEADER.size) | (sizes % _WORD != 0)
+    if bool(bad.any()):
+        _raise_for(stored, bad, width)
+    buf = b"".join(stored)  # type: ignore[arg-type]
+    words = np.frombuffer(buf, dtype="<i8")
+    word_at = np.cumsum(sizes // _WORD) - sizes // _WORD
+    header = np.frombuffer(buf, dtype=np.uint8).reshape(-1, _WORD)[
+        (word_at[:, None] + np.arange(_HEADER_WORDS)).ravel()
+    ]
+    fields = header.reshape(-1).view(_HEADER_DTYPE)
+    n_tiles = fields["n_tiles"].astype(np.int64)
+    bad = (
+        (fields["version"] != RECORD_VERSION)
+        | (fields["flags"] != 0)
+        | (fields["width"] != width)
+        | (sizes != HEADER.size + _WORD * n_tiles * (1 + width))
+    )
+    if bool(bad.any()):
+        _raise_for(stored, bad, width)
+    codes_present = np.asarray(present, dtype=np.int64)
+    max_ts[codes_present] = fields["max_ts"]
+    tile_words = _runs(word_at + _HEADER_WORDS, n_tiles)
+    tiles = words[tile_words].astype(np.int64)
+    codes = np.repeat(codes_present, n_tiles)
+    if len(tiles) > 1:
+        same = codes[1:] == codes[:-1]
+        unordered = same & (tiles[1:] <= tiles[:-1])
+        if bool(unordered.any()):
+            bad = np.zeros(len(stored), dtype=bool)
+            bad[np.searchsorted(codes_present, codes[1:][unordered])] = True
+            _raise_for(stored, bad, width)
+    partial_words = _runs(word_at + _HEADER_WORDS + n_tiles, n_tiles * width)
+    partials = words.view("<f8")[partial_words].astype(np.float64).reshape(-1, width)
+    return FlatTiles(codes, tiles, partials, max_ts)
+
+
+def _raise_for(stored: Sequence[bytes | None], bad: npt.NDArray[np.bool_], width: int) -> None:
+    """Raise the codec's own error for the first record marked ``bad``."""
+    first = int(np.flatnonzero(bad)[0])
+    record = stored[first]
+    if record is not None:
+        decode_tiles(record, expected_width=width)
+    raise TileCodecError(  # decode_tiles accepted what the batch checks refused: a bug here
+        f"tile record #{first}: refused by the batch decoder but accepted by decode_tiles",
+        hint="report this; the batch checks must match the codec's",
     )
 
 
@@ -102,25 +162,30 @@ def retain(flat: FlatTiles, retention_ms: int, interval_ms: int) -> FlatTiles:
     return FlatTiles(flat.codes[keep], flat.tiles[keep], flat.partials[keep], flat.max_event_ts)
 
 
-_HEADER: struct.Struct = HEADER
-
-
 def encode_many(layout: PartialLayout, flat: FlatTiles, n_entities: int) -> list[bytes]:
-    """One packed tile record per entity code ``0 .. n_entities - 1`` (codec format)."""
-    bounds = np.searchsorted(flat.codes, np.arange(n_entities + 1))
-    tiles_bytes = flat.tiles.astype("<i8", copy=False)
-    partial_bytes = flat.partials.astype("<f8", copy=False)
+    """One packed tile record per entity code ``0 .. n_entities - 1`` (codec format).
+
+    Every record is laid out in one int64 word array (header words, tile ids,
+    partials), serialized once and sliced per entity.
+    """
     width = layout.width
-    out: list[bytes] = []
-    pack = _HEADER.pack
-    starts = bounds[:-1].tolist()
-    ends = bounds[1:].tolist()
-    max_ts = flat.max_event_ts.tolist()
-    for code in range(n_entities):
-        lo, hi = starts[code], ends[code]
-        out.append(
-            pack(RECORD_VERSION, 0, width, hi - lo, max_ts[code])
-            + tiles_bytes[lo:hi].tobytes()
-            + partial_bytes[lo:hi].tobytes()
-        )
-    return out
+    bounds = np.searchsorted(flat.codes, np.arange(n_entities + 1))
+    n_tiles = np.diff(bounds).astype(np.int64)
+    record_words = _HEADER_WORDS + n_tiles * (1 + width)
+    word_at = np.cumsum(record_words) - record_words
+    out = np.empty(int(record_words.sum()), dtype="<i8")
+    header = np.zeros(n_entities, dtype=_HEADER_DTYPE)
+    header["version"] = RECORD_VERSION
+    header["width"] = width
+    header["n_tiles"] = n_tiles
+    header["max_ts"] = flat.max_event_ts[:n_entities]
+    header_words = header.view("<i8").reshape(n_entities, _HEADER_WORDS)
+    out[word_at] = header_words[:, 0]
+    out[word_at + 1] = header_words[:, 1]
+    out[_runs(word_at + _HEADER_WORDS, n_tiles)] = flat.tiles
+    out.view("<f8")[_runs(word_at + _HEADER_WORDS + n_tiles, n_tiles * width)] = (
+        flat.partials.reshape(-1)
+    )
+    buf = out.tobytes()
+    edges = (np.append(word_at, len(out)) * _WORD).tolist()
+    return [buf[edges[i] : edges[i + 1]] for i in range(n_entities)]
