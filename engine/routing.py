@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+import polars as pl
 
 from engine.io.batches import DecodedBatch
 
@@ -113,8 +114,12 @@ def factorize_entity_keys(
     join_values: Sequence[npt.NDArray[np.object_]],
 ) -> tuple[list[bytes], Int64Array]:
     """``(distinct entity keys, code per row)`` with ``keys[codes[i]]`` equal to
-    :func:`encode_entity_keys` ``(join_values)[i]``; keys in order of first appearance."""
+    :func:`encode_entity_keys` ``(join_values)[i]`` (key order is unspecified)."""
     n = len(join_values[0]) if join_values else 0
+    if len(join_values) == 1 and n >= _HASHED_FACTORIZE_ROWS:
+        hashed = _factorize_by_hash(join_values[0])
+        if hashed is not None:
+            return hashed
     raw: list[object]
     if len(join_values) == 1:
         raw = join_values[0].tolist()
@@ -138,6 +143,32 @@ def factorize_entity_keys(
         )
         return list(by_key), remap[codes]
     return keys, codes
+
+
+# Below this many rows a dict lookup per row is cheaper than building a polars Series.
+_HASHED_FACTORIZE_ROWS = 50_000
+
+
+def _factorize_by_hash(values: npt.NDArray[np.object_]) -> tuple[list[bytes], Int64Array] | None:
+    """Factorize a string column through polars' row hash (C speed on big batches).
+
+    Exact despite hash collisions: every row is compared with the representative of
+    its hash, and any mismatch returns None (the caller then uses the dict path).
+    None also when the column is not all strings.
+    """
+    try:
+        series = pl.Series("k", values, dtype=pl.String, strict=True)
+    except (TypeError, ValueError, pl.exceptions.PolarsError):
+        return None
+    if series.null_count():
+        return None
+    hashes = series.hash().to_numpy()
+    _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+    representatives = series.gather(first)
+    if not bool((series == representatives.gather(inverse)).all()):
+        return None
+    keys = [k.encode() for k in representatives.to_list()]
+    return keys, inverse.astype(np.int64, copy=False).reshape(-1)
 
 
 def shard_of(

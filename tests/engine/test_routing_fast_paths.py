@@ -248,3 +248,16 @@ def test_decode_many_raises_the_codec_error_for_a_corrupt_record(message: str, b
     with pytest.raises(TileCodecError, match=message) as batch_error:
         decode_many(LAYOUT, [good, None, bad, good])
     assert str(batch_error.value) == str(codec_error.value)
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_factorize_large_batches_through_polars_equals_per_row_keys(mixed: bool) -> None:
+    # Big batches take the polars hash path; a column that is not all strings falls back.
+    rng = np.random.default_rng(7)
+    names = [f"usér-{i}" for i in range(3_000)] + ["", " ", "7"]
+    values: list[Any] = [names[i] for i in rng.integers(0, len(names), 60_000).tolist()]
+    if mixed:
+        values[::1000] = [7] * len(values[::1000])
+    keys, codes = factorize_entity_keys([_object_array(values)])
+    assert len(set(keys)) == len(keys)
+    assert [keys[c] for c in codes.tolist()] == [entity_key([v]) for v in values]
