@@ -48,6 +48,8 @@ class Settings:
     max_entities_per_request: int = 1000
     max_request_bytes: int = 1_048_576
     request_log_dir: str = ""  # empty: no request logging (streamfeat consistency-check reads it)
+    api_keys_file: str = ""  # empty: no API keys (serving/auth.py, docs/security.md)
+    max_in_flight: int = 64  # per serving process; more concurrent requests get 503 (serving/shedding.py)
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -61,6 +63,8 @@ class Settings:
             problems.append(
                 "redis_url: required when online is 'redis' (e.g. redis://127.0.0.1:6379/0)"
             )
+        if self.max_in_flight < 1:
+            problems.append(f"max_in_flight: expected >= 1, got {self.max_in_flight}")
         if self.catch_up_interval_ms < 1:
             problems.append(f"catch_up_interval_ms: expected >= 1, got {self.catch_up_interval_ms}")
         if problems:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.requests import Request
@@ -20,12 +21,14 @@ from engine.definitions import FeatureRepo, load_repo
 from engine.plan import AppliedPlan, load_applied_plan
 from engine.state import OnlineTable, RedisOnlineTable, RocksDBOnlineTable
 from serving import routes_feast, routes_ops, routes_v1
+from serving.auth import ApiKeyMiddleware, load_api_keys
 from serving.deps import ServingState, json_response
 from serving.exceptions import ServerError, ServingError, ServingSetupError
 from serving.metrics import ServingMetrics
 from serving.online import OnlineAccess
 from serving.registry import build_registry
 from serving.request_log import RequestLogger
+from serving.shedding import SheddingMiddleware, SheddingStats
 
 
 def open_online_table(settings: Settings, n_shards: int) -> OnlineTable:
@@ -105,4 +108,10 @@ def create_app(
     app.include_router(routes_v1.build_router(registry))
     app.include_router(routes_feast.build_router(registry))
     app.include_router(routes_ops.build_router(settings.log_uri, settings.metrics_port))
+    # Added last = outermost: shed before spending anything on a request, then check its key.
+    if settings.api_keys_file:
+        app.add_middleware(ApiKeyMiddleware, keys=load_api_keys(settings.path(Path(settings.api_keys_file))),
+                           max_request_bytes=settings.max_request_bytes)
+    app.state.shedding = SheddingStats()
+    app.add_middleware(SheddingMiddleware, max_in_flight=settings.max_in_flight, stats=app.state.shedding)
     return app
