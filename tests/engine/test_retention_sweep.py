@@ -7,7 +7,13 @@ from pathlib import Path
 import numpy as np
 
 from engine.apply import META_RECORD, meta_key
-from engine.kernel import PartialLayout, aggregate_batch, decode_tiles, encode_positions, encode_tiles
+from engine.kernel import (
+    PartialLayout,
+    aggregate_batch,
+    decode_tiles,
+    encode_positions,
+    encode_tiles,
+)
 from engine.retention import sweep_view
 from engine.state.keys import tile_key
 from engine.state.rocksdb_store import RocksDBStore
