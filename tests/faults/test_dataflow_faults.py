@@ -1,0 +1,127 @@
+"""The dataflow as real processes under faults: kill -9 at random moments, and a broker
+that stops and comes back mid-ingest. Both end equal to the brute-force reference."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from engine import kafka_local
+from engine.generate import GeneratorConfig, generate, produce_events
+from tests.engine.streaming_support import copy_repo, read_topic, reference_events, streamfeat
+from tests.faults.faults_support import long_mode, streamfeat_cmd, trials
+from tests.faults.pipeline_support import check_against_reference
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+START_MS = 1_780_000_000_000
+
+
+def _config(events: int, seed: int) -> GeneratorConfig:
+    return GeneratorConfig(events=events, users=2_000, merchants=50, seed=seed, start_ms=START_MS, rate=50.0,
+                           jitter_ms=400_000, malformed_fraction=0.005)
+
+
+def _run(common: list[str], stderr: Path, *extra: str) -> subprocess.Popen[bytes]:
+    with stderr.open("ab") as err:
+        return subprocess.Popen(streamfeat_cmd("run", *common, "--until-caught-up", *extra),
+                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+
+
+def test_kill_9_at_random_points_then_restart_equals_reference(
+    tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    topic = kafka_topic(partitions=3)
+    config = _config(300_000 if long_mode() else 60_000, seed=23)
+    produce_events(config, topic, kafka_bootstrap)
+    repo = copy_repo(tmp_path, topic)
+    data = tmp_path / "data"
+    common = ["--repo", str(repo), "--data-dir", str(data), "--bootstrap", kafka_bootstrap]
+    streamfeat("apply", "--repo", str(repo), "--data-dir", str(data), "--shards", "4")
+    rng = random.Random(int(os.environ.get("STREAMFEAT_FAULTS_SEED", "2027")))
+    n_trials = trials(3, 10)
+    killed = 0
+    stderr = tmp_path / "run.stderr"
+    for _ in range(n_trials):
+        child = _run(common, stderr, "--batch-size", "1000")
+        time.sleep(rng.uniform(2.0, 4.0))  # start-up takes ~1.5 s; land inside ingest
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            killed += 1
+        child.wait(timeout=30)
+        assert child.returncode in (0, -signal.SIGKILL), stderr.read_text()[-3000:]
+    assert killed >= n_trials - 1, f"only {killed} of {n_trials} kills landed mid-run"
+    streamfeat("run", *common, "--until-caught-up", timeout=600)
+    events = reference_events(read_topic(kafka_bootstrap, topic, 3), generate(config))
+    counts = check_against_reference(repo, data, kafka_bootstrap, topic, events, tmp_path / "secondary")
+    print(f"kill -9: {killed} kills of {n_trials} trials survived; {counts}")
+
+
+def _free_port_pair() -> int:
+    for _ in range(50):
+        with socket.socket() as a:
+            a.bind(("127.0.0.1", 0))
+            port = int(a.getsockname()[1])
+        if port < 65000:
+            with socket.socket() as b:
+                try:
+                    b.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no two consecutive free loopback ports")
+
+
+@pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[kafka_local.BrokerConfig]:
+    """A broker of this test only (own port and data dir), so stopping it touches no other test."""
+    config = kafka_local.BrokerConfig(port=_free_port_pair(), data_dir=tmp_path / "kafka", num_partitions=3)
+    kafka_local.start_broker(config=config)
+    try:
+        yield config
+    finally:
+        kafka_local.stop_broker(config=config)
+
+
+def test_broker_stop_and_restart_mid_ingest_loses_nothing(
+    tmp_path: Path, private_broker: kafka_local.BrokerConfig
+) -> None:
+    bootstrap = private_broker.bootstrap
+    topic = "faults-broker"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])[topic].result(timeout=30)
+    config = _config(150_000 if long_mode() else 60_000, seed=31)
+    produce_events(config, topic, bootstrap)
+    repo = copy_repo(tmp_path, topic)
+    data = tmp_path / "data"
+    common = ["--repo", str(repo), "--data-dir", str(data), "--bootstrap", bootstrap]
+    streamfeat("apply", "--repo", str(repo), "--data-dir", str(data), "--shards", "4")
+    outages = trials(1, 3)
+    stderr = tmp_path / "run.stderr"
+    child = _run(common, stderr, "--batch-size", "500")
+    try:
+        for _ in range(outages):
+            time.sleep(2.5)
+            assert child.poll() is None, f"the run ended before the outage:\n{stderr.read_text()[-3000:]}"
+            kafka_local.stop_broker(config=private_broker)  # SIGTERM, waits for the JVM to exit
+            time.sleep(3.0)
+            assert child.poll() is None, f"the run died while the broker was down:\n{stderr.read_text()[-3000:]}"
+            kafka_local.start_broker(config=private_broker)
+        assert child.wait(timeout=600) == 0, stderr.read_text()[-3000:]
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait(timeout=30)
+    events = reference_events(read_topic(bootstrap, topic, 3), generate(config))
+    counts = check_against_reference(repo, data, bootstrap, topic, events, tmp_path / "secondary")
+    print(f"broker restart: {outages} outages survived; {counts}")
