@@ -105,6 +105,7 @@ def create_app(
     )
     app.state.serving = state
     app.add_exception_handler(ServingError, _serving_error)
+    app.router.routes.append(routes_v1.fast_route())
     app.include_router(routes_v1.build_router(registry))
     app.include_router(routes_feast.build_router(registry))
     app.include_router(routes_ops.build_router(settings.log_uri, settings.metrics_port))
