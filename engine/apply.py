@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 
 from engine.io.parquet_log import ParquetLogWriteError, ParquetLogWriter, value_column
 from engine.kernel.aggregate import aggregate_batch
@@ -282,9 +283,7 @@ class ShardApplier:
         merged = merge_flat(layout, stored, FlatTiles(codes_u, tiles_u, partials, batch_max))
         merged = retain(merged, view.retention_ms, view.interval_ms)
         records = encode_many(layout, merged, len(keys))
-        put = txn.put
-        for key, record in zip(state_keys, records, strict=True):
-            put(key, record)
+        txn.put_many(state_keys, records)
         newest = int(batch_max.max())
         meta = txn.get_many([meta_key(view.fingerprint)])[0]
         if meta is not None:
@@ -307,7 +306,15 @@ class ShardApplier:
         self, writer: ParquetLogWriter, compiled: _CompiledView, rows: ViewRows, partition: int
     ) -> None:
         view = compiled.view
-        columns: dict[str, Any] = {k: rows.join_values[k] for k in view.join_keys}
+        columns: dict[str, Any]
+        if len(view.join_keys) == 1:
+            # One join key: the entity key bytes are that value's text (routing's
+            # contract), so the column is a gather of the distinct keys, not one str()
+            # conversion per row.
+            distinct = pa.array(rows.keys, type=pa.binary()).cast(pa.string())
+            columns = {view.join_keys[0]: distinct.take(pa.array(rows.codes))}
+        else:
+            columns = {k: rows.join_values[k] for k in view.join_keys}
         columns["event_time"] = rows.event_ts
         columns["partition"] = np.full(len(rows), partition, dtype=np.int32)
         columns["offset"] = rows.offsets

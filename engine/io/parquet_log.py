@@ -206,7 +206,11 @@ class ParquetLogWriter:
         for f in self.schema:
             data = rows[f.name]
             try:
-                if pa.types.is_string(f.type):
+                if isinstance(data, pa.Array) and data.type == f.type and data.null_count == 0:
+                    # Already an Arrow column of the log's type (the applier builds join-key
+                    # columns from its distinct keys): no per-row conversion.
+                    arr = data
+                elif pa.types.is_string(f.type):
                     arr = pa.array(np.asarray(data).astype(str, copy=False), type=pa.string())
                 else:
                     np_data = np.asarray(data)

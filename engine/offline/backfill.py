@@ -242,8 +242,15 @@ def load_history(
         _read_file(path, source, needed, start_ms, end_ms, i) for i, path in enumerate(files)
     ]
     history = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
-    # A stable sort keeps file order, then row order, among equal event times.
-    return history.sort("__e", maintain_order=True)
+    if history.height < 2:
+        return history
+    # A stable sort keeps file order, then row order, among equal event times. numpy's
+    # stable argsort plus one gather is several times faster than polars' order-keeping
+    # frame sort, and history is usually sorted already (then nothing moves at all).
+    event_ts = history.get_column("__e").to_numpy()
+    if bool(np.all(event_ts[1:] >= event_ts[:-1])):
+        return history
+    return history[np.argsort(event_ts, kind="stable")]
 
 
 def _numpy_column(series: pl.Series, kind: str) -> np.ndarray[Any, Any]:

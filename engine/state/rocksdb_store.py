@@ -120,6 +120,21 @@ class RocksDBTransaction:
         _check_key(value, f"value of key {key!r}")
         self._pending[key] = value
 
+    def put_many(self, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
+        """``put`` of every ``(keys[i], values[i])``: one type check over all, one dict update."""
+        self._check_open()
+        if len(keys) != len(values):
+            raise StateValueError(
+                f"shard {self._partition.shard}: put_many: expected as many values as keys, "
+                f"got {len(values)} values for {len(keys)} keys",
+                hint="pass aligned key and value lists",
+            )
+        if not all(type(k) is bytes for k in keys) or not all(type(v) is bytes for v in values):
+            for key, value in zip(keys, values, strict=True):
+                _check_key(key, "transaction key")
+                _check_key(value, f"value of key {key!r}")
+        self._pending.update(zip(keys, values, strict=True))
+
     def delete(self, key: bytes) -> None:
         self._check_open()
         _check_key(key, "transaction key")
