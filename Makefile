@@ -13,6 +13,7 @@ help:
 	@echo "make demo        run the main job end to end (venv, Kafka, dataflow, serving)"
 	@echo "make test        lint + the whole test suite against a real broker"
 	@echo "make lint        ruff + mypy --strict"
+	@echo "make test-faults the long fault-injection and fuzzing suite"
 	@echo "make bench       full benchmarks -> benchmarks/RESULTS.md"
 	@echo "make bench-smoke every benchmark at a tiny size"
 
@@ -46,6 +47,11 @@ test: $(STAMP) system-deps lint
 	after=$$(pgrep -f '[s]treamfeat.kafka=1' | sort | tr '\n' ' '); \
 	if [ "$$after" != "$$before" ]; then echo "stray Kafka process left behind: $$after"; exit 1; fi; \
 	exit $$status
+
+# The long fault-injection and fuzzing suite (10 kill -9 trials, broker and Redis
+# outages, 1,000,000 fuzzed records); the short version runs in `make test`.
+test-faults: $(STAMP) system-deps
+	STREAMFEAT_FAULTS=long $(BIN)/python -m pytest -q -p no:cacheprovider -s tests/faults tests/fuzz
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
