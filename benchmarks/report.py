@@ -118,6 +118,7 @@ def serving(r: dict[str, Any], lines: list[str]) -> None:
                  f"{_met(p99_100, t['hundred_entities_p99_ms'], False)} |")
     lines.append(f"| ours / Feast >= {t['ratio_vs_feast']} (1 entity) | {ra['ratio_vs_feast']} | "
                  f"{_met(ra['ratio_vs_feast'], t['ratio_vs_feast'])} |")
+    lines.append(f"| ours / Feast, 100 entities (no target) | {ra.get('ratio_vs_feast_hundred')} | - |")
     lower = None if p99 is None or fp99 is None else p99 < fp99
     lines.append(f"| ours p99 < Feast p99 (1 entity) | {p99} vs {fp99} | "
                  f"{'n/a' if lower is None else ('yes' if lower else '**no**')} |\n")
