@@ -50,7 +50,8 @@ class ViewRows:
     """The rows of one view that belong to one shard, ready for the kernel.
 
     Row ``i`` belongs to entity ``keys[codes[i]]``. ``keys`` are distinct; after
-    :meth:`select` some of them may no longer be named by any row.
+    :meth:`select` some of them may no longer be named by any row. ``join_values``
+    is empty when the keys were factorized by the caller (see :func:`route`).
     """
 
     keys: list[bytes]
@@ -187,7 +188,13 @@ def _numeric(kind: object) -> bool:
     return str(getattr(kind, "value", kind)) in ("int", "float", "bool")
 
 
-def _view_rows(view: RoutableView, batch: DecodedBatch) -> ViewRows:
+#: Per source column: (distinct entity keys, code per batch row) computed by the caller.
+Factorized = Mapping[str, tuple[list[bytes], Int64Array]]
+
+
+def _view_rows(
+    view: RoutableView, batch: DecodedBatch, factorized: Factorized | None = None
+) -> ViewRows:
     columns = batch.columns
     n = len(batch.offsets)
     idx: npt.NDArray[np.intp] | None = None
@@ -201,7 +208,14 @@ def _view_rows(view: RoutableView, batch: DecodedBatch) -> ViewRows:
         out: Any = np.asarray(array, dtype=dtype)
         return out if idx is None else out[idx]
 
-    join_values = {k: pick(columns[k], object) for k in view.join_keys}
+    given = (
+        factorized.get(view.join_keys[0])
+        if factorized is not None and len(view.join_keys) == 1
+        else None
+    )
+    # With caller-factorized keys the per-row join values are not materialized: the
+    # key text of row i is keys[codes[i]] (only multi-key views need join_values).
+    join_values = {} if given is not None else {k: pick(columns[k], object) for k in view.join_keys}
     if view.columns:
         types = view.column_types
         values = np.empty((rows, len(view.columns)), dtype=np.float64)
@@ -210,7 +224,10 @@ def _view_rows(view: RoutableView, batch: DecodedBatch) -> ViewRows:
             values[:, i] = pick(columns[c], np.float64) if _numeric(types[c]) else 0.0
     else:
         values = np.empty((rows, 0), dtype=np.float64)
-    keys, codes = factorize_entity_keys([join_values[k] for k in view.join_keys])
+    if given is not None:
+        keys, codes = given[0], pick(given[1], np.int64)
+    else:
+        keys, codes = factorize_entity_keys([join_values[k] for k in view.join_keys])
     return ViewRows(
         keys=keys,
         codes=codes,
@@ -265,12 +282,21 @@ def split_by_shard(
 
 
 def route(
-    batch: DecodedBatch, views: Sequence[RoutableView], shards: int
+    batch: DecodedBatch,
+    views: Sequence[RoutableView],
+    shards: int,
+    *,
+    factorized: Factorized | None = None,
 ) -> list[tuple[str, ShardBatch]]:
-    """One ``(shard key, ShardBatch)`` per shard, for a sink partitioned by shard."""
+    """One ``(shard key, ShardBatch)`` per shard, for a sink partitioned by shard.
+
+    ``factorized`` (backfill) gives, per string column, distinct entity keys (each
+    ``str(value).encode()``) and a code per batch row; single-join-key views on such a
+    column use it instead of factorizing again, and their ``join_values`` stay empty.
+    """
     per_shard: list[dict[bytes, ViewRows]] = [{} for _ in range(shards)]
     for view in views:
-        rows = _view_rows(view, batch)
+        rows = _view_rows(view, batch, factorized)
         if not len(rows):
             continue
         for shard, part in split_by_shard(rows, view.fingerprint, shards):

@@ -40,13 +40,17 @@ from engine.io.batches import DecodedBatch
 from engine.io.decoder import MAX_EVENT_TS_MS, MIN_EVENT_TS_MS
 from engine.kernel.layout import MAX_PARTITION
 from engine.offline.exceptions import OfflineError
-from engine.routing import route
+from engine.routing import ShardBatch, route
 from engine.state.offsets import resume_positions
 from engine.state.rocksdb_store import RocksDBStore
 
 #: Partition number of replayed history rows (the largest one positions can encode).
 HISTORY_PARTITION = MAX_PARTITION
 DEFAULT_CHUNK_ROWS = 200_000
+#: Rows committed in one WriteBatch per shard (each touched entity record is rewritten
+#: once per commit), capped at MAX_CHUNKS_PER_COMMIT routed chunks held in memory.
+DEFAULT_COMMIT_ROWS = 4_000_000
+MAX_CHUNKS_PER_COMMIT = 8
 # Run record per view: (start ms, end ms) followed by the history topic name (UTF-8).
 _RUN_RECORD = struct.Struct("<qq")
 
@@ -292,6 +296,40 @@ def history_batches(
         )
 
 
+def factorize_key_columns(
+    history: pl.DataFrame, views: Sequence[Any]
+) -> dict[str, tuple[list[bytes], npt.NDArray[np.int64]]]:
+    """Distinct values and a code per history row of every string join-key column of a
+    single-join-key view: one hash pass over the whole history instead of one per chunk."""
+    out: dict[str, tuple[list[bytes], npt.NDArray[np.int64]]] = {}
+    for view in views:
+        if len(view.join_keys) != 1 or view.join_keys[0] in out:
+            continue
+        name = view.join_keys[0]
+        series = history.get_column(name)
+        if series.dtype != pl.String or series.null_count():
+            continue
+        distinct = series.unique(maintain_order=True)
+        # Enum categories keep the given order, so physical code i names distinct[i].
+        codes = series.cast(pl.Enum(distinct)).to_physical().to_numpy().astype(np.int64)
+        out[name] = ([v.encode() for v in distinct.to_list()], codes)
+    return out
+
+
+def _chunk_codes(
+    factorized: Mapping[str, tuple[list[bytes], npt.NDArray[np.int64]]], begin: int, n: int
+) -> dict[str, tuple[list[bytes], npt.NDArray[np.int64]]]:
+    """The keys named by rows ``begin .. begin + n`` and those rows' codes into them."""
+    out: dict[str, tuple[list[bytes], npt.NDArray[np.int64]]] = {}
+    for name, (keys, codes) in factorized.items():
+        chunk = codes[begin : begin + n]
+        used = np.flatnonzero(np.bincount(chunk, minlength=len(keys)))
+        remap = np.zeros(len(keys), dtype=np.int64)
+        remap[used] = np.arange(len(used), dtype=np.int64)
+        out[name] = ([keys[i] for i in used.tolist()], remap[chunk])
+    return out
+
+
 # ----------------------------------------------------------------------------- run
 
 
@@ -366,11 +404,14 @@ def backfill_parquet(
     max_batches: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     log_max_rows: int = 1_000_000,
+    commit_rows: int = DEFAULT_COMMIT_ROWS,
 ) -> BackfillReport:
     """Replay ``start_ms <= e < end_ms`` of ``files`` into the state, then record the handoff.
 
     ``max_batches`` stops after that many batches (an interruption, for tests);
-    ``on_progress(done_rows, total_rows)`` is called after every batch.
+    ``on_progress(done_rows, total_rows)`` is called for every batch once it is committed.
+    Up to ``commit_rows`` rows (at most MAX_CHUNKS_PER_COMMIT chunks) are committed
+    together; a run interrupted in between resumes from the last commit.
     """
     if not views:
         raise BackfillError("backfill: no view selected", hint="pass --views or define views")
@@ -381,6 +422,8 @@ def backfill_parquet(
         )
     if chunk_rows < 1:
         raise BackfillError(f"backfill: chunk_rows: expected >= 1, got {chunk_rows}")
+    if commit_rows < 1:
+        raise BackfillError(f"backfill: commit_rows: expected >= 1, got {commit_rows}")
     started = time.perf_counter()
     topic = history_topic(str(source.topic), [v.fingerprint for v in views])
     history = load_history(files, source, views, start_ms, end_ms)
@@ -415,19 +458,40 @@ def backfill_parquet(
         batches = 0
         done = first_row
         complete = True
+        # Several routed chunks go into one apply (one WriteBatch per shard): every
+        # commit rewrites the record of each entity it touches, so fewer, larger commits
+        # write each record fewer times, while routing still works chunk by chunk.
+        per_commit = max(1, min(MAX_CHUNKS_PER_COMMIT, commit_rows // chunk_rows))
+        factorized = factorize_key_columns(history, views)
+        pending: list[list[ShardBatch]] = [[] for _ in range(target.shards)]
+        pending_ends: list[int] = []
+
+        def commit_pending(last: bool) -> None:
+            for shard, shard_batches in enumerate(pending):
+                appliers[shard].apply(shard_batches, extra_puts=final if last else runs)
+                shard_batches.clear()
+            if on_progress is not None:
+                for end in pending_ends:
+                    on_progress(end, total)
+            pending_ends.clear()
+
         for decoded in history_batches(history, source, topic, first_row, chunk_rows):
             if max_batches is not None and batches >= max_batches:
                 complete = False
                 break
             last = decoded.last_offset == total - 1
-            for _, shard_batch in route(decoded, views, target.shards):
-                appliers[shard_batch.shard].apply(
-                    [shard_batch], extra_puts=final if last else runs
-                )
+            hint = _chunk_codes(factorized, decoded.first_offset, len(decoded.offsets))
+            for _, shard_batch in route(decoded, views, target.shards, factorized=hint):
+                pending[shard_batch.shard].append(shard_batch)
             batches += 1
             done = decoded.last_offset + 1
-            if on_progress is not None:
-                on_progress(done, total)
+            pending_ends.append(done)
+            if last or len(pending_ends) >= per_commit or (
+                max_batches is not None and batches >= max_batches
+            ):
+                commit_pending(last)
+        if pending_ends:
+            commit_pending(False)
         if complete and batches == 0:
             # Nothing left to replay (empty range, or resumed after the last batch):
             # the handoff still has to be on record in every shard.
