@@ -115,13 +115,16 @@ def apply_watermark(events: Iterable[Event], allowed_lateness_ms: int) -> list[E
     applied = [False] * len(listed)
     for indexes in by_partition.values():
         indexes.sort(key=lambda i: field(listed[i], "offset"))
-        for position, i in enumerate(indexes):
+        # Walk the partition in offset order; ``highest`` is max(e) over the valid
+        # events before the current one, exactly the definition above.
+        highest = -math.inf
+        for i in indexes:
             event = listed[i]
             if not _is_valid(event):
                 continue
-            earlier = [field(listed[j], "e") for j in indexes[:position] if _is_valid(listed[j])]
-            watermark = max(earlier) - allowed_lateness_ms if earlier else -math.inf
+            watermark = highest - allowed_lateness_ms
             applied[i] = not field(event, "e") < watermark
+            highest = max(highest, field(event, "e"))
     return [event for event, keep in zip(listed, applied, strict=True) if keep]
 
 
