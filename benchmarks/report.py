@@ -175,6 +175,27 @@ def scaling(r: dict[str, Any], lines: list[str]) -> None:
     lines.append("")
 
 
+def _headline(doc: dict[str, Any]) -> str:
+    """The few numbers of a superseded run worth comparing with the current one."""
+    parts = []
+    if "ratios" in doc:
+        parts.append(str(doc["ratios"]))
+    systems = doc.get("systems", {})
+    for name in ("streamfeat",):
+        for key in ("events_per_s",):
+            if key in systems.get(name, {}):
+                parts.append(f"{name} {key} median {systems[name][key]['median']:,.0f}")
+        if "one_entity" in systems.get(name, {}):
+            parts.append(f"{name} 1-entity req/s median {systems[name]['one_entity']['requests_per_s']['median']:,.0f}")
+    if "ratio_ours_over_polars" in doc:
+        parts.append(f"ours {doc['ours']['median']:,.0f}/s, ours/polars {doc['ratio_ours_over_polars']}")
+    processes = doc.get("processes", {})
+    for n in (1, 2):
+        if f"processes_{n}" in processes:
+            parts.append(f"{n} process(es) {processes[f'processes_{n}']['events_per_s']['median']:,.0f} ev/s")
+    return "; ".join(parts) or "-"
+
+
 def render(directory: Path, plots: list[Path]) -> str:
     results = load(directory)
     any_result: dict[str, Any] = next(iter(results.values()), {})
@@ -218,12 +239,12 @@ def render(directory: Path, plots: list[Path]) -> str:
     earlier = sorted((directory / "earlier").glob("*.json"))
     if earlier:
         lines.append("## Earlier runs of the same day (superseded, kept for the spread)\n")
-        lines.append("| file | finished | load average at start | ratios |")
+        lines.append("| file | finished | load average at start | headline |")
         lines.append("|---|---|---|---|")
         for path in earlier:
             doc = orjson.loads(path.read_bytes())
             load_avg = [round(x, 2) for x in doc.get("machine", {}).get("load_avg_at_start", [])]
-            lines.append(f"| earlier/{path.name} | {doc.get('finished_at')} | {load_avg} | {doc.get('ratios')} |")
+            lines.append(f"| earlier/{path.name} | {doc.get('finished_at')} | {load_avg} | {_headline(doc)} |")
         lines.append("")
     if plots:
         lines.append("## Plots\n")
