@@ -168,3 +168,76 @@ def streamfeat(*args: str, timeout: float = 300, check: bool = True) -> subproce
     if check and done.returncode != 0:
         raise AssertionError(f"streamfeat {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
     return done
+
+
+class ProgressProbe:
+    """Records of ``topic`` applied by every shard, read through RocksDB secondary
+    instances (a read-only open would not see the writer's unflushed WAL)."""
+
+    def __init__(self, state_dir: Path, shards: int, topic: str, own_dir: Path) -> None:
+        self.state_dir, self.shards, self.topic, self.own_dir = state_dir, shards, topic, own_dir
+        self._dbs: dict[int, Any] = {}
+
+    def __call__(self) -> int:
+        import rocksdict
+
+        from engine.state.layout import reader_options, shard_path
+        from engine.state.offsets import scan_offsets
+
+        per_partition: dict[int, int] = {}
+        for shard in range(self.shards):
+            db = self._dbs.get(shard)
+            if db is None:
+                if not (shard_path(self.state_dir, shard) / "CURRENT").exists():
+                    return 0
+                own = self.own_dir / f"probe-{shard}"
+                own.mkdir(parents=True, exist_ok=True)
+                db = rocksdict.Rdict(
+                    str(shard_path(self.state_dir, shard)), reader_options(),
+                    access_type=rocksdict.AccessType.secondary(str(own)),
+                )  # fmt: skip
+                self._dbs[shard] = db
+            db.try_catch_up_with_primary()
+            records = scan_offsets(db, self.topic)
+            for partition, record in records.items():
+                applied = record.applied_offset + 1
+                per_partition[partition] = min(per_partition.get(partition, applied), applied)
+            if shard == 0 and not records:
+                return 0
+        return sum(per_partition.values())
+
+    def close(self) -> None:
+        for db in self._dbs.values():
+            db.close()
+        self._dbs.clear()
+
+
+def kill_mid_run(
+    child: subprocess.Popen[bytes], state_dir: Path, shards: int, topic: str, total: int, fraction: float,
+    timeout_s: float = 120.0,
+) -> bool:
+    """SIGKILL ``child``'s process group once ``fraction`` of the remaining records are applied.
+
+    Waiting for progress rather than for a fixed time makes the kill land inside
+    ingestion however fast or slow the machine is. Returns whether it killed.
+    """
+    import os
+    import signal
+    import tempfile
+    import time
+
+    with tempfile.TemporaryDirectory() as own:
+        probe = ProgressProbe(state_dir, shards, topic, Path(own))
+        try:
+            start = probe()
+            target = start + max(1, int((total - start) * fraction))
+            deadline = time.monotonic() + timeout_s
+            while child.poll() is None and time.monotonic() < deadline:
+                if probe() >= target:
+                    os.killpg(child.pid, signal.SIGKILL)
+                    child.wait(timeout=30)
+                    return True
+                time.sleep(0.02)
+            return False
+        finally:
+            probe.close()

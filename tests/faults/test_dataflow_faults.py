@@ -18,7 +18,13 @@ from confluent_kafka.cimpl import NewTopic
 
 from engine import kafka_local
 from engine.generate import GeneratorConfig, generate, produce_events
-from tests.engine.streaming_support import copy_repo, read_topic, reference_events, streamfeat
+from tests.engine.streaming_support import (
+    copy_repo,
+    kill_mid_run,
+    read_topic,
+    reference_events,
+    streamfeat,
+)
 from tests.faults.faults_support import long_mode, streamfeat_cmd, trials
 from tests.faults.pipeline_support import check_against_reference
 
@@ -54,11 +60,11 @@ def test_kill_9_at_random_points_then_restart_equals_reference(
     stderr = tmp_path / "run.stderr"
     for _ in range(n_trials):
         child = _run(common, stderr, "--batch-size", "1000")
-        time.sleep(rng.uniform(2.0, 4.0))  # start-up takes ~1.5 s; land inside ingest
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGKILL)
+        # Kill once a random share of the remaining records is applied, so the kill lands
+        # inside ingestion however fast the machine is.
+        if kill_mid_run(child, data / "state", 4, topic, config.events, rng.uniform(0.1, 0.5)):
             killed += 1
-        child.wait(timeout=30)
+        child.wait(timeout=600)
         assert child.returncode in (0, -signal.SIGKILL), stderr.read_text()[-3000:]
     assert killed >= n_trials - 1, f"only {killed} of {n_trials} kills landed mid-run"
     streamfeat("run", *common, "--until-caught-up", timeout=600)
