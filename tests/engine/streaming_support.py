@@ -241,3 +241,23 @@ def kill_mid_run(
             return False
         finally:
             probe.close()
+
+
+def wait_for_progress(
+    child: subprocess.Popen[bytes], state_dir: Path, shards: int, topic: str, target: int, timeout_s: float = 120.0
+) -> bool:
+    """Wait until ``target`` records are applied; False if ``child`` exits first."""
+    import tempfile
+    import time
+
+    with tempfile.TemporaryDirectory() as own:
+        probe = ProgressProbe(state_dir, shards, topic, Path(own))
+        try:
+            deadline = time.monotonic() + timeout_s
+            while child.poll() is None and time.monotonic() < deadline:
+                if probe() >= target:
+                    return True
+                time.sleep(0.02)
+            return False
+        finally:
+            probe.close()
