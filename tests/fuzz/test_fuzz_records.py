@@ -112,7 +112,7 @@ def _produce(bootstrap: str, topic: str, n: int, seed: int) -> tuple[dict[bytes,
     kinds = sorted(EXPECTED)
     kind_of: dict[bytes, str] = {}
     good_of: dict[bytes, dict[str, Any]] = {}
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "message.max.bytes": 2_000_000,
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "message.max.bytes": 2_000_000, "enable.idempotence": True,
                          "compression.type": "lz4"})
     for i in range(n):
         if rng.random() < 0.5:
