@@ -95,7 +95,7 @@ def serving(r: dict[str, Any], lines: list[str]) -> None:
     feast = r["systems"].get("feast", {})
     tool = ours.get("one_entity", {}).get("tool", "?")
     lines.append(f"Load generator: {tool} (2 threads on the same 2 cores as the server, so it takes CPU from "
-                 "the server under test; every system pays the same). streamfeat 1 entity = {ours.get('service_one', '-')}; "
+                 f"the server under test; every system pays the same). streamfeat 1 entity = {ours.get('service_one', '-')}; "
                  f"100 entities = {ours.get('service_hundred', '-')}. "
                  f"Feast {feast.get('version', '-')}: {feast.get('service', '-')}.\n")
     t, ra = r["targets"], r["ratios"]
