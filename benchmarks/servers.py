@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from benchmarks.common import PY, ROOT, BenchError, free_port, wait_http
+from engine.processes import stop_process_group
 
 PEERS = Path(__file__).resolve().parent / "peers"
 
@@ -41,13 +42,7 @@ def server(cmd: Sequence[str], health_path: str, *, env: dict[str, str] | None =
             raise BenchError(f"{exc}\nserver log tail:\n{tail}") from exc
         yield proc
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=15)
+        stop_process_group(proc, signal.SIGTERM, timeout_s=15, kill_timeout_s=15)
         log.close()
         os.unlink(log.name)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shutil
 import signal
 import socket
@@ -25,6 +24,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from engine.processes import stop_process_group
 
 DEMO_TOPIC = "transactions"
 HISTORY_EVENTS_PER_SECOND = 3.0
@@ -80,13 +81,7 @@ def _child(name: str, args: list[str], log_file: Path) -> Iterator[subprocess.Po
         try:
             yield proc
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGINT)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            stop_process_group(proc, signal.SIGINT, timeout_s=20)
             _say(f"stopped {name} (log: {log_file})")
 
 

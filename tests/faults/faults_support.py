@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from engine.definitions import load_repo
+from engine.processes import stop_process_group
 from tests.fixtures.redis import _answers_ping, _find_binary, _free_port
 from tests.serving.serving_state import REPO_DIR, make_events, write_rocksdb
 
@@ -78,13 +79,7 @@ def serve(data: Path, *extra: str, env: Mapping[str, str] | None = None) -> Iter
             time.sleep(0.1)
         yield Served(url, proc, stderr)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_process_group(proc, signal.SIGTERM, timeout_s=20, kill_timeout_s=10)
 
 
 class RedisProcess:

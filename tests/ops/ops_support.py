@@ -17,6 +17,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine.generate import GeneratorConfig, produce_events
+from engine.processes import stop_process_group
 from tests.engine.streaming_support import copy_repo, streamfeat
 
 START_MS = 1_780_000_000_000
@@ -72,13 +73,7 @@ def running_dataflow(p: Pipeline, metrics_port: int, *extra: str) -> Iterator[su
     try:
         yield child
     finally:
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGINT)
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(child.pid, signal.SIGKILL)
-                child.wait()
+        stop_process_group(child, signal.SIGINT, timeout_s=30)
         log_file.close()
 
 
