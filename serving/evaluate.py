@@ -1,7 +1,9 @@
 """Window evaluation for one request: one multi-get per view, then the kernel.
 
-One entity uses :func:`engine.kernel.evaluate` (no CSR set-up); several use
-:func:`engine.kernel.evaluate_many` on the concatenated tile sets. Every row is
+One entity uses the view's precompiled :class:`engine.kernel.window_plan.WindowPlan`
+(plain Python over a few tiles); several use the vectorized
+:func:`engine.kernel.window.evaluate_many_unchecked` on all entities' tile sets,
+decoded together by :func:`engine.kernel.batch_merge.decode_many`. Every row is
 evaluated as of the request's time (wall clock or ``as_of``).
 """
 
@@ -11,8 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.kernel import TileCodecError, decode_tiles, evaluate, evaluate_many
-from engine.kernel.window import Value
+from engine.kernel import TileCodecError
+from engine.kernel.batch_merge import decode_many
+from engine.kernel.window import Value, evaluate_many_unchecked
+from engine.kernel.window_plan import decode_record
 from engine.state.keys import entity_key
 from serving.exceptions import ServerError
 from serving.online import OnlineAccess
@@ -38,54 +42,44 @@ def entity_keys(view: CompiledView, entities: dict[str, list[EntityValue]], n_ro
     return [entity_key([c[i] for c in columns]) for i in range(n_rows)]
 
 
-def _decode(view: CompiledView, record: bytes) -> tuple[np.ndarray, np.ndarray, int]:
-    try:
-        return decode_tiles(record, view.spec.layout.width)
-    except TileCodecError as exc:
-        raise ServerError(f"view {view.name!r}: a stored tile record cannot be decoded: {exc}",
-                          hint="the state is corrupt or from another version; rebuild it with a backfill") from exc
+def _corrupt(view: CompiledView, exc: TileCodecError) -> ServerError:
+    return ServerError(f"view {view.name!r}: a stored tile record cannot be decoded: {exc}",
+                       hint="the state is corrupt or from another version; rebuild it with a backfill")
 
 
 def evaluate_view(view: CompiledView, records: list[bytes | None], t_ms: int) -> ViewValues:
-    spec = view.spec
-    names = [a.output_name for a in spec.aggregations]
+    """Records are checked once, at decode; the kernel then trusts the decoded arrays."""
+    plan = view.plan
+    names = plan.names
     if len(records) == 1:
-        record = records[0]
-        if record is None:
-            tiles, partials, max_ts = np.empty(0, np.int64), spec.layout.empty(0), None
-        else:
-            tiles, partials, max_ts = _decode(view, record)
-        result = evaluate(spec, tiles, partials, t_ms)
+        raw = records[0]
+        try:
+            record = None if raw is None else decode_record(raw, view.spec.layout.width)
+        except TileCodecError as exc:
+            raise _corrupt(view, exc) from exc
+        values, empty = plan.evaluate(record, t_ms)
         return ViewValues(
-            columns={n: [result.values[n]] for n in names},
-            found=[record is not None],
-            defaulted={n: [d] for n, d in zip(names, result.defaulted, strict=True)},
-            max_event_ts=[max_ts],
+            columns={n: [v] for n, v in zip(names, values, strict=True)},
+            found=[raw is not None],
+            defaulted={n: [e and d] for n, e, d in zip(names, empty, plan.has_default, strict=True)},
+            max_event_ts=[None if record is None else record.max_event_ts],
         )
-    tile_parts: list[np.ndarray] = []
-    partial_parts: list[np.ndarray] = []
-    indptr = np.zeros(len(records) + 1, dtype=np.int64)
-    max_event_ts: list[int | None] = []
-    for i, record in enumerate(records):
-        if record is None:
-            indptr[i + 1] = indptr[i]
-            max_event_ts.append(None)
-            continue
-        tiles, partials, max_ts = _decode(view, record)
-        tile_parts.append(tiles)
-        partial_parts.append(partials)
-        indptr[i + 1] = indptr[i] + len(tiles)
-        max_event_ts.append(max_ts)
-    all_tiles = np.concatenate(tile_parts) if tile_parts else np.empty(0, np.int64)
-    all_partials = np.concatenate(partial_parts) if partial_parts else spec.layout.empty(0)
-    batch = evaluate_many(spec, all_tiles, all_partials, indptr,
-                          np.arange(len(records), dtype=np.int64), t_ms)
+    try:
+        flat = decode_many(view.spec.layout, records)
+    except TileCodecError as exc:
+        raise _corrupt(view, exc) from exc
+    n = len(records)
+    # decode_many sorts rows by record index: entity i's rows start at indptr[i].
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(flat.codes, minlength=n), out=indptr[1:])
+    batch = evaluate_many_unchecked(view.spec, flat.tiles, flat.partials, indptr,
+                                    np.arange(n, dtype=np.int64), t_ms)
     defaulted = batch.defaulted
     return ViewValues(
         columns=batch.to_pylists(),
         found=[r is not None for r in records],
-        defaulted={n: defaulted[:, j].tolist() for j, n in enumerate(names)},
-        max_event_ts=max_event_ts,
+        defaulted={name: defaulted[:, j].tolist() for j, name in enumerate(names)},
+        max_event_ts=[None if r is None else ts for r, ts in zip(records, flat.max_event_ts.tolist(), strict=True)],
     )
 
 

@@ -21,6 +21,7 @@ from engine.definitions import (
 from engine.definitions.base import did_you_mean
 from engine.definitions.exceptions import DefinitionError
 from engine.kernel import ViewSpec
+from engine.kernel.window_plan import WindowPlan
 from engine.plan import AppliedPlan
 from serving.exceptions import ServiceNotFound, ServingSetupError
 
@@ -35,19 +36,22 @@ class CompiledView:
     feature_names: tuple[str, ...]
     feature_types: Mapping[str, FieldType]
     expected_freshness_ms: int
+    plan: WindowPlan  # compiled single-entity evaluation of ``spec``
 
     @classmethod
     def from_view(cls, view: StreamFeatureView) -> CompiledView:
         types = view.source.field_types
+        spec = ViewSpec.from_view(view)
         return cls(
             name=view.name,
-            spec=ViewSpec.from_view(view),
+            spec=spec,
             fingerprint=view.fingerprint,
             join_keys=view.join_keys,
             join_key_types={k: types[k] for k in view.join_keys},
             feature_names=view.feature_names,
             feature_types=dict(view.feature_types),
             expected_freshness_ms=int(view.expected_freshness.total_seconds() * 1000),
+            plan=WindowPlan(spec),
         )
 
 

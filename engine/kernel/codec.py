@@ -65,6 +65,33 @@ def decode_tiles(
     width differs from ``expected_width`` (if given), or when its tile ids are not
     strictly increasing.
     """
+    width, n_tiles, max_event_ts = check_header(buf, expected_width)
+    tiles = np.frombuffer(buf, dtype="<i8", count=n_tiles, offset=HEADER.size)
+    partials = np.frombuffer(
+        buf, dtype="<f8", count=n_tiles * width, offset=HEADER.size + 8 * n_tiles
+    ).reshape(n_tiles, width)
+    if n_tiles > 1 and not bool(np.all(tiles[1:] > tiles[:-1])):
+        bad = int(np.flatnonzero(tiles[1:] <= tiles[:-1])[0])
+        raise TileCodecError(
+            f"tile record: field 'tiles': expected strictly increasing ids, got "
+            f"{int(tiles[bad])} then {int(tiles[bad + 1])} at index {bad}",
+            hint="the stored value is corrupt",
+        )
+    return (
+        tiles.astype(np.int64, copy=False),
+        partials.astype(np.float64, copy=False),
+        int(max_event_ts),
+    )
+
+
+def check_header(
+    buf: bytes | bytearray | memoryview, expected_width: int | None = None
+) -> tuple[int, int, int]:
+    """``(width, n_tiles, max_event_ts)`` of a record after checking its header and total length.
+
+    Raises the :class:`TileCodecError` of :func:`decode_tiles` for a truncated record,
+    trailing bytes, an unknown version or flags, or a width other than ``expected_width``.
+    """
     size = len(buf)
     if size < HEADER.size:
         raise TileCodecError(
@@ -94,19 +121,4 @@ def decode_tiles(
             f"{width}, got {size}",
             hint="the stored value is truncated or corrupt",
         )
-    tiles = np.frombuffer(buf, dtype="<i8", count=n_tiles, offset=HEADER.size)
-    partials = np.frombuffer(
-        buf, dtype="<f8", count=n_tiles * width, offset=HEADER.size + 8 * n_tiles
-    ).reshape(n_tiles, width)
-    if n_tiles > 1 and not bool(np.all(tiles[1:] > tiles[:-1])):
-        bad = int(np.flatnonzero(tiles[1:] <= tiles[:-1])[0])
-        raise TileCodecError(
-            f"tile record: field 'tiles': expected strictly increasing ids, got "
-            f"{int(tiles[bad])} then {int(tiles[bad + 1])} at index {bad}",
-            hint="the stored value is corrupt",
-        )
-    return (
-        tiles.astype(np.int64, copy=False),
-        partials.astype(np.float64, copy=False),
-        int(max_event_ts),
-    )
+    return int(width), int(n_tiles), int(max_event_ts)

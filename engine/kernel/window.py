@@ -85,6 +85,18 @@ def evaluate(
     tile_ids = as_int64_vector("tiles", tiles)
     parts = as_partials(spec.layout, "partials", partials, len(tile_ids))
     check_sorted_tiles("tiles", tile_ids)
+    return evaluate_unchecked(spec, tile_ids, parts, t_ms)
+
+
+def evaluate_unchecked(
+    spec: ViewSpec, tile_ids: Int64Array, parts: Float64Array, t_ms: int
+) -> WindowResult:
+    """:func:`evaluate` without its input checks, for arrays that were already checked.
+
+    Serving decodes records with :func:`engine.kernel.codec.decode_tiles`, which checks
+    width, length and tile order; checking again on every request costs more than the
+    evaluation of a short tile set.
+    """
     current = int(t_ms) // spec.interval_ms
     hi = int(np.searchsorted(tile_ids, current, side="right"))
     los = np.searchsorted(tile_ids, current - np.array(spec.window_tiles, dtype=np.int64)).tolist()
@@ -211,13 +223,29 @@ def evaluate_many(
     window's tiles and merges them exactly like :func:`evaluate`.
     """
     tile_ids = as_int64_vector("tiles", tiles)
-    n_tiles = len(tile_ids)
-    parts = as_partials(spec.layout, "partials", partials, n_tiles)
+    parts = as_partials(spec.layout, "partials", partials, len(tile_ids))
     ptr = as_int64_vector("indptr", indptr)
     segs = as_int64_vector("segments", segments)
+    _check_csr(tile_ids, ptr, segs)
+    return evaluate_many_unchecked(spec, tile_ids, parts, ptr, segs, t_ms)
+
+
+def evaluate_many_unchecked(
+    spec: ViewSpec,
+    tile_ids: Int64Array,
+    parts: Float64Array,
+    ptr: Int64Array,
+    segs: Int64Array,
+    t_ms: npt.ArrayLike,
+) -> WindowBatch:
+    """:func:`evaluate_many` without its input checks (int64/float64 arrays, valid CSR).
+
+    For tile sets from :func:`engine.kernel.batch_merge.decode_many`, which already
+    checked every record (width, length, strictly increasing tiles).
+    """
+    n_tiles = len(tile_ids)
     n_queries = len(segs)
     times = np.broadcast_to(np.asarray(t_ms, dtype=np.int64), (n_queries,))
-    _check_csr(tile_ids, ptr, segs)
 
     current = times // spec.interval_ms
     locate = _Locator(tile_ids, ptr)

@@ -1,0 +1,80 @@
+"""The serving hot path (WindowPlan over decode_record) equals evaluate over decode_tiles."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kernel_helpers import LAYOUT, assert_same_value, build_state, make_spec
+from test_kernel_windows import histories
+
+from engine.kernel import HEADER, TileCodecError, decode_tiles, encode_tiles, evaluate
+from engine.kernel.window_plan import PYTHON_MAX_TILES, WindowPlan, decode_record
+
+
+def _check_plan(spec: Any, record: bytes, t: int) -> None:
+    tiles, partials, _ = decode_tiles(record, expected_width=LAYOUT.width)
+    want = evaluate(spec, tiles, partials, t)
+    values, empty = WindowPlan(spec).evaluate(decode_record(record, LAYOUT.width), t)
+    assert tuple(empty) == want.empty
+    for name, got in zip(spec.output_names, values, strict=True):
+        assert_same_value(got, want.values[name], f"{name} at t={t}")
+        assert type(got) is type(want.values[name]), name
+
+
+@settings(max_examples=120, deadline=None)
+@given(histories(), st.lists(st.integers(-5, 40), min_size=1, max_size=6), st.sampled_from([None, -1.0, 7]))
+def test_plan_equals_evaluate(history: dict[str, Any], offsets: list[int], default: float | None) -> None:
+    interval = history["interval"]
+    spec = make_spec(interval, history["windows"], default=default)
+    state = build_state(history["batches"], interval)
+    newest = max((ev["e"] for ev in history["events"]), default=0)
+    for tiles, partials in state.values():
+        record = encode_tiles(tiles, partials, newest)
+        for k in offsets:
+            _check_plan(spec, record, newest - k * interval // 2)
+
+
+def test_long_tile_sets_take_the_vectorized_path_with_the_same_values() -> None:
+    rng = np.random.default_rng(5)
+    n = PYTHON_MAX_TILES * 3
+    events = [{"entity": 0, "e": int(e), "partition": 0, "offset": i, "value": float(v)}
+              for i, (e, v) in enumerate(zip(np.sort(rng.integers(0, n * 10, n * 2)),
+                                             rng.normal(50, 20, n * 2), strict=True))]
+    spec = make_spec(10, (1, 7, n), default=None)
+    tiles, partials = build_state([events], 10)[0]
+    assert len(tiles) > PYTHON_MAX_TILES
+    record = encode_tiles(tiles, partials, int(events[-1]["e"]))
+    for t in (0, n * 5, n * 10, n * 30):
+        _check_plan(spec, record, t)
+
+
+def test_missing_or_empty_record_gives_empty_values_and_defaults() -> None:
+    spec = make_spec(10, (2,), default=-1.0)
+    plan = WindowPlan(spec)
+    values, empty = plan.evaluate(None, 100)
+    assert values == [-1.0] * len(spec.aggregations) and empty == [True] * len(spec.aggregations)
+    assert plan.has_default == (True,) * len(spec.aggregations)
+    no_tiles = decode_record(encode_tiles(np.empty(0, np.int64), LAYOUT.empty(0), 5), LAYOUT.width)
+    assert plan.evaluate(no_tiles, 100) == (values, empty)
+
+
+def test_decode_record_refuses_what_decode_tiles_refuses_with_the_same_message() -> None:
+    good = encode_tiles(np.array([3, 5, 9], dtype=np.int64), LAYOUT.empty(3), 123)
+    decoded = decode_record(good, LAYOUT.width)
+    assert decoded.tiles == (3, 5, 9) and decoded.max_event_ts == 123
+    assert len(decoded.flat) == 3 * LAYOUT.width
+    unsorted = bytearray(good)
+    struct.pack_into("<q", unsorted, HEADER.size + 8, 1)
+    bad_version = HEADER.pack(2, *HEADER.unpack_from(good)[1:]) + good[HEADER.size:]
+    for record, width in ((good[:-1], LAYOUT.width), (good, 16), (bytes(unsorted), LAYOUT.width),
+                          (bad_version, LAYOUT.width), (good[:5], LAYOUT.width)):
+        with pytest.raises(TileCodecError) as want:
+            decode_tiles(record, expected_width=width)
+        with pytest.raises(TileCodecError) as got:
+            decode_record(record, width)
+        assert str(got.value) == str(want.value)
