@@ -24,6 +24,7 @@ from serving import routes_feast, routes_ops, routes_v1
 from serving.auth import ApiKeyMiddleware, load_api_keys
 from serving.deps import ServingState, json_response
 from serving.exceptions import ServerError, ServingError, ServingSetupError
+from serving.hot_path import FeatureApp
 from serving.metrics import ServingMetrics
 from serving.online import OnlineAccess
 from serving.registry import build_registry
@@ -97,7 +98,7 @@ def create_app(
             if owned:
                 table.close()
 
-    app = FastAPI(
+    app = FeatureApp(
         title="streamfeat feature server",
         version="1",
         description="Streaming features as of request time. See docs/serving.md.",
@@ -105,7 +106,6 @@ def create_app(
     )
     app.state.serving = state
     app.add_exception_handler(ServingError, _serving_error)
-    app.router.routes.append(routes_v1.fast_route())
     app.include_router(routes_v1.build_router(registry))
     app.include_router(routes_feast.build_router(registry))
     app.include_router(routes_ops.build_router(settings.log_uri, settings.metrics_port))

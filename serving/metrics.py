@@ -8,6 +8,7 @@ worker answers /metrics with its own numbers (no multiprocess aggregation).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -18,6 +19,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05
 @dataclass
 class ServingMetrics:
     registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
+    _children: dict[tuple[str, str, int], tuple[Any, Any]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.latency = Histogram(
@@ -47,8 +49,15 @@ class ServingMetrics:
         )
 
     def observe(self, route: str, service: str, status: int, seconds: float) -> None:
-        self.latency.labels(route, service).observe(seconds)
-        self.responses.labels(route, str(status)).inc()
+        # labels() validates and hashes its arguments on every call; the label sets are
+        # few (route templates x known services, statuses), so keep their children.
+        key = (route, service, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (self.latency.labels(route, service),
+                                               self.responses.labels(route, str(status)))
+        children[0].observe(seconds)
+        children[1].inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -7,7 +7,6 @@ from typing import Any
 from fastapi import APIRouter, Path
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from serving import openapi_docs as docs
 from serving.deps import Labels, ServingState, get_state, json_response, observed, read_body
@@ -59,21 +58,6 @@ async def serve_features(request: Request, service: str) -> Response:
         return json_response(answer)
 
     return await observed(request, FEATURES_ROUTE, handle)
-
-
-async def _features_endpoint(request: Request) -> Response:
-    return await serve_features(request, request.path_params["service"])
-
-
-def fast_route() -> Route:
-    """The same endpoint as a plain Starlette route, placed before the documented one.
-
-    FastAPI's per-request dependency solving and parameter validation cost about as
-    much as evaluating the windows; this route does its own parsing and validation
-    (serving/request.py) and answers exactly like the documented route, which stays
-    in the router so that /docs and /openapi.json describe the API.
-    """
-    return Route(FEATURES_ROUTE, _features_endpoint, methods=["POST"], include_in_schema=False)
 
 
 def build_router(registry: Registry) -> APIRouter:

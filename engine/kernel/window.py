@@ -85,18 +85,6 @@ def evaluate(
     tile_ids = as_int64_vector("tiles", tiles)
     parts = as_partials(spec.layout, "partials", partials, len(tile_ids))
     check_sorted_tiles("tiles", tile_ids)
-    return evaluate_unchecked(spec, tile_ids, parts, t_ms)
-
-
-def evaluate_unchecked(
-    spec: ViewSpec, tile_ids: Int64Array, parts: Float64Array, t_ms: int
-) -> WindowResult:
-    """:func:`evaluate` without its input checks, for arrays that were already checked.
-
-    Serving decodes records with :func:`engine.kernel.codec.decode_tiles`, which checks
-    width, length and tile order; checking again on every request costs more than the
-    evaluation of a short tile set.
-    """
     current = int(t_ms) // spec.interval_ms
     hi = int(np.searchsorted(tile_ids, current, side="right"))
     los = np.searchsorted(tile_ids, current - np.array(spec.window_tiles, dtype=np.int64)).tolist()

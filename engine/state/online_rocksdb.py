@@ -171,13 +171,15 @@ class RocksDBOnlineTable(ClosesOnExit):
         # beats numpy for the few to few hundred keys of one request.
         seed = zlib.crc32(fingerprint)
         crc = zlib.crc32
+        if len(entity_keys) == 1:  # the common request: one get, no grouping
+            key = entity_keys[0]
+            _check_key(0, key)
+            with self._lock:
+                value: bytes | None = self._open_shard(crc(key, seed) % n_shards).get(prefix + key)
+            return [value]
         by_shard: dict[int, tuple[list[int], list[bytes]]] = {}
         for index, key in enumerate(entity_keys):
-            if not isinstance(key, bytes):
-                raise StateTypeError(
-                    f"entity key #{index}: expected bytes, got {type(key).__name__}",
-                    hint="build entity keys with engine.state.keys.entity_key(values)",
-                )
+            _check_key(index, key)
             shard = crc(key, seed) % n_shards
             group = by_shard.get(shard)
             if group is None:
@@ -189,16 +191,23 @@ class RocksDBOnlineTable(ClosesOnExit):
             if self._closed:
                 raise StoreClosedError(f"online table over {self.state_dir}: closed")
             for shard, (indexes, full_keys) in by_shard.items():
-                db = self._dbs[shard]
-                if db is None:
-                    raise OnlineTableUnavailable(
-                        f"shard {shard} of {self.state_dir} is not created yet",
-                        hint="start ingestion (it creates the shards); reads work once "
-                        "the next catch-up finds them",
-                    )
+                db = self._open_shard(shard)
                 for index, value in zip(indexes, multi_get(db, full_keys), strict=True):
                     result[index] = value
         return result
+
+    def _open_shard(self, shard: int) -> rocksdict.Rdict:
+        """The shard's secondary, for a read (lock held)."""
+        if self._closed:
+            raise StoreClosedError(f"online table over {self.state_dir}: closed")
+        db = self._dbs[shard]
+        if db is None:
+            raise OnlineTableUnavailable(
+                f"shard {shard} of {self.state_dir} is not created yet",
+                hint="start ingestion (it creates the shards); reads work once "
+                "the next catch-up finds them",
+            )
+        return db
 
     def health(self) -> OnlineTableHealth:
         missing = self._missing_shards()
@@ -228,3 +237,11 @@ class RocksDBOnlineTable(ClosesOnExit):
                     db.close()
             self._dbs = [None] * self.n_shards
         shutil.rmtree(self._own_dir, ignore_errors=True)
+
+
+def _check_key(index: int, key: object) -> None:
+    if not isinstance(key, bytes):
+        raise StateTypeError(
+            f"entity key #{index}: expected bytes, got {type(key).__name__}",
+            hint="build entity keys with engine.state.keys.entity_key(values)",
+        )

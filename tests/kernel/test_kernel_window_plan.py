@@ -13,7 +13,7 @@ from kernel_helpers import LAYOUT, assert_same_value, build_state, make_spec
 from test_kernel_windows import histories
 
 from engine.kernel import HEADER, TileCodecError, decode_tiles, encode_tiles, evaluate
-from engine.kernel.window_plan import PYTHON_MAX_TILES, WindowPlan, decode_record
+from engine.kernel.window_plan import WindowPlan, decode_record
 
 
 def _check_plan(spec: Any, record: bytes, t: int) -> None:
@@ -39,15 +39,15 @@ def test_plan_equals_evaluate(history: dict[str, Any], offsets: list[int], defau
             _check_plan(spec, record, newest - k * interval // 2)
 
 
-def test_long_tile_sets_take_the_vectorized_path_with_the_same_values() -> None:
+def test_long_tile_sets_and_windows() -> None:
     rng = np.random.default_rng(5)
-    n = PYTHON_MAX_TILES * 3
+    n = 150
     events = [{"entity": 0, "e": int(e), "partition": 0, "offset": i, "value": float(v)}
               for i, (e, v) in enumerate(zip(np.sort(rng.integers(0, n * 10, n * 2)),
                                              rng.normal(50, 20, n * 2), strict=True))]
     spec = make_spec(10, (1, 7, n), default=None)
     tiles, partials = build_state([events], 10)[0]
-    assert len(tiles) > PYTHON_MAX_TILES
+    assert len(tiles) > 100
     record = encode_tiles(tiles, partials, int(events[-1]["e"]))
     for t in (0, n * 5, n * 10, n * 30):
         _check_plan(spec, record, t)
