@@ -1,0 +1,66 @@
+"""The feature route dispatched before FastAPI's stack answers exactly like the router would."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from asgi_client import ASGIClient
+
+from serving.hot_path import feature_service
+
+GOOD = {"entities": {"user_id": ["u1"], "merchant_id": ["m1"]}, "request_data": {"amount": [3.0]},
+        "as_of": 1_767_225_600_000, "include_metadata": True}
+
+
+def _scope(method: str, path: str, root_path: str = "") -> dict[str, Any]:
+    return {"type": "http", "method": method, "path": path, "root_path": root_path}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "root_path", "service"),
+    [
+        ("POST", "/v1/features/fraud_scoring", "", "fraud_scoring"),
+        ("POST", "/api/v1/features/fraud_scoring", "/api", "fraud_scoring"),
+        ("GET", "/v1/features/fraud_scoring", "", None),  # the router answers 405
+        ("POST", "/v1/features/", "", None),
+        ("POST", "/v1/features/a/b", "", None),
+        ("POST", "/v1/services/fraud_scoring", "", None),
+    ],
+)
+def test_dispatch_takes_exactly_the_route_template(method: str, path: str, root_path: str,
+                                                   service: str | None) -> None:
+    assert feature_service(_scope(method, path, root_path)) == service
+
+
+def test_hot_path_answers_like_the_documented_route(client: ASGIClient) -> None:
+    """The same body through the dispatcher and through FastAPI's own stack: same bytes."""
+    app = client.app
+    for body in (GOOD, {**GOOD, "entities": {"user_id": ["u1"]}}):
+        via_dispatch = client.post("/v1/features/fraud_scoring", json=body)
+        framework = app.middleware_stack.framework  # what every other route goes through
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)  # noqa: B023 - consumed before the next iteration
+
+        scope = {"type": "http", "method": "POST", "path": "/v1/features/fraud_scoring", "root_path": "",
+                 "headers": [(b"content-type", b"application/json")], "query_string": b"", "app": app,
+                 "http_version": "1.1", "scheme": "http", "server": ("t", 80), "client": ("c", 1)}
+        client._loop.run_until_complete(framework(scope, _receive(via_dispatch.request.content), send))
+        assert sent[0]["status"] == via_dispatch.status_code
+        assert sent[1]["body"] == via_dispatch.content
+    assert via_dispatch.status_code == 422  # the second body misses merchant_id
+
+
+def test_other_methods_and_paths_still_reach_the_router(client: ASGIClient) -> None:
+    assert client.get("/v1/features/fraud_scoring").status_code == 405
+    assert client.post("/v1/features/fraud_scoring/extra", json=GOOD).status_code == 404
+    assert client.post("/v1/features/nope", json=GOOD).status_code == 404  # ServingError via the hot path
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def _receive(body: bytes) -> Any:
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+    return receive
