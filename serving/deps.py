@@ -8,8 +8,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope
 
 from serving.exceptions import MalformedRequest, PayloadTooLarge, ServerError, ServingError
 from serving.metrics import ServingMetrics
@@ -48,7 +49,16 @@ def json_response(body: object, status_code: int = 200) -> Response:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refusing more than ``limit`` bytes by header and by what was actually read."""
-    declared = request.headers.get("content-length")
+    return await read_asgi_body(request.scope, request.receive, limit)
+
+
+async def read_asgi_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """:func:`read_body` straight from the ASGI messages (no Request object on the hot path)."""
+    declared: str | None = None
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            declared = value.decode("latin-1")
+            break
     if declared is not None:
         try:
             size = int(declared)
@@ -59,17 +69,24 @@ async def read_body(request: Request, limit: int) -> bytes:
                                   hint="send fewer entities per request")
     chunks: list[bytes] = []
     total = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        if message["type"] != "http.request":
+            continue
+        chunk: bytes = message.get("body", b"")
         total += len(chunk)
         if total > limit:
             raise PayloadTooLarge(f"request body: more than {limit} bytes, at most {limit} accepted",
                                   hint="send fewer entities per request")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def observed(
-    request: Request, route: str, handle: Callable[[ServingState, Labels], Awaitable[Response]],
+    state: ServingState, route: str, handle: Callable[[ServingState, Labels], Awaitable[Response]],
 ) -> Response:
     """Run a feature route: time it, count its status, turn surprises into a ServerError.
 
@@ -77,7 +94,6 @@ async def observed(
     a task and a stream copy per request. The service label is "-" until the service
     is known, so made-up names cannot grow the label set.
     """
-    state = get_state(request)
     start = time.perf_counter()
     labels = Labels()
     status = 200

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from starlette._utils import get_route_path
-from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from serving.deps import json_response
-from serving.exceptions import ServingError
-from serving.routes_v1 import serve_features
+from serving.deps import ServingState
+from serving.routes_v1 import answer_features
 
 FEATURES_PREFIX = "/v1/features/"
 
@@ -37,11 +35,8 @@ def feature_service(scope: Scope) -> str | None:
 
 
 async def _features(scope: Scope, receive: Receive, send: Send) -> None:
-    service = scope["path_params"]["service"]
-    try:
-        response = await serve_features(Request(scope, receive), service)
-    except ServingError as exc:  # the app's ServingError handler, inlined
-        response = json_response(exc.to_dict(), exc.status_code)
+    state: ServingState = scope["app"].state.serving
+    response = await answer_features(state, scope["path_params"]["service"], scope, receive)
     await response(scope, receive, send)
 
 

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from serving import openapi_docs as docs
-from serving.deps import Labels, ServingState, json_response, observed, read_body
+from serving.deps import Labels, ServingState, get_state, json_response, observed, read_body
 from serving.exceptions import InvalidRequest
 from serving.online import NOT_FOUND, STALE
 from serving.pipeline import FeatureResult, compute
@@ -103,6 +103,6 @@ def build_router(registry: Registry) -> APIRouter:
                 max_entities=state.max_entities_per_request)
             return json_response(feast_body(compute(state.online, feature_request), full))
 
-        return await observed(request, FEAST_ROUTE, handle)
+        return await observed(get_state(request), FEAST_ROUTE, handle)
 
     return router

@@ -7,10 +7,11 @@ from typing import Any
 from fastapi import APIRouter, Path
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope
 
 from serving import openapi_docs as docs
-from serving.deps import Labels, ServingState, get_state, json_response, observed, read_body
-from serving.exceptions import OnlineTableUnavailableError
+from serving.deps import Labels, ServingState, get_state, json_response, observed, read_asgi_body
+from serving.exceptions import OnlineTableUnavailableError, ServingError
 from serving.pipeline import FeatureResult, compute
 from serving.registry import Registry
 from serving.request import build_request, check_keys, parse_json
@@ -39,12 +40,17 @@ def v1_body(result: FeatureResult) -> dict[str, Any]:
 
 
 async def serve_features(request: Request, service: str) -> Response:
-    """The hot path: parse, read the online table, evaluate windows, run transforms, answer."""
+    """The documented route's handler (the hot path calls :func:`answer_features` directly)."""
+    return await answer_features(get_state(request), service, request.scope, request.receive)
+
+
+async def answer_features(state: ServingState, service: str, scope: Scope, receive: Receive) -> Response:
+    """Parse, read the online table, evaluate windows, run transforms, answer (errors as JSON)."""
 
     async def handle(state: ServingState, labels: Labels) -> Response:
         compiled = state.registry.service(service)
         labels.service = compiled.name
-        body = parse_json(await read_body(request, state.max_request_bytes))
+        body = parse_json(await read_asgi_body(scope, receive, state.max_request_bytes))
         check_keys(body, V1_FIELDS)
         feature_request = build_request(
             compiled, body.get("entities"), body.get("request_data"), body.get("as_of"),
@@ -57,7 +63,10 @@ async def serve_features(request: Request, service: str) -> Response:
             )  # fmt: skip
         return json_response(answer)
 
-    return await observed(request, FEATURES_ROUTE, handle)
+    try:
+        return await observed(state, FEATURES_ROUTE, handle)
+    except ServingError as exc:  # what the app's ServingError handler answers
+        return json_response(exc.to_dict(), exc.status_code)
 
 
 def build_router(registry: Registry) -> APIRouter:

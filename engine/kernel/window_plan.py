@@ -18,10 +18,14 @@ pairwise sums in the last bits (the documented tolerance, relative 1e-9).
 from __future__ import annotations
 
 import math
+import operator
 import struct
+import sys
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from engine.kernel.codec import HEADER, check_header
 from engine.kernel.exceptions import TileCodecError
@@ -38,32 +42,59 @@ from engine.kernel.layout import (
 )
 from engine.kernel.window import Value, empty_value
 
+# Native-order memoryviews read the little-endian record in place (no copy, O(1)).
+_IN_PLACE = sys.byteorder == "little"
+# Tile-order check: a Python pass for short records, numpy above this many tiles.
+_PY_ORDER_CHECK_MAX = 64
+
 
 @dataclass(frozen=True, slots=True)
 class DecodedRecord:
-    """One stored tile record as Python values (``flat`` is row-major, ``width`` per tile)."""
+    """One stored tile record: tile ids, row-major partials (``width`` per tile), max event time.
 
-    tiles: tuple[int, ...]
-    flat: tuple[float, ...]
+    ``tiles`` and ``flat`` are read-only views of the record's bytes on little-endian
+    hosts (only the fields a window touches are ever converted to Python numbers).
+    """
+
+    tiles: Sequence[int]
+    flat: Sequence[float]
     max_event_ts: int
 
 
 def decode_record(buf: bytes, width: int) -> DecodedRecord:
     """Unpack a record like :func:`engine.kernel.codec.decode_tiles`, with the same checks
-    and errors, into tuples instead of arrays."""
+    and errors, into sequences of Python numbers instead of arrays."""
     _, n_tiles, max_ts = check_header(buf, width)
-    tiles: tuple[int, ...] = struct.unpack_from(f"<{n_tiles}q", buf, HEADER.size)
-    for i in range(1, n_tiles):
-        if tiles[i] <= tiles[i - 1]:
-            raise TileCodecError(
-                f"tile record: field 'tiles': expected strictly increasing ids, got "
-                f"{tiles[i - 1]} then {tiles[i]} at index {i - 1}",
-                hint="the stored value is corrupt",
-            )
-    flat: tuple[float, ...] = struct.unpack_from(
-        f"<{n_tiles * width}d", buf, HEADER.size + 8 * n_tiles
-    )
+    start = HEADER.size + 8 * n_tiles
+    tiles: Sequence[int]
+    flat: Sequence[float]
+    if _IN_PLACE:
+        view = memoryview(buf)
+        tiles = view[HEADER.size:start].cast("q")
+        flat = view[start:].cast("d")
+    else:
+        tiles = struct.unpack_from(f"<{n_tiles}q", buf, HEADER.size)
+        flat = struct.unpack_from(f"<{n_tiles * width}d", buf, start)
+    _check_order(buf, tiles)
     return DecodedRecord(tiles, flat, max_ts)
+
+
+def _check_order(buf: bytes, tiles: Sequence[int]) -> None:
+    n = len(tiles)
+    if n < 2:
+        return
+    if n <= _PY_ORDER_CHECK_MAX:
+        ordered = all(map(operator.lt, tiles[:-1], tiles[1:]))
+    else:
+        ids = np.frombuffer(buf, dtype="<i8", count=n, offset=HEADER.size)
+        ordered = bool(np.all(ids[1:] > ids[:-1]))
+    if not ordered:
+        bad = next(i for i in range(n - 1) if tiles[i + 1] <= tiles[i])
+        raise TileCodecError(
+            f"tile record: field 'tiles': expected strictly increasing ids, got "
+            f"{tiles[bad]} then {tiles[bad + 1]} at index {bad}",
+            hint="the stored value is corrupt",
+        )
 
 
 @dataclass(frozen=True)
@@ -100,7 +131,9 @@ class WindowPlan:
         current = t_ms // self.spec.interval_ms
         hi = bisect_right(tiles, current)
         los = [bisect_left(tiles, current - w, 0, hi) for w in self.windows]
-        # count and sum of each (field offset, lo), shared by count/sum/mean/stddev.
+        # A field of the rows [lo, hi) is the strided slice flat[lo*width+f : hi*width+f : width];
+        # sum/min/max over it run in C. count and sum per (field offset, lo) are shared
+        # by count/sum/mean/stddev.
         totals: dict[tuple[int, int], tuple[int, float]] = {}
         values: list[Value] = []
         empty: list[bool] = []
@@ -109,12 +142,9 @@ class WindowPlan:
             key = (off, lo)
             found = totals.get(key)
             if found is None:
-                count_f = 0.0
-                total = 0.0
-                for row in range(lo * width + off, hi * width + off, width):
-                    count_f += flat[row + FIELD_COUNT]
-                    total += flat[row + FIELD_SUM]
-                found = totals[key] = (int(count_f), total)
+                start, stop = lo * width + off, hi * width + off
+                found = totals[key] = (int(sum(flat[start + FIELD_COUNT:stop + FIELD_COUNT:width])),
+                                       float(sum(flat[start + FIELD_SUM:stop + FIELD_SUM:width])))
             count, total = found
             if count == 0:
                 values.append(fill)
@@ -136,24 +166,11 @@ def _reduce(
     if function == "mean":
         return total / count
     start, stop = lo * width + off, hi * width + off
+    # Ingest refuses NaN and infinite values, so min/max never meet a NaN here.
     if function == "min":
-        low = math.inf
-        for row in range(start, stop, width):
-            v = flat[row + FIELD_MIN]
-            if v < low or v != v:  # v != v: NaN propagates, as with numpy's min
-                low = v
-                if v != v:
-                    break
-        return low
+        return float(min(flat[start + FIELD_MIN:stop + FIELD_MIN:width]))
     if function == "max":
-        high = -math.inf
-        for row in range(start, stop, width):
-            v = flat[row + FIELD_MAX]
-            if v > high or v != v:
-                high = v
-                if v != v:
-                    break
-        return high
+        return float(max(flat[start + FIELD_MAX:stop + FIELD_MAX:width]))
     if function == "last":
         # Greatest (last_ts, last_pos); the first row wins a full tie, like argmax.
         best_ts, best_pos, best = -math.inf, -math.inf, math.nan
@@ -164,12 +181,12 @@ def _reduce(
         return best
     # stddev: M2 = sum(M2_i) + sum(n_i * (mean_i - mean)^2) over non-empty tiles.
     mean = total / count
-    m2 = 0.0
     spread = 0.0
-    for row in range(start, stop, width):
-        m2 += flat[row + FIELD_M2]
-        n_i = flat[row + FIELD_COUNT]
+    counts = flat[start + FIELD_COUNT:stop + FIELD_COUNT:width]
+    sums = flat[start + FIELD_SUM:stop + FIELD_SUM:width]
+    for n_i, s_i in zip(counts, sums, strict=True):
         if n_i > 0:
-            d = flat[row + FIELD_SUM] / n_i - mean
+            d = s_i / n_i - mean
             spread += n_i * d * d
+    m2 = float(sum(flat[start + FIELD_M2:stop + FIELD_M2:width]))
     return math.sqrt(max(m2 + spread, 0.0) / count)
