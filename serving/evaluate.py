@@ -37,7 +37,9 @@ class ViewValues:
 def entity_keys(view: CompiledView, entities: dict[str, list[EntityValue]], n_rows: int) -> list[bytes]:
     if len(view.join_keys) == 1:
         column = entities[view.join_keys[0]]
-        return [entity_key((v,)) for v in column]
+        # A one-part key of a string is its UTF-8 bytes (entity_key's rule), and the
+        # request was validated already: skip entity_key's per-value checks.
+        return [v.encode() if type(v) is str else entity_key((v,)) for v in column]
     columns = [entities[k] for k in view.join_keys]
     return [entity_key([c[i] for c in columns]) for i in range(n_rows)]
 

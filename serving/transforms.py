@@ -46,11 +46,10 @@ def _coerce(transform: CompiledTransform, name: str, kind: FieldType, value: Any
 
 def run_python(transform: CompiledTransform, inputs: Mapping[str, list[Any]], n_rows: int) -> dict[str, list[Any]]:
     outputs: dict[str, list[Any]] = {name: [] for name in transform.output_types}
-    names = list(transform.input_types)
-    columns = [inputs[n] for n in names]
+    columns = [(n, inputs[n]) for n in transform.input_types]
     fn = transform.fn
     for i in range(n_rows):
-        row = {n: c[i] for n, c in zip(names, columns, strict=True)}
+        row = {n: c[i] for n, c in columns}
         try:
             result = fn(row)
         except Exception as exc:

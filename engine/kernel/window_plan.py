@@ -103,68 +103,71 @@ class WindowPlan:
 
     spec: ViewSpec
     names: tuple[str, ...] = field(init=False)
-    empty_values: tuple[Value, ...] = field(init=False)
     has_default: tuple[bool, ...] = field(init=False)
-    # Per aggregation: (function, first field index, index into ``windows``).
-    steps: tuple[tuple[str, int, int], ...] = field(init=False)
     windows: tuple[int, ...] = field(init=False)  # distinct window lengths in tiles
+    # Distinct (field offset, index into ``windows``): one count and one sum each.
+    totals: tuple[tuple[int, int], ...] = field(init=False)
+    # Per aggregation, declared order: (function, index into ``totals``, field offset,
+    # index into ``windows``, value of an empty window).
+    steps: tuple[tuple[str, int, int, int, Value], ...] = field(init=False)
 
     def __post_init__(self) -> None:
         spec = self.spec
         windows = tuple(sorted(set(spec.window_tiles)))
+        pairs = [(off, windows.index(w)) for off, w in zip(spec.field_offsets, spec.window_tiles, strict=True)]
+        totals = tuple(dict.fromkeys(pairs))
         set_ = object.__setattr__
         set_(self, "names", spec.output_names)
-        set_(self, "empty_values", tuple(empty_value(a) for a in spec.aggregations))
         set_(self, "has_default", tuple(a.default is not None for a in spec.aggregations))
         set_(self, "windows", windows)
+        set_(self, "totals", totals)
         set_(self, "steps", tuple(
-            (a.function, off, windows.index(w))
-            for a, off, w in zip(spec.aggregations, spec.field_offsets, spec.window_tiles, strict=True)
+            (a.function, totals.index(pair), pair[0], pair[1], empty_value(a))
+            for a, pair in zip(spec.aggregations, pairs, strict=True)
         ))
 
     def evaluate(self, record: DecodedRecord | None, t_ms: int) -> tuple[list[Value], list[bool]]:
         """Values in declared order and, per aggregation, whether its window was empty."""
         if record is None or not record.tiles:
-            return list(self.empty_values), [True] * len(self.steps)
+            return [step[4] for step in self.steps], [True] * len(self.steps)
         tiles, flat = record.tiles, record.flat
         width = self.spec.layout.width
         current = t_ms // self.spec.interval_ms
         hi = bisect_right(tiles, current)
         los = [bisect_left(tiles, current - w, 0, hi) for w in self.windows]
         # A field of the rows [lo, hi) is the strided slice flat[lo*width+f : hi*width+f : width];
-        # sum/min/max over it run in C. count and sum per (field offset, lo) are shared
-        # by count/sum/mean/stddev.
-        totals: dict[tuple[int, int], tuple[int, float]] = {}
+        # sum/min/max over it run in C.
+        end = hi * width
+        totals: list[tuple[int, float]] = []
+        for off, w in self.totals:
+            start, stop = los[w] * width + off, end + off
+            totals.append((int(sum(flat[start + FIELD_COUNT:stop + FIELD_COUNT:width])),
+                           float(sum(flat[start + FIELD_SUM:stop + FIELD_SUM:width]))))
         values: list[Value] = []
         empty: list[bool] = []
-        for (function, off, w), fill in zip(self.steps, self.empty_values, strict=True):
-            lo = los[w]
-            key = (off, lo)
-            found = totals.get(key)
-            if found is None:
-                start, stop = lo * width + off, hi * width + off
-                found = totals[key] = (int(sum(flat[start + FIELD_COUNT:stop + FIELD_COUNT:width])),
-                                       float(sum(flat[start + FIELD_SUM:stop + FIELD_SUM:width])))
-            count, total = found
+        for function, slot, off, w, fill in self.steps:
+            count, total = totals[slot]
             if count == 0:
                 values.append(fill)
                 empty.append(True)
                 continue
             empty.append(False)
-            values.append(_reduce(function, flat, width, off, lo, hi, count, total))
+            if function == "count":
+                values.append(count)
+            elif function == "sum":
+                values.append(total)
+            elif function == "mean":
+                values.append(total / count)
+            else:
+                values.append(_reduce(function, flat, width, off, los[w], hi, count, total))
         return values, empty
 
 
 def _reduce(
     function: str, flat: Sequence[float], width: int, off: int, lo: int, hi: int, count: int, total: float
 ) -> Value:
-    """One non-empty window's value, with the merge rules of ``window._reduce_block``."""
-    if function == "count":
-        return count
-    if function == "sum":
-        return total
-    if function == "mean":
-        return total / count
+    """min, max, last or stddev of one non-empty window, with the merge rules of
+    ``window._reduce_block``."""
     start, stop = lo * width + off, hi * width + off
     # Ingest refuses NaN and infinite values, so min/max never meet a NaN here.
     if function == "min":
