@@ -17,7 +17,6 @@ Values: ``count`` is an int, every other function a float; an empty window gives
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -181,11 +180,14 @@ class WindowBatch:
         for j, agg in enumerate(self.spec.aggregations):
             column = self.values[agg.output_name]
             fill = empty_value(agg)
-            cast: Callable[[object], Value] = int if agg.function == "count" else float  # type: ignore[assignment]
-            out[agg.output_name] = [
-                fill if e else cast(v)
-                for v, e in zip(column.tolist(), self.empty[:, j].tolist(), strict=True)
-            ]
+            values: list[Value]
+            if agg.function == "count" and column.dtype != np.int64:  # fractional default
+                values = [int(v) for v in column.tolist()]
+            else:
+                values = column.tolist()  # int64 -> int, float64 -> float already
+            for i in np.flatnonzero(self.empty[:, j]).tolist():
+                values[i] = fill
+            out[agg.output_name] = values
         return out
 
 
