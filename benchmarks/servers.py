@@ -57,6 +57,12 @@ def peak_rss_kb(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def load(port: int, path: str, bodies: Sequence[bytes], *, seconds: float, connections: int = 16
          ) -> dict[str, Any]:
     """Keep-alive POST load for ``seconds``; returns requests/s and latency percentiles (ms)."""
@@ -66,7 +72,7 @@ def load(port: int, path: str, bodies: Sequence[bytes], *, seconds: float, conne
     try:
         wrk = shutil.which("wrk")
         if wrk:
-            cmd = [wrk, "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", str(PEERS / "wrk_report.lua"),
+            cmd = [wrk, f"-t{min(2, connections)}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", str(PEERS / "wrk_report.lua"),
                    f"http://127.0.0.1:{port}{path}"]
             tool = "wrk"
         else:
@@ -88,4 +94,4 @@ def load(port: int, path: str, bodies: Sequence[bytes], *, seconds: float, conne
             "p99_ms": pct["99"], "percentiles_ms": pct}
 
 
-__all__ = ["free_port", "load", "peak_rss_kb", "server"]
+__all__ = ["cpu_seconds", "free_port", "load", "peak_rss_kb", "server"]
