@@ -3,8 +3,8 @@
 Freshness comes from the per-view metadata record the ingest sink writes
 (key ``b"M" + fingerprint`` in every RocksDB shard, ``b"sf:meta:" + fingerprint hex``
 in Redis; value ``struct '<qq'`` = (max event time seen in ms, wall clock when written
-in ms)). The freshest shard wins. The state layer has no reader for it yet, so
-:func:`meta_reader_for` adapts the two online tables here (see docs/serving.md).
+in ms)). The freshest shard wins. ``RocksDBOnlineTable.read_meta`` reads it from every
+shard; :func:`meta_reader_for` adapts Redis here (see docs/serving.md).
 """
 
 from __future__ import annotations
@@ -15,13 +15,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from engine.state import OnlineTable, OnlineTableUnavailable, RedisOnlineTable, RocksDBOnlineTable
-from engine.state.layout import multi_get
+from engine.state import OnlineTable, OnlineTableUnavailable, RedisOnlineTable
 from serving.exceptions import OnlineTableUnavailableError
 from serving.metrics import ServingMetrics
 from serving.registry import CompiledView
 
-META_PREFIX = b"M"
 REDIS_META_PREFIX = b"sf:meta:"
 META_RECORD = struct.Struct("<qq")
 
@@ -35,28 +33,6 @@ class MetaReader(Protocol):
     def read_meta(self, fingerprint: bytes) -> list[bytes | None]:
         """The view's metadata record in every place it is kept (None where absent)."""
         ...
-
-
-class _RocksDBMeta:
-    """Reads ``b"M" + fp`` from every shard of a RocksDB secondary online table.
-
-    Stop-gap until RocksDBOnlineTable offers ``read_meta``: it uses the table's own
-    open secondaries under the table's lock (no second set of secondary instances).
-    """
-
-    def __init__(self, table: RocksDBOnlineTable) -> None:
-        self.table = table
-
-    def read_meta(self, fingerprint: bytes) -> list[bytes | None]:
-        key = [META_PREFIX + fingerprint]
-        out: list[bytes | None] = []
-        with self.table._lock:
-            for db in self.table._dbs:
-                if db is None:
-                    out.append(None)
-                    continue
-                out.append(multi_get(db, key)[0])
-        return out
 
 
 class _RedisMeta:
@@ -77,8 +53,6 @@ def meta_reader_for(table: OnlineTable) -> MetaReader:
     if hasattr(table, "read_meta"):
         reader: MetaReader = table  # type: ignore[assignment]
         return reader
-    if isinstance(table, RocksDBOnlineTable):
-        return _RocksDBMeta(table)
     if isinstance(table, RedisOnlineTable):
         return _RedisMeta(table)
     return _NoMeta()

@@ -91,7 +91,13 @@ def run_batch(transform: CompiledTransform, inputs: Mapping[str, list[Any]], n_r
             raise TransformError(
                 f"on-demand transform {transform.name!r}: output column {name!r} missing (got {result.columns})",
                 transform=transform.name, hint=f"return every declared output: {list(transform.output_types)}")
-        outputs[name] = [_coerce(transform, name, kind, v) for v in result.get_column(name).to_list()]
+        column = result.get_column(name)
+        if kind is FieldType.FLOAT and column.dtype == pl.Float64:
+            # What _coerce does to each value of a float column, in one pass: NaN and
+            # infinities become null.
+            outputs[name] = [v if v is None or math.isfinite(v) else None for v in column.to_list()]
+        else:
+            outputs[name] = [_coerce(transform, name, kind, v) for v in column.to_list()]
     return outputs
 
 

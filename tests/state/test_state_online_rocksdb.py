@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -142,3 +143,47 @@ def test_secondary_follows_a_writer_in_another_process(tmp_path: Path) -> None:
         finally:
             if child.poll() is None:
                 child.kill()
+
+
+def test_reads_do_not_wait_for_a_catch_up_in_progress(tmp_path: Path) -> None:
+    """A catch-up holds the table's catch-up lock for milliseconds per shard; a read
+    (on serving's event loop) must not queue behind it. Holding that lock here stands in
+    for a long catch-up: the reads finish anyway, with the values catch-ups made visible."""
+    key = entity_key(["u1"])
+    meta = b"M" + FP
+    with RocksDBStore(tmp_path / "state", 2) as store:
+        put(store, {key: b"v1"})
+        for part in store.partitions:
+            tx = part.begin()
+            tx.put(meta, b"meta-%d" % part.shard)
+            tx.commit()
+        with RocksDBOnlineTable(tmp_path / "state", 2, tmp_path / "sec", background=False) as table:
+            table.catch_up()
+            results: list[object] = []
+
+            def read() -> None:
+                results.append(table.read(FP, [key]))
+                results.append(table.read(FP, [key, entity_key(["nobody"])]))
+                results.append(table.read_meta(FP))
+
+            with table._lock:  # a catch-up in progress
+                reader = threading.Thread(target=read)
+                reader.start()
+                reader.join(timeout=30)
+                finished = not reader.is_alive()
+            reader.join()
+            assert finished, "a read waited for the catch-up lock"
+            assert results[0] == [b"v1"] and results[1] == [b"v1", None]
+            assert results[2] == [b"meta-0", b"meta-1"]
+
+
+def test_close_waits_for_reads_and_reads_after_close_fail(tmp_path: Path) -> None:
+    key = entity_key(["u1"])
+    with RocksDBStore(tmp_path / "state", 2) as store:
+        put(store, {key: b"v1"})
+    table = RocksDBOnlineTable(tmp_path / "state", 2, tmp_path / "sec", background=False)
+    assert table.read(FP, [key]) == [b"v1"]
+    table.close()
+    for call in (lambda: table.read(FP, [key]), lambda: table.read(FP, [key, key]), lambda: table.read_meta(FP)):
+        with pytest.raises(StoreClosedError):
+            call()
