@@ -70,8 +70,8 @@ def test_decode_record_refuses_what_decode_tiles_refuses_with_the_same_message()
     assert len(decoded.flat) == 3 * LAYOUT.width
     unsorted = bytearray(good)
     struct.pack_into("<q", unsorted, HEADER.size + 8, 1)
-    long = bytearray(encode_tiles(np.arange(100, dtype=np.int64), LAYOUT.empty(100), 0))
-    struct.pack_into("<q", long, HEADER.size + 8 * 70, 3)  # past the Python check's length
+    long = bytearray(encode_tiles(np.arange(300, dtype=np.int64), LAYOUT.empty(300), 0))
+    struct.pack_into("<q", long, HEADER.size + 8 * 170, 3)  # past the Python check's length
     bad_version = HEADER.pack(2, *HEADER.unpack_from(good)[1:]) + good[HEADER.size:]
     for record, width in ((good[:-1], LAYOUT.width), (good, 16), (bytes(unsorted), LAYOUT.width), (bytes(long), LAYOUT.width),
                           (bad_version, LAYOUT.width), (good[:5], LAYOUT.width)):
