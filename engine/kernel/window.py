@@ -84,6 +84,14 @@ def evaluate(
     tile_ids = as_int64_vector("tiles", tiles)
     parts = as_partials(spec.layout, "partials", partials, len(tile_ids))
     check_sorted_tiles("tiles", tile_ids)
+    return evaluate_unchecked(spec, tile_ids, parts, t_ms)
+
+
+def evaluate_unchecked(
+    spec: ViewSpec, tile_ids: Int64Array, parts: Float64Array, t_ms: int
+) -> WindowResult:
+    """:func:`evaluate` for arrays already checked (int64 sorted tiles, float64 rows of
+    the layout's width), as a decoded record is."""
     current = int(t_ms) // spec.interval_ms
     hi = int(np.searchsorted(tile_ids, current, side="right"))
     los = np.searchsorted(tile_ids, current - np.array(spec.window_tiles, dtype=np.int64)).tolist()
