@@ -72,6 +72,19 @@ def log_schema(join_keys: Sequence[str], columns: Sequence[str]) -> pa.Schema:
     return pa.schema(fields)
 
 
+def write_options(join_keys: Sequence[str]) -> dict[str, Any]:
+    """``pq.write_table`` options of log files (docs/parquet-log.md, "Encoding").
+
+    LZ4 instead of the default Snappy, dictionary encoding only for the join keys
+    (the other columns are nearly unique per row) and delta encoding for the integer
+    columns, which grow steadily within a file: about 3x faster to write, faster to
+    read and smaller on disk. Encodings and codecs are lossless, so readers get
+    exactly the values written.
+    """
+    delta = {c: "DELTA_BINARY_PACKED" for c in FIXED_COLUMNS}
+    return {"compression": "lz4", "use_dictionary": list(join_keys), "column_encoding": delta}
+
+
 def resolve_root(root: str, filesystem: Any | None = None) -> tuple[Any, str]:
     """Return ``(pyarrow filesystem, base path)`` for a local path or a filesystem URI."""
     if filesystem is not None:
@@ -169,6 +182,7 @@ class ParquetLogWriter:
         self.max_rows = max_rows
         self.max_age_s = float(max_age_s)
         self.schema = log_schema(self.join_keys, self.columns)
+        self._write_options = write_options(self.join_keys)
         self._chunks: list[pa.Table] = []
         self._rows = 0
         self._first_append: float | None = None
@@ -269,7 +283,10 @@ class ParquetLogWriter:
                 current = final + TMP_SUFFIX
                 self._fs.create_dir(directory, recursive=True)
                 staged.append((current, final))
-                pq.write_table(table.take(pa.array(idx)), current, filesystem=self._fs)
+                # One day's rows are usually one contiguous run (rows arrive in time order).
+                contiguous = int(idx[-1]) - int(idx[0]) + 1 == len(idx)
+                part = table.slice(int(idx[0]), len(idx)) if contiguous else table.take(idx)
+                pq.write_table(part, current, filesystem=self._fs, **self._write_options)
         except (OSError, pa.ArrowException) as exc:
             self._remove(tmp for tmp, _ in staged)
             raise ParquetLogWriteError(
