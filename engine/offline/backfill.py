@@ -257,15 +257,34 @@ def load_history(
     return history[np.argsort(event_ts, kind="stable")]
 
 
-def _numpy_column(series: pl.Series, kind: str) -> np.ndarray[Any, Any]:
-    """The decoder's dtypes: object arrays of str, int64, float64, bool."""
-    if kind == "string":
-        return series.to_numpy().astype(object, copy=False)
+def _numeric_column(series: pl.Series, kind: str) -> np.ndarray[Any, Any]:
+    """The decoder's dtypes for non-string kinds: int64, float64, bool."""
     if kind == "int":
         return series.cast(pl.Int64).to_numpy()
     if kind == "float":
         return series.cast(pl.Float64).to_numpy()
     return series.cast(pl.Boolean).to_numpy()
+
+
+def _factorize_strings(series: pl.Series) -> tuple[pl.Series, npt.NDArray[np.int64]]:
+    """``(distinct values in first-seen order, code per row)`` of a null-free string column."""
+    distinct = series.unique(maintain_order=True)
+    # Enum categories keep the given order, so physical code i names distinct[i].
+    codes = series.cast(pl.Enum(distinct)).to_physical().to_numpy().astype(np.int64)
+    return distinct, codes
+
+
+def routed_columns(views: Sequence[Any], factorized: Mapping[str, Any]) -> set[str]:
+    """Source columns ``route`` reads from a batch when ``factorized`` keys are given:
+    filter fields, aggregated columns and the join keys of views without a factorized key."""
+    names: set[str] = set()
+    for view in views:
+        names.update(view.columns)
+        if view.filter is not None:
+            names.update(view.filter.fields())
+        if len(view.join_keys) != 1 or view.join_keys[0] not in factorized:
+            names.update(view.join_keys)
+    return names
 
 
 def history_batches(
@@ -274,24 +293,47 @@ def history_batches(
     topic: str,
     first_row: int,
     chunk_rows: int,
+    columns: Sequence[str] | None = None,
 ) -> Iterator[DecodedBatch]:
-    """DecodedBatch objects for rows ``first_row ..`` of the sorted history."""
+    """DecodedBatch objects for rows ``first_row ..`` of the sorted history.
+
+    ``columns`` limits the batch columns to those routing reads (default: every source
+    field in ``history``). String columns become object arrays like the decoder's, but
+    each is factorized once over the whole history and gathered per chunk from its
+    distinct values: converting every chunk's strings to Python objects cost more
+    than the rest of the routing.
+    """
     kinds = {str(k): _kind(v) for k, v in source.schema.items()}
-    columns = [c for c in history.columns if c in kinds]
+    wanted = [c for c in history.columns if c in kinds and (columns is None or c in columns)]
+    strings: dict[str, tuple[npt.NDArray[np.object_], npt.NDArray[np.int64]]] = {}
+    numbers: dict[str, np.ndarray[Any, Any]] = {}
+    for name in wanted:
+        series = history.get_column(name)
+        if kinds[name] == "string":
+            distinct, codes = _factorize_strings(series)
+            values = np.empty(len(distinct), dtype=object)
+            values[:] = distinct.to_list()
+            strings[name] = (values, codes)
+        else:
+            numbers[name] = _numeric_column(series, kinds[name])
+    all_ts: npt.NDArray[np.int64] = history.get_column("__e").to_numpy().astype(np.int64)
     for begin in range(first_row, history.height, chunk_rows):
-        chunk = history.slice(begin, chunk_rows)
-        n = chunk.height
-        event_ts: npt.NDArray[np.int64] = chunk.get_column("__e").to_numpy().astype(np.int64)
+        end = min(begin + chunk_rows, history.height)
+        event_ts = all_ts[begin:end]
+        batch_columns: dict[str, np.ndarray[Any, Any]] = {
+            name: values[codes[begin:end]] for name, (values, codes) in strings.items()
+        }
+        batch_columns.update({name: array[begin:end] for name, array in numbers.items()})
         yield DecodedBatch(
             topic=topic,
             partition=HISTORY_PARTITION,
             first_offset=begin,
-            last_offset=begin + n - 1,
+            last_offset=end - 1,
             # Rows are sorted by event time: the last one carries the maximum so far.
             max_ts_after=int(event_ts[-1]),
-            offsets=np.arange(begin, begin + n, dtype=np.int64),
+            offsets=np.arange(begin, end, dtype=np.int64),
             event_ts=event_ts,
-            columns={c: _numpy_column(chunk.get_column(c), kinds[c]) for c in columns},
+            columns={c: batch_columns[c] for c in wanted},
             dead_letters=(),
         )
 
@@ -309,9 +351,7 @@ def factorize_key_columns(
         series = history.get_column(name)
         if series.dtype != pl.String or series.null_count():
             continue
-        distinct = series.unique(maintain_order=True)
-        # Enum categories keep the given order, so physical code i names distinct[i].
-        codes = series.cast(pl.Enum(distinct)).to_physical().to_numpy().astype(np.int64)
+        distinct, codes = _factorize_strings(series)
         out[name] = ([v.encode() for v in distinct.to_list()], codes)
     return out
 
@@ -475,7 +515,10 @@ def backfill_parquet(
                     on_progress(end, total)
             pending_ends.clear()
 
-        for decoded in history_batches(history, source, topic, first_row, chunk_rows):
+        batches_of = history_batches(
+            history, source, topic, first_row, chunk_rows, routed_columns(views, factorized)
+        )
+        for decoded in batches_of:
             if max_batches is not None and batches >= max_batches:
                 complete = False
                 break
