@@ -24,7 +24,7 @@ import glob
 import hashlib
 import struct
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -293,7 +293,7 @@ def history_batches(
     topic: str,
     first_row: int,
     chunk_rows: int,
-    columns: Sequence[str] | None = None,
+    columns: Collection[str] | None = None,
 ) -> Iterator[DecodedBatch]:
     """DecodedBatch objects for rows ``first_row ..`` of the sorted history.
 
