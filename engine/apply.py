@@ -169,9 +169,17 @@ class ShardApplier:
     # -- the write path ---------------------------------------------------------------
 
     def apply(
-        self, batches: Iterable[ShardBatch], *, extra_puts: Mapping[bytes, bytes] | None = None
+        self,
+        batches: Iterable[ShardBatch],
+        *,
+        extra_puts: Mapping[bytes, bytes] | None = None,
+        publish: bool = True,
     ) -> None:
-        """Apply ``batches``; ``extra_puts`` go into the same WriteBatch (backfill run records)."""
+        """Apply ``batches``; ``extra_puts`` go into the same WriteBatch (backfill run records).
+
+        ``publish=False`` leaves the log roll to the caller's own ``maybe_publish_log()``
+        call (backfill publishes from a background thread while it routes the next rows).
+        """
         started = time.perf_counter()
         state_rows: dict[bytes, list[tuple[ViewRows, int]]] = {}
         progress: dict[int, tuple[int, int]] = {}
@@ -258,7 +266,8 @@ class ShardApplier:
         txn.commit()
         self.stats.batches += 1
         self.stats.last_batch_seconds = time.perf_counter() - started
-        self.maybe_publish_log()
+        if publish:
+            self.maybe_publish_log()
 
     def _apply_view(
         self, txn: Any, compiled: _CompiledView, parts: list[tuple[ViewRows, int]]
