@@ -25,6 +25,7 @@ import hashlib
 import struct
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -471,6 +472,8 @@ def backfill_parquet(
 
     store = RocksDBStore(target.state_dir, target.shards)
     appliers: dict[int, ShardApplier] = {}
+    publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backfill-log")
+    publishing: Future[None] | None = None
     try:
         record = _RUN_RECORD.pack(start_ms, end_ms) + topic.encode()
         _check_runs(store, views, record)
@@ -506,10 +509,27 @@ def backfill_parquet(
         pending: list[list[ShardBatch]] = [[] for _ in range(target.shards)]
         pending_ends: list[int] = []
 
+        def publish_logs() -> None:
+            for applier in appliers.values():
+                applier.maybe_publish_log()
+
+        def wait_for_publish() -> None:
+            nonlocal publishing
+            if publishing is not None:
+                job, publishing = publishing, None
+                job.result()
+
         def commit_pending(last: bool) -> None:
+            nonlocal publishing
+            wait_for_publish()  # appliers are not thread-safe: one user at a time
             for shard, shard_batches in enumerate(pending):
-                appliers[shard].apply(shard_batches, extra_puts=final if last else runs)
+                appliers[shard].apply(
+                    shard_batches, extra_puts=final if last else runs, publish=False
+                )
                 shard_batches.clear()
+            # Log files are written while the next rows are routed: pyarrow's Parquet
+            # writer releases the GIL, so the two overlap on a second core.
+            publishing = publisher.submit(publish_logs)
             if on_progress is not None:
                 for end in pending_ends:
                     on_progress(end, total)
@@ -535,6 +555,7 @@ def backfill_parquet(
                 commit_pending(last)
         if pending_ends:
             commit_pending(False)
+        wait_for_publish()
         if complete and batches == 0:
             # Nothing left to replay (empty range, or resumed after the last batch):
             # the handoff still has to be on record in every shard.
@@ -545,9 +566,14 @@ def backfill_parquet(
             for name, rows in applier.stats.per_view_rows.items():
                 applied[name] = applied.get(name, 0) + rows
     finally:
-        for applier in appliers.values():
-            applier.close()
+        publisher.shutdown(wait=True)  # never close an applier its log job still uses
+        # Closing publishes the rest of each shard's log: shards are independent,
+        # and two threads overlap their Parquet writes.
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="backfill-close") as closer:
+            closing = [closer.submit(applier.close) for applier in appliers.values()]
         store.close()
+        for job in closing:
+            job.result()
     return BackfillReport(
         files=tuple(files),
         topic=topic,
