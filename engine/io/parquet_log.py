@@ -464,7 +464,40 @@ def read_log(
     # One int64 per position hashes much faster than a (partition, offset) struct.
     position = pl.col(PARTITION).cast(pl.Int64) * (1 << 40) + pl.col(OFFSET)
     df = df.filter(position.is_first_distinct())
-    return df.sort([*keys, EVENT_TIME, PARTITION, OFFSET])
+    return df[_log_order(df, keys)]
+
+
+def _log_order(df: pl.DataFrame, keys: Sequence[str]) -> pl.Series:
+    """Row order sorting ``df`` by ``(join keys, event_time, partition, offset)``.
+
+    Sorting strings is the expensive part, so each join key is replaced by its rank
+    among the key's sorted distinct values (a hash lookup per row; same order, as
+    polars orders strings and ranks by the same bytes) and, when it fits, the ranks
+    and event time are packed into one int64 key; positions break the remaining ties.
+    """
+    if df.height < 2:
+        return pl.Series(np.arange(df.height, dtype=np.uint32))
+    time = df.get_column(EVENT_TIME)
+    t_lo = int(time.min())  # type: ignore[arg-type]
+    span = int(time.max()) - t_lo + 1  # type: ignore[arg-type]
+    ranks: list[pl.Series] = []
+    capacity = span
+    for key in keys:
+        column = df.get_column(key)
+        distinct = column.unique().sort()
+        ranks.append(column.cast(pl.Enum(distinct)).to_physical().cast(pl.Int64))
+        capacity *= len(distinct)
+    position = df.get_column(PARTITION).cast(pl.Int64) * (1 << 40) + df.get_column(OFFSET)
+    if capacity < 2**62:
+        packed = time - t_lo
+        multiplier = span
+        for rank in reversed(ranks):
+            packed = packed + rank * multiplier
+            multiplier *= int(rank.max()) + 1  # type: ignore[arg-type]
+        sort_by = pl.DataFrame({"key": packed, "position": position})
+    else:
+        sort_by = pl.DataFrame({**{f"r{i}": r for i, r in enumerate(ranks)}, "t": time, "p": position})
+    return sort_by.select(pl.arg_sort_by(sort_by.columns)).to_series()
 
 
 def log_join_keys(df: pl.DataFrame) -> list[str]:

@@ -328,3 +328,32 @@ def test_log_encoding_is_lossless_and_as_documented(tmp_path: Path) -> None:
     expected = pl.DataFrame({"user_id": users, "event_time": times, "offset": offsets,
                              "value__amount": values}).sort("user_id", "event_time", "offset")  # fmt: skip
     assert df.select(expected.columns).equals(expected)
+
+
+@pytest.mark.parametrize(
+    ("keys", "cardinality", "time_range"),
+    [
+        (["user_id"], 5_000, 10**12),  # ranks and time packed into one int64
+        (["user_id", "card_id"], 300, 10**6),  # two keys packed
+        (["user_id", "card_id"], 100_000, 10**12),  # too wide to pack: sort by columns
+    ],
+)
+def test_log_order_equals_sorting_by_keys_time_position(
+    keys: list[str], cardinality: int, time_range: int
+) -> None:
+    """read_log's rank-based order is exactly polars' sort by (keys, time, partition, offset)."""
+    from engine.io.parquet_log import _log_order
+
+    rng = np.random.default_rng(cardinality)
+    n = 50_000
+    prefixes = rng.choice(["x", "é", "Z", "ab", ""], n)
+    frame = pl.DataFrame(
+        {
+            **{k: np.char.add(prefixes, rng.integers(0, cardinality, n).astype(str)) for k in keys},
+            "event_time": rng.integers(-time_range, time_range, n),
+            "partition": rng.integers(0, 4, n).astype(np.int32),
+            "offset": rng.permutation(n),
+        }
+    )
+    expected = frame.sort([*keys, "event_time", "partition", "offset"])
+    assert frame[_log_order(frame, keys)].equals(expected)
