@@ -304,9 +304,9 @@ class ShardApplier:
         self.stats.per_view_rows[view.name] = self.stats.per_view_rows.get(view.name, 0) + len(
             codes
         )
-        items: list[tuple[bytes, bytes, bytes | None]] = [
-            (view.fingerprint, k, r) for k, r in zip(keys, records, strict=True)
-        ]
+        items: list[tuple[bytes, bytes, bytes | None]] = []
+        if self.online_copy is not None:  # only the Redis copy reads them
+            items = [(view.fingerprint, k, r) for k, r in zip(keys, records, strict=True)]
         return items, meta_value
 
     # -- the Parquet log --------------------------------------------------------------
