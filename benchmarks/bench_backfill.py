@@ -20,7 +20,12 @@ import polars as pl
 
 from engine.definitions import load_repo
 from engine.generate import GeneratorConfig, write_parquet
-from engine.offline.backfill import BackfillTarget, backfill_parquet, resolve_history_files
+from engine.offline.backfill import (
+    DEFAULT_CHUNK_ROWS,
+    BackfillTarget,
+    backfill_parquet,
+    resolve_history_files,
+)
 
 REPO = Path(__file__).resolve().parents[1] / "feature_defs"
 
@@ -53,7 +58,7 @@ def generate_history(size: int, directory: Path) -> Path:
 
 
 def run(
-    size: int, chunk_rows: int = 500_000, shards: int = 8, history: Path | None = None
+    size: int, chunk_rows: int = DEFAULT_CHUNK_ROWS, shards: int = 8, history: Path | None = None
 ) -> dict[str, Any]:
     """One timed backfill of ``size`` events; ``history`` reuses files of ``generate_history``."""
     repo = load_repo(REPO)
