@@ -477,6 +477,8 @@ def _log_order(df: pl.DataFrame, keys: Sequence[str]) -> pl.Series:
     """
     if df.height < 2:
         return pl.Series(np.arange(df.height, dtype=np.uint32))
+    if any(df.schema[k] != pl.String for k in keys):  # not written by ParquetLogWriter
+        return df.select(pl.arg_sort_by([*keys, EVENT_TIME, PARTITION, OFFSET])).to_series()
     time = df.get_column(EVENT_TIME)
     t_lo = int(time.min())  # type: ignore[arg-type]
     span = int(time.max()) - t_lo + 1  # type: ignore[arg-type]

@@ -357,3 +357,12 @@ def test_log_order_equals_sorting_by_keys_time_position(
     )
     expected = frame.sort([*keys, "event_time", "partition", "offset"])
     assert frame[_log_order(frame, keys)].equals(expected)
+
+
+def test_log_order_of_non_string_keys_falls_back_to_a_plain_sort() -> None:
+    from engine.io.parquet_log import _log_order
+
+    frame = pl.DataFrame(
+        {"k": [2, 1, 1, 1], "event_time": [1, 5, 2, 2], "partition": [0, 0, 1, 0], "offset": [1, 2, 3, 4]}
+    )
+    assert frame[_log_order(frame, ["k"])].rows() == [(1, 2, 0, 4), (1, 2, 1, 3), (1, 5, 0, 2), (2, 1, 0, 1)]
