@@ -29,7 +29,7 @@ from engine.definitions import EventSource, FeatureRepo, StreamFeatureView
 from engine.io.batches import DecodedBatch, RawBatch
 from engine.io.dead_letters import DeadLetterProducer
 from engine.io.decoder import Decoder, PartitionWatermarks
-from engine.io.kafka_source import KafkaBatchSource
+from engine.io.kafka_source import DEFAULT_BATCH_SIZE, KafkaBatchSource
 from engine.metrics import DecodeObserver, ShardObserver, start_dataflow_metrics
 from engine.retention import RetentionSweeper
 from engine.routing import ShardBatch, route, shard_key
@@ -54,7 +54,7 @@ class StreamJob:
     shards: int
     log_root: str | None
     redis_url: str | None = None
-    batch_size: int = 5000
+    batch_size: int = DEFAULT_BATCH_SIZE
     tail: bool = True
     log_max_rows: int = 200_000
     log_max_age_s: float = 30.0
