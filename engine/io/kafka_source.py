@@ -271,7 +271,8 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, None]):
             self._handle_errors(messages)
             good = [m for m, e in zip(messages, errors, strict=True) if e is None]
         end = self._end
-        if end is not None:
+        # Offsets ascend: only a batch whose last record reaches the end needs cutting.
+        if end is not None and good and (good[-1].offset() or 0) >= end:
             good = [m for m in good if (m.offset() or 0) < end]
         if not good:
             return []
