@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -116,7 +117,7 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, None]):
         resume: Mapping[int, int] | None = None,
         *,
         batch_size: int = 5000,
-        poll_timeout_s: float = 0.05,
+        idle_wait_s: float = 0.005,
         tail: bool = True,
         consumer_config: Mapping[str, Any] | None = None,
         metadata_timeout_s: float = 10.0,
@@ -134,16 +135,17 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, None]):
                 f"KafkaBatchSource for topic '{topic}': field 'batch_size': expected an int "
                 f">= 1, got {batch_size!r}. Hint: 1000-10000 records per batch suit the engine."
             )
-        if poll_timeout_s < 0:
+        if not 0 <= idle_wait_s <= 1:
             raise IoValueError(
-                f"KafkaBatchSource for topic '{topic}': field 'poll_timeout_s': expected >= 0, "
-                f"got {poll_timeout_s!r}. Hint: 0.05 s keeps an idle worker responsive."
+                f"KafkaBatchSource for topic '{topic}': field 'idle_wait_s': expected seconds "
+                f"in [0, 1], got {idle_wait_s!r}. Hint: a few milliseconds keep an idle worker "
+                "cheap and a busy one fresh."
             )
         self.bootstrap = bootstrap
         self.topic = topic
         self.resume = resume
         self.batch_size = batch_size
-        self.poll_timeout_s = float(poll_timeout_s)
+        self.idle_wait_s = float(idle_wait_s)
         self.tail = tail
         self.consumer_config = dict(consumer_config or {})
         self.metadata_timeout_s = metadata_timeout_s
@@ -166,7 +168,7 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, None]):
                 {"client.id": f"streamfeat-{step_id}-{partition}", **self.consumer_config},
             ),
             batch_size=self.batch_size,
-            poll_timeout_s=self.poll_timeout_s,
+            idle_wait_s=self.idle_wait_s,
             tail=self.tail,
             metadata_timeout_s=self.metadata_timeout_s,
         )
@@ -183,14 +185,15 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, None]):
         start_offset: int,
         config: dict[str, Any],
         batch_size: int,
-        poll_timeout_s: float,
+        idle_wait_s: float,
         tail: bool,
         metadata_timeout_s: float,
     ) -> None:
         self.topic = topic
         self.partition = partition
         self._batch_size = batch_size
-        self._timeout = poll_timeout_s
+        self._idle_wait = timedelta(seconds=idle_wait_s)
+        self._idle = False
         self._fatal: KafkaError | None = None
         self._last_logged: dict[int, float] = {}
         config = {**config, "error_cb": self._on_client_error}
@@ -246,7 +249,8 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, None]):
             self._raise_fatal(self._fatal)
         if self._end is not None and self._next >= self._end:
             raise StopIteration
-        messages = self._consumer.consume(num_messages=self._batch_size, timeout=self._timeout)
+        messages = self._consumer.consume(num_messages=self._batch_size, timeout=0)
+        self._idle = not messages
         if not messages:
             return []
         good = [m for m in messages if m.error() is None]
@@ -281,6 +285,10 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, None]):
                 self._raise_fatal(err)
             else:
                 self._log_transient(err)
+
+    def next_awake(self) -> datetime | None:
+        # None: call again right away (records were waiting, more may be).
+        return datetime.now(UTC) + self._idle_wait if self._idle else None
 
     def snapshot(self) -> None:
         # Resume points come from the offsets stored with the state, not Bytewax recovery.
