@@ -44,7 +44,7 @@ def register(subparsers: Any) -> None:
         "--batch-size",
         type=int,
         default=None,
-        help="records per Kafka batch at most (default: 30000; a batch waits <= 50 ms)",
+        help="records per Kafka batch at most (default: 30000; a read never waits for more)",
     )
     parser.add_argument(
         "--online", choices=("rocksdb", "redis"), default=None, help="also write tiles to Redis"

@@ -5,11 +5,11 @@ in the RocksDB shards (docs/semantics.md section 6) and come back through ``resu
 (partition -> next offset to read). Each item is one ``RawBatch`` of consecutive records of one
 partition, which keeps per-item Bytewax overhead to one item per few thousand records.
 
-Batch size and latency: ``consume`` returns as soon as ``batch_size`` records are there or
-``poll_timeout_s`` (50 ms) has passed, so a large ``batch_size`` only fills up when the
-partition has a backlog (catching up); a tailing reader still hands on what it has every
-50 ms. Large batches are what make catching up fast: the applier rewrites each touched
-entity record once per batch, so records per batch divide the rewrites per event.
+Batch size and latency: ``consume`` never waits; it returns what librdkafka has already
+prefetched, at most ``batch_size`` records, so a large ``batch_size`` only fills up when the
+partition has a backlog (catching up) and a tailing reader hands on what it has at once.
+Large batches are what make catching up fast: the applier rewrites each touched entity
+record once per batch, so records per batch divide the rewrites per event.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from itertools import repeat
 from operator import is_not
 from typing import Any
@@ -130,7 +131,7 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, None]):
         resume: Mapping[int, int] | None = None,
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
-        poll_timeout_s: float = 0.05,
+        idle_wait_s: float = 0.005,
         tail: bool = True,
         consumer_config: Mapping[str, Any] | None = None,
         metadata_timeout_s: float = 10.0,
@@ -146,18 +147,19 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, None]):
         if type(batch_size) is not int or batch_size < 1:
             raise IoValueError(
                 f"KafkaBatchSource for topic '{topic}': field 'batch_size': expected an int "
-                f">= 1, got {batch_size!r}. Hint: 1000-10000 records per batch suit the engine."
+                f">= 1, got {batch_size!r}. Hint: the default {DEFAULT_BATCH_SIZE} suits the engine."
             )
-        if poll_timeout_s < 0:
+        if not 0 <= idle_wait_s <= 1:
             raise IoValueError(
-                f"KafkaBatchSource for topic '{topic}': field 'poll_timeout_s': expected >= 0, "
-                f"got {poll_timeout_s!r}. Hint: 0.05 s keeps an idle worker responsive."
+                f"KafkaBatchSource for topic '{topic}': field 'idle_wait_s': expected seconds "
+                f"in [0, 1], got {idle_wait_s!r}. Hint: a few milliseconds keep an idle worker "
+                "cheap and a busy one fresh."
             )
         self.bootstrap = bootstrap
         self.topic = topic
         self.resume = resume
         self.batch_size = batch_size
-        self.poll_timeout_s = float(poll_timeout_s)
+        self.idle_wait_s = float(idle_wait_s)
         self.tail = tail
         self.consumer_config = dict(consumer_config or {})
         self.metadata_timeout_s = metadata_timeout_s
@@ -180,7 +182,7 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, None]):
                 {"client.id": f"streamfeat-{step_id}-{partition}", **self.consumer_config},
             ),
             batch_size=self.batch_size,
-            poll_timeout_s=self.poll_timeout_s,
+            idle_wait_s=self.idle_wait_s,
             tail=self.tail,
             metadata_timeout_s=self.metadata_timeout_s,
         )
@@ -197,14 +199,15 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, None]):
         start_offset: int,
         config: dict[str, Any],
         batch_size: int,
-        poll_timeout_s: float,
+        idle_wait_s: float,
         tail: bool,
         metadata_timeout_s: float,
     ) -> None:
         self.topic = topic
         self.partition = partition
         self._batch_size = batch_size
-        self._timeout = poll_timeout_s
+        self._idle_wait = timedelta(seconds=idle_wait_s)
+        self._idle = False
         self._fatal: KafkaError | None = None
         self._last_logged: dict[int, float] = {}
         config = {**config, "error_cb": self._on_client_error}
@@ -260,7 +263,8 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, None]):
             self._raise_fatal(self._fatal)
         if self._end is not None and self._next >= self._end:
             raise StopIteration
-        messages = self._consumer.consume(num_messages=self._batch_size, timeout=self._timeout)
+        messages = self._consumer.consume(num_messages=self._batch_size, timeout=0)
+        self._idle = not messages
         if not messages:
             return []
         # map over the unbound C methods: no Python frame per record.
@@ -300,6 +304,10 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, None]):
                 self._raise_fatal(err)
             else:
                 self._log_transient(err)
+
+    def next_awake(self) -> datetime | None:
+        # None: call again right away (records were waiting, more may be).
+        return datetime.now(UTC) + self._idle_wait if self._idle else None
 
     def snapshot(self) -> None:
         # Resume points come from the offsets stored with the state, not Bytewax recovery.
