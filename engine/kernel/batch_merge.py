@@ -3,7 +3,7 @@
 The write path touches thousands of entities per batch. Merging them one entity at a
 time costs tens of microseconds each in numpy call overhead, so this module works on
 all entities of a batch together: stored records are decoded into one flat array,
-the batch's partials are merged in with one sort, retention is applied with one
+the batch's partials are merged in by one linear merge, retention is applied with one
 mask, and only the final split into per-entity records is a Python loop.
 """
 
