@@ -20,7 +20,12 @@ import polars as pl
 
 from engine.definitions import load_repo
 from engine.generate import GeneratorConfig, write_parquet
-from engine.offline.backfill import BackfillTarget, backfill_parquet, resolve_history_files
+from engine.offline.backfill import (
+    DEFAULT_CHUNK_ROWS,
+    BackfillTarget,
+    backfill_parquet,
+    resolve_history_files,
+)
 
 REPO = Path(__file__).resolve().parents[1] / "feature_defs"
 
@@ -40,16 +45,31 @@ def _polars_same_aggregates(files: list[str], interval_ms: int) -> float:
     return time.perf_counter() - started
 
 
-def run(size: int, chunk_rows: int = 500_000, shards: int = 8) -> dict[str, Any]:
+def config_for(size: int) -> GeneratorConfig:
+    """``size`` events over ``size // 100`` users (10M events: the issue's 100k users)."""
+    return GeneratorConfig(events=size, users=max(size // 100, 1), merchants=1_000, seed=1,
+                           start_ms=1_780_000_000_000, rate=200.0)  # fmt: skip
+
+
+def generate_history(size: int, directory: Path) -> Path:
+    """Write the history of ``config_for(size)`` under ``directory`` (not timed)."""
+    write_parquet(config_for(size), directory)
+    return directory
+
+
+def run(
+    size: int, chunk_rows: int = DEFAULT_CHUNK_ROWS, shards: int = 8, history: Path | None = None
+) -> dict[str, Any]:
+    """One timed backfill of ``size`` events; ``history`` reuses files of ``generate_history``."""
     repo = load_repo(REPO)
     source = repo.source("transactions")
     views = [v for v in repo.views if v.source.name == "transactions"]
     work = Path(tempfile.mkdtemp(prefix="bench_backfill_"))
     try:
-        config = GeneratorConfig(events=size, users=max(size // 100, 1), merchants=1_000, seed=1,
-                                 start_ms=1_780_000_000_000, rate=200.0)  # fmt: skip
-        write_parquet(config, work / "history")
-        files = resolve_history_files([str(work / "history")])
+        config = config_for(size)
+        if history is None:
+            history = generate_history(size, work / "history")
+        files = resolve_history_files([str(history)])
         target = BackfillTarget(work / "state", shards, str(work / "log"))
         report = backfill_parquet(
             target, source, views, files, 0, 2**53, chunk_rows=chunk_rows

@@ -1,7 +1,9 @@
 """Ingest throughput from one pre-filled Kafka topic, each system in its own child process,
 one after the other: (a) streamfeat's dataflow with the example fraud views, one worker;
 (b) a bare Bytewax flow counting per key; (c) Quix Streams hopping-window sum and count
-with its RocksDB state (own virtualenv, pinned version).
+with its RocksDB state (own virtualenv, pinned version). Then streamfeat alone on a second
+topic whose events go to many distinct users (users drawn uniformly), for peak RSS while
+the state holds about a million entities.
 
     .venv/bin/python -m benchmarks.bench_ingest [smoke|full]
 """
@@ -32,8 +34,16 @@ SIZES: dict[str, tuple[int, int, int]] = {  # events, users, runs
     "small": (200_000, 20_000, 3),
     "full": (1_000_000, 100_000, 3),
 }
+# Many distinct users: events, users drawn uniformly. At full size 2M draws over 2M users
+# name ~1.26M distinct users, ~1.1M of them with a purchase (stored by user_spend).
+MANY_USERS_SIZES: dict[str, tuple[int, int]] = {
+    "smoke": (20_000, 20_000),
+    "small": (200_000, 200_000),
+    "full": (2_000_000, 2_000_000),
+}
 PEER_SCRIPT = Path(__file__).resolve().parent / "peers" / "quix_ingest.py"
-TARGETS = {"streamfeat_events_per_s": 150_000, "ratio_vs_bytewax_bare": 0.4, "ratio_vs_quix": 3.0}
+TARGETS = {"streamfeat_events_per_s": 150_000, "ratio_vs_bytewax_bare": 0.4, "ratio_vs_quix": 3.0,
+           "many_users_peak_rss_mb": 1024, "many_users_entities": 1_000_000}
 
 
 def _once(system: str, bootstrap_servers: str, topic: str, events: int, work: Path) -> dict[str, Any]:
@@ -80,11 +90,31 @@ def run(size: str) -> dict[str, Any]:
                 systems[system]["events_per_s_first_to_last"] = summarize(
                     [r["events"] / r["first_to_last_seconds"] for r in rows])
                 systems[system]["version"] = install.installed_version(install.PEERS["quix"])
+        many_users = _many_users(size, servers)
     finally:
         delete_topic(servers, topic)
         stop()
     return {"benchmark": "ingest", "size": size, "events": events, "users": users, "partitions": 3,
-            "systems": systems, "ratios": _ratios(systems), "targets": TARGETS}
+            "systems": systems, "ratios": _ratios(systems), "many_users": many_users, "targets": TARGETS}
+
+
+def _many_users(size: str, servers: str) -> dict[str, Any]:
+    """streamfeat once over events of uniformly drawn users: peak RSS against the entity count."""
+    events, users = MANY_USERS_SIZES[size]
+    topic = new_topic(servers, "bench-ingest-users")
+    work = Path(tempfile.mkdtemp(prefix="bench_ingest_users_"))
+    try:
+        config = GeneratorConfig(events=events, users=users, merchants=1_000, seed=7, rate=200.0, user_skew=0.0)
+        produce_events(config, topic, servers)
+        run = _once("streamfeat", servers, topic, events, work)
+    except BenchError as exc:
+        return {"error": str(exc)}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        delete_topic(servers, topic)
+    return {"events": events, "users_drawn_from": users, "user_skew": 0.0,
+            "entities": run["entities"], "events_per_s": run["events"] / run["seconds"],
+            "peak_rss_mb": run["peak_rss_kb"] / 1024, "run": run}
 
 
 def _median(systems: dict[str, Any], name: str, key: str = "events_per_s") -> float | None:

@@ -71,6 +71,23 @@ def ingest(r: dict[str, Any], lines: list[str]) -> None:
                  f"{_met(ra['ratio_vs_bytewax_bare'], t['ratio_vs_bytewax_bare'])} |")
     lines.append(f"| ours / Quix >= {t['ratio_vs_quix']} | {ra['ratio_vs_quix']} | "
                  f"{_met(ra['ratio_vs_quix'], t['ratio_vs_quix'])} |\n")
+    many = r.get("many_users")
+    if many is None:
+        return
+    lines.append("Many distinct users: streamfeat alone, one run, on a second topic whose users are drawn "
+                 "uniformly.\n")
+    if _error(lines, many):
+        return
+    stored = many["entities"].get("user_spend", 0)
+    enough = stored >= t["many_users_entities"]
+    lines.append(f"{many['events']:,} events over {many['users_drawn_from']:,} users: {stored:,} users stored "
+                 f"by user_spend (purchases only), {many['events_per_s']:,.0f} events/s, "
+                 f"peak RSS {many['peak_rss_mb']:,.0f} MB.\n")
+    lines.append("| target | measured | met |")
+    lines.append("|---|---|---|")
+    lines.append(f"| peak RSS <= {t['many_users_peak_rss_mb']:,} MB with >= {t['many_users_entities']:,} users "
+                 f"in state | {many['peak_rss_mb']:,.0f} MB, {stored:,} users | "
+                 f"{_met(many['peak_rss_mb'], t['many_users_peak_rss_mb'], higher=False) if enough else 'n/a at this size'} |\n")
 
 
 def serving(r: dict[str, Any], lines: list[str]) -> None:

@@ -169,9 +169,17 @@ class ShardApplier:
     # -- the write path ---------------------------------------------------------------
 
     def apply(
-        self, batches: Iterable[ShardBatch], *, extra_puts: Mapping[bytes, bytes] | None = None
+        self,
+        batches: Iterable[ShardBatch],
+        *,
+        extra_puts: Mapping[bytes, bytes] | None = None,
+        publish: bool = True,
     ) -> None:
-        """Apply ``batches``; ``extra_puts`` go into the same WriteBatch (backfill run records)."""
+        """Apply ``batches``; ``extra_puts`` go into the same WriteBatch (backfill run records).
+
+        ``publish=False`` leaves the log roll to the caller's own ``maybe_publish_log()``
+        call (backfill publishes from a background thread while it routes the next rows).
+        """
         started = time.perf_counter()
         state_rows: dict[bytes, list[tuple[ViewRows, int]]] = {}
         progress: dict[int, tuple[int, int]] = {}
@@ -258,7 +266,8 @@ class ShardApplier:
         txn.commit()
         self.stats.batches += 1
         self.stats.last_batch_seconds = time.perf_counter() - started
-        self.maybe_publish_log()
+        if publish:
+            self.maybe_publish_log()
 
     def _apply_view(
         self, txn: Any, compiled: _CompiledView, parts: list[tuple[ViewRows, int]]
@@ -295,9 +304,9 @@ class ShardApplier:
         self.stats.per_view_rows[view.name] = self.stats.per_view_rows.get(view.name, 0) + len(
             codes
         )
-        items: list[tuple[bytes, bytes, bytes | None]] = [
-            (view.fingerprint, k, r) for k, r in zip(keys, records, strict=True)
-        ]
+        items: list[tuple[bytes, bytes, bytes | None]] = []
+        if self.online_copy is not None:  # only the Redis copy reads them
+            items = [(view.fingerprint, k, r) for k, r in zip(keys, records, strict=True)]
         return items, meta_value
 
     # -- the Parquet log --------------------------------------------------------------

@@ -37,7 +37,7 @@ class Settings:
     data_dir: Path = Path(".streamfeat")
     kafka_bootstrap: str = "127.0.0.1:9092"
     state_shards: int = 8
-    batch_size: int = 5000
+    batch_size: int = 30_000  # records per Kafka consume at most (engine/io/kafka_source.py)
     log_root: str = ""  # empty: <data_dir>/log
     online: str = "rocksdb"  # rocksdb | redis
     redis_url: str = ""

@@ -248,7 +248,10 @@ def split_by_shard(
     owner_of_key = shard_of(fingerprint, rows.keys, shards)
     if len(rows.keys) and int(owner_of_key.min()) == int(owner_of_key.max()):
         return [(int(owner_of_key[0]), rows)]
-    # Renumber keys so each shard's keys are one contiguous run of codes.
+    # Renumber keys so each shard's keys are one contiguous run of codes. Shard ids as
+    # uint16 make numpy's stable argsort a radix sort (linear, several times faster).
+    small = np.uint16 if shards <= 2**16 else np.int64
+    owner_of_key = owner_of_key.astype(small)
     key_order = np.argsort(owner_of_key, kind="stable")
     new_code = np.empty(len(key_order), dtype=np.int64)
     new_code[key_order] = np.arange(len(key_order), dtype=np.int64)

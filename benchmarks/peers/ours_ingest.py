@@ -1,7 +1,9 @@
 """Child program: streamfeat's dataflow (example fraud views, one worker) over a pre-filled
-topic until caught up; prints {"events", "seconds", "peak_rss_kb"} as JSON.
+topic until caught up; prints {"events", "seconds", "peak_rss_kb", "entities"} as JSON.
 
     python -m benchmarks.peers.ours_ingest BOOTSTRAP TOPIC WORKDIR [SHARDS]
+
+``entities`` (view name -> entities stored in the state) is counted after the timed run.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from benchmarks.common import emit, own_peak_rss_kb
 from dataflows.stream import StreamJob, build_flow
 from engine.definitions import load_repo
 from engine.state.offsets import resume_positions
+from engine.state.rocksdb_store import RocksDBStore
 
 REPO = Path(__file__).resolve().parents[2] / "feature_defs"
 
@@ -34,8 +37,12 @@ def main(bootstrap: str, topic: str, workdir: Path, shards: int) -> None:
     # Events consumed = next offsets the shards recorded (not the count we asked for).
     positions = resume_positions(job.state_dir, shards, topic)
     events = sum(p.next_offset for p in positions.values())
-    emit({"system": "streamfeat", "events": events, "seconds": seconds, "peak_rss_kb": own_peak_rss_kb(),
-          "views": [v.name for v in views], "shards": shards, "batch_size": job.batch_size})
+    peak_rss_kb = own_peak_rss_kb()  # before counting: the count is not part of the run
+    with RocksDBStore(job.state_dir, shards) as store:
+        entities = {v.name: sum(1 for p in store.partitions for _ in p.iter_view(v.fingerprint)) for v in views}
+    emit({"system": "streamfeat", "events": events, "seconds": seconds, "peak_rss_kb": peak_rss_kb,
+          "views": [v.name for v in views], "shards": shards, "batch_size": job.batch_size,
+          "entities": entities})
 
 
 if __name__ == "__main__":

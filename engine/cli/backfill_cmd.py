@@ -89,6 +89,7 @@ def _progress(quiet: bool) -> Any:
 def _run(args: argparse.Namespace) -> int:
     from engine.definitions import load_repo
     from engine.offline.backfill import (
+        DEFAULT_CHUNK_ROWS,
         BackfillTarget,
         backfill_kafka,
         backfill_parquet,
@@ -149,10 +150,11 @@ def _run(args: argparse.Namespace) -> int:
         log_root=settings.log_uri,
         redis_url=(settings.redis_url or None) if settings.online == "redis" else None,
     )
+    chunk_rows = DEFAULT_CHUNK_ROWS if args.chunk_rows is None else args.chunk_rows
     progress = _progress(args.quiet)
     if progress is None:
         report = backfill_parquet(
-            target, source, views, files, start_ms, end_ms, chunk_rows=args.chunk_rows
+            target, source, views, files, start_ms, end_ms, chunk_rows=chunk_rows
         )
     else:
         with progress:
@@ -163,7 +165,7 @@ def _run(args: argparse.Namespace) -> int:
 
             report = backfill_parquet(
                 target, source, views, files, start_ms, end_ms,
-                chunk_rows=args.chunk_rows, on_progress=update,
+                chunk_rows=chunk_rows, on_progress=update,
             )  # fmt: skip
     if not args.quiet:
         resumed = (
@@ -199,6 +201,6 @@ def register(subparsers: Any) -> None:
     )  # fmt: skip
     parser.add_argument("--start", default=None, help="first event time, ISO 8601 with offset (default: all)")
     parser.add_argument("--end", default=None, help="handoff time T, ISO 8601 with offset: history takes e < T")
-    parser.add_argument("--chunk-rows", type=int, default=200_000, help="rows per applied batch (default %(default)s)")
+    parser.add_argument("--chunk-rows", type=int, default=None, help="rows routed together (default 2,000,000)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     parser.set_defaults(handler=_run)

@@ -41,7 +41,10 @@ def register(subparsers: Any) -> None:
         help="stop at the end offsets seen at start instead of tailing the topic",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=None, help="records per Kafka batch (default: 5000)"
+        "--batch-size",
+        type=int,
+        default=None,
+        help="records per Kafka batch at most (default: 30000; a read never waits for more)",
     )
     parser.add_argument(
         "--online", choices=("rocksdb", "redis"), default=None, help="also write tiles to Redis"

@@ -72,6 +72,19 @@ def log_schema(join_keys: Sequence[str], columns: Sequence[str]) -> pa.Schema:
     return pa.schema(fields)
 
 
+def write_options(join_keys: Sequence[str]) -> dict[str, Any]:
+    """``pq.write_table`` options of log files (docs/parquet-log.md, "Encoding").
+
+    LZ4 instead of the default Snappy, dictionary encoding only for the join keys
+    (the other columns are nearly unique per row) and delta encoding for the integer
+    columns, which grow steadily within a file: about 3x faster to write, faster to
+    read and smaller on disk. Encodings and codecs are lossless, so readers get
+    exactly the values written.
+    """
+    delta = {c: "DELTA_BINARY_PACKED" for c in FIXED_COLUMNS}
+    return {"compression": "lz4", "use_dictionary": list(join_keys), "column_encoding": delta}
+
+
 def resolve_root(root: str, filesystem: Any | None = None) -> tuple[Any, str]:
     """Return ``(pyarrow filesystem, base path)`` for a local path or a filesystem URI."""
     if filesystem is not None:
@@ -169,6 +182,7 @@ class ParquetLogWriter:
         self.max_rows = max_rows
         self.max_age_s = float(max_age_s)
         self.schema = log_schema(self.join_keys, self.columns)
+        self._write_options = write_options(self.join_keys)
         self._chunks: list[pa.Table] = []
         self._rows = 0
         self._first_append: float | None = None
@@ -269,7 +283,10 @@ class ParquetLogWriter:
                 current = final + TMP_SUFFIX
                 self._fs.create_dir(directory, recursive=True)
                 staged.append((current, final))
-                pq.write_table(table.take(pa.array(idx)), current, filesystem=self._fs)
+                # One day's rows are usually one contiguous run (rows arrive in time order).
+                contiguous = int(idx[-1]) - int(idx[0]) + 1 == len(idx)
+                part = table.slice(int(idx[0]), len(idx)) if contiguous else table.take(idx)
+                pq.write_table(part, current, filesystem=self._fs, **self._write_options)
         except (OSError, pa.ArrowException) as exc:
             self._remove(tmp for tmp, _ in staged)
             raise ParquetLogWriteError(
@@ -447,7 +464,42 @@ def read_log(
     # One int64 per position hashes much faster than a (partition, offset) struct.
     position = pl.col(PARTITION).cast(pl.Int64) * (1 << 40) + pl.col(OFFSET)
     df = df.filter(position.is_first_distinct())
-    return df.sort([*keys, EVENT_TIME, PARTITION, OFFSET])
+    return df[_log_order(df, keys)]
+
+
+def _log_order(df: pl.DataFrame, keys: Sequence[str]) -> pl.Series:
+    """Row order sorting ``df`` by ``(join keys, event_time, partition, offset)``.
+
+    Sorting strings is the expensive part, so each join key is replaced by its rank
+    among the key's sorted distinct values (a hash lookup per row; same order, as
+    polars orders strings and ranks by the same bytes) and, when it fits, the ranks
+    and event time are packed into one int64 key; positions break the remaining ties.
+    """
+    if df.height < 2:
+        return pl.Series(np.arange(df.height, dtype=np.uint32))
+    if any(df.schema[k] != pl.String for k in keys):  # not written by ParquetLogWriter
+        return df.select(pl.arg_sort_by([*keys, EVENT_TIME, PARTITION, OFFSET])).to_series()
+    time = df.get_column(EVENT_TIME)
+    t_lo = int(time.min())  # type: ignore[arg-type]
+    span = int(time.max()) - t_lo + 1  # type: ignore[arg-type]
+    ranks: list[pl.Series] = []
+    capacity = span
+    for key in keys:
+        column = df.get_column(key)
+        distinct = column.unique().sort()
+        ranks.append(column.cast(pl.Enum(distinct)).to_physical().cast(pl.Int64))
+        capacity *= len(distinct)
+    position = df.get_column(PARTITION).cast(pl.Int64) * (1 << 40) + df.get_column(OFFSET)
+    if capacity < 2**62:
+        packed = time - t_lo
+        multiplier = span
+        for rank in reversed(ranks):
+            packed = packed + rank * multiplier
+            multiplier *= int(rank.max()) + 1  # type: ignore[arg-type]
+        sort_by = pl.DataFrame({"key": packed, "position": position})
+    else:
+        sort_by = pl.DataFrame({**{f"r{i}": r for i, r in enumerate(ranks)}, "t": time, "p": position})
+    return sort_by.select(pl.arg_sort_by(sort_by.columns)).to_series()
 
 
 def log_join_keys(df: pl.DataFrame) -> list[str]:

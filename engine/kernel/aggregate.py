@@ -73,6 +73,54 @@ def check_sorted_tiles(name: str, tiles: Int64Array) -> None:
         )
 
 
+_RADIX_DIGIT = 16
+_RADIX_MASK = (1 << _RADIX_DIGIT) - 1
+
+
+def _stable_argsort(key: Int64Array) -> npt.NDArray[np.intp]:
+    """Stable argsort of non-negative int64 keys.
+
+    Keys below 2**32 are sorted by two stable passes over 16-bit digits (least
+    significant first): numpy sorts uint16 with a linear radix sort, several times
+    faster than its merge sort of int64.
+    """
+    top = int(key.max()) if len(key) else 0
+    if top >= 1 << (2 * _RADIX_DIGIT):
+        return np.argsort(key, kind="stable")
+    order = np.argsort((key & _RADIX_MASK).astype(np.uint16), kind="stable")
+    if top <= _RADIX_MASK:
+        return order
+    high = (key >> _RADIX_DIGIT).astype(np.uint16)[order]
+    return order[np.argsort(high, kind="stable")]
+
+
+def group_order(
+    codes: Int64Array, tiles: Int64Array, ts: Int64Array, pos: Int64Array
+) -> npt.NDArray[np.intp]:
+    """The permutation ``np.lexsort((pos, ts, tiles, codes))``, computed faster.
+
+    (code, tile) pairs are numbered by one int64 key that sorts like the pair. When
+    the events already come in (event time, position) order (history replay, and most
+    Kafka batches) a stable sort by that key alone gives the same permutation,
+    because ties keep their input order; otherwise time and position are sorted too.
+    """
+    n = len(codes)
+    if n < 2:
+        return np.arange(n, dtype=np.intp)
+    code_lo, code_hi = int(codes.min()), int(codes.max())
+    tile_lo, tile_hi = int(tiles.min()), int(tiles.max())
+    span = tile_hi - tile_lo + 1
+    if code_lo < 0 or (code_hi + 1) * span >= 2**62:
+        return np.lexsort((pos, ts, tiles, codes))
+    key = codes * span + (tiles - tile_lo)
+    in_time_order = bool(
+        np.all((ts[1:] > ts[:-1]) | ((ts[1:] == ts[:-1]) & (pos[1:] >= pos[:-1])))
+    )
+    if in_time_order:
+        return _stable_argsort(key)
+    return np.lexsort((pos, ts, key))
+
+
 def aggregate_batch(
     layout: PartialLayout,
     entity_codes: npt.ArrayLike,
@@ -116,7 +164,7 @@ def aggregate_batch(
 
     # Sorting by (entity, tile, event time, position) puts each group's "last"
     # event at the group's end, so no separate argmax is needed.
-    order = np.lexsort((pos, ts, tile_ids, codes))
+    order = group_order(codes, tile_ids, ts, pos)
     codes_s = codes[order]
     tiles_s = tile_ids[order]
     vals_s = vals[order]

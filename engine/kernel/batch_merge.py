@@ -3,7 +3,7 @@
 The write path touches thousands of entities per batch. Merging them one entity at a
 time costs tens of microseconds each in numpy call overhead, so this module works on
 all entities of a batch together: stored records are decoded into one flat array,
-the batch's partials are merged in with one sort, retention is applied with one
+the batch's partials are merged in by one linear merge, retention is applied with one
 mask, and only the final split into per-entity records is a Python loop.
 """
 
@@ -126,12 +126,69 @@ def _raise_for(stored: Sequence[bytes | None], bad: npt.NDArray[np.bool_], width
     )
 
 
+def _pair_keys(
+    a: FlatTiles, b: FlatTiles
+) -> tuple[Int64Array, Int64Array] | None:
+    """One int64 per row of each input that sorts like its (code, tile) pair; None when
+    the numbering would overflow or an input is not strictly sorted by (code, tile)."""
+    tiles_lo = min(int(a.tiles.min()), int(b.tiles.min()))
+    span = max(int(a.tiles.max()), int(b.tiles.max())) - tiles_lo + 1
+    codes_hi = max(int(a.codes.max()), int(b.codes.max()))
+    if min(int(a.codes.min()), int(b.codes.min())) < 0 or (codes_hi + 1) * span >= 2**62:
+        return None
+    key_a = a.codes * span + (a.tiles - tiles_lo)
+    key_b = b.codes * span + (b.tiles - tiles_lo)
+    for key in (key_a, key_b):
+        if len(key) > 1 and not bool(np.all(key[1:] > key[:-1])):
+            return None
+    return key_a, key_b
+
+
 def merge_flat(layout: PartialLayout, stored: FlatTiles, new: FlatTiles) -> FlatTiles:
     """Union of two flat tile sets over the same entity codes, merging shared tiles.
 
-    Within each input a (code, tile) pair appears at most once, so after a stable
-    sort a shared pair is two adjacent rows: stored first, new second.
+    Both inputs are sorted by (code, tile) with each pair at most once, so the union
+    is a linear merge of two sorted runs (binary searches instead of a sort); a
+    shared pair merges stored first, new second.
     """
+    max_ts = np.maximum(stored.max_event_ts, new.max_event_ts)
+    if not len(new.codes):
+        return FlatTiles(stored.codes, stored.tiles, stored.partials, max_ts)
+    if not len(stored.codes):
+        return FlatTiles(new.codes, new.tiles, new.partials, max_ts)
+    keys = _pair_keys(stored, new)
+    if keys is None:
+        return _merge_flat_by_sort(layout, stored, new, max_ts)
+    key_a, key_b = keys
+    at = np.searchsorted(key_a, key_b)  # where each new row goes among the stored rows
+    shared = at < len(key_a)
+    shared[shared] = key_a[at[shared]] == key_b[shared]
+    partials_a = stored.partials
+    if bool(shared.any()):
+        partials_a = partials_a.copy()
+        rows = at[shared]
+        partials_a[rows] = merge_partials(layout, partials_a[rows], new.partials[shared])
+    only_b = np.flatnonzero(~shared)
+    if not len(only_b):
+        return FlatTiles(stored.codes, stored.tiles, partials_a, max_ts)
+    # Output slot of each stored row: its index plus the new-only rows before it;
+    # of each new-only row: its insertion point plus the new-only rows before it.
+    slot_a = np.arange(len(key_a)) + np.searchsorted(key_b[only_b], key_a)
+    slot_b = at[only_b] + np.arange(len(only_b))
+    total = len(key_a) + len(only_b)
+    codes = np.empty(total, dtype=np.int64)
+    tiles = np.empty(total, dtype=np.int64)
+    partials = np.empty((total, partials_a.shape[1]), dtype=np.float64)
+    codes[slot_a], codes[slot_b] = stored.codes, new.codes[only_b]
+    tiles[slot_a], tiles[slot_b] = stored.tiles, new.tiles[only_b]
+    partials[slot_a], partials[slot_b] = partials_a, new.partials[only_b]
+    return FlatTiles(codes, tiles, partials, max_ts)
+
+
+def _merge_flat_by_sort(
+    layout: PartialLayout, stored: FlatTiles, new: FlatTiles, max_ts: Int64Array
+) -> FlatTiles:
+    """:func:`merge_flat` for inputs whose pairs cannot be numbered in one int64."""
     codes = np.concatenate([stored.codes, new.codes])
     tiles = np.concatenate([stored.tiles, new.tiles])
     partials = np.concatenate([stored.partials, new.partials])
@@ -143,7 +200,7 @@ def merge_flat(layout: PartialLayout, stored: FlatTiles, new: FlatTiles) -> Flat
         keep = np.ones(len(codes), dtype=bool)
         keep[dup + 1] = False
         codes, tiles, partials = codes[keep], tiles[keep], partials[keep]
-    return FlatTiles(codes, tiles, partials, np.maximum(stored.max_event_ts, new.max_event_ts))
+    return FlatTiles(codes, tiles, partials, max_ts)
 
 
 def retain(flat: FlatTiles, retention_ms: int, interval_ms: int) -> FlatTiles:

@@ -18,7 +18,11 @@ from engine.state.exceptions import ShardCountMismatchError, StateError
 
 META_FILE = "meta.json"
 LAYOUT_FORMAT = 1
-_WRITE_BUFFER_BYTES = 64 * 1024 * 1024
+# Memory of a writer process: the memtables of all its shards share one budget that is
+# charged to the shared block cache, so RocksDB stays within _BLOCK_CACHE_BYTES whatever
+# the shard count (8 shards x 64 MB memtables, two each while flushing, was up to 1 GB).
+_WRITE_BUFFER_BYTES = 16 * 1024 * 1024  # one shard's memtable
+_MEMTABLE_BUDGET_BYTES = 64 * 1024 * 1024  # all memtables of the process (0: no budget)
 _BLOCK_CACHE_BYTES = 128 * 1024 * 1024
 
 
@@ -80,6 +84,7 @@ def write_meta(state_dir: Path, n_shards: int) -> None:
 
 
 _SHARED_CACHE: rocksdict.Cache | None = None
+_MEMTABLE_BUDGET: rocksdict.WriteBufferManager | None = None
 
 
 def _shared_cache() -> rocksdict.Cache:
@@ -89,6 +94,16 @@ def _shared_cache() -> rocksdict.Cache:
     if _SHARED_CACHE is None:
         _SHARED_CACHE = rocksdict.Cache(_BLOCK_CACHE_BYTES)
     return _SHARED_CACHE
+
+
+def _memtable_budget() -> rocksdict.WriteBufferManager:
+    # Past the budget RocksDB flushes the largest memtable early; writers never stall.
+    global _MEMTABLE_BUDGET
+    if _MEMTABLE_BUDGET is None:
+        _MEMTABLE_BUDGET = rocksdict.WriteBufferManager.new_write_buffer_manager_with_cache(
+            _MEMTABLE_BUDGET_BYTES, False, _shared_cache()
+        )
+    return _MEMTABLE_BUDGET
 
 
 def _table_options() -> rocksdict.BlockBasedOptions:
@@ -105,6 +120,8 @@ def writer_options() -> rocksdict.Options:
     opts = rocksdict.Options(raw_mode=True)
     opts.create_if_missing(True)
     opts.set_write_buffer_size(_WRITE_BUFFER_BYTES)
+    if _MEMTABLE_BUDGET_BYTES:
+        opts.set_write_buffer_manager(_memtable_budget())
     opts.set_max_background_jobs(2)
     opts.set_block_based_table_factory(_table_options())
     return opts

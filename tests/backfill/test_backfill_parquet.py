@@ -178,3 +178,41 @@ def test_streaming_applier_skips_events_before_the_handoff(tmp_path: Path) -> No
     ]  # fmt: skip
     compare_state(tmp_path / "bf" / "state", SHARDS, tmp_path / "sec", applied, [handoff + 10])
     assert history_topic("transactions", [v.fingerprint for v in views]).startswith("transactions#history-")
+
+
+def test_history_batches_gather_strings_like_the_decoder(tmp_path: Path) -> None:
+    """String columns gathered from per-column distinct values equal the plain per-row
+    conversion, chunk by chunk; ``columns`` keeps only what routing reads."""
+    import polars as pl
+
+    from engine.offline.backfill import (
+        factorize_key_columns,
+        history_batches,
+        load_history,
+        needed_columns,
+        routed_columns,
+    )
+
+    _, files = _history(tmp_path, seed=11, n=2500)
+    views = list(views_by_name().values())
+    source = views[0].source
+    history = load_history([str(f) for f in files], source, views, 0, 2**53)
+    factorized = factorize_key_columns(history, views)
+    wanted = routed_columns(views, factorized)
+    assert set(factorized) == {"user_id", "merchant_id"}
+    assert "event_type" in wanted and "amount" in wanted
+    assert not {"user_id", "merchant_id"} & wanted
+    seen = 0
+    for batch in history_batches(history, source, "t", 100, 700, wanted):
+        chunk = history.slice(batch.first_offset, len(batch.offsets))
+        assert set(batch.columns) == wanted & set(needed_columns(source, views))
+        for name, values in batch.columns.items():
+            plain = chunk.get_column(name)
+            if plain.dtype == pl.String:
+                assert values.dtype == object
+                assert values.tolist() == plain.to_list()
+            else:
+                assert np.array_equal(values, plain.to_numpy())
+        assert np.array_equal(batch.event_ts, chunk.get_column("__e").to_numpy())
+        seen += len(batch.offsets)
+    assert seen == history.height - 100

@@ -62,6 +62,12 @@ def test_ingest_measures_all_three_systems(smoke: tuple[Path, Path]) -> None:
         assert all(run["events"] == doc["events"] for run in system["runs"]), name
     _positive(doc["ratios"]["ratio_vs_bytewax_bare"], "ratio_vs_bytewax_bare")
     _positive(doc["ratios"]["ratio_vs_quix"], "ratio_vs_quix")
+    many = doc["many_users"]
+    assert "error" not in many, many.get("error")
+    assert many["run"]["events"] == many["events"]
+    # Uniform draws: most drawn users are distinct, and only purchasers are stored.
+    assert 0 < many["entities"]["user_spend"] <= many["events"]
+    _positive(many["peak_rss_mb"], "many_users.peak_rss_mb")
 
 
 def test_serving_measures_ours_and_bare_fastapi(smoke: tuple[Path, Path]) -> None:

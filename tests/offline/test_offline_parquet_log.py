@@ -288,3 +288,81 @@ def test_file_uri_root(tmp_path: Path) -> None:
     w.append(batch(["u1"], [DAY0], [0], [1]))
     w.publish()
     assert read_log(root, "txn_stats", FP)["offset"].to_list() == [1]
+
+
+def test_log_encoding_is_lossless_and_as_documented(tmp_path: Path) -> None:
+    """LZ4 + delta-encoded integers (docs/parquet-log.md "Encoding") read back bit for bit,
+    including floats that need all 64 bits and offsets that jump backwards."""
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(7)
+    n = 5_000
+    times = np.sort(DAY0 + rng.integers(0, DAY_MS // 2, n))
+    offsets = rng.permutation(n).astype(np.int64) * 977 + 2**39
+    values = rng.standard_normal(n) * 1e12 + rng.random(n)
+    users = np.char.add("u", rng.integers(0, 300, n).astype(str))
+    w = writer(str(tmp_path), max_rows=n)
+    w.append(
+        {
+            "user_id": users,
+            "event_time": times,
+            "partition": np.full(n, 8191, dtype=np.int32),
+            "offset": offsets,
+            "tile_start": (times // G) * G,
+            "value__amount": values,
+        }
+    )
+    pub = w.publish()
+    assert pub is not None and len(pub.paths) == 1
+    meta = pq.ParquetFile(pub.paths[0]).metadata.row_group(0)
+    names = [meta.column(i).path_in_schema for i in range(meta.num_columns)]
+    assert {meta.column(i).compression for i in range(meta.num_columns)} == {"LZ4"}
+    assert "DELTA_BINARY_PACKED" in meta.column(names.index("offset")).encodings
+    assert "RLE_DICTIONARY" in meta.column(names.index("user_id")).encodings
+    table = pq.read_table(pub.paths[0])
+    assert table.column("user_id").to_pylist() == users.tolist()
+    assert np.array_equal(table.column("offset").to_numpy(), offsets)
+    assert np.array_equal(table.column("event_time").to_numpy(), times)
+    assert table.column("value__amount").to_numpy().tobytes() == values.tobytes()
+    df = read_log(str(tmp_path), "txn_stats", FP)
+    expected = pl.DataFrame({"user_id": users, "event_time": times, "offset": offsets,
+                             "value__amount": values}).sort("user_id", "event_time", "offset")  # fmt: skip
+    assert df.select(expected.columns).equals(expected)
+
+
+@pytest.mark.parametrize(
+    ("keys", "cardinality", "time_range"),
+    [
+        (["user_id"], 5_000, 10**12),  # ranks and time packed into one int64
+        (["user_id", "card_id"], 300, 10**6),  # two keys packed
+        (["user_id", "card_id"], 100_000, 10**12),  # too wide to pack: sort by columns
+    ],
+)
+def test_log_order_equals_sorting_by_keys_time_position(
+    keys: list[str], cardinality: int, time_range: int
+) -> None:
+    """read_log's rank-based order is exactly polars' sort by (keys, time, partition, offset)."""
+    from engine.io.parquet_log import _log_order
+
+    rng = np.random.default_rng(cardinality)
+    n = 50_000
+    prefixes = rng.choice(["x", "é", "Z", "ab", ""], n)
+    frame = pl.DataFrame(
+        {
+            **{k: np.char.add(prefixes, rng.integers(0, cardinality, n).astype(str)) for k in keys},
+            "event_time": rng.integers(-time_range, time_range, n),
+            "partition": rng.integers(0, 4, n).astype(np.int32),
+            "offset": rng.permutation(n),
+        }
+    )
+    expected = frame.sort([*keys, "event_time", "partition", "offset"])
+    assert frame[_log_order(frame, keys)].equals(expected)
+
+
+def test_log_order_of_non_string_keys_falls_back_to_a_plain_sort() -> None:
+    from engine.io.parquet_log import _log_order
+
+    frame = pl.DataFrame(
+        {"k": [2, 1, 1, 1], "event_time": [1, 5, 2, 2], "partition": [0, 0, 1, 0], "offset": [1, 2, 3, 4]}
+    )
+    assert frame[_log_order(frame, ["k"])].rows() == [(1, 2, 0, 4), (1, 2, 1, 3), (1, 5, 0, 2), (2, 1, 0, 1)]

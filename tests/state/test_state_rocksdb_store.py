@@ -246,3 +246,23 @@ def test_kill_9_keeps_commits_and_drops_the_open_transaction(tmp_path: Path) -> 
     with RocksDBStore(tmp_path, 1) as store:
         values = store.partition(0).get_many([b"T" + FP + f"e{i}".encode() for i in range(1000)])
         assert values == [b"batch3"] * 1000
+
+
+def test_memtables_of_all_shards_are_charged_to_one_budget(tmp_path: Path) -> None:
+    # Writer memory must not grow with the shard count: every shard's memtable counts
+    # against the one process-wide budget (engine/state/layout.py).
+    from engine.state import layout
+
+    budget = layout._memtable_budget()
+    assert budget.enabled()
+    assert budget.get_buffer_size() == layout._MEMTABLE_BUDGET_BYTES
+    value = bytes(range(256)) * 16  # 4 KB, below the memtable size: stays in memory
+    with RocksDBStore(tmp_path / "state", 2) as store:
+        before = budget.get_usage()
+        for shard in (0, 1):
+            txn = store.partition(shard).begin()
+            txn.put_many([b"k%05d" % i for i in range(256)], [value] * 256)
+            txn.commit()
+        grown = budget.get_usage() - before
+    # 2 shards x 1 MB of values; RocksDB charges memtable memory in arena blocks.
+    assert grown >= 2 * 256 * len(value)
