@@ -234,8 +234,10 @@ def render(directory: Path, plots: list[Path]) -> str:
         f"`benchmarks/results/{directory.name}/*.json`. Do not edit by hand.\n",
         f"Machine: {machine.get('cpu_count')} CPUs ({machine.get('cpu_model')}), {machine.get('memory_gb')} GB, "
         f"Python {machine.get('python')}. "
-        "**The machine was shared with other engineers during the run**: numbers are noisy; every figure is "
-        "the median over >= 3 runs with min - max unless stated.\n",
+        "This 2-core machine is noisy (the load averages below include the benchmarks' own servers, "
+        "load generator and dataflows, and at times other work on the machine): every figure is the "
+        "median over >= 3 runs with min - max unless stated, and each system is compared with its "
+        "baseline in the same run.\n",
         f"Packages: {machine.get('packages')}; peers: {any_result.get('peers')}.\n",
         "Per benchmark (1-minute load average at its start / finished at / wall seconds): "
         + "; ".join(f"{name} {round(r.get('machine', {}).get('load_avg_at_start', [0.0])[0], 2)} / "
