@@ -2,7 +2,9 @@
 
 Configured like every other command (``streamfeat.yaml``, ``[tool.streamfeat]``,
 ``STREAMFEAT_*`` variables); the source to run is ``STREAMFEAT_RUN_SOURCE``
-(default ``transactions``). ``streamfeat run`` is the friendlier front door.
+(default ``transactions``). ``streamfeat run`` is the friendlier front door. Pass
+``-s 1`` (the epoch interval without recovery, ``dataflows.stream.EPOCH_INTERVAL``):
+Bytewax's 10 s default stalls the worker at every epoch close.
 """
 
 from __future__ import annotations

@@ -42,6 +42,11 @@ from engine.state.rocksdb_store import RocksDBStore
 log = logging.getLogger(__name__)
 
 TICK_INTERVAL = timedelta(seconds=1)
+# Bytewax's default epoch (10 s) stalled the worker for 0.2-1 s at every epoch close
+# at 10k events/s, growing with the epoch's length; offsets live in the shards, not in
+# Bytewax snapshots, so short epochs cost nothing else. Measured: no stall over 50 ms
+# with 1 s epochs.
+EPOCH_INTERVAL = timedelta(seconds=1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,6 +139,7 @@ class ShardSink(FixedPartitionedSink[ShardBatch | None, None]):
             log_max_rows=job.log_max_rows,
             log_max_age_s=job.log_max_age_s,
             online_copy=online_copy,
+            publish_in_background=True,
         )
         return _ShardPartition(applier, store)
 

@@ -20,6 +20,7 @@ import logging
 import struct
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,7 +28,13 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from engine.io.parquet_log import ParquetLogWriteError, ParquetLogWriter, value_column
+from engine.io.parquet_log import (
+    LogCut,
+    ParquetLogWriteError,
+    ParquetLogWriter,
+    PublishedFile,
+    value_column,
+)
 from engine.kernel.aggregate import aggregate_batch
 from engine.kernel.batch_merge import (
     NO_EVENT_TS,
@@ -111,6 +118,27 @@ class ApplyStats:
 
 
 @dataclass(frozen=True)
+class _PendingPublish:
+    """A log roll whose files are being written on the publisher thread."""
+
+    future: Future[list[tuple[bytes, PublishedFile | ParquetLogWriteError]]]
+    cuts: dict[bytes, LogCut]
+    # Offsets when the buffers were cut: every row up to them is in the cuts.
+    offsets: dict[int, OffsetRecord]
+
+
+_PUBLISHER: ThreadPoolExecutor | None = None
+
+
+def _publisher() -> ThreadPoolExecutor:
+    """One thread per process writes the Parquet log files of background rolls."""
+    global _PUBLISHER
+    if _PUBLISHER is None:
+        _PUBLISHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="log-publisher")
+    return _PUBLISHER
+
+
+@dataclass(frozen=True)
 class _CompiledView:
     view: ApplicableView
     layout: PartialLayout
@@ -132,8 +160,13 @@ class ShardApplier:
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         retry_delays_s: Sequence[float] = (0.1, 0.5, 1.0, 2.0, 5.0),
         respect_handoff: bool = True,
+        publish_in_background: bool = False,
     ) -> None:
         self.partition = partition
+        # Streaming rolls the log on a publisher thread: writing a roll of all shards
+        # took ~2 s at 10k events/s, during which the worker applied nothing.
+        self.publish_in_background = publish_in_background
+        self._pending: _PendingPublish | None = None
         self.topic = topic
         self.views = {
             v.fingerprint: _CompiledView(v, PartialLayout(tuple(v.columns))) for v in views
@@ -334,10 +367,26 @@ class ShardApplier:
         self.stats.log_rows += len(rows)
 
     def maybe_publish_log(self, force: bool = False) -> None:
-        """Publish every writer of the shard when any is due, then record the log offsets."""
+        """Publish every writer of the shard when any is due, then record the log offsets.
+
+        With ``publish_in_background`` the buffers are cut here and their files written
+        on the publisher thread; a later call (the next batch or tick) records the log
+        offsets once the files are in place. ``force`` waits for everything.
+        """
         if not self.writers:
             return
+        if self._pending is not None:
+            if not force and not self._pending.future.done():
+                return
+            self._finish_pending()
         if not force and not any(w.should_roll() for w in self.writers.values()):
+            return
+        if self.publish_in_background and not force:
+            cuts = {fp: cut for fp, w in self.writers.items() if (cut := w.cut()) is not None}
+            if cuts:
+                writers = self.writers
+                future = _publisher().submit(_write_cuts, writers, cuts)
+                self._pending = _PendingPublish(future, cuts, dict(self.offsets))
             return
         try:
             for writer in self.writers.values():
@@ -345,22 +394,44 @@ class ShardApplier:
                 if published is not None:
                     self.stats.log_files += len(published.paths)
         except ParquetLogWriteError as exc:
-            # The buffer is kept; state keeps advancing and the log offset stays behind,
-            # so nothing is lost: the next roll retries (docs/reliability.md).
-            self.stats.log_publish_errors += 1
-            log.error(
-                "shard %d: Parquet log publish failed, will retry: %s", self.partition.shard, exc
-            )
+            self._publish_failed(exc)
             return
+        self._record_log_offsets(dict(self.offsets))
+
+    def _finish_pending(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        failed: ParquetLogWriteError | None = None
+        for fp, outcome in pending.future.result():
+            if isinstance(outcome, ParquetLogWriteError):
+                self.writers[fp].restore(pending.cuts[fp])
+                failed = outcome
+            else:
+                self.stats.log_files += len(outcome.paths)
+        if failed is not None:
+            self._publish_failed(failed)
+            return
+        self._record_log_offsets(pending.offsets)
+
+    def _publish_failed(self, exc: ParquetLogWriteError) -> None:
+        # The buffer is kept; state keeps advancing and the log offset stays behind,
+        # so nothing is lost: the next roll retries (docs/reliability.md).
+        self.stats.log_publish_errors += 1
+        log.error("shard %d: Parquet log publish failed, will retry: %s", self.partition.shard, exc)
+
+    def _record_log_offsets(self, logged: Mapping[int, OffsetRecord]) -> None:
+        """Every row up to ``logged``'s applied offsets is published: record it."""
         txn = self.partition.begin()
-        for partition, record in list(self.offsets.items()):
-            if record.log_offset == record.applied_offset:
+        for partition, upto in logged.items():
+            record = self.offsets[partition]
+            if record.log_offset >= upto.applied_offset:
                 continue
             updated = OffsetRecord(
                 record.applied_offset,
                 record.max_ts_at_applied,
-                record.applied_offset,
-                record.max_ts_at_applied,
+                upto.applied_offset,
+                upto.max_ts_at_applied,
             )
             txn.set_offset(self.topic, partition, updated)
             self.offsets[partition] = updated
@@ -388,6 +459,19 @@ class ShardApplier:
     def close(self) -> None:
         self.maybe_publish_log(force=True)
         self.partition.flush_wal(sync=True)
+
+
+def _write_cuts(
+    writers: Mapping[bytes, ParquetLogWriter], cuts: Mapping[bytes, LogCut]
+) -> list[tuple[bytes, PublishedFile | ParquetLogWriteError]]:
+    """Publisher-thread side of a background roll: write each cut, keep failures as data."""
+    outcomes: list[tuple[bytes, PublishedFile | ParquetLogWriteError]] = []
+    for fp, cut in cuts.items():
+        try:
+            outcomes.append((fp, writers[fp].write_cut(cut)))
+        except ParquetLogWriteError as exc:
+            outcomes.append((fp, exc))
+    return outcomes
 
 
 def _merge_codes(parts: Sequence[tuple[ViewRows, int]]) -> tuple[list[bytes], npt.NDArray[np.int64]]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from bytewax.testing import run_main
 
 from benchmarks.common import emit, own_peak_rss_kb
-from dataflows.stream import StreamJob, build_flow
+from dataflows.stream import EPOCH_INTERVAL, StreamJob, build_flow
 from engine.definitions import load_repo
 from engine.state.offsets import resume_positions
 from engine.state.rocksdb_store import RocksDBStore
@@ -32,7 +32,7 @@ def main(bootstrap: str, topic: str, workdir: Path, shards: int) -> None:
                     shards=shards, log_root=str(workdir / "log"), tail=False)
     flow = build_flow(job)
     started = time.perf_counter()
-    run_main(flow)  # type: ignore[no-untyped-call]
+    run_main(flow, epoch_interval=EPOCH_INTERVAL)  # type: ignore[no-untyped-call]
     seconds = time.perf_counter() - started
     # Events consumed = next offsets the shards recorded (not the count we asked for).
     positions = resume_positions(job.state_dir, shards, topic)

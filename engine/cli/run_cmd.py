@@ -93,18 +93,21 @@ def _run(args: argparse.Namespace) -> int:
         from bytewax._bytewax import cli_main
 
         from dataflows.job import build_job
-        from dataflows.stream import build_flow
+        from dataflows.stream import EPOCH_INTERVAL, build_flow
 
         settings = settings_from(
             args, batch_size=args.batch_size, online=args.online, redis_url=args.redis_url
         )
         job = build_job(settings, args.source, tail=not args.until_caught_up)
-        cli_main(build_flow(job), workers_per_process=args.workers)  # type: ignore[no-untyped-call]
+        cli_main(  # type: ignore[no-untyped-call]
+            build_flow(job), workers_per_process=args.workers, epoch_interval=EPOCH_INTERVAL
+        )
         return 0
 
     env = _child_env(args)
     # Create every shard before the children start, so none of them races to create one.
     from dataflows.job import build_job
+    from dataflows.stream import EPOCH_INTERVAL
     from engine.state.rocksdb_store import RocksDBStore
 
     job = build_job(settings_from(args), args.source, tail=not args.until_caught_up)
@@ -113,8 +116,9 @@ def _run(args: argparse.Namespace) -> int:
     addresses = ";".join(f"127.0.0.1:{port}" for port in _free_ports(args.processes))
     children = [
         subprocess.Popen(
+            # Without recovery, bytewax.run's -s sets the epoch interval (EPOCH_INTERVAL).
             [sys.executable, "-m", "bytewax.run", "dataflows.app:flow", "-w", str(args.workers),
-             "-i", str(i), "-a", addresses],
+             "-i", str(i), "-a", addresses, "-s", str(int(EPOCH_INTERVAL.total_seconds()))],
             # One metrics endpoint per process: metrics_port, metrics_port + 1, ...
             env={**env, "STREAMFEAT_METRICS_PORT": str(metrics_base + i if metrics_base else 0)},
         )
