@@ -384,38 +384,37 @@ class ShardApplier:
             self._finish_pending()
         if not force and not any(w.should_roll() for w in self.writers.values()):
             return
-        if self.publish_in_background and not force:
-            cuts = {fp: cut for fp, w in self.writers.items() if (cut := w.cut()) is not None}
-            if cuts:
-                writers = self.writers
-                future = _publisher().submit(_write_cuts, writers, cuts)
-                self._pending = _PendingPublish(future, cuts, dict(self.offsets))
+        cuts = {fp: cut for fp, w in self.writers.items() if (cut := w.cut()) is not None}
+        logged = dict(self.offsets)  # every row up to these offsets is in the cuts
+        if self.publish_in_background and not force and cuts:
+            future = _publisher().submit(_write_cuts, self.writers, cuts)
+            self._pending = _PendingPublish(future, cuts, logged)
             return
-        try:
-            for writer in self.writers.values():
-                published = writer.publish()
-                if published is not None:
-                    self.stats.log_files += len(published.paths)
-        except ParquetLogWriteError as exc:
-            self._publish_failed(exc)
-            return
-        self._record_log_offsets(dict(self.offsets))
+        self._settle(cuts, _write_cuts(self.writers, cuts), logged)
 
     def _finish_pending(self) -> None:
         pending, self._pending = self._pending, None
-        if pending is None:
-            return
+        if pending is not None:
+            self._settle(pending.cuts, pending.future.result(), pending.offsets)
+
+    def _settle(
+        self,
+        cuts: Mapping[bytes, LogCut],
+        outcomes: Sequence[tuple[bytes, PublishedFile | ParquetLogWriteError]],
+        logged: Mapping[int, OffsetRecord],
+    ) -> None:
+        """Count a roll's files, put failed cuts back, record the log offsets if all landed."""
         failed: ParquetLogWriteError | None = None
-        for fp, outcome in pending.future.result():
+        for fp, outcome in outcomes:
             if isinstance(outcome, ParquetLogWriteError):
-                self.writers[fp].restore(pending.cuts[fp])
+                self.writers[fp].restore(cuts[fp])
                 failed = outcome
             else:
                 self.stats.log_files += len(outcome.paths)
         if failed is not None:
             self._publish_failed(failed)
             return
-        self._record_log_offsets(pending.offsets)
+        self._record_log_offsets(logged)
 
     def _publish_failed(self, exc: ParquetLogWriteError) -> None:
         # The buffer is kept; state keeps advancing and the log offset stays behind,
