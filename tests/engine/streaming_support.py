@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
+from benchmarks.common import copy_repo as copy_repo  # one copy for tests and benchmarks
 from dataflows.stream import StreamJob
 from engine.definitions import StreamFeatureView, load_repo
 from engine.generate import EventBatch
@@ -146,19 +147,6 @@ def state_key(view: StreamFeatureView, entity: str) -> bytes:
     return tile_key(view.fingerprint, entity_key([entity]))
 
 
-def copy_repo(tmp_path: Path, topic: str) -> Path:
-    """A copy of the example repo whose source reads ``topic`` (a package of its own name)."""
-    import shutil
-    import uuid
-
-    target = tmp_path / f"fraud_repo_{uuid.uuid4().hex[:8]}"
-    shutil.copytree(REPO, target, ignore=shutil.ignore_patterns("__pycache__"))
-    sources = target / "sources.py"
-    text = sources.read_text()
-    if 'topic="transactions"' not in text:
-        raise AssertionError("the example repo's source no longer declares topic=\"transactions\"")
-    sources.write_text(text.replace('topic="transactions"', f'topic="{topic}"'))
-    return target
 
 
 def streamfeat(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
