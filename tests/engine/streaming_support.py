@@ -20,7 +20,7 @@ from engine.definitions import StreamFeatureView, load_repo
 from engine.generate import EventBatch
 from engine.kernel import ViewSpec, decode_tiles, evaluate
 from engine.state.keys import entity_key, tile_key
-from engine.state.online_rocksdb import RocksDBOnlineTable
+from engine.state.protocols import OnlineTable
 from tests.reference import apply_watermark, reference_value
 
 REPO = Path(__file__).resolve().parents[2] / "feature_defs"
@@ -122,12 +122,34 @@ def expected_values(
     }
 
 
-def online_values(table: RocksDBOnlineTable, view: StreamFeatureView, entity: str, t: int) -> dict[str, Any] | None:
+def online_values(table: OnlineTable, view: StreamFeatureView, entity: str, t: int) -> dict[str, Any] | None:
     record = table.read(view.fingerprint, [entity_key([entity])])[0]
     if record is None:
         return None
     tiles, partials, _ = decode_tiles(record)
     return dict(evaluate(ViewSpec.from_view(view), tiles, partials, t).values)
+
+
+def check_online_values(
+    table: OnlineTable, views: dict[str, StreamFeatureView], applied: Sequence[dict[str, Any]]
+) -> int:
+    """Assert every entity's values of both example views as of the last applied event
+    equal the reference; return how many entities had state."""
+    t_end = max(e["e"] for e in applied)
+    checked = 0
+    for view_name, key_field in (("user_spend", "entity"), ("merchant_activity", "merchant")):
+        view = views[view_name]
+        by_key: dict[str, list[dict[str, Any]]] = {}
+        for e in applied:
+            by_key.setdefault(str(e[key_field]), []).append(e)
+        for key, mine in by_key.items():
+            got = online_values(table, view, key, t_end)
+            if got is None:
+                assert not any(e["event_type"] == "PURCHASE" for e in mine), f"{view_name} {key} missing"
+                continue
+            assert_close(got, expected_values(view, mine, key, t_end, key_field=key_field), f"{view_name} {key}")
+            checked += 1
+    return checked
 
 
 def assert_close(actual: dict[str, Any], expected: dict[str, Any], context: str) -> None:
