@@ -9,7 +9,8 @@ is exactly one implementation of "events -> tile partials -> state". For each ca
 3. write the Redis copy (if configured) *before* committing, so a crash between the
    two is repaired by the replay (records are whole values: rewriting is idempotent);
 4. commit tiles, per-view metadata and every partition's progress in ONE WriteBatch;
-5. feed the Parquet log; when it rolls, publish and record the log offsets.
+5. stage the rows for the Parquet log (engine/log_staging.py); when it rolls, publish
+   and record the log offsets.
 
 See docs/semantics.md sections 6 and 7.
 """
@@ -26,14 +27,12 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
-import pyarrow as pa
 
 from engine.io.parquet_log import (
     LogCut,
     ParquetLogWriteError,
     ParquetLogWriter,
     PublishedFile,
-    value_column,
 )
 from engine.kernel.aggregate import aggregate_batch
 from engine.kernel.batch_merge import (
@@ -45,6 +44,7 @@ from engine.kernel.batch_merge import (
     retain,
 )
 from engine.kernel.layout import PartialLayout, encode_positions
+from engine.log_staging import StagedLogRows
 from engine.routing import ShardBatch, ViewRows
 from engine.state.keys import tile_key
 from engine.state.offsets import NO_OFFSET, OffsetRecord
@@ -185,6 +185,7 @@ class ShardApplier:
                 if raw is not None:
                     self.handoffs[fp] = HANDOFF_RECORD.unpack(raw)[0]
         self.writers: dict[bytes, ParquetLogWriter] = {}
+        self._staged: dict[bytes, StagedLogRows] = {}
         if log_root:
             for fp, compiled in self.views.items():
                 if compiled.view.offline:
@@ -201,6 +202,20 @@ class ShardApplier:
                         # shard at 10k events/s held the dataflow back by ~0.6 s.
                         max_age_s=log_max_age_s * (1 + (partition.shard % 8) / 16),
                     )
+                    self._staged[fp] = StagedLogRows(
+                        self.writers[fp],
+                        compiled.view.join_keys,
+                        compiled.view.columns,
+                        compiled.view.interval_ms,
+                    )
+        # Each view's newest event time as stored in its metadata record: this applier
+        # is the shard's only writer, so it is read once here instead of every commit.
+        self._newest: dict[bytes, int] = {}
+        if self.views:
+            fps = list(self.views)
+            for fp, raw in zip(fps, partition.get_many([meta_key(f) for f in fps]), strict=True):
+                if raw is not None:
+                    self._newest[fp] = META_RECORD.unpack(raw)[0]
 
     # -- the write path ---------------------------------------------------------------
 
@@ -247,15 +262,14 @@ class ShardApplier:
                 self.stats.rows_skipped_replay += int(
                     (~fresh if after_handoff is None else ~fresh & after_handoff).sum()
                 )
-                writer = self.writers.get(fp)
-                if writer is not None:
+                staged = self._staged.get(fp)
+                if staged is not None:
                     to_log = rows.offsets > logged
                     if after_handoff is not None:
                         to_log &= after_handoff
-                    if bool(to_log.any()):
-                        self._append_log(
-                            writer, self.views[fp], rows.select(to_log), batch.partition
-                        )
+                    to_stage = rows if bool(to_log.all()) else rows.select(to_log)
+                    staged.add(to_stage, batch.partition)
+                    self.stats.log_rows += len(to_stage)
             previous = progress.get(batch.partition)
             if previous is None or batch.last_offset > previous[0]:
                 progress[batch.partition] = (batch.last_offset, batch.max_ts_after)
@@ -264,9 +278,11 @@ class ShardApplier:
         online_items: list[tuple[bytes, bytes, bytes | None]] = []
         meta_items: list[tuple[bytes, bytes]] = []
         ttl_ms: int | None = None
+        newest_after: dict[bytes, int] = {}
         for fp, parts in state_rows.items():
             compiled = self.views[fp]
-            items, meta_value = self._apply_view(txn, compiled, parts)
+            items, meta_value, newest = self._apply_view(txn, compiled, parts)
+            newest_after[fp] = newest
             online_items.extend(items)
             meta_items.append(
                 (redis_meta_key(compiled.view.fingerprint_hex, self.partition.shard), meta_value)
@@ -300,6 +316,7 @@ class ShardApplier:
 
             self._retry("write the online copy", write_copy)
         txn.commit()
+        self._newest.update(newest_after)
         self.stats.batches += 1
         self.stats.last_batch_seconds = time.perf_counter() - started
         if publish:
@@ -307,7 +324,7 @@ class ShardApplier:
 
     def _apply_view(
         self, txn: Any, compiled: _CompiledView, parts: list[tuple[ViewRows, int]]
-    ) -> tuple[list[tuple[bytes, bytes, bytes | None]], bytes]:
+    ) -> tuple[list[tuple[bytes, bytes, bytes | None]], bytes, int]:
         view, layout = compiled.view, compiled.layout
         keys, codes = _merge_codes(parts)
         event_ts = np.concatenate([rows.event_ts for rows, _ in parts])
@@ -329,10 +346,7 @@ class ShardApplier:
         merged = retain(merged, view.retention_ms, view.interval_ms)
         records = encode_many(layout, merged, len(keys))
         txn.put_many(state_keys, records)
-        newest = int(batch_max.max())
-        meta = txn.get_many([meta_key(view.fingerprint)])[0]
-        if meta is not None:
-            newest = max(newest, META_RECORD.unpack(meta)[0])
+        newest = max(int(batch_max.max()), self._newest.get(view.fingerprint, NO_EVENT_TS))
         meta_value = META_RECORD.pack(newest, self.clock_ms())
         txn.put(meta_key(view.fingerprint), meta_value)
         self.stats.rows_applied += len(codes)
@@ -343,31 +357,9 @@ class ShardApplier:
         items: list[tuple[bytes, bytes, bytes | None]] = []
         if self.online_copy is not None:  # only the Redis copy reads them
             items = [(view.fingerprint, k, r) for k, r in zip(keys, records, strict=True)]
-        return items, meta_value
+        return items, meta_value, newest
 
     # -- the Parquet log --------------------------------------------------------------
-
-    def _append_log(
-        self, writer: ParquetLogWriter, compiled: _CompiledView, rows: ViewRows, partition: int
-    ) -> None:
-        view = compiled.view
-        columns: dict[str, Any]
-        if len(view.join_keys) == 1:
-            # One join key: the entity key bytes are that value's text (routing's
-            # contract), so the column is a gather of the distinct keys, not one str()
-            # conversion per row.
-            distinct = pa.array(rows.keys, type=pa.binary()).cast(pa.string())
-            columns = {view.join_keys[0]: distinct.take(pa.array(rows.codes))}
-        else:
-            columns = {k: rows.join_values[k] for k in view.join_keys}
-        columns["event_time"] = rows.event_ts
-        columns["partition"] = np.full(len(rows), partition, dtype=np.int32)
-        columns["offset"] = rows.offsets
-        columns["tile_start"] = (rows.event_ts // view.interval_ms) * view.interval_ms
-        for i, column in enumerate(view.columns):
-            columns[value_column(column)] = rows.values[:, i]
-        writer.append(columns)
-        self.stats.log_rows += len(rows)
 
     def maybe_publish_log(self, force: bool = False) -> None:
         """Publish every writer of the shard when any is due, then record the log offsets.
@@ -382,8 +374,10 @@ class ShardApplier:
             if not force and not self._pending.future.done():
                 return
             self._finish_pending()
-        if not force and not any(w.should_roll() for w in self.writers.values()):
+        if not force and not any(staged.roll_due() for staged in self._staged.values()):
             return
+        for staged in self._staged.values():
+            staged.flush()
         cuts = {fp: cut for fp, w in self.writers.items() if (cut := w.cut()) is not None}
         logged = dict(self.offsets)  # every row up to these offsets is in the cuts
         if self.publish_in_background and not force and cuts:
