@@ -21,10 +21,13 @@ import pyarrow as pa
 from engine.io.parquet_log import ParquetLogWriter, value_column
 from engine.routing import ViewRows
 
-# A piece count that keeps the buffer to a few hundred objects per roll and a row count
-# that keeps every backfill chunk a single append.
+# Small pieces are staged until 64 have gathered (a few hundred buffer objects per
+# roll); a piece that brings the stage to 1,024 rows goes on at once, since bulk pieces
+# gain nothing from waiting. Keeping bulk pieces (thousands of rows, with their batch's
+# entity-key objects) alive across batches cost bulk ingest 15% (measured with 8,192):
+# the next batch's records were allocated around them, scattered in memory.
 MAX_STAGED_PIECES = 64
-MAX_STAGED_ROWS = 8_192
+MAX_STAGED_ROWS = 1_024
 
 
 @dataclass

@@ -17,6 +17,7 @@ docs/definitions-api.md by duck typing.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -236,6 +237,28 @@ class ViewSpec:
     @property
     def output_names(self) -> tuple[str, ...]:
         return tuple(a.output_name for a in self.aggregations)
+
+    def project(self, names: Iterable[str]) -> ViewSpec:
+        """The same view evaluating only the aggregations named (in declared order).
+
+        Records are unchanged (the layout depends on the columns alone), so a reader
+        that needs a few of a view's features evaluates only those.
+
+        >>> spec = ViewSpec(60_000, ("amount",), (
+        ...     AggregationSpec("n_1h", "amount", "count", 3_600_000),
+        ...     AggregationSpec("sum_1h", "amount", "sum", 3_600_000)), 86_400_000)
+        >>> spec.project(["sum_1h"]).output_names
+        ('sum_1h',)
+        """
+        wanted = set(names)
+        unknown = sorted(wanted - set(self.output_names))
+        if unknown:
+            raise KernelSpecError(
+                f"ViewSpec.project: expected aggregation names of this view, got unknown {unknown}",
+                hint=f"the view's aggregations are {list(self.output_names)}",
+            )
+        kept = tuple(a for a in self.aggregations if a.output_name in wanted)
+        return ViewSpec(self.interval_ms, self.columns, kept, self.retention_ms)
 
     @classmethod
     def from_view(cls, view: Any) -> ViewSpec:

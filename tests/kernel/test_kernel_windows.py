@@ -231,3 +231,20 @@ def test_evaluate_many_with_tile_ids_too_far_apart_for_one_key() -> None:
     batch = evaluate_many(spec, tiles, partials, indptr, [0, 1, 1], times)
     for i, (entity, t) in enumerate(zip([0, 1, 1], times, strict=True)):
         assert batch.row(i) == evaluate(spec, *state[entity], t)
+
+
+def test_a_projected_spec_evaluates_its_aggregations_as_the_full_spec() -> None:
+    spec = make_spec(60_000, [1, 5, 60], default=None)
+    events = [Event(entity=0, e=60_000 * i + 17 * i, value=float(i % 7), partition=0, offset=i)
+              for i in range(90)]  # fmt: skip
+    tiles, partials = build_state([events], 60_000)[0]
+    kept = [spec.output_names[-1], spec.output_names[0]]
+    projected = spec.project(kept)
+    assert projected.output_names == (spec.output_names[0], spec.output_names[-1])  # declared order
+    assert projected.layout == spec.layout
+    t = 60_000 * 95
+    full, part = evaluate(spec, tiles, partials, t), evaluate(projected, tiles, partials, t)
+    for name in projected.output_names:
+        assert_same_value(part.values[name], full.values[name], name)
+    with pytest.raises(ValueError, match="unknown \\['nope'\\]"):
+        spec.project(["nope"])

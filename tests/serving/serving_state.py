@@ -76,7 +76,11 @@ def build_test_repo(base: FeatureRepo) -> FeatureRepo:
     flaky = OnDemandFeatureView(name="flaky", sources=[user_defaults, request], schema={"flaky_out": "float"},
                                 mode="python", fn="serving_test_transforms:flaky")
     service = FeatureService(name="with_defaults", features=[user_defaults, flaky])
-    objects: list[object] = [*base.views, *base.on_demand_views, *base.services, user_defaults, flaky, service]
+    # One feature from each of two views: serving evaluates those two windows only.
+    subset = FeatureService(name="user_subset", features=[
+        base.view("merchant_activity")[["merchant_txn_count_1h"]], user_spend[["amount_max_1h"]]])
+    objects: list[object] = [*base.views, *base.on_demand_views, *base.services, user_defaults, flaky, service,
+                             subset]
     return FeatureRepo.from_objects(objects)
 
 

@@ -11,6 +11,8 @@ from asgi_client import ASGIClient
 from serving_state import MERCHANTS, T_END, USERS, passes
 
 from engine.definitions import FeatureRepo, StreamFeatureView
+from engine.plan import AppliedPlan
+from serving.registry import build_registry
 from tests.reference import reference_value
 
 MINUTE = 60_000
@@ -72,6 +74,34 @@ def test_many_entities_match_reference(
         merchant_sum = want_merchant["merchant_amount_sum_1h"] or 0.0
         share = (want_user["amount_sum_1h"] or 0.0) / merchant_sum if merchant_sum > 0 else 0.0
         assert close(row["user_merchant_share_1h"], share)
+
+
+@pytest.mark.parametrize("n_users", [1, len(USERS) + 1])
+def test_a_service_selecting_few_features_matches_reference(
+    backend_client: ASGIClient, repo: FeatureRepo, events: list[dict[str, Any]], n_users: int,
+) -> None:
+    t = T_END + 3 * MINUTE
+    users = [*USERS, "u0"][:n_users]
+    merchants = [MERCHANTS[i % len(MERCHANTS)] for i in range(n_users)]
+    body = post(backend_client, "user_subset",
+                {"entities": {"user_id": users, "merchant_id": merchants}, "as_of": t})
+    user_spend, merchant_activity = repo.view("user_spend"), repo.view("merchant_activity")
+    for user, merchant, row in zip(users, merchants, body["features"], strict=True):
+        assert list(row) == ["merchant_id", "user_id", "merchant_txn_count_1h", "amount_max_1h"]
+        assert row["merchant_txn_count_1h"] == expected(merchant_activity, events, merchant, t)["merchant_txn_count_1h"]
+        assert close(row["amount_max_1h"], expected(user_spend, events, user, t)["amount_max_1h"])
+
+
+def test_services_evaluate_only_the_windows_they_use(repo: FeatureRepo, plan: AppliedPlan) -> None:
+    registry = build_registry(repo, plan)
+    subset = {v.name: v for v in registry.service("user_subset").views}
+    assert subset["user_spend"].spec.output_names == ("amount_max_1h",)
+    assert subset["user_spend"].plan.names == ("amount_max_1h",)
+    assert subset["merchant_activity"].feature_names == ("merchant_txn_count_1h",)
+    # batch_review's transform takes every user_spend feature as input: nothing is dropped.
+    review = registry.service("batch_review").views[0]
+    assert review.feature_names == repo.view("user_spend").feature_names
+    assert registry.views["user_spend"].feature_names == repo.view("user_spend").feature_names
 
 
 def test_single_entity_equals_batch_row(backend_client: ASGIClient) -> None:
