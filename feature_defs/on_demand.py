@@ -10,9 +10,11 @@ from engine.definitions import OnDemandFeatureView
 from .sources import transaction_request
 from .views import merchant_activity, user_spend
 
+# Each transform names the features it reads (view[[...]]): serving then evaluates and
+# passes those windows only, and a change to another aggregation cannot break it.
 spend_velocity = OnDemandFeatureView(
     name="spend_velocity",
-    sources=[user_spend, transaction_request],
+    sources=[user_spend[["amount_sum_15m"]], transaction_request],
     schema={"spend_velocity_ratio": "float"},
     mode="python",
     fn="feature_defs.transforms:spend_velocity",
@@ -21,7 +23,7 @@ spend_velocity = OnDemandFeatureView(
 
 user_merchant_share = OnDemandFeatureView(
     name="user_merchant_share",
-    sources=[user_spend, merchant_activity],
+    sources=[user_spend[["amount_sum_1h"]], merchant_activity[["merchant_amount_sum_1h"]]],
     schema={"user_merchant_share_1h": "float"},
     mode="python",
     fn="feature_defs.transforms:user_merchant_share",
@@ -30,7 +32,7 @@ user_merchant_share = OnDemandFeatureView(
 
 amount_zscore = OnDemandFeatureView(
     name="amount_zscore",
-    sources=[user_spend, transaction_request],
+    sources=[user_spend[["amount_mean_1d", "amount_stddev_1d"]], transaction_request],
     schema={"amount_zscore_1d": "float"},
     mode="batch",
     fn="feature_defs.transforms:amount_zscore",

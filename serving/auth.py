@@ -48,7 +48,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 ALL_SERVICES = "*"
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
-_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}\Z")
 _FEATURES_PREFIX = "/v1/features/"
 _SERVICE_PREFIX = "/v1/services/"
 _FEAST_PATH = "/get-online-features"

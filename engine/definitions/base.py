@@ -20,8 +20,8 @@ from typing import Any, TypeVar, cast, dataclass_transform
 
 from engine.definitions.exceptions import DefinitionError, DefinitionTypeError, Problem
 
-NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
-FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*\Z")
+FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 class FieldType(StrEnum):

@@ -11,7 +11,7 @@ import dataclasses
 import importlib
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
 
 from engine.definitions.base import (
     Checker,
@@ -28,9 +28,10 @@ if TYPE_CHECKING:
     from engine.definitions.service import FeatureRef
 
 MODES = ("python", "batch")
-_PATH_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+_PATH_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\Z")
 
-OnDemandSource = StreamFeatureView | RequestSource
+# A whole stream view, a selection of its features (``view[["a", "b"]]``) or request data.
+OnDemandSource = Union[StreamFeatureView, "FeatureRef", RequestSource]
 
 
 @definition("OnDemandFeatureView")
@@ -47,19 +48,30 @@ class OnDemandFeatureView:
         default=None, init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
+        from engine.definitions.service import FeatureRef  # service imports this module
+
         c = Checker("OnDemandFeatureView", self.name)
         c.name_field("name", self.name)
         sources: tuple[OnDemandSource, ...] = ()
+        valid = True
         if isinstance(self.sources, str | bytes) or not isinstance(self.sources, Sequence):
-            c.add("sources", "a list of StreamFeatureView / RequestSource objects", self.sources,
-                  "write sources=[user_spend, transaction_request]", type_error=True)
+            valid = False
+            c.add("sources", "a list of StreamFeatureView / view[[...]] / RequestSource objects", self.sources,
+                  "write sources=[user_spend[['amount_sum_15m']], transaction_request]", type_error=True)
         else:
             sources = tuple(self.sources)
             if not sources:
                 c.add("sources", "at least one source", self.sources, "list the views and request sources the transform reads")
             for item in sources:
-                if not isinstance(item, StreamFeatureView | RequestSource):
-                    c.add("sources", "StreamFeatureView or RequestSource objects", item,
+                if isinstance(item, FeatureRef):
+                    if not isinstance(item.view, StreamFeatureView):
+                        valid = False
+                        c.add("sources", "selections of stream views", f"<{item.view.name}[{list(item.features)}]>",
+                              "an on-demand view reads stream views and request sources, not other on-demand views",
+                              type_error=True)
+                elif not isinstance(item, StreamFeatureView | RequestSource):
+                    valid = False
+                    c.add("sources", "StreamFeatureView, view[[...]] selection or RequestSource objects", item,
                           "pass the definition objects themselves, not names", type_error=True)
         schema = parse_schema(c, "schema", self.schema)
         if c.type_is("mode", self.mode, str, "a mode name", f"use one of {MODES}") and self.mode not in MODES:
@@ -70,14 +82,15 @@ class OnDemandFeatureView:
             c.add("fn", "an import path 'package.module:function'", self.fn,
                   "separate the module from the function with ':', e.g. 'feature_defs.transforms:spend_velocity'")
         c.text("description", self.description)
-        if all(isinstance(s, StreamFeatureView | RequestSource) for s in sources):
+        if valid:
             seen: dict[str, str] = {}
             for src in sources:
                 for feature in _source_fields(src):
                     if feature in seen:
-                        c.add("sources", "distinct input names across sources", f"<{feature!r} in both {seen[feature]!r} and {src.name!r}>",
+                        c.add("sources", "distinct input names across sources",
+                              f"<{feature!r} in both {seen[feature]!r} and {_source_name(src)!r}>",
                               "name the aggregations of one view explicitly so inputs do not collide")
-                    seen[feature] = src.name
+                    seen[feature] = _source_name(src)
         c.check()
         object.__setattr__(self, "sources", sources)
         object.__setattr__(self, "schema", schema)
@@ -96,7 +109,13 @@ class OnDemandFeatureView:
 
     @property
     def source_views(self) -> tuple[StreamFeatureView, ...]:
-        return tuple(s for s in self.sources if isinstance(s, StreamFeatureView))
+        """The stream views the transform reads (whole or a selection), each once."""
+        views: dict[str, StreamFeatureView] = {}
+        for src in self.sources:
+            view = src if isinstance(src, StreamFeatureView) else getattr(src, "view", None)
+            if isinstance(view, StreamFeatureView):
+                views.setdefault(view.name, view)
+        return tuple(views.values())
 
     @property
     def request_sources(self) -> tuple[RequestSource, ...]:
@@ -138,7 +157,7 @@ class OnDemandFeatureView:
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "sources": [{"kind": type(s).__name__, "name": s.name} for s in self.sources],
+            "sources": [_source_dict(s) for s in self.sources],
             "schema": {k: str(v) for k, v in self.schema.items()},
             "mode": self.mode,
             "fn": self.fn,
@@ -147,7 +166,17 @@ class OnDemandFeatureView:
 
 
 def _source_fields(src: OnDemandSource) -> Mapping[str, FieldType]:
-    return src.feature_types if isinstance(src, StreamFeatureView) else src.field_types
+    return src.field_types if isinstance(src, RequestSource) else src.feature_types
+
+
+def _source_name(src: OnDemandSource) -> str:
+    return src.name if isinstance(src, StreamFeatureView | RequestSource) else src.view.name
+
+
+def _source_dict(src: OnDemandSource) -> dict[str, Any]:
+    if isinstance(src, StreamFeatureView | RequestSource):
+        return {"kind": type(src).__name__, "name": src.name}
+    return {"kind": "FeatureRef", "name": src.view.name, "features": list(src.features)}
 
 
 def on_demand_feature_view(

@@ -17,7 +17,7 @@ from engine.definitions.base import (
 )
 
 TIMESTAMP_FORMATS = ("epoch_millis", "epoch_seconds", "iso8601")
-_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}\Z")
 
 
 @definition("EventSource")

@@ -33,9 +33,9 @@ VALUE_PREFIX = "value__"
 DAY_MS = 86_400_000
 TMP_SUFFIX = ".tmp"
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-_HEX = re.compile(r"^[0-9a-f]+$")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
+_HEX = re.compile(r"^[0-9a-f]+\Z")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")
 
 
 class ParquetLogError(StreamfeatError):

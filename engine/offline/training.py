@@ -283,6 +283,11 @@ def _is_view(obj: Any) -> bool:
     return hasattr(obj, "aggregations") and hasattr(obj, "interval_ms")
 
 
+def _is_ref(obj: Any) -> bool:
+    """A selection of a stream view's features, ``view[["a", "b"]]``."""
+    return _is_view(getattr(obj, "view", None)) and hasattr(obj, "features")
+
+
 def _is_request_source(obj: Any) -> bool:
     return hasattr(obj, "schema") and not _is_view(obj) and not _is_odfv(obj)
 
@@ -638,6 +643,8 @@ def get_training_set(
             for src in target.sources:
                 if _is_view(src):
                     need(src, _view_features(src))
+                elif _is_ref(src):
+                    need(src.view, src.features)
             request_fields.extend(f for f in request_fields_of(target) if f not in request_fields)
         else:
             selected = names if names is not None else tuple(_view_features(target))
@@ -668,6 +675,8 @@ def get_training_set(
         for src in odfv.sources:
             if _is_view(src):
                 inputs.update({n: computed[n] for n in _view_features(src)})
+            elif _is_ref(src):
+                inputs.update({n: computed[n] for n in src.features})
         inputs.update({f: spine.get_column(f) for f in request_fields_of(odfv)})
         computed.update(compute_on_demand(odfv, pl.DataFrame(list(inputs.values())), names))
 

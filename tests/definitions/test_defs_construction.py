@@ -196,6 +196,31 @@ def test_request_source_and_odfv(view: StreamFeatureView) -> None:
     refused(lambda: OnDemandFeatureView(name="x", sources=[view, clash], schema={"r": "float"}, fn="a.b:c"), "sources")
 
 
+def test_odfv_reads_a_selection_of_a_view(view: StreamFeatureView) -> None:
+    req = RequestSource(name="req", schema={"amount_now": float})
+    odfv = OnDemandFeatureView(name="ratio", sources=[view[["amount_sum_15m"]], req], schema={"r": "float"},
+                               fn="defs_odfv_funcs:ratio")
+    assert dict(odfv.input_types) == {"amount_sum_15m": FieldType.FLOAT, "amount_now": FieldType.FLOAT}
+    assert odfv.source_views == (view,)
+    assert odfv.to_dict()["sources"] == [
+        {"kind": "FeatureRef", "name": "user_spend", "features": ["amount_sum_15m"]},
+        {"kind": "RequestSource", "name": "req"},
+    ]
+    # Two selections of one view: the view is read once.
+    split = OnDemandFeatureView(name="split", sources=[view[["amount_sum_15m"]], view[["qty_max_1d"]]],
+                                schema={"r": "float"}, fn="a.b:c")
+    assert split.source_views == (view,)
+    assert set(split.input_types) == {"amount_sum_15m", "qty_max_1d"}
+    # A selection of an on-demand view is refused: transforms read stream views.
+    refused(lambda: OnDemandFeatureView(name="x", sources=[odfv[["r"]]], schema={"y": "float"}, fn="a.b:c"),
+            "sources", kind=DefinitionTypeError)
+    # Inputs must stay distinct across whole views, selections and request sources.
+    clash = RequestSource(name="clash", schema={"amount_sum_15m": float})
+    err = refused(lambda: OnDemandFeatureView(name="x", sources=[view[["amount_sum_15m"]], clash],
+                                              schema={"r": "float"}, fn="a.b:c"), "sources")
+    assert "'user_spend'" in str(err) and "'clash'" in str(err)
+
+
 def test_odfv_resolve_is_lazy_and_reports_bad_paths(view: StreamFeatureView) -> None:
     missing = OnDemandFeatureView(name="x", sources=[view], schema={"r": "float"}, fn="no_such_module_xyz.sub:fn")
     err = refused(missing.resolve, "fn")
@@ -259,3 +284,11 @@ def test_check_on_demand_reports_mismatches(view: StreamFeatureView) -> None:
                   kind=OnDemandCheckError)
     assert "Int64" in str(err)
     refused(lambda: check_on_demand(odfv("defs_odfv_funcs:not_a_frame", "batch")), "fn", kind=OnDemandCheckError)
+
+
+def test_a_trailing_newline_is_not_part_of_a_valid_name() -> None:
+    # "$" in a pattern also matches before a final "\n"; names end up in paths and keys.
+    refused(lambda: Entity(name="user\n", join_keys=["user_id"]), "name")
+    refused(lambda: Entity(name="user", join_keys=["user_id\n"]), "join_keys")
+    refused(lambda: EventSource(name="tx", topic="transactions\n", timestamp_field="ts",
+                                schema={"ts": int}), "topic")  # fmt: skip

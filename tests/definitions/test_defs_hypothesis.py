@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -24,8 +25,9 @@ USER = Entity(name="user", join_keys=["user_id"])
 AGG = Aggregation(column="amount", function="sum", window=timedelta(hours=1))
 
 bad_names = st.one_of(
-    st.text(min_size=1).filter(lambda s: not (s[0].islower() or s[0] == "_") or not s.replace("_", "").isalnum()
-                               or not s.isascii() or s.lower() != s),
+    # Valid names (docs/definitions-api.md): lowercase ASCII letters, digits and "_", not
+    # starting with a digit; "_" alone is one.
+    st.text(min_size=1).filter(lambda s: re.fullmatch(r"[a-z_][a-z0-9_]*", s) is None),
     st.just(""), st.integers(), st.none(),
 )
 bad_durations = st.one_of(st.integers(), st.floats(allow_nan=True), st.text(max_size=3),

@@ -98,10 +98,15 @@ def test_services_evaluate_only_the_windows_they_use(repo: FeatureRepo, plan: Ap
     assert subset["user_spend"].spec.output_names == ("amount_max_1h",)
     assert subset["user_spend"].plan.names == ("amount_max_1h",)
     assert subset["merchant_activity"].feature_names == ("merchant_txn_count_1h",)
-    # batch_review's transform takes every user_spend feature as input: nothing is dropped.
+    # batch_review returns three user_spend features; its transform reads two of them.
     review = registry.service("batch_review").views[0]
-    assert review.feature_names == repo.view("user_spend").feature_names
-    assert registry.views["user_spend"].feature_names == repo.view("user_spend").feature_names
+    assert set(review.feature_names) == {"amount_sum_1d", "amount_mean_1d", "amount_stddev_1d"}
+    full = repo.view("user_spend").feature_names
+    fraud = {v.name: v for v in registry.service("fraud_scoring").views}
+    assert fraud["user_spend"].feature_names == full  # the service returns the whole view
+    assert fraud["merchant_activity"].feature_names == (  # two returned, one for a transform
+        "merchant_txn_count_15m", "merchant_txn_count_1h", "merchant_amount_sum_1h")
+    assert registry.views["user_spend"].feature_names == full
 
 
 def test_single_entity_equals_batch_row(backend_client: ASGIClient) -> None:
