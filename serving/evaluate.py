@@ -1,4 +1,4 @@
-"""Window evaluation for one request: one multi-get per view, then the kernel.
+"""Window evaluation for one request: one read of every view's records, then the kernel.
 
 One entity uses the view's precompiled :class:`engine.kernel.window_plan.WindowPlan`
 (plain Python over a few tiles); several use the vectorized
@@ -9,6 +9,7 @@ evaluated as of the request's time (wall clock or ``as_of``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,8 +87,11 @@ def evaluate_view(view: CompiledView, records: list[bytes | None], t_ms: int) ->
 
 
 def read_and_evaluate(
-    online: OnlineAccess, view: CompiledView, entities: dict[str, list[EntityValue]], n_rows: int, t_ms: int,
-) -> ViewValues:
-    """One multi-get for the view, then window evaluation as of ``t_ms``."""
-    records = online.read(view.fingerprint, entity_keys(view, entities, n_rows))
-    return evaluate_view(view, records, t_ms)
+    online: OnlineAccess, views: Sequence[CompiledView], entities: dict[str, list[EntityValue]], n_rows: int,
+    t_ms: int,
+) -> list[ViewValues]:
+    """One read of every view's records (one round trip for Redis), then window evaluation
+    of each as of ``t_ms``."""
+    requests = [(view.fingerprint, entity_keys(view, entities, n_rows)) for view in views]
+    records = online.read_views(requests) if len(views) > 1 else [online.read(*requests[0])]
+    return [evaluate_view(view, recs, t_ms) for view, recs in zip(views, records, strict=True)]

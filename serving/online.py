@@ -116,6 +116,13 @@ class OnlineAccess:
             self.metrics.online_read_errors.labels(self.backend).inc()
             raise OnlineTableUnavailableError(exc.reason, hint=exc.hint) from exc
 
+    def read_views(self, requests: Sequence[tuple[bytes, Sequence[bytes]]]) -> list[list[bytes | None]]:
+        try:
+            return self.table.read_views(requests)
+        except OnlineTableUnavailable as exc:
+            self.metrics.online_read_errors.labels(self.backend).inc()
+            raise OnlineTableUnavailableError(exc.reason, hint=exc.hint) from exc
+
     def freshness(self, view: CompiledView) -> Freshness:
         now = time.monotonic()
         cached = self._freshness.get(view.fingerprint)

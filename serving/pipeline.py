@@ -84,8 +84,9 @@ def compute(online: OnlineAccess, request: FeatureRequest) -> FeatureResult:
     views: dict[str, ViewValues] = {}
     freshness: dict[str, Freshness] = {}
     stale: dict[str, bool] = {}
-    for view in service.views:
-        views[view.name] = read_and_evaluate(online, view, request.entities, n, t)
+    evaluated = read_and_evaluate(online, service.views, request.entities, n, t) if service.views else []
+    for view, values in zip(service.views, evaluated, strict=True):
+        views[view.name] = values
         fresh = online.freshness(view)
         freshness[view.name] = fresh
         lag = fresh.lag_ms(t)

@@ -18,7 +18,7 @@ from engine.state.redis_client import (
 
 
 class RedisOnlineTable(ClosesOnExit):
-    """Batch reads with one MGET per call.
+    """Batch reads with one MGET per call (:meth:`read_views`: one for several views).
 
     A Redis outage raises :class:`OnlineTableUnavailable` (serving answers 503);
     the connection pool reconnects on its own once Redis is back, so the same object
@@ -55,6 +55,26 @@ class RedisOnlineTable(ClosesOnExit):
             raise self._unavailable(exc) from exc
         self._last_ok = time.monotonic()
         return values
+
+    def read_views(
+        self, requests: Sequence[tuple[bytes, Sequence[bytes]]]
+    ) -> list[list[bytes | None]]:
+        """Every view's keys in one MGET: one round trip per request, not one per view."""
+        keys = [redis_key(fingerprint, key) for fingerprint, entity_keys in requests
+                for key in entity_keys]  # fmt: skip
+        if not keys:
+            return [[] for _ in requests]
+        try:
+            values: list[bytes | None] = self._client.mget(keys)
+        except REDIS_ERRORS as exc:
+            raise self._unavailable(exc) from exc
+        self._last_ok = time.monotonic()
+        out: list[list[bytes | None]] = []
+        start = 0
+        for _, entity_keys in requests:
+            out.append(values[start : start + len(entity_keys)])
+            start += len(entity_keys)
+        return out
 
     def refresh(self) -> None:
         """Redis reads are always current; this only checks the server answers."""

@@ -242,6 +242,12 @@ class RocksDBOnlineTable(ClosesOnExit):
                     result[index] = value
         return result
 
+    def read_views(
+        self, requests: Sequence[tuple[bytes, Sequence[bytes]]]
+    ) -> list[list[bytes | None]]:
+        """One :meth:`read` per view (local reads: nothing to batch across views)."""
+        return [self.read(fingerprint, keys) for fingerprint, keys in requests]
+
     def read_meta(self, fingerprint: bytes) -> list[bytes | None]:
         """The view's ingest metadata record (``b"M" + fingerprint``) in every shard
         (None where absent or the shard is not created yet)."""

@@ -89,6 +89,15 @@ class OnlineTable(Protocol):
         """
         ...
 
+    def read_views(
+        self, requests: Sequence[tuple[bytes, Sequence[bytes]]]
+    ) -> list[list[bytes | None]]:
+        """:meth:`read` of several ``(fingerprint, entity keys)`` at once, in order.
+
+        A table behind a network round trip answers all of them in one.
+        """
+        ...
+
     def refresh(self) -> None:
         """Catch up with the writer now (no-op where reads are always current)."""
         ...

@@ -120,6 +120,19 @@ def test_views_are_isolated(harness: Harness) -> None:
     assert harness.table.read(FP_B, shared) == [b"B"] * 5 + [None] * 5
 
 
+def test_several_views_read_at_once(harness: Harness) -> None:
+    users, shops = keys(40), keys(7, "shop")
+    harness.write(FP_A, [(k, b"A:" + k) for k in users])
+    harness.write(FP_B, [(k, b"B:" + k) for k in shops[:3]])
+    harness.visible()
+    ask_a = [users[3], entity_key(["absent"]), users[39]]
+    got = harness.table.read_views([(FP_A, ask_a), (FP_B, shops), (FP_A, [])])
+    assert got == [harness.table.read(FP_A, ask_a), harness.table.read(FP_B, shops), []]
+    assert got[0] == [b"A:" + users[3], None, b"A:" + users[39]]
+    assert got[1] == [b"B:" + k for k in shops[:3]] + [None] * 4
+    assert harness.table.read_views([]) == []
+
+
 def test_new_commits_visible_after_refresh(harness: Harness) -> None:
     first, second = keys(50, "first"), keys(50, "second")
     harness.write(FP_A, [(k, b"1") for k in first])
