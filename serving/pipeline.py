@@ -91,11 +91,18 @@ def compute(online: OnlineAccess, request: FeatureRequest) -> FeatureResult:
         freshness[view.name] = fresh
         lag = fresh.lag_ms(t)
         stale[view.name] = lag is not None and lag > view.expected_freshness_ms
+    # Values are taken from their owner by name: two views (or a view and a transform)
+    # may both have a feature "x", and only the one the service or transform declared
+    # may be used.
+    owner = service.feature_owner
     columns: dict[str, list[Any]] = dict(request.entities)
-    for values in views.values():
-        columns.update(values.columns)
-    if service.transforms:
-        inputs: dict[str, list[Any]] = {**columns, **request.request_data}
-        for transform in service.transforms:
-            columns.update(run_transform(transform, inputs, n))
+    for feature in service.features:
+        if owner[feature] in views:
+            columns[feature] = views[owner[feature]].columns[feature]
+    for transform in service.transforms:
+        inputs = {name: request.request_data[name] if source is None else views[source].columns[name]
+                  for name, source in transform.input_views.items()}  # fmt: skip
+        for name, column in run_transform(transform, inputs, n).items():
+            if owner.get(name) == transform.name:
+                columns[name] = column
     return FeatureResult(request, columns, views, freshness, stale)

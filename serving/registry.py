@@ -76,6 +76,7 @@ class CompiledTransform:
     view_names: tuple[str, ...]  # stream views it reads
     input_types: Mapping[str, FieldType]
     output_types: Mapping[str, FieldType]
+    input_views: Mapping[str, str | None]  # input -> the view it is read from (None: request data)
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,7 @@ def _compile_transform(odfv: OnDemandFeatureView) -> CompiledTransform:
         view_names=tuple(v.name for v in odfv.source_views),
         input_types=dict(odfv.input_types),
         output_types=dict(odfv.feature_types),
+        input_views=dict(odfv.input_sources),
     )
 
 
@@ -153,8 +155,7 @@ def _service_view(service: FeatureService, view: CompiledView) -> CompiledView:
     on-demand transforms (all of them if it needs none: the read still gives statuses)."""
     needed = {name for ref in service.refs if ref.view.name == view.name for name in ref.features}
     for odfv in service.on_demand_views:
-        if any(source.name == view.name for source in odfv.source_views):
-            needed.update(name for name in odfv.input_types if name in view.feature_types)
+        needed.update(name for name, source in odfv.input_sources.items() if source == view.name)
     return view.project(needed) if needed else view
 
 

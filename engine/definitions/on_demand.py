@@ -118,6 +118,18 @@ class OnDemandFeatureView:
         return tuple(views.values())
 
     @property
+    def input_sources(self) -> Mapping[str, str | None]:
+        """Where each input comes from: its stream view's name, or None for request data.
+
+        Two views may have features of the same name; a transform's input is the one of
+        the source it was declared from, whatever else a service reads.
+        """
+        return FrozenMap(
+            (name, None if isinstance(src, RequestSource) else _source_name(src))
+            for src in self.sources for name in _source_fields(src)
+        )
+
+    @property
     def request_sources(self) -> tuple[RequestSource, ...]:
         return tuple(s for s in self.sources if isinstance(s, RequestSource))
 

@@ -635,11 +635,14 @@ def get_training_set(
         lst = needed.setdefault(view.name, [])
         lst.extend(n for n in names if n not in lst)
 
-    output_names: list[str] = []
+    # (owner, feature) per output column: two views (or a view and an on-demand view) may
+    # both have a feature "x"; each output and each transform input is taken from the
+    # one it was declared from, as serving does.
+    outputs: list[tuple[str, str]] = []
     for target, names in entries:
         if _is_odfv(target):
             odfvs.append((target, names))
-            output_names.extend(names if names is not None else _odfv_outputs(target))
+            outputs.extend((target.name, n) for n in (names if names is not None else _odfv_outputs(target)))
             for src in target.sources:
                 if _is_view(src):
                     need(src, _view_features(src))
@@ -649,7 +652,8 @@ def get_training_set(
         else:
             selected = names if names is not None else tuple(_view_features(target))
             need(target, selected)
-            output_names.extend(selected)
+            outputs.extend((target.name, n) for n in selected)
+    output_names = [n for _, n in outputs]
 
     join_keys: list[str] = []
     for view in views.values():
@@ -665,22 +669,22 @@ def get_training_set(
         )
     t_ms = spine_times_ms(spine, timestamp_column)
 
-    computed: dict[str, pl.Series] = {}
+    computed: dict[str, dict[str, pl.Series]] = {}  # owner -> feature -> values
     for name, view in views.items():
-        computed.update(
-            compute_view_features(view, needed[name], spine, t_ms, log_root, filesystem)
-        )
+        computed[name] = compute_view_features(view, needed[name], spine, t_ms, log_root, filesystem)
     for odfv, names in odfvs:
         inputs: dict[str, pl.Series] = {}
         for src in odfv.sources:
             if _is_view(src):
-                inputs.update({n: computed[n] for n in _view_features(src)})
+                inputs.update({n: computed[src.name][n] for n in _view_features(src)})
             elif _is_ref(src):
-                inputs.update({n: computed[n] for n in src.features})
+                inputs.update({n: computed[src.view.name][n] for n in src.features})
         inputs.update({f: spine.get_column(f) for f in request_fields_of(odfv)})
-        computed.update(compute_on_demand(odfv, pl.DataFrame(list(inputs.values())), names))
+        computed.setdefault(odfv.name, {}).update(
+            compute_on_demand(odfv, pl.DataFrame(list(inputs.values())), names)
+        )
 
-    return spine.with_columns([computed[n] for n in output_names])
+    return spine.with_columns([computed[owner][n] for owner, n in outputs])
 
 
 def request_fields_of(odfv: Any) -> list[str]:

@@ -23,6 +23,7 @@ from engine.definitions import (
     OnDemandFeatureView,
     RequestSource,
     StreamFeatureView,
+    col,
 )
 from engine.io.parquet_log import DAY_MS, ParquetLogWriter
 from engine.offline.exceptions import (
@@ -80,19 +81,42 @@ weighted_view = OnDemandFeatureView(
 broken_view = OnDemandFeatureView(
     "broken_view", sources=[spend, request], schema={"out": float}, fn=f"{__name__}:broken"
 )
+# Same feature name in two views: big_spend's "amount_sum_3s" counts only amounts over 5.
+big_spend = StreamFeatureView(
+    "big_spend",
+    source=txns,
+    entities=[user],
+    filter=col("amount") > 5.0,
+    aggregations=[Aggregation("amount", "sum", timedelta(seconds=3))],
+    aggregation_interval=timedelta(seconds=1),
+)
+
+
+def big_ratio(row: dict[str, Any]) -> dict[str, Any]:
+    return {"big_ratio": row["req_amount"] / (row["amount_sum_3s"] + 1.0)}
+
+
+big_ratio_view = OnDemandFeatureView(
+    "big_ratio_view", sources=[big_spend[["amount_sum_3s"]], request], schema={"big_ratio": float},
+    fn=f"{__name__}:big_ratio",
+)
+shadowed = FeatureService("shadowed", [spend[["amount_sum_3s"]], big_ratio_view])
 all_features = FeatureService("all_features", [spend])
 picked = FeatureService(
     "picked", [spend[["amount_max_3s", "amount_count_1s"]], ratio_view, weighted_view]
 )
 broken_service = FeatureService("broken_service", [broken_view])
 REPO = FeatureRepo.from_objects(
-    [spend, ratio_view, weighted_view, broken_view, all_features, picked, broken_service]
+    [spend, ratio_view, weighted_view, broken_view, all_features, picked, broken_service,
+     big_spend, big_ratio_view, shadowed]
 )
 
 Event = tuple[str, int, int, int, float]  # user, event time, partition, offset, amount
 
 
-def write_log(root: str, events: list[Event], replay: bool = False) -> None:
+def write_log(
+    root: str, events: list[Event], replay: bool = False, view: StreamFeatureView = spend
+) -> None:
     """Write events as the dataflow would, in two publishes (plus a replayed copy)."""
     half = len(events) // 2
     for writer_id, chunk in (("w0", events[:half]), ("w1", events[half:])):
@@ -102,7 +126,7 @@ def write_log(root: str, events: list[Event], replay: bool = False) -> None:
             continue
         t = np.asarray([e[1] for e in chunk], dtype=np.int64)
         w = ParquetLogWriter(
-            root, spend.name, spend.fingerprint_hex, spend.join_keys, spend.columns, writer_id
+            root, view.name, view.fingerprint_hex, view.join_keys, view.columns, writer_id
         )
         w.append(
             {
@@ -263,6 +287,17 @@ def test_selection_order_and_on_demand_views(tmp_path: Path) -> None:
     # spend_ratio = req / (amount_sum_3s + 1); weighted = req * amount_count_3s
     assert out["spend_ratio"].to_list() == [28.0 / 15.0, 3.0 / 2.0, 5.0]
     assert out["weighted"].to_list() == [56.0, 3.0, 0.0]
+
+
+def test_a_feature_name_in_two_views_is_read_from_its_declared_view(tmp_path: Path) -> None:
+    events = [("a", BASE + 100, 0, 0, 10.0), ("a", BASE + 1500, 1, 0, 4.0), ("b", BASE, 0, 1, 1.0)]
+    write_log(str(tmp_path), events)
+    write_log(str(tmp_path), [e for e in events if e[4] > 5.0], view=big_spend)  # what its filter keeps
+    spine = pl.DataFrame({"event_timestamp": [BASE + 2000, BASE + 2000], "user_id": ["a", "b"],
+                          "req_amount": [28.0, 3.0]})  # fmt: skip
+    out = get_training_set(REPO, "shadowed", spine, str(tmp_path))
+    assert out["amount_sum_3s"].to_list() == [14.0, 1.0]  # user_spend's, as the service declares
+    assert out["big_ratio"].to_list() == [28.0 / 11.0, 3.0 / 1.0]  # from big_spend's 10.0 and 0.0
 
 
 def test_on_demand_errors(tmp_path: Path) -> None:

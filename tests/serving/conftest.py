@@ -8,21 +8,19 @@ from typing import Any
 
 import pytest
 from asgi_client import ASGIClient
-from fastapi import FastAPI
 from serving_state import (
     N_SHARDS,
     build_test_repo,
     example_repo,
+    make_app,
     make_events,
     write_redis,
     write_rocksdb,
 )
 
-from engine.config import Settings
 from engine.definitions import FeatureRepo
 from engine.plan import AppliedPlan, apply_plan
 from engine.state import OnlineTable, RedisOnlineTable, RocksDBOnlineTable
-from serving.app import create_app
 
 # Views whose ingest metadata (freshness) is written; user_defaults has none (unknown freshness).
 META_VIEWS = ("user_spend", "merchant_activity")
@@ -43,10 +41,6 @@ def plan(repo: FeatureRepo, tmp_path_factory: pytest.TempPathFactory) -> Applied
     _, applied = apply_plan(repo, tmp_path_factory.mktemp("plan") / "plan.json", shards=N_SHARDS,
                             check_transforms=False)
     return applied
-
-
-def make_app(repo: FeatureRepo, plan: AppliedPlan, table: OnlineTable, **settings: Any) -> FastAPI:
-    return create_app(Settings(**settings), repo=repo, plan=plan, online_table=table)
 
 
 @pytest.fixture(scope="module", params=["rocksdb", pytest.param("redis", marks=pytest.mark.redis)])

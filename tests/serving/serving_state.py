@@ -11,7 +11,9 @@ from typing import Any
 
 import numpy as np
 import redis
+from fastapi import FastAPI
 
+from engine.config import Settings
 from engine.definitions import (
     Aggregation,
     FeatureRepo,
@@ -22,8 +24,10 @@ from engine.definitions import (
     load_repo,
 )
 from engine.kernel import PartialLayout, aggregate_batch, encode_positions, encode_tiles
-from engine.state import RedisOnlineWriter, RocksDBStore
+from engine.plan import AppliedPlan
+from engine.state import OnlineTable, RedisOnlineWriter, RocksDBStore
 from engine.state.keys import entity_key, shard_for, tile_key
+from serving.app import create_app
 
 REPO_DIR = Path(__file__).resolve().parents[2] / "feature_defs"
 T_END = 1_767_225_600_000 + 37_123  # just after the last event; not on a tile boundary
@@ -79,8 +83,19 @@ def build_test_repo(base: FeatureRepo) -> FeatureRepo:
     # One feature from each of two views: serving evaluates those two windows only.
     subset = FeatureService(name="user_subset", features=[
         base.view("merchant_activity")[["merchant_txn_count_1h"]], user_spend[["amount_max_1h"]]])
+    # "amount_sum_1h" in two views: the service returns user_spend's, its transform reads
+    # merchant_amounts' (all transactions, not only purchases).
+    merchant = base.view("merchant_activity").entities[0]
+    merchant_amounts = StreamFeatureView(
+        name="merchant_amounts", source=user_spend.source, entities=[merchant],
+        aggregations=[Aggregation("amount", "sum", timedelta(hours=1))],
+    )
+    merchant_ratio = OnDemandFeatureView(
+        name="merchant_ratio", sources=[merchant_amounts[["amount_sum_1h"]], request],
+        schema={"merchant_ratio": "float"}, mode="python", fn="serving_test_transforms:merchant_ratio")
+    shadowed = FeatureService(name="shadowed", features=[user_spend[["amount_sum_1h"]], merchant_ratio])
     objects: list[object] = [*base.views, *base.on_demand_views, *base.services, user_defaults, flaky, service,
-                             subset]
+                             subset, merchant_amounts, merchant_ratio, shadowed]
     return FeatureRepo.from_objects(objects)
 
 
@@ -148,3 +163,8 @@ def write_redis(url: str, views: Iterable[StreamFeatureView], events: Sequence[M
     finally:
         writer.close()
         client.close()
+
+
+def make_app(repo: FeatureRepo, plan: AppliedPlan, table: OnlineTable, **settings: Any) -> FastAPI:
+    """The app over ``table`` with ``settings`` overriding the defaults."""
+    return create_app(Settings(**settings), repo=repo, plan=plan, online_table=table)

@@ -10,3 +10,8 @@ def flaky(row: dict[str, Any]) -> dict[str, Any]:
     if row["amount"] == 13.0:
         raise RuntimeError("unlucky amount 13")
     return {"flaky_out": float(row["amount"]) * 2.0}
+
+
+def merchant_ratio(row: dict[str, Any]) -> dict[str, Any]:
+    """Request amount over the merchant's 1-hour sum of every transaction."""
+    return {"merchant_ratio": float(row["amount"]) / max(float(row["amount_sum_1h"] or 0.0), 0.001)}

@@ -62,7 +62,7 @@ def test_feature_vector_and_vectors(server_url: str) -> None:
         assert all(first[k] == v if isinstance(v, str) else first[k] == pytest.approx(v, rel=1e-9)
                    for k, v in row.items())
         assert len(many["metadata"]["statuses"]) == 2
-        assert [s["name"] for s in fc.list_services()] == ["batch_review", "fraud_scoring", "user_subset", "with_defaults"]
+        assert [s["name"] for s in fc.list_services()] == ["batch_review", "fraud_scoring", "shadowed", "user_subset", "with_defaults"]
         assert fc.describe_service("with_defaults")["inputs"]["entities"][0]["name"] == "user_id"
 
 

@@ -8,8 +8,7 @@ from typing import Any
 import orjson
 import pytest
 from asgi_client import ASGIClient
-from conftest import make_app
-from serving_state import T_END
+from serving_state import T_END, make_app
 
 from engine.definitions import FeatureRepo
 from engine.plan import AppliedPlan
@@ -143,7 +142,7 @@ def test_feast_null_value_and_errors(client: ASGIClient) -> None:
 
 def test_services_and_health(client: ASGIClient) -> None:
     services = client.get("/v1/services").json()["services"]
-    assert [s["name"] for s in services] == ["batch_review", "fraud_scoring", "user_subset", "with_defaults"]
+    assert [s["name"] for s in services] == ["batch_review", "fraud_scoring", "shadowed", "user_subset", "with_defaults"]
     fraud = client.get("/v1/services/fraud_scoring").json()
     assert fraud["inputs"]["entities"] == [{"name": "user_id", "type": "string"},
                                            {"name": "merchant_id", "type": "string"}]

@@ -92,6 +92,25 @@ def test_a_service_selecting_few_features_matches_reference(
         assert close(row["amount_max_1h"], expected(user_spend, events, user, t)["amount_max_1h"])
 
 
+@pytest.mark.parametrize("n_users", [1, len(USERS) + 1])
+def test_a_name_in_two_views_is_read_from_the_declared_one(
+    backend_client: ASGIClient, repo: FeatureRepo, events: list[dict[str, Any]], n_users: int,
+) -> None:
+    t = T_END + 5 * MINUTE
+    users = [*USERS, "u0"][:n_users]
+    merchants = [MERCHANTS[i % len(MERCHANTS)] for i in range(n_users)]
+    amounts = [40.0 + i for i in range(n_users)]
+    body = post(backend_client, "shadowed", {"entities": {"user_id": users, "merchant_id": merchants},
+                                             "request_data": {"amount": amounts}, "as_of": t})
+    user_spend, merchant_amounts = repo.view("user_spend"), repo.view("merchant_amounts")
+    for user, merchant, amount, row in zip(users, merchants, amounts, body["features"], strict=True):
+        user_sum = expected(user_spend, events, user, t)["amount_sum_1h"]
+        merchant_sum = expected(merchant_amounts, events, merchant, t)["amount_sum_1h"]
+        assert user_sum != merchant_sum
+        assert close(row["amount_sum_1h"], user_sum)
+        assert close(row["merchant_ratio"], amount / max(merchant_sum or 0.0, 0.001))
+
+
 def test_services_evaluate_only_the_windows_they_use(repo: FeatureRepo, plan: AppliedPlan) -> None:
     registry = build_registry(repo, plan)
     subset = {v.name: v for v in registry.service("user_subset").views}
