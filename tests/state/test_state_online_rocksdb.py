@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from engine.state import online_rocksdb
 from engine.state.exceptions import (
     OnlineTableUnavailable,
     ShardCountMismatchError,
     StoreClosedError,
 )
 from engine.state.keys import entity_key, shard_for, tile_key
+from engine.state.layout import shard_path
 from engine.state.online_rocksdb import RocksDBOnlineTable
 from engine.state.rocksdb_store import RocksDBStore
 
@@ -187,3 +191,41 @@ def test_close_waits_for_reads_and_reads_after_close_fail(tmp_path: Path) -> Non
     for call in (lambda: table.read(FP, [key]), lambda: table.read(FP, [key, key]), lambda: table.read_meta(FP)):
         with pytest.raises(StoreClosedError):
             call()
+
+
+def _settle(state: Path, shards: int, seconds_ago: float = 10.0) -> None:
+    """Date every shard directory back, as after a quiet spell with no files created."""
+    old = time.time() - seconds_ago
+    for shard in range(shards):
+        os.utime(shard_path(state, shard), (old, old))
+
+
+def test_settled_shards_are_checked_by_their_newest_log_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = entity_key(["u1"])
+    state = tmp_path / "state"
+    with RocksDBStore(state, 2) as store:
+        put(store, {key: b"v1"})
+        with RocksDBOnlineTable(state, 2, tmp_path / "sec", background=False) as table:
+            _settle(state, 2)
+            table.catch_up()  # lists the settled directories once
+            listings: list[object] = []
+            real_scandir = os.scandir
+
+            def counting_scandir(path: Any) -> Any:
+                listings.append(path)
+                return real_scandir(path)
+
+            monkeypatch.setattr(online_rocksdb.os, "scandir", counting_scandir)
+            table.catch_up()  # nothing written: no listing, nothing to see
+            put(store, {key: b"v2"})  # a WAL append: the directory itself does not change
+            table.catch_up()
+            assert table.read(FP, [key]) == [b"v2"]
+            assert listings == []
+            # A directory changed just now is listed again (its mtime may hide more).
+            os.utime(shard_path(state, shard_for(FP, key, 2)))
+            put(store, {key: b"v3"})
+            table.catch_up()
+            assert table.read(FP, [key]) == [b"v3"]
+            assert len(listings) == 1
