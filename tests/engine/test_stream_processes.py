@@ -17,11 +17,9 @@ from engine.io.parquet_log import read_log
 from engine.state.online_rocksdb import RocksDBOnlineTable
 from tests.engine.streaming_support import (
     applied_events,
-    assert_close,
+    check_online_values,
     copy_repo,
-    expected_values,
     kill_mid_run,
-    online_values,
     read_topic,
     reference_events,
     streamfeat,
@@ -47,20 +45,10 @@ def _check_against_reference(
     views = {v.name: v for v in load_repo(repo).views}
     events = reference_events(read_topic(bootstrap, topic, 3), generate(config))
     applied = applied_events(events, 300_000)
-    t_end = max(e["e"] for e in applied)
     table = RocksDBOnlineTable(data_dir / "state", 4, secondary, background=False)
     try:
-        for view_name, key_field in (("user_spend", "entity"), ("merchant_activity", "merchant")):
-            view = views[view_name]
-            by_key: dict[str, list[dict[str, object]]] = {}
-            for e in applied:
-                by_key.setdefault(str(e[key_field]), []).append(e)
-            for key, mine in by_key.items():
-                got = online_values(table, view, key, t_end)
-                if got is None:
-                    assert not any(e["event_type"] == "PURCHASE" for e in mine), key
-                    continue
-                assert_close(got, expected_values(view, mine, key, t_end, key_field=key_field), f"{view_name} {key}")
+        check_online_values(table, views, applied)
+        for view_name in ("user_spend", "merchant_activity"):
             # The deduplicated Parquet log holds exactly the applied purchases, once each.
             log = read_log(str(data_dir / "log"), view_name)
             purchases = {(e["partition"], e["offset"]) for e in applied if e["event_type"] == "PURCHASE"}
