@@ -202,12 +202,7 @@ class ShardApplier:
                         # shard at 10k events/s held the dataflow back by ~0.6 s.
                         max_age_s=log_max_age_s * (1 + (partition.shard % 8) / 16),
                     )
-                    self._staged[fp] = StagedLogRows(
-                        self.writers[fp],
-                        compiled.view.join_keys,
-                        compiled.view.columns,
-                        compiled.view.interval_ms,
-                    )
+                    self._staged[fp] = StagedLogRows(self.writers[fp], compiled.view.interval_ms)
         # Each view's newest event time as stored in its metadata record: this applier
         # is the shard's only writer, so it is read once here instead of every commit.
         self._newest: dict[bytes, int] = {}

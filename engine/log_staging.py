@@ -34,9 +34,7 @@ MAX_STAGED_ROWS = 1_024
 class StagedLogRows:
     """The pieces of one view not yet appended to its :class:`ParquetLogWriter`."""
 
-    writer: ParquetLogWriter
-    join_keys: tuple[str, ...]
-    columns: tuple[str, ...]
+    writer: ParquetLogWriter  # its join keys and value columns shape the staged rows
     interval_ms: int
     pieces: list[tuple[ViewRows, int]] = field(default_factory=list)
     rows: int = 0
@@ -77,7 +75,8 @@ class StagedLogRows:
     def _columns(self, pieces: list[tuple[ViewRows, int]]) -> dict[str, Any]:
         parts = [rows for rows, _ in pieces]
         columns: dict[str, Any] = {}
-        if len(self.join_keys) == 1:
+        join_keys = self.writer.join_keys
+        if len(join_keys) == 1:
             # One join key: the entity key bytes are that value's text (routing's
             # contract), so the column is a gather of the distinct keys, not one str()
             # conversion per row.
@@ -87,9 +86,9 @@ class StagedLogRows:
                 codes.append(rows.codes + len(keys))
                 keys.extend(rows.keys)
             distinct = pa.array(keys, type=pa.binary()).cast(pa.string())
-            columns[self.join_keys[0]] = distinct.take(pa.array(np.concatenate(codes)))
+            columns[join_keys[0]] = distinct.take(pa.array(np.concatenate(codes)))
         else:
-            for key in self.join_keys:
+            for key in join_keys:
                 columns[key] = np.concatenate([rows.join_values[key] for rows in parts])
         event_ts = np.concatenate([rows.event_ts for rows in parts])
         columns["event_time"] = event_ts
@@ -100,6 +99,6 @@ class StagedLogRows:
         columns["offset"] = np.concatenate([rows.offsets for rows in parts])
         columns["tile_start"] = (event_ts // self.interval_ms) * self.interval_ms
         values = np.concatenate([rows.values for rows in parts])
-        for i, column in enumerate(self.columns):
+        for i, column in enumerate(self.writer.columns):
             columns[value_column(column)] = values[:, i]
         return columns

@@ -40,7 +40,7 @@ def _piece(first_offset: int, users: list[str], rng: np.random.Generator) -> Vie
 def test_many_small_pieces_reach_the_log_exactly(tmp_path: Path) -> None:
     rng = np.random.default_rng(7)
     writer = _writer(tmp_path, ("user_id",))
-    staged = StagedLogRows(writer, ("user_id",), ("amount",), INTERVAL_MS)
+    staged = StagedLogRows(writer, INTERVAL_MS)
     expected: list[tuple[str, int, int, int, int, float]] = []
     next_offset = {0: 0, 1: 0}
     for i in range(3 * MAX_STAGED_PIECES + 5):
@@ -67,7 +67,7 @@ def test_many_small_pieces_reach_the_log_exactly(tmp_path: Path) -> None:
 
 def test_multi_key_views_log_their_join_values(tmp_path: Path) -> None:
     writer = _writer(tmp_path, ("user_id", "card_id"))
-    staged = StagedLogRows(writer, ("user_id", "card_id"), ("amount",), INTERVAL_MS)
+    staged = StagedLogRows(writer, INTERVAL_MS)
     for first in (0, 2):
         staged.add(ViewRows(keys=[b"u1\x1fc1", b"u2\x1fc2"], codes=np.array([0, 1]),
                             join_values={"user_id": np.array(["u1", "u2"], dtype=object),
@@ -87,7 +87,7 @@ def test_multi_key_views_log_their_join_values(tmp_path: Path) -> None:
 def test_a_roll_counts_the_staged_rows(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     writer = _writer(tmp_path, ("user_id",), max_rows=10)
-    staged = StagedLogRows(writer, ("user_id",), ("amount",), INTERVAL_MS)
+    staged = StagedLogRows(writer, INTERVAL_MS)
     assert not staged.roll_due()
     staged.add(_piece(0, ["a", "b", "c", "d", "e", "f"], rng), 0)
     assert writer.buffered_rows == 0 and not staged.roll_due()
@@ -99,7 +99,7 @@ def test_a_roll_counts_the_staged_rows(tmp_path: Path) -> None:
 def test_the_age_of_a_roll_starts_at_the_first_staged_row(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     writer = _writer(tmp_path, ("user_id",))
-    staged = StagedLogRows(writer, ("user_id",), ("amount",), INTERVAL_MS)
+    staged = StagedLogRows(writer, INTERVAL_MS)
     staged.add(_piece(0, ["a"], rng), 0)
     assert not staged.roll_due()
     staged.since = time.monotonic() - writer.max_age_s  # staged an hour ago
@@ -111,7 +111,7 @@ def test_the_age_of_a_roll_starts_at_the_first_staged_row(tmp_path: Path) -> Non
 def test_a_large_piece_is_appended_at_once(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     writer = _writer(tmp_path, ("user_id",))
-    staged = StagedLogRows(writer, ("user_id",), ("amount",), INTERVAL_MS)
+    staged = StagedLogRows(writer, INTERVAL_MS)
     staged.add(_piece(0, [f"u{i % 50}" for i in range(MAX_STAGED_ROWS)], rng), 0)
     assert staged.rows == 0 and writer.buffered_rows == MAX_STAGED_ROWS
     writer.publish()
