@@ -93,5 +93,5 @@ def read_and_evaluate(
     """One read of every view's records (one round trip for Redis), then window evaluation
     of each as of ``t_ms``."""
     requests = [(view.fingerprint, entity_keys(view, entities, n_rows)) for view in views]
-    records = online.read_views(requests) if len(views) > 1 else [online.read(*requests[0])]
+    records = online.read_views(requests)
     return [evaluate_view(view, recs, t_ms) for view, recs in zip(views, records, strict=True)]

@@ -109,13 +109,6 @@ class OnlineAccess:
         self._meta = meta_reader_for(table)
         self._freshness: dict[bytes, tuple[float, Freshness]] = {}
 
-    def read(self, fingerprint: bytes, entity_keys: Sequence[bytes]) -> list[bytes | None]:
-        try:
-            return self.table.read(fingerprint, entity_keys)
-        except OnlineTableUnavailable as exc:
-            self.metrics.online_read_errors.labels(self.backend).inc()
-            raise OnlineTableUnavailableError(exc.reason, hint=exc.hint) from exc
-
     def read_views(self, requests: Sequence[tuple[bytes, Sequence[bytes]]]) -> list[list[bytes | None]]:
         try:
             return self.table.read_views(requests)

@@ -84,7 +84,7 @@ def compute(online: OnlineAccess, request: FeatureRequest) -> FeatureResult:
     views: dict[str, ViewValues] = {}
     freshness: dict[str, Freshness] = {}
     stale: dict[str, bool] = {}
-    evaluated = read_and_evaluate(online, service.views, request.entities, n, t) if service.views else []
+    evaluated = read_and_evaluate(online, service.views, request.entities, n, t)
     for view, values in zip(service.views, evaluated, strict=True):
         views[view.name] = values
         fresh = online.freshness(view)

@@ -46,15 +46,7 @@ class RedisOnlineTable(ClosesOnExit):
         )
 
     def read(self, fingerprint: bytes, entity_keys: Sequence[bytes]) -> list[bytes | None]:
-        keys = [redis_key(fingerprint, key) for key in entity_keys]
-        if not keys:
-            return []
-        try:
-            values: list[bytes | None] = self._client.mget(keys)
-        except REDIS_ERRORS as exc:
-            raise self._unavailable(exc) from exc
-        self._last_ok = time.monotonic()
-        return values
+        return self.read_views([(fingerprint, entity_keys)])[0]
 
     def read_views(
         self, requests: Sequence[tuple[bytes, Sequence[bytes]]]
