@@ -37,6 +37,7 @@ from engine.exceptions import ConfigError
 from serving.deps import json_response
 from serving.exceptions import PayloadTooLarge, ServingError
 from serving.request import parse_json
+from serving.routes_feast import feast_error_response
 
 log = logging.getLogger("streamfeat.serving.auth")
 
@@ -219,7 +220,8 @@ class ApiKeyMiddleware:
             why = "no API key" if token is None else "unknown API key"
             log.warning("refused %s %s: %s", scope.get("method", "?"), scope["path"], why)
             await self._answer(Unauthorized(f"{why}: this server requires an API key",
-                                            hint="send the header 'Authorization: Bearer <key>'"), send)
+                                            hint="send the header 'Authorization: Bearer <key>'"),
+                               send, scope["path"])
             return
         path: str = scope["path"]
         service: str | None = None
@@ -232,16 +234,24 @@ class ApiKeyMiddleware:
             try:
                 body = await self._read_bounded(receive)
             except PayloadTooLarge as exc:
-                await self._answer(exc, send)
+                await self._answer(exc, send, path)
                 return
             if body is None:
                 return  # the client went away
             service = self._feast_service(body)
             receive = self._replay(body)
+            if service is None and self._feast_refs(body):
+                # "view:feature" references can name any view: only an all-services key may send them.
+                log.warning("refused key '%s' for feature references", key.name)
+                await self._answer(Forbidden(
+                    f"API key '{key.name}' may read its feature services only, not \"view:feature\" references",
+                    hint="name a feature_service the key allows, or use a key allowed every service ('*')"),
+                    send, path)
+                return
         if service is not None and not key.allows(service):
             log.warning("refused key '%s' for service '%s'", key.name, service)
             await self._answer(Forbidden(f"API key '{key.name}' may not read feature service '{service}'",
-                                         hint="ask for a key whose services include it"), send)
+                                         hint="ask for a key whose services include it"), send, path)
             return
         await self.app(scope, receive, send)
 
@@ -274,6 +284,13 @@ class ApiKeyMiddleware:
         return None
 
     @staticmethod
+    def _feast_refs(body: bytes) -> bool:
+        try:
+            return parse_json(body).get("features") is not None
+        except ServingError:
+            return False
+
+    @staticmethod
     def _replay(body: bytes) -> Receive:
         sent = False
 
@@ -287,8 +304,10 @@ class ApiKeyMiddleware:
         return receive
 
     @staticmethod
-    async def _answer(error: ServingError, send: Send) -> None:
-        response = json_response(error.to_dict(), error.status_code)
+    async def _answer(error: ServingError, send: Send, path: str = "") -> None:
+        # Feast's client parses only its own error shape: answer its route in that shape.
+        response = (feast_error_response(error) if path == _FEAST_PATH
+                    else json_response(error.to_dict(), error.status_code))
         if error.status_code == 401:
             response.headers["www-authenticate"] = "Bearer"
         await response({"type": "http"}, empty_receive, send)

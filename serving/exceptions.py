@@ -120,3 +120,10 @@ BY_STATUS: dict[int, type[ServingError]] = {
     422: InvalidRequest,
     503: OnlineTableUnavailableError,
 }
+
+
+class FeatureViewNotFound(ServingError):
+    """A feature reference (``view:feature``) names a view the server does not serve."""
+
+    status_code = 404
+    code = "feature_view_not_found"
