@@ -64,7 +64,7 @@ def _iso(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _feast_status(status: str, value: Any) -> str:
+def feast_status(status: str, value: Any) -> str:
     if status == NOT_FOUND:
         return NOT_FOUND
     if status == STALE:
@@ -89,7 +89,7 @@ def feast_body(result: FeatureResult, full_feature_names: bool) -> dict[str, Any
         stamps = [_iso(ts) for ts in view.max_event_ts] if view is not None else [_EPOCH_ISO] * n
         results.append({
             "values": values,
-            "statuses": [_feast_status(s, v) for s, v in zip(statuses[feature], values, strict=True)],
+            "statuses": [feast_status(s, v) for s, v in zip(statuses[feature], values, strict=True)],
             "event_timestamps": stamps,
         })
     return {"metadata": {"feature_names": names}, "results": results}
