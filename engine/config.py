@@ -50,6 +50,7 @@ class Settings:
     request_log_dir: str = ""  # empty: no request logging (streamfeat consistency-check reads it)
     api_keys_file: str = ""  # empty: no API keys (serving/auth.py, docs/security.md)
     max_in_flight: int = 64  # per serving process; more concurrent requests get 503 (serving/shedding.py)
+    push_sources: str = ""  # comma-separated event sources POST /v1/push/{source} accepts; empty: no push route
 
     def __post_init__(self) -> None:
         problems: list[str] = []

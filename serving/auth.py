@@ -53,6 +53,7 @@ _SHA256_HEX = re.compile(r"^[0-9a-f]{64}\Z")
 _FEATURES_PREFIX = "/v1/features/"
 _SERVICE_PREFIX = "/v1/services/"
 _FEAST_PATH = "/get-online-features"
+_PUSH_PREFIX = "/v1/push/"
 
 
 class Unauthorized(ServingError):
@@ -229,6 +230,12 @@ class ApiKeyMiddleware:
             service = path[len(_FEATURES_PREFIX):]
         elif path.startswith(_SERVICE_PREFIX):
             service = path[len(_SERVICE_PREFIX):]
+        elif path.startswith(_PUSH_PREFIX) and ALL_SERVICES not in key.services:
+            # A push writes to a topic: only a key allowed every service may.
+            log.warning("refused key '%s' for push", key.name)
+            await self._answer(Forbidden(f"API key '{key.name}' may not push events",
+                                         hint="push with a key allowed every service ('*')"), send)
+            return
         elif path == _FEAST_PATH and ALL_SERVICES not in key.services:
             # The service is named in the body: read it here (bounded), check, then replay it.
             try:

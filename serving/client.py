@@ -30,7 +30,9 @@ from serving.client_cache import CacheConfig, FeatureRowCache
 from serving.exceptions import (
     BY_STATUS,
     ClientTransportError,
+    InvalidRecords,
     OnlineTableUnavailableError,
+    PushUnavailable,
     ServerError,
     ServingError,
     TransformError,
@@ -60,6 +62,11 @@ def _error_from(response: httpx.Response) -> ServingError:
     error: ServingError
     if response.status_code == 500 and detail.get("code") == TransformError.code:
         error = TransformError(message, transform=str(detail.get("transform", "?")), hint=hint)
+    elif detail.get("code") == InvalidRecords.code:
+        error = InvalidRecords(str(detail.get("source", "?")), int(detail.get("accepted", 0)),
+                               list(detail.get("rejected") or [{"index": "?", "reason": "?", "detail": message}]))
+    elif detail.get("code") == PushUnavailable.code:
+        error = PushUnavailable(message, hint=hint)
     elif response.status_code == 503 and "reason" in detail:
         error = OnlineTableUnavailableError(str(detail["reason"]), hint=hint)
     else:
@@ -181,6 +188,15 @@ class FeatureClient:
         if cache is not None and key is not None and "fallback" not in answer.get("metadata", {}):
             cache.put(key, row, self._ttl_s(service, cache))
         return row
+
+    def push(self, source: str, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Write events to ``source``'s topic through the server: ``{"source", "accepted", "rejected": []}``.
+
+        Raises InvalidRecords (``.accepted``, ``.rejected``: index, reason, detail) when some
+        records were refused; the others were written.
+        """
+        answer: dict[str, Any] = self._post(f"/v1/push/{source}", {"records": [dict(r) for r in records]})
+        return answer
 
     def list_services(self) -> list[dict[str, Any]]:
         services: list[dict[str, Any]] = self._get("/v1/services")["services"]

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from asgi_client import ASGIClient
-from serving_state import REPO_DIR, T_END
+from serving_state import REPO_DIR, T_END, uvicorn_server
 
 from engine.cli import main as cli_main
 from serving.client import FeatureClient
@@ -36,19 +33,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server_url(client: ASGIClient) -> Iterator[str]:
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(client.app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="off", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start within 10 s")
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with uvicorn_server(client.app) as url:
+        yield url
 
 
 def test_feature_vector_and_vectors(server_url: str) -> None:
