@@ -99,8 +99,13 @@ def build_test_repo(base: FeatureRepo) -> FeatureRepo:
         name="merchant_ratio", sources=[merchant_amounts[["amount_sum_1h"]], request],
         schema={"merchant_ratio": "float"}, mode="python", fn="serving_test_transforms:merchant_ratio")
     shadowed = FeatureService(name="shadowed", features=[user_spend[["amount_sum_1h"]], merchant_ratio])
+    # In no service: served only to "view:feature" references (Feast route).
+    unserved = StreamFeatureView(
+        name="user_unserved", source=user_spend.source, entities=user_spend.entities,
+        filter=col("event_type") == "PURCHASE",
+        aggregations=[Aggregation("amount", "count", timedelta(hours=1), name="purchases_1h")])
     objects: list[object] = [*base.views, *base.on_demand_views, *base.services, user_defaults, flaky, service,
-                             subset, merchant_amounts, merchant_ratio, shadowed]
+                             subset, merchant_amounts, merchant_ratio, shadowed, unserved]
     return FeatureRepo.from_objects(objects)
 
 

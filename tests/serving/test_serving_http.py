@@ -189,6 +189,13 @@ def test_feast_feature_references(client: ASGIClient) -> None:
     for name, column in columns.items():
         assert column == by_service[name], name
     assert columns["user_spend__amount_count_1d"]["statuses"][1] == "NOT_FOUND"
+    # A view no service reads is served to references too (it is applied as defined).
+    unserved = client.post("/get-online-features", json={
+        "features": ["user_unserved:purchases_1h", "user_spend:amount_count_1h"], "as_of": T_END,
+        "entities": {"user_id": ["u0", "u1", "nobody"]}})
+    by_name = _feast_columns(unserved.json())
+    assert by_name["purchases_1h"]["values"] == by_name["amount_count_1h"]["values"]
+    assert by_name["purchases_1h"]["statuses"][2] == "NOT_FOUND" and by_name["purchases_1h"]["values"][0] >= 1
     # A view without request fields needs none.
     only = client.post("/get-online-features", json={"features": ["user_spend:amount_max_1h"], "as_of": T_END,
                                                      "entities": {"user_id": ["u0"]}})
