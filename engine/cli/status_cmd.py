@@ -150,12 +150,12 @@ def _record_count(bootstrap: str, topic: str) -> int | None:
 
 def collect_status(settings: Any, sample_s: float = 1.0) -> Status:
     """Gather the status of every view of the applied plan (see the module docstring)."""
-    from engine.apply import META_RECORD, meta_key
     from engine.definitions import load_repo
     from engine.exceptions import ConfigError
     from engine.metrics import directory_bytes, kafka_end_offsets
     from engine.plan import load_applied_plan
     from engine.state.layout import shard_path
+    from engine.state.records import freshest, meta_key
 
     plan = load_applied_plan(settings.plan_file)
     if plan is None:
@@ -213,20 +213,16 @@ def collect_status(settings: Any, sample_s: float = 1.0) -> Status:
 
     view_rows: list[ViewStatus] = []
     for i, view in enumerate(views):
-        best: tuple[int, int] | None = None
-        for shard_meta in metas:
-            raw = shard_meta[i] if i < len(shard_meta) else None
-            if raw is not None and len(raw) == META_RECORD.size:
-                record: tuple[int, int] = META_RECORD.unpack(raw)
-                best = record if best is None or record > best else best
+        fresh = freshest(shard_meta[i] if i < len(shard_meta) else None for shard_meta in metas)
+        newest, written = fresh.max_event_ts_ms, fresh.written_at_ms
         view_rows.append(
             ViewStatus(
                 name=view.name,
                 source=view.source.name,
                 fingerprint=view.fingerprint_hex,
-                newest_event_ms=None if best is None else best[0],
-                written_at_ms=None if best is None else best[1],
-                freshness_lag_s=None if best is None else max(0, now_ms - best[0]) / 1000,
+                newest_event_ms=newest,
+                written_at_ms=written,
+                freshness_lag_s=None if newest is None else max(0, now_ms - newest) / 1000,
                 expected_freshness_s=view.expected_freshness.total_seconds(),
             )
         )

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import glob
 import hashlib
-import struct
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,13 +35,20 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.apply import HANDOFF_RECORD, ShardApplier, handoff_key
+from engine.apply import ShardApplier
 from engine.io.batches import DecodedBatch
 from engine.io.decoder import MAX_EVENT_TS_MS, MIN_EVENT_TS_MS
 from engine.kernel.layout import MAX_PARTITION
 from engine.offline.exceptions import OfflineError
 from engine.routing import ShardBatch, route
 from engine.state.offsets import resume_positions
+from engine.state.records import (
+    backfill_run_key,
+    decode_backfill_run,
+    encode_backfill_run,
+    encode_handoff,
+    handoff_key,
+)
 from engine.state.rocksdb_store import RocksDBStore
 
 #: Partition number of replayed history rows (the largest one positions can encode).
@@ -54,8 +60,6 @@ DEFAULT_CHUNK_ROWS = 2_000_000
 #: once per commit), capped at MAX_CHUNKS_PER_COMMIT routed chunks held in memory.
 DEFAULT_COMMIT_ROWS = 10_000_000
 MAX_CHUNKS_PER_COMMIT = 8
-# Run record per view: (start ms, end ms) followed by the history topic name (UTF-8).
-_RUN_RECORD = struct.Struct("<qq")
 
 
 class BackfillError(OfflineError):
@@ -64,11 +68,6 @@ class BackfillError(OfflineError):
 
 class HistoryFileError(BackfillError):
     """A history file is unreadable or does not match the source schema."""
-
-
-def run_key(fingerprint: bytes) -> bytes:
-    """Key of a view's history-backfill run record in every shard: ``b"B" + fingerprint``."""
-    return b"B" + fingerprint
 
 
 def history_topic(source_topic: str, fingerprints: Sequence[bytes]) -> str:
@@ -419,13 +418,12 @@ def _check_runs(
     store: RocksDBStore, views: Sequence[Any], record: bytes
 ) -> None:
     """Refuse a second, different history backfill of a view (positions would collide)."""
-    keys = [run_key(v.fingerprint) for v in views]
+    keys = [backfill_run_key(v.fingerprint) for v in views]
     for part in store.partitions:
         for view, stored in zip(views, part.get_many(keys), strict=True):
             if stored is None or stored == record:
                 continue
-            start, end = _RUN_RECORD.unpack_from(stored)
-            other = stored[_RUN_RECORD.size :].decode()
+            start, end, other = decode_backfill_run(stored)
             raise BackfillError(
                 f"view '{view.name}' already has a history backfill over [{start}, {end}) ms "
                 f"as {other!r} in shard {part.shard}; this one asks for a different range or "
@@ -477,7 +475,7 @@ def backfill_parquet(
     publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backfill-log")
     publishing: Future[None] | None = None
     try:
-        record = _RUN_RECORD.pack(start_ms, end_ms) + topic.encode()
+        record = encode_backfill_run(start_ms, end_ms, topic)
         _check_runs(store, views, record)
         resume = resume_positions(target.state_dir, target.shards, topic)
         point = resume.get(HISTORY_PARTITION)
@@ -498,8 +496,8 @@ def backfill_parquet(
                 online_copy=online_copy,
                 respect_handoff=False,
             )
-        runs = {run_key(v.fingerprint): record for v in views}
-        final = {**runs, **{handoff_key(v.fingerprint): HANDOFF_RECORD.pack(end_ms) for v in views}}
+        runs = {backfill_run_key(v.fingerprint): record for v in views}
+        final = {**runs, **{handoff_key(v.fingerprint): encode_handoff(end_ms) for v in views}}
         batches = 0
         done = first_row
         complete = True
