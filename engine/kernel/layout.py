@@ -188,6 +188,18 @@ class AggregationSpec:
             )
 
 
+    @classmethod
+    def from_aggregation(cls, agg: Any) -> AggregationSpec:
+        """Copy what the kernel needs from an ``Aggregation`` (duck typed)."""
+        return cls(
+            output_name=agg.output_name,
+            column=agg.column,
+            function=_plain(agg.function),
+            window_ms=int(agg.window_ms),
+            default=agg.default,
+        )
+
+
 @dataclass(frozen=True)
 class ViewSpec:
     """What window evaluation needs to know about a ``StreamFeatureView``."""
@@ -263,16 +275,7 @@ class ViewSpec:
     @classmethod
     def from_view(cls, view: Any) -> ViewSpec:
         """Copy what the kernel needs from a ``StreamFeatureView`` (duck typed)."""
-        aggregations = tuple(
-            AggregationSpec(
-                output_name=agg.output_name,
-                column=agg.column,
-                function=_plain(agg.function),
-                window_ms=int(agg.window_ms),
-                default=agg.default,
-            )
-            for agg in view.aggregations
-        )
+        aggregations = tuple(AggregationSpec.from_aggregation(agg) for agg in view.aggregations)
         return cls(
             interval_ms=int(view.interval_ms),
             columns=tuple(view.columns),
