@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 
 from engine.apply import ShardApplier
 from engine.io.batches import DecodedBatch
-from engine.io.decoder import MAX_EVENT_TS_MS, MIN_EVENT_TS_MS
+from engine.io.timestamps import parse_event_times
 from engine.kernel.layout import MAX_PARTITION
 from engine.offline.exceptions import OfflineError
 from engine.routing import ShardBatch, route
@@ -159,27 +159,20 @@ def check_file_schema(path: str, source: Any) -> None:
 
 
 def _event_times(frame: pl.DataFrame, field: str, fmt: str, path: str) -> pl.Series:
+    """Event times in ms, parsed exactly as the stream decoder parses them."""
     column = frame.get_column(field)
-    if fmt == "epoch_millis":
-        return column.cast(pl.Int64)
-    if fmt == "epoch_seconds":
-        seconds = column.cast(pl.Float64)
-        if not bool(seconds.is_finite().all()):
-            raise HistoryFileError(
-                f"history file {path}: column '{field}': expected finite epoch seconds, "
-                "found NaN or infinity",
-                hint="drop or repair those rows; nothing was written",
-            )
-        return (seconds * 1000.0).floor().cast(pl.Int64)
-    try:
-        parsed = column.str.to_datetime(time_zone="UTC", time_unit="ms", strict=True)
-    except pl.exceptions.PolarsError as exc:
+    parsed = parse_event_times(
+        column.to_list() if fmt == "iso8601" else column.to_numpy(), fmt, field
+    )
+    if parsed.problems:
+        rows = sorted(parsed.problems)
+        _reason, detail = parsed.problems[rows[0]]
         raise HistoryFileError(
-            f"history file {path}: column '{field}': expected ISO 8601 times with an offset "
-            f"or Z: {exc}",
-            hint="naive times are refused (a time zone is never guessed); nothing was written",
-        ) from None
-    return parsed.dt.epoch("ms")
+            f"history file {path}: row {rows[0]}: {detail} ({len(rows)} row(s) like this)",
+            hint="check the source's timestamp_format (docs/semantics.md sections 1 and 5), "
+            "or drop or repair those rows; nothing was written",
+        )
+    return pl.Series(field, parsed.ts_ms, dtype=pl.Int64)
 
 
 def _read_file(
@@ -201,14 +194,6 @@ def _read_file(
             )
     ts_field = str(source.timestamp_field)
     ts = _event_times(frame, ts_field, _kind(source.timestamp_format), path)
-    if len(ts):
-        low, high = int(ts.min()), int(ts.max())  # type: ignore[arg-type]
-        if low < MIN_EVENT_TS_MS or high > MAX_EVENT_TS_MS:
-            raise HistoryFileError(
-                f"history file {path}: column '{ts_field}': event times {low}..{high} ms leave "
-                f"the accepted range [{MIN_EVENT_TS_MS}, 2**53] ms (docs/semantics.md section 5)",
-                hint="check the timestamp_format of the source; nothing was written",
-            )
     for name, kind in source.schema.items():
         if _kind(kind) == "float" and name in needed:
             values = frame.get_column(name).cast(pl.Float64)
