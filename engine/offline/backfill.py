@@ -41,6 +41,7 @@ from engine.io.timestamps import parse_event_times
 from engine.kernel.layout import MAX_PARTITION
 from engine.offline.exceptions import OfflineError
 from engine.routing import ShardBatch, route
+from engine.state.keys import encode_entity_keys
 from engine.state.offsets import resume_positions
 from engine.state.records import (
     backfill_run_key,
@@ -339,7 +340,7 @@ def factorize_key_columns(
         if series.dtype != pl.String or series.null_count():
             continue
         distinct, codes = _factorize_strings(series)
-        out[name] = ([v.encode() for v in distinct.to_list()], codes)
+        out[name] = (encode_entity_keys([distinct.to_list()]), codes)
     return out
 
 

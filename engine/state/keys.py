@@ -88,6 +88,19 @@ def entity_key(values: Sequence[str | int]) -> bytes:
     return ENTITY_KEY_SEPARATOR.join(parts)
 
 
+def encode_entity_keys(join_values: Sequence[Sequence[object]]) -> list[bytes]:
+    """:func:`entity_key` of every row of join-key columns already checked to hold str
+    or int values (ingest's bulk form; the per-value checks would cost more than the
+    encoding): ``join_values[j][i]`` is join key ``j`` of row ``i``."""
+    if len(join_values) == 1:
+        return [str(v).encode() for v in join_values[0]]
+    separator = ENTITY_KEY_SEPARATOR.decode()
+    return [
+        separator.join(str(v) for v in parts).encode()
+        for parts in zip(*join_values, strict=True)
+    ]
+
+
 def _check_shards(n_shards: int) -> None:
     if isinstance(n_shards, bool) or not isinstance(n_shards, int):
         raise StateTypeError(f"n_shards: expected int, got {type(n_shards).__name__}")
