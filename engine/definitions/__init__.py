@@ -12,6 +12,7 @@ from engine.definitions.exceptions import (
     DefinitionTypeError,
     OnDemandCheckError,
     PlanError,
+    PlanMismatchError,
     RepoValidationError,
 )
 from engine.definitions.filters import Expr, col
@@ -38,6 +39,7 @@ __all__ = [
     "OnDemandCheckError",
     "OnDemandFeatureView",
     "PlanError",
+    "PlanMismatchError",
     "RepoValidationError",
     "RequestSource",
     "StreamFeatureView",
