@@ -20,6 +20,7 @@ import numpy.typing as npt
 import polars as pl
 import pyarrow as pa
 
+from engine.definitions.transform_runner import TransformRunError, TransformSpec, run_transform
 from engine.io.parquet_log import EVENT_TIME, read_log, value_column
 from engine.kernel.layout import AggregationSpec
 from engine.kernel.window import empty_value, values_are_int, window_start_ms
@@ -515,8 +516,8 @@ def compute_view_features(
 def compute_on_demand(
     odfv: Any, inputs: pl.DataFrame, names: Sequence[str] | None = None
 ) -> dict[str, pl.Series]:
-    """Run the ODFV's function over ``inputs`` (one row per spine row)."""
-    fn = resolve_function(odfv)
+    """Run the ODFV over ``inputs`` (one row per spine row) through the one transform
+    runner serving uses, so values and refusals are the same as online."""
     outputs = _odfv_outputs(odfv)
     wanted = list(outputs) if names is None else list(names)
     unknown = [n for n in wanted if n not in outputs]
@@ -525,60 +526,27 @@ def compute_on_demand(
             f"OnDemandFeatureView '{odfv.name}': features {unknown} are not in its schema "
             f"{list(outputs)}."
         )
-    dtypes = {n: _DTYPES.get(outputs[n], pl.Float64) for n in wanted}
-    mode = str(getattr(odfv.mode, "value", odfv.mode))
-    if mode == "python":
-        columns: dict[str, list[Any]] = {n: [] for n in wanted}
-        for i, row in enumerate(inputs.iter_rows(named=True)):
-            try:
-                got = fn(row)
-            except Exception as exc:  # user code: report which row failed
-                raise OnDemandComputationError(
-                    f"OnDemandFeatureView '{odfv.name}': {odfv.fn} raised on spine row {i}: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
-            if not isinstance(got, Mapping):
-                raise OnDemandComputationError(
-                    f"OnDemandFeatureView '{odfv.name}': {odfv.fn} returned "
-                    f"{type(got).__name__} for spine row {i}; expected a dict."
-                )
-            absent = [n for n in wanted if n not in got]
-            if absent:
-                raise OnDemandComputationError(
-                    f"OnDemandFeatureView '{odfv.name}': {odfv.fn} returned no {absent} for "
-                    f"spine row {i}; got keys {sorted(got)}."
-                )
-            for n in wanted:
-                columns[n].append(got[n])
-        return {n: pl.Series(n, columns[n], dtype=dtypes[n], strict=False) for n in wanted}
-    if mode == "batch":
-        try:
-            frame = fn(inputs)
-        except Exception as exc:  # user code
-            raise OnDemandComputationError(
-                f"OnDemandFeatureView '{odfv.name}': {odfv.fn} raised: {type(exc).__name__}: {exc}"
-            ) from exc
-        if not isinstance(frame, pl.DataFrame) or frame.height != inputs.height:
-            got_desc = (
-                f"a DataFrame of {frame.height} rows"
-                if isinstance(frame, pl.DataFrame)
-                else type(frame).__name__
-            )
-            raise OnDemandComputationError(
-                f"OnDemandFeatureView '{odfv.name}': {odfv.fn} returned {got_desc}; expected "
-                f"a polars.DataFrame of {inputs.height} rows."
-            )
-        absent = [n for n in wanted if n not in frame.columns]
-        if absent:
-            raise OnDemandComputationError(
-                f"OnDemandFeatureView '{odfv.name}': {odfv.fn} returned no columns {absent}; "
-                f"got {frame.columns}."
-            )
-        return {n: frame.get_column(n).cast(dtypes[n]).alias(n) for n in wanted}
-    raise TrainingSetError(
-        f"OnDemandFeatureView '{odfv.name}': field 'mode': expected 'python' or 'batch', "
-        f"got {mode!r}."
+    spec = TransformSpec(
+        name=odfv.name,
+        fn=resolve_function(odfv),
+        mode=str(getattr(odfv.mode, "value", odfv.mode)),
+        input_types=dict(odfv.input_types),
+        output_types=dict(odfv.feature_types),
     )
+    columns = {name: inputs.get_column(name).to_list() for name in spec.input_types}
+    try:
+        result = run_transform(spec, columns, inputs.height)
+    except TransformRunError as exc:
+        where = f" on spine row {exc.row}" if exc.row is not None else ""
+        raise OnDemandComputationError(
+            f"OnDemandFeatureView '{odfv.name}' ({odfv.fn}){where}: "
+            + "; ".join(p.describe() for p in exc.problems),
+            hint=exc.hint,
+        ) from exc
+    return {
+        n: pl.Series(n, result.columns[n], dtype=_DTYPES.get(outputs[n], pl.Float64))
+        for n in wanted
+    }
 
 
 def get_training_set(

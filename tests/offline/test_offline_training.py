@@ -307,7 +307,7 @@ def test_on_demand_errors(tmp_path: Path) -> None:
         get_training_set(REPO, "picked", spine, str(tmp_path))
     assert info.value.columns == ("req_amount",)
     spine = spine.with_columns(req_amount=pl.lit(1.0))
-    with pytest.raises(OnDemandComputationError, match=r"returned no \['out'\] for spine row 0"):
+    with pytest.raises(OnDemandComputationError, match=r"on spine row 0: output 'out': expected an output of that name"):
         get_training_set(REPO, "broken_service", spine, str(tmp_path))
 
 
