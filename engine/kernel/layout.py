@@ -50,7 +50,8 @@ EMPTY_FIELDS: tuple[float, ...] = (
     math.nan,
 )
 
-FUNCTIONS = frozenset({"count", "sum", "mean", "min", "max", "last", "stddev"})
+#: The aggregation functions (docs/semantics.md section 3); definitions import this list.
+FUNCTIONS = ("sum", "count", "mean", "min", "max", "last", "stddev")
 
 POSITION_OFFSET_BITS = 40
 # float64 holds integers exactly below 2**53, so partitions must stay below 2**13.
