@@ -97,22 +97,30 @@ async def read_asgi_body(scope: Scope, receive: Receive, limit: int) -> bytes:
 
 async def receive_body(receive: Receive, limit: int) -> bytes:
     """Every ``http.request`` message's body up to the last; ClientDisconnect if the client goes away."""
+    message = await receive()
+    if message["type"] == "http.request" and not message.get("more_body", False):  # the usual: one message
+        body: bytes = message.get("body", b"")
+        if len(body) <= limit:
+            return body
+    return await _receive_chunks(message, receive, limit)
+
+
+async def _receive_chunks(message: Message, receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     total = 0
     while True:
-        message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientDisconnect()
-        if message["type"] != "http.request":
-            continue
-        chunk: bytes = message.get("body", b"")
-        total += len(chunk)
-        if total > limit:
-            raise PayloadTooLarge(f"request body: more than {limit} bytes, at most {limit} accepted",
-                                  hint="send fewer entities per request")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if message["type"] == "http.request":
+            chunk: bytes = message.get("body", b"")
+            total += len(chunk)
+            if total > limit:
+                raise PayloadTooLarge(f"request body: more than {limit} bytes, at most {limit} accepted",
+                                      hint="send fewer entities per request")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+        message = await receive()
 
 
 def replay_body(body: bytes, receive: Receive) -> Receive:

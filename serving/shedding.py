@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from starlette.requests import ClientDisconnect
 
 from serving.auth import ASGIApp, Receive, Scope, Send, empty_receive
-from serving.deps import check_declared_length, json_response, receive_body, replay_body
+from serving.deps import json_response, receive_body, replay_body
 from serving.exceptions import ServingError
 
 UNSHED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -77,7 +77,8 @@ class SheddingMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            body = await self._whole_body(scope, receive)
+            # Content-Length is checked by the route; the bytes read are bounded here.
+            body = await receive_body(receive, self.max_request_bytes)
         except ClientDisconnect:
             return  # gone (or closed by the body read timeout) before the request was complete
         except ServingError as exc:
@@ -103,12 +104,3 @@ class SheddingMiddleware:
             await self.app(scope, receive, send)
         finally:
             stats.in_flight -= 1
-
-    async def _whole_body(self, scope: Scope, receive: Receive) -> bytes:
-        declared: bytes | None = None
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                declared = value
-                break
-        check_declared_length(declared, self.max_request_bytes)
-        return await receive_body(receive, self.max_request_bytes)
