@@ -1,6 +1,9 @@
 """``create_app``: the FastAPI feature server, built from settings (uvicorn factory).
 
-    uvicorn --factory serving.app:create_app     # settings from cwd / STREAMFEAT_* env
+    uvicorn --factory serving.app:create_app \
+        --http serving.http_guard:GuardedHttpToolsProtocol   # settings from cwd / STREAMFEAT_* env
+
+(without ``--http`` the read timeouts and per-client connection caps are not applied).
 
 Startup loads the repo, requires an applied plan whose fingerprints match the repo,
 compiles every service, and opens the online table (RocksDB secondaries or Redis).
