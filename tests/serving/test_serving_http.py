@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from asgi_client import ASGIClient
@@ -211,3 +212,27 @@ def test_metrics_histogram_and_freshness(client: ASGIClient) -> None:
     assert 'streamfeat_responses_total{route="/v1/features/{service}",status="404"}' in text
     assert 'streamfeat_view_freshness_lag_seconds{view="user_spend"}' in text
     assert 'service="nope"' not in text  # unknown names do not become label values
+
+
+def test_validation_and_unexpected_errors_use_the_error_shape(client: ASGIClient) -> None:
+    app = client.app
+
+    @app.get("/test-only/typed", include_in_schema=False)
+    async def typed(n: int) -> dict[str, int]:
+        return {"n": n}
+
+    @app.get("/test-only/boom", include_in_schema=False)
+    async def boom() -> None:
+        raise RuntimeError("boom")
+
+    invalid = error_of(client.get("/test-only/typed", params={"n": "x"}), 422)
+    assert invalid["code"] == "invalid_request" and invalid["field"] == "n"
+
+    async def call() -> httpx.Response:
+        # The framework re-raises after answering (so the server logs it): do not re-raise here.
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://serving.test") as raw:
+            return await raw.get("/test-only/boom")
+
+    error = error_of(client._loop.run_until_complete(call()), 500)
+    assert error["code"] == "internal_error" and "RuntimeError" in error["message"]
