@@ -194,7 +194,7 @@ def build_flow(job: StreamJob, flow_id: str = "streamfeat") -> Dataflow:
     """The streaming dataflow of one source; run it with bytewax.run / run_main / cluster_main."""
     resume = resume_positions(job.state_dir, job.shards, job.source.topic)
     start_dataflow_metrics(job.bootstrap, job.source.topic, job.metrics_port)
-    watermarks = PartitionWatermarks.restore({p: r.max_ts for p, r in resume.items()})
+    watermarks = PartitionWatermarks.restore({p: r.top_ts for p, r in resume.items()})
     views: Sequence[StreamFeatureView] = job.views
     shards = job.shards
 

@@ -6,6 +6,7 @@ Imports no Bytewax, Kafka or RocksDB; numpy is used by filter evaluation only.
 from engine.definitions.aggregation import FUNCTIONS, Aggregation
 from engine.definitions.base import FieldType, FrozenMap
 from engine.definitions.check import check_on_demand, sample_row
+from engine.definitions.constraint import Constraint
 from engine.definitions.entity import Entity
 from engine.definitions.exceptions import (
     DefinitionError,
@@ -25,6 +26,7 @@ __all__ = [
     "FUNCTIONS",
     "TIMESTAMP_FORMATS",
     "Aggregation",
+    "Constraint",
     "DefinitionError",
     "DefinitionTypeError",
     "Entity",

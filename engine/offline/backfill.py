@@ -332,8 +332,9 @@ def history_batches(
             partition=HISTORY_PARTITION,
             first_offset=begin,
             last_offset=end - 1,
-            # Rows are sorted by event time: the last one carries the maximum so far.
-            max_ts_after=int(event_ts[-1]),
+            # Rows are sorted by event time: the last one is the largest so far. History
+            # is never decoded against a watermark, so the maximum alone is kept.
+            top_ts_after=(int(event_ts[-1]),),
             offsets=np.arange(begin, end, dtype=np.int64),
             event_ts=event_ts,
             columns={c: batch_columns[c] for c in wanted},

@@ -151,7 +151,7 @@ def test_streaming_applier_skips_events_before_the_handoff(tmp_path: Path) -> No
     _source, views = example_views("transactions")
     ts = np.array([handoff - 1, handoff, handoff + 5], dtype=np.int64)
     batch = DecodedBatch(
-        topic="transactions", partition=0, first_offset=0, last_offset=2, max_ts_after=int(ts.max()),
+        topic="transactions", partition=0, first_offset=0, last_offset=2, top_ts_after=(int(ts.max()),),
         offsets=np.arange(3, dtype=np.int64), event_ts=ts,
         columns={"user_id": np.array(["new"] * 3, dtype=object),
                  "merchant_id": np.array(["mnew"] * 3, dtype=object),
