@@ -56,6 +56,13 @@ META_RECORD = struct.Struct("<qq")  # (max event time seen by the view, wall-clo
 HANDOFF_RECORD = struct.Struct("<q")  # handoff time T (ms): history holds e < T, the stream e >= T
 
 
+def freshness_lag_ms(max_event_ts: int, written_at_ms: int, now_ms: int) -> int:
+    """How far ``now_ms`` is past the view's newest event, where an event time beyond the
+    wall clock of the write counts as that wall clock: a future-dated event inside
+    ``max_future_skew`` cannot keep a stalled view looking fresh (docs/serving.md)."""
+    return max(0, now_ms - min(max_event_ts, written_at_ms))
+
+
 def meta_key(fingerprint: bytes) -> bytes:
     """Key of a view's freshness record in every shard: ``b"M" + fingerprint``."""
     return b"M" + fingerprint

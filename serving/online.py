@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from engine.apply import freshness_lag_ms
 from engine.state import OnlineTable, OnlineTableUnavailable, RedisOnlineTable
 from serving.exceptions import OnlineTableUnavailableError
 from serving.metrics import ServingMetrics
@@ -27,6 +28,9 @@ PRESENT = "PRESENT"
 NOT_FOUND = "NOT_FOUND"
 DEFAULTED = "DEFAULTED"
 STALE = "STALE"
+#: The window holds events but its value overflowed or is not a number (for example sums
+#: of values near 1e308); the value is served as null (docs/serving.md).
+INVALID = "INVALID"
 
 
 class MetaReader(Protocol):
@@ -66,10 +70,12 @@ class Freshness:
     written_at_ms: int | None
 
     def lag_ms(self, t_ms: int) -> int | None:
-        """Event-time lag as of ``t_ms``: how far ``t_ms`` is past the newest applied event."""
+        """Event-time lag as of ``t_ms``: how far ``t_ms`` is past the newest applied event,
+        counted no later than the wall clock when the record was written."""
         if self.max_event_ts_ms is None:
             return None
-        return max(0, t_ms - self.max_event_ts_ms)
+        written = self.max_event_ts_ms if self.written_at_ms is None else self.written_at_ms
+        return freshness_lag_ms(self.max_event_ts_ms, written, t_ms)
 
 
 UNKNOWN = Freshness(None, None)

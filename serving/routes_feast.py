@@ -1,8 +1,8 @@
 """Feast-compatible ``POST /get-online-features``: column-major values, statuses and
 event timestamps, join-key columns first (the shape of Feast's Python feature server).
 
-Status mapping: NOT_FOUND stays; STALE becomes OUTSIDE_MAX_AGE; a null value is
-NULL_VALUE; PRESENT and DEFAULTED are PRESENT (Feast has no DEFAULTED).
+Status mapping: NOT_FOUND stays; STALE becomes OUTSIDE_MAX_AGE; a null value and
+INVALID are NULL_VALUE; PRESENT and DEFAULTED are PRESENT (Feast has no DEFAULTED).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from starlette.responses import Response
 from serving import openapi_docs as docs
 from serving.deps import Labels, ServingState, get_state, json_response, observed, read_body
 from serving.exceptions import InvalidRequest
-from serving.online import NOT_FOUND, STALE
+from serving.online import INVALID, NOT_FOUND, STALE
 from serving.pipeline import FeatureResult, compute
 from serving.registry import Registry
 from serving.request import build_request, check_keys, parse_json
@@ -38,7 +38,7 @@ def _feast_status(status: str, value: Any) -> str:
         return NOT_FOUND
     if status == STALE:
         return "OUTSIDE_MAX_AGE"
-    return "NULL_VALUE" if value is None else "PRESENT"
+    return "NULL_VALUE" if value is None or status == INVALID else "PRESENT"
 
 
 def feast_body(result: FeatureResult, full_feature_names: bool) -> dict[str, Any]:

@@ -150,7 +150,7 @@ def _record_count(bootstrap: str, topic: str) -> int | None:
 
 def collect_status(settings: Any, sample_s: float = 1.0) -> Status:
     """Gather the status of every view of the applied plan (see the module docstring)."""
-    from engine.apply import META_RECORD, meta_key
+    from engine.apply import META_RECORD, freshness_lag_ms, meta_key
     from engine.definitions import load_repo
     from engine.exceptions import ConfigError
     from engine.metrics import directory_bytes, kafka_end_offsets
@@ -226,7 +226,7 @@ def collect_status(settings: Any, sample_s: float = 1.0) -> Status:
                 fingerprint=view.fingerprint_hex,
                 newest_event_ms=None if best is None else best[0],
                 written_at_ms=None if best is None else best[1],
-                freshness_lag_s=None if best is None else max(0, now_ms - best[0]) / 1000,
+                freshness_lag_s=None if best is None else freshness_lag_ms(*best, now_ms) / 1000,
                 expected_freshness_s=view.expected_freshness.total_seconds(),
             )
         )

@@ -4,7 +4,8 @@ RocksDB shards or Redis the way the ingest sink lays them out (tile and meta rec
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from engine.definitions import (
 )
 from engine.kernel import PartialLayout, aggregate_batch, encode_positions, encode_tiles
 from engine.plan import AppliedPlan
-from engine.state import OnlineTable, RedisOnlineWriter, RocksDBStore
+from engine.state import OnlineTable, RedisOnlineWriter, RocksDBOnlineTable, RocksDBStore
 from engine.state.keys import entity_key, shard_for, tile_key
 from serving.app import create_app
 
@@ -168,3 +169,20 @@ def write_redis(url: str, views: Iterable[StreamFeatureView], events: Sequence[M
 def make_app(repo: FeatureRepo, plan: AppliedPlan, table: OnlineTable, **settings: Any) -> FastAPI:
     """The app over ``table`` with ``settings`` overriding the defaults."""
     return create_app(Settings(**settings), repo=repo, plan=plan, online_table=table)
+
+
+@contextmanager
+def rocksdb_client(root: Path, repo: FeatureRepo, plan: AppliedPlan, events: Sequence[Mapping[str, Any]],
+                   *, meta_for: Iterable[str], **settings: Any) -> Iterator[Any]:
+    """An ASGI client of the app over RocksDB shards holding ``events``' tiles under ``root``."""
+    # Imported here: tests outside tests/serving import this module without asgi_client on their path.
+    from asgi_client import ASGIClient
+
+    write_rocksdb(root / "state", repo.views, events, meta_for=meta_for)
+    table = RocksDBOnlineTable(root / "state", N_SHARDS, root / "secondary", background=False)
+    client = ASGIClient(make_app(repo, plan, table, **settings))
+    try:
+        yield client
+    finally:
+        client.close()
+        table.close()
