@@ -7,6 +7,7 @@ partition after the smallest offset any shard (or the Parquet log) has recorded.
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from engine.state.layout import (
     shard_exists,
     shard_path,
 )
+
+log = logging.getLogger(__name__)
 
 _LEGACY_RECORD = struct.Struct("<qqqq")
 _HEADER = struct.Struct("<qqBB")
@@ -169,22 +172,55 @@ def combine_resume_points(
     for records in shards:
         partitions.update(records)
     resume: dict[int, ResumePoint] = {}
+    applied = highest_applied(shards)
     for partition in sorted(partitions):
         if len(shards) < n_shards or any(partition not in records for records in shards):
+            log.warning(
+                "partition %d: re-reading from the beginning although a shard applied it through "
+                "offset %d: %d of %d shards have no offset record for it",
+                partition, applied[partition],
+                n_shards - sum(partition in records for records in shards), n_shards,
+            )
             continue
-        offset, top_ts = min(records[partition].lowest() for records in shards)
+        lowest = min(records[partition].lowest() for records in shards)
+        offset, top_ts = lowest
+        behind = min(records[partition].applied_offset for records in shards)
+        if offset < behind:
+            log.info(
+                "partition %d: resuming at offset %d, before the state's %d: the Parquet log is "
+                "published only through %d, so those records are replayed into the log only",
+                partition, offset + 1, behind + 1, offset,
+            )
         if offset == NO_OFFSET:
             continue
         resume[partition] = ResumePoint(next_offset=offset + 1, top_ts=top_ts)
     return resume
 
 
+def highest_applied(per_shard: Iterable[dict[int, OffsetRecord]]) -> dict[int, int]:
+    """Per partition, the highest offset any shard has applied: every record up to it has
+    passed decoding (and its dead letter, if any, was acknowledged) before this run."""
+    out: dict[int, int] = {}
+    for records in per_shard:
+        for partition, record in records.items():
+            out[partition] = max(out.get(partition, NO_OFFSET), record.applied_offset)
+    return out
+
+
 def resume_positions(state_dir: str | Path, n_shards: int, topic: str) -> dict[int, ResumePoint]:
     """Where the source must resume each partition of ``topic``.
 
+    Partitions absent from the result are read from the beginning (logged when a shard
+    had applied some of them already, with the reason).
+    """
+    return combine_resume_points(read_offset_records(state_dir, n_shards, topic), n_shards)
+
+
+def read_offset_records(state_dir: str | Path, n_shards: int, topic: str) -> list[dict[int, OffsetRecord]]:
+    """The offset records of ``topic`` of every existing shard.
+
     Opens every shard read-only (no lock, so a running writer is not disturbed and
-    no writer is needed), reads its offset records and closes it again. Partitions
-    absent from the result are read from the beginning.
+    no writer is needed), reads its offset records and closes it again.
     """
     root = Path(state_dir)
     check_meta_shards(root, n_shards)
@@ -200,4 +236,4 @@ def resume_positions(state_dir: str | Path, n_shards: int, topic: str) -> dict[i
             per_shard.append(scan_offsets(db, topic))
         finally:
             db.close()
-    return combine_resume_points(per_shard, n_shards)
+    return per_shard

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from engine.cli.status_cmd import dlq_record_count
 from engine.definitions import load_repo
 from engine.io.dead_letters import dlq_topic_for, read_dead_letters
 from engine.io.parquet_log import read_log
@@ -46,4 +47,7 @@ def check_against_reference(
         assert {(d.partition, d.offset) for d in letters} == refused, "DLQ differs from the refused records"
         assert all(d.reason for d in letters)
         dead = len(letters)
+        # Exactly one letter per bad record, so `streamfeat status` (which counts the topic's
+        # records) reports distinct bad records, also after kill -9 and restarts.
+        assert dlq_record_count(bootstrap, dlq_topic_for(topic)) == dead, "dead letters repeated"
     return {"events": len(events), "applied": len(applied), "entities_checked": checked, "dead_letters": dead}
