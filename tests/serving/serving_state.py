@@ -35,6 +35,8 @@ T_END = 1_767_225_600_000 + 37_123  # just after the last event; not on a tile b
 USERS = ("u0", "u1", "u2", "u3", "u4")
 MERCHANTS = ("m0", "m1", "m2")
 N_SHARDS = 4
+# Views whose ingest metadata (freshness) is written; user_defaults has none (unknown freshness).
+META_VIEWS = ("user_spend", "merchant_activity")
 META = struct.Struct("<qq")
 
 

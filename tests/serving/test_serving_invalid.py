@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 from asgi_client import ASGIClient
-from conftest import META_VIEWS
-from serving_state import T_END, rocksdb_client
+from serving_state import META_VIEWS, T_END, rocksdb_client
 
 from engine.definitions import FeatureRepo
 from engine.plan import AppliedPlan
