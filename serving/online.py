@@ -19,6 +19,9 @@ PRESENT = "PRESENT"
 NOT_FOUND = "NOT_FOUND"
 DEFAULTED = "DEFAULTED"
 STALE = "STALE"
+#: The window holds events but its value overflowed or is not a number (for example sums
+#: of values near 1e308); the value is served as null (docs/serving.md).
+INVALID = "INVALID"
 
 
 class OnlineAccess:

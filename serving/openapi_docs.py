@@ -73,7 +73,7 @@ def v1_responses() -> dict[int | str, dict[str, Any]]:
             "features": {"type": "array", "items": row},
             "metadata": {"type": "object", "properties": {
                 "statuses": {"type": "array", "items": {"type": "object", "additionalProperties": {
-                    "type": "string", "enum": ["PRESENT", "NOT_FOUND", "DEFAULTED", "STALE"]}}},
+                    "type": "string", "enum": ["PRESENT", "NOT_FOUND", "DEFAULTED", "STALE", "INVALID"]}}},
                 "views": {"type": "object"},
                 "as_of_in_head_tile": {"type": "array", "items": {"type": "boolean"}},
             }},

@@ -2,20 +2,23 @@
 
 Status of a value (docs/serving.md), first match wins:
 ``NOT_FOUND`` the entity has no record in the view (never seen, or expired);
+``INVALID`` the window holds events but its value is not a finite number (an overflowed
+sum, for example), so it is served as null;
 ``STALE`` the view's freshness lag exceeds its ``expected_freshness``;
 ``DEFAULTED`` the window was empty and the aggregation's declared default was used;
-``PRESENT`` otherwise. An on-demand output is NOT_FOUND / STALE when one of the
-views it reads is, PRESENT otherwise.
+``PRESENT`` otherwise. An on-demand output is NOT_FOUND / INVALID / STALE when one of the
+features it reads is (INVALID also when its own result is not finite), PRESENT otherwise.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from engine.state import Freshness
 from serving.evaluate import ViewValues, read_and_evaluate
-from serving.online import DEFAULTED, NOT_FOUND, PRESENT, STALE, OnlineAccess
+from serving.online import DEFAULTED, INVALID, NOT_FOUND, PRESENT, STALE, OnlineAccess
 from serving.request import FeatureRequest
 from serving.transforms import run_transform
 
@@ -43,8 +46,9 @@ class FeatureResult:
             if owner in self.views:
                 row_status = view_status[owner]
                 defaulted = self.views[owner].defaulted[feature]
-                out[feature] = [DEFAULTED if s == PRESENT and d else s
-                                for s, d in zip(row_status, defaulted, strict=True)]
+                out[feature] = [INVALID if s != NOT_FOUND and not_finite(v) else
+                                DEFAULTED if s == PRESENT and d else s
+                                for s, d, v in zip(row_status, defaulted, self.columns[feature], strict=True)]
             else:
                 transform = next(t for t in service.transforms if t.name == owner)
                 statuses = [PRESENT] * n
@@ -52,6 +56,12 @@ class FeatureResult:
                     for i, s in enumerate(view_status[name]):
                         if s == NOT_FOUND or (s == STALE and statuses[i] == PRESENT):
                             statuses[i] = s
+                inputs = [self.views[source].columns[name]
+                          for name, source in transform.input_views.items() if source is not None]
+                for i, value in enumerate(self.columns[feature]):
+                    if statuses[i] != NOT_FOUND and (
+                            not_finite(value) or any(not_finite(column[i]) for column in inputs)):
+                        statuses[i] = INVALID
                 out[feature] = statuses
         return out
 
@@ -79,6 +89,17 @@ class FeatureResult:
         }
 
 
+def not_finite(value: Any) -> bool:
+    """A float result that JSON can only show as null (inf, -inf, NaN)."""
+    return type(value) is float and not math.isfinite(value)
+
+
+def _count_invalid(online: OnlineAccess, view_name: str, values: ViewValues) -> None:
+    invalid = sum(not_finite(v) for column in values.columns.values() for v in column)
+    if invalid:
+        online.metrics.invalid_values.labels(view_name).inc(invalid)
+
+
 def compute(online: OnlineAccess, request: FeatureRequest) -> FeatureResult:
     service = request.service
     n, t = request.n_rows, request.t_ms
@@ -88,6 +109,7 @@ def compute(online: OnlineAccess, request: FeatureRequest) -> FeatureResult:
     evaluated = read_and_evaluate(online, service.views, request.entities, n, t)
     for view, values in zip(service.views, evaluated, strict=True):
         views[view.name] = values
+        _count_invalid(online, view.name, values)
         fresh = online.freshness(view)
         freshness[view.name] = fresh
         lag = fresh.lag_ms(t)

@@ -10,7 +10,7 @@ changes a value.
 
 Answer: column-major values, statuses and event timestamps, join keys first (Feast's
 feature server shape). Status mapping: NOT_FOUND stays; STALE becomes
-OUTSIDE_MAX_AGE; a null value is NULL_VALUE; PRESENT and DEFAULTED are PRESENT (Feast
+OUTSIDE_MAX_AGE; a null value and INVALID are NULL_VALUE; PRESENT and DEFAULTED are PRESENT (Feast
 has no DEFAULTED).
 
 Errors: the body is a JSON string holding ``{"module", "class", "message"}``, which
@@ -32,7 +32,7 @@ from serving import openapi_docs as docs
 from serving.deps import Labels, ServingState, get_state, json_response, observed, read_body
 from serving.exceptions import InvalidRequest, ServingError
 from serving.feature_refs import FeatureRefResolver
-from serving.online import NOT_FOUND, STALE
+from serving.online import INVALID, NOT_FOUND, STALE
 from serving.pipeline import FeatureResult, compute
 from serving.registry import CompiledService, Registry
 from serving.request import build_request, parse_json
@@ -69,7 +69,7 @@ def feast_status(status: str, value: Any) -> str:
         return NOT_FOUND
     if status == STALE:
         return "OUTSIDE_MAX_AGE"
-    return "NULL_VALUE" if value is None else "PRESENT"
+    return "NULL_VALUE" if value is None or status == INVALID else "PRESENT"
 
 
 def feast_body(result: FeatureResult, full_feature_names: bool) -> dict[str, Any]:

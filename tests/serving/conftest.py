@@ -9,11 +9,13 @@ from typing import Any
 import pytest
 from asgi_client import ASGIClient
 from serving_state import (
+    META_VIEWS,
     N_SHARDS,
     build_test_repo,
     example_repo,
     make_app,
     make_events,
+    rocksdb_client,
     write_redis,
     write_rocksdb,
 )
@@ -21,9 +23,6 @@ from serving_state import (
 from engine.definitions import FeatureRepo
 from engine.plan import AppliedPlan, apply_plan
 from engine.state import OnlineTable, RedisOnlineTable, RocksDBOnlineTable
-
-# Views whose ingest metadata (freshness) is written; user_defaults has none (unknown freshness).
-META_VIEWS = ("user_spend", "merchant_activity")
 
 
 @pytest.fixture(scope="session")
@@ -70,12 +69,6 @@ def backend_client(
 def client(repo: FeatureRepo, plan: AppliedPlan, events: list[dict[str, Any]],
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[ASGIClient]:
     """RocksDB-backed TestClient for the tests that do not depend on the backend."""
-    root: Path = tmp_path_factory.mktemp("rocks1")
-    write_rocksdb(root / "state", repo.views, events, meta_for=META_VIEWS)
-    table = RocksDBOnlineTable(root / "state", N_SHARDS, root / "secondary", background=False)
-    test_client = ASGIClient(make_app(repo, plan, table, max_entities_per_request=50, max_request_bytes=20_000))
-    try:
+    with rocksdb_client(tmp_path_factory.mktemp("rocks1"), repo, plan, events, meta_for=META_VIEWS,
+                        max_entities_per_request=50, max_request_bytes=20_000) as test_client:
         yield test_client
-    finally:
-        test_client.close()
-        table.close()
