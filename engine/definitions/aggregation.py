@@ -14,8 +14,10 @@ from engine.definitions.base import (
     timedelta_ms,
     window_label,
 )
+from engine.kernel.layout import ANY_COLUMN_FUNCTIONS, FUNCTIONS, INTEGER_FUNCTIONS
 
-FUNCTIONS = ("sum", "count", "mean", "min", "max", "last", "stddev")
+__all__ = ["ANY_COLUMN_FUNCTIONS", "FUNCTIONS", "Aggregation"]
+
 
 
 @definition("Aggregation")
@@ -53,8 +55,8 @@ class Aggregation:
 
     @property
     def output_type(self) -> FieldType:
-        """Type of the served value: counts are integers, everything else a float."""
-        return FieldType.INT if self.function == "count" else FieldType.FLOAT
+        """Type of the served value: counts and times since are integers, everything else a float."""
+        return FieldType.INT if self.function in INTEGER_FUNCTIONS else FieldType.FLOAT
 
     def to_dict(self) -> dict[str, object]:
         return {

@@ -7,7 +7,7 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from engine.definitions.aggregation import Aggregation
+from engine.definitions.aggregation import ANY_COLUMN_FUNCTIONS, Aggregation
 from engine.definitions.base import (
     NUMERIC_TYPES,
     Checker,
@@ -105,10 +105,10 @@ class StreamFeatureView:
             where = f"aggregations[{agg.output_name}]"
             if agg.column not in schema:
                 c.add(f"{where}.column", "a field of the source schema", agg.column, did_you_mean(agg.column, schema))
-            elif agg.function != "count" and schema[agg.column] not in NUMERIC_TYPES:
+            elif agg.function not in ANY_COLUMN_FUNCTIONS and schema[agg.column] not in NUMERIC_TYPES:
                 c.add(f"{where}.column", f"a numeric (int/float) column for {agg.function}",
                       f"<{agg.column!r} of type {schema[agg.column]}>",
-                      "only count accepts non-numeric columns")
+                      f"only {' and '.join(sorted(ANY_COLUMN_FUNCTIONS))} accept non-numeric columns")
             if interval is not None and agg.window_ms % interval:
                 c.add(f"{where}.window", f"a whole multiple of aggregation_interval ({interval} ms)",
                       f"<{agg.window_ms} ms>", "make the window a multiple of the interval or shorten the interval")
@@ -142,7 +142,7 @@ class StreamFeatureView:
 
     @property
     def column_types(self) -> Mapping[str, FieldType]:
-        """Schema type of each aggregated column; a non-numeric one is only ever counted."""
+        """Schema type of each aggregated column; a non-numeric one is only counted or timed."""
         types = self.source.field_types
         return FrozenMap((name, types[name]) for name in self.columns)
 

@@ -50,7 +50,16 @@ EMPTY_FIELDS: tuple[float, ...] = (
     math.nan,
 )
 
-FUNCTIONS = frozenset({"count", "sum", "mean", "min", "max", "last", "stddev"})
+# The one list of aggregation functions (docs/semantics.md section 3); definitions
+# validate against it.
+FUNCTIONS: tuple[str, ...] = (
+    "sum", "count", "mean", "min", "max", "last", "stddev", "time_since_last",
+)
+# Functions whose value is an integer (served as int, int64 in training sets).
+INTEGER_FUNCTIONS = frozenset({"count", "time_since_last"})
+# Functions that read only which events exist and their event times, never the
+# column's value, so their column may have any type.
+ANY_COLUMN_FUNCTIONS = frozenset({"count", "time_since_last"})
 
 POSITION_OFFSET_BITS = 40
 # float64 holds integers exactly below 2**53, so partitions must stay below 2**13.
@@ -173,7 +182,7 @@ class AggregationSpec:
         _check_name(owner, "column", self.column)
         if self.function not in FUNCTIONS:
             raise KernelSpecError(
-                f"{owner}: field 'function': expected one of {sorted(FUNCTIONS)}, "
+                f"{owner}: field 'function': expected one of {list(FUNCTIONS)}, "
                 f"got {self.function!r}",
                 hint="see docs/semantics.md section 3 for the supported functions",
             )

@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from engine.definitions.transform_runner import TransformRunError, TransformSpec, run_transform
 from engine.io.parquet_log import EVENT_TIME, read_log, value_column
-from engine.kernel.layout import AggregationSpec
+from engine.kernel.layout import ANY_COLUMN_FUNCTIONS, AggregationSpec
 from engine.kernel.window import empty_value, values_are_int, window_start_ms
 from engine.offline.exceptions import (
     OnDemandComputationError,
@@ -202,7 +202,11 @@ def evaluate_windows(
             lo_by_window[agg.window_ms] = lo
         count = hi - lo
         nonempty = count > 0
-        vals = values.get(agg.column, np.zeros(0)) if agg.function != "count" else np.zeros(0)
+        vals = (
+            np.zeros(0)
+            if agg.function in ANY_COLUMN_FUNCTIONS
+            else values.get(agg.column, np.zeros(0))
+        )
         result: npt.NDArray[Any]
         if agg.function == "count":
             result = count
@@ -219,6 +223,9 @@ def evaluate_windows(
             result = _reduceat(np.maximum, vals, lo, hi)
         elif agg.function == "last":
             result = vals[np.maximum(hi - 1, 0)] if n else np.zeros(m)
+        elif agg.function == "time_since_last":
+            # Events are sorted by (entity, e, position): hi - 1 is the newest with e <= t.
+            result = q_times - times[np.maximum(hi - 1, 0)] if n else np.zeros(m, dtype=np.int64)
         else:
             result = _stddev(vals, lo, hi)
         out[agg.output_name] = _finish(agg, unsort(result), unsort(nonempty))
@@ -245,11 +252,9 @@ def _finish(
 ) -> pl.Series:
     """Fill empty windows with the kernel's empty-window value (null where it is None)."""
     fill = empty_value(agg)
-    if fill is None:
-        return _masked_series(
-            agg.output_name, np.where(nonempty, result, 0.0).astype(np.float64), nonempty
-        )
     dtype = np.int64 if values_are_int(agg) else np.float64
+    if fill is None:
+        return _masked_series(agg.output_name, np.where(nonempty, result, 0).astype(dtype), nonempty)
     return pl.Series(agg.output_name, np.where(nonempty, result, fill).astype(dtype))
 
 
@@ -495,7 +500,7 @@ def compute_view_features(
         missing += [
             value_column(a.column)
             for a in aggs
-            if a.function != "count" and value_column(a.column) not in log.columns
+            if a.function not in ANY_COLUMN_FUNCTIONS and value_column(a.column) not in log.columns
         ]
         if missing:
             raise TrainingSetError(
@@ -508,7 +513,7 @@ def compute_view_features(
     values = {
         a.column: log.get_column(value_column(a.column)).to_numpy().astype(np.float64)
         for a in aggs
-        if log.height and a.function != "count"
+        if log.height and a.function not in ANY_COLUMN_FUNCTIONS
     }
     return evaluate_windows(codes, times, values, q_codes, t_ms, interval, aggs)
 

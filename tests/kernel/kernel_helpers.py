@@ -16,8 +16,8 @@ from engine.kernel import (
     encode_positions,
     merge_tile_sets,
 )
+from engine.kernel.layout import FUNCTIONS
 
-FUNCTIONS = ("count", "sum", "mean", "min", "max", "last", "stddev")
 COLUMN = "amount"
 LAYOUT = PartialLayout((COLUMN,))
 
