@@ -54,6 +54,7 @@ user_merchant_spend = StreamFeatureView(
         Aggregation(column="amount", function="count", window=timedelta(days=1), name="pair_txn_count_1d"),
         Aggregation(column="amount", function="sum", window=timedelta(days=1), name="pair_amount_sum_1d"),
         Aggregation(column="amount", function="time_since_last", window=timedelta(days=1), name="pair_ms_since_last_1d"),
+        Aggregation(column="amount", function="first_seen", window=timedelta(days=1), name="pair_first_seen_1d"),
     ],
     description="Purchases of each user at each merchant.",
     tags={"team": "risk"},

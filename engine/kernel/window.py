@@ -9,8 +9,9 @@ when present. That is exact whenever no applied event of the entity has ``e > t`
 tests); otherwise serving flags the read ``as_of_in_head_tile`` (semantics section 3,
 "Online reads and as_of"). Tiles after the current tile are never included.
 
-Values: ``count`` and ``time_since_last`` are ints, every other function a float
-(``time_since_last`` is ``t`` minus the greatest ``last_ts`` of the window's tiles);
+Values: ``count``, ``time_since_last`` and ``first_seen`` are ints, every other
+function a float (``time_since_last`` is ``t`` minus the greatest ``last_ts`` of the
+window's tiles, ``first_seen`` the smallest ``first_ts``);
 an empty window gives
 ``0`` for count, ``0.0`` for sum and ``None`` otherwise, unless the aggregation has a
 ``default``, which then replaces the value and marks the aggregation defaulted.
@@ -118,9 +119,13 @@ def evaluate_unchecked(
         block = parts[lo:hi]
         count = int(block[:, off + FIELD_COUNT].sum()) if lo < hi else 0
         empty.append(count == 0)
-        values[agg.output_name] = (
-            empty_value(agg) if count == 0 else _reduce_block(agg.function, block, off, count, t_ms)
-        )
+        if count == 0:
+            values[agg.output_name] = empty_value(agg)
+        elif agg.function == "first_seen":
+            # Empty tiles hold first_ts = +inf; the window is non-empty, so the min is a time.
+            values[agg.output_name] = int(block[:, spec.layout.first_event_field].min())
+        else:
+            values[agg.output_name] = _reduce_block(agg.function, block, off, count, t_ms)
     defaulted = tuple(
         e and a.default is not None for e, a in zip(empty, spec.aggregations, strict=True)
     )
@@ -312,6 +317,9 @@ def evaluate_many_unchecked(
             newest = reduce("last_ts", off, w)
             # Empty windows hold -inf here; they are overwritten by the empty value.
             result = times - np.where(is_empty, 0.0, newest).astype(np.int64)
+        elif agg.function == "first_seen":
+            oldest = reduce("first_ts", spec.layout.first_event_field, w)
+            result = np.where(is_empty, 0.0, oldest).astype(np.int64)
         else:
             result = _window_stddev(parts, off, lo, hi, counts, reduce("sum", off, w))
         values[agg.output_name] = _fill_empty(agg, result, is_empty)
@@ -426,6 +434,7 @@ def _window_reduce(
         "min": (FIELD_MIN, np.minimum, math.inf),
         "max": (FIELD_MAX, np.maximum, -math.inf),
         "last_ts": (FIELD_LAST_TS, np.maximum, -math.inf),
+        "first_ts": (0, np.minimum, math.inf),  # off is the view's first_ts field itself
     }[kind]
     idx = np.empty(2 * len(lo), dtype=np.intp)
     idx[0::2] = lo

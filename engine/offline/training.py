@@ -223,6 +223,9 @@ def evaluate_windows(
             result = _reduceat(np.maximum, vals, lo, hi)
         elif agg.function == "last":
             result = vals[np.maximum(hi - 1, 0)] if n else np.zeros(m)
+        elif agg.function == "first_seen":
+            # lo is the window's oldest event (events sorted by entity, e, position).
+            result = times[np.minimum(lo, n - 1)] if n else np.zeros(m, dtype=np.int64)
         elif agg.function == "time_since_last":
             # Events are sorted by (entity, e, position): hi - 1 is the newest with e <= t.
             result = q_times - times[np.maximum(hi - 1, 0)] if n else np.zeros(m, dtype=np.int64)

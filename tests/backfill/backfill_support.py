@@ -73,7 +73,8 @@ def history_reference(events: Sequence[dict[str, Any]], start_ms: int, end_ms: i
 
 def _reference_event(doc: dict[str, Any], partition: int, offset: int) -> dict[str, Any]:
     return {
-        "entity": doc["user_id"], "merchant": doc["merchant_id"], "e": doc["ts"],
+        "entity": doc["user_id"], "merchant": doc["merchant_id"],
+        "pair": (doc["user_id"], doc["merchant_id"]), "e": doc["ts"],
         "partition": partition, "offset": offset, "value": float(doc["amount"]),
         "event_type": doc["event_type"], "valid": True,
     }  # fmt: skip

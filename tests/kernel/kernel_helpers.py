@@ -19,7 +19,7 @@ from engine.kernel import (
 from engine.kernel.layout import FUNCTIONS
 
 COLUMN = "amount"
-LAYOUT = PartialLayout((COLUMN,))
+LAYOUT = PartialLayout((COLUMN,), tracks_first_event=True)  # make_spec has first_seen
 
 Event = dict[str, Any]
 TileSet = tuple[np.ndarray, np.ndarray]

@@ -23,7 +23,7 @@ from engine.plan import AppliedPlan, apply_plan
 from engine.state import OnlineTable, RedisOnlineTable, RocksDBOnlineTable
 
 # Views whose ingest metadata (freshness) is written; user_defaults has none (unknown freshness).
-META_VIEWS = ("user_spend", "merchant_activity")
+META_VIEWS = ("user_spend", "merchant_activity", "user_merchant_spend")
 
 
 @pytest.fixture(scope="session")
