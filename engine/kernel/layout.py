@@ -67,6 +67,12 @@ INTEGER_FUNCTIONS = frozenset({"count", "time_since_last", "first_seen"})
 ANY_COLUMN_FUNCTIONS = frozenset({"count", "time_since_last", "first_seen"})
 # The function that needs the view-level first_ts field.
 FIRST_SEEN = "first_seen"
+# Specified in docs/semantics.md ("Planned functions") but not implemented: refused
+# with a message saying so rather than as an unknown name.
+PLANNED_FUNCTIONS: tuple[str, ...] = (
+    "last_n", "first_n", "last_distinct_n", "count_distinct", "count_distinct_approx",
+    "percentile", "median",
+)
 
 POSITION_OFFSET_BITS = 40
 # float64 holds integers exactly below 2**53, so partitions must stay below 2**13.
