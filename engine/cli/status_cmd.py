@@ -86,39 +86,19 @@ def _read_shards(
     state_dir: Path, n_shards: int, topics: list[str], meta_keys: list[bytes]
 ) -> tuple[dict[str, list[dict[int, int]]], list[list[bytes | None]]]:
     """Per topic: each shard's applied offset per partition; per shard: the meta records."""
-    import shutil
-    import tempfile
-
-    import rocksdict
-
-    from engine.state.layout import multi_get, reader_options, shard_exists, shard_path
-    from engine.state.offsets import scan_offsets
+    from engine.state.secondary import secondary_shards
 
     offsets: dict[str, list[dict[int, int]]] = {t: [] for t in topics}
     metas: list[list[bytes | None]] = []
-    # Secondary instances, not read-only opens: a read-only open does not see what a
-    # running dataflow has written since its last memtable flush.
-    own_root = Path(tempfile.mkdtemp(prefix="streamfeat-status-"))
-    try:
-        for shard in range(n_shards):
-            path = shard_path(state_dir, shard)
-            if not shard_exists(path):
+    with secondary_shards(state_dir, n_shards) as shards:
+        for part in shards:
+            if part is None:
                 for t in topics:
                     offsets[t].append({})
                 continue
-            db = rocksdict.Rdict(
-                str(path), reader_options(),
-                access_type=rocksdict.AccessType.secondary(str(own_root / f"shard-{shard}")),
-            )  # fmt: skip
-            try:
-                db.try_catch_up_with_primary()
-                for t in topics:
-                    offsets[t].append({p: r.applied_offset for p, r in scan_offsets(db, t).items()})
-                metas.append(multi_get(db, meta_keys) if meta_keys else [])
-            finally:
-                db.close()
-    finally:
-        shutil.rmtree(own_root, ignore_errors=True)
+            for t in topics:
+                offsets[t].append({p: r.applied_offset for p, r in part.read_offsets(t).items()})
+            metas.append(part.get_many(meta_keys) if meta_keys else [])
     return offsets, metas
 
 

@@ -14,15 +14,7 @@ from engine.definitions.base import (
     timedelta_ms,
     window_label,
 )
-from engine.kernel.layout import (
-    ANY_COLUMN_FUNCTIONS,
-    FUNCTIONS,
-    INTEGER_FUNCTIONS,
-    PLANNED_FUNCTIONS,
-)
-
-__all__ = ["ANY_COLUMN_FUNCTIONS", "FUNCTIONS", "Aggregation"]
-
+from engine.kernel.layout import FUNCTIONS, INTEGER_FUNCTIONS, PLANNED_FUNCTIONS
 
 
 @definition("Aggregation")

@@ -7,7 +7,7 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from engine.definitions.aggregation import ANY_COLUMN_FUNCTIONS, Aggregation
+from engine.definitions.aggregation import Aggregation
 from engine.definitions.base import (
     NUMERIC_TYPES,
     Checker,
@@ -22,6 +22,7 @@ from engine.definitions.entity import Entity
 from engine.definitions.filters import Compare, Expr
 from engine.definitions.fingerprint import fingerprint_of
 from engine.definitions.source import EventSource
+from engine.kernel.layout import ANY_COLUMN_FUNCTIONS
 
 if TYPE_CHECKING:
     from engine.definitions.service import FeatureRef

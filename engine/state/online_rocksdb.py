@@ -36,7 +36,7 @@ from engine.state.keys import shard_hasher
 from engine.state.layout import (
     check_meta_shards,
     multi_get,
-    reader_options,
+    open_secondary,
     shard_exists,
     shard_path,
 )
@@ -174,11 +174,7 @@ class RocksDBOnlineTable(ClosesOnExit):
             own = self._own_dir / path.name
             own.mkdir(parents=True, exist_ok=True)
             try:
-                self._dbs[shard] = rocksdict.Rdict(
-                    str(path),
-                    reader_options(),
-                    access_type=rocksdict.AccessType.secondary(str(own)),
-                )
+                self._dbs[shard] = open_secondary(path, own)
             except Exception as exc:  # rocksdict raises plain Exception for IO errors
                 self._note_error(f"shard {shard}: cannot open as secondary: {exc}")
 
