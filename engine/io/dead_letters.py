@@ -15,7 +15,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 
 from engine.io.batches import DeadLetter
 from engine.io.exceptions import DeadLetterDeliveryError, KafkaSourceError
-from engine.io.kafka_source import list_topic_partitions
+from engine.io.kafka_source import CLIENT_LOG, list_topic_partitions
 
 HEADER_REASON = "reason"
 HEADER_DETAIL = "detail"
@@ -54,6 +54,7 @@ class DeadLetterProducer:
             "acks": "all",
             "linger.ms": 5,
             "compression.type": "lz4",
+            "logger": CLIENT_LOG,
         }
         config.update(producer_config or {})
         self._producer = Producer(config)

@@ -1,0 +1,18 @@
+"""How the command line shows event times: UTC datetimes, never epoch integers.
+
+>>> iso_utc(1767225600000)
+'2026-01-01T00:00:00Z'
+>>> iso_utc(1767225600123)
+'2026-01-01T00:00:00.123Z'
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def iso_utc(epoch_ms: int) -> str:
+    """ISO 8601 in UTC with a ``Z``; milliseconds only when not zero."""
+    moment = datetime.fromtimestamp(epoch_ms / 1000, UTC)
+    spec = "milliseconds" if epoch_ms % 1000 else "seconds"
+    return moment.isoformat(timespec=spec).replace("+00:00", "Z")
