@@ -21,6 +21,7 @@ from typing import Any
 from engine.definitions.check import check_on_demand
 from engine.definitions.exceptions import DefinitionError, PlanError, RepoValidationError
 from engine.definitions.repo import FeatureRepo
+from engine.timefmt import duration_text
 
 PLAN_FORMAT_VERSION = 1
 DEFAULT_SHARDS = 8
@@ -147,20 +148,13 @@ def _element_key(item: Any) -> str | None:
 def _describe(item: Any) -> str:
     """One element as a line: an aggregation as ``function(column) over window``."""
     if isinstance(item, dict) and {"function", "column", "window_ms", "output_name"} <= set(item):
-        window = _window_text(int(item["window_ms"]))
+        window = duration_text(int(item["window_ms"]))
         return f"{item['output_name']} = {item['function']}({item['column']}) over {window}"
     if isinstance(item, dict):
         key = _element_key(item)
         rest = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(item.items()) if k not in _ELEMENT_KEYS)
         return f"{key} ({rest})" if rest else str(key)
     return str(item)
-
-
-def _window_text(ms: int) -> str:
-    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)):
-        if ms % size == 0:
-            return f"{ms // size}{unit}"
-    return f"{ms}ms"
 
 
 def _list_diff(before: list[Any], after: list[Any], path: str) -> list[str] | None:

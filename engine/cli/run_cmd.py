@@ -19,6 +19,7 @@ from typing import Any
 
 from engine.cli.common import add_settings_args, check_source_topic, log_to_file, settings_from
 from engine.exceptions import DataflowRunError, StreamfeatError
+from engine.shutdown import stop_gracefully_on_sigint, stop_requested
 
 
 def register(subparsers: Any) -> None:
@@ -164,13 +165,15 @@ def _run_in_place(args: argparse.Namespace) -> int:
         flush=True,
     )
     reporter.start()
-    interrupted = False
+    stop_gracefully_on_sigint()
+    forced = False
     try:
         _run_dataflow(job, args.workers)
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt:  # a second Ctrl-C
+        forced = True
     finally:
         reporter.stop()
+    interrupted = forced or stop_requested()
     print(reporter.summary(caught_up=args.until_caught_up and not interrupted, interrupted=interrupted))
     return 0
 

@@ -42,6 +42,7 @@ from confluent_kafka.admin import AdminClient
 
 from engine.io.batches import RawBatch
 from engine.io.exceptions import IoValueError, KafkaSourceError, TopicNotFoundError
+from engine.shutdown import stop_requested
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +284,7 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, None]):
     def next_batch(self) -> list[RawBatch]:
         if self._fatal is not None:
             self._raise_fatal(self._fatal)
-        if self._end is not None and self._next >= self._end:
+        if (self._end is not None and self._next >= self._end) or stop_requested():
             raise StopIteration
         messages = self._consumer.consume(num_messages=self._batch_size, timeout=0)
         if not messages:
