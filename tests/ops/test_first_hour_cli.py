@@ -13,8 +13,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import orjson
 import polars as pl
@@ -40,12 +42,43 @@ def _closed_port() -> int:
     return port
 
 
+def _user_env(metrics_port: int = 0) -> dict[str, str]:
+    """This environment without streamfeat settings, so the project's streamfeat.yaml decides."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFEAT_")}
+    env.update({"PYTHONPATH": str(ROOT), "STREAMFEAT_METRICS_PORT": str(metrics_port)})
+    return env
+
+
+@contextmanager
+def tailing_run(project: Path, stderr: Any, metrics_port: int = 0) -> Iterator[subprocess.Popen[str]]:
+    """``streamfeat run`` tailing the topic, in a process group of its own; killed if the
+    test leaves it running."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "run"], cwd=project, env=_user_env(metrics_port),
+        stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        yield child
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+        for pipe in (child.stdout, child.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def stop_with_ctrl_c(child: subprocess.Popen[str]) -> tuple[str, str]:
+    os.killpg(child.pid, signal.SIGINT)
+    stdout, stderr = child.communicate(timeout=60)
+    return stdout, stderr or ""
+
+
 def streamfeat_in(
     project: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     """``streamfeat ARGS`` as a user runs it, from the project directory."""
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFEAT_")}
-    child_env.update({"PYTHONPATH": str(ROOT), "STREAMFEAT_METRICS_PORT": "0", **(env or {})})
+    child_env = {**_user_env(), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "engine.cli", *args], cwd=project, env=child_env,
         capture_output=True, text=True, timeout=timeout,
@@ -65,12 +98,15 @@ def project_on_topic(tmp_path: Path, topic: str, bootstrap: str) -> Path:
     return project
 
 
-def project_with_events(tmp_path: Path, bootstrap: str, topic: str, events: int, *extra: str) -> tuple[Path, str]:
-    """A project on ``topic`` holding ``events`` generated events; returns it and generate's output."""
+def project_with_events(
+    tmp_path: Path, bootstrap: str, kafka_topic: Callable[..., str], events: int, *extra: str
+) -> tuple[Path, str, str]:
+    """A project on a new topic holding ``events`` generated events: (project, topic, generate's output)."""
+    topic = kafka_topic(partitions=3)
     project = project_on_topic(tmp_path, topic, bootstrap)
     produced = streamfeat_in(project, "generate", "--events", str(events), "--topic", topic, *extra)
     assert produced.returncode == 0, produced.stderr
-    return project, produced.stdout
+    return project, topic, produced.stdout
 
 
 def test_version_list_and_describe(capsys: pytest.CaptureFixture[str]) -> None:
@@ -178,8 +214,9 @@ def test_run_on_a_missing_topic_says_so_in_one_line(tmp_path: Path, kafka_bootst
 def test_run_mostly_dead_letters_is_loud_and_summarised(
     tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]
 ) -> None:
-    topic = kafka_topic(partitions=3)
-    project, produced = project_with_events(tmp_path, kafka_bootstrap, topic, 2000, "--malformed-fraction", "0.9")
+    project, topic, produced = project_with_events(
+        tmp_path, kafka_bootstrap, kafka_topic, 2000, "--malformed-fraction", "0.9"
+    )
     malformed = int(re.search(r"\(([\d,]+) malformed\)", produced).group(1).replace(",", ""))  # type: ignore[union-attr]
 
     done = streamfeat_in(project, "run", "--until-caught-up")
@@ -201,30 +238,18 @@ def test_run_mostly_dead_letters_is_loud_and_summarised(
 def test_run_stops_on_ctrl_c_without_a_backtrace(
     tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]
 ) -> None:
-    topic = kafka_topic(partitions=3)
-    project, _ = project_with_events(tmp_path, kafka_bootstrap, topic, 500)
+    project, _topic, _ = project_with_events(tmp_path, kafka_bootstrap, kafka_topic, 500)
     metrics_port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFEAT_")}
-    env.update({"PYTHONPATH": str(ROOT), "STREAMFEAT_METRICS_PORT": str(metrics_port)})
-    child = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "run"], cwd=project, env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-    )  # fmt: skip
-    try:
+    with tailing_run(project, subprocess.PIPE, metrics_port) as child:
         assert child.stderr is not None
         banner = child.stderr.readline()  # printed once the dataflow is about to start
         assert "Ctrl-C stops" in banner, banner
-        run_log = project / ".streamfeat" / "logs" / "run.log"
         # Stop it while it tails the topic, after it has read everything there.
         wait_until(lambda: child.poll() is not None or total(scrape(metrics_port), "streamfeat_events_in_total") >= 500,
                    120, "the dataflow to read the 500 events")  # fmt: skip
         assert child.poll() is None, child.stderr.read()
-        os.killpg(child.pid, signal.SIGINT)
-        stdout, stderr = child.communicate(timeout=60)
-    finally:
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
+        stdout, stderr = stop_with_ctrl_c(child)
+    run_log = project / ".streamfeat" / "logs" / "run.log"
     assert child.returncode == 0, stderr
     assert not NOISE.search(stderr), stderr
     assert "run stopped: read " in stdout
@@ -267,3 +292,53 @@ def test_training_set_files_hold_utc_timestamps_of_the_same_instants() -> None:
     assert str(out["event_timestamp"][0]) == "2026-01-01 00:00:00.123000+00:00"
     already = spine.with_columns(pl.col("event_timestamp").cast(pl.Datetime("ms", time_zone="UTC")))
     assert as_utc_timestamps(already, "event_timestamp").equals(already)
+
+
+def test_serve_on_a_busy_port_says_so_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--repo", str(ROOT / "feature_defs"), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"streamfeat serve: error: cannot serve on 127.0.0.1:{port}" in err
+    assert "hint: pass --port" in err
+
+
+@pytest.mark.kafka
+def test_kafka_start_with_a_broker_answering_says_already_running(
+    kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = kafka_bootstrap.rsplit(":", 1)[1]
+    assert main(["kafka", "start", "--port", port]) == 0
+    assert f"already running at {kafka_bootstrap}" in capsys.readouterr().out
+    assert main(["kafka", "status", "--port", port]) == 0
+
+
+@pytest.mark.kafka
+def test_run_shows_progress_on_a_terminal(
+    tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    import pty
+
+    project, topic, _ = project_with_events(tmp_path, kafka_bootstrap, kafka_topic, 3000)
+    controller, terminal = pty.openpty()
+    seen = b""
+    # The live line once everything is read: records read and their rate, lag, dead letters.
+    caught_up = re.compile(rf"{topic}: 3,000 read \([\d,]+/s\), lag 0, dead letters none".encode())
+    try:
+        with tailing_run(project, terminal) as child:
+            os.close(terminal)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not caught_up.search(seen):
+                try:
+                    seen += os.read(controller, 65536)
+                except OSError:  # the child closed the terminal
+                    break
+            stop_with_ctrl_c(child)
+    finally:
+        os.close(controller)
+    assert caught_up.search(seen), seen.decode(errors="replace")
+    assert child.returncode == 0
