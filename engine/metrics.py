@@ -84,12 +84,13 @@ def kafka_end_offsets(bootstrap: str, topic: str, timeout_s: float = 5.0) -> dic
     """High watermark (next offset to be written) of every partition of ``topic``."""
     from confluent_kafka import Consumer, TopicPartition
 
-    from engine.io.kafka_source import CLIENT_LOG, list_topic_partitions
+    from engine.io.kafka_source import list_topic_partitions
 
     partitions = list_topic_partitions(bootstrap, topic, timeout_s)
+    # log_level 0: a short-lived reader whose failures surface as exceptions (see above).
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": "streamfeat-metrics", "enable.auto.commit": False,
-         "logger": CLIENT_LOG}
+         "log_level": 0}
     )
     try:
         ends: dict[int, int] = {}

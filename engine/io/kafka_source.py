@@ -105,8 +105,9 @@ def consumer_settings(
 
 def list_topic_partitions(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[int]:
     """Partition ids of ``topic``; raises ``TopicNotFoundError`` if the broker does not know it."""
-    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": CLIENT_LOG}
-    admin = AdminClient(config)
+    # A short-lived client: its failures come back as the exception below, and a Python
+    # logger here would make librdkafka print "Purging unserved events" when it is freed.
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     try:
         # Listing every topic never asks the broker to auto-create the one we look for.
         metadata = admin.list_topics(timeout=timeout_s)
