@@ -42,16 +42,21 @@ def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
 
 
 def log_to_file(path: Path, *, verbose: bool) -> Path:
-    """Send every log record (Kafka client lines included) to ``path``; to stderr too
-    only when ``verbose``. Returns ``path``."""
+    """Send every log record to ``path``. The terminal gets streamfeat's own warnings and
+    errors; Kafka client lines and INFO records only with ``verbose``. Returns ``path``."""
+    from engine.io.kafka_source import CLIENT_LOG
+
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     root.addHandler(handler)
-    if verbose:
-        root.addHandler(logging.StreamHandler(sys.stderr))
+    terminal = logging.StreamHandler(sys.stderr)
+    if not verbose:
+        terminal.setLevel(logging.WARNING)
+        terminal.addFilter(lambda record: not record.name.startswith(CLIENT_LOG.name))
+    root.addHandler(terminal)
     return path
 
 
