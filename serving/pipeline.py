@@ -13,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from engine.state import Freshness
 from serving.evaluate import ViewValues, read_and_evaluate
-from serving.online import DEFAULTED, NOT_FOUND, PRESENT, STALE, Freshness, OnlineAccess
+from serving.online import DEFAULTED, NOT_FOUND, PRESENT, STALE, OnlineAccess
 from serving.request import FeatureRequest
 from serving.transforms import run_transform
 

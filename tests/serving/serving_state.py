@@ -3,14 +3,18 @@ RocksDB shards or Redis the way the ingest sink lays them out (tile and meta rec
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Iterable, Mapping, Sequence
+import socket
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import redis
+import uvicorn
 from fastapi import FastAPI
 
 from engine.config import Settings
@@ -26,7 +30,8 @@ from engine.definitions import (
 from engine.kernel import PartialLayout, aggregate_batch, encode_positions, encode_tiles
 from engine.plan import AppliedPlan
 from engine.state import OnlineTable, RedisOnlineWriter, RocksDBStore
-from engine.state.keys import entity_key, shard_for, tile_key
+from engine.state.keys import entity_key, shard_for
+from engine.state.records import encode_meta, meta_key, redis_meta_key, tile_key
 from serving.app import create_app
 
 REPO_DIR = Path(__file__).resolve().parents[2] / "feature_defs"
@@ -34,7 +39,6 @@ T_END = 1_767_225_600_000 + 37_123  # just after the last event; not on a tile b
 USERS = ("u0", "u1", "u2", "u3", "u4")
 MERCHANTS = ("m0", "m1", "m2")
 N_SHARDS = 4
-META = struct.Struct("<qq")
 
 
 def make_events(n: int = 400, seed: int = 7) -> list[dict[str, Any]]:
@@ -94,8 +98,13 @@ def build_test_repo(base: FeatureRepo) -> FeatureRepo:
         name="merchant_ratio", sources=[merchant_amounts[["amount_sum_1h"]], request],
         schema={"merchant_ratio": "float"}, mode="python", fn="serving_test_transforms:merchant_ratio")
     shadowed = FeatureService(name="shadowed", features=[user_spend[["amount_sum_1h"]], merchant_ratio])
+    # In no service: served only to "view:feature" references (Feast route).
+    unserved = StreamFeatureView(
+        name="user_unserved", source=user_spend.source, entities=user_spend.entities,
+        filter=col("event_type") == "PURCHASE",
+        aggregations=[Aggregation("amount", "count", timedelta(hours=1), name="purchases_1h")])
     objects: list[object] = [*base.views, *base.on_demand_views, *base.services, user_defaults, flaky, service,
-                             subset, merchant_amounts, merchant_ratio, shadowed]
+                             subset, merchant_amounts, merchant_ratio, shadowed, unserved]
     return FeatureRepo.from_objects(objects)
 
 
@@ -139,7 +148,7 @@ def write_rocksdb(state_dir: Path, views: Iterable[StreamFeatureView], events: S
                 txs[shard_for(view.fingerprint, key, N_SHARDS)].put(tile_key(view.fingerprint, key), record)
             if view.name in with_meta:
                 for tx in txs:
-                    tx.put(b"M" + view.fingerprint, META.pack(max_ts, T_END))
+                    tx.put(meta_key(view.fingerprint), encode_meta(max_ts, T_END))
         for tx in txs:
             tx.commit()
     finally:
@@ -155,14 +164,36 @@ def write_redis(url: str, views: Iterable[StreamFeatureView], events: Sequence[M
         for view in views:
             records, max_ts = view_records(view, events)
             writer.write([(view.fingerprint, k, v) for k, v in records.items()], ttl_ms=None)
-            meta_key = b"sf:meta:" + view.fingerprint.hex().encode()
             if view.name in with_meta:
-                client.set(meta_key, META.pack(max_ts, T_END))
+                writer.write_meta([(view.fingerprint, shard, encode_meta(max_ts, T_END))
+                                   for shard in range(N_SHARDS)])
             else:
-                client.delete(meta_key)
+                client.delete(redis_meta_key(view.fingerprint))
     finally:
         writer.close()
         client.close()
+
+
+@contextmanager
+def uvicorn_server(app: Any) -> Iterator[str]:
+    """``app`` served by uvicorn on a free loopback port (a thread); yields its URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="off", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start within 10 s")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def make_app(repo: FeatureRepo, plan: AppliedPlan, table: OnlineTable, **settings: Any) -> FastAPI:

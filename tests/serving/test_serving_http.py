@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from asgi_client import ASGIClient
@@ -15,6 +17,7 @@ from engine.plan import AppliedPlan
 from engine.state import RedisOnlineTable
 
 GOOD = {"entities": {"user_id": ["u1"], "merchant_id": ["m1"]}, "request_data": {"amount": [3.0]}}
+JSON_TYPE = {"content-type": "application/json"}
 
 
 def error_of(response: Any, status: int) -> dict[str, Any]:
@@ -56,8 +59,58 @@ def test_bad_fields_are_422_naming_the_field(client: ASGIClient, body: Any, fiel
 
 @pytest.mark.parametrize("raw", [b"{not json", b"\xff\xfe", b""])
 def test_malformed_json_is_400(client: ASGIClient, raw: bytes) -> None:
-    error = error_of(client.post("/v1/features/fraud_scoring", content=raw), 400)
+    error = error_of(client.post("/v1/features/fraud_scoring", content=raw, headers=JSON_TYPE), 400)
     assert error["code"] == "malformed_request"
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x", "application/jsonx"])
+@pytest.mark.parametrize("path", ["/v1/features/fraud_scoring", "/get-online-features"])
+def test_feature_routes_require_json_content_type(client: ASGIClient, path: str, content_type: str | None) -> None:
+    """A browser's cross-site simple POST (text/plain, form types) must not reach the features."""
+    feast = {"feature_service": "fraud_scoring", "entities": GOOD["entities"], "request_context": GOOD["request_data"]}
+    body = orjson.dumps(GOOD if path.startswith("/v1") else feast)
+    headers = {} if content_type is None else {"content-type": content_type}
+    answer = client.post(path, content=body, headers=headers)
+    if path.startswith("/v1"):
+        error = error_of(answer, 415)
+        assert error["code"] == "unsupported_media_type" and "application/json" in error["hint"]
+    else:  # the Feast route answers in Feast's error shape (the hint is in the message)
+        detail = feast_error_of(answer, 415)
+        assert detail["code"] == "unsupported_media_type" and "application/json" in detail["message"]
+    for accepted in ("application/json", "Application/JSON; charset=utf-8"):
+        assert client.post(path, content=body, headers={"content-type": accepted}).status_code == 200
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"entities": {"user_id": ["u1"], "merchant_id": ["m1"]}, "request_data": {"amount": [3.0]}, "as_of": 1, '
+    b'"as_of": 2}',
+    b'{"entities": {"user_id": ["u1"], "user_id": ["u2"], "merchant_id": ["m1"]}, "request_data": {"amount": [3.0]}}',
+    # colons in strings and an escaped colon: the cheap count cannot decide, the exact parse does
+    b'{"entities": {"user_id": ["u:1"], "merchant_id": ["m1"]}, "request_data": {"amount": [3.0], "amount": [4.0]}}',
+    b'{"entities": {"user_id": ["\\u003a"], "merchant_id": ["m1"], "merchant_id": ["m2"]}, '
+    b'"request_data": {"amount": [3.0]}}',
+])
+def test_duplicate_json_keys_are_400(client: ASGIClient, raw: bytes) -> None:
+    error = error_of(client.post("/v1/features/fraud_scoring", content=raw, headers=JSON_TYPE), 400)
+    assert error["code"] == "duplicate_key" and error["field"] in ("as_of", "user_id", "amount", "merchant_id")
+
+
+def test_colons_and_escapes_without_duplicates_are_served(client: ASGIClient) -> None:
+    for raw in (b'{"entities": {"user_id": ["u:1"], "merchant_id": ["m\\u003a1"]}, "request_data": {"amount": [3.0]}}',
+                b'{"entities": {"user_id": ["u1"], "merchant_id": ["m1"]}, "request_data": {"amount": [3.0]}, '
+                b'"as_of": "2026-01-01T00:00:00Z"}'):
+        reply = client.post("/v1/features/fraud_scoring", content=raw, headers=JSON_TYPE)
+        assert reply.status_code == 200, reply.text
+
+
+def test_router_errors_use_the_error_shape(client: ASGIClient) -> None:
+    not_found = error_of(client.get("/no/such/route"), 404)
+    assert not_found["code"] == "not_found" and "/no/such/route" in not_found["message"]
+    reply = client.get("/v1/features/fraud_scoring")
+    assert error_of(reply, 405)["code"] == "method_not_allowed" and reply.headers["allow"] == "POST"
+    assert error_of(client.get("/ui/secret.txt"), 404)["code"] == "not_found"
+    assert error_of(client.request("DELETE", "/v1/services"), 405)["code"] == "method_not_allowed"
 
 
 def test_too_many_entities_is_413(client: ASGIClient) -> None:  # the fixture allows 50
@@ -69,13 +122,13 @@ def test_too_many_entities_is_413(client: ASGIClient) -> None:  # the fixture al
 def test_body_over_limit_is_413_by_header_and_by_size(client: ASGIClient) -> None:  # limit 20,000 bytes
     big = orjson.dumps({**GOOD, "request_data": {"amount": [1.0] * 10_000}})
     assert len(big) > 20_000
-    error_of(client.post("/v1/features/fraud_scoring", content=big), 413)
+    error_of(client.post("/v1/features/fraud_scoring", content=big, headers=JSON_TYPE), 413)
 
     async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the size read is what counts
         for i in range(0, len(big), 4096):
             yield big[i : i + 4096]
 
-    error_of(client.post("/v1/features/fraud_scoring", content=chunks()), 413)
+    error_of(client.post("/v1/features/fraud_scoring", content=chunks(), headers=JSON_TYPE), 413)
 
 
 def test_failing_transform_is_500_naming_it_and_serving_continues(client: ASGIClient) -> None:
@@ -128,16 +181,91 @@ def test_feast_shape(client: ASGIClient, repo: FeatureRepo) -> None:
     assert full["metadata"]["feature_names"][:2] == ["user_id", "merchant_id"]
 
 
+def feast_error_of(response: Any, status: int) -> dict[str, Any]:
+    """Feast's error detail: a JSON string holding module, class and message."""
+    assert response.status_code == status, response.text
+    text = response.json()
+    assert isinstance(text, str), text
+    detail: dict[str, Any] = json.loads(text)
+    assert detail["module"] == "feast.errors" and detail["message"], detail
+    return detail
+
+
+def _feast_columns(answer: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return dict(zip(answer["metadata"]["feature_names"], answer["results"], strict=True))
+
+
 def test_feast_null_value_and_errors(client: ASGIClient) -> None:
     body = {"feature_service": "fraud_scoring", "as_of": T_END,
             "entities": {"user_id": ["u3"], "merchant_id": ["m0"]}, "request_context": {"amount": [1.0]}}
-    answer = client.post("/get-online-features", json=body).json()
-    columns = dict(zip(answer["metadata"]["feature_names"], answer["results"], strict=True))
+    columns = _feast_columns(client.post("/get-online-features", json=body).json())
     if columns["amount_count_15m"]["values"] == [0]:  # u3 has no purchase in the last 15 minutes
         assert columns["amount_mean_15m"]["statuses"] == ["NULL_VALUE"]
-    assert error_of(client.post("/get-online-features", json={**body, "feature_service": "x"}), 404)
-    assert error_of(client.post("/get-online-features", json={**body, "features": ["a:b"]}), 422)["field"] == "features"
-    assert error_of(client.post("/get-online-features", json={"entities": {}}), 422)["field"] == "feature_service"
+    missing = feast_error_of(client.post("/get-online-features", json={**body, "feature_service": "x"}), 404)
+    assert missing["class"] == "FeatureServiceNotFoundException" and "fraud_scoring" in missing["message"]
+    both = feast_error_of(client.post("/get-online-features", json={**body, "features": ["a:b"]}), 422)
+    assert both["class"] == "FeastError" and both["field"] == "features" and "got both" in both["message"]
+    neither = feast_error_of(client.post("/get-online-features", json={"entities": {}}), 422)
+    assert "got neither" in neither["message"]
+    no_amount = {"feature_service": "fraud_scoring", "entities": {"user_id": ["u3"], "merchant_id": ["m0"]}}
+    assert feast_error_of(client.post("/get-online-features", json=no_amount), 422)["field"] == "entities.amount"
+
+
+def test_feast_accepts_what_feasts_client_sends(client: ASGIClient) -> None:
+    """The remote online store's body: version-metadata flag, fields a newer Feast may add."""
+    body = {"feature_service": "fraud_scoring", "as_of": T_END, "full_feature_names": False,
+            "include_feature_view_version_metadata": False, "some_future_option": {"x": 1},
+            "entities": {"user_id": ["u0", "u1"], "merchant_id": ["m0", "m1"], "amount": [2.0, 3.0]}}
+    feast = _feast_columns(client.post("/get-online-features", json=body).json())
+    v1 = client.post("/v1/features/fraud_scoring", json={
+        "entities": {"user_id": ["u0", "u1"], "merchant_id": ["m0", "m1"]}, "request_data": {"amount": [2.0, 3.0]},
+        "as_of": T_END}).json()["features"]
+    for name, column in feast.items():
+        assert column["values"] == [row[name] for row in v1], name
+
+
+def test_feast_feature_references(client: ASGIClient) -> None:
+    refs = ["user_spend:amount_count_1d", "merchant_activity:merchant_txn_count_1h",
+            "spend_velocity:spend_velocity_ratio", "user_spend:amount_sum_15m", "user_spend:amount_count_1d"]
+    entities = {"user_id": ["u0", "nobody"], "merchant_id": ["m0", "m1"], "amount": [2.0, 3.0]}
+    answer = client.post("/get-online-features", json={"features": refs, "entities": entities, "as_of": T_END,
+                                                       "full_feature_names": True})
+    assert answer.status_code == 200, answer.text
+    columns = _feast_columns(answer.json())
+    # Join keys first, then the references grouped by view in first-appearance order, each once.
+    assert list(columns) == ["user_id", "merchant_id", "user_spend__amount_count_1d", "user_spend__amount_sum_15m",
+                             "merchant_activity__merchant_txn_count_1h", "spend_velocity__spend_velocity_ratio"]
+    service = client.post("/get-online-features", json={"feature_service": "fraud_scoring", "entities": entities,
+                                                        "as_of": T_END, "full_feature_names": True}).json()
+    by_service = _feast_columns(service)
+    for name, column in columns.items():
+        assert column == by_service[name], name
+    assert columns["user_spend__amount_count_1d"]["statuses"][1] == "NOT_FOUND"
+    # A view no service reads is served to references too (it is applied as defined).
+    unserved = client.post("/get-online-features", json={
+        "features": ["user_unserved:purchases_1h", "user_spend:amount_count_1h"], "as_of": T_END,
+        "entities": {"user_id": ["u0", "u1", "nobody"]}})
+    by_name = _feast_columns(unserved.json())
+    assert by_name["purchases_1h"]["values"] == by_name["amount_count_1h"]["values"]
+    assert by_name["purchases_1h"]["statuses"][2] == "NOT_FOUND" and by_name["purchases_1h"]["values"][0] >= 1
+    # A view without request fields needs none.
+    only = client.post("/get-online-features", json={"features": ["user_spend:amount_max_1h"], "as_of": T_END,
+                                                     "entities": {"user_id": ["u0"]}})
+    assert list(_feast_columns(only.json())) == ["user_id", "amount_max_1h"]
+
+
+@pytest.mark.parametrize(("refs", "status", "feast_class", "words"), [
+    (["user_spnd:amount_count_1d"], 404, "FeatureViewNotFoundException", "did you mean 'user_spend'"),
+    (["user_spend:amount_count_2d"], 422, "FeastError", "no feature 'amount_count_2d'"),
+    (["user_spend"], 422, "FeastError", "expected \"view:feature\""),
+    ([], 422, "FeastError", "non-empty list"),
+    (["user_spend:amount_sum_1h", "merchant_amounts:amount_sum_1h"], 422, "FeastError", "unique across"),
+])
+def test_feast_reference_errors(client: ASGIClient, refs: list[str], status: int, feast_class: str,
+                                words: str) -> None:
+    body = {"features": refs, "entities": {"user_id": ["u0"], "merchant_id": ["m0"]}, "as_of": T_END}
+    detail = feast_error_of(client.post("/get-online-features", json=body), status)
+    assert detail["class"] == feast_class and words in detail["message"], detail
 
 
 def test_services_and_health(client: ASGIClient) -> None:
@@ -165,3 +293,27 @@ def test_metrics_histogram_and_freshness(client: ASGIClient) -> None:
     assert 'streamfeat_responses_total{route="/v1/features/{service}",status="404"}' in text
     assert 'streamfeat_view_freshness_lag_seconds{view="user_spend"}' in text
     assert 'service="nope"' not in text  # unknown names do not become label values
+
+
+def test_validation_and_unexpected_errors_use_the_error_shape(client: ASGIClient) -> None:
+    app = client.app
+
+    @app.get("/test-only/typed", include_in_schema=False)
+    async def typed(n: int) -> dict[str, int]:
+        return {"n": n}
+
+    @app.get("/test-only/boom", include_in_schema=False)
+    async def boom() -> None:
+        raise RuntimeError("boom")
+
+    invalid = error_of(client.get("/test-only/typed", params={"n": "x"}), 422)
+    assert invalid["code"] == "invalid_request" and invalid["field"] == "n"
+
+    async def call() -> httpx.Response:
+        # The framework re-raises after answering (so the server logs it): do not re-raise here.
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://serving.test") as raw:
+            return await raw.get("/test-only/boom")
+
+    error = error_of(client._loop.run_until_complete(call()), 500)
+    assert error["code"] == "internal_error" and "RuntimeError" in error["message"]
