@@ -41,11 +41,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check engine serving dataflows feature_defs tests benchmarks
 	$(BIN)/mypy
 
+# Leftover brokers: only JVMs this test run started count (they inherit TEST_RUN_ID in
+# their environment), so brokers of other users or sessions on the machine never fail it.
 test: $(STAMP) system-deps lint
-	@before=$$(pgrep -f '[s]treamfeat.kafka=1' | sort | tr '\n' ' '); \
-	$(BIN)/python -m pytest -q -p no:cacheprovider; status=$$?; \
-	after=$$(pgrep -f '[s]treamfeat.kafka=1' | sort | tr '\n' ' '); \
-	if [ "$$after" != "$$before" ]; then echo "stray Kafka process left behind: $$after"; exit 1; fi; \
+	@run_id="streamfeat-test-$$$$-$$(date +%s%N)"; \
+	TEST_RUN_ID=$$run_id $(BIN)/python -m pytest -q -p no:cacheprovider; status=$$?; \
+	stray=""; \
+	for pid in $$(pgrep -f '[s]treamfeat.kafka=1'); do \
+	  if tr '\0' '\n' < /proc/$$pid/environ 2>/dev/null | grep -qx "TEST_RUN_ID=$$run_id"; then stray="$$stray $$pid"; fi; \
+	done; \
+	if [ -n "$$stray" ]; then echo "stray Kafka process left behind by this test run:$$stray"; exit 1; fi; \
 	exit $$status
 
 # The long fault-injection and fuzzing suite (10 kill -9 trials, broker and Redis

@@ -14,6 +14,7 @@ import os
 from dataflows.job import build_job
 from dataflows.stream import build_flow
 from engine.config import load_settings
+from engine.shutdown import stop_gracefully_on_sigint
 
 _env = {
     k: v
@@ -21,6 +22,7 @@ _env = {
     if k != "STREAMFEAT_RUN_SOURCE" and k != "STREAMFEAT_RUN_TAIL"
 }
 _settings = load_settings(env=_env)
+stop_gracefully_on_sigint()  # a SIGINT ends the dataflow normally, without a Rust panic
 flow = build_flow(
     build_job(
         _settings,

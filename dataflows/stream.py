@@ -35,6 +35,7 @@ from engine.io.kafka_source import DEFAULT_BATCH_SIZE, KafkaBatchSource
 from engine.metrics import DecodeObserver, ShardObserver, start_dataflow_metrics
 from engine.retention import RetentionSweeper
 from engine.routing import ShardBatch, route, shard_key
+from engine.shutdown import stop_requested
 from engine.state.layout import shard_path
 from engine.state.offsets import combine_resume_points, highest_applied, read_offset_records
 from engine.state.redis_writer import RedisOnlineWriter
@@ -147,6 +148,8 @@ class ShardSink(FixedPartitionedSink[ShardBatch | None, None]):
 
 class _TickPartition(StatefulSourcePartition[int, None]):
     def next_batch(self) -> list[int]:
+        if stop_requested():  # engine/shutdown.py: end with the Kafka sources
+            raise StopIteration
         return [1]
 
     def next_awake(self) -> datetime:

@@ -29,3 +29,11 @@ class KafkaBrokerError(StreamfeatError):
 
 class GenerateError(StreamfeatError):
     """Demo events could not be generated or delivered (for example, records not acknowledged)."""
+
+
+class DataflowRunError(StreamfeatError):
+    """The streaming dataflow stopped on an error that is not one of ours (details in its log)."""
+
+
+class KafkaUnreachableError(StreamfeatError):
+    """No Kafka broker answers at the configured address."""

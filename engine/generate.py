@@ -24,9 +24,10 @@ record is malformed and how (``-1`` = valid, else the kind's index), and
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -413,38 +414,102 @@ def produce_events(
 
     Raises :class:`GenerateError` naming the count if any record was not delivered.
     """
+    producer, failures = _producer(topic, bootstrap, producer_config)
+    started = time.perf_counter()
+    malformed = sum(_produce_batch(producer, topic, batch) for batch in EventGenerator(config))
+    _flush(producer, failures, topic, bootstrap, config.events, flush_timeout_s)
+    seconds = time.perf_counter() - started
+    return ProduceReport(topic=topic, events=config.events, malformed=malformed, seconds=seconds)
+
+
+def produce_live(
+    config: GeneratorConfig,
+    topic: str,
+    bootstrap: str,
+    *,
+    duration_s: float | None = None,
+    progress: Callable[[ProduceReport], None] | None = None,
+) -> ProduceReport:
+    """Produce ``config.rate`` events per wall-clock second, stamped with the current time.
+
+    Runs for ``duration_s`` seconds (``None``: until interrupted, Ctrl-C ends it cleanly
+    after delivering what was produced). Second ``k`` draws its events from seed
+    ``config.seed + k``; ``config.events`` is ignored. ``progress`` gets the running
+    totals about every ten seconds.
+    """
+    if config.rate < 1:
+        raise GenerateError(f"--rate: live mode needs at least 1 event/s, got {config.rate}")
+    producer, failures = _producer(topic, bootstrap, None)
+    per_second = round(config.rate)
+    started = time.perf_counter()
+    produced = malformed = 0
+    second = 0
+    try:
+        while duration_s is None or second < duration_s:
+            tick_started = time.time()
+            live = dataclasses.replace(
+                config, events=per_second, seed=config.seed + second,
+                start_ms=int(tick_started * 1000), rate=float(per_second),
+            )  # fmt: skip
+            malformed += sum(_produce_batch(producer, topic, batch) for batch in EventGenerator(live))
+            produced += per_second
+            second += 1
+            if progress is not None and second % 10 == 0:
+                progress(ProduceReport(topic, produced, malformed, time.perf_counter() - started))
+            time.sleep(max(0.0, 1.0 - (time.time() - tick_started)))
+    except KeyboardInterrupt:
+        pass  # a normal way to stop live mode: deliver what was produced, then report
+    _flush(producer, failures, topic, bootstrap, produced, 60.0)
+    return ProduceReport(topic, produced, malformed, time.perf_counter() - started)
+
+
+def _producer(
+    topic: str, bootstrap: str, producer_config: Mapping[str, Any] | None
+) -> tuple[Producer, _DeliveryFailures]:
     if not metadata_answers(bootstrap, timeout_s=5.0):
         raise GenerateError(
             f"no Kafka broker answers at {bootstrap}; nothing was produced to {topic!r}",
-            hint="start one with `streamfeat kafka start`, or pass --bootstrap",
+            hint="start one with `streamfeat kafka start`, or check kafka_bootstrap in "
+            "streamfeat.yaml (or --bootstrap)",
         )
     failures = _DeliveryFailures()
     settings = {**DEFAULT_PRODUCER_CONFIG, **(producer_config or {})}
-    settings.update({"bootstrap.servers": bootstrap, "on_delivery": failures})
-    producer = Producer(settings)
-    started = time.perf_counter()
-    malformed = 0
-    for batch in EventGenerator(config):
-        malformed += int(np.count_nonzero(batch.malformed >= 0))
-        produce = producer.produce
-        for key, value in zip(batch.keys, batch.values, strict=True):
-            while True:
-                try:
-                    produce(topic, value, key)
-                    break
-                except BufferError:
-                    producer.poll(0.05)  # the local queue is full: let librdkafka drain it
-        producer.poll(0)
+    # log_level 0: librdkafka's own log lines never reach the terminal; failures are
+    # reported through the delivery callback and the error below.
+    settings.update({"bootstrap.servers": bootstrap, "on_delivery": failures, "log_level": 0})
+    return Producer(settings), failures
+
+
+def _produce_batch(producer: Producer, topic: str, batch: EventBatch) -> int:
+    """Queue one batch; returns how many of its records are malformed."""
+    produce = producer.produce
+    for key, value in zip(batch.keys, batch.values, strict=True):
+        while True:
+            try:
+                produce(topic, value, key)
+                break
+            except BufferError:
+                producer.poll(0.05)  # the local queue is full: let librdkafka drain it
+    producer.poll(0)
+    return int(np.count_nonzero(batch.malformed >= 0))
+
+
+def _flush(
+    producer: Producer,
+    failures: _DeliveryFailures,
+    topic: str,
+    bootstrap: str,
+    events: int,
+    flush_timeout_s: float,
+) -> None:
     remaining = producer.flush(flush_timeout_s)
-    seconds = time.perf_counter() - started
     if remaining or failures.count:
         raise GenerateError(
-            f"{failures.count + remaining} of {config.events} records to topic {topic!r} at "
+            f"{failures.count + remaining} of {events} records to topic {topic!r} at "
             f"{bootstrap} were not delivered ({failures.count} failed, {remaining} still queued "
             f"after {flush_timeout_s:.0f} s); first error: {failures.first}",
             hint="check that the broker is running (`streamfeat kafka status`) and the topic exists",
         )
-    return ProduceReport(topic=topic, events=config.events, malformed=malformed, seconds=seconds)
 
 
 # ----------------------------------------------------------------- Parquet

@@ -1,13 +1,20 @@
 """A local Apache Kafka 4.x broker for development and tests, without Docker.
 
-The broker's classpath comes from Maven Central (``scripts/kafka/pom.xml``, resolved
-once into ``<cache>/<version>/lib``; the cache is ``.cache/kafka`` under the
-repository root or ``$STREAMFEAT_CACHE_DIR``). One JVM runs a combined KRaft
+The broker's classpath comes from Maven Central (``engine/kafka_files/pom.xml``, package
+data shipped in the wheel), resolved once into ``<cache>/<version>/lib``. Both places
+belong to the user, not to whichever clone or virtualenv started the broker:
+
+- jars: ``$STREAMFEAT_CACHE_DIR``, else ``$XDG_CACHE_HOME/streamfeat/kafka``
+  (``~/.cache/streamfeat/kafka``);
+- broker data and logs, one directory per port: ``$XDG_DATA_HOME/streamfeat/kafka/<port>``
+  (``~/.local/share/streamfeat/kafka/<port>``), unless ``--data-dir`` says otherwise.
+
+One JVM runs a combined KRaft
 broker + controller bound to 127.0.0.1 only, with settings that suit tests
 (three partitions by default, replication factor 1 everywhere, no initial
 rebalance delay, a small heap).
 
-Layout of a broker's data directory (``.streamfeat/kafka`` by default)::
+Layout of a broker's data directory::
 
     streamfeat-server.properties   generated on every start
     kafka.pid                      pid of the running JVM
@@ -43,9 +50,9 @@ from confluent_kafka.admin import AdminClient
 
 from engine.exceptions import KafkaBrokerError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-POM_FILE = REPO_ROOT / "scripts" / "kafka" / "pom.xml"
-LOG4J_CONFIG = REPO_ROOT / "scripts" / "kafka" / "log4j2.xml"
+_KAFKA_FILES = Path(__file__).resolve().parent / "kafka_files"
+POM_FILE = _KAFKA_FILES / "pom.xml"
+LOG4J_CONFIG = _KAFKA_FILES / "log4j2.xml"
 
 DEFAULT_VERSION = "4.1.1"
 DEFAULT_PORT = 9092
@@ -66,19 +73,29 @@ Progress = Callable[[str], None]
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
+def _xdg_dir(variable: str, fallback: str) -> Path:
+    value = os.environ.get(variable, "")
+    # The XDG spec: a relative value is invalid and must be ignored.
+    base = Path(value) if value and Path(value).is_absolute() else Path.home() / fallback
+    return base / "streamfeat"
+
+
 def cache_root() -> Path:
-    """Where downloaded broker classpaths live (``$STREAMFEAT_CACHE_DIR`` or ``.cache/kafka``)."""
+    """Where downloaded broker classpaths live: ``$STREAMFEAT_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/streamfeat/kafka`` (``~/.cache/streamfeat/kafka``)."""
     override = os.environ.get("STREAMFEAT_CACHE_DIR")
-    return Path(override).expanduser().resolve() if override else REPO_ROOT / ".cache" / "kafka"
+    if override:
+        return Path(override).expanduser().resolve()
+    return _xdg_dir("XDG_CACHE_HOME", ".cache") / "kafka"
 
 
 def default_data_dir(port: int = DEFAULT_PORT) -> Path:
-    """``.streamfeat/kafka`` for the default port, ``.streamfeat/kafka-<port>`` otherwise.
+    """``$XDG_DATA_HOME/streamfeat/kafka/<port>`` (``~/.local/share/streamfeat/kafka/<port>``).
 
-    Separate directories per port keep two local brokers from sharing storage.
+    One directory per port: two local brokers never share storage, and every clone or
+    virtualenv of the same user finds the same broker.
     """
-    name = "kafka" if port == DEFAULT_PORT else f"kafka-{port}"
-    return REPO_ROOT / ".streamfeat" / name
+    return _xdg_dir("XDG_DATA_HOME", ".local/share") / "kafka" / str(port)
 
 
 @dataclass(frozen=True)
@@ -171,6 +188,7 @@ class BrokerStatus:
     pid_alive: bool
     metadata_ok: bool
     log_file: Path
+    data_dir: Path
     foreign: bool = False  # a broker answers on the port but it is not ours
     detail: str = field(default="")
 
@@ -180,15 +198,24 @@ class BrokerStatus:
 
     def describe(self) -> str:
         if self.running:
-            return f"Kafka is running at {self.bootstrap} (pid {self.pid}, log {self.log_file})"
+            return (
+                f"Kafka is running at {self.bootstrap} (pid {self.pid}); "
+                f"data {self.data_dir}, log {self.log_file}"
+            )
         if self.foreign:
-            return f"Kafka answers at {self.bootstrap}, but it was not started by streamfeat"
+            return (
+                f"Kafka is already running at {self.bootstrap}, started outside this data "
+                f"directory ({self.data_dir})"
+            )
         if self.pid_alive:
             return (
                 f"Kafka process {self.pid} is alive but {self.bootstrap} does not answer metadata "
                 f"requests (starting or stuck; see {self.log_file})"
             )
-        return f"Kafka is not running at {self.bootstrap}" + (f" ({self.detail})" if self.detail else "")
+        return (
+            f"Kafka is not running at {self.bootstrap}; its data directory is {self.data_dir}"
+            + (f" ({self.detail})" if self.detail else "")
+        )
 
 
 # --------------------------------------------------------------------------- probes
@@ -285,6 +312,7 @@ def broker_status(
         pid_alive=alive,
         metadata_ok=answers,
         log_file=config.log_file,
+        data_dir=config.root,
         foreign=answers and not alive,
         detail=detail,
     )
@@ -484,7 +512,10 @@ def _wait_until_answers(
     deadline = time.monotonic() + timeout_s
     while True:
         exited = child.poll() if child is not None else None
-        if exited is not None or not _is_our_broker(pid, config):
+        # Our own child is alive exactly while poll() says so; its /proc command line can
+        # read empty for a moment while the JVM starts, so it only decides for other pids.
+        gone = exited is not None if child is not None else not _is_our_broker(pid, config)
+        if gone:
             _CHILDREN.pop(pid, None)
             config.pid_file.unlink(missing_ok=True)
             code = f" with exit code {exited}" if exited is not None else ""

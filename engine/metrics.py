@@ -87,8 +87,10 @@ def kafka_end_offsets(bootstrap: str, topic: str, timeout_s: float = 5.0) -> dic
     from engine.io.kafka_source import list_topic_partitions
 
     partitions = list_topic_partitions(bootstrap, topic, timeout_s)
+    # log_level 0: a short-lived reader whose failures surface as exceptions (see above).
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "streamfeat-metrics", "enable.auto.commit": False}
+        {"bootstrap.servers": bootstrap, "group.id": "streamfeat-metrics", "enable.auto.commit": False,
+         "log_level": 0}
     )
     try:
         ends: dict[int, int] = {}

@@ -26,6 +26,7 @@ from engine.definitions.exceptions import (
     RepoValidationError,
 )
 from engine.definitions.repo import FeatureRepo
+from engine.timefmt import duration_text
 
 PLAN_FORMAT_VERSION = 1
 DEFAULT_SHARDS = 8
@@ -149,7 +150,52 @@ def _diff(before: Any, after: Any, path: str = "") -> list[str]:
         return out
     if before == after:
         return []
+    if isinstance(before, list) and isinstance(after, list):
+        keyed = _list_diff(before, after, path)
+        if keyed is not None:
+            return keyed
     return [f"{path}: {json.dumps(before, sort_keys=True)} -> {json.dumps(after, sort_keys=True)}"]
+
+
+# How an element of a list in a definition is identified (aggregations by output name,
+# service entries by view); elements without one of these keys are diffed as a whole.
+_ELEMENT_KEYS = ("output_name", "view", "name")
+
+
+def _element_key(item: Any) -> str | None:
+    if isinstance(item, dict):
+        return next((str(item[k]) for k in _ELEMENT_KEYS if k in item), None)
+    return json.dumps(item) if isinstance(item, str | int | float | bool) else None
+
+
+def _describe(item: Any) -> str:
+    """One element as a line: an aggregation as ``function(column) over window``."""
+    if isinstance(item, dict) and {"function", "column", "window_ms", "output_name"} <= set(item):
+        window = duration_text(int(item["window_ms"]))
+        return f"{item['output_name']} = {item['function']}({item['column']}) over {window}"
+    if isinstance(item, dict):
+        key = _element_key(item)
+        rest = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(item.items()) if k not in _ELEMENT_KEYS)
+        return f"{key} ({rest})" if rest else str(key)
+    return str(item)
+
+
+def _list_diff(before: list[Any], after: list[Any], path: str) -> list[str] | None:
+    """Added, removed and changed elements of two keyed lists, one line each (None: not keyed)."""
+    old = {_element_key(item): item for item in before}
+    new = {_element_key(item): item for item in after}
+    if None in old or None in new or len(old) != len(before) or len(new) != len(after):
+        return None
+    out = [f"{path}: - {_describe(old[k])}" for k in old if k not in new]
+    out += [f"{path}: + {_describe(new[k])}" for k in new if k not in old]
+    for key in (k for k in new if k in old and old[k] != new[k]):
+        changed = _diff(old[key], new[key], f"{path}[{key}]")
+        out += changed if all(isinstance(x, dict) for x in (old[key], new[key])) else [
+            f"{path}[{key}]: {_describe(old[key])} -> {_describe(new[key])}"
+        ]
+    if not out:  # same elements, another order
+        out.append(f"{path}: order {[k for k in old]} -> {[k for k in new]}")
+    return out
 
 
 def compute_plan(repo: FeatureRepo, previous: AppliedPlan | None, *, shards: int | None = None,

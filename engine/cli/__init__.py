@@ -21,6 +21,7 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "engine.cli.kafka_cmd",
     "engine.cli.generate_cmd",
     "engine.cli.plan_cmd",
+    "engine.cli.list_cmd",
     "engine.cli.run_cmd",
     "engine.cli.demo_cmd",
     "engine.cli.serve_cmd",
@@ -34,11 +35,21 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("streamfeat")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamfeat",
         description="Streaming-first feature engine: Kafka -> Bytewax -> RocksDB tiles -> serving.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for module_name in _SUBCOMMAND_MODULES:

@@ -21,11 +21,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from engine.processes import stop_process_group
+from engine.timefmt import iso_utc
 
 DEMO_TOPIC = "transactions"
 HISTORY_EVENTS_PER_SECOND = 3.0
@@ -114,10 +114,6 @@ def _recreate_topic(bootstrap: str, topic: str) -> None:
     raise RuntimeError(f"could not create the demo topic {topic!r}")
 
 
-def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
-
-
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
     import httpx
 
@@ -179,7 +175,7 @@ def _pipeline(args: argparse.Namespace, data_dir: Path, bootstrap: str) -> int:
     started = time.monotonic()
     _run_cli(
         "backfill", *common, "--source", "transactions", "--from", str(data_dir / "history"),
-        "--start", iso(handoff_ms - day_ms), "--end", iso(handoff_ms), "--quiet",
+        "--start", iso_utc(handoff_ms - day_ms), "--end", iso_utc(handoff_ms), "--quiet",
     )  # fmt: skip
     _say(
         f"backfilled {history.events:,} historical events (one day) in {time.monotonic() - started:.1f}s"

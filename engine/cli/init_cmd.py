@@ -29,11 +29,13 @@ metrics_port: 9464            # dataflow metrics; process i of `run --processes 
 NEXT_STEPS = """\
 next steps:
   cd {dir}
-  streamfeat kafka start                 # a local broker (downloads Kafka from Maven once)
-  streamfeat apply                       # record the plan and create the state shards
-  streamfeat generate --events 100000    # demo events on the 'transactions' topic
-  streamfeat run --until-caught-up       # or without the flag to keep tailing
-  streamfeat serve                       # then open http://127.0.0.1:8000/ui
+  streamfeat kafka start             # a local broker at kafka_bootstrap (downloads Kafka once)
+  streamfeat apply                   # record the plan and create the state shards
+  streamfeat generate                # one day of demo transactions, the last one now
+  streamfeat run --until-caught-up   # apply them (without the flag: keep tailing the topic)
+  streamfeat serve                   # then open http://127.0.0.1:8000/ui
+  streamfeat generate --live --rate 200   # keep events coming while `streamfeat run` tails
+  streamfeat list                    # the sources, views, services and features
   streamfeat status
 """
 

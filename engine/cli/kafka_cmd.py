@@ -10,15 +10,32 @@ import sys
 from pathlib import Path
 
 from engine import kafka_local
+from engine.config import load_settings
 from engine.exceptions import ConfigError
 
 STATUS_STOPPED = 3
 
 
+def _configured_port() -> int:
+    """The port of ``kafka_bootstrap`` (streamfeat.yaml, STREAMFEAT_KAFKA_BOOTSTRAP), which
+    must name this machine: the local broker binds to 127.0.0.1 only."""
+    bootstrap = load_settings().kafka_bootstrap
+    first = bootstrap.split(",")[0].strip()
+    host, _, port_text = first.rpartition(":")
+    if host not in ("127.0.0.1", "localhost") or not port_text.isdigit():
+        raise ConfigError(
+            f"kafka_bootstrap is {bootstrap!r}, not a 127.0.0.1:PORT address, so there is no "
+            "local broker to manage",
+            hint="pass --port, or set kafka_bootstrap: 127.0.0.1:9092 in streamfeat.yaml",
+        )
+    return int(port_text)
+
+
 def _config(args: argparse.Namespace) -> kafka_local.BrokerConfig:
+    port = args.port if args.port is not None else _configured_port()
     try:
         return kafka_local.BrokerConfig(
-            port=args.port,
+            port=port,
             controller_port=getattr(args, "controller_port", None),
             data_dir=args.data_dir,
             version=getattr(args, "kafka_version", kafka_local.DEFAULT_VERSION),
@@ -35,13 +52,16 @@ def _start(args: argparse.Namespace) -> int:
     config = _config(args)
     before = kafka_local.broker_status(config=config)
     if before.foreign:
-        print(f"{before.describe()}; leaving it alone and not starting another")
+        print(f"{before.describe()}; using it, not starting another")
         return 0
     handle = kafka_local.start_broker(config=config, timeout_s=args.timeout, progress=_progress)
     if handle.started_by_us:
-        print(f"Kafka started at {handle.bootstrap} (pid {handle.pid}, log {handle.log_file})")
+        print(
+            f"Kafka started at {handle.bootstrap} (pid {handle.pid}); data {config.root}, "
+            f"log {handle.log_file}; stop it with `streamfeat kafka stop`"
+        )
     else:
-        print(f"Kafka is already running at {handle.bootstrap} (pid {handle.pid})")
+        print(f"Kafka is already running at {handle.bootstrap} (pid {handle.pid}; data {config.root})")
     return 0
 
 
@@ -58,7 +78,7 @@ def _stop(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     status = kafka_local.broker_status(config=_config(args))
     print(status.describe())
-    return 0 if status.running else STATUS_STOPPED
+    return 0 if status.running or status.foreign else STATUS_STOPPED
 
 
 # (action, help, handler, --timeout default, --timeout help); status takes no timeout.
@@ -67,7 +87,7 @@ _ACTIONS = (
      kafka_local.DEFAULT_START_TIMEOUT_S, "seconds to wait for the broker to answer"),
     ("stop", "SIGTERM the broker, SIGKILL if it lingers", _stop,
      kafka_local.DEFAULT_STOP_TIMEOUT_S, "seconds between SIGTERM and SIGKILL"),
-    ("status", "exit 0 when running, 3 when stopped", _status, None, ""),
+    ("status", "where the broker lives; exit 0 when a broker answers, 3 when stopped", _status, None, ""),
 )  # fmt: skip
 
 
@@ -78,12 +98,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     for name, help_text, handler, timeout, timeout_help in _ACTIONS:
         parser = actions.add_parser(name, help=help_text)
         parser.add_argument(
-            "--port", type=int, default=kafka_local.DEFAULT_PORT,
-            help="PLAINTEXT port on 127.0.0.1 (default %(default)s)",
+            "--port", type=int, default=None,
+            help="PLAINTEXT port on 127.0.0.1 (default: the port of kafka_bootstrap, 9092)",
         )  # fmt: skip
         parser.add_argument(
             "--data-dir", type=Path, default=None,
-            help="broker directory (default .streamfeat/kafka, or .streamfeat/kafka-PORT for other ports)",
+            help="broker directory (default $XDG_DATA_HOME/streamfeat/kafka/PORT, "
+            "i.e. ~/.local/share/streamfeat/kafka/PORT)",
         )  # fmt: skip
         if timeout is not None:
             parser.add_argument("--timeout", type=float, default=timeout, help=f"{timeout_help} (default %(default)s)")

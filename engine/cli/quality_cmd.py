@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from engine.cli.common import add_settings_args, settings_from
+from engine.timefmt import iso_utc
 
 
 def register(subparsers: Any) -> None:
@@ -54,5 +55,6 @@ def _quality(args: argparse.Namespace) -> int:
         alerts = table.filter(table["alert"])
         print(f"{name}: {table.height} rows, {alerts.height} with drift")
         for row in alerts.iter_rows(named=True):
-            print(f"  interval {row['interval_start']} {row['feature']}: drifted {row['drifted']}")
+            start = iso_utc(int(row["interval_start"]))
+            print(f"  interval {start} {row['feature']}: drifted {row['drifted']}")
     return 0

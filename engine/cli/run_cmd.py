@@ -8,6 +8,7 @@ each owning a share of the state shards, and stops them all if one fails.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import socket
@@ -16,7 +17,9 @@ import sys
 import time
 from typing import Any
 
-from engine.cli.common import add_settings_args, settings_from
+from engine.cli.common import add_settings_args, check_source_topic, log_to_file, settings_from
+from engine.exceptions import DataflowRunError, StreamfeatError
+from engine.shutdown import stop_gracefully_on_sigint, stop_requested
 
 
 def register(subparsers: Any) -> None:
@@ -50,6 +53,12 @@ def register(subparsers: Any) -> None:
         "--online", choices=("rocksdb", "redis"), default=None, help="also write tiles to Redis"
     )
     parser.add_argument("--redis-url", default=None, help="Redis URL for --online redis")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show log lines (Kafka client included) on the terminal; "
+        "they always go to <data_dir>/logs/run.log",
+    )
     parser.set_defaults(handler=_run)
 
 
@@ -90,19 +99,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.workers < 1 or args.processes < 1:
         raise ConfigError("--workers and --processes must be at least 1")
     if args.processes == 1:
-        from bytewax._bytewax import cli_main
-
-        from dataflows.job import build_job
-        from dataflows.stream import EPOCH_INTERVAL, build_flow
-
-        settings = settings_from(
-            args, batch_size=args.batch_size, online=args.online, redis_url=args.redis_url
-        )
-        job = build_job(settings, args.source, tail=not args.until_caught_up)
-        cli_main(  # type: ignore[no-untyped-call]
-            build_flow(job), workers_per_process=args.workers, epoch_interval=EPOCH_INTERVAL
-        )
-        return 0
+        return _run_in_place(args)
 
     env = _child_env(args)
     # Create every shard before the children start, so none of them races to create one.
@@ -146,3 +143,84 @@ def _run(args: argparse.Namespace) -> int:
                 child.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 child.kill()
+
+
+def _run_in_place(args: argparse.Namespace) -> int:
+    from dataflows.job import build_job
+    from engine.cli.run_report import RunReporter
+
+    settings = settings_from(
+        args, batch_size=args.batch_size, online=args.online, redis_url=args.redis_url
+    )
+    log_file = log_to_file(settings.path(settings.data_dir) / "logs" / "run.log", verbose=args.verbose)
+    job = build_job(settings, args.source, tail=not args.until_caught_up)
+    check_source_topic(settings.kafka_bootstrap, job.source.topic)
+    reporter = RunReporter(job.source.topic, settings.kafka_bootstrap)
+    print(
+        f"streamfeat run: {job.source.topic!r} at {settings.kafka_bootstrap} -> views "
+        f"{', '.join(v.name for v in job.views)}"
+        + (" (until caught up)" if args.until_caught_up else "; Ctrl-C stops")
+        + f"; log {log_file}",
+        file=sys.stderr,
+        flush=True,
+    )
+    reporter.start()
+    stop_gracefully_on_sigint()
+    forced = False
+    try:
+        _run_dataflow(job, args.workers)
+    except KeyboardInterrupt:  # a second Ctrl-C
+        forced = True
+    finally:
+        reporter.stop()
+    interrupted = forced or stop_requested()
+    print(reporter.summary(caught_up=args.until_caught_up and not interrupted, interrupted=interrupted))
+    return 0
+
+
+def _run_dataflow(job: Any, workers: int) -> None:
+    """Run the Bytewax dataflow; an error of ours comes out as itself, not as Bytewax's chain."""
+    from bytewax._bytewax import cli_main
+
+    from dataflows.stream import EPOCH_INTERVAL, build_flow
+
+    try:
+        cli_main(  # type: ignore[no-untyped-call]
+            build_flow(job), workers_per_process=workers, epoch_interval=EPOCH_INTERVAL
+        )
+    except (KeyboardInterrupt, StreamfeatError):
+        raise
+    except Exception as exc:
+        ours = _streamfeat_cause(exc)
+        if ours is not None:
+            raise ours from None
+        if _interrupted_in(exc):
+            raise KeyboardInterrupt from None
+        logging.getLogger("streamfeat.run").error("the dataflow failed", exc_info=exc)
+        raise DataflowRunError(
+            f"the dataflow failed: {_innermost(exc)}",
+            hint="the full traceback is in the run log (see the first line); "
+            "restarting resumes from the applied offsets",
+        ) from None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _streamfeat_cause(exc: BaseException) -> StreamfeatError | None:
+    return next((e for e in _chain(exc) if isinstance(e, StreamfeatError)), None)
+
+
+def _interrupted_in(exc: BaseException) -> bool:
+    return any(isinstance(e, KeyboardInterrupt) for e in _chain(exc))
+
+
+def _innermost(exc: BaseException) -> str:
+    last = _chain(exc)[-1]
+    return f"{type(last).__name__}: {last}"

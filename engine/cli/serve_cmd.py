@@ -11,6 +11,7 @@ import argparse
 import gc
 import importlib.util
 import os
+import socket
 from typing import Any
 
 from engine.cli.common import add_settings_args
@@ -61,6 +62,21 @@ def _tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, second, third)
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """One clear line instead of uvicorn's start-up and shutdown log around a bind error."""
+    from engine.exceptions import ConfigError
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve on {host}:{port}: {exc.strerror or exc}",
+                hint="pass --port, or set serve_port in streamfeat.yaml; is `streamfeat serve` already running?",
+            ) from None
+
+
 def _serve(args: argparse.Namespace) -> int:
     # Before polars is first imported: a batch transform's frame has one row per entity
     # of a request (at most a few hundred), where polars' thread pool costs more than it
@@ -76,6 +92,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ConfigError(f"--workers: expected at least 1, got {args.workers}")
     settings = load_settings(overrides=_overrides(args))
+    _check_port_free(settings.serve_host, settings.serve_port)
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "auto"
     # Uvicorn's httptools protocol with read timeouts and per-client caps (serving/http_guard.py);
     # workers build their limits from the same settings.

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.cli.common import add_settings_args, settings_from
+from engine.timefmt import iso_utc
 
 
 @dataclass(frozen=True)
@@ -238,13 +239,14 @@ def render(status: Status) -> None:
 
     console = Console(width=120)
     views = Table(title="views")
-    for column in ("view", "source", "fingerprint", "freshness lag", "expected", "state"):
+    for column in ("view", "source", "fingerprint", "newest event (UTC)", "freshness lag", "expected", "state"):
         views.add_column(column)
     for v in status.views:
         late = v.freshness_lag_s is not None and v.freshness_lag_s > v.expected_freshness_s
         state = "no data" if v.freshness_lag_s is None else ("STALE" if late else "ok")
+        newest = "-" if v.newest_event_ms is None else iso_utc(v.newest_event_ms)
         views.add_row(
-            v.name, v.source, v.fingerprint, _fmt_age(v.freshness_lag_s),
+            v.name, v.source, v.fingerprint, newest, _fmt_age(v.freshness_lag_s),
             _fmt_age(v.expected_freshness_s), state,
         )  # fmt: skip
     console.print(views)

@@ -39,10 +39,29 @@ def _run(args: argparse.Namespace) -> int:
     frame = get_training_set(
         repo, args.service, spine, settings.log_uri, timestamp_column=args.timestamp_column
     )
+    frame = as_utc_timestamps(frame, args.timestamp_column)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    frame.write_parquet(args.out)
-    print(f"wrote {frame.height:,} rows x {frame.width} columns to {args.out}")
+    # Written next to the target and renamed: a failure never leaves half a file at --out.
+    partial = args.out.with_name(f".{args.out.name}.partial")
+    try:
+        frame.write_parquet(partial)
+        partial.replace(args.out)
+    finally:
+        partial.unlink(missing_ok=True)
+    column = frame.get_column(args.timestamp_column)
+    span = f"{column.min()} .. {column.max()}" if frame.height else "no rows"
+    print(f"wrote {frame.height:,} rows x {frame.width} columns to {args.out} ({args.timestamp_column} {span})")
     return 0
+
+
+def as_utc_timestamps(frame: Any, column: str) -> Any:
+    """The spine's epoch-millisecond column as a Parquet timestamp[ms, UTC]: the same
+    instants (docs/semantics.md: event time is UTC milliseconds), readable as datetimes."""
+    import polars as pl
+
+    if frame.schema[column].is_integer():
+        return frame.with_columns(pl.col(column).cast(pl.Datetime("ms", time_zone="UTC")))
+    return frame
 
 
 def register(subparsers: Any) -> None:

@@ -65,7 +65,7 @@ class RepoValidationError(StreamfeatError, ValueError):
         lines = "\n".join("  - " + e.replace("\n", "\n    ") for e in self.errors)
         super().__init__(
             f"feature repo {path} is invalid: {len(self.errors)} error(s):\n{lines}",
-            hint="fix every error listed; each names the module or the definition at fault",
+            hint="fix every error listed; each starts with the file:line at fault",
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.machinery
 import importlib.util
+import re
 import sys
 import traceback
 from collections.abc import Iterable, Sequence
@@ -149,11 +150,52 @@ def _evict(package: str) -> None:
 
 
 def _module_error(module_name: str, exc: BaseException, path: Path) -> str:
-    if isinstance(exc, DefinitionError):
-        return f"module {module_name}: {exc}"
+    """``file:line: message`` at the repo line that raised (the definition at fault).
+
+    A module that imports a broken module fails with the same error at the same line,
+    so the text is identical and the caller reports it once.
+    """
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(str(path))]
-    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
-    return f"module {module_name}: {type(exc).__name__}: {exc}{where}"
+    if isinstance(exc, SyntaxError) and exc.filename and exc.filename.startswith(str(path)):
+        where = f"{exc.filename}:{exc.lineno}"
+    elif frames:
+        where = f"{frames[-1].filename}:{frames[-1].lineno}"
+    else:
+        where = f"module {module_name}"
+    text = str(exc) if isinstance(exc, DefinitionError) else f"{type(exc).__name__}: {exc}"
+    return f"{where}: {text}"
+
+
+def _definition_lines(modules: Sequence[ModuleType], root: Path) -> dict[str, str]:
+    """``definition name -> file:line`` of the module-level assignment that defines it."""
+    places: dict[str, str] = {}
+    for module in modules:
+        file = getattr(module, "__file__", None)
+        if not file or not file.startswith(str(root)):
+            continue
+        try:
+            lines = Path(file).read_text(encoding="utf-8").splitlines()
+        except OSError:
+            continue
+        for variable, value in vars(module).items():
+            if not isinstance(value, _KINDS):
+                continue
+            pattern = re.compile(rf"^{re.escape(variable)}\s*(:[^=]*)?=")
+            for number, line in enumerate(lines, start=1):
+                if pattern.match(line):
+                    places.setdefault(str(getattr(value, "name", "")), f"{file}:{number}")
+                    break
+    return places
+
+
+_NAMED = re.compile(r"^[\w/]+ '([^']+)'")
+
+
+def _located(error: str, places: dict[str, str]) -> str:
+    """Prefix a cross-validation error with file:line of the definition it names."""
+    named = _NAMED.match(error)
+    place = places.get(named.group(1)) if named else None
+    return f"{place}: {error}" if place else error
 
 
 def load_repo(path: str | Path) -> FeatureRepo:
@@ -207,7 +249,8 @@ def load_repo(path: str | Path) -> FeatureRepo:
     try:
         repo = FeatureRepo.from_objects(objects, path=str(path))
     except RepoValidationError as exc:
-        errors.extend(exc.errors)
+        places = _definition_lines(modules, root)
+        errors.extend(_located(error, places) for error in exc.errors)
     if errors:
-        raise RepoValidationError(str(path), errors)
+        raise RepoValidationError(str(path), list(dict.fromkeys(errors)))
     return repo

@@ -19,7 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 
 from engine.io.batches import DeadLetter
 from engine.io.exceptions import DeadLetterDeliveryError, KafkaSourceError, TopicNotFoundError
-from engine.io.kafka_source import list_topic_partitions
+from engine.io.kafka_source import CLIENT_LOG, list_topic_partitions
 
 HEADER_REASON = "reason"
 HEADER_DETAIL = "detail"
@@ -170,6 +170,7 @@ class DeadLetterProducer:
             "acks": "all",
             "linger.ms": 5,
             "compression.type": "lz4",
+            "logger": CLIENT_LOG,
         }
         config.update(producer_config or {})
         self._producer = Producer(config)

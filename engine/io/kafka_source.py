@@ -42,6 +42,7 @@ from confluent_kafka.admin import AdminClient
 
 from engine.io.batches import RawBatch
 from engine.io.exceptions import IoValueError, KafkaSourceError, TopicNotFoundError
+from engine.shutdown import stop_requested
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ _FATAL_HINTS = {
         "the resume offset is outside the partition's log; retention may have deleted it."
     ),
 }
+#: librdkafka's own log lines go through this logger (to the run log, not the terminal).
+CLIENT_LOG = logging.getLogger("streamfeat.kafka.client")
 #: Records per consume call (and per ``RawBatch``) at most; see the module docstring.
 DEFAULT_BATCH_SIZE = 30_000
 # Transient errors are logged at most this often per (partition, error code).
@@ -93,6 +96,7 @@ def consumer_settings(
         "queued.max.messages.kbytes": 8 * 1024,
         "reconnect.backoff.max.ms": 2000,
         "allow.auto.create.topics": False,
+        "logger": CLIENT_LOG,
     }
     if extra:
         config.update(extra)
@@ -101,7 +105,9 @@ def consumer_settings(
 
 def list_topic_partitions(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[int]:
     """Partition ids of ``topic``; raises ``TopicNotFoundError`` if the broker does not know it."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    # A short-lived client: its failures come back as the exception below, and a Python
+    # logger here would make librdkafka print "Purging unserved events" when it is freed.
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     try:
         # Listing every topic never asks the broker to auto-create the one we look for.
         metadata = admin.list_topics(timeout=timeout_s)
@@ -116,8 +122,8 @@ def list_topic_partitions(bootstrap: str, topic: str, timeout_s: float = 10.0) -
         raise TopicNotFoundError(
             f"Kafka topic '{topic}' does not exist on broker {bootstrap} "
             f"(topics there: {known[:20]}{'...' if len(known) > 20 else ''})",
-            hint="create the topic (or start the generator that creates it), or fix "
-            "EventSource.topic.",
+            hint="produce events to it first (for the example repo: `streamfeat generate`), "
+            "or fix EventSource.topic or kafka_bootstrap.",
         )
     return sorted(found.partitions)
 
@@ -279,7 +285,7 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, None]):
     def next_batch(self) -> list[RawBatch]:
         if self._fatal is not None:
             self._raise_fatal(self._fatal)
-        if self._end is not None and self._next >= self._end:
+        if (self._end is not None and self._next >= self._end) or stop_requested():
             raise StopIteration
         messages = self._consumer.consume(num_messages=self._batch_size, timeout=0)
         if not messages:

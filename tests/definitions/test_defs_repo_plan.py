@@ -126,13 +126,17 @@ def test_load_repo_reports_every_error_across_modules(tmp_path: Path) -> None:
         load_repo(repo)
     errors = info.value.errors
     text = "\n".join(errors)
-    assert any(e.startswith("module repo_bad.broken: RuntimeError: module broken on purpose (at broken.py:2)") for e in errors)
-    assert "module repo_bad.more: Aggregation 'amount_summ': field 'function'" in text
-    assert "module repo_bad.entities: Entity 'Shop'" in text and "field 'join_keys'" in text
-    # views.py imports entities.py, so it fails with the same error, reported for views too.
-    assert any(e.startswith("module repo_bad.views:") for e in errors)
+    # Each error starts with file:line of the definition (or statement) at fault.
+    assert f"{repo}/broken.py:2: RuntimeError: module broken on purpose" in errors
+    assert f"{repo}/more.py:4: Aggregation 'amount_summ': field 'function'" in text
+    shop = [e for e in errors if "Entity 'Shop'" in e]
+    # views.py imports entities.py and fails with the same error at the same line: reported once.
+    assert len(shop) == 1 and shop[0].startswith(f"{repo}/entities.py:") and "field 'join_keys'" in shop[0]
+    assert not any("views.py" in e for e in errors)
     # The cross-validation of what did load still runs: two different request sources named 'req'.
     assert "RequestSource 'req': defined twice with different contents" in text
+    twice = next(e for e in errors if "RequestSource 'req': defined twice" in e)
+    assert twice.startswith(f"{repo}/dupes.py:3: ") or twice.startswith(f"{repo}/sources.py:")
     assert str(info.value).count("\n  - ") == len(errors)
 
 
@@ -224,6 +228,10 @@ def test_plan_apply_cycle(tmp_path: Path) -> None:
     assert by_name["spend"].needs_backfill and by_name["spend"].fingerprint_before != by_name["spend"].fingerprint_after
     assert by_name["scoring"].action == "changed" and not by_name["scoring"].needs_backfill
     assert "[needs backfill]" in plan.render()
+    # The diff is one readable line per added or removed aggregation, not JSON.
+    assert "aggregations: - amount_sum_1h = sum(amount) over 1h" in by_name["spend"].details
+    assert "aggregations: + amount_sum_2h = sum(amount) over 2h" in by_name["spend"].details
+    assert not any("{" in line for line in plan.render().splitlines())
 
     # Removing the service.
     plan = compute_plan(load_repo(write_repo(tmp_path, "repo_plan", services=False)), loaded)
@@ -309,7 +317,8 @@ def test_cli_plan_and_apply(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap
     (repo / "broken.py").write_text("import no_such_module_abc\n")
     assert run_cli(monkeypatch, "plan", "--repo", str(repo)) == 2
     err = capsys.readouterr().err
-    assert "2 error(s)" in err and "module repo_cli.more" in err and "module repo_cli.broken" in err
+    assert "2 error(s)" in err and f"{repo}/more.py:2: Entity 'X'" in err
+    assert f"{repo}/broken.py:1: ModuleNotFoundError" in err
 
 
 def test_example_repo_loads_and_transforms_check() -> None:

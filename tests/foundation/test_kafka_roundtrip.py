@@ -97,7 +97,9 @@ def test_cli_produces_to_a_topic(
     kafka_topic: Callable[..., str], kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     topic = kafka_topic(3)
-    argv = ["generate", "--events", "2000", "--seed", "3", "--malformed-fraction", "0.05"]
+    # An explicit start and rate: the bytes must equal the library's defaults.
+    argv = ["generate", "--events", "2000", "--seed", "3", "--malformed-fraction", "0.05",
+            "--start", "2026-01-01T00:00:00Z", "--rate", "1000"]
     assert main([*argv, "--topic", topic, "--bootstrap", kafka_bootstrap]) == 0
     out = capsys.readouterr().out
     assert "produced 2,000 events" in out and "all delivered" in out

@@ -81,12 +81,24 @@ def test_metrics_endpoint_and_status_of_a_running_dataflow(
         assert views["user_spend"]["freshness_lag_s"] > 0
         assert len(status["shard_bytes"]) == 4 and sum(status["shard_bytes"]) > 0
 
-        # events/s from two offset samples while new records arrive.
-        producer = threading.Timer(0.5, lambda: produce(p, 20_000, seed=22, start_ms=config.start_ms + 200_000_000))
+        # events/s from two offset samples while new records arrive. Records keep arriving
+        # until status has answered: one burst produced at a fixed moment could be applied
+        # entirely before the first sample on a loaded machine, and the rate would read 0.
+        stop = threading.Event()
+
+        def keep_producing() -> None:
+            burst = 0
+            while not stop.is_set():
+                start = config.start_ms + 200_000_000 + burst * 40_000
+                produce(p, 2_000, seed=22 + burst, start_ms=start)
+                burst += 1
+
+        producer = threading.Thread(target=keep_producing, name="status-producer")
         producer.start()
         try:
             moving = orjson.loads(streamfeat("status", *p.common, "--json", "--sample", "6").stdout)
         finally:
+            stop.set()
             producer.join()
         assert moving["sources"][0]["events_per_s"] > 0
 

@@ -1,0 +1,344 @@
+"""What a new user meets on the command line: version, list/describe, init's next steps,
+generate around the current time, and `streamfeat run`'s messages (real broker, real
+subprocesses): one clear line for a missing broker or topic, a loud dead-letter warning,
+a summary of what was applied, and a clean stop."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+import pytest
+
+from engine import kafka_local
+from engine.cli import build_parser, main
+from engine.cli.init_cmd import NEXT_STEPS
+from tests.ops.ops_support import free_port, scrape, total, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+# What a Kafka client or Bytewax prints when its noise escapes: librdkafka log lines
+# (``%3|1700000000.123|FAIL|...``), Python tracebacks and Rust panics.
+NOISE = re.compile(r"^%\d\|\d+\.\d+\||Traceback \(most recent call last\)|panicked at|RUST_BACKTRACE", re.M)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def _user_env(metrics_port: int = 0) -> dict[str, str]:
+    """This environment without streamfeat settings, so the project's streamfeat.yaml decides."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFEAT_")}
+    env.update({"PYTHONPATH": str(ROOT), "STREAMFEAT_METRICS_PORT": str(metrics_port)})
+    return env
+
+
+@contextmanager
+def tailing_run(project: Path, stderr: Any, metrics_port: int = 0) -> Iterator[subprocess.Popen[str]]:
+    """``streamfeat run`` tailing the topic, in a process group of its own; killed if the
+    test leaves it running."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "run"], cwd=project, env=_user_env(metrics_port),
+        stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        yield child
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+        for pipe in (child.stdout, child.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def stop_with_ctrl_c(child: subprocess.Popen[str]) -> tuple[str, str]:
+    os.killpg(child.pid, signal.SIGINT)
+    stdout, stderr = child.communicate(timeout=60)
+    return stdout, stderr or ""
+
+
+def streamfeat_in(
+    project: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``streamfeat ARGS`` as a user runs it, from the project directory."""
+    child_env = {**_user_env(), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args], cwd=project, env=child_env,
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def project_on_topic(tmp_path: Path, topic: str, bootstrap: str) -> Path:
+    """``streamfeat init`` + apply, with the example source reading ``topic`` at ``bootstrap``."""
+    project = tmp_path / "proj"
+    assert main(["init", str(project)]) == 0
+    sources = project / "feature_defs" / "sources.py"
+    sources.write_text(sources.read_text().replace('topic="transactions"', f'topic="{topic}"'))
+    yaml_path = project / "streamfeat.yaml"
+    yaml_path.write_text(yaml_path.read_text().replace("127.0.0.1:9092", bootstrap))
+    applied = streamfeat_in(project, "apply")
+    assert applied.returncode == 0, applied.stderr
+    return project
+
+
+def project_with_events(
+    tmp_path: Path, bootstrap: str, kafka_topic: Callable[..., str], events: int, *extra: str
+) -> tuple[Path, str, str]:
+    """A project on a new topic holding ``events`` generated events: (project, topic, generate's output)."""
+    topic = kafka_topic(partitions=3)
+    project = project_on_topic(tmp_path, topic, bootstrap)
+    produced = streamfeat_in(project, "generate", "--events", str(events), "--topic", topic, *extra)
+    assert produced.returncode == 0, produced.stderr
+    return project, topic, produced.stdout
+
+
+def test_version_list_and_describe(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert re.fullmatch(r"streamfeat \S+\n", capsys.readouterr().out)
+
+    repo = str(ROOT / "feature_defs")
+    assert main(["list", "--repo", repo]) == 0
+    listing = capsys.readouterr().out
+    for needle in ("sources (1):", "transactions", "views (2):", "services (2):", "fraud_scoring"):
+        assert needle in listing, needle
+    assert re.search(r"amount_sum_15m\s+float\s+sum\(amount\) over 15m", listing)
+    assert re.search(r"merchant_txn_count_1h\s+int\s+count\(amount\) over 1h", listing)
+    assert re.search(r"spend_velocity_ratio\s+float\s+computed at request time", listing)
+
+    assert main(["describe", "user_spend", "--repo", repo]) == 0
+    described = capsys.readouterr().out
+    assert described.startswith("view user_spend") and "filter: col('event_type') == 'PURCHASE'" in described
+    assert main(["describe", "fraud_scoring", "--repo", repo]) == 0
+    assert re.search(r"user_merchant_share_1h\s+float\s+from user_merchant_share", capsys.readouterr().out)
+
+    assert main(["describe", "no_such_thing", "--repo", repo]) == 2
+    err = capsys.readouterr().err
+    assert "nothing named 'no_such_thing'" in err and "hint: defined names:" in err and "user_spend" in err
+
+
+def test_init_next_steps_are_commands_that_exist() -> None:
+    parser = build_parser()
+    steps = [line.split("#")[0].strip() for line in NEXT_STEPS.splitlines()[1:]]
+    commands = [shlex.split(step) for step in steps if step.startswith("streamfeat ")]
+    assert len(commands) >= 5
+    for command in commands:
+        parsed = parser.parse_args(command[1:])  # SystemExit (a test failure) if it does not parse
+        assert parsed.handler is not None
+
+
+def test_generate_defaults_to_the_last_day_ending_now(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before_ms = int(time.time() * 1000)
+    assert main(["generate", "--events", "2000", "--parquet", str(tmp_path / "history")]) == 0
+    after_ms = int(time.time() * 1000)
+    ts = pl.read_parquet(tmp_path / "history" / "*" / "*.parquet")["ts"]
+    # Default rate 2 events/s: 2,000 events span 1,000 s, the last one happening now.
+    assert before_ms - 1_000_000 <= int(ts.min()) and int(ts.max()) <= after_ms  # type: ignore[arg-type]
+    assert int(ts.max()) >= before_ms - 1_000  # type: ignore[arg-type]
+    capsys.readouterr()
+    assert main(["generate", "--live", "--start", "now"]) == 2
+    assert "--start and --events do not apply" in capsys.readouterr().err
+
+
+@pytest.mark.kafka
+def test_generate_reads_kafka_bootstrap_from_the_project(tmp_path: Path) -> None:
+    nowhere = f"127.0.0.1:{_closed_port()}"
+    (tmp_path / "streamfeat.yaml").write_text(f"kafka_bootstrap: {nowhere}\n")
+    done = streamfeat_in(tmp_path, "generate", "--events", "10")
+    assert done.returncode == 1
+    assert f"no Kafka broker answers at {nowhere}" in done.stderr and "streamfeat kafka start" in done.stderr
+    assert not NOISE.search(done.stderr), done.stderr
+
+
+@pytest.mark.kafka
+def test_generate_live_stamps_events_with_the_current_time(
+    kafka_topic: Callable[..., str], kafka_bootstrap: str
+) -> None:
+    from tests.engine.streaming_support import read_topic
+
+    topic = kafka_topic(partitions=1)
+    before_ms = int(time.time() * 1000)
+    done = streamfeat_in(
+        Path.cwd(), "generate", "--live", "--rate", "50", "--duration", "2", "--topic", topic,
+        env={"STREAMFEAT_KAFKA_BOOTSTRAP": kafka_bootstrap},
+    )  # fmt: skip
+    after_ms = int(time.time() * 1000)
+    assert done.returncode == 0, done.stderr
+    assert "produced 100 live events" in done.stdout
+    records = read_topic(kafka_bootstrap, topic, 1)
+    assert len(records) == 100
+    assert all(before_ms - 1_000 <= orjson.loads(r.value)["ts"] <= after_ms for r in records)
+
+
+@pytest.mark.kafka
+def test_run_without_a_broker_says_so_in_one_line(tmp_path: Path) -> None:
+    project = project_on_topic(tmp_path, "nothing-here", f"127.0.0.1:{_closed_port()}")
+    done = streamfeat_in(project, "run", "--until-caught-up")
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("streamfeat run: error:")]
+    assert len(errors) == 1 and "no Kafka broker answers at 127.0.0.1:" in errors[0]
+    assert "hint: start one with `streamfeat kafka start`, or check kafka_bootstrap" in done.stderr
+    assert not NOISE.search(done.stderr), done.stderr
+
+
+@pytest.mark.kafka
+def test_run_on_a_missing_topic_says_so_in_one_line(tmp_path: Path, kafka_bootstrap: str) -> None:
+    topic = f"missing-{uuid.uuid4().hex[:12]}"
+    project = project_on_topic(tmp_path, topic, kafka_bootstrap)
+    done = streamfeat_in(project, "run", "--until-caught-up")
+    assert done.returncode != 0
+    assert f"streamfeat run: error: Kafka topic '{topic}' does not exist on broker {kafka_bootstrap}" in done.stderr
+    assert "hint: produce events to it first" in done.stderr
+    assert not NOISE.search(done.stderr), done.stderr
+
+
+@pytest.mark.kafka
+def test_run_mostly_dead_letters_is_loud_and_summarised(
+    tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    project, topic, produced = project_with_events(
+        tmp_path, kafka_bootstrap, kafka_topic, 2000, "--malformed-fraction", "0.9"
+    )
+    malformed = int(re.search(r"\(([\d,]+) malformed\)", produced).group(1).replace(",", ""))  # type: ignore[union-attr]
+
+    done = streamfeat_in(project, "run", "--until-caught-up")
+    assert done.returncode == 0, done.stderr
+    assert not NOISE.search(done.stderr), done.stderr
+    warning = re.search(
+        rf"WARNING: ([\d,]+) of 2,000 records \((\d+)%\) went to the dead-letter topic '{topic}.dlq'", done.stdout
+    )
+    assert warning is not None, done.stdout
+    assert int(warning.group(1).replace(",", "")) == malformed
+    for reason in ("invalid_json", "missing_field", "wrong_type", "invalid_timestamp"):
+        assert re.search(rf"{reason} [\d,]+", done.stdout), reason
+    (summary,) = [line for line in done.stdout.splitlines() if line.startswith("run caught up:")]
+    assert f"read 2,000 records from '{topic}'" in summary and "applied merchant_activity" in summary
+    assert f"dead letters {malformed:,} (" in summary
+
+
+@pytest.mark.kafka
+def test_run_stops_on_ctrl_c_without_a_backtrace(
+    tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    project, _topic, _ = project_with_events(tmp_path, kafka_bootstrap, kafka_topic, 500)
+    metrics_port = free_port()
+    with tailing_run(project, subprocess.PIPE, metrics_port) as child:
+        assert child.stderr is not None
+        banner = child.stderr.readline()  # printed once the dataflow is about to start
+        assert "Ctrl-C stops" in banner, banner
+        # Stop it while it tails the topic, after it has read everything there.
+        wait_until(lambda: child.poll() is not None or total(scrape(metrics_port), "streamfeat_events_in_total") >= 500,
+                   120, "the dataflow to read the 500 events")  # fmt: skip
+        assert child.poll() is None, child.stderr.read()
+        stdout, stderr = stop_with_ctrl_c(child)
+    run_log = project / ".streamfeat" / "logs" / "run.log"
+    assert child.returncode == 0, stderr
+    assert not NOISE.search(stderr), stderr
+    assert "run stopped: read " in stdout
+    assert run_log.is_file()
+
+
+def test_kafka_status_says_where_the_broker_lives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("STREAMFEAT_CACHE_DIR", raising=False)
+    port = _closed_port()
+    assert kafka_local.default_data_dir(port) == tmp_path / "data" / "streamfeat" / "kafka" / str(port)
+    assert kafka_local.cache_root() == tmp_path / "cache" / "streamfeat" / "kafka"
+    assert main(["kafka", "status", "--port", str(port)]) == 3
+    out = capsys.readouterr().out
+    assert f"Kafka is not running at 127.0.0.1:{port}" in out
+    assert str(tmp_path / "data" / "streamfeat" / "kafka" / str(port)) in out
+    # Without --port, the port is the one of kafka_bootstrap.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "streamfeat.yaml").write_text(f"kafka_bootstrap: 127.0.0.1:{port}\n")
+    assert main(["kafka", "status"]) == 3
+    assert f"127.0.0.1:{port}" in capsys.readouterr().out
+    (tmp_path / "streamfeat.yaml").write_text("kafka_bootstrap: kafka.example.com:9092\n")
+    assert main(["kafka", "status"]) == 2
+    assert "not a 127.0.0.1:PORT address" in capsys.readouterr().err
+    # A relative XDG directory is invalid by the spec and ignored.
+    monkeypatch.setenv("XDG_DATA_HOME", "relative/dir")
+    assert kafka_local.default_data_dir(port) == Path.home() / ".local" / "share" / "streamfeat" / "kafka" / str(port)
+
+
+def test_training_set_files_hold_utc_timestamps_of_the_same_instants() -> None:
+    from engine.cli.training_cmd import as_utc_timestamps
+
+    spine = pl.DataFrame({"user_id": ["u1", "u2"], "event_timestamp": [1_767_225_600_123, 0]})
+    out = as_utc_timestamps(spine, "event_timestamp")
+    assert out.schema["event_timestamp"] == pl.Datetime("ms", time_zone="UTC")
+    assert out["event_timestamp"].dt.epoch("ms").to_list() == [1_767_225_600_123, 0]
+    assert str(out["event_timestamp"][0]) == "2026-01-01 00:00:00.123000+00:00"
+    already = spine.with_columns(pl.col("event_timestamp").cast(pl.Datetime("ms", time_zone="UTC")))
+    assert as_utc_timestamps(already, "event_timestamp").equals(already)
+
+
+def test_serve_on_a_busy_port_says_so_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--repo", str(ROOT / "feature_defs"), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"streamfeat serve: error: cannot serve on 127.0.0.1:{port}" in err
+    assert "hint: pass --port" in err
+
+
+@pytest.mark.kafka
+def test_kafka_start_with_a_broker_answering_says_already_running(
+    kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = kafka_bootstrap.rsplit(":", 1)[1]
+    assert main(["kafka", "start", "--port", port]) == 0
+    assert f"already running at {kafka_bootstrap}" in capsys.readouterr().out
+    assert main(["kafka", "status", "--port", port]) == 0
+
+
+@pytest.mark.kafka
+def test_run_shows_progress_on_a_terminal(
+    tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    import pty
+
+    project, topic, _ = project_with_events(tmp_path, kafka_bootstrap, kafka_topic, 3000)
+    controller, terminal = pty.openpty()
+    seen = b""
+    # The live line once everything is read: records read and their rate, lag, dead letters.
+    caught_up = re.compile(rf"{topic}: 3,000 read \([\d,]+/s\), lag 0, dead letters none".encode())
+    try:
+        with tailing_run(project, terminal) as child:
+            os.close(terminal)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not caught_up.search(seen):
+                try:
+                    seen += os.read(controller, 65536)
+                except OSError:  # the child closed the terminal
+                    break
+            stop_with_ctrl_c(child)
+    finally:
+        os.close(controller)
+    assert caught_up.search(seen), seen.decode(errors="replace")
+    assert child.returncode == 0
