@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope
 
 from serving.exceptions import MalformedRequest, PayloadTooLarge, ServerError, ServingError
+from serving.history import HistoricalReads
 from serving.metrics import ServingMetrics
 from serving.online import OnlineAccess
 from serving.registry import Registry
@@ -28,6 +29,7 @@ class ServingState:
     registry: Registry
     online: OnlineAccess
     metrics: ServingMetrics
+    history: HistoricalReads
     max_entities_per_request: int = 1000
     max_request_bytes: int = 1_048_576
     request_log: RequestLogger | None = None

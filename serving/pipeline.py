@@ -2,10 +2,13 @@
 
 Status of a value (docs/serving.md), first match wins:
 ``NOT_FOUND`` the entity has no record in the view (never seen, or expired);
+``FUTURE_EVENTS`` (wall-clock reads) the record holds events stamped after the
+evaluation time, which the online tiles cannot leave out;
 ``STALE`` the view's freshness lag exceeds its ``expected_freshness``;
 ``DEFAULTED`` the window was empty and the aggregation's declared default was used;
-``PRESENT`` otherwise. An on-demand output is NOT_FOUND / STALE when one of the
-views it reads is, PRESENT otherwise.
+``PRESENT`` otherwise. An on-demand output takes the first of NOT_FOUND /
+FUTURE_EVENTS / STALE of the views it reads, PRESENT otherwise. ``as_of`` reads are
+made exact (or refused) by :mod:`serving.history` before statuses are given.
 """
 
 from __future__ import annotations
@@ -14,7 +17,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from serving.evaluate import ViewValues, read_and_evaluate
-from serving.online import DEFAULTED, NOT_FOUND, PRESENT, STALE, Freshness, OnlineAccess
+from serving.history import HistoricalReads
+from serving.online import (
+    DEFAULTED,
+    FUTURE_EVENTS,
+    NOT_FOUND,
+    PRESENT,
+    STALE,
+    Freshness,
+    OnlineAccess,
+)
 from serving.request import FeatureRequest
 from serving.transforms import run_transform
 
@@ -25,18 +37,24 @@ class FeatureResult:
     columns: dict[str, list[Any]]  # every service column (join keys first), one value per row
     views: dict[str, ViewValues]
     freshness: dict[str, Freshness]
-    stale: dict[str, bool]
+    stale: dict[str, list[bool]]  # per view, per row: freshness lag at the row's time too large
 
     def statuses(self) -> dict[str, list[str]]:
         """Status of every feature (join keys excluded), one per row."""
         service = self.request.service
-        n = self.request.n_rows
+        times = self.request.times()
         out: dict[str, list[str]] = {}
         view_status: dict[str, list[str]] = {}
         for view in service.views:
             values = self.views[view.name]
-            base = STALE if self.stale[view.name] else PRESENT
-            view_status[view.name] = [base if f else NOT_FOUND for f in values.found]
+            from_log = values.from_log or [False] * len(times)
+            view_status[view.name] = [
+                NOT_FOUND if not found
+                else FUTURE_EVENTS if not logged and newest is not None and newest > t
+                else STALE if stale else PRESENT
+                for found, logged, newest, t, stale in zip(
+                    values.found, from_log, values.max_event_ts, times, self.stale[view.name], strict=True)
+            ]  # fmt: skip
         for feature in service.features:
             owner = service.feature_owner[feature]
             if owner in self.views:
@@ -46,22 +64,21 @@ class FeatureResult:
                                 for s, d in zip(row_status, defaulted, strict=True)]
             else:
                 transform = next(t for t in service.transforms if t.name == owner)
-                statuses = [PRESENT] * n
+                statuses = [PRESENT] * len(times)
                 for name in transform.view_names:
                     for i, s in enumerate(view_status[name]):
-                        if s == NOT_FOUND or (s == STALE and statuses[i] == PRESENT):
+                        if _RANK[s] < _RANK[statuses[i]]:
                             statuses[i] = s
                 out[feature] = statuses
         return out
 
-    def head_tile(self) -> list[bool]:
-        """Per row: some record holds events newer than the evaluation time (semantics 3)."""
-        t = self.request.t_ms
-        rows = [False] * self.request.n_rows
-        for values in self.views.values():
-            for i, ts in enumerate(values.max_event_ts):
-                if ts is not None and ts > t:
-                    rows[i] = True
+    def sources(self) -> list[dict[str, str]]:
+        """Per row and view: where the values came from, ``online`` or ``log``."""
+        rows: list[dict[str, str]] = [{} for _ in range(self.request.n_rows)]
+        for name, values in self.views.items():
+            from_log = values.from_log or [False] * self.request.n_rows
+            for row, logged in zip(rows, from_log, strict=True):
+                row[name] = "log" if logged else "online"
         return rows
 
     def view_metadata(self) -> dict[str, dict[str, Any]]:
@@ -72,25 +89,40 @@ class FeatureResult:
                 "freshness_lag_ms": self.freshness[view.name].lag_ms(t),
                 "max_event_ts_ms": self.freshness[view.name].max_event_ts_ms,
                 "expected_freshness_ms": view.expected_freshness_ms,
-                "stale": self.stale[view.name],
+                "stale": any(self.stale[view.name]),
             }
             for view in service.views
         }
 
 
-def compute(online: OnlineAccess, request: FeatureRequest) -> FeatureResult:
+# Which status an on-demand output takes when its views disagree (lowest first).
+_RANK = {NOT_FOUND: 0, FUTURE_EVENTS: 1, STALE: 2, PRESENT: 3}
+
+
+def compute(online: OnlineAccess, request: FeatureRequest, history: HistoricalReads) -> FeatureResult:
     service = request.service
-    n, t = request.n_rows, request.t_ms
+    n = request.n_rows
     views: dict[str, ViewValues] = {}
     freshness: dict[str, Freshness] = {}
-    stale: dict[str, bool] = {}
-    evaluated = read_and_evaluate(online, service.views, request.entities, n, t)
+    stale: dict[str, list[bool]] = {}
+    if request.as_of_given:
+        history.check_range(request)
+        times = request.row_times if request.row_times is not None else request.t_ms
+        evaluated = history.make_exact(
+            request, read_and_evaluate(online, service.views, request.entities, n, times))
+    else:  # the hot path: nothing but the read and the windows
+        evaluated = read_and_evaluate(online, service.views, request.entities, n, request.t_ms)
     for view, values in zip(service.views, evaluated, strict=True):
         views[view.name] = values
         fresh = online.freshness(view)
         freshness[view.name] = fresh
-        lag = fresh.lag_ms(t)
-        stale[view.name] = lag is not None and lag > view.expected_freshness_ms
+        limit = view.expected_freshness_ms
+        if request.row_times is None:
+            lag = fresh.lag_ms(request.t_ms)
+            stale[view.name] = [lag is not None and lag > limit] * n
+        else:
+            lags = [fresh.lag_ms(t) for t in request.row_times]
+            stale[view.name] = [lag is not None and lag > limit for lag in lags]
     # Values are taken from their owner by name: two views (or a view and a transform)
     # may both have a feature "x", and only the one the service or transform declared
     # may be used.

@@ -1,8 +1,9 @@
 """Feast-compatible ``POST /get-online-features``: column-major values, statuses and
 event timestamps, join-key columns first (the shape of Feast's Python feature server).
 
-Status mapping: NOT_FOUND stays; STALE becomes OUTSIDE_MAX_AGE; a null value is
-NULL_VALUE; PRESENT and DEFAULTED are PRESENT (Feast has no DEFAULTED).
+Status mapping: NOT_FOUND stays; STALE becomes OUTSIDE_MAX_AGE; FUTURE_EVENTS becomes
+INVALID; a null value is NULL_VALUE; PRESENT and DEFAULTED are PRESENT (Feast has no
+DEFAULTED).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from starlette.responses import Response
 from serving import openapi_docs as docs
 from serving.deps import Labels, ServingState, get_state, json_response, observed, read_body
 from serving.exceptions import InvalidRequest
-from serving.online import NOT_FOUND, STALE
+from serving.online import FUTURE_EVENTS, NOT_FOUND, STALE
 from serving.pipeline import FeatureResult, compute
 from serving.registry import Registry
 from serving.request import build_request, check_keys, parse_json
@@ -36,6 +37,8 @@ def _iso(ms: int | None) -> str:
 def _feast_status(status: str, value: Any) -> str:
     if status == NOT_FOUND:
         return NOT_FOUND
+    if status == FUTURE_EVENTS:
+        return "INVALID"  # Feast's "value is wrong": counts events after the evaluation time
     if status == STALE:
         return "OUTSIDE_MAX_AGE"
     return "NULL_VALUE" if value is None else "PRESENT"
@@ -101,7 +104,7 @@ def build_router(registry: Registry) -> APIRouter:
             feature_request = build_request(
                 service, keys, request_data, body.get("as_of"), False,
                 max_entities=state.max_entities_per_request)
-            return json_response(feast_body(compute(state.online, feature_request), full))
+            return json_response(feast_body(compute(state.online, feature_request, state.history), full))
 
         return await observed(get_state(request), FEAST_ROUTE, handle)
 

@@ -15,6 +15,7 @@ from serving_state import (
     make_app,
     make_events,
     write_redis,
+    write_log,
     write_rocksdb,
 )
 
@@ -50,15 +51,16 @@ def backend_client(
 ) -> Iterator[ASGIClient]:
     """A TestClient over the app, once with RocksDB secondaries and once with Redis."""
     table: OnlineTable
+    root: Path = tmp_path_factory.mktemp(request.param)
+    write_log(str(root / "log"), repo.views, events)
     if request.param == "rocksdb":
-        root: Path = tmp_path_factory.mktemp("rocks")
         write_rocksdb(root / "state", repo.views, events, meta_for=META_VIEWS)
         table = RocksDBOnlineTable(root / "state", N_SHARDS, root / "secondary", background=False)
     else:
         url: str = request.getfixturevalue("redis_server")
         write_redis(url, repo.views, events, meta_for=META_VIEWS)
         table = RedisOnlineTable(url)
-    client = ASGIClient(make_app(repo, plan, table))
+    client = ASGIClient(make_app(repo, plan, table, log_root=str(root / "log")))
     try:
         yield client
     finally:
@@ -71,9 +73,11 @@ def client(repo: FeatureRepo, plan: AppliedPlan, events: list[dict[str, Any]],
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[ASGIClient]:
     """RocksDB-backed TestClient for the tests that do not depend on the backend."""
     root: Path = tmp_path_factory.mktemp("rocks1")
+    write_log(str(root / "log"), repo.views, events)
     write_rocksdb(root / "state", repo.views, events, meta_for=META_VIEWS)
     table = RocksDBOnlineTable(root / "state", N_SHARDS, root / "secondary", background=False)
-    test_client = ASGIClient(make_app(repo, plan, table, max_entities_per_request=50, max_request_bytes=20_000))
+    test_client = ASGIClient(make_app(repo, plan, table, max_entities_per_request=50, max_request_bytes=20_000,
+                                      log_root=str(root / "log")))
     try:
         yield test_client
     finally:

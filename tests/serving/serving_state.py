@@ -23,6 +23,7 @@ from engine.definitions import (
     col,
     load_repo,
 )
+from engine.io.parquet_log import ParquetLogWriter
 from engine.kernel import PartialLayout, aggregate_batch, encode_positions, encode_tiles
 from engine.plan import AppliedPlan
 from engine.state import OnlineTable, RedisOnlineWriter, RocksDBStore
@@ -163,6 +164,23 @@ def write_redis(url: str, views: Iterable[StreamFeatureView], events: Sequence[M
     finally:
         writer.close()
         client.close()
+
+
+def write_log(log_root: str, views: Iterable[StreamFeatureView], events: Sequence[Mapping[str, Any]]) -> None:
+    """The Parquet log of every view, as the ingest sink publishes it (one file per date)."""
+    for view in views:
+        rows = passes(view, events)
+        writer = ParquetLogWriter(log_root, view.name, view.fingerprint_hex, view.join_keys, view.columns, "test")
+        ts = np.array([e["ts"] for e in rows], dtype=np.int64)
+        writer.append({
+            **{k: [str(e[k]) for e in rows] for k in view.join_keys},
+            "event_time": ts,
+            "partition": np.array([e["partition"] for e in rows], dtype=np.int32),
+            "offset": np.array([e["offset"] for e in rows], dtype=np.int64),
+            "tile_start": ts // view.interval_ms * view.interval_ms,
+            **{f"value__{c}": np.array([float(e[c]) for e in rows]) for c in view.columns},
+        })
+        writer.publish()
 
 
 def make_app(repo: FeatureRepo, plan: AppliedPlan, table: OnlineTable, **settings: Any) -> FastAPI:
