@@ -14,8 +14,8 @@ from serving_state import (
     example_repo,
     make_app,
     make_events,
-    write_redis,
     write_log,
+    write_redis,
     write_rocksdb,
 )
 
