@@ -26,6 +26,7 @@ from engine.definitions import (
 from engine.io.parquet_log import ParquetLogWriter
 from engine.kernel import PartialLayout, aggregate_batch, encode_positions, encode_tiles
 from engine.plan import AppliedPlan
+from engine.retention import sweep_view
 from engine.state import OnlineTable, RedisOnlineWriter, RocksDBStore
 from engine.state.keys import entity_key, shard_for, tile_key
 from serving.app import create_app
@@ -181,6 +182,23 @@ def write_log(log_root: str, views: Iterable[StreamFeatureView], events: Sequenc
             **{f"value__{c}": np.array([float(e[c]) for e in rows]) for c in view.columns},
         })
         writer.publish()
+
+
+def sweep_all(state_dir: Path, views: Iterable[StreamFeatureView], shards: int) -> int:
+    """Run the retention sweep over every shard and view until it wraps; records deleted."""
+    deleted = 0
+    with RocksDBStore(state_dir, shards) as store:
+        for partition in store.partitions:
+            for view in views:
+                cursor: bytes | None = None
+                while True:
+                    result = sweep_view(partition, view.fingerprint, view.retention_ms, view.interval_ms,
+                                        start_after=cursor)
+                    deleted += result.deleted
+                    cursor = result.next_key
+                    if cursor is None:
+                        break
+    return deleted
 
 
 def make_app(repo: FeatureRepo, plan: AppliedPlan, table: OnlineTable, **settings: Any) -> FastAPI:

@@ -7,21 +7,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 import pytest
 from asgi_client import ASGIClient
-from serving_state import make_app
+from serving_state import make_app, sweep_all
 
 from engine.definitions import FeatureRepo, load_repo
 from engine.offline.training import get_training_set
 from engine.plan import apply_plan
-from engine.retention import sweep_view
 from engine.state.online_rocksdb import RocksDBOnlineTable
-from engine.state.rocksdb_store import RocksDBStore
 from tests.backfill.backfill_support import (
     SHARDS,
     START_MS,
@@ -44,23 +41,6 @@ class History:
         self.events = events
 
 
-def sweep_all(state_dir: Path, repo: FeatureRepo) -> int:
-    """Run the retention sweep over every shard and view until it wraps; records deleted."""
-    deleted = 0
-    with RocksDBStore(state_dir, SHARDS) as store:
-        for partition in store.partitions:
-            for view in repo.views:
-                cursor: bytes | None = None
-                while True:
-                    result = sweep_view(partition, view.fingerprint, view.retention_ms, view.interval_ms,
-                                        start_after=cursor)
-                    deleted += result.deleted
-                    cursor = result.next_key
-                    if cursor is None:
-                        break
-    return deleted
-
-
 @pytest.fixture(scope="module")
 def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
     root = tmp_path_factory.mktemp("history")
@@ -73,7 +53,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
     files = [write_history(events, root / "history" / "part-0.parquet")]
     run_backfill(root, files, START_MS - HOUR, START_MS + SPAN + HOUR)
     repo = load_repo(REPO)
-    assert sweep_all(root / "state", repo) > 0
+    assert sweep_all(root / "state", repo.views, SHARDS) > 0
     _, plan = apply_plan(repo, root / "plan.json", shards=SHARDS, check_transforms=False)
     table = RocksDBOnlineTable(root / "state", SHARDS, root / "secondary", background=False)
     client = ASGIClient(make_app(repo, plan, table, log_root=str(root / "log")))
