@@ -113,13 +113,14 @@ class HistoricalReads:
     # -- coverage ---------------------------------------------------------------
 
     def first_logged(self, view: CompiledView) -> int | None:
-        """The view's first logged event time (cached: the log only grows at its end)."""
+        """The view's first logged event time (cached for ``first_ttl_s``: it changes only
+        when old log files are removed)."""
         definition = view.definition
         if not definition.offline:
             return None
         now = time.monotonic()
         cached = self._first.get(view.name)
-        if cached is not None and (cached[1] is not None or now - cached[0] < self.first_ttl_s):
+        if cached is not None and now - cached[0] < self.first_ttl_s:
             return cached[1]
         first = first_event_time(self.log_root, definition.name, definition.fingerprint_hex)
         self._first[view.name] = (now, first)

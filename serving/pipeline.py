@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
+
 from serving.evaluate import ViewValues, read_and_evaluate
 from serving.history import HistoricalReads
 from serving.online import (
@@ -97,6 +99,15 @@ class FeatureResult:
 
 # Which status an on-demand output takes when its views disagree (lowest first).
 _RANK = {NOT_FOUND: 0, FUTURE_EVENTS: 1, STALE: 2, PRESENT: 3}
+
+
+async def compute_async(online: OnlineAccess, request: FeatureRequest, history: HistoricalReads) -> FeatureResult:
+    """:func:`compute` for a route: wall-clock requests on the event loop (microseconds);
+    ``as_of`` requests, which may scan the Parquet log, on a worker thread so they never
+    hold up other requests."""
+    if not request.as_of_given:
+        return compute(online, request, history)
+    return await run_in_threadpool(compute, online, request, history)
 
 
 def compute(online: OnlineAccess, request: FeatureRequest, history: HistoricalReads) -> FeatureResult:

@@ -19,7 +19,7 @@ from serving import openapi_docs as docs
 from serving.deps import Labels, ServingState, get_state, json_response, observed, read_body
 from serving.exceptions import InvalidRequest
 from serving.online import FUTURE_EVENTS, NOT_FOUND, STALE
-from serving.pipeline import FeatureResult, compute
+from serving.pipeline import FeatureResult, compute_async
 from serving.registry import Registry
 from serving.request import build_request, check_keys, parse_json
 
@@ -104,7 +104,7 @@ def build_router(registry: Registry) -> APIRouter:
             feature_request = build_request(
                 service, keys, request_data, body.get("as_of"), False,
                 max_entities=state.max_entities_per_request)
-            return json_response(feast_body(compute(state.online, feature_request, state.history), full))
+            return json_response(feast_body(await compute_async(state.online, feature_request, state.history), full))
 
         return await observed(get_state(request), FEAST_ROUTE, handle)
 

@@ -12,7 +12,7 @@ from starlette.types import Receive, Scope
 from serving import openapi_docs as docs
 from serving.deps import Labels, ServingState, get_state, json_response, observed, read_asgi_body
 from serving.exceptions import OnlineTableUnavailableError, ServingError
-from serving.pipeline import FeatureResult, compute
+from serving.pipeline import FeatureResult, compute_async
 from serving.registry import Registry
 from serving.request import build_request, check_keys, parse_json
 
@@ -55,7 +55,7 @@ async def answer_features(state: ServingState, service: str, scope: Scope, recei
         feature_request = build_request(
             compiled, body.get("entities"), body.get("request_data"), body.get("as_of"),
             body.get("include_metadata"), max_entities=state.max_entities_per_request)
-        answer = v1_body(compute(state.online, feature_request, state.history))
+        answer = v1_body(await compute_async(state.online, feature_request, state.history))
         if state.request_log is not None:
             state.request_log.record(
                 compiled.name, feature_request.times(), body.get("entities") or {},
