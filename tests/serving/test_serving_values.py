@@ -231,6 +231,12 @@ def test_one_as_of_per_row(client: ASGIClient, repo: FeatureRepo, events: list[d
                       fraud_body([users[i]], [["m0", "m1", "m2"][i]], [[1.0, 2.0, 3.0][i]], t))
         assert all(close(single["features"][0][k], v) for k, v in answer["features"][i].items()
                    if not isinstance(v, str))
+    # The Feast route takes the same per-row times.
+    feast = backend_client.post("/get-online-features", json={
+        "feature_service": "fraud_scoring", "as_of": times,
+        "entities": {"user_id": users, "merchant_id": ["m0", "m1", "m2"], "amount": [1.0, 2.0, 3.0]}}).json()
+    column = feast["results"][feast["metadata"]["feature_names"].index("amount_sum_1d")]["values"]
+    assert all(close(a, row["amount_sum_1d"]) for a, row in zip(column, answer["features"], strict=True))
     wrong = backend_client.post("/v1/features/fraud_scoring", json={**body, "as_of": times[:2]})
     assert wrong.status_code == 422 and wrong.json()["error"]["field"] == "as_of"
     bad_item = backend_client.post("/v1/features/fraud_scoring", json={**body, "as_of": [T_END, "x", T_END]})
