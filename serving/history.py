@@ -101,6 +101,15 @@ class LogRange:
         return f"the Parquet log of view {self.view!r} covers {iso(self.first_ms)} .. {last}"
 
 
+def window_may_be_trimmed(view: CompiledView, t: int, newest: int) -> bool:
+    """Whether retention, measured against an event time up to ``newest``, may have
+    removed a tile of the view's longest evaluated window as of ``t`` (semantics 7:
+    a tile is kept while ``newest - its end <= retention``)."""
+    g = view.spec.interval_ms
+    oldest_end = (t // g) * g - view.max_window_ms + g
+    return newest - oldest_end > view.spec.retention_ms
+
+
 class HistoricalReads:
     """Makes the online answers of an ``as_of`` request exact, or refuses it (422)."""
 
@@ -171,8 +180,6 @@ class HistoricalReads:
         return out
 
     def inexact_rows(self, view: CompiledView, values: ViewValues, times: Sequence[int]) -> list[int]:
-        spec = view.spec
-        g = spec.interval_ms
         # Read after the records: never older than what the records were trimmed with.
         newest_view = self.online.freshness(view, cached_ok=False).max_event_ts_ms
         rows = []
@@ -183,8 +190,7 @@ class HistoricalReads:
             bound = max(x for x in (newest_view, newest if found else None, INT64_MIN) if x is not None)
             if bound == INT64_MIN:
                 continue  # nothing ever applied: nothing trimmed
-            oldest_end = (t // g) * g - view.max_window_ms + g
-            if bound - oldest_end > spec.retention_ms:
+            if window_may_be_trimmed(view, t, bound):
                 rows.append(i)
         return rows
 

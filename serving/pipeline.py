@@ -3,7 +3,8 @@
 Status of a value (docs/serving.md), first match wins:
 ``NOT_FOUND`` the entity has no record in the view (never seen, or expired);
 ``FUTURE_EVENTS`` (wall-clock reads) the record holds events stamped after the
-evaluation time, which the online tiles cannot leave out;
+evaluation time, which the online tiles cannot leave out, or the view's newest event
+is so far ahead that retention may have dropped tiles the window needs;
 ``STALE`` the view's freshness lag exceeds its ``expected_freshness``;
 ``DEFAULTED`` the window was empty and the aggregation's declared default was used;
 ``PRESENT`` otherwise. An on-demand output takes the first of NOT_FOUND /
@@ -19,7 +20,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from serving.evaluate import ViewValues, read_and_evaluate
-from serving.history import HistoricalReads
+from serving.history import HistoricalReads, window_may_be_trimmed
 from serving.online import (
     DEFAULTED,
     FUTURE_EVENTS,
@@ -40,6 +41,7 @@ class FeatureResult:
     views: dict[str, ViewValues]
     freshness: dict[str, Freshness]
     stale: dict[str, list[bool]]  # per view, per row: freshness lag at the row's time too large
+    ahead: dict[str, bool]  # per view, wall-clock reads: events after now may have cost it tiles
 
     def statuses(self) -> dict[str, list[str]]:
         """Status of every feature (join keys excluded), one per row."""
@@ -50,9 +52,10 @@ class FeatureResult:
         for view in service.views:
             values = self.views[view.name]
             from_log = values.from_log or [False] * len(times)
+            ahead = self.ahead[view.name]
             view_status[view.name] = [
                 NOT_FOUND if not found
-                else FUTURE_EVENTS if not logged and newest is not None and newest > t
+                else FUTURE_EVENTS if not logged and (ahead or (newest is not None and newest > t))
                 else STALE if stale else PRESENT
                 for found, logged, newest, t, stale in zip(
                     values.found, from_log, values.max_event_ts, times, self.stale[view.name], strict=True)
@@ -116,6 +119,7 @@ def compute(online: OnlineAccess, request: FeatureRequest, history: HistoricalRe
     views: dict[str, ViewValues] = {}
     freshness: dict[str, Freshness] = {}
     stale: dict[str, list[bool]] = {}
+    ahead: dict[str, bool] = {}
     if request.as_of_given:
         history.check_range(request)
         times = request.row_times if request.row_times is not None else request.t_ms
@@ -128,6 +132,12 @@ def compute(online: OnlineAccess, request: FeatureRequest, history: HistoricalRe
         fresh = online.freshness(view)
         freshness[view.name] = fresh
         limit = view.expected_freshness_ms
+        # At wall clock, a view's newest event far enough ahead of now (within the source's
+        # max_future_skew) may have let retention drop tiles this window needs. An as_of
+        # read has answered such rows from the log already.
+        newest = fresh.max_event_ts_ms
+        ahead[view.name] = (not request.as_of_given and newest is not None
+                            and window_may_be_trimmed(view, request.t_ms, newest))
         if request.row_times is None:
             lag = fresh.lag_ms(request.t_ms)
             stale[view.name] = [lag is not None and lag > limit] * n
@@ -148,4 +158,4 @@ def compute(online: OnlineAccess, request: FeatureRequest, history: HistoricalRe
         for name, column in run_transform(transform, inputs, n).items():
             if owner.get(name) == transform.name:
                 columns[name] = column
-    return FeatureResult(request, columns, views, freshness, stale)
+    return FeatureResult(request, columns, views, freshness, stale, ahead)

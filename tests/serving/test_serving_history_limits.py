@@ -99,3 +99,29 @@ def test_events_after_the_wall_clock_are_never_present(
     finally:
         client.close()
         table.close()
+
+
+def test_an_event_far_ahead_marks_what_retention_may_have_cut(
+    repo: FeatureRepo, plan: AppliedPlan, tmp_path: Path
+) -> None:
+    """One event 20 hours ahead (inside the default 1-day max_future_skew) moves the view's
+    newest event time: retention measured against it may drop tiles of everyone's 1-day
+    windows, so wall-clock values of the view are not PRESENT, and as_of reads use the log."""
+    now = time.time_ns() // 1_000_000
+    events = [{"transaction_id": f"q{i}", "user_id": user, "merchant_id": "m0", "amount": amount,
+               "event_type": "PURCHASE", "ts": ts, "partition": 0, "offset": i}
+              for i, (user, ts, amount) in enumerate([("quiet", now - 3_600_000, 7.0), ("ahead", now + 20 * 3_600_000, 1.0)])]
+    write_log(str(tmp_path / "log"), repo.views, events)
+    write_rocksdb(tmp_path / "state", repo.views, events, meta_for=("user_spend", "merchant_activity"))
+    table = RocksDBOnlineTable(tmp_path / "state", N_SHARDS, tmp_path / "secondary", background=False)
+    client = ASGIClient(make_app(repo, plan, table, log_root=str(tmp_path / "log")))
+    try:
+        wall = client.post("/v1/features/fraud_scoring", json=fraud(["quiet"], None)).json()
+        assert wall["metadata"]["statuses"][0]["amount_sum_1d"] == "FUTURE_EVENTS"
+        exact = client.post("/v1/features/fraud_scoring", json=fraud(["quiet"], wall["as_of"])).json()
+        assert exact["metadata"]["sources"][0]["user_spend"] == "log"
+        assert exact["features"][0]["amount_sum_1d"] == 7.0
+        assert exact["metadata"]["statuses"][0]["amount_sum_1d"] == "PRESENT"
+    finally:
+        client.close()
+        table.close()
