@@ -40,13 +40,12 @@ import polars as pl
 from engine.io.parquet_log import first_event_time
 from engine.offline.training import compute_view_features
 from engine.state import OffsetRecord
+from engine.state.offsets import INT64_MIN
 from serving.evaluate import ViewValues
 from serving.exceptions import InvalidRequest
 from serving.online import OnlineAccess
 from serving.registry import CompiledView
 from serving.request import EntityValue, FeatureRequest, now_ms
-
-INT64_MIN = -(2**63)
 
 
 def iso(ms: int) -> str:

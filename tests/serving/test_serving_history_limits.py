@@ -14,7 +14,8 @@ from serving_state import N_SHARDS, T_END, make_app, write_log, write_rocksdb
 from engine.definitions import FeatureRepo
 from engine.plan import AppliedPlan
 from engine.state import OffsetRecord, RocksDBOnlineTable, RocksDBStore
-from serving.history import INT64_MIN, log_complete_through
+from engine.state.offsets import INT64_MIN
+from serving.history import log_complete_through
 
 LATENESS = 5 * 60_000  # the example source's allowed_lateness
 
