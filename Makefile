@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv system-deps lint test test-fast test-faults demo bench bench-smoke kafka-start kafka-stop clean
+.PHONY: help venv system-deps bench-deps lint test test-fast test-faults demo bench bench-smoke kafka-start kafka-stop clean
 
 help:
 	@echo "make demo        run the main job end to end (venv, Kafka, dataflow, serving)"
@@ -59,7 +59,16 @@ test-fast: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/streamfeat demo
 
-bench: $(STAMP)
+# wrk drives the serving benchmarks; without it they fall back to a Python load
+# generator that takes far more CPU from the server under test and changes every figure.
+bench-deps:
+	@if ! command -v wrk >/dev/null 2>&1; then \
+	  echo "installing Debian package: wrk"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk; \
+	fi
+
+bench: $(STAMP) bench-deps
 	$(BIN)/python -m benchmarks.run --size full
 
 bench-smoke: $(STAMP)

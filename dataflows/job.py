@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataflows.exceptions import DataflowConfigError
 from dataflows.stream import StreamJob, select_views
 from engine.config import Settings
 from engine.definitions import load_repo
-from engine.plan import load_applied_plan
+from engine.plan import load_applied
 
 
 def build_job(settings: Settings, source_name: str, *, tail: bool = True) -> StreamJob:
@@ -17,20 +16,8 @@ def build_job(settings: Settings, source_name: str, *, tail: bool = True) -> Str
     not know, so that is refused with a hint to run ``streamfeat apply``.
     """
     repo = load_repo(settings.repo_path)
-    plan = load_applied_plan(settings.plan_file)
-    if plan is None:
-        raise DataflowConfigError(
-            f"no applied plan at {settings.plan_file}",
-            hint=f"run `streamfeat apply --repo {settings.repo}` first",
-        )
     source, views = select_views(repo, source_name)
-    applied = plan.view_fingerprints
-    stale = [v.name for v in views if applied.get(v.name) != v.fingerprint_hex]
-    if stale:
-        raise DataflowConfigError(
-            f"views changed since the last apply: {', '.join(stale)}",
-            hint="run `streamfeat plan` to review and `streamfeat apply` to record the change",
-        )
+    plan = load_applied(settings.plan_file, views)
     return StreamJob(
         source=source,
         views=views,

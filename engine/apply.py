@@ -18,12 +18,11 @@ See docs/semantics.md sections 6 and 7.
 from __future__ import annotations
 
 import logging
-import struct
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -46,29 +45,18 @@ from engine.kernel.batch_merge import (
 from engine.kernel.layout import PartialLayout, encode_positions
 from engine.log_staging import StagedLogRows
 from engine.routing import ShardBatch, ViewRows
-from engine.state.keys import tile_key
 from engine.state.offsets import NO_OFFSET, OffsetRecord
-from engine.state.rocksdb_store import RocksDBStorePartition
+from engine.state.protocols import OnlineWriter, StorePartition, Transaction
+from engine.state.records import (
+    decode_handoff,
+    decode_meta,
+    encode_meta,
+    handoff_key,
+    meta_key,
+    view_prefix,
+)
 
 log = logging.getLogger(__name__)
-
-META_RECORD = struct.Struct("<qq")  # (max event time seen by the view, wall-clock ms written)
-HANDOFF_RECORD = struct.Struct("<q")  # handoff time T (ms): history holds e < T, the stream e >= T
-
-
-def meta_key(fingerprint: bytes) -> bytes:
-    """Key of a view's freshness record in every shard: ``b"M" + fingerprint``."""
-    return b"M" + fingerprint
-
-
-def handoff_key(fingerprint: bytes) -> bytes:
-    """Key of a view's history handoff time in every shard: ``b"H" + fingerprint``.
-
-    Written by a Parquet-history backfill (docs/backfill.md); appliers that respect
-    handoffs skip the view's events with ``e < T``, which came from history.
-    """
-    return b"H" + fingerprint
-
 
 class ApplicableView(Protocol):
     @property
@@ -87,18 +75,6 @@ class ApplicableView(Protocol):
     def retention_ms(self) -> int: ...
     @property
     def offline(self) -> bool: ...
-
-
-class OnlineCopyWriter(Protocol):
-    def write(
-        self, items: Sequence[tuple[bytes, bytes, bytes | None]], ttl_ms: int | None
-    ) -> None: ...
-    def write_meta(self, key: bytes, value: bytes) -> None: ...
-
-
-def redis_meta_key(fingerprint_hex: str, shard: int) -> bytes:
-    """Redis key of one shard's freshness record of a view (serving reads every shard's)."""
-    return f"sf:meta:{fingerprint_hex}:{shard:03d}".encode()
 
 
 @dataclass
@@ -149,14 +125,14 @@ class ShardApplier:
 
     def __init__(
         self,
-        partition: RocksDBStorePartition,
+        partition: StorePartition,
         views: Sequence[ApplicableView],
         topic: str,
         *,
         log_root: str | None = None,
         log_max_rows: int = 200_000,
         log_max_age_s: float = 30.0,
-        online_copy: OnlineCopyWriter | None = None,
+        online_copy: OnlineWriter | None = None,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         retry_delays_s: Sequence[float] = (0.1, 0.5, 1.0, 2.0, 5.0),
         respect_handoff: bool = True,
@@ -183,7 +159,7 @@ class ShardApplier:
             fps = list(self.views)
             for fp, raw in zip(fps, partition.get_many([handoff_key(f) for f in fps]), strict=True):
                 if raw is not None:
-                    self.handoffs[fp] = HANDOFF_RECORD.unpack(raw)[0]
+                    self.handoffs[fp] = decode_handoff(raw)
         self.writers: dict[bytes, ParquetLogWriter] = {}
         self._staged: dict[bytes, StagedLogRows] = {}
         if log_root:
@@ -209,8 +185,9 @@ class ShardApplier:
         if self.views:
             fps = list(self.views)
             for fp, raw in zip(fps, partition.get_many([meta_key(f) for f in fps]), strict=True):
-                if raw is not None:
-                    self._newest[fp] = META_RECORD.unpack(raw)[0]
+                record = decode_meta(raw)
+                if record is not None:
+                    self._newest[fp] = record[0]
 
     # -- the write path ---------------------------------------------------------------
 
@@ -271,7 +248,7 @@ class ShardApplier:
 
         txn = self.partition.begin()
         online_items: list[tuple[bytes, bytes, bytes | None]] = []
-        meta_items: list[tuple[bytes, bytes]] = []
+        meta_items: list[tuple[bytes, int, bytes]] = []
         ttl_ms: int | None = None
         newest_after: dict[bytes, int] = {}
         for fp, parts in state_rows.items():
@@ -279,9 +256,7 @@ class ShardApplier:
             items, meta_value, newest = self._apply_view(txn, compiled, parts)
             newest_after[fp] = newest
             online_items.extend(items)
-            meta_items.append(
-                (redis_meta_key(compiled.view.fingerprint_hex, self.partition.shard), meta_value)
-            )
+            meta_items.append((fp, self.partition.shard, meta_value))
             ttl_ms = max(ttl_ms or 0, compiled.view.retention_ms)
         for partition, (last_offset, max_ts) in progress.items():
             old = self.offsets.get(partition)
@@ -306,8 +281,7 @@ class ShardApplier:
 
             def write_copy() -> None:
                 copy.write(online_items, ttl_ms)
-                for key, value in meta_items:
-                    copy.write_meta(key, value)
+                copy.write_meta(meta_items)
 
             self._retry("write the online copy", write_copy)
         txn.commit()
@@ -318,7 +292,7 @@ class ShardApplier:
             self.maybe_publish_log()
 
     def _apply_view(
-        self, txn: Any, compiled: _CompiledView, parts: list[tuple[ViewRows, int]]
+        self, txn: Transaction, compiled: _CompiledView, parts: list[tuple[ViewRows, int]]
     ) -> tuple[list[tuple[bytes, bytes, bytes | None]], bytes, int]:
         view, layout = compiled.view, compiled.layout
         keys, codes = _merge_codes(parts)
@@ -334,7 +308,7 @@ class ShardApplier:
         )
         batch_max = np.full(len(keys), NO_EVENT_TS, dtype=np.int64)
         np.maximum.at(batch_max, codes, event_ts)
-        prefix = tile_key(view.fingerprint, b"")  # keys are bytes built by routing
+        prefix = view_prefix(view.fingerprint)  # keys are bytes built by routing
         state_keys = [prefix + k for k in keys]
         stored = decode_many(layout, txn.get_many(state_keys))
         merged = merge_flat(layout, stored, FlatTiles(codes_u, tiles_u, partials, batch_max))
@@ -342,7 +316,7 @@ class ShardApplier:
         records = encode_many(layout, merged, len(keys))
         txn.put_many(state_keys, records)
         newest = max(int(batch_max.max()), self._newest.get(view.fingerprint, NO_EVENT_TS))
-        meta_value = META_RECORD.pack(newest, self.clock_ms())
+        meta_value = encode_meta(newest, self.clock_ms())
         txn.put(meta_key(view.fingerprint), meta_value)
         self.stats.rows_applied += len(codes)
         self.stats.entities_written += len(keys)

@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from engine.definitions.check import check_on_demand
-from engine.definitions.exceptions import DefinitionError, PlanError, RepoValidationError
+from engine.definitions.exceptions import (
+    DefinitionError,
+    PlanError,
+    PlanMismatchError,
+    RepoValidationError,
+)
 from engine.definitions.repo import FeatureRepo
 
 PLAN_FORMAT_VERSION = 1
@@ -46,6 +51,24 @@ class AppliedPlan:
     @property
     def view_fingerprints(self) -> dict[str, str]:
         return {name: str(entry["fingerprint"]) for name, entry in self.entries.get("view", {}).items()}
+
+    def mismatches(self, views: Iterable[AppliedView]) -> list[str]:
+        """Every way ``views`` differ from what was applied (empty when they match).
+
+        A view read or written under a fingerprint other than the applied one would
+        use state built for another definition (or none), so callers refuse to start.
+        """
+        applied = self.view_fingerprints
+        problems: list[str] = []
+        for view in sorted(views, key=lambda v: v.name):
+            if view.name not in applied:
+                problems.append(f"view {view.name!r} is not in the applied plan")
+            elif applied[view.name] != view.fingerprint_hex:
+                problems.append(
+                    f"view {view.name!r} changed since apply (fingerprint {applied[view.name]} "
+                    f"applied, {view.fingerprint_hex} defined)"
+                )
+        return problems
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -198,6 +221,37 @@ def load_applied_plan(path: str | Path) -> AppliedPlan | None:
     entries = {kind: data.get(key) or {} for kind, key in
                (("view", "views"), ("on_demand_view", "on_demand_views"), ("service", "services"))}
     return AppliedPlan(shards=shards, entries=entries, applied_at=str(data.get("applied_at", "")))
+
+
+class AppliedView(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def fingerprint_hex(self) -> str: ...
+
+
+MISMATCH_HINT = (
+    "run `streamfeat plan` to review and `streamfeat apply` to record the change "
+    "(and backfill changed views)"
+)
+
+
+def load_applied(path: str | Path, views: Iterable[AppliedView]) -> AppliedPlan:
+    """The applied plan at ``path``, after checking that ``views`` are applied exactly as
+    they are defined now: the one "repo matches the applied plan" check.
+
+    Raises :class:`PlanMismatchError` when there is no plan file, or with every
+    mismatch at once.
+    """
+    plan = load_applied_plan(path)
+    if plan is None:
+        raise PlanMismatchError(f"no applied plan at {path}", hint="run `streamfeat apply` first")
+    problems = plan.mismatches(views)
+    if problems:
+        raise PlanMismatchError(
+            "the repo does not match the applied plan: " + "; ".join(problems), hint=MISMATCH_HINT
+        )
+    return plan
 
 
 def apply_plan(repo: FeatureRepo, plan_file: str | Path | None = None, *, shards: int | None = None,

@@ -13,19 +13,15 @@ it never stalls ingestion.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
 import numpy as np
 
-from engine.kernel.aggregate import apply_retention
+from engine.kernel.aggregate import apply_retention, first_kept_tile
 from engine.kernel.batch_merge import NO_EVENT_TS
-from engine.kernel.codec import HEADER, decode_tiles, encode_tiles
-from engine.state.keys import view_prefix
-from engine.state.layout import iter_prefix
-from engine.state.rocksdb_store import RocksDBStorePartition
-
-META = struct.Struct("<qq")
+from engine.kernel.codec import decode_tiles, encode_tiles, tile_span
+from engine.state.protocols import StorePartition
+from engine.state.records import decode_meta, meta_key, view_prefix
 
 
 @dataclass(frozen=True)
@@ -36,14 +32,14 @@ class SweepResult:
     next_key: bytes | None  # None: the sweep of this view wrapped around
 
 
-def view_newest_ts(partition: RocksDBStorePartition, fingerprint: bytes) -> int:
-    """Newest event time the view has seen in this shard (its ``b"M"`` record)."""
-    meta = partition.get_many([b"M" + fingerprint])[0]
-    return META.unpack(meta)[0] if meta is not None else NO_EVENT_TS
+def view_newest_ts(partition: StorePartition, fingerprint: bytes) -> int:
+    """Newest event time the view has seen in this shard (its freshness record)."""
+    record = decode_meta(partition.get_many([meta_key(fingerprint)])[0])
+    return record[0] if record is not None else NO_EVENT_TS
 
 
 def sweep_view(
-    partition: RocksDBStorePartition,
+    partition: StorePartition,
     fingerprint: bytes,
     retention_ms: int,
     interval_ms: int,
@@ -55,14 +51,12 @@ def sweep_view(
     newest = view_newest_ts(partition, fingerprint)
     if newest == NO_EVENT_TS:
         return SweepResult(0, 0, 0, None)
-    oldest_allowed_end = newest - retention_ms
-    first_kept_tile = -((-oldest_allowed_end) // interval_ms) - 1
+    first_kept = first_kept_tile(newest, retention_ms, interval_ms)
     prefix = view_prefix(fingerprint)
-    db = partition._live_db()  # one shard, one owner: the applier that calls this
     txn = partition.begin()
     examined = deleted = trimmed = 0
     next_key: bytes | None = None
-    for key, value in iter_prefix(db, prefix, from_key=start_after):
+    for key, value in partition.scan_prefix(prefix, from_key=start_after):
         if key == start_after:
             continue
         if examined >= limit:
@@ -70,16 +64,15 @@ def sweep_view(
             break
         examined += 1
         start_after = key
-        n_tiles = HEADER.unpack_from(value)[3]
-        if n_tiles == 0:
+        span = tile_span(value)
+        if span is None:
             continue
-        last_tile = struct.unpack_from("<q", value, HEADER.size + 8 * (n_tiles - 1))[0]
-        if last_tile < first_kept_tile:
+        first_tile, last_tile = span
+        if last_tile < first_kept:
             txn.delete(key)
             deleted += 1
             continue
-        first_tile = struct.unpack_from("<q", value, HEADER.size)[0]
-        if first_tile < first_kept_tile:
+        if first_tile < first_kept:
             tiles, partials, max_ts = decode_tiles(value)
             kept_tiles, kept = apply_retention(tiles, partials, newest, retention_ms, interval_ms)
             txn.put(key, encode_tiles(np.ascontiguousarray(kept_tiles), np.ascontiguousarray(kept), max_ts))
@@ -91,7 +84,7 @@ def sweep_view(
 class RetentionSweeper:
     """Round-robin incremental sweeps over every view of one shard."""
 
-    def __init__(self, partition: RocksDBStorePartition, views: list[tuple[bytes, int, int]], limit: int = 2_000):
+    def __init__(self, partition: StorePartition, views: list[tuple[bytes, int, int]], limit: int = 2_000):
         self.partition = partition
         self.views = views  # (fingerprint, retention_ms, interval_ms)
         self.limit = limit

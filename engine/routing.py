@@ -12,7 +12,6 @@ hashing them for the shard (crc32) is done once per distinct key, then broadcast
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -22,8 +21,7 @@ import numpy.typing as npt
 import polars as pl
 
 from engine.io.batches import DecodedBatch
-
-ENTITY_KEY_SEPARATOR = "\x1f"
+from engine.state.keys import encode_entity_keys, shard_for_many
 
 Int64Array = npt.NDArray[np.int64]
 
@@ -101,16 +99,6 @@ class ShardBatch:
         return sum(len(rows) for rows in self.views.values())
 
 
-def encode_entity_keys(join_values: Sequence[npt.NDArray[np.object_]]) -> list[bytes]:
-    """Entity key bytes per row: join-key values as text, UTF-8, joined by 0x1F."""
-    if len(join_values) == 1:
-        return [str(v).encode() for v in join_values[0].tolist()]
-    return [
-        ENTITY_KEY_SEPARATOR.join(str(v) for v in parts).encode()
-        for parts in zip(*(col.tolist() for col in join_values), strict=True)
-    ]
-
-
 def factorize_entity_keys(
     join_values: Sequence[npt.NDArray[np.object_]],
 ) -> tuple[list[bytes], Int64Array]:
@@ -131,10 +119,9 @@ def factorize_entity_keys(
     codes = np.fromiter((setdefault(v, len(index)) for v in raw), dtype=np.int64, count=n)
     distinct = list(index)
     if len(join_values) == 1:
-        keys = [str(v).encode() for v in distinct]
+        keys = encode_entity_keys([distinct])
     else:
-        sep = ENTITY_KEY_SEPARATOR
-        keys = [sep.join(str(v) for v in parts).encode() for parts in distinct]  # type: ignore[attr-defined]
+        keys = encode_entity_keys(list(zip(*distinct, strict=True)))
     if len(set(keys)) != len(keys):
         # Distinct values with the same text (7 and "7" in one object column) are one
         # entity: factorize again on the key bytes themselves.
@@ -168,20 +155,8 @@ def _factorize_by_hash(values: npt.NDArray[np.object_]) -> tuple[list[bytes], In
     representatives = series.gather(first)
     if not bool((series == representatives.gather(inverse)).all()):
         return None
-    keys = [k.encode() for k in representatives.to_list()]
+    keys = encode_entity_keys([representatives.to_list()])
     return keys, inverse.astype(np.int64, copy=False).reshape(-1)
-
-
-def shard_of(
-    fingerprint: bytes, entity_keys: Sequence[bytes], shards: int
-) -> npt.NDArray[np.int64]:
-    """``crc32(fingerprint + entity key) mod shards`` for each key."""
-    crc = zlib.crc32
-    seed = crc(fingerprint)  # crc32 is incremental: crc(k, crc(fp)) == crc(fp + k)
-    return (
-        np.fromiter((crc(k, seed) for k in entity_keys), dtype=np.int64, count=len(entity_keys))
-        % shards
-    )
 
 
 def _numeric(kind: object) -> bool:
@@ -245,7 +220,7 @@ def split_by_shard(
 
     Each part's key list holds exactly the keys of its rows; rows keep their order.
     """
-    owner_of_key = shard_of(fingerprint, rows.keys, shards)
+    owner_of_key = shard_for_many(fingerprint, rows.keys, shards)
     if len(rows.keys) and int(owner_of_key.min()) == int(owner_of_key.max()):
         return [(int(owner_of_key[0]), rows)]
     # Renumber keys so each shard's keys are one contiguous run of codes. Shard ids as

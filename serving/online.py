@@ -1,96 +1,32 @@
 """Online-table access for serving: tile reads, per-view freshness, value statuses.
 
-Freshness comes from the per-view metadata record the ingest sink writes
-(key ``b"M" + fingerprint`` in every RocksDB shard, ``b"sf:meta:" + fingerprint hex``
-in Redis; value ``struct '<qq'`` = (max event time seen in ms, wall clock when written
-in ms)). The freshest shard wins. ``RocksDBOnlineTable.read_meta`` reads it from every
-shard; :func:`meta_reader_for` adapts Redis here (see docs/serving.md).
+Freshness comes from the per-view metadata record the ingest writer keeps in every
+shard; ``OnlineTable.read_meta`` returns the freshest shard's (formats and rule:
+engine/state/records.py; see docs/serving.md).
 """
 
 from __future__ import annotations
 
-import struct
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
 
 from engine.state import (
+    UNKNOWN_FRESHNESS,
+    Freshness,
     OffsetRecord,
     OnlineTable,
     OnlineTableUnavailable,
-    RedisOnlineTable,
     RocksDBOnlineTable,
 )
 from serving.exceptions import OnlineTableUnavailableError
 from serving.metrics import ServingMetrics
 from serving.registry import CompiledView
 
-REDIS_META_PREFIX = b"sf:meta:"
-META_RECORD = struct.Struct("<qq")
-
 PRESENT = "PRESENT"
 NOT_FOUND = "NOT_FOUND"
 DEFAULTED = "DEFAULTED"
 STALE = "STALE"
 FUTURE_EVENTS = "FUTURE_EVENTS"
-
-
-class MetaReader(Protocol):
-    def read_meta(self, fingerprint: bytes) -> list[bytes | None]:
-        """The view's metadata record in every place it is kept (None where absent)."""
-        ...
-
-
-class _RedisMeta:
-    def __init__(self, table: RedisOnlineTable) -> None:
-        self.table = table
-
-    def read_meta(self, fingerprint: bytes) -> list[bytes | None]:
-        value: bytes | None = self.table._client.get(REDIS_META_PREFIX + fingerprint.hex().encode())
-        return [value]
-
-
-class _NoMeta:
-    def read_meta(self, fingerprint: bytes) -> list[bytes | None]:
-        return []
-
-
-def meta_reader_for(table: OnlineTable) -> MetaReader:
-    if hasattr(table, "read_meta"):
-        reader: MetaReader = table  # type: ignore[assignment]
-        return reader
-    if isinstance(table, RedisOnlineTable):
-        return _RedisMeta(table)
-    return _NoMeta()
-
-
-@dataclass(frozen=True, slots=True)
-class Freshness:
-    """What serving knows about how current a view's state is."""
-
-    max_event_ts_ms: int | None  # None: no metadata record yet (freshness unknown)
-    written_at_ms: int | None
-
-    def lag_ms(self, t_ms: int) -> int | None:
-        """Event-time lag as of ``t_ms``: how far ``t_ms`` is past the newest applied event."""
-        if self.max_event_ts_ms is None:
-            return None
-        return max(0, t_ms - self.max_event_ts_ms)
-
-
-UNKNOWN = Freshness(None, None)
-
-
-def decode_meta(values: Sequence[bytes | None]) -> Freshness:
-    best: tuple[int, int] | None = None
-    for value in values:
-        if value is None or len(value) != META_RECORD.size:
-            continue
-        record: tuple[int, int] = META_RECORD.unpack(value)
-        if best is None or record > best:
-            best = record
-    return UNKNOWN if best is None else Freshness(best[0], best[1])
 
 
 class OnlineAccess:
@@ -113,7 +49,6 @@ class OnlineAccess:
         self.metrics = metrics
         self.backend = backend
         self.freshness_ttl_s = freshness_ttl_s
-        self._meta = meta_reader_for(table)
         self._freshness: dict[bytes, tuple[float, Freshness]] = {}
 
     def read_views(self, requests: Sequence[tuple[bytes, Sequence[bytes]]]) -> list[list[bytes | None]]:
@@ -131,10 +66,10 @@ class OnlineAccess:
         if cached_ok and cached is not None and now - cached[0] < self.freshness_ttl_s:
             return cached[1]
         try:
-            found = decode_meta(self._meta.read_meta(view.fingerprint))
+            found = self.table.read_meta(view.fingerprint)
         except Exception:  # freshness is advisory: a failed read must not fail the request
             self.metrics.online_read_errors.labels(self.backend).inc()
-            found = cached[1] if cached is not None else UNKNOWN
+            found = cached[1] if cached is not None else UNKNOWN_FRESHNESS
         self._freshness[view.fingerprint] = (now, found)
         return found
 

@@ -19,17 +19,10 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from engine.state import Freshness
 from serving.evaluate import ViewValues, read_and_evaluate
 from serving.history import HistoricalReads, window_may_be_trimmed
-from serving.online import (
-    DEFAULTED,
-    FUTURE_EVENTS,
-    NOT_FOUND,
-    PRESENT,
-    STALE,
-    Freshness,
-    OnlineAccess,
-)
+from serving.online import DEFAULTED, FUTURE_EVENTS, NOT_FOUND, PRESENT, STALE, OnlineAccess
 from serving.request import FeatureRequest
 from serving.transforms import run_transform
 

@@ -22,7 +22,7 @@ from engine.definitions.base import did_you_mean
 from engine.definitions.exceptions import DefinitionError
 from engine.kernel import ViewSpec
 from engine.kernel.window_plan import WindowPlan
-from engine.plan import AppliedPlan
+from engine.plan import MISMATCH_HINT, AppliedPlan
 from serving.exceptions import ServiceNotFound, ServingSetupError
 
 
@@ -198,24 +198,17 @@ def build_registry(repo: FeatureRepo, plan: AppliedPlan) -> Registry:
     Reading a view whose fingerprint differs from the applied one would read state
     written for another definition (or none at all), so it is a startup error.
     """
-    applied = plan.view_fingerprints
-    problems: list[str] = []
     views: dict[str, CompiledView] = {}
     used = {v.name: v for s in repo.services for v in s.views}
+    problems = plan.mismatches(used.values())
     for name, view in sorted(used.items()):
-        if name not in applied:
-            problems.append(f"view {name!r} is not in the applied plan")
-        elif applied[name] != view.fingerprint_hex:
-            problems.append(
-                f"view {name!r} changed since apply (fingerprint {applied[name]} applied, "
-                f"{view.fingerprint_hex} defined)")
         if not view.online:
             problems.append(f"view {name!r} is used by a service but declares online=False")
         views[name] = CompiledView.from_view(view)
     if problems:
         raise ServingSetupError(
             "the repo does not match the applied plan: " + "; ".join(problems),
-            hint="run `streamfeat plan` and `streamfeat apply` (and backfill changed views) before serving",
+            hint=f"{MISMATCH_HINT} before serving",
         )
     services = {s.name: _compile_service(s, views) for s in repo.services}
     return Registry(services=services, views=views, n_shards=plan.shards)

@@ -31,7 +31,7 @@ def _settings(args: argparse.Namespace) -> Any:
     )
 
 
-def _selected(repo: Any, plan: Any, source_name: str, names: str | None) -> tuple[Any, list[Any]]:
+def _selected(repo: Any, source_name: str, names: str | None) -> tuple[Any, list[Any]]:
     from dataflows.stream import select_views
 
     source, views = select_views(repo, source_name)
@@ -46,12 +46,6 @@ def _selected(repo: Any, plan: Any, source_name: str, names: str | None) -> tupl
                 hint=f"views of the source: {', '.join(sorted(known))}",
             )
         chosen = [known[n] for n in wanted]
-    stale = [v.name for v in chosen if plan.view_fingerprints.get(v.name) != v.fingerprint_hex]
-    if stale:
-        raise ConfigError(
-            f"views changed since the last apply: {', '.join(stale)}",
-            hint="run `streamfeat apply` first, so the backfilled state is the one served",
-        )
     return source, chosen
 
 
@@ -95,17 +89,13 @@ def _run(args: argparse.Namespace) -> int:
         backfill_parquet,
         resolve_history_files,
     )
-    from engine.plan import load_applied_plan
+    from engine.plan import load_applied
 
     settings = _settings(args)
     repo = load_repo(settings.repo_path)
-    plan = load_applied_plan(settings.plan_file)
-    if plan is None:
-        raise ConfigError(
-            f"no applied plan at {settings.plan_file}",
-            hint=f"run `streamfeat apply --repo {settings.repo}` first",
-        )
-    source, views = _selected(repo, plan, args.source, args.views)
+    source, views = _selected(repo, args.source, args.views)
+    # The backfilled state must be the one served: the views must be applied as defined.
+    plan = load_applied(settings.plan_file, views)
     sources = args.sources or list(source.history)
 
     if sources == ["kafka"]:

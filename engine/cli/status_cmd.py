@@ -86,39 +86,19 @@ def _read_shards(
     state_dir: Path, n_shards: int, topics: list[str], meta_keys: list[bytes]
 ) -> tuple[dict[str, list[dict[int, int]]], list[list[bytes | None]]]:
     """Per topic: each shard's applied offset per partition; per shard: the meta records."""
-    import shutil
-    import tempfile
-
-    import rocksdict
-
-    from engine.state.layout import multi_get, reader_options, shard_exists, shard_path
-    from engine.state.offsets import scan_offsets
+    from engine.state.secondary import secondary_shards
 
     offsets: dict[str, list[dict[int, int]]] = {t: [] for t in topics}
     metas: list[list[bytes | None]] = []
-    # Secondary instances, not read-only opens: a read-only open does not see what a
-    # running dataflow has written since its last memtable flush.
-    own_root = Path(tempfile.mkdtemp(prefix="streamfeat-status-"))
-    try:
-        for shard in range(n_shards):
-            path = shard_path(state_dir, shard)
-            if not shard_exists(path):
+    with secondary_shards(state_dir, n_shards) as shards:
+        for part in shards:
+            if part is None:
                 for t in topics:
                     offsets[t].append({})
                 continue
-            db = rocksdict.Rdict(
-                str(path), reader_options(),
-                access_type=rocksdict.AccessType.secondary(str(own_root / f"shard-{shard}")),
-            )  # fmt: skip
-            try:
-                db.try_catch_up_with_primary()
-                for t in topics:
-                    offsets[t].append({p: r.applied_offset for p, r in scan_offsets(db, t).items()})
-                metas.append(multi_get(db, meta_keys) if meta_keys else [])
-            finally:
-                db.close()
-    finally:
-        shutil.rmtree(own_root, ignore_errors=True)
+            for t in topics:
+                offsets[t].append({p: r.applied_offset for p, r in part.read_offsets(t).items()})
+            metas.append(part.get_many(meta_keys) if meta_keys else [])
     return offsets, metas
 
 
@@ -150,12 +130,12 @@ def _record_count(bootstrap: str, topic: str) -> int | None:
 
 def collect_status(settings: Any, sample_s: float = 1.0) -> Status:
     """Gather the status of every view of the applied plan (see the module docstring)."""
-    from engine.apply import META_RECORD, meta_key
     from engine.definitions import load_repo
     from engine.exceptions import ConfigError
     from engine.metrics import directory_bytes, kafka_end_offsets
     from engine.plan import load_applied_plan
     from engine.state.layout import shard_path
+    from engine.state.records import freshest, meta_key
 
     plan = load_applied_plan(settings.plan_file)
     if plan is None:
@@ -213,20 +193,16 @@ def collect_status(settings: Any, sample_s: float = 1.0) -> Status:
 
     view_rows: list[ViewStatus] = []
     for i, view in enumerate(views):
-        best: tuple[int, int] | None = None
-        for shard_meta in metas:
-            raw = shard_meta[i] if i < len(shard_meta) else None
-            if raw is not None and len(raw) == META_RECORD.size:
-                record: tuple[int, int] = META_RECORD.unpack(raw)
-                best = record if best is None or record > best else best
+        fresh = freshest(shard_meta[i] if i < len(shard_meta) else None for shard_meta in metas)
+        newest, written = fresh.max_event_ts_ms, fresh.written_at_ms
         view_rows.append(
             ViewStatus(
                 name=view.name,
                 source=view.source.name,
                 fingerprint=view.fingerprint_hex,
-                newest_event_ms=None if best is None else best[0],
-                written_at_ms=None if best is None else best[1],
-                freshness_lag_s=None if best is None else max(0, now_ms - best[0]) / 1000,
+                newest_event_ms=newest,
+                written_at_ms=written,
+                freshness_lag_s=None if newest is None else max(0, now_ms - newest) / 1000,
                 expected_freshness_s=view.expected_freshness.total_seconds(),
             )
         )

@@ -1,9 +1,10 @@
 """Feature definitions: entities, sources, views, on-demand views, services, repos.
 
-Imports no Bytewax, Kafka or RocksDB; numpy is used by filter evaluation only.
+Imports no Bytewax, Kafka or RocksDB; numpy comes with filter evaluation and the kernel's
+function list (engine/kernel/layout.py owns it).
 """
 
-from engine.definitions.aggregation import FUNCTIONS, Aggregation
+from engine.definitions.aggregation import Aggregation
 from engine.definitions.base import FieldType, FrozenMap
 from engine.definitions.check import check_on_demand, sample_row
 from engine.definitions.entity import Entity
@@ -12,6 +13,7 @@ from engine.definitions.exceptions import (
     DefinitionTypeError,
     OnDemandCheckError,
     PlanError,
+    PlanMismatchError,
     RepoValidationError,
 )
 from engine.definitions.filters import Expr, col
@@ -20,6 +22,7 @@ from engine.definitions.repo import FeatureRepo, load_repo
 from engine.definitions.service import FeatureRef, FeatureService
 from engine.definitions.source import TIMESTAMP_FORMATS, EventSource, RequestSource
 from engine.definitions.view import StreamFeatureView
+from engine.kernel.layout import FUNCTIONS
 
 __all__ = [
     "FUNCTIONS",
@@ -38,6 +41,7 @@ __all__ = [
     "OnDemandCheckError",
     "OnDemandFeatureView",
     "PlanError",
+    "PlanMismatchError",
     "RepoValidationError",
     "RequestSource",
     "StreamFeatureView",

@@ -14,8 +14,7 @@ from engine.definitions.base import (
     timedelta_ms,
     window_label,
 )
-
-FUNCTIONS = ("sum", "count", "mean", "min", "max", "last", "stddev")
+from engine.kernel.layout import FUNCTIONS
 
 
 @definition("Aggregation")

@@ -77,3 +77,7 @@ class PlanError(StreamfeatError):
     """A plan cannot be computed or applied (bad plan file, shard count change, ...)."""
 
     exit_code = 2
+
+
+class PlanMismatchError(PlanError):
+    """The repo does not match the applied plan (or nothing was applied yet)."""

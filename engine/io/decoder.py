@@ -16,7 +16,6 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
 from enum import Enum
 from operator import itemgetter
 from typing import Any, Protocol
@@ -27,20 +26,14 @@ import orjson
 
 from engine.io.batches import NO_EVENT_TS, DeadLetter, DeadLetterReason, DecodedBatch, RawBatch
 from engine.io.exceptions import IoTypeError, IoValueError
+from engine.io.timestamps import TIMESTAMP_FORMATS, parse_event_times, show_value
 
-#: 2000-01-01T00:00:00Z in milliseconds: earlier event times are refused.
-MIN_EVENT_TS_MS = 946_684_800_000
-#: Event times beyond 2**53 ms are refused (they stop being exact as float64 positions).
-MAX_EVENT_TS_MS = 2**53
 DEFAULT_DLQ_PAYLOAD_CAP = 64 * 1024
 
 FIELD_KINDS = ("string", "int", "float", "bool")
-TIMESTAMP_FORMATS = ("epoch_millis", "epoch_seconds", "iso8601")
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS = timedelta(milliseconds=1)
 # Placeholder object for records refused before their fields are looked at.
 _NO_FIELDS: dict[str, Any] = {}
 
@@ -139,16 +132,6 @@ def _kind_of(declared: object, source_name: str, field: str) -> str:
             f"got {declared!r}. Hint: declare the schema with string/int/float/bool."
         )
     return kind
-
-
-def _show(value: object) -> str:
-    """``<type> <short repr>`` of a bad value for dead-letter details."""
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"non-finite number {text}"
-    return f"{type(value).__name__} {text}"
 
 
 class _LenientHooks:
@@ -288,7 +271,7 @@ class Decoder:
                     if i not in refused:
                         refused[i] = (
                             _R.NOT_AN_OBJECT,
-                            f"expected a JSON object, got {_show(obj)}",
+                            f"expected a JSON object, got {show_value(obj)}",
                         )
                     objs[i] = _NO_FIELDS
         return objs
@@ -351,7 +334,7 @@ class Decoder:
                     if i not in refused:
                         refused[i] = (
                             _R.WRONG_TYPE,
-                            f"field '{field}': expected float, got {_show(vals[i])}",
+                            f"field '{field}': expected float, got {show_value(vals[i])}",
                         )
                 arr[~finite] = 0.0
         return arr
@@ -363,77 +346,21 @@ class Decoder:
         if value is None:
             state = "is null" if field in obj else "is absent"
             return _R.MISSING_FIELD, f"field '{field}' {state}"
-        return _R.WRONG_TYPE, f"field '{field}': expected {kind}, got {_show(value)}"
+        return _R.WRONG_TYPE, f"field '{field}': expected {kind}, got {show_value(value)}"
 
     def _event_times(
         self, objs: list[dict[str, Any]], refused: dict[int, tuple[str, str]]
     ) -> npt.NDArray[np.int64]:
         field = self.timestamp_field
-        fmt = self.timestamp_format
         vals = _field_values(objs, field)
-        accepted = _TS_ACCEPTED[fmt]
-        if not set(map(type, vals)) <= accepted:
+        if None in vals:
             for i, v in enumerate(vals):
-                if type(v) not in accepted:
-                    if i not in refused:
-                        if v is None:
-                            refused[i] = self._field_problem(objs[i], field, "timestamp", v)
-                        else:
-                            refused[i] = (
-                                _R.INVALID_TIMESTAMP,
-                                f"timestamp field '{field}': expected {_TS_EXPECTED[fmt]}, "
-                                f"got {_show(v)}",
-                            )
-                    vals[i] = 0
-        if fmt == "epoch_millis":
-            ts_ms, out_of_range = _millis(vals)
-        elif fmt == "epoch_seconds":
-            ts_ms, out_of_range, non_finite = _seconds(vals)
-            for i in np.flatnonzero(non_finite).tolist():
-                if i not in refused:
-                    refused[i] = (
-                        _R.INVALID_TIMESTAMP,
-                        f"timestamp field '{field}': expected {_TS_EXPECTED[fmt]}, "
-                        f"got {_show(vals[i])}",
-                    )
-        else:
-            ts_ms, out_of_range = self._iso(vals, refused)
-        out_of_range |= (ts_ms < MIN_EVENT_TS_MS) | (ts_ms > MAX_EVENT_TS_MS)
-        if out_of_range.any():
-            for i in np.flatnonzero(out_of_range).tolist():
-                if i not in refused:
-                    refused[i] = (
-                        _R.TIMESTAMP_OUT_OF_RANGE,
-                        f"timestamp field '{field}': value {_show(vals[i])} is outside "
-                        f"[{MIN_EVENT_TS_MS}, 2**53] ms (2000-01-01 .. 2**53 ms)",
-                    )
-        return ts_ms
-
-    def _iso(
-        self, vals: list[Any], refused: dict[int, tuple[str, str]]
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
-        out = np.zeros(len(vals), dtype=np.int64)
-        for i, v in enumerate(vals):
-            if i in refused:
-                continue
-            try:
-                parsed = datetime.fromisoformat(v)
-            except ValueError as exc:
-                refused[i] = (
-                    _R.INVALID_TIMESTAMP,
-                    f"timestamp field '{self.timestamp_field}': {_show(v)} is not ISO 8601 ({exc})",
-                )
-                continue
-            if parsed.tzinfo is None:
-                refused[i] = (
-                    _R.INVALID_TIMESTAMP,
-                    f"timestamp field '{self.timestamp_field}': {_show(v)} has no UTC offset; "
-                    "naive times are refused (add Z or +HH:MM)",
-                )
-                continue
-            # Floor division keeps sub-millisecond precision from rounding up.
-            out[i] = (parsed - _EPOCH) // _ONE_MS
-        return out, np.zeros(len(vals), dtype=np.bool_)
+                if v is None and i not in refused:
+                    refused[i] = self._field_problem(objs[i], field, "timestamp", v)
+        parsed = parse_event_times(vals, self.timestamp_format, field)
+        for i, problem in parsed.problems.items():
+            refused.setdefault(i, problem)
+        return parsed.ts_ms
 
     def _refuse_future(
         self,
@@ -516,16 +443,6 @@ class Decoder:
         return tuple(letters)
 
 
-_TS_ACCEPTED: dict[str, frozenset[type]] = {
-    "epoch_millis": frozenset({int}),
-    "epoch_seconds": frozenset({int, float}),
-    "iso8601": frozenset({str}),
-}
-_TS_EXPECTED = {
-    "epoch_millis": "an integer of epoch milliseconds",
-    "epoch_seconds": "a number of epoch seconds",
-    "iso8601": "an ISO 8601 string with an offset or Z",
-}
 
 
 def _field_values(objs: list[dict[str, Any]], field: str) -> list[Any]:
@@ -535,27 +452,3 @@ def _field_values(objs: list[dict[str, Any]], field: str) -> list[Any]:
         return list(map(itemgetter(field), objs))
     except KeyError:
         return [o.get(field) for o in objs]
-
-
-def _millis(vals: list[Any]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
-    try:
-        return np.array(vals, dtype=np.int64), np.zeros(len(vals), dtype=np.bool_)
-    except OverflowError:
-        # Integers beyond int64 are far beyond 2**53 ms: out of range, not malformed.
-        big = np.array([not _INT64_MIN <= v <= _INT64_MAX for v in vals], dtype=np.bool_)
-        safe = [0 if b else v for v, b in zip(vals, big.tolist(), strict=True)]
-        return np.array(safe, dtype=np.int64), big
-
-
-def _seconds(
-    vals: list[Any],
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
-    """Epoch seconds floored to milliseconds, the out-of-range mask and the non-finite mask."""
-    # float64 is exact here: any in-range value times 1000 stays below 2**53.
-    seconds = np.array(vals, dtype=np.float64)
-    non_finite = ~np.isfinite(seconds)
-    with np.errstate(invalid="ignore", over="ignore"):
-        ms = np.floor(seconds * 1000.0)
-        bad = ~((ms >= MIN_EVENT_TS_MS) & (ms <= MAX_EVENT_TS_MS))
-    ms[bad] = 0.0
-    return ms.astype(np.int64), bad & ~non_finite, non_finite

@@ -7,6 +7,8 @@ example when one side of a merge is empty), so treat them as read-only.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
 import numpy.typing as npt
 
@@ -275,6 +277,21 @@ def merge_tile_sets(
     return union, out
 
 
+IntOrArray = TypeVar("IntOrArray", int, Int64Array)
+
+
+def first_kept_tile(newest_ts: IntOrArray, retention_ms: int, interval_ms: int) -> IntOrArray:
+    """The retention cutoff: the oldest tile id kept when the newest event is ``newest_ts``.
+
+    Tile ``i`` ends at ``(i + 1) * interval_ms`` (exclusive) and is kept while
+    ``newest_ts - end <= retention_ms`` (docs/semantics.md section 7): the smallest
+    ``i`` with ``(i + 1) * interval_ms >= newest_ts - retention_ms``, in exact integer
+    maths. Works element-wise on an int64 array of newest times.
+    """
+    oldest_allowed_end = newest_ts - retention_ms
+    return -((-oldest_allowed_end) // interval_ms) - 1
+
+
 def apply_retention(
     tiles: npt.ArrayLike,
     partials: npt.ArrayLike,
@@ -302,8 +319,6 @@ def apply_retention(
             f"got interval_ms={interval_ms}, retention_ms={retention_ms}",
             hint="use ViewSpec.interval_ms and ViewSpec.retention_ms",
         )
-    # Smallest i with (i + 1) * g >= newest - retention, in exact integer maths.
-    oldest_allowed_end = int(newest_ts) - int(retention_ms)
-    first_kept = -((-oldest_allowed_end) // int(interval_ms)) - 1
+    first_kept = first_kept_tile(int(newest_ts), int(retention_ms), int(interval_ms))
     lo = int(np.searchsorted(tile_ids, first_kept, side="left"))
     return tile_ids[lo:], parts[lo:]

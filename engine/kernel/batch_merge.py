@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from engine.kernel.aggregate import merge_partials
+from engine.kernel.aggregate import first_kept_tile, merge_partials
 from engine.kernel.codec import HEADER, RECORD_VERSION, decode_tiles
 from engine.kernel.exceptions import TileCodecError
 from engine.kernel.layout import PartialLayout
@@ -211,8 +211,7 @@ def retain(flat: FlatTiles, retention_ms: int, interval_ms: int) -> FlatTiles:
     if not len(flat.codes):
         return flat
     newest = flat.max_event_ts[flat.codes]
-    oldest_allowed_end = newest - retention_ms
-    first_kept = -((-oldest_allowed_end) // interval_ms) - 1
+    first_kept = first_kept_tile(newest, retention_ms, interval_ms)
     keep = (flat.tiles >= first_kept) | (newest == NO_EVENT_TS)
     if bool(keep.all()):
         return flat

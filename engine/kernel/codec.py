@@ -22,6 +22,7 @@ from engine.kernel.exceptions import KernelInputError, TileCodecError
 
 RECORD_VERSION = 1
 HEADER = struct.Struct("<BBHIq")
+_TILE_ID = struct.Struct("<q")
 _MAX_WIDTH = 2**16 - 1
 _MAX_TILES = 2**32 - 1
 
@@ -122,3 +123,14 @@ def check_header(
             hint="the stored value is truncated or corrupt",
         )
     return int(width), int(n_tiles), int(max_event_ts)
+
+
+def tile_span(buf: bytes | bytearray | memoryview) -> tuple[int, int] | None:
+    """``(first tile id, last tile id)`` of a record, read from its header and tile
+    array only (retention sweeps look at every record); None for a record of no tiles."""
+    n_tiles = HEADER.unpack_from(buf, 0)[3]
+    if n_tiles == 0:
+        return None
+    first: int = _TILE_ID.unpack_from(buf, HEADER.size)[0]
+    last: int = _TILE_ID.unpack_from(buf, HEADER.size + _TILE_ID.size * (n_tiles - 1))[0]
+    return first, last

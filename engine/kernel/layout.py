@@ -50,7 +50,8 @@ EMPTY_FIELDS: tuple[float, ...] = (
     math.nan,
 )
 
-FUNCTIONS = frozenset({"count", "sum", "mean", "min", "max", "last", "stddev"})
+#: The aggregation functions (docs/semantics.md section 3); definitions import this list.
+FUNCTIONS = ("sum", "count", "mean", "min", "max", "last", "stddev")
 
 POSITION_OFFSET_BITS = 40
 # float64 holds integers exactly below 2**53, so partitions must stay below 2**13.
@@ -188,6 +189,18 @@ class AggregationSpec:
             )
 
 
+    @classmethod
+    def from_aggregation(cls, agg: Any) -> AggregationSpec:
+        """Copy what the kernel needs from an ``Aggregation`` (duck typed)."""
+        return cls(
+            output_name=agg.output_name,
+            column=agg.column,
+            function=_plain(agg.function),
+            window_ms=int(agg.window_ms),
+            default=agg.default,
+        )
+
+
 @dataclass(frozen=True)
 class ViewSpec:
     """What window evaluation needs to know about a ``StreamFeatureView``."""
@@ -263,16 +276,7 @@ class ViewSpec:
     @classmethod
     def from_view(cls, view: Any) -> ViewSpec:
         """Copy what the kernel needs from a ``StreamFeatureView`` (duck typed)."""
-        aggregations = tuple(
-            AggregationSpec(
-                output_name=agg.output_name,
-                column=agg.column,
-                function=_plain(agg.function),
-                window_ms=int(agg.window_ms),
-                default=agg.default,
-            )
-            for agg in view.aggregations
-        )
+        aggregations = tuple(AggregationSpec.from_aggregation(agg) for agg in view.aggregations)
         return cls(
             interval_ms=int(view.interval_ms),
             columns=tuple(view.columns),

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from engine.kernel.aggregate import as_int64_vector, as_partials, check_sorted_tiles
+from engine.kernel.aggregate import IntOrArray, as_int64_vector, as_partials, check_sorted_tiles
 from engine.kernel.exceptions import KernelInputError
 from engine.kernel.layout import (
     FIELD_COUNT,
@@ -70,6 +70,18 @@ def empty_value(agg: AggregationSpec) -> Value:
     if agg.function == "sum":
         return 0.0
     return None
+
+
+def values_are_int(agg: AggregationSpec) -> bool:
+    """Whether ``agg``'s values are ints: count, unless its default is fractional."""
+    fill = empty_value(agg)
+    return agg.function == "count" and not (isinstance(fill, float) and not fill.is_integer())
+
+
+def window_start_ms(t_ms: IntOrArray, interval_ms: int, window_ms: int) -> IntOrArray:
+    """First event time in the window of ``window_ms`` as of ``t_ms``:
+    ``floor(t / g) * g - w`` (docs/semantics.md section 3). Element-wise on arrays."""
+    return (t_ms // interval_ms) * interval_ms - window_ms
 
 
 def evaluate(
@@ -297,7 +309,7 @@ def _fill_empty(
     agg: AggregationSpec, result: npt.NDArray[np.generic], is_empty: BoolArray
 ) -> npt.NDArray[np.generic]:
     fill = empty_value(agg)
-    if agg.function == "count" and isinstance(fill, float) and not fill.is_integer():
+    if agg.function == "count" and not values_are_int(agg):
         result = result.astype(np.float64)
     result[is_empty] = np.nan if fill is None else fill
     return result

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import glob
 import hashlib
-import struct
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,13 +35,21 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.apply import HANDOFF_RECORD, ShardApplier, handoff_key
+from engine.apply import ShardApplier
 from engine.io.batches import DecodedBatch
-from engine.io.decoder import MAX_EVENT_TS_MS, MIN_EVENT_TS_MS
+from engine.io.timestamps import parse_event_times
 from engine.kernel.layout import MAX_PARTITION
 from engine.offline.exceptions import OfflineError
 from engine.routing import ShardBatch, route
+from engine.state.keys import encode_entity_keys
 from engine.state.offsets import resume_positions
+from engine.state.records import (
+    backfill_run_key,
+    decode_backfill_run,
+    encode_backfill_run,
+    encode_handoff,
+    handoff_key,
+)
 from engine.state.rocksdb_store import RocksDBStore
 
 #: Partition number of replayed history rows (the largest one positions can encode).
@@ -54,8 +61,6 @@ DEFAULT_CHUNK_ROWS = 2_000_000
 #: once per commit), capped at MAX_CHUNKS_PER_COMMIT routed chunks held in memory.
 DEFAULT_COMMIT_ROWS = 10_000_000
 MAX_CHUNKS_PER_COMMIT = 8
-# Run record per view: (start ms, end ms) followed by the history topic name (UTF-8).
-_RUN_RECORD = struct.Struct("<qq")
 
 
 class BackfillError(OfflineError):
@@ -64,11 +69,6 @@ class BackfillError(OfflineError):
 
 class HistoryFileError(BackfillError):
     """A history file is unreadable or does not match the source schema."""
-
-
-def run_key(fingerprint: bytes) -> bytes:
-    """Key of a view's history-backfill run record in every shard: ``b"B" + fingerprint``."""
-    return b"B" + fingerprint
 
 
 def history_topic(source_topic: str, fingerprints: Sequence[bytes]) -> str:
@@ -160,27 +160,20 @@ def check_file_schema(path: str, source: Any) -> None:
 
 
 def _event_times(frame: pl.DataFrame, field: str, fmt: str, path: str) -> pl.Series:
+    """Event times in ms, parsed exactly as the stream decoder parses them."""
     column = frame.get_column(field)
-    if fmt == "epoch_millis":
-        return column.cast(pl.Int64)
-    if fmt == "epoch_seconds":
-        seconds = column.cast(pl.Float64)
-        if not bool(seconds.is_finite().all()):
-            raise HistoryFileError(
-                f"history file {path}: column '{field}': expected finite epoch seconds, "
-                "found NaN or infinity",
-                hint="drop or repair those rows; nothing was written",
-            )
-        return (seconds * 1000.0).floor().cast(pl.Int64)
-    try:
-        parsed = column.str.to_datetime(time_zone="UTC", time_unit="ms", strict=True)
-    except pl.exceptions.PolarsError as exc:
+    parsed = parse_event_times(
+        column.to_list() if fmt == "iso8601" else column.to_numpy(), fmt, field
+    )
+    if parsed.problems:
+        rows = sorted(parsed.problems)
+        _reason, detail = parsed.problems[rows[0]]
         raise HistoryFileError(
-            f"history file {path}: column '{field}': expected ISO 8601 times with an offset "
-            f"or Z: {exc}",
-            hint="naive times are refused (a time zone is never guessed); nothing was written",
-        ) from None
-    return parsed.dt.epoch("ms")
+            f"history file {path}: row {rows[0]}: {detail} ({len(rows)} row(s) like this)",
+            hint="check the source's timestamp_format (docs/semantics.md sections 1 and 5), "
+            "or drop or repair those rows; nothing was written",
+        )
+    return pl.Series(field, parsed.ts_ms, dtype=pl.Int64)
 
 
 def _read_file(
@@ -202,14 +195,6 @@ def _read_file(
             )
     ts_field = str(source.timestamp_field)
     ts = _event_times(frame, ts_field, _kind(source.timestamp_format), path)
-    if len(ts):
-        low, high = int(ts.min()), int(ts.max())  # type: ignore[arg-type]
-        if low < MIN_EVENT_TS_MS or high > MAX_EVENT_TS_MS:
-            raise HistoryFileError(
-                f"history file {path}: column '{ts_field}': event times {low}..{high} ms leave "
-                f"the accepted range [{MIN_EVENT_TS_MS}, 2**53] ms (docs/semantics.md section 5)",
-                hint="check the timestamp_format of the source; nothing was written",
-            )
     for name, kind in source.schema.items():
         if _kind(kind) == "float" and name in needed:
             values = frame.get_column(name).cast(pl.Float64)
@@ -355,7 +340,7 @@ def factorize_key_columns(
         if series.dtype != pl.String or series.null_count():
             continue
         distinct, codes = _factorize_strings(series)
-        out[name] = ([v.encode() for v in distinct.to_list()], codes)
+        out[name] = (encode_entity_keys([distinct.to_list()]), codes)
     return out
 
 
@@ -419,13 +404,12 @@ def _check_runs(
     store: RocksDBStore, views: Sequence[Any], record: bytes
 ) -> None:
     """Refuse a second, different history backfill of a view (positions would collide)."""
-    keys = [run_key(v.fingerprint) for v in views]
+    keys = [backfill_run_key(v.fingerprint) for v in views]
     for part in store.partitions:
         for view, stored in zip(views, part.get_many(keys), strict=True):
             if stored is None or stored == record:
                 continue
-            start, end = _RUN_RECORD.unpack_from(stored)
-            other = stored[_RUN_RECORD.size :].decode()
+            start, end, other = decode_backfill_run(stored)
             raise BackfillError(
                 f"view '{view.name}' already has a history backfill over [{start}, {end}) ms "
                 f"as {other!r} in shard {part.shard}; this one asks for a different range or "
@@ -477,7 +461,7 @@ def backfill_parquet(
     publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backfill-log")
     publishing: Future[None] | None = None
     try:
-        record = _RUN_RECORD.pack(start_ms, end_ms) + topic.encode()
+        record = encode_backfill_run(start_ms, end_ms, topic)
         _check_runs(store, views, record)
         resume = resume_positions(target.state_dir, target.shards, topic)
         point = resume.get(HISTORY_PARTITION)
@@ -498,8 +482,8 @@ def backfill_parquet(
                 online_copy=online_copy,
                 respect_handoff=False,
             )
-        runs = {run_key(v.fingerprint): record for v in views}
-        final = {**runs, **{handoff_key(v.fingerprint): HANDOFF_RECORD.pack(end_ms) for v in views}}
+        runs = {backfill_run_key(v.fingerprint): record for v in views}
+        final = {**runs, **{handoff_key(v.fingerprint): encode_handoff(end_ms) for v in views}}
         batches = 0
         done = first_row
         complete = True

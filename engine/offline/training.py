@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -21,7 +20,10 @@ import numpy.typing as npt
 import polars as pl
 import pyarrow as pa
 
+from engine.definitions.transform_runner import TransformRunError, TransformSpec, run_transform
 from engine.io.parquet_log import EVENT_TIME, read_log, value_column
+from engine.kernel.layout import AggregationSpec
+from engine.kernel.window import empty_value, values_are_int, window_start_ms
 from engine.offline.exceptions import (
     OnDemandComputationError,
     SpineValidationError,
@@ -31,7 +33,6 @@ from engine.offline.exceptions import (
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 
-FUNCTIONS = ("sum", "count", "mean", "min", "max", "last", "stddev")
 _SHOWN_ROWS = 20
 # Upper bound on gathered event values per stddev chunk (memory ~ 8 bytes x 4 arrays).
 _STDDEV_CHUNK = 1 << 22
@@ -42,28 +43,6 @@ _DTYPES: Mapping[str, type[pl.DataType]] = {
     "bool": pl.Boolean,
 }
 _PY_TYPES: Mapping[type, str] = {str: "string", int: "int", float: "float", bool: "bool"}
-
-
-@dataclass(frozen=True)
-class AggSpec:
-    """One aggregation to evaluate: output column, source column, function, window."""
-
-    name: str
-    column: str
-    function: str
-    window_ms: int
-    default: float | int | None = None
-
-    def __post_init__(self) -> None:
-        if self.function not in FUNCTIONS:
-            raise TrainingSetError(
-                f"Aggregation '{self.name}': field 'function': expected one of {FUNCTIONS}, "
-                f"got {self.function!r}."
-            )
-        if self.window_ms <= 0:
-            raise TrainingSetError(
-                f"Aggregation '{self.name}': field 'window_ms': expected > 0, got {self.window_ms}."
-            )
 
 
 # ---------------------------------------------------------------------------
@@ -175,7 +154,7 @@ def evaluate_windows(
     q_codes: I64,
     q_times: I64,
     interval_ms: int,
-    aggs: Sequence[AggSpec],
+    aggs: Sequence[AggregationSpec],
     nonempty_out: dict[str, npt.NDArray[np.bool_]] | None = None,
 ) -> dict[str, pl.Series]:
     """Evaluate ``aggs`` for each query (entity code, t) over sorted events.
@@ -198,7 +177,6 @@ def evaluate_windows(
         back[order] = a
         return back
 
-    tile_floor = (q_times // interval_ms) * interval_ms
     has = q_codes >= 0
     if n:
         hi = np.where(has, _bound(codes, times, q_codes, q_times, "right"), 0)
@@ -212,7 +190,15 @@ def evaluate_windows(
         if lo is None:
             if n:
                 lo = np.where(
-                    has, _bound(codes, times, q_codes, tile_floor - agg.window_ms, "left"), 0
+                    has,
+                    _bound(
+                        codes,
+                        times,
+                        q_codes,
+                        window_start_ms(q_times, interval_ms, agg.window_ms),
+                        "left",
+                    ),
+                    0,
                 )
             else:
                 lo = np.zeros(m, dtype=np.int64)
@@ -238,9 +224,9 @@ def evaluate_windows(
             result = vals[np.maximum(hi - 1, 0)] if n else np.zeros(m)
         else:
             result = _stddev(vals, lo, hi)
-        out[agg.name] = _finish(agg, unsort(result), unsort(nonempty))
+        out[agg.output_name] = _finish(agg, unsort(result), unsort(nonempty))
         if nonempty_out is not None:
-            nonempty_out[agg.name] = unsort(nonempty)
+            nonempty_out[agg.output_name] = unsort(nonempty)
     return out
 
 
@@ -259,20 +245,17 @@ def _compensated_prefix(values: F64) -> tuple[F64, F64]:
     return np.concatenate((zero, cs)), np.concatenate((zero, np.cumsum(err)))
 
 
-def _finish(agg: AggSpec, result: npt.NDArray[Any], nonempty: npt.NDArray[np.bool_]) -> pl.Series:
-    """Apply the empty-window rule: count 0 / sum 0.0 / null, or the declared default."""
-    if agg.function == "count":
-        if agg.default is None or float(agg.default).is_integer():
-            fill: Any = 0 if agg.default is None else int(agg.default)
-            return pl.Series(agg.name, np.where(nonempty, result, fill).astype(np.int64))
-        return pl.Series(agg.name, np.where(nonempty, result, float(agg.default)))
-    if agg.default is not None:
-        return pl.Series(
-            agg.name, np.where(nonempty, result, float(agg.default)).astype(np.float64)
+def _finish(
+    agg: AggregationSpec, result: npt.NDArray[Any], nonempty: npt.NDArray[np.bool_]
+) -> pl.Series:
+    """Fill empty windows with the kernel's empty-window value (null where it is None)."""
+    fill = empty_value(agg)
+    if fill is None:
+        return _masked_series(
+            agg.output_name, np.where(nonempty, result, 0.0).astype(np.float64), nonempty
         )
-    if agg.function == "sum":
-        return pl.Series(agg.name, np.where(nonempty, result, 0.0).astype(np.float64))
-    return _masked_series(agg.name, np.where(nonempty, result, 0.0).astype(np.float64), nonempty)
+    dtype = np.int64 if values_are_int(agg) else np.float64
+    return pl.Series(agg.output_name, np.where(nonempty, result, fill).astype(dtype))
 
 
 # ---------------------------------------------------------------------------
@@ -332,17 +315,9 @@ def _ref_parts(item: Any) -> tuple[Any, tuple[str, ...] | None]:
     return target, None
 
 
-def _view_features(view: Any) -> dict[str, AggSpec]:
-    specs: dict[str, AggSpec] = {}
-    for a in view.aggregations:
-        specs[a.output_name] = AggSpec(
-            name=a.output_name,
-            column=a.column,
-            function=a.function,
-            window_ms=int(a.window_ms),
-            default=a.default,
-        )
-    return specs
+def _view_features(view: Any) -> dict[str, AggregationSpec]:
+    specs = (AggregationSpec.from_aggregation(a) for a in view.aggregations)
+    return {spec.output_name: spec for spec in specs}
 
 
 def _odfv_outputs(odfv: Any) -> dict[str, str]:
@@ -522,7 +497,7 @@ def compute_view_features(
     aggs = [specs[n] for n in names]
     interval = int(view.interval_ms)
     if len(t_ms):
-        start = int(((t_ms // interval) * interval).min()) - max(a.window_ms for a in aggs)
+        start = int(window_start_ms(t_ms, interval, max(a.window_ms for a in aggs)).min())
         end = int(t_ms.max())
         wanted = None
         if only_spine_entities:
@@ -557,8 +532,8 @@ def compute_view_features(
 def compute_on_demand(
     odfv: Any, inputs: pl.DataFrame, names: Sequence[str] | None = None
 ) -> dict[str, pl.Series]:
-    """Run the ODFV's function over ``inputs`` (one row per spine row)."""
-    fn = resolve_function(odfv)
+    """Run the ODFV over ``inputs`` (one row per spine row) through the one transform
+    runner serving uses, so values and refusals are the same as online."""
     outputs = _odfv_outputs(odfv)
     wanted = list(outputs) if names is None else list(names)
     unknown = [n for n in wanted if n not in outputs]
@@ -567,60 +542,27 @@ def compute_on_demand(
             f"OnDemandFeatureView '{odfv.name}': features {unknown} are not in its schema "
             f"{list(outputs)}."
         )
-    dtypes = {n: _DTYPES.get(outputs[n], pl.Float64) for n in wanted}
-    mode = str(getattr(odfv.mode, "value", odfv.mode))
-    if mode == "python":
-        columns: dict[str, list[Any]] = {n: [] for n in wanted}
-        for i, row in enumerate(inputs.iter_rows(named=True)):
-            try:
-                got = fn(row)
-            except Exception as exc:  # user code: report which row failed
-                raise OnDemandComputationError(
-                    f"OnDemandFeatureView '{odfv.name}': {odfv.fn} raised on spine row {i}: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
-            if not isinstance(got, Mapping):
-                raise OnDemandComputationError(
-                    f"OnDemandFeatureView '{odfv.name}': {odfv.fn} returned "
-                    f"{type(got).__name__} for spine row {i}; expected a dict."
-                )
-            absent = [n for n in wanted if n not in got]
-            if absent:
-                raise OnDemandComputationError(
-                    f"OnDemandFeatureView '{odfv.name}': {odfv.fn} returned no {absent} for "
-                    f"spine row {i}; got keys {sorted(got)}."
-                )
-            for n in wanted:
-                columns[n].append(got[n])
-        return {n: pl.Series(n, columns[n], dtype=dtypes[n], strict=False) for n in wanted}
-    if mode == "batch":
-        try:
-            frame = fn(inputs)
-        except Exception as exc:  # user code
-            raise OnDemandComputationError(
-                f"OnDemandFeatureView '{odfv.name}': {odfv.fn} raised: {type(exc).__name__}: {exc}"
-            ) from exc
-        if not isinstance(frame, pl.DataFrame) or frame.height != inputs.height:
-            got_desc = (
-                f"a DataFrame of {frame.height} rows"
-                if isinstance(frame, pl.DataFrame)
-                else type(frame).__name__
-            )
-            raise OnDemandComputationError(
-                f"OnDemandFeatureView '{odfv.name}': {odfv.fn} returned {got_desc}; expected "
-                f"a polars.DataFrame of {inputs.height} rows."
-            )
-        absent = [n for n in wanted if n not in frame.columns]
-        if absent:
-            raise OnDemandComputationError(
-                f"OnDemandFeatureView '{odfv.name}': {odfv.fn} returned no columns {absent}; "
-                f"got {frame.columns}."
-            )
-        return {n: frame.get_column(n).cast(dtypes[n]).alias(n) for n in wanted}
-    raise TrainingSetError(
-        f"OnDemandFeatureView '{odfv.name}': field 'mode': expected 'python' or 'batch', "
-        f"got {mode!r}."
+    spec = TransformSpec(
+        name=odfv.name,
+        fn=resolve_function(odfv),
+        mode=str(getattr(odfv.mode, "value", odfv.mode)),
+        input_types=dict(odfv.input_types),
+        output_types=dict(odfv.feature_types),
     )
+    columns = {name: inputs.get_column(name).to_list() for name in spec.input_types}
+    try:
+        result = run_transform(spec, columns, inputs.height)
+    except TransformRunError as exc:
+        where = f" on spine row {exc.row}" if exc.row is not None else ""
+        raise OnDemandComputationError(
+            f"OnDemandFeatureView '{odfv.name}' ({odfv.fn}){where}: "
+            + "; ".join(p.describe() for p in exc.problems),
+            hint=exc.hint,
+        ) from exc
+    return {
+        n: pl.Series(n, result.columns[n], dtype=_DTYPES.get(outputs[n], pl.Float64))
+        for n in wanted
+    }
 
 
 def get_training_set(

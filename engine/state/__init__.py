@@ -6,7 +6,7 @@ from engine.state.exceptions import (
     ShardCountMismatchError,
     StateError,
 )
-from engine.state.keys import entity_key, offset_key, redis_key, shard_for, shard_for_many, tile_key
+from engine.state.keys import entity_key, shard_for, shard_for_many
 from engine.state.offsets import OffsetRecord, ResumePoint, resume_positions
 from engine.state.online_redis import RedisOnlineTable
 from engine.state.online_rocksdb import RocksDBOnlineTable
@@ -18,10 +18,20 @@ from engine.state.protocols import (
     StorePartition,
     Transaction,
 )
+from engine.state.records import (
+    UNKNOWN_FRESHNESS,
+    Freshness,
+    freshest,
+    offset_key,
+    redis_key,
+    tile_key,
+)
 from engine.state.redis_writer import RedisOnlineWriter
 from engine.state.rocksdb_store import RocksDBStore, RocksDBStorePartition, RocksDBTransaction
 
 __all__ = [
+    "UNKNOWN_FRESHNESS",
+    "Freshness",
     "OffsetRecord",
     "OnlineTable",
     "OnlineTableHealth",
@@ -41,6 +51,7 @@ __all__ = [
     "StorePartition",
     "Transaction",
     "entity_key",
+    "freshest",
     "offset_key",
     "redis_key",
     "resume_positions",

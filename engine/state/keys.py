@@ -1,17 +1,15 @@
-"""State key layout and shard routing (docs/architecture.md, docs/semantics.md section 6).
+"""Entity keys and shard routing (docs/architecture.md, docs/semantics.md section 6).
 
-- tile record key:  ``b"T" + fingerprint(8 bytes) + entity_key``
-- offset record key: ``b"O" + topic(UTF-8) + b"\\x00" + partition(>I)``
 - entity key: join-key values as UTF-8, joined by ``b"\\x1f"``
 - shard of an entity of a view: ``crc32(fingerprint + entity_key) % n_shards``
-- Redis key: ``b"sf:" + fingerprint hex + b":" + entity_key``
+
+The record keys built from them live in engine/state/records.py.
 """
 
 from __future__ import annotations
 
-import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -19,12 +17,7 @@ import numpy.typing as npt
 from engine.state.exceptions import StateTypeError, StateValueError
 
 FINGERPRINT_LEN = 8
-TILE_PREFIX = b"T"
-OFFSET_PREFIX = b"O"
 ENTITY_KEY_SEPARATOR = b"\x1f"
-_TOPIC_END = b"\x00"
-_PARTITION = struct.Struct(">I")
-_MAX_PARTITION = 2**32 - 1
 
 
 def check_fingerprint(fingerprint: bytes) -> bytes:
@@ -42,7 +35,7 @@ def check_fingerprint(fingerprint: bytes) -> bytes:
     return fingerprint
 
 
-def _check_entity_key(entity_key: bytes) -> None:
+def check_entity_key(entity_key: bytes) -> None:
     if not isinstance(entity_key, bytes):
         raise StateTypeError(
             f"entity key: expected bytes, got {type(entity_key).__name__}",
@@ -50,59 +43,16 @@ def _check_entity_key(entity_key: bytes) -> None:
         )
 
 
-def tile_key(fingerprint: bytes, entity_key: bytes) -> bytes:
-    """Key of the packed tile record of one (view, entity)."""
-    check_fingerprint(fingerprint)
-    _check_entity_key(entity_key)
-    return TILE_PREFIX + fingerprint + entity_key
 
 
-def view_prefix(fingerprint: bytes) -> bytes:
-    """Common prefix of every tile record key of one view."""
-    return TILE_PREFIX + check_fingerprint(fingerprint)
 
 
-def split_tile_key(key: bytes) -> tuple[bytes, bytes]:
-    """Inverse of :func:`tile_key`: ``(fingerprint, entity_key)``."""
-    if len(key) < 1 + FINGERPRINT_LEN or not key.startswith(TILE_PREFIX):
-        raise StateValueError(
-            f"tile key: expected b'T' + 8-byte fingerprint + entity key, got {key!r}"
-        )
-    return key[1 : 1 + FINGERPRINT_LEN], key[1 + FINGERPRINT_LEN :]
 
 
-def topic_prefix(topic: str) -> bytes:
-    """Common prefix of the offset record keys of every partition of ``topic``."""
-    if not isinstance(topic, str):
-        raise StateTypeError(f"topic: expected str, got {type(topic).__name__}")
-    encoded = topic.encode("utf-8")
-    if not encoded or _TOPIC_END in encoded:
-        raise StateValueError(
-            f"topic: expected a non-empty name without NUL characters, got {topic!r}"
-        )
-    return OFFSET_PREFIX + encoded + _TOPIC_END
 
 
-def offset_key(topic: str, partition: int) -> bytes:
-    """Key of the offset record of one source partition."""
-    if isinstance(partition, bool) or not isinstance(partition, int):
-        raise StateTypeError(
-            f"partition of topic {topic!r}: expected int, got {type(partition).__name__}"
-        )
-    if not 0 <= partition <= _MAX_PARTITION:
-        raise StateValueError(
-            f"partition of topic {topic!r}: expected 0..{_MAX_PARTITION}, got {partition}"
-        )
-    return topic_prefix(topic) + _PARTITION.pack(partition)
 
 
-def partition_of_offset_key(key: bytes, prefix: bytes) -> int:
-    """Partition number of an offset record key that starts with ``prefix``."""
-    tail = key[len(prefix) :]
-    if not key.startswith(prefix) or len(tail) != _PARTITION.size:
-        raise StateValueError(f"offset key: expected {prefix!r} + 4-byte partition, got {key!r}")
-    partition: int = _PARTITION.unpack(tail)[0]
-    return partition
 
 
 def entity_key(values: Sequence[str | int]) -> bytes:
@@ -138,6 +88,19 @@ def entity_key(values: Sequence[str | int]) -> bytes:
     return ENTITY_KEY_SEPARATOR.join(parts)
 
 
+def encode_entity_keys(join_values: Sequence[Sequence[object]]) -> list[bytes]:
+    """:func:`entity_key` of every row of join-key columns already checked to hold str
+    or int values (ingest's bulk form; the per-value checks would cost more than the
+    encoding): ``join_values[j][i]`` is join key ``j`` of row ``i``."""
+    if len(join_values) == 1:
+        return [str(v).encode() for v in join_values[0]]
+    separator = ENTITY_KEY_SEPARATOR.decode()
+    return [
+        separator.join(str(v) for v in parts).encode()
+        for parts in zip(*join_values, strict=True)
+    ]
+
+
 def _check_shards(n_shards: int) -> None:
     if isinstance(n_shards, bool) or not isinstance(n_shards, int):
         raise StateTypeError(f"n_shards: expected int, got {type(n_shards).__name__}")
@@ -145,12 +108,23 @@ def _check_shards(n_shards: int) -> None:
         raise StateValueError(f"n_shards: expected at least 1, got {n_shards}")
 
 
+def shard_hasher(fingerprint: bytes) -> Callable[[bytes], int]:
+    """``crc32(fingerprint + entity_key)`` of the entity keys of one view.
+
+    crc32 is incremental, so hashing the fingerprint once and continuing per key gives
+    exactly that without building the concatenation. The shard is the hash modulo the
+    shard count; ingest routing and serving reads both use this.
+    """
+    seed = zlib.crc32(check_fingerprint(fingerprint))
+    crc = zlib.crc32
+    return lambda key: crc(key, seed)
+
+
 def shard_for(fingerprint: bytes, entity_key: bytes, n_shards: int) -> int:
     """Shard that owns the state of one (view, entity)."""
     _check_shards(n_shards)
-    check_fingerprint(fingerprint)
-    _check_entity_key(entity_key)
-    return zlib.crc32(fingerprint + entity_key) % n_shards
+    check_entity_key(entity_key)
+    return shard_hasher(fingerprint)(entity_key) % n_shards
 
 
 def shard_for_many(
@@ -158,17 +132,8 @@ def shard_for_many(
 ) -> npt.NDArray[np.int64]:
     """:func:`shard_for` of many entity keys of one view, as an int64 array."""
     _check_shards(n_shards)
-    # crc32 is incremental, so hashing the fingerprint once and continuing per key
-    # gives exactly crc32(fingerprint + key) without building the concatenation.
-    seed = zlib.crc32(check_fingerprint(fingerprint))
-    crc = zlib.crc32
+    hash_key = shard_hasher(fingerprint)
     hashes = np.fromiter(
-        (crc(key, seed) for key in entity_keys), dtype=np.int64, count=len(entity_keys)
+        (hash_key(key) for key in entity_keys), dtype=np.int64, count=len(entity_keys)
     )
     return hashes % n_shards
-
-
-def redis_key(fingerprint: bytes, entity_key: bytes) -> bytes:
-    """Redis key of the packed tile record of one (view, entity)."""
-    _check_entity_key(entity_key)
-    return b"sf:" + check_fingerprint(fingerprint).hex().encode("ascii") + b":" + entity_key

@@ -137,6 +137,13 @@ def reader_options() -> rocksdict.Options:
     return opts
 
 
+def open_secondary(path: Path, own_dir: Path) -> rocksdict.Rdict:
+    """A secondary instance of the shard at ``path``; ``own_dir`` holds its private files."""
+    return rocksdict.Rdict(
+        str(path), reader_options(), access_type=rocksdict.AccessType.secondary(str(own_dir))
+    )
+
+
 def iter_prefix(
     db: rocksdict.Rdict, prefix: bytes, from_key: bytes | None = None
 ) -> Iterator[tuple[bytes, bytes]]:

@@ -15,7 +15,6 @@ from pathlib import Path
 import rocksdict
 
 from engine.state.exceptions import CorruptRecordError, StateTypeError, StateValueError
-from engine.state.keys import partition_of_offset_key, topic_prefix
 from engine.state.layout import (
     check_meta_shards,
     iter_prefix,
@@ -23,6 +22,7 @@ from engine.state.layout import (
     shard_exists,
     shard_path,
 )
+from engine.state.records import partition_of_offset_key, topic_prefix
 
 _RECORD = struct.Struct("<qqqq")
 INT64_MIN = -(2**63)

@@ -1,4 +1,4 @@
-"""Online table read from Redis (``sf:<fingerprint hex>:<entity key>`` -> packed record)."""
+"""Online table read from Redis (key formats: engine/state/records.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 from engine.state.closing import ClosesOnExit
 from engine.state.exceptions import OnlineTableUnavailable
-from engine.state.keys import redis_key
 from engine.state.protocols import OnlineTableHealth
+from engine.state.records import Freshness, freshest, redis_key, redis_meta_key
 from engine.state.redis_client import (
     REDIS_ERRORS,
     close_client,
@@ -67,6 +67,16 @@ class RedisOnlineTable(ClosesOnExit):
             out.append(values[start : start + len(entity_keys)])
             start += len(entity_keys)
         return out
+
+    def read_meta(self, fingerprint: bytes) -> Freshness:
+        """The view's freshness: the freshest of its shards' records (one HVALS)."""
+        key = redis_meta_key(fingerprint)
+        try:
+            values: list[bytes] = self._client.hvals(key)
+        except REDIS_ERRORS as exc:
+            raise self._unavailable(exc) from exc
+        self._last_ok = time.monotonic()
+        return freshest(values)
 
     def refresh(self) -> None:
         """Redis reads are always current; this only checks the server answers."""

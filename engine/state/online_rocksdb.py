@@ -19,7 +19,6 @@ import os
 import shutil
 import threading
 import time
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,21 +32,19 @@ from engine.state.exceptions import (
     StateValueError,
     StoreClosedError,
 )
-from engine.state.keys import TILE_PREFIX, check_fingerprint
+from engine.state.keys import shard_hasher
 from engine.state.layout import (
     check_meta_shards,
     multi_get,
-    reader_options,
+    open_secondary,
     shard_exists,
     shard_path,
 )
 from engine.state.offsets import OffsetRecord, scan_offsets
 from engine.state.protocols import OnlineTableHealth
+from engine.state.records import Freshness, freshest, meta_key, view_prefix
 
 _INSTANCE_IDS = itertools.count()
-# The ingest sink's per-view freshness record (engine.apply.meta_key; the state layer
-# cannot import engine.apply).
-_META_PREFIX = b"M"
 
 
 @dataclass(frozen=True)
@@ -178,11 +175,7 @@ class RocksDBOnlineTable(ClosesOnExit):
             own = self._own_dir / path.name
             own.mkdir(parents=True, exist_ok=True)
             try:
-                self._dbs[shard] = rocksdict.Rdict(
-                    str(path),
-                    reader_options(),
-                    access_type=rocksdict.AccessType.secondary(str(own)),
-                )
+                self._dbs[shard] = open_secondary(path, own)
             except Exception as exc:  # rocksdict raises plain Exception for IO errors
                 self._note_error(f"shard {shard}: cannot open as secondary: {exc}")
 
@@ -252,23 +245,20 @@ class RocksDBOnlineTable(ClosesOnExit):
     # -- reading -------------------------------------------------------------
 
     def read(self, fingerprint: bytes, entity_keys: Sequence[bytes]) -> list[bytes | None]:
-        check_fingerprint(fingerprint)
-        prefix = TILE_PREFIX + fingerprint
+        prefix = view_prefix(fingerprint)
         n_shards = self.n_shards
-        # crc32 continued from the fingerprint's crc equals shard_for(); plain Python
-        # beats numpy for the few to few hundred keys of one request.
-        seed = zlib.crc32(fingerprint)
-        crc = zlib.crc32
+        # Plain Python beats numpy for the few to few hundred keys of one request.
+        hash_key = shard_hasher(fingerprint)
         if len(entity_keys) == 1:  # the common request: one get, no grouping
             key = entity_keys[0]
             _check_key(0, key)
             with self._read_lock:
-                value: bytes | None = self._open_shard(crc(key, seed) % n_shards).get(prefix + key)
+                value: bytes | None = self._open_shard(hash_key(key) % n_shards).get(prefix + key)
             return [value]
         by_shard: dict[int, tuple[list[int], list[bytes]]] = {}
         for index, key in enumerate(entity_keys):
             _check_key(index, key)
-            shard = crc(key, seed) % n_shards
+            shard = hash_key(key) % n_shards
             group = by_shard.get(shard)
             if group is None:
                 group = by_shard[shard] = ([], [])
@@ -290,15 +280,14 @@ class RocksDBOnlineTable(ClosesOnExit):
         """One :meth:`read` per view (local reads: nothing to batch across views)."""
         return [self.read(fingerprint, keys) for fingerprint, keys in requests]
 
-    def read_meta(self, fingerprint: bytes) -> list[bytes | None]:
-        """The view's ingest metadata record (``b"M" + fingerprint``) in every shard
-        (None where absent or the shard is not created yet)."""
-        check_fingerprint(fingerprint)
-        key = _META_PREFIX + fingerprint
+    def read_meta(self, fingerprint: bytes) -> Freshness:
+        """The view's freshness: the freshest of its records in every shard (shards not
+        created yet have none)."""
+        key = meta_key(fingerprint)
         with self._read_lock:
             if self._closed:
                 raise StoreClosedError(f"online table over {self.state_dir}: closed")
-            return [None if db is None else db.get(key) for db in self._dbs]
+            return freshest(None if db is None else db.get(key) for db in self._dbs)
 
     def read_offsets(self, topic: str) -> list[dict[int, OffsetRecord]]:
         """Every shard's offset records of ``topic`` (applied and log progress per

@@ -7,11 +7,12 @@ Copy side:    OnlineWriter (Redis), fed by the sink after each committed batch
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from engine.state.offsets import OffsetRecord
+from engine.state.records import Freshness
 
 
 @runtime_checkable
@@ -23,6 +24,10 @@ class Transaction(Protocol):
         ...
 
     def put(self, key: bytes, value: bytes) -> None: ...
+
+    def put_many(self, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
+        """:meth:`put` of ``keys[i] -> values[i]`` for every i."""
+        ...
 
     def delete(self, key: bytes) -> None: ...
 
@@ -49,6 +54,17 @@ class StorePartition(Protocol):
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]: ...
 
     def read_offsets(self, topic: str) -> dict[int, OffsetRecord]: ...
+
+    def scan_prefix(
+        self, prefix: bytes, from_key: bytes | None = None
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """``(key, value)`` of every committed key starting with ``prefix``, in key
+        order, from ``from_key`` on when given."""
+        ...
+
+    def flush_wal(self, sync: bool = True) -> None:
+        """Make every committed batch durable (on disk when ``sync``)."""
+        ...
 
 
 @runtime_checkable
@@ -98,6 +114,14 @@ class OnlineTable(Protocol):
         """
         ...
 
+    def read_meta(self, fingerprint: bytes) -> Freshness:
+        """The view's freshness: the freshest of the records every shard's writer keeps.
+
+        ``UNKNOWN_FRESHNESS`` before the first record. Raises ``OnlineTableUnavailable``
+        when the table cannot answer right now.
+        """
+        ...
+
     def refresh(self) -> None:
         """Catch up with the writer now (no-op where reads are always current)."""
         ...
@@ -113,6 +137,13 @@ class OnlineWriter(Protocol):
 
     def write(self, items: Sequence[tuple[bytes, bytes, bytes | None]], ttl_ms: int | None) -> None:
         """Write ``(fingerprint, entity_key, value or None to delete)`` items at once.
+
+        Raises ``OnlineWriteError`` when the batch was not confirmed.
+        """
+        ...
+
+    def write_meta(self, items: Sequence[tuple[bytes, int, bytes]]) -> None:
+        """Write ``(fingerprint, shard, freshness record)`` items at once.
 
         Raises ``OnlineWriteError`` when the batch was not confirmed.
         """

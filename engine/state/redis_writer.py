@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from engine.state.closing import ClosesOnExit
 from engine.state.exceptions import OnlineWriteError, StateTypeError, StateValueError
-from engine.state.keys import redis_key
+from engine.state.records import redis_key, redis_meta_field, redis_meta_key
 from engine.state.redis_client import (
     REDIS_ERRORS,
     close_client,
@@ -62,12 +62,25 @@ class RedisOnlineWriter(ClosesOnExit):
         finally:
             pipe.reset()
 
-    def write_meta(self, key: bytes, value: bytes) -> None:
-        """Write one view-metadata record (``sf:meta:<fp hex>:<shard>``), without expiry."""
+    def write_meta(self, items: Sequence[tuple[bytes, int, bytes]]) -> None:
+        """Write ``(fingerprint, shard, freshness record)`` items, without expiry.
+
+        Each shard's record is one field of the view's hash (engine/state/records.py).
+        """
+        if not items:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for fingerprint, shard, value in items:
+            pipe.hset(redis_meta_key(fingerprint), redis_meta_field(shard), value)
         try:
-            self._client.set(key, value)
+            pipe.execute()
         except REDIS_ERRORS as exc:
-            raise OnlineWriteError(f"writing view metadata: {describe_redis_error(self.url, exc)}") from exc
+            raise OnlineWriteError(
+                f"writing view metadata: {describe_redis_error(self.url, exc)}",
+                hint="writing it again is safe (records are whole values)",
+            ) from exc
+        finally:
+            pipe.reset()
 
     def close(self) -> None:
         close_client(self._client)

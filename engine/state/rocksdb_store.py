@@ -23,7 +23,6 @@ from engine.state.exceptions import (
     StoreClosedError,
     TransactionClosedError,
 )
-from engine.state.keys import offset_key, view_prefix
 from engine.state.layout import (
     check_meta_shards,
     iter_prefix,
@@ -33,6 +32,7 @@ from engine.state.layout import (
     writer_options,
 )
 from engine.state.offsets import OffsetRecord, scan_offsets
+from engine.state.records import offset_key, view_prefix
 
 
 @dataclass
@@ -212,6 +212,13 @@ class RocksDBStorePartition:
 
     def read_offsets(self, topic: str) -> dict[int, OffsetRecord]:
         return scan_offsets(self._live_db(), topic)
+
+    def scan_prefix(
+        self, prefix: bytes, from_key: bytes | None = None
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """``(key, value)`` of every key starting with ``prefix``, in key order (from
+        ``from_key`` on, when given: a cursor for incremental scans)."""
+        return iter_prefix(self._live_db(), prefix, from_key)
 
     def iter_view(self, fingerprint: bytes) -> Iterator[tuple[bytes, bytes]]:
         """``(entity_key, value)`` of every stored entity of one view, in key order."""

@@ -9,10 +9,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine.apply import HANDOFF_RECORD, handoff_key
 from engine.cli import main
 from engine.definitions import load_repo
 from engine.plan import apply_plan
+from engine.state.records import decode_handoff, handoff_key
 from engine.state.rocksdb_store import RocksDBStore
 from tests.backfill.backfill_support import (
     START_MS,
@@ -60,7 +60,7 @@ def test_backfill_then_training_set(project: Path, capsys: pytest.CaptureFixture
     try:
         for view in load_repo(REPO).views:
             raw = store.partition(1).get_many([handoff_key(view.fingerprint)])[0]
-            assert raw is not None and HANDOFF_RECORD.unpack(raw)[0] == end
+            assert raw is not None and decode_handoff(raw) == end
     finally:
         store.close()
 

@@ -9,11 +9,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.apply import HANDOFF_RECORD, ShardApplier, handoff_key
+from engine.apply import ShardApplier
 from engine.io.batches import DecodedBatch
 from engine.offline.backfill import BackfillError, HistoryFileError, history_topic
 from engine.routing import route
 from engine.state.offsets import resume_positions
+from engine.state.records import decode_handoff, handoff_key
 from engine.state.rocksdb_store import RocksDBStore
 from tests.backfill.backfill_support import (
     SHARDS,
@@ -164,7 +165,7 @@ def test_streaming_applier_skips_events_before_the_handoff(tmp_path: Path) -> No
         appliers = {s: ShardApplier(store.partition(s), views, "transactions") for s in range(SHARDS)}
         for fp in (v.fingerprint for v in views):
             assert {a.handoffs[fp] for a in appliers.values()} == {handoff}
-            assert HANDOFF_RECORD.unpack(store.partition(0).get_many([handoff_key(fp)])[0] or b"")[0] == handoff
+            assert decode_handoff(store.partition(0).get_many([handoff_key(fp)])[0] or b"") == handoff
         for _, shard_batch in route(batch, views, SHARDS):
             appliers[shard_batch.shard].apply([shard_batch])
         assert sum(a.stats.rows_skipped_handoff for a in appliers.values()) == 2  # one per view

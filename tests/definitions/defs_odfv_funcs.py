@@ -40,6 +40,10 @@ def batch_int(df: pl.DataFrame) -> pl.DataFrame:
     return df.select(pl.col("amount_count_1h").alias("r"))
 
 
+def batch_text(df: pl.DataFrame) -> pl.DataFrame:
+    return df.select(pl.lit("sample").alias("r"))
+
+
 def not_a_frame(df: pl.DataFrame) -> dict[str, float]:
     return {"r": 1.0}
 

@@ -15,6 +15,7 @@ import engine.cli as cli
 from engine.definitions import (
     FeatureRepo,
     PlanError,
+    PlanMismatchError,
     RepoValidationError,
     check_on_demand,
     load_repo,
@@ -25,6 +26,7 @@ from engine.plan import (
     apply_plan,
     compute_plan,
     default_plan_path,
+    load_applied,
     load_applied_plan,
 )
 
@@ -226,6 +228,25 @@ def test_plan_apply_cycle(tmp_path: Path) -> None:
     # Removing the service.
     plan = compute_plan(load_repo(write_repo(tmp_path, "repo_plan", services=False)), loaded)
     assert [(c.kind, c.name, c.action) for c in plan.changes] == [("service", "scoring", "removed")]
+
+
+def test_load_applied_lists_every_mismatch_at_once(tmp_path: Path) -> None:
+    plan_file = tmp_path / "plan.json"
+    with pytest.raises(PlanMismatchError, match="no applied plan") as absent:
+        load_applied(plan_file, [])
+    assert absent.value.hint is not None and "streamfeat apply" in absent.value.hint
+    repo = load_repo(write_repo(tmp_path, "repo_match"))
+    apply_plan(repo, plan_file)
+    spend = repo.view("spend")
+    assert load_applied(plan_file, [spend]).shards == DEFAULT_SHARDS
+    widened = load_repo(write_repo(tmp_path, "repo_match", hours=2)).view("spend")
+    unknown = dataclasses.replace(spend, name="unknown")
+    with pytest.raises(PlanMismatchError) as mismatch:
+        load_applied(plan_file, [widened, unknown])
+    message = str(mismatch.value)
+    assert "view 'spend' changed since apply" in message
+    assert f"{spend.fingerprint_hex} applied, {widened.fingerprint_hex} defined" in message
+    assert "view 'unknown' is not in the applied plan" in message
 
 
 def test_shards_are_fixed_at_first_apply(tmp_path: Path) -> None:

@@ -19,8 +19,9 @@ from dataflows.stream import StreamJob
 from engine.definitions import StreamFeatureView, load_repo
 from engine.generate import EventBatch
 from engine.kernel import ViewSpec, decode_tiles, evaluate
-from engine.state.keys import entity_key, tile_key
+from engine.state.keys import entity_key
 from engine.state.protocols import OnlineTable
+from engine.state.records import tile_key
 from tests.reference import apply_watermark, reference_value
 
 REPO = Path(__file__).resolve().parents[2] / "feature_defs"

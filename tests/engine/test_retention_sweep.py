@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.apply import META_RECORD, meta_key
 from engine.kernel import (
     PartialLayout,
     aggregate_batch,
@@ -15,7 +14,7 @@ from engine.kernel import (
     encode_tiles,
 )
 from engine.retention import sweep_view
-from engine.state.keys import tile_key
+from engine.state.records import encode_meta, meta_key, tile_key
 from engine.state.rocksdb_store import RocksDBStore
 
 FP = b"\x01" * 8
@@ -43,7 +42,7 @@ def test_sweep_deletes_quiet_entities_and_trims_old_tiles(tmp_path: Path) -> Non
         txn.put(tile_key(FP, b"fresh"), _record(layout, [99 * G]))
         for i in range(30):
             txn.put(tile_key(FP, f"old{i:02d}".encode()), _record(layout, [i * G]))
-        txn.put(meta_key(FP), META_RECORD.pack(newest, 0))
+        txn.put(meta_key(FP), encode_meta(newest, 0))
         txn.commit()
 
         cursor: bytes | None = None

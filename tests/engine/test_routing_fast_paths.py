@@ -24,15 +24,8 @@ from engine.apply import _merge_codes
 from engine.io.batches import DecodedBatch
 from engine.kernel import PartialLayout, TileCodecError, decode_tiles, encode_tiles
 from engine.kernel.batch_merge import NO_EVENT_TS, FlatTiles, decode_many, encode_many
-from engine.routing import (
-    ViewRows,
-    encode_entity_keys,
-    factorize_entity_keys,
-    route,
-    shard_of,
-    split_by_shard,
-)
-from engine.state.keys import entity_key, shard_for
+from engine.routing import ViewRows, factorize_entity_keys, route, split_by_shard
+from engine.state.keys import encode_entity_keys, entity_key, shard_for, shard_for_many
 
 LAYOUT = PartialLayout(("amount", "fee"))
 FINGERPRINT = b"\x01\x02\x03\x04\x05\x06\x07\x08"
@@ -75,7 +68,7 @@ def test_factorize_merges_values_with_the_same_text() -> None:
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.binary(max_size=12), max_size=40), st.integers(1, 16), st.binary(min_size=8, max_size=8))
 def test_shard_of_equals_crc32_of_concatenation(keys: list[bytes], shards: int, fp: bytes) -> None:
-    got = shard_of(fp, keys, shards).tolist()
+    got = shard_for_many(fp, keys, shards).tolist()
     assert got == [zlib.crc32(fp + k) % shards for k in keys]
     assert got == [shard_for(fp, k, shards) for k in keys]
 

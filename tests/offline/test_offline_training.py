@@ -26,12 +26,13 @@ from engine.definitions import (
     col,
 )
 from engine.io.parquet_log import DAY_MS, ParquetLogWriter
+from engine.kernel.layout import AggregationSpec
 from engine.offline.exceptions import (
     OnDemandComputationError,
     SpineValidationError,
     TrainingSetError,
 )
-from engine.offline.training import AggSpec, evaluate_windows, get_training_set
+from engine.offline.training import evaluate_windows, get_training_set
 
 G = 1000  # the view's aggregation interval: 1 s
 BASE = 19_800 * DAY_MS + DAY_MS - 5 * G  # 5 s before midnight: the log spans two dates
@@ -306,7 +307,7 @@ def test_on_demand_errors(tmp_path: Path) -> None:
         get_training_set(REPO, "picked", spine, str(tmp_path))
     assert info.value.columns == ("req_amount",)
     spine = spine.with_columns(req_amount=pl.lit(1.0))
-    with pytest.raises(OnDemandComputationError, match=r"returned no \['out'\] for spine row 0"):
+    with pytest.raises(OnDemandComputationError, match=r"on spine row 0: output 'out': expected an output of that name"):
         get_training_set(REPO, "broken_service", spine, str(tmp_path))
 
 
@@ -372,7 +373,7 @@ def test_wide_time_span_fallback_matches() -> None:
     values = {"x": rng.normal(size=200)}
     q_codes = rng.integers(-1, 4, size=300).astype(np.int64)
     q_times = rng.integers(0, 2**61, size=300).astype(np.int64)
-    aggs = [AggSpec("s", "x", "sum", 2**59), AggSpec("m", "x", "max", 2**59)]
+    aggs = [AggregationSpec("s", "x", "sum", 2**59), AggregationSpec("m", "x", "max", 2**59)]
     got = evaluate_windows(codes, times, values, q_codes, q_times, 2**20, aggs)
     for i in range(300):
         c, t = int(q_codes[i]), int(q_times[i])
@@ -400,7 +401,7 @@ def test_window_sums_stay_exact_next_to_huge_prefixes() -> None:
         q_codes,
         q_times,
         100,
-        [AggSpec("s", "x", "sum", 1000)],
+        [AggregationSpec("s", "x", "sum", 1000)],
     )["s"].to_list()
     for value, t in zip(got, q_times.tolist(), strict=True):
         start = (t // 100) * 100 - 1000

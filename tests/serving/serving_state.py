@@ -3,7 +3,6 @@ RocksDB shards or Redis the way the ingest sink lays them out (tile and meta rec
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -28,7 +27,8 @@ from engine.kernel import PartialLayout, aggregate_batch, encode_positions, enco
 from engine.plan import AppliedPlan
 from engine.retention import sweep_view
 from engine.state import OnlineTable, RedisOnlineWriter, RocksDBStore
-from engine.state.keys import entity_key, shard_for, tile_key
+from engine.state.keys import entity_key, shard_for
+from engine.state.records import encode_meta, meta_key, redis_meta_key, tile_key
 from serving.app import create_app
 
 REPO_DIR = Path(__file__).resolve().parents[2] / "feature_defs"
@@ -36,7 +36,6 @@ T_END = 1_767_225_600_000 + 37_123  # just after the last event; not on a tile b
 USERS = ("u0", "u1", "u2", "u3", "u4")
 MERCHANTS = ("m0", "m1", "m2")
 N_SHARDS = 4
-META = struct.Struct("<qq")
 
 
 def make_events(n: int = 400, seed: int = 7) -> list[dict[str, Any]]:
@@ -141,7 +140,7 @@ def write_rocksdb(state_dir: Path, views: Iterable[StreamFeatureView], events: S
                 txs[shard_for(view.fingerprint, key, N_SHARDS)].put(tile_key(view.fingerprint, key), record)
             if view.name in with_meta:
                 for tx in txs:
-                    tx.put(b"M" + view.fingerprint, META.pack(max_ts, T_END))
+                    tx.put(meta_key(view.fingerprint), encode_meta(max_ts, T_END))
         for tx in txs:
             tx.commit()
     finally:
@@ -157,11 +156,11 @@ def write_redis(url: str, views: Iterable[StreamFeatureView], events: Sequence[M
         for view in views:
             records, max_ts = view_records(view, events)
             writer.write([(view.fingerprint, k, v) for k, v in records.items()], ttl_ms=None)
-            meta_key = b"sf:meta:" + view.fingerprint.hex().encode()
             if view.name in with_meta:
-                client.set(meta_key, META.pack(max_ts, T_END))
+                writer.write_meta([(view.fingerprint, shard, encode_meta(max_ts, T_END))
+                                   for shard in range(N_SHARDS)])
             else:
-                client.delete(meta_key)
+                client.delete(redis_meta_key(view.fingerprint))
     finally:
         writer.close()
         client.close()

@@ -7,13 +7,11 @@ import numpy as np
 import pytest
 
 from engine.state.exceptions import StateTypeError, StateValueError
-from engine.state.keys import (
-    entity_key,
+from engine.state.keys import entity_key, shard_for, shard_for_many
+from engine.state.records import (
     offset_key,
     partition_of_offset_key,
     redis_key,
-    shard_for,
-    shard_for_many,
     split_tile_key,
     tile_key,
     topic_prefix,

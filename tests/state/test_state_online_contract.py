@@ -9,12 +9,17 @@ import numpy as np
 import pytest
 import redis
 
-from engine.state.keys import entity_key, shard_for, tile_key
+from engine.apply import ShardApplier
+from engine.io.batches import DecodedBatch
+from engine.routing import route
+from engine.state.keys import entity_key, shard_for
 from engine.state.online_redis import RedisOnlineTable
 from engine.state.online_rocksdb import RocksDBOnlineTable
 from engine.state.protocols import OnlineTable
+from engine.state.records import UNKNOWN_FRESHNESS, Freshness, tile_key
 from engine.state.redis_writer import RedisOnlineWriter
 from engine.state.rocksdb_store import RocksDBStore
+from tests.engine.streaming_support import example_views
 
 FP_A = bytes.fromhex("a1a2a3a4a5a6a7a8")
 FP_B = bytes.fromhex("b1b2b3b4b5b6b7b8")
@@ -169,3 +174,66 @@ def test_packed_tile_records_survive_the_round_trip(harness: Harness) -> None:
         np.testing.assert_array_equal(tiles, expected[key][0])
         np.testing.assert_array_equal(partials, expected[key][1])
         assert max_ts == expected[key][2]
+
+
+START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+WRITTEN_AT_MS = 1_767_229_200_000
+
+
+def _transactions(first_offset: int, users: Sequence[str], step_ms: int) -> DecodedBatch:
+    n = len(users)
+    offsets = np.arange(first_offset, first_offset + n, dtype=np.int64)
+    ts = START_MS + offsets * step_ms
+    return DecodedBatch(
+        topic="transactions", partition=0, first_offset=first_offset, last_offset=int(offsets[-1]),
+        max_ts_after=int(ts.max()), offsets=offsets, event_ts=ts,
+        columns={"user_id": np.array(users, dtype=object),
+                 "merchant_id": np.array(["m1"] * n, dtype=object),
+                 "amount": np.arange(n, dtype=np.float64) + 1.0,
+                 "event_type": np.array(["PURCHASE"] * n, dtype=object)},
+        dead_letters=(),
+    )  # fmt: skip
+
+
+def test_freshness_written_by_the_real_writer_reads_back(harness: Harness) -> None:
+    """The freshness record as the ingest writer (ShardApplier, with its Redis copy when
+    the table is Redis) writes it, in every shard: the table answers the freshest shard's."""
+    _source, views = example_views("transactions")
+    appliers = {
+        shard: ShardApplier(
+            harness.store.partition(shard), views, "transactions",
+            online_copy=harness.writer, clock_ms=lambda: WRITTEN_AT_MS,
+        )
+        for shard in range(N_SHARDS)
+    }  # fmt: skip
+    view = views[0]
+    harness.visible()
+    assert harness.table.read_meta(view.fingerprint) == UNKNOWN_FRESHNESS
+
+    users = [f"user-{i}" for i in range(40)]
+    batch = _transactions(0, users, step_ms=1_000)
+    routed = route(batch, views, N_SHARDS)
+    assert len(routed) == N_SHARDS  # every shard writes its own record
+    for _, shard_batch in routed:
+        appliers[shard_batch.shard].apply([shard_batch])
+    harness.visible()
+    newest = int(batch.event_ts.max())
+    for each in views:
+        assert harness.table.read_meta(each.fingerprint) == Freshness(newest, WRITTEN_AT_MS)
+    user_spend = next(v for v in views if v.join_keys == ("user_id",))
+    user_keys = [entity_key([u]) for u in users]
+    stored = [part.get_many([tile_key(user_spend.fingerprint, k) for k in user_keys])
+              for part in harness.store.partitions]  # fmt: skip
+    written = [next(v for v in per_user if v is not None) for per_user in zip(*stored, strict=True)]
+    assert harness.table.read(user_spend.fingerprint, user_keys) == written
+
+    # A later batch reaching one shard only moves the view's freshness forward.
+    later = _transactions(1_000, ["user-0"], step_ms=1_000)
+    for _, shard_batch in route(later, views, N_SHARDS):
+        appliers[shard_batch.shard].apply([shard_batch])
+    harness.visible()
+    assert harness.table.read_meta(view.fingerprint) == Freshness(
+        int(later.event_ts.max()), WRITTEN_AT_MS
+    )
+    for applier in appliers.values():
+        applier.close()

@@ -18,9 +18,10 @@ from engine.state.exceptions import (
     ShardCountMismatchError,
     StoreClosedError,
 )
-from engine.state.keys import entity_key, shard_for, tile_key
+from engine.state.keys import entity_key, shard_for
 from engine.state.layout import shard_path
 from engine.state.online_rocksdb import RocksDBOnlineTable
+from engine.state.records import Freshness, encode_meta, meta_key, tile_key
 from engine.state.rocksdb_store import RocksDBStore
 
 FP = bytes.fromhex("0102030405060708")
@@ -100,7 +101,8 @@ def test_close_stops_reads_and_removes_private_dir(tmp_path: Path) -> None:
 
 WRITER = """
 import sys
-from engine.state.keys import entity_key, shard_for, tile_key
+from engine.state.keys import entity_key, shard_for
+from engine.state.records import tile_key
 from engine.state.offsets import OffsetRecord
 from engine.state.rocksdb_store import RocksDBStore
 
@@ -154,12 +156,12 @@ def test_reads_do_not_wait_for_a_catch_up_in_progress(tmp_path: Path) -> None:
     (on serving's event loop) must not queue behind it. Holding that lock here stands in
     for a long catch-up: the reads finish anyway, with the values catch-ups made visible."""
     key = entity_key(["u1"])
-    meta = b"M" + FP
+    meta = meta_key(FP)
     with RocksDBStore(tmp_path / "state", 2) as store:
         put(store, {key: b"v1"})
         for part in store.partitions:
             tx = part.begin()
-            tx.put(meta, b"meta-%d" % part.shard)
+            tx.put(meta, encode_meta(100 + part.shard, 7))
             tx.commit()
         with RocksDBOnlineTable(tmp_path / "state", 2, tmp_path / "sec", background=False) as table:
             table.catch_up()
@@ -178,7 +180,7 @@ def test_reads_do_not_wait_for_a_catch_up_in_progress(tmp_path: Path) -> None:
             reader.join()
             assert finished, "a read waited for the catch-up lock"
             assert results[0] == [b"v1"] and results[1] == [b"v1", None]
-            assert results[2] == [b"meta-0", b"meta-1"]
+            assert results[2] == Freshness(101, 7)  # the freshest shard wins
 
 
 def test_close_waits_for_reads_and_reads_after_close_fail(tmp_path: Path) -> None:

@@ -7,8 +7,9 @@ import redis
 from state_redis_process import RedisProcess
 
 from engine.state.exceptions import OnlineTableUnavailable, OnlineWriteError, StateValueError
-from engine.state.keys import entity_key, redis_key
+from engine.state.keys import entity_key
 from engine.state.online_redis import RedisOnlineTable
+from engine.state.records import redis_key
 from engine.state.redis_writer import RedisOnlineWriter
 
 FP = bytes.fromhex("00000000000000ff")

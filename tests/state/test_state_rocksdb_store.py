@@ -11,9 +11,10 @@ from engine.state.exceptions import (
     StoreClosedError,
     TransactionClosedError,
 )
-from engine.state.keys import entity_key, offset_key, shard_for, tile_key
+from engine.state.keys import entity_key, shard_for
 from engine.state.offsets import OffsetRecord
 from engine.state.protocols import Store, StorePartition, Transaction
+from engine.state.records import offset_key, tile_key
 from engine.state.rocksdb_store import RocksDBStore
 
 FP = b"\x01" * 8

@@ -1,0 +1,256 @@
+"""The one way an on-demand transform runs: serving requests, training sets and
+``plan``'s dry run all call :func:`run_transform`, so they cannot disagree.
+
+``python`` mode calls the function once per row with a dict of inputs and expects a
+dict of outputs; ``batch`` mode calls it once with a polars DataFrame of the inputs
+(typed as declared) and expects a DataFrame of as many rows. Every output value then
+goes through one coercion rule (:func:`coerce_output`):
+
+- ``None`` (a null) stays ``None``;
+- ``float`` outputs take ints and floats (not bools) as float; NaN and infinities
+  become ``None`` (JSON has no NaN, and a training set must hold what serving sends);
+- ``int`` outputs take ints (not bools); ``string`` outputs take str; ``bool`` take bool;
+- anything else, a missing output, a raise, or a result of the wrong shape is a
+  :class:`TransformRunError` naming the transform, the output and the row.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from engine.definitions.base import FieldType
+from engine.exceptions import StreamfeatError
+
+
+class RunnableTransform(Protocol):
+    """What running a transform needs (serving's compiled transform, :class:`TransformSpec`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def fn(self) -> Callable[..., Any]: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def input_types(self) -> Mapping[str, FieldType]: ...
+    @property
+    def output_types(self) -> Mapping[str, FieldType]: ...
+
+
+@dataclass(frozen=True)
+class TransformSpec:
+    """A resolved on-demand view, ready to run."""
+
+    name: str
+    fn: Callable[..., Any]
+    mode: str
+    input_types: Mapping[str, FieldType]
+    output_types: Mapping[str, FieldType]
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("python", "batch"):
+            raise ValueError(
+                f"TransformSpec {self.name!r}: field 'mode': expected 'python' or 'batch', "
+                f"got {self.mode!r}"
+            )
+
+    @classmethod
+    def of(cls, odfv: Any) -> TransformSpec:
+        """Resolve an ``OnDemandFeatureView`` (raises its DefinitionError if unimportable)."""
+        return cls(
+            name=odfv.name,
+            fn=odfv.resolve(),
+            mode=str(getattr(odfv.mode, "value", odfv.mode)),
+            input_types=dict(odfv.input_types),
+            output_types=dict(odfv.feature_types),
+        )
+
+
+@dataclass(frozen=True)
+class OutputProblem:
+    """One way a transform's result broke the contract; ``output`` None: the call itself."""
+
+    output: str | None
+    expected: str
+    got: str
+    hint: str
+
+    def describe(self) -> str:
+        where = f"output {self.output!r}: " if self.output is not None else ""
+        return f"{where}expected {self.expected}, got {self.got}"
+
+
+class TransformRunError(StreamfeatError):
+    """A transform raised, or returned something the coercion rule refuses."""
+
+    def __init__(
+        self,
+        transform: str,
+        problems: Sequence[OutputProblem],
+        *,
+        row: int | None,
+        undeclared: Sequence[str] = (),
+    ) -> None:
+        at = f" (row {row})" if row is not None else ""
+        details = "; ".join(p.describe() for p in problems)
+        super().__init__(f"on-demand transform {transform!r}{at}: {details}", hint=problems[0].hint)
+        self.transform = transform
+        self.problems = tuple(problems)
+        self.row = row
+        self.undeclared = tuple(undeclared)
+
+
+@dataclass(frozen=True)
+class TransformResult:
+    """Coerced output columns (declared order) and outputs returned but not declared."""
+
+    columns: dict[str, list[Any]]
+    undeclared: tuple[str, ...]
+
+
+_REFUSED = object()
+
+
+def coerce_output(kind: FieldType, value: Any) -> Any:
+    """``value`` as the declared ``kind`` (see the module docstring); ``_REFUSED`` if it is not one."""
+    if value is None:
+        return None
+    if kind is FieldType.FLOAT and isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    if kind is FieldType.INT and isinstance(value, int) and not isinstance(value, bool):
+        return int(value)
+    if (kind is FieldType.STRING and isinstance(value, str)) or (
+        kind is FieldType.BOOL and isinstance(value, bool)
+    ):
+        return value
+    return _REFUSED
+
+
+def _wrong_type(name: str, kind: FieldType, value: Any) -> OutputProblem:
+    return OutputProblem(
+        name,
+        f"a value of type {kind}",
+        f"{value!r:.60} ({type(value).__name__})",
+        "return values of the types declared in the view's schema (or fix the declared type)",
+    )
+
+
+def _missing(name: str, got: Sequence[str]) -> OutputProblem:
+    return OutputProblem(
+        name,
+        "an output of that name",
+        f"outputs {sorted(got)}",
+        "return every declared output (or fix the declared schema)",
+    )
+
+
+def _call(transform: RunnableTransform, argument: Any, row: int | None) -> Any:
+    try:
+        return transform.fn(argument)
+    except Exception as exc:  # the user's code may raise anything: name the transform
+        problem = OutputProblem(
+            None, "the transform to return", f"{type(exc).__name__}: {exc}",
+            "fix the transform so it handles this input",
+        )  # fmt: skip
+        raise TransformRunError(transform.name, [problem], row=row) from exc
+
+
+def run_transform(
+    transform: RunnableTransform, inputs: Mapping[str, Sequence[Any]], n_rows: int
+) -> TransformResult:
+    """Run ``transform`` over ``n_rows`` rows of ``inputs`` (a list per input name)."""
+    if transform.mode == "python":
+        return _run_python(transform, inputs, n_rows)
+    return _run_batch(transform, inputs, n_rows)
+
+
+def _run_python(
+    transform: RunnableTransform, inputs: Mapping[str, Sequence[Any]], n_rows: int
+) -> TransformResult:
+    output_types = transform.output_types
+    outputs: dict[str, list[Any]] = {name: [] for name in output_types}
+    columns = [(name, inputs[name]) for name in transform.input_types]
+    undeclared: set[str] = set()
+    for i in range(n_rows):
+        result = _call(transform, {name: column[i] for name, column in columns}, i)
+        if not isinstance(result, Mapping):
+            problem = OutputProblem(
+                None, "a dict of output name -> value (python mode)", type(result).__name__,
+                "return a dict with one entry per declared output",
+            )  # fmt: skip
+            raise TransformRunError(transform.name, [problem], row=i)
+        undeclared.update(name for name in result if name not in output_types)
+        problems: list[OutputProblem] = []
+        for name, kind in output_types.items():
+            if name not in result:
+                problems.append(_missing(name, list(result)))
+                continue
+            value = coerce_output(kind, result[name])
+            if value is _REFUSED:
+                problems.append(_wrong_type(name, kind, result[name]))
+            outputs[name].append(value)
+        if problems:
+            raise TransformRunError(
+                transform.name, problems, row=i, undeclared=sorted(undeclared)
+            )
+    return TransformResult(outputs, tuple(sorted(undeclared)))
+
+
+def _run_batch(
+    transform: RunnableTransform, inputs: Mapping[str, Sequence[Any]], n_rows: int
+) -> TransformResult:
+    import polars as pl
+
+    dtypes = {
+        FieldType.STRING: pl.String,
+        FieldType.INT: pl.Int64,
+        FieldType.FLOAT: pl.Float64,
+        FieldType.BOOL: pl.Boolean,
+    }
+    try:
+        frame = pl.DataFrame(
+            {name: list(inputs[name]) for name in transform.input_types},
+            schema={name: dtypes[kind] for name, kind in transform.input_types.items()},
+        )
+    except (TypeError, ValueError, pl.exceptions.PolarsError) as exc:
+        problem = OutputProblem(
+            None, f"inputs of the declared types {dict(transform.input_types)}", str(exc),
+            "pass input values of the declared types",
+        )  # fmt: skip
+        raise TransformRunError(transform.name, [problem], row=None) from exc
+    result = _call(transform, frame, None)
+    if not isinstance(result, pl.DataFrame) or result.height != n_rows:
+        got = (
+            f"a DataFrame of {result.height} rows"
+            if isinstance(result, pl.DataFrame)
+            else type(result).__name__
+        )
+        problem = OutputProblem(
+            None, f"a polars.DataFrame of {n_rows} rows (batch mode)", got,
+            "return one output row per input row, in order (column expressions, not aggregations)",
+        )  # fmt: skip
+        raise TransformRunError(transform.name, [problem], row=None)
+    undeclared = tuple(name for name in result.columns if name not in transform.output_types)
+    outputs: dict[str, list[Any]] = {}
+    problems: list[OutputProblem] = []
+    for name, kind in transform.output_types.items():
+        if name not in result.columns:
+            problems.append(_missing(name, result.columns))
+            continue
+        values = result.get_column(name).to_list()
+        if kind is FieldType.FLOAT and result.schema[name] == pl.Float64:
+            # The rule for a float column in one pass: NaN and infinities become null.
+            outputs[name] = [v if v is None or math.isfinite(v) else None for v in values]
+            continue
+        coerced = [coerce_output(kind, v) for v in values]
+        bad = next((i for i, v in enumerate(coerced) if v is _REFUSED), None)
+        if bad is not None:
+            problems.append(_wrong_type(name, kind, values[bad]))
+        outputs[name] = coerced
+    if problems:
+        raise TransformRunError(transform.name, problems, row=None, undeclared=undeclared)
+    return TransformResult(outputs, undeclared)

@@ -1,0 +1,222 @@
+"""Every record the state keeps, and every key it is kept under: the one owner.
+
+RocksDB shard keys (one byte of prefix says what the record is):
+
+- ``T`` tile record:      ``b"T" + fingerprint(8) + entity_key`` -> packed tiles
+  (the value's layout is owned by engine/kernel/codec.py)
+- ``O`` offset record:    ``b"O" + topic(UTF-8) + b"\\x00" + partition(>I)`` ->
+  :class:`engine.state.offsets.OffsetRecord`
+- ``M`` freshness record: ``b"M" + fingerprint`` -> ``<qq`` (newest event time the
+  view has seen in the shard, wall-clock ms written); one per view in every shard
+- ``H`` handoff record:   ``b"H" + fingerprint`` -> ``<q`` handoff time T (ms):
+  history holds events ``e < T``, the stream ``e >= T`` (docs/backfill.md)
+- ``B`` backfill run:     ``b"B" + fingerprint`` -> ``<qq`` (start ms, end ms) +
+  the history topic name (UTF-8)
+
+Redis keys (the optional online copy):
+
+- tile record:      ``sf:<fingerprint hex>:<entity key>`` -> the same packed tiles
+- freshness record: hash ``sf:meta:<fingerprint hex>``, one field per shard
+  (``000``, ``001``, ...) -> the same ``<qq`` record
+
+A view's freshness is its freshest shard's record (:func:`freshest`): every shard
+writes its own, because each shard sees only its own entities' events.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from engine.state.exceptions import StateTypeError, StateValueError
+from engine.state.keys import FINGERPRINT_LEN, check_entity_key, check_fingerprint
+
+TILE_PREFIX = b"T"
+OFFSET_PREFIX = b"O"
+META_PREFIX = b"M"
+HANDOFF_PREFIX = b"H"
+BACKFILL_RUN_PREFIX = b"B"
+
+META_RECORD = struct.Struct("<qq")
+HANDOFF_RECORD = struct.Struct("<q")
+BACKFILL_RUN_RECORD = struct.Struct("<qq")
+
+REDIS_TILE_PREFIX = b"sf:"
+REDIS_META_PREFIX = b"sf:meta:"
+
+_TOPIC_END = b"\x00"
+_PARTITION = struct.Struct(">I")
+_MAX_PARTITION = 2**32 - 1
+
+
+# -- tile records -----------------------------------------------------------------
+
+
+def tile_key(fingerprint: bytes, entity_key: bytes) -> bytes:
+    """Key of the packed tile record of one (view, entity)."""
+    check_fingerprint(fingerprint)
+    check_entity_key(entity_key)
+    return TILE_PREFIX + fingerprint + entity_key
+
+
+def view_prefix(fingerprint: bytes) -> bytes:
+    """Common prefix of every tile record key of one view."""
+    return TILE_PREFIX + check_fingerprint(fingerprint)
+
+
+def split_tile_key(key: bytes) -> tuple[bytes, bytes]:
+    """Inverse of :func:`tile_key`: ``(fingerprint, entity_key)``."""
+    if len(key) < 1 + FINGERPRINT_LEN or not key.startswith(TILE_PREFIX):
+        raise StateValueError(
+            f"tile key: expected b'T' + 8-byte fingerprint + entity key, got {key!r}"
+        )
+    return key[1 : 1 + FINGERPRINT_LEN], key[1 + FINGERPRINT_LEN :]
+
+
+# -- offset records ---------------------------------------------------------------
+
+
+def topic_prefix(topic: str) -> bytes:
+    """Common prefix of the offset record keys of every partition of ``topic``."""
+    if not isinstance(topic, str):
+        raise StateTypeError(f"topic: expected str, got {type(topic).__name__}")
+    encoded = topic.encode("utf-8")
+    if not encoded or _TOPIC_END in encoded:
+        raise StateValueError(
+            f"topic: expected a non-empty name without NUL characters, got {topic!r}"
+        )
+    return OFFSET_PREFIX + encoded + _TOPIC_END
+
+
+def offset_key(topic: str, partition: int) -> bytes:
+    """Key of the offset record of one source partition."""
+    if isinstance(partition, bool) or not isinstance(partition, int):
+        raise StateTypeError(
+            f"partition of topic {topic!r}: expected int, got {type(partition).__name__}"
+        )
+    if not 0 <= partition <= _MAX_PARTITION:
+        raise StateValueError(
+            f"partition of topic {topic!r}: expected 0..{_MAX_PARTITION}, got {partition}"
+        )
+    return topic_prefix(topic) + _PARTITION.pack(partition)
+
+
+def partition_of_offset_key(key: bytes, prefix: bytes) -> int:
+    """Partition number of an offset record key that starts with ``prefix``."""
+    tail = key[len(prefix) :]
+    if not key.startswith(prefix) or len(tail) != _PARTITION.size:
+        raise StateValueError(f"offset key: expected {prefix!r} + 4-byte partition, got {key!r}")
+    partition: int = _PARTITION.unpack(tail)[0]
+    return partition
+
+
+# -- freshness records --------------------------------------------------------------
+
+
+def meta_key(fingerprint: bytes) -> bytes:
+    """Key of a view's freshness record in every shard."""
+    return META_PREFIX + check_fingerprint(fingerprint)
+
+
+def encode_meta(newest_event_ms: int, written_at_ms: int) -> bytes:
+    return META_RECORD.pack(newest_event_ms, written_at_ms)
+
+
+def decode_meta(raw: bytes | None) -> tuple[int, int] | None:
+    """``(newest event ms, written at ms)``, or None when absent or not a meta record."""
+    if raw is None or len(raw) != META_RECORD.size:
+        return None
+    record: tuple[int, int] = META_RECORD.unpack(raw)
+    return record
+
+
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    """How current a view's state is: its freshest shard's metadata record."""
+
+    max_event_ts_ms: int | None  # None: no metadata record yet (freshness unknown)
+    written_at_ms: int | None
+
+    def __post_init__(self) -> None:
+        if (self.max_event_ts_ms is None) != (self.written_at_ms is None):
+            raise StateValueError(
+                "Freshness: fields 'max_event_ts_ms' and 'written_at_ms': expected both "
+                f"or neither, got {self.max_event_ts_ms!r} and {self.written_at_ms!r}"
+            )
+
+    def lag_ms(self, t_ms: int) -> int | None:
+        """Event-time lag as of ``t_ms``: how far ``t_ms`` is past the newest applied event."""
+        if self.max_event_ts_ms is None:
+            return None
+        return max(0, t_ms - self.max_event_ts_ms)
+
+
+UNKNOWN_FRESHNESS = Freshness(None, None)
+
+
+def freshest(records: Iterable[bytes | None]) -> Freshness:
+    """The view's freshness from its records in every shard: the freshest shard wins."""
+    best: tuple[int, int] | None = None
+    for raw in records:
+        record = decode_meta(raw)
+        if record is not None and (best is None or record > best):
+            best = record
+    return UNKNOWN_FRESHNESS if best is None else Freshness(best[0], best[1])
+
+
+# -- handoff and backfill run records -----------------------------------------------
+
+
+def handoff_key(fingerprint: bytes) -> bytes:
+    """Key of a view's history handoff time in every shard.
+
+    Written by a Parquet-history backfill (docs/backfill.md); appliers that respect
+    handoffs skip the view's events with ``e < T``, which came from history.
+    """
+    return HANDOFF_PREFIX + check_fingerprint(fingerprint)
+
+
+def encode_handoff(handoff_ms: int) -> bytes:
+    return HANDOFF_RECORD.pack(handoff_ms)
+
+
+def decode_handoff(raw: bytes) -> int:
+    handoff: int = HANDOFF_RECORD.unpack(raw)[0]
+    return handoff
+
+
+def backfill_run_key(fingerprint: bytes) -> bytes:
+    """Key of a view's history-backfill run record in every shard."""
+    return BACKFILL_RUN_PREFIX + check_fingerprint(fingerprint)
+
+
+def encode_backfill_run(start_ms: int, end_ms: int, history_topic: str) -> bytes:
+    return BACKFILL_RUN_RECORD.pack(start_ms, end_ms) + history_topic.encode("utf-8")
+
+
+def decode_backfill_run(raw: bytes) -> tuple[int, int, str]:
+    """``(start ms, end ms, history topic)`` of a backfill run record."""
+    start, end = BACKFILL_RUN_RECORD.unpack_from(raw)
+    return int(start), int(end), raw[BACKFILL_RUN_RECORD.size :].decode("utf-8")
+
+
+# -- Redis keys ---------------------------------------------------------------------
+
+
+def redis_key(fingerprint: bytes, entity_key: bytes) -> bytes:
+    """Redis key of the packed tile record of one (view, entity)."""
+    check_entity_key(entity_key)
+    return REDIS_TILE_PREFIX + check_fingerprint(fingerprint).hex().encode("ascii") + b":" + entity_key
+
+
+def redis_meta_key(fingerprint: bytes) -> bytes:
+    """Redis hash holding a view's freshness record of every shard."""
+    return REDIS_META_PREFIX + check_fingerprint(fingerprint).hex().encode("ascii")
+
+
+def redis_meta_field(shard: int) -> bytes:
+    """Field of one shard's freshness record in :func:`redis_meta_key`'s hash."""
+    if isinstance(shard, bool) or not isinstance(shard, int) or shard < 0:
+        raise StateValueError(f"shard: expected an int >= 0, got {shard!r}")
+    return f"{shard:03d}".encode("ascii")
