@@ -50,6 +50,12 @@ class Settings:
     request_log_dir: str = ""  # empty: no request logging (streamfeat consistency-check reads it)
     api_keys_file: str = ""  # empty: no API keys (serving/auth.py, docs/security.md)
     max_in_flight: int = 64  # per serving process; more concurrent requests get 503 (serving/shedding.py)
+    # Slow clients (serving/http_guard.py): 408 past the read timeouts, 431 past the header size,
+    # 503 for a client address with more open connections than the cap (0: no cap).
+    header_timeout_ms: int = 10_000
+    body_timeout_ms: int = 30_000
+    max_header_bytes: int = 65_536
+    max_connections_per_client: int = 128
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -65,6 +71,12 @@ class Settings:
             )
         if self.max_in_flight < 1:
             problems.append(f"max_in_flight: expected >= 1, got {self.max_in_flight}")
+        for name in ("header_timeout_ms", "body_timeout_ms", "max_header_bytes"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}: expected >= 1, got {getattr(self, name)}")
+        if self.max_connections_per_client < 0:
+            problems.append(f"max_connections_per_client: expected >= 0 (0: no cap), "
+                            f"got {self.max_connections_per_client}")
         if self.catch_up_interval_ms < 1:
             problems.append(f"catch_up_interval_ms: expected >= 1, got {self.catch_up_interval_ms}")
         if problems:

@@ -1,6 +1,9 @@
 """``create_app``: the FastAPI feature server, built from settings (uvicorn factory).
 
-    uvicorn --factory serving.app:create_app     # settings from cwd / STREAMFEAT_* env
+    uvicorn --factory serving.app:create_app \
+        --http serving.http_guard:GuardedHttpToolsProtocol   # settings from cwd / STREAMFEAT_* env
+
+(without ``--http`` the read timeouts and per-client connection caps are not applied).
 
 Startup loads the repo, requires an applied plan whose fingerprints match the repo,
 compiles every service, and opens the online table (RocksDB secondaries or Redis).
@@ -13,17 +16,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from starlette.requests import Request
-from starlette.responses import Response
 
 from engine.config import Settings, load_settings
 from engine.definitions import FeatureRepo, load_repo
 from engine.plan import AppliedPlan, load_applied_plan
 from engine.state import OnlineTable, RedisOnlineTable, RocksDBOnlineTable
-from serving import routes_feast, routes_ops, routes_v1
+from serving import error_handlers, routes_feast, routes_ops, routes_v1
 from serving.auth import ApiKeyMiddleware, load_api_keys
-from serving.deps import ServingState, json_response
-from serving.exceptions import ServerError, ServingError, ServingSetupError
+from serving.deps import ServingState
+from serving.exceptions import ServingSetupError
 from serving.history import HistoricalReads
 from serving.hot_path import FeatureApp
 from serving.metrics import ServingMetrics
@@ -52,12 +53,6 @@ def load_plan_or_fail(settings: Settings) -> AppliedPlan:
             hint=f"run `streamfeat apply --repo {settings.repo_path}` first",
         )
     return plan
-
-
-async def _serving_error(request: Request, exc: Exception) -> Response:
-    # Registered for ServingError only; anything else is wrapped as a plain 500.
-    error = exc if isinstance(exc, ServingError) else ServerError(f"unexpected error: {exc}")
-    return json_response(error.to_dict(), error.status_code)
 
 
 def create_app(
@@ -108,7 +103,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.serving = state
-    app.add_exception_handler(ServingError, _serving_error)
+    error_handlers.install(app)
     app.include_router(routes_v1.build_router(registry))
     app.include_router(routes_feast.build_router(registry))
     app.include_router(routes_ops.build_router(settings.log_uri, settings.metrics_port))
@@ -117,5 +112,6 @@ def create_app(
         app.add_middleware(ApiKeyMiddleware, keys=load_api_keys(settings.path(Path(settings.api_keys_file))),
                            max_request_bytes=settings.max_request_bytes)
     app.state.shedding = SheddingStats()
-    app.add_middleware(SheddingMiddleware, max_in_flight=settings.max_in_flight, stats=app.state.shedding)
+    app.add_middleware(SheddingMiddleware, max_in_flight=settings.max_in_flight, stats=app.state.shedding,
+                       max_request_bytes=settings.max_request_bytes)
     return app

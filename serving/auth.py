@@ -7,6 +7,10 @@ Keys come from a YAML or JSON file named by the ``api_keys_file`` setting
       - name: checkout            # shown in logs instead of the key
         sha256: 9f86d081...       # hex SHA-256 of the key (preferred: the file holds no secret)
         services: [fraud_scoring] # or ["*"] for every service
+      - name: prometheus
+        sha256: 2c26b46b...
+        services: []
+        scopes: [ops:read]        # /metrics, /v1/ops/*, /v1/quality/*, /ui
       - name: local-dev
         key: dev-secret           # plain key, hashed at load
 
@@ -14,7 +18,10 @@ Clients send ``Authorization: Bearer <key>`` (what ``FeatureClient(api_key=...)`
 Without a key file the middleware is not installed and the API is open, as before.
 
 Every request except the open paths (``/healthz``, ``/readyz``) needs a known key: 401
-otherwise. A feature request for a service the key does not allow gets 403. The presented
+otherwise. A feature request for a service the key does not allow gets 403, and so does
+an operations route (metrics, dashboard, quality tables: they describe every service)
+for a key without the ``ops:read`` scope; ``"*"`` does not imply it. ``GET /v1/services``
+lists only the services the key may read (the key is left in the scope for the route). The presented
 key is hashed and compared with ``hmac.compare_digest`` against every stored hash (no early
 exit), and neither it nor its hash is ever logged: only the key's ``name``.
 """
@@ -32,9 +39,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from starlette.requests import ClientDisconnect
 
 from engine.exceptions import ConfigError
-from serving.deps import json_response
+from serving.deps import json_response, receive_body, replay_body
 from serving.exceptions import PayloadTooLarge, ServingError
 from serving.request import parse_json
 
@@ -47,7 +55,12 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 ALL_SERVICES = "*"
+OPS_READ = "ops:read"
+SCOPES = frozenset({OPS_READ})
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+OPS_PATHS = frozenset({"/metrics", "/ui"})
+OPS_PREFIXES = ("/v1/ops/", "/v1/quality/", "/ui/")
+SCOPE_KEY = "streamfeat.api_key"  # where the middleware leaves the caller's ApiKey in the ASGI scope
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}\Z")
 _FEATURES_PREFIX = "/v1/features/"
 _SERVICE_PREFIX = "/v1/services/"
@@ -79,11 +92,12 @@ def hash_key(key: str) -> bytes:
 
 @dataclass(frozen=True)
 class ApiKey:
-    """One key: a name for logs, the key's SHA-256 digest, the services it may read."""
+    """One key: a name for logs, the key's SHA-256 digest, the services it may read, its scopes."""
 
     name: str
     digest: bytes
     services: frozenset[str]
+    scopes: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -96,15 +110,25 @@ class ApiKey:
                 f"API key '{self.name}': field 'digest': expected 32 bytes (SHA-256), "
                 f"got {type(self.digest).__name__}",
             )
-        if not self.services or not all(isinstance(s, str) and s for s in self.services):
+        if not all(isinstance(s, str) and s for s in self.services) or not (self.services or self.scopes):
             raise ApiKeyFileError(
-                f"API key '{self.name}': field 'services': expected a non-empty list of "
-                f"service names or \"*\", got {sorted(self.services)!r}",
+                f"API key '{self.name}': field 'services': expected a list of service names or \"*\" "
+                f"(non-empty unless the key has scopes), got {sorted(self.services)!r}",
                 hint='use services: ["*"] for a key that may read every service',
+            )
+        unknown = self.scopes - SCOPES
+        if unknown:
+            raise ApiKeyFileError(
+                f"API key '{self.name}': field 'scopes': expected only {sorted(SCOPES)}, got {sorted(unknown)}",
+                hint=f"'{OPS_READ}' opens /metrics, /v1/ops/*, /v1/quality/* and /ui",
             )
 
     def allows(self, service: str) -> bool:
         return ALL_SERVICES in self.services or service in self.services
+
+    @property
+    def reads_ops(self) -> bool:
+        return OPS_READ in self.scopes
 
 
 @dataclass(frozen=True)
@@ -137,10 +161,10 @@ class ApiKeys:
 def _entry(i: int, raw: Any, origin: str) -> ApiKey:
     if not isinstance(raw, Mapping):
         raise ApiKeyFileError(f"{origin}: keys[{i}]: expected a mapping, got {type(raw).__name__}")
-    unknown = set(raw) - {"name", "sha256", "key", "services"}
+    unknown = set(raw) - {"name", "sha256", "key", "services", "scopes"}
     if unknown:
         raise ApiKeyFileError(f"{origin}: keys[{i}]: unknown fields {sorted(unknown)}",
-                              hint="allowed fields: name, sha256 or key, services")
+                              hint="allowed fields: name, sha256 or key, services, scopes")
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         raise ApiKeyFileError(f"{origin}: keys[{i}]: field 'name': expected a non-empty string, got {name!r}",
@@ -168,7 +192,21 @@ def _entry(i: int, raw: Any, origin: str) -> ApiKey:
     if not isinstance(services, list):
         raise ApiKeyFileError(f"{origin}: keys[{i}] ({name!r}): field 'services': expected a list, "
                               f"got {type(services).__name__}", hint='e.g. services: ["fraud_scoring"]')
-    return ApiKey(name=name, digest=digest, services=frozenset(services))
+    scopes = raw.get("scopes", [])
+    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+        raise ApiKeyFileError(f"{origin}: keys[{i}] ({name!r}): field 'scopes': expected a list of strings, "
+                              f"got {scopes!r}", hint=f"e.g. scopes: [{OPS_READ}]")
+    return ApiKey(name=name, digest=digest, services=frozenset(services), scopes=frozenset(scopes))
+
+
+def is_ops_path(path: str) -> bool:
+    return path in OPS_PATHS or path.startswith(OPS_PREFIXES)
+
+
+def readable_services(scope: Scope, names: list[str]) -> list[str]:
+    """``names`` the caller's API key may read (all of them when keys are off)."""
+    key: ApiKey | None = scope.get(SCOPE_KEY)
+    return names if key is None else [n for n in names if key.allows(n)]
 
 
 def load_api_keys(path: Path) -> ApiKeys:
@@ -222,6 +260,11 @@ class ApiKeyMiddleware:
                                             hint="send the header 'Authorization: Bearer <key>'"), send)
             return
         path: str = scope["path"]
+        if is_ops_path(path) and not key.reads_ops:
+            log.warning("refused key '%s' for operations route %s", key.name, path)
+            await self._answer(Forbidden(f"API key '{key.name}' may not read operations route {path}",
+                                         hint=f"ask for a key with scopes: [{OPS_READ}]"), send)
+            return
         service: str | None = None
         if path.startswith(_FEATURES_PREFIX):
             service = path[len(_FEATURES_PREFIX):]
@@ -230,37 +273,21 @@ class ApiKeyMiddleware:
         elif path == _FEAST_PATH and ALL_SERVICES not in key.services:
             # The service is named in the body: read it here (bounded), check, then replay it.
             try:
-                body = await self._read_bounded(receive)
+                body = await receive_body(receive, self.max_request_bytes)
             except PayloadTooLarge as exc:
                 await self._answer(exc, send)
                 return
-            if body is None:
-                return  # the client went away
+            except ClientDisconnect:
+                return
             service = self._feast_service(body)
-            receive = self._replay(body)
+            receive = replay_body(body, receive)
         if service is not None and not key.allows(service):
             log.warning("refused key '%s' for service '%s'", key.name, service)
             await self._answer(Forbidden(f"API key '{key.name}' may not read feature service '{service}'",
                                          hint="ask for a key whose services include it"), send)
             return
+        scope[SCOPE_KEY] = key
         await self.app(scope, receive, send)
-
-    async def _read_bounded(self, receive: Receive) -> bytes | None:
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return None
-            chunk = message.get("body", b"")
-            total += len(chunk)
-            if total > self.max_request_bytes:
-                raise PayloadTooLarge(
-                    f"request body: more than {self.max_request_bytes} bytes, at most "
-                    f"{self.max_request_bytes} accepted", hint="send fewer entities per request")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
 
     @staticmethod
     def _feast_service(body: bytes) -> str | None:
@@ -272,19 +299,6 @@ class ApiKeyMiddleware:
         if isinstance(name, str):
             return str(name)
         return None
-
-    @staticmethod
-    def _replay(body: bytes) -> Receive:
-        sent = False
-
-        async def receive() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return {"type": "http.disconnect"}
-
-        return receive
 
     @staticmethod
     async def _answer(error: ServingError, send: Send) -> None:

@@ -10,9 +10,15 @@ from dataclasses import dataclass
 import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope
+from starlette.types import Message, Receive, Scope
 
-from serving.exceptions import MalformedRequest, PayloadTooLarge, ServerError, ServingError
+from serving.exceptions import (
+    MalformedRequest,
+    PayloadTooLarge,
+    ServerError,
+    ServingError,
+    UnsupportedMediaType,
+)
 from serving.history import HistoricalReads
 from serving.metrics import ServingMetrics
 from serving.online import OnlineAccess
@@ -50,41 +56,88 @@ def json_response(body: object, status_code: int = 200) -> Response:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing more than ``limit`` bytes by header and by what was actually read."""
+    """The JSON body of a feature route: see :func:`read_asgi_body`."""
     return await read_asgi_body(request.scope, request.receive, limit)
 
 
+def _is_json(content_type: bytes) -> bool:
+    return content_type.partition(b";")[0].strip().lower() == b"application/json"
+
+
+def check_declared_length(declared: bytes | None, limit: int) -> None:
+    """Refuse a Content-Length that is not a number or is over ``limit`` before reading anything."""
+    if declared is None:
+        return
+    try:
+        size = int(declared)
+    except ValueError:
+        raise MalformedRequest(f"header 'Content-Length': expected an integer, got {declared.decode('latin-1')!r}",
+                               hint="send the body's length in bytes") from None
+    if size > limit:
+        raise PayloadTooLarge(f"request body: {size} bytes declared, at most {limit} accepted",
+                              hint="send fewer entities per request")
+
+
 async def read_asgi_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """:func:`read_body` straight from the ASGI messages (no Request object on the hot path)."""
-    declared: str | None = None
+    """The body of a feature route: Content-Type must be ``application/json`` (415 otherwise:
+    a browser's cross-site simple POST can only send text/plain or form types), and more than
+    ``limit`` bytes are refused by header and by what was actually read."""
+    declared: bytes | None = None
+    content_type: bytes | None = None
     for name, value in scope["headers"]:
         if name == b"content-length":
-            declared = value.decode("latin-1")
-            break
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise MalformedRequest(f"header 'Content-Length': expected an integer, got {declared!r}") from None
-        if size > limit:
-            raise PayloadTooLarge(f"request body: {size} bytes declared, at most {limit} accepted",
-                                  hint="send fewer entities per request")
+            declared = value
+        elif name == b"content-type":
+            content_type = value
+    if content_type is None or not _is_json(content_type):
+        got = "no Content-Type" if content_type is None else repr(content_type.decode("latin-1"))
+        raise UnsupportedMediaType(f"header 'Content-Type': expected application/json, got {got}",
+                                   hint="send the header 'Content-Type: application/json'")
+    check_declared_length(declared, limit)
+    return await receive_body(receive, limit)
+
+
+async def receive_body(receive: Receive, limit: int) -> bytes:
+    """Every ``http.request`` message's body up to the last; ClientDisconnect if the client goes away."""
+    message = await receive()
+    if message["type"] == "http.request" and not message.get("more_body", False):  # the usual: one message
+        body: bytes = message.get("body", b"")
+        if len(body) <= limit:
+            return body
+    return await _receive_chunks(message, receive, limit)
+
+
+async def _receive_chunks(message: Message, receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     total = 0
     while True:
-        message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientDisconnect()
-        if message["type"] != "http.request":
-            continue
-        chunk: bytes = message.get("body", b"")
-        total += len(chunk)
-        if total > limit:
-            raise PayloadTooLarge(f"request body: more than {limit} bytes, at most {limit} accepted",
-                                  hint="send fewer entities per request")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if message["type"] == "http.request":
+            chunk: bytes = message.get("body", b"")
+            total += len(chunk)
+            if total > limit:
+                raise PayloadTooLarge(f"request body: more than {limit} bytes, at most {limit} accepted",
+                                      hint="send fewer entities per request")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+        message = await receive()
+
+
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that yields ``body`` (already read) once, then defers to the real one
+    (so a later disconnect is still seen)."""
+    pending = True
+
+    async def replay() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 async def observed(

@@ -38,6 +38,59 @@ class MalformedRequest(ServingError):
     code = "malformed_request"
 
 
+class DuplicateKey(MalformedRequest):
+    """The JSON body names the same key twice in one object (which value is meant is ambiguous)."""
+
+    code = "duplicate_key"
+
+
+class NotFound(ServingError):
+    """No route at this path (the router's 404)."""
+
+    status_code = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(ServingError):
+    """The path exists but not for this HTTP method (the router's 405; ``Allow`` lists the methods)."""
+
+    status_code = 405
+    code = "method_not_allowed"
+
+
+class RequestTimeout(ServingError):
+    """The request's headers or body did not arrive within the read timeouts (serving/http_guard.py)."""
+
+    status_code = 408
+    code = "request_timeout"
+
+
+class UnsupportedMediaType(ServingError):
+    """A feature route was sent a body whose Content-Type is not ``application/json``."""
+
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class HeadersTooLarge(ServingError):
+    """The request line and headers exceed ``max_header_bytes``."""
+
+    status_code = 431
+    code = "headers_too_large"
+
+
+class TooManyConnections(ServingError):
+    """One client address holds more than ``max_connections_per_client`` open connections."""
+
+    status_code = 503
+    code = "too_many_connections"
+
+    def to_dict(self) -> dict[str, Any]:
+        body = super().to_dict()
+        body["error"]["reason"] = self.code
+        return body
+
+
 class ServiceNotFound(ServingError):
     """The path names a feature service the loaded repo does not define."""
 
@@ -116,7 +169,11 @@ class ClientTransportError(ServingError):
 BY_STATUS: dict[int, type[ServingError]] = {
     400: MalformedRequest,
     404: ServiceNotFound,
+    405: MethodNotAllowed,
+    408: RequestTimeout,
     413: PayloadTooLarge,
+    415: UnsupportedMediaType,
     422: InvalidRequest,
+    431: HeadersTooLarge,
     503: OnlineTableUnavailableError,
 }

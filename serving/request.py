@@ -16,6 +16,7 @@ import orjson
 
 from engine.definitions import FieldType
 from engine.definitions.base import did_you_mean
+from serving.duplicate_keys import check_duplicate_keys
 from serving.exceptions import InvalidRequest, MalformedRequest, PayloadTooLarge
 from serving.registry import CompiledService
 
@@ -58,6 +59,7 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest(
             f"request body: expected a JSON object, got {_kind(body)}",
             hint='send {"entities": {...}}', field="body")
+    check_duplicate_keys(raw, body)
     return body
 
 

@@ -28,7 +28,7 @@ from starlette.responses import Response
 
 from engine.quality import QualityError, read_quality
 from serving.deps import get_state, json_response
-from serving.exceptions import ServingError
+from serving.exceptions import NotFound, ServingError
 
 UI_DIR = Path(__file__).resolve().parent / "ui"
 UI_FILES: dict[str, str] = {
@@ -272,6 +272,6 @@ def build_router(log_root: str, metrics_port: int) -> APIRouter:
 def _ui_file(name: str) -> Response:
     media = UI_FILES.get(name)
     if media is None:  # only the known files: no path from the request reaches the disk
-        return Response("not found", status_code=404, media_type="text/plain")
+        raise NotFound(f"no dashboard file {name!r}", hint=f"files: {', '.join(sorted(UI_FILES))}")
     return Response((UI_DIR / name).read_bytes(), media_type=media,
                     headers={"Cache-Control": "no-cache"})  # fmt: skip

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope
 
 from serving import openapi_docs as docs
+from serving.auth import readable_services
 from serving.deps import Labels, ServingState, get_state, json_response, observed, read_asgi_body
 from serving.exceptions import OnlineTableUnavailableError, ServingError
 from serving.pipeline import FeatureResult, compute_async
@@ -90,7 +91,8 @@ def build_router(registry: Registry) -> APIRouter:
                 responses=docs.services_responses(), response_class=Response)
     async def list_services(request: Request) -> Response:
         reg = get_state(request).registry
-        return json_response({"services": [reg.services[n].describe() for n in sorted(reg.services)]})
+        names = readable_services(request.scope, sorted(reg.services))
+        return json_response({"services": [reg.services[n].describe() for n in names]})
 
     @router.get("/v1/services/{name}", summary="One feature service: inputs (with types) and outputs",
                 responses=docs.service_responses(), response_class=Response)

@@ -7,6 +7,12 @@ the client (or its load balancer) retries elsewhere or later. Probes and scrapes
 (``/healthz``, ``/readyz``, ``/metrics``) are never shed, so an overloaded process is not
 mistaken for a dead one.
 
+Only requests whose body has fully arrived are counted: the middleware reads the body
+(bounded by ``max_request_bytes``) before admission and hands it on as read. A client
+that sends headers and then stalls or trickles its body waits outside the count, until
+the body read timeout of serving/http_guard.py closes its connection, so no number of
+slow clients can fill the budget that complete requests need.
+
 One event loop per process, so a plain counter is exact: the increment and the decrement
 happen on the loop thread. Feature handlers are CPU-bound and rarely suspend, so without
 help a burst would run one request at a time and the counter would never pass 1 while the
@@ -19,8 +25,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from starlette.requests import ClientDisconnect
+
 from serving.auth import ASGIApp, Receive, Scope, Send, empty_receive
-from serving.deps import json_response
+from serving.deps import json_response, receive_body, replay_body
 from serving.exceptions import ServingError
 
 UNSHED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -52,7 +60,8 @@ class SheddingStats:
 class SheddingMiddleware:
     """Pure ASGI middleware counting in-flight HTTP requests."""
 
-    def __init__(self, app: ASGIApp, max_in_flight: int = 64, stats: SheddingStats | None = None) -> None:
+    def __init__(self, app: ASGIApp, max_in_flight: int = 64, stats: SheddingStats | None = None,
+                 max_request_bytes: int = 1_048_576) -> None:
         if type(max_in_flight) is not int or max_in_flight < 1:
             raise ValueError(
                 f"SheddingMiddleware: field 'max_in_flight': expected an int >= 1, got {max_in_flight!r}. "
@@ -61,11 +70,21 @@ class SheddingMiddleware:
         self.app = app
         self.max_in_flight = max_in_flight
         self.stats = stats if stats is not None else SheddingStats()
+        self.max_request_bytes = max_request_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in UNSHED_PATHS:
             await self.app(scope, receive, send)
             return
+        try:
+            # Content-Length is checked by the route; the bytes read are bounded here.
+            body = await receive_body(receive, self.max_request_bytes)
+        except ClientDisconnect:
+            return  # gone (or closed by the body read timeout) before the request was complete
+        except ServingError as exc:
+            await json_response(exc.to_dict(), exc.status_code)({"type": "http"}, empty_receive, send)
+            return
+        receive = replay_body(body, receive)
         stats = self.stats
         if stats.in_flight >= self.max_in_flight:
             stats.shed += 1

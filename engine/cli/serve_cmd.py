@@ -29,12 +29,22 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--online", choices=("rocksdb", "redis"), default=None,
                         help="online table: RocksDB secondaries over the state directory, or Redis")
     parser.add_argument("--redis-url", default=None, help="redis://host:port/db when --online redis")
+    parser.add_argument("--header-timeout-ms", type=int, default=None,
+                        help="408 when a request's line and headers take longer (default 10000)")
+    parser.add_argument("--body-timeout-ms", type=int, default=None,
+                        help="408 when a request's body takes longer after its headers (default 30000)")
+    parser.add_argument("--max-connections-per-client", type=int, default=None,
+                        help="open connections allowed per client address, 0 for no cap (default 128)")
+    parser.add_argument("--max-in-flight", type=int, default=None,
+                        help="complete requests served at once before 503 overloaded (default 64)")
     parser.set_defaults(handler=_serve)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {"repo": args.repo, "data_dir": args.data_dir, "serve_host": args.host, "serve_port": args.port,
-            "online": args.online, "redis_url": args.redis_url}
+            "online": args.online, "redis_url": args.redis_url, "header_timeout_ms": args.header_timeout_ms,
+            "body_timeout_ms": args.body_timeout_ms, "max_connections_per_client": args.max_connections_per_client,
+            "max_in_flight": args.max_in_flight}
 
 
 def _tune_gc() -> None:
@@ -61,14 +71,17 @@ def _serve(args: argparse.Namespace) -> int:
     from engine.config import load_settings
     from engine.exceptions import ConfigError
     from serving.app import create_app
+    from serving.http_guard import GuardedHttpToolsProtocol, HttpLimits
 
     if args.workers < 1:
         raise ConfigError(f"--workers: expected at least 1, got {args.workers}")
     settings = load_settings(overrides=_overrides(args))
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "auto"
-    http = "httptools" if importlib.util.find_spec("httptools") else "auto"
+    # Uvicorn's httptools protocol with read timeouts and per-client caps (serving/http_guard.py);
+    # workers build their limits from the same settings.
+    GuardedHttpToolsProtocol.configure(HttpLimits.from_settings(settings))
     common: dict[str, Any] = {"host": settings.serve_host, "port": settings.serve_port, "loop": loop,
-                              "http": http, "access_log": False, "log_level": "info"}
+                              "http": GuardedHttpToolsProtocol, "access_log": False, "log_level": "info"}
     if args.workers == 1:
         app = create_app(settings)  # raises ServingSetupError (exit 2) with a hint
         print(f"serving {sorted(app.state.serving.registry.services)} on "

@@ -21,6 +21,8 @@ from tests.serving.serving_state import N_SHARDS, example_repo, make_events, wri
 
 ALL_KEY = "all-services-key-0123456789"
 SCORING_KEY = "scoring-only-key-0123456789"
+OPS_KEY = "operations-only-key-0123456789"
+OPS_ROUTES = ("/metrics", "/v1/ops/summary", "/ui", "/ui/index.html", "/v1/quality/user_spend")
 GOOD = {"entities": {"user_id": ["u1"], "merchant_id": ["m1"]}, "request_data": {"amount": [3.0]}}
 
 
@@ -32,6 +34,7 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ASGIClient]:
         "keys:\n"
         f"  - {{name: ops, sha256: {hashlib.sha256(ALL_KEY.encode()).hexdigest()}, services: ['*']}}\n"
         f"  - {{name: checkout, key: {SCORING_KEY}, services: [fraud_scoring]}}\n"
+        f"  - {{name: prometheus, key: {OPS_KEY}, services: [], scopes: ['ops:read']}}\n"
     )
     repo = example_repo()
     _, plan = apply_plan(repo, root / "plan.json", shards=N_SHARDS, check_transforms=False)
@@ -85,6 +88,29 @@ def test_known_key_reads_its_services_only(keyed: ASGIClient, caplog: pytest.Log
     assert keyed.post("/get-online-features", content=big, headers=bearer(SCORING_KEY)).status_code == 413
 
 
+def test_ops_routes_need_the_ops_read_scope(keyed: ASGIClient) -> None:
+    for path in OPS_ROUTES:
+        for key in (SCORING_KEY, ALL_KEY):  # a service key, even "*", does not open operations routes
+            reply = keyed.get(path, headers=bearer(key))
+            assert reply.status_code == 403, (path, reply.text)
+            assert reply.json()["error"]["code"] == "forbidden" and "ops:read" in reply.json()["error"]["hint"]
+        assert keyed.get(path, headers=bearer(OPS_KEY)).status_code == 200, path
+        assert keyed.get(path).status_code == 401
+    # The operations key reads no feature service.
+    assert keyed.post("/v1/features/fraud_scoring", json=GOOD, headers=bearer(OPS_KEY)).status_code == 403
+
+
+def test_service_catalogue_lists_only_what_the_key_may_read(keyed: ASGIClient) -> None:
+    def names(key: str) -> list[str]:
+        reply = keyed.get("/v1/services", headers=bearer(key))
+        assert reply.status_code == 200, reply.text
+        return [s["name"] for s in reply.json()["services"]]
+
+    assert names(SCORING_KEY) == ["fraud_scoring"]
+    assert names(OPS_KEY) == []
+    assert "batch_review" in names(ALL_KEY) and "fraud_scoring" in names(ALL_KEY)
+
+
 def test_feature_client_sends_the_key_the_server_checks(keyed: ASGIClient) -> None:
     import httpx
 
@@ -104,6 +130,8 @@ def test_feature_client_sends_the_key_the_server_checks(keyed: ASGIClient) -> No
     ("keys:\n  - {name: a, key: 0123456789abcdefg, sha256: " + "0" * 64 + ", services: ['*']}", "exactly one"),
     ("keys:\n  - {name: a, key: 0123456789abcdefg, services: []}", "services"),
     ("keys:\n  - {name: a, key: 0123456789abcdefg, services: ['*'], admin: true}", "unknown fields"),
+    ("keys:\n  - {name: a, key: 0123456789abcdefg, services: ['*'], scopes: ['ops:write']}", "scopes"),
+    ("keys:\n  - {name: a, key: 0123456789abcdefg, services: ['*'], scopes: 'ops:read'}", "scopes"),
     ("[1, 2]", "'keys'"),
 ])
 def test_bad_key_files_are_refused_with_the_reason(tmp_path: Path, text: str, field: str) -> None:

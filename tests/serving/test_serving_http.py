@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from asgi_client import ASGIClient
@@ -15,6 +16,7 @@ from engine.plan import AppliedPlan
 from engine.state import RedisOnlineTable
 
 GOOD = {"entities": {"user_id": ["u1"], "merchant_id": ["m1"]}, "request_data": {"amount": [3.0]}}
+JSON_TYPE = {"content-type": "application/json"}
 
 
 def error_of(response: Any, status: int) -> dict[str, Any]:
@@ -56,8 +58,53 @@ def test_bad_fields_are_422_naming_the_field(client: ASGIClient, body: Any, fiel
 
 @pytest.mark.parametrize("raw", [b"{not json", b"\xff\xfe", b""])
 def test_malformed_json_is_400(client: ASGIClient, raw: bytes) -> None:
-    error = error_of(client.post("/v1/features/fraud_scoring", content=raw), 400)
+    error = error_of(client.post("/v1/features/fraud_scoring", content=raw, headers=JSON_TYPE), 400)
     assert error["code"] == "malformed_request"
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x", "application/jsonx"])
+@pytest.mark.parametrize("path", ["/v1/features/fraud_scoring", "/get-online-features"])
+def test_feature_routes_require_json_content_type(client: ASGIClient, path: str, content_type: str | None) -> None:
+    """A browser's cross-site simple POST (text/plain, form types) must not reach the features."""
+    feast = {"feature_service": "fraud_scoring", "entities": GOOD["entities"], "request_context": GOOD["request_data"]}
+    body = orjson.dumps(GOOD if path.startswith("/v1") else feast)
+    headers = {} if content_type is None else {"content-type": content_type}
+    error = error_of(client.post(path, content=body, headers=headers), 415)
+    assert error["code"] == "unsupported_media_type" and "application/json" in error["hint"]
+    for accepted in ("application/json", "Application/JSON; charset=utf-8"):
+        assert client.post(path, content=body, headers={"content-type": accepted}).status_code == 200
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"entities": {"user_id": ["u1"], "merchant_id": ["m1"]}, "request_data": {"amount": [3.0]}, "as_of": 1, '
+    b'"as_of": 2}',
+    b'{"entities": {"user_id": ["u1"], "user_id": ["u2"], "merchant_id": ["m1"]}, "request_data": {"amount": [3.0]}}',
+    # colons in strings and an escaped colon: the cheap count cannot decide, the exact parse does
+    b'{"entities": {"user_id": ["u:1"], "merchant_id": ["m1"]}, "request_data": {"amount": [3.0], "amount": [4.0]}}',
+    b'{"entities": {"user_id": ["\\u003a"], "merchant_id": ["m1"], "merchant_id": ["m2"]}, '
+    b'"request_data": {"amount": [3.0]}}',
+])
+def test_duplicate_json_keys_are_400(client: ASGIClient, raw: bytes) -> None:
+    error = error_of(client.post("/v1/features/fraud_scoring", content=raw, headers=JSON_TYPE), 400)
+    assert error["code"] == "duplicate_key" and error["field"] in ("as_of", "user_id", "amount", "merchant_id")
+
+
+def test_colons_and_escapes_without_duplicates_are_served(client: ASGIClient) -> None:
+    for raw in (b'{"entities": {"user_id": ["u:1"], "merchant_id": ["m\\u003a1"]}, "request_data": {"amount": [3.0]}}',
+                b'{"entities": {"user_id": ["u1"], "merchant_id": ["m1"]}, "request_data": {"amount": [3.0]}, '
+                b'"as_of": "2026-01-01T00:00:00Z"}'):
+        reply = client.post("/v1/features/fraud_scoring", content=raw, headers=JSON_TYPE)
+        assert reply.status_code == 200, reply.text
+
+
+def test_router_errors_use_the_error_shape(client: ASGIClient) -> None:
+    not_found = error_of(client.get("/no/such/route"), 404)
+    assert not_found["code"] == "not_found" and "/no/such/route" in not_found["message"]
+    reply = client.get("/v1/features/fraud_scoring")
+    assert error_of(reply, 405)["code"] == "method_not_allowed" and reply.headers["allow"] == "POST"
+    assert error_of(client.get("/ui/secret.txt"), 404)["code"] == "not_found"
+    assert error_of(client.request("DELETE", "/v1/services"), 405)["code"] == "method_not_allowed"
 
 
 def test_too_many_entities_is_413(client: ASGIClient) -> None:  # the fixture allows 50
@@ -69,13 +116,13 @@ def test_too_many_entities_is_413(client: ASGIClient) -> None:  # the fixture al
 def test_body_over_limit_is_413_by_header_and_by_size(client: ASGIClient) -> None:  # limit 20,000 bytes
     big = orjson.dumps({**GOOD, "request_data": {"amount": [1.0] * 10_000}})
     assert len(big) > 20_000
-    error_of(client.post("/v1/features/fraud_scoring", content=big), 413)
+    error_of(client.post("/v1/features/fraud_scoring", content=big, headers=JSON_TYPE), 413)
 
     async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the size read is what counts
         for i in range(0, len(big), 4096):
             yield big[i : i + 4096]
 
-    error_of(client.post("/v1/features/fraud_scoring", content=chunks()), 413)
+    error_of(client.post("/v1/features/fraud_scoring", content=chunks(), headers=JSON_TYPE), 413)
 
 
 def test_failing_transform_is_500_naming_it_and_serving_continues(client: ASGIClient) -> None:
@@ -165,3 +212,27 @@ def test_metrics_histogram_and_freshness(client: ASGIClient) -> None:
     assert 'streamfeat_responses_total{route="/v1/features/{service}",status="404"}' in text
     assert 'streamfeat_view_freshness_lag_seconds{view="user_spend"}' in text
     assert 'service="nope"' not in text  # unknown names do not become label values
+
+
+def test_validation_and_unexpected_errors_use_the_error_shape(client: ASGIClient) -> None:
+    app = client.app
+
+    @app.get("/test-only/typed", include_in_schema=False)
+    async def typed(n: int) -> dict[str, int]:
+        return {"n": n}
+
+    @app.get("/test-only/boom", include_in_schema=False)
+    async def boom() -> None:
+        raise RuntimeError("boom")
+
+    invalid = error_of(client.get("/test-only/typed", params={"n": "x"}), 422)
+    assert invalid["code"] == "invalid_request" and invalid["field"] == "n"
+
+    async def call() -> httpx.Response:
+        # The framework re-raises after answering (so the server logs it): do not re-raise here.
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://serving.test") as raw:
+            return await raw.get("/test-only/boom")
+
+    error = error_of(client._loop.run_until_complete(call()), 500)
+    assert error["code"] == "internal_error" and "RuntimeError" in error["message"]
