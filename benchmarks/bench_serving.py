@@ -27,7 +27,7 @@ import numpy as np
 import orjson
 import polars as pl
 
-from benchmarks.common import PY, ROOT, BenchError, check_size, free_port, summarize
+from benchmarks.common import PY, ROOT, BenchError, check_size, free_port, run_child, summarize
 from benchmarks.peers import install
 from benchmarks.servers import cpu_seconds, load, peak_rss_kb, server
 from engine.generate import GeneratorConfig, write_parquet
@@ -38,8 +38,11 @@ SIZES: dict[str, tuple[int, int, float, int]] = {  # events, users, seconds per 
     "full": (1_000_000, 100_000, 10.0, 3),
 }
 REPO = ROOT / "feature_defs"
+# Client-cache measurement: FeatureClient calls per variant (uncached, cache hits), hot users.
+CLIENT_CALLS = {"smoke": 100, "small": 2_000, "full": 5_000}
+HOT_USERS = {"smoke": 20, "small": 100, "full": 100}
 TARGETS = {"one_entity_requests_per_s": 5_000, "one_entity_p99_ms": 5.0, "ratio_vs_bare": 0.6,
-           "hundred_entities_p99_ms": 10.0, "ratio_vs_feast": 5.0}
+           "hundred_entities_p99_ms": 10.0, "ratio_vs_feast": 5.0, "cache_hit_p99_us": 100.0}
 # The 100-entity target is judged at 1 connection (the latency of a request, not of a
 # queue); 4 and 16 connections are reported beside it.
 LOW_CONNECTIONS = (1, 4)
@@ -172,6 +175,10 @@ def run(size: str, *, with_peers: bool | None = None) -> dict[str, Any]:
                 "service_hundred": "batch_review (3 features + batch-mode z-score) x 100 users",
             }
             systems["streamfeat"]["peak_rss_mb"] = round(peak_rss_kb(proc.pid) / 1024, 1)
+            hot_users = [str(u) for u in frame["user_id"].unique().sort().to_list()[:HOT_USERS[size]]]
+            systems["streamfeat"]["client_cache"] = run_child(
+                [PY, "-m", "benchmarks.client_cache_child", str(port), str(CLIENT_CALLS[size]), *hot_users],
+                timeout=600)
 
         port = free_port()
         with server([PY, "-m", "benchmarks.peers.bare_fastapi", str(port)], "/healthz", port=port) as proc:

@@ -149,6 +149,18 @@ def serving(r: dict[str, Any], lines: list[str]) -> None:
     lower = None if p99 is None or fp99 is None else p99 < fp99
     lines.append(f"| ours p99 < Feast p99 (1 entity) | {p99} vs {fp99} | "
                  f"{'n/a' if lower is None else ('yes' if lower else '**no**')} |\n")
+    cache = ours.get("client_cache")
+    if cache:
+        hit_p99 = cache["cached"]["p99_us"]
+        target = t.get("cache_hit_p99_us", 100.0)
+        lines.append(f"FeatureClient.get_feature_vector (fraud_scoring, {cache['cache']['entities']} hot users, "
+                     "one thread, in the calling process):\n")
+        lines.append("| call | p50 us | p99 us | calls |")
+        lines.append("|---|---|---|---|")
+        for name in ("uncached", "cached"):
+            lines.append(f"| {name} | {cache[name]['p50_us']} | {cache[name]['p99_us']} | {cache[name]['calls']} |")
+        lines.append(f"\nCache hit p99 < {target:.0f} us: {hit_p99} ({_met(hit_p99, target, False)}); "
+                     f"hits {cache['cache']['hits']}, misses {cache['cache']['misses']}.\n")
 
 
 def freshness(r: dict[str, Any], lines: list[str]) -> None:

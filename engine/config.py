@@ -50,6 +50,7 @@ class Settings:
     request_log_dir: str = ""  # empty: no request logging (streamfeat consistency-check reads it)
     api_keys_file: str = ""  # empty: no API keys (serving/auth.py, docs/security.md)
     max_in_flight: int = 64  # per serving process; more concurrent requests get 503 (serving/shedding.py)
+    push_sources: str = ""  # comma-separated event sources POST /v1/push/{source} accepts; empty: no push route
     # Slow clients (serving/http_guard.py): 408 past the read timeouts, 431 past the header size,
     # 503 for a client address with more open connections than the cap (0: no cap).
     header_timeout_ms: int = 10_000

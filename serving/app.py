@@ -21,7 +21,7 @@ from engine.config import Settings, load_settings
 from engine.definitions import FeatureRepo, load_repo
 from engine.plan import AppliedPlan, load_applied_plan
 from engine.state import OnlineTable, RedisOnlineTable, RocksDBOnlineTable
-from serving import error_handlers, routes_feast, routes_ops, routes_v1
+from serving import error_handlers, push, routes_feast, routes_ops, routes_v1
 from serving.auth import ApiKeyMiddleware, load_api_keys
 from serving.deps import ServingState
 from serving.exceptions import ServingSetupError
@@ -86,6 +86,8 @@ def create_app(
         request_log=RequestLogger(settings.request_log_dir) if settings.request_log_dir else None,
     )
 
+    pusher = push.Pusher(push.pushable_sources(repo, settings.push_sources), settings.kafka_bootstrap)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
@@ -93,6 +95,7 @@ def create_app(
         finally:
             if state.request_log is not None:
                 state.request_log.flush()
+            pusher.close()
             if owned:
                 table.close()
 
@@ -107,6 +110,8 @@ def create_app(
     app.include_router(routes_v1.build_router(registry))
     app.include_router(routes_feast.build_router(registry))
     app.include_router(routes_ops.build_router(settings.log_uri, settings.metrics_port))
+    if pusher.sources:
+        app.include_router(push.build_router(pusher))
     # Added last = outermost: shed before spending anything on a request, then check its key.
     if settings.api_keys_file:
         app.add_middleware(ApiKeyMiddleware, keys=load_api_keys(settings.path(Path(settings.api_keys_file))),

@@ -45,6 +45,7 @@ from engine.exceptions import ConfigError
 from serving.deps import json_response, receive_body, replay_body
 from serving.exceptions import PayloadTooLarge, ServingError
 from serving.request import parse_json
+from serving.routes_feast import feast_error_response
 
 log = logging.getLogger("streamfeat.serving.auth")
 
@@ -65,6 +66,7 @@ _SHA256_HEX = re.compile(r"^[0-9a-f]{64}\Z")
 _FEATURES_PREFIX = "/v1/features/"
 _SERVICE_PREFIX = "/v1/services/"
 _FEAST_PATH = "/get-online-features"
+_PUSH_PREFIX = "/v1/push/"
 
 
 class Unauthorized(ServingError):
@@ -257,7 +259,8 @@ class ApiKeyMiddleware:
             why = "no API key" if token is None else "unknown API key"
             log.warning("refused %s %s: %s", scope.get("method", "?"), scope["path"], why)
             await self._answer(Unauthorized(f"{why}: this server requires an API key",
-                                            hint="send the header 'Authorization: Bearer <key>'"), send)
+                                            hint="send the header 'Authorization: Bearer <key>'"),
+                               send, scope["path"])
             return
         path: str = scope["path"]
         if is_ops_path(path) and not key.reads_ops:
@@ -270,21 +273,35 @@ class ApiKeyMiddleware:
             service = path[len(_FEATURES_PREFIX):]
         elif path.startswith(_SERVICE_PREFIX):
             service = path[len(_SERVICE_PREFIX):]
+        elif path.startswith(_PUSH_PREFIX) and ALL_SERVICES not in key.services:
+            # A push writes to a topic: only a key allowed every service may.
+            log.warning("refused key '%s' for push", key.name)
+            await self._answer(Forbidden(f"API key '{key.name}' may not push events",
+                                         hint="push with a key allowed every service ('*')"), send)
+            return
         elif path == _FEAST_PATH and ALL_SERVICES not in key.services:
             # The service is named in the body: read it here (bounded), check, then replay it.
             try:
                 body = await receive_body(receive, self.max_request_bytes)
             except PayloadTooLarge as exc:
-                await self._answer(exc, send)
+                await self._answer(exc, send, path)
                 return
             except ClientDisconnect:
                 return
             service = self._feast_service(body)
             receive = replay_body(body, receive)
+            if service is None and self._feast_refs(body):
+                # "view:feature" references can name any view: only an all-services key may send them.
+                log.warning("refused key '%s' for feature references", key.name)
+                await self._answer(Forbidden(
+                    f"API key '{key.name}' may read its feature services only, not \"view:feature\" references",
+                    hint="name a feature_service the key allows, or use a key allowed every service ('*')"),
+                    send, path)
+                return
         if service is not None and not key.allows(service):
             log.warning("refused key '%s' for service '%s'", key.name, service)
             await self._answer(Forbidden(f"API key '{key.name}' may not read feature service '{service}'",
-                                         hint="ask for a key whose services include it"), send)
+                                         hint="ask for a key whose services include it"), send, path)
             return
         scope[SCOPE_KEY] = key
         await self.app(scope, receive, send)
@@ -301,8 +318,17 @@ class ApiKeyMiddleware:
         return None
 
     @staticmethod
-    async def _answer(error: ServingError, send: Send) -> None:
-        response = json_response(error.to_dict(), error.status_code)
+    def _feast_refs(body: bytes) -> bool:
+        try:
+            return parse_json(body).get("features") is not None
+        except ServingError:
+            return False
+
+    @staticmethod
+    async def _answer(error: ServingError, send: Send, path: str = "") -> None:
+        # Feast's client parses only its own error shape: answer its route in that shape.
+        response = (feast_error_response(error) if path == _FEAST_PATH
+                    else json_response(error.to_dict(), error.status_code))
         if error.status_code == 401:
             response.headers["www-authenticate"] = "Bearer"
         await response({"type": "http"}, empty_receive, send)

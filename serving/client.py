@@ -5,6 +5,12 @@ answers become the typed errors of :mod:`serving.exceptions` (ServiceNotFound,
 InvalidRequest, PayloadTooLarge, OnlineTableUnavailableError, TransformError,
 ServerError); connection failures and timeouts become ClientTransportError.
 
+Optional, for inference services: ``cache=CacheConfig(...)`` keeps single-entity rows
+of hot entities for their views' TTL (``serving.client_cache``); ``fallbacks={service:
+{feature: value}}`` declares what a call answers when the server times out, cannot be
+reached or has no online table: those values, with status DEFAULTED, counted in
+``fallbacks_used``. Other errors (a bad request, a failing transform) still raise.
+
 >>> with FeatureClient("http://127.0.0.1:8000") as client:          # doctest: +SKIP
 ...     client.get_feature_vector("fraud_scoring", {"user_id": "u1", "merchant_id": "m1"},
 ...                               request_data={"amount": 42.0})
@@ -20,10 +26,13 @@ from typing import Any
 import httpx
 import orjson
 
+from serving.client_cache import CacheConfig, FeatureRowCache
 from serving.exceptions import (
     BY_STATUS,
     ClientTransportError,
+    InvalidRecords,
     OnlineTableUnavailableError,
+    PushUnavailable,
     ServerError,
     ServingError,
     TransformError,
@@ -31,6 +40,7 @@ from serving.exceptions import (
 
 OneTime = int | str | datetime
 AsOf = OneTime | Sequence[OneTime] | None  # a sequence: one time per entity row
+DEFAULTED = "DEFAULTED"  # the status of a fallback value (docs/serving.md)
 
 
 def _one_time(value: OneTime) -> int | str:
@@ -59,6 +69,11 @@ def _error_from(response: httpx.Response) -> ServingError:
     error: ServingError
     if response.status_code == 500 and detail.get("code") == TransformError.code:
         error = TransformError(message, transform=str(detail.get("transform", "?")), hint=hint)
+    elif detail.get("code") == InvalidRecords.code:
+        error = InvalidRecords(str(detail.get("source", "?")), int(detail.get("accepted", 0)),
+                               list(detail.get("rejected") or [{"index": "?", "reason": "?", "detail": message}]))
+    elif detail.get("code") == PushUnavailable.code:
+        error = PushUnavailable(message, hint=hint)
     elif response.status_code == 503 and "reason" in detail:
         error = OnlineTableUnavailableError(str(detail["reason"]), hint=hint)
     else:
@@ -75,12 +90,18 @@ class FeatureClient:
         timeout: float = 5.0,
         api_key: str | None = None,
         transport: httpx.BaseTransport | None = None,
+        cache: CacheConfig | None = None,
+        fallbacks: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         headers = {"content-type": "application/json"}
         if api_key is not None:
             headers["authorization"] = f"Bearer {api_key}"
         self.url = url.rstrip("/")
         self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers, transport=transport)
+        self.cache = FeatureRowCache(cache) if cache is not None else None
+        self.fallbacks = {service: dict(values) for service, values in (fallbacks or {}).items()}
+        self.fallbacks_used = 0
+        self._row_ttl_s: dict[str, float] = {}
 
     def _post(self, path: str, body: Mapping[str, Any]) -> Any:
         try:
@@ -117,8 +138,29 @@ class FeatureClient:
             body["as_of"] = _as_of(as_of)
         if include_metadata:
             body["include_metadata"] = True
-        answer: dict[str, Any] = self._post(f"/v1/features/{service}", body)
+        try:
+            answer: dict[str, Any] = self._post(f"/v1/features/{service}", body)
+        except (ClientTransportError, OnlineTableUnavailableError) as exc:
+            if service not in self.fallbacks:
+                raise
+            return self._fallback(service, entities, exc)
         return answer
+
+    def _fallback(self, service: str, entities: Mapping[str, Sequence[str | int]], exc: ServingError) -> dict[str, Any]:
+        """The declared fallback answer: join keys, the declared values, status DEFAULTED."""
+        self.fallbacks_used += 1
+        values = self.fallbacks[service]
+        n = len(next(iter(entities.values()), []))
+        rows = [{**{k: v[i] for k, v in entities.items()}, **values} for i in range(n)]
+        return {"service": service, "as_of": None, "features": rows,
+                "metadata": {"statuses": [dict.fromkeys(values, DEFAULTED) for _ in range(n)],
+                             "fallback": f"{type(exc).__name__}: {exc}"}}
+
+    def _ttl_s(self, service: str, cache: FeatureRowCache) -> float:
+        if service not in self._row_ttl_s:
+            views = [v["name"] for v in self.describe_service(service)["views"]]
+            self._row_ttl_s[service] = cache.config.ttl_for(views)
+        return self._row_ttl_s[service]
 
     def get_feature_vector(
         self,
@@ -127,7 +169,22 @@ class FeatureClient:
         request_data: Mapping[str, Any] | None = None,
         as_of: AsOf = None,
     ) -> dict[str, Any]:
-        """One entity's features as a flat ``{name: value}`` dict (join keys first)."""
+        """One entity's features as a flat ``{name: value}`` dict (join keys first).
+
+        With a cache, a request without ``as_of`` is answered from it while the row is
+        younger than its TTL; a fallback answer is never cached.
+        """
+        cache = self.cache if as_of is None else None
+        key: tuple[Any, ...] | None = None
+        if cache is not None:
+            key = (service, tuple(join_keys.items()), tuple(sorted((request_data or {}).items())))
+            try:
+                cached = cache.get(key)
+            except TypeError:  # an unhashable request value (a list): not cacheable
+                key = None
+            else:
+                if cached is not None:
+                    return cached
         answer = self.get_feature_vectors(
             service,
             {k: [v] for k, v in join_keys.items()},
@@ -135,7 +192,18 @@ class FeatureClient:
             as_of,
         )
         row: dict[str, Any] = answer["features"][0]
+        if cache is not None and key is not None and "fallback" not in answer.get("metadata", {}):
+            cache.put(key, row, self._ttl_s(service, cache))
         return row
+
+    def push(self, source: str, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Write events to ``source``'s topic through the server: ``{"source", "accepted", "rejected": []}``.
+
+        Raises InvalidRecords (``.accepted``, ``.rejected``: index, reason, detail) when some
+        records were refused; the others were written.
+        """
+        answer: dict[str, Any] = self._post(f"/v1/push/{source}", {"records": [dict(r) for r in records]})
+        return answer
 
     def list_services(self) -> list[dict[str, Any]]:
         services: list[dict[str, Any]] = self._get("/v1/services")["services"]

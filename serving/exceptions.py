@@ -177,3 +177,49 @@ BY_STATUS: dict[int, type[ServingError]] = {
     431: HeadersTooLarge,
     503: OnlineTableUnavailableError,
 }
+
+
+class FeatureViewNotFound(ServingError):
+    """A feature reference (``view:feature``) names a view the server does not serve."""
+
+    status_code = 404
+    code = "feature_view_not_found"
+
+
+class SourceNotFound(ServingError):
+    """A push names an event source the loaded repo does not define."""
+
+    status_code = 404
+    code = "source_not_found"
+
+
+class InvalidRecords(ServingError):
+    """Some pushed records were refused; the others (``accepted``) were written to the topic."""
+
+    status_code = 422
+    code = "invalid_records"
+
+    def __init__(self, source: str, accepted: int, rejected: list[dict[str, Any]]) -> None:
+        first = rejected[0]
+        super().__init__(
+            f"source {source!r}: {len(rejected)} of {accepted + len(rejected)} records refused, the other "
+            f"{accepted} written; first: record {first['index']}: {first['reason']}: {first['detail']}",
+            hint="fix the records listed in 'rejected' and push only those again",
+            field=f"records[{first['index']}]")
+        self.source = source
+        self.accepted = accepted
+        self.rejected = rejected
+
+    def to_dict(self) -> dict[str, Any]:
+        body = super().to_dict()
+        body["error"]["source"] = self.source
+        body["error"]["accepted"] = self.accepted
+        body["error"]["rejected"] = self.rejected
+        return body
+
+
+class PushUnavailable(ServingError):
+    """Valid pushed records could not be written to Kafka in time."""
+
+    status_code = 503
+    code = "push_unavailable"

@@ -88,14 +88,19 @@ def v1_responses() -> dict[int | str, dict[str, Any]]:
 def feast_request_body(services: list[str]) -> dict[str, Any]:
     schema = {
         "type": "object",
-        "required": ["feature_service", "entities"],
-        "additionalProperties": False,
+        "required": ["entities"],
+        "additionalProperties": True,
+        "description": "Name a feature_service or list features; other fields Feast's clients send are ignored",
         "properties": {
             "feature_service": {"type": "string", "enum": services},
+            "features": {"type": "array", "items": {"type": "string", "pattern": "^[^:]+:[^:]+$"},
+                         "description": "\"view:feature\" references (instead of feature_service)"},
             "entities": {"type": "object", "additionalProperties": {"type": "array", "items": _SCALAR},
                          "description": "join keys and request fields -> one value per row"},
             "request_context": {"type": "object", "additionalProperties": {"type": "array", "items": _SCALAR}},
             "full_feature_names": {"type": "boolean", "default": False},
+            "include_feature_view_version_metadata": {"type": "boolean", "default": False,
+                                                      "description": "accepted and ignored (no view versions)"},
             "as_of": _AS_OF,
         },
     }
@@ -115,7 +120,11 @@ def feast_responses() -> dict[int | str, dict[str, Any]]:
         "metadata": {"type": "object", "properties": {"feature_names": {"type": "array", "items": {"type": "string"}}}},
         "results": {"type": "array", "items": column},
     }}
-    return {200: _json(schema, "column-major, join keys first (Feast's shape)"), **errors(400, 404, 413, 422, 500, 503)}
+    error = _json({"type": "string", "description": 'JSON text {"module": "feast.errors", "class", "message", '
+                   '"code", "field"?} (Feast\'s error detail: its client re-raises that class)'},
+                  "an error, in the shape Feast's client reads")
+    return {200: _json(schema, "column-major, join keys first (Feast's shape)"),
+            **{code: error for code in (400, 404, 413, 422, 500, 503)}}
 
 
 def services_responses() -> dict[int | str, dict[str, Any]]:

@@ -8,7 +8,7 @@ on-demand transforms (resolved to callables) and its ordered output features.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine.definitions import (
@@ -129,6 +129,10 @@ class Registry:
     services: Mapping[str, CompiledService]
     views: Mapping[str, CompiledView]
     n_shards: int
+    # Views and on-demand views a request may name feature by feature (Feast's
+    # "view:feature" references): every online view applied as defined now, and the
+    # on-demand views reading only such views. Compiled on first use.
+    referable: Mapping[str, StreamFeatureView | OnDemandFeatureView] = field(default_factory=dict)
 
     def service(self, name: str) -> CompiledService:
         found = self.services.get(name)
@@ -166,7 +170,8 @@ def _service_view(service: FeatureService, view: CompiledView) -> CompiledView:
     return view.project(needed) if needed else view
 
 
-def _compile_service(service: FeatureService, views: Mapping[str, CompiledView]) -> CompiledService:
+def compile_service(service: FeatureService, views: Mapping[str, CompiledView]) -> CompiledService:
+    """``service`` over ``views`` (every stream view it reads, by name)."""
     compiled_views = tuple(_service_view(service, views[v.name]) for v in service.views)
     join_key_types: dict[str, FieldType] = {}
     for view in compiled_views:
@@ -210,5 +215,10 @@ def build_registry(repo: FeatureRepo, plan: AppliedPlan) -> Registry:
             "the repo does not match the applied plan: " + "; ".join(problems),
             hint=f"{MISMATCH_HINT} before serving",
         )
-    services = {s.name: _compile_service(s, views) for s in repo.services}
-    return Registry(services=services, views=views, n_shards=plan.shards)
+    services = {s.name: compile_service(s, views) for s in repo.services}
+    referable: dict[str, StreamFeatureView | OnDemandFeatureView] = {
+        v.name: v for v in repo.views
+        if v.name in views or (v.online and not plan.mismatches([v]))}
+    referable.update((o.name, o) for o in repo.on_demand_views
+                     if all(v.name in referable for v in o.source_views))
+    return Registry(services=services, views=views, n_shards=plan.shards, referable=referable)

@@ -1,9 +1,21 @@
-"""Feast-compatible ``POST /get-online-features``: column-major values, statuses and
-event timestamps, join-key columns first (the shape of Feast's Python feature server).
+"""Feast-compatible ``POST /get-online-features``: what Feast's remote online store
+(``online_store: type: remote``) sends, answered in the shape its client parses.
 
-Status mapping: NOT_FOUND stays; STALE becomes OUTSIDE_MAX_AGE; FUTURE_EVENTS becomes
-INVALID; a null value is NULL_VALUE; PRESENT and DEFAULTED are PRESENT (Feast has no
-DEFAULTED).
+Request: ``entities`` (join keys and, as Feast passes them, request fields -> one value
+per row), and either ``feature_service`` or ``features`` (``"view:feature"``
+references); ``full_feature_names``; ``request_context`` and ``as_of`` (streamfeat
+extensions; ``as_of`` may be one time per row). Other fields Feast's clients send
+(``include_feature_view_version_metadata``, and any a newer Feast adds) are ignored on
+this route only: ignoring them never changes a value.
+
+Answer: column-major values, statuses and event timestamps, join keys first (Feast's
+feature server shape). Status mapping: NOT_FOUND stays; STALE becomes
+OUTSIDE_MAX_AGE; FUTURE_EVENTS becomes INVALID; a null value is NULL_VALUE; PRESENT and
+DEFAULTED are PRESENT (Feast has no DEFAULTED).
+
+Errors: the body is a JSON string holding ``{"module", "class", "message"}``, which
+Feast's client turns back into that ``feast.errors`` exception (``FeastError`` when no
+closer class exists); ``code``, ``hint`` and ``field`` ride along for other readers.
 """
 
 from __future__ import annotations
@@ -11,21 +23,39 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
 from serving import openapi_docs as docs
 from serving.deps import Labels, ServingState, get_state, json_response, observed, read_body
-from serving.exceptions import InvalidRequest
+from serving.exceptions import InvalidRequest, ServingError
+from serving.feature_refs import FeatureRefResolver
 from serving.online import FUTURE_EVENTS, NOT_FOUND, STALE
 from serving.pipeline import FeatureResult, compute_async
-from serving.registry import Registry
-from serving.request import build_request, check_keys, parse_json
+from serving.registry import CompiledService, Registry
+from serving.request import build_request, parse_json
 
 FEAST_ROUTE = "/get-online-features"
-FEAST_FIELDS = ("feature_service", "entities", "request_context", "full_feature_names", "as_of")
 _EPOCH_ISO = "1970-01-01T00:00:00Z"
+
+# streamfeat error code -> the feast.errors class Feast's client re-raises.
+FEAST_ERROR_CLASSES = {
+    "service_not_found": "FeatureServiceNotFoundException",
+    "feature_view_not_found": "FeatureViewNotFoundException",
+}
+
+
+def feast_error_response(exc: ServingError) -> Response:
+    """The one place the Feast route's error shape is written (what Feast's client reads)."""
+    message = str(exc) + (f" (hint: {exc.hint})" if exc.hint else "")
+    detail: dict[str, Any] = {"module": "feast.errors", "class": FEAST_ERROR_CLASSES.get(exc.code, "FeastError"),
+                              "message": message, "code": exc.code}
+    if exc.field is not None:
+        detail["field"] = exc.field
+    # Feast's server answers its error detail as a JSON *string*; its client json-decodes twice.
+    return json_response(orjson.dumps(detail).decode(), exc.status_code)
 
 
 def _iso(ms: int | None) -> str:
@@ -34,7 +64,7 @@ def _iso(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _feast_status(status: str, value: Any) -> str:
+def feast_status(status: str, value: Any) -> str:
     if status == NOT_FOUND:
         return NOT_FOUND
     if status == FUTURE_EVENTS:
@@ -61,51 +91,70 @@ def feast_body(result: FeatureResult, full_feature_names: bool) -> dict[str, Any
         stamps = [_iso(ts) for ts in view.max_event_ts] if view is not None else [_EPOCH_ISO] * n
         results.append({
             "values": values,
-            "statuses": [_feast_status(s, v) for s, v in zip(statuses[feature], values, strict=True)],
+            "statuses": [feast_status(s, v) for s, v in zip(statuses[feature], values, strict=True)],
             "event_timestamps": stamps,
         })
     return {"metadata": {"feature_names": names}, "results": results}
 
 
+def _flag(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"field '{name}': expected a boolean, got {value!r:.60}", field=name)
+    return value
+
+
+def _service(state: ServingState, refs: FeatureRefResolver, body: dict[str, Any]) -> CompiledService:
+    name, features = body.get("feature_service"), body.get("features")
+    if name is not None and features:
+        raise InvalidRequest("fields 'feature_service' and 'features': expected one of them, got both",
+                             hint="name a feature service or list \"view:feature\" references", field="features")
+    if name is not None:
+        if not isinstance(name, str):
+            raise InvalidRequest(f"field 'feature_service': expected a service name (string), got {name!r:.60}",
+                                 field="feature_service")
+        return state.registry.service(name)
+    if features is None:
+        raise InvalidRequest("fields 'feature_service' / 'features': expected one of them, got neither",
+                             hint='send {"feature_service": "fraud_scoring", ...} or '
+                                  '{"features": ["user_spend:amount_sum_15m"], ...}', field="features")
+    return refs.service(features)
+
+
 def build_router(registry: Registry) -> APIRouter:
     router = APIRouter()
+    refs = FeatureRefResolver(registry)
 
-    @router.post(FEAST_ROUTE, summary="Feast-compatible online feature retrieval (by feature service)",
+    @router.post(FEAST_ROUTE, summary="Feast-compatible online feature retrieval (service or view:feature list)",
                  openapi_extra=docs.feast_request_body(sorted(registry.services)), responses=docs.feast_responses(),
                  response_class=Response)
     async def get_online_features(request: Request) -> Response:
         async def handle(state: ServingState, labels: Labels) -> Response:
             body = parse_json(await read_body(request, state.max_request_bytes))
-            if "features" in body:
-                raise InvalidRequest(
-                    "field 'features': feature references are not supported, name a feature_service",
-                    hint='send {"feature_service": "fraud_scoring", "entities": {...}}', field="features")
-            check_keys(body, FEAST_FIELDS)
-            name = body.get("feature_service")
-            if not isinstance(name, str):
-                raise InvalidRequest("field 'feature_service': expected a service name (string), "
-                                     f"got {type(name).__name__ if name is not None else 'nothing'}",
-                                     field="feature_service")
-            service = state.registry.service(name)
+            service = _service(state, refs, body)
             labels.service = service.name
             entities = body.get("entities")
             if not isinstance(entities, dict):
-                raise InvalidRequest("field 'entities': expected an object of column -> list of values",
-                                     field="entities")
+                raise InvalidRequest(f"field 'entities': expected an object of column -> list of values, "
+                                     f"got {entities!r:.60}", field="entities")
             context = body.get("request_context") or {}
             if not isinstance(context, dict):
                 raise InvalidRequest("field 'request_context': expected an object", field="request_context")
+            full = _flag(body, "full_feature_names")
+            _flag(body, "include_feature_view_version_metadata")  # accepted; streamfeat views have no versions
             # Feast sends request fields inside "entities"; split them off by name.
             keys = {k: v for k, v in entities.items() if k not in service.request_fields}
             request_data = {**{k: v for k, v in entities.items() if k in service.request_fields}, **context}
-            full = body.get("full_feature_names", False)
-            if not isinstance(full, bool):
-                raise InvalidRequest("field 'full_feature_names': expected a boolean", field="full_feature_names")
             feature_request = build_request(
                 service, keys, request_data, body.get("as_of"), False,
-                max_entities=state.max_entities_per_request)
+                max_entities=state.max_entities_per_request, sections=("entities", "entities"))
             return json_response(feast_body(await compute_async(state.online, feature_request, state.history), full))
 
-        return await observed(get_state(request), FEAST_ROUTE, handle)
+        try:
+            return await observed(get_state(request), FEAST_ROUTE, handle)
+        except ServingError as exc:
+            return feast_error_response(exc)
 
     return router

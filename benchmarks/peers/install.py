@@ -4,11 +4,13 @@
 
 Each peer gets its own environment so its dependencies (Feast pins many) never touch
 streamfeat's. An install that fails is reported, not hidden: the harness records the
-reason in the result JSON and RESULTS.md.
+reason in the result JSON and RESULTS.md. The Feast SDK compatibility test installs
+its Feast versions the same way (``ensure_peer``, ``newest_release``).
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -47,6 +49,33 @@ class PeerInstallError(RuntimeError):
     """A peer's virtualenv could not be created or its package not installed."""
 
 
+class RegistryUnreachable(PeerInstallError):
+    """pip could not reach the package index (no network): nothing to install from."""
+
+
+# What pip prints when the index cannot be reached at all (as opposed to a failed build).
+_NETWORK_ERRORS = ("NewConnectionError", "Failed to establish a new connection", "Temporary failure in name",
+                   "Network is unreachable", "ConnectTimeoutError", "ProxyError")
+
+
+def _run_pip_step(name: str, cmd: list[str]) -> str:
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        output = (done.stderr or "") + (done.stdout or "")
+        tail = "\n".join(output.strip().splitlines()[-15:])
+        kind = RegistryUnreachable if any(e in output for e in _NETWORK_ERRORS) else PeerInstallError
+        raise kind(f"peer {name}: `{' '.join(cmd[:4])} ...` failed:\n{tail}")
+    return done.stdout
+
+
+def newest_release(package: str) -> str:
+    """The version pip would install for ``package`` now (the newest release it may use)."""
+    report = _run_pip_step(package, [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--no-deps",
+                                     "--ignore-installed", "--report", "-", package])
+    version: str = json.loads(report)["install"][0]["metadata"]["version"]
+    return version
+
+
 def installed_version(peer: Peer) -> str | None:
     if not peer.stamp.exists():
         return None
@@ -57,7 +86,11 @@ def ensure(name: str) -> Peer:
     """Install the peer once (a stamp file records success); raise PeerInstallError with pip's tail."""
     if name not in PEERS:
         raise PeerInstallError(f"peer: expected one of {sorted(PEERS)}, got {name!r}")
-    peer = PEERS[name]
+    return ensure_peer(PEERS[name])
+
+
+def ensure_peer(peer: Peer) -> Peer:
+    """:func:`ensure` for any peer (RegistryUnreachable when pip cannot reach the index)."""
     if peer.stamp.exists():
         return peer
     peer.venv.parent.mkdir(parents=True, exist_ok=True)
@@ -69,11 +102,7 @@ def ensure(name: str) -> Peer:
     ]
     out = ""
     for cmd in steps:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-15:]
-            raise PeerInstallError(f"peer {name}: `{' '.join(cmd[:4])} ...` failed:\n" + "\n".join(tail))
-        out = done.stdout
+        out = _run_pip_step(peer.name, cmd)
     peer.stamp.write_text(out.strip() + "\n")
     return peer
 

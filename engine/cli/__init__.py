@@ -30,6 +30,7 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "engine.cli.status_cmd",
     "engine.cli.quality_cmd",
     "engine.cli.init_cmd",
+    "engine.cli.import_feast_cmd",
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,6 +77,14 @@ def test_known_key_reads_its_services_only(keyed: ASGIClient, caplog: pytest.Log
         # Feast route: the service is named in the body.
         feast = {"feature_service": "batch_review", "entities": {"user_id": ["u1"]}}
         assert keyed.post("/get-online-features", json=feast, headers=bearer(SCORING_KEY)).status_code == 403
+        # "view:feature" references can name any view: refused for a key limited to some services.
+        refs = {"features": ["user_spend:amount_sum_1d"], "entities": {"user_id": ["u1"]}}
+        refused = keyed.post("/get-online-features", json=refs, headers=bearer(SCORING_KEY))
+        assert refused.status_code == 403 and "references" in json.loads(refused.json())["message"]
+        assert keyed.post("/get-online-features", json=refs, headers=bearer(ALL_KEY)).status_code == 200
+        # A push writes to a topic: refused for a key limited to some services.
+        push = keyed.post("/v1/push/transactions", json={"records": [{}]}, headers=bearer(SCORING_KEY))
+        assert push.status_code == 403 and "may not push" in push.json()["error"]["message"]
     assert SCORING_KEY not in caplog.text and "checkout" in caplog.text
     feast_ok = {"feature_service": "fraud_scoring", "entities": {"user_id": ["u1"], "merchant_id": ["m1"]},
                 "request_context": {"amount": [3.0]}}

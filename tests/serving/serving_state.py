@@ -3,13 +3,18 @@ RocksDB shards or Redis the way the ingest sink lays them out (tile and meta rec
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import socket
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import redis
+import uvicorn
 from fastapi import FastAPI
 
 from engine.config import Settings
@@ -95,8 +100,13 @@ def build_test_repo(base: FeatureRepo) -> FeatureRepo:
         name="merchant_ratio", sources=[merchant_amounts[["amount_sum_1h"]], request],
         schema={"merchant_ratio": "float"}, mode="python", fn="serving_test_transforms:merchant_ratio")
     shadowed = FeatureService(name="shadowed", features=[user_spend[["amount_sum_1h"]], merchant_ratio])
+    # In no service: served only to "view:feature" references (Feast route).
+    unserved = StreamFeatureView(
+        name="user_unserved", source=user_spend.source, entities=user_spend.entities,
+        filter=col("event_type") == "PURCHASE",
+        aggregations=[Aggregation("amount", "count", timedelta(hours=1), name="purchases_1h")])
     objects: list[object] = [*base.views, *base.on_demand_views, *base.services, user_defaults, flaky, service,
-                             subset, merchant_amounts, merchant_ratio, shadowed]
+                             subset, merchant_amounts, merchant_ratio, shadowed, unserved]
     return FeatureRepo.from_objects(objects)
 
 
@@ -198,6 +208,28 @@ def sweep_all(state_dir: Path, views: Iterable[StreamFeatureView], shards: int) 
                     if cursor is None:
                         break
     return deleted
+
+
+@contextmanager
+def uvicorn_server(app: Any) -> Iterator[str]:
+    """``app`` served by uvicorn on a free loopback port (a thread); yields its URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="off", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start within 10 s")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def make_app(repo: FeatureRepo, plan: AppliedPlan, table: OnlineTable, **settings: Any) -> FastAPI:

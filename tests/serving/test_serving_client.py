@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-import uvicorn
 from asgi_client import ASGIClient
-from serving_state import REPO_DIR, T_END
+from serving_state import REPO_DIR, T_END, uvicorn_server
 
 from engine.cli import main as cli_main
 from serving.client import FeatureClient
+from serving.client_cache import CacheConfig, FeatureRowCache
 from serving.exceptions import (
     ClientTransportError,
     InvalidRequest,
@@ -35,19 +34,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server_url(client: ASGIClient) -> Iterator[str]:
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(client.app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="off", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start within 10 s")
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with uvicorn_server(client.app) as url:
+        yield url
 
 
 def test_feature_vector_and_vectors(server_url: str) -> None:
@@ -101,3 +89,70 @@ def test_serve_without_plan_exits_2_with_hint(tmp_path: Path, monkeypatch: pytes
     err = capsys.readouterr().err
     assert code == 2
     assert "no applied plan" in err and "streamfeat apply" in err
+
+
+class CountingTransport(httpx.HTTPTransport):
+    """The real HTTP transport, counting the requests that reach the server."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(f"{request.method} {request.url.path}")
+        return super().handle_request(request)
+
+
+def test_cache_answers_hot_entities_without_the_server(server_url: str) -> None:
+    transport = CountingTransport()
+    config = CacheConfig(max_entries=2, default_ttl_s=60.0, view_ttl_s={"merchant_activity": 30.0})
+    with FeatureClient(server_url, transport=transport, cache=config) as fc:
+        first = fc.get_feature_vector("fraud_scoring", {"user_id": "u0", "merchant_id": "m0"}, {"amount": 20.0})
+        assert fc.cache is not None and (fc.cache.stats.hits, fc.cache.stats.misses) == (0, 1)
+        again = fc.get_feature_vector("fraud_scoring", {"user_id": "u0", "merchant_id": "m0"}, {"amount": 20.0})
+        assert again == first and fc.cache.stats.hits == 1
+        # The row TTL is the shortest of the service's views (describe asked once).
+        assert transport.sent == ["POST /v1/features/fraud_scoring", "GET /v1/services/fraud_scoring"]
+        # Other request data is another row (an on-demand output depends on it); as_of bypasses the cache.
+        other = fc.get_feature_vector("fraud_scoring", {"user_id": "u0", "merchant_id": "m0"}, {"amount": 40.0})
+        assert other["spend_velocity_ratio"] == pytest.approx(2 * first["spend_velocity_ratio"])
+        fc.get_feature_vector("fraud_scoring", {"user_id": "u0", "merchant_id": "m0"}, {"amount": 20.0}, as_of=T_END)
+        assert transport.sent.count("POST /v1/features/fraud_scoring") == 3
+        # Size bound: a third row evicts the least recently used.
+        fc.get_feature_vector("fraud_scoring", {"user_id": "u1", "merchant_id": "m1"}, {"amount": 1.0})
+        assert len(fc.cache) == 2 and fc.cache.stats.evictions == 1
+        assert fc.cache.stats.hit_rate == pytest.approx(1 / 4)
+
+
+def test_row_cache_expires_and_evicts_least_recently_used() -> None:
+    now = [100.0]
+    cache = FeatureRowCache(CacheConfig(max_entries=2), clock=lambda: now[0])
+    cache.put("a", {"x": 1}, ttl_s=1.0)
+    cache.put("b", {"x": 2}, ttl_s=5.0)
+    assert cache.get("a") == {"x": 1}  # "a" is now the most recently used
+    cache.put("c", {"x": 3}, ttl_s=5.0)
+    assert cache.get("b") is None and cache.stats.evictions == 1
+    now[0] += 2.0
+    assert cache.get("a") is None and cache.stats.expired == 1 and cache.get("c") == {"x": 3}
+    assert CacheConfig(view_ttl_s={"fast": 0.5}).ttl_for(["slow", "fast"]) == 0.5
+    with pytest.raises(ValueError, match="expected seconds > 0"):
+        CacheConfig(default_ttl_s=0)
+
+
+def test_declared_fallback_when_the_server_does_not_answer() -> None:
+    fallbacks = {"fraud_scoring": {"amount_sum_15m": 0.0, "spend_velocity_ratio": 1.0}}
+    with socket.socket() as silent:  # accepts connections (backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        with FeatureClient(url, timeout=0.2, fallbacks=fallbacks, cache=CacheConfig()) as fc:
+            row = fc.get_feature_vector("fraud_scoring", {"user_id": "u0", "merchant_id": "m0"}, {"amount": 2.0})
+            assert row == {"user_id": "u0", "merchant_id": "m0", "amount_sum_15m": 0.0, "spend_velocity_ratio": 1.0}
+            many = fc.get_feature_vectors("fraud_scoring", {"user_id": ["u0", "u1"], "merchant_id": ["m0", "m1"]},
+                                          {"amount": [1.0, 2.0]}, include_metadata=True)
+            assert many["metadata"]["statuses"] == [{"amount_sum_15m": "DEFAULTED", "spend_velocity_ratio": "DEFAULTED"}] * 2
+            assert "ReadTimeout" in many["metadata"]["fallback"]
+            assert fc.fallbacks_used == 2 and fc.cache is not None and len(fc.cache) == 0  # never cached
+            # A service without a declared fallback still raises.
+            with pytest.raises(ClientTransportError):
+                fc.get_feature_vector("batch_review", {"user_id": "u0"}, {"amount": 2.0})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -70,8 +71,13 @@ def test_feature_routes_require_json_content_type(client: ASGIClient, path: str,
     feast = {"feature_service": "fraud_scoring", "entities": GOOD["entities"], "request_context": GOOD["request_data"]}
     body = orjson.dumps(GOOD if path.startswith("/v1") else feast)
     headers = {} if content_type is None else {"content-type": content_type}
-    error = error_of(client.post(path, content=body, headers=headers), 415)
-    assert error["code"] == "unsupported_media_type" and "application/json" in error["hint"]
+    answer = client.post(path, content=body, headers=headers)
+    if path.startswith("/v1"):
+        error = error_of(answer, 415)
+        assert error["code"] == "unsupported_media_type" and "application/json" in error["hint"]
+    else:  # the Feast route answers in Feast's error shape (the hint is in the message)
+        detail = feast_error_of(answer, 415)
+        assert detail["code"] == "unsupported_media_type" and "application/json" in detail["message"]
     for accepted in ("application/json", "Application/JSON; charset=utf-8"):
         assert client.post(path, content=body, headers={"content-type": accepted}).status_code == 200
 
@@ -175,16 +181,91 @@ def test_feast_shape(client: ASGIClient, repo: FeatureRepo) -> None:
     assert full["metadata"]["feature_names"][:2] == ["user_id", "merchant_id"]
 
 
+def feast_error_of(response: Any, status: int) -> dict[str, Any]:
+    """Feast's error detail: a JSON string holding module, class and message."""
+    assert response.status_code == status, response.text
+    text = response.json()
+    assert isinstance(text, str), text
+    detail: dict[str, Any] = json.loads(text)
+    assert detail["module"] == "feast.errors" and detail["message"], detail
+    return detail
+
+
+def _feast_columns(answer: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return dict(zip(answer["metadata"]["feature_names"], answer["results"], strict=True))
+
+
 def test_feast_null_value_and_errors(client: ASGIClient) -> None:
     body = {"feature_service": "fraud_scoring", "as_of": T_END,
             "entities": {"user_id": ["u3"], "merchant_id": ["m0"]}, "request_context": {"amount": [1.0]}}
-    answer = client.post("/get-online-features", json=body).json()
-    columns = dict(zip(answer["metadata"]["feature_names"], answer["results"], strict=True))
+    columns = _feast_columns(client.post("/get-online-features", json=body).json())
     if columns["amount_count_15m"]["values"] == [0]:  # u3 has no purchase in the last 15 minutes
         assert columns["amount_mean_15m"]["statuses"] == ["NULL_VALUE"]
-    assert error_of(client.post("/get-online-features", json={**body, "feature_service": "x"}), 404)
-    assert error_of(client.post("/get-online-features", json={**body, "features": ["a:b"]}), 422)["field"] == "features"
-    assert error_of(client.post("/get-online-features", json={"entities": {}}), 422)["field"] == "feature_service"
+    missing = feast_error_of(client.post("/get-online-features", json={**body, "feature_service": "x"}), 404)
+    assert missing["class"] == "FeatureServiceNotFoundException" and "fraud_scoring" in missing["message"]
+    both = feast_error_of(client.post("/get-online-features", json={**body, "features": ["a:b"]}), 422)
+    assert both["class"] == "FeastError" and both["field"] == "features" and "got both" in both["message"]
+    neither = feast_error_of(client.post("/get-online-features", json={"entities": {}}), 422)
+    assert "got neither" in neither["message"]
+    no_amount = {"feature_service": "fraud_scoring", "entities": {"user_id": ["u3"], "merchant_id": ["m0"]}}
+    assert feast_error_of(client.post("/get-online-features", json=no_amount), 422)["field"] == "entities.amount"
+
+
+def test_feast_accepts_what_feasts_client_sends(client: ASGIClient) -> None:
+    """The remote online store's body: version-metadata flag, fields a newer Feast may add."""
+    body = {"feature_service": "fraud_scoring", "as_of": T_END, "full_feature_names": False,
+            "include_feature_view_version_metadata": False, "some_future_option": {"x": 1},
+            "entities": {"user_id": ["u0", "u1"], "merchant_id": ["m0", "m1"], "amount": [2.0, 3.0]}}
+    feast = _feast_columns(client.post("/get-online-features", json=body).json())
+    v1 = client.post("/v1/features/fraud_scoring", json={
+        "entities": {"user_id": ["u0", "u1"], "merchant_id": ["m0", "m1"]}, "request_data": {"amount": [2.0, 3.0]},
+        "as_of": T_END}).json()["features"]
+    for name, column in feast.items():
+        assert column["values"] == [row[name] for row in v1], name
+
+
+def test_feast_feature_references(client: ASGIClient) -> None:
+    refs = ["user_spend:amount_count_1d", "merchant_activity:merchant_txn_count_1h",
+            "spend_velocity:spend_velocity_ratio", "user_spend:amount_sum_15m", "user_spend:amount_count_1d"]
+    entities = {"user_id": ["u0", "nobody"], "merchant_id": ["m0", "m1"], "amount": [2.0, 3.0]}
+    answer = client.post("/get-online-features", json={"features": refs, "entities": entities, "as_of": T_END,
+                                                       "full_feature_names": True})
+    assert answer.status_code == 200, answer.text
+    columns = _feast_columns(answer.json())
+    # Join keys first, then the references grouped by view in first-appearance order, each once.
+    assert list(columns) == ["user_id", "merchant_id", "user_spend__amount_count_1d", "user_spend__amount_sum_15m",
+                             "merchant_activity__merchant_txn_count_1h", "spend_velocity__spend_velocity_ratio"]
+    service = client.post("/get-online-features", json={"feature_service": "fraud_scoring", "entities": entities,
+                                                        "as_of": T_END, "full_feature_names": True}).json()
+    by_service = _feast_columns(service)
+    for name, column in columns.items():
+        assert column == by_service[name], name
+    assert columns["user_spend__amount_count_1d"]["statuses"][1] == "NOT_FOUND"
+    # A view no service reads is served to references too (it is applied as defined).
+    unserved = client.post("/get-online-features", json={
+        "features": ["user_unserved:purchases_1h", "user_spend:amount_count_1h"], "as_of": T_END,
+        "entities": {"user_id": ["u0", "u1", "nobody"]}})
+    by_name = _feast_columns(unserved.json())
+    assert by_name["purchases_1h"]["values"] == by_name["amount_count_1h"]["values"]
+    assert by_name["purchases_1h"]["statuses"][2] == "NOT_FOUND" and by_name["purchases_1h"]["values"][0] >= 1
+    # A view without request fields needs none.
+    only = client.post("/get-online-features", json={"features": ["user_spend:amount_max_1h"], "as_of": T_END,
+                                                     "entities": {"user_id": ["u0"]}})
+    assert list(_feast_columns(only.json())) == ["user_id", "amount_max_1h"]
+
+
+@pytest.mark.parametrize(("refs", "status", "feast_class", "words"), [
+    (["user_spnd:amount_count_1d"], 404, "FeatureViewNotFoundException", "did you mean 'user_spend'"),
+    (["user_spend:amount_count_2d"], 422, "FeastError", "no feature 'amount_count_2d'"),
+    (["user_spend"], 422, "FeastError", "expected \"view:feature\""),
+    ([], 422, "FeastError", "non-empty list"),
+    (["user_spend:amount_sum_1h", "merchant_amounts:amount_sum_1h"], 422, "FeastError", "unique across"),
+])
+def test_feast_reference_errors(client: ASGIClient, refs: list[str], status: int, feast_class: str,
+                                words: str) -> None:
+    body = {"features": refs, "entities": {"user_id": ["u0"], "merchant_id": ["m0"]}, "as_of": T_END}
+    detail = feast_error_of(client.post("/get-online-features", json=body), status)
+    assert detail["class"] == feast_class and words in detail["message"], detail
 
 
 def test_services_and_health(client: ASGIClient) -> None:
