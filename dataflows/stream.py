@@ -11,6 +11,7 @@ the state shards themselves (docs/semantics.md section 6), not from Bytewax reco
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 from collections.abc import Sequence
@@ -28,14 +29,14 @@ from dataflows.exceptions import DataflowConfigError
 from engine.apply import ShardApplier
 from engine.definitions import EventSource, FeatureRepo, StreamFeatureView
 from engine.io.batches import DecodedBatch, RawBatch
-from engine.io.dead_letters import DeadLetterProducer
+from engine.io.dead_letters import DeadLetterProducer, SentDeadLetters, sent_dead_letters
 from engine.io.decoder import Decoder, PartitionWatermarks
 from engine.io.kafka_source import DEFAULT_BATCH_SIZE, KafkaBatchSource
 from engine.metrics import DecodeObserver, ShardObserver, start_dataflow_metrics
 from engine.retention import RetentionSweeper
 from engine.routing import ShardBatch, route, shard_key
 from engine.state.layout import shard_path
-from engine.state.offsets import resume_positions
+from engine.state.offsets import combine_resume_points, highest_applied, read_offset_records
 from engine.state.redis_writer import RedisOnlineWriter
 from engine.state.rocksdb_store import RocksDBStore
 
@@ -172,9 +173,12 @@ class _DecodeStep:
     the dead-letter topic at-least-once: a crash replays the batch and resends.
     """
 
-    def __init__(self, job: StreamJob, watermarks: PartitionWatermarks) -> None:
+    def __init__(
+        self, job: StreamJob, watermarks: PartitionWatermarks, already_sent: SentDeadLetters
+    ) -> None:
         self.decoder = Decoder(job.source)
         self.watermarks = watermarks
+        self.already_sent = already_sent
         self.bootstrap = job.bootstrap
         self.topic = job.source.topic
         self._dlq: DeadLetterProducer | None = None
@@ -182,6 +186,14 @@ class _DecodeStep:
 
     def __call__(self, raw: RawBatch) -> DecodedBatch:
         decoded = self.decoder.decode(raw, self.watermarks)
+        if decoded.dead_letters:
+            # Records read again after a restart: send (and count) only the letters not yet
+            # in the topic, so each bad record has exactly one.
+            fresh = tuple(
+                d for d in decoded.dead_letters if not self.already_sent.contains(d.partition, d.offset)
+            )
+            if len(fresh) < len(decoded.dead_letters):
+                decoded = dataclasses.replace(decoded, dead_letters=fresh)
         if decoded.dead_letters:
             if self._dlq is None:
                 self._dlq = DeadLetterProducer(self.bootstrap, self.topic)
@@ -192,9 +204,13 @@ class _DecodeStep:
 
 def build_flow(job: StreamJob, flow_id: str = "streamfeat") -> Dataflow:
     """The streaming dataflow of one source; run it with bytewax.run / run_main / cluster_main."""
-    resume = resume_positions(job.state_dir, job.shards, job.source.topic)
+    offset_records = read_offset_records(job.state_dir, job.shards, job.source.topic)
+    resume = combine_resume_points(offset_records, job.shards)
+    already_sent = sent_dead_letters(
+        job.bootstrap, job.source.dlq_topic, highest_applied(offset_records)
+    )
     start_dataflow_metrics(job.bootstrap, job.source.topic, job.metrics_port)
-    watermarks = PartitionWatermarks.restore({p: r.max_ts for p, r in resume.items()})
+    watermarks = PartitionWatermarks.restore({p: r.top_ts for p, r in resume.items()})
     views: Sequence[StreamFeatureView] = job.views
     shards = job.shards
 
@@ -210,7 +226,7 @@ def build_flow(job: StreamJob, flow_id: str = "streamfeat") -> Dataflow:
             tail=job.tail,
         ),
     )
-    decoded = op.map("decode", raw, _DecodeStep(job, watermarks))
+    decoded = op.map("decode", raw, _DecodeStep(job, watermarks, already_sent))
     routed: Any = op.flat_map("route", decoded, lambda batch: route(batch, views, shards))
     if job.tail:
         ticks = op.input("ticks", flow, TickSource())

@@ -205,7 +205,7 @@ class ShardApplier:
         """
         started = time.perf_counter()
         state_rows: dict[bytes, list[tuple[ViewRows, int]]] = {}
-        progress: dict[int, tuple[int, int]] = {}
+        progress: dict[int, tuple[int, tuple[int, ...]]] = {}
         for batch in batches:
             if batch.topic != self.topic:
                 raise ValueError(
@@ -244,7 +244,7 @@ class ShardApplier:
                     self.stats.log_rows += len(to_stage)
             previous = progress.get(batch.partition)
             if previous is None or batch.last_offset > previous[0]:
-                progress[batch.partition] = (batch.last_offset, batch.max_ts_after)
+                progress[batch.partition] = (batch.last_offset, batch.top_ts_after)
 
         txn = self.partition.begin()
         online_items: list[tuple[bytes, bytes, bytes | None]] = []
@@ -258,19 +258,17 @@ class ShardApplier:
             online_items.extend(items)
             meta_items.append((fp, self.partition.shard, meta_value))
             ttl_ms = max(ttl_ms or 0, compiled.view.retention_ms)
-        for partition, (last_offset, max_ts) in progress.items():
+        for partition, (last_offset, top_ts) in progress.items():
             old = self.offsets.get(partition)
             applied = old.applied_offset if old else NO_OFFSET
             if last_offset <= applied and old is not None:
                 continue
             new_record = OffsetRecord(
                 applied_offset=last_offset,
-                max_ts_at_applied=max_ts,
+                top_ts_at_applied=top_ts,
                 # Without a log, the log is never behind the state.
                 log_offset=(old.log_offset if old else NO_OFFSET) if self.writers else last_offset,
-                max_ts_at_log=(old.max_ts_at_log if old else NO_EVENT_TS)
-                if self.writers
-                else max_ts,
+                top_ts_at_log=(old.top_ts_at_log if old else ()) if self.writers else top_ts,
             )
             txn.set_offset(self.topic, partition, new_record)
             self.offsets[partition] = new_record
@@ -394,9 +392,9 @@ class ShardApplier:
                 continue
             updated = OffsetRecord(
                 record.applied_offset,
-                record.max_ts_at_applied,
+                record.top_ts_at_applied,
                 upto.applied_offset,
-                upto.max_ts_at_applied,
+                upto.top_ts_at_applied,
             )
             txn.set_offset(self.topic, partition, updated)
             self.offsets[partition] = updated

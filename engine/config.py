@@ -183,7 +183,7 @@ def load_settings(
     for name, raw in environ.items():
         if name.startswith(ENV_PREFIX):
             key = name[len(ENV_PREFIX) :].lower()
-            if key in ("cache_dir", "faults", "faults_seed"):  # read by engine.kafka_local and tests/faults, not settings
+            if key in ("cache_dir", "faults", "faults_seed", "faults_soak_s"):  # engine.kafka_local, tests/faults
                 continue
             values[key] = _coerce(key, raw, f"environment variable {name}")
     for key, raw in (overrides or {}).items():

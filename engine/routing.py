@@ -91,7 +91,7 @@ class ShardBatch:
     topic: str
     partition: int
     last_offset: int
-    max_ts_after: int
+    top_ts_after: tuple[int, ...]
     views: dict[bytes, ViewRows] = field(default_factory=dict)
 
     @property
@@ -287,7 +287,7 @@ def route(
                 topic=batch.topic,
                 partition=batch.partition,
                 last_offset=batch.last_offset,
-                max_ts_after=batch.max_ts_after,
+                top_ts_after=batch.top_ts_after,
                 views=per_shard[shard],
             ),
         )

@@ -57,22 +57,24 @@ def iso(ms: int) -> str:
     return f"{ms} ({text})"
 
 
-def log_complete_through(records: Sequence[dict[int, OffsetRecord]], lateness_ms: int) -> int | None:
+def log_complete_through(records: Sequence[dict[int, OffsetRecord]], lateness_ms: int, rank: int = 1) -> int | None:
     """Latest time ``t`` such that every applied event with ``e <= t`` is in the log.
 
     None: every applied event is published (no bound below the applied state).
     A shard whose log offset of a partition lags its applied offset may hold
-    unpublished events of it; those were accepted above the watermark at the log
-    offset, ``max_ts_at_log - allowed_lateness``, so the log is complete below it.
+    unpublished events of it; those were accepted at or above the watermark at the log
+    offset (the ``rank``-th largest event time through it minus ``allowed_lateness``,
+    docs/semantics.md section 5), so the log is complete below it.
     """
     bound: int | None = None
     for shard in records:
         for record in shard.values():
             if record.log_offset >= record.applied_offset:
                 continue
-            if record.max_ts_at_log == INT64_MIN:
-                return INT64_MIN  # nothing of that partition published yet in that shard
-            limit = record.max_ts_at_log - lateness_ms - 1
+            top = sorted(record.top_ts_at_log, reverse=True)
+            if len(top) < rank:
+                return INT64_MIN  # no watermark yet at the published position
+            limit = top[rank - 1] - lateness_ms - 1
             bound = limit if bound is None else min(bound, limit)
     return bound
 
@@ -146,7 +148,8 @@ class HistoricalReads:
             return LogRange(view.name, None, None,
                             "the redis online table does not record how far the log is published; "
                             "serve with --online rocksdb or build a training set")  # fmt: skip
-        return LogRange(view.name, first, log_complete_through(offsets, definition.source.allowed_lateness_ms))
+        return LogRange(view.name, first, log_complete_through(
+            offsets, definition.source.allowed_lateness_ms, definition.source.watermark_outliers + 1))
 
     def check_range(self, request: FeatureRequest) -> None:
         """Refuse times no view can answer: before a view's log or beyond now + skew."""

@@ -41,6 +41,12 @@ class ServingMetrics:
             ("view",),
             registry=self.registry,
         )
+        self.invalid_values = Counter(
+            "streamfeat_invalid_values",
+            "Feature values served as null with status INVALID (non-finite window results), by view.",
+            ("view",),
+            registry=self.registry,
+        )
         self.online_read_errors = Counter(
             "streamfeat_online_read_errors",
             "Online-table reads that failed, by backend.",

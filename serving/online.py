@@ -27,6 +27,9 @@ NOT_FOUND = "NOT_FOUND"
 DEFAULTED = "DEFAULTED"
 STALE = "STALE"
 FUTURE_EVENTS = "FUTURE_EVENTS"
+#: The window holds events but its value overflowed or is not a number (for example sums
+#: of values near 1e308); the value is served as null (docs/serving.md).
+INVALID = "INVALID"
 
 
 class OnlineAccess:

@@ -74,7 +74,8 @@ def v1_responses() -> dict[int | str, dict[str, Any]]:
             "features": {"type": "array", "items": row},
             "metadata": {"type": "object", "properties": {
                 "statuses": {"type": "array", "items": {"type": "object", "additionalProperties": {
-                    "type": "string", "enum": ["PRESENT", "NOT_FOUND", "DEFAULTED", "STALE", "FUTURE_EVENTS"]}}},
+                    "type": "string",
+                    "enum": ["PRESENT", "NOT_FOUND", "DEFAULTED", "STALE", "INVALID", "FUTURE_EVENTS"]}}},
                 "views": {"type": "object"},
                 "sources": {"type": "array", "items": {"type": "object", "additionalProperties": {
                     "type": "string", "enum": ["online", "log"]}}},

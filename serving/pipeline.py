@@ -5,15 +5,19 @@ Status of a value (docs/serving.md), first match wins:
 ``FUTURE_EVENTS`` (wall-clock reads) the record holds events stamped after the
 evaluation time, which the online tiles cannot leave out, or the view's newest event
 is so far ahead that retention may have dropped tiles the window needs;
+``INVALID`` the window holds events but its value is not a finite number (an overflowed
+sum, for example), so it is served as null;
 ``STALE`` the view's freshness lag exceeds its ``expected_freshness``;
 ``DEFAULTED`` the window was empty and the aggregation's declared default was used;
 ``PRESENT`` otherwise. An on-demand output takes the first of NOT_FOUND /
-FUTURE_EVENTS / STALE of the views it reads, PRESENT otherwise. ``as_of`` reads are
+FUTURE_EVENTS / STALE of the views it reads (INVALID when an input or its own result is
+not finite), PRESENT otherwise. ``as_of`` reads are
 made exact (or refused) by :mod:`serving.history` before statuses are given.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +26,15 @@ from starlette.concurrency import run_in_threadpool
 from engine.state import Freshness
 from serving.evaluate import ViewValues, read_and_evaluate
 from serving.history import HistoricalReads, window_may_be_trimmed
-from serving.online import DEFAULTED, FUTURE_EVENTS, NOT_FOUND, PRESENT, STALE, OnlineAccess
+from serving.online import (
+    DEFAULTED,
+    FUTURE_EVENTS,
+    INVALID,
+    NOT_FOUND,
+    PRESENT,
+    STALE,
+    OnlineAccess,
+)
 from serving.request import FeatureRequest
 from serving.transforms import run_transform
 
@@ -58,8 +70,9 @@ class FeatureResult:
             if owner in self.views:
                 row_status = view_status[owner]
                 defaulted = self.views[owner].defaulted[feature]
-                out[feature] = [DEFAULTED if s == PRESENT and d else s
-                                for s, d in zip(row_status, defaulted, strict=True)]
+                out[feature] = [INVALID if s != NOT_FOUND and not_finite(v) else
+                                DEFAULTED if s == PRESENT and d else s
+                                for s, d, v in zip(row_status, defaulted, self.columns[feature], strict=True)]
             else:
                 transform = next(t for t in service.transforms if t.name == owner)
                 statuses = [PRESENT] * len(times)
@@ -67,6 +80,12 @@ class FeatureResult:
                     for i, s in enumerate(view_status[name]):
                         if _RANK[s] < _RANK[statuses[i]]:
                             statuses[i] = s
+                inputs = [self.views[source].columns[name]
+                          for name, source in transform.input_views.items() if source is not None]
+                for i, value in enumerate(self.columns[feature]):
+                    if statuses[i] != NOT_FOUND and (
+                            not_finite(value) or any(not_finite(column[i]) for column in inputs)):
+                        statuses[i] = INVALID
                 out[feature] = statuses
         return out
 
@@ -91,6 +110,17 @@ class FeatureResult:
             }
             for view in service.views
         }
+
+
+def not_finite(value: Any) -> bool:
+    """A float result that JSON can only show as null (inf, -inf, NaN)."""
+    return type(value) is float and not math.isfinite(value)
+
+
+def _count_invalid(online: OnlineAccess, view_name: str, values: ViewValues) -> None:
+    invalid = sum(not_finite(v) for column in values.columns.values() for v in column)
+    if invalid:
+        online.metrics.invalid_values.labels(view_name).inc(invalid)
 
 
 # Which status an on-demand output takes when its views disagree (lowest first).
@@ -122,6 +152,7 @@ def compute(online: OnlineAccess, request: FeatureRequest, history: HistoricalRe
         evaluated = read_and_evaluate(online, service.views, request.entities, n, request.t_ms)
     for view, values in zip(service.views, evaluated, strict=True):
         views[view.name] = values
+        _count_invalid(online, view.name, values)
         fresh = online.freshness(view)
         freshness[view.name] = fresh
         limit = view.expected_freshness_ms

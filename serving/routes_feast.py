@@ -10,8 +10,8 @@ this route only: ignoring them never changes a value.
 
 Answer: column-major values, statuses and event timestamps, join keys first (Feast's
 feature server shape). Status mapping: NOT_FOUND stays; STALE becomes
-OUTSIDE_MAX_AGE; FUTURE_EVENTS becomes INVALID; a null value is NULL_VALUE; PRESENT and
-DEFAULTED are PRESENT (Feast has no DEFAULTED).
+OUTSIDE_MAX_AGE; FUTURE_EVENTS becomes INVALID; a null value and INVALID are NULL_VALUE;
+PRESENT and DEFAULTED are PRESENT (Feast has no DEFAULTED).
 
 Errors: the body is a JSON string holding ``{"module", "class", "message"}``, which
 Feast's client turns back into that ``feast.errors`` exception (``FeastError`` when no
@@ -32,7 +32,7 @@ from serving import openapi_docs as docs
 from serving.deps import Labels, ServingState, get_state, json_response, observed, read_body
 from serving.exceptions import InvalidRequest, ServingError
 from serving.feature_refs import FeatureRefResolver
-from serving.online import FUTURE_EVENTS, NOT_FOUND, STALE
+from serving.online import FUTURE_EVENTS, INVALID, NOT_FOUND, STALE
 from serving.pipeline import FeatureResult, compute_async
 from serving.registry import CompiledService, Registry
 from serving.request import build_request, parse_json
@@ -71,7 +71,7 @@ def feast_status(status: str, value: Any) -> str:
         return "INVALID"  # Feast's "value is wrong": counts events after the evaluation time
     if status == STALE:
         return "OUTSIDE_MAX_AGE"
-    return "NULL_VALUE" if value is None else "PRESENT"
+    return "NULL_VALUE" if value is None or status == INVALID else "PRESENT"
 
 
 def feast_body(result: FeatureResult, full_feature_names: bool) -> dict[str, Any]:

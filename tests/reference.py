@@ -99,14 +99,17 @@ def _order_key(event: Event) -> tuple[int, int, int]:
     return (field(event, "e"), field(event, "partition"), field(event, "offset"))
 
 
-def apply_watermark(events: Iterable[Event], allowed_lateness_ms: int) -> list[Event]:
+def apply_watermark(
+    events: Iterable[Event], allowed_lateness_ms: int, watermark_outliers: int = 1
+) -> list[Event]:
     """The events that are applied (not late, not invalid), in input order.
 
-    Per semantics section 5: the watermark of a partition just before offset ``o`` is
-    ``max(e of every valid event of that partition with offset < o) - allowed_lateness``
-    (minus infinity before the first valid event); an event with ``e < watermark`` is
-    late. Dict events may carry ``valid: False`` for bad records, which are never
-    applied and do not advance the watermark.
+    Per semantics section 5: the watermark of a partition just before offset ``o`` is the
+    ``(watermark_outliers + 1)``-th largest ``e`` of the valid events of that partition
+    with offset < o, minus ``allowed_lateness`` (minus infinity while there are fewer such
+    events); an event with ``e < watermark`` is late. Dict events may carry
+    ``valid: False`` for bad records, which are never applied and do not advance the
+    watermark. (``watermark_outliers`` defaults to EventSource's default.)
     """
     listed = list(events)
     by_partition: dict[int, list[int]] = {}
@@ -115,16 +118,18 @@ def apply_watermark(events: Iterable[Event], allowed_lateness_ms: int) -> list[E
     applied = [False] * len(listed)
     for indexes in by_partition.values():
         indexes.sort(key=lambda i: field(listed[i], "offset"))
-        # Walk the partition in offset order; ``highest`` is max(e) over the valid
-        # events before the current one, exactly the definition above.
-        highest = -math.inf
+        # Walk the partition in offset order; ``highest`` holds the largest e of the valid
+        # events before the current one, descending, so highest[watermark_outliers] is the
+        # rank the definition above names.
+        highest: list[float] = []
         for i in indexes:
             event = listed[i]
             if not _is_valid(event):
                 continue
-            watermark = highest - allowed_lateness_ms
+            ranked = highest[watermark_outliers] if len(highest) > watermark_outliers else -math.inf
+            watermark = ranked - allowed_lateness_ms
             applied[i] = not field(event, "e") < watermark
-            highest = max(highest, field(event, "e"))
+            highest = sorted([*highest, field(event, "e")], reverse=True)[: watermark_outliers + 1]
     return [event for event, keep in zip(listed, applied, strict=True) if keep]
 
 

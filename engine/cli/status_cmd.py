@@ -107,7 +107,8 @@ def _applied_next(per_shard: list[dict[int, int]], partition: int) -> int:
     return min((shard.get(partition, -1) for shard in per_shard), default=-1) + 1
 
 
-def _record_count(bootstrap: str, topic: str) -> int | None:
+def dlq_record_count(bootstrap: str, topic: str) -> int | None:
+    """Records in a dead-letter topic: one per distinct bad record (docs/semantics.md section 6)."""
     from confluent_kafka import Consumer, TopicPartition
 
     from engine.io.exceptions import TopicNotFoundError
@@ -162,7 +163,7 @@ def collect_status(settings: Any, sample_s: float = 1.0) -> Status:
         error = ""
         try:
             ends: dict[int, int] | None = kafka_end_offsets(settings.kafka_bootstrap, source.topic)
-            dlq: int | None = _record_count(settings.kafka_bootstrap, source.dlq_topic)
+            dlq: int | None = dlq_record_count(settings.kafka_bootstrap, source.dlq_topic)
         except Exception as exc:  # status must still show the local half
             ends, dlq, error = None, None, str(exc)
         known = set(ends or {})
@@ -202,7 +203,7 @@ def collect_status(settings: Any, sample_s: float = 1.0) -> Status:
                 fingerprint=view.fingerprint_hex,
                 newest_event_ms=newest,
                 written_at_ms=written,
-                freshness_lag_s=None if newest is None else max(0, now_ms - newest) / 1000,
+                freshness_lag_s=None if (lag := fresh.lag_ms(now_ms)) is None else lag / 1000,
                 expected_freshness_s=view.expected_freshness.total_seconds(),
             )
         )

@@ -7,6 +7,7 @@ function list (engine/kernel/layout.py owns it).
 from engine.definitions.aggregation import Aggregation
 from engine.definitions.base import FieldType, FrozenMap
 from engine.definitions.check import check_on_demand, sample_row
+from engine.definitions.constraint import Constraint
 from engine.definitions.entity import Entity
 from engine.definitions.exceptions import (
     DefinitionError,
@@ -28,6 +29,7 @@ __all__ = [
     "FUNCTIONS",
     "TIMESTAMP_FORMATS",
     "Aggregation",
+    "Constraint",
     "DefinitionError",
     "DefinitionTypeError",
     "Entity",

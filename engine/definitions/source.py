@@ -10,13 +10,18 @@ from engine.definitions.base import (
     FIELD_RE,
     Checker,
     FieldType,
+    FrozenMap,
     definition,
     did_you_mean,
     parse_schema,
     timedelta_ms,
 )
+from engine.definitions.constraint import Constraint
 
 TIMESTAMP_FORMATS = ("epoch_millis", "epoch_seconds", "iso8601")
+#: How many of a partition's largest event times the watermark may ignore (docs/semantics.md
+#: section 5); the offset record keeps watermark_outliers + 1 times per position.
+MAX_WATERMARK_OUTLIERS = 15
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}\Z")
 
 
@@ -30,7 +35,9 @@ class EventSource:
     allowed_lateness: timedelta = timedelta(0)
     history: Sequence[str] = ()
     max_payload_bytes: int = 65536
-    max_future_skew: timedelta = timedelta(days=1)
+    max_future_skew: timedelta = timedelta(minutes=5)
+    watermark_outliers: int = 1
+    constraints: Mapping[str, Constraint] = FrozenMap()
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -58,10 +65,16 @@ class EventSource:
         if c.type_is("max_payload_bytes", self.max_payload_bytes, int, "an integer number of bytes", "e.g. max_payload_bytes=65536") and self.max_payload_bytes <= 0:
             c.add("max_payload_bytes", "a positive number of bytes", self.max_payload_bytes, "e.g. max_payload_bytes=65536")
         c.duration("max_future_skew", self.max_future_skew, minimum_ms=1)
+        if c.type_is("watermark_outliers", self.watermark_outliers, int, "an integer count of events",
+                      "e.g. watermark_outliers=1") and not 0 <= self.watermark_outliers <= MAX_WATERMARK_OUTLIERS:
+            c.add("watermark_outliers", f"0..{MAX_WATERMARK_OUTLIERS}", self.watermark_outliers,
+                  "1 (the default) ignores one outlier; 0 is the plain maximum")
+        constraints = _check_constraints(c, self.constraints, schema)
         c.text("description", self.description)
         c.check()
         object.__setattr__(self, "schema", schema)
         object.__setattr__(self, "history", history)
+        object.__setattr__(self, "constraints", constraints)
 
     @property
     def field_types(self) -> Mapping[str, FieldType]:
@@ -91,8 +104,39 @@ class EventSource:
             "history": list(self.history),
             "max_payload_bytes": self.max_payload_bytes,
             "max_future_skew_ms": self.max_future_skew_ms,
+            "watermark_outliers": self.watermark_outliers,
+            "constraints": {k: v.to_dict() for k, v in self.constraints.items()},
             "description": self.description,
         }
+
+
+def _check_constraints(c: Checker, constraints: object, schema: Mapping[str, FieldType]) -> FrozenMap:
+    """Each constraint names a schema field and bounds what that field's type can hold."""
+    if not isinstance(constraints, Mapping):
+        c.add("constraints", "a mapping of field name to Constraint", constraints,
+              "write constraints={'amount': Constraint(min=0, max=1e9)}", type_error=True)
+        return FrozenMap()
+    out: dict[str, Constraint] = {}
+    for name, constraint in constraints.items():
+        where = f"constraints[{name!r}]"
+        if name not in schema:
+            c.add(where, "a field of the schema", name, did_you_mean(str(name), schema))
+            continue
+        if not isinstance(constraint, Constraint):
+            c.add(where, "a Constraint", constraint, "write Constraint(min=0) (from engine.definitions)",
+                  type_error=True)
+            continue
+        kind = schema[name]
+        if constraint.is_numeric and kind not in (FieldType.INT, FieldType.FLOAT):
+            c.add(where, f"string bounds only (the field is {kind.value})", constraint,
+                  "min/max apply to int and float fields")
+            continue
+        if constraint.is_textual and kind is not FieldType.STRING:
+            c.add(where, f"min/max only (the field is {kind.value})", constraint,
+                  "lengths and characters apply to string fields")
+            continue
+        out[str(name)] = constraint
+    return FrozenMap(out)
 
 
 @definition("RequestSource")

@@ -27,6 +27,8 @@ class DeadLetterReason(StrEnum):
     NOT_AN_OBJECT = "not_an_object"
     MISSING_FIELD = "missing_field"
     WRONG_TYPE = "wrong_type"
+    VALUE_OUT_OF_RANGE = "value_out_of_range"
+    INVALID_STRING = "invalid_string"
     INVALID_TIMESTAMP = "invalid_timestamp"
     TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
     TIMESTAMP_IN_FUTURE = "timestamp_in_future"
@@ -135,16 +137,17 @@ _COLUMN_KINDS = {"O": "string", "i": "int", "f": "float", "b": "bool"}
 class DecodedBatch:
     """Valid events of one raw batch as columns, plus the batch's dead letters.
 
-    ``max_ts_after`` is the partition's maximum valid event time through ``last_offset``
-    (``NO_EVENT_TS`` when the partition has none yet); it is stored with the applied offset so
-    the watermark survives restarts.
+    ``top_ts_after`` is the partition's largest valid event times through ``last_offset``,
+    descending (as many as the watermark rank, docs/semantics.md section 5; empty when the
+    partition has none yet); they are stored with the applied offset so the watermark
+    survives restarts.
     """
 
     topic: str
     partition: int
     first_offset: int
     last_offset: int
-    max_ts_after: int
+    top_ts_after: tuple[int, ...]
     offsets: npt.NDArray[np.int64]
     event_ts: npt.NDArray[np.int64]
     columns: dict[str, np.ndarray]

@@ -1,20 +1,24 @@
 """Dead-letter topic: produce refused records before their batch is applied, and read them back.
 
 ``DeadLetterProducer.send`` returns only once the broker acknowledged every letter, so a batch
-is applied only after its dead letters are safe; a crash in between re-reads the batch and
-sends them again (at-least-once; readers deduplicate by source partition and offset).
+is applied only after its dead letters are safe. After a restart, records that are read again
+would be refused again: :func:`sent_dead_letters` tells which of them already have their letter
+in the topic (every offset up to the highest one a shard applied, plus those found in the
+topic's tail), and the dataflow sends only the others, so each bad record has one letter.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
 from engine.io.batches import DeadLetter
-from engine.io.exceptions import DeadLetterDeliveryError, KafkaSourceError
+from engine.io.exceptions import DeadLetterDeliveryError, KafkaSourceError, TopicNotFoundError
 from engine.io.kafka_source import list_topic_partitions
 
 HEADER_REASON = "reason"
@@ -22,6 +26,118 @@ HEADER_DETAIL = "detail"
 HEADER_SOURCE_TOPIC = "source_topic"
 HEADER_SOURCE_PARTITION = "source_partition"
 HEADER_SOURCE_OFFSET = "source_offset"
+
+
+log = logging.getLogger(__name__)
+
+#: How many dead letters a restart reads back at most to find those already sent.
+DEFAULT_LEDGER_SCAN_LIMIT = 500_000
+
+
+@dataclass(frozen=True)
+class SentDeadLetters:
+    """Source records whose dead letter is already in the topic.
+
+    ``through[p]``: every refused record of partition ``p`` at or below this offset has its
+    letter (a shard applied the batch, and batches are applied only after their letters are
+    acknowledged); ``above``: ``(partition, offset)`` of letters found beyond ``through``.
+    """
+
+    through: Mapping[int, int]
+    above: frozenset[tuple[int, int]] = frozenset()
+
+    def contains(self, partition: int, offset: int) -> bool:
+        return offset <= self.through.get(partition, -1) or (partition, offset) in self.above
+
+
+def sent_dead_letters(
+    bootstrap: str,
+    dlq_topic: str,
+    through: Mapping[int, int],
+    *,
+    limit: int = DEFAULT_LEDGER_SCAN_LIMIT,
+    timeout_s: float = 30.0,
+) -> SentDeadLetters:
+    """What a restart must not send again: ``through`` (highest applied offset per source
+    partition) plus every letter above it, read back from the end of ``dlq_topic``.
+
+    Letters of one source partition reach each dead-letter partition in offset order, so
+    reading backwards stops for a source partition at its first letter at or below
+    ``through``. At most ``limit`` letters are read; beyond that a warning says that some
+    letters may be sent twice.
+    """
+    try:
+        partitions = list_topic_partitions(bootstrap, dlq_topic, timeout_s)
+    except TopicNotFoundError:
+        return SentDeadLetters(dict(through))  # no topic yet: no letter was ever sent
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"streamfeat-dlq-ledger-{dlq_topic}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    above: set[tuple[int, int]] = set()
+    budget = limit
+    try:
+        for partition in partitions:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(dlq_topic, partition), timeout=timeout_s, cached=False
+            )
+            done: set[int] = set()
+            end = high
+            while end > low and budget > 0:
+                start = max(low, end - min(5_000, budget))
+                chunk = _read_range(consumer, dlq_topic, partition, start, end, timeout_s)
+                budget -= end - start
+                for source_partition, offset in chunk:
+                    if offset > through.get(source_partition, -1):
+                        above.add((source_partition, offset))
+                    else:
+                        done.add(source_partition)
+                if through and done >= set(through):
+                    break
+                end = start
+            if end > low and budget <= 0:
+                log.warning(
+                    "dead-letter topic '%s': read back %d letters without reaching every source "
+                    "partition's applied offset; letters of records replayed now may repeat",
+                    dlq_topic, limit,
+                )
+    finally:
+        consumer.close()
+    return SentDeadLetters(dict(through), frozenset(above))
+
+
+def _read_range(
+    consumer: Consumer, topic: str, partition: int, start: int, end: int, timeout_s: float
+) -> list[tuple[int, int]]:
+    """``(source partition, source offset)`` of the letters at ``[start, end)`` of one partition."""
+    consumer.assign([TopicPartition(topic, partition, start)])
+    out: list[tuple[int, int]] = []
+    position = start
+    idle = 0.0
+    while position < end:
+        messages = consumer.consume(num_messages=5_000, timeout=0.5)
+        if not messages:
+            idle += 0.5
+            if idle > timeout_s:
+                raise KafkaSourceError(
+                    f"dead-letter topic '{topic}' partition {partition}: read stalled at "
+                    f"{position} before {end}",
+                    hint="is the broker running?",
+                )
+            continue
+        for m in messages:
+            if m.error() is not None:
+                continue
+            position = (m.offset() or 0) + 1
+            if position > end:
+                break
+            h = _header_map(m.headers())
+            out.append((int(h.get(HEADER_SOURCE_PARTITION, "-1")), int(h.get(HEADER_SOURCE_OFFSET, "-1"))))
+    return out
 
 
 def dlq_topic_for(topic: str) -> str:

@@ -3,8 +3,10 @@
 Every raw record ends either as a row of the decoded columns or as exactly one ``DeadLetter``;
 ``decode`` never raises on bad input. Checks run in the order of ``DeadLetterReason`` and the
 first failing check names the reason: payload size, JSON, object, then each schema field in
-declared order (absent/null -> ``missing_field``, otherwise ``wrong_type``), then the timestamp
-field, its range, the future bound and finally the partition watermark.
+declared order (absent/null -> ``missing_field``, otherwise ``wrong_type``, then its declared
+constraint: ``value_out_of_range`` / ``invalid_string``), then the timestamp field, its range,
+the future bound and finally the partition watermark (the ``watermark_outliers + 1``-th largest
+earlier valid event time minus the allowed lateness).
 
 Speed: one ``orjson.loads`` per record, then per-field list comprehensions and whole-column type
 sets; per-row Python branching only happens for fields that actually hold bad values.
@@ -14,8 +16,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from enum import Enum
 from operator import itemgetter
 from typing import Any, Protocol
@@ -75,6 +79,10 @@ class EventSourceLike(Protocol):
     def max_payload_bytes(self) -> int: ...
     @property
     def max_future_skew_ms(self) -> int: ...
+    @property
+    def watermark_outliers(self) -> int: ...
+    @property
+    def constraints(self) -> Mapping[str, Any]: ...
 
 
 def wall_clock_ms() -> int:
@@ -83,41 +91,59 @@ def wall_clock_ms() -> int:
 
 
 class PartitionWatermarks:
-    """Maximum valid event time seen per partition of one source (the watermark's memory).
+    """The largest valid event times seen per partition of one source (the watermark's memory).
 
-    The watermark of a partition is this maximum minus the source's allowed lateness. It is
-    stored with the applied offsets and handed back through ``restore`` on restart.
+    The watermark of a partition is its ``rank``-th largest valid event time minus the
+    source's allowed lateness, where ``rank`` is the source's ``watermark_outliers + 1``
+    (docs/semantics.md section 5). The decoder keeps the ``rank`` largest times here; they
+    are stored with the applied offsets and handed back through ``restore`` on restart.
     """
 
     def __init__(self) -> None:
-        self._max: dict[int, int] = {}
+        self._top: dict[int, tuple[int, ...]] = {}
 
     @classmethod
-    def restore(cls, max_ts: Mapping[int, int]) -> PartitionWatermarks:
-        """State as of a resume point: ``{partition: max event time through its applied offset}``."""
+    def restore(cls, top_ts: Mapping[int, Sequence[int]]) -> PartitionWatermarks:
+        """State as of a resume point: ``{partition: largest event times through its applied
+        offset}``."""
         marks = cls()
-        for partition, ts in max_ts.items():
-            if type(partition) is not int or partition < 0 or type(ts) is not int:
+        for partition, times in top_ts.items():
+            if (
+                type(partition) is not int
+                or partition < 0
+                or isinstance(times, (str, bytes))
+                or not isinstance(times, Sequence)
+                or any(type(ts) is not int for ts in times)
+            ):
                 raise IoValueError(
                     f"PartitionWatermarks.restore: entry {partition!r}: expected "
-                    f"{{partition int >= 0: max_ts int}}, got {partition!r}: {ts!r}. "
-                    "Hint: pass the max_ts stored with each partition's applied offset."
+                    f"{{partition int >= 0: sequence of int event times}}, got "
+                    f"{partition!r}: {times!r}. Hint: pass the top event times stored with "
+                    "each partition's applied offset."
                 )
-            marks.advance(partition, ts)
+            if times:
+                marks._top[partition] = tuple(sorted(times, reverse=True))
         return marks
+
+    def top_ts(self, partition: int) -> tuple[int, ...]:
+        """The partition's largest valid event times so far, descending."""
+        return self._top.get(partition, ())
 
     def max_ts(self, partition: int) -> int:
         """Largest valid event time of the partition so far, ``NO_EVENT_TS`` if none."""
-        return self._max.get(partition, NO_EVENT_TS)
+        top = self._top.get(partition)
+        return top[0] if top else NO_EVENT_TS
 
-    def advance(self, partition: int, ts: int) -> None:
-        """Record that the partition has seen a valid event at ``ts`` (keeps the maximum)."""
-        if ts > self._max.get(partition, NO_EVENT_TS):
-            self._max[partition] = ts
+    def advance(self, partition: int, times: Sequence[int], rank: int) -> tuple[int, ...]:
+        """Record valid events at ``times``, keep the ``rank`` largest; returns them."""
+        top = tuple(sorted((*self._top.get(partition, ()), *times), reverse=True)[:rank])
+        if top:
+            self._top[partition] = top
+        return top
 
-    def snapshot(self) -> dict[int, int]:
-        """Copy of ``{partition: max event time}`` for the partitions seen so far."""
-        return dict(self._max)
+    def snapshot(self) -> dict[int, tuple[int, ...]]:
+        """Copy of ``{partition: top event times}`` for the partitions seen so far."""
+        return dict(self._top)
 
 
 def _kind_of(declared: object, source_name: str, field: str) -> str:
@@ -169,6 +195,95 @@ def _parse_non_finite(value: bytes) -> object | None:
     return doc if hooks.non_finite else None
 
 
+@dataclass(frozen=True)
+class _Bounds:
+    """A field's declared ``Constraint`` in the form the decoder checks it."""
+
+    low: float | None
+    high: float | None
+    min_length: int | None
+    max_length: int | None
+    allowed: re.Pattern[str] | None
+    allowed_text: str | None
+
+    @classmethod
+    def of(cls, constraint: Any) -> _Bounds:
+        chars = constraint.allowed_characters
+        return cls(
+            constraint.min,
+            constraint.max,
+            constraint.min_length,
+            constraint.max_length,
+            None if chars is None else re.compile(f"[{chars}]*"),
+            chars,
+        )
+
+    def refuse(
+        self, field: str, vals: list[Any], arr: np.ndarray, refused: dict[int, tuple[str, str]]
+    ) -> None:
+        """Refuse every row whose value breaks the bounds (rows refused earlier keep their
+        first reason)."""
+        if arr.dtype.kind in "if":
+            self._refuse_numbers(field, arr, refused)
+        elif arr.dtype.kind == "O":
+            self._refuse_strings(field, vals, refused)
+
+    def _refuse_numbers(
+        self, field: str, arr: np.ndarray, refused: dict[int, tuple[str, str]]
+    ) -> None:
+        bad = np.zeros(len(arr), dtype=np.bool_)
+        # NaN compares False both ways; non-finite floats are refused as wrong_type anyway.
+        if self.low is not None:
+            bad |= arr < self.low
+        if self.high is not None:
+            bad |= arr > self.high
+        if not bad.any():
+            return
+        low = "-inf" if self.low is None else repr(self.low)
+        high = "inf" if self.high is None else repr(self.high)
+        _refuse_rows(refused, bad, _R.VALUE_OUT_OF_RANGE, lambda i: (
+            f"field '{field}': value {arr[i].item()!r} is outside the declared range "
+            f"[{low}, {high}] (EventSource constraints)"
+        ))
+
+    def _refuse_strings(
+        self, field: str, vals: list[Any], refused: dict[int, tuple[str, str]]
+    ) -> None:
+        lengths = np.fromiter(map(len, vals), dtype=np.int64, count=len(vals))
+        bad = np.zeros(len(vals), dtype=np.bool_)
+        if self.min_length is not None:
+            bad |= lengths < self.min_length
+        if self.max_length is not None:
+            bad |= lengths > self.max_length
+        high = "inf" if self.max_length is None else self.max_length
+        _refuse_rows(refused, bad, _R.INVALID_STRING, lambda i: (
+            f"field '{field}': length {int(lengths[i])} is outside the declared "
+            f"[{self.min_length or 0}, {high}] characters (EventSource constraints)"
+        ))
+        if self.allowed is None:
+            return
+        fullmatch = self.allowed.fullmatch
+        for i, v in enumerate(vals):
+            if i not in refused and fullmatch(v) is None:
+                refused[i] = (
+                    _R.INVALID_STRING,
+                    f"field '{field}': {show_value(v)} has characters outside the declared "
+                    f"[{self.allowed_text}] (EventSource constraints)",
+                )
+
+
+def _refuse_rows(
+    refused: dict[int, tuple[str, str]],
+    bad: npt.NDArray[np.bool_],
+    reason: str,
+    detail: Callable[[int], str],
+) -> None:
+    """Refuse the ``bad`` rows not refused yet (the first reason wins)."""
+    for i in np.flatnonzero(bad).tolist():
+        if i not in refused:
+            refused[i] = (reason, detail(i))
+
+
 class Decoder:
     """Turns ``RawBatch`` items of one ``EventSource`` into ``DecodedBatch`` items.
 
@@ -191,7 +306,12 @@ class Decoder:
                 f"EventSource '{name}': field 'timestamp_format': expected one of "
                 f"{TIMESTAMP_FORMATS}, got {fmt_raw!r}. Hint: see docs/semantics.md section 1."
             )
-        for attr in ("allowed_lateness_ms", "max_payload_bytes", "max_future_skew_ms"):
+        for attr in (
+            "allowed_lateness_ms",
+            "max_payload_bytes",
+            "max_future_skew_ms",
+            "watermark_outliers",
+        ):
             got = getattr(source, attr)
             if type(got) is not int or got < 0:
                 raise IoTypeError(
@@ -214,8 +334,14 @@ class Decoder:
         self.allowed_lateness_ms = int(source.allowed_lateness_ms)
         self.max_payload_bytes = int(source.max_payload_bytes)
         self.max_future_skew_ms = int(source.max_future_skew_ms)
+        #: The watermark follows the rank-th largest valid event time (semantics section 5).
+        self.watermark_rank = int(source.watermark_outliers) + 1
         self.dlq_payload_cap = dlq_payload_cap
         self._now_ms = now_ms
+        self._bounds = {
+            str(field): _Bounds.of(constraint)
+            for field, constraint in getattr(source, "constraints", {}).items()
+        }
 
     # -- public -----------------------------------------------------------------------------
 
@@ -231,7 +357,7 @@ class Decoder:
         if refused:
             keep[np.fromiter(refused, dtype=np.int64, count=len(refused))] = False
         self._refuse_future(event_ts, keep, refused)
-        max_after = self._refuse_late(raw.partition, event_ts, keep, refused, watermarks)
+        top_after = self._refuse_late(raw.partition, event_ts, keep, refused, watermarks)
 
         if len(refused):
             offsets = raw.offsets[keep]
@@ -244,7 +370,7 @@ class Decoder:
             partition=raw.partition,
             first_offset=int(raw.offsets[0]),
             last_offset=int(raw.offsets[-1]),
-            max_ts_after=max_after,
+            top_ts_after=top_after,
             offsets=offsets,
             event_ts=event_ts,
             columns=columns,
@@ -315,7 +441,7 @@ class Decoder:
                     vals[i] = placeholder
         if kind == "int":
             try:
-                return np.array(vals, dtype=np.int64)
+                arr = np.array(vals, dtype=np.int64)
             except OverflowError:
                 for i, v in enumerate(vals):
                     if not _INT64_MIN <= v <= _INT64_MAX:
@@ -325,8 +451,9 @@ class Decoder:
                                 f"field '{field}': expected int, got int {v} beyond int64",
                             )
                         vals[i] = 0
-                return np.array(vals, dtype=np.int64)
-        arr = np.array(vals, dtype=_DTYPE[kind])
+                arr = np.array(vals, dtype=np.int64)
+        else:
+            arr = np.array(vals, dtype=_DTYPE[kind])
         if kind == "float":
             finite = np.isfinite(arr)
             if not finite.all():
@@ -337,6 +464,9 @@ class Decoder:
                             f"field '{field}': expected float, got {show_value(vals[i])}",
                         )
                 arr[~finite] = 0.0
+        bounds = self._bounds.get(field)
+        if bounds is not None:
+            bounds.refuse(field, vals, arr, refused)
         return arr
 
     @staticmethod
@@ -388,33 +518,38 @@ class Decoder:
         keep: npt.NDArray[np.bool_],
         refused: dict[int, tuple[str, str]],
         watermarks: PartitionWatermarks,
-    ) -> int:
-        carried = watermarks.max_ts(partition)
+    ) -> tuple[int, ...]:
+        carried = watermarks.top_ts(partition)
         valid = np.flatnonzero(keep)
         if len(valid) == 0:
             return carried
         ts_valid = event_ts[valid]
-        running = np.maximum.accumulate(ts_valid)
-        # Max event time of the valid events strictly before each one (offset order).
-        before = np.empty_like(ts_valid)
-        before[0] = carried
-        np.maximum(running[:-1], carried, out=before[1:])
         lateness = self.allowed_lateness_ms
+        rank = self.watermark_rank
+        # The largest earlier time bounds the rank-th largest from above: only events below
+        # it can be late, and usually there are none, so the exact rank-th is rarely needed.
+        running = np.maximum.accumulate(ts_valid)
+        before = np.empty_like(ts_valid)
+        before[0] = carried[0] if carried else NO_EVENT_TS
+        np.maximum(running[:-1], before[0], out=before[1:])
         # e < before - lateness, written without subtracting from the int64 minimum.
         late = ts_valid + lateness < before
+        if late.any() and rank > 1:
+            before, late = _rank_th_before(carried, ts_valid, rank, lateness)
         if late.any():
             for j in np.flatnonzero(late).tolist():
                 i = int(valid[j])
                 refused[i] = (
                     _R.LATE_EVENT,
                     f"event time {int(ts_valid[j])} ms is below the partition watermark "
-                    f"{int(before[j]) - lateness} ms (max event time {int(before[j])} ms minus "
-                    f"allowed_lateness {lateness} ms)",
+                    f"{int(before[j]) - lateness} ms (the {_ordinal(rank)} largest earlier event "
+                    f"time {int(before[j])} ms minus allowed_lateness {lateness} ms)",
                 )
             keep[valid[late]] = False
-        max_after = max(carried, int(running[-1]))
-        watermarks.advance(partition, max_after)
-        return max_after
+        # Late events lie below the rank-th largest time, so adding them changes nothing.
+        if len(ts_valid) > rank:
+            ts_valid = np.partition(ts_valid, len(ts_valid) - rank)[-rank:]
+        return watermarks.advance(partition, ts_valid.tolist(), rank)
 
     def _dead_letters(
         self, raw: RawBatch, refused: dict[int, tuple[str, str]]
@@ -443,6 +578,31 @@ class Decoder:
         return tuple(letters)
 
 
+
+
+def _ordinal(n: int) -> str:
+    return {1: "1st", 2: "2nd", 3: "3rd"}.get(n, f"{n}th")
+
+
+def _rank_th_before(
+    carried: Sequence[int], ts: npt.NDArray[np.int64], rank: int, lateness: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """Per event: the rank-th largest of ``carried`` and the earlier ``ts``, and whether the
+    event is late against it (one pass; ``rank`` is small)."""
+    top = sorted(carried, reverse=True)[:rank]
+    before = np.empty_like(ts)
+    late = np.zeros(len(ts), dtype=np.bool_)
+    for j, e in enumerate(ts.tolist()):
+        base = top[rank - 1] if len(top) >= rank else NO_EVENT_TS
+        before[j] = base
+        if e + lateness < base:
+            late[j] = True
+            continue
+        if len(top) < rank or e > top[-1]:
+            top.append(e)
+            top.sort(reverse=True)
+            del top[rank:]
+    return before, late
 
 
 def _field_values(objs: list[dict[str, Any]], field: str) -> list[Any]:

@@ -7,7 +7,9 @@ example when one side of a merge is empty), so treat them as read-only.
 
 from __future__ import annotations
 
-from typing import TypeVar
+import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +30,25 @@ from engine.kernel.layout import (
 
 Int64Array = npt.NDArray[np.int64]
 Float64Array = npt.NDArray[np.float64]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def overflow_is_a_value(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run ``fn`` with numpy's overflow and invalid-operation warnings off.
+
+    Sums of finite values near 1e308 overflow to infinity (and stddev to NaN); that is
+    the value, carried through merges and reported by serving as ``INVALID``, not a
+    warning on stderr (docs/semantics.md section 3).
+    """
+
+    @functools.wraps(fn)
+    def quiet(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return fn(*args, **kwargs)
+
+    return quiet
 
 
 def as_int64_vector(name: str, array: npt.ArrayLike, length: int | None = None) -> Int64Array:
@@ -123,6 +144,7 @@ def group_order(
     return np.lexsort((pos, ts, key))
 
 
+@overflow_is_a_value
 def aggregate_batch(
     layout: PartialLayout,
     entity_codes: npt.ArrayLike,
@@ -198,6 +220,7 @@ def aggregate_batch(
     return codes_s[starts], tiles_s[starts], out.reshape(len(starts), layout.width)
 
 
+@overflow_is_a_value
 def merge_partials(layout: PartialLayout, a: npt.ArrayLike, b: npt.ArrayLike) -> Float64Array:
     """Merge two equally shaped ``(k, width)`` partial arrays row by row.
 
@@ -237,6 +260,7 @@ def merge_partials(layout: PartialLayout, a: npt.ArrayLike, b: npt.ArrayLike) ->
     return out.reshape(k, layout.width)
 
 
+@overflow_is_a_value
 def merge_tile_sets(
     layout: PartialLayout,
     tiles_a: npt.ArrayLike,

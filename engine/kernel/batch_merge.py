@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from engine.kernel.aggregate import first_kept_tile, merge_partials
+from engine.kernel.aggregate import first_kept_tile, merge_partials, overflow_is_a_value
 from engine.kernel.codec import HEADER, RECORD_VERSION, decode_tiles
 from engine.kernel.exceptions import TileCodecError
 from engine.kernel.layout import PartialLayout
@@ -144,6 +144,7 @@ def _pair_keys(
     return key_a, key_b
 
 
+@overflow_is_a_value
 def merge_flat(layout: PartialLayout, stored: FlatTiles, new: FlatTiles) -> FlatTiles:
     """Union of two flat tile sets over the same entity codes, merging shared tiles.
 

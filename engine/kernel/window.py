@@ -23,7 +23,13 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from engine.kernel.aggregate import IntOrArray, as_int64_vector, as_partials, check_sorted_tiles
+from engine.kernel.aggregate import (
+    IntOrArray,
+    as_int64_vector,
+    as_partials,
+    check_sorted_tiles,
+    overflow_is_a_value,
+)
 from engine.kernel.exceptions import KernelInputError
 from engine.kernel.layout import (
     FIELD_COUNT,
@@ -100,6 +106,7 @@ def evaluate(
     return evaluate_unchecked(spec, tile_ids, parts, t_ms)
 
 
+@overflow_is_a_value
 def evaluate_unchecked(
     spec: ViewSpec, tile_ids: Int64Array, parts: Float64Array, t_ms: int
 ) -> WindowResult:
@@ -241,6 +248,7 @@ def evaluate_many(
     return evaluate_many_unchecked(spec, tile_ids, parts, ptr, segs, t_ms)
 
 
+@overflow_is_a_value
 def evaluate_many_unchecked(
     spec: ViewSpec,
     tile_ids: Int64Array,

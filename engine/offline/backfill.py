@@ -204,8 +204,43 @@ def _read_file(
                     "or infinity",
                     hint="drop or repair those rows; nothing was written",
                 )
+    _check_constraints(frame, source, needed, path)
     frame = frame.with_columns(ts.alias("__e"), pl.lit(index, dtype=pl.Int32).alias("__file"))
     return frame.filter((pl.col("__e") >= start_ms) & (pl.col("__e") < end_ms))
+
+
+def _check_constraints(frame: pl.DataFrame, source: Any, needed: Sequence[str], path: str) -> None:
+    """History obeys the source's declared constraints like the stream (whose records
+    breaking one go to the dead-letter topic), so backfilled values match streamed ones."""
+    for name, constraint in getattr(source, "constraints", {}).items():
+        if name not in needed:
+            continue
+        column = frame.get_column(name)
+        if constraint.is_numeric:
+            values = column.cast(pl.Float64)
+            bad = pl.Series([False] * len(values))
+            if constraint.min is not None:
+                bad = bad | (values < constraint.min)
+            if constraint.max is not None:
+                bad = bad | (values > constraint.max)
+            what = f"values within [{constraint.min}, {constraint.max}]"
+        else:
+            lengths = column.str.len_chars()
+            bad = pl.Series([False] * len(column))
+            if constraint.min_length is not None:
+                bad = bad | (lengths < constraint.min_length)
+            if constraint.max_length is not None:
+                bad = bad | (lengths > constraint.max_length)
+            if constraint.allowed_characters is not None:
+                bad = bad | ~column.str.contains(f"^(?:{constraint.character_class})$")
+            what = f"strings within the declared constraint {constraint.to_dict()}"
+        count = int(bad.sum())
+        if count:
+            raise HistoryFileError(
+                f"history file {path}: column '{name}': expected {what}, found {count} row(s) "
+                f"outside it (first: {column.filter(bad)[0]!r})",
+                hint="drop or repair those rows, or widen the EventSource constraint; nothing was written",
+            )
 
 
 def needed_columns(source: Any, views: Sequence[Any]) -> list[str]:
@@ -317,8 +352,9 @@ def history_batches(
             partition=HISTORY_PARTITION,
             first_offset=begin,
             last_offset=end - 1,
-            # Rows are sorted by event time: the last one carries the maximum so far.
-            max_ts_after=int(event_ts[-1]),
+            # Rows are sorted by event time: the last one is the largest so far. History
+            # is never decoded against a watermark, so the maximum alone is kept.
+            top_ts_after=(int(event_ts[-1]),),
             offsets=np.arange(begin, end, dtype=np.int64),
             event_ts=event_ts,
             columns={c: batch_columns[c] for c in wanted},

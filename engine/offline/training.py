@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from engine.definitions.transform_runner import TransformRunError, TransformSpec, run_transform
 from engine.io.parquet_log import EVENT_TIME, read_log, value_column
+from engine.kernel.aggregate import overflow_is_a_value
 from engine.kernel.layout import AggregationSpec
 from engine.kernel.window import empty_value, values_are_int, window_start_ms
 from engine.offline.exceptions import (
@@ -147,6 +148,7 @@ def _query_order(q_codes: I64, q_times: I64) -> I64:
     return np.lexsort((q_times, q_codes)).astype(np.int64)
 
 
+@overflow_is_a_value
 def evaluate_windows(
     codes: I64,
     times: I64,
@@ -207,14 +209,14 @@ def evaluate_windows(
         nonempty = count > 0
         vals = values.get(agg.column, np.zeros(0)) if agg.function != "count" else np.zeros(0)
         result: npt.NDArray[Any]
-        if agg.function == "count":
-            result = count
-        elif agg.function in ("sum", "mean"):
+        if agg.function in ("sum", "mean", "stddev"):
             pair = prefix.get(agg.column)
             if pair is None:
                 pair = prefix[agg.column] = _compensated_prefix(vals)
-            cs, ce = pair
-            sums = (cs[hi] - cs[lo]) + (ce[hi] - ce[lo])
+            sums = _window_sums(pair, vals, lo, hi)
+        if agg.function == "count":
+            result = count
+        elif agg.function in ("sum", "mean"):
             result = sums if agg.function == "sum" else sums / np.maximum(count, 1)
         elif agg.function == "min":
             result = _reduceat(np.minimum, vals, lo, hi)
@@ -223,11 +225,25 @@ def evaluate_windows(
         elif agg.function == "last":
             result = vals[np.maximum(hi - 1, 0)] if n else np.zeros(m)
         else:
-            result = _stddev(vals, lo, hi)
+            # Serving's partials reach the stddev through the window's mean: when the sum
+            # overflows, so does the stddev there (semantics section 3, INVALID values).
+            result = np.where(np.isfinite(sums), _stddev(vals, lo, hi), np.nan)
         out[agg.output_name] = _finish(agg, unsort(result), unsort(nonempty))
         if nonempty_out is not None:
             nonempty_out[agg.output_name] = unsort(nonempty)
     return out
+
+
+def _window_sums(pair: tuple[F64, F64], values: F64, lo: I64, hi: I64) -> F64:
+    """Sum of each window ``[lo, hi)`` from the compensated prefix ``pair``."""
+    cs, ce = pair
+    if np.isfinite(cs[-1]) and np.isfinite(ce[-1]):
+        sums: F64 = (cs[hi] - cs[lo]) + (ce[hi] - ce[lo])
+        return sums
+    # The prefix overflowed somewhere (values near 1e308): differences of infinities would
+    # poison every later entity's window, so each window is summed on its own and only the
+    # windows that really overflow stay non-finite.
+    return np.where(hi > lo, _reduceat(np.add, values, lo, hi), 0.0)
 
 
 def _compensated_prefix(values: F64) -> tuple[F64, F64]:
@@ -248,7 +264,17 @@ def _compensated_prefix(values: F64) -> tuple[F64, F64]:
 def _finish(
     agg: AggregationSpec, result: npt.NDArray[Any], nonempty: npt.NDArray[np.bool_]
 ) -> pl.Series:
-    """Fill empty windows with the kernel's empty-window value (null where it is None)."""
+    """Fill empty windows with the kernel's empty-window value (null where it is None).
+
+    A non-empty window whose value is not finite (an overflowed sum) is null, as serving
+    serves it (status INVALID, docs/serving.md).
+    """
+    if agg.function != "count":
+        finite = np.isfinite(result)
+        if not bool(finite[nonempty].all()):
+            filled = _finish(agg, np.where(finite, result, 0.0), nonempty)
+            valid = filled.is_not_null().to_numpy() & ~(nonempty & ~finite)
+            return _masked_series(agg.output_name, filled.fill_null(0.0).to_numpy(), valid)
     fill = empty_value(agg)
     if fill is None:
         return _masked_series(

@@ -7,6 +7,7 @@ partition after the smallest offset any shard (or the Parquet log) has recorded.
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,11 +25,33 @@ from engine.state.layout import (
 )
 from engine.state.records import partition_of_offset_key, topic_prefix
 
-_RECORD = struct.Struct("<qqqq")
+log = logging.getLogger(__name__)
+
+_LEGACY_RECORD = struct.Struct("<qqqq")
+_HEADER = struct.Struct("<qqBB")
+_TS = struct.Struct("<q")
+#: Most top event times one offset record keeps per position (EventSource allows
+#: watermark_outliers up to 15, so rank 16).
+MAX_TOP_TS = 16
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 NO_OFFSET = -1
 """Offset value meaning "nothing applied/published yet" (the next offset is 0)."""
+
+
+def _check_top(owner: str, name: str, top: object) -> None:
+    if not isinstance(top, tuple) or any(isinstance(t, bool) or not isinstance(t, int) for t in top):
+        raise StateTypeError(
+            f"{owner}: field '{name}': expected a tuple of int event times, got {top!r}",
+            hint="convert numpy integers with int(...) and pass a tuple",
+        )
+    if len(top) > MAX_TOP_TS:
+        raise StateValueError(f"{owner}: field '{name}': expected at most {MAX_TOP_TS} times, got {len(top)}")
+    if any(not INT64_MIN <= t <= INT64_MAX for t in top):
+        raise StateValueError(f"{owner}: field '{name}': expected signed 64-bit ints, got {top!r}")
+    if list(top) != sorted(top, reverse=True):
+        raise StateValueError(f"{owner}: field '{name}': expected descending times, got {top!r}",
+                              hint="sort with sorted(times, reverse=True)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,76 +61,90 @@ class OffsetRecord:
     ``applied_offset``: highest offset whose events are in this shard's tiles;
     ``log_offset``: highest offset this shard has published to the Parquet log
     (set it equal to ``applied_offset`` when the shard writes no log). Each comes
-    with the partition's maximum event time through that offset, from which the
-    watermark is restored (``INT64_MIN`` when no valid event was seen yet).
+    with the partition's largest valid event times through that offset, descending
+    (as many as the source's watermark rank; empty when no valid event was seen yet),
+    from which the watermark is restored (docs/semantics.md section 5).
+
+    Packed as ``<qqBB`` (applied_offset, log_offset, len(top_ts_at_applied),
+    len(top_ts_at_log)) followed by both lists as ``<q``. A 32-byte record of an older
+    version (``<qqqq``: offsets with one maximum each) still reads.
     """
 
     applied_offset: int
-    max_ts_at_applied: int
+    top_ts_at_applied: tuple[int, ...]
     log_offset: int
-    max_ts_at_log: int
+    top_ts_at_log: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        for name in ("applied_offset", "max_ts_at_applied", "log_offset", "max_ts_at_log"):
+        for name in ("applied_offset", "log_offset"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise StateTypeError(
                     f"OffsetRecord: field '{name}': expected int, got {type(value).__name__}",
                     hint="convert numpy integers with int(...)",
                 )
-            if not INT64_MIN <= value <= INT64_MAX:
+            if not NO_OFFSET <= value <= INT64_MAX:
                 raise StateValueError(
-                    f"OffsetRecord: field '{name}': expected a signed 64-bit int, got {value}"
-                )
-        for name in ("applied_offset", "log_offset"):
-            if getattr(self, name) < NO_OFFSET:
-                raise StateValueError(
-                    f"OffsetRecord: field '{name}': expected >= {NO_OFFSET}, "
-                    f"got {getattr(self, name)}",
+                    f"OffsetRecord: field '{name}': expected {NO_OFFSET} .. 2**63-1, got {value}",
                     hint=f"use {NO_OFFSET} for 'nothing yet'",
                 )
+        _check_top("OffsetRecord", "top_ts_at_applied", self.top_ts_at_applied)
+        _check_top("OffsetRecord", "top_ts_at_log", self.top_ts_at_log)
 
     def pack(self) -> bytes:
-        return _RECORD.pack(
-            self.applied_offset, self.max_ts_at_applied, self.log_offset, self.max_ts_at_log
+        a, b = self.top_ts_at_applied, self.top_ts_at_log
+        return _HEADER.pack(self.applied_offset, self.log_offset, len(a), len(b)) + b"".join(
+            _TS.pack(t) for t in (*a, *b)
         )
 
     @classmethod
     def unpack(cls, data: bytes) -> OffsetRecord:
-        if len(data) != _RECORD.size:
-            raise CorruptRecordError(
-                f"offset record: expected {_RECORD.size} bytes, got {len(data)}",
-                hint="the state directory was written by an incompatible version",
-            )
-        applied, ts_applied, log, ts_log = _RECORD.unpack(data)
-        return cls(applied, ts_applied, log, ts_log)
+        if len(data) == _LEGACY_RECORD.size:
+            applied, ts_applied, log, ts_log = _LEGACY_RECORD.unpack(data)
+            return cls(applied, _legacy_top(ts_applied), log, _legacy_top(ts_log))
+        if len(data) >= _HEADER.size:
+            applied, log, n_a, n_b = _HEADER.unpack_from(data)
+            if len(data) == _HEADER.size + _TS.size * (n_a + n_b):
+                times = [t for (t,) in _TS.iter_unpack(data[_HEADER.size :])]
+                try:
+                    return cls(applied, tuple(times[:n_a]), log, tuple(times[n_a:]))
+                except (StateTypeError, StateValueError) as exc:
+                    raise CorruptRecordError(f"offset record: {exc}") from exc
+        raise CorruptRecordError(
+            f"offset record: expected {_LEGACY_RECORD.size} bytes or a <qqBB header with its "
+            f"event times, got {len(data)} bytes",
+            hint="the state directory was written by an incompatible version",
+        )
 
-    def lowest(self) -> tuple[int, int]:
-        """``(offset, max_ts)`` of whichever of applied/log is further behind."""
+    def lowest(self) -> tuple[int, tuple[int, ...]]:
+        """``(offset, top_ts)`` of whichever of applied/log is further behind."""
         if self.log_offset < self.applied_offset:
-            return self.log_offset, self.max_ts_at_log
-        return self.applied_offset, self.max_ts_at_applied
+            return self.log_offset, self.top_ts_at_log
+        return self.applied_offset, self.top_ts_at_applied
+
+
+def _legacy_top(max_ts: int) -> tuple[int, ...]:
+    return () if max_ts == INT64_MIN else (max_ts,)
 
 
 @dataclass(frozen=True, slots=True)
 class ResumePoint:
-    """Where to resume one partition: the first offset to read and the max event time
-    through ``next_offset - 1`` (``INT64_MIN`` if none), which restores the watermark."""
+    """Where to resume one partition: the first offset to read and the partition's largest
+    valid event times through ``next_offset - 1`` (descending), which restore the watermark."""
 
     next_offset: int
-    max_ts: int
+    top_ts: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        for name in ("next_offset", "max_ts"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise StateTypeError(
-                    f"ResumePoint: field '{name}': expected int, got {type(value).__name__}"
-                )
+        if isinstance(self.next_offset, bool) or not isinstance(self.next_offset, int):
+            raise StateTypeError(
+                f"ResumePoint: field 'next_offset': expected int, got {type(self.next_offset).__name__}"
+            )
         if self.next_offset < 0:
             raise StateValueError(
                 f"ResumePoint: field 'next_offset': expected >= 0, got {self.next_offset}"
             )
+        _check_top("ResumePoint", "top_ts", self.top_ts)
 
 
 def scan_offsets(db: rocksdict.Rdict, topic: str) -> dict[int, OffsetRecord]:
@@ -135,22 +172,55 @@ def combine_resume_points(
     for records in shards:
         partitions.update(records)
     resume: dict[int, ResumePoint] = {}
+    applied = highest_applied(shards)
     for partition in sorted(partitions):
         if len(shards) < n_shards or any(partition not in records for records in shards):
+            log.warning(
+                "partition %d: re-reading from the beginning although a shard applied it through "
+                "offset %d: %d of %d shards have no offset record for it",
+                partition, applied[partition],
+                n_shards - sum(partition in records for records in shards), n_shards,
+            )
             continue
-        offset, max_ts = min(records[partition].lowest() for records in shards)
+        lowest = min(records[partition].lowest() for records in shards)
+        offset, top_ts = lowest
+        behind = min(records[partition].applied_offset for records in shards)
+        if offset < behind:
+            log.info(
+                "partition %d: resuming at offset %d, before the state's %d: the Parquet log is "
+                "published only through %d, so those records are replayed into the log only",
+                partition, offset + 1, behind + 1, offset,
+            )
         if offset == NO_OFFSET:
             continue
-        resume[partition] = ResumePoint(next_offset=offset + 1, max_ts=max_ts)
+        resume[partition] = ResumePoint(next_offset=offset + 1, top_ts=top_ts)
     return resume
+
+
+def highest_applied(per_shard: Iterable[dict[int, OffsetRecord]]) -> dict[int, int]:
+    """Per partition, the highest offset any shard has applied: every record up to it has
+    passed decoding (and its dead letter, if any, was acknowledged) before this run."""
+    out: dict[int, int] = {}
+    for records in per_shard:
+        for partition, record in records.items():
+            out[partition] = max(out.get(partition, NO_OFFSET), record.applied_offset)
+    return out
 
 
 def resume_positions(state_dir: str | Path, n_shards: int, topic: str) -> dict[int, ResumePoint]:
     """Where the source must resume each partition of ``topic``.
 
+    Partitions absent from the result are read from the beginning (logged when a shard
+    had applied some of them already, with the reason).
+    """
+    return combine_resume_points(read_offset_records(state_dir, n_shards, topic), n_shards)
+
+
+def read_offset_records(state_dir: str | Path, n_shards: int, topic: str) -> list[dict[int, OffsetRecord]]:
+    """The offset records of ``topic`` of every existing shard.
+
     Opens every shard read-only (no lock, so a running writer is not disturbed and
-    no writer is needed), reads its offset records and closes it again. Partitions
-    absent from the result are read from the beginning.
+    no writer is needed), reads its offset records and closes it again.
     """
     root = Path(state_dir)
     check_meta_shards(root, n_shards)
@@ -166,4 +236,4 @@ def resume_positions(state_dir: str | Path, n_shards: int, topic: str) -> dict[i
             per_shard.append(scan_offsets(db, topic))
         finally:
             db.close()
-    return combine_resume_points(per_shard, n_shards)
+    return per_shard

@@ -146,10 +146,12 @@ class Freshness:
             )
 
     def lag_ms(self, t_ms: int) -> int | None:
-        """Event-time lag as of ``t_ms``: how far ``t_ms`` is past the newest applied event."""
-        if self.max_event_ts_ms is None:
+        """Event-time lag as of ``t_ms``: how far ``t_ms`` is past the newest applied event,
+        counted no later than the wall clock of the write, so a future-dated event inside
+        ``max_future_skew`` cannot keep a stalled view looking fresh (docs/serving.md)."""
+        if self.max_event_ts_ms is None or self.written_at_ms is None:
             return None
-        return max(0, t_ms - self.max_event_ts_ms)
+        return max(0, t_ms - min(self.max_event_ts_ms, self.written_at_ms))
 
 
 UNKNOWN_FRESHNESS = Freshness(None, None)

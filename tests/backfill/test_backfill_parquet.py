@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine.apply import ShardApplier
+from engine.definitions import Constraint
 from engine.io.batches import DecodedBatch
-from engine.offline.backfill import BackfillError, HistoryFileError, history_topic
+from engine.offline.backfill import (
+    BackfillError,
+    BackfillTarget,
+    HistoryFileError,
+    backfill_parquet,
+    history_topic,
+)
 from engine.routing import route
 from engine.state.offsets import resume_positions
 from engine.state.records import decode_handoff, handoff_key
@@ -152,7 +160,7 @@ def test_streaming_applier_skips_events_before_the_handoff(tmp_path: Path) -> No
     _source, views = example_views("transactions")
     ts = np.array([handoff - 1, handoff, handoff + 5], dtype=np.int64)
     batch = DecodedBatch(
-        topic="transactions", partition=0, first_offset=0, last_offset=2, max_ts_after=int(ts.max()),
+        topic="transactions", partition=0, first_offset=0, last_offset=2, top_ts_after=(int(ts.max()),),
         offsets=np.arange(3, dtype=np.int64), event_ts=ts,
         columns={"user_id": np.array(["new"] * 3, dtype=object),
                  "merchant_id": np.array(["mnew"] * 3, dtype=object),
@@ -217,3 +225,22 @@ def test_history_batches_gather_strings_like_the_decoder(tmp_path: Path) -> None
         assert np.array_equal(batch.event_ts, chunk.get_column("__e").to_numpy())
         seen += len(batch.offsets)
     assert seen == history.height - 100
+
+
+def test_history_rows_breaking_a_declared_constraint_are_named(tmp_path: Path) -> None:
+    # The stream refuses such records (value_out_of_range / invalid_string); history must not
+    # apply them either, or backfilled and streamed values would differ.
+    _, files = _history(tmp_path, seed=6, n=100)
+    source, views = example_views("transactions")
+    constrained = dataclasses.replace(source, constraints={
+        "amount": Constraint(min=0, max=100.0), "user_id": Constraint(max_length=64, allowed_characters="a-z0-9")})
+    target = BackfillTarget(tmp_path / "bf" / "state", SHARDS, str(tmp_path / "bf" / "log"))
+    with pytest.raises(HistoryFileError, match=r"a\.parquet: column 'amount': expected values within \[0, 100.0\]"):
+        backfill_parquet(target, constrained, views, [str(f) for f in files], START_MS - HOUR, START_MS + 9 * HOUR)
+    _nothing_written(tmp_path / "bf" / "state")
+    strict = dataclasses.replace(source, constraints={"user_id": Constraint(allowed_characters="x")})
+    with pytest.raises(HistoryFileError, match=r"column 'user_id': expected strings within"):
+        backfill_parquet(target, strict, views, [str(f) for f in files], START_MS - HOUR, START_MS + 9 * HOUR)
+    fine = dataclasses.replace(source, constraints={"amount": Constraint(min=0)})
+    report = backfill_parquet(target, fine, views, [str(f) for f in files], START_MS - HOUR, START_MS + 9 * HOUR)
+    assert report.rows_total == 100  # every amount is >= 0: the whole history is applied

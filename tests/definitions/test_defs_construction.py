@@ -10,6 +10,7 @@ import pytest
 
 from engine.definitions import (
     Aggregation,
+    Constraint,
     DefinitionError,
     DefinitionTypeError,
     Entity,
@@ -50,7 +51,7 @@ def test_valid_view_properties(view: StreamFeatureView, source: EventSource) -> 
     assert len(view.fingerprint) == 8 and view.fingerprint_hex == view.fingerprint.hex()
     assert source.dlq_topic == "transactions.dlq"
     assert source.allowed_lateness_ms == 300_000
-    assert source.max_future_skew_ms == 86_400_000
+    assert source.max_future_skew_ms == 300_000  # five minutes (docs/semantics.md section 5)
     assert source.schema["shop_id"] == FieldType.INT and source.schema["flag"] == "bool"
 
 
@@ -112,6 +113,49 @@ def test_event_source_types_and_history() -> None:
     ok = EventSource(name="s", topic="t", timestamp_field="ts", schema={"a": "int"}, history=["x.parquet"],
                      timestamp_format="iso8601")
     assert ok.history == ("x.parquet",)
+
+
+def test_event_source_watermark_outliers() -> None:
+    def source(**kw: Any) -> EventSource:
+        return EventSource(name="s", topic="t", timestamp_field="ts", schema={"a": "int"}, **kw)
+
+    assert source().watermark_outliers == 1
+    assert source(watermark_outliers=0).to_dict()["watermark_outliers"] == 0
+    refused(lambda: source(watermark_outliers=16), "watermark_outliers")
+    refused(lambda: source(watermark_outliers=-1), "watermark_outliers")
+    refused(lambda: source(watermark_outliers=True), "watermark_outliers", kind=DefinitionTypeError)
+
+
+def test_event_source_constraints() -> None:
+    schema = {"user_id": "string", "amount": "float", "qty": "int", "ok": "bool"}
+
+    def source(constraints: Any) -> EventSource:
+        return EventSource(name="s", topic="t", timestamp_field="ts", schema=schema, constraints=constraints)
+
+    ok = source({"amount": Constraint(min=0, max=1e9), "qty": Constraint(min=0),
+                 "user_id": Constraint(min_length=1, max_length=64, allowed_characters="A-Za-z0-9_-")})
+    assert ok.constraints["amount"].max == 1e9
+    assert ok.to_dict()["constraints"] == {
+        "amount": {"min": 0, "max": 1e9}, "qty": {"min": 0},
+        "user_id": {"min_length": 1, "max_length": 64, "allowed_characters": "A-Za-z0-9_-"}}
+    refused(lambda: source({"amont": Constraint(min=0)}), "constraints['amont']")
+    refused(lambda: source({"user_id": Constraint(min=0)}), "constraints['user_id']")
+    refused(lambda: source({"amount": Constraint(max_length=3)}), "constraints['amount']")
+    refused(lambda: source({"ok": Constraint(min=0)}), "constraints['ok']")
+    refused(lambda: source({"amount": {"min": 0}}), "constraints['amount']", kind=DefinitionTypeError)
+    refused(lambda: source([("amount", Constraint(min=0))]), "constraints", kind=DefinitionTypeError)
+
+
+def test_constraint_errors() -> None:
+    refused(lambda: Constraint(min=float("inf")), "min")
+    refused(lambda: Constraint(min=float("nan")), "min")
+    refused(lambda: Constraint(max="9"), "max", kind=DefinitionTypeError)  # type: ignore[arg-type]
+    refused(lambda: Constraint(min=2, max=1), "max")
+    refused(lambda: Constraint(min_length=3, max_length=2), "max_length")
+    refused(lambda: Constraint(max_length=-1), "max_length")
+    refused(lambda: Constraint(allowed_characters=""), "allowed_characters")
+    refused(lambda: Constraint(allowed_characters="z-a"), "allowed_characters")
+    refused(lambda: Constraint(), "<fields>")
 
 
 def test_aggregation_errors() -> None:

@@ -23,7 +23,7 @@ def _batch(first_offset: int, n: int) -> DecodedBatch:
     ts = START_MS + offsets * 1_000
     return DecodedBatch(
         topic="transactions", partition=0, first_offset=first_offset, last_offset=int(offsets[-1]),
-        max_ts_after=int(ts.max()), offsets=offsets, event_ts=ts,
+        top_ts_after=(int(ts.max()),), offsets=offsets, event_ts=ts,
         columns={"user_id": np.array(["u1"] * n, dtype=object),
                  "merchant_id": np.array(["m1"] * n, dtype=object),
                  "amount": np.arange(n, dtype=np.float64) + 1.0,

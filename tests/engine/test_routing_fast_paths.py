@@ -104,7 +104,7 @@ def test_route_equals_per_row_definition(
 ) -> None:
     n = len(rows)
     batch = DecodedBatch(
-        topic="t", partition=2, first_offset=10, last_offset=10 + n - 1, max_ts_after=5_000,
+        topic="t", partition=2, first_offset=10, last_offset=10 + n - 1, top_ts_after=(5_000,),
         offsets=np.arange(10, 10 + n, dtype=np.int64),
         event_ts=np.arange(1000, 1000 + n, dtype=np.int64),
         columns={
@@ -121,7 +121,7 @@ def test_route_equals_per_row_definition(
     assert [key for key, _ in routed] == [f"shard-{s:03d}" for s in range(shards)]
     seen: dict[int, tuple[bytes, float, int]] = {}
     for _, shard_batch in routed:
-        assert (shard_batch.last_offset, shard_batch.max_ts_after) == (10 + n - 1, 5_000)
+        assert (shard_batch.last_offset, shard_batch.top_ts_after) == (10 + n - 1, (5_000,))
         part = shard_batch.views.get(FINGERPRINT)
         if part is None:
             continue

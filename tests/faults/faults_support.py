@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -114,3 +115,19 @@ class RedisProcess:
             self.proc.terminate()
             self.proc.wait(timeout=20)
         self.proc = None
+
+
+def free_port_pair() -> int:
+    """A free loopback port whose successor is free too (a broker and its controller)."""
+    for _ in range(50):
+        with socket.socket() as a:
+            a.bind(("127.0.0.1", 0))
+            port = int(a.getsockname()[1])
+        if port < 65000:
+            with socket.socket() as b:
+                try:
+                    b.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no two consecutive free loopback ports")

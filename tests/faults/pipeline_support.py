@@ -3,33 +3,24 @@ the deduplicated Parquet log, and the dead-letter topic (every refused record, o
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from engine.cli.status_cmd import dlq_record_count
 from engine.definitions import load_repo
 from engine.io.dead_letters import dlq_topic_for, read_dead_letters
 from engine.io.parquet_log import read_log
 from engine.state.online_rocksdb import RocksDBOnlineTable
 from tests.engine.streaming_support import check_online_values
+from tests.reference import apply_watermark
 
 LATENESS_MS = 300_000
 
 
 def applied_linear(events: Sequence[dict[str, Any]], lateness_ms: int = LATENESS_MS) -> list[dict[str, Any]]:
-    """Same rule as tests/reference.apply_watermark (semantics section 5), with a running max
-    per partition so a million records take seconds, not hours."""
-    best: dict[int, float] = {}
-    out = []
-    for event in sorted(events, key=lambda e: (e["partition"], e["offset"])):
-        if not event["valid"]:
-            continue
-        top = best.get(event["partition"], -math.inf)
-        if not event["e"] < top - lateness_ms:
-            out.append(event)
-        best[event["partition"]] = max(top, event["e"])
-    return out
+    """The applied events in (partition, offset) order, by tests/reference.apply_watermark."""
+    return apply_watermark(sorted(events, key=lambda e: (e["partition"], e["offset"])), lateness_ms)
 
 
 def check_against_reference(
@@ -56,4 +47,7 @@ def check_against_reference(
         assert {(d.partition, d.offset) for d in letters} == refused, "DLQ differs from the refused records"
         assert all(d.reason for d in letters)
         dead = len(letters)
+        # Exactly one letter per bad record, so `streamfeat status` (which counts the topic's
+        # records) reports distinct bad records, also after kill -9 and restarts.
+        assert dlq_record_count(bootstrap, dlq_topic_for(topic)) == dead, "dead letters repeated"
     return {"events": len(events), "applied": len(applied), "entities_checked": checked, "dead_letters": dead}

@@ -6,10 +6,9 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -72,32 +71,6 @@ def test_kill_9_at_random_points_then_restart_equals_reference(
     events = reference_events(read_topic(kafka_bootstrap, topic, 3), generate(config))
     counts = check_against_reference(repo, data, kafka_bootstrap, topic, events, tmp_path / "secondary")
     print(f"kill -9: {killed} kills of {n_trials} trials survived; {counts}")
-
-
-def _free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = int(a.getsockname()[1])
-        if port < 65000:
-            with socket.socket() as b:
-                try:
-                    b.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no two consecutive free loopback ports")
-
-
-@pytest.fixture
-def private_broker(tmp_path: Path) -> Iterator[kafka_local.BrokerConfig]:
-    """A broker of this test only (own port and data dir), so stopping it touches no other test."""
-    config = kafka_local.BrokerConfig(port=_free_port_pair(), data_dir=tmp_path / "kafka", num_partitions=3)
-    kafka_local.start_broker(config=config)
-    try:
-        yield config
-    finally:
-        kafka_local.stop_broker(config=config)
 
 
 def test_broker_stop_and_restart_mid_ingest_loses_nothing(

@@ -39,6 +39,8 @@ class FakeSource:
     allowed_lateness_ms: int = 0
     max_payload_bytes: int = 65536
     max_future_skew_ms: int = 86_400_000
+    watermark_outliers: int = 0
+    constraints: dict[str, Any] = field(default_factory=dict)
 
     @property
     def dlq_topic(self) -> str:
@@ -80,14 +82,18 @@ def dumps(obj: object) -> bytes:
     return orjson.dumps(obj)
 
 
-def brute_force_late(event_times: Sequence[int | None], allowed_lateness_ms: int) -> list[bool]:
-    """Late flags straight from docs/semantics.md section 5 (None = record invalid for another reason)."""
+def brute_force_late(
+    event_times: Sequence[int | None], allowed_lateness_ms: int, outliers: int = 0
+) -> list[bool]:
+    """Late flags straight from docs/semantics.md section 5 (None = record invalid for another
+    reason): late when below the (outliers + 1)-th largest earlier valid time minus the lateness."""
     late: list[bool] = []
-    seen_max: int | None = None
+    seen: list[int] = []
     for e in event_times:
         if e is None:
             late.append(False)
             continue
-        late.append(seen_max is not None and e < seen_max - allowed_lateness_ms)
-        seen_max = e if seen_max is None else max(seen_max, e)
+        ranked = sorted(seen, reverse=True)
+        late.append(len(ranked) > outliers and e < ranked[outliers] - allowed_lateness_ms)
+        seen.append(e)
     return late

@@ -11,7 +11,13 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from io_helpers import NOW_MS, FakeSource, TopicFactory, dumps, good_event, raw_batch
 
 from engine.io.batches import DeadLetter
-from engine.io.dead_letters import DeadLetterProducer, dlq_topic_for, read_dead_letters
+from engine.io.dead_letters import (
+    DeadLetterProducer,
+    SentDeadLetters,
+    dlq_topic_for,
+    read_dead_letters,
+    sent_dead_letters,
+)
 from engine.io.decoder import Decoder, PartitionWatermarks
 from engine.io.exceptions import DeadLetterDeliveryError
 
@@ -92,3 +98,29 @@ def test_undeliverable_letters_raise_and_name_the_count() -> None:
         producer.send(letters)
     assert info.value.failed == 5
     assert producer.counts == Counter()
+
+
+def test_sent_dead_letters_reads_back_what_a_restart_must_not_resend(
+    kafka_bootstrap: str, kafka_topic: TopicFactory
+) -> None:
+    topic = kafka_topic(partitions=1)
+    dlq = dlq_topic_for(topic)
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics([NewTopic(dlq, num_partitions=2, replication_factor=1)])[dlq].result(30)
+    assert sent_dead_letters(kafka_bootstrap, dlq_topic_for(kafka_topic(partitions=1)), {1: 3}) == (
+        SentDeadLetters({1: 3}))  # no dead-letter topic yet: only what the state says
+    letters = _letters(topic)  # partition 1, offsets 41-45
+    producer = DeadLetterProducer(kafka_bootstrap, topic)
+    producer.send(letters)
+    producer.close()
+
+    # The state applied partition 1 through 42: 43-45 were sent for a batch not applied yet.
+    sent = sent_dead_letters(kafka_bootstrap, dlq, {1: 42})
+    assert sent.above == {(1, 43), (1, 44), (1, 45)}
+    assert all(sent.contains(1, o) for o in range(0, 46))
+    assert not sent.contains(1, 46) and not sent.contains(0, 41)
+    # A partition the state never applied: every letter found counts, wherever it is.
+    fresh = sent_dead_letters(kafka_bootstrap, dlq, {})
+    assert fresh.above == {(1, o) for o in range(41, 46)}
+    # The read-back limit bounds a restart's work (and says so in a warning).
+    assert len(sent_dead_letters(kafka_bootstrap, dlq, {}, limit=2).above) <= 2

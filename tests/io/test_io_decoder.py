@@ -20,7 +20,7 @@ from io_helpers import (
     raw_batch,
 )
 
-from engine.io.batches import NO_EVENT_TS, DeadLetterReason, DecodedBatch, RawBatch
+from engine.io.batches import DeadLetterReason, DecodedBatch, RawBatch
 from engine.io.decoder import Decoder, PartitionWatermarks
 from engine.io.exceptions import IoValueError
 
@@ -122,7 +122,7 @@ def test_mixed_batch_counts_every_reason_exactly() -> None:
         if dl.reason != "payload_too_large":
             assert dl.value == values[dl.offset]
     assert [dl.offset for dl in out.dead_letters] == sorted(planted)
-    assert out.max_ts_after == max(good_event(i)["ts"] for i in good_rows)
+    assert out.top_ts_after == (max(good_event(i)["ts"] for i in good_rows),)
 
 
 def test_all_good_batch_builds_typed_columns() -> None:
@@ -251,7 +251,7 @@ def test_future_events_do_not_advance_watermark() -> None:
     out = _decode(values)
     assert [dl.reason for dl in out.dead_letters] == ["timestamp_in_future"]
     assert out.event_ts.tolist() == [BASE_TS]
-    assert out.max_ts_after == BASE_TS
+    assert out.top_ts_after == (BASE_TS,)
 
 
 def test_late_event_respects_allowed_lateness_within_batch() -> None:
@@ -262,19 +262,20 @@ def test_late_event_respects_allowed_lateness_within_batch() -> None:
         (4, "late_event"),
     ]
     assert "below the partition watermark" in out.dead_letters[0].detail
-    assert out.max_ts_after == BASE_TS + 1000
+    assert out.top_ts_after == (BASE_TS + 1000,)
 
 
 def test_batch_without_valid_events_keeps_carried_max() -> None:
-    marks = PartitionWatermarks.restore({0: BASE_TS})
+    marks = PartitionWatermarks.restore({0: [BASE_TS]})
     out = _decoder().decode(raw_batch([b"nope"]), marks)
-    assert out.max_ts_after == BASE_TS
+    assert out.top_ts_after == (BASE_TS,)
     empty = _decoder().decode(raw_batch([b"nope"], partition=1), marks)
-    assert empty.max_ts_after == NO_EVENT_TS
+    assert empty.top_ts_after == ()
 
 
+@pytest.mark.parametrize("outliers", [0, 1, 3])
 @pytest.mark.parametrize("seed", range(6))
-def test_late_logic_matches_brute_force_across_batches_and_restore(seed: int) -> None:
+def test_late_logic_matches_brute_force_across_batches_and_restore(seed: int, outliers: int) -> None:
     rng = random.Random(seed)
     lateness = rng.choice([0, 50, 1000])
     n = 600
@@ -287,12 +288,15 @@ def test_late_logic_matches_brute_force_across_batches_and_restore(seed: int) ->
         if rng.random() < 0.05:  # invalid for another reason: must not move the watermark
             values.append(_with(i, ts=NOW_MS + 10**12))
             event_times.append(None)
+        elif rng.random() < 0.02:  # a valid outlier far ahead of the rest
+            values.append(_with(i, ts=t + 500_000))
+            event_times.append(t + 500_000)
         else:
             values.append(_with(i, ts=jitter))
             event_times.append(jitter)
-    expected_late = brute_force_late(event_times, lateness)
+    expected_late = brute_force_late(event_times, lateness, outliers)
 
-    decoder = _decoder(allowed_lateness_ms=lateness)
+    decoder = _decoder(allowed_lateness_ms=lateness, watermark_outliers=outliers)
     marks = PartitionWatermarks()
     got_late: list[int] = []
     start = 0
@@ -302,9 +306,9 @@ def test_late_logic_matches_brute_force_across_batches_and_restore(seed: int) ->
         out = decoder.decode(raw_batch(chunk, partition=2, first_offset=start), marks)
         got_late += [dl.offset for dl in out.dead_letters if dl.reason == "late_event"]
         valid_so_far = [e for e in event_times[: start + len(chunk)] if e is not None]
-        assert out.max_ts_after == max(valid_so_far, default=NO_EVENT_TS)
-        if rng.random() < 0.3:  # restart: restore from the stored max, as after a crash
-            marks = PartitionWatermarks.restore({2: out.max_ts_after})
+        assert out.top_ts_after == tuple(sorted(valid_so_far, reverse=True)[: outliers + 1])
+        if rng.random() < 0.3:  # restart: restore from the stored times, as after a crash
+            marks = PartitionWatermarks.restore({2: out.top_ts_after})
         start += len(chunk)
     assert got_late == [i for i, flag in enumerate(expected_late) if flag]
 
@@ -315,12 +319,14 @@ def test_watermarks_are_per_partition() -> None:
     decoder.decode(raw_batch([_with(0, ts=BASE_TS + 10_000)], partition=0), marks)
     out = decoder.decode(raw_batch([_with(1, ts=BASE_TS)], partition=1), marks)
     assert out.dead_letters == ()
-    assert marks.snapshot() == {0: BASE_TS + 10_000, 1: BASE_TS}
+    assert marks.snapshot() == {0: (BASE_TS + 10_000,), 1: (BASE_TS,)}
 
 
 def test_restore_rejects_bad_entries() -> None:
     with pytest.raises(IoValueError, match="partition int >= 0"):
-        PartitionWatermarks.restore({-1: 5})
+        PartitionWatermarks.restore({-1: [5]})
+    with pytest.raises(IoValueError, match="sequence of int"):
+        PartitionWatermarks.restore({0: 5})  # type: ignore[dict-item]
 
 
 class _PlainStrEnum(str, Enum):  # noqa: UP042 - deliberately not a StrEnum

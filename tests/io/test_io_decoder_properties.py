@@ -95,7 +95,7 @@ def test_decode_never_raises_and_partitions_every_record(
 ) -> None:
     source = FakeSource(timestamp_format=fmt, allowed_lateness_ms=lateness, max_payload_bytes=300)
     decoder = Decoder(source, now_ms=lambda: NOW_MS, dlq_payload_cap=50)
-    marks = PartitionWatermarks.restore({} if carried is None else {0: carried})
+    marks = PartitionWatermarks.restore({} if carried is None else {0: [carried]})
     raw = raw_batch(payloads, first_offset=100)
 
     out = decoder.decode(raw, marks)
@@ -113,4 +113,4 @@ def test_decode_never_raises_and_partitions_every_record(
     for column in out.columns.values():
         assert len(column) == len(out)
     assert all(946_684_800_000 <= t <= NOW_MS + source.max_future_skew_ms for t in out.event_ts)
-    assert out.max_ts_after == marks.max_ts(0)
+    assert out.top_ts_after == marks.top_ts(0)

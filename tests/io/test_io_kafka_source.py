@@ -197,5 +197,5 @@ def test_source_feeds_the_decoder_in_a_dataflow(
     assert sum(len(b) for b in out) == 870
     assert Counter(d.reason for b in out for d in b.dead_letters) == {"invalid_json": 30}
     assert marks.snapshot() == {
-        p: max(good_event(i)["ts"] for i in range(p, 900, 3) if i % 30) for p in range(3)
+        p: (max(good_event(i)["ts"] for i in range(p, 900, 3) if i % 30),) for p in range(3)
     }

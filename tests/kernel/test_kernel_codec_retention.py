@@ -186,6 +186,18 @@ def test_watermark_reference_follows_section_5() -> None:
         {"entity": 0, "e": 95, "partition": 0, "offset": 4, "value": 1.0},  # bad record ignored
         {"entity": 0, "e": 10, "partition": 1, "offset": 0, "value": 1.0},  # other partition
     ]
-    applied = apply_watermark(events, allowed_lateness_ms=10)
+    applied = apply_watermark(events, allowed_lateness_ms=10, watermark_outliers=0)
     assert [(ev["partition"], ev["offset"]) for ev in applied] == [(0, 0), (0, 1), (0, 4), (1, 0)]
-    assert [ev["offset"] for ev in apply_watermark(events[:3], 0)] == [0]
+    assert [ev["offset"] for ev in apply_watermark(events[:3], 0, 0)] == [0]
+
+
+def test_watermark_reference_ignores_the_declared_number_of_outliers() -> None:
+    def ev(offset: int, e: int) -> dict[str, object]:
+        return {"entity": 0, "e": e, "partition": 0, "offset": offset, "value": 1.0}
+
+    # One event far ahead (offset 1) does not make the later real events late with one
+    # outlier allowed; the second far one (offset 4) confirms it, and 96 becomes late.
+    events = [ev(0, 100), ev(1, 10_000), ev(2, 95), ev(3, 99), ev(4, 10_001), ev(5, 96)]
+    applied = apply_watermark(events, allowed_lateness_ms=5)
+    assert [e["offset"] for e in applied] == [0, 1, 2, 3, 4]
+    assert [e["offset"] for e in apply_watermark(events, 5, watermark_outliers=0)] == [0, 1, 4]

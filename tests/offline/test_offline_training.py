@@ -407,3 +407,23 @@ def test_window_sums_stay_exact_next_to_huge_prefixes() -> None:
         start = (t // 100) * 100 - 1000
         want = math.fsum(small[(times[1000:] >= start) & (times[1000:] <= t)])
         assert math.isclose(value, want, rel_tol=1e-9, abs_tol=1e-9), (t, value, want)
+
+
+def test_an_overflowing_entity_does_not_poison_the_others_and_reads_as_null() -> None:
+    # Entity 0 holds two 1e308 values: its sums overflow. The running prefix over all
+    # events used to turn every later entity's sum into inf - inf = NaN (and warn); now
+    # entity 1 is exact and entity 0's non-finite results are null, as serving serves them
+    # (status INVALID), while its count and max stay values.
+    codes = np.array([0, 0, 1, 1], dtype=np.int64)
+    times = np.array([10, 20, 10, 20], dtype=np.int64)
+    values = {"x": np.array([1e308, 1e308, 2.0, 3.0])}
+    aggs = [AggregationSpec("s", "x", "sum", 1000), AggregationSpec("m", "x", "mean", 1000),
+            AggregationSpec("sd", "x", "stddev", 1000), AggregationSpec("c", "x", "count", 1000),
+            AggregationSpec("mx", "x", "max", 1000)]
+    got = evaluate_windows(codes, times, values, np.array([0, 1, 0, -1], dtype=np.int64),
+                           np.array([50, 50, 15, 50], dtype=np.int64), 100, aggs)
+    assert got["s"].to_list() == [None, 5.0, 1e308, 0.0]  # empty: 0.0
+    assert got["m"].to_list() == [None, 2.5, 1e308, None]
+    assert got["sd"].to_list()[0] is None and got["sd"].to_list()[1] == 0.5
+    assert got["c"].to_list() == [2, 2, 1, 0]
+    assert got["mx"].to_list() == [1e308, 3.0, 1e308, None]

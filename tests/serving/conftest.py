@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from asgi_client import ASGIClient
 from serving_state import (
+    META_VIEWS,
     N_SHARDS,
     build_test_repo,
     example_repo,
@@ -22,9 +23,6 @@ from serving_state import (
 from engine.definitions import FeatureRepo
 from engine.plan import AppliedPlan, apply_plan
 from engine.state import OnlineTable, RedisOnlineTable, RocksDBOnlineTable
-
-# Views whose ingest metadata (freshness) is written; user_defaults has none (unknown freshness).
-META_VIEWS = ("user_spend", "merchant_activity")
 
 
 @pytest.fixture(scope="session")

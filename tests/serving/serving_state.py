@@ -31,7 +31,7 @@ from engine.io.parquet_log import ParquetLogWriter
 from engine.kernel import PartialLayout, aggregate_batch, encode_positions, encode_tiles
 from engine.plan import AppliedPlan
 from engine.retention import sweep_view
-from engine.state import OnlineTable, RedisOnlineWriter, RocksDBStore
+from engine.state import OnlineTable, RedisOnlineWriter, RocksDBOnlineTable, RocksDBStore
 from engine.state.keys import entity_key, shard_for
 from engine.state.records import encode_meta, meta_key, redis_meta_key, tile_key
 from serving.app import create_app
@@ -41,6 +41,8 @@ T_END = 1_767_225_600_000 + 37_123  # just after the last event; not on a tile b
 USERS = ("u0", "u1", "u2", "u3", "u4")
 MERCHANTS = ("m0", "m1", "m2")
 N_SHARDS = 4
+# Views whose ingest metadata (freshness) is written; user_defaults has none (unknown freshness).
+META_VIEWS = ("user_spend", "merchant_activity")
 
 
 def make_events(n: int = 400, seed: int = 7) -> list[dict[str, Any]]:
@@ -235,3 +237,20 @@ def uvicorn_server(app: Any) -> Iterator[str]:
 def make_app(repo: FeatureRepo, plan: AppliedPlan, table: OnlineTable, **settings: Any) -> FastAPI:
     """The app over ``table`` with ``settings`` overriding the defaults."""
     return create_app(Settings(**settings), repo=repo, plan=plan, online_table=table)
+
+
+@contextmanager
+def rocksdb_client(root: Path, repo: FeatureRepo, plan: AppliedPlan, events: Sequence[Mapping[str, Any]],
+                   *, meta_for: Iterable[str], **settings: Any) -> Iterator[Any]:
+    """An ASGI client of the app over RocksDB shards holding ``events``' tiles under ``root``."""
+    # Imported here: tests outside tests/serving import this module without asgi_client on their path.
+    from asgi_client import ASGIClient
+
+    write_rocksdb(root / "state", repo.views, events, meta_for=meta_for)
+    table = RocksDBOnlineTable(root / "state", N_SHARDS, root / "secondary", background=False)
+    client = ASGIClient(make_app(repo, plan, table, **settings))
+    try:
+        yield client
+    finally:
+        client.close()
+        table.close()

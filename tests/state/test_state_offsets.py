@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import pytest
@@ -21,40 +22,49 @@ from engine.state.rocksdb_store import RocksDBStore
 
 
 def test_offset_record_pack_round_trip() -> None:
-    record = OffsetRecord(123, 1_700_000_000_000, 120, 1_699_999_999_000)
+    record = OffsetRecord(123, (1_700_000_000_000, 1_699_999_999_500), 120, (1_699_999_999_000,))
     packed = record.pack()
-    assert len(packed) == 32
+    assert len(packed) == 18 + 3 * 8
     assert OffsetRecord.unpack(packed) == record
-    empty = OffsetRecord(-1, INT64_MIN, -1, INT64_MIN)
+    empty = OffsetRecord(-1, (), -1, ())
     assert OffsetRecord.unpack(empty.pack()) == empty
+
+
+def test_offset_record_of_the_previous_version_still_reads() -> None:
+    legacy = struct.pack("<qqqq", 123, 1_700_000_000_000, 120, INT64_MIN)
+    assert OffsetRecord.unpack(legacy) == OffsetRecord(123, (1_700_000_000_000,), 120, ())
 
 
 def test_offset_record_validation() -> None:
     with pytest.raises(StateTypeError, match="applied_offset"):
-        OffsetRecord(True, 0, 0, 0)
+        OffsetRecord(True, (0,), 0, (0,))
     with pytest.raises(StateValueError, match="log_offset"):
-        OffsetRecord(0, 0, -2, 0)
-    with pytest.raises(StateValueError, match="max_ts_at_log"):
-        OffsetRecord(0, 0, 0, 2**63)
+        OffsetRecord(0, (0,), -2, (0,))
+    with pytest.raises(StateValueError, match="top_ts_at_log"):
+        OffsetRecord(0, (0,), 0, (2**63,))
+    with pytest.raises(StateValueError, match="descending"):
+        OffsetRecord(0, (1, 2), 0, ())
     with pytest.raises(CorruptRecordError, match="32 bytes"):
         OffsetRecord.unpack(b"\x00" * 31)
+    with pytest.raises(CorruptRecordError, match="descending"):
+        OffsetRecord.unpack(struct.pack("<qqBBqq", 1, 1, 2, 0, 1, 2))
 
 
 def test_combine_takes_smallest_of_shards_and_of_applied_and_log() -> None:
-    shard0 = {0: OffsetRecord(100, 1000, 90, 900), 1: OffsetRecord(50, 500, 50, 500)}
-    shard1 = {0: OffsetRecord(95, 950, 95, 950), 1: OffsetRecord(60, 600, 45, 450)}
+    shard0 = {0: OffsetRecord(100, (1000,), 90, (900,)), 1: OffsetRecord(50, (500,), 50, (500,))}
+    shard1 = {0: OffsetRecord(95, (950,), 95, (950,)), 1: OffsetRecord(60, (600,), 45, (450,))}
     resume = combine_resume_points([shard0, shard1], n_shards=2)
-    assert resume == {0: ResumePoint(91, 900), 1: ResumePoint(46, 450)}
+    assert resume == {0: ResumePoint(91, (900,)), 1: ResumePoint(46, (450,))}
 
 
 def test_combine_replays_partitions_a_shard_has_not_recorded() -> None:
-    shard0 = {0: OffsetRecord(10, 1, 10, 1), 1: OffsetRecord(10, 1, 10, 1)}
-    shard1 = {0: OffsetRecord(12, 2, 12, 2)}
-    assert combine_resume_points([shard0, shard1], n_shards=2) == {0: ResumePoint(11, 1)}
+    shard0 = {0: OffsetRecord(10, (1,), 10, (1,)), 1: OffsetRecord(10, (1,), 10, (1,))}
+    shard1 = {0: OffsetRecord(12, (2,), 12, (2,))}
+    assert combine_resume_points([shard0, shard1], n_shards=2) == {0: ResumePoint(11, (1,))}
     # a missing shard has applied nothing of any partition
     assert combine_resume_points([shard0], n_shards=2) == {}
     # nothing applied yet (-1) means read from the beginning
-    assert combine_resume_points([{0: OffsetRecord(-1, INT64_MIN, -1, INT64_MIN)}], 1) == {}
+    assert combine_resume_points([{0: OffsetRecord(-1, (), -1, ())}], 1) == {}
 
 
 def test_resume_positions_of_missing_directory(tmp_path: Path) -> None:
@@ -65,18 +75,18 @@ def test_resume_positions_reads_committed_offsets(tmp_path: Path) -> None:
     with RocksDBStore(tmp_path, 3) as store:
         for shard in range(3):
             tx = store.partition(shard).begin()
-            tx.set_offset("events", 0, OffsetRecord(200 + shard, 2000 + shard, 150, 1500))
-            tx.set_offset("events", 1, OffsetRecord(7 - shard, 70 - shard, 9, 90))
-            tx.set_offset("other", 0, OffsetRecord(1, 1, 1, 1))
+            tx.set_offset("events", 0, OffsetRecord(200 + shard, (2000 + shard,), 150, (1500,)))
+            tx.set_offset("events", 1, OffsetRecord(7 - shard, (70 - shard,), 9, (90,)))
+            tx.set_offset("other", 0, OffsetRecord(1, (1,), 1, (1,)))
             tx.commit()
         # works while the writer still holds the shards open
-        expected = {0: ResumePoint(151, 1500), 1: ResumePoint(6, 68)}
+        expected = {0: ResumePoint(151, (1500,)), 1: ResumePoint(6, (68,))}
         assert resume_positions(tmp_path, 3, "events") == expected
         # an uncommitted transaction does not count
-        store.partition(0).begin().set_offset("events", 0, OffsetRecord(1, 1, 1, 1))
+        store.partition(0).begin().set_offset("events", 0, OffsetRecord(1, (1,), 1, (1,)))
         assert resume_positions(tmp_path, 3, "events") == expected
     assert resume_positions(tmp_path, 3, "events") == expected
-    assert resume_positions(tmp_path, 3, "other") == {0: ResumePoint(2, 1)}
+    assert resume_positions(tmp_path, 3, "other") == {0: ResumePoint(2, (1,))}
     assert resume_positions(tmp_path, 3, "unknown") == {}
 
 

@@ -186,7 +186,7 @@ def _transactions(first_offset: int, users: Sequence[str], step_ms: int) -> Deco
     ts = START_MS + offsets * step_ms
     return DecodedBatch(
         topic="transactions", partition=0, first_offset=first_offset, last_offset=int(offsets[-1]),
-        max_ts_after=int(ts.max()), offsets=offsets, event_ts=ts,
+        top_ts_after=(int(ts.max()),), offsets=offsets, event_ts=ts,
         columns={"user_id": np.array(users, dtype=object),
                  "merchant_id": np.array(["m1"] * n, dtype=object),
                  "amount": np.arange(n, dtype=np.float64) + 1.0,

@@ -115,7 +115,7 @@ with RocksDBStore(state_dir, n) as store:
             key = entity_key([f"user-{i}"])
             txs[shard_for(FP, key, n)].put(tile_key(FP, key), f"step{step}".encode())
         for tx in txs:
-            tx.set_offset("events", 0, OffsetRecord(step, step, step, step))
+            tx.set_offset("events", 0, OffsetRecord(step, (step,), step, (step,)))
             tx.commit()
         print(step, flush=True)
         sys.stdin.readline()

@@ -52,14 +52,14 @@ def test_commit_then_read(tmp_path: Path) -> None:
         tx = part.begin()
         tx.put(tile_key(FP, b"a"), b"value-a")
         tx.put(tile_key(FP, b"b"), b"value-b")
-        tx.set_offset("events", 0, OffsetRecord(10, 100, 10, 100))
+        tx.set_offset("events", 0, OffsetRecord(10, (100,), 10, (100,)))
         tx.commit()
         assert part.get_many([tile_key(FP, b"a"), tile_key(FP, b"zz"), tile_key(FP, b"b")]) == [
             b"value-a",
             None,
             b"value-b",
         ]
-        assert part.read_offsets("events") == {0: OffsetRecord(10, 100, 10, 100)}
+        assert part.read_offsets("events") == {0: OffsetRecord(10, (100,), 10, (100,))}
 
 
 def test_uncommitted_transaction_leaves_nothing(tmp_path: Path) -> None:
@@ -73,14 +73,14 @@ def test_uncommitted_transaction_leaves_nothing(tmp_path: Path) -> None:
         tx.put(tile_key(FP, b"new"), b"x")
         tx.put(tile_key(FP, b"keep"), b"changed")
         tx.delete(tile_key(FP, b"keep"))
-        tx.set_offset("events", 3, OffsetRecord(5, 5, 5, 5))
+        tx.set_offset("events", 3, OffsetRecord(5, (5,), 5, (5,)))
         tx.abort()
         assert part.get_many([tile_key(FP, b"new"), tile_key(FP, b"keep")]) == [None, b"old"]
         assert part.read_offsets("events") == {}
 
         forgotten = part.begin()
         forgotten.put(tile_key(FP, b"new"), b"y")
-        forgotten.set_offset("events", 3, OffsetRecord(6, 6, 6, 6))
+        forgotten.set_offset("events", 3, OffsetRecord(6, (6,), 6, (6,)))
     # a transaction dropped without commit is gone after reopening too
     with RocksDBStore(tmp_path, 1) as store:
         part = store.partition(0)
@@ -132,20 +132,20 @@ def test_offsets_round_trip_and_overwrite(tmp_path: Path) -> None:
         part = store.partition(1)
         for offset in (10, 20, 30):
             tx = part.begin()
-            tx.set_offset("events", 2, OffsetRecord(offset, offset * 10, offset - 5, offset * 9))
-            tx.set_offset("events", 0, OffsetRecord(offset + 1, 0, offset + 1, 0))
-            tx.set_offset("events.more", 2, OffsetRecord(1, 1, 1, 1))
+            tx.set_offset("events", 2, OffsetRecord(offset, (offset * 10,), offset - 5, (offset * 9,)))
+            tx.set_offset("events", 0, OffsetRecord(offset + 1, (0,), offset + 1, (0,)))
+            tx.set_offset("events.more", 2, OffsetRecord(1, (1,), 1, (1,)))
             tx.commit()
         # topic names that share a prefix stay apart (the \x00 terminator)
         assert part.read_offsets("events") == {
-            0: OffsetRecord(31, 0, 31, 0),
-            2: OffsetRecord(30, 300, 25, 270),
+            0: OffsetRecord(31, (0,), 31, (0,)),
+            2: OffsetRecord(30, (300,), 25, (270,)),
         }
-        assert part.read_offsets("events.more") == {2: OffsetRecord(1, 1, 1, 1)}
+        assert part.read_offsets("events.more") == {2: OffsetRecord(1, (1,), 1, (1,))}
         assert store.partition(0).read_offsets("events") == {}
-        assert part.get_many([offset_key("events", 2)]) == [OffsetRecord(30, 300, 25, 270).pack()]
+        assert part.get_many([offset_key("events", 2)]) == [OffsetRecord(30, (300,), 25, (270,)).pack()]
     with RocksDBStore(tmp_path, 2) as reopened:
-        assert reopened.partition(1).read_offsets("events")[2] == OffsetRecord(30, 300, 25, 270)
+        assert reopened.partition(1).read_offsets("events")[2] == OffsetRecord(30, (300,), 25, (270,))
 
 
 def test_same_directory_shares_handles_in_one_process(tmp_path: Path) -> None:
@@ -218,12 +218,12 @@ for batch in range(1, 4):
     tx = part.begin()
     for i in range(1000):
         tx.put(b"T" + b"\\x01" * 8 + f"e{i}".encode(), f"batch{batch}".encode())
-    tx.set_offset("events", 0, OffsetRecord(batch * 1000 - 1, batch, batch * 1000 - 1, batch))
+    tx.set_offset("events", 0, OffsetRecord(batch * 1000 - 1, (batch,), batch * 1000 - 1, (batch,)))
     tx.commit()
 tx = part.begin()
 for i in range(1000):
     tx.put(b"T" + b"\\x01" * 8 + f"e{i}".encode(), b"never-committed")
-tx.set_offset("events", 0, OffsetRecord(3999, 4, 3999, 4))
+tx.set_offset("events", 0, OffsetRecord(3999, (4,), 3999, (4,)))
 print("ready", flush=True)
 time.sleep(60)
 """
@@ -243,7 +243,7 @@ def test_kill_9_keeps_commits_and_drops_the_open_transaction(tmp_path: Path) -> 
         assert child.stdout.readline().strip() == "ready"
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
-    assert resume_positions(tmp_path, 1, "events") == {0: ResumePoint(3000, 3)}
+    assert resume_positions(tmp_path, 1, "events") == {0: ResumePoint(3000, (3,))}
     with RocksDBStore(tmp_path, 1) as store:
         values = store.partition(0).get_many([b"T" + FP + f"e{i}".encode() for i in range(1000)])
         assert values == [b"batch3"] * 1000
