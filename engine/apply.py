@@ -145,7 +145,7 @@ class ShardApplier:
         self._pending: _PendingPublish | None = None
         self.topic = topic
         self.views = {
-            v.fingerprint: _CompiledView(v, PartialLayout(tuple(v.columns))) for v in views
+            v.fingerprint: _CompiledView(v, PartialLayout.for_view(v)) for v in views
         }
         self.online_copy = online_copy
         self.clock_ms = clock_ms

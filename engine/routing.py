@@ -195,7 +195,7 @@ def _view_rows(
         types = view.column_types
         values = np.empty((rows, len(view.columns)), dtype=np.float64)
         for i, c in enumerate(view.columns):
-            # A non-numeric column is only ever counted: its partial needs no value.
+            # A non-numeric column is only counted or timed: its partial needs no value.
             values[:, i] = pick(columns[c], np.float64) if _numeric(types[c]) else 0.0
     else:
         values = np.empty((rows, 0), dtype=np.float64)

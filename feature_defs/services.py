@@ -3,17 +3,19 @@
 from engine.definitions import FeatureService
 
 from .on_demand import amount_zscore, spend_velocity, user_merchant_share
-from .views import merchant_activity, user_spend
+from .views import merchant_activity, user_merchant_spend, user_spend
 
 fraud_scoring = FeatureService(
     name="fraud_scoring",
     features=[
         user_spend,
         merchant_activity[["merchant_txn_count_15m", "merchant_txn_count_1h"]],
+        user_merchant_spend,
         spend_velocity,
         user_merchant_share,
     ],
-    description="Features of the real-time fraud model (one transaction per request).",
+    description="Features of the real-time fraud model (one transaction per request): "
+    "views keyed by user, by merchant and by the (user, merchant) pair, joined in one request.",
 )
 
 batch_review = FeatureService(

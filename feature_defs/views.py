@@ -19,6 +19,7 @@ user_spend = StreamFeatureView(
         *(Aggregation(column="amount", function=fn, window=w) for w in _WINDOWS for fn in ("sum", "count", "mean")),
         Aggregation(column="amount", function="max", window=timedelta(hours=1)),
         Aggregation(column="amount", function="stddev", window=timedelta(days=1)),
+        Aggregation(column="amount", function="time_since_last", window=timedelta(days=1), name="ms_since_last_purchase"),
     ],
     description="Purchase spend of each user over 15 minutes, 1 hour and 1 day.",
     tags={"team": "risk"},
@@ -38,5 +39,23 @@ merchant_activity = StreamFeatureView(
         Aggregation(column="amount", function="sum", window=timedelta(hours=1), name="merchant_amount_sum_1h"),
     ],
     description="Purchase activity of each merchant.",
+    tags={"team": "risk"},
+)
+
+# Keyed by the (user, merchant) pair: how much and how recently this user paid this
+# merchant, the per-pair signal a fraud model weighs against the user's overall spend.
+user_merchant_spend = StreamFeatureView(
+    name="user_merchant_spend",
+    source=transactions,
+    entities=[user, merchant],
+    filter=col("event_type") == "PURCHASE",
+    aggregation_interval=timedelta(minutes=1),
+    aggregations=[
+        Aggregation(column="amount", function="count", window=timedelta(days=1), name="pair_txn_count_1d"),
+        Aggregation(column="amount", function="sum", window=timedelta(days=1), name="pair_amount_sum_1d"),
+        Aggregation(column="amount", function="time_since_last", window=timedelta(days=1), name="pair_ms_since_last_1d"),
+        Aggregation(column="amount", function="first_seen", window=timedelta(days=1), name="pair_first_seen_1d"),
+    ],
+    description="Purchases of each user at each merchant.",
     tags={"team": "risk"},
 )

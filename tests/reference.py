@@ -72,9 +72,13 @@ def reference_value(
         if function == "sum":
             return 0.0
         return None
-    values = [float(field(event, "value")) for event in chosen]
     if function == "count":
         return len(chosen)
+    if function == "time_since_last":
+        return t - max(field(event, "e") for event in chosen)
+    if function == "first_seen":
+        return min(field(event, "e") for event in chosen)
+    values = [float(field(event, "value")) for event in chosen]
     if function == "sum":
         return math.fsum(values)
     if function == "mean":

@@ -164,7 +164,8 @@ def _pipeline(args: argparse.Namespace, data_dir: Path, bootstrap: str) -> int:
     _recreate_topic(bootstrap, DEMO_TOPIC)
     _run_cli("apply", *common, "--shards", "4")
     _say(
-        "applied the example fraud repo (views user_spend, merchant_activity; services fraud_scoring, batch_review)"
+        "applied the example fraud repo (views user_spend, merchant_activity, user_merchant_spend; "
+        "services fraud_scoring, batch_review)"
     )
 
     # One day of history up to the handoff time T, replayed through the same kernel.
@@ -231,7 +232,9 @@ def _pipeline(args: argparse.Namespace, data_dir: Path, bootstrap: str) -> int:
             time.sleep(0.5)
         _say("feature vectors from POST /v1/features/fraud_scoring (values as of now):")
         shown = ("amount_count_15m", "amount_sum_15m", "amount_sum_1d", "amount_count_1d",
-                 "merchant_txn_count_15m", "spend_velocity_ratio", "user_merchant_share_1h")  # fmt: skip
+                 "ms_since_last_purchase", "merchant_txn_count_15m", "pair_txn_count_1d",
+                 "pair_ms_since_last_1d", "pair_first_seen_1d", "spend_velocity_ratio",
+                 "user_merchant_share_1h")  # fmt: skip
         for row, amount in zip(answer["features"], body["request_data"]["amount"], strict=True):
             values = ", ".join(
                 f"{k}={row[k]:.4g}" if isinstance(row[k], float) else f"{k}={row[k]}" for k in shown
@@ -272,7 +275,7 @@ def _pipeline(args: argparse.Namespace, data_dir: Path, bootstrap: str) -> int:
     )
     with pl.Config(tbl_rows=6, tbl_cols=8):
         print(train.select(["user_id", "event_timestamp", "label", "amount_sum_1d", "amount_count_1h",
-                            "spend_velocity_ratio"]).head(6))  # fmt: skip
+                            "ms_since_last_purchase", "spend_velocity_ratio"]).head(6))  # fmt: skip
     _say("done")
     return 0
 

@@ -14,7 +14,7 @@ from engine.definitions.base import (
     timedelta_ms,
     window_label,
 )
-from engine.kernel.layout import FUNCTIONS
+from engine.kernel.layout import FUNCTIONS, INTEGER_FUNCTIONS, PLANNED_FUNCTIONS
 
 
 @definition("Aggregation")
@@ -31,8 +31,16 @@ class Aggregation:
         if c.type_is("column", self.column, str, "a source field name", "write column='amount'") and not FIELD_RE.match(self.column):
             c.add("column", "a field name matching [A-Za-z_][A-Za-z0-9_]*", self.column, "use the name of a source schema field")
         if c.type_is("function", self.function, str, "a function name", f"use one of {FUNCTIONS}") and self.function not in FUNCTIONS:
-            c.add("function", f"one of {', '.join(FUNCTIONS)}", self.function, did_you_mean(self.function, FUNCTIONS))
-        c.duration("window", self.window, minimum_ms=1)
+            planned = self.function in PLANNED_FUNCTIONS
+            c.add("function", f"one of {', '.join(FUNCTIONS)}", self.function,
+                  f"{self.function} is specified in docs/semantics.md ('Planned functions') but not implemented yet; "
+                  f"valid values: {', '.join(FUNCTIONS)}" if planned else did_you_mean(self.function, FUNCTIONS))
+        if self.window is None:
+            c.add("window", "a datetime.timedelta", None,
+                  "lifetime windows (window=None) are planned (docs/semantics.md) but not implemented yet; "
+                  "use a finite window such as timedelta(days=30)")
+        else:
+            c.duration("window", self.window, minimum_ms=1)
         if self.name is not None:
             c.name_field("name", self.name)
         if not finite_number_or_none(self.default):
@@ -52,8 +60,8 @@ class Aggregation:
 
     @property
     def output_type(self) -> FieldType:
-        """Type of the served value: counts are integers, everything else a float."""
-        return FieldType.INT if self.function == "count" else FieldType.FLOAT
+        """Type of the served value: counts and times since are integers, everything else a float."""
+        return FieldType.INT if self.function in INTEGER_FUNCTIONS else FieldType.FLOAT
 
     def to_dict(self) -> dict[str, object]:
         return {

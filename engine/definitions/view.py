@@ -22,6 +22,7 @@ from engine.definitions.entity import Entity
 from engine.definitions.filters import Compare, Expr
 from engine.definitions.fingerprint import fingerprint_of
 from engine.definitions.source import EventSource
+from engine.kernel.layout import ANY_COLUMN_FUNCTIONS
 
 if TYPE_CHECKING:
     from engine.definitions.service import FeatureRef
@@ -105,10 +106,10 @@ class StreamFeatureView:
             where = f"aggregations[{agg.output_name}]"
             if agg.column not in schema:
                 c.add(f"{where}.column", "a field of the source schema", agg.column, did_you_mean(agg.column, schema))
-            elif agg.function != "count" and schema[agg.column] not in NUMERIC_TYPES:
+            elif agg.function not in ANY_COLUMN_FUNCTIONS and schema[agg.column] not in NUMERIC_TYPES:
                 c.add(f"{where}.column", f"a numeric (int/float) column for {agg.function}",
                       f"<{agg.column!r} of type {schema[agg.column]}>",
-                      "only count accepts non-numeric columns")
+                      f"only {' and '.join(sorted(ANY_COLUMN_FUNCTIONS))} accept non-numeric columns")
             if interval is not None and agg.window_ms % interval:
                 c.add(f"{where}.window", f"a whole multiple of aggregation_interval ({interval} ms)",
                       f"<{agg.window_ms} ms>", "make the window a multiple of the interval or shorten the interval")
@@ -142,7 +143,7 @@ class StreamFeatureView:
 
     @property
     def column_types(self) -> Mapping[str, FieldType]:
-        """Schema type of each aggregated column; a non-numeric one is only ever counted."""
+        """Schema type of each aggregated column; a non-numeric one is only counted or timed."""
         types = self.source.field_types
         return FrozenMap((name, types[name]) for name in self.columns)
 

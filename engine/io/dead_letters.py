@@ -177,8 +177,9 @@ class DeadLetterProducer:
     def send(self, letters: Iterable[DeadLetter]) -> int:
         """Produce every letter and wait for the broker; returns how many were sent.
 
-        Raises ``DeadLetterDeliveryError`` (naming how many failed) when any letter is not
-        acknowledged within ``flush_timeout_s``: the caller must then not apply the batch.
+        Raises ``DeadLetterDeliveryError`` (naming how many failed) when the broker reports
+        any letter as failed (librdkafka gives up after its ``message.timeout.ms``): the
+        caller must then not apply the batch. A slow or restarting broker is waited for.
         """
         failures: list[KafkaError] = []
 
@@ -213,6 +214,18 @@ class DeadLetterProducer:
         if total == 0:
             return 0
         remaining = self._producer.flush(self.flush_timeout_s)
+        # A broker that is restarting is waited for, not given up on: librdkafka keeps
+        # retrying each letter until its message.timeout.ms (5 min by default) and then
+        # reports a delivery failure, which ends the wait.
+        while remaining and not failures:
+            log.warning(
+                "dead-letter topic '%s': %d letters not acknowledged yet after %.0fs; "
+                "waiting for the broker",
+                self.dlq_topic,
+                remaining,
+                self.flush_timeout_s,
+            )
+            remaining = self._producer.flush(self.flush_timeout_s)
         failed = len(failures) + remaining
         if failed:
             first = f"; first error: {failures[0].name()} ({failures[0].str()})" if failures else ""

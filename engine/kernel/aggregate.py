@@ -80,7 +80,8 @@ def as_partials(layout: PartialLayout, name: str, array: npt.ArrayLike, rows: in
     if out.shape != (rows, layout.width):
         raise KernelInputError(
             f"kernel input '{name}': expected shape ({rows}, {layout.width}), got {out.shape}",
-            hint=f"one row of {FIELDS_PER_COLUMN} fields per column {layout.columns!r} per tile",
+            hint=f"one row of {FIELDS_PER_COLUMN} fields per column {layout.columns!r} per tile"
+            + (" plus first_ts" if layout.tracks_first_event else ""),
         )
     return out
 
@@ -217,7 +218,12 @@ def aggregate_batch(
     out[:, :, FIELD_LAST_TS] = ts[last].astype(np.float64)[:, None]
     out[:, :, FIELD_LAST_POS] = pos[last].astype(np.float64)[:, None]
     out[:, :, FIELD_LAST_VALUE] = vals[last]
-    return codes_s[starts], tiles_s[starts], out.reshape(len(starts), layout.width)
+    partials = out.reshape(len(starts), layout.column_width)
+    if layout.tracks_first_event:
+        # Each group starts with its smallest (event time, position): its first_ts.
+        first_ts = ts[order[starts]].astype(np.float64)[:, None]
+        partials = np.concatenate([partials, first_ts], axis=1)
+    return codes_s[starts], tiles_s[starts], partials
 
 
 @overflow_is_a_value
@@ -226,16 +232,17 @@ def merge_partials(layout: PartialLayout, a: npt.ArrayLike, b: npt.ArrayLike) ->
 
     count and sum add; m2 uses the parallel-variance update of Chan et al.
     (``m2 = m2_a + m2_b + delta**2 * n_a * n_b / n``); min/max take the extreme;
-    ``last`` keeps the side with the greater ``(last_ts, last_pos)``. Empty rows are
-    the identity, so merging with an empty row reproduces the other row exactly.
+    ``last`` keeps the side with the greater ``(last_ts, last_pos)``; the view's
+    ``first_ts`` takes the minimum. Empty rows are the identity, so merging with an
+    empty row reproduces the other row exactly.
     """
     pa = np.asarray(a, dtype=np.float64)
     rows = pa.shape[0] if pa.ndim >= 1 else 0
     pa = as_partials(layout, "a", pa, rows)
     pb = as_partials(layout, "b", b, rows)
-    k, n_cols = rows, len(layout.columns)
-    va = pa.reshape(k, n_cols, FIELDS_PER_COLUMN)
-    vb = pb.reshape(k, n_cols, FIELDS_PER_COLUMN)
+    k, n_cols, columns_end = rows, len(layout.columns), layout.column_width
+    va = pa[:, :columns_end].reshape(k, n_cols, FIELDS_PER_COLUMN)
+    vb = pb[:, :columns_end].reshape(k, n_cols, FIELDS_PER_COLUMN)
     out = np.empty_like(va)
 
     na, nb = va[:, :, FIELD_COUNT], vb[:, :, FIELD_COUNT]
@@ -257,7 +264,11 @@ def merge_partials(layout: PartialLayout, a: npt.ArrayLike, b: npt.ArrayLike) ->
     )
     last = slice(FIELD_LAST_TS, FIELD_LAST_VALUE + 1)
     out[:, :, last] = np.where(take_b[:, :, None], vb[:, :, last], va[:, :, last])
-    return out.reshape(k, layout.width)
+    merged = out.reshape(k, columns_end)
+    if layout.tracks_first_event:
+        first_ts = np.minimum(pa[:, columns_end:], pb[:, columns_end:])
+        merged = np.concatenate([merged, first_ts], axis=1)
+    return merged
 
 
 @overflow_is_a_value

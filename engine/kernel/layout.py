@@ -9,6 +9,11 @@ partials (docs/semantics.md section 2, docs/architecture.md "Kernel"):
 event with the greatest ``(event time, partition, offset)``, the position being
 ``partition * 2**40 + offset`` (exact in float64 below 2**53).
 
+A view with a ``first_seen`` aggregation keeps one more field per tile after the
+columns' fields: ``first_ts``, the smallest event time in the tile (``+inf`` when
+empty). It belongs to the view, not to a column (every event of a view reaches
+every column), and views without ``first_seen`` do not pay for it.
+
 The kernel does not import ``engine.definitions``: :meth:`ViewSpec.from_view` and
 :meth:`PartialLayout.for_view` read the attributes agreed in
 docs/definitions-api.md by duck typing.
@@ -50,8 +55,24 @@ EMPTY_FIELDS: tuple[float, ...] = (
     math.nan,
 )
 
-#: The aggregation functions (docs/semantics.md section 3); definitions import this list.
-FUNCTIONS = ("sum", "count", "mean", "min", "max", "last", "stddev")
+# The one list of aggregation functions (docs/semantics.md section 3); definitions
+# validate against it.
+FUNCTIONS: tuple[str, ...] = (
+    "sum", "count", "mean", "min", "max", "last", "stddev", "time_since_last", "first_seen",
+)
+# Functions whose value is an integer (served as int, int64 in training sets).
+INTEGER_FUNCTIONS = frozenset({"count", "time_since_last", "first_seen"})
+# Functions that read only which events exist and their event times, never the
+# column's value, so their column may have any type.
+ANY_COLUMN_FUNCTIONS = frozenset({"count", "time_since_last", "first_seen"})
+# The function that needs the view-level first_ts field.
+FIRST_SEEN = "first_seen"
+# Specified in docs/semantics.md ("Planned functions") but not implemented: refused
+# with a message saying so rather than as an unknown name.
+PLANNED_FUNCTIONS: tuple[str, ...] = (
+    "last_n", "first_n", "last_distinct_n", "count_distinct", "count_distinct_approx",
+    "percentile", "median",
+)
 
 POSITION_OFFSET_BITS = 40
 # float64 holds integers exactly below 2**53, so partitions must stay below 2**13.
@@ -109,9 +130,11 @@ def _check_name(owner: str, name: str, value: object) -> str:
 
 @dataclass(frozen=True)
 class PartialLayout:
-    """Where each column's partial fields live inside one tile row."""
+    """Where each column's partial fields live inside one tile row (and, when
+    ``tracks_first_event``, the view's ``first_ts`` field after them)."""
 
     columns: tuple[str, ...]
+    tracks_first_event: bool = False
     _index: dict[str, int] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -128,13 +151,35 @@ class PartialLayout:
                 f"PartialLayout: field 'columns': expected distinct names, got {self.columns!r}",
                 hint="list each aggregated column once",
             )
+        if not isinstance(self.tracks_first_event, bool):
+            raise KernelSpecTypeError(
+                f"PartialLayout: field 'tracks_first_event': expected a bool, "
+                f"got {type(self.tracks_first_event).__name__}",
+                hint="True when the view has a first_seen aggregation",
+            )
         index = {name: i * FIELDS_PER_COLUMN for i, name in enumerate(self.columns)}
         object.__setattr__(self, "_index", index)
 
     @property
+    def column_width(self) -> int:
+        """Number of float64 fields of the columns (the row without ``first_ts``)."""
+        return len(self.columns) * FIELDS_PER_COLUMN
+
+    @property
     def width(self) -> int:
         """Number of float64 fields in one tile row."""
-        return len(self.columns) * FIELDS_PER_COLUMN
+        return self.column_width + int(self.tracks_first_event)
+
+    @property
+    def first_event_field(self) -> int:
+        """Index of the view's ``first_ts`` field (the last field of a row)."""
+        if not self.tracks_first_event:
+            raise KernelSpecError(
+                f"PartialLayout {self.columns!r}: field 'tracks_first_event': expected True "
+                "to read first_ts, got False",
+                hint="build the layout with PartialLayout.for_view or ViewSpec (first_seen sets it)",
+            )
+        return self.column_width
 
     def offset(self, column: str) -> int:
         """Index of the first field (``count``) of ``column`` inside a tile row."""
@@ -150,12 +195,15 @@ class PartialLayout:
     def empty(self, n_rows: int) -> npt.NDArray[np.float64]:
         """``n_rows`` empty tile rows (the identity of :func:`merge_partials`)."""
         row = np.tile(np.asarray(EMPTY_FIELDS, dtype=np.float64), len(self.columns))
+        if self.tracks_first_event:
+            row = np.append(row, math.inf)
         return np.tile(row, (n_rows, 1))
 
     @classmethod
     def for_view(cls, view: Any) -> PartialLayout:
-        """Layout of a ``StreamFeatureView`` (reads ``view.columns``)."""
-        return cls(tuple(view.columns))
+        """Layout of a ``StreamFeatureView`` (reads ``view.columns`` and the functions)."""
+        functions = {_plain(agg.function) for agg in view.aggregations}
+        return cls(tuple(view.columns), FIRST_SEEN in functions)
 
 
 @dataclass(frozen=True)
@@ -174,7 +222,7 @@ class AggregationSpec:
         _check_name(owner, "column", self.column)
         if self.function not in FUNCTIONS:
             raise KernelSpecError(
-                f"{owner}: field 'function': expected one of {sorted(FUNCTIONS)}, "
+                f"{owner}: field 'function': expected one of {list(FUNCTIONS)}, "
                 f"got {self.function!r}",
                 hint="see docs/semantics.md section 3 for the supported functions",
             )
@@ -209,6 +257,9 @@ class ViewSpec:
     columns: tuple[str, ...]
     aggregations: tuple[AggregationSpec, ...]
     retention_ms: int
+    # Whether records carry first_ts; None: exactly when some aggregation is first_seen.
+    # A projection keeps the full view's value, because its records are unchanged.
+    tracks_first_event: bool | None = None
     layout: PartialLayout = field(init=False, repr=False, compare=False)
     # Per aggregation, in declared order: first field index and window length in tiles.
     field_offsets: tuple[int, ...] = field(init=False, repr=False, compare=False)
@@ -225,7 +276,15 @@ class ViewSpec:
                 f"got {self.aggregations!r}",
                 hint="build specs with ViewSpec.from_view(view)",
             )
-        layout = PartialLayout(self.columns)
+        needs_first = any(a.function == FIRST_SEEN for a in self.aggregations)
+        tracks = needs_first if self.tracks_first_event is None else self.tracks_first_event
+        if needs_first and not tracks:
+            raise KernelSpecError(
+                "ViewSpec: field 'tracks_first_event': expected True for a view with "
+                "first_seen, got False",
+                hint="leave tracks_first_event as None to derive it from the aggregations",
+            )
+        layout = PartialLayout(self.columns, tracks)
         names = [a.output_name for a in self.aggregations]
         if len(set(names)) != len(names):
             raise KernelSpecError(
@@ -271,7 +330,9 @@ class ViewSpec:
                 hint=f"the view's aggregations are {list(self.output_names)}",
             )
         kept = tuple(a for a in self.aggregations if a.output_name in wanted)
-        return ViewSpec(self.interval_ms, self.columns, kept, self.retention_ms)
+        return ViewSpec(
+            self.interval_ms, self.columns, kept, self.retention_ms, self.layout.tracks_first_event
+        )
 
     @classmethod
     def from_view(cls, view: Any) -> ViewSpec:

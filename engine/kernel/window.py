@@ -10,7 +10,10 @@ tests); otherwise serving answers the row from the Parquet log instead
 (``serving/history.py``, semantics section 3, "Online reads and as_of"). Tiles after
 the current tile are never included.
 
-Values: ``count`` is an int, every other function a float; an empty window gives
+Values: ``count``, ``time_since_last`` and ``first_seen`` are ints, every other
+function a float (``time_since_last`` is ``t`` minus the greatest ``last_ts`` of the
+window's tiles, ``first_seen`` the smallest ``first_ts``);
+an empty window gives
 ``0`` for count, ``0.0`` for sum and ``None`` otherwise, unless the aggregation has a
 ``default``, which then replaces the value and marks the aggregation defaulted.
 """
@@ -40,6 +43,7 @@ from engine.kernel.layout import (
     FIELD_MAX,
     FIELD_MIN,
     FIELD_SUM,
+    INTEGER_FUNCTIONS,
     AggregationSpec,
     ViewSpec,
 )
@@ -79,9 +83,10 @@ def empty_value(agg: AggregationSpec) -> Value:
 
 
 def values_are_int(agg: AggregationSpec) -> bool:
-    """Whether ``agg``'s values are ints: count, unless its default is fractional."""
+    """Whether ``agg``'s values are ints: count and time_since_last, unless the default
+    is fractional."""
     fill = empty_value(agg)
-    return agg.function == "count" and not (isinstance(fill, float) and not fill.is_integer())
+    return agg.function in INTEGER_FUNCTIONS and not (isinstance(fill, float) and not fill.is_integer())
 
 
 def window_start_ms(t_ms: IntOrArray, interval_ms: int, window_ms: int) -> IntOrArray:
@@ -122,19 +127,26 @@ def evaluate_unchecked(
         block = parts[lo:hi]
         count = int(block[:, off + FIELD_COUNT].sum()) if lo < hi else 0
         empty.append(count == 0)
-        values[agg.output_name] = (
-            empty_value(agg) if count == 0 else _reduce_block(agg.function, block, off, count)
-        )
+        if count == 0:
+            values[agg.output_name] = empty_value(agg)
+        elif agg.function == "first_seen":
+            # Empty tiles hold first_ts = +inf; the window is non-empty, so the min is a time.
+            values[agg.output_name] = int(block[:, spec.layout.first_event_field].min())
+        else:
+            values[agg.output_name] = _reduce_block(agg.function, block, off, count, t_ms)
     defaulted = tuple(
         e and a.default is not None for e, a in zip(empty, spec.aggregations, strict=True)
     )
     return WindowResult(values, tuple(empty), defaulted)
 
 
-def _reduce_block(function: str, block: Float64Array, off: int, count: int) -> Value:
+def _reduce_block(function: str, block: Float64Array, off: int, count: int, t_ms: int) -> Value:
     """Merge the partials of the (non-empty) window ``block`` for one aggregation."""
     if function == "count":
         return count
+    if function == "time_since_last":
+        # Empty tiles hold last_ts = -inf; the window is non-empty, so the max is a time.
+        return int(t_ms) - int(block[:, off + FIELD_LAST_TS].max())
     if function == "sum":
         return float(block[:, off + FIELD_SUM].sum())
     if function == "mean":
@@ -165,8 +177,9 @@ def _reduce_block(function: str, block: Float64Array, off: int, count: int) -> V
 class WindowBatch:
     """Values of many ``(entity, t)`` queries, one array per aggregation.
 
-    ``values[name]`` has one entry per query: int64 for ``count`` (float64 if its
-    default is fractional), float64 otherwise. Where a window is empty it holds the
+    ``values[name]`` has one entry per query: int64 for ``count`` and
+    ``time_since_last`` (float64 when the default is fractional, or when
+    ``time_since_last`` has no default and needs NaN), float64 otherwise. Where a window is empty it holds the
     default if one is declared, else ``0``/``0.0`` for count/sum and NaN otherwise.
     ``empty`` is bool ``(n_queries, n_aggregations)`` in declared order.
     """
@@ -193,7 +206,7 @@ class WindowBatch:
             raw = self.values[agg.output_name][i]
             if is_empty:
                 values[agg.output_name] = empty_value(agg)
-            elif agg.function == "count":
+            elif values_are_int(agg):
                 values[agg.output_name] = int(raw)
             else:
                 values[agg.output_name] = float(raw)
@@ -209,8 +222,10 @@ class WindowBatch:
             column = self.values[agg.output_name]
             fill = empty_value(agg)
             values: list[Value]
-            if agg.function == "count" and column.dtype != np.int64:  # fractional default
-                values = [int(v) for v in column.tolist()]
+            if agg.function in INTEGER_FUNCTIONS and column.dtype != np.int64:
+                # A fractional default or NaN for empty windows made the column float;
+                # empty entries are replaced by the fill below.
+                values = [v if math.isnan(v) else int(v) for v in column.tolist()]
             else:
                 values = column.tolist()  # int64 -> int, float64 -> float already
             for i in np.flatnonzero(self.empty[:, j]).tolist():
@@ -307,6 +322,13 @@ def evaluate_many_unchecked(
             result = reduce("sum", off, w) / np.maximum(counts, 1)
         elif agg.function in ("min", "max", "last"):
             result = reduce(agg.function, off, w).copy()
+        elif agg.function == "time_since_last":
+            newest = reduce("last_ts", off, w)
+            # Empty windows hold -inf here; they are overwritten by the empty value.
+            result = times - np.where(is_empty, 0.0, newest).astype(np.int64)
+        elif agg.function == "first_seen":
+            oldest = reduce("first_ts", spec.layout.first_event_field, w)
+            result = np.where(is_empty, 0.0, oldest).astype(np.int64)
         else:
             result = _window_stddev(parts, off, lo, hi, counts, reduce("sum", off, w))
         values[agg.output_name] = _fill_empty(agg, result, is_empty)
@@ -317,7 +339,9 @@ def _fill_empty(
     agg: AggregationSpec, result: npt.NDArray[np.generic], is_empty: BoolArray
 ) -> npt.NDArray[np.generic]:
     fill = empty_value(agg)
-    if agg.function == "count" and not values_are_int(agg):
+    if fill is None or (agg.function in INTEGER_FUNCTIONS and not values_are_int(agg)):
+        # NaN marks an empty window without default; it needs a float array (integer
+        # values stay exact: they are event-time differences, far below 2**53).
         result = result.astype(np.float64)
     result[is_empty] = np.nan if fill is None else fill
     return result
@@ -418,6 +442,8 @@ def _window_reduce(
         "sum": (FIELD_SUM, np.add, 0.0),
         "min": (FIELD_MIN, np.minimum, math.inf),
         "max": (FIELD_MAX, np.maximum, -math.inf),
+        "last_ts": (FIELD_LAST_TS, np.maximum, -math.inf),
+        "first_ts": (0, np.minimum, math.inf),  # off is the view's first_ts field itself
     }[kind]
     idx = np.empty(2 * len(lo), dtype=np.intp)
     idx[0::2] = lo

@@ -167,6 +167,14 @@ class WindowPlan:
                 values.append(total)
             elif function == "mean":
                 values.append(total / count)
+            elif function == "first_seen":
+                # The oldest event of the window: the smallest first_ts (+inf in empty tiles).
+                first = self.spec.layout.first_event_field
+                values.append(int(min(flat[los[w] * width + first:end + first:width])))
+            elif function == "time_since_last":
+                # The newest event of the window: the greatest last_ts (-inf in empty tiles).
+                newest = max(flat[los[w] * width + off + FIELD_LAST_TS:end + off + FIELD_LAST_TS:width])
+                values.append(t_ms - int(newest))
             else:
                 values.append(_reduce(function, flat, width, off, los[w], hi, count, total))
         return values, empty

@@ -23,7 +23,7 @@ import pyarrow as pa
 from engine.definitions.transform_runner import TransformRunError, TransformSpec, run_transform
 from engine.io.parquet_log import EVENT_TIME, read_log, value_column
 from engine.kernel.aggregate import overflow_is_a_value
-from engine.kernel.layout import AggregationSpec
+from engine.kernel.layout import ANY_COLUMN_FUNCTIONS, AggregationSpec
 from engine.kernel.window import empty_value, values_are_int, window_start_ms
 from engine.offline.exceptions import (
     OnDemandComputationError,
@@ -207,7 +207,11 @@ def evaluate_windows(
             lo_by_window[agg.window_ms] = lo
         count = hi - lo
         nonempty = count > 0
-        vals = values.get(agg.column, np.zeros(0)) if agg.function != "count" else np.zeros(0)
+        vals = (
+            np.zeros(0)
+            if agg.function in ANY_COLUMN_FUNCTIONS
+            else values.get(agg.column, np.zeros(0))
+        )
         result: npt.NDArray[Any]
         if agg.function in ("sum", "mean", "stddev"):
             pair = prefix.get(agg.column)
@@ -224,6 +228,12 @@ def evaluate_windows(
             result = _reduceat(np.maximum, vals, lo, hi)
         elif agg.function == "last":
             result = vals[np.maximum(hi - 1, 0)] if n else np.zeros(m)
+        elif agg.function == "first_seen":
+            # lo is the window's oldest event (events sorted by entity, e, position).
+            result = times[np.minimum(lo, n - 1)] if n else np.zeros(m, dtype=np.int64)
+        elif agg.function == "time_since_last":
+            # Events are sorted by (entity, e, position): hi - 1 is the newest with e <= t.
+            result = q_times - times[np.maximum(hi - 1, 0)] if n else np.zeros(m, dtype=np.int64)
         else:
             # Serving's partials reach the stddev through the window's mean: when the sum
             # overflows, so does the stddev there (semantics section 3, INVALID values).
@@ -276,11 +286,9 @@ def _finish(
             valid = filled.is_not_null().to_numpy() & ~(nonempty & ~finite)
             return _masked_series(agg.output_name, filled.fill_null(0.0).to_numpy(), valid)
     fill = empty_value(agg)
-    if fill is None:
-        return _masked_series(
-            agg.output_name, np.where(nonempty, result, 0.0).astype(np.float64), nonempty
-        )
     dtype = np.int64 if values_are_int(agg) else np.float64
+    if fill is None:
+        return _masked_series(agg.output_name, np.where(nonempty, result, 0).astype(dtype), nonempty)
     return pl.Series(agg.output_name, np.where(nonempty, result, fill).astype(dtype))
 
 
@@ -537,7 +545,7 @@ def compute_view_features(
         missing += [
             value_column(a.column)
             for a in aggs
-            if a.function != "count" and value_column(a.column) not in log.columns
+            if a.function not in ANY_COLUMN_FUNCTIONS and value_column(a.column) not in log.columns
         ]
         if missing:
             raise TrainingSetError(
@@ -550,7 +558,7 @@ def compute_view_features(
     values = {
         a.column: log.get_column(value_column(a.column)).to_numpy().astype(np.float64)
         for a in aggs
-        if log.height and a.function != "count"
+        if log.height and a.function not in ANY_COLUMN_FUNCTIONS
     }
     return evaluate_windows(codes, times, values, q_codes, t_ms, interval, aggs, nonempty_out)
 

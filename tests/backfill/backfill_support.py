@@ -22,6 +22,7 @@ from engine.offline.backfill import (
 from engine.offline.training import get_training_set
 from engine.state.online_rocksdb import RocksDBOnlineTable
 from tests.engine.streaming_support import (
+    EXAMPLE_VIEW_KEYS,
     assert_close,
     example_views,
     expected_values,
@@ -72,7 +73,8 @@ def history_reference(events: Sequence[dict[str, Any]], start_ms: int, end_ms: i
 
 def _reference_event(doc: dict[str, Any], partition: int, offset: int) -> dict[str, Any]:
     return {
-        "entity": doc["user_id"], "merchant": doc["merchant_id"], "e": doc["ts"],
+        "entity": doc["user_id"], "merchant": doc["merchant_id"],
+        "pair": (doc["user_id"], doc["merchant_id"]), "e": doc["ts"],
         "partition": partition, "offset": offset, "value": float(doc["amount"]),
         "event_type": doc["event_type"], "valid": True,
     }  # fmt: skip
@@ -94,13 +96,13 @@ def compare_state(
     state_dir: Path, shards: int, secondary: Path, applied: Sequence[dict[str, Any]], times: Iterable[int],
     topic: str = "transactions",
 ) -> int:
-    """Every user/merchant's state as of each t equals the reference; returns comparisons."""
+    """Every user/merchant/pair's state as of each t equals the reference; returns comparisons."""
     views = views_by_name(topic)
     table = RocksDBOnlineTable(state_dir, shards, secondary, background=False)
     compared = 0
     try:
         for t in times:
-            for name, key_field in (("user_spend", "entity"), ("merchant_activity", "merchant")):
+            for name, key_field in EXAMPLE_VIEW_KEYS:
                 view = views[name]
                 for key in sorted({e[key_field] for e in applied}):
                     mine = [e for e in applied if e[key_field] == key]
@@ -134,7 +136,9 @@ def compare_training_set(
     frame = get_training_set(repo, "backfill_check", spine, str(log_root))
     by_name = {v.name: v for v in views}
     for row, (user, merchant, t) in zip(frame.iter_rows(named=True), spine_rows, strict=True):
-        for name, key_field, key in (("user_spend", "entity", user), ("merchant_activity", "merchant", merchant)):
+        keys = {"entity": user, "merchant": merchant, "pair": (user, merchant)}
+        for name, key_field in EXAMPLE_VIEW_KEYS:
+            key = keys[key_field]
             view = by_name[name]
             mine = [e for e in applied if e[key_field] == key]
             want = expected_values(view, mine, key, t, key_field=key_field)

@@ -197,6 +197,18 @@ def test_view_column_checks(source: EventSource, user: Entity) -> None:
                 f"aggregations[event_type_{fn}_1h].column")
     counted = _view(source, user, aggregations=[Aggregation(column="event_type", function="count", window=timedelta(hours=1))])
     assert counted.column_types["event_type"] == FieldType.STRING
+    timed = _view(source, user, aggregations=[Aggregation(column="event_type", function="time_since_last", window=timedelta(hours=1))])
+    assert timed.feature_types["event_type_time_since_last_1h"] == FieldType.INT
+
+
+def test_planned_functions_are_refused_naming_the_function() -> None:
+    # docs/semantics.md lists them as planned: plan must not accept what the engine cannot compute.
+    for fn in ("percentile", "count_distinct", "last_n", "first_n", "median"):
+        err = refused(lambda fn=fn: Aggregation(column="amount", function=fn, window=timedelta(hours=1)), "function")
+        assert fn in str(err) and "time_since_last" in str(err)
+        assert "not implemented yet" in str(err)
+    err = refused(lambda: Aggregation(column="amount", function="sum", window=None), "window")  # type: ignore[arg-type]
+    assert "lifetime windows" in str(err)
 
 
 def test_view_join_key_checks(source: EventSource) -> None:

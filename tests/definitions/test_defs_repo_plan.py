@@ -314,13 +314,13 @@ def test_cli_plan_and_apply(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap
 
 def test_example_repo_loads_and_transforms_check() -> None:
     repo = load_repo(REPO_ROOT / "feature_defs")
-    assert {v.name for v in repo.views} == {"user_spend", "merchant_activity"}
+    assert {v.name for v in repo.views} == {"user_spend", "merchant_activity", "user_merchant_spend"}
     user_spend = repo.view("user_spend")
     assert user_spend.source.topic == "transactions" and user_spend.join_keys == ("user_id",)
     assert user_spend.source.allowed_lateness_ms == 300_000 and user_spend.interval_ms == 60_000
     assert set(user_spend.feature_names) == {
         f"amount_{fn}_{w}" for fn in ("sum", "count", "mean") for w in ("15m", "1h", "1d")
-    } | {"amount_max_1h", "amount_stddev_1d"}
+    } | {"amount_max_1h", "amount_stddev_1d", "ms_since_last_purchase"}
     assert repo.view("merchant_activity").join_keys == ("merchant_id",)
     velocity = check_on_demand(repo.on_demand_view("spend_velocity"), {"amount": 50.0, "amount_sum_15m": 0.0})
     assert velocity == {"spend_velocity_ratio": pytest.approx(50.0 / 0.001)}
@@ -333,5 +333,6 @@ def test_example_repo_loads_and_transforms_check() -> None:
     service = repo.service("fraud_scoring")
     assert service.entity_join_keys == ("user_id", "merchant_id")
     assert dict(service.request_fields) == {"amount": "float"}
-    assert service.feature_names[-4:] == ("merchant_txn_count_15m", "merchant_txn_count_1h",
+    assert service.feature_names[-8:] == ("merchant_txn_count_15m", "merchant_txn_count_1h",
+                                          "pair_txn_count_1d", "pair_amount_sum_1d", "pair_ms_since_last_1d", "pair_first_seen_1d",
                                           "spend_velocity_ratio", "user_merchant_share_1h")

@@ -93,7 +93,8 @@ def reference_events(records: Iterable[Record], generated: EventBatch | None = N
             continue
         doc = orjson.loads(r.value)
         events.append({
-            "entity": doc["user_id"], "merchant": doc["merchant_id"], "e": doc["ts"],
+            "entity": doc["user_id"], "merchant": doc["merchant_id"],
+            "pair": (doc["user_id"], doc["merchant_id"]), "e": doc["ts"],
             "partition": r.partition, "offset": r.offset, "value": float(doc["amount"]),
             "event_type": doc["event_type"], "valid": True,
         })
@@ -109,7 +110,8 @@ def is_purchase(event: Any) -> bool:
 
 
 def expected_values(
-    view: StreamFeatureView, applied: Sequence[dict[str, Any]], entity: str, t: int, key_field: str = "entity"
+    view: StreamFeatureView, applied: Sequence[dict[str, Any]], entity: str | tuple[str, ...], t: int,
+    key_field: str = "entity",
 ) -> dict[str, Any]:
     events = [
         e if key_field == "entity" else {**e, "entity": e[key_field]} for e in applied if e[key_field] == entity
@@ -123,8 +125,16 @@ def expected_values(
     }
 
 
-def online_values(table: OnlineTable, view: StreamFeatureView, entity: str, t: int) -> dict[str, Any] | None:
-    record = table.read(view.fingerprint, [entity_key([entity])])[0]
+# The example views and the reference event field holding each one's entity key
+# (a tuple of join-key values for the user x merchant view).
+EXAMPLE_VIEW_KEYS = (("user_spend", "entity"), ("merchant_activity", "merchant"), ("user_merchant_spend", "pair"))
+
+
+def online_values(
+    table: OnlineTable, view: StreamFeatureView, entity: str | tuple[str, ...], t: int
+) -> dict[str, Any] | None:
+    key_values = list(entity) if isinstance(entity, tuple) else [entity]
+    record = table.read(view.fingerprint, [entity_key(key_values)])[0]
     if record is None:
         return None
     tiles, partials, _ = decode_tiles(record)
@@ -134,15 +144,15 @@ def online_values(table: OnlineTable, view: StreamFeatureView, entity: str, t: i
 def check_online_values(
     table: OnlineTable, views: dict[str, StreamFeatureView], applied: Sequence[dict[str, Any]]
 ) -> int:
-    """Assert every entity's values of both example views as of the last applied event
+    """Assert every entity's values of the example views as of the last applied event
     equal the reference; return how many entities had state."""
     t_end = max(e["e"] for e in applied)
     checked = 0
-    for view_name, key_field in (("user_spend", "entity"), ("merchant_activity", "merchant")):
+    for view_name, key_field in EXAMPLE_VIEW_KEYS:
         view = views[view_name]
-        by_key: dict[str, list[dict[str, Any]]] = {}
+        by_key: dict[Any, list[dict[str, Any]]] = {}
         for e in applied:
-            by_key.setdefault(str(e[key_field]), []).append(e)
+            by_key.setdefault(e[key_field], []).append(e)
         for key, mine in by_key.items():
             got = online_values(table, view, key, t_end)
             if got is None:

@@ -33,7 +33,7 @@ def check_against_reference(
     table = RocksDBOnlineTable(data_dir / "state", shards, secondary, background=False)
     try:
         checked = check_online_values(table, views, applied)
-        for view_name in ("user_spend", "merchant_activity"):
+        for view_name in ("user_spend", "merchant_activity", "user_merchant_spend"):
             log = read_log(str(data_dir / "log"), view_name)
             purchases = {(e["partition"], e["offset"]) for e in applied if e["event_type"] == "PURCHASE"}
             logged = set(zip(log["partition"].to_list(), log["offset"].to_list(), strict=True))

@@ -158,7 +158,8 @@ def test_hostile_records_go_to_the_dlq_and_good_ones_are_exact(
             assert r.value in kind_of
             events.append({"entity": None, "e": 0, "partition": r.partition, "offset": r.offset, "valid": False})
         else:
-            events.append({"entity": doc["user_id"], "merchant": doc["merchant_id"], "e": doc["ts"],
+            events.append({"entity": doc["user_id"], "merchant": doc["merchant_id"],
+                           "pair": (doc["user_id"], doc["merchant_id"]), "e": doc["ts"],
                            "partition": r.partition, "offset": r.offset, "value": float(doc["amount"]),
                            "event_type": doc["event_type"], "valid": True})
     counts = check_against_reference(repo, data, kafka_bootstrap, topic, events, tmp_path / "secondary")

@@ -16,10 +16,10 @@ from engine.kernel import (
     encode_positions,
     merge_tile_sets,
 )
+from engine.kernel.layout import FUNCTIONS
 
-FUNCTIONS = ("count", "sum", "mean", "min", "max", "last", "stddev")
 COLUMN = "amount"
-LAYOUT = PartialLayout((COLUMN,))
+LAYOUT = PartialLayout((COLUMN,), tracks_first_event=True)  # make_spec has first_seen
 
 Event = dict[str, Any]
 TileSet = tuple[np.ndarray, np.ndarray]

@@ -90,7 +90,7 @@ def test_corrupt_headers_are_refused(patch: Any, message: str) -> None:
 
 
 def test_width_mismatch_and_unsorted_tiles_are_refused() -> None:
-    with pytest.raises(TileCodecError, match="field 'width': expected 16, got 8"):
+    with pytest.raises(TileCodecError, match="field 'width': expected 16, got 9"):
         decode_tiles(_record(), expected_width=16)
     record = bytearray(_record())
     struct.pack_into("<q", record, HEADER.size + 8, 1)  # tiles become 3, 1, 9
@@ -141,8 +141,8 @@ def test_retention_never_changes_values_the_watermark_allows(
 def test_merge_tile_sets_refuses_unsorted_and_misshaped_input() -> None:
     with pytest.raises(KernelInputError, match="'tiles_a': expected strictly increasing"):
         merge_tile_sets(LAYOUT, [5, 4], LAYOUT.empty(2), [1], LAYOUT.empty(1))
-    with pytest.raises(KernelInputError, match=r"'partials_b': expected shape \(1, 8\)"):
-        merge_tile_sets(LAYOUT, [1], LAYOUT.empty(1), [2], np.zeros((1, 9)))
+    with pytest.raises(KernelInputError, match=r"'partials_b': expected shape \(1, 9\)"):
+        merge_tile_sets(LAYOUT, [1], LAYOUT.empty(1), [2], np.zeros((1, 8)))
 
 
 def test_view_spec_from_duck_typed_view() -> None:

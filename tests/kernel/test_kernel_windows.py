@@ -21,7 +21,8 @@ from kernel_helpers import (
 )
 
 from engine.kernel import evaluate, evaluate_many
-from engine.kernel.layout import FIELD_COUNT, FIELD_LAST_VALUE
+from engine.kernel.exceptions import KernelSpecError
+from engine.kernel.layout import FIELD_COUNT, FIELD_LAST_VALUE, PartialLayout, ViewSpec
 from tests.reference import reference_value
 
 ENTITIES = (0, 1, 2)
@@ -190,9 +191,12 @@ def test_empty_window_values_and_defaults() -> None:
     assert batch.row(1).values == defaulted.values
 
 
-def test_layout_is_single_column() -> None:
-    assert LAYOUT.width == 8
-    assert LAYOUT.offset("amount") == 0
+def test_layout_is_single_column_plus_first_ts() -> None:
+    assert LAYOUT.width == 9 and LAYOUT.column_width == 8
+    assert LAYOUT.offset("amount") == 0 and LAYOUT.first_event_field == 8
+    assert PartialLayout(("amount",)).width == 8  # views without first_seen do not pay for it
+    with pytest.raises(KernelSpecError, match="tracks_first_event"):
+        _ = PartialLayout(("amount",)).first_event_field
 
 
 def test_aggregate_batch_partials_of_one_group() -> None:
@@ -205,7 +209,8 @@ def test_aggregate_batch_partials_of_one_group() -> None:
     codes, tiles, partials = aggregate_events(events, 1_000)
     assert codes.tolist() == [7] and tiles.tolist() == [1]
     everything = np.array([*values, -4.0])
-    count, total, m2, low, high, last_ts, last_pos, last_value = partials[0].tolist()
+    count, total, m2, low, high, last_ts, last_pos, last_value, first_ts = partials[0].tolist()
+    assert first_ts == 1_000.0
     assert (count, low, high) == (5.0, -4.0, 10.0)
     assert total == pytest.approx(everything.sum(), rel=1e-12)
     assert m2 == pytest.approx(((everything - everything.mean()) ** 2).sum(), rel=1e-12)
@@ -248,3 +253,8 @@ def test_a_projected_spec_evaluates_its_aggregations_as_the_full_spec() -> None:
         assert_same_value(part.values[name], full.values[name], name)
     with pytest.raises(ValueError, match="unknown \\['nope'\\]"):
         spec.project(["nope"])
+    # Without its first_seen aggregations the projection still reads records with first_ts.
+    plain = spec.project([n for n in spec.output_names if not n.startswith("first_seen")])
+    assert plain.layout == spec.layout and plain.layout.tracks_first_event
+    with pytest.raises(KernelSpecError, match="tracks_first_event"):
+        ViewSpec(60_000, ("amount",), spec.aggregations, spec.retention_ms, tracks_first_event=False)

@@ -26,17 +26,17 @@ from engine.definitions import (
     col,
 )
 from engine.io.parquet_log import DAY_MS, ParquetLogWriter
-from engine.kernel.layout import AggregationSpec
+from engine.kernel.layout import FUNCTIONS, AggregationSpec
 from engine.offline.exceptions import (
     OnDemandComputationError,
     SpineValidationError,
     TrainingSetError,
 )
 from engine.offline.training import evaluate_windows, get_training_set
+from tests.reference import reference_value
 
 G = 1000  # the view's aggregation interval: 1 s
 BASE = 19_800 * DAY_MS + DAY_MS - 5 * G  # 5 s before midnight: the log spans two dates
-FUNCTIONS = ("sum", "count", "mean", "min", "max", "last", "stddev")
 
 user = Entity("user", ["user_id"])
 txns = EventSource(
@@ -142,38 +142,6 @@ def write_log(
         w.publish()
 
 
-def brute_force(
-    events: list[Event], who: str, t: int, function: str, window_ms: int, default: Any
-) -> Any:
-    """docs/semantics.md section 3, one event at a time.
-
-    tests/reference.py (the kernel engineer's shared reference) did not exist when
-    this was written, so the contract is restated here as a plain loop.
-    """
-    start = (t // G) * G - window_ms
-    window = [e for e in events if e[0] == who and start <= e[1] <= t]
-    if not window:
-        if default is not None:
-            return default
-        return {"count": 0, "sum": 0.0}.get(function)
-    xs = [e[4] for e in window]
-    n = len(xs)
-    if function == "count":
-        return n
-    if function == "sum":
-        return math.fsum(xs)
-    if function == "mean":
-        return math.fsum(xs) / n
-    if function == "min":
-        return min(xs)
-    if function == "max":
-        return max(xs)
-    if function == "last":
-        return max(window, key=lambda e: (e[1], e[2], e[3]))[4]
-    mean = math.fsum(xs) / n
-    return math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / n)
-
-
 def same(got: Any, want: Any) -> bool:
     if want is None or got is None:
         return got is None and want is None
@@ -216,7 +184,7 @@ def scenarios(draw: st.DrawFn) -> tuple[list[Event], list[tuple[str, int]]]:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios(), st.booleans())
-def test_matches_brute_force(
+def test_matches_reference(
     scenario: tuple[list[Event], list[tuple[str, int]]], replay: bool
 ) -> None:
     events, spine_rows = scenario
@@ -236,9 +204,10 @@ def test_matches_brute_force(
     for agg in AGGS:
         got = out[agg.output_name].to_list()
         for (who, t), value in zip(spine_rows, got, strict=True):
-            want = brute_force(events, who, t, agg.function, agg.window_ms, agg.default)
+            want = reference_value(events, who, t, agg.function, agg.window_ms, G, agg.default)
             assert same(value, want), (agg.output_name, who, t, value, want)
     assert out["amount_count_1s"].dtype == pl.Int64
+    assert out["amount_time_since_last_1s"].dtype == pl.Int64
     assert out["amount_sum_1s"].dtype == pl.Float64
 
 

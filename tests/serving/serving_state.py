@@ -42,7 +42,7 @@ USERS = ("u0", "u1", "u2", "u3", "u4")
 MERCHANTS = ("m0", "m1", "m2")
 N_SHARDS = 4
 # Views whose ingest metadata (freshness) is written; user_defaults has none (unknown freshness).
-META_VIEWS = ("user_spend", "merchant_activity")
+META_VIEWS = ("user_spend", "merchant_activity", "user_merchant_spend")
 
 
 def make_events(n: int = 400, seed: int = 7) -> list[dict[str, Any]]:

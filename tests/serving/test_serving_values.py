@@ -26,9 +26,12 @@ def post(client: ASGIClient, service: str, body: dict[str, Any]) -> dict[str, An
     return result
 
 
-def expected(view: StreamFeatureView, events: list[dict[str, Any]], entity: str, t: int) -> dict[str, Any]:
-    key = view.join_keys[0]
-    rows = [{"entity": e[key], "e": e["ts"], "partition": e["partition"], "offset": e["offset"],
+def expected(
+    view: StreamFeatureView, events: list[dict[str, Any]], entity: str | tuple[str, ...], t: int
+) -> dict[str, Any]:
+    """The reference values of ``view``; ``entity`` is a tuple for a view of several join keys."""
+    keys = view.join_keys
+    rows = [{"entity": e[keys[0]] if len(keys) == 1 else tuple(e[k] for k in keys), "e": e["ts"], "partition": e["partition"], "offset": e["offset"],
              "value": e["amount"]} for e in passes(view, events)]
     return {
         agg.output_name: reference_value(rows, entity, t, str(agg.function), agg.window_ms,
@@ -61,6 +64,7 @@ def test_many_entities_match_reference(
     assert len(body["features"]) == len(users)
     service = repo.service("fraud_scoring")
     user_spend, merchant_activity = repo.view("user_spend"), repo.view("merchant_activity")
+    pair_view = repo.view("user_merchant_spend")
     for user, merchant, amount, row in zip(users, merchants, amounts, body["features"], strict=True):
         assert list(row) == ["user_id", "merchant_id", *service.feature_names]
         assert (row["user_id"], row["merchant_id"]) == (user, merchant)
@@ -70,6 +74,10 @@ def test_many_entities_match_reference(
             assert close(row[name], want_user[name]), (name, user, row[name], want_user[name])
         for name in ("merchant_txn_count_15m", "merchant_txn_count_1h"):
             assert row[name] == want_merchant[name]
+        # The user x merchant view is read in the same request, keyed by both join keys.
+        want_pair = expected(pair_view, events, (user, merchant), t)
+        for name in pair_view.feature_names:
+            assert close(row[name], want_pair[name]), (name, user, merchant, row[name], want_pair[name])
         ratio = amount / max(want_user["amount_sum_15m"] or 0.0, 0.001)
         assert close(row["spend_velocity_ratio"], ratio)
         merchant_sum = want_merchant["merchant_amount_sum_1h"] or 0.0
