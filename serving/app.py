@@ -25,6 +25,7 @@ from serving import error_handlers, push, routes_feast, routes_ops, routes_v1
 from serving.auth import ApiKeyMiddleware, load_api_keys
 from serving.deps import ServingState
 from serving.exceptions import ServingSetupError
+from serving.history import HistoricalReads
 from serving.hot_path import FeatureApp
 from serving.metrics import ServingMetrics
 from serving.online import OnlineAccess
@@ -74,10 +75,12 @@ def create_app(
     owned = online_table is None
     table = online_table if online_table is not None else open_online_table(settings, plan.shards)
     metrics = ServingMetrics()
+    online = OnlineAccess(table, metrics, backend=settings.online, freshness_ttl_s=freshness_ttl_s)
     state = ServingState(
         registry=registry,
-        online=OnlineAccess(table, metrics, backend=settings.online, freshness_ttl_s=freshness_ttl_s),
+        online=online,
         metrics=metrics,
+        history=HistoricalReads(online, settings.log_uri),
         max_entities_per_request=settings.max_entities_per_request,
         max_request_bytes=settings.max_request_bytes,
         request_log=RequestLogger(settings.request_log_dir) if settings.request_log_dir else None,

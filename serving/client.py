@@ -38,16 +38,23 @@ from serving.exceptions import (
     TransformError,
 )
 
-AsOf = int | str | datetime | None
+OneTime = int | str | datetime
+AsOf = OneTime | Sequence[OneTime] | None  # a sequence: one time per entity row
 DEFAULTED = "DEFAULTED"  # the status of a fallback value (docs/serving.md)
 
 
-def _as_of(value: AsOf) -> int | str | None:
+def _one_time(value: OneTime) -> int | str:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError(f"as_of: expected an aware datetime, got naive {value!r}; add tzinfo")
         return value.isoformat()
     return value
+
+
+def _as_of(value: AsOf) -> int | str | list[int | str] | None:
+    if value is None or isinstance(value, int | str | datetime):
+        return None if value is None else _one_time(value)
+    return [_one_time(v) for v in value]
 
 
 def _error_from(response: httpx.Response) -> ServingError:

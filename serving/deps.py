@@ -19,6 +19,7 @@ from serving.exceptions import (
     ServingError,
     UnsupportedMediaType,
 )
+from serving.history import HistoricalReads
 from serving.metrics import ServingMetrics
 from serving.online import OnlineAccess
 from serving.registry import Registry
@@ -34,6 +35,7 @@ class ServingState:
     registry: Registry
     online: OnlineAccess
     metrics: ServingMetrics
+    history: HistoricalReads
     max_entities_per_request: int = 1000
     max_request_bytes: int = 1_048_576
     request_log: RequestLogger | None = None

@@ -4,7 +4,8 @@ One entity uses the view's precompiled :class:`engine.kernel.window_plan.WindowP
 (plain Python over a few tiles); several use the vectorized
 :func:`engine.kernel.window.evaluate_many_unchecked` on all entities' tile sets,
 decoded together by :func:`engine.kernel.batch_merge.decode_many`. Every row is
-evaluated as of the request's time (wall clock or ``as_of``).
+evaluated as of the request's time (wall clock or ``as_of``, one for all rows or one per
+row). Whether an ``as_of`` answer is exact is decided in :mod:`serving.history`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class ViewValues:
     found: list[bool]  # False: the entity has no record (never seen, or expired)
     defaulted: dict[str, list[bool]]  # feature -> whether a declared default replaced an empty window
     max_event_ts: list[int | None]  # newest event time in the entity's record
+    from_log: list[bool] | None = None  # rows answered from the Parquet log (None: none)
 
 
 def entity_keys(view: CompiledView, entities: dict[str, list[EntityValue]], n_rows: int) -> list[bytes]:
@@ -50,8 +52,10 @@ def _corrupt(view: CompiledView, exc: TileCodecError) -> ServerError:
                        hint="the state is corrupt or from another version; rebuild it with a backfill")
 
 
-def evaluate_view(view: CompiledView, records: list[bytes | None], t_ms: int) -> ViewValues:
-    """Records are checked once, at decode; the kernel then trusts the decoded arrays."""
+def evaluate_view(view: CompiledView, records: list[bytes | None], t_ms: int | Sequence[int]) -> ViewValues:
+    """Records are checked once, at decode; the kernel then trusts the decoded arrays.
+
+    ``t_ms`` is one time for every row or one per row."""
     plan = view.plan
     names = plan.names
     if len(records) == 1:
@@ -60,7 +64,7 @@ def evaluate_view(view: CompiledView, records: list[bytes | None], t_ms: int) ->
             record = None if raw is None else decode_record(raw, view.spec.layout.width)
         except TileCodecError as exc:
             raise _corrupt(view, exc) from exc
-        values, empty = plan.evaluate(record, t_ms)
+        values, empty = plan.evaluate(record, t_ms if isinstance(t_ms, int) else t_ms[0])
         return ViewValues(
             columns={n: [v] for n, v in zip(names, values, strict=True)},
             found=[raw is not None],
@@ -76,7 +80,8 @@ def evaluate_view(view: CompiledView, records: list[bytes | None], t_ms: int) ->
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(flat.codes, minlength=n), out=indptr[1:])
     batch = evaluate_many_unchecked(view.spec, flat.tiles, flat.partials, indptr,
-                                    np.arange(n, dtype=np.int64), t_ms)
+                                    np.arange(n, dtype=np.int64),
+                                    t_ms if isinstance(t_ms, int) else np.asarray(t_ms, dtype=np.int64))
     defaulted = batch.defaulted
     return ViewValues(
         columns=batch.to_pylists(),
@@ -88,10 +93,10 @@ def evaluate_view(view: CompiledView, records: list[bytes | None], t_ms: int) ->
 
 def read_and_evaluate(
     online: OnlineAccess, views: Sequence[CompiledView], entities: dict[str, list[EntityValue]], n_rows: int,
-    t_ms: int,
+    t_ms: int | Sequence[int],
 ) -> list[ViewValues]:
     """One read of every view's records (one round trip for Redis), then window evaluation
-    of each as of ``t_ms``."""
+    of each as of ``t_ms`` (one time, or one per row)."""
     requests = [(view.fingerprint, entity_keys(view, entities, n_rows)) for view in views]
     records = online.read_views(requests)
     return [evaluate_view(view, recs, t_ms) for view, recs in zip(views, records, strict=True)]

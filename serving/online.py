@@ -10,7 +10,14 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 
-from engine.state import UNKNOWN_FRESHNESS, Freshness, OnlineTable, OnlineTableUnavailable
+from engine.state import (
+    UNKNOWN_FRESHNESS,
+    Freshness,
+    OffsetRecord,
+    OnlineTable,
+    OnlineTableUnavailable,
+    RocksDBOnlineTable,
+)
 from serving.exceptions import OnlineTableUnavailableError
 from serving.metrics import ServingMetrics
 from serving.registry import CompiledView
@@ -19,6 +26,7 @@ PRESENT = "PRESENT"
 NOT_FOUND = "NOT_FOUND"
 DEFAULTED = "DEFAULTED"
 STALE = "STALE"
+FUTURE_EVENTS = "FUTURE_EVENTS"
 #: The window holds events but its value overflowed or is not a number (for example sums
 #: of values near 1e308); the value is served as null (docs/serving.md).
 INVALID = "INVALID"
@@ -53,10 +61,12 @@ class OnlineAccess:
             self.metrics.online_read_errors.labels(self.backend).inc()
             raise OnlineTableUnavailableError(exc.reason, hint=exc.hint) from exc
 
-    def freshness(self, view: CompiledView) -> Freshness:
+    def freshness(self, view: CompiledView, *, cached_ok: bool = True) -> Freshness:
+        """The view's freshness; ``cached_ok=False`` reads it now (historical reads need a
+        value read after their records, see serving/history.py)."""
         now = time.monotonic()
         cached = self._freshness.get(view.fingerprint)
-        if cached is not None and now - cached[0] < self.freshness_ttl_s:
+        if cached_ok and cached is not None and now - cached[0] < self.freshness_ttl_s:
             return cached[1]
         try:
             found = self.table.read_meta(view.fingerprint)
@@ -65,6 +75,17 @@ class OnlineAccess:
             found = cached[1] if cached is not None else UNKNOWN_FRESHNESS
         self._freshness[view.fingerprint] = (now, found)
         return found
+
+    def read_offsets(self, topic: str) -> list[dict[int, OffsetRecord]] | None:
+        """Every shard's offset records of ``topic``, or None when the online table does
+        not keep them (Redis)."""
+        if not isinstance(self.table, RocksDBOnlineTable):
+            return None
+        try:
+            return self.table.read_offsets(topic)
+        except OnlineTableUnavailable as exc:
+            self.metrics.online_read_errors.labels(self.backend).inc()
+            raise OnlineTableUnavailableError(exc.reason, hint=exc.hint) from exc
 
     def ready(self) -> tuple[bool, str]:
         health = self.table.health()

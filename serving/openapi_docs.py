@@ -7,10 +7,11 @@ from typing import Any
 
 _SCALAR = {"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"}]}
 _KEY = {"anyOf": [{"type": "string"}, {"type": "integer"}]}
+_ONE_TIME = {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "format": "date-time"}]}
 _AS_OF = {
-    "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "format": "date-time"}],
-    "description": "evaluate as of this time: epoch milliseconds, or ISO-8601 with an offset "
-    "(default: the request's wall-clock time)",
+    "anyOf": [*_ONE_TIME["anyOf"], {"type": "array", "items": _ONE_TIME}],
+    "description": "evaluate as of this time: epoch milliseconds, or ISO-8601 with an offset, or a "
+    "list with one such time per entity row (default: the request's wall-clock time)",
 }
 _ERROR = {
     "type": "object",
@@ -69,13 +70,15 @@ def v1_responses() -> dict[int | str, dict[str, Any]]:
         "required": ["service", "as_of", "features"],
         "properties": {
             "service": {"type": "string"},
-            "as_of": {"type": "integer"},
+            "as_of": {"anyOf": [{"type": "integer"}, {"type": "array", "items": {"type": "integer"}}]},
             "features": {"type": "array", "items": row},
             "metadata": {"type": "object", "properties": {
                 "statuses": {"type": "array", "items": {"type": "object", "additionalProperties": {
-                    "type": "string", "enum": ["PRESENT", "NOT_FOUND", "DEFAULTED", "STALE", "INVALID"]}}},
+                    "type": "string",
+                    "enum": ["PRESENT", "NOT_FOUND", "DEFAULTED", "STALE", "INVALID", "FUTURE_EVENTS"]}}},
                 "views": {"type": "object"},
-                "as_of_in_head_tile": {"type": "array", "items": {"type": "boolean"}},
+                "sources": {"type": "array", "items": {"type": "object", "additionalProperties": {
+                    "type": "string", "enum": ["online", "log"]}}},
             }},
         },
     }

@@ -2,12 +2,17 @@
 
 Status of a value (docs/serving.md), first match wins:
 ``NOT_FOUND`` the entity has no record in the view (never seen, or expired);
+``FUTURE_EVENTS`` (wall-clock reads) the record holds events stamped after the
+evaluation time, which the online tiles cannot leave out, or the view's newest event
+is so far ahead that retention may have dropped tiles the window needs;
 ``INVALID`` the window holds events but its value is not a finite number (an overflowed
 sum, for example), so it is served as null;
 ``STALE`` the view's freshness lag exceeds its ``expected_freshness``;
 ``DEFAULTED`` the window was empty and the aggregation's declared default was used;
-``PRESENT`` otherwise. An on-demand output is NOT_FOUND / INVALID / STALE when one of the
-features it reads is (INVALID also when its own result is not finite), PRESENT otherwise.
+``PRESENT`` otherwise. An on-demand output takes the first of NOT_FOUND /
+FUTURE_EVENTS / STALE of the views it reads (INVALID when an input or its own result is
+not finite), PRESENT otherwise. ``as_of`` reads are
+made exact (or refused) by :mod:`serving.history` before statuses are given.
 """
 
 from __future__ import annotations
@@ -16,9 +21,20 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
+
 from engine.state import Freshness
 from serving.evaluate import ViewValues, read_and_evaluate
-from serving.online import DEFAULTED, INVALID, NOT_FOUND, PRESENT, STALE, OnlineAccess
+from serving.history import HistoricalReads, window_may_be_trimmed
+from serving.online import (
+    DEFAULTED,
+    FUTURE_EVENTS,
+    INVALID,
+    NOT_FOUND,
+    PRESENT,
+    STALE,
+    OnlineAccess,
+)
 from serving.request import FeatureRequest
 from serving.transforms import run_transform
 
@@ -29,18 +45,26 @@ class FeatureResult:
     columns: dict[str, list[Any]]  # every service column (join keys first), one value per row
     views: dict[str, ViewValues]
     freshness: dict[str, Freshness]
-    stale: dict[str, bool]
+    stale: dict[str, list[bool]]  # per view, per row: freshness lag at the row's time too large
+    ahead: dict[str, bool]  # per view, wall-clock reads: events after now may have cost it tiles
 
     def statuses(self) -> dict[str, list[str]]:
         """Status of every feature (join keys excluded), one per row."""
         service = self.request.service
-        n = self.request.n_rows
+        times = self.request.times()
         out: dict[str, list[str]] = {}
         view_status: dict[str, list[str]] = {}
         for view in service.views:
             values = self.views[view.name]
-            base = STALE if self.stale[view.name] else PRESENT
-            view_status[view.name] = [base if f else NOT_FOUND for f in values.found]
+            from_log = values.from_log or [False] * len(times)
+            ahead = self.ahead[view.name]
+            view_status[view.name] = [
+                NOT_FOUND if not found
+                else FUTURE_EVENTS if not logged and (ahead or (newest is not None and newest > t))
+                else STALE if stale else PRESENT
+                for found, logged, newest, t, stale in zip(
+                    values.found, from_log, values.max_event_ts, times, self.stale[view.name], strict=True)
+            ]  # fmt: skip
         for feature in service.features:
             owner = service.feature_owner[feature]
             if owner in self.views:
@@ -51,10 +75,10 @@ class FeatureResult:
                                 for s, d, v in zip(row_status, defaulted, self.columns[feature], strict=True)]
             else:
                 transform = next(t for t in service.transforms if t.name == owner)
-                statuses = [PRESENT] * n
+                statuses = [PRESENT] * len(times)
                 for name in transform.view_names:
                     for i, s in enumerate(view_status[name]):
-                        if s == NOT_FOUND or (s == STALE and statuses[i] == PRESENT):
+                        if _RANK[s] < _RANK[statuses[i]]:
                             statuses[i] = s
                 inputs = [self.views[source].columns[name]
                           for name, source in transform.input_views.items() if source is not None]
@@ -65,14 +89,13 @@ class FeatureResult:
                 out[feature] = statuses
         return out
 
-    def head_tile(self) -> list[bool]:
-        """Per row: some record holds events newer than the evaluation time (semantics 3)."""
-        t = self.request.t_ms
-        rows = [False] * self.request.n_rows
-        for values in self.views.values():
-            for i, ts in enumerate(values.max_event_ts):
-                if ts is not None and ts > t:
-                    rows[i] = True
+    def sources(self) -> list[dict[str, str]]:
+        """Per row and view: where the values came from, ``online`` or ``log``."""
+        rows: list[dict[str, str]] = [{} for _ in range(self.request.n_rows)]
+        for name, values in self.views.items():
+            from_log = values.from_log or [False] * self.request.n_rows
+            for row, logged in zip(rows, from_log, strict=True):
+                row[name] = "log" if logged else "online"
         return rows
 
     def view_metadata(self) -> dict[str, dict[str, Any]]:
@@ -83,7 +106,7 @@ class FeatureResult:
                 "freshness_lag_ms": self.freshness[view.name].lag_ms(t),
                 "max_event_ts_ms": self.freshness[view.name].max_event_ts_ms,
                 "expected_freshness_ms": view.expected_freshness_ms,
-                "stale": self.stale[view.name],
+                "stale": any(self.stale[view.name]),
             }
             for view in service.views
         }
@@ -100,20 +123,51 @@ def _count_invalid(online: OnlineAccess, view_name: str, values: ViewValues) -> 
         online.metrics.invalid_values.labels(view_name).inc(invalid)
 
 
-def compute(online: OnlineAccess, request: FeatureRequest) -> FeatureResult:
+# Which status an on-demand output takes when its views disagree (lowest first).
+_RANK = {NOT_FOUND: 0, FUTURE_EVENTS: 1, STALE: 2, PRESENT: 3}
+
+
+async def compute_async(online: OnlineAccess, request: FeatureRequest, history: HistoricalReads) -> FeatureResult:
+    """:func:`compute` for a route: wall-clock requests on the event loop (microseconds);
+    ``as_of`` requests, which may scan the Parquet log, on a worker thread so they never
+    hold up other requests."""
+    if not request.as_of_given:
+        return compute(online, request, history)
+    return await run_in_threadpool(compute, online, request, history)
+
+
+def compute(online: OnlineAccess, request: FeatureRequest, history: HistoricalReads) -> FeatureResult:
     service = request.service
-    n, t = request.n_rows, request.t_ms
+    n = request.n_rows
     views: dict[str, ViewValues] = {}
     freshness: dict[str, Freshness] = {}
-    stale: dict[str, bool] = {}
-    evaluated = read_and_evaluate(online, service.views, request.entities, n, t)
+    stale: dict[str, list[bool]] = {}
+    ahead: dict[str, bool] = {}
+    if request.as_of_given:
+        history.check_range(request)
+        times = request.row_times if request.row_times is not None else request.t_ms
+        evaluated = history.make_exact(
+            request, read_and_evaluate(online, service.views, request.entities, n, times))
+    else:  # the hot path: nothing but the read and the windows
+        evaluated = read_and_evaluate(online, service.views, request.entities, n, request.t_ms)
     for view, values in zip(service.views, evaluated, strict=True):
         views[view.name] = values
         _count_invalid(online, view.name, values)
         fresh = online.freshness(view)
         freshness[view.name] = fresh
-        lag = fresh.lag_ms(t)
-        stale[view.name] = lag is not None and lag > view.expected_freshness_ms
+        limit = view.expected_freshness_ms
+        # At wall clock, a view's newest event far enough ahead of now (within the source's
+        # max_future_skew) may have let retention drop tiles this window needs. An as_of
+        # read has answered such rows from the log already.
+        newest = fresh.max_event_ts_ms
+        ahead[view.name] = (not request.as_of_given and newest is not None
+                            and window_may_be_trimmed(view, request.t_ms, newest))
+        if request.row_times is None:
+            lag = fresh.lag_ms(request.t_ms)
+            stale[view.name] = [lag is not None and lag > limit] * n
+        else:
+            lags = [fresh.lag_ms(t) for t in request.row_times]
+            stale[view.name] = [lag is not None and lag > limit for lag in lags]
     # Values are taken from their owner by name: two views (or a view and a transform)
     # may both have a feature "x", and only the one the service or transform declared
     # may be used.
@@ -128,4 +182,4 @@ def compute(online: OnlineAccess, request: FeatureRequest) -> FeatureResult:
         for name, column in run_transform(transform, inputs, n).items():
             if owner.get(name) == transform.name:
                 columns[name] = column
-    return FeatureResult(request, columns, views, freshness, stale)
+    return FeatureResult(request, columns, views, freshness, stale, ahead)

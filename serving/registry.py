@@ -37,6 +37,12 @@ class CompiledView:
     feature_types: Mapping[str, FieldType]
     expected_freshness_ms: int
     plan: WindowPlan  # compiled single-entity evaluation of ``spec``
+    definition: StreamFeatureView  # historical reads evaluate it from the Parquet log
+
+    @property
+    def max_window_ms(self) -> int:
+        """Longest window this (possibly projected) view evaluates."""
+        return max(self.spec.window_tiles, default=0) * self.spec.interval_ms
 
     @classmethod
     def from_view(cls, view: StreamFeatureView) -> CompiledView:
@@ -52,6 +58,7 @@ class CompiledView:
             feature_types=dict(view.feature_types),
             expected_freshness_ms=int(view.expected_freshness.total_seconds() * 1000),
             plan=WindowPlan(spec),
+            definition=view,
         )
 
     def project(self, names: Iterable[str]) -> CompiledView:

@@ -33,9 +33,18 @@ class FeatureRequest:
     entities: dict[str, list[EntityValue]]  # join key -> one value per row
     request_data: dict[str, list[Any]]  # request field -> one value per row
     n_rows: int
-    t_ms: int
+    t_ms: int  # the evaluation time; with one as_of per row, the latest of them
     as_of_given: bool
     include_metadata: bool
+    row_times: tuple[int, ...] | None = None  # one as_of per row (a list in the request)
+
+    def times(self) -> list[int]:
+        """The evaluation time of every row."""
+        return list(self.row_times) if self.row_times is not None else [self.t_ms] * self.n_rows
+
+    def as_of_echo(self) -> int | list[int]:
+        """What the response's ``as_of`` says: the time used, or one per row."""
+        return list(self.row_times) if self.row_times is not None else self.t_ms
 
 
 def parse_json(raw: bytes) -> dict[str, Any]:
@@ -89,7 +98,7 @@ def parse_as_of(value: Any, field: str = "as_of") -> int:
     else:
         raise InvalidRequest(
             f"field '{field}': expected epoch milliseconds (integer) or an ISO-8601 string, got {_kind(value)}",
-            hint="e.g. 1767225600000", field=field)
+            hint="e.g. 1767225600000, or a list with one time per entity row", field=field)
     if not 0 <= ms < MAX_TS_MS:
         raise InvalidRequest(f"field '{field}': expected 0 <= ms < 2^53, got {ms}", field=field)
     return ms
@@ -191,14 +200,25 @@ def build_request(
         raise InvalidRequest(f"field 'include_metadata': expected a boolean, got {_kind(include_metadata)}",
                              field="include_metadata")
     given = as_of is not None
+    row_times: tuple[int, ...] | None = None
+    if isinstance(as_of, list):
+        if len(as_of) != n_rows:
+            raise InvalidRequest(
+                f"field 'as_of': expected one time per entity row ({n_rows}), got {len(as_of)}",
+                hint="send one as_of for every row, or a single as_of for all of them", field="as_of")
+        row_times = tuple(parse_as_of(v, f"as_of[{i}]") for i, v in enumerate(as_of))
+        t_ms = max(row_times)
+    else:
+        t_ms = parse_as_of(as_of) if given else now_ms()
     return FeatureRequest(
         service=service,
         entities=ent,
         request_data=req,
         n_rows=n_rows,
-        t_ms=parse_as_of(as_of) if given else now_ms(),
+        t_ms=t_ms,
         as_of_given=given,
         include_metadata=bool(include_metadata),
+        row_times=row_times,
     )
 
 

@@ -52,7 +52,7 @@ class RequestLogger:
     def record(
         self,
         service: str,
-        as_of_ms: int,
+        as_of_ms: int | Sequence[int],
         join_keys: Mapping[str, Sequence[Any]],
         request_data: Mapping[str, Sequence[Any]],
         rows: Sequence[Mapping[str, Any]],
@@ -63,7 +63,7 @@ class RequestLogger:
             keys = {k: v[i] for k, v in join_keys.items()}
             data = {k: v[i] for k, v in request_data.items()}
             entries.append(
-                (service, as_of_ms, now, orjson.dumps(keys).decode(), orjson.dumps(data).decode(),
+                (service, as_of_ms if isinstance(as_of_ms, int) else as_of_ms[i], now, orjson.dumps(keys).decode(), orjson.dumps(data).decode(),
                  orjson.dumps(row).decode())
             )  # fmt: skip
         with self._lock:

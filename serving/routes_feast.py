@@ -4,14 +4,14 @@
 Request: ``entities`` (join keys and, as Feast passes them, request fields -> one value
 per row), and either ``feature_service`` or ``features`` (``"view:feature"``
 references); ``full_feature_names``; ``request_context`` and ``as_of`` (streamfeat
-extensions). Other fields Feast's clients send (``include_feature_view_version_metadata``,
-and any a newer Feast adds) are ignored on this route only: ignoring them never
-changes a value.
+extensions; ``as_of`` may be one time per row). Other fields Feast's clients send
+(``include_feature_view_version_metadata``, and any a newer Feast adds) are ignored on
+this route only: ignoring them never changes a value.
 
 Answer: column-major values, statuses and event timestamps, join keys first (Feast's
 feature server shape). Status mapping: NOT_FOUND stays; STALE becomes
-OUTSIDE_MAX_AGE; a null value and INVALID are NULL_VALUE; PRESENT and DEFAULTED are PRESENT (Feast
-has no DEFAULTED).
+OUTSIDE_MAX_AGE; FUTURE_EVENTS becomes INVALID; a null value and INVALID are NULL_VALUE;
+PRESENT and DEFAULTED are PRESENT (Feast has no DEFAULTED).
 
 Errors: the body is a JSON string holding ``{"module", "class", "message"}``, which
 Feast's client turns back into that ``feast.errors`` exception (``FeastError`` when no
@@ -32,8 +32,8 @@ from serving import openapi_docs as docs
 from serving.deps import Labels, ServingState, get_state, json_response, observed, read_body
 from serving.exceptions import InvalidRequest, ServingError
 from serving.feature_refs import FeatureRefResolver
-from serving.online import INVALID, NOT_FOUND, STALE
-from serving.pipeline import FeatureResult, compute
+from serving.online import FUTURE_EVENTS, INVALID, NOT_FOUND, STALE
+from serving.pipeline import FeatureResult, compute_async
 from serving.registry import CompiledService, Registry
 from serving.request import build_request, parse_json
 
@@ -67,6 +67,8 @@ def _iso(ms: int | None) -> str:
 def feast_status(status: str, value: Any) -> str:
     if status == NOT_FOUND:
         return NOT_FOUND
+    if status == FUTURE_EVENTS:
+        return "INVALID"  # Feast's "value is wrong": counts events after the evaluation time
     if status == STALE:
         return "OUTSIDE_MAX_AGE"
     return "NULL_VALUE" if value is None or status == INVALID else "PRESENT"
@@ -148,7 +150,7 @@ def build_router(registry: Registry) -> APIRouter:
             feature_request = build_request(
                 service, keys, request_data, body.get("as_of"), False,
                 max_entities=state.max_entities_per_request, sections=("entities", "entities"))
-            return json_response(feast_body(compute(state.online, feature_request), full))
+            return json_response(feast_body(await compute_async(state.online, feature_request, state.history), full))
 
         try:
             return await observed(get_state(request), FEAST_ROUTE, handle)

@@ -13,7 +13,7 @@ from serving import openapi_docs as docs
 from serving.auth import readable_services
 from serving.deps import Labels, ServingState, get_state, json_response, observed, read_asgi_body
 from serving.exceptions import OnlineTableUnavailableError, ServingError
-from serving.pipeline import FeatureResult, compute
+from serving.pipeline import FeatureResult, compute_async
 from serving.registry import Registry
 from serving.request import build_request, check_keys, parse_json
 
@@ -27,7 +27,7 @@ def v1_body(result: FeatureResult) -> dict[str, Any]:
     names = request.service.columns
     columns = [result.columns[name] for name in names]
     rows = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
-    body: dict[str, Any] = {"service": request.service.name, "as_of": request.t_ms, "features": rows}
+    body: dict[str, Any] = {"service": request.service.name, "as_of": request.as_of_echo(), "features": rows}
     if request.include_metadata:
         statuses = result.statuses()
         features = request.service.features
@@ -35,7 +35,7 @@ def v1_body(result: FeatureResult) -> dict[str, Any]:
             "statuses": [dict(zip(features, row, strict=True))
                          for row in zip(*(statuses[f] for f in features), strict=True)],
             "views": result.view_metadata(),
-            "as_of_in_head_tile": result.head_tile(),
+            "sources": result.sources(),
         }
     return body
 
@@ -56,10 +56,10 @@ async def answer_features(state: ServingState, service: str, scope: Scope, recei
         feature_request = build_request(
             compiled, body.get("entities"), body.get("request_data"), body.get("as_of"),
             body.get("include_metadata"), max_entities=state.max_entities_per_request)
-        answer = v1_body(compute(state.online, feature_request))
+        answer = v1_body(await compute_async(state.online, feature_request, state.history))
         if state.request_log is not None:
             state.request_log.record(
-                compiled.name, answer["as_of"], body.get("entities") or {},
+                compiled.name, feature_request.times(), body.get("entities") or {},
                 body.get("request_data") or {}, answer["features"],
             )  # fmt: skip
         return json_response(answer)

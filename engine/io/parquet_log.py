@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -484,12 +485,15 @@ def read_log(
     start_ms: int | None = None,
     end_ms: int | None = None,
     filesystem: Any | None = None,
+    entities: Mapping[str, Sequence[str]] | None = None,
 ) -> pl.DataFrame:
     """Every published row of a view with ``start_ms <= event_time <= end_ms``.
 
     Rows are deduplicated on ``(partition, offset)`` (first file in path order wins)
     and sorted by ``(join keys, event_time, partition, offset)``. With no file the
-    result is empty and has only the fixed columns.
+    result is empty and has only the fixed columns. ``entities`` (join key -> the
+    values wanted) keeps only rows whose every key is among its values, filtered
+    during the scan: serving's historical reads need a few entities of a large log.
     """
     fs, paths = list_log_files(root, view_name, fingerprint_hex, start_ms, end_ms, filesystem)
     if not paths:
@@ -506,6 +510,8 @@ def read_log(
         predicate = predicate & (pl.col(EVENT_TIME) >= start_ms)
     if end_ms is not None:
         predicate = predicate & (pl.col(EVENT_TIME) <= end_ms)
+    for key, wanted in (entities or {}).items():
+        predicate = predicate & pl.col(key).is_in(list(wanted))
     df: pl.DataFrame
     if isinstance(fs, pafs.LocalFileSystem):
         try:
@@ -524,6 +530,27 @@ def read_log(
     position = pl.col(PARTITION).cast(pl.Int64) * (1 << 40) + pl.col(OFFSET)
     df = df.filter(position.is_first_distinct())
     return df[_log_order(df, keys)]
+
+
+def first_event_time(
+    root: str, view_name: str, fingerprint_hex: str, filesystem: Any | None = None
+) -> int | None:
+    """Smallest event time in the view's log (None without a published file).
+
+    Only the files of the earliest ``date=`` directory are read (one column).
+    """
+    fs, paths = list_log_files(root, view_name, fingerprint_hex, None, None, filesystem)
+    if not paths:
+        return None
+    first_date = min(p.rsplit("/", 2)[-2] for p in paths)
+    firsts = [p for p in paths if p.rsplit("/", 2)[-2] == first_date]
+    try:
+        table = pa.concat_tables(pq.read_table(p, columns=[EVENT_TIME], filesystem=fs) for p in firsts)
+    except (OSError, pa.ArrowException) as exc:
+        raise _find_culprit(fs, firsts, exc) from exc
+    if table.num_rows == 0:
+        return None
+    return int(pc.min(table.column(EVENT_TIME)).as_py())
 
 
 def _log_order(df: pl.DataFrame, keys: Sequence[str]) -> pl.Series:

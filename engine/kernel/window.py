@@ -6,8 +6,9 @@ tiles before it. Tiles hold whole-tile partials and cannot be split, so the
 **current tile is taken whole**: events of that tile with ``e > t`` are included
 when present. That is exact whenever no applied event of the entity has ``e > t``
 (always true at wall-clock time for well-behaved producers, and in the consistency
-tests); otherwise serving flags the read ``as_of_in_head_tile`` (semantics section 3,
-"Online reads and as_of"). Tiles after the current tile are never included.
+tests); otherwise serving answers the row from the Parquet log instead
+(``serving/history.py``, semantics section 3, "Online reads and as_of"). Tiles after
+the current tile are never included.
 
 Values: ``count``, ``time_since_last`` and ``first_seen`` are ints, every other
 function a float (``time_since_last`` is ``t`` minus the greatest ``last_ts`` of the

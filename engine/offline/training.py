@@ -157,11 +157,14 @@ def evaluate_windows(
     q_times: I64,
     interval_ms: int,
     aggs: Sequence[AggregationSpec],
+    nonempty_out: dict[str, npt.NDArray[np.bool_]] | None = None,
 ) -> dict[str, pl.Series]:
     """Evaluate ``aggs`` for each query (entity code, t) over sorted events.
 
     ``codes``/``times``/``values`` describe the events sorted by (code, event_time,
-    partition, offset); ``q_codes`` is -1 for an entity without events.
+    partition, offset); ``q_codes`` is -1 for an entity without events. When
+    ``nonempty_out`` is given, it receives per aggregation whether each query's
+    window held an event (serving reports DEFAULTED from it).
     """
     m = len(q_times)
     n = len(times)
@@ -236,6 +239,8 @@ def evaluate_windows(
             # overflows, so does the stddev there (semantics section 3, INVALID values).
             result = np.where(np.isfinite(sums), _stddev(vals, lo, hi), np.nan)
         out[agg.output_name] = _finish(agg, unsort(result), unsort(nonempty))
+        if nonempty_out is not None:
+            nonempty_out[agg.output_name] = unsort(nonempty)
     return out
 
 
@@ -500,8 +505,16 @@ def compute_view_features(
     t_ms: I64,
     log_root: str,
     filesystem: Any | None = None,
+    *,
+    only_spine_entities: bool = False,
+    nonempty_out: dict[str, npt.NDArray[np.bool_]] | None = None,
 ) -> dict[str, pl.Series]:
-    """Values of the named aggregations of ``view`` for every spine row."""
+    """Values of the named aggregations of ``view`` for every spine row.
+
+    ``only_spine_entities`` reads only the log rows of the spine's entities (a filter
+    pushed into the scan): cheap for a few entities, as serving's historical reads
+    need. ``nonempty_out`` is passed to :func:`evaluate_windows`.
+    """
     specs = _view_features(view)
     unknown = [n for n in names if n not in specs]
     if unknown:
@@ -520,7 +533,10 @@ def compute_view_features(
     if len(t_ms):
         start = int(window_start_ms(t_ms, interval, max(a.window_ms for a in aggs)).min())
         end = int(t_ms.max())
-        log = read_log(log_root, view.name, view.fingerprint_hex, start, end, filesystem)
+        wanted = None
+        if only_spine_entities:
+            wanted = {k: spine.get_column(k).cast(pl.Utf8).unique().to_list() for k in view.join_keys}
+        log = read_log(log_root, view.name, view.fingerprint_hex, start, end, filesystem, wanted)
     else:
         log = read_log(log_root, view.name, view.fingerprint_hex, 0, -1, filesystem)
     join_keys = tuple(view.join_keys)
@@ -544,7 +560,7 @@ def compute_view_features(
         for a in aggs
         if log.height and a.function not in ANY_COLUMN_FUNCTIONS
     }
-    return evaluate_windows(codes, times, values, q_codes, t_ms, interval, aggs)
+    return evaluate_windows(codes, times, values, q_codes, t_ms, interval, aggs, nonempty_out)
 
 
 def compute_on_demand(

@@ -40,6 +40,7 @@ from engine.state.layout import (
     shard_exists,
     shard_path,
 )
+from engine.state.offsets import OffsetRecord, scan_offsets
 from engine.state.protocols import OnlineTableHealth
 from engine.state.records import Freshness, freshest, meta_key, view_prefix
 
@@ -287,6 +288,14 @@ class RocksDBOnlineTable(ClosesOnExit):
             if self._closed:
                 raise StoreClosedError(f"online table over {self.state_dir}: closed")
             return freshest(None if db is None else db.get(key) for db in self._dbs)
+
+    def read_offsets(self, topic: str) -> list[dict[int, OffsetRecord]]:
+        """Every shard's offset records of ``topic`` (applied and log progress per
+        partition; an empty dict where the shard is not created yet)."""
+        with self._read_lock:
+            if self._closed:
+                raise StoreClosedError(f"online table over {self.state_dir}: closed")
+            return [{} if db is None else scan_offsets(db, topic) for db in self._dbs]
 
     def _open_shard(self, shard: int) -> rocksdict.Rdict:
         """The shard's secondary, for a read (``_read_lock`` held)."""

@@ -15,7 +15,7 @@ from serving_state import (
     example_repo,
     make_app,
     make_events,
-    rocksdb_client,
+    write_log,
     write_redis,
     write_rocksdb,
 )
@@ -49,15 +49,16 @@ def backend_client(
 ) -> Iterator[ASGIClient]:
     """A TestClient over the app, once with RocksDB secondaries and once with Redis."""
     table: OnlineTable
+    root: Path = tmp_path_factory.mktemp(request.param)
+    write_log(str(root / "log"), repo.views, events)
     if request.param == "rocksdb":
-        root: Path = tmp_path_factory.mktemp("rocks")
         write_rocksdb(root / "state", repo.views, events, meta_for=META_VIEWS)
         table = RocksDBOnlineTable(root / "state", N_SHARDS, root / "secondary", background=False)
     else:
         url: str = request.getfixturevalue("redis_server")
         write_redis(url, repo.views, events, meta_for=META_VIEWS)
         table = RedisOnlineTable(url)
-    client = ASGIClient(make_app(repo, plan, table))
+    client = ASGIClient(make_app(repo, plan, table, log_root=str(root / "log")))
     try:
         yield client
     finally:
@@ -69,6 +70,14 @@ def backend_client(
 def client(repo: FeatureRepo, plan: AppliedPlan, events: list[dict[str, Any]],
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[ASGIClient]:
     """RocksDB-backed TestClient for the tests that do not depend on the backend."""
-    with rocksdb_client(tmp_path_factory.mktemp("rocks1"), repo, plan, events, meta_for=META_VIEWS,
-                        max_entities_per_request=50, max_request_bytes=20_000) as test_client:
+    root: Path = tmp_path_factory.mktemp("rocks1")
+    write_log(str(root / "log"), repo.views, events)
+    write_rocksdb(root / "state", repo.views, events, meta_for=META_VIEWS)
+    table = RocksDBOnlineTable(root / "state", N_SHARDS, root / "secondary", background=False)
+    test_client = ASGIClient(make_app(repo, plan, table, max_entities_per_request=50, max_request_bytes=20_000,
+                                      log_root=str(root / "log")))
+    try:
         yield test_client
+    finally:
+        test_client.close()
+        table.close()

@@ -27,8 +27,10 @@ from engine.definitions import (
     col,
     load_repo,
 )
+from engine.io.parquet_log import ParquetLogWriter
 from engine.kernel import PartialLayout, aggregate_batch, encode_positions, encode_tiles
 from engine.plan import AppliedPlan
+from engine.retention import sweep_view
 from engine.state import OnlineTable, RedisOnlineWriter, RocksDBOnlineTable, RocksDBStore
 from engine.state.keys import entity_key, shard_for
 from engine.state.records import encode_meta, meta_key, redis_meta_key, tile_key
@@ -174,6 +176,40 @@ def write_redis(url: str, views: Iterable[StreamFeatureView], events: Sequence[M
     finally:
         writer.close()
         client.close()
+
+
+def write_log(log_root: str, views: Iterable[StreamFeatureView], events: Sequence[Mapping[str, Any]]) -> None:
+    """The Parquet log of every view, as the ingest sink publishes it (one file per date)."""
+    for view in views:
+        rows = passes(view, events)
+        writer = ParquetLogWriter(log_root, view.name, view.fingerprint_hex, view.join_keys, view.columns, "test")
+        ts = np.array([e["ts"] for e in rows], dtype=np.int64)
+        writer.append({
+            **{k: [str(e[k]) for e in rows] for k in view.join_keys},
+            "event_time": ts,
+            "partition": np.array([e["partition"] for e in rows], dtype=np.int32),
+            "offset": np.array([e["offset"] for e in rows], dtype=np.int64),
+            "tile_start": ts // view.interval_ms * view.interval_ms,
+            **{f"value__{c}": np.array([float(e[c]) for e in rows]) for c in view.columns},
+        })
+        writer.publish()
+
+
+def sweep_all(state_dir: Path, views: Iterable[StreamFeatureView], shards: int) -> int:
+    """Run the retention sweep over every shard and view until it wraps; records deleted."""
+    deleted = 0
+    with RocksDBStore(state_dir, shards) as store:
+        for partition in store.partitions:
+            for view in views:
+                cursor: bytes | None = None
+                while True:
+                    result = sweep_view(partition, view.fingerprint, view.retention_ms, view.interval_ms,
+                                        start_after=cursor)
+                    deleted += result.deleted
+                    cursor = result.next_key
+                    if cursor is None:
+                        break
+    return deleted
 
 
 @contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,10 @@ def test_feature_vector_and_vectors(server_url: str) -> None:
         assert all(first[k] == v if isinstance(v, str) else first[k] == pytest.approx(v, rel=1e-9)
                    for k, v in row.items())
         assert len(many["metadata"]["statuses"]) == 2
+        per_row = fc.get_feature_vectors("fraud_scoring", {"user_id": ["u0", "u0"], "merchant_id": ["m0", "m0"]},
+                                         {"amount": [20.0, 20.0]},
+                                         as_of=[T_END, datetime.fromtimestamp(T_END / 1000, UTC)])
+        assert per_row["as_of"] == [T_END, T_END] and per_row["features"][0] == per_row["features"][1]
         assert [s["name"] for s in fc.list_services()] == ["batch_review", "fraud_scoring", "shadowed", "user_subset", "with_defaults"]
         assert fc.describe_service("with_defaults")["inputs"]["entities"][0]["name"] == "user_id"
 

@@ -12,6 +12,7 @@ from serving_state import MERCHANTS, T_END, USERS, passes
 
 from engine.definitions import FeatureRepo, StreamFeatureView
 from engine.plan import AppliedPlan
+from engine.state import RedisOnlineTable
 from serving.registry import build_registry
 from tests.reference import reference_value
 
@@ -188,14 +189,77 @@ def test_default_applies_to_empty_window(backend_client: ASGIClient) -> None:
     assert meta["freshness_lag_ms"] is None and meta["stale"] is False  # no ingest metadata: unknown
 
 
-def test_as_of_forms_and_head_tile(backend_client: ASGIClient) -> None:
+def backend_of(client: ASGIClient) -> str:
+    return "redis" if isinstance(client.app.state.serving.online.table, RedisOnlineTable) else "rocksdb"
+
+
+def test_as_of_forms_and_exact_head_tile(
+    backend_client: ASGIClient, repo: FeatureRepo, events: list[dict[str, Any]]
+) -> None:
     iso = datetime.fromtimestamp(T_END / 1000, UTC).isoformat()
     by_int = post(backend_client, "fraud_scoring", fraud_body(["u2"], ["m2"], [3.0], T_END))
     by_iso = post(backend_client, "fraud_scoring", {**fraud_body(["u2"], ["m2"], [3.0], T_END), "as_of": iso})
     assert by_iso == by_int
-    # u0's last event is at T_END - 2 s; as of T_END - 2.5 s it sits in the current tile.
-    head = post(backend_client, "fraud_scoring", fraud_body(["u0", "u3"], ["m0", "m0"], [1.0, 1.0], T_END - 2_500))
-    assert head["metadata"]["as_of_in_head_tile"][0] is True
+    # u0's last event is at T_END - 2 s: as of T_END - 2.5 s its tile holds a newer event, so the
+    # online record cannot answer; the Parquet log does (RocksDB knows how far it is published).
+    t = T_END - 2_500
+    body = fraud_body(["u0", "u3"], ["m0", "m0"], [1.0, 1.0], t)
+    if backend_of(backend_client) == "redis":
+        response = backend_client.post("/v1/features/fraud_scoring", json=body)
+        assert response.status_code == 422
+        assert "redis online table does not record how far the log is published" in response.json()["error"]["message"]
+        return
+    head = post(backend_client, "fraud_scoring", body)
+    assert head["metadata"]["sources"][0]["user_spend"] == "log"
+    assert head["metadata"]["sources"][1]["user_spend"] == "online"
+    assert "as_of_in_head_tile" not in head["metadata"]
+    user_spend = repo.view("user_spend")
+    for user, row in zip(["u0", "u3"], head["features"], strict=True):
+        want = expected(user_spend, events, user, t)
+        for name in user_spend.feature_names:
+            assert close(row[name], want[name]), (user, name, row[name], want[name])
+    assert head["metadata"]["statuses"][0]["amount_sum_15m"] == "PRESENT"
+
+
+def test_one_as_of_per_row(client: ASGIClient, repo: FeatureRepo, events: list[dict[str, Any]]) -> None:
+    backend_client = client  # RocksDB: row 1 needs the Parquet log
+    times = [T_END, T_END - 3 * 3_600_000, T_END + 10 * MINUTE]
+    users = ["u1", "u1", "u2"]
+    body = {**fraud_body(users, ["m0", "m1", "m2"], [1.0, 2.0, 3.0], T_END), "as_of": times}
+    answer = post(backend_client, "fraud_scoring", body)
+    assert answer["as_of"] == times
+    user_spend = repo.view("user_spend")
+    for user, t, row in zip(users, times, answer["features"], strict=True):
+        want = expected(user_spend, events, user, t)
+        for name in user_spend.feature_names:
+            assert close(row[name], want[name]), (user, t, name)
+    # The same rows asked one at a time answer the same values.
+    for i, t in enumerate(times):
+        single = post(backend_client, "fraud_scoring",
+                      fraud_body([users[i]], [["m0", "m1", "m2"][i]], [[1.0, 2.0, 3.0][i]], t))
+        assert all(close(single["features"][0][k], v) for k, v in answer["features"][i].items()
+                   if not isinstance(v, str))
+    # The Feast route takes the same per-row times.
+    feast = backend_client.post("/get-online-features", json={
+        "feature_service": "fraud_scoring", "as_of": times,
+        "entities": {"user_id": users, "merchant_id": ["m0", "m1", "m2"], "amount": [1.0, 2.0, 3.0]}}).json()
+    column = feast["results"][feast["metadata"]["feature_names"].index("amount_sum_1d")]["values"]
+    assert all(close(a, row["amount_sum_1d"]) for a, row in zip(column, answer["features"], strict=True))
+    wrong = backend_client.post("/v1/features/fraud_scoring", json={**body, "as_of": times[:2]})
+    assert wrong.status_code == 422 and wrong.json()["error"]["field"] == "as_of"
+    bad_item = backend_client.post("/v1/features/fraud_scoring", json={**body, "as_of": [T_END, "x", T_END]})
+    assert bad_item.status_code == 422 and bad_item.json()["error"]["field"] == "as_of[1]"
+
+
+@pytest.mark.parametrize("as_of", [0, 253_402_300_799_000, "9999-12-31T23:59:59Z", "1970-01-01T00:00:00Z"])
+def test_absurd_as_of_is_refused_with_the_allowed_range(client: ASGIClient, as_of: Any) -> None:
+    response = client.post("/v1/features/fraud_scoring",
+                           json={**fraud_body(["u1"], ["m1"], [1.0], T_END), "as_of": as_of})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["field"] == "as_of"
+    assert "outside the times view" in error["message"] and "max_future_skew" in error["message"]
+    assert "first event in the Parquet log" in error["message"]
 
 
 def test_default_time_is_wall_clock(backend_client: ASGIClient) -> None:

@@ -1,0 +1,238 @@
+"""Historical ``as_of`` reads: exact for every time the Parquet log covers.
+
+The online record of an entity holds whole-tile partials, trimmed by retention. For a
+row evaluated as of ``t`` it answers exactly (docs/semantics.md, "Online reads and
+``as_of``") when
+
+1. no event of the entity newer than ``t`` was applied to it: the record's newest
+   event time is at most ``t``; and
+2. retention cannot have removed a tile the window needs: the oldest tile of the
+   longest evaluated window ends no more than the view's retention before ``M``, an
+   upper bound of every newest-event time a trim of what was read may have used:
+   the record's own newest event (the write path) and the view's newest event time
+   from its metadata, read *after* the records (the sweep). A missing record is exact
+   under the same bound (a swept record's tiles were all older). Redis records also
+   expire by wall clock, which no event time bounds: a missing Redis record stays
+   ``NOT_FOUND`` (never PRESENT), as at wall-clock time.
+
+Other rows are evaluated from the event-level Parquet log by the training-set code
+(:func:`engine.offline.training.compute_view_features`, reading only those
+entities). The log must cover ``t``: not before its first event, and not after the
+time through which every applied event is published (from the shards' offset
+records: a shard's unpublished events of a partition have event times at or above
+that partition's watermark at the shard's log offset). Otherwise, and for times
+before the log or beyond now + the source's ``max_future_skew``, the request is
+refused (422) with the range that can be answered.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from engine.io.parquet_log import first_event_time
+from engine.offline.training import compute_view_features
+from engine.state import OffsetRecord
+from engine.state.offsets import INT64_MIN
+from serving.evaluate import ViewValues
+from serving.exceptions import InvalidRequest
+from serving.online import OnlineAccess
+from serving.registry import CompiledView
+from serving.request import EntityValue, FeatureRequest, now_ms
+
+
+def iso(ms: int) -> str:
+    """A time for error messages: epoch ms and its UTC datetime."""
+    try:
+        text = datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    except (OverflowError, ValueError, OSError):
+        return str(ms)
+    return f"{ms} ({text})"
+
+
+def log_complete_through(records: Sequence[dict[int, OffsetRecord]], lateness_ms: int, rank: int = 1) -> int | None:
+    """Latest time ``t`` such that every applied event with ``e <= t`` is in the log.
+
+    None: every applied event is published (no bound below the applied state).
+    A shard whose log offset of a partition lags its applied offset may hold
+    unpublished events of it; those were accepted at or above the watermark at the log
+    offset (the ``rank``-th largest event time through it minus ``allowed_lateness``,
+    docs/semantics.md section 5), so the log is complete below it.
+    """
+    bound: int | None = None
+    for shard in records:
+        for record in shard.values():
+            if record.log_offset >= record.applied_offset:
+                continue
+            top = sorted(record.top_ts_at_log, reverse=True)
+            if len(top) < rank:
+                return INT64_MIN  # no watermark yet at the published position
+            limit = top[rank - 1] - lateness_ms - 1
+            bound = limit if bound is None else min(bound, limit)
+    return bound
+
+
+@dataclass(frozen=True, slots=True)
+class LogRange:
+    """What the Parquet log of one view can answer: ``first_ms <= t <= last_ms``."""
+
+    view: str
+    first_ms: int | None  # None: the view has no log (offline=False, or nothing published)
+    last_ms: int | None  # None: no bound below the applied state
+    reason: str = ""  # why nothing can be answered, when first_ms is None
+
+    def covers(self, t: int) -> bool:
+        if self.first_ms is None or t < self.first_ms:
+            return False
+        return self.last_ms is None or t <= self.last_ms
+
+    def describe(self) -> str:
+        if self.first_ms is None:
+            return f"the Parquet log of view {self.view!r} cannot answer it: {self.reason}"
+        last = "the newest applied event" if self.last_ms is None else iso(self.last_ms)
+        if self.last_ms is not None and self.last_ms < self.first_ms:
+            return f"the Parquet log of view {self.view!r} is not published far enough to answer yet"
+        return f"the Parquet log of view {self.view!r} covers {iso(self.first_ms)} .. {last}"
+
+
+def window_may_be_trimmed(view: CompiledView, t: int, newest: int) -> bool:
+    """Whether retention, measured against an event time up to ``newest``, may have
+    removed a tile of the view's longest evaluated window as of ``t`` (semantics 7:
+    a tile is kept while ``newest - its end <= retention``)."""
+    g = view.spec.interval_ms
+    oldest_end = (t // g) * g - view.max_window_ms + g
+    return newest - oldest_end > view.spec.retention_ms
+
+
+class HistoricalReads:
+    """Makes the online answers of an ``as_of`` request exact, or refuses it (422)."""
+
+    def __init__(self, online: OnlineAccess, log_root: str, *, first_ttl_s: float = 10.0) -> None:
+        self.online = online
+        self.log_root = log_root
+        self.first_ttl_s = first_ttl_s
+        self._first: dict[str, tuple[float, int | None]] = {}
+
+    # -- coverage ---------------------------------------------------------------
+
+    def first_logged(self, view: CompiledView) -> int | None:
+        """The view's first logged event time (cached for ``first_ttl_s``: it changes only
+        when old log files are removed)."""
+        definition = view.definition
+        if not definition.offline:
+            return None
+        now = time.monotonic()
+        cached = self._first.get(view.name)
+        if cached is not None and now - cached[0] < self.first_ttl_s:
+            return cached[1]
+        first = first_event_time(self.log_root, definition.name, definition.fingerprint_hex)
+        self._first[view.name] = (now, first)
+        return first
+
+    def log_range(self, view: CompiledView) -> LogRange:
+        definition = view.definition
+        if not definition.offline:
+            return LogRange(view.name, None, None, "it is defined with offline=False")
+        first = self.first_logged(view)
+        if first is None:
+            return LogRange(view.name, None, None, f"nothing is published under {self.log_root}")
+        offsets = self.online.read_offsets(definition.source.topic)
+        if offsets is None:
+            return LogRange(view.name, None, None,
+                            "the redis online table does not record how far the log is published; "
+                            "serve with --online rocksdb or build a training set")  # fmt: skip
+        return LogRange(view.name, first, log_complete_through(
+            offsets, definition.source.allowed_lateness_ms, definition.source.watermark_outliers + 1))
+
+    def check_range(self, request: FeatureRequest) -> None:
+        """Refuse times no view can answer: before a view's log or beyond now + skew."""
+        times = request.times()
+        latest, earliest = max(times), min(times)
+        for view in request.service.views:
+            source = view.definition.source
+            upper = now_ms() + source.max_future_skew_ms
+            first = self.first_logged(view)
+            if latest <= upper and (first is None or earliest >= first):
+                continue
+            lower = "" if first is None else f"{iso(first)} (the first event in the Parquet log of {view.name!r}) .. "
+            bad = next(i for i, t in enumerate(times) if t > upper or (first is not None and t < first))
+            raise InvalidRequest(
+                f"field '{_field(request, bad)}': {iso(times[bad])} is outside the times view "
+                f"{view.name!r} can answer: {lower}{iso(upper)} (now + max_future_skew of source "
+                f"{source.name!r})",
+                hint="ask for a time in that range", field=_field(request, bad))
+
+    # -- answers ----------------------------------------------------------------
+
+    def make_exact(self, request: FeatureRequest, evaluated: Sequence[ViewValues]) -> list[ViewValues]:
+        """Each view's values with every row the online record cannot answer exactly
+        replaced by its value from the Parquet log."""
+        times = request.times()
+        out = []
+        for view, values in zip(request.service.views, evaluated, strict=True):
+            inexact = self.inexact_rows(view, values, times)
+            out.append(values if not inexact else self.from_log(request, view, values, inexact, times))
+        return out
+
+    def inexact_rows(self, view: CompiledView, values: ViewValues, times: Sequence[int]) -> list[int]:
+        # Read after the records: never older than what the records were trimmed with.
+        newest_view = self.online.freshness(view, cached_ok=False).max_event_ts_ms
+        rows = []
+        for i, (t, found, newest) in enumerate(zip(times, values.found, values.max_event_ts, strict=True)):
+            if found and newest is not None and newest > t:
+                rows.append(i)
+                continue
+            bound = max(x for x in (newest_view, newest if found else None, INT64_MIN) if x is not None)
+            if bound == INT64_MIN:
+                continue  # nothing ever applied: nothing trimmed
+            if window_may_be_trimmed(view, t, bound):
+                rows.append(i)
+        return rows
+
+    def from_log(
+        self, request: FeatureRequest, view: CompiledView, values: ViewValues, rows: list[int], times: Sequence[int],
+    ) -> ViewValues:
+        coverage = self.log_range(view)
+        for i in rows:
+            if not coverage.covers(times[i]):
+                raise InvalidRequest(
+                    f"field '{_field(request, i)}': {iso(times[i])} cannot be answered exactly for row {i}: "
+                    f"the online record of view {view.name!r} holds events after it or lost tiles to "
+                    f"retention, and {coverage.describe()}",
+                    hint="ask for a time the log covers, or wait for the log to be published",
+                    field=_field(request, i))  # fmt: skip
+        spine = pl.DataFrame({key: [_text(request.entities[key][i]) for i in rows] for key in view.join_keys})
+        t_ms: npt.NDArray[np.int64] = np.array([times[i] for i in rows], dtype=np.int64)
+        nonempty: dict[str, npt.NDArray[np.bool_]] = {}
+        computed = compute_view_features(
+            view.definition, view.feature_names, spine, t_ms, self.log_root,
+            only_spine_entities=True, nonempty_out=nonempty)  # fmt: skip
+        columns = {name: list(column) for name, column in values.columns.items()}
+        defaulted = {name: list(flags) for name, flags in values.defaulted.items()}
+        found = list(values.found)
+        from_log = list(values.from_log) if values.from_log is not None else [False] * len(found)
+        defaults = {a.output_name: a.default for a in view.definition.aggregations}
+        for name in view.feature_names:
+            logged: list[Any] = computed[name].to_list()
+            for j, i in enumerate(rows):
+                columns[name][i] = logged[j]
+                defaulted[name][i] = defaults[name] is not None and not bool(nonempty[name][j])
+        for j, i in enumerate(rows):
+            found[i] = any(bool(nonempty[name][j]) for name in view.feature_names)
+            from_log[i] = True
+        return replace(values, columns=columns, defaulted=defaulted, found=found, from_log=from_log)
+
+
+def _text(value: EntityValue) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def _field(request: FeatureRequest, row: int) -> str:
+    return f"as_of[{row}]" if request.row_times is not None else "as_of"

@@ -1,0 +1,133 @@
+"""Where exact answers end: a Parquet log not yet published, and events stamped after the
+evaluation time at wall-clock reads (docs/semantics.md section 3, docs/serving.md)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asgi_client import ASGIClient
+from serving_state import N_SHARDS, T_END, make_app, write_log, write_rocksdb
+
+from engine.definitions import FeatureRepo
+from engine.plan import AppliedPlan
+from engine.state import OffsetRecord, RocksDBOnlineTable, RocksDBStore
+from engine.state.offsets import INT64_MIN
+from serving.history import log_complete_through
+
+LATENESS = 5 * 60_000  # the example source's allowed_lateness
+
+
+def test_log_complete_through_takes_the_least_published_watermark() -> None:
+    published = OffsetRecord(10, (5_000,), 10, (5_000,))
+    lagging = OffsetRecord(20, (9_000,), 15, (7_000,))
+    behind = OffsetRecord(30, (9_500,), 12, (8_000,))
+    assert log_complete_through([{0: published}], LATENESS) is None
+    assert log_complete_through([{0: published, 1: lagging}, {1: behind}], 1_000) == 7_000 - 1_000 - 1
+    assert log_complete_through([{0: OffsetRecord(3, (100,), -1, ())}], 1_000) == INT64_MIN
+    # With one outlier tolerated the watermark follows the second largest time.
+    assert log_complete_through([{1: OffsetRecord(20, (9_000, 8_000), 15, (90_000, 7_000))}], 1_000, 2) == 5_999
+
+
+def fraud(users: list[str], t: int | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"entities": {"user_id": users, "merchant_id": ["m0"] * len(users)},
+                            "request_data": {"amount": [1.0] * len(users)}, "include_metadata": True}
+    if t is not None:
+        body["as_of"] = t
+    return body
+
+
+def test_a_log_behind_the_state_refuses_what_it_lacks(
+    repo: FeatureRepo, plan: AppliedPlan, events: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    write_log(str(tmp_path / "log"), repo.views, events)
+    write_rocksdb(tmp_path / "state", repo.views, events, meta_for=("user_spend", "merchant_activity"))
+    # Shard 0 has published partition 0 only up to event 300; the state holds all of them.
+    cut = events[300]
+    with RocksDBStore(tmp_path / "state", N_SHARDS) as store:
+        txn = store.partition(0).begin()
+        txn.set_offset("transactions", 0, OffsetRecord(len(events) - 1, (T_END - 2_000, T_END - 3_000), 300, (cut["ts"], cut["ts"] - 1_000)))
+        txn.commit()
+    # The example source tolerates one outlier: the watermark follows the second largest time.
+    complete = cut["ts"] - 1_000 - LATENESS - 1
+    table = RocksDBOnlineTable(tmp_path / "state", N_SHARDS, tmp_path / "secondary", background=False)
+    client = ASGIClient(make_app(repo, plan, table, log_root=str(tmp_path / "log")))
+    try:
+        # u0 has newer events than T_END - 2.5 s: only the log could answer, and it is not
+        # published that far.
+        refused = client.post("/v1/features/fraud_scoring", json=fraud(["u0"], T_END - 2_500))
+        assert refused.status_code == 422
+        message = refused.json()["error"]["message"]
+        assert f".. {complete} (" in message and "cannot be answered exactly for row 0" in message
+        # Before the published bound the log answers.
+        answered = client.post("/v1/features/fraud_scoring", json=fraud(["u0"], complete))
+        assert answered.status_code == 200, answered.text
+        assert answered.json()["metadata"]["sources"][0]["user_spend"] == "log"
+    finally:
+        client.close()
+        table.close()
+
+
+@pytest.mark.parametrize("route", ["/v1/features/fraud_scoring", "/get-online-features"])
+def test_events_after_the_wall_clock_are_never_present(
+    repo: FeatureRepo, plan: AppliedPlan, tmp_path: Path, route: str
+) -> None:
+    now = time.time_ns() // 1_000_000
+    # Accepted within the source's max_future_skew: one event 10 minutes ahead, one now.
+    events = [{"transaction_id": f"f{i}", "user_id": "ahead", "merchant_id": "m0", "amount": amount,
+               "event_type": "PURCHASE", "ts": ts, "partition": 0, "offset": i}
+              for i, (ts, amount) in enumerate([(now - 1_000, 5.0), (now + 10 * 60_000, 100.0)])]
+    write_log(str(tmp_path / "log"), repo.views, events)
+    write_rocksdb(tmp_path / "state", repo.views, events, meta_for=())
+    table = RocksDBOnlineTable(tmp_path / "state", N_SHARDS, tmp_path / "secondary", background=False)
+    client = ASGIClient(make_app(repo, plan, table, log_root=str(tmp_path / "log")))
+    try:
+        if route == "/get-online-features":
+            body = {"feature_service": "fraud_scoring", "entities": {"user_id": ["ahead"], "merchant_id": ["m0"],
+                                                                     "amount": [1.0]}}
+            answer = client.post(route, json=body).json()
+            names = answer["metadata"]["feature_names"]
+            statuses = answer["results"][names.index("amount_sum_1d")]["statuses"]
+            assert statuses == ["INVALID"]
+            return
+        wall = client.post(route, json=fraud(["ahead"], None)).json()
+        assert wall["metadata"]["statuses"][0]["amount_sum_1d"] == "FUTURE_EVENTS"
+        assert wall["metadata"]["statuses"][0]["spend_velocity_ratio"] == "FUTURE_EVENTS"
+        # The same time as an explicit as_of is answered exactly from the log.
+        exact = client.post(route, json=fraud(["ahead"], wall["as_of"])).json()
+        assert exact["features"][0]["amount_sum_1d"] == 5.0
+        assert exact["metadata"]["statuses"][0]["amount_sum_1d"] == "PRESENT"
+        assert exact["metadata"]["sources"][0]["user_spend"] == "log"
+    finally:
+        client.close()
+        table.close()
+
+
+def test_an_event_far_ahead_marks_what_retention_may_have_cut(
+    repo: FeatureRepo, plan: AppliedPlan, tmp_path: Path
+) -> None:
+    """One event 20 hours ahead (inside the default 1-day max_future_skew) moves the view's
+    newest event time: retention measured against it may drop tiles of everyone's 1-day
+    windows, so wall-clock values of the view are not PRESENT, and as_of reads use the log."""
+    now = time.time_ns() // 1_000_000
+    events = [{"transaction_id": f"q{i}", "user_id": user, "merchant_id": "m0", "amount": amount,
+               "event_type": "PURCHASE", "ts": ts, "partition": 0, "offset": i}
+              for i, (user, ts, amount) in enumerate([("quiet", now - 3_600_000, 7.0), ("ahead", now + 20 * 3_600_000, 1.0)])]
+    write_log(str(tmp_path / "log"), repo.views, events)
+    write_rocksdb(tmp_path / "state", repo.views, events, meta_for=("user_spend", "merchant_activity"))
+    table = RocksDBOnlineTable(tmp_path / "state", N_SHARDS, tmp_path / "secondary", background=False)
+    client = ASGIClient(make_app(repo, plan, table, log_root=str(tmp_path / "log")))
+    try:
+        wall = client.post("/v1/features/fraud_scoring", json=fraud(["quiet"], None)).json()
+        assert wall["metadata"]["statuses"][0]["amount_sum_1d"] == "FUTURE_EVENTS"
+        exact = client.post("/v1/features/fraud_scoring", json=fraud(["quiet"], wall["as_of"])).json()
+        assert exact["metadata"]["sources"][0]["user_spend"] == "log"
+        assert exact["features"][0]["amount_sum_1d"] == 7.0
+        # The fixture's metadata says it was written at T_END, so freshness (capped by the
+        # write time) is stale; what matters is that the exact value is not FUTURE_EVENTS.
+        assert exact["metadata"]["statuses"][0]["amount_sum_1d"] in ("PRESENT", "STALE")
+    finally:
+        client.close()
+        table.close()
