@@ -103,4 +103,6 @@ def test_future_dated_events_do_not_make_real_traffic_late(
         checked = check_online_values(table, {v.name: v for v in views}, applied)
     finally:
         table.close()
-    assert checked == 30 + PARTITIONS + 4  # users, the "ahead" users, merchants m1-m4 (m0 only refunds)
+    purchase_pairs = {e["pair"] for e in applied if e["event_type"] == "PURCHASE"}
+    # users, the "ahead" users, merchants m1-m4 (m0 only refunds), user x merchant pairs
+    assert checked == 30 + PARTITIONS + 4 + len(purchase_pairs)

@@ -31,7 +31,7 @@ PER_SOURCE = 100  # 300 hostile connections, 60 of each kind
 MAX_PER_CLIENT = 80  # so 20 per source are refused with 503 too_many_connections
 TIMEOUT_MS = 1_500
 ROUNDS = 5
-REQUESTS_PER_ROUND = 300
+REQUESTS_PER_ROUND = 600  # p99 is then the 6th-worst request, not the 3rd: steadier rounds
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +92,11 @@ def _p99(latencies: list[float]) -> float:
 
 def _start_hostile(served: Served, seconds: float) -> subprocess.Popen[str]:
     host, port = _address(served)
+    # Attackers run on their own machines: on this 2-core box the hostile process runs at the
+    # lowest CPU priority, so the ratio measures the server's starvation, not the load
+    # generator's own CPU use.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.faults.slow_clients", host, str(port), ",".join(HOSTILE_SOURCES),
+        ["nice", "-n", "19", sys.executable, "-m", "tests.faults.slow_clients", host, str(port), ",".join(HOSTILE_SOURCES),
          str(PER_SOURCE), str(seconds)],
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None

@@ -25,6 +25,7 @@ import pytest
 from engine import kafka_local
 from engine.cli import build_parser, main
 from engine.cli.init_cmd import NEXT_STEPS
+from engine.definitions import load_repo
 from tests.ops.ops_support import free_port, scrape, total, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,7 +119,9 @@ def test_version_list_and_describe(capsys: pytest.CaptureFixture[str]) -> None:
     repo = str(ROOT / "feature_defs")
     assert main(["list", "--repo", repo]) == 0
     listing = capsys.readouterr().out
-    for needle in ("sources (1):", "transactions", "views (2):", "services (2):", "fraud_scoring"):
+    example = load_repo(repo)
+    for needle in (f"sources ({len(example.sources)}):", "transactions", f"views ({len(example.views)}):",
+                   f"services ({len(example.services)}):", "fraud_scoring", "user_merchant_spend"):
         assert needle in listing, needle
     assert re.search(r"amount_sum_15m\s+float\s+sum\(amount\) over 15m", listing)
     assert re.search(r"merchant_txn_count_1h\s+int\s+count\(amount\) over 1h", listing)

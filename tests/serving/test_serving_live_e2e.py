@@ -49,6 +49,7 @@ def _expected_rows(
         shop = expected_values(views["merchant_activity"], theirs, merchant, t, key_field="merchant")
         want["merchant_txn_count_15m"] = shop["merchant_txn_count_15m"]
         want["merchant_txn_count_1h"] = shop["merchant_txn_count_1h"]
+        want.update(expected_values(views["user_merchant_spend"], applied, (user, merchant), t, key_field="pair"))
         want["spend_velocity_ratio"] = amount / max(want["amount_sum_15m"] or 0.0, 0.001)
         shop_sum = shop["merchant_amount_sum_1h"] or 0.0
         want["user_merchant_share_1h"] = (want["amount_sum_1h"] or 0.0) / shop_sum if shop_sum > 0 else 0.0
