@@ -33,10 +33,10 @@ from benchmarks.common import (
     check_size,
     copy_repo,
     delete_topic,
-    free_port,
     new_topic,
 )
 from benchmarks.servers import server
+from engine.ports import free_port
 
 SIZES: dict[str, dict[str, Any]] = {
     "smoke": {"rates": (1_000,), "probes": 15},

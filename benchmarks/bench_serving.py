@@ -27,10 +27,11 @@ import numpy as np
 import orjson
 import polars as pl
 
-from benchmarks.common import PY, ROOT, BenchError, check_size, free_port, run_child, summarize
+from benchmarks.common import PY, ROOT, BenchError, check_size, run_child, summarize
 from benchmarks.peers import install
 from benchmarks.servers import cpu_seconds, load, peak_rss_kb, server
 from engine.generate import GeneratorConfig, write_parquet
+from engine.ports import free_port
 
 SIZES: dict[str, tuple[int, int, float, int]] = {  # events, users, seconds per run, runs
     "smoke": (20_000, 2_000, 1.0, 3),

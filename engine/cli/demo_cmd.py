@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from engine.ports import free_port
 from engine.processes import stop_process_group
 from engine.timefmt import iso_utc
 
@@ -54,12 +54,6 @@ def register(subparsers: Any) -> None:
 def _say(text: str) -> None:
     print(f"[demo] {text}", flush=True)
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _cli(*args: str) -> list[str]:
@@ -181,7 +175,7 @@ def _pipeline(args: argparse.Namespace, data_dir: Path, bootstrap: str) -> int:
         f"backfilled {history.events:,} historical events (one day) in {time.monotonic() - started:.1f}s"
     )
 
-    port = args.port or _free_port()
+    port = args.port or free_port()
     url = f"http://127.0.0.1:{port}"
     with (
         _child(

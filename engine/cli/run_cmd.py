@@ -11,7 +11,6 @@ import argparse
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Any
 
 from engine.cli.common import add_settings_args, check_source_topic, log_to_file, settings_from
 from engine.exceptions import DataflowRunError, StreamfeatError
+from engine.ports import free_ports
 from engine.shutdown import stop_gracefully_on_sigint, stop_requested
 
 
@@ -82,16 +82,6 @@ def _child_env(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
 
 def _run(args: argparse.Namespace) -> int:
     from engine.exceptions import ConfigError
@@ -110,7 +100,7 @@ def _run(args: argparse.Namespace) -> int:
     job = build_job(settings_from(args), args.source, tail=not args.until_caught_up)
     RocksDBStore(job.state_dir, job.shards).close()
     metrics_base = settings_from(args).metrics_port
-    addresses = ";".join(f"127.0.0.1:{port}" for port in _free_ports(args.processes))
+    addresses = ";".join(f"127.0.0.1:{port}" for port in free_ports(args.processes))
     children = [
         subprocess.Popen(
             # Without recovery, bytewax.run's -s sets the epoch interval (EPOCH_INTERVAL).

@@ -136,7 +136,7 @@ def compare_training_set(
     frame = get_training_set(repo, "backfill_check", spine, str(log_root))
     by_name = {v.name: v for v in views}
     for row, (user, merchant, t) in zip(frame.iter_rows(named=True), spine_rows, strict=True):
-        keys = {"entity": user, "merchant": merchant, "pair": (user, merchant)}
+        keys: dict[str, str | tuple[str, ...]] = {"entity": user, "merchant": merchant, "pair": (user, merchant)}
         for name, key_field in EXAMPLE_VIEW_KEYS:
             key = keys[key_field]
             view = by_name[name]

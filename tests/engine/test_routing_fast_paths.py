@@ -45,7 +45,7 @@ def _object_array(values: list[Any]) -> np.ndarray:
 def test_factorize_single_key_round_trips(values: list[str | int]) -> None:
     keys, codes = factorize_entity_keys([_object_array(values)])
     assert len(set(keys)) == len(keys)
-    assert [keys[c] for c in codes.tolist()] == encode_entity_keys([_object_array(values)])
+    assert [keys[c] for c in codes.tolist()] == encode_entity_keys([values])
     assert [keys[c] for c in codes.tolist()] == [entity_key([v]) for v in values]
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from engine.config import Settings
 from engine.definitions import OnDemandFeatureView, load_repo
-from tests.serving.serving_state import REPO_DIR
+from tests.serving.serving_support import REPO_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("engine", "serving", "dataflows", "feature_defs")

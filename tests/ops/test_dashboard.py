@@ -13,16 +13,10 @@ import httpx
 import pytest
 
 from engine.definitions import load_repo
+from engine.ports import free_port
 from tests.engine.streaming_support import streamfeat
-from tests.ops.cdp import Browser, chromium_path
-from tests.ops.ops_support import (
-    START_MS,
-    free_port,
-    make_pipeline,
-    produce,
-    running_dataflow,
-    wait_until,
-)
+from tests.ops.cdp_support import Browser, chromium_path
+from tests.ops.ops_support import START_MS, make_pipeline, produce, running_dataflow, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.browser]
 

@@ -26,7 +26,8 @@ from engine import kafka_local
 from engine.cli import build_parser, main
 from engine.cli.init_cmd import NEXT_STEPS
 from engine.definitions import load_repo
-from tests.ops.ops_support import free_port, scrape, total, wait_until
+from engine.ports import free_port
+from tests.ops.ops_support import scrape, total, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 # What a Kafka client or Bytewax prints when its noise escapes: librdkafka log lines

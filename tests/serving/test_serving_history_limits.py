@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from asgi_client import ASGIClient
-from serving_state import N_SHARDS, T_END, make_app, write_log, write_rocksdb
 
 from engine.definitions import FeatureRepo
 from engine.plan import AppliedPlan
 from engine.state import OffsetRecord, RocksDBOnlineTable, RocksDBStore
 from engine.state.offsets import INT64_MIN
 from serving.history import log_complete_through
+from tests.serving.asgi_support import ASGIClient
+from tests.serving.serving_support import N_SHARDS, T_END, make_app, write_log, write_rocksdb
 
 LATENESS = 5 * 60_000  # the example source's allowed_lateness
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from asgi_client import ASGIClient
 
 from serving.hot_path import feature_service
+from tests.serving.asgi_support import ASGIClient
 
 GOOD = {"entities": {"user_id": ["u1"], "merchant_id": ["m1"]}, "request_data": {"amount": [3.0]},
         "as_of": 1_767_225_600_000, "include_metadata": True}
@@ -38,7 +38,9 @@ def test_hot_path_answers_like_the_documented_route(client: ASGIClient) -> None:
     app = client.app
     for body in (GOOD, {**GOOD, "entities": {"user_id": ["u1"]}}):
         via_dispatch = client.post("/v1/features/fraud_scoring", json=body)
-        framework = app.middleware_stack.framework  # what every other route goes through
+        stack = app.middleware_stack
+        assert stack is not None, "the app has served a request, so its middleware stack is built"
+        framework = stack.framework  # type: ignore[attr-defined]  # the hot-path dispatcher's attribute, not Starlette's
         sent: list[dict[str, Any]] = []
 
         async def send(message: dict[str, Any]) -> None:

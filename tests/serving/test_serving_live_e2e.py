@@ -5,6 +5,7 @@ after more events arrive while both processes keep running."""
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Callable
@@ -13,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from benchmarks.common import free_port
 from benchmarks.servers import server
 from engine.definitions import StreamFeatureView, load_repo
 from engine.generate import GeneratorConfig, produce_events
+from engine.ports import free_port
 from serving.client import FeatureClient
 from tests.engine.streaming_support import (
     applied_events,
@@ -111,7 +112,7 @@ def test_served_values_follow_a_live_stream(
         applied = applied_events(reference_events(read_topic(kafka_bootstrap, topic, 3)), lateness)
         t_end = max(e["e"] for e in applied)
         for t in (t_end, t_end + 7 * MINUTE, t_end + 61 * MINUTE):  # the 15-minute and 1-hour windows decay
-            _eventually(lambda t=t: _served_equals_reference(client, views, applied, t))
+            _eventually(functools.partial(_served_equals_reference, client, views, applied, t))
 
         # More events while both keep running: the server sees them without a restart.
         second = GeneratorConfig(events=2_000, users=50, merchants=8, seed=22,
@@ -122,4 +123,4 @@ def test_served_values_follow_a_live_stream(
         assert max(e["e"] for e in applied) > t_end
         t_end = max(e["e"] for e in applied)
         for t in (t_end, t_end + 16 * MINUTE):
-            _eventually(lambda t=t: _served_equals_reference(client, views, applied, t))
+            _eventually(functools.partial(_served_equals_reference, client, views, applied, t))

@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from asgi_client import ASGIClient
-from serving_state import N_SHARDS, make_app, make_events, uvicorn_server, write_rocksdb
 
 from benchmarks.common import copy_repo
 from engine.definitions import load_repo
@@ -20,6 +18,14 @@ from serving.client import FeatureClient
 from serving.exceptions import InvalidRecords
 from serving.request import now_ms
 from tests.engine.streaming_support import read_topic
+from tests.serving.asgi_support import ASGIClient
+from tests.serving.serving_support import (
+    N_SHARDS,
+    make_app,
+    make_events,
+    uvicorn_server,
+    write_rocksdb,
+)
 
 pytestmark = pytest.mark.kafka
 

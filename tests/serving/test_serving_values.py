@@ -7,14 +7,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from asgi_client import ASGIClient
-from serving_state import MERCHANTS, T_END, USERS, passes
 
 from engine.definitions import FeatureRepo, StreamFeatureView
 from engine.plan import AppliedPlan
 from engine.state import RedisOnlineTable
 from serving.registry import build_registry
 from tests.reference import reference_value
+from tests.serving.asgi_support import ASGIClient
+from tests.serving.serving_support import MERCHANTS, T_END, USERS, passes
 
 MINUTE = 60_000
 

@@ -1,6 +1,6 @@
 """Run with the Python of a Feast virtualenv: apply a Feast repo, then call Feast's own SDK.
 
-    <feast venv>/bin/python tests/serving/feast_sdk_client.py REPO_DIR < calls.json
+    <feast venv>/bin/python tests/serving/feast_sdk_support.py REPO_DIR < calls.json
 
 REPO_DIR holds feature_store.yaml (remote online store pointing at streamfeat) and
 definitions.py. stdin is a JSON list of calls, each ``{"id", "mode": "sync"|"async",

@@ -1,6 +1,6 @@
 """Hostile HTTP clients, run as their own process by tests/faults/test_slow_clients.py.
 
-    python -m tests.faults.slow_clients HOST PORT SOURCE[,SOURCE...] PER_SOURCE SECONDS
+    python -m tests.faults.slow_clients_support HOST PORT SOURCE[,SOURCE...] PER_SOURCE SECONDS
 
 From each source address (127.0.0.x: all of 127/8 is loopback on Linux, so the server
 sees distinct clients) it keeps PER_SOURCE connections open, in five kinds: idle (connect,

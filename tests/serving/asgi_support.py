@@ -10,10 +10,11 @@ import asyncio
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 
 
 class ASGIClient:
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: FastAPI) -> None:
         self.app = app
         self._loop = asyncio.new_event_loop()
         self._client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://serving.test")

@@ -3,7 +3,6 @@ RocksDB shards or Redis the way the ingest sink lays them out (tile and meta rec
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -30,11 +29,13 @@ from engine.definitions import (
 from engine.io.parquet_log import ParquetLogWriter
 from engine.kernel import PartialLayout, aggregate_batch, encode_positions, encode_tiles
 from engine.plan import AppliedPlan
+from engine.ports import free_port
 from engine.retention import sweep_view
 from engine.state import OnlineTable, RedisOnlineWriter, RocksDBOnlineTable, RocksDBStore
 from engine.state.keys import entity_key, shard_for
 from engine.state.records import encode_meta, meta_key, redis_meta_key, tile_key
 from serving.app import create_app
+from tests.serving.asgi_support import ASGIClient
 
 REPO_DIR = Path(__file__).resolve().parents[2] / "feature_defs"
 T_END = 1_767_225_600_000 + 37_123  # just after the last event; not on a tile boundary
@@ -86,7 +87,7 @@ def build_test_repo(base: FeatureRepo) -> FeatureRepo:
         ],
     )
     flaky = OnDemandFeatureView(name="flaky", sources=[user_defaults, request], schema={"flaky_out": "float"},
-                                mode="python", fn="serving_test_transforms:flaky")
+                                mode="python", fn="tests.serving.transforms_support:flaky")
     service = FeatureService(name="with_defaults", features=[user_defaults, flaky])
     # One feature from each of two views: serving evaluates those two windows only.
     subset = FeatureService(name="user_subset", features=[
@@ -100,7 +101,7 @@ def build_test_repo(base: FeatureRepo) -> FeatureRepo:
     )
     merchant_ratio = OnDemandFeatureView(
         name="merchant_ratio", sources=[merchant_amounts[["amount_sum_1h"]], request],
-        schema={"merchant_ratio": "float"}, mode="python", fn="serving_test_transforms:merchant_ratio")
+        schema={"merchant_ratio": "float"}, mode="python", fn="tests.serving.transforms_support:merchant_ratio")
     shadowed = FeatureService(name="shadowed", features=[user_spend[["amount_sum_1h"]], merchant_ratio])
     # In no service: served only to "view:feature" references (Feast route).
     unserved = StreamFeatureView(
@@ -215,9 +216,7 @@ def sweep_all(state_dir: Path, views: Iterable[StreamFeatureView], shards: int) 
 @contextmanager
 def uvicorn_server(app: Any) -> Iterator[str]:
     """``app`` served by uvicorn on a free loopback port (a thread); yields its URL."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                            lifespan="off", access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -243,9 +242,6 @@ def make_app(repo: FeatureRepo, plan: AppliedPlan, table: OnlineTable, **setting
 def rocksdb_client(root: Path, repo: FeatureRepo, plan: AppliedPlan, events: Sequence[Mapping[str, Any]],
                    *, meta_for: Iterable[str], **settings: Any) -> Iterator[Any]:
     """An ASGI client of the app over RocksDB shards holding ``events``' tiles under ``root``."""
-    # Imported here: tests outside tests/serving import this module without asgi_client on their path.
-    from asgi_client import ASGIClient
-
     write_rocksdb(root / "state", repo.views, events, meta_for=meta_for)
     table = RocksDBOnlineTable(root / "state", N_SHARDS, root / "secondary", background=False)
     client = ASGIClient(make_app(repo, plan, table, **settings))
