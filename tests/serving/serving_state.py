@@ -31,7 +31,13 @@ from engine.io.parquet_log import ParquetLogWriter
 from engine.kernel import PartialLayout, aggregate_batch, encode_positions, encode_tiles
 from engine.plan import AppliedPlan
 from engine.retention import sweep_view
-from engine.state import OffsetRecord, OnlineTable, RedisOnlineWriter, RocksDBOnlineTable, RocksDBStore
+from engine.state import (
+    OffsetRecord,
+    OnlineTable,
+    RedisOnlineWriter,
+    RocksDBOnlineTable,
+    RocksDBStore,
+)
 from engine.state.keys import entity_key, shard_for
 from engine.state.records import encode_meta, meta_key, redis_meta_key, tile_key
 from serving.app import create_app
