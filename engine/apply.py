@@ -258,6 +258,7 @@ class ShardApplier:
             online_items.extend(items)
             meta_items.append((fp, self.partition.shard, meta_value))
             ttl_ms = max(ttl_ms or 0, compiled.view.retention_ms)
+        advanced: dict[int, OffsetRecord] = {}
         for partition, (last_offset, top_ts) in progress.items():
             old = self.offsets.get(partition)
             applied = old.applied_offset if old else NO_OFFSET
@@ -272,14 +273,17 @@ class ShardApplier:
             )
             txn.set_offset(self.topic, partition, new_record)
             self.offsets[partition] = new_record
+            advanced[partition] = new_record
         for key, value in (extra_puts or {}).items():
             txn.put(key, value)
-        if online_items and self.online_copy is not None:
+        if (online_items or advanced) and self.online_copy is not None:
             copy = self.online_copy
 
             def write_copy() -> None:
                 copy.write(online_items, ttl_ms)
                 copy.write_meta(meta_items)
+                # After the tiles: the copy never claims more than it holds.
+                copy.write_offsets(self.topic, self.partition.shard, advanced)
 
             self._retry("write the online copy", write_copy)
         txn.commit()
@@ -385,6 +389,7 @@ class ShardApplier:
 
     def _record_log_offsets(self, logged: Mapping[int, OffsetRecord]) -> None:
         """Every row up to ``logged``'s applied offsets is published: record it."""
+        published: dict[int, OffsetRecord] = {}
         txn = self.partition.begin()
         for partition, upto in logged.items():
             record = self.offsets[partition]
@@ -398,7 +403,15 @@ class ShardApplier:
             )
             txn.set_offset(self.topic, partition, updated)
             self.offsets[partition] = updated
+            published[partition] = updated
         txn.commit()
+        if published and self.online_copy is not None:
+            copy = self.online_copy
+            # Serving over Redis reads how far the log is published from these.
+            self._retry(
+                "write the log offsets to the online copy",
+                lambda: copy.write_offsets(self.topic, self.partition.shard, published),
+            )
 
     # -- helpers ----------------------------------------------------------------------
 

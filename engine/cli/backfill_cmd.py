@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from engine.cli.common import check_source_topic
 from engine.exceptions import ConfigError
 
 
@@ -114,6 +115,7 @@ def _run(args: argparse.Namespace) -> int:
                 "offset per topic partition for all of its views",
                 hint="drop --views (every view of the source is replayed together)",
             )
+        check_source_topic(settings.kafka_bootstrap, source.topic)
         backfill_kafka(job)
         if not args.quiet:
             print(f"caught up with topic {source.topic!r}; state in {settings.state_dir}")

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import Settings, load_settings
-from engine.exceptions import KafkaUnreachableError
 
 
 def add_settings_args(parser: argparse.ArgumentParser, *, kafka: bool = True) -> None:
@@ -64,12 +63,7 @@ def check_source_topic(bootstrap: str, topic: str) -> None:
     """Refuse to start when no broker answers at ``bootstrap`` or ``topic`` is not there,
     with one line saying what to do (instead of a client library's retry loop)."""
     from engine.io.kafka_source import list_topic_partitions
-    from engine.kafka_local import metadata_answers
+    from engine.kafka_local import require_broker
 
-    if not metadata_answers(bootstrap, timeout_s=5.0):
-        raise KafkaUnreachableError(
-            f"no Kafka broker answers at {bootstrap}",
-            hint="start one with `streamfeat kafka start`, or check kafka_bootstrap in "
-            "streamfeat.yaml (or --bootstrap / STREAMFEAT_KAFKA_BOOTSTRAP)",
-        )
+    require_broker(bootstrap)
     list_topic_partitions(bootstrap, topic)  # TopicNotFoundError names the topics there

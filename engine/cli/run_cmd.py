@@ -14,11 +14,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from engine.cli.common import add_settings_args, check_source_topic, log_to_file, settings_from
+from engine.cli.run_report import RunReporter
 from engine.exceptions import DataflowRunError, StreamfeatError
 from engine.ports import free_ports
+from engine.run_counts import RunCounts, merged_counts, read_counts_file
 from engine.shutdown import stop_gracefully_on_sigint, stop_requested
 
 
@@ -97,33 +100,34 @@ def _run(args: argparse.Namespace) -> int:
     from dataflows.stream import EPOCH_INTERVAL
     from engine.state.rocksdb_store import RocksDBStore
 
-    job = build_job(settings_from(args), args.source, tail=not args.until_caught_up)
+    settings = settings_from(args)
+    log_file = log_to_file(settings.path(settings.data_dir) / "logs" / "run.log", verbose=args.verbose)
+    job = build_job(settings, args.source, tail=not args.until_caught_up)
+    check_source_topic(settings.kafka_bootstrap, job.source.topic)
     RocksDBStore(job.state_dir, job.shards).close()
-    metrics_base = settings_from(args).metrics_port
+    metrics_base = settings.metrics_port
     addresses = ";".join(f"127.0.0.1:{port}" for port in free_ports(args.processes))
+    counts_files = _fresh_counts_files(settings.path(settings.data_dir) / "run", args.processes)
+    reporter = RunReporter(
+        job.source.topic, settings.kafka_bootstrap, counts=lambda: _summed(counts_files)
+    )
+    _announce(job, settings.kafka_bootstrap, args, log_file, f"{args.processes} processes")
     children = [
         subprocess.Popen(
             # Without recovery, bytewax.run's -s sets the epoch interval (EPOCH_INTERVAL).
             [sys.executable, "-m", "bytewax.run", "dataflows.app:flow", "-w", str(args.workers),
              "-i", str(i), "-a", addresses, "-s", str(int(EPOCH_INTERVAL.total_seconds()))],
             # One metrics endpoint per process: metrics_port, metrics_port + 1, ...
-            env={**env, "STREAMFEAT_METRICS_PORT": str(metrics_base + i if metrics_base else 0)},
+            env={**env, "STREAMFEAT_METRICS_PORT": str(metrics_base + i if metrics_base else 0),
+                 "STREAMFEAT_RUN_COUNTS_FILE": str(counts_files[i])},
         )
         for i in range(args.processes)
     ]  # fmt: skip
+    reporter.start()
+    code = 130
     try:
-        while True:
-            codes = [c.poll() for c in children]
-            failed = [code for code in codes if code not in (None, 0)]
-            if failed:
-                print(
-                    f"streamfeat run: a process exited with code {failed[0]}; stopping the others",
-                    file=sys.stderr,
-                )
-                return 1
-            if all(code == 0 for code in codes):
-                return 0
-            time.sleep(0.2)
+        code = _wait_for(children)
+        return code
     finally:
         for child in children:
             if child.poll() is None:
@@ -133,11 +137,54 @@ def _run(args: argparse.Namespace) -> int:
                 child.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 child.kill()
+        reporter.stop()
+        interrupted = code == 130
+        print(reporter.summary(caught_up=args.until_caught_up and code == 0, interrupted=interrupted))
+
+
+def _wait_for(children: list[subprocess.Popen[bytes]]) -> int:
+    """0 when every process finished, 1 as soon as one failed; Ctrl-C propagates."""
+    while True:
+        codes = [c.poll() for c in children]
+        failed = [code for code in codes if code not in (None, 0)]
+        if failed:
+            print(
+                f"streamfeat run: a process exited with code {failed[0]}; stopping the others",
+                file=sys.stderr,
+            )
+            return 1
+        if all(code == 0 for code in codes):
+            return 0
+        time.sleep(0.2)
+
+
+def _fresh_counts_files(directory: Path, processes: int) -> list[Path]:
+    """One counts file per process, none left from an earlier run."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = [directory / f"counts-{i}.json" for i in range(processes)]
+    for file in directory.glob("counts-*.json*"):
+        file.unlink()
+    return files
+
+
+def _summed(files: list[Path]) -> RunCounts:
+    return merged_counts([c for c in (read_counts_file(f) for f in files) if c is not None])
+
+
+def _announce(job: Any, bootstrap: str, args: argparse.Namespace, log_file: Path, how: str) -> None:
+    print(
+        f"streamfeat run: {job.source.topic!r} at {bootstrap} -> views "
+        f"{', '.join(v.name for v in job.views)}"
+        + (f" ({how})" if how else "")
+        + (" (until caught up)" if args.until_caught_up else "; Ctrl-C stops")
+        + f"; log {log_file}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _run_in_place(args: argparse.Namespace) -> int:
     from dataflows.job import build_job
-    from engine.cli.run_report import RunReporter
 
     settings = settings_from(
         args, batch_size=args.batch_size, online=args.online, redis_url=args.redis_url
@@ -146,14 +193,7 @@ def _run_in_place(args: argparse.Namespace) -> int:
     job = build_job(settings, args.source, tail=not args.until_caught_up)
     check_source_topic(settings.kafka_bootstrap, job.source.topic)
     reporter = RunReporter(job.source.topic, settings.kafka_bootstrap)
-    print(
-        f"streamfeat run: {job.source.topic!r} at {settings.kafka_bootstrap} -> views "
-        f"{', '.join(v.name for v in job.views)}"
-        + (" (until caught up)" if args.until_caught_up else "; Ctrl-C stops")
-        + f"; log {log_file}",
-        file=sys.stderr,
-        flush=True,
-    )
+    _announce(job, settings.kafka_bootstrap, args, log_file, "")
     reporter.start()
     stop_gracefully_on_sigint()
     forced = False

@@ -1,7 +1,8 @@
 """What ``streamfeat run`` tells the terminal: progress, dead-letter alarms, a summary.
 
-Everything is read from this process's dataflow metrics (engine/metrics.py), so the
-numbers are the same ones Prometheus sees.
+The numbers come from the dataflow metrics (engine/metrics.py, the ones Prometheus
+sees): this process's own, or with ``--processes N`` the counts files the processes
+publish, summed (engine/run_counts.py).
 """
 
 from __future__ import annotations
@@ -9,16 +10,13 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from engine.metrics import DataflowMetrics, kafka_end_offsets, process_metrics
+from engine.metrics import kafka_end_offsets
+from engine.run_counts import RunCounts, read_counts
 
-# A run whose dead letters are at least this share of what it read is loudly reported.
-DEAD_LETTER_ALARM_SHARE = 0.5
-# ... once it has read at least this many records (a handful of bad records is not a trend).
-DEAD_LETTER_ALARM_MIN_RECORDS = 100
 _LAG_EVERY_S = 5.0
 
 # What to check for each dead-letter reason (docs/semantics.md section 5 defines them).
@@ -31,56 +29,6 @@ REASON_HINTS: Mapping[str, str] = {
     "invalid_timestamp": "the timestamp field cannot be read in the source's timestamp_format",
     "timestamp_out_of_range": "the timestamp is negative or absurdly far from now",
 }
-
-
-def _samples(metrics: DataflowMetrics, family: str, label: str) -> dict[str, int]:
-    found: dict[str, int] = {}
-    for metric in metrics.registry.collect():
-        if metric.name != family:
-            continue
-        for sample in metric.samples:
-            if sample.name == f"{family}_total":
-                key = sample.labels[label]
-                found[key] = found.get(key, 0) + int(sample.value)
-    return found
-
-
-@dataclass(frozen=True)
-class RunCounts:
-    """Totals of one ``streamfeat run`` process so far."""
-
-    read: int
-    dead_letters: Mapping[str, int]
-    applied: Mapping[str, int]  # view -> events applied to its tiles
-    next_offsets: Mapping[int, int]
-
-    @property
-    def dead_total(self) -> int:
-        return sum(self.dead_letters.values())
-
-    def dead_text(self) -> str:
-        reasons = sorted(self.dead_letters.items(), key=lambda item: -item[1])
-        return ", ".join(f"{reason} {n:,}" for reason, n in reasons) or "none"
-
-    def applied_text(self) -> str:
-        return ", ".join(f"{view} {n:,}" for view, n in sorted(self.applied.items())) or "nothing"
-
-    def mostly_dead(self) -> bool:
-        return self.read >= DEAD_LETTER_ALARM_MIN_RECORDS and (
-            self.dead_total >= DEAD_LETTER_ALARM_SHARE * self.read
-        )
-
-
-def read_counts(topic: str, metrics: DataflowMetrics | None = None) -> RunCounts:
-    metrics = metrics or process_metrics()
-    with metrics.lock:
-        offsets = dict(metrics.next_offsets)
-    return RunCounts(
-        read=_samples(metrics, "streamfeat_events_in", "topic").get(topic, 0),
-        dead_letters=_samples(metrics, "streamfeat_dead_letters", "reason"),
-        applied=_samples(metrics, "streamfeat_rows_applied", "view"),
-        next_offsets=offsets,
-    )
 
 
 def dead_letter_alarm(counts: RunCounts, dlq_topic: str) -> str:
@@ -104,6 +52,7 @@ class RunReporter:
     topic: str
     bootstrap: str
     out: TextIO = field(default_factory=lambda: sys.stderr)
+    counts: Callable[[], RunCounts] | None = None  # default: this process's metrics
     interval_s: float = 1.0
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
@@ -111,6 +60,9 @@ class RunReporter:
     _alarmed: bool = field(default=False, init=False)
     _lag: int | None = field(default=None, init=False)
     _lag_at: float = field(default=0.0, init=False)
+
+    def _counts(self) -> RunCounts:
+        return self.counts() if self.counts is not None else read_counts(self.topic)
 
     def start(self) -> None:
         """Live progress only on a terminal; a redirected run gets the summary alone."""
@@ -137,7 +89,7 @@ class RunReporter:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
-            counts = read_counts(self.topic)
+            counts = self._counts()
             if counts.mostly_dead() and not self._alarmed:
                 self._alarmed = True
                 self.out.write("\r\x1b[K" + dead_letter_alarm(counts, f"{self.topic}.dlq") + "\n")
@@ -150,7 +102,7 @@ class RunReporter:
             self.out.flush()
 
     def summary(self, *, caught_up: bool, interrupted: bool) -> str:
-        counts = read_counts(self.topic)
+        counts = self._counts()
         seconds = max(time.monotonic() - self._started, 1e-9)
         how = "caught up" if caught_up else ("stopped" if interrupted else "finished")
         lag = self.lag(counts.next_offsets, fresh=True)

@@ -9,7 +9,8 @@ Everything comes from durable places, so it works whether or not a dataflow runs
 - dead letters: the ``<topic>.dlq`` topic's record count (end minus start offsets);
 - state size: bytes on disk of each shard directory.
 
-Shards are opened read-only (no lock), so a running writer is not disturbed.
+Shards are opened read-only (no lock), so a running writer is not disturbed. With no broker
+at ``kafka_bootstrap`` or a source topic missing there, it exits non-zero with one line.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.cli.common import add_settings_args, settings_from
+from engine.cli.common import add_settings_args, check_source_topic, settings_from
 from engine.timefmt import iso_utc
 
 
@@ -119,7 +120,9 @@ def dlq_record_count(bootstrap: str, topic: str) -> int | None:
         partitions = list_topic_partitions(bootstrap, topic, 5.0)
     except TopicNotFoundError:
         return 0  # no dead letter was ever produced
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "streamfeat-status"})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "streamfeat-status", "log_level": 0}
+    )
     try:
         total = 0
         for p in partitions:
@@ -148,6 +151,8 @@ def collect_status(settings: Any, sample_s: float = 1.0) -> Status:
     repo = load_repo(settings.repo_path)
     views = [v for v in repo.views if v.name in plan.view_fingerprints]
     topics = sorted({v.source.topic for v in views})
+    for topic in topics:  # no broker or no topic: one line with a hint, non-zero exit
+        check_source_topic(settings.kafka_bootstrap, topic)
     fps = [v.fingerprint for v in views]
     state_dir: Path = settings.state_dir
     first, metas = _read_shards(state_dir, plan.shards, topics, [meta_key(f) for f in fps])
@@ -165,7 +170,7 @@ def collect_status(settings: Any, sample_s: float = 1.0) -> Status:
         try:
             ends: dict[int, int] | None = kafka_end_offsets(settings.kafka_bootstrap, source.topic)
             dlq: int | None = dlq_record_count(settings.kafka_bootstrap, source.dlq_topic)
-        except Exception as exc:  # status must still show the local half
+        except Exception as exc:  # the broker went away after the check: show the local half
             ends, dlq, error = None, None, str(exc)
         known = set(ends or {})
         for shard in second[source.topic]:

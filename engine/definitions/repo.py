@@ -19,6 +19,7 @@ from engine.definitions.exceptions import DefinitionError, RepoValidationError
 from engine.definitions.on_demand import OnDemandFeatureView
 from engine.definitions.service import FeatureService
 from engine.definitions.source import EventSource, RequestSource
+from engine.definitions.statementwise import FailedStatements, collecting_imports
 from engine.definitions.view import StreamFeatureView
 
 Definition = Entity | EventSource | RequestSource | StreamFeatureView | OnDemandFeatureView | FeatureService
@@ -143,6 +144,36 @@ def cross_validate(repo: FeatureRepo) -> list[str]:
     return errors
 
 
+def _import_modules(package: str, root: Path, failed: FailedStatements) -> list[ModuleType]:
+    """The package and each of its top-level modules; failures go to ``failed``."""
+    init = root / "__init__.py"
+    if init.exists():
+        spec = importlib.util.find_spec(package)
+    else:  # a directory without __init__.py is imported like a namespace package
+        spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
+        spec.submodule_search_locations = [str(root)]
+    if spec is None:
+        raise RepoValidationError(str(root), [f"{root}: cannot be imported as a package"])
+    pkg = importlib.util.module_from_spec(spec)
+    sys.modules[package] = pkg
+    try:
+        if spec.loader is not None:
+            spec.loader.exec_module(pkg)
+    except Exception as exc:  # a SyntaxError: the module never ran
+        failed.errors.append(_module_error(package, exc, root))
+    modules: list[ModuleType] = [pkg]
+    for file in sorted(root.glob("*.py")):
+        if file.name == "__init__.py":
+            continue
+        name = f"{package}.{file.stem}"
+        try:
+            modules.append(importlib.import_module(name))
+        except Exception as exc:  # a SyntaxError, or an import of a module that has one
+            if not failed.is_consequence(name, exc):
+                failed.errors.append(_module_error(name, exc, root))
+    return modules
+
+
 def _evict(package: str) -> None:
     """Forgets earlier imports of the package so the repo is read fresh from its path."""
     for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
@@ -201,9 +232,9 @@ def _located(error: str, places: dict[str, str]) -> str:
 def load_repo(path: str | Path) -> FeatureRepo:
     """Imports every .py module of the repo directory as a package and collects its definitions.
 
-    Raises RepoValidationError listing every error: modules that fail to import (a
-    DefinitionError counts as an error of its module; loading continues with the other
-    modules) and every cross-validation error.
+    Raises RepoValidationError listing every error: every module statement that raises
+    (modules run statement by statement here, see ``statementwise``, so two bad definitions
+    in one file are both reported) and every cross-validation error.
     """
     root = Path(path).resolve()
     if not root.is_dir():
@@ -220,31 +251,9 @@ def load_repo(path: str | Path) -> FeatureRepo:
     sys.path.insert(0, parent)
     _evict(package)
     importlib.invalidate_caches()
-    errors: list[str] = []
-    init = root / "__init__.py"
-    if init.exists():
-        spec = importlib.util.spec_from_file_location(package, init, submodule_search_locations=[str(root)])
-    else:  # a directory without __init__.py is imported like a namespace package
-        spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
-        spec.submodule_search_locations = [str(root)]
-    if spec is None:
-        raise RepoValidationError(str(path), [f"{root}: cannot be imported as a package"])
-    pkg = importlib.util.module_from_spec(spec)
-    sys.modules[package] = pkg
-    try:
-        if spec.loader is not None:
-            spec.loader.exec_module(pkg)
-    except Exception as exc:
-        errors.append(_module_error(package, exc, root))
-    modules: list[ModuleType] = [pkg]
-    for file in sorted(root.glob("*.py")):
-        if file.name == "__init__.py":
-            continue
-        name = f"{package}.{file.stem}"
-        try:
-            modules.append(importlib.import_module(name))
-        except Exception as exc:  # any import failure is reported with its module; keep going
-            errors.append(_module_error(name, exc, root))
+    with collecting_imports(package, root, lambda name, exc: _module_error(name, exc, root)) as failed:
+        modules = _import_modules(package, root, failed)
+    errors = list(failed.errors)
     objects = [value for module in modules for value in vars(module).values() if isinstance(value, _KINDS)]
     try:
         repo = FeatureRepo.from_objects(objects, path=str(path))

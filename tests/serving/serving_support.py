@@ -31,7 +31,13 @@ from engine.kernel import PartialLayout, aggregate_batch, encode_positions, enco
 from engine.plan import AppliedPlan
 from engine.ports import free_port
 from engine.retention import sweep_view
-from engine.state import OnlineTable, RedisOnlineWriter, RocksDBOnlineTable, RocksDBStore
+from engine.state import (
+    OffsetRecord,
+    OnlineTable,
+    RedisOnlineWriter,
+    RocksDBOnlineTable,
+    RocksDBStore,
+)
 from engine.state.keys import entity_key, shard_for
 from engine.state.records import encode_meta, meta_key, redis_meta_key, tile_key
 from serving.app import create_app
@@ -174,6 +180,12 @@ def write_redis(url: str, views: Iterable[StreamFeatureView], events: Sequence[M
                                    for shard in range(N_SHARDS)])
             else:
                 client.delete(redis_meta_key(view.fingerprint))
+        # Every event is applied and in the Parquet log (write_log), as the ingest writer records it.
+        newest = max(events, key=lambda e: e["offset"])
+        published = OffsetRecord(newest["offset"], (newest["ts"],), newest["offset"], (newest["ts"],))
+        for topic in {view.source.topic for view in views}:
+            for shard in range(N_SHARDS):
+                writer.write_offsets(topic, shard, {newest["partition"]: published})
     finally:
         writer.close()
         client.close()

@@ -131,3 +131,20 @@ def test_an_event_far_ahead_marks_what_retention_may_have_cut(
     finally:
         client.close()
         table.close()
+
+
+def test_rows_needing_an_absent_log_name_the_setting(
+    repo: FeatureRepo, plan: AppliedPlan, events: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    write_rocksdb(tmp_path / "state", repo.views, events, meta_for=("user_spend", "merchant_activity"))
+    table = RocksDBOnlineTable(tmp_path / "state", N_SHARDS, tmp_path / "secondary", background=False)
+    client = ASGIClient(make_app(repo, plan, table, log_root=str(tmp_path / "no-log-here")))
+    try:
+        refused = client.post("/v1/features/fraud_scoring", json=fraud(["u0"], T_END - 2_500))
+        assert refused.status_code == 422
+        message = refused.json()["error"]["message"]
+        assert f"nothing is published under {tmp_path / 'no-log-here'} (setting log_root" in message
+        assert "cannot be answered exactly for row 0" in message
+    finally:
+        client.close()
+        table.close()
