@@ -2,8 +2,8 @@
 
 Checked in this order; the first that holds is the cause:
 
-1. ``missing_entity``: one side has no row for the entity (every feature of the row
-   NOT_FOUND) while the other has one.
+1. ``missing_entity``: one side has no record of the entity of the feature's view (every
+   feature of that view NOT_FOUND in the row) while the other has one.
 2. ``null_vs_default``: one side is null, the other a default (0, 0.0, false, "").
 3. ``unit_or_time_zone``: the values differ by a unit (the baseline in seconds or
    microseconds where streamfeat has milliseconds) or by a whole number of hours (up to
@@ -25,7 +25,7 @@ from typing import Any
 from engine.timefmt import duration_text
 
 CAUSES: dict[str, str] = {
-    "missing_entity": "the entity has no row on one side",
+    "missing_entity": "one side has no record of the entity",
     "null_vs_default": "one side is null, the other a default (0, empty, false)",
     "unit_or_time_zone": "the values differ by a unit (ms vs s) or a whole-hour offset",
     "window_boundary": "the baseline equals streamfeat's value with the window a tile or two off",
@@ -112,9 +112,9 @@ def classify(ours: Any, theirs: Any, *, ours_row_missing: bool, theirs_row_missi
              interval_ms: int, tolerance: Tolerance, probe: Probe) -> Verdict:
     """The cause of ``ours`` (streamfeat) != ``theirs`` (baseline), with the evidence found."""
     if theirs_row_missing and not ours_row_missing:
-        return Verdict("missing_entity", "the baseline has no row for this entity (every feature NOT_FOUND)")
+        return Verdict("missing_entity", "the baseline has no record of this entity (every feature of the view NOT_FOUND)")
     if ours_row_missing and not theirs_row_missing:
-        return Verdict("missing_entity", "streamfeat has no row for this entity (every feature NOT_FOUND)")
+        return Verdict("missing_entity", "streamfeat has no record of this entity (every feature of the view NOT_FOUND)")
     if (ours is None and _is_default(theirs)) or (theirs is None and _is_default(ours)):
         side = "streamfeat" if ours is None else "the baseline"
         return Verdict("null_vs_default", f"{side} answers null where the other answers {theirs if ours is None else ours!r}")

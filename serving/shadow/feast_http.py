@@ -33,9 +33,9 @@ class Answer:
 
     rows: tuple[Mapping[str, Cell], ...]
 
-    def row_missing(self, i: int) -> bool:
-        """Every feature of row ``i`` is NOT_FOUND: the server has no row for that entity."""
-        cells = self.rows[i].values()
+    def row_missing(self, i: int, view: str) -> bool:
+        """Every feature of ``view`` in row ``i`` is NOT_FOUND: no record of that view's entity."""
+        cells = [c for ref, c in self.rows[i].items() if ref.split(":")[0] == view]
         return bool(cells) and all(c.status == "NOT_FOUND" for c in cells)
 
 

@@ -125,9 +125,10 @@ class ShadowRunner:
                     continue
                 if self.tolerance.equal(mine.value, other.value):
                     continue
-                verdict = classify(mine.value, other.value, ours_row_missing=ours.row_missing(i),
-                                   theirs_row_missing=theirs.row_missing(i), as_of_ms=as_of,
-                                   interval_ms=self.interval_ms(feature.split(":")[0]),
+                view, their_view = feature.split(":")[0], their_name.split(":")[0]
+                verdict = classify(mine.value, other.value, ours_row_missing=ours.row_missing(i, view),
+                                   theirs_row_missing=theirs.row_missing(i, their_view), as_of_ms=as_of,
+                                   interval_ms=self.interval_ms(view),
                                    tolerance=self.tolerance, probe=probe_row(i, feature))
                 mismatches.append(Mismatch(feature, their_name, i, entity, mine.value, mine.status, other.value,
                                            other.status, verdict.cause, verdict.evidence))
