@@ -15,17 +15,6 @@ import json
 import sys
 from pathlib import Path
 
-STORE_YAML = """project: shadow
-registry: data/registry.db
-provider: local
-online_store:
-  type: sqlite
-  path: data/online.db
-offline_store:
-  type: file
-entity_key_serialization_version: 3
-"""
-
 DEFINITIONS = '''
 from datetime import timedelta
 
@@ -52,9 +41,13 @@ def main(repo_dir: str) -> None:
     import pandas as pd  # type: ignore[import-untyped]
     from feast import FeatureStore  # type: ignore[import-not-found]
 
+    # benchmarks/peers/feast_repo.py is standalone too: it owns the SQLite store config.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from benchmarks.peers.feast_repo import STORE_YAML
+
     repo = Path(repo_dir).resolve()
     (repo / "data").mkdir(parents=True, exist_ok=True)
-    (repo / "feature_store.yaml").write_text(STORE_YAML)
+    (repo / "feature_store.yaml").write_text(STORE_YAML.replace("project: bench", "project: shadow"))
     (repo / "definitions.py").write_text(DEFINITIONS.replace("REPO", str(repo)))
     rows = json.loads(sys.stdin.read())
     frames = {}
