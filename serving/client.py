@@ -10,6 +10,9 @@ of hot entities for their views' TTL (``serving.client_cache``); ``fallbacks={se
 {feature: value}}`` declares what a call answers when the server times out, cannot be
 reached or has no online table: those values, with status DEFAULTED, counted in
 ``fallbacks_used``. Other errors (a bad request, a failing transform) still raise.
+``shadow=ShadowConfig(baseline_url, sample_rate, log_path)`` compares a share of the
+answered requests with a baseline feature server off the caller's path
+(``serving.client_shadow``).
 
 >>> with FeatureClient("http://127.0.0.1:8000") as client:          # doctest: +SKIP
 ...     client.get_feature_vector("fraud_scoring", {"user_id": "u1", "merchant_id": "m1"},
@@ -27,6 +30,7 @@ import httpx
 import orjson
 
 from serving.client_cache import CacheConfig, FeatureRowCache
+from serving.client_shadow import LiveShadow, ShadowConfig
 from serving.exceptions import (
     BY_STATUS,
     ClientTransportError,
@@ -92,6 +96,7 @@ class FeatureClient:
         transport: httpx.BaseTransport | None = None,
         cache: CacheConfig | None = None,
         fallbacks: Mapping[str, Mapping[str, Any]] | None = None,
+        shadow: ShadowConfig | None = None,
     ) -> None:
         headers = {"content-type": "application/json"}
         if api_key is not None:
@@ -102,6 +107,7 @@ class FeatureClient:
         self.fallbacks = {service: dict(values) for service, values in (fallbacks or {}).items()}
         self.fallbacks_used = 0
         self._row_ttl_s: dict[str, float] = {}
+        self.shadow = LiveShadow(shadow, self.url) if shadow is not None else None
 
     def _post(self, path: str, body: Mapping[str, Any]) -> Any:
         try:
@@ -144,6 +150,8 @@ class FeatureClient:
             if service not in self.fallbacks:
                 raise
             return self._fallback(service, entities, exc)
+        if self.shadow is not None:
+            self.shadow.offer(service, entities, request_data, answer.get("as_of"))
         return answer
 
     def _fallback(self, service: str, entities: Mapping[str, Sequence[str | int]], exc: ServingError) -> dict[str, Any]:
@@ -215,6 +223,8 @@ class FeatureClient:
 
     def close(self) -> None:
         self._http.close()
+        if self.shadow is not None:
+            self.shadow.close()
 
     def __enter__(self) -> FeatureClient:
         return self

@@ -118,7 +118,7 @@ class CompiledService:
             ],
             "views": [
                 {"name": v.name, "join_keys": list(v.join_keys),
-                 "expected_freshness_ms": v.expected_freshness_ms}
+                 "expected_freshness_ms": v.expected_freshness_ms, "aggregation_interval_ms": v.spec.interval_ms}
                 for v in self.views
             ],
         }

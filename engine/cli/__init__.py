@@ -32,6 +32,7 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "engine.cli.quality_cmd",
     "engine.cli.init_cmd",
     "engine.cli.import_feast_cmd",
+    "engine.cli.shadow_cmd",
 )
 
 
