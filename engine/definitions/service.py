@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from engine.definitions.base import Checker, FieldType, FrozenMap, definition, did_you_mean
+from engine.definitions.fingerprint import fingerprint_of
 from engine.definitions.on_demand import OnDemandFeatureView
 from engine.definitions.view import StreamFeatureView
 
@@ -124,6 +125,23 @@ class FeatureService:
     @property
     def request_fields(self) -> Mapping[str, FieldType]:
         return FrozenMap(item for odfv in self.on_demand_views for item in odfv.request_fields.items())
+
+    @property
+    def fingerprint_hex(self) -> str:
+        """What a model trained on this service depends on: the features in order, the
+        fingerprint of every stream view read and each on-demand transform (names of the
+        service and its description do not count)."""
+        parts: list[dict[str, Any]] = []
+        for ref in self.refs:
+            view = ref.view
+            reads: dict[str, Any]
+            if isinstance(view, StreamFeatureView):
+                reads = {"view": view.fingerprint_hex}
+            else:
+                transform = {k: v for k, v in view.to_dict().items() if k not in ("name", "description")}
+                reads = {"on_demand": transform, "views": [v.fingerprint_hex for v in view.source_views]}
+            parts.append({**reads, "features": list(ref.features)})
+        return fingerprint_of(parts).hex()
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "features": [ref.to_dict() for ref in self.refs], "description": self.description}
