@@ -2,8 +2,9 @@
 set and score live transactions through the client, as an inference endpoint would.
 
 Generated data has no fraud labels, so the demo labels its training rows with a stated
-rule (a purchase more than 5x the user's last 15 minutes of spend, or a third purchase
-within 15 minutes); the model learns that rule from the features. Scoring is the
+rule (a purchase more than 5x the user's spend of the last 15 minutes); the model
+learns that rule from the features. The live stream runs far faster than the history
+(1,000 events/s against 3), so live users have more recent spend and score lower. Scoring is the
 endpoint's path: one synchronous ``FeatureClient.get_feature_vector`` per transaction
 with the TTL cache on, features in the model's order, the model's cold-start defaults
 for missing values. Each transaction is looked up at authorization and again at
@@ -40,9 +41,7 @@ def demo_spine(history_dir: Path, rows: int = 2_000) -> pl.DataFrame:
 
 def demo_labels(train: pl.DataFrame) -> list[int]:
     """The stated labelling rule (see the module docstring)."""
-    ratio = train["spend_velocity_ratio"].fill_null(0.0)
-    count = train["amount_count_15m"].fill_null(0)
-    return [int(r > 5.0 or c >= 3) for r, c in zip(ratio.to_list(), count.to_list(), strict=True)]
+    return [int(r > 5.0) for r in train["spend_velocity_ratio"].fill_null(0.0).to_list()]
 
 
 def train_model(train: pl.DataFrame, fingerprint: str) -> LogisticModel:
