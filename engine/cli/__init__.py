@@ -27,6 +27,7 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "engine.cli.serve_cmd",
     "engine.cli.backfill_cmd",
     "engine.cli.training_cmd",
+    "engine.cli.score_batch_cmd",
     "engine.cli.consistency_cmd",
     "engine.cli.status_cmd",
     "engine.cli.quality_cmd",

@@ -6,8 +6,9 @@
 4. start the streaming dataflow and the feature server as child processes;
 5. produce a live stream of generated transactions;
 6. print feature vectors (with the request-time ratio) for a few users from the API;
-7. write a small point-in-time training set from the Parquet log;
-8. stop everything it started.
+7. write a point-in-time training set from the Parquet log and train a small fraud model;
+8. score live transactions through the cached client, as an inference endpoint would;
+9. stop everything it started.
 """
 
 from __future__ import annotations
@@ -145,7 +146,6 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _pipeline(args: argparse.Namespace, data_dir: Path, bootstrap: str) -> int:
     import httpx
-    import polars as pl
 
     from engine.generate import GeneratorConfig, produce_events, write_parquet
 
@@ -236,38 +236,36 @@ def _pipeline(args: argparse.Namespace, data_dir: Path, bootstrap: str) -> int:
         _say(
             f"counts: produced {produced:,} live events; {dlq:,} dead letters in '{DEMO_TOPIC}.dlq'"
         )
+        _train_and_score(url, data_dir, common, args.users)
 
-    # A point-in-time training set from the Parquet log (same time contract as serving).
-    spine = pl.DataFrame(
-        {
-            "user_id": users * 3,
-            "merchant_id": ["m0000", "m0001", "m0002", "m0003"] * 3,
-            "event_timestamp": [handoff_ms - h * 3_600_000 for h in (1, 6, 12) for _ in users],
-            "amount": [30.0] * 12,
-            "label": [0, 1, 0, 0] * 3,
-        }
-    )
-    spine_path, out_path = data_dir / "spine.parquet", data_dir / "train.parquet"
-    spine.write_parquet(spine_path)
-    _run_cli(
-        "training-set",
-        *common,
-        "--service",
-        "fraud_scoring",
-        "--spine",
-        str(spine_path),
-        "--out",
-        str(out_path),
-    )
-    train = pl.read_parquet(out_path)
-    _say(
-        f"wrote a point-in-time training set: {out_path} ({train.height} rows, {train.width} columns)"
-    )
-    with pl.Config(tbl_rows=6, tbl_cols=8):
-        print(train.select(["user_id", "event_timestamp", "label", "amount_sum_1d", "amount_count_1h",
-                            "ms_since_last_purchase", "spend_velocity_ratio"]).head(6))  # fmt: skip
     _say("done")
     return 0
+
+
+def _train_and_score(url: str, data_dir: Path, common: list[str], users: int) -> None:
+    """A point-in-time training set from the Parquet log (same time contract as serving),
+    a small model trained on it, then live transactions scored through the client."""
+    import httpx
+    import polars as pl
+
+    from engine.cli.demo_scorer import SERVICE, demo_spine, score_live, train_model
+    from serving.model_file import save_model
+
+    spine_path, out_path = data_dir / "spine.parquet", data_dir / "train.parquet"
+    demo_spine(data_dir / "history").write_parquet(spine_path)
+    _run_cli("training-set", *common, "--service", SERVICE, "--spine", str(spine_path),
+             "--out", str(out_path))  # fmt: skip
+    train = pl.read_parquet(out_path)
+    _say(f"wrote a point-in-time training set: {out_path} ({train.height} rows, {train.width} columns)")
+    with pl.Config(tbl_rows=6, tbl_cols=8):
+        print(train.select(["user_id", "event_timestamp", "amount", "amount_sum_1d", "amount_count_15m",
+                            "ms_since_last_purchase", "spend_velocity_ratio"]).head(6))  # fmt: skip
+    fingerprint = httpx.get(f"{url}/v1/services/{SERVICE}", timeout=5).json()["fingerprint"]
+    model = train_model(train, fingerprint)
+    save_model(model, data_dir / "model.json")
+    _say(f"trained a logistic fraud model on it (labels: the rule in engine/cli/demo_scorer.py); "
+         f"saved {data_dir / 'model.json'} (service {SERVICE}, fingerprint {fingerprint})")
+    score_live(url, model, users, _say)
 
 
 def _count_dlq(bootstrap: str) -> int:

@@ -9,12 +9,14 @@ from typing import Any
 from engine.exceptions import ConfigError
 
 
-def _read_spine(path: Path) -> Any:
+def read_table(path: Path, flag: str = "--spine") -> Any:
+    """A Parquet (or .csv) file given by ``flag`` as a polars DataFrame; a ConfigError naming
+    the flag when it is missing or unreadable."""
     import polars as pl
 
     if not path.is_file():
         raise ConfigError(
-            f"--spine: no file at {path}",
+            f"{flag}: no file at {path}",
             hint="pass a Parquet (or .csv) file with the entity join keys and a timestamp column",
         )
     try:
@@ -23,7 +25,7 @@ def _read_spine(path: Path) -> Any:
         return pl.read_parquet(path)
     except Exception as exc:  # polars raises several unrelated types for unreadable files
         raise ConfigError(
-            f"--spine: {path} could not be read: {exc}",
+            f"{flag}: {path} could not be read: {exc}",
             hint="write the spine with polars/pandas .write_parquet()",
         ) from None
 
@@ -35,7 +37,7 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = load_settings(overrides={"repo": args.repo, "data_dir": args.data_dir})
     repo = load_repo(settings.repo_path)
-    spine = _read_spine(args.spine)
+    spine = read_table(args.spine)
     frame = get_training_set(
         repo, args.service, spine, settings.log_uri, timestamp_column=args.timestamp_column
     )

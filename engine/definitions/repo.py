@@ -109,6 +109,7 @@ def cross_validate(repo: FeatureRepo) -> list[str]:
                 errors.append(f"{kind} '{item.name}': defined twice with different contents. "
                               "Hint: names must be unique per kind; rename one of them")
             seen.setdefault(item.name, item)
+    errors.extend(_split_errors(repo.services))
     sources = {s.name: s for s in repo.sources}
     entities = {e.name: e for e in repo.entities}
     for view in repo.views:
@@ -263,3 +264,23 @@ def load_repo(path: str | Path) -> FeatureRepo:
     if errors:
         raise RepoValidationError(str(path), list(dict.fromkeys(errors)))
     return repo
+
+
+def _split_errors(services: Sequence[FeatureService]) -> list[str]:
+    """An A/B split names services answering the same request with the same features."""
+    errors: list[str] = []
+    by_name = {s.name: s for s in services}
+    for service in services:
+        for name in service.ab_split:
+            other = by_name.get(name)
+            where = f"FeatureService '{service.name}': field 'ab_split'"
+            if other is None:
+                errors.append(f"{where}: service {name!r} is not defined. Hint: define it or remove it from the split")
+            elif other.ab_split:
+                errors.append(f"{where}: service {name!r} has its own ab_split. Hint: split from one service only")
+            elif (other.entity_join_keys, other.request_fields, other.feature_names) != (
+                    service.entity_join_keys, service.request_fields, service.feature_names):
+                errors.append(f"{where}: service {name!r} must take the same join keys and request data and answer "
+                              f"the same features in the same order; got {list(other.feature_names)} for "
+                              f"{list(service.feature_names)}. Hint: pin other versions of the same views")
+    return errors

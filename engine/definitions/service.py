@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from engine.definitions.base import Checker, FieldType, FrozenMap, definition, did_you_mean
+from engine.definitions.fingerprint import fingerprint_of
 from engine.definitions.on_demand import OnDemandFeatureView
 from engine.definitions.view import StreamFeatureView
 
@@ -56,9 +57,13 @@ class FeatureService:
     name: str
     features: Sequence[AnyView | FeatureRef]
     description: str = ""
+    # A/B test: share of entity keys (by key hash, deterministic) answered by each other
+    # service, e.g. {"fraud_scoring_v2": 0.2}; the rest by this one (docs/serving.md).
+    ab_split: Mapping[str, float] = FrozenMap()
 
     def __post_init__(self) -> None:
         c = Checker("FeatureService", self.name)
+        self._check_split(c)
         c.name_field("name", self.name)
         refs: list[FeatureRef] = []
         if isinstance(self.features, str | bytes) or not isinstance(self.features, Sequence):
@@ -86,6 +91,23 @@ class FeatureService:
         c.text("description", self.description)
         c.check()
         object.__setattr__(self, "features", tuple(refs))
+
+    def _check_split(self, c: Checker) -> None:
+        split = self.ab_split
+        if not isinstance(split, Mapping):
+            c.add("ab_split", "a mapping of service name to share", split, "write ab_split={'fraud_scoring_v2': 0.2}",
+                  type_error=True)
+            return
+        for name, share in split.items():
+            if not isinstance(name, str) or name == self.name:
+                c.add("ab_split", "names of other feature services", name, "name the service that answers the share")
+            if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share < 1:
+                c.add(f"ab_split[{name!r}]", "a share between 0 and 1 (exclusive)", share, "write e.g. 0.2 for 20%")
+        total = sum(v for v in split.values() if isinstance(v, int | float))
+        if total >= 1:
+            c.add("ab_split", "shares summing to less than 1 (the rest stays on this service)", dict(split),
+                  "lower the shares")
+        object.__setattr__(self, "ab_split", FrozenMap(sorted(split.items())))
 
     @property
     def refs(self) -> tuple[FeatureRef, ...]:
@@ -125,5 +147,24 @@ class FeatureService:
     def request_fields(self) -> Mapping[str, FieldType]:
         return FrozenMap(item for odfv in self.on_demand_views for item in odfv.request_fields.items())
 
+    @property
+    def fingerprint_hex(self) -> str:
+        """What a model trained on this service depends on: the features in order, the
+        fingerprint of every stream view read and each on-demand transform (names of the
+        service and its description do not count)."""
+        parts: list[dict[str, Any]] = []
+        for ref in self.refs:
+            view = ref.view
+            reads: dict[str, Any]
+            if isinstance(view, StreamFeatureView):
+                reads = {"view": view.fingerprint_hex}
+            else:
+                transform = {k: v for k, v in view.to_dict().items() if k not in ("name", "description")}
+                reads = {"on_demand": transform, "views": [v.fingerprint_hex for v in view.source_views]}
+            parts.append({**reads, "features": list(ref.features)})
+        return fingerprint_of(parts).hex()
+
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "features": [ref.to_dict() for ref in self.refs], "description": self.description}
+        split = {"ab_split": dict(self.ab_split)} if self.ab_split else {}
+        return {"name": self.name, "features": [ref.to_dict() for ref in self.refs], "description": self.description,
+                **split}

@@ -5,6 +5,7 @@ after more events arrive while both processes keep running."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import sys
 import time
@@ -19,6 +20,7 @@ from engine.definitions import StreamFeatureView, load_repo
 from engine.generate import GeneratorConfig, produce_events
 from engine.ports import free_port
 from serving.client import FeatureClient
+from serving.client_async import AsyncFeatureClient
 from tests.engine.streaming_support import (
     applied_events,
     assert_close,
@@ -124,3 +126,15 @@ def test_served_values_follow_a_live_stream(
         t_end = max(e["e"] for e in applied)
         for t in (t_end, t_end + 16 * MINUTE):
             _eventually(functools.partial(_served_equals_reference, client, views, applied, t))
+
+        # The async client reads the same live server and gets the same answer.
+        users = sorted({str(e["entity"]) for e in applied})
+        entities = {"user_id": users, "merchant_id": ["m0000"] * len(users)}
+        amounts = {"amount": [7.0] * len(users)}
+
+        async def async_answer() -> dict[str, Any]:
+            async with AsyncFeatureClient(f"http://127.0.0.1:{port}", timeout=10.0) as fc:
+                return await fc.get_feature_vectors("fraud_scoring", entities, amounts, as_of=t_end)
+
+        assert asyncio.run(async_answer()) == client.get_feature_vectors("fraud_scoring", entities, amounts,
+                                                                         as_of=t_end)
