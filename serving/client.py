@@ -31,7 +31,6 @@ import httpx
 import orjson
 
 from serving.client_cache import CacheConfig
-from serving.client_shadow import LiveShadow, ShadowConfig
 from serving.client_core import (
     DEFAULTED,
     AsOf,
@@ -41,6 +40,7 @@ from serving.client_core import (
     transport_error,
     vectors_body,
 )
+from serving.client_shadow import LiveShadow, ShadowConfig
 from serving.exceptions import ServingError
 
 __all__ = ["DEFAULTED", "AsOf", "CacheConfig", "FeatureClient"]
