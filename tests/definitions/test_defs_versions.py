@@ -17,7 +17,7 @@ from engine.definitions import (
     load_repo,
 )
 from engine.plan import compute_plan, repo_entries
-from tests.serving.serving_state import REPO_DIR
+from tests.serving.serving_support import REPO_DIR
 
 
 def _versions() -> tuple[StreamFeatureView, StreamFeatureView, FeatureRepo]:

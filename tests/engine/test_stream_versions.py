@@ -42,7 +42,7 @@ def test_two_versions_of_a_view_in_one_pass(tmp_path: Path, kafka_bootstrap: str
                                          Aggregation("amount", "count", timedelta(minutes=30))])
     assert v2.name == "user_spend__v2" and v2.fingerprint != v1.fingerprint
     job = make_job(tmp_path, topic, kafka_bootstrap, views=(*views, v2))
-    run_main(build_flow(job))
+    run_main(build_flow(job))  # type: ignore[no-untyped-call]
 
     events = reference_events(read_topic(kafka_bootstrap, topic, 2), generate(config))
     applied = applied_events(events, v1.source.allowed_lateness_ms)

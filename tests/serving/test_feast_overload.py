@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from asgi_client import ASGIClient
-from serving_state import N_SHARDS, make_app, uvicorn_server, write_rocksdb
-from test_feast_sdk import run_feast_sdk, write_feast_repo
 
 from benchmarks.peers.install import PeerInstallError, RegistryUnreachable, ensure
 from engine.definitions import FeatureRepo
 from engine.plan import AppliedPlan
 from engine.state import RocksDBOnlineTable
+from tests.serving.asgi_support import ASGIClient
+from tests.serving.serving_support import N_SHARDS, make_app, uvicorn_server, write_rocksdb
+from tests.serving.test_feast_sdk import run_feast_sdk, write_feast_repo
 
 BODY = {"feature_service": "fraud_scoring", "entities": {"user_id": ["u0"], "merchant_id": ["m0"], "amount": [1.0]}}
 

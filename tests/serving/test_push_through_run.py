@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from asgi_client import ASGIClient
 
 from benchmarks.common import copy_repo
 from engine.config import load_settings
@@ -24,6 +23,7 @@ from tests.engine.streaming_support import (
     reference_events,
     streamfeat,
 )
+from tests.serving.asgi_support import ASGIClient
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 USERS = ("u0", "u1", "u2")

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from asgi_client import ASGIClient
-from serving_state import T_END, uvicorn_server
 
 from engine.cli import main as cli_main
 from engine.definitions import FeatureRepo
@@ -19,6 +17,8 @@ from serving.client import FeatureClient
 from serving.exceptions import ModelFileError, ModelServiceMismatch
 from serving.model_file import LogisticModel, TrainedOn, fit_logistic, load_model, save_model
 from serving.scoring import score_batch
+from tests.serving.asgi_support import ASGIClient
+from tests.serving.serving_support import T_END, uvicorn_server
 
 FEATURES = ("amount_sum_15m", "amount_count_15m", "spend_velocity_ratio", "ms_since_last_purchase")
 

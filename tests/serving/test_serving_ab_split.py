@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from asgi_client import ASGIClient
-from serving_state import META_VIEWS, T_END, USERS, example_repo, rocksdb_client
 
 from engine.definitions import (
     Aggregation,
@@ -21,6 +19,8 @@ from engine.definitions import (
 )
 from engine.plan import apply_plan
 from serving.ab_routing import key_bucket
+from tests.serving.asgi_support import ASGIClient
+from tests.serving.serving_support import META_VIEWS, T_END, USERS, example_repo, rocksdb_client
 
 
 def _versioned_repo(split: dict[str, float]) -> FeatureRepo:

@@ -9,13 +9,13 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from asgi_client import ASGIClient
-from serving_state import T_END, uvicorn_server
 
 from serving.client import FeatureClient
 from serving.client_async import AsyncFeatureClient
 from serving.client_cache import CacheConfig
 from serving.exceptions import ClientTransportError, InvalidRequest, ServiceNotFound
+from tests.serving.asgi_support import ASGIClient
+from tests.serving.serving_support import T_END, uvicorn_server
 
 KEYS = {"user_id": "u0", "merchant_id": "m0"}
 

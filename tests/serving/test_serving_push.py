@@ -102,9 +102,9 @@ def test_push_is_off_unless_configured(client: ASGIClient) -> None:
 
 
 def test_push_without_a_broker_names_its_address(tmp_path: Path) -> None:
+    from engine.ports import free_port
     from serving.exceptions import PushUnavailable
     from serving.push import Pusher
-    from tests.ops.ops_support import free_port
 
     nowhere = f"127.0.0.1:{free_port()}"
     repo = load_repo(copy_repo(tmp_path, "push-nowhere"))

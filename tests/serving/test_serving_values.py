@@ -229,7 +229,7 @@ def test_redis_without_offset_records_refuses_log_rows(backend_client: ASGIClien
     table = backend_client.app.state.serving.online.table
     topic = repo.view("user_spend").source.topic
     client = redis.Redis.from_url(table.url)
-    saved = client.hgetall(redis_offsets_key(topic))
+    saved: dict[str | bytes, bytes | float | int | str] = {k: v for k, v in client.hgetall(redis_offsets_key(topic)).items()}
     client.delete(redis_offsets_key(topic))
     try:
         response = backend_client.post("/v1/features/fraud_scoring",

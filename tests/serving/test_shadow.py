@@ -11,8 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from divergent_baseline import MISSING_USER, DivergentBaseline
-from serving_state import (
+
+from engine.cli import main
+from engine.definitions import FeatureRepo
+from engine.plan import AppliedPlan
+from engine.ports import free_port
+from engine.state import RocksDBOnlineTable
+from serving.client import FeatureClient
+from serving.client_shadow import ShadowConfig
+from serving.shadow.mapping import FeatureMapping
+from serving.shadow.outcome import read_outcomes
+from tests.serving.divergent_baseline_support import MISSING_USER, DivergentBaseline
+from tests.serving.serving_support import (
     MERCHANTS,
     N_SHARDS,
     T_END,
@@ -23,19 +33,9 @@ from serving_state import (
     write_rocksdb,
 )
 
-from benchmarks.common import free_port
-from engine.cli import main
-from engine.definitions import FeatureRepo
-from engine.plan import AppliedPlan
-from engine.state import RocksDBOnlineTable
-from serving.client import FeatureClient
-from serving.client_shadow import ShadowConfig
-from serving.shadow.mapping import FeatureMapping
-from serving.shadow.outcome import read_outcomes
-
 SERVICE = "fraud_scoring"
 RENAMED = {"user_spend:amount_sum_15m": "user_stats:spend_15m"}
-ENTITIES = {"user_id": list(USERS), "merchant_id": [MERCHANTS[i % len(MERCHANTS)] for i in range(len(USERS))],
+ENTITIES: dict[str, list[Any]] = {"user_id": list(USERS), "merchant_id": [MERCHANTS[i % len(MERCHANTS)] for i in range(len(USERS))],
             "amount": [25.0, 7.5, 300.0, 1.0, 42.0]}
 
 

@@ -20,7 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serving_state import (
+
+from benchmarks.peers.install import PeerInstallError, RegistryUnreachable, ensure
+from benchmarks.servers import server
+from engine.cli import main
+from engine.definitions import FeatureRepo
+from engine.plan import AppliedPlan
+from engine.ports import free_port
+from engine.state import RocksDBOnlineTable
+from serving.shadow.outcome import read_outcomes
+from tests.engine.streaming_support import expected_values
+from tests.serving.serving_support import (
     MERCHANTS,
     N_SHARDS,
     T_END,
@@ -31,19 +41,9 @@ from serving_state import (
     write_rocksdb,
 )
 
-from benchmarks.common import free_port
-from benchmarks.peers.install import PeerInstallError, RegistryUnreachable, ensure
-from benchmarks.servers import server
-from engine.cli import main
-from engine.definitions import FeatureRepo
-from engine.plan import AppliedPlan
-from engine.state import RocksDBOnlineTable
-from serving.shadow.outcome import read_outcomes
-from tests.engine.streaming_support import expected_values
-
 pytestmark = pytest.mark.slow
 
-MATERIALIZE = Path(__file__).with_name("feast_materialize.py")
+MATERIALIZE = Path(__file__).with_name("feast_materialize_support.py")
 MINUTE, HOUR = 60_000, 3_600_000
 MISSING_USER = "u4"
 FEATURES = ["user_spend:amount_sum_1h", "user_spend:amount_mean_15m", "user_spend:amount_count_1d",

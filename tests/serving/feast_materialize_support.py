@@ -2,7 +2,7 @@
 views mirror two of streamfeat's example views, and write the given feature rows to its
 online store, as a team's Feast materialization job would.
 
-    <feast venv>/bin/python tests/serving/feast_materialize.py REPO_DIR < rows.json
+    <feast venv>/bin/python tests/serving/feast_materialize_support.py REPO_DIR < rows.json
 
 stdin: ``{"user_spend": [{"user_id", features..., "event_timestamp_ms"}], "merchant_activity": [...]}``.
 Then serve it with ``feast -c REPO_DIR serve``. Standalone on purpose: it runs in Feast's
