@@ -38,7 +38,7 @@ system-deps:
 	fi
 
 lint: $(STAMP)
-	$(BIN)/ruff check engine serving dataflows feature_defs tests benchmarks
+	$(BIN)/ruff check cli engine serving dataflows feature_defs tests benchmarks
 	$(BIN)/mypy
 
 # Leftover brokers: only JVMs this test run started count (they inherit TEST_RUN_ID in

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.definitions.aggregation import Aggregation
 from engine.definitions.base import (
@@ -19,19 +19,17 @@ from engine.definitions.base import (
     timedelta_ms,
 )
 from engine.definitions.entity import Entity
+from engine.definitions.feature_ref import SelectableView
 from engine.definitions.filters import Compare, Expr
 from engine.definitions.fingerprint import fingerprint_of
 from engine.definitions.source import EventSource
 from engine.kernel.layout import ANY_COLUMN_FUNCTIONS
 
-if TYPE_CHECKING:
-    from engine.definitions.service import FeatureRef
-
 _ORDERING_OPS = frozenset({"<", "<=", ">", ">="})
 
 
 @definition("StreamFeatureView")
-class StreamFeatureView:
+class StreamFeatureView(SelectableView):
     name: str
     source: EventSource
     entities: Sequence[Entity]
@@ -198,11 +196,6 @@ class StreamFeatureView:
             "description": self.description,
             "tags": dict(sorted(self.tags.items())),
         }
-
-    def __getitem__(self, features: str | Sequence[str]) -> FeatureRef:
-        from engine.definitions.service import FeatureRef  # service imports this module
-
-        return FeatureRef(self, (features,) if isinstance(features, str) else tuple(features))
 
 
 def _is_list(value: object) -> bool:

@@ -9,9 +9,8 @@ Two inputs, one write path (``route`` + ``ShardApplier``):
   under a topic name of their own, so their offsets never mix with Kafka's. The run
   ends by recording the handoff time ``T = end`` for each view in the same
   WriteBatch as the last history batch (docs/backfill.md).
-- **A Kafka topic** (:func:`backfill_kafka`): the streaming dataflow itself, read from
-  the earliest offset until caught up (``tail=False``); its offsets let streaming
-  continue exactly where it stopped.
+- **A Kafka topic**: the streaming dataflow itself, read until caught up
+  (``dataflows.backfill.backfill_kafka``).
 
 A run is resumable: the applier records the history offsets with the tiles, so a
 restart replays the same deterministic row order from the smallest recorded offset.
@@ -19,7 +18,6 @@ restart replays the same deterministic row order from the smallest recorded offs
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 import hashlib
 import time
@@ -610,14 +608,3 @@ def backfill_parquet(
         complete=complete,
         applied_per_view=applied,
     )
-
-
-def backfill_kafka(job: Any, *, run: Callable[[Any], None] | None = None) -> None:
-    """Run the streaming dataflow of ``job`` from the recorded offsets (or the earliest)
-    until it has caught up with the end of the topic, then stop."""
-    from bytewax.testing import run_main
-
-    from dataflows.stream import build_flow
-
-    caught_up = dataclasses.replace(job, tail=False)
-    (run or run_main)(build_flow(caught_up, flow_id="streamfeat-backfill"))

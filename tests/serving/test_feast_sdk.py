@@ -169,7 +169,7 @@ def streamfeat_url(tmp_path: Path) -> Iterator[str]:
     apply_plan(repo, data / "plan.json", shards=N_SHARDS)
     write_rocksdb(data / "state", repo.views, recent_events(now_ms()), meta_for=("user_spend",))
     port = free_port()
-    cmd = [sys.executable, "-m", "engine.cli", "serve", "--repo", str(REPO_DIR), "--port", str(port)]
+    cmd = [sys.executable, "-m", "cli", "serve", "--repo", str(REPO_DIR), "--port", str(port)]
     with server(cmd, "/readyz", port=port, env={"STREAMFEAT_DATA_DIR": str(data)}):
         yield f"http://127.0.0.1:{port}"
 

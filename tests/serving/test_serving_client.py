@@ -13,7 +13,7 @@ import pytest
 from asgi_client import ASGIClient
 from serving_state import REPO_DIR, T_END, uvicorn_server
 
-from engine.cli import main as cli_main
+from cli import main as cli_main
 from serving.client import FeatureClient
 from serving.client_cache import CacheConfig, FeatureRowCache
 from serving.exceptions import (

@@ -85,7 +85,6 @@ def _run(args: argparse.Namespace) -> int:
     from engine.offline.backfill import (
         DEFAULT_CHUNK_ROWS,
         BackfillTarget,
-        backfill_kafka,
         backfill_parquet,
         resolve_history_files,
     )
@@ -99,6 +98,7 @@ def _run(args: argparse.Namespace) -> int:
     sources = args.sources or list(source.history)
 
     if sources == ["kafka"]:
+        from dataflows.backfill import backfill_kafka
         from dataflows.job import build_job
 
         if args.start or args.end:

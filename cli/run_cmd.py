@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from engine.cli.common import add_settings_args, check_source_topic, log_to_file, settings_from
+from cli.common import add_settings_args, check_source_topic, log_to_file, settings_from
 from engine.exceptions import DataflowRunError, StreamfeatError
 from engine.shutdown import stop_gracefully_on_sigint, stop_requested
 
@@ -146,8 +146,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_in_place(args: argparse.Namespace) -> int:
+    from cli.run_report import RunReporter
     from dataflows.job import build_job
-    from engine.cli.run_report import RunReporter
 
     settings = settings_from(
         args, batch_size=args.batch_size, online=args.online, redis_url=args.redis_url

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-from engine.cli.common import add_settings_args, settings_from
+from cli.common import add_settings_args, settings_from
 from engine.definitions import (
     Entity,
     EventSource,

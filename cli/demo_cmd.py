@@ -63,7 +63,7 @@ def _free_port() -> int:
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "engine.cli", *args]
+    return [sys.executable, "-m", "cli", *args]
 
 
 def _run_cli(*args: str) -> None:
