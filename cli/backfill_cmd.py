@@ -86,8 +86,8 @@ def _run(args: argparse.Namespace) -> int:
         DEFAULT_CHUNK_ROWS,
         BackfillTarget,
         backfill_parquet,
-        resolve_history_files,
     )
+    from engine.offline.history_files import resolve_history_files
     from engine.plan import load_applied
 
     settings = _settings(args)

@@ -8,7 +8,8 @@ import pytest
 from io_helpers import dumps, good_event, raw_batch
 
 from engine.io.decoder import Decoder, PartitionWatermarks
-from engine.offline.backfill import HistoryFileError, _event_times
+from engine.offline.exceptions import HistoryFileError
+from engine.offline.history_files import _event_times
 from tests.io.test_io_decoder import _decoder
 
 # Ascending and in the past, so the stream's lateness and future checks pass them all.
