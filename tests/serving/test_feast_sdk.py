@@ -208,10 +208,11 @@ def assert_same_as_v1(call_id: str, got: dict[str, Any], wanted_names: list[str]
              (n.split(":") for n in wanted_names)]
     assert got["names"] == ["user_id", "merchant_id", *names], call_id
     assert got["values"]["user_id"] == [r["user_id"] for r in ROWS], call_id
+    clock = clock_features()
     for ref, name in zip(wanted_names, names, strict=True):
         feature = ref.split(":")[1]
         values = [row[feature] for row in rows]
-        if later_rows is not None and feature in clock_features():
+        if later_rows is not None and feature in clock:
             # Evaluated at the SDK call's own wall-clock time: between the two /v1 answers.
             later = [row[feature] for row in later_rows]
             for mine, lo, hi in zip(got["values"][name], values, later, strict=True):
