@@ -26,6 +26,7 @@ import polars as pl
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from engine.definitions.base import timedelta_ms
 from engine.exceptions import StreamfeatError
 from engine.io.parquet_log import EVENT_TIME, VALUE_PREFIX, read_log, resolve_root
 from engine.kernel.window import tile_start_ms
@@ -74,11 +75,11 @@ class QualityConfig:
 
     @property
     def interval_ms(self) -> int:
-        return int(self.interval.total_seconds() * 1000)
+        return timedelta_ms(self.interval)
 
     @property
     def baseline_ms(self) -> int:
-        return int(self.baseline.total_seconds() * 1000)
+        return timedelta_ms(self.baseline)
 
 
 QUALITY_SCHEMA: dict[str, Any] = {
