@@ -367,3 +367,30 @@ def route(
 
 def shard_key(shard: int) -> str:
     return f"shard-{shard:03d}"
+
+
+def merge_codes(parts: Sequence[tuple[ViewRows, int]]) -> tuple[list[bytes], npt.NDArray[np.int64]]:
+    """One key list and one code per row over several routed parts of a view.
+
+    Keys are looked up once per distinct key of a part (not per row); keys no row
+    names any more (after replay/handoff selection) are dropped, so every returned
+    key gets a record written.
+    """
+    if len(parts) == 1:
+        keys, codes = parts[0][0].keys, parts[0][0].codes
+    else:
+        index: dict[bytes, int] = {}
+        setdefault = index.setdefault
+        code_parts: list[npt.NDArray[np.int64]] = []
+        for rows, _ in parts:
+            to_global = np.fromiter(
+                (setdefault(k, len(index)) for k in rows.keys), dtype=np.int64, count=len(rows.keys)
+            )
+            code_parts.append(to_global[rows.codes])
+        keys, codes = list(index), np.concatenate(code_parts)
+    used = np.bincount(codes, minlength=len(keys)) > 0
+    if not bool(used.all()):
+        new_code = np.cumsum(used, dtype=np.int64) - 1
+        keys = [k for k, u in zip(keys, used.tolist(), strict=True) if u]
+        codes = new_code[codes]
+    return keys, codes

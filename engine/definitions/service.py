@@ -1,4 +1,4 @@
-"""``FeatureService`` and ``FeatureRef``: the named set of features a model reads, in order."""
+"""``FeatureService``: the named set of features a model reads, in order."""
 
 from __future__ import annotations
 
@@ -6,50 +6,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from engine.definitions.base import Checker, FieldType, FrozenMap, definition, did_you_mean
+from engine.definitions.feature_ref import FeatureRef
 from engine.definitions.fingerprint import fingerprint_of
 from engine.definitions.on_demand import OnDemandFeatureView
 from engine.definitions.view import StreamFeatureView
 
 AnyView = StreamFeatureView | OnDemandFeatureView
-
-
-@definition("FeatureRef")
-class FeatureRef:
-    """Some features of one view, in the given order: ``view[["a", "b"]]``."""
-
-    view: AnyView
-    features: Sequence[str]
-
-    def __post_init__(self) -> None:
-        label = self.view.name if isinstance(self.view, StreamFeatureView | OnDemandFeatureView) else "?"
-        c = Checker("FeatureRef", label)
-        features: tuple[str, ...] = ()
-        if not isinstance(self.view, StreamFeatureView | OnDemandFeatureView):
-            c.add("view", "a StreamFeatureView or OnDemandFeatureView", self.view, "write view[['a', 'b']]", type_error=True)
-        if isinstance(self.features, str | bytes) or not isinstance(self.features, Sequence):
-            c.add("features", "a list of feature names", self.features, "write view[['amount_sum_1h']]", type_error=True)
-        else:
-            features = tuple(self.features)
-            if not features:
-                c.add("features", "at least one feature name", [], "select at least one feature or pass the view itself")
-            if isinstance(self.view, StreamFeatureView | OnDemandFeatureView):
-                known = self.view.feature_names
-                for name in features:
-                    if name not in known:
-                        c.add("features", f"features of view {label!r}", name,
-                              did_you_mean(name, known) if isinstance(name, str) else "use feature names")
-            if len(set(features)) != len(features):
-                c.add("features", "each feature once", list(features), "remove the repeated names")
-        c.check()
-        object.__setattr__(self, "features", features)
-
-    @property
-    def feature_types(self) -> Mapping[str, FieldType]:
-        types = self.view.feature_types
-        return FrozenMap((name, types[name]) for name in self.features)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"view": self.view.name, "kind": type(self.view).__name__, "features": list(self.features)}
 
 
 @definition("FeatureService")
@@ -126,7 +88,12 @@ class FeatureService:
         """Stream views whose state the service reads (directly or through on-demand views)."""
         out: list[StreamFeatureView] = []
         for ref in self.refs:
-            inner = ref.view.source_views if isinstance(ref.view, OnDemandFeatureView) else (ref.view,)
+            if isinstance(ref.view, OnDemandFeatureView):
+                inner = ref.view.source_views
+            elif isinstance(ref.view, StreamFeatureView):
+                inner = (ref.view,)
+            else:  # FeatureRef.__post_init__ accepts only the two view kinds
+                raise TypeError(f"FeatureRef.view: expected a view, got {type(ref.view).__name__}")
             for view in inner:
                 if view not in out:
                     out.append(view)

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.definitions.aggregation import Aggregation
 from engine.definitions.base import (
@@ -20,20 +20,18 @@ from engine.definitions.base import (
     timedelta_ms,
 )
 from engine.definitions.entity import Entity
+from engine.definitions.feature_ref import SelectableView
 from engine.definitions.filters import Compare, Expr
 from engine.definitions.fingerprint import fingerprint_of
 from engine.definitions.source import EventSource
 from engine.kernel.layout import ANY_COLUMN_FUNCTIONS
-
-if TYPE_CHECKING:
-    from engine.definitions.service import FeatureRef
 
 _ORDERING_OPS = frozenset({"<", "<=", ">", ">="})
 VERSION_SUFFIX = re.compile(r"__v([0-9]+)\Z")
 
 
 @definition("StreamFeatureView")
-class StreamFeatureView:
+class StreamFeatureView(SelectableView):
     name: str
     source: EventSource
     entities: Sequence[Entity]
@@ -226,11 +224,6 @@ class StreamFeatureView:
             "tags": dict(sorted(self.tags.items())),
             **({"version": self.version} if self.version > 1 else {}),
         }
-
-    def __getitem__(self, features: str | Sequence[str]) -> FeatureRef:
-        from engine.definitions.service import FeatureRef  # service imports this module
-
-        return FeatureRef(self, (features,) if isinstance(features, str) else tuple(features))
 
 
 def _is_list(value: object) -> bool:

@@ -13,12 +13,8 @@ import pyarrow.parquet as pq
 
 from engine.definitions import StreamFeatureView
 from engine.generate import PARQUET_SCHEMA
-from engine.offline.backfill import (
-    HISTORY_PARTITION,
-    BackfillReport,
-    BackfillTarget,
-    backfill_parquet,
-)
+from engine.offline.backfill import BackfillReport, BackfillTarget, backfill_parquet
+from engine.offline.history_batches import HISTORY_PARTITION
 from engine.offline.training import get_training_set
 from engine.state.online_rocksdb import RocksDBOnlineTable
 from tests.engine.streaming_support import (

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import engine.cli as cli
+import cli as cli
 from engine.definitions import (
     FeatureRepo,
     PlanError,
@@ -350,7 +350,7 @@ def test_plan_refuses_transform_with_wrong_outputs(tmp_path: Path) -> None:
 
 
 def run_cli(monkeypatch: pytest.MonkeyPatch, *argv: str) -> int:
-    monkeypatch.setattr(cli, "_SUBCOMMAND_MODULES", ("engine.cli.plan_cmd",))
+    monkeypatch.setattr(cli, "_SUBCOMMAND_MODULES", ("cli.plan_cmd",))
     return cli.main(list(argv))
 
 

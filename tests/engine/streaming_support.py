@@ -187,7 +187,7 @@ def state_key(view: StreamFeatureView, entity: str) -> bytes:
 
 def streamfeat(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=timeout
     )
     if check and done.returncode != 0:
         raise AssertionError(f"streamfeat {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")

@@ -32,7 +32,7 @@ def trials(short: int, long: int) -> int:
 
 
 def streamfeat_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "engine.cli", *args]
+    return [sys.executable, "-m", "cli", *args]
 
 
 def applied_data_dir(root: Path) -> Path:

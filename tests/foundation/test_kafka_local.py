@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from cli import main
 from engine import kafka_local
-from engine.cli import main
 from engine.exceptions import KafkaBrokerError
 from engine.kafka_local import BrokerConfig
 from engine.ports import free_ports

@@ -7,7 +7,8 @@ import polars as pl
 import pytest
 
 from engine.io.decoder import Decoder, PartitionWatermarks
-from engine.offline.backfill import HistoryFileError, _event_times
+from engine.offline.exceptions import HistoryFileError
+from engine.offline.history_files import _event_times
 from tests.io.io_support import dumps, good_event, raw_batch
 from tests.io.test_io_decoder import _decoder
 

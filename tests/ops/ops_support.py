@@ -60,7 +60,7 @@ def running_dataflow(p: Pipeline, metrics_port: int, *extra: str) -> Iterator[su
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_file = log_path.open("wb")
     child = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "run", *p.common, "--batch-size", "1000", *extra],
+        [sys.executable, "-m", "cli", "run", *p.common, "--batch-size", "1000", *extra],
         env=env, stdout=subprocess.DEVNULL, stderr=log_file, start_new_session=True,
     )  # fmt: skip
     try:

@@ -41,7 +41,7 @@ def test_dashboard_draws_ingest_latency_and_quality(
     env = {**os.environ, "STREAMFEAT_METRICS_PORT": str(metrics_port)}
     server_log = (tmp_path / "serve.log").open("wb")
     server = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "serve", "--repo", str(p.repo), "--data-dir", str(p.data),
+        [sys.executable, "-m", "cli", "serve", "--repo", str(p.repo), "--data-dir", str(p.data),
          "--port", str(serve_port)],
         env=env, stdout=server_log, stderr=subprocess.STDOUT,
     )  # fmt: skip

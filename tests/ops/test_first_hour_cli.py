@@ -22,9 +22,9 @@ import orjson
 import polars as pl
 import pytest
 
+from cli import build_parser, main
+from cli.init_cmd import NEXT_STEPS
 from engine import kafka_local
-from engine.cli import build_parser, main
-from engine.cli.init_cmd import NEXT_STEPS
 from engine.definitions import load_repo
 from engine.ports import free_port
 from tests.ops.ops_support import scrape, total, wait_until
@@ -56,7 +56,7 @@ def tailing_run(project: Path, stderr: Any, metrics_port: int = 0) -> Iterator[s
     """``streamfeat run`` tailing the topic, in a process group of its own; killed if the
     test leaves it running."""
     child = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "run"], cwd=project, env=_user_env(metrics_port),
+        [sys.executable, "-m", "cli", "run"], cwd=project, env=_user_env(metrics_port),
         stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True,
     )  # fmt: skip
     try:
@@ -82,7 +82,7 @@ def streamfeat_in(
     """``streamfeat ARGS`` as a user runs it, from the project directory."""
     child_env = {**_user_env(), **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args], cwd=project, env=child_env,
+        [sys.executable, "-m", "cli", *args], cwd=project, env=child_env,
         capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
 
@@ -289,7 +289,7 @@ def test_kafka_status_says_where_the_broker_lives(
 
 
 def test_training_set_files_hold_utc_timestamps_of_the_same_instants() -> None:
-    from engine.cli.training_cmd import as_utc_timestamps
+    from cli.training_cmd import as_utc_timestamps
 
     spine = pl.DataFrame({"user_id": ["u1", "u2"], "event_timestamp": [1_767_225_600_123, 0]})
     out = as_utc_timestamps(spine, "event_timestamp")

@@ -169,7 +169,7 @@ def streamfeat_url(tmp_path: Path) -> Iterator[str]:
     apply_plan(repo, data / "plan.json", shards=N_SHARDS)
     write_rocksdb(data / "state", repo.views, recent_events(now_ms()), meta_for=("user_spend",))
     port = free_port()
-    cmd = [sys.executable, "-m", "engine.cli", "serve", "--repo", str(REPO_DIR), "--port", str(port)]
+    cmd = [sys.executable, "-m", "cli", "serve", "--repo", str(REPO_DIR), "--port", str(port)]
     with server(cmd, "/readyz", port=port, env={"STREAMFEAT_DATA_DIR": str(data)}):
         yield f"http://127.0.0.1:{port}"
 
@@ -208,10 +208,11 @@ def assert_same_as_v1(call_id: str, got: dict[str, Any], wanted_names: list[str]
              (n.split(":") for n in wanted_names)]
     assert got["names"] == ["user_id", "merchant_id", *names], call_id
     assert got["values"]["user_id"] == [r["user_id"] for r in ROWS], call_id
+    clock = clock_features()
     for ref, name in zip(wanted_names, names, strict=True):
         feature = ref.split(":")[1]
         values = [row[feature] for row in rows]
-        if later_rows is not None and feature in clock_features():
+        if later_rows is not None and feature in clock:
             # Evaluated at the SDK call's own wall-clock time: between the two /v1 answers.
             later = [row[feature] for row in later_rows]
             for mine, lo, hi in zip(got["values"][name], values, later, strict=True):

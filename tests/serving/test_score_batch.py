@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engine.cli import main as cli_main
+from cli import main as cli_main
 from engine.definitions import FeatureRepo
 from serving.client import FeatureClient
 from serving.exceptions import ModelFileError, ModelServiceMismatch

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from engine.cli import main as cli_main
+from cli import main as cli_main
 from engine.ports import free_port
 from serving.client import FeatureClient
 from serving.client_cache import CacheConfig, FeatureRowCache

@@ -105,8 +105,8 @@ def test_served_values_follow_a_live_stream(
     views = {v.name: v for v in repo.views}
     lateness = repo.source("transactions").allowed_lateness_ms
     port = free_port()
-    flow = ["-m", "engine.cli", "run", *common, "--bootstrap", kafka_bootstrap]
-    serve = ["-m", "engine.cli", "serve", "--repo", str(repo_dir), "--port", str(port)]
+    flow = ["-m", "cli", "run", *common, "--bootstrap", kafka_bootstrap]
+    serve = ["-m", "cli", "serve", "--repo", str(repo_dir), "--port", str(port)]
     with (server([sys.executable, *flow], "", port=-1, wait=False) as dataflow,
           server([sys.executable, *serve], "/readyz", port=port, env={"STREAMFEAT_DATA_DIR": str(data)}),
           FeatureClient(f"http://127.0.0.1:{port}", timeout=10.0) as client):  # fmt: skip

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from engine.cli import main
+from cli import main
 from engine.definitions import FeatureRepo
 from engine.plan import AppliedPlan
 from engine.ports import free_port

@@ -23,7 +23,7 @@ import pytest
 
 from benchmarks.peers.install import PeerInstallError, RegistryUnreachable, ensure
 from benchmarks.servers import server
-from engine.cli import main
+from cli import main
 from engine.definitions import FeatureRepo
 from engine.plan import AppliedPlan
 from engine.ports import free_port

@@ -1,6 +1,6 @@
 """The ``streamfeat`` command line.
 
-Each subcommand lives in its own module under ``engine.cli`` and exposes
+Each subcommand lives in its own module under ``cli`` and exposes
 ``register(subparsers)``, which adds its parser and sets ``handler`` to a function
 ``(argparse.Namespace) -> int`` returning the exit code.
 
@@ -18,22 +18,22 @@ from engine.exceptions import StreamfeatError
 
 # Subcommand modules, in the order --help lists them.
 _SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "engine.cli.kafka_cmd",
-    "engine.cli.generate_cmd",
-    "engine.cli.plan_cmd",
-    "engine.cli.list_cmd",
-    "engine.cli.run_cmd",
-    "engine.cli.demo_cmd",
-    "engine.cli.serve_cmd",
-    "engine.cli.backfill_cmd",
-    "engine.cli.training_cmd",
-    "engine.cli.score_batch_cmd",
-    "engine.cli.consistency_cmd",
-    "engine.cli.status_cmd",
-    "engine.cli.quality_cmd",
-    "engine.cli.init_cmd",
-    "engine.cli.import_feast_cmd",
-    "engine.cli.shadow_cmd",
+    "cli.kafka_cmd",
+    "cli.generate_cmd",
+    "cli.plan_cmd",
+    "cli.list_cmd",
+    "cli.run_cmd",
+    "cli.demo_cmd",
+    "cli.serve_cmd",
+    "cli.backfill_cmd",
+    "cli.training_cmd",
+    "cli.score_batch_cmd",
+    "cli.consistency_cmd",
+    "cli.status_cmd",
+    "cli.quality_cmd",
+    "cli.init_cmd",
+    "cli.import_feast_cmd",
+    "cli.shadow_cmd",
 )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 
 def _run(args: argparse.Namespace) -> int:
-    from engine.cli.training_cmd import read_table
+    from cli.training_cmd import read_table
     from engine.config import load_settings
     from serving.client import FeatureClient
     from serving.model_file import load_model

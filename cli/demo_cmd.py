@@ -58,7 +58,7 @@ def _say(text: str) -> None:
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "engine.cli", *args]
+    return [sys.executable, "-m", "cli", *args]
 
 
 def _run_cli(*args: str) -> None:
@@ -248,7 +248,7 @@ def _train_and_score(url: str, data_dir: Path, common: list[str], users: int) ->
     import httpx
     import polars as pl
 
-    from engine.cli.demo_scorer import SERVICE, demo_spine, score_live, train_model
+    from cli.demo_scorer import SERVICE, demo_spine, score_live, train_model
     from serving.model_file import save_model
 
     spine_path, out_path = data_dir / "spine.parquet", data_dir / "train.parquet"
@@ -263,7 +263,7 @@ def _train_and_score(url: str, data_dir: Path, common: list[str], users: int) ->
     fingerprint = httpx.get(f"{url}/v1/services/{SERVICE}", timeout=5).json()["fingerprint"]
     model = train_model(train, fingerprint)
     save_model(model, data_dir / "model.json")
-    _say(f"trained a logistic fraud model on it (labels: the rule in engine/cli/demo_scorer.py); "
+    _say(f"trained a logistic fraud model on it (labels: the rule in cli/demo_scorer.py); "
          f"saved {data_dir / 'model.json'} (service {SERVICE}, fingerprint {fingerprint})")
     score_live(url, model, users, _say)
 

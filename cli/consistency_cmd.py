@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from engine.cli.common import add_settings_args, settings_from
+from cli.common import add_settings_args, settings_from
 
 
 def register(subparsers: Any) -> None:

@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from cli.common import settings_from
 from engine import generate
-from engine.cli.common import settings_from
 from engine.exceptions import ConfigError
 from engine.timefmt import iso_utc
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-from engine.cli.common import add_settings_args, settings_from
+from cli.common import add_settings_args, settings_from
 from engine.definitions import (
     Entity,
     EventSource,
@@ -17,6 +17,7 @@ from engine.definitions import (
     OnDemandFeatureView,
     StreamFeatureView,
 )
+from engine.definitions.base import timedelta_ms
 from engine.exceptions import ConfigError
 from engine.timefmt import duration_text
 
@@ -43,7 +44,7 @@ def _repo(args: argparse.Namespace) -> FeatureRepo:
 
 
 def _span(value: timedelta) -> str:
-    return duration_text(int(value.total_seconds() * 1000))
+    return duration_text(timedelta_ms(value))
 
 
 def _view_features(view: StreamFeatureView) -> Iterator[str]:

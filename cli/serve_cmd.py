@@ -14,7 +14,7 @@ import os
 import socket
 from typing import Any
 
-from engine.cli.common import add_settings_args
+from cli.common import add_settings_args
 
 GC_GEN0_THRESHOLD = 50_000
 

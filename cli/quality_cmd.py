@@ -10,7 +10,7 @@ import argparse
 from datetime import timedelta
 from typing import Any
 
-from engine.cli.common import add_settings_args, settings_from
+from cli.common import add_settings_args, settings_from
 from engine.timefmt import iso_utc
 
 

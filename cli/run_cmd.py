@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.cli.common import add_settings_args, check_source_topic, log_to_file, settings_from
-from engine.cli.run_report import RunReporter
+from cli.common import add_settings_args, check_source_topic, log_to_file, settings_from
+from cli.run_report import RunReporter
 from engine.exceptions import DataflowRunError, StreamfeatError
 from engine.ports import free_ports
 from engine.run_counts import RunCounts, merged_counts, read_counts_file
@@ -184,6 +184,7 @@ def _announce(job: Any, bootstrap: str, args: argparse.Namespace, log_file: Path
 
 
 def _run_in_place(args: argparse.Namespace) -> int:
+    from cli.run_report import RunReporter
     from dataflows.job import build_job
 
     settings = settings_from(

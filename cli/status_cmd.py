@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.cli.common import add_settings_args, check_source_topic, settings_from
+from cli.common import add_settings_args, check_source_topic, settings_from
 from engine.timefmt import iso_utc
 
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from engine.cli.common import check_source_topic
+from cli.common import check_source_topic
 from engine.exceptions import ConfigError
 
 
@@ -86,10 +86,9 @@ def _run(args: argparse.Namespace) -> int:
     from engine.offline.backfill import (
         DEFAULT_CHUNK_ROWS,
         BackfillTarget,
-        backfill_kafka,
         backfill_parquet,
-        resolve_history_files,
     )
+    from engine.offline.history_files import resolve_history_files
     from engine.plan import load_applied
 
     settings = _settings(args)
@@ -100,6 +99,7 @@ def _run(args: argparse.Namespace) -> int:
     sources = args.sources or list(source.history)
 
     if sources == ["kafka"]:
+        from dataflows.backfill import backfill_kafka
         from dataflows.job import build_job
 
         if args.start or args.end:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from engine.cli.common import add_settings_args, settings_from
+from cli.common import add_settings_args, settings_from
 
 
 def register(subparsers: Any) -> None:
