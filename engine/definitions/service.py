@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from engine.definitions.base import Checker, FieldType, FrozenMap, definition, did_you_mean
+from engine.definitions.base import Checker, FieldType, FrozenMap, definition
 from engine.definitions.feature_ref import FeatureRef
 from engine.definitions.fingerprint import fingerprint_of
 from engine.definitions.on_demand import OnDemandFeatureView
@@ -125,9 +125,12 @@ class FeatureService:
             reads: dict[str, Any]
             if isinstance(view, StreamFeatureView):
                 reads = {"view": view.fingerprint_hex}
-            else:
+            elif isinstance(view, OnDemandFeatureView):
                 transform = {k: v for k, v in view.to_dict().items() if k not in ("name", "description")}
                 reads = {"on_demand": transform, "views": [v.fingerprint_hex for v in view.source_views]}
+            else:
+                raise TypeError(f"FeatureService {self.name!r}: a reference to {type(view).__name__}, "
+                                "expected a StreamFeatureView or an OnDemandFeatureView")
             parts.append({**reads, "features": list(ref.features)})
         return fingerprint_of(parts).hex()
 
