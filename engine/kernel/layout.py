@@ -62,7 +62,11 @@ FUNCTIONS: tuple[str, ...] = (
     "sum", "count", "mean", "min", "max", "last", "stddev", "time_since_last", "first_seen",
 )
 # Functions whose value is an integer (served as int, int64 in training sets).
-INTEGER_FUNCTIONS = frozenset({"count", "time_since_last", "first_seen"})
+INTEGER_FUNCTIONS = frozenset(
+    {"count", "time_since_last", "first_seen", "count_distinct", "count_distinct_approx"}
+)
+# Functions whose empty window is 0 rather than null.
+ZERO_WHEN_EMPTY = frozenset({"count", "count_distinct", "count_distinct_approx"})
 # Functions that read only which events exist and their event times, never the
 # column's value, so their column may have any type.
 ANY_COLUMN_FUNCTIONS = frozenset({"count", "time_since_last", "first_seen"})

@@ -186,11 +186,13 @@ def hash_values(values: npt.NDArray[np.generic]) -> UInt64Array:
         arr = arr.astype(np.float64) + 0.0  # -0.0 and 0.0 are the same float
     try:
         uniques, inverse = np.unique(arr, return_inverse=True)
-    except TypeError as exc:  # an object column mixing types cannot be sorted
-        raise KernelInputError(
-            f"sketch values: expected values of one type, got {sorted({type(v).__name__ for v in arr.tolist()})}",
-            hint="a schema field has one type; the decoder enforces it",
-        ) from exc
+    except TypeError:  # values of several types cannot be sorted: hash each distinct one
+        seen: dict[bytes, int] = {}
+        hashed_rows = [
+            seen.setdefault(b, hash_bytes(b)) if b not in seen else seen[b]
+            for b in map(canonical_bytes, arr.tolist())
+        ]
+        return np.asarray(hashed_rows, dtype=np.uint64)
     if arr.dtype.kind == "b":
         encode = [_TAG_BOOL + (b"\x01" if v else b"\x00") for v in uniques.tolist()]
     elif arr.dtype.kind in "iu":
