@@ -144,3 +144,56 @@ def test_ddsketch_state_is_bounded_and_merges_in_any_order() -> None:
     kind = slot.implementation
     assert kind.merge(slot, kind.merge(slot, a, b), c) == kind.merge(slot, a, kind.merge(slot, c, b))
     assert kind.merge(slot, kind.merge(slot, a, b), c) == _one_group(slot, wide)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    events=st.lists(
+        st.fixed_dictionaries({"e": st.integers(0, 20 * G), "value": st.sampled_from(["a", "b", "c", "d", "e", "f", "g", "h"]),
+                               "x": st.floats(-1e6, 1e6, allow_nan=False)}),
+        min_size=1, max_size=60,
+    ),
+    cuts=st.lists(st.integers(0, 60), max_size=3),
+    extra=st.integers(0, 3 * G),
+)  # fmt: skip
+def test_training_sets_answer_what_the_tiles_answer(
+    events: list[dict[str, Any]], cuts: list[int], extra: int
+) -> None:
+    """Event-level training sets build each window's blob from its events with the
+    kernel's build: the same state, so the same answers as the merged tiles."""
+    from engine.offline.training import evaluate_windows
+
+    spec = ViewSpec(
+        G,
+        ("v", "x"),
+        (
+            AggregationSpec("cd", "v", "count_distinct", W, params=(("max_distinct", 4),)),
+            AggregationSpec("hll", "v", "count_distinct_approx", W, params=(("precision", 6),)),
+            AggregationSpec("p90", "x", "percentile", W, params=(("q", 0.9),)),
+            AggregationSpec("med", "x", "median", 2 * W),
+        ),
+        4 * W,
+    )
+    layout = spec.layout
+    events = sorted(events, key=lambda e: e["e"])
+    ts = np.array([e["e"] for e in events], dtype=np.int64)
+    raw = {"v": np.array([e["value"] for e in events], dtype=object), "x": np.array([e["x"] for e in events])}
+    pos = np.arange(len(events), dtype=np.int64)
+    codes = np.zeros(len(events), dtype=np.int64)
+    bounds = sorted({0, len(events), *[min(c, len(events)) for c in cuts]})
+    flat = decode_many(layout, [None])
+    for a, b in itertools.pairwise(bounds):
+        values = np.stack([np.zeros(b - a), raw["x"][a:b]], axis=1)
+        _, tiles, partials = aggregate_batch(layout, codes[a:b], ts[a:b] // G, ts[a:b], pos[a:b], values)
+        blobs = aggregate_sketches(
+            layout, codes[a:b], ts[a:b] // G, ts[a:b], pos[a:b], {k: v[a:b] for k, v in raw.items()}
+        )
+        flat = merge_flat(layout, flat, FlatTiles(np.zeros(len(tiles), dtype=np.int64), tiles, partials, np.array([int(ts[a:b].max())]), blobs))
+    t = int(ts.max()) + extra
+    online = evaluate(spec, flat.tiles, flat.partials, t, flat.sketches)
+    offline = evaluate_windows(
+        codes, ts, {"x": raw["x"]}, np.zeros(1, dtype=np.int64), np.array([t]), G,
+        spec.aggregations, None, raw, pos,
+    )  # fmt: skip
+    for name in ("cd", "hll", "p90", "med"):
+        assert offline[name].to_list() == [online.values[name]], name
