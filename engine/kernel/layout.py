@@ -69,7 +69,9 @@ INTEGER_FUNCTIONS = frozenset(
 ZERO_WHEN_EMPTY = frozenset({"count", "count_distinct", "count_distinct_approx"})
 # Functions that read only which events exist and their event times, never the
 # column's value, so their column may have any type.
-ANY_COLUMN_FUNCTIONS = frozenset({"count", "time_since_last", "first_seen"})
+ANY_COLUMN_FUNCTIONS = frozenset(
+    {"count", "time_since_last", "first_seen", "count_distinct", "count_distinct_approx"}
+)
 # The function that needs the view-level first_ts field.
 FIRST_SEEN = "first_seen"
 # Specified in docs/semantics.md ("Planned functions") but not implemented: refused
