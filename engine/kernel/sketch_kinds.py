@@ -374,6 +374,52 @@ def dd_quantile(state: DDState, q: float, alpha: float) -> float | None:
     return dd_value(state.positive.offset + i, alpha)
 
 
+def _dd_blobs(g: Int64Array, s: Int64Array, k: Int64Array, counts: Int64Array, n_groups: int) -> list[bytes]:
+    """Canonical blobs from runs sorted by (group, sign, key), one run per bucket.
+
+    The runs of a group already are its sparse form (negative keys ascending, the zero
+    bucket, positive keys ascending), so each blob is sliced from two byte strings; a
+    store spanning more than MAX_BUCKETS keys takes the folding path.
+    """
+    ranked = g * 3 + (s + 1)
+    group_end = np.searchsorted(g, np.arange(1, n_groups + 1)).tolist()
+    neg_end = np.searchsorted(ranked, np.arange(n_groups) * 3 + 1).tolist()
+    zero_end = np.searchsorted(ranked, np.arange(n_groups) * 3 + 2).tolist()
+    keys = k.astype("<i4").tobytes()
+    count_bytes = counts.astype("<u8").tobytes()
+    key_list, count_list = k.tolist(), counts.tolist()
+    out: list[bytes] = []
+    begin = 0
+    for group in range(n_groups):
+        end, ne, ze = group_end[group], neg_end[group], zero_end[group]
+        zero = count_list[ne] if ze > ne else 0
+        too_wide = (end > ze and key_list[end - 1] - key_list[ze] >= MAX_BUCKETS) or (
+            ne > begin and key_list[ne - 1] - key_list[begin] >= MAX_BUCKETS
+        )
+        if too_wide:
+            pos, neg = slice(ze, end), slice(begin, ne)
+            state = DDState(
+                zero,
+                _store_of(k[pos], counts[pos]),
+                _store_of(k[neg], counts[neg]),
+            )
+            out.append(dd_encode(state))
+        else:
+            out.append(
+                b"".join(
+                    (
+                        _DD_HEADER.pack(zero, end - ze, ne - begin),
+                        keys[4 * ze : 4 * end],
+                        keys[4 * begin : 4 * ne],
+                        count_bytes[8 * ze : 8 * end],
+                        count_bytes[8 * begin : 8 * ne],
+                    )
+                )
+            )
+        begin = end
+    return out
+
+
 @dataclass(frozen=True)
 class DDSketch:
     name: str = "ddsketch"
@@ -396,16 +442,7 @@ class DDSketch:
         starts_run = np.flatnonzero(run)
         counts = np.diff(np.append(starts_run, len(k)))
         g, s, k = g[starts_run], s[starts_run], k[starts_run]
-        out: list[bytes] = []
-        for part in _split(k, g, len(starts)):
-            gs, gk, gc = s[part], k[part], counts[part]
-            state = DDState(
-                int(gc[gs == 0].sum()),
-                _store_of(gk[gs > 0], gc[gs > 0]),
-                _store_of(gk[gs < 0], gc[gs < 0]),
-            )
-            out.append(dd_encode(state))
-        return out
+        return _dd_blobs(g, s, k, counts, len(starts))
 
     def merge(self, slot: SketchSlot, a: bytes, b: bytes) -> bytes:
         sa, sb = dd_decode(a), dd_decode(b)
