@@ -27,7 +27,6 @@ serving, training sets) goes through :func:`build_sketches`, :func:`merge_blobs`
 from __future__ import annotations
 
 import hashlib
-import importlib
 import math
 import struct
 from collections.abc import Mapping, Sequence
@@ -127,13 +126,12 @@ class SketchKind(Protocol):
 
 
 SKETCH_KINDS: dict[str, SketchKind] = {}
-#: Modules whose import registers kinds (each calls register_kind at import time).
-KIND_MODULES: tuple[str, ...] = ("engine.kernel.sketch_kinds",)
 
 
 def _load_kinds() -> None:
-    for module in KIND_MODULES:
-        importlib.import_module(module)
+    """Import the modules whose import registers kinds (static imports: no dynamic
+    code outside the repo loader). A new kinds module adds its import here."""
+    from engine.kernel import sketch_kinds  # noqa: F401  (registers at import)
 
 
 def register_kind(kind: SketchKind) -> SketchKind:
