@@ -26,7 +26,7 @@ from typing import Protocol
 import numpy as np
 
 from engine.io.parquet_log import LogCut, ParquetLogWriteError, PublishedFile
-from engine.kernel.aggregate import aggregate_batch
+from engine.kernel.aggregate import aggregate_batch, aggregate_sketches
 from engine.kernel.batch_merge import (
     NO_EVENT_TS,
     FlatTiles,
@@ -66,6 +66,8 @@ class ApplicableView(LoggedView, Protocol):
     def retention_ms(self) -> int: ...
     @property
     def offline(self) -> bool: ...
+    @property
+    def column_types(self) -> Mapping[str, object]: ...
 
 
 @dataclass
@@ -132,7 +134,8 @@ class ShardApplier:
                     self.handoffs[fp] = decode_handoff(raw)
         offline = [c.view for c in self.views.values() if c.view.offline]
         self.writers = open_log_writers(
-            log_root, offline, partition.shard, max_rows=log_max_rows, max_age_s=log_max_age_s
+            log_root, offline, partition.shard, max_rows=log_max_rows, max_age_s=log_max_age_s,
+            raw_columns={fp: _raw_column_types(c) for fp, c in self.views.items() if c.view.offline},
         )
         self._staged = {
             fp: StagedLogRows(writer, self.views[fp].view.interval_ms)
@@ -264,15 +267,23 @@ class ShardApplier:
         )
         values = np.concatenate([rows.values for rows, _ in parts])
         tiles = event_ts // view.interval_ms
+        positions = encode_positions(partitions, offsets)
         codes_u, tiles_u, partials = aggregate_batch(
-            layout, codes, tiles, event_ts, encode_positions(partitions, offsets), values
+            layout, codes, tiles, event_ts, positions, values
         )
+        sketches = None
+        if layout.sketch_slots:
+            raw = {
+                c: np.concatenate([rows.raw_values[c] for rows, _ in parts])
+                for c in layout.sketch_columns
+            }
+            sketches = aggregate_sketches(layout, codes, tiles, event_ts, positions, raw)
         batch_max = np.full(len(keys), NO_EVENT_TS, dtype=np.int64)
         np.maximum.at(batch_max, codes, event_ts)
         prefix = view_prefix(view.fingerprint)  # keys are bytes built by routing
         state_keys = [prefix + k for k in keys]
         stored = decode_many(layout, txn.get_many(state_keys))
-        merged = merge_flat(layout, stored, FlatTiles(codes_u, tiles_u, partials, batch_max))
+        merged = merge_flat(layout, stored, FlatTiles(codes_u, tiles_u, partials, batch_max, sketches))
         merged = retain(merged, view.retention_ms, view.interval_ms)
         records = encode_many(layout, merged, len(keys))
         txn.put_many(state_keys, records)
@@ -394,6 +405,12 @@ class ShardApplier:
     def close(self) -> None:
         self.maybe_publish_log(force=True)
         self.partition.flush_wal(sync=True)
+
+
+def _raw_column_types(compiled: _CompiledView) -> dict[str, str]:
+    """Schema type of each column the view's sketch slots read (logged as decoded)."""
+    types = compiled.view.column_types
+    return {c: str(getattr(types[c], "value", types[c])) for c in compiled.layout.sketch_columns}
 
 
 def offsets_view(appliers: Mapping[int, ShardApplier]) -> dict[int, dict[int, OffsetRecord]]:

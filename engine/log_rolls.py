@@ -38,8 +38,13 @@ def open_log_writers(
     *,
     max_rows: int,
     max_age_s: float,
+    raw_columns: Mapping[bytes, Mapping[str, str]] | None = None,
 ) -> dict[bytes, ParquetLogWriter]:
-    """One Parquet log writer per view for this shard (none without a log root)."""
+    """One Parquet log writer per view for this shard (none without a log root).
+
+    ``raw_columns`` names, per view fingerprint, the columns its sketch aggregations read
+    and their schema types: the log keeps their decoded values too.
+    """
     if not log_root:
         return {}
     return {
@@ -55,6 +60,7 @@ def open_log_writers(
             # otherwise all roll at the same moment, and one roll of every
             # shard at 10k events/s held the dataflow back by ~0.6 s.
             max_age_s=max_age_s * (1 + (shard % 8) / 16),
+            raw_columns=dict((raw_columns or {}).get(view.fingerprint, {})),
         )
         for view in views
     }

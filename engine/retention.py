@@ -19,7 +19,13 @@ import numpy as np
 
 from engine.kernel.aggregate import apply_retention, first_kept_tile
 from engine.kernel.batch_merge import NO_EVENT_TS
-from engine.kernel.codec import decode_tiles, encode_tiles, tile_span
+from engine.kernel.codec import (
+    decode_sketches,
+    decode_tiles,
+    encode_tiles,
+    section_slots,
+    tile_span,
+)
 from engine.state.protocols import StorePartition
 from engine.state.records import decode_meta, meta_key, view_prefix
 
@@ -75,7 +81,14 @@ def sweep_view(
         if first_tile < first_kept:
             tiles, partials, max_ts = decode_tiles(value)
             kept_tiles, kept = apply_retention(tiles, partials, newest, retention_ms, interval_ms)
-            txn.put(key, encode_tiles(np.ascontiguousarray(kept_tiles), np.ascontiguousarray(kept), max_ts))
+            # The sketch section's rows are trimmed with their tiles (docs/architecture.md).
+            sketches = decode_sketches(value, section_slots(value))[len(tiles) - len(kept_tiles) :]
+            txn.put(
+                key,
+                encode_tiles(
+                    np.ascontiguousarray(kept_tiles), np.ascontiguousarray(kept), max_ts, sketches
+                ),
+            )
             trimmed += 1
     txn.commit()
     return SweepResult(examined, deleted, trimmed, next_key)

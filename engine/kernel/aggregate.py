@@ -8,7 +8,7 @@ example when one side of a merge is empty), so treat them as read-only.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import ParamSpec, TypeVar
 
 import numpy as np
@@ -27,6 +27,7 @@ from engine.kernel.layout import (
     FIELDS_PER_COLUMN,
     PartialLayout,
 )
+from engine.kernel.sketches import BlobArray, build_sketches, empty_blobs
 
 Int64Array = npt.NDArray[np.int64]
 Float64Array = npt.NDArray[np.float64]
@@ -224,6 +225,51 @@ def aggregate_batch(
         first_ts = ts[order[starts]].astype(np.float64)[:, None]
         partials = np.concatenate([partials, first_ts], axis=1)
     return codes_s[starts], tiles_s[starts], partials
+
+
+def aggregate_sketches(
+    layout: PartialLayout,
+    entity_codes: npt.ArrayLike,
+    tiles: npt.ArrayLike,
+    event_ts: npt.ArrayLike,
+    positions: npt.ArrayLike,
+    raw_values: Mapping[str, npt.NDArray[np.generic]],
+) -> BlobArray:
+    """The sketch blobs ``(groups, len(layout.sketch_slots))`` of the same groups, in
+    the same order, as :func:`aggregate_batch` returns for these events.
+
+    ``raw_values`` holds, per column of ``layout.sketch_columns``, the events' decoded
+    values (an object array of ``str`` for string columns).
+    """
+    codes = as_int64_vector("entity_codes", entity_codes)
+    n = len(codes)
+    tile_ids = as_int64_vector("tiles", tiles, n)
+    ts = as_int64_vector("event_ts", event_ts, n)
+    pos = as_int64_vector("positions", positions, n)
+    if n == 0 or not layout.sketch_slots:
+        groups = 0 if n == 0 else len(group_starts(codes, tile_ids, ts, pos)[1])
+        return empty_blobs(groups, len(layout.sketch_slots))
+    for column in layout.sketch_columns:
+        got = len(raw_values[column]) if column in raw_values else None
+        if got != n:
+            raise KernelInputError(
+                f"kernel input 'raw_values[{column!r}]': expected {n} values, got {got}",
+                hint="routing carries raw values for every column a sketch slot reads",
+            )
+    order, starts = group_starts(codes, tile_ids, ts, pos)
+    return build_sketches(layout.sketch_slots, raw_values, order, starts, ts, pos)
+
+
+def group_starts(
+    codes: Int64Array, tiles: Int64Array, ts: Int64Array, pos: Int64Array
+) -> tuple[npt.NDArray[np.intp], Int64Array]:
+    """``(order, starts)``: :func:`group_order` and the first sorted index of each
+    (entity, tile) group."""
+    order = group_order(codes, tiles, ts, pos)
+    codes_s, tiles_s = codes[order], tiles[order]
+    boundary = np.ones(len(codes), dtype=bool)
+    boundary[1:] = (codes_s[1:] != codes_s[:-1]) | (tiles_s[1:] != tiles_s[:-1])
+    return order, np.flatnonzero(boundary).astype(np.int64)
 
 
 @overflow_is_a_value

@@ -18,8 +18,8 @@ import numpy.typing as npt
 import polars as pl
 
 from engine.definitions.transform_runner import TransformRunError, TransformSpec, run_transform
-from engine.io.parquet_log import EVENT_TIME, read_log, value_column
-from engine.kernel.layout import ANY_COLUMN_FUNCTIONS, AggregationSpec
+from engine.io.parquet_log import EVENT_TIME, OFFSET, PARTITION, raw_column, read_log, value_column
+from engine.kernel.layout import ANY_COLUMN_FUNCTIONS, AggregationSpec, encode_positions
 from engine.kernel.window import window_start_ms
 from engine.offline.event_windows import I64, evaluate_windows
 from engine.offline.exceptions import (
@@ -306,7 +306,19 @@ def compute_view_features(
         for a in aggs
         if log.height and a.function not in ANY_COLUMN_FUNCTIONS
     }
-    return evaluate_windows(codes, times, values, q_codes, t_ms, interval, aggs, nonempty_out)
+    raw_values = {
+        slot.column: log.get_column(raw_column(slot.column)).to_numpy()
+        for a in aggs
+        if log.height and (slot := a.sketch_slot) is not None and raw_column(slot.column) in log.columns
+    }
+    positions = (
+        encode_positions(log.get_column(PARTITION).to_numpy(), log.get_column(OFFSET).to_numpy())
+        if raw_values
+        else None
+    )
+    return evaluate_windows(
+        codes, times, values, q_codes, t_ms, interval, aggs, nonempty_out, raw_values, positions
+    )
 
 
 def compute_on_demand(
