@@ -29,4 +29,5 @@ def build_job(settings: Settings, source_name: str, *, tail: bool = True) -> Str
         batch_size=settings.batch_size,
         tail=tail,
         metrics_port=settings.metrics_port,
+        changelog=settings.state_backup == "kafka",
     )
