@@ -19,7 +19,7 @@ from engine.shutdown import stop_gracefully_on_sigint
 _env = {
     k: v
     for k, v in os.environ.items()
-    if k != "STREAMFEAT_RUN_SOURCE" and k != "STREAMFEAT_RUN_TAIL"
+    if k not in ("STREAMFEAT_RUN_SOURCE", "STREAMFEAT_RUN_TAIL", "STREAMFEAT_RUN_RESTORED")
 }
 _settings = load_settings(env=_env)
 stop_gracefully_on_sigint()  # a SIGINT ends the dataflow normally, without a Rust panic
@@ -28,5 +28,7 @@ flow = build_flow(
         _settings,
         os.environ.get("STREAMFEAT_RUN_SOURCE", "transactions"),
         tail=os.environ.get("STREAMFEAT_RUN_TAIL", "1") != "0",
+        # streamfeat run --processes N restores the shared state directory itself.
+        restore_on_start=os.environ.get("STREAMFEAT_RUN_RESTORED", "0") != "1",
     )
 )

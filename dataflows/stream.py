@@ -69,6 +69,9 @@ class StreamJob:
     log_max_age_s: float = 30.0
     metrics_port: int = 0  # 0: no metrics endpoint (engine/metrics.py)
     changelog: bool = False  # durable shards: engine/state/changelog.py, docs/deploy.md
+    # False when a parent already restored this (shared) state directory: processes that
+    # share it must not open each other's shards (engine/cli/run_cmd.py).
+    restore_on_start: bool = True
 
 
 def select_views(
@@ -213,7 +216,7 @@ class _DecodeStep:
 
 def build_flow(job: StreamJob, flow_id: str = "streamfeat") -> Dataflow:
     """The streaming dataflow of one source; run it with bytewax.run / run_main / cluster_main."""
-    if job.changelog:  # restored state carries its offsets: resume from them
+    if job.changelog and job.restore_on_start:  # restored state carries its offsets
         restore_shards(job.bootstrap, job.source.topic, job.state_dir, job.shards)
     offset_records = read_offset_records(job.state_dir, job.shards, job.source.topic)
     resume = combine_resume_points(offset_records, job.shards)

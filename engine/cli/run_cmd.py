@@ -39,6 +39,16 @@ def register(subparsers: Any) -> None:
         "--processes", type=int, default=1, help="processes on this host (default: 1)"
     )
     parser.add_argument(
+        "--cluster",
+        default=None,
+        help="several hosts: every process's host:port, comma-separated, the same list on "
+        "every host (then --process-index; each host keeps its own data_dir; use "
+        "state_backup: kafka so shards restore on any host, docs/deploy.md)",
+    )
+    parser.add_argument(
+        "--process-index", type=int, default=None, help="with --cluster: this process's index"
+    )
+    parser.add_argument(
         "--until-caught-up",
         action="store_true",
         help="stop at the end offsets seen at start instead of tailing the topic",
@@ -98,6 +108,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.workers < 1 or args.processes < 1:
         raise ConfigError("--workers and --processes must be at least 1")
+    if args.cluster is not None:
+        return _supervise(_cluster_process(args))
     if args.processes == 1:
         return _run_in_place(args)
 
@@ -109,6 +121,11 @@ def _run(args: argparse.Namespace) -> int:
 
     job = build_job(settings_from(args), args.source, tail=not args.until_caught_up)
     RocksDBStore(job.state_dir, job.shards).close()
+    if job.changelog:  # the children share this directory: restore it once, here
+        from engine.state.restore import restore_shards
+
+        restore_shards(job.bootstrap, job.source.topic, job.state_dir, job.shards)
+        env["STREAMFEAT_RUN_RESTORED"] = "1"
     metrics_base = settings_from(args).metrics_port
     addresses = ";".join(f"127.0.0.1:{port}" for port in _free_ports(args.processes))
     children = [
@@ -121,6 +138,39 @@ def _run(args: argparse.Namespace) -> int:
         )
         for i in range(args.processes)
     ]  # fmt: skip
+    return _supervise(children)
+
+
+def _cluster_process(args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
+    """This host's one process of a multi-host cluster (its own data_dir)."""
+    from dataflows.stream import EPOCH_INTERVAL
+    from engine.exceptions import ConfigError
+
+    addresses = [a.strip() for a in str(args.cluster).split(",") if a.strip()]
+    index = args.process_index
+    if index is None or not 0 <= index < len(addresses):
+        raise ConfigError(
+            f"--process-index: expected 0..{len(addresses) - 1} with --cluster "
+            f"({len(addresses)} addresses), got {index}",
+            hint="give every host the same --cluster list and its own --process-index",
+        )
+    if args.processes != 1:
+        raise ConfigError(
+            f"--processes: expected 1 with --cluster (one process per address), got {args.processes}",
+            hint="list one address per process in --cluster",
+        )
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "bytewax.run", "dataflows.app:flow", "-w", str(args.workers),
+             "-i", str(index), "-a", ";".join(addresses),
+             "-s", str(int(EPOCH_INTERVAL.total_seconds()))],
+            env=_child_env(args),
+        )
+    ]  # fmt: skip
+
+
+def _supervise(children: list[subprocess.Popen[bytes]]) -> int:
+    """Wait for every child; stop all of them if one fails or on exit."""
     try:
         while True:
             codes = [c.poll() for c in children]

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 from bytewax.testing import run_main
-from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from dataflows.stream import build_flow
 from engine.generate import GeneratorConfig, produce_events
@@ -22,26 +20,12 @@ from tests.engine.streaming_support import (
     make_job,
     read_topic,
     reference_events,
+    truncate_topic,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 START_MS = 1_780_000_000_000
-
-
-def _truncate(bootstrap: str, topic: str, partitions: int) -> None:
-    """Delete every record now in ``topic`` (as retention would)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "truncate"})
-    try:
-        ends = [
-            TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p), 30)[1])
-            for p in range(partitions)
-        ]
-    finally:
-        consumer.close()
-    for future in admin.delete_records(ends, operation_timeout=30).values():
-        future.result(30)
 
 
 def test_lost_state_directory_restores_from_changelog_exactly_once(
@@ -58,7 +42,7 @@ def test_lost_state_directory_restores_from_changelog_exactly_once(
     # The host's disk is gone AND Kafka no longer holds the first half (retention):
     # only a restore from the changelog can give the right values now.
     shutil.rmtree(job.state_dir)
-    _truncate(kafka_bootstrap, topic, 3)
+    truncate_topic(kafka_bootstrap, topic, 3)
     second = GeneratorConfig(events=6_000, users=200, merchants=30, seed=12,
                              start_ms=START_MS + 400_000, rate=20.0, jitter_ms=200_000, malformed_fraction=0.0)
     produce_events(second, topic, kafka_bootstrap)
