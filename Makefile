@@ -38,8 +38,9 @@ system-deps:
 	fi
 
 lint: $(STAMP)
-	$(BIN)/ruff check engine serving dataflows feature_defs tests benchmarks
+	$(BIN)/ruff check cli engine serving dataflows feature_defs tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Leftover brokers: only JVMs this test run started count (they inherit TEST_RUN_ID in
 # their environment), so brokers of other users or sessions on the machine never fail it.

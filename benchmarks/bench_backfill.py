@@ -24,8 +24,8 @@ from engine.offline.backfill import (
     DEFAULT_CHUNK_ROWS,
     BackfillTarget,
     backfill_parquet,
-    resolve_history_files,
 )
+from engine.offline.history_files import resolve_history_files
 
 REPO = Path(__file__).resolve().parents[1] / "feature_defs"
 

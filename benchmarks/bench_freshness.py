@@ -33,10 +33,10 @@ from benchmarks.common import (
     check_size,
     copy_repo,
     delete_topic,
-    free_port,
     new_topic,
 )
 from benchmarks.servers import server
+from engine.ports import free_port
 
 SIZES: dict[str, dict[str, Any]] = {
     "smoke": {"rates": (1_000,), "probes": 15},
@@ -135,13 +135,13 @@ def run(size: str) -> dict[str, Any]:
     try:
         repo = copy_repo(work, topic)
         data = work / "data"
-        done = subprocess.run([PY, "-m", "engine.cli", "apply", "--repo", str(repo), "--data-dir", str(data),
+        done = subprocess.run([PY, "-m", "cli", "apply", "--repo", str(repo), "--data-dir", str(data),
                                "--shards", "8"], capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             raise BenchError(f"streamfeat apply failed: {done.stderr[-1500:]}")
         port = free_port()
-        flow = [PY, "-m", "engine.cli", "run", "--repo", str(repo), "--data-dir", str(data), "--bootstrap", servers]
-        serve = [PY, "-m", "engine.cli", "serve", "--repo", str(repo), "--port", str(port)]
+        flow = [PY, "-m", "cli", "run", "--repo", str(repo), "--data-dir", str(data), "--bootstrap", servers]
+        serve = [PY, "-m", "cli", "serve", "--repo", str(repo), "--port", str(port)]
         # The dataflow has no HTTP endpoint here; the server's /readyz waits for state to exist.
         with (server(flow, "", port=-1, wait=False),
               server(serve, "/readyz", port=port, env={"STREAMFEAT_DATA_DIR": str(data)})):

@@ -42,8 +42,9 @@ MANY_USERS_SIZES: dict[str, tuple[int, int]] = {
     "full": (2_000_000, 2_000_000),
 }
 PEER_SCRIPT = Path(__file__).resolve().parent / "peers" / "quix_ingest.py"
-TARGETS = {"streamfeat_events_per_s": 150_000, "ratio_vs_bytewax_bare": 0.4, "ratio_vs_quix": 3.0,
+TARGETS = {"streamfeat_events_per_s": 400_000, "ratio_vs_bytewax_bare": 3.5, "ratio_vs_quix": 20.0,
            "many_users_peak_rss_mb": 1024, "many_users_entities": 1_000_000}
+DECODE_LIMIT_BATCH = 5_000  # records per parser call in the decode-limit child
 
 
 def _once(system: str, bootstrap_servers: str, topic: str, events: int, work: Path) -> dict[str, Any]:
@@ -69,6 +70,7 @@ def run(size: str) -> dict[str, Any]:
     try:
         config = GeneratorConfig(events=events, users=users, merchants=1_000, seed=7, rate=200.0)
         produce_events(config, topic, servers)
+        decode_limit = _decode_limit(servers, topic, events)
         for system in ("streamfeat", "bytewax_bare", "quix"):
             rows: list[dict[str, Any]] = []
             try:
@@ -86,6 +88,10 @@ def run(size: str) -> dict[str, Any]:
                 "peak_rss_mb": summarize([r["peak_rss_kb"] / 1024 for r in rows]),
                 "runs": rows,
             }
+            if system == "streamfeat":
+                systems[system]["stage_us_per_event"] = _stage_summary(rows)
+                systems[system]["events_per_decoded_batch"] = summarize(
+                    [r["events_per_decoded_batch"] for r in rows])
             if system == "quix":
                 systems[system]["events_per_s_first_to_last"] = summarize(
                     [r["events"] / r["first_to_last_seconds"] for r in rows])
@@ -95,7 +101,23 @@ def run(size: str) -> dict[str, Any]:
         delete_topic(servers, topic)
         stop()
     return {"benchmark": "ingest", "size": size, "events": events, "users": users, "partitions": 3,
-            "systems": systems, "ratios": _ratios(systems), "many_users": many_users, "targets": TARGETS}
+            "systems": systems, "ratios": _ratios(systems), "many_users": many_users, "targets": TARGETS,
+            "decode_limit": decode_limit}
+
+
+def _decode_limit(servers: str, topic: str, events: int) -> dict[str, Any]:
+    """CPU per record of plain parsers and of our decoder over the same records (own child)."""
+    cmd = [PY, "-m", "benchmarks.peers.decode_limit", servers, topic, str(events), str(DECODE_LIMIT_BATCH)]
+    try:
+        return run_child(cmd, timeout=1800)
+    except BenchError as exc:
+        return {"error": str(exc)}
+
+
+def _stage_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per stage: median (min - max) CPU microseconds per event over the runs."""
+    stages = rows[0]["stage_us_per_event"]
+    return {stage: summarize([r["stage_us_per_event"][stage] for r in rows]) for stage in stages}
 
 
 def _many_users(size: str, servers: str) -> dict[str, Any]:

@@ -38,7 +38,7 @@ EVENTS_PER_USER = 5
 
 
 def _cli(*args: str) -> None:
-    done = subprocess.run([PY, "-m", "engine.cli", *args], capture_output=True, text=True, timeout=1800)
+    done = subprocess.run([PY, "-m", "cli", *args], capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
         raise BenchError(f"streamfeat {args[0]} failed: {done.stderr[-2000:]}")
 
@@ -55,7 +55,7 @@ def _processes(work: Path, servers: str, events: int, users: int, runs: int) -> 
                 data = work / f"data-{processes}-{i}"
                 _cli("apply", "--repo", str(repo), "--data-dir", str(data), "--shards", "8")
                 seconds, rss, _ = run_sampled(
-                    [PY, "-m", "engine.cli", "run", "--repo", str(repo), "--data-dir", str(data), "--bootstrap",
+                    [PY, "-m", "cli", "run", "--repo", str(repo), "--data-dir", str(data), "--bootstrap",
                      servers, "--until-caught-up", "--processes", str(processes)], timeout=1800)
                 rows.append({"seconds": seconds, "events_per_s": events / seconds, "peak_rss_mb": rss / 1024})
                 shutil.rmtree(data, ignore_errors=True)
@@ -81,7 +81,7 @@ def _entities(work: Path, users: int) -> dict[str, Any]:
     _cli("apply", "--data-dir", str(data), "--shards", "8")
     handoff = datetime.fromtimestamp((config.end_ms // 1000 + 1), UTC).isoformat()
     seconds, rss, _ = run_sampled(
-        [PY, "-m", "engine.cli", "backfill", "--data-dir", str(data), "--source", "transactions", "--from",
+        [PY, "-m", "cli", "backfill", "--data-dir", str(data), "--source", "transactions", "--from",
          str(history), "--end", handoff, "--quiet"], timeout=3600)
     result = {"users": users, "events": events, "backfill_seconds": round(seconds, 2),
               "backfill_peak_rss_mb": round(rss / 1024, 1), "state_mb": dir_size_mb(data / "state"),

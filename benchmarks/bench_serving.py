@@ -27,10 +27,11 @@ import numpy as np
 import orjson
 import polars as pl
 
-from benchmarks.common import PY, ROOT, BenchError, check_size, free_port, run_child, summarize
+from benchmarks.common import PY, ROOT, BenchError, check_size, run_child, summarize
 from benchmarks.peers import install
 from benchmarks.servers import cpu_seconds, load, peak_rss_kb, server
 from engine.generate import GeneratorConfig, write_parquet
+from engine.ports import free_port
 
 SIZES: dict[str, tuple[int, int, float, int]] = {  # events, users, seconds per run, runs
     "smoke": (20_000, 2_000, 1.0, 3),
@@ -50,7 +51,7 @@ PEER_DIR = Path(__file__).resolve().parent / "peers"
 
 
 def _streamfeat(*args: str) -> None:
-    done = subprocess.run([PY, "-m", "engine.cli", *args], capture_output=True, text=True, timeout=1800, cwd=ROOT)
+    done = subprocess.run([PY, "-m", "cli", *args], capture_output=True, text=True, timeout=1800, cwd=ROOT)
     if done.returncode != 0:
         raise BenchError(f"streamfeat {' '.join(args[:2])} failed: {done.stderr[-2000:]}")
 
@@ -159,7 +160,7 @@ def run(size: str, *, with_peers: bool | None = None) -> dict[str, Any]:
         ours_100 = _bodies(frame, as_of, 100, "ours", count=300)
 
         port = free_port()
-        cmd = [PY, "-m", "engine.cli", "serve", "--repo", str(REPO), "--port", str(port)]
+        cmd = [PY, "-m", "cli", "serve", "--repo", str(REPO), "--port", str(port)]
         with server(cmd, "/readyz", port=port, env={"STREAMFEAT_DATA_DIR": str(data)}) as proc:
             _check(port, "/v1/features/fraud_scoring", ours_1[0],
                    lambda d: d["features"][0]["amount_count_1d"] is not None, "streamfeat fraud_scoring")

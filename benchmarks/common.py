@@ -190,13 +190,6 @@ def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen[bytes] | N
     raise BenchError(f"{url} did not answer 200 within {timeout:.0f} s (last error: {last})")
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def run_sampled(cmd: Sequence[str], *, timeout: float, env: dict[str, str] | None = None,
                 interval: float = 0.05) -> tuple[float, int, str]:

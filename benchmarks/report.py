@@ -71,6 +71,7 @@ def ingest(r: dict[str, Any], lines: list[str]) -> None:
                  f"{_met(ra['ratio_vs_bytewax_bare'], t['ratio_vs_bytewax_bare'])} |")
     lines.append(f"| ours / Quix >= {t['ratio_vs_quix']} | {ra['ratio_vs_quix']} | "
                  f"{_met(ra['ratio_vs_quix'], t['ratio_vs_quix'])} |\n")
+    _ingest_stages(r, lines)
     many = r.get("many_users")
     if many is None:
         return
@@ -88,6 +89,30 @@ def ingest(r: dict[str, Any], lines: list[str]) -> None:
     lines.append(f"| peak RSS <= {t['many_users_peak_rss_mb']:,} MB with >= {t['many_users_entities']:,} users "
                  f"in state | {many['peak_rss_mb']:,.0f} MB, {stored:,} users | "
                  f"{_met(many['peak_rss_mb'], t['many_users_peak_rss_mb'], higher=False) if enough else 'n/a at this size'} |\n")
+
+
+def _ingest_stages(r: dict[str, Any], lines: list[str]) -> None:
+    """streamfeat's CPU per event by stage, beside the decode limit over the same records."""
+    stages = r["systems"].get("streamfeat", {}).get("stage_us_per_event")
+    if stages:
+        per_batch = r["systems"]["streamfeat"]["events_per_decoded_batch"]["median"]
+        lines.append(f"streamfeat CPU per event by stage (all threads, us, median (min - max) over the runs; "
+                     f"{per_batch:,.0f} events per decoded batch; `other` = Bytewax, GC and the rest):\n")
+        lines.append("| " + " | ".join(stages) + " |")
+        lines.append("|" + "---|" * len(stages))
+        lines.append("| " + " | ".join(_mmm(v, "{:.2f}") for v in stages.values()) + " |\n")
+    limit = r.get("decode_limit")
+    if limit is None:
+        return
+    if _error(lines, limit):
+        return
+    lines.append("Decode limit over the same records (CPU us per record, median (min - max) of 3 interleaved "
+                 f"passes, {limit['batch']:,} records per call; `streamfeat_decoder` is our Decoder alone):\n")
+    lines.append("| parser | us per record |")
+    lines.append("|---|---|")
+    for name, v in limit["us_per_record"].items():
+        lines.append(f"| {name} | {_mmm(v, '{:.2f}')} |")
+    lines.append("")
 
 
 def serving(r: dict[str, Any], lines: list[str]) -> None:

@@ -16,7 +16,8 @@ from typing import Any
 
 import orjson
 
-from benchmarks.common import PY, ROOT, BenchError, free_port, wait_http
+from benchmarks.common import PY, ROOT, BenchError, wait_http
+from engine.ports import free_port
 from engine.processes import stop_process_group
 
 PEERS = Path(__file__).resolve().parent / "peers"

@@ -20,19 +20,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-import numpy.typing as npt
 
-from engine.io.parquet_log import (
-    LogCut,
-    ParquetLogWriteError,
-    ParquetLogWriter,
-    PublishedFile,
-)
+from engine.io.parquet_log import LogCut, ParquetLogWriteError, PublishedFile
 from engine.kernel.aggregate import aggregate_batch
 from engine.kernel.batch_merge import (
     NO_EVENT_TS,
@@ -43,8 +36,15 @@ from engine.kernel.batch_merge import (
     retain,
 )
 from engine.kernel.layout import PartialLayout, encode_positions
+from engine.log_rolls import (
+    LoggedView,
+    PendingRoll,
+    background_publisher,
+    open_log_writers,
+    write_cuts,
+)
 from engine.log_staging import StagedLogRows
-from engine.routing import ShardBatch, ViewRows
+from engine.routing import ShardBatch, ViewRows, merge_codes
 from engine.state.offsets import NO_OFFSET, OffsetRecord
 from engine.state.protocols import OnlineWriter, StorePartition, Transaction
 from engine.state.records import (
@@ -58,17 +58,8 @@ from engine.state.records import (
 
 log = logging.getLogger(__name__)
 
-class ApplicableView(Protocol):
-    @property
-    def name(self) -> str: ...
-    @property
-    def join_keys(self) -> tuple[str, ...]: ...
-    @property
-    def columns(self) -> tuple[str, ...]: ...
-    @property
-    def fingerprint(self) -> bytes: ...
-    @property
-    def fingerprint_hex(self) -> str: ...
+
+class ApplicableView(LoggedView, Protocol):
     @property
     def interval_ms(self) -> int: ...
     @property
@@ -91,27 +82,6 @@ class ApplyStats:
     log_publish_errors: int = 0
     last_batch_seconds: float = 0.0
     per_view_rows: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class _PendingPublish:
-    """A log roll whose files are being written on the publisher thread."""
-
-    future: Future[list[tuple[bytes, PublishedFile | ParquetLogWriteError]]]
-    cuts: dict[bytes, LogCut]
-    # Offsets when the buffers were cut: every row up to them is in the cuts.
-    offsets: dict[int, OffsetRecord]
-
-
-_PUBLISHER: ThreadPoolExecutor | None = None
-
-
-def _publisher() -> ThreadPoolExecutor:
-    """One thread per process writes the Parquet log files of background rolls."""
-    global _PUBLISHER
-    if _PUBLISHER is None:
-        _PUBLISHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="log-publisher")
-    return _PUBLISHER
 
 
 @dataclass(frozen=True)
@@ -142,7 +112,7 @@ class ShardApplier:
         # Streaming rolls the log on a publisher thread: writing a roll of all shards
         # took ~2 s at 10k events/s, during which the worker applied nothing.
         self.publish_in_background = publish_in_background
-        self._pending: _PendingPublish | None = None
+        self._pending: PendingRoll | None = None
         self.topic = topic
         self.views = {
             v.fingerprint: _CompiledView(v, PartialLayout.for_view(v)) for v in views
@@ -160,25 +130,14 @@ class ShardApplier:
             for fp, raw in zip(fps, partition.get_many([handoff_key(f) for f in fps]), strict=True):
                 if raw is not None:
                     self.handoffs[fp] = decode_handoff(raw)
-        self.writers: dict[bytes, ParquetLogWriter] = {}
-        self._staged: dict[bytes, StagedLogRows] = {}
-        if log_root:
-            for fp, compiled in self.views.items():
-                if compiled.view.offline:
-                    self.writers[fp] = ParquetLogWriter(
-                        log_root,
-                        compiled.view.name,
-                        compiled.view.fingerprint_hex,
-                        compiled.view.join_keys,
-                        compiled.view.columns,
-                        writer_id=f"s{partition.shard:03d}",
-                        max_rows=log_max_rows,
-                        # Staggered by shard (up to +50%): shards started together would
-                        # otherwise all roll at the same moment, and one roll of every
-                        # shard at 10k events/s held the dataflow back by ~0.6 s.
-                        max_age_s=log_max_age_s * (1 + (partition.shard % 8) / 16),
-                    )
-                    self._staged[fp] = StagedLogRows(self.writers[fp], compiled.view.interval_ms)
+        offline = [c.view for c in self.views.values() if c.view.offline]
+        self.writers = open_log_writers(
+            log_root, offline, partition.shard, max_rows=log_max_rows, max_age_s=log_max_age_s
+        )
+        self._staged = {
+            fp: StagedLogRows(writer, self.views[fp].view.interval_ms)
+            for fp, writer in self.writers.items()
+        }
         # Each view's newest event time as stored in its metadata record: this applier
         # is the shard's only writer, so it is read once here instead of every commit.
         self._newest: dict[bytes, int] = {}
@@ -258,6 +217,7 @@ class ShardApplier:
             online_items.extend(items)
             meta_items.append((fp, self.partition.shard, meta_value))
             ttl_ms = max(ttl_ms or 0, compiled.view.retention_ms)
+        advanced: dict[int, OffsetRecord] = {}
         for partition, (last_offset, top_ts) in progress.items():
             old = self.offsets.get(partition)
             applied = old.applied_offset if old else NO_OFFSET
@@ -272,14 +232,17 @@ class ShardApplier:
             )
             txn.set_offset(self.topic, partition, new_record)
             self.offsets[partition] = new_record
+            advanced[partition] = new_record
         for key, value in (extra_puts or {}).items():
             txn.put(key, value)
-        if online_items and self.online_copy is not None:
+        if (online_items or advanced) and self.online_copy is not None:
             copy = self.online_copy
 
             def write_copy() -> None:
                 copy.write(online_items, ttl_ms)
                 copy.write_meta(meta_items)
+                # After the tiles: the copy never claims more than it holds.
+                copy.write_offsets(self.topic, self.partition.shard, advanced)
 
             self._retry("write the online copy", write_copy)
         txn.commit()
@@ -293,7 +256,7 @@ class ShardApplier:
         self, txn: Transaction, compiled: _CompiledView, parts: list[tuple[ViewRows, int]]
     ) -> tuple[list[tuple[bytes, bytes, bytes | None]], bytes, int]:
         view, layout = compiled.view, compiled.layout
-        keys, codes = _merge_codes(parts)
+        keys, codes = merge_codes(parts)
         event_ts = np.concatenate([rows.event_ts for rows, _ in parts])
         offsets = np.concatenate([rows.offsets for rows, _ in parts])
         partitions = np.concatenate(
@@ -348,10 +311,10 @@ class ShardApplier:
         cuts = {fp: cut for fp, w in self.writers.items() if (cut := w.cut()) is not None}
         logged = dict(self.offsets)  # every row up to these offsets is in the cuts
         if self.publish_in_background and not force and cuts:
-            future = _publisher().submit(_write_cuts, self.writers, cuts)
-            self._pending = _PendingPublish(future, cuts, logged)
+            future = background_publisher().submit(write_cuts, self.writers, cuts)
+            self._pending = PendingRoll(future, cuts, logged)
             return
-        self._settle(cuts, _write_cuts(self.writers, cuts), logged)
+        self._settle(cuts, write_cuts(self.writers, cuts), logged)
 
     def _finish_pending(self) -> None:
         pending, self._pending = self._pending, None
@@ -385,6 +348,7 @@ class ShardApplier:
 
     def _record_log_offsets(self, logged: Mapping[int, OffsetRecord]) -> None:
         """Every row up to ``logged``'s applied offsets is published: record it."""
+        published: dict[int, OffsetRecord] = {}
         txn = self.partition.begin()
         for partition, upto in logged.items():
             record = self.offsets[partition]
@@ -398,7 +362,15 @@ class ShardApplier:
             )
             txn.set_offset(self.topic, partition, updated)
             self.offsets[partition] = updated
+            published[partition] = updated
         txn.commit()
+        if published and self.online_copy is not None:
+            copy = self.online_copy
+            # Serving over Redis reads how far the log is published from these.
+            self._retry(
+                "write the log offsets to the online copy",
+                lambda: copy.write_offsets(self.topic, self.partition.shard, published),
+            )
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -422,46 +394,6 @@ class ShardApplier:
     def close(self) -> None:
         self.maybe_publish_log(force=True)
         self.partition.flush_wal(sync=True)
-
-
-def _write_cuts(
-    writers: Mapping[bytes, ParquetLogWriter], cuts: Mapping[bytes, LogCut]
-) -> list[tuple[bytes, PublishedFile | ParquetLogWriteError]]:
-    """Publisher-thread side of a background roll: write each cut, keep failures as data."""
-    outcomes: list[tuple[bytes, PublishedFile | ParquetLogWriteError]] = []
-    for fp, cut in cuts.items():
-        try:
-            outcomes.append((fp, writers[fp].write_cut(cut)))
-        except ParquetLogWriteError as exc:
-            outcomes.append((fp, exc))
-    return outcomes
-
-
-def _merge_codes(parts: Sequence[tuple[ViewRows, int]]) -> tuple[list[bytes], npt.NDArray[np.int64]]:
-    """One key list and one code per row over several routed parts of a view.
-
-    Keys are looked up once per distinct key of a part (not per row); keys no row
-    names any more (after replay/handoff selection) are dropped, so every returned
-    key gets a record written.
-    """
-    if len(parts) == 1:
-        keys, codes = parts[0][0].keys, parts[0][0].codes
-    else:
-        index: dict[bytes, int] = {}
-        setdefault = index.setdefault
-        code_parts: list[npt.NDArray[np.int64]] = []
-        for rows, _ in parts:
-            to_global = np.fromiter(
-                (setdefault(k, len(index)) for k in rows.keys), dtype=np.int64, count=len(rows.keys)
-            )
-            code_parts.append(to_global[rows.codes])
-        keys, codes = list(index), np.concatenate(code_parts)
-    used = np.bincount(codes, minlength=len(keys)) > 0
-    if not bool(used.all()):
-        new_code = np.cumsum(used, dtype=np.int64) - 1
-        keys = [k for k, u in zip(keys, used.tolist(), strict=True) if u]
-        codes = new_code[codes]
-    return keys, codes
 
 
 def offsets_view(appliers: Mapping[int, ShardApplier]) -> dict[int, dict[int, OffsetRecord]]:

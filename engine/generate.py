@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 from confluent_kafka import KafkaError, Message, Producer
 
 from engine.exceptions import ConfigError, GenerateError
-from engine.kafka_local import metadata_answers
+from engine.kafka_local import require_broker
 
 CHUNK_SIZE = 65_536
 DAY_MS = 86_400_000
@@ -466,12 +466,7 @@ def produce_live(
 def _producer(
     topic: str, bootstrap: str, producer_config: Mapping[str, Any] | None
 ) -> tuple[Producer, _DeliveryFailures]:
-    if not metadata_answers(bootstrap, timeout_s=5.0):
-        raise GenerateError(
-            f"no Kafka broker answers at {bootstrap}; nothing was produced to {topic!r}",
-            hint="start one with `streamfeat kafka start`, or check kafka_bootstrap in "
-            "streamfeat.yaml (or --bootstrap)",
-        )
+    require_broker(bootstrap, consequence=f"nothing was produced to {topic!r}")
     failures = _DeliveryFailures()
     settings = {**DEFAULT_PRODUCER_CONFIG, **(producer_config or {})}
     # log_level 0: librdkafka's own log lines never reach the terminal; failures are

@@ -48,7 +48,7 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from engine.exceptions import KafkaBrokerError
+from engine.exceptions import KafkaBrokerError, KafkaUnreachableError
 
 _KAFKA_FILES = Path(__file__).resolve().parent / "kafka_files"
 POM_FILE = _KAFKA_FILES / "pom.xml"
@@ -241,6 +241,22 @@ def metadata_answers(bootstrap: str, timeout_s: float = 3.0) -> bool:
     except KafkaException:
         return False
     return bool(metadata.brokers)
+
+
+UNREACHABLE_HINT = (
+    "start one with `streamfeat kafka start`, or check kafka_bootstrap in streamfeat.yaml "
+    "(or --bootstrap / STREAMFEAT_KAFKA_BOOTSTRAP)"
+)
+
+
+def require_broker(bootstrap: str, *, consequence: str = "", timeout_s: float = 5.0) -> None:
+    """Raise :class:`KafkaUnreachableError` (one line naming ``bootstrap``, with a hint) when
+    no broker answers there; ``consequence`` says what was therefore not done."""
+    if not metadata_answers(bootstrap, timeout_s=timeout_s):
+        raise KafkaUnreachableError(
+            f"no Kafka broker answers at {bootstrap}" + (f"; {consequence}" if consequence else ""),
+            hint=UNREACHABLE_HINT,
+        )
 
 
 def _read_cmdline(pid: int) -> list[str]:

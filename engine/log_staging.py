@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from engine.io.parquet_log import ParquetLogWriter, value_column
+from engine.kernel.window import tile_start_ms
 from engine.routing import ViewRows
 
 # Small pieces are staged until 64 have gathered (a few hundred buffer objects per
@@ -97,7 +98,7 @@ class StagedLogRows:
             [len(rows) for rows in parts],
         )
         columns["offset"] = np.concatenate([rows.offsets for rows in parts])
-        columns["tile_start"] = (event_ts // self.interval_ms) * self.interval_ms
+        columns["tile_start"] = tile_start_ms(event_ts, self.interval_ms)
         values = np.concatenate([rows.values for rows in parts])
         for i, column in enumerate(self.writer.columns):
             columns[value_column(column)] = values[:, i]

@@ -118,6 +118,14 @@ class Plan:
     def needs_backfill(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.changes if c.needs_backfill)
 
+    def _version_note(self, change: Change) -> str:
+        """For a view version > 1: which view it is a version of."""
+        entry = self.entries.get(change.kind, {}).get(change.name) if change.kind == "view" else None
+        version = entry["definition"].get("version", 1) if entry else 1
+        if version == 1:
+            return ""
+        return f" (version {version} of {change.name.rsplit('__v', 1)[0]}; other versions keep running)"
+
     def render(self) -> str:
         lines = [f"state shards: {self.shards}" + (" (first apply)" if self.first_apply else "")]
         if not self.changes:
@@ -127,7 +135,8 @@ class Plan:
         for change in self.changes:
             label = change.kind.replace("_", " ")
             suffix = "  [needs backfill]" if change.needs_backfill else ""
-            lines.append(f"  {marks[change.action]} {label} {change.name}: {change.action}{suffix}")
+            lines.append(f"  {marks[change.action]} {label} {change.name}: {change.action}{suffix}"
+                         + self._version_note(change))
             lines.extend(f"      {d}" for d in change.details)
         counts = {a: sum(1 for c in self.changes if c.action == a) for a in marks}
         lines.append(f"{counts['new']} new, {counts['changed']} changed, {counts['removed']} removed, "

@@ -26,8 +26,10 @@ import polars as pl
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from engine.definitions.base import timedelta_ms
 from engine.exceptions import StreamfeatError
 from engine.io.parquet_log import EVENT_TIME, VALUE_PREFIX, read_log, resolve_root
+from engine.kernel.window import tile_start_ms
 
 QUALITY_DIR = "_quality"
 QUALITY_FILE = "quality.parquet"
@@ -73,11 +75,11 @@ class QualityConfig:
 
     @property
     def interval_ms(self) -> int:
-        return int(self.interval.total_seconds() * 1000)
+        return timedelta_ms(self.interval)
 
     @property
     def baseline_ms(self) -> int:
-        return int(self.baseline.total_seconds() * 1000)
+        return timedelta_ms(self.baseline)
 
 
 QUALITY_SCHEMA: dict[str, Any] = {
@@ -95,7 +97,7 @@ def interval_stats(log: pl.DataFrame, interval_ms: int) -> pl.DataFrame:
     columns = [c for c in log.columns if c.startswith(VALUE_PREFIX)]
     if log.is_empty() or not columns:
         return pl.DataFrame(schema={k: v for k, v in QUALITY_SCHEMA.items() if k not in ("alert", "drifted")})
-    start = (pl.col(EVENT_TIME) // interval_ms) * interval_ms
+    start = tile_start_ms(pl.col(EVENT_TIME), interval_ms)
     frames = []
     for column in columns:
         c = pl.col(column)

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from engine.config import Settings, load_settings
 from engine.definitions import FeatureRepo, load_repo
+from engine.io.request_log import RequestLogger
 from engine.plan import AppliedPlan, load_applied_plan
 from engine.state import OnlineTable, RedisOnlineTable, RocksDBOnlineTable
 from serving import error_handlers, push, routes_feast, routes_ops, routes_v1
@@ -30,7 +31,6 @@ from serving.hot_path import FeatureApp
 from serving.metrics import ServingMetrics
 from serving.online import OnlineAccess
 from serving.registry import build_registry
-from serving.request_log import RequestLogger
 from serving.shedding import SheddingMiddleware, SheddingStats
 
 

@@ -12,6 +12,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope
 
+from engine.io.request_log import RequestLogger
 from serving.exceptions import (
     MalformedRequest,
     PayloadTooLarge,
@@ -23,7 +24,6 @@ from serving.history import HistoricalReads
 from serving.metrics import ServingMetrics
 from serving.online import OnlineAccess
 from serving.registry import Registry
-from serving.request_log import RequestLogger
 
 log = logging.getLogger("streamfeat.serving")
 

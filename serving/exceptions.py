@@ -223,3 +223,16 @@ class PushUnavailable(ServingError):
 
     status_code = 503
     code = "push_unavailable"
+
+
+class ModelFileError(StreamfeatError):
+    """A model file (``serving.model_file``) is missing, unreadable or not in the documented format."""
+
+    exit_code = 2
+
+
+class ModelServiceMismatch(StreamfeatError):
+    """A model is asked to score with a feature service other than the one it was trained on
+    (another name, or the same name whose features or windows changed: another fingerprint)."""
+
+    exit_code = 2

@@ -142,12 +142,16 @@ class HistoricalReads:
             return LogRange(view.name, None, None, "it is defined with offline=False")
         first = self.first_logged(view)
         if first is None:
-            return LogRange(view.name, None, None, f"nothing is published under {self.log_root}")
+            return LogRange(view.name, None, None,
+                            f"nothing is published under {self.log_root} (setting log_root, "
+                            "STREAMFEAT_LOG_ROOT: point it at the directory the dataflow writes its "
+                            "Parquet log to)")  # fmt: skip
         offsets = self.online.read_offsets(definition.source.topic)
         if offsets is None:
             return LogRange(view.name, None, None,
-                            "the redis online table does not record how far the log is published; "
-                            "serve with --online rocksdb or build a training set")  # fmt: skip
+                            f"the online table holds no offset records of topic "
+                            f"{definition.source.topic!r}, so how far the log is published is "
+                            "unknown; they are written by `streamfeat run` as it applies events")  # fmt: skip
         return LogRange(view.name, first, log_complete_through(
             offsets, definition.source.allowed_lateness_ms, definition.source.watermark_outliers + 1))
 

@@ -19,7 +19,6 @@ import math
 import time
 
 from fastapi import FastAPI
-from starlette._utils import get_route_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving.deps import ServingState
@@ -28,11 +27,24 @@ from serving.routes_v1 import answer_features
 FEATURES_PREFIX = "/v1/features/"
 
 
+def route_path(scope: Scope) -> str:
+    """The request path below the app's mount point, per the ASGI spec: ``path`` includes
+    ``root_path`` when the server or a proxy mounts the app under a prefix, so a prefix
+    followed by ``/`` (or nothing) is cut off; any other path is matched as it is (what
+    Starlette's router matches against, without importing its private helper)."""
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if not root_path or not path.startswith(root_path):
+        return path
+    rest = path[len(root_path):]
+    return rest if not rest or rest[0] == "/" else path
+
+
 def feature_service(scope: Scope) -> str | None:
     """The service of a ``POST /v1/features/{service}`` request (the router's match), else None."""
     if scope["type"] != "http" or scope["method"] != "POST":
         return None
-    path = get_route_path(scope)
+    path = route_path(scope)
     if not path.startswith(FEATURES_PREFIX):
         return None
     service = path[len(FEATURES_PREFIX):]

@@ -16,7 +16,6 @@ from engine.state import (
     OffsetRecord,
     OnlineTable,
     OnlineTableUnavailable,
-    RocksDBOnlineTable,
 )
 from serving.exceptions import OnlineTableUnavailableError
 from serving.metrics import ServingMetrics
@@ -77,10 +76,8 @@ class OnlineAccess:
         return found
 
     def read_offsets(self, topic: str) -> list[dict[int, OffsetRecord]] | None:
-        """Every shard's offset records of ``topic``, or None when the online table does
-        not keep them (Redis)."""
-        if not isinstance(self.table, RocksDBOnlineTable):
-            return None
+        """Every shard's offset records of ``topic``, or None when the online table has
+        none (a Redis copy written before it recorded them)."""
         try:
             return self.table.read_offsets(topic)
         except OnlineTableUnavailable as exc:

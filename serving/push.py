@@ -30,6 +30,7 @@ from engine.definitions.base import did_you_mean
 from engine.generate import DEFAULT_PRODUCER_CONFIG
 from engine.io.batches import RawBatch
 from engine.io.decoder import Decoder, PartitionWatermarks
+from engine.kafka_local import UNREACHABLE_HINT, metadata_answers
 from serving.deps import Labels, ServingState, get_state, json_response, observed, read_body
 from serving.exceptions import (
     InvalidRecords,
@@ -125,6 +126,12 @@ class Pusher:
         for value in values:
             producer.produce(source.topic, value, on_delivery=delivered)
         remaining = producer.flush(self._timeout_s)
+        if (remaining or failures) and not metadata_answers(self._bootstrap):
+            raise PushUnavailable(
+                f"source {source.name!r}: no Kafka broker answers at {self._bootstrap}; "
+                f"{len(failures) + remaining} of {len(values)} valid records were not written to "
+                f"topic {source.topic!r}",
+                hint=f"{UNREACHABLE_HINT}; then retry the request")
         if remaining or failures:
             raise PushUnavailable(
                 f"source {source.name!r}: {len(failures) + remaining} of {len(values)} valid records were not "

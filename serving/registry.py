@@ -98,6 +98,8 @@ class CompiledService:
     features: tuple[str, ...]  # output feature names, declared order (join keys excluded)
     feature_types: Mapping[str, FieldType]
     feature_owner: Mapping[str, str]  # feature -> view or on-demand view name
+    fingerprint: str = ""  # FeatureService.fingerprint_hex: what a trained model depends on
+    ab_split: tuple[tuple[str, float], ...] = ()  # (other service, share of entity keys), by name
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -108,6 +110,8 @@ class CompiledService:
         return {
             "name": self.name,
             "description": self.description,
+            "fingerprint": self.fingerprint,
+            **({"ab_split": dict(self.ab_split)} if self.ab_split else {}),
             "inputs": {
                 "entities": [{"name": k, "type": str(t)} for k, t in self.join_key_types.items()],
                 "request_data": [{"name": k, "type": str(t)} for k, t in self.request_fields.items()],
@@ -118,7 +122,7 @@ class CompiledService:
             ],
             "views": [
                 {"name": v.name, "join_keys": list(v.join_keys),
-                 "expected_freshness_ms": v.expected_freshness_ms}
+                 "expected_freshness_ms": v.expected_freshness_ms, "aggregation_interval_ms": v.spec.interval_ms}
                 for v in self.views
             ],
         }
@@ -194,6 +198,8 @@ def compile_service(service: FeatureService, views: Mapping[str, CompiledView]) 
         features=service.feature_names,
         feature_types=dict(service.feature_types),
         feature_owner=owner,
+        fingerprint=service.fingerprint_hex,
+        ab_split=tuple(service.ab_split.items()),
     )
 
 

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope
 
 from serving import openapi_docs as docs
+from serving.ab_routing import merge_answers, split_request
 from serving.auth import readable_services
 from serving.deps import Labels, ServingState, get_state, json_response, observed, read_asgi_body
 from serving.exceptions import OnlineTableUnavailableError, ServingError
@@ -56,7 +57,12 @@ async def answer_features(state: ServingState, service: str, scope: Scope, recei
         feature_request = build_request(
             compiled, body.get("entities"), body.get("request_data"), body.get("as_of"),
             body.get("include_metadata"), max_entities=state.max_entities_per_request)
-        answer = v1_body(await compute_async(state.online, feature_request, state.history))
+        if compiled.ab_split:
+            parts = [(v1_body(await compute_async(state.online, part, state.history)), rows)
+                     for part, rows in split_request(state.registry, feature_request)]
+            answer = merge_answers(feature_request, parts)
+        else:
+            answer = v1_body(await compute_async(state.online, feature_request, state.history))
         if state.request_log is not None:
             state.request_log.record(
                 compiled.name, feature_request.times(), body.get("entities") or {},

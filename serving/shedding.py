@@ -5,7 +5,8 @@ Past ``max_in_flight`` concurrent requests, a new one is answered at once with 5
 instead of joining a queue: the requests already admitted keep a bounded latency and
 the client (or its load balancer) retries elsewhere or later. Probes and scrapes
 (``/healthz``, ``/readyz``, ``/metrics``) are never shed, so an overloaded process is not
-mistaken for a dead one.
+mistaken for a dead one. On Feast's route (``/get-online-features``) the 503 is written in
+the error shape Feast's client reads (serving/routes_feast.py), with the same Retry-After.
 
 Only requests whose body has fully arrived are counted: the middleware reads the body
 (bounded by ``max_request_bytes``) before admission and hands it on as read. A client
@@ -30,6 +31,7 @@ from starlette.requests import ClientDisconnect
 from serving.auth import ASGIApp, Receive, Scope, Send, empty_receive
 from serving.deps import json_response, receive_body, replay_body
 from serving.exceptions import ServingError
+from serving.routes_feast import FEAST_ROUTE, feast_error_response
 
 UNSHED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 RETRY_AFTER_S = 1
@@ -92,7 +94,10 @@ class SheddingMiddleware:
                 f"server overloaded: {stats.in_flight} requests in flight, at most {self.max_in_flight}",
                 hint=f"retry after {RETRY_AFTER_S} s, or add serving processes",
             )
-            response = json_response(error.to_dict(), error.status_code)
+            if scope["path"] == FEAST_ROUTE:
+                response = feast_error_response(error)
+            else:
+                response = json_response(error.to_dict(), error.status_code)
             response.headers["retry-after"] = str(RETRY_AFTER_S)
             await response({"type": "http"}, empty_receive, send)
             return

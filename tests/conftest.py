@@ -7,14 +7,20 @@ Fixtures live in ``tests/fixtures`` (one module per service) and are registered 
   end of the session only in that case).
 - ``kafka_topic`` (function): factory ``kafka_topic(partitions=3) -> str`` creating a
   uuid-named topic, deleted (with any ``<topic>.*`` topics such as its DLQ) at teardown.
+- ``STREAMFEAT_METRICS_PORT`` is 0 for the session (and its subprocesses) unless already set.
 - ``redis_server`` (session): a private ``redis-server`` on a free loopback port without
   persistence; yields ``redis://127.0.0.1:PORT/0``.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+
+# `streamfeat run` children started by tests inherit this: no metrics endpoint unless a test
+# asks for one on a free port. The default 9464 may belong to another dataflow on a busy machine.
+os.environ.setdefault("STREAMFEAT_METRICS_PORT", "0")
 
 # `tests.fixtures.*` must import whichever way pytest was started (`pytest` or
 # `python -m pytest`), so the repository root goes on sys.path.

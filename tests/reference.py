@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 Event = Mapping[str, Any] | Sequence[Any]
+# The functions that return events return them in the type they were given.
+E = TypeVar("E", bound=Event)
 _TUPLE_FIELDS = ("entity", "e", "partition", "offset", "value")
 
 
@@ -29,16 +31,16 @@ def window_start(t: int, window_ms: int, interval_ms: int) -> int:
 
 
 def window_events(
-    events: Iterable[Event],
+    events: Iterable[E],
     entity: Hashable,
     t: int,
     window_ms: int,
     interval_ms: int,
     filter: Callable[[Event], bool] | None = None,
-) -> list[Event]:
+) -> list[E]:
     """W(k, t): events of ``entity`` passing ``filter`` with start(t) <= e <= t."""
     start = window_start(t, window_ms, interval_ms)
-    chosen = []
+    chosen: list[E] = []
     for event in events:
         if field(event, "entity") != entity:
             continue
@@ -75,9 +77,9 @@ def reference_value(
     if function == "count":
         return len(chosen)
     if function == "time_since_last":
-        return t - max(field(event, "e") for event in chosen)
+        return t - max(int(field(event, "e")) for event in chosen)
     if function == "first_seen":
-        return min(field(event, "e") for event in chosen)
+        return min(int(field(event, "e")) for event in chosen)
     values = [float(field(event, "value")) for event in chosen]
     if function == "sum":
         return math.fsum(values)
@@ -104,8 +106,8 @@ def _order_key(event: Event) -> tuple[int, int, int]:
 
 
 def apply_watermark(
-    events: Iterable[Event], allowed_lateness_ms: int, watermark_outliers: int = 1
-) -> list[Event]:
+    events: Iterable[E], allowed_lateness_ms: int, watermark_outliers: int = 1
+) -> list[E]:
     """The events that are applied (not late, not invalid), in input order.
 
     Per semantics section 5: the watermark of a partition just before offset ``o`` is the

@@ -17,10 +17,11 @@ from engine.definitions.exceptions import (
     PlanMismatchError,
     RepoValidationError,
 )
+from engine.definitions.feature_ref import FeatureRef
 from engine.definitions.filters import Expr, col
 from engine.definitions.on_demand import OnDemandFeatureView, on_demand_feature_view
 from engine.definitions.repo import FeatureRepo, load_repo
-from engine.definitions.service import FeatureRef, FeatureService
+from engine.definitions.service import FeatureService
 from engine.definitions.source import TIMESTAMP_FORMATS, EventSource, RequestSource
 from engine.definitions.view import StreamFeatureView
 from engine.kernel.layout import FUNCTIONS

@@ -11,7 +11,7 @@ import dataclasses
 import importlib
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any
 
 from engine.definitions.base import (
     Checker,
@@ -21,21 +21,19 @@ from engine.definitions.base import (
     did_you_mean,
     parse_schema,
 )
+from engine.definitions.feature_ref import FeatureRef, SelectableView
 from engine.definitions.source import RequestSource
 from engine.definitions.view import StreamFeatureView
-
-if TYPE_CHECKING:
-    from engine.definitions.service import FeatureRef
 
 MODES = ("python", "batch")
 _PATH_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\Z")
 
 # A whole stream view, a selection of its features (``view[["a", "b"]]``) or request data.
-OnDemandSource = Union[StreamFeatureView, "FeatureRef", RequestSource]
+OnDemandSource = StreamFeatureView | FeatureRef | RequestSource
 
 
 @definition("OnDemandFeatureView")
-class OnDemandFeatureView:
+class OnDemandFeatureView(SelectableView):
     name: str
     sources: Sequence[OnDemandSource]
     schema: Mapping[str, FieldType | str | type]
@@ -48,8 +46,6 @@ class OnDemandFeatureView:
         default=None, init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        from engine.definitions.service import FeatureRef  # service imports this module
-
         c = Checker("OnDemandFeatureView", self.name)
         c.name_field("name", self.name)
         sources: tuple[OnDemandSource, ...] = ()
@@ -160,11 +156,6 @@ class OnDemandFeatureView:
             c.add_raw("fn", "a callable", f"{type(target).__name__} at {self.fn!r}", "point fn at a function")
             c.check()
         return target  # type: ignore[no-any-return]
-
-    def __getitem__(self, features: str | Sequence[str]) -> FeatureRef:
-        from engine.definitions.service import FeatureRef  # service imports this module
-
-        return FeatureRef(self, (features,) if isinstance(features, str) else tuple(features))
 
     def to_dict(self) -> dict[str, Any]:
         return {

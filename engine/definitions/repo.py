@@ -19,6 +19,7 @@ from engine.definitions.exceptions import DefinitionError, RepoValidationError
 from engine.definitions.on_demand import OnDemandFeatureView
 from engine.definitions.service import FeatureService
 from engine.definitions.source import EventSource, RequestSource
+from engine.definitions.statementwise import FailedStatements, collecting_imports
 from engine.definitions.view import StreamFeatureView
 
 Definition = Entity | EventSource | RequestSource | StreamFeatureView | OnDemandFeatureView | FeatureService
@@ -108,6 +109,7 @@ def cross_validate(repo: FeatureRepo) -> list[str]:
                 errors.append(f"{kind} '{item.name}': defined twice with different contents. "
                               "Hint: names must be unique per kind; rename one of them")
             seen.setdefault(item.name, item)
+    errors.extend(_split_errors(repo.services))
     sources = {s.name: s for s in repo.sources}
     entities = {e.name: e for e in repo.entities}
     for view in repo.views:
@@ -141,6 +143,36 @@ def cross_validate(repo: FeatureRepo) -> list[str]:
                               f"'{ref.view.name}' is not defined in the repo (or differs from it). "
                               "Hint: define it at module level in a repo module and import it")
     return errors
+
+
+def _import_modules(package: str, root: Path, failed: FailedStatements) -> list[ModuleType]:
+    """The package and each of its top-level modules; failures go to ``failed``."""
+    init = root / "__init__.py"
+    if init.exists():
+        spec = importlib.util.find_spec(package)
+    else:  # a directory without __init__.py is imported like a namespace package
+        spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
+        spec.submodule_search_locations = [str(root)]
+    if spec is None:
+        raise RepoValidationError(str(root), [f"{root}: cannot be imported as a package"])
+    pkg = importlib.util.module_from_spec(spec)
+    sys.modules[package] = pkg
+    try:
+        if spec.loader is not None:
+            spec.loader.exec_module(pkg)
+    except Exception as exc:  # a SyntaxError: the module never ran
+        failed.errors.append(_module_error(package, exc, root))
+    modules: list[ModuleType] = [pkg]
+    for file in sorted(root.glob("*.py")):
+        if file.name == "__init__.py":
+            continue
+        name = f"{package}.{file.stem}"
+        try:
+            modules.append(importlib.import_module(name))
+        except Exception as exc:  # a SyntaxError, or an import of a module that has one
+            if not failed.is_consequence(name, exc):
+                failed.errors.append(_module_error(name, exc, root))
+    return modules
 
 
 def _evict(package: str) -> None:
@@ -201,9 +233,9 @@ def _located(error: str, places: dict[str, str]) -> str:
 def load_repo(path: str | Path) -> FeatureRepo:
     """Imports every .py module of the repo directory as a package and collects its definitions.
 
-    Raises RepoValidationError listing every error: modules that fail to import (a
-    DefinitionError counts as an error of its module; loading continues with the other
-    modules) and every cross-validation error.
+    Raises RepoValidationError listing every error: every module statement that raises
+    (modules run statement by statement here, see ``statementwise``, so two bad definitions
+    in one file are both reported) and every cross-validation error.
     """
     root = Path(path).resolve()
     if not root.is_dir():
@@ -220,31 +252,9 @@ def load_repo(path: str | Path) -> FeatureRepo:
     sys.path.insert(0, parent)
     _evict(package)
     importlib.invalidate_caches()
-    errors: list[str] = []
-    init = root / "__init__.py"
-    if init.exists():
-        spec = importlib.util.spec_from_file_location(package, init, submodule_search_locations=[str(root)])
-    else:  # a directory without __init__.py is imported like a namespace package
-        spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
-        spec.submodule_search_locations = [str(root)]
-    if spec is None:
-        raise RepoValidationError(str(path), [f"{root}: cannot be imported as a package"])
-    pkg = importlib.util.module_from_spec(spec)
-    sys.modules[package] = pkg
-    try:
-        if spec.loader is not None:
-            spec.loader.exec_module(pkg)
-    except Exception as exc:
-        errors.append(_module_error(package, exc, root))
-    modules: list[ModuleType] = [pkg]
-    for file in sorted(root.glob("*.py")):
-        if file.name == "__init__.py":
-            continue
-        name = f"{package}.{file.stem}"
-        try:
-            modules.append(importlib.import_module(name))
-        except Exception as exc:  # any import failure is reported with its module; keep going
-            errors.append(_module_error(name, exc, root))
+    with collecting_imports(package, root, lambda name, exc: _module_error(name, exc, root)) as failed:
+        modules = _import_modules(package, root, failed)
+    errors = list(failed.errors)
     objects = [value for module in modules for value in vars(module).values() if isinstance(value, _KINDS)]
     try:
         repo = FeatureRepo.from_objects(objects, path=str(path))
@@ -254,3 +264,23 @@ def load_repo(path: str | Path) -> FeatureRepo:
     if errors:
         raise RepoValidationError(str(path), list(dict.fromkeys(errors)))
     return repo
+
+
+def _split_errors(services: Sequence[FeatureService]) -> list[str]:
+    """An A/B split names services answering the same request with the same features."""
+    errors: list[str] = []
+    by_name = {s.name: s for s in services}
+    for service in services:
+        for name in service.ab_split:
+            other = by_name.get(name)
+            where = f"FeatureService '{service.name}': field 'ab_split'"
+            if other is None:
+                errors.append(f"{where}: service {name!r} is not defined. Hint: define it or remove it from the split")
+            elif other.ab_split:
+                errors.append(f"{where}: service {name!r} has its own ab_split. Hint: split from one service only")
+            elif (other.entity_join_keys, other.request_fields, other.feature_names) != (
+                    service.entity_join_keys, service.request_fields, service.feature_names):
+                errors.append(f"{where}: service {name!r} must take the same join keys and request data and answer "
+                              f"the same features in the same order; got {list(other.feature_names)} for "
+                              f"{list(service.feature_names)}. Hint: pin other versions of the same views")
+    return errors

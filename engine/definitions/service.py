@@ -1,54 +1,17 @@
-"""``FeatureService`` and ``FeatureRef``: the named set of features a model reads, in order."""
+"""``FeatureService``: the named set of features a model reads, in order."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from engine.definitions.base import Checker, FieldType, FrozenMap, definition, did_you_mean
+from engine.definitions.base import Checker, FieldType, FrozenMap, definition
+from engine.definitions.feature_ref import FeatureRef
+from engine.definitions.fingerprint import fingerprint_of
 from engine.definitions.on_demand import OnDemandFeatureView
 from engine.definitions.view import StreamFeatureView
 
 AnyView = StreamFeatureView | OnDemandFeatureView
-
-
-@definition("FeatureRef")
-class FeatureRef:
-    """Some features of one view, in the given order: ``view[["a", "b"]]``."""
-
-    view: AnyView
-    features: Sequence[str]
-
-    def __post_init__(self) -> None:
-        label = self.view.name if isinstance(self.view, StreamFeatureView | OnDemandFeatureView) else "?"
-        c = Checker("FeatureRef", label)
-        features: tuple[str, ...] = ()
-        if not isinstance(self.view, StreamFeatureView | OnDemandFeatureView):
-            c.add("view", "a StreamFeatureView or OnDemandFeatureView", self.view, "write view[['a', 'b']]", type_error=True)
-        if isinstance(self.features, str | bytes) or not isinstance(self.features, Sequence):
-            c.add("features", "a list of feature names", self.features, "write view[['amount_sum_1h']]", type_error=True)
-        else:
-            features = tuple(self.features)
-            if not features:
-                c.add("features", "at least one feature name", [], "select at least one feature or pass the view itself")
-            if isinstance(self.view, StreamFeatureView | OnDemandFeatureView):
-                known = self.view.feature_names
-                for name in features:
-                    if name not in known:
-                        c.add("features", f"features of view {label!r}", name,
-                              did_you_mean(name, known) if isinstance(name, str) else "use feature names")
-            if len(set(features)) != len(features):
-                c.add("features", "each feature once", list(features), "remove the repeated names")
-        c.check()
-        object.__setattr__(self, "features", features)
-
-    @property
-    def feature_types(self) -> Mapping[str, FieldType]:
-        types = self.view.feature_types
-        return FrozenMap((name, types[name]) for name in self.features)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"view": self.view.name, "kind": type(self.view).__name__, "features": list(self.features)}
 
 
 @definition("FeatureService")
@@ -56,9 +19,13 @@ class FeatureService:
     name: str
     features: Sequence[AnyView | FeatureRef]
     description: str = ""
+    # A/B test: share of entity keys (by key hash, deterministic) answered by each other
+    # service, e.g. {"fraud_scoring_v2": 0.2}; the rest by this one (docs/serving.md).
+    ab_split: Mapping[str, float] = FrozenMap()
 
     def __post_init__(self) -> None:
         c = Checker("FeatureService", self.name)
+        self._check_split(c)
         c.name_field("name", self.name)
         refs: list[FeatureRef] = []
         if isinstance(self.features, str | bytes) or not isinstance(self.features, Sequence):
@@ -87,6 +54,23 @@ class FeatureService:
         c.check()
         object.__setattr__(self, "features", tuple(refs))
 
+    def _check_split(self, c: Checker) -> None:
+        split = self.ab_split
+        if not isinstance(split, Mapping):
+            c.add("ab_split", "a mapping of service name to share", split, "write ab_split={'fraud_scoring_v2': 0.2}",
+                  type_error=True)
+            return
+        for name, share in split.items():
+            if not isinstance(name, str) or name == self.name:
+                c.add("ab_split", "names of other feature services", name, "name the service that answers the share")
+            if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share < 1:
+                c.add(f"ab_split[{name!r}]", "a share between 0 and 1 (exclusive)", share, "write e.g. 0.2 for 20%")
+        total = sum(v for v in split.values() if isinstance(v, int | float))
+        if total >= 1:
+            c.add("ab_split", "shares summing to less than 1 (the rest stays on this service)", dict(split),
+                  "lower the shares")
+        object.__setattr__(self, "ab_split", FrozenMap(sorted(split.items())))
+
     @property
     def refs(self) -> tuple[FeatureRef, ...]:
         return self.features  # type: ignore[return-value]
@@ -104,7 +88,12 @@ class FeatureService:
         """Stream views whose state the service reads (directly or through on-demand views)."""
         out: list[StreamFeatureView] = []
         for ref in self.refs:
-            inner = ref.view.source_views if isinstance(ref.view, OnDemandFeatureView) else (ref.view,)
+            if isinstance(ref.view, OnDemandFeatureView):
+                inner = ref.view.source_views
+            elif isinstance(ref.view, StreamFeatureView):
+                inner = (ref.view,)
+            else:  # FeatureRef.__post_init__ accepts only the two view kinds
+                raise TypeError(f"FeatureRef.view: expected a view, got {type(ref.view).__name__}")
             for view in inner:
                 if view not in out:
                     out.append(view)
@@ -125,5 +114,27 @@ class FeatureService:
     def request_fields(self) -> Mapping[str, FieldType]:
         return FrozenMap(item for odfv in self.on_demand_views for item in odfv.request_fields.items())
 
+    @property
+    def fingerprint_hex(self) -> str:
+        """What a model trained on this service depends on: the features in order, the
+        fingerprint of every stream view read and each on-demand transform (names of the
+        service and its description do not count)."""
+        parts: list[dict[str, Any]] = []
+        for ref in self.refs:
+            view = ref.view
+            reads: dict[str, Any]
+            if isinstance(view, StreamFeatureView):
+                reads = {"view": view.fingerprint_hex}
+            elif isinstance(view, OnDemandFeatureView):
+                transform = {k: v for k, v in view.to_dict().items() if k not in ("name", "description")}
+                reads = {"on_demand": transform, "views": [v.fingerprint_hex for v in view.source_views]}
+            else:
+                raise TypeError(f"FeatureService {self.name!r}: a reference to {type(view).__name__}, "
+                                "expected a StreamFeatureView or an OnDemandFeatureView")
+            parts.append({**reads, "features": list(ref.features)})
+        return fingerprint_of(parts).hex()
+
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "features": [ref.to_dict() for ref in self.refs], "description": self.description}
+        split = {"ab_split": dict(self.ab_split)} if self.ab_split else {}
+        return {"name": self.name, "features": [ref.to_dict() for ref in self.refs], "description": self.description,
+                **split}

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.definitions.aggregation import Aggregation
 from engine.definitions.base import (
@@ -19,19 +20,18 @@ from engine.definitions.base import (
     timedelta_ms,
 )
 from engine.definitions.entity import Entity
+from engine.definitions.feature_ref import SelectableView
 from engine.definitions.filters import Compare, Expr
 from engine.definitions.fingerprint import fingerprint_of
 from engine.definitions.source import EventSource
 from engine.kernel.layout import ANY_COLUMN_FUNCTIONS
 
-if TYPE_CHECKING:
-    from engine.definitions.service import FeatureRef
-
 _ORDERING_OPS = frozenset({"<", "<=", ">", ">="})
+VERSION_SUFFIX = re.compile(r"__v([0-9]+)\Z")
 
 
 @definition("StreamFeatureView")
-class StreamFeatureView:
+class StreamFeatureView(SelectableView):
     name: str
     source: EventSource
     entities: Sequence[Entity]
@@ -43,10 +43,14 @@ class StreamFeatureView:
     expected_freshness: timedelta = timedelta(minutes=5)
     description: str = ""
     tags: Mapping[str, str] = FrozenMap()
+    # A new version of a view runs beside the old one (same topic, same pass) under the
+    # name "<name>__v<version>", with its own state and fingerprint; services pin one.
+    version: int = 1
 
     def __post_init__(self) -> None:
         c = Checker("StreamFeatureView", self.name)
-        c.name_field("name", self.name)
+        if c.name_field("name", self.name):
+            self._version_name(c)
         source = self.source if isinstance(self.source, EventSource) else None
         if source is None:
             c.add("source", "an EventSource", self.source, "pass the EventSource object, not its name", type_error=True)
@@ -118,6 +122,24 @@ class StreamFeatureView:
                       "give one of the aggregations an explicit name=...")
             names.add(agg.output_name)
 
+    def _version_name(self, c: Checker) -> None:
+        """Checks ``version`` and gives a version > 1 its registered name ``<name>__v<version>``."""
+        if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
+            c.add("version", "an integer >= 1", self.version, "write version=2 for the second version of a view")
+            return
+        found = VERSION_SUFFIX.search(self.name)
+        if found is None:
+            if self.version > 1:
+                object.__setattr__(self, "name", f"{self.name}__v{self.version}")
+        elif int(found.group(1)) != self.version:
+            c.add("name", f"a name without a '__v<n>' suffix, or the suffix '__v{self.version}' of version",
+                  self.name, "give the base name and version=N; the version suffix is added for you")
+
+    @property
+    def family(self) -> str:
+        """The view's name without its version suffix: what every version shares."""
+        return VERSION_SUFFIX.sub("", self.name)
+
     # ---- derived properties -------------------------------------------------
 
     @cached_property
@@ -156,9 +178,12 @@ class StreamFeatureView:
         return FrozenMap((agg.output_name, agg.output_type) for agg in self.aggregations)
 
     def fingerprint_dict(self) -> dict[str, Any]:
-        """Exactly what changes the partials (names, tags, defaults, flags do not)."""
+        """Exactly what changes the partials (names, tags, defaults, flags do not); a version
+        above 1 counts too, so two versions never share state even when defined alike."""
         src = self.source
+        versioned = {"version": self.version} if self.version > 1 else {}
         return {
+            **versioned,
             "source": {
                 "name": src.name,
                 "topic": src.topic,
@@ -197,12 +222,8 @@ class StreamFeatureView:
             "expected_freshness_ms": timedelta_ms(self.expected_freshness),
             "description": self.description,
             "tags": dict(sorted(self.tags.items())),
+            **({"version": self.version} if self.version > 1 else {}),
         }
-
-    def __getitem__(self, features: str | Sequence[str]) -> FeatureRef:
-        from engine.definitions.service import FeatureRef  # service imports this module
-
-        return FeatureRef(self, (features,) if isinstance(features, str) else tuple(features))
 
 
 def _is_list(value: object) -> bool:

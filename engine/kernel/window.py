@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -89,10 +90,23 @@ def values_are_int(agg: AggregationSpec) -> bool:
     return agg.function in INTEGER_FUNCTIONS and not (isinstance(fill, float) and not fill.is_integer())
 
 
+class SupportsFloorDiv(Protocol):
+    def __floordiv__(self, other: int, /) -> Any: ...
+
+
+TimeT = TypeVar("TimeT", bound=SupportsFloorDiv)
+
+
+def tile_start_ms(t_ms: TimeT, interval_ms: int) -> TimeT:
+    """Start of the tile holding ``t_ms``: ``floor(t / g) * g`` (docs/semantics.md
+    section 3). Element-wise on an int, a numpy array or a polars expression."""
+    return cast(TimeT, (t_ms // interval_ms) * interval_ms)
+
+
 def window_start_ms(t_ms: IntOrArray, interval_ms: int, window_ms: int) -> IntOrArray:
     """First event time in the window of ``window_ms`` as of ``t_ms``:
     ``floor(t / g) * g - w`` (docs/semantics.md section 3). Element-wise on arrays."""
-    return (t_ms // interval_ms) * interval_ms - window_ms
+    return tile_start_ms(t_ms, interval_ms) - window_ms
 
 
 def evaluate(

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 import polars as pl
 
+from engine.io.request_log import read_request_log
 from engine.offline.exceptions import TrainingSetError
 from engine.offline.training import get_training_set
 
@@ -111,8 +112,6 @@ def check_logged_requests(
 def check_request_log(
     repo: Any, request_log_dir: str | Path, log_root: str, services: Mapping[str, Any] | None = None
 ) -> list[ConsistencyReport]:
-    from serving.request_log import read_request_log
-
     table = pl.from_arrow(read_request_log(request_log_dir))
     if not isinstance(table, pl.DataFrame):
         raise TrainingSetError(f"request log {request_log_dir}: unexpected content")

@@ -37,3 +37,11 @@ class SpineValidationError(TrainingSetError):
 
 class OnDemandComputationError(TrainingSetError):
     """An on-demand feature view's function failed or returned the wrong shape."""
+
+
+class BackfillError(OfflineError):
+    """A backfill cannot start or had to stop; nothing of the named file was written."""
+
+
+class HistoryFileError(BackfillError):
+    """A history file is unreadable or does not match the source schema."""

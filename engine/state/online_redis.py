@@ -7,8 +7,16 @@ from collections.abc import Sequence
 
 from engine.state.closing import ClosesOnExit
 from engine.state.exceptions import OnlineTableUnavailable
+from engine.state.offsets import OffsetRecord
 from engine.state.protocols import OnlineTableHealth
-from engine.state.records import Freshness, freshest, redis_key, redis_meta_key
+from engine.state.records import (
+    Freshness,
+    freshest,
+    parse_redis_offsets_field,
+    redis_key,
+    redis_meta_key,
+    redis_offsets_key,
+)
 from engine.state.redis_client import (
     REDIS_ERRORS,
     close_client,
@@ -77,6 +85,23 @@ class RedisOnlineTable(ClosesOnExit):
             raise self._unavailable(exc) from exc
         self._last_ok = time.monotonic()
         return freshest(values)
+
+    def read_offsets(self, topic: str) -> list[dict[int, OffsetRecord]] | None:
+        """The offset records of ``topic`` of every shard that wrote some (one HGETALL);
+        None when no shard did: a copy written before these records existed cannot tell
+        how far the log is published."""
+        try:
+            raw: dict[bytes, bytes] = self._client.hgetall(redis_offsets_key(topic))
+        except REDIS_ERRORS as exc:
+            raise self._unavailable(exc) from exc
+        self._last_ok = time.monotonic()
+        if not raw:
+            return None
+        shards: dict[int, dict[int, OffsetRecord]] = {}
+        for field, value in raw.items():
+            shard, partition = parse_redis_offsets_field(field)
+            shards.setdefault(shard, {})[partition] = OffsetRecord.unpack(value)
+        return [shards[s] for s in sorted(shards)]
 
     def refresh(self) -> None:
         """Redis reads are always current; this only checks the server answers."""

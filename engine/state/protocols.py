@@ -7,7 +7,7 @@ Copy side:    OnlineWriter (Redis), fed by the sink after each committed batch
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -122,6 +122,11 @@ class OnlineTable(Protocol):
         """
         ...
 
+    def read_offsets(self, topic: str) -> list[dict[int, OffsetRecord]] | None:
+        """Each shard's offset records of ``topic`` (how far its tiles and its Parquet log
+        got), or None when the table has none to tell. Raises ``OnlineTableUnavailable``."""
+        ...
+
     def refresh(self) -> None:
         """Catch up with the writer now (no-op where reads are always current)."""
         ...
@@ -146,6 +151,13 @@ class OnlineWriter(Protocol):
         """Write ``(fingerprint, shard, freshness record)`` items at once.
 
         Raises ``OnlineWriteError`` when the batch was not confirmed.
+        """
+        ...
+
+    def write_offsets(self, topic: str, shard: int, records: Mapping[int, OffsetRecord]) -> None:
+        """Write one shard's offset records (partition -> record) of ``topic``.
+
+        Raises ``OnlineWriteError`` when they were not confirmed.
         """
         ...
 

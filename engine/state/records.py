@@ -48,6 +48,7 @@ CHANGELOG_POSITION_RECORD = struct.Struct("<q")
 
 REDIS_TILE_PREFIX = b"sf:"
 REDIS_META_PREFIX = b"sf:meta:"
+REDIS_OFFSETS_PREFIX = b"sf:offsets:"
 
 _TOPIC_END = b"\x00"
 _PARTITION = struct.Struct(">I")
@@ -219,6 +220,23 @@ def redis_key(fingerprint: bytes, entity_key: bytes) -> bytes:
 def redis_meta_key(fingerprint: bytes) -> bytes:
     """Redis hash holding a view's freshness record of every shard."""
     return REDIS_META_PREFIX + check_fingerprint(fingerprint).hex().encode("ascii")
+
+
+def redis_offsets_key(topic: str) -> bytes:
+    """Redis hash holding every shard's offset records of ``topic`` (field: ``shard:partition``),
+    so a server reading Redis knows how far the Parquet log is published."""
+    return REDIS_OFFSETS_PREFIX + topic.encode("utf-8")
+
+
+def redis_offsets_field(shard: int, partition: int) -> bytes:
+    """Field of one (shard, partition) offset record in :func:`redis_offsets_key`'s hash."""
+    return redis_meta_field(shard) + b":" + str(partition).encode("ascii")
+
+
+def parse_redis_offsets_field(field: bytes) -> tuple[int, int]:
+    """``(shard, partition)`` of a :func:`redis_offsets_field`."""
+    shard, _, partition = field.partition(b":")
+    return int(shard), int(partition)
 
 
 def redis_meta_field(shard: int) -> bytes:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from engine.state.closing import ClosesOnExit
 from engine.state.exceptions import OnlineWriteError, StateTypeError, StateValueError
-from engine.state.records import redis_key, redis_meta_field, redis_meta_key
+from engine.state.offsets import OffsetRecord
+from engine.state.records import (
+    redis_key,
+    redis_meta_field,
+    redis_meta_key,
+    redis_offsets_field,
+    redis_offsets_key,
+)
 from engine.state.redis_client import (
     REDIS_ERRORS,
     close_client,
@@ -81,6 +88,22 @@ class RedisOnlineWriter(ClosesOnExit):
             ) from exc
         finally:
             pipe.reset()
+
+    def write_offsets(self, topic: str, shard: int, records: Mapping[int, OffsetRecord]) -> None:
+        """Write one shard's offset records of ``topic``, without expiry: serving reads them
+        to know how far the Parquet log is published (serving/history.py)."""
+        if not records:
+            return
+        mapping: dict[str | bytes, bytes | float | int | str] = {
+            redis_offsets_field(shard, p): r.pack() for p, r in records.items()
+        }
+        try:
+            self._client.hset(redis_offsets_key(topic), mapping=mapping)
+        except REDIS_ERRORS as exc:
+            raise OnlineWriteError(
+                f"writing offset records of topic {topic!r}: {describe_redis_error(self.url, exc)}",
+                hint="writing them again is safe (records are whole values)",
+            ) from exc
 
     def close(self) -> None:
         close_client(self._client)

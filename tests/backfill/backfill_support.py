@@ -13,12 +13,8 @@ import pyarrow.parquet as pq
 
 from engine.definitions import StreamFeatureView
 from engine.generate import PARQUET_SCHEMA
-from engine.offline.backfill import (
-    HISTORY_PARTITION,
-    BackfillReport,
-    BackfillTarget,
-    backfill_parquet,
-)
+from engine.offline.backfill import BackfillReport, BackfillTarget, backfill_parquet
+from engine.offline.history_batches import HISTORY_PARTITION
 from engine.offline.training import get_training_set
 from engine.state.online_rocksdb import RocksDBOnlineTable
 from tests.engine.streaming_support import (
@@ -136,7 +132,7 @@ def compare_training_set(
     frame = get_training_set(repo, "backfill_check", spine, str(log_root))
     by_name = {v.name: v for v in views}
     for row, (user, merchant, t) in zip(frame.iter_rows(named=True), spine_rows, strict=True):
-        keys = {"entity": user, "merchant": merchant, "pair": (user, merchant)}
+        keys: dict[str, str | tuple[str, ...]] = {"entity": user, "merchant": merchant, "pair": (user, merchant)}
         for name, key_field in EXAMPLE_VIEW_KEYS:
             key = keys[key_field]
             view = by_name[name]

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine.cli import main
+from cli import main
 from engine.definitions import load_repo
 from engine.plan import apply_plan
 from engine.state.records import decode_handoff, handoff_key

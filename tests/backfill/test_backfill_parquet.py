@@ -13,13 +13,8 @@ import pytest
 from engine.apply import ShardApplier
 from engine.definitions import Constraint
 from engine.io.batches import DecodedBatch
-from engine.offline.backfill import (
-    BackfillError,
-    BackfillTarget,
-    HistoryFileError,
-    backfill_parquet,
-    history_topic,
-)
+from engine.offline.backfill import BackfillTarget, backfill_parquet, history_topic
+from engine.offline.exceptions import BackfillError, HistoryFileError
 from engine.routing import route
 from engine.state.offsets import resume_positions
 from engine.state.records import decode_handoff, handoff_key
@@ -194,13 +189,12 @@ def test_history_batches_gather_strings_like_the_decoder(tmp_path: Path) -> None
     conversion, chunk by chunk; ``columns`` keeps only what routing reads."""
     import polars as pl
 
-    from engine.offline.backfill import (
+    from engine.offline.history_batches import (
         factorize_key_columns,
         history_batches,
-        load_history,
-        needed_columns,
         routed_columns,
     )
+    from engine.offline.history_files import load_history, needed_columns
 
     _, files = _history(tmp_path, seed=11, n=2500)
     views = list(views_by_name().values())

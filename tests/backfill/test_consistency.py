@@ -19,7 +19,7 @@ from bytewax.testing import run_main
 from confluent_kafka import Producer
 
 from dataflows.stream import build_flow
-from engine.offline.backfill import HISTORY_PARTITION
+from engine.offline.history_batches import HISTORY_PARTITION
 from engine.state.online_rocksdb import RocksDBOnlineTable
 from tests.backfill.backfill_support import (
     SHARDS,

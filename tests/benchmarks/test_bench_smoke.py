@@ -60,6 +60,15 @@ def test_ingest_measures_all_three_systems(smoke: tuple[Path, Path]) -> None:
         _stats(system["events_per_s"], f"{name}.events_per_s")
         _stats(system["peak_rss_mb"], f"{name}.peak_rss_mb")
         assert all(run["events"] == doc["events"] for run in system["runs"]), name
+    stages = doc["systems"]["streamfeat"]["stage_us_per_event"]
+    assert {"poll", "decode", "route", "kernel", "state_write", "log", "other", "total"} == set(stages)
+    for stage in ("poll", "decode", "route", "kernel", "state_write", "log", "total"):
+        _stats(stages[stage], f"stage_us_per_event.{stage}")
+    limit = doc["decode_limit"]
+    assert "error" not in limit, limit.get("error")
+    assert limit["events"] == doc["events"]
+    for parser in ("orjson", "polars_ndjson", "pyarrow_json", "streamfeat_decoder"):
+        _stats(limit["us_per_record"][parser], f"decode_limit.{parser}")
     _positive(doc["ratios"]["ratio_vs_bytewax_bare"], "ratio_vs_bytewax_bare")
     _positive(doc["ratios"]["ratio_vs_quix"], "ratio_vs_quix")
     many = doc["many_users"]

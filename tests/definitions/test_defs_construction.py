@@ -239,7 +239,7 @@ def test_view_duplicate_outputs_filter_tags(source: EventSource, user: Entity) -
 def test_request_source_and_odfv(view: StreamFeatureView) -> None:
     req = RequestSource(name="req", schema={"amount_now": float})
     odfv = OnDemandFeatureView(name="ratio", sources=[view, req], schema={"r": "float"},
-                               fn="defs_odfv_funcs:ratio")
+                               fn="tests.definitions.odfv_support:ratio")
     assert odfv.request_fields == {"amount_now": FieldType.FLOAT}
     assert odfv.input_types["amount_count_1h"] == FieldType.INT
     assert odfv.feature_names == ("r",)
@@ -255,7 +255,7 @@ def test_request_source_and_odfv(view: StreamFeatureView) -> None:
 def test_odfv_reads_a_selection_of_a_view(view: StreamFeatureView) -> None:
     req = RequestSource(name="req", schema={"amount_now": float})
     odfv = OnDemandFeatureView(name="ratio", sources=[view[["amount_sum_15m"]], req], schema={"r": "float"},
-                               fn="defs_odfv_funcs:ratio")
+                               fn="tests.definitions.odfv_support:ratio")
     assert dict(odfv.input_types) == {"amount_sum_15m": FieldType.FLOAT, "amount_now": FieldType.FLOAT}
     assert odfv.source_views == (view,)
     assert odfv.to_dict()["sources"] == [
@@ -284,10 +284,10 @@ def test_odfv_resolve_is_lazy_and_reports_bad_paths(view: StreamFeatureView) -> 
 
 
 def test_decorator_records_import_path(view: StreamFeatureView) -> None:
-    import defs_odfv_funcs as odfv_funcs
+    import tests.definitions.odfv_support as odfv_funcs
 
     assert isinstance(odfv_funcs.doubled, OnDemandFeatureView)
-    assert odfv_funcs.doubled.fn == "defs_odfv_funcs:doubled"
+    assert odfv_funcs.doubled.fn == "tests.definitions.odfv_support:doubled"
     function = odfv_funcs.doubled.resolve()
     assert function({"amount_sum_15m": 2.0}) == {"amount_sum_15m_x2": 4.0}
 
@@ -329,19 +329,19 @@ def test_check_on_demand_reports_mismatches(view: StreamFeatureView) -> None:
     def odfv(fn: str, mode: str = "python") -> OnDemandFeatureView:
         return OnDemandFeatureView(name="t", sources=[view, req], schema={"r": "float"}, fn=fn, mode=mode)
 
-    assert check_on_demand(odfv("defs_odfv_funcs:ratio"), {"amount_now": 3.0, "amount_sum_15m": 1.5}) == {"r": 2.0}
-    err = refused(lambda: check_on_demand(odfv("defs_odfv_funcs:wrong_outputs")), "schema['r']", "schema['extra']",
+    assert check_on_demand(odfv("tests.definitions.odfv_support:ratio"), {"amount_now": 3.0, "amount_sum_15m": 1.5}) == {"r": 2.0}
+    err = refused(lambda: check_on_demand(odfv("tests.definitions.odfv_support:wrong_outputs")), "schema['r']", "schema['extra']",
                   kind=OnDemandCheckError)
     assert "'text' (str)" in str(err)
-    err = refused(lambda: check_on_demand(odfv("defs_odfv_funcs:raises")), "fn", kind=OnDemandCheckError)
-    assert "ZeroDivisionError: boom" in str(err) and "defs_odfv_funcs.py" in str(err)
-    assert check_on_demand(odfv("defs_odfv_funcs:batch_ok", "batch"), {"amount_sum_15m": 4.0}) == {"r": 8.0}
+    err = refused(lambda: check_on_demand(odfv("tests.definitions.odfv_support:raises")), "fn", kind=OnDemandCheckError)
+    assert "ZeroDivisionError: boom" in str(err) and "odfv_support.py" in str(err)
+    assert check_on_demand(odfv("tests.definitions.odfv_support:batch_ok", "batch"), {"amount_sum_15m": 4.0}) == {"r": 8.0}
     # One coercion rule for both modes (engine/definitions/transform_runner.py): ints widen to float.
-    assert check_on_demand(odfv("defs_odfv_funcs:batch_int", "batch")) == {"r": 3.0}
-    err = refused(lambda: check_on_demand(odfv("defs_odfv_funcs:batch_text", "batch")), "schema['r']",
+    assert check_on_demand(odfv("tests.definitions.odfv_support:batch_int", "batch")) == {"r": 3.0}
+    err = refused(lambda: check_on_demand(odfv("tests.definitions.odfv_support:batch_text", "batch")), "schema['r']",
                   kind=OnDemandCheckError)
     assert "'sample' (str)" in str(err)
-    refused(lambda: check_on_demand(odfv("defs_odfv_funcs:not_a_frame", "batch")), "fn", kind=OnDemandCheckError)
+    refused(lambda: check_on_demand(odfv("tests.definitions.odfv_support:not_a_frame", "batch")), "fn", kind=OnDemandCheckError)
 
 
 def test_a_trailing_newline_is_not_part_of_a_valid_name() -> None:

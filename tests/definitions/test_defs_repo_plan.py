@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import engine.cli as cli
+import cli as cli
 from engine.definitions import (
     FeatureRepo,
     PlanError,
@@ -138,6 +138,63 @@ def test_load_repo_reports_every_error_across_modules(tmp_path: Path) -> None:
     twice = next(e for e in errors if "RequestSource 'req': defined twice" in e)
     assert twice.startswith(f"{repo}/dupes.py:3: ") or twice.startswith(f"{repo}/sources.py:")
     assert str(info.value).count("\n  - ") == len(errors)
+
+
+def test_load_repo_reports_every_bad_definition_of_one_module(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = write_repo(tmp_path, "repo_many")
+    (repo / "entities.py").write_text(ENTITIES + textwrap.dedent("""
+        shop = Entity(name="shop", join_keys="shop_id")
+        card = Entity(name="card", join_keys=["card_id"])
+        bank = Entity(name="bank", join_keys=[])
+    """))
+    (repo / "sources.py").write_text(SOURCES + textwrap.dedent("""
+        late = EventSource(name="late", topic="late", timestamp_field="ts", schema={"a": "decimal"})
+        uses_late = RequestSource(name=late.name, schema={"amount": "float"})
+    """))
+    (repo / "more_views.py").write_text(textwrap.dedent("""
+        from datetime import timedelta
+        from engine.definitions import Aggregation, StreamFeatureView
+        from repo_many.entities import card, shop
+        from repo_many.sources import tx
+        shop_spend = StreamFeatureView(name="shop_spend", source=tx, entities=[shop],
+            aggregations=[Aggregation(column="amount", function="sum", window=timedelta(hours=1))])
+        card_spend = StreamFeatureView(name="card_spend", source=tx, entities=[card],
+            aggregations=[Aggregation(column="amount", function="summ", window=timedelta(hours=1))])
+    """))
+    with pytest.raises(RepoValidationError) as info:
+        load_repo(repo)
+    errors = info.value.errors
+    # Every bad definition once, each at its own line, with its field, expectation and hint;
+    # definitions that only use a bad one (uses_late, shop_spend) add no error of their own.
+    assert len(errors) == 4, errors
+    shop_line = 1 + ENTITIES.count("\n") + 1
+    assert errors[0].startswith(f"{repo}/entities.py:{shop_line}: Entity 'shop': field 'join_keys': expected ")
+    assert errors[1].startswith(f"{repo}/entities.py:{shop_line + 2}: Entity 'bank': field 'join_keys': expected ")
+    assert all("Hint: " in e for e in errors)
+    assert any(e.startswith(f"{repo}/sources.py:") and "EventSource 'late'" in e and "field 'schema['a']'" in e
+               for e in errors)
+    assert any(e.startswith(f"{repo}/more_views.py:9: ") and "field 'function'" in e for e in errors)
+    assert not any("NameError" in e or "ImportError" in e or "uses_late" in e for e in errors)
+    # `streamfeat plan` prints the same list and exits 2.
+    assert cli.main(["plan", "--repo", str(repo), "--plan-file", str(tmp_path / "plan.json")]) == 2
+    err = capsys.readouterr().err
+    assert "4 error(s)" in err and all(e.splitlines()[0] in err for e in errors)
+
+
+def test_importing_a_bad_module_outside_load_repo_raises_at_once(tmp_path: Path) -> None:
+    from engine.definitions import DefinitionError
+
+    repo = write_repo(tmp_path, "repo_plain")
+    (repo / "entities.py").write_text(ENTITIES + textwrap.dedent("""
+        shop = Entity(name="Shop", join_keys="shop_id")
+        reached = True
+    """))
+    sys.path.insert(0, str(tmp_path))
+    with pytest.raises(DefinitionError, match="Entity 'Shop'"):
+        __import__("repo_plain.entities")
+    assert not hasattr(sys.modules.get("repo_plain.entities"), "reached")
 
 
 def test_load_repo_cross_validation(tmp_path: Path) -> None:
@@ -293,7 +350,7 @@ def test_plan_refuses_transform_with_wrong_outputs(tmp_path: Path) -> None:
 
 
 def run_cli(monkeypatch: pytest.MonkeyPatch, *argv: str) -> int:
-    monkeypatch.setattr(cli, "_SUBCOMMAND_MODULES", ("engine.cli.plan_cmd",))
+    monkeypatch.setattr(cli, "_SUBCOMMAND_MODULES", ("cli.plan_cmd",))
     return cli.main(list(argv))
 
 

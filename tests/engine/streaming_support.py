@@ -70,12 +70,15 @@ def read_topic(bootstrap: str, topic: str, partitions: int) -> list[Record]:
         done: set[int] = set()
         while len(done) < partitions:
             for msg in consumer.consume(10_000, timeout=1.0):
-                if msg.error():
-                    if msg.error().code() == -191:  # partition EOF
-                        done.add(msg.partition())
+                error, partition, offset, value = msg.error(), msg.partition(), msg.offset(), msg.value()
+                assert partition is not None and offset is not None
+                if error is not None:
+                    if error.code() == -191:  # partition EOF
+                        done.add(partition)
                         continue
-                    raise RuntimeError(msg.error())
-                out.append(Record(msg.partition(), msg.offset(), msg.value()))
+                    raise RuntimeError(error)
+                assert value is not None, f"a record without a value at {partition}:{offset}"
+                out.append(Record(partition, offset, value))
         return out
     finally:
         consumer.close()
@@ -86,7 +89,7 @@ def reference_events(records: Iterable[Record], generated: EventBatch | None = N
     malformed: set[bytes] = set()
     if generated is not None:
         malformed = {v for v, m in zip(generated.values, generated.malformed.tolist(), strict=True) if m >= 0}
-    events = []
+    events: list[dict[str, Any]] = []
     for r in sorted(records, key=lambda r: (r.partition, r.offset)):
         if r.value in malformed:
             events.append({"entity": None, "e": 0, "partition": r.partition, "offset": r.offset,
@@ -185,7 +188,7 @@ def state_key(view: StreamFeatureView, entity: str) -> bytes:
 
 def streamfeat(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=timeout
     )
     if check and done.returncode != 0:
         raise AssertionError(f"streamfeat {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")

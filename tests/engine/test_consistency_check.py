@@ -15,7 +15,7 @@ from engine.generate import GeneratorConfig, produce_events
 from engine.offline.consistency import check_request_log, same_value
 from serving.app import create_app
 from tests.engine.streaming_support import copy_repo, read_topic, reference_events, streamfeat
-from tests.serving.asgi_client import ASGIClient
+from tests.serving.asgi_support import ASGIClient
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

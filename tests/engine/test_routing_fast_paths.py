@@ -20,11 +20,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.apply import _merge_codes
 from engine.io.batches import DecodedBatch
 from engine.kernel import PartialLayout, TileCodecError, decode_tiles, encode_tiles
 from engine.kernel.batch_merge import NO_EVENT_TS, FlatTiles, decode_many, encode_many
-from engine.routing import ViewRows, factorize_entity_keys, route, split_by_shard
+from engine.routing import ViewRows, factorize_entity_keys, merge_codes, route, split_by_shard
 from engine.state.keys import encode_entity_keys, entity_key, shard_for, shard_for_many
 
 LAYOUT = PartialLayout(("amount", "fee"))
@@ -45,7 +44,7 @@ def _object_array(values: list[Any]) -> np.ndarray:
 def test_factorize_single_key_round_trips(values: list[str | int]) -> None:
     keys, codes = factorize_entity_keys([_object_array(values)])
     assert len(set(keys)) == len(keys)
-    assert [keys[c] for c in codes.tolist()] == encode_entity_keys([_object_array(values)])
+    assert [keys[c] for c in codes.tolist()] == encode_entity_keys([values])
     assert [keys[c] for c in codes.tolist()] == [entity_key([v]) for v in values]
 
 
@@ -159,7 +158,7 @@ def test_split_by_shard_and_merge_codes_keep_each_row_key() -> None:
     rows = _rows(keys, codes)
     parts = split_by_shard(rows, FINGERPRINT, 3)
     assert sum(len(p) for _, p in parts) == 120
-    merged_keys, merged_codes = _merge_codes([(p, 0) for _, p in parts])
+    merged_keys, merged_codes = merge_codes([(p, 0) for _, p in parts])
     assert len(set(merged_keys)) == len(merged_keys) == 50
     got = sorted(zip((merged_keys[c] for c in merged_codes.tolist()),
                      np.concatenate([p.offsets for _, p in parts]).tolist(), strict=True))
@@ -168,7 +167,7 @@ def test_split_by_shard_and_merge_codes_keep_each_row_key() -> None:
 
 def test_merge_codes_drops_keys_no_row_uses() -> None:
     part = _rows([b"a", b"b", b"c"], [0, 2, 2, 0]).select(np.array([False, True, True, False]))
-    keys, codes = _merge_codes([(part, 0), (_rows([b"c", b"d"], [1, 0]), 1)])
+    keys, codes = merge_codes([(part, 0), (_rows([b"c", b"d"], [1, 0]), 1)])
     assert keys == [b"c", b"d"]
     assert [keys[c] for c in codes.tolist()] == [b"c", b"c", b"d", b"c"]
 

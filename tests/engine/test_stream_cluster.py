@@ -52,7 +52,7 @@ def _run_cluster(repo: Path, data_dirs: list[Path], bootstrap: str) -> None:
         if not (data / "plan.json").exists():
             streamfeat("apply", "--repo", str(repo), "--data-dir", str(data), "--shards", str(SHARDS))
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "run", "--repo", str(repo), "--data-dir", str(data),
+            [sys.executable, "-m", "cli", "run", "--repo", str(repo), "--data-dir", str(data),
              "--bootstrap", bootstrap, "--cluster", cluster, "--process-index", str(index),
              "--until-caught-up", "--batch-size", "2000"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,

@@ -82,7 +82,7 @@ def test_future_dated_events_do_not_make_real_traffic_late(
     job = make_job(tmp_path, topic, kafka_bootstrap)
     for part in (0, 1):  # a restart between the halves restores the watermark from state
         _produce(kafka_bootstrap, topic, _records(now, part))
-        run_main(build_flow(job))
+        run_main(build_flow(job))  # type: ignore[no-untyped-call]
 
     records = read_topic(kafka_bootstrap, topic, PARTITIONS)
     far = {r.value for r in records if orjson.loads(r.value)["ts"] >= now + FAR_FUTURE_MS}

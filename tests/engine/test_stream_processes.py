@@ -73,7 +73,7 @@ def test_kill_9_at_random_points_loses_and_doubles_nothing(
     for _ in range(5):
         with stderr_file.open("wb") as stderr:
             child = subprocess.Popen(
-                [sys.executable, "-m", "engine.cli", "run", *common, "--until-caught-up", "--batch-size", "2000"],
+                [sys.executable, "-m", "cli", "run", *common, "--until-caught-up", "--batch-size", "2000"],
                 stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
             )
             if kill_mid_run(child, data / "state", 4, topic, config.events, rng.uniform(0.1, 0.5)):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine import kafka_local
-from tests.faults.faults_support import free_port_pair
+from engine.ports import free_port_pair
 
 
 @pytest.fixture

@@ -1,10 +1,9 @@
-"""Shared by the fault-injection tests: trial counts, a served data dir, a private redis-server."""
+"""Shared by the fault-injection tests: trial counts, a served data dir, `streamfeat` as a child."""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,9 +15,9 @@ from pathlib import Path
 import httpx
 
 from engine.definitions import load_repo
+from engine.ports import free_port
 from engine.processes import stop_process_group
-from tests.fixtures.redis import _answers_ping, _find_binary, _free_port
-from tests.serving.serving_state import REPO_DIR, make_events, write_rocksdb
+from tests.serving.serving_support import REPO_DIR, make_events, write_rocksdb
 
 SERVE_STARTUP_S = 60.0
 
@@ -33,7 +32,7 @@ def trials(short: int, long: int) -> int:
 
 
 def streamfeat_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "engine.cli", *args]
+    return [sys.executable, "-m", "cli", *args]
 
 
 def applied_data_dir(root: Path) -> Path:
@@ -57,7 +56,7 @@ class Served:
 @contextmanager
 def serve(data: Path, *extra: str, env: Mapping[str, str] | None = None) -> Iterator[Served]:
     """``streamfeat serve`` as a real process on a free loopback port."""
-    port = _free_port()
+    port = free_port()
     stderr = data.parent / f"serve-{port}.stderr"
     with stderr.open("wb") as err:
         proc = subprocess.Popen(
@@ -83,51 +82,4 @@ def serve(data: Path, *extra: str, env: Mapping[str, str] | None = None) -> Iter
         stop_process_group(proc, signal.SIGTERM, timeout_s=20, kill_timeout_s=10)
 
 
-class RedisProcess:
-    """A redis-server this test may stop and restart on the same port with the same data.
 
-    The append-only file is fsynced on every write, so a restart brings the data back.
-    """
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.binary = _find_binary()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        command = [
-            self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "yes",
-            "--appendfsync", "always", "--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log"),
-            "--daemonize", "no",
-        ]
-        self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20.0
-        while not _answers_ping(self.port):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"redis-server on port {self.port} did not start (exit {self.proc.poll()})")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=20)
-        self.proc = None
-
-
-def free_port_pair() -> int:
-    """A free loopback port whose successor is free too (a broker and its controller)."""
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = int(a.getsockname()[1])
-        if port < 65000:
-            with socket.socket() as b:
-                try:
-                    b.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no two consecutive free loopback ports")

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from engine.cli.status_cmd import dlq_record_count
+from cli.status_cmd import dlq_record_count
 from engine.definitions import load_repo
 from engine.io.dead_letters import dlq_topic_for, read_dead_letters
 from engine.io.parquet_log import read_log

@@ -17,8 +17,8 @@ from engine.state import RocksDBOnlineTable
 from serving.app import create_app
 from serving.auth import ApiKeyFileError, load_api_keys
 from serving.client import FeatureClient
-from tests.serving.asgi_client import ASGIClient
-from tests.serving.serving_state import N_SHARDS, example_repo, make_events, write_rocksdb
+from tests.serving.asgi_support import ASGIClient
+from tests.serving.serving_support import N_SHARDS, example_repo, make_events, write_rocksdb
 
 ALL_KEY = "all-services-key-0123456789"
 SCORING_KEY = "scoring-only-key-0123456789"

@@ -13,8 +13,9 @@ import orjson
 import pytest
 
 from engine.definitions import load_repo
-from tests.faults.faults_support import RedisProcess, applied_data_dir, serve, trials
-from tests.serving.serving_state import REPO_DIR, make_events, write_redis
+from tests.faults.faults_support import applied_data_dir, serve, trials
+from tests.fixtures.redis import RedisServer
+from tests.serving.serving_support import REPO_DIR, make_events, write_redis
 
 GOOD = {"entities": {"user_id": ["u1"], "merchant_id": ["m1"]}, "request_data": {"amount": [3.0]}}
 
@@ -88,7 +89,7 @@ def test_overload_is_shed_fast_and_admitted_latency_stays_bounded(tmp_path: Path
 @pytest.mark.redis
 @pytest.mark.slow
 def test_redis_outage_is_503_with_reason_and_serving_recovers_by_itself(tmp_path: Path) -> None:
-    redis = RedisProcess(tmp_path)
+    redis = RedisServer(tmp_path, persistent=True)
     redis.start()
     try:
         write_redis(redis.url, load_repo(REPO_DIR).views, make_events(), meta_for=("user_spend",))

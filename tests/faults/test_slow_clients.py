@@ -1,7 +1,7 @@
 """Slow and stalled HTTP clients cannot starve real ones (issue 14, docs/security.md).
 
 A real ``streamfeat serve`` process; hundreds of hostile connections from other loopback
-addresses (tests/faults/slow_clients.py, its own process) that connect and send nothing,
+addresses (tests/faults/slow_clients_support.py, its own process) that connect and send nothing,
 stall or trickle their headers or their body. Real requests from 127.0.0.1 are measured
 in rounds alternating without and with the hostile clients: never a 503, and the median
 of the rounds' p99 under attack within 2x of the median unloaded p99.
@@ -96,7 +96,7 @@ def _start_hostile(served: Served, seconds: float) -> subprocess.Popen[str]:
     # lowest CPU priority, so the ratio measures the server's starvation, not the load
     # generator's own CPU use.
     proc = subprocess.Popen(
-        ["nice", "-n", "19", sys.executable, "-m", "tests.faults.slow_clients", host, str(port), ",".join(HOSTILE_SOURCES),
+        ["nice", "-n", "19", sys.executable, "-m", "tests.faults.slow_clients_support", host, str(port), ",".join(HOSTILE_SOURCES),
          str(PER_SOURCE), str(seconds)],
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None

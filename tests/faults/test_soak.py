@@ -32,13 +32,14 @@ from confluent_kafka.cimpl import NewTopic
 from engine import kafka_local
 from engine.processes import stop_process_group
 from tests.engine.streaming_support import copy_repo, read_topic, streamfeat
-from tests.faults.faults_support import RedisProcess, long_mode, serve, streamfeat_cmd
+from tests.faults.faults_support import long_mode, serve, streamfeat_cmd
 from tests.faults.pipeline_support import check_against_reference
+from tests.fixtures.redis import RedisServer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 RATE = 200  # records per second
-KINDS = (("good", 0.86), ("near_future", 0.01), ("malformed", 0.05), ("far_future", 0.04), ("huge", 0.04))
+KINDS: tuple[tuple[str, float], ...] = (("good", 0.86), ("near_future", 0.01), ("malformed", 0.05), ("far_future", 0.04), ("huge", 0.04))
 BAD_KINDS = {"malformed", "far_future", "huge"}
 
 
@@ -73,7 +74,8 @@ class _SteadyProducer(threading.Thread):
         rng = random.Random(2026)
         producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True, "linger.ms": 20,
                              "message.max.bytes": 2_000_000, "message.timeout.ms": 300_000, "log_level": 0})
-        kinds, weights = zip(*KINDS, strict=True)
+        kinds = [kind for kind, _ in KINDS]
+        weights = [weight for _, weight in KINDS]
         i = 0
         start = time.monotonic()
         while not self.stop_event.is_set():
@@ -130,7 +132,7 @@ def test_soak_mixed_records_with_kills_and_restarts(
     data = tmp_path / "data"
     streamfeat("apply", "--repo", str(repo), "--data-dir", str(data), "--shards", "4")
     (tmp_path / "redis").mkdir()
-    redis = RedisProcess(tmp_path / "redis")
+    redis = RedisServer(tmp_path / "redis", persistent=True)
     redis.start()
     common = ["--repo", str(repo), "--data-dir", str(data), "--bootstrap", bootstrap, "--online", "redis",
               "--redis-url", redis.url, "--batch-size", "500"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import main as cli_main
+from cli import main as cli_main
 from engine.definitions import load_repo
 from engine.feast_import import read_feast_repo, translate
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.cli import main
+from cli import main
 from engine.exceptions import ConfigError
 from engine.generate import (
     CHUNK_SIZE,

@@ -4,32 +4,19 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 from pathlib import Path
 
 import pytest
 
+from cli import main
 from engine import kafka_local
-from engine.cli import main
 from engine.exceptions import KafkaBrokerError
 from engine.kafka_local import BrokerConfig
+from engine.ports import free_ports
 
 pytestmark = pytest.mark.kafka
 
-
-def _free_port_pair() -> tuple[int, int]:
-    """Two free loopback ports (broker, controller)."""
-    socks = []
-    try:
-        for _ in range(2):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            socks.append(sock)
-        return socks[0].getsockname()[1], socks[1].getsockname()[1]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def _jvms_for(config: BrokerConfig) -> list[int]:
@@ -59,7 +46,7 @@ def test_session_broker_answers_and_start_is_idempotent(kafka_bootstrap: str) ->
 
 
 def test_lifecycle_on_a_private_port(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    port, controller = _free_port_pair()
+    port, controller = free_ports(2)
     config = BrokerConfig(port=port, controller_port=controller, data_dir=tmp_path / "broker")
     cli = ["--port", str(port), "--data-dir", str(config.root)]
 
@@ -120,7 +107,7 @@ def test_storage_formatted_for_other_ports_is_refused(tmp_path: Path) -> None:
     (root / "data").mkdir(parents=True)
     (root / "data" / "meta.properties").write_text("cluster.id=x\n")
     (root / "ports.json").write_text('{"port": 1, "controller_port": 2}\n')
-    port, controller = _free_port_pair()
+    port, controller = free_ports(2)
     config = BrokerConfig(port=port, controller_port=controller, data_dir=root)
     with pytest.raises(KafkaBrokerError, match="formatted for ports"):
         kafka_local.start_broker(config=config)

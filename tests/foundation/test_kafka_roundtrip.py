@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
-from engine.cli import main
+from cli import main
 from engine.exceptions import GenerateError
 from engine.generate import GeneratorConfig, generate, produce_events
 

@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
-from io_helpers import NOW_MS, FakeSource, TopicFactory, dumps, good_event, raw_batch
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from engine.io.batches import DeadLetter
 from engine.io.dead_letters import (
@@ -20,6 +20,7 @@ from engine.io.dead_letters import (
 )
 from engine.io.decoder import Decoder, PartitionWatermarks
 from engine.io.exceptions import DeadLetterDeliveryError
+from tests.io.io_support import NOW_MS, FakeSource, TopicFactory, dumps, good_event, raw_batch
 
 pytestmark = pytest.mark.kafka
 

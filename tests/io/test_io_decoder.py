@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Any
 
 import numpy as np
 import pytest
-from io_helpers import (
+
+from engine.io.batches import DeadLetterReason, DecodedBatch, RawBatch
+from engine.io.decoder import Decoder, PartitionWatermarks
+from engine.io.exceptions import IoValueError
+from tests.io.io_support import (
     BASE_TS,
     NOW_MS,
     FakeSource,
@@ -20,17 +24,13 @@ from io_helpers import (
     raw_batch,
 )
 
-from engine.io.batches import DeadLetterReason, DecodedBatch, RawBatch
-from engine.io.decoder import Decoder, PartitionWatermarks
-from engine.io.exceptions import IoValueError
-
 
 def _decoder(**overrides: Any) -> Decoder:
     cap = overrides.pop("dlq_payload_cap", 64 * 1024)
     return Decoder(FakeSource(**overrides), now_ms=lambda: NOW_MS, dlq_payload_cap=cap)
 
 
-def _decode(values: list[bytes | None], **overrides: Any) -> DecodedBatch:
+def _decode(values: Sequence[bytes | None], **overrides: Any) -> DecodedBatch:
     raw = raw_batch(values)
     out = _decoder(**overrides).decode(raw, PartitionWatermarks())
     assert len(out) + len(out.dead_letters) == len(raw)

@@ -8,10 +8,10 @@ from typing import Any
 import orjson
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from io_helpers import BASE_TS, NOW_MS, FakeSource, good_event, raw_batch
 
 from engine.io.batches import DeadLetterReason
 from engine.io.decoder import Decoder, PartitionWatermarks
+from tests.io.io_support import BASE_TS, NOW_MS, FakeSource, good_event, raw_batch
 
 _REASONS = {r.value for r in DeadLetterReason}
 _FIELDS = ["user_id", "amount", "items", "card_present", "currency", "ts", "other"]

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from io_helpers import BASE_TS, NOW_MS, FakeSource, dumps, good_event, raw_batch
 
 from engine.definitions import Constraint
 from engine.io.decoder import Decoder, PartitionWatermarks
+from tests.io.io_support import BASE_TS, NOW_MS, FakeSource, dumps, good_event, raw_batch
 
 
 def _decoder(**overrides: Any) -> Decoder:

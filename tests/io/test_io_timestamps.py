@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-from io_helpers import dumps, good_event, raw_batch
 
 from engine.io.decoder import Decoder, PartitionWatermarks
-from engine.offline.backfill import HistoryFileError, _event_times
+from engine.offline.exceptions import HistoryFileError
+from engine.offline.history_files import _event_times
+from tests.io.io_support import dumps, good_event, raw_batch
 from tests.io.test_io_decoder import _decoder
 
 # Ascending and in the past, so the stream's lateness and future checks pass them all.
-CASES = {
+CASES: dict[str, list[object]] = {
     "epoch_millis": [946_684_800_000, 1_700_000_000_123, 1_700_000_000_124],
     "epoch_seconds": [946_684_800.0, 1_700_000_000.0009, 1_700_000_000.5],
     "iso8601": ["2000-01-01T00:00:00+00:00", "2023-11-14T22:13:20.123Z", "2023-11-15T00:13:20.1239+02:00"],

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kernel_helpers import LAYOUT, assert_same_value, build_state, make_spec
 
 from engine.kernel import (
     HEADER,
@@ -28,6 +27,7 @@ from engine.kernel import (
     evaluate,
     merge_tile_sets,
 )
+from tests.kernel.kernel_support import LAYOUT, assert_same_value, build_state, make_spec
 from tests.reference import apply_watermark
 
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)

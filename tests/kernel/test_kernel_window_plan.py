@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kernel_helpers import LAYOUT, assert_same_value, build_state, make_spec
-from test_kernel_windows import histories
 
 from engine.kernel import HEADER, TileCodecError, decode_tiles, encode_tiles, evaluate
 from engine.kernel.window_plan import WindowPlan, decode_record
+from tests.kernel.kernel_support import LAYOUT, assert_same_value, build_state, histories, make_spec
 
 
 def _check_plan(spec: Any, record: bytes, t: int) -> None:

@@ -2,63 +2,28 @@
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kernel_helpers import (
-    FUNCTIONS,
+
+from engine.kernel import evaluate, evaluate_many
+from engine.kernel.exceptions import KernelSpecError
+from engine.kernel.layout import FIELD_COUNT, FIELD_LAST_VALUE, FUNCTIONS, PartialLayout, ViewSpec
+from tests.kernel.kernel_support import (
+    ENTITIES,
     LAYOUT,
     Event,
     aggregate_events,
     assert_same_value,
     build_state,
     empty_tile_set,
+    histories,
     make_spec,
 )
-
-from engine.kernel import evaluate, evaluate_many
-from engine.kernel.exceptions import KernelSpecError
-from engine.kernel.layout import FIELD_COUNT, FIELD_LAST_VALUE, PartialLayout, ViewSpec
 from tests.reference import reference_value
-
-ENTITIES = (0, 1, 2)
-VALUES = st.one_of(
-    st.sampled_from([-5.0, -0.5, 0.0, 2.5, 1000.0]),  # equal values are common
-    st.floats(-1000, 1000, allow_nan=False).map(lambda x: round(x, 3)),
-)
-
-
-@st.composite
-def histories(draw: st.DrawFn, max_events: int = 40) -> dict[str, Any]:
-    """Events of several entities and partitions, split into batches in random order."""
-    interval = draw(st.sampled_from([5, 10, 60]))
-    base = draw(st.integers(0, 10**6)) * interval + draw(st.integers(0, interval - 1))
-    span = draw(st.integers(1, 12)) * interval
-    n = draw(st.integers(0, max_events))
-    events: list[Event] = []
-    next_offset = {0: 0, 1: 0, 2: 0}
-    for _ in range(n):
-        partition = draw(st.integers(0, 2))
-        next_offset[partition] += draw(st.integers(1, 3))
-        events.append(
-            {
-                "entity": draw(st.sampled_from(ENTITIES)),
-                "e": draw(st.integers(base, base + span - 1)),  # small range: duplicate times
-                "partition": partition,
-                "offset": next_offset[partition],
-                "value": draw(VALUES),
-            }
-        )
-    order = draw(st.permutations(range(n)))
-    cuts = sorted(draw(st.lists(st.integers(0, n), max_size=4)))
-    bounds = [0, *cuts, n]
-    batches = [[events[i] for i in order[a:b]] for a, b in itertools.pairwise(bounds)]
-    windows = sorted(draw(st.sets(st.integers(1, 14), min_size=1, max_size=3)))
-    return {"interval": interval, "events": events, "batches": batches, "windows": windows}
 
 
 def check_all(history: dict[str, Any], t: int, applied: list[Event]) -> None:
@@ -144,7 +109,8 @@ def test_evaluate_many_equals_evaluate(
     batch = evaluate_many(spec, tiles, partials, indptr, segments, times)
     assert len(batch) == len(queries)
     for i, (segment, t) in enumerate(zip(segments.tolist(), times.tolist(), strict=True)):
-        want = evaluate(spec, *sets[segment], t)
+        seg_tiles, seg_partials = sets[segment]
+        want = evaluate(spec, seg_tiles, seg_partials, t)
         got = batch.row(i)
         assert got.empty == want.empty
         for name in spec.output_names:

@@ -27,12 +27,13 @@ from engine.definitions import (
 )
 from engine.io.parquet_log import DAY_MS, ParquetLogWriter
 from engine.kernel.layout import FUNCTIONS, AggregationSpec
+from engine.offline.event_windows import evaluate_windows
 from engine.offline.exceptions import (
     OnDemandComputationError,
     SpineValidationError,
     TrainingSetError,
 )
-from engine.offline.training import evaluate_windows, get_training_set
+from engine.offline.training import get_training_set
 from tests.reference import reference_value
 
 G = 1000  # the view's aggregation interval: 1 s

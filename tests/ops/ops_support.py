@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,12 +21,6 @@ from tests.engine.streaming_support import copy_repo, streamfeat
 
 START_MS = 1_780_000_000_000
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)
@@ -67,7 +60,7 @@ def running_dataflow(p: Pipeline, metrics_port: int, *extra: str) -> Iterator[su
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_file = log_path.open("wb")
     child = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "run", *p.common, "--batch-size", "1000", *extra],
+        [sys.executable, "-m", "cli", "run", *p.common, "--batch-size", "1000", *extra],
         env=env, stdout=subprocess.DEVNULL, stderr=log_file, start_new_session=True,
     )  # fmt: skip
     try:

@@ -13,16 +13,10 @@ import httpx
 import pytest
 
 from engine.definitions import load_repo
+from engine.ports import free_port
 from tests.engine.streaming_support import streamfeat
-from tests.ops.cdp import Browser, chromium_path
-from tests.ops.ops_support import (
-    START_MS,
-    free_port,
-    make_pipeline,
-    produce,
-    running_dataflow,
-    wait_until,
-)
+from tests.ops.cdp_support import Browser, chromium_path
+from tests.ops.ops_support import START_MS, make_pipeline, produce, running_dataflow, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.browser]
 
@@ -47,7 +41,7 @@ def test_dashboard_draws_ingest_latency_and_quality(
     env = {**os.environ, "STREAMFEAT_METRICS_PORT": str(metrics_port)}
     server_log = (tmp_path / "serve.log").open("wb")
     server = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "serve", "--repo", str(p.repo), "--data-dir", str(p.data),
+        [sys.executable, "-m", "cli", "serve", "--repo", str(p.repo), "--data-dir", str(p.data),
          "--port", str(serve_port)],
         env=env, stdout=server_log, stderr=subprocess.STDOUT,
     )  # fmt: skip

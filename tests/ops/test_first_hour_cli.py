@@ -22,11 +22,12 @@ import orjson
 import polars as pl
 import pytest
 
+from cli import build_parser, main
+from cli.init_cmd import NEXT_STEPS
 from engine import kafka_local
-from engine.cli import build_parser, main
-from engine.cli.init_cmd import NEXT_STEPS
 from engine.definitions import load_repo
-from tests.ops.ops_support import free_port, scrape, total, wait_until
+from engine.ports import free_port
+from tests.ops.ops_support import scrape, total, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 # What a Kafka client or Bytewax prints when its noise escapes: librdkafka log lines
@@ -55,7 +56,7 @@ def tailing_run(project: Path, stderr: Any, metrics_port: int = 0) -> Iterator[s
     """``streamfeat run`` tailing the topic, in a process group of its own; killed if the
     test leaves it running."""
     child = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "run"], cwd=project, env=_user_env(metrics_port),
+        [sys.executable, "-m", "cli", "run"], cwd=project, env=_user_env(metrics_port),
         stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True,
     )  # fmt: skip
     try:
@@ -81,7 +82,7 @@ def streamfeat_in(
     """``streamfeat ARGS`` as a user runs it, from the project directory."""
     child_env = {**_user_env(), **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args], cwd=project, env=child_env,
+        [sys.executable, "-m", "cli", *args], cwd=project, env=child_env,
         capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
 
@@ -214,15 +215,17 @@ def test_run_on_a_missing_topic_says_so_in_one_line(tmp_path: Path, kafka_bootst
 
 
 @pytest.mark.kafka
+@pytest.mark.parametrize("processes", ["1", "2"])
 def test_run_mostly_dead_letters_is_loud_and_summarised(
-    tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]
+    tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str], processes: str
 ) -> None:
+    """With two processes each reads some partitions: the summary sums them, counting each record once."""
     project, topic, produced = project_with_events(
         tmp_path, kafka_bootstrap, kafka_topic, 2000, "--malformed-fraction", "0.9"
     )
     malformed = int(re.search(r"\(([\d,]+) malformed\)", produced).group(1).replace(",", ""))  # type: ignore[union-attr]
 
-    done = streamfeat_in(project, "run", "--until-caught-up")
+    done = streamfeat_in(project, "run", "--processes", processes, "--until-caught-up")
     assert done.returncode == 0, done.stderr
     assert not NOISE.search(done.stderr), done.stderr
     warning = re.search(
@@ -286,7 +289,7 @@ def test_kafka_status_says_where_the_broker_lives(
 
 
 def test_training_set_files_hold_utc_timestamps_of_the_same_instants() -> None:
-    from engine.cli.training_cmd import as_utc_timestamps
+    from cli.training_cmd import as_utc_timestamps
 
     spine = pl.DataFrame({"user_id": ["u1", "u2"], "event_timestamp": [1_767_225_600_123, 0]})
     out = as_utc_timestamps(spine, "event_timestamp")
@@ -345,3 +348,47 @@ def test_run_shows_progress_on_a_terminal(
         os.close(controller)
     assert caught_up.search(seen), seen.decode(errors="replace")
     assert child.returncode == 0
+
+
+def _one_error_line(done: subprocess.CompletedProcess[str], command: str) -> str:
+    """The single ``streamfeat COMMAND: error:`` line of a failed command, with no client noise."""
+    assert done.returncode != 0, done.stdout
+    errors = [line for line in done.stderr.splitlines() if line.startswith(f"streamfeat {command}: error:")]
+    assert len(errors) == 1, done.stderr
+    assert not NOISE.search(done.stderr), done.stderr
+    return errors[0]
+
+
+# Every subcommand that reads a source topic, as a user types it.
+TOPIC_READERS = (("status", "--sample", "0"), ("backfill", "--source", "transactions", "--from", "kafka"))
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("argv", TOPIC_READERS, ids=lambda a: a[0])
+def test_topic_readers_without_a_broker_say_so_in_one_line(tmp_path: Path, argv: tuple[str, ...]) -> None:
+    nowhere = f"127.0.0.1:{_closed_port()}"
+    project = project_on_topic(tmp_path, "nothing-here", nowhere)
+    done = streamfeat_in(project, *argv)
+    assert f"no Kafka broker answers at {nowhere}" in _one_error_line(done, argv[0])
+    assert "hint: start one with `streamfeat kafka start`, or check kafka_bootstrap" in done.stderr
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("argv", TOPIC_READERS, ids=lambda a: a[0])
+def test_topic_readers_on_a_missing_topic_say_so_in_one_line(
+    tmp_path: Path, kafka_bootstrap: str, argv: tuple[str, ...]
+) -> None:
+    topic = f"missing-{uuid.uuid4().hex[:12]}"
+    project = project_on_topic(tmp_path, topic, kafka_bootstrap)
+    done = streamfeat_in(project, *argv)
+    assert f"Kafka topic '{topic}' does not exist on broker {kafka_bootstrap}" in _one_error_line(done, argv[0])
+    assert "hint: produce events to it first" in done.stderr
+
+
+def test_dataflows_started_by_tests_take_no_fixed_metrics_port() -> None:
+    """A `streamfeat run` started by a test must not need port 9464, which another dataflow
+    on the machine may hold: the session turns the endpoint off unless a test picks a free port."""
+    from engine.config import load_settings
+
+    assert load_settings().metrics_port == 0
+    assert os.environ["STREAMFEAT_METRICS_PORT"] == "0"

@@ -12,9 +12,9 @@ import pytest
 
 from engine.generate import generate
 from engine.io.dead_letters import read_dead_letters
+from engine.ports import free_port
 from tests.engine.streaming_support import applied_events, read_topic, reference_events, streamfeat
 from tests.ops.ops_support import (
-    free_port,
     make_pipeline,
     produce,
     running_dataflow,

@@ -20,7 +20,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 import pytest
 
 from engine import kafka_local
+from engine.ports import free_port, free_port_pair
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
 
@@ -45,22 +45,6 @@ def readme_commands(readme: str) -> str:
     return block.group(1)
 
 
-def _free_port_pair() -> int:
-    """A port whose successor is free too (the broker's controller uses port + 1)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port: int = probe.getsockname()[1]
-        if port < 65535 and not kafka_local._port_open(port + 1) and not kafka_local._port_open(port):
-            return port
-    raise RuntimeError("no two consecutive free loopback ports")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _copy_checkout(target: Path) -> None:
@@ -83,7 +67,7 @@ def _answers(stdout: str) -> list[dict[str, Any]]:
 def test_readme_first_feature_runs_as_written(tmp_path: Path) -> None:
     script = readme_commands((ROOT / "README.md").read_text(encoding="utf-8"))
     assert "streamfeat kafka start" in script and "curl" in script
-    kafka_port, serve_port = _free_port_pair(), _free_port()
+    kafka_port, serve_port = free_port_pair(), free_port()
     script = script.replace(DEFAULT_SERVER, f"127.0.0.1:{serve_port}")
     clone, home = tmp_path / "clone", tmp_path / "home"
     clone.mkdir()

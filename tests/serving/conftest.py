@@ -7,8 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from asgi_client import ASGIClient
-from serving_state import (
+
+from engine.definitions import FeatureRepo
+from engine.plan import AppliedPlan, apply_plan
+from engine.state import OnlineTable, RedisOnlineTable, RocksDBOnlineTable
+from tests.serving.asgi_support import ASGIClient
+from tests.serving.serving_support import (
     META_VIEWS,
     N_SHARDS,
     build_test_repo,
@@ -19,10 +23,6 @@ from serving_state import (
     write_redis,
     write_rocksdb,
 )
-
-from engine.definitions import FeatureRepo
-from engine.plan import AppliedPlan, apply_plan
-from engine.state import OnlineTable, RedisOnlineTable, RocksDBOnlineTable
 
 
 @pytest.fixture(scope="session")

@@ -20,9 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from serving_state import N_SHARDS, REPO_DIR, example_repo, write_rocksdb
 
-from benchmarks.common import free_port
 from benchmarks.peers.install import (
     PEERS,
     Peer,
@@ -35,17 +33,19 @@ from benchmarks.peers.install import (
 from benchmarks.servers import server
 from engine.definitions import FieldType
 from engine.plan import apply_plan
+from engine.ports import free_port
 from serving.client import FeatureClient
 from serving.request import now_ms
 from serving.routes_feast import feast_status
+from tests.serving.serving_support import N_SHARDS, REPO_DIR, example_repo, write_rocksdb
 
 pytestmark = pytest.mark.slow
 
-SDK_SCRIPT = Path(__file__).with_name("feast_sdk_client.py")
+SDK_SCRIPT = Path(__file__).with_name("feast_sdk_support.py")
 PINNED = PEERS["feast"].requirements[0].removeprefix("feast==")
 SERVICE = "fraud_scoring"
 MINUTE = 60_000
-ROWS = [  # u0/m0 active in every window, u1/m1 only hours ago, the third never seen
+ROWS: list[dict[str, Any]] = [  # u0/m0 active in every window, u1/m1 only hours ago, the third never seen
     {"user_id": "u0", "merchant_id": "m0", "amount": 25.0},
     {"user_id": "u1", "merchant_id": "m1", "amount": 7.5},
     {"user_id": "u_new", "merchant_id": "m_new", "amount": 3.0},
@@ -169,7 +169,7 @@ def streamfeat_url(tmp_path: Path) -> Iterator[str]:
     apply_plan(repo, data / "plan.json", shards=N_SHARDS)
     write_rocksdb(data / "state", repo.views, recent_events(now_ms()), meta_for=("user_spend",))
     port = free_port()
-    cmd = [sys.executable, "-m", "engine.cli", "serve", "--repo", str(REPO_DIR), "--port", str(port)]
+    cmd = [sys.executable, "-m", "cli", "serve", "--repo", str(REPO_DIR), "--port", str(port)]
     with server(cmd, "/readyz", port=port, env={"STREAMFEAT_DATA_DIR": str(data)}):
         yield f"http://127.0.0.1:{port}"
 
@@ -208,10 +208,11 @@ def assert_same_as_v1(call_id: str, got: dict[str, Any], wanted_names: list[str]
              (n.split(":") for n in wanted_names)]
     assert got["names"] == ["user_id", "merchant_id", *names], call_id
     assert got["values"]["user_id"] == [r["user_id"] for r in ROWS], call_id
+    clock = clock_features()
     for ref, name in zip(wanted_names, names, strict=True):
         feature = ref.split(":")[1]
         values = [row[feature] for row in rows]
-        if later_rows is not None and feature in clock_features():
+        if later_rows is not None and feature in clock:
             # Evaluated at the SDK call's own wall-clock time: between the two /v1 answers.
             later = [row[feature] for row in later_rows]
             for mine, lo, hi in zip(got["values"][name], values, later, strict=True):
@@ -227,7 +228,7 @@ def test_feast_sdk_reads_streamfeat(feast_python: Path, streamfeat_url: str, tmp
     repo = write_feast_repo(tmp_path / "feast_repo", port)
     service_refs = [f"{ref.view.name}:{f}" for ref in example_repo().service(SERVICE).refs for f in ref.features]
     no_amount = [{k: v for k, v in r.items() if k != "amount"} for r in ROWS]
-    calls = [
+    calls: list[dict[str, Any]] = [
         {"id": "service", "feature_service": SERVICE, "entity_rows": ROWS},
         {"id": "service_full", "feature_service": SERVICE, "entity_rows": ROWS, "full_feature_names": True},
         {"id": "refs", "features": REFS, "entity_rows": ROWS},

@@ -10,10 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_client import ASGIClient
-from serving_state import REPO_DIR, T_END, uvicorn_server
 
-from engine.cli import main as cli_main
+from cli import main as cli_main
+from engine.ports import free_port
 from serving.client import FeatureClient
 from serving.client_cache import CacheConfig, FeatureRowCache
 from serving.exceptions import (
@@ -23,13 +22,8 @@ from serving.exceptions import (
     ServiceNotFound,
     TransformError,
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.serving.asgi_support import ASGIClient
+from tests.serving.serving_support import REPO_DIR, T_END, uvicorn_server
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +70,7 @@ def test_typed_errors(server_url: str, call: Any, kind: type[Exception]) -> None
 
 
 def test_unreachable_server_is_transport_error() -> None:
-    with FeatureClient(f"http://127.0.0.1:{_free_port()}", timeout=1.0) as fc, pytest.raises(ClientTransportError):
+    with FeatureClient(f"http://127.0.0.1:{free_port()}", timeout=1.0) as fc, pytest.raises(ClientTransportError):
         fc.list_services()
 
 
@@ -85,7 +79,7 @@ def test_serve_without_plan_exits_2_with_hint(tmp_path: Path, monkeypatch: pytes
     monkeypatch.chdir(tmp_path)
     for name in ("STREAMFEAT_DATA_DIR", "STREAMFEAT_REPO", "STREAMFEAT_ONLINE"):
         monkeypatch.delenv(name, raising=False)
-    code = cli_main(["serve", "--repo", str(REPO_DIR), "--port", str(_free_port())])
+    code = cli_main(["serve", "--repo", str(REPO_DIR), "--port", str(free_port())])
     err = capsys.readouterr().err
     assert code == 2
     assert "no applied plan" in err and "streamfeat apply" in err

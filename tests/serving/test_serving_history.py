@@ -12,8 +12,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
-from asgi_client import ASGIClient
-from serving_state import make_app, sweep_all
 
 from engine.definitions import FeatureRepo, load_repo
 from engine.offline.training import get_training_set
@@ -27,6 +25,8 @@ from tests.backfill.backfill_support import (
     write_history,
 )
 from tests.engine.streaming_support import REPO
+from tests.serving.asgi_support import ASGIClient
+from tests.serving.serving_support import make_app, sweep_all
 
 HOUR = 3_600_000
 SPAN = 3 * 24 * HOUR  # three days: the 1-day windows of early times lose tiles to retention
@@ -66,7 +66,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
 
 def first_logged(events: Sequence[dict[str, Any]]) -> int:
     """The earliest time every view's log covers (user_spend logs purchases only)."""
-    return max(min(e["ts"] for e in events), min(e["ts"] for e in events if e["event_type"] == "PURCHASE"))
+    return int(max(min(e["ts"] for e in events), min(e["ts"] for e in events if e["event_type"] == "PURCHASE")))
 
 
 def probe_rows(events: Sequence[dict[str, Any]], rng: np.random.Generator) -> list[tuple[str, str, int]]:

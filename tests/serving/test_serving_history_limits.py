@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from asgi_client import ASGIClient
-from serving_state import N_SHARDS, T_END, make_app, write_log, write_rocksdb
 
 from engine.definitions import FeatureRepo
 from engine.plan import AppliedPlan
 from engine.state import OffsetRecord, RocksDBOnlineTable, RocksDBStore
 from engine.state.offsets import INT64_MIN
 from serving.history import log_complete_through
+from tests.serving.asgi_support import ASGIClient
+from tests.serving.serving_support import N_SHARDS, T_END, make_app, write_log, write_rocksdb
 
 LATENESS = 5 * 60_000  # the example source's allowed_lateness
 
@@ -128,6 +128,23 @@ def test_an_event_far_ahead_marks_what_retention_may_have_cut(
         # The fixture's metadata says it was written at T_END, so freshness (capped by the
         # write time) is stale; what matters is that the exact value is not FUTURE_EVENTS.
         assert exact["metadata"]["statuses"][0]["amount_sum_1d"] in ("PRESENT", "STALE")
+    finally:
+        client.close()
+        table.close()
+
+
+def test_rows_needing_an_absent_log_name_the_setting(
+    repo: FeatureRepo, plan: AppliedPlan, events: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    write_rocksdb(tmp_path / "state", repo.views, events, meta_for=("user_spend", "merchant_activity"))
+    table = RocksDBOnlineTable(tmp_path / "state", N_SHARDS, tmp_path / "secondary", background=False)
+    client = ASGIClient(make_app(repo, plan, table, log_root=str(tmp_path / "no-log-here")))
+    try:
+        refused = client.post("/v1/features/fraud_scoring", json=fraud(["u0"], T_END - 2_500))
+        assert refused.status_code == 422
+        message = refused.json()["error"]["message"]
+        assert f"nothing is published under {tmp_path / 'no-log-here'} (setting log_root" in message
+        assert "cannot be answered exactly for row 0" in message
     finally:
         client.close()
         table.close()

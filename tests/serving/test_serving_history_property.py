@@ -9,10 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from asgi_client import ASGIClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from serving_state import make_app, sweep_all
 
 from engine.definitions import FeatureRepo, load_repo
 from engine.plan import AppliedPlan, apply_plan
@@ -25,6 +23,8 @@ from tests.backfill.backfill_support import (
     write_history,
 )
 from tests.engine.streaming_support import REPO, assert_close, expected_values
+from tests.serving.asgi_support import ASGIClient
+from tests.serving.serving_support import make_app, sweep_all
 
 MINUTE = 60_000
 DAY = 24 * 60 * MINUTE

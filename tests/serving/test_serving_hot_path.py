@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from asgi_client import ASGIClient
 
-from serving.hot_path import feature_service
+from serving.hot_path import feature_service, route_path
+from tests.serving.asgi_support import ASGIClient
 
 GOOD = {"entities": {"user_id": ["u1"], "merchant_id": ["m1"]}, "request_data": {"amount": [3.0]},
         "as_of": 1_767_225_600_000, "include_metadata": True}
@@ -26,6 +26,10 @@ def _scope(method: str, path: str, root_path: str = "") -> dict[str, Any]:
         ("POST", "/v1/features/", "", None),
         ("POST", "/v1/features/a/b", "", None),
         ("POST", "/v1/services/fraud_scoring", "", None),
+        # root_path is a prefix of whole segments only (the ASGI spec, what the router matches)
+        ("POST", "/apiv1/features/fraud_scoring", "/api", None),
+        ("POST", "/v1/features/fraud_scoring", "/other", "fraud_scoring"),
+        ("POST", "/api", "/api", None),
     ],
 )
 def test_dispatch_takes_exactly_the_route_template(method: str, path: str, root_path: str,
@@ -33,12 +37,23 @@ def test_dispatch_takes_exactly_the_route_template(method: str, path: str, root_
     assert feature_service(_scope(method, path, root_path)) == service
 
 
+@pytest.mark.parametrize(
+    ("path", "root_path", "expected"),
+    [("/a/b", "", "/a/b"), ("/api/a", "/api", "/a"), ("/api", "/api", ""), ("/apix/a", "/api", "/apix/a"),
+     ("/a", "/api", "/a")],
+)
+def test_route_path_cuts_the_mount_point_only(path: str, root_path: str, expected: str) -> None:
+    assert route_path(_scope("POST", path, root_path)) == expected
+
+
 def test_hot_path_answers_like_the_documented_route(client: ASGIClient) -> None:
     """The same body through the dispatcher and through FastAPI's own stack: same bytes."""
     app = client.app
     for body in (GOOD, {**GOOD, "entities": {"user_id": ["u1"]}}):
         via_dispatch = client.post("/v1/features/fraud_scoring", json=body)
-        framework = app.middleware_stack.framework  # what every other route goes through
+        stack = app.middleware_stack
+        assert stack is not None, "the app has served a request, so its middleware stack is built"
+        framework = stack.framework  # type: ignore[attr-defined]  # the hot-path dispatcher's attribute, not Starlette's
         sent: list[dict[str, Any]] = []
 
         async def send(message: dict[str, Any]) -> None:

@@ -9,12 +9,12 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from asgi_client import ASGIClient
-from serving_state import T_END, make_app
 
 from engine.definitions import FeatureRepo
 from engine.plan import AppliedPlan
 from engine.state import RedisOnlineTable
+from tests.serving.asgi_support import ASGIClient
+from tests.serving.serving_support import T_END, make_app
 
 GOOD = {"entities": {"user_id": ["u1"], "merchant_id": ["m1"]}, "request_data": {"amount": [3.0]}}
 JSON_TYPE = {"content-type": "application/json"}

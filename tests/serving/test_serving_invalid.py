@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from asgi_client import ASGIClient
-from serving_state import META_VIEWS, T_END, rocksdb_client
 
 from engine.definitions import FeatureRepo
 from engine.plan import AppliedPlan
+from tests.serving.asgi_support import ASGIClient
+from tests.serving.serving_support import META_VIEWS, T_END, rocksdb_client
 
 MINUTE = 60_000
 FUTURE_MS = 4 * MINUTE  # the freshness records say: newest event T_END + 4 min, written at T_END

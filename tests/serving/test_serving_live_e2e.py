@@ -5,6 +5,8 @@ after more events arrive while both processes keep running."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import sys
 import time
 from collections.abc import Callable
@@ -13,11 +15,12 @@ from typing import Any
 
 import pytest
 
-from benchmarks.common import free_port
 from benchmarks.servers import server
 from engine.definitions import StreamFeatureView, load_repo
 from engine.generate import GeneratorConfig, produce_events
+from engine.ports import free_port
 from serving.client import FeatureClient
+from serving.client_async import AsyncFeatureClient
 from tests.engine.streaming_support import (
     applied_events,
     assert_close,
@@ -102,8 +105,8 @@ def test_served_values_follow_a_live_stream(
     views = {v.name: v for v in repo.views}
     lateness = repo.source("transactions").allowed_lateness_ms
     port = free_port()
-    flow = ["-m", "engine.cli", "run", *common, "--bootstrap", kafka_bootstrap]
-    serve = ["-m", "engine.cli", "serve", "--repo", str(repo_dir), "--port", str(port)]
+    flow = ["-m", "cli", "run", *common, "--bootstrap", kafka_bootstrap]
+    serve = ["-m", "cli", "serve", "--repo", str(repo_dir), "--port", str(port)]
     with (server([sys.executable, *flow], "", port=-1, wait=False) as dataflow,
           server([sys.executable, *serve], "/readyz", port=port, env={"STREAMFEAT_DATA_DIR": str(data)}),
           FeatureClient(f"http://127.0.0.1:{port}", timeout=10.0) as client):  # fmt: skip
@@ -111,7 +114,7 @@ def test_served_values_follow_a_live_stream(
         applied = applied_events(reference_events(read_topic(kafka_bootstrap, topic, 3)), lateness)
         t_end = max(e["e"] for e in applied)
         for t in (t_end, t_end + 7 * MINUTE, t_end + 61 * MINUTE):  # the 15-minute and 1-hour windows decay
-            _eventually(lambda t=t: _served_equals_reference(client, views, applied, t))
+            _eventually(functools.partial(_served_equals_reference, client, views, applied, t))
 
         # More events while both keep running: the server sees them without a restart.
         second = GeneratorConfig(events=2_000, users=50, merchants=8, seed=22,
@@ -122,4 +125,16 @@ def test_served_values_follow_a_live_stream(
         assert max(e["e"] for e in applied) > t_end
         t_end = max(e["e"] for e in applied)
         for t in (t_end, t_end + 16 * MINUTE):
-            _eventually(lambda t=t: _served_equals_reference(client, views, applied, t))
+            _eventually(functools.partial(_served_equals_reference, client, views, applied, t))
+
+        # The async client reads the same live server and gets the same answer.
+        users = sorted({str(e["entity"]) for e in applied})
+        entities = {"user_id": users, "merchant_id": ["m0000"] * len(users)}
+        amounts = {"amount": [7.0] * len(users)}
+
+        async def async_answer() -> dict[str, Any]:
+            async with AsyncFeatureClient(f"http://127.0.0.1:{port}", timeout=10.0) as fc:
+                return await fc.get_feature_vectors("fraud_scoring", entities, amounts, as_of=t_end)
+
+        assert asyncio.run(async_answer()) == client.get_feature_vectors("fraud_scoring", entities, amounts,
+                                                                         as_of=t_end)

@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from asgi_client import ASGIClient
-from serving_state import N_SHARDS, make_app, make_events, uvicorn_server, write_rocksdb
 
 from benchmarks.common import copy_repo
 from engine.definitions import load_repo
@@ -20,6 +18,14 @@ from serving.client import FeatureClient
 from serving.exceptions import InvalidRecords
 from serving.request import now_ms
 from tests.engine.streaming_support import read_topic
+from tests.serving.asgi_support import ASGIClient
+from tests.serving.serving_support import (
+    N_SHARDS,
+    make_app,
+    make_events,
+    uvicorn_server,
+    write_rocksdb,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -93,3 +99,18 @@ def test_feature_client_push(pushing: tuple[ASGIClient, str], kafka_bootstrap: s
 
 def test_push_is_off_unless_configured(client: ASGIClient) -> None:
     assert client.post("/v1/push/transactions", json={"records": [_event(0)]}).status_code == 404
+
+
+def test_push_without_a_broker_names_its_address(tmp_path: Path) -> None:
+    from engine.ports import free_port
+    from serving.exceptions import PushUnavailable
+    from serving.push import Pusher
+
+    nowhere = f"127.0.0.1:{free_port()}"
+    repo = load_repo(copy_repo(tmp_path, "push-nowhere"))
+    pusher = Pusher(repo.sources, nowhere, delivery_timeout_s=1.0)
+    with pytest.raises(PushUnavailable) as caught:
+        pusher.push("transactions", [_event(1)], max_records=10)
+    assert f"no Kafka broker answers at {nowhere}" in str(caught.value)
+    assert caught.value.hint is not None and "streamfeat kafka start" in caught.value.hint
+    assert caught.value.status_code == 503

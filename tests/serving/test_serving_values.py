@@ -7,14 +7,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from asgi_client import ASGIClient
-from serving_state import MERCHANTS, T_END, USERS, passes
 
 from engine.definitions import FeatureRepo, StreamFeatureView
 from engine.plan import AppliedPlan
 from engine.state import RedisOnlineTable
 from serving.registry import build_registry
 from tests.reference import reference_value
+from tests.serving.asgi_support import ASGIClient
+from tests.serving.serving_support import MERCHANTS, T_END, USERS, passes
 
 MINUTE = 60_000
 
@@ -201,14 +201,9 @@ def test_as_of_forms_and_exact_head_tile(
     by_iso = post(backend_client, "fraud_scoring", {**fraud_body(["u2"], ["m2"], [3.0], T_END), "as_of": iso})
     assert by_iso == by_int
     # u0's last event is at T_END - 2 s: as of T_END - 2.5 s its tile holds a newer event, so the
-    # online record cannot answer; the Parquet log does (RocksDB knows how far it is published).
+    # online record cannot answer; the Parquet log does (both tables record how far it is published).
     t = T_END - 2_500
     body = fraud_body(["u0", "u3"], ["m0", "m0"], [1.0, 1.0], t)
-    if backend_of(backend_client) == "redis":
-        response = backend_client.post("/v1/features/fraud_scoring", json=body)
-        assert response.status_code == 422
-        assert "redis online table does not record how far the log is published" in response.json()["error"]["message"]
-        return
     head = post(backend_client, "fraud_scoring", body)
     assert head["metadata"]["sources"][0]["user_spend"] == "log"
     assert head["metadata"]["sources"][1]["user_spend"] == "online"
@@ -219,6 +214,34 @@ def test_as_of_forms_and_exact_head_tile(
         for name in user_spend.feature_names:
             assert close(row[name], want[name]), (user, name, row[name], want[name])
     assert head["metadata"]["statuses"][0]["amount_sum_15m"] == "PRESENT"
+
+
+@pytest.mark.redis
+def test_redis_without_offset_records_refuses_log_rows(backend_client: ASGIClient, repo: FeatureRepo) -> None:
+    """A Redis copy written before it recorded offsets cannot tell how far the log is
+    published: rows that need the log are refused (422) with why, never guessed."""
+    import redis
+
+    from engine.state.records import redis_offsets_key
+
+    if backend_of(backend_client) != "redis":
+        pytest.skip("the RocksDB table always has its shards' offset records")
+    table = backend_client.app.state.serving.online.table
+    topic = repo.view("user_spend").source.topic
+    client = redis.Redis.from_url(table.url)
+    saved: dict[str | bytes, bytes | float | int | str] = {k: v for k, v in client.hgetall(redis_offsets_key(topic)).items()}
+    client.delete(redis_offsets_key(topic))
+    try:
+        response = backend_client.post("/v1/features/fraud_scoring",
+                                       json=fraud_body(["u0"], ["m0"], [1.0], T_END - 2_500))
+        assert response.status_code == 422
+        message = response.json()["error"]["message"]
+        assert f"holds no offset records of topic '{topic}'" in message and "written by `streamfeat run`" in message
+        # Rows the online record answers exactly are still served.
+        assert post(backend_client, "fraud_scoring", fraud_body(["u0"], ["m0"], [1.0], T_END))["features"]
+    finally:
+        client.hset(redis_offsets_key(topic), mapping=saved)
+        client.close()
 
 
 def test_one_as_of_per_row(client: ASGIClient, repo: FeatureRepo, events: list[dict[str, Any]]) -> None:

@@ -10,12 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from state_redis_process import RedisProcess, free_port
+
+from tests.fixtures.redis import RedisServer
 
 
 @pytest.fixture(scope="session")
 def state_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = RedisProcess(free_port(), tmp_path_factory.mktemp("redis"))
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start()
     try:
         yield server.url
@@ -24,10 +25,10 @@ def state_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def restartable_redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(free_port(), tmp_path)
+def restartable_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
     server.start()
     try:
         yield server
     finally:
-        server.stop()
+        server.stop(kill=True)

@@ -235,5 +235,10 @@ def test_freshness_written_by_the_real_writer_reads_back(harness: Harness) -> No
     assert harness.table.read_meta(view.fingerprint) == Freshness(
         int(later.event_ts.max()), WRITTEN_AT_MS
     )
+    # The offset records (how far the log is published) read back as the shards hold them.
+    in_shards = [part.read_offsets("transactions") for part in harness.store.partitions]
+    read_back = harness.table.read_offsets("transactions")
+    assert read_back is not None and [r for r in read_back if r] == [r for r in in_shards if r]
+    assert sum(len(r) for r in in_shards) == N_SHARDS  # partition 0 in every shard
     for applier in appliers.values():
         applier.close()

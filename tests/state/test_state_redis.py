@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import redis
-from state_redis_process import RedisProcess
 
 from engine.state.exceptions import OnlineTableUnavailable, OnlineWriteError, StateValueError
 from engine.state.keys import entity_key
 from engine.state.online_redis import RedisOnlineTable
 from engine.state.records import redis_key
 from engine.state.redis_writer import RedisOnlineWriter
+from tests.fixtures.redis import RedisServer
 
 FP = bytes.fromhex("00000000000000ff")
 
@@ -34,7 +34,7 @@ def test_writer_sets_expiry_and_deletes(state_redis_url: str) -> None:
     admin.close()
 
 
-def test_outage_raises_typed_error_and_recovers(restartable_redis: RedisProcess) -> None:
+def test_outage_raises_typed_error_and_recovers(restartable_redis: RedisServer) -> None:
     key = entity_key(["u1"])
     table = RedisOnlineTable(restartable_redis.url, socket_timeout_s=0.5)
     writer = RedisOnlineWriter(restartable_redis.url, socket_timeout_s=0.5)
@@ -42,7 +42,7 @@ def test_outage_raises_typed_error_and_recovers(restartable_redis: RedisProcess)
         writer.write([(FP, key, b"before")], ttl_ms=60_000)
         assert table.read(FP, [key]) == [b"before"]
 
-        restartable_redis.stop()
+        restartable_redis.stop(kill=True)
         with pytest.raises(OnlineTableUnavailable) as info:
             table.read(FP, [key])
         assert f"127.0.0.1:{restartable_redis.port}" in info.value.reason

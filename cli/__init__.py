@@ -1,0 +1,80 @@
+"""The ``streamfeat`` command line.
+
+Each subcommand lives in its own module under ``cli`` and exposes
+``register(subparsers)``, which adds its parser and sets ``handler`` to a function
+``(argparse.Namespace) -> int`` returning the exit code.
+
+Exit codes: 0 success, 1 the operation failed, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from engine.exceptions import StreamfeatError
+
+# Subcommand modules, in the order --help lists them.
+_SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "cli.kafka_cmd",
+    "cli.generate_cmd",
+    "cli.plan_cmd",
+    "cli.list_cmd",
+    "cli.run_cmd",
+    "cli.demo_cmd",
+    "cli.serve_cmd",
+    "cli.backfill_cmd",
+    "cli.training_cmd",
+    "cli.score_batch_cmd",
+    "cli.consistency_cmd",
+    "cli.status_cmd",
+    "cli.quality_cmd",
+    "cli.init_cmd",
+    "cli.import_feast_cmd",
+    "cli.shadow_cmd",
+)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("streamfeat")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamfeat",
+        description="Streaming-first feature engine: Kafka -> Bytewax -> RocksDB tiles -> serving.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for module_name in _SUBCOMMAND_MODULES:
+        module = importlib.import_module(module_name)
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except StreamfeatError as exc:
+        print(f"streamfeat {args.command}: error: {exc}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"streamfeat {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""``streamfeat backfill``: replay Parquet history or a Kafka topic through the streaming kernel."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from cli.common import check_source_topic
+from engine.exceptions import ConfigError
+
+
+def parse_time(flag: str, text: str) -> int:
+    """ISO 8601 with an explicit offset (or 'now') -> epoch milliseconds."""
+    from engine.generate import parse_start
+
+    try:
+        return parse_start(text)
+    except ConfigError as exc:  # its messages name --start; say which flag it was
+        raise ConfigError(str(exc).replace("--start", flag, 1), hint=exc.hint) from None
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from engine.config import load_settings
+
+    return load_settings(
+        overrides={
+            "repo": args.repo,
+            "data_dir": args.data_dir,
+            "kafka_bootstrap": getattr(args, "bootstrap", None),
+        }
+    )
+
+
+def _selected(repo: Any, source_name: str, names: str | None) -> tuple[Any, list[Any]]:
+    from dataflows.stream import select_views
+
+    source, views = select_views(repo, source_name)
+    chosen = list(views)
+    if names:
+        wanted = [n.strip() for n in names.split(",") if n.strip()]
+        known = {v.name: v for v in views}
+        unknown = [n for n in wanted if n not in known]
+        if unknown:
+            raise ConfigError(
+                f"--views: {unknown} are not views of source '{source_name}'",
+                hint=f"views of the source: {', '.join(sorted(known))}",
+            )
+        chosen = [known[n] for n in wanted]
+    return source, chosen
+
+
+def _progress(quiet: bool) -> Any:
+    if quiet:
+        return None
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    class _Rate(TextColumn):
+        def render(self, task: Any) -> Any:
+            speed = task.finished_speed or task.speed
+            self.text_format = f"{speed:,.0f} events/s" if speed else "- events/s"
+            return super().render(task)
+
+    return Progress(
+        TextColumn("backfill"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        _Rate(""),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from engine.definitions import load_repo
+    from engine.offline.backfill import (
+        DEFAULT_CHUNK_ROWS,
+        BackfillTarget,
+        backfill_parquet,
+    )
+    from engine.offline.history_files import resolve_history_files
+    from engine.plan import load_applied
+
+    settings = _settings(args)
+    repo = load_repo(settings.repo_path)
+    source, views = _selected(repo, args.source, args.views)
+    # The backfilled state must be the one served: the views must be applied as defined.
+    plan = load_applied(settings.plan_file, views)
+    sources = args.sources or list(source.history)
+
+    if sources == ["kafka"]:
+        from dataflows.backfill import backfill_kafka
+        from dataflows.job import build_job
+
+        if args.start or args.end:
+            raise ConfigError(
+                "--start/--end do not apply to --from kafka: the topic is replayed from the "
+                "offsets recorded in the state (the earliest for a new state directory)",
+                hint="drop --start/--end, or backfill Parquet history with --from <glob>",
+            )
+        job = build_job(settings, args.source, tail=False)
+        if len(views) != len(job.views):
+            raise ConfigError(
+                "--views: a Kafka backfill runs the source's dataflow, which records one "
+                "offset per topic partition for all of its views",
+                hint="drop --views (every view of the source is replayed together)",
+            )
+        check_source_topic(settings.kafka_bootstrap, source.topic)
+        backfill_kafka(job)
+        if not args.quiet:
+            print(f"caught up with topic {source.topic!r}; state in {settings.state_dir}")
+        return 0
+
+    if "kafka" in sources:
+        raise ConfigError("--from kafka cannot be combined with Parquet paths")
+    if not sources:
+        raise ConfigError(
+            f"source '{source.name}' declares no history and --from was not given",
+            hint="pass --from 'history/**/*.parquet' or --from kafka",
+        )
+    if not args.end:
+        raise ConfigError(
+            "--end is required for a Parquet backfill: it is the handoff time T",
+            hint="history provides e < T, the stream e >= T (docs/backfill.md)",
+        )
+    end_ms = parse_time("--end", args.end)
+    start_ms = parse_time("--start", args.start) if args.start else 0
+    files = resolve_history_files(sources)
+    target = BackfillTarget(
+        state_dir=settings.state_dir,
+        shards=plan.shards,
+        log_root=settings.log_uri,
+        redis_url=(settings.redis_url or None) if settings.online == "redis" else None,
+    )
+    chunk_rows = DEFAULT_CHUNK_ROWS if args.chunk_rows is None else args.chunk_rows
+    progress = _progress(args.quiet)
+    if progress is None:
+        report = backfill_parquet(
+            target, source, views, files, start_ms, end_ms, chunk_rows=chunk_rows
+        )
+    else:
+        with progress:
+            task = progress.add_task("backfill", total=None)
+
+            def update(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            report = backfill_parquet(
+                target, source, views, files, start_ms, end_ms,
+                chunk_rows=chunk_rows, on_progress=update,
+            )  # fmt: skip
+    if not args.quiet:
+        resumed = (
+            f", resumed at row {report.rows_resumed_from:,}" if report.rows_resumed_from else ""
+        )
+        print(
+            f"backfilled {report.rows_replayed:,} of {report.rows_total:,} history events from "
+            f"{len(report.files)} file(s) into views {', '.join(report.views)}{resumed} in "
+            f"{report.seconds:.1f} s ({report.events_per_second:,.0f} events/s); "
+            f"handoff T = {args.end}: streaming applies e >= T for these views"
+        )
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "backfill",
+        help="replay Parquet history or a Kafka topic through the streaming kernel",
+        description=(
+            "Parquet history: events with --start <= e < --end, sorted by event time, are "
+            "applied with the same kernel as streaming; --end becomes the handoff time "
+            "(see docs/backfill.md). --from kafka: run the source's dataflow until caught up."
+        ),
+    )
+    parser.add_argument("--repo", type=Path, default=None, help="feature repo (default feature_defs)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="state, plan and log directory")
+    parser.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (for --from kafka)")
+    parser.add_argument("--source", required=True, help="event source name, e.g. transactions")
+    parser.add_argument("--views", default=None, help="comma-separated views (default: all of the source)")
+    parser.add_argument(
+        "--from", dest="sources", action="append", default=None, metavar="PATH|GLOB|kafka",
+        help="Parquet file, directory or glob (repeatable), or 'kafka' (default: the source's history)",
+    )  # fmt: skip
+    parser.add_argument("--start", default=None, help="first event time, ISO 8601 with offset (default: all)")
+    parser.add_argument("--end", default=None, help="handoff time T, ISO 8601 with offset: history takes e < T")
+    parser.add_argument("--chunk-rows", type=int, default=None, help="rows routed together (default 2,000,000)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    parser.set_defaults(handler=_run)

@@ -1,0 +1,69 @@
+"""Flags every subcommand shares, and turning them into :class:`Settings`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from engine.config import Settings, load_settings
+
+
+def add_settings_args(parser: argparse.ArgumentParser, *, kafka: bool = True) -> None:
+    group = parser.add_argument_group(
+        "settings (override streamfeat.yaml / [tool.streamfeat] / STREAMFEAT_*)"
+    )
+    group.add_argument(
+        "--repo", type=Path, default=None, help="feature repo directory (default: feature_defs)"
+    )
+    group.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="state, plan and log directory (default: .streamfeat)",
+    )
+    if kafka:
+        group.add_argument(
+            "--bootstrap", default=None, help="Kafka bootstrap servers (default: 127.0.0.1:9092)"
+        )
+
+
+def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
+    overrides: dict[str, Any] = {
+        "repo": getattr(args, "repo", None),
+        "data_dir": getattr(args, "data_dir", None),
+        "kafka_bootstrap": getattr(args, "bootstrap", None),
+    }
+    overrides.update(extra)
+    return load_settings(overrides=overrides)
+
+
+def log_to_file(path: Path, *, verbose: bool) -> Path:
+    """Send every log record to ``path``. The terminal gets streamfeat's own warnings and
+    errors; Kafka client lines and INFO records only with ``verbose``. Returns ``path``."""
+    from engine.io.kafka_source import CLIENT_LOG
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    root.addHandler(handler)
+    terminal = logging.StreamHandler(sys.stderr)
+    if not verbose:
+        terminal.setLevel(logging.WARNING)
+        terminal.addFilter(lambda record: not record.name.startswith(CLIENT_LOG.name))
+    root.addHandler(terminal)
+    return path
+
+
+def check_source_topic(bootstrap: str, topic: str) -> None:
+    """Refuse to start when no broker answers at ``bootstrap`` or ``topic`` is not there,
+    with one line saying what to do (instead of a client library's retry loop)."""
+    from engine.io.kafka_source import list_topic_partitions
+    from engine.kafka_local import require_broker
+
+    require_broker(bootstrap)
+    list_topic_partitions(bootstrap, topic)  # TopicNotFoundError names the topics there

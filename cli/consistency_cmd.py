@@ -1,0 +1,57 @@
+"""``streamfeat consistency-check``: recompute logged serving requests offline."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from cli.common import add_settings_args, settings_from
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "consistency-check",
+        help="recompute logged serving requests offline and report mismatch rates per feature",
+        description="Needs serving started with request logging (setting request_log_dir).",
+    )
+    add_settings_args(parser, kafka=False)
+    parser.add_argument(
+        "--request-log",
+        default=None,
+        help="request log directory (default: setting request_log_dir)",
+    )
+    parser.add_argument(
+        "--service", action="append", default=None, help="only this service (repeatable)"
+    )
+    parser.add_argument(
+        "--max-mismatch-rate",
+        type=float,
+        default=0.0,
+        help="exit 1 when any feature exceeds this rate (default 0)",
+    )
+    parser.set_defaults(handler=_check)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from engine.definitions import load_repo
+    from engine.exceptions import ConfigError
+    from engine.offline.consistency import check_request_log
+
+    settings = settings_from(args)
+    directory = args.request_log or settings.request_log_dir
+    if not directory:
+        raise ConfigError(
+            "no request log to check",
+            hint="start serving with request_log_dir set, then pass --request-log DIR",
+        )
+    repo = load_repo(settings.repo_path)
+    wanted = {name: True for name in args.service} if args.service else None
+    reports = check_request_log(repo, directory, settings.log_uri, wanted)
+    if not reports:
+        print(f"no logged requests under {directory}")
+        return 0
+    worst = 0.0
+    for report in reports:
+        print(report.render())
+        worst = max([worst, *(f.rate for f in report.features)])
+    return 1 if worst > args.max_mismatch_rate else 0

@@ -1,0 +1,285 @@
+"""``streamfeat demo``: the whole product end to end on this machine.
+
+1. start a local Kafka broker (unless one answers already);
+2. apply the example fraud repo into a fresh demo data directory;
+3. backfill one day of generated history from Parquet (handoff at "now");
+4. start the streaming dataflow and the feature server as child processes;
+5. produce a live stream of generated transactions;
+6. print feature vectors (with the request-time ratio) for a few users from the API;
+7. write a point-in-time training set from the Parquet log and train a small fraud model;
+8. score live transactions through the cached client, as an inference endpoint would;
+9. stop everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from engine.ports import free_port
+from engine.processes import stop_process_group
+from engine.timefmt import iso_utc
+
+DEMO_TOPIC = "transactions"
+HISTORY_EVENTS_PER_SECOND = 3.0
+STREAM_SECONDS = 8
+STREAM_RATE = 1_000
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "demo",
+        help="run the example fraud pipeline end to end (Kafka, backfill, dataflow, serving)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path(".streamfeat/demo"), help="demo data (wiped first)"
+    )
+    parser.add_argument(
+        "--bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap (started if not answering)"
+    )
+    parser.add_argument("--users", type=int, default=5_000, help="distinct users (default 5000)")
+    parser.add_argument("--port", type=int, default=0, help="serving port (default: a free one)")
+    parser.set_defaults(handler=_demo)
+
+
+def _say(text: str) -> None:
+    print(f"[demo] {text}", flush=True)
+
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cli", *args]
+
+
+def _run_cli(*args: str) -> None:
+    done = subprocess.run(_cli(*args), capture_output=True, text=True)
+    if done.returncode != 0:
+        from engine.exceptions import StreamfeatError
+
+        raise StreamfeatError(f"`streamfeat {' '.join(args)}` failed:\n{done.stderr.strip()}")
+
+
+@contextlib.contextmanager
+def _child(name: str, args: list[str], log_file: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log_file.open("wb") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            yield proc
+        finally:
+            stop_process_group(proc, signal.SIGINT, timeout_s=20)
+            _say(f"stopped {name} (log: {log_file})")
+
+
+def _recreate_topic(bootstrap: str, topic: str) -> None:
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = admin.list_topics(timeout=10).topics
+    doomed = [t for t in (topic, f"{topic}.dlq") if t in existing]
+    if doomed:
+        for future in admin.delete_topics(doomed, operation_timeout=30).values():
+            future.result(timeout=30)
+        deadline = time.monotonic() + 30
+        while (
+            any(t in admin.list_topics(timeout=10).topics for t in doomed)
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.2)
+    for _ in range(50):  # deletion is asynchronous on the broker: retry creation briefly
+        futures = admin.create_topics(
+            [NewTopic(topic, 3, 1), NewTopic(f"{topic}.dlq", 1, 1)], operation_timeout=30
+        )
+        try:
+            for future in futures.values():
+                future.result(timeout=30)
+            return
+        except Exception:
+            time.sleep(0.3)
+    raise RuntimeError(f"could not create the demo topic {topic!r}")
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the feature server exited with code {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"the feature server at {url} did not become ready")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from engine.kafka_local import ensure_broker, stop_broker
+
+    data_dir: Path = args.data_dir.resolve()
+    shutil.rmtree(data_dir, ignore_errors=True)
+    data_dir.mkdir(parents=True)
+    broker = ensure_broker(port=int(args.bootstrap.rsplit(":", 1)[1]))
+    _say(
+        f"Kafka at {broker.bootstrap}"
+        + (" (started for the demo)" if broker.started_by_us else " (already running)")
+    )
+    try:
+        return _pipeline(args, data_dir, broker.bootstrap)
+    finally:
+        if broker.started_by_us:
+            stop_broker()
+            _say("stopped the Kafka broker the demo started")
+
+
+def _pipeline(args: argparse.Namespace, data_dir: Path, bootstrap: str) -> int:
+    import httpx
+
+    from engine.generate import GeneratorConfig, produce_events, write_parquet
+
+    repo = str(Path("feature_defs").resolve())
+    common = ["--repo", repo, "--data-dir", str(data_dir)]
+    _recreate_topic(bootstrap, DEMO_TOPIC)
+    _run_cli("apply", *common, "--shards", "4")
+    _say(
+        "applied the example fraud repo (views user_spend, merchant_activity, user_merchant_spend; "
+        "services fraud_scoring, batch_review)"
+    )
+
+    # One day of history up to the handoff time T, replayed through the same kernel.
+    handoff_ms = (int(time.time()) // 60) * 60_000
+    day_ms = 86_400_000
+    history = GeneratorConfig(
+        events=int(86_400 * HISTORY_EVENTS_PER_SECOND), users=args.users, merchants=500, seed=1,
+        start_ms=handoff_ms - day_ms, rate=HISTORY_EVENTS_PER_SECOND,
+    )  # fmt: skip
+    write_parquet(history, data_dir / "history")
+    started = time.monotonic()
+    _run_cli(
+        "backfill", *common, "--source", "transactions", "--from", str(data_dir / "history"),
+        "--start", iso_utc(handoff_ms - day_ms), "--end", iso_utc(handoff_ms), "--quiet",
+    )  # fmt: skip
+    _say(
+        f"backfilled {history.events:,} historical events (one day) in {time.monotonic() - started:.1f}s"
+    )
+
+    port = args.port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    with (
+        _child(
+            "dataflow", _cli("run", *common, "--bootstrap", bootstrap), data_dir / "dataflow.log"
+        ) as flow,
+        _child(
+            "feature server", _cli("serve", *common, "--port", str(port)), data_dir / "serve.log"
+        ) as server,
+    ):
+        _wait_ready(url, server)
+        _say(f"dataflow running (pid {flow.pid}); feature server at {url} (docs at {url}/docs)")
+        produced = 0
+        for second in range(STREAM_SECONDS):
+            now_ms = max(time.time_ns() // 1_000_000, handoff_ms)
+            live = GeneratorConfig(
+                events=STREAM_RATE, users=args.users, merchants=500, seed=100 + second,
+                start_ms=now_ms, rate=float(STREAM_RATE), malformed_fraction=0.01,
+            )  # fmt: skip
+            report = produce_events(live, DEMO_TOPIC, bootstrap)
+            produced += report.events
+            time.sleep(max(0.0, 1.0 - (time.time_ns() // 1_000_000 - now_ms) / 1000))
+        _say(f"produced {produced:,} live transactions (1% malformed) to topic '{DEMO_TOPIC}'")
+
+        users = ["u000000", "u000001", "u000002", "u000003"]
+        body: dict[str, Any] = {
+            "entities": {"user_id": users, "merchant_id": ["m0000", "m0001", "m0002", "m0003"]},
+            "request_data": {"amount": [25.0, 250.0, 2500.0, 40.0]},
+            "include_metadata": True,
+        }
+        deadline = time.monotonic() + 30
+        while True:
+            if flow.poll() is not None:
+                raise RuntimeError(
+                    f"the dataflow exited with code {flow.returncode}; see {data_dir / 'dataflow.log'}"
+                )
+            answer = httpx.post(f"{url}/v1/features/fraud_scoring", json=body, timeout=5).json()
+            fresh = {
+                name: v.get("freshness_lag_ms")
+                for name, v in answer.get("metadata", {}).get("views", {}).items()
+            }
+            lag = max((v if v is not None else 10**9 for v in fresh.values()), default=10**9)
+            if lag < 5_000 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        _say("feature vectors from POST /v1/features/fraud_scoring (values as of now):")
+        shown = ("amount_count_15m", "amount_sum_15m", "amount_sum_1d", "amount_count_1d",
+                 "ms_since_last_purchase", "merchant_txn_count_15m", "pair_txn_count_1d",
+                 "pair_ms_since_last_1d", "pair_first_seen_1d", "spend_velocity_ratio",
+                 "user_merchant_share_1h")  # fmt: skip
+        for row, amount in zip(answer["features"], body["request_data"]["amount"], strict=True):
+            values = ", ".join(
+                f"{k}={row[k]:.4g}" if isinstance(row[k], float) else f"{k}={row[k]}" for k in shown
+            )
+            print(f"    user {row['user_id']} amount {amount:>7.2f}: {values}")
+        print(f"    freshness lag (ms) per view: {fresh}")
+
+        dlq = _count_dlq(bootstrap)
+        _say(
+            f"counts: produced {produced:,} live events; {dlq:,} dead letters in '{DEMO_TOPIC}.dlq'"
+        )
+        _train_and_score(url, data_dir, common, args.users)
+
+    _say("done")
+    return 0
+
+
+def _train_and_score(url: str, data_dir: Path, common: list[str], users: int) -> None:
+    """A point-in-time training set from the Parquet log (same time contract as serving),
+    a small model trained on it, then live transactions scored through the client."""
+    import httpx
+    import polars as pl
+
+    from cli.demo_scorer import SERVICE, demo_spine, score_live, train_model
+    from serving.model_file import save_model
+
+    spine_path, out_path = data_dir / "spine.parquet", data_dir / "train.parquet"
+    demo_spine(data_dir / "history").write_parquet(spine_path)
+    _run_cli("training-set", *common, "--service", SERVICE, "--spine", str(spine_path),
+             "--out", str(out_path))  # fmt: skip
+    train = pl.read_parquet(out_path)
+    _say(f"wrote a point-in-time training set: {out_path} ({train.height} rows, {train.width} columns)")
+    with pl.Config(tbl_rows=6, tbl_cols=8):
+        print(train.select(["user_id", "event_timestamp", "amount", "amount_sum_1d", "amount_count_15m",
+                            "ms_since_last_purchase", "spend_velocity_ratio"]).head(6))  # fmt: skip
+    fingerprint = httpx.get(f"{url}/v1/services/{SERVICE}", timeout=5).json()["fingerprint"]
+    model = train_model(train, fingerprint)
+    save_model(model, data_dir / "model.json")
+    _say(f"trained a logistic fraud model on it (labels: the rule in cli/demo_scorer.py); "
+         f"saved {data_dir / 'model.json'} (service {SERVICE}, fingerprint {fingerprint})")
+    score_live(url, model, users, _say)
+
+
+def _count_dlq(bootstrap: str) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "streamfeat-demo"})
+    try:
+        total = 0
+        metadata = consumer.list_topics(f"{DEMO_TOPIC}.dlq", timeout=10).topics[f"{DEMO_TOPIC}.dlq"]
+        for p in metadata.partitions:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(f"{DEMO_TOPIC}.dlq", p), timeout=10
+            )
+            total += high - low
+        return total
+    finally:
+        consumer.close()

@@ -1,0 +1,158 @@
+"""``streamfeat generate``: deterministic demo transactions to Kafka or Parquet.
+
+By default it produces the last day of history, ending now; ``--live`` keeps
+producing ``--rate`` events per second stamped with the current time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from cli.common import settings_from
+from engine import generate
+from engine.exceptions import ConfigError
+from engine.timefmt import iso_utc
+
+DEFAULT_HISTORY_RATE = 2.0  # events per second of event time: one day is 172,800 events
+DEFAULT_LIVE_RATE = 200.0
+DEFAULT_TOPIC = "transactions"
+
+
+def _events_and_start(args: argparse.Namespace, rate: float) -> tuple[int, int]:
+    """``--events`` (default: one day at ``rate``) and the first event time (default:
+    so that the last event happens now)."""
+    events: int = args.events if args.events is not None else int(generate.DAY_MS / 1000 * rate)
+    if args.start is not None:
+        return events, generate.parse_start(args.start)
+    span_ms = int(max(events - 1, 0) * 1000 / rate) if rate > 0 else 0
+    return events, max(0, int(time.time() * 1000) - span_ms)
+
+
+def _config(args: argparse.Namespace) -> generate.GeneratorConfig:
+    live_default = DEFAULT_LIVE_RATE if args.live else DEFAULT_HISTORY_RATE
+    rate: float = args.rate if args.rate is not None else live_default
+    events, start_ms = _events_and_start(args, rate)
+    try:
+        return generate.GeneratorConfig(
+            events=events,
+            users=args.users,
+            merchants=args.merchants,
+            seed=args.seed,
+            start_ms=start_ms,
+            rate=rate,
+            jitter_ms=args.jitter_ms,
+            malformed_fraction=args.malformed_fraction,
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc), hint="see `streamfeat generate --help`") from None
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    if args.live and args.parquet is not None:
+        raise ConfigError("--live produces to Kafka; it cannot write --parquet", hint="drop one of them")
+    if args.live and (args.start is not None or args.events is not None):
+        raise ConfigError(
+            "--live stamps events with the current time at --rate per second; "
+            "--start and --events do not apply",
+            hint="use --duration SECONDS to stop after a while",
+        )
+    if args.duration is not None and not args.live:
+        raise ConfigError("--duration only applies to --live", hint="add --live")
+    if args.duration is not None and args.duration <= 0:
+        raise ConfigError(f"--duration: expected seconds > 0, got {args.duration}")
+
+
+def _live_progress(report: generate.ProduceReport) -> None:
+    print(
+        f"live: {report.events:,} events to {report.topic!r} so far "
+        f"({report.events_per_second:,.0f} events/s)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    _check_options(args)
+    config = _config(args)
+    if args.parquet is not None:
+        report = generate.write_parquet(config, args.parquet)
+        print(
+            f"wrote {report.events:,} events to {len(report.files)} day file(s) under "
+            f"{report.directory} in {report.seconds:.2f} s"
+        )
+        return 0
+    bootstrap = settings_from(args).kafka_bootstrap
+    if args.live:
+        print(
+            f"producing {config.rate:,.0f} events/s stamped with the current time to "
+            f"{args.topic!r} at {bootstrap}" + ("" if args.duration else "; Ctrl-C stops"),
+            file=sys.stderr,
+            flush=True,
+        )
+        live = generate.produce_live(
+            config, args.topic, bootstrap, duration_s=args.duration, progress=_live_progress
+        )
+        print(f"produced {live.events:,} live events ({live.malformed:,} malformed) to {live.topic!r} at {bootstrap}")
+        return 0
+    produced = generate.produce_events(config, args.topic, bootstrap)
+    first, last = iso_utc(config.start_ms), iso_utc(config.end_ms)
+    print(
+        f"produced {produced.events:,} events ({produced.malformed:,} malformed) to "
+        f"{produced.topic!r} at {bootstrap}, event times {first} .. {last}, in "
+        f"{produced.seconds:.2f} s ({produced.events_per_second:,.0f} events/s), all delivered"
+    )
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "generate",
+        help="produce demo transactions to Kafka (the last day, or live), or write them as Parquet",
+        description=(
+            "Without options: one day of history ending now, to the 'transactions' topic at "
+            "kafka_bootstrap. --live keeps producing at --rate events/s stamped with the current "
+            "time. Same seed and options -> the same events. Users and merchants are Zipf-skewed."
+        ),
+    )
+    parser.add_argument(
+        "--events", type=int, default=None,
+        help=f"number of events (default: one day at --rate, {int(86_400 * DEFAULT_HISTORY_RATE):,})",
+    )  # fmt: skip
+    parser.add_argument("--users", type=int, default=10_000, help="distinct users (default %(default)s)")
+    parser.add_argument("--merchants", type=int, default=1_000, help="distinct merchants (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    parser.add_argument(
+        "--start", default=None,
+        help="event time of the first event: ISO 8601 with offset, or 'now' "
+        "(default: so that the last event happens now)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rate", type=float, default=None,
+        help=f"events per second of event time (default {DEFAULT_HISTORY_RATE:g}; "
+        f"{DEFAULT_LIVE_RATE:g} with --live)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--live", action="store_true",
+        help="keep producing --rate events per second stamped with the current time",
+    )  # fmt: skip
+    parser.add_argument("--duration", type=float, default=None, help="with --live: stop after this many seconds")
+    parser.add_argument(
+        "--jitter-ms", type=int, default=0,
+        help="move each timestamp back by up to this many ms (out-of-order arrival)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--malformed-fraction", type=float, default=0.0,
+        help="fraction of records to break (bad JSON, missing fields, wrong types, bad timestamps)",
+    )  # fmt: skip
+    out = parser.add_mutually_exclusive_group()
+    out.add_argument(
+        "--topic", default=DEFAULT_TOPIC, help="produce to this Kafka topic, keyed by user_id (default %(default)s)"
+    )
+    out.add_argument("--parquet", type=Path, help="write <DIR>/date=YYYY-MM-DD/part-0.parquet instead")
+    parser.add_argument(
+        "--bootstrap", default=None, help="Kafka bootstrap servers (default: kafka_bootstrap of streamfeat.yaml)"
+    )
+    parser.set_defaults(handler=_run)

@@ -1,0 +1,145 @@
+"""``streamfeat list`` and ``streamfeat describe NAME``: what a feature repo defines."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+from cli.common import add_settings_args, settings_from
+from engine.definitions import (
+    Entity,
+    EventSource,
+    FeatureRef,
+    FeatureRepo,
+    FeatureService,
+    OnDemandFeatureView,
+    StreamFeatureView,
+)
+from engine.definitions.base import timedelta_ms
+from engine.exceptions import ConfigError
+from engine.timefmt import duration_text
+
+
+def register(subparsers: Any) -> None:
+    listing: argparse.ArgumentParser = subparsers.add_parser(
+        "list",
+        help="list the repo's entities, sources, views, services and features with their types",
+    )
+    add_settings_args(listing, kafka=False)
+    listing.set_defaults(handler=_list)
+    describe: argparse.ArgumentParser = subparsers.add_parser(
+        "describe", help="show one entity, source, view, on-demand view or service in full"
+    )
+    add_settings_args(describe, kafka=False)
+    describe.add_argument("name", help="the definition's name (see `streamfeat list`)")
+    describe.set_defaults(handler=_describe)
+
+
+def _repo(args: argparse.Namespace) -> FeatureRepo:
+    from engine.definitions.repo import load_repo
+
+    return load_repo(settings_from(args).repo_path)
+
+
+def _span(value: timedelta) -> str:
+    return duration_text(timedelta_ms(value))
+
+
+def _view_features(view: StreamFeatureView) -> Iterator[str]:
+    for agg in view.aggregations:
+        yield (
+            f"    {agg.output_name:<28} {agg.output_type.value:<7} "
+            f"{agg.function}({agg.column}) over {_span(agg.window)}"
+        )
+
+
+def _odfv_features(odfv: OnDemandFeatureView) -> Iterator[str]:
+    # A source is a RequestSource, a view, or a FeatureRef selecting some of a view's features.
+    inputs = ", ".join(src.view.name if isinstance(src, FeatureRef) else src.name for src in odfv.sources)
+    for name, ftype in odfv.feature_types.items():
+        yield f"    {name:<28} {ftype.value:<7} computed at request time from {inputs}"
+
+
+def _service_features(service: FeatureService) -> Iterator[str]:
+    for ref in service.refs:
+        for name, ftype in ref.feature_types.items():
+            yield f"    {name:<28} {ftype.value:<7} from {ref.view.name}"
+
+
+def _entity_line(entity: Entity) -> str:
+    return f"  {entity.name:<22} join keys {', '.join(entity.join_keys)}"
+
+
+def _source_line(source: EventSource) -> str:
+    return (
+        f"  {source.name:<22} topic {source.topic!r}, event time {source.timestamp_field} "
+        f"({source.timestamp_format}), allowed lateness {_span(source.allowed_lateness)}"
+    )
+
+
+def _view_line(view: StreamFeatureView) -> str:
+    return (
+        f"  {view.name:<22} source {view.source.name}, entities "
+        f"{', '.join(e.name for e in view.entities)}, tiles of {_span(view.aggregation_interval)}"
+    )
+
+
+def _list(args: argparse.Namespace) -> int:
+    repo = _repo(args)
+    lines = [f"entities ({len(repo.entities)}):", *map(_entity_line, repo.entities)]
+    lines += [f"sources ({len(repo.sources)}):", *map(_source_line, repo.sources)]
+    lines.append(f"views ({len(repo.views)}):")
+    for view in repo.views:
+        lines += [_view_line(view), *_view_features(view)]
+    lines.append(f"on-demand views ({len(repo.on_demand_views)}):")
+    for odfv in repo.on_demand_views:
+        lines += [f"  {odfv.name:<22} {odfv.mode} transform {odfv.fn}", *_odfv_features(odfv)]
+    lines.append(f"services ({len(repo.services)}):")
+    for service in repo.services:
+        lines += [f"  {service.name:<22} {len(service.feature_names)} features", *_service_features(service)]
+    print("\n".join(lines))
+    return 0
+
+
+def _details(definition: Any) -> list[str]:
+    """Everything about one definition, heading first."""
+    if isinstance(definition, Entity):
+        return ["entity " + _entity_line(definition).strip(), _about(definition)]
+    if isinstance(definition, EventSource):
+        schema = [f"    {name:<28} {ftype.value}" for name, ftype in definition.field_types.items()]
+        return ["source " + _source_line(definition).strip(), _about(definition), "  schema:", *schema]
+    if isinstance(definition, StreamFeatureView):
+        return [
+            "view " + _view_line(definition).strip(), _about(definition),
+            f"  filter: {definition.filter if definition.filter is not None else 'none'}",
+            f"  expected freshness: {_span(definition.expected_freshness)}",
+            "  features:", *_view_features(definition),
+        ]  # fmt: skip
+    if isinstance(definition, OnDemandFeatureView):
+        heading = f"on-demand view {definition.name}: {definition.mode} transform {definition.fn}"
+        return [heading, _about(definition), "  features:", *_odfv_features(definition)]
+    heading = f"service {definition.name}: {len(definition.feature_names)} features"
+    return [heading, _about(definition), "  features:", *_service_features(definition)]
+
+
+def _describe(args: argparse.Namespace) -> int:
+    repo = _repo(args)
+    groups: tuple[tuple[Any, ...], ...] = (
+        repo.entities, repo.sources, repo.views, repo.on_demand_views, repo.services
+    )
+    definitions = [d for group in groups for d in group]
+    found = ["\n".join(_details(d)) for d in definitions if d.name == args.name]
+    if not found:
+        raise ConfigError(
+            f"describe: nothing named {args.name!r} in the repo {repo.path}",
+            hint=f"defined names: {', '.join(sorted(str(d.name) for d in definitions))}",
+        )
+    print("\n\n".join(found))
+    return 0
+
+
+def _about(definition: Any) -> str:
+    text = getattr(definition, "description", "")
+    return f"  description: {text}" if text else "  description: (none)"

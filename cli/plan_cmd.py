@@ -1,0 +1,56 @@
+"""``streamfeat plan`` and ``streamfeat apply``: diff a feature repo against the applied plan."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from cli.common import add_settings_args, settings_from
+
+
+def register(subparsers: Any) -> None:
+    for command, handler, help_text in (
+        ("plan", _plan, "show what apply would change (new, changed, removed; what needs a backfill)"),
+        ("apply", _apply, "validate the repo and record it as the applied plan"),
+    ):
+        parser: argparse.ArgumentParser = subparsers.add_parser(command, help=help_text, description=help_text)
+        add_settings_args(parser, kafka=False)
+        parser.add_argument("--plan-file", type=Path, default=None, help="plan file (default: <data_dir>/plan.json, .streamfeat/plan.json)")
+        if command == "apply":
+            parser.add_argument("--shards", type=int, default=None,
+                                help="state shards; only at the first apply (default: settings 'state_shards', 8)")
+        parser.set_defaults(handler=handler)
+
+
+def _paths(args: argparse.Namespace) -> tuple[Path, Path, int]:
+    settings = settings_from(args)
+    plan_file: Path = args.plan_file if args.plan_file is not None else settings.plan_file
+    return settings.repo_path, plan_file, settings.state_shards
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from engine.definitions.repo import load_repo
+    from engine.plan import compute_plan, load_applied_plan
+
+    repo_path, plan_file, _ = _paths(args)
+    repo = load_repo(repo_path)  # RepoValidationError -> exit 2 with every error listed
+    plan = compute_plan(repo, load_applied_plan(plan_file))
+    print(f"repo {repo_path} against {plan_file}:")
+    print(plan.render())
+    return 0
+
+
+def _apply(args: argparse.Namespace) -> int:
+    from engine.definitions.repo import load_repo
+    from engine.plan import apply_plan, load_applied_plan
+
+    repo_path, plan_file, configured_shards = _paths(args)
+    repo = load_repo(repo_path)
+    previous = load_applied_plan(plan_file)
+    # An explicit --shards must match the applied count; the configured value only seeds the first apply.
+    shards = args.shards if args.shards is not None else (configured_shards if previous is None else None)
+    plan, applied = apply_plan(repo, plan_file, shards=shards)
+    print(plan.render())
+    print(f"applied: wrote {plan_file} (format {applied.format_version}, {applied.shards} shards)")
+    return 0

@@ -1,0 +1,317 @@
+"""``streamfeat run``: run the streaming dataflow of one event source.
+
+One process runs in place (``--workers`` threads). Several processes (``--processes``)
+run as a Bytewax cluster on loopback: this command starts one child per process,
+each owning a share of the state shards, and stops them all if one fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from cli.common import add_settings_args, check_source_topic, log_to_file, settings_from
+from cli.run_report import RunReporter
+from engine.exceptions import DataflowRunError, StreamfeatError
+from engine.ports import free_ports
+from engine.run_counts import RunCounts, merged_counts, read_counts_file
+from engine.shutdown import stop_gracefully_on_sigint, stop_requested
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "run",
+        help="run the streaming dataflow of one event source",
+        description="Consume the source's Kafka topic, maintain tiles in RocksDB, write the Parquet log.",
+    )
+    add_settings_args(parser)
+    parser.add_argument(
+        "--source", default="transactions", help="event source to run (default: transactions)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker threads per process (default: 1)"
+    )
+    parser.add_argument(
+        "--processes", type=int, default=1, help="processes on this host (default: 1)"
+    )
+    parser.add_argument(
+        "--cluster",
+        default=None,
+        help="several hosts: every process's host:port, comma-separated, the same list on "
+        "every host (then --process-index; each host keeps its own data_dir; use "
+        "state_backup: kafka so shards restore on any host, docs/deploy.md)",
+    )
+    parser.add_argument(
+        "--process-index", type=int, default=None, help="with --cluster: this process's index"
+    )
+    parser.add_argument(
+        "--until-caught-up",
+        action="store_true",
+        help="stop at the end offsets seen at start instead of tailing the topic",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="records per Kafka batch at most (default: 30000; a read never waits for more)",
+    )
+    parser.add_argument(
+        "--online", choices=("rocksdb", "redis"), default=None, help="also write tiles to Redis"
+    )
+    parser.add_argument("--redis-url", default=None, help="Redis URL for --online redis")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show log lines (Kafka client included) on the terminal; "
+        "they always go to <data_dir>/logs/run.log",
+    )
+    parser.set_defaults(handler=_run)
+
+
+def _child_env(args: argparse.Namespace) -> dict[str, str]:
+    env = dict(os.environ)
+    settings = settings_from(
+        args, batch_size=args.batch_size, online=args.online, redis_url=args.redis_url
+    )
+    env.update(
+        {
+            "STREAMFEAT_REPO": str(settings.repo_path),
+            "STREAMFEAT_DATA_DIR": str(settings.path(settings.data_dir)),
+            "STREAMFEAT_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "STREAMFEAT_BATCH_SIZE": str(settings.batch_size),
+            "STREAMFEAT_ONLINE": settings.online,
+            "STREAMFEAT_REDIS_URL": settings.redis_url,
+            "STREAMFEAT_RUN_SOURCE": args.source,
+            "STREAMFEAT_RUN_TAIL": "0" if args.until_caught_up else "1",
+        }
+    )
+    return env
+
+
+
+def _run(args: argparse.Namespace) -> int:
+    from engine.exceptions import ConfigError
+
+    if args.workers < 1 or args.processes < 1:
+        raise ConfigError("--workers and --processes must be at least 1")
+    if args.cluster is not None:
+        return _supervise(_cluster_process(args))
+    if args.processes == 1:
+        return _run_in_place(args)
+
+    env = _child_env(args)
+    # Create every shard before the children start, so none of them races to create one.
+    from dataflows.job import build_job
+    from dataflows.stream import EPOCH_INTERVAL
+    from engine.state.rocksdb_store import RocksDBStore
+
+    settings = settings_from(args)
+    log_file = log_to_file(settings.path(settings.data_dir) / "logs" / "run.log", verbose=args.verbose)
+    job = build_job(settings, args.source, tail=not args.until_caught_up)
+    check_source_topic(settings.kafka_bootstrap, job.source.topic)
+    RocksDBStore(job.state_dir, job.shards).close()
+    if job.changelog:  # the children share this directory: restore it once, here
+        from engine.state.restore import restore_shards
+
+        restore_shards(job.bootstrap, job.source.topic, job.state_dir, job.shards)
+        env["STREAMFEAT_RUN_RESTORED"] = "1"
+    metrics_base = settings.metrics_port
+    addresses = ";".join(f"127.0.0.1:{port}" for port in free_ports(args.processes))
+    counts_files = _fresh_counts_files(settings.path(settings.data_dir) / "run", args.processes)
+    reporter = RunReporter(
+        job.source.topic, settings.kafka_bootstrap, counts=lambda: _summed(counts_files)
+    )
+    _announce(job, settings.kafka_bootstrap, args, log_file, f"{args.processes} processes")
+    children = [
+        subprocess.Popen(
+            # Without recovery, bytewax.run's -s sets the epoch interval (EPOCH_INTERVAL).
+            [sys.executable, "-m", "bytewax.run", "dataflows.app:flow", "-w", str(args.workers),
+             "-i", str(i), "-a", addresses, "-s", str(int(EPOCH_INTERVAL.total_seconds()))],
+            # One metrics endpoint per process: metrics_port, metrics_port + 1, ...
+            env={**env, "STREAMFEAT_METRICS_PORT": str(metrics_base + i if metrics_base else 0),
+                 "STREAMFEAT_RUN_COUNTS_FILE": str(counts_files[i])},
+        )
+        for i in range(args.processes)
+    ]  # fmt: skip
+    reporter.start()
+    code = 130
+    try:
+        code = _wait_for(children)
+        return code
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGINT)
+        for child in children:
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        reporter.stop()
+        interrupted = code == 130
+        print(reporter.summary(caught_up=args.until_caught_up and code == 0, interrupted=interrupted))
+
+
+def _cluster_process(args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
+    """This host's one process of a multi-host cluster (its own data_dir)."""
+    from dataflows.stream import EPOCH_INTERVAL
+    from engine.exceptions import ConfigError
+
+    addresses = [a.strip() for a in str(args.cluster).split(",") if a.strip()]
+    index = args.process_index
+    if index is None or not 0 <= index < len(addresses):
+        raise ConfigError(
+            f"--process-index: expected 0..{len(addresses) - 1} with --cluster "
+            f"({len(addresses)} addresses), got {index}",
+            hint="give every host the same --cluster list and its own --process-index",
+        )
+    if args.processes != 1:
+        raise ConfigError(
+            f"--processes: expected 1 with --cluster (one process per address), got {args.processes}",
+            hint="list one address per process in --cluster",
+        )
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "bytewax.run", "dataflows.app:flow", "-w", str(args.workers),
+             "-i", str(index), "-a", ";".join(addresses),
+             "-s", str(int(EPOCH_INTERVAL.total_seconds()))],
+            env=_child_env(args),
+        )
+    ]  # fmt: skip
+
+
+def _supervise(children: list[subprocess.Popen[bytes]]) -> int:
+    """Wait for the children; stop all of them on failure or exit."""
+    try:
+        return _wait_for(children)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGINT)
+        for child in children:
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+def _wait_for(children: list[subprocess.Popen[bytes]]) -> int:
+    """0 when every process finished, 1 as soon as one failed; Ctrl-C propagates."""
+    while True:
+        codes = [c.poll() for c in children]
+        failed = [code for code in codes if code not in (None, 0)]
+        if failed:
+            print(
+                f"streamfeat run: a process exited with code {failed[0]}; stopping the others",
+                file=sys.stderr,
+            )
+            return 1
+        if all(code == 0 for code in codes):
+            return 0
+        time.sleep(0.2)
+
+
+def _fresh_counts_files(directory: Path, processes: int) -> list[Path]:
+    """One counts file per process, none left from an earlier run."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = [directory / f"counts-{i}.json" for i in range(processes)]
+    for file in directory.glob("counts-*.json*"):
+        file.unlink()
+    return files
+
+
+def _summed(files: list[Path]) -> RunCounts:
+    return merged_counts([c for c in (read_counts_file(f) for f in files) if c is not None])
+
+
+def _announce(job: Any, bootstrap: str, args: argparse.Namespace, log_file: Path, how: str) -> None:
+    print(
+        f"streamfeat run: {job.source.topic!r} at {bootstrap} -> views "
+        f"{', '.join(v.name for v in job.views)}"
+        + (f" ({how})" if how else "")
+        + (" (until caught up)" if args.until_caught_up else "; Ctrl-C stops")
+        + f"; log {log_file}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _run_in_place(args: argparse.Namespace) -> int:
+    from cli.run_report import RunReporter
+    from dataflows.job import build_job
+
+    settings = settings_from(
+        args, batch_size=args.batch_size, online=args.online, redis_url=args.redis_url
+    )
+    log_file = log_to_file(settings.path(settings.data_dir) / "logs" / "run.log", verbose=args.verbose)
+    job = build_job(settings, args.source, tail=not args.until_caught_up)
+    check_source_topic(settings.kafka_bootstrap, job.source.topic)
+    reporter = RunReporter(job.source.topic, settings.kafka_bootstrap)
+    _announce(job, settings.kafka_bootstrap, args, log_file, "")
+    reporter.start()
+    stop_gracefully_on_sigint()
+    forced = False
+    try:
+        _run_dataflow(job, args.workers)
+    except KeyboardInterrupt:  # a second Ctrl-C
+        forced = True
+    finally:
+        reporter.stop()
+    interrupted = forced or stop_requested()
+    print(reporter.summary(caught_up=args.until_caught_up and not interrupted, interrupted=interrupted))
+    return 0
+
+
+def _run_dataflow(job: Any, workers: int) -> None:
+    """Run the Bytewax dataflow; an error of ours comes out as itself, not as Bytewax's chain."""
+    from bytewax._bytewax import cli_main
+
+    from dataflows.stream import EPOCH_INTERVAL, build_flow
+
+    try:
+        cli_main(  # type: ignore[no-untyped-call]
+            build_flow(job), workers_per_process=workers, epoch_interval=EPOCH_INTERVAL
+        )
+    except (KeyboardInterrupt, StreamfeatError):
+        raise
+    except Exception as exc:
+        ours = _streamfeat_cause(exc)
+        if ours is not None:
+            raise ours from None
+        if _interrupted_in(exc):
+            raise KeyboardInterrupt from None
+        logging.getLogger("streamfeat.run").error("the dataflow failed", exc_info=exc)
+        raise DataflowRunError(
+            f"the dataflow failed: {_innermost(exc)}",
+            hint="the full traceback is in the run log (see the first line); "
+            "restarting resumes from the applied offsets",
+        ) from None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _streamfeat_cause(exc: BaseException) -> StreamfeatError | None:
+    return next((e for e in _chain(exc) if isinstance(e, StreamfeatError)), None)
+
+
+def _interrupted_in(exc: BaseException) -> bool:
+    return any(isinstance(e, KeyboardInterrupt) for e in _chain(exc))
+
+
+def _innermost(exc: BaseException) -> str:
+    last = _chain(exc)[-1]
+    return f"{type(last).__name__}: {last}"

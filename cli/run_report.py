@@ -1,0 +1,117 @@
+"""What ``streamfeat run`` tells the terminal: progress, dead-letter alarms, a summary.
+
+The numbers come from the dataflow metrics (engine/metrics.py, the ones Prometheus
+sees): this process's own, or with ``--processes N`` the counts files the processes
+publish, summed (engine/run_counts.py).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from engine.metrics import kafka_end_offsets
+from engine.run_counts import RunCounts, read_counts
+
+_LAG_EVERY_S = 5.0
+
+# What to check for each dead-letter reason (docs/semantics.md section 5 defines them).
+REASON_HINTS: Mapping[str, str] = {
+    "late_event": "events older than their partition's watermark minus allowed_lateness; "
+    "are they produced in time order, around the current time?",
+    "invalid_json": "the records are not JSON objects",
+    "missing_field": "a field of the source schema is missing from the records",
+    "wrong_type": "a field has another type than the source schema says",
+    "invalid_timestamp": "the timestamp field cannot be read in the source's timestamp_format",
+    "timestamp_out_of_range": "the timestamp is negative or absurdly far from now",
+}
+
+
+def dead_letter_alarm(counts: RunCounts, dlq_topic: str) -> str:
+    """The loud warning for a run whose records mostly went to the dead-letter topic."""
+    share = counts.dead_total / counts.read if counts.read else 0.0
+    lines = [
+        f"WARNING: {counts.dead_total:,} of {counts.read:,} records ({share:.0%}) went to the "
+        f"dead-letter topic {dlq_topic!r}, not into features: {counts.dead_text()}"
+    ]
+    for reason in sorted(counts.dead_letters, key=lambda r: -counts.dead_letters[r]):
+        if reason in REASON_HINTS:
+            lines.append(f"  {reason}: {REASON_HINTS[reason]}")
+    lines.append(f"  read them with any Kafka consumer on {dlq_topic!r} (each carries its reason)")
+    return "\n".join(lines)
+
+
+@dataclass
+class RunReporter:
+    """Prints progress to a terminal while the dataflow runs and a summary at the end."""
+
+    topic: str
+    bootstrap: str
+    out: TextIO = field(default_factory=lambda: sys.stderr)
+    counts: Callable[[], RunCounts] | None = None  # default: this process's metrics
+    interval_s: float = 1.0
+    _stop: threading.Event = field(default_factory=threading.Event, init=False)
+    _thread: threading.Thread | None = field(default=None, init=False)
+    _started: float = field(default_factory=time.monotonic, init=False)
+    _alarmed: bool = field(default=False, init=False)
+    _lag: int | None = field(default=None, init=False)
+    _lag_at: float = field(default=0.0, init=False)
+
+    def _counts(self) -> RunCounts:
+        return self.counts() if self.counts is not None else read_counts(self.topic)
+
+    def start(self) -> None:
+        """Live progress only on a terminal; a redirected run gets the summary alone."""
+        if self.out.isatty():
+            self._thread = threading.Thread(target=self._loop, name="run-progress", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self.out.write("\r\x1b[K")
+
+    def lag(self, offsets: Mapping[int, int], *, fresh: bool = False) -> int | None:
+        now = time.monotonic()
+        if offsets and (fresh or now - self._lag_at >= _LAG_EVERY_S):
+            self._lag_at = now
+            try:
+                ends = kafka_end_offsets(self.bootstrap, self.topic)
+            except Exception:  # progress must never stop the run; the lag is just unknown
+                return self._lag
+            self._lag = sum(max(0, ends[p] - n) for p, n in offsets.items() if p in ends)
+        return self._lag
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            counts = self._counts()
+            if counts.mostly_dead() and not self._alarmed:
+                self._alarmed = True
+                self.out.write("\r\x1b[K" + dead_letter_alarm(counts, f"{self.topic}.dlq") + "\n")
+            seconds = max(time.monotonic() - self._started, 1e-9)
+            lag = self.lag(counts.next_offsets)
+            self.out.write(
+                f"\r\x1b[K{self.topic}: {counts.read:,} read ({counts.read / seconds:,.0f}/s), "
+                f"lag {'?' if lag is None else f'{lag:,}'}, dead letters {counts.dead_text()}"
+            )
+            self.out.flush()
+
+    def summary(self, *, caught_up: bool, interrupted: bool) -> str:
+        counts = self._counts()
+        seconds = max(time.monotonic() - self._started, 1e-9)
+        how = "caught up" if caught_up else ("stopped" if interrupted else "finished")
+        lag = self.lag(counts.next_offsets, fresh=True)
+        lag_text = "" if caught_up or lag is None else f", lag {lag:,}"
+        text = (
+            f"run {how}: read {counts.read:,} records from {self.topic!r} in {seconds:.1f} s "
+            f"({counts.read / seconds:,.0f}/s); applied {counts.applied_text()}; "
+            f"dead letters {counts.dead_total:,} ({counts.dead_text()}){lag_text}"
+        )
+        if counts.mostly_dead():
+            text = dead_letter_alarm(counts, f"{self.topic}.dlq") + "\n" + text
+        return text

@@ -1,0 +1,61 @@
+"""``streamfeat score-batch``: score a file of entity keys with a model file through the
+feature server (serving.scoring.score_batch)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cli.training_cmd import read_table
+    from engine.config import load_settings
+    from serving.client import FeatureClient
+    from serving.model_file import load_model
+    from serving.scoring import score_batch
+
+    model = load_model(args.model)
+    entities = read_table(args.entities, "--entities")
+    url = args.url
+    if url is None:
+        settings = load_settings()
+        url = f"http://{settings.serve_host}:{settings.serve_port}"
+    with FeatureClient(url, timeout=args.timeout, api_key=args.api_key) as client:
+        scored = score_batch(model, entities, client, time_column=args.time_column)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    partial = args.out.with_name(f".{args.out.name}.partial")  # never half a file at --out
+    try:
+        if args.out.suffix.lower() == ".csv":
+            scored.write_csv(partial)
+        else:
+            scored.write_parquet(partial)
+        partial.replace(args.out)
+    finally:
+        partial.unlink(missing_ok=True)
+    cold = int((scored["cold_start_features"] > 0).sum()) if scored.height else 0
+    print(f"scored {scored.height:,} rows with service {model.trained_on.service!r} "
+          f"(fingerprint {model.trained_on.fingerprint}) from {url}; {cold:,} rows used cold-start "
+          f"defaults; wrote {args.out}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "score-batch",
+        help="score entity keys with a model file, features looked up from the feature server",
+        description="Looks up the features of the service the model was trained on (named in the "
+        "model file, fingerprint checked) for every row, as of the row's time (--time-column) or "
+        "now, and writes keys, features and the model's score. Model files are JSON "
+        "(serving/model_file.py); nothing in them is executed.",
+    )
+    parser.add_argument("--model", type=Path, required=True, help="model file (JSON, streamfeat.logistic/1)")
+    parser.add_argument("--entities", type=Path, required=True, help="entity keys (.parquet or .csv)")
+    parser.add_argument("--out", type=Path, required=True, help="output file (.parquet, or .csv)")
+    parser.add_argument("--time-column", default=None,
+                        help="column with each row's as-of time (epoch ms or datetime); default: now")
+    parser.add_argument("--url", default=None,
+                        help="feature server (default: http://serve_host:serve_port of the settings)")
+    parser.add_argument("--api-key", default=None, help="API key when the server requires one")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
+    parser.set_defaults(handler=_run)

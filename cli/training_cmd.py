@@ -1,0 +1,85 @@
+"""``streamfeat training-set``: point-in-time features for a spine, from the Parquet log."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from engine.exceptions import ConfigError
+
+
+def read_table(path: Path, flag: str = "--spine") -> Any:
+    """A Parquet (or .csv) file given by ``flag`` as a polars DataFrame; a ConfigError naming
+    the flag when it is missing or unreadable."""
+    import polars as pl
+
+    if not path.is_file():
+        raise ConfigError(
+            f"{flag}: no file at {path}",
+            hint="pass a Parquet (or .csv) file with the entity join keys and a timestamp column",
+        )
+    try:
+        if path.suffix.lower() == ".csv":
+            return pl.read_csv(path, try_parse_dates=True)
+        return pl.read_parquet(path)
+    except Exception as exc:  # polars raises several unrelated types for unreadable files
+        raise ConfigError(
+            f"{flag}: {path} could not be read: {exc}",
+            hint="write the spine with polars/pandas .write_parquet()",
+        ) from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from engine.config import load_settings
+    from engine.definitions import load_repo
+    from engine.offline.training import get_training_set
+
+    settings = load_settings(overrides={"repo": args.repo, "data_dir": args.data_dir})
+    repo = load_repo(settings.repo_path)
+    spine = read_table(args.spine)
+    frame = get_training_set(
+        repo, args.service, spine, settings.log_uri, timestamp_column=args.timestamp_column
+    )
+    frame = as_utc_timestamps(frame, args.timestamp_column)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    # Written next to the target and renamed: a failure never leaves half a file at --out.
+    partial = args.out.with_name(f".{args.out.name}.partial")
+    try:
+        frame.write_parquet(partial)
+        partial.replace(args.out)
+    finally:
+        partial.unlink(missing_ok=True)
+    column = frame.get_column(args.timestamp_column)
+    span = f"{column.min()} .. {column.max()}" if frame.height else "no rows"
+    print(f"wrote {frame.height:,} rows x {frame.width} columns to {args.out} ({args.timestamp_column} {span})")
+    return 0
+
+
+def as_utc_timestamps(frame: Any, column: str) -> Any:
+    """The spine's epoch-millisecond column as a Parquet timestamp[ms, UTC]: the same
+    instants (docs/semantics.md: event time is UTC milliseconds), readable as datetimes."""
+    import polars as pl
+
+    if frame.schema[column].is_integer():
+        return frame.with_columns(pl.col(column).cast(pl.Datetime("ms", time_zone="UTC")))
+    return frame
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "training-set",
+        help="point-in-time correct features of a feature service for a spine",
+        description="Every spine row (entity keys, timestamp) gets the service's features as of "
+        "its timestamp, computed from the Parquet log (docs/semantics.md section 3).",
+    )
+    parser.add_argument("--repo", type=Path, default=None, help="feature repo (default feature_defs)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="state, plan and log directory")
+    parser.add_argument("--service", required=True, help="feature service name")
+    parser.add_argument("--spine", type=Path, required=True, help="spine file (.parquet or .csv)")
+    parser.add_argument("--out", type=Path, required=True, help="output Parquet file")
+    parser.add_argument(
+        "--timestamp-column", default="event_timestamp",
+        help="spine column holding the as-of time (default %(default)s)",
+    )  # fmt: skip
+    parser.set_defaults(handler=_run)

@@ -1,0 +1,137 @@
+"""History rows as the decoder's batches: ``DecodedBatch`` chunks and factorized join keys.
+
+String columns are factorized once over the whole history and gathered per chunk, and
+single-join-key views get their entity keys encoded once (``factorize_key_columns``):
+per-chunk conversions cost more than the routing itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from engine.io.batches import DecodedBatch
+from engine.kernel.layout import MAX_PARTITION
+from engine.offline.history_files import kind_name
+from engine.state.keys import encode_entity_keys
+
+#: Partition number of replayed history rows (the largest one positions can encode).
+HISTORY_PARTITION = MAX_PARTITION
+
+
+def _numeric_column(series: pl.Series, kind: str) -> np.ndarray[Any, Any]:
+    """The decoder's dtypes for non-string kinds: int64, float64, bool."""
+    if kind == "int":
+        return series.cast(pl.Int64).to_numpy()
+    if kind == "float":
+        return series.cast(pl.Float64).to_numpy()
+    return series.cast(pl.Boolean).to_numpy()
+
+
+def _factorize_strings(series: pl.Series) -> tuple[pl.Series, npt.NDArray[np.int64]]:
+    """``(distinct values in first-seen order, code per row)`` of a null-free string column."""
+    distinct = series.unique(maintain_order=True)
+    # Enum categories keep the given order, so physical code i names distinct[i].
+    codes = series.cast(pl.Enum(distinct)).to_physical().to_numpy().astype(np.int64)
+    return distinct, codes
+
+
+def routed_columns(views: Sequence[Any], factorized: Mapping[str, Any]) -> set[str]:
+    """Source columns ``route`` reads from a batch when ``factorized`` keys are given:
+    filter fields, aggregated columns and the join keys of views without a factorized key."""
+    names: set[str] = set()
+    for view in views:
+        names.update(view.columns)
+        if view.filter is not None:
+            names.update(view.filter.fields())
+        if len(view.join_keys) != 1 or view.join_keys[0] not in factorized:
+            names.update(view.join_keys)
+    return names
+
+
+def history_batches(
+    history: pl.DataFrame,
+    source: Any,
+    topic: str,
+    first_row: int,
+    chunk_rows: int,
+    columns: Collection[str] | None = None,
+) -> Iterator[DecodedBatch]:
+    """DecodedBatch objects for rows ``first_row ..`` of the sorted history.
+
+    ``columns`` limits the batch columns to those routing reads (default: every source
+    field in ``history``). String columns become object arrays like the decoder's, but
+    each is factorized once over the whole history and gathered per chunk from its
+    distinct values: converting every chunk's strings to Python objects cost more
+    than the rest of the routing.
+    """
+    kinds = {str(k): kind_name(v) for k, v in source.schema.items()}
+    wanted = [c for c in history.columns if c in kinds and (columns is None or c in columns)]
+    strings: dict[str, tuple[npt.NDArray[np.object_], npt.NDArray[np.int64]]] = {}
+    numbers: dict[str, np.ndarray[Any, Any]] = {}
+    for name in wanted:
+        series = history.get_column(name)
+        if kinds[name] == "string":
+            distinct, codes = _factorize_strings(series)
+            values = np.empty(len(distinct), dtype=object)
+            values[:] = distinct.to_list()
+            strings[name] = (values, codes)
+        else:
+            numbers[name] = _numeric_column(series, kinds[name])
+    all_ts: npt.NDArray[np.int64] = history.get_column("__e").to_numpy().astype(np.int64)
+    for begin in range(first_row, history.height, chunk_rows):
+        end = min(begin + chunk_rows, history.height)
+        event_ts = all_ts[begin:end]
+        batch_columns: dict[str, np.ndarray[Any, Any]] = {
+            name: values[codes[begin:end]] for name, (values, codes) in strings.items()
+        }
+        batch_columns.update({name: array[begin:end] for name, array in numbers.items()})
+        yield DecodedBatch(
+            topic=topic,
+            partition=HISTORY_PARTITION,
+            first_offset=begin,
+            last_offset=end - 1,
+            # Rows are sorted by event time: the last one is the largest so far. History
+            # is never decoded against a watermark, so the maximum alone is kept.
+            top_ts_after=(int(event_ts[-1]),),
+            offsets=np.arange(begin, end, dtype=np.int64),
+            event_ts=event_ts,
+            columns={c: batch_columns[c] for c in wanted},
+            dead_letters=(),
+        )
+
+
+def factorize_key_columns(
+    history: pl.DataFrame, views: Sequence[Any]
+) -> dict[str, tuple[list[bytes], npt.NDArray[np.int64]]]:
+    """Distinct values and a code per history row of every string join-key column of a
+    single-join-key view: one hash pass over the whole history instead of one per chunk."""
+    out: dict[str, tuple[list[bytes], npt.NDArray[np.int64]]] = {}
+    for view in views:
+        if len(view.join_keys) != 1 or view.join_keys[0] in out:
+            continue
+        name = view.join_keys[0]
+        series = history.get_column(name)
+        if series.dtype != pl.String or series.null_count():
+            continue
+        distinct, codes = _factorize_strings(series)
+        out[name] = (encode_entity_keys([distinct.to_list()]), codes)
+    return out
+
+
+def chunk_codes(
+    factorized: Mapping[str, tuple[list[bytes], npt.NDArray[np.int64]]], begin: int, n: int
+) -> dict[str, tuple[list[bytes], npt.NDArray[np.int64]]]:
+    """The keys named by rows ``begin .. begin + n`` and those rows' codes into them."""
+    out: dict[str, tuple[list[bytes], npt.NDArray[np.int64]]] = {}
+    for name, (keys, codes) in factorized.items():
+        chunk = codes[begin : begin + n]
+        used = np.flatnonzero(np.bincount(chunk, minlength=len(keys)))
+        remap = np.zeros(len(keys), dtype=np.int64)
+        remap[used] = np.arange(len(used), dtype=np.int64)
+        out[name] = ([keys[i] for i in used.tolist()], remap[chunk])
+    return out

@@ -1,0 +1,136 @@
+"""Batch scoring: ``score_batch(model, entities, client)`` looks up the features a model
+was trained on, for entity keys only, and runs the model.
+
+Lookups go through the feature server (``POST /v1/features/{service}`` with one
+``as_of`` per row): rows with a time column are answered as of that time, exactly, from
+the online tiles or the Parquet log (docs/serving.md, historical reads), and times the
+log does not cover are refused with the covered range; rows without one are answered
+as of one "now" taken at the start of the batch. The same code path as online
+inference, so a batch score equals the score a live request at that time would get.
+
+The model names its feature service (``trained_on``: name and fingerprint): the caller
+gives entity keys (and request data the service needs), never a feature list. A server
+whose service has another fingerprint (features, windows or transforms changed since
+training) is refused with ModelServiceMismatch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from serving.client import FeatureClient
+from serving.exceptions import ModelServiceMismatch
+from serving.model_file import TrainedOn
+
+DEFAULT_CHUNK_ROWS = 500  # under the server's default max_entities_per_request (1000)
+
+
+def _trained_on(model: object) -> TrainedOn:
+    trained = getattr(model, "trained_on", None)
+    if not isinstance(trained, TrainedOn):
+        raise TypeError(f"score_batch: model: expected an attribute trained_on=TrainedOn(service, fingerprint), "
+                        f"got {trained!r}; set it when training (serving.model_file.TrainedOn)")
+    features = getattr(model, "features", None)
+    if not isinstance(features, Sequence) or isinstance(features, str) or not features:
+        raise TypeError(f"score_batch: model: expected an attribute features=[names in the model's input order], "
+                        f"got {features!r}")
+    if not (hasattr(model, "predict_proba") or hasattr(model, "predict")):
+        raise TypeError(f"score_batch: model: expected a predict or predict_proba method, got {type(model).__name__}")
+    return trained
+
+
+def check_service(model: object, described: dict[str, Any]) -> None:
+    """Raises ModelServiceMismatch unless ``described`` (GET /v1/services/{name}) is the
+    service the model was trained on, with the same fingerprint and every model feature."""
+    trained = _trained_on(model)
+    served = described.get("fingerprint")
+    if served != trained.fingerprint:
+        raise ModelServiceMismatch(
+            f"model trained on feature service {trained.service!r} with fingerprint {trained.fingerprint}, "
+            f"the server's {trained.service!r} has fingerprint {served}",
+            hint="the service's features, windows or transforms changed since training: retrain on a "
+                 "training set of the current service, or pin the version the model was trained on")
+    outputs = {o["name"] for o in described["outputs"]}
+    missing = [f for f in model.features if f not in outputs]  # type: ignore[attr-defined]
+    if missing:
+        raise ModelServiceMismatch(f"model features {missing} are not outputs of service {trained.service!r}",
+                                   hint="the model's feature list must name outputs of its service")
+
+
+def _epoch_ms(column: pl.Series) -> list[int]:
+    if column.dtype == pl.Datetime or isinstance(column.dtype, pl.Datetime):
+        return [int(v) for v in column.dt.epoch("ms").to_list()]
+    if column.dtype.is_integer():
+        return [int(v) for v in column.to_list()]
+    raise TypeError(f"score_batch: time column {column.name!r}: expected epoch milliseconds (int) or datetimes, "
+                    f"got {column.dtype}; cast it first")
+
+
+def _scores(model: Any, matrix: list[list[float]]) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    if hasattr(model, "predict_proba"):
+        proba = np.asarray(model.predict_proba(matrix), dtype=np.float64)
+        out["score"] = (proba[:, -1] if proba.ndim == 2 else proba).tolist()  # 2-D: scikit-learn's [p0, p1]
+    if hasattr(model, "predict"):
+        out["prediction"] = np.asarray(model.predict(matrix)).tolist()
+    return out
+
+
+def score_batch(
+    model: Any,
+    entities: pl.DataFrame,
+    client: FeatureClient,
+    *,
+    time_column: str | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> pl.DataFrame:
+    """Entity keys (and time) -> keys, time, the model's features in its order, ``score``
+    (with ``predict_proba``) and/or ``prediction`` (with ``predict``), and
+    ``cold_start_features``: how many of the row's features were missing and took the
+    model's ``defaults`` (a model without defaults refuses missing values)."""
+    trained = _trained_on(model)
+    described = client.describe_service(trained.service)
+    check_service(model, described)
+    keys = [e["name"] for e in described["inputs"]["entities"]]
+    needed = [*keys, *(r["name"] for r in described["inputs"]["request_data"])]
+    absent = [c for c in [*needed, *([time_column] if time_column else [])] if c not in entities.columns]
+    if absent:
+        raise ValueError(f"score_batch: entities: expected columns {absent} (service {trained.service!r} "
+                         f"needs {needed}), got {entities.columns}")
+    times = _epoch_ms(entities[time_column]) if time_column else [time.time_ns() // 1_000_000] * entities.height
+    features: list[str] = list(model.features)
+    defaults: dict[str, float] = dict(getattr(model, "defaults", {}) or {})
+    rows: list[dict[str, Any]] = []
+    for start in range(0, entities.height, chunk_rows):
+        chunk = entities.slice(start, chunk_rows)
+        answer = client.get_feature_vectors(
+            trained.service, {k: chunk[k].to_list() for k in keys},
+            {c: chunk[c].to_list() for c in needed[len(keys):]} or None,
+            as_of=times[start:start + chunk_rows])
+        rows.extend(answer["features"])
+    matrix: list[list[float]] = []
+    cold: list[int] = []
+    for index, row in enumerate(rows):
+        values, missing = [], 0
+        for name in features:
+            value = row.get(name)
+            if value is None:
+                if name not in defaults:
+                    raise ValueError(f"score_batch: row {index}: feature {name!r} has no value and the model "
+                                     "declares no default for it; give the model defaults={...} (cold start)")
+                value, missing = defaults[name], missing + 1
+            values.append(float(value))
+        matrix.append(values)
+        cold.append(missing)
+    columns: dict[str, list[Any]] = {k: [r[k] for r in rows] for k in keys}
+    columns["as_of"] = times
+    columns.update({name: [m[i] for m in matrix] for i, name in enumerate(features)})
+    columns.update(_scores(model, matrix) if matrix else {"score": [], "prediction": []})
+    columns["cold_start_features"] = cold
+    frame = pl.DataFrame(columns)
+    return frame.with_columns(pl.col("as_of").cast(pl.Datetime("ms", time_zone="UTC")))

@@ -1,0 +1,106 @@
+"""Batch scoring against a real uvicorn server: features as of each row's time equal the
+server's answers, the model's score is its formula over them, cold starts take the model's
+defaults, a changed service is refused, and `streamfeat score-batch` writes the same."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from cli import main as cli_main
+from engine.definitions import FeatureRepo
+from serving.client import FeatureClient
+from serving.exceptions import ModelFileError, ModelServiceMismatch
+from serving.model_file import LogisticModel, TrainedOn, fit_logistic, load_model, save_model
+from serving.scoring import score_batch
+from tests.serving.asgi_support import ASGIClient
+from tests.serving.serving_support import T_END, uvicorn_server
+
+FEATURES = ("amount_sum_15m", "amount_count_15m", "spend_velocity_ratio", "ms_since_last_purchase")
+
+
+@pytest.fixture(scope="module")
+def server_url(client: ASGIClient) -> Iterator[str]:
+    with uvicorn_server(client.app) as url:
+        yield url
+
+
+def _model(repo: FeatureRepo, fingerprint: str | None = None) -> LogisticModel:
+    service = repo.service("fraud_scoring")
+    return LogisticModel(
+        trained_on=TrainedOn("fraud_scoring", fingerprint or service.fingerprint_hex), features=FEATURES,
+        coefficients=(0.5, -0.25, 0.75, 0.1), intercept=-0.3, means=(100.0, 2.0, 1.0, 1.0),
+        scales=(50.0, 1.0, 2.0, 60_000.0), defaults=dict.fromkeys(FEATURES, 0.0))
+
+
+def _entities() -> pl.DataFrame:
+    return pl.DataFrame({"user_id": ["u0", "u1", "never_seen"], "merchant_id": ["m0", "m1", "m_none"],
+                         "amount": [20.0, 300.0, 5.0], "ts": [T_END, T_END - 60_000, T_END]})
+
+
+def test_score_batch_features_as_of_each_row_and_the_model_formula(repo: FeatureRepo, server_url: str) -> None:
+    model = _model(repo)
+    entities = _entities()
+    with FeatureClient(server_url) as fc:
+        scored = score_batch(model, entities, fc, time_column="ts")
+        served = [fc.get_feature_vector("fraud_scoring", {"user_id": u, "merchant_id": m}, {"amount": a}, as_of=t)
+                  for u, m, a, t in entities.select("user_id", "merchant_id", "amount", "ts").iter_rows()]
+    assert scored.columns == ["user_id", "merchant_id", "as_of", *FEATURES, "score", "prediction", "cold_start_features"]
+    assert scored["user_id"].to_list() == entities["user_id"].to_list()
+    assert [int(t.timestamp() * 1000) for t in scored["as_of"].to_list()] == entities["ts"].to_list()
+    for out, want in zip(scored.iter_rows(named=True), served, strict=True):
+        values = [0.0 if want[f] is None else float(want[f]) for f in FEATURES]
+        assert [out[f] for f in FEATURES] == pytest.approx(values)
+        assert out["cold_start_features"] == sum(want[f] is None for f in FEATURES)
+        z = model.intercept + sum(c * (v - m) / s for c, v, m, s in
+                                  zip(model.coefficients, values, model.means, model.scales, strict=True))
+        assert out["score"] == pytest.approx(1 / (1 + math.exp(-z)))
+        assert out["prediction"] == int(out["score"] >= 0.5)
+    assert scored.row(0, named=True)["amount_count_15m"] >= 1  # a known user has real values
+    assert scored.row(2, named=True)["cold_start_features"] >= 1  # the unknown one starts cold
+
+
+def test_a_changed_service_is_refused(repo: FeatureRepo, server_url: str) -> None:
+    with FeatureClient(server_url) as fc, pytest.raises(ModelServiceMismatch, match="fingerprint 00000000"):
+        score_batch(_model(repo, "0000000000000000"), _entities(), fc, time_column="ts")
+    with FeatureClient(server_url) as fc, pytest.raises(ValueError, match=r"expected columns \['merchant_id'\]"):
+        score_batch(_model(repo), _entities().drop("merchant_id"), fc)
+
+
+def test_score_batch_cli_writes_the_same_scores(repo: FeatureRepo, server_url: str, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    model = _model(repo)
+    save_model(model, tmp_path / "model.json")
+    assert load_model(tmp_path / "model.json") == model
+    _entities().write_parquet(tmp_path / "entities.parquet")
+    code = cli_main(["score-batch", "--model", str(tmp_path / "model.json"), "--entities",
+                     str(tmp_path / "entities.parquet"), "--out", str(tmp_path / "scores.parquet"),
+                     "--time-column", "ts", "--url", server_url])
+    assert code == 0 and "scored 3 rows" in capsys.readouterr().out
+    with FeatureClient(server_url) as fc:
+        want = score_batch(model, _entities(), fc, time_column="ts")
+    assert pl.read_parquet(tmp_path / "scores.parquet").equals(want)
+
+
+def test_model_files_are_json_only(tmp_path: Path) -> None:
+    (tmp_path / "pickled.bin").write_bytes(b"\x80\x04\x95 not json")
+    with pytest.raises(ModelFileError, match="not JSON"):
+        load_model(tmp_path / "pickled.bin")
+    (tmp_path / "other.json").write_text('{"format": "sklearn"}')
+    with pytest.raises(ModelFileError, match="field 'format'"):
+        load_model(tmp_path / "other.json")
+    (tmp_path / "short.json").write_text('{"format": "streamfeat.logistic/1", "features": ["a"]}')
+    with pytest.raises(ModelFileError, match="missing field 'trained_on'"):
+        load_model(tmp_path / "short.json")
+
+
+def test_fit_logistic_learns_a_separable_rule() -> None:
+    rows = [[float(i % 10), float(i % 7)] for i in range(200)]
+    labels = [int(r[0] > 4.5) for r in rows]
+    model = fit_logistic(rows, labels, ["a", "b"], TrainedOn("s", "f"), {"a": 0.0, "b": 0.0}, epochs=800)
+    accuracy = sum(p == y for p, y in zip(model.predict(rows), labels, strict=True)) / len(rows)
+    assert accuracy >= 0.95 and model.coefficients[0] > abs(model.coefficients[1])
