@@ -20,9 +20,9 @@ from typing import Any
 
 import orjson
 
+from engine.io.request_log import read_request_log
 from serving.exceptions import InvalidRequest
 from serving.request import parse_as_of
-from serving.request_log import read_request_log
 from serving.shadow.exceptions import ShadowSetupError
 from serving.shadow.runner import ShadowRequest
 
