@@ -42,6 +42,16 @@ def register(subparsers: Any) -> None:
         "--processes", type=int, default=1, help="processes on this host (default: 1)"
     )
     parser.add_argument(
+        "--cluster",
+        default=None,
+        help="several hosts: every process's host:port, comma-separated, the same list on "
+        "every host (then --process-index; each host keeps its own data_dir; use "
+        "state_backup: kafka so shards restore on any host, docs/deploy.md)",
+    )
+    parser.add_argument(
+        "--process-index", type=int, default=None, help="with --cluster: this process's index"
+    )
+    parser.add_argument(
         "--until-caught-up",
         action="store_true",
         help="stop at the end offsets seen at start instead of tailing the topic",
@@ -91,6 +101,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.workers < 1 or args.processes < 1:
         raise ConfigError("--workers and --processes must be at least 1")
+    if args.cluster is not None:
+        return _supervise(_cluster_process(args))
     if args.processes == 1:
         return _run_in_place(args)
 
@@ -105,6 +117,11 @@ def _run(args: argparse.Namespace) -> int:
     job = build_job(settings, args.source, tail=not args.until_caught_up)
     check_source_topic(settings.kafka_bootstrap, job.source.topic)
     RocksDBStore(job.state_dir, job.shards).close()
+    if job.changelog:  # the children share this directory: restore it once, here
+        from engine.state.restore import restore_shards
+
+        restore_shards(job.bootstrap, job.source.topic, job.state_dir, job.shards)
+        env["STREAMFEAT_RUN_RESTORED"] = "1"
     metrics_base = settings.metrics_port
     addresses = ";".join(f"127.0.0.1:{port}" for port in free_ports(args.processes))
     counts_files = _fresh_counts_files(settings.path(settings.data_dir) / "run", args.processes)
@@ -140,6 +157,49 @@ def _run(args: argparse.Namespace) -> int:
         reporter.stop()
         interrupted = code == 130
         print(reporter.summary(caught_up=args.until_caught_up and code == 0, interrupted=interrupted))
+
+
+def _cluster_process(args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
+    """This host's one process of a multi-host cluster (its own data_dir)."""
+    from dataflows.stream import EPOCH_INTERVAL
+    from engine.exceptions import ConfigError
+
+    addresses = [a.strip() for a in str(args.cluster).split(",") if a.strip()]
+    index = args.process_index
+    if index is None or not 0 <= index < len(addresses):
+        raise ConfigError(
+            f"--process-index: expected 0..{len(addresses) - 1} with --cluster "
+            f"({len(addresses)} addresses), got {index}",
+            hint="give every host the same --cluster list and its own --process-index",
+        )
+    if args.processes != 1:
+        raise ConfigError(
+            f"--processes: expected 1 with --cluster (one process per address), got {args.processes}",
+            hint="list one address per process in --cluster",
+        )
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "bytewax.run", "dataflows.app:flow", "-w", str(args.workers),
+             "-i", str(index), "-a", ";".join(addresses),
+             "-s", str(int(EPOCH_INTERVAL.total_seconds()))],
+            env=_child_env(args),
+        )
+    ]  # fmt: skip
+
+
+def _supervise(children: list[subprocess.Popen[bytes]]) -> int:
+    """Wait for the children; stop all of them on failure or exit."""
+    try:
+        return _wait_for(children)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGINT)
+        for child in children:
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
 
 
 def _wait_for(children: list[subprocess.Popen[bytes]]) -> int:

@@ -18,7 +18,12 @@ from engine.config import load_settings
 from engine.run_counts import publish_counts
 from engine.shutdown import stop_gracefully_on_sigint
 
-_RUN_ONLY = ("STREAMFEAT_RUN_SOURCE", "STREAMFEAT_RUN_TAIL", "STREAMFEAT_RUN_COUNTS_FILE")
+_RUN_ONLY = (
+    "STREAMFEAT_RUN_SOURCE",
+    "STREAMFEAT_RUN_TAIL",
+    "STREAMFEAT_RUN_COUNTS_FILE",
+    "STREAMFEAT_RUN_RESTORED",
+)
 _env = {k: v for k, v in os.environ.items() if k not in _RUN_ONLY}
 _settings = load_settings(env=_env)
 stop_gracefully_on_sigint()  # a SIGINT ends the dataflow normally, without a Rust panic
@@ -26,6 +31,8 @@ _job = build_job(
     _settings,
     os.environ.get("STREAMFEAT_RUN_SOURCE", "transactions"),
     tail=os.environ.get("STREAMFEAT_RUN_TAIL", "1") != "0",
+    # streamfeat run --processes N restores the shared state directory itself.
+    restore_on_start=os.environ.get("STREAMFEAT_RUN_RESTORED", "0") != "1",
 )
 if os.environ.get("STREAMFEAT_RUN_COUNTS_FILE"):
     # `streamfeat run --processes N` sums these files into its progress line and summary.

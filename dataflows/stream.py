@@ -39,7 +39,8 @@ from engine.shutdown import stop_requested
 from engine.state.layout import shard_path
 from engine.state.offsets import combine_resume_points, highest_applied, read_offset_records
 from engine.state.redis_writer import RedisOnlineWriter
-from engine.state.rocksdb_store import RocksDBStore
+from engine.state.restore import restore_shards
+from engine.state.rocksdb_store import ChangelogTarget, RocksDBStore
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,10 @@ class StreamJob:
     log_max_rows: int = 200_000
     log_max_age_s: float = 30.0
     metrics_port: int = 0  # 0: no metrics endpoint (engine/metrics.py)
+    changelog: bool = False  # durable shards: engine/state/changelog.py, docs/deploy.md
+    # False when a parent already restored this (shared) state directory: processes that
+    # share it must not open each other's shards (engine/cli/run_cmd.py).
+    restore_on_start: bool = True
 
 
 def select_views(
@@ -116,6 +121,10 @@ class _ShardPartition(StatefulSinkPartition[ShardBatch | None, None]):
         self.store.close()
 
 
+def changelog_target(job: StreamJob) -> ChangelogTarget | None:
+    return ChangelogTarget(job.bootstrap, job.source.topic) if job.changelog else None
+
+
 class ShardSink(FixedPartitionedSink[ShardBatch | None, None]):
     """One sink partition per state shard; each is owned by exactly one worker."""
 
@@ -130,7 +139,7 @@ class ShardSink(FixedPartitionedSink[ShardBatch | None, None]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _ShardPartition:
         job = self.job
-        store = RocksDBStore(job.state_dir, job.shards)
+        store = RocksDBStore(job.state_dir, job.shards, changelog_target(job))
         shard = self.part_fn(for_part)
         online_copy = RedisOnlineWriter(job.redis_url) if job.redis_url else None
         applier = ShardApplier(
@@ -207,6 +216,8 @@ class _DecodeStep:
 
 def build_flow(job: StreamJob, flow_id: str = "streamfeat") -> Dataflow:
     """The streaming dataflow of one source; run it with bytewax.run / run_main / cluster_main."""
+    if job.changelog and job.restore_on_start:  # restored state carries its offsets
+        restore_shards(job.bootstrap, job.source.topic, job.state_dir, job.shards)
     offset_records = read_offset_records(job.state_dir, job.shards, job.source.topic)
     resume = combine_resume_points(offset_records, job.shards)
     already_sent = sent_dead_letters(

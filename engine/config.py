@@ -41,6 +41,7 @@ class Settings:
     log_root: str = ""  # empty: <data_dir>/log
     online: str = "rocksdb"  # rocksdb | redis
     redis_url: str = ""
+    state_backup: str = ""  # "" (local shards only) | kafka (changelog topic, docs/deploy.md)
     serve_host: str = "127.0.0.1"
     serve_port: int = 8000
     metrics_port: int = 9464
@@ -69,6 +70,11 @@ class Settings:
         if self.online == "redis" and not self.redis_url:
             problems.append(
                 "redis_url: required when online is 'redis' (e.g. redis://127.0.0.1:6379/0)"
+            )
+        if self.state_backup not in ("", "kafka"):
+            problems.append(
+                f"state_backup: expected '' (off) or 'kafka' (changelog topic), "
+                f"got {self.state_backup!r}"
             )
         if self.max_in_flight < 1:
             problems.append(f"max_in_flight: expected >= 1, got {self.max_in_flight}")

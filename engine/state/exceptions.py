@@ -49,3 +49,7 @@ class OnlineTableUnavailable(StateError):
 
 class OnlineWriteError(StateError):
     """Writing to a secondary online copy (Redis) failed; the batch was not confirmed."""
+
+
+class ChangelogError(StateError):
+    """The shard changelog could not be written or read: the batch is not committed."""

@@ -12,6 +12,8 @@ RocksDB shard keys (one byte of prefix says what the record is):
   history holds events ``e < T``, the stream ``e >= T`` (docs/backfill.md)
 - ``B`` backfill run:     ``b"B" + fingerprint`` -> ``<qq`` (start ms, end ms) +
   the history topic name (UTF-8)
+- ``C`` changelog position: ``b"C"`` -> ``<q`` offset of the last changelog record the
+  shard holds (written in the same WriteBatch as the records, engine/state/changelog.py)
 
 Redis keys (the optional online copy):
 
@@ -41,6 +43,8 @@ BACKFILL_RUN_PREFIX = b"B"
 META_RECORD = struct.Struct("<qq")
 HANDOFF_RECORD = struct.Struct("<q")
 BACKFILL_RUN_RECORD = struct.Struct("<qq")
+CHANGELOG_POSITION_KEY = b"C"
+CHANGELOG_POSITION_RECORD = struct.Struct("<q")
 
 REDIS_TILE_PREFIX = b"sf:"
 REDIS_META_PREFIX = b"sf:meta:"
@@ -240,3 +244,19 @@ def redis_meta_field(shard: int) -> bytes:
     if isinstance(shard, bool) or not isinstance(shard, int) or shard < 0:
         raise StateValueError(f"shard: expected an int >= 0, got {shard!r}")
     return f"{shard:03d}".encode("ascii")
+
+
+def encode_changelog_position(offset: int) -> bytes:
+    return CHANGELOG_POSITION_RECORD.pack(offset)
+
+
+def decode_changelog_position(raw: bytes | None) -> int | None:
+    """The changelog offset a shard holds up to, or None for a shard never logged."""
+    if raw is None:
+        return None
+    if len(raw) != CHANGELOG_POSITION_RECORD.size:
+        raise StateValueError(
+            f"changelog position record: expected {CHANGELOG_POSITION_RECORD.size} bytes, "
+            f"got {len(raw)}"
+        )
+    return int(CHANGELOG_POSITION_RECORD.unpack(raw)[0])

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import rocksdict
 
+from engine.state.changelog import RestoreStats, ShardChangelog, ShardRestorer
 from engine.state.closing import ClosesOnExit
 from engine.state.exceptions import (
     StateError,
@@ -32,7 +33,12 @@ from engine.state.layout import (
     writer_options,
 )
 from engine.state.offsets import OffsetRecord, scan_offsets
-from engine.state.records import offset_key, view_prefix
+from engine.state.records import (
+    CHANGELOG_POSITION_KEY,
+    encode_changelog_position,
+    offset_key,
+    view_prefix,
+)
 
 
 @dataclass
@@ -76,6 +82,14 @@ def _release(path: Path) -> None:
 def _check_key(key: object, what: str) -> None:
     if not isinstance(key, bytes):
         raise StateTypeError(f"{what}: expected bytes, got {type(key).__name__}")
+
+
+@dataclass(frozen=True)
+class ChangelogTarget:
+    """Where a store's shards keep their changelog (engine/state/changelog.py)."""
+
+    bootstrap: str
+    source_topic: str
 
 
 class RocksDBTransaction:
@@ -162,9 +176,12 @@ class RocksDBTransaction:
                 batch.delete(key)
             else:
                 batch.put(key, value)
-        self._pending = {}
+        changes, self._pending = self._pending, {}
         if batch.is_empty():
             return
+        changelog = self._partition.changelog
+        if changelog is not None:  # durable copy first: engine/state/changelog.py
+            batch.put(CHANGELOG_POSITION_KEY, encode_changelog_position(changelog.publish(changes)))
         self._partition.write(batch)
 
     def abort(self) -> None:
@@ -181,6 +198,7 @@ class RocksDBStorePartition:
         self._shard = shard
         self.path = path
         self._db = db
+        self.changelog: ShardChangelog | None = None
 
     @property
     def shard(self) -> int:
@@ -245,6 +263,10 @@ class RocksDBStorePartition:
         """Push the write-ahead log to the OS (and to disk when ``sync``)."""
         self._live_db().flush_wal(sync)
 
+    def catch_up(self, restorer: ShardRestorer) -> RestoreStats:
+        """Bring this shard up to its changelog (engine/state/changelog.py)."""
+        return restorer.catch_up(self._live_db())
+
 
 class RocksDBStore(ClosesOnExit):
     """All shards of a state directory, opened read-write.
@@ -253,7 +275,9 @@ class RocksDBStore(ClosesOnExit):
     a directory created with another shard count.
     """
 
-    def __init__(self, state_dir: str | Path, n_shards: int) -> None:
+    def __init__(
+        self, state_dir: str | Path, n_shards: int, changelog: ChangelogTarget | None = None
+    ) -> None:
         if isinstance(n_shards, bool) or not isinstance(n_shards, int):
             raise StateTypeError(f"RocksDBStore: field 'n_shards': expected int, got {n_shards!r}")
         if n_shards < 1:
@@ -263,6 +287,7 @@ class RocksDBStore(ClosesOnExit):
         self.state_dir = Path(state_dir)
         self._n_shards = n_shards
         self.closed = False
+        self._changelog = changelog
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if not check_meta_shards(self.state_dir, n_shards):
             write_meta(self.state_dir, n_shards)
@@ -291,6 +316,10 @@ class RocksDBStore(ClosesOnExit):
         if opened is None:
             path = shard_path(self.state_dir, shard)
             opened = RocksDBStorePartition(self, shard, path, _acquire(path))
+            if self._changelog is not None:
+                target = self._changelog
+                opened.catch_up(ShardRestorer(target.bootstrap, target.source_topic, shard))
+                opened.changelog = ShardChangelog(target.bootstrap, target.source_topic, shard)
             self._partitions[shard] = opened
         return opened
 
@@ -313,4 +342,6 @@ class RocksDBStore(ClosesOnExit):
             return
         self.closed = True
         for part in self._partitions.values():
+            if part.changelog is not None:
+                part.changelog.close()
             _release(part.path)

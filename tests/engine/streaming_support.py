@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from benchmarks.common import copy_repo as copy_repo  # one copy for tests and benchmarks
 from dataflows.stream import StreamJob
@@ -285,3 +286,18 @@ def wait_for_progress(
             return False
         finally:
             probe.close()
+
+
+def truncate_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    """Delete every record now in ``topic`` (as retention would)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "truncate"})
+    try:
+        ends = [
+            TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p), 30)[1])
+            for p in range(partitions)
+        ]
+    finally:
+        consumer.close()
+    for future in admin.delete_records(ends, operation_timeout=30).values():
+        future.result(30)
