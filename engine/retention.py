@@ -6,6 +6,8 @@ also sweeps its records in small slices (on the dataflow's idle ticks): a record
 newest tile ended more than the view's retention before the newest event time the
 view has seen (docs/semantics.md section 7) is deleted; a record with some expired
 tiles is trimmed. No value the watermark still allows can need what is removed.
+A view with a lifetime window never loses a record: its expired tiles are folded
+into one compacted partial per entity (the same fold as the write path's).
 
 Sweeping is incremental (a cursor per view, at most ``limit`` records per call) so
 it never stalls ingestion.
@@ -20,6 +22,7 @@ import numpy as np
 from engine.kernel.aggregate import apply_retention, first_kept_tile
 from engine.kernel.batch_merge import NO_EVENT_TS
 from engine.kernel.codec import decode_tiles, encode_tiles, tile_span
+from engine.kernel.layout import PartialLayout
 from engine.state.protocols import StorePartition
 from engine.state.records import decode_meta, meta_key, view_prefix
 
@@ -44,10 +47,12 @@ def sweep_view(
     retention_ms: int,
     interval_ms: int,
     *,
+    compact_into: PartialLayout | None = None,
     start_after: bytes | None = None,
     limit: int = 2_000,
 ) -> SweepResult:
-    """Delete or trim up to ``limit`` records of one view past ``start_after``."""
+    """Delete or trim up to ``limit`` records of one view past ``start_after``; with
+    ``compact_into`` (a view with a lifetime window) fold expired tiles instead."""
     newest = view_newest_ts(partition, fingerprint)
     if newest == NO_EVENT_TS:
         return SweepResult(0, 0, 0, None)
@@ -68,13 +73,17 @@ def sweep_view(
         if span is None:
             continue
         first_tile, last_tile = span
-        if last_tile < first_kept:
+        if last_tile < first_kept and compact_into is None:
             txn.delete(key)
             deleted += 1
             continue
         if first_tile < first_kept:
             tiles, partials, max_ts = decode_tiles(value)
-            kept_tiles, kept = apply_retention(tiles, partials, newest, retention_ms, interval_ms)
+            if compact_into is not None and (len(tiles) < 2 or tiles[1] >= first_kept):
+                continue  # at most the compacted partial is expired: nothing to fold
+            kept_tiles, kept = apply_retention(
+                tiles, partials, newest, retention_ms, interval_ms, compact_into
+            )
             txn.put(key, encode_tiles(np.ascontiguousarray(kept_tiles), np.ascontiguousarray(kept), max_ts))
             trimmed += 1
     txn.commit()
@@ -84,9 +93,15 @@ def sweep_view(
 class RetentionSweeper:
     """Round-robin incremental sweeps over every view of one shard."""
 
-    def __init__(self, partition: StorePartition, views: list[tuple[bytes, int, int]], limit: int = 2_000):
+    def __init__(
+        self,
+        partition: StorePartition,
+        views: list[tuple[bytes, int, int, PartialLayout | None]],
+        limit: int = 2_000,
+    ):
         self.partition = partition
-        self.views = views  # (fingerprint, retention_ms, interval_ms)
+        # (fingerprint, retention_ms, interval_ms, layout to compact into or None)
+        self.views = views
         self.limit = limit
         self._turn = 0
         self._cursors: dict[bytes, bytes | None] = {}
@@ -96,9 +111,9 @@ class RetentionSweeper:
     def step(self) -> SweepResult | None:
         if not self.views:
             return None
-        fingerprint, retention_ms, interval_ms = self.views[self._turn % len(self.views)]
+        fingerprint, retention_ms, interval_ms, compact_into = self.views[self._turn % len(self.views)]
         result = sweep_view(
-            self.partition, fingerprint, retention_ms, interval_ms,
+            self.partition, fingerprint, retention_ms, interval_ms, compact_into=compact_into,
             start_after=self._cursors.get(fingerprint), limit=self.limit,
         )  # fmt: skip
         self._cursors[fingerprint] = result.next_key

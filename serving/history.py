@@ -205,7 +205,7 @@ class HistoricalReads:
                 raise InvalidRequest(
                     f"field '{_field(request, i)}': {iso(times[i])} cannot be answered exactly for row {i}: "
                     f"the online record of view {view.name!r} holds events after it or lost tiles to "
-                    f"retention, and {coverage.describe()}",
+                    f"retention{_compacted_horizon(view, values.max_event_ts[i])}, and {coverage.describe()}",
                     hint="ask for a time the log covers, or wait for the log to be published",
                     field=_field(request, i))  # fmt: skip
         spine = pl.DataFrame({key: [_text(request.entities[key][i]) for i in rows] for key in view.join_keys})
@@ -228,6 +228,15 @@ class HistoricalReads:
             found[i] = any(bool(nonempty[name][j]) for name in view.feature_names)
             from_log[i] = True
         return replace(values, columns=columns, defaulted=defaulted, found=found, from_log=from_log)
+
+
+def _compacted_horizon(view: CompiledView, newest: int | None) -> str:
+    """For a view with a lifetime window: the time before which its record holds one
+    compacted partial, so no earlier ``as_of`` can be answered online (semantics 7)."""
+    if not view.definition.has_lifetime_window or newest is None:
+        return ""
+    horizon = newest - view.definition.retention_ms
+    return f" (its lifetime windows hold the tiles ending before {iso(horizon)}, the compacted horizon, as one partial)"
 
 
 def _text(value: EntityValue) -> str:

@@ -21,7 +21,7 @@ from engine.kernel.layout import FUNCTIONS, INTEGER_FUNCTIONS, PLANNED_FUNCTIONS
 class Aggregation:
     column: str
     function: str
-    window: timedelta
+    window: timedelta | None  # None: a lifetime window (docs/semantics.md)
     name: str | None = None
     default: float | int | None = None
 
@@ -35,11 +35,7 @@ class Aggregation:
             c.add("function", f"one of {', '.join(FUNCTIONS)}", self.function,
                   f"{self.function} is specified in docs/semantics.md ('Planned functions') but not implemented yet; "
                   f"valid values: {', '.join(FUNCTIONS)}" if planned else did_you_mean(self.function, FUNCTIONS))
-        if self.window is None:
-            c.add("window", "a datetime.timedelta", None,
-                  "lifetime windows (window=None) are planned (docs/semantics.md) but not implemented yet; "
-                  "use a finite window such as timedelta(days=30)")
-        else:
+        if self.window is not None:
             c.duration("window", self.window, minimum_ms=1)
         if self.name is not None:
             c.name_field("name", self.name)
@@ -49,14 +45,16 @@ class Aggregation:
         c.check()
 
     @property
-    def window_ms(self) -> int:
-        return timedelta_ms(self.window)
+    def window_ms(self) -> int | None:
+        """The window in milliseconds; None for a lifetime window."""
+        return None if self.window is None else timedelta_ms(self.window)
 
     @property
     def output_name(self) -> str:
         if self.name is not None:
             return self.name
-        return f"{self.column}_{self.function}_{window_label(self.window_ms)}"
+        label = "lifetime" if self.window_ms is None else window_label(self.window_ms)
+        return f"{self.column}_{self.function}_{label}"
 
     @property
     def output_type(self) -> FieldType:

@@ -333,13 +333,17 @@ def apply_retention(
     newest_ts: int,
     retention_ms: int,
     interval_ms: int,
+    compact_into: PartialLayout | None = None,
 ) -> tuple[Int64Array, Float64Array]:
-    """Drop tiles whose end is more than ``retention_ms`` behind ``newest_ts``.
+    """Drop tiles whose end is more than ``retention_ms`` behind ``newest_ts``, or, with
+    ``compact_into`` (the layout of a view with a lifetime window), fold them into one
+    compacted partial (:func:`fold_expired`).
 
     Tile ``i`` ends at ``(i + 1) * interval_ms`` (exclusive); it is kept while
     ``newest_ts - end <= retention_ms`` (docs/semantics.md section 7, where the view's
     retention is ``max window + allowed_lateness + interval``). ``tiles`` must be
-    strictly increasing; the result is a slice (a view) of the inputs.
+    strictly increasing; without ``compact_into`` the result is a slice (a view) of the
+    inputs.
     """
     tile_ids = as_int64_vector("tiles", tiles)
     parts = np.asarray(partials, dtype=np.float64)
@@ -355,5 +359,45 @@ def apply_retention(
             hint="use ViewSpec.interval_ms and ViewSpec.retention_ms",
         )
     first_kept = first_kept_tile(int(newest_ts), int(retention_ms), int(interval_ms))
+    if compact_into is not None:
+        codes = np.zeros(len(tile_ids), dtype=np.int64)
+        _, kept_tiles, kept = fold_expired(compact_into, codes, tile_ids, parts, tile_ids < first_kept)
+        return kept_tiles, kept
     lo = int(np.searchsorted(tile_ids, first_kept, side="left"))
     return tile_ids[lo:], parts[lo:]
+
+
+def fold_expired(
+    layout: PartialLayout,
+    codes: Int64Array,
+    tiles: Int64Array,
+    partials: Float64Array,
+    expired: npt.NDArray[np.bool_],
+) -> tuple[Int64Array, Int64Array, Float64Array]:
+    """Fold each entity's expired tiles into one compacted partial (lifetime windows).
+
+    Rows are sorted by ``(code, tile)`` and an entity's expired rows are a prefix of
+    its rows (``tile < first kept``). They merge left to right in tile order (the
+    compacted partial, always the oldest row, first) into one row kept under the
+    newest expired tile id, so the result is the same whether the tiles expired in
+    one trim or over many, and the tile ids stay strictly increasing.
+    """
+    rows = np.flatnonzero(expired)
+    if len(rows) == 0:
+        return codes, tiles, partials
+    run_codes = codes[rows]
+    starts = rows[np.flatnonzero(np.r_[True, run_codes[1:] != run_codes[:-1]])]
+    lengths = np.diff(np.r_[np.searchsorted(rows, starts), len(rows)])
+    if bool((lengths == 1).all()):
+        return codes, tiles, partials
+    folded = partials[starts].copy()
+    for j in range(1, int(lengths.max())):
+        longer = lengths > j
+        folded[longer] = merge_partials(layout, folded[longer], partials[starts[longer] + j])
+    out = partials.copy()
+    newest_expired = starts + lengths - 1
+    out[newest_expired] = folded
+    keep = np.ones(len(tiles), dtype=bool)
+    keep[rows] = False
+    keep[newest_expired] = True
+    return codes[keep], tiles[keep], out[keep]

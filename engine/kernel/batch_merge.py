@@ -15,7 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from engine.kernel.aggregate import first_kept_tile, merge_partials, overflow_is_a_value
+from engine.kernel.aggregate import (
+    first_kept_tile,
+    fold_expired,
+    merge_partials,
+    overflow_is_a_value,
+)
 from engine.kernel.codec import HEADER, RECORD_VERSION, decode_tiles
 from engine.kernel.exceptions import TileCodecError
 from engine.kernel.layout import PartialLayout
@@ -204,10 +209,14 @@ def _merge_flat_by_sort(
     return FlatTiles(codes, tiles, partials, max_ts)
 
 
-def retain(flat: FlatTiles, retention_ms: int, interval_ms: int) -> FlatTiles:
+def retain(
+    flat: FlatTiles, retention_ms: int, interval_ms: int, compact_into: PartialLayout | None = None
+) -> FlatTiles:
     """Drop every tile whose end is more than ``retention_ms`` behind its entity's newest event.
 
-    Same rule as :func:`engine.kernel.aggregate.apply_retention`, for many entities.
+    Same rule as :func:`engine.kernel.aggregate.apply_retention`, for many entities;
+    with ``compact_into`` (a view with a lifetime window) the expired tiles are folded
+    into one compacted partial per entity instead (:func:`fold_expired`).
     """
     if not len(flat.codes):
         return flat
@@ -216,6 +225,9 @@ def retain(flat: FlatTiles, retention_ms: int, interval_ms: int) -> FlatTiles:
     keep = (flat.tiles >= first_kept) | (newest == NO_EVENT_TS)
     if bool(keep.all()):
         return flat
+    if compact_into is not None:
+        codes, tiles, partials = fold_expired(compact_into, flat.codes, flat.tiles, flat.partials, ~keep)
+        return FlatTiles(codes, tiles, partials, flat.max_event_ts)
     return FlatTiles(flat.codes[keep], flat.tiles[keep], flat.partials[keep], flat.max_event_ts)
 
 
