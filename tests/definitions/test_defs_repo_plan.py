@@ -323,7 +323,7 @@ def test_cli_plan_and_apply(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap
 
 def test_example_repo_loads_and_transforms_check() -> None:
     repo = load_repo(REPO_ROOT / "feature_defs")
-    assert {v.name for v in repo.views} == {"user_spend", "merchant_activity", "user_merchant_spend"}
+    assert {v.name for v in repo.views} == {"user_spend", "merchant_activity", "user_merchant_spend", "user_lifetime"}
     user_spend = repo.view("user_spend")
     assert user_spend.source.topic == "transactions" and user_spend.join_keys == ("user_id",)
     assert user_spend.source.allowed_lateness_ms == 300_000 and user_spend.interval_ms == 60_000

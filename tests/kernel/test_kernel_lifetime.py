@@ -4,6 +4,7 @@ event with e <= t (docs/semantics.md, "Planned functions" and section 7)."""
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,14 @@ from kernel_helpers import COLUMN, assert_same_value
 
 from engine.kernel import AggregationSpec, ViewSpec, aggregate_batch, encode_positions, evaluate
 from engine.kernel.aggregate import apply_retention, first_kept_tile
-from engine.kernel.batch_merge import NO_EVENT_TS, FlatTiles, decode_many, encode_many, merge_flat, retain
+from engine.kernel.batch_merge import (
+    NO_EVENT_TS,
+    FlatTiles,
+    decode_many,
+    encode_many,
+    merge_flat,
+    retain,
+)
 from engine.kernel.codec import decode_tiles
 from engine.kernel.exceptions import KernelSpecError
 from engine.kernel.layout import FUNCTIONS, LIFETIME_WINDOW_TILES
@@ -89,7 +97,7 @@ def test_lifetime_values_after_compaction_match_the_reference(
     spec = lifetime_spec(finite_tiles)
     applied = apply_watermark(events, LATENESS)
     bounds = [0, *cuts, len(applied)]
-    batches = [applied[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    batches = [applied[a:b] for a, b in pairwise(bounds)]
     records = _stream(spec, batches)
     plan = WindowPlan(spec)
     for entity in range(ENTITIES):

@@ -203,8 +203,9 @@ def sweep_all(state_dir: Path, views: Iterable[StreamFeatureView], shards: int) 
             for view in views:
                 cursor: bytes | None = None
                 while True:
+                    compact_into = PartialLayout.for_view(view) if view.has_lifetime_window else None
                     result = sweep_view(partition, view.fingerprint, view.retention_ms, view.interval_ms,
-                                        start_after=cursor)
+                                        compact_into=compact_into, start_after=cursor)
                     deleted += result.deleted
                     cursor = result.next_key
                     if cursor is None:
