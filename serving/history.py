@@ -105,7 +105,11 @@ class LogRange:
 def window_may_be_trimmed(view: CompiledView, t: int, newest: int) -> bool:
     """Whether retention, measured against an event time up to ``newest``, may have
     removed a tile of the view's longest evaluated window as of ``t`` (semantics 7:
-    a tile is kept while ``newest - its end <= retention``)."""
+    a tile is kept while ``newest - its end <= retention``). Lifetime windows lose
+    nothing (expired tiles are folded into the compacted partial), so a view evaluating
+    only lifetime windows is never trimmed."""
+    if view.spec.max_finite_window_tiles == 0:
+        return False
     g = view.spec.interval_ms
     oldest_end = (t // g) * g - view.max_window_ms + g
     return newest - oldest_end > view.spec.retention_ms

@@ -342,6 +342,7 @@ def test_example_repo_loads_and_transforms_check() -> None:
     service = repo.service("fraud_scoring")
     assert service.entity_join_keys == ("user_id", "merchant_id")
     assert dict(service.request_fields) == {"amount": "float"}
-    assert service.feature_names[-8:] == ("merchant_txn_count_15m", "merchant_txn_count_1h",
-                                          "pair_txn_count_1d", "pair_amount_sum_1d", "pair_ms_since_last_1d", "pair_first_seen_1d",
-                                          "spend_velocity_ratio", "user_merchant_share_1h")
+    assert service.feature_names[-10:] == ("merchant_txn_count_15m", "merchant_txn_count_1h",
+                                           "pair_txn_count_1d", "pair_amount_sum_1d", "pair_ms_since_last_1d", "pair_first_seen_1d",
+                                           "user_purchases_lifetime", "user_first_seen_lifetime",
+                                           "spend_velocity_ratio", "user_merchant_share_1h")

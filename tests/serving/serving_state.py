@@ -107,8 +107,10 @@ def build_test_repo(base: FeatureRepo) -> FeatureRepo:
         name="user_unserved", source=user_spend.source, entities=user_spend.entities,
         filter=col("event_type") == "PURCHASE",
         aggregations=[Aggregation("amount", "count", timedelta(hours=1), name="purchases_1h")])
+    # The example's lifetime view alone: as_of rows it refuses name its compacted horizon.
+    lifetime = FeatureService(name="lifetime", features=[base.view("user_lifetime")])
     objects: list[object] = [*base.views, *base.on_demand_views, *base.services, user_defaults, flaky, service,
-                             subset, merchant_amounts, merchant_ratio, shadowed, unserved]
+                             subset, merchant_amounts, merchant_ratio, shadowed, unserved, lifetime]
     return FeatureRepo.from_objects(objects)
 
 
