@@ -33,7 +33,7 @@ from engine.io.parquet_log import (
     ParquetLogWriter,
     PublishedFile,
 )
-from engine.kernel.aggregate import aggregate_batch
+from engine.kernel.aggregate import aggregate_batch, aggregate_sketches
 from engine.kernel.batch_merge import (
     NO_EVENT_TS,
     FlatTiles,
@@ -77,6 +77,8 @@ class ApplicableView(Protocol):
     def has_lifetime_window(self) -> bool: ...
     @property
     def offline(self) -> bool: ...
+    @property
+    def column_types(self) -> Mapping[str, object]: ...
 
 
 @dataclass
@@ -179,6 +181,7 @@ class ShardApplier:
                         # otherwise all roll at the same moment, and one roll of every
                         # shard at 10k events/s held the dataflow back by ~0.6 s.
                         max_age_s=log_max_age_s * (1 + (partition.shard % 8) / 16),
+                        raw_columns=_raw_column_types(compiled),
                     )
                     self._staged[fp] = StagedLogRows(self.writers[fp], compiled.view.interval_ms)
         # Each view's newest event time as stored in its metadata record: this applier
@@ -305,15 +308,23 @@ class ShardApplier:
         )
         values = np.concatenate([rows.values for rows, _ in parts])
         tiles = event_ts // view.interval_ms
+        positions = encode_positions(partitions, offsets)
         codes_u, tiles_u, partials = aggregate_batch(
-            layout, codes, tiles, event_ts, encode_positions(partitions, offsets), values
+            layout, codes, tiles, event_ts, positions, values
         )
+        sketches = None
+        if layout.sketch_slots:
+            raw = {
+                c: np.concatenate([rows.raw_values[c] for rows, _ in parts])
+                for c in layout.sketch_columns
+            }
+            sketches = aggregate_sketches(layout, codes, tiles, event_ts, positions, raw)
         batch_max = np.full(len(keys), NO_EVENT_TS, dtype=np.int64)
         np.maximum.at(batch_max, codes, event_ts)
         prefix = view_prefix(view.fingerprint)  # keys are bytes built by routing
         state_keys = [prefix + k for k in keys]
         stored = decode_many(layout, txn.get_many(state_keys))
-        merged = merge_flat(layout, stored, FlatTiles(codes_u, tiles_u, partials, batch_max))
+        merged = merge_flat(layout, stored, FlatTiles(codes_u, tiles_u, partials, batch_max, sketches))
         # A lifetime window keeps expired tiles as one compacted partial (semantics 7).
         merged = retain(merged, view.retention_ms, view.interval_ms, layout if view.has_lifetime_window else None)
         records = encode_many(layout, merged, len(keys))
@@ -427,6 +438,12 @@ class ShardApplier:
     def close(self) -> None:
         self.maybe_publish_log(force=True)
         self.partition.flush_wal(sync=True)
+
+
+def _raw_column_types(compiled: _CompiledView) -> dict[str, str]:
+    """Schema type of each column the view's sketch slots read (logged as decoded)."""
+    types = compiled.view.column_types
+    return {c: str(getattr(types[c], "value", types[c])) for c in compiled.layout.sketch_columns}
 
 
 def _write_cuts(

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from engine.io.parquet_log import ParquetLogWriter, value_column
+from engine.io.parquet_log import ParquetLogWriter, raw_column, value_column
 from engine.routing import ViewRows
 
 # Small pieces are staged until 64 have gathered (a few hundred buffer objects per
@@ -101,4 +101,6 @@ class StagedLogRows:
         values = np.concatenate([rows.values for rows in parts])
         for i, column in enumerate(self.writer.columns):
             columns[value_column(column)] = values[:, i]
+        for column in self.writer.raw_columns:
+            columns[raw_column(column)] = np.concatenate([rows.raw_values[column] for rows in parts])
         return columns

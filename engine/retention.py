@@ -19,9 +19,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.kernel.aggregate import apply_retention, first_kept_tile
+from engine.kernel.aggregate import apply_retention, first_kept_tile, fold_expired
 from engine.kernel.batch_merge import NO_EVENT_TS
-from engine.kernel.codec import decode_tiles, encode_tiles, tile_span
+from engine.kernel.codec import (
+    decode_sketches,
+    decode_tiles,
+    encode_tiles,
+    section_slots,
+    tile_span,
+)
 from engine.kernel.layout import PartialLayout
 from engine.state.protocols import StorePartition
 from engine.state.records import decode_meta, meta_key, view_prefix
@@ -79,12 +85,25 @@ def sweep_view(
             continue
         if first_tile < first_kept:
             tiles, partials, max_ts = decode_tiles(value)
-            if compact_into is not None and (len(tiles) < 2 or tiles[1] >= first_kept):
-                continue  # at most the compacted partial is expired: nothing to fold
-            kept_tiles, kept = apply_retention(
-                tiles, partials, newest, retention_ms, interval_ms, compact_into
+            if compact_into is not None:
+                if len(tiles) < 2 or tiles[1] >= first_kept:
+                    continue  # at most the compacted partial is expired: nothing to fold
+                _, kept_tiles, kept, blobs = fold_expired(
+                    compact_into, np.zeros(len(tiles), dtype=np.int64), tiles, partials,
+                    tiles < first_kept, decode_sketches(value, len(compact_into.sketch_slots)),
+                )  # fmt: skip
+                txn.put(key, encode_tiles(np.ascontiguousarray(kept_tiles), np.ascontiguousarray(kept), max_ts, blobs))
+                trimmed += 1
+                continue
+            kept_tiles, kept = apply_retention(tiles, partials, newest, retention_ms, interval_ms)
+            # The sketch section's rows are trimmed with their tiles (docs/architecture.md).
+            sketches = decode_sketches(value, section_slots(value))[len(tiles) - len(kept_tiles) :]
+            txn.put(
+                key,
+                encode_tiles(
+                    np.ascontiguousarray(kept_tiles), np.ascontiguousarray(kept), max_ts, sketches
+                ),
             )
-            txn.put(key, encode_tiles(np.ascontiguousarray(kept_tiles), np.ascontiguousarray(kept), max_ts))
             trimmed += 1
     txn.commit()
     return SweepResult(examined, deleted, trimmed, next_key)

@@ -21,6 +21,7 @@ import numpy.typing as npt
 import polars as pl
 
 from engine.io.batches import DecodedBatch
+from engine.kernel.layout import PartialLayout
 from engine.state.keys import encode_entity_keys, shard_for_many
 
 Int64Array = npt.NDArray[np.int64]
@@ -41,6 +42,8 @@ class RoutableView(Protocol):
     def fingerprint(self) -> bytes: ...
     @property
     def filter(self) -> object | None: ...
+    @property
+    def aggregations(self) -> Sequence[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class ViewRows:
     event_ts: Int64Array
     offsets: Int64Array
     values: npt.NDArray[np.float64]  # shape (rows, len(view.columns))
+    # Decoded values (str stays str) of the columns the view's sketch slots read.
+    raw_values: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -77,6 +82,7 @@ class ViewRows:
             event_ts=self.event_ts[idx],
             offsets=self.offsets[idx],
             values=self.values[idx],
+            raw_values={k: v[idx] for k, v in self.raw_values.items()},
         )
 
     def select(self, mask: npt.NDArray[np.bool_]) -> ViewRows:
@@ -199,6 +205,10 @@ def _view_rows(
             values[:, i] = pick(columns[c], np.float64) if _numeric(types[c]) else 0.0
     else:
         values = np.empty((rows, 0), dtype=np.float64)
+    raw_values = {
+        c: np.asarray(columns[c]) if idx is None else np.asarray(columns[c])[idx]
+        for c in sketch_columns(view)
+    }
     if given is not None:
         keys, codes = given[0], pick(given[1], np.int64)
     else:
@@ -210,7 +220,21 @@ def _view_rows(
         event_ts=pick(batch.event_ts, np.int64),
         offsets=pick(batch.offsets, np.int64),
         values=values,
+        raw_values=raw_values,
     )
+
+
+_SKETCH_COLUMNS: dict[bytes, tuple[str, ...]] = {}
+
+
+def sketch_columns(view: RoutableView) -> tuple[str, ...]:
+    """The columns whose decoded values the view's sketch slots read (cached per
+    fingerprint: a view's definition never changes under one fingerprint)."""
+    found = _SKETCH_COLUMNS.get(view.fingerprint)
+    if found is None:
+        found = PartialLayout.for_view(view).sketch_columns
+        _SKETCH_COLUMNS[view.fingerprint] = found
+    return found
 
 
 def split_by_shard(
@@ -253,6 +277,7 @@ def split_by_shard(
                     event_ts=rows.event_ts[idx],
                     offsets=rows.offsets[idx],
                     values=rows.values[idx],
+                    raw_values={k: v[idx] for k, v in rows.raw_values.items()},
                 ),
             )
         )

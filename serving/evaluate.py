@@ -61,7 +61,9 @@ def evaluate_view(view: CompiledView, records: list[bytes | None], t_ms: int | S
     if len(records) == 1:
         raw = records[0]
         try:
-            record = None if raw is None else decode_record(raw, view.spec.layout.width)
+            record = None if raw is None else decode_record(
+                raw, view.spec.layout.width, len(view.spec.layout.sketch_slots)
+            )
         except TileCodecError as exc:
             raise _corrupt(view, exc) from exc
         values, empty = plan.evaluate(record, t_ms if isinstance(t_ms, int) else t_ms[0])
@@ -81,7 +83,8 @@ def evaluate_view(view: CompiledView, records: list[bytes | None], t_ms: int | S
     np.cumsum(np.bincount(flat.codes, minlength=n), out=indptr[1:])
     batch = evaluate_many_unchecked(view.spec, flat.tiles, flat.partials, indptr,
                                     np.arange(n, dtype=np.int64),
-                                    t_ms if isinstance(t_ms, int) else np.asarray(t_ms, dtype=np.int64))
+                                    t_ms if isinstance(t_ms, int) else np.asarray(t_ms, dtype=np.int64),
+                                    flat.sketches)
     defaulted = batch.defaulted
     return ViewValues(
         columns=batch.to_pylists(),

@@ -30,6 +30,8 @@ FUTURE_EVENTS = "FUTURE_EVENTS"
 #: The window holds events but its value overflowed or is not a number (for example sums
 #: of values near 1e308); the value is served as null (docs/serving.md).
 INVALID = "INVALID"
+# An exact count_distinct whose window holds more distinct values than its max_distinct.
+OVER_BOUND = "OVER_BOUND"
 
 
 class OnlineAccess:

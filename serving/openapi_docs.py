@@ -75,7 +75,7 @@ def v1_responses() -> dict[int | str, dict[str, Any]]:
             "metadata": {"type": "object", "properties": {
                 "statuses": {"type": "array", "items": {"type": "object", "additionalProperties": {
                     "type": "string",
-                    "enum": ["PRESENT", "NOT_FOUND", "DEFAULTED", "STALE", "INVALID", "FUTURE_EVENTS"]}}},
+                    "enum": ["PRESENT", "NOT_FOUND", "DEFAULTED", "STALE", "INVALID", "FUTURE_EVENTS", "OVER_BOUND"]}}},
                 "views": {"type": "object"},
                 "sources": {"type": "array", "items": {"type": "object", "additionalProperties": {
                     "type": "string", "enum": ["online", "log"]}}},

@@ -7,6 +7,8 @@ evaluation time, which the online tiles cannot leave out, or the view's newest e
 is so far ahead that retention may have dropped tiles the window needs;
 ``INVALID`` the window holds events but its value is not a finite number (an overflowed
 sum, for example), so it is served as null;
+``OVER_BOUND`` an exact ``count_distinct`` whose window holds more than its
+``max_distinct`` values (served as null: there is no exact answer within the bound);
 ``STALE`` the view's freshness lag exceeds its ``expected_freshness``;
 ``DEFAULTED`` the window was empty and the aggregation's declared default was used;
 ``PRESENT`` otherwise. An on-demand output takes the first of NOT_FOUND /
@@ -31,6 +33,7 @@ from serving.online import (
     FUTURE_EVENTS,
     INVALID,
     NOT_FOUND,
+    OVER_BOUND,
     PRESENT,
     STALE,
     OnlineAccess,
@@ -65,12 +68,17 @@ class FeatureResult:
                 for found, logged, newest, t, stale in zip(
                     values.found, from_log, values.max_event_ts, times, self.stale[view.name], strict=True)
             ]  # fmt: skip
+        # count_distinct is null over a non-empty window only when over its bound.
+        bounded = {a.output_name for view in service.views for a in view.spec.aggregations
+                   if a.function == "count_distinct"}
         for feature in service.features:
             owner = service.feature_owner[feature]
             if owner in self.views:
                 row_status = view_status[owner]
                 defaulted = self.views[owner].defaulted[feature]
-                out[feature] = [INVALID if s != NOT_FOUND and not_finite(v) else
+                over = feature in bounded
+                out[feature] = [OVER_BOUND if over and s != NOT_FOUND and v is None else
+                                INVALID if s != NOT_FOUND and not_finite(v) else
                                 DEFAULTED if s == PRESENT and d else s
                                 for s, d, v in zip(row_status, defaulted, self.columns[feature], strict=True)]
             else:

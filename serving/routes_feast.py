@@ -10,7 +10,7 @@ this route only: ignoring them never changes a value.
 
 Answer: column-major values, statuses and event timestamps, join keys first (Feast's
 feature server shape). Status mapping: NOT_FOUND stays; STALE becomes
-OUTSIDE_MAX_AGE; FUTURE_EVENTS becomes INVALID; a null value and INVALID are NULL_VALUE;
+OUTSIDE_MAX_AGE; FUTURE_EVENTS becomes INVALID; a null value (OVER_BOUND included) and INVALID are NULL_VALUE;
 PRESENT and DEFAULTED are PRESENT (Feast has no DEFAULTED).
 
 Errors: the body is a JSON string holding ``{"module", "class", "message"}``, which

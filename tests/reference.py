@@ -61,22 +61,31 @@ def reference_value(
     interval_ms: int,
     default: float | int | None = None,
     filter: Callable[[Event], bool] | None = None,
+    max_distinct: int | None = None,
 ) -> float | int | None:
     """The value of one aggregation as of ``t`` per the table of semantics section 3.
 
     ``events`` must already be the applied events (see :func:`apply_watermark`).
+    ``count_distinct`` (exact, "Planned functions") needs ``max_distinct``; over it the
+    value is None (served with status OVER_BOUND).
     """
     chosen = window_events(events, entity, t, window_ms, interval_ms, filter)
     if not chosen:
         if default is not None:
             return default
-        if function == "count":
+        if function in ("count", "count_distinct"):
             return 0
         if function == "sum":
             return 0.0
         return None
     if function == "count":
         return len(chosen)
+    if function == "count_distinct":
+        # Values compare by decoded value and type: 1 and "1" differ.
+        distinct = {(type(field(event, "value")).__name__, field(event, "value")) for event in chosen}
+        if max_distinct is None:
+            raise ValueError("reference_value: count_distinct needs max_distinct")
+        return None if len(distinct) > max_distinct else len(distinct)
     if function == "time_since_last":
         return t - max(field(event, "e") for event in chosen)
     if function == "first_seen":
@@ -100,6 +109,15 @@ def reference_value(
         mean = math.fsum(values) / len(values)
         return math.sqrt(math.fsum((x - mean) ** 2 for x in values) / len(values))
     raise ValueError(f"reference_value: unknown function {function!r}")
+
+
+def exact_rank_value(values: Iterable[float], q: float) -> float | None:
+    """The value of rank ``floor(q * (count - 1))`` (0-based) of the sorted values: what
+    ``percentile(q)`` estimates within its relative accuracy (semantics "Planned functions")."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    return ordered[math.floor(q * (len(ordered) - 1))]
 
 
 def _order_key(event: Event) -> tuple[int, int, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 from engine.definitions.base import (
@@ -15,6 +16,35 @@ from engine.definitions.base import (
     window_label,
 )
 from engine.kernel.layout import FUNCTIONS, INTEGER_FUNCTIONS, PLANNED_FUNCTIONS
+from engine.kernel.sketch_kinds import (
+    DDSKETCH_DEFAULT_ALPHA,
+    DDSKETCH_MAX_ALPHA,
+    DDSKETCH_MIN_ALPHA,
+    HLL_DEFAULT_PRECISION,
+    HLL_MAX_PRECISION,
+    HLL_MIN_PRECISION,
+    MAX_DISTINCT_LIMIT,
+)
+
+_PARAM_FUNCTIONS = {
+    "max_distinct": "count_distinct",
+    "precision": "count_distinct_approx",
+    "q": "percentile",
+    "alpha": "percentile and median",
+}
+
+
+def _int_in(value: object, lo: int, hi: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+
+
+def _number_in(value: object, lo: float, hi: float) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and lo <= value <= hi
+    )
 
 
 @definition("Aggregation")
@@ -24,6 +54,11 @@ class Aggregation:
     window: timedelta | None  # None: a lifetime window (docs/semantics.md)
     name: str | None = None
     default: float | int | None = None
+    # Sketch parameters (docs/semantics.md "Planned functions"); None: not set / default.
+    max_distinct: int | None = None  # count_distinct: required, 1..10,000
+    precision: int | None = None  # count_distinct_approx: 4..18, default 12
+    q: float | None = None  # percentile: required, 0..1
+    alpha: float | None = None  # percentile, median: relative accuracy, default 0.01
 
     def __post_init__(self) -> None:
         label = self.name if isinstance(self.name, str) else f"{self.column}_{self.function}"
@@ -39,10 +74,56 @@ class Aggregation:
             c.duration("window", self.window, minimum_ms=1)
         if self.name is not None:
             c.name_field("name", self.name)
+        self._check_sketch_params(c)
         if not finite_number_or_none(self.default):
             c.add("default", "a finite int or float, or None", self.default, "defaults are numeric, e.g. default=0.0",
                   type_error=not isinstance(self.default, int | float) or isinstance(self.default, bool))
         c.check()
+
+    def _check_sketch_params(self, c: Checker) -> None:
+        uses = {
+            "max_distinct": self.function == "count_distinct",
+            "precision": self.function == "count_distinct_approx",
+            "q": self.function == "percentile",
+            "alpha": self.function in ("percentile", "median"),
+        }
+        for field, used in uses.items():
+            value = getattr(self, field)
+            if value is not None and not used:
+                c.add(field, f"None for function {self.function!r}", value,
+                      f"{field} applies only to {_PARAM_FUNCTIONS[field]}")
+        if self.function == "count_distinct" and not _int_in(self.max_distinct, 1, MAX_DISTINCT_LIMIT):
+                c.add("max_distinct", f"an int 1..{MAX_DISTINCT_LIMIT} (the largest number of distinct values a window may hold)",
+                      self.max_distinct,
+                      "declare a realistic bound, e.g. max_distinct=500; for unbounded cardinality use count_distinct_approx",
+                      type_error=self.max_distinct is not None and not _int_in(self.max_distinct, -(2**62), 2**62))
+        if self.function == "count_distinct" and self.window is None:
+            # docs/semantics.md: a lifetime window grows without bound, so no bound is realistic.
+            c.add("window", "a finite timedelta for count_distinct (exact)", None,
+                  "use count_distinct_approx for the distinct values of an entity's whole lifetime, "
+                  "or give count_distinct a finite window")
+        if uses["precision"] and self.precision is not None and not _int_in(self.precision, HLL_MIN_PRECISION, HLL_MAX_PRECISION):
+            c.add("precision", f"an int {HLL_MIN_PRECISION}..{HLL_MAX_PRECISION}", self.precision,
+                  f"2**precision registers; relative error 1.04/sqrt(2**p); default {HLL_DEFAULT_PRECISION}")
+        if self.function == "percentile" and not _number_in(self.q, 0.0, 1.0):
+            c.add("q", "a number 0 <= q <= 1", self.q, "write q=0.95 for the 95th percentile")
+        if uses["alpha"] and self.alpha is not None and not _number_in(self.alpha, DDSKETCH_MIN_ALPHA, DDSKETCH_MAX_ALPHA):
+            c.add("alpha", f"a number {DDSKETCH_MIN_ALPHA} <= alpha <= {DDSKETCH_MAX_ALPHA}", self.alpha,
+                  f"the relative accuracy of the answer; default {DDSKETCH_DEFAULT_ALPHA}")
+
+    @property
+    def params(self) -> tuple[tuple[str, int | float], ...]:
+        """Sorted ``(name, value)`` parameters the function uses, defaults filled in."""
+        found: dict[str, int | float] = {}
+        if self.function == "count_distinct" and self.max_distinct is not None:
+            found["max_distinct"] = int(self.max_distinct)
+        if self.function == "count_distinct_approx":
+            found["precision"] = int(self.precision or HLL_DEFAULT_PRECISION)
+        if self.function == "percentile" and self.q is not None:
+            found["q"] = float(self.q)
+        if self.function in ("percentile", "median"):
+            found["alpha"] = float(self.alpha or DDSKETCH_DEFAULT_ALPHA)
+        return tuple(sorted(found.items()))
 
     @property
     def window_ms(self) -> int | None:
@@ -53,8 +134,11 @@ class Aggregation:
     def output_name(self) -> str:
         if self.name is not None:
             return self.name
+        function = self.function
+        if function == "percentile" and isinstance(self.q, int | float):
+            function = "p" + f"{self.q * 100:g}".replace(".", "_")  # amount_p95_1h, amount_p99_9_1h
         label = "lifetime" if self.window_ms is None else window_label(self.window_ms)
-        return f"{self.column}_{self.function}_{label}"
+        return f"{self.column}_{function}_{label}"
 
     @property
     def output_type(self) -> FieldType:
@@ -68,4 +152,4 @@ class Aggregation:
             "window_ms": self.window_ms,
             "output_name": self.output_name,
             "default": self.default,
-        }
+        } | ({"params": dict(self.params)} if self.params else {})

@@ -177,8 +177,14 @@ class StreamFeatureView:
             "interval_ms": self.interval_ms,
             "filter": self.filter.to_dict() if self.filter is not None else None,
             "aggregations": sorted(
-                ({"column": a.column, "function": a.function, "window_ms": a.window_ms} for a in self.aggregations),
-                key=lambda d: (d["column"], d["function"], -1 if d["window_ms"] is None else d["window_ms"]),
+                (
+                    {"column": a.column, "function": a.function, "window_ms": a.window_ms}
+                    # Sketch parameters change the state; views without them keep their fingerprint.
+                    | ({"params": [list(p) for p in a.params]} if a.params else {})
+                    for a in self.aggregations
+                ),
+                key=lambda d: (d["column"], d["function"], -1 if d["window_ms"] is None else d["window_ms"],
+                               str(d.get("params", ""))),
             ),
         }
 

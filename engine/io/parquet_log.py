@@ -31,6 +31,12 @@ OFFSET = "offset"
 TILE_START = "tile_start"
 FIXED_COLUMNS: tuple[str, ...] = (EVENT_TIME, PARTITION, OFFSET, TILE_START)
 VALUE_PREFIX = "value__"
+# Decoded values (strings stay strings) of the columns a view's sketch aggregations read.
+RAW_PREFIX = "raw__"
+#: Arrow type of a raw column, by schema field type.
+RAW_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(),
+}
 DAY_MS = 86_400_000
 TMP_SUFFIX = ".tmp"
 
@@ -60,8 +66,19 @@ def value_column(column: str) -> str:
     return VALUE_PREFIX + column
 
 
-def log_schema(join_keys: Sequence[str], columns: Sequence[str]) -> pa.Schema:
-    """The Arrow schema of every log file of a view with these join keys and columns."""
+def raw_column(column: str) -> str:
+    """Name of the log column holding the decoded values of source column ``column``."""
+    return RAW_PREFIX + column
+
+
+def log_schema(
+    join_keys: Sequence[str],
+    columns: Sequence[str],
+    raw_columns: Mapping[str, str] | None = None,
+) -> pa.Schema:
+    """The Arrow schema of every log file of a view with these join keys and columns;
+    ``raw_columns`` maps each column read by a sketch aggregation to its schema type
+    (``string``, ``int``, ``float``, ``bool``)."""
     fields = [pa.field(k, pa.string(), nullable=False) for k in join_keys]
     fields += [
         pa.field(EVENT_TIME, pa.int64(), nullable=False),
@@ -70,6 +87,10 @@ def log_schema(join_keys: Sequence[str], columns: Sequence[str]) -> pa.Schema:
         pa.field(TILE_START, pa.int64(), nullable=False),
     ]
     fields += [pa.field(value_column(c), pa.float64(), nullable=False) for c in columns]
+    fields += [
+        pa.field(raw_column(c), RAW_TYPES[kind], nullable=False)
+        for c, kind in (raw_columns or {}).items()
+    ]
     return pa.schema(fields)
 
 
@@ -158,6 +179,7 @@ class ParquetLogWriter:
         max_rows: int = 100_000,
         max_age_s: float = 60.0,
         filesystem: Any | None = None,
+        raw_columns: Mapping[str, str] | None = None,
     ) -> None:
         _check_name("view name", view_name, _SAFE_NAME, "a file-name-safe view name")
         _check_name("writer id", writer_id, _SAFE_NAME, "a file-name-safe writer id")
@@ -168,11 +190,15 @@ class ParquetLogWriter:
                 "join key, got none."
             )
         reserved = set(FIXED_COLUMNS)
-        clash = [k for k in join_keys if k in reserved or k.startswith(VALUE_PREFIX)]
+        clash = [
+            k for k in join_keys
+            if k in reserved or k.startswith(VALUE_PREFIX) or k.startswith(RAW_PREFIX)
+        ]  # fmt: skip
         if clash:
             raise ParquetLogInputError(
                 f"ParquetLogWriter '{view_name}': field 'join_keys': {clash} collide with "
-                f"log columns {list(FIXED_COLUMNS)} or the '{VALUE_PREFIX}' prefix.",
+                f"log columns {list(FIXED_COLUMNS)} or the '{VALUE_PREFIX}' / "
+                f"'{RAW_PREFIX}' prefixes.",
                 hint="Rename the entity join keys.",
             )
         if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
@@ -190,10 +216,11 @@ class ParquetLogWriter:
         self.fingerprint_hex = fingerprint_hex
         self.join_keys = tuple(join_keys)
         self.columns = tuple(columns)
+        self.raw_columns = dict(raw_columns or {})
         self.writer_id = writer_id
         self.max_rows = max_rows
         self.max_age_s = float(max_age_s)
-        self.schema = log_schema(self.join_keys, self.columns)
+        self.schema = log_schema(self.join_keys, self.columns, self.raw_columns)
         self._write_options = write_options(self.join_keys)
         self._chunks: list[pa.Table] = []  # cuts put back after a failed write
         self._appended: list[list[Any]] = []  # per append: one checked column per field
@@ -244,7 +271,10 @@ class ParquetLogWriter:
                     column = pa.array(np.asarray(data).astype(str, copy=False), type=pa.string())
                 else:
                     np_data = np.asarray(data)
-                    if f.type != pa.float64() and np_data.dtype.kind not in "iu":
+                    if pa.types.is_boolean(f.type):
+                        if np_data.dtype.kind != "b":
+                            raise TypeError(f"expected a bool array, got dtype {np_data.dtype}")
+                    elif f.type != pa.float64() and np_data.dtype.kind not in "iu":
                         raise TypeError(f"expected an integer array, got dtype {np_data.dtype}")
                     column = np_data.astype(f.type.to_pandas_dtype(), copy=False)
             except (TypeError, ValueError, pa.ArrowException) as exc:
@@ -445,7 +475,7 @@ def _schema_columns(names: Sequence[str], path: str) -> tuple[list[str], list[st
             f"Parquet log file '{path}' lacks columns {missing}; got {list(names)}.",
             hint="The file was not written by ParquetLogWriter; move it out of the log root.",
         )
-    keys = [c for c in names if c not in FIXED_COLUMNS and not c.startswith(VALUE_PREFIX)]
+    keys = [c for c in names if _is_join_key(c)]
     values = [c for c in names if c.startswith(VALUE_PREFIX)]
     return keys, values
 
@@ -590,4 +620,12 @@ def _log_order(df: pl.DataFrame, keys: Sequence[str]) -> pl.Series:
 
 def log_join_keys(df: pl.DataFrame) -> list[str]:
     """Join-key columns of a frame returned by ``read_log`` (in file order)."""
-    return [c for c in df.columns if c not in FIXED_COLUMNS and not c.startswith(VALUE_PREFIX)]
+    return [c for c in df.columns if _is_join_key(c)]
+
+
+def _is_join_key(column: str) -> bool:
+    return (
+        column not in FIXED_COLUMNS
+        and not column.startswith(VALUE_PREFIX)
+        and not column.startswith(RAW_PREFIX)
+    )

@@ -8,7 +8,7 @@ example when one side of a merge is empty), so treat them as read-only.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import ParamSpec, TypeVar
 
 import numpy as np
@@ -27,6 +27,7 @@ from engine.kernel.layout import (
     FIELDS_PER_COLUMN,
     PartialLayout,
 )
+from engine.kernel.sketches import BlobArray, build_sketches, empty_blobs, merge_blobs
 
 Int64Array = npt.NDArray[np.int64]
 Float64Array = npt.NDArray[np.float64]
@@ -226,6 +227,51 @@ def aggregate_batch(
     return codes_s[starts], tiles_s[starts], partials
 
 
+def aggregate_sketches(
+    layout: PartialLayout,
+    entity_codes: npt.ArrayLike,
+    tiles: npt.ArrayLike,
+    event_ts: npt.ArrayLike,
+    positions: npt.ArrayLike,
+    raw_values: Mapping[str, npt.NDArray[np.generic]],
+) -> BlobArray:
+    """The sketch blobs ``(groups, len(layout.sketch_slots))`` of the same groups, in
+    the same order, as :func:`aggregate_batch` returns for these events.
+
+    ``raw_values`` holds, per column of ``layout.sketch_columns``, the events' decoded
+    values (an object array of ``str`` for string columns).
+    """
+    codes = as_int64_vector("entity_codes", entity_codes)
+    n = len(codes)
+    tile_ids = as_int64_vector("tiles", tiles, n)
+    ts = as_int64_vector("event_ts", event_ts, n)
+    pos = as_int64_vector("positions", positions, n)
+    if n == 0 or not layout.sketch_slots:
+        groups = 0 if n == 0 else len(group_starts(codes, tile_ids, ts, pos)[1])
+        return empty_blobs(groups, len(layout.sketch_slots))
+    for column in layout.sketch_columns:
+        got = len(raw_values[column]) if column in raw_values else None
+        if got != n:
+            raise KernelInputError(
+                f"kernel input 'raw_values[{column!r}]': expected {n} values, got {got}",
+                hint="routing carries raw values for every column a sketch slot reads",
+            )
+    order, starts = group_starts(codes, tile_ids, ts, pos)
+    return build_sketches(layout.sketch_slots, raw_values, order, starts, ts, pos)
+
+
+def group_starts(
+    codes: Int64Array, tiles: Int64Array, ts: Int64Array, pos: Int64Array
+) -> tuple[npt.NDArray[np.intp], Int64Array]:
+    """``(order, starts)``: :func:`group_order` and the first sorted index of each
+    (entity, tile) group."""
+    order = group_order(codes, tiles, ts, pos)
+    codes_s, tiles_s = codes[order], tiles[order]
+    boundary = np.ones(len(codes), dtype=bool)
+    boundary[1:] = (codes_s[1:] != codes_s[:-1]) | (tiles_s[1:] != tiles_s[:-1])
+    return order, np.flatnonzero(boundary).astype(np.int64)
+
+
 @overflow_is_a_value
 def merge_partials(layout: PartialLayout, a: npt.ArrayLike, b: npt.ArrayLike) -> Float64Array:
     """Merge two equally shaped ``(k, width)`` partial arrays row by row.
@@ -333,17 +379,14 @@ def apply_retention(
     newest_ts: int,
     retention_ms: int,
     interval_ms: int,
-    compact_into: PartialLayout | None = None,
 ) -> tuple[Int64Array, Float64Array]:
-    """Drop tiles whose end is more than ``retention_ms`` behind ``newest_ts``, or, with
-    ``compact_into`` (the layout of a view with a lifetime window), fold them into one
-    compacted partial (:func:`fold_expired`).
+    """Drop tiles whose end is more than ``retention_ms`` behind ``newest_ts`` (a view
+    with a lifetime window folds them instead: :func:`fold_expired`).
 
     Tile ``i`` ends at ``(i + 1) * interval_ms`` (exclusive); it is kept while
     ``newest_ts - end <= retention_ms`` (docs/semantics.md section 7, where the view's
     retention is ``max window + allowed_lateness + interval``). ``tiles`` must be
-    strictly increasing; without ``compact_into`` the result is a slice (a view) of the
-    inputs.
+    strictly increasing; the result is a slice (a view) of the inputs.
     """
     tile_ids = as_int64_vector("tiles", tiles)
     parts = np.asarray(partials, dtype=np.float64)
@@ -359,10 +402,6 @@ def apply_retention(
             hint="use ViewSpec.interval_ms and ViewSpec.retention_ms",
         )
     first_kept = first_kept_tile(int(newest_ts), int(retention_ms), int(interval_ms))
-    if compact_into is not None:
-        codes = np.zeros(len(tile_ids), dtype=np.int64)
-        _, kept_tiles, kept = fold_expired(compact_into, codes, tile_ids, parts, tile_ids < first_kept)
-        return kept_tiles, kept
     lo = int(np.searchsorted(tile_ids, first_kept, side="left"))
     return tile_ids[lo:], parts[lo:]
 
@@ -373,31 +412,43 @@ def fold_expired(
     tiles: Int64Array,
     partials: Float64Array,
     expired: npt.NDArray[np.bool_],
-) -> tuple[Int64Array, Int64Array, Float64Array]:
+    sketches: BlobArray | None = None,
+) -> tuple[Int64Array, Int64Array, Float64Array, BlobArray | None]:
     """Fold each entity's expired tiles into one compacted partial (lifetime windows).
 
     Rows are sorted by ``(code, tile)`` and an entity's expired rows are a prefix of
     its rows (``tile < first kept``). They merge left to right in tile order (the
     compacted partial, always the oldest row, first) into one row kept under the
     newest expired tile id, so the result is the same whether the tiles expired in
-    one trim or over many, and the tile ids stay strictly increasing.
+    one trim or over many, and the tile ids stay strictly increasing. ``sketches``
+    (``(rows, len(layout.sketch_slots))`` blobs, or None) fold the same way.
     """
     rows = np.flatnonzero(expired)
     if len(rows) == 0:
-        return codes, tiles, partials
+        return codes, tiles, partials, sketches
     run_codes = codes[rows]
     starts = rows[np.flatnonzero(np.r_[True, run_codes[1:] != run_codes[:-1]])]
     lengths = np.diff(np.r_[np.searchsorted(rows, starts), len(rows)])
     if bool((lengths == 1).all()):
-        return codes, tiles, partials
+        return codes, tiles, partials, sketches
     folded = partials[starts].copy()
+    folded_blobs = None if sketches is None else sketches[starts].copy()
     for j in range(1, int(lengths.max())):
         longer = lengths > j
         folded[longer] = merge_partials(layout, folded[longer], partials[starts[longer] + j])
+        if sketches is not None and folded_blobs is not None:
+            folded_blobs[longer] = merge_blobs(
+                layout.sketch_slots, folded_blobs[longer], sketches[starts[longer] + j]
+            )
     out = partials.copy()
     newest_expired = starts + lengths - 1
     out[newest_expired] = folded
     keep = np.ones(len(tiles), dtype=bool)
     keep[rows] = False
     keep[newest_expired] = True
-    return codes[keep], tiles[keep], out[keep]
+    out_blobs = None
+    if sketches is not None:
+        out_blobs = sketches.copy()
+        out_blobs[newest_expired] = folded_blobs
+        out_blobs = out_blobs[keep]
+    return codes[keep], tiles[keep], out[keep], out_blobs

@@ -21,9 +21,10 @@ from engine.kernel.aggregate import (
     merge_partials,
     overflow_is_a_value,
 )
-from engine.kernel.codec import HEADER, RECORD_VERSION, decode_tiles
+from engine.kernel.codec import HEADER, RECORD_VERSION, decode_sketches, decode_tiles, encode_tiles
 from engine.kernel.exceptions import TileCodecError
 from engine.kernel.layout import PartialLayout
+from engine.kernel.sketches import BlobArray, empty_blobs, merge_blobs
 
 Int64Array = npt.NDArray[np.int64]
 Float64Array = npt.NDArray[np.float64]
@@ -36,13 +37,31 @@ class FlatTiles:
     """Tile sets of many entities, flattened: row ``i`` belongs to entity ``codes[i]``.
 
     Rows are sorted by (code, tile). ``max_event_ts[c]`` is the newest event time of
-    entity code ``c`` (``NO_EVENT_TS`` when unknown).
+    entity code ``c`` (``NO_EVENT_TS`` when unknown). ``sketches`` holds each row's
+    blobs ``(rows, n_slots)`` when the layout has sketch slots (None: all empty).
     """
 
     codes: Int64Array
     tiles: Int64Array
     partials: Float64Array
     max_event_ts: Int64Array
+    sketches: BlobArray | None = None
+
+    def blobs(self, n_slots: int) -> BlobArray:
+        """``sketches``, or empty blobs when there are none."""
+        if self.sketches is None:
+            return empty_blobs(len(self.codes), n_slots)
+        return self.sketches
+
+    def with_rows(self, rows: npt.NDArray[np.intp] | npt.NDArray[np.bool_]) -> FlatTiles:
+        """The rows selected by an index or mask (same ``max_event_ts``)."""
+        return FlatTiles(
+            self.codes[rows],
+            self.tiles[rows],
+            self.partials[rows],
+            self.max_event_ts,
+            None if self.sketches is None else self.sketches[rows],
+        )
 
 
 _HEADER_DTYPE = np.dtype(
@@ -76,6 +95,8 @@ def decode_many(layout: PartialLayout, records: Sequence[bytes | None]) -> FlatT
     :func:`engine.kernel.codec.decode_tiles`, which raises its precise error.
     """
     width = layout.width
+    if layout.sketch_slots:
+        return _decode_many_with_sketches(layout, records)
     max_ts = np.full(len(records), NO_EVENT_TS, dtype=np.int64)
     present = [i for i, r in enumerate(records) if r is not None]
     empty = np.empty(0, dtype=np.int64)
@@ -119,6 +140,37 @@ def decode_many(layout: PartialLayout, records: Sequence[bytes | None]) -> FlatT
     return FlatTiles(codes, tiles, partials, max_ts)
 
 
+def _decode_many_with_sketches(
+    layout: PartialLayout, records: Sequence[bytes | None]
+) -> FlatTiles:
+    """:func:`decode_many` for layouts with sketch slots: record by record (the blobs
+    are variable-size; the codec checks each record)."""
+    n_slots = len(layout.sketch_slots)
+    max_ts = np.full(len(records), NO_EVENT_TS, dtype=np.int64)
+    codes, tiles, partials, sketches = [], [], [], []
+    for code, record in enumerate(records):
+        if record is None:
+            continue
+        t, p, newest = decode_tiles(record, expected_width=layout.width)
+        max_ts[code] = newest
+        codes.append(np.full(len(t), code, dtype=np.int64))
+        tiles.append(t)
+        partials.append(p)
+        sketches.append(decode_sketches(record, n_slots))
+    if not codes:
+        empty = np.empty(0, dtype=np.int64)
+        return FlatTiles(
+            empty, empty.copy(), np.empty((0, layout.width)), max_ts, empty_blobs(0, n_slots)
+        )
+    return FlatTiles(
+        np.concatenate(codes),
+        np.concatenate(tiles),
+        np.concatenate(partials),
+        max_ts,
+        np.concatenate(sketches),
+    )
+
+
 def _raise_for(stored: Sequence[bytes | None], bad: npt.NDArray[np.bool_], width: int) -> None:
     """Raise the codec's own error for the first record marked ``bad``."""
     first = int(np.flatnonzero(bad)[0])
@@ -158,10 +210,16 @@ def merge_flat(layout: PartialLayout, stored: FlatTiles, new: FlatTiles) -> Flat
     shared pair merges stored first, new second.
     """
     max_ts = np.maximum(stored.max_event_ts, new.max_event_ts)
+    slots = layout.sketch_slots
+    if slots:
+        stored = FlatTiles(
+            stored.codes, stored.tiles, stored.partials, max_ts, stored.blobs(len(slots))
+        )
+        new = FlatTiles(new.codes, new.tiles, new.partials, max_ts, new.blobs(len(slots)))
     if not len(new.codes):
-        return FlatTiles(stored.codes, stored.tiles, stored.partials, max_ts)
+        return FlatTiles(stored.codes, stored.tiles, stored.partials, max_ts, stored.sketches)
     if not len(stored.codes):
-        return FlatTiles(new.codes, new.tiles, new.partials, max_ts)
+        return FlatTiles(new.codes, new.tiles, new.partials, max_ts, new.sketches)
     keys = _pair_keys(stored, new)
     if keys is None:
         return _merge_flat_by_sort(layout, stored, new, max_ts)
@@ -170,13 +228,17 @@ def merge_flat(layout: PartialLayout, stored: FlatTiles, new: FlatTiles) -> Flat
     shared = at < len(key_a)
     shared[shared] = key_a[at[shared]] == key_b[shared]
     partials_a = stored.partials
+    sketches_a = stored.sketches
     if bool(shared.any()):
         partials_a = partials_a.copy()
         rows = at[shared]
         partials_a[rows] = merge_partials(layout, partials_a[rows], new.partials[shared])
+        if sketches_a is not None and new.sketches is not None:
+            sketches_a = sketches_a.copy()
+            sketches_a[rows] = merge_blobs(slots, sketches_a[rows], new.sketches[shared])
     only_b = np.flatnonzero(~shared)
     if not len(only_b):
-        return FlatTiles(stored.codes, stored.tiles, partials_a, max_ts)
+        return FlatTiles(stored.codes, stored.tiles, partials_a, max_ts, sketches_a)
     # Output slot of each stored row: its index plus the new-only rows before it;
     # of each new-only row: its insertion point plus the new-only rows before it.
     slot_a = np.arange(len(key_a)) + np.searchsorted(key_b[only_b], key_a)
@@ -188,7 +250,11 @@ def merge_flat(layout: PartialLayout, stored: FlatTiles, new: FlatTiles) -> Flat
     codes[slot_a], codes[slot_b] = stored.codes, new.codes[only_b]
     tiles[slot_a], tiles[slot_b] = stored.tiles, new.tiles[only_b]
     partials[slot_a], partials[slot_b] = partials_a, new.partials[only_b]
-    return FlatTiles(codes, tiles, partials, max_ts)
+    sketches = None
+    if sketches_a is not None and new.sketches is not None:
+        sketches = empty_blobs(total, len(slots))
+        sketches[slot_a], sketches[slot_b] = sketches_a, new.sketches[only_b]
+    return FlatTiles(codes, tiles, partials, max_ts, sketches)
 
 
 def _merge_flat_by_sort(
@@ -198,15 +264,25 @@ def _merge_flat_by_sort(
     codes = np.concatenate([stored.codes, new.codes])
     tiles = np.concatenate([stored.tiles, new.tiles])
     partials = np.concatenate([stored.partials, new.partials])
+    sketches = (
+        None
+        if stored.sketches is None or new.sketches is None
+        else np.concatenate([stored.sketches, new.sketches])
+    )
     order = np.lexsort((tiles, codes))  # lexsort is stable: stored rows stay first
     codes, tiles, partials = codes[order], tiles[order], partials[order]
     dup = np.flatnonzero((codes[1:] == codes[:-1]) & (tiles[1:] == tiles[:-1]))
+    if sketches is not None:
+        sketches = sketches[order]
+        if len(dup):
+            sketches[dup] = merge_blobs(layout.sketch_slots, sketches[dup], sketches[dup + 1])
     if len(dup):
         partials[dup] = merge_partials(layout, partials[dup], partials[dup + 1])
         keep = np.ones(len(codes), dtype=bool)
         keep[dup + 1] = False
         codes, tiles, partials = codes[keep], tiles[keep], partials[keep]
-    return FlatTiles(codes, tiles, partials, max_ts)
+        sketches = None if sketches is None else sketches[keep]
+    return FlatTiles(codes, tiles, partials, max_ts, sketches)
 
 
 def retain(
@@ -226,9 +302,11 @@ def retain(
     if bool(keep.all()):
         return flat
     if compact_into is not None:
-        codes, tiles, partials = fold_expired(compact_into, flat.codes, flat.tiles, flat.partials, ~keep)
-        return FlatTiles(codes, tiles, partials, flat.max_event_ts)
-    return FlatTiles(flat.codes[keep], flat.tiles[keep], flat.partials[keep], flat.max_event_ts)
+        codes, tiles, partials, sketches = fold_expired(
+            compact_into, flat.codes, flat.tiles, flat.partials, ~keep, flat.sketches
+        )
+        return FlatTiles(codes, tiles, partials, flat.max_event_ts, sketches)
+    return flat.with_rows(keep)
 
 
 def encode_many(layout: PartialLayout, flat: FlatTiles, n_entities: int) -> list[bytes]:
@@ -239,6 +317,19 @@ def encode_many(layout: PartialLayout, flat: FlatTiles, n_entities: int) -> list
     """
     width = layout.width
     bounds = np.searchsorted(flat.codes, np.arange(n_entities + 1))
+    if layout.sketch_slots:
+        # Variable-size blobs: the codec encodes record by record.
+        blobs = flat.blobs(len(layout.sketch_slots))
+        edges = bounds.tolist()
+        return [
+            encode_tiles(
+                flat.tiles[edges[i] : edges[i + 1]],
+                flat.partials[edges[i] : edges[i + 1]],
+                int(flat.max_event_ts[i]),
+                blobs[edges[i] : edges[i + 1]],
+            )
+            for i in range(n_entities)
+        ]
     n_tiles = np.diff(bounds).astype(np.int64)
     record_words = _HEADER_WORDS + n_tiles * (1 + width)
     word_at = np.cumsum(record_words) - record_words

@@ -2,12 +2,19 @@
 
 Layout (docs/architecture.md "State"), little endian::
 
-    header  struct '<BBHIq'  version=1, flags=0, width, n_tiles, max_event_ts
+    header  struct '<BBHIq'  version=1, flags, width, n_tiles, max_event_ts
     tiles   int64[n_tiles]
     partials float64[n_tiles * width]   (row-major, one row per tile)
+    -- only when flags has FLAG_SKETCHES (bit 0): the sketch section --
+    section header struct '<BBHI'  section_version=1, reserved=0, n_slots, blob_bytes
+    lengths uint32[n_tiles * n_slots]    (row-major: tile, then slot), zero-padded to 8 bytes
+    blobs   blob_bytes bytes             (the blobs in the order of lengths), zero-padded to 8 bytes
 
 The header is 16 bytes, so both arrays start 8-byte aligned and decode without
-copying (``np.frombuffer``).
+copying (``np.frombuffer``); the section keeps every record a whole number of 8-byte
+words. A record without the flag (every record written before the section existed,
+and every record whose blobs are all empty) reads as empty blobs ``b""``: the empty
+state of every sketch kind (``engine/kernel/sketches.py``).
 """
 
 from __future__ import annotations
@@ -19,16 +26,29 @@ import numpy.typing as npt
 
 from engine.kernel.aggregate import as_int64_vector, check_sorted_tiles
 from engine.kernel.exceptions import KernelInputError, TileCodecError
+from engine.kernel.sketches import BlobArray, empty_blobs
 
 RECORD_VERSION = 1
 HEADER = struct.Struct("<BBHIq")
+FLAG_SKETCHES = 1
+SECTION_VERSION = 1
+SECTION_HEADER = struct.Struct("<BBHI")
+_MAX_SLOTS = 2**16 - 1
+_MAX_BLOB_BYTES = 2**32 - 1
 _TILE_ID = struct.Struct("<q")
 _MAX_WIDTH = 2**16 - 1
 _MAX_TILES = 2**32 - 1
 
 
-def encode_tiles(tiles: npt.ArrayLike, partials: npt.ArrayLike, max_event_ts: int) -> bytes:
-    """Pack one entity's sorted tile ids, their partial rows and the max event time."""
+def encode_tiles(
+    tiles: npt.ArrayLike,
+    partials: npt.ArrayLike,
+    max_event_ts: int,
+    sketches: BlobArray | None = None,
+) -> bytes:
+    """Pack one entity's sorted tile ids, their partial rows, the max event time and,
+    when given, its sketch blobs (``(n_tiles, n_slots)`` object array of bytes; the
+    section is written only when some blob is not empty)."""
     tile_ids = as_int64_vector("tiles", tiles)
     parts = np.asarray(partials, dtype=np.float64)
     if parts.ndim != 2 or parts.shape[0] != len(tile_ids):
@@ -45,14 +65,96 @@ def encode_tiles(tiles: npt.ArrayLike, partials: npt.ArrayLike, max_event_ts: in
             hint="the record header stores width as uint16 and n_tiles as uint32",
         )
     check_sorted_tiles("tiles", tile_ids)
-    header = HEADER.pack(RECORD_VERSION, 0, width, len(tile_ids), int(max_event_ts))
+    section = b"" if sketches is None else encode_section(sketches, len(tile_ids))
+    flags = FLAG_SKETCHES if section else 0
+    header = HEADER.pack(RECORD_VERSION, flags, width, len(tile_ids), int(max_event_ts))
     return b"".join(
         (
             header,
             tile_ids.astype("<i8", copy=False).tobytes(),
             parts.astype("<f8", copy=False).tobytes(),
+            section,
         )
     )
+
+
+def _pad8(n: int) -> int:
+    return -n % 8
+
+
+def encode_section(sketches: BlobArray, n_tiles: int) -> bytes:
+    """The sketch section of ``n_tiles`` rows of blobs; ``b""`` when every blob is empty."""
+    blobs = np.asarray(sketches, dtype=object)
+    if blobs.ndim != 2 or blobs.shape[0] != n_tiles:
+        raise KernelInputError(
+            f"encode_tiles: field 'sketches': expected shape ({n_tiles}, n_slots), got {blobs.shape}",
+            hint="one blob per tile and sketch slot (engine/kernel/sketches.py)",
+        )
+    flat = blobs.reshape(-1).tolist()
+    if not any(flat):
+        return b""
+    n_slots = blobs.shape[1]
+    lengths = np.fromiter((len(b) for b in flat), dtype=np.int64, count=len(flat))
+    total = int(lengths.sum())
+    if n_slots > _MAX_SLOTS or total > _MAX_BLOB_BYTES:
+        raise KernelInputError(
+            f"encode_tiles: sketch section: expected n_slots <= {_MAX_SLOTS} and blob bytes "
+            f"<= {_MAX_BLOB_BYTES}, got {n_slots} slots, {total} bytes",
+            hint="sketch states are bounded by their kinds' parameters",
+        )
+    length_bytes = lengths.astype("<u4").tobytes()
+    return b"".join(
+        (
+            SECTION_HEADER.pack(SECTION_VERSION, 0, n_slots, total),
+            length_bytes,
+            bytes(_pad8(len(length_bytes))),
+            *flat,
+            bytes(_pad8(total)),
+        )
+    )
+
+
+def section_slots(buf: bytes | bytearray | memoryview) -> int:
+    """Number of sketch slots a record's section holds (0 without a section)."""
+    width, n_tiles, _ = check_header(buf)
+    if not HEADER.unpack_from(buf, 0)[1] & FLAG_SKETCHES:
+        return 0
+    slots: int = SECTION_HEADER.unpack_from(buf, HEADER.size + 8 * n_tiles * (1 + width))[2]
+    return slots
+
+
+def decode_sketches(
+    buf: bytes | bytearray | memoryview, n_slots: int
+) -> BlobArray:
+    """The ``(n_tiles, n_slots)`` blobs of a record (checked like :func:`decode_tiles`);
+    empty blobs for a record without a sketch section."""
+    width, n_tiles, _ = check_header(buf)
+    flags = HEADER.unpack_from(buf, 0)[1]
+    if not flags & FLAG_SKETCHES:
+        return empty_blobs(n_tiles, n_slots)
+    at = HEADER.size + 8 * n_tiles * (1 + width)
+    _, _, stored_slots, total = SECTION_HEADER.unpack_from(buf, at)
+    if stored_slots != n_slots:
+        raise TileCodecError(
+            f"tile record: sketch section: field 'n_slots': expected {n_slots}, got {stored_slots}",
+            hint="the view's sketch aggregations changed without a new fingerprint, or the value is corrupt",
+        )
+    at += SECTION_HEADER.size
+    count = n_tiles * n_slots
+    lengths = np.frombuffer(buf, dtype="<u4", count=count, offset=at).astype(np.int64)
+    if int(lengths.sum()) != total:
+        raise TileCodecError(
+            f"tile record: sketch section: field 'blob_bytes': expected the sum of the blob "
+            f"lengths {int(lengths.sum())}, got {total}",
+            hint="the stored value is corrupt",
+        )
+    at += 4 * count + _pad8(4 * count)
+    ends = (np.cumsum(lengths) + at).tolist()
+    starts = [at, *ends[:-1]]
+    data = bytes(buf)
+    out = np.empty(count, dtype=object)
+    out[:] = [data[a:b] for a, b in zip(starts, ends, strict=True)]
+    return out.reshape(n_tiles, n_slots)
 
 
 def decode_tiles(
@@ -105,9 +207,9 @@ def check_header(
             f"tile record: field 'version': expected {RECORD_VERSION}, got {version}",
             hint="the state was written by another streamfeat version; rebuild it with a backfill",
         )
-    if flags != 0:
+    if flags & ~FLAG_SKETCHES:
         raise TileCodecError(
-            f"tile record: field 'flags': expected 0, got {flags}",
+            f"tile record: field 'flags': expected 0 or {FLAG_SKETCHES}, got {flags}",
             hint="unknown flags mean a newer record format or a corrupt value",
         )
     if expected_width is not None and width != expected_width:
@@ -116,6 +218,8 @@ def check_header(
             hint="the view's columns changed without a new fingerprint, or the value is corrupt",
         )
     expected = HEADER.size + 8 * n_tiles + 8 * n_tiles * width
+    if flags & FLAG_SKETCHES:
+        expected += _section_size(buf, expected, n_tiles)
     if size != expected:
         raise TileCodecError(
             f"tile record: length: expected {expected} bytes for {n_tiles} tiles of width "
@@ -123,6 +227,25 @@ def check_header(
             hint="the stored value is truncated or corrupt",
         )
     return int(width), int(n_tiles), int(max_event_ts)
+
+
+def _section_size(buf: bytes | bytearray | memoryview, at: int, n_tiles: int) -> int:
+    """Byte size of the sketch section starting at ``at`` (from its header)."""
+    if len(buf) < at + SECTION_HEADER.size:
+        raise TileCodecError(
+            f"tile record: sketch section: expected a {SECTION_HEADER.size}-byte header at "
+            f"byte {at}, got {max(0, len(buf) - at)} bytes",
+            hint="the stored value is truncated or corrupt",
+        )
+    version, reserved, n_slots, total = SECTION_HEADER.unpack_from(buf, at)
+    if version != SECTION_VERSION or reserved != 0:
+        raise TileCodecError(
+            f"tile record: sketch section: field 'section_version': expected {SECTION_VERSION} "
+            f"(reserved 0), got {version} (reserved {reserved})",
+            hint="the state was written by another streamfeat version; rebuild it with a backfill",
+        )
+    lengths = 4 * n_tiles * int(n_slots)
+    return SECTION_HEADER.size + lengths + _pad8(lengths) + int(total) + _pad8(int(total))
 
 
 def tile_span(buf: bytes | bytearray | memoryview) -> tuple[int, int] | None:

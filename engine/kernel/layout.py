@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.kernel.exceptions import KernelInputError, KernelSpecError, KernelSpecTypeError
+from engine.kernel.sketches import Params, ParamValue, SketchSlot
 
 FIELDS_PER_COLUMN = 8
 FIELD_COUNT = 0
@@ -61,10 +62,16 @@ FUNCTIONS: tuple[str, ...] = (
     "sum", "count", "mean", "min", "max", "last", "stddev", "time_since_last", "first_seen",
 )
 # Functions whose value is an integer (served as int, int64 in training sets).
-INTEGER_FUNCTIONS = frozenset({"count", "time_since_last", "first_seen"})
+INTEGER_FUNCTIONS = frozenset(
+    {"count", "time_since_last", "first_seen", "count_distinct", "count_distinct_approx"}
+)
+# Functions whose empty window is 0 rather than null.
+ZERO_WHEN_EMPTY = frozenset({"count", "count_distinct", "count_distinct_approx"})
 # Functions that read only which events exist and their event times, never the
 # column's value, so their column may have any type.
-ANY_COLUMN_FUNCTIONS = frozenset({"count", "time_since_last", "first_seen"})
+ANY_COLUMN_FUNCTIONS = frozenset(
+    {"count", "time_since_last", "first_seen", "count_distinct", "count_distinct_approx"}
+)
 # The function that needs the view-level first_ts field.
 FIRST_SEEN = "first_seen"
 # Specified in docs/semantics.md ("Planned functions") but not implemented: refused
@@ -140,6 +147,8 @@ class PartialLayout:
 
     columns: tuple[str, ...]
     tracks_first_event: bool = False
+    # One blob per tile and slot in the record's sketch section (engine/kernel/sketches.py).
+    sketch_slots: tuple[SketchSlot, ...] = ()
     _index: dict[str, int] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -162,8 +171,26 @@ class PartialLayout:
                 f"got {type(self.tracks_first_event).__name__}",
                 hint="True when the view has a first_seen aggregation",
             )
+        if not isinstance(self.sketch_slots, tuple) or not all(
+            isinstance(slot, SketchSlot) for slot in self.sketch_slots
+        ):
+            raise KernelSpecTypeError(
+                f"PartialLayout: field 'sketch_slots': expected a tuple of SketchSlot, "
+                f"got {self.sketch_slots!r}",
+                hint="derive the slots with sketch_slots_of(aggregation specs)",
+            )
+        if len(set(self.sketch_slots)) != len(self.sketch_slots):
+            raise KernelSpecError(
+                f"PartialLayout: field 'sketch_slots': expected distinct slots, got {self.sketch_slots!r}",
+                hint="aggregations of one (column, kind, params) share one slot",
+            )
         index = {name: i * FIELDS_PER_COLUMN for i, name in enumerate(self.columns)}
         object.__setattr__(self, "_index", index)
+
+    @property
+    def sketch_columns(self) -> tuple[str, ...]:
+        """Columns whose raw values the kernel needs (sketch slots read them)."""
+        return tuple(dict.fromkeys(slot.column for slot in self.sketch_slots))
 
     @property
     def column_width(self) -> int:
@@ -208,7 +235,8 @@ class PartialLayout:
     def for_view(cls, view: Any) -> PartialLayout:
         """Layout of a ``StreamFeatureView`` (reads ``view.columns`` and the functions)."""
         functions = {_plain(agg.function) for agg in view.aggregations}
-        return cls(tuple(view.columns), FIRST_SEEN in functions)
+        specs = [AggregationSpec.from_aggregation(agg) for agg in view.aggregations]
+        return cls(tuple(view.columns), FIRST_SEEN in functions, sketch_slots_of(specs))
 
 
 @dataclass(frozen=True)
@@ -220,12 +248,14 @@ class AggregationSpec:
     function: str
     window_ms: int | None  # None: a lifetime window (every event with e <= t)
     default: Number | None = None
+    # Sorted (name, value) parameters of sketch functions (max_distinct, precision, q, alpha).
+    params: Params = ()
 
     def __post_init__(self) -> None:
         owner = f"AggregationSpec '{self.output_name}'"
         _check_name(owner, "output_name", self.output_name)
         _check_name(owner, "column", self.column)
-        if self.function not in FUNCTIONS:
+        if self.function not in FUNCTIONS and not _is_sketch_function(self.function):
             raise KernelSpecError(
                 f"{owner}: field 'function': expected one of {list(FUNCTIONS)}, "
                 f"got {self.function!r}",
@@ -241,7 +271,23 @@ class AggregationSpec:
                 f"got {type(self.default).__name__} {self.default!r}",
                 hint="defaults replace the value of an empty window and must be numbers",
             )
+        if not isinstance(self.params, tuple) or list(self.params) != sorted(self.params):
+            raise KernelSpecTypeError(
+                f"{owner}: field 'params': expected a sorted tuple of (name, value) pairs, "
+                f"got {self.params!r}",
+                hint="Aggregation.params gives them in this form",
+            )
 
+    def param(self, name: str) -> ParamValue | None:
+        """The parameter ``name`` or None when the aggregation does not set it."""
+        return dict(self.params).get(name)
+
+    @property
+    def sketch_slot(self) -> SketchSlot | None:
+        """The slot this aggregation reads, None for float64-partial functions."""
+        from engine.kernel.sketch_kinds import slot_for  # the kinds import this module
+
+        return slot_for(self)
 
     @classmethod
     def from_aggregation(cls, agg: Any) -> AggregationSpec:
@@ -252,7 +298,14 @@ class AggregationSpec:
             function=_plain(agg.function),
             window_ms=None if agg.window_ms is None else int(agg.window_ms),
             default=agg.default,
+            params=tuple(getattr(agg, "params", ())),
         )
+
+
+def sketch_slots_of(aggregations: Iterable[AggregationSpec]) -> tuple[SketchSlot, ...]:
+    """The distinct sketch slots of ``aggregations``, in order of first use."""
+    slots = (agg.sketch_slot for agg in aggregations)
+    return tuple(dict.fromkeys(slot for slot in slots if slot is not None))
 
 
 @dataclass(frozen=True)
@@ -266,10 +319,15 @@ class ViewSpec:
     # Whether records carry first_ts; None: exactly when some aggregation is first_seen.
     # A projection keeps the full view's value, because its records are unchanged.
     tracks_first_event: bool | None = None
+    # The record's sketch slots; None: those of the aggregations (a projection keeps
+    # the full view's, because its records are unchanged).
+    sketch_slots: tuple[SketchSlot, ...] | None = None
     layout: PartialLayout = field(init=False, repr=False, compare=False)
     # Per aggregation, in declared order: first field index and window length in tiles.
     field_offsets: tuple[int, ...] = field(init=False, repr=False, compare=False)
     window_tiles: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    # Per aggregation: index of its sketch slot in layout.sketch_slots, or None.
+    sketch_index: tuple[int | None, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_int("ViewSpec", "interval_ms", self.interval_ms, minimum=1)
@@ -290,7 +348,16 @@ class ViewSpec:
                 "first_seen, got False",
                 hint="leave tracks_first_event as None to derive it from the aggregations",
             )
-        layout = PartialLayout(self.columns, tracks)
+        needed = sketch_slots_of(self.aggregations)
+        slots = needed if self.sketch_slots is None else self.sketch_slots
+        missing = [slot for slot in needed if slot not in slots]
+        if missing:
+            raise KernelSpecError(
+                f"ViewSpec: field 'sketch_slots': expected every slot the aggregations read, "
+                f"missing {missing!r}",
+                hint="leave sketch_slots as None to derive them from the aggregations",
+            )
+        layout = PartialLayout(self.columns, tracks, slots)
         names = [a.output_name for a in self.aggregations]
         if len(set(names)) != len(names):
             raise KernelSpecError(
@@ -314,6 +381,14 @@ class ViewSpec:
             self, "field_offsets", tuple(layout.offset(a.column) for a in self.aggregations)
         )
         object.__setattr__(self, "window_tiles", tuple(tiles))
+        object.__setattr__(
+            self,
+            "sketch_index",
+            tuple(
+                None if (slot := a.sketch_slot) is None else slots.index(slot)
+                for a in self.aggregations
+            ),
+        )
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -350,7 +425,12 @@ class ViewSpec:
             )
         kept = tuple(a for a in self.aggregations if a.output_name in wanted)
         return ViewSpec(
-            self.interval_ms, self.columns, kept, self.retention_ms, self.layout.tracks_first_event
+            self.interval_ms,
+            self.columns,
+            kept,
+            self.retention_ms,
+            self.layout.tracks_first_event,
+            self.layout.sketch_slots,
         )
 
     @classmethod
@@ -363,6 +443,12 @@ class ViewSpec:
             aggregations=aggregations,
             retention_ms=int(view.retention_ms),
         )
+
+
+def _is_sketch_function(function: str) -> bool:
+    from engine.kernel.sketch_kinds import SLOT_BUILDERS  # the kinds import this module
+
+    return function in SLOT_BUILDERS
 
 
 def _plain(function: object) -> str:

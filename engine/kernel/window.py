@@ -44,9 +44,12 @@ from engine.kernel.layout import (
     FIELD_MIN,
     FIELD_SUM,
     INTEGER_FUNCTIONS,
+    ZERO_WHEN_EMPTY,
     AggregationSpec,
     ViewSpec,
 )
+from engine.kernel.sketch_kinds import OverBound, SketchValue, evaluate_blob
+from engine.kernel.sketches import BlobArray, merge_window
 
 Value = float | int | None
 Int64Array = npt.NDArray[np.int64]
@@ -64,6 +67,8 @@ class WindowResult:
     values: dict[str, Value]
     empty: tuple[bool, ...]
     defaulted: tuple[bool, ...]
+    # count_distinct windows holding more than max_distinct values (value None).
+    over_bound: tuple[bool, ...] = ()
 
     @property
     def any_defaulted(self) -> bool:
@@ -75,7 +80,7 @@ def empty_value(agg: AggregationSpec) -> Value:
     """Value of ``agg`` over an empty window (the table of semantics section 3)."""
     if agg.default is not None:
         return agg.default
-    if agg.function == "count":
+    if agg.function in ZERO_WHEN_EMPTY:
         return 0
     if agg.function == "sum":
         return 0.0
@@ -96,7 +101,11 @@ def window_start_ms(t_ms: IntOrArray, interval_ms: int, window_ms: int) -> IntOr
 
 
 def evaluate(
-    spec: ViewSpec, tiles: npt.ArrayLike, partials: npt.ArrayLike, t_ms: int
+    spec: ViewSpec,
+    tiles: npt.ArrayLike,
+    partials: npt.ArrayLike,
+    t_ms: int,
+    sketches: BlobArray | None = None,
 ) -> WindowResult:
     """Evaluate every aggregation of ``spec`` for one entity as of ``t_ms``.
 
@@ -108,27 +117,40 @@ def evaluate(
     tile_ids = as_int64_vector("tiles", tiles)
     parts = as_partials(spec.layout, "partials", partials, len(tile_ids))
     check_sorted_tiles("tiles", tile_ids)
-    return evaluate_unchecked(spec, tile_ids, parts, t_ms)
+    return evaluate_unchecked(spec, tile_ids, parts, t_ms, sketches)
 
 
 @overflow_is_a_value
 def evaluate_unchecked(
-    spec: ViewSpec, tile_ids: Int64Array, parts: Float64Array, t_ms: int
+    spec: ViewSpec,
+    tile_ids: Int64Array,
+    parts: Float64Array,
+    t_ms: int,
+    sketches: BlobArray | None = None,
 ) -> WindowResult:
     """:func:`evaluate` for arrays already checked (int64 sorted tiles, float64 rows of
-    the layout's width), as a decoded record is."""
+    the layout's width), as a decoded record is. ``sketches`` are the rows' blobs
+    (``(n_tiles, n_slots)``; None: all empty)."""
     current = int(t_ms) // spec.interval_ms
     hi = int(np.searchsorted(tile_ids, current, side="right"))
     los = np.searchsorted(tile_ids, current - np.array(spec.window_tiles, dtype=np.int64)).tolist()
 
     values: dict[str, Value] = {}
     empty: list[bool] = []
-    for agg, off, lo in zip(spec.aggregations, spec.field_offsets, los, strict=True):
+    over_bound: list[bool] = []
+    for agg, off, lo, j in zip(
+        spec.aggregations, spec.field_offsets, los, spec.sketch_index, strict=True
+    ):
         block = parts[lo:hi]
         count = int(block[:, off + FIELD_COUNT].sum()) if lo < hi else 0
         empty.append(count == 0)
+        over_bound.append(False)
         if count == 0:
             values[agg.output_name] = empty_value(agg)
+        elif j is not None:
+            value = sketch_value(spec, agg, j, sketches, lo, hi)
+            over_bound[-1] = isinstance(value, OverBound)
+            values[agg.output_name] = None if isinstance(value, OverBound) else value
         elif agg.function == "first_seen":
             # Empty tiles hold first_ts = +inf; the window is non-empty, so the min is a time.
             values[agg.output_name] = int(block[:, spec.layout.first_event_field].min())
@@ -137,7 +159,21 @@ def evaluate_unchecked(
     defaulted = tuple(
         e and a.default is not None for e, a in zip(empty, spec.aggregations, strict=True)
     )
-    return WindowResult(values, tuple(empty), defaulted)
+    return WindowResult(values, tuple(empty), defaulted, tuple(over_bound))
+
+
+def sketch_value(
+    spec: ViewSpec,
+    agg: AggregationSpec,
+    slot_index: int,
+    sketches: BlobArray | None,
+    lo: int,
+    hi: int,
+) -> SketchValue:
+    """``agg``'s value over the merged blobs of tile rows ``[lo, hi)`` (a non-empty window)."""
+    slot = spec.layout.sketch_slots[slot_index]
+    blobs = [] if sketches is None else sketches[lo:hi, slot_index].tolist()
+    return evaluate_blob(agg, slot, merge_window(slot, blobs))
 
 
 def _reduce_block(function: str, block: Float64Array, off: int, count: int, t_ms: int) -> Value:
@@ -187,6 +223,8 @@ class WindowBatch:
     spec: ViewSpec
     values: dict[str, npt.NDArray[np.generic]]
     empty: BoolArray
+    # bool (n_queries, n_aggregations): count_distinct over its bound (value None).
+    over_bound: BoolArray | None = None
 
     def __len__(self) -> int:
         return int(self.empty.shape[0])
@@ -206,6 +244,8 @@ class WindowBatch:
             raw = self.values[agg.output_name][i]
             if is_empty:
                 values[agg.output_name] = empty_value(agg)
+            elif math.isnan(float(raw)):  # an over-bound count_distinct
+                values[agg.output_name] = None
             elif values_are_int(agg):
                 values[agg.output_name] = int(raw)
             else:
@@ -213,7 +253,12 @@ class WindowBatch:
         defaulted = tuple(
             e and a.default is not None for e, a in zip(empty, self.spec.aggregations, strict=True)
         )
-        return WindowResult(values, empty, defaulted)
+        over = (
+            (False,) * len(empty)
+            if self.over_bound is None
+            else tuple(bool(x) for x in self.over_bound[i])
+        )
+        return WindowResult(values, empty, defaulted, over)
 
     def to_pylists(self) -> dict[str, list[Value]]:
         """Every aggregation as a Python list, None for empty windows without default."""
@@ -230,6 +275,9 @@ class WindowBatch:
                 values = column.tolist()  # int64 -> int, float64 -> float already
             for i in np.flatnonzero(self.empty[:, j]).tolist():
                 values[i] = fill
+            if self.over_bound is not None:
+                for i in np.flatnonzero(self.over_bound[:, j]).tolist():
+                    values[i] = None
             out[agg.output_name] = values
         return out
 
@@ -241,6 +289,7 @@ def evaluate_many(
     indptr: npt.ArrayLike,
     segments: npt.ArrayLike,
     t_ms: npt.ArrayLike,
+    sketches: BlobArray | None = None,
 ) -> WindowBatch:
     """Evaluate ``spec`` for many ``(entity, t)`` queries at once, vectorized.
 
@@ -260,7 +309,7 @@ def evaluate_many(
     ptr = as_int64_vector("indptr", indptr)
     segs = as_int64_vector("segments", segments)
     _check_csr(tile_ids, ptr, segs)
-    return evaluate_many_unchecked(spec, tile_ids, parts, ptr, segs, t_ms)
+    return evaluate_many_unchecked(spec, tile_ids, parts, ptr, segs, t_ms, sketches)
 
 
 @overflow_is_a_value
@@ -271,6 +320,7 @@ def evaluate_many_unchecked(
     ptr: Int64Array,
     segs: Int64Array,
     t_ms: npt.ArrayLike,
+    sketches: BlobArray | None = None,
 ) -> WindowBatch:
     """:func:`evaluate_many` without its input checks (int64/float64 arrays, valid CSR).
 
@@ -304,8 +354,9 @@ def evaluate_many_unchecked(
 
     values: dict[str, npt.NDArray[np.generic]] = {}
     empty = np.empty((n_queries, len(spec.aggregations)), dtype=bool)
-    for j, (agg, off, w) in enumerate(
-        zip(spec.aggregations, spec.field_offsets, spec.window_tiles, strict=True)
+    over_bound = np.zeros((n_queries, len(spec.aggregations)), dtype=bool)
+    for j, (agg, off, w, slot_index) in enumerate(
+        zip(spec.aggregations, spec.field_offsets, spec.window_tiles, spec.sketch_index, strict=True)
     ):
         lo = lo_by_window[w]
         prefix = count_prefix(off)
@@ -326,13 +377,22 @@ def evaluate_many_unchecked(
             newest = reduce("last_ts", off, w)
             # Empty windows hold -inf here; they are overwritten by the empty value.
             result = times - np.where(is_empty, 0.0, newest).astype(np.int64)
+        elif slot_index is not None:
+            # Sketches merge blob by blob: one Python merge per window tile.
+            result = np.full(n_queries, np.nan)
+            for q in np.flatnonzero(~is_empty).tolist():
+                value = sketch_value(spec, agg, slot_index, sketches, int(lo[q]), int(hi[q]))
+                if isinstance(value, OverBound):
+                    over_bound[q, j] = True
+                elif value is not None:
+                    result[q] = value
         elif agg.function == "first_seen":
             oldest = reduce("first_ts", spec.layout.first_event_field, w)
             result = np.where(is_empty, 0.0, oldest).astype(np.int64)
         else:
             result = _window_stddev(parts, off, lo, hi, counts, reduce("sum", off, w))
         values[agg.output_name] = _fill_empty(agg, result, is_empty)
-    return WindowBatch(spec, values, empty)
+    return WindowBatch(spec, values, empty, over_bound if spec.layout.sketch_slots else None)
 
 
 def _fill_empty(

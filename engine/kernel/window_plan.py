@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.kernel.codec import HEADER, check_header
+from engine.kernel.codec import HEADER, check_header, decode_sketches
 from engine.kernel.exceptions import TileCodecError
 from engine.kernel.layout import (
     FIELD_COUNT,
@@ -40,6 +40,7 @@ from engine.kernel.layout import (
     FIELD_SUM,
     ViewSpec,
 )
+from engine.kernel.sketches import BlobArray
 from engine.kernel.window import Value, empty_value, evaluate_unchecked
 
 # Native-order memoryviews read the little-endian record in place (no copy, O(1)).
@@ -64,24 +65,27 @@ class DecodedRecord:
     tiles: Sequence[int]
     flat: Sequence[float]
     max_event_ts: int
+    sketches: BlobArray | None = None  # (n_tiles, n_slots) blobs of a view with sketches
 
 
-def decode_record(buf: bytes, width: int) -> DecodedRecord:
+def decode_record(buf: bytes, width: int, n_slots: int = 0) -> DecodedRecord:
     """Unpack a record like :func:`engine.kernel.codec.decode_tiles`, with the same checks
-    and errors, into sequences of Python numbers instead of arrays."""
+    and errors, into sequences of Python numbers instead of arrays (and, for a view
+    with ``n_slots`` sketch slots, its blobs)."""
     _, n_tiles, max_ts = check_header(buf, width)
     start = HEADER.size + 8 * n_tiles
     tiles: Sequence[int]
     flat: Sequence[float]
+    sketches = decode_sketches(buf, n_slots) if n_slots else None
     if _IN_PLACE:
         view = memoryview(buf)
         tiles = view[HEADER.size:start].cast("q")
-        flat = view[start:].cast("d")
+        flat = view[start : start + 8 * n_tiles * width].cast("d")
     else:
         tiles = struct.unpack_from(f"<{n_tiles}q", buf, HEADER.size)
         flat = struct.unpack_from(f"<{n_tiles * width}d", buf, start)
     _check_order(buf, tiles)
-    return DecodedRecord(tiles, flat, max_ts)
+    return DecodedRecord(tiles, flat, max_ts, sketches)
 
 
 def _check_order(buf: bytes, tiles: Sequence[int]) -> None:
@@ -116,6 +120,7 @@ class WindowPlan:
     # index into ``windows``, value of an empty window).
     steps: tuple[tuple[str, int, int, int, Value], ...] = field(init=False)
     row_loops: bool = field(init=False)  # some aggregation (stddev, last) loops over rows
+    has_sketches: bool = field(init=False)  # sketch slots: the vectorized evaluate merges blobs
 
     def __post_init__(self) -> None:
         spec = self.spec
@@ -128,6 +133,7 @@ class WindowPlan:
         set_(self, "windows", windows)
         set_(self, "totals", totals)
         set_(self, "row_loops", any(a.function in ("stddev", "last") for a in spec.aggregations))
+        set_(self, "has_sketches", bool(spec.layout.sketch_slots))
         set_(self, "steps", tuple(
             (a.function, totals.index(pair), pair[0], pair[1], empty_value(a))
             for a, pair in zip(spec.aggregations, pairs, strict=True)
@@ -139,7 +145,7 @@ class WindowPlan:
             return [step[4] for step in self.steps], [True] * len(self.steps)
         tiles, flat = record.tiles, record.flat
         width = self.spec.layout.width
-        if self.row_loops and len(tiles) > _ROW_LOOP_MAX_TILES:
+        if self.has_sketches or (self.row_loops and len(tiles) > _ROW_LOOP_MAX_TILES):
             return self._evaluate_vectorized(record, t_ms)
         current = t_ms // self.spec.interval_ms
         hi = bisect_right(tiles, current)
@@ -184,7 +190,7 @@ class WindowPlan:
         width = self.spec.layout.width
         tiles = np.asarray(record.tiles, dtype=np.int64)  # no copy for memoryviews
         parts = np.asarray(record.flat, dtype=np.float64).reshape(len(tiles), width)
-        result = evaluate_unchecked(self.spec, tiles, parts, t_ms)
+        result = evaluate_unchecked(self.spec, tiles, parts, t_ms, record.sketches)
         return [result.values[name] for name in self.names], list(result.empty)
 
 

@@ -21,9 +21,11 @@ import polars as pl
 import pyarrow as pa
 
 from engine.definitions.transform_runner import TransformRunError, TransformSpec, run_transform
-from engine.io.parquet_log import EVENT_TIME, read_log, value_column
+from engine.io.parquet_log import EVENT_TIME, OFFSET, PARTITION, raw_column, read_log, value_column
 from engine.kernel.aggregate import overflow_is_a_value
-from engine.kernel.layout import ANY_COLUMN_FUNCTIONS, AggregationSpec
+from engine.kernel.layout import ANY_COLUMN_FUNCTIONS, AggregationSpec, encode_positions
+from engine.kernel.sketch_kinds import evaluate_blob
+from engine.kernel.sketches import SketchSlot
 from engine.kernel.window import empty_value, values_are_int, window_start_ms
 from engine.offline.exceptions import (
     OnDemandComputationError,
@@ -176,13 +178,18 @@ def evaluate_windows(
     interval_ms: int,
     aggs: Sequence[AggregationSpec],
     nonempty_out: dict[str, npt.NDArray[np.bool_]] | None = None,
+    raw_values: Mapping[str, npt.NDArray[Any]] | None = None,
+    positions: I64 | None = None,
 ) -> dict[str, pl.Series]:
     """Evaluate ``aggs`` for each query (entity code, t) over sorted events.
 
     ``codes``/``times``/``values`` describe the events sorted by (code, event_time,
     partition, offset); ``q_codes`` is -1 for an entity without events. When
     ``nonempty_out`` is given, it receives per aggregation whether each query's
-    window held an event (serving reports DEFAULTED from it).
+    window held an event (serving reports DEFAULTED from it). Sketch aggregations
+    (count_distinct, percentile, ...) read ``raw_values`` (decoded values per column)
+    and ``positions`` (``partition * 2**40 + offset``): each window's events build one
+    blob with the kernel's own build, the state the merged tiles hold, bit for bit.
     """
     m = len(q_times)
     n = len(times)
@@ -246,6 +253,8 @@ def evaluate_windows(
             result = _reduceat(np.maximum, vals, lo, hi)
         elif agg.function == "last":
             result = vals[np.maximum(hi - 1, 0)] if n else np.zeros(m)
+        elif (slot := agg.sketch_slot) is not None:
+            result = _sketch_windows(agg, slot, raw_values or {}, times, positions, lo, hi)
         elif agg.function == "first_seen":
             # lo is the window's oldest event (events sorted by entity, e, position).
             result = times[np.minimum(lo, n - 1)] if n else np.zeros(m, dtype=np.int64)
@@ -259,6 +268,36 @@ def evaluate_windows(
         out[agg.output_name] = _finish(agg, unsort(result), unsort(nonempty))
         if nonempty_out is not None:
             nonempty_out[agg.output_name] = unsort(nonempty)
+    return out
+
+
+def _sketch_windows(
+    agg: AggregationSpec,
+    slot: SketchSlot,
+    raw_values: Mapping[str, npt.NDArray[Any]],
+    times: I64,
+    positions: I64 | None,
+    lo: I64,
+    hi: I64,
+) -> F64:
+    """Each window's sketch value (NaN where empty or over its bound: null)."""
+    column = raw_values.get(slot.column)
+    if column is None:
+        raise TrainingSetError(
+            f"aggregation '{agg.output_name}': expected the decoded values of column "
+            f"'{slot.column}' in the Parquet log (raw__{slot.column}), got none",
+            hint="The log was written before the view had sketch aggregations; re-run backfill.",
+        )
+    pos = np.zeros(len(times), dtype=np.int64) if positions is None else positions
+    start = np.zeros(1, dtype=np.int64)
+    out = np.full(len(lo), np.nan)
+    kind = slot.implementation
+    for q in np.flatnonzero(hi > lo).tolist():
+        a, b = int(lo[q]), int(hi[q])
+        blob = kind.build(slot, column[a:b], times[a:b], pos[a:b], start)[0]
+        value = evaluate_blob(agg, slot, blob)
+        if isinstance(value, int | float):
+            out[q] = value
     return out
 
 
@@ -578,7 +617,19 @@ def compute_view_features(
         for a in aggs
         if log.height and a.function not in ANY_COLUMN_FUNCTIONS
     }
-    return evaluate_windows(codes, times, values, q_codes, t_ms, interval, aggs, nonempty_out)
+    raw_values = {
+        slot.column: log.get_column(raw_column(slot.column)).to_numpy()
+        for a in aggs
+        if log.height and (slot := a.sketch_slot) is not None and raw_column(slot.column) in log.columns
+    }
+    positions = (
+        encode_positions(log.get_column(PARTITION).to_numpy(), log.get_column(OFFSET).to_numpy())
+        if raw_values
+        else None
+    )
+    return evaluate_windows(
+        codes, times, values, q_codes, t_ms, interval, aggs, nonempty_out, raw_values, positions
+    )
 
 
 def compute_on_demand(

@@ -85,6 +85,7 @@ def _view(join_keys: tuple[str, ...], with_filter: bool) -> Any:
         column_types={"amount": "float"},
         fingerprint=FINGERPRINT,
         filter=_Filter() if with_filter else None,
+        aggregations=(),
     )
 
 
@@ -226,7 +227,7 @@ def _corruptions() -> list[tuple[str, bytes]]:
         ("length: expected", good[:-8]),
         ("length: expected", good + b"\0" * 3),
         ("field 'version'", header.pack(2, 0, LAYOUT.width, 2, 5) + good[16:]),
-        ("field 'flags'", header.pack(1, 1, LAYOUT.width, 2, 5) + good[16:]),
+        ("field 'flags'", header.pack(1, 2, LAYOUT.width, 2, 5) + good[16:]),
         ("field 'width'", encode_tiles([1], np.zeros((1, 8)), 5)),
         ("strictly increasing", header.pack(1, 0, LAYOUT.width, 2, 5)
          + np.array([2, 1], "<i8").tobytes() + good[32:]),

@@ -78,7 +78,7 @@ def test_every_truncation_is_refused_with_lengths() -> None:
     ("patch", "message"),
     [
         (lambda h: (2, *h[1:]), "field 'version': expected 1, got 2"),
-        (lambda h: (h[0], 4, *h[2:]), "field 'flags': expected 0, got 4"),
+        (lambda h: (h[0], 4, *h[2:]), "field 'flags': expected 0 or 1, got 4"),
         (lambda h: (*h[:3], h[3] + 1, h[4]), "length: expected"),
     ],
 )
@@ -164,7 +164,7 @@ def test_view_spec_from_duck_typed_view() -> None:
 
 def test_spec_validation_names_field_and_values() -> None:
     with pytest.raises(KernelSpecError, match="field 'function': expected one of"):
-        AggregationSpec("x", "amount", "median", 60_000)
+        AggregationSpec("x", "amount", "mode", 60_000)
     with pytest.raises(KernelSpecTypeError, match="field 'window_ms': expected an int"):
         AggregationSpec("x", "amount", "sum", 1.5)  # type: ignore[arg-type]
     with pytest.raises(

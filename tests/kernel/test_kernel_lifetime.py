@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from kernel_helpers import COLUMN, assert_same_value
 
 from engine.kernel import AggregationSpec, ViewSpec, aggregate_batch, encode_positions, evaluate
-from engine.kernel.aggregate import apply_retention, first_kept_tile
+from engine.kernel.aggregate import apply_retention, first_kept_tile, fold_expired
 from engine.kernel.batch_merge import (
     NO_EVENT_TS,
     FlatTiles,
@@ -139,16 +139,19 @@ def test_folding_at_once_or_batch_by_batch_gives_identical_bytes() -> None:
     assert one_batch == per_event
 
 
-def test_apply_retention_compacts_a_single_record() -> None:
+def test_fold_expired_keeps_one_compacted_partial_per_entity() -> None:
     spec = lifetime_spec(1)
     layout = spec.layout
-    tiles = np.array([1, 2, 3, 10], dtype=np.int64)
-    partials = layout.empty(4)
-    partials[:, 0] = [1, 2, 3, 4]  # counts
-    kept_tiles, kept = apply_retention(tiles, partials, 10 * G + 500, 2 * G, G, layout)
-    assert kept_tiles.tolist() == [3, 10]
-    assert kept[:, 0].tolist() == [6.0, 4.0]
-    dropped_tiles, _ = apply_retention(tiles, partials, 10 * G + 500, 2 * G, G)
+    codes = np.array([0, 0, 0, 0, 1, 1], dtype=np.int64)
+    tiles = np.array([1, 2, 3, 10, 4, 9], dtype=np.int64)
+    partials = layout.empty(6)
+    partials[:, 0] = [1, 2, 3, 4, 5, 6]  # counts
+    expired = np.array([True, True, True, False, True, False])
+    kept_codes, kept_tiles, kept, blobs = fold_expired(layout, codes, tiles, partials, expired)
+    assert kept_codes.tolist() == [0, 0, 1, 1] and kept_tiles.tolist() == [3, 10, 4, 9]
+    assert kept[:, 0].tolist() == [6.0, 4.0, 5.0, 6.0] and blobs is None
+    # Without a lifetime window the same tiles are dropped.
+    dropped_tiles, _ = apply_retention(tiles[:4], partials[:4], 10 * G + 500, 2 * G, G)
     assert dropped_tiles.tolist() == [10]
 
 
