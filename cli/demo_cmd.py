@@ -223,8 +223,8 @@ def _pipeline(args: argparse.Namespace, data_dir: Path, bootstrap: str) -> int:
         _say("feature vectors from POST /v1/features/fraud_scoring (values as of now):")
         shown = ("amount_count_15m", "amount_sum_15m", "amount_sum_1d", "amount_count_1d",
                  "ms_since_last_purchase", "merchant_txn_count_15m", "pair_txn_count_1d",
-                 "pair_ms_since_last_1d", "pair_first_seen_1d", "spend_velocity_ratio",
-                 "user_merchant_share_1h")  # fmt: skip
+                 "pair_ms_since_last_1d", "pair_first_seen_1d", "user_purchases_lifetime",
+                 "user_first_seen_lifetime", "spend_velocity_ratio", "user_merchant_share_1h")  # fmt: skip
         for row, amount in zip(answer["features"], body["request_data"]["amount"], strict=True):
             values = ", ".join(
                 f"{k}={row[k]:.4g}" if isinstance(row[k], float) else f"{k}={row[k]}" for k in shown

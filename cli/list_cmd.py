@@ -43,7 +43,9 @@ def _repo(args: argparse.Namespace) -> FeatureRepo:
     return load_repo(settings_from(args).repo_path)
 
 
-def _span(value: timedelta) -> str:
+def _span(value: timedelta | None) -> str:
+    if value is None:
+        return "its lifetime"
     return duration_text(timedelta_ms(value))
 
 

@@ -101,7 +101,11 @@ class _ShardPartition(StatefulSinkPartition[ShardBatch | None, None]):
         self.observer = ShardObserver(applier, shard, shard_path(store.state_dir, shard))
         self.sweeper = RetentionSweeper(
             applier.partition,
-            [(c.view.fingerprint, c.view.retention_ms, c.view.interval_ms) for c in applier.views.values()],
+            [
+                (c.view.fingerprint, c.view.retention_ms, c.view.interval_ms,
+                 c.layout if c.view.has_lifetime_window else None)
+                for c in applier.views.values()
+            ],
         )
 
     def write_batch(self, values: list[ShardBatch | None]) -> None:

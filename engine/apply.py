@@ -65,6 +65,8 @@ class ApplicableView(LoggedView, Protocol):
     @property
     def retention_ms(self) -> int: ...
     @property
+    def has_lifetime_window(self) -> bool: ...
+    @property
     def offline(self) -> bool: ...
     @property
     def column_types(self) -> Mapping[str, object]: ...
@@ -212,6 +214,7 @@ class ShardApplier:
         online_items: list[tuple[bytes, bytes, bytes | None]] = []
         meta_items: list[tuple[bytes, int, bytes]] = []
         ttl_ms: int | None = None
+        lifetime_written = False  # a lifetime view's Redis copy must never expire
         newest_after: dict[bytes, int] = {}
         for fp, parts in state_rows.items():
             compiled = self.views[fp]
@@ -220,6 +223,7 @@ class ShardApplier:
             online_items.extend(items)
             meta_items.append((fp, self.partition.shard, meta_value))
             ttl_ms = max(ttl_ms or 0, compiled.view.retention_ms)
+            lifetime_written = lifetime_written or compiled.view.has_lifetime_window
         advanced: dict[int, OffsetRecord] = {}
         for partition, (last_offset, top_ts) in progress.items():
             old = self.offsets.get(partition)
@@ -242,7 +246,7 @@ class ShardApplier:
             copy = self.online_copy
 
             def write_copy() -> None:
-                copy.write(online_items, ttl_ms)
+                copy.write(online_items, None if lifetime_written else ttl_ms)
                 copy.write_meta(meta_items)
                 # After the tiles: the copy never claims more than it holds.
                 copy.write_offsets(self.topic, self.partition.shard, advanced)
@@ -284,7 +288,8 @@ class ShardApplier:
         state_keys = [prefix + k for k in keys]
         stored = decode_many(layout, txn.get_many(state_keys))
         merged = merge_flat(layout, stored, FlatTiles(codes_u, tiles_u, partials, batch_max, sketches))
-        merged = retain(merged, view.retention_ms, view.interval_ms)
+        # A lifetime window keeps expired tiles as one compacted partial (semantics 7).
+        merged = retain(merged, view.retention_ms, view.interval_ms, layout if view.has_lifetime_window else None)
         records = encode_many(layout, merged, len(keys))
         txn.put_many(state_keys, records)
         newest = max(int(batch_max.max()), self._newest.get(view.fingerprint, NO_EVENT_TS))

@@ -180,7 +180,7 @@ def _element_key(item: Any) -> str | None:
 def _describe(item: Any) -> str:
     """One element as a line: an aggregation as ``function(column) over window``."""
     if isinstance(item, dict) and {"function", "column", "window_ms", "output_name"} <= set(item):
-        window = duration_text(int(item["window_ms"]))
+        window = "its lifetime" if item["window_ms"] is None else duration_text(int(item["window_ms"]))
         return f"{item['output_name']} = {item['function']}({item['column']}) over {window}"
     if isinstance(item, dict):
         key = _element_key(item)

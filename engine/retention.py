@@ -6,6 +6,8 @@ also sweeps its records in small slices (on the dataflow's idle ticks): a record
 newest tile ended more than the view's retention before the newest event time the
 view has seen (docs/semantics.md section 7) is deleted; a record with some expired
 tiles is trimmed. No value the watermark still allows can need what is removed.
+A view with a lifetime window never loses a record: its expired tiles are folded
+into one compacted partial per entity (the same fold as the write path's).
 
 Sweeping is incremental (a cursor per view, at most ``limit`` records per call) so
 it never stalls ingestion.
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.kernel.aggregate import apply_retention, first_kept_tile
+from engine.kernel.aggregate import apply_retention, first_kept_tile, fold_expired
 from engine.kernel.batch_merge import NO_EVENT_TS
 from engine.kernel.codec import (
     decode_sketches,
@@ -26,6 +28,7 @@ from engine.kernel.codec import (
     section_slots,
     tile_span,
 )
+from engine.kernel.layout import PartialLayout
 from engine.state.protocols import StorePartition
 from engine.state.records import decode_meta, meta_key, view_prefix
 
@@ -50,10 +53,12 @@ def sweep_view(
     retention_ms: int,
     interval_ms: int,
     *,
+    compact_into: PartialLayout | None = None,
     start_after: bytes | None = None,
     limit: int = 2_000,
 ) -> SweepResult:
-    """Delete or trim up to ``limit`` records of one view past ``start_after``."""
+    """Delete or trim up to ``limit`` records of one view past ``start_after``; with
+    ``compact_into`` (a view with a lifetime window) fold expired tiles instead."""
     newest = view_newest_ts(partition, fingerprint)
     if newest == NO_EVENT_TS:
         return SweepResult(0, 0, 0, None)
@@ -74,12 +79,22 @@ def sweep_view(
         if span is None:
             continue
         first_tile, last_tile = span
-        if last_tile < first_kept:
+        if last_tile < first_kept and compact_into is None:
             txn.delete(key)
             deleted += 1
             continue
         if first_tile < first_kept:
             tiles, partials, max_ts = decode_tiles(value)
+            if compact_into is not None:
+                if len(tiles) < 2 or tiles[1] >= first_kept:
+                    continue  # at most the compacted partial is expired: nothing to fold
+                _, kept_tiles, kept, blobs = fold_expired(
+                    compact_into, np.zeros(len(tiles), dtype=np.int64), tiles, partials,
+                    tiles < first_kept, decode_sketches(value, len(compact_into.sketch_slots)),
+                )  # fmt: skip
+                txn.put(key, encode_tiles(np.ascontiguousarray(kept_tiles), np.ascontiguousarray(kept), max_ts, blobs))
+                trimmed += 1
+                continue
             kept_tiles, kept = apply_retention(tiles, partials, newest, retention_ms, interval_ms)
             # The sketch section's rows are trimmed with their tiles (docs/architecture.md).
             sketches = decode_sketches(value, section_slots(value))[len(tiles) - len(kept_tiles) :]
@@ -97,9 +112,15 @@ def sweep_view(
 class RetentionSweeper:
     """Round-robin incremental sweeps over every view of one shard."""
 
-    def __init__(self, partition: StorePartition, views: list[tuple[bytes, int, int]], limit: int = 2_000):
+    def __init__(
+        self,
+        partition: StorePartition,
+        views: list[tuple[bytes, int, int, PartialLayout | None]],
+        limit: int = 2_000,
+    ):
         self.partition = partition
-        self.views = views  # (fingerprint, retention_ms, interval_ms)
+        # (fingerprint, retention_ms, interval_ms, layout to compact into or None)
+        self.views = views
         self.limit = limit
         self._turn = 0
         self._cursors: dict[bytes, bytes | None] = {}
@@ -109,9 +130,9 @@ class RetentionSweeper:
     def step(self) -> SweepResult | None:
         if not self.views:
             return None
-        fingerprint, retention_ms, interval_ms = self.views[self._turn % len(self.views)]
+        fingerprint, retention_ms, interval_ms, compact_into = self.views[self._turn % len(self.views)]
         result = sweep_view(
-            self.partition, fingerprint, retention_ms, interval_ms,
+            self.partition, fingerprint, retention_ms, interval_ms, compact_into=compact_into,
             start_after=self._cursors.get(fingerprint), limit=self.limit,
         )  # fmt: skip
         self._cursors[fingerprint] = result.next_key

@@ -59,3 +59,22 @@ user_merchant_spend = StreamFeatureView(
     description="Purchases of each user at each merchant.",
     tags={"team": "risk"},
 )
+
+# Lifetime windows (window=None): every purchase the user ever made. Only the finite
+# windows set retention, so this view keeps a few minutes of tiles plus one compacted
+# partial per user (docs/semantics.md, "Lifetime windows").
+user_lifetime = StreamFeatureView(
+    name="user_lifetime",
+    source=transactions,
+    entities=[user],
+    filter=col("event_type") == "PURCHASE",
+    aggregation_interval=timedelta(minutes=1),
+    aggregations=[
+        Aggregation(column="amount", function="count", window=None, name="user_purchases_lifetime"),
+        Aggregation(column="amount", function="sum", window=None, name="user_amount_sum_lifetime"),
+        Aggregation(column="amount", function="max", window=None, name="user_amount_max_lifetime"),
+        Aggregation(column="amount", function="first_seen", window=None, name="user_first_seen_lifetime"),
+    ],
+    description="Every purchase of each user since the first one.",
+    tags={"team": "risk"},
+)

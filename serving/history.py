@@ -105,7 +105,11 @@ class LogRange:
 def window_may_be_trimmed(view: CompiledView, t: int, newest: int) -> bool:
     """Whether retention, measured against an event time up to ``newest``, may have
     removed a tile of the view's longest evaluated window as of ``t`` (semantics 7:
-    a tile is kept while ``newest - its end <= retention``)."""
+    a tile is kept while ``newest - its end <= retention``). Lifetime windows lose
+    nothing (expired tiles are folded into the compacted partial), so a view evaluating
+    only lifetime windows is never trimmed."""
+    if view.spec.max_finite_window_tiles == 0:
+        return False
     g = view.spec.interval_ms
     oldest_end = (t // g) * g - view.max_window_ms + g
     return newest - oldest_end > view.spec.retention_ms
@@ -209,7 +213,7 @@ class HistoricalReads:
                 raise InvalidRequest(
                     f"field '{_field(request, i)}': {iso(times[i])} cannot be answered exactly for row {i}: "
                     f"the online record of view {view.name!r} holds events after it or lost tiles to "
-                    f"retention, and {coverage.describe()}",
+                    f"retention{_compacted_horizon(view, values.max_event_ts[i])}, and {coverage.describe()}",
                     hint="ask for a time the log covers, or wait for the log to be published",
                     field=_field(request, i))  # fmt: skip
         spine = pl.DataFrame({key: [_text(request.entities[key][i]) for i in rows] for key in view.join_keys})
@@ -232,6 +236,15 @@ class HistoricalReads:
             found[i] = any(bool(nonempty[name][j]) for name in view.feature_names)
             from_log[i] = True
         return replace(values, columns=columns, defaulted=defaulted, found=found, from_log=from_log)
+
+
+def _compacted_horizon(view: CompiledView, newest: int | None) -> str:
+    """For a view with a lifetime window: the time before which its record holds one
+    compacted partial, so no earlier ``as_of`` can be answered online (semantics 7)."""
+    if not view.definition.has_lifetime_window or newest is None:
+        return ""
+    horizon = newest - view.definition.retention_ms
+    return f" (its lifetime windows hold the tiles ending before {iso(horizon)}, the compacted horizon, as one partial)"
 
 
 def _text(value: EntityValue) -> str:

@@ -41,8 +41,9 @@ class CompiledView:
 
     @property
     def max_window_ms(self) -> int:
-        """Longest window this (possibly projected) view evaluates."""
-        return max(self.spec.window_tiles, default=0) * self.spec.interval_ms
+        """Longest finite window this (possibly projected) view evaluates (a lifetime
+        window loses nothing to retention: expired tiles are folded, never deleted)."""
+        return self.spec.max_finite_window_tiles * self.spec.interval_ms
 
     @classmethod
     def from_view(cls, view: StreamFeatureView) -> CompiledView:

@@ -25,8 +25,11 @@ def field(event: Event, name: str) -> Any:
     return event[_TUPLE_FIELDS.index(name)]
 
 
-def window_start(t: int, window_ms: int, interval_ms: int) -> int:
-    """start(t) = floor(t / g) * g - w   (semantics section 3)."""
+def window_start(t: int, window_ms: int | None, interval_ms: int) -> float:
+    """start(t) = floor(t / g) * g - w   (semantics section 3); minus infinity for a
+    lifetime window (``window_ms=None``: every event with e <= t, "Planned functions")."""
+    if window_ms is None:
+        return -math.inf
     return (t // interval_ms) * interval_ms - window_ms
 
 
@@ -34,7 +37,7 @@ def window_events(
     events: Iterable[E],
     entity: Hashable,
     t: int,
-    window_ms: int,
+    window_ms: int | None,
     interval_ms: int,
     filter: Callable[[Event], bool] | None = None,
 ) -> list[E]:
@@ -56,7 +59,7 @@ def reference_value(
     entity: Hashable,
     t: int,
     function: str,
-    window_ms: int,
+    window_ms: int | None,
     interval_ms: int,
     default: float | int | None = None,
     filter: Callable[[Event], bool] | None = None,

@@ -51,7 +51,7 @@ def _number_in(value: object, lo: float, hi: float) -> bool:
 class Aggregation:
     column: str
     function: str
-    window: timedelta
+    window: timedelta | None  # None: a lifetime window (docs/semantics.md)
     name: str | None = None
     default: float | int | None = None
     # Sketch parameters (docs/semantics.md "Planned functions"); None: not set / default.
@@ -70,11 +70,7 @@ class Aggregation:
             c.add("function", f"one of {', '.join(FUNCTIONS)}", self.function,
                   f"{self.function} is specified in docs/semantics.md ('Planned functions') but not implemented yet; "
                   f"valid values: {', '.join(FUNCTIONS)}" if planned else did_you_mean(self.function, FUNCTIONS))
-        if self.window is None:
-            c.add("window", "a datetime.timedelta", None,
-                  "lifetime windows (window=None) are planned (docs/semantics.md) but not implemented yet; "
-                  "use a finite window such as timedelta(days=30)")
-        else:
+        if self.window is not None:
             c.duration("window", self.window, minimum_ms=1)
         if self.name is not None:
             c.name_field("name", self.name)
@@ -101,6 +97,11 @@ class Aggregation:
                       self.max_distinct,
                       "declare a realistic bound, e.g. max_distinct=500; for unbounded cardinality use count_distinct_approx",
                       type_error=self.max_distinct is not None and not _int_in(self.max_distinct, -(2**62), 2**62))
+        if self.function == "count_distinct" and self.window is None:
+            # docs/semantics.md: a lifetime window grows without bound, so no bound is realistic.
+            c.add("window", "a finite timedelta for count_distinct (exact)", None,
+                  "use count_distinct_approx for the distinct values of an entity's whole lifetime, "
+                  "or give count_distinct a finite window")
         if uses["precision"] and self.precision is not None and not _int_in(self.precision, HLL_MIN_PRECISION, HLL_MAX_PRECISION):
             c.add("precision", f"an int {HLL_MIN_PRECISION}..{HLL_MAX_PRECISION}", self.precision,
                   f"2**precision registers; relative error 1.04/sqrt(2**p); default {HLL_DEFAULT_PRECISION}")
@@ -125,8 +126,9 @@ class Aggregation:
         return tuple(sorted(found.items()))
 
     @property
-    def window_ms(self) -> int:
-        return timedelta_ms(self.window)
+    def window_ms(self) -> int | None:
+        """The window in milliseconds; None for a lifetime window."""
+        return None if self.window is None else timedelta_ms(self.window)
 
     @property
     def output_name(self) -> str:
@@ -135,7 +137,8 @@ class Aggregation:
         function = self.function
         if function == "percentile" and isinstance(self.q, int | float):
             function = "p" + f"{self.q * 100:g}".replace(".", "_")  # amount_p95_1h, amount_p99_9_1h
-        return f"{self.column}_{function}_{window_label(self.window_ms)}"
+        label = "lifetime" if self.window_ms is None else window_label(self.window_ms)
+        return f"{self.column}_{function}_{label}"
 
     @property
     def output_type(self) -> FieldType:

@@ -114,7 +114,7 @@ class StreamFeatureView(SelectableView):
                 c.add(f"{where}.column", f"a numeric (int/float) column for {agg.function}",
                       f"<{agg.column!r} of type {schema[agg.column]}>",
                       f"only {' and '.join(sorted(ANY_COLUMN_FUNCTIONS))} accept non-numeric columns")
-            if interval is not None and agg.window_ms % interval:
+            if interval is not None and agg.window_ms is not None and agg.window_ms % interval:
                 c.add(f"{where}.window", f"a whole multiple of aggregation_interval ({interval} ms)",
                       f"<{agg.window_ms} ms>", "make the window a multiple of the interval or shorten the interval")
             if agg.output_name in names:
@@ -152,7 +152,14 @@ class StreamFeatureView(SelectableView):
 
     @cached_property
     def max_window_ms(self) -> int:
-        return max(agg.window_ms for agg in self.aggregations)
+        """Longest finite window (0 when every window is lifetime)."""
+        return max((agg.window_ms for agg in self.aggregations if agg.window_ms is not None), default=0)
+
+    @cached_property
+    def has_lifetime_window(self) -> bool:
+        """Whether some aggregation has a lifetime window: retention then folds expired
+        tiles into one compacted partial per entity instead of deleting them."""
+        return any(agg.window_ms is None for agg in self.aggregations)
 
     @cached_property
     def retention_ms(self) -> int:
@@ -201,7 +208,8 @@ class StreamFeatureView(SelectableView):
                     | ({"params": [list(p) for p in a.params]} if a.params else {})
                     for a in self.aggregations
                 ),
-                key=lambda d: (d["column"], d["function"], d["window_ms"], str(d.get("params", ""))),
+                key=lambda d: (d["column"], d["function"], -1 if d["window_ms"] is None else d["window_ms"],
+                               str(d.get("params", ""))),
             ),
         }
 

@@ -27,7 +27,7 @@ from engine.kernel.layout import (
     FIELDS_PER_COLUMN,
     PartialLayout,
 )
-from engine.kernel.sketches import BlobArray, build_sketches, empty_blobs
+from engine.kernel.sketches import BlobArray, build_sketches, empty_blobs, merge_blobs
 
 Int64Array = npt.NDArray[np.int64]
 Float64Array = npt.NDArray[np.float64]
@@ -380,7 +380,8 @@ def apply_retention(
     retention_ms: int,
     interval_ms: int,
 ) -> tuple[Int64Array, Float64Array]:
-    """Drop tiles whose end is more than ``retention_ms`` behind ``newest_ts``.
+    """Drop tiles whose end is more than ``retention_ms`` behind ``newest_ts`` (a view
+    with a lifetime window folds them instead: :func:`fold_expired`).
 
     Tile ``i`` ends at ``(i + 1) * interval_ms`` (exclusive); it is kept while
     ``newest_ts - end <= retention_ms`` (docs/semantics.md section 7, where the view's
@@ -403,3 +404,51 @@ def apply_retention(
     first_kept = first_kept_tile(int(newest_ts), int(retention_ms), int(interval_ms))
     lo = int(np.searchsorted(tile_ids, first_kept, side="left"))
     return tile_ids[lo:], parts[lo:]
+
+
+def fold_expired(
+    layout: PartialLayout,
+    codes: Int64Array,
+    tiles: Int64Array,
+    partials: Float64Array,
+    expired: npt.NDArray[np.bool_],
+    sketches: BlobArray | None = None,
+) -> tuple[Int64Array, Int64Array, Float64Array, BlobArray | None]:
+    """Fold each entity's expired tiles into one compacted partial (lifetime windows).
+
+    Rows are sorted by ``(code, tile)`` and an entity's expired rows are a prefix of
+    its rows (``tile < first kept``). They merge left to right in tile order (the
+    compacted partial, always the oldest row, first) into one row kept under the
+    newest expired tile id, so the result is the same whether the tiles expired in
+    one trim or over many, and the tile ids stay strictly increasing. ``sketches``
+    (``(rows, len(layout.sketch_slots))`` blobs, or None) fold the same way.
+    """
+    rows = np.flatnonzero(expired)
+    if len(rows) == 0:
+        return codes, tiles, partials, sketches
+    run_codes = codes[rows]
+    starts = rows[np.flatnonzero(np.r_[True, run_codes[1:] != run_codes[:-1]])]
+    lengths = np.diff(np.r_[np.searchsorted(rows, starts), len(rows)])
+    if bool((lengths == 1).all()):
+        return codes, tiles, partials, sketches
+    folded = partials[starts].copy()
+    folded_blobs = None if sketches is None else sketches[starts].copy()
+    for j in range(1, int(lengths.max())):
+        longer = lengths > j
+        folded[longer] = merge_partials(layout, folded[longer], partials[starts[longer] + j])
+        if sketches is not None and folded_blobs is not None:
+            folded_blobs[longer] = merge_blobs(
+                layout.sketch_slots, folded_blobs[longer], sketches[starts[longer] + j]
+            )
+    out = partials.copy()
+    newest_expired = starts + lengths - 1
+    out[newest_expired] = folded
+    keep = np.ones(len(tiles), dtype=bool)
+    keep[rows] = False
+    keep[newest_expired] = True
+    out_blobs = None
+    if sketches is not None:
+        out_blobs = sketches.copy()
+        out_blobs[newest_expired] = folded_blobs
+        out_blobs = out_blobs[keep]
+    return codes[keep], tiles[keep], out[keep], out_blobs

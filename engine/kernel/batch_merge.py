@@ -15,7 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from engine.kernel.aggregate import first_kept_tile, merge_partials, overflow_is_a_value
+from engine.kernel.aggregate import (
+    first_kept_tile,
+    fold_expired,
+    merge_partials,
+    overflow_is_a_value,
+)
 from engine.kernel.codec import HEADER, RECORD_VERSION, decode_sketches, decode_tiles, encode_tiles
 from engine.kernel.exceptions import TileCodecError
 from engine.kernel.layout import PartialLayout
@@ -280,10 +285,14 @@ def _merge_flat_by_sort(
     return FlatTiles(codes, tiles, partials, max_ts, sketches)
 
 
-def retain(flat: FlatTiles, retention_ms: int, interval_ms: int) -> FlatTiles:
+def retain(
+    flat: FlatTiles, retention_ms: int, interval_ms: int, compact_into: PartialLayout | None = None
+) -> FlatTiles:
     """Drop every tile whose end is more than ``retention_ms`` behind its entity's newest event.
 
-    Same rule as :func:`engine.kernel.aggregate.apply_retention`, for many entities.
+    Same rule as :func:`engine.kernel.aggregate.apply_retention`, for many entities;
+    with ``compact_into`` (a view with a lifetime window) the expired tiles are folded
+    into one compacted partial per entity instead (:func:`fold_expired`).
     """
     if not len(flat.codes):
         return flat
@@ -292,6 +301,11 @@ def retain(flat: FlatTiles, retention_ms: int, interval_ms: int) -> FlatTiles:
     keep = (flat.tiles >= first_kept) | (newest == NO_EVENT_TS)
     if bool(keep.all()):
         return flat
+    if compact_into is not None:
+        codes, tiles, partials, sketches = fold_expired(
+            compact_into, flat.codes, flat.tiles, flat.partials, ~keep, flat.sketches
+        )
+        return FlatTiles(codes, tiles, partials, flat.max_event_ts, sketches)
     return flat.with_rows(keep)
 
 

@@ -81,6 +81,11 @@ PLANNED_FUNCTIONS: tuple[str, ...] = (
     "percentile", "median",
 )
 
+# The window length in tiles of a lifetime window (``window_ms=None``): longer than any
+# tile id, so the window reaches every stored tile (including the compacted partial)
+# while ``current - LIFETIME_WINDOW_TILES`` stays inside int64.
+LIFETIME_WINDOW_TILES = 2**62
+
 POSITION_OFFSET_BITS = 40
 # float64 holds integers exactly below 2**53, so partitions must stay below 2**13.
 MAX_PARTITION = 2 ** (53 - POSITION_OFFSET_BITS) - 1
@@ -241,7 +246,7 @@ class AggregationSpec:
     output_name: str
     column: str
     function: str
-    window_ms: int
+    window_ms: int | None  # None: a lifetime window (every event with e <= t)
     default: Number | None = None
     # Sorted (name, value) parameters of sketch functions (max_distinct, precision, q, alpha).
     params: Params = ()
@@ -256,7 +261,8 @@ class AggregationSpec:
                 f"got {self.function!r}",
                 hint="see docs/semantics.md section 3 for the supported functions",
             )
-        _check_int(owner, "window_ms", self.window_ms, minimum=1)
+        if self.window_ms is not None:
+            _check_int(owner, "window_ms", self.window_ms, minimum=1)
         if self.default is not None and (
             isinstance(self.default, bool) or not isinstance(self.default, int | float)
         ):
@@ -290,7 +296,7 @@ class AggregationSpec:
             output_name=agg.output_name,
             column=agg.column,
             function=_plain(agg.function),
-            window_ms=int(agg.window_ms),
+            window_ms=None if agg.window_ms is None else int(agg.window_ms),
             default=agg.default,
             params=tuple(getattr(agg, "params", ())),
         )
@@ -360,6 +366,9 @@ class ViewSpec:
             )
         tiles = []
         for agg in self.aggregations:
+            if agg.window_ms is None:
+                tiles.append(LIFETIME_WINDOW_TILES)
+                continue
             if agg.window_ms % self.interval_ms:
                 raise KernelSpecError(
                     f"AggregationSpec '{agg.output_name}': field 'window_ms': expected a "
@@ -384,6 +393,16 @@ class ViewSpec:
     @property
     def output_names(self) -> tuple[str, ...]:
         return tuple(a.output_name for a in self.aggregations)
+
+    @property
+    def max_finite_window_tiles(self) -> int:
+        """Longest finite window in tiles (0 when every window is lifetime)."""
+        return max((w for w in self.window_tiles if w != LIFETIME_WINDOW_TILES), default=0)
+
+    @property
+    def has_lifetime_window(self) -> bool:
+        """Whether retention must fold expired tiles into a compacted partial."""
+        return LIFETIME_WINDOW_TILES in self.window_tiles
 
     def project(self, names: Iterable[str]) -> ViewSpec:
         """The same view evaluating only the aggregations named (in declared order).

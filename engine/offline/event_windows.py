@@ -63,6 +63,24 @@ def _bound(
     return out
 
 
+# Event times are refused before 2000-01-01 (docs/semantics.md section 5), so a
+# lifetime window starting here holds every event with e <= t.
+_LIFETIME_START_MS = 0
+
+
+def window_starts(t_ms: I64, interval_ms: int, window_ms: int | None) -> I64:
+    """First event time of each window (``window_ms=None``: a lifetime window)."""
+    if window_ms is None:
+        return np.full_like(t_ms, _LIFETIME_START_MS)
+    return window_start_ms(t_ms, interval_ms, window_ms)
+
+
+def longest_window(aggs: Sequence[AggregationSpec]) -> int | None:
+    """The longest window of ``aggs``; None when one of them is a lifetime window."""
+    windows = [a.window_ms for a in aggs]
+    return None if None in windows else max(w for w in windows if w is not None)
+
+
 def _masked_series(name: str, values: npt.NDArray[Any], valid: npt.NDArray[np.bool_]) -> pl.Series:
     arr = pa.array(values, mask=~valid)
     return pl.Series(name, arr)
@@ -171,7 +189,7 @@ def evaluate_windows(
         hi = np.where(has, _bound(codes, times, q_codes, q_times, "right"), 0)
     else:
         hi = np.zeros(m, dtype=np.int64)
-    lo_by_window: dict[int, I64] = {}
+    lo_by_window: dict[int | None, I64] = {}
     prefix: dict[str, tuple[F64, F64]] = {}
     out: dict[str, pl.Series] = {}
     for agg in aggs:
@@ -184,7 +202,7 @@ def evaluate_windows(
                         codes,
                         times,
                         q_codes,
-                        window_start_ms(q_times, interval_ms, agg.window_ms),
+                        window_starts(q_times, interval_ms, agg.window_ms),
                         "left",
                     ),
                     0,

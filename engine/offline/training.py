@@ -20,8 +20,7 @@ import polars as pl
 from engine.definitions.transform_runner import TransformRunError, TransformSpec, run_transform
 from engine.io.parquet_log import EVENT_TIME, OFFSET, PARTITION, raw_column, read_log, value_column
 from engine.kernel.layout import ANY_COLUMN_FUNCTIONS, AggregationSpec, encode_positions
-from engine.kernel.window import window_start_ms
-from engine.offline.event_windows import I64, evaluate_windows
+from engine.offline.event_windows import I64, evaluate_windows, longest_window, window_starts
 from engine.offline.exceptions import (
     OnDemandComputationError,
     SpineValidationError,
@@ -277,7 +276,7 @@ def compute_view_features(
     aggs = [specs[n] for n in names]
     interval = int(view.interval_ms)
     if len(t_ms):
-        start = int(window_start_ms(t_ms, interval, max(a.window_ms for a in aggs)).min())
+        start = int(window_starts(t_ms, interval, longest_window(aggs)).min())
         end = int(t_ms.max())
         wanted = None
         if only_spine_entities:

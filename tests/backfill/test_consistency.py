@@ -110,12 +110,15 @@ def test_online_training_backfill_and_reference_agree(
     online = RocksDBOnlineTable(job.state_dir, SHARDS, tmp_path / "sec_a", background=False)
     offline = RocksDBOnlineTable(tmp_path / "bf" / "state", SHARDS, tmp_path / "sec_b", background=False)
     try:
-        for user in sorted({str(d["user_id"]) for d in docs}):
-            a = online_values(online, views["user_spend"], user, t_final)
-            b = online_values(offline, views["user_spend"], user, t_final)
-            assert (a is None) == (b is None), user
-            if a is not None and b is not None:
-                assert_close(a, b, f"user {user}: stream vs backfill")
+        # user_lifetime: the compacted partials folded batch by batch (stream) and
+        # chunk by chunk (backfill) agree.
+        for name in ("user_spend", "user_lifetime"):
+            for user in sorted({str(d["user_id"]) for d in docs}):
+                a = online_values(online, views[name], user, t_final)
+                b = online_values(offline, views[name], user, t_final)
+                assert (a is None) == (b is None), user
+                if a is not None and b is not None:
+                    assert_close(a, b, f"{name} user {user}: stream vs backfill")
     finally:
         online.close()
         offline.close()

@@ -207,8 +207,18 @@ def test_planned_functions_are_refused_naming_the_function() -> None:
         err = refused(lambda fn=fn: Aggregation(column="amount", function=fn, window=timedelta(hours=1)), "function")
         assert fn in str(err) and "time_since_last" in str(err)
         assert "not implemented yet" in str(err)
-    err = refused(lambda: Aggregation(column="amount", function="sum", window=None), "window")  # type: ignore[arg-type]
-    assert "lifetime windows" in str(err)
+
+
+def test_lifetime_window_names_retention_and_fingerprint(source: EventSource, user: Entity) -> None:
+    lifetime = Aggregation(column="amount", function="sum", window=None)
+    assert lifetime.output_name == "amount_sum_lifetime" and lifetime.window_ms is None
+    view = _view(source, user, aggregations=[lifetime, Aggregation(column="amount", function="sum", window=timedelta(hours=1))])
+    assert view.has_lifetime_window
+    # Retention follows the finite windows; the lifetime one is kept as a compacted partial.
+    assert view.max_window_ms == 3_600_000
+    assert view.retention_ms == 3_600_000 + source.allowed_lateness_ms + view.interval_ms
+    only_finite = _view(source, user, aggregations=[Aggregation(column="amount", function="sum", window=timedelta(hours=1))])
+    assert not only_finite.has_lifetime_window and only_finite.fingerprint != view.fingerprint
 
 
 def test_view_join_key_checks(source: EventSource) -> None:

@@ -380,7 +380,7 @@ def test_cli_plan_and_apply(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap
 
 def test_example_repo_loads_and_transforms_check() -> None:
     repo = load_repo(REPO_ROOT / "feature_defs")
-    assert {v.name for v in repo.views} == {"user_spend", "merchant_activity", "user_merchant_spend"}
+    assert {v.name for v in repo.views} == {"user_spend", "merchant_activity", "user_merchant_spend", "user_lifetime"}
     user_spend = repo.view("user_spend")
     assert user_spend.source.topic == "transactions" and user_spend.join_keys == ("user_id",)
     assert user_spend.source.allowed_lateness_ms == 300_000 and user_spend.interval_ms == 60_000
@@ -399,6 +399,7 @@ def test_example_repo_loads_and_transforms_check() -> None:
     service = repo.service("fraud_scoring")
     assert service.entity_join_keys == ("user_id", "merchant_id")
     assert dict(service.request_fields) == {"amount": "float"}
-    assert service.feature_names[-8:] == ("merchant_txn_count_15m", "merchant_txn_count_1h",
-                                          "pair_txn_count_1d", "pair_amount_sum_1d", "pair_ms_since_last_1d", "pair_first_seen_1d",
-                                          "spend_velocity_ratio", "user_merchant_share_1h")
+    assert service.feature_names[-10:] == ("merchant_txn_count_15m", "merchant_txn_count_1h",
+                                           "pair_txn_count_1d", "pair_amount_sum_1d", "pair_ms_since_last_1d", "pair_first_seen_1d",
+                                           "user_purchases_lifetime", "user_first_seen_lifetime",
+                                           "spend_velocity_ratio", "user_merchant_share_1h")

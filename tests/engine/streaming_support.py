@@ -131,7 +131,10 @@ def expected_values(
 
 # The example views and the reference event field holding each one's entity key
 # (a tuple of join-key values for the user x merchant view).
-EXAMPLE_VIEW_KEYS = (("user_spend", "entity"), ("merchant_activity", "merchant"), ("user_merchant_spend", "pair"))
+EXAMPLE_VIEW_KEYS = (
+    ("user_spend", "entity"), ("merchant_activity", "merchant"), ("user_merchant_spend", "pair"),
+    ("user_lifetime", "entity"),
+)
 
 
 def online_values(

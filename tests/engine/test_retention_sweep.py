@@ -62,3 +62,35 @@ def test_sweep_deletes_quiet_entities_and_trims_old_tiles(tmp_path: Path) -> Non
         assert set(remaining) == {b"mixed", b"fresh"}
         tiles, _, max_ts = decode_tiles(remaining[b"mixed"])
         assert tiles.tolist() == [95] and max_ts == 95 * G
+
+
+def test_sweep_folds_a_lifetime_view_into_one_exact_compacted_partial(tmp_path: Path) -> None:
+    """A view with a lifetime window loses nothing: every sweep folds the expired tiles
+    into one compacted partial, whose count/sum/min/max/first_ts stay exact."""
+    layout = PartialLayout(("amount",), tracks_first_event=True)
+    quiet_times = [5 * G, 6 * G, 7 * G + 1, 20 * G]
+    mixed_times = [50 * G, 51 * G, 95 * G]
+    with RocksDBStore(tmp_path, 1) as store:
+        part = store.partition(0)
+        txn = part.begin()
+        txn.put(tile_key(FP, b"quiet"), _record(layout, quiet_times))
+        txn.put(tile_key(FP, b"mixed"), _record(layout, mixed_times))
+        txn.put(meta_key(FP), encode_meta(100 * G, 0))
+        txn.commit()
+        for newest in (100 * G, 100 * G, 300 * G):  # the view moves on; quiet entities stay quiet
+            txn = part.begin()
+            txn.put(meta_key(FP), encode_meta(newest, 0))
+            txn.commit()
+            result = sweep_view(part, FP, RETENTION, G, compact_into=layout)
+            assert result.deleted == 0
+        records = dict(part.iter_view(FP))
+        assert set(records) == {b"quiet", b"mixed"}
+        for key, times in ((b"quiet", quiet_times), (b"mixed", mixed_times)):
+            tiles, partials, max_ts = decode_tiles(records[key], expected_width=layout.width)
+            assert len(tiles) == 1 and tiles[0] == max(times) // G  # one compacted partial
+            row = partials[0]
+            assert (row[0], row[1], row[3], row[4]) == (len(times), float(len(times)), 1.0, 1.0)
+            assert row[5] == max(times) and row[layout.first_event_field] == min(times)
+            assert max_ts == max(times)
+        # Once compacted, a sweep has nothing to rewrite.
+        assert sweep_view(part, FP, RETENTION, G, compact_into=layout).trimmed == 0

@@ -104,5 +104,6 @@ def test_future_dated_events_do_not_make_real_traffic_late(
     finally:
         table.close()
     purchase_pairs = {e["pair"] for e in applied if e["event_type"] == "PURCHASE"}
-    # users, the "ahead" users, merchants m1-m4 (m0 only refunds), user x merchant pairs
-    assert checked == 30 + PARTITIONS + 4 + len(purchase_pairs)
+    # users and the "ahead" users (user_spend and user_lifetime), merchants m1-m4 (m0 only
+    # refunds), user x merchant pairs
+    assert checked == 2 * (30 + PARTITIONS) + 4 + len(purchase_pairs)

@@ -12,7 +12,7 @@ from engine.definitions import load_repo
 from engine.io.dead_letters import dlq_topic_for, read_dead_letters
 from engine.io.parquet_log import read_log
 from engine.state.online_rocksdb import RocksDBOnlineTable
-from tests.engine.streaming_support import check_online_values
+from tests.engine.streaming_support import EXAMPLE_VIEW_KEYS, check_online_values
 from tests.reference import apply_watermark
 
 LATENESS_MS = 300_000
@@ -33,7 +33,7 @@ def check_against_reference(
     table = RocksDBOnlineTable(data_dir / "state", shards, secondary, background=False)
     try:
         checked = check_online_values(table, views, applied)
-        for view_name in ("user_spend", "merchant_activity", "user_merchant_spend"):
+        for view_name, _key_field in EXAMPLE_VIEW_KEYS:
             log = read_log(str(data_dir / "log"), view_name)
             purchases = {(e["partition"], e["offset"]) for e in applied if e["event_type"] == "PURCHASE"}
             logged = set(zip(log["partition"].to_list(), log["offset"].to_list(), strict=True))

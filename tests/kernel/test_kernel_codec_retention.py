@@ -129,7 +129,7 @@ def test_retention_never_changes_values_the_watermark_allows(
     ]
     tiles, partials = build_state([events], interval)[0]
     newest = max(e for e, _ in raw)
-    retention = max(a.window_ms for a in spec.aggregations) + lateness + interval
+    retention = max(a.window_ms for a in spec.aggregations if a.window_ms is not None) + lateness + interval
     kept_tiles, kept_partials = apply_retention(tiles, partials, newest, retention, interval)
     t = newest - lateness + back  # any time at or after the watermark
     full = evaluate(spec, tiles, partials, t)

@@ -114,8 +114,10 @@ def build_test_repo(base: FeatureRepo) -> FeatureRepo:
         name="user_unserved", source=user_spend.source, entities=user_spend.entities,
         filter=col("event_type") == "PURCHASE",
         aggregations=[Aggregation("amount", "count", timedelta(hours=1), name="purchases_1h")])
+    # The example's lifetime view alone: as_of rows it refuses name its compacted horizon.
+    lifetime = FeatureService(name="lifetime", features=[base.view("user_lifetime")])
     objects: list[object] = [*base.views, *base.on_demand_views, *base.services, user_defaults, flaky, service,
-                             subset, merchant_amounts, merchant_ratio, shadowed, unserved]
+                             subset, merchant_amounts, merchant_ratio, shadowed, unserved, lifetime]
     return FeatureRepo.from_objects(objects)
 
 
@@ -216,8 +218,9 @@ def sweep_all(state_dir: Path, views: Iterable[StreamFeatureView], shards: int) 
             for view in views:
                 cursor: bytes | None = None
                 while True:
+                    compact_into = PartialLayout.for_view(view) if view.has_lifetime_window else None
                     result = sweep_view(partition, view.fingerprint, view.retention_ms, view.interval_ms,
-                                        start_after=cursor)
+                                        compact_into=compact_into, start_after=cursor)
                     deleted += result.deleted
                     cursor = result.next_key
                     if cursor is None:

@@ -70,6 +70,43 @@ def test_a_log_behind_the_state_refuses_what_it_lacks(
         table.close()
 
 
+def test_lifetime_view_answers_old_as_of_from_the_log_or_names_the_compacted_horizon(
+    repo: FeatureRepo, plan: AppliedPlan, events: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    write_log(str(tmp_path / "log"), repo.views, events)
+    write_rocksdb(tmp_path / "state", repo.views, events, meta_for=("user_spend", "user_lifetime"))
+    cut = events[300]
+    with RocksDBStore(tmp_path / "state", N_SHARDS) as store:
+        txn = store.partition(0).begin()
+        txn.set_offset("transactions", 0, OffsetRecord(len(events) - 1, (T_END - 2_000, T_END - 3_000), 300, (cut["ts"], cut["ts"] - 1_000)))
+        txn.commit()
+    complete = cut["ts"] - 1_000 - LATENESS - 1
+    view = repo.view("user_lifetime")
+    purchases = [e for e in events if e["user_id"] == "u0" and e["event_type"] == "PURCHASE"]
+    newest = max(e["ts"] for e in purchases)
+    table = RocksDBOnlineTable(tmp_path / "state", N_SHARDS, tmp_path / "secondary", background=False)
+    client = ASGIClient(make_app(repo, plan, table, log_root=str(tmp_path / "log")))
+    try:
+        refused = client.post("/v1/features/lifetime", json={"entities": {"user_id": ["u0"]}, "as_of": T_END - 2_500})
+        assert refused.status_code == 422
+        message = refused.json()["error"]["message"]
+        assert f"before {newest - view.retention_ms} (" in message and "compacted horizon" in message
+        for t in (complete, newest):  # from the log, then from the online record
+            answer = client.post("/v1/features/lifetime", json={"entities": {"user_id": ["u0"]}, "as_of": t,
+                                                                "include_metadata": True})
+            assert answer.status_code == 200, answer.text
+            row = answer.json()["features"][0]
+            mine = [e for e in purchases if e["ts"] <= t]
+            assert row["user_purchases_lifetime"] == len(mine)
+            assert row["user_first_seen_lifetime"] == min(e["ts"] for e in mine)
+            assert row["user_amount_sum_lifetime"] == pytest.approx(sum(e["amount"] for e in mine), rel=1e-9)
+            source = answer.json()["metadata"]["sources"][0]["user_lifetime"]
+            assert source == ("log" if t == complete else "online")
+    finally:
+        client.close()
+        table.close()
+
+
 @pytest.mark.parametrize("route", ["/v1/features/fraud_scoring", "/get-online-features"])
 def test_events_after_the_wall_clock_are_never_present(
     repo: FeatureRepo, plan: AppliedPlan, tmp_path: Path, route: str
