@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 help:
 	@echo "make demo        run the main job end to end (venv, Kafka, dataflow, serving)"
 	@echo "make test        lint + the whole test suite against a real broker"
-	@echo "make lint        ruff + mypy --strict"
+	@echo "make lint        ruff check + ruff format --check + mypy --strict + import contracts"
 	@echo "make test-faults the long fault-injection and fuzzing suite"
 	@echo "make bench       full benchmarks -> benchmarks/RESULTS.md"
 	@echo "make bench-smoke every benchmark at a tiny size"
@@ -39,6 +39,7 @@ system-deps:
 
 lint: $(STAMP)
 	$(BIN)/ruff check cli engine serving dataflows feature_defs tests benchmarks
+	$(BIN)/ruff format --check cli engine serving dataflows feature_defs tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

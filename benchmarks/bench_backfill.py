@@ -47,8 +47,9 @@ def _polars_same_aggregates(files: list[str], interval_ms: int) -> float:
 
 def config_for(size: int) -> GeneratorConfig:
     """``size`` events over ``size // 100`` users (10M events: the issue's 100k users)."""
-    return GeneratorConfig(events=size, users=max(size // 100, 1), merchants=1_000, seed=1,
-                           start_ms=1_780_000_000_000, rate=200.0)  # fmt: skip
+    return GeneratorConfig(
+        events=size, users=max(size // 100, 1), merchants=1_000, seed=1, start_ms=1_780_000_000_000, rate=200.0
+    )
 
 
 def generate_history(size: int, directory: Path) -> Path:
@@ -71,9 +72,7 @@ def run(
             history = generate_history(size, work / "history")
         files = resolve_history_files([str(history)])
         target = BackfillTarget(work / "state", shards, str(work / "log"))
-        report = backfill_parquet(
-            target, source, views, files, 0, 2**53, chunk_rows=chunk_rows
-        )
+        report = backfill_parquet(target, source, views, files, 0, 2**53, chunk_rows=chunk_rows)
         polars_s = _polars_same_aggregates(files, views[0].interval_ms)
         return {
             "events": size,

@@ -49,9 +49,18 @@ TARGET_P99_MS_AT_10K = 250.0
 
 
 def _event(user: str, now_ms: int, i: int) -> bytes:
-    return orjson.dumps({"transaction_id": f"f{i}", "user_id": user, "merchant_id": f"m{i % 500:04d}",
-                         "card_id": f"{user}-c0", "amount": 12.5, "currency": "EUR",
-                         "event_type": "PURCHASE", "ts": now_ms})
+    return orjson.dumps(
+        {
+            "transaction_id": f"f{i}",
+            "user_id": user,
+            "merchant_id": f"m{i % 500:04d}",
+            "card_id": f"{user}-c0",
+            "amount": 12.5,
+            "currency": "EUR",
+            "event_type": "PURCHASE",
+            "ts": now_ms,
+        }
+    )
 
 
 class Background(threading.Thread):
@@ -77,8 +86,7 @@ class Background(threading.Thread):
 
 
 def _count(conn: http.client.HTTPConnection, user: str) -> int:
-    body = orjson.dumps({"entities": {"user_id": [user], "merchant_id": ["m0000"]},
-                         "request_data": {"amount": [1.0]}})
+    body = orjson.dumps({"entities": {"user_id": [user], "merchant_id": ["m0000"]}, "request_data": {"amount": [1.0]}})
     conn.request("POST", "/v1/features/fraud_scoring", body, {"Content-Type": "application/json"})
     resp = conn.getresponse()
     doc = orjson.loads(resp.read())
@@ -119,10 +127,17 @@ def _measure_rate(servers: str, topic: str, port: int, rate: int, probes: int) -
         raise BenchError(f"freshness at {rate} ev/s: no probe became visible within {POLL_TIMEOUT_S} s")
     arr = np.array(lags)
     elapsed_rate = bg.sent
-    return {"rate_events_per_s": rate, "background_events_sent": elapsed_rate, "probes": len(lags),
-            "missed": missed, "p50_ms": round(float(np.percentile(arr, 50)), 1),
-            "p90_ms": round(float(np.percentile(arr, 90)), 1), "p99_ms": round(float(np.percentile(arr, 99)), 1),
-            "max_ms": round(float(arr.max()), 1), "lags_ms": [round(x, 1) for x in lags]}
+    return {
+        "rate_events_per_s": rate,
+        "background_events_sent": elapsed_rate,
+        "probes": len(lags),
+        "missed": missed,
+        "p50_ms": round(float(np.percentile(arr, 50)), 1),
+        "p90_ms": round(float(np.percentile(arr, 90)), 1),
+        "p99_ms": round(float(np.percentile(arr, 99)), 1),
+        "max_ms": round(float(arr.max()), 1),
+        "lags_ms": [round(x, 1) for x in lags],
+    }
 
 
 def run(size: str) -> dict[str, Any]:
@@ -135,16 +150,22 @@ def run(size: str) -> dict[str, Any]:
     try:
         repo = copy_repo(work, topic)
         data = work / "data"
-        done = subprocess.run([PY, "-m", "cli", "apply", "--repo", str(repo), "--data-dir", str(data),
-                               "--shards", "8"], capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [PY, "-m", "cli", "apply", "--repo", str(repo), "--data-dir", str(data), "--shards", "8"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if done.returncode != 0:
             raise BenchError(f"streamfeat apply failed: {done.stderr[-1500:]}")
         port = free_port()
         flow = [PY, "-m", "cli", "run", "--repo", str(repo), "--data-dir", str(data), "--bootstrap", servers]
         serve = [PY, "-m", "cli", "serve", "--repo", str(repo), "--port", str(port)]
         # The dataflow has no HTTP endpoint here; the server's /readyz waits for state to exist.
-        with (server(flow, "", port=-1, wait=False),
-              server(serve, "/readyz", port=port, env={"STREAMFEAT_DATA_DIR": str(data)})):
+        with (
+            server(flow, "", port=-1, wait=False),
+            server(serve, "/readyz", port=port, env={"STREAMFEAT_DATA_DIR": str(data)}),
+        ):
             for rate in cfg["rates"]:
                 results.append(_measure_rate(servers, topic, port, rate, cfg["probes"]))
     finally:
@@ -152,9 +173,14 @@ def run(size: str) -> dict[str, Any]:
         stop()
         shutil.rmtree(work, ignore_errors=True)
     at_10k = next((r for r in results if r["rate_events_per_s"] == 10_000), None)
-    return {"benchmark": "freshness", "size": size, "probe_every_s": PROBE_EVERY_S, "rates": results,
-            "targets": {"p99_ms_at_10k": TARGET_P99_MS_AT_10K},
-            "p99_ms_at_10k": at_10k["p99_ms"] if at_10k else None}
+    return {
+        "benchmark": "freshness",
+        "size": size,
+        "probe_every_s": PROBE_EVERY_S,
+        "rates": results,
+        "targets": {"p99_ms_at_10k": TARGET_P99_MS_AT_10K},
+        "p99_ms_at_10k": at_10k["p99_ms"] if at_10k else None,
+    }
 
 
 if __name__ == "__main__":

@@ -42,8 +42,13 @@ MANY_USERS_SIZES: dict[str, tuple[int, int]] = {
     "full": (2_000_000, 2_000_000),
 }
 PEER_SCRIPT = Path(__file__).resolve().parent / "peers" / "quix_ingest.py"
-TARGETS = {"streamfeat_events_per_s": 400_000, "ratio_vs_bytewax_bare": 3.5, "ratio_vs_quix": 20.0,
-           "many_users_peak_rss_mb": 1024, "many_users_entities": 1_000_000}
+TARGETS = {
+    "streamfeat_events_per_s": 400_000,
+    "ratio_vs_bytewax_bare": 3.5,
+    "ratio_vs_quix": 20.0,
+    "many_users_peak_rss_mb": 1024,
+    "many_users_entities": 1_000_000,
+}
 DECODE_LIMIT_BATCH = 5_000  # records per parser call in the decode-limit child
 
 
@@ -90,19 +95,28 @@ def run(size: str) -> dict[str, Any]:
             }
             if system == "streamfeat":
                 systems[system]["stage_us_per_event"] = _stage_summary(rows)
-                systems[system]["events_per_decoded_batch"] = summarize(
-                    [r["events_per_decoded_batch"] for r in rows])
+                systems[system]["events_per_decoded_batch"] = summarize([r["events_per_decoded_batch"] for r in rows])
             if system == "quix":
                 systems[system]["events_per_s_first_to_last"] = summarize(
-                    [r["events"] / r["first_to_last_seconds"] for r in rows])
+                    [r["events"] / r["first_to_last_seconds"] for r in rows]
+                )
                 systems[system]["version"] = install.installed_version(install.PEERS["quix"])
         many_users = _many_users(size, servers)
     finally:
         delete_topic(servers, topic)
         stop()
-    return {"benchmark": "ingest", "size": size, "events": events, "users": users, "partitions": 3,
-            "systems": systems, "ratios": _ratios(systems), "many_users": many_users, "targets": TARGETS,
-            "decode_limit": decode_limit}
+    return {
+        "benchmark": "ingest",
+        "size": size,
+        "events": events,
+        "users": users,
+        "partitions": 3,
+        "systems": systems,
+        "ratios": _ratios(systems),
+        "many_users": many_users,
+        "targets": TARGETS,
+        "decode_limit": decode_limit,
+    }
 
 
 def _decode_limit(servers: str, topic: str, events: int) -> dict[str, Any]:
@@ -134,9 +148,15 @@ def _many_users(size: str, servers: str) -> dict[str, Any]:
     finally:
         shutil.rmtree(work, ignore_errors=True)
         delete_topic(servers, topic)
-    return {"events": events, "users_drawn_from": users, "user_skew": 0.0,
-            "entities": run["entities"], "events_per_s": run["events"] / run["seconds"],
-            "peak_rss_mb": run["peak_rss_kb"] / 1024, "run": run}
+    return {
+        "events": events,
+        "users_drawn_from": users,
+        "user_skew": 0.0,
+        "entities": run["entities"],
+        "events_per_s": run["events"] / run["seconds"],
+        "peak_rss_mb": run["peak_rss_kb"] / 1024,
+        "run": run,
+    }
 
 
 def _median(systems: dict[str, Any], name: str, key: str = "events_per_s") -> float | None:

@@ -14,8 +14,10 @@ from benchmarks.common import check_size, summarize
 # (rows, runs). Backfill "full" is issue #5's 10,000,000 events over 100,000 users
 # (bench_backfill uses rows // 100 users); training "full" is 1,000,000 spine rows.
 BACKFILL_SIZES: dict[str, tuple[int, int]] = {
-    "smoke": (20_000, 3), "small": (200_000, 3), "full": (10_000_000, 3),
-}  # fmt: skip
+    "smoke": (20_000, 3),
+    "small": (200_000, 3),
+    "full": (10_000_000, 3),
+}
 SIZES: dict[str, tuple[int, int]] = {"smoke": (20_000, 3), "small": (200_000, 3), "full": (1_000_000, 3)}
 
 
@@ -35,10 +37,16 @@ def run_backfill(size: str) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
     ours = summarize([r["backfill_events_per_s"] for r in out])
     polars = summarize([r["polars_events_per_s"] for r in out])
-    return {"benchmark": "backfill", "size": size, "rows": rows, "ours": ours, "polars": polars,
-            "ratio_ours_over_polars": round(float(ours["median"]) / float(polars["median"]), 3),
-            "note": "The polars figure writes no tiles, offsets or log: a floor, not an equivalent workload.",
-            "runs": out}
+    return {
+        "benchmark": "backfill",
+        "size": size,
+        "rows": rows,
+        "ours": ours,
+        "polars": polars,
+        "ratio_ours_over_polars": round(float(ours["median"]) / float(polars["median"]), 3),
+        "note": "The polars figure writes no tiles, offsets or log: a floor, not an equivalent workload.",
+        "runs": out,
+    }
 
 
 def run_training(size: str) -> dict[str, Any]:
@@ -48,6 +56,13 @@ def run_training(size: str) -> dict[str, Any]:
         raise RuntimeError("bench_training: streamfeat and the polars baseline disagree; numbers not comparable")
     ours = summarize([r["streamfeat_rows_per_s"] for r in out])
     polars = summarize([r["polars_asof_rows_per_s_incl_log_read"] for r in out])
-    return {"benchmark": "training", "size": size, "rows": rows, "ours": ours, "polars": polars,
-            "ratio_ours_over_polars": round(float(ours["median"]) / float(polars["median"]), 3),
-            "note": "Both outputs are compared in every run (counts equal, sums close).", "runs": out}
+    return {
+        "benchmark": "training",
+        "size": size,
+        "rows": rows,
+        "ours": ours,
+        "polars": polars,
+        "ratio_ours_over_polars": round(float(ours["median"]) / float(polars["median"]), 3),
+        "note": "Both outputs are compared in every run (counts equal, sums close).",
+        "runs": out,
+    }

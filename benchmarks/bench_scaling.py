@@ -55,8 +55,23 @@ def _processes(work: Path, servers: str, events: int, users: int, runs: int) -> 
                 data = work / f"data-{processes}-{i}"
                 _cli("apply", "--repo", str(repo), "--data-dir", str(data), "--shards", "8")
                 seconds, rss, _ = run_sampled(
-                    [PY, "-m", "cli", "run", "--repo", str(repo), "--data-dir", str(data), "--bootstrap",
-                     servers, "--until-caught-up", "--processes", str(processes)], timeout=1800)
+                    [
+                        PY,
+                        "-m",
+                        "cli",
+                        "run",
+                        "--repo",
+                        str(repo),
+                        "--data-dir",
+                        str(data),
+                        "--bootstrap",
+                        servers,
+                        "--until-caught-up",
+                        "--processes",
+                        str(processes),
+                    ],
+                    timeout=1800,
+                )
                 rows.append({"seconds": seconds, "events_per_s": events / seconds, "peak_rss_mb": rss / 1024})
                 shutil.rmtree(data, ignore_errors=True)
             out[f"processes_{processes}"] = {
@@ -81,11 +96,31 @@ def _entities(work: Path, users: int) -> dict[str, Any]:
     _cli("apply", "--data-dir", str(data), "--shards", "8")
     handoff = datetime.fromtimestamp((config.end_ms // 1000 + 1), UTC).isoformat()
     seconds, rss, _ = run_sampled(
-        [PY, "-m", "cli", "backfill", "--data-dir", str(data), "--source", "transactions", "--from",
-         str(history), "--end", handoff, "--quiet"], timeout=3600)
-    result = {"users": users, "events": events, "backfill_seconds": round(seconds, 2),
-              "backfill_peak_rss_mb": round(rss / 1024, 1), "state_mb": dir_size_mb(data / "state"),
-              "log_mb": dir_size_mb(data / "log") if (data / "log").exists() else 0.0}
+        [
+            PY,
+            "-m",
+            "cli",
+            "backfill",
+            "--data-dir",
+            str(data),
+            "--source",
+            "transactions",
+            "--from",
+            str(history),
+            "--end",
+            handoff,
+            "--quiet",
+        ],
+        timeout=3600,
+    )
+    result = {
+        "users": users,
+        "events": events,
+        "backfill_seconds": round(seconds, 2),
+        "backfill_peak_rss_mb": round(rss / 1024, 1),
+        "state_mb": dir_size_mb(data / "state"),
+        "log_mb": dir_size_mb(data / "log") if (data / "log").exists() else 0.0,
+    }
     shutil.rmtree(history, ignore_errors=True)
     shutil.rmtree(data, ignore_errors=True)
     return result
@@ -105,8 +140,15 @@ def run(size: str) -> dict[str, Any]:
     finally:
         stop()
         shutil.rmtree(work, ignore_errors=True)
-    return {"benchmark": "scaling", "size": size, "events": cfg["events"], "users": cfg["users"],
-            "partitions": 4, "processes": processes, "entities": entities}
+    return {
+        "benchmark": "scaling",
+        "size": size,
+        "events": cfg["events"],
+        "users": cfg["users"],
+        "partitions": 4,
+        "processes": processes,
+        "entities": entities,
+    }
 
 
 if __name__ == "__main__":

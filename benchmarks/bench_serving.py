@@ -42,8 +42,14 @@ REPO = ROOT / "feature_defs"
 # Client-cache measurement: FeatureClient calls per variant (uncached, cache hits), hot users.
 CLIENT_CALLS = {"smoke": 100, "small": 2_000, "full": 5_000}
 HOT_USERS = {"smoke": 20, "small": 100, "full": 100}
-TARGETS = {"one_entity_requests_per_s": 5_000, "one_entity_p99_ms": 5.0, "ratio_vs_bare": 0.6,
-           "hundred_entities_p99_ms": 10.0, "ratio_vs_feast": 5.0, "cache_hit_p99_us": 100.0}
+TARGETS = {
+    "one_entity_requests_per_s": 5_000,
+    "one_entity_p99_ms": 5.0,
+    "ratio_vs_bare": 0.6,
+    "hundred_entities_p99_ms": 10.0,
+    "ratio_vs_feast": 5.0,
+    "cache_hit_p99_us": 100.0,
+}
 # The 100-entity target is judged at 1 connection (the latency of a request, not of a
 # queue); 4 and 16 connections are reported beside it.
 LOW_CONNECTIONS = (1, 4)
@@ -68,18 +74,33 @@ def _feast_features(frame: pl.DataFrame, as_of: int, path: Path) -> None:
     buys = frame.filter((pl.col("event_type") == "PURCHASE") & (pl.col("ts") < as_of))
 
     def window(ms: int, suffix: str) -> pl.DataFrame:
-        return buys.filter(pl.col("ts") >= as_of - ms).group_by("user_id").agg(
-            pl.col("amount").sum().alias(f"amount_sum_{suffix}"),
-            pl.len().cast(pl.Int64).alias(f"amount_count_{suffix}"),
-            pl.col("amount").mean().alias(f"amount_mean_{suffix}"))
+        return (
+            buys.filter(pl.col("ts") >= as_of - ms)
+            .group_by("user_id")
+            .agg(
+                pl.col("amount").sum().alias(f"amount_sum_{suffix}"),
+                pl.len().cast(pl.Int64).alias(f"amount_count_{suffix}"),
+                pl.col("amount").mean().alias(f"amount_mean_{suffix}"),
+            )
+        )
 
     users = frame.select(pl.col("user_id").unique())
     out = users
     for ms, suffix in ((900_000, "15m"), (3_600_000, "1h"), (86_400_000, "1d")):
         out = out.join(window(ms, suffix), on="user_id", how="left")
-    out = out.select("user_id", "amount_sum_15m", "amount_count_15m", "amount_mean_15m", "amount_sum_1h",
-                     "amount_count_1h", "amount_sum_1d").fill_null(0).with_columns(
-        pl.lit(as_of).cast(pl.Datetime("ms")).alias("event_timestamp"))
+    out = (
+        out.select(
+            "user_id",
+            "amount_sum_15m",
+            "amount_count_15m",
+            "amount_mean_15m",
+            "amount_sum_1h",
+            "amount_count_1h",
+            "amount_sum_1d",
+        )
+        .fill_null(0)
+        .with_columns(pl.lit(as_of).cast(pl.Datetime("ms")).alias("event_timestamp"))
+    )
     out.write_parquet(path)
 
 
@@ -94,8 +115,11 @@ def _bodies(frame: pl.DataFrame, as_of: int, rows: int, kind: str, count: int = 
         if kind == "feast":
             doc: dict[str, Any] = {"feature_service": "fraud_scoring", "entities": {"user_id": u, "amount": amounts}}
         elif rows == 1:
-            doc = {"entities": {"user_id": u, "merchant_id": [str(rng.choice(merchants))]},
-                   "request_data": {"amount": amounts}, "as_of": as_of}
+            doc = {
+                "entities": {"user_id": u, "merchant_id": [str(rng.choice(merchants))]},
+                "request_data": {"amount": amounts},
+                "as_of": as_of,
+            }
         else:
             doc = {"entities": {"user_id": u}, "request_data": {"amount": amounts}, "as_of": as_of}
         out.append(orjson.dumps(doc))
@@ -106,16 +130,18 @@ def _check(port: int, path: str, body: bytes, expect: Callable[[Any], bool], nam
     """One request answered correctly before load: a benchmark of errors is worthless."""
     import urllib.request
 
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body,
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=body, headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:
         doc = orjson.loads(resp.read())
     if not expect(doc):
         raise BenchError(f"{name}: unexpected answer {str(doc)[:400]}")
 
 
-def _measure(port: int, path: str, bodies: list[bytes], seconds: float, runs: int, *, pid: int,
-             connections: int = 16) -> dict[str, Any]:
+def _measure(
+    port: int, path: str, bodies: list[bytes], seconds: float, runs: int, *, pid: int, connections: int = 16
+) -> dict[str, Any]:
     """``runs`` load runs; besides latency, the server's own CPU time per request (user +
     system of every thread of ``pid``), which other load on a shared machine disturbs
     much less than throughput."""
@@ -154,32 +180,52 @@ def run(size: str, *, with_peers: bool | None = None) -> dict[str, Any]:
         handoff = datetime.fromtimestamp(as_of / 1000, UTC).isoformat()
         data = work / "data"
         _streamfeat("apply", "--repo", str(REPO), "--data-dir", str(data), "--shards", "8")
-        _streamfeat("backfill", "--repo", str(REPO), "--data-dir", str(data), "--source", "transactions",
-                    "--from", str(work / "history"), "--end", handoff, "--quiet")
+        _streamfeat(
+            "backfill",
+            "--repo",
+            str(REPO),
+            "--data-dir",
+            str(data),
+            "--source",
+            "transactions",
+            "--from",
+            str(work / "history"),
+            "--end",
+            handoff,
+            "--quiet",
+        )
         ours_1 = _bodies(frame, as_of, 1, "ours")
         ours_100 = _bodies(frame, as_of, 100, "ours", count=300)
 
         port = free_port()
         cmd = [PY, "-m", "cli", "serve", "--repo", str(REPO), "--port", str(port)]
         with server(cmd, "/readyz", port=port, env={"STREAMFEAT_DATA_DIR": str(data)}) as proc:
-            _check(port, "/v1/features/fraud_scoring", ours_1[0],
-                   lambda d: d["features"][0]["amount_count_1d"] is not None, "streamfeat fraud_scoring")
+            _check(
+                port,
+                "/v1/features/fraud_scoring",
+                ours_1[0],
+                lambda d: d["features"][0]["amount_count_1d"] is not None,
+                "streamfeat fraud_scoring",
+            )
             systems["streamfeat"] = {
                 "one_entity": _measure(port, "/v1/features/fraud_scoring", ours_1, seconds, runs, pid=proc.pid),
-                "hundred_entities": _measure(port, "/v1/features/batch_review", ours_100, seconds, runs,
-                                             pid=proc.pid),
+                "hundred_entities": _measure(port, "/v1/features/batch_review", ours_100, seconds, runs, pid=proc.pid),
                 # The issue names no concurrency for 100 entities: at 16 connections p99 is
                 # mostly queueing behind 15 other requests, so fewer connections are measured too.
-                **{f"hundred_entities_c{c}": _measure(port, "/v1/features/batch_review", ours_100, seconds, runs,
-                                                      pid=proc.pid, connections=c) for c in LOW_CONNECTIONS},
+                **{
+                    f"hundred_entities_c{c}": _measure(
+                        port, "/v1/features/batch_review", ours_100, seconds, runs, pid=proc.pid, connections=c
+                    )
+                    for c in LOW_CONNECTIONS
+                },
                 "service_one": "fraud_scoring (15 features, 2 views, 2 python on-demand views)",
                 "service_hundred": "batch_review (3 features + batch-mode z-score) x 100 users",
             }
             systems["streamfeat"]["peak_rss_mb"] = round(peak_rss_kb(proc.pid) / 1024, 1)
-            hot_users = [str(u) for u in frame["user_id"].unique().sort().to_list()[:HOT_USERS[size]]]
+            hot_users = [str(u) for u in frame["user_id"].unique().sort().to_list()[: HOT_USERS[size]]]
             systems["streamfeat"]["client_cache"] = run_child(
-                [PY, "-m", "benchmarks.client_cache_child", str(port), str(CLIENT_CALLS[size]), *hot_users],
-                timeout=600)
+                [PY, "-m", "benchmarks.client_cache_child", str(port), str(CLIENT_CALLS[size]), *hot_users], timeout=600
+            )
 
         port = free_port()
         with server([PY, "-m", "benchmarks.peers.bare_fastapi", str(port)], "/healthz", port=port) as proc:
@@ -191,12 +237,21 @@ def run(size: str, *, with_peers: bool | None = None) -> dict[str, Any]:
         systems["feast"] = _feast(work, frame, as_of, seconds, runs, size, with_peers)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return {"benchmark": "serving", "size": size, "events": events, "users": users, "seconds_per_run": seconds,
-            "systems": systems, "ratios": _ratios(systems), "targets": TARGETS}
+    return {
+        "benchmark": "serving",
+        "size": size,
+        "events": events,
+        "users": users,
+        "seconds_per_run": seconds,
+        "systems": systems,
+        "ratios": _ratios(systems),
+        "targets": TARGETS,
+    }
 
 
-def _feast(work: Path, frame: pl.DataFrame, as_of: int, seconds: float, runs: int, size: str,
-           with_peers: bool | None) -> dict[str, Any]:
+def _feast(
+    work: Path, frame: pl.DataFrame, as_of: int, seconds: float, runs: int, size: str, with_peers: bool | None
+) -> dict[str, Any]:
     if with_peers is False or (with_peers is None and size == "smoke"):
         return {"skipped": f"Feast is not run at size {size} (pass with_peers=True to include it)"}
     try:
@@ -204,19 +259,41 @@ def _feast(work: Path, frame: pl.DataFrame, as_of: int, seconds: float, runs: in
         feats = work / "feast_features.parquet"
         _feast_features(frame, as_of, feats)
         repo = work / "feast_repo"
-        done = subprocess.run([str(peer.python), str(PEER_DIR / "feast_repo.py"), str(repo), str(feats)],
-                              capture_output=True, text=True, timeout=1800)
+        done = subprocess.run(
+            [str(peer.python), str(PEER_DIR / "feast_repo.py"), str(repo), str(feats)],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
         if done.returncode != 0:
             raise BenchError(f"feast repo setup failed: {done.stderr[-2000:]}")
         setup = orjson.loads(done.stdout.strip().splitlines()[-1])
         port = free_port()
-        cmd = [str(peer.venv / "bin" / "feast"), "-c", str(repo), "serve", "-h", "127.0.0.1", "-p", str(port),
-               "--no-access-log", "--workers", "1", "--max-requests", "100000000"]
+        cmd = [
+            str(peer.venv / "bin" / "feast"),
+            "-c",
+            str(repo),
+            "serve",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--no-access-log",
+            "--workers",
+            "1",
+            "--max-requests",
+            "100000000",
+        ]
         f1 = _bodies(frame, as_of, 1, "feast")
         f100 = _bodies(frame, as_of, 100, "feast", count=300)
         with server(cmd, "/health", port=port, cwd=repo) as proc:
-            _check(port, "/get-online-features", f1[0],
-                   lambda d: len(d["results"]) >= 8 and d["results"][-1]["values"][0] is not None, "feast")
+            _check(
+                port,
+                "/get-online-features",
+                f1[0],
+                lambda d: len(d["results"]) >= 8 and d["results"][-1]["values"][0] is not None,
+                "feast",
+            )
             out = {
                 "one_entity": _measure(port, "/get-online-features", f1, seconds, runs, pid=proc.pid),
                 "hundred_entities": _measure(port, "/get-online-features", f100, seconds, runs, pid=proc.pid),

@@ -73,9 +73,7 @@ def _baseline(log: pl.DataFrame, spine: pl.DataFrame) -> pl.DataFrame:
             (pl.col("cs").fill_null(0.0) - pl.col("cs0").fill_null(0.0)).alias("sum"),
             (pl.col("cc").fill_null(0) - pl.col("cc0").fill_null(0)).alias("count"),
         )
-        .with_columns(
-            pl.when(pl.col("count") > 0).then(pl.col("sum") / pl.col("count")).alias("mean")
-        )
+        .with_columns(pl.when(pl.col("count") > 0).then(pl.col("sum") / pl.col("count")).alias("mean"))
     )
 
 
@@ -87,9 +85,7 @@ def run(size: int = 1_000_000) -> dict[str, Any]:
     span = 7 * 86_400_000
     with tempfile.TemporaryDirectory() as root:
         t = T0 + rng.integers(0, span, size)
-        w = ParquetLogWriter(
-            root, view.name, view.fingerprint_hex, view.join_keys, view.columns, "bench"
-        )
+        w = ParquetLogWriter(root, view.name, view.fingerprint_hex, view.join_keys, view.columns, "bench")
         w.append(
             {
                 "user_id": np.char.add("u", rng.integers(0, n_users, size).astype(str)),
@@ -119,9 +115,7 @@ def run(size: int = 1_000_000) -> dict[str, Any]:
         base_s = time.perf_counter() - start
 
     counts_equal = ours["amount_count_1h"].to_list() == base["count"].to_list()
-    sums_close = bool(
-        np.allclose(ours["amount_sum_1h"].to_numpy(), base["sum"].to_numpy(), rtol=1e-9, atol=1e-6)
-    )
+    sums_close = bool(np.allclose(ours["amount_sum_1h"].to_numpy(), base["sum"].to_numpy(), rtol=1e-9, atol=1e-6))
     return {
         "log_rows": size,
         "spine_rows": size,

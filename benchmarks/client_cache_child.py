@@ -22,16 +22,21 @@ from serving.client_cache import CacheConfig
 
 def _percentiles(samples_ns: list[int]) -> dict[str, float]:
     us = np.array(samples_ns, dtype=np.float64) / 1000
-    return {"p50_us": round(float(np.percentile(us, 50)), 2), "p99_us": round(float(np.percentile(us, 99)), 2),
-            "calls": len(samples_ns)}
+    return {
+        "p50_us": round(float(np.percentile(us, 50)), 2),
+        "p99_us": round(float(np.percentile(us, 99)), 2),
+        "calls": len(samples_ns),
+    }
 
 
 def main(port: int, calls: int, users: list[str]) -> None:
     url = f"http://127.0.0.1:{port}"
     keys = [({"user_id": u, "merchant_id": "m1"}, {"amount": 10.0}) for u in users]
     timings: dict[str, list[int]] = {"uncached": [], "cached": []}
-    with FeatureClient(url, timeout=10.0) as plain, \
-            FeatureClient(url, timeout=10.0, cache=CacheConfig(default_ttl_s=3600.0)) as cached:
+    with (
+        FeatureClient(url, timeout=10.0) as plain,
+        FeatureClient(url, timeout=10.0, cache=CacheConfig(default_ttl_s=3600.0)) as cached,
+    ):
         for join_keys, request in keys:  # warm both: connections, and the cache's rows
             plain.get_feature_vector("fraud_scoring", join_keys, request)
             cached.get_feature_vector("fraud_scoring", join_keys, request)

@@ -190,9 +190,9 @@ def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen[bytes] | N
     raise BenchError(f"{url} did not answer 200 within {timeout:.0f} s (last error: {last})")
 
 
-
-def run_sampled(cmd: Sequence[str], *, timeout: float, env: dict[str, str] | None = None,
-                interval: float = 0.05) -> tuple[float, int, str]:
+def run_sampled(
+    cmd: Sequence[str], *, timeout: float, env: dict[str, str] | None = None, interval: float = 0.05
+) -> tuple[float, int, str]:
     """Run a child to completion; (wall seconds, peak RSS of its process tree in kB, stderr tail).
 
     The tree is sampled (multi-process children have no single VmHWM), so a peak
@@ -200,8 +200,9 @@ def run_sampled(cmd: Sequence[str], *, timeout: float, env: dict[str, str] | Non
     """
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     started = time.perf_counter()
-    proc = subprocess.Popen(list(cmd), cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        list(cmd), cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     peak = 0
     deadline = started + timeout
     while proc.poll() is None:
@@ -227,7 +228,7 @@ def copy_repo(dest: Path, topic: str) -> Path:
     sources = target / "sources.py"
     text = sources.read_text()
     if 'topic="transactions"' not in text:
-        raise BenchError("feature_defs/sources.py no longer declares topic=\"transactions\"; update copy_repo")
+        raise BenchError('feature_defs/sources.py no longer declares topic="transactions"; update copy_repo')
     sources.write_text(text.replace('topic="transactions"', f'topic="{topic}"'))
     return target
 

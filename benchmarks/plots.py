@@ -14,8 +14,10 @@ import matplotlib.pyplot as plt
 
 def _bars(ax: Any, labels: list[str], entries: list[dict[str, Any]], ylabel: str) -> None:
     med = [e["median"] for e in entries]
-    err = [[m - e["min"] for m, e in zip(med, entries, strict=True)],
-           [e["max"] - m for m, e in zip(med, entries, strict=True)]]
+    err = [
+        [m - e["min"] for m, e in zip(med, entries, strict=True)],
+        [e["max"] - m for m, e in zip(med, entries, strict=True)],
+    ]
     ax.bar(labels, med, yerr=err, capsize=4, color="#4c72b0")
     ax.set_ylabel(ylabel)
     for i, m in enumerate(med):

@@ -44,8 +44,10 @@ SIZES = ("smoke", "small", "full")
 
 
 def peers_info() -> dict[str, Any]:
-    return {name: {"pinned": list(p.requirements), "installed": install.installed_version(p)}
-            for name, p in install.PEERS.items()}
+    return {
+        name: {"pinned": list(p.requirements), "installed": install.installed_version(p)}
+        for name, p in install.PEERS.items()
+    }
 
 
 def run_one(name: str, size: str, out_dir: Path) -> dict[str, Any]:

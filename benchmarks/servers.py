@@ -24,12 +24,25 @@ PEERS = Path(__file__).resolve().parent / "peers"
 
 
 @contextmanager
-def server(cmd: Sequence[str], health_path: str, *, env: dict[str, str] | None = None,
-           port: int, cwd: Path = ROOT, wait: bool = True) -> Iterator[subprocess.Popen[bytes]]:
+def server(
+    cmd: Sequence[str],
+    health_path: str,
+    *,
+    env: dict[str, str] | None = None,
+    port: int,
+    cwd: Path = ROOT,
+    wait: bool = True,
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run a server child in its own session; kill its whole process group on exit."""
     log = tempfile.NamedTemporaryFile(prefix="bench_server_", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen(list(cmd), cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        list(cmd),
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         try:
             if wait:
@@ -82,8 +95,7 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def load(port: int, path: str, bodies: Sequence[bytes], *, seconds: float, connections: int = 16
-         ) -> dict[str, Any]:
+def load(port: int, path: str, bodies: Sequence[bytes], *, seconds: float, connections: int = 16) -> dict[str, Any]:
     """Keep-alive POST load for ``seconds``; returns requests/s and latency percentiles (ms)."""
     with tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False) as fh:
         fh.write(b"\n".join(bodies) + b"\n")
@@ -91,15 +103,37 @@ def load(port: int, path: str, bodies: Sequence[bytes], *, seconds: float, conne
     try:
         wrk = shutil.which("wrk")
         if wrk:
-            cmd = [wrk, f"-t{min(2, connections)}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", str(PEERS / "wrk_report.lua"),
-                   f"http://127.0.0.1:{port}{path}"]
+            cmd = [
+                wrk,
+                f"-t{min(2, connections)}",
+                f"-c{connections}",
+                f"-d{max(1, round(seconds))}s",
+                "-s",
+                str(PEERS / "wrk_report.lua"),
+                f"http://127.0.0.1:{port}{path}",
+            ]
             tool = "wrk"
         else:
-            cmd = [PY, "-m", "benchmarks.peers.loadgen", "127.0.0.1", str(port), path, bodies_file,
-                   str(connections), str(seconds)]
+            cmd = [
+                PY,
+                "-m",
+                "benchmarks.peers.loadgen",
+                "127.0.0.1",
+                str(port),
+                path,
+                bodies_file,
+                str(connections),
+                str(seconds),
+            ]
             tool = "python-asyncio"
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, cwd=ROOT,
-                              env={**os.environ, "WRK_BODIES": bodies_file, "PYTHONPATH": str(ROOT)})
+        done = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+            cwd=ROOT,
+            env={**os.environ, "WRK_BODIES": bodies_file, "PYTHONPATH": str(ROOT)},
+        )
     finally:
         os.unlink(bodies_file)
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
@@ -107,10 +141,18 @@ def load(port: int, path: str, bodies: Sequence[bytes], *, seconds: float, conne
         raise BenchError(f"load generator {tool} failed ({done.returncode}): {done.stderr[-1000:]}")
     raw = orjson.loads(lines[-1])
     pct = {k: v / 1000 for k, v in raw["percentiles_us"].items()}
-    return {"tool": tool, "connections": connections, "requests": raw["requests"],
-            "requests_per_s": raw["requests"] / (raw["duration_us"] / 1e6),
-            "errors": raw["errors"], "non_2xx": raw["non_2xx"], "p50_ms": pct["50"], "p90_ms": pct["90"],
-            "p99_ms": pct["99"], "percentiles_ms": pct}
+    return {
+        "tool": tool,
+        "connections": connections,
+        "requests": raw["requests"],
+        "requests_per_s": raw["requests"] / (raw["duration_us"] / 1e6),
+        "errors": raw["errors"],
+        "non_2xx": raw["non_2xx"],
+        "p50_ms": pct["50"],
+        "p90_ms": pct["90"],
+        "p99_ms": pct["99"],
+        "percentiles_ms": pct,
+    }
 
 
 __all__ = ["cpu_seconds", "free_port", "load", "peak_rss_kb", "server"]

@@ -145,9 +145,7 @@ def _run(args: argparse.Namespace) -> int:
     chunk_rows = DEFAULT_CHUNK_ROWS if args.chunk_rows is None else args.chunk_rows
     progress = _progress(args.quiet)
     if progress is None:
-        report = backfill_parquet(
-            target, source, views, files, start_ms, end_ms, chunk_rows=chunk_rows
-        )
+        report = backfill_parquet(target, source, views, files, start_ms, end_ms, chunk_rows=chunk_rows)
     else:
         with progress:
             task = progress.add_task("backfill", total=None)
@@ -156,13 +154,17 @@ def _run(args: argparse.Namespace) -> int:
                 progress.update(task, completed=done, total=total)
 
             report = backfill_parquet(
-                target, source, views, files, start_ms, end_ms,
-                chunk_rows=chunk_rows, on_progress=update,
-            )  # fmt: skip
+                target,
+                source,
+                views,
+                files,
+                start_ms,
+                end_ms,
+                chunk_rows=chunk_rows,
+                on_progress=update,
+            )
     if not args.quiet:
-        resumed = (
-            f", resumed at row {report.rows_resumed_from:,}" if report.rows_resumed_from else ""
-        )
+        resumed = f", resumed at row {report.rows_resumed_from:,}" if report.rows_resumed_from else ""
         print(
             f"backfilled {report.rows_replayed:,} of {report.rows_total:,} history events from "
             f"{len(report.files)} file(s) into views {', '.join(report.views)}{resumed} in "
@@ -188,9 +190,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--source", required=True, help="event source name, e.g. transactions")
     parser.add_argument("--views", default=None, help="comma-separated views (default: all of the source)")
     parser.add_argument(
-        "--from", dest="sources", action="append", default=None, metavar="PATH|GLOB|kafka",
+        "--from",
+        dest="sources",
+        action="append",
+        default=None,
+        metavar="PATH|GLOB|kafka",
         help="Parquet file, directory or glob (repeatable), or 'kafka' (default: the source's history)",
-    )  # fmt: skip
+    )
     parser.add_argument("--start", default=None, help="first event time, ISO 8601 with offset (default: all)")
     parser.add_argument("--end", default=None, help="handoff time T, ISO 8601 with offset: history takes e < T")
     parser.add_argument("--chunk-rows", type=int, default=None, help="rows routed together (default 2,000,000)")

@@ -12,12 +12,8 @@ from engine.config import Settings, load_settings
 
 
 def add_settings_args(parser: argparse.ArgumentParser, *, kafka: bool = True) -> None:
-    group = parser.add_argument_group(
-        "settings (override streamfeat.yaml / [tool.streamfeat] / STREAMFEAT_*)"
-    )
-    group.add_argument(
-        "--repo", type=Path, default=None, help="feature repo directory (default: feature_defs)"
-    )
+    group = parser.add_argument_group("settings (override streamfeat.yaml / [tool.streamfeat] / STREAMFEAT_*)")
+    group.add_argument("--repo", type=Path, default=None, help="feature repo directory (default: feature_defs)")
     group.add_argument(
         "--data-dir",
         type=Path,
@@ -25,9 +21,7 @@ def add_settings_args(parser: argparse.ArgumentParser, *, kafka: bool = True) ->
         help="state, plan and log directory (default: .streamfeat)",
     )
     if kafka:
-        group.add_argument(
-            "--bootstrap", default=None, help="Kafka bootstrap servers (default: 127.0.0.1:9092)"
-        )
+        group.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default: 127.0.0.1:9092)")
 
 
 def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:

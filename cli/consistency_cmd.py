@@ -20,9 +20,7 @@ def register(subparsers: Any) -> None:
         default=None,
         help="request log directory (default: setting request_log_dir)",
     )
-    parser.add_argument(
-        "--service", action="append", default=None, help="only this service (repeatable)"
-    )
+    parser.add_argument("--service", action="append", default=None, help="only this service (repeatable)")
     parser.add_argument(
         "--max-mismatch-rate",
         type=float,

@@ -41,12 +41,8 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--data-dir", type=Path, default=Path(".streamfeat/demo"), help="demo data (wiped first)"
-    )
-    parser.add_argument(
-        "--bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap (started if not answering)"
-    )
+    parser.add_argument("--data-dir", type=Path, default=Path(".streamfeat/demo"), help="demo data (wiped first)")
+    parser.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap (started if not answering)")
     parser.add_argument("--users", type=int, default=5_000, help="distinct users (default 5000)")
     parser.add_argument("--port", type=int, default=0, help="serving port (default: a free one)")
     parser.set_defaults(handler=_demo)
@@ -54,7 +50,6 @@ def register(subparsers: Any) -> None:
 
 def _say(text: str) -> None:
     print(f"[demo] {text}", flush=True)
-
 
 
 def _cli(*args: str) -> list[str]:
@@ -91,15 +86,10 @@ def _recreate_topic(bootstrap: str, topic: str) -> None:
         for future in admin.delete_topics(doomed, operation_timeout=30).values():
             future.result(timeout=30)
         deadline = time.monotonic() + 30
-        while (
-            any(t in admin.list_topics(timeout=10).topics for t in doomed)
-            and time.monotonic() < deadline
-        ):
+        while any(t in admin.list_topics(timeout=10).topics for t in doomed) and time.monotonic() < deadline:
             time.sleep(0.2)
     for _ in range(50):  # deletion is asynchronous on the broker: retry creation briefly
-        futures = admin.create_topics(
-            [NewTopic(topic, 3, 1), NewTopic(f"{topic}.dlq", 1, 1)], operation_timeout=30
-        )
+        futures = admin.create_topics([NewTopic(topic, 3, 1), NewTopic(f"{topic}.dlq", 1, 1)], operation_timeout=30)
         try:
             for future in futures.values():
                 future.result(timeout=30)
@@ -132,10 +122,7 @@ def _demo(args: argparse.Namespace) -> int:
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
     broker = ensure_broker(port=int(args.bootstrap.rsplit(":", 1)[1]))
-    _say(
-        f"Kafka at {broker.bootstrap}"
-        + (" (started for the demo)" if broker.started_by_us else " (already running)")
-    )
+    _say(f"Kafka at {broker.bootstrap}" + (" (started for the demo)" if broker.started_by_us else " (already running)"))
     try:
         return _pipeline(args, data_dir, broker.bootstrap)
     finally:
@@ -162,28 +149,35 @@ def _pipeline(args: argparse.Namespace, data_dir: Path, bootstrap: str) -> int:
     handoff_ms = (int(time.time()) // 60) * 60_000
     day_ms = 86_400_000
     history = GeneratorConfig(
-        events=int(86_400 * HISTORY_EVENTS_PER_SECOND), users=args.users, merchants=500, seed=1,
-        start_ms=handoff_ms - day_ms, rate=HISTORY_EVENTS_PER_SECOND,
-    )  # fmt: skip
+        events=int(86_400 * HISTORY_EVENTS_PER_SECOND),
+        users=args.users,
+        merchants=500,
+        seed=1,
+        start_ms=handoff_ms - day_ms,
+        rate=HISTORY_EVENTS_PER_SECOND,
+    )
     write_parquet(history, data_dir / "history")
     started = time.monotonic()
     _run_cli(
-        "backfill", *common, "--source", "transactions", "--from", str(data_dir / "history"),
-        "--start", iso_utc(handoff_ms - day_ms), "--end", iso_utc(handoff_ms), "--quiet",
-    )  # fmt: skip
-    _say(
-        f"backfilled {history.events:,} historical events (one day) in {time.monotonic() - started:.1f}s"
+        "backfill",
+        *common,
+        "--source",
+        "transactions",
+        "--from",
+        str(data_dir / "history"),
+        "--start",
+        iso_utc(handoff_ms - day_ms),
+        "--end",
+        iso_utc(handoff_ms),
+        "--quiet",
     )
+    _say(f"backfilled {history.events:,} historical events (one day) in {time.monotonic() - started:.1f}s")
 
     port = args.port or free_port()
     url = f"http://127.0.0.1:{port}"
     with (
-        _child(
-            "dataflow", _cli("run", *common, "--bootstrap", bootstrap), data_dir / "dataflow.log"
-        ) as flow,
-        _child(
-            "feature server", _cli("serve", *common, "--port", str(port)), data_dir / "serve.log"
-        ) as server,
+        _child("dataflow", _cli("run", *common, "--bootstrap", bootstrap), data_dir / "dataflow.log") as flow,
+        _child("feature server", _cli("serve", *common, "--port", str(port)), data_dir / "serve.log") as server,
     ):
         _wait_ready(url, server)
         _say(f"dataflow running (pid {flow.pid}); feature server at {url} (docs at {url}/docs)")
@@ -191,9 +185,14 @@ def _pipeline(args: argparse.Namespace, data_dir: Path, bootstrap: str) -> int:
         for second in range(STREAM_SECONDS):
             now_ms = max(time.time_ns() // 1_000_000, handoff_ms)
             live = GeneratorConfig(
-                events=STREAM_RATE, users=args.users, merchants=500, seed=100 + second,
-                start_ms=now_ms, rate=float(STREAM_RATE), malformed_fraction=0.01,
-            )  # fmt: skip
+                events=STREAM_RATE,
+                users=args.users,
+                merchants=500,
+                seed=100 + second,
+                start_ms=now_ms,
+                rate=float(STREAM_RATE),
+                malformed_fraction=0.01,
+            )
             report = produce_events(live, DEMO_TOPIC, bootstrap)
             produced += report.events
             time.sleep(max(0.0, 1.0 - (time.time_ns() // 1_000_000 - now_ms) / 1000))
@@ -208,34 +207,36 @@ def _pipeline(args: argparse.Namespace, data_dir: Path, bootstrap: str) -> int:
         deadline = time.monotonic() + 30
         while True:
             if flow.poll() is not None:
-                raise RuntimeError(
-                    f"the dataflow exited with code {flow.returncode}; see {data_dir / 'dataflow.log'}"
-                )
+                raise RuntimeError(f"the dataflow exited with code {flow.returncode}; see {data_dir / 'dataflow.log'}")
             answer = httpx.post(f"{url}/v1/features/fraud_scoring", json=body, timeout=5).json()
-            fresh = {
-                name: v.get("freshness_lag_ms")
-                for name, v in answer.get("metadata", {}).get("views", {}).items()
-            }
+            fresh = {name: v.get("freshness_lag_ms") for name, v in answer.get("metadata", {}).get("views", {}).items()}
             lag = max((v if v is not None else 10**9 for v in fresh.values()), default=10**9)
             if lag < 5_000 or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
         _say("feature vectors from POST /v1/features/fraud_scoring (values as of now):")
-        shown = ("amount_count_15m", "amount_sum_15m", "amount_sum_1d", "amount_count_1d",
-                 "ms_since_last_purchase", "merchant_txn_count_15m", "pair_txn_count_1d",
-                 "pair_ms_since_last_1d", "pair_first_seen_1d", "user_purchases_lifetime",
-                 "user_first_seen_lifetime", "spend_velocity_ratio", "user_merchant_share_1h")  # fmt: skip
+        shown = (
+            "amount_count_15m",
+            "amount_sum_15m",
+            "amount_sum_1d",
+            "amount_count_1d",
+            "ms_since_last_purchase",
+            "merchant_txn_count_15m",
+            "pair_txn_count_1d",
+            "pair_ms_since_last_1d",
+            "pair_first_seen_1d",
+            "user_purchases_lifetime",
+            "user_first_seen_lifetime",
+            "spend_velocity_ratio",
+            "user_merchant_share_1h",
+        )
         for row, amount in zip(answer["features"], body["request_data"]["amount"], strict=True):
-            values = ", ".join(
-                f"{k}={row[k]:.4g}" if isinstance(row[k], float) else f"{k}={row[k]}" for k in shown
-            )
+            values = ", ".join(f"{k}={row[k]:.4g}" if isinstance(row[k], float) else f"{k}={row[k]}" for k in shown)
             print(f"    user {row['user_id']} amount {amount:>7.2f}: {values}")
         print(f"    freshness lag (ms) per view: {fresh}")
 
         dlq = _count_dlq(bootstrap)
-        _say(
-            f"counts: produced {produced:,} live events; {dlq:,} dead letters in '{DEMO_TOPIC}.dlq'"
-        )
+        _say(f"counts: produced {produced:,} live events; {dlq:,} dead letters in '{DEMO_TOPIC}.dlq'")
         _train_and_score(url, data_dir, common, args.users)
 
     _say("done")
@@ -253,18 +254,30 @@ def _train_and_score(url: str, data_dir: Path, common: list[str], users: int) ->
 
     spine_path, out_path = data_dir / "spine.parquet", data_dir / "train.parquet"
     demo_spine(data_dir / "history").write_parquet(spine_path)
-    _run_cli("training-set", *common, "--service", SERVICE, "--spine", str(spine_path),
-             "--out", str(out_path))  # fmt: skip
+    _run_cli("training-set", *common, "--service", SERVICE, "--spine", str(spine_path), "--out", str(out_path))
     train = pl.read_parquet(out_path)
     _say(f"wrote a point-in-time training set: {out_path} ({train.height} rows, {train.width} columns)")
     with pl.Config(tbl_rows=6, tbl_cols=8):
-        print(train.select(["user_id", "event_timestamp", "amount", "amount_sum_1d", "amount_count_15m",
-                            "ms_since_last_purchase", "spend_velocity_ratio"]).head(6))  # fmt: skip
+        print(
+            train.select(
+                [
+                    "user_id",
+                    "event_timestamp",
+                    "amount",
+                    "amount_sum_1d",
+                    "amount_count_15m",
+                    "ms_since_last_purchase",
+                    "spend_velocity_ratio",
+                ]
+            ).head(6)
+        )
     fingerprint = httpx.get(f"{url}/v1/services/{SERVICE}", timeout=5).json()["fingerprint"]
     model = train_model(train, fingerprint)
     save_model(model, data_dir / "model.json")
-    _say(f"trained a logistic fraud model on it (labels: the rule in cli/demo_scorer.py); "
-         f"saved {data_dir / 'model.json'} (service {SERVICE}, fingerprint {fingerprint})")
+    _say(
+        f"trained a logistic fraud model on it (labels: the rule in cli/demo_scorer.py); "
+        f"saved {data_dir / 'model.json'} (service {SERVICE}, fingerprint {fingerprint})"
+    )
     score_live(url, model, users, _say)
 
 
@@ -276,9 +289,7 @@ def _count_dlq(bootstrap: str) -> int:
         total = 0
         metadata = consumer.list_topics(f"{DEMO_TOPIC}.dlq", timeout=10).topics[f"{DEMO_TOPIC}.dlq"]
         for p in metadata.partitions:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(f"{DEMO_TOPIC}.dlq", p), timeout=10
-            )
+            low, high = consumer.get_watermark_offsets(TopicPartition(f"{DEMO_TOPIC}.dlq", p), timeout=10)
             total += high - low
         return total
     finally:

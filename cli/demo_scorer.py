@@ -25,8 +25,15 @@ from serving.client_cache import CacheConfig
 from serving.model_file import LogisticModel, TrainedOn, fit_logistic
 
 SERVICE = "fraud_scoring"
-FEATURES = ("amount_sum_15m", "amount_count_15m", "amount_sum_1d", "amount_count_1d",
-            "ms_since_last_purchase", "merchant_txn_count_15m", "spend_velocity_ratio")
+FEATURES = (
+    "amount_sum_15m",
+    "amount_count_15m",
+    "amount_sum_1d",
+    "amount_count_1d",
+    "ms_since_last_purchase",
+    "merchant_txn_count_15m",
+    "spend_velocity_ratio",
+)
 COLD_START = {**dict.fromkeys(FEATURES, 0.0), "ms_since_last_purchase": 86_400_000.0}  # never seen: a day ago
 SCORED_TRANSACTIONS = 200
 
@@ -52,17 +59,22 @@ def train_model(train: pl.DataFrame, fingerprint: str) -> LogisticModel:
 def score_live(url: str, model: LogisticModel, users: int, say: Any) -> None:
     """Scores fresh transactions one by one through the cached client; prints a few
     scores, the positive rate, the cache hit rate and the per-lookup time."""
-    live = generate(GeneratorConfig(events=SCORED_TRANSACTIONS, users=users, merchants=500, seed=999,
-                                    start_ms=time.time_ns() // 1_000_000))
+    live = generate(
+        GeneratorConfig(
+            events=SCORED_TRANSACTIONS, users=users, merchants=500, seed=999, start_ms=time.time_ns() // 1_000_000
+        )
+    )
     columns = live.columns
     scores: list[tuple[str, str, float, float]] = []
     started = time.perf_counter()
     with FeatureClient(url, timeout=2.0, cache=CacheConfig(default_ttl_s=5.0)) as client:
-        for user, merchant, amount in zip(columns["user_id"], columns["merchant_id"],
-                                          columns["amount"].tolist(), strict=True):
+        for user, merchant, amount in zip(
+            columns["user_id"], columns["merchant_id"], columns["amount"].tolist(), strict=True
+        ):
             for _stage in ("authorization", "capture"):
-                row = client.get_feature_vector(SERVICE, {"user_id": user, "merchant_id": merchant},
-                                                request_data={"amount": amount})
+                row = client.get_feature_vector(
+                    SERVICE, {"user_id": user, "merchant_id": merchant}, request_data={"amount": amount}
+                )
             vector = [COLD_START[f] if row[f] is None else float(row[f]) for f in model.features]
             scores.append((user, merchant, amount, model.predict_proba([vector])[0]))
         stats = client.cache.stats if client.cache is not None else None
@@ -73,5 +85,7 @@ def score_live(url: str, model: LogisticModel, users: int, say: Any) -> None:
         print(f"    user {user} merchant {merchant} amount {amount:>9.2f}: fraud score {score:.3f}")
     flagged = sum(s[3] >= 0.5 for s in scores)
     hit_rate = f"{stats.hit_rate:.0%} ({stats.hits} hits, {stats.misses} misses)" if stats else "n/a"
-    say(f"{flagged} of {len(scores)} scored >= 0.5; cache hit rate {hit_rate}; "
-        f"{elapsed_ms / lookups:.2f} ms per lookup on average")
+    say(
+        f"{flagged} of {len(scores)} scored >= 0.5; cache hit rate {hit_rate}; "
+        f"{elapsed_ms / lookups:.2f} ms per lookup on average"
+    )

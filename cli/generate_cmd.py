@@ -55,8 +55,7 @@ def _check_options(args: argparse.Namespace) -> None:
         raise ConfigError("--live produces to Kafka; it cannot write --parquet", hint="drop one of them")
     if args.live and (args.start is not None or args.events is not None):
         raise ConfigError(
-            "--live stamps events with the current time at --rate per second; "
-            "--start and --events do not apply",
+            "--live stamps events with the current time at --rate per second; --start and --events do not apply",
             hint="use --duration SECONDS to stop after a while",
         )
     if args.duration is not None and not args.live:
@@ -67,8 +66,7 @@ def _check_options(args: argparse.Namespace) -> None:
 
 def _live_progress(report: generate.ProduceReport) -> None:
     print(
-        f"live: {report.events:,} events to {report.topic!r} so far "
-        f"({report.events_per_second:,.0f} events/s)",
+        f"live: {report.events:,} events to {report.topic!r} so far ({report.events_per_second:,.0f} events/s)",
         file=sys.stderr,
         flush=True,
     )
@@ -92,9 +90,7 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-        live = generate.produce_live(
-            config, args.topic, bootstrap, duration_s=args.duration, progress=_live_progress
-        )
+        live = generate.produce_live(config, args.topic, bootstrap, duration_s=args.duration, progress=_live_progress)
         print(f"produced {live.events:,} live events ({live.malformed:,} malformed) to {live.topic!r} at {bootstrap}")
         return 0
     produced = generate.produce_events(config, args.topic, bootstrap)
@@ -118,35 +114,44 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     parser.add_argument(
-        "--events", type=int, default=None,
+        "--events",
+        type=int,
+        default=None,
         help=f"number of events (default: one day at --rate, {int(86_400 * DEFAULT_HISTORY_RATE):,})",
-    )  # fmt: skip
+    )
     parser.add_argument("--users", type=int, default=10_000, help="distinct users (default %(default)s)")
     parser.add_argument("--merchants", type=int, default=1_000, help="distinct merchants (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     parser.add_argument(
-        "--start", default=None,
+        "--start",
+        default=None,
         help="event time of the first event: ISO 8601 with offset, or 'now' "
         "(default: so that the last event happens now)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--rate", type=float, default=None,
-        help=f"events per second of event time (default {DEFAULT_HISTORY_RATE:g}; "
-        f"{DEFAULT_LIVE_RATE:g} with --live)",
-    )  # fmt: skip
+        "--rate",
+        type=float,
+        default=None,
+        help=f"events per second of event time (default {DEFAULT_HISTORY_RATE:g}; {DEFAULT_LIVE_RATE:g} with --live)",
+    )
     parser.add_argument(
-        "--live", action="store_true",
+        "--live",
+        action="store_true",
         help="keep producing --rate events per second stamped with the current time",
-    )  # fmt: skip
+    )
     parser.add_argument("--duration", type=float, default=None, help="with --live: stop after this many seconds")
     parser.add_argument(
-        "--jitter-ms", type=int, default=0,
+        "--jitter-ms",
+        type=int,
+        default=0,
         help="move each timestamp back by up to this many ms (out-of-order arrival)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--malformed-fraction", type=float, default=0.0,
+        "--malformed-fraction",
+        type=float,
+        default=0.0,
         help="fraction of records to break (bad JSON, missing fields, wrong types, bad timestamps)",
-    )  # fmt: skip
+    )
     out = parser.add_mutually_exclusive_group()
     out.add_argument(
         "--topic", default=DEFAULT_TOPIC, help="produce to this Kafka topic, keyed by user_id (default %(default)s)"

@@ -17,8 +17,12 @@ def register(subparsers: Any) -> None:
     help_text = "translate a Feast repo (entities, stream views, on-demand views, services) into a streamfeat repo"
     parser: argparse.ArgumentParser = subparsers.add_parser("import-feast", help=help_text, description=help_text)
     parser.add_argument("path", type=Path, help="the Feast repo directory (holding feature_store.yaml)")
-    parser.add_argument("--out", type=Path, default=Path("feast_defs"),
-                        help="streamfeat repo package directory to write (default: feast_defs)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("feast_defs"),
+        help="streamfeat repo package directory to write (default: feast_defs)",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite the files import-feast writes in --out")
     parser.set_defaults(handler=_import_feast)
 
@@ -29,14 +33,19 @@ def _import_feast(args: argparse.Namespace) -> int:
 
     out: Path = args.out
     if not out.name.isidentifier():
-        raise FeastImportError(f"--out {out}: expected a directory name that is a Python package name",
-                               hint="e.g. --out feast_defs")
-    files = {out / "__init__.py": f'"""Feature repo translated from the Feast repo {args.path}."""\n',
-             out / "definitions.py": ""}
+        raise FeastImportError(
+            f"--out {out}: expected a directory name that is a Python package name", hint="e.g. --out feast_defs"
+        )
+    files = {
+        out / "__init__.py": f'"""Feature repo translated from the Feast repo {args.path}."""\n',
+        out / "definitions.py": "",
+    }
     existing = [str(f) for f in files if f.exists()]
     if existing and not args.force:
-        raise FeastImportError(f"--out {out}: {', '.join(existing)} already exist(s)",
-                               hint="pass --force to overwrite, or choose another --out")
+        raise FeastImportError(
+            f"--out {out}: {', '.join(existing)} already exist(s)",
+            hint="pass --force to overwrite, or choose another --out",
+        )
     translation = translate(read_feast_repo(args.path), str(args.path))
     files[out / "definitions.py"] = translation.source
     out.mkdir(parents=True, exist_ok=True)
@@ -44,6 +53,8 @@ def _import_feast(args: argparse.Namespace) -> int:
         file.write_text(text, encoding="utf-8")
     print(translation.report())
     repo = load_repo(out)  # RepoValidationError -> exit 2 listing every problem of the written repo
-    print(f"wrote {out}/definitions.py: {len(repo.views)} stream views, {len(repo.on_demand_views)} on-demand "
-          f"views, {len(repo.services)} services; it validates (next: streamfeat plan --repo {out})")
+    print(
+        f"wrote {out}/definitions.py: {len(repo.views)} stream views, {len(repo.on_demand_views)} on-demand "
+        f"views, {len(repo.services)} services; it validates (next: streamfeat plan --repo {out})"
+    )
     return 0

@@ -24,8 +24,7 @@ def _configured_port() -> int:
     host, _, port_text = first.rpartition(":")
     if host not in ("127.0.0.1", "localhost") or not port_text.isdigit():
         raise ConfigError(
-            f"kafka_bootstrap is {bootstrap!r}, not a 127.0.0.1:PORT address, so there is no "
-            "local broker to manage",
+            f"kafka_bootstrap is {bootstrap!r}, not a 127.0.0.1:PORT address, so there is no local broker to manage",
             hint="pass --port, or set kafka_bootstrap: 127.0.0.1:9092 in streamfeat.yaml",
         )
     return int(port_text)
@@ -83,12 +82,22 @@ def _status(args: argparse.Namespace) -> int:
 
 # (action, help, handler, --timeout default, --timeout help); status takes no timeout.
 _ACTIONS = (
-    ("start", "download (once), format and start the broker", _start,
-     kafka_local.DEFAULT_START_TIMEOUT_S, "seconds to wait for the broker to answer"),
-    ("stop", "SIGTERM the broker, SIGKILL if it lingers", _stop,
-     kafka_local.DEFAULT_STOP_TIMEOUT_S, "seconds between SIGTERM and SIGKILL"),
+    (
+        "start",
+        "download (once), format and start the broker",
+        _start,
+        kafka_local.DEFAULT_START_TIMEOUT_S,
+        "seconds to wait for the broker to answer",
+    ),
+    (
+        "stop",
+        "SIGTERM the broker, SIGKILL if it lingers",
+        _stop,
+        kafka_local.DEFAULT_STOP_TIMEOUT_S,
+        "seconds between SIGTERM and SIGKILL",
+    ),
     ("status", "where the broker lives; exit 0 when a broker answers, 3 when stopped", _status, None, ""),
-)  # fmt: skip
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -98,20 +107,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     for name, help_text, handler, timeout, timeout_help in _ACTIONS:
         parser = actions.add_parser(name, help=help_text)
         parser.add_argument(
-            "--port", type=int, default=None,
+            "--port",
+            type=int,
+            default=None,
             help="PLAINTEXT port on 127.0.0.1 (default: the port of kafka_bootstrap, 9092)",
-        )  # fmt: skip
+        )
         parser.add_argument(
-            "--data-dir", type=Path, default=None,
+            "--data-dir",
+            type=Path,
+            default=None,
             help="broker directory (default $XDG_DATA_HOME/streamfeat/kafka/PORT, "
             "i.e. ~/.local/share/streamfeat/kafka/PORT)",
-        )  # fmt: skip
+        )
         if timeout is not None:
             parser.add_argument("--timeout", type=float, default=timeout, help=f"{timeout_help} (default %(default)s)")
         parser.set_defaults(handler=handler)
         if name == "start":
-            parser.add_argument("--controller-port", type=int, default=None, help="KRaft controller port (default PORT+1)")
             parser.add_argument(
-                "--kafka-version", default=kafka_local.DEFAULT_VERSION,
+                "--controller-port", type=int, default=None, help="KRaft controller port (default PORT+1)"
+            )
+            parser.add_argument(
+                "--kafka-version",
+                default=kafka_local.DEFAULT_VERSION,
                 help="org.apache.kafka:kafka_2.13 version (default %(default)s)",
-            )  # fmt: skip
+            )

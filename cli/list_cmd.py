@@ -114,11 +114,13 @@ def _details(definition: Any) -> list[str]:
         return ["source " + _source_line(definition).strip(), _about(definition), "  schema:", *schema]
     if isinstance(definition, StreamFeatureView):
         return [
-            "view " + _view_line(definition).strip(), _about(definition),
+            "view " + _view_line(definition).strip(),
+            _about(definition),
             f"  filter: {definition.filter if definition.filter is not None else 'none'}",
             f"  expected freshness: {_span(definition.expected_freshness)}",
-            "  features:", *_view_features(definition),
-        ]  # fmt: skip
+            "  features:",
+            *_view_features(definition),
+        ]
     if isinstance(definition, OnDemandFeatureView):
         heading = f"on-demand view {definition.name}: {definition.mode} transform {definition.fn}"
         return [heading, _about(definition), "  features:", *_odfv_features(definition)]
@@ -128,9 +130,7 @@ def _details(definition: Any) -> list[str]:
 
 def _describe(args: argparse.Namespace) -> int:
     repo = _repo(args)
-    groups: tuple[tuple[Any, ...], ...] = (
-        repo.entities, repo.sources, repo.views, repo.on_demand_views, repo.services
-    )
+    groups: tuple[tuple[Any, ...], ...] = (repo.entities, repo.sources, repo.views, repo.on_demand_views, repo.services)
     definitions = [d for group in groups for d in group]
     found = ["\n".join(_details(d)) for d in definitions if d.name == args.name]
     if not found:

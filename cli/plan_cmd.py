@@ -16,10 +16,19 @@ def register(subparsers: Any) -> None:
     ):
         parser: argparse.ArgumentParser = subparsers.add_parser(command, help=help_text, description=help_text)
         add_settings_args(parser, kafka=False)
-        parser.add_argument("--plan-file", type=Path, default=None, help="plan file (default: <data_dir>/plan.json, .streamfeat/plan.json)")
+        parser.add_argument(
+            "--plan-file",
+            type=Path,
+            default=None,
+            help="plan file (default: <data_dir>/plan.json, .streamfeat/plan.json)",
+        )
         if command == "apply":
-            parser.add_argument("--shards", type=int, default=None,
-                                help="state shards; only at the first apply (default: settings 'state_shards', 8)")
+            parser.add_argument(
+                "--shards",
+                type=int,
+                default=None,
+                help="state shards; only at the first apply (default: settings 'state_shards', 8)",
+            )
         parser.set_defaults(handler=handler)
 
 

@@ -22,12 +22,8 @@ def register(subparsers: Any) -> None:
     )
     add_settings_args(parser, kafka=False)
     parser.add_argument("--view", action="append", default=None, help="only this view (repeatable)")
-    parser.add_argument(
-        "--interval-minutes", type=int, default=60, help="interval of event time (default: 60)"
-    )
-    parser.add_argument(
-        "--baseline-days", type=float, default=7.0, help="baseline span in days (default: 7)"
-    )
+    parser.add_argument("--interval-minutes", type=int, default=60, help="interval of event time (default: 60)")
+    parser.add_argument("--baseline-days", type=float, default=7.0, help="baseline span in days (default: 7)")
     parser.set_defaults(handler=_quality)
 
 

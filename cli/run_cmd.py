@@ -32,15 +32,9 @@ def register(subparsers: Any) -> None:
         description="Consume the source's Kafka topic, maintain tiles in RocksDB, write the Parquet log.",
     )
     add_settings_args(parser)
-    parser.add_argument(
-        "--source", default="transactions", help="event source to run (default: transactions)"
-    )
-    parser.add_argument(
-        "--workers", type=int, default=1, help="worker threads per process (default: 1)"
-    )
-    parser.add_argument(
-        "--processes", type=int, default=1, help="processes on this host (default: 1)"
-    )
+    parser.add_argument("--source", default="transactions", help="event source to run (default: transactions)")
+    parser.add_argument("--workers", type=int, default=1, help="worker threads per process (default: 1)")
+    parser.add_argument("--processes", type=int, default=1, help="processes on this host (default: 1)")
     parser.add_argument(
         "--cluster",
         default=None,
@@ -48,9 +42,7 @@ def register(subparsers: Any) -> None:
         "every host (then --process-index; each host keeps its own data_dir; use "
         "state_backup: kafka so shards restore on any host, docs/deploy.md)",
     )
-    parser.add_argument(
-        "--process-index", type=int, default=None, help="with --cluster: this process's index"
-    )
+    parser.add_argument("--process-index", type=int, default=None, help="with --cluster: this process's index")
     parser.add_argument(
         "--until-caught-up",
         action="store_true",
@@ -62,24 +54,19 @@ def register(subparsers: Any) -> None:
         default=None,
         help="records per Kafka batch at most (default: 30000; a read never waits for more)",
     )
-    parser.add_argument(
-        "--online", choices=("rocksdb", "redis"), default=None, help="also write tiles to Redis"
-    )
+    parser.add_argument("--online", choices=("rocksdb", "redis"), default=None, help="also write tiles to Redis")
     parser.add_argument("--redis-url", default=None, help="Redis URL for --online redis")
     parser.add_argument(
         "--verbose",
         action="store_true",
-        help="also show log lines (Kafka client included) on the terminal; "
-        "they always go to <data_dir>/logs/run.log",
+        help="also show log lines (Kafka client included) on the terminal; they always go to <data_dir>/logs/run.log",
     )
     parser.set_defaults(handler=_run)
 
 
 def _child_env(args: argparse.Namespace) -> dict[str, str]:
     env = dict(os.environ)
-    settings = settings_from(
-        args, batch_size=args.batch_size, online=args.online, redis_url=args.redis_url
-    )
+    settings = settings_from(args, batch_size=args.batch_size, online=args.online, redis_url=args.redis_url)
     env.update(
         {
             "STREAMFEAT_REPO": str(settings.repo_path),
@@ -93,7 +80,6 @@ def _child_env(args: argparse.Namespace) -> dict[str, str]:
         }
     )
     return env
-
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -125,21 +111,34 @@ def _run(args: argparse.Namespace) -> int:
     metrics_base = settings.metrics_port
     addresses = ";".join(f"127.0.0.1:{port}" for port in free_ports(args.processes))
     counts_files = _fresh_counts_files(settings.path(settings.data_dir) / "run", args.processes)
-    reporter = RunReporter(
-        job.source.topic, settings.kafka_bootstrap, counts=lambda: _summed(counts_files)
-    )
+    reporter = RunReporter(job.source.topic, settings.kafka_bootstrap, counts=lambda: _summed(counts_files))
     _announce(job, settings.kafka_bootstrap, args, log_file, f"{args.processes} processes")
     children = [
         subprocess.Popen(
             # Without recovery, bytewax.run's -s sets the epoch interval (EPOCH_INTERVAL).
-            [sys.executable, "-m", "bytewax.run", "dataflows.app:flow", "-w", str(args.workers),
-             "-i", str(i), "-a", addresses, "-s", str(int(EPOCH_INTERVAL.total_seconds()))],
+            [
+                sys.executable,
+                "-m",
+                "bytewax.run",
+                "dataflows.app:flow",
+                "-w",
+                str(args.workers),
+                "-i",
+                str(i),
+                "-a",
+                addresses,
+                "-s",
+                str(int(EPOCH_INTERVAL.total_seconds())),
+            ],
             # One metrics endpoint per process: metrics_port, metrics_port + 1, ...
-            env={**env, "STREAMFEAT_METRICS_PORT": str(metrics_base + i if metrics_base else 0),
-                 "STREAMFEAT_RUN_COUNTS_FILE": str(counts_files[i])},
+            env={
+                **env,
+                "STREAMFEAT_METRICS_PORT": str(metrics_base + i if metrics_base else 0),
+                "STREAMFEAT_RUN_COUNTS_FILE": str(counts_files[i]),
+            },
         )
         for i in range(args.processes)
-    ]  # fmt: skip
+    ]
     reporter.start()
     code = 130
     try:
@@ -179,12 +178,23 @@ def _cluster_process(args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
         )
     return [
         subprocess.Popen(
-            [sys.executable, "-m", "bytewax.run", "dataflows.app:flow", "-w", str(args.workers),
-             "-i", str(index), "-a", ";".join(addresses),
-             "-s", str(int(EPOCH_INTERVAL.total_seconds()))],
+            [
+                sys.executable,
+                "-m",
+                "bytewax.run",
+                "dataflows.app:flow",
+                "-w",
+                str(args.workers),
+                "-i",
+                str(index),
+                "-a",
+                ";".join(addresses),
+                "-s",
+                str(int(EPOCH_INTERVAL.total_seconds())),
+            ],
             env=_child_env(args),
         )
-    ]  # fmt: skip
+    ]
 
 
 def _supervise(children: list[subprocess.Popen[bytes]]) -> int:
@@ -247,9 +257,7 @@ def _run_in_place(args: argparse.Namespace) -> int:
     from cli.run_report import RunReporter
     from dataflows.job import build_job
 
-    settings = settings_from(
-        args, batch_size=args.batch_size, online=args.online, redis_url=args.redis_url
-    )
+    settings = settings_from(args, batch_size=args.batch_size, online=args.online, redis_url=args.redis_url)
     log_file = log_to_file(settings.path(settings.data_dir) / "logs" / "run.log", verbose=args.verbose)
     job = build_job(settings, args.source, tail=not args.until_caught_up)
     check_source_topic(settings.kafka_bootstrap, job.source.topic)

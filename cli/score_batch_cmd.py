@@ -34,9 +34,11 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         partial.unlink(missing_ok=True)
     cold = int((scored["cold_start_features"] > 0).sum()) if scored.height else 0
-    print(f"scored {scored.height:,} rows with service {model.trained_on.service!r} "
-          f"(fingerprint {model.trained_on.fingerprint}) from {url}; {cold:,} rows used cold-start "
-          f"defaults; wrote {args.out}")
+    print(
+        f"scored {scored.height:,} rows with service {model.trained_on.service!r} "
+        f"(fingerprint {model.trained_on.fingerprint}) from {url}; {cold:,} rows used cold-start "
+        f"defaults; wrote {args.out}"
+    )
     return 0
 
 
@@ -52,10 +54,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--model", type=Path, required=True, help="model file (JSON, streamfeat.logistic/1)")
     parser.add_argument("--entities", type=Path, required=True, help="entity keys (.parquet or .csv)")
     parser.add_argument("--out", type=Path, required=True, help="output file (.parquet, or .csv)")
-    parser.add_argument("--time-column", default=None,
-                        help="column with each row's as-of time (epoch ms or datetime); default: now")
-    parser.add_argument("--url", default=None,
-                        help="feature server (default: http://serve_host:serve_port of the settings)")
+    parser.add_argument(
+        "--time-column", default=None, help="column with each row's as-of time (epoch ms or datetime); default: now"
+    )
+    parser.add_argument(
+        "--url", default=None, help="feature server (default: http://serve_host:serve_port of the settings)"
+    )
     parser.add_argument("--api-key", default=None, help="API key when the server requires one")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
     parser.set_defaults(handler=_run)

@@ -21,31 +21,61 @@ GC_GEN0_THRESHOLD = 50_000
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "serve", help="serve features over HTTP (FastAPI + uvicorn)",
-        description="Serve the repo's feature services over HTTP. Run `streamfeat apply` first.")
+        "serve",
+        help="serve features over HTTP (FastAPI + uvicorn)",
+        description="Serve the repo's feature services over HTTP. Run `streamfeat apply` first.",
+    )
     add_settings_args(parser, kafka=False)
     parser.add_argument("--host", default=None, help="listen address (default: settings 'serve_host', 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default: settings 'serve_port', 8000)")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
-    parser.add_argument("--online", choices=("rocksdb", "redis"), default=None,
-                        help="online table: RocksDB secondaries over the state directory, or Redis")
+    parser.add_argument(
+        "--online",
+        choices=("rocksdb", "redis"),
+        default=None,
+        help="online table: RocksDB secondaries over the state directory, or Redis",
+    )
     parser.add_argument("--redis-url", default=None, help="redis://host:port/db when --online redis")
-    parser.add_argument("--header-timeout-ms", type=int, default=None,
-                        help="408 when a request's line and headers take longer (default 10000)")
-    parser.add_argument("--body-timeout-ms", type=int, default=None,
-                        help="408 when a request's body takes longer after its headers (default 30000)")
-    parser.add_argument("--max-connections-per-client", type=int, default=None,
-                        help="open connections allowed per client address, 0 for no cap (default 128)")
-    parser.add_argument("--max-in-flight", type=int, default=None,
-                        help="complete requests served at once before 503 overloaded (default 64)")
+    parser.add_argument(
+        "--header-timeout-ms",
+        type=int,
+        default=None,
+        help="408 when a request's line and headers take longer (default 10000)",
+    )
+    parser.add_argument(
+        "--body-timeout-ms",
+        type=int,
+        default=None,
+        help="408 when a request's body takes longer after its headers (default 30000)",
+    )
+    parser.add_argument(
+        "--max-connections-per-client",
+        type=int,
+        default=None,
+        help="open connections allowed per client address, 0 for no cap (default 128)",
+    )
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=None,
+        help="complete requests served at once before 503 overloaded (default 64)",
+    )
     parser.set_defaults(handler=_serve)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {"repo": args.repo, "data_dir": args.data_dir, "serve_host": args.host, "serve_port": args.port,
-            "online": args.online, "redis_url": args.redis_url, "header_timeout_ms": args.header_timeout_ms,
-            "body_timeout_ms": args.body_timeout_ms, "max_connections_per_client": args.max_connections_per_client,
-            "max_in_flight": args.max_in_flight}
+    return {
+        "repo": args.repo,
+        "data_dir": args.data_dir,
+        "serve_host": args.host,
+        "serve_port": args.port,
+        "online": args.online,
+        "redis_url": args.redis_url,
+        "header_timeout_ms": args.header_timeout_ms,
+        "body_timeout_ms": args.body_timeout_ms,
+        "max_connections_per_client": args.max_connections_per_client,
+        "max_in_flight": args.max_in_flight,
+    }
 
 
 def _tune_gc() -> None:
@@ -97,12 +127,20 @@ def _serve(args: argparse.Namespace) -> int:
     # Uvicorn's httptools protocol with read timeouts and per-client caps (serving/http_guard.py);
     # workers build their limits from the same settings.
     GuardedHttpToolsProtocol.configure(HttpLimits.from_settings(settings))
-    common: dict[str, Any] = {"host": settings.serve_host, "port": settings.serve_port, "loop": loop,
-                              "http": GuardedHttpToolsProtocol, "access_log": False, "log_level": "info"}
+    common: dict[str, Any] = {
+        "host": settings.serve_host,
+        "port": settings.serve_port,
+        "loop": loop,
+        "http": GuardedHttpToolsProtocol,
+        "access_log": False,
+        "log_level": "info",
+    }
     if args.workers == 1:
         app = create_app(settings)  # raises ServingSetupError (exit 2) with a hint
-        print(f"serving {sorted(app.state.serving.registry.services)} on "
-              f"http://{settings.serve_host}:{settings.serve_port} (docs at /docs)")
+        print(
+            f"serving {sorted(app.state.serving.registry.services)} on "
+            f"http://{settings.serve_host}:{settings.serve_port} (docs at /docs)"
+        )
         _tune_gc()
         uvicorn.run(app, **common)
         return 0

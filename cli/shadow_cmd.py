@@ -23,8 +23,9 @@ def register(subparsers: Any) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--requests", type=Path, help="JSON-lines file, one request per line (docs/shadow.md)")
     source.add_argument("--replay-log", type=Path, help="a request_log_dir written by `streamfeat serve`")
-    source.add_argument("--from-log", type=Path,
-                        help="report only: the JSON lines of the client's live shadow sampler (its log_path)")
+    source.add_argument(
+        "--from-log", type=Path, help="report only: the JSON lines of the client's live shadow sampler (its log_path)"
+    )
     parser.add_argument("--baseline", help="the baseline server's base URL (it answers POST /get-online-features)")
     parser.add_argument("--streamfeat", default="http://127.0.0.1:8000", help="streamfeat's base URL")
     parser.add_argument("--out", type=Path, required=True, help="directory for report.md, report.json, the plot")
@@ -47,25 +48,33 @@ def _shadow(args: argparse.Namespace) -> int:
         tolerance = Tolerance(args.tolerance, args.rel_tolerance)
     except ValueError as exc:
         raise ShadowSetupError(f"--tolerance / --rel-tolerance: {exc}", hint="e.g. --tolerance 1e-9") from None
-    about: dict[str, Any] = {"baseline": args.baseline, "streamfeat": args.streamfeat,
-                             "tolerance": {"absolute": tolerance.absolute, "relative": tolerance.relative}}
+    about: dict[str, Any] = {
+        "baseline": args.baseline,
+        "streamfeat": args.streamfeat,
+        "tolerance": {"absolute": tolerance.absolute, "relative": tolerance.relative},
+    }
     outcomes: list[Outcome]
     if args.from_log is not None:
         if not args.from_log.is_file():
-            raise ShadowSetupError(f"--from-log {args.from_log}: no such file",
-                                   hint="the log_path of the client's ShadowConfig")
+            raise ShadowSetupError(
+                f"--from-log {args.from_log}: no such file", hint="the log_path of the client's ShadowConfig"
+            )
         read = read_outcomes(args.from_log)
         outcomes = read.outcomes
         about.update(source=f"live sampler log {args.from_log}", unreadable_lines=read.unreadable_lines)
         if read.unreadable_lines:
-            print(f"skipped {len(read.unreadable_lines)} unreadable line(s) of {args.from_log}: "
-                  f"{read.unreadable_lines[:10]}")
+            print(
+                f"skipped {len(read.unreadable_lines)} unreadable line(s) of {args.from_log}: "
+                f"{read.unreadable_lines[:10]}"
+            )
     else:
         outcomes = _run(args, tolerance, about)
     report = write_report(args.out, outcomes, about)
     requests, values = report["requests"], report["values"]
-    print(f"compared {requests['compared']} of {requests['total']} requests ({requests['failed']} failed: "
-          f"{requests['failed_by_reason'] or 'none'}); {values['mismatches']} of {values['compared']} values differ")
+    print(
+        f"compared {requests['compared']} of {requests['total']} requests ({requests['failed']} failed: "
+        f"{requests['failed_by_reason'] or 'none'}); {values['mismatches']} of {values['compared']} values differ"
+    )
     for cause, n in report["causes"].items():
         print(f"  {cause}: {n}")
     print(f"report: {args.out / 'report.md'} (and report.json, mismatch_rates.svg)")
@@ -79,8 +88,10 @@ def _run(args: argparse.Namespace, tolerance: Any, about: dict[str, Any]) -> lis
     from serving.shadow.runner import ShadowRunner
 
     if not args.baseline:
-        raise ShadowSetupError("--baseline: required with --requests or --replay-log",
-                               hint="e.g. --baseline http://127.0.0.1:6566 (a `feast serve`)")
+        raise ShadowSetupError(
+            "--baseline: required with --requests or --replay-log",
+            hint="e.g. --baseline http://127.0.0.1:6566 (a `feast serve`)",
+        )
     if args.requests is not None:
         requests = read_requests_file(args.requests)[: args.limit]
         about["source"] = f"requests file {args.requests}"
@@ -89,16 +100,17 @@ def _run(args: argparse.Namespace, tolerance: Any, about: dict[str, Any]) -> lis
         about["source"] = f"replayed request log {args.replay_log}"
     mapping = load_mapping(args.mapping) if args.mapping is not None else FeatureMapping()
     args.out.mkdir(parents=True, exist_ok=True)
-    runner = ShadowRunner(args.baseline, args.streamfeat, mapping=mapping, tolerance=tolerance,
-                          timeout_s=args.timeout)
+    runner = ShadowRunner(args.baseline, args.streamfeat, mapping=mapping, tolerance=tolerance, timeout_s=args.timeout)
     outcomes = []
     try:
         with (args.out / "outcomes.jsonl").open("wb") as log:
             for request in requests:
                 outcome = runner.compare(request)
                 if outcome.failure is not None:
-                    print(f"request {request.index}: {outcome.failure.side} failed ({outcome.failure.reason}): "
-                          f"{outcome.failure.detail[:120]}")
+                    print(
+                        f"request {request.index}: {outcome.failure.side} failed ({outcome.failure.reason}): "
+                        f"{outcome.failure.detail[:120]}"
+                    )
                 log.write(outcome.to_line())
                 outcomes.append(outcome)
     finally:

@@ -120,9 +120,7 @@ def dlq_record_count(bootstrap: str, topic: str) -> int | None:
         partitions = list_topic_partitions(bootstrap, topic, 5.0)
     except TopicNotFoundError:
         return 0  # no dead letter was ever produced
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "streamfeat-status", "log_level": 0}
-    )
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "streamfeat-status", "log_level": 0})
     try:
         total = 0
         for p in partitions:
@@ -183,9 +181,7 @@ def collect_status(settings: Any, sample_s: float = 1.0) -> Status:
             rate = (after - before) / elapsed if sample_s > 0 else None
             rate_total += rate or 0.0
             end = None if ends is None else ends.get(p)
-            rows.append(
-                PartitionStatus(p, end, after, None if end is None else max(0, end - after), rate)
-            )
+            rows.append(PartitionStatus(p, end, after, None if end is None else max(0, end - after), rate))
         sources.append(
             SourceStatus(
                 source.name,
@@ -251,9 +247,14 @@ def render(status: Status) -> None:
         state = "no data" if v.freshness_lag_s is None else ("STALE" if late else "ok")
         newest = "-" if v.newest_event_ms is None else iso_utc(v.newest_event_ms)
         views.add_row(
-            v.name, v.source, v.fingerprint, newest, _fmt_age(v.freshness_lag_s),
-            _fmt_age(v.expected_freshness_s), state,
-        )  # fmt: skip
+            v.name,
+            v.source,
+            v.fingerprint,
+            newest,
+            _fmt_age(v.freshness_lag_s),
+            _fmt_age(v.expected_freshness_s),
+            state,
+        )
     console.print(views)
     for s in status.sources:
         table = Table(title=f"source {s.source} (topic {s.topic})")

@@ -38,9 +38,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = load_settings(overrides={"repo": args.repo, "data_dir": args.data_dir})
     repo = load_repo(settings.repo_path)
     spine = read_table(args.spine)
-    frame = get_training_set(
-        repo, args.service, spine, settings.log_uri, timestamp_column=args.timestamp_column
-    )
+    frame = get_training_set(repo, args.service, spine, settings.log_uri, timestamp_column=args.timestamp_column)
     frame = as_utc_timestamps(frame, args.timestamp_column)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     # Written next to the target and renamed: a failure never leaves half a file at --out.
@@ -79,7 +77,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--spine", type=Path, required=True, help="spine file (.parquet or .csv)")
     parser.add_argument("--out", type=Path, required=True, help="output Parquet file")
     parser.add_argument(
-        "--timestamp-column", default="event_timestamp",
+        "--timestamp-column",
+        default="event_timestamp",
         help="spine column holding the as-of time (default %(default)s)",
-    )  # fmt: skip
+    )
     parser.set_defaults(handler=_run)

@@ -8,9 +8,7 @@ from engine.definitions import load_repo
 from engine.plan import load_applied
 
 
-def build_job(
-    settings: Settings, source_name: str, *, tail: bool = True, restore_on_start: bool = True
-) -> StreamJob:
+def build_job(settings: Settings, source_name: str, *, tail: bool = True, restore_on_start: bool = True) -> StreamJob:
     """Load the repo, check it matches the applied plan, and describe the dataflow.
 
     The running dataflow must compute exactly what was applied: a view changed in

@@ -74,9 +74,7 @@ class StreamJob:
     restore_on_start: bool = True
 
 
-def select_views(
-    repo: FeatureRepo, source_name: str
-) -> tuple[EventSource, tuple[StreamFeatureView, ...]]:
+def select_views(repo: FeatureRepo, source_name: str) -> tuple[EventSource, tuple[StreamFeatureView, ...]]:
     sources = {s.name: s for s in repo.sources}
     if source_name not in sources:
         raise DataflowConfigError(
@@ -102,8 +100,12 @@ class _ShardPartition(StatefulSinkPartition[ShardBatch | None, None]):
         self.sweeper = RetentionSweeper(
             applier.partition,
             [
-                (c.view.fingerprint, c.view.retention_ms, c.view.interval_ms,
-                 c.layout if c.view.has_lifetime_window else None)
+                (
+                    c.view.fingerprint,
+                    c.view.retention_ms,
+                    c.view.interval_ms,
+                    c.layout if c.view.has_lifetime_window else None,
+                )
                 for c in applier.views.values()
             ],
         )
@@ -189,9 +191,7 @@ class _DecodeStep:
     the dead-letter topic at-least-once: a crash replays the batch and resends.
     """
 
-    def __init__(
-        self, job: StreamJob, watermarks: PartitionWatermarks, already_sent: SentDeadLetters
-    ) -> None:
+    def __init__(self, job: StreamJob, watermarks: PartitionWatermarks, already_sent: SentDeadLetters) -> None:
         self.decoder = Decoder(job.source)
         self.watermarks = watermarks
         self.already_sent = already_sent
@@ -205,9 +205,7 @@ class _DecodeStep:
         if decoded.dead_letters:
             # Records read again after a restart: send (and count) only the letters not yet
             # in the topic, so each bad record has exactly one.
-            fresh = tuple(
-                d for d in decoded.dead_letters if not self.already_sent.contains(d.partition, d.offset)
-            )
+            fresh = tuple(d for d in decoded.dead_letters if not self.already_sent.contains(d.partition, d.offset))
             if len(fresh) < len(decoded.dead_letters):
                 decoded = dataclasses.replace(decoded, dead_letters=fresh)
         if decoded.dead_letters:
@@ -224,9 +222,7 @@ def build_flow(job: StreamJob, flow_id: str = "streamfeat") -> Dataflow:
         restore_shards(job.bootstrap, job.source.topic, job.state_dir, job.shards)
     offset_records = read_offset_records(job.state_dir, job.shards, job.source.topic)
     resume = combine_resume_points(offset_records, job.shards)
-    already_sent = sent_dead_letters(
-        job.bootstrap, job.source.dlq_topic, highest_applied(offset_records)
-    )
+    already_sent = sent_dead_letters(job.bootstrap, job.source.dlq_topic, highest_applied(offset_records))
     start_dataflow_metrics(job.bootstrap, job.source.topic, job.metrics_port)
     watermarks = PartitionWatermarks.restore({p: r.top_ts for p, r in resume.items()})
     views: Sequence[StreamFeatureView] = job.views
@@ -248,9 +244,7 @@ def build_flow(job: StreamJob, flow_id: str = "streamfeat") -> Dataflow:
     routed: Any = op.flat_map("route", decoded, lambda batch: route(batch, views, shards))
     if job.tail:
         ticks = op.input("ticks", flow, TickSource())
-        tick_items = op.flat_map(
-            "tick_per_shard", ticks, lambda _: [(shard_key(i), None) for i in range(shards)]
-        )
+        tick_items = op.flat_map("tick_per_shard", ticks, lambda _: [(shard_key(i), None) for i in range(shards)])
         routed = op.merge("with_ticks", routed, tick_items)
     op.output("state", routed, ShardSink(job))
     _freeze_startup_heap()

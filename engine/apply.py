@@ -118,9 +118,7 @@ class ShardApplier:
         self.publish_in_background = publish_in_background
         self._pending: PendingRoll | None = None
         self.topic = topic
-        self.views = {
-            v.fingerprint: _CompiledView(v, PartialLayout.for_view(v)) for v in views
-        }
+        self.views = {v.fingerprint: _CompiledView(v, PartialLayout.for_view(v)) for v in views}
         self.online_copy = online_copy
         self.clock_ms = clock_ms
         self.retry_delays_s = tuple(retry_delays_s)
@@ -136,12 +134,15 @@ class ShardApplier:
                     self.handoffs[fp] = decode_handoff(raw)
         offline = [c.view for c in self.views.values() if c.view.offline]
         self.writers = open_log_writers(
-            log_root, offline, partition.shard, max_rows=log_max_rows, max_age_s=log_max_age_s,
+            log_root,
+            offline,
+            partition.shard,
+            max_rows=log_max_rows,
+            max_age_s=log_max_age_s,
             raw_columns={fp: _raw_column_types(c) for fp, c in self.views.items() if c.view.offline},
         )
         self._staged = {
-            fp: StagedLogRows(writer, self.views[fp].view.interval_ms)
-            for fp, writer in self.writers.items()
+            fp: StagedLogRows(writer, self.views[fp].view.interval_ms) for fp, writer in self.writers.items()
         }
         # Each view's newest event time as stored in its metadata record: this applier
         # is the shard's only writer, so it is read once here instead of every commit.
@@ -266,21 +267,14 @@ class ShardApplier:
         keys, codes = merge_codes(parts)
         event_ts = np.concatenate([rows.event_ts for rows, _ in parts])
         offsets = np.concatenate([rows.offsets for rows, _ in parts])
-        partitions = np.concatenate(
-            [np.full(len(rows), partition, dtype=np.int64) for rows, partition in parts]
-        )
+        partitions = np.concatenate([np.full(len(rows), partition, dtype=np.int64) for rows, partition in parts])
         values = np.concatenate([rows.values for rows, _ in parts])
         tiles = event_ts // view.interval_ms
         positions = encode_positions(partitions, offsets)
-        codes_u, tiles_u, partials = aggregate_batch(
-            layout, codes, tiles, event_ts, positions, values
-        )
+        codes_u, tiles_u, partials = aggregate_batch(layout, codes, tiles, event_ts, positions, values)
         sketches = None
         if layout.sketch_slots:
-            raw = {
-                c: np.concatenate([rows.raw_values[c] for rows, _ in parts])
-                for c in layout.sketch_columns
-            }
+            raw = {c: np.concatenate([rows.raw_values[c] for rows, _ in parts]) for c in layout.sketch_columns}
             sketches = aggregate_sketches(layout, codes, tiles, event_ts, positions, raw)
         batch_max = np.full(len(keys), NO_EVENT_TS, dtype=np.int64)
         np.maximum.at(batch_max, codes, event_ts)
@@ -297,9 +291,7 @@ class ShardApplier:
         txn.put(meta_key(view.fingerprint), meta_value)
         self.stats.rows_applied += len(codes)
         self.stats.entities_written += len(keys)
-        self.stats.per_view_rows[view.name] = self.stats.per_view_rows.get(view.name, 0) + len(
-            codes
-        )
+        self.stats.per_view_rows[view.name] = self.stats.per_view_rows.get(view.name, 0) + len(codes)
         items: list[tuple[bytes, bytes, bytes | None]] = []
         if self.online_copy is not None:  # only the Redis copy reads them
             items = [(view.fingerprint, k, r) for k, r in zip(keys, records, strict=True)]

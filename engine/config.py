@@ -68,22 +68,18 @@ class Settings:
         if self.online not in ("rocksdb", "redis"):
             problems.append(f"online: expected 'rocksdb' or 'redis', got {self.online!r}")
         if self.online == "redis" and not self.redis_url:
-            problems.append(
-                "redis_url: required when online is 'redis' (e.g. redis://127.0.0.1:6379/0)"
-            )
+            problems.append("redis_url: required when online is 'redis' (e.g. redis://127.0.0.1:6379/0)")
         if self.state_backup not in ("", "kafka"):
-            problems.append(
-                f"state_backup: expected '' (off) or 'kafka' (changelog topic), "
-                f"got {self.state_backup!r}"
-            )
+            problems.append(f"state_backup: expected '' (off) or 'kafka' (changelog topic), got {self.state_backup!r}")
         if self.max_in_flight < 1:
             problems.append(f"max_in_flight: expected >= 1, got {self.max_in_flight}")
         for name in ("header_timeout_ms", "body_timeout_ms", "max_header_bytes"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}: expected >= 1, got {getattr(self, name)}")
         if self.max_connections_per_client < 0:
-            problems.append(f"max_connections_per_client: expected >= 0 (0: no cap), "
-                            f"got {self.max_connections_per_client}")
+            problems.append(
+                f"max_connections_per_client: expected >= 0 (0: no cap), got {self.max_connections_per_client}"
+            )
         if self.catch_up_interval_ms < 1:
             problems.append(f"catch_up_interval_ms: expected >= 1, got {self.catch_up_interval_ms}")
         if problems:
@@ -110,19 +106,14 @@ class Settings:
 
 
 _FIELD_TYPES: dict[str, type] = {
-    f.name: (Path if "Path" in str(f.type) else int if "int" in str(f.type) else str)
-    for f in fields(Settings)
+    f.name: (Path if "Path" in str(f.type) else int if "int" in str(f.type) else str) for f in fields(Settings)
 }
 
 
 def _coerce(key: str, raw: Any, origin: str) -> Any:
     if key not in _FIELD_TYPES:
         close = difflib.get_close_matches(key, list(_FIELD_TYPES), n=1)
-        hint = (
-            f"did you mean '{close[0]}'?"
-            if close
-            else f"known keys: {', '.join(sorted(_FIELD_TYPES))}"
-        )
+        hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(sorted(_FIELD_TYPES))}"
         raise ConfigError(f"unknown setting '{key}' in {origin}", hint=hint)
     wanted = _FIELD_TYPES[key]
     if wanted is int:
@@ -131,15 +122,11 @@ def _coerce(key: str, raw: Any, origin: str) -> Any:
         try:
             return int(raw)
         except (TypeError, ValueError):
-            raise ConfigError(
-                f"setting '{key}' in {origin}: expected an integer, got {raw!r}"
-            ) from None
+            raise ConfigError(f"setting '{key}' in {origin}: expected an integer, got {raw!r}") from None
     if wanted is Path:
         return Path(str(raw))
     if not isinstance(raw, str | int | float):
-        raise ConfigError(
-            f"setting '{key}' in {origin}: expected a string, got {type(raw).__name__}"
-        )
+        raise ConfigError(f"setting '{key}' in {origin}: expected a string, got {type(raw).__name__}")
     return str(raw)
 
 

@@ -49,9 +49,15 @@ CHUNK_SIZE = 65_536
 DAY_MS = 86_400_000
 DEFAULT_START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 FIELDS: tuple[str, ...] = (
-    "transaction_id", "user_id", "merchant_id", "card_id",
-    "amount", "currency", "event_type", "ts",
-)  # fmt: skip
+    "transaction_id",
+    "user_id",
+    "merchant_id",
+    "card_id",
+    "amount",
+    "currency",
+    "event_type",
+    "ts",
+)
 EVENT_TYPES: tuple[str, ...] = ("PURCHASE", "REFUND", "LOGIN")
 _EVENT_TYPE_WEIGHTS = (0.80, 0.05, 0.15)
 CURRENCIES: tuple[str, ...] = ("USD", "EUR", "GBP")
@@ -107,9 +113,7 @@ def parse_start(text: str) -> int:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise ConfigError(
-            f"--start: expected an ISO 8601 time like 2026-01-01T00:00:00Z, got {text!r}"
-        ) from None
+        raise ConfigError(f"--start: expected an ISO 8601 time like 2026-01-01T00:00:00Z, got {text!r}") from None
     if moment.tzinfo is None:
         raise ConfigError(
             f"--start: {text!r} has no time zone offset",
@@ -145,9 +149,7 @@ class GeneratorConfig:
         if not math.isfinite(self.rate) or self.rate <= 0:
             raise ValueError(f"GeneratorConfig.rate: expected events/s > 0, got {self.rate}")
         if not 0.0 <= self.malformed_fraction <= 1.0:
-            raise ValueError(
-                f"GeneratorConfig.malformed_fraction: expected 0..1, got {self.malformed_fraction}"
-            )
+            raise ValueError(f"GeneratorConfig.malformed_fraction: expected 0..1, got {self.malformed_fraction}")
         for name in ("user_skew", "merchant_skew"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
@@ -216,9 +218,7 @@ class _Tables:
         users = [f"u{i:0{width}d}" for i in range(config.users)]
         self.user_ids = np.array(users, dtype=object)
         self.user_keys = np.array([u.encode() for u in users], dtype=object)
-        self.card_ids = np.array(
-            [[f"{u}-c{k}" for k in range(CARDS_PER_USER)] for u in users], dtype=object
-        )
+        self.card_ids = np.array([[f"{u}-c{k}" for k in range(CARDS_PER_USER)] for u in users], dtype=object)
         self.merchant_ids = np.array([f"m{i:0{mwidth}d}" for i in range(config.merchants)], dtype=object)
         self.user_cdf = _zipf_cdf(config.users, config.user_skew)
         self.merchant_cdf = _zipf_cdf(config.merchants, config.merchant_skew)
@@ -275,15 +275,27 @@ class EventGenerator:
         }
         records = [
             {
-                "transaction_id": t, "user_id": u, "merchant_id": m, "card_id": c,
-                "amount": a, "currency": cu, "event_type": e, "ts": s,
+                "transaction_id": t,
+                "user_id": u,
+                "merchant_id": m,
+                "card_id": c,
+                "amount": a,
+                "currency": cu,
+                "event_type": e,
+                "ts": s,
             }
             for t, u, m, c, a, cu, e, s in zip(
-                columns["transaction_id"], columns["user_id"], columns["merchant_id"],
-                columns["card_id"], amount.tolist(), columns["currency"],
-                columns["event_type"], ts.tolist(), strict=True,
+                columns["transaction_id"],
+                columns["user_id"],
+                columns["merchant_id"],
+                columns["card_id"],
+                amount.tolist(),
+                columns["currency"],
+                columns["event_type"],
+                ts.tolist(),
+                strict=True,
             )
-        ]  # fmt: skip
+        ]
         values = _dumps_each(records)
         for i in np.flatnonzero(broken).tolist():
             values[i] = _break(values[i], MALFORMED_KINDS[kind[i]], int(variant[i]))
@@ -448,9 +460,12 @@ def produce_live(
         while duration_s is None or second < duration_s:
             tick_started = time.time()
             live = dataclasses.replace(
-                config, events=per_second, seed=config.seed + second,
-                start_ms=int(tick_started * 1000), rate=float(per_second),
-            )  # fmt: skip
+                config,
+                events=per_second,
+                seed=config.seed + second,
+                start_ms=int(tick_started * 1000),
+                rate=float(per_second),
+            )
             malformed += sum(_produce_batch(producer, topic, batch) for batch in EventGenerator(live))
             produced += per_second
             second += 1
@@ -553,6 +568,8 @@ def write_parquet(config: GeneratorConfig, directory: Path) -> ParquetReport:
         pq.write_table(pa.concat_tables(by_day[d]), path, compression="zstd")
         files.append(path)
     return ParquetReport(
-        directory=directory, events=config.events, files=tuple(files),
+        directory=directory,
+        events=config.events,
+        files=tuple(files),
         seconds=time.perf_counter() - started,
-    )  # fmt: skip
+    )

@@ -120,8 +120,7 @@ class BrokerConfig:
                 raise ValueError(f"BrokerConfig.{name}: expected 1..65535, got {value}")
         if self.controller_port is not None and self.controller_port == self.port:
             raise ValueError(
-                f"BrokerConfig.controller_port: must differ from port {self.port}; "
-                "hint: leave it unset to use port + 1"
+                f"BrokerConfig.controller_port: must differ from port {self.port}; hint: leave it unset to use port + 1"
             )
         if self.controller_port is None and self.port == 65535:
             raise ValueError("BrokerConfig.port: 65535 leaves no room for the controller port (port + 1)")
@@ -198,23 +197,18 @@ class BrokerStatus:
 
     def describe(self) -> str:
         if self.running:
-            return (
-                f"Kafka is running at {self.bootstrap} (pid {self.pid}); "
-                f"data {self.data_dir}, log {self.log_file}"
-            )
+            return f"Kafka is running at {self.bootstrap} (pid {self.pid}); data {self.data_dir}, log {self.log_file}"
         if self.foreign:
             return (
-                f"Kafka is already running at {self.bootstrap}, started outside this data "
-                f"directory ({self.data_dir})"
+                f"Kafka is already running at {self.bootstrap}, started outside this data directory ({self.data_dir})"
             )
         if self.pid_alive:
             return (
                 f"Kafka process {self.pid} is alive but {self.bootstrap} does not answer metadata "
                 f"requests (starting or stuck; see {self.log_file})"
             )
-        return (
-            f"Kafka is not running at {self.bootstrap}; its data directory is {self.data_dir}"
-            + (f" ({self.detail})" if self.detail else "")
+        return f"Kafka is not running at {self.bootstrap}; its data directory is {self.data_dir}" + (
+            f" ({self.detail})" if self.detail else ""
         )
 
 
@@ -373,10 +367,16 @@ def ensure_kafka_libs(version: str = DEFAULT_VERSION, *, progress: Progress | No
         staging = version_dir / f"lib.partial-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         command = [
-            mvn, "-q", "-B", "-Dstyle.color=never", "-f", str(POM_FILE),
-            f"-Dkafka.version={version}", "dependency:copy-dependencies",
+            mvn,
+            "-q",
+            "-B",
+            "-Dstyle.color=never",
+            "-f",
+            str(POM_FILE),
+            f"-Dkafka.version={version}",
+            "dependency:copy-dependencies",
             f"-DoutputDirectory={staging}",
-        ]  # fmt: skip
+        ]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         jar = staging / f"kafka_2.13-{version}.jar"
         if result.returncode != 0 or not jar.is_file():
@@ -397,10 +397,12 @@ def _maven_error(output: str) -> str:
     """The lines of Maven's output that say what failed (colour codes and advice removed)."""
     lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in output.splitlines()]
     errors = [
-        line for line in lines
-        if line.startswith("[ERROR]") and len(line) > 8
+        line
+        for line in lines
+        if line.startswith("[ERROR]")
+        and len(line) > 8
         and not any(word in line for word in ("re-run Maven", "Re-run Maven", "[ERROR] [Help", "For more information"))
-    ]  # fmt: skip
+    ]
     return "\n".join(errors or [line for line in lines if line][-15:])
 
 
@@ -492,9 +494,16 @@ def _format_storage(config: BrokerConfig, lib_dir: Path) -> None:
         return
     shutil.rmtree(config.storage_dir, ignore_errors=True)
     command = _java_command(
-        config, lib_dir, "kafka.tools.StorageTool", "format", "--standalone",
-        "--cluster-id", _new_cluster_id(), "--config", str(config.properties_file),
-    )  # fmt: skip
+        config,
+        lib_dir,
+        "kafka.tools.StorageTool",
+        "format",
+        "--standalone",
+        "--cluster-id",
+        _new_cluster_id(),
+        "--config",
+        str(config.properties_file),
+    )
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise KafkaBrokerError(
@@ -536,8 +545,7 @@ def _wait_until_answers(
             config.pid_file.unlink(missing_ok=True)
             code = f" with exit code {exited}" if exited is not None else ""
             raise KafkaBrokerError(
-                f"Kafka (pid {pid}) exited during start-up{code}; log {config.log_file}\n"
-                + _log_tail(config),
+                f"Kafka (pid {pid}) exited during start-up{code}; log {config.log_file}\n" + _log_tail(config),
                 hint=f"read {config.log_file} and {config.jvm_out_file}",
             )
         if metadata_answers(config.bootstrap, timeout_s=2.0):
@@ -594,17 +602,24 @@ def _start_locked(config: BrokerConfig, timeout_s: float, progress: Progress | N
     _format_storage(config, lib_dir)
     heap = (f"-Xmx{config.heap}", f"-Xms{min(128, _heap_mb(config.heap))}m")
     command = _java_command(
-        config, lib_dir, "kafka.Kafka", str(config.properties_file),
+        config,
+        lib_dir,
+        "kafka.Kafka",
+        str(config.properties_file),
         jvm_options=(*heap, "-XX:+UseG1GC", "-XX:+ExitOnOutOfMemoryError"),
-    )  # fmt: skip
+    )
     if progress is not None:
         progress(f"starting Kafka {config.version} at {config.bootstrap} (data {config.root})")
     with config.jvm_out_file.open("ab") as out:
         # A new session: Ctrl-C in the terminal that ran `start` must not kill the broker.
         child = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            cwd=config.root, start_new_session=True,
-        )  # fmt: skip
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=config.root,
+            start_new_session=True,
+        )
     _CHILDREN[child.pid] = child
     config.pid_file.write_text(f"{child.pid}\n")
     try:
@@ -692,7 +707,9 @@ def ensure_broker(
             pid = _read_pid(config)
             ours = pid is not None and _is_our_broker(pid, config)
             return BrokerHandle(
-                config.bootstrap, started_by_us=False, pid=pid if ours else None,
+                config.bootstrap,
+                started_by_us=False,
+                pid=pid if ours else None,
                 log_file=config.log_file if ours else None,
-            )  # fmt: skip
+            )
         return _start_locked(config, timeout_s, progress)

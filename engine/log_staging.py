@@ -60,10 +60,7 @@ class StagedLogRows:
             return True
         if self.since is None:
             return False
-        return (
-            writer.buffered_rows + self.rows >= writer.max_rows
-            or time.monotonic() - self.since >= writer.max_age_s
-        )
+        return writer.buffered_rows + self.rows >= writer.max_rows or time.monotonic() - self.since >= writer.max_age_s
 
     def flush(self) -> None:
         """Append every staged piece to the writer as one batch of columns."""

@@ -89,15 +89,12 @@ def kafka_end_offsets(bootstrap: str, topic: str, timeout_s: float = 5.0) -> dic
     partitions = list_topic_partitions(bootstrap, topic, timeout_s)
     # log_level 0: a short-lived reader whose failures surface as exceptions (see above).
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "streamfeat-metrics", "enable.auto.commit": False,
-         "log_level": 0}
+        {"bootstrap.servers": bootstrap, "group.id": "streamfeat-metrics", "enable.auto.commit": False, "log_level": 0}
     )
     try:
         ends: dict[int, int] = {}
         for p in partitions:
-            _low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, p), timeout=timeout_s, cached=False
-            )
+            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s, cached=False)
             ends[p] = int(high)
         return ends
     finally:
@@ -305,9 +302,7 @@ class DecodeObserver:
 class ShardObserver:
     """Hook for a state shard: turn its applier's counters into metric increments."""
 
-    def __init__(
-        self, applier: ApplierLike, shard: int, path: Path, metrics: DataflowMetrics | None = None
-    ) -> None:
+    def __init__(self, applier: ApplierLike, shard: int, path: Path, metrics: DataflowMetrics | None = None) -> None:
         self.metrics = metrics or process_metrics()
         self.applier = applier
         self.metrics.add_shard(shard, path)

@@ -135,12 +135,15 @@ class Plan:
         for change in self.changes:
             label = change.kind.replace("_", " ")
             suffix = "  [needs backfill]" if change.needs_backfill else ""
-            lines.append(f"  {marks[change.action]} {label} {change.name}: {change.action}{suffix}"
-                         + self._version_note(change))
+            lines.append(
+                f"  {marks[change.action]} {label} {change.name}: {change.action}{suffix}" + self._version_note(change)
+            )
             lines.extend(f"      {d}" for d in change.details)
         counts = {a: sum(1 for c in self.changes if c.action == a) for a in marks}
-        lines.append(f"{counts['new']} new, {counts['changed']} changed, {counts['removed']} removed, "
-                     f"{len(self.unchanged)} unchanged; needs backfill: {', '.join(self.needs_backfill) or 'none'}")
+        lines.append(
+            f"{counts['new']} new, {counts['changed']} changed, {counts['removed']} removed, "
+            f"{len(self.unchanged)} unchanged; needs backfill: {', '.join(self.needs_backfill) or 'none'}"
+        )
         return "\n".join(lines)
 
 
@@ -199,23 +202,27 @@ def _list_diff(before: list[Any], after: list[Any], path: str) -> list[str] | No
     out += [f"{path}: + {_describe(new[k])}" for k in new if k not in old]
     for key in (k for k in new if k in old and old[k] != new[k]):
         changed = _diff(old[key], new[key], f"{path}[{key}]")
-        out += changed if all(isinstance(x, dict) for x in (old[key], new[key])) else [
-            f"{path}[{key}]: {_describe(old[key])} -> {_describe(new[key])}"
-        ]
+        out += (
+            changed
+            if all(isinstance(x, dict) for x in (old[key], new[key]))
+            else [f"{path}[{key}]: {_describe(old[key])} -> {_describe(new[key])}"]
+        )
     if not out:  # same elements, another order
         out.append(f"{path}: order {[k for k in old]} -> {[k for k in new]}")
     return out
 
 
-def compute_plan(repo: FeatureRepo, previous: AppliedPlan | None, *, shards: int | None = None,
-                 check_transforms: bool = True) -> Plan:
+def compute_plan(
+    repo: FeatureRepo, previous: AppliedPlan | None, *, shards: int | None = None, check_transforms: bool = True
+) -> Plan:
     """Diffs the repo against the previous applied plan (None: nothing applied yet)."""
     if shards is not None and (not isinstance(shards, int) or isinstance(shards, bool) or not 1 <= shards <= 4096):
         raise PlanError(f"shards: expected an integer from 1 to 4096, got {shards!r}", hint="use e.g. --shards 8")
     if previous is not None and shards is not None and shards != previous.shards:
         raise PlanError(
             f"the state has {previous.shards} shards (fixed at the first apply); {shards} were requested",
-            hint="shard placement depends on the count; start a fresh state directory and plan file to re-shard")
+            hint="shard placement depends on the count; start a fresh state directory and plan file to re-shard",
+        )
     if check_transforms:
         errors = []
         for odfv in repo.on_demand_views:
@@ -263,18 +270,25 @@ def load_applied_plan(path: str | Path) -> AppliedPlan | None:
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PlanError(f"plan file {file} cannot be read: {exc}",
-                        hint="restore it from version control or delete it to start over") from exc
+        raise PlanError(
+            f"plan file {file} cannot be read: {exc}", hint="restore it from version control or delete it to start over"
+        ) from exc
     if not isinstance(data, dict) or data.get("format_version") != PLAN_FORMAT_VERSION:
         got = data.get("format_version") if isinstance(data, dict) else type(data).__name__
-        raise PlanError(f"plan file {file}: expected format_version {PLAN_FORMAT_VERSION}, got {got!r}",
-                        hint="this plan file was written by another streamfeat version")
+        raise PlanError(
+            f"plan file {file}: expected format_version {PLAN_FORMAT_VERSION}, got {got!r}",
+            hint="this plan file was written by another streamfeat version",
+        )
     shards = data.get("shards")
     if not isinstance(shards, int) or shards < 1:
-        raise PlanError(f"plan file {file}: expected a positive integer 'shards', got {shards!r}",
-                        hint="restore the plan file; the shard count must match the existing state")
-    entries = {kind: data.get(key) or {} for kind, key in
-               (("view", "views"), ("on_demand_view", "on_demand_views"), ("service", "services"))}
+        raise PlanError(
+            f"plan file {file}: expected a positive integer 'shards', got {shards!r}",
+            hint="restore the plan file; the shard count must match the existing state",
+        )
+    entries = {
+        kind: data.get(key) or {}
+        for kind, key in (("view", "views"), ("on_demand_view", "on_demand_views"), ("service", "services"))
+    }
     return AppliedPlan(shards=shards, entries=entries, applied_at=str(data.get("applied_at", "")))
 
 
@@ -286,8 +300,7 @@ class AppliedView(Protocol):
 
 
 MISMATCH_HINT = (
-    "run `streamfeat plan` to review and `streamfeat apply` to record the change "
-    "(and backfill changed views)"
+    "run `streamfeat plan` to review and `streamfeat apply` to record the change (and backfill changed views)"
 )
 
 
@@ -303,19 +316,19 @@ def load_applied(path: str | Path, views: Iterable[AppliedView]) -> AppliedPlan:
         raise PlanMismatchError(f"no applied plan at {path}", hint="run `streamfeat apply` first")
     problems = plan.mismatches(views)
     if problems:
-        raise PlanMismatchError(
-            "the repo does not match the applied plan: " + "; ".join(problems), hint=MISMATCH_HINT
-        )
+        raise PlanMismatchError("the repo does not match the applied plan: " + "; ".join(problems), hint=MISMATCH_HINT)
     return plan
 
 
-def apply_plan(repo: FeatureRepo, plan_file: str | Path | None = None, *, shards: int | None = None,
-               check_transforms: bool = True) -> tuple[Plan, AppliedPlan]:
+def apply_plan(
+    repo: FeatureRepo, plan_file: str | Path | None = None, *, shards: int | None = None, check_transforms: bool = True
+) -> tuple[Plan, AppliedPlan]:
     """Computes the plan against the plan file and writes the new plan file atomically."""
     file = Path(plan_file) if plan_file is not None else DEFAULT_PLAN_FILE
     plan = compute_plan(repo, load_applied_plan(file), shards=shards, check_transforms=check_transforms)
-    applied = AppliedPlan(shards=plan.shards, entries=plan.entries,
-                          applied_at=datetime.now(UTC).isoformat(timespec="seconds"))
+    applied = AppliedPlan(
+        shards=plan.shards, entries=plan.entries, applied_at=datetime.now(UTC).isoformat(timespec="seconds")
+    )
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.with_name(file.name + ".tmp")
     tmp.write_text(json.dumps(applied.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")

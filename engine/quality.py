@@ -54,8 +54,7 @@ class QualityConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.interval, timedelta) or self.interval < timedelta(seconds=1):
             raise QualityError(
-                f"QualityConfig: field 'interval': expected a timedelta of at least 1 s, "
-                f"got {self.interval!r}",
+                f"QualityConfig: field 'interval': expected a timedelta of at least 1 s, got {self.interval!r}",
                 hint="use timedelta(hours=1) for hourly statistics",
             )
         if not isinstance(self.baseline, timedelta) or self.baseline < self.interval:
@@ -68,8 +67,7 @@ class QualityConfig:
             raise QualityError(f"QualityConfig: field 'sigmas': expected > 0, got {self.sigmas}")
         if self.min_baseline_points < 2:
             raise QualityError(
-                f"QualityConfig: field 'min_baseline_points': expected >= 2, "
-                f"got {self.min_baseline_points}",
+                f"QualityConfig: field 'min_baseline_points': expected >= 2, got {self.min_baseline_points}",
                 hint="a standard deviation needs at least two baseline intervals",
             )
 

@@ -89,9 +89,13 @@ def sweep_view(
                 if len(tiles) < 2 or tiles[1] >= first_kept:
                     continue  # at most the compacted partial is expired: nothing to fold
                 _, kept_tiles, kept, blobs = fold_expired(
-                    compact_into, np.zeros(len(tiles), dtype=np.int64), tiles, partials,
-                    tiles < first_kept, decode_sketches(value, len(compact_into.sketch_slots)),
-                )  # fmt: skip
+                    compact_into,
+                    np.zeros(len(tiles), dtype=np.int64),
+                    tiles,
+                    partials,
+                    tiles < first_kept,
+                    decode_sketches(value, len(compact_into.sketch_slots)),
+                )
                 txn.put(key, encode_tiles(np.ascontiguousarray(kept_tiles), np.ascontiguousarray(kept), max_ts, blobs))
                 trimmed += 1
                 continue
@@ -100,9 +104,7 @@ def sweep_view(
             sketches = decode_sketches(value, section_slots(value))[len(tiles) - len(kept_tiles) :]
             txn.put(
                 key,
-                encode_tiles(
-                    np.ascontiguousarray(kept_tiles), np.ascontiguousarray(kept), max_ts, sketches
-                ),
+                encode_tiles(np.ascontiguousarray(kept_tiles), np.ascontiguousarray(kept), max_ts, sketches),
             )
             trimmed += 1
     txn.commit()
@@ -132,9 +134,14 @@ class RetentionSweeper:
             return None
         fingerprint, retention_ms, interval_ms, compact_into = self.views[self._turn % len(self.views)]
         result = sweep_view(
-            self.partition, fingerprint, retention_ms, interval_ms, compact_into=compact_into,
-            start_after=self._cursors.get(fingerprint), limit=self.limit,
-        )  # fmt: skip
+            self.partition,
+            fingerprint,
+            retention_ms,
+            interval_ms,
+            compact_into=compact_into,
+            start_after=self._cursors.get(fingerprint),
+            limit=self.limit,
+        )
         self._cursors[fingerprint] = result.next_key
         if result.next_key is None:
             self._turn += 1

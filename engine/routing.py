@@ -134,9 +134,7 @@ def factorize_entity_keys(
         # Distinct values with the same text (7 and "7" in one object column) are one
         # entity: factorize again on the key bytes themselves.
         by_key: dict[bytes, int] = {}
-        remap = np.fromiter(
-            (by_key.setdefault(k, len(by_key)) for k in keys), dtype=np.int64, count=len(keys)
-        )
+        remap = np.fromiter((by_key.setdefault(k, len(by_key)) for k in keys), dtype=np.int64, count=len(keys))
         return list(by_key), remap[codes]
     return keys, codes
 
@@ -200,7 +198,9 @@ def compose_entity_keys(
     return joined, inverse.astype(np.int64, copy=False).reshape(-1)
 
 
-def factorize_join_columns(views: Sequence[RoutableView], batch: DecodedBatch) -> dict[str, tuple[list[bytes], Int64Array]]:
+def factorize_join_columns(
+    views: Sequence[RoutableView], batch: DecodedBatch
+) -> dict[str, tuple[list[bytes], Int64Array]]:
     """Every join-key column the views name, factorized once for the whole batch (views
     sharing a join key, and multi-key views composing theirs, reuse it)."""
     names = dict.fromkeys(k for view in views for k in view.join_keys if k in batch.columns)
@@ -244,22 +244,14 @@ def _view_rows(
         out: Any = np.asarray(array, dtype=dtype)
         return out if idx is None else out[idx]
 
-    given = (
-        factorized.get(view.join_keys[0])
-        if factorized is not None and len(view.join_keys) == 1
-        else None
-    )
+    given = factorized.get(view.join_keys[0]) if factorized is not None and len(view.join_keys) == 1 else None
     # With caller-factorized keys the per-row join values are not materialized: the
     # key text of row i is keys[codes[i]] (only multi-key views need join_values: the
     # Parquet log writes each of their join keys as its own column).
-    join_values = (
-        {} if given is not None and not shared else {k: pick(columns[k], object) for k in view.join_keys}
-    )
+    join_values = {} if given is not None and not shared else {k: pick(columns[k], object) for k in view.join_keys}
     composed = None
     if factorized is not None and len(view.join_keys) > 1 and all(k in factorized for k in view.join_keys):
-        composed = compose_entity_keys(
-            [(factorized[k][0], pick(factorized[k][1], np.int64)) for k in view.join_keys]
-        )
+        composed = compose_entity_keys([(factorized[k][0], pick(factorized[k][1], np.int64)) for k in view.join_keys])
     if view.columns:
         types = view.column_types
         values = np.empty((rows, len(view.columns)), dtype=np.float64)
@@ -269,8 +261,7 @@ def _view_rows(
     else:
         values = np.empty((rows, 0), dtype=np.float64)
     raw_values = {
-        c: np.asarray(columns[c]) if idx is None else np.asarray(columns[c])[idx]
-        for c in sketch_columns(view)
+        c: np.asarray(columns[c]) if idx is None else np.asarray(columns[c])[idx] for c in sketch_columns(view)
     }
     if given is not None:
         keys, codes = given[0], pick(given[1], np.int64)
@@ -304,9 +295,7 @@ def sketch_columns(view: RoutableView) -> tuple[str, ...]:
     return found
 
 
-def split_by_shard(
-    rows: ViewRows, fingerprint: bytes, shards: int
-) -> list[tuple[int, ViewRows]]:
+def split_by_shard(rows: ViewRows, fingerprint: bytes, shards: int) -> list[tuple[int, ViewRows]]:
     """``(shard, rows of that shard)`` for every shard owning some of ``rows``.
 
     Each part's key list holds exactly the keys of its rows; rows keep their order.

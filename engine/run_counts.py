@@ -59,9 +59,7 @@ class RunCounts:
         return ", ".join(f"{view} {n:,}" for view, n in sorted(self.applied.items())) or "nothing"
 
     def mostly_dead(self) -> bool:
-        return self.read >= DEAD_LETTER_ALARM_MIN_RECORDS and (
-            self.dead_total >= DEAD_LETTER_ALARM_SHARE * self.read
-        )
+        return self.read >= DEAD_LETTER_ALARM_MIN_RECORDS and (self.dead_total >= DEAD_LETTER_ALARM_SHARE * self.read)
 
 
 def read_counts(topic: str, metrics: DataflowMetrics | None = None) -> RunCounts:
@@ -97,10 +95,16 @@ def merged_counts(parts: Sequence[RunCounts]) -> RunCounts:
 def write_counts(path: Path, counts: RunCounts) -> None:
     """Replace ``path`` atomically with ``counts`` as JSON."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(orjson.dumps({
-        "read": counts.read, "dead_letters": dict(counts.dead_letters), "applied": dict(counts.applied),
-        "next_offsets": {str(p): n for p, n in counts.next_offsets.items()},
-    }))  # fmt: skip
+    tmp.write_bytes(
+        orjson.dumps(
+            {
+                "read": counts.read,
+                "dead_letters": dict(counts.dead_letters),
+                "applied": dict(counts.applied),
+                "next_offsets": {str(p): n for p, n in counts.next_offsets.items()},
+            }
+        )
+    )
     os.replace(tmp, path)
 
 
@@ -111,9 +115,11 @@ def read_counts_file(path: Path) -> RunCounts | None:
     except FileNotFoundError:
         return None
     return RunCounts(
-        int(data["read"]), dict(data["dead_letters"]), dict(data["applied"]),
+        int(data["read"]),
+        dict(data["dead_letters"]),
+        dict(data["applied"]),
         {int(p): int(n) for p, n in data["next_offsets"].items()},
-    )  # fmt: skip
+    )
 
 
 def publish_counts(path: Path, topic: str, interval_s: float = 0.5) -> None:

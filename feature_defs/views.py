@@ -19,7 +19,9 @@ user_spend = StreamFeatureView(
         *(Aggregation(column="amount", function=fn, window=w) for w in _WINDOWS for fn in ("sum", "count", "mean")),
         Aggregation(column="amount", function="max", window=timedelta(hours=1)),
         Aggregation(column="amount", function="stddev", window=timedelta(days=1)),
-        Aggregation(column="amount", function="time_since_last", window=timedelta(days=1), name="ms_since_last_purchase"),
+        Aggregation(
+            column="amount", function="time_since_last", window=timedelta(days=1), name="ms_since_last_purchase"
+        ),
     ],
     description="Purchase spend of each user over 15 minutes, 1 hour and 1 day.",
     tags={"team": "risk"},
@@ -53,7 +55,9 @@ user_merchant_spend = StreamFeatureView(
     aggregations=[
         Aggregation(column="amount", function="count", window=timedelta(days=1), name="pair_txn_count_1d"),
         Aggregation(column="amount", function="sum", window=timedelta(days=1), name="pair_amount_sum_1d"),
-        Aggregation(column="amount", function="time_since_last", window=timedelta(days=1), name="pair_ms_since_last_1d"),
+        Aggregation(
+            column="amount", function="time_since_last", window=timedelta(days=1), name="pair_ms_since_last_1d"
+        ),
         Aggregation(column="amount", function="first_seen", window=timedelta(days=1), name="pair_first_seen_1d"),
     ],
     description="Purchases of each user at each merchant.",

@@ -48,13 +48,20 @@ def split_request(registry: Registry, request: FeatureRequest) -> list[tuple[Fea
     for name in dict.fromkeys(answered):
         rows = [i for i, chosen in enumerate(answered) if chosen == name]
         row_times = tuple(request.row_times[i] for i in rows) if request.row_times is not None else None
-        groups.append((replace(
-            request, service=registry.service(name), n_rows=len(rows),
-            t_ms=max(row_times) if row_times is not None else request.t_ms,
-            entities={k: [v[i] for i in rows] for k, v in request.entities.items()},
-            request_data={k: [v[i] for i in rows] for k, v in request.request_data.items()},
-            row_times=row_times,
-        ), rows))
+        groups.append(
+            (
+                replace(
+                    request,
+                    service=registry.service(name),
+                    n_rows=len(rows),
+                    t_ms=max(row_times) if row_times is not None else request.t_ms,
+                    entities={k: [v[i] for i in rows] for k, v in request.entities.items()},
+                    request_data={k: [v[i] for i in rows] for k, v in request.request_data.items()},
+                    row_times=row_times,
+                ),
+                rows,
+            )
+        )
     return groups
 
 

@@ -114,9 +114,16 @@ def create_app(
         app.include_router(push.build_router(pusher))
     # Added last = outermost: shed before spending anything on a request, then check its key.
     if settings.api_keys_file:
-        app.add_middleware(ApiKeyMiddleware, keys=load_api_keys(settings.path(Path(settings.api_keys_file))),
-                           max_request_bytes=settings.max_request_bytes)
+        app.add_middleware(
+            ApiKeyMiddleware,
+            keys=load_api_keys(settings.path(Path(settings.api_keys_file))),
+            max_request_bytes=settings.max_request_bytes,
+        )
     app.state.shedding = SheddingStats()
-    app.add_middleware(SheddingMiddleware, max_in_flight=settings.max_in_flight, stats=app.state.shedding,
-                       max_request_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        SheddingMiddleware,
+        max_in_flight=settings.max_in_flight,
+        stats=app.state.shedding,
+        max_request_bytes=settings.max_request_bytes,
+    )
     return app

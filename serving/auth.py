@@ -109,8 +109,7 @@ class ApiKey:
             )
         if not isinstance(self.digest, bytes) or len(self.digest) != 32:
             raise ApiKeyFileError(
-                f"API key '{self.name}': field 'digest': expected 32 bytes (SHA-256), "
-                f"got {type(self.digest).__name__}",
+                f"API key '{self.name}': field 'digest': expected 32 bytes (SHA-256), got {type(self.digest).__name__}",
             )
         if not all(isinstance(s, str) and s for s in self.services) or not (self.services or self.scopes):
             raise ApiKeyFileError(
@@ -146,8 +145,7 @@ class ApiKeys:
         seen: set[str] = set()
         for key in self.keys:
             if key.name in seen:
-                raise ApiKeyFileError(f"API keys: name '{key.name}' appears twice",
-                                      hint="give every key its own name")
+                raise ApiKeyFileError(f"API keys: name '{key.name}' appears twice", hint="give every key its own name")
             seen.add(key.name)
 
     def identify(self, presented: str) -> ApiKey | None:
@@ -165,21 +163,27 @@ def _entry(i: int, raw: Any, origin: str) -> ApiKey:
         raise ApiKeyFileError(f"{origin}: keys[{i}]: expected a mapping, got {type(raw).__name__}")
     unknown = set(raw) - {"name", "sha256", "key", "services", "scopes"}
     if unknown:
-        raise ApiKeyFileError(f"{origin}: keys[{i}]: unknown fields {sorted(unknown)}",
-                              hint="allowed fields: name, sha256 or key, services, scopes")
+        raise ApiKeyFileError(
+            f"{origin}: keys[{i}]: unknown fields {sorted(unknown)}",
+            hint="allowed fields: name, sha256 or key, services, scopes",
+        )
     name = raw.get("name")
     if not isinstance(name, str) or not name:
-        raise ApiKeyFileError(f"{origin}: keys[{i}]: field 'name': expected a non-empty string, got {name!r}",
-                              hint="name each key (e.g. the calling application) so logs can say who called")
+        raise ApiKeyFileError(
+            f"{origin}: keys[{i}]: field 'name': expected a non-empty string, got {name!r}",
+            hint="name each key (e.g. the calling application) so logs can say who called",
+        )
     if ("sha256" in raw) == ("key" in raw):
-        raise ApiKeyFileError(f"{origin}: keys[{i}] ({name!r}): expected exactly one of 'sha256' or 'key'",
-                              hint="prefer sha256: the hex SHA-256 of the key, so the file holds no secret")
+        raise ApiKeyFileError(
+            f"{origin}: keys[{i}] ({name!r}): expected exactly one of 'sha256' or 'key'",
+            hint="prefer sha256: the hex SHA-256 of the key, so the file holds no secret",
+        )
     if "sha256" in raw:
         hexdigest = raw["sha256"]
         if not isinstance(hexdigest, str) or not _SHA256_HEX.match(hexdigest.lower()):
             raise ApiKeyFileError(
                 f"{origin}: keys[{i}] ({name!r}): field 'sha256': expected 64 hex digits",
-                hint="compute it with: printf %s \"$KEY\" | sha256sum",
+                hint='compute it with: printf %s "$KEY" | sha256sum',
             )
         digest = bytes.fromhex(hexdigest)
     else:
@@ -192,12 +196,16 @@ def _entry(i: int, raw: Any, origin: str) -> ApiKey:
         digest = hash_key(plain)
     services = raw.get("services")
     if not isinstance(services, list):
-        raise ApiKeyFileError(f"{origin}: keys[{i}] ({name!r}): field 'services': expected a list, "
-                              f"got {type(services).__name__}", hint='e.g. services: ["fraud_scoring"]')
+        raise ApiKeyFileError(
+            f"{origin}: keys[{i}] ({name!r}): field 'services': expected a list, got {type(services).__name__}",
+            hint='e.g. services: ["fraud_scoring"]',
+        )
     scopes = raw.get("scopes", [])
     if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
-        raise ApiKeyFileError(f"{origin}: keys[{i}] ({name!r}): field 'scopes': expected a list of strings, "
-                              f"got {scopes!r}", hint=f"e.g. scopes: [{OPS_READ}]")
+        raise ApiKeyFileError(
+            f"{origin}: keys[{i}] ({name!r}): field 'scopes': expected a list of strings, got {scopes!r}",
+            hint=f"e.g. scopes: [{OPS_READ}]",
+        )
     return ApiKey(name=name, digest=digest, services=frozenset(services), scopes=frozenset(scopes))
 
 
@@ -217,16 +225,21 @@ def load_api_keys(path: Path) -> ApiKeys:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ApiKeyFileError(f"API key file {origin}: cannot be read ({exc.strerror})",
-                              hint="check the api_keys_file setting / STREAMFEAT_API_KEYS_FILE") from None
+        raise ApiKeyFileError(
+            f"API key file {origin}: cannot be read ({exc.strerror})",
+            hint="check the api_keys_file setting / STREAMFEAT_API_KEYS_FILE",
+        ) from None
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
-        raise ApiKeyFileError(f"API key file {origin}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
-                              f"{type(exc).__name__}") from None
+        raise ApiKeyFileError(
+            f"API key file {origin}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {type(exc).__name__}"
+        ) from None
     if not isinstance(data, Mapping) or not isinstance(data.get("keys"), list):
-        raise ApiKeyFileError(f"API key file {origin}: expected a mapping with a list under 'keys'",
-                              hint="see docs/security.md for the format")
+        raise ApiKeyFileError(
+            f"API key file {origin}: expected a mapping with a list under 'keys'",
+            hint="see docs/security.md for the format",
+        )
     return ApiKeys(tuple(_entry(i, raw, origin) for i, raw in enumerate(data["keys"])))
 
 
@@ -258,26 +271,39 @@ class ApiKeyMiddleware:
         if key is None:
             why = "no API key" if token is None else "unknown API key"
             log.warning("refused %s %s: %s", scope.get("method", "?"), scope["path"], why)
-            await self._answer(Unauthorized(f"{why}: this server requires an API key",
-                                            hint="send the header 'Authorization: Bearer <key>'"),
-                               send, scope["path"])
+            await self._answer(
+                Unauthorized(
+                    f"{why}: this server requires an API key", hint="send the header 'Authorization: Bearer <key>'"
+                ),
+                send,
+                scope["path"],
+            )
             return
         path: str = scope["path"]
         if is_ops_path(path) and not key.reads_ops:
             log.warning("refused key '%s' for operations route %s", key.name, path)
-            await self._answer(Forbidden(f"API key '{key.name}' may not read operations route {path}",
-                                         hint=f"ask for a key with scopes: [{OPS_READ}]"), send)
+            await self._answer(
+                Forbidden(
+                    f"API key '{key.name}' may not read operations route {path}",
+                    hint=f"ask for a key with scopes: [{OPS_READ}]",
+                ),
+                send,
+            )
             return
         service: str | None = None
         if path.startswith(_FEATURES_PREFIX):
-            service = path[len(_FEATURES_PREFIX):]
+            service = path[len(_FEATURES_PREFIX) :]
         elif path.startswith(_SERVICE_PREFIX):
-            service = path[len(_SERVICE_PREFIX):]
+            service = path[len(_SERVICE_PREFIX) :]
         elif path.startswith(_PUSH_PREFIX) and ALL_SERVICES not in key.services:
             # A push writes to a topic: only a key allowed every service may.
             log.warning("refused key '%s' for push", key.name)
-            await self._answer(Forbidden(f"API key '{key.name}' may not push events",
-                                         hint="push with a key allowed every service ('*')"), send)
+            await self._answer(
+                Forbidden(
+                    f"API key '{key.name}' may not push events", hint="push with a key allowed every service ('*')"
+                ),
+                send,
+            )
             return
         elif path == _FEAST_PATH and ALL_SERVICES not in key.services:
             # The service is named in the body: read it here (bounded), check, then replay it.
@@ -293,15 +319,25 @@ class ApiKeyMiddleware:
             if service is None and self._feast_refs(body):
                 # "view:feature" references can name any view: only an all-services key may send them.
                 log.warning("refused key '%s' for feature references", key.name)
-                await self._answer(Forbidden(
-                    f"API key '{key.name}' may read its feature services only, not \"view:feature\" references",
-                    hint="name a feature_service the key allows, or use a key allowed every service ('*')"),
-                    send, path)
+                await self._answer(
+                    Forbidden(
+                        f"API key '{key.name}' may read its feature services only, not \"view:feature\" references",
+                        hint="name a feature_service the key allows, or use a key allowed every service ('*')",
+                    ),
+                    send,
+                    path,
+                )
                 return
         if service is not None and not key.allows(service):
             log.warning("refused key '%s' for service '%s'", key.name, service)
-            await self._answer(Forbidden(f"API key '{key.name}' may not read feature service '{service}'",
-                                         hint="ask for a key whose services include it"), send, path)
+            await self._answer(
+                Forbidden(
+                    f"API key '{key.name}' may not read feature service '{service}'",
+                    hint="ask for a key whose services include it",
+                ),
+                send,
+                path,
+            )
             return
         scope[SCOPE_KEY] = key
         await self.app(scope, receive, send)
@@ -327,8 +363,9 @@ class ApiKeyMiddleware:
     @staticmethod
     async def _answer(error: ServingError, send: Send, path: str = "") -> None:
         # Feast's client parses only its own error shape: answer its route in that shape.
-        response = (feast_error_response(error) if path == _FEAST_PATH
-                    else json_response(error.to_dict(), error.status_code))
+        response = (
+            feast_error_response(error) if path == _FEAST_PATH else json_response(error.to_dict(), error.status_code)
+        )
         if error.status_code == 401:
             response.headers["www-authenticate"] = "Bearer"
         await response({"type": "http"}, empty_receive, send)

@@ -115,6 +115,7 @@ class AsyncFeatureClient(ClientBase):
     async def __aenter__(self) -> AsyncFeatureClient:
         return self
 
-    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.aclose()

@@ -29,8 +29,10 @@ class CacheConfig:
             raise ValueError(f"CacheConfig.max_entries: expected an integer >= 1, got {self.max_entries!r}")
         for name, ttl in {"default_ttl_s": self.default_ttl_s, **self.view_ttl_s}.items():
             if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
-                raise ValueError(f"CacheConfig TTL of {name!r}: expected seconds > 0, got {ttl!r}; "
-                                 "leave the cache off (cache=None) to disable it")
+                raise ValueError(
+                    f"CacheConfig TTL of {name!r}: expected seconds > 0, got {ttl!r}; "
+                    "leave the cache off (cache=None) to disable it"
+                )
 
     def ttl_for(self, views: list[str]) -> float:
         """The row TTL of a service reading ``views``: the shortest of their TTLs."""

@@ -60,8 +60,11 @@ def error_from(response: httpx.Response) -> ServingError:
     if response.status_code == 500 and detail.get("code") == TransformError.code:
         error = TransformError(message, transform=str(detail.get("transform", "?")), hint=hint)
     elif detail.get("code") == InvalidRecords.code:
-        error = InvalidRecords(str(detail.get("source", "?")), int(detail.get("accepted", 0)),
-                               list(detail.get("rejected") or [{"index": "?", "reason": "?", "detail": message}]))
+        error = InvalidRecords(
+            str(detail.get("source", "?")),
+            int(detail.get("accepted", 0)),
+            list(detail.get("rejected") or [{"index": "?", "reason": "?", "detail": message}]),
+        )
     elif detail.get("code") == PushUnavailable.code:
         error = PushUnavailable(message, hint=hint)
     elif response.status_code == 503 and "reason" in detail:
@@ -80,8 +83,9 @@ def answer_of(response: httpx.Response) -> Any:
 
 
 def transport_error(method: str, url: str, exc: httpx.HTTPError) -> ClientTransportError:
-    return ClientTransportError(f"{method} {url}: {type(exc).__name__}: {exc}",
-                                hint="is `streamfeat serve` running at that address?")
+    return ClientTransportError(
+        f"{method} {url}: {type(exc).__name__}: {exc}", hint="is `streamfeat serve` running at that address?"
+    )
 
 
 def vectors_body(
@@ -102,7 +106,8 @@ def vectors_body(
 
 
 def one_row_args(
-    join_keys: Mapping[str, str | int], request_data: Mapping[str, Any] | None,
+    join_keys: Mapping[str, str | int],
+    request_data: Mapping[str, Any] | None,
 ) -> tuple[dict[str, list[str | int]], dict[str, list[Any]] | None]:
     """A single entity's keys and request data as the columns of a one-row request."""
     return {k: [v] for k, v in join_keys.items()}, ({k: [v] for k, v in request_data.items()} if request_data else None)
@@ -129,14 +134,24 @@ class ClientPolicy:
         values = self.fallbacks[service]
         n = len(next(iter(entities.values()), []))
         rows = [{**{k: v[i] for k, v in entities.items()}, **values} for i in range(n)]
-        return {"service": service, "as_of": None, "features": rows,
-                "metadata": {"statuses": [dict.fromkeys(values, DEFAULTED) for _ in range(n)],
-                             "fallback": f"{type(exc).__name__}: {exc}"}}
+        return {
+            "service": service,
+            "as_of": None,
+            "features": rows,
+            "metadata": {
+                "statuses": [dict.fromkeys(values, DEFAULTED) for _ in range(n)],
+                "fallback": f"{type(exc).__name__}: {exc}",
+            },
+        }
 
     # ---- cache -------------------------------------------------------------
 
     def cache_key(
-        self, service: str, join_keys: Mapping[str, str | int], request_data: Mapping[str, Any] | None, as_of: AsOf,
+        self,
+        service: str,
+        join_keys: Mapping[str, str | int],
+        request_data: Mapping[str, Any] | None,
+        as_of: AsOf,
     ) -> Hashable | None:
         """The cache key of a one-entity call, or None when it must not be cached (``as_of`` given,
         no cache, an unhashable request value)."""
@@ -173,8 +188,13 @@ class ClientPolicy:
 class ClientBase:
     """The state both clients hold: base URL, headers, policy; their counters as properties."""
 
-    def __init__(self, url: str, api_key: str | None, cache: CacheConfig | None,
-                 fallbacks: Mapping[str, Mapping[str, Any]] | None) -> None:
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None,
+        cache: CacheConfig | None,
+        fallbacks: Mapping[str, Mapping[str, Any]] | None,
+    ) -> None:
         self.url = url.rstrip("/")
         self.headers = {"content-type": "application/json"}
         if api_key is not None:

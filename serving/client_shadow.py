@@ -49,8 +49,10 @@ class ShadowConfig:
             raise ValueError(f"ShadowConfig.baseline_url: expected an http(s) URL, got {self.baseline_url!r}")
         rate = self.sample_rate
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 1:
-            raise ValueError(f"ShadowConfig.sample_rate: expected a share in (0, 1], got {rate!r}; "
-                             "leave shadow=None to turn shadowing off")
+            raise ValueError(
+                f"ShadowConfig.sample_rate: expected a share in (0, 1], got {rate!r}; "
+                "leave shadow=None to turn shadowing off"
+            )
         if isinstance(self.max_queue, bool) or not isinstance(self.max_queue, int) or self.max_queue < 1:
             raise ValueError(f"ShadowConfig.max_queue: expected an integer >= 1, got {self.max_queue!r}")
         if isinstance(self.timeout_s, bool) or not isinstance(self.timeout_s, int | float) or not self.timeout_s > 0:
@@ -79,24 +81,39 @@ class LiveShadow:
         self.stats = ShadowStats()
         self._random = random.Random(config.seed)
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=config.max_queue)
-        self._runner = ShadowRunner(config.baseline_url, streamfeat_url, mapping=config.mapping,
-                                    tolerance=config.tolerance, timeout_s=config.timeout_s)
+        self._runner = ShadowRunner(
+            config.baseline_url,
+            streamfeat_url,
+            mapping=config.mapping,
+            tolerance=config.tolerance,
+            timeout_s=config.timeout_s,
+        )
         self._log_path = Path(config.log_path)
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         self._queued = 0
         self._thread = threading.Thread(target=self._work, name="streamfeat-shadow", daemon=True)
         self._thread.start()
 
-    def offer(self, service: str, entities: Mapping[str, Sequence[Any]],
-              request_data: Mapping[str, Sequence[Any]] | None, as_of: Any) -> None:
+    def offer(
+        self,
+        service: str,
+        entities: Mapping[str, Sequence[Any]],
+        request_data: Mapping[str, Sequence[Any]] | None,
+        as_of: Any,
+    ) -> None:
         """Maybe queue this answered request; never blocks, never raises."""
         if self._random.random() >= self.config.sample_rate:
             return
         self.stats.sampled += 1
         times = as_of if isinstance(as_of, list) else [as_of]
         # One as_of per request: a request answered at several times is compared at its first.
-        item = (self.stats.sampled - 1, service, dict(entities), dict(request_data or {}),
-                times[0] if times and isinstance(times[0], int) else None)
+        item = (
+            self.stats.sampled - 1,
+            service,
+            dict(entities),
+            dict(request_data or {}),
+            times[0] if times and isinstance(times[0], int) else None,
+        )
         try:
             self._queue.put_nowait(item)
         except queue.Full:

@@ -71,11 +71,14 @@ def check_declared_length(declared: bytes | None, limit: int) -> None:
     try:
         size = int(declared)
     except ValueError:
-        raise MalformedRequest(f"header 'Content-Length': expected an integer, got {declared.decode('latin-1')!r}",
-                               hint="send the body's length in bytes") from None
+        raise MalformedRequest(
+            f"header 'Content-Length': expected an integer, got {declared.decode('latin-1')!r}",
+            hint="send the body's length in bytes",
+        ) from None
     if size > limit:
-        raise PayloadTooLarge(f"request body: {size} bytes declared, at most {limit} accepted",
-                              hint="send fewer entities per request")
+        raise PayloadTooLarge(
+            f"request body: {size} bytes declared, at most {limit} accepted", hint="send fewer entities per request"
+        )
 
 
 async def read_asgi_body(scope: Scope, receive: Receive, limit: int) -> bytes:
@@ -91,8 +94,10 @@ async def read_asgi_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             content_type = value
     if content_type is None or not _is_json(content_type):
         got = "no Content-Type" if content_type is None else repr(content_type.decode("latin-1"))
-        raise UnsupportedMediaType(f"header 'Content-Type': expected application/json, got {got}",
-                                   hint="send the header 'Content-Type: application/json'")
+        raise UnsupportedMediaType(
+            f"header 'Content-Type': expected application/json, got {got}",
+            hint="send the header 'Content-Type: application/json'",
+        )
     check_declared_length(declared, limit)
     return await receive_body(receive, limit)
 
@@ -117,8 +122,10 @@ async def _receive_chunks(message: Message, receive: Receive, limit: int) -> byt
             chunk: bytes = message.get("body", b"")
             total += len(chunk)
             if total > limit:
-                raise PayloadTooLarge(f"request body: more than {limit} bytes, at most {limit} accepted",
-                                      hint="send fewer entities per request")
+                raise PayloadTooLarge(
+                    f"request body: more than {limit} bytes, at most {limit} accepted",
+                    hint="send fewer entities per request",
+                )
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
@@ -141,7 +148,9 @@ def replay_body(body: bytes, receive: Receive) -> Receive:
 
 
 async def observed(
-    state: ServingState, route: str, handle: Callable[[ServingState, Labels], Awaitable[Response]],
+    state: ServingState,
+    route: str,
+    handle: Callable[[ServingState, Labels], Awaitable[Response]],
 ) -> Response:
     """Run a feature route: time it, count its status, turn surprises into a ServerError.
 
@@ -162,7 +171,9 @@ async def observed(
     except Exception as exc:
         status = 500
         log.exception("unexpected error on %s", route)
-        raise ServerError(f"unexpected error: {type(exc).__name__}: {exc}",
-                          hint="this is a bug in streamfeat serving; see the server log") from exc
+        raise ServerError(
+            f"unexpected error: {type(exc).__name__}: {exc}",
+            hint="this is a bug in streamfeat serving; see the server log",
+        ) from exc
     finally:
         state.metrics.observe(route, labels.service, status, time.perf_counter() - start)

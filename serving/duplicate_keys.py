@@ -46,8 +46,11 @@ def _refuse_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         seen: set[str] = set()
         for key, _ in pairs:
             if key in seen:
-                raise DuplicateKey(f"request body: key {key!r} appears twice in one object",
-                                   hint="send each key once: which value is meant is ambiguous", field=key)
+                raise DuplicateKey(
+                    f"request body: key {key!r} appears twice in one object",
+                    hint="send each key once: which value is meant is ambiguous",
+                    field=key,
+                )
             seen.add(key)
     return obj
 

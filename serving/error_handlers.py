@@ -43,8 +43,10 @@ def from_http_exception(request: Request, exc: HTTPException) -> ServingError:
         return NotFound(f"no route {path}", hint="GET /v1/services lists the feature services; /docs lists every route")
     if exc.status_code == 405:
         allowed = (exc.headers or {}).get("Allow", "")
-        return MethodNotAllowed(f"method {request.method} is not allowed on {path}; allowed: {allowed or 'none'}",
-                                hint=f"use {allowed}" if allowed else None)
+        return MethodNotAllowed(
+            f"method {request.method} is not allowed on {path}; allowed: {allowed or 'none'}",
+            hint=f"use {allowed}" if allowed else None,
+        )
     if 400 <= exc.status_code < 500:
         return MalformedRequest(f"{exc.detail}")
     return ServerError(f"{exc.detail}")
@@ -66,14 +68,20 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
     first = errors[0] if errors else {}
     field = ".".join(str(part) for part in first.get("loc", ()) if part not in ("body", "path", "query")) or None
-    return answer(InvalidRequest(f"field '{field}': {first.get('msg', 'invalid')}", field=field,
-                                 hint="see /docs for the route's parameters"))
+    return answer(
+        InvalidRequest(
+            f"field '{field}': {first.get('msg', 'invalid')}", field=field, hint="see /docs for the route's parameters"
+        )
+    )
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-    return answer(ServerError(f"unexpected error: {type(exc).__name__}",
-                              hint="this is a bug in streamfeat serving; see the server log"))
+    return answer(
+        ServerError(
+            f"unexpected error: {type(exc).__name__}", hint="this is a bug in streamfeat serving; see the server log"
+        )
+    )
 
 
 def install(app: FastAPI) -> None:

@@ -48,8 +48,10 @@ def entity_keys(view: CompiledView, entities: dict[str, list[EntityValue]], n_ro
 
 
 def _corrupt(view: CompiledView, exc: TileCodecError) -> ServerError:
-    return ServerError(f"view {view.name!r}: a stored tile record cannot be decoded: {exc}",
-                       hint="the state is corrupt or from another version; rebuild it with a backfill")
+    return ServerError(
+        f"view {view.name!r}: a stored tile record cannot be decoded: {exc}",
+        hint="the state is corrupt or from another version; rebuild it with a backfill",
+    )
 
 
 def evaluate_view(view: CompiledView, records: list[bytes | None], t_ms: int | Sequence[int]) -> ViewValues:
@@ -61,8 +63,8 @@ def evaluate_view(view: CompiledView, records: list[bytes | None], t_ms: int | S
     if len(records) == 1:
         raw = records[0]
         try:
-            record = None if raw is None else decode_record(
-                raw, view.spec.layout.width, len(view.spec.layout.sketch_slots)
+            record = (
+                None if raw is None else decode_record(raw, view.spec.layout.width, len(view.spec.layout.sketch_slots))
             )
         except TileCodecError as exc:
             raise _corrupt(view, exc) from exc
@@ -81,10 +83,15 @@ def evaluate_view(view: CompiledView, records: list[bytes | None], t_ms: int | S
     # decode_many sorts rows by record index: entity i's rows start at indptr[i].
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(flat.codes, minlength=n), out=indptr[1:])
-    batch = evaluate_many_unchecked(view.spec, flat.tiles, flat.partials, indptr,
-                                    np.arange(n, dtype=np.int64),
-                                    t_ms if isinstance(t_ms, int) else np.asarray(t_ms, dtype=np.int64),
-                                    flat.sketches)
+    batch = evaluate_many_unchecked(
+        view.spec,
+        flat.tiles,
+        flat.partials,
+        indptr,
+        np.arange(n, dtype=np.int64),
+        t_ms if isinstance(t_ms, int) else np.asarray(t_ms, dtype=np.int64),
+        flat.sketches,
+    )
     defaulted = batch.defaulted
     return ViewValues(
         columns=batch.to_pylists(),
@@ -95,7 +102,10 @@ def evaluate_view(view: CompiledView, records: list[bytes | None], t_ms: int | S
 
 
 def read_and_evaluate(
-    online: OnlineAccess, views: Sequence[CompiledView], entities: dict[str, list[EntityValue]], n_rows: int,
+    online: OnlineAccess,
+    views: Sequence[CompiledView],
+    entities: dict[str, list[EntityValue]],
+    n_rows: int,
     t_ms: int | Sequence[int],
 ) -> list[ViewValues]:
     """One read of every view's records (one round trip for Redis), then window evaluation

@@ -205,7 +205,8 @@ class InvalidRecords(ServingError):
             f"source {source!r}: {len(rejected)} of {accepted + len(rejected)} records refused, the other "
             f"{accepted} written; first: record {first['index']}: {first['reason']}: {first['detail']}",
             hint="fix the records listed in 'rejected' and push only those again",
-            field=f"records[{first['index']}]")
+            field=f"records[{first['index']}]",
+        )
         self.source = source
         self.accepted = accepted
         self.rejected = rejected

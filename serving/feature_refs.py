@@ -28,14 +28,18 @@ def parse_refs(refs: Any, field: str = "features") -> tuple[tuple[str, str], ...
     if not isinstance(refs, list) or not refs:
         raise InvalidRequest(
             f"field '{field}': expected a non-empty list of \"view:feature\" strings, got {refs!r:.60}",
-            hint='e.g. ["user_spend:amount_sum_15m", "spend_velocity:spend_velocity_ratio"]', field=field)
+            hint='e.g. ["user_spend:amount_sum_15m", "spend_velocity:spend_velocity_ratio"]',
+            field=field,
+        )
     parsed: dict[tuple[str, str], None] = {}
     for i, ref in enumerate(refs):
         parts = ref.split(":") if isinstance(ref, str) else []
         if len(parts) != 2 or not all(parts):
             raise InvalidRequest(
                 f"field '{field}[{i}]': expected \"view:feature\", got {ref!r:.60}",
-                hint="one colon between the view name and the feature name", field=f"{field}[{i}]")
+                hint="one colon between the view name and the feature name",
+                field=f"{field}[{i}]",
+            )
         parsed[(parts[0], parts[1])] = None
     return tuple(parsed)
 
@@ -70,11 +74,14 @@ class FeatureRefResolver:
                     f"field '{field}': view {view_name!r} is not served here",
                     hint=did_you_mean(view_name, referable, "views")
                     + " (a view is served once `streamfeat apply` recorded it as defined now)",
-                    field=field)
+                    field=field,
+                )
             if feature not in view.feature_names:
                 raise InvalidRequest(
                     f"field '{field}': view {view_name!r} has no feature {feature!r}",
-                    hint=did_you_mean(feature, view.feature_names, "features"), field=field)
+                    hint=did_you_mean(feature, view.feature_names, "features"),
+                    field=field,
+                )
             grouped.setdefault(view_name, []).append(feature)
         selections: Sequence[FeatureRef] = [referable[name][features] for name, features in grouped.items()]
         try:
@@ -89,4 +96,3 @@ class FeatureRefResolver:
 
     def _compiled_view(self, view: StreamFeatureView) -> CompiledView:
         return self._registry.views.get(view.name) or CompiledView.from_view(view)
-

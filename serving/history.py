@@ -146,18 +146,31 @@ class HistoricalReads:
             return LogRange(view.name, None, None, "it is defined with offline=False")
         first = self.first_logged(view)
         if first is None:
-            return LogRange(view.name, None, None,
-                            f"nothing is published under {self.log_root} (setting log_root, "
-                            "STREAMFEAT_LOG_ROOT: point it at the directory the dataflow writes its "
-                            "Parquet log to)")  # fmt: skip
+            return LogRange(
+                view.name,
+                None,
+                None,
+                f"nothing is published under {self.log_root} (setting log_root, "
+                "STREAMFEAT_LOG_ROOT: point it at the directory the dataflow writes its "
+                "Parquet log to)",
+            )
         offsets = self.online.read_offsets(definition.source.topic)
         if offsets is None:
-            return LogRange(view.name, None, None,
-                            f"the online table holds no offset records of topic "
-                            f"{definition.source.topic!r}, so how far the log is published is "
-                            "unknown; they are written by `streamfeat run` as it applies events")  # fmt: skip
-        return LogRange(view.name, first, log_complete_through(
-            offsets, definition.source.allowed_lateness_ms, definition.source.watermark_outliers + 1))
+            return LogRange(
+                view.name,
+                None,
+                None,
+                f"the online table holds no offset records of topic "
+                f"{definition.source.topic!r}, so how far the log is published is "
+                "unknown; they are written by `streamfeat run` as it applies events",
+            )
+        return LogRange(
+            view.name,
+            first,
+            log_complete_through(
+                offsets, definition.source.allowed_lateness_ms, definition.source.watermark_outliers + 1
+            ),
+        )
 
     def check_range(self, request: FeatureRequest) -> None:
         """Refuse times no view can answer: before a view's log or beyond now + skew."""
@@ -175,7 +188,9 @@ class HistoricalReads:
                 f"field '{_field(request, bad)}': {iso(times[bad])} is outside the times view "
                 f"{view.name!r} can answer: {lower}{iso(upper)} (now + max_future_skew of source "
                 f"{source.name!r})",
-                hint="ask for a time in that range", field=_field(request, bad))
+                hint="ask for a time in that range",
+                field=_field(request, bad),
+            )
 
     # -- answers ----------------------------------------------------------------
 
@@ -205,7 +220,12 @@ class HistoricalReads:
         return rows
 
     def from_log(
-        self, request: FeatureRequest, view: CompiledView, values: ViewValues, rows: list[int], times: Sequence[int],
+        self,
+        request: FeatureRequest,
+        view: CompiledView,
+        values: ViewValues,
+        rows: list[int],
+        times: Sequence[int],
     ) -> ViewValues:
         coverage = self.log_range(view)
         for i in rows:
@@ -215,13 +235,20 @@ class HistoricalReads:
                     f"the online record of view {view.name!r} holds events after it or lost tiles to "
                     f"retention{_compacted_horizon(view, values.max_event_ts[i])}, and {coverage.describe()}",
                     hint="ask for a time the log covers, or wait for the log to be published",
-                    field=_field(request, i))  # fmt: skip
+                    field=_field(request, i),
+                )
         spine = pl.DataFrame({key: [_text(request.entities[key][i]) for i in rows] for key in view.join_keys})
         t_ms: npt.NDArray[np.int64] = np.array([times[i] for i in rows], dtype=np.int64)
         nonempty: dict[str, npt.NDArray[np.bool_]] = {}
         computed = compute_view_features(
-            view.definition, view.feature_names, spine, t_ms, self.log_root,
-            only_spine_entities=True, nonempty_out=nonempty)  # fmt: skip
+            view.definition,
+            view.feature_names,
+            spine,
+            t_ms,
+            self.log_root,
+            only_spine_entities=True,
+            nonempty_out=nonempty,
+        )
         columns = {name: list(column) for name, column in values.columns.items()}
         defaulted = {name: list(flags) for name, flags in values.defaulted.items()}
         found = list(values.found)

@@ -36,7 +36,7 @@ def route_path(scope: Scope) -> str:
     root_path: str = scope.get("root_path", "")
     if not root_path or not path.startswith(root_path):
         return path
-    rest = path[len(root_path):]
+    rest = path[len(root_path) :]
     return rest if not rest or rest[0] == "/" else path
 
 
@@ -47,7 +47,7 @@ def feature_service(scope: Scope) -> str | None:
     path = route_path(scope)
     if not path.startswith(FEATURES_PREFIX):
         return None
-    service = path[len(FEATURES_PREFIX):]
+    service = path[len(FEATURES_PREFIX) :]
     return service if service and "/" not in service else None
 
 

@@ -52,21 +52,27 @@ class HttpLimits:
                 raise ValueError(f"HttpLimits: field '{name}': expected an int >= 1, got {value!r}")
         cap = self.max_connections_per_client
         if type(cap) is not int or cap < 0:
-            raise ValueError(f"HttpLimits: field 'max_connections_per_client': expected an int >= 0 "
-                             f"(0: no cap), got {cap!r}")
+            raise ValueError(
+                f"HttpLimits: field 'max_connections_per_client': expected an int >= 0 (0: no cap), got {cap!r}"
+            )
 
     @classmethod
     def from_settings(cls, settings: Any) -> HttpLimits:
-        return cls(header_timeout_ms=settings.header_timeout_ms, body_timeout_ms=settings.body_timeout_ms,
-                   max_header_bytes=settings.max_header_bytes,
-                   max_connections_per_client=settings.max_connections_per_client)
+        return cls(
+            header_timeout_ms=settings.header_timeout_ms,
+            body_timeout_ms=settings.body_timeout_ms,
+            max_header_bytes=settings.max_header_bytes,
+            max_connections_per_client=settings.max_connections_per_client,
+        )
 
 
 def raw_error(error: ServingError) -> bytes:
     """A complete HTTP/1.1 answer carrying ``error`` that closes the connection."""
     body = orjson.dumps(error.to_dict())
-    head = (f"HTTP/1.1 {error.status_code} {http.HTTPStatus(error.status_code).phrase}\r\n"
-            f"content-type: application/json\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n")
+    head = (
+        f"HTTP/1.1 {error.status_code} {http.HTTPStatus(error.status_code).phrase}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
     return head.encode("ascii") + body
 
 
@@ -107,9 +113,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.open_per_client[host] = count
             self._counted_host = host
             if count > cap:
-                self._refuse(TooManyConnections(
-                    f"client {host} has {count} connections open, at most {cap} per client address",
-                    hint="reuse keep-alive connections; behind a proxy raise max_connections_per_client"))
+                self._refuse(
+                    TooManyConnections(
+                        f"client {host} has {count} connections open, at most {cap} per client address",
+                        hint="reuse keep-alive connections; behind a proxy raise max_connections_per_client",
+                    )
+                )
                 return
         self._arm(self._limits.header_timeout_ms)
 
@@ -134,9 +143,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if not self._headers_done:
             self._header_bytes += len(data)
             if self._header_bytes > self._limits.max_header_bytes:
-                self._refuse(HeadersTooLarge(
-                    f"request headers: more than {self._limits.max_header_bytes} bytes",
-                    hint="send fewer or shorter headers"))
+                self._refuse(
+                    HeadersTooLarge(
+                        f"request headers: more than {self._limits.max_header_bytes} bytes",
+                        hint="send fewer or shorter headers",
+                    )
+                )
                 return
         if self._read_timer is None:
             self._arm(self._limits.body_timeout_ms if self._headers_done else self._limits.header_timeout_ms)
@@ -180,11 +192,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         if self._headers_done:
-            error = RequestTimeout(f"request body: not complete within {self._limits.body_timeout_ms} ms "
-                                   "of the headers", hint="send the whole body at once")
+            error = RequestTimeout(
+                f"request body: not complete within {self._limits.body_timeout_ms} ms of the headers",
+                hint="send the whole body at once",
+            )
         else:
-            error = RequestTimeout(f"request headers: not complete within {self._limits.header_timeout_ms} ms",
-                                   hint="send the request line and headers at once")
+            error = RequestTimeout(
+                f"request headers: not complete within {self._limits.header_timeout_ms} ms",
+                hint="send the request line and headers at once",
+            )
         self._refuse(error)
 
     def _refuse(self, error: ServingError) -> None:

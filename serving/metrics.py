@@ -60,8 +60,10 @@ class ServingMetrics:
         key = (route, service, status)
         children = self._children.get(key)
         if children is None:
-            children = self._children[key] = (self.latency.labels(route, service),
-                                               self.responses.labels(route, str(status)))
+            children = self._children[key] = (
+                self.latency.labels(route, service),
+                self.responses.labels(route, str(status)),
+            )
         children[0].observe(seconds)
         children[1].inc()
 

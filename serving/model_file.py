@@ -72,8 +72,10 @@ class LogisticModel:
             raise ValueError(f"LogisticModel.scales: expected numbers > 0, got {list(self.scales)!r}")
         missing = [f for f in self.features if f not in self.defaults]
         if missing:
-            raise ValueError(f"LogisticModel.defaults: expected a cold-start value for every feature, "
-                             f"missing {missing}; give each feature a default (e.g. 0.0)")
+            raise ValueError(
+                f"LogisticModel.defaults: expected a cold-start value for every feature, "
+                f"missing {missing}; give each feature a default (e.g. 0.0)"
+            )
 
     def _matrix(self, rows: Sequence[Sequence[float]]) -> npt.NDArray[np.float64]:
         x = np.asarray(rows, dtype=np.float64).reshape(-1, len(self.features))
@@ -89,27 +91,43 @@ class LogisticModel:
         return [int(p >= 0.5) for p in self.predict_proba(rows)]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": MODEL_FORMAT,
-                "trained_on": {"service": self.trained_on.service, "fingerprint": self.trained_on.fingerprint},
-                "features": list(self.features), "defaults": dict(self.defaults),
-                "means": list(self.means), "scales": list(self.scales),
-                "coefficients": list(self.coefficients), "intercept": self.intercept}
+        return {
+            "format": MODEL_FORMAT,
+            "trained_on": {"service": self.trained_on.service, "fingerprint": self.trained_on.fingerprint},
+            "features": list(self.features),
+            "defaults": dict(self.defaults),
+            "means": list(self.means),
+            "scales": list(self.scales),
+            "coefficients": list(self.coefficients),
+            "intercept": self.intercept,
+        }
 
 
 def fit_logistic(
-    rows: Sequence[Sequence[float]], labels: Sequence[int], features: Sequence[str], trained_on: TrainedOn,
-    defaults: Mapping[str, float], *, epochs: int = 500, learning_rate: float = 0.5, l2: float = 1e-3,
+    rows: Sequence[Sequence[float]],
+    labels: Sequence[int],
+    features: Sequence[str],
+    trained_on: TrainedOn,
+    defaults: Mapping[str, float],
+    *,
+    epochs: int = 500,
+    learning_rate: float = 0.5,
+    l2: float = 1e-3,
 ) -> LogisticModel:
     """A standardized L2 logistic regression by full-batch gradient descent (numpy only).
 
     Missing (None/NaN) inputs are replaced by ``defaults`` first, as at scoring time."""
-    x = np.asarray([[defaults[f] if v is None else v for f, v in zip(features, row, strict=True)] for row in rows],
-                   dtype=np.float64)
+    x = np.asarray(
+        [[defaults[f] if v is None else v for f, v in zip(features, row, strict=True)] for row in rows],
+        dtype=np.float64,
+    )
     x = np.where(np.isnan(x), np.asarray([defaults[f] for f in features]), x)
     y = np.asarray(labels, dtype=np.float64)
     if x.shape[0] == 0 or x.shape[0] != y.shape[0]:
-        raise ValueError(f"fit_logistic: expected as many labels as rows (at least one), got {x.shape[0]} rows "
-                         f"and {y.shape[0]} labels")
+        raise ValueError(
+            f"fit_logistic: expected as many labels as rows (at least one), got {x.shape[0]} rows "
+            f"and {y.shape[0]} labels"
+        )
     means = x.mean(axis=0)
     scales = np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
     z = (x - means) / scales
@@ -118,10 +136,15 @@ def fit_logistic(
         p = 1.0 / (1.0 + np.exp(-(z @ weights + bias)))
         weights -= learning_rate * (z.T @ (p - y) / len(y) + l2 * weights)
         bias -= learning_rate * float(np.mean(p - y))
-    return LogisticModel(trained_on=trained_on, features=tuple(features),
-                         coefficients=tuple(float(w) for w in weights), intercept=bias,
-                         means=tuple(float(m) for m in means), scales=tuple(float(s) for s in scales),
-                         defaults=dict(defaults))
+    return LogisticModel(
+        trained_on=trained_on,
+        features=tuple(features),
+        coefficients=tuple(float(w) for w in weights),
+        intercept=bias,
+        means=tuple(float(m) for m in means),
+        scales=tuple(float(s) for s in scales),
+        defaults=dict(defaults),
+    )
 
 
 def save_model(model: LogisticModel, path: Path) -> None:
@@ -135,22 +158,32 @@ def load_model(path: Path) -> LogisticModel:
     except FileNotFoundError:
         raise ModelFileError(f"--model: no file at {path}", hint="train one first (see `streamfeat demo`)") from None
     except orjson.JSONDecodeError as exc:
-        raise ModelFileError(f"model {path}: not JSON ({exc})",
-                             hint=f"a model file is the JSON format {MODEL_FORMAT!r} (serving/model_file.py)") from None
+        raise ModelFileError(
+            f"model {path}: not JSON ({exc})",
+            hint=f"a model file is the JSON format {MODEL_FORMAT!r} (serving/model_file.py)",
+        ) from None
     if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
         got = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise ModelFileError(f"model {path}: field 'format': expected {MODEL_FORMAT!r}, got {got!r}",
-                             hint="only JSON logistic models load from files; score other models from Python")
+        raise ModelFileError(
+            f"model {path}: field 'format': expected {MODEL_FORMAT!r}, got {got!r}",
+            hint="only JSON logistic models load from files; score other models from Python",
+        )
     try:
         trained = data["trained_on"]
         return LogisticModel(
             trained_on=TrainedOn(service=trained["service"], fingerprint=trained["fingerprint"]),
-            features=tuple(data["features"]), coefficients=tuple(data["coefficients"]),
-            intercept=float(data["intercept"]), means=tuple(data["means"]), scales=tuple(data["scales"]),
+            features=tuple(data["features"]),
+            coefficients=tuple(data["coefficients"]),
+            intercept=float(data["intercept"]),
+            means=tuple(data["means"]),
+            scales=tuple(data["scales"]),
             defaults=dict(data["defaults"]),
         )
     except KeyError as exc:
-        raise ModelFileError(f"model {path}: missing field {exc.args[0]!r}",
-                             hint="write model files with serving.model_file.save_model") from None
+        raise ModelFileError(
+            f"model {path}: missing field {exc.args[0]!r}", hint="write model files with serving.model_file.save_model"
+        ) from None
     except (TypeError, ValueError) as exc:
-        raise ModelFileError(f"model {path}: {exc}", hint="write model files with serving.model_file.save_model") from None
+        raise ModelFileError(
+            f"model {path}: {exc}", hint="write model files with serving.model_file.save_model"
+        ) from None

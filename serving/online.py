@@ -89,7 +89,8 @@ class OnlineAccess:
     def ready(self) -> tuple[bool, str]:
         health = self.table.health()
         return health.ready, health.detail if health.ready or not health.last_error else (
-            f"{health.detail}; last error: {health.last_error}")
+            f"{health.detail}; last error: {health.last_error}"
+        )
 
     def update_freshness_gauges(self, views: Mapping[str, CompiledView]) -> None:
         now_ms = time.time_ns() // 1_000_000

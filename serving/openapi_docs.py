@@ -16,18 +16,20 @@ _AS_OF = {
 _ERROR = {
     "type": "object",
     "required": ["error"],
-    "properties": {"error": {
-        "type": "object",
-        "required": ["code", "message"],
-        "properties": {
-            "code": {"type": "string"},
-            "message": {"type": "string"},
-            "hint": {"type": "string"},
-            "field": {"type": "string"},
-            "transform": {"type": "string"},
-            "reason": {"type": "string"},
-        },
-    }},
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "hint": {"type": "string"},
+                "field": {"type": "string"},
+                "transform": {"type": "string"},
+                "reason": {"type": "string"},
+            },
+        }
+    },
 }
 
 
@@ -37,8 +39,11 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {
-        400: "malformed JSON", 404: "unknown feature service", 413: "body or entity count over the limit",
-        422: "missing, extra or mistyped field (named in 'field')", 500: "an on-demand transform failed",
+        400: "malformed JSON",
+        404: "unknown feature service",
+        413: "body or entity count over the limit",
+        422: "missing, extra or mistyped field (named in 'field')",
+        500: "an on-demand transform failed",
         503: "online table unavailable (reason given)",
     }
     return {code: _json(_ERROR, text[code]) for code in codes}
@@ -50,16 +55,25 @@ def v1_request_body() -> dict[str, Any]:
         "required": ["entities"],
         "additionalProperties": False,
         "properties": {
-            "entities": {"type": "object", "additionalProperties": {"type": "array", "items": _KEY},
-                         "description": "join key -> one value per entity row (lists of equal length)"},
-            "request_data": {"type": "object", "additionalProperties": {"type": "array", "items": _SCALAR},
-                             "description": "request field -> one value per entity row"},
+            "entities": {
+                "type": "object",
+                "additionalProperties": {"type": "array", "items": _KEY},
+                "description": "join key -> one value per entity row (lists of equal length)",
+            },
+            "request_data": {
+                "type": "object",
+                "additionalProperties": {"type": "array", "items": _SCALAR},
+                "description": "request field -> one value per entity row",
+            },
             "as_of": _AS_OF,
             "include_metadata": {"type": "boolean", "default": False},
         },
     }
-    example = {"entities": {"user_id": ["u1"], "merchant_id": ["m1"]}, "request_data": {"amount": [42.0]},
-               "include_metadata": True}
+    example = {
+        "entities": {"user_id": ["u1"], "merchant_id": ["m1"]},
+        "request_data": {"amount": [42.0]},
+        "include_metadata": True,
+    }
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema, "example": example}}}}
 
 
@@ -72,18 +86,40 @@ def v1_responses() -> dict[int | str, dict[str, Any]]:
             "service": {"type": "string"},
             "as_of": {"anyOf": [{"type": "integer"}, {"type": "array", "items": {"type": "integer"}}]},
             "features": {"type": "array", "items": row},
-            "metadata": {"type": "object", "properties": {
-                "statuses": {"type": "array", "items": {"type": "object", "additionalProperties": {
-                    "type": "string",
-                    "enum": ["PRESENT", "NOT_FOUND", "DEFAULTED", "STALE", "INVALID", "FUTURE_EVENTS", "OVER_BOUND"]}}},
-                "views": {"type": "object"},
-                "sources": {"type": "array", "items": {"type": "object", "additionalProperties": {
-                    "type": "string", "enum": ["online", "log"]}}},
-            }},
+            "metadata": {
+                "type": "object",
+                "properties": {
+                    "statuses": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": {
+                                "type": "string",
+                                "enum": [
+                                    "PRESENT",
+                                    "NOT_FOUND",
+                                    "DEFAULTED",
+                                    "STALE",
+                                    "INVALID",
+                                    "FUTURE_EVENTS",
+                                    "OVER_BOUND",
+                                ],
+                            },
+                        },
+                    },
+                    "views": {"type": "object"},
+                    "sources": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": {"type": "string", "enum": ["online", "log"]},
+                        },
+                    },
+                },
+            },
         },
     }
-    return {200: _json(schema, "one object per entity row, in request order"),
-            **errors(400, 404, 413, 422, 500, 503)}
+    return {200: _json(schema, "one object per entity row, in request order"), **errors(400, 404, 413, 422, 500, 503)}
 
 
 def feast_request_body(services: list[str]) -> dict[str, Any]:
@@ -94,38 +130,69 @@ def feast_request_body(services: list[str]) -> dict[str, Any]:
         "description": "Name a feature_service or list features; other fields Feast's clients send are ignored",
         "properties": {
             "feature_service": {"type": "string", "enum": services},
-            "features": {"type": "array", "items": {"type": "string", "pattern": "^[^:]+:[^:]+$"},
-                         "description": "\"view:feature\" references (instead of feature_service)"},
-            "entities": {"type": "object", "additionalProperties": {"type": "array", "items": _SCALAR},
-                         "description": "join keys and request fields -> one value per row"},
+            "features": {
+                "type": "array",
+                "items": {"type": "string", "pattern": "^[^:]+:[^:]+$"},
+                "description": '"view:feature" references (instead of feature_service)',
+            },
+            "entities": {
+                "type": "object",
+                "additionalProperties": {"type": "array", "items": _SCALAR},
+                "description": "join keys and request fields -> one value per row",
+            },
             "request_context": {"type": "object", "additionalProperties": {"type": "array", "items": _SCALAR}},
             "full_feature_names": {"type": "boolean", "default": False},
-            "include_feature_view_version_metadata": {"type": "boolean", "default": False,
-                                                      "description": "accepted and ignored (no view versions)"},
+            "include_feature_view_version_metadata": {
+                "type": "boolean",
+                "default": False,
+                "description": "accepted and ignored (no view versions)",
+            },
             "as_of": _AS_OF,
         },
     }
-    example = {"feature_service": "fraud_scoring",
-               "entities": {"user_id": ["u1"], "merchant_id": ["m1"], "amount": [42.0]}}
+    example = {
+        "feature_service": "fraud_scoring",
+        "entities": {"user_id": ["u1"], "merchant_id": ["m1"], "amount": [42.0]},
+    }
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema, "example": example}}}}
 
 
 def feast_responses() -> dict[int | str, dict[str, Any]]:
-    column = {"type": "object", "required": ["values", "statuses", "event_timestamps"], "properties": {
-        "values": {"type": "array"},
-        "statuses": {"type": "array", "items": {
-            "type": "string", "enum": ["PRESENT", "NOT_FOUND", "NULL_VALUE", "OUTSIDE_MAX_AGE"]}},
-        "event_timestamps": {"type": "array", "items": {"type": "string"}},
-    }}
-    schema = {"type": "object", "required": ["metadata", "results"], "properties": {
-        "metadata": {"type": "object", "properties": {"feature_names": {"type": "array", "items": {"type": "string"}}}},
-        "results": {"type": "array", "items": column},
-    }}
-    error = _json({"type": "string", "description": 'JSON text {"module": "feast.errors", "class", "message", '
-                   '"code", "field"?} (Feast\'s error detail: its client re-raises that class)'},
-                  "an error, in the shape Feast's client reads")
-    return {200: _json(schema, "column-major, join keys first (Feast's shape)"),
-            **{code: error for code in (400, 404, 413, 422, 500, 503)}}
+    column = {
+        "type": "object",
+        "required": ["values", "statuses", "event_timestamps"],
+        "properties": {
+            "values": {"type": "array"},
+            "statuses": {
+                "type": "array",
+                "items": {"type": "string", "enum": ["PRESENT", "NOT_FOUND", "NULL_VALUE", "OUTSIDE_MAX_AGE"]},
+            },
+            "event_timestamps": {"type": "array", "items": {"type": "string"}},
+        },
+    }
+    schema = {
+        "type": "object",
+        "required": ["metadata", "results"],
+        "properties": {
+            "metadata": {
+                "type": "object",
+                "properties": {"feature_names": {"type": "array", "items": {"type": "string"}}},
+            },
+            "results": {"type": "array", "items": column},
+        },
+    }
+    error = _json(
+        {
+            "type": "string",
+            "description": 'JSON text {"module": "feast.errors", "class", "message", '
+            '"code", "field"?} (Feast\'s error detail: its client re-raises that class)',
+        },
+        "an error, in the shape Feast's client reads",
+    )
+    return {
+        200: _json(schema, "column-major, join keys first (Feast's shape)"),
+        **{code: error for code in (400, 404, 413, 422, 500, 503)},
+    }
 
 
 def services_responses() -> dict[int | str, dict[str, Any]]:

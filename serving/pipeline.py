@@ -62,25 +62,37 @@ class FeatureResult:
             from_log = values.from_log or [False] * len(times)
             ahead = self.ahead[view.name]
             view_status[view.name] = [
-                NOT_FOUND if not found
-                else FUTURE_EVENTS if not logged and (ahead or (newest is not None and newest > t))
-                else STALE if stale else PRESENT
+                NOT_FOUND
+                if not found
+                else FUTURE_EVENTS
+                if not logged and (ahead or (newest is not None and newest > t))
+                else STALE
+                if stale
+                else PRESENT
                 for found, logged, newest, t, stale in zip(
-                    values.found, from_log, values.max_event_ts, times, self.stale[view.name], strict=True)
-            ]  # fmt: skip
+                    values.found, from_log, values.max_event_ts, times, self.stale[view.name], strict=True
+                )
+            ]
         # count_distinct is null over a non-empty window only when over its bound.
-        bounded = {a.output_name for view in service.views for a in view.spec.aggregations
-                   if a.function == "count_distinct"}
+        bounded = {
+            a.output_name for view in service.views for a in view.spec.aggregations if a.function == "count_distinct"
+        }
         for feature in service.features:
             owner = service.feature_owner[feature]
             if owner in self.views:
                 row_status = view_status[owner]
                 defaulted = self.views[owner].defaulted[feature]
                 over = feature in bounded
-                out[feature] = [OVER_BOUND if over and s != NOT_FOUND and v is None else
-                                INVALID if s != NOT_FOUND and not_finite(v) else
-                                DEFAULTED if s == PRESENT and d else s
-                                for s, d, v in zip(row_status, defaulted, self.columns[feature], strict=True)]
+                out[feature] = [
+                    OVER_BOUND
+                    if over and s != NOT_FOUND and v is None
+                    else INVALID
+                    if s != NOT_FOUND and not_finite(v)
+                    else DEFAULTED
+                    if s == PRESENT and d
+                    else s
+                    for s, d, v in zip(row_status, defaulted, self.columns[feature], strict=True)
+                ]
             else:
                 transform = next(t for t in service.transforms if t.name == owner)
                 statuses = [PRESENT] * len(times)
@@ -88,11 +100,15 @@ class FeatureResult:
                     for i, s in enumerate(view_status[name]):
                         if _RANK[s] < _RANK[statuses[i]]:
                             statuses[i] = s
-                inputs = [self.views[source].columns[name]
-                          for name, source in transform.input_views.items() if source is not None]
+                inputs = [
+                    self.views[source].columns[name]
+                    for name, source in transform.input_views.items()
+                    if source is not None
+                ]
                 for i, value in enumerate(self.columns[feature]):
                     if statuses[i] != NOT_FOUND and (
-                            not_finite(value) or any(not_finite(column[i]) for column in inputs)):
+                        not_finite(value) or any(not_finite(column[i]) for column in inputs)
+                    ):
                         statuses[i] = INVALID
                 out[feature] = statuses
         return out
@@ -154,8 +170,7 @@ def compute(online: OnlineAccess, request: FeatureRequest, history: HistoricalRe
     if request.as_of_given:
         history.check_range(request)
         times = request.row_times if request.row_times is not None else request.t_ms
-        evaluated = history.make_exact(
-            request, read_and_evaluate(online, service.views, request.entities, n, times))
+        evaluated = history.make_exact(request, read_and_evaluate(online, service.views, request.entities, n, times))
     else:  # the hot path: nothing but the read and the windows
         evaluated = read_and_evaluate(online, service.views, request.entities, n, request.t_ms)
     for view, values in zip(service.views, evaluated, strict=True):
@@ -168,8 +183,9 @@ def compute(online: OnlineAccess, request: FeatureRequest, history: HistoricalRe
         # max_future_skew) may have let retention drop tiles this window needs. An as_of
         # read has answered such rows from the log already.
         newest = fresh.max_event_ts_ms
-        ahead[view.name] = (not request.as_of_given and newest is not None
-                            and window_may_be_trimmed(view, request.t_ms, newest))
+        ahead[view.name] = (
+            not request.as_of_given and newest is not None and window_may_be_trimmed(view, request.t_ms, newest)
+        )
         if request.row_times is None:
             lag = fresh.lag_ms(request.t_ms)
             stale[view.name] = [lag is not None and lag > limit] * n
@@ -185,8 +201,10 @@ def compute(online: OnlineAccess, request: FeatureRequest, history: HistoricalRe
         if owner[feature] in views:
             columns[feature] = views[owner[feature]].columns[feature]
     for transform in service.transforms:
-        inputs = {name: request.request_data[name] if source is None else views[source].columns[name]
-                  for name, source in transform.input_views.items()}  # fmt: skip
+        inputs = {
+            name: request.request_data[name] if source is None else views[source].columns[name]
+            for name, source in transform.input_views.items()
+        }
         for name, column in run_transform(transform, inputs, n).items():
             if owner.get(name) == transform.name:
                 columns[name] = column

@@ -57,8 +57,10 @@ def pushable_sources(repo: FeatureRepo, setting: str) -> list[EventSource]:
     known = {s.name: s for s in repo.sources}
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise ServingSetupError(f"setting 'push_sources': {unknown} are not event sources of the repo",
-                                hint=did_you_mean(unknown[0], known, "sources") + ", or '*' for all")
+        raise ServingSetupError(
+            f"setting 'push_sources': {unknown} are not event sources of the repo",
+            hint=did_you_mean(unknown[0], known, "sources") + ", or '*' for all",
+        )
     return [known[n] for n in names]
 
 
@@ -87,26 +89,45 @@ class Pusher:
     def _get_producer(self) -> Producer:
         with self._lock:
             if self._producer is None:
-                self._producer = Producer({
-                    **DEFAULT_PRODUCER_CONFIG, "linger.ms": 1, "bootstrap.servers": self._bootstrap,
-                    "message.timeout.ms": int(self._timeout_s * 1000),
-                    "logger": logging.getLogger("streamfeat.serving.push.kafka")})
+                self._producer = Producer(
+                    {
+                        **DEFAULT_PRODUCER_CONFIG,
+                        "linger.ms": 1,
+                        "bootstrap.servers": self._bootstrap,
+                        "message.timeout.ms": int(self._timeout_s * 1000),
+                        "logger": logging.getLogger("streamfeat.serving.push.kafka"),
+                    }
+                )
             return self._producer
 
     def push(self, source_name: str, records: Any, max_records: int) -> PushResult:
         source = self.sources.get(source_name)
         if source is None:
-            raise SourceNotFound(f"event source {source_name!r} is not defined",
-                                 hint=did_you_mean(source_name, self.sources, "sources"), field="source")
+            raise SourceNotFound(
+                f"event source {source_name!r} is not defined",
+                hint=did_you_mean(source_name, self.sources, "sources"),
+                field="source",
+            )
         if not isinstance(records, list) or not records:
-            raise InvalidRequest("field 'records': expected a non-empty list of event objects",
-                                 hint='send {"records": [{...}, ...]}', field="records")
+            raise InvalidRequest(
+                "field 'records': expected a non-empty list of event objects",
+                hint='send {"records": [{...}, ...]}',
+                field="records",
+            )
         if len(records) > max_records:
-            raise PayloadTooLarge(f"field 'records': {len(records)} records, at most {max_records} per request",
-                                  hint="split the request", field="records")
+            raise PayloadTooLarge(
+                f"field 'records': {len(records)} records, at most {max_records} per request",
+                hint="split the request",
+                field="records",
+            )
         values: list[bytes | None] = [orjson.dumps(r) for r in records]
-        raw = RawBatch(topic=source.topic, partition=0, offsets=np.arange(len(values), dtype=np.int64),
-                       keys=[None] * len(values), values=values)
+        raw = RawBatch(
+            topic=source.topic,
+            partition=0,
+            offsets=np.arange(len(values), dtype=np.int64),
+            keys=[None] * len(values),
+            values=values,
+        )
         # A fresh watermark: lateness is judged by the dataflow, per partition (module docstring).
         decoded = self._decoders[source.name].decode(raw, PartitionWatermarks())
         rejected = [{"index": d.offset, "reason": str(d.reason), "detail": d.detail} for d in decoded.dead_letters]
@@ -131,14 +152,16 @@ class Pusher:
                 f"source {source.name!r}: no Kafka broker answers at {self._bootstrap}; "
                 f"{len(failures) + remaining} of {len(values)} valid records were not written to "
                 f"topic {source.topic!r}",
-                hint=f"{UNREACHABLE_HINT}; then retry the request")
+                hint=f"{UNREACHABLE_HINT}; then retry the request",
+            )
         if remaining or failures:
             raise PushUnavailable(
                 f"source {source.name!r}: {len(failures) + remaining} of {len(values)} valid records were not "
                 f"written to topic {source.topic!r} within {self._timeout_s:g} s"
                 + (f" (first error: {failures[0]})" if failures else ""),
                 hint="check the Kafka broker (`streamfeat kafka status`); retrying the request may write the "
-                     "records that did arrive a second time")
+                "records that did arrive a second time",
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -151,16 +174,18 @@ def build_router(pusher: Pusher) -> APIRouter:
     router = APIRouter()
     names = sorted(pusher.sources)
 
-    @router.post(PUSH_ROUTE, summary="Validate events against the source schema and write them to its topic",
-                 response_class=Response)
+    @router.post(
+        PUSH_ROUTE,
+        summary="Validate events against the source schema and write them to its topic",
+        response_class=Response,
+    )
     async def push(
         request: Request,
         source: str = Path(description="event source name", json_schema_extra={"enum": names}),
     ) -> Response:
         async def handle(state: ServingState, labels: Labels) -> Response:
             body = parse_json(await read_body(request, state.max_request_bytes))
-            result = await run_in_threadpool(pusher.push, source, body.get("records"),
-                                             state.max_entities_per_request)
+            result = await run_in_threadpool(pusher.push, source, body.get("records"), state.max_entities_per_request)
             if result.rejected:
                 raise InvalidRecords(result.source, result.accepted, list(result.rejected))
             return json_response({"source": result.source, "accepted": result.accepted, "rejected": []})
@@ -168,4 +193,3 @@ def build_router(pusher: Pusher) -> APIRouter:
         return await observed(get_state(request), PUSH_ROUTE, handle)
 
     return router
-

@@ -71,9 +71,13 @@ class CompiledView:
         spec = self.spec.project(names)
         if spec.output_names == self.feature_names:
             return self
-        return replace(self, spec=spec, feature_names=spec.output_names,
-                       feature_types={n: self.feature_types[n] for n in spec.output_names},
-                       plan=WindowPlan(spec))  # fmt: skip
+        return replace(
+            self,
+            spec=spec,
+            feature_names=spec.output_names,
+            feature_types={n: self.feature_types[n] for n in spec.output_names},
+            plan=WindowPlan(spec),
+        )
 
 
 @dataclass(frozen=True)
@@ -118,12 +122,15 @@ class CompiledService:
                 "request_data": [{"name": k, "type": str(t)} for k, t in self.request_fields.items()],
             },
             "outputs": [
-                {"name": f, "type": str(self.feature_types[f]), "view": self.feature_owner[f]}
-                for f in self.features
+                {"name": f, "type": str(self.feature_types[f]), "view": self.feature_owner[f]} for f in self.features
             ],
             "views": [
-                {"name": v.name, "join_keys": list(v.join_keys),
-                 "expected_freshness_ms": v.expected_freshness_ms, "aggregation_interval_ms": v.spec.interval_ms}
+                {
+                    "name": v.name,
+                    "join_keys": list(v.join_keys),
+                    "expected_freshness_ms": v.expected_freshness_ms,
+                    "aggregation_interval_ms": v.spec.interval_ms,
+                }
                 for v in self.views
             ],
         }
@@ -224,8 +231,7 @@ def build_registry(repo: FeatureRepo, plan: AppliedPlan) -> Registry:
         )
     services = {s.name: compile_service(s, views) for s in repo.services}
     referable: dict[str, StreamFeatureView | OnDemandFeatureView] = {
-        v.name: v for v in repo.views
-        if v.name in views or (v.online and not plan.mismatches([v]))}
-    referable.update((o.name, o) for o in repo.on_demand_views
-                     if all(v.name in referable for v in o.source_views))
+        v.name: v for v in repo.views if v.name in views or (v.online and not plan.mismatches([v]))
+    }
+    referable.update((o.name, o) for o in repo.on_demand_views if all(v.name in referable for v in o.source_views))
     return Registry(services=services, views=views, n_shards=plan.shards, referable=referable)

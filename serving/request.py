@@ -57,8 +57,8 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         ) from None
     if not isinstance(body, dict):
         raise InvalidRequest(
-            f"request body: expected a JSON object, got {_kind(body)}",
-            hint='send {"entities": {...}}', field="body")
+            f"request body: expected a JSON object, got {_kind(body)}", hint='send {"entities": {...}}', field="body"
+        )
     check_duplicate_keys(raw, body)
     return body
 
@@ -89,16 +89,22 @@ def parse_as_of(value: Any, field: str = "as_of") -> int:
         except ValueError:
             raise InvalidRequest(
                 f"field '{field}': expected epoch milliseconds or an ISO-8601 time, got {_short(value)}",
-                hint="e.g. 1767225600000 or \"2026-01-01T00:00:00Z\"", field=field) from None
+                hint='e.g. 1767225600000 or "2026-01-01T00:00:00Z"',
+                field=field,
+            ) from None
         if parsed.tzinfo is None:
             raise InvalidRequest(
                 f"field '{field}': expected an ISO-8601 time with an offset, got {_short(value)} (no offset)",
-                hint="append Z or +00:00: a time zone is never guessed", field=field)
+                hint="append Z or +00:00: a time zone is never guessed",
+                field=field,
+            )
         ms = (parsed - _EPOCH) // timedelta(milliseconds=1)  # exact integer floor, no float
     else:
         raise InvalidRequest(
             f"field '{field}': expected epoch milliseconds (integer) or an ISO-8601 string, got {_kind(value)}",
-            hint="e.g. 1767225600000, or a list with one time per entity row", field=field)
+            hint="e.g. 1767225600000, or a list with one time per entity row",
+            field=field,
+        )
     if not 0 <= ms < MAX_TS_MS:
         raise InvalidRequest(f"field '{field}': expected 0 <= ms < 2^53, got {ms}", field=field)
     return ms
@@ -117,16 +123,20 @@ def _check_value(kind: FieldType, value: Any, field: str, *, entity: bool) -> No
     if not ok:
         raise InvalidRequest(
             f"field '{field}': expected {kind}, got {_kind(value)} {_short(value)}",
-            hint="every value of a column has the declared type", field=field)
+            hint="every value of a column has the declared type",
+            field=field,
+        )
     if entity and isinstance(value, str) and _SEPARATOR in value:
-        raise InvalidRequest(f"field '{field}': join-key values cannot contain \\x1f, got {_short(value)}",
-                             field=field)
+        raise InvalidRequest(f"field '{field}': join-key values cannot contain \\x1f, got {_short(value)}", field=field)
 
 
 # Exact JSON types per kind: what orjson produces for valid input. Anything else (bool
 # for a number, a subclass, a wrong type) takes the per-value check.
 _PLAIN_TYPES: dict[FieldType, tuple[type, ...]] = {
-    FieldType.STRING: (str,), FieldType.INT: (int,), FieldType.FLOAT: (float, int), FieldType.BOOL: (bool,),
+    FieldType.STRING: (str,),
+    FieldType.INT: (int,),
+    FieldType.FLOAT: (float, int),
+    FieldType.BOOL: (bool,),
 }
 
 
@@ -140,33 +150,49 @@ def _plainly_valid(kind: FieldType, values: list[Any], *, entity: bool) -> bool:
 
 
 def _columns(
-    section: str, given: Any, expected: Mapping[str, FieldType], *, entity: bool, max_rows: int,
+    section: str,
+    given: Any,
+    expected: Mapping[str, FieldType],
+    *,
+    entity: bool,
+    max_rows: int,
 ) -> dict[str, list[Any]]:
     if not isinstance(given, dict):
         raise InvalidRequest(
             f"field '{section}': expected an object of column name -> list of values, got {_kind(given)}",
-            hint=f"e.g. {{\"{next(iter(expected), 'name')}\": [...]}}", field=section)
+            hint=f'e.g. {{"{next(iter(expected), "name")}": [...]}}',
+            field=section,
+        )
     for name in given:
         if name not in expected:
             raise InvalidRequest(
                 f"field '{section}.{name}': not an input of this service",
-                hint=did_you_mean(name, expected, "names"), field=f"{section}.{name}")
+                hint=did_you_mean(name, expected, "names"),
+                field=f"{section}.{name}",
+            )
     for name in expected:
         if name not in given:
             raise InvalidRequest(
                 f"field '{section}.{name}': required ({expected[name]} values, one per entity row)",
-                hint=f"add \"{name}\": [...] to \"{section}\"", field=f"{section}.{name}")
+                hint=f'add "{name}": [...] to "{section}"',
+                field=f"{section}.{name}",
+            )
     out: dict[str, list[Any]] = {}
     for name, kind in expected.items():
         values = given[name]
         field = f"{section}.{name}"
         if not isinstance(values, list):
-            raise InvalidRequest(f"field '{field}': expected a list of {kind} values, got {_kind(values)}",
-                                 hint="wrap a single value in a list", field=field)
+            raise InvalidRequest(
+                f"field '{field}': expected a list of {kind} values, got {_kind(values)}",
+                hint="wrap a single value in a list",
+                field=field,
+            )
         if len(values) > max_rows:
             raise PayloadTooLarge(
                 f"field '{field}': {len(values)} entities, at most {max_rows} per request",
-                hint="split the request", field=field)
+                hint="split the request",
+                field=field,
+            )
         if not _plainly_valid(kind, values, entity=entity):
             for i, value in enumerate(values):  # finds and names the offending value
                 _check_value(kind, value, f"{field}[{i}]", entity=entity)
@@ -185,27 +211,36 @@ def build_request(
     sections: tuple[str, str] = ("entities", "request_data"),
 ) -> FeatureRequest:
     ent = _columns(sections[0], entities, service.join_key_types, entity=True, max_rows=max_entities)
-    req = _columns(sections[1], {} if request_data is None and not service.request_fields else request_data,
-                   service.request_fields, entity=False, max_rows=max_entities)
+    req = _columns(
+        sections[1],
+        {} if request_data is None and not service.request_fields else request_data,
+        service.request_fields,
+        entity=False,
+        max_rows=max_entities,
+    )
     lengths = {name: len(v) for name, v in (*ent.items(), *req.items())}
     n_rows = next(iter(lengths.values()))
     if n_rows == 0:
-        raise InvalidRequest(f"field '{sections[0]}': expected at least one entity, got empty lists",
-                             field=sections[0])
+        raise InvalidRequest(f"field '{sections[0]}': expected at least one entity, got empty lists", field=sections[0])
     if len(set(lengths.values())) > 1:
         raise InvalidRequest(
             f"field '{sections[0]}': expected lists of equal length, got {lengths}",
-            hint="row i of the request is the i-th value of every list", field=sections[0])
+            hint="row i of the request is the i-th value of every list",
+            field=sections[0],
+        )
     if include_metadata is not None and not isinstance(include_metadata, bool):
-        raise InvalidRequest(f"field 'include_metadata': expected a boolean, got {_kind(include_metadata)}",
-                             field="include_metadata")
+        raise InvalidRequest(
+            f"field 'include_metadata': expected a boolean, got {_kind(include_metadata)}", field="include_metadata"
+        )
     given = as_of is not None
     row_times: tuple[int, ...] | None = None
     if isinstance(as_of, list):
         if len(as_of) != n_rows:
             raise InvalidRequest(
                 f"field 'as_of': expected one time per entity row ({n_rows}), got {len(as_of)}",
-                hint="send one as_of for every row, or a single as_of for all of them", field="as_of")
+                hint="send one as_of for every row, or a single as_of for all of them",
+                field="as_of",
+            )
         row_times = tuple(parse_as_of(v, f"as_of[{i}]") for i, v in enumerate(as_of))
         t_ms = max(row_times)
     else:
@@ -225,5 +260,6 @@ def build_request(
 def check_keys(body: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
     for key in body:
         if key not in allowed:
-            raise InvalidRequest(f"field '{key}': not a field of this request",
-                                 hint=did_you_mean(key, allowed, "fields"), field=key)
+            raise InvalidRequest(
+                f"field '{key}': not a field of this request", hint=did_you_mean(key, allowed, "fields"), field=key
+            )

@@ -50,8 +50,12 @@ FEAST_ERROR_CLASSES = {
 def feast_error_response(exc: ServingError) -> Response:
     """The one place the Feast route's error shape is written (what Feast's client reads)."""
     message = str(exc) + (f" (hint: {exc.hint})" if exc.hint else "")
-    detail: dict[str, Any] = {"module": "feast.errors", "class": FEAST_ERROR_CLASSES.get(exc.code, "FeastError"),
-                              "message": message, "code": exc.code}
+    detail: dict[str, Any] = {
+        "module": "feast.errors",
+        "class": FEAST_ERROR_CLASSES.get(exc.code, "FeastError"),
+        "message": message,
+        "code": exc.code,
+    }
     if exc.field is not None:
         detail["field"] = exc.field
     # Feast's server answers its error detail as a JSON *string*; its client json-decodes twice.
@@ -89,11 +93,13 @@ def feast_body(result: FeatureResult, full_feature_names: bool) -> dict[str, Any
         values = result.columns[feature]
         view = result.views.get(owner)
         stamps = [_iso(ts) for ts in view.max_event_ts] if view is not None else [_EPOCH_ISO] * n
-        results.append({
-            "values": values,
-            "statuses": [feast_status(s, v) for s, v in zip(statuses[feature], values, strict=True)],
-            "event_timestamps": stamps,
-        })
+        results.append(
+            {
+                "values": values,
+                "statuses": [feast_status(s, v) for s, v in zip(statuses[feature], values, strict=True)],
+                "event_timestamps": stamps,
+            }
+        )
     return {"metadata": {"feature_names": names}, "results": results}
 
 
@@ -109,17 +115,23 @@ def _flag(body: dict[str, Any], name: str) -> bool:
 def _service(state: ServingState, refs: FeatureRefResolver, body: dict[str, Any]) -> CompiledService:
     name, features = body.get("feature_service"), body.get("features")
     if name is not None and features:
-        raise InvalidRequest("fields 'feature_service' and 'features': expected one of them, got both",
-                             hint="name a feature service or list \"view:feature\" references", field="features")
+        raise InvalidRequest(
+            "fields 'feature_service' and 'features': expected one of them, got both",
+            hint='name a feature service or list "view:feature" references',
+            field="features",
+        )
     if name is not None:
         if not isinstance(name, str):
-            raise InvalidRequest(f"field 'feature_service': expected a service name (string), got {name!r:.60}",
-                                 field="feature_service")
+            raise InvalidRequest(
+                f"field 'feature_service': expected a service name (string), got {name!r:.60}", field="feature_service"
+            )
         return state.registry.service(name)
     if features is None:
-        raise InvalidRequest("fields 'feature_service' / 'features': expected one of them, got neither",
-                             hint='send {"feature_service": "fraud_scoring", ...} or '
-                                  '{"features": ["user_spend:amount_sum_15m"], ...}', field="features")
+        raise InvalidRequest(
+            "fields 'feature_service' / 'features': expected one of them, got neither",
+            hint='send {"feature_service": "fraud_scoring", ...} or {"features": ["user_spend:amount_sum_15m"], ...}',
+            field="features",
+        )
     return refs.service(features)
 
 
@@ -127,9 +139,13 @@ def build_router(registry: Registry) -> APIRouter:
     router = APIRouter()
     refs = FeatureRefResolver(registry)
 
-    @router.post(FEAST_ROUTE, summary="Feast-compatible online feature retrieval (service or view:feature list)",
-                 openapi_extra=docs.feast_request_body(sorted(registry.services)), responses=docs.feast_responses(),
-                 response_class=Response)
+    @router.post(
+        FEAST_ROUTE,
+        summary="Feast-compatible online feature retrieval (service or view:feature list)",
+        openapi_extra=docs.feast_request_body(sorted(registry.services)),
+        responses=docs.feast_responses(),
+        response_class=Response,
+    )
     async def get_online_features(request: Request) -> Response:
         async def handle(state: ServingState, labels: Labels) -> Response:
             body = parse_json(await read_body(request, state.max_request_bytes))
@@ -137,8 +153,10 @@ def build_router(registry: Registry) -> APIRouter:
             labels.service = service.name
             entities = body.get("entities")
             if not isinstance(entities, dict):
-                raise InvalidRequest(f"field 'entities': expected an object of column -> list of values, "
-                                     f"got {entities!r:.60}", field="entities")
+                raise InvalidRequest(
+                    f"field 'entities': expected an object of column -> list of values, got {entities!r:.60}",
+                    field="entities",
+                )
             context = body.get("request_context") or {}
             if not isinstance(context, dict):
                 raise InvalidRequest("field 'request_context': expected an object", field="request_context")
@@ -148,8 +166,14 @@ def build_router(registry: Registry) -> APIRouter:
             keys = {k: v for k, v in entities.items() if k not in service.request_fields}
             request_data = {**{k: v for k, v in entities.items() if k in service.request_fields}, **context}
             feature_request = build_request(
-                service, keys, request_data, body.get("as_of"), False,
-                max_entities=state.max_entities_per_request, sections=("entities", "entities"))
+                service,
+                keys,
+                request_data,
+                body.get("as_of"),
+                False,
+                max_entities=state.max_entities_per_request,
+                sections=("entities", "entities"),
+            )
             return json_response(feast_body(await compute_async(state.online, feature_request, state.history), full))
 
         try:

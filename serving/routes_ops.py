@@ -102,9 +102,7 @@ async def scrape_dataflow(port: int) -> IngestSample:
     return parse_dataflow_metrics(texts)
 
 
-def histogram_quantiles(
-    buckets: dict[float, float], quantiles: Iterable[float]
-) -> dict[float, float | None]:
+def histogram_quantiles(buckets: dict[float, float], quantiles: Iterable[float]) -> dict[float, float | None]:
     """Quantiles from cumulative bucket counts (upper bound -> count), interpolated linearly
     inside the bucket, the way Prometheus' histogram_quantile does."""
     bounds = sorted(buckets)
@@ -185,8 +183,9 @@ def build_router(log_root: str, metrics_port: int) -> APIRouter:
         quality_cache[view] = (now, rows)
         return rows
 
-    @router.get("/v1/quality/{view}", summary="Data-quality table of a view (per interval and column)",
-                response_class=Response)  # fmt: skip
+    @router.get(
+        "/v1/quality/{view}", summary="Data-quality table of a view (per interval and column)", response_class=Response
+    )
     async def quality(request: Request, view: str) -> Response:
         registry = get_state(request).registry
         if view not in registry.views:
@@ -197,8 +196,7 @@ def build_router(log_root: str, metrics_port: int) -> APIRouter:
         rows = await asyncio.to_thread(quality_rows, log_root, view)
         return json_response({"view": view, "rows": rows})
 
-    @router.get("/v1/ops/summary", summary="Everything the dashboard shows, in one document",
-                response_class=Response)  # fmt: skip
+    @router.get("/v1/ops/summary", summary="Everything the dashboard shows, in one document", response_class=Response)
     async def summary(request: Request) -> Response:
         state = get_state(request)
         now_ms = time.time_ns() // 1_000_000
@@ -208,14 +206,16 @@ def build_router(log_root: str, metrics_port: int) -> APIRouter:
             lag_ms = fresh.lag_ms(now_ms)
             lag_s = None if lag_ms is None else lag_ms / 1000.0
             expected_s = view.expected_freshness_ms / 1000.0
-            views.append({
-                "name": name,
-                "newest_event_ms": fresh.max_event_ts_ms,
-                "written_at_ms": fresh.written_at_ms,
-                "freshness_lag_s": lag_s,
-                "expected_freshness_s": expected_s,
-                "stale": lag_s is not None and lag_s > expected_s,
-            })  # fmt: skip
+            views.append(
+                {
+                    "name": name,
+                    "newest_event_ms": fresh.max_event_ts_ms,
+                    "written_at_ms": fresh.written_at_ms,
+                    "freshness_lag_s": lag_s,
+                    "expected_freshness_s": expected_s,
+                    "stale": lag_s is not None and lag_s > expected_s,
+                }
+            )
         ingest = await scrape_dataflow(metrics_port)
         latency = serving_latency(state.metrics.registry)
         async with lock:
@@ -226,13 +226,15 @@ def build_router(log_root: str, metrics_port: int) -> APIRouter:
                 events_per_s = (ingest.events_in - previous["events_in"]) / dt if dt > 0 else None
             if ingest.endpoints:
                 previous.update(t=t, events_in=ingest.events_in)
-            history.append({
-                "t_ms": now_ms,
-                "events_per_s": events_per_s,
-                "events_in": ingest.events_in if ingest.endpoints else None,
-                "p50_ms": latency["p50_ms"],
-                "p99_ms": latency["p99_ms"],
-            })  # fmt: skip
+            history.append(
+                {
+                    "t_ms": now_ms,
+                    "events_per_s": events_per_s,
+                    "events_in": ingest.events_in if ingest.endpoints else None,
+                    "p50_ms": latency["p50_ms"],
+                    "p99_ms": latency["p99_ms"],
+                }
+            )
             points = list(history)
         quality_by_view = {}
         for name in sorted(state.registry.views):
@@ -241,22 +243,24 @@ def build_router(log_root: str, metrics_port: int) -> APIRouter:
                 "series": quality_series(rows),
                 "alerts": sum(1 for r in rows if r["alert"]),
             }
-        return json_response({
-            "now_ms": now_ms,
-            "views": views,
-            "ingest": {
-                "endpoints": ingest.endpoints,
-                "events_in": ingest.events_in,
-                "events_per_s": events_per_s,
-                "rows_applied": ingest.rows_applied,
-                "consumer_lag": ingest.lag,
-                "state_bytes": ingest.state_bytes,
-            },
-            "dead_letters": ingest.dead_letters,
-            "serving": latency,
-            "history": points,
-            "quality": quality_by_view,
-        })  # fmt: skip
+        return json_response(
+            {
+                "now_ms": now_ms,
+                "views": views,
+                "ingest": {
+                    "endpoints": ingest.endpoints,
+                    "events_in": ingest.events_in,
+                    "events_per_s": events_per_s,
+                    "rows_applied": ingest.rows_applied,
+                    "consumer_lag": ingest.lag,
+                    "state_bytes": ingest.state_bytes,
+                },
+                "dead_letters": ingest.dead_letters,
+                "serving": latency,
+                "history": points,
+                "quality": quality_by_view,
+            }
+        )
 
     @router.get("/ui", include_in_schema=False, response_class=Response)
     async def ui_index() -> Response:
@@ -273,5 +277,4 @@ def _ui_file(name: str) -> Response:
     media = UI_FILES.get(name)
     if media is None:  # only the known files: no path from the request reaches the disk
         raise NotFound(f"no dashboard file {name!r}", hint=f"files: {', '.join(sorted(UI_FILES))}")
-    return Response((UI_DIR / name).read_bytes(), media_type=media,
-                    headers={"Cache-Control": "no-cache"})  # fmt: skip
+    return Response((UI_DIR / name).read_bytes(), media_type=media, headers={"Cache-Control": "no-cache"})

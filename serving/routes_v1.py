@@ -33,8 +33,9 @@ def v1_body(result: FeatureResult) -> dict[str, Any]:
         statuses = result.statuses()
         features = request.service.features
         body["metadata"] = {
-            "statuses": [dict(zip(features, row, strict=True))
-                         for row in zip(*(statuses[f] for f in features), strict=True)],
+            "statuses": [
+                dict(zip(features, row, strict=True)) for row in zip(*(statuses[f] for f in features), strict=True)
+            ],
             "views": result.view_metadata(),
             "sources": result.sources(),
         }
@@ -55,19 +56,29 @@ async def answer_features(state: ServingState, service: str, scope: Scope, recei
         body = parse_json(await read_asgi_body(scope, receive, state.max_request_bytes))
         check_keys(body, V1_FIELDS)
         feature_request = build_request(
-            compiled, body.get("entities"), body.get("request_data"), body.get("as_of"),
-            body.get("include_metadata"), max_entities=state.max_entities_per_request)
+            compiled,
+            body.get("entities"),
+            body.get("request_data"),
+            body.get("as_of"),
+            body.get("include_metadata"),
+            max_entities=state.max_entities_per_request,
+        )
         if compiled.ab_split:
-            parts = [(v1_body(await compute_async(state.online, part, state.history)), rows)
-                     for part, rows in split_request(state.registry, feature_request)]
+            parts = [
+                (v1_body(await compute_async(state.online, part, state.history)), rows)
+                for part, rows in split_request(state.registry, feature_request)
+            ]
             answer = merge_answers(feature_request, parts)
         else:
             answer = v1_body(await compute_async(state.online, feature_request, state.history))
         if state.request_log is not None:
             state.request_log.record(
-                compiled.name, feature_request.times(), body.get("entities") or {},
-                body.get("request_data") or {}, answer["features"],
-            )  # fmt: skip
+                compiled.name,
+                feature_request.times(),
+                body.get("entities") or {},
+                body.get("request_data") or {},
+                answer["features"],
+            )
         return json_response(answer)
 
     try:
@@ -93,36 +104,53 @@ def build_router(registry: Registry) -> APIRouter:
     ) -> Response:
         return await serve_features(request, service)
 
-    @router.get("/v1/services", summary="Every feature service with its inputs and outputs",
-                responses=docs.services_responses(), response_class=Response)
+    @router.get(
+        "/v1/services",
+        summary="Every feature service with its inputs and outputs",
+        responses=docs.services_responses(),
+        response_class=Response,
+    )
     async def list_services(request: Request) -> Response:
         reg = get_state(request).registry
         names = readable_services(request.scope, sorted(reg.services))
         return json_response({"services": [reg.services[n].describe() for n in names]})
 
-    @router.get("/v1/services/{name}", summary="One feature service: inputs (with types) and outputs",
-                responses=docs.service_responses(), response_class=Response)
+    @router.get(
+        "/v1/services/{name}",
+        summary="One feature service: inputs (with types) and outputs",
+        responses=docs.service_responses(),
+        response_class=Response,
+    )
     async def describe_service(
         request: Request,
         name: str = Path(description="feature service name", json_schema_extra={"enum": names}),
     ) -> Response:
         return json_response(get_state(request).registry.service(name).describe())
 
-    @router.get("/healthz", summary="The process is alive", response_class=Response,
-                responses=docs.simple_responses("ok"))
+    @router.get(
+        "/healthz", summary="The process is alive", response_class=Response, responses=docs.simple_responses("ok")
+    )
     async def healthz() -> Response:
         return json_response({"status": "ok"})
 
-    @router.get("/readyz", summary="The online table can answer reads (503 with the reason otherwise)",
-                response_class=Response, responses=docs.readyz_responses())
+    @router.get(
+        "/readyz",
+        summary="The online table can answer reads (503 with the reason otherwise)",
+        response_class=Response,
+        responses=docs.readyz_responses(),
+    )
     async def readyz(request: Request) -> Response:
         ready, detail = get_state(request).online.ready()
         if not ready:
             raise OnlineTableUnavailableError(detail, hint="see the reason; readiness returns by itself")
         return json_response({"status": "ready", "detail": detail})
 
-    @router.get("/metrics", summary="Prometheus metrics (text exposition format)", response_class=Response,
-                responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics (text exposition format)",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     async def metrics(request: Request) -> Response:
         state = get_state(request)
         state.online.update_freshness_gauges(state.registry.views)

@@ -33,12 +33,15 @@ DEFAULT_CHUNK_ROWS = 500  # under the server's default max_entities_per_request 
 def _trained_on(model: object) -> TrainedOn:
     trained = getattr(model, "trained_on", None)
     if not isinstance(trained, TrainedOn):
-        raise TypeError(f"score_batch: model: expected an attribute trained_on=TrainedOn(service, fingerprint), "
-                        f"got {trained!r}; set it when training (serving.model_file.TrainedOn)")
+        raise TypeError(
+            f"score_batch: model: expected an attribute trained_on=TrainedOn(service, fingerprint), "
+            f"got {trained!r}; set it when training (serving.model_file.TrainedOn)"
+        )
     features = getattr(model, "features", None)
     if not isinstance(features, Sequence) or isinstance(features, str) or not features:
-        raise TypeError(f"score_batch: model: expected an attribute features=[names in the model's input order], "
-                        f"got {features!r}")
+        raise TypeError(
+            f"score_batch: model: expected an attribute features=[names in the model's input order], got {features!r}"
+        )
     if not (hasattr(model, "predict_proba") or hasattr(model, "predict")):
         raise TypeError(f"score_batch: model: expected a predict or predict_proba method, got {type(model).__name__}")
     return trained
@@ -54,12 +57,15 @@ def check_service(model: object, described: dict[str, Any]) -> None:
             f"model trained on feature service {trained.service!r} with fingerprint {trained.fingerprint}, "
             f"the server's {trained.service!r} has fingerprint {served}",
             hint="the service's features, windows or transforms changed since training: retrain on a "
-                 "training set of the current service, or pin the version the model was trained on")
+            "training set of the current service, or pin the version the model was trained on",
+        )
     outputs = {o["name"] for o in described["outputs"]}
     missing = [f for f in model.features if f not in outputs]  # type: ignore[attr-defined]
     if missing:
-        raise ModelServiceMismatch(f"model features {missing} are not outputs of service {trained.service!r}",
-                                   hint="the model's feature list must name outputs of its service")
+        raise ModelServiceMismatch(
+            f"model features {missing} are not outputs of service {trained.service!r}",
+            hint="the model's feature list must name outputs of its service",
+        )
 
 
 def _epoch_ms(column: pl.Series) -> list[int]:
@@ -67,8 +73,10 @@ def _epoch_ms(column: pl.Series) -> list[int]:
         return [int(v) for v in column.dt.epoch("ms").to_list()]
     if column.dtype.is_integer():
         return [int(v) for v in column.to_list()]
-    raise TypeError(f"score_batch: time column {column.name!r}: expected epoch milliseconds (int) or datetimes, "
-                    f"got {column.dtype}; cast it first")
+    raise TypeError(
+        f"score_batch: time column {column.name!r}: expected epoch milliseconds (int) or datetimes, "
+        f"got {column.dtype}; cast it first"
+    )
 
 
 def _scores(model: Any, matrix: list[list[float]]) -> dict[str, list[Any]]:
@@ -100,8 +108,10 @@ def score_batch(
     needed = [*keys, *(r["name"] for r in described["inputs"]["request_data"])]
     absent = [c for c in [*needed, *([time_column] if time_column else [])] if c not in entities.columns]
     if absent:
-        raise ValueError(f"score_batch: entities: expected columns {absent} (service {trained.service!r} "
-                         f"needs {needed}), got {entities.columns}")
+        raise ValueError(
+            f"score_batch: entities: expected columns {absent} (service {trained.service!r} "
+            f"needs {needed}), got {entities.columns}"
+        )
     times = _epoch_ms(entities[time_column]) if time_column else [time.time_ns() // 1_000_000] * entities.height
     features: list[str] = list(model.features)
     defaults: dict[str, float] = dict(getattr(model, "defaults", {}) or {})
@@ -109,9 +119,11 @@ def score_batch(
     for start in range(0, entities.height, chunk_rows):
         chunk = entities.slice(start, chunk_rows)
         answer = client.get_feature_vectors(
-            trained.service, {k: chunk[k].to_list() for k in keys},
-            {c: chunk[c].to_list() for c in needed[len(keys):]} or None,
-            as_of=times[start:start + chunk_rows])
+            trained.service,
+            {k: chunk[k].to_list() for k in keys},
+            {c: chunk[c].to_list() for c in needed[len(keys) :]} or None,
+            as_of=times[start : start + chunk_rows],
+        )
         rows.extend(answer["features"])
     matrix: list[list[float]] = []
     cold: list[int] = []
@@ -121,8 +133,10 @@ def score_batch(
             value = row.get(name)
             if value is None:
                 if name not in defaults:
-                    raise ValueError(f"score_batch: row {index}: feature {name!r} has no value and the model "
-                                     "declares no default for it; give the model defaults={...} (cold start)")
+                    raise ValueError(
+                        f"score_batch: row {index}: feature {name!r} has no value and the model "
+                        "declares no default for it; give the model defaults={...} (cold start)"
+                    )
                 value, missing = defaults[name], missing + 1
             values.append(float(value))
         matrix.append(values)

@@ -62,8 +62,13 @@ class SheddingStats:
 class SheddingMiddleware:
     """Pure ASGI middleware counting in-flight HTTP requests."""
 
-    def __init__(self, app: ASGIApp, max_in_flight: int = 64, stats: SheddingStats | None = None,
-                 max_request_bytes: int = 1_048_576) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_in_flight: int = 64,
+        stats: SheddingStats | None = None,
+        max_request_bytes: int = 1_048_576,
+    ) -> None:
         if type(max_in_flight) is not int or max_in_flight < 1:
             raise ValueError(
                 f"SheddingMiddleware: field 'max_in_flight': expected an int >= 1, got {max_in_flight!r}. "

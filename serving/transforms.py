@@ -17,9 +17,7 @@ from serving.exceptions import TransformError
 from serving.registry import CompiledTransform
 
 
-def run_transform(
-    transform: CompiledTransform, inputs: Mapping[str, list[Any]], n_rows: int
-) -> dict[str, list[Any]]:
+def run_transform(transform: CompiledTransform, inputs: Mapping[str, list[Any]], n_rows: int) -> dict[str, list[Any]]:
     try:
         return run(transform, inputs, n_rows).columns
     except TransformRunError as exc:

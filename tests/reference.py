@@ -126,9 +126,7 @@ def _order_key(event: Event) -> tuple[int, int, int]:
     return (field(event, "e"), field(event, "partition"), field(event, "offset"))
 
 
-def apply_watermark(
-    events: Iterable[E], allowed_lateness_ms: int, watermark_outliers: int = 1
-) -> list[E]:
+def apply_watermark(events: Iterable[E], allowed_lateness_ms: int, watermark_outliers: int = 1) -> list[E]:
     """The events that are applied (not late, not invalid), in input order.
 
     Per semantics section 5: the watermark of a partition just before offset ``o`` is the

@@ -43,8 +43,9 @@ REPEATS = 3
 
 
 def _read_topic(bootstrap: str, topic: str, events: int) -> dict[int, list[Any]]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "decode-limit",
-                         "enable.auto.commit": False, "log_level": 0})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "decode-limit", "enable.auto.commit": False, "log_level": 0}
+    )
     partitions = list_topic_partitions(bootstrap, topic)
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     by_partition: dict[int, list[Any]] = {p: [] for p in partitions}
@@ -66,10 +67,16 @@ def _batches(by_partition: dict[int, list[Any]], batch: int, topic: str) -> list
     out = []
     for partition, messages in by_partition.items():
         for start in range(0, len(messages), batch):
-            chunk = messages[start:start + batch]
-            out.append(RawBatch(topic=topic, partition=partition,
-                                offsets=np.array([m.offset() for m in chunk], dtype=np.int64),
-                                keys=[m.key() for m in chunk], values=[m.value() for m in chunk]))
+            chunk = messages[start : start + batch]
+            out.append(
+                RawBatch(
+                    topic=topic,
+                    partition=partition,
+                    offsets=np.array([m.offset() for m in chunk], dtype=np.int64),
+                    keys=[m.key() for m in chunk],
+                    values=[m.value() for m in chunk],
+                )
+            )
     return out
 
 
@@ -109,8 +116,13 @@ def main(bootstrap: str, topic: str, events: int, batch: int) -> None:
             started = time.process_time()
             parse()
             samples[name].append((time.process_time() - started) * 1e6 / events)
-    emit({"events": events, "batch": batch,
-          "us_per_record": {name: summarize(values) for name, values in samples.items()}})
+    emit(
+        {
+            "events": events,
+            "batch": batch,
+            "us_per_record": {name: summarize(values) for name, values in samples.items()},
+        }
+    )
 
 
 if __name__ == "__main__":

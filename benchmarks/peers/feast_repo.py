@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-DEFINITIONS = '''
+DEFINITIONS = """
 from datetime import timedelta
 from typing import Any
 
@@ -43,7 +43,7 @@ def spend_velocity(inputs: dict[str, Any]) -> dict[str, Any]:
 
 
 fraud_scoring = FeatureService(name="fraud_scoring", features=[user_spend, spend_velocity])
-'''
+"""
 
 STORE_YAML = """project: bench
 registry: data/registry.db
@@ -76,8 +76,9 @@ def main(repo_dir: str, features_parquet: str) -> None:
     seconds = time.perf_counter() - started
     import importlib.metadata
 
-    print(json.dumps({"rows": len(frame), "write_seconds": seconds,
-                      "feast_version": importlib.metadata.version("feast")}))
+    print(
+        json.dumps({"rows": len(frame), "write_seconds": seconds, "feast_version": importlib.metadata.version("feast")})
+    )
 
 
 if __name__ == "__main__":

@@ -54,8 +54,14 @@ class RegistryUnreachable(PeerInstallError):
 
 
 # What pip prints when the index cannot be reached at all (as opposed to a failed build).
-_NETWORK_ERRORS = ("NewConnectionError", "Failed to establish a new connection", "Temporary failure in name",
-                   "Network is unreachable", "ConnectTimeoutError", "ProxyError")
+_NETWORK_ERRORS = (
+    "NewConnectionError",
+    "Failed to establish a new connection",
+    "Temporary failure in name",
+    "Network is unreachable",
+    "ConnectTimeoutError",
+    "ProxyError",
+)
 
 
 def _run_pip_step(name: str, cmd: list[str]) -> str:
@@ -70,8 +76,22 @@ def _run_pip_step(name: str, cmd: list[str]) -> str:
 
 def newest_release(package: str) -> str:
     """The version pip would install for ``package`` now (the newest release it may use)."""
-    report = _run_pip_step(package, [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--no-deps",
-                                     "--ignore-installed", "--report", "-", package])
+    report = _run_pip_step(
+        package,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--quiet",
+            "--no-deps",
+            "--ignore-installed",
+            "--report",
+            "-",
+            package,
+        ],
+    )
     version: str = json.loads(report)["install"][0]["metadata"]["version"]
     return version
 

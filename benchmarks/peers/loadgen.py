@@ -17,8 +17,7 @@ import numpy as np
 PERCENTILES = (1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99, 99.9)
 
 
-async def _worker(host: str, port: int, requests: list[bytes], until: float, lat: list[float],
-                  bad: list[int]) -> None:
+async def _worker(host: str, port: int, requests: list[bytes], until: float, lat: list[float], bad: list[int]) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     for req in itertools.cycle(requests):
         now = time.perf_counter()
@@ -42,7 +41,9 @@ async def main(host: str, port: int, path: str, bodies_file: str, connections: i
         bodies = [ln.rstrip(b"\n") for ln in fh if ln.strip()]
     requests = [
         b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-        % (path.encode(), host.encode(), len(b), b) for b in bodies]
+        % (path.encode(), host.encode(), len(b), b)
+        for b in bodies
+    ]
     lat: list[float] = []
     bad = [0]
     started = time.perf_counter()
@@ -51,8 +52,17 @@ async def main(host: str, port: int, path: str, bodies_file: str, connections: i
     await asyncio.gather(*(_worker(host, port, offsets[i], until, lat, bad) for i in range(connections)))
     duration = time.perf_counter() - started
     arr = np.array(lat) * 1e6
-    print(json.dumps({"requests": len(lat), "duration_us": int(duration * 1e6), "errors": 0, "non_2xx": bad[0],
-                      "percentiles_us": {str(p): int(np.percentile(arr, p)) for p in PERCENTILES}}))
+    print(
+        json.dumps(
+            {
+                "requests": len(lat),
+                "duration_us": int(duration * 1e6),
+                "errors": 0,
+                "non_2xx": bad[0],
+                "percentiles_us": {str(p): int(np.percentile(arr, p)) for p in PERCENTILES},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

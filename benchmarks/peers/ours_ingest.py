@@ -31,8 +31,15 @@ def main(bootstrap: str, topic: str, workdir: Path, shards: int) -> None:
     repo = load_repo(REPO)
     source = dataclasses.replace(repo.source("transactions"), topic=topic)
     views = tuple(dataclasses.replace(v, source=source) for v in repo.views_for_source("transactions"))
-    job = StreamJob(source=source, views=views, bootstrap=bootstrap, state_dir=workdir / "state",
-                    shards=shards, log_root=str(workdir / "log"), tail=False)
+    job = StreamJob(
+        source=source,
+        views=views,
+        bootstrap=bootstrap,
+        state_dir=workdir / "state",
+        shards=shards,
+        log_root=str(workdir / "log"),
+        tail=False,
+    )
     stages = StageClock()
     stages.install()
     flow = build_flow(job)
@@ -47,11 +54,21 @@ def main(bootstrap: str, topic: str, workdir: Path, shards: int) -> None:
     peak_rss_kb = own_peak_rss_kb()  # before counting: the count is not part of the run
     with RocksDBStore(job.state_dir, shards) as store:
         entities = {v.name: sum(1 for p in store.partitions for _ in p.iter_view(v.fingerprint)) for v in views}
-    emit({"system": "streamfeat", "events": events, "seconds": seconds, "cpu_seconds": cpu_seconds,
-          "stage_us_per_event": stages.per_event_us(events, cpu_seconds),
-          "events_per_decoded_batch": round(events / max(stages.calls["decode"], 1), 1), "peak_rss_kb": peak_rss_kb,
-          "views": [v.name for v in views], "shards": shards, "batch_size": job.batch_size,
-          "entities": entities})
+    emit(
+        {
+            "system": "streamfeat",
+            "events": events,
+            "seconds": seconds,
+            "cpu_seconds": cpu_seconds,
+            "stage_us_per_event": stages.per_event_us(events, cpu_seconds),
+            "events_per_decoded_batch": round(events / max(stages.calls["decode"], 1), 1),
+            "peak_rss_kb": peak_rss_kb,
+            "views": [v.name for v in views],
+            "shards": shards,
+            "batch_size": job.batch_size,
+            "entities": entities,
+        }
+    )
 
 
 if __name__ == "__main__":

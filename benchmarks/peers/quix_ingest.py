@@ -35,8 +35,9 @@ def main(bootstrap: str, topic: str, events: int, state_dir: str) -> None:
         state_dir=state_dir,
         use_changelog_topics=False,  # streamfeat keeps no changelog either
     )
-    source = app.topic(topic, value_deserializer="json",
-                       timestamp_extractor=lambda value, headers, ts, ttype: int(value["ts"]))
+    source = app.topic(
+        topic, value_deserializer="json", timestamp_extractor=lambda value, headers, ts, ttype: int(value["ts"])
+    )
     sdf = app.dataframe(source)
     seen = [0, 0.0, 0.0]  # events, first-seen time, last-seen time
 
@@ -50,15 +51,27 @@ def main(bootstrap: str, topic: str, events: int, state_dir: str) -> None:
 
     sdf = sdf.update(tally)
     sdf = sdf[sdf["event_type"] == "PURCHASE"]
-    sdf = sdf.hopping_window(duration_ms=3_600_000, step_ms=900_000, grace_ms=300_000).agg(
-        amount_sum=Sum("amount"), amount_count=Count()).final()
+    sdf = (
+        sdf.hopping_window(duration_ms=3_600_000, step_ms=900_000, grace_ms=300_000)
+        .agg(amount_sum=Sum("amount"), amount_count=Count())
+        .final()
+    )
     started = time.perf_counter()
     app.run()
     wall = time.perf_counter() - started
     if seen[0] < events:
         raise SystemExit(f"quix_ingest: expected {events} events, saw {seen[0]}")
-    print(json.dumps({"system": "quix", "events": seen[0], "seconds": wall,
-                      "first_to_last_seconds": seen[2] - seen[1], "peak_rss_kb": _peak_rss_kb()}))
+    print(
+        json.dumps(
+            {
+                "system": "quix",
+                "events": seen[0],
+                "seconds": wall,
+                "first_to_last_seconds": seen[2] - seen[1],
+                "peak_rss_kb": _peak_rss_kb(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

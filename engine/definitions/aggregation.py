@@ -39,12 +39,7 @@ def _int_in(value: object, lo: int, hi: int) -> bool:
 
 
 def _number_in(value: object, lo: float, hi: float) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and lo <= value <= hi
-    )
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and lo <= value <= hi
 
 
 @definition("Aggregation")
@@ -63,21 +58,42 @@ class Aggregation:
     def __post_init__(self) -> None:
         label = self.name if isinstance(self.name, str) else f"{self.column}_{self.function}"
         c = Checker("Aggregation", label)
-        if c.type_is("column", self.column, str, "a source field name", "write column='amount'") and not FIELD_RE.match(self.column):
-            c.add("column", "a field name matching [A-Za-z_][A-Za-z0-9_]*", self.column, "use the name of a source schema field")
-        if c.type_is("function", self.function, str, "a function name", f"use one of {FUNCTIONS}") and self.function not in FUNCTIONS:
+        if c.type_is("column", self.column, str, "a source field name", "write column='amount'") and not FIELD_RE.match(
+            self.column
+        ):
+            c.add(
+                "column",
+                "a field name matching [A-Za-z_][A-Za-z0-9_]*",
+                self.column,
+                "use the name of a source schema field",
+            )
+        if (
+            c.type_is("function", self.function, str, "a function name", f"use one of {FUNCTIONS}")
+            and self.function not in FUNCTIONS
+        ):
             planned = self.function in PLANNED_FUNCTIONS
-            c.add("function", f"one of {', '.join(FUNCTIONS)}", self.function,
-                  f"{self.function} is specified in docs/semantics.md ('Planned functions') but not implemented yet; "
-                  f"valid values: {', '.join(FUNCTIONS)}" if planned else did_you_mean(self.function, FUNCTIONS))
+            c.add(
+                "function",
+                f"one of {', '.join(FUNCTIONS)}",
+                self.function,
+                f"{self.function} is specified in docs/semantics.md ('Planned functions') but not implemented yet; "
+                f"valid values: {', '.join(FUNCTIONS)}"
+                if planned
+                else did_you_mean(self.function, FUNCTIONS),
+            )
         if self.window is not None:
             c.duration("window", self.window, minimum_ms=1)
         if self.name is not None:
             c.name_field("name", self.name)
         self._check_sketch_params(c)
         if not finite_number_or_none(self.default):
-            c.add("default", "a finite int or float, or None", self.default, "defaults are numeric, e.g. default=0.0",
-                  type_error=not isinstance(self.default, int | float) or isinstance(self.default, bool))
+            c.add(
+                "default",
+                "a finite int or float, or None",
+                self.default,
+                "defaults are numeric, e.g. default=0.0",
+                type_error=not isinstance(self.default, int | float) or isinstance(self.default, bool),
+            )
         c.check()
 
     def _check_sketch_params(self, c: Checker) -> None:
@@ -90,26 +106,53 @@ class Aggregation:
         for field, used in uses.items():
             value = getattr(self, field)
             if value is not None and not used:
-                c.add(field, f"None for function {self.function!r}", value,
-                      f"{field} applies only to {_PARAM_FUNCTIONS[field]}")
+                c.add(
+                    field,
+                    f"None for function {self.function!r}",
+                    value,
+                    f"{field} applies only to {_PARAM_FUNCTIONS[field]}",
+                )
         if self.function == "count_distinct" and not _int_in(self.max_distinct, 1, MAX_DISTINCT_LIMIT):
-                c.add("max_distinct", f"an int 1..{MAX_DISTINCT_LIMIT} (the largest number of distinct values a window may hold)",
-                      self.max_distinct,
-                      "declare a realistic bound, e.g. max_distinct=500; for unbounded cardinality use count_distinct_approx",
-                      type_error=self.max_distinct is not None and not _int_in(self.max_distinct, -(2**62), 2**62))
+            c.add(
+                "max_distinct",
+                f"an int 1..{MAX_DISTINCT_LIMIT} (the largest number of distinct values a window may hold)",
+                self.max_distinct,
+                "declare a realistic bound, e.g. max_distinct=500; for unbounded cardinality use count_distinct_approx",
+                type_error=self.max_distinct is not None and not _int_in(self.max_distinct, -(2**62), 2**62),
+            )
         if self.function == "count_distinct" and self.window is None:
             # docs/semantics.md: a lifetime window grows without bound, so no bound is realistic.
-            c.add("window", "a finite timedelta for count_distinct (exact)", None,
-                  "use count_distinct_approx for the distinct values of an entity's whole lifetime, "
-                  "or give count_distinct a finite window")
-        if uses["precision"] and self.precision is not None and not _int_in(self.precision, HLL_MIN_PRECISION, HLL_MAX_PRECISION):
-            c.add("precision", f"an int {HLL_MIN_PRECISION}..{HLL_MAX_PRECISION}", self.precision,
-                  f"2**precision registers; relative error 1.04/sqrt(2**p); default {HLL_DEFAULT_PRECISION}")
+            c.add(
+                "window",
+                "a finite timedelta for count_distinct (exact)",
+                None,
+                "use count_distinct_approx for the distinct values of an entity's whole lifetime, "
+                "or give count_distinct a finite window",
+            )
+        if (
+            uses["precision"]
+            and self.precision is not None
+            and not _int_in(self.precision, HLL_MIN_PRECISION, HLL_MAX_PRECISION)
+        ):
+            c.add(
+                "precision",
+                f"an int {HLL_MIN_PRECISION}..{HLL_MAX_PRECISION}",
+                self.precision,
+                f"2**precision registers; relative error 1.04/sqrt(2**p); default {HLL_DEFAULT_PRECISION}",
+            )
         if self.function == "percentile" and not _number_in(self.q, 0.0, 1.0):
             c.add("q", "a number 0 <= q <= 1", self.q, "write q=0.95 for the 95th percentile")
-        if uses["alpha"] and self.alpha is not None and not _number_in(self.alpha, DDSKETCH_MIN_ALPHA, DDSKETCH_MAX_ALPHA):
-            c.add("alpha", f"a number {DDSKETCH_MIN_ALPHA} <= alpha <= {DDSKETCH_MAX_ALPHA}", self.alpha,
-                  f"the relative accuracy of the answer; default {DDSKETCH_DEFAULT_ALPHA}")
+        if (
+            uses["alpha"]
+            and self.alpha is not None
+            and not _number_in(self.alpha, DDSKETCH_MIN_ALPHA, DDSKETCH_MAX_ALPHA)
+        ):
+            c.add(
+                "alpha",
+                f"a number {DDSKETCH_MIN_ALPHA} <= alpha <= {DDSKETCH_MAX_ALPHA}",
+                self.alpha,
+                f"the relative accuracy of the answer; default {DDSKETCH_DEFAULT_ALPHA}",
+            )
 
     @property
     def params(self) -> tuple[tuple[str, int | float], ...]:

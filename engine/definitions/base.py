@@ -117,11 +117,21 @@ class Checker:
 
     def name_field(self, field: str, value: object) -> bool:
         if not isinstance(value, str):
-            self.add(field, "a name string", value, "give the definition an explicit name such as 'user_spend'", type_error=True)
+            self.add(
+                field,
+                "a name string",
+                value,
+                "give the definition an explicit name such as 'user_spend'",
+                type_error=True,
+            )
             return False
         if not NAME_RE.match(value):
-            self.add(field, "a lower-case identifier matching [a-z_][a-z0-9_]*", value,
-                     "use lower-case letters, digits and underscores, not starting with a digit")
+            self.add(
+                field,
+                "a lower-case identifier matching [a-z_][a-z0-9_]*",
+                value,
+                "use lower-case letters, digits and underscores, not starting with a digit",
+            )
             return False
         return True
 
@@ -131,7 +141,13 @@ class Checker:
     def duration(self, field: str, value: object, *, minimum_ms: int, allow_zero: bool = False) -> int | None:
         """Checks a timedelta of whole milliseconds; returns its ms or None."""
         if not isinstance(value, timedelta):
-            self.add(field, "a datetime.timedelta", value, f"write {field}=timedelta(minutes=15) (from datetime import timedelta)", type_error=True)
+            self.add(
+                field,
+                "a datetime.timedelta",
+                value,
+                f"write {field}=timedelta(minutes=15) (from datetime import timedelta)",
+                type_error=True,
+            )
             return None
         if value.microseconds % 1000:
             self.add(field, "a whole number of milliseconds", value, "round the duration to milliseconds")
@@ -139,7 +155,12 @@ class Checker:
         ms = timedelta_ms(value)
         if ms < 0 or (ms == 0 and not allow_zero) or (0 < ms < minimum_ms):
             low = "0" if allow_zero else f"{minimum_ms} ms"
-            self.add(field, f"a duration of at least {low}", value, "use a positive duration" if not allow_zero else "use timedelta(0) or a positive duration")
+            self.add(
+                field,
+                f"a duration of at least {low}",
+                value,
+                "use a positive duration" if not allow_zero else "use timedelta(0) or a positive duration",
+            )
             return None
         return ms
 
@@ -166,16 +187,25 @@ def parse_schema(checker: Checker, field: str, schema: object, *, allow_empty: b
     """Normalizes a schema mapping of field name -> type to FrozenMap[str, FieldType]."""
     out: dict[str, FieldType] = {}
     if not isinstance(schema, Mapping):
-        checker.add(field, "a mapping of field name to type", schema,
-                    "write {'amount': 'float', 'user_id': 'string'}", type_error=True)
+        checker.add(
+            field,
+            "a mapping of field name to type",
+            schema,
+            "write {'amount': 'float', 'user_id': 'string'}",
+            type_error=True,
+        )
         return FrozenMap()
     if not schema and not allow_empty:
         checker.add(field, "at least one field", schema, "declare the fields, e.g. {'amount': 'float'}")
     valid = [t.value for t in FieldType]
     for key, raw in schema.items():
         if not isinstance(key, str) or not FIELD_RE.match(key):
-            checker.add(f"{field}[{key!r}]", "a field name matching [A-Za-z_][A-Za-z0-9_]*", key,
-                        "use letters, digits and underscores")
+            checker.add(
+                f"{field}[{key!r}]",
+                "a field name matching [A-Za-z_][A-Za-z0-9_]*",
+                key,
+                "use letters, digits and underscores",
+            )
             continue
         ftype = _PY_TYPES.get(raw) if isinstance(raw, type) else None
         if ftype is None and isinstance(raw, str) and raw in valid:
@@ -204,8 +234,7 @@ def definition(kind: str) -> Callable[[_C], _C]:
         fields = [f for f in dataclasses.fields(dc) if f.init]
         names = [f.name for f in fields]
         required = [
-            f.name for f in fields
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            f.name for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         ]
         positional = [f.name for f in fields if not f.kw_only]
         original = dc.__init__
@@ -216,22 +245,26 @@ def definition(kind: str) -> Callable[[_C], _C]:
             label = kwargs.get("name", given.get("name", "?"))
             checker = Checker(kind, label if isinstance(label, str) else "?")
             if len(args) > len(positional):
-                checker.add_raw("<positional>", f"at most {len(positional)} positional arguments",
-                                str(len(args)), f"pass the rest by keyword: {', '.join(names)}")
+                checker.add_raw(
+                    "<positional>",
+                    f"at most {len(positional)} positional arguments",
+                    str(len(args)),
+                    f"pass the rest by keyword: {', '.join(names)}",
+                )
             for key in kwargs:
                 if key not in names:
-                    checker.add_raw(key, "a known field", f"unknown keyword argument {key!r}",
-                                    did_you_mean(key, names, "fields"))
+                    checker.add_raw(
+                        key, "a known field", f"unknown keyword argument {key!r}", did_you_mean(key, names, "fields")
+                    )
                 elif key in given:
-                    checker.add_raw(key, "one value", "the field given both by position and by keyword",
-                                    "pass it once")
+                    checker.add_raw(key, "one value", "the field given both by position and by keyword", "pass it once")
             for key in required:
                 if key not in kwargs and key not in given:
                     checker.add_raw(key, "a value", "nothing", f"{kind} needs {key}=...")
             if checker.problems:
-                raise DefinitionTypeError(kind, checker.name, [
-                    dataclasses.replace(p, is_type_error=True) for p in checker.problems
-                ])
+                raise DefinitionTypeError(
+                    kind, checker.name, [dataclasses.replace(p, is_type_error=True) for p in checker.problems]
+                )
             original(self, *args, **kwargs)
 
         dc.__init__ = __init__

@@ -52,8 +52,12 @@ def check_on_demand(odfv: OnDemandFeatureView, sample_inputs: Mapping[str, Any] 
             got = problem.got + _location(exc.__cause__)
             c.add_raw(field, problem.expected, got, f"sample input was {row!r}; {problem.hint}")
     for name in undeclared:
-        c.add_raw(f"schema[{name!r}]", "only declared outputs", f"undeclared output {name!r}",
-                  "declare it in schema={...} or stop returning it")
+        c.add_raw(
+            f"schema[{name!r}]",
+            "only declared outputs",
+            f"undeclared output {name!r}",
+            "declare it in schema={...} or stop returning it",
+        )
     if c.problems:
         raise OnDemandCheckError(c.kind, c.name, c.problems)
     return output

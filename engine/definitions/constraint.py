@@ -44,11 +44,7 @@ class Constraint:
                 0 <= value <= MAX_STRING_LENGTH
             ):
                 c.add(name, f"0..{MAX_STRING_LENGTH}", value, "keys are short: e.g. max_length=64")
-        if (
-            isinstance(self.min_length, int)
-            and isinstance(self.max_length, int)
-            and self.min_length > self.max_length
-        ):
+        if isinstance(self.min_length, int) and isinstance(self.max_length, int) and self.min_length > self.max_length:
             c.add("max_length", f"an int >= min_length ({self.min_length})", self.max_length, "swap them")
         if self.allowed_characters is not None and c.type_is(
             "allowed_characters", self.allowed_characters, str, "a character class body", 'e.g. "A-Za-z0-9_-"'
@@ -59,16 +55,19 @@ class Constraint:
                 try:
                     re.compile(self.character_class)
                 except re.error as exc:
-                    c.add("allowed_characters", "a valid character class body", self.allowed_characters,
-                          f"fix the class ({exc}); escape ']' and '\\\\' with a backslash")
+                    c.add(
+                        "allowed_characters",
+                        "a valid character class body",
+                        self.allowed_characters,
+                        f"fix the class ({exc}); escape ']' and '\\\\' with a backslash",
+                    )
         if self.is_empty:
             c.add("<fields>", "at least one bound", "no bound", "e.g. Constraint(min=0) or Constraint(max_length=64)")
         c.check()
 
     @property
     def is_empty(self) -> bool:
-        return all(getattr(self, f) is None for f in
-                   ("min", "max", "min_length", "max_length", "allowed_characters"))
+        return all(getattr(self, f) is None for f in ("min", "max", "min_length", "max_length", "allowed_characters"))
 
     @property
     def is_numeric(self) -> bool:
@@ -86,5 +85,8 @@ class Constraint:
         return f"[{self.allowed_characters}]*"
 
     def to_dict(self) -> dict[str, object]:
-        return {f: getattr(self, f) for f in ("min", "max", "min_length", "max_length", "allowed_characters")
-                if getattr(self, f) is not None}
+        return {
+            f: getattr(self, f)
+            for f in ("min", "max", "min_length", "max_length", "allowed_characters")
+            if getattr(self, f) is not None
+        }

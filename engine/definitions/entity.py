@@ -18,8 +18,13 @@ class Entity:
         c.name_field("name", self.name)
         keys: tuple[str, ...] = ()
         if isinstance(self.join_keys, str):
-            c.add("join_keys", "a list of key names", self.join_keys,
-                  f"write join_keys=[{self.join_keys!r}]", type_error=True)
+            c.add(
+                "join_keys",
+                "a list of key names",
+                self.join_keys,
+                f"write join_keys=[{self.join_keys!r}]",
+                type_error=True,
+            )
         elif not isinstance(self.join_keys, Sequence):
             c.add("join_keys", "a list of key names", self.join_keys, "write join_keys=['user_id']", type_error=True)
         else:
@@ -28,8 +33,12 @@ class Entity:
                 c.add("join_keys", "at least one key", self.join_keys, "write join_keys=['user_id']")
             for key in keys:
                 if not isinstance(key, str) or not FIELD_RE.match(key):
-                    c.add("join_keys", "field names matching [A-Za-z_][A-Za-z0-9_]*", key,
-                          "use the name of a source field, e.g. 'user_id'")
+                    c.add(
+                        "join_keys",
+                        "field names matching [A-Za-z_][A-Za-z0-9_]*",
+                        key,
+                        "use the name of a source field, e.g. 'user_id'",
+                    )
             if len(set(keys)) != len(keys):
                 c.add("join_keys", "distinct keys", list(keys), "list each key once")
         c.text("description", self.description)

@@ -43,19 +43,33 @@ class FeatureRef:
         c = Checker("FeatureRef", label)
         features: tuple[str, ...] = ()
         if not isinstance(self.view, SelectableView):
-            c.add("view", "a StreamFeatureView or OnDemandFeatureView", self.view, "write view[['a', 'b']]", type_error=True)
+            c.add(
+                "view",
+                "a StreamFeatureView or OnDemandFeatureView",
+                self.view,
+                "write view[['a', 'b']]",
+                type_error=True,
+            )
         if isinstance(self.features, str | bytes) or not isinstance(self.features, Sequence):
-            c.add("features", "a list of feature names", self.features, "write view[['amount_sum_1h']]", type_error=True)
+            c.add(
+                "features", "a list of feature names", self.features, "write view[['amount_sum_1h']]", type_error=True
+            )
         else:
             features = tuple(self.features)
             if not features:
-                c.add("features", "at least one feature name", [], "select at least one feature or pass the view itself")
+                c.add(
+                    "features", "at least one feature name", [], "select at least one feature or pass the view itself"
+                )
             if isinstance(self.view, SelectableView):
                 known = self.view.feature_names
                 for name in features:
                     if name not in known:
-                        c.add("features", f"features of view {label!r}", name,
-                              did_you_mean(name, known) if isinstance(name, str) else "use feature names")
+                        c.add(
+                            "features",
+                            f"features of view {label!r}",
+                            name,
+                            did_you_mean(name, known) if isinstance(name, str) else "use feature names",
+                        )
             if len(set(features)) != len(features):
                 c.add("features", "each feature once", list(features), "remove the repeated names")
         c.check()

@@ -26,9 +26,19 @@ _ORDERING = frozenset({"<", "<=", ">", ">="})
 
 def _check_scalar(field: str, op: str, value: object) -> Scalar:
     if not isinstance(value, str | int | float | bool):
-        raise DefinitionTypeError("Filter", f"col({field!r}) {op} ...", [Problem(
-            "value", "a str, int, float or bool literal", f"{value!r} ({type(value).__name__})",
-            "compare a column with a literal, e.g. col('event_type') == 'PURCHASE'", True)])
+        raise DefinitionTypeError(
+            "Filter",
+            f"col({field!r}) {op} ...",
+            [
+                Problem(
+                    "value",
+                    "a str, int, float or bool literal",
+                    f"{value!r} ({type(value).__name__})",
+                    "compare a column with a literal, e.g. col('event_type') == 'PURCHASE'",
+                    True,
+                )
+            ],
+        )
     return value
 
 
@@ -66,9 +76,19 @@ class Expr:
 
 def _expr(value: object, op: str) -> Expr:
     if not isinstance(value, Expr):
-        raise DefinitionTypeError("Filter", f"... {op} {value!r}", [Problem(
-            "operand", "a filter expression", f"{value!r} ({type(value).__name__})",
-            "both sides of & and | must be comparisons such as col('x') == 1", True)])
+        raise DefinitionTypeError(
+            "Filter",
+            f"... {op} {value!r}",
+            [
+                Problem(
+                    "operand",
+                    "a filter expression",
+                    f"{value!r} ({type(value).__name__})",
+                    "both sides of & and | must be comparisons such as col('x') == 1",
+                    True,
+                )
+            ],
+        )
     return value
 
 
@@ -229,12 +249,26 @@ class Col:
 
     def isin(self, values: Iterable[object]) -> IsIn:
         if isinstance(values, str | bytes):
-            raise DefinitionTypeError("Filter", f"col({self.field!r}).isin(...)", [Problem(
-                "values", "a list of literals", repr(values), f"write col({self.field!r}).isin([{values!r}])", True)])
+            raise DefinitionTypeError(
+                "Filter",
+                f"col({self.field!r}).isin(...)",
+                [
+                    Problem(
+                        "values",
+                        "a list of literals",
+                        repr(values),
+                        f"write col({self.field!r}).isin([{values!r}])",
+                        True,
+                    )
+                ],
+            )
         items = tuple(_check_scalar(self.field, "isin", v) for v in values)
         if not items:
-            raise DefinitionTypeError("Filter", f"col({self.field!r}).isin(...)", [Problem(
-                "values", "at least one value", "an empty list", "list the accepted values", True)])
+            raise DefinitionTypeError(
+                "Filter",
+                f"col({self.field!r}).isin(...)",
+                [Problem("values", "at least one value", "an empty list", "list the accepted values", True)],
+            )
         return IsIn(self.field, items)
 
     def __repr__(self) -> str:
@@ -243,6 +277,17 @@ class Col:
 
 def col(field: str) -> Col:
     if not isinstance(field, str):
-        raise DefinitionTypeError("Filter", repr(field), [Problem(
-            "field", "a source field name", f"{field!r} ({type(field).__name__})", "write col('event_type')", True)])
+        raise DefinitionTypeError(
+            "Filter",
+            repr(field),
+            [
+                Problem(
+                    "field",
+                    "a source field name",
+                    f"{field!r} ({type(field).__name__})",
+                    "write col('event_type')",
+                    True,
+                )
+            ],
+        )
     return Col(field)

@@ -43,7 +43,8 @@ class OnDemandFeatureView(SelectableView):
     # Set only by the decorator form: the decorated function itself, because the module
     # attribute it was defined under now holds this view instead of the function.
     _function: Callable[..., Any] | None = dataclasses.field(
-        default=None, init=False, repr=False, compare=False, hash=False)
+        default=None, init=False, repr=False, compare=False, hash=False
+    )
 
     def __post_init__(self) -> None:
         c = Checker("OnDemandFeatureView", self.name)
@@ -52,40 +53,70 @@ class OnDemandFeatureView(SelectableView):
         valid = True
         if isinstance(self.sources, str | bytes) or not isinstance(self.sources, Sequence):
             valid = False
-            c.add("sources", "a list of StreamFeatureView / view[[...]] / RequestSource objects", self.sources,
-                  "write sources=[user_spend[['amount_sum_15m']], transaction_request]", type_error=True)
+            c.add(
+                "sources",
+                "a list of StreamFeatureView / view[[...]] / RequestSource objects",
+                self.sources,
+                "write sources=[user_spend[['amount_sum_15m']], transaction_request]",
+                type_error=True,
+            )
         else:
             sources = tuple(self.sources)
             if not sources:
-                c.add("sources", "at least one source", self.sources, "list the views and request sources the transform reads")
+                c.add(
+                    "sources",
+                    "at least one source",
+                    self.sources,
+                    "list the views and request sources the transform reads",
+                )
             for item in sources:
                 if isinstance(item, FeatureRef):
                     if not isinstance(item.view, StreamFeatureView):
                         valid = False
-                        c.add("sources", "selections of stream views", f"<{item.view.name}[{list(item.features)}]>",
-                              "an on-demand view reads stream views and request sources, not other on-demand views",
-                              type_error=True)
+                        c.add(
+                            "sources",
+                            "selections of stream views",
+                            f"<{item.view.name}[{list(item.features)}]>",
+                            "an on-demand view reads stream views and request sources, not other on-demand views",
+                            type_error=True,
+                        )
                 elif not isinstance(item, StreamFeatureView | RequestSource):
                     valid = False
-                    c.add("sources", "StreamFeatureView, view[[...]] selection or RequestSource objects", item,
-                          "pass the definition objects themselves, not names", type_error=True)
+                    c.add(
+                        "sources",
+                        "StreamFeatureView, view[[...]] selection or RequestSource objects",
+                        item,
+                        "pass the definition objects themselves, not names",
+                        type_error=True,
+                    )
         schema = parse_schema(c, "schema", self.schema)
         if c.type_is("mode", self.mode, str, "a mode name", f"use one of {MODES}") and self.mode not in MODES:
             c.add("mode", f"one of {', '.join(MODES)}", self.mode, did_you_mean(self.mode, MODES))
-        if c.type_is("fn", self.fn, str, "an import path 'package.module:function'",
-                     "reference the function by import path, e.g. fn='feature_defs.transforms:spend_velocity'") \
-                and not _PATH_RE.match(self.fn):
-            c.add("fn", "an import path 'package.module:function'", self.fn,
-                  "separate the module from the function with ':', e.g. 'feature_defs.transforms:spend_velocity'")
+        if c.type_is(
+            "fn",
+            self.fn,
+            str,
+            "an import path 'package.module:function'",
+            "reference the function by import path, e.g. fn='feature_defs.transforms:spend_velocity'",
+        ) and not _PATH_RE.match(self.fn):
+            c.add(
+                "fn",
+                "an import path 'package.module:function'",
+                self.fn,
+                "separate the module from the function with ':', e.g. 'feature_defs.transforms:spend_velocity'",
+            )
         c.text("description", self.description)
         if valid:
             seen: dict[str, str] = {}
             for src in sources:
                 for feature in _source_fields(src):
                     if feature in seen:
-                        c.add("sources", "distinct input names across sources",
-                              f"<{feature!r} in both {seen[feature]!r} and {_source_name(src)!r}>",
-                              "name the aggregations of one view explicitly so inputs do not collide")
+                        c.add(
+                            "sources",
+                            "distinct input names across sources",
+                            f"<{feature!r} in both {seen[feature]!r} and {_source_name(src)!r}>",
+                            "name the aggregations of one view explicitly so inputs do not collide",
+                        )
                     seen[feature] = _source_name(src)
         c.check()
         object.__setattr__(self, "sources", sources)
@@ -122,7 +153,8 @@ class OnDemandFeatureView(SelectableView):
         """
         return FrozenMap(
             (name, None if isinstance(src, RequestSource) else _source_name(src))
-            for src in self.sources for name in _source_fields(src)
+            for src in self.sources
+            for name in _source_fields(src)
         )
 
     @property
@@ -147,8 +179,12 @@ class OnDemandFeatureView(SelectableView):
             for part in qualname.split("."):
                 target = getattr(target, part)
         except (ImportError, AttributeError) as exc:
-            c.add_raw("fn", f"an importable function at {self.fn!r}", f"{type(exc).__name__}: {exc}",
-                      "check the module path and the function name (the repo's parent directory must be on sys.path)")
+            c.add_raw(
+                "fn",
+                f"an importable function at {self.fn!r}",
+                f"{type(exc).__name__}: {exc}",
+                "check the module path and the function name (the repo's parent directory must be on sys.path)",
+            )
             c.check()
         if isinstance(target, OnDemandFeatureView) and target._function is not None:
             return target._function
@@ -183,8 +219,12 @@ def _source_dict(src: OnDemandSource) -> dict[str, Any]:
 
 
 def on_demand_feature_view(
-    *, name: str, sources: Sequence[OnDemandSource], schema: Mapping[str, FieldType | str | type],
-    mode: str = "python", description: str = "",
+    *,
+    name: str,
+    sources: Sequence[OnDemandSource],
+    schema: Mapping[str, FieldType | str | type],
+    mode: str = "python",
+    description: str = "",
 ) -> Callable[[Callable[..., Any]], OnDemandFeatureView]:
     """Decorator form: the decorated module-level function becomes the transform."""
 
@@ -194,7 +234,9 @@ def on_demand_feature_view(
             c = Checker("OnDemandFeatureView", name)
             c.add_raw("fn", "a module-level function", path, "define the transform at the top level of a module")
             c.check()
-        view = OnDemandFeatureView(name=name, sources=sources, schema=schema, mode=mode, fn=path, description=description)
+        view = OnDemandFeatureView(
+            name=name, sources=sources, schema=schema, mode=mode, fn=path, description=description
+        )
         object.__setattr__(view, "_function", function)
         return view
 

@@ -67,9 +67,15 @@ class FeatureRepo:
         def ordered(kind: type) -> tuple[Any, ...]:
             return tuple(sorted(found[kind], key=lambda o: o.name))
 
-        return cls(entities=ordered(Entity), sources=ordered(EventSource), views=ordered(StreamFeatureView),
-                   on_demand_views=ordered(OnDemandFeatureView), services=ordered(FeatureService),
-                   request_sources=ordered(RequestSource), path=path)
+        return cls(
+            entities=ordered(Entity),
+            sources=ordered(EventSource),
+            views=ordered(StreamFeatureView),
+            on_demand_views=ordered(OnDemandFeatureView),
+            services=ordered(FeatureService),
+            request_sources=ordered(RequestSource),
+            path=path,
+        )
 
     def _find(self, items: Sequence[Any], name: str, kind: str) -> Any:
         for item in items:
@@ -97,7 +103,9 @@ def cross_validate(repo: FeatureRepo) -> list[str]:
     """Every consistency error between the definitions of one repo."""
     errors: list[str] = []
     groups: list[tuple[str, Sequence[Any]]] = [
-        ("Entity", repo.entities), ("EventSource", repo.sources), ("RequestSource", repo.request_sources),
+        ("Entity", repo.entities),
+        ("EventSource", repo.sources),
+        ("RequestSource", repo.request_sources),
         ("FeatureService", repo.services),
         # Views and on-demand views share one namespace: services and serving name them alike.
         ("StreamFeatureView/OnDemandFeatureView", (*repo.views, *repo.on_demand_views)),
@@ -106,42 +114,54 @@ def cross_validate(repo: FeatureRepo) -> list[str]:
         seen: dict[str, Any] = {}
         for item in items:
             if item.name in seen and seen[item.name] != item:
-                errors.append(f"{kind} '{item.name}': defined twice with different contents. "
-                              "Hint: names must be unique per kind; rename one of them")
+                errors.append(
+                    f"{kind} '{item.name}': defined twice with different contents. "
+                    "Hint: names must be unique per kind; rename one of them"
+                )
             seen.setdefault(item.name, item)
     errors.extend(_split_errors(repo.services))
     sources = {s.name: s for s in repo.sources}
     entities = {e.name: e for e in repo.entities}
     for view in repo.views:
         if sources.get(view.source.name, view.source) != view.source:
-            errors.append(f"StreamFeatureView '{view.name}': field 'source': its EventSource "
-                          f"'{view.source.name}' differs from the repo's source of that name. "
-                          "Hint: import the one source object instead of redefining it")
+            errors.append(
+                f"StreamFeatureView '{view.name}': field 'source': its EventSource "
+                f"'{view.source.name}' differs from the repo's source of that name. "
+                "Hint: import the one source object instead of redefining it"
+            )
         for entity in view.entities:
             if entities.get(entity.name, entity) != entity:
-                errors.append(f"StreamFeatureView '{view.name}': field 'entities': Entity '{entity.name}' "
-                              "differs from the repo's entity of that name. Hint: import the one entity object")
+                errors.append(
+                    f"StreamFeatureView '{view.name}': field 'entities': Entity '{entity.name}' "
+                    "differs from the repo's entity of that name. Hint: import the one entity object"
+                )
     by_fingerprint: dict[bytes, str] = {}
     for view in repo.views:
         other = by_fingerprint.setdefault(view.fingerprint, view.name)
         if other != view.name:
-            errors.append(f"StreamFeatureView '{view.name}': same fingerprint as '{other}' (same source, keys, "
-                          "interval, filter and aggregations), so both would share state. Hint: keep one view")
+            errors.append(
+                f"StreamFeatureView '{view.name}': same fingerprint as '{other}' (same source, keys, "
+                "interval, filter and aggregations), so both would share state. Hint: keep one view"
+            )
     views = {v.name: v for v in repo.views}
     odfvs = {o.name: o for o in repo.on_demand_views}
     for odfv in repo.on_demand_views:
         for src in odfv.source_views:
             if views.get(src.name) != src:
-                errors.append(f"OnDemandFeatureView '{odfv.name}': field 'sources': StreamFeatureView "
-                              f"'{src.name}' is not defined in the repo (or differs from it). "
-                              "Hint: define the view at module level in a repo module and import it")
+                errors.append(
+                    f"OnDemandFeatureView '{odfv.name}': field 'sources': StreamFeatureView "
+                    f"'{src.name}' is not defined in the repo (or differs from it). "
+                    "Hint: define the view at module level in a repo module and import it"
+                )
     for service in repo.services:
         for ref in service.refs:
             known: dict[str, Any] = views if isinstance(ref.view, StreamFeatureView) else odfvs
             if known.get(ref.view.name) != ref.view:
-                errors.append(f"FeatureService '{service.name}': field 'features': {type(ref.view).__name__} "
-                              f"'{ref.view.name}' is not defined in the repo (or differs from it). "
-                              "Hint: define it at module level in a repo module and import it")
+                errors.append(
+                    f"FeatureService '{service.name}': field 'features': {type(ref.view).__name__} "
+                    f"'{ref.view.name}' is not defined in the repo (or differs from it). "
+                    "Hint: define it at module level in a repo module and import it"
+                )
     return errors
 
 
@@ -239,11 +259,18 @@ def load_repo(path: str | Path) -> FeatureRepo:
     """
     root = Path(path).resolve()
     if not root.is_dir():
-        raise RepoValidationError(str(path), [f"{path}: not a directory. Hint: pass the repo directory, e.g. --repo feature_defs"])
+        raise RepoValidationError(
+            str(path), [f"{path}: not a directory. Hint: pass the repo directory, e.g. --repo feature_defs"]
+        )
     package = root.name
     if not package.isidentifier():
-        raise RepoValidationError(str(path), [f"{root}: directory name {package!r} is not an importable package name. "
-                                              "Hint: rename it to a Python identifier such as feature_defs"])
+        raise RepoValidationError(
+            str(path),
+            [
+                f"{root}: directory name {package!r} is not an importable package name. "
+                "Hint: rename it to a Python identifier such as feature_defs"
+            ],
+        )
     parent = str(root.parent)
     # The parent goes first on sys.path so transforms referenced as "<package>.module:fn"
     # resolve to this directory at serve time as well.
@@ -279,8 +306,13 @@ def _split_errors(services: Sequence[FeatureService]) -> list[str]:
             elif other.ab_split:
                 errors.append(f"{where}: service {name!r} has its own ab_split. Hint: split from one service only")
             elif (other.entity_join_keys, other.request_fields, other.feature_names) != (
-                    service.entity_join_keys, service.request_fields, service.feature_names):
-                errors.append(f"{where}: service {name!r} must take the same join keys and request data and answer "
-                              f"the same features in the same order; got {list(other.feature_names)} for "
-                              f"{list(service.feature_names)}. Hint: pin other versions of the same views")
+                service.entity_join_keys,
+                service.request_fields,
+                service.feature_names,
+            ):
+                errors.append(
+                    f"{where}: service {name!r} must take the same join keys and request data and answer "
+                    f"the same features in the same order; got {list(other.feature_names)} for "
+                    f"{list(service.feature_names)}. Hint: pin other versions of the same views"
+                )
     return errors

@@ -29,8 +29,13 @@ class FeatureService:
         c.name_field("name", self.name)
         refs: list[FeatureRef] = []
         if isinstance(self.features, str | bytes) or not isinstance(self.features, Sequence):
-            c.add("features", "a list of views or view[[...]] selections", self.features,
-                  "write features=[user_spend, merchant_activity[['merchant_txn_count_1h']]]", type_error=True)
+            c.add(
+                "features",
+                "a list of views or view[[...]] selections",
+                self.features,
+                "write features=[user_spend, merchant_activity[['merchant_txn_count_1h']]]",
+                type_error=True,
+            )
         else:
             if not self.features:
                 c.add("features", "at least one view or selection", [], "a service without features serves nothing")
@@ -40,15 +45,23 @@ class FeatureService:
                 elif isinstance(item, StreamFeatureView | OnDemandFeatureView):
                     refs.append(FeatureRef(item, item.feature_names))
                 else:
-                    c.add("features", "StreamFeatureView, OnDemandFeatureView or view[[...]] objects", item,
-                          "pass the definition objects, not names", type_error=True)
+                    c.add(
+                        "features",
+                        "StreamFeatureView, OnDemandFeatureView or view[[...]] objects",
+                        item,
+                        "pass the definition objects, not names",
+                        type_error=True,
+                    )
         owner: dict[str, str] = {}
         for ref in refs:
             for name in ref.features:
                 if name in owner:
-                    c.add("features", "feature names unique across the service",
-                          f"<{name!r} from both {owner[name]!r} and {ref.view.name!r}>",
-                          "select fewer features or name the aggregations explicitly")
+                    c.add(
+                        "features",
+                        "feature names unique across the service",
+                        f"<{name!r} from both {owner[name]!r} and {ref.view.name!r}>",
+                        "select fewer features or name the aggregations explicitly",
+                    )
                 owner[name] = ref.view.name
         c.text("description", self.description)
         c.check()
@@ -57,8 +70,13 @@ class FeatureService:
     def _check_split(self, c: Checker) -> None:
         split = self.ab_split
         if not isinstance(split, Mapping):
-            c.add("ab_split", "a mapping of service name to share", split, "write ab_split={'fraud_scoring_v2': 0.2}",
-                  type_error=True)
+            c.add(
+                "ab_split",
+                "a mapping of service name to share",
+                split,
+                "write ab_split={'fraud_scoring_v2': 0.2}",
+                type_error=True,
+            )
             return
         for name, share in split.items():
             if not isinstance(name, str) or name == self.name:
@@ -67,8 +85,12 @@ class FeatureService:
                 c.add(f"ab_split[{name!r}]", "a share between 0 and 1 (exclusive)", share, "write e.g. 0.2 for 20%")
         total = sum(v for v in split.values() if isinstance(v, int | float))
         if total >= 1:
-            c.add("ab_split", "shares summing to less than 1 (the rest stays on this service)", dict(split),
-                  "lower the shares")
+            c.add(
+                "ab_split",
+                "shares summing to less than 1 (the rest stays on this service)",
+                dict(split),
+                "lower the shares",
+            )
         object.__setattr__(self, "ab_split", FrozenMap(sorted(split.items())))
 
     @property
@@ -129,12 +151,18 @@ class FeatureService:
                 transform = {k: v for k, v in view.to_dict().items() if k not in ("name", "description")}
                 reads = {"on_demand": transform, "views": [v.fingerprint_hex for v in view.source_views]}
             else:
-                raise TypeError(f"FeatureService {self.name!r}: a reference to {type(view).__name__}, "
-                                "expected a StreamFeatureView or an OnDemandFeatureView")
+                raise TypeError(
+                    f"FeatureService {self.name!r}: a reference to {type(view).__name__}, "
+                    "expected a StreamFeatureView or an OnDemandFeatureView"
+                )
             parts.append({**reads, "features": list(ref.features)})
         return fingerprint_of(parts).hex()
 
     def to_dict(self) -> dict[str, Any]:
         split = {"ab_split": dict(self.ab_split)} if self.ab_split else {}
-        return {"name": self.name, "features": [ref.to_dict() for ref in self.refs], "description": self.description,
-                **split}
+        return {
+            "name": self.name,
+            "features": [ref.to_dict() for ref in self.refs],
+            "description": self.description,
+            **split,
+        }

@@ -43,32 +43,90 @@ class EventSource:
     def __post_init__(self) -> None:
         c = Checker("EventSource", self.name)
         c.name_field("name", self.name)
-        if c.type_is("topic", self.topic, str, "a Kafka topic name", "write topic='transactions'") and not _TOPIC_RE.match(self.topic):
+        if c.type_is(
+            "topic", self.topic, str, "a Kafka topic name", "write topic='transactions'"
+        ) and not _TOPIC_RE.match(self.topic):
             c.add("topic", "1-249 characters from [A-Za-z0-9._-]", self.topic, "Kafka refuses other topic names")
-        if c.type_is("timestamp_field", self.timestamp_field, str, "a field name", "name the JSON field holding the event time, e.g. 'ts'") and not FIELD_RE.match(self.timestamp_field):
-            c.add("timestamp_field", "a field name matching [A-Za-z_][A-Za-z0-9_]*", self.timestamp_field, "name the JSON field holding the event time")
+        if c.type_is(
+            "timestamp_field",
+            self.timestamp_field,
+            str,
+            "a field name",
+            "name the JSON field holding the event time, e.g. 'ts'",
+        ) and not FIELD_RE.match(self.timestamp_field):
+            c.add(
+                "timestamp_field",
+                "a field name matching [A-Za-z_][A-Za-z0-9_]*",
+                self.timestamp_field,
+                "name the JSON field holding the event time",
+            )
         schema = parse_schema(c, "schema", self.schema)
-        if c.type_is("timestamp_format", self.timestamp_format, str, "a timestamp format name", f"use one of {TIMESTAMP_FORMATS}") and self.timestamp_format not in TIMESTAMP_FORMATS:
-            c.add("timestamp_format", f"one of {', '.join(TIMESTAMP_FORMATS)}", self.timestamp_format,
-                  did_you_mean(self.timestamp_format, TIMESTAMP_FORMATS))
+        if (
+            c.type_is(
+                "timestamp_format",
+                self.timestamp_format,
+                str,
+                "a timestamp format name",
+                f"use one of {TIMESTAMP_FORMATS}",
+            )
+            and self.timestamp_format not in TIMESTAMP_FORMATS
+        ):
+            c.add(
+                "timestamp_format",
+                f"one of {', '.join(TIMESTAMP_FORMATS)}",
+                self.timestamp_format,
+                did_you_mean(self.timestamp_format, TIMESTAMP_FORMATS),
+            )
         c.duration("allowed_lateness", self.allowed_lateness, minimum_ms=0, allow_zero=True)
         history: tuple[str, ...] = ()
         if isinstance(self.history, str) or not isinstance(self.history, Sequence):
-            c.add("history", "a list of Parquet paths or globs", self.history,
-                  f"write history=[{self.history!r}]" if isinstance(self.history, str) else "write history=['data/*.parquet']",
-                  type_error=True)
+            c.add(
+                "history",
+                "a list of Parquet paths or globs",
+                self.history,
+                f"write history=[{self.history!r}]"
+                if isinstance(self.history, str)
+                else "write history=['data/*.parquet']",
+                type_error=True,
+            )
         else:
             history = tuple(self.history)
             for item in history:
                 if not isinstance(item, str) or not item:
                     c.add("history", "non-empty path strings", item, "write history=['data/*.parquet']")
-        if c.type_is("max_payload_bytes", self.max_payload_bytes, int, "an integer number of bytes", "e.g. max_payload_bytes=65536") and self.max_payload_bytes <= 0:
-            c.add("max_payload_bytes", "a positive number of bytes", self.max_payload_bytes, "e.g. max_payload_bytes=65536")
+        if (
+            c.type_is(
+                "max_payload_bytes",
+                self.max_payload_bytes,
+                int,
+                "an integer number of bytes",
+                "e.g. max_payload_bytes=65536",
+            )
+            and self.max_payload_bytes <= 0
+        ):
+            c.add(
+                "max_payload_bytes",
+                "a positive number of bytes",
+                self.max_payload_bytes,
+                "e.g. max_payload_bytes=65536",
+            )
         c.duration("max_future_skew", self.max_future_skew, minimum_ms=1)
-        if c.type_is("watermark_outliers", self.watermark_outliers, int, "an integer count of events",
-                      "e.g. watermark_outliers=1") and not 0 <= self.watermark_outliers <= MAX_WATERMARK_OUTLIERS:
-            c.add("watermark_outliers", f"0..{MAX_WATERMARK_OUTLIERS}", self.watermark_outliers,
-                  "1 (the default) ignores one outlier; 0 is the plain maximum")
+        if (
+            c.type_is(
+                "watermark_outliers",
+                self.watermark_outliers,
+                int,
+                "an integer count of events",
+                "e.g. watermark_outliers=1",
+            )
+            and not 0 <= self.watermark_outliers <= MAX_WATERMARK_OUTLIERS
+        ):
+            c.add(
+                "watermark_outliers",
+                f"0..{MAX_WATERMARK_OUTLIERS}",
+                self.watermark_outliers,
+                "1 (the default) ignores one outlier; 0 is the plain maximum",
+            )
         constraints = _check_constraints(c, self.constraints, schema)
         c.text("description", self.description)
         c.check()
@@ -113,8 +171,13 @@ class EventSource:
 def _check_constraints(c: Checker, constraints: object, schema: Mapping[str, FieldType]) -> FrozenMap:
     """Each constraint names a schema field and bounds what that field's type can hold."""
     if not isinstance(constraints, Mapping):
-        c.add("constraints", "a mapping of field name to Constraint", constraints,
-              "write constraints={'amount': Constraint(min=0, max=1e9)}", type_error=True)
+        c.add(
+            "constraints",
+            "a mapping of field name to Constraint",
+            constraints,
+            "write constraints={'amount': Constraint(min=0, max=1e9)}",
+            type_error=True,
+        )
         return FrozenMap()
     out: dict[str, Constraint] = {}
     for name, constraint in constraints.items():
@@ -123,17 +186,26 @@ def _check_constraints(c: Checker, constraints: object, schema: Mapping[str, Fie
             c.add(where, "a field of the schema", name, did_you_mean(str(name), schema))
             continue
         if not isinstance(constraint, Constraint):
-            c.add(where, "a Constraint", constraint, "write Constraint(min=0) (from engine.definitions)",
-                  type_error=True)
+            c.add(
+                where, "a Constraint", constraint, "write Constraint(min=0) (from engine.definitions)", type_error=True
+            )
             continue
         kind = schema[name]
         if constraint.is_numeric and kind not in (FieldType.INT, FieldType.FLOAT):
-            c.add(where, f"string bounds only (the field is {kind.value})", constraint,
-                  "min/max apply to int and float fields")
+            c.add(
+                where,
+                f"string bounds only (the field is {kind.value})",
+                constraint,
+                "min/max apply to int and float fields",
+            )
             continue
         if constraint.is_textual and kind is not FieldType.STRING:
-            c.add(where, f"min/max only (the field is {kind.value})", constraint,
-                  "lengths and characters apply to string fields")
+            c.add(
+                where,
+                f"min/max only (the field is {kind.value})",
+                constraint,
+                "lengths and characters apply to string fields",
+            )
             continue
         out[str(name)] = constraint
     return FrozenMap(out)

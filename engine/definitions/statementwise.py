@@ -110,9 +110,7 @@ class _StatementwiseLoader(importlib.machinery.SourceFileLoader):
         path = self.get_filename(fullname)
         tree = ast.parse(self.get_data(path), filename=path)  # a SyntaxError fails the module
         self.statements = list(tree.body)
-        tree.body = [
-            s if _keeps_its_place(s) else _guarded(s, i) for i, s in enumerate(self.statements)
-        ]
+        tree.body = [s if _keeps_its_place(s) else _guarded(s, i) for i, s in enumerate(self.statements)]
         return self.source_to_code(tree, path)
 
     def exec_module(self, module: ModuleType) -> None:

@@ -53,8 +53,7 @@ class TransformSpec:
     def __post_init__(self) -> None:
         if self.mode not in ("python", "batch"):
             raise ValueError(
-                f"TransformSpec {self.name!r}: field 'mode': expected 'python' or 'batch', "
-                f"got {self.mode!r}"
+                f"TransformSpec {self.name!r}: field 'mode': expected 'python' or 'batch', got {self.mode!r}"
             )
 
     @classmethod
@@ -123,9 +122,7 @@ def coerce_output(kind: FieldType, value: Any) -> Any:
         return number if math.isfinite(number) else None
     if kind is FieldType.INT and isinstance(value, int) and not isinstance(value, bool):
         return int(value)
-    if (kind is FieldType.STRING and isinstance(value, str)) or (
-        kind is FieldType.BOOL and isinstance(value, bool)
-    ):
+    if (kind is FieldType.STRING and isinstance(value, str)) or (kind is FieldType.BOOL and isinstance(value, bool)):
         return value
     return _REFUSED
 
@@ -153,24 +150,22 @@ def _call(transform: RunnableTransform, argument: Any, row: int | None) -> Any:
         return transform.fn(argument)
     except Exception as exc:  # the user's code may raise anything: name the transform
         problem = OutputProblem(
-            None, "the transform to return", f"{type(exc).__name__}: {exc}",
+            None,
+            "the transform to return",
+            f"{type(exc).__name__}: {exc}",
             "fix the transform so it handles this input",
-        )  # fmt: skip
+        )
         raise TransformRunError(transform.name, [problem], row=row) from exc
 
 
-def run_transform(
-    transform: RunnableTransform, inputs: Mapping[str, Sequence[Any]], n_rows: int
-) -> TransformResult:
+def run_transform(transform: RunnableTransform, inputs: Mapping[str, Sequence[Any]], n_rows: int) -> TransformResult:
     """Run ``transform`` over ``n_rows`` rows of ``inputs`` (a list per input name)."""
     if transform.mode == "python":
         return _run_python(transform, inputs, n_rows)
     return _run_batch(transform, inputs, n_rows)
 
 
-def _run_python(
-    transform: RunnableTransform, inputs: Mapping[str, Sequence[Any]], n_rows: int
-) -> TransformResult:
+def _run_python(transform: RunnableTransform, inputs: Mapping[str, Sequence[Any]], n_rows: int) -> TransformResult:
     output_types = transform.output_types
     outputs: dict[str, list[Any]] = {name: [] for name in output_types}
     columns = [(name, inputs[name]) for name in transform.input_types]
@@ -179,9 +174,11 @@ def _run_python(
         result = _call(transform, {name: column[i] for name, column in columns}, i)
         if not isinstance(result, Mapping):
             problem = OutputProblem(
-                None, "a dict of output name -> value (python mode)", type(result).__name__,
+                None,
+                "a dict of output name -> value (python mode)",
+                type(result).__name__,
                 "return a dict with one entry per declared output",
-            )  # fmt: skip
+            )
             raise TransformRunError(transform.name, [problem], row=i)
         undeclared.update(name for name in result if name not in output_types)
         problems: list[OutputProblem] = []
@@ -194,15 +191,11 @@ def _run_python(
                 problems.append(_wrong_type(name, kind, result[name]))
             outputs[name].append(value)
         if problems:
-            raise TransformRunError(
-                transform.name, problems, row=i, undeclared=sorted(undeclared)
-            )
+            raise TransformRunError(transform.name, problems, row=i, undeclared=sorted(undeclared))
     return TransformResult(outputs, tuple(sorted(undeclared)))
 
 
-def _run_batch(
-    transform: RunnableTransform, inputs: Mapping[str, Sequence[Any]], n_rows: int
-) -> TransformResult:
+def _run_batch(transform: RunnableTransform, inputs: Mapping[str, Sequence[Any]], n_rows: int) -> TransformResult:
     import polars as pl
 
     dtypes = {
@@ -218,21 +211,21 @@ def _run_batch(
         )
     except (TypeError, ValueError, pl.exceptions.PolarsError) as exc:
         problem = OutputProblem(
-            None, f"inputs of the declared types {dict(transform.input_types)}", str(exc),
+            None,
+            f"inputs of the declared types {dict(transform.input_types)}",
+            str(exc),
             "pass input values of the declared types",
-        )  # fmt: skip
+        )
         raise TransformRunError(transform.name, [problem], row=None) from exc
     result = _call(transform, frame, None)
     if not isinstance(result, pl.DataFrame) or result.height != n_rows:
-        got = (
-            f"a DataFrame of {result.height} rows"
-            if isinstance(result, pl.DataFrame)
-            else type(result).__name__
-        )
+        got = f"a DataFrame of {result.height} rows" if isinstance(result, pl.DataFrame) else type(result).__name__
         problem = OutputProblem(
-            None, f"a polars.DataFrame of {n_rows} rows (batch mode)", got,
+            None,
+            f"a polars.DataFrame of {n_rows} rows (batch mode)",
+            got,
             "return one output row per input row, in order (column expressions, not aggregations)",
-        )  # fmt: skip
+        )
         raise TransformRunError(transform.name, [problem], row=None)
     undeclared = tuple(name for name in result.columns if name not in transform.output_types)
     outputs: dict[str, list[Any]] = {}

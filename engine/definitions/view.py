@@ -56,14 +56,23 @@ class StreamFeatureView(SelectableView):
             c.add("source", "an EventSource", self.source, "pass the EventSource object, not its name", type_error=True)
         schema: Mapping[str, FieldType] = source.field_types if source else {}
         entities = _sequence_of(c, "entities", self.entities, Entity, "entities=[user]")
-        aggregations = _sequence_of(c, "aggregations", self.aggregations, Aggregation,
-                                    "aggregations=[Aggregation(column='amount', function='sum', window=timedelta(hours=1))]")
+        aggregations = _sequence_of(
+            c,
+            "aggregations",
+            self.aggregations,
+            Aggregation,
+            "aggregations=[Aggregation(column='amount', function='sum', window=timedelta(hours=1))]",
+        )
         interval = None
         if not isinstance(self.aggregation_interval, timedelta):
             c.duration("aggregation_interval", self.aggregation_interval, minimum_ms=1000)
         elif self.aggregation_interval.microseconds or self.aggregation_interval < timedelta(seconds=1):
-            c.add("aggregation_interval", "a whole number of seconds, at least 1 s", self.aggregation_interval,
-                  "use e.g. timedelta(minutes=1)")
+            c.add(
+                "aggregation_interval",
+                "a whole number of seconds, at least 1 s",
+                self.aggregation_interval,
+                "use e.g. timedelta(minutes=1)",
+            )
         else:
             interval = timedelta_ms(self.aggregation_interval)
         if source is not None:
@@ -71,8 +80,13 @@ class StreamFeatureView(SelectableView):
             self._check_aggregations(c, aggregations, schema, interval)
         if self.filter is not None:
             if not isinstance(self.filter, Expr):
-                c.add("filter", "a filter expression such as col('event_type') == 'PURCHASE'", self.filter,
-                      "build filters with col(...) from engine.definitions", type_error=True)
+                c.add(
+                    "filter",
+                    "a filter expression such as col('event_type') == 'PURCHASE'",
+                    self.filter,
+                    "build filters with col(...) from engine.definitions",
+                    type_error=True,
+                )
             elif source is not None:
                 _check_filter(c, self.filter, schema, source.name)
         for flag in ("online", "offline"):
@@ -95,31 +109,56 @@ class StreamFeatureView(SelectableView):
                     c.add("entities", "distinct join keys across entities", key, "each join key may appear once")
                 seen.add(key)
                 if key not in schema:
-                    c.add("entities", f"join key {key!r} (of entity {entity.name!r}) in the source schema",
-                          f"<not among {sorted(schema)}>", did_you_mean(key, schema))
+                    c.add(
+                        "entities",
+                        f"join key {key!r} (of entity {entity.name!r}) in the source schema",
+                        f"<not among {sorted(schema)}>",
+                        did_you_mean(key, schema),
+                    )
                 elif schema[key] not in (FieldType.STRING, FieldType.INT):
-                    c.add("entities", f"join key {key!r} of type string or int", f"<{schema[key]}>",
-                          "use a string or int field as join key")
+                    c.add(
+                        "entities",
+                        f"join key {key!r} of type string or int",
+                        f"<{schema[key]}>",
+                        "use a string or int field as join key",
+                    )
 
-    def _check_aggregations(self, c: Checker, aggregations: tuple[Aggregation, ...],
-                            schema: Mapping[str, FieldType], interval: int | None) -> None:
+    def _check_aggregations(
+        self, c: Checker, aggregations: tuple[Aggregation, ...], schema: Mapping[str, FieldType], interval: int | None
+    ) -> None:
         if not aggregations and _is_list(self.aggregations):
-            c.add("aggregations", "at least one Aggregation", self.aggregations, "a view without aggregations serves nothing")
+            c.add(
+                "aggregations",
+                "at least one Aggregation",
+                self.aggregations,
+                "a view without aggregations serves nothing",
+            )
         names: set[str] = set()
         for agg in aggregations:
             where = f"aggregations[{agg.output_name}]"
             if agg.column not in schema:
                 c.add(f"{where}.column", "a field of the source schema", agg.column, did_you_mean(agg.column, schema))
             elif agg.function not in ANY_COLUMN_FUNCTIONS and schema[agg.column] not in NUMERIC_TYPES:
-                c.add(f"{where}.column", f"a numeric (int/float) column for {agg.function}",
-                      f"<{agg.column!r} of type {schema[agg.column]}>",
-                      f"only {' and '.join(sorted(ANY_COLUMN_FUNCTIONS))} accept non-numeric columns")
+                c.add(
+                    f"{where}.column",
+                    f"a numeric (int/float) column for {agg.function}",
+                    f"<{agg.column!r} of type {schema[agg.column]}>",
+                    f"only {' and '.join(sorted(ANY_COLUMN_FUNCTIONS))} accept non-numeric columns",
+                )
             if interval is not None and agg.window_ms is not None and agg.window_ms % interval:
-                c.add(f"{where}.window", f"a whole multiple of aggregation_interval ({interval} ms)",
-                      f"<{agg.window_ms} ms>", "make the window a multiple of the interval or shorten the interval")
+                c.add(
+                    f"{where}.window",
+                    f"a whole multiple of aggregation_interval ({interval} ms)",
+                    f"<{agg.window_ms} ms>",
+                    "make the window a multiple of the interval or shorten the interval",
+                )
             if agg.output_name in names:
-                c.add(f"{where}.name", "an output name unique within the view", agg.output_name,
-                      "give one of the aggregations an explicit name=...")
+                c.add(
+                    f"{where}.name",
+                    "an output name unique within the view",
+                    agg.output_name,
+                    "give one of the aggregations an explicit name=...",
+                )
             names.add(agg.output_name)
 
     def _version_name(self, c: Checker) -> None:
@@ -132,8 +171,12 @@ class StreamFeatureView(SelectableView):
             if self.version > 1:
                 object.__setattr__(self, "name", f"{self.name}__v{self.version}")
         elif int(found.group(1)) != self.version:
-            c.add("name", f"a name without a '__v<n>' suffix, or the suffix '__v{self.version}' of version",
-                  self.name, "give the base name and version=N; the version suffix is added for you")
+            c.add(
+                "name",
+                f"a name without a '__v<n>' suffix, or the suffix '__v{self.version}' of version",
+                self.name,
+                "give the base name and version=N; the version suffix is added for you",
+            )
 
     @property
     def family(self) -> str:
@@ -208,8 +251,12 @@ class StreamFeatureView(SelectableView):
                     | ({"params": [list(p) for p in a.params]} if a.params else {})
                     for a in self.aggregations
                 ),
-                key=lambda d: (d["column"], d["function"], -1 if d["window_ms"] is None else d["window_ms"],
-                               str(d.get("params", ""))),
+                key=lambda d: (
+                    d["column"],
+                    d["function"],
+                    -1 if d["window_ms"] is None else d["window_ms"],
+                    str(d.get("params", "")),
+                ),
             ),
         }
 
@@ -263,8 +310,12 @@ def _check_filter(c: Checker, expr: Expr, schema: Mapping[str, FieldType], sourc
         values = (leaf.value,) if isinstance(leaf, Compare) else leaf.values
         for value in values:
             if not _literal_fits(ftype, value):
-                c.add("filter", f"a literal of type {ftype} for {leaf.field!r}", value,
-                      f"compare {leaf.field!r} with a {ftype} value")
+                c.add(
+                    "filter",
+                    f"a literal of type {ftype} for {leaf.field!r}",
+                    value,
+                    f"compare {leaf.field!r} with a {ftype} value",
+                )
         if isinstance(leaf, Compare) and leaf.op in _ORDERING_OPS and ftype == FieldType.BOOL:
             c.add("filter", "== or != for a bool field", f"<{leaf!r}>", "bool fields are only tested for equality")
 
@@ -285,4 +336,3 @@ def _tags(c: Checker, tags: object) -> FrozenMap:
     for key, value in bad:
         c.add(f"tags[{key!r}]", "str keys and str values", value, "write tags={'team': 'risk'}", type_error=True)
     return FrozenMap() if bad else FrozenMap(sorted(tags.items()))
-

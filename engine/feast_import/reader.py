@@ -104,9 +104,11 @@ class _Module:
         self.rel = rel
         self.tree = tree
         self.names = names
-        self.imports = tuple((ast.unparse(s), tuple(a.asname or a.name.split(".")[0] for a in s.names))
-                             for s in tree.body
-                             if isinstance(s, ast.Import | ast.ImportFrom) and not _imports_from(s, ("feast",)))
+        self.imports = tuple(
+            (ast.unparse(s), tuple(a.asname or a.name.split(".")[0] for a in s.names))
+            for s in tree.body
+            if isinstance(s, ast.Import | ast.ImportFrom) and not _imports_from(s, ("feast",))
+        )
         self.calls: dict[int, FeastCall] = {}  # by node id: the same object on every pass
 
     def run(self) -> None:
@@ -142,11 +144,21 @@ class _Module:
             callee = self.eval(func)
             if isinstance(callee, Symbol) and callee.last in DECORATORS:
                 call = self.calls.get(id(node))
-                kwargs = ({k.arg: self.eval(k.value) for k in decorator.keywords if k.arg}
-                          if isinstance(decorator, ast.Call) else {})
+                kwargs = (
+                    {k.arg: self.eval(k.value) for k in decorator.keywords if k.arg}
+                    if isinstance(decorator, ast.Call)
+                    else {}
+                )
                 if call is None:
-                    call = FeastCall(DECORATORS[callee.last], kwargs, (), f"{self.rel}:{node.lineno}",
-                                     variable=node.name, function=node, imports=self.imports)
+                    call = FeastCall(
+                        DECORATORS[callee.last],
+                        kwargs,
+                        (),
+                        f"{self.rel}:{node.lineno}",
+                        variable=node.name,
+                        function=node,
+                        imports=self.imports,
+                    )
                     self.calls[id(node)] = call
                 else:
                     call.kwargs = kwargs
@@ -159,7 +171,10 @@ class _Module:
         if isinstance(node, ast.List | ast.Tuple | ast.Set):
             return [self.eval(e) for e in node.elts]
         if isinstance(node, ast.Dict):
-            return {self.eval(k) if k is not None else None: self.eval(v) for k, v in zip(node.keys, node.values, strict=True)}
+            return {
+                self.eval(k) if k is not None else None: self.eval(v)
+                for k, v in zip(node.keys, node.values, strict=True)
+            }
         if isinstance(node, ast.Name):
             return self.names.get(node.id, Unresolved(f"name {node.id!r} is not bound at module level"))
         if isinstance(node, ast.Attribute):
@@ -230,15 +245,18 @@ def read_feast_repo(path: str | Path) -> FeastRepoSource:
     """Every Feast object of the ``.py`` files under ``path`` (tests and hidden dirs skipped)."""
     root = Path(path)
     if not root.is_dir():
-        raise FeastImportError(f"Feast repo {root}: expected a directory of Python files, got "
-                               f"{'a file' if root.exists() else 'nothing'}",
-                               hint="pass the directory holding feature_store.yaml")
+        raise FeastImportError(
+            f"Feast repo {root}: expected a directory of Python files, got {'a file' if root.exists() else 'nothing'}",
+            hint="pass the directory holding feature_store.yaml",
+        )
     result = FeastRepoSource()
     names: dict[str, Any] = {}
     modules: list[_Module] = []
     for file in sorted(root.rglob("*.py")):
         rel = str(file.relative_to(root))
-        if any(part.startswith((".", "test")) or part in ("venv", "__pycache__") for part in file.relative_to(root).parts):
+        if any(
+            part.startswith((".", "test")) or part in ("venv", "__pycache__") for part in file.relative_to(root).parts
+        ):
             continue
         try:
             tree = ast.parse(file.read_text(encoding="utf-8"), filename=rel)

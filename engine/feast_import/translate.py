@@ -22,15 +22,44 @@ from typing import Any
 
 from engine.feast_import.reader import FeastCall, FeastRepoSource, Projection, Symbol, Unresolved
 
-_FEAST_TYPES = {"String": "string", "Int32": "int", "Int64": "int", "Float32": "float", "Float64": "float",
-                "Bool": "bool"}
-_DDL_TYPES = {"string": "string", "varchar": "string", "char": "string", "int": "int", "integer": "int",
-              "bigint": "int", "long": "int", "smallint": "int", "short": "int", "tinyint": "int", "double": "float",
-              "float": "float", "real": "float", "decimal": "float", "boolean": "bool", "bool": "bool",
-              "timestamp": "timestamp"}
+_FEAST_TYPES = {
+    "String": "string",
+    "Int32": "int",
+    "Int64": "int",
+    "Float32": "float",
+    "Float64": "float",
+    "Bool": "bool",
+}
+_DDL_TYPES = {
+    "string": "string",
+    "varchar": "string",
+    "char": "string",
+    "int": "int",
+    "integer": "int",
+    "bigint": "int",
+    "long": "int",
+    "smallint": "int",
+    "short": "int",
+    "tinyint": "int",
+    "double": "float",
+    "float": "float",
+    "real": "float",
+    "decimal": "float",
+    "boolean": "bool",
+    "bool": "bool",
+    "timestamp": "timestamp",
+}
 _FUNCTIONS = {"sum": "sum", "count": "count", "mean": "mean", "avg": "mean", "min": "min", "max": "max"}
-_BATCH_SOURCES = ("FileSource", "BigQuerySource", "SnowflakeSource", "RedshiftSource", "SparkSource",
-                  "PostgreSQLSource", "TrinoSource", "AthenaSource")
+_BATCH_SOURCES = (
+    "FileSource",
+    "BigQuerySource",
+    "SnowflakeSource",
+    "RedshiftSource",
+    "SparkSource",
+    "PostgreSQLSource",
+    "TrinoSource",
+    "AthenaSource",
+)
 _HEADER_IMPORTS = ("from datetime import timedelta", "from typing import Any")
 
 
@@ -132,8 +161,10 @@ def _fields(value: Any, role: str) -> dict[str, str]:
         name, dtype = item.kwargs.get("name"), item.kwargs.get("dtype")
         kind = _FEAST_TYPES.get(dtype.last) if isinstance(dtype, Symbol) else None
         if not isinstance(name, str) or kind is None:
-            raise _Skip(f"{role}: field {name!r} has type {_show(dtype)}; streamfeat types are "
-                        "String, Int32/Int64, Float32/Float64 and Bool")
+            raise _Skip(
+                f"{role}: field {name!r} has type {_show(dtype)}; streamfeat types are "
+                "String, Int32/Int64, Float32/Float64 and Bool"
+            )
         out[name] = kind
     return out
 
@@ -177,25 +208,46 @@ def _kafka_source(w: _Writer, call: FeastCall) -> tuple[str, str]:
     ts_field = _string(call, "timestamp_field")
     fmt = call.kwargs.get("message_format")
     if not (isinstance(fmt, FeastCall) and fmt.kind == "JsonFormat" and isinstance(fmt.kwargs.get("schema_json"), str)):
-        raise _Skip(f"message_format: only JsonFormat(schema_json=...) is translated (streamfeat decodes JSON), "
-                    f"got {_show(fmt)}")
+        raise _Skip(
+            f"message_format: only JsonFormat(schema_json=...) is translated (streamfeat decodes JSON), "
+            f"got {_show(fmt)}"
+        )
     schema = _ddl_schema(str(fmt.kwargs["schema_json"]))
     ts_type = schema.pop(ts_field, None)
     ts_format = "iso8601" if ts_type in ("timestamp", "string") else "epoch_millis"
     if ts_type not in ("timestamp", "string"):
-        w.notes.append((f"KafkaSource {name!r}", f"timestamp field {ts_field!r} ({ts_type or 'not in schema_json'}) "
-                        "read as epoch milliseconds: set timestamp_format='epoch_seconds' if it counts seconds"))
+        w.notes.append(
+            (
+                f"KafkaSource {name!r}",
+                f"timestamp field {ts_field!r} ({ts_type or 'not in schema_json'}) "
+                "read as epoch milliseconds: set timestamp_format='epoch_seconds' if it counts seconds",
+            )
+        )
     lateness = call.kwargs.get("watermark_delay_threshold")
-    extra = f", allowed_lateness={_td(_duration(lateness, 'watermark_delay_threshold'))}" if lateness is not None else ""
+    extra = (
+        f", allowed_lateness={_td(_duration(lateness, 'watermark_delay_threshold'))}" if lateness is not None else ""
+    )
     if "batch_source" in call.kwargs:
-        w.notes.append((f"KafkaSource {name!r}", "batch_source not translated: replay history with "
-                        f"`streamfeat backfill --source {name} --from <Parquet files>`"))
+        w.notes.append(
+            (
+                f"KafkaSource {name!r}",
+                "batch_source not translated: replay history with "
+                f"`streamfeat backfill --source {name} --from <Parquet files>`",
+            )
+        )
     if "kafka_bootstrap_servers" in call.kwargs:
-        w.notes.append((f"KafkaSource {name!r}", "kafka_bootstrap_servers not translated: the broker is a "
-                        "streamfeat setting (--bootstrap / STREAMFEAT_KAFKA_BOOTSTRAP)"))
+        w.notes.append(
+            (
+                f"KafkaSource {name!r}",
+                "kafka_bootstrap_servers not translated: the broker is a "
+                "streamfeat setting (--bootstrap / STREAMFEAT_KAFKA_BOOTSTRAP)",
+            )
+        )
     var = w.variable(name)
-    return var, (f"{var} = EventSource(name={name!r}, topic={topic!r}, timestamp_field={ts_field!r}, "
-                 f"timestamp_format={ts_format!r},\n    schema={schema!r}{extra}{_description(call)})")
+    return var, (
+        f"{var} = EventSource(name={name!r}, topic={topic!r}, timestamp_field={ts_field!r}, "
+        f"timestamp_format={ts_format!r},\n    schema={schema!r}{extra}{_description(call)})"
+    )
 
 
 def _request_source(w: _Writer, call: FeastCall) -> tuple[str, str]:
@@ -211,16 +263,26 @@ def _aggregation(w: _Writer, view: str, call: Any) -> tuple[str, timedelta] | No
     window = _duration(call.kwargs.get("time_window"), "Aggregation time_window")
     feast_name = call.kwargs.get("name") or f"{function}_{column}_{int(window.total_seconds())}s"
     if not isinstance(column, str) or function not in _FUNCTIONS:
-        w.notes.append((f"StreamFeatureView {view!r} aggregation {feast_name!r}",
-                        f"function {function!r} has no streamfeat equivalent ({', '.join(sorted(_FUNCTIONS))})"))
+        w.notes.append(
+            (
+                f"StreamFeatureView {view!r} aggregation {feast_name!r}",
+                f"function {function!r} has no streamfeat equivalent ({', '.join(sorted(_FUNCTIONS))})",
+            )
+        )
         return None
     slide = call.kwargs.get("slide_interval")
     if slide is not None and slide != window:
-        w.notes.append((f"StreamFeatureView {view!r} aggregation {feast_name!r}",
-                        f"slide_interval {slide} not translated: streamfeat windows slide at every "
-                        "aggregation_interval tile and are evaluated as of request time"))
-    return (f"Aggregation(column={column!r}, function={_FUNCTIONS[function]!r}, window={_td(window)}, "
-            f"name={feast_name!r})", window)
+        w.notes.append(
+            (
+                f"StreamFeatureView {view!r} aggregation {feast_name!r}",
+                f"slide_interval {slide} not translated: streamfeat windows slide at every "
+                "aggregation_interval tile and are evaluated as of request time",
+            )
+        )
+    return (
+        f"Aggregation(column={column!r}, function={_FUNCTIONS[function]!r}, window={_td(window)}, name={feast_name!r})",
+        window,
+    )
 
 
 def _stream_view(w: _Writer, call: FeastCall) -> tuple[str, str]:
@@ -231,15 +293,22 @@ def _stream_view(w: _Writer, call: FeastCall) -> tuple[str, str]:
     if aggregations is not None and not isinstance(aggregations, list):
         raise _Skip(f"aggregations: expected a list of Aggregation(...), got {_show(aggregations)}")
     if not aggregations:
-        raise _Skip("no aggregations: a Feast stream view without aggregations stores rows as they come, "
-                    "streamfeat views are windowed aggregations")
+        raise _Skip(
+            "no aggregations: a Feast stream view without aggregations stores rows as they come, "
+            "streamfeat views are windowed aggregations"
+        )
     built = [a for a in (_aggregation(w, name, item) for item in aggregations) if a is not None]
     if not built:
         raise _Skip("none of its aggregations is translatable")
     if call.function is not None or "udf" in call.kwargs:
-        w.notes.append((f"StreamFeatureView {name!r}", "udf (a Spark/pandas transformation) not translated: the "
-                        "translated view aggregates the source's columns as they arrive; write a row filter as "
-                        "filter=col(...) == ..."))
+        w.notes.append(
+            (
+                f"StreamFeatureView {name!r}",
+                "udf (a Spark/pandas transformation) not translated: the "
+                "translated view aggregates the source's columns as they arrive; write a row filter as "
+                "filter=col(...) == ...",
+            )
+        )
     if "ttl" in call.kwargs:
         w.notes.append((f"StreamFeatureView {name!r}", "ttl not translated: state is kept for the longest window"))
     interval_ms = math.gcd(60_000, *(int(window.total_seconds() * 1000) for _, window in built))
@@ -252,8 +321,10 @@ def _stream_view(w: _Writer, call: FeastCall) -> tuple[str, str]:
         options += f"\n    tags={tags!r},"
     var = w.variable(name)
     aggs = "".join(f"\n        {code}," for code, _ in built)
-    return var, (f"{var} = StreamFeatureView(\n    name={name!r}, source={source}, entities=[{', '.join(entity_vars)}],"
-                 f"{options}\n    aggregations=[{aggs}\n    ]{_description(call)},\n)")
+    return var, (
+        f"{var} = StreamFeatureView(\n    name={name!r}, source={source}, entities=[{', '.join(entity_vars)}],"
+        f"{options}\n    aggregations=[{aggs}\n    ]{_description(call)},\n)"
+    )
 
 
 def _on_demand(w: _Writer, call: FeastCall) -> tuple[str, str]:
@@ -262,8 +333,10 @@ def _on_demand(w: _Writer, call: FeastCall) -> tuple[str, str]:
     if call.function is None:
         raise _Skip("not a decorated function: only @on_demand_feature_view functions carry their transform")
     if mode != "python":
-        raise _Skip(f"mode {mode!r}: only python-mode transforms are translated; rewrite it as a streamfeat "
-                    "python (one row) or batch (polars DataFrame) transform")
+        raise _Skip(
+            f"mode {mode!r}: only python-mode transforms are translated; rewrite it as a streamfeat "
+            "python (one row) or batch (polars DataFrame) transform"
+        )
     source_refs = _refs(w, call, "sources", "source")
     schema = _fields(call.kwargs.get("schema"), "schema")
     var = w.variable(name)
@@ -272,16 +345,24 @@ def _on_demand(w: _Writer, call: FeastCall) -> tuple[str, str]:
     function.decorator_list = []
     function.name = inner
     used = {n.id for n in ast.walk(function) if isinstance(n, ast.Name)}
-    w.imports.extend(line for line, names in call.imports
-                     if used & set(names) and line not in w.imports and line not in _HEADER_IMPORTS)
+    w.imports.extend(
+        line
+        for line, names in call.imports
+        if used & set(names) and line not in w.imports and line not in _HEADER_IMPORTS
+    )
     singleton = call.kwargs.get("singleton") is True
-    body = (f"    return {inner}(row)" if singleton else
-            f"    out = {inner}({{k: [v] for k, v in row.items()}})\n    return {{k: v[0] for k, v in out.items()}}")
-    code = (f"{ast.unparse(function)}\n\n\n"
-            f"@on_demand_feature_view(name={name!r}, sources=[{', '.join(source_refs)}], schema={schema!r},\n"
-            f"                        mode=\"python\"{_description(call)})\n"
-            f"def {var}(row: dict[str, Any]) -> dict[str, Any]:\n"
-            f"    \"\"\"Feast's python-mode transform, called on one row (lists of one value).\"\"\"\n{body}")
+    body = (
+        f"    return {inner}(row)"
+        if singleton
+        else f"    out = {inner}({{k: [v] for k, v in row.items()}})\n    return {{k: v[0] for k, v in out.items()}}"
+    )
+    code = (
+        f"{ast.unparse(function)}\n\n\n"
+        f"@on_demand_feature_view(name={name!r}, sources=[{', '.join(source_refs)}], schema={schema!r},\n"
+        f'                        mode="python"{_description(call)})\n'
+        f"def {var}(row: dict[str, Any]) -> dict[str, Any]:\n"
+        f'    """Feast\'s python-mode transform, called on one row (lists of one value)."""\n{body}'
+    )
     return var, code
 
 
@@ -300,16 +381,30 @@ def _not_translated(w: _Writer, kinds: tuple[str, ...], why: str) -> None:
 
 def translate(repo: FeastRepoSource, origin: str) -> Translation:
     w = _Writer(repo)
-    for kind, build in (("Entity", _entity), ("KafkaSource", _kafka_source), ("RequestSource", _request_source),
-                        ("StreamFeatureView", _stream_view), ("OnDemandFeatureView", _on_demand),
-                        ("FeatureService", _service)):
+    for kind, build in (
+        ("Entity", _entity),
+        ("KafkaSource", _kafka_source),
+        ("RequestSource", _request_source),
+        ("StreamFeatureView", _stream_view),
+        ("OnDemandFeatureView", _on_demand),
+        ("FeatureService", _service),
+    ):
         if kind == "StreamFeatureView":
-            _not_translated(w, ("FeatureView", "BatchFeatureView"), "batch feature view: streamfeat computes "
-                            "features from a stream (write it as a StreamFeatureView over an EventSource)")
-            _not_translated(w, ("PushSource",), "push source: streamfeat ingests from Kafka; produce the pushed "
-                            "events to a topic and declare an EventSource for it")
-            _not_translated(w, _BATCH_SOURCES, "batch source: backfill history from Parquet files with "
-                            "`streamfeat backfill --from`")
+            _not_translated(
+                w,
+                ("FeatureView", "BatchFeatureView"),
+                "batch feature view: streamfeat computes "
+                "features from a stream (write it as a StreamFeatureView over an EventSource)",
+            )
+            _not_translated(
+                w,
+                ("PushSource",),
+                "push source: streamfeat ingests from Kafka; produce the pushed "
+                "events to a topic and declare an EventSource for it",
+            )
+            _not_translated(
+                w, _BATCH_SOURCES, "batch source: backfill history from Parquet files with `streamfeat backfill --from`"
+            )
         for call in repo.of_kind(kind):
             w.emit(call, lambda c, b=build: b(w, c))
     for file, why in repo.skipped_files:
@@ -319,10 +414,11 @@ def translate(repo: FeastRepoSource, origin: str) -> Translation:
 
 def _module(w: _Writer, origin: str) -> str:
     missing = "".join(f"\n- {what}: {why}" for what, why in w.notes) or "\nnothing"
-    header = (f'"""Translated from the Feast repo {origin} by `streamfeat import-feast`.\n\n'
-              f"Not translated:{missing}\n\"\"\"\n\n"
-              + "".join(f"{line}\n" for line in _HEADER_IMPORTS) + "\n"
-              "from engine.definitions import (\n    Aggregation, Entity, EventSource, FeatureService, RequestSource,"
-              " StreamFeatureView, on_demand_feature_view,\n)\n")
+    header = (
+        f'"""Translated from the Feast repo {origin} by `streamfeat import-feast`.\n\n'
+        f'Not translated:{missing}\n"""\n\n' + "".join(f"{line}\n" for line in _HEADER_IMPORTS) + "\n"
+        "from engine.definitions import (\n    Aggregation, Entity, EventSource, FeatureService, RequestSource,"
+        " StreamFeatureView, on_demand_feature_view,\n)\n"
+    )
     extra = "".join(f"{line}\n" for line in w.imports)
     return header + extra + "".join(f"\n\n{block}\n" for block in w.blocks)

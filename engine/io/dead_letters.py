@@ -103,7 +103,8 @@ def sent_dead_letters(
                 log.warning(
                     "dead-letter topic '%s': read back %d letters without reaching every source "
                     "partition's applied offset; letters of records replayed now may repeat",
-                    dlq_topic, limit,
+                    dlq_topic,
+                    limit,
                 )
     finally:
         consumer.close()
@@ -124,8 +125,7 @@ def _read_range(
             idle += 0.5
             if idle > timeout_s:
                 raise KafkaSourceError(
-                    f"dead-letter topic '{topic}' partition {partition}: read stalled at "
-                    f"{position} before {end}",
+                    f"dead-letter topic '{topic}' partition {partition}: read stalled at {position} before {end}",
                     hint="is the broker running?",
                 )
             continue
@@ -220,8 +220,7 @@ class DeadLetterProducer:
         # reports a delivery failure, which ends the wait.
         while remaining and not failures:
             log.warning(
-                "dead-letter topic '%s': %d letters not acknowledged yet after %.0fs; "
-                "waiting for the broker",
+                "dead-letter topic '%s': %d letters not acknowledged yet after %.0fs; waiting for the broker",
                 self.dlq_topic,
                 remaining,
                 self.flush_timeout_s,
@@ -253,9 +252,7 @@ def _header_map(headers: Any) -> dict[str, str]:
     return out
 
 
-def read_dead_letters(
-    bootstrap: str, dlq_topic: str, *, timeout_s: float = 30.0
-) -> list[DeadLetter]:
+def read_dead_letters(bootstrap: str, dlq_topic: str, *, timeout_s: float = 30.0) -> list[DeadLetter]:
     """Every dead letter now in ``dlq_topic``, deduplicated by source (partition, offset).
 
     Reads each partition from the beginning up to its end when called; sorted by source
@@ -273,9 +270,7 @@ def read_dead_letters(
     try:
         ends: dict[int, int] = {}
         for p in partitions:
-            _low, high = consumer.get_watermark_offsets(
-                TopicPartition(dlq_topic, p), timeout=timeout_s, cached=False
-            )
+            _low, high = consumer.get_watermark_offsets(TopicPartition(dlq_topic, p), timeout=timeout_s, cached=False)
             if high > 0:
                 ends[p] = high
         consumer.assign([TopicPartition(dlq_topic, p, OFFSET_BEGINNING) for p in ends])

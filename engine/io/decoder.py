@@ -218,9 +218,7 @@ class _Bounds:
             chars,
         )
 
-    def refuse(
-        self, field: str, vals: list[Any], arr: np.ndarray, refused: dict[int, tuple[str, str]]
-    ) -> None:
+    def refuse(self, field: str, vals: list[Any], arr: np.ndarray, refused: dict[int, tuple[str, str]]) -> None:
         """Refuse every row whose value breaks the bounds (rows refused earlier keep their
         first reason)."""
         if arr.dtype.kind in "if":
@@ -228,9 +226,7 @@ class _Bounds:
         elif arr.dtype.kind == "O":
             self._refuse_strings(field, vals, refused)
 
-    def _refuse_numbers(
-        self, field: str, arr: np.ndarray, refused: dict[int, tuple[str, str]]
-    ) -> None:
+    def _refuse_numbers(self, field: str, arr: np.ndarray, refused: dict[int, tuple[str, str]]) -> None:
         bad = np.zeros(len(arr), dtype=np.bool_)
         # NaN compares False both ways; non-finite floats are refused as wrong_type anyway.
         if self.low is not None:
@@ -241,14 +237,17 @@ class _Bounds:
             return
         low = "-inf" if self.low is None else repr(self.low)
         high = "inf" if self.high is None else repr(self.high)
-        _refuse_rows(refused, bad, _R.VALUE_OUT_OF_RANGE, lambda i: (
-            f"field '{field}': value {arr[i].item()!r} is outside the declared range "
-            f"[{low}, {high}] (EventSource constraints)"
-        ))
+        _refuse_rows(
+            refused,
+            bad,
+            _R.VALUE_OUT_OF_RANGE,
+            lambda i: (
+                f"field '{field}': value {arr[i].item()!r} is outside the declared range "
+                f"[{low}, {high}] (EventSource constraints)"
+            ),
+        )
 
-    def _refuse_strings(
-        self, field: str, vals: list[Any], refused: dict[int, tuple[str, str]]
-    ) -> None:
+    def _refuse_strings(self, field: str, vals: list[Any], refused: dict[int, tuple[str, str]]) -> None:
         lengths = np.fromiter(map(len, vals), dtype=np.int64, count=len(vals))
         bad = np.zeros(len(vals), dtype=np.bool_)
         if self.min_length is not None:
@@ -256,10 +255,15 @@ class _Bounds:
         if self.max_length is not None:
             bad |= lengths > self.max_length
         high = "inf" if self.max_length is None else self.max_length
-        _refuse_rows(refused, bad, _R.INVALID_STRING, lambda i: (
-            f"field '{field}': length {int(lengths[i])} is outside the declared "
-            f"[{self.min_length or 0}, {high}] characters (EventSource constraints)"
-        ))
+        _refuse_rows(
+            refused,
+            bad,
+            _R.INVALID_STRING,
+            lambda i: (
+                f"field '{field}': length {int(lengths[i])} is outside the declared "
+                f"[{self.min_length or 0}, {high}] characters (EventSource constraints)"
+            ),
+        )
         if self.allowed is None:
             return
         fullmatch = self.allowed.fullmatch
@@ -328,8 +332,7 @@ class Decoder:
         self.timestamp_field = str(source.timestamp_field)
         self.timestamp_format: str = fmt
         self.fields: tuple[tuple[str, str], ...] = tuple(
-            (str(field), _kind_of(declared, name, str(field)))
-            for field, declared in source.schema.items()
+            (str(field), _kind_of(declared, name, str(field))) for field, declared in source.schema.items()
         )
         self.allowed_lateness_ms = int(source.allowed_lateness_ms)
         self.max_payload_bytes = int(source.max_payload_bytes)
@@ -339,8 +342,7 @@ class Decoder:
         self.dlq_payload_cap = dlq_payload_cap
         self._now_ms = now_ms
         self._bounds = {
-            str(field): _Bounds.of(constraint)
-            for field, constraint in getattr(source, "constraints", {}).items()
+            str(field): _Bounds.of(constraint) for field, constraint in getattr(source, "constraints", {}).items()
         }
 
     # -- public -----------------------------------------------------------------------------
@@ -379,9 +381,7 @@ class Decoder:
 
     # -- stages -----------------------------------------------------------------------------
 
-    def _parse(
-        self, values: list[bytes | None], refused: dict[int, tuple[str, str]]
-    ) -> list[dict[str, Any]]:
+    def _parse(self, values: list[bytes | None], refused: dict[int, tuple[str, str]]) -> list[dict[str, Any]]:
         limit = self.max_payload_bytes
         objs: list[Any]
         try:
@@ -402,9 +402,7 @@ class Decoder:
                     objs[i] = _NO_FIELDS
         return objs
 
-    def _parse_one(
-        self, i: int, value: bytes | None, refused: dict[int, tuple[str, str]]
-    ) -> object:
+    def _parse_one(self, i: int, value: bytes | None, refused: dict[int, tuple[str, str]]) -> object:
         if value is None:
             refused[i] = (_R.INVALID_JSON, "value is null (a tombstone), not a JSON document")
             return _NO_FIELDS
@@ -470,17 +468,13 @@ class Decoder:
         return arr
 
     @staticmethod
-    def _field_problem(
-        obj: dict[str, Any], field: str, kind: str, value: object
-    ) -> tuple[str, str]:
+    def _field_problem(obj: dict[str, Any], field: str, kind: str, value: object) -> tuple[str, str]:
         if value is None:
             state = "is null" if field in obj else "is absent"
             return _R.MISSING_FIELD, f"field '{field}' {state}"
         return _R.WRONG_TYPE, f"field '{field}': expected {kind}, got {show_value(value)}"
 
-    def _event_times(
-        self, objs: list[dict[str, Any]], refused: dict[int, tuple[str, str]]
-    ) -> npt.NDArray[np.int64]:
+    def _event_times(self, objs: list[dict[str, Any]], refused: dict[int, tuple[str, str]]) -> npt.NDArray[np.int64]:
         field = self.timestamp_field
         vals = _field_values(objs, field)
         if None in vals:
@@ -551,9 +545,7 @@ class Decoder:
             ts_valid = np.partition(ts_valid, len(ts_valid) - rank)[-rank:]
         return watermarks.advance(partition, ts_valid.tolist(), rank)
 
-    def _dead_letters(
-        self, raw: RawBatch, refused: dict[int, tuple[str, str]]
-    ) -> tuple[DeadLetter, ...]:
+    def _dead_letters(self, raw: RawBatch, refused: dict[int, tuple[str, str]]) -> tuple[DeadLetter, ...]:
         if not refused:
             return ()
         cap = self.dlq_payload_cap
@@ -576,8 +568,6 @@ class Decoder:
                 )
             )
         return tuple(letters)
-
-
 
 
 def _ordinal(n: int) -> str:

@@ -73,9 +73,7 @@ DEFAULT_BATCH_SIZE = 30_000
 _LOG_EVERY_S = 10.0
 
 
-def consumer_settings(
-    bootstrap: str, topic: str, extra: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
+def consumer_settings(bootstrap: str, topic: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """librdkafka settings for a throughput-oriented, manually assigned, non-committing reader."""
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
@@ -185,10 +183,7 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, None]):
         self.metadata_timeout_s = metadata_timeout_s
 
     def list_parts(self) -> list[str]:
-        return [
-            str(p)
-            for p in list_topic_partitions(self.bootstrap, self.topic, self.metadata_timeout_s)
-        ]
+        return [str(p) for p in list_topic_partitions(self.bootstrap, self.topic, self.metadata_timeout_s)]
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> KafkaBatchPartition:
         partition = int(for_part)
@@ -277,9 +272,7 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, None]):
         raise KafkaSourceError(
             f"Kafka topic '{self.topic}' partition {self.partition}: error {err.name()} at or "
             f"after offset {self._next}: {err.str()}",
-            hint=_FATAL_HINTS.get(
-                err.code(), "check the broker logs; restarting resumes from the applied offsets."
-            ),
+            hint=_FATAL_HINTS.get(err.code(), "check the broker logs; restarting resumes from the applied offsets."),
         )
 
     def next_batch(self) -> list[RawBatch]:

@@ -35,7 +35,10 @@ VALUE_PREFIX = "value__"
 RAW_PREFIX = "raw__"
 #: Arrow type of a raw column, by schema field type.
 RAW_TYPES: dict[str, pa.DataType] = {
-    "string": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(),
+    "string": pa.string(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "bool": pa.bool_(),
 }
 DAY_MS = 86_400_000
 TMP_SUFFIX = ".tmp"
@@ -87,10 +90,7 @@ def log_schema(
         pa.field(TILE_START, pa.int64(), nullable=False),
     ]
     fields += [pa.field(value_column(c), pa.float64(), nullable=False) for c in columns]
-    fields += [
-        pa.field(raw_column(c), RAW_TYPES[kind], nullable=False)
-        for c, kind in (raw_columns or {}).items()
-    ]
+    fields += [pa.field(raw_column(c), RAW_TYPES[kind], nullable=False) for c, kind in (raw_columns or {}).items()]
     return pa.schema(fields)
 
 
@@ -157,9 +157,7 @@ class PublishedFile:
 
     def __post_init__(self) -> None:
         if self.rows < 0:
-            raise ParquetLogInputError(
-                f"PublishedFile: field 'rows': expected >= 0, got {self.rows}."
-            )
+            raise ParquetLogInputError(f"PublishedFile: field 'rows': expected >= 0, got {self.rows}.")
 
 
 class ParquetLogWriter:
@@ -186,14 +184,10 @@ class ParquetLogWriter:
         _check_name("fingerprint", fingerprint_hex, _HEX, "lowercase hex digits")
         if not join_keys:
             raise ParquetLogInputError(
-                f"ParquetLogWriter '{view_name}': field 'join_keys': expected at least one "
-                "join key, got none."
+                f"ParquetLogWriter '{view_name}': field 'join_keys': expected at least one join key, got none."
             )
         reserved = set(FIXED_COLUMNS)
-        clash = [
-            k for k in join_keys
-            if k in reserved or k.startswith(VALUE_PREFIX) or k.startswith(RAW_PREFIX)
-        ]  # fmt: skip
+        clash = [k for k in join_keys if k in reserved or k.startswith(VALUE_PREFIX) or k.startswith(RAW_PREFIX)]
         if clash:
             raise ParquetLogInputError(
                 f"ParquetLogWriter '{view_name}': field 'join_keys': {clash} collide with "
@@ -203,13 +197,11 @@ class ParquetLogWriter:
             )
         if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
             raise ParquetLogInputError(
-                f"ParquetLogWriter '{view_name}': field 'max_rows': expected int >= 1, "
-                f"got {max_rows!r}."
+                f"ParquetLogWriter '{view_name}': field 'max_rows': expected int >= 1, got {max_rows!r}."
             )
         if not max_age_s > 0:
             raise ParquetLogInputError(
-                f"ParquetLogWriter '{view_name}': field 'max_age_s': expected > 0, "
-                f"got {max_age_s!r}."
+                f"ParquetLogWriter '{view_name}': field 'max_age_s': expected > 0, got {max_age_s!r}."
             )
         self._fs, self._base = resolve_root(root, filesystem)
         self.view_name = view_name
@@ -244,14 +236,12 @@ class ParquetLogWriter:
             raise ParquetLogInputError(
                 f"ParquetLogWriter '{self.view_name}': append: expected columns {expected}, "
                 f"missing {missing}, unexpected {extra}.",
-                hint="Pass one array per join key, event_time, partition, offset, "
-                "tile_start and value__<column>.",
+                hint="Pass one array per join key, event_time, partition, offset, tile_start and value__<column>.",
             )
         lengths = {c: len(rows[c]) for c in expected}
         if len(set(lengths.values())) > 1:
             raise ParquetLogInputError(
-                f"ParquetLogWriter '{self.view_name}': append: columns have different "
-                f"lengths {lengths}."
+                f"ParquetLogWriter '{self.view_name}': append: columns have different lengths {lengths}."
             )
         n = lengths[expected[0]]
         if n == 0:
@@ -279,8 +269,7 @@ class ParquetLogWriter:
                     column = np_data.astype(f.type.to_pandas_dtype(), copy=False)
             except (TypeError, ValueError, pa.ArrowException) as exc:
                 raise ParquetLogInputError(
-                    f"ParquetLogWriter '{self.view_name}': append: column '{f.name}': "
-                    f"expected {f.type}: {exc}"
+                    f"ParquetLogWriter '{self.view_name}': append: column '{f.name}': expected {f.type}: {exc}"
                 ) from exc
             prepared.append(column)
         self._appended.append(prepared)
@@ -364,9 +353,7 @@ class ParquetLogWriter:
             for day in np.unique(days):
                 idx = np.flatnonzero(days == day)
                 date = str(np.datetime64(int(day), "D"))
-                directory = (
-                    f"{view_path(self._base, self.view_name)}/fp={self.fingerprint_hex}/date={date}"
-                )
+                directory = f"{view_path(self._base, self.view_name)}/fp={self.fingerprint_hex}/date={date}"
                 first = int(offsets[idx].min())
                 name = f"part-{self.writer_id}-{first}-{uuid.uuid4().hex[:8]}.parquet"
                 final = f"{directory}/{name}"
@@ -400,9 +387,7 @@ class ParquetLogWriter:
         last_of_partition = np.r_[partitions[order][1:] != partitions[order][:-1], True]
         max_offsets = {
             int(p): int(o)
-            for p, o in zip(
-                partitions[order][last_of_partition], offsets[order][last_of_partition], strict=True
-            )
+            for p, o in zip(partitions[order][last_of_partition], offsets[order][last_of_partition], strict=True)
         }
         return PublishedFile(tuple(published), cut.rows, max_offsets)
 
@@ -503,9 +488,7 @@ def _find_culprit(fs: Any, paths: Sequence[str], exc: Exception) -> ParquetLogRe
                 f"{first_schema.names} like '{paths[0]}'.",
                 hint="Files of one fingerprint must share a schema; remove the stray file.",
             )
-    return ParquetLogReadError(
-        f"Parquet log files of '{paths[0].rsplit('/', 3)[0]}' cannot be scanned: {exc}"
-    )
+    return ParquetLogReadError(f"Parquet log files of '{paths[0].rsplit('/', 3)[0]}' cannot be scanned: {exc}")
 
 
 def read_log(
@@ -562,9 +545,7 @@ def read_log(
     return df[_log_order(df, keys)]
 
 
-def first_event_time(
-    root: str, view_name: str, fingerprint_hex: str, filesystem: Any | None = None
-) -> int | None:
+def first_event_time(root: str, view_name: str, fingerprint_hex: str, filesystem: Any | None = None) -> int | None:
     """Smallest event time in the view's log (None without a published file).
 
     Only the files of the earliest ``date=`` directory are read (one column).
@@ -624,8 +605,4 @@ def log_join_keys(df: pl.DataFrame) -> list[str]:
 
 
 def _is_join_key(column: str) -> bool:
-    return (
-        column not in FIXED_COLUMNS
-        and not column.startswith(VALUE_PREFIX)
-        and not column.startswith(RAW_PREFIX)
-    )
+    return column not in FIXED_COLUMNS and not column.startswith(VALUE_PREFIX) and not column.startswith(RAW_PREFIX)

@@ -38,9 +38,7 @@ SCHEMA = pa.schema(
 class RequestLogger:
     """Buffers answered rows; publishes a file every ``max_rows`` rows or ``max_age_s`` seconds."""
 
-    def __init__(
-        self, directory: str | Path, *, max_rows: int = 5_000, max_age_s: float = 5.0
-    ) -> None:
+    def __init__(self, directory: str | Path, *, max_rows: int = 5_000, max_age_s: float = 5.0) -> None:
         self.directory = Path(directory)
         self.max_rows = max_rows
         self.max_age_s = max_age_s
@@ -63,16 +61,20 @@ class RequestLogger:
             keys = {k: v[i] for k, v in join_keys.items()}
             data = {k: v[i] for k, v in request_data.items()}
             entries.append(
-                (service, as_of_ms if isinstance(as_of_ms, int) else as_of_ms[i], now, orjson.dumps(keys).decode(), orjson.dumps(data).decode(),
-                 orjson.dumps(row).decode())
-            )  # fmt: skip
+                (
+                    service,
+                    as_of_ms if isinstance(as_of_ms, int) else as_of_ms[i],
+                    now,
+                    orjson.dumps(keys).decode(),
+                    orjson.dumps(data).decode(),
+                    orjson.dumps(row).decode(),
+                )
+            )
         with self._lock:
             if not self._rows:
                 self._first = time.monotonic()
             self._rows.extend(entries)
-            due = (
-                len(self._rows) >= self.max_rows or time.monotonic() - self._first >= self.max_age_s
-            )
+            due = len(self._rows) >= self.max_rows or time.monotonic() - self._first >= self.max_age_s
         if due:
             self.flush()
 

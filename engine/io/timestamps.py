@@ -66,9 +66,7 @@ class ParsedTimes:
     problems: dict[int, Problem]
 
 
-def parse_event_times(
-    values: Sequence[Any] | npt.NDArray[Any], fmt: str, field: str
-) -> ParsedTimes:
+def parse_event_times(values: Sequence[Any] | npt.NDArray[Any], fmt: str, field: str) -> ParsedTimes:
     """Parse one timestamp field of many events; never raises on bad values.
 
     ``values`` is a list of decoded JSON values or a numpy column. Each refused row gets
@@ -76,9 +74,7 @@ def parse_event_times(
     offset) or ``timestamp_out_of_range``.
     """
     if fmt not in _ACCEPTED:
-        raise IoValueError(
-            f"timestamp field '{field}': format: expected one of {TIMESTAMP_FORMATS}, got {fmt!r}"
-        )
+        raise IoValueError(f"timestamp field '{field}': format: expected one of {TIMESTAMP_FORMATS}, got {fmt!r}")
     problems: dict[int, Problem] = {}
     vals: list[Any] | npt.NDArray[Any]
     if isinstance(values, np.ndarray) and values.dtype.kind in _ACCEPTED_KINDS[fmt]:
@@ -96,9 +92,7 @@ def parse_event_times(
     elif fmt == "epoch_seconds":
         ts_ms, out_of_range, non_finite = _seconds(vals)
         for i in np.flatnonzero(non_finite).tolist():
-            problems.setdefault(
-                i, _invalid(field, f"expected {_EXPECTED[fmt]}, got {show_value(vals[i])}")
-            )
+            problems.setdefault(i, _invalid(field, f"expected {_EXPECTED[fmt]}, got {show_value(vals[i])}"))
     else:
         ts_ms, out_of_range = _iso(vals, field, problems)
     out_of_range |= (ts_ms < MIN_EVENT_TS_MS) | (ts_ms > MAX_EVENT_TS_MS)

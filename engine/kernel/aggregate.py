@@ -119,9 +119,7 @@ def _stable_argsort(key: Int64Array) -> npt.NDArray[np.intp]:
     return order[np.argsort(high, kind="stable")]
 
 
-def group_order(
-    codes: Int64Array, tiles: Int64Array, ts: Int64Array, pos: Int64Array
-) -> npt.NDArray[np.intp]:
+def group_order(codes: Int64Array, tiles: Int64Array, ts: Int64Array, pos: Int64Array) -> npt.NDArray[np.intp]:
     """The permutation ``np.lexsort((pos, ts, tiles, codes))``, computed faster.
 
     (code, tile) pairs are numbered by one int64 key that sorts like the pair. When
@@ -138,9 +136,7 @@ def group_order(
     if code_lo < 0 or (code_hi + 1) * span >= 2**62:
         return np.lexsort((pos, ts, tiles, codes))
     key = codes * span + (tiles - tile_lo)
-    in_time_order = bool(
-        np.all((ts[1:] > ts[:-1]) | ((ts[1:] == ts[:-1]) & (pos[1:] >= pos[:-1])))
-    )
+    in_time_order = bool(np.all((ts[1:] > ts[:-1]) | ((ts[1:] == ts[:-1]) & (pos[1:] >= pos[:-1]))))
     if in_time_order:
         return _stable_argsort(key)
     return np.lexsort((pos, ts, key))
@@ -305,9 +301,7 @@ def merge_partials(layout: PartialLayout, a: npt.ArrayLike, b: npt.ArrayLike) ->
     out[:, :, FIELD_MAX] = np.maximum(va[:, :, FIELD_MAX], vb[:, :, FIELD_MAX])
 
     ts_a, ts_b = va[:, :, FIELD_LAST_TS], vb[:, :, FIELD_LAST_TS]
-    take_b = (ts_b > ts_a) | (
-        (ts_b == ts_a) & (vb[:, :, FIELD_LAST_POS] > va[:, :, FIELD_LAST_POS])
-    )
+    take_b = (ts_b > ts_a) | ((ts_b == ts_a) & (vb[:, :, FIELD_LAST_POS] > va[:, :, FIELD_LAST_POS]))
     last = slice(FIELD_LAST_TS, FIELD_LAST_VALUE + 1)
     out[:, :, last] = np.where(take_b[:, :, None], vb[:, :, last], va[:, :, last])
     merged = out.reshape(k, columns_end)
@@ -437,9 +431,7 @@ def fold_expired(
         longer = lengths > j
         folded[longer] = merge_partials(layout, folded[longer], partials[starts[longer] + j])
         if sketches is not None and folded_blobs is not None:
-            folded_blobs[longer] = merge_blobs(
-                layout.sketch_slots, folded_blobs[longer], sketches[starts[longer] + j]
-            )
+            folded_blobs[longer] = merge_blobs(layout.sketch_slots, folded_blobs[longer], sketches[starts[longer] + j])
     out = partials.copy()
     newest_expired = starts + lengths - 1
     out[newest_expired] = folded

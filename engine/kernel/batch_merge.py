@@ -64,9 +64,7 @@ class FlatTiles:
         )
 
 
-_HEADER_DTYPE = np.dtype(
-    [("version", "u1"), ("flags", "u1"), ("width", "<u2"), ("n_tiles", "<u4"), ("max_ts", "<i8")]
-)
+_HEADER_DTYPE = np.dtype([("version", "u1"), ("flags", "u1"), ("width", "<u2"), ("n_tiles", "<u4"), ("max_ts", "<i8")])
 _WORD = 8  # every field of a record is 8 bytes wide (the header is two words)
 _HEADER_WORDS = HEADER.size // _WORD
 
@@ -140,9 +138,7 @@ def decode_many(layout: PartialLayout, records: Sequence[bytes | None]) -> FlatT
     return FlatTiles(codes, tiles, partials, max_ts)
 
 
-def _decode_many_with_sketches(
-    layout: PartialLayout, records: Sequence[bytes | None]
-) -> FlatTiles:
+def _decode_many_with_sketches(layout: PartialLayout, records: Sequence[bytes | None]) -> FlatTiles:
     """:func:`decode_many` for layouts with sketch slots: record by record (the blobs
     are variable-size; the codec checks each record)."""
     n_slots = len(layout.sketch_slots)
@@ -159,9 +155,7 @@ def _decode_many_with_sketches(
         sketches.append(decode_sketches(record, n_slots))
     if not codes:
         empty = np.empty(0, dtype=np.int64)
-        return FlatTiles(
-            empty, empty.copy(), np.empty((0, layout.width)), max_ts, empty_blobs(0, n_slots)
-        )
+        return FlatTiles(empty, empty.copy(), np.empty((0, layout.width)), max_ts, empty_blobs(0, n_slots))
     return FlatTiles(
         np.concatenate(codes),
         np.concatenate(tiles),
@@ -183,9 +177,7 @@ def _raise_for(stored: Sequence[bytes | None], bad: npt.NDArray[np.bool_], width
     )
 
 
-def _pair_keys(
-    a: FlatTiles, b: FlatTiles
-) -> tuple[Int64Array, Int64Array] | None:
+def _pair_keys(a: FlatTiles, b: FlatTiles) -> tuple[Int64Array, Int64Array] | None:
     """One int64 per row of each input that sorts like its (code, tile) pair; None when
     the numbering would overflow or an input is not strictly sorted by (code, tile)."""
     tiles_lo = min(int(a.tiles.min()), int(b.tiles.min()))
@@ -212,9 +204,7 @@ def merge_flat(layout: PartialLayout, stored: FlatTiles, new: FlatTiles) -> Flat
     max_ts = np.maximum(stored.max_event_ts, new.max_event_ts)
     slots = layout.sketch_slots
     if slots:
-        stored = FlatTiles(
-            stored.codes, stored.tiles, stored.partials, max_ts, stored.blobs(len(slots))
-        )
+        stored = FlatTiles(stored.codes, stored.tiles, stored.partials, max_ts, stored.blobs(len(slots)))
         new = FlatTiles(new.codes, new.tiles, new.partials, max_ts, new.blobs(len(slots)))
     if not len(new.codes):
         return FlatTiles(stored.codes, stored.tiles, stored.partials, max_ts, stored.sketches)
@@ -257,17 +247,13 @@ def merge_flat(layout: PartialLayout, stored: FlatTiles, new: FlatTiles) -> Flat
     return FlatTiles(codes, tiles, partials, max_ts, sketches)
 
 
-def _merge_flat_by_sort(
-    layout: PartialLayout, stored: FlatTiles, new: FlatTiles, max_ts: Int64Array
-) -> FlatTiles:
+def _merge_flat_by_sort(layout: PartialLayout, stored: FlatTiles, new: FlatTiles, max_ts: Int64Array) -> FlatTiles:
     """:func:`merge_flat` for inputs whose pairs cannot be numbered in one int64."""
     codes = np.concatenate([stored.codes, new.codes])
     tiles = np.concatenate([stored.tiles, new.tiles])
     partials = np.concatenate([stored.partials, new.partials])
     sketches = (
-        None
-        if stored.sketches is None or new.sketches is None
-        else np.concatenate([stored.sketches, new.sketches])
+        None if stored.sketches is None or new.sketches is None else np.concatenate([stored.sketches, new.sketches])
     )
     order = np.lexsort((tiles, codes))  # lexsort is stable: stored rows stay first
     codes, tiles, partials = codes[order], tiles[order], partials[order]
@@ -343,9 +329,7 @@ def encode_many(layout: PartialLayout, flat: FlatTiles, n_entities: int) -> list
     out[word_at] = header_words[:, 0]
     out[word_at + 1] = header_words[:, 1]
     out[_runs(word_at + _HEADER_WORDS, n_tiles)] = flat.tiles
-    out.view("<f8")[_runs(word_at + _HEADER_WORDS + n_tiles, n_tiles * width)] = (
-        flat.partials.reshape(-1)
-    )
+    out.view("<f8")[_runs(word_at + _HEADER_WORDS + n_tiles, n_tiles * width)] = flat.partials.reshape(-1)
     buf = out.tobytes()
     edges = (np.append(word_at, len(out)) * _WORD).tolist()
     return [buf[edges[i] : edges[i + 1]] for i in range(n_entities)]

@@ -53,8 +53,7 @@ def encode_tiles(
     parts = np.asarray(partials, dtype=np.float64)
     if parts.ndim != 2 or parts.shape[0] != len(tile_ids):
         raise KernelInputError(
-            f"encode_tiles: field 'partials': expected shape ({len(tile_ids)}, width), "
-            f"got {parts.shape}",
+            f"encode_tiles: field 'partials': expected shape ({len(tile_ids)}, width), got {parts.shape}",
             hint="one partial row per tile id",
         )
     width = parts.shape[1]
@@ -123,9 +122,7 @@ def section_slots(buf: bytes | bytearray | memoryview) -> int:
     return slots
 
 
-def decode_sketches(
-    buf: bytes | bytearray | memoryview, n_slots: int
-) -> BlobArray:
+def decode_sketches(buf: bytes | bytearray | memoryview, n_slots: int) -> BlobArray:
     """The ``(n_tiles, n_slots)`` blobs of a record (checked like :func:`decode_tiles`);
     empty blobs for a record without a sketch section."""
     width, n_tiles, _ = check_header(buf)
@@ -170,9 +167,9 @@ def decode_tiles(
     """
     width, n_tiles, max_event_ts = check_header(buf, expected_width)
     tiles = np.frombuffer(buf, dtype="<i8", count=n_tiles, offset=HEADER.size)
-    partials = np.frombuffer(
-        buf, dtype="<f8", count=n_tiles * width, offset=HEADER.size + 8 * n_tiles
-    ).reshape(n_tiles, width)
+    partials = np.frombuffer(buf, dtype="<f8", count=n_tiles * width, offset=HEADER.size + 8 * n_tiles).reshape(
+        n_tiles, width
+    )
     if n_tiles > 1 and not bool(np.all(tiles[1:] > tiles[:-1])):
         bad = int(np.flatnonzero(tiles[1:] <= tiles[:-1])[0])
         raise TileCodecError(
@@ -187,9 +184,7 @@ def decode_tiles(
     )
 
 
-def check_header(
-    buf: bytes | bytearray | memoryview, expected_width: int | None = None
-) -> tuple[int, int, int]:
+def check_header(buf: bytes | bytearray | memoryview, expected_width: int | None = None) -> tuple[int, int, int]:
     """``(width, n_tiles, max_event_ts)`` of a record after checking its header and total length.
 
     Raises the :class:`TileCodecError` of :func:`decode_tiles` for a truncated record,
@@ -222,8 +217,7 @@ def check_header(
         expected += _section_size(buf, expected, n_tiles)
     if size != expected:
         raise TileCodecError(
-            f"tile record: length: expected {expected} bytes for {n_tiles} tiles of width "
-            f"{width}, got {size}",
+            f"tile record: length: expected {expected} bytes for {n_tiles} tiles of width {width}, got {size}",
             hint="the stored value is truncated or corrupt",
         )
     return int(width), int(n_tiles), int(max_event_ts)

@@ -59,26 +59,35 @@ EMPTY_FIELDS: tuple[float, ...] = (
 # The one list of aggregation functions (docs/semantics.md section 3); definitions
 # validate against it.
 FUNCTIONS: tuple[str, ...] = (
-    "sum", "count", "mean", "min", "max", "last", "stddev", "time_since_last", "first_seen",
+    "sum",
+    "count",
+    "mean",
+    "min",
+    "max",
+    "last",
+    "stddev",
+    "time_since_last",
+    "first_seen",
 )
 # Functions whose value is an integer (served as int, int64 in training sets).
-INTEGER_FUNCTIONS = frozenset(
-    {"count", "time_since_last", "first_seen", "count_distinct", "count_distinct_approx"}
-)
+INTEGER_FUNCTIONS = frozenset({"count", "time_since_last", "first_seen", "count_distinct", "count_distinct_approx"})
 # Functions whose empty window is 0 rather than null.
 ZERO_WHEN_EMPTY = frozenset({"count", "count_distinct", "count_distinct_approx"})
 # Functions that read only which events exist and their event times, never the
 # column's value, so their column may have any type.
-ANY_COLUMN_FUNCTIONS = frozenset(
-    {"count", "time_since_last", "first_seen", "count_distinct", "count_distinct_approx"}
-)
+ANY_COLUMN_FUNCTIONS = frozenset({"count", "time_since_last", "first_seen", "count_distinct", "count_distinct_approx"})
 # The function that needs the view-level first_ts field.
 FIRST_SEEN = "first_seen"
 # Specified in docs/semantics.md ("Planned functions") but not implemented: refused
 # with a message saying so rather than as an unknown name.
 PLANNED_FUNCTIONS: tuple[str, ...] = (
-    "last_n", "first_n", "last_distinct_n", "count_distinct", "count_distinct_approx",
-    "percentile", "median",
+    "last_n",
+    "first_n",
+    "last_distinct_n",
+    "count_distinct",
+    "count_distinct_approx",
+    "percentile",
+    "median",
 )
 
 # The window length in tiles of a lifetime window (``window_ms=None``): longer than any
@@ -104,14 +113,12 @@ def encode_positions(partitions: npt.ArrayLike, offsets: npt.ArrayLike) -> npt.N
     offs = np.asarray(offsets, dtype=np.int64)
     if parts.size and (int(parts.min()) < 0 or int(parts.max()) > MAX_PARTITION):
         raise KernelInputError(
-            f"positions: field 'partition': expected 0..{MAX_PARTITION}, "
-            f"got {int(parts.min())}..{int(parts.max())}",
+            f"positions: field 'partition': expected 0..{MAX_PARTITION}, got {int(parts.min())}..{int(parts.max())}",
             hint="last_pos packs partition*2**40+offset into a float64, exact below 2**53",
         )
     if offs.size and (int(offs.min()) < 0 or int(offs.max()) > MAX_OFFSET):
         raise KernelInputError(
-            f"positions: field 'offset': expected 0..{MAX_OFFSET}, "
-            f"got {int(offs.min())}..{int(offs.max())}",
+            f"positions: field 'offset': expected 0..{MAX_OFFSET}, got {int(offs.min())}..{int(offs.max())}",
             hint="offsets beyond 2**40 cannot be packed next to the partition",
         )
     return np.asarray((parts << POSITION_OFFSET_BITS) + offs, dtype=np.int64)
@@ -154,8 +161,7 @@ class PartialLayout:
     def __post_init__(self) -> None:
         if not isinstance(self.columns, tuple):
             raise KernelSpecTypeError(
-                f"PartialLayout: field 'columns': expected a tuple of str, "
-                f"got {type(self.columns).__name__}",
+                f"PartialLayout: field 'columns': expected a tuple of str, got {type(self.columns).__name__}",
                 hint="pass tuple(view.columns)",
             )
         for name in self.columns:
@@ -175,8 +181,7 @@ class PartialLayout:
             isinstance(slot, SketchSlot) for slot in self.sketch_slots
         ):
             raise KernelSpecTypeError(
-                f"PartialLayout: field 'sketch_slots': expected a tuple of SketchSlot, "
-                f"got {self.sketch_slots!r}",
+                f"PartialLayout: field 'sketch_slots': expected a tuple of SketchSlot, got {self.sketch_slots!r}",
                 hint="derive the slots with sketch_slots_of(aggregation specs)",
             )
         if len(set(self.sketch_slots)) != len(self.sketch_slots):
@@ -219,8 +224,7 @@ class PartialLayout:
             return self._index[column]
         except KeyError:
             raise KernelSpecError(
-                f"PartialLayout: column '{column}': expected one of {self.columns!r}, "
-                f"got '{column}'",
+                f"PartialLayout: column '{column}': expected one of {self.columns!r}, got '{column}'",
                 hint="only columns some aggregation of the view reads have partials",
             ) from None
 
@@ -257,15 +261,12 @@ class AggregationSpec:
         _check_name(owner, "column", self.column)
         if self.function not in FUNCTIONS and not _is_sketch_function(self.function):
             raise KernelSpecError(
-                f"{owner}: field 'function': expected one of {list(FUNCTIONS)}, "
-                f"got {self.function!r}",
+                f"{owner}: field 'function': expected one of {list(FUNCTIONS)}, got {self.function!r}",
                 hint="see docs/semantics.md section 3 for the supported functions",
             )
         if self.window_ms is not None:
             _check_int(owner, "window_ms", self.window_ms, minimum=1)
-        if self.default is not None and (
-            isinstance(self.default, bool) or not isinstance(self.default, int | float)
-        ):
+        if self.default is not None and (isinstance(self.default, bool) or not isinstance(self.default, int | float)):
             raise KernelSpecTypeError(
                 f"{owner}: field 'default': expected int, float or None, "
                 f"got {type(self.default).__name__} {self.default!r}",
@@ -273,8 +274,7 @@ class AggregationSpec:
             )
         if not isinstance(self.params, tuple) or list(self.params) != sorted(self.params):
             raise KernelSpecTypeError(
-                f"{owner}: field 'params': expected a sorted tuple of (name, value) pairs, "
-                f"got {self.params!r}",
+                f"{owner}: field 'params': expected a sorted tuple of (name, value) pairs, got {self.params!r}",
                 hint="Aggregation.params gives them in this form",
             )
 
@@ -336,16 +336,14 @@ class ViewSpec:
             isinstance(a, AggregationSpec) for a in self.aggregations
         ):
             raise KernelSpecTypeError(
-                "ViewSpec: field 'aggregations': expected a tuple of AggregationSpec, "
-                f"got {self.aggregations!r}",
+                f"ViewSpec: field 'aggregations': expected a tuple of AggregationSpec, got {self.aggregations!r}",
                 hint="build specs with ViewSpec.from_view(view)",
             )
         needs_first = any(a.function == FIRST_SEEN for a in self.aggregations)
         tracks = needs_first if self.tracks_first_event is None else self.tracks_first_event
         if needs_first and not tracks:
             raise KernelSpecError(
-                "ViewSpec: field 'tracks_first_event': expected True for a view with "
-                "first_seen, got False",
+                "ViewSpec: field 'tracks_first_event': expected True for a view with first_seen, got False",
                 hint="leave tracks_first_event as None to derive it from the aggregations",
             )
         needed = sketch_slots_of(self.aggregations)
@@ -353,8 +351,7 @@ class ViewSpec:
         missing = [slot for slot in needed if slot not in slots]
         if missing:
             raise KernelSpecError(
-                f"ViewSpec: field 'sketch_slots': expected every slot the aggregations read, "
-                f"missing {missing!r}",
+                f"ViewSpec: field 'sketch_slots': expected every slot the aggregations read, missing {missing!r}",
                 hint="leave sketch_slots as None to derive them from the aggregations",
             )
         layout = PartialLayout(self.columns, tracks, slots)
@@ -377,17 +374,12 @@ class ViewSpec:
                 )
             tiles.append(agg.window_ms // self.interval_ms)
         object.__setattr__(self, "layout", layout)
-        object.__setattr__(
-            self, "field_offsets", tuple(layout.offset(a.column) for a in self.aggregations)
-        )
+        object.__setattr__(self, "field_offsets", tuple(layout.offset(a.column) for a in self.aggregations))
         object.__setattr__(self, "window_tiles", tuple(tiles))
         object.__setattr__(
             self,
             "sketch_index",
-            tuple(
-                None if (slot := a.sketch_slot) is None else slots.index(slot)
-                for a in self.aggregations
-            ),
+            tuple(None if (slot := a.sketch_slot) is None else slots.index(slot) for a in self.aggregations),
         )
 
     @property

@@ -97,8 +97,12 @@ class DistinctSet:
     name: str = "distinct_set"
 
     def build(
-        self, slot: SketchSlot, values: npt.NDArray[np.generic], event_ts: Int64Array,
-        positions: Int64Array, starts: Int64Array,
+        self,
+        slot: SketchSlot,
+        values: npt.NDArray[np.generic],
+        event_ts: Int64Array,
+        positions: Int64Array,
+        starts: Int64Array,
     ) -> list[bytes]:
         bound = int(slot.param("max_distinct"))
         hashes = hash_values(values)
@@ -108,9 +112,7 @@ class DistinctSet:
         keep = np.ones(len(h), dtype=bool)
         keep[1:] = (h[1:] != h[:-1]) | (g[1:] != g[:-1])
         h, g = h[keep], g[keep]
-        return [
-            _distinct_blob(h[part], bound) for part in _split(h.view(np.int64), g, len(starts))
-        ]
+        return [_distinct_blob(h[part], bound) for part in _split(h.view(np.int64), g, len(starts))]
 
     def merge(self, slot: SketchSlot, a: bytes, b: bytes) -> bytes:
         if a == _OVERFLOW or b == _OVERFLOW:
@@ -212,8 +214,12 @@ class HyperLogLog:
     name: str = "hll"
 
     def build(
-        self, slot: SketchSlot, values: npt.NDArray[np.generic], event_ts: Int64Array,
-        positions: Int64Array, starts: Int64Array,
+        self,
+        slot: SketchSlot,
+        values: npt.NDArray[np.generic],
+        event_ts: Int64Array,
+        positions: Int64Array,
+        starts: Int64Array,
     ) -> list[bytes]:
         precision = int(slot.param("precision"))
         index, rank = hll_ranks(hash_values(values), precision)
@@ -271,7 +277,7 @@ def dd_keys(magnitudes: npt.NDArray[np.float64], alpha: float) -> Int64Array:
 
 def dd_value(key: int, alpha: float) -> float:
     gamma = dd_gamma(alpha)
-    return 2.0 * gamma ** key / (gamma + 1.0)
+    return 2.0 * gamma**key / (gamma + 1.0)
 
 
 def _canonical_store(offset: int, counts: npt.NDArray[np.uint64]) -> _Store:
@@ -425,8 +431,12 @@ class DDSketch:
     name: str = "ddsketch"
 
     def build(
-        self, slot: SketchSlot, values: npt.NDArray[np.generic], event_ts: Int64Array,
-        positions: Int64Array, starts: Int64Array,
+        self,
+        slot: SketchSlot,
+        values: npt.NDArray[np.generic],
+        event_ts: Int64Array,
+        positions: Int64Array,
+        starts: Int64Array,
     ) -> list[bytes]:
         alpha = float(slot.param("alpha"))
         x = np.asarray(values, dtype=np.float64)

@@ -67,8 +67,7 @@ class SketchSlot:
             _load_kinds()
         if self.kind not in SKETCH_KINDS:
             raise KernelSpecError(
-                f"SketchSlot '{self.column}': field 'kind': expected one of "
-                f"{sorted(SKETCH_KINDS)}, got {self.kind!r}",
+                f"SketchSlot '{self.column}': field 'kind': expected one of {sorted(SKETCH_KINDS)}, got {self.kind!r}",
                 hint="register the kind in engine/kernel/sketches.SKETCH_KINDS",
             )
         if not isinstance(self.params, tuple) or list(self.params) != sorted(self.params):
@@ -106,8 +105,12 @@ class SketchKind(Protocol):
         ...
 
     def build(
-        self, slot: SketchSlot, values: npt.NDArray[np.generic], event_ts: Int64Array,
-        positions: Int64Array, starts: Int64Array,
+        self,
+        slot: SketchSlot,
+        values: npt.NDArray[np.generic],
+        event_ts: Int64Array,
+        positions: Int64Array,
+        starts: Int64Array,
     ) -> list[bytes]:
         """One blob per group. Events are sorted by group, then by ``(event_ts,
         position)``; group ``g`` is ``[starts[g], starts[g + 1])`` (the last group ends
@@ -187,8 +190,7 @@ def hash_values(values: npt.NDArray[np.generic]) -> UInt64Array:
     except TypeError:  # values of several types cannot be sorted: hash each distinct one
         seen: dict[bytes, int] = {}
         hashed_rows = [
-            seen.setdefault(b, hash_bytes(b)) if b not in seen else seen[b]
-            for b in map(canonical_bytes, arr.tolist())
+            seen.setdefault(b, hash_bytes(b)) if b not in seen else seen[b] for b in map(canonical_bytes, arr.tolist())
         ]
         return np.asarray(hashed_rows, dtype=np.uint64)
     if arr.dtype.kind == "b":
@@ -242,8 +244,7 @@ def merge_blobs(slots: Sequence[SketchSlot], a: BlobArray, b: BlobArray) -> Blob
     """Row-wise merge of two ``(rows, len(slots))`` blob arrays."""
     if a.shape != b.shape or a.shape[1:] != (len(slots),):
         raise KernelInputError(
-            f"merge_blobs: expected two arrays of shape (rows, {len(slots)}), got {a.shape} "
-            f"and {b.shape}",
+            f"merge_blobs: expected two arrays of shape (rows, {len(slots)}), got {a.shape} and {b.shape}",
             hint="one blob per tile and slot",
         )
     out = np.empty(a.shape, dtype=object)

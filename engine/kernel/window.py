@@ -152,9 +152,7 @@ def evaluate_unchecked(
     values: dict[str, Value] = {}
     empty: list[bool] = []
     over_bound: list[bool] = []
-    for agg, off, lo, j in zip(
-        spec.aggregations, spec.field_offsets, los, spec.sketch_index, strict=True
-    ):
+    for agg, off, lo, j in zip(spec.aggregations, spec.field_offsets, los, spec.sketch_index, strict=True):
         block = parts[lo:hi]
         count = int(block[:, off + FIELD_COUNT].sum()) if lo < hi else 0
         empty.append(count == 0)
@@ -170,9 +168,7 @@ def evaluate_unchecked(
             values[agg.output_name] = int(block[:, spec.layout.first_event_field].min())
         else:
             values[agg.output_name] = _reduce_block(agg.function, block, off, count, t_ms)
-    defaulted = tuple(
-        e and a.default is not None for e, a in zip(empty, spec.aggregations, strict=True)
-    )
+    defaulted = tuple(e and a.default is not None for e, a in zip(empty, spec.aggregations, strict=True))
     return WindowResult(values, tuple(empty), defaulted, tuple(over_bound))
 
 
@@ -217,9 +213,7 @@ def _reduce_block(function: str, block: Float64Array, off: int, count: int, t_ms
     nonempty = n_i > 0
     mean = float(s_i.sum()) / count
     deviation = s_i[nonempty] / n_i[nonempty] - mean
-    m2 = float(block[:, off + FIELD_M2].sum()) + float(
-        (n_i[nonempty] * deviation * deviation).sum()
-    )
+    m2 = float(block[:, off + FIELD_M2].sum()) + float((n_i[nonempty] * deviation * deviation).sum())
     return math.sqrt(max(m2, 0.0) / count)
 
 
@@ -264,14 +258,8 @@ class WindowBatch:
                 values[agg.output_name] = int(raw)
             else:
                 values[agg.output_name] = float(raw)
-        defaulted = tuple(
-            e and a.default is not None for e, a in zip(empty, self.spec.aggregations, strict=True)
-        )
-        over = (
-            (False,) * len(empty)
-            if self.over_bound is None
-            else tuple(bool(x) for x in self.over_bound[i])
-        )
+        defaulted = tuple(e and a.default is not None for e, a in zip(empty, self.spec.aggregations, strict=True))
+        over = (False,) * len(empty) if self.over_bound is None else tuple(bool(x) for x in self.over_bound[i])
         return WindowResult(values, empty, defaulted, over)
 
     def to_pylists(self) -> dict[str, list[Value]]:
@@ -409,9 +397,7 @@ def evaluate_many_unchecked(
     return WindowBatch(spec, values, empty, over_bound if spec.layout.sketch_slots else None)
 
 
-def _fill_empty(
-    agg: AggregationSpec, result: npt.NDArray[np.generic], is_empty: BoolArray
-) -> npt.NDArray[np.generic]:
+def _fill_empty(agg: AggregationSpec, result: npt.NDArray[np.generic], is_empty: BoolArray) -> npt.NDArray[np.generic]:
     fill = empty_value(agg)
     if fill is None or (agg.function in INTEGER_FUNCTIONS and not values_are_int(agg)):
         # NaN marks an empty window without default; it needs a float array (integer
@@ -423,12 +409,7 @@ def _fill_empty(
 
 def _check_csr(tiles: Int64Array, indptr: Int64Array, segments: Int64Array) -> None:
     n_entities = len(indptr) - 1
-    if (
-        n_entities < 0
-        or int(indptr[0]) != 0
-        or int(indptr[-1]) != len(tiles)
-        or bool(np.any(np.diff(indptr) < 0))
-    ):
+    if n_entities < 0 or int(indptr[0]) != 0 or int(indptr[-1]) != len(tiles) or bool(np.any(np.diff(indptr) < 0)):
         raise KernelInputError(
             f"kernel input 'indptr': expected non-decreasing offsets from 0 to {len(tiles)}, "
             f"got {indptr[:3].tolist()}...{indptr[-3:].tolist()} ({len(indptr)} entries)",
@@ -492,9 +473,7 @@ class _Locator:
         return out
 
 
-def _window_reduce(
-    kind: str, parts: Float64Array, off: int, lo: Int64Array, hi: Int64Array
-) -> npt.NDArray[np.generic]:
+def _window_reduce(kind: str, parts: Float64Array, off: int, lo: Int64Array, hi: Int64Array) -> npt.NDArray[np.generic]:
     """Reduce every window ``[lo[q], hi[q])`` of one column's field with ``reduceat``.
 
     Rows are padded with one neutral sentinel so ``hi == len`` is a valid index; the

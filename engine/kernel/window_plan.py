@@ -79,7 +79,7 @@ def decode_record(buf: bytes, width: int, n_slots: int = 0) -> DecodedRecord:
     sketches = decode_sketches(buf, n_slots) if n_slots else None
     if _IN_PLACE:
         view = memoryview(buf)
-        tiles = view[HEADER.size:start].cast("q")
+        tiles = view[HEADER.size : start].cast("q")
         flat = view[start : start + 8 * n_tiles * width].cast("d")
     else:
         tiles = struct.unpack_from(f"<{n_tiles}q", buf, HEADER.size)
@@ -134,10 +134,14 @@ class WindowPlan:
         set_(self, "totals", totals)
         set_(self, "row_loops", any(a.function in ("stddev", "last") for a in spec.aggregations))
         set_(self, "has_sketches", bool(spec.layout.sketch_slots))
-        set_(self, "steps", tuple(
-            (a.function, totals.index(pair), pair[0], pair[1], empty_value(a))
-            for a, pair in zip(spec.aggregations, pairs, strict=True)
-        ))
+        set_(
+            self,
+            "steps",
+            tuple(
+                (a.function, totals.index(pair), pair[0], pair[1], empty_value(a))
+                for a, pair in zip(spec.aggregations, pairs, strict=True)
+            ),
+        )
 
     def evaluate(self, record: DecodedRecord | None, t_ms: int) -> tuple[list[Value], list[bool]]:
         """Values in declared order and, per aggregation, whether its window was empty."""
@@ -156,8 +160,12 @@ class WindowPlan:
         totals: list[tuple[int, float]] = []
         for off, w in self.totals:
             start, stop = los[w] * width + off, end + off
-            totals.append((int(sum(flat[start + FIELD_COUNT:stop + FIELD_COUNT:width])),
-                           float(sum(flat[start + FIELD_SUM:stop + FIELD_SUM:width]))))
+            totals.append(
+                (
+                    int(sum(flat[start + FIELD_COUNT : stop + FIELD_COUNT : width])),
+                    float(sum(flat[start + FIELD_SUM : stop + FIELD_SUM : width])),
+                )
+            )
         values: list[Value] = []
         empty: list[bool] = []
         for function, slot, off, w, fill in self.steps:
@@ -176,15 +184,14 @@ class WindowPlan:
             elif function == "first_seen":
                 # The oldest event of the window: the smallest first_ts (+inf in empty tiles).
                 first = self.spec.layout.first_event_field
-                values.append(int(min(flat[los[w] * width + first:end + first:width])))
+                values.append(int(min(flat[los[w] * width + first : end + first : width])))
             elif function == "time_since_last":
                 # The newest event of the window: the greatest last_ts (-inf in empty tiles).
-                newest = max(flat[los[w] * width + off + FIELD_LAST_TS:end + off + FIELD_LAST_TS:width])
+                newest = max(flat[los[w] * width + off + FIELD_LAST_TS : end + off + FIELD_LAST_TS : width])
                 values.append(t_ms - int(newest))
             else:
                 values.append(_reduce(function, flat, width, off, los[w], hi, count, total))
         return values, empty
-
 
     def _evaluate_vectorized(self, record: DecodedRecord, t_ms: int) -> tuple[list[Value], list[bool]]:
         width = self.spec.layout.width
@@ -202,9 +209,9 @@ def _reduce(
     start, stop = lo * width + off, hi * width + off
     # Ingest refuses NaN and infinite values, so min/max never meet a NaN here.
     if function == "min":
-        return float(min(flat[start + FIELD_MIN:stop + FIELD_MIN:width]))
+        return float(min(flat[start + FIELD_MIN : stop + FIELD_MIN : width]))
     if function == "max":
-        return float(max(flat[start + FIELD_MAX:stop + FIELD_MAX:width]))
+        return float(max(flat[start + FIELD_MAX : stop + FIELD_MAX : width]))
     if function == "last":
         # Greatest (last_ts, last_pos); the first row wins a full tie, like argmax.
         best_ts, best_pos, best = -math.inf, -math.inf, math.nan
@@ -216,11 +223,11 @@ def _reduce(
     # stddev: M2 = sum(M2_i) + sum(n_i * (mean_i - mean)^2) over non-empty tiles.
     mean = total / count
     spread = 0.0
-    counts = flat[start + FIELD_COUNT:stop + FIELD_COUNT:width]
-    sums = flat[start + FIELD_SUM:stop + FIELD_SUM:width]
+    counts = flat[start + FIELD_COUNT : stop + FIELD_COUNT : width]
+    sums = flat[start + FIELD_SUM : stop + FIELD_SUM : width]
     for n_i, s_i in zip(counts, sums, strict=True):
         if n_i > 0:
             d = s_i / n_i - mean
             spread += n_i * d * d
-    m2 = float(sum(flat[start + FIELD_M2:stop + FIELD_M2:width]))
+    m2 = float(sum(flat[start + FIELD_M2 : stop + FIELD_M2 : width]))
     return math.sqrt(max(m2 + spread, 0.0) / count)

@@ -105,9 +105,7 @@ class BackfillTarget:
             )
 
 
-def _check_runs(
-    store: RocksDBStore, views: Sequence[Any], record: bytes
-) -> None:
+def _check_runs(store: RocksDBStore, views: Sequence[Any], record: bytes) -> None:
     """Refuse a second, different history backfill of a view (positions would collide)."""
     keys = [backfill_run_key(v.fingerprint) for v in views]
     for part in store.partitions:
@@ -214,9 +212,7 @@ def backfill_parquet(
             nonlocal publishing
             wait_for_publish()  # appliers are not thread-safe: one user at a time
             for shard, shard_batches in enumerate(pending):
-                appliers[shard].apply(
-                    shard_batches, extra_puts=final if last else runs, publish=False
-                )
+                appliers[shard].apply(shard_batches, extra_puts=final if last else runs, publish=False)
                 shard_batches.clear()
             # Log files are written while the next rows are routed: pyarrow's Parquet
             # writer releases the GIL, so the two overlap on a second core.
@@ -226,9 +222,7 @@ def backfill_parquet(
                     on_progress(end, total)
             pending_ends.clear()
 
-        batches_of = history_batches(
-            history, source, topic, first_row, chunk_rows, routed_columns(views, factorized)
-        )
+        batches_of = history_batches(history, source, topic, first_row, chunk_rows, routed_columns(views, factorized))
         for decoded in batches_of:
             if max_batches is not None and batches >= max_batches:
                 complete = False
@@ -240,9 +234,7 @@ def backfill_parquet(
             batches += 1
             done = decoded.last_offset + 1
             pending_ends.append(done)
-            if last or len(pending_ends) >= per_commit or (
-                max_batches is not None and batches >= max_batches
-            ):
+            if last or len(pending_ends) >= per_commit or (max_batches is not None and batches >= max_batches):
                 commit_pending(last)
         if pending_ends:
             commit_pending(False)

@@ -58,9 +58,7 @@ class ConsistencyReport:
     def render(self) -> str:
         lines = [f"service {self.service}: {self.rows} logged rows recomputed offline"]
         for f in self.features:
-            lines.append(
-                f"  {f.feature:<32} mismatches {f.mismatches:>7} / {f.rows:<7} ({f.rate:.2%})"
-            )
+            lines.append(f"  {f.feature:<32} mismatches {f.mismatches:>7} / {f.rows:<7} ({f.rate:.2%})")
             lines.extend(f"      e.g. {example}" for example in f.examples)
         return "\n".join(lines)
 
@@ -78,9 +76,7 @@ def same_value(online: Any, offline: Any) -> bool:
     return abs(a - b) <= TOLERANCE * max(abs(a), abs(b)) + TOLERANCE
 
 
-def check_logged_requests(
-    repo: Any, service_name: str, logged: pl.DataFrame, log_root: str
-) -> ConsistencyReport:
+def check_logged_requests(repo: Any, service_name: str, logged: pl.DataFrame, log_root: str) -> ConsistencyReport:
     """Compare the served values of ``logged`` (rows of one service) with offline values."""
     service = repo.service(service_name)
     if logged.height == 0:
@@ -99,8 +95,11 @@ def check_logged_requests(
     skews = []
     for feature in service.feature_names:
         recomputed = offline[feature].to_list()
-        bad = [i for i, (row, value) in enumerate(zip(served, recomputed, strict=True))
-               if not same_value(row.get(feature), value)]  # fmt: skip
+        bad = [
+            i
+            for i, (row, value) in enumerate(zip(served, recomputed, strict=True))
+            if not same_value(row.get(feature), value)
+        ]
         examples = tuple(
             f"{keys[i]} as of {columns[AS_OF_COLUMN][i]}: served {served[i].get(feature)!r}, offline {recomputed[i]!r}"
             for i in bad[:3]
@@ -120,7 +119,5 @@ def check_request_log(
     for name in names:
         if services is not None and name not in services:
             continue
-        reports.append(
-            check_logged_requests(repo, name, table.filter(pl.col("service") == name), log_root)
-        )
+        reports.append(check_logged_requests(repo, name, table.filter(pl.col("service") == name), log_root))
     return reports

@@ -33,9 +33,7 @@ F64 = npt.NDArray[np.float64]
 _STDDEV_CHUNK = 1 << 22
 
 
-def _bound(
-    codes: I64, times: I64, q_codes: I64, q_times: I64, side: Literal["left", "right"]
-) -> I64:
+def _bound(codes: I64, times: I64, q_codes: I64, q_times: I64, side: Literal["left", "right"]) -> I64:
     """Global index of the first event of entity q_code with time >= (left) / > (right) q_time.
 
     ``codes``/``times`` are sorted by (code, time); q_code -1 means "no events" and
@@ -185,10 +183,7 @@ def evaluate_windows(
         return back
 
     has = q_codes >= 0
-    if n:
-        hi = np.where(has, _bound(codes, times, q_codes, q_times, "right"), 0)
-    else:
-        hi = np.zeros(m, dtype=np.int64)
+    hi = np.where(has, _bound(codes, times, q_codes, q_times, "right"), 0) if n else np.zeros(m, dtype=np.int64)
     lo_by_window: dict[int | None, I64] = {}
     prefix: dict[str, tuple[F64, F64]] = {}
     out: dict[str, pl.Series] = {}
@@ -212,11 +207,7 @@ def evaluate_windows(
             lo_by_window[agg.window_ms] = lo
         count = hi - lo
         nonempty = count > 0
-        vals = (
-            np.zeros(0)
-            if agg.function in ANY_COLUMN_FUNCTIONS
-            else values.get(agg.column, np.zeros(0))
-        )
+        vals = np.zeros(0) if agg.function in ANY_COLUMN_FUNCTIONS else values.get(agg.column, np.zeros(0))
         result: npt.NDArray[Any]
         if agg.function in ("sum", "mean", "stddev"):
             pair = prefix.get(agg.column)
@@ -308,18 +299,13 @@ def _compensated_prefix(values: F64) -> tuple[F64, F64]:
     return np.concatenate((zero, cs)), np.concatenate((zero, np.cumsum(err)))
 
 
-def _finish(
-    agg: AggregationSpec, result: npt.NDArray[Any], nonempty: npt.NDArray[np.bool_]
-) -> pl.Series:
+def _finish(agg: AggregationSpec, result: npt.NDArray[Any], nonempty: npt.NDArray[np.bool_]) -> pl.Series:
     """Fill empty windows with the kernel's empty-window value (null where it is None).
 
     A non-empty window whose value is not finite (an overflowed sum) is null, as serving
     serves it (status INVALID, docs/serving.md).
     """
-    if agg.function == "count":
-        overflowed = np.zeros(len(result), dtype=np.bool_)
-    else:
-        overflowed = nonempty & ~np.isfinite(result)
+    overflowed = np.zeros(len(result), dtype=np.bool_) if agg.function == "count" else nonempty & ~np.isfinite(result)
     served = nonempty & ~overflowed
     fill = empty_value(agg)
     dtype = np.int64 if values_are_int(agg) else np.float64

@@ -82,10 +82,8 @@ def check_file_schema(path: str, source: Any) -> None:
         index = schema.get_field_index(name)
         if index < 0:
             raise HistoryFileError(
-                f"history file {path}: column '{name}' is missing (expected {expected}); "
-                f"the file has {schema.names}",
-                hint=f"every history file needs every field of source '{source.name}'; "
-                "nothing was written",
+                f"history file {path}: column '{name}' is missing (expected {expected}); the file has {schema.names}",
+                hint=f"every history file needs every field of source '{source.name}'; nothing was written",
             )
         got = schema.field(index).type
         if not _type_ok(kind, got):
@@ -98,9 +96,7 @@ def check_file_schema(path: str, source: Any) -> None:
 def _event_times(frame: pl.DataFrame, field: str, fmt: str, path: str) -> pl.Series:
     """Event times in ms, parsed exactly as the stream decoder parses them."""
     column = frame.get_column(field)
-    parsed = parse_event_times(
-        column.to_list() if fmt == "iso8601" else column.to_numpy(), fmt, field
-    )
+    parsed = parse_event_times(column.to_list() if fmt == "iso8601" else column.to_numpy(), fmt, field)
     if parsed.problems:
         rows = sorted(parsed.problems)
         _reason, detail = parsed.problems[rows[0]]
@@ -112,9 +108,7 @@ def _event_times(frame: pl.DataFrame, field: str, fmt: str, path: str) -> pl.Ser
     return pl.Series(field, parsed.ts_ms, dtype=pl.Int64)
 
 
-def _read_file(
-    path: str, source: Any, needed: Sequence[str], start_ms: int, end_ms: int, index: int
-) -> pl.DataFrame:
+def _read_file(path: str, source: Any, needed: Sequence[str], start_ms: int, end_ms: int, index: int) -> pl.DataFrame:
     try:
         frame = pl.read_parquet(path, columns=list(needed))
     except Exception as exc:  # polars raises several unrelated types for damaged pages
@@ -136,8 +130,7 @@ def _read_file(
             values = frame.get_column(name).cast(pl.Float64)
             if not bool(values.is_finite().all()):
                 raise HistoryFileError(
-                    f"history file {path}: column '{name}': expected finite floats, found NaN "
-                    "or infinity",
+                    f"history file {path}: column '{name}': expected finite floats, found NaN or infinity",
                     hint="drop or repair those rows; nothing was written",
                 )
     _check_constraints(frame, source, needed, path)
@@ -190,9 +183,7 @@ def needed_columns(source: Any, views: Sequence[Any]) -> list[str]:
     return names
 
 
-def load_history(
-    files: Sequence[str], source: Any, views: Sequence[Any], start_ms: int, end_ms: int
-) -> pl.DataFrame:
+def load_history(files: Sequence[str], source: Any, views: Sequence[Any], start_ms: int, end_ms: int) -> pl.DataFrame:
     """Rows with ``start <= e < end`` of every file, sorted by (event time, file, row).
 
     Every file is checked (schema, then values) before any is used, so a bad file
@@ -201,9 +192,7 @@ def load_history(
     for path in files:
         check_file_schema(path, source)
     needed = needed_columns(source, views)
-    frames = [
-        _read_file(path, source, needed, start_ms, end_ms, i) for i, path in enumerate(files)
-    ]
+    frames = [_read_file(path, source, needed, start_ms, end_ms, i) for i, path in enumerate(files)]
     history = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
     if history.height < 2:
         return history

@@ -63,8 +63,7 @@ def _find_service(repo: Any, name: str) -> Any:
     services = getattr(repo, "services", None)
     if services is None:
         raise TrainingSetError(
-            f"get_training_set: field 'repo': expected a FeatureRepo with 'services', "
-            f"got {type(repo).__name__}."
+            f"get_training_set: field 'repo': expected a FeatureRepo with 'services', got {type(repo).__name__}."
         )
     items: Iterable[Any] = services.values() if isinstance(services, Mapping) else services
     found = [s for s in items if getattr(s, "name", None) == name]
@@ -84,8 +83,7 @@ def _ref_parts(item: Any) -> tuple[Any, tuple[str, ...] | None]:
     target = getattr(item, "view", None)
     if target is None:
         raise TrainingSetError(
-            f"FeatureService entry {item!r}: expected a StreamFeatureView, "
-            "OnDemandFeatureView or FeatureRef."
+            f"FeatureService entry {item!r}: expected a StreamFeatureView, OnDemandFeatureView or FeatureRef."
         )
     for attr in ("features", "feature_names", "names"):
         names = getattr(item, attr, None)
@@ -133,9 +131,7 @@ def resolve_function(odfv: Any) -> Callable[..., Any]:
             hint="Make sure the module is importable (the repo directory on sys.path).",
         ) from exc
     if not callable(obj):
-        raise TrainingSetError(
-            f"OnDemandFeatureView '{odfv.name}': field 'fn': {path!r} is not callable."
-        )
+        raise TrainingSetError(f"OnDemandFeatureView '{odfv.name}': field 'fn': {path!r} is not callable.")
     return obj  # type: ignore[no-any-return]
 
 
@@ -162,21 +158,17 @@ def spine_times_ms(spine: pl.DataFrame, column: str) -> I64:
                 f"Spine column '{column}': expected int64 epoch milliseconds or a "
                 f"time-zone-aware Datetime, got naive {dtype}.",
                 columns=[column],
-                hint="Attach the zone, e.g. pl.col(c).dt.replace_time_zone('UTC'); a time "
-                "zone is never guessed.",
+                hint="Attach the zone, e.g. pl.col(c).dt.replace_time_zone('UTC'); a time zone is never guessed.",
             )
         return s.dt.epoch("ms").cast(pl.Int64).to_numpy()
     raise SpineValidationError(
-        f"Spine column '{column}': expected int64 epoch milliseconds or a time-zone-aware "
-        f"Datetime, got {dtype}.",
+        f"Spine column '{column}': expected int64 epoch milliseconds or a time-zone-aware Datetime, got {dtype}.",
         columns=[column],
         hint="Convert the column to epoch milliseconds (Int64).",
     )
 
 
-def _validate_spine(
-    spine: Any, join_keys: Sequence[str], timestamp_column: str, request_fields: Sequence[str]
-) -> None:
+def _validate_spine(spine: Any, join_keys: Sequence[str], timestamp_column: str, request_fields: Sequence[str]) -> None:
     if not isinstance(spine, pl.DataFrame):
         raise SpineValidationError(
             f"Spine: expected a polars.DataFrame, got {type(spine).__name__}.",
@@ -194,20 +186,13 @@ def _validate_spine(
         raise SpineValidationError(
             f"Spine is missing {' and '.join(parts)}; it has {spine.columns}.",
             columns=[*missing, *missing_req],
-            hint="Add the columns (request data columns are named like the RequestSource "
-            "schema fields).",
+            hint="Add the columns (request data columns are named like the RequestSource schema fields).",
         )
     null_cols = [c for c in required if spine.get_column(c).null_count() > 0]
     if null_cols:
-        bad = (
-            spine.select(pl.any_horizontal([pl.col(c).is_null() for c in null_cols]))
-            .to_series()
-            .arg_true()
-            .to_list()
-        )
+        bad = spine.select(pl.any_horizontal([pl.col(c).is_null() for c in null_cols])).to_series().arg_true().to_list()
         raise SpineValidationError(
-            f"Spine has {len(bad)} row(s) with a null in {null_cols}: rows {_rows_text(bad)} "
-            "(0-based).",
+            f"Spine has {len(bad)} row(s) with a null in {null_cols}: rows {_rows_text(bad)} (0-based).",
             rows=bad,
             columns=null_cols,
             hint="Fill or remove those rows; training sets never drop rows silently.",
@@ -219,9 +204,7 @@ def _validate_spine(
 # ---------------------------------------------------------------------------
 
 
-def _entity_codes(
-    log: pl.DataFrame, spine: pl.DataFrame, join_keys: Sequence[str]
-) -> tuple[I64, I64]:
+def _entity_codes(log: pl.DataFrame, spine: pl.DataFrame, join_keys: Sequence[str]) -> tuple[I64, I64]:
     """(code per log row, code per spine row) with -1 for spine entities without events."""
     keys = list(join_keys)
     if log.height == 0:
@@ -264,8 +247,7 @@ def compute_view_features(
     unknown = [n for n in names if n not in specs]
     if unknown:
         raise TrainingSetError(
-            f"StreamFeatureView '{view.name}': features {unknown} are not defined; "
-            f"defined: {list(specs)}."
+            f"StreamFeatureView '{view.name}': features {unknown} are not defined; defined: {list(specs)}."
         )
     if not getattr(view, "offline", True):
         raise TrainingSetError(
@@ -315,14 +297,10 @@ def compute_view_features(
         if raw_values
         else None
     )
-    return evaluate_windows(
-        codes, times, values, q_codes, t_ms, interval, aggs, nonempty_out, raw_values, positions
-    )
+    return evaluate_windows(codes, times, values, q_codes, t_ms, interval, aggs, nonempty_out, raw_values, positions)
 
 
-def compute_on_demand(
-    odfv: Any, inputs: pl.DataFrame, names: Sequence[str] | None = None
-) -> dict[str, pl.Series]:
+def compute_on_demand(odfv: Any, inputs: pl.DataFrame, names: Sequence[str] | None = None) -> dict[str, pl.Series]:
     """Run the ODFV over ``inputs`` (one row per spine row) through the one transform
     runner serving uses, so values and refusals are the same as online."""
     outputs = _odfv_outputs(odfv)
@@ -330,8 +308,7 @@ def compute_on_demand(
     unknown = [n for n in wanted if n not in outputs]
     if unknown:
         raise TrainingSetError(
-            f"OnDemandFeatureView '{odfv.name}': features {unknown} are not in its schema "
-            f"{list(outputs)}."
+            f"OnDemandFeatureView '{odfv.name}': features {unknown} are not in its schema {list(outputs)}."
         )
     spec = TransformSpec(
         name=odfv.name,
@@ -346,14 +323,10 @@ def compute_on_demand(
     except TransformRunError as exc:
         where = f" on spine row {exc.row}" if exc.row is not None else ""
         raise OnDemandComputationError(
-            f"OnDemandFeatureView '{odfv.name}' ({odfv.fn}){where}: "
-            + "; ".join(p.describe() for p in exc.problems),
+            f"OnDemandFeatureView '{odfv.name}' ({odfv.fn}){where}: " + "; ".join(p.describe() for p in exc.problems),
             hint=exc.hint,
         ) from exc
-    return {
-        n: pl.Series(n, result.columns[n], dtype=_DTYPES.get(outputs[n], pl.Float64))
-        for n in wanted
-    }
+    return {n: pl.Series(n, result.columns[n], dtype=_DTYPES.get(outputs[n], pl.Float64)) for n in wanted}
 
 
 def get_training_set(
@@ -429,9 +402,7 @@ def get_training_set(
             elif _is_ref(src):
                 inputs.update({n: computed[src.view.name][n] for n in src.features})
         inputs.update({f: spine.get_column(f) for f in request_fields_of(odfv)})
-        computed.setdefault(odfv.name, {}).update(
-            compute_on_demand(odfv, pl.DataFrame(list(inputs.values())), names)
-        )
+        computed.setdefault(odfv.name, {}).update(compute_on_demand(odfv, pl.DataFrame(list(inputs.values())), names))
 
     return spine.with_columns([computed[owner][n] for owner, n in outputs])
 

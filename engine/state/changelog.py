@@ -71,10 +71,8 @@ def ensure_changelog_topic(bootstrap: str, source_topic: str, n_shards: int) -> 
     partitions = len(existing.partitions) if existing is not None else 0
     if partitions != n_shards:
         raise ChangelogError(
-            f"changelog topic {topic!r}: expected {n_shards} partitions (one per state shard), "
-            f"found {partitions}",
-            hint="the topic belongs to a state directory with another shard count; delete it "
-            "or use a new source topic",
+            f"changelog topic {topic!r}: expected {n_shards} partitions (one per state shard), found {partitions}",
+            hint="the topic belongs to a state directory with another shard count; delete it or use a new source topic",
         )
     return topic
 
@@ -132,9 +130,7 @@ class ShardChangelog:
             for key, value in changes.items():
                 while True:
                     try:
-                        producer.produce(
-                            self.topic, value, key, partition=self.shard, on_delivery=on_delivery
-                        )
+                        producer.produce(self.topic, value, key, partition=self.shard, on_delivery=on_delivery)
                         break
                     except BufferError:
                         producer.poll(0.05)
@@ -186,9 +182,7 @@ class ShardRestorer:
         )
         records = size = 0
         try:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(self.topic, self.shard), timeout=_TIMEOUT_S
-            )
+            low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, self.shard), timeout=_TIMEOUT_S)
             if position is not None and position >= high:
                 raise ChangelogError(
                     f"shard {self.shard}: local copy is at changelog offset {position}, "
@@ -234,4 +228,3 @@ class ShardRestorer:
         finally:
             consumer.close()
         return RestoreStats(self.shard, records, size, time.perf_counter() - started, position)
-

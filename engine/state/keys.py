@@ -44,18 +44,6 @@ def check_entity_key(entity_key: bytes) -> None:
         )
 
 
-
-
-
-
-
-
-
-
-
-
-
-
 def entity_key(values: Sequence[str | int]) -> bytes:
     """Entity key bytes: the join-key values as UTF-8, joined by ``\\x1f``.
 
@@ -77,9 +65,7 @@ def entity_key(values: Sequence[str | int]) -> bytes:
         elif isinstance(value, int) and not isinstance(value, bool):
             part = str(value).encode("ascii")
         else:
-            raise StateTypeError(
-                f"entity key value #{index}: expected str or int, got {type(value).__name__}"
-            )
+            raise StateTypeError(f"entity key value #{index}: expected str or int, got {type(value).__name__}")
         if ENTITY_KEY_SEPARATOR in part:
             raise StateValueError(
                 f"entity key value #{index}: expected no \\x1f character, got {value!r}",
@@ -96,10 +82,7 @@ def encode_entity_keys(join_values: Sequence[Sequence[object]]) -> list[bytes]:
     if len(join_values) == 1:
         return [str(v).encode() for v in join_values[0]]
     separator = ENTITY_KEY_SEPARATOR.decode()
-    return [
-        separator.join(str(v) for v in parts).encode()
-        for parts in zip(*join_values, strict=True)
-    ]
+    return [separator.join(str(v) for v in parts).encode() for parts in zip(*join_values, strict=True)]
 
 
 def _check_shards(n_shards: int) -> None:
@@ -128,14 +111,10 @@ def shard_for(fingerprint: bytes, entity_key: bytes, n_shards: int) -> int:
     return shard_hasher(fingerprint)(entity_key) % n_shards
 
 
-def shard_for_many(
-    fingerprint: bytes, entity_keys: Sequence[bytes], n_shards: int
-) -> npt.NDArray[np.int64]:
+def shard_for_many(fingerprint: bytes, entity_keys: Sequence[bytes], n_shards: int) -> npt.NDArray[np.int64]:
     """:func:`shard_for` of many entity keys of one view, as an int64 array."""
     _check_shards(n_shards)
     # shard_hasher's crc32 continued from the fingerprint's, mapped in C (no frame per key).
     seed = zlib.crc32(check_fingerprint(fingerprint))
-    hashes = np.fromiter(
-        map(zlib.crc32, entity_keys, repeat(seed)), dtype=np.int64, count=len(entity_keys)
-    )
+    hashes = np.fromiter(map(zlib.crc32, entity_keys, repeat(seed)), dtype=np.int64, count=len(entity_keys))
     return hashes % n_shards

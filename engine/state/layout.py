@@ -52,8 +52,7 @@ def read_meta_shards(state_dir: Path) -> int | None:
         ) from exc
     if isinstance(n_shards, bool) or not isinstance(n_shards, int) or n_shards < 1:
         raise StateError(
-            f"state directory {state_dir}: {META_FILE} field 'n_shards': "
-            f"expected a positive int, got {n_shards!r}"
+            f"state directory {state_dir}: {META_FILE} field 'n_shards': expected a positive int, got {n_shards!r}"
         )
     return n_shards
 
@@ -77,9 +76,7 @@ def check_meta_shards(state_dir: Path, n_shards: int) -> bool:
 def write_meta(state_dir: Path, n_shards: int) -> None:
     """Record the shard count atomically (write to a temp file, then rename)."""
     tmp = state_dir / f".{META_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(
-        json.dumps({"format": LAYOUT_FORMAT, "n_shards": n_shards}) + "\n", encoding="utf-8"
-    )
+    tmp.write_text(json.dumps({"format": LAYOUT_FORMAT, "n_shards": n_shards}) + "\n", encoding="utf-8")
     os.replace(tmp, state_dir / META_FILE)
 
 
@@ -139,14 +136,10 @@ def reader_options() -> rocksdict.Options:
 
 def open_secondary(path: Path, own_dir: Path) -> rocksdict.Rdict:
     """A secondary instance of the shard at ``path``; ``own_dir`` holds its private files."""
-    return rocksdict.Rdict(
-        str(path), reader_options(), access_type=rocksdict.AccessType.secondary(str(own_dir))
-    )
+    return rocksdict.Rdict(str(path), reader_options(), access_type=rocksdict.AccessType.secondary(str(own_dir)))
 
 
-def iter_prefix(
-    db: rocksdict.Rdict, prefix: bytes, from_key: bytes | None = None
-) -> Iterator[tuple[bytes, bytes]]:
+def iter_prefix(db: rocksdict.Rdict, prefix: bytes, from_key: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
     """``(key, value)`` of every key starting with ``prefix`` in a raw-mode shard
     (from ``from_key`` on, when given: a cursor for incremental scans)."""
     for key, value in db.items(from_key=from_key if from_key is not None and from_key > prefix else prefix):

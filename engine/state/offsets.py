@@ -50,8 +50,10 @@ def _check_top(owner: str, name: str, top: object) -> None:
     if any(not INT64_MIN <= t <= INT64_MAX for t in top):
         raise StateValueError(f"{owner}: field '{name}': expected signed 64-bit ints, got {top!r}")
     if list(top) != sorted(top, reverse=True):
-        raise StateValueError(f"{owner}: field '{name}': expected descending times, got {top!r}",
-                              hint="sort with sorted(times, reverse=True)")
+        raise StateValueError(
+            f"{owner}: field '{name}': expected descending times, got {top!r}",
+            hint="sort with sorted(times, reverse=True)",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,9 +143,7 @@ class ResumePoint:
                 f"ResumePoint: field 'next_offset': expected int, got {type(self.next_offset).__name__}"
             )
         if self.next_offset < 0:
-            raise StateValueError(
-                f"ResumePoint: field 'next_offset': expected >= 0, got {self.next_offset}"
-            )
+            raise StateValueError(f"ResumePoint: field 'next_offset': expected >= 0, got {self.next_offset}")
         _check_top("ResumePoint", "top_ts", self.top_ts)
 
 
@@ -156,9 +156,7 @@ def scan_offsets(db: rocksdict.Rdict, topic: str) -> dict[int, OffsetRecord]:
     return found
 
 
-def combine_resume_points(
-    per_shard: Iterable[dict[int, OffsetRecord]], n_shards: int
-) -> dict[int, ResumePoint]:
+def combine_resume_points(per_shard: Iterable[dict[int, OffsetRecord]], n_shards: int) -> dict[int, ResumePoint]:
     """Smallest recorded position per partition over all shards and over (applied, log).
 
     ``per_shard`` has one entry per shard that exists. A shard without a record for
@@ -178,8 +176,10 @@ def combine_resume_points(
             log.warning(
                 "partition %d: re-reading from the beginning although a shard applied it through "
                 "offset %d: %d of %d shards have no offset record for it",
-                partition, applied[partition],
-                n_shards - sum(partition in records for records in shards), n_shards,
+                partition,
+                applied[partition],
+                n_shards - sum(partition in records for records in shards),
+                n_shards,
             )
             continue
         lowest = min(records[partition].lowest() for records in shards)
@@ -189,7 +189,10 @@ def combine_resume_points(
             log.info(
                 "partition %d: resuming at offset %d, before the state's %d: the Parquet log is "
                 "published only through %d, so those records are replayed into the log only",
-                partition, offset + 1, behind + 1, offset,
+                partition,
+                offset + 1,
+                behind + 1,
+                offset,
             )
         if offset == NO_OFFSET:
             continue
@@ -229,9 +232,7 @@ def read_offset_records(state_dir: str | Path, n_shards: int, topic: str) -> lis
         path = shard_path(root, shard)
         if not shard_exists(path):
             continue
-        db = rocksdict.Rdict(
-            str(path), reader_options(), access_type=rocksdict.AccessType.read_only()
-        )
+        db = rocksdict.Rdict(str(path), reader_options(), access_type=rocksdict.AccessType.read_only())
         try:
             per_shard.append(scan_offsets(db, topic))
         finally:

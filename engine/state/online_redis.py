@@ -33,13 +33,9 @@ class RedisOnlineTable(ClosesOnExit):
     keeps working without being recreated.
     """
 
-    def __init__(
-        self, url: str, *, socket_timeout_s: float = 0.5, max_connections: int = 32
-    ) -> None:
+    def __init__(self, url: str, *, socket_timeout_s: float = 0.5, max_connections: int = 32) -> None:
         self.url = url
-        self._client = make_client(
-            url, socket_timeout_s=socket_timeout_s, max_connections=max_connections
-        )
+        self._client = make_client(url, socket_timeout_s=socket_timeout_s, max_connections=max_connections)
         self._last_ok: float | None = None
         self._last_error: str | None = None
         self.error_count = 0
@@ -56,12 +52,9 @@ class RedisOnlineTable(ClosesOnExit):
     def read(self, fingerprint: bytes, entity_keys: Sequence[bytes]) -> list[bytes | None]:
         return self.read_views([(fingerprint, entity_keys)])[0]
 
-    def read_views(
-        self, requests: Sequence[tuple[bytes, Sequence[bytes]]]
-    ) -> list[list[bytes | None]]:
+    def read_views(self, requests: Sequence[tuple[bytes, Sequence[bytes]]]) -> list[list[bytes | None]]:
         """Every view's keys in one MGET: one round trip per request, not one per view."""
-        keys = [redis_key(fingerprint, key) for fingerprint, entity_keys in requests
-                for key in entity_keys]  # fmt: skip
+        keys = [redis_key(fingerprint, key) for fingerprint, entity_keys in requests for key in entity_keys]
         if not keys:
             return [[] for _ in requests]
         try:
@@ -116,9 +109,7 @@ class RedisOnlineTable(ClosesOnExit):
             self.refresh()
         except OnlineTableUnavailable as exc:
             return OnlineTableHealth(False, exc.reason, self._age(), self._last_error)
-        return OnlineTableHealth(
-            True, f"redis at {self.url.split('@')[-1]} answers", 0.0, self._last_error
-        )
+        return OnlineTableHealth(True, f"redis at {self.url.split('@')[-1]} answers", 0.0, self._last_error)
 
     def _age(self) -> float | None:
         return None if self._last_ok is None else time.monotonic() - self._last_ok

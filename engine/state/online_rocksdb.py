@@ -92,9 +92,7 @@ def _shard_files(shard_dir: Path, previous: _ShardFiles | None) -> _ShardFiles |
                 sorted(
                     (entry.name, entry.stat().st_size)
                     for entry in entries
-                    if entry.name.endswith(".log")
-                    or entry.name.startswith("MANIFEST-")
-                    or entry.name == "CURRENT"
+                    if entry.name.endswith(".log") or entry.name.startswith("MANIFEST-") or entry.name == "CURRENT"
                 )
             )
         return _ShardFiles(dir_mtime, listed)
@@ -122,13 +120,10 @@ class RocksDBOnlineTable(ClosesOnExit):
         background: bool = True,
     ) -> None:
         if isinstance(n_shards, bool) or not isinstance(n_shards, int) or n_shards < 1:
-            raise StateValueError(
-                f"RocksDBOnlineTable: field 'n_shards': expected an int >= 1, got {n_shards!r}"
-            )
+            raise StateValueError(f"RocksDBOnlineTable: field 'n_shards': expected an int >= 1, got {n_shards!r}")
         if not catch_up_interval_s > 0:
             raise StateValueError(
-                f"RocksDBOnlineTable: field 'catch_up_interval_s': expected > 0, "
-                f"got {catch_up_interval_s}"
+                f"RocksDBOnlineTable: field 'catch_up_interval_s': expected > 0, got {catch_up_interval_s}"
             )
         self.state_dir = Path(state_dir)
         self.n_shards = n_shards
@@ -155,9 +150,7 @@ class RocksDBOnlineTable(ClosesOnExit):
         with self._lock:
             self._open_missing()
         if background:
-            self._thread = threading.Thread(
-                target=self._run, name=f"catch-up {self.state_dir}", daemon=True
-            )
+            self._thread = threading.Thread(target=self._run, name=f"catch-up {self.state_dir}", daemon=True)
             self._thread.start()
 
     # -- opening -------------------------------------------------------------
@@ -274,9 +267,7 @@ class RocksDBOnlineTable(ClosesOnExit):
                     result[index] = value
         return result
 
-    def read_views(
-        self, requests: Sequence[tuple[bytes, Sequence[bytes]]]
-    ) -> list[list[bytes | None]]:
+    def read_views(self, requests: Sequence[tuple[bytes, Sequence[bytes]]]) -> list[list[bytes | None]]:
         """One :meth:`read` per view (local reads: nothing to batch across views)."""
         return [self.read(fingerprint, keys) for fingerprint, keys in requests]
 
@@ -305,8 +296,7 @@ class RocksDBOnlineTable(ClosesOnExit):
         if db is None:
             raise OnlineTableUnavailable(
                 f"shard {shard} of {self.state_dir} is not created yet",
-                hint="start ingestion (it creates the shards); reads work once "
-                "the next catch-up finds them",
+                hint="start ingestion (it creates the shards); reads work once the next catch-up finds them",
             )
         return db
 
@@ -316,9 +306,7 @@ class RocksDBOnlineTable(ClosesOnExit):
         if self._closed:
             return OnlineTableHealth(False, "closed", age, self._last_error)
         if missing:
-            detail = (
-                f"{len(missing)} of {self.n_shards} shards not created yet under {self.state_dir}"
-            )
+            detail = f"{len(missing)} of {self.n_shards} shards not created yet under {self.state_dir}"
             return OnlineTableHealth(False, detail, age, self._last_error)
         detail = f"{self.n_shards} shards open as secondaries, {self.catch_up_count} catch-ups"
         return OnlineTableHealth(True, detail, age, self._last_error)

@@ -55,9 +55,7 @@ class StorePartition(Protocol):
 
     def read_offsets(self, topic: str) -> dict[int, OffsetRecord]: ...
 
-    def scan_prefix(
-        self, prefix: bytes, from_key: bytes | None = None
-    ) -> Iterator[tuple[bytes, bytes]]:
+    def scan_prefix(self, prefix: bytes, from_key: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """``(key, value)`` of every committed key starting with ``prefix``, in key
         order, from ``from_key`` on when given."""
         ...
@@ -105,9 +103,7 @@ class OnlineTable(Protocol):
         """
         ...
 
-    def read_views(
-        self, requests: Sequence[tuple[bytes, Sequence[bytes]]]
-    ) -> list[list[bytes | None]]:
+    def read_views(self, requests: Sequence[tuple[bytes, Sequence[bytes]]]) -> list[list[bytes | None]]:
         """:meth:`read` of several ``(fingerprint, entity keys)`` at once, in order.
 
         A table behind a network round trip answers all of them in one.

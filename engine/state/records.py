@@ -73,9 +73,7 @@ def view_prefix(fingerprint: bytes) -> bytes:
 def split_tile_key(key: bytes) -> tuple[bytes, bytes]:
     """Inverse of :func:`tile_key`: ``(fingerprint, entity_key)``."""
     if len(key) < 1 + FINGERPRINT_LEN or not key.startswith(TILE_PREFIX):
-        raise StateValueError(
-            f"tile key: expected b'T' + 8-byte fingerprint + entity key, got {key!r}"
-        )
+        raise StateValueError(f"tile key: expected b'T' + 8-byte fingerprint + entity key, got {key!r}")
     return key[1 : 1 + FINGERPRINT_LEN], key[1 + FINGERPRINT_LEN :]
 
 
@@ -88,22 +86,16 @@ def topic_prefix(topic: str) -> bytes:
         raise StateTypeError(f"topic: expected str, got {type(topic).__name__}")
     encoded = topic.encode("utf-8")
     if not encoded or _TOPIC_END in encoded:
-        raise StateValueError(
-            f"topic: expected a non-empty name without NUL characters, got {topic!r}"
-        )
+        raise StateValueError(f"topic: expected a non-empty name without NUL characters, got {topic!r}")
     return OFFSET_PREFIX + encoded + _TOPIC_END
 
 
 def offset_key(topic: str, partition: int) -> bytes:
     """Key of the offset record of one source partition."""
     if isinstance(partition, bool) or not isinstance(partition, int):
-        raise StateTypeError(
-            f"partition of topic {topic!r}: expected int, got {type(partition).__name__}"
-        )
+        raise StateTypeError(f"partition of topic {topic!r}: expected int, got {type(partition).__name__}")
     if not 0 <= partition <= _MAX_PARTITION:
-        raise StateValueError(
-            f"partition of topic {topic!r}: expected 0..{_MAX_PARTITION}, got {partition}"
-        )
+        raise StateValueError(f"partition of topic {topic!r}: expected 0..{_MAX_PARTITION}, got {partition}")
     return topic_prefix(topic) + _PARTITION.pack(partition)
 
 
@@ -256,7 +248,6 @@ def decode_changelog_position(raw: bytes | None) -> int | None:
         return None
     if len(raw) != CHANGELOG_POSITION_RECORD.size:
         raise StateValueError(
-            f"changelog position record: expected {CHANGELOG_POSITION_RECORD.size} bytes, "
-            f"got {len(raw)}"
+            f"changelog position record: expected {CHANGELOG_POSITION_RECORD.size} bytes, got {len(raw)}"
         )
     return int(CHANGELOG_POSITION_RECORD.unpack(raw)[0])

@@ -21,9 +21,7 @@ def make_client(url: str, *, socket_timeout_s: float, max_connections: int) -> r
     a quick, typed failure.
     """
     if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
-        raise StateValueError(
-            f"redis url: expected redis://host:port/db (or rediss://, unix://), got {url!r}"
-        )
+        raise StateValueError(f"redis url: expected redis://host:port/db (or rediss://, unix://), got {url!r}")
     if not socket_timeout_s > 0:
         raise StateValueError(f"redis socket_timeout_s: expected > 0, got {socket_timeout_s}")
     pool = redis.ConnectionPool.from_url(

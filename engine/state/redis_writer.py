@@ -25,21 +25,14 @@ from engine.state.redis_client import (
 class RedisOnlineWriter(ClosesOnExit):
     """One pipelined round trip per batch: SET with PX expiry, or DEL for None."""
 
-    def __init__(
-        self, url: str, *, socket_timeout_s: float = 2.0, max_connections: int = 8
-    ) -> None:
+    def __init__(self, url: str, *, socket_timeout_s: float = 2.0, max_connections: int = 8) -> None:
         self.url = url
-        self._client = make_client(
-            url, socket_timeout_s=socket_timeout_s, max_connections=max_connections
-        )
+        self._client = make_client(url, socket_timeout_s=socket_timeout_s, max_connections=max_connections)
 
     def write(self, items: Sequence[tuple[bytes, bytes, bytes | None]], ttl_ms: int | None) -> None:
-        if ttl_ms is not None and (
-            isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or ttl_ms < 1
-        ):
+        if ttl_ms is not None and (isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or ttl_ms < 1):
             raise StateValueError(
-                f"RedisOnlineWriter.write: field 'ttl_ms': expected a positive int or None, "
-                f"got {ttl_ms!r}",
+                f"RedisOnlineWriter.write: field 'ttl_ms': expected a positive int or None, got {ttl_ms!r}",
                 hint="pass the view's retention_ms",
             )
         if not items:
@@ -54,8 +47,7 @@ class RedisOnlineWriter(ClosesOnExit):
                 pipe.set(key, value, px=ttl_ms)
             else:
                 raise StateTypeError(
-                    f"value of entity {entity_key!r}: expected bytes or None, "
-                    f"got {type(value).__name__}"
+                    f"value of entity {entity_key!r}: expected bytes or None, got {type(value).__name__}"
                 )
         try:
             # raise_on_error (the default) raises the first failed command's error.
@@ -63,8 +55,7 @@ class RedisOnlineWriter(ClosesOnExit):
         except REDIS_ERRORS as exc:
             raise OnlineWriteError(
                 f"writing {len(items)} records: {describe_redis_error(self.url, exc)}",
-                hint="the batch may be partly written; writing it again is safe (values "
-                "are whole records)",
+                hint="the batch may be partly written; writing it again is safe (values are whole records)",
             ) from exc
         finally:
             pipe.reset()

@@ -17,9 +17,7 @@ from engine.state.rocksdb_store import RocksDBStore
 _LOG = logging.getLogger("streamfeat.restore")
 
 
-def restore_shards(
-    bootstrap: str, source_topic: str, state_dir: str | Path, n_shards: int
-) -> list[RestoreStats]:
+def restore_shards(bootstrap: str, source_topic: str, state_dir: str | Path, n_shards: int) -> list[RestoreStats]:
     """Catch up every shard directory under ``state_dir`` (creating missing ones)."""
     ensure_changelog_topic(bootstrap, source_topic, n_shards)
     stats: list[RestoreStats] = []
@@ -38,5 +36,8 @@ def _log(done: RestoreStats) -> None:
     if done.records:
         _LOG.info(
             "shard %d: restored %d changelog records (%d bytes) in %.2fs",
-            done.shard, done.records, done.bytes, done.seconds,
+            done.shard,
+            done.records,
+            done.bytes,
+            done.seconds,
         )

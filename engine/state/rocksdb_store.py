@@ -158,8 +158,7 @@ class RocksDBTransaction:
         self._check_open()
         if not isinstance(record, OffsetRecord):
             raise StateTypeError(
-                f"offset of {topic!r} partition {partition}: expected OffsetRecord, "
-                f"got {type(record).__name__}"
+                f"offset of {topic!r} partition {partition}: expected OffsetRecord, got {type(record).__name__}"
             )
         self._pending[offset_key(topic, partition)] = record.pack()
 
@@ -231,9 +230,7 @@ class RocksDBStorePartition:
     def read_offsets(self, topic: str) -> dict[int, OffsetRecord]:
         return scan_offsets(self._live_db(), topic)
 
-    def scan_prefix(
-        self, prefix: bytes, from_key: bytes | None = None
-    ) -> Iterator[tuple[bytes, bytes]]:
+    def scan_prefix(self, prefix: bytes, from_key: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """``(key, value)`` of every key starting with ``prefix``, in key order (from
         ``from_key`` on, when given: a cursor for incremental scans)."""
         return iter_prefix(self._live_db(), prefix, from_key)
@@ -275,15 +272,11 @@ class RocksDBStore(ClosesOnExit):
     a directory created with another shard count.
     """
 
-    def __init__(
-        self, state_dir: str | Path, n_shards: int, changelog: ChangelogTarget | None = None
-    ) -> None:
+    def __init__(self, state_dir: str | Path, n_shards: int, changelog: ChangelogTarget | None = None) -> None:
         if isinstance(n_shards, bool) or not isinstance(n_shards, int):
             raise StateTypeError(f"RocksDBStore: field 'n_shards': expected int, got {n_shards!r}")
         if n_shards < 1:
-            raise StateValueError(
-                f"RocksDBStore: field 'n_shards': expected at least 1, got {n_shards}"
-            )
+            raise StateValueError(f"RocksDBStore: field 'n_shards': expected at least 1, got {n_shards}")
         self.state_dir = Path(state_dir)
         self._n_shards = n_shards
         self.closed = False
@@ -309,8 +302,7 @@ class RocksDBStore(ClosesOnExit):
             raise StoreClosedError(f"state directory {self.state_dir}: the store was closed")
         if isinstance(shard, bool) or not isinstance(shard, int) or not 0 <= shard < self._n_shards:
             raise StateValueError(
-                f"state directory {self.state_dir}: shard: expected 0..{self._n_shards - 1}, "
-                f"got {shard!r}"
+                f"state directory {self.state_dir}: shard: expected 0..{self._n_shards - 1}, got {shard!r}"
             )
         opened = self._partitions.get(shard)
         if opened is None:

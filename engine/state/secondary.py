@@ -37,9 +37,7 @@ class SecondaryPartition:
     def read_offsets(self, topic: str) -> dict[int, OffsetRecord]:
         return scan_offsets(self._db, topic)
 
-    def scan_prefix(
-        self, prefix: bytes, from_key: bytes | None = None
-    ) -> Iterator[tuple[bytes, bytes]]:
+    def scan_prefix(self, prefix: bytes, from_key: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         return iter_prefix(self._db, prefix, from_key)
 
 

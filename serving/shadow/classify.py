@@ -35,8 +35,16 @@ CAUSES: dict[str, str] = {
 }
 HOUR_MS = 3_600_000
 MAX_ZONE_OFFSET_HOURS = 14
-STALE_SHIFTS_MS = (-5 * 60_000, -15 * 60_000, -30 * 60_000, -HOUR_MS, -2 * HOUR_MS, -6 * HOUR_MS,
-                   -12 * HOUR_MS, -24 * HOUR_MS)
+STALE_SHIFTS_MS = (
+    -5 * 60_000,
+    -15 * 60_000,
+    -30 * 60_000,
+    -HOUR_MS,
+    -2 * HOUR_MS,
+    -6 * HOUR_MS,
+    -12 * HOUR_MS,
+    -24 * HOUR_MS,
+)
 NO_VALUE = object()  # a probe that could not be answered (refused as_of, failed request)
 Probe = Callable[[int], Any]  # shift in ms from the request's as_of -> streamfeat's value then, or NO_VALUE
 
@@ -108,24 +116,42 @@ def _shift_text(shift_ms: int) -> str:
     return f"{'+' if shift_ms > 0 else '-'}{duration_text(abs(shift_ms))}"
 
 
-def classify(ours: Any, theirs: Any, *, ours_row_missing: bool, theirs_row_missing: bool, as_of_ms: int,
-             interval_ms: int, tolerance: Tolerance, probe: Probe) -> Verdict:
+def classify(
+    ours: Any,
+    theirs: Any,
+    *,
+    ours_row_missing: bool,
+    theirs_row_missing: bool,
+    as_of_ms: int,
+    interval_ms: int,
+    tolerance: Tolerance,
+    probe: Probe,
+) -> Verdict:
     """The cause of ``ours`` (streamfeat) != ``theirs`` (baseline), with the evidence found."""
     if theirs_row_missing and not ours_row_missing:
-        return Verdict("missing_entity", "the baseline has no record of this entity (every feature of the view NOT_FOUND)")
+        return Verdict(
+            "missing_entity", "the baseline has no record of this entity (every feature of the view NOT_FOUND)"
+        )
     if ours_row_missing and not theirs_row_missing:
-        return Verdict("missing_entity", "streamfeat has no record of this entity (every feature of the view NOT_FOUND)")
+        return Verdict(
+            "missing_entity", "streamfeat has no record of this entity (every feature of the view NOT_FOUND)"
+        )
     if (ours is None and _is_default(theirs)) or (theirs is None and _is_default(ours)):
         side = "streamfeat" if ours is None else "the baseline"
-        return Verdict("null_vs_default", f"{side} answers null where the other answers {theirs if ours is None else ours!r}")
+        return Verdict(
+            "null_vs_default", f"{side} answers null where the other answers {theirs if ours is None else ours!r}"
+        )
     unit = _unit_or_zone(ours, theirs, tolerance)
     if unit is not None:
         return Verdict("unit_or_time_zone", unit)
     for shift in boundary_shifts(as_of_ms, interval_ms):
         then = probe(shift)
         if then is not NO_VALUE and tolerance.equal(then, theirs):
-            return Verdict("window_boundary", f"equals streamfeat's value at as_of {_shift_text(shift)} "
-                                              f"(the view's tile is {duration_text(interval_ms)})")
+            return Verdict(
+                "window_boundary",
+                f"equals streamfeat's value at as_of {_shift_text(shift)} "
+                f"(the view's tile is {duration_text(interval_ms)})",
+            )
     for shift in STALE_SHIFTS_MS:
         if abs(shift) <= 2 * interval_ms:
             continue

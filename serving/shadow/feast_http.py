@@ -49,8 +49,9 @@ class Failure:
             raise ValueError(f"Failure.reason: expected one of {FAILURE_REASONS}, got {self.reason!r}")
 
 
-def request_body(entities: Mapping[str, Sequence[Any]], *, service: str | None, features: Sequence[str],
-                 as_of_ms: int | None) -> dict[str, Any]:
+def request_body(
+    entities: Mapping[str, Sequence[Any]], *, service: str | None, features: Sequence[str], as_of_ms: int | None
+) -> dict[str, Any]:
     body: dict[str, Any] = {"entities": {k: list(v) for k, v in entities.items()}, "full_feature_names": True}
     if service is not None:
         body["feature_service"] = service
@@ -80,8 +81,12 @@ def parse_answer(payload: Any, n_rows: int) -> Answer | Failure:
             continue
         values = result.get("values") if isinstance(result, dict) else None
         statuses = result.get("statuses") if isinstance(result, dict) else None
-        if not isinstance(values, list) or not isinstance(statuses, list) \
-                or len(values) != n_rows or len(statuses) != n_rows:
+        if (
+            not isinstance(values, list)
+            or not isinstance(statuses, list)
+            or len(values) != n_rows
+            or len(statuses) != n_rows
+        ):
             return _garbage(f"feature {name!r}: expected {n_rows} values and statuses")
         for i in range(n_rows):
             rows[i][ref] = Cell(values[i], str(statuses[i]))
@@ -91,8 +96,7 @@ def parse_answer(payload: Any, n_rows: int) -> Answer | Failure:
 def ask(http: httpx.Client, body: Mapping[str, Any], n_rows: int) -> Answer | Failure:
     """POST ``body`` to ``http``'s base URL + FEAST_ROUTE; never raises for the server's faults."""
     try:
-        response = http.post(FEAST_ROUTE, content=orjson.dumps(body),
-                             headers={"content-type": "application/json"})
+        response = http.post(FEAST_ROUTE, content=orjson.dumps(body), headers={"content-type": "application/json"})
     except httpx.TimeoutException as exc:
         return Failure("timeout", f"no answer within {http.timeout.read} s ({type(exc).__name__})")
     except httpx.HTTPError as exc:

@@ -42,8 +42,9 @@ class FeatureMapping:
     def __post_init__(self) -> None:
         for ours, theirs in self.features.items():
             if not (_is_ref(ours) and _is_ref(theirs)):
-                raise ValueError(f"FeatureMapping.features: expected \"view:feature\" -> \"view:feature\", "
-                                 f"got {ours!r} -> {theirs!r}")
+                raise ValueError(
+                    f'FeatureMapping.features: expected "view:feature" -> "view:feature", got {ours!r} -> {theirs!r}'
+                )
         if len(set(self.features.values())) != len(self.features):
             raise ValueError("FeatureMapping.features: two streamfeat features map to the same baseline feature")
         for ours, theirs in self.services.items():
@@ -67,12 +68,15 @@ def load_mapping(path: Path) -> FeatureMapping:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ShadowSetupError(f"--mapping {path}: cannot read it as JSON ({exc})",
-                               hint='write {"features": {"view:feature": "their_view:their_feature"}}') from None
+        raise ShadowSetupError(
+            f"--mapping {path}: cannot read it as JSON ({exc})",
+            hint='write {"features": {"view:feature": "their_view:their_feature"}}',
+        ) from None
     if not isinstance(raw, dict) or set(raw) - {"features", "services"}:
-        raise ShadowSetupError(f"--mapping {path}: expected an object with keys 'features' and/or 'services', "
-                               f"got {str(raw)[:80]}", hint='e.g. {"features": {"user_spend:amount_sum_15m": '
-                                                            '"user_stats:spend_15m"}}')
+        raise ShadowSetupError(
+            f"--mapping {path}: expected an object with keys 'features' and/or 'services', got {str(raw)[:80]}",
+            hint='e.g. {"features": {"user_spend:amount_sum_15m": "user_stats:spend_15m"}}',
+        )
     try:
         return FeatureMapping(dict(raw.get("features") or {}), dict(raw.get("services") or {}))
     except (ValueError, TypeError) as exc:

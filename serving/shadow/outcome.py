@@ -45,8 +45,10 @@ class RequestFailure:
 
     def __post_init__(self) -> None:
         if self.side not in SIDES or self.reason not in FAILURE_REASONS:
-            raise ValueError(f"RequestFailure: expected side in {SIDES} and reason in {FAILURE_REASONS}, "
-                             f"got {self.side!r}, {self.reason!r}")
+            raise ValueError(
+                f"RequestFailure: expected side in {SIDES} and reason in {FAILURE_REASONS}, "
+                f"got {self.side!r}, {self.reason!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,8 @@ class Outcome:
     def from_dict(raw: Mapping[str, Any]) -> Outcome:
         failure = raw.get("failure")
         return Outcome(
-            request=int(raw["request"]), as_of_ms=int(raw["as_of_ms"]),
+            request=int(raw["request"]),
+            as_of_ms=int(raw["as_of_ms"]),
             compared={str(k): int(v) for k, v in dict(raw.get("compared") or {}).items()},
             mismatches=tuple(Mismatch(**m) for m in raw.get("mismatches") or ()),
             failure=RequestFailure(**failure) if failure else None,

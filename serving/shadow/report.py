@@ -41,22 +41,38 @@ def summarize(outcomes: Sequence[Outcome], about: Mapping[str, Any]) -> dict[str
             causes[m.feature][m.cause] += 1
             kept = examples[m.feature][m.cause]
             if len(kept) < EXAMPLES_PER_CAUSE:
-                kept.append({"request": outcome.request, "as_of_ms": outcome.as_of_ms,
-                             **{k: v for k, v in asdict(m).items() if k not in ("feature", "cause")}})
+                kept.append(
+                    {
+                        "request": outcome.request,
+                        "as_of_ms": outcome.as_of_ms,
+                        **{k: v for k, v in asdict(m).items() if k not in ("feature", "cause")},
+                    }
+                )
     features = {
-        name: {"compared": compared[name], "mismatches": mismatched[name],
-               "mismatch_rate": mismatched[name] / compared[name] if compared[name] else 0.0,
-               "causes": dict(sorted(causes[name].items())), "examples": {c: examples[name][c] for c in causes[name]}}
+        name: {
+            "compared": compared[name],
+            "mismatches": mismatched[name],
+            "mismatch_rate": mismatched[name] / compared[name] if compared[name] else 0.0,
+            "causes": dict(sorted(causes[name].items())),
+            "examples": {c: examples[name][c] for c in causes[name]},
+        }
         for name in sorted(set(compared) | set(mismatched))
     }
     failure_reasons = Counter(f"{f['side']}:{f['reason']}" for f in failures)
     return {
         "about": dict(about),
-        "requests": {"total": len(outcomes), "compared": len(outcomes) - len(failures), "failed": len(failures),
-                     "failed_by_reason": dict(sorted(failure_reasons.items()))},
+        "requests": {
+            "total": len(outcomes),
+            "compared": len(outcomes) - len(failures),
+            "failed": len(failures),
+            "failed_by_reason": dict(sorted(failure_reasons.items())),
+        },
         "values": {"compared": sum(compared.values()), "mismatches": sum(mismatched.values())},
-        "causes": {cause: sum(c[cause] for c in causes.values()) for cause in CAUSES
-                   if any(cause in c for c in causes.values())},
+        "causes": {
+            cause: sum(c[cause] for c in causes.values())
+            for cause in CAUSES
+            if any(cause in c for c in causes.values())
+        },
         "features": features,
         "failures": failures,
     }
@@ -69,16 +85,22 @@ def _cell(value: Any) -> str:
 def markdown(report: Mapping[str, Any]) -> str:
     about, requests, values = report["about"], report["requests"], report["values"]
     lines = [
-        "# Shadow run report", "",
+        "# Shadow run report",
+        "",
         f"Baseline `{about.get('baseline')}` against streamfeat `{about.get('streamfeat')}`"
         f" ({about.get('source')}), numeric tolerance: absolute {about.get('tolerance', {}).get('absolute', 0)},"
-        f" relative {about.get('tolerance', {}).get('relative', 0)}.", "",
+        f" relative {about.get('tolerance', {}).get('relative', 0)}.",
+        "",
         f"- requests: {requests['total']} ({requests['compared']} compared, {requests['failed']} failed)",
         f"- values compared: {values['compared']}, mismatches: {values['mismatches']}"
         + (f" ({values['mismatches'] / values['compared']:.2%})" if values["compared"] else ""),
-        "", "![mismatch rate per feature](mismatch_rates.svg)", "",
-        "## Mismatch rate per feature", "",
-        "| feature | compared | mismatches | rate | causes |", "|---|---:|---:|---:|---|",
+        "",
+        "![mismatch rate per feature](mismatch_rates.svg)",
+        "",
+        "## Mismatch rate per feature",
+        "",
+        "| feature | compared | mismatches | rate | causes |",
+        "|---|---:|---:|---:|---|",
     ]
     for name, f in report["features"].items():
         causes = ", ".join(f"{c} {n}" for c, n in f["causes"].items()) or "-"
@@ -87,13 +109,20 @@ def markdown(report: Mapping[str, Any]) -> str:
     lines += [f"- **{c}** ({n}): {CAUSES[c]}" for c, n in report["causes"].items()] or ["No mismatches."]
     for name, f in report["features"].items():
         for cause, kept in f["examples"].items():
-            lines += ["", f"### `{name}`: {cause}", "",
-                      "| entity | as of | streamfeat | baseline | evidence |", "|---|---|---|---|---|"]
+            lines += [
+                "",
+                f"### `{name}`: {cause}",
+                "",
+                "| entity | as of | streamfeat | baseline | evidence |",
+                "|---|---|---|---|---|",
+            ]
             for e in kept:
                 entity = ", ".join(f"{k}={v}" for k, v in e["entity"].items())
-                lines.append(f"| {entity} | {iso_utc(e['as_of_ms'])} | {_cell(e['streamfeat'])} "
-                             f"({e['streamfeat_status']}) | {_cell(e['baseline'])} ({e['baseline_status']}) "
-                             f"| {e['evidence']} |")
+                lines.append(
+                    f"| {entity} | {iso_utc(e['as_of_ms'])} | {_cell(e['streamfeat'])} "
+                    f"({e['streamfeat_status']}) | {_cell(e['baseline'])} ({e['baseline_status']}) "
+                    f"| {e['evidence']} |"
+                )
     if report["failures"]:
         lines += ["", "## Failed requests", "", "| request | side | reason | detail |", "|---:|---|---|---|"]
         for failure in report["failures"][:MAX_FAILURES_LISTED]:
@@ -110,7 +139,9 @@ def write_report(out: Path, outcomes: Sequence[Outcome], about: Mapping[str, Any
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     (out / "report.md").write_text(markdown(report), encoding="utf-8")
-    bars = {name: (f["mismatch_rate"], {c: n / f["compared"] for c, n in f["causes"].items()} if f["compared"] else {})
-            for name, f in report["features"].items()}
+    bars = {
+        name: (f["mismatch_rate"], {c: n / f["compared"] for c, n in f["causes"].items()} if f["compared"] else {})
+        for name, f in report["features"].items()
+    }
     (out / "mismatch_rates.svg").write_text(rate_bars(bars, list(CAUSES)), encoding="utf-8")
     return report

@@ -27,8 +27,10 @@ from serving.shadow.exceptions import ShadowSetupError
 from serving.shadow.runner import ShadowRequest
 
 REQUEST_KEYS = frozenset({"feature_service", "features", "entities", "request_data", "as_of"})
-EXAMPLE = ('{"feature_service": "fraud_scoring", "entities": {"user_id": ["u1"], "merchant_id": ["m1"]}, '
-           '"request_data": {"amount": [25.0]}}')
+EXAMPLE = (
+    '{"feature_service": "fraud_scoring", "entities": {"user_id": ["u1"], "merchant_id": ["m1"]}, '
+    '"request_data": {"amount": [25.0]}}'
+)
 
 
 def request_from_line(raw: Any, index: int, where: str) -> ShadowRequest:
@@ -36,13 +38,20 @@ def request_from_line(raw: Any, index: int, where: str) -> ShadowRequest:
         raise ShadowSetupError(f"{where}: expected a JSON object, got {str(raw)[:60]}", hint=f"e.g. {EXAMPLE}")
     unknown = set(raw) - REQUEST_KEYS
     if unknown:
-        raise ShadowSetupError(f"{where}: unknown field(s) {sorted(unknown)}; expected some of {sorted(REQUEST_KEYS)}",
-                               hint=f"e.g. {EXAMPLE}")
+        raise ShadowSetupError(
+            f"{where}: unknown field(s) {sorted(unknown)}; expected some of {sorted(REQUEST_KEYS)}",
+            hint=f"e.g. {EXAMPLE}",
+        )
     entities, data = raw.get("entities"), raw.get("request_data") or {}
-    if not isinstance(entities, dict) or not isinstance(data, dict) or not all(
-            isinstance(v, list) for v in (*entities.values(), *data.values())):
-        raise ShadowSetupError(f"{where}: fields 'entities' / 'request_data': expected objects of column -> list "
-                               "of values", hint=f"e.g. {EXAMPLE}")
+    if (
+        not isinstance(entities, dict)
+        or not isinstance(data, dict)
+        or not all(isinstance(v, list) for v in (*entities.values(), *data.values()))
+    ):
+        raise ShadowSetupError(
+            f"{where}: fields 'entities' / 'request_data': expected objects of column -> list of values",
+            hint=f"e.g. {EXAMPLE}",
+        )
     features = raw.get("features") or ()
     if not isinstance(features, list | tuple) or not all(isinstance(f, str) for f in features):
         raise ShadowSetupError(f"{where}: field 'features': expected a list of \"view:feature\" strings")
@@ -80,13 +89,15 @@ def read_replay_log(directory: Path, service: str | None = None, limit: int | No
     """Logged requests (one per answered row), oldest file first, at most ``limit``."""
     table = read_request_log(directory, service)
     if table.num_rows == 0:
-        raise ShadowSetupError(f"--replay-log {directory}: no logged requests"
-                               + (f" of service {service!r}" if service else ""),
-                               hint="serve with request_log_dir set (STREAMFEAT_REQUEST_LOG_DIR) to log requests")
+        raise ShadowSetupError(
+            f"--replay-log {directory}: no logged requests" + (f" of service {service!r}" if service else ""),
+            hint="serve with request_log_dir set (STREAMFEAT_REQUEST_LOG_DIR) to log requests",
+        )
     columns = table.select(["service", "keys_json", "request_json"]).to_pydict()
     requests: list[ShadowRequest] = []
-    for i, (name, keys, data) in enumerate(zip(columns["service"], columns["keys_json"], columns["request_json"],
-                                               strict=True)):
+    for i, (name, keys, data) in enumerate(
+        zip(columns["service"], columns["keys_json"], columns["request_json"], strict=True)
+    ):
         if limit is not None and i >= limit:
             break
         row = {**orjson.loads(keys), **orjson.loads(data)}

@@ -37,13 +37,17 @@ class ShadowRequest:
 
     def __post_init__(self) -> None:
         if (self.service is None) == (not self.features):
-            raise ValueError(f"ShadowRequest {self.index}: expected a feature service or a list of "
-                             f"\"view:feature\" references (one of them), got service={self.service!r}, "
-                             f"features={list(self.features)!r}")
+            raise ValueError(
+                f"ShadowRequest {self.index}: expected a feature service or a list of "
+                f'"view:feature" references (one of them), got service={self.service!r}, '
+                f"features={list(self.features)!r}"
+            )
         lengths = {len(v) for v in self.entities.values()}
         if not self.entities or len(lengths) != 1 or 0 in lengths:
-            raise ValueError(f"ShadowRequest {self.index}: 'entities': expected columns of equal, non-zero "
-                             f"length, got {({k: len(v) for k, v in self.entities.items()})}")
+            raise ValueError(
+                f"ShadowRequest {self.index}: 'entities': expected columns of equal, non-zero "
+                f"length, got { ({k: len(v) for k, v in self.entities.items()}) }"
+            )
 
     @property
     def n_rows(self) -> int:
@@ -53,8 +57,15 @@ class ShadowRequest:
 class ShadowRunner:
     """Compares the answers of ``baseline_url`` and ``streamfeat_url`` request by request."""
 
-    def __init__(self, baseline_url: str, streamfeat_url: str, *, mapping: FeatureMapping | None = None,
-                 tolerance: Tolerance | None = None, timeout_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        baseline_url: str,
+        streamfeat_url: str,
+        *,
+        mapping: FeatureMapping | None = None,
+        tolerance: Tolerance | None = None,
+        timeout_s: float = 2.0,
+    ) -> None:
         if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not timeout_s > 0:
             raise ValueError(f"ShadowRunner.timeout_s: expected seconds > 0, got {timeout_s!r}")
         self.mapping = mapping or FeatureMapping()
@@ -87,9 +98,11 @@ class ShadowRunner:
         if isinstance(ours, Failure):
             return Outcome(request.index, as_of, failure=RequestFailure("streamfeat", ours.reason, ours.detail))
         theirs_body = request_body(
-            request.entities, as_of_ms=None,
+            request.entities,
+            as_of_ms=None,
             service=self.mapping.baseline_service(request.service) if request.service is not None else None,
-            features=[self.mapping.baseline_ref(f) for f in request.features])
+            features=[self.mapping.baseline_ref(f) for f in request.features],
+        )
         theirs = ask(self._baseline, theirs_body, request.n_rows)
         if isinstance(theirs, Failure):
             return Outcome(request.index, as_of, failure=RequestFailure("baseline", theirs.reason, theirs.detail))
@@ -109,6 +122,7 @@ class ShadowRunner:
                 answer = probes[shift_ms]
                 cell = answer.rows[i].get(feature) if isinstance(answer, Answer) else None
                 return NO_VALUE if cell is None or cell.status == "NOT_FOUND" else cell.value
+
             return probe
 
         compared: dict[str, int] = {}
@@ -120,16 +134,46 @@ class ShadowRunner:
                 their_name = self.mapping.baseline_ref(feature)
                 other = theirs.rows[i].get(their_name)
                 if other is None:
-                    mismatches.append(Mismatch(feature, their_name, i, entity, mine.value, mine.status, None,
-                                               "ABSENT", "not_in_baseline", "the baseline's answer has no such feature"))
+                    mismatches.append(
+                        Mismatch(
+                            feature,
+                            their_name,
+                            i,
+                            entity,
+                            mine.value,
+                            mine.status,
+                            None,
+                            "ABSENT",
+                            "not_in_baseline",
+                            "the baseline's answer has no such feature",
+                        )
+                    )
                     continue
                 if self.tolerance.equal(mine.value, other.value):
                     continue
                 view, their_view = feature.split(":")[0], their_name.split(":")[0]
-                verdict = classify(mine.value, other.value, ours_row_missing=ours.row_missing(i, view),
-                                   theirs_row_missing=theirs.row_missing(i, their_view), as_of_ms=as_of,
-                                   interval_ms=self.interval_ms(view),
-                                   tolerance=self.tolerance, probe=probe_row(i, feature))
-                mismatches.append(Mismatch(feature, their_name, i, entity, mine.value, mine.status, other.value,
-                                           other.status, verdict.cause, verdict.evidence))
+                verdict = classify(
+                    mine.value,
+                    other.value,
+                    ours_row_missing=ours.row_missing(i, view),
+                    theirs_row_missing=theirs.row_missing(i, their_view),
+                    as_of_ms=as_of,
+                    interval_ms=self.interval_ms(view),
+                    tolerance=self.tolerance,
+                    probe=probe_row(i, feature),
+                )
+                mismatches.append(
+                    Mismatch(
+                        feature,
+                        their_name,
+                        i,
+                        entity,
+                        mine.value,
+                        mine.status,
+                        other.value,
+                        other.status,
+                        verdict.cause,
+                        verdict.evidence,
+                    )
+                )
         return Outcome(request.index, as_of, compared, tuple(mismatches))

@@ -16,9 +16,11 @@ def rate_bars(bars: Mapping[str, tuple[float, Mapping[str, float]]], causes: Seq
     used = [c for c in causes if any(c in parts for _, parts in bars.values())]
     height = TOP_PX + ROW_PX * max(len(bars), 1) + 30 + 18 * len(used)
     width = LABEL_PX + BAR_PX + 80
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'font-family="sans-serif" font-size="12">',
-           '<text x="10" y="20" font-size="14">Mismatch rate per feature (0 to 100 % of rows compared)</text>']
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'font-family="sans-serif" font-size="12">',
+        '<text x="10" y="20" font-size="14">Mismatch rate per feature (0 to 100 % of rows compared)</text>',
+    ]
     for row, (name, (rate, parts)) in enumerate(bars.items()):
         y = TOP_PX + row * ROW_PX
         out.append(f'<text x="{LABEL_PX - 6}" y="{y + 14}" text-anchor="end">{escape(name)}</text>')
@@ -28,8 +30,10 @@ def rate_bars(bars: Mapping[str, tuple[float, Mapping[str, float]]], causes: Seq
             share = parts.get(cause, 0.0)
             if share > 0:
                 w = share * BAR_PX
-                out.append(f'<rect x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="14" fill="{color[cause]}">'
-                           f'<title>{escape(cause)}: {share:.2%}</title></rect>')
+                out.append(
+                    f'<rect x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="14" fill="{color[cause]}">'
+                    f"<title>{escape(cause)}: {share:.2%}</title></rect>"
+                )
                 x += w
         out.append(f'<text x="{LABEL_PX + BAR_PX + 6}" y="{y + 14}">{rate:.1%}</text>')
     legend_y = TOP_PX + ROW_PX * max(len(bars), 1) + 20

@@ -62,18 +62,21 @@ def history_reference(events: Sequence[dict[str, Any]], start_ms: int, end_ms: i
     """Reference events of a history backfill: positions (HISTORY_PARTITION, sorted index)."""
     chosen = [e for e in events if start_ms <= e["ts"] < end_ms]
     order = sorted(range(len(chosen)), key=lambda i: chosen[i]["ts"])  # stable: file order
-    return [
-        _reference_event(chosen[i], HISTORY_PARTITION, offset) for offset, i in enumerate(order)
-    ]
+    return [_reference_event(chosen[i], HISTORY_PARTITION, offset) for offset, i in enumerate(order)]
 
 
 def _reference_event(doc: dict[str, Any], partition: int, offset: int) -> dict[str, Any]:
     return {
-        "entity": doc["user_id"], "merchant": doc["merchant_id"],
-        "pair": (doc["user_id"], doc["merchant_id"]), "e": doc["ts"],
-        "partition": partition, "offset": offset, "value": float(doc["amount"]),
-        "event_type": doc["event_type"], "valid": True,
-    }  # fmt: skip
+        "entity": doc["user_id"],
+        "merchant": doc["merchant_id"],
+        "pair": (doc["user_id"], doc["merchant_id"]),
+        "e": doc["ts"],
+        "partition": partition,
+        "offset": offset,
+        "value": float(doc["amount"]),
+        "event_type": doc["event_type"],
+        "valid": True,
+    }
 
 
 def run_backfill(
@@ -89,7 +92,11 @@ def views_by_name(topic: str = "transactions") -> dict[str, StreamFeatureView]:
 
 
 def compare_state(
-    state_dir: Path, shards: int, secondary: Path, applied: Sequence[dict[str, Any]], times: Iterable[int],
+    state_dir: Path,
+    shards: int,
+    secondary: Path,
+    applied: Sequence[dict[str, Any]],
+    times: Iterable[int],
     topic: str = "transactions",
 ) -> int:
     """Every user/merchant/pair's state as of each t equals the reference; returns comparisons."""
@@ -115,7 +122,9 @@ def compare_state(
 
 
 def compare_training_set(
-    log_root: Path, applied: Sequence[dict[str, Any]], spine_rows: Sequence[tuple[str, str, int]],
+    log_root: Path,
+    applied: Sequence[dict[str, Any]],
+    spine_rows: Sequence[tuple[str, str, int]],
     topic: str = "transactions",
 ) -> None:
     """get_training_set on the Parquet log equals the reference for every spine row."""
@@ -125,8 +134,7 @@ def compare_training_set(
         {
             "user_id": [u for u, _, _ in spine_rows],
             "merchant_id": [m for _, m, _ in spine_rows],
-            "event_timestamp": pl.Series([t for _, _, t in spine_rows], dtype=pl.Int64)
-            .cast(pl.Datetime("ms", "UTC")),
+            "event_timestamp": pl.Series([t for _, _, t in spine_rows], dtype=pl.Int64).cast(pl.Datetime("ms", "UTC")),
         }
     )
     frame = get_training_set(repo, "backfill_check", spine, str(log_root))

@@ -40,7 +40,6 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-
 def run(command: str, *args: str) -> int:
     return main([command, "--repo", str(REPO), "--data-dir", "data", *args])
 
@@ -50,8 +49,17 @@ def test_backfill_then_training_set(project: Path, capsys: pytest.CaptureFixture
     write_history(docs[:300], project / "history" / "date=1" / "part-0.parquet")
     write_history(docs[300:], project / "history" / "date=2" / "part-0.parquet")
     end = START_MS + 2 * HOUR
-    code = run("backfill", "--source", "transactions", "--from", "history/**/*.parquet",
-               "--start", iso(START_MS - HOUR), "--end", iso(end))  # fmt: skip
+    code = run(
+        "backfill",
+        "--source",
+        "transactions",
+        "--from",
+        "history/**/*.parquet",
+        "--start",
+        iso(START_MS - HOUR),
+        "--end",
+        iso(end),
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     kept = sum(1 for d in docs if START_MS - HOUR <= d["ts"] < end)
@@ -64,12 +72,14 @@ def test_backfill_then_training_set(project: Path, capsys: pytest.CaptureFixture
     finally:
         store.close()
 
-    spine = pl.DataFrame({
-        "user_id": [str(d["user_id"]) for d in docs[:50]],
-        "merchant_id": [str(d["merchant_id"]) for d in docs[:50]],
-        "event_timestamp": pl.Series([int(d["ts"]) for d in docs[:50]]).cast(pl.Datetime("ms", "UTC")),
-        "amount": [float(d["amount"]) for d in docs[:50]],
-    })  # fmt: skip
+    spine = pl.DataFrame(
+        {
+            "user_id": [str(d["user_id"]) for d in docs[:50]],
+            "merchant_id": [str(d["merchant_id"]) for d in docs[:50]],
+            "event_timestamp": pl.Series([int(d["ts"]) for d in docs[:50]]).cast(pl.Datetime("ms", "UTC")),
+            "amount": [float(d["amount"]) for d in docs[:50]],
+        }
+    )
     spine.write_parquet(project / "spine.parquet")
     code = run("training-set", "--service", "fraud_scoring", "--spine", "spine.parquet", "--out", "out/train.parquet")
     assert code == 0
@@ -106,15 +116,18 @@ def test_backfill_of_a_corrupt_file_fails_naming_it(project: Path, capsys: pytes
         (["--views", "nope", "--end", "2026-01-01T00:00:00Z"], "--views: ['nope'] are not views"),
     ],
 )
-def test_backfill_usage_errors(project: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
+def test_backfill_usage_errors(
+    project: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
     code = run("backfill", "--source", "transactions", *args)
     err = capsys.readouterr().err
     assert message in err.splitlines()[0]
     assert code == (1 if "no Parquet file" in message else 2)
 
 
-def test_backfill_without_an_applied_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                          capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_backfill_without_an_applied_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)
     code = run("backfill", "--source", "transactions", "--end", "2026-01-01T00:00:00Z")
     err = capsys.readouterr().err.splitlines()

@@ -39,8 +39,10 @@ def _history(tmp_path: Path, seed: int, n: int = 3000) -> tuple[list[dict[str, o
     rng = np.random.default_rng(seed)
     events = random_events(rng, n, users=40, merchants=8, start_ms=START_MS, span_ms=6 * HOUR)
     # Two files; the second one's rows interleave in time with the first's.
-    files = [write_history(events[::2], tmp_path / "h" / "a.parquet"),
-             write_history(events[1::2], tmp_path / "h" / "b.parquet")]  # fmt: skip
+    files = [
+        write_history(events[::2], tmp_path / "h" / "a.parquet"),
+        write_history(events[1::2], tmp_path / "h" / "b.parquet"),
+    ]
     ordered = events[::2] + events[1::2]  # file order, as the backfill reads them
     return ordered, files
 
@@ -140,8 +142,14 @@ def test_missing_and_mistyped_columns_are_named(tmp_path: Path) -> None:
     with pytest.raises(HistoryFileError, match=r"a\.parquet: column 'merchant_id' is missing"):
         run_backfill(tmp_path / "bf", files, START_MS - HOUR, START_MS + 9 * HOUR)
     _nothing_written(tmp_path / "bf" / "state")
-    pq.write_table(table.set_column(table.schema.get_field_index("amount"), "amount",
-                                    pa.array([str(a) for a in table.column("amount").to_pylist()])), files[0])  # fmt: skip
+    pq.write_table(
+        table.set_column(
+            table.schema.get_field_index("amount"),
+            "amount",
+            pa.array([str(a) for a in table.column("amount").to_pylist()]),
+        ),
+        files[0],
+    )
     with pytest.raises(HistoryFileError, match=r"a\.parquet: column 'amount': expected float, got string"):
         run_backfill(tmp_path / "bf", files, START_MS - HOUR, START_MS + 9 * HOUR)
     _nothing_written(tmp_path / "bf" / "state")
@@ -155,14 +163,21 @@ def test_streaming_applier_skips_events_before_the_handoff(tmp_path: Path) -> No
     _source, views = example_views("transactions")
     ts = np.array([handoff - 1, handoff, handoff + 5], dtype=np.int64)
     batch = DecodedBatch(
-        topic="transactions", partition=0, first_offset=0, last_offset=2, top_ts_after=(int(ts.max()),),
-        offsets=np.arange(3, dtype=np.int64), event_ts=ts,
-        columns={"user_id": np.array(["new"] * 3, dtype=object),
-                 "merchant_id": np.array(["mnew"] * 3, dtype=object),
-                 "amount": np.array([100.0, 1.0, 2.0]),
-                 "event_type": np.array(["PURCHASE"] * 3, dtype=object)},
+        topic="transactions",
+        partition=0,
+        first_offset=0,
+        last_offset=2,
+        top_ts_after=(int(ts.max()),),
+        offsets=np.arange(3, dtype=np.int64),
+        event_ts=ts,
+        columns={
+            "user_id": np.array(["new"] * 3, dtype=object),
+            "merchant_id": np.array(["mnew"] * 3, dtype=object),
+            "amount": np.array([100.0, 1.0, 2.0]),
+            "event_type": np.array(["PURCHASE"] * 3, dtype=object),
+        },
         dead_letters=(),
-    )  # fmt: skip
+    )
     store = RocksDBStore(tmp_path / "bf" / "state", SHARDS)
     try:
         appliers = {s: ShardApplier(store.partition(s), views, "transactions") for s in range(SHARDS)}
@@ -176,10 +191,20 @@ def test_streaming_applier_skips_events_before_the_handoff(tmp_path: Path) -> No
     finally:
         store.close()
     applied = [
-        {"entity": "new", "merchant": "mnew", "pair": ("new", "mnew"), "e": int(t), "partition": 0, "offset": i, "value": v,
-         "event_type": "PURCHASE", "valid": True}
-        for i, (t, v) in enumerate(zip(ts.tolist(), [100.0, 1.0, 2.0], strict=True)) if t >= handoff
-    ]  # fmt: skip
+        {
+            "entity": "new",
+            "merchant": "mnew",
+            "pair": ("new", "mnew"),
+            "e": int(t),
+            "partition": 0,
+            "offset": i,
+            "value": v,
+            "event_type": "PURCHASE",
+            "valid": True,
+        }
+        for i, (t, v) in enumerate(zip(ts.tolist(), [100.0, 1.0, 2.0], strict=True))
+        if t >= handoff
+    ]
     compare_state(tmp_path / "bf" / "state", SHARDS, tmp_path / "sec", applied, [handoff + 10])
     assert history_topic("transactions", [v.fingerprint for v in views]).startswith("transactions#history-")
 
@@ -228,8 +253,13 @@ def test_history_rows_breaking_a_declared_constraint_are_named(tmp_path: Path) -
     # apply them either, or backfilled and streamed values would differ.
     _, files = _history(tmp_path, seed=6, n=100)
     source, views = example_views("transactions")
-    constrained = dataclasses.replace(source, constraints={
-        "amount": Constraint(min=0, max=100.0), "user_id": Constraint(max_length=64, allowed_characters="a-z0-9")})
+    constrained = dataclasses.replace(
+        source,
+        constraints={
+            "amount": Constraint(min=0, max=100.0),
+            "user_id": Constraint(max_length=64, allowed_characters="a-z0-9"),
+        },
+    )
     target = BackfillTarget(tmp_path / "bf" / "state", SHARDS, str(tmp_path / "bf" / "log"))
     with pytest.raises(HistoryFileError, match=r"a\.parquet: column 'amount': expected values within \[0, 100.0\]"):
         backfill_parquet(target, constrained, views, [str(f) for f in files], START_MS - HOUR, START_MS + 9 * HOUR)

@@ -84,9 +84,7 @@ def test_online_training_backfill_and_reference_agree(
         applied = applied_events(reference_events(records), job.source.allowed_lateness_ms)
         assert len(applied) == produced  # jitter < allowed lateness: nothing late
         t = max(int(e["e"]) for e in applied)
-        compared = compare_state(
-            job.state_dir, SHARDS, tmp_path / f"sec{cut}", applied, [t], topic=topic
-        )
+        compared = compare_state(job.state_dir, SHARDS, tmp_path / f"sec{cut}", applied, [t], topic=topic)
         assert compared >= 20
 
     # Training set from the log the dataflow wrote, at arbitrary times.
@@ -124,9 +122,7 @@ def test_online_training_backfill_and_reference_agree(
         offline.close()
 
 
-def test_history_handoff_then_stream(
-    tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]
-) -> None:
+def test_history_handoff_then_stream(tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]) -> None:
     """History up to T, then the stream (with events before and after T): no gap, no double count."""
     rng = np.random.default_rng(21)
     topic = kafka_topic(partitions=2)
@@ -149,7 +145,10 @@ def test_history_handoff_then_stream(
     assert before, "the stream must also hold events older than T"
     expected = history_reference(docs, START_MS - HOUR, handoff) + [e for e in streamed if e["e"] >= handoff]
     t_last = max(int(e["e"]) for e in expected)
-    assert compare_state(tmp_path / "state", SHARDS, tmp_path / "sec", expected, [t_last, t_last + HOUR], topic=topic) >= 20
+    assert (
+        compare_state(tmp_path / "state", SHARDS, tmp_path / "sec", expected, [t_last, t_last + HOUR], topic=topic)
+        >= 20
+    )
     # The shared log (history rows + stream rows with e >= T) gives the same training set.
     spine = spine_for(expected, rng, 100) + [(str(e["entity"]), str(e["merchant"]), handoff) for e in expected[:20]]
     compare_training_set(tmp_path / "log", expected, spine, topic=topic)

@@ -35,9 +35,21 @@ def smoke(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> tup
     out = tmp_path_factory.mktemp("bench")
     results_md = out / "RESULTS.md"
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--size", "smoke", "--out", str(out / "results"),
-         "--results-md", str(results_md)],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,  # a hang guard, not a speed limit (peers install on first use)
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--size",
+            "smoke",
+            "--out",
+            str(out / "results"),
+            "--results-md",
+            str(results_md),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,  # a hang guard, not a speed limit (peers install on first use)
         env={**os.environ, "KAFKA_BOOTSTRAP": kafka_bootstrap},
     )
     assert done.returncode == 0, f"benchmarks.run failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
@@ -119,5 +131,9 @@ def test_scaling_offline_and_report(smoke: tuple[Path, Path]) -> None:
     for heading in ("## Ingest", "## Serving", "## Freshness", "## Scaling", "## Backfill", "## Training"):
         assert heading in text
     pngs = {p.name for p in smoke[0].glob("*.png")}
-    assert {"ingest_throughput.png", "serving_latency_cdf.png", "freshness_histogram.png",
-            "memory_vs_entities.png"} <= pngs
+    assert {
+        "ingest_throughput.png",
+        "serving_latency_cdf.png",
+        "freshness_histogram.png",
+        "memory_vs_entities.png",
+    } <= pngs

@@ -12,9 +12,17 @@ from engine.definitions import Aggregation, Entity, EventSource, StreamFeatureVi
 @pytest.fixture
 def source() -> EventSource:
     return EventSource(
-        name="transactions", topic="transactions", timestamp_field="ts",
-        schema={"user_id": "string", "shop_id": int, "amount": float, "qty": "int",
-                "event_type": "string", "flag": bool},
+        name="transactions",
+        topic="transactions",
+        timestamp_field="ts",
+        schema={
+            "user_id": "string",
+            "shop_id": int,
+            "amount": float,
+            "qty": "int",
+            "event_type": "string",
+            "flag": bool,
+        },
         allowed_lateness=timedelta(minutes=5),
     )
 
@@ -27,7 +35,9 @@ def user() -> Entity:
 @pytest.fixture
 def view(source: EventSource, user: Entity) -> StreamFeatureView:
     return StreamFeatureView(
-        name="user_spend", source=source, entities=[user],
+        name="user_spend",
+        source=source,
+        entities=[user],
         filter=col("event_type") == "PURCHASE",
         aggregations=[
             Aggregation(column="amount", function="sum", window=timedelta(minutes=15)),

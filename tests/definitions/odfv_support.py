@@ -15,9 +15,15 @@ from engine.definitions import (
     on_demand_feature_view,
 )
 
-_source = EventSource(name="events", topic="events", timestamp_field="ts", schema={"user_id": "string", "amount": float})
-_view = StreamFeatureView(name="spend", source=_source, entities=[Entity(name="user", join_keys=["user_id"])],
-                          aggregations=[Aggregation(column="amount", function="sum", window=timedelta(minutes=15))])
+_source = EventSource(
+    name="events", topic="events", timestamp_field="ts", schema={"user_id": "string", "amount": float}
+)
+_view = StreamFeatureView(
+    name="spend",
+    source=_source,
+    entities=[Entity(name="user", join_keys=["user_id"])],
+    aggregations=[Aggregation(column="amount", function="sum", window=timedelta(minutes=15))],
+)
 
 
 def ratio(row: dict[str, Any]) -> dict[str, Any]:

@@ -93,25 +93,54 @@ def test_entity_errors() -> None:
 
 
 def test_all_problems_of_one_object_are_reported_together() -> None:
-    err = refused(lambda: EventSource(name="1bad", topic="a topic", timestamp_field="ts", schema={"x": "decimal"},
-                                      timestamp_format="epoch_milis", allowed_lateness=timedelta(seconds=-1),
-                                      max_payload_bytes=0),
-                  "name", "topic", "schema['x']", "timestamp_format", "allowed_lateness", "max_payload_bytes")
+    err = refused(
+        lambda: EventSource(
+            name="1bad",
+            topic="a topic",
+            timestamp_field="ts",
+            schema={"x": "decimal"},
+            timestamp_format="epoch_milis",
+            allowed_lateness=timedelta(seconds=-1),
+            max_payload_bytes=0,
+        ),
+        "name",
+        "topic",
+        "schema['x']",
+        "timestamp_format",
+        "allowed_lateness",
+        "max_payload_bytes",
+    )
     assert len(err.problems) == 6
     assert "did you mean 'epoch_millis'" in str(err)
     assert str(err).startswith("EventSource '1bad'")
 
 
 def test_event_source_types_and_history() -> None:
-    refused(lambda: EventSource(name="s", topic="t", timestamp_field="ts", schema={"a": "int"},
-                                allowed_lateness=300), "allowed_lateness", kind=DefinitionTypeError)  # type: ignore[arg-type]
-    refused(lambda: EventSource(name="s", topic="t", timestamp_field="ts", schema={"a": "int"},
-                                history="data/*.parquet"), "history", kind=DefinitionTypeError)
+    refused(
+        lambda: EventSource(name="s", topic="t", timestamp_field="ts", schema={"a": "int"}, allowed_lateness=300),  # type: ignore[arg-type]
+        "allowed_lateness",
+        kind=DefinitionTypeError,
+    )
+    refused(
+        lambda: EventSource(name="s", topic="t", timestamp_field="ts", schema={"a": "int"}, history="data/*.parquet"),
+        "history",
+        kind=DefinitionTypeError,
+    )
     refused(lambda: EventSource(name="s", topic="t", timestamp_field="ts", schema={}), "schema")
-    refused(lambda: EventSource(name="s", topic="t", timestamp_field="ts", schema={"a": "int"},
-                                max_future_skew=timedelta(0)), "max_future_skew")
-    ok = EventSource(name="s", topic="t", timestamp_field="ts", schema={"a": "int"}, history=["x.parquet"],
-                     timestamp_format="iso8601")
+    refused(
+        lambda: EventSource(
+            name="s", topic="t", timestamp_field="ts", schema={"a": "int"}, max_future_skew=timedelta(0)
+        ),
+        "max_future_skew",
+    )
+    ok = EventSource(
+        name="s",
+        topic="t",
+        timestamp_field="ts",
+        schema={"a": "int"},
+        history=["x.parquet"],
+        timestamp_format="iso8601",
+    )
     assert ok.history == ("x.parquet",)
 
 
@@ -132,12 +161,19 @@ def test_event_source_constraints() -> None:
     def source(constraints: Any) -> EventSource:
         return EventSource(name="s", topic="t", timestamp_field="ts", schema=schema, constraints=constraints)
 
-    ok = source({"amount": Constraint(min=0, max=1e9), "qty": Constraint(min=0),
-                 "user_id": Constraint(min_length=1, max_length=64, allowed_characters="A-Za-z0-9_-")})
+    ok = source(
+        {
+            "amount": Constraint(min=0, max=1e9),
+            "qty": Constraint(min=0),
+            "user_id": Constraint(min_length=1, max_length=64, allowed_characters="A-Za-z0-9_-"),
+        }
+    )
     assert ok.constraints["amount"].max == 1e9
     assert ok.to_dict()["constraints"] == {
-        "amount": {"min": 0, "max": 1e9}, "qty": {"min": 0},
-        "user_id": {"min_length": 1, "max_length": 64, "allowed_characters": "A-Za-z0-9_-"}}
+        "amount": {"min": 0, "max": 1e9},
+        "qty": {"min": 0},
+        "user_id": {"min_length": 1, "max_length": 64, "allowed_characters": "A-Za-z0-9_-"},
+    }
     refused(lambda: source({"amont": Constraint(min=0)}), "constraints['amont']")
     refused(lambda: source({"user_id": Constraint(min=0)}), "constraints['user_id']")
     refused(lambda: source({"amount": Constraint(max_length=3)}), "constraints['amount']")
@@ -163,7 +199,9 @@ def test_aggregation_errors() -> None:
     assert "valid values" in str(err)
     refused(lambda: Aggregation(column="amount", function="sum", window=timedelta(0)), "window")
     refused(lambda: Aggregation(column="amount", function="sum", window=timedelta(hours=1), default="0"), "default")  # type: ignore[arg-type]
-    refused(lambda: Aggregation(column="amount", function="sum", window=timedelta(hours=1), default=float("nan")), "default")
+    refused(
+        lambda: Aggregation(column="amount", function="sum", window=timedelta(hours=1), default=float("nan")), "default"
+    )
     refused(lambda: Aggregation(column="amount", function="sum", window=timedelta(hours=1), name="Bad Name"), "name")
     refused(lambda: Aggregation(column="a b", function="sum", window=timedelta(hours=1)), "column")
     assert Aggregation(column="amount", function="sum", window=timedelta(minutes=90)).output_name == "amount_sum_90m"
@@ -172,7 +210,9 @@ def test_aggregation_errors() -> None:
 
 def _view(src: EventSource, ent: Entity, /, **kw: Any) -> StreamFeatureView:
     args: dict[str, Any] = {
-        "name": "v", "source": src, "entities": [ent],
+        "name": "v",
+        "source": src,
+        "entities": [ent],
         "aggregations": [Aggregation(column="amount", function="sum", window=timedelta(hours=1))],
     }
     args.update(kw)
@@ -180,24 +220,42 @@ def _view(src: EventSource, ent: Entity, /, **kw: Any) -> StreamFeatureView:
 
 
 def test_view_window_must_be_multiple_of_interval(source: EventSource, user: Entity) -> None:
-    err = refused(lambda: _view(source, user, aggregation_interval=timedelta(minutes=7)), "aggregations[amount_sum_1h].window")
+    err = refused(
+        lambda: _view(source, user, aggregation_interval=timedelta(minutes=7)), "aggregations[amount_sum_1h].window"
+    )
     assert "420000 ms" in str(err) and "3600000 ms" in str(err)
 
 
-@pytest.mark.parametrize("interval", [timedelta(milliseconds=500), timedelta(seconds=1.5), timedelta(0), timedelta(seconds=-60)])
+@pytest.mark.parametrize(
+    "interval", [timedelta(milliseconds=500), timedelta(seconds=1.5), timedelta(0), timedelta(seconds=-60)]
+)
 def test_view_interval_whole_seconds(source: EventSource, user: Entity, interval: timedelta) -> None:
     refused(lambda: _view(source, user, aggregation_interval=interval), "aggregation_interval")
 
 
 def test_view_column_checks(source: EventSource, user: Entity) -> None:
-    refused(lambda: _view(source, user, aggregations=[Aggregation(column="amont", function="sum", window=timedelta(hours=1))]),
-            "aggregations[amont_sum_1h].column")
+    refused(
+        lambda: _view(
+            source, user, aggregations=[Aggregation(column="amont", function="sum", window=timedelta(hours=1))]
+        ),
+        "aggregations[amont_sum_1h].column",
+    )
     for fn in ("sum", "mean", "min", "max", "stddev", "last"):
-        refused(lambda fn=fn: _view(source, user, aggregations=[Aggregation(column="event_type", function=fn, window=timedelta(hours=1))]),
-                f"aggregations[event_type_{fn}_1h].column")
-    counted = _view(source, user, aggregations=[Aggregation(column="event_type", function="count", window=timedelta(hours=1))])
+        refused(
+            lambda fn=fn: _view(
+                source, user, aggregations=[Aggregation(column="event_type", function=fn, window=timedelta(hours=1))]
+            ),
+            f"aggregations[event_type_{fn}_1h].column",
+        )
+    counted = _view(
+        source, user, aggregations=[Aggregation(column="event_type", function="count", window=timedelta(hours=1))]
+    )
     assert counted.column_types["event_type"] == FieldType.STRING
-    timed = _view(source, user, aggregations=[Aggregation(column="event_type", function="time_since_last", window=timedelta(hours=1))])
+    timed = _view(
+        source,
+        user,
+        aggregations=[Aggregation(column="event_type", function="time_since_last", window=timedelta(hours=1))],
+    )
     assert timed.feature_types["event_type_time_since_last_1h"] == FieldType.INT
 
 
@@ -212,12 +270,16 @@ def test_planned_functions_are_refused_naming_the_function() -> None:
 def test_lifetime_window_names_retention_and_fingerprint(source: EventSource, user: Entity) -> None:
     lifetime = Aggregation(column="amount", function="sum", window=None)
     assert lifetime.output_name == "amount_sum_lifetime" and lifetime.window_ms is None
-    view = _view(source, user, aggregations=[lifetime, Aggregation(column="amount", function="sum", window=timedelta(hours=1))])
+    view = _view(
+        source, user, aggregations=[lifetime, Aggregation(column="amount", function="sum", window=timedelta(hours=1))]
+    )
     assert view.has_lifetime_window
     # Retention follows the finite windows; the lifetime one is kept as a compacted partial.
     assert view.max_window_ms == 3_600_000
     assert view.retention_ms == 3_600_000 + source.allowed_lateness_ms + view.interval_ms
-    only_finite = _view(source, user, aggregations=[Aggregation(column="amount", function="sum", window=timedelta(hours=1))])
+    only_finite = _view(
+        source, user, aggregations=[Aggregation(column="amount", function="sum", window=timedelta(hours=1))]
+    )
     assert not only_finite.has_lifetime_window and only_finite.fingerprint != view.fingerprint
 
 
@@ -227,13 +289,18 @@ def test_view_join_key_checks(source: EventSource) -> None:
     ok = _view(source, Entity(name="shop", join_keys=["shop_id"]))
     assert ok.join_keys == ("shop_id",)
     refused(lambda: _view(source, Entity(name="u", join_keys=["user_id"]), entities=[]), "entities")
-    refused(lambda: _view(source, Entity(name="u", join_keys=["user_id"]), entities="user"), "entities",
-            kind=DefinitionTypeError)
+    refused(
+        lambda: _view(source, Entity(name="u", join_keys=["user_id"]), entities="user"),
+        "entities",
+        kind=DefinitionTypeError,
+    )
 
 
 def test_view_duplicate_outputs_filter_tags(source: EventSource, user: Entity) -> None:
-    dup = [Aggregation(column="amount", function="sum", window=timedelta(hours=1)),
-           Aggregation(column="amount", function="max", window=timedelta(hours=1), name="amount_sum_1h")]
+    dup = [
+        Aggregation(column="amount", function="sum", window=timedelta(hours=1)),
+        Aggregation(column="amount", function="max", window=timedelta(hours=1), name="amount_sum_1h"),
+    ]
     refused(lambda: _view(source, user, aggregations=dup), "aggregations[amount_sum_1h].name")
     err = refused(lambda: _view(source, user, filter=col("evnt_type") == "X"), "filter")
     assert "did you mean 'event_type'" in str(err)
@@ -248,24 +315,35 @@ def test_view_duplicate_outputs_filter_tags(source: EventSource, user: Entity) -
 
 def test_request_source_and_odfv(view: StreamFeatureView) -> None:
     req = RequestSource(name="req", schema={"amount_now": float})
-    odfv = OnDemandFeatureView(name="ratio", sources=[view, req], schema={"r": "float"},
-                               fn="tests.definitions.odfv_support:ratio")
+    odfv = OnDemandFeatureView(
+        name="ratio", sources=[view, req], schema={"r": "float"}, fn="tests.definitions.odfv_support:ratio"
+    )
     assert odfv.request_fields == {"amount_now": FieldType.FLOAT}
     assert odfv.input_types["amount_count_1h"] == FieldType.INT
     assert odfv.feature_names == ("r",)
     refused(lambda: OnDemandFeatureView(name="x", sources=[view], schema={"r": "float"}, fn="no_colon"), "fn")
-    refused(lambda: OnDemandFeatureView(name="x", sources=[view], schema={"r": "float"}, fn="a.b:c", mode="vector"), "mode")
+    refused(
+        lambda: OnDemandFeatureView(name="x", sources=[view], schema={"r": "float"}, fn="a.b:c", mode="vector"), "mode"
+    )
     refused(lambda: OnDemandFeatureView(name="x", sources=[], schema={"r": "float"}, fn="a.b:c"), "sources")
     refused(lambda: OnDemandFeatureView(name="x", sources=[view], schema={"r": "decimal"}, fn="a.b:c"), "schema['r']")
-    refused(lambda: OnDemandFeatureView(name="x", sources=[view], schema={"r": "float"}), "fn", kind=DefinitionTypeError)  # type: ignore[call-arg]
+    refused(
+        lambda: OnDemandFeatureView(name="x", sources=[view], schema={"r": "float"}),  # type: ignore[call-arg]
+        "fn",
+        kind=DefinitionTypeError,
+    )
     clash = RequestSource(name="clash", schema={"amount_sum_15m": float})
     refused(lambda: OnDemandFeatureView(name="x", sources=[view, clash], schema={"r": "float"}, fn="a.b:c"), "sources")
 
 
 def test_odfv_reads_a_selection_of_a_view(view: StreamFeatureView) -> None:
     req = RequestSource(name="req", schema={"amount_now": float})
-    odfv = OnDemandFeatureView(name="ratio", sources=[view[["amount_sum_15m"]], req], schema={"r": "float"},
-                               fn="tests.definitions.odfv_support:ratio")
+    odfv = OnDemandFeatureView(
+        name="ratio",
+        sources=[view[["amount_sum_15m"]], req],
+        schema={"r": "float"},
+        fn="tests.definitions.odfv_support:ratio",
+    )
     assert dict(odfv.input_types) == {"amount_sum_15m": FieldType.FLOAT, "amount_now": FieldType.FLOAT}
     assert odfv.source_views == (view,)
     assert odfv.to_dict()["sources"] == [
@@ -273,17 +351,25 @@ def test_odfv_reads_a_selection_of_a_view(view: StreamFeatureView) -> None:
         {"kind": "RequestSource", "name": "req"},
     ]
     # Two selections of one view: the view is read once.
-    split = OnDemandFeatureView(name="split", sources=[view[["amount_sum_15m"]], view[["qty_max_1d"]]],
-                                schema={"r": "float"}, fn="a.b:c")
+    split = OnDemandFeatureView(
+        name="split", sources=[view[["amount_sum_15m"]], view[["qty_max_1d"]]], schema={"r": "float"}, fn="a.b:c"
+    )
     assert split.source_views == (view,)
     assert set(split.input_types) == {"amount_sum_15m", "qty_max_1d"}
     # A selection of an on-demand view is refused: transforms read stream views.
-    refused(lambda: OnDemandFeatureView(name="x", sources=[odfv[["r"]]], schema={"y": "float"}, fn="a.b:c"),
-            "sources", kind=DefinitionTypeError)
+    refused(
+        lambda: OnDemandFeatureView(name="x", sources=[odfv[["r"]]], schema={"y": "float"}, fn="a.b:c"),
+        "sources",
+        kind=DefinitionTypeError,
+    )
     # Inputs must stay distinct across whole views, selections and request sources.
     clash = RequestSource(name="clash", schema={"amount_sum_15m": float})
-    err = refused(lambda: OnDemandFeatureView(name="x", sources=[view[["amount_sum_15m"]], clash],
-                                              schema={"r": "float"}, fn="a.b:c"), "sources")
+    err = refused(
+        lambda: OnDemandFeatureView(
+            name="x", sources=[view[["amount_sum_15m"]], clash], schema={"r": "float"}, fn="a.b:c"
+        ),
+        "sources",
+    )
     assert "'user_spend'" in str(err) and "'clash'" in str(err)
 
 
@@ -311,8 +397,12 @@ def test_feature_service(view: StreamFeatureView, source: EventSource) -> None:
     req = RequestSource(name="req", schema={"amount_now": float})
     odfv = OnDemandFeatureView(name="ratio", sources=[view, req], schema={"r": "float"}, fn="a.b:c")
     shop = Entity(name="shop", join_keys=["shop_id"])
-    shop_view = StreamFeatureView(name="shop_spend", source=source, entities=[shop], aggregations=[
-        Aggregation(column="amount", function="sum", window=timedelta(hours=1), name="shop_sum_1h")])
+    shop_view = StreamFeatureView(
+        name="shop_spend",
+        source=source,
+        entities=[shop],
+        aggregations=[Aggregation(column="amount", function="sum", window=timedelta(hours=1), name="shop_sum_1h")],
+    )
     svc = FeatureService(name="svc", features=[view[["qty_max_1d", "amount_sum_15m"]], shop_view, odfv])
     assert svc.feature_names == ("qty_max_1d", "amount_sum_15m", "shop_sum_1h", "r")
     assert svc.entity_join_keys == ("user_id", "shop_id")
@@ -339,24 +429,38 @@ def test_check_on_demand_reports_mismatches(view: StreamFeatureView) -> None:
     def odfv(fn: str, mode: str = "python") -> OnDemandFeatureView:
         return OnDemandFeatureView(name="t", sources=[view, req], schema={"r": "float"}, fn=fn, mode=mode)
 
-    assert check_on_demand(odfv("tests.definitions.odfv_support:ratio"), {"amount_now": 3.0, "amount_sum_15m": 1.5}) == {"r": 2.0}
-    err = refused(lambda: check_on_demand(odfv("tests.definitions.odfv_support:wrong_outputs")), "schema['r']", "schema['extra']",
-                  kind=OnDemandCheckError)
+    assert check_on_demand(
+        odfv("tests.definitions.odfv_support:ratio"), {"amount_now": 3.0, "amount_sum_15m": 1.5}
+    ) == {"r": 2.0}
+    err = refused(
+        lambda: check_on_demand(odfv("tests.definitions.odfv_support:wrong_outputs")),
+        "schema['r']",
+        "schema['extra']",
+        kind=OnDemandCheckError,
+    )
     assert "'text' (str)" in str(err)
     err = refused(lambda: check_on_demand(odfv("tests.definitions.odfv_support:raises")), "fn", kind=OnDemandCheckError)
     assert "ZeroDivisionError: boom" in str(err) and "odfv_support.py" in str(err)
-    assert check_on_demand(odfv("tests.definitions.odfv_support:batch_ok", "batch"), {"amount_sum_15m": 4.0}) == {"r": 8.0}
+    assert check_on_demand(odfv("tests.definitions.odfv_support:batch_ok", "batch"), {"amount_sum_15m": 4.0}) == {
+        "r": 8.0
+    }
     # One coercion rule for both modes (engine/definitions/transform_runner.py): ints widen to float.
     assert check_on_demand(odfv("tests.definitions.odfv_support:batch_int", "batch")) == {"r": 3.0}
-    err = refused(lambda: check_on_demand(odfv("tests.definitions.odfv_support:batch_text", "batch")), "schema['r']",
-                  kind=OnDemandCheckError)
+    err = refused(
+        lambda: check_on_demand(odfv("tests.definitions.odfv_support:batch_text", "batch")),
+        "schema['r']",
+        kind=OnDemandCheckError,
+    )
     assert "'sample' (str)" in str(err)
-    refused(lambda: check_on_demand(odfv("tests.definitions.odfv_support:not_a_frame", "batch")), "fn", kind=OnDemandCheckError)
+    refused(
+        lambda: check_on_demand(odfv("tests.definitions.odfv_support:not_a_frame", "batch")),
+        "fn",
+        kind=OnDemandCheckError,
+    )
 
 
 def test_a_trailing_newline_is_not_part_of_a_valid_name() -> None:
     # "$" in a pattern also matches before a final "\n"; names end up in paths and keys.
     refused(lambda: Entity(name="user\n", join_keys=["user_id"]), "name")
     refused(lambda: Entity(name="user", join_keys=["user_id\n"]), "join_keys")
-    refused(lambda: EventSource(name="tx", topic="transactions\n", timestamp_field="ts",
-                                schema={"ts": int}), "topic")  # fmt: skip
+    refused(lambda: EventSource(name="tx", topic="transactions\n", timestamp_field="ts", schema={"ts": int}), "topic")

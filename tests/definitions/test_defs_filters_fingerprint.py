@@ -28,22 +28,25 @@ COLUMNS = {
 }
 
 
-@pytest.mark.parametrize(("expr", "expected"), [
-    (col("event_type") == "PURCHASE", [True, False, True, False]),
-    (col("event_type") != "PURCHASE", [False, True, False, True]),
-    (col("country") == "DE", [True, False, False, True]),
-    (col("amount") < 10.0, [False, True, False, True]),
-    (col("amount") <= 10.0, [True, True, False, True]),
-    (col("qty") > 2, [False, False, True, True]),
-    (col("qty") >= 2, [False, True, True, True]),
-    (col("flag") == True, [True, False, True, False]),  # noqa: E712 (builds an expression)
-    (col("event_type").isin(["AUTH", "REFUND"]), [False, True, False, True]),
-    (col("country").isin(["US"]), [False, False, True, False]),
-    ((col("event_type") == "PURCHASE") & (col("amount") > 50), [False, False, True, False]),
-    ((col("qty") == 1) | (col("qty") == 4), [True, False, False, True]),
-    (~(col("event_type") == "PURCHASE"), [False, True, False, True]),
-    (~((col("qty") > 1) & (col("qty") < 4)) | (col("country") == "FR"), [True, True, False, True]),
-])
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        (col("event_type") == "PURCHASE", [True, False, True, False]),
+        (col("event_type") != "PURCHASE", [False, True, False, True]),
+        (col("country") == "DE", [True, False, False, True]),
+        (col("amount") < 10.0, [False, True, False, True]),
+        (col("amount") <= 10.0, [True, True, False, True]),
+        (col("qty") > 2, [False, False, True, True]),
+        (col("qty") >= 2, [False, True, True, True]),
+        (col("flag") == True, [True, False, True, False]),  # noqa: E712 (builds an expression)
+        (col("event_type").isin(["AUTH", "REFUND"]), [False, True, False, True]),
+        (col("country").isin(["US"]), [False, False, True, False]),
+        ((col("event_type") == "PURCHASE") & (col("amount") > 50), [False, False, True, False]),
+        ((col("qty") == 1) | (col("qty") == 4), [True, False, False, True]),
+        (~(col("event_type") == "PURCHASE"), [False, True, False, True]),
+        (~((col("qty") > 1) & (col("qty") < 4)) | (col("country") == "FR"), [True, True, False, True]),
+    ],
+)
 def test_filter_evaluates_vectorized(expr: object, expected: list[bool]) -> None:
     from engine.definitions import Expr
 
@@ -77,15 +80,24 @@ def test_filter_misuse_is_refused_clearly() -> None:
 
 
 def _base() -> StreamFeatureView:
-    src = EventSource(name="tx", topic="tx", timestamp_field="ts",
-                      schema={"user_id": "string", "amount": float, "event_type": "string"},
-                      allowed_lateness=timedelta(minutes=5))
+    src = EventSource(
+        name="tx",
+        topic="tx",
+        timestamp_field="ts",
+        schema={"user_id": "string", "amount": float, "event_type": "string"},
+        allowed_lateness=timedelta(minutes=5),
+    )
     return StreamFeatureView(
-        name="spend", source=src, entities=[Entity(name="user", join_keys=["user_id"])],
+        name="spend",
+        source=src,
+        entities=[Entity(name="user", join_keys=["user_id"])],
         filter=col("event_type") == "PURCHASE",
-        aggregations=[Aggregation(column="amount", function="sum", window=timedelta(hours=1)),
-                      Aggregation(column="amount", function="count", window=timedelta(minutes=15))],
-        tags={"team": "risk"})
+        aggregations=[
+            Aggregation(column="amount", function="sum", window=timedelta(hours=1)),
+            Aggregation(column="amount", function="count", window=timedelta(minutes=15)),
+        ],
+        tags={"team": "risk"},
+    )
 
 
 def test_fingerprint_is_stable() -> None:
@@ -99,13 +111,21 @@ def test_fingerprint_is_stable() -> None:
 
 def test_fingerprint_ignores_what_does_not_change_partials() -> None:
     a = _base()
-    src = dataclasses.replace(a.source, description="other", history=("x.parquet",), max_payload_bytes=10,
-                              max_future_skew=timedelta(hours=1))
+    src = dataclasses.replace(
+        a.source, description="other", history=("x.parquet",), max_payload_bytes=10, max_future_skew=timedelta(hours=1)
+    )
     entity = Entity(name="customer", join_keys=["user_id"], description="renamed entity")
     named = [dataclasses.replace(agg, name=f"f{i}", default=1.0) for i, agg in enumerate(a.aggregations)]
     for variant in (
-        dataclasses.replace(a, name="renamed", description="d", tags={"x": "y"}, online=False, offline=False,
-                            expected_freshness=timedelta(hours=2)),
+        dataclasses.replace(
+            a,
+            name="renamed",
+            description="d",
+            tags={"x": "y"},
+            online=False,
+            offline=False,
+            expected_freshness=timedelta(hours=2),
+        ),
         dataclasses.replace(a, source=src),
         dataclasses.replace(a, entities=[entity]),
         dataclasses.replace(a, aggregations=named),
@@ -143,7 +163,9 @@ def test_definitions_import_no_engine_runtime() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, engine.definitions, engine.plan; "
-            "print(sorted(m for m in ('bytewax', 'confluent_kafka', 'rocksdict', 'polars') if m in sys.modules))")
+    code = (
+        "import sys, engine.definitions, engine.plan; "
+        "print(sorted(m for m in ('bytewax', 'confluent_kafka', 'rocksdict', 'polars') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

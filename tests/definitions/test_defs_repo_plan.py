@@ -76,8 +76,15 @@ scoring = FeatureService(name="scoring", features=[spend, ratio])
 def write_repo(root: Path, pkg: str, hours: int = 1, description: str = "", services: bool = True) -> Path:
     repo = root / pkg
     repo.mkdir(parents=True, exist_ok=True)
-    files = {"__init__.py": "", "entities.py": ENTITIES, "sources.py": SOURCES, "views.py": VIEWS,
-             "transforms.py": TRANSFORMS, "odfv.py": ODFV, "services.py": SERVICES if services else ""}
+    files = {
+        "__init__.py": "",
+        "entities.py": ENTITIES,
+        "sources.py": SOURCES,
+        "views.py": VIEWS,
+        "transforms.py": TRANSFORMS,
+        "odfv.py": ODFV,
+        "services.py": SERVICES if services else "",
+    }
     for name, text in files.items():
         path = repo / name
         for key, value in (("{pkg}", pkg), ("{hours}", str(hours)), ("{description}", description)):
@@ -113,15 +120,19 @@ def test_load_repo_reports_every_error_across_modules(tmp_path: Path) -> None:
     repo = write_repo(tmp_path, "repo_bad")
     (repo / "entities.py").write_text(ENTITIES + '\nshop = Entity(name="Shop", join_keys="shop_id")\n')
     (repo / "broken.py").write_text("x = 1\nraise RuntimeError('module broken on purpose')\n")
-    (repo / "more.py").write_text(textwrap.dedent("""
+    (repo / "more.py").write_text(
+        textwrap.dedent("""
         from datetime import timedelta
         from engine.definitions import Aggregation
         bad = Aggregation(column="amount", function="summ", window=timedelta(hours=1))
-    """))
-    (repo / "dupes.py").write_text(textwrap.dedent("""
+    """)
+    )
+    (repo / "dupes.py").write_text(
+        textwrap.dedent("""
         from engine.definitions import RequestSource
         other_req = RequestSource(name="req", schema={"amount": "int"})
-    """))
+    """)
+    )
     with pytest.raises(RepoValidationError) as info:
         load_repo(repo)
     errors = info.value.errors
@@ -144,16 +155,23 @@ def test_load_repo_reports_every_bad_definition_of_one_module(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     repo = write_repo(tmp_path, "repo_many")
-    (repo / "entities.py").write_text(ENTITIES + textwrap.dedent("""
+    (repo / "entities.py").write_text(
+        ENTITIES
+        + textwrap.dedent("""
         shop = Entity(name="shop", join_keys="shop_id")
         card = Entity(name="card", join_keys=["card_id"])
         bank = Entity(name="bank", join_keys=[])
-    """))
-    (repo / "sources.py").write_text(SOURCES + textwrap.dedent("""
+    """)
+    )
+    (repo / "sources.py").write_text(
+        SOURCES
+        + textwrap.dedent("""
         late = EventSource(name="late", topic="late", timestamp_field="ts", schema={"a": "decimal"})
         uses_late = RequestSource(name=late.name, schema={"amount": "float"})
-    """))
-    (repo / "more_views.py").write_text(textwrap.dedent("""
+    """)
+    )
+    (repo / "more_views.py").write_text(
+        textwrap.dedent("""
         from datetime import timedelta
         from engine.definitions import Aggregation, StreamFeatureView
         from repo_many.entities import card, shop
@@ -162,7 +180,8 @@ def test_load_repo_reports_every_bad_definition_of_one_module(
             aggregations=[Aggregation(column="amount", function="sum", window=timedelta(hours=1))])
         card_spend = StreamFeatureView(name="card_spend", source=tx, entities=[card],
             aggregations=[Aggregation(column="amount", function="summ", window=timedelta(hours=1))])
-    """))
+    """)
+    )
     with pytest.raises(RepoValidationError) as info:
         load_repo(repo)
     errors = info.value.errors
@@ -173,8 +192,9 @@ def test_load_repo_reports_every_bad_definition_of_one_module(
     assert errors[0].startswith(f"{repo}/entities.py:{shop_line}: Entity 'shop': field 'join_keys': expected ")
     assert errors[1].startswith(f"{repo}/entities.py:{shop_line + 2}: Entity 'bank': field 'join_keys': expected ")
     assert all("Hint: " in e for e in errors)
-    assert any(e.startswith(f"{repo}/sources.py:") and "EventSource 'late'" in e and "field 'schema['a']'" in e
-               for e in errors)
+    assert any(
+        e.startswith(f"{repo}/sources.py:") and "EventSource 'late'" in e and "field 'schema['a']'" in e for e in errors
+    )
     assert any(e.startswith(f"{repo}/more_views.py:9: ") and "field 'function'" in e for e in errors)
     assert not any("NameError" in e or "ImportError" in e or "uses_late" in e for e in errors)
     # `streamfeat plan` prints the same list and exits 2.
@@ -187,10 +207,13 @@ def test_importing_a_bad_module_outside_load_repo_raises_at_once(tmp_path: Path)
     from engine.definitions import DefinitionError
 
     repo = write_repo(tmp_path, "repo_plain")
-    (repo / "entities.py").write_text(ENTITIES + textwrap.dedent("""
+    (repo / "entities.py").write_text(
+        ENTITIES
+        + textwrap.dedent("""
         shop = Entity(name="Shop", join_keys="shop_id")
         reached = True
-    """))
+    """)
+    )
     sys.path.insert(0, str(tmp_path))
     with pytest.raises(DefinitionError, match="Entity 'Shop'"):
         __import__("repo_plain.entities")
@@ -200,7 +223,8 @@ def test_importing_a_bad_module_outside_load_repo_raises_at_once(tmp_path: Path)
 def test_load_repo_cross_validation(tmp_path: Path) -> None:
     repo = write_repo(tmp_path, "repo_cross")
     # A service referring to a view that is not defined at module level in the repo.
-    (repo / "extra.py").write_text(textwrap.dedent("""
+    (repo / "extra.py").write_text(
+        textwrap.dedent("""
         from datetime import timedelta
         from engine.definitions import Aggregation, FeatureService, StreamFeatureView
         from repo_cross.entities import user
@@ -212,7 +236,8 @@ def test_load_repo_cross_validation(tmp_path: Path) -> None:
                   aggregations=[Aggregation(column="amount", function="max", window=timedelta(hours=1), name="m")])
         twin2 = StreamFeatureView(name="twin2", source=tx, entities=[user],
                   aggregations=[Aggregation(column="amount", function="max", window=timedelta(hours=1), name="n")])
-    """))
+    """)
+    )
     with pytest.raises(RepoValidationError) as info:
         load_repo(repo)
     text = "\n".join(info.value.errors)
@@ -242,8 +267,7 @@ def test_feature_repo_direct_construction_validates(tmp_path: Path) -> None:
     assert FeatureRepo.from_objects([view]).sources == (view.source,)  # referenced source is added
     other_source = dataclasses.replace(view.source, topic="elsewhere")
     with pytest.raises(RepoValidationError) as info:
-        FeatureRepo(entities=repo.entities, sources=(other_source,), views=(view,), on_demand_views=(),
-                    services=())
+        FeatureRepo(entities=repo.entities, sources=(other_source,), views=(view,), on_demand_views=(), services=())
     assert "StreamFeatureView 'spend': field 'source'" in str(info.value)
     with pytest.raises(RepoValidationError, match="OnDemandFeatureView 'ratio': field 'sources'"):
         FeatureRepo.from_objects([repo.on_demand_view("ratio")])
@@ -255,7 +279,10 @@ def test_plan_apply_cycle(tmp_path: Path) -> None:
     first = compute_plan(repo, None)
     assert first.first_apply and first.shards == DEFAULT_SHARDS
     assert {(c.kind, c.name, c.action) for c in first.changes} == {
-        ("view", "spend", "new"), ("on_demand_view", "ratio", "new"), ("service", "scoring", "new")}
+        ("view", "spend", "new"),
+        ("on_demand_view", "ratio", "new"),
+        ("service", "scoring", "new"),
+    }
     assert first.needs_backfill == ("spend",)
 
     _, applied = apply_plan(repo, plan_file)
@@ -354,7 +381,9 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, *argv: str) -> int:
     return cli.main(list(argv))
 
 
-def test_cli_plan_and_apply(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_plan_and_apply(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)
     for name in [k for k in os.environ if k.startswith("STREAMFEAT_")]:
         monkeypatch.delenv(name)
@@ -390,16 +419,26 @@ def test_example_repo_loads_and_transforms_check() -> None:
     assert repo.view("merchant_activity").join_keys == ("merchant_id",)
     velocity = check_on_demand(repo.on_demand_view("spend_velocity"), {"amount": 50.0, "amount_sum_15m": 0.0})
     assert velocity == {"spend_velocity_ratio": pytest.approx(50.0 / 0.001)}
-    share = check_on_demand(repo.on_demand_view("user_merchant_share"),
-                            {"amount_sum_1h": 30.0, "merchant_amount_sum_1h": 120.0})
+    share = check_on_demand(
+        repo.on_demand_view("user_merchant_share"), {"amount_sum_1h": 30.0, "merchant_amount_sum_1h": 120.0}
+    )
     assert share == {"user_merchant_share_1h": 0.25}
-    guarded = check_on_demand(repo.on_demand_view("user_merchant_share"),
-                              {"amount_sum_1h": 30.0, "merchant_amount_sum_1h": 0.0})
+    guarded = check_on_demand(
+        repo.on_demand_view("user_merchant_share"), {"amount_sum_1h": 30.0, "merchant_amount_sum_1h": 0.0}
+    )
     assert guarded == {"user_merchant_share_1h": 0.0}
     service = repo.service("fraud_scoring")
     assert service.entity_join_keys == ("user_id", "merchant_id")
     assert dict(service.request_fields) == {"amount": "float"}
-    assert service.feature_names[-10:] == ("merchant_txn_count_15m", "merchant_txn_count_1h",
-                                           "pair_txn_count_1d", "pair_amount_sum_1d", "pair_ms_since_last_1d", "pair_first_seen_1d",
-                                           "user_purchases_lifetime", "user_first_seen_lifetime",
-                                           "spend_velocity_ratio", "user_merchant_share_1h")
+    assert service.feature_names[-10:] == (
+        "merchant_txn_count_15m",
+        "merchant_txn_count_1h",
+        "pair_txn_count_1d",
+        "pair_amount_sum_1d",
+        "pair_ms_since_last_1d",
+        "pair_first_seen_1d",
+        "user_purchases_lifetime",
+        "user_first_seen_lifetime",
+        "spend_velocity_ratio",
+        "user_merchant_share_1h",
+    )

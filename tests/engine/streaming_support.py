@@ -61,8 +61,13 @@ class Record:
 
 def read_topic(bootstrap: str, topic: str, partitions: int) -> list[Record]:
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "test-reader", "enable.auto.commit": False,
-         "enable.partition.eof": True, "auto.offset.reset": "earliest"}
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "test-reader",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+        }
     )
     try:
         consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
@@ -92,16 +97,24 @@ def reference_events(records: Iterable[Record], generated: EventBatch | None = N
     events: list[dict[str, Any]] = []
     for r in sorted(records, key=lambda r: (r.partition, r.offset)):
         if r.value in malformed:
-            events.append({"entity": None, "e": 0, "partition": r.partition, "offset": r.offset,
-                           "value": 0.0, "valid": False})
+            events.append(
+                {"entity": None, "e": 0, "partition": r.partition, "offset": r.offset, "value": 0.0, "valid": False}
+            )
             continue
         doc = orjson.loads(r.value)
-        events.append({
-            "entity": doc["user_id"], "merchant": doc["merchant_id"],
-            "pair": (doc["user_id"], doc["merchant_id"]), "e": doc["ts"],
-            "partition": r.partition, "offset": r.offset, "value": float(doc["amount"]),
-            "event_type": doc["event_type"], "valid": True,
-        })
+        events.append(
+            {
+                "entity": doc["user_id"],
+                "merchant": doc["merchant_id"],
+                "pair": (doc["user_id"], doc["merchant_id"]),
+                "e": doc["ts"],
+                "partition": r.partition,
+                "offset": r.offset,
+                "value": float(doc["amount"]),
+                "event_type": doc["event_type"],
+                "valid": True,
+            }
+        )
     return events
 
 
@@ -114,16 +127,23 @@ def is_purchase(event: Any) -> bool:
 
 
 def expected_values(
-    view: StreamFeatureView, applied: Sequence[dict[str, Any]], entity: str | tuple[str, ...], t: int,
+    view: StreamFeatureView,
+    applied: Sequence[dict[str, Any]],
+    entity: str | tuple[str, ...],
+    t: int,
     key_field: str = "entity",
 ) -> dict[str, Any]:
-    events = [
-        e if key_field == "entity" else {**e, "entity": e[key_field]} for e in applied if e[key_field] == entity
-    ]
+    events = [e if key_field == "entity" else {**e, "entity": e[key_field]} for e in applied if e[key_field] == entity]
     return {
         agg.output_name: reference_value(
-            events, entity, t, str(getattr(agg.function, "value", agg.function)), agg.window_ms,
-            view.interval_ms, agg.default, filter=is_purchase,
+            events,
+            entity,
+            t,
+            str(getattr(agg.function, "value", agg.function)),
+            agg.window_ms,
+            view.interval_ms,
+            agg.default,
+            filter=is_purchase,
         )
         for agg in view.aggregations
     }
@@ -132,7 +152,9 @@ def expected_values(
 # The example views and the reference event field holding each one's entity key
 # (a tuple of join-key values for the user x merchant view).
 EXAMPLE_VIEW_KEYS = (
-    ("user_spend", "entity"), ("merchant_activity", "merchant"), ("user_merchant_spend", "pair"),
+    ("user_spend", "entity"),
+    ("merchant_activity", "merchant"),
+    ("user_merchant_spend", "pair"),
     ("user_lifetime", "entity"),
 )
 
@@ -187,12 +209,8 @@ def state_key(view: StreamFeatureView, entity: str) -> bytes:
     return tile_key(view.fingerprint, entity_key([entity]))
 
 
-
-
 def streamfeat(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=timeout
-    )
+    done = subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=timeout)
     if check and done.returncode != 0:
         raise AssertionError(f"streamfeat {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
     return done
@@ -221,9 +239,10 @@ class ProgressProbe:
                 own = self.own_dir / f"probe-{shard}"
                 own.mkdir(parents=True, exist_ok=True)
                 db = rocksdict.Rdict(
-                    str(shard_path(self.state_dir, shard)), reader_options(),
+                    str(shard_path(self.state_dir, shard)),
+                    reader_options(),
                     access_type=rocksdict.AccessType.secondary(str(own)),
-                )  # fmt: skip
+                )
                 self._dbs[shard] = db
             db.try_catch_up_with_primary()
             records = scan_offsets(db, self.topic)
@@ -241,7 +260,12 @@ class ProgressProbe:
 
 
 def kill_mid_run(
-    child: subprocess.Popen[bytes], state_dir: Path, shards: int, topic: str, total: int, fraction: float,
+    child: subprocess.Popen[bytes],
+    state_dir: Path,
+    shards: int,
+    topic: str,
+    total: int,
+    fraction: float,
     timeout_s: float = 120.0,
 ) -> bool:
     """SIGKILL ``child``'s process group once ``fraction`` of the remaining records are applied.

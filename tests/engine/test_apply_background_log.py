@@ -22,14 +22,21 @@ def _batch(first_offset: int, n: int) -> DecodedBatch:
     offsets = np.arange(first_offset, first_offset + n, dtype=np.int64)
     ts = START_MS + offsets * 1_000
     return DecodedBatch(
-        topic="transactions", partition=0, first_offset=first_offset, last_offset=int(offsets[-1]),
-        top_ts_after=(int(ts.max()),), offsets=offsets, event_ts=ts,
-        columns={"user_id": np.array(["u1"] * n, dtype=object),
-                 "merchant_id": np.array(["m1"] * n, dtype=object),
-                 "amount": np.arange(n, dtype=np.float64) + 1.0,
-                 "event_type": np.array(["PURCHASE"] * n, dtype=object)},
+        topic="transactions",
+        partition=0,
+        first_offset=first_offset,
+        last_offset=int(offsets[-1]),
+        top_ts_after=(int(ts.max()),),
+        offsets=offsets,
+        event_ts=ts,
+        columns={
+            "user_id": np.array(["u1"] * n, dtype=object),
+            "merchant_id": np.array(["m1"] * n, dtype=object),
+            "amount": np.arange(n, dtype=np.float64) + 1.0,
+            "event_type": np.array(["PURCHASE"] * n, dtype=object),
+        },
         dead_letters=(),
-    )  # fmt: skip
+    )
 
 
 def _apply(applier: ShardApplier, batch: DecodedBatch, views: tuple[object, ...]) -> None:
@@ -46,8 +53,9 @@ def test_background_roll_records_the_log_offset_after_the_files(tmp_path: Path) 
     store = RocksDBStore(tmp_path / "state", 1)
     root = tmp_path / "log"
     try:
-        applier = ShardApplier(store.partition(0), views, "transactions", log_root=str(root),
-                               log_max_rows=1, publish_in_background=True)  # fmt: skip
+        applier = ShardApplier(
+            store.partition(0), views, "transactions", log_root=str(root), log_max_rows=1, publish_in_background=True
+        )
         _apply(applier, _batch(0, 5), views)  # due at once: cut and handed to the publisher
         assert applier.offsets[0].applied_offset == 4
         # Not recorded before the next call confirms the files, however fast they were.
@@ -69,8 +77,9 @@ def test_background_roll_failure_keeps_the_rows_for_the_next_roll(tmp_path: Path
     blocker.parent.mkdir(parents=True)
     blocker.write_text("a file where the view's directory must go")
     try:
-        applier = ShardApplier(store.partition(0), views, "transactions", log_root=str(root),
-                               log_max_rows=1, publish_in_background=True)  # fmt: skip
+        applier = ShardApplier(
+            store.partition(0), views, "transactions", log_root=str(root), log_max_rows=1, publish_in_background=True
+        )
         _apply(applier, _batch(0, 4), views)  # the background write fails
         applier.maybe_publish_log(force=True)  # collects that failure, then fails again
         assert applier.stats.log_publish_errors == 2

@@ -33,8 +33,9 @@ def test_logged_requests_recompute_exactly_offline(
     topic = kafka_topic(partitions=3)
     produce_events(
         GeneratorConfig(events=6_000, users=150, merchants=20, seed=3, start_ms=1_780_000_000_000, rate=5.0),
-        topic, kafka_bootstrap,
-    )  # fmt: skip
+        topic,
+        kafka_bootstrap,
+    )
     repo_dir = copy_repo(tmp_path, topic)
     data = tmp_path / "data"
     common = ["--repo", str(repo_dir), "--data-dir", str(data)]
@@ -54,7 +55,10 @@ def test_logged_requests_recompute_exactly_offline(
     try:
         for t in (t_end, t_end + 600_000, t_end + 7_200_000):
             body = {
-                "entities": {"user_id": users, "merchant_id": [merchants[i % len(merchants)] for i in range(len(users))]},
+                "entities": {
+                    "user_id": users,
+                    "merchant_id": [merchants[i % len(merchants)] for i in range(len(users))],
+                },
                 "request_data": {"amount": [10.0 + i for i in range(len(users))]},
                 "as_of": t,
             }
@@ -62,8 +66,12 @@ def test_logged_requests_recompute_exactly_offline(
         # As of a time inside the last tile, the online table already holds later events
         # of that tile (semantics section 3): serving answers those rows from the log.
         early = (t_end // 60_000) * 60_000 + 1
-        body = {"entities": {"user_id": users, "merchant_id": [merchants[0]] * len(users)},
-                "request_data": {"amount": [1.0] * len(users)}, "as_of": early, "include_metadata": True}
+        body = {
+            "entities": {"user_id": users, "merchant_id": [merchants[0]] * len(users)},
+            "request_data": {"amount": [1.0] * len(users)},
+            "as_of": early,
+            "include_metadata": True,
+        }
         answer = client.post("/v1/features/fraud_scoring", json=body).json()
         assert any(row["user_spend"] == "log" for row in answer["metadata"]["sources"])
     finally:
@@ -71,7 +79,8 @@ def test_logged_requests_recompute_exactly_offline(
     # One logged value that is not what the features are: the check must report it.
     wrong = {**answer["features"][0], "amount_count_15m": answer["features"][0]["amount_count_15m"] + 1}
     app.state.serving.request_log.record(
-        "fraud_scoring", early, {"user_id": [users[0]], "merchant_id": [merchants[0]]}, {"amount": [1.0]}, [wrong])
+        "fraud_scoring", early, {"user_id": [users[0]], "merchant_id": [merchants[0]]}, {"amount": [1.0]}, [wrong]
+    )
     app.state.serving.request_log.flush()
 
     repo = load_repo(repo_dir)

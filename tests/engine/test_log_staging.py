@@ -18,8 +18,7 @@ FP_HEX = "ab" * 8
 
 
 def _writer(root: Path, join_keys: tuple[str, ...], max_rows: int = 1_000_000) -> ParquetLogWriter:
-    return ParquetLogWriter(str(root), "v", FP_HEX, join_keys, ("amount",), "s000",
-                            max_rows=max_rows, max_age_s=3600.0)  # fmt: skip
+    return ParquetLogWriter(str(root), "v", FP_HEX, join_keys, ("amount",), "s000", max_rows=max_rows, max_age_s=3600.0)
 
 
 def _piece(first_offset: int, users: list[str], rng: np.random.Generator) -> ViewRows:
@@ -51,8 +50,9 @@ def test_many_small_pieces_reach_the_log_exactly(tmp_path: Path) -> None:
         staged.add(piece, partition)
         for j, user in enumerate(users):
             ts = int(piece.event_ts[j])
-            expected.append((user, ts, partition, int(piece.offsets[j]),
-                             ts // INTERVAL_MS * INTERVAL_MS, float(piece.values[j, 0])))  # fmt: skip
+            expected.append(
+                (user, ts, partition, int(piece.offsets[j]), ts // INTERVAL_MS * INTERVAL_MS, float(piece.values[j, 0]))
+            )
     # Full groups were handed over as they filled; the last few pieces wait.
     assert 0 < staged.rows < len(expected)
     assert writer.buffered_rows + staged.rows == len(expected)
@@ -60,8 +60,9 @@ def test_many_small_pieces_reach_the_log_exactly(tmp_path: Path) -> None:
     assert staged.rows == 0 and staged.since is None
     assert writer.publish() is not None
     log = read_log(str(tmp_path), "v").sort(["partition", "offset"])
-    got = list(log.select("user_id", "event_time", "partition", "offset", "tile_start",
-                          value_column("amount")).iter_rows())  # fmt: skip
+    got = list(
+        log.select("user_id", "event_time", "partition", "offset", "tile_start", value_column("amount")).iter_rows()
+    )
     assert got == sorted(expected, key=lambda row: (row[2], row[3]))
 
 
@@ -69,17 +70,28 @@ def test_multi_key_views_log_their_join_values(tmp_path: Path) -> None:
     writer = _writer(tmp_path, ("user_id", "card_id"))
     staged = StagedLogRows(writer, INTERVAL_MS)
     for first in (0, 2):
-        staged.add(ViewRows(keys=[b"u1\x1fc1", b"u2\x1fc2"], codes=np.array([0, 1]),
-                            join_values={"user_id": np.array(["u1", "u2"], dtype=object),
-                                         "card_id": np.array(["c1", "c2"], dtype=object)},
-                            event_ts=np.array([START_MS, START_MS + 1], dtype=np.int64) + first,
-                            offsets=np.array([first, first + 1], dtype=np.int64),
-                            values=np.array([[1.0], [2.0]])), 3)  # fmt: skip
+        staged.add(
+            ViewRows(
+                keys=[b"u1\x1fc1", b"u2\x1fc2"],
+                codes=np.array([0, 1]),
+                join_values={
+                    "user_id": np.array(["u1", "u2"], dtype=object),
+                    "card_id": np.array(["c1", "c2"], dtype=object),
+                },
+                event_ts=np.array([START_MS, START_MS + 1], dtype=np.int64) + first,
+                offsets=np.array([first, first + 1], dtype=np.int64),
+                values=np.array([[1.0], [2.0]]),
+            ),
+            3,
+        )
     staged.flush()
     writer.publish()
     log = read_log(str(tmp_path), "v").sort("offset")
     assert log.select("user_id", "card_id", "partition", "offset").rows() == [
-        ("u1", "c1", 3, 0), ("u2", "c2", 3, 1), ("u1", "c1", 3, 2), ("u2", "c2", 3, 3)
+        ("u1", "c1", 3, 0),
+        ("u2", "c2", 3, 1),
+        ("u1", "c1", 3, 2),
+        ("u2", "c2", 3, 3),
     ]
     assert log[value_column("amount")].to_list() == [1.0, 2.0, 1.0, 2.0]
 

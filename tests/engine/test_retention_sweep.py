@@ -25,9 +25,13 @@ RETENTION = 10 * G
 def _record(layout: PartialLayout, times: list[int]) -> bytes:
     ts = np.array(times, dtype=np.int64)
     _, tiles, partials = aggregate_batch(
-        layout, np.zeros(len(ts), dtype=np.int64), ts // G, ts,
-        encode_positions(np.zeros(len(ts), dtype=np.int64), np.arange(len(ts))), np.ones((len(ts), 1)),
-    )  # fmt: skip
+        layout,
+        np.zeros(len(ts), dtype=np.int64),
+        ts // G,
+        ts,
+        encode_positions(np.zeros(len(ts), dtype=np.int64), np.arange(len(ts))),
+        np.ones((len(ts), 1)),
+    )
     return encode_tiles(tiles, partials, int(ts.max()))
 
 

@@ -91,9 +91,9 @@ def _view(join_keys: tuple[str, ...], with_filter: bool) -> Any:
 @settings(max_examples=100, deadline=None)
 @given(
     st.lists(
-        st.tuples(st.sampled_from(["u1", "u2", "ü3", "4", "u5"]), st.sampled_from(["m", "n"]),
-                  st.booleans()),
-        min_size=1, max_size=80,
+        st.tuples(st.sampled_from(["u1", "u2", "ü3", "4", "u5"]), st.sampled_from(["m", "n"]), st.booleans()),
+        min_size=1,
+        max_size=80,
     ),
     st.integers(1, 7),
     st.booleans(),
@@ -104,7 +104,11 @@ def test_route_equals_per_row_definition(
 ) -> None:
     n = len(rows)
     batch = DecodedBatch(
-        topic="t", partition=2, first_offset=10, last_offset=10 + n - 1, top_ts_after=(5_000,),
+        topic="t",
+        partition=2,
+        first_offset=10,
+        last_offset=10 + n - 1,
+        top_ts_after=(5_000,),
         offsets=np.arange(10, 10 + n, dtype=np.int64),
         event_ts=np.arange(1000, 1000 + n, dtype=np.int64),
         columns={
@@ -129,16 +133,17 @@ def test_route_equals_per_row_definition(
         assert set(part.codes.tolist()) == set(range(len(part.keys)))  # every key is used
         assert part.offsets.tolist() == sorted(part.offsets.tolist())  # row order kept
         for key, value, offset, *joined in zip(
-            part.entity_keys, part.values[:, 0].tolist(), part.offsets.tolist(),
-            *(part.join_values[k].tolist() for k in join), strict=True,
+            part.entity_keys,
+            part.values[:, 0].tolist(),
+            part.offsets.tolist(),
+            *(part.join_values[k].tolist() for k in join),
+            strict=True,
         ):
             assert shard_for(FINGERPRINT, key, shards) == shard_batch.shard
             assert key == entity_key(joined)
             seen[offset] = (key, value, shard_batch.shard)
     want = {
-        10 + i: entity_key([r[0], r[1]] if composite else [r[0]])
-        for i, r in enumerate(rows)
-        if r[2] or not with_filter
+        10 + i: entity_key([r[0], r[1]] if composite else [r[0]]) for i, r in enumerate(rows) if r[2] or not with_filter
     }
     assert {o: k for o, (k, _, _) in seen.items()} == want
     assert all(v == (o - 10) * 1.5 for o, (_, v, _) in seen.items())
@@ -147,8 +152,11 @@ def test_route_equals_per_row_definition(
 def _rows(keys: list[bytes], codes: list[int]) -> ViewRows:
     n = len(codes)
     return ViewRows(
-        keys=keys, codes=np.asarray(codes, dtype=np.int64), join_values={},
-        event_ts=np.zeros(n, np.int64), offsets=np.arange(n, dtype=np.int64),
+        keys=keys,
+        codes=np.asarray(codes, dtype=np.int64),
+        join_values={},
+        event_ts=np.zeros(n, np.int64),
+        offsets=np.arange(n, dtype=np.int64),
         values=np.zeros((n, 0)),
     )
 
@@ -161,8 +169,13 @@ def test_split_by_shard_and_merge_codes_keep_each_row_key() -> None:
     assert sum(len(p) for _, p in parts) == 120
     merged_keys, merged_codes = merge_codes([(p, 0) for _, p in parts])
     assert len(set(merged_keys)) == len(merged_keys) == 50
-    got = sorted(zip((merged_keys[c] for c in merged_codes.tolist()),
-                     np.concatenate([p.offsets for _, p in parts]).tolist(), strict=True))
+    got = sorted(
+        zip(
+            (merged_keys[c] for c in merged_codes.tolist()),
+            np.concatenate([p.offsets for _, p in parts]).tolist(),
+            strict=True,
+        )
+    )
     assert got == sorted(zip(rows.entity_keys, rows.offsets.tolist(), strict=True))
 
 
@@ -177,8 +190,9 @@ def test_merge_codes_drops_keys_no_row_uses() -> None:
 def tile_sets(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, int]:
     tiles = np.array(sorted(draw(st.sets(st.integers(-(2**40), 2**40), max_size=6))), np.int64)
     values = draw(
-        st.lists(st.floats(allow_nan=True, width=64), min_size=len(tiles) * LAYOUT.width,
-                 max_size=len(tiles) * LAYOUT.width)
+        st.lists(
+            st.floats(allow_nan=True, width=64), min_size=len(tiles) * LAYOUT.width, max_size=len(tiles) * LAYOUT.width
+        )
     )
     partials = np.asarray(values, dtype=np.float64).reshape(len(tiles), LAYOUT.width)
     return tiles, partials, draw(st.integers(-(2**62), 2**62))
@@ -208,7 +222,8 @@ def test_decode_many_and_encode_many_equal_the_codec(entities: list[Any]) -> Non
 
 def test_encode_many_is_the_codec_for_merged_tiles() -> None:
     flat = FlatTiles(
-        codes=np.array([0, 0, 2], np.int64), tiles=np.array([3, 9, -4], np.int64),
+        codes=np.array([0, 0, 2], np.int64),
+        tiles=np.array([3, 9, -4], np.int64),
         partials=np.arange(3 * LAYOUT.width, dtype=np.float64).reshape(3, LAYOUT.width),
         max_event_ts=np.array([99, NO_EVENT_TS, 7], np.int64),
     )
@@ -228,8 +243,7 @@ def _corruptions() -> list[tuple[str, bytes]]:
         ("field 'version'", header.pack(2, 0, LAYOUT.width, 2, 5) + good[16:]),
         ("field 'flags'", header.pack(1, 2, LAYOUT.width, 2, 5) + good[16:]),
         ("field 'width'", encode_tiles([1], np.zeros((1, 8)), 5)),
-        ("strictly increasing", header.pack(1, 0, LAYOUT.width, 2, 5)
-         + np.array([2, 1], "<i8").tobytes() + good[32:]),
+        ("strictly increasing", header.pack(1, 0, LAYOUT.width, 2, 5) + np.array([2, 1], "<i8").tobytes() + good[32:]),
     ]
 
 

@@ -32,8 +32,16 @@ def test_lost_state_directory_restores_from_changelog_exactly_once(
     tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]
 ) -> None:
     topic = kafka_topic(partitions=3)
-    first = GeneratorConfig(events=6_000, users=200, merchants=30, seed=11, start_ms=START_MS, rate=20.0,
-                            jitter_ms=200_000, malformed_fraction=0.0)
+    first = GeneratorConfig(
+        events=6_000,
+        users=200,
+        merchants=30,
+        seed=11,
+        start_ms=START_MS,
+        rate=20.0,
+        jitter_ms=200_000,
+        malformed_fraction=0.0,
+    )
     produce_events(first, topic, kafka_bootstrap)
     job = make_job(tmp_path, topic, kafka_bootstrap, changelog=True)
     run_main(build_flow(job))  # type: ignore[no-untyped-call]
@@ -43,8 +51,16 @@ def test_lost_state_directory_restores_from_changelog_exactly_once(
     # only a restore from the changelog can give the right values now.
     shutil.rmtree(job.state_dir)
     truncate_topic(kafka_bootstrap, topic, 3)
-    second = GeneratorConfig(events=6_000, users=200, merchants=30, seed=12,
-                             start_ms=START_MS + 400_000, rate=20.0, jitter_ms=200_000, malformed_fraction=0.0)
+    second = GeneratorConfig(
+        events=6_000,
+        users=200,
+        merchants=30,
+        seed=12,
+        start_ms=START_MS + 400_000,
+        rate=20.0,
+        jitter_ms=200_000,
+        malformed_fraction=0.0,
+    )
     produce_events(second, topic, kafka_bootstrap)
     run_main(build_flow(job))  # type: ignore[no-untyped-call]  # restores, then resumes
 

@@ -51,27 +51,56 @@ def _run_cluster(repo: Path, data_dirs: list[Path], bootstrap: str) -> None:
     for index, data in enumerate(data_dirs):
         if not (data / "plan.json").exists():
             streamfeat("apply", "--repo", str(repo), "--data-dir", str(data), "--shards", str(SHARDS))
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "cli", "run", "--repo", str(repo), "--data-dir", str(data),
-             "--bootstrap", bootstrap, "--cluster", cluster, "--process-index", str(index),
-             "--until-caught-up", "--batch-size", "2000"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-        ))  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "cli",
+                    "run",
+                    "--repo",
+                    str(repo),
+                    "--data-dir",
+                    str(data),
+                    "--bootstrap",
+                    bootstrap,
+                    "--cluster",
+                    cluster,
+                    "--process-index",
+                    str(index),
+                    "--until-caught-up",
+                    "--batch-size",
+                    "2000",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+        )
     for proc in procs:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err.decode(errors="replace")[-3000:]
 
 
 def _produce(bootstrap: str, topic: str, seed: int, offset_ms: int) -> None:
-    produce_events(GeneratorConfig(
-        events=4_000, users=300, merchants=30, seed=seed, start_ms=START_MS + offset_ms, rate=20.0,
-        jitter_ms=100_000, malformed_fraction=0.0,
-    ), topic, bootstrap)  # fmt: skip
+    produce_events(
+        GeneratorConfig(
+            events=4_000,
+            users=300,
+            merchants=30,
+            seed=seed,
+            start_ms=START_MS + offset_ms,
+            rate=20.0,
+            jitter_ms=100_000,
+            malformed_fraction=0.0,
+        ),
+        topic,
+        bootstrap,
+    )
 
 
-def _check_durable_state(
-    repo: Path, tmp_path: Path, bootstrap: str, topic: str, seen: list[Record]
-) -> None:
+def _check_durable_state(repo: Path, tmp_path: Path, bootstrap: str, topic: str, seen: list[Record]) -> None:
     """Restore the whole cluster's state into a fresh directory and compare with the reference."""
     fresh = tmp_path / "verify" / "state"
     restore_shards(bootstrap, topic, fresh, SHARDS)

@@ -38,8 +38,14 @@ START_MS = 1_780_000_000_000  # 2026-05-28, comfortably in the past
 def test_stream_matches_reference(tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]) -> None:
     topic = kafka_topic(partitions=3)
     config = GeneratorConfig(
-        events=20_000, users=300, merchants=40, seed=7, start_ms=START_MS, rate=20.0,
-        jitter_ms=400_000, malformed_fraction=0.01,
+        events=20_000,
+        users=300,
+        merchants=40,
+        seed=7,
+        start_ms=START_MS,
+        rate=20.0,
+        jitter_ms=400_000,
+        malformed_fraction=0.01,
     )
     produce_events(config, topic, kafka_bootstrap)
     job = make_job(tmp_path, topic, kafka_bootstrap)
@@ -68,7 +74,9 @@ def test_stream_matches_reference(tmp_path: Path, kafka_bootstrap: str, kafka_to
     by_value = {v: code for v, code in zip(generated.values, generated.malformed.tolist(), strict=True)}
     for letter in letters:
         if getattr(letter.reason, "value", str(letter.reason)) != "late_event":
-            assert letter.value is not None and by_value[letter.value] >= 0, "a good record went to the dead-letter topic"
+            assert letter.value is not None and by_value[letter.value] >= 0, (
+                "a good record went to the dead-letter topic"
+            )
 
     t_end = max(e["e"] for e in applied)
     user_view = next(v for v in job.views if v.name == "user_spend")

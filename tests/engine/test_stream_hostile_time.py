@@ -45,9 +45,16 @@ FAR_FUTURE_MS = 20 * 3_600_000
 
 
 def _event(i: int, partition: int, ts: int, user: str) -> dict[str, Any]:
-    return {"transaction_id": f"t{partition}-{i}", "user_id": user, "merchant_id": f"m{i % 5}",
-            "card_id": f"c{i % 7}", "amount": float(1 + (i * 7 + partition) % 90), "currency": "EUR",
-            "event_type": "PURCHASE" if i % 5 else "REFUND", "ts": ts}
+    return {
+        "transaction_id": f"t{partition}-{i}",
+        "user_id": user,
+        "merchant_id": f"m{i % 5}",
+        "card_id": f"c{i % 7}",
+        "amount": float(1 + (i * 7 + partition) % 90),
+        "currency": "EUR",
+        "event_type": "PURCHASE" if i % 5 else "REFUND",
+        "ts": ts,
+    }
 
 
 def _records(now: int, part: int) -> list[list[bytes]]:

@@ -32,8 +32,14 @@ START_MS = 1_780_000_000_000
 
 def _produce(bootstrap: str, topic: str, events: int, seed: int) -> GeneratorConfig:
     config = GeneratorConfig(
-        events=events, users=2_000, merchants=50, seed=seed, start_ms=START_MS, rate=50.0,
-        jitter_ms=400_000, malformed_fraction=0.005,
+        events=events,
+        users=2_000,
+        merchants=50,
+        seed=seed,
+        start_ms=START_MS,
+        rate=50.0,
+        jitter_ms=400_000,
+        malformed_fraction=0.005,
     )
     produce_events(config, topic, bootstrap)
     return config
@@ -74,7 +80,9 @@ def test_kill_9_at_random_points_loses_and_doubles_nothing(
         with stderr_file.open("wb") as stderr:
             child = subprocess.Popen(
                 [sys.executable, "-m", "cli", "run", *common, "--until-caught-up", "--batch-size", "2000"],
-                stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,
             )
             if kill_mid_run(child, data / "state", 4, topic, config.events, rng.uniform(0.1, 0.5)):
                 killed_mid_run += 1
@@ -95,7 +103,16 @@ def test_one_and_two_processes_compute_the_same_values(
         data = tmp_path / f"data-{processes}"
         streamfeat("apply", "--repo", str(repo), "--data-dir", str(data), "--shards", "4")
         streamfeat(
-            "run", "--repo", str(repo), "--data-dir", str(data), "--bootstrap", kafka_bootstrap,
-            "--until-caught-up", "--processes", str(processes), timeout=600,
+            "run",
+            "--repo",
+            str(repo),
+            "--data-dir",
+            str(data),
+            "--bootstrap",
+            kafka_bootstrap,
+            "--until-caught-up",
+            "--processes",
+            str(processes),
+            timeout=600,
         )
         _check_against_reference(repo, data, kafka_bootstrap, topic, config, tmp_path / f"secondary-{processes}")

@@ -30,16 +30,25 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 START_MS = 1_780_500_000_000
 
 
-def test_two_versions_of_a_view_in_one_pass(tmp_path: Path, kafka_bootstrap: str,
-                                            kafka_topic: Callable[..., str]) -> None:
+def test_two_versions_of_a_view_in_one_pass(
+    tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
     topic = kafka_topic(partitions=2)
     config = GeneratorConfig(events=3_000, users=40, merchants=10, seed=11, start_ms=START_MS, rate=5.0)
     produce_events(config, topic, kafka_bootstrap)
     _, views = example_views(topic)
     v1 = next(v for v in views if v.name == "user_spend")
-    v2 = StreamFeatureView(name="user_spend", version=2, source=v1.source, entities=v1.entities, filter=v1.filter,
-                           aggregations=[Aggregation("amount", "sum", timedelta(minutes=30)),
-                                         Aggregation("amount", "count", timedelta(minutes=30))])
+    v2 = StreamFeatureView(
+        name="user_spend",
+        version=2,
+        source=v1.source,
+        entities=v1.entities,
+        filter=v1.filter,
+        aggregations=[
+            Aggregation("amount", "sum", timedelta(minutes=30)),
+            Aggregation("amount", "count", timedelta(minutes=30)),
+        ],
+    )
     assert v2.name == "user_spend__v2" and v2.fingerprint != v1.fingerprint
     job = make_job(tmp_path, topic, kafka_bootstrap, views=(*views, v2))
     run_main(build_flow(job))  # type: ignore[no-untyped-call]

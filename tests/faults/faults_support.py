@@ -38,8 +38,12 @@ def streamfeat_cmd(*args: str) -> list[str]:
 def applied_data_dir(root: Path) -> Path:
     """A data dir with an applied plan of the example repo and RocksDB state of known events."""
     data = root / "data"
-    done = subprocess.run(streamfeat_cmd("apply", "--repo", str(REPO_DIR), "--data-dir", str(data), "--shards", "4"),
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        streamfeat_cmd("apply", "--repo", str(REPO_DIR), "--data-dir", str(data), "--shards", "4"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if done.returncode != 0:
         raise AssertionError(f"streamfeat apply failed:\n{done.stderr}")
     write_rocksdb(data / "state", load_repo(REPO_DIR).views, make_events(), meta_for=("user_spend",))
@@ -61,7 +65,10 @@ def serve(data: Path, *extra: str, env: Mapping[str, str] | None = None) -> Iter
     with stderr.open("wb") as err:
         proc = subprocess.Popen(
             streamfeat_cmd("serve", "--repo", str(REPO_DIR), "--data-dir", str(data), "--port", str(port), *extra),
-            stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, **(env or {})}, start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -80,6 +87,3 @@ def serve(data: Path, *extra: str, env: Mapping[str, str] | None = None) -> Iter
         yield Served(url, proc, stderr)
     finally:
         stop_process_group(proc, signal.SIGTERM, timeout_s=20, kill_timeout_s=10)
-
-
-

@@ -24,8 +24,15 @@ def applied_linear(events: Sequence[dict[str, Any]], lateness_ms: int = LATENESS
 
 
 def check_against_reference(
-    repo: Path, data_dir: Path, bootstrap: str, topic: str, events: Sequence[dict[str, Any]], secondary: Path,
-    *, shards: int = 4, check_dlq: bool = True,
+    repo: Path,
+    data_dir: Path,
+    bootstrap: str,
+    topic: str,
+    events: Sequence[dict[str, Any]],
+    secondary: Path,
+    *,
+    shards: int = 4,
+    check_dlq: bool = True,
 ) -> dict[str, int]:
     """Assert state, log and DLQ equal the reference; return counts for the report."""
     views = {v.name: v for v in load_repo(repo).views}

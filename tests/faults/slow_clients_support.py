@@ -25,12 +25,15 @@ RECONNECT_S = 0.2
 
 
 def _request(host: str) -> bytes:
-    return (f"POST /v1/features/fraud_scoring HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(BODY)}\r\n\r\n").encode() + BODY
+    return (
+        f"POST /v1/features/fraud_scoring HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(BODY)}\r\n\r\n"
+    ).encode() + BODY
 
 
-async def _one(kind: str, host: str, port: int, source: str, deadline: float, answers: Counter[str],
-               opened: asyncio.Event | None) -> None:
+async def _one(
+    kind: str, host: str, port: int, source: str, deadline: float, answers: Counter[str], opened: asyncio.Event | None
+) -> None:
     request = _request(host)
     head_end = request.index(b"\r\n\r\n") + 4
     while time.monotonic() < deadline:
@@ -47,14 +50,14 @@ async def _one(kind: str, host: str, port: int, source: str, deadline: float, an
             if kind == "stalled_headers":
                 writer.write(request[:20])
             elif kind == "stalled_body":
-                writer.write(request[:head_end + 5])
+                writer.write(request[: head_end + 5])
             elif kind in ("trickled_headers", "trickled_body"):
                 start = 0 if kind == "trickled_headers" else head_end
                 writer.write(request[:start])
                 for i in range(start, len(request) - 1):  # never the last byte
                     if reader.at_eof() or time.monotonic() > deadline:
                         break
-                    writer.write(request[i:i + 1])
+                    writer.write(request[i : i + 1])
                     await asyncio.sleep(TRICKLE_S)
             await writer.drain()
             remaining = deadline - time.monotonic()
@@ -76,8 +79,9 @@ async def main(host: str, port: int, sources: list[str], per_source: int, second
         for i in range(per_source):
             opened = asyncio.Event()
             events.append(opened)
-            tasks.append(asyncio.create_task(
-                _one(KINDS[i % len(KINDS)], host, port, source, deadline, answers, opened)))
+            tasks.append(
+                asyncio.create_task(_one(KINDS[i % len(KINDS)], host, port, source, deadline, answers, opened))
+            )
     await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), timeout=seconds)
     print("ready", flush=True)
     await asyncio.gather(*tasks)

@@ -70,8 +70,9 @@ def test_known_key_reads_its_services_only(keyed: ASGIClient, caplog: pytest.Log
     ok = keyed.post("/v1/features/fraud_scoring", json=GOOD, headers=bearer(SCORING_KEY))
     assert ok.status_code == 200, ok.text
     with caplog.at_level(logging.DEBUG):
-        denied = keyed.post("/v1/features/batch_review", json={"entities": {"user_id": ["u1"]}},
-                            headers=bearer(SCORING_KEY))
+        denied = keyed.post(
+            "/v1/features/batch_review", json={"entities": {"user_id": ["u1"]}}, headers=bearer(SCORING_KEY)
+        )
         assert denied.status_code == 403 and denied.json()["error"]["code"] == "forbidden"
         assert keyed.get("/v1/services/batch_review", headers=bearer(SCORING_KEY)).status_code == 403
         # Feast route: the service is named in the body.
@@ -86,8 +87,11 @@ def test_known_key_reads_its_services_only(keyed: ASGIClient, caplog: pytest.Log
         push = keyed.post("/v1/push/transactions", json={"records": [{}]}, headers=bearer(SCORING_KEY))
         assert push.status_code == 403 and "may not push" in push.json()["error"]["message"]
     assert SCORING_KEY not in caplog.text and "checkout" in caplog.text
-    feast_ok = {"feature_service": "fraud_scoring", "entities": {"user_id": ["u1"], "merchant_id": ["m1"]},
-                "request_context": {"amount": [3.0]}}
+    feast_ok = {
+        "feature_service": "fraud_scoring",
+        "entities": {"user_id": ["u1"], "merchant_id": ["m1"]},
+        "request_context": {"amount": [3.0]},
+    }
     reply = keyed.post("/get-online-features", json=feast_ok, headers=bearer(SCORING_KEY))
     assert reply.status_code == 200, reply.text
     everything = keyed.get("/v1/services/batch_review", headers=bearer(ALL_KEY))
@@ -132,17 +136,20 @@ def test_feature_client_sends_the_key_the_server_checks(keyed: ASGIClient) -> No
     assert keyed.post("/v1/features/fraud_scoring", json=GOOD, headers={"authorization": sent}).status_code == 200
 
 
-@pytest.mark.parametrize("text,field", [
-    ("keys: []", "at least one key"),
-    ("keys:\n  - {name: a, key: short, services: ['*']}", "at least 16"),
-    ("keys:\n  - {name: a, sha256: zz, services: ['*']}", "64 hex"),
-    ("keys:\n  - {name: a, key: 0123456789abcdefg, sha256: " + "0" * 64 + ", services: ['*']}", "exactly one"),
-    ("keys:\n  - {name: a, key: 0123456789abcdefg, services: []}", "services"),
-    ("keys:\n  - {name: a, key: 0123456789abcdefg, services: ['*'], admin: true}", "unknown fields"),
-    ("keys:\n  - {name: a, key: 0123456789abcdefg, services: ['*'], scopes: ['ops:write']}", "scopes"),
-    ("keys:\n  - {name: a, key: 0123456789abcdefg, services: ['*'], scopes: 'ops:read'}", "scopes"),
-    ("[1, 2]", "'keys'"),
-])
+@pytest.mark.parametrize(
+    "text,field",
+    [
+        ("keys: []", "at least one key"),
+        ("keys:\n  - {name: a, key: short, services: ['*']}", "at least 16"),
+        ("keys:\n  - {name: a, sha256: zz, services: ['*']}", "64 hex"),
+        ("keys:\n  - {name: a, key: 0123456789abcdefg, sha256: " + "0" * 64 + ", services: ['*']}", "exactly one"),
+        ("keys:\n  - {name: a, key: 0123456789abcdefg, services: []}", "services"),
+        ("keys:\n  - {name: a, key: 0123456789abcdefg, services: ['*'], admin: true}", "unknown fields"),
+        ("keys:\n  - {name: a, key: 0123456789abcdefg, services: ['*'], scopes: ['ops:write']}", "scopes"),
+        ("keys:\n  - {name: a, key: 0123456789abcdefg, services: ['*'], scopes: 'ops:read'}", "scopes"),
+        ("[1, 2]", "'keys'"),
+    ],
+)
 def test_bad_key_files_are_refused_with_the_reason(tmp_path: Path, text: str, field: str) -> None:
     path = tmp_path / "keys.yaml"
     path.write_text(text)

@@ -34,14 +34,26 @@ START_MS = 1_780_000_000_000
 
 
 def _config(events: int, seed: int) -> GeneratorConfig:
-    return GeneratorConfig(events=events, users=2_000, merchants=50, seed=seed, start_ms=START_MS, rate=50.0,
-                           jitter_ms=400_000, malformed_fraction=0.005)
+    return GeneratorConfig(
+        events=events,
+        users=2_000,
+        merchants=50,
+        seed=seed,
+        start_ms=START_MS,
+        rate=50.0,
+        jitter_ms=400_000,
+        malformed_fraction=0.005,
+    )
 
 
 def _run(common: list[str], stderr: Path, *extra: str) -> subprocess.Popen[bytes]:
     with stderr.open("ab") as err:
-        return subprocess.Popen(streamfeat_cmd("run", *common, "--until-caught-up", *extra),
-                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        return subprocess.Popen(
+            streamfeat_cmd("run", *common, "--until-caught-up", *extra),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
 
 
 def test_kill_9_at_random_points_then_restart_equals_reference(

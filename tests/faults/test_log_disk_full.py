@@ -24,8 +24,9 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     target = tmp_path / "logdisk"
     target.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(target)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(target)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
     try:
@@ -38,8 +39,16 @@ def test_full_log_disk_keeps_state_going_and_the_log_catches_up(
     tmp_path: Path, tiny_disk: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]
 ) -> None:
     topic = kafka_topic(partitions=3)
-    config = GeneratorConfig(events=200_000 if long_mode() else 60_000, users=2_000, merchants=50, seed=41,
-                             start_ms=1_780_000_000_000, rate=50.0, jitter_ms=400_000, malformed_fraction=0.005)
+    config = GeneratorConfig(
+        events=200_000 if long_mode() else 60_000,
+        users=2_000,
+        merchants=50,
+        seed=41,
+        start_ms=1_780_000_000_000,
+        rate=50.0,
+        jitter_ms=400_000,
+        malformed_fraction=0.005,
+    )
     produce_events(config, topic, kafka_bootstrap)
     repo = copy_repo(tmp_path, topic)
     data = tmp_path / "data"
@@ -47,11 +56,11 @@ def test_full_log_disk_keeps_state_going_and_the_log_catches_up(
     common = ["--repo", str(repo), "--data-dir", str(data), "--bootstrap", kafka_bootstrap]
     env = {**os.environ, "STREAMFEAT_LOG_ROOT": str(log_root)}
     streamfeat("apply", "--repo", str(repo), "--data-dir", str(data), "--shards", "4")
-    full = subprocess.run([*streamfeat_cmd("run", *common, "--until-caught-up")], capture_output=True, text=True,
-                          timeout=600, env=env)
+    full = subprocess.run(
+        [*streamfeat_cmd("run", *common, "--until-caught-up")], capture_output=True, text=True, timeout=600, env=env
+    )
     assert full.returncode == 0, full.stderr[-3000:]
-    assert "Parquet log publish failed" in full.stderr and "No space left on device" in full.stderr, \
-        full.stderr[-3000:]
+    assert "Parquet log publish failed" in full.stderr and "No space left on device" in full.stderr, full.stderr[-3000:]
     events = reference_events(read_topic(kafka_bootstrap, topic, 3), generate(config))
     applied = applied_linear(events)
     # State kept going: every shard's applied offset reached the end of every partition.
@@ -76,8 +85,9 @@ def test_full_log_disk_keeps_state_going_and_the_log_catches_up(
     # Space returns: the next run replays the unpublished records into the log only.
     grown = subprocess.run(["mount", "-o", "remount,size=64m", str(tiny_disk)], capture_output=True, text=True)
     assert grown.returncode == 0, grown.stderr
-    again = subprocess.run(streamfeat_cmd("run", *common, "--until-caught-up"), capture_output=True, text=True,
-                           timeout=600, env=env)
+    again = subprocess.run(
+        streamfeat_cmd("run", *common, "--until-caught-up"), capture_output=True, text=True, timeout=600, env=env
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "publish failed" not in again.stderr
     data_log = data / "log"

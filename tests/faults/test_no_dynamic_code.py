@@ -50,12 +50,20 @@ def test_no_eval_exec_or_pickle() -> None:
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in FORBIDDEN_CALLS:
                 problems.append(f"{rel}:{node.lineno}: {node.func.id}()")
             if isinstance(node, ast.Import):
-                problems += [f"{rel}:{node.lineno}: import {a.name}" for a in node.names
-                             if a.name.split(".")[0] in FORBIDDEN_MODULES]
+                problems += [
+                    f"{rel}:{node.lineno}: import {a.name}"
+                    for a in node.names
+                    if a.name.split(".")[0] in FORBIDDEN_MODULES
+                ]
             if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in FORBIDDEN_MODULES:
                 problems.append(f"{rel}:{node.lineno}: from {node.module} import")
-            if isinstance(node, ast.Call) and _called_name(node) == "load" and isinstance(node.func, ast.Attribute) \
-                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "yaml":
+            if (
+                isinstance(node, ast.Call)
+                and _called_name(node) == "load"
+                and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "yaml"
+            ):
                 problems.append(f"{rel}:{node.lineno}: yaml.load (use yaml.safe_load)")
     assert not problems, "dynamic code execution or unsafe deserialization:\n" + "\n".join(problems)
 
@@ -66,7 +74,11 @@ def test_dynamic_imports_only_where_the_repo_is_loaded() -> None:
         rel = path.relative_to(ROOT).as_posix()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), rel)):
             if isinstance(node, ast.Call) and _called_name(node) in {
-                "import_module", "spec_from_file_location", "exec_module", "module_from_spec", "load_module",
+                "import_module",
+                "spec_from_file_location",
+                "exec_module",
+                "module_from_spec",
+                "load_module",
             }:
                 found.add(rel)
     assert found <= IMPORT_ALLOWED, f"dynamic imports outside the repo loader: {sorted(found - IMPORT_ALLOWED)}"

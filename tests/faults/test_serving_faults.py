@@ -41,8 +41,10 @@ async def _burst(url: str, concurrency: int, rounds: int) -> list[tuple[int, flo
     """
     host, port = url.removeprefix("http://").split(":")
     payload = orjson.dumps(GOOD)
-    request = (f"POST /v1/features/fraud_scoring HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
-               f"content-length: {len(payload)}\r\n\r\n").encode() + payload
+    request = (
+        f"POST /v1/features/fraud_scoring HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(payload)}\r\n\r\n"
+    ).encode() + payload
     conns = [await asyncio.open_connection(host, int(port)) for _ in range(concurrency)]
     out: list[tuple[int, float, dict[str, Any], str | None]] = []
     try:
@@ -82,8 +84,10 @@ def test_overload_is_shed_fast_and_admitted_latency_stays_bounded(tmp_path: Path
     assert p99 < 2.0, f"admitted p99 {p99:.3f} s"
     assert statistics.median(r[1] for r in shed) < 2.0
     assert health.status_code == 200
-    print(f"overload: {len(results)} requests, {len(shed)} shed (503), {len(served_ok)} served, "
-          f"admitted p50 {statistics.median(ok_latencies) * 1000:.1f} ms p99 {p99 * 1000:.1f} ms")
+    print(
+        f"overload: {len(results)} requests, {len(shed)} shed (503), {len(served_ok)} served, "
+        f"admitted p50 {statistics.median(ok_latencies) * 1000:.1f} ms p99 {p99 * 1000:.1f} ms"
+    )
 
 
 @pytest.mark.redis

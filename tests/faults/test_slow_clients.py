@@ -37,8 +37,12 @@ REQUESTS_PER_ROUND = 600  # p99 is then the 6th-worst request, not the 3rd: stea
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     data = applied_data_dir(tmp_path_factory.mktemp("slow"))
-    env = {"STREAMFEAT_HEADER_TIMEOUT_MS": str(TIMEOUT_MS), "STREAMFEAT_BODY_TIMEOUT_MS": str(TIMEOUT_MS),
-           "STREAMFEAT_MAX_CONNECTIONS_PER_CLIENT": str(MAX_PER_CLIENT), "STREAMFEAT_MAX_IN_FLIGHT": "16"}
+    env = {
+        "STREAMFEAT_HEADER_TIMEOUT_MS": str(TIMEOUT_MS),
+        "STREAMFEAT_BODY_TIMEOUT_MS": str(TIMEOUT_MS),
+        "STREAMFEAT_MAX_CONNECTIONS_PER_CLIENT": str(MAX_PER_CLIENT),
+        "STREAMFEAT_MAX_IN_FLIGHT": "16",
+    }
     with serve(data, env=env) as process:
         yield process
 
@@ -69,8 +73,10 @@ def _read_answer(conn: socket.socket, buffer: bytearray) -> tuple[int, bytes]:
 def _real_round(served: Served) -> tuple[list[float], list[int]]:
     """Sequential keep-alive requests, as a real caller sends them; latency of each (s) and statuses."""
     host, port = _address(served)
-    request = (f"POST /v1/features/fraud_scoring HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
-               f"content-length: {len(BODY)}\r\n\r\n").encode() + BODY
+    request = (
+        f"POST /v1/features/fraud_scoring HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(BODY)}\r\n\r\n"
+    ).encode() + BODY
     latencies: list[float] = []
     statuses: list[int] = []
     with socket.create_connection((host, port), timeout=30) as conn:
@@ -96,9 +102,24 @@ def _start_hostile(served: Served, seconds: float) -> subprocess.Popen[str]:
     # lowest CPU priority, so the ratio measures the server's starvation, not the load
     # generator's own CPU use.
     proc = subprocess.Popen(
-        ["nice", "-n", "19", sys.executable, "-m", "tests.faults.slow_clients_support", host, str(port), ",".join(HOSTILE_SOURCES),
-         str(PER_SOURCE), str(seconds)],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            "nice",
+            "-n",
+            "19",
+            sys.executable,
+            "-m",
+            "tests.faults.slow_clients_support",
+            host,
+            str(port),
+            ",".join(HOSTILE_SOURCES),
+            str(PER_SOURCE),
+            str(seconds),
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     ready = proc.stdout.readline().strip()
     assert ready == "ready", f"hostile clients did not start: {ready!r} {proc.stderr.read() if proc.stderr else ''}"
@@ -135,9 +156,11 @@ def test_stalled_and_trickling_clients_never_cause_503_nor_double_p99(served: Se
     assert answers.get("408", 0) > 0 and answers.get("503", 0) > 0, answers
     assert served.process.poll() is None
     ratio = statistics.median(loaded) / statistics.median(unloaded)
-    print(f"slow clients: {len(HOSTILE_SOURCES) * PER_SOURCE} hostile connections; real p99 per round "
-          f"unloaded {[round(x * 1000, 2) for x in unloaded]} ms, under attack "
-          f"{[round(x * 1000, 2) for x in loaded]} ms; median ratio {ratio:.2f}; hostile answers {answers}")
+    print(
+        f"slow clients: {len(HOSTILE_SOURCES) * PER_SOURCE} hostile connections; real p99 per round "
+        f"unloaded {[round(x * 1000, 2) for x in unloaded]} ms, under attack "
+        f"{[round(x * 1000, 2) for x in loaded]} ms; median ratio {ratio:.2f}; hostile answers {answers}"
+    )
     assert ratio <= 2.0, f"p99 under slow clients is {ratio:.2f}x the unloaded p99"
 
 
@@ -155,8 +178,10 @@ def _answer_to(served: Served, raw: bytes, source: str = "127.0.0.6") -> tuple[i
 
 def test_refusals_use_the_error_shape_and_close(served: Served) -> None:
     host, _ = _address(served)
-    head = (f"POST /v1/features/fraud_scoring HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(BODY)}\r\n\r\n").encode()
+    head = (
+        f"POST /v1/features/fraud_scoring HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(BODY)}\r\n\r\n"
+    ).encode()
     assert _answer_to(served, b"NOT HTTP AT ALL\r\n\r\n")[1]["code"] == "malformed_request"
     status, error = _answer_to(served, b"GET /healthz HTTP/1.1\r\nx-pad: " + b"a" * 70_000)
     assert (status, error["code"]) == (431, "headers_too_large")
@@ -172,8 +197,9 @@ def test_refusals_use_the_error_shape_and_close(served: Served) -> None:
 def test_connections_over_the_per_client_cap_are_refused(served: Served) -> None:
     host, port = _address(served)
     source = "127.0.0.8"
-    held = [socket.create_connection((host, port), timeout=30, source_address=(source, 0))
-            for _ in range(MAX_PER_CLIENT)]
+    held = [
+        socket.create_connection((host, port), timeout=30, source_address=(source, 0)) for _ in range(MAX_PER_CLIENT)
+    ]
     try:
         status, error = _answer_to(served, b"", source=source)  # refused at once, before any request
         assert (status, error["code"], error["reason"]) == (503, "too_many_connections", "too_many_connections")

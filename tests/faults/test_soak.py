@@ -39,15 +39,26 @@ from tests.fixtures.redis import RedisServer
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 RATE = 200  # records per second
-KINDS: tuple[tuple[str, float], ...] = (("good", 0.86), ("near_future", 0.01), ("malformed", 0.05), ("far_future", 0.04), ("huge", 0.04))
+KINDS: tuple[tuple[str, float], ...] = (
+    ("good", 0.86),
+    ("near_future", 0.01),
+    ("malformed", 0.05),
+    ("far_future", 0.04),
+    ("huge", 0.04),
+)
 BAD_KINDS = {"malformed", "far_future", "huge"}
 
 
 def _record(kind: str, rng: random.Random, i: int, now_ms: int) -> bytes:
     doc: dict[str, Any] = {
-        "transaction_id": f"t{i}", "user_id": f"u{rng.randrange(200)}", "merchant_id": f"m{rng.randrange(20)}",
-        "card_id": f"c{rng.randrange(500)}", "amount": round(rng.uniform(1, 500), 2), "currency": "EUR",
-        "event_type": "PURCHASE" if rng.random() < 0.8 else "REFUND", "ts": now_ms - rng.randrange(0, 2_000),
+        "transaction_id": f"t{i}",
+        "user_id": f"u{rng.randrange(200)}",
+        "merchant_id": f"m{rng.randrange(20)}",
+        "card_id": f"c{rng.randrange(500)}",
+        "amount": round(rng.uniform(1, 500), 2),
+        "currency": "EUR",
+        "event_type": "PURCHASE" if rng.random() < 0.8 else "REFUND",
+        "ts": now_ms - rng.randrange(0, 2_000),
     }
     if kind == "near_future":  # inside max_future_skew: applied, cannot move the watermark alone
         doc["ts"] = now_ms + 120_000
@@ -72,8 +83,16 @@ class _SteadyProducer(threading.Thread):
 
     def run(self) -> None:
         rng = random.Random(2026)
-        producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True, "linger.ms": 20,
-                             "message.max.bytes": 2_000_000, "message.timeout.ms": 300_000, "log_level": 0})
+        producer = Producer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "enable.idempotence": True,
+                "linger.ms": 20,
+                "message.max.bytes": 2_000_000,
+                "message.timeout.ms": 300_000,
+                "log_level": 0,
+            }
+        )
         kinds = [kind for kind, _ in KINDS]
         weights = [weight for _, weight in KINDS]
         i = 0
@@ -85,8 +104,7 @@ class _SteadyProducer(threading.Thread):
                 value = _record(kind, rng, i, time.time_ns() // 1_000_000)
                 self.kind_of[value] = kind
                 try:
-                    producer.produce(self.topic, value=value, key=str(i % 97).encode(),
-                                     on_delivery=self._delivered)
+                    producer.produce(self.topic, value=value, key=str(i % 97).encode(), on_delivery=self._delivered)
                 except BufferError:
                     producer.poll(0.5)
                     continue
@@ -106,20 +124,19 @@ def _stall(url: str, n: int) -> list[socket.socket]:
     conns = []
     for _ in range(n):
         s = socket.create_connection((host, int(port)), timeout=5)
-        s.sendall(b"POST /v1/features/fraud_scoring HTTP/1.1\r\nhost: x\r\ncontent-length: 500\r\n\r\n{\"ent")
+        s.sendall(b'POST /v1/features/fraud_scoring HTTP/1.1\r\nhost: x\r\ncontent-length: 500\r\n\r\n{"ent')
         conns.append(s)
     return conns
 
 
 def _run_dataflow(common: list[str], stderr: Path) -> subprocess.Popen[bytes]:
     with stderr.open("ab") as err:
-        return subprocess.Popen(streamfeat_cmd("run", *common), stdout=subprocess.DEVNULL, stderr=err,
-                                start_new_session=True)
+        return subprocess.Popen(
+            streamfeat_cmd("run", *common), stdout=subprocess.DEVNULL, stderr=err, start_new_session=True
+        )
 
 
-def test_soak_mixed_records_with_kills_and_restarts(
-    tmp_path: Path, private_broker: kafka_local.BrokerConfig
-) -> None:
+def test_soak_mixed_records_with_kills_and_restarts(tmp_path: Path, private_broker: kafka_local.BrokerConfig) -> None:
     seconds = float(os.environ.get("STREAMFEAT_FAULTS_SOAK_S", "600" if long_mode() else "0"))
     if seconds <= 0:
         pytest.skip("the soak runs with STREAMFEAT_FAULTS=long (make test-faults) or STREAMFEAT_FAULTS_SOAK_S")
@@ -134,8 +151,20 @@ def test_soak_mixed_records_with_kills_and_restarts(
     (tmp_path / "redis").mkdir()
     redis = RedisServer(tmp_path / "redis", persistent=True)
     redis.start()
-    common = ["--repo", str(repo), "--data-dir", str(data), "--bootstrap", bootstrap, "--online", "redis",
-              "--redis-url", redis.url, "--batch-size", "500"]
+    common = [
+        "--repo",
+        str(repo),
+        "--data-dir",
+        str(data),
+        "--bootstrap",
+        bootstrap,
+        "--online",
+        "redis",
+        "--redis-url",
+        redis.url,
+        "--batch-size",
+        "500",
+    ]
     stderr = tmp_path / "run.stderr"
     producer = _SteadyProducer(bootstrap, topic)
     producer.start()
@@ -179,8 +208,14 @@ def test_soak_mixed_records_with_kills_and_restarts(
                     events["dataflow restarted after exit"] += 1
                     run = _run_dataflow(common, stderr)
                 try:
-                    response = httpx.post(served.url + "/v1/features/fraud_scoring", timeout=10.0, json={
-                        "entities": {"user_id": ["u1"], "merchant_id": ["m1"]}, "request_data": {"amount": [3.0]}})
+                    response = httpx.post(
+                        served.url + "/v1/features/fraud_scoring",
+                        timeout=10.0,
+                        json={
+                            "entities": {"user_id": ["u1"], "merchant_id": ["m1"]},
+                            "request_data": {"amount": [3.0]},
+                        },
+                    )
                     answers[response.status_code] += 1
                 except httpx.TransportError:
                     answers[0] += 1
@@ -200,16 +235,25 @@ def test_soak_mixed_records_with_kills_and_restarts(
     for r in sorted(records, key=lambda r: (r.partition, r.offset)):
         kind = producer.kind_of[r.value]
         if kind in BAD_KINDS:
-            reference.append({"entity": None, "e": 0, "partition": r.partition, "offset": r.offset, "value": 0.0,
-                              "valid": False})
+            reference.append(
+                {"entity": None, "e": 0, "partition": r.partition, "offset": r.offset, "value": 0.0, "valid": False}
+            )
             continue
         doc = orjson.loads(r.value)
-        reference.append({"entity": doc["user_id"], "merchant": doc["merchant_id"], "e": doc["ts"],
-                          "partition": r.partition, "offset": r.offset, "value": float(doc["amount"]),
-                          "event_type": doc["event_type"], "valid": True})
+        reference.append(
+            {
+                "entity": doc["user_id"],
+                "merchant": doc["merchant_id"],
+                "e": doc["ts"],
+                "partition": r.partition,
+                "offset": r.offset,
+                "value": float(doc["amount"]),
+                "event_type": doc["event_type"],
+                "valid": True,
+            }
+        )
     counts = check_against_reference(repo, data, bootstrap, topic, reference, tmp_path / "secondary")
     kinds = Counter(producer.kind_of[r.value] for r in records)
     assert answers[200] > 0 and set(answers) <= {0, 200, 503}, answers
     assert events["kill -9"] == 3 and events["broker restart"] == 1 and events["redis restart"] == 1, events
-    print(f"soak {seconds:.0f} s at {RATE}/s: {dict(kinds)}; faults {dict(events)}; "
-          f"requests {dict(answers)}; {counts}")
+    print(f"soak {seconds:.0f} s at {RATE}/s: {dict(kinds)}; faults {dict(events)}; requests {dict(answers)}; {counts}")

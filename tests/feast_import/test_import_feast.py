@@ -11,14 +11,14 @@ from cli import main as cli_main
 from engine.definitions import load_repo
 from engine.feast_import import read_feast_repo, translate
 
-ENTITIES = '''
+ENTITIES = """
 from feast import Entity, ValueType
 
 user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING, description="A card holder.")
 merchant = Entity(name="merchant", join_keys=["merchant_id"], value_type=ValueType.STRING)
-'''
+"""
 
-SOURCES = '''
+SOURCES = """
 from datetime import timedelta
 
 from feast import FileSource, KafkaSource, PushSource, RequestSource, Field
@@ -38,9 +38,9 @@ transactions = KafkaSource(
 )
 pushed = PushSource(name="pushed_transactions", batch_source=history)
 transaction_request = RequestSource(name="transaction_request", schema=[Field(name="amount", dtype=Float64)])
-'''
+"""
 
-FEATURES = '''
+FEATURES = """
 from datetime import timedelta
 from typing import Any
 
@@ -99,7 +99,7 @@ def doubled(df: pd.DataFrame) -> pd.DataFrame:
 fraud_scoring = FeatureService(name="fraud_scoring", features=[
     user_spend, merchant_activity[["count_amount_900s"]], spend_velocity], description="Real-time fraud model.")
 profile_service = FeatureService(name="profile_service", features=[user_profile])
-'''
+"""
 
 
 def write_feast_repo(root: Path) -> Path:
@@ -112,7 +112,8 @@ def write_feast_repo(root: Path) -> Path:
 
 
 def test_import_feast_writes_a_valid_repo_and_lists_what_it_could_not_translate(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     feast_repo = write_feast_repo(tmp_path / "feast_repo")
     out = tmp_path / "imported_defs"
@@ -124,8 +125,13 @@ def test_import_feast_writes_a_valid_repo_and_lists_what_it_could_not_translate(
     source = repo.source("transactions")
     assert (source.topic, source.timestamp_field, source.timestamp_format) == ("card_transactions", "ts", "iso8601")
     assert source.allowed_lateness == timedelta(minutes=5)
-    assert dict(source.field_types) == {"transaction_id": "string", "user_id": "string", "merchant_id": "string",
-                                        "amount": "float", "event_type": "string"}
+    assert dict(source.field_types) == {
+        "transaction_id": "string",
+        "user_id": "string",
+        "merchant_id": "string",
+        "amount": "float",
+        "event_type": "string",
+    }
     user_spend = repo.view("user_spend")
     # Feast's output names are kept: {function}_{column}_{seconds}s unless the aggregation is named.
     assert user_spend.feature_names == ("sum_amount_900s", "count_amount_3600s", "amount_mean_1d", "max_amount_90s")
@@ -134,12 +140,16 @@ def test_import_feast_writes_a_valid_repo_and_lists_what_it_could_not_translate(
     assert repo.view("merchant_activity").feature_names == ("count_amount_900s",)
     assert [s.name for s in repo.services] == ["fraud_scoring"]
     assert repo.service("fraud_scoring").feature_names == (
-        *user_spend.feature_names, "count_amount_900s", "spend_velocity_ratio")
+        *user_spend.feature_names,
+        "count_amount_900s",
+        "spend_velocity_ratio",
+    )
 
     # Feast's python-mode transform runs unchanged, one row at a time.
     velocity = repo.on_demand_view("spend_velocity").resolve()
     assert velocity({"amount": 50.0, "sum_amount_900s": 200.0, "count_amount_3600s": 3}) == {
-        "spend_velocity_ratio": 0.25}
+        "spend_velocity_ratio": 0.25
+    }
 
     not_translated = printed.split("\nnot translated (")[1]
     for expected in (

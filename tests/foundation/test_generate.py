@@ -138,9 +138,7 @@ def test_parquet_is_partitioned_by_utc_day(tmp_path: Path) -> None:
     config = GeneratorConfig(events=6_000, seed=6, start_ms=start, rate=0.05, jitter_ms=60_000)
     report = write_parquet(config, tmp_path)
     expected = generate(config)
-    days = {
-        datetime.fromtimestamp(t / 1000, tz=UTC).strftime("%Y-%m-%d") for t in expected.ts.tolist()
-    }
+    days = {datetime.fromtimestamp(t / 1000, tz=UTC).strftime("%Y-%m-%d") for t in expected.ts.tolist()}
     assert len(days) >= 3
     assert sorted(p.parent.name for p in report.files) == sorted(f"date={d}" for d in days)
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.parquet")) == sorted(

@@ -18,7 +18,6 @@ from engine.ports import free_ports
 pytestmark = pytest.mark.kafka
 
 
-
 def _jvms_for(config: BrokerConfig) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
@@ -116,9 +115,13 @@ def test_storage_formatted_for_other_ports_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"port": 0}, "port"), ({"port": 9092, "controller_port": 9092}, "controller_port"),
-     ({"version": "3.9.0"}, "version"), ({"heap": "lots"}, "heap")],
-)  # fmt: skip
+    [
+        ({"port": 0}, "port"),
+        ({"port": 9092, "controller_port": 9092}, "controller_port"),
+        ({"version": "3.9.0"}, "version"),
+        ({"heap": "lots"}, "heap"),
+    ],
+)
 def test_config_validation_names_the_field(kwargs: dict[str, object], field: str) -> None:
     with pytest.raises(ValueError, match=f"BrokerConfig.{field}"):
         BrokerConfig(**kwargs)  # type: ignore[arg-type]

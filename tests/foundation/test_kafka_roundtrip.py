@@ -27,7 +27,9 @@ def _unpack(message: Message) -> tuple[int, int, bytes | None, bytes]:
     return partition, offset, key, value
 
 
-def _consume_all(bootstrap: str, topic: str, partitions: int, expected: int) -> list[tuple[int, int, bytes | None, bytes]]:
+def _consume_all(
+    bootstrap: str, topic: str, partitions: int, expected: int
+) -> list[tuple[int, int, bytes | None, bytes]]:
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -98,8 +100,19 @@ def test_cli_produces_to_a_topic(
 ) -> None:
     topic = kafka_topic(3)
     # An explicit start and rate: the bytes must equal the library's defaults.
-    argv = ["generate", "--events", "2000", "--seed", "3", "--malformed-fraction", "0.05",
-            "--start", "2026-01-01T00:00:00Z", "--rate", "1000"]
+    argv = [
+        "generate",
+        "--events",
+        "2000",
+        "--seed",
+        "3",
+        "--malformed-fraction",
+        "0.05",
+        "--start",
+        "2026-01-01T00:00:00Z",
+        "--rate",
+        "1000",
+    ]
     assert main([*argv, "--topic", topic, "--bootstrap", kafka_bootstrap]) == 0
     out = capsys.readouterr().out
     assert "produced 2,000 events" in out and "all delivered" in out

@@ -29,8 +29,17 @@ from tests.faults.pipeline_support import check_against_reference
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 START_MS = 1_780_000_000_000
-REASONS = {"payload_too_large", "invalid_json", "not_an_object", "missing_field", "wrong_type",
-           "invalid_timestamp", "timestamp_out_of_range", "timestamp_in_future", "late_event"}
+REASONS = {
+    "payload_too_large",
+    "invalid_json",
+    "not_an_object",
+    "missing_field",
+    "wrong_type",
+    "invalid_timestamp",
+    "timestamp_out_of_range",
+    "timestamp_in_future",
+    "late_event",
+}
 # What each hostile kind may be refused as (late_event only for good-looking records).
 EXPECTED: dict[str, set[str]] = {
     "random_bytes": {"invalid_json", "not_an_object"},
@@ -59,8 +68,12 @@ def _good(rng: random.Random, i: int) -> dict[str, Any]:
     if rng.random() < 0.002:
         user = "k" * 20_000 + str(rng.randrange(3))  # big but under max_payload_bytes
     return {
-        "transaction_id": f"t{i}", "user_id": user, "merchant_id": f"m{rng.randrange(40)}",
-        "card_id": f"c{rng.randrange(1000)}", "amount": round(rng.uniform(-50, 500), 2), "currency": "EUR",
+        "transaction_id": f"t{i}",
+        "user_id": user,
+        "merchant_id": f"m{rng.randrange(40)}",
+        "card_id": f"c{rng.randrange(1000)}",
+        "amount": round(rng.uniform(-50, 500), 2),
+        "currency": "EUR",
         "event_type": "PURCHASE" if rng.random() < 0.8 else "REFUND",
         "ts": START_MS + i * 50 + rng.randrange(-2_000, 2_000),
     }
@@ -112,8 +125,15 @@ def _produce(bootstrap: str, topic: str, n: int, seed: int) -> tuple[dict[bytes,
     kinds = sorted(EXPECTED)
     kind_of: dict[bytes, str] = {}
     good_of: dict[bytes, dict[str, Any]] = {}
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "message.max.bytes": 2_000_000, "enable.idempotence": True,
-                         "compression.type": "lz4"})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 20,
+            "message.max.bytes": 2_000_000,
+            "enable.idempotence": True,
+            "compression.type": "lz4",
+        }
+    )
     for i in range(n):
         if rng.random() < 0.5:
             doc = _good(rng, i)
@@ -147,8 +167,17 @@ def test_hostile_records_go_to_the_dlq_and_good_ones_are_exact(
     repo = copy_repo(tmp_path, topic)
     data = tmp_path / "data"
     streamfeat("apply", "--repo", str(repo), "--data-dir", str(data), "--shards", "4")
-    streamfeat("run", "--repo", str(repo), "--data-dir", str(data), "--bootstrap", kafka_bootstrap,
-               "--until-caught-up", timeout=3_000)
+    streamfeat(
+        "run",
+        "--repo",
+        str(repo),
+        "--data-dir",
+        str(data),
+        "--bootstrap",
+        kafka_bootstrap,
+        "--until-caught-up",
+        timeout=3_000,
+    )
     records = read_topic(kafka_bootstrap, topic, 3)
     assert len(records) == n
     events: list[dict[str, Any]] = []
@@ -158,10 +187,19 @@ def test_hostile_records_go_to_the_dlq_and_good_ones_are_exact(
             assert r.value in kind_of
             events.append({"entity": None, "e": 0, "partition": r.partition, "offset": r.offset, "valid": False})
         else:
-            events.append({"entity": doc["user_id"], "merchant": doc["merchant_id"],
-                           "pair": (doc["user_id"], doc["merchant_id"]), "e": doc["ts"],
-                           "partition": r.partition, "offset": r.offset, "value": float(doc["amount"]),
-                           "event_type": doc["event_type"], "valid": True})
+            events.append(
+                {
+                    "entity": doc["user_id"],
+                    "merchant": doc["merchant_id"],
+                    "pair": (doc["user_id"], doc["merchant_id"]),
+                    "e": doc["ts"],
+                    "partition": r.partition,
+                    "offset": r.offset,
+                    "value": float(doc["amount"]),
+                    "event_type": doc["event_type"],
+                    "valid": True,
+                }
+            )
     counts = check_against_reference(repo, data, kafka_bootstrap, topic, events, tmp_path / "secondary")
     by_position = {(r.partition, r.offset): r.value for r in records}
     seen: Counter[tuple[str, str]] = Counter()
@@ -179,5 +217,7 @@ def test_hostile_records_go_to_the_dlq_and_good_ones_are_exact(
             else:
                 assert letter.value == value
         seen[(kind, letter.reason)] += 1
-    print(f"fuzz: {n} records, {sum(1 for v in kind_of)} distinct hostile payloads; {counts}; "
-          f"by kind/reason {dict(sorted(seen.items()))}")
+    print(
+        f"fuzz: {n} records, {sum(1 for v in kind_of)} distinct hostile payloads; {counts}; "
+        f"by kind/reason {dict(sorted(seen.items()))}"
+    )

@@ -71,9 +71,7 @@ def raw_batch(
         topic=topic,
         partition=partition,
         offsets=np.arange(first_offset, first_offset + n, dtype=np.int64),
-        keys=list(keys)
-        if keys is not None
-        else [f"k{first_offset + i}".encode() for i in range(n)],
+        keys=list(keys) if keys is not None else [f"k{first_offset + i}".encode() for i in range(n)],
         values=list(values),
     )
 
@@ -82,9 +80,7 @@ def dumps(obj: object) -> bytes:
     return orjson.dumps(obj)
 
 
-def brute_force_late(
-    event_times: Sequence[int | None], allowed_lateness_ms: int, outliers: int = 0
-) -> list[bool]:
+def brute_force_late(event_times: Sequence[int | None], allowed_lateness_ms: int, outliers: int = 0) -> list[bool]:
     """Late flags straight from docs/semantics.md section 5 (None = record invalid for another
     reason): late when below the (outliers + 1)-th largest earlier valid time minus the lateness."""
     late: list[bool] = []

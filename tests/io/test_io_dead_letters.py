@@ -35,9 +35,7 @@ def _letters(topic: str) -> tuple[DeadLetter, ...]:
         dumps({**good_event(5), "user_id": "z" * 300}),
     ]
     keys: list[bytes | None] = [b"k0", b"k1", None, b"k3", b"k4", b"k5"]
-    decoder = Decoder(
-        FakeSource(topic=topic, max_payload_bytes=200), now_ms=lambda: NOW_MS, dlq_payload_cap=64
-    )
+    decoder = Decoder(FakeSource(topic=topic, max_payload_bytes=200), now_ms=lambda: NOW_MS, dlq_payload_cap=64)
     raw = raw_batch(values, partition=1, first_offset=40, keys=keys, topic=topic)
     out = decoder.decode(raw, PartitionWatermarks())
     assert len(out.dead_letters) == 5
@@ -59,17 +57,13 @@ def test_round_trip_with_headers_and_dedup(kafka_bootstrap: str, kafka_topic: To
     assert producer.send([]) == 0
     producer.close()
 
-    assert producer.counts == Counter(
-        {"invalid_json": 4, "wrong_type": 1, "not_an_object": 1, "payload_too_large": 1}
-    )
+    assert producer.counts == Counter({"invalid_json": 4, "wrong_type": 1, "not_an_object": 1, "payload_too_large": 1})
     back = read_dead_letters(kafka_bootstrap, dlq)
     assert back == list(letters)  # original key and (capped) bytes, reason, detail, position
     assert back[1].key is None and back[1].value is None  # the tombstone stays a tombstone
     assert "value truncated to 64 of" in back[-1].detail
 
-    consumer = Consumer(
-        {"bootstrap.servers": kafka_bootstrap, "group.id": "t", "enable.auto.commit": False}
-    )
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "t", "enable.auto.commit": False})
     consumer.assign([TopicPartition(dlq, p, 0) for p in (0, 1)])
     raw: list[Message] = []
     deadline = time.monotonic() + 30
@@ -109,7 +103,8 @@ def test_sent_dead_letters_reads_back_what_a_restart_must_not_resend(
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     admin.create_topics([NewTopic(dlq, num_partitions=2, replication_factor=1)])[dlq].result(30)
     assert sent_dead_letters(kafka_bootstrap, dlq_topic_for(kafka_topic(partitions=1)), {1: 3}) == (
-        SentDeadLetters({1: 3}))  # no dead-letter topic yet: only what the state says
+        SentDeadLetters({1: 3})
+    )  # no dead-letter topic yet: only what the state says
     letters = _letters(topic)  # partition 1, offsets 41-45
     producer = DeadLetterProducer(kafka_bootstrap, topic)
     producer.send(letters)

@@ -96,10 +96,7 @@ def test_mixed_batch_counts_every_reason_exactly() -> None:
         for r in candidates[kind_index * per_kind : (kind_index + 1) * per_kind]:
             kind_of_row[r] = kind_index
     planted = {r: _BAD_KINDS[k][0] for r, k in kind_of_row.items()}
-    values = [
-        _BAD_KINDS[kind_of_row[i]][1](i) if i in kind_of_row else dumps(good_event(i))
-        for i in range(n)
-    ]
+    values = [_BAD_KINDS[kind_of_row[i]][1](i) if i in kind_of_row else dumps(good_event(i)) for i in range(n)]
 
     out = _decode(values)
 
@@ -113,9 +110,7 @@ def test_mixed_batch_counts_every_reason_exactly() -> None:
     assert out.columns["amount"].tolist() == [good_event(i)["amount"] for i in good_rows]
     assert out.columns["user_id"].tolist() == [good_event(i)["user_id"] for i in good_rows]
     assert out.columns["items"].tolist() == [good_event(i)["items"] for i in good_rows]
-    assert out.columns["card_present"].tolist() == [
-        good_event(i)["card_present"] for i in good_rows
-    ]
+    assert out.columns["card_present"].tolist() == [good_event(i)["card_present"] for i in good_rows]
     # Dead letters carry the original key and bytes and come in offset order.
     for dl in out.dead_letters:
         assert dl.key == f"k{dl.offset}".encode()

@@ -27,9 +27,7 @@ _scalars = st.one_of(
 )
 _json_values = st.recursive(
     _scalars,
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
-    ),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
     max_leaves=6,
 )
 
@@ -63,9 +61,7 @@ def _payload(draw: st.DrawFn) -> bytes | None:
     if kind == 3:  # byte-level damage to a good document
         cut = draw(st.integers(0, len(text)))
         return (
-            text[:cut]
-            + draw(st.sampled_from(["NaN", "\x00", "}", "Infinity", "\\ud800", ""]))
-            + text[cut:]
+            text[:cut] + draw(st.sampled_from(["NaN", "\x00", "}", "Infinity", "\\ud800", ""])) + text[cut:]
         ).encode("utf-8", "surrogatepass")
     return text.encode()
 

@@ -41,8 +41,12 @@ CONSTRAINTS = {
         (_with(1, user_id="u 1"), "invalid_string", "characters outside the declared [A-Za-z0-9_-]"),
         (_with(1, user_id="u\x001"), "invalid_string", "characters outside"),
         # Type checks still come first: a non-finite amount is wrong_type, not out of range.
-        (b'{"user_id": "u1", "amount": Infinity, "items": 1, "card_present": true, '
-         b'"currency": "EUR", "ts": 1764000000000}', "wrong_type", "non-finite"),
+        (
+            b'{"user_id": "u1", "amount": Infinity, "items": 1, "card_present": true, '
+            b'"currency": "EUR", "ts": 1764000000000}',
+            "wrong_type",
+            "non-finite",
+        ),
     ],
 )
 def test_constraint_violations_go_to_the_dlq_with_a_reason(value: bytes, reason: str, detail: str) -> None:
@@ -78,8 +82,6 @@ def test_ranked_watermark_survives_batch_boundaries_and_restore() -> None:
     decoder = _decoder(watermark_outliers=1, allowed_lateness_ms=100)
     first = decoder.decode(raw_batch([_with(0, ts=BASE_TS), _with(1, ts=BASE_TS + 10**6)]), PartitionWatermarks())
     marks = PartitionWatermarks.restore({0: first.top_ts_after})  # as after a restart
-    second = decoder.decode(
-        raw_batch([_with(2, ts=BASE_TS - 100), _with(3, ts=BASE_TS - 101)], first_offset=2), marks
-    )
+    second = decoder.decode(raw_batch([_with(2, ts=BASE_TS - 100), _with(3, ts=BASE_TS - 101)], first_offset=2), marks)
     assert [(d.offset, d.reason) for d in second.dead_letters] == [(3, "late_event")]
     assert "the 2nd largest earlier event time" in second.dead_letters[0].detail

@@ -75,17 +75,13 @@ def test_reads_every_record_once_then_resume_reads_exactly_the_rest(
 
     resume = {0: 1000, 1: 700}  # partition 1 fully applied; partition 2 absent: from the start
     more = _produce(kafka_bootstrap, topic, {2: 5})
-    rest = _by_partition(
-        _run(KafkaBatchSource(kafka_bootstrap, topic, resume=resume, batch_size=64, tail=False))
-    )
+    rest = _by_partition(_run(KafkaBatchSource(kafka_bootstrap, topic, resume=resume, batch_size=64, tail=False)))
     assert set(rest) == {0, 2}
     assert rest[0] == (list(range(1000, 1200)), written[0][1000:])
     assert rest[2] == (list(range(5)), more[2])
 
 
-def test_tail_false_stops_at_the_high_watermark_seen_at_build(
-    kafka_bootstrap: str, kafka_topic: TopicFactory
-) -> None:
+def test_tail_false_stops_at_the_high_watermark_seen_at_build(kafka_bootstrap: str, kafka_topic: TopicFactory) -> None:
     topic = kafka_topic(partitions=1)
     _produce(kafka_bootstrap, topic, {0: 30})
     source = KafkaBatchSource(kafka_bootstrap, topic, batch_size=7, tail=False)
@@ -102,9 +98,7 @@ def test_tail_false_stops_at_the_high_watermark_seen_at_build(
     assert offsets == list(range(30))
 
 
-def test_tail_true_keeps_reading_new_records(
-    kafka_bootstrap: str, kafka_topic: TopicFactory
-) -> None:
+def test_tail_true_keeps_reading_new_records(kafka_bootstrap: str, kafka_topic: TopicFactory) -> None:
     topic = kafka_topic(partitions=1)
     part = KafkaBatchSource(kafka_bootstrap, topic, resume={0: 0}).build_part("s", "0", None)
     try:
@@ -125,14 +119,12 @@ def test_missing_topic_is_a_clear_error(kafka_bootstrap: str) -> None:
         source.list_parts()
 
 
-def test_resume_offset_beyond_the_log_is_fatal_not_skipped(
-    kafka_bootstrap: str, kafka_topic: TopicFactory
-) -> None:
+def test_resume_offset_beyond_the_log_is_fatal_not_skipped(kafka_bootstrap: str, kafka_topic: TopicFactory) -> None:
     topic = kafka_topic(partitions=1)
     _produce(kafka_bootstrap, topic, {0: 5})
-    part: KafkaBatchPartition = KafkaBatchSource(
-        kafka_bootstrap, topic, resume={0: 1_000_000}
-    ).build_part("s", "0", None)
+    part: KafkaBatchPartition = KafkaBatchSource(kafka_bootstrap, topic, resume={0: 1_000_000}).build_part(
+        "s", "0", None
+    )
     try:
         deadline = time.monotonic() + 30
         with pytest.raises(KafkaSourceError, match=r"partition 0: error _AUTO_OFFSET_RESET"):
@@ -159,9 +151,9 @@ def test_unreachable_broker_while_tailing_is_retried_not_raised(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # As when the broker restarts under a running dataflow: reads come back empty, no error.
-    part = KafkaBatchSource(
-        "127.0.0.1:1", "t", resume={0: 0}, consumer_config={"log_level": 0}
-    ).build_part("s", "0", None)
+    part = KafkaBatchSource("127.0.0.1:1", "t", resume={0: 0}, consumer_config={"log_level": 0}).build_part(
+        "s", "0", None
+    )
     try:
         deadline = time.monotonic() + 1.5
         while time.monotonic() < deadline:
@@ -171,9 +163,7 @@ def test_unreachable_broker_while_tailing_is_retried_not_raised(
     assert any("transient error" in r.getMessage() for r in caplog.records)
 
 
-def test_source_feeds_the_decoder_in_a_dataflow(
-    kafka_bootstrap: str, kafka_topic: TopicFactory
-) -> None:
+def test_source_feeds_the_decoder_in_a_dataflow(kafka_bootstrap: str, kafka_topic: TopicFactory) -> None:
     topic = kafka_topic(partitions=3)
     producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5, "enable.idempotence": True})
     sent = 0
@@ -195,6 +185,4 @@ def test_source_feeds_the_decoder_in_a_dataflow(
     assert sum(b.raw_count for b in out) == sent
     assert sum(len(b) for b in out) == 870
     assert Counter(d.reason for b in out for d in b.dead_letters) == {"invalid_json": 30}
-    assert marks.snapshot() == {
-        p: (max(good_event(i)["ts"] for i in range(p, 900, 3) if i % 30),) for p in range(3)
-    }
+    assert marks.snapshot() == {p: (max(good_event(i)["ts"] for i in range(p, 900, 3) if i % 30),) for p in range(3)}

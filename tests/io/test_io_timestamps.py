@@ -38,7 +38,11 @@ def test_backfill_and_stream_read_the_same_times(fmt: str) -> None:
 @pytest.mark.parametrize(
     ("fmt", "values", "detail"),
     [
-        ("iso8601", ["2023-11-14T22:13:20Z", "2023-11-14T22:13:20"], "row 1: timestamp field 'ts': .* has no UTC offset"),
+        (
+            "iso8601",
+            ["2023-11-14T22:13:20Z", "2023-11-14T22:13:20"],
+            "row 1: timestamp field 'ts': .* has no UTC offset",
+        ),
         ("epoch_millis", [1_700_000_000_000, 5], "row 1: timestamp field 'ts': value int 5 is outside"),
         ("epoch_seconds", [float("nan"), 1.0], r"row 0: timestamp field 'ts': expected a number .*\(2 row"),
     ],

@@ -27,9 +27,7 @@ Event = dict[str, Any]
 TileSet = tuple[np.ndarray, np.ndarray]
 
 
-def make_spec(
-    interval_ms: int, window_tiles: Sequence[int], default: float | None = None
-) -> ViewSpec:
+def make_spec(interval_ms: int, window_tiles: Sequence[int], default: float | None = None) -> ViewSpec:
     """A one-column view with every function for every window length (in tiles)."""
     aggregations = tuple(
         AggregationSpec(f"{function}_{w}", COLUMN, function, w * interval_ms, default)
@@ -68,9 +66,7 @@ def build_state(batches: Sequence[Sequence[Event]], interval_ms: int) -> dict[in
         for code in np.unique(codes):
             mine = codes == code
             old_tiles, old_partials = state.get(int(code), empty_tile_set())
-            state[int(code)] = merge_tile_sets(
-                LAYOUT, old_tiles, old_partials, tiles[mine], partials[mine]
-            )
+            state[int(code)] = merge_tile_sets(LAYOUT, old_tiles, old_partials, tiles[mine], partials[mine])
     return state
 
 
@@ -83,9 +79,7 @@ def assert_same_value(got: object, want: object, what: str) -> None:
     else:
         assert isinstance(got, float), f"{what}: got {got!r} ({type(got).__name__})"
         assert isinstance(want, float)
-        assert math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-9), (
-            f"{what}: got {got!r}, want {want!r}"
-        )
+        assert math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-9), f"{what}: got {got!r}, want {want!r}"
 
 
 ENTITIES = (0, 1, 2)

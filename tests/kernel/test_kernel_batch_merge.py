@@ -29,10 +29,7 @@ def _flat(rng: np.random.Generator, pairs: set[tuple[int, int]], n_codes: int) -
 
 
 def _reference(a: FlatTiles, b: FlatTiles) -> FlatTiles:
-    rows = {
-        (int(c), int(t)): a.partials[i]
-        for i, (c, t) in enumerate(zip(a.codes, a.tiles, strict=True))
-    }
+    rows = {(int(c), int(t)): a.partials[i] for i, (c, t) in enumerate(zip(a.codes, a.tiles, strict=True))}
     for i, (c, t) in enumerate(zip(b.codes.tolist(), b.tiles.tolist(), strict=True)):
         old = rows.get((c, t))
         new = b.partials[i]
@@ -59,9 +56,7 @@ pair_sets = st.sets(st.tuples(st.integers(0, 6), st.integers(-5, 12)), max_size=
 
 @settings(max_examples=300, deadline=None)
 @given(pair_sets, pair_sets, st.integers(0, 2**32 - 1))
-def test_merge_flat_equals_sorting_merge(
-    stored: set[tuple[int, int]], new: set[tuple[int, int]], seed: int
-) -> None:
+def test_merge_flat_equals_sorting_merge(stored: set[tuple[int, int]], new: set[tuple[int, int]], seed: int) -> None:
     rng = np.random.default_rng(seed)
     a, b = _flat(rng, stored, 7), _flat(rng, new, 7)
     _assert_same(merge_flat(LAYOUT, a, b), _reference(a, b))
@@ -70,14 +65,8 @@ def test_merge_flat_equals_sorting_merge(
 @pytest.mark.parametrize("tile_span", [50, 2**61])  # the second cannot be numbered in an int64
 def test_merge_flat_many_entities(tile_span: int) -> None:
     rng = np.random.default_rng(tile_span % 1000)
-    stored = {
-        (int(c), int(t))
-        for c, t in zip(rng.integers(0, 5000, 20000), rng.integers(0, 50, 20000), strict=True)
-    }
-    new = {
-        (int(c), int(t))
-        for c, t in zip(rng.integers(0, 5000, 8000), rng.integers(30, 60, 8000), strict=True)
-    }
+    stored = {(int(c), int(t)) for c, t in zip(rng.integers(0, 5000, 20000), rng.integers(0, 50, 20000), strict=True)}
+    new = {(int(c), int(t)) for c, t in zip(rng.integers(0, 5000, 8000), rng.integers(30, 60, 8000), strict=True)}
     new.add((4999, tile_span))
     a, b = _flat(rng, stored, 5000), _flat(rng, new, 5000)
     _assert_same(merge_flat(LAYOUT, a, b), _reference(a, b))

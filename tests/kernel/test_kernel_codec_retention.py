@@ -68,9 +68,7 @@ def test_every_truncation_is_refused_with_lengths() -> None:
         expected = HEADER.size if cut < HEADER.size else len(record)
         assert f"expected {expected} bytes" in str(info.value)
         assert f"got {cut}" in str(info.value)
-    with pytest.raises(
-        TileCodecError, match=rf"expected {len(record)} bytes.*got {len(record) + 1}"
-    ):
+    with pytest.raises(TileCodecError, match=rf"expected {len(record)} bytes.*got {len(record) + 1}"):
         decode_tiles(record + b"\x00")
 
 
@@ -123,10 +121,7 @@ def test_retention_never_changes_values_the_watermark_allows(
 ) -> None:
     interval = 10
     spec = make_spec(interval, [1, 3])
-    events = [
-        {"entity": 0, "e": e, "partition": 0, "offset": i, "value": v}
-        for i, (e, v) in enumerate(raw)
-    ]
+    events = [{"entity": 0, "e": e, "partition": 0, "offset": i, "value": v} for i, (e, v) in enumerate(raw)]
     tiles, partials = build_state([events], interval)[0]
     newest = max(e for e, _ in raw)
     retention = max(a.window_ms for a in spec.aggregations if a.window_ms is not None) + lateness + interval
@@ -153,9 +148,7 @@ def test_view_spec_from_duck_typed_view() -> None:
         window_ms=3_600_000,
         default=None,
     )
-    view = SimpleNamespace(
-        aggregations=[agg], interval_ms=60_000, columns=("amount",), retention_ms=3_660_000
-    )
+    view = SimpleNamespace(aggregations=[agg], interval_ms=60_000, columns=("amount",), retention_ms=3_660_000)
     spec = ViewSpec.from_view(view)
     assert spec.aggregations == (AggregationSpec("amount_sum_1h", "amount", "sum", 3_600_000),)
     assert spec.window_tiles == (60,)
@@ -167,9 +160,7 @@ def test_spec_validation_names_field_and_values() -> None:
         AggregationSpec("x", "amount", "mode", 60_000)
     with pytest.raises(KernelSpecTypeError, match="field 'window_ms': expected an int"):
         AggregationSpec("x", "amount", "sum", 1.5)  # type: ignore[arg-type]
-    with pytest.raises(
-        KernelSpecError, match="expected a multiple of interval_ms=60000, got 90000"
-    ):
+    with pytest.raises(KernelSpecError, match="expected a multiple of interval_ms=60000, got 90000"):
         ViewSpec(60_000, ("amount",), (AggregationSpec("x", "amount", "sum", 90_000),), 0)
     with pytest.raises(KernelSpecError, match="column 'other': expected one of"):
         ViewSpec(60_000, ("amount",), (AggregationSpec("x", "other", "sum", 60_000),), 0)

@@ -53,14 +53,16 @@ def event_streams(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[int]]:
     for _ in range(n):
         clock += draw(st.integers(-3 * G, 4 * G))  # mostly forward, sometimes late
         partition = draw(st.integers(0, 1))
-        events.append({
-            "entity": draw(st.integers(0, ENTITIES - 1)),
-            "e": clock,
-            "partition": partition,
-            "offset": next_offset[partition],
-            # Whole numbers keep sums exact, so folding order cannot hide a wrong answer.
-            "value": float(draw(st.integers(-1_000, 1_000))),
-        })
+        events.append(
+            {
+                "entity": draw(st.integers(0, ENTITIES - 1)),
+                "e": clock,
+                "partition": partition,
+                "offset": next_offset[partition],
+                # Whole numbers keep sums exact, so folding order cannot hide a wrong answer.
+                "value": float(draw(st.integers(-1_000, 1_000))),
+            }
+        )
         next_offset[partition] += 1
     cuts = sorted(draw(st.sets(st.integers(1, max(n - 1, 1)), max_size=6)))
     return events, cuts
@@ -130,8 +132,13 @@ def test_folding_at_once_or_batch_by_batch_gives_identical_bytes() -> None:
     spec = lifetime_spec(1)
     rng = np.random.default_rng(7)
     events = [
-        {"entity": int(rng.integers(0, ENTITIES)), "e": BASE + i * 700, "partition": 0, "offset": i,
-         "value": float(rng.normal())}
+        {
+            "entity": int(rng.integers(0, ENTITIES)),
+            "e": BASE + i * 700,
+            "partition": 0,
+            "offset": i,
+            "value": float(rng.normal()),
+        }
         for i in range(300)
     ]
     one_batch = _stream(spec, [events])

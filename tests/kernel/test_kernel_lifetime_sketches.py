@@ -37,10 +37,15 @@ def _events(n: int) -> list[dict[str, object]]:
     rng = np.random.default_rng(5)
     ts = np.sort(rng.integers(0, 90 * G, n))
     return [
-        {"entity": int(rng.integers(0, ENTITIES)), "e": int(t), "pos": i,
-         "merchant": f"m{int(rng.integers(0, 40))}", "amount": float(np.round(rng.exponential(40.0), 2))}
+        {
+            "entity": int(rng.integers(0, ENTITIES)),
+            "e": int(t),
+            "pos": i,
+            "merchant": f"m{int(rng.integers(0, 40))}",
+            "amount": float(np.round(rng.exponential(40.0), 2)),
+        }
         for i, t in enumerate(ts.tolist())
-    ]  # fmt: skip
+    ]
 
 
 def _stream(batches: list[list[dict[str, object]]], compact: bool) -> list[bytes | None]:
@@ -58,7 +63,9 @@ def _stream(batches: list[list[dict[str, object]]], compact: bool) -> list[bytes
         blobs = aggregate_sketches(LAYOUT, codes, ts // G, ts, pos, raw)
         batch_max = np.full(ENTITIES, NO_EVENT_TS, dtype=np.int64)
         np.maximum.at(batch_max, codes, ts)
-        merged = merge_flat(LAYOUT, decode_many(LAYOUT, records), FlatTiles(codes_u, tiles_u, partials, batch_max, blobs))
+        merged = merge_flat(
+            LAYOUT, decode_many(LAYOUT, records), FlatTiles(codes_u, tiles_u, partials, batch_max, blobs)
+        )
         if compact:
             merged = retain(merged, SPEC.retention_ms, G, LAYOUT)
         records = list(encode_many(LAYOUT, merged, ENTITIES))

@@ -22,8 +22,10 @@ BASE = 1_764_000_000_000 // INTERVAL * INTERVAL
 
 
 def _events(values: list[float], tile: int = 0) -> list[dict[str, object]]:
-    return [{"entity": 0, "e": BASE + tile * INTERVAL + i, "partition": 0, "offset": tile * 100 + i,
-             "value": v} for i, v in enumerate(values)]
+    return [
+        {"entity": 0, "e": BASE + tile * INTERVAL + i, "partition": 0, "offset": tile * 100 + i, "value": v}
+        for i, v in enumerate(values)
+    ]
 
 
 def test_sums_that_overflow_inside_one_tile_are_silent_and_not_finite() -> None:

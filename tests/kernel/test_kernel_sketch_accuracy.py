@@ -66,9 +66,7 @@ values = st.one_of(st.sampled_from(["a", "b", "c", "1", "m-7", "é"]), st.intege
     cuts=st.lists(st.integers(0, 60), max_size=3),
     extra=st.integers(0, 3 * G),
 )
-def test_exact_count_distinct_equals_the_reference(
-    events: list[dict[str, Any]], cuts: list[int], extra: int
-) -> None:
+def test_exact_count_distinct_equals_the_reference(events: list[dict[str, Any]], cuts: list[int], extra: int) -> None:
     spec = _spec()
     for i, event in enumerate(events):
         event.update(entity="u", partition=0, offset=i)
@@ -90,9 +88,13 @@ def test_exact_count_distinct_equals_the_reference(
 def _one_group(slot: SketchSlot, raw: np.ndarray) -> bytes:
     n = len(raw)
     blobs = build_sketches(
-        (slot,), {slot.column: raw}, np.arange(n), np.zeros(1, dtype=np.int64),
-        np.zeros(n, dtype=np.int64), np.arange(n, dtype=np.int64),
-    )  # fmt: skip
+        (slot,),
+        {slot.column: raw},
+        np.arange(n),
+        np.zeros(1, dtype=np.int64),
+        np.zeros(n, dtype=np.int64),
+        np.arange(n, dtype=np.int64),
+    )
     return bytes(blobs[0, 0])
 
 
@@ -152,16 +154,20 @@ def test_ddsketch_state_is_bounded_and_merges_in_any_order() -> None:
 @settings(max_examples=40, deadline=None)
 @given(
     events=st.lists(
-        st.fixed_dictionaries({"e": st.integers(0, 20 * G), "value": st.sampled_from(["a", "b", "c", "d", "e", "f", "g", "h"]),
-                               "x": st.floats(-1e6, 1e6, allow_nan=False)}),
-        min_size=1, max_size=60,
+        st.fixed_dictionaries(
+            {
+                "e": st.integers(0, 20 * G),
+                "value": st.sampled_from(["a", "b", "c", "d", "e", "f", "g", "h"]),
+                "x": st.floats(-1e6, 1e6, allow_nan=False),
+            }
+        ),
+        min_size=1,
+        max_size=60,
     ),
     cuts=st.lists(st.integers(0, 60), max_size=3),
     extra=st.integers(0, 3 * G),
-)  # fmt: skip
-def test_training_sets_answer_what_the_tiles_answer(
-    events: list[dict[str, Any]], cuts: list[int], extra: int
-) -> None:
+)
+def test_training_sets_answer_what_the_tiles_answer(events: list[dict[str, Any]], cuts: list[int], extra: int) -> None:
     """Event-level training sets build each window's blob from its events with the
     kernel's build: the same state, so the same answers as the merged tiles."""
     from engine.offline.event_windows import evaluate_windows
@@ -191,12 +197,24 @@ def test_training_sets_answer_what_the_tiles_answer(
         blobs = aggregate_sketches(
             layout, codes[a:b], ts[a:b] // G, ts[a:b], pos[a:b], {k: v[a:b] for k, v in raw.items()}
         )
-        flat = merge_flat(layout, flat, FlatTiles(np.zeros(len(tiles), dtype=np.int64), tiles, partials, np.array([int(ts[a:b].max())]), blobs))
+        flat = merge_flat(
+            layout,
+            flat,
+            FlatTiles(np.zeros(len(tiles), dtype=np.int64), tiles, partials, np.array([int(ts[a:b].max())]), blobs),
+        )
     t = int(ts.max()) + extra
     online = evaluate(spec, flat.tiles, flat.partials, t, flat.sketches)
     offline = evaluate_windows(
-        codes, ts, {"x": raw["x"]}, np.zeros(1, dtype=np.int64), np.array([t]), G,
-        spec.aggregations, None, raw, pos,
-    )  # fmt: skip
+        codes,
+        ts,
+        {"x": raw["x"]},
+        np.zeros(1, dtype=np.int64),
+        np.array([t]),
+        G,
+        spec.aggregations,
+        None,
+        raw,
+        pos,
+    )
     for name in ("cd", "hll", "p90", "med"):
         assert offline[name].to_list() == [online.values[name]], name

@@ -86,9 +86,7 @@ def test_decode_many_and_encode_many_carry_the_section() -> None:
 
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 10_000), n=st.integers(1, 150), cuts=st.lists(st.integers(0, 150), max_size=4))
-def test_merging_batches_in_any_grouping_gives_the_bytes_of_one_batch(
-    seed: int, n: int, cuts: list[int]
-) -> None:
+def test_merging_batches_in_any_grouping_gives_the_bytes_of_one_batch(seed: int, n: int, cuts: list[int]) -> None:
     """Bit-identical state whatever the batch boundaries and merge order."""
     ts, pos, raw = _events(seed, n)
     whole = _record(ts, pos, raw)

@@ -41,9 +41,10 @@ def test_plan_equals_evaluate(history: dict[str, Any], offsets: list[int], defau
 @pytest.mark.parametrize("n", [150, 600])  # 600: past the row-loop limit (vectorized path)
 def test_long_tile_sets_and_windows(n: int) -> None:
     rng = np.random.default_rng(5)
-    events = [{"entity": 0, "e": int(e), "partition": 0, "offset": i, "value": float(v)}
-              for i, (e, v) in enumerate(zip(np.sort(rng.integers(0, n * 10, n * 2)),
-                                             rng.normal(50, 20, n * 2), strict=True))]
+    events = [
+        {"entity": 0, "e": int(e), "partition": 0, "offset": i, "value": float(v)}
+        for i, (e, v) in enumerate(zip(np.sort(rng.integers(0, n * 10, n * 2)), rng.normal(50, 20, n * 2), strict=True))
+    ]
     spec = make_spec(10, (1, 7, n), default=None)
     tiles, partials = build_state([events], 10)[0]
     assert len(tiles) > n * 2 // 3
@@ -71,9 +72,15 @@ def test_decode_record_refuses_what_decode_tiles_refuses_with_the_same_message()
     struct.pack_into("<q", unsorted, HEADER.size + 8, 1)
     long = bytearray(encode_tiles(np.arange(300, dtype=np.int64), LAYOUT.empty(300), 0))
     struct.pack_into("<q", long, HEADER.size + 8 * 170, 3)  # past the Python check's length
-    bad_version = HEADER.pack(2, *HEADER.unpack_from(good)[1:]) + good[HEADER.size:]
-    for record, width in ((good[:-1], LAYOUT.width), (good, 16), (bytes(unsorted), LAYOUT.width), (bytes(long), LAYOUT.width),
-                          (bad_version, LAYOUT.width), (good[:5], LAYOUT.width)):
+    bad_version = HEADER.pack(2, *HEADER.unpack_from(good)[1:]) + good[HEADER.size :]
+    for record, width in (
+        (good[:-1], LAYOUT.width),
+        (good, 16),
+        (bytes(unsorted), LAYOUT.width),
+        (bytes(long), LAYOUT.width),
+        (bad_version, LAYOUT.width),
+        (good[:5], LAYOUT.width),
+    ):
         with pytest.raises(TileCodecError) as want:
             decode_tiles(record, expected_width=width)
         with pytest.raises(TileCodecError) as got:

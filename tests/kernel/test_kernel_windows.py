@@ -30,26 +30,18 @@ def check_all(history: dict[str, Any], t: int, applied: list[Event]) -> None:
     """Kernel values of every entity, function and window as of t equal the reference."""
     interval = history["interval"]
     spec = make_spec(interval, history["windows"])
-    state = build_state(
-        [[ev for ev in batch if ev in applied] for batch in history["batches"]], interval
-    )
+    state = build_state([[ev for ev in batch if ev in applied] for batch in history["batches"]], interval)
     for entity in ENTITIES:
         tiles, partials = state.get(entity, empty_tile_set())
         result = evaluate(spec, tiles, partials, t)
         for agg in spec.aggregations:
-            want = reference_value(
-                applied, entity, t, agg.function, agg.window_ms, interval, agg.default
-            )
-            assert_same_value(
-                result.values[agg.output_name], want, f"{agg.output_name} entity {entity} t {t}"
-            )
+            want = reference_value(applied, entity, t, agg.function, agg.window_ms, interval, agg.default)
+            assert_same_value(result.values[agg.output_name], want, f"{agg.output_name} entity {entity} t {t}")
 
 
 @settings(max_examples=150, deadline=None)
 @given(histories(), st.integers(0, 30))
-def test_every_function_matches_reference_after_all_events(
-    history: dict[str, Any], after: int
-) -> None:
+def test_every_function_matches_reference_after_all_events(history: dict[str, Any], after: int) -> None:
     events = history["events"]
     newest = max((ev["e"] for ev in events), default=0)
     check_all(history, newest + after * history["interval"] // 3, events)
@@ -72,9 +64,7 @@ def test_values_as_of_t_on_and_off_tile_boundaries(
 
 @settings(max_examples=60, deadline=None)
 @given(histories(), st.randoms(use_true_random=False))
-def test_partials_do_not_depend_on_batching_or_merge_order(
-    history: dict[str, Any], rnd: Any
-) -> None:
+def test_partials_do_not_depend_on_batching_or_merge_order(history: dict[str, Any], rnd: Any) -> None:
     events = history["events"]
     interval = history["interval"]
     one = build_state([events], interval)
@@ -92,9 +82,7 @@ def test_partials_do_not_depend_on_batching_or_merge_order(
 
 @settings(max_examples=80, deadline=None)
 @given(histories(), st.lists(st.tuples(st.integers(0, 3), st.integers(-5, 40)), max_size=12))
-def test_evaluate_many_equals_evaluate(
-    history: dict[str, Any], queries: list[tuple[int, int]]
-) -> None:
+def test_evaluate_many_equals_evaluate(history: dict[str, Any], queries: list[tuple[int, int]]) -> None:
     interval = history["interval"]
     spec = make_spec(interval, history["windows"], default=None)
     state = build_state(history["batches"], interval)
@@ -167,10 +155,7 @@ def test_layout_is_single_column_plus_first_ts() -> None:
 
 def test_aggregate_batch_partials_of_one_group() -> None:
     values = [3.0, -1.0, 3.0, 10.0]
-    events = [
-        {"entity": 7, "e": 1_000 + i, "partition": 1, "offset": 10 - i, "value": v}
-        for i, v in enumerate(values)
-    ]
+    events = [{"entity": 7, "e": 1_000 + i, "partition": 1, "offset": 10 - i, "value": v} for i, v in enumerate(values)]
     events.append({"entity": 7, "e": 1_003, "partition": 0, "offset": 99, "value": -4.0})
     codes, tiles, partials = aggregate_events(events, 1_000)
     assert codes.tolist() == [7] and tiles.tolist() == [1]
@@ -206,8 +191,7 @@ def test_evaluate_many_with_tile_ids_too_far_apart_for_one_key() -> None:
 
 def test_a_projected_spec_evaluates_its_aggregations_as_the_full_spec() -> None:
     spec = make_spec(60_000, [1, 5, 60], default=None)
-    events = [Event(entity=0, e=60_000 * i + 17 * i, value=float(i % 7), partition=0, offset=i)
-              for i in range(90)]  # fmt: skip
+    events = [Event(entity=0, e=60_000 * i + 17 * i, value=float(i % 7), partition=0, offset=i) for i in range(90)]
     tiles, partials = build_state([events], 60_000)[0]
     kept = [spec.output_names[-1], spec.output_names[0]]
     projected = spec.project(kept)

@@ -28,9 +28,7 @@ DAY0 = 19_800 * DAY_MS  # 2024-03-18T00:00:00Z
 G = 60_000
 
 
-def batch(
-    users: list[str], times: list[int], partitions: list[int], offsets: list[int]
-) -> dict[str, Any]:
+def batch(users: list[str], times: list[int], partitions: list[int], offsets: list[int]) -> dict[str, Any]:
     t = np.asarray(times, dtype=np.int64)
     return {
         "user_id": np.asarray(users),
@@ -102,9 +100,7 @@ def test_round_trip_across_dates_and_partitions(tmp_path: Path) -> None:
 
 def test_read_prunes_dates_and_filters_times(tmp_path: Path) -> None:
     w = writer(str(tmp_path))
-    w.append(
-        batch(["a", "a", "a"], [DAY0 + 1, DAY0 + DAY_MS + 1, DAY0 + 2 * DAY_MS], [0] * 3, [1, 2, 3])
-    )
+    w.append(batch(["a", "a", "a"], [DAY0 + 1, DAY0 + DAY_MS + 1, DAY0 + 2 * DAY_MS], [0] * 3, [1, 2, 3]))
     w.publish()
     _, files = list_log_files(str(tmp_path), "txn_stats", FP, DAY0 + DAY_MS, DAY0 + DAY_MS + 5)
     assert len(files) == 1 and "date=2024-03-19" in files[0]
@@ -325,8 +321,9 @@ def test_log_encoding_is_lossless_and_as_documented(tmp_path: Path) -> None:
     assert np.array_equal(table.column("event_time").to_numpy(), times)
     assert table.column("value__amount").to_numpy().tobytes() == values.tobytes()
     df = read_log(str(tmp_path), "txn_stats", FP)
-    expected = pl.DataFrame({"user_id": users, "event_time": times, "offset": offsets,
-                             "value__amount": values}).sort("user_id", "event_time", "offset")  # fmt: skip
+    expected = pl.DataFrame({"user_id": users, "event_time": times, "offset": offsets, "value__amount": values}).sort(
+        "user_id", "event_time", "offset"
+    )
     assert df.select(expected.columns).equals(expected)
 
 
@@ -338,9 +335,7 @@ def test_log_encoding_is_lossless_and_as_documented(tmp_path: Path) -> None:
         (["user_id", "card_id"], 100_000, 10**12),  # too wide to pack: sort by columns
     ],
 )
-def test_log_order_equals_sorting_by_keys_time_position(
-    keys: list[str], cardinality: int, time_range: int
-) -> None:
+def test_log_order_equals_sorting_by_keys_time_position(keys: list[str], cardinality: int, time_range: int) -> None:
     """read_log's rank-based order is exactly polars' sort by (keys, time, partition, offset)."""
     from engine.io.parquet_log import _log_order
 

@@ -40,9 +40,7 @@ G = 1000  # the view's aggregation interval: 1 s
 BASE = 19_800 * DAY_MS + DAY_MS - 5 * G  # 5 s before midnight: the log spans two dates
 
 user = Entity("user", ["user_id"])
-txns = EventSource(
-    "txns", topic="txns", timestamp_field="ts", schema={"user_id": str, "amount": float}
-)
+txns = EventSource("txns", topic="txns", timestamp_field="ts", schema={"user_id": str, "amount": float})
 AGGS = [Aggregation("amount", f, timedelta(seconds=k)) for f in FUNCTIONS for k in (1, 3)]
 AGGS += [
     Aggregation("amount", "mean", timedelta(seconds=2), name="mean_or_minus_one", default=-1.0),
@@ -99,26 +97,34 @@ def big_ratio(row: dict[str, Any]) -> dict[str, Any]:
 
 
 big_ratio_view = OnDemandFeatureView(
-    "big_ratio_view", sources=[big_spend[["amount_sum_3s"]], request], schema={"big_ratio": float},
+    "big_ratio_view",
+    sources=[big_spend[["amount_sum_3s"]], request],
+    schema={"big_ratio": float},
     fn=f"{__name__}:big_ratio",
 )
 shadowed = FeatureService("shadowed", [spend[["amount_sum_3s"]], big_ratio_view])
 all_features = FeatureService("all_features", [spend])
-picked = FeatureService(
-    "picked", [spend[["amount_max_3s", "amount_count_1s"]], ratio_view, weighted_view]
-)
+picked = FeatureService("picked", [spend[["amount_max_3s", "amount_count_1s"]], ratio_view, weighted_view])
 broken_service = FeatureService("broken_service", [broken_view])
 REPO = FeatureRepo.from_objects(
-    [spend, ratio_view, weighted_view, broken_view, all_features, picked, broken_service,
-     big_spend, big_ratio_view, shadowed]
+    [
+        spend,
+        ratio_view,
+        weighted_view,
+        broken_view,
+        all_features,
+        picked,
+        broken_service,
+        big_spend,
+        big_ratio_view,
+        shadowed,
+    ]
 )
 
 Event = tuple[str, int, int, int, float]  # user, event time, partition, offset, amount
 
 
-def write_log(
-    root: str, events: list[Event], replay: bool = False, view: StreamFeatureView = spend
-) -> None:
+def write_log(root: str, events: list[Event], replay: bool = False, view: StreamFeatureView = spend) -> None:
     """Write events as the dataflow would, in two publishes (plus a replayed copy)."""
     half = len(events) // 2
     for writer_id, chunk in (("w0", events[:half]), ("w1", events[half:])):
@@ -127,9 +133,7 @@ def write_log(
         if not chunk:
             continue
         t = np.asarray([e[1] for e in chunk], dtype=np.int64)
-        w = ParquetLogWriter(
-            root, view.name, view.fingerprint_hex, view.join_keys, view.columns, writer_id
-        )
+        w = ParquetLogWriter(root, view.name, view.fingerprint_hex, view.join_keys, view.columns, writer_id)
         w.append(
             {
                 "user_id": np.asarray([e[0] for e in chunk]),
@@ -185,9 +189,7 @@ def scenarios(draw: st.DrawFn) -> tuple[list[Event], list[tuple[str, int]]]:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios(), st.booleans())
-def test_matches_reference(
-    scenario: tuple[list[Event], list[tuple[str, int]]], replay: bool
-) -> None:
+def test_matches_reference(scenario: tuple[list[Event], list[tuple[str, int]]], replay: bool) -> None:
     events, spine_rows = scenario
     with tempfile.TemporaryDirectory() as root:
         write_log(root, events, replay=replay)
@@ -264,8 +266,9 @@ def test_a_feature_name_in_two_views_is_read_from_its_declared_view(tmp_path: Pa
     events = [("a", BASE + 100, 0, 0, 10.0), ("a", BASE + 1500, 1, 0, 4.0), ("b", BASE, 0, 1, 1.0)]
     write_log(str(tmp_path), events)
     write_log(str(tmp_path), [e for e in events if e[4] > 5.0], view=big_spend)  # what its filter keeps
-    spine = pl.DataFrame({"event_timestamp": [BASE + 2000, BASE + 2000], "user_id": ["a", "b"],
-                          "req_amount": [28.0, 3.0]})  # fmt: skip
+    spine = pl.DataFrame(
+        {"event_timestamp": [BASE + 2000, BASE + 2000], "user_id": ["a", "b"], "req_amount": [28.0, 3.0]}
+    )
     out = get_training_set(REPO, "shadowed", spine, str(tmp_path))
     assert out["amount_sum_3s"].to_list() == [14.0, 1.0]  # user_spend's, as the service declares
     assert out["big_ratio"].to_list() == [28.0 / 11.0, 3.0 / 1.0]  # from big_spend's 10.0 and 0.0
@@ -277,14 +280,14 @@ def test_on_demand_errors(tmp_path: Path) -> None:
         get_training_set(REPO, "picked", spine, str(tmp_path))
     assert info.value.columns == ("req_amount",)
     spine = spine.with_columns(req_amount=pl.lit(1.0))
-    with pytest.raises(OnDemandComputationError, match=r"on spine row 0: output 'out': expected an output of that name"):
+    with pytest.raises(
+        OnDemandComputationError, match=r"on spine row 0: output 'out': expected an output of that name"
+    ):
         get_training_set(REPO, "broken_service", spine, str(tmp_path))
 
 
 def test_spine_rows_with_nulls_are_reported(tmp_path: Path) -> None:
-    spine = pl.DataFrame(
-        {"user_id": ["a", None, "b", "c", "d"], "event_timestamp": [BASE, BASE, BASE, None, BASE]}
-    )
+    spine = pl.DataFrame({"user_id": ["a", None, "b", "c", "d"], "event_timestamp": [BASE, BASE, BASE, None, BASE]})
     with pytest.raises(SpineValidationError, match=r"rows 1, 3 \(0-based\)") as info:
         get_training_set(REPO, "all_features", spine, str(tmp_path))
     assert info.value.rows == (1, 3)
@@ -295,9 +298,7 @@ def test_spine_missing_columns_are_named(tmp_path: Path) -> None:
     spine = pl.DataFrame({"ts": [BASE]})
     with pytest.raises(SpineValidationError, match=r"\['user_id', 'event_timestamp'\]"):
         get_training_set(REPO, "all_features", spine, str(tmp_path))
-    out = get_training_set(
-        REPO, "all_features", spine.with_columns(user_id=pl.lit("a")), str(tmp_path), "ts"
-    )
+    out = get_training_set(REPO, "all_features", spine.with_columns(user_id=pl.lit("a")), str(tmp_path), "ts")
     assert out["amount_count_1s"].to_list() == [0]
 
 
@@ -387,11 +388,22 @@ def test_an_overflowing_entity_does_not_poison_the_others_and_reads_as_null() ->
     codes = np.array([0, 0, 1, 1], dtype=np.int64)
     times = np.array([10, 20, 10, 20], dtype=np.int64)
     values = {"x": np.array([1e308, 1e308, 2.0, 3.0])}
-    aggs = [AggregationSpec("s", "x", "sum", 1000), AggregationSpec("m", "x", "mean", 1000),
-            AggregationSpec("sd", "x", "stddev", 1000), AggregationSpec("c", "x", "count", 1000),
-            AggregationSpec("mx", "x", "max", 1000)]
-    got = evaluate_windows(codes, times, values, np.array([0, 1, 0, -1], dtype=np.int64),
-                           np.array([50, 50, 15, 50], dtype=np.int64), 100, aggs)
+    aggs = [
+        AggregationSpec("s", "x", "sum", 1000),
+        AggregationSpec("m", "x", "mean", 1000),
+        AggregationSpec("sd", "x", "stddev", 1000),
+        AggregationSpec("c", "x", "count", 1000),
+        AggregationSpec("mx", "x", "max", 1000),
+    ]
+    got = evaluate_windows(
+        codes,
+        times,
+        values,
+        np.array([0, 1, 0, -1], dtype=np.int64),
+        np.array([50, 50, 15, 50], dtype=np.int64),
+        100,
+        aggs,
+    )
     assert got["s"].to_list() == [None, 5.0, 1e308, 0.0]  # empty: 0.0
     assert got["m"].to_list() == [None, 2.5, 1e308, None]
     assert got["sd"].to_list()[0] is None and got["sd"].to_list()[1] == 0.5

@@ -26,10 +26,14 @@ from serving.transforms import run_transform
 
 txns = EventSource("txns", topic="txns", timestamp_field="ts", schema={"user_id": str, "amount": float})
 spend = StreamFeatureView(
-    "spend", source=txns, entities=[Entity("user", ["user_id"])],
-    aggregations=[Aggregation("amount", "sum", timedelta(minutes=5)),
-                  Aggregation("amount", "count", timedelta(minutes=5))],
-)  # fmt: skip
+    "spend",
+    source=txns,
+    entities=[Entity("user", ["user_id"])],
+    aggregations=[
+        Aggregation("amount", "sum", timedelta(minutes=5)),
+        Aggregation("amount", "count", timedelta(minutes=5)),
+    ],
+)
 request = RequestSource("req", schema={"req_amount": float, "channel": str})
 SCHEMA = {"ratio": float, "whole": float, "n_plus": int, "label": str, "big": bool}
 
@@ -45,10 +49,18 @@ ROWS: dict[str, list[Any]] = {
 
 def per_row(row: dict[str, Any]) -> dict[str, Any]:
     total, amount = row["amount_sum_5m"], row["req_amount"]
-    ratio = None if total is None or amount is None else (
-        math.nan if total == 0 and amount == 0 else (math.inf if total == 0 else amount / total))
-    return {"ratio": ratio, "whole": row["amount_count_5m"], "n_plus": row["amount_count_5m"] + 1,
-            "label": row["channel"], "big": amount is not None and amount > 1.0}  # fmt: skip
+    ratio = (
+        None
+        if total is None or amount is None
+        else (math.nan if total == 0 and amount == 0 else (math.inf if total == 0 else amount / total))
+    )
+    return {
+        "ratio": ratio,
+        "whole": row["amount_count_5m"],
+        "n_plus": row["amount_count_5m"] + 1,
+        "label": row["channel"],
+        "big": amount is not None and amount > 1.0,
+    }
 
 
 def per_frame(df: pl.DataFrame) -> pl.DataFrame:

@@ -18,10 +18,18 @@ from websockets.sync.client import ClientConnection, connect
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--window-size=1400,1300", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
-)  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,1300",
+    "--remote-debugging-address=127.0.0.1",
+    "--remote-debugging-port=0",
+)
 
 
 def chromium_path() -> str | None:
@@ -35,8 +43,9 @@ class Browser:
         self.profile_dir = profile_dir
         self.process = subprocess.Popen(
             [binary, *FLAGS, f"--user-data-dir={profile_dir}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self._ids = itertools.count(1)
         port = self._wait_for_port()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as reply:

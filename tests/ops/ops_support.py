@@ -22,7 +22,6 @@ from tests.engine.streaming_support import copy_repo, streamfeat
 START_MS = 1_780_000_000_000
 
 
-
 @dataclass(frozen=True)
 class Pipeline:
     repo: Path
@@ -44,9 +43,15 @@ def make_pipeline(tmp_path: Path, bootstrap: str, topic: str, shards: int = 4) -
 
 def produce(p: Pipeline, events: int, seed: int, *, start_ms: int = START_MS, rate: float = 50.0) -> GeneratorConfig:
     config = GeneratorConfig(
-        events=events, users=300, merchants=20, seed=seed, start_ms=start_ms, rate=rate,
-        jitter_ms=400_000, malformed_fraction=0.02,
-    )  # fmt: skip
+        events=events,
+        users=300,
+        merchants=20,
+        seed=seed,
+        start_ms=start_ms,
+        rate=rate,
+        jitter_ms=400_000,
+        malformed_fraction=0.02,
+    )
     produce_events(config, p.topic, p.bootstrap)
     return config
 
@@ -61,8 +66,11 @@ def running_dataflow(p: Pipeline, metrics_port: int, *extra: str) -> Iterator[su
     log_file = log_path.open("wb")
     child = subprocess.Popen(
         [sys.executable, "-m", "cli", "run", *p.common, "--batch-size", "1000", *extra],
-        env=env, stdout=subprocess.DEVNULL, stderr=log_file, start_new_session=True,
-    )  # fmt: skip
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log_file,
+        start_new_session=True,
+    )
     try:
         yield child
     finally:

@@ -29,9 +29,19 @@ def test_two_processes_write_redis_values_equal_to_the_reference(
     p = make_pipeline(tmp_path, kafka_bootstrap, topic, shards=4)
     config = produce(p, 20_000, seed=41)
     streamfeat(
-        "run", *p.common, "--until-caught-up", "--processes", "2", "--online", "redis",
-        "--redis-url", redis_server, "--batch-size", "2000", timeout=600,
-    )  # fmt: skip
+        "run",
+        *p.common,
+        "--until-caught-up",
+        "--processes",
+        "2",
+        "--online",
+        "redis",
+        "--redis-url",
+        redis_server,
+        "--batch-size",
+        "2000",
+        timeout=600,
+    )
     # Both processes did work: each owns two of the four shards on disk.
     shard_dirs = sorted((p.data / "state").glob("shard-*"))
     assert len(shard_dirs) == 4

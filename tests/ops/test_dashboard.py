@@ -41,13 +41,26 @@ def test_dashboard_draws_ingest_latency_and_quality(
     env = {**os.environ, "STREAMFEAT_METRICS_PORT": str(metrics_port)}
     server_log = (tmp_path / "serve.log").open("wb")
     server = subprocess.Popen(
-        [sys.executable, "-m", "cli", "serve", "--repo", str(p.repo), "--data-dir", str(p.data),
-         "--port", str(serve_port)],
-        env=env, stdout=server_log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "serve",
+            "--repo",
+            str(p.repo),
+            "--data-dir",
+            str(p.data),
+            "--port",
+            str(serve_port),
+        ],
+        env=env,
+        stdout=server_log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{serve_port}"
     try:
         with running_dataflow(p, metrics_port), httpx.Client(base_url=base, timeout=10) as client:
+
             def up() -> bool:
                 try:
                     return client.get("/healthz").status_code == 200
@@ -56,10 +69,13 @@ def test_dashboard_draws_ingest_latency_and_quality(
 
             wait_until(up, 60, "the feature server")
             for i in range(60):
-                reply = client.post("/v1/features/fraud_scoring", json={
-                    "entities": {"user_id": [f"user_{i % 40:06d}"], "merchant_id": [f"merchant_{i % 7:05d}"]},
-                    "request_data": {"amount": [float(i)]},
-                })  # fmt: skip
+                reply = client.post(
+                    "/v1/features/fraud_scoring",
+                    json={
+                        "entities": {"user_id": [f"user_{i % 40:06d}"], "merchant_id": [f"merchant_{i % 7:05d}"]},
+                        "request_data": {"amount": [float(i)]},
+                    },
+                )
                 assert reply.status_code == 200, reply.text
             quality = client.get("/v1/quality/user_spend").json()
             assert len(quality["rows"]) >= 3
@@ -77,16 +93,20 @@ def test_dashboard_draws_ingest_latency_and_quality(
                     browser.wait_for("Number(document.body.dataset.refreshes || 0) >= 3", 30)
                     browser.wait_for(
                         "Number(document.getElementById('chart-ingest').dataset.points) >= 2"
-                        " && document.querySelectorAll('#chart-ingest path').length > 0", 60)
+                        " && document.querySelectorAll('#chart-ingest path').length > 0",
+                        60,
+                    )
                     latency_points = browser.wait_for(
-                        "Number(document.getElementById('chart-latency').dataset.points)", 10)
+                        "Number(document.getElementById('chart-latency').dataset.points)", 10
+                    )
                     assert latency_points >= 2
                     quality_points = browser.evaluate(
-                        "[...document.querySelectorAll('svg.quality-chart')]"
-                        ".map(s => Number(s.dataset.points))")
+                        "[...document.querySelectorAll('svg.quality-chart')].map(s => Number(s.dataset.points))"
+                    )
                     assert quality_points and min(quality_points) >= 3, quality_points
                     views = browser.evaluate(
-                        "[...document.querySelectorAll('#views tbody tr td:first-child')].map(td => td.textContent)")
+                        "[...document.querySelectorAll('#views tbody tr td:first-child')].map(td => td.textContent)"
+                    )
                     assert sorted(views) == sorted(v.name for v in load_repo(p.repo).views)
                     dlq_bars = browser.evaluate("document.querySelectorAll('#chart-dlq rect').length")
                     assert dlq_bars >= 1

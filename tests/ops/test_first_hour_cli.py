@@ -56,9 +56,14 @@ def tailing_run(project: Path, stderr: Any, metrics_port: int = 0) -> Iterator[s
     """``streamfeat run`` tailing the topic, in a process group of its own; killed if the
     test leaves it running."""
     child = subprocess.Popen(
-        [sys.executable, "-m", "cli", "run"], cwd=project, env=_user_env(metrics_port),
-        stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "cli", "run"],
+        cwd=project,
+        env=_user_env(metrics_port),
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        start_new_session=True,
+    )
     try:
         yield child
     finally:
@@ -82,9 +87,13 @@ def streamfeat_in(
     """``streamfeat ARGS`` as a user runs it, from the project directory."""
     child_env = {**_user_env(), **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args], cwd=project, env=child_env,
-        capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        [sys.executable, "-m", "cli", *args],
+        cwd=project,
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def project_on_topic(tmp_path: Path, topic: str, bootstrap: str) -> Path:
@@ -121,8 +130,14 @@ def test_version_list_and_describe(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list", "--repo", repo]) == 0
     listing = capsys.readouterr().out
     example = load_repo(repo)
-    for needle in (f"sources ({len(example.sources)}):", "transactions", f"views ({len(example.views)}):",
-                   f"services ({len(example.services)}):", "fraud_scoring", "user_merchant_spend"):
+    for needle in (
+        f"sources ({len(example.sources)}):",
+        "transactions",
+        f"views ({len(example.views)}):",
+        f"services ({len(example.services)}):",
+        "fraud_scoring",
+        "user_merchant_spend",
+    ):
         assert needle in listing, needle
     assert re.search(r"amount_sum_15m\s+float\s+sum\(amount\) over 15m", listing)
     assert re.search(r"merchant_txn_count_1h\s+int\s+count\(amount\) over 1h", listing)
@@ -181,9 +196,17 @@ def test_generate_live_stamps_events_with_the_current_time(
     topic = kafka_topic(partitions=1)
     before_ms = int(time.time() * 1000)
     done = streamfeat_in(
-        Path.cwd(), "generate", "--live", "--rate", "50", "--duration", "2", "--topic", topic,
+        Path.cwd(),
+        "generate",
+        "--live",
+        "--rate",
+        "50",
+        "--duration",
+        "2",
+        "--topic",
+        topic,
         env={"STREAMFEAT_KAFKA_BOOTSTRAP": kafka_bootstrap},
-    )  # fmt: skip
+    )
     after_ms = int(time.time() * 1000)
     assert done.returncode == 0, done.stderr
     assert "produced 100 live events" in done.stdout
@@ -251,8 +274,11 @@ def test_run_stops_on_ctrl_c_without_a_backtrace(
         banner = child.stderr.readline()  # printed once the dataflow is about to start
         assert "Ctrl-C stops" in banner, banner
         # Stop it while it tails the topic, after it has read everything there.
-        wait_until(lambda: child.poll() is not None or total(scrape(metrics_port), "streamfeat_events_in_total") >= 500,
-                   120, "the dataflow to read the 500 events")  # fmt: skip
+        wait_until(
+            lambda: child.poll() is not None or total(scrape(metrics_port), "streamfeat_events_in_total") >= 500,
+            120,
+            "the dataflow to read the 500 events",
+        )
         assert child.poll() is None, child.stderr.read()
         stdout, stderr = stop_with_ctrl_c(child)
     run_log = project / ".streamfeat" / "logs" / "run.log"

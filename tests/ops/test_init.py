@@ -16,9 +16,13 @@ from tests.engine.streaming_support import REPO
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     root = Path(__file__).resolve().parents[2]
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args], cwd=cwd, capture_output=True, text=True,
-        timeout=120, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
-    )  # fmt: skip
+        [sys.executable, "-m", "cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+    )
 
 
 def test_init_scaffolds_a_working_project(tmp_path: Path) -> None:

@@ -37,12 +37,20 @@ def test_metrics_endpoint_and_status_of_a_running_dataflow(
     config = produce(p, EVENTS, seed=21)
     port = free_port()
     with running_dataflow(p, port) as child:
-        wait_until(lambda: total(scrape(port), "streamfeat_events_in_total") >= EVENTS, 120,
-                   "the dataflow to read every record")  # fmt: skip
+        wait_until(
+            lambda: total(scrape(port), "streamfeat_events_in_total") >= EVENTS,
+            120,
+            "the dataflow to read every record",
+        )
         assert child.poll() is None
-        wait_until(lambda: total(scrape(port), "streamfeat_consumer_lag_records", topic=topic) == 0
-                   and len([k for k in scrape(port) if k[0] == "streamfeat_consumer_lag_records"]) == 3,
-                   30, "consumer lag 0 on three partitions")  # fmt: skip
+        wait_until(
+            lambda: (
+                total(scrape(port), "streamfeat_consumer_lag_records", topic=topic) == 0
+                and len([k for k in scrape(port) if k[0] == "streamfeat_consumer_lag_records"]) == 3
+            ),
+            30,
+            "consumer lag 0 on three partitions",
+        )
         samples = scrape(port)
 
         # What the dataflow must have seen, computed independently of it.

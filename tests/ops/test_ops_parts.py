@@ -25,8 +25,13 @@ def test_quantiles_interpolate_inside_buckets_like_prometheus() -> None:
 
 def test_serving_latency_reads_a_real_histogram() -> None:
     registry = CollectorRegistry()
-    hist = Histogram("streamfeat_request_duration_seconds", "t", ("route", "service"),
-                     buckets=(0.001, 0.002, 0.004, 0.008), registry=registry)  # fmt: skip
+    hist = Histogram(
+        "streamfeat_request_duration_seconds",
+        "t",
+        ("route", "service"),
+        buckets=(0.001, 0.002, 0.004, 0.008),
+        registry=registry,
+    )
     rng = np.random.default_rng(1)
     samples = rng.uniform(0.0, 0.004, 2000)
     for i, s in enumerate(samples):

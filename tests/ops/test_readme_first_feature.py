@@ -45,14 +45,18 @@ def readme_commands(readme: str) -> str:
     return block.group(1)
 
 
-
-
 def _copy_checkout(target: Path) -> None:
     """The checkout's tracked and new (not ignored) files, as a fresh clone would have them."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, check=True,
-    ).stdout.decode().split("\0")  # fmt: skip
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listed):
         source = ROOT / name
         if source.is_file():
@@ -75,13 +79,12 @@ def test_readme_first_feature_runs_as_written(tmp_path: Path) -> None:
     _copy_checkout(clone)
     (tmp_path / "first-feature.sh").write_text("set -e\n" + script, encoding="utf-8")
     env = {
-        key: value for key, value in os.environ.items()
+        key: value
+        for key, value in os.environ.items()
         if not key.startswith(("STREAMFEAT_", "VIRTUAL_ENV", "PYTHON", "XDG_"))
-    }  # fmt: skip
+    }
     # The virtualenv of the test run must not shadow the one the README creates.
-    env["PATH"] = os.pathsep.join(
-        p for p in env["PATH"].split(os.pathsep) if not p.startswith(str(Path(sys.prefix)))
-    )
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not p.startswith(str(Path(sys.prefix))))
     env.update(
         {
             "HOME": str(home),
@@ -92,9 +95,14 @@ def test_readme_first_feature_runs_as_written(tmp_path: Path) -> None:
         }
     )
     shell = subprocess.Popen(
-        ["bash", str(tmp_path / "first-feature.sh")], cwd=clone, env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-    )  # fmt: skip
+        ["bash", str(tmp_path / "first-feature.sh")],
+        cwd=clone,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     broker = kafka_local.BrokerConfig(
         port=kafka_port, data_dir=home / ".local" / "share" / "streamfeat" / "kafka" / str(kafka_port)
     )

@@ -37,14 +37,18 @@ def events() -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="session")
 def plan(repo: FeatureRepo, tmp_path_factory: pytest.TempPathFactory) -> AppliedPlan:
-    _, applied = apply_plan(repo, tmp_path_factory.mktemp("plan") / "plan.json", shards=N_SHARDS,
-                            check_transforms=False)
+    _, applied = apply_plan(
+        repo, tmp_path_factory.mktemp("plan") / "plan.json", shards=N_SHARDS, check_transforms=False
+    )
     return applied
 
 
 @pytest.fixture(scope="module", params=["rocksdb", pytest.param("redis", marks=pytest.mark.redis)])
 def backend_client(
-    request: pytest.FixtureRequest, repo: FeatureRepo, plan: AppliedPlan, events: list[dict[str, Any]],
+    request: pytest.FixtureRequest,
+    repo: FeatureRepo,
+    plan: AppliedPlan,
+    events: list[dict[str, Any]],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ASGIClient]:
     """A TestClient over the app, once with RocksDB secondaries and once with Redis."""
@@ -67,15 +71,17 @@ def backend_client(
 
 
 @pytest.fixture(scope="module")
-def client(repo: FeatureRepo, plan: AppliedPlan, events: list[dict[str, Any]],
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[ASGIClient]:
+def client(
+    repo: FeatureRepo, plan: AppliedPlan, events: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ASGIClient]:
     """RocksDB-backed TestClient for the tests that do not depend on the backend."""
     root: Path = tmp_path_factory.mktemp("rocks1")
     write_log(str(root / "log"), repo.views, events)
     write_rocksdb(root / "state", repo.views, events, meta_for=META_VIEWS)
     table = RocksDBOnlineTable(root / "state", N_SHARDS, root / "secondary", background=False)
-    test_client = ASGIClient(make_app(repo, plan, table, max_entities_per_request=50, max_request_bytes=20_000,
-                                      log_root=str(root / "log")))
+    test_client = ASGIClient(
+        make_app(repo, plan, table, max_entities_per_request=50, max_request_bytes=20_000, log_root=str(root / "log"))
+    )
     try:
         yield test_client
     finally:

@@ -28,8 +28,10 @@ from starlette.routing import Route
 
 MINUTE, HOUR = 60_000, 3_600_000
 MISSING_USER = "u4"
-SHIFTED = {"user_spend:amount_sum_1h": (-MINUTE, "window_boundary"),
-           "merchant_activity:merchant_txn_count_1h": (-HOUR, "staleness")}
+SHIFTED = {
+    "user_spend:amount_sum_1h": (-MINUTE, "window_boundary"),
+    "merchant_activity:merchant_txn_count_1h": (-HOUR, "staleness"),
+}
 NULL_TO_ZERO = "user_spend:amount_mean_15m"
 IN_SECONDS = "user_spend:ms_since_last_purchase"
 HOURS_AHEAD = "user_merchant_spend:pair_first_seen_1d"

@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-DEFINITIONS = '''
+DEFINITIONS = """
 from datetime import timedelta
 
 from feast import Entity, FeatureView, Field, FileSource, ValueType
@@ -34,7 +34,7 @@ merchant_activity = FeatureView(
     source=FileSource(path="REPO/data/merchant_activity.parquet", timestamp_field="event_timestamp"),
     schema=[Field(name="merchant_id", dtype=String), Field(name="merchant_txn_count_1h", dtype=Int64),
             Field(name="merchant_txn_count_15m", dtype=Int64)])
-'''
+"""
 
 
 def main(repo_dir: str) -> None:

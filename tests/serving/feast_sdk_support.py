@@ -30,16 +30,20 @@ def _answer(response: Any) -> dict[str, Any]:
         "ok": True,
         "names": names,
         "values": response.to_dict(),
-        "statuses": {name: [FieldStatus.Name(s) for s in result.statuses]
-                     for name, result in zip(names, proto.results, strict=True)},
+        "statuses": {
+            name: [FieldStatus.Name(s) for s in result.statuses]
+            for name, result in zip(names, proto.results, strict=True)
+        },
     }
 
 
 def _call(store: Any, call: dict[str, Any]) -> dict[str, Any]:
-    features = (store.get_feature_service(call["feature_service"]) if "feature_service" in call
-                else call["features"])
-    kwargs = {"features": features, "entity_rows": call["entity_rows"],
-              "full_feature_names": call.get("full_feature_names", False)}
+    features = store.get_feature_service(call["feature_service"]) if "feature_service" in call else call["features"]
+    kwargs = {
+        "features": features,
+        "entity_rows": call["entity_rows"],
+        "full_feature_names": call.get("full_feature_names", False),
+    }
     try:
         if call.get("mode") == "async":
             response = asyncio.run(store.get_online_features_async(**kwargs))

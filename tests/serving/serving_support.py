@@ -58,19 +58,31 @@ def make_events(n: int = 400, seed: int = 7) -> list[dict[str, Any]]:
     times = np.sort(rng.integers(T_END - span, T_END - 1_000, size=n))
     events = []
     for i, ts in enumerate(times.tolist()):
-        events.append({
-            "transaction_id": f"t{i}",
-            "user_id": USERS[int(rng.integers(len(USERS)))],
-            "merchant_id": MERCHANTS[int(rng.integers(len(MERCHANTS)))],
-            "amount": round(float(rng.uniform(1, 500)), 2),
-            "event_type": "PURCHASE" if rng.random() < 0.8 else "REFUND",
-            "ts": int(ts),
-            "partition": 0,
-            "offset": i,
-        })
+        events.append(
+            {
+                "transaction_id": f"t{i}",
+                "user_id": USERS[int(rng.integers(len(USERS)))],
+                "merchant_id": MERCHANTS[int(rng.integers(len(MERCHANTS)))],
+                "amount": round(float(rng.uniform(1, 500)), 2),
+                "event_type": "PURCHASE" if rng.random() < 0.8 else "REFUND",
+                "ts": int(ts),
+                "partition": 0,
+                "offset": i,
+            }
+        )
     # The last 20 minutes belong to u0 only, so u0's 15-minute window is non-empty at T_END.
-    events.append({"transaction_id": "last", "user_id": "u0", "merchant_id": "m0", "amount": 10.0,
-                   "event_type": "PURCHASE", "ts": T_END - 2_000, "partition": 0, "offset": n})
+    events.append(
+        {
+            "transaction_id": "last",
+            "user_id": "u0",
+            "merchant_id": "m0",
+            "amount": 10.0,
+            "event_type": "PURCHASE",
+            "ts": T_END - 2_000,
+            "partition": 0,
+            "offset": n,
+        }
+    )
     return events
 
 
@@ -92,32 +104,60 @@ def build_test_repo(base: FeatureRepo) -> FeatureRepo:
             Aggregation("amount", "count", timedelta(minutes=30), name="purchases_30m"),
         ],
     )
-    flaky = OnDemandFeatureView(name="flaky", sources=[user_defaults, request], schema={"flaky_out": "float"},
-                                mode="python", fn="tests.serving.transforms_support:flaky")
+    flaky = OnDemandFeatureView(
+        name="flaky",
+        sources=[user_defaults, request],
+        schema={"flaky_out": "float"},
+        mode="python",
+        fn="tests.serving.transforms_support:flaky",
+    )
     service = FeatureService(name="with_defaults", features=[user_defaults, flaky])
     # One feature from each of two views: serving evaluates those two windows only.
-    subset = FeatureService(name="user_subset", features=[
-        base.view("merchant_activity")[["merchant_txn_count_1h"]], user_spend[["amount_max_1h"]]])
+    subset = FeatureService(
+        name="user_subset",
+        features=[base.view("merchant_activity")[["merchant_txn_count_1h"]], user_spend[["amount_max_1h"]]],
+    )
     # "amount_sum_1h" in two views: the service returns user_spend's, its transform reads
     # merchant_amounts' (all transactions, not only purchases).
     merchant = base.view("merchant_activity").entities[0]
     merchant_amounts = StreamFeatureView(
-        name="merchant_amounts", source=user_spend.source, entities=[merchant],
+        name="merchant_amounts",
+        source=user_spend.source,
+        entities=[merchant],
         aggregations=[Aggregation("amount", "sum", timedelta(hours=1))],
     )
     merchant_ratio = OnDemandFeatureView(
-        name="merchant_ratio", sources=[merchant_amounts[["amount_sum_1h"]], request],
-        schema={"merchant_ratio": "float"}, mode="python", fn="tests.serving.transforms_support:merchant_ratio")
+        name="merchant_ratio",
+        sources=[merchant_amounts[["amount_sum_1h"]], request],
+        schema={"merchant_ratio": "float"},
+        mode="python",
+        fn="tests.serving.transforms_support:merchant_ratio",
+    )
     shadowed = FeatureService(name="shadowed", features=[user_spend[["amount_sum_1h"]], merchant_ratio])
     # In no service: served only to "view:feature" references (Feast route).
     unserved = StreamFeatureView(
-        name="user_unserved", source=user_spend.source, entities=user_spend.entities,
+        name="user_unserved",
+        source=user_spend.source,
+        entities=user_spend.entities,
         filter=col("event_type") == "PURCHASE",
-        aggregations=[Aggregation("amount", "count", timedelta(hours=1), name="purchases_1h")])
+        aggregations=[Aggregation("amount", "count", timedelta(hours=1), name="purchases_1h")],
+    )
     # The example's lifetime view alone: as_of rows it refuses name its compacted horizon.
     lifetime = FeatureService(name="lifetime", features=[base.view("user_lifetime")])
-    objects: list[object] = [*base.views, *base.on_demand_views, *base.services, user_defaults, flaky, service,
-                             subset, merchant_amounts, merchant_ratio, shadowed, unserved, lifetime]
+    objects: list[object] = [
+        *base.views,
+        *base.on_demand_views,
+        *base.services,
+        user_defaults,
+        flaky,
+        service,
+        subset,
+        merchant_amounts,
+        merchant_ratio,
+        shadowed,
+        unserved,
+        lifetime,
+    ]
     return FeatureRepo.from_objects(objects)
 
 
@@ -148,8 +188,9 @@ def view_records(view: StreamFeatureView, events: Sequence[Mapping[str, Any]]) -
     return records, int(ts.max())
 
 
-def write_rocksdb(state_dir: Path, views: Iterable[StreamFeatureView], events: Sequence[Mapping[str, Any]],
-                  *, meta_for: Iterable[str]) -> None:
+def write_rocksdb(
+    state_dir: Path, views: Iterable[StreamFeatureView], events: Sequence[Mapping[str, Any]], *, meta_for: Iterable[str]
+) -> None:
     """Tile records of every view; meta records only for the views named in ``meta_for``."""
     store = RocksDBStore(state_dir, N_SHARDS)
     try:
@@ -168,8 +209,9 @@ def write_rocksdb(state_dir: Path, views: Iterable[StreamFeatureView], events: S
         store.close()
 
 
-def write_redis(url: str, views: Iterable[StreamFeatureView], events: Sequence[Mapping[str, Any]],
-                *, meta_for: Iterable[str]) -> None:
+def write_redis(
+    url: str, views: Iterable[StreamFeatureView], events: Sequence[Mapping[str, Any]], *, meta_for: Iterable[str]
+) -> None:
     writer = RedisOnlineWriter(url)
     client = redis.Redis.from_url(url)
     try:
@@ -178,8 +220,7 @@ def write_redis(url: str, views: Iterable[StreamFeatureView], events: Sequence[M
             records, max_ts = view_records(view, events)
             writer.write([(view.fingerprint, k, v) for k, v in records.items()], ttl_ms=None)
             if view.name in with_meta:
-                writer.write_meta([(view.fingerprint, shard, encode_meta(max_ts, T_END))
-                                   for shard in range(N_SHARDS)])
+                writer.write_meta([(view.fingerprint, shard, encode_meta(max_ts, T_END)) for shard in range(N_SHARDS)])
             else:
                 client.delete(redis_meta_key(view.fingerprint))
         # Every event is applied and in the Parquet log (write_log), as the ingest writer records it.
@@ -199,14 +240,16 @@ def write_log(log_root: str, views: Iterable[StreamFeatureView], events: Sequenc
         rows = passes(view, events)
         writer = ParquetLogWriter(log_root, view.name, view.fingerprint_hex, view.join_keys, view.columns, "test")
         ts = np.array([e["ts"] for e in rows], dtype=np.int64)
-        writer.append({
-            **{k: [str(e[k]) for e in rows] for k in view.join_keys},
-            "event_time": ts,
-            "partition": np.array([e["partition"] for e in rows], dtype=np.int32),
-            "offset": np.array([e["offset"] for e in rows], dtype=np.int64),
-            "tile_start": ts // view.interval_ms * view.interval_ms,
-            **{f"value__{c}": np.array([float(e[c]) for e in rows]) for c in view.columns},
-        })
+        writer.append(
+            {
+                **{k: [str(e[k]) for e in rows] for k in view.join_keys},
+                "event_time": ts,
+                "partition": np.array([e["partition"] for e in rows], dtype=np.int32),
+                "offset": np.array([e["offset"] for e in rows], dtype=np.int64),
+                "tile_start": ts // view.interval_ms * view.interval_ms,
+                **{f"value__{c}": np.array([float(e[c]) for e in rows]) for c in view.columns},
+            }
+        )
         writer.publish()
 
 
@@ -219,8 +262,14 @@ def sweep_all(state_dir: Path, views: Iterable[StreamFeatureView], shards: int) 
                 cursor: bytes | None = None
                 while True:
                     compact_into = PartialLayout.for_view(view) if view.has_lifetime_window else None
-                    result = sweep_view(partition, view.fingerprint, view.retention_ms, view.interval_ms,
-                                        compact_into=compact_into, start_after=cursor)
+                    result = sweep_view(
+                        partition,
+                        view.fingerprint,
+                        view.retention_ms,
+                        view.interval_ms,
+                        compact_into=compact_into,
+                        start_after=cursor,
+                    )
                     deleted += result.deleted
                     cursor = result.next_key
                     if cursor is None:
@@ -232,8 +281,9 @@ def sweep_all(state_dir: Path, views: Iterable[StreamFeatureView], shards: int) 
 def uvicorn_server(app: Any) -> Iterator[str]:
     """``app`` served by uvicorn on a free loopback port (a thread); yields its URL."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="off", access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", access_log=False)
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -254,8 +304,15 @@ def make_app(repo: FeatureRepo, plan: AppliedPlan, table: OnlineTable, **setting
 
 
 @contextmanager
-def rocksdb_client(root: Path, repo: FeatureRepo, plan: AppliedPlan, events: Sequence[Mapping[str, Any]],
-                   *, meta_for: Iterable[str], **settings: Any) -> Iterator[Any]:
+def rocksdb_client(
+    root: Path,
+    repo: FeatureRepo,
+    plan: AppliedPlan,
+    events: Sequence[Mapping[str, Any]],
+    *,
+    meta_for: Iterable[str],
+    **settings: Any,
+) -> Iterator[Any]:
     """An ASGI client of the app over RocksDB shards holding ``events``' tiles under ``root``."""
     write_rocksdb(root / "state", repo.views, events, meta_for=meta_for)
     table = RocksDBOnlineTable(root / "state", N_SHARDS, root / "secondary", background=False)

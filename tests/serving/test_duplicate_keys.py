@@ -48,12 +48,10 @@ def _repeats(value: Any) -> bool:
 
 
 KEYS = st.sampled_from(["as_of", "user_id", "a:b", "x", "é"])
-LEAVES = st.one_of(st.integers(-5, 5), st.floats(allow_nan=False, allow_infinity=False), TEXT, st.booleans(),
-                   st.none())
+LEAVES = st.one_of(st.integers(-5, 5), st.floats(allow_nan=False, allow_infinity=False), TEXT, st.booleans(), st.none())
 VALUES = st.recursive(
     LEAVES,
-    lambda inner: st.one_of(st.lists(inner, max_size=3),
-                            st.lists(st.tuples(KEYS, inner), max_size=4).map(Obj)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.lists(st.tuples(KEYS, inner), max_size=4).map(Obj)),
     max_leaves=12,
 )
 BODIES = st.lists(st.tuples(KEYS, VALUES), max_size=5).map(Obj)

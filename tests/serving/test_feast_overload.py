@@ -25,8 +25,9 @@ BODY = {"feature_service": "fraud_scoring", "entities": {"user_id": ["u0"], "mer
 
 
 @pytest.fixture(scope="module")
-def full_app(repo: FeatureRepo, plan: AppliedPlan, events: list[dict[str, Any]],
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def full_app(
+    repo: FeatureRepo, plan: AppliedPlan, events: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
     """The app with its in-flight budget already used up (max_in_flight requests counted in flight)."""
     root = tmp_path_factory.mktemp("overload")
     write_rocksdb(root / "state", repo.views, events, meta_for=[v.name for v in repo.views])
@@ -43,8 +44,10 @@ def test_shed_feast_request_is_answered_in_feast_error_shape(full_app: Any) -> N
     client = ASGIClient(full_app)
     try:
         feast = client.post("/get-online-features", json=BODY)
-        v1 = client.post("/v1/features/fraud_scoring", json={"entities": {"user_id": ["u0"], "merchant_id": ["m0"]},
-                                                              "request_data": {"amount": [1.0]}})
+        v1 = client.post(
+            "/v1/features/fraud_scoring",
+            json={"entities": {"user_id": ["u0"], "merchant_id": ["m0"]}, "request_data": {"amount": [1.0]}},
+        )
     finally:
         client.close()
     assert feast.status_code == 503 and feast.headers["retry-after"] == "1"

@@ -50,13 +50,20 @@ ROWS: list[dict[str, Any]] = [  # u0/m0 active in every window, u1/m1 only hours
     {"user_id": "u1", "merchant_id": "m1", "amount": 7.5},
     {"user_id": "u_new", "merchant_id": "m_new", "amount": 3.0},
 ]
-REFS = ["user_spend:amount_count_1d", "spend_velocity:spend_velocity_ratio", "user_spend:amount_mean_15m",
-        "merchant_activity:merchant_txn_count_1h"]
+REFS = [
+    "user_spend:amount_count_1d",
+    "spend_velocity:spend_velocity_ratio",
+    "user_spend:amount_mean_15m",
+    "merchant_activity:merchant_txn_count_1h",
+]
 # How they are answered: grouped by view, views in the order they first appear.
-REFS_ANSWERED = ["user_spend:amount_count_1d", "user_spend:amount_mean_15m", "spend_velocity:spend_velocity_ratio",
-                 "merchant_activity:merchant_txn_count_1h"]
-_FEAST_TYPES = {FieldType.STRING: "String", FieldType.INT: "Int64", FieldType.FLOAT: "Float64",
-                FieldType.BOOL: "Bool"}
+REFS_ANSWERED = [
+    "user_spend:amount_count_1d",
+    "user_spend:amount_mean_15m",
+    "spend_velocity:spend_velocity_ratio",
+    "merchant_activity:merchant_txn_count_1h",
+]
+_FEAST_TYPES = {FieldType.STRING: "String", FieldType.INT: "Int64", FieldType.FLOAT: "Float64", FieldType.BOOL: "Bool"}
 
 FEATURE_STORE_YAML = """project: streamfeat_compat
 registry: data/registry.db
@@ -71,7 +78,7 @@ entity_key_serialization_version: 3
 
 # The example repo's views as a Feast team would have declared them; the schemas are
 # filled in from streamfeat's definitions, the transforms mirror feature_defs/transforms.py.
-DEFINITIONS = '''
+DEFINITIONS = """
 from datetime import timedelta
 from typing import Any
 
@@ -111,7 +118,7 @@ feast_only = FeatureService(name="feast_only", features=[user_spend])
 
 OBJECTS = [user, merchant, transactions, user_spend, merchant_activity, transaction_request, spend_velocity,
            user_merchant_share, fraud_scoring, feast_only]
-'''
+"""
 
 
 def _fields(view_name: str) -> str:
@@ -122,8 +129,11 @@ def _fields(view_name: str) -> str:
 def write_feast_repo(root: Path, port: int) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "feature_store.yaml").write_text(FEATURE_STORE_YAML.format(port=port))
-    (root / "definitions.py").write_text(DEFINITIONS.replace("USER_SPEND_FIELDS", _fields("user_spend"))
-                                         .replace("MERCHANT_FIELDS", _fields("merchant_activity")))
+    (root / "definitions.py").write_text(
+        DEFINITIONS.replace("USER_SPEND_FIELDS", _fields("user_spend")).replace(
+            "MERCHANT_FIELDS", _fields("merchant_activity")
+        )
+    )
     return root
 
 
@@ -131,16 +141,25 @@ def recent_events(now: int) -> list[dict[str, Any]]:
     """Events placed so no window boundary passes during the test (none leaves a 15-minute
     window within 9 minutes), the newest 20 s old so the views stay fresh."""
     rng = np.random.default_rng(3)
-    bands = [("u0", "m0", now - 6 * MINUTE, now - 3 * MINUTE, 6), ("u0", "m0", now - 50 * MINUTE, now - 45 * MINUTE, 4),
-             ("u0", "m1", now - 20 * 60 * MINUTE, now - 2 * 60 * MINUTE, 12),
-             ("u1", "m1", now - 20 * 60 * MINUTE, now - 2 * 60 * MINUTE, 8)]
+    bands = [
+        ("u0", "m0", now - 6 * MINUTE, now - 3 * MINUTE, 6),
+        ("u0", "m0", now - 50 * MINUTE, now - 45 * MINUTE, 4),
+        ("u0", "m1", now - 20 * 60 * MINUTE, now - 2 * 60 * MINUTE, 12),
+        ("u1", "m1", now - 20 * 60 * MINUTE, now - 2 * 60 * MINUTE, 8),
+    ]
     events: list[dict[str, Any]] = []
     for user, merchant, start, end, n in bands:
         for ts in rng.integers(start, end, size=n).tolist():
-            events.append({"user_id": user, "merchant_id": merchant, "amount": round(float(rng.uniform(1, 300)), 2),
-                           "event_type": "PURCHASE" if rng.random() < 0.85 else "REFUND", "ts": int(ts)})
-    events.append({"user_id": "u0", "merchant_id": "m0", "amount": 12.0, "event_type": "PURCHASE",
-                   "ts": now - 20_000})
+            events.append(
+                {
+                    "user_id": user,
+                    "merchant_id": merchant,
+                    "amount": round(float(rng.uniform(1, 300)), 2),
+                    "event_type": "PURCHASE" if rng.random() < 0.85 else "REFUND",
+                    "ts": int(ts),
+                }
+            )
+    events.append({"user_id": "u0", "merchant_id": "m0", "amount": 12.0, "event_type": "PURCHASE", "ts": now - 20_000})
     events.sort(key=lambda e: e["ts"])
     return [{**e, "transaction_id": f"t{i}", "partition": 0, "offset": i} for i, e in enumerate(events)]
 
@@ -175,8 +194,14 @@ def streamfeat_url(tmp_path: Path) -> Iterator[str]:
 
 
 def run_feast_sdk(python: Path, repo: Path, calls: list[dict[str, Any]]) -> dict[str, Any]:
-    done = subprocess.run([str(python), str(SDK_SCRIPT), str(repo)], input=json.dumps(calls), capture_output=True,
-                          text=True, timeout=600, cwd=repo)
+    done = subprocess.run(
+        [str(python), str(SDK_SCRIPT), str(repo)],
+        input=json.dumps(calls),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=repo,
+    )
     assert done.returncode == 0, f"Feast SDK script failed:\n{done.stderr[-3000:]}"
     answer: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return answer
@@ -185,27 +210,37 @@ def run_feast_sdk(python: Path, repo: Path, calls: list[dict[str, Any]]) -> dict
 def v1_answer(url: str) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     entities = {k: [r[k] for r in ROWS] for k in ("user_id", "merchant_id")}
     with FeatureClient(url, timeout=10.0) as client:
-        answer = client.get_feature_vectors(SERVICE, entities, {"amount": [r["amount"] for r in ROWS]},
-                                            include_metadata=True)
+        answer = client.get_feature_vectors(
+            SERVICE, entities, {"amount": [r["amount"] for r in ROWS]}, include_metadata=True
+        )
     return answer["features"], answer["metadata"]["statuses"]
 
 
 def clock_features() -> set[str]:
     """Features whose value moves with the evaluation time itself (time_since_last)."""
-    return {agg.output_name for view in example_repo().views
-            for agg in view.aggregations if agg.function == "time_since_last"}
+    return {
+        agg.output_name
+        for view in example_repo().views
+        for agg in view.aggregations
+        if agg.function == "time_since_last"
+    }
 
 
 def without(rows: list[dict[str, Any]], names: set[str]) -> list[dict[str, Any]]:
     return [{k: v for k, v in row.items() if k not in names} for row in rows]
 
 
-def assert_same_as_v1(call_id: str, got: dict[str, Any], wanted_names: list[str], full: bool,
-                      rows: list[dict[str, Any]], statuses: list[dict[str, str]],
-                      later_rows: list[dict[str, Any]] | None = None) -> None:
+def assert_same_as_v1(
+    call_id: str,
+    got: dict[str, Any],
+    wanted_names: list[str],
+    full: bool,
+    rows: list[dict[str, Any]],
+    statuses: list[dict[str, str]],
+    later_rows: list[dict[str, Any]] | None = None,
+) -> None:
     assert got["ok"], f"{call_id}: Feast raised {got}"
-    names = [f"{view}__{feature}" if full else feature for view, feature in
-             (n.split(":") for n in wanted_names)]
+    names = [f"{view}__{feature}" if full else feature for view, feature in (n.split(":") for n in wanted_names)]
     assert got["names"] == ["user_id", "merchant_id", *names], call_id
     assert got["values"]["user_id"] == [r["user_id"] for r in ROWS], call_id
     clock = clock_features()
@@ -244,7 +279,8 @@ def test_feast_sdk_reads_streamfeat(feast_python: Path, streamfeat_url: str, tmp
     after = v1_answer(streamfeat_url)
     clock = clock_features()
     assert (without(before[0], clock), before[1]) == (without(after[0], clock), after[1]), (
-        "a window boundary passed during the SDK calls: the events are placed wrongly")
+        "a window boundary passed during the SDK calls: the events are placed wrongly"
+    )
     rows, statuses = before
     later = after[0]
     assert rows[0]["amount_count_15m"] >= 1 and rows[1]["amount_mean_15m"] is None  # PRESENT and NULL_VALUE

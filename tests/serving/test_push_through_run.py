@@ -32,21 +32,38 @@ MINUTE = 60_000
 
 def pushed_events(start: int) -> list[dict[str, Any]]:
     """30 events over 29 minutes for three users (every fifth a refund: filtered by the views)."""
-    return [{"transaction_id": f"p{i}", "user_id": USERS[i % 3], "merchant_id": f"m{i % 2}", "card_id": "c1",
-             "amount": round(5.0 + 3.7 * i, 2), "currency": "EUR",
-             "event_type": "REFUND" if i % 5 == 4 else "PURCHASE", "ts": start + i * MINUTE + 123}
-            for i in range(30)]
+    return [
+        {
+            "transaction_id": f"p{i}",
+            "user_id": USERS[i % 3],
+            "merchant_id": f"m{i % 2}",
+            "card_id": "c1",
+            "amount": round(5.0 + 3.7 * i, 2),
+            "currency": "EUR",
+            "event_type": "REFUND" if i % 5 == 4 else "PURCHASE",
+            "ts": start + i * MINUTE + 123,
+        }
+        for i in range(30)
+    ]
 
 
 def test_pushed_events_flow_through_run_into_served_values(
-        tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]) -> None:
+    tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
     topic = kafka_topic(partitions=1)
     repo_dir = copy_repo(tmp_path, topic)
     data = tmp_path / "data"
     common = ["--repo", str(repo_dir), "--data-dir", str(data)]
     streamfeat("apply", *common, "--shards", "2")
-    settings = load_settings(env={}, overrides={"repo": repo_dir, "data_dir": data, "kafka_bootstrap": kafka_bootstrap,
-                                                "push_sources": "transactions"})
+    settings = load_settings(
+        env={},
+        overrides={
+            "repo": repo_dir,
+            "data_dir": data,
+            "kafka_bootstrap": kafka_bootstrap,
+            "push_sources": "transactions",
+        },
+    )
     events = pushed_events(now_ms() - 40 * MINUTE)
     pusher = ASGIClient(create_app(settings))
     try:
@@ -68,9 +85,15 @@ def test_pushed_events_flow_through_run_into_served_values(
     t_end = max(e["ts"] for e in events) + 1
     reader = ASGIClient(create_app(settings))
     try:
-        answer = reader.post("/v1/features/fraud_scoring", json={
-            "entities": {"user_id": list(USERS), "merchant_id": ["m0"] * 3}, "request_data": {"amount": [1.0] * 3},
-            "as_of": t_end, "include_metadata": True})
+        answer = reader.post(
+            "/v1/features/fraud_scoring",
+            json={
+                "entities": {"user_id": list(USERS), "merchant_id": ["m0"] * 3},
+                "request_data": {"amount": [1.0] * 3},
+                "as_of": t_end,
+                "include_metadata": True,
+            },
+        )
     finally:
         reader.close()
     assert answer.status_code == 200, answer.text

@@ -32,14 +32,25 @@ def server_url(client: ASGIClient) -> Iterator[str]:
 def _model(repo: FeatureRepo, fingerprint: str | None = None) -> LogisticModel:
     service = repo.service("fraud_scoring")
     return LogisticModel(
-        trained_on=TrainedOn("fraud_scoring", fingerprint or service.fingerprint_hex), features=FEATURES,
-        coefficients=(0.5, -0.25, 0.75, 0.1), intercept=-0.3, means=(100.0, 2.0, 1.0, 1.0),
-        scales=(50.0, 1.0, 2.0, 60_000.0), defaults=dict.fromkeys(FEATURES, 0.0))
+        trained_on=TrainedOn("fraud_scoring", fingerprint or service.fingerprint_hex),
+        features=FEATURES,
+        coefficients=(0.5, -0.25, 0.75, 0.1),
+        intercept=-0.3,
+        means=(100.0, 2.0, 1.0, 1.0),
+        scales=(50.0, 1.0, 2.0, 60_000.0),
+        defaults=dict.fromkeys(FEATURES, 0.0),
+    )
 
 
 def _entities() -> pl.DataFrame:
-    return pl.DataFrame({"user_id": ["u0", "u1", "never_seen"], "merchant_id": ["m0", "m1", "m_none"],
-                         "amount": [20.0, 300.0, 5.0], "ts": [T_END, T_END - 60_000, T_END]})
+    return pl.DataFrame(
+        {
+            "user_id": ["u0", "u1", "never_seen"],
+            "merchant_id": ["m0", "m1", "m_none"],
+            "amount": [20.0, 300.0, 5.0],
+            "ts": [T_END, T_END - 60_000, T_END],
+        }
+    )
 
 
 def test_score_batch_features_as_of_each_row_and_the_model_formula(repo: FeatureRepo, server_url: str) -> None:
@@ -47,17 +58,28 @@ def test_score_batch_features_as_of_each_row_and_the_model_formula(repo: Feature
     entities = _entities()
     with FeatureClient(server_url) as fc:
         scored = score_batch(model, entities, fc, time_column="ts")
-        served = [fc.get_feature_vector("fraud_scoring", {"user_id": u, "merchant_id": m}, {"amount": a}, as_of=t)
-                  for u, m, a, t in entities.select("user_id", "merchant_id", "amount", "ts").iter_rows()]
-    assert scored.columns == ["user_id", "merchant_id", "as_of", *FEATURES, "score", "prediction", "cold_start_features"]
+        served = [
+            fc.get_feature_vector("fraud_scoring", {"user_id": u, "merchant_id": m}, {"amount": a}, as_of=t)
+            for u, m, a, t in entities.select("user_id", "merchant_id", "amount", "ts").iter_rows()
+        ]
+    assert scored.columns == [
+        "user_id",
+        "merchant_id",
+        "as_of",
+        *FEATURES,
+        "score",
+        "prediction",
+        "cold_start_features",
+    ]
     assert scored["user_id"].to_list() == entities["user_id"].to_list()
     assert [int(t.timestamp() * 1000) for t in scored["as_of"].to_list()] == entities["ts"].to_list()
     for out, want in zip(scored.iter_rows(named=True), served, strict=True):
         values = [0.0 if want[f] is None else float(want[f]) for f in FEATURES]
         assert [out[f] for f in FEATURES] == pytest.approx(values)
         assert out["cold_start_features"] == sum(want[f] is None for f in FEATURES)
-        z = model.intercept + sum(c * (v - m) / s for c, v, m, s in
-                                  zip(model.coefficients, values, model.means, model.scales, strict=True))
+        z = model.intercept + sum(
+            c * (v - m) / s for c, v, m, s in zip(model.coefficients, values, model.means, model.scales, strict=True)
+        )
         assert out["score"] == pytest.approx(1 / (1 + math.exp(-z)))
         assert out["prediction"] == int(out["score"] >= 0.5)
     assert scored.row(0, named=True)["amount_count_15m"] >= 1  # a known user has real values
@@ -71,15 +93,28 @@ def test_a_changed_service_is_refused(repo: FeatureRepo, server_url: str) -> Non
         score_batch(_model(repo), _entities().drop("merchant_id"), fc)
 
 
-def test_score_batch_cli_writes_the_same_scores(repo: FeatureRepo, server_url: str, tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_score_batch_cli_writes_the_same_scores(
+    repo: FeatureRepo, server_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     model = _model(repo)
     save_model(model, tmp_path / "model.json")
     assert load_model(tmp_path / "model.json") == model
     _entities().write_parquet(tmp_path / "entities.parquet")
-    code = cli_main(["score-batch", "--model", str(tmp_path / "model.json"), "--entities",
-                     str(tmp_path / "entities.parquet"), "--out", str(tmp_path / "scores.parquet"),
-                     "--time-column", "ts", "--url", server_url])
+    code = cli_main(
+        [
+            "score-batch",
+            "--model",
+            str(tmp_path / "model.json"),
+            "--entities",
+            str(tmp_path / "entities.parquet"),
+            "--out",
+            str(tmp_path / "scores.parquet"),
+            "--time-column",
+            "ts",
+            "--url",
+            server_url,
+        ]
+    )
     assert code == 0 and "scored 3 rows" in capsys.readouterr().out
     with FeatureClient(server_url) as fc:
         want = score_batch(model, _entities(), fc, time_column="ts")

@@ -27,15 +27,21 @@ def _versioned_repo(split: dict[str, float]) -> FeatureRepo:
     base = example_repo()
     v1 = base.view("user_spend")
     # Version 2 counts every transaction (no PURCHASE filter): other values for the same feature.
-    v2 = StreamFeatureView(name="user_spend", version=2, source=v1.source, entities=v1.entities,
-                           aggregations=[Aggregation("amount", "sum", timedelta(minutes=15)),
-                                         Aggregation("amount", "sum", timedelta(hours=1))])
+    v2 = StreamFeatureView(
+        name="user_spend",
+        version=2,
+        source=v1.source,
+        entities=v1.entities,
+        aggregations=[
+            Aggregation("amount", "sum", timedelta(minutes=15)),
+            Aggregation("amount", "sum", timedelta(hours=1)),
+        ],
+    )
     features = ["amount_sum_15m", "amount_sum_1h"]
     pinned_v1 = FeatureService(name="spend_v1", features=[v1[features]])
     pinned_v2 = FeatureService(name="spend_v2", features=[v2[features]])
     ab = FeatureService(name="spend_ab", features=[v1[features]], ab_split=split)
-    return FeatureRepo.from_objects([*base.views, *base.on_demand_views, *base.services, v2,
-                                     pinned_v1, pinned_v2, ab])
+    return FeatureRepo.from_objects([*base.views, *base.on_demand_views, *base.services, v2, pinned_v1, pinned_v2, ab])
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +54,9 @@ def ab_client(events: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFac
 
 
 def _ask(client: ASGIClient, service: str, users: list[str]) -> dict[str, Any]:
-    response = client.post(f"/v1/features/{service}",
-                           json={"entities": {"user_id": users}, "as_of": T_END, "include_metadata": True})
+    response = client.post(
+        f"/v1/features/{service}", json={"entities": {"user_id": users}, "as_of": T_END, "include_metadata": True}
+    )
     assert response.status_code == 200, response.text
     answer: dict[str, Any] = response.json()
     return answer
@@ -73,11 +80,14 @@ def test_each_entity_is_answered_by_its_version(ab_client: ASGIClient) -> None:
     assert described["ab_split"] == {"spend_v2": 0.5}
 
 
-@pytest.mark.parametrize(("split", "match"), [
-    ({"nope": 0.2}, "service 'nope' is not defined"),
-    ({"fraud_scoring": 0.2}, "same features in the same order"),
-    ({"spend_v2": 1.0}, "share between 0 and 1"),
-])
+@pytest.mark.parametrize(
+    ("split", "match"),
+    [
+        ({"nope": 0.2}, "service 'nope' is not defined"),
+        ({"fraud_scoring": 0.2}, "same features in the same order"),
+        ({"spend_v2": 1.0}, "share between 0 and 1"),
+    ],
+)
 def test_bad_splits_are_refused(split: dict[str, float], match: str) -> None:
     with pytest.raises((RepoValidationError, ValueError), match=match):
         _versioned_repo(split)

@@ -34,32 +34,55 @@ def server_url(client: ASGIClient) -> Iterator[str]:
 
 def test_feature_vector_and_vectors(server_url: str) -> None:
     with FeatureClient(server_url, timeout=5.0) as fc:
-        row = fc.get_feature_vector("fraud_scoring", {"user_id": "u0", "merchant_id": "m0"},
-                                    request_data={"amount": 20.0}, as_of=T_END)
+        row = fc.get_feature_vector(
+            "fraud_scoring", {"user_id": "u0", "merchant_id": "m0"}, request_data={"amount": 20.0}, as_of=T_END
+        )
         assert list(row)[:2] == ["user_id", "merchant_id"] and row["amount_count_15m"] >= 1
-        many = fc.get_feature_vectors("fraud_scoring", {"user_id": ["u0", "u1"], "merchant_id": ["m0", "m1"]},
-                                      {"amount": [20.0, 1.0]}, as_of=T_END, include_metadata=True)
+        many = fc.get_feature_vectors(
+            "fraud_scoring",
+            {"user_id": ["u0", "u1"], "merchant_id": ["m0", "m1"]},
+            {"amount": [20.0, 1.0]},
+            as_of=T_END,
+            include_metadata=True,
+        )
         # One entity and many sum tiles in different orders (kernel evaluate vs evaluate_many).
         first = many["features"][0]
         assert list(first) == list(row)
-        assert all(first[k] == v if isinstance(v, str) else first[k] == pytest.approx(v, rel=1e-9)
-                   for k, v in row.items())
+        assert all(
+            first[k] == v if isinstance(v, str) else first[k] == pytest.approx(v, rel=1e-9) for k, v in row.items()
+        )
         assert len(many["metadata"]["statuses"]) == 2
-        per_row = fc.get_feature_vectors("fraud_scoring", {"user_id": ["u0", "u0"], "merchant_id": ["m0", "m0"]},
-                                         {"amount": [20.0, 20.0]},
-                                         as_of=[T_END, datetime.fromtimestamp(T_END / 1000, UTC)])
+        per_row = fc.get_feature_vectors(
+            "fraud_scoring",
+            {"user_id": ["u0", "u0"], "merchant_id": ["m0", "m0"]},
+            {"amount": [20.0, 20.0]},
+            as_of=[T_END, datetime.fromtimestamp(T_END / 1000, UTC)],
+        )
         assert per_row["as_of"] == [T_END, T_END] and per_row["features"][0] == per_row["features"][1]
-        assert [s["name"] for s in fc.list_services()] == ["batch_review", "fraud_scoring", "shadowed", "user_subset", "with_defaults"]
+        assert [s["name"] for s in fc.list_services()] == [
+            "batch_review",
+            "fraud_scoring",
+            "shadowed",
+            "user_subset",
+            "with_defaults",
+        ]
         assert fc.describe_service("with_defaults")["inputs"]["entities"][0]["name"] == "user_id"
 
 
-@pytest.mark.parametrize(("call", "kind"), [
-    (lambda fc: fc.get_feature_vector("nope", {"user_id": "u0"}), ServiceNotFound),
-    (lambda fc: fc.get_feature_vector("fraud_scoring", {"user_id": "u0"}, {"amount": 1.0}), InvalidRequest),
-    (lambda fc: fc.get_feature_vectors("fraud_scoring", {"user_id": ["u"] * 60, "merchant_id": ["m"] * 60},
-                                       {"amount": [1.0] * 60}), PayloadTooLarge),
-    (lambda fc: fc.get_feature_vector("with_defaults", {"user_id": "u0"}, {"amount": 13.0}), TransformError),
-])
+@pytest.mark.parametrize(
+    ("call", "kind"),
+    [
+        (lambda fc: fc.get_feature_vector("nope", {"user_id": "u0"}), ServiceNotFound),
+        (lambda fc: fc.get_feature_vector("fraud_scoring", {"user_id": "u0"}, {"amount": 1.0}), InvalidRequest),
+        (
+            lambda fc: fc.get_feature_vectors(
+                "fraud_scoring", {"user_id": ["u"] * 60, "merchant_id": ["m"] * 60}, {"amount": [1.0] * 60}
+            ),
+            PayloadTooLarge,
+        ),
+        (lambda fc: fc.get_feature_vector("with_defaults", {"user_id": "u0"}, {"amount": 13.0}), TransformError),
+    ],
+)
 def test_typed_errors(server_url: str, call: Any, kind: type[Exception]) -> None:
     with FeatureClient(server_url) as fc, pytest.raises(kind) as caught:
         call(fc)
@@ -74,8 +97,9 @@ def test_unreachable_server_is_transport_error() -> None:
         fc.list_services()
 
 
-def test_serve_without_plan_exits_2_with_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_without_plan_exits_2_with_hint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)
     for name in ("STREAMFEAT_DATA_DIR", "STREAMFEAT_REPO", "STREAMFEAT_ONLINE"):
         monkeypatch.delenv(name, raising=False)
@@ -142,9 +166,16 @@ def test_declared_fallback_when_the_server_does_not_answer() -> None:
         with FeatureClient(url, timeout=0.2, fallbacks=fallbacks, cache=CacheConfig()) as fc:
             row = fc.get_feature_vector("fraud_scoring", {"user_id": "u0", "merchant_id": "m0"}, {"amount": 2.0})
             assert row == {"user_id": "u0", "merchant_id": "m0", "amount_sum_15m": 0.0, "spend_velocity_ratio": 1.0}
-            many = fc.get_feature_vectors("fraud_scoring", {"user_id": ["u0", "u1"], "merchant_id": ["m0", "m1"]},
-                                          {"amount": [1.0, 2.0]}, include_metadata=True)
-            assert many["metadata"]["statuses"] == [{"amount_sum_15m": "DEFAULTED", "spend_velocity_ratio": "DEFAULTED"}] * 2
+            many = fc.get_feature_vectors(
+                "fraud_scoring",
+                {"user_id": ["u0", "u1"], "merchant_id": ["m0", "m1"]},
+                {"amount": [1.0, 2.0]},
+                include_metadata=True,
+            )
+            assert (
+                many["metadata"]["statuses"]
+                == [{"amount_sum_15m": "DEFAULTED", "spend_velocity_ratio": "DEFAULTED"}] * 2
+            )
             assert "ReadTimeout" in many["metadata"]["fallback"]
             assert fc.fallbacks_used == 2 and fc.cache is not None and len(fc.cache) == 0  # never cached
             # A service without a declared fallback still raises.

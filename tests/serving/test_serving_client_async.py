@@ -42,8 +42,13 @@ def test_async_answers_equal_the_sync_client(server_url: str) -> None:
     async def calls() -> tuple[dict[str, object], dict[str, object], list[str]]:
         async with AsyncFeatureClient(server_url, timeout=5.0) as fc:
             row = await fc.get_feature_vector("fraud_scoring", KEYS, {"amount": 20.0}, as_of=T_END)
-            many = await fc.get_feature_vectors("fraud_scoring", {"user_id": ["u0", "u1"], "merchant_id": ["m0", "m1"]},
-                                                {"amount": [20.0, 1.0]}, as_of=T_END, include_metadata=True)
+            many = await fc.get_feature_vectors(
+                "fraud_scoring",
+                {"user_id": ["u0", "u1"], "merchant_id": ["m0", "m1"]},
+                {"amount": [20.0, 1.0]},
+                as_of=T_END,
+                include_metadata=True,
+            )
             names = [s["name"] for s in await fc.list_services()]
             return row, many, names
 
@@ -51,8 +56,13 @@ def test_async_answers_equal_the_sync_client(server_url: str) -> None:
     with FeatureClient(server_url) as sync:
         assert row == sync.get_feature_vector("fraud_scoring", KEYS, {"amount": 20.0}, as_of=T_END)
         assert names == [s["name"] for s in sync.list_services()]
-        assert many == sync.get_feature_vectors("fraud_scoring", {"user_id": ["u0", "u1"], "merchant_id": ["m0", "m1"]},
-                                                {"amount": [20.0, 1.0]}, as_of=T_END, include_metadata=True)
+        assert many == sync.get_feature_vectors(
+            "fraud_scoring",
+            {"user_id": ["u0", "u1"], "merchant_id": ["m0", "m1"]},
+            {"amount": [20.0, 1.0]},
+            as_of=T_END,
+            include_metadata=True,
+        )
     assert isinstance(row["amount_count_15m"], int) and row["amount_count_15m"] >= 1
 
 
@@ -72,8 +82,9 @@ def test_async_cache_answers_hot_entities_without_the_server(server_url: str) ->
     transport = CountingAsyncTransport()
 
     async def calls() -> None:
-        async with AsyncFeatureClient(server_url, transport=transport,
-                                      cache=CacheConfig(max_entries=2, default_ttl_s=60.0)) as fc:
+        async with AsyncFeatureClient(
+            server_url, transport=transport, cache=CacheConfig(max_entries=2, default_ttl_s=60.0)
+        ) as fc:
             first = await fc.get_feature_vector("fraud_scoring", KEYS, {"amount": 20.0})
             again = await fc.get_feature_vector("fraud_scoring", KEYS, {"amount": 20.0})
             assert again == first
@@ -92,8 +103,9 @@ def test_async_declared_fallback_when_the_server_does_not_answer() -> None:
         async with AsyncFeatureClient(url, timeout=0.2, fallbacks=fallbacks, cache=CacheConfig()) as fc:
             row = await fc.get_feature_vector("fraud_scoring", KEYS, {"amount": 2.0})
             assert row == {**KEYS, "amount_sum_15m": 0.0}
-            many = await fc.get_feature_vectors("fraud_scoring", {"user_id": ["u0"], "merchant_id": ["m0"]},
-                                                include_metadata=True)
+            many = await fc.get_feature_vectors(
+                "fraud_scoring", {"user_id": ["u0"], "merchant_id": ["m0"]}, include_metadata=True
+            )
             assert many["metadata"]["statuses"] == [{"amount_sum_15m": "DEFAULTED"}]
             assert fc.fallbacks_used == 2 and fc.cache is not None and len(fc.cache) == 0
             with pytest.raises(ClientTransportError):

@@ -87,8 +87,12 @@ def probe_rows(events: Sequence[dict[str, Any]], rng: np.random.Generator) -> li
         last = max(e["ts"] for e in events if e["user_id"] == user)
         # Random times over the span, and times at or after the user's last event (which
         # the online record answers when no retention can have trimmed it).
-        times = [*rng.integers(first, end + 2 * HOUR, size=12).tolist(), last, last + 1,
-                 *rng.integers(end, end + 2 * HOUR, size=4).tolist()]
+        times = [
+            *rng.integers(first, end + 2 * HOUR, size=12).tolist(),
+            last,
+            last + 1,
+            *rng.integers(end, end + 2 * HOUR, size=4).tolist(),
+        ]
         for t in times:
             rows.append((user, merchants[int(rng.integers(len(merchants)))], int(t)))
     return rows
@@ -106,9 +110,14 @@ def test_historical_reads_equal_the_training_set(history: History) -> None:
     rng = np.random.default_rng(5)
     rows = probe_rows(history.events, rng)
     amounts = [float(round(rng.uniform(1, 300), 2)) for _ in rows]
-    spine = pl.DataFrame({
-        "user_id": [u for u, _, _ in rows], "merchant_id": [m for _, m, _ in rows],
-        "amount": amounts, "event_timestamp": pl.Series([t for _, _, t in rows], dtype=pl.Int64)})
+    spine = pl.DataFrame(
+        {
+            "user_id": [u for u, _, _ in rows],
+            "merchant_id": [m for _, m, _ in rows],
+            "amount": amounts,
+            "event_timestamp": pl.Series([t for _, _, t in rows], dtype=pl.Int64),
+        }
+    )
     offline = get_training_set(history.repo, "fraud_scoring", spine, history.log_root)
     service = history.repo.service("fraud_scoring")
     features = service.feature_names
@@ -116,15 +125,19 @@ def test_historical_reads_equal_the_training_set(history: History) -> None:
     sources: dict[str, int] = {"online": 0, "log": 0}
     not_found = 0
     for start in range(0, len(rows), CHUNK):
-        chunk = rows[start:start + CHUNK]
-        body = {"entities": {"user_id": [u for u, _, _ in chunk], "merchant_id": [m for _, m, _ in chunk]},
-                "request_data": {"amount": amounts[start:start + CHUNK]},
-                "as_of": [t for _, _, t in chunk], "include_metadata": True}
+        chunk = rows[start : start + CHUNK]
+        body = {
+            "entities": {"user_id": [u for u, _, _ in chunk], "merchant_id": [m for _, m, _ in chunk]},
+            "request_data": {"amount": amounts[start : start + CHUNK]},
+            "as_of": [t for _, _, t in chunk],
+            "include_metadata": True,
+        }
         response = history.client.post("/v1/features/fraud_scoring", json=body)
         assert response.status_code == 200, response.text
         answer = response.json()
-        for i, (row, origin, statuses) in enumerate(zip(answer["features"], answer["metadata"]["sources"],
-                                                        answer["metadata"]["statuses"], strict=True)):
+        for i, (row, origin, statuses) in enumerate(
+            zip(answer["features"], answer["metadata"]["sources"], answer["metadata"]["statuses"], strict=True)
+        ):
             want = offline.row(start + i, named=True)
             sources[origin["user_spend"]] += 1
             not_found += statuses["amount_count_1d"] == "NOT_FOUND"
@@ -144,12 +157,20 @@ def test_one_row_requests_answer_the_same(history: History) -> None:
     rng = np.random.default_rng(9)
     rows = probe_rows(history.events, rng)[::37]
     for user, merchant, t in rows:
-        body = {"entities": {"user_id": [user], "merchant_id": [merchant]}, "request_data": {"amount": [5.0]},
-                "as_of": t}
+        body = {
+            "entities": {"user_id": [user], "merchant_id": [merchant]},
+            "request_data": {"amount": [5.0]},
+            "as_of": t,
+        }
         single = history.client.post("/v1/features/fraud_scoring", json=body)
-        batch = history.client.post("/v1/features/fraud_scoring",
-                                    json={**body, "entities": {"user_id": [user, "u3"], "merchant_id": [merchant, "m1"]},
-                                          "request_data": {"amount": [5.0, 1.0]}})
+        batch = history.client.post(
+            "/v1/features/fraud_scoring",
+            json={
+                **body,
+                "entities": {"user_id": [user, "u3"], "merchant_id": [merchant, "m1"]},
+                "request_data": {"amount": [5.0, 1.0]},
+            },
+        )
         assert single.status_code == 200 and batch.status_code == 200, (single.text, batch.text)
         one, first = single.json()["features"][0], batch.json()["features"][0]
         for name, value in one.items():
@@ -158,8 +179,11 @@ def test_one_row_requests_answer_the_same(history: History) -> None:
 
 def test_times_the_log_does_not_cover_are_refused(history: History) -> None:
     first = first_logged(history.events)
-    body = {"entities": {"user_id": ["u3"], "merchant_id": ["m1"]}, "request_data": {"amount": [5.0]},
-            "as_of": first - 1}
+    body = {
+        "entities": {"user_id": ["u3"], "merchant_id": ["m1"]},
+        "request_data": {"amount": [5.0]},
+        "as_of": first - 1,
+    }
     response = history.client.post("/v1/features/fraud_scoring", json=body)
     assert response.status_code == 422
     error = response.json()["error"]

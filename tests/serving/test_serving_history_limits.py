@@ -32,8 +32,11 @@ def test_log_complete_through_takes_the_least_published_watermark() -> None:
 
 
 def fraud(users: list[str], t: int | None) -> dict[str, Any]:
-    body: dict[str, Any] = {"entities": {"user_id": users, "merchant_id": ["m0"] * len(users)},
-                            "request_data": {"amount": [1.0] * len(users)}, "include_metadata": True}
+    body: dict[str, Any] = {
+        "entities": {"user_id": users, "merchant_id": ["m0"] * len(users)},
+        "request_data": {"amount": [1.0] * len(users)},
+        "include_metadata": True,
+    }
     if t is not None:
         body["as_of"] = t
     return body
@@ -48,7 +51,11 @@ def test_a_log_behind_the_state_refuses_what_it_lacks(
     cut = events[300]
     with RocksDBStore(tmp_path / "state", N_SHARDS) as store:
         txn = store.partition(0).begin()
-        txn.set_offset("transactions", 0, OffsetRecord(len(events) - 1, (T_END - 2_000, T_END - 3_000), 300, (cut["ts"], cut["ts"] - 1_000)))
+        txn.set_offset(
+            "transactions",
+            0,
+            OffsetRecord(len(events) - 1, (T_END - 2_000, T_END - 3_000), 300, (cut["ts"], cut["ts"] - 1_000)),
+        )
         txn.commit()
     # The example source tolerates one outlier: the watermark follows the second largest time.
     complete = cut["ts"] - 1_000 - LATENESS - 1
@@ -78,7 +85,11 @@ def test_lifetime_view_answers_old_as_of_from_the_log_or_names_the_compacted_hor
     cut = events[300]
     with RocksDBStore(tmp_path / "state", N_SHARDS) as store:
         txn = store.partition(0).begin()
-        txn.set_offset("transactions", 0, OffsetRecord(len(events) - 1, (T_END - 2_000, T_END - 3_000), 300, (cut["ts"], cut["ts"] - 1_000)))
+        txn.set_offset(
+            "transactions",
+            0,
+            OffsetRecord(len(events) - 1, (T_END - 2_000, T_END - 3_000), 300, (cut["ts"], cut["ts"] - 1_000)),
+        )
         txn.commit()
     complete = cut["ts"] - 1_000 - LATENESS - 1
     view = repo.view("user_lifetime")
@@ -92,8 +103,9 @@ def test_lifetime_view_answers_old_as_of_from_the_log_or_names_the_compacted_hor
         message = refused.json()["error"]["message"]
         assert f"before {newest - view.retention_ms} (" in message and "compacted horizon" in message
         for t in (complete, newest):  # from the log, then from the online record
-            answer = client.post("/v1/features/lifetime", json={"entities": {"user_id": ["u0"]}, "as_of": t,
-                                                                "include_metadata": True})
+            answer = client.post(
+                "/v1/features/lifetime", json={"entities": {"user_id": ["u0"]}, "as_of": t, "include_metadata": True}
+            )
             assert answer.status_code == 200, answer.text
             row = answer.json()["features"][0]
             mine = [e for e in purchases if e["ts"] <= t]
@@ -113,17 +125,29 @@ def test_events_after_the_wall_clock_are_never_present(
 ) -> None:
     now = time.time_ns() // 1_000_000
     # Accepted within the source's max_future_skew: one event 10 minutes ahead, one now.
-    events = [{"transaction_id": f"f{i}", "user_id": "ahead", "merchant_id": "m0", "amount": amount,
-               "event_type": "PURCHASE", "ts": ts, "partition": 0, "offset": i}
-              for i, (ts, amount) in enumerate([(now - 1_000, 5.0), (now + 10 * 60_000, 100.0)])]
+    events = [
+        {
+            "transaction_id": f"f{i}",
+            "user_id": "ahead",
+            "merchant_id": "m0",
+            "amount": amount,
+            "event_type": "PURCHASE",
+            "ts": ts,
+            "partition": 0,
+            "offset": i,
+        }
+        for i, (ts, amount) in enumerate([(now - 1_000, 5.0), (now + 10 * 60_000, 100.0)])
+    ]
     write_log(str(tmp_path / "log"), repo.views, events)
     write_rocksdb(tmp_path / "state", repo.views, events, meta_for=())
     table = RocksDBOnlineTable(tmp_path / "state", N_SHARDS, tmp_path / "secondary", background=False)
     client = ASGIClient(make_app(repo, plan, table, log_root=str(tmp_path / "log")))
     try:
         if route == "/get-online-features":
-            body = {"feature_service": "fraud_scoring", "entities": {"user_id": ["ahead"], "merchant_id": ["m0"],
-                                                                     "amount": [1.0]}}
+            body = {
+                "feature_service": "fraud_scoring",
+                "entities": {"user_id": ["ahead"], "merchant_id": ["m0"], "amount": [1.0]},
+            }
             answer = client.post(route, json=body).json()
             names = answer["metadata"]["feature_names"]
             statuses = answer["results"][names.index("amount_sum_1d")]["statuses"]
@@ -149,9 +173,19 @@ def test_an_event_far_ahead_marks_what_retention_may_have_cut(
     newest event time: retention measured against it may drop tiles of everyone's 1-day
     windows, so wall-clock values of the view are not PRESENT, and as_of reads use the log."""
     now = time.time_ns() // 1_000_000
-    events = [{"transaction_id": f"q{i}", "user_id": user, "merchant_id": "m0", "amount": amount,
-               "event_type": "PURCHASE", "ts": ts, "partition": 0, "offset": i}
-              for i, (user, ts, amount) in enumerate([("quiet", now - 3_600_000, 7.0), ("ahead", now + 20 * 3_600_000, 1.0)])]
+    events = [
+        {
+            "transaction_id": f"q{i}",
+            "user_id": user,
+            "merchant_id": "m0",
+            "amount": amount,
+            "event_type": "PURCHASE",
+            "ts": ts,
+            "partition": 0,
+            "offset": i,
+        }
+        for i, (user, ts, amount) in enumerate([("quiet", now - 3_600_000, 7.0), ("ahead", now + 20 * 3_600_000, 1.0)])
+    ]
     write_log(str(tmp_path / "log"), repo.views, events)
     write_rocksdb(tmp_path / "state", repo.views, events, meta_for=("user_spend", "merchant_activity"))
     table = RocksDBOnlineTable(tmp_path / "state", N_SHARDS, tmp_path / "secondary", background=False)

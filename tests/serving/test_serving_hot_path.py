@@ -9,8 +9,12 @@ import pytest
 from serving.hot_path import feature_service, route_path
 from tests.serving.asgi_support import ASGIClient
 
-GOOD = {"entities": {"user_id": ["u1"], "merchant_id": ["m1"]}, "request_data": {"amount": [3.0]},
-        "as_of": 1_767_225_600_000, "include_metadata": True}
+GOOD = {
+    "entities": {"user_id": ["u1"], "merchant_id": ["m1"]},
+    "request_data": {"amount": [3.0]},
+    "as_of": 1_767_225_600_000,
+    "include_metadata": True,
+}
 
 
 def _scope(method: str, path: str, root_path: str = "") -> dict[str, Any]:
@@ -32,15 +36,19 @@ def _scope(method: str, path: str, root_path: str = "") -> dict[str, Any]:
         ("POST", "/api", "/api", None),
     ],
 )
-def test_dispatch_takes_exactly_the_route_template(method: str, path: str, root_path: str,
-                                                   service: str | None) -> None:
+def test_dispatch_takes_exactly_the_route_template(method: str, path: str, root_path: str, service: str | None) -> None:
     assert feature_service(_scope(method, path, root_path)) == service
 
 
 @pytest.mark.parametrize(
     ("path", "root_path", "expected"),
-    [("/a/b", "", "/a/b"), ("/api/a", "/api", "/a"), ("/api", "/api", ""), ("/apix/a", "/api", "/apix/a"),
-     ("/a", "/api", "/a")],
+    [
+        ("/a/b", "", "/a/b"),
+        ("/api/a", "/api", "/a"),
+        ("/api", "/api", ""),
+        ("/apix/a", "/api", "/apix/a"),
+        ("/a", "/api", "/a"),
+    ],
 )
 def test_route_path_cuts_the_mount_point_only(path: str, root_path: str, expected: str) -> None:
     assert route_path(_scope("POST", path, root_path)) == expected
@@ -59,9 +67,19 @@ def test_hot_path_answers_like_the_documented_route(client: ASGIClient) -> None:
         async def send(message: dict[str, Any]) -> None:
             sent.append(message)  # noqa: B023 - consumed before the next iteration
 
-        scope = {"type": "http", "method": "POST", "path": "/v1/features/fraud_scoring", "root_path": "",
-                 "headers": [(b"content-type", b"application/json")], "query_string": b"", "app": app,
-                 "http_version": "1.1", "scheme": "http", "server": ("t", 80), "client": ("c", 1)}
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/v1/features/fraud_scoring",
+            "root_path": "",
+            "headers": [(b"content-type", b"application/json")],
+            "query_string": b"",
+            "app": app,
+            "http_version": "1.1",
+            "scheme": "http",
+            "server": ("t", 80),
+            "client": ("c", 1),
+        }
         client._loop.run_until_complete(framework(scope, _receive(via_dispatch.request.content), send))
         assert sent[0]["status"] == via_dispatch.status_code
         assert sent[1]["body"] == via_dispatch.content
@@ -78,4 +96,5 @@ def test_other_methods_and_paths_still_reach_the_router(client: ASGIClient) -> N
 def _receive(body: bytes) -> Any:
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
+
     return receive

@@ -33,24 +33,37 @@ def test_unknown_service_is_404_with_suggestion(client: ASGIClient) -> None:
     assert client.get("/v1/services/nope").status_code == 404
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"entities": {"user_id": ["u1"]}, "request_data": {"amount": [1.0]}}, "entities.merchant_id"),
-    ({"entities": {"user_id": ["u1"], "merchant_id": ["m"], "card_id": ["c"]}, "request_data": {"amount": [1.0]}},
-     "entities.card_id"),
-    ({"entities": {"user_id": [7], "merchant_id": ["m"]}, "request_data": {"amount": [1.0]}}, "entities.user_id[0]"),
-    ({"entities": {"user_id": "u1", "merchant_id": ["m"]}, "request_data": {"amount": [1.0]}}, "entities.user_id"),
-    ({"entities": {"user_id": ["u1"], "merchant_id": ["m"]}}, "request_data"),
-    ({"entities": {"user_id": ["u1"], "merchant_id": ["m"]}, "request_data": {}}, "request_data.amount"),
-    ({"entities": {"user_id": ["u1"], "merchant_id": ["m"]}, "request_data": {"amount": ["x"]}},
-     "request_data.amount[0]"),
-    ({"entities": {"user_id": ["u1", "u2"], "merchant_id": ["m"]}, "request_data": {"amount": [1.0]}}, "entities"),
-    ({"entities": {"user_id": [], "merchant_id": []}, "request_data": {"amount": []}}, "entities"),
-    ({**GOOD, "as_of": "2026-01-01T00:00:00"}, "as_of"),
-    ({**GOOD, "as_of": True}, "as_of"),
-    ({**GOOD, "include_metadata": "yes"}, "include_metadata"),
-    ({**GOOD, "extra": 1}, "extra"),
-    ([1, 2], "body"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"entities": {"user_id": ["u1"]}, "request_data": {"amount": [1.0]}}, "entities.merchant_id"),
+        (
+            {
+                "entities": {"user_id": ["u1"], "merchant_id": ["m"], "card_id": ["c"]},
+                "request_data": {"amount": [1.0]},
+            },
+            "entities.card_id",
+        ),
+        (
+            {"entities": {"user_id": [7], "merchant_id": ["m"]}, "request_data": {"amount": [1.0]}},
+            "entities.user_id[0]",
+        ),
+        ({"entities": {"user_id": "u1", "merchant_id": ["m"]}, "request_data": {"amount": [1.0]}}, "entities.user_id"),
+        ({"entities": {"user_id": ["u1"], "merchant_id": ["m"]}}, "request_data"),
+        ({"entities": {"user_id": ["u1"], "merchant_id": ["m"]}, "request_data": {}}, "request_data.amount"),
+        (
+            {"entities": {"user_id": ["u1"], "merchant_id": ["m"]}, "request_data": {"amount": ["x"]}},
+            "request_data.amount[0]",
+        ),
+        ({"entities": {"user_id": ["u1", "u2"], "merchant_id": ["m"]}, "request_data": {"amount": [1.0]}}, "entities"),
+        ({"entities": {"user_id": [], "merchant_id": []}, "request_data": {"amount": []}}, "entities"),
+        ({**GOOD, "as_of": "2026-01-01T00:00:00"}, "as_of"),
+        ({**GOOD, "as_of": True}, "as_of"),
+        ({**GOOD, "include_metadata": "yes"}, "include_metadata"),
+        ({**GOOD, "extra": 1}, "extra"),
+        ([1, 2], "body"),
+    ],
+)
 def test_bad_fields_are_422_naming_the_field(client: ASGIClient, body: Any, field: str) -> None:
     error = error_of(client.post("/v1/features/fraud_scoring", json=body), 422)
     assert error["field"] == field
@@ -63,8 +76,10 @@ def test_malformed_json_is_400(client: ASGIClient, raw: bytes) -> None:
     assert error["code"] == "malformed_request"
 
 
-@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
-                                          "multipart/form-data; boundary=x", "application/jsonx"])
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/jsonx"],
+)
 @pytest.mark.parametrize("path", ["/v1/features/fraud_scoring", "/get-online-features"])
 def test_feature_routes_require_json_content_type(client: ASGIClient, path: str, content_type: str | None) -> None:
     """A browser's cross-site simple POST (text/plain, form types) must not reach the features."""
@@ -82,24 +97,29 @@ def test_feature_routes_require_json_content_type(client: ASGIClient, path: str,
         assert client.post(path, content=body, headers={"content-type": accepted}).status_code == 200
 
 
-@pytest.mark.parametrize("raw", [
-    b'{"entities": {"user_id": ["u1"], "merchant_id": ["m1"]}, "request_data": {"amount": [3.0]}, "as_of": 1, '
-    b'"as_of": 2}',
-    b'{"entities": {"user_id": ["u1"], "user_id": ["u2"], "merchant_id": ["m1"]}, "request_data": {"amount": [3.0]}}',
-    # colons in strings and an escaped colon: the cheap count cannot decide, the exact parse does
-    b'{"entities": {"user_id": ["u:1"], "merchant_id": ["m1"]}, "request_data": {"amount": [3.0], "amount": [4.0]}}',
-    b'{"entities": {"user_id": ["\\u003a"], "merchant_id": ["m1"], "merchant_id": ["m2"]}, '
-    b'"request_data": {"amount": [3.0]}}',
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"entities": {"user_id": ["u1"], "merchant_id": ["m1"]}, "request_data": {"amount": [3.0]}, "as_of": 1, '
+        b'"as_of": 2}',
+        b'{"entities": {"user_id": ["u1"], "user_id": ["u2"], "merchant_id": ["m1"]}, "request_data": {"amount": [3.0]}}',
+        # colons in strings and an escaped colon: the cheap count cannot decide, the exact parse does
+        b'{"entities": {"user_id": ["u:1"], "merchant_id": ["m1"]}, "request_data": {"amount": [3.0], "amount": [4.0]}}',
+        b'{"entities": {"user_id": ["\\u003a"], "merchant_id": ["m1"], "merchant_id": ["m2"]}, '
+        b'"request_data": {"amount": [3.0]}}',
+    ],
+)
 def test_duplicate_json_keys_are_400(client: ASGIClient, raw: bytes) -> None:
     error = error_of(client.post("/v1/features/fraud_scoring", content=raw, headers=JSON_TYPE), 400)
     assert error["code"] == "duplicate_key" and error["field"] in ("as_of", "user_id", "amount", "merchant_id")
 
 
 def test_colons_and_escapes_without_duplicates_are_served(client: ASGIClient) -> None:
-    for raw in (b'{"entities": {"user_id": ["u:1"], "merchant_id": ["m\\u003a1"]}, "request_data": {"amount": [3.0]}}',
-                b'{"entities": {"user_id": ["u1"], "merchant_id": ["m1"]}, "request_data": {"amount": [3.0]}, '
-                b'"as_of": "2026-01-01T00:00:00Z"}'):
+    for raw in (
+        b'{"entities": {"user_id": ["u:1"], "merchant_id": ["m\\u003a1"]}, "request_data": {"amount": [3.0]}}',
+        b'{"entities": {"user_id": ["u1"], "merchant_id": ["m1"]}, "request_data": {"amount": [3.0]}, '
+        b'"as_of": "2026-01-01T00:00:00Z"}',
+    ):
         reply = client.post("/v1/features/fraud_scoring", content=raw, headers=JSON_TYPE)
         assert reply.status_code == 200, reply.text
 
@@ -156,8 +176,11 @@ def test_online_table_down_is_503_with_reason(repo: FeatureRepo, plan: AppliedPl
 
 
 def test_feast_shape(client: ASGIClient, repo: FeatureRepo) -> None:
-    body = {"feature_service": "fraud_scoring", "as_of": T_END + 30 * 60_000,
-            "entities": {"user_id": ["u0", "nobody"], "merchant_id": ["m0", "m1"], "amount": [2.0, 3.0]}}
+    body = {
+        "feature_service": "fraud_scoring",
+        "as_of": T_END + 30 * 60_000,
+        "entities": {"user_id": ["u0", "nobody"], "merchant_id": ["m0", "m1"], "amount": [2.0, 3.0]},
+    }
     response = client.post("/get-online-features", json=body)
     assert response.status_code == 200, response.text
     answer = response.json()
@@ -196,8 +219,12 @@ def _feast_columns(answer: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_feast_null_value_and_errors(client: ASGIClient) -> None:
-    body = {"feature_service": "fraud_scoring", "as_of": T_END,
-            "entities": {"user_id": ["u3"], "merchant_id": ["m0"]}, "request_context": {"amount": [1.0]}}
+    body = {
+        "feature_service": "fraud_scoring",
+        "as_of": T_END,
+        "entities": {"user_id": ["u3"], "merchant_id": ["m0"]},
+        "request_context": {"amount": [1.0]},
+    }
     columns = _feast_columns(client.post("/get-online-features", json=body).json())
     if columns["amount_count_15m"]["values"] == [0]:  # u3 has no purchase in the last 15 minutes
         assert columns["amount_mean_15m"]["statuses"] == ["NULL_VALUE"]
@@ -213,56 +240,90 @@ def test_feast_null_value_and_errors(client: ASGIClient) -> None:
 
 def test_feast_accepts_what_feasts_client_sends(client: ASGIClient) -> None:
     """The remote online store's body: version-metadata flag, fields a newer Feast may add."""
-    body = {"feature_service": "fraud_scoring", "as_of": T_END, "full_feature_names": False,
-            "include_feature_view_version_metadata": False, "some_future_option": {"x": 1},
-            "entities": {"user_id": ["u0", "u1"], "merchant_id": ["m0", "m1"], "amount": [2.0, 3.0]}}
+    body = {
+        "feature_service": "fraud_scoring",
+        "as_of": T_END,
+        "full_feature_names": False,
+        "include_feature_view_version_metadata": False,
+        "some_future_option": {"x": 1},
+        "entities": {"user_id": ["u0", "u1"], "merchant_id": ["m0", "m1"], "amount": [2.0, 3.0]},
+    }
     feast = _feast_columns(client.post("/get-online-features", json=body).json())
-    v1 = client.post("/v1/features/fraud_scoring", json={
-        "entities": {"user_id": ["u0", "u1"], "merchant_id": ["m0", "m1"]}, "request_data": {"amount": [2.0, 3.0]},
-        "as_of": T_END}).json()["features"]
+    v1 = client.post(
+        "/v1/features/fraud_scoring",
+        json={
+            "entities": {"user_id": ["u0", "u1"], "merchant_id": ["m0", "m1"]},
+            "request_data": {"amount": [2.0, 3.0]},
+            "as_of": T_END,
+        },
+    ).json()["features"]
     for name, column in feast.items():
         assert column["values"] == [row[name] for row in v1], name
 
 
 def test_feast_feature_references(client: ASGIClient) -> None:
-    refs = ["user_spend:amount_count_1d", "merchant_activity:merchant_txn_count_1h",
-            "spend_velocity:spend_velocity_ratio", "user_spend:amount_sum_15m", "user_spend:amount_count_1d"]
+    refs = [
+        "user_spend:amount_count_1d",
+        "merchant_activity:merchant_txn_count_1h",
+        "spend_velocity:spend_velocity_ratio",
+        "user_spend:amount_sum_15m",
+        "user_spend:amount_count_1d",
+    ]
     entities = {"user_id": ["u0", "nobody"], "merchant_id": ["m0", "m1"], "amount": [2.0, 3.0]}
-    answer = client.post("/get-online-features", json={"features": refs, "entities": entities, "as_of": T_END,
-                                                       "full_feature_names": True})
+    answer = client.post(
+        "/get-online-features",
+        json={"features": refs, "entities": entities, "as_of": T_END, "full_feature_names": True},
+    )
     assert answer.status_code == 200, answer.text
     columns = _feast_columns(answer.json())
     # Join keys first, then the references grouped by view in first-appearance order, each once.
-    assert list(columns) == ["user_id", "merchant_id", "user_spend__amount_count_1d", "user_spend__amount_sum_15m",
-                             "merchant_activity__merchant_txn_count_1h", "spend_velocity__spend_velocity_ratio"]
-    service = client.post("/get-online-features", json={"feature_service": "fraud_scoring", "entities": entities,
-                                                        "as_of": T_END, "full_feature_names": True}).json()
+    assert list(columns) == [
+        "user_id",
+        "merchant_id",
+        "user_spend__amount_count_1d",
+        "user_spend__amount_sum_15m",
+        "merchant_activity__merchant_txn_count_1h",
+        "spend_velocity__spend_velocity_ratio",
+    ]
+    service = client.post(
+        "/get-online-features",
+        json={"feature_service": "fraud_scoring", "entities": entities, "as_of": T_END, "full_feature_names": True},
+    ).json()
     by_service = _feast_columns(service)
     for name, column in columns.items():
         assert column == by_service[name], name
     assert columns["user_spend__amount_count_1d"]["statuses"][1] == "NOT_FOUND"
     # A view no service reads is served to references too (it is applied as defined).
-    unserved = client.post("/get-online-features", json={
-        "features": ["user_unserved:purchases_1h", "user_spend:amount_count_1h"], "as_of": T_END,
-        "entities": {"user_id": ["u0", "u1", "nobody"]}})
+    unserved = client.post(
+        "/get-online-features",
+        json={
+            "features": ["user_unserved:purchases_1h", "user_spend:amount_count_1h"],
+            "as_of": T_END,
+            "entities": {"user_id": ["u0", "u1", "nobody"]},
+        },
+    )
     by_name = _feast_columns(unserved.json())
     assert by_name["purchases_1h"]["values"] == by_name["amount_count_1h"]["values"]
     assert by_name["purchases_1h"]["statuses"][2] == "NOT_FOUND" and by_name["purchases_1h"]["values"][0] >= 1
     # A view without request fields needs none.
-    only = client.post("/get-online-features", json={"features": ["user_spend:amount_max_1h"], "as_of": T_END,
-                                                     "entities": {"user_id": ["u0"]}})
+    only = client.post(
+        "/get-online-features",
+        json={"features": ["user_spend:amount_max_1h"], "as_of": T_END, "entities": {"user_id": ["u0"]}},
+    )
     assert list(_feast_columns(only.json())) == ["user_id", "amount_max_1h"]
 
 
-@pytest.mark.parametrize(("refs", "status", "feast_class", "words"), [
-    (["user_spnd:amount_count_1d"], 404, "FeatureViewNotFoundException", "did you mean 'user_spend'"),
-    (["user_spend:amount_count_2d"], 422, "FeastError", "no feature 'amount_count_2d'"),
-    (["user_spend"], 422, "FeastError", "expected \"view:feature\""),
-    ([], 422, "FeastError", "non-empty list"),
-    (["user_spend:amount_sum_1h", "merchant_amounts:amount_sum_1h"], 422, "FeastError", "unique across"),
-])
-def test_feast_reference_errors(client: ASGIClient, refs: list[str], status: int, feast_class: str,
-                                words: str) -> None:
+@pytest.mark.parametrize(
+    ("refs", "status", "feast_class", "words"),
+    [
+        (["user_spnd:amount_count_1d"], 404, "FeatureViewNotFoundException", "did you mean 'user_spend'"),
+        (["user_spend:amount_count_2d"], 422, "FeastError", "no feature 'amount_count_2d'"),
+        (["user_spend"], 422, "FeastError", 'expected "view:feature"'),
+        ([], 422, "FeastError", "non-empty list"),
+        (["user_spend:amount_sum_1h", "merchant_amounts:amount_sum_1h"], 422, "FeastError", "unique across"),
+    ],
+)
+def test_feast_reference_errors(client: ASGIClient, refs: list[str], status: int, feast_class: str, words: str) -> None:
     body = {"features": refs, "entities": {"user_id": ["u0"], "merchant_id": ["m0"]}, "as_of": T_END}
     detail = feast_error_of(client.post("/get-online-features", json=body), status)
     assert detail["class"] == feast_class and words in detail["message"], detail
@@ -270,10 +331,18 @@ def test_feast_reference_errors(client: ASGIClient, refs: list[str], status: int
 
 def test_services_and_health(client: ASGIClient) -> None:
     services = client.get("/v1/services").json()["services"]
-    assert [s["name"] for s in services] == ["batch_review", "fraud_scoring", "shadowed", "user_subset", "with_defaults"]
+    assert [s["name"] for s in services] == [
+        "batch_review",
+        "fraud_scoring",
+        "shadowed",
+        "user_subset",
+        "with_defaults",
+    ]
     fraud = client.get("/v1/services/fraud_scoring").json()
-    assert fraud["inputs"]["entities"] == [{"name": "user_id", "type": "string"},
-                                           {"name": "merchant_id", "type": "string"}]
+    assert fraud["inputs"]["entities"] == [
+        {"name": "user_id", "type": "string"},
+        {"name": "merchant_id", "type": "string"},
+    ]
     assert fraud["inputs"]["request_data"] == [{"name": "amount", "type": "float"}]
     outputs = {o["name"]: o for o in fraud["outputs"]}
     assert outputs["amount_count_15m"]["type"] == "int" and outputs["spend_velocity_ratio"]["view"] == "spend_velocity"
@@ -289,7 +358,10 @@ def test_metrics_histogram_and_freshness(client: ASGIClient) -> None:
     assert client.post("/v1/features/fraud_scoring", json=GOOD).status_code == 200
     client.post("/v1/features/nope", json=GOOD)
     text = client.get("/metrics").text
-    assert 'streamfeat_request_duration_seconds_bucket{le="0.005",route="/v1/features/{service}",service="fraud_scoring"}' in text
+    assert (
+        'streamfeat_request_duration_seconds_bucket{le="0.005",route="/v1/features/{service}",service="fraud_scoring"}'
+        in text
+    )
     assert 'streamfeat_responses_total{route="/v1/features/{service}",status="404"}' in text
     assert 'streamfeat_view_freshness_lag_seconds{view="user_spend"}' in text
     assert 'service="nope"' not in text  # unknown names do not become label values

@@ -24,13 +24,22 @@ FUTURE_MS = 4 * MINUTE  # the freshness records say: newest event T_END + 4 min,
 
 
 def _huge(offset: int, ts: int) -> dict[str, Any]:
-    return {"transaction_id": f"huge{offset}", "user_id": "huge", "merchant_id": "m0", "amount": 1e308,
-            "event_type": "PURCHASE", "ts": ts, "partition": 1, "offset": offset}
+    return {
+        "transaction_id": f"huge{offset}",
+        "user_id": "huge",
+        "merchant_id": "m0",
+        "amount": 1e308,
+        "event_type": "PURCHASE",
+        "ts": ts,
+        "partition": 1,
+        "offset": offset,
+    }
 
 
 @pytest.fixture(scope="module")
-def huge_client(repo: FeatureRepo, plan: AppliedPlan, events: list[dict[str, Any]],
-                tmp_path_factory: pytest.TempPathFactory) -> Iterator[ASGIClient]:
+def huge_client(
+    repo: FeatureRepo, plan: AppliedPlan, events: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ASGIClient]:
     # Two different tiles, so the overflow happens in the window merge, not in one tile.
     ahead = {**_huge(2, T_END + FUTURE_MS), "user_id": "ahead", "amount": 1.0}
     rows = [*events, _huge(0, T_END - 200_000), _huge(1, T_END - 3_000), ahead]
@@ -39,8 +48,12 @@ def huge_client(repo: FeatureRepo, plan: AppliedPlan, events: list[dict[str, Any
 
 
 def test_overflowed_sums_are_invalid_and_counted(huge_client: ASGIClient) -> None:
-    body = {"entities": {"user_id": ["huge", "u0"], "merchant_id": ["m1", "m1"]},
-            "request_data": {"amount": [5.0, 5.0]}, "as_of": T_END, "include_metadata": True}
+    body = {
+        "entities": {"user_id": ["huge", "u0"], "merchant_id": ["m1", "m1"]},
+        "request_data": {"amount": [5.0, 5.0]},
+        "as_of": T_END,
+        "include_metadata": True,
+    }
     response = huge_client.post("/v1/features/fraud_scoring", json=body)
     assert response.status_code == 200, response.text
     answer = response.json()
@@ -55,9 +68,14 @@ def test_overflowed_sums_are_invalid_and_counted(huge_client: ASGIClient) -> Non
     metrics = huge_client.get("/metrics").text
     assert 'streamfeat_invalid_values_total{view="user_spend"}' in metrics
     # Feast has no INVALID: a null value it is.
-    feast = huge_client.post("/get-online-features", json={
-        "feature_service": "fraud_scoring", "as_of": T_END,
-        "entities": {"user_id": ["huge"], "merchant_id": ["m1"], "amount": [5.0]}}).json()
+    feast = huge_client.post(
+        "/get-online-features",
+        json={
+            "feature_service": "fraud_scoring",
+            "as_of": T_END,
+            "entities": {"user_id": ["huge"], "merchant_id": ["m1"], "amount": [5.0]},
+        },
+    ).json()
     columns = dict(zip(feast["metadata"]["feature_names"], feast["results"], strict=True))
     assert columns["amount_sum_15m"]["values"] == [None]
     assert columns["amount_sum_15m"]["statuses"] == ["NULL_VALUE"]
@@ -66,8 +84,12 @@ def test_overflowed_sums_are_invalid_and_counted(huge_client: ASGIClient) -> Non
 def test_future_dated_newest_event_does_not_make_a_view_look_fresh(huge_client: ASGIClient) -> None:
     # Six minutes after the write: the lag is 6 minutes (beyond expected_freshness, 5), not
     # the 2 minutes that the future-dated event time would give.
-    body = {"entities": {"user_id": ["u0"], "merchant_id": ["m0"]}, "request_data": {"amount": [1.0]},
-            "as_of": T_END + 6 * MINUTE, "include_metadata": True}
+    body = {
+        "entities": {"user_id": ["u0"], "merchant_id": ["m0"]},
+        "request_data": {"amount": [1.0]},
+        "as_of": T_END + 6 * MINUTE,
+        "include_metadata": True,
+    }
     answer = huge_client.post("/v1/features/fraud_scoring", json=body).json()
     view = answer["metadata"]["views"]["user_spend"]
     assert view["max_event_ts_ms"] == T_END + FUTURE_MS

@@ -40,8 +40,12 @@ MINUTE = 60_000
 
 
 def _expected_rows(
-    views: dict[str, StreamFeatureView], applied: list[dict[str, Any]], users: list[str], merchants: list[str],
-    amounts: list[float], t: int,
+    views: dict[str, StreamFeatureView],
+    applied: list[dict[str, Any]],
+    users: list[str],
+    merchants: list[str],
+    amounts: list[float],
+    t: int,
 ) -> list[dict[str, Any]]:
     """Per request row: the reference value of every served feature (transforms included)."""
     rows = []
@@ -61,15 +65,19 @@ def _expected_rows(
 
 
 def _served_equals_reference(
-    client: FeatureClient, views: dict[str, StreamFeatureView], applied: list[dict[str, Any]], t: int,
+    client: FeatureClient,
+    views: dict[str, StreamFeatureView],
+    applied: list[dict[str, Any]],
+    t: int,
 ) -> None:
     users = sorted({str(e["entity"]) for e in applied})
     merchants = sorted({str(e["merchant"]) for e in applied})
     pairs = [merchants[i % len(merchants)] for i in range(len(users))]
     amounts = [5.0 + i for i in range(len(users))]
     wanted = _expected_rows(views, applied, users, pairs, amounts, t)
-    answer = client.get_feature_vectors("fraud_scoring", {"user_id": users, "merchant_id": pairs},
-                                        {"amount": amounts}, as_of=t)  # fmt: skip
+    answer = client.get_feature_vectors(
+        "fraud_scoring", {"user_id": users, "merchant_id": pairs}, {"amount": amounts}, as_of=t
+    )
     assert answer["as_of"] == t and len(users) >= 40
     assert any(want["amount_count_1d"] for want in wanted), "no user has a purchase in the last day"
     for user, merchant, row, want in zip(users, pairs, answer["features"], wanted, strict=True):
@@ -94,8 +102,7 @@ def test_served_values_follow_a_live_stream(
     tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]
 ) -> None:
     topic = kafka_topic(partitions=3)
-    first = GeneratorConfig(events=3_000, users=50, merchants=8, seed=21, start_ms=START_MS, rate=5.0,
-                            jitter_ms=20_000)  # fmt: skip
+    first = GeneratorConfig(events=3_000, users=50, merchants=8, seed=21, start_ms=START_MS, rate=5.0, jitter_ms=20_000)
     produce_events(first, topic, kafka_bootstrap)
     repo_dir = copy_repo(tmp_path, topic)
     data = tmp_path / "data"
@@ -107,9 +114,11 @@ def test_served_values_follow_a_live_stream(
     port = free_port()
     flow = ["-m", "cli", "run", *common, "--bootstrap", kafka_bootstrap]
     serve = ["-m", "cli", "serve", "--repo", str(repo_dir), "--port", str(port)]
-    with (server([sys.executable, *flow], "", port=-1, wait=False) as dataflow,
-          server([sys.executable, *serve], "/readyz", port=port, env={"STREAMFEAT_DATA_DIR": str(data)}),
-          FeatureClient(f"http://127.0.0.1:{port}", timeout=10.0) as client):  # fmt: skip
+    with (
+        server([sys.executable, *flow], "", port=-1, wait=False) as dataflow,
+        server([sys.executable, *serve], "/readyz", port=port, env={"STREAMFEAT_DATA_DIR": str(data)}),
+        FeatureClient(f"http://127.0.0.1:{port}", timeout=10.0) as client,
+    ):
         assert wait_for_progress(dataflow, data / "state", SHARDS, topic, first.events)
         applied = applied_events(reference_events(read_topic(kafka_bootstrap, topic, 3)), lateness)
         t_end = max(e["e"] for e in applied)
@@ -117,8 +126,9 @@ def test_served_values_follow_a_live_stream(
             _eventually(functools.partial(_served_equals_reference, client, views, applied, t))
 
         # More events while both keep running: the server sees them without a restart.
-        second = GeneratorConfig(events=2_000, users=50, merchants=8, seed=22,
-                                 start_ms=START_MS + 20 * MINUTE, rate=5.0, jitter_ms=20_000)  # fmt: skip
+        second = GeneratorConfig(
+            events=2_000, users=50, merchants=8, seed=22, start_ms=START_MS + 20 * MINUTE, rate=5.0, jitter_ms=20_000
+        )
         produce_events(second, topic, kafka_bootstrap)
         assert wait_for_progress(dataflow, data / "state", SHARDS, topic, first.events + second.events)
         applied = applied_events(reference_events(read_topic(kafka_bootstrap, topic, 3)), lateness)
@@ -136,5 +146,6 @@ def test_served_values_follow_a_live_stream(
             async with AsyncFeatureClient(f"http://127.0.0.1:{port}", timeout=10.0) as fc:
                 return await fc.get_feature_vectors("fraud_scoring", entities, amounts, as_of=t_end)
 
-        assert asyncio.run(async_answer()) == client.get_feature_vectors("fraud_scoring", entities, amounts,
-                                                                         as_of=t_end)
+        assert asyncio.run(async_answer()) == client.get_feature_vectors(
+            "fraud_scoring", entities, amounts, as_of=t_end
+        )

@@ -31,8 +31,16 @@ pytestmark = pytest.mark.kafka
 
 
 def _event(i: int, **changes: Any) -> dict[str, Any]:
-    event = {"transaction_id": f"p{i}", "user_id": f"u{i}", "merchant_id": "m1", "card_id": "c1",
-             "amount": 10.0 + i, "currency": "EUR", "event_type": "PURCHASE", "ts": now_ms() - 60_000}
+    event = {
+        "transaction_id": f"p{i}",
+        "user_id": f"u{i}",
+        "merchant_id": "m1",
+        "card_id": "c1",
+        "amount": 10.0 + i,
+        "currency": "EUR",
+        "event_type": "PURCHASE",
+        "ts": now_ms() - 60_000,
+    }
     event.update(changes)
     return {k: v for k, v in event.items() if v is not None}
 
@@ -44,8 +52,11 @@ def pushing(tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str
     _, plan = apply_plan(repo, tmp_path / "plan.json", shards=N_SHARDS, check_transforms=False)
     write_rocksdb(tmp_path / "state", repo.views, make_events(), meta_for=())
     table = RocksDBOnlineTable(tmp_path / "state", N_SHARDS, tmp_path / "secondary", background=False)
-    client = ASGIClient(make_app(repo, plan, table, kafka_bootstrap=kafka_bootstrap, push_sources="transactions",
-                                 max_entities_per_request=50))
+    client = ASGIClient(
+        make_app(
+            repo, plan, table, kafka_bootstrap=kafka_bootstrap, push_sources="transactions", max_entities_per_request=50
+        )
+    )
     try:
         yield client, topic
     finally:
@@ -55,14 +66,22 @@ def pushing(tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str
 
 def test_push_writes_good_records_and_names_each_bad_one(pushing: tuple[ASGIClient, str], kafka_bootstrap: str) -> None:
     client, topic = pushing
-    records = [_event(0), _event(1, amount="ten"), _event(2), _event(3, ts=None),
-               _event(4, ts=now_ms() + 10 * 86_400_000)]
+    records = [
+        _event(0),
+        _event(1, amount="ten"),
+        _event(2),
+        _event(3, ts=None),
+        _event(4, ts=now_ms() + 10 * 86_400_000),
+    ]
     answer = client.post("/v1/push/transactions", json={"records": records})
     assert answer.status_code == 422, answer.text
     error = answer.json()["error"]
     assert error["code"] == "invalid_records" and error["accepted"] == 2 and error["field"] == "records[1]"
     assert [(r["index"], r["reason"]) for r in error["rejected"]] == [
-        (1, "wrong_type"), (3, "missing_field"), (4, "timestamp_in_future")]
+        (1, "wrong_type"),
+        (3, "missing_field"),
+        (4, "timestamp_in_future"),
+    ]
     assert "field 'amount': expected float" in error["rejected"][0]["detail"]
     # The good records of the same request are on the topic, exactly once, as sent.
     written = [json.loads(r.value) for r in read_topic(kafka_bootstrap, topic, 1)]
@@ -73,14 +92,18 @@ def test_push_writes_good_records_and_names_each_bad_one(pushing: tuple[ASGIClie
     assert len(read_topic(kafka_bootstrap, topic, 1)) == 3
 
 
-@pytest.mark.parametrize(("path", "body", "status", "code"), [
-    ("/v1/push/transactionz", {"records": [{}]}, 404, "source_not_found"),
-    ("/v1/push/transactions", {"records": []}, 422, "invalid_request"),
-    ("/v1/push/transactions", {"records": {"a": 1}}, 422, "invalid_request"),
-    ("/v1/push/transactions", {"records": [_event(0)] * 60}, 413, "payload_too_large"),
-])
-def test_push_refuses_bad_requests(pushing: tuple[ASGIClient, str], path: str, body: dict[str, Any], status: int,
-                                   code: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "body", "status", "code"),
+    [
+        ("/v1/push/transactionz", {"records": [{}]}, 404, "source_not_found"),
+        ("/v1/push/transactions", {"records": []}, 422, "invalid_request"),
+        ("/v1/push/transactions", {"records": {"a": 1}}, 422, "invalid_request"),
+        ("/v1/push/transactions", {"records": [_event(0)] * 60}, 413, "payload_too_large"),
+    ],
+)
+def test_push_refuses_bad_requests(
+    pushing: tuple[ASGIClient, str], path: str, body: dict[str, Any], status: int, code: str
+) -> None:
     client, _ = pushing
     answer = client.post(path, json=body)
     assert answer.status_code == status and answer.json()["error"]["code"] == code, answer.text

@@ -25,15 +25,19 @@ def test_no_server_errors_from_schema_generated_requests(client: ASGIClient) -> 
     seen_statuses: set[int] = set()
 
     for operation in operations:
-        @settings(max_examples=25, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
+
+        @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
         @given(case=operation.as_strategy())
         def check(case: Any) -> None:
             kwargs = case.as_transport_kwargs(base_url="http://serving.test")
-            response = client.request(kwargs["method"], kwargs["url"].replace("http://serving.test", ""),
-                                      headers=kwargs.get("headers"), params=kwargs.get("params"),
-                                      content=kwargs.get("data") if "json" not in kwargs else None,
-                                      json=kwargs.get("json"))
+            response = client.request(
+                kwargs["method"],
+                kwargs["url"].replace("http://serving.test", ""),
+                headers=kwargs.get("headers"),
+                params=kwargs.get("params"),
+                content=kwargs.get("data") if "json" not in kwargs else None,
+                json=kwargs.get("json"),
+            )
             seen_statuses.add(response.status_code)
             if response.status_code >= 500:
                 body = response.json()

@@ -31,11 +31,20 @@ def expected(
 ) -> dict[str, Any]:
     """The reference values of ``view``; ``entity`` is a tuple for a view of several join keys."""
     keys = view.join_keys
-    rows = [{"entity": e[keys[0]] if len(keys) == 1 else tuple(e[k] for k in keys), "e": e["ts"], "partition": e["partition"], "offset": e["offset"],
-             "value": e["amount"]} for e in passes(view, events)]
+    rows = [
+        {
+            "entity": e[keys[0]] if len(keys) == 1 else tuple(e[k] for k in keys),
+            "e": e["ts"],
+            "partition": e["partition"],
+            "offset": e["offset"],
+            "value": e["amount"],
+        }
+        for e in passes(view, events)
+    ]
     return {
-        agg.output_name: reference_value(rows, entity, t, str(agg.function), agg.window_ms,
-                                         view.interval_ms, agg.default)
+        agg.output_name: reference_value(
+            rows, entity, t, str(agg.function), agg.window_ms, view.interval_ms, agg.default
+        )
         for agg in view.aggregations
     }
 
@@ -47,13 +56,20 @@ def close(a: Any, b: Any) -> bool:
 
 
 def fraud_body(users: list[str], merchants: list[str], amounts: list[float], t: int) -> dict[str, Any]:
-    return {"entities": {"user_id": users, "merchant_id": merchants}, "request_data": {"amount": amounts},
-            "as_of": t, "include_metadata": True}
+    return {
+        "entities": {"user_id": users, "merchant_id": merchants},
+        "request_data": {"amount": amounts},
+        "as_of": t,
+        "include_metadata": True,
+    }
 
 
 @pytest.mark.parametrize("offset_ms", [0, 7 * MINUTE, 50 * MINUTE, 25 * 60 * MINUTE])
 def test_many_entities_match_reference(
-    backend_client: ASGIClient, repo: FeatureRepo, events: list[dict[str, Any]], offset_ms: int,
+    backend_client: ASGIClient,
+    repo: FeatureRepo,
+    events: list[dict[str, Any]],
+    offset_ms: int,
 ) -> None:
     t = T_END + offset_ms
     users = [*USERS, "u0"]
@@ -87,13 +103,15 @@ def test_many_entities_match_reference(
 
 @pytest.mark.parametrize("n_users", [1, len(USERS) + 1])
 def test_a_service_selecting_few_features_matches_reference(
-    backend_client: ASGIClient, repo: FeatureRepo, events: list[dict[str, Any]], n_users: int,
+    backend_client: ASGIClient,
+    repo: FeatureRepo,
+    events: list[dict[str, Any]],
+    n_users: int,
 ) -> None:
     t = T_END + 3 * MINUTE
     users = [*USERS, "u0"][:n_users]
     merchants = [MERCHANTS[i % len(MERCHANTS)] for i in range(n_users)]
-    body = post(backend_client, "user_subset",
-                {"entities": {"user_id": users, "merchant_id": merchants}, "as_of": t})
+    body = post(backend_client, "user_subset", {"entities": {"user_id": users, "merchant_id": merchants}, "as_of": t})
     user_spend, merchant_activity = repo.view("user_spend"), repo.view("merchant_activity")
     for user, merchant, row in zip(users, merchants, body["features"], strict=True):
         assert list(row) == ["merchant_id", "user_id", "merchant_txn_count_1h", "amount_max_1h"]
@@ -103,14 +121,20 @@ def test_a_service_selecting_few_features_matches_reference(
 
 @pytest.mark.parametrize("n_users", [1, len(USERS) + 1])
 def test_a_name_in_two_views_is_read_from_the_declared_one(
-    backend_client: ASGIClient, repo: FeatureRepo, events: list[dict[str, Any]], n_users: int,
+    backend_client: ASGIClient,
+    repo: FeatureRepo,
+    events: list[dict[str, Any]],
+    n_users: int,
 ) -> None:
     t = T_END + 5 * MINUTE
     users = [*USERS, "u0"][:n_users]
     merchants = [MERCHANTS[i % len(MERCHANTS)] for i in range(n_users)]
     amounts = [40.0 + i for i in range(n_users)]
-    body = post(backend_client, "shadowed", {"entities": {"user_id": users, "merchant_id": merchants},
-                                             "request_data": {"amount": amounts}, "as_of": t})
+    body = post(
+        backend_client,
+        "shadowed",
+        {"entities": {"user_id": users, "merchant_id": merchants}, "request_data": {"amount": amounts}, "as_of": t},
+    )
     user_spend, merchant_amounts = repo.view("user_spend"), repo.view("merchant_amounts")
     for user, merchant, amount, row in zip(users, merchants, amounts, body["features"], strict=True):
         user_sum = expected(user_spend, events, user, t)["amount_sum_1h"]
@@ -133,7 +157,10 @@ def test_services_evaluate_only_the_windows_they_use(repo: FeatureRepo, plan: Ap
     fraud = {v.name: v for v in registry.service("fraud_scoring").views}
     assert fraud["user_spend"].feature_names == full  # the service returns the whole view
     assert fraud["merchant_activity"].feature_names == (  # two returned, one for a transform
-        "merchant_txn_count_15m", "merchant_txn_count_1h", "merchant_amount_sum_1h")
+        "merchant_txn_count_15m",
+        "merchant_txn_count_1h",
+        "merchant_amount_sum_1h",
+    )
     assert registry.views["user_spend"].feature_names == full
 
 
@@ -176,8 +203,12 @@ def test_unknown_entity_is_not_found(backend_client: ASGIClient) -> None:
 
 
 def test_default_applies_to_empty_window(backend_client: ASGIClient) -> None:
-    body = {"entities": {"user_id": ["u0", "nobody"]}, "request_data": {"amount": [4.0, 4.0]},
-            "as_of": T_END + 20 * MINUTE, "include_metadata": True}
+    body = {
+        "entities": {"user_id": ["u0", "nobody"]},
+        "request_data": {"amount": [4.0, 4.0]},
+        "as_of": T_END + 20 * MINUTE,
+        "include_metadata": True,
+    }
     result = post(backend_client, "with_defaults", body)
     row, statuses = result["features"][0], result["metadata"]["statuses"][0]
     assert row["amount_max_15m_or_default"] == -1.0
@@ -229,11 +260,14 @@ def test_redis_without_offset_records_refuses_log_rows(backend_client: ASGIClien
     table = backend_client.app.state.serving.online.table
     topic = repo.view("user_spend").source.topic
     client = redis.Redis.from_url(table.url)
-    saved: dict[str | bytes, bytes | float | int | str] = {k: v for k, v in client.hgetall(redis_offsets_key(topic)).items()}
+    saved: dict[str | bytes, bytes | float | int | str] = {
+        k: v for k, v in client.hgetall(redis_offsets_key(topic)).items()
+    }
     client.delete(redis_offsets_key(topic))
     try:
-        response = backend_client.post("/v1/features/fraud_scoring",
-                                       json=fraud_body(["u0"], ["m0"], [1.0], T_END - 2_500))
+        response = backend_client.post(
+            "/v1/features/fraud_scoring", json=fraud_body(["u0"], ["m0"], [1.0], T_END - 2_500)
+        )
         assert response.status_code == 422
         message = response.json()["error"]["message"]
         assert f"holds no offset records of topic '{topic}'" in message and "written by `streamfeat run`" in message
@@ -258,14 +292,21 @@ def test_one_as_of_per_row(client: ASGIClient, repo: FeatureRepo, events: list[d
             assert close(row[name], want[name]), (user, t, name)
     # The same rows asked one at a time answer the same values.
     for i, t in enumerate(times):
-        single = post(backend_client, "fraud_scoring",
-                      fraud_body([users[i]], [["m0", "m1", "m2"][i]], [[1.0, 2.0, 3.0][i]], t))
-        assert all(close(single["features"][0][k], v) for k, v in answer["features"][i].items()
-                   if not isinstance(v, str))
+        single = post(
+            backend_client, "fraud_scoring", fraud_body([users[i]], [["m0", "m1", "m2"][i]], [[1.0, 2.0, 3.0][i]], t)
+        )
+        assert all(
+            close(single["features"][0][k], v) for k, v in answer["features"][i].items() if not isinstance(v, str)
+        )
     # The Feast route takes the same per-row times.
-    feast = backend_client.post("/get-online-features", json={
-        "feature_service": "fraud_scoring", "as_of": times,
-        "entities": {"user_id": users, "merchant_id": ["m0", "m1", "m2"], "amount": [1.0, 2.0, 3.0]}}).json()
+    feast = backend_client.post(
+        "/get-online-features",
+        json={
+            "feature_service": "fraud_scoring",
+            "as_of": times,
+            "entities": {"user_id": users, "merchant_id": ["m0", "m1", "m2"], "amount": [1.0, 2.0, 3.0]},
+        },
+    ).json()
     column = feast["results"][feast["metadata"]["feature_names"].index("amount_sum_1d")]["values"]
     assert all(close(a, row["amount_sum_1d"]) for a, row in zip(column, answer["features"], strict=True))
     wrong = backend_client.post("/v1/features/fraud_scoring", json={**body, "as_of": times[:2]})
@@ -276,8 +317,9 @@ def test_one_as_of_per_row(client: ASGIClient, repo: FeatureRepo, events: list[d
 
 @pytest.mark.parametrize("as_of", [0, 253_402_300_799_000, "9999-12-31T23:59:59Z", "1970-01-01T00:00:00Z"])
 def test_absurd_as_of_is_refused_with_the_allowed_range(client: ASGIClient, as_of: Any) -> None:
-    response = client.post("/v1/features/fraud_scoring",
-                           json={**fraud_body(["u1"], ["m1"], [1.0], T_END), "as_of": as_of})
+    response = client.post(
+        "/v1/features/fraud_scoring", json={**fraud_body(["u1"], ["m1"], [1.0], T_END), "as_of": as_of}
+    )
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert error["field"] == "as_of"
@@ -287,8 +329,11 @@ def test_absurd_as_of_is_refused_with_the_allowed_range(client: ASGIClient, as_o
 
 def test_default_time_is_wall_clock(backend_client: ASGIClient) -> None:
     before = datetime.now(UTC).timestamp() * 1000
-    body = post(backend_client, "fraud_scoring", {"entities": {"user_id": ["u1"], "merchant_id": ["m1"]},
-                                                  "request_data": {"amount": [1.0]}})
+    body = post(
+        backend_client,
+        "fraud_scoring",
+        {"entities": {"user_id": ["u1"], "merchant_id": ["m1"]}, "request_data": {"amount": [1.0]}},
+    )
     assert before - 1 <= body["as_of"] <= datetime.now(UTC).timestamp() * 1000 + 1
     assert "metadata" not in body
 

@@ -35,13 +35,17 @@ from tests.serving.serving_support import (
 
 SERVICE = "fraud_scoring"
 RENAMED = {"user_spend:amount_sum_15m": "user_stats:spend_15m"}
-ENTITIES: dict[str, list[Any]] = {"user_id": list(USERS), "merchant_id": [MERCHANTS[i % len(MERCHANTS)] for i in range(len(USERS))],
-            "amount": [25.0, 7.5, 300.0, 1.0, 42.0]}
+ENTITIES: dict[str, list[Any]] = {
+    "user_id": list(USERS),
+    "merchant_id": [MERCHANTS[i % len(MERCHANTS)] for i in range(len(USERS))],
+    "amount": [25.0, 7.5, 300.0, 1.0, 42.0],
+}
 
 
 @pytest.fixture(scope="module")
-def streamfeat_url(repo: FeatureRepo, plan: AppliedPlan, events: list[dict[str, Any]],
-                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def streamfeat_url(
+    repo: FeatureRepo, plan: AppliedPlan, events: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     root = tmp_path_factory.mktemp("shadow")
     write_log(str(root / "log"), repo.views, events)
     write_rocksdb(root / "state", repo.views, events, meta_for=[v.name for v in repo.views])
@@ -62,10 +66,19 @@ def baseline(streamfeat_url: str) -> Iterator[tuple[DivergentBaseline, str]]:
 
 
 def write_requests(path: Path) -> Path:
-    requests = [{"feature_service": SERVICE, "entities": {k: ENTITIES[k] for k in ("user_id", "merchant_id")},
-                 "request_data": {"amount": ENTITIES["amount"]}, "as_of": T_END},
-                {"features": ["user_spend:amount_sum_15m", "user_spend:amount_sum_1h"],
-                 "entities": {"user_id": list(USERS)}, "as_of": T_END}]
+    requests = [
+        {
+            "feature_service": SERVICE,
+            "entities": {k: ENTITIES[k] for k in ("user_id", "merchant_id")},
+            "request_data": {"amount": ENTITIES["amount"]},
+            "as_of": T_END,
+        },
+        {
+            "features": ["user_spend:amount_sum_15m", "user_spend:amount_sum_1h"],
+            "entities": {"user_id": list(USERS)},
+            "as_of": T_END,
+        },
+    ]
     path.write_text("\n".join(json.dumps(r) for r in requests) + "\n")
     return path
 
@@ -91,19 +104,33 @@ def all_mismatches(outcomes_path: Path) -> set[tuple[tuple[tuple[str, Any], ...]
     return {(tuple(m.entity.items()), m.feature, m.cause) for o in read.outcomes for m in o.mismatches}
 
 
-def test_shadow_run_explains_every_seeded_divergence(baseline: tuple[DivergentBaseline, str], streamfeat_url: str,
-                                                     tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_shadow_run_explains_every_seeded_divergence(
+    baseline: tuple[DivergentBaseline, str], streamfeat_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     peer, url = baseline
     out = tmp_path / "report"
-    code = main(["shadow", "--baseline", url, "--streamfeat", streamfeat_url, "--requests",
-                 str(write_requests(tmp_path / "requests.jsonl")), "--mapping", str(mapping_file(tmp_path / "m.json")),
-                 "--out", str(out)])
+    code = main(
+        [
+            "shadow",
+            "--baseline",
+            url,
+            "--streamfeat",
+            streamfeat_url,
+            "--requests",
+            str(write_requests(tmp_path / "requests.jsonl")),
+            "--mapping",
+            str(mapping_file(tmp_path / "m.json")),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr()
     report = json.loads((out / "report.json").read_text())
     found = all_mismatches(out / "outcomes.jsonl")
     causes = {cause for _, _, cause in peer.seeded}
     assert causes == {"window_boundary", "staleness", "null_vs_default", "unit_or_time_zone", "missing_entity"}, (
-        "the seeded events should produce every kind of divergence")
+        "the seeded events should produce every kind of divergence"
+    )
     assert found == peer.seeded  # every seeded divergence, with its cause, and nothing else
     assert report["requests"] == {"total": 2, "compared": 2, "failed": 0, "failed_by_reason": {}}
     renamed = report["features"]["user_spend:amount_sum_15m"]
@@ -115,23 +142,40 @@ def test_shadow_run_explains_every_seeded_divergence(baseline: tuple[DivergentBa
         assert entry["mismatch_rate"] == len(seeded_here) / entry["compared"]
     assert all(m[0][0] == ("user_id", MISSING_USER) for m in found if m[2] == "missing_entity")
     markdown = (out / "report.md").read_text()
-    assert "| `user_spend:amount_sum_1h` |" in markdown and "### `user_spend:amount_sum_1h`: window_boundary" in markdown
+    assert (
+        "| `user_spend:amount_sum_1h` |" in markdown and "### `user_spend:amount_sum_1h`: window_boundary" in markdown
+    )
     assert "as_of -1m" in markdown and "1h earlier" in markdown
     svg = (out / "mismatch_rates.svg").read_text()
     assert svg.startswith("<svg") and "user_spend:amount_sum_1h" in svg and "staleness" in svg
 
 
-@pytest.mark.parametrize("mode,reason", [("garbage", "garbage"), ("error", "http_error"), ("down", "unreachable"),
-                                         ("slow", "timeout")])
+@pytest.mark.parametrize(
+    "mode,reason", [("garbage", "garbage"), ("error", "http_error"), ("down", "unreachable"), ("slow", "timeout")]
+)
 def test_a_failing_baseline_is_reported_per_request_and_the_run_continues(
-        baseline: tuple[DivergentBaseline, str], streamfeat_url: str, tmp_path: Path, mode: str, reason: str) -> None:
+    baseline: tuple[DivergentBaseline, str], streamfeat_url: str, tmp_path: Path, mode: str, reason: str
+) -> None:
     peer, url = baseline
     peer.mode = mode
     if mode == "down":
         url = f"http://127.0.0.1:{free_port()}"
     out = tmp_path / "report"
-    code = main(["shadow", "--baseline", url, "--streamfeat", streamfeat_url, "--timeout", "1",
-                 "--requests", str(write_requests(tmp_path / "requests.jsonl")), "--out", str(out)])
+    code = main(
+        [
+            "shadow",
+            "--baseline",
+            url,
+            "--streamfeat",
+            streamfeat_url,
+            "--timeout",
+            "1",
+            "--requests",
+            str(write_requests(tmp_path / "requests.jsonl")),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert report["requests"]["failed_by_reason"] == {f"baseline:{reason}": 2}
@@ -143,21 +187,25 @@ def test_a_failing_baseline_is_reported_per_request_and_the_run_continues(
 def test_bad_requests_file_names_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     requests = tmp_path / "requests.jsonl"
     requests.write_text('{"feature_service": "fraud_scoring", "entities": {"user_id": ["u0"]}}\n{"entities": 3}\n')
-    code = main(["shadow", "--baseline", "http://127.0.0.1:9", "--requests", str(requests), "--out",
-                 str(tmp_path / "out")])
+    code = main(
+        ["shadow", "--baseline", "http://127.0.0.1:9", "--requests", str(requests), "--out", str(tmp_path / "out")]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "line 2" in err and "'entities'" in err
 
 
 def test_live_sampler_logs_outcomes_the_shadow_report_reads(
-        baseline: tuple[DivergentBaseline, str], streamfeat_url: str, tmp_path: Path) -> None:
+    baseline: tuple[DivergentBaseline, str], streamfeat_url: str, tmp_path: Path
+) -> None:
     peer, url = baseline
     log_path = tmp_path / "shadow.jsonl"
     config = ShadowConfig(url, 1.0, log_path, mapping=FeatureMapping(RENAMED))
     keys = {k: ENTITIES[k] for k in ("user_id", "merchant_id")}
-    with FeatureClient(streamfeat_url, timeout=30, shadow=config) as client, \
-            FeatureClient(streamfeat_url, timeout=30) as plain:
+    with (
+        FeatureClient(streamfeat_url, timeout=30, shadow=config) as client,
+        FeatureClient(streamfeat_url, timeout=30) as plain,
+    ):
         answer = client.get_feature_vectors(SERVICE, keys, {"amount": ENTITIES["amount"]}, as_of=T_END)
         assert answer == plain.get_feature_vectors(SERVICE, keys, {"amount": ENTITIES["amount"]}, as_of=T_END)
         assert client.shadow is not None and client.shadow.drain(60)
@@ -171,7 +219,8 @@ def test_live_sampler_logs_outcomes_the_shadow_report_reads(
 
 
 def test_live_sampler_never_blocks_the_caller_and_counts_drops(
-        baseline: tuple[DivergentBaseline, str], streamfeat_url: str, tmp_path: Path) -> None:
+    baseline: tuple[DivergentBaseline, str], streamfeat_url: str, tmp_path: Path
+) -> None:
     peer, url = baseline
     peer.mode = "slow"  # the baseline answers only once released
     log_path = tmp_path / "shadow.jsonl"

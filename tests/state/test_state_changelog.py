@@ -61,7 +61,9 @@ def test_lost_shard_directory_restores_exactly(kafka_bootstrap: str, kafka_topic
     assert _contents(state) == before  # tiles, offsets and the changelog position
 
 
-def test_changelog_ahead_of_local_copy_is_caught_up(kafka_bootstrap: str, kafka_topic: TopicFactory, tmp_path: Path) -> None:
+def test_changelog_ahead_of_local_copy_is_caught_up(
+    kafka_bootstrap: str, kafka_topic: TopicFactory, tmp_path: Path
+) -> None:
     """A crash after the Kafka transaction committed but before the WriteBatch landed."""
     topic = kafka_topic(SHARDS, prefix="changelog")
     state = tmp_path / "state"

@@ -29,9 +29,7 @@ N_SHARDS = 4
 class Harness:
     """Writes like the ingest side does and exposes the table under test."""
 
-    def __init__(
-        self, store: RocksDBStore, table: OnlineTable, writer: RedisOnlineWriter | None
-    ) -> None:
+    def __init__(self, store: RocksDBStore, table: OnlineTable, writer: RedisOnlineWriter | None) -> None:
         self.store = store
         self.table = table
         self.writer = writer
@@ -60,9 +58,7 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
     table: OnlineTable
     writer = None
     if request.param == "rocksdb":
-        table = RocksDBOnlineTable(
-            tmp_path / "state", N_SHARDS, tmp_path / "secondary", background=False
-        )
+        table = RocksDBOnlineTable(tmp_path / "state", N_SHARDS, tmp_path / "secondary", background=False)
     else:
         url: str = request.getfixturevalue("state_redis_url")
         admin: redis.Redis[bytes] = redis.Redis.from_url(url)
@@ -102,9 +98,7 @@ def test_batch_across_shards_round_trip(harness: Harness) -> None:
     harness.visible()
     request = [*entities[::-1], entity_key(["absent"]), *entities[:5]]
     got = harness.table.read(FP_A, request)
-    assert got == [b"value:" + k for k in entities[::-1]] + [None] + [
-        b"value:" + k for k in entities[:5]
-    ]
+    assert got == [b"value:" + k for k in entities[::-1]] + [None] + [b"value:" + k for k in entities[:5]]
     assert harness.table.read(FP_A, [entities[17]]) == [b"value:" + entities[17]]
 
 
@@ -185,14 +179,21 @@ def _transactions(first_offset: int, users: Sequence[str], step_ms: int) -> Deco
     offsets = np.arange(first_offset, first_offset + n, dtype=np.int64)
     ts = START_MS + offsets * step_ms
     return DecodedBatch(
-        topic="transactions", partition=0, first_offset=first_offset, last_offset=int(offsets[-1]),
-        top_ts_after=(int(ts.max()),), offsets=offsets, event_ts=ts,
-        columns={"user_id": np.array(users, dtype=object),
-                 "merchant_id": np.array(["m1"] * n, dtype=object),
-                 "amount": np.arange(n, dtype=np.float64) + 1.0,
-                 "event_type": np.array(["PURCHASE"] * n, dtype=object)},
+        topic="transactions",
+        partition=0,
+        first_offset=first_offset,
+        last_offset=int(offsets[-1]),
+        top_ts_after=(int(ts.max()),),
+        offsets=offsets,
+        event_ts=ts,
+        columns={
+            "user_id": np.array(users, dtype=object),
+            "merchant_id": np.array(["m1"] * n, dtype=object),
+            "amount": np.arange(n, dtype=np.float64) + 1.0,
+            "event_type": np.array(["PURCHASE"] * n, dtype=object),
+        },
         dead_letters=(),
-    )  # fmt: skip
+    )
 
 
 def test_freshness_written_by_the_real_writer_reads_back(harness: Harness) -> None:
@@ -201,11 +202,14 @@ def test_freshness_written_by_the_real_writer_reads_back(harness: Harness) -> No
     _source, views = example_views("transactions")
     appliers = {
         shard: ShardApplier(
-            harness.store.partition(shard), views, "transactions",
-            online_copy=harness.writer, clock_ms=lambda: WRITTEN_AT_MS,
+            harness.store.partition(shard),
+            views,
+            "transactions",
+            online_copy=harness.writer,
+            clock_ms=lambda: WRITTEN_AT_MS,
         )
         for shard in range(N_SHARDS)
-    }  # fmt: skip
+    }
     view = views[0]
     harness.visible()
     assert harness.table.read_meta(view.fingerprint) == UNKNOWN_FRESHNESS
@@ -222,8 +226,9 @@ def test_freshness_written_by_the_real_writer_reads_back(harness: Harness) -> No
         assert harness.table.read_meta(each.fingerprint) == Freshness(newest, WRITTEN_AT_MS)
     user_spend = next(v for v in views if v.join_keys == ("user_id",))
     user_keys = [entity_key([u]) for u in users]
-    stored = [part.get_many([tile_key(user_spend.fingerprint, k) for k in user_keys])
-              for part in harness.store.partitions]  # fmt: skip
+    stored = [
+        part.get_many([tile_key(user_spend.fingerprint, k) for k in user_keys]) for part in harness.store.partitions
+    ]
     written = [next(v for v in per_user if v is not None) for per_user in zip(*stored, strict=True)]
     assert harness.table.read(user_spend.fingerprint, user_keys) == written
 
@@ -232,9 +237,7 @@ def test_freshness_written_by_the_real_writer_reads_back(harness: Harness) -> No
     for _, shard_batch in route(later, views, N_SHARDS):
         appliers[shard_batch.shard].apply([shard_batch])
     harness.visible()
-    assert harness.table.read_meta(view.fingerprint) == Freshness(
-        int(later.event_ts.max()), WRITTEN_AT_MS
-    )
+    assert harness.table.read_meta(view.fingerprint) == Freshness(int(later.event_ts.max()), WRITTEN_AT_MS)
     # The offset records (how far the log is published) read back as the shards hold them.
     in_shards = [part.read_offsets("transactions") for part in harness.store.partitions]
     read_back = harness.table.read_offsets("transactions")

@@ -201,9 +201,7 @@ def _settle(state: Path, shards: int, seconds_ago: float = 10.0) -> None:
         os.utime(shard_path(state, shard), (old, old))
 
 
-def test_settled_shards_are_checked_by_their_newest_log_alone(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_settled_shards_are_checked_by_their_newest_log_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     key = entity_key(["u1"])
     state = tmp_path / "state"
     with RocksDBStore(state, 2) as store:

@@ -200,9 +200,7 @@ def test_second_process_cannot_open_for_writing(tmp_path: Path) -> None:
             "    print('refused:', exc)\n"
             "    sys.exit(3)\n"
         )
-        done = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
-        )
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 3, done.stderr
     assert "cannot open for writing" in done.stdout
 
