@@ -79,7 +79,8 @@ def _recreate_topic(bootstrap: str, topic: str) -> None:
     from confluent_kafka.admin import AdminClient
     from confluent_kafka.cimpl import NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    # log_level 0: the client's shutdown notices (queue purges) stay off the demo's screen.
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     existing = admin.list_topics(timeout=10).topics
     doomed = [t for t in (topic, f"{topic}.dlq") if t in existing]
     if doomed:
@@ -134,15 +135,17 @@ def _demo(args: argparse.Namespace) -> int:
 def _pipeline(args: argparse.Namespace, data_dir: Path, bootstrap: str) -> int:
     import httpx
 
+    from engine.definitions import load_repo
     from engine.generate import GeneratorConfig, produce_events, write_parquet
 
     repo = str(Path("feature_defs").resolve())
     common = ["--repo", repo, "--data-dir", str(data_dir)]
     _recreate_topic(bootstrap, DEMO_TOPIC)
     _run_cli("apply", *common, "--shards", "4")
+    example = load_repo(Path(repo))
     _say(
-        "applied the example fraud repo (views user_spend, merchant_activity, user_merchant_spend; "
-        "services fraud_scoring, batch_review)"
+        f"applied the example fraud repo (views {', '.join(v.name for v in example.views)}; "
+        f"services {', '.join(s.name for s in example.services)})"
     )
 
     # One day of history up to the handoff time T, replayed through the same kernel.
