@@ -13,6 +13,7 @@ report was written, whatever it found; 2 on bad flags or input files.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--tolerance", type=float, default=0.0, help="absolute numeric tolerance (default 0: exact)")
     parser.add_argument("--rel-tolerance", type=float, default=0.0, help="relative numeric tolerance (default 0)")
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each answer (default 2)")
+    parser.add_argument(
+        "--streamfeat-api-key",
+        default=os.environ.get("STREAMFEAT_API_KEY"),
+        help="API key for a streamfeat server that requires one (default: $STREAMFEAT_API_KEY)",
+    )
     parser.add_argument("--service", help="with --replay-log: only requests of this feature service")
     parser.add_argument("--limit", type=int, help="at most this many requests")
     parser.set_defaults(handler=_shadow)
@@ -100,7 +106,14 @@ def _run(args: argparse.Namespace, tolerance: Any, about: dict[str, Any]) -> lis
         about["source"] = f"replayed request log {args.replay_log}"
     mapping = load_mapping(args.mapping) if args.mapping is not None else FeatureMapping()
     args.out.mkdir(parents=True, exist_ok=True)
-    runner = ShadowRunner(args.baseline, args.streamfeat, mapping=mapping, tolerance=tolerance, timeout_s=args.timeout)
+    runner = ShadowRunner(
+        args.baseline,
+        args.streamfeat,
+        mapping=mapping,
+        tolerance=tolerance,
+        timeout_s=args.timeout,
+        streamfeat_api_key=args.streamfeat_api_key,
+    )
     outcomes = []
     try:
         with (args.out / "outcomes.jsonl").open("wb") as log:

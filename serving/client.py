@@ -60,7 +60,7 @@ class FeatureClient(ClientBase):
     ) -> None:
         super().__init__(url, api_key, cache, fallbacks)
         self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=self.headers, transport=transport)
-        self.shadow = LiveShadow(shadow, self.url) if shadow is not None else None
+        self.shadow = LiveShadow(shadow, self.url, api_key) if shadow is not None else None
 
     def _post(self, path: str, body: Mapping[str, Any]) -> Any:
         try:

@@ -76,7 +76,7 @@ _STOP = object()
 class LiveShadow:
     """The bounded queue and the thread that compares off the caller's path."""
 
-    def __init__(self, config: ShadowConfig, streamfeat_url: str) -> None:
+    def __init__(self, config: ShadowConfig, streamfeat_url: str, api_key: str | None = None) -> None:
         self.config = config
         self.stats = ShadowStats()
         self._random = random.Random(config.seed)
@@ -87,6 +87,7 @@ class LiveShadow:
             mapping=config.mapping,
             tolerance=config.tolerance,
             timeout_s=config.timeout_s,
+            streamfeat_api_key=api_key,  # the caller's own key: servers with API keys answer the sampler too
         )
         self._log_path = Path(config.log_path)
         self._log_path.parent.mkdir(parents=True, exist_ok=True)

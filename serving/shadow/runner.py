@@ -65,13 +65,15 @@ class ShadowRunner:
         mapping: FeatureMapping | None = None,
         tolerance: Tolerance | None = None,
         timeout_s: float = 2.0,
+        streamfeat_api_key: str | None = None,
     ) -> None:
         if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not timeout_s > 0:
             raise ValueError(f"ShadowRunner.timeout_s: expected seconds > 0, got {timeout_s!r}")
         self.mapping = mapping or FeatureMapping()
         self.tolerance = tolerance or Tolerance()
         self._baseline = httpx.Client(base_url=baseline_url.rstrip("/"), timeout=timeout_s)
-        self._streamfeat = httpx.Client(base_url=streamfeat_url.rstrip("/"), timeout=timeout_s)
+        auth = {"authorization": f"Bearer {streamfeat_api_key}"} if streamfeat_api_key else {}
+        self._streamfeat = httpx.Client(base_url=streamfeat_url.rstrip("/"), timeout=timeout_s, headers=auth)
         self._intervals: dict[str, int] | None = None
 
     def close(self) -> None:
