@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from engine.ports import free_port
+from engine.ports import free_port, free_port_pair
 from engine.processes import stop_process_group
 from engine.timefmt import iso_utc
 
@@ -42,7 +42,17 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--data-dir", type=Path, default=Path(".streamfeat/demo"), help="demo data (wiped first)")
-    parser.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap (started if not answering)")
+    parser.add_argument(
+        "--bootstrap",
+        default=None,
+        help="use this running Kafka broker instead of the demo's own private one (started on a free port "
+        "under --data-dir and stopped at the end)",
+    )
+    parser.add_argument(
+        "--reset-topic",
+        action="store_true",
+        help=f"with --bootstrap: delete and recreate the topic '{DEMO_TOPIC}' if it already exists there",
+    )
     parser.add_argument("--users", type=int, default=5_000, help="distinct users (default 5000)")
     parser.add_argument("--port", type=int, default=0, help="serving port (default: a free one)")
     parser.set_defaults(handler=_demo)
@@ -73,6 +83,13 @@ def _child(name: str, args: list[str], log_file: Path) -> Iterator[subprocess.Po
         finally:
             stop_process_group(proc, signal.SIGINT, timeout_s=20)
             _say(f"stopped {name} (log: {log_file})")
+
+
+def _topic_exists(bootstrap: str, topic: str) -> bool:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    return topic in admin.list_topics(timeout=10).topics
 
 
 def _recreate_topic(bootstrap: str, topic: str) -> None:
@@ -117,19 +134,34 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) 
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from engine.kafka_local import ensure_broker, stop_broker
+    from engine.exceptions import ConfigError
+    from engine.kafka_local import BrokerConfig, ensure_broker, require_broker, stop_broker
 
     data_dir: Path = args.data_dir.resolve()
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
-    broker = ensure_broker(port=int(args.bootstrap.rsplit(":", 1)[1]))
-    _say(f"Kafka at {broker.bootstrap}" + (" (started for the demo)" if broker.started_by_us else " (already running)"))
+    if args.bootstrap is not None:
+        # Someone else's broker: its topics are theirs, so an existing demo topic is only
+        # replaced when asked (a shared broker's 'transactions' may hold real data).
+        require_broker(args.bootstrap, consequence="the demo did not start")
+        if _topic_exists(args.bootstrap, DEMO_TOPIC) and not args.reset_topic:
+            raise ConfigError(
+                f"the broker at {args.bootstrap} already has a topic '{DEMO_TOPIC}'; the demo would replace it",
+                hint="pass --reset-topic to let the demo delete and recreate it, or leave out --bootstrap: "
+                "the demo then runs its own private broker",
+            )
+        _say(f"Kafka at {args.bootstrap} (already running)")
+        return _pipeline(args, data_dir, args.bootstrap)
+    # The demo's own broker: a free port and a data directory inside the demo's, so no
+    # other broker or topic on the machine is touched.
+    config = BrokerConfig(port=free_port_pair(), data_dir=data_dir / "kafka")
+    broker = ensure_broker(config=config)
+    _say(f"Kafka at {broker.bootstrap} (a private broker for the demo, data in {data_dir / 'kafka'})")
     try:
         return _pipeline(args, data_dir, broker.bootstrap)
     finally:
-        if broker.started_by_us:
-            stop_broker()
-            _say("stopped the Kafka broker the demo started")
+        stop_broker(config=config)
+        _say("stopped the demo's Kafka broker")
 
 
 def _pipeline(args: argparse.Namespace, data_dir: Path, bootstrap: str) -> int:
