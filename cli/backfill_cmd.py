@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from cli.common import check_source_topic
+from cli.common import Subparsers, check_source_topic
 from engine.exceptions import ConfigError
 
 
@@ -174,7 +174,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "backfill",
         help="replay Parquet history or a Kafka topic through the streaming kernel",

@@ -6,9 +6,15 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from engine.config import Settings, load_settings
+
+
+class Subparsers(Protocol):
+    """What a subcommand's ``register`` needs of ``argparse``'s subparsers object."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
 
 
 def add_settings_args(parser: argparse.ArgumentParser, *, kafka: bool = True) -> None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
-from cli.common import add_settings_args, settings_from
+from cli.common import Subparsers, add_settings_args, settings_from
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "consistency-check",
         help="recompute logged serving requests offline and report mismatch rates per feature",

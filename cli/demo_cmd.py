@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from cli.common import Subparsers
 from engine.ports import free_port, free_port_pair
 from engine.processes import stop_process_group
 from engine.timefmt import iso_utc
@@ -34,7 +35,7 @@ STREAM_SECONDS = 8
 STREAM_RATE = 1_000
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "demo",
         help="run the example fraud pipeline end to end (Kafka, backfill, dataflow, serving)",

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+
+from cli.common import Subparsers
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     help_text = "translate a Feast repo (entities, stream views, on-demand views, services) into a streamfeat repo"
     parser: argparse.ArgumentParser = subparsers.add_parser("import-feast", help=help_text, description=help_text)
     parser.add_argument("path", type=Path, help="the Feast repo directory (holding feature_store.yaml)")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import shutil
 from pathlib import Path
-from typing import Any
+
+from cli.common import Subparsers
 
 STREAMFEAT_YAML = """\
 # streamfeat settings (flags and STREAMFEAT_* environment variables override these).
@@ -41,7 +42,7 @@ next steps:
 """
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "init",
         help="create a project directory with the fraud example and a streamfeat.yaml",

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-from cli.common import add_settings_args, settings_from
+from cli.common import Subparsers, add_settings_args, settings_from
 from engine.definitions import (
     Entity,
     EventSource,
@@ -22,7 +22,7 @@ from engine.exceptions import ConfigError
 from engine.timefmt import duration_text
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     listing: argparse.ArgumentParser = subparsers.add_parser(
         "list",
         help="list the repo's entities, sources, views, services and features with their types",

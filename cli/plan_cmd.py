@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
-from cli.common import add_settings_args, settings_from
+from cli.common import Subparsers, add_settings_args, settings_from
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     for command, handler, help_text in (
         ("plan", _plan, "show what apply would change (new, changed, removed; what needs a backfill)"),
         ("apply", _apply, "validate the repo and record it as the applied plan"),

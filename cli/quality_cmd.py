@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 from datetime import timedelta
-from typing import Any
 
-from cli.common import add_settings_args, settings_from
+from cli.common import Subparsers, add_settings_args, settings_from
 from engine.timefmt import iso_utc
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "quality",
         help="compute data-quality statistics of the Parquet log and flag drift",

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cli.common import add_settings_args, check_source_topic, log_to_file, settings_from
+from cli.common import Subparsers, add_settings_args, check_source_topic, log_to_file, settings_from
 from cli.run_report import RunReporter
 from engine.exceptions import DataflowRunError, StreamfeatError
 from engine.ports import free_ports
@@ -25,7 +25,7 @@ from engine.run_counts import RunCounts, merged_counts, read_counts_file
 from engine.shutdown import stop_gracefully_on_sigint, stop_requested
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "run",
         help="run the streaming dataflow of one event source",

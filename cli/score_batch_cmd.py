@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+
+from cli.common import Subparsers
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -42,7 +43,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "score-batch",
         help="score entity keys with a model file, features looked up from the feature server",

@@ -14,12 +14,12 @@ import os
 import socket
 from typing import Any
 
-from cli.common import add_settings_args
+from cli.common import Subparsers, add_settings_args
 
 GC_GEN0_THRESHOLD = 50_000
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "serve",
         help="serve features over HTTP (FastAPI + uvicorn)",

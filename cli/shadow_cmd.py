@@ -17,8 +17,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cli.common import Subparsers
 
-def register(subparsers: Any) -> None:
+
+def register(subparsers: Subparsers) -> None:
     help_text = "compare a baseline feature server (Feast's HTTP shape) with streamfeat and explain every divergence"
     parser: argparse.ArgumentParser = subparsers.add_parser("shadow", help=help_text, description=help_text)
     source = parser.add_mutually_exclusive_group(required=True)

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from cli.common import add_settings_args, check_source_topic, settings_from
+from cli.common import Subparsers, add_settings_args, check_source_topic, settings_from
 from engine.timefmt import iso_utc
 
 
@@ -67,7 +67,7 @@ class Status:
         return asdict(self)
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "status",
         help="consumer lag, freshness, events/s, dead letters and state size per view",

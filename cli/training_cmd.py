@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from cli.common import Subparsers
 from engine.exceptions import ConfigError
 
 
@@ -64,7 +65,7 @@ def as_utc_timestamps(frame: Any, column: str) -> Any:
     return frame
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "training-set",
         help="point-in-time correct features of a feature service for a spine",
