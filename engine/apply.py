@@ -35,7 +35,7 @@ from engine.kernel.batch_merge import (
     merge_flat,
     retain,
 )
-from engine.kernel.layout import PartialLayout, encode_positions
+from engine.kernel.layout import LayoutSource, PartialLayout, encode_positions
 from engine.log_rolls import (
     LoggedView,
     PendingRoll,
@@ -59,7 +59,7 @@ from engine.state.records import (
 log = logging.getLogger(__name__)
 
 
-class ApplicableView(LoggedView, Protocol):
+class ApplicableView(LoggedView, LayoutSource, Protocol):
     @property
     def interval_ms(self) -> int: ...
     @property

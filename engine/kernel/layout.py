@@ -22,10 +22,10 @@ docs/definitions-api.md by duck typing.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -101,6 +101,39 @@ MAX_PARTITION = 2 ** (53 - POSITION_OFFSET_BITS) - 1
 MAX_OFFSET = 2**POSITION_OFFSET_BITS - 1
 
 Number = float | int
+
+
+class AggregationLike(Protocol):
+    """What the kernel reads of a definitions ``Aggregation`` (docs/definitions-api.md)."""
+
+    @property
+    def output_name(self) -> str: ...
+    @property
+    def column(self) -> str: ...
+    @property
+    def function(self) -> Any: ...  # a str or a str-valued enum
+    @property
+    def window_ms(self) -> int | None: ...
+    @property
+    def default(self) -> float | int | None: ...
+
+
+class LayoutSource(Protocol):
+    """What a partial layout is built from: a view's columns and aggregations."""
+
+    @property
+    def columns(self) -> Sequence[str]: ...
+    @property
+    def aggregations(self) -> Sequence[AggregationLike]: ...
+
+
+class ViewLike(LayoutSource, Protocol):
+    """What the kernel reads of a definitions ``StreamFeatureView``."""
+
+    @property
+    def interval_ms(self) -> int: ...
+    @property
+    def retention_ms(self) -> int: ...
 
 
 def encode_positions(partitions: npt.ArrayLike, offsets: npt.ArrayLike) -> npt.NDArray[np.int64]:
@@ -236,7 +269,7 @@ class PartialLayout:
         return np.tile(row, (n_rows, 1))
 
     @classmethod
-    def for_view(cls, view: Any) -> PartialLayout:
+    def for_view(cls, view: LayoutSource) -> PartialLayout:
         """Layout of a ``StreamFeatureView`` (reads ``view.columns`` and the functions)."""
         functions = {_plain(agg.function) for agg in view.aggregations}
         specs = [AggregationSpec.from_aggregation(agg) for agg in view.aggregations]
@@ -290,7 +323,7 @@ class AggregationSpec:
         return slot_for(self)
 
     @classmethod
-    def from_aggregation(cls, agg: Any) -> AggregationSpec:
+    def from_aggregation(cls, agg: AggregationLike) -> AggregationSpec:
         """Copy what the kernel needs from an ``Aggregation`` (duck typed)."""
         return cls(
             output_name=agg.output_name,
@@ -426,7 +459,7 @@ class ViewSpec:
         )
 
     @classmethod
-    def from_view(cls, view: Any) -> ViewSpec:
+    def from_view(cls, view: ViewLike) -> ViewSpec:
         """Copy what the kernel needs from a ``StreamFeatureView`` (duck typed)."""
         aggregations = tuple(AggregationSpec.from_aggregation(agg) for agg in view.aggregations)
         return cls(
