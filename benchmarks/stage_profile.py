@@ -37,7 +37,7 @@ STAGES: dict[str, tuple[tuple[str, str], ...]] = {
     "log": (
         ("engine.log_staging", "StagedLogRows.add"),
         ("engine.apply", "ShardApplier.maybe_publish_log"),
-        ("engine.apply", "_write_cuts"),  # the publisher thread
+        ("engine.apply", "write_cuts"),  # the publisher thread (engine.log_rolls, called by this name)
     ),
 }
 
