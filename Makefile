@@ -47,7 +47,7 @@ lint: $(STAMP)
 # their environment), so brokers of other users or sessions on the machine never fail it.
 test: $(STAMP) system-deps lint
 	@run_id="streamfeat-test-$$$$-$$(date +%s%N)"; \
-	TEST_RUN_ID=$$run_id $(BIN)/python -m pytest -q -p no:cacheprovider; status=$$?; \
+	TEST_RUN_ID=$$run_id $(BIN)/python -m pytest -q -p no:cacheprovider --durations=20; status=$$?; \
 	stray=""; \
 	for pid in $$(pgrep -f '[s]treamfeat.kafka=1'); do \
 	  if tr '\0' '\n' < /proc/$$pid/environ 2>/dev/null | grep -qx "TEST_RUN_ID=$$run_id"; then stray="$$stray $$pid"; fi; \
