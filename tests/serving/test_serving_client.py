@@ -23,7 +23,7 @@ from serving.exceptions import (
     TransformError,
 )
 from tests.serving.asgi_support import ASGIClient
-from tests.serving.serving_support import REPO_DIR, T_END, uvicorn_server
+from tests.serving.serving_support import REPO_DIR, T_END, build_test_repo, example_repo, uvicorn_server
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +59,9 @@ def test_feature_vector_and_vectors(server_url: str) -> None:
             as_of=[T_END, datetime.fromtimestamp(T_END / 1000, UTC)],
         )
         assert per_row["as_of"] == [T_END, T_END] and per_row["features"][0] == per_row["features"][1]
-        assert [s["name"] for s in fc.list_services()] == [
-            "batch_review",
-            "fraud_scoring",
-            "shadowed",
-            "user_subset",
-            "with_defaults",
-        ]
+        assert [s["name"] for s in fc.list_services()] == sorted(
+            s.name for s in build_test_repo(example_repo()).services
+        )
         assert fc.describe_service("with_defaults")["inputs"]["entities"][0]["name"] == "user_id"
 
 

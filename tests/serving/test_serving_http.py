@@ -14,7 +14,7 @@ from engine.definitions import FeatureRepo
 from engine.plan import AppliedPlan
 from engine.state import RedisOnlineTable
 from tests.serving.asgi_support import ASGIClient
-from tests.serving.serving_support import T_END, make_app
+from tests.serving.serving_support import T_END, build_test_repo, example_repo, make_app
 
 GOOD = {"entities": {"user_id": ["u1"], "merchant_id": ["m1"]}, "request_data": {"amount": [3.0]}}
 JSON_TYPE = {"content-type": "application/json"}
@@ -331,13 +331,7 @@ def test_feast_reference_errors(client: ASGIClient, refs: list[str], status: int
 
 def test_services_and_health(client: ASGIClient) -> None:
     services = client.get("/v1/services").json()["services"]
-    assert [s["name"] for s in services] == [
-        "batch_review",
-        "fraud_scoring",
-        "shadowed",
-        "user_subset",
-        "with_defaults",
-    ]
+    assert [s["name"] for s in services] == sorted(s.name for s in build_test_repo(example_repo()).services)
     fraud = client.get("/v1/services/fraud_scoring").json()
     assert fraud["inputs"]["entities"] == [
         {"name": "user_id", "type": "string"},

@@ -39,6 +39,14 @@ SHARDS = 4
 MINUTE = 60_000
 
 
+# The lifetime features the example's fraud_scoring service selects.
+LIFETIME_FEATURES = next(
+    ref.features
+    for ref in load_repo(Path(__file__).resolve().parents[2] / "feature_defs").service("fraud_scoring").refs
+    if ref.view.name == "user_lifetime"
+)
+
+
 def _expected_rows(
     views: dict[str, StreamFeatureView],
     applied: list[dict[str, Any]],
@@ -57,6 +65,8 @@ def _expected_rows(
         want["merchant_txn_count_15m"] = shop["merchant_txn_count_15m"]
         want["merchant_txn_count_1h"] = shop["merchant_txn_count_1h"]
         want.update(expected_values(views["user_merchant_spend"], applied, (user, merchant), t, key_field="pair"))
+        lifetime = expected_values(views["user_lifetime"], mine, user, t)
+        want.update({name: lifetime[name] for name in LIFETIME_FEATURES})
         want["spend_velocity_ratio"] = amount / max(want["amount_sum_15m"] or 0.0, 0.001)
         shop_sum = shop["merchant_amount_sum_1h"] or 0.0
         want["user_merchant_share_1h"] = (want["amount_sum_1h"] or 0.0) / shop_sum if shop_sum > 0 else 0.0
