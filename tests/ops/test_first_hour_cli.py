@@ -154,6 +154,23 @@ def test_version_list_and_describe(capsys: pytest.CaptureFixture[str]) -> None:
     assert "nothing named 'no_such_thing'" in err and "hint: defined names:" in err and "user_spend" in err
 
 
+def test_a_closed_pipe_ends_the_listing_quietly() -> None:
+    # `streamfeat list | head -1`: the reader is gone before the listing is written (closed
+    # here before the child has even imported), so the write must fail; no traceback may show.
+    read_end, write_end = os.pipe()
+    with subprocess.Popen(
+        [sys.executable, "-m", "cli", "list", "--repo", str(ROOT / "feature_defs")],
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    ) as listing:
+        os.close(write_end)
+        os.close(read_end)
+        _, err = listing.communicate(timeout=60)
+    assert "Traceback" not in err.decode() and "BrokenPipeError" not in err.decode(), err
+    assert listing.returncode == 128 + signal.SIGPIPE
+
+
 def test_init_next_steps_are_commands_that_exist() -> None:
     parser = build_parser()
     steps = [line.split("#")[0].strip() for line in NEXT_STEPS.splitlines()[1:]]
