@@ -109,7 +109,7 @@ class RunReporter:
         lag_text = "" if caught_up or lag is None else f", lag {lag:,}"
         text = (
             f"run {how}: read {counts.read:,} records from {self.topic!r} in {seconds:.1f} s "
-            f"({counts.read / seconds:,.0f}/s); applied {counts.applied_text()}; "
+            f"({counts.read / seconds:,.0f}/s); applied {counts.applied_text()} (the events each view's filter keeps); "
             f"dead letters {counts.dead_total:,} ({counts.dead_text()}){lag_text}"
         )
         if counts.mostly_dead():
