@@ -95,7 +95,6 @@ def _run(args: argparse.Namespace) -> int:
     env = _child_env(args)
     # Create every shard before the children start, so none of them races to create one.
     from dataflows.job import build_job
-    from dataflows.stream import EPOCH_INTERVAL
     from engine.state.rocksdb_store import RocksDBStore
 
     settings = settings_from(args)
@@ -114,24 +113,12 @@ def _run(args: argparse.Namespace) -> int:
     reporter = RunReporter(job.source.topic, settings.kafka_bootstrap, counts=lambda: _summed(counts_files))
     _announce(job, settings.kafka_bootstrap, args, log_file, f"{args.processes} processes")
     children = [
-        subprocess.Popen(
-            # Without recovery, bytewax.run's -s sets the epoch interval (EPOCH_INTERVAL).
-            [
-                sys.executable,
-                "-m",
-                "bytewax.run",
-                "dataflows.app:flow",
-                "-w",
-                str(args.workers),
-                "-i",
-                str(i),
-                "-a",
-                addresses,
-                "-s",
-                str(int(EPOCH_INTERVAL.total_seconds())),
-            ],
+        _bytewax_process(
+            args.workers,
+            i,
+            addresses,
             # One metrics endpoint per process: metrics_port, metrics_port + 1, ...
-            env={
+            {
                 **env,
                 "STREAMFEAT_METRICS_PORT": str(metrics_base + i if metrics_base else 0),
                 "STREAMFEAT_RUN_COUNTS_FILE": str(counts_files[i]),
@@ -142,17 +129,9 @@ def _run(args: argparse.Namespace) -> int:
     reporter.start()
     code = 130
     try:
-        code = _wait_for(children)
+        code = _supervise(children)
         return code
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGINT)
-        for child in children:
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
         reporter.stop()
         interrupted = code == 130
         print(reporter.summary(caught_up=args.until_caught_up and code == 0, interrupted=interrupted))
@@ -160,7 +139,6 @@ def _run(args: argparse.Namespace) -> int:
 
 def _cluster_process(args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
     """This host's one process of a multi-host cluster (its own data_dir)."""
-    from dataflows.stream import EPOCH_INTERVAL
     from engine.exceptions import ConfigError
 
     addresses = [a.strip() for a in str(args.cluster).split(",") if a.strip()]
@@ -176,25 +154,18 @@ def _cluster_process(args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
             f"--processes: expected 1 with --cluster (one process per address), got {args.processes}",
             hint="list one address per process in --cluster",
         )
-    return [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bytewax.run",
-                "dataflows.app:flow",
-                "-w",
-                str(args.workers),
-                "-i",
-                str(index),
-                "-a",
-                ";".join(addresses),
-                "-s",
-                str(int(EPOCH_INTERVAL.total_seconds())),
-            ],
-            env=_child_env(args),
-        )
-    ]
+    return [_bytewax_process(args.workers, index, ";".join(addresses), _child_env(args))]
+
+
+def _bytewax_process(workers: int, index: int, addresses: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """One Bytewax cluster process of the streaming dataflow (``addresses``: every process's
+    host:port, semicolon-separated)."""
+    from dataflows.stream import EPOCH_INTERVAL
+
+    # Without recovery, bytewax.run's -s sets the epoch interval (EPOCH_INTERVAL).
+    epoch_seconds = str(int(EPOCH_INTERVAL.total_seconds()))
+    argv = [sys.executable, "-m", "bytewax.run", "dataflows.app:flow", "-w", str(workers), "-i", str(index)]
+    return subprocess.Popen([*argv, "-a", addresses, "-s", epoch_seconds], env=env)
 
 
 def _supervise(children: list[subprocess.Popen[bytes]]) -> int:
