@@ -30,23 +30,11 @@ from starlette.requests import ClientDisconnect
 
 from serving.auth import ASGIApp, Receive, Scope, Send, empty_receive
 from serving.deps import json_response, receive_body, replay_body
-from serving.exceptions import ServingError
+from serving.exceptions import Overloaded, ServingError
 from serving.routes_feast import FEAST_ROUTE, feast_error_response
 
 UNSHED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 RETRY_AFTER_S = 1
-
-
-class Overloaded(ServingError):
-    """More requests in flight than ``max_in_flight``; retry after ``Retry-After`` seconds."""
-
-    status_code = 503
-    code = "overloaded"
-
-    def to_dict(self) -> dict[str, object]:
-        body = super().to_dict()
-        body["error"]["reason"] = "overloaded"
-        return body
 
 
 @dataclass
