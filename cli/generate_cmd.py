@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from cli.common import settings_from
 from engine import generate
+from engine.clock import wall_clock_ms
 from engine.exceptions import ConfigError
 from engine.timefmt import iso_utc
 
@@ -28,7 +28,7 @@ def _events_and_start(args: argparse.Namespace, rate: float) -> tuple[int, int]:
     if args.start is not None:
         return events, generate.parse_start(args.start)
     span_ms = int(max(events - 1, 0) * 1000 / rate) if rate > 0 else 0
-    return events, max(0, int(time.time() * 1000) - span_ms)
+    return events, max(0, wall_clock_ms() - span_ms)
 
 
 def _config(args: argparse.Namespace) -> generate.GeneratorConfig:

@@ -37,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from engine.clock import wall_clock_ms
 from engine.io.parquet_log import first_event_time
 from engine.offline.training import compute_view_features
 from engine.state import OffsetRecord
@@ -45,7 +46,7 @@ from serving.evaluate import ViewValues
 from serving.exceptions import InvalidRequest
 from serving.online import OnlineAccess
 from serving.registry import CompiledView
-from serving.request import EntityValue, FeatureRequest, now_ms
+from serving.request import EntityValue, FeatureRequest
 
 
 def iso(ms: int) -> str:
@@ -178,7 +179,7 @@ class HistoricalReads:
         latest, earliest = max(times), min(times)
         for view in request.service.views:
             source = view.definition.source
-            upper = now_ms() + source.max_future_skew_ms
+            upper = wall_clock_ms() + source.max_future_skew_ms
             first = self.first_logged(view)
             if latest <= upper and (first is None or earliest >= first):
                 continue

@@ -30,6 +30,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from engine import kafka_local
+from engine.clock import wall_clock_ms
 from engine.processes import stop_process_group
 from tests.engine.streaming_support import copy_repo, read_topic, streamfeat
 from tests.faults.faults_support import long_mode, serve, streamfeat_cmd
@@ -101,7 +102,7 @@ class _SteadyProducer(threading.Thread):
             due = int((time.monotonic() - start) * RATE)
             while i < due:
                 kind = rng.choices(kinds, weights)[0]
-                value = _record(kind, rng, i, time.time_ns() // 1_000_000)
+                value = _record(kind, rng, i, wall_clock_ms())
                 self.kind_of[value] = kind
                 try:
                     producer.produce(self.topic, value=value, key=str(i % 97).encode(), on_delivery=self._delivered)

@@ -10,7 +10,6 @@ docs/semantics.md section 5, and the good records' values must equal the referen
 from __future__ import annotations
 
 import random
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
+from engine.clock import wall_clock_ms
 from engine.io.dead_letters import dlq_topic_for, read_dead_letters
 from engine.io.decoder import DEFAULT_DLQ_PAYLOAD_CAP
 from tests.engine.streaming_support import copy_repo, read_topic, streamfeat
@@ -98,7 +98,7 @@ def _hostile(kind: str, rng: random.Random, i: int) -> bytes:
     if kind == "negative_ts":
         return orjson.dumps({**base, "ts": -rng.randrange(1, 10**15)})
     if kind == "future_ts":
-        return orjson.dumps({**base, "ts": int(time.time() * 1000) + rng.randrange(2, 3_000) * 86_400_000})
+        return orjson.dumps({**base, "ts": wall_clock_ms() + rng.randrange(2, 3_000) * 86_400_000})
     if kind == "beyond_2_53_ts":
         return orjson.dumps({**base, "ts": 2**53 + rng.randrange(1, 10**6)})
     if kind == "text_ts":

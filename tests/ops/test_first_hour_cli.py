@@ -25,6 +25,7 @@ import pytest
 from cli import build_parser, main
 from cli.init_cmd import NEXT_STEPS
 from engine import kafka_local
+from engine.clock import wall_clock_ms
 from engine.definitions import load_repo
 from engine.ports import free_port
 from tests.ops.ops_support import scrape, total, wait_until
@@ -165,9 +166,9 @@ def test_init_next_steps_are_commands_that_exist() -> None:
 
 
 def test_generate_defaults_to_the_last_day_ending_now(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    before_ms = int(time.time() * 1000)
+    before_ms = wall_clock_ms()
     assert main(["generate", "--events", "2000", "--parquet", str(tmp_path / "history")]) == 0
-    after_ms = int(time.time() * 1000)
+    after_ms = wall_clock_ms()
     ts = pl.read_parquet(tmp_path / "history" / "*" / "*.parquet")["ts"]
     # Default rate 2 events/s: 2,000 events span 1,000 s, the last one happening now.
     assert before_ms - 1_000_000 <= int(ts.min()) and int(ts.max()) <= after_ms  # type: ignore[arg-type]
@@ -194,7 +195,7 @@ def test_generate_live_stamps_events_with_the_current_time(
     from tests.engine.streaming_support import read_topic
 
     topic = kafka_topic(partitions=1)
-    before_ms = int(time.time() * 1000)
+    before_ms = wall_clock_ms()
     done = streamfeat_in(
         Path.cwd(),
         "generate",
@@ -207,7 +208,7 @@ def test_generate_live_stamps_events_with_the_current_time(
         topic,
         env={"STREAMFEAT_KAFKA_BOOTSTRAP": kafka_bootstrap},
     )
-    after_ms = int(time.time() * 1000)
+    after_ms = wall_clock_ms()
     assert done.returncode == 0, done.stderr
     assert "produced 100 live events" in done.stdout
     records = read_topic(kafka_bootstrap, topic, 1)

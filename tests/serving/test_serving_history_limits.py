@@ -3,12 +3,12 @@ evaluation time at wall-clock reads (docs/semantics.md section 3, docs/serving.m
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from engine.clock import wall_clock_ms
 from engine.definitions import FeatureRepo
 from engine.plan import AppliedPlan
 from engine.state import OffsetRecord, RocksDBOnlineTable, RocksDBStore
@@ -123,7 +123,7 @@ def test_lifetime_view_answers_old_as_of_from_the_log_or_names_the_compacted_hor
 def test_events_after_the_wall_clock_are_never_present(
     repo: FeatureRepo, plan: AppliedPlan, tmp_path: Path, route: str
 ) -> None:
-    now = time.time_ns() // 1_000_000
+    now = wall_clock_ms()
     # Accepted within the source's max_future_skew: one event 10 minutes ahead, one now.
     events = [
         {
@@ -172,7 +172,7 @@ def test_an_event_far_ahead_marks_what_retention_may_have_cut(
     """One event 20 hours ahead (inside the default 1-day max_future_skew) moves the view's
     newest event time: retention measured against it may drop tiles of everyone's 1-day
     windows, so wall-clock values of the view are not PRESENT, and as_of reads use the log."""
-    now = time.time_ns() // 1_000_000
+    now = wall_clock_ms()
     events = [
         {
             "transaction_id": f"q{i}",
