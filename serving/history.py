@@ -39,6 +39,8 @@ import polars as pl
 
 from engine.clock import wall_clock_ms
 from engine.io.parquet_log import first_event_time
+from engine.kernel.aggregate import first_kept_tile
+from engine.kernel.window import window_start_ms
 from engine.offline.training import compute_view_features
 from engine.state import OffsetRecord
 from engine.state.offsets import INT64_MIN
@@ -112,8 +114,8 @@ def window_may_be_trimmed(view: CompiledView, t: int, newest: int) -> bool:
     if view.spec.max_finite_window_tiles == 0:
         return False
     g = view.spec.interval_ms
-    oldest_end = (t // g) * g - view.max_window_ms + g
-    return newest - oldest_end > view.spec.retention_ms
+    oldest_tile = window_start_ms(t, g, view.max_window_ms) // g
+    return oldest_tile < first_kept_tile(newest, view.spec.retention_ms, g)
 
 
 class HistoricalReads:
