@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,28 +94,38 @@ def reference_events(records: Iterable[Record], generated: EventBatch | None = N
     malformed: set[bytes] = set()
     if generated is not None:
         malformed = {v for v, m in zip(generated.values, generated.malformed.tolist(), strict=True) if m >= 0}
-    events: list[dict[str, Any]] = []
-    for r in sorted(records, key=lambda r: (r.partition, r.offset)):
-        if r.value in malformed:
-            events.append(
-                {"entity": None, "e": 0, "partition": r.partition, "offset": r.offset, "value": 0.0, "valid": False}
-            )
-            continue
-        doc = orjson.loads(r.value)
-        events.append(
-            {
-                "entity": doc["user_id"],
-                "merchant": doc["merchant_id"],
-                "pair": (doc["user_id"], doc["merchant_id"]),
-                "e": doc["ts"],
-                "partition": r.partition,
-                "offset": r.offset,
-                "value": float(doc["amount"]),
-                "event_type": doc["event_type"],
-                "valid": True,
-            }
-        )
-    return events
+    return [
+        refused_reference_event(r) if r.value in malformed else reference_event(orjson.loads(r.value), r)
+        for r in sorted(records, key=lambda r: (r.partition, r.offset))
+    ]
+
+
+def reference_event(doc: Mapping[str, Any], record: Record) -> dict[str, Any]:
+    """A valid example transaction as tests/reference.py reads it, with the entity key of each
+    example view (EXAMPLE_VIEW_KEYS)."""
+    return {
+        "entity": doc["user_id"],
+        "merchant": doc["merchant_id"],
+        "pair": (doc["user_id"], doc["merchant_id"]),
+        "e": doc["ts"],
+        "partition": record.partition,
+        "offset": record.offset,
+        "value": float(doc["amount"]),
+        "event_type": doc["event_type"],
+        "valid": True,
+    }
+
+
+def refused_reference_event(record: Record) -> dict[str, Any]:
+    """A record the decoder must refuse (dead-letter), as tests/reference.py reads it."""
+    return {
+        "entity": None,
+        "e": 0,
+        "partition": record.partition,
+        "offset": record.offset,
+        "value": 0.0,
+        "valid": False,
+    }
 
 
 def applied_events(events: Sequence[dict[str, Any]], lateness_ms: int) -> list[dict[str, Any]]:
