@@ -36,15 +36,6 @@ ROOT = Path(__file__).resolve().parents[2]
 NOISE = re.compile(r"^%\d\|\d+\.\d+\||Traceback \(most recent call last\)|panicked at|RUST_BACKTRACE", re.M)
 
 
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 def _user_env(metrics_port: int = 0) -> dict[str, str]:
     """This environment without streamfeat settings, so the project's streamfeat.yaml decides."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFEAT_")}
@@ -180,7 +171,7 @@ def test_generate_defaults_to_the_last_day_ending_now(tmp_path: Path, capsys: py
 
 @pytest.mark.kafka
 def test_generate_reads_kafka_bootstrap_from_the_project(tmp_path: Path) -> None:
-    nowhere = f"127.0.0.1:{_closed_port()}"
+    nowhere = f"127.0.0.1:{free_port()}"
     (tmp_path / "streamfeat.yaml").write_text(f"kafka_bootstrap: {nowhere}\n")
     done = streamfeat_in(tmp_path, "generate", "--events", "10")
     assert done.returncode == 1
@@ -218,7 +209,7 @@ def test_generate_live_stamps_events_with_the_current_time(
 
 @pytest.mark.kafka
 def test_run_without_a_broker_says_so_in_one_line(tmp_path: Path) -> None:
-    project = project_on_topic(tmp_path, "nothing-here", f"127.0.0.1:{_closed_port()}")
+    project = project_on_topic(tmp_path, "nothing-here", f"127.0.0.1:{free_port()}")
     done = streamfeat_in(project, "run", "--until-caught-up")
     assert done.returncode != 0
     errors = [line for line in done.stderr.splitlines() if line.startswith("streamfeat run: error:")]
@@ -295,7 +286,7 @@ def test_kafka_status_says_where_the_broker_lives(
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("STREAMFEAT_CACHE_DIR", raising=False)
-    port = _closed_port()
+    port = free_port()
     assert kafka_local.default_data_dir(port) == tmp_path / "data" / "streamfeat" / "kafka" / str(port)
     assert kafka_local.cache_root() == tmp_path / "cache" / "streamfeat" / "kafka"
     assert main(["kafka", "status", "--port", str(port)]) == 3
@@ -393,7 +384,7 @@ TOPIC_READERS = (("status", "--sample", "0"), ("backfill", "--source", "transact
 @pytest.mark.kafka
 @pytest.mark.parametrize("argv", TOPIC_READERS, ids=lambda a: a[0])
 def test_topic_readers_without_a_broker_say_so_in_one_line(tmp_path: Path, argv: tuple[str, ...]) -> None:
-    nowhere = f"127.0.0.1:{_closed_port()}"
+    nowhere = f"127.0.0.1:{free_port()}"
     project = project_on_topic(tmp_path, "nothing-here", nowhere)
     done = streamfeat_in(project, *argv)
     assert f"no Kafka broker answers at {nowhere}" in _one_error_line(done, argv[0])
