@@ -31,7 +31,7 @@ from starlette.requests import ClientDisconnect
 from serving.auth import ASGIApp, Receive, Scope, Send, empty_receive
 from serving.deps import json_response, receive_body, replay_body
 from serving.exceptions import Overloaded, ServingError
-from serving.routes_feast import FEAST_ROUTE, feast_error_response
+from serving.routes_feast import error_response
 
 UNSHED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 RETRY_AFTER_S = 1
@@ -87,10 +87,7 @@ class SheddingMiddleware:
                 f"server overloaded: {stats.in_flight} requests in flight, at most {self.max_in_flight}",
                 hint=f"retry after {RETRY_AFTER_S} s, or add serving processes",
             )
-            if scope["path"] == FEAST_ROUTE:
-                response = feast_error_response(error)
-            else:
-                response = json_response(error.to_dict(), error.status_code)
+            response = error_response(error, scope["path"])
             response.headers["retry-after"] = str(RETRY_AFTER_S)
             await response({"type": "http"}, empty_receive, send)
             return
