@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from starlette.requests import ClientDisconnect
 
 from serving.auth import ASGIApp, Receive, Scope, Send, empty_receive
-from serving.deps import json_response, receive_body, replay_body
+from serving.deps import receive_body, replay_body
 from serving.exceptions import Overloaded, ServingError
 from serving.routes_feast import error_response
 
@@ -77,7 +77,7 @@ class SheddingMiddleware:
         except ClientDisconnect:
             return  # gone (or closed by the body read timeout) before the request was complete
         except ServingError as exc:
-            await json_response(exc.to_dict(), exc.status_code)({"type": "http"}, empty_receive, send)
+            await error_response(exc, scope["path"])({"type": "http"}, empty_receive, send)
             return
         receive = replay_body(body, receive)
         stats = self.stats
