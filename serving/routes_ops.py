@@ -214,7 +214,7 @@ def build_router(log_root: str, metrics_port: int) -> APIRouter:
                     "written_at_ms": fresh.written_at_ms,
                     "freshness_lag_s": lag_s,
                     "expected_freshness_s": expected_s,
-                    "stale": lag_s is not None and lag_s > expected_s,
+                    "stale": fresh.is_stale(now_ms, view.expected_freshness_ms),
                 }
             )
         ingest = await scrape_dataflow(metrics_port)
