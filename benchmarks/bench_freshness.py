@@ -36,6 +36,7 @@ from benchmarks.common import (
     new_topic,
 )
 from benchmarks.servers import server
+from engine.clock import wall_clock_ms
 from engine.ports import free_port
 
 SIZES: dict[str, dict[str, Any]] = {
@@ -76,7 +77,7 @@ class Background(threading.Thread):
         started = time.perf_counter()
         while not self.stop_flag.is_set():
             due = int((time.perf_counter() - started) * self.rate)
-            now_ms = int(time.time() * 1000)
+            now_ms = wall_clock_ms()
             while self.sent < due:
                 user = f"bg{self.sent % 10_000:05d}"
                 self.producer.produce(self.topic, _event(user, now_ms, self.sent), key=user.encode())
@@ -108,7 +109,7 @@ def _measure_rate(servers: str, topic: str, port: int, rate: int, probes: int) -
         for i in range(probes):
             user = f"probe-{uuid.uuid4().hex[:10]}"
             started = time.perf_counter()
-            producer.produce(topic, _event(user, int(time.time() * 1000), 10**9 + i), key=user.encode())
+            producer.produce(topic, _event(user, wall_clock_ms(), 10**9 + i), key=user.encode())
             producer.poll(0)
             while _count(conn, user) < 1:
                 if time.perf_counter() - started > POLL_TIMEOUT_S:

@@ -8,16 +8,7 @@ from typing import Any
 
 from cli.common import Subparsers, check_source_topic
 from engine.exceptions import ConfigError
-
-
-def parse_time(flag: str, text: str) -> int:
-    """ISO 8601 with an explicit offset (or 'now') -> epoch milliseconds."""
-    from engine.generate import parse_start
-
-    try:
-        return parse_start(text)
-    except ConfigError as exc:  # its messages name --start; say which flag it was
-        raise ConfigError(str(exc).replace("--start", flag, 1), hint=exc.hint) from None
+from engine.timefmt import parse_cli_time
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -133,8 +124,8 @@ def _run(args: argparse.Namespace) -> int:
             "--end is required for a Parquet backfill: it is the handoff time T",
             hint="history provides e < T, the stream e >= T (docs/backfill.md)",
         )
-    end_ms = parse_time("--end", args.end)
-    start_ms = parse_time("--start", args.start) if args.start else 0
+    end_ms = parse_cli_time(args.end, "--end")
+    start_ms = parse_cli_time(args.start, "--start") if args.start else 0
     files = resolve_history_files(sources)
     target = BackfillTarget(
         state_dir=settings.state_dir,

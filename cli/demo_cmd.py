@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.common import Subparsers
+from engine.clock import wall_clock_ms
 from engine.ports import free_port, free_port_pair
 from engine.processes import stop_process_group
 from engine.timefmt import iso_utc
@@ -219,7 +220,7 @@ def _pipeline(args: argparse.Namespace, data_dir: Path, bootstrap: str) -> int:
         _say(f"dataflow running (pid {flow.pid}); feature server at {url} (docs at {url}/docs)")
         produced = 0
         for second in range(STREAM_SECONDS):
-            now_ms = max(time.time_ns() // 1_000_000, handoff_ms)
+            now_ms = max(wall_clock_ms(), handoff_ms)
             live = GeneratorConfig(
                 events=STREAM_RATE,
                 users=args.users,
@@ -231,7 +232,7 @@ def _pipeline(args: argparse.Namespace, data_dir: Path, bootstrap: str) -> int:
             )
             report = produce_events(live, DEMO_TOPIC, bootstrap)
             produced += report.events
-            time.sleep(max(0.0, 1.0 - (time.time_ns() // 1_000_000 - now_ms) / 1000))
+            time.sleep(max(0.0, 1.0 - (wall_clock_ms() - now_ms) / 1000))
         _say(f"produced {produced:,} live transactions (1% malformed) to topic '{DEMO_TOPIC}'")
 
         users = ["u000000", "u000001", "u000002", "u000003"]

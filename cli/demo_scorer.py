@@ -19,6 +19,7 @@ from typing import Any
 
 import polars as pl
 
+from engine.clock import wall_clock_ms
 from engine.generate import GeneratorConfig, generate
 from serving.client import FeatureClient
 from serving.client_cache import CacheConfig
@@ -60,9 +61,7 @@ def score_live(url: str, model: LogisticModel, users: int, say: Any) -> None:
     """Scores fresh transactions one by one through the cached client; prints a few
     scores, the positive rate, the cache hit rate and the per-lookup time."""
     live = generate(
-        GeneratorConfig(
-            events=SCORED_TRANSACTIONS, users=users, merchants=500, seed=999, start_ms=time.time_ns() // 1_000_000
-        )
+        GeneratorConfig(events=SCORED_TRANSACTIONS, users=users, merchants=500, seed=999, start_ms=wall_clock_ms())
     )
     columns = live.columns
     scores: list[tuple[str, str, float, float]] = []

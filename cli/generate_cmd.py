@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from cli.common import settings_from
 from engine import generate
+from engine.clock import wall_clock_ms
 from engine.exceptions import ConfigError
-from engine.timefmt import iso_utc
+from engine.timefmt import iso_utc, parse_cli_time
 
 DEFAULT_HISTORY_RATE = 2.0  # events per second of event time: one day is 172,800 events
 DEFAULT_LIVE_RATE = 200.0
@@ -26,9 +26,9 @@ def _events_and_start(args: argparse.Namespace, rate: float) -> tuple[int, int]:
     so that the last event happens now)."""
     events: int = args.events if args.events is not None else int(generate.DAY_MS / 1000 * rate)
     if args.start is not None:
-        return events, generate.parse_start(args.start)
+        return events, parse_cli_time(args.start, "--start")
     span_ms = int(max(events - 1, 0) * 1000 / rate) if rate > 0 else 0
-    return events, max(0, int(time.time() * 1000) - span_ms)
+    return events, max(0, wall_clock_ms() - span_ms)
 
 
 def _config(args: argparse.Namespace) -> generate.GeneratorConfig:

@@ -19,6 +19,7 @@ from typing import Any
 
 from cli.common import Subparsers, add_settings_args, check_source_topic, log_to_file, settings_from
 from cli.run_report import RunReporter
+from engine.config import Settings
 from engine.exceptions import DataflowRunError, StreamfeatError
 from engine.ports import free_ports
 from engine.run_counts import RunCounts, merged_counts, read_counts_file
@@ -64,9 +65,14 @@ def register(subparsers: Subparsers) -> None:
     parser.set_defaults(handler=_run)
 
 
-def _child_env(args: argparse.Namespace) -> dict[str, str]:
+def _settings(args: argparse.Namespace) -> Settings:
+    """The settings of this run: files and environment, then this command's flags."""
+    return settings_from(args, batch_size=args.batch_size, online=args.online, redis_url=args.redis_url)
+
+
+def _child_env(args: argparse.Namespace, settings: Settings) -> dict[str, str]:
+    """The environment of a ``bytewax.run`` child: ``settings`` as STREAMFEAT_* variables."""
     env = dict(os.environ)
-    settings = settings_from(args, batch_size=args.batch_size, online=args.online, redis_url=args.redis_url)
     env.update(
         {
             "STREAMFEAT_REPO": str(settings.repo_path),
@@ -92,13 +98,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.processes == 1:
         return _run_in_place(args)
 
-    env = _child_env(args)
+    settings = _settings(args)
+    env = _child_env(args, settings)
     # Create every shard before the children start, so none of them races to create one.
     from dataflows.job import build_job
-    from dataflows.stream import EPOCH_INTERVAL
     from engine.state.rocksdb_store import RocksDBStore
 
-    settings = settings_from(args)
     log_file = log_to_file(settings.path(settings.data_dir) / "logs" / "run.log", verbose=args.verbose)
     job = build_job(settings, args.source, tail=not args.until_caught_up)
     check_source_topic(settings.kafka_bootstrap, job.source.topic)
@@ -114,24 +119,12 @@ def _run(args: argparse.Namespace) -> int:
     reporter = RunReporter(job.source.topic, settings.kafka_bootstrap, counts=lambda: _summed(counts_files))
     _announce(job, settings.kafka_bootstrap, args, log_file, f"{args.processes} processes")
     children = [
-        subprocess.Popen(
-            # Without recovery, bytewax.run's -s sets the epoch interval (EPOCH_INTERVAL).
-            [
-                sys.executable,
-                "-m",
-                "bytewax.run",
-                "dataflows.app:flow",
-                "-w",
-                str(args.workers),
-                "-i",
-                str(i),
-                "-a",
-                addresses,
-                "-s",
-                str(int(EPOCH_INTERVAL.total_seconds())),
-            ],
+        _bytewax_process(
+            args.workers,
+            i,
+            addresses,
             # One metrics endpoint per process: metrics_port, metrics_port + 1, ...
-            env={
+            {
                 **env,
                 "STREAMFEAT_METRICS_PORT": str(metrics_base + i if metrics_base else 0),
                 "STREAMFEAT_RUN_COUNTS_FILE": str(counts_files[i]),
@@ -142,17 +135,9 @@ def _run(args: argparse.Namespace) -> int:
     reporter.start()
     code = 130
     try:
-        code = _wait_for(children)
+        code = _supervise(children)
         return code
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGINT)
-        for child in children:
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
         reporter.stop()
         interrupted = code == 130
         print(reporter.summary(caught_up=args.until_caught_up and code == 0, interrupted=interrupted))
@@ -160,7 +145,6 @@ def _run(args: argparse.Namespace) -> int:
 
 def _cluster_process(args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
     """This host's one process of a multi-host cluster (its own data_dir)."""
-    from dataflows.stream import EPOCH_INTERVAL
     from engine.exceptions import ConfigError
 
     addresses = [a.strip() for a in str(args.cluster).split(",") if a.strip()]
@@ -176,25 +160,18 @@ def _cluster_process(args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
             f"--processes: expected 1 with --cluster (one process per address), got {args.processes}",
             hint="list one address per process in --cluster",
         )
-    return [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bytewax.run",
-                "dataflows.app:flow",
-                "-w",
-                str(args.workers),
-                "-i",
-                str(index),
-                "-a",
-                ";".join(addresses),
-                "-s",
-                str(int(EPOCH_INTERVAL.total_seconds())),
-            ],
-            env=_child_env(args),
-        )
-    ]
+    return [_bytewax_process(args.workers, index, ";".join(addresses), _child_env(args, _settings(args)))]
+
+
+def _bytewax_process(workers: int, index: int, addresses: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """One Bytewax cluster process of the streaming dataflow (``addresses``: every process's
+    host:port, semicolon-separated)."""
+    from dataflows.stream import EPOCH_INTERVAL
+
+    # Without recovery, bytewax.run's -s sets the epoch interval (EPOCH_INTERVAL).
+    epoch_seconds = str(int(EPOCH_INTERVAL.total_seconds()))
+    argv = [sys.executable, "-m", "bytewax.run", "dataflows.app:flow", "-w", str(workers), "-i", str(index)]
+    return subprocess.Popen([*argv, "-a", addresses, "-s", epoch_seconds], env=env)
 
 
 def _supervise(children: list[subprocess.Popen[bytes]]) -> int:
@@ -254,10 +231,9 @@ def _announce(job: Any, bootstrap: str, args: argparse.Namespace, log_file: Path
 
 
 def _run_in_place(args: argparse.Namespace) -> int:
-    from cli.run_report import RunReporter
     from dataflows.job import build_job
 
-    settings = settings_from(args, batch_size=args.batch_size, online=args.online, redis_url=args.redis_url)
+    settings = _settings(args)
     log_file = log_to_file(settings.path(settings.data_dir) / "logs" / "run.log", verbose=args.verbose)
     job = build_job(settings, args.source, tail=not args.until_caught_up)
     check_source_topic(settings.kafka_bootstrap, job.source.topic)

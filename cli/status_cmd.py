@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.common import Subparsers, add_settings_args, check_source_topic, settings_from
+from engine.clock import wall_clock_ms
 from engine.timefmt import iso_utc
 
 
@@ -160,7 +161,7 @@ def collect_status(settings: Any, sample_s: float = 1.0) -> Status:
         time.sleep(sample_s)
         second, metas = _read_shards(state_dir, plan.shards, topics, [meta_key(f) for f in fps])
     elapsed = time.monotonic() - t0
-    now_ms = time.time_ns() // 1_000_000
+    now_ms = wall_clock_ms()
 
     sources: list[SourceStatus] = []
     for source in sorted({v.source for v in views}, key=lambda s: s.name):

@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from confluent_kafka import KafkaError, Message, Producer
 
+from engine.clock import wall_clock_ms
 from engine.exceptions import ConfigError, GenerateError
 from engine.kafka_local import require_broker
 
@@ -104,22 +105,6 @@ EXPECTED_DLQ_REASON: Mapping[MalformedKind, str] = {
     MalformedKind.TIMESTAMP_NOT_NUMERIC: "invalid_timestamp",
     MalformedKind.TIMESTAMP_NEGATIVE: "timestamp_out_of_range",
 }
-
-
-def parse_start(text: str) -> int:
-    """``now``, or an ISO 8601 time with an explicit offset (``2026-01-01T00:00:00Z``) -> epoch ms."""
-    if text == "now":
-        return int(time.time()) * 1000
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(f"--start: expected an ISO 8601 time like 2026-01-01T00:00:00Z, got {text!r}") from None
-    if moment.tzinfo is None:
-        raise ConfigError(
-            f"--start: {text!r} has no time zone offset",
-            hint=f"add one, e.g. {text}Z for UTC; a time zone is never guessed",
-        )
-    return int(moment.timestamp() * 1000)
 
 
 @dataclass(frozen=True)
@@ -458,12 +443,12 @@ def produce_live(
     second = 0
     try:
         while duration_s is None or second < duration_s:
-            tick_started = time.time()
+            tick_ms = wall_clock_ms()
             live = dataclasses.replace(
                 config,
                 events=per_second,
                 seed=config.seed + second,
-                start_ms=int(tick_started * 1000),
+                start_ms=tick_ms,
                 rate=float(per_second),
             )
             malformed += sum(_produce_batch(producer, topic, batch) for batch in EventGenerator(live))
@@ -471,7 +456,7 @@ def produce_live(
             second += 1
             if progress is not None and second % 10 == 0:
                 progress(ProduceReport(topic, produced, malformed, time.perf_counter() - started))
-            time.sleep(max(0.0, 1.0 - (time.time() - tick_started)))
+            time.sleep(max(0.0, 1.0 - (wall_clock_ms() - tick_ms) / 1000))
     except KeyboardInterrupt:
         pass  # a normal way to stop live mode: deliver what was produced, then report
     _flush(producer, failures, topic, bootstrap, produced, 60.0)

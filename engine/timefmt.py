@@ -1,4 +1,4 @@
-"""How the command line shows event times: UTC datetimes, never epoch integers.
+"""How the command line reads and shows event times: UTC datetimes, never epoch integers.
 
 >>> iso_utc(1767225600000)
 '2026-01-01T00:00:00Z'
@@ -8,7 +8,33 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+from engine.clock import wall_clock_ms
+from engine.exceptions import ConfigError
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def parse_cli_time(text: str, flag: str) -> int:
+    """A time flag's value -> epoch ms: ``now`` (whole seconds), or an ISO 8601 time with an
+    explicit offset (``2026-01-01T00:00:00Z``), floored to the millisecond in integer maths.
+
+    >>> parse_cli_time("2026-01-01T00:00:00.123Z", "--end")
+    1767225600123
+    """
+    if text == "now":
+        return wall_clock_ms() // 1000 * 1000
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{flag}: expected an ISO 8601 time like 2026-01-01T00:00:00Z, got {text!r}") from None
+    if moment.tzinfo is None:
+        raise ConfigError(
+            f"{flag}: {text!r} has no time zone offset",
+            hint=f"add one, e.g. {text}Z for UTC; a time zone is never guessed",
+        )
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
 def iso_utc(epoch_ms: int) -> str:

@@ -42,10 +42,10 @@ import yaml
 from starlette.requests import ClientDisconnect
 
 from engine.exceptions import ConfigError
-from serving.deps import json_response, receive_body, replay_body
+from serving.deps import receive_body, replay_body
 from serving.exceptions import PayloadTooLarge, ServingError
 from serving.request import parse_json
-from serving.routes_feast import feast_error_response
+from serving.routes_feast import FEAST_ROUTE, error_response
 
 log = logging.getLogger("streamfeat.serving.auth")
 
@@ -65,7 +65,6 @@ SCOPE_KEY = "streamfeat.api_key"  # where the middleware leaves the caller's Api
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}\Z")
 _FEATURES_PREFIX = "/v1/features/"
 _SERVICE_PREFIX = "/v1/services/"
-_FEAST_PATH = "/get-online-features"
 _PUSH_PREFIX = "/v1/push/"
 
 
@@ -305,7 +304,7 @@ class ApiKeyMiddleware:
                 send,
             )
             return
-        elif path == _FEAST_PATH and ALL_SERVICES not in key.services:
+        elif path == FEAST_ROUTE and ALL_SERVICES not in key.services:
             # The service is named in the body: read it here (bounded), check, then replay it.
             try:
                 body = await receive_body(receive, self.max_request_bytes)
@@ -362,10 +361,7 @@ class ApiKeyMiddleware:
 
     @staticmethod
     async def _answer(error: ServingError, send: Send, path: str = "") -> None:
-        # Feast's client parses only its own error shape: answer its route in that shape.
-        response = (
-            feast_error_response(error) if path == _FEAST_PATH else json_response(error.to_dict(), error.status_code)
-        )
+        response = error_response(error, path)
         if error.status_code == 401:
             response.headers["www-authenticate"] = "Bearer"
         await response({"type": "http"}, empty_receive, send)

@@ -28,17 +28,20 @@ from types import TracebackType
 from typing import Any
 
 import httpx
-import orjson
 
 from serving.client_cache import CacheConfig
 from serving.client_core import (
     DEFAULTED,
+    LIST_SERVICES,
     AsOf,
+    Call,
     ClientBase,
     answer_of,
+    describe_call,
     one_row_args,
+    push_call,
     transport_error,
-    vectors_body,
+    vectors_call,
 )
 from serving.client_shadow import LiveShadow, ShadowConfig
 from serving.exceptions import ServingError
@@ -62,18 +65,11 @@ class FeatureClient(ClientBase):
         self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=self.headers, transport=transport)
         self.shadow = LiveShadow(shadow, self.url, api_key) if shadow is not None else None
 
-    def _post(self, path: str, body: Mapping[str, Any]) -> Any:
+    def _send(self, call: Call) -> Any:
         try:
-            response = self._http.post(path, content=orjson.dumps(body))
+            response = self._http.request(call.method, call.path, content=call.content())
         except httpx.HTTPError as exc:
-            raise transport_error("POST", f"{self.url}{path}", exc) from exc
-        return answer_of(response)
-
-    def _get(self, path: str) -> Any:
-        try:
-            response = self._http.get(path)
-        except httpx.HTTPError as exc:
-            raise transport_error("GET", f"{self.url}{path}", exc) from exc
+            raise transport_error(call.method, f"{self.url}{call.path}", exc) from exc
         return answer_of(response)
 
     def get_feature_vectors(
@@ -85,9 +81,9 @@ class FeatureClient(ClientBase):
         include_metadata: bool = False,
     ) -> dict[str, Any]:
         """The server's whole answer for many entities: ``{"service", "as_of", "features": [...]}``."""
-        body = vectors_body(entities, request_data, as_of, include_metadata)
+        call = vectors_call(service, entities, request_data, as_of, include_metadata)
         try:
-            answer: dict[str, Any] = self._post(f"/v1/features/{service}", body)
+            answer: dict[str, Any] = self._send(call)
         except ServingError as exc:
             if not self.policy.falls_back(service, exc):
                 raise
@@ -126,15 +122,15 @@ class FeatureClient(ClientBase):
         Raises InvalidRecords (``.accepted``, ``.rejected``: index, reason, detail) when some
         records were refused; the others were written.
         """
-        answer: dict[str, Any] = self._post(f"/v1/push/{source}", {"records": [dict(r) for r in records]})
+        answer: dict[str, Any] = self._send(push_call(source, records))
         return answer
 
     def list_services(self) -> list[dict[str, Any]]:
-        services: list[dict[str, Any]] = self._get("/v1/services")["services"]
+        services: list[dict[str, Any]] = self._send(LIST_SERVICES)["services"]
         return services
 
     def describe_service(self, name: str) -> dict[str, Any]:
-        described: dict[str, Any] = self._get(f"/v1/services/{name}")
+        described: dict[str, Any] = self._send(describe_call(name))
         return described
 
     def close(self) -> None:

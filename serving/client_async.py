@@ -16,16 +16,19 @@ from types import TracebackType
 from typing import Any
 
 import httpx
-import orjson
 
 from serving.client_cache import CacheConfig
 from serving.client_core import (
+    LIST_SERVICES,
     AsOf,
+    Call,
     ClientBase,
     answer_of,
+    describe_call,
     one_row_args,
+    push_call,
     transport_error,
-    vectors_body,
+    vectors_call,
 )
 from serving.exceptions import ServingError
 
@@ -44,18 +47,11 @@ class AsyncFeatureClient(ClientBase):
         super().__init__(url, api_key, cache, fallbacks)
         self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, headers=self.headers, transport=transport)
 
-    async def _post(self, path: str, body: Mapping[str, Any]) -> Any:
+    async def _send(self, call: Call) -> Any:
         try:
-            response = await self._http.post(path, content=orjson.dumps(body))
+            response = await self._http.request(call.method, call.path, content=call.content())
         except httpx.HTTPError as exc:
-            raise transport_error("POST", f"{self.url}{path}", exc) from exc
-        return answer_of(response)
-
-    async def _get(self, path: str) -> Any:
-        try:
-            response = await self._http.get(path)
-        except httpx.HTTPError as exc:
-            raise transport_error("GET", f"{self.url}{path}", exc) from exc
+            raise transport_error(call.method, f"{self.url}{call.path}", exc) from exc
         return answer_of(response)
 
     async def get_feature_vectors(
@@ -67,9 +63,9 @@ class AsyncFeatureClient(ClientBase):
         include_metadata: bool = False,
     ) -> dict[str, Any]:
         """See ``FeatureClient.get_feature_vectors``."""
-        body = vectors_body(entities, request_data, as_of, include_metadata)
+        call = vectors_call(service, entities, request_data, as_of, include_metadata)
         try:
-            answer: dict[str, Any] = await self._post(f"/v1/features/{service}", body)
+            answer: dict[str, Any] = await self._send(call)
         except ServingError as exc:
             if not self.policy.falls_back(service, exc):
                 raise
@@ -98,15 +94,15 @@ class AsyncFeatureClient(ClientBase):
 
     async def push(self, source: str, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """See ``FeatureClient.push``."""
-        answer: dict[str, Any] = await self._post(f"/v1/push/{source}", {"records": [dict(r) for r in records]})
+        answer: dict[str, Any] = await self._send(push_call(source, records))
         return answer
 
     async def list_services(self) -> list[dict[str, Any]]:
-        services: list[dict[str, Any]] = (await self._get("/v1/services"))["services"]
+        services: list[dict[str, Any]] = (await self._send(LIST_SERVICES))["services"]
         return services
 
     async def describe_service(self, name: str) -> dict[str, Any]:
-        described: dict[str, Any] = await self._get(f"/v1/services/{name}")
+        described: dict[str, Any] = await self._send(describe_call(name))
         return described
 
     async def aclose(self) -> None:

@@ -9,6 +9,7 @@ cached for how long and when a fallback answers lives here.
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -88,13 +89,26 @@ def transport_error(method: str, url: str, exc: httpx.HTTPError) -> ClientTransp
     )
 
 
-def vectors_body(
+@dataclass(frozen=True)
+class Call:
+    """One request of the feature server's API, built here, sent by either client."""
+
+    method: str
+    path: str
+    body: Mapping[str, Any] | None = None
+
+    def content(self) -> bytes | None:
+        return None if self.body is None else orjson.dumps(self.body)
+
+
+def vectors_call(
+    service: str,
     entities: Mapping[str, Sequence[str | int]],
     request_data: Mapping[str, Sequence[Any]] | None,
     as_of: AsOf,
     include_metadata: bool,
-) -> dict[str, Any]:
-    """The body of ``POST /v1/features/{service}``."""
+) -> Call:
+    """``POST /v1/features/{service}``."""
     body: dict[str, Any] = {"entities": {k: list(v) for k, v in entities.items()}}
     if request_data:
         body["request_data"] = {k: list(v) for k, v in request_data.items()}
@@ -102,7 +116,20 @@ def vectors_body(
         body["as_of"] = as_of_json(as_of)
     if include_metadata:
         body["include_metadata"] = True
-    return body
+    return Call("POST", f"/v1/features/{service}", body)
+
+
+def push_call(source: str, records: Sequence[Mapping[str, Any]]) -> Call:
+    """``POST /v1/push/{source}``."""
+    return Call("POST", f"/v1/push/{source}", {"records": [dict(r) for r in records]})
+
+
+LIST_SERVICES = Call("GET", "/v1/services")
+
+
+def describe_call(name: str) -> Call:
+    """``GET /v1/services/{name}``."""
+    return Call("GET", f"/v1/services/{name}")
 
 
 def one_row_args(

@@ -22,12 +22,17 @@ class ServingError(StreamfeatError):
         super().__init__(message, hint=hint)
         self.field = field
 
+    def details(self) -> dict[str, Any]:
+        """The fields a subclass adds to the JSON error body (after code, message, hint, field)."""
+        return {}
+
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"code": self.code, "message": str(self)}
         if self.hint:
             body["hint"] = self.hint
         if self.field is not None:
             body["field"] = self.field
+        body.update(self.details())
         return {"error": body}
 
 
@@ -85,10 +90,18 @@ class TooManyConnections(ServingError):
     status_code = 503
     code = "too_many_connections"
 
-    def to_dict(self) -> dict[str, Any]:
-        body = super().to_dict()
-        body["error"]["reason"] = self.code
-        return body
+    def details(self) -> dict[str, Any]:
+        return {"reason": self.code}
+
+
+class Overloaded(ServingError):
+    """More requests in flight than ``max_in_flight``; retry after ``Retry-After`` seconds."""
+
+    status_code = 503
+    code = "overloaded"
+
+    def details(self) -> dict[str, Any]:
+        return {"reason": self.code}
 
 
 class ServiceNotFound(ServingError):
@@ -122,10 +135,8 @@ class TransformError(ServingError):
         super().__init__(message, hint=hint)
         self.transform = transform
 
-    def to_dict(self) -> dict[str, Any]:
-        body = super().to_dict()
-        body["error"]["transform"] = self.transform
-        return body
+    def details(self) -> dict[str, Any]:
+        return {"transform": self.transform}
 
 
 class OnlineTableUnavailableError(ServingError):
@@ -138,10 +149,8 @@ class OnlineTableUnavailableError(ServingError):
         super().__init__(f"online table unavailable: {reason}", hint=hint)
         self.reason = reason
 
-    def to_dict(self) -> dict[str, Any]:
-        body = super().to_dict()
-        body["error"]["reason"] = self.reason
-        return body
+    def details(self) -> dict[str, Any]:
+        return {"reason": self.reason}
 
 
 class ServerError(ServingError):
@@ -211,12 +220,8 @@ class InvalidRecords(ServingError):
         self.accepted = accepted
         self.rejected = rejected
 
-    def to_dict(self) -> dict[str, Any]:
-        body = super().to_dict()
-        body["error"]["source"] = self.source
-        body["error"]["accepted"] = self.accepted
-        body["error"]["rejected"] = self.rejected
-        return body
+    def details(self) -> dict[str, Any]:
+        return {"source": self.source, "accepted": self.accepted, "rejected": self.rejected}
 
 
 class PushUnavailable(ServingError):

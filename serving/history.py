@@ -37,7 +37,10 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from engine.clock import wall_clock_ms
 from engine.io.parquet_log import first_event_time
+from engine.kernel.aggregate import first_kept_tile
+from engine.kernel.window import window_start_ms
 from engine.offline.training import compute_view_features
 from engine.state import OffsetRecord
 from engine.state.offsets import INT64_MIN
@@ -45,7 +48,7 @@ from serving.evaluate import ViewValues
 from serving.exceptions import InvalidRequest
 from serving.online import OnlineAccess
 from serving.registry import CompiledView
-from serving.request import EntityValue, FeatureRequest, now_ms
+from serving.request import EntityValue, FeatureRequest
 
 
 def iso(ms: int) -> str:
@@ -111,8 +114,8 @@ def window_may_be_trimmed(view: CompiledView, t: int, newest: int) -> bool:
     if view.spec.max_finite_window_tiles == 0:
         return False
     g = view.spec.interval_ms
-    oldest_end = (t // g) * g - view.max_window_ms + g
-    return newest - oldest_end > view.spec.retention_ms
+    oldest_tile = window_start_ms(t, g, view.max_window_ms) // g
+    return oldest_tile < first_kept_tile(newest, view.spec.retention_ms, g)
 
 
 class HistoricalReads:
@@ -178,7 +181,7 @@ class HistoricalReads:
         latest, earliest = max(times), min(times)
         for view in request.service.views:
             source = view.definition.source
-            upper = now_ms() + source.max_future_skew_ms
+            upper = wall_clock_ms() + source.max_future_skew_ms
             first = self.first_logged(view)
             if latest <= upper and (first is None or earliest >= first):
                 continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 
+from engine.clock import wall_clock_ms
 from engine.state import (
     UNKNOWN_FRESHNESS,
     Freshness,
@@ -93,7 +94,7 @@ class OnlineAccess:
         )
 
     def update_freshness_gauges(self, views: Mapping[str, CompiledView]) -> None:
-        now_ms = time.time_ns() // 1_000_000
+        now_ms = wall_clock_ms()
         for view in views.values():
             lag = self.freshness(view).lag_ms(now_ms)
             self.metrics.freshness_lag.labels(view.name).set(float("nan") if lag is None else lag / 1000.0)

@@ -187,11 +187,9 @@ def compute(online: OnlineAccess, request: FeatureRequest, history: HistoricalRe
             not request.as_of_given and newest is not None and window_may_be_trimmed(view, request.t_ms, newest)
         )
         if request.row_times is None:
-            lag = fresh.lag_ms(request.t_ms)
-            stale[view.name] = [lag is not None and lag > limit] * n
+            stale[view.name] = [fresh.is_stale(request.t_ms, limit)] * n
         else:
-            lags = [fresh.lag_ms(t) for t in request.row_times]
-            stale[view.name] = [lag is not None and lag > limit for lag in lags]
+            stale[view.name] = [fresh.is_stale(t, limit) for t in request.row_times]
     # Values are taken from their owner by name: two views (or a view and a transform)
     # may both have a feature "x", and only the one the service or transform declared
     # may be used.

@@ -18,7 +18,7 @@ from engine.definitions import (
     OnDemandFeatureView,
     StreamFeatureView,
 )
-from engine.definitions.base import did_you_mean
+from engine.definitions.base import did_you_mean, timedelta_ms
 from engine.definitions.exceptions import DefinitionError
 from engine.kernel import ViewSpec
 from engine.kernel.window_plan import WindowPlan
@@ -57,7 +57,7 @@ class CompiledView:
             join_key_types={k: types[k] for k in view.join_keys},
             feature_names=view.feature_names,
             feature_types=dict(view.feature_types),
-            expected_freshness_ms=int(view.expected_freshness.total_seconds() * 1000),
+            expected_freshness_ms=timedelta_ms(view.expected_freshness),
             plan=WindowPlan(spec),
             definition=view,
         )

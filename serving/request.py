@@ -6,7 +6,6 @@ expected and the received value, so a 422 tells the caller exactly what to fix.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from engine.clock import wall_clock_ms
 from engine.definitions import FieldType
 from engine.definitions.base import did_you_mean
 from serving.duplicate_keys import check_duplicate_keys
@@ -61,10 +61,6 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         )
     check_duplicate_keys(raw, body)
     return body
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _kind(value: Any) -> str:
@@ -244,7 +240,7 @@ def build_request(
         row_times = tuple(parse_as_of(v, f"as_of[{i}]") for i, v in enumerate(as_of))
         t_ms = max(row_times)
     else:
-        t_ms = parse_as_of(as_of) if given else now_ms()
+        t_ms = parse_as_of(as_of) if given else wall_clock_ms()
     return FeatureRequest(
         service=service,
         entities=ent,

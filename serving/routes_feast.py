@@ -62,6 +62,12 @@ def feast_error_response(exc: ServingError) -> Response:
     return json_response(orjson.dumps(detail).decode(), exc.status_code)
 
 
+def error_response(exc: ServingError, path: str) -> Response:
+    """An error answered before routing (auth, load shedding): in the Feast shape on the
+    Feast route, whose client reads only that, else in the documented shape."""
+    return feast_error_response(exc) if path == FEAST_ROUTE else json_response(exc.to_dict(), exc.status_code)
+
+
 def _iso(ms: int | None) -> str:
     if ms is None:
         return _EPOCH_ISO

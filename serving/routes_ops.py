@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.requests import Request
 from starlette.responses import Response
 
+from engine.clock import wall_clock_ms
 from engine.quality import QualityError, read_quality
 from serving.deps import get_state, json_response
 from serving.exceptions import NotFound, ServingError
@@ -199,7 +200,7 @@ def build_router(log_root: str, metrics_port: int) -> APIRouter:
     @router.get("/v1/ops/summary", summary="Everything the dashboard shows, in one document", response_class=Response)
     async def summary(request: Request) -> Response:
         state = get_state(request)
-        now_ms = time.time_ns() // 1_000_000
+        now_ms = wall_clock_ms()
         views = []
         for name, view in sorted(state.registry.views.items()):
             fresh = state.online.freshness(view)
@@ -213,7 +214,7 @@ def build_router(log_root: str, metrics_port: int) -> APIRouter:
                     "written_at_ms": fresh.written_at_ms,
                     "freshness_lag_s": lag_s,
                     "expected_freshness_s": expected_s,
-                    "stale": lag_s is not None and lag_s > expected_s,
+                    "stale": fresh.is_stale(now_ms, view.expected_freshness_ms),
                 }
             )
         ingest = await scrape_dataflow(metrics_port)

@@ -16,13 +16,13 @@ training) is refused with ModelServiceMismatch.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import polars as pl
 
+from engine.clock import wall_clock_ms
 from serving.client import FeatureClient
 from serving.exceptions import ModelServiceMismatch
 from serving.model_file import TrainedOn
@@ -112,7 +112,7 @@ def score_batch(
             f"score_batch: entities: expected columns {absent} (service {trained.service!r} "
             f"needs {needed}), got {entities.columns}"
         )
-    times = _epoch_ms(entities[time_column]) if time_column else [time.time_ns() // 1_000_000] * entities.height
+    times = _epoch_ms(entities[time_column]) if time_column else [wall_clock_ms()] * entities.height
     features: list[str] = list(model.features)
     defaults: dict[str, float] = dict(getattr(model, "defaults", {}) or {})
     rows: list[dict[str, Any]] = []

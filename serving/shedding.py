@@ -29,24 +29,12 @@ from dataclasses import dataclass
 from starlette.requests import ClientDisconnect
 
 from serving.auth import ASGIApp, Receive, Scope, Send, empty_receive
-from serving.deps import json_response, receive_body, replay_body
-from serving.exceptions import ServingError
-from serving.routes_feast import FEAST_ROUTE, feast_error_response
+from serving.deps import receive_body, replay_body
+from serving.exceptions import Overloaded, ServingError
+from serving.routes_feast import error_response
 
 UNSHED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 RETRY_AFTER_S = 1
-
-
-class Overloaded(ServingError):
-    """More requests in flight than ``max_in_flight``; retry after ``Retry-After`` seconds."""
-
-    status_code = 503
-    code = "overloaded"
-
-    def to_dict(self) -> dict[str, object]:
-        body = super().to_dict()
-        body["error"]["reason"] = "overloaded"
-        return body
 
 
 @dataclass
@@ -89,7 +77,7 @@ class SheddingMiddleware:
         except ClientDisconnect:
             return  # gone (or closed by the body read timeout) before the request was complete
         except ServingError as exc:
-            await json_response(exc.to_dict(), exc.status_code)({"type": "http"}, empty_receive, send)
+            await error_response(exc, scope["path"])({"type": "http"}, empty_receive, send)
             return
         receive = replay_body(body, receive)
         stats = self.stats
@@ -99,10 +87,7 @@ class SheddingMiddleware:
                 f"server overloaded: {stats.in_flight} requests in flight, at most {self.max_in_flight}",
                 hint=f"retry after {RETRY_AFTER_S} s, or add serving processes",
             )
-            if scope["path"] == FEAST_ROUTE:
-                response = feast_error_response(error)
-            else:
-                response = json_response(error.to_dict(), error.status_code)
+            response = error_response(error, scope["path"])
             response.headers["retry-after"] = str(RETRY_AFTER_S)
             await response({"type": "http"}, empty_receive, send)
             return

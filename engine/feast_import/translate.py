@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from engine.definitions.base import timedelta_ms
 from engine.feast_import.reader import FeastCall, FeastRepoSource, Projection, Symbol, Unresolved
 
 _FEAST_TYPES = {
@@ -311,7 +312,7 @@ def _stream_view(w: _Writer, call: FeastCall) -> tuple[str, str]:
         )
     if "ttl" in call.kwargs:
         w.notes.append((f"StreamFeatureView {name!r}", "ttl not translated: state is kept for the longest window"))
-    interval_ms = math.gcd(60_000, *(int(window.total_seconds() * 1000) for _, window in built))
+    interval_ms = math.gcd(60_000, *(timedelta_ms(window) for _, window in built))
     options = "" if interval_ms == 60_000 else f"\n    aggregation_interval=timedelta(milliseconds={interval_ms}),"
     online = call.kwargs.get("online")
     if online is False:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -28,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from engine.clock import wall_clock_ms
 from engine.io.batches import NO_EVENT_TS, DeadLetter, DeadLetterReason, DecodedBatch, RawBatch
 from engine.io.exceptions import IoTypeError, IoValueError
 from engine.io.timestamps import TIMESTAMP_FORMATS, parse_event_times, show_value
@@ -83,11 +83,6 @@ class EventSourceLike(Protocol):
     def watermark_outliers(self) -> int: ...
     @property
     def constraints(self) -> Mapping[str, Any]: ...
-
-
-def wall_clock_ms() -> int:
-    """Milliseconds since the Unix epoch, from the system clock."""
-    return time.time_ns() // 1_000_000
 
 
 class PartitionWatermarks:

@@ -599,10 +599,5 @@ def _log_order(df: pl.DataFrame, keys: Sequence[str]) -> pl.Series:
     return sort_by.select(pl.arg_sort_by(sort_by.columns)).to_series()
 
 
-def log_join_keys(df: pl.DataFrame) -> list[str]:
-    """Join-key columns of a frame returned by ``read_log`` (in file order)."""
-    return [c for c in df.columns if _is_join_key(c)]
-
-
 def _is_join_key(column: str) -> bool:
     return column not in FIXED_COLUMNS and not column.startswith(VALUE_PREFIX) and not column.startswith(RAW_PREFIX)

@@ -23,6 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from engine.clock import wall_clock_ms
+
 SCHEMA = pa.schema(
     [
         ("service", pa.string()),
@@ -55,7 +57,7 @@ class RequestLogger:
         request_data: Mapping[str, Sequence[Any]],
         rows: Sequence[Mapping[str, Any]],
     ) -> None:
-        now = time.time_ns() // 1_000_000
+        now = wall_clock_ms()
         entries = []
         for i, row in enumerate(rows):
             keys = {k: v[i] for k, v in join_keys.items()}

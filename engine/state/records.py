@@ -150,6 +150,12 @@ class Freshness:
             return None
         return max(0, t_ms - min(self.max_event_ts_ms, self.written_at_ms))
 
+    def is_stale(self, t_ms: int, expected_freshness_ms: int) -> bool:
+        """Whether the lag as of ``t_ms`` exceeds the view's ``expected_freshness`` (an
+        unknown freshness is not stale: the status says what is known)."""
+        lag = self.lag_ms(t_ms)
+        return lag is not None and lag > expected_freshness_ms
+
 
 UNKNOWN_FRESHNESS = Freshness(None, None)
 

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import orjson
 
-from serving.request import now_ms
+from engine.clock import wall_clock_ms
 from serving.shadow.classify import NO_VALUE, Tolerance, classify
 from serving.shadow.feast_http import Answer, Failure, ask, request_body
 from serving.shadow.mapping import FeatureMapping
@@ -95,7 +95,7 @@ class ShadowRunner:
         return self._intervals.get(view, DEFAULT_INTERVAL_MS)
 
     def compare(self, request: ShadowRequest) -> Outcome:
-        as_of = request.as_of_ms if request.as_of_ms is not None else now_ms()
+        as_of = request.as_of_ms if request.as_of_ms is not None else wall_clock_ms()
         ours = self._ask_streamfeat(request, as_of)
         if isinstance(ours, Failure):
             return Outcome(request.index, as_of, failure=RequestFailure("streamfeat", ours.reason, ours.detail))

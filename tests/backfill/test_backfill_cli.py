@@ -112,6 +112,10 @@ def test_backfill_of_a_corrupt_file_fails_naming_it(project: Path, capsys: pytes
         (["--from", "nothing/*.parquet", "--end", "2026-01-01T00:00:00Z"], "no Parquet file matches"),
         (["--from", "x.parquet"], "--end is required"),
         (["--from", "x.parquet", "--end", "2026-01-01T00:00:00"], "--end: '2026-01-01T00:00:00' has no time zone"),
+        (
+            ["--from", "x.parquet", "--start", "yesterday", "--end", "2026-01-01T00:00:00Z"],
+            "--start: expected an ISO 8601 time like 2026-01-01T00:00:00Z, got 'yesterday'",
+        ),
         (["--from", "kafka", "--end", "2026-01-01T00:00:00Z"], "--start/--end do not apply to --from kafka"),
         (["--views", "nope", "--end", "2026-01-01T00:00:00Z"], "--views: ['nope'] are not views"),
     ],

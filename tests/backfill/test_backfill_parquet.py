@@ -12,7 +12,6 @@ import pytest
 
 from engine.apply import ShardApplier
 from engine.definitions import Constraint
-from engine.io.batches import DecodedBatch
 from engine.offline.backfill import BackfillTarget, backfill_parquet, history_topic
 from engine.offline.exceptions import BackfillError, HistoryFileError
 from engine.routing import route
@@ -30,7 +29,7 @@ from tests.backfill.backfill_support import (
     views_by_name,
     write_history,
 )
-from tests.engine.streaming_support import example_views
+from tests.engine.streaming_support import example_views, transactions_batch
 
 HOUR = 3_600_000
 
@@ -162,22 +161,7 @@ def test_streaming_applier_skips_events_before_the_handoff(tmp_path: Path) -> No
     run_backfill(tmp_path / "bf", files, START_MS - HOUR, handoff)
     _source, views = example_views("transactions")
     ts = np.array([handoff - 1, handoff, handoff + 5], dtype=np.int64)
-    batch = DecodedBatch(
-        topic="transactions",
-        partition=0,
-        first_offset=0,
-        last_offset=2,
-        top_ts_after=(int(ts.max()),),
-        offsets=np.arange(3, dtype=np.int64),
-        event_ts=ts,
-        columns={
-            "user_id": np.array(["new"] * 3, dtype=object),
-            "merchant_id": np.array(["mnew"] * 3, dtype=object),
-            "amount": np.array([100.0, 1.0, 2.0]),
-            "event_type": np.array(["PURCHASE"] * 3, dtype=object),
-        },
-        dead_letters=(),
-    )
+    batch = transactions_batch(ts, ["new"] * 3, merchant="mnew", amounts=np.array([100.0, 1.0, 2.0]))
     store = RocksDBStore(tmp_path / "bf" / "state", SHARDS)
     try:
         appliers = {s: ShardApplier(store.partition(s), views, "transactions") for s in range(SHARDS)}

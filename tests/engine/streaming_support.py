@@ -6,11 +6,13 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -19,6 +21,7 @@ from benchmarks.common import copy_repo as copy_repo  # one copy for tests and b
 from dataflows.stream import StreamJob
 from engine.definitions import StreamFeatureView, load_repo
 from engine.generate import EventBatch
+from engine.io.batches import DecodedBatch
 from engine.kernel import ViewSpec, decode_tiles, evaluate
 from engine.state.keys import entity_key
 from engine.state.protocols import OnlineTable
@@ -94,28 +97,68 @@ def reference_events(records: Iterable[Record], generated: EventBatch | None = N
     malformed: set[bytes] = set()
     if generated is not None:
         malformed = {v for v, m in zip(generated.values, generated.malformed.tolist(), strict=True) if m >= 0}
-    events: list[dict[str, Any]] = []
-    for r in sorted(records, key=lambda r: (r.partition, r.offset)):
-        if r.value in malformed:
-            events.append(
-                {"entity": None, "e": 0, "partition": r.partition, "offset": r.offset, "value": 0.0, "valid": False}
-            )
-            continue
-        doc = orjson.loads(r.value)
-        events.append(
-            {
-                "entity": doc["user_id"],
-                "merchant": doc["merchant_id"],
-                "pair": (doc["user_id"], doc["merchant_id"]),
-                "e": doc["ts"],
-                "partition": r.partition,
-                "offset": r.offset,
-                "value": float(doc["amount"]),
-                "event_type": doc["event_type"],
-                "valid": True,
-            }
-        )
-    return events
+    return [
+        refused_reference_event(r) if r.value in malformed else reference_event(orjson.loads(r.value), r)
+        for r in sorted(records, key=lambda r: (r.partition, r.offset))
+    ]
+
+
+def reference_event(doc: Mapping[str, Any], record: Record) -> dict[str, Any]:
+    """A valid example transaction as tests/reference.py reads it, with the entity key of each
+    example view (EXAMPLE_VIEW_KEYS)."""
+    return {
+        "entity": doc["user_id"],
+        "merchant": doc["merchant_id"],
+        "pair": (doc["user_id"], doc["merchant_id"]),
+        "e": doc["ts"],
+        "partition": record.partition,
+        "offset": record.offset,
+        "value": float(doc["amount"]),
+        "event_type": doc["event_type"],
+        "valid": True,
+    }
+
+
+def refused_reference_event(record: Record) -> dict[str, Any]:
+    """A record the decoder must refuse (dead-letter), as tests/reference.py reads it."""
+    return {
+        "entity": None,
+        "e": 0,
+        "partition": record.partition,
+        "offset": record.offset,
+        "value": 0.0,
+        "valid": False,
+    }
+
+
+def transactions_batch(
+    event_ts: npt.NDArray[np.int64],
+    users: Sequence[str],
+    *,
+    first_offset: int = 0,
+    merchant: str = "m1",
+    amounts: npt.NDArray[np.float64] | None = None,
+) -> DecodedBatch:
+    """A decoded batch of example PURCHASE transactions on partition 0 of ``transactions``:
+    one per user, at ``event_ts``, offsets from ``first_offset``, amounts 1, 2, ... unless given."""
+    n = len(users)
+    offsets = np.arange(first_offset, first_offset + n, dtype=np.int64)
+    return DecodedBatch(
+        topic="transactions",
+        partition=0,
+        first_offset=first_offset,
+        last_offset=int(offsets[-1]),
+        top_ts_after=(int(event_ts.max()),),
+        offsets=offsets,
+        event_ts=event_ts,
+        columns={
+            "user_id": np.array(users, dtype=object),
+            "merchant_id": np.array([merchant] * n, dtype=object),
+            "amount": np.arange(n, dtype=np.float64) + 1.0 if amounts is None else amounts,
+            "event_type": np.array(["PURCHASE"] * n, dtype=object),
+        },
+        dead_letters=(),
+    )
 
 
 def applied_events(events: Sequence[dict[str, Any]], lateness_ms: int) -> list[dict[str, Any]]:

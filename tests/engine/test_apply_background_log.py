@@ -13,30 +13,14 @@ from engine.io.parquet_log import read_log
 from engine.routing import route
 from engine.state.offsets import NO_OFFSET
 from engine.state.rocksdb_store import RocksDBStore
-from tests.engine.streaming_support import example_views
+from tests.engine.streaming_support import example_views, transactions_batch
 
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
 
 def _batch(first_offset: int, n: int) -> DecodedBatch:
-    offsets = np.arange(first_offset, first_offset + n, dtype=np.int64)
-    ts = START_MS + offsets * 1_000
-    return DecodedBatch(
-        topic="transactions",
-        partition=0,
-        first_offset=first_offset,
-        last_offset=int(offsets[-1]),
-        top_ts_after=(int(ts.max()),),
-        offsets=offsets,
-        event_ts=ts,
-        columns={
-            "user_id": np.array(["u1"] * n, dtype=object),
-            "merchant_id": np.array(["m1"] * n, dtype=object),
-            "amount": np.arange(n, dtype=np.float64) + 1.0,
-            "event_type": np.array(["PURCHASE"] * n, dtype=object),
-        },
-        dead_letters=(),
-    )
+    ts = START_MS + np.arange(first_offset, first_offset + n, dtype=np.int64) * 1_000
+    return transactions_batch(ts, ["u1"] * n, first_offset=first_offset)
 
 
 def _apply(applier: ShardApplier, batch: DecodedBatch, views: tuple[object, ...]) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -17,6 +16,7 @@ import pytest
 
 from engine.definitions import load_repo
 from engine.generate import GeneratorConfig, produce_events
+from engine.ports import free_port
 from engine.state.online_rocksdb import RocksDBOnlineTable
 from engine.state.restore import restore_shards
 from tests.engine.streaming_support import (
@@ -37,15 +37,9 @@ SHARDS = 4
 HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def _run_cluster(repo: Path, data_dirs: list[Path], bootstrap: str) -> None:
     """One `streamfeat run --cluster` per host, each in its own process group, until caught up."""
-    cluster = ",".join(f"{HOSTS[i]}:{_free_port(HOSTS[i])}" for i in range(len(data_dirs)))
+    cluster = ",".join(f"{HOSTS[i]}:{free_port(HOSTS[i])}" for i in range(len(data_dirs)))
     env = {**os.environ, "STREAMFEAT_STATE_BACKUP": "kafka"}
     procs = []
     for index, data in enumerate(data_dirs):

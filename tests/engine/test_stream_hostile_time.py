@@ -12,7 +12,6 @@ offset records.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from bytewax.testing import run_main
 from confluent_kafka import Producer
 
 from dataflows.stream import build_flow
+from engine.clock import wall_clock_ms
 from engine.io.dead_letters import read_dead_letters
 from engine.state.online_rocksdb import RocksDBOnlineTable
 from tests.engine.streaming_support import (
@@ -85,7 +85,7 @@ def test_future_dated_events_do_not_make_real_traffic_late(
     tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]
 ) -> None:
     topic = kafka_topic(partitions=PARTITIONS)
-    now = time.time_ns() // 1_000_000
+    now = wall_clock_ms()
     job = make_job(tmp_path, topic, kafka_bootstrap)
     for part in (0, 1):  # a restart between the halves restores the watermark from state
         _produce(kafka_bootstrap, topic, _records(now, part))

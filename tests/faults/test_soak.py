@@ -30,8 +30,9 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from engine import kafka_local
+from engine.clock import wall_clock_ms
 from engine.processes import stop_process_group
-from tests.engine.streaming_support import copy_repo, read_topic, streamfeat
+from tests.engine.streaming_support import copy_repo, read_topic, reference_event, refused_reference_event, streamfeat
 from tests.faults.faults_support import long_mode, serve, streamfeat_cmd
 from tests.faults.pipeline_support import check_against_reference
 from tests.fixtures.redis import RedisServer
@@ -101,7 +102,7 @@ class _SteadyProducer(threading.Thread):
             due = int((time.monotonic() - start) * RATE)
             while i < due:
                 kind = rng.choices(kinds, weights)[0]
-                value = _record(kind, rng, i, time.time_ns() // 1_000_000)
+                value = _record(kind, rng, i, wall_clock_ms())
                 self.kind_of[value] = kind
                 try:
                     producer.produce(self.topic, value=value, key=str(i % 97).encode(), on_delivery=self._delivered)
@@ -234,24 +235,7 @@ def test_soak_mixed_records_with_kills_and_restarts(tmp_path: Path, private_brok
     reference = []
     for r in sorted(records, key=lambda r: (r.partition, r.offset)):
         kind = producer.kind_of[r.value]
-        if kind in BAD_KINDS:
-            reference.append(
-                {"entity": None, "e": 0, "partition": r.partition, "offset": r.offset, "value": 0.0, "valid": False}
-            )
-            continue
-        doc = orjson.loads(r.value)
-        reference.append(
-            {
-                "entity": doc["user_id"],
-                "merchant": doc["merchant_id"],
-                "e": doc["ts"],
-                "partition": r.partition,
-                "offset": r.offset,
-                "value": float(doc["amount"]),
-                "event_type": doc["event_type"],
-                "valid": True,
-            }
-        )
+        reference.append(refused_reference_event(r) if kind in BAD_KINDS else reference_event(orjson.loads(r.value), r))
     counts = check_against_reference(repo, data, bootstrap, topic, reference, tmp_path / "secondary")
     kinds = Counter(producer.kind_of[r.value] for r in records)
     assert answers[200] > 0 and set(answers) <= {0, 200, 503}, answers

@@ -25,9 +25,9 @@ from engine.generate import (
     MalformedKind,
     _dumps_each,
     generate,
-    parse_start,
     write_parquet,
 )
+from engine.timefmt import parse_cli_time
 
 STR_FIELDS = ("transaction_id", "user_id", "merchant_id", "card_id", "currency", "event_type")
 
@@ -88,7 +88,7 @@ def test_users_and_merchants_are_zipf_skewed() -> None:
 
 
 def test_timestamps_follow_rate_and_jitter_bounds() -> None:
-    start = parse_start("2026-03-01T12:00:00Z")
+    start = parse_cli_time("2026-03-01T12:00:00Z", "--start")
     exact = generate(GeneratorConfig(events=10_000, seed=4, start_ms=start, rate=250.0))
     expected = start + np.floor(np.arange(10_000) * 4.0).astype(np.int64)
     assert np.array_equal(exact.ts, expected)
@@ -134,7 +134,7 @@ def _assert_broken_as_labelled(value: bytes, kind: MalformedKind | None) -> None
 
 
 def test_parquet_is_partitioned_by_utc_day(tmp_path: Path) -> None:
-    start = parse_start("2026-03-01T22:00:00+00:00")
+    start = parse_cli_time("2026-03-01T22:00:00+00:00", "--start")
     config = GeneratorConfig(events=6_000, seed=6, start_ms=start, rate=0.05, jitter_ms=60_000)
     report = write_parquet(config, tmp_path)
     expected = generate(config)

@@ -10,7 +10,6 @@ docs/semantics.md section 5, and the good records' values must equal the referen
 from __future__ import annotations
 
 import random
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -20,9 +19,10 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
+from engine.clock import wall_clock_ms
 from engine.io.dead_letters import dlq_topic_for, read_dead_letters
 from engine.io.decoder import DEFAULT_DLQ_PAYLOAD_CAP
-from tests.engine.streaming_support import copy_repo, read_topic, streamfeat
+from tests.engine.streaming_support import copy_repo, read_topic, reference_event, refused_reference_event, streamfeat
 from tests.faults.faults_support import long_mode
 from tests.faults.pipeline_support import check_against_reference
 
@@ -98,7 +98,7 @@ def _hostile(kind: str, rng: random.Random, i: int) -> bytes:
     if kind == "negative_ts":
         return orjson.dumps({**base, "ts": -rng.randrange(1, 10**15)})
     if kind == "future_ts":
-        return orjson.dumps({**base, "ts": int(time.time() * 1000) + rng.randrange(2, 3_000) * 86_400_000})
+        return orjson.dumps({**base, "ts": wall_clock_ms() + rng.randrange(2, 3_000) * 86_400_000})
     if kind == "beyond_2_53_ts":
         return orjson.dumps({**base, "ts": 2**53 + rng.randrange(1, 10**6)})
     if kind == "text_ts":
@@ -185,21 +185,9 @@ def test_hostile_records_go_to_the_dlq_and_good_ones_are_exact(
         doc = good_of.get(r.value)
         if doc is None:
             assert r.value in kind_of
-            events.append({"entity": None, "e": 0, "partition": r.partition, "offset": r.offset, "valid": False})
+            events.append(refused_reference_event(r))
         else:
-            events.append(
-                {
-                    "entity": doc["user_id"],
-                    "merchant": doc["merchant_id"],
-                    "pair": (doc["user_id"], doc["merchant_id"]),
-                    "e": doc["ts"],
-                    "partition": r.partition,
-                    "offset": r.offset,
-                    "value": float(doc["amount"]),
-                    "event_type": doc["event_type"],
-                    "valid": True,
-                }
-            )
+            events.append(reference_event(doc, r))
     counts = check_against_reference(repo, data, kafka_bootstrap, topic, events, tmp_path / "secondary")
     by_position = {(r.partition, r.offset): r.value for r in records}
     seen: Counter[tuple[str, str]] = Counter()

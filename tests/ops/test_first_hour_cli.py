@@ -25,6 +25,7 @@ import pytest
 from cli import build_parser, main
 from cli.init_cmd import NEXT_STEPS
 from engine import kafka_local
+from engine.clock import wall_clock_ms
 from engine.definitions import load_repo
 from engine.ports import free_port
 from tests.ops.ops_support import scrape, total, wait_until
@@ -33,15 +34,6 @@ ROOT = Path(__file__).resolve().parents[2]
 # What a Kafka client or Bytewax prints when its noise escapes: librdkafka log lines
 # (``%3|1700000000.123|FAIL|...``), Python tracebacks and Rust panics.
 NOISE = re.compile(r"^%\d\|\d+\.\d+\||Traceback \(most recent call last\)|panicked at|RUST_BACKTRACE", re.M)
-
-
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def _user_env(metrics_port: int = 0) -> dict[str, str]:
@@ -182,9 +174,9 @@ def test_init_next_steps_are_commands_that_exist() -> None:
 
 
 def test_generate_defaults_to_the_last_day_ending_now(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    before_ms = int(time.time() * 1000)
+    before_ms = wall_clock_ms()
     assert main(["generate", "--events", "2000", "--parquet", str(tmp_path / "history")]) == 0
-    after_ms = int(time.time() * 1000)
+    after_ms = wall_clock_ms()
     ts = pl.read_parquet(tmp_path / "history" / "*" / "*.parquet")["ts"]
     # Default rate 2 events/s: 2,000 events span 1,000 s, the last one happening now.
     assert before_ms - 1_000_000 <= int(ts.min()) and int(ts.max()) <= after_ms  # type: ignore[arg-type]
@@ -196,7 +188,7 @@ def test_generate_defaults_to_the_last_day_ending_now(tmp_path: Path, capsys: py
 
 @pytest.mark.kafka
 def test_generate_reads_kafka_bootstrap_from_the_project(tmp_path: Path) -> None:
-    nowhere = f"127.0.0.1:{_closed_port()}"
+    nowhere = f"127.0.0.1:{free_port()}"
     (tmp_path / "streamfeat.yaml").write_text(f"kafka_bootstrap: {nowhere}\n")
     done = streamfeat_in(tmp_path, "generate", "--events", "10")
     assert done.returncode == 1
@@ -211,7 +203,7 @@ def test_generate_live_stamps_events_with_the_current_time(
     from tests.engine.streaming_support import read_topic
 
     topic = kafka_topic(partitions=1)
-    before_ms = int(time.time() * 1000)
+    before_ms = wall_clock_ms()
     done = streamfeat_in(
         Path.cwd(),
         "generate",
@@ -224,7 +216,7 @@ def test_generate_live_stamps_events_with_the_current_time(
         topic,
         env={"STREAMFEAT_KAFKA_BOOTSTRAP": kafka_bootstrap},
     )
-    after_ms = int(time.time() * 1000)
+    after_ms = wall_clock_ms()
     assert done.returncode == 0, done.stderr
     assert "produced 100 live events" in done.stdout
     records = read_topic(kafka_bootstrap, topic, 1)
@@ -234,7 +226,7 @@ def test_generate_live_stamps_events_with_the_current_time(
 
 @pytest.mark.kafka
 def test_run_without_a_broker_says_so_in_one_line(tmp_path: Path) -> None:
-    project = project_on_topic(tmp_path, "nothing-here", f"127.0.0.1:{_closed_port()}")
+    project = project_on_topic(tmp_path, "nothing-here", f"127.0.0.1:{free_port()}")
     done = streamfeat_in(project, "run", "--until-caught-up")
     assert done.returncode != 0
     errors = [line for line in done.stderr.splitlines() if line.startswith("streamfeat run: error:")]
@@ -311,7 +303,7 @@ def test_kafka_status_says_where_the_broker_lives(
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("STREAMFEAT_CACHE_DIR", raising=False)
-    port = _closed_port()
+    port = free_port()
     assert kafka_local.default_data_dir(port) == tmp_path / "data" / "streamfeat" / "kafka" / str(port)
     assert kafka_local.cache_root() == tmp_path / "cache" / "streamfeat" / "kafka"
     assert main(["kafka", "status", "--port", str(port)]) == 3
@@ -409,7 +401,7 @@ TOPIC_READERS = (("status", "--sample", "0"), ("backfill", "--source", "transact
 @pytest.mark.kafka
 @pytest.mark.parametrize("argv", TOPIC_READERS, ids=lambda a: a[0])
 def test_topic_readers_without_a_broker_say_so_in_one_line(tmp_path: Path, argv: tuple[str, ...]) -> None:
-    nowhere = f"127.0.0.1:{_closed_port()}"
+    nowhere = f"127.0.0.1:{free_port()}"
     project = project_on_topic(tmp_path, "nothing-here", nowhere)
     done = streamfeat_in(project, *argv)
     assert f"no Kafka broker answers at {nowhere}" in _one_error_line(done, argv[0])

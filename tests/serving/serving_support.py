@@ -322,3 +322,19 @@ def rocksdb_client(
     finally:
         client.close()
         table.close()
+
+
+@contextmanager
+def rocksdb_server(
+    root: Path, repo: FeatureRepo, plan: AppliedPlan, events: Sequence[Mapping[str, Any]]
+) -> Iterator[str]:
+    """The app over RocksDB shards and a Parquet log holding ``events`` (every view's freshness
+    record) under ``root``, served by uvicorn on loopback; yields its URL."""
+    write_log(str(root / "log"), repo.views, events)
+    write_rocksdb(root / "state", repo.views, events, meta_for=[v.name for v in repo.views])
+    table = RocksDBOnlineTable(root / "state", N_SHARDS, root / "secondary", background=False)
+    try:
+        with uvicorn_server(make_app(repo, plan, table, log_root=str(root / "log"))) as url:
+            yield url
+    finally:
+        table.close()

@@ -58,6 +58,34 @@ def test_shed_feast_request_is_answered_in_feast_error_shape(full_app: Any) -> N
     assert v1.status_code == 503 and v1.json()["error"]["code"] == "overloaded"
 
 
+def test_too_large_feast_body_is_refused_in_feast_error_shape(
+    repo: FeatureRepo, plan: AppliedPlan, events: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """The body is read (bounded) before admission; a body over max_request_bytes is refused
+    there, on Feast's route in Feast's shape too."""
+    write_rocksdb(tmp_path / "state", repo.views, events, meta_for=())
+    table = RocksDBOnlineTable(tmp_path / "state", N_SHARDS, tmp_path / "secondary", background=False)
+    client = ASGIClient(make_app(repo, plan, table, max_request_bytes=2_000))
+    users = ["u0"] * 500
+    try:
+        feast = client.post(
+            "/get-online-features",
+            json={**BODY, "entities": {"user_id": users, "merchant_id": ["m0"] * 500, "amount": [1.0] * 500}},
+        )
+        v1 = client.post(
+            "/v1/features/fraud_scoring",
+            json={"entities": {"user_id": users, "merchant_id": ["m0"] * 500}, "request_data": {"amount": [1.0] * 500}},
+        )
+    finally:
+        client.close()
+        table.close()
+    assert feast.status_code == 413
+    detail = json.loads(feast.json())
+    assert (detail["module"], detail["code"]) == ("feast.errors", "payload_too_large")
+    assert "more than 2000 bytes, at most 2000 accepted" in detail["message"]
+    assert v1.status_code == 413 and v1.json()["error"]["code"] == "payload_too_large"
+
+
 @pytest.mark.slow
 def test_feast_sdk_raises_feast_error_when_streamfeat_sheds(full_app: Any, tmp_path: Path) -> None:
     try:

@@ -31,11 +31,11 @@ from benchmarks.peers.install import (
     newest_release,
 )
 from benchmarks.servers import server
+from engine.clock import wall_clock_ms
 from engine.definitions import FieldType
 from engine.plan import apply_plan
 from engine.ports import free_port
 from serving.client import FeatureClient
-from serving.request import now_ms
 from serving.routes_feast import feast_status
 from tests.serving.serving_support import N_SHARDS, REPO_DIR, example_repo, write_rocksdb
 
@@ -186,7 +186,7 @@ def streamfeat_url(tmp_path: Path) -> Iterator[str]:
     repo = example_repo()
     data = tmp_path / "data"
     apply_plan(repo, data / "plan.json", shards=N_SHARDS)
-    write_rocksdb(data / "state", repo.views, recent_events(now_ms()), meta_for=("user_spend",))
+    write_rocksdb(data / "state", repo.views, recent_events(wall_clock_ms()), meta_for=("user_spend",))
     port = free_port()
     cmd = [sys.executable, "-m", "cli", "serve", "--repo", str(REPO_DIR), "--port", str(port)]
     with server(cmd, "/readyz", port=port, env={"STREAMFEAT_DATA_DIR": str(data)}):

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from benchmarks.common import copy_repo
+from engine.clock import wall_clock_ms
 from engine.config import load_settings
 from engine.definitions import load_repo
 from serving.app import create_app
-from serving.request import now_ms
 from tests.engine.streaming_support import (
     applied_events,
     assert_close,
@@ -64,7 +64,7 @@ def test_pushed_events_flow_through_run_into_served_values(
             "push_sources": "transactions",
         },
     )
-    events = pushed_events(now_ms() - 40 * MINUTE)
+    events = pushed_events(wall_clock_ms() - 40 * MINUTE)
     pusher = ASGIClient(create_app(settings))
     try:
         first = pusher.post("/v1/push/transactions", json={"records": events[:20]})

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from benchmarks.common import copy_repo
+from engine.clock import wall_clock_ms
 from engine.definitions import load_repo
 from engine.plan import apply_plan
 from engine.state import RocksDBOnlineTable
 from serving.client import FeatureClient
 from serving.exceptions import InvalidRecords
-from serving.request import now_ms
 from tests.engine.streaming_support import read_topic
 from tests.serving.asgi_support import ASGIClient
 from tests.serving.serving_support import (
@@ -39,7 +39,7 @@ def _event(i: int, **changes: Any) -> dict[str, Any]:
         "amount": 10.0 + i,
         "currency": "EUR",
         "event_type": "PURCHASE",
-        "ts": now_ms() - 60_000,
+        "ts": wall_clock_ms() - 60_000,
     }
     event.update(changes)
     return {k: v for k, v in event.items() if v is not None}
@@ -71,7 +71,7 @@ def test_push_writes_good_records_and_names_each_bad_one(pushing: tuple[ASGIClie
         _event(1, amount="ten"),
         _event(2),
         _event(3, ts=None),
-        _event(4, ts=now_ms() + 10 * 86_400_000),
+        _event(4, ts=wall_clock_ms() + 10 * 86_400_000),
     ]
     answer = client.post("/v1/push/transactions", json={"records": records})
     assert answer.status_code == 422, answer.text

@@ -16,7 +16,6 @@ from cli import main
 from engine.definitions import FeatureRepo
 from engine.plan import AppliedPlan
 from engine.ports import free_port
-from engine.state import RocksDBOnlineTable
 from serving.client import FeatureClient
 from serving.client_shadow import ShadowConfig
 from serving.shadow.mapping import FeatureMapping
@@ -24,13 +23,10 @@ from serving.shadow.outcome import read_outcomes
 from tests.serving.divergent_baseline_support import MISSING_USER, DivergentBaseline
 from tests.serving.serving_support import (
     MERCHANTS,
-    N_SHARDS,
     T_END,
     USERS,
-    make_app,
+    rocksdb_server,
     uvicorn_server,
-    write_log,
-    write_rocksdb,
 )
 
 SERVICE = "fraud_scoring"
@@ -46,15 +42,8 @@ ENTITIES: dict[str, list[Any]] = {
 def streamfeat_url(
     repo: FeatureRepo, plan: AppliedPlan, events: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("shadow")
-    write_log(str(root / "log"), repo.views, events)
-    write_rocksdb(root / "state", repo.views, events, meta_for=[v.name for v in repo.views])
-    table = RocksDBOnlineTable(root / "state", N_SHARDS, root / "secondary", background=False)
-    try:
-        with uvicorn_server(make_app(repo, plan, table, log_root=str(root / "log"))) as url:
-            yield url
-    finally:
-        table.close()
+    with rocksdb_server(tmp_path_factory.mktemp("shadow"), repo, plan, events) as url:
+        yield url
 
 
 @pytest.fixture

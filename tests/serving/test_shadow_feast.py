@@ -27,18 +27,13 @@ from cli import main
 from engine.definitions import FeatureRepo
 from engine.plan import AppliedPlan
 from engine.ports import free_port
-from engine.state import RocksDBOnlineTable
 from serving.shadow.outcome import read_outcomes
 from tests.engine.streaming_support import expected_values
 from tests.serving.serving_support import (
     MERCHANTS,
-    N_SHARDS,
     T_END,
     USERS,
-    make_app,
-    uvicorn_server,
-    write_log,
-    write_rocksdb,
+    rocksdb_server,
 )
 
 pytestmark = pytest.mark.slow
@@ -143,15 +138,8 @@ def feast_python() -> Path:
 def streamfeat_url(
     repo: FeatureRepo, plan: AppliedPlan, events: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("shadow_feast")
-    write_log(str(root / "log"), repo.views, events)
-    write_rocksdb(root / "state", repo.views, events, meta_for=[v.name for v in repo.views])
-    table = RocksDBOnlineTable(root / "state", N_SHARDS, root / "secondary", background=False)
-    try:
-        with uvicorn_server(make_app(repo, plan, table, log_root=str(root / "log"))) as url:
-            yield url
-    finally:
-        table.close()
+    with rocksdb_server(tmp_path_factory.mktemp("shadow_feast"), repo, plan, events) as url:
+        yield url
 
 
 def test_shadow_report_explains_seeded_divergences_of_a_real_feast_server(

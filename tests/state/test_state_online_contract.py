@@ -19,7 +19,7 @@ from engine.state.protocols import OnlineTable
 from engine.state.records import UNKNOWN_FRESHNESS, Freshness, tile_key
 from engine.state.redis_writer import RedisOnlineWriter
 from engine.state.rocksdb_store import RocksDBStore
-from tests.engine.streaming_support import example_views
+from tests.engine.streaming_support import example_views, transactions_batch
 
 FP_A = bytes.fromhex("a1a2a3a4a5a6a7a8")
 FP_B = bytes.fromhex("b1b2b3b4b5b6b7b8")
@@ -175,25 +175,8 @@ WRITTEN_AT_MS = 1_767_229_200_000
 
 
 def _transactions(first_offset: int, users: Sequence[str], step_ms: int) -> DecodedBatch:
-    n = len(users)
-    offsets = np.arange(first_offset, first_offset + n, dtype=np.int64)
-    ts = START_MS + offsets * step_ms
-    return DecodedBatch(
-        topic="transactions",
-        partition=0,
-        first_offset=first_offset,
-        last_offset=int(offsets[-1]),
-        top_ts_after=(int(ts.max()),),
-        offsets=offsets,
-        event_ts=ts,
-        columns={
-            "user_id": np.array(users, dtype=object),
-            "merchant_id": np.array(["m1"] * n, dtype=object),
-            "amount": np.arange(n, dtype=np.float64) + 1.0,
-            "event_type": np.array(["PURCHASE"] * n, dtype=object),
-        },
-        dead_letters=(),
-    )
+    ts = START_MS + np.arange(first_offset, first_offset + len(users), dtype=np.int64) * step_ms
+    return transactions_batch(ts, users, first_offset=first_offset)
 
 
 def test_freshness_written_by_the_real_writer_reads_back(harness: Harness) -> None:
