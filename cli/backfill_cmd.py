@@ -199,6 +199,6 @@ def register(subparsers: Subparsers) -> None:
     )
     parser.add_argument("--start", default=None, help="first event time, ISO 8601 with offset (default: all)")
     parser.add_argument("--end", default=None, help="handoff time T, ISO 8601 with offset: history takes e < T")
-    parser.add_argument("--chunk-rows", type=int, default=None, help="rows routed together (default 2,000,000)")
+    parser.add_argument("--chunk-rows", type=int, default=None, help="rows routed together (default 250,000)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     parser.set_defaults(handler=_run)

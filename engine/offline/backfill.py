@@ -51,12 +51,14 @@ from engine.state.records import (
 )
 from engine.state.rocksdb_store import RocksDBStore
 
-#: Rows routed together. Measured on 10M events / 100k users (docs/backfill.md):
-#: 2M-row chunks in 10M-row commits cost 8.1 s of CPU, 1M in 8M 9.0 s, 500k in 4M 10.1 s.
-DEFAULT_CHUNK_ROWS = 2_000_000
-#: Rows committed in one WriteBatch per shard (each touched entity record is rewritten
-#: once per commit), capped at MAX_CHUNKS_PER_COMMIT routed chunks held in memory.
-DEFAULT_COMMIT_ROWS = 10_000_000
+#: Rows routed together (a slice is routed in chunks of this many rows).
+DEFAULT_CHUNK_ROWS = 250_000
+#: Rows of history read (one event-time slice) and committed in one WriteBatch per shard.
+#: Each touched entity record is rewritten once per commit, so larger commits are faster,
+#: but memory grows with them: measured on 5M events over 1M users (docs/backfill.md),
+#: peak RSS 1.15 GB with 500k-row slices, 1.55 GB with 1M, 2.2 GB with 2M (3.5 GB when
+#: the whole history was held).
+DEFAULT_COMMIT_ROWS = 500_000
 MAX_CHUNKS_PER_COMMIT = 8
 
 
