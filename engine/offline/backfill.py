@@ -60,6 +60,8 @@ DEFAULT_CHUNK_ROWS = 250_000
 #: the whole history was held).
 DEFAULT_COMMIT_ROWS = 500_000
 MAX_CHUNKS_PER_COMMIT = 8
+#: Shards whose log rows may wait for the publisher thread while the next shard applies.
+MAX_LOGS_IN_FLIGHT = 2
 
 
 def history_topic(source_topic: str, fingerprints: Sequence[bytes]) -> str:
@@ -132,9 +134,10 @@ class _Commits:
     """Routed chunks waiting for one apply per shard, and the log publisher behind them.
 
     Every commit rewrites the record of each entity it touches, so several routed
-    chunks go into one apply (one WriteBatch per shard). The log rows of a commit are
-    published right after it, from a background thread while the next rows are read
-    and routed (pyarrow's Parquet writer releases the GIL), so they never pile up.
+    chunks go into one apply (one WriteBatch per shard). Each shard's log rows are
+    published right after its apply, from a background thread while the next shard
+    applies (pyarrow's Parquet writer releases the GIL; appliers are independent), and
+    at most MAX_LOGS_IN_FLIGHT shards' log rows wait for it, so they never pile up.
     """
 
     def __init__(
@@ -151,7 +154,7 @@ class _Commits:
         self.pending: list[list[ShardBatch]] = [[] for _ in appliers]
         self.pending_ends: list[int] = []
         self.publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backfill-log")
-        self.publishing: Future[None] | None = None
+        self.publishing: list[Future[None]] = []
 
     def add(self, routed: Iterable[tuple[Any, ShardBatch]], done: int) -> None:
         for _, shard_batch in routed:
@@ -159,23 +162,22 @@ class _Commits:
         self.pending_ends.append(done)
 
     def commit(self, last: bool) -> None:
-        self.wait_for_publish()  # appliers are not thread-safe: one user at a time
+        self.wait_for_publish()  # an applier is not thread-safe: one user at a time
         for shard, shard_batches in enumerate(self.pending):
-            self.appliers[shard].apply(shard_batches, extra_puts=self.final if last else self.runs, publish=False)
+            applier = self.appliers[shard]
+            applier.apply(shard_batches, extra_puts=self.final if last else self.runs, publish=False)
             shard_batches.clear()
-        self.publishing = self.publisher.submit(self._publish_logs)
+            self.publishing.append(self.publisher.submit(applier.maybe_publish_log, True))
+            while len(self.publishing) > MAX_LOGS_IN_FLIGHT:
+                self.publishing.pop(0).result()
         if self.on_progress is not None:
             for end in self.pending_ends:
                 self.on_progress(end, self.total)
         self.pending_ends.clear()
 
-    def _publish_logs(self) -> None:
-        for applier in self.appliers.values():
-            applier.maybe_publish_log(force=True)
-
     def wait_for_publish(self) -> None:
-        if self.publishing is not None:
-            job, self.publishing = self.publishing, None
+        jobs, self.publishing = self.publishing, []
+        for job in jobs:
             job.result()
 
     def shutdown(self) -> None:
