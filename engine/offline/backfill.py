@@ -54,10 +54,10 @@ from engine.state.rocksdb_store import RocksDBStore
 #: Rows routed together (a slice is routed in chunks of this many rows).
 DEFAULT_CHUNK_ROWS = 250_000
 #: Rows of history read (one event-time slice) and committed in one WriteBatch per shard.
-#: Each touched entity record is rewritten once per commit, so larger commits are faster,
-#: but memory grows with them: measured on 5M events over 1M users (docs/backfill.md),
-#: peak RSS 1.15 GB with 500k-row slices, 1.55 GB with 1M, 2.2 GB with 2M (3.5 GB when
-#: the whole history was held).
+#: Each touched entity record is re-read and rewritten once per commit, so larger commits
+#: are faster, but memory grows with them. Measured on 5M events over 1M users, one
+#: process, quiet machine (docs/backfill.md): 500k-row slices 871 MB peak RSS, 114 s;
+#: 1M 1.12 GB, 98 s; 2M 1.48 GB, 75 s; the whole history in one slice 3.5 GB, 44 s.
 DEFAULT_COMMIT_ROWS = 500_000
 MAX_CHUNKS_PER_COMMIT = 8
 #: Shards whose log rows may wait for the publisher thread while the next shard applies.
