@@ -44,6 +44,10 @@ def run_backfill(size: str) -> dict[str, Any]:
         "ours": ours,
         "polars": polars,
         "ratio_ours_over_polars": round(float(ours["median"]) / float(polars["median"]), 3),
+        "peak_rss_mb": {
+            "ours": summarize([r["backfill_peak_rss_mb"] for r in out]),
+            "polars": summarize([r["polars_peak_rss_mb"] for r in out]),
+        },
         "note": "The polars figure writes no tiles, offsets or log: a floor, not an equivalent workload.",
         "runs": out,
     }
@@ -63,6 +67,10 @@ def run_training(size: str) -> dict[str, Any]:
         "ours": ours,
         "polars": polars,
         "ratio_ours_over_polars": round(float(ours["median"]) / float(polars["median"]), 3),
+        "peak_rss_mb": {
+            "ours": summarize([r["streamfeat_peak_rss_mb"] for r in out]),
+            "polars": summarize([r["polars_peak_rss_mb"] for r in out]),
+        },
         "note": "Both outputs are compared in every run (counts equal, sums close).",
         "runs": out,
     }

@@ -5,7 +5,9 @@ row, per docs/semantics.md section 3, from the same event-level log. The baselin
 uses per-entity cumulative sums and two ``join_asof`` lookups; it is checked
 against streamfeat's output in the same run.
 
-    .venv/bin/python -m benchmarks.bench_training [size]
+    .venv/bin/python -m benchmarks.bench_training [size [entities]]
+
+Each side runs in a child process of its own, so each peak RSS (VmHWM) is its own.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ import sys
 import tempfile
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
+from benchmarks.common import PY, emit, own_peak_rss_kb, run_child
 from engine.definitions import (
     Aggregation,
     Entity,
@@ -77,60 +81,86 @@ def _baseline(log: pl.DataFrame, spine: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def run(size: int = 1_000_000) -> dict[str, Any]:
-    """Measure with ``size`` log rows and ``size`` spine rows; returns the timings."""
-    repo, view = _repo()
+def _write_inputs(root: str, size: int, n_users: int) -> None:
+    """The log (``size`` rows over ``n_users`` users, one week) and a spine of ``size`` rows."""
+    _, view = _repo()
     rng = np.random.default_rng(42)
-    n_users = max(size // 100, 1)
     span = 7 * 86_400_000
-    with tempfile.TemporaryDirectory() as root:
-        t = T0 + rng.integers(0, span, size)
-        w = ParquetLogWriter(root, view.name, view.fingerprint_hex, view.join_keys, view.columns, "bench")
-        w.append(
-            {
-                "user_id": np.char.add("u", rng.integers(0, n_users, size).astype(str)),
-                "event_time": t,
-                "partition": np.zeros(size, dtype=np.int32),
-                "offset": np.arange(size, dtype=np.int64),
-                "tile_start": t // G * G,
-                "value__amount": np.round(rng.exponential(50.0, size), 2),
-            }
-        )
-        w.publish()
-        spine = pl.DataFrame(
-            {
-                "user_id": np.char.add("u", rng.integers(0, n_users, size).astype(str)),
-                "event_timestamp": T0 + rng.integers(-W, span + W, size),
-            }
-        )
-        start = time.perf_counter()
-        ours = get_training_set(repo, "bench", spine, root)
-        ours_s = time.perf_counter() - start
+    t = T0 + rng.integers(0, span, size)
+    w = ParquetLogWriter(root, view.name, view.fingerprint_hex, view.join_keys, view.columns, "bench")
+    w.append(
+        {
+            "user_id": np.char.add("u", rng.integers(0, n_users, size).astype(str)),
+            "event_time": t,
+            "partition": np.zeros(size, dtype=np.int32),
+            "offset": np.arange(size, dtype=np.int64),
+            "tile_start": t // G * G,
+            "value__amount": np.round(rng.exponential(50.0, size), 2),
+        }
+    )
+    w.publish()
+    spine = pl.DataFrame(
+        {
+            "user_id": np.char.add("u", rng.integers(0, n_users, size).astype(str)),
+            "event_timestamp": T0 + rng.integers(-W, span + W, size),
+        }
+    )
+    spine.write_parquet(Path(root) / "spine.parquet")
 
-        start = time.perf_counter()
+
+def _child(side: str, root: str) -> dict[str, Any]:
+    """One side, timed, in this (child) process; writes its values, reports its peak RSS."""
+    repo, view = _repo()
+    spine = pl.read_parquet(Path(root) / "spine.parquet")
+    start = time.perf_counter()
+    if side == "ours":
+        out = get_training_set(repo, "bench", spine, root).select(
+            pl.col("amount_sum_1h").alias("sum"), pl.col("amount_count_1h").alias("count")
+        )
+        seconds, read_s = time.perf_counter() - start, 0.0
+    else:
         log = read_log(root, view.name, view.fingerprint_hex)
         read_s = time.perf_counter() - start
-        start = time.perf_counter()
-        base = _baseline(log, spine)
-        base_s = time.perf_counter() - start
+        out = _baseline(log, spine).select("sum", "count")
+        seconds = time.perf_counter() - start
+    out.write_parquet(Path(root) / f"{side}.parquet")
+    return {"seconds": seconds, "read_seconds": read_s, "peak_rss_mb": round(own_peak_rss_kb() / 1024)}
 
-    counts_equal = ours["amount_count_1h"].to_list() == base["count"].to_list()
-    sums_close = bool(np.allclose(ours["amount_sum_1h"].to_numpy(), base["sum"].to_numpy(), rtol=1e-9, atol=1e-6))
+
+def run(size: int = 1_000_000, entities: int | None = None) -> dict[str, Any]:
+    """Measure with ``size`` log rows and ``size`` spine rows over ``entities`` users
+    (default ``size // 100``); each side runs in a child process of its own."""
+    n_users = entities or max(size // 100, 1)
+    with tempfile.TemporaryDirectory() as root:
+        _write_inputs(root, size, n_users)
+        ours = run_child([PY, "-m", "benchmarks.bench_training", "--child", "ours", root], timeout=3600)
+        base = run_child([PY, "-m", "benchmarks.bench_training", "--child", "polars", root], timeout=3600)
+        mine = pl.read_parquet(Path(root) / "ours.parquet")
+        theirs = pl.read_parquet(Path(root) / "polars.parquet")
+    counts_equal = mine["count"].to_list() == theirs["count"].to_list()
+    sums_close = bool(np.allclose(mine["sum"].to_numpy(), theirs["sum"].to_numpy(), rtol=1e-9, atol=1e-6))
+    base_s, read_s = base["seconds"] - base["read_seconds"], base["read_seconds"]
     return {
         "log_rows": size,
         "spine_rows": size,
         "entities": n_users,
-        "streamfeat_s_incl_log_read": round(ours_s, 3),
-        "streamfeat_rows_per_s": round(size / ours_s),
+        "streamfeat_s_incl_log_read": round(ours["seconds"], 3),
+        "streamfeat_rows_per_s": round(size / ours["seconds"]),
+        "streamfeat_peak_rss_mb": ours["peak_rss_mb"],
         "log_read_s": round(read_s, 3),
         "polars_asof_baseline_s_excl_log_read": round(base_s, 3),
         "polars_asof_rows_per_s_incl_log_read": round(size / (base_s + read_s)),
+        "polars_peak_rss_mb": base["peak_rss_mb"],
         "baseline_counts_equal": counts_equal,
         "baseline_sums_close": sums_close,
     }
 
 
 if __name__ == "__main__":
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
-    for key, value in run(n).items():
-        print(f"{key}: {value}")
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        emit(_child(sys.argv[2], sys.argv[3]))
+    else:
+        n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+        users = int(sys.argv[2]) if len(sys.argv) > 2 else None
+        for key, value in run(n, users).items():
+            print(f"{key}: {value}")

@@ -76,6 +76,7 @@ def _run(args: argparse.Namespace) -> int:
     from engine.definitions import load_repo
     from engine.offline.backfill import (
         DEFAULT_CHUNK_ROWS,
+        DEFAULT_COMMIT_ROWS,
         BackfillTarget,
         backfill_parquet,
     )
@@ -134,9 +135,12 @@ def _run(args: argparse.Namespace) -> int:
         redis_url=(settings.redis_url or None) if settings.online == "redis" else None,
     )
     chunk_rows = DEFAULT_CHUNK_ROWS if args.chunk_rows is None else args.chunk_rows
+    commit_rows = DEFAULT_COMMIT_ROWS if args.commit_rows is None else args.commit_rows
     progress = _progress(args.quiet)
     if progress is None:
-        report = backfill_parquet(target, source, views, files, start_ms, end_ms, chunk_rows=chunk_rows)
+        report = backfill_parquet(
+            target, source, views, files, start_ms, end_ms, chunk_rows=chunk_rows, commit_rows=commit_rows
+        )
     else:
         with progress:
             task = progress.add_task("backfill", total=None)
@@ -152,6 +156,7 @@ def _run(args: argparse.Namespace) -> int:
                 start_ms,
                 end_ms,
                 chunk_rows=chunk_rows,
+                commit_rows=commit_rows,
                 on_progress=update,
             )
     if not args.quiet:
@@ -190,6 +195,12 @@ def register(subparsers: Subparsers) -> None:
     )
     parser.add_argument("--start", default=None, help="first event time, ISO 8601 with offset (default: all)")
     parser.add_argument("--end", default=None, help="handoff time T, ISO 8601 with offset: history takes e < T")
-    parser.add_argument("--chunk-rows", type=int, default=None, help="rows routed together (default 2,000,000)")
+    parser.add_argument("--chunk-rows", type=int, default=None, help="rows routed together (default 250,000)")
+    parser.add_argument(
+        "--commit-rows",
+        type=int,
+        default=None,
+        help="history rows read and committed together: larger is faster and takes more memory (default 500,000)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     parser.set_defaults(handler=_run)

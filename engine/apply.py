@@ -3,14 +3,13 @@
 Streaming (the Bytewax sink) and backfill both call :class:`ShardApplier`, so there
 is exactly one implementation of "events -> tile partials -> state". For each call:
 
-1. drop rows at or below the shard's applied offset of their partition (replays);
-2. per view: aggregate the batch into (entity, tile) partials, read the touched
-   entities' stored records with one multi-get, merge, apply retention, encode;
-3. write the Redis copy (if configured) *before* committing, so a crash between the
+1. screen: drop rows at or below the shard's applied offset of their partition
+   (replays) and stage the rows the log lacks (engine/log_staging.py);
+2. per view: merge the rows into the stored records (engine/view_merge.py);
+3. advance the partitions' offset records; write the Redis copy (if configured) *before* committing, so a crash between the
    two is repaired by the replay (records are whole values: rewriting is idempotent);
 4. commit tiles, per-view metadata and every partition's progress in ONE WriteBatch;
-5. stage the rows for the Parquet log (engine/log_staging.py); when it rolls, publish
-   and record the log offsets.
+5. when the Parquet log rolls, publish and record the log offsets.
 
 See docs/semantics.md sections 6 and 7.
 """
@@ -21,55 +20,19 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
-
-import numpy as np
 
 from engine.io.parquet_log import LogCut, ParquetLogWriteError, PublishedFile
-from engine.kernel.aggregate import aggregate_batch, aggregate_sketches
-from engine.kernel.batch_merge import (
-    NO_EVENT_TS,
-    FlatTiles,
-    decode_many,
-    encode_many,
-    merge_flat,
-    retain,
-)
-from engine.kernel.layout import LayoutSource, PartialLayout, encode_positions
-from engine.log_rolls import (
-    LoggedView,
-    PendingRoll,
-    background_publisher,
-    open_log_writers,
-    write_cuts,
-)
+from engine.kernel.batch_merge import NO_EVENT_TS
+from engine.kernel.layout import PartialLayout
+from engine.log_rolls import PendingRoll, background_publisher, open_log_writers, write_cuts
 from engine.log_staging import StagedLogRows
-from engine.routing import ShardBatch, ViewRows, merge_codes
+from engine.routing import ShardBatch, ViewRows
 from engine.state.offsets import NO_OFFSET, OffsetRecord
 from engine.state.protocols import OnlineWriter, StorePartition, Transaction
-from engine.state.records import (
-    decode_handoff,
-    decode_meta,
-    encode_meta,
-    handoff_key,
-    meta_key,
-    view_prefix,
-)
+from engine.state.records import decode_handoff, decode_meta, handoff_key, meta_key
+from engine.view_merge import ApplicableView, CompiledView, merge_view_rows
 
 log = logging.getLogger(__name__)
-
-
-class ApplicableView(LoggedView, LayoutSource, Protocol):
-    @property
-    def interval_ms(self) -> int: ...
-    @property
-    def retention_ms(self) -> int: ...
-    @property
-    def has_lifetime_window(self) -> bool: ...
-    @property
-    def offline(self) -> bool: ...
-    @property
-    def column_types(self) -> Mapping[str, object]: ...
 
 
 @dataclass
@@ -88,10 +51,15 @@ class ApplyStats:
     per_view_rows: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class _CompiledView:
-    view: ApplicableView
-    layout: PartialLayout
+@dataclass
+class _ViewWrites:
+    """What one apply wrote for its views, for the online copy and the metadata cache."""
+
+    online_items: list[tuple[bytes, bytes, bytes | None]] = field(default_factory=list)
+    meta_items: list[tuple[bytes, int, bytes]] = field(default_factory=list)
+    ttl_ms: int | None = None
+    lifetime_written: bool = False  # a lifetime view's Redis copy must never expire
+    newest: dict[bytes, int] = field(default_factory=dict)
 
 
 class ShardApplier:
@@ -118,7 +86,7 @@ class ShardApplier:
         self.publish_in_background = publish_in_background
         self._pending: PendingRoll | None = None
         self.topic = topic
-        self.views = {v.fingerprint: _CompiledView(v, PartialLayout.for_view(v)) for v in views}
+        self.views = {v.fingerprint: CompiledView(v, PartialLayout.for_view(v)) for v in views}
         self.online_copy = online_copy
         self.clock_ms = clock_ms
         self.retry_delays_s = tuple(retry_delays_s)
@@ -139,7 +107,7 @@ class ShardApplier:
             partition.shard,
             max_rows=log_max_rows,
             max_age_s=log_max_age_s,
-            raw_columns={fp: _raw_column_types(c) for fp, c in self.views.items() if c.view.offline},
+            raw_columns={fp: c.raw_column_types() for fp, c in self.views.items() if c.view.offline},
         )
         self._staged = {
             fp: StagedLogRows(writer, self.views[fp].view.interval_ms) for fp, writer in self.writers.items()
@@ -169,6 +137,26 @@ class ShardApplier:
         call (backfill publishes from a background thread while it routes the next rows).
         """
         started = time.perf_counter()
+        state_rows, progress = self._screen_batches(batches)
+        txn = self.partition.begin()
+        writes = self._write_views(txn, state_rows)
+        advanced = self._advance_offsets(txn, progress)
+        for key, value in (extra_puts or {}).items():
+            txn.put(key, value)
+        if (writes.online_items or advanced) and self.online_copy is not None:
+            self._write_online_copy(self.online_copy, writes, advanced)
+        txn.commit()
+        self._newest.update(writes.newest)
+        self.stats.batches += 1
+        self.stats.last_batch_seconds = time.perf_counter() - started
+        if publish:
+            self.maybe_publish_log()
+
+    def _screen_batches(
+        self, batches: Iterable[ShardBatch]
+    ) -> tuple[dict[bytes, list[tuple[ViewRows, int]]], dict[int, tuple[int, tuple[int, ...]]]]:
+        """(fresh rows per view, newest offset and watermark per partition) of ``batches``;
+        replayed rows are dropped and rows the log lacks are staged for it."""
         state_rows: dict[bytes, list[tuple[ViewRows, int]]] = {}
         progress: dict[int, tuple[int, tuple[int, ...]]] = {}
         for batch in batches:
@@ -186,45 +174,57 @@ class ShardApplier:
             for fp, rows in batch.views.items():
                 if fp not in self.views or not len(rows):
                     continue
-                fresh = rows.offsets > applied
-                handoff = self.handoffs.get(fp)
-                after_handoff = None if handoff is None else rows.event_ts >= handoff
-                if after_handoff is not None:
-                    self.stats.rows_skipped_handoff += int((fresh & ~after_handoff).sum())
-                    fresh &= after_handoff
-                if bool(fresh.any()):
-                    state_rows.setdefault(fp, []).append(
-                        (rows if bool(fresh.all()) else rows.select(fresh), batch.partition)
-                    )
-                self.stats.rows_skipped_replay += int(
-                    (~fresh if after_handoff is None else ~fresh & after_handoff).sum()
-                )
-                staged = self._staged.get(fp)
-                if staged is not None:
-                    to_log = rows.offsets > logged
-                    if after_handoff is not None:
-                        to_log &= after_handoff
-                    to_stage = rows if bool(to_log.all()) else rows.select(to_log)
-                    staged.add(to_stage, batch.partition)
-                    self.stats.log_rows += len(to_stage)
+                fresh = self._screen_view_rows(fp, rows, batch.partition, applied, logged)
+                if fresh is not None:
+                    state_rows.setdefault(fp, []).append((fresh, batch.partition))
             previous = progress.get(batch.partition)
             if previous is None or batch.last_offset > previous[0]:
                 progress[batch.partition] = (batch.last_offset, batch.top_ts_after)
+        return state_rows, progress
 
-        txn = self.partition.begin()
-        online_items: list[tuple[bytes, bytes, bytes | None]] = []
-        meta_items: list[tuple[bytes, int, bytes]] = []
-        ttl_ms: int | None = None
-        lifetime_written = False  # a lifetime view's Redis copy must never expire
-        newest_after: dict[bytes, int] = {}
+    def _screen_view_rows(
+        self, fp: bytes, rows: ViewRows, partition: int, applied: int, logged: int
+    ) -> ViewRows | None:
+        """The rows of one view the state lacks (None if none); stages those the log lacks.
+
+        Rows before the view's handoff belong to the history backfill and go nowhere.
+        """
+        fresh = rows.offsets > applied
+        handoff = self.handoffs.get(fp)
+        after_handoff = None if handoff is None else rows.event_ts >= handoff
+        if after_handoff is not None:
+            self.stats.rows_skipped_handoff += int((fresh & ~after_handoff).sum())
+            fresh &= after_handoff
+        self.stats.rows_skipped_replay += int((~fresh if after_handoff is None else ~fresh & after_handoff).sum())
+        staged = self._staged.get(fp)
+        if staged is not None:
+            to_log = rows.offsets > logged
+            if after_handoff is not None:
+                to_log &= after_handoff
+            to_stage = rows if bool(to_log.all()) else rows.select(to_log)
+            staged.add(to_stage, partition)
+            self.stats.log_rows += len(to_stage)
+        if not bool(fresh.any()):
+            return None
+        return rows if bool(fresh.all()) else rows.select(fresh)
+
+    def _write_views(self, txn: Transaction, state_rows: Mapping[bytes, list[tuple[ViewRows, int]]]) -> _ViewWrites:
+        """Merge every view's fresh rows into its stored records, within ``txn``."""
+        writes = _ViewWrites()
         for fp, parts in state_rows.items():
             compiled = self.views[fp]
             items, meta_value, newest = self._apply_view(txn, compiled, parts)
-            newest_after[fp] = newest
-            online_items.extend(items)
-            meta_items.append((fp, self.partition.shard, meta_value))
-            ttl_ms = max(ttl_ms or 0, compiled.view.retention_ms)
-            lifetime_written = lifetime_written or compiled.view.has_lifetime_window
+            writes.newest[fp] = newest
+            writes.online_items.extend(items)
+            writes.meta_items.append((fp, self.partition.shard, meta_value))
+            writes.ttl_ms = max(writes.ttl_ms or 0, compiled.view.retention_ms)
+            writes.lifetime_written = writes.lifetime_written or compiled.view.has_lifetime_window
+        return writes
+
+    def _advance_offsets(
+        self, txn: Transaction, progress: Mapping[int, tuple[int, tuple[int, ...]]]
+    ) -> dict[int, OffsetRecord]:
+        """Record each partition's new applied offset within ``txn``; returns those advanced."""
         advanced: dict[int, OffsetRecord] = {}
         for partition, (last_offset, top_ts) in progress.items():
             old = self.offsets.get(partition)
@@ -241,61 +241,31 @@ class ShardApplier:
             txn.set_offset(self.topic, partition, new_record)
             self.offsets[partition] = new_record
             advanced[partition] = new_record
-        for key, value in (extra_puts or {}).items():
-            txn.put(key, value)
-        if (online_items or advanced) and self.online_copy is not None:
-            copy = self.online_copy
+        return advanced
 
-            def write_copy() -> None:
-                copy.write(online_items, None if lifetime_written else ttl_ms)
-                copy.write_meta(meta_items)
-                # After the tiles: the copy never claims more than it holds.
-                copy.write_offsets(self.topic, self.partition.shard, advanced)
+    def _write_online_copy(self, copy: OnlineWriter, writes: _ViewWrites, advanced: Mapping[int, OffsetRecord]) -> None:
+        """Write the Redis copy before the commit: a crash in between is repaired by the replay."""
 
-            self._retry("write the online copy", write_copy)
-        txn.commit()
-        self._newest.update(newest_after)
-        self.stats.batches += 1
-        self.stats.last_batch_seconds = time.perf_counter() - started
-        if publish:
-            self.maybe_publish_log()
+        def write_copy() -> None:
+            copy.write(writes.online_items, None if writes.lifetime_written else writes.ttl_ms)
+            copy.write_meta(writes.meta_items)
+            # After the tiles: the copy never claims more than it holds.
+            copy.write_offsets(self.topic, self.partition.shard, advanced)
+
+        self._retry("write the online copy", write_copy)
 
     def _apply_view(
-        self, txn: Transaction, compiled: _CompiledView, parts: list[tuple[ViewRows, int]]
+        self, txn: Transaction, compiled: CompiledView, parts: list[tuple[ViewRows, int]]
     ) -> tuple[list[tuple[bytes, bytes, bytes | None]], bytes, int]:
-        view, layout = compiled.view, compiled.layout
-        keys, codes = merge_codes(parts)
-        event_ts = np.concatenate([rows.event_ts for rows, _ in parts])
-        offsets = np.concatenate([rows.offsets for rows, _ in parts])
-        partitions = np.concatenate([np.full(len(rows), partition, dtype=np.int64) for rows, partition in parts])
-        values = np.concatenate([rows.values for rows, _ in parts])
-        tiles = event_ts // view.interval_ms
-        positions = encode_positions(partitions, offsets)
-        codes_u, tiles_u, partials = aggregate_batch(layout, codes, tiles, event_ts, positions, values)
-        sketches = None
-        if layout.sketch_slots:
-            raw = {c: np.concatenate([rows.raw_values[c] for rows, _ in parts]) for c in layout.sketch_columns}
-            sketches = aggregate_sketches(layout, codes, tiles, event_ts, positions, raw)
-        batch_max = np.full(len(keys), NO_EVENT_TS, dtype=np.int64)
-        np.maximum.at(batch_max, codes, event_ts)
-        prefix = view_prefix(view.fingerprint)  # keys are bytes built by routing
-        state_keys = [prefix + k for k in keys]
-        stored = decode_many(layout, txn.get_many(state_keys))
-        merged = merge_flat(layout, stored, FlatTiles(codes_u, tiles_u, partials, batch_max, sketches))
-        # A lifetime window keeps expired tiles as one compacted partial (semantics 7).
-        merged = retain(merged, view.retention_ms, view.interval_ms, layout if view.has_lifetime_window else None)
-        records = encode_many(layout, merged, len(keys))
-        txn.put_many(state_keys, records)
-        newest = max(int(batch_max.max()), self._newest.get(view.fingerprint, NO_EVENT_TS))
-        meta_value = encode_meta(newest, self.clock_ms())
-        txn.put(meta_key(view.fingerprint), meta_value)
-        self.stats.rows_applied += len(codes)
-        self.stats.entities_written += len(keys)
-        self.stats.per_view_rows[view.name] = self.stats.per_view_rows.get(view.name, 0) + len(codes)
+        view = compiled.view
+        merged = merge_view_rows(txn, compiled, parts, self._newest.get(view.fingerprint, NO_EVENT_TS), self.clock_ms())
+        self.stats.rows_applied += merged.rows
+        self.stats.entities_written += len(merged.keys)
+        self.stats.per_view_rows[view.name] = self.stats.per_view_rows.get(view.name, 0) + merged.rows
         items: list[tuple[bytes, bytes, bytes | None]] = []
         if self.online_copy is not None:  # only the Redis copy reads them
-            items = [(view.fingerprint, k, r) for k, r in zip(keys, records, strict=True)]
-        return items, meta_value, newest
+            items = [(view.fingerprint, k, r) for k, r in zip(merged.keys, merged.records, strict=True)]
+        return items, merged.meta_value, merged.newest
 
     # -- the Parquet log --------------------------------------------------------------
 
@@ -402,12 +372,6 @@ class ShardApplier:
     def close(self) -> None:
         self.maybe_publish_log(force=True)
         self.partition.flush_wal(sync=True)
-
-
-def _raw_column_types(compiled: _CompiledView) -> dict[str, str]:
-    """Schema type of each column the view's sketch slots read (logged as decoded)."""
-    types = compiled.view.column_types
-    return {c: str(getattr(types[c], "value", types[c])) for c in compiled.layout.sketch_columns}
 
 
 def offsets_view(appliers: Mapping[int, ShardApplier]) -> dict[int, dict[int, OffsetRecord]]:

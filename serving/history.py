@@ -16,7 +16,7 @@ row evaluated as of ``t`` it answers exactly (docs/semantics.md, "Online reads a
    ``NOT_FOUND`` (never PRESENT), as at wall-clock time.
 
 Other rows are evaluated from the event-level Parquet log by the training-set code
-(:func:`engine.offline.training.compute_view_features`, reading only those
+(:func:`engine.offline.view_features.compute_view_features`, reading only those
 entities). The log must cover ``t``: not before its first event, and not after the
 time through which every applied event is published (from the shards' offset
 records: a shard's unpublished events of a partition have event times at or above
@@ -41,7 +41,7 @@ from engine.clock import wall_clock_ms
 from engine.io.parquet_log import first_event_time
 from engine.kernel.aggregate import first_kept_tile
 from engine.kernel.window import window_start_ms
-from engine.offline.training import compute_view_features
+from engine.offline.view_features import compute_view_features
 from engine.state import OffsetRecord
 from engine.state.offsets import INT64_MIN
 from serving.evaluate import ViewValues

@@ -4,9 +4,11 @@ Two inputs, one write path (``route`` + ``ShardApplier``):
 
 - **Parquet history** (:func:`backfill_parquet`): raw events in Parquet files (the
   source's ``history`` globs or ``--from``). Every file's schema is checked before
-  anything is written; rows with ``start <= e < end`` are sorted by (event time, file
+  anything is written; rows with ``start <= e < end`` are ordered by (event time, file
   order) and get the positions ``(HISTORY_PARTITION, row index in that order)``
-  under a topic name of their own, so their offsets never mix with Kafka's. The run
+  under a topic name of their own, so their offsets never mix with Kafka's. The
+  order is read one event-time slice at a time (``history_slices``), so memory is
+  bounded by the slice, not by the history. The run
   ends by recording the handoff time ``T = end`` for each view in the same
   WriteBatch as the last history batch (docs/backfill.md).
 - **A Kafka topic**: the streaming dataflow itself, read until caught up
@@ -20,11 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import polars as pl
 
 from engine.apply import ShardApplier
 from engine.offline.exceptions import BackfillError
@@ -35,7 +39,7 @@ from engine.offline.history_batches import (
     history_batches,
     routed_columns,
 )
-from engine.offline.history_files import load_history
+from engine.offline.history_slices import HistorySlice, index_history, read_slice
 from engine.routing import ShardBatch, route
 from engine.state.offsets import resume_positions
 from engine.state.records import (
@@ -47,13 +51,17 @@ from engine.state.records import (
 )
 from engine.state.rocksdb_store import RocksDBStore
 
-#: Rows routed together. Measured on 10M events / 100k users (docs/backfill.md):
-#: 2M-row chunks in 10M-row commits cost 8.1 s of CPU, 1M in 8M 9.0 s, 500k in 4M 10.1 s.
-DEFAULT_CHUNK_ROWS = 2_000_000
-#: Rows committed in one WriteBatch per shard (each touched entity record is rewritten
-#: once per commit), capped at MAX_CHUNKS_PER_COMMIT routed chunks held in memory.
-DEFAULT_COMMIT_ROWS = 10_000_000
+#: Rows routed together (a slice is routed in chunks of this many rows).
+DEFAULT_CHUNK_ROWS = 250_000
+#: Rows of history read (one event-time slice) and committed in one WriteBatch per shard.
+#: Each touched entity record is re-read and rewritten once per commit, so larger commits
+#: are faster, but memory grows with them. Measured on 5M events over 1M users, one
+#: process, quiet machine (docs/backfill.md): 500k-row slices 871 MB peak RSS, 114 s;
+#: 1M 1.12 GB, 98 s; 2M 1.48 GB, 75 s; the whole history in one slice 3.5 GB, 44 s.
+DEFAULT_COMMIT_ROWS = 500_000
 MAX_CHUNKS_PER_COMMIT = 8
+#: Shards whose log rows may wait for the publisher thread while the next shard applies.
+MAX_LOGS_IN_FLIGHT = 2
 
 
 def history_topic(source_topic: str, fingerprints: Sequence[bytes]) -> str:
@@ -122,6 +130,154 @@ def _check_runs(store: RocksDBStore, views: Sequence[Any], record: bytes) -> Non
             )
 
 
+class _Commits:
+    """Routed chunks waiting for one apply per shard, and the log publisher behind them.
+
+    Every commit rewrites the record of each entity it touches, so several routed
+    chunks go into one apply (one WriteBatch per shard). Each shard's log rows are
+    published right after its apply, from a background thread while the next shard
+    applies (pyarrow's Parquet writer releases the GIL; appliers are independent), and
+    at most MAX_LOGS_IN_FLIGHT shards' log rows wait for it, so they never pile up.
+    """
+
+    def __init__(
+        self,
+        appliers: Mapping[int, ShardApplier],
+        runs: Mapping[bytes, bytes],
+        final: Mapping[bytes, bytes],
+        total: int,
+        on_progress: Callable[[int, int], None] | None,
+    ) -> None:
+        self.appliers = appliers
+        self.runs, self.final, self.total = runs, final, total
+        self.on_progress = on_progress
+        self.pending: list[list[ShardBatch]] = [[] for _ in appliers]
+        self.pending_ends: list[int] = []
+        self.publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backfill-log")
+        self.publishing: list[Future[None]] = []
+
+    def add(self, routed: Iterable[tuple[Any, ShardBatch]], done: int) -> None:
+        for _, shard_batch in routed:
+            self.pending[shard_batch.shard].append(shard_batch)
+        self.pending_ends.append(done)
+
+    def commit(self, last: bool) -> None:
+        self.wait_for_publish()  # an applier is not thread-safe: one user at a time
+        for shard, shard_batches in enumerate(self.pending):
+            applier = self.appliers[shard]
+            applier.apply(shard_batches, extra_puts=self.final if last else self.runs, publish=False)
+            shard_batches.clear()
+            self.publishing.append(self.publisher.submit(applier.maybe_publish_log, True))
+            while len(self.publishing) > MAX_LOGS_IN_FLIGHT:
+                self.publishing.pop(0).result()
+        if self.on_progress is not None:
+            for end in self.pending_ends:
+                self.on_progress(end, self.total)
+        self.pending_ends.clear()
+
+    def wait_for_publish(self) -> None:
+        jobs, self.publishing = self.publishing, []
+        for job in jobs:
+            job.result()
+
+    def shutdown(self) -> None:
+        self.publisher.shutdown(wait=True)  # never close an applier its log job still uses
+
+
+def _check_arguments(views: Sequence[Any], start_ms: int, end_ms: int, chunk_rows: int, commit_rows: int) -> None:
+    if not views:
+        raise BackfillError("backfill: no view selected", hint="pass --views or define views")
+    if start_ms >= end_ms:
+        raise BackfillError(
+            f"backfill: --start {start_ms} ms must be before --end {end_ms} ms",
+            hint="--end is the handoff time: history holds e < end, the stream e >= end",
+        )
+    if chunk_rows < 1:
+        raise BackfillError(f"backfill: chunk_rows: expected >= 1, got {chunk_rows}")
+    if commit_rows < 1:
+        raise BackfillError(f"backfill: commit_rows: expected >= 1, got {commit_rows}")
+
+
+def _open_appliers(
+    target: BackfillTarget, store: RocksDBStore, views: Sequence[Any], topic: str, log_max_rows: int
+) -> dict[int, ShardApplier]:
+    online_copy = None
+    if target.redis_url:
+        from engine.state.redis_writer import RedisOnlineWriter
+
+        online_copy = RedisOnlineWriter(target.redis_url)
+    return {
+        shard: ShardApplier(
+            store.partition(shard),
+            views,
+            topic,
+            log_root=target.log_root,
+            log_max_rows=log_max_rows,
+            log_max_age_s=3600.0,
+            online_copy=online_copy,
+            respect_handoff=False,
+        )
+        for shard in range(target.shards)
+    }
+
+
+def _close_appliers(appliers: Mapping[int, ShardApplier], store: RocksDBStore) -> None:
+    # Closing publishes the rest of each shard's log: shards are independent,
+    # and two threads overlap their Parquet writes.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="backfill-close") as closer:
+        closing = [closer.submit(applier.close) for applier in appliers.values()]
+    store.close()
+    for job in closing:
+        job.result()
+
+
+@dataclass
+class _Progress:
+    batches: int = 0
+    done: int = 0
+    complete: bool = True
+
+
+@dataclass(frozen=True)
+class _Replay:
+    """How history rows are replayed: the same for every slice of one run."""
+
+    source: Any
+    views: Sequence[Any]
+    topic: str
+    shards: int
+    chunk_rows: int
+    per_commit: int  # routed chunks per commit
+    max_batches: int | None
+
+    def stopped(self, progress: _Progress) -> bool:
+        return self.max_batches is not None and progress.batches >= self.max_batches
+
+
+def _replay_slice(
+    replay: _Replay, piece: HistorySlice, rows: pl.DataFrame, first_row: int, commits: _Commits, progress: _Progress
+) -> None:
+    """Route one slice chunk by chunk; commit every ``per_commit`` chunks and at its end."""
+    factorized = factorize_key_columns(rows, replay.views)
+    local_first = max(first_row - piece.first_offset, 0)
+    columns = routed_columns(replay.views, factorized)
+    for decoded in history_batches(
+        rows, replay.source, replay.topic, local_first, replay.chunk_rows, columns, offset_base=piece.first_offset
+    ):
+        if replay.stopped(progress):
+            progress.complete = False
+            break
+        hint = chunk_codes(factorized, decoded.first_offset - piece.first_offset, len(decoded.offsets))
+        progress.batches += 1
+        progress.done = decoded.last_offset + 1
+        commits.add(route(decoded, replay.views, replay.shards, factorized=hint), progress.done)
+        last = progress.done == commits.total
+        if last or len(commits.pending_ends) >= replay.per_commit or replay.stopped(progress):
+            commits.commit(last)
+    if commits.pending_ends:
+        commits.commit(False)
+
+
 def backfill_parquet(
     target: BackfillTarget,
     source: Any,
@@ -140,134 +296,62 @@ def backfill_parquet(
 
     ``max_batches`` stops after that many batches (an interruption, for tests);
     ``on_progress(done_rows, total_rows)`` is called for every batch once it is committed.
-    Up to ``commit_rows`` rows (at most MAX_CHUNKS_PER_COMMIT chunks) are committed
-    together; a run interrupted in between resumes from the last commit.
+    History is read ``commit_rows`` rows (one event-time slice) at a time; a slice is
+    routed in chunks of ``chunk_rows`` and committed together (at most
+    MAX_CHUNKS_PER_COMMIT chunks per commit). A run interrupted in between resumes
+    from the last commit.
     """
-    if not views:
-        raise BackfillError("backfill: no view selected", hint="pass --views or define views")
-    if start_ms >= end_ms:
-        raise BackfillError(
-            f"backfill: --start {start_ms} ms must be before --end {end_ms} ms",
-            hint="--end is the handoff time: history holds e < end, the stream e >= end",
-        )
-    if chunk_rows < 1:
-        raise BackfillError(f"backfill: chunk_rows: expected >= 1, got {chunk_rows}")
-    if commit_rows < 1:
-        raise BackfillError(f"backfill: commit_rows: expected >= 1, got {commit_rows}")
+    _check_arguments(views, start_ms, end_ms, chunk_rows, commit_rows)
     started = time.perf_counter()
     topic = history_topic(str(source.topic), [v.fingerprint for v in views])
-    history = load_history(files, source, views, start_ms, end_ms)
-    total = history.height
-
+    index = index_history(files, source, views, start_ms, end_ms, slice_rows=commit_rows)
     store = RocksDBStore(target.state_dir, target.shards)
     appliers: dict[int, ShardApplier] = {}
-    publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backfill-log")
-    publishing: Future[None] | None = None
+    commits: _Commits | None = None
     try:
         record = encode_backfill_run(start_ms, end_ms, topic)
         _check_runs(store, views, record)
-        resume = resume_positions(target.state_dir, target.shards, topic)
-        point = resume.get(HISTORY_PARTITION)
+        point = resume_positions(target.state_dir, target.shards, topic).get(HISTORY_PARTITION)
         first_row = point.next_offset if point is not None else 0
-        online_copy = None
-        if target.redis_url:
-            from engine.state.redis_writer import RedisOnlineWriter
-
-            online_copy = RedisOnlineWriter(target.redis_url)
-        for shard in range(target.shards):
-            appliers[shard] = ShardApplier(
-                store.partition(shard),
-                views,
-                topic,
-                log_root=target.log_root,
-                log_max_rows=log_max_rows,
-                log_max_age_s=3600.0,
-                online_copy=online_copy,
-                respect_handoff=False,
-            )
+        appliers = _open_appliers(target, store, views, topic, log_max_rows)
         runs = {backfill_run_key(v.fingerprint): record for v in views}
         final = {**runs, **{handoff_key(v.fingerprint): encode_handoff(end_ms) for v in views}}
-        batches = 0
-        done = first_row
-        complete = True
-        # Several routed chunks go into one apply (one WriteBatch per shard): every
-        # commit rewrites the record of each entity it touches, so fewer, larger commits
-        # write each record fewer times, while routing still works chunk by chunk.
+        commits = _Commits(appliers, runs, final, index.total, on_progress)
+        progress = _Progress(done=first_row)
         per_commit = max(1, min(MAX_CHUNKS_PER_COMMIT, commit_rows // chunk_rows))
-        factorized = factorize_key_columns(history, views)
-        pending: list[list[ShardBatch]] = [[] for _ in range(target.shards)]
-        pending_ends: list[int] = []
-
-        def publish_logs() -> None:
-            for applier in appliers.values():
-                applier.maybe_publish_log()
-
-        def wait_for_publish() -> None:
-            nonlocal publishing
-            if publishing is not None:
-                job, publishing = publishing, None
-                job.result()
-
-        def commit_pending(last: bool) -> None:
-            nonlocal publishing
-            wait_for_publish()  # appliers are not thread-safe: one user at a time
-            for shard, shard_batches in enumerate(pending):
-                appliers[shard].apply(shard_batches, extra_puts=final if last else runs, publish=False)
-                shard_batches.clear()
-            # Log files are written while the next rows are routed: pyarrow's Parquet
-            # writer releases the GIL, so the two overlap on a second core.
-            publishing = publisher.submit(publish_logs)
-            if on_progress is not None:
-                for end in pending_ends:
-                    on_progress(end, total)
-            pending_ends.clear()
-
-        batches_of = history_batches(history, source, topic, first_row, chunk_rows, routed_columns(views, factorized))
-        for decoded in batches_of:
-            if max_batches is not None and batches >= max_batches:
-                complete = False
+        replay = _Replay(source, views, topic, target.shards, chunk_rows, per_commit, max_batches)
+        for piece in index.slices:
+            if piece.end_offset <= first_row:
+                continue  # applied by an earlier run
+            if replay.stopped(progress):
+                progress.complete = False
                 break
-            last = decoded.last_offset == total - 1
-            hint = chunk_codes(factorized, decoded.first_offset, len(decoded.offsets))
-            for _, shard_batch in route(decoded, views, target.shards, factorized=hint):
-                pending[shard_batch.shard].append(shard_batch)
-            batches += 1
-            done = decoded.last_offset + 1
-            pending_ends.append(done)
-            if last or len(pending_ends) >= per_commit or (max_batches is not None and batches >= max_batches):
-                commit_pending(last)
-        if pending_ends:
-            commit_pending(False)
-        wait_for_publish()
-        if complete and batches == 0:
+            _replay_slice(replay, piece, read_slice(index, piece, source), first_row, commits, progress)
+        commits.wait_for_publish()
+        if progress.complete and progress.batches == 0:
             # Nothing left to replay (empty range, or resumed after the last batch):
             # the handoff still has to be on record in every shard.
             for applier in appliers.values():
                 applier.apply([], extra_puts=final)
         applied: dict[str, int] = {}
         for applier in appliers.values():
-            for name, rows in applier.stats.per_view_rows.items():
-                applied[name] = applied.get(name, 0) + rows
+            for name, rows_applied in applier.stats.per_view_rows.items():
+                applied[name] = applied.get(name, 0) + rows_applied
     finally:
-        publisher.shutdown(wait=True)  # never close an applier its log job still uses
-        # Closing publishes the rest of each shard's log: shards are independent,
-        # and two threads overlap their Parquet writes.
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="backfill-close") as closer:
-            closing = [closer.submit(applier.close) for applier in appliers.values()]
-        store.close()
-        for job in closing:
-            job.result()
+        if commits is not None:
+            commits.shutdown()
+        _close_appliers(appliers, store)
     return BackfillReport(
         files=tuple(files),
         topic=topic,
         views=tuple(v.name for v in views),
         start_ms=start_ms,
         end_ms=end_ms,
-        rows_total=total,
+        rows_total=index.total,
         rows_resumed_from=first_row,
-        rows_replayed=done - first_row,
-        batches=batches,
+        rows_replayed=progress.done - first_row,
+        batches=progress.batches,
         seconds=time.perf_counter() - started,
-        complete=complete,
+        complete=progress.complete,
         applied_per_view=applied,
     )

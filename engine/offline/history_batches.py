@@ -17,6 +17,7 @@ import polars as pl
 from engine.io.batches import DecodedBatch
 from engine.kernel.layout import MAX_PARTITION
 from engine.offline.history_files import kind_name
+from engine.offline.history_slices import EVENT_MS
 from engine.state.keys import encode_entity_keys
 
 #: Partition number of replayed history rows (the largest one positions can encode).
@@ -60,8 +61,12 @@ def history_batches(
     first_row: int,
     chunk_rows: int,
     columns: Collection[str] | None = None,
+    offset_base: int = 0,
 ) -> Iterator[DecodedBatch]:
     """DecodedBatch objects for rows ``first_row ..`` of the sorted history.
+
+    ``history`` may be one slice of the whole order: row ``i`` of it gets the offset
+    ``offset_base + i``.
 
     ``columns`` limits the batch columns to those routing reads (default: every source
     field in ``history``). String columns become object arrays like the decoder's, but
@@ -82,7 +87,7 @@ def history_batches(
             strings[name] = (values, codes)
         else:
             numbers[name] = _numeric_column(series, kinds[name])
-    all_ts: npt.NDArray[np.int64] = history.get_column("__e").to_numpy().astype(np.int64)
+    all_ts: npt.NDArray[np.int64] = history.get_column(EVENT_MS).to_numpy().astype(np.int64)
     for begin in range(first_row, history.height, chunk_rows):
         end = min(begin + chunk_rows, history.height)
         event_ts = all_ts[begin:end]
@@ -93,12 +98,12 @@ def history_batches(
         yield DecodedBatch(
             topic=topic,
             partition=HISTORY_PARTITION,
-            first_offset=begin,
-            last_offset=end - 1,
+            first_offset=offset_base + begin,
+            last_offset=offset_base + end - 1,
             # Rows are sorted by event time: the last one is the largest so far. History
             # is never decoded against a watermark, so the maximum alone is kept.
             top_ts_after=(int(event_ts[-1]),),
-            offsets=np.arange(begin, end, dtype=np.int64),
+            offsets=np.arange(offset_base + begin, offset_base + end, dtype=np.int64),
             event_ts=event_ts,
             columns={c: batch_columns[c] for c in wanted},
             dead_letters=(),

@@ -1,9 +1,9 @@
-"""History files of a Parquet backfill: find them, check their schema, load and sort their rows.
+"""History files of a Parquet backfill: find them, check their schema and their rows.
 
+Files are read one row group at a time (``engine.offline.history_slices`` orders them).
 Every file is checked (schema, then values: nulls, timestamps, non-finite floats, the
 source's constraints) before any row is used, so a bad file stops the backfill before
-it writes anything. Rows keep ``start <= e < end`` and are sorted by (event time, file,
-row), the deterministic order their positions are assigned in.
+it writes anything.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -93,7 +92,7 @@ def check_file_schema(path: str, source: Any) -> None:
             )
 
 
-def _event_times(frame: pl.DataFrame, field: str, fmt: str, path: str) -> pl.Series:
+def _event_times(frame: pl.DataFrame, field: str, fmt: str, path: str, first_row: int = 0) -> pl.Series:
     """Event times in ms, parsed exactly as the stream decoder parses them."""
     column = frame.get_column(field)
     parsed = parse_event_times(column.to_list() if fmt == "iso8601" else column.to_numpy(), fmt, field)
@@ -101,21 +100,43 @@ def _event_times(frame: pl.DataFrame, field: str, fmt: str, path: str) -> pl.Ser
         rows = sorted(parsed.problems)
         _reason, detail = parsed.problems[rows[0]]
         raise HistoryFileError(
-            f"history file {path}: row {rows[0]}: {detail} ({len(rows)} row(s) like this)",
+            f"history file {path}: row {first_row + rows[0]}: {detail} ({len(rows)} row(s) like this)",
             hint="check the source's timestamp_format (docs/semantics.md sections 1 and 5), "
             "or drop or repair those rows; nothing was written",
         )
     return pl.Series(field, parsed.ts_ms, dtype=pl.Int64)
 
 
-def _read_file(path: str, source: Any, needed: Sequence[str], start_ms: int, end_ms: int, index: int) -> pl.DataFrame:
+def row_group_count(path: str) -> int:
+    """Row groups of a history file (the unit it is read and checked in)."""
     try:
-        frame = pl.read_parquet(path, columns=list(needed))
-    except Exception as exc:  # polars raises several unrelated types for damaged pages
+        return int(pq.ParquetFile(path).metadata.num_row_groups)
+    except (OSError, pa.ArrowException) as exc:
+        raise HistoryFileError(
+            f"history file {path}: not a readable Parquet file: {exc}",
+            hint="replace or remove the file; nothing was written",
+        ) from None
+
+
+def read_row_group(path: str, row_group: int, needed: Sequence[str]) -> pl.DataFrame:
+    """The ``needed`` columns of one row group, as polars reads a whole file."""
+    try:
+        return pl.DataFrame(pq.ParquetFile(path).read_row_group(row_group, columns=list(needed)))
+    except Exception as exc:  # damaged pages raise several unrelated types
         raise HistoryFileError(
             f"history file {path}: could not be read: {exc}",
             hint="replace or remove the file; nothing was written",
         ) from None
+
+
+def event_times(frame: pl.DataFrame, source: Any, path: str, first_row: int = 0) -> pl.Series:
+    """The rows' event times in ms; ``first_row`` numbers the rows in errors."""
+    return _event_times(frame, str(source.timestamp_field), kind_name(source.timestamp_format), path, first_row)
+
+
+def check_rows(frame: pl.DataFrame, source: Any, needed: Sequence[str], path: str, first_row: int = 0) -> pl.Series:
+    """Check the rows of ``frame`` (no nulls, parsable times, finite floats, constraints);
+    returns their event times in ms."""
     for name in needed:
         nulls = frame.get_column(name).null_count()
         if nulls:
@@ -123,8 +144,7 @@ def _read_file(path: str, source: Any, needed: Sequence[str], start_ms: int, end
                 f"history file {path}: column '{name}': expected no nulls, found {nulls}",
                 hint="drop or repair those rows; nothing was written",
             )
-    ts_field = str(source.timestamp_field)
-    ts = _event_times(frame, ts_field, kind_name(source.timestamp_format), path)
+    ts = event_times(frame, source, path, first_row)
     for name, kind in source.schema.items():
         if kind_name(kind) == "float" and name in needed:
             values = frame.get_column(name).cast(pl.Float64)
@@ -134,8 +154,7 @@ def _read_file(path: str, source: Any, needed: Sequence[str], start_ms: int, end
                     hint="drop or repair those rows; nothing was written",
                 )
     _check_constraints(frame, source, needed, path)
-    frame = frame.with_columns(ts.alias("__e"), pl.lit(index, dtype=pl.Int32).alias("__file"))
-    return frame.filter((pl.col("__e") >= start_ms) & (pl.col("__e") < end_ms))
+    return ts
 
 
 def _check_constraints(frame: pl.DataFrame, source: Any, needed: Sequence[str], path: str) -> None:
@@ -181,25 +200,3 @@ def needed_columns(source: Any, views: Sequence[Any]) -> list[str]:
             fields.extend(sorted(view.filter.fields()))
         names.extend(f for f in fields if f not in names)
     return names
-
-
-def load_history(files: Sequence[str], source: Any, views: Sequence[Any], start_ms: int, end_ms: int) -> pl.DataFrame:
-    """Rows with ``start <= e < end`` of every file, sorted by (event time, file, row).
-
-    Every file is checked (schema, then values) before any is used, so a bad file
-    stops the backfill before it writes anything.
-    """
-    for path in files:
-        check_file_schema(path, source)
-    needed = needed_columns(source, views)
-    frames = [_read_file(path, source, needed, start_ms, end_ms, i) for i, path in enumerate(files)]
-    history = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
-    if history.height < 2:
-        return history
-    # A stable sort keeps file order, then row order, among equal event times. numpy's
-    # stable argsort plus one gather is several times faster than polars' order-keeping
-    # frame sort, and history is usually sorted already (then nothing moves at all).
-    event_ts = history.get_column("__e").to_numpy()
-    if bool(np.all(event_ts[1:] >= event_ts[:-1])):
-        return history
-    return history[np.argsort(event_ts, kind="stable")]

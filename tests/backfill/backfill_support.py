@@ -51,10 +51,10 @@ def random_events(
     ]
 
 
-def write_history(events: Sequence[dict[str, Any]], path: Path) -> Path:
+def write_history(events: Sequence[dict[str, Any]], path: Path, row_group_size: int | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     columns = {f.name: [e[f.name] for e in events] for f in PARQUET_SCHEMA}
-    pq.write_table(pa.table(columns, schema=PARQUET_SCHEMA), path)
+    pq.write_table(pa.table(columns, schema=PARQUET_SCHEMA), path, row_group_size=row_group_size)
     return path
 
 

@@ -59,6 +59,8 @@ def test_backfill_then_training_set(project: Path, capsys: pytest.CaptureFixture
         iso(START_MS - HOUR),
         "--end",
         iso(end),
+        "--commit-rows",
+        "97",  # several event-time slices
     )
     out = capsys.readouterr().out
     assert code == 0, out

@@ -19,7 +19,7 @@ from engine.definitions import (
     StreamFeatureView,
 )
 from engine.offline.exceptions import OnDemandComputationError
-from engine.offline.training import compute_on_demand
+from engine.offline.on_demand import compute_on_demand
 from serving.exceptions import TransformError
 from serving.registry import _compile_transform
 from serving.transforms import run_transform

@@ -1,0 +1,77 @@
+"""The spine of a training set: its checks and its timestamps as epoch milliseconds.
+
+A spine row is ``(entity keys..., t, request fields...)``; a bad spine is refused with
+the rows and columns at fault, never silently dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import polars as pl
+
+from engine.offline.event_windows import I64
+from engine.offline.exceptions import SpineValidationError
+
+_SHOWN_ROWS = 20
+
+
+def _rows_text(rows: Sequence[int]) -> str:
+    shown = ", ".join(str(r) for r in rows[:_SHOWN_ROWS])
+    more = f" and {len(rows) - _SHOWN_ROWS} more" if len(rows) > _SHOWN_ROWS else ""
+    return f"{shown}{more}"
+
+
+def spine_times_ms(spine: pl.DataFrame, column: str) -> I64:
+    """The spine's timestamps as int64 epoch milliseconds (UTC)."""
+    dtype = spine.schema[column]
+    s = spine.get_column(column)
+    if dtype.is_integer():
+        return s.cast(pl.Int64).to_numpy()
+    if isinstance(dtype, pl.Datetime):
+        if dtype.time_zone is None:
+            raise SpineValidationError(
+                f"Spine column '{column}': expected int64 epoch milliseconds or a "
+                f"time-zone-aware Datetime, got naive {dtype}.",
+                columns=[column],
+                hint="Attach the zone, e.g. pl.col(c).dt.replace_time_zone('UTC'); a time zone is never guessed.",
+            )
+        return s.dt.epoch("ms").cast(pl.Int64).to_numpy()
+    raise SpineValidationError(
+        f"Spine column '{column}': expected int64 epoch milliseconds or a time-zone-aware Datetime, got {dtype}.",
+        columns=[column],
+        hint="Convert the column to epoch milliseconds (Int64).",
+    )
+
+
+def validate_spine(spine: Any, join_keys: Sequence[str], timestamp_column: str, request_fields: Sequence[str]) -> None:
+    """Refuse a spine that is not a DataFrame, lacks a column, or has a null key or time."""
+    if not isinstance(spine, pl.DataFrame):
+        raise SpineValidationError(
+            f"Spine: expected a polars.DataFrame, got {type(spine).__name__}.",
+            hint="Build it with pl.DataFrame(...) or pl.from_pandas(...).",
+        )
+    required = [*join_keys, timestamp_column]
+    missing = [c for c in required if c not in spine.columns]
+    missing_req = [c for c in request_fields if c not in spine.columns and c not in required]
+    if missing or missing_req:
+        parts = []
+        if missing:
+            parts.append(f"entity/timestamp columns {missing}")
+        if missing_req:
+            parts.append(f"request data columns {missing_req}")
+        raise SpineValidationError(
+            f"Spine is missing {' and '.join(parts)}; it has {spine.columns}.",
+            columns=[*missing, *missing_req],
+            hint="Add the columns (request data columns are named like the RequestSource schema fields).",
+        )
+    null_cols = [c for c in required if spine.get_column(c).null_count() > 0]
+    if null_cols:
+        bad = spine.select(pl.any_horizontal([pl.col(c).is_null() for c in null_cols])).to_series().arg_true().to_list()
+        raise SpineValidationError(
+            f"Spine has {len(bad)} row(s) with a null in {null_cols}: rows {_rows_text(bad)} (0-based).",
+            rows=bad,
+            columns=null_cols,
+            hint="Fill or remove those rows; training sets never drop rows silently.",
+        )
