@@ -103,11 +103,6 @@ def _run(args: argparse.Namespace) -> int:
     job = build_job(settings, args.source, tail=not args.until_caught_up)
     check_source_topic(settings.kafka_bootstrap, job.source.topic)
     RocksDBStore(job.state_dir, job.shards).close()
-    if job.changelog:  # the children share this directory: restore it once, here
-        from engine.state.restore import restore_shards
-
-        restore_shards(job.bootstrap, job.source.topic, job.state_dir, job.shards)
-        env["STREAMFEAT_RUN_RESTORED"] = "1"
     metrics_base = settings.metrics_port
     addresses = ";".join(f"127.0.0.1:{port}" for port in free_ports(args.processes))
     counts_files = _fresh_counts_files(settings.path(settings.data_dir) / "run", args.processes)

@@ -36,10 +36,11 @@ from engine.metrics import DecodeObserver, ShardObserver, start_dataflow_metrics
 from engine.retention import RetentionSweeper
 from engine.routing import ShardBatch, route, shard_key
 from engine.shutdown import stop_requested
+from engine.state.changelog import ensure_changelog_topic
 from engine.state.layout import shard_path
-from engine.state.offsets import combine_resume_points, highest_applied, read_offset_records
+from engine.state.offsets import OffsetRecord, combine_resume_points, highest_applied, read_offset_records
+from engine.state.progress import read_progress
 from engine.state.redis_writer import RedisOnlineWriter
-from engine.state.restore import restore_shards
 from engine.state.rocksdb_store import ChangelogTarget, RocksDBStore
 
 log = logging.getLogger(__name__)
@@ -69,9 +70,6 @@ class StreamJob:
     log_max_age_s: float = 30.0
     metrics_port: int = 0  # 0: no metrics endpoint (engine/metrics.py)
     changelog: bool = False  # durable shards: engine/state/changelog.py, docs/deploy.md
-    # False when a parent already restored this (shared) state directory: processes that
-    # share it must not open each other's shards (engine/cli/run_cmd.py).
-    restore_on_start: bool = True
 
 
 def select_views(repo: FeatureRepo, source_name: str) -> tuple[EventSource, tuple[StreamFeatureView, ...]]:
@@ -216,11 +214,22 @@ class _DecodeStep:
         return decoded
 
 
+def start_offsets(job: StreamJob) -> list[dict[int, OffsetRecord]]:
+    """Every shard's offset records, where this process resumes from.
+
+    With durable shards they come from the changelog's progress topic, so a host opens
+    and restores only the shards its workers own (in :meth:`ShardSink.build_part`, when
+    the shard is opened) and still resumes each Kafka partition where every shard is.
+    """
+    if job.changelog:
+        ensure_changelog_topic(job.bootstrap, job.source.topic, job.shards)
+        return read_progress(job.bootstrap, job.source.topic, job.shards)
+    return read_offset_records(job.state_dir, job.shards, job.source.topic)
+
+
 def build_flow(job: StreamJob, flow_id: str = "streamfeat") -> Dataflow:
     """The streaming dataflow of one source; run it with bytewax.run / run_main / cluster_main."""
-    if job.changelog and job.restore_on_start:  # restored state carries its offsets
-        restore_shards(job.bootstrap, job.source.topic, job.state_dir, job.shards)
-    offset_records = read_offset_records(job.state_dir, job.shards, job.source.topic)
+    offset_records = start_offsets(job)
     resume = combine_resume_points(offset_records, job.shards)
     already_sent = sent_dead_letters(job.bootstrap, job.source.dlq_topic, highest_applied(offset_records))
     start_dataflow_metrics(job.bootstrap, job.source.topic, job.metrics_port)

@@ -5,20 +5,19 @@ cluster leaves (restored from the changelog into a fresh directory) equals the r
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import rocksdict
 
 from engine.definitions import load_repo
-from engine.generate import GeneratorConfig, produce_events
+from engine.state.layout import reader_options, shard_path
 from engine.state.online_rocksdb import RocksDBOnlineTable
+from engine.state.records import CHANGELOG_IDENTITY_KEY
 from engine.state.restore import restore_shards
+from tests.engine.cluster_support import SHARDS, produce, run_cluster
 from tests.engine.streaming_support import (
     Record,
     applied_events,
@@ -26,78 +25,25 @@ from tests.engine.streaming_support import (
     copy_repo,
     read_topic,
     reference_events,
-    streamfeat,
     truncate_topic,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-START_MS = 1_780_000_000_000
-SHARDS = 4
-HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def _run_cluster(repo: Path, data_dirs: list[Path], bootstrap: str) -> None:
-    """One `streamfeat run --cluster` per host, each in its own process group, until caught up."""
-    cluster = ",".join(f"{HOSTS[i]}:{_free_port(HOSTS[i])}" for i in range(len(data_dirs)))
-    env = {**os.environ, "STREAMFEAT_STATE_BACKUP": "kafka"}
-    procs = []
-    for index, data in enumerate(data_dirs):
-        if not (data / "plan.json").exists():
-            streamfeat("apply", "--repo", str(repo), "--data-dir", str(data), "--shards", str(SHARDS))
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "cli",
-                    "run",
-                    "--repo",
-                    str(repo),
-                    "--data-dir",
-                    str(data),
-                    "--bootstrap",
-                    bootstrap,
-                    "--cluster",
-                    cluster,
-                    "--process-index",
-                    str(index),
-                    "--until-caught-up",
-                    "--batch-size",
-                    "2000",
-                ],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
-        )
-    for proc in procs:
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err.decode(errors="replace")[-3000:]
-
-
-def _produce(bootstrap: str, topic: str, seed: int, offset_ms: int) -> None:
-    produce_events(
-        GeneratorConfig(
-            events=4_000,
-            users=300,
-            merchants=30,
-            seed=seed,
-            start_ms=START_MS + offset_ms,
-            rate=20.0,
-            jitter_ms=100_000,
-            malformed_fraction=0.0,
-        ),
-        topic,
-        bootstrap,
-    )
+def _opened_shards(data_dir: Path) -> set[int]:
+    """The shards this host opened: only an opened shard holds a changelog identity
+    record (engine/state/records.py), the others stay empty directories."""
+    opened: set[int] = set()
+    for shard in range(SHARDS):
+        path = shard_path(data_dir / "state", shard)
+        db = rocksdict.Rdict(str(path), reader_options(), access_type=rocksdict.AccessType.read_only())
+        try:
+            if db.get(CHANGELOG_IDENTITY_KEY) is not None:
+                opened.add(shard)
+        finally:
+            db.close()
+    return opened
 
 
 def _check_durable_state(repo: Path, tmp_path: Path, bootstrap: str, topic: str, seen: list[Record]) -> None:
@@ -121,14 +67,20 @@ def test_cluster_phases_end_equal_to_reference(
     topic = kafka_topic(partitions=3)
     repo = copy_repo(tmp_path, topic)
     seen: list[Record] = []
+    first_owners: list[set[int]] = []
     for phase, size in enumerate(sizes):
         if phase > 0:
             # What Kafka held is applied: drop it (as retention would), so only the
             # changelog can carry the state into this phase.
             seen += read_topic(kafka_bootstrap, topic, 3)
             truncate_topic(kafka_bootstrap, topic, 3)
-        _produce(kafka_bootstrap, topic, seed=20 + phase, offset_ms=phase * 250_000)
+        produce(kafka_bootstrap, topic, seed=20 + phase, offset_ms=phase * 250_000)
         if phase > 0 and sizes[phase - 1] == size:  # the same size again: host 1 lost its disk
             shutil.rmtree(tmp_path / "host-1")
-        _run_cluster(repo, [tmp_path / f"host-{i}" for i in range(size)], kafka_bootstrap)
+        run_cluster(repo, [tmp_path / f"host-{i}" for i in range(size)], kafka_bootstrap)
+        if phase == 0:  # every host opened (and wrote) only its own shards, each shard on one host
+            first_owners = [_opened_shards(tmp_path / f"host-{i}") for i in range(size)]
+            assert sorted(s for owned in first_owners for s in owned) == list(range(SHARDS)), first_owners
+        elif sizes[phase - 1] == size:  # the replacement restored exactly the lost host's shards
+            assert _opened_shards(tmp_path / "host-1") == first_owners[1]
         _check_durable_state(repo, tmp_path, kafka_bootstrap, topic, seen + read_topic(kafka_bootstrap, topic, 3))
