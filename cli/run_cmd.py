@@ -77,9 +77,17 @@ def _child_env(args: argparse.Namespace) -> dict[str, str]:
             "STREAMFEAT_REDIS_URL": settings.redis_url,
             "STREAMFEAT_RUN_SOURCE": args.source,
             "STREAMFEAT_RUN_TAIL": "0" if args.until_caught_up else "1",
+            "STREAMFEAT_RUN_PROCESSES": str(_process_count(args)),
         }
     )
     return env
+
+
+def _process_count(args: argparse.Namespace) -> int:
+    """Processes of the whole Bytewax cluster: one per --cluster address, else --processes."""
+    if args.cluster is not None:
+        return len([a for a in str(args.cluster).split(",") if a.strip()])
+    return int(args.processes)
 
 
 def _run(args: argparse.Namespace) -> int:

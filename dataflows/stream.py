@@ -25,6 +25,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from dataflows.cluster_check import SettingsAgree, SettingsComparer, SettingsSource, process_settings
 from dataflows.exceptions import DataflowConfigError
 from engine.apply import ShardApplier
 from engine.definitions import EventSource, FeatureRepo, StreamFeatureView
@@ -70,6 +71,7 @@ class StreamJob:
     log_max_age_s: float = 30.0
     metrics_port: int = 0  # 0: no metrics endpoint (engine/metrics.py)
     changelog: bool = False  # durable shards: engine/state/changelog.py, docs/deploy.md
+    processes: int = 1  # processes of the Bytewax cluster (their settings are compared)
 
 
 def select_views(repo: FeatureRepo, source_name: str) -> tuple[EventSource, tuple[StreamFeatureView, ...]]:
@@ -89,10 +91,12 @@ def select_views(repo: FeatureRepo, source_name: str) -> tuple[EventSource, tupl
     return source, views
 
 
-class _ShardPartition(StatefulSinkPartition[ShardBatch | None, None]):
+class _ShardPartition(StatefulSinkPartition[ShardBatch | SettingsAgree | None, None]):
     def __init__(self, applier: ShardApplier, store: RocksDBStore) -> None:
         self.applier = applier
         self.store = store
+        # Batches wait here until every process's settings agree (dataflows/cluster_check.py).
+        self.held: list[ShardBatch] | None = []
         shard = applier.partition.shard
         self.observer = ShardObserver(applier, shard, shard_path(store.state_dir, shard))
         self.sweeper = RetentionSweeper(
@@ -108,12 +112,18 @@ class _ShardPartition(StatefulSinkPartition[ShardBatch | None, None]):
             ],
         )
 
-    def write_batch(self, values: list[ShardBatch | None]) -> None:
-        batches = [v for v in values if v is not None]
+    def write_batch(self, values: list[ShardBatch | SettingsAgree | None]) -> None:
+        if self.held is not None:  # the cluster's settings are not yet known to agree
+            self.held += [v for v in values if isinstance(v, ShardBatch)]
+            if not any(isinstance(v, SettingsAgree) for v in values):
+                return
+            values, self.held = list(self.held), None
+        batches = [v for v in values if isinstance(v, ShardBatch)]
         if batches:
             self.applier.apply(batches)
             self.observer.observe()
-        else:  # a tick: roll the Parquet log on time, expire a slice of quiet entities
+        elif not any(isinstance(v, SettingsAgree) for v in values):
+            # a tick: roll the Parquet log on time, expire a slice of quiet entities
             self.applier.maybe_publish_log()
             self.sweeper.step()
 
@@ -129,7 +139,7 @@ def changelog_target(job: StreamJob) -> ChangelogTarget | None:
     return ChangelogTarget(job.bootstrap, job.source.topic) if job.changelog else None
 
 
-class ShardSink(FixedPartitionedSink[ShardBatch | None, None]):
+class ShardSink(FixedPartitionedSink[ShardBatch | SettingsAgree | None, None]):
     """One sink partition per state shard; each is owned by exactly one worker."""
 
     def __init__(self, job: StreamJob) -> None:
@@ -255,6 +265,18 @@ def build_flow(job: StreamJob, flow_id: str = "streamfeat") -> Dataflow:
         ticks = op.input("ticks", flow, TickSource())
         tick_items = op.flat_map("tick_per_shard", ticks, lambda _: [(shard_key(i), None) for i in range(shards)])
         routed = op.merge("with_ticks", routed, tick_items)
+    # Every process contributes its settings; one worker compares them and tells every
+    # shard once they agree; shards apply nothing before that (dataflows/cluster_check.py).
+    settings = op.input("settings", flow, SettingsSource(process_settings(job)))
+    compared = op.stateful_map(
+        "same_settings", op.key_on("one_key", settings, lambda _: "cluster"), SettingsComparer(job.processes)
+    )
+    agreed = op.flat_map(
+        "settings_agree_to_shards",
+        compared,
+        lambda kv: [(shard_key(i), kv[1]) for i in range(shards)] if kv[1] is not None else [],
+    )
+    routed = op.merge("with_settings_agreed", routed, agreed)
     op.output("state", routed, ShardSink(job))
     _freeze_startup_heap()
     return flow

@@ -32,9 +32,17 @@ def cluster_addresses(size: int) -> str:
 
 
 def start_host(
-    repo: Path, data: Path, bootstrap: str, cluster: str, index: int, *extra: str, until_caught_up: bool
+    repo: Path,
+    data: Path,
+    bootstrap: str,
+    cluster: str,
+    index: int,
+    *extra: str,
+    until_caught_up: bool,
+    state_backup: str = "kafka",
 ) -> subprocess.Popen[bytes]:
-    """One host's `streamfeat run --cluster` (applying the plan into a fresh data dir first)."""
+    """One host's `streamfeat run --cluster` (applying the plan into a fresh data dir first);
+    its stderr goes to ``<data>/run.stderr``."""
     if not (data / "plan.json").exists():
         streamfeat("apply", "--repo", str(repo), "--data-dir", str(data), "--shards", str(SHARDS))
     data.mkdir(parents=True, exist_ok=True)
@@ -60,7 +68,7 @@ def start_host(
                 *(["--until-caught-up"] if until_caught_up else []),
                 *extra,
             ],
-            env={**os.environ, "STREAMFEAT_STATE_BACKUP": "kafka"},
+            env={**os.environ, "STREAMFEAT_STATE_BACKUP": state_backup},
             stdout=subprocess.DEVNULL,
             stderr=stderr,
             start_new_session=True,

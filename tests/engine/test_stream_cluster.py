@@ -6,6 +6,7 @@ cluster leaves (restored from the changelog into a fresh directory) equals the r
 from __future__ import annotations
 
 import shutil
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,11 +14,13 @@ import pytest
 import rocksdict
 
 from engine.definitions import load_repo
+from engine.processes import stop_process_group
 from engine.state.layout import reader_options, shard_path
+from engine.state.offsets import read_offset_records
 from engine.state.online_rocksdb import RocksDBOnlineTable
 from engine.state.records import CHANGELOG_IDENTITY_KEY
 from engine.state.restore import restore_shards
-from tests.engine.cluster_support import SHARDS, produce, run_cluster
+from tests.engine.cluster_support import SHARDS, cluster_addresses, produce, run_cluster, start_host
 from tests.engine.streaming_support import (
     Record,
     applied_events,
@@ -84,3 +87,28 @@ def test_cluster_phases_end_equal_to_reference(
         elif sizes[phase - 1] == size:  # the replacement restored exactly the lost host's shards
             assert _opened_shards(tmp_path / "host-1") == first_owners[1]
         _check_durable_state(repo, tmp_path, kafka_bootstrap, topic, seen + read_topic(kafka_bootstrap, topic, 3))
+
+
+def test_hosts_started_with_different_settings_refuse_before_applying_anything(
+    tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    topic = kafka_topic(partitions=3)
+    repo = copy_repo(tmp_path, topic)
+    produce(kafka_bootstrap, topic, seed=70, offset_ms=0, events=2_000)
+    hosts = [tmp_path / "host-0", tmp_path / "host-1"]
+    cluster = cluster_addresses(2)
+    procs = [
+        start_host(repo, hosts[0], kafka_bootstrap, cluster, 0, until_caught_up=True),
+        start_host(repo, hosts[1], kafka_bootstrap, cluster, 1, until_caught_up=True, state_backup=""),
+    ]
+    try:
+        codes = [proc.wait(timeout=120) for proc in procs]
+    finally:
+        for proc in procs:
+            stop_process_group(proc, signal.SIGINT, timeout_s=10, kill_timeout_s=10)
+    assert all(code != 0 for code in codes), codes
+    errors = "".join((h / "run.stderr").read_text(errors="replace") for h in hosts)
+    assert "started with different settings: state_backup" in errors, errors[-3000:]
+    assert "has 'kafka'" in errors and "has 'off'" in errors
+    for host in hosts:  # no shard of either host applied a record
+        assert all(not records for records in read_offset_records(host / "state", SHARDS, topic))
