@@ -27,7 +27,7 @@ import rocksdict
 
 from engine.state.committed_reader import committed_consumer, read_to_end, watermarks
 from engine.state.exceptions import ChangelogError
-from engine.state.progress import PROGRESS_TOPIC_CONFIG, progress_records, progress_topic
+from engine.state.progress import PROGRESS_TOPIC_CONFIG, ShardOwner, owner_record, progress_records, progress_topic
 from engine.state.records import (
     CHANGELOG_IDENTITY_KEY,
     CHANGELOG_POSITION_KEY,
@@ -133,6 +133,21 @@ class ShardChangelog:
     def publish(self, changes: Mapping[bytes, bytes | None]) -> int:
         """Produce ``changes`` and their progress records in one committed transaction;
         the offset of its last changelog record."""
+        records = [(self.topic, self.shard, key, value) for key, value in changes.items()]
+        records += [(self.progress_topic, 0, k, v) for k, v in progress_records(self.shard, self.source_topic, changes)]
+        return self._transaction(records, len(changes), "the batch")
+
+    def announce(self, owner: ShardOwner) -> None:
+        """Record in the progress topic who owns this shard and whether it is restoring
+        (``streamfeat status`` shows it; nothing reads it to decide anything)."""
+        key, value = owner_record(self.shard, owner)
+        self._transaction([(self.progress_topic, 0, key, value)], 0, "the owner record")
+
+    def _transaction(
+        self, records: list[tuple[str, int, bytes, bytes | None]], changelog_records: int, what: str
+    ) -> int:
+        """Produce ``records`` in one committed transaction; the offset of the last of its
+        ``changelog_records`` changelog records (-1 when it has none)."""
         last = -1
         failures: list[str] = []
 
@@ -146,18 +161,16 @@ class ShardChangelog:
         producer = self._producer
         try:
             producer.begin_transaction()
-            for key, value in changes.items():
-                self._produce(self.topic, self.shard, key, value, on_delivery)
-            for key, value in progress_records(self.shard, self.source_topic, changes):
-                self._produce(self.progress_topic, 0, key, value, on_delivery)
+            for topic, partition, key, value in records:
+                self._produce(topic, partition, key, value, on_delivery)
             producer.flush(_TIMEOUT_S)
-            if failures or last < 0:
+            if failures or (changelog_records and last < 0):
                 producer.abort_transaction(_TIMEOUT_S)
                 raise ChangelogError(
                     f"changelog {self.topic!r} shard {self.shard}: "
-                    f"{len(failures)} of {len(changes)} records not delivered: "
+                    f"{len(failures)} of {len(records)} records not delivered: "
                     f"{failures[:1] or ['no delivery report']}",
-                    hint="the batch was not committed; it is retried from Kafka on restart",
+                    hint=f"{what} was not committed; it is retried from Kafka on restart",
                 )
             producer.commit_transaction(_TIMEOUT_S)
         except ChangelogError:
@@ -165,7 +178,7 @@ class ShardChangelog:
         except Exception as exc:
             raise ChangelogError(
                 f"changelog {self.topic!r} shard {self.shard}: transaction failed: {exc}",
-                hint="the batch was not committed; it is retried from Kafka on restart",
+                hint=f"{what} was not committed; it is retried from Kafka on restart",
             ) from exc
         return last
 

@@ -5,15 +5,20 @@ cluster leaves (restored from the changelog into a fresh directory) equals the r
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 import pytest
 import rocksdict
 
 from engine.definitions import load_repo
+from engine.metrics import kafka_end_offsets
 from engine.processes import stop_process_group
 from engine.state.layout import reader_options, shard_path
 from engine.state.offsets import read_offset_records
@@ -87,6 +92,30 @@ def test_cluster_phases_end_equal_to_reference(
         elif sizes[phase - 1] == size:  # the replacement restored exactly the lost host's shards
             assert _opened_shards(tmp_path / "host-1") == first_owners[1]
         _check_durable_state(repo, tmp_path, kafka_bootstrap, topic, seen + read_topic(kafka_bootstrap, topic, 3))
+    _check_status(repo, tmp_path / "host-0", kafka_bootstrap, topic, hosts=sizes[-1])
+
+
+def _check_status(repo: Path, data: Path, bootstrap: str, topic: str, hosts: int) -> None:
+    """`streamfeat status` on one host shows the whole cluster: every shard with its owner
+    (one of the last run's processes), none restoring, nothing behind, durable to the end."""
+    settings = ["--repo", str(repo), "--data-dir", str(data), "--bootstrap", bootstrap]
+    done = subprocess.run(
+        [sys.executable, "-m", "cli", "status", *settings, "--sample", "0", "--json"],
+        env={**os.environ, "STREAMFEAT_STATE_BACKUP": "kafka"},
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
+    status = orjson.loads(done.stdout)
+    ends = {p: end for p, end in kafka_end_offsets(bootstrap, topic).items()}
+    assert [s["shard"] for s in status["shards"]] == list(range(SHARDS))
+    assert all(s["restoring"] is False and s["lag"] == 0 for s in status["shards"]), status["shards"]
+    assert all(dict(s["durable_through"]) == {p: e - 1 for p, e in ends.items()} for s in status["shards"])
+    assert len(status["hosts"]) == hosts and sorted(x for h in status["hosts"] for x in h["shards"]) == list(
+        range(SHARDS)
+    )
+    # partition lag from every shard's progress, although this host holds only its own shards
+    assert [(p["partition"], p["lag"]) for p in status["sources"][0]["partitions"]] == [(p, 0) for p in sorted(ends)]
 
 
 def test_hosts_started_with_different_settings_refuse_before_applying_anything(
