@@ -10,7 +10,12 @@ import pytest
 from engine.state.changelog import ShardChangelog, ShardRestorer, ensure_changelog_topic
 from engine.state.offsets import OffsetRecord, read_offset_records
 from engine.state.progress import read_progress
-from engine.state.records import CHANGELOG_IDENTITY_KEY, CHANGELOG_POSITION_KEY, decode_changelog_position
+from engine.state.records import (
+    CHANGELOG_IDENTITY_KEY,
+    CHANGELOG_POSITION_KEY,
+    decode_changelog_position,
+    encode_changelog_position,
+)
 from engine.state.restore import restore_shards
 from engine.state.rocksdb_store import ChangelogTarget, RocksDBStore
 from tests.fixtures.kafka import TopicFactory
@@ -121,3 +126,24 @@ def test_progress_topic_holds_every_shards_offsets(
     local = read_offset_records(state, SHARDS, topic)
     assert len(local) == SHARDS and all(local)
     assert read_progress(kafka_bootstrap, topic, SHARDS) == local
+
+
+def test_shard_copy_ahead_of_its_changelog_is_wiped_and_restored(
+    kafka_bootstrap: str, kafka_topic: TopicFactory, tmp_path: Path
+) -> None:
+    """Same changelog partition, but a position past its end (a copy of state the changelog
+    never held): not served, restored from the changelog instead."""
+    topic = kafka_topic(SHARDS, prefix="changelog")
+    state = tmp_path / "state"
+    _logged_state(kafka_bootstrap, topic, state)
+    before = _contents(state)
+    with RocksDBStore(state, SHARDS) as store:
+        txn = store.partition(0).begin()
+        txn.put(b"Tstray", b"not in the changelog")
+        txn.put(CHANGELOG_POSITION_KEY, encode_changelog_position(1_000_000))
+        txn.commit()
+    restorer = ShardRestorer(kafka_bootstrap, topic, 0)
+    with RocksDBStore(state, SHARDS) as store:
+        store.partition(0).catch_up(restorer)
+    assert restorer.wiped > 0
+    assert _contents(state) == before
