@@ -96,20 +96,31 @@ def own_peak_rss_kb() -> int:
     return 0
 
 
-def tree_rss_kb(pid: int) -> int:
-    """Current RSS of a process and its descendants (for multi-process children)."""
-    total = 0
+def tree_pids(pid: int) -> list[int]:
+    """A process and its descendants (those alive now)."""
+    found: list[int] = []
     todo = [pid]
     while todo:
         p = todo.pop()
         try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
             children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
         except OSError:
             continue
+        found.append(p)
         todo.extend(int(c) for c in children)
+    return found
+
+
+def tree_rss_kb(pid: int) -> int:
+    """Current RSS of a process and its descendants (for multi-process children)."""
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
     return total
 
 

@@ -111,5 +111,29 @@ def memory(results: dict[str, Any], out: Path) -> list[Path]:
     return [_save(fig, out / "memory_vs_entities.png")]
 
 
+def cpu_per_event(results: dict[str, Any], out: Path) -> list[Path]:
+    """CPU seconds per million events summed over processes, at 1, 2 and 4 processes
+    (``bench_scaling <size> cpu``), with the bytes exchanged between processes per event."""
+    cpu = results.get("scaling_cpu", {}).get("cpu", {})
+    keys = sorted((k for k in cpu if k.startswith("processes_")), key=lambda k: int(k.split("_")[1]))
+    if not keys:
+        return []
+    labels = [f"{k.split('_')[1]} process(es)" for k in keys]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    _bars(
+        left, labels, [cpu[k]["cpu_s_per_million_events"] for k in keys], "CPU s per million events (median, min-max)"
+    )
+    left.set_title("CPU per event, all processes summed")
+    _bars(right, labels, [cpu[k]["peer_bytes_per_event"] for k in keys], "bytes per event (median, min-max)")
+    right.set_title("Bytes exchanged between processes")
+    return [_save(fig, out / "cpu_per_event.png")]
+
+
 def all_plots(results: dict[str, Any], out: Path) -> list[Path]:
-    return [*throughput(results, out), *latency_cdf(results, out), *freshness(results, out), *memory(results, out)]
+    return [
+        *throughput(results, out),
+        *latency_cdf(results, out),
+        *freshness(results, out),
+        *memory(results, out),
+        *cpu_per_event(results, out),
+    ]

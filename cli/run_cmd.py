@@ -83,9 +83,17 @@ def _child_env(args: argparse.Namespace, settings: Settings) -> dict[str, str]:
             "STREAMFEAT_REDIS_URL": settings.redis_url,
             "STREAMFEAT_RUN_SOURCE": args.source,
             "STREAMFEAT_RUN_TAIL": "0" if args.until_caught_up else "1",
+            "STREAMFEAT_RUN_PROCESSES": str(_process_count(args)),
         }
     )
     return env
+
+
+def _process_count(args: argparse.Namespace) -> int:
+    """Processes of the whole Bytewax cluster: one per --cluster address, else --processes."""
+    if args.cluster is not None:
+        return len([a for a in str(args.cluster).split(",") if a.strip()])
+    return int(args.processes)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -108,11 +116,6 @@ def _run(args: argparse.Namespace) -> int:
     job = build_job(settings, args.source, tail=not args.until_caught_up)
     check_source_topic(settings.kafka_bootstrap, job.source.topic)
     RocksDBStore(job.state_dir, job.shards).close()
-    if job.changelog:  # the children share this directory: restore it once, here
-        from engine.state.restore import restore_shards
-
-        restore_shards(job.bootstrap, job.source.topic, job.state_dir, job.shards)
-        env["STREAMFEAT_RUN_RESTORED"] = "1"
     metrics_base = settings.metrics_port
     addresses = ";".join(f"127.0.0.1:{port}" for port in free_ports(args.processes))
     counts_files = _fresh_counts_files(settings.path(settings.data_dir) / "run", args.processes)

@@ -7,7 +7,10 @@ Everything comes from durable places, so it works whether or not a dataflow runs
 - events/s: two samples of the applied offsets ``--sample`` seconds apart;
 - freshness per view: the newest event time and write time recorded in the shards;
 - dead letters: the ``<topic>.dlq`` topic's record count (end minus start offsets);
-- state size: bytes on disk of each shard directory.
+- state size: bytes on disk of each shard directory;
+- with ``state_backup: kafka``: applied offsets of every shard from the changelog's progress
+  topic (a host of a cluster holds only its own shards), and per shard and per host the
+  owner, whether it is restoring, its lag and how far it is durable (cli/status_cluster.py).
 
 Shards are opened read-only (no lock), so a running writer is not disturbed. With no broker
 at ``kafka_bootstrap`` or a source topic missing there, it exits non-zero with one line.
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.common import Subparsers, add_settings_args, check_source_topic, settings_from
+from cli.status_cluster import HostStatus, ShardStatus, collect_shards, hosts_of, progress_applied, render_cluster
 from engine.clock import wall_clock_ms
 from engine.timefmt import iso_utc
 
@@ -63,6 +67,8 @@ class Status:
     views: tuple[ViewStatus, ...]
     shard_bytes: tuple[int, ...]
     sampled_at_ms: int
+    shards: tuple[ShardStatus, ...] = ()  # state_backup: kafka only
+    hosts: tuple[HostStatus, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -154,16 +160,30 @@ def collect_status(settings: Any, sample_s: float = 1.0) -> Status:
         check_source_topic(settings.kafka_bootstrap, topic)
     fps = [v.fingerprint for v in views]
     state_dir: Path = settings.state_dir
-    first, metas = _read_shards(state_dir, plan.shards, topics, [meta_key(f) for f in fps])
+    durable = settings.state_backup == "kafka"
+    if durable:  # the progress and changelog topics exist from here on (as a run creates them)
+        from engine.state.changelog import ensure_changelog_topic
+
+        for topic in topics:
+            ensure_changelog_topic(settings.kafka_bootstrap, topic, plan.shards)
+
+    def read() -> tuple[dict[str, list[dict[int, int]]], list[list[bytes | None]]]:
+        offsets, metas = _read_shards(state_dir, plan.shards, topics, [meta_key(f) for f in fps])
+        if durable:  # every shard's offsets, not only the ones on this host's disk
+            offsets = {t: progress_applied(settings.kafka_bootstrap, t, plan.shards) for t in topics}
+        return offsets, metas
+
+    first, metas = read()
     t0 = time.monotonic()
     second = first
     if sample_s > 0:
         time.sleep(sample_s)
-        second, metas = _read_shards(state_dir, plan.shards, topics, [meta_key(f) for f in fps])
+        second, metas = read()
     elapsed = time.monotonic() - t0
     now_ms = wall_clock_ms()
 
     sources: list[SourceStatus] = []
+    shard_rows: list[ShardStatus] = []
     for source in sorted({v.source for v in views}, key=lambda s: s.name):
         error = ""
         try:
@@ -171,6 +191,8 @@ def collect_status(settings: Any, sample_s: float = 1.0) -> Status:
             dlq: int | None = dlq_record_count(settings.kafka_bootstrap, source.dlq_topic)
         except Exception as exc:  # the broker went away after the check: show the local half
             ends, dlq, error = None, None, str(exc)
+        if durable:
+            shard_rows += collect_shards(settings.kafka_bootstrap, source.topic, plan.shards, ends)
         known = set(ends or {})
         for shard in second[source.topic]:
             known.update(shard)
@@ -211,7 +233,8 @@ def collect_status(settings: Any, sample_s: float = 1.0) -> Status:
             )
         )
     sizes = tuple(directory_bytes(shard_path(state_dir, s)) for s in range(plan.shards))
-    return Status(tuple(sources), tuple(view_rows), sizes, now_ms)
+    shards = tuple(shard_rows)
+    return Status(tuple(sources), tuple(view_rows), sizes, now_ms, shards, hosts_of(shards) if shards else ())
 
 
 def _fmt_bytes(n: int) -> str:
@@ -275,6 +298,8 @@ def render(status: Status) -> None:
         console.print(f"  total events/s: {rate}   dead letters in {s.dlq_topic}: {dlq}")
         if s.error:
             console.print(f"  [red]broker unavailable:[/red] {s.error}")
+    if status.shards:
+        render_cluster(console, status.shards, status.hosts)
     total = sum(status.shard_bytes)
     console.print(
         f"state on disk: {_fmt_bytes(total)} in {len(status.shard_bytes)} shards "

@@ -22,7 +22,7 @@ _RUN_ONLY = (
     "STREAMFEAT_RUN_SOURCE",
     "STREAMFEAT_RUN_TAIL",
     "STREAMFEAT_RUN_COUNTS_FILE",
-    "STREAMFEAT_RUN_RESTORED",
+    "STREAMFEAT_RUN_PROCESSES",
 )
 _env = {k: v for k, v in os.environ.items() if k not in _RUN_ONLY}
 _settings = load_settings(env=_env)
@@ -31,8 +31,8 @@ _job = build_job(
     _settings,
     os.environ.get("STREAMFEAT_RUN_SOURCE", "transactions"),
     tail=os.environ.get("STREAMFEAT_RUN_TAIL", "1") != "0",
-    # streamfeat run --processes N restores the shared state directory itself.
-    restore_on_start=os.environ.get("STREAMFEAT_RUN_RESTORED", "0") != "1",
+    # How many processes form the cluster: their settings are compared (dataflows/cluster_check.py).
+    processes=int(os.environ.get("STREAMFEAT_RUN_PROCESSES", "1")),
 )
 if os.environ.get("STREAMFEAT_RUN_COUNTS_FILE"):
     # `streamfeat run --processes N` sums these files into its progress line and summary.

@@ -9,3 +9,7 @@ class DataflowConfigError(StreamfeatError):
     """The repo, plan or settings do not describe a runnable dataflow."""
 
     exit_code = 2
+
+
+class ClusterSettingsError(DataflowConfigError):
+    """The processes of one cluster were started with settings that must agree but do not."""

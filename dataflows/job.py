@@ -8,7 +8,7 @@ from engine.definitions import load_repo
 from engine.plan import load_applied
 
 
-def build_job(settings: Settings, source_name: str, *, tail: bool = True, restore_on_start: bool = True) -> StreamJob:
+def build_job(settings: Settings, source_name: str, *, tail: bool = True, processes: int = 1) -> StreamJob:
     """Load the repo, check it matches the applied plan, and describe the dataflow.
 
     The running dataflow must compute exactly what was applied: a view changed in
@@ -30,5 +30,5 @@ def build_job(settings: Settings, source_name: str, *, tail: bool = True, restor
         tail=tail,
         metrics_port=settings.metrics_port,
         changelog=settings.state_backup == "kafka",
-        restore_on_start=restore_on_start,
+        processes=processes,
     )

@@ -25,6 +25,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from dataflows.cluster_check import SettingsAgree, SettingsComparer, SettingsSource, process_settings
 from dataflows.exceptions import DataflowConfigError
 from engine.apply import ShardApplier
 from engine.definitions import EventSource, FeatureRepo, StreamFeatureView
@@ -36,10 +37,11 @@ from engine.metrics import DecodeObserver, ShardObserver, start_dataflow_metrics
 from engine.retention import RetentionSweeper
 from engine.routing import ShardBatch, route, shard_key
 from engine.shutdown import stop_requested
+from engine.state.changelog import ensure_changelog_topic
 from engine.state.layout import shard_path
-from engine.state.offsets import combine_resume_points, highest_applied, read_offset_records
+from engine.state.offsets import OffsetRecord, combine_resume_points, highest_applied, read_offset_records
+from engine.state.progress import read_progress
 from engine.state.redis_writer import RedisOnlineWriter
-from engine.state.restore import restore_shards
 from engine.state.rocksdb_store import ChangelogTarget, RocksDBStore
 
 log = logging.getLogger(__name__)
@@ -69,9 +71,7 @@ class StreamJob:
     log_max_age_s: float = 30.0
     metrics_port: int = 0  # 0: no metrics endpoint (engine/metrics.py)
     changelog: bool = False  # durable shards: engine/state/changelog.py, docs/deploy.md
-    # False when a parent already restored this (shared) state directory: processes that
-    # share it must not open each other's shards (engine/cli/run_cmd.py).
-    restore_on_start: bool = True
+    processes: int = 1  # processes of the Bytewax cluster (their settings are compared)
 
 
 def select_views(repo: FeatureRepo, source_name: str) -> tuple[EventSource, tuple[StreamFeatureView, ...]]:
@@ -91,10 +91,12 @@ def select_views(repo: FeatureRepo, source_name: str) -> tuple[EventSource, tupl
     return source, views
 
 
-class _ShardPartition(StatefulSinkPartition[ShardBatch | None, None]):
+class _ShardPartition(StatefulSinkPartition[ShardBatch | SettingsAgree | None, None]):
     def __init__(self, applier: ShardApplier, store: RocksDBStore) -> None:
         self.applier = applier
         self.store = store
+        # Batches wait here until every process's settings agree (dataflows/cluster_check.py).
+        self.held: list[ShardBatch] | None = []
         shard = applier.partition.shard
         self.observer = ShardObserver(applier, shard, shard_path(store.state_dir, shard))
         self.sweeper = RetentionSweeper(
@@ -110,12 +112,18 @@ class _ShardPartition(StatefulSinkPartition[ShardBatch | None, None]):
             ],
         )
 
-    def write_batch(self, values: list[ShardBatch | None]) -> None:
-        batches = [v for v in values if v is not None]
+    def write_batch(self, values: list[ShardBatch | SettingsAgree | None]) -> None:
+        if self.held is not None:  # the cluster's settings are not yet known to agree
+            self.held += [v for v in values if isinstance(v, ShardBatch)]
+            if not any(isinstance(v, SettingsAgree) for v in values):
+                return
+            values, self.held = list(self.held), None
+        batches = [v for v in values if isinstance(v, ShardBatch)]
         if batches:
             self.applier.apply(batches)
             self.observer.observe()
-        else:  # a tick: roll the Parquet log on time, expire a slice of quiet entities
+        elif not any(isinstance(v, SettingsAgree) for v in values):
+            # a tick: roll the Parquet log on time, expire a slice of quiet entities
             self.applier.maybe_publish_log()
             self.sweeper.step()
 
@@ -131,7 +139,7 @@ def changelog_target(job: StreamJob) -> ChangelogTarget | None:
     return ChangelogTarget(job.bootstrap, job.source.topic) if job.changelog else None
 
 
-class ShardSink(FixedPartitionedSink[ShardBatch | None, None]):
+class ShardSink(FixedPartitionedSink[ShardBatch | SettingsAgree | None, None]):
     """One sink partition per state shard; each is owned by exactly one worker."""
 
     def __init__(self, job: StreamJob) -> None:
@@ -216,11 +224,22 @@ class _DecodeStep:
         return decoded
 
 
+def start_offsets(job: StreamJob) -> list[dict[int, OffsetRecord]]:
+    """Every shard's offset records, where this process resumes from.
+
+    With durable shards they come from the changelog's progress topic, so a host opens
+    and restores only the shards its workers own (in :meth:`ShardSink.build_part`, when
+    the shard is opened) and still resumes each Kafka partition where every shard is.
+    """
+    if job.changelog:
+        ensure_changelog_topic(job.bootstrap, job.source.topic, job.shards)
+        return read_progress(job.bootstrap, job.source.topic, job.shards)
+    return read_offset_records(job.state_dir, job.shards, job.source.topic)
+
+
 def build_flow(job: StreamJob, flow_id: str = "streamfeat") -> Dataflow:
     """The streaming dataflow of one source; run it with bytewax.run / run_main / cluster_main."""
-    if job.changelog and job.restore_on_start:  # restored state carries its offsets
-        restore_shards(job.bootstrap, job.source.topic, job.state_dir, job.shards)
-    offset_records = read_offset_records(job.state_dir, job.shards, job.source.topic)
+    offset_records = start_offsets(job)
     resume = combine_resume_points(offset_records, job.shards)
     already_sent = sent_dead_letters(job.bootstrap, job.source.dlq_topic, highest_applied(offset_records))
     start_dataflow_metrics(job.bootstrap, job.source.topic, job.metrics_port)
@@ -246,6 +265,18 @@ def build_flow(job: StreamJob, flow_id: str = "streamfeat") -> Dataflow:
         ticks = op.input("ticks", flow, TickSource())
         tick_items = op.flat_map("tick_per_shard", ticks, lambda _: [(shard_key(i), None) for i in range(shards)])
         routed = op.merge("with_ticks", routed, tick_items)
+    # Every process contributes its settings; one worker compares them and tells every
+    # shard once they agree; shards apply nothing before that (dataflows/cluster_check.py).
+    settings = op.input("settings", flow, SettingsSource(process_settings(job)))
+    compared = op.stateful_map(
+        "same_settings", op.key_on("one_key", settings, lambda _: "cluster"), SettingsComparer(job.processes)
+    )
+    agreed = op.flat_map(
+        "settings_agree_to_shards",
+        compared,
+        lambda kv: [(shard_key(i), kv[1]) for i in range(shards)] if kv[1] is not None else [],
+    )
+    routed = op.merge("with_settings_agreed", routed, agreed)
     op.output("state", routed, ShardSink(job))
     _freeze_startup_heap()
     return flow

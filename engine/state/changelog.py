@@ -25,10 +25,14 @@ from typing import Any
 
 import rocksdict
 
+from engine.state.committed_reader import committed_consumer, read_to_end, watermarks
 from engine.state.exceptions import ChangelogError
+from engine.state.progress import PROGRESS_TOPIC_CONFIG, ShardOwner, owner_record, progress_records, progress_topic
 from engine.state.records import (
+    CHANGELOG_IDENTITY_KEY,
     CHANGELOG_POSITION_KEY,
     decode_changelog_position,
+    encode_changelog_identity,
     encode_changelog_position,
 )
 
@@ -46,19 +50,30 @@ def _client_config(bootstrap: str) -> dict[str, Any]:
 
 
 def ensure_changelog_topic(bootstrap: str, source_topic: str, n_shards: int) -> str:
-    """Create the compacted changelog topic (one partition per shard) if it is missing."""
-    from confluent_kafka import KafkaException
+    """Create the compacted changelog topic (one partition per shard) and its progress
+    topic (engine/state/progress.py) if they are missing."""
     from confluent_kafka.admin import AdminClient
-    from confluent_kafka.cimpl import NewTopic
 
     topic = changelog_topic(source_topic)
     admin = AdminClient(_client_config(bootstrap))
+    partitions = _ensure_topic(admin, topic, n_shards, {"cleanup.policy": "compact"})
+    if partitions != n_shards:
+        raise ChangelogError(
+            f"changelog topic {topic!r}: expected {n_shards} partitions (one per state shard), found {partitions}",
+            hint="the topic belongs to a state directory with another shard count; delete it or use a new source topic",
+        )
+    _ensure_topic(admin, progress_topic(source_topic), 1, PROGRESS_TOPIC_CONFIG)
+    return topic
+
+
+def _ensure_topic(admin: Any, topic: str, partitions: int, config: dict[str, str]) -> int:
+    """Create ``topic`` unless it exists; the number of partitions it has."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.cimpl import NewTopic
+
     existing = admin.list_topics(timeout=_TIMEOUT_S).topics.get(topic)
     if existing is None:
-        futures = admin.create_topics(
-            [NewTopic(topic, n_shards, 1, config={"cleanup.policy": "compact"})],
-            operation_timeout=_TIMEOUT_S,
-        )
+        futures = admin.create_topics([NewTopic(topic, partitions, 1, config=config)], operation_timeout=_TIMEOUT_S)
         try:
             futures[topic].result()
         except KafkaException as exc:
@@ -67,14 +82,15 @@ def ensure_changelog_topic(bootstrap: str, source_topic: str, n_shards: int) -> 
                     f"changelog topic {topic!r}: could not create it: {exc}",
                     hint="check the broker is reachable and allows topic creation",
                 ) from exc
-        existing = admin.list_topics(topic, timeout=_TIMEOUT_S).topics.get(topic)
-    partitions = len(existing.partitions) if existing is not None else 0
-    if partitions != n_shards:
-        raise ChangelogError(
-            f"changelog topic {topic!r}: expected {n_shards} partitions (one per state shard), found {partitions}",
-            hint="the topic belongs to a state directory with another shard count; delete it or use a new source topic",
-        )
-    return topic
+        # A topic just created reaches the metadata of every broker a moment later.
+        deadline = time.monotonic() + _TIMEOUT_S
+        while True:
+            existing = admin.list_topics(topic, timeout=_TIMEOUT_S).topics.get(topic)
+            found = existing is not None and existing.error is None and len(existing.partitions) > 0
+            if found or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    return len(existing.partitions) if existing is not None else 0
 
 
 @dataclass(frozen=True)
@@ -94,6 +110,8 @@ class ShardChangelog:
 
         self.bootstrap = bootstrap
         self.topic = changelog_topic(source_topic)
+        self.source_topic = source_topic
+        self.progress_topic = progress_topic(source_topic)
         self.shard = shard
         self._producer = Producer(
             {
@@ -113,7 +131,23 @@ class ShardChangelog:
             ) from exc
 
     def publish(self, changes: Mapping[bytes, bytes | None]) -> int:
-        """Produce ``changes`` in one committed transaction; the offset of its last record."""
+        """Produce ``changes`` and their progress records in one committed transaction;
+        the offset of its last changelog record."""
+        records = [(self.topic, self.shard, key, value) for key, value in changes.items()]
+        records += [(self.progress_topic, 0, k, v) for k, v in progress_records(self.shard, self.source_topic, changes)]
+        return self._transaction(records, len(changes), "the batch")
+
+    def announce(self, owner: ShardOwner) -> None:
+        """Record in the progress topic who owns this shard and whether it is restoring
+        (``streamfeat status`` shows it; nothing reads it to decide anything)."""
+        key, value = owner_record(self.shard, owner)
+        self._transaction([(self.progress_topic, 0, key, value)], 0, "the owner record")
+
+    def _transaction(
+        self, records: list[tuple[str, int, bytes, bytes | None]], changelog_records: int, what: str
+    ) -> int:
+        """Produce ``records`` in one committed transaction; the offset of the last of its
+        ``changelog_records`` changelog records (-1 when it has none)."""
         last = -1
         failures: list[str] = []
 
@@ -121,27 +155,22 @@ class ShardChangelog:
             nonlocal last
             if err is not None:
                 failures.append(str(err))
-            else:
+            elif msg.topic() == self.topic:
                 last = max(last, int(msg.offset()))
 
         producer = self._producer
         try:
             producer.begin_transaction()
-            for key, value in changes.items():
-                while True:
-                    try:
-                        producer.produce(self.topic, value, key, partition=self.shard, on_delivery=on_delivery)
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
+            for topic, partition, key, value in records:
+                self._produce(topic, partition, key, value, on_delivery)
             producer.flush(_TIMEOUT_S)
-            if failures or last < 0:
+            if failures or (changelog_records and last < 0):
                 producer.abort_transaction(_TIMEOUT_S)
                 raise ChangelogError(
                     f"changelog {self.topic!r} shard {self.shard}: "
-                    f"{len(failures)} of {len(changes)} records not delivered: "
+                    f"{len(failures)} of {len(records)} records not delivered: "
                     f"{failures[:1] or ['no delivery report']}",
-                    hint="the batch was not committed; it is retried from Kafka on restart",
+                    hint=f"{what} was not committed; it is retried from Kafka on restart",
                 )
             producer.commit_transaction(_TIMEOUT_S)
         except ChangelogError:
@@ -149,9 +178,17 @@ class ShardChangelog:
         except Exception as exc:
             raise ChangelogError(
                 f"changelog {self.topic!r} shard {self.shard}: transaction failed: {exc}",
-                hint="the batch was not committed; it is retried from Kafka on restart",
+                hint=f"{what} was not committed; it is retried from Kafka on restart",
             ) from exc
         return last
+
+    def _produce(self, topic: str, partition: int, key: bytes, value: bytes | None, on_delivery: Any) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value, key, partition=partition, on_delivery=on_delivery)
+                return
+            except BufferError:
+                self._producer.poll(0.05)
 
     def close(self) -> None:
         self._producer.flush(_TIMEOUT_S)
@@ -164,49 +201,36 @@ class ShardRestorer:
         self.bootstrap = bootstrap
         self.topic = changelog_topic(source_topic)
         self.shard = shard
+        #: Records removed from a stale or foreign local copy by the last catch_up.
+        self.wiped = 0
 
     def catch_up(self, db: rocksdict.Rdict) -> RestoreStats:
-        """Bring ``db`` up to the changelog's committed end; refuse a copy ahead of it."""
-        from confluent_kafka import Consumer, TopicPartition
+        """Bring ``db`` up to the changelog's committed end.
 
+        A local copy that cannot be a prefix of this changelog partition (written from
+        another changelog, another shard or a re-created topic; or further than the
+        partition's end) is wiped and restored from the beginning instead of served.
+        """
         started = time.perf_counter()
         position = decode_changelog_position(db.get(CHANGELOG_POSITION_KEY))
-        consumer = Consumer(
-            {
-                **_client_config(self.bootstrap),
-                "group.id": f"streamfeat-restore-{self.topic}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "enable.partition.eof": True,
-            }
-        )
+        identity = encode_changelog_identity(self.topic, self.shard, _topic_id(self.bootstrap, self.topic))
+        consumer = committed_consumer(self.bootstrap, f"streamfeat-restore-{self.topic}")
         records = size = 0
         try:
-            low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, self.shard), timeout=_TIMEOUT_S)
-            if position is not None and position >= high:
-                raise ChangelogError(
-                    f"shard {self.shard}: local copy is at changelog offset {position}, "
-                    f"but {self.topic!r} partition {self.shard} ends at {high - 1}",
-                    hint="the shard directory is stale or belongs to another deployment: "
-                    "delete it and restart to restore it from the changelog",
-                )
+            low, high = watermarks(consumer, self.topic, self.shard)
+            reason = _foreign_copy(db.get(CHANGELOG_IDENTITY_KEY), identity, position, high)
+            if reason is not None:
+                _LOG.warning("shard %d: %s; wiping it and restoring from %r", self.shard, reason, self.topic)
+                self.wiped = _wipe(db)
+                position = None
+            if db.get(CHANGELOG_IDENTITY_KEY) != identity:
+                db[CHANGELOG_IDENTITY_KEY] = identity
             start = low if position is None else position + 1
             if start >= high:
                 return RestoreStats(self.shard, 0, 0, time.perf_counter() - started, position)
-            consumer.assign([TopicPartition(self.topic, self.shard, start)])
-            done = False
-            while not done:
+            for messages in read_to_end(consumer, self.topic, self.shard, start):
                 batch = rocksdict.WriteBatch(raw_mode=True)
-                for msg in consumer.consume(_RESTORE_BATCH, 1.0):
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() == err._PARTITION_EOF:
-                            done = True
-                            continue
-                        raise ChangelogError(
-                            f"changelog {self.topic!r} shard {self.shard}: read failed: {err}",
-                            hint="nothing of the failed read was applied; restart to retry",
-                        )
+                for msg in messages:
                     key, value, offset = msg.key(), msg.value(), msg.offset()
                     if not isinstance(key, bytes) or offset is None:
                         raise ChangelogError(
@@ -228,3 +252,60 @@ class ShardRestorer:
         finally:
             consumer.close()
         return RestoreStats(self.shard, records, size, time.perf_counter() - started, position)
+
+
+def _topic_id(bootstrap: str, topic: str) -> str:
+    """Kafka's id of ``topic`` (a deleted and re-created topic gets a new one)."""
+    from confluent_kafka import TopicCollection
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(_client_config(bootstrap))
+    try:
+        described = admin.describe_topics(TopicCollection([topic]))[topic].result(timeout=_TIMEOUT_S)
+    except Exception as exc:
+        raise ChangelogError(
+            f"changelog topic {topic!r}: could not describe it: {exc}",
+            hint="check the broker is reachable; nothing was restored, restart to retry",
+        ) from exc
+    return str(described.topic_id)
+
+
+def _foreign_copy(local_identity: bytes | None, identity: bytes, position: int | None, high: int) -> str | None:
+    """Why a local shard copy cannot continue from this changelog partition, or None."""
+    if local_identity is not None and local_identity != identity:
+        return (
+            f"the local copy was written from changelog {local_identity.decode(errors='replace')!r}, "
+            f"not {identity.decode()!r}"
+        )
+    if position is not None and position >= high:
+        return f"the local copy is at changelog offset {position}, but the partition ends at {high - 1}"
+    return None
+
+
+def _wipe(db: rocksdict.Rdict) -> int:
+    """Delete every record of ``db``; how many there were.
+
+    The position and identity records go last: a crash halfway leaves a copy that is
+    still recognised as foreign or stale, and is wiped again on the next start.
+    """
+    markers = (CHANGELOG_POSITION_KEY, CHANGELOG_IDENTITY_KEY)
+    removed = 0
+    while True:
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        in_batch = 0
+        for key in db.keys():  # noqa: SIM118 (iterating an Rdict itself indexes it by int)
+            if key in markers:
+                continue
+            batch.delete(key)
+            in_batch += 1
+            if in_batch >= _RESTORE_BATCH:
+                break
+        if not in_batch:
+            break
+        db.write(batch)
+        removed += in_batch
+    batch = rocksdict.WriteBatch(raw_mode=True)
+    for key in markers:
+        batch.delete(key)
+    db.write(batch)
+    return removed

@@ -14,6 +14,9 @@ RocksDB shard keys (one byte of prefix says what the record is):
   the history topic name (UTF-8)
 - ``C`` changelog position: ``b"C"`` -> ``<q`` offset of the last changelog record the
   shard holds (written in the same WriteBatch as the records, engine/state/changelog.py)
+- ``D`` changelog identity: ``b"D"`` -> UTF-8 ``<changelog topic>#<shard>@<topic id>``:
+  which changelog partition the shard copies (a directory from another deployment,
+  another shard or a re-created topic is detected by it and restored afresh)
 
 Redis keys (the optional online copy):
 
@@ -45,6 +48,7 @@ HANDOFF_RECORD = struct.Struct("<q")
 BACKFILL_RUN_RECORD = struct.Struct("<qq")
 CHANGELOG_POSITION_KEY = b"C"
 CHANGELOG_POSITION_RECORD = struct.Struct("<q")
+CHANGELOG_IDENTITY_KEY = b"D"
 
 REDIS_TILE_PREFIX = b"sf:"
 REDIS_META_PREFIX = b"sf:meta:"
@@ -257,3 +261,9 @@ def decode_changelog_position(raw: bytes | None) -> int | None:
             f"changelog position record: expected {CHANGELOG_POSITION_RECORD.size} bytes, got {len(raw)}"
         )
     return int(CHANGELOG_POSITION_RECORD.unpack(raw)[0])
+
+
+def encode_changelog_identity(changelog_topic: str, shard: int, topic_id: str) -> bytes:
+    """The identity of one changelog partition (Kafka's topic id tells a re-created
+    topic of the same name apart)."""
+    return f"{changelog_topic}#{shard}@{topic_id}".encode()

@@ -1,9 +1,9 @@
-"""Restore every shard of a state directory from its changelog before the dataflow starts.
+"""Restore every shard of a state directory from its changelog in one go.
 
-Each process needs the offsets of *all* shards to know where to resume its Kafka
-partitions, so every process brings its local copy of every shard up to the changelog
-(incremental after the first start). Then the shards it owns are exact, and resume
-points are the restored offsets: restored state + resumed offsets == uninterrupted run.
+The dataflow does not need this: a process restores each shard it owns when it opens
+it (engine/state/rocksdb_store.py) and takes every shard's offsets from the progress
+topic (engine/state/progress.py). This is for tools and checks that want the whole
+state in one directory (a verification copy, a benchmark of restore speed).
 """
 
 from __future__ import annotations

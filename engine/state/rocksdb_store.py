@@ -8,7 +8,10 @@ same directory (say, two sink partitions built in one worker) share the handles.
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,12 +36,18 @@ from engine.state.layout import (
     writer_options,
 )
 from engine.state.offsets import OffsetRecord, scan_offsets
+from engine.state.progress import ShardOwner
 from engine.state.records import (
     CHANGELOG_POSITION_KEY,
     encode_changelog_position,
     offset_key,
     view_prefix,
 )
+
+
+def _owner(restoring: bool) -> ShardOwner:
+    """This process as the owner of a shard it opens (engine/state/progress.py)."""
+    return ShardOwner(f"{socket.gethostname()} pid {os.getpid()}", restoring, time.time_ns() // 1_000_000)
 
 
 @dataclass
@@ -310,8 +319,12 @@ class RocksDBStore(ClosesOnExit):
             opened = RocksDBStorePartition(self, shard, path, _acquire(path))
             if self._changelog is not None:
                 target = self._changelog
+                # Fence a previous owner first, then restore: nothing it still writes lands.
+                changelog = ShardChangelog(target.bootstrap, target.source_topic, shard)
+                changelog.announce(_owner(restoring=True))
                 opened.catch_up(ShardRestorer(target.bootstrap, target.source_topic, shard))
-                opened.changelog = ShardChangelog(target.bootstrap, target.source_topic, shard)
+                changelog.announce(_owner(restoring=False))
+                opened.changelog = changelog
             self._partitions[shard] = opened
         return opened
 

@@ -58,13 +58,13 @@ class Served:
 
 
 @contextmanager
-def serve(data: Path, *extra: str, env: Mapping[str, str] | None = None) -> Iterator[Served]:
-    """``streamfeat serve`` as a real process on a free loopback port."""
+def serve(data: Path, *extra: str, env: Mapping[str, str] | None = None, repo: Path = REPO_DIR) -> Iterator[Served]:
+    """``streamfeat serve`` of ``repo`` as a real process on a free loopback port."""
     port = free_port()
     stderr = data.parent / f"serve-{port}.stderr"
     with stderr.open("wb") as err:
         proc = subprocess.Popen(
-            streamfeat_cmd("serve", "--repo", str(REPO_DIR), "--data-dir", str(data), "--port", str(port), *extra),
+            streamfeat_cmd("serve", "--repo", str(repo), "--data-dir", str(data), "--port", str(port), *extra),
             stdout=subprocess.DEVNULL,
             stderr=err,
             env={**os.environ, **(env or {})},

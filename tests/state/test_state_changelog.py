@@ -7,10 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from engine.state.changelog import ShardChangelog, ensure_changelog_topic
-from engine.state.exceptions import ChangelogError
-from engine.state.offsets import OffsetRecord
-from engine.state.records import CHANGELOG_POSITION_KEY, decode_changelog_position
+from engine.state.changelog import ShardChangelog, ShardRestorer, ensure_changelog_topic
+from engine.state.offsets import OffsetRecord, read_offset_records
+from engine.state.progress import read_progress
+from engine.state.records import (
+    CHANGELOG_IDENTITY_KEY,
+    CHANGELOG_POSITION_KEY,
+    decode_changelog_position,
+    encode_changelog_position,
+)
 from engine.state.restore import restore_shards
 from engine.state.rocksdb_store import ChangelogTarget, RocksDBStore
 from tests.fixtures.kafka import TopicFactory
@@ -78,10 +83,67 @@ def test_changelog_ahead_of_local_copy_is_caught_up(
     assert decode_changelog_position(shard1[CHANGELOG_POSITION_KEY]) == position
 
 
-def test_foreign_shard_directory_is_refused(kafka_bootstrap: str, kafka_topic: TopicFactory, tmp_path: Path) -> None:
+def test_foreign_shard_directory_is_wiped_and_restored(
+    kafka_bootstrap: str, kafka_topic: TopicFactory, tmp_path: Path
+) -> None:
+    """A copy ahead of the changelog (here: another deployment's, whose changelog is
+    empty) is never served: it is wiped and restored from the changelog it now follows."""
     topic = kafka_topic(SHARDS, prefix="changelog")
     state = tmp_path / "state"
     _logged_state(kafka_bootstrap, topic, state)
     other = kafka_topic(SHARDS, prefix="changelog")  # an empty changelog: the copy is foreign
-    with pytest.raises(ChangelogError, match="local copy is at changelog offset"):
-        restore_shards(kafka_bootstrap, other, state, SHARDS)
+    restore_shards(kafka_bootstrap, other, state, SHARDS)
+    for shard in _contents(state):
+        assert not any(key.startswith((b"T", b"O", CHANGELOG_POSITION_KEY)) for key in shard), shard
+        assert shard[CHANGELOG_IDENTITY_KEY].startswith(f"{other}.changelog#".encode())
+
+
+def test_shard_directory_of_another_shard_is_detected_and_restored(
+    kafka_bootstrap: str, kafka_topic: TopicFactory, tmp_path: Path
+) -> None:
+    """Shard 0's directory put in place of shard 1 (a hand copy gone wrong): its identity
+    names the wrong changelog partition, so shard 1 is restored from its own."""
+    topic = kafka_topic(SHARDS, prefix="changelog")
+    state = tmp_path / "state"
+    _logged_state(kafka_bootstrap, topic, state)
+    before = _contents(state)
+    shutil.rmtree(state / "shard-001")
+    shutil.copytree(state / "shard-000", state / "shard-001")
+    restorer = ShardRestorer(kafka_bootstrap, topic, 1)
+    with RocksDBStore(state, SHARDS) as store:
+        stats = store.partition(1).catch_up(restorer)
+    assert restorer.wiped > 0 and stats.records > 0
+    assert _contents(state) == before
+
+
+def test_progress_topic_holds_every_shards_offsets(
+    kafka_bootstrap: str, kafka_topic: TopicFactory, tmp_path: Path
+) -> None:
+    """The offsets a host reads for shards it does not open equal the shards' own."""
+    topic = kafka_topic(SHARDS, prefix="changelog")
+    state = tmp_path / "state"
+    _logged_state(kafka_bootstrap, topic, state)
+    local = read_offset_records(state, SHARDS, topic)
+    assert len(local) == SHARDS and all(local)
+    assert read_progress(kafka_bootstrap, topic, SHARDS) == local
+
+
+def test_shard_copy_ahead_of_its_changelog_is_wiped_and_restored(
+    kafka_bootstrap: str, kafka_topic: TopicFactory, tmp_path: Path
+) -> None:
+    """Same changelog partition, but a position past its end (a copy of state the changelog
+    never held): not served, restored from the changelog instead."""
+    topic = kafka_topic(SHARDS, prefix="changelog")
+    state = tmp_path / "state"
+    _logged_state(kafka_bootstrap, topic, state)
+    before = _contents(state)
+    with RocksDBStore(state, SHARDS) as store:
+        txn = store.partition(0).begin()
+        txn.put(b"Tstray", b"not in the changelog")
+        txn.put(CHANGELOG_POSITION_KEY, encode_changelog_position(1_000_000))
+        txn.commit()
+    restorer = ShardRestorer(kafka_bootstrap, topic, 0)
+    with RocksDBStore(state, SHARDS) as store:
+        store.partition(0).catch_up(restorer)
+    assert restorer.wiped > 0
+    assert _contents(state) == before
