@@ -491,13 +491,17 @@ class Decoder:
         """The field's array; refuses rows of a wrong type or beyond its bounds. ``vals`` (the
         field's values, changed in place) holds right-typed values in rows not in ``objs``."""
         accepted = _ACCEPTED[kind]
-        if not set(map(type, vals)) <= accepted:
+        wrong: list[int] = []
+        if isinstance(objs, dict):  # typed path: only the rows in objs may hold wrong types
+            wrong = [i for i in objs if type(vals[i]) not in accepted]
+        elif not set(map(type, vals)) <= accepted:
+            wrong = [i for i, v in enumerate(vals) if type(v) not in accepted]
+        if wrong:
             placeholder = _PLACEHOLDER[kind]
-            for i, v in enumerate(vals):
-                if type(v) not in accepted:
-                    if i not in refused:
-                        refused[i] = self._field_problem(objs[i], field, kind, v)
-                    vals[i] = placeholder
+            for i in wrong:
+                if i not in refused:
+                    refused[i] = self._field_problem(objs[i], field, kind, vals[i])
+                vals[i] = placeholder
         if kind == "int":
             try:
                 arr = np.array(vals, dtype=np.int64)
