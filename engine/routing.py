@@ -224,47 +224,90 @@ def _numeric(kind: object) -> bool:
 Factorized = Mapping[str, tuple[list[bytes], Int64Array]]
 
 
+class _RowSelections:
+    """The rows each view filter keeps of one batch, and columns picked at those rows.
+
+    The views of a source usually share their filter (every example view keeps purchases
+    only), so each distinct filter is evaluated once per batch and each column picked once
+    per (filter, column, dtype); views with equal filters share the picked arrays, as
+    unfiltered views already share the batch's own arrays. Equal filter expressions select
+    the same rows (engine/definitions/filters.py: frozen, compared by value).
+    """
+
+    def __init__(self, batch: DecodedBatch) -> None:
+        self.columns = batch.columns
+        self.n = len(batch.offsets)
+        self._rows: dict[object, npt.NDArray[np.intp] | None] = {}
+        self._picked: dict[tuple[object, str, type], Any] = {}
+
+    def rows(self, view_filter: object | None) -> tuple[object, npt.NDArray[np.intp] | None]:
+        """``(selection key, kept row positions or None for all rows)``."""
+        if view_filter is None or not self.n:
+            return None, None
+        try:
+            key: object = (type(view_filter), view_filter)
+            hash(key)
+        except TypeError:  # a duck-typed filter without value equality
+            key = id(view_filter)
+        if key not in self._rows:
+            mask = np.asarray(view_filter.evaluate(self.columns), dtype=np.bool_)  # type: ignore[attr-defined]
+            self._rows[key] = None if bool(mask.all()) else np.flatnonzero(mask)
+        idx = self._rows[key]
+        return (None, None) if idx is None else (key, idx)
+
+    def pick(self, key: object, idx: npt.NDArray[np.intp] | None, name: str, array: npt.ArrayLike, dtype: type) -> Any:
+        """``array`` as ``dtype`` at the selected rows (``name`` identifies ``array``)."""
+        if idx is None:
+            return np.asarray(array, dtype=dtype)
+        memo = (key, name, dtype)
+        found = self._picked.get(memo)
+        if found is None:
+            found = np.asarray(array, dtype=dtype)[idx]
+            self._picked[memo] = found
+        return found
+
+
 def _view_rows(
     view: RoutableView,
     batch: DecodedBatch,
     factorized: Factorized | None = None,
     *,
     shared: bool = False,
+    selections: _RowSelections | None = None,
 ) -> ViewRows:
     columns = batch.columns
-    n = len(batch.offsets)
-    idx: npt.NDArray[np.intp] | None = None
-    if view.filter is not None and n:
-        mask = np.asarray(view.filter.evaluate(columns), dtype=np.bool_)  # type: ignore[attr-defined]
-        if not bool(mask.all()):
-            idx = np.flatnonzero(mask)
-    rows = n if idx is None else len(idx)
+    selections = _RowSelections(batch) if selections is None else selections
+    selection, idx = selections.rows(view.filter)
+    rows = len(batch.offsets) if idx is None else len(idx)
 
-    def pick(array: npt.ArrayLike, dtype: type) -> Any:
-        out: Any = np.asarray(array, dtype=dtype)
-        return out if idx is None else out[idx]
+    def pick(name: str, array: npt.ArrayLike, dtype: type) -> Any:
+        return selections.pick(selection, idx, name, array, dtype)
 
     given = factorized.get(view.join_keys[0]) if factorized is not None and len(view.join_keys) == 1 else None
     # With caller-factorized keys the per-row join values are not materialized: the
     # key text of row i is keys[codes[i]] (only multi-key views need join_values: the
     # Parquet log writes each of their join keys as its own column).
-    join_values = {} if given is not None and not shared else {k: pick(columns[k], object) for k in view.join_keys}
+    join_values = (
+        {} if given is not None and not shared else {k: pick(f"column {k}", columns[k], object) for k in view.join_keys}
+    )
     composed = None
     if factorized is not None and len(view.join_keys) > 1 and all(k in factorized for k in view.join_keys):
-        composed = compose_entity_keys([(factorized[k][0], pick(factorized[k][1], np.int64)) for k in view.join_keys])
+        composed = compose_entity_keys(
+            [(factorized[k][0], pick(f"codes {k}", factorized[k][1], np.int64)) for k in view.join_keys]
+        )
     if view.columns:
         types = view.column_types
         values = np.empty((rows, len(view.columns)), dtype=np.float64)
         for i, c in enumerate(view.columns):
             # A non-numeric column is only counted or timed: its partial needs no value.
-            values[:, i] = pick(columns[c], np.float64) if _numeric(types[c]) else 0.0
+            values[:, i] = pick(f"column {c}", columns[c], np.float64) if _numeric(types[c]) else 0.0
     else:
         values = np.empty((rows, 0), dtype=np.float64)
     raw_values = {
         c: np.asarray(columns[c]) if idx is None else np.asarray(columns[c])[idx] for c in sketch_columns(view)
     }
     if given is not None:
-        keys, codes = given[0], pick(given[1], np.int64)
+        keys, codes = given[0], pick(f"codes {view.join_keys[0]}", given[1], np.int64)
         if shared:
             keys, codes = _used_keys_only(keys, codes)
     elif composed is not None:
@@ -275,8 +318,8 @@ def _view_rows(
         keys=keys,
         codes=codes,
         join_values=join_values,
-        event_ts=pick(batch.event_ts, np.int64),
-        offsets=pick(batch.offsets, np.int64),
+        event_ts=pick("event_ts", batch.event_ts, np.int64),
+        offsets=pick("offsets", batch.offsets, np.int64),
         values=values,
         raw_values=raw_values,
     )
@@ -357,8 +400,9 @@ def route(
     shared = factorized is None
     if shared and len(batch.offsets):
         factorized = factorize_join_columns(views, batch)
+    selections = _RowSelections(batch)
     for view in views:
-        rows = _view_rows(view, batch, factorized, shared=shared)
+        rows = _view_rows(view, batch, factorized, shared=shared, selections=selections)
         if not len(rows):
             continue
         for shard, part in split_by_shard(rows, view.fingerprint, shards):

@@ -57,11 +57,21 @@ def main(bootstrap: str, topic: str, events: int) -> None:
     sink = CountingSink()
     op.output("out", counts, sink)
     started = time.perf_counter()
+    cpu_started = time.process_time()
     run_main(flow)  # type: ignore[no-untyped-call]
+    cpu_seconds = time.process_time() - cpu_started
     seconds = time.perf_counter() - started
     if sink.seen[0] != events:
         raise SystemExit(f"bytewax_bare: expected {events} events, counted {sink.seen[0]}")
-    emit({"system": "bytewax_bare", "events": sink.seen[0], "seconds": seconds, "peak_rss_kb": own_peak_rss_kb()})
+    emit(
+        {
+            "system": "bytewax_bare",
+            "events": sink.seen[0],
+            "seconds": seconds,
+            "cpu_seconds": cpu_seconds,  # all threads: compare CPU per event on a shared machine
+            "peak_rss_kb": own_peak_rss_kb(),
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -79,7 +79,14 @@ def test_ingest_measures_all_three_systems(smoke: tuple[Path, Path]) -> None:
     limit = doc["decode_limit"]
     assert "error" not in limit, limit.get("error")
     assert limit["events"] == doc["events"]
-    for parser in ("orjson", "polars_ndjson", "pyarrow_json", "streamfeat_decoder"):
+    for parser in (
+        "orjson",
+        "polars_ndjson",
+        "pyarrow_json",
+        "msgspec",
+        "streamfeat_decoder",
+        "streamfeat_decoder_orjson",
+    ):
         _stats(limit["us_per_record"][parser], f"decode_limit.{parser}")
     _positive(doc["ratios"]["ratio_vs_bytewax_bare"], "ratio_vs_bytewax_bare")
     _positive(doc["ratios"]["ratio_vs_quix"], "ratio_vs_quix")

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.definitions.filters import col
 from engine.io.batches import DecodedBatch
 from engine.kernel import PartialLayout, TileCodecError, decode_tiles, encode_tiles
 from engine.kernel.batch_merge import NO_EVENT_TS, FlatTiles, decode_many, encode_many
@@ -268,3 +269,63 @@ def test_factorize_large_batches_through_polars_equals_per_row_keys(mixed: bool)
     keys, codes = factorize_entity_keys([_object_array(values)])
     assert len(set(keys)) == len(keys)
     assert [keys[c] for c in codes.tolist()] == [entity_key([v]) for v in values]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["u1", "u2", "4"]), st.sampled_from(["m", "n"]), st.sampled_from(["P", "R", "L"])),
+        min_size=1,
+        max_size=60,
+    ),
+    st.integers(1, 5),
+)
+def test_views_sharing_a_filter_route_as_if_alone(rows: list[tuple[str, str, str]], shards: int) -> None:
+    """route evaluates equal filters once per batch and shares the picked columns; every
+    view's rows must be what routing that view alone gives."""
+    n = len(rows)
+    batch = DecodedBatch(
+        topic="t",
+        partition=0,
+        first_offset=0,
+        last_offset=n - 1,
+        top_ts_after=(5_000,),
+        offsets=np.arange(n, dtype=np.int64),
+        event_ts=np.arange(1000, 1000 + n, dtype=np.int64),
+        columns={
+            "user_id": _object_array([r[0] for r in rows]),
+            "merchant_id": _object_array([r[1] for r in rows]),
+            "event_type": _object_array([r[2] for r in rows]),
+            "amount": np.arange(n, dtype=np.float64) * 0.5,
+        },
+        dead_letters=(),
+    )
+    filters = [col("event_type") == "P", col("event_type") == "P", col("event_type") != "R", None]
+    join_keys = [("user_id",), ("user_id", "merchant_id"), ("merchant_id",), ("user_id",)]
+    views = [
+        SimpleNamespace(
+            name=f"v{i}",
+            join_keys=keys,
+            columns=("amount",),
+            column_types={"amount": "float"},
+            fingerprint=bytes([i + 1]) * 8,
+            filter=view_filter,
+            aggregations=(),
+        )
+        for i, (view_filter, keys) in enumerate(zip(filters, join_keys, strict=True))
+    ]
+    together = route(batch, views, shards)
+    for view in views:
+        alone = route(batch, [view], shards)
+        for (_, got), (_, want) in zip(together, alone, strict=True):
+            got_rows, want_rows = got.views.get(view.fingerprint), want.views.get(view.fingerprint)
+            assert (got_rows is None) == (want_rows is None)
+            if got_rows is None or want_rows is None:
+                continue
+            assert got_rows.entity_keys == want_rows.entity_keys
+            assert got_rows.offsets.tolist() == want_rows.offsets.tolist()
+            assert got_rows.event_ts.tolist() == want_rows.event_ts.tolist()
+            assert got_rows.values.tolist() == want_rows.values.tolist()
+            assert {k: v.tolist() for k, v in got_rows.join_values.items()} == {
+                k: v.tolist() for k, v in want_rows.join_values.items()
+            }
