@@ -108,11 +108,18 @@ def window_may_be_trimmed(view: CompiledView, t: int, newest: int) -> bool:
     a tile is kept while ``newest - its end <= retention``). Lifetime windows lose
     nothing (expired tiles are folded into the compacted partial), so a view evaluating
     only lifetime windows is never trimmed."""
+    limit = trim_limit(view, t)
+    return limit is not None and newest > limit
+
+
+def trim_limit(view: CompiledView, t: int) -> int | None:
+    """The newest-event time above which :func:`window_may_be_trimmed` holds for a
+    window as of ``t``; None when the view is never trimmed (lifetime windows only)."""
     if view.spec.max_finite_window_tiles == 0:
-        return False
+        return None
     g = view.spec.interval_ms
     oldest_end = (t // g) * g - view.max_window_ms + g
-    return newest - oldest_end > view.spec.retention_ms
+    return oldest_end + view.spec.retention_ms
 
 
 class HistoricalReads:
@@ -207,15 +214,18 @@ class HistoricalReads:
     def inexact_rows(self, view: CompiledView, values: ViewValues, times: Sequence[int]) -> list[int]:
         # Read after the records: never older than what the records were trimmed with.
         newest_view = self.online.freshness(view, cached_ok=False).max_event_ts_ms
+        floor = INT64_MIN if newest_view is None else max(newest_view, INT64_MIN)
+        limits: dict[int, int | None] = {}  # per distinct row time: most requests have one
         rows = []
         for i, (t, found, newest) in enumerate(zip(times, values.found, values.max_event_ts, strict=True)):
             if found and newest is not None and newest > t:
                 rows.append(i)
                 continue
-            bound = max(x for x in (newest_view, newest if found else None, INT64_MIN) if x is not None)
+            bound = newest if found and newest is not None and newest > floor else floor
             if bound == INT64_MIN:
                 continue  # nothing ever applied: nothing trimmed
-            if window_may_be_trimmed(view, t, bound):
+            limit = limits[t] if t in limits else limits.setdefault(t, trim_limit(view, t))
+            if limit is not None and bound > limit:  # window_may_be_trimmed(view, t, bound)
                 rows.append(i)
         return rows
 
