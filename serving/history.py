@@ -133,6 +133,18 @@ class HistoricalReads:
 
     # -- coverage ---------------------------------------------------------------
 
+    def reads_no_files(self, request: FeatureRequest) -> bool:
+        """Whether :meth:`check_range` answers from the cache (no log file is read): every
+        view's first logged time is cached with at least half its ``first_ttl_s`` left."""
+        now = time.monotonic()
+        for view in request.service.views:
+            if not view.definition.offline:
+                continue
+            cached = self._first.get(view.name)
+            if cached is None or now - cached[0] >= self.first_ttl_s / 2:
+                return False
+        return True
+
     def first_logged(self, view: CompiledView) -> int | None:
         """The view's first logged event time (cached for ``first_ttl_s``: it changes only
         when old log files are removed)."""
@@ -204,12 +216,26 @@ class HistoricalReads:
     def make_exact(self, request: FeatureRequest, evaluated: Sequence[ViewValues]) -> list[ViewValues]:
         """Each view's values with every row the online record cannot answer exactly
         replaced by its value from the Parquet log."""
+        return self.replace_from_log(request, evaluated, self.inexact(request, evaluated))
+
+    def inexact(self, request: FeatureRequest, evaluated: Sequence[ViewValues]) -> list[list[int]]:
+        """Per view, the rows its online record cannot answer exactly (reads view
+        metadata only: no log file)."""
         times = request.times()
-        out = []
-        for view, values in zip(request.service.views, evaluated, strict=True):
-            inexact = self.inexact_rows(view, values, times)
-            out.append(values if not inexact else self.from_log(request, view, values, inexact, times))
-        return out
+        return [
+            self.inexact_rows(view, values, times)
+            for view, values in zip(request.service.views, evaluated, strict=True)
+        ]
+
+    def replace_from_log(
+        self, request: FeatureRequest, evaluated: Sequence[ViewValues], inexact: Sequence[list[int]]
+    ) -> list[ViewValues]:
+        """Each view's values with its ``inexact`` rows evaluated from the Parquet log."""
+        times = request.times()
+        return [
+            values if not rows else self.from_log(request, view, values, rows, times)
+            for view, values, rows in zip(request.service.views, evaluated, inexact, strict=True)
+        ]
 
     def inexact_rows(self, view: CompiledView, values: ViewValues, times: Sequence[int]) -> list[int]:
         # Read after the records: never older than what the records were trimmed with.
