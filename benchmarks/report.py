@@ -134,6 +134,19 @@ def _ingest_stages(r: dict[str, Any], lines: list[str]) -> None:
     lines.append("")
 
 
+def _load_generator(tool: str) -> str:
+    """Which load generator drove the serving runs, and what that means for the figures."""
+    if tool == "wrk":
+        return (
+            "wrk (2 threads on the same 2 cores as the server, so it takes CPU from the server "
+            "under test; every system pays the same)"
+        )
+    return (
+        f"{tool}, the Python fallback: wrk was not installed (`make bench` installs it), and the "
+        "fallback takes much more CPU from the server under test, so every serving figure is lower"
+    )
+
+
 def serving(r: dict[str, Any], lines: list[str]) -> None:
     lines.append(
         f"## Serving (state for {r['users']:,} users, one uvicorn process each, loopback, "
@@ -168,10 +181,9 @@ def serving(r: dict[str, Any], lines: list[str]) -> None:
             _error(lines, s)
     ours = r["systems"].get("streamfeat", {})
     feast = r["systems"].get("feast", {})
-    tool = ours.get("one_entity", {}).get("tool", "?")
     lines.append(
-        f"Load generator: {tool} (2 threads on the same 2 cores as the server, so it takes CPU from "
-        f"the server under test; every system pays the same). streamfeat 1 entity = {ours.get('service_one', '-')}; "
+        f"Load generator: {_load_generator(ours.get('one_entity', {}).get('tool', '?'))}. "
+        f"streamfeat 1 entity = {ours.get('service_one', '-')}; "
         f"100 entities = {ours.get('service_hundred', '-')}. "
         f"Feast {feast.get('version', '-')}: {feast.get('service', '-')}.\n"
     )
