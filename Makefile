@@ -74,6 +74,7 @@ bench-deps:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk; \
 	fi
+	@command -v wrk >/dev/null 2>&1 || { echo "bench-deps: wrk is still missing after apt-get install" >&2; exit 1; }
 
 bench: $(STAMP) bench-deps
 	$(BIN)/python -m benchmarks.run --size full

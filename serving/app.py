@@ -27,7 +27,7 @@ from serving.auth import ApiKeyMiddleware, load_api_keys
 from serving.deps import ServingState
 from serving.exceptions import ServingSetupError
 from serving.history import HistoricalReads
-from serving.hot_path import FeatureApp
+from serving.hot_path import FeatureRoute
 from serving.metrics import ServingMetrics
 from serving.online import OnlineAccess
 from serving.registry import build_registry
@@ -99,7 +99,7 @@ def create_app(
             if owned:
                 table.close()
 
-    app = FeatureApp(
+    app = FastAPI(
         title="streamfeat feature server",
         version="1",
         description="Streaming features as of request time. See docs/serving.md.",
@@ -112,6 +112,8 @@ def create_app(
     app.include_router(routes_ops.build_router(settings.log_uri, settings.metrics_port))
     if pusher.sources:
         app.include_router(push.build_router(pusher))
+    # Added first = innermost: feature requests are answered after every other middleware.
+    app.add_middleware(FeatureRoute)
     # Added last = outermost: shed before spending anything on a request, then check its key.
     if settings.api_keys_file:
         app.add_middleware(

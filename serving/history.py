@@ -118,6 +118,19 @@ def window_may_be_trimmed(view: CompiledView, t: int, newest: int) -> bool:
     return oldest_tile < first_kept_tile(newest, view.spec.retention_ms, g)
 
 
+def trim_limit(view: CompiledView, t: int) -> int | None:
+    """The newest-event time above which :func:`window_may_be_trimmed` holds for a
+    window as of ``t`` (one comparison per row instead of the kernel's cutoff per row);
+    None when the view is never trimmed (lifetime windows only). The kernel's cutoff
+    passes the window's oldest tile once ``newest - its end > retention``; a property
+    test checks this threshold against :func:`window_may_be_trimmed`."""
+    if view.spec.max_finite_window_tiles == 0:
+        return None
+    g = view.spec.interval_ms
+    oldest_tile_end = (window_start_ms(t, g, view.max_window_ms) // g + 1) * g
+    return oldest_tile_end + view.spec.retention_ms
+
+
 class HistoricalReads:
     """Makes the online answers of an ``as_of`` request exact, or refuses it (422)."""
 
@@ -128,6 +141,18 @@ class HistoricalReads:
         self._first: dict[str, tuple[float, int | None]] = {}
 
     # -- coverage ---------------------------------------------------------------
+
+    def reads_no_files(self, request: FeatureRequest) -> bool:
+        """Whether :meth:`check_range` answers from the cache (no log file is read): every
+        view's first logged time is cached with at least half its ``first_ttl_s`` left."""
+        now = time.monotonic()
+        for view in request.service.views:
+            if not view.definition.offline:
+                continue
+            cached = self._first.get(view.name)
+            if cached is None or now - cached[0] >= self.first_ttl_s / 2:
+                return False
+        return True
 
     def first_logged(self, view: CompiledView) -> int | None:
         """The view's first logged event time (cached for ``first_ttl_s``: it changes only
@@ -200,25 +225,42 @@ class HistoricalReads:
     def make_exact(self, request: FeatureRequest, evaluated: Sequence[ViewValues]) -> list[ViewValues]:
         """Each view's values with every row the online record cannot answer exactly
         replaced by its value from the Parquet log."""
+        return self.replace_from_log(request, evaluated, self.inexact(request, evaluated))
+
+    def inexact(self, request: FeatureRequest, evaluated: Sequence[ViewValues]) -> list[list[int]]:
+        """Per view, the rows its online record cannot answer exactly (reads view
+        metadata only: no log file)."""
         times = request.times()
-        out = []
-        for view, values in zip(request.service.views, evaluated, strict=True):
-            inexact = self.inexact_rows(view, values, times)
-            out.append(values if not inexact else self.from_log(request, view, values, inexact, times))
-        return out
+        return [
+            self.inexact_rows(view, values, times)
+            for view, values in zip(request.service.views, evaluated, strict=True)
+        ]
+
+    def replace_from_log(
+        self, request: FeatureRequest, evaluated: Sequence[ViewValues], inexact: Sequence[list[int]]
+    ) -> list[ViewValues]:
+        """Each view's values with its ``inexact`` rows evaluated from the Parquet log."""
+        times = request.times()
+        return [
+            values if not rows else self.from_log(request, view, values, rows, times)
+            for view, values, rows in zip(request.service.views, evaluated, inexact, strict=True)
+        ]
 
     def inexact_rows(self, view: CompiledView, values: ViewValues, times: Sequence[int]) -> list[int]:
         # Read after the records: never older than what the records were trimmed with.
         newest_view = self.online.freshness(view, cached_ok=False).max_event_ts_ms
+        floor = INT64_MIN if newest_view is None else max(newest_view, INT64_MIN)
+        limits: dict[int, int | None] = {}  # per distinct row time: most requests have one
         rows = []
         for i, (t, found, newest) in enumerate(zip(times, values.found, values.max_event_ts, strict=True)):
             if found and newest is not None and newest > t:
                 rows.append(i)
                 continue
-            bound = max(x for x in (newest_view, newest if found else None, INT64_MIN) if x is not None)
+            bound = newest if found and newest is not None and newest > floor else floor
             if bound == INT64_MIN:
                 continue  # nothing ever applied: nothing trimmed
-            if window_may_be_trimmed(view, t, bound):
+            limit = limits[t] if t in limits else limits.setdefault(t, trim_limit(view, t))
+            if limit is not None and bound > limit:  # window_may_be_trimmed(view, t, bound)
                 rows.append(i)
         return rows
 

@@ -20,6 +20,7 @@ made exact (or refused) by :mod:`serving.history` before statuses are given.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,8 +142,21 @@ def not_finite(value: Any) -> bool:
     return type(value) is float and not math.isfinite(value)
 
 
+def count_not_finite(column: list[Any]) -> int:
+    """How many values of ``column`` are :func:`not_finite`. The sum of its truthy values
+    (C speed, no per-value Python) is finite when every value is: only a non-finite sum
+    (or values that cannot be summed) needs the per-value count."""
+    try:
+        total = sum(filter(None, column))
+    except (TypeError, OverflowError):  # not numbers, or an int too large for a float
+        total = math.nan
+    if type(total) is not float or math.isfinite(total):
+        return 0
+    return sum(not_finite(v) for v in column)
+
+
 def _count_invalid(online: OnlineAccess, view_name: str, values: ViewValues) -> None:
-    invalid = sum(not_finite(v) for column in values.columns.values() for v in column)
+    invalid = sum(count_not_finite(column) for column in values.columns.values())
     if invalid:
         online.metrics.invalid_values.labels(view_name).inc(invalid)
 
@@ -152,27 +166,44 @@ _RANK = {NOT_FOUND: 0, FUTURE_EVENTS: 1, STALE: 2, PRESENT: 3}
 
 
 async def compute_async(online: OnlineAccess, request: FeatureRequest, history: HistoricalReads) -> FeatureResult:
-    """:func:`compute` for a route: wall-clock requests on the event loop (microseconds);
-    ``as_of`` requests, which may scan the Parquet log, on a worker thread so they never
-    hold up other requests."""
+    """:func:`compute` for a route, on the event loop as long as it reads no file (RocksDB
+    and Redis reads take microseconds): wall-clock requests, and ``as_of`` requests whose
+    online records answer exactly. Reading the Parquet log (rows the online records
+    cannot answer, or a first-logged time to refresh) runs on a worker thread, so it
+    never holds up other requests."""
     if not request.as_of_given:
-        return compute(online, request, history)
-    return await run_in_threadpool(compute, online, request, history)
+        return finish(online, request, read_online(online, request))
+    if not history.reads_no_files(request):
+        return await run_in_threadpool(compute, online, request, history)
+    history.check_range(request)
+    evaluated = read_online(online, request)
+    inexact = history.inexact(request, evaluated)
+    if any(inexact):
+        evaluated = await run_in_threadpool(history.replace_from_log, request, evaluated, inexact)
+    return finish(online, request, evaluated)
 
 
 def compute(online: OnlineAccess, request: FeatureRequest, history: HistoricalReads) -> FeatureResult:
+    if request.as_of_given:
+        history.check_range(request)
+        return finish(online, request, history.make_exact(request, read_online(online, request)))
+    return finish(online, request, read_online(online, request))
+
+
+def read_online(online: OnlineAccess, request: FeatureRequest) -> list[ViewValues]:
+    """Every view's values from the online records, as of each row's time."""
+    times = request.row_times if request.row_times is not None else request.t_ms
+    return read_and_evaluate(online, request.service.views, request.entities, request.n_rows, times)
+
+
+def finish(online: OnlineAccess, request: FeatureRequest, evaluated: Sequence[ViewValues]) -> FeatureResult:
+    """Freshness, staleness and transforms over the (exact) view values."""
     service = request.service
     n = request.n_rows
     views: dict[str, ViewValues] = {}
     freshness: dict[str, Freshness] = {}
     stale: dict[str, list[bool]] = {}
     ahead: dict[str, bool] = {}
-    if request.as_of_given:
-        history.check_range(request)
-        times = request.row_times if request.row_times is not None else request.t_ms
-        evaluated = history.make_exact(request, read_and_evaluate(online, service.views, request.entities, n, times))
-    else:  # the hot path: nothing but the read and the windows
-        evaluated = read_and_evaluate(online, service.views, request.entities, n, request.t_ms)
     for view, values in zip(service.views, evaluated, strict=True):
         views[view.name] = values
         _count_invalid(online, view.name, values)

@@ -458,7 +458,9 @@ class _Locator:
         if len(self.tiles) == 0:
             return np.zeros(len(segments), dtype=np.int64)
         if self.keys is not None:
-            clipped = np.clip(query - self.base + 1, 0, self.span - 1)
+            # minimum/maximum rather than np.clip: the same values at a third of the cost
+            # (np.clip's dispatch takes ~6 us, a tenth of a many-entity request's windows).
+            clipped = np.minimum(np.maximum(query - self.base + 1, 0), self.span - 1)
             found = np.searchsorted(self.keys, segments * self.span + clipped, side=side)  # type: ignore[call-overload]
             return np.asarray(found, dtype=np.int64)
         out = np.empty(len(segments), dtype=np.int64)

@@ -188,3 +188,36 @@ def test_times_the_log_does_not_cover_are_refused(history: History) -> None:
     assert response.status_code == 422
     error = response.json()["error"]
     assert error["field"] == "as_of" and str(first) in error["message"]
+
+
+def test_only_reads_of_the_parquet_log_leave_the_event_loop(history: History, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An as_of row the online record answers is computed on the event loop; a worker
+    thread is used exactly when a row is read from the Parquet log."""
+    from starlette.concurrency import run_in_threadpool as real
+
+    threaded: list[str] = []
+
+    async def counting(func: Any, *args: Any) -> Any:
+        threaded.append(func.__name__)
+        return await real(func, *args)
+
+    monkeypatch.setattr("serving.pipeline.run_in_threadpool", counting)
+    monkeypatch.setattr(history.client.app.state.serving.history, "first_ttl_s", 3600.0)  # no refresh mid-test
+    rows = probe_rows(history.events, np.random.default_rng(21))[::7]
+    seen = {"online": 0, "log": 0}
+    for index, (user, merchant, t) in enumerate(rows):
+        threaded.clear()
+        body = {
+            "entities": {"user_id": [user], "merchant_id": [merchant]},
+            "request_data": {"amount": [5.0]},
+            "as_of": t,
+            "include_metadata": True,
+        }
+        response = history.client.post("/v1/features/fraud_scoring", json=body)
+        assert response.status_code == 200, response.text
+        if index == 0:
+            continue  # the first request reads each view's first logged time (a file)
+        logged = "log" in response.json()["metadata"]["sources"][0].values()
+        seen["log" if logged else "online"] += 1
+        assert threaded == (["replace_from_log"] if logged else []), (user, t)
+    assert seen["online"] > 0 and seen["log"] > 0, seen

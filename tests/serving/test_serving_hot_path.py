@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from starlette.middleware.exceptions import ExceptionMiddleware
 
-from serving.hot_path import feature_service, route_path
+from serving.hot_path import FeatureRoute, feature_service, route_path
 from tests.serving.asgi_support import ASGIClient
 
 GOOD = {
@@ -59,9 +60,7 @@ def test_hot_path_answers_like_the_documented_route(client: ASGIClient) -> None:
     app = client.app
     for body in (GOOD, {**GOOD, "entities": {"user_id": ["u1"]}}):
         via_dispatch = client.post("/v1/features/fraud_scoring", json=body)
-        stack = app.middleware_stack
-        assert stack is not None, "the app has served a request, so its middleware stack is built"
-        framework = stack.framework  # type: ignore[attr-defined]  # the hot-path dispatcher's attribute, not Starlette's
+        framework: Any = _feature_route(app).app  # what the route middleware passes other requests to
         sent: list[dict[str, Any]] = []
 
         async def send(message: dict[str, Any]) -> None:
@@ -91,6 +90,23 @@ def test_other_methods_and_paths_still_reach_the_router(client: ASGIClient) -> N
     assert client.post("/v1/features/fraud_scoring/extra", json=GOOD).status_code == 404
     assert client.post("/v1/features/nope", json=GOOD).status_code == 404  # ServingError via the hot path
     assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def _feature_route(app: Any) -> FeatureRoute:
+    """The app's FeatureRoute middleware, found by following each layer's ``app``."""
+    layer = app.middleware_stack
+    assert layer is not None, "the app has served a request, so its middleware stack is built"
+    while not isinstance(layer, FeatureRoute):
+        layer = layer.app
+    return layer
+
+
+def test_feature_route_is_inside_every_user_middleware(client: ASGIClient) -> None:
+    """Shedding and API keys see feature requests first: the route is the innermost user middleware."""
+    client.get("/healthz")
+    innermost: object = client.app.user_middleware[-1].cls
+    assert innermost is FeatureRoute
+    assert isinstance(_feature_route(client.app).app, ExceptionMiddleware)  # then the router
 
 
 def _receive(body: bytes) -> Any:
