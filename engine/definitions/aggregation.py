@@ -55,11 +55,11 @@ class Aggregation:
     window: timedelta | None  # None: a lifetime window (docs/semantics.md)
     name: str | None = None
     default: float | int | None = None
-    # Sketch parameters (docs/semantics.md "Planned functions"); None: not set / default.
+    # Sketch parameters (docs/semantics.md "Sketch functions"); None: not set / default.
     max_distinct: int | None = None  # count_distinct: required, 1..10,000
     precision: int | None = None  # count_distinct_approx: 4..18, default 12
     # percentile: required; one q in 0..1, or a declared list of them (one feature each, see expand).
-    q: float | tuple[float, ...] | None = None
+    q: float | Sequence[float] | None = None
     alpha: float | None = None  # percentile, median: relative accuracy, default 0.01
 
     def __post_init__(self) -> None:
@@ -83,7 +83,7 @@ class Aggregation:
                 "function",
                 f"one of {', '.join(FUNCTIONS)}",
                 self.function,
-                f"{self.function} is specified in docs/semantics.md ('Planned functions') but not implemented yet; "
+                f"{self.function} is specified in docs/semantics.md ('Sketch functions') as planned, not implemented yet; "
                 f"valid values: {', '.join(FUNCTIONS)}"
                 if planned
                 else did_you_mean(self.function, FUNCTIONS),

@@ -31,7 +31,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from engine import kafka_local
 from engine.processes import stop_process_group
-from tests.engine.streaming_support import copy_repo, read_topic, streamfeat
+from tests.engine.streaming_support import copy_repo, read_topic, reference_event, refused_event, streamfeat
 from tests.faults.faults_support import long_mode, serve, streamfeat_cmd
 from tests.faults.pipeline_support import check_against_reference
 from tests.fixtures.redis import RedisServer
@@ -231,27 +231,13 @@ def test_soak_mixed_records_with_kills_and_restarts(tmp_path: Path, private_brok
     redis.stop()
 
     records = read_topic(bootstrap, topic, 3)
-    reference = []
+    reference: list[dict[str, Any]] = []
     for r in sorted(records, key=lambda r: (r.partition, r.offset)):
         kind = producer.kind_of[r.value]
         if kind in BAD_KINDS:
-            reference.append(
-                {"entity": None, "e": 0, "partition": r.partition, "offset": r.offset, "value": 0.0, "valid": False}
-            )
+            reference.append(refused_event(r.partition, r.offset))
             continue
-        doc = orjson.loads(r.value)
-        reference.append(
-            {
-                "entity": doc["user_id"],
-                "merchant": doc["merchant_id"],
-                "e": doc["ts"],
-                "partition": r.partition,
-                "offset": r.offset,
-                "value": float(doc["amount"]),
-                "event_type": doc["event_type"],
-                "valid": True,
-            }
-        )
+        reference.append(reference_event(orjson.loads(r.value), r.partition, r.offset))
     counts = check_against_reference(repo, data, bootstrap, topic, reference, tmp_path / "secondary")
     kinds = Counter(producer.kind_of[r.value] for r in records)
     assert answers[200] > 0 and set(answers) <= {0, 200, 503}, answers
