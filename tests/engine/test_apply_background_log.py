@@ -32,6 +32,7 @@ def _batch(first_offset: int, n: int) -> DecodedBatch:
         columns={
             "user_id": np.array(["u1"] * n, dtype=object),
             "merchant_id": np.array(["m1"] * n, dtype=object),
+            "card_id": np.array([f"c{i % 3}" for i in range(n)], dtype=object),
             "amount": np.arange(n, dtype=np.float64) + 1.0,
             "event_type": np.array(["PURCHASE"] * n, dtype=object),
         },

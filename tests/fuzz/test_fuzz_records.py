@@ -22,7 +22,7 @@ from confluent_kafka import Producer
 
 from engine.io.dead_letters import dlq_topic_for, read_dead_letters
 from engine.io.decoder import DEFAULT_DLQ_PAYLOAD_CAP
-from tests.engine.streaming_support import copy_repo, read_topic, streamfeat
+from tests.engine.streaming_support import copy_repo, read_topic, reference_event, refused_event, streamfeat
 from tests.faults.faults_support import long_mode
 from tests.faults.pipeline_support import check_against_reference
 
@@ -185,21 +185,9 @@ def test_hostile_records_go_to_the_dlq_and_good_ones_are_exact(
         doc = good_of.get(r.value)
         if doc is None:
             assert r.value in kind_of
-            events.append({"entity": None, "e": 0, "partition": r.partition, "offset": r.offset, "valid": False})
+            events.append(refused_event(r.partition, r.offset))
         else:
-            events.append(
-                {
-                    "entity": doc["user_id"],
-                    "merchant": doc["merchant_id"],
-                    "pair": (doc["user_id"], doc["merchant_id"]),
-                    "e": doc["ts"],
-                    "partition": r.partition,
-                    "offset": r.offset,
-                    "value": float(doc["amount"]),
-                    "event_type": doc["event_type"],
-                    "valid": True,
-                }
-            )
+            events.append(reference_event(doc, r.partition, r.offset))
     counts = check_against_reference(repo, data, kafka_bootstrap, topic, events, tmp_path / "secondary")
     by_position = {(r.partition, r.offset): r.value for r in records}
     seen: Counter[tuple[str, str]] = Counter()

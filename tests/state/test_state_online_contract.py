@@ -189,6 +189,7 @@ def _transactions(first_offset: int, users: Sequence[str], step_ms: int) -> Deco
         columns={
             "user_id": np.array(users, dtype=object),
             "merchant_id": np.array(["m1"] * n, dtype=object),
+            "card_id": np.array(["c1"] * n, dtype=object),
             "amount": np.arange(n, dtype=np.float64) + 1.0,
             "event_type": np.array(["PURCHASE"] * n, dtype=object),
         },
