@@ -258,6 +258,10 @@ def _pipeline(args: argparse.Namespace, data_dir: Path, bootstrap: str) -> int:
             "amount_sum_1d",
             "amount_count_1d",
             "ms_since_last_purchase",
+            "distinct_merchants_1h",
+            "distinct_cards_1d",
+            "amount_median_30d",
+            "amount_p95_30d",
             "merchant_txn_count_15m",
             "pair_txn_count_1d",
             "pair_ms_since_last_1d",
@@ -294,7 +298,7 @@ def _train_and_score(url: str, data_dir: Path, common: list[str], users: int) ->
     _run_cli("training-set", *common, "--service", SERVICE, "--spine", str(spine_path), "--out", str(out_path))
     train = pl.read_parquet(out_path)
     _say(f"wrote a point-in-time training set: {out_path} ({train.height} rows, {train.width} columns)")
-    with pl.Config(tbl_rows=6, tbl_cols=8):
+    with pl.Config(tbl_rows=6, tbl_cols=10):
         print(
             train.select(
                 [
@@ -304,6 +308,8 @@ def _train_and_score(url: str, data_dir: Path, common: list[str], users: int) ->
                     "amount_sum_1d",
                     "amount_count_15m",
                     "ms_since_last_purchase",
+                    "distinct_merchants_1h",
+                    "amount_p95_30d",
                     "spend_velocity_ratio",
                 ]
             ).head(6)

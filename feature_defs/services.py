@@ -3,7 +3,7 @@
 from engine.definitions import FeatureService
 
 from .on_demand import amount_zscore, spend_velocity, user_merchant_share
-from .views import merchant_activity, user_lifetime, user_merchant_spend, user_spend
+from .views import merchant_activity, user_amount_profile, user_lifetime, user_merchant_spend, user_spend
 
 fraud_scoring = FeatureService(
     name="fraud_scoring",
@@ -12,6 +12,7 @@ fraud_scoring = FeatureService(
         merchant_activity[["merchant_txn_count_15m", "merchant_txn_count_1h"]],
         user_merchant_spend,
         user_lifetime[["user_purchases_lifetime", "user_first_seen_lifetime"]],
+        user_amount_profile,
         spend_velocity,
         user_merchant_share,
     ],

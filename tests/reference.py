@@ -8,7 +8,9 @@ dicts (keys ``entity``, ``e``, ``partition``, ``offset``, ``value``, optional
 
 from __future__ import annotations
 
+import hashlib
 import math
+import struct
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -27,7 +29,7 @@ def field(event: Event, name: str) -> Any:
 
 def window_start(t: int, window_ms: int | None, interval_ms: int) -> float:
     """start(t) = floor(t / g) * g - w   (semantics section 3); minus infinity for a
-    lifetime window (``window_ms=None``: every event with e <= t, "Planned functions")."""
+    lifetime window (``window_ms=None``: every event with e <= t, "Sketch functions")."""
     if window_ms is None:
         return -math.inf
     return (t // interval_ms) * interval_ms - window_ms
@@ -68,7 +70,7 @@ def reference_value(
     """The value of one aggregation as of ``t`` per the table of semantics section 3.
 
     ``events`` must already be the applied events (see :func:`apply_watermark`).
-    ``count_distinct`` (exact, "Planned functions") needs ``max_distinct``; over it the
+    ``count_distinct`` (exact, "Sketch functions") needs ``max_distinct``; over it the
     value is None (served with status OVER_BOUND).
     """
     chosen = window_events(events, entity, t, window_ms, interval_ms, filter)
@@ -115,11 +117,47 @@ def reference_value(
 
 def exact_rank_value(values: Iterable[float], q: float) -> float | None:
     """The value of rank ``floor(q * (count - 1))`` (0-based) of the sorted values: what
-    ``percentile(q)`` estimates within its relative accuracy (semantics "Planned functions")."""
+    ``percentile(q)`` estimates within its relative accuracy (semantics "Sketch functions")."""
     ordered = sorted(values)
     if not ordered:
         return None
     return ordered[math.floor(q * (len(ordered) - 1))]
+
+
+def canonical_value_bytes(value: Any) -> bytes:
+    """The canonical encoding of one decoded value (docs/architecture.md "The sketch
+    section"): a type tag, then UTF-8 / little-endian int64 / float64 (``-0.0`` as
+    ``0.0``) / one byte for bools."""
+    if isinstance(value, bool):
+        return b"b" + (b"\x01" if value else b"\x00")
+    if isinstance(value, str):
+        return b"s" + value.encode("utf-8")
+    if isinstance(value, int):
+        return b"i" + struct.pack("<q", value)
+    return b"f" + struct.pack("<d", float(value) + 0.0)
+
+
+def hyperloglog_estimate(values: Iterable[Any], precision: int) -> int:
+    """``count_distinct_approx`` of ``values``, straight from the definition: each
+    distinct value's BLAKE2b-64 hash (read little endian) sets register ``h >> (64 - p)``
+    to at least its rank (1 + the leading zeros of the remaining ``64 - p`` bits); the
+    estimate is ``alpha_m * m^2 / sum(2^-M[j])``, or linear counting
+    ``m * ln(m / zeros)`` when that is at most ``2.5 m`` and some register is zero;
+    rounded to the nearest integer."""
+    m = 1 << precision
+    registers = [0] * m
+    for value in values:
+        h = int.from_bytes(hashlib.blake2b(canonical_value_bytes(value), digest_size=8).digest(), "little")
+        index = h >> (64 - precision)
+        rest = (h << precision) & (2**64 - 1)
+        rank = min(64 - rest.bit_length() + 1, 64 - precision + 1)
+        registers[index] = max(registers[index], rank)
+    if not any(registers):
+        return 0
+    alpha = {16: 0.673, 32: 0.697, 64: 0.709}.get(m, 0.7213 / (1 + 1.079 / m))
+    raw = alpha * m * m / math.fsum(math.ldexp(1.0, -r) for r in registers)
+    zeros = registers.count(0)
+    return round(m * math.log(m / zeros) if raw <= 2.5 * m and zeros else raw)
 
 
 def _order_key(event: Event) -> tuple[int, int, int]:

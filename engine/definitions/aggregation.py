@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Sequence
 from datetime import timedelta
 
 from engine.definitions.base import (
@@ -34,6 +36,10 @@ _PARAM_FUNCTIONS = {
 }
 
 
+#: The most quantiles one percentile aggregation may declare (each is one served feature).
+MAX_QUANTILES = 16
+
+
 def _int_in(value: object, lo: int, hi: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
 
@@ -49,10 +55,11 @@ class Aggregation:
     window: timedelta | None  # None: a lifetime window (docs/semantics.md)
     name: str | None = None
     default: float | int | None = None
-    # Sketch parameters (docs/semantics.md "Planned functions"); None: not set / default.
+    # Sketch parameters (docs/semantics.md "Sketch functions"); None: not set / default.
     max_distinct: int | None = None  # count_distinct: required, 1..10,000
     precision: int | None = None  # count_distinct_approx: 4..18, default 12
-    q: float | None = None  # percentile: required, 0..1
+    # percentile: required; one q in 0..1, or a declared list of them (one feature each, see expand).
+    q: float | Sequence[float] | None = None
     alpha: float | None = None  # percentile, median: relative accuracy, default 0.01
 
     def __post_init__(self) -> None:
@@ -76,7 +83,7 @@ class Aggregation:
                 "function",
                 f"one of {', '.join(FUNCTIONS)}",
                 self.function,
-                f"{self.function} is specified in docs/semantics.md ('Planned functions') but not implemented yet; "
+                f"{self.function} is specified in docs/semantics.md ('Sketch functions') as planned, not implemented yet; "
                 f"valid values: {', '.join(FUNCTIONS)}"
                 if planned
                 else did_you_mean(self.function, FUNCTIONS),
@@ -85,6 +92,8 @@ class Aggregation:
             c.duration("window", self.window, minimum_ms=1)
         if self.name is not None:
             c.name_field("name", self.name)
+        if isinstance(self.q, Sequence) and not isinstance(self.q, str):
+            object.__setattr__(self, "q", tuple(self.q))  # a declared list, kept as a tuple (hashable, frozen)
         self._check_sketch_params(c)
         if not finite_number_or_none(self.default):
             c.add(
@@ -140,8 +149,8 @@ class Aggregation:
                 self.precision,
                 f"2**precision registers; relative error 1.04/sqrt(2**p); default {HLL_DEFAULT_PRECISION}",
             )
-        if self.function == "percentile" and not _number_in(self.q, 0.0, 1.0):
-            c.add("q", "a number 0 <= q <= 1", self.q, "write q=0.95 for the 95th percentile")
+        if self.function == "percentile":
+            self._check_quantiles(c)
         if (
             uses["alpha"]
             and self.alpha is not None
@@ -154,6 +163,38 @@ class Aggregation:
                 f"the relative accuracy of the answer; default {DDSKETCH_DEFAULT_ALPHA}",
             )
 
+    def _check_quantiles(self, c: Checker) -> None:
+        hint = "write q=0.95 for the 95th percentile, or q=(0.5, 0.95, 0.99) for one feature per quantile"
+        if not isinstance(self.q, tuple):
+            if not _number_in(self.q, 0.0, 1.0):
+                c.add("q", "a number 0 <= q <= 1, or a list of them", self.q, hint)
+            return
+        if not 1 <= len(self.q) <= MAX_QUANTILES:
+            c.add("q", f"a list of 1..{MAX_QUANTILES} numbers 0 <= q <= 1", self.q, hint)
+        bad = [q for q in self.q if not _number_in(q, 0.0, 1.0)]
+        if bad:
+            c.add("q", "every listed q a number 0 <= q <= 1", bad, hint)
+        elif len(set(self.q)) != len(self.q):
+            c.add("q", "distinct quantiles", self.q, "list each quantile once")
+
+    def expand(self) -> tuple[Aggregation, ...]:
+        """The aggregations this one declares: itself, or for ``percentile`` with a list
+        of quantiles one aggregation per ``q`` (in the listed order). Each is named like
+        a single-``q`` percentile (``amount_p95_30d``); with an explicit ``name``, the
+        quantile's label is appended (``name="spend"`` gives ``spend_p95``)."""
+        if not isinstance(self.q, tuple):
+            return (self,)
+        if len(self.q) == 1:
+            return (dataclasses.replace(self, q=float(self.q[0])),)
+        return tuple(
+            dataclasses.replace(
+                self,
+                q=float(q),
+                name=None if self.name is None else f"{self.name}_{quantile_label(float(q))}",
+            )
+            for q in self.q
+        )
+
     @property
     def params(self) -> tuple[tuple[str, int | float], ...]:
         """Sorted ``(name, value)`` parameters the function uses, defaults filled in."""
@@ -162,8 +203,8 @@ class Aggregation:
             found["max_distinct"] = int(self.max_distinct)
         if self.function == "count_distinct_approx":
             found["precision"] = int(self.precision or HLL_DEFAULT_PRECISION)
-        if self.function == "percentile" and self.q is not None:
-            found["q"] = float(self.q)
+        if self.function == "percentile" and isinstance(self.q, int | float):
+            found["q"] = float(self.q)  # a list of q has none until expand() splits it
         if self.function in ("percentile", "median"):
             found["alpha"] = float(self.alpha or DDSKETCH_DEFAULT_ALPHA)
         return tuple(sorted(found.items()))
@@ -179,7 +220,9 @@ class Aggregation:
             return self.name
         function = self.function
         if function == "percentile" and isinstance(self.q, int | float):
-            function = "p" + f"{self.q * 100:g}".replace(".", "_")  # amount_p95_1h, amount_p99_9_1h
+            function = quantile_label(float(self.q))  # amount_p95_1h, amount_p99_9_1h
+        elif function == "percentile" and isinstance(self.q, tuple):
+            function = "percentiles"  # the declared list, before expand() names each quantile
         label = "lifetime" if self.window_ms is None else window_label(self.window_ms)
         return f"{self.column}_{function}_{label}"
 
@@ -196,3 +239,8 @@ class Aggregation:
             "output_name": self.output_name,
             "default": self.default,
         } | ({"params": dict(self.params)} if self.params else {})
+
+
+def quantile_label(q: float) -> str:
+    """``p`` and the percent, ``.`` written ``_``: 0.95 -> ``p95``, 0.999 -> ``p99_9``, 0.5 -> ``p50``."""
+    return "p" + f"{q * 100:g}".replace(".", "_")

@@ -63,6 +63,8 @@ class StreamFeatureView(SelectableView):
             Aggregation,
             "aggregations=[Aggregation(column='amount', function='sum', window=timedelta(hours=1))]",
         )
+        # A percentile over a declared list of q is one aggregation (one feature) per q.
+        aggregations = tuple(one for agg in aggregations for one in agg.expand())
         interval = None
         if not isinstance(self.aggregation_interval, timedelta):
             c.duration("aggregation_interval", self.aggregation_interval, minimum_ms=1000)
@@ -143,7 +145,8 @@ class StreamFeatureView(SelectableView):
                     f"{where}.column",
                     f"a numeric (int/float) column for {agg.function}",
                     f"<{agg.column!r} of type {schema[agg.column]}>",
-                    f"only {' and '.join(sorted(ANY_COLUMN_FUNCTIONS))} accept non-numeric columns",
+                    f"aggregate a numeric column with {agg.function}; only "
+                    f"{', '.join(sorted(ANY_COLUMN_FUNCTIONS))} accept non-numeric columns",
                 )
             if interval is not None and agg.window_ms is not None and agg.window_ms % interval:
                 c.add(

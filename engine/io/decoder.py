@@ -200,6 +200,29 @@ def _parse_non_finite(value: bytes) -> object | None:
     return doc if hooks.non_finite else None
 
 
+def _lone_surrogate(doc: object) -> str | None:
+    """The first string (key or value) of ``doc`` holding a lone UTF-16 surrogate, else None.
+
+    The stdlib parser accepts ``"\\ud800"`` where orjson refuses it; such a string is not
+    Unicode text (it cannot be written as UTF-8, hashed for a distinct count or logged),
+    so the record is refused like any other invalid JSON.
+    """
+    pending = [doc]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return item
+    return None
+
+
 @dataclass(frozen=True)
 class _Bounds:
     """A field's declared ``Constraint`` in the form the decoder checks it."""
@@ -470,6 +493,14 @@ class Decoder:
             return orjson.loads(value)
         except orjson.JSONDecodeError as exc:
             doc = _parse_non_finite(value)
+            bad_text = None if doc is None else _lone_surrogate(doc)
+            if bad_text is not None:
+                refused[i] = (
+                    _R.INVALID_JSON,
+                    f"not a JSON document: {show_value(bad_text)} holds a lone UTF-16 surrogate, "
+                    "not Unicode text; escape characters as valid surrogate pairs or send UTF-8",
+                )
+                return _NO_FIELDS
             if doc is not None:
                 return doc
             refused[i] = (_R.INVALID_JSON, f"not a JSON document: {exc}")

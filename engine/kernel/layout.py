@@ -56,9 +56,8 @@ EMPTY_FIELDS: tuple[float, ...] = (
     math.nan,
 )
 
-# The one list of aggregation functions (docs/semantics.md section 3); definitions
-# validate against it.
-FUNCTIONS: tuple[str, ...] = (
+# The functions whose state is the float64 partials above (docs/semantics.md section 3).
+PARTIAL_FUNCTIONS: tuple[str, ...] = (
     "sum",
     "count",
     "mean",
@@ -69,6 +68,11 @@ FUNCTIONS: tuple[str, ...] = (
     "time_since_last",
     "first_seen",
 )
+# The functions whose state is one blob per tile in the record's sketch section
+# (docs/semantics.md "Sketch functions"; engine/kernel/sketch_kinds.py).
+SKETCH_FUNCTIONS: tuple[str, ...] = ("count_distinct", "count_distinct_approx", "percentile", "median")
+# The one list of aggregation functions; definitions validate against it.
+FUNCTIONS: tuple[str, ...] = PARTIAL_FUNCTIONS + SKETCH_FUNCTIONS
 # Functions whose value is an integer (served as int, int64 in training sets).
 INTEGER_FUNCTIONS = frozenset({"count", "time_since_last", "first_seen", "count_distinct", "count_distinct_approx"})
 # Functions whose empty window is 0 rather than null.
@@ -78,16 +82,12 @@ ZERO_WHEN_EMPTY = frozenset({"count", "count_distinct", "count_distinct_approx"}
 ANY_COLUMN_FUNCTIONS = frozenset({"count", "time_since_last", "first_seen", "count_distinct", "count_distinct_approx"})
 # The function that needs the view-level first_ts field.
 FIRST_SEEN = "first_seen"
-# Specified in docs/semantics.md ("Planned functions") but not implemented: refused
+# Specified in docs/semantics.md ("Sketch functions") as planned but not implemented: refused
 # with a message saying so rather than as an unknown name.
 PLANNED_FUNCTIONS: tuple[str, ...] = (
     "last_n",
     "first_n",
     "last_distinct_n",
-    "count_distinct",
-    "count_distinct_approx",
-    "percentile",
-    "median",
 )
 
 # The window length in tiles of a lifetime window (``window_ms=None``): longer than any

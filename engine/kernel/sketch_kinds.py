@@ -1,4 +1,4 @@
-"""The sketch kinds of distinct counts and percentiles (docs/semantics.md "Planned functions").
+"""The sketch kinds of distinct counts and percentiles (docs/semantics.md "Sketch functions").
 
 Each kind's blob has a fixed little-endian byte layout and one canonical form, so
 equal states are equal bytes:

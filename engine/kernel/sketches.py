@@ -143,7 +143,7 @@ def register_kind(kind: SketchKind) -> SketchKind:
     return kind
 
 
-# -- deterministic hashing (docs/semantics.md "Planned functions") ------------------------
+# -- deterministic hashing (docs/semantics.md "Sketch functions") ------------------------
 
 _TAG_STR = b"s"
 _TAG_INT = b"i"
@@ -276,5 +276,5 @@ def check_finite_params(owner: str, **params: float) -> None:
         if not math.isfinite(value):
             raise KernelSpecError(
                 f"{owner}: param '{name}': expected a finite number, got {value!r}",
-                hint="see docs/semantics.md 'Planned functions' for the allowed ranges",
+                hint="see docs/semantics.md 'Sketch functions' for the allowed ranges",
             )

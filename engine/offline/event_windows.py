@@ -253,6 +253,9 @@ def _sketch_windows(
 ) -> F64:
     """Each window's sketch value (NaN where empty or over its bound: null)."""
     column = raw_values.get(slot.column)
+    out = np.full(len(lo), np.nan)
+    if column is None and not bool(np.any(hi > lo)):
+        return out  # no event in any window (an empty log read has no raw columns at all)
     if column is None:
         raise TrainingSetError(
             f"aggregation '{agg.output_name}': expected the decoded values of column "
@@ -261,7 +264,6 @@ def _sketch_windows(
         )
     pos = np.zeros(len(times), dtype=np.int64) if positions is None else positions
     start = np.zeros(1, dtype=np.int64)
-    out = np.full(len(lo), np.nan)
     kind = slot.implementation
     for q in np.flatnonzero(hi > lo).tolist():
         a, b = int(lo[q]), int(hi[q])

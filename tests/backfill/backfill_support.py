@@ -23,6 +23,7 @@ from tests.engine.streaming_support import (
     example_views,
     expected_values,
     online_values,
+    reference_event,
 )
 
 START_MS = 1_780_000_000_000  # 2026-05-28: in the past, so nothing is "in the future"
@@ -41,7 +42,7 @@ def random_events(
             "transaction_id": f"t{i}",
             "user_id": f"u{int(rng.integers(users))}",
             "merchant_id": f"m{int(rng.integers(merchants))}",
-            "card_id": "c0",
+            "card_id": f"c{(i * 7919) % (3 * users)}",  # not drawn from rng: the other fields stay as they were
             "amount": float(np.round(rng.gamma(2.0, 30.0), 2)),
             "currency": "EUR",
             "event_type": str(kinds[i]),
@@ -62,21 +63,7 @@ def history_reference(events: Sequence[dict[str, Any]], start_ms: int, end_ms: i
     """Reference events of a history backfill: positions (HISTORY_PARTITION, sorted index)."""
     chosen = [e for e in events if start_ms <= e["ts"] < end_ms]
     order = sorted(range(len(chosen)), key=lambda i: chosen[i]["ts"])  # stable: file order
-    return [_reference_event(chosen[i], HISTORY_PARTITION, offset) for offset, i in enumerate(order)]
-
-
-def _reference_event(doc: dict[str, Any], partition: int, offset: int) -> dict[str, Any]:
-    return {
-        "entity": doc["user_id"],
-        "merchant": doc["merchant_id"],
-        "pair": (doc["user_id"], doc["merchant_id"]),
-        "e": doc["ts"],
-        "partition": partition,
-        "offset": offset,
-        "value": float(doc["amount"]),
-        "event_type": doc["event_type"],
-        "valid": True,
-    }
+    return [reference_event(chosen[i], HISTORY_PARTITION, offset) for offset, i in enumerate(order)]
 
 
 def run_backfill(
@@ -128,17 +115,8 @@ def compare_training_set(
     topic: str = "transactions",
 ) -> None:
     """get_training_set on the Parquet log equals the reference for every spine row."""
-    _source, views = example_views(topic)
-    repo = _repo_for(views)
-    spine = pl.DataFrame(
-        {
-            "user_id": [u for u, _, _ in spine_rows],
-            "merchant_id": [m for _, m, _ in spine_rows],
-            "event_timestamp": pl.Series([t for _, _, t in spine_rows], dtype=pl.Int64).cast(pl.Datetime("ms", "UTC")),
-        }
-    )
-    frame = get_training_set(repo, "backfill_check", spine, str(log_root))
-    by_name = {v.name: v for v in views}
+    frame = training_rows(log_root, spine_rows, topic)
+    by_name = views_by_name(topic)
     for row, (user, merchant, t) in zip(frame.iter_rows(named=True), spine_rows, strict=True):
         keys: dict[str, str | tuple[str, ...]] = {"entity": user, "merchant": merchant, "pair": (user, merchant)}
         for name, key_field in EXAMPLE_VIEW_KEYS:
@@ -147,6 +125,22 @@ def compare_training_set(
             mine = [e for e in applied if e[key_field] == key]
             want = expected_values(view, mine, key, t, key_field=key_field)
             assert_close({n: row[n] for n in want}, want, f"training set {name} {key} at {t}")
+
+
+def training_rows(
+    log_root: Path, spine_rows: Sequence[tuple[str, str, int]], topic: str = "transactions"
+) -> pl.DataFrame:
+    """get_training_set of every example view's features on the Parquet log, one row per
+    ``(user_id, merchant_id, t)`` of the spine, in spine order."""
+    _source, views = example_views(topic)
+    spine = pl.DataFrame(
+        {
+            "user_id": [u for u, _, _ in spine_rows],
+            "merchant_id": [m for _, m, _ in spine_rows],
+            "event_timestamp": pl.Series([t for _, _, t in spine_rows], dtype=pl.Int64).cast(pl.Datetime("ms", "UTC")),
+        }
+    )
+    return get_training_set(_repo_for(views), "backfill_check", spine, str(log_root))
 
 
 def _repo_for(views: Sequence[StreamFeatureView]) -> Any:

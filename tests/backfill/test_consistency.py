@@ -19,7 +19,11 @@ from bytewax.testing import run_main
 from confluent_kafka import Producer
 
 from dataflows.stream import build_flow
+from engine.kernel.codec import decode_sketches, decode_tiles
+from engine.kernel.layout import ViewSpec
+from engine.kernel.window import empty_value
 from engine.offline.history_batches import HISTORY_PARTITION
+from engine.state.keys import entity_key
 from engine.state.online_rocksdb import RocksDBOnlineTable
 from tests.backfill.backfill_support import (
     SHARDS,
@@ -29,6 +33,7 @@ from tests.backfill.backfill_support import (
     history_reference,
     random_events,
     run_backfill,
+    training_rows,
     write_history,
 )
 from tests.engine.streaming_support import (
@@ -108,6 +113,37 @@ def test_online_training_backfill_and_reference_agree(
     online = RocksDBOnlineTable(job.state_dir, SHARDS, tmp_path / "sec_a", background=False)
     offline = RocksDBOnlineTable(tmp_path / "bf" / "state", SHARDS, tmp_path / "sec_b", background=False)
     try:
+        users = sorted({str(d["user_id"]) for d in docs})
+        sketch_views = [v for v in views.values() if ViewSpec.from_view(v).layout.sketch_slots]
+        assert {v.name for v in sketch_views} >= {"user_spend", "user_amount_profile"}
+        for view in sketch_views:
+            # Sketch state is bit-identical: the same tiles, the same blob bytes per tile and slot.
+            n_slots = len(ViewSpec.from_view(view).layout.sketch_slots)
+            for user in users:
+                a_raw, b_raw = (t.read(view.fingerprint, [entity_key([user])])[0] for t in (online, offline))
+                assert (a_raw is None) == (b_raw is None), (view.name, user)
+                if a_raw is not None and b_raw is not None:
+                    assert decode_tiles(a_raw)[0].tolist() == decode_tiles(b_raw)[0].tolist(), (view.name, user)
+                    a_blobs, b_blobs = decode_sketches(a_raw, n_slots), decode_sketches(b_raw, n_slots)
+                    assert a_blobs.tolist() == b_blobs.tolist(), f"{view.name} {user}: sketch blobs differ"
+        # The training set answers the sketch features exactly as the online state does.
+        sketch_features = [
+            (view, spec)
+            for view in sketch_views
+            for spec in ViewSpec.from_view(view).aggregations
+            if spec.sketch_slot is not None
+        ]
+        spine_now = [(user, "m0", t_final) for user in users]
+        answered = 0
+        for log_root in (tmp_path / "stream" / "log", tmp_path / "bf" / "log"):
+            frame = training_rows(log_root, spine_now, topic=topic)
+            for row, (user, _, _) in zip(frame.iter_rows(named=True), spine_now, strict=True):
+                for view, spec in sketch_features:
+                    served = online_values(online, view, user, t_final)
+                    want = empty_value(spec) if served is None else served[spec.output_name]
+                    assert row[spec.output_name] == want, f"{log_root.parent.name} {spec.output_name} {user}"
+                    answered += want not in (None, 0)
+        assert answered >= len(users) * len(sketch_features), "most users have sketch values to compare"
         # user_lifetime: the compacted partials folded batch by batch (stream) and
         # chunk by chunk (backfill) agree.
         for name in ("user_spend", "user_lifetime"):

@@ -409,13 +409,23 @@ def test_cli_plan_and_apply(
 
 def test_example_repo_loads_and_transforms_check() -> None:
     repo = load_repo(REPO_ROOT / "feature_defs")
-    assert {v.name for v in repo.views} == {"user_spend", "merchant_activity", "user_merchant_spend", "user_lifetime"}
+    assert {v.name for v in repo.views} == {
+        "user_spend",
+        "merchant_activity",
+        "user_merchant_spend",
+        "user_lifetime",
+        "user_amount_profile",
+    }
+    # The example repo shows every sketch function (issue #16: make demo prints them).
+    used = {str(a.function) for v in repo.views for a in v.aggregations}
+    assert {"count_distinct", "count_distinct_approx", "percentile", "median"} <= used
     user_spend = repo.view("user_spend")
     assert user_spend.source.topic == "transactions" and user_spend.join_keys == ("user_id",)
     assert user_spend.source.allowed_lateness_ms == 300_000 and user_spend.interval_ms == 60_000
     assert set(user_spend.feature_names) == {
         f"amount_{fn}_{w}" for fn in ("sum", "count", "mean") for w in ("15m", "1h", "1d")
-    } | {"amount_max_1h", "amount_stddev_1d", "ms_since_last_purchase"}
+    } | {"amount_max_1h", "amount_stddev_1d", "ms_since_last_purchase", "distinct_merchants_1h", "distinct_cards_1d"}
+    assert repo.view("user_amount_profile").feature_names == ("amount_median_30d", "amount_p95_30d", "amount_p99_30d")
     assert repo.view("merchant_activity").join_keys == ("merchant_id",)
     velocity = check_on_demand(repo.on_demand_view("spend_velocity"), {"amount": 50.0, "amount_sum_15m": 0.0})
     assert velocity == {"spend_velocity_ratio": pytest.approx(50.0 / 0.001)}
@@ -430,7 +440,7 @@ def test_example_repo_loads_and_transforms_check() -> None:
     service = repo.service("fraud_scoring")
     assert service.entity_join_keys == ("user_id", "merchant_id")
     assert dict(service.request_fields) == {"amount": "float"}
-    assert service.feature_names[-10:] == (
+    assert service.feature_names[-13:] == (
         "merchant_txn_count_15m",
         "merchant_txn_count_1h",
         "pair_txn_count_1d",
@@ -439,6 +449,9 @@ def test_example_repo_loads_and_transforms_check() -> None:
         "pair_first_seen_1d",
         "user_purchases_lifetime",
         "user_first_seen_lifetime",
+        "amount_median_30d",
+        "amount_p95_30d",
+        "amount_p99_30d",
         "spend_velocity_ratio",
         "user_merchant_share_1h",
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +23,17 @@ from engine.definitions import StreamFeatureView, load_repo
 from engine.generate import EventBatch
 from engine.io.batches import DecodedBatch
 from engine.kernel import ViewSpec, decode_tiles, evaluate
+from engine.kernel.codec import decode_sketches
 from engine.state.keys import entity_key
 from engine.state.protocols import OnlineTable
 from engine.state.records import tile_key
-from tests.reference import apply_watermark, reference_value
+from tests.reference import (
+    apply_watermark,
+    exact_rank_value,
+    hyperloglog_estimate,
+    reference_value,
+    window_events,
+)
 
 REPO = Path(__file__).resolve().parents[2] / "feature_defs"
 
@@ -98,12 +105,14 @@ def reference_events(records: Iterable[Record], generated: EventBatch | None = N
     if generated is not None:
         malformed = {v for v, m in zip(generated.values, generated.malformed.tolist(), strict=True) if m >= 0}
     return [
-        refused_reference_event(r) if r.value in malformed else reference_event(orjson.loads(r.value), r)
+        refused_reference_event(r.partition, r.offset)
+        if r.value in malformed
+        else reference_event(orjson.loads(r.value), r.partition, r.offset)
         for r in sorted(records, key=lambda r: (r.partition, r.offset))
     ]
 
 
-def reference_event(doc: Mapping[str, Any], record: Record) -> dict[str, Any]:
+def reference_event(doc: Mapping[str, Any], partition: int, offset: int) -> dict[str, Any]:
     """A valid example transaction as tests/reference.py reads it, with the entity key of each
     example view (EXAMPLE_VIEW_KEYS)."""
     return {
@@ -111,21 +120,23 @@ def reference_event(doc: Mapping[str, Any], record: Record) -> dict[str, Any]:
         "merchant": doc["merchant_id"],
         "pair": (doc["user_id"], doc["merchant_id"]),
         "e": doc["ts"],
-        "partition": record.partition,
-        "offset": record.offset,
+        "partition": partition,
+        "offset": offset,
         "value": float(doc["amount"]),
+        "merchant_id": doc["merchant_id"],  # the raw columns the distinct counts read
+        "card_id": doc["card_id"],
         "event_type": doc["event_type"],
         "valid": True,
     }
 
 
-def refused_reference_event(record: Record) -> dict[str, Any]:
+def refused_reference_event(partition: int, offset: int) -> dict[str, Any]:
     """A record the decoder must refuse (dead-letter), as tests/reference.py reads it."""
     return {
         "entity": None,
         "e": 0,
-        "partition": record.partition,
-        "offset": record.offset,
+        "partition": partition,
+        "offset": offset,
         "value": 0.0,
         "valid": False,
     }
@@ -138,9 +149,11 @@ def transactions_batch(
     first_offset: int = 0,
     merchant: str = "m1",
     amounts: npt.NDArray[np.float64] | None = None,
+    cards: Sequence[str] | None = None,
 ) -> DecodedBatch:
     """A decoded batch of example PURCHASE transactions on partition 0 of ``transactions``:
-    one per user, at ``event_ts``, offsets from ``first_offset``, amounts 1, 2, ... unless given."""
+    one per user, at ``event_ts``, offsets from ``first_offset``, amounts 1, 2, ... and
+    card ``c1`` unless given."""
     n = len(users)
     offsets = np.arange(first_offset, first_offset + n, dtype=np.int64)
     return DecodedBatch(
@@ -154,6 +167,7 @@ def transactions_batch(
         columns={
             "user_id": np.array(users, dtype=object),
             "merchant_id": np.array([merchant] * n, dtype=object),
+            "card_id": np.array(["c1"] * n if cards is None else cards, dtype=object),
             "amount": np.arange(n, dtype=np.float64) + 1.0 if amounts is None else amounts,
             "event_type": np.array(["PURCHASE"] * n, dtype=object),
         },
@@ -169,27 +183,65 @@ def is_purchase(event: Any) -> bool:
     return bool(event["event_type"] == "PURCHASE")
 
 
+@dataclass(frozen=True)
+class Approx:
+    """The reference value of an approximate function and the documented bound its
+    answer lies within (docs/semantics.md "Sketch functions")."""
+
+    value: float
+    tolerance: float
+
+
+# The reference event field holding each source column an example aggregation reads.
+_COLUMN_FIELDS = {"amount": "value", "merchant_id": "merchant_id", "card_id": "card_id"}
+
+
 def expected_values(
     view: StreamFeatureView,
     applied: Sequence[dict[str, Any]],
     entity: str | tuple[str, ...],
     t: int,
     key_field: str = "entity",
+    filter: Callable[[Any], bool] | None = is_purchase,
 ) -> dict[str, Any]:
+    """Reference values of every aggregation of ``view`` (the example views' filter is
+    ``is_purchase``; pass ``filter=None`` for events already filtered)."""
     events = [e if key_field == "entity" else {**e, "entity": e[key_field]} for e in applied if e[key_field] == entity]
-    return {
-        agg.output_name: reference_value(
-            events,
+    expected: dict[str, Any] = {}
+    for agg in view.aggregations:
+        function = str(getattr(agg.function, "value", agg.function))
+        params = dict(agg.params)
+        mine = [{**e, "value": e[_COLUMN_FIELDS[agg.column]]} for e in events]
+        if function in ("count_distinct_approx", "percentile", "median"):
+            window = window_events(mine, entity, t, agg.window_ms, view.interval_ms, filter=filter)
+            expected[agg.output_name] = _approximate_reference(function, params, window)
+            continue
+        expected[agg.output_name] = reference_value(
+            mine,
             entity,
             t,
-            str(getattr(agg.function, "value", agg.function)),
+            function,
             agg.window_ms,
             view.interval_ms,
             agg.default,
-            filter=is_purchase,
+            filter=filter,
+            max_distinct=None if "max_distinct" not in params else int(params["max_distinct"]),
         )
-        for agg in view.aggregations
-    }
+    return expected
+
+
+def _approximate_reference(
+    function: str, params: dict[str, int | float], chosen: Sequence[dict[str, Any]]
+) -> Approx | int | None:
+    """The reference of a sketch over the window's events ``chosen``. HyperLogLog:
+    exactly the estimate of the registers of W's values, built from the definition (its
+    accuracy against the true count and the datasketches library is tested in
+    tests/kernel/test_kernel_sketch_accuracy.py). DDSketch: the exact rank value, which
+    the answer lies within the relative accuracy alpha of."""
+    if function == "count_distinct_approx":
+        return hyperloglog_estimate([e["value"] for e in chosen], int(params["precision"]))
+    value = exact_rank_value([float(e["value"]) for e in chosen], 0.5 if function == "median" else float(params["q"]))
+    return None if value is None else Approx(value, float(params["alpha"]) * abs(value) * (1 + 1e-12))
 
 
 # The example views and the reference event field holding each one's entity key
@@ -199,6 +251,7 @@ EXAMPLE_VIEW_KEYS = (
     ("merchant_activity", "merchant"),
     ("user_merchant_spend", "pair"),
     ("user_lifetime", "entity"),
+    ("user_amount_profile", "entity"),
 )
 
 
@@ -210,7 +263,9 @@ def online_values(
     if record is None:
         return None
     tiles, partials, _ = decode_tiles(record)
-    return dict(evaluate(ViewSpec.from_view(view), tiles, partials, t).values)
+    spec = ViewSpec.from_view(view)
+    sketches = decode_sketches(record, len(spec.layout.sketch_slots))
+    return dict(evaluate(spec, tiles, partials, t, sketches).values)
 
 
 def check_online_values(
@@ -239,7 +294,11 @@ def assert_close(actual: dict[str, Any], expected: dict[str, Any], context: str)
     assert actual.keys() == expected.keys(), context
     for name, want in expected.items():
         got = actual[name]
-        if want is None or got is None:
+        if isinstance(want, Approx):
+            assert got is not None and abs(got - want.value) <= want.tolerance, (
+                f"{context}: {name}: got {got!r}, want {want.value!r} within {want.tolerance!r}"
+            )
+        elif want is None or got is None:
             assert got == want, f"{context}: {name}: got {got!r}, want {want!r}"
         elif isinstance(want, int) and isinstance(got, int):
             assert got == want, f"{context}: {name}: got {got}, want {want}"

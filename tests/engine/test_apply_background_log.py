@@ -20,7 +20,7 @@ START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
 def _batch(first_offset: int, n: int) -> DecodedBatch:
     ts = START_MS + np.arange(first_offset, first_offset + n, dtype=np.int64) * 1_000
-    return transactions_batch(ts, ["u1"] * n, first_offset=first_offset)
+    return transactions_batch(ts, ["u1"] * n, first_offset=first_offset, cards=[f"c{i % 3}" for i in range(n)])
 
 
 def _apply(applier: ShardApplier, batch: DecodedBatch, views: tuple[object, ...]) -> None:

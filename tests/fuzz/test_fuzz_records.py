@@ -185,9 +185,9 @@ def test_hostile_records_go_to_the_dlq_and_good_ones_are_exact(
         doc = good_of.get(r.value)
         if doc is None:
             assert r.value in kind_of
-            events.append(refused_reference_event(r))
+            events.append(refused_reference_event(r.partition, r.offset))
         else:
-            events.append(reference_event(doc, r))
+            events.append(reference_event(doc, r.partition, r.offset))
     counts = check_against_reference(repo, data, kafka_bootstrap, topic, events, tmp_path / "secondary")
     by_position = {(r.partition, r.offset): r.value for r in records}
     seen: Counter[tuple[str, str]] = Counter()

@@ -58,6 +58,30 @@ def test_constraint_violations_go_to_the_dlq_with_a_reason(value: bytes, reason:
     assert detail in letter.detail, letter.detail
 
 
+@pytest.mark.parametrize("extra", [b"NaN", b"1e999", b"-Infinity"])
+@pytest.mark.parametrize(
+    "strings",
+    [
+        b'"user_id": "u\\ud800", "currency": "EUR"',  # a lone high surrogate in a join key
+        b'"user_id": "u1", "currency": "\\udc00"',  # a lone low surrogate in a string field
+        b'"user_id": "u1", "currency": "EUR", "n\\ud800": 1',  # in the key of an unused field
+    ],
+)
+def test_a_lone_surrogate_beside_a_non_finite_number_is_refused_not_decoded(strings: bytes, extra: bytes) -> None:
+    # orjson refuses both; the lenient parser (which finds the non-finite field) accepts
+    # "\ud800", a string that cannot be hashed (count_distinct) nor written as UTF-8.
+    doc = b'{%s, "amount": 1.0, "items": 1, "card_present": true, "ts": %d, "x": %s}' % (
+        strings,
+        BASE_TS,
+        extra,
+    )
+    out = _decoder().decode(raw_batch([doc, _with(2)]), PartitionWatermarks())
+    assert out.offsets.tolist() == [1], doc
+    (letter,) = out.dead_letters
+    assert letter.reason == "invalid_json", doc
+    assert "lone UTF-16 surrogate" in letter.detail and "send UTF-8" in letter.detail, letter.detail
+
+
 def test_values_at_the_declared_bounds_are_accepted() -> None:
     values = [_with(0, amount=0.0, items=1, user_id="a"), _with(1, amount=1e9, items=1000, user_id="Z" * 16)]
     out = _decoder(constraints=CONSTRAINTS).decode(raw_batch(values), PartitionWatermarks())

@@ -1,6 +1,6 @@
 """Lifetime windows (``window_ms=None``): retention folds expired tiles into one
 compacted partial per entity, and every path still answers W(k, t) = every applied
-event with e <= t (docs/semantics.md, "Planned functions" and section 7)."""
+event with e <= t (docs/semantics.md, "Sketch functions" and section 7)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from engine.kernel.batch_merge import (
 )
 from engine.kernel.codec import decode_tiles
 from engine.kernel.exceptions import KernelSpecError
-from engine.kernel.layout import FUNCTIONS, LIFETIME_WINDOW_TILES
+from engine.kernel.layout import LIFETIME_WINDOW_TILES, PARTIAL_FUNCTIONS
 from engine.kernel.window import evaluate_many
 from engine.kernel.window_plan import WindowPlan, decode_record
 from tests.kernel.kernel_support import COLUMN, assert_same_value
@@ -38,7 +38,7 @@ BASE = 1_700_000_000_000  # an event time after 2000-01-01
 
 def lifetime_spec(finite_tiles: int) -> ViewSpec:
     """Every function over a lifetime window, plus one finite count that sets retention."""
-    aggregations = tuple(AggregationSpec(f"{f}_lifetime", COLUMN, f, None) for f in FUNCTIONS)
+    aggregations = tuple(AggregationSpec(f"{f}_lifetime", COLUMN, f, None) for f in PARTIAL_FUNCTIONS)
     finite = AggregationSpec("count_finite", COLUMN, "count", finite_tiles * G)
     return ViewSpec(G, (COLUMN,), (*aggregations, finite), finite_tiles * G + LATENESS + G)
 

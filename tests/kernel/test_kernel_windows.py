@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from engine.kernel import evaluate, evaluate_many
 from engine.kernel.exceptions import KernelSpecError
-from engine.kernel.layout import FIELD_COUNT, FIELD_LAST_VALUE, FUNCTIONS, PartialLayout, ViewSpec
+from engine.kernel.layout import FIELD_COUNT, FIELD_LAST_VALUE, PARTIAL_FUNCTIONS, PartialLayout, ViewSpec
 from tests.kernel.kernel_support import (
     ENTITIES,
     LAYOUT,
@@ -133,13 +133,13 @@ def test_empty_window_values_and_defaults() -> None:
     assert result.values == {
         "count_2": 0,
         "sum_2": 0.0,
-        **{f"{f}_2": None for f in FUNCTIONS if f not in ("count", "sum")},
+        **{f"{f}_2": None for f in PARTIAL_FUNCTIONS if f not in ("count", "sum")},
     }
-    assert result.empty == (True,) * len(FUNCTIONS)
+    assert result.empty == (True,) * len(PARTIAL_FUNCTIONS)
     assert not result.any_defaulted
     defaulted = evaluate(with_default, tiles, partials, 1_000)
     assert set(defaulted.values.values()) == {-1.0}
-    assert defaulted.defaulted == (True,) * len(FUNCTIONS)
+    assert defaulted.defaulted == (True,) * len(PARTIAL_FUNCTIONS)
     batch = evaluate_many(with_default, tiles, partials, [0, 0], [0, 0], [5, 50])
     assert batch.defaulted.all()
     assert batch.row(1).values == defaulted.values

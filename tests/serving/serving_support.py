@@ -26,8 +26,10 @@ from engine.definitions import (
     col,
     load_repo,
 )
-from engine.io.parquet_log import ParquetLogWriter
+from engine.definitions.base import FieldType
+from engine.io.parquet_log import ParquetLogWriter, raw_column, value_column
 from engine.kernel import PartialLayout, aggregate_batch, encode_positions, encode_tiles
+from engine.kernel.aggregate import aggregate_sketches
 from engine.plan import AppliedPlan
 from engine.ports import free_port
 from engine.retention import sweep_view
@@ -63,6 +65,7 @@ def make_events(n: int = 400, seed: int = 7) -> list[dict[str, Any]]:
                 "transaction_id": f"t{i}",
                 "user_id": USERS[int(rng.integers(len(USERS)))],
                 "merchant_id": MERCHANTS[int(rng.integers(len(MERCHANTS)))],
+                "card_id": f"c{i % 7}",  # not drawn from rng: the other fields stay as they were
                 "amount": round(float(rng.uniform(1, 500)), 2),
                 "event_type": "PURCHASE" if rng.random() < 0.8 else "REFUND",
                 "ts": int(ts),
@@ -76,6 +79,7 @@ def make_events(n: int = 400, seed: int = 7) -> list[dict[str, Any]]:
             "transaction_id": "last",
             "user_id": "u0",
             "merchant_id": "m0",
+            "card_id": "c0",
             "amount": 10.0,
             "event_type": "PURCHASE",
             "ts": T_END - 2_000,
@@ -178,13 +182,21 @@ def view_records(view: StreamFeatureView, events: Sequence[Mapping[str, Any]]) -
     codes = np.array([codes_of.setdefault(k, len(codes_of)) for k in keys], dtype=np.int64)
     ts = np.array([e["ts"] for e in rows], dtype=np.int64)
     positions = encode_positions([e["partition"] for e in rows], [e["offset"] for e in rows])
-    values = np.array([[float(e[c]) for c in layout.columns] for e in rows], dtype=np.float64)
-    code_u, tiles_u, partials = aggregate_batch(layout, codes, ts // view.interval_ms, ts, positions, values)
+    # A non-numeric column is only counted, timed or hashed: its float partial needs no value.
+    numeric = [view.column_types[c] in (FieldType.INT, FieldType.FLOAT) for c in layout.columns]
+    values = np.array(
+        [[float(e[c]) if num else 0.0 for c, num in zip(layout.columns, numeric, strict=True)] for e in rows],
+        dtype=np.float64,
+    ).reshape(len(rows), len(layout.columns))
+    tiles = ts // view.interval_ms
+    code_u, tiles_u, partials = aggregate_batch(layout, codes, tiles, ts, positions, values)
+    raw = {c: np.array([e[c] for e in rows], dtype=object) for c in layout.sketch_columns}
+    sketches = aggregate_sketches(layout, codes, tiles, ts, positions, raw)
     records: dict[bytes, bytes] = {}
     for key, code in codes_of.items():
         sel = code_u == code
         max_ts = int(ts[codes == code].max())
-        records[key] = encode_tiles(tiles_u[sel], partials[sel], max_ts)
+        records[key] = encode_tiles(tiles_u[sel], partials[sel], max_ts, sketches[sel])
     return records, int(ts.max())
 
 
@@ -238,8 +250,13 @@ def write_log(log_root: str, views: Iterable[StreamFeatureView], events: Sequenc
     """The Parquet log of every view, as the ingest sink publishes it (one file per date)."""
     for view in views:
         rows = passes(view, events)
-        writer = ParquetLogWriter(log_root, view.name, view.fingerprint_hex, view.join_keys, view.columns, "test")
+        sketch_columns = PartialLayout.for_view(view).sketch_columns
+        raw_types = {c: str(view.column_types[c]) for c in sketch_columns}
+        writer = ParquetLogWriter(
+            log_root, view.name, view.fingerprint_hex, view.join_keys, view.columns, "test", raw_columns=raw_types
+        )
         ts = np.array([e["ts"] for e in rows], dtype=np.int64)
+        numeric = {c: view.column_types[c] in (FieldType.INT, FieldType.FLOAT) for c in view.columns}
         writer.append(
             {
                 **{k: [str(e[k]) for e in rows] for k in view.join_keys},
@@ -247,7 +264,11 @@ def write_log(log_root: str, views: Iterable[StreamFeatureView], events: Sequenc
                 "partition": np.array([e["partition"] for e in rows], dtype=np.int32),
                 "offset": np.array([e["offset"] for e in rows], dtype=np.int64),
                 "tile_start": ts // view.interval_ms * view.interval_ms,
-                **{f"value__{c}": np.array([float(e[c]) for e in rows]) for c in view.columns},
+                **{
+                    value_column(c): np.array([float(e[c]) if numeric[c] else 0.0 for e in rows], dtype=np.float64)
+                    for c in view.columns
+                },
+                **{raw_column(c): [e[c] for e in rows] for c in sketch_columns},
             }
         )
         writer.publish()

@@ -154,12 +154,22 @@ def recent_events(now: int) -> list[dict[str, Any]]:
                 {
                     "user_id": user,
                     "merchant_id": merchant,
+                    "card_id": "c0",
                     "amount": round(float(rng.uniform(1, 300)), 2),
                     "event_type": "PURCHASE" if rng.random() < 0.85 else "REFUND",
                     "ts": int(ts),
                 }
             )
-    events.append({"user_id": "u0", "merchant_id": "m0", "amount": 12.0, "event_type": "PURCHASE", "ts": now - 20_000})
+    events.append(
+        {
+            "user_id": "u0",
+            "merchant_id": "m0",
+            "card_id": "c0",
+            "amount": 12.0,
+            "event_type": "PURCHASE",
+            "ts": now - 20_000,
+        }
+    )
     events.sort(key=lambda e: e["ts"])
     return [{**e, "transaction_id": f"t{i}", "partition": 0, "offset": i} for i, e in enumerate(events)]
 

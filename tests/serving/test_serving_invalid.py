@@ -28,6 +28,7 @@ def _huge(offset: int, ts: int) -> dict[str, Any]:
         "transaction_id": f"huge{offset}",
         "user_id": "huge",
         "merchant_id": "m0",
+        "card_id": "c0",
         "amount": 1e308,
         "event_type": "PURCHASE",
         "ts": ts,

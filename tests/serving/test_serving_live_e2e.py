@@ -67,6 +67,7 @@ def _expected_rows(
         want.update(expected_values(views["user_merchant_spend"], applied, (user, merchant), t, key_field="pair"))
         lifetime = expected_values(views["user_lifetime"], mine, user, t)
         want.update({name: lifetime[name] for name in LIFETIME_FEATURES})
+        want.update(expected_values(views["user_amount_profile"], mine, user, t))
         want["spend_velocity_ratio"] = amount / max(want["amount_sum_15m"] or 0.0, 0.001)
         shop_sum = shop["merchant_amount_sum_1h"] or 0.0
         want["user_merchant_share_1h"] = (want["amount_sum_1h"] or 0.0) / shop_sum if shop_sum > 0 else 0.0

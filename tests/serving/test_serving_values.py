@@ -12,7 +12,7 @@ from engine.definitions import FeatureRepo, StreamFeatureView
 from engine.plan import AppliedPlan
 from engine.state import RedisOnlineTable
 from serving.registry import build_registry
-from tests.reference import reference_value
+from tests.engine.streaming_support import expected_values
 from tests.serving.asgi_support import ASGIClient
 from tests.serving.serving_support import MERCHANTS, T_END, USERS, passes
 
@@ -38,15 +38,12 @@ def expected(
             "partition": e["partition"],
             "offset": e["offset"],
             "value": e["amount"],
+            "merchant_id": e["merchant_id"],
+            "card_id": e["card_id"],
         }
         for e in passes(view, events)
     ]
-    return {
-        agg.output_name: reference_value(
-            rows, entity, t, str(agg.function), agg.window_ms, view.interval_ms, agg.default
-        )
-        for agg in view.aggregations
-    }
+    return expected_values(view, rows, entity, t, filter=None)
 
 
 def close(a: Any, b: Any) -> bool:

@@ -28,7 +28,7 @@ from engine.definitions import FeatureRepo
 from engine.plan import AppliedPlan
 from engine.ports import free_port
 from serving.shadow.outcome import read_outcomes
-from tests.engine.streaming_support import expected_values
+from tests.engine.streaming_support import expected_values, reference_event
 from tests.serving.serving_support import (
     MERCHANTS,
     T_END,
@@ -54,19 +54,7 @@ MERCHANT_OF = {u: MERCHANTS[i % len(MERCHANTS)] for i, u in enumerate(USERS)}
 
 
 def reference_form(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [
-        {
-            "entity": e["user_id"],
-            "merchant": e["merchant_id"],
-            "e": e["ts"],
-            "partition": e["partition"],
-            "offset": e["offset"],
-            "value": float(e["amount"]),
-            "event_type": e["event_type"],
-            "valid": True,
-        }
-        for e in events
-    ]
+    return [reference_event(e, e["partition"], e["offset"]) for e in events]
 
 
 def feast_rows(
