@@ -22,6 +22,8 @@ user_spend = StreamFeatureView(
         Aggregation(
             column="amount", function="time_since_last", window=timedelta(days=1), name="ms_since_last_purchase"
         ),
+        # The user's 5 newest purchases' merchants, newest first (a list; [] when none).
+        Aggregation(column="merchant_id", function="last_n", n=5, window=timedelta(days=1), name="last_5_merchants_1d"),
     ],
     description="Purchase spend of each user over 15 minutes, 1 hour and 1 day.",
     tags={"team": "risk"},
@@ -39,6 +41,9 @@ merchant_activity = StreamFeatureView(
         Aggregation(column="amount", function="count", window=timedelta(minutes=15), name="merchant_txn_count_15m"),
         Aggregation(column="amount", function="count", window=timedelta(hours=1), name="merchant_txn_count_1h"),
         Aggregation(column="amount", function="sum", window=timedelta(hours=1), name="merchant_amount_sum_1h"),
+        Aggregation(
+            column="amount", function="first_n", n=3, window=timedelta(hours=1), name="merchant_first_3_amounts_1h"
+        ),
     ],
     description="Purchase activity of each merchant.",
     tags={"team": "risk"},
@@ -78,6 +83,13 @@ user_lifetime = StreamFeatureView(
         Aggregation(column="amount", function="sum", window=None, name="user_amount_sum_lifetime"),
         Aggregation(column="amount", function="max", window=None, name="user_amount_max_lifetime"),
         Aggregation(column="amount", function="first_seen", window=None, name="user_first_seen_lifetime"),
+        Aggregation(
+            column="merchant_id",
+            function="last_distinct_n",
+            n=3,
+            window=None,
+            name="user_last_3_distinct_merchants_lifetime",
+        ),
     ],
     description="Every purchase of each user since the first one.",
     tags={"team": "risk"},

@@ -68,22 +68,26 @@ FUNCTIONS: tuple[str, ...] = (
     "stddev",
     "time_since_last",
     "first_seen",
+    "last_n",
+    "first_n",
+    "last_distinct_n",
 )
+# Functions whose value is a list of the column's values ([] when the window is empty).
+LIST_FUNCTIONS = frozenset({"last_n", "first_n", "last_distinct_n"})
 # Functions whose value is an integer (served as int, int64 in training sets).
 INTEGER_FUNCTIONS = frozenset({"count", "time_since_last", "first_seen", "count_distinct", "count_distinct_approx"})
 # Functions whose empty window is 0 rather than null.
 ZERO_WHEN_EMPTY = frozenset({"count", "count_distinct", "count_distinct_approx"})
 # Functions that read only which events exist and their event times, never the
 # column's value, so their column may have any type.
-ANY_COLUMN_FUNCTIONS = frozenset({"count", "time_since_last", "first_seen", "count_distinct", "count_distinct_approx"})
+ANY_COLUMN_FUNCTIONS = frozenset(
+    {"count", "time_since_last", "first_seen", "count_distinct", "count_distinct_approx"} | LIST_FUNCTIONS
+)
 # The function that needs the view-level first_ts field.
 FIRST_SEEN = "first_seen"
 # Specified in docs/semantics.md ("Planned functions") but not implemented: refused
 # with a message saying so rather than as an unknown name.
 PLANNED_FUNCTIONS: tuple[str, ...] = (
-    "last_n",
-    "first_n",
-    "last_distinct_n",
     "count_distinct",
     "count_distinct_approx",
     "percentile",
@@ -304,6 +308,11 @@ class AggregationSpec:
                 f"{owner}: field 'default': expected int, float or None, "
                 f"got {type(self.default).__name__} {self.default!r}",
                 hint="defaults replace the value of an empty window and must be numbers",
+            )
+        if self.default is not None and self.function in LIST_FUNCTIONS:
+            raise KernelSpecError(
+                f"{owner}: field 'default': expected None for {self.function}, got {self.default!r}",
+                hint="an empty window's list is [] (docs/semantics.md 'List functions'); drop the default",
             )
         if not isinstance(self.params, tuple) or list(self.params) != sorted(self.params):
             raise KernelSpecTypeError(

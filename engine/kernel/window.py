@@ -45,14 +45,16 @@ from engine.kernel.layout import (
     FIELD_MIN,
     FIELD_SUM,
     INTEGER_FUNCTIONS,
+    LIST_FUNCTIONS,
     ZERO_WHEN_EMPTY,
     AggregationSpec,
     ViewSpec,
 )
 from engine.kernel.sketch_kinds import OverBound, SketchValue, evaluate_blob
 from engine.kernel.sketches import BlobArray, merge_window
+from engine.kernel.value_lists import ListItem
 
-Value = float | int | None
+Value = float | int | list[ListItem] | None
 Int64Array = npt.NDArray[np.int64]
 Float64Array = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -81,6 +83,8 @@ def empty_value(agg: AggregationSpec) -> Value:
     """Value of ``agg`` over an empty window (the table of semantics section 3)."""
     if agg.default is not None:
         return agg.default
+    if agg.function in LIST_FUNCTIONS:
+        return []
     if agg.function in ZERO_WHEN_EMPTY:
         return 0
     if agg.function == "sum":
@@ -252,6 +256,8 @@ class WindowBatch:
             raw = self.values[agg.output_name][i]
             if is_empty:
                 values[agg.output_name] = empty_value(agg)
+            elif isinstance(raw, list):  # a list function's value
+                values[agg.output_name] = raw
             elif math.isnan(float(raw)):  # an over-bound count_distinct
                 values[agg.output_name] = None
             elif values_are_int(agg):
@@ -379,6 +385,13 @@ def evaluate_many_unchecked(
             newest = reduce("last_ts", off, w)
             # Empty windows hold -inf here; they are overwritten by the empty value.
             result = times - np.where(is_empty, 0.0, newest).astype(np.int64)
+        elif slot_index is not None and agg.function in LIST_FUNCTIONS:
+            # A list per query (an object array): [] where the window is empty.
+            lists = np.empty(n_queries, dtype=object)
+            for q in range(n_queries):
+                lists[q] = [] if is_empty[q] else sketch_value(spec, agg, slot_index, sketches, int(lo[q]), int(hi[q]))
+            values[agg.output_name] = lists
+            continue
         elif slot_index is not None:
             # Sketches merge blob by blob: one Python merge per window tile.
             result = np.full(n_queries, np.nan)

@@ -261,7 +261,7 @@ def test_view_column_checks(source: EventSource, user: Entity) -> None:
 
 def test_planned_functions_are_refused_naming_the_function() -> None:
     # docs/semantics.md lists them as planned: plan must not accept what the engine cannot compute.
-    for fn in ("percentile", "count_distinct", "last_n", "first_n", "median"):
+    for fn in ("percentile", "count_distinct", "median"):
         err = refused(lambda fn=fn: Aggregation(column="amount", function=fn, window=timedelta(hours=1)), "function")
         assert fn in str(err) and "time_since_last" in str(err)
         assert "not implemented yet" in str(err)

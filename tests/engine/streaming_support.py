@@ -20,6 +20,7 @@ from dataflows.stream import StreamJob
 from engine.definitions import StreamFeatureView, load_repo
 from engine.generate import EventBatch
 from engine.kernel import ViewSpec, decode_tiles, evaluate
+from engine.kernel.codec import decode_sketches
 from engine.state.keys import entity_key
 from engine.state.protocols import OnlineTable
 from engine.state.records import tile_key
@@ -144,10 +145,15 @@ def expected_values(
             view.interval_ms,
             agg.default,
             filter=is_purchase,
+            n=dict(agg.params).get("n"),  # type: ignore[arg-type]
+            column=REFERENCE_FIELDS[agg.column],
         )
         for agg in view.aggregations
     }
 
+
+# The reference event field holding each source column's values.
+REFERENCE_FIELDS = {"amount": "value", "merchant_id": "merchant", "event_type": "event_type", "user_id": "entity"}
 
 # The example views and the reference event field holding each one's entity key
 # (a tuple of join-key values for the user x merchant view).
@@ -167,7 +173,9 @@ def online_values(
     if record is None:
         return None
     tiles, partials, _ = decode_tiles(record)
-    return dict(evaluate(ViewSpec.from_view(view), tiles, partials, t).values)
+    spec = ViewSpec.from_view(view)
+    sketches = decode_sketches(record, len(spec.layout.sketch_slots)) if spec.layout.sketch_slots else None
+    return dict(evaluate(spec, tiles, partials, t, sketches).values)
 
 
 def check_online_values(
@@ -196,7 +204,7 @@ def assert_close(actual: dict[str, Any], expected: dict[str, Any], context: str)
     assert actual.keys() == expected.keys(), context
     for name, want in expected.items():
         got = actual[name]
-        if want is None or got is None:
+        if want is None or got is None or isinstance(want, list):
             assert got == want, f"{context}: {name}: got {got!r}, want {want!r}"
         elif isinstance(want, int) and isinstance(got, int):
             assert got == want, f"{context}: {name}: got {got}, want {want}"

@@ -18,12 +18,14 @@ from engine.kernel import (
     encode_positions,
     merge_tile_sets,
 )
-from engine.kernel.layout import FUNCTIONS
+from engine.kernel.layout import FUNCTIONS, LIST_FUNCTIONS
 
 COLUMN = "amount"
 LAYOUT = PartialLayout((COLUMN,), tracks_first_event=True)  # make_spec has first_seen
 
 Event = dict[str, Any]
+# The functions of one value per window (the list functions have their own tests).
+SCALAR_FUNCTIONS = tuple(f for f in FUNCTIONS if f not in LIST_FUNCTIONS)
 TileSet = tuple[np.ndarray, np.ndarray]
 
 
@@ -31,7 +33,7 @@ def make_spec(interval_ms: int, window_tiles: Sequence[int], default: float | No
     """A one-column view with every function for every window length (in tiles)."""
     aggregations = tuple(
         AggregationSpec(f"{function}_{w}", COLUMN, function, w * interval_ms, default)
-        for function in FUNCTIONS
+        for function in SCALAR_FUNCTIONS
         for w in window_tiles
     )
     retention = max(window_tiles) * interval_ms + interval_ms

@@ -24,10 +24,10 @@ from engine.kernel.batch_merge import (
 )
 from engine.kernel.codec import decode_tiles
 from engine.kernel.exceptions import KernelSpecError
-from engine.kernel.layout import FUNCTIONS, LIFETIME_WINDOW_TILES
+from engine.kernel.layout import LIFETIME_WINDOW_TILES
 from engine.kernel.window import evaluate_many
 from engine.kernel.window_plan import WindowPlan, decode_record
-from tests.kernel.kernel_support import COLUMN, assert_same_value
+from tests.kernel.kernel_support import COLUMN, SCALAR_FUNCTIONS, assert_same_value
 from tests.reference import apply_watermark, reference_value
 
 G = 1_000
@@ -38,7 +38,7 @@ BASE = 1_700_000_000_000  # an event time after 2000-01-01
 
 def lifetime_spec(finite_tiles: int) -> ViewSpec:
     """Every function over a lifetime window, plus one finite count that sets retention."""
-    aggregations = tuple(AggregationSpec(f"{f}_lifetime", COLUMN, f, None) for f in FUNCTIONS)
+    aggregations = tuple(AggregationSpec(f"{f}_lifetime", COLUMN, f, None) for f in SCALAR_FUNCTIONS)
     finite = AggregationSpec("count_finite", COLUMN, "count", finite_tiles * G)
     return ViewSpec(G, (COLUMN,), (*aggregations, finite), finite_tiles * G + LATENESS + G)
 

@@ -11,10 +11,11 @@ from hypothesis import strategies as st
 
 from engine.kernel import evaluate, evaluate_many
 from engine.kernel.exceptions import KernelSpecError
-from engine.kernel.layout import FIELD_COUNT, FIELD_LAST_VALUE, FUNCTIONS, PartialLayout, ViewSpec
+from engine.kernel.layout import FIELD_COUNT, FIELD_LAST_VALUE, PartialLayout, ViewSpec
 from tests.kernel.kernel_support import (
     ENTITIES,
     LAYOUT,
+    SCALAR_FUNCTIONS,
     Event,
     aggregate_events,
     assert_same_value,
@@ -133,13 +134,13 @@ def test_empty_window_values_and_defaults() -> None:
     assert result.values == {
         "count_2": 0,
         "sum_2": 0.0,
-        **{f"{f}_2": None for f in FUNCTIONS if f not in ("count", "sum")},
+        **{f"{f}_2": None for f in SCALAR_FUNCTIONS if f not in ("count", "sum")},
     }
-    assert result.empty == (True,) * len(FUNCTIONS)
+    assert result.empty == (True,) * len(SCALAR_FUNCTIONS)
     assert not result.any_defaulted
     defaulted = evaluate(with_default, tiles, partials, 1_000)
     assert set(defaulted.values.values()) == {-1.0}
-    assert defaulted.defaulted == (True,) * len(FUNCTIONS)
+    assert defaulted.defaulted == (True,) * len(SCALAR_FUNCTIONS)
     batch = evaluate_many(with_default, tiles, partials, [0, 0], [0, 0], [5, 50])
     assert batch.defaulted.all()
     assert batch.row(1).values == defaulted.values

@@ -26,7 +26,7 @@ from engine.definitions import (
     col,
 )
 from engine.io.parquet_log import DAY_MS, ParquetLogWriter
-from engine.kernel.layout import FUNCTIONS, AggregationSpec
+from engine.kernel.layout import AggregationSpec
 from engine.offline.event_windows import evaluate_windows
 from engine.offline.exceptions import (
     OnDemandComputationError,
@@ -34,6 +34,7 @@ from engine.offline.exceptions import (
     TrainingSetError,
 )
 from engine.offline.training import get_training_set
+from tests.kernel.kernel_support import SCALAR_FUNCTIONS
 from tests.reference import reference_value
 
 G = 1000  # the view's aggregation interval: 1 s
@@ -41,7 +42,7 @@ BASE = 19_800 * DAY_MS + DAY_MS - 5 * G  # 5 s before midnight: the log spans tw
 
 user = Entity("user", ["user_id"])
 txns = EventSource("txns", topic="txns", timestamp_field="ts", schema={"user_id": str, "amount": float})
-AGGS = [Aggregation("amount", f, timedelta(seconds=k)) for f in FUNCTIONS for k in (1, 3)]
+AGGS = [Aggregation("amount", f, timedelta(seconds=k)) for f in SCALAR_FUNCTIONS for k in (1, 3)]
 AGGS += [
     Aggregation("amount", "mean", timedelta(seconds=2), name="mean_or_minus_one", default=-1.0),
     Aggregation("amount", "count", timedelta(seconds=2), name="count_or_seven", default=7),
