@@ -257,6 +257,7 @@ def _pipeline(args: argparse.Namespace, data_dir: Path, bootstrap: str) -> int:
             "amount_sum_1d",
             "amount_count_1d",
             "ms_since_last_purchase",
+            "last_5_merchants_1d",
             "merchant_txn_count_15m",
             "pair_txn_count_1d",
             "pair_ms_since_last_1d",

@@ -10,12 +10,14 @@ tests); otherwise serving answers the row from the Parquet log instead
 (``serving/history.py``, semantics section 3, "Online reads and as_of"). Tiles after
 the current tile are never included.
 
-Values: ``count``, ``time_since_last`` and ``first_seen`` are ints, every other
+Values: ``count``, ``time_since_last`` and ``first_seen`` are ints, the list functions
+(``last_n``, ``first_n``, ``last_distinct_n``) lists of the column's values, every other
 function a float (``time_since_last`` is ``t`` minus the greatest ``last_ts`` of the
 window's tiles, ``first_seen`` the smallest ``first_ts``);
 an empty window gives
-``0`` for count, ``0.0`` for sum and ``None`` otherwise, unless the aggregation has a
-``default``, which then replaces the value and marks the aggregation defaulted.
+``0`` for count, ``0.0`` for sum, ``[]`` for a list and ``None`` otherwise, unless the
+aggregation has a ``default``, which then replaces the value and marks the aggregation
+defaulted.
 """
 
 from __future__ import annotations
@@ -227,7 +229,8 @@ class WindowBatch:
 
     ``values[name]`` has one entry per query: int64 for ``count`` and
     ``time_since_last`` (float64 when the default is fractional, or when
-    ``time_since_last`` has no default and needs NaN), float64 otherwise. Where a window is empty it holds the
+    ``time_since_last`` has no default and needs NaN), an object array of lists for the list
+    functions (``[]`` where empty), float64 otherwise. Where a window is empty it holds the
     default if one is declared, else ``0``/``0.0`` for count/sum and NaN otherwise.
     ``empty`` is bool ``(n_queries, n_aggregations)`` in declared order.
     """

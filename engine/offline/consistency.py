@@ -73,7 +73,7 @@ def same_value(online: Any, offline: Any) -> bool:
             and len(online) == len(offline)
             and all(same_value(a, b) for a, b in zip(online, offline, strict=True))
         )
-    if isinstance(online, bool) or isinstance(offline, bool):
+    if isinstance(online, bool | str) or isinstance(offline, bool | str):  # list items keep their type
         return bool(online == offline)
     if isinstance(online, int) and isinstance(offline, int):
         return online == offline

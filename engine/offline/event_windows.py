@@ -257,12 +257,14 @@ def _sketch_windows(
     """Each window's sketch value (NaN where empty or over its bound: null); for the list
     functions an object array of lists ([] where empty)."""
     column = raw_values.get(slot.column)
-    if column is None:
+    if column is None and bool((hi > lo).any()):  # no events at all (an empty log) needs none
         raise TrainingSetError(
             f"aggregation '{agg.output_name}': expected the decoded values of column "
             f"'{slot.column}' in the Parquet log (raw__{slot.column}), got none",
             hint="The log was written before the view had sketch aggregations; re-run backfill.",
         )
+    if column is None:
+        column = np.empty(0, dtype=object)
     pos = np.zeros(len(times), dtype=np.int64) if positions is None else positions
     start = np.zeros(1, dtype=np.int64)
     out = np.full(len(lo), np.nan)

@@ -16,14 +16,13 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.kernel.aggregate import aggregate_batch, aggregate_sketches
-from engine.kernel.batch_merge import NO_EVENT_TS, FlatTiles, decode_many, encode_many, merge_flat, retain
 from engine.kernel.codec import decode_sketches, decode_tiles
 from engine.kernel.layout import AggregationSpec, ViewSpec, encode_positions
 from engine.kernel.sketches import SketchSlot, merge_window
 from engine.kernel.value_lists import decode_entries
 from engine.kernel.window import evaluate, evaluate_many
 from engine.offline.event_windows import evaluate_windows
+from tests.kernel.kernel_support import stream_sketch_records
 from tests.reference import reference_value
 
 G = 60_000
@@ -79,22 +78,16 @@ def _positions(events: list[dict[str, Any]]) -> np.ndarray:
 
 def _stream(batches: list[list[dict[str, Any]]]) -> list[bytes | None]:
     """The write path: each batch aggregated, merged into the records, trimmed/folded."""
-    records: list[bytes | None] = [None] * ENTITIES
-    for batch in batches:
-        codes = np.array([ev["entity"] for ev in batch], dtype=np.int64)
-        ts = np.array([ev["e"] for ev in batch], dtype=np.int64)
-        pos = _positions(batch)
-        raw = _columns(batch)
-        values = np.stack([np.zeros(len(ts)), raw["amount"], raw["qty"].astype(np.float64)], axis=1)
-        codes_u, tiles_u, partials = aggregate_batch(LAYOUT, codes, ts // G, ts, pos, values)
-        blobs = aggregate_sketches(LAYOUT, codes, ts // G, ts, pos, raw)
-        batch_max = np.full(ENTITIES, NO_EVENT_TS, dtype=np.int64)
-        np.maximum.at(batch_max, codes, ts)
-        merged = merge_flat(
-            LAYOUT, decode_many(LAYOUT, records), FlatTiles(codes_u, tiles_u, partials, batch_max, blobs)
-        )
-        records = list(encode_many(LAYOUT, retain(merged, SPEC.retention_ms, G, LAYOUT), ENTITIES))
-    return records
+    arrays = [
+        {
+            "entity": np.array([ev["entity"] for ev in batch], dtype=np.int64),
+            "e": np.array([ev["e"] for ev in batch], dtype=np.int64),
+            "pos": _positions(batch),
+            **_columns(batch),
+        }
+        for batch in batches
+    ]
+    return stream_sketch_records(SPEC, ENTITIES, arrays)
 
 
 def _reference(events: list[dict[str, Any]], entity: int, t: int) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from engine.definitions import (
 )
 from engine.io.parquet_log import ParquetLogWriter
 from engine.kernel import PartialLayout, aggregate_batch, encode_positions, encode_tiles
+from engine.kernel.aggregate import aggregate_sketches
 from engine.plan import AppliedPlan
 from engine.ports import free_port
 from engine.retention import sweep_view
@@ -178,14 +179,22 @@ def view_records(view: StreamFeatureView, events: Sequence[Mapping[str, Any]]) -
     codes = np.array([codes_of.setdefault(k, len(codes_of)) for k in keys], dtype=np.int64)
     ts = np.array([e["ts"] for e in rows], dtype=np.int64)
     positions = encode_positions([e["partition"] for e in rows], [e["offset"] for e in rows])
-    values = np.array([[float(e[c]) for c in layout.columns] for e in rows], dtype=np.float64)
+    values = np.array([[_float_partial(e[c]) for c in layout.columns] for e in rows], dtype=np.float64)
     code_u, tiles_u, partials = aggregate_batch(layout, codes, ts // view.interval_ms, ts, positions, values)
+    # Sketch slots (the example's list functions) read the decoded values, as routing carries them.
+    raw = {c: np.array([e[c] for e in rows], dtype=object) for c in layout.sketch_columns}
+    blobs = aggregate_sketches(layout, codes, ts // view.interval_ms, ts, positions, raw) if raw else None
     records: dict[bytes, bytes] = {}
     for key, code in codes_of.items():
         sel = code_u == code
         max_ts = int(ts[codes == code].max())
-        records[key] = encode_tiles(tiles_u[sel], partials[sel], max_ts)
+        records[key] = encode_tiles(tiles_u[sel], partials[sel], max_ts, None if blobs is None else blobs[sel])
     return records, int(ts.max())
+
+
+def _float_partial(value: Any) -> float:
+    # A non-numeric column is only counted, timed or listed: its float partial is unused (routing: 0.0).
+    return 0.0 if isinstance(value, str) else float(value)
 
 
 def write_rocksdb(
@@ -238,7 +247,11 @@ def write_log(log_root: str, views: Iterable[StreamFeatureView], events: Sequenc
     """The Parquet log of every view, as the ingest sink publishes it (one file per date)."""
     for view in views:
         rows = passes(view, events)
-        writer = ParquetLogWriter(log_root, view.name, view.fingerprint_hex, view.join_keys, view.columns, "test")
+        types = view.column_types
+        raw_types = {c: str(types[c].value) for c in PartialLayout.for_view(view).sketch_columns}
+        writer = ParquetLogWriter(
+            log_root, view.name, view.fingerprint_hex, view.join_keys, view.columns, "test", raw_columns=raw_types
+        )
         ts = np.array([e["ts"] for e in rows], dtype=np.int64)
         writer.append(
             {
@@ -247,7 +260,8 @@ def write_log(log_root: str, views: Iterable[StreamFeatureView], events: Sequenc
                 "partition": np.array([e["partition"] for e in rows], dtype=np.int32),
                 "offset": np.array([e["offset"] for e in rows], dtype=np.int64),
                 "tile_start": ts // view.interval_ms * view.interval_ms,
-                **{f"value__{c}": np.array([float(e[c]) for e in rows]) for c in view.columns},
+                **{f"value__{c}": np.array([_float_partial(e[c]) for e in rows]) for c in view.columns},
+                **{f"raw__{c}": [e[c] for e in rows] for c in raw_types},
             }
         )
         writer.publish()
