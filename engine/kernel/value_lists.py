@@ -103,6 +103,55 @@ def decode_entries(blob: bytes) -> list[Entry]:
     return out
 
 
+def value_bytes(values: npt.NDArray[np.generic]) -> list[bytes]:
+    """``canonical_bytes`` of every value, with one conversion per array for numbers."""
+    arr = np.asarray(values)
+    if arr.dtype.kind in "iu":
+        raw = arr.astype("<i8").tobytes()
+        return [b"i" + raw[8 * i : 8 * i + 8] for i in range(len(arr))]
+    if arr.dtype.kind == "f":
+        raw = (arr.astype(np.float64) + 0.0).astype("<f8").tobytes()  # -0.0 is 0.0
+        return [b"f" + raw[8 * i : 8 * i + 8] for i in range(len(arr))]
+    if arr.dtype.kind == "b":
+        return [b"b\x01" if v else b"b\x00" for v in arr.tolist()]
+    return [b"s" + v.encode("utf-8") if type(v) is str else canonical_bytes(v) for v in arr.tolist()]
+
+
+def _blobs(groups: Int64Array, ts: Int64Array, pos: Int64Array, items: list[bytes], n_groups: int) -> list[bytes]:
+    """Canonical blobs of entries sorted by group, each group in its answer order: every
+    blob is laid out in one byte buffer with array scatters, then sliced once."""
+    k = np.bincount(groups, minlength=n_groups).astype(np.int64)
+    lengths = np.fromiter(map(len, items), dtype=np.int64, count=len(items))
+    payload_sizes = np.bincount(groups, weights=lengths, minlength=n_groups).astype(np.int64)
+    sizes = np.where(k > 0, _COUNT.size + 20 * k + payload_sizes, 0)
+    ends = np.cumsum(sizes)
+    begins = ends - sizes
+    buf = np.zeros(int(ends[-1]) if n_groups else 0, dtype=np.uint8)
+    first = np.searchsorted(groups, np.arange(n_groups))
+    rank = np.arange(len(groups), dtype=np.int64) - first[groups]
+    nonempty = np.flatnonzero(k)
+    _scatter(buf, begins[nonempty], k[nonempty].astype("<u4"), 4)
+    fixed = begins[groups] + _COUNT.size
+    _scatter(buf, fixed + 8 * rank, ts.astype("<i8"), 8)
+    _scatter(buf, fixed + 8 * k[groups] + 8 * rank, pos.astype("<i8"), 8)
+    _scatter(buf, fixed + 16 * k[groups] + 4 * rank, lengths.astype("<u4"), 4)
+    payload = np.frombuffer(b"".join(items), dtype=np.uint8)
+    if len(payload):
+        # Group g's payload is contiguous in the joined items; it moves to after its fixed part.
+        payload_begins = np.cumsum(payload_sizes) - payload_sizes
+        shift = begins + _COUNT.size + 20 * k - payload_begins
+        buf[np.arange(len(payload), dtype=np.int64) + np.repeat(shift, payload_sizes)] = payload
+    raw = buf.tobytes()
+    bounds = zip(begins.tolist(), ends.tolist(), strict=True)
+    return [raw[a:b] if b > a else EMPTY_BLOB for a, b in bounds]
+
+
+def _scatter(buf: npt.NDArray[np.uint8], offsets: Int64Array, words: npt.NDArray[np.generic], width: int) -> None:
+    """Write each fixed-width little-endian word at its byte offset."""
+    if len(offsets):
+        buf[offsets[:, None] + np.arange(width)] = np.frombuffer(words.tobytes(), dtype=np.uint8).reshape(-1, width)
+
+
 def decode_value(raw: bytes) -> ListItem:
     """The decoded value of one canonical encoding (the inverse of ``canonical_bytes``)."""
     decoder = _TAG_DECODERS.get(raw[0]) if raw else None
@@ -154,20 +203,31 @@ class ValueList:
         starts: Int64Array,
     ) -> list[bytes]:
         n = int(slot.param("n"))
-        ends = np.append(starts[1:], len(values)).tolist()
-        ts, pos, items = event_ts.tolist(), positions.tolist(), values.tolist()
-        out: list[bytes] = []
-        for start, end in zip(starts.tolist(), ends, strict=True):
-            # Events of a group are sorted by (event time, position): the kept end is a slice,
-            # except for distinct values, which walk the group newest first.
-            if self.distinct:
-                span = range(end - 1, start - 1, -1)
-                walked = ((ts[i], pos[i], canonical_bytes(items[i])) for i in span)
-                out.append(encode_entries(_keep_distinct(list(walked), n)))
-                continue
-            span = range(end - 1, max(start, end - n) - 1, -1) if self.newest else range(start, min(end, start + n))
-            out.append(encode_entries([(ts[i], pos[i], canonical_bytes(items[i])) for i in span]))
-        return out
+        total = len(values)
+        groups = np.repeat(np.arange(len(starts), dtype=np.int64), np.diff(np.append(starts, total)))
+        index = np.arange(total, dtype=np.int64)
+        encoded: list[bytes] | None = None
+        if self.distinct:
+            # Each distinct value's newest event in its group: the last of its run once
+            # sorted by (group, value, index); events are sorted by (e, position) per group.
+            encoded = value_bytes(values)
+            ids: dict[bytes, int] = {}
+            value_ids = np.fromiter((ids.setdefault(b, len(ids)) for b in encoded), dtype=np.int64, count=total)
+            order = np.lexsort((index, value_ids, groups))
+            newest = np.ones(total, dtype=bool)
+            newest[:-1] = (value_ids[order][1:] != value_ids[order][:-1]) | (groups[order][1:] != groups[order][:-1])
+            candidates = np.sort(order[newest])
+        else:
+            candidates = index
+        # Answer order within each group: newest first (descending index) or oldest first.
+        ranked = np.lexsort((-candidates if self.newest else candidates, groups[candidates]))
+        chosen = candidates[ranked]
+        chosen_groups = groups[chosen]
+        first = np.searchsorted(chosen_groups, np.arange(len(starts)))
+        rank = np.arange(len(chosen), dtype=np.int64) - first[chosen_groups]
+        chosen, chosen_groups = chosen[rank < n], chosen_groups[rank < n]
+        items = value_bytes(values[chosen]) if encoded is None else [encoded[i] for i in chosen.tolist()]
+        return _blobs(chosen_groups, event_ts[chosen], positions[chosen], items, len(starts))
 
     def merge(self, slot: SketchSlot, a: bytes, b: bytes) -> bytes:
         return encode_entries(self.select(decode_entries(a) + decode_entries(b), int(slot.param("n"))))
