@@ -285,7 +285,7 @@ class WindowBatch:
             else:
                 values = column.tolist()  # int64 -> int, float64 -> float already
             for i in np.flatnonzero(self.empty[:, j]).tolist():
-                values[i] = fill
+                values[i] = list(fill) if isinstance(fill, list) else fill  # one [] per row
             if self.over_bound is not None:
                 for i in np.flatnonzero(self.over_bound[:, j]).tolist():
                     values[i] = None

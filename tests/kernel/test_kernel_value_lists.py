@@ -21,6 +21,7 @@ from engine.kernel.layout import AggregationSpec, ViewSpec, encode_positions
 from engine.kernel.sketches import SketchSlot, merge_window
 from engine.kernel.value_lists import decode_entries
 from engine.kernel.window import evaluate, evaluate_many
+from engine.kernel.window_plan import WindowPlan, decode_record
 from engine.offline.event_windows import evaluate_windows
 from tests.kernel.kernel_support import stream_sketch_records
 from tests.reference import reference_value
@@ -146,6 +147,10 @@ def test_online_and_training_values_equal_the_reference(
         batch = evaluate_many(SPEC, tiles, partials, [0, len(tiles)], [0, 0], [t, t], sketches)
         assert batch.row(1).values == want
         assert batch.to_pylists() == {k: [v, v] for k, v in want.items()}
+        # The server's one-entity plan over the packed record.
+        plan = WindowPlan(SPEC)
+        values, _ = plan.evaluate(decode_record(record, LAYOUT.width, n_slots), t)
+        assert dict(zip(plan.names, values, strict=True)) == want
         queries.append((entity, t))
     # Training sets answer any t exactly, including times before the newest event.
     queries += [(entity, t) for entity in range(ENTITIES) for t in (0, 3 * G + 1, 9 * G, 25 * G)]
@@ -179,6 +184,14 @@ def test_blobs_merge_to_the_same_bytes_in_any_grouping_and_order(events: list[di
         assert merge_window(slot, shuffled) == whole
         assert merge_window(slot, parts[::-1]) == whole
         assert len(decode_entries(whole)) <= int(slot.param("n"))
+
+
+def test_an_empty_list_is_fresh_per_answer() -> None:
+    plan = WindowPlan(SPEC)
+    first, _ = plan.evaluate(None, 0)
+    assert first[0] == []
+    first[0].append("changed by a caller")
+    assert plan.evaluate(None, 0)[0][0] == []
 
 
 def test_values_keep_the_column_type_and_order() -> None:
