@@ -262,6 +262,7 @@ def _pipeline(args: argparse.Namespace, data_dir: Path, bootstrap: str) -> int:
             "distinct_cards_1d",
             "amount_median_30d",
             "amount_p95_30d",
+            "last_5_merchants_1d",
             "merchant_txn_count_15m",
             "pair_txn_count_1d",
             "pair_ms_since_last_1d",

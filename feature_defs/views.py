@@ -35,6 +35,8 @@ user_spend = StreamFeatureView(
         Aggregation(
             column="card_id", function="count_distinct_approx", window=timedelta(days=1), name="distinct_cards_1d"
         ),
+        # The user's 5 newest purchases' merchants, newest first (a list; [] when none).
+        Aggregation(column="merchant_id", function="last_n", n=5, window=timedelta(days=1), name="last_5_merchants_1d"),
     ],
     description="Purchase spend of each user over 15 minutes, 1 hour and 1 day, "
     "and the distinct merchants and cards behind it.",
@@ -53,6 +55,9 @@ merchant_activity = StreamFeatureView(
         Aggregation(column="amount", function="count", window=timedelta(minutes=15), name="merchant_txn_count_15m"),
         Aggregation(column="amount", function="count", window=timedelta(hours=1), name="merchant_txn_count_1h"),
         Aggregation(column="amount", function="sum", window=timedelta(hours=1), name="merchant_amount_sum_1h"),
+        Aggregation(
+            column="amount", function="first_n", n=3, window=timedelta(hours=1), name="merchant_first_3_amounts_1h"
+        ),
     ],
     description="Purchase activity of each merchant.",
     tags={"team": "risk"},
@@ -109,6 +114,13 @@ user_lifetime = StreamFeatureView(
         Aggregation(column="amount", function="sum", window=None, name="user_amount_sum_lifetime"),
         Aggregation(column="amount", function="max", window=None, name="user_amount_max_lifetime"),
         Aggregation(column="amount", function="first_seen", window=None, name="user_first_seen_lifetime"),
+        Aggregation(
+            column="merchant_id",
+            function="last_distinct_n",
+            n=3,
+            window=None,
+            name="user_last_3_distinct_merchants_lifetime",
+        ),
     ],
     description="Every purchase of each user since the first one.",
     tags={"team": "risk"},

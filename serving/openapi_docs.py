@@ -78,7 +78,9 @@ def v1_request_body() -> dict[str, Any]:
 
 
 def v1_responses() -> dict[int | str, dict[str, Any]]:
-    row = {"type": "object", "additionalProperties": {"anyOf": [*_SCALAR["anyOf"], {"type": "null"}]}}
+    # A value is a scalar, null, or (last_n, first_n, last_distinct_n) a list of scalars.
+    value = {"anyOf": [*_SCALAR["anyOf"], {"type": "null"}, {"type": "array", "items": _SCALAR}]}
+    row = {"type": "object", "additionalProperties": value}
     schema = {
         "type": "object",
         "required": ["service", "as_of", "features"],

@@ -11,7 +11,9 @@ this route only: ignoring them never changes a value.
 Answer: column-major values, statuses and event timestamps, join keys first (Feast's
 feature server shape). Status mapping: NOT_FOUND stays; STALE becomes
 OUTSIDE_MAX_AGE; FUTURE_EVENTS becomes INVALID; a null value (OVER_BOUND included) and INVALID are NULL_VALUE;
-PRESENT and DEFAULTED are PRESENT (Feast has no DEFAULTED).
+PRESENT and DEFAULTED are PRESENT (Feast has no DEFAULTED). An empty list (``last_n``
+and the other list functions over an empty window) is sent as null with NULL_VALUE:
+Feast's client types a value from the value itself and cannot type ``[]``.
 
 Errors: the body is a JSON string holding ``{"module", "class", "message"}``, which
 Feast's client turns back into that ``feast.errors`` exception (``FeastError`` when no
@@ -96,7 +98,7 @@ def feast_body(result: FeatureResult, full_feature_names: bool) -> dict[str, Any
     for feature in service.features:
         owner = service.feature_owner[feature]
         names.append(f"{owner}__{feature}" if full_feature_names else feature)
-        values = result.columns[feature]
+        values = [None if v == [] else v for v in result.columns[feature]]
         view = result.views.get(owner)
         stamps = [_iso(ts) for ts in view.max_event_ts] if view is not None else [_EPOCH_ISO] * n
         results.append(

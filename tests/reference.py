@@ -66,14 +66,22 @@ def reference_value(
     default: float | int | None = None,
     filter: Callable[[Event], bool] | None = None,
     max_distinct: int | None = None,
-) -> float | int | None:
+    n: int | None = None,
+    column: str = "value",
+) -> float | int | list[Any] | None:
     """The value of one aggregation as of ``t`` per the table of semantics section 3.
 
     ``events`` must already be the applied events (see :func:`apply_watermark`).
     ``count_distinct`` (exact, "Sketch functions") needs ``max_distinct``; over it the
-    value is None (served with status OVER_BOUND).
+    value is None (served with status OVER_BOUND). The list functions ``last_n``,
+    ``first_n`` and ``last_distinct_n`` (section 3, "List functions") need ``n`` and read
+    the event field ``column`` (default ``value``).
     """
     chosen = window_events(events, entity, t, window_ms, interval_ms, filter)
+    if function in ("last_n", "first_n", "last_distinct_n"):
+        if n is None:
+            raise ValueError(f"reference_value: {function} needs n")
+        return reference_list(chosen, function, n, column)
     if not chosen:
         if default is not None:
             return default
@@ -113,6 +121,31 @@ def reference_value(
         mean = math.fsum(values) / len(values)
         return math.sqrt(math.fsum((x - mean) ** 2 for x in values) / len(values))
     raise ValueError(f"reference_value: unknown function {function!r}")
+
+
+def reference_list(chosen: Sequence[Event], function: str, n: int, column: str = "value") -> list[Any]:
+    """A list function over the window's events ``chosen`` (section 3, "List functions"):
+    ``last_n`` the values of the n events with the greatest (e, partition, offset), newest
+    first; ``first_n`` the n smallest, oldest first; ``last_distinct_n`` walking the
+    window newest first, each value the first time it is met (values compare by type and
+    value), until n values. ``[]`` for an empty window."""
+    newest_first = sorted(chosen, key=_order_key, reverse=True)
+    if function == "last_n":
+        return [field(e, column) for e in newest_first[:n]]
+    if function == "first_n":
+        return [field(e, column) for e in sorted(chosen, key=_order_key)[:n]]
+    seen: set[tuple[str, Any]] = set()
+    out: list[Any] = []
+    for event in newest_first:
+        value = field(event, column)
+        identity = (type(value).__name__, value)
+        if identity in seen:
+            continue
+        seen.add(identity)
+        out.append(value)
+        if len(out) == n:
+            break
+    return out
 
 
 def exact_rank_value(values: Iterable[float], q: float) -> float | None:

@@ -17,7 +17,7 @@ from engine.definitions.base import (
     timedelta_ms,
     window_label,
 )
-from engine.kernel.layout import FUNCTIONS, INTEGER_FUNCTIONS, PLANNED_FUNCTIONS
+from engine.kernel.layout import FUNCTIONS, INTEGER_FUNCTIONS, LIST_FUNCTIONS
 from engine.kernel.sketch_kinds import (
     DDSKETCH_DEFAULT_ALPHA,
     DDSKETCH_MAX_ALPHA,
@@ -27,12 +27,14 @@ from engine.kernel.sketch_kinds import (
     HLL_MIN_PRECISION,
     MAX_DISTINCT_LIMIT,
 )
+from engine.kernel.value_lists import MAX_LIST_LENGTH
 
 _PARAM_FUNCTIONS = {
     "max_distinct": "count_distinct",
     "precision": "count_distinct_approx",
     "q": "percentile",
     "alpha": "percentile and median",
+    "n": "last_n, first_n and last_distinct_n",
 }
 
 
@@ -61,6 +63,7 @@ class Aggregation:
     # percentile: required; one q in 0..1, or a declared list of them (one feature each, see expand).
     q: float | Sequence[float] | None = None
     alpha: float | None = None  # percentile, median: relative accuracy, default 0.01
+    n: int | None = None  # last_n, first_n, last_distinct_n: required, 1..1000
 
     def __post_init__(self) -> None:
         label = self.name if isinstance(self.name, str) else f"{self.column}_{self.function}"
@@ -78,16 +81,7 @@ class Aggregation:
             c.type_is("function", self.function, str, "a function name", f"use one of {FUNCTIONS}")
             and self.function not in FUNCTIONS
         ):
-            planned = self.function in PLANNED_FUNCTIONS
-            c.add(
-                "function",
-                f"one of {', '.join(FUNCTIONS)}",
-                self.function,
-                f"{self.function} is specified in docs/semantics.md ('Sketch functions') as planned, not implemented yet; "
-                f"valid values: {', '.join(FUNCTIONS)}"
-                if planned
-                else did_you_mean(self.function, FUNCTIONS),
-            )
+            c.add("function", f"one of {', '.join(FUNCTIONS)}", self.function, did_you_mean(self.function, FUNCTIONS))
         if self.window is not None:
             c.duration("window", self.window, minimum_ms=1)
         if self.name is not None:
@@ -111,6 +105,7 @@ class Aggregation:
             "precision": self.function == "count_distinct_approx",
             "q": self.function == "percentile",
             "alpha": self.function in ("percentile", "median"),
+            "n": self.function in LIST_FUNCTIONS,
         }
         for field, used in uses.items():
             value = getattr(self, field)
@@ -129,6 +124,8 @@ class Aggregation:
                 "declare a realistic bound, e.g. max_distinct=500; for unbounded cardinality use count_distinct_approx",
                 type_error=self.max_distinct is not None and not _int_in(self.max_distinct, -(2**62), 2**62),
             )
+        if self.function in LIST_FUNCTIONS:
+            self._check_list_params(c)
         if self.function == "count_distinct" and self.window is None:
             # docs/semantics.md: a lifetime window grows without bound, so no bound is realistic.
             c.add(
@@ -195,6 +192,23 @@ class Aggregation:
             for q in self.q
         )
 
+    def _check_list_params(self, c: Checker) -> None:
+        if not _int_in(self.n, 1, MAX_LIST_LENGTH):
+            c.add(
+                "n",
+                f"an int 1..{MAX_LIST_LENGTH} (how many values {self.function} keeps)",
+                self.n,
+                f"write {self.function}(n=5) as Aggregation(..., function={self.function!r}, n=5)",
+                type_error=self.n is not None and not _int_in(self.n, -(2**62), 2**62),
+            )
+        if self.default is not None:
+            c.add(
+                "default",
+                f"None for {self.function}",
+                self.default,
+                "an empty window's value is the empty list [] (docs/semantics.md 'List functions'); drop the default",
+            )
+
     @property
     def params(self) -> tuple[tuple[str, int | float], ...]:
         """Sorted ``(name, value)`` parameters the function uses, defaults filled in."""
@@ -207,6 +221,8 @@ class Aggregation:
             found["q"] = float(self.q)  # a list of q has none until expand() splits it
         if self.function in ("percentile", "median"):
             found["alpha"] = float(self.alpha or DDSKETCH_DEFAULT_ALPHA)
+        if self.function in LIST_FUNCTIONS and self.n is not None:
+            found["n"] = int(self.n)
         return tuple(sorted(found.items()))
 
     @property
@@ -219,6 +235,8 @@ class Aggregation:
         if self.name is not None:
             return self.name
         function = self.function
+        if function in LIST_FUNCTIONS and isinstance(self.n, int):
+            function = function.replace("_n", f"_{self.n}")  # merchant_last_5_1h, merchant_last_distinct_5_1h
         if function == "percentile" and isinstance(self.q, int | float):
             function = quantile_label(float(self.q))  # amount_p95_1h, amount_p99_9_1h
         elif function == "percentile" and isinstance(self.q, tuple):
@@ -228,7 +246,10 @@ class Aggregation:
 
     @property
     def output_type(self) -> FieldType:
-        """Type of the served value: counts and times since are integers, everything else a float."""
+        """Type of the served value: counts and times since are integers, the list functions
+        lists of the column's values, everything else a float."""
+        if self.function in LIST_FUNCTIONS:
+            return FieldType.LIST
         return FieldType.INT if self.function in INTEGER_FUNCTIONS else FieldType.FLOAT
 
     def to_dict(self) -> dict[str, object]:

@@ -29,6 +29,7 @@ class FieldType(StrEnum):
     INT = "int"
     FLOAT = "float"
     BOOL = "bool"
+    LIST = "list"  # the value of last_n / first_n / last_distinct_n; never a schema field's type
 
 
 _PY_TYPES: dict[object, FieldType] = {
@@ -197,7 +198,7 @@ def parse_schema(checker: Checker, field: str, schema: object, *, allow_empty: b
         return FrozenMap()
     if not schema and not allow_empty:
         checker.add(field, "at least one field", schema, "declare the fields, e.g. {'amount': 'float'}")
-    valid = [t.value for t in FieldType]
+    valid = [t.value for t in FieldType if t is not FieldType.LIST]
     for key, raw in schema.items():
         if not isinstance(key, str) or not FIELD_RE.match(key):
             checker.add(

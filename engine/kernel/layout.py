@@ -71,24 +71,23 @@ PARTIAL_FUNCTIONS: tuple[str, ...] = (
 # The functions whose state is one blob per tile in the record's sketch section
 # (docs/semantics.md "Sketch functions"; engine/kernel/sketch_kinds.py).
 SKETCH_FUNCTIONS: tuple[str, ...] = ("count_distinct", "count_distinct_approx", "percentile", "median")
+# The functions whose value is a list of the column's values ([] when the window is
+# empty; docs/semantics.md "List functions"), kept per tile in the sketch section
+# (engine/kernel/value_lists.py).
+LIST_FUNCTIONS: tuple[str, ...] = ("last_n", "first_n", "last_distinct_n")
 # The one list of aggregation functions; definitions validate against it.
-FUNCTIONS: tuple[str, ...] = PARTIAL_FUNCTIONS + SKETCH_FUNCTIONS
+FUNCTIONS: tuple[str, ...] = PARTIAL_FUNCTIONS + SKETCH_FUNCTIONS + LIST_FUNCTIONS
 # Functions whose value is an integer (served as int, int64 in training sets).
 INTEGER_FUNCTIONS = frozenset({"count", "time_since_last", "first_seen", "count_distinct", "count_distinct_approx"})
 # Functions whose empty window is 0 rather than null.
 ZERO_WHEN_EMPTY = frozenset({"count", "count_distinct", "count_distinct_approx"})
 # Functions that read only which events exist and their event times, never the
 # column's value, so their column may have any type.
-ANY_COLUMN_FUNCTIONS = frozenset({"count", "time_since_last", "first_seen", "count_distinct", "count_distinct_approx"})
+ANY_COLUMN_FUNCTIONS = frozenset(
+    {"count", "time_since_last", "first_seen", "count_distinct", "count_distinct_approx", *LIST_FUNCTIONS}
+)
 # The function that needs the view-level first_ts field.
 FIRST_SEEN = "first_seen"
-# Specified in docs/semantics.md ("Sketch functions") as planned but not implemented: refused
-# with a message saying so rather than as an unknown name.
-PLANNED_FUNCTIONS: tuple[str, ...] = (
-    "last_n",
-    "first_n",
-    "last_distinct_n",
-)
 
 # The window length in tiles of a lifetime window (``window_ms=None``): longer than any
 # tile id, so the window reaches every stored tile (including the compacted partial)
@@ -304,6 +303,11 @@ class AggregationSpec:
                 f"{owner}: field 'default': expected int, float or None, "
                 f"got {type(self.default).__name__} {self.default!r}",
                 hint="defaults replace the value of an empty window and must be numbers",
+            )
+        if self.default is not None and self.function in LIST_FUNCTIONS:
+            raise KernelSpecError(
+                f"{owner}: field 'default': expected None for {self.function}, got {self.default!r}",
+                hint="an empty window's list is [] (docs/semantics.md 'List functions'); drop the default",
             )
         if not isinstance(self.params, tuple) or list(self.params) != sorted(self.params):
             raise KernelSpecTypeError(

@@ -45,6 +45,7 @@ from engine.kernel.sketches import (
     hash_values,
     register_kind,
 )
+from engine.kernel.value_lists import LIST_SLOT_BUILDERS, ListItem
 
 #: count_distinct's largest allowed max_distinct (docs/semantics.md).
 MAX_DISTINCT_LIMIT: Final = 10_000
@@ -74,7 +75,7 @@ class OverBound:
 
 OVER_BOUND: Final = OverBound()
 
-SketchValue = int | float | OverBound | None
+SketchValue = int | float | OverBound | list[ListItem] | None
 
 
 def _group_ids(starts: Int64Array, n: int) -> Int64Array:
@@ -473,8 +474,9 @@ DISTINCT_SET = register_kind(DistinctSet())
 HYPERLOGLOG = register_kind(HyperLogLog())
 DDSKETCH = register_kind(DDSketch())
 
-#: Function -> the slot its aggregation reads. The lists' functions (last_n, ...) add theirs.
+#: Function -> the slot its aggregation reads (the list functions' from engine/kernel/value_lists.py).
 SLOT_BUILDERS: dict[str, Callable[[AggregationSpec], SketchSlot]] = {
+    **LIST_SLOT_BUILDERS,
     "count_distinct": lambda agg: SketchSlot.of(
         agg.column, "distinct_set", max_distinct=int(agg.param("max_distinct") or 0)
     ),
@@ -498,6 +500,6 @@ def slot_for(agg: AggregationSpec) -> SketchSlot | None:
 def evaluate_blob(agg: AggregationSpec, slot: SketchSlot, blob: bytes) -> SketchValue:
     """The value of ``agg`` over the merged blob of its window."""
     value = slot.implementation.evaluate(slot, agg.function, agg.params, blob)
-    if value is None or isinstance(value, int | float | OverBound):
+    if value is None or isinstance(value, int | float | OverBound | list):
         return value
     raise TypeError(f"sketch kind {slot.kind!r} evaluated {agg.output_name!r} to {value!r}")

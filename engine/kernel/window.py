@@ -10,12 +10,14 @@ tests); otherwise serving answers the row from the Parquet log instead
 (``serving/history.py``, semantics section 3, "Online reads and as_of"). Tiles after
 the current tile are never included.
 
-Values: ``count``, ``time_since_last`` and ``first_seen`` are ints, every other
+Values: ``count``, ``time_since_last`` and ``first_seen`` are ints, the list functions
+(``last_n``, ``first_n``, ``last_distinct_n``) lists of the column's values, every other
 function a float (``time_since_last`` is ``t`` minus the greatest ``last_ts`` of the
 window's tiles, ``first_seen`` the smallest ``first_ts``);
 an empty window gives
-``0`` for count, ``0.0`` for sum and ``None`` otherwise, unless the aggregation has a
-``default``, which then replaces the value and marks the aggregation defaulted.
+``0`` for count, ``0.0`` for sum, ``[]`` for a list and ``None`` otherwise, unless the
+aggregation has a ``default``, which then replaces the value and marks the aggregation
+defaulted.
 """
 
 from __future__ import annotations
@@ -45,14 +47,16 @@ from engine.kernel.layout import (
     FIELD_MIN,
     FIELD_SUM,
     INTEGER_FUNCTIONS,
+    LIST_FUNCTIONS,
     ZERO_WHEN_EMPTY,
     AggregationSpec,
     ViewSpec,
 )
 from engine.kernel.sketch_kinds import OverBound, SketchValue, evaluate_blob
 from engine.kernel.sketches import BlobArray, merge_window
+from engine.kernel.value_lists import ListItem
 
-Value = float | int | None
+Value = float | int | list[ListItem] | None
 Int64Array = npt.NDArray[np.int64]
 Float64Array = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -81,6 +85,8 @@ def empty_value(agg: AggregationSpec) -> Value:
     """Value of ``agg`` over an empty window (the table of semantics section 3)."""
     if agg.default is not None:
         return agg.default
+    if agg.function in LIST_FUNCTIONS:
+        return []
     if agg.function in ZERO_WHEN_EMPTY:
         return 0
     if agg.function == "sum":
@@ -223,7 +229,8 @@ class WindowBatch:
 
     ``values[name]`` has one entry per query: int64 for ``count`` and
     ``time_since_last`` (float64 when the default is fractional, or when
-    ``time_since_last`` has no default and needs NaN), float64 otherwise. Where a window is empty it holds the
+    ``time_since_last`` has no default and needs NaN), an object array of lists for the list
+    functions (``[]`` where empty), float64 otherwise. Where a window is empty it holds the
     default if one is declared, else ``0``/``0.0`` for count/sum and NaN otherwise.
     ``empty`` is bool ``(n_queries, n_aggregations)`` in declared order.
     """
@@ -252,6 +259,8 @@ class WindowBatch:
             raw = self.values[agg.output_name][i]
             if is_empty:
                 values[agg.output_name] = empty_value(agg)
+            elif isinstance(raw, list):  # a list function's value
+                values[agg.output_name] = raw
             elif math.isnan(float(raw)):  # an over-bound count_distinct
                 values[agg.output_name] = None
             elif values_are_int(agg):
@@ -276,7 +285,7 @@ class WindowBatch:
             else:
                 values = column.tolist()  # int64 -> int, float64 -> float already
             for i in np.flatnonzero(self.empty[:, j]).tolist():
-                values[i] = fill
+                values[i] = list(fill) if isinstance(fill, list) else fill  # one [] per row
             if self.over_bound is not None:
                 for i in np.flatnonzero(self.over_bound[:, j]).tolist():
                     values[i] = None
@@ -379,6 +388,13 @@ def evaluate_many_unchecked(
             newest = reduce("last_ts", off, w)
             # Empty windows hold -inf here; they are overwritten by the empty value.
             result = times - np.where(is_empty, 0.0, newest).astype(np.int64)
+        elif slot_index is not None and agg.function in LIST_FUNCTIONS:
+            # A list per query (an object array): [] where the window is empty.
+            lists = np.empty(n_queries, dtype=object)
+            for q in range(n_queries):
+                lists[q] = [] if is_empty[q] else sketch_value(spec, agg, slot_index, sketches, int(lo[q]), int(hi[q]))
+            values[agg.output_name] = lists
+            continue
         elif slot_index is not None:
             # Sketches merge blob by blob: one Python merge per window tile.
             result = np.full(n_queries, np.nan)

@@ -146,7 +146,10 @@ class WindowPlan:
     def evaluate(self, record: DecodedRecord | None, t_ms: int) -> tuple[list[Value], list[bool]]:
         """Values in declared order and, per aggregation, whether its window was empty."""
         if record is None or not record.tiles:
-            return [step[4] for step in self.steps], [True] * len(self.steps)
+            fills = [step[4] for step in self.steps]
+            if self.has_sketches:  # a list function's [] is fresh per answer: callers may extend it
+                fills = [list(v) if isinstance(v, list) else v for v in fills]
+            return fills, [True] * len(self.steps)
         tiles, flat = record.tiles, record.flat
         width = self.spec.layout.width
         if self.has_sketches or (self.row_loops and len(tiles) > _ROW_LOOP_MAX_TILES):

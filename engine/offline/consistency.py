@@ -66,7 +66,14 @@ class ConsistencyReport:
 def same_value(online: Any, offline: Any) -> bool:
     if online is None or offline is None:
         return online is None and offline is None
-    if isinstance(online, bool) or isinstance(offline, bool):
+    if isinstance(online, list) or isinstance(offline, list):  # last_n and the other list functions
+        return (
+            isinstance(online, list)
+            and isinstance(offline, list)
+            and len(online) == len(offline)
+            and all(same_value(a, b) for a, b in zip(online, offline, strict=True))
+        )
+    if isinstance(online, bool | str) or isinstance(offline, bool | str):  # list items keep their type
         return bool(online == offline)
     if isinstance(online, int) and isinstance(offline, int):
         return online == offline

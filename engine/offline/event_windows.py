@@ -20,7 +20,7 @@ import polars as pl
 import pyarrow as pa
 
 from engine.kernel.aggregate import overflow_is_a_value
-from engine.kernel.layout import ANY_COLUMN_FUNCTIONS, AggregationSpec
+from engine.kernel.layout import ANY_COLUMN_FUNCTIONS, LIST_FUNCTIONS, AggregationSpec
 from engine.kernel.sketch_kinds import evaluate_blob
 from engine.kernel.sketches import SketchSlot
 from engine.kernel.window import empty_value, values_are_int, window_start_ms
@@ -236,7 +236,10 @@ def evaluate_windows(
             # Serving's partials reach the stddev through the window's mean: when the sum
             # overflows, so does the stddev there (semantics section 3, INVALID values).
             result = np.where(np.isfinite(sums), _stddev(vals, lo, hi), np.nan)
-        out[agg.output_name] = _finish(agg, unsort(result), unsort(nonempty))
+        if agg.function in LIST_FUNCTIONS:
+            out[agg.output_name] = _list_series(agg, unsort(result), (raw_values or {}).get(agg.column))
+        else:
+            out[agg.output_name] = _finish(agg, unsort(result), unsort(nonempty))
         if nonempty_out is not None:
             nonempty_out[agg.output_name] = unsort(nonempty)
     return out
@@ -251,27 +254,43 @@ def _sketch_windows(
     lo: I64,
     hi: I64,
 ) -> F64:
-    """Each window's sketch value (NaN where empty or over its bound: null)."""
+    """Each window's sketch value (NaN where empty or over its bound: null); for the list
+    functions an object array of lists ([] where empty)."""
     column = raw_values.get(slot.column)
-    out = np.full(len(lo), np.nan)
-    if column is None and not bool(np.any(hi > lo)):
-        return out  # no event in any window (an empty log read has no raw columns at all)
-    if column is None:
+    if column is None and bool((hi > lo).any()):  # no events at all (an empty log) needs none
         raise TrainingSetError(
             f"aggregation '{agg.output_name}': expected the decoded values of column "
             f"'{slot.column}' in the Parquet log (raw__{slot.column}), got none",
             hint="The log was written before the view had sketch aggregations; re-run backfill.",
         )
+    if column is None:
+        column = np.empty(0, dtype=object)
     pos = np.zeros(len(times), dtype=np.int64) if positions is None else positions
     start = np.zeros(1, dtype=np.int64)
+    out = np.full(len(lo), np.nan)
+    if agg.function in LIST_FUNCTIONS:
+        out = np.empty(len(lo), dtype=object)
+        for q in range(len(lo)):
+            out[q] = []
     kind = slot.implementation
     for q in np.flatnonzero(hi > lo).tolist():
         a, b = int(lo[q]), int(hi[q])
         blob = kind.build(slot, column[a:b], times[a:b], pos[a:b], start)[0]
         value = evaluate_blob(agg, slot, blob)
-        if isinstance(value, int | float):
+        if isinstance(value, int | float | list):
             out[q] = value
     return out
+
+
+# The training-set element type of a list function's column, from its decoded values' dtype.
+_LIST_ELEMENTS = {"b": pl.Boolean, "i": pl.Int64, "u": pl.Int64, "f": pl.Float64}
+
+
+def _list_series(agg: AggregationSpec, lists: npt.NDArray[Any], column: npt.NDArray[Any] | None) -> pl.Series:
+    """A list function's column: an Arrow list of the column's type (docs/semantics.md)."""
+    kind = "O" if column is None else np.asarray(column).dtype.kind
+    inner = _LIST_ELEMENTS.get(kind, pl.String)
+    return pl.Series(agg.output_name, lists.tolist(), dtype=pl.List(inner))
 
 
 def _window_sums(pair: tuple[F64, F64], values: F64, lo: I64, hi: I64) -> F64:

@@ -24,6 +24,7 @@ from engine.definitions import (
     col,
     on_demand_feature_view,
 )
+from engine.kernel.layout import FUNCTIONS
 
 
 def refused(factory: Any, *fields: str, kind: type[Exception] = DefinitionError) -> DefinitionError:
@@ -259,12 +260,13 @@ def test_view_column_checks(source: EventSource, user: Entity) -> None:
     assert timed.feature_types["event_type_time_since_last_1h"] == FieldType.INT
 
 
-def test_planned_functions_are_refused_naming_the_function() -> None:
-    # docs/semantics.md lists them as planned: plan must not accept what the engine cannot compute.
-    for fn in ("last_n", "first_n", "last_distinct_n"):
-        err = refused(lambda fn=fn: Aggregation(column="amount", function=fn, window=timedelta(hours=1)), "function")
-        assert fn in str(err) and "time_since_last" in str(err)
-        assert "not implemented yet" in str(err)
+def test_an_unknown_function_is_refused_with_the_nearest_name_and_every_function() -> None:
+    # Nothing in docs/semantics.md is planned-but-refused any more: every function it
+    # specifies is accepted, and a misspelt one names the nearest and lists them all.
+    err = refused(lambda: Aggregation(column="amount", function="last_m", window=timedelta(hours=1)), "function")
+    assert "did you mean 'last_n'?" in str(err)
+    for fn in FUNCTIONS:
+        assert repr(fn) in str(err), fn
 
 
 def test_lifetime_window_names_retention_and_fingerprint(source: EventSource, user: Entity) -> None:

@@ -424,7 +424,14 @@ def test_example_repo_loads_and_transforms_check() -> None:
     assert user_spend.source.allowed_lateness_ms == 300_000 and user_spend.interval_ms == 60_000
     assert set(user_spend.feature_names) == {
         f"amount_{fn}_{w}" for fn in ("sum", "count", "mean") for w in ("15m", "1h", "1d")
-    } | {"amount_max_1h", "amount_stddev_1d", "ms_since_last_purchase", "distinct_merchants_1h", "distinct_cards_1d"}
+    } | {
+        "amount_max_1h",
+        "amount_stddev_1d",
+        "ms_since_last_purchase",
+        "distinct_merchants_1h",
+        "distinct_cards_1d",
+        "last_5_merchants_1d",
+    }
     assert repo.view("user_amount_profile").feature_names == ("amount_median_30d", "amount_p95_30d", "amount_p99_30d")
     assert repo.view("merchant_activity").join_keys == ("merchant_id",)
     velocity = check_on_demand(repo.on_demand_view("spend_velocity"), {"amount": 50.0, "amount_sum_15m": 0.0})

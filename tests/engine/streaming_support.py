@@ -226,6 +226,7 @@ def expected_values(
             agg.default,
             filter=filter,
             max_distinct=None if "max_distinct" not in params else int(params["max_distinct"]),
+            n=None if "n" not in params else int(params["n"]),
         )
     return expected
 
@@ -298,7 +299,7 @@ def assert_close(actual: dict[str, Any], expected: dict[str, Any], context: str)
             assert got is not None and abs(got - want.value) <= want.tolerance, (
                 f"{context}: {name}: got {got!r}, want {want.value!r} within {want.tolerance!r}"
             )
-        elif want is None or got is None:
+        elif want is None or got is None or isinstance(want, list):
             assert got == want, f"{context}: {name}: got {got!r}, want {want!r}"
         elif isinstance(want, int) and isinstance(got, int):
             assert got == want, f"{context}: {name}: got {got}, want {want}"

@@ -18,6 +18,8 @@ from engine.kernel import (
     encode_positions,
     merge_tile_sets,
 )
+from engine.kernel.aggregate import aggregate_sketches
+from engine.kernel.batch_merge import NO_EVENT_TS, FlatTiles, decode_many, encode_many, merge_flat, retain
 from engine.kernel.layout import PARTIAL_FUNCTIONS
 
 COLUMN = "amount"
@@ -116,3 +118,31 @@ def histories(draw: st.DrawFn, max_events: int = 40) -> dict[str, Any]:
     batches = [[events[i] for i in order[a:b]] for a, b in itertools.pairwise(bounds)]
     windows = sorted(draw(st.sets(st.integers(1, 14), min_size=1, max_size=3)))
     return {"interval": interval, "events": events, "batches": batches, "windows": windows}
+
+
+def stream_sketch_records(
+    spec: ViewSpec, n_entities: int, batches: Sequence[dict[str, np.ndarray]], *, compact: bool = True
+) -> list[bytes | None]:
+    """The write path over views with sketch slots: each batch (arrays ``entity``, ``e``,
+    ``pos``, and one per column: the decoded values) is aggregated, merged into the
+    entities' records and, with ``compact``, trimmed (lifetime windows folded)."""
+    layout = spec.layout
+    records: list[bytes | None] = [None] * n_entities
+    for batch in batches:
+        codes, ts, pos = batch["entity"], batch["e"], batch["pos"]
+        raw = {c: batch[c] for c in layout.sketch_columns}
+        # Float partials of numeric columns; a string column's are never read (count only).
+        numeric = [
+            batch[c].astype(np.float64) if batch[c].dtype.kind in "iuf" else np.zeros(len(ts)) for c in layout.columns
+        ]
+        values = np.stack(numeric, axis=1)
+        codes_u, tiles_u, partials = aggregate_batch(layout, codes, ts // spec.interval_ms, ts, pos, values)
+        blobs = aggregate_sketches(layout, codes, ts // spec.interval_ms, ts, pos, raw)
+        batch_max = np.full(n_entities, NO_EVENT_TS, dtype=np.int64)
+        np.maximum.at(batch_max, codes, ts)
+        new = FlatTiles(codes_u, tiles_u, partials, batch_max, blobs)
+        merged = merge_flat(layout, decode_many(layout, records), new)
+        if compact:
+            merged = retain(merged, spec.retention_ms, spec.interval_ms, layout)
+        records = list(encode_many(layout, merged, n_entities))
+    return records

@@ -5,18 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.kernel.aggregate import aggregate_batch, aggregate_sketches
-from engine.kernel.batch_merge import (
-    NO_EVENT_TS,
-    FlatTiles,
-    decode_many,
-    encode_many,
-    merge_flat,
-    retain,
-)
 from engine.kernel.codec import decode_sketches, decode_tiles
 from engine.kernel.layout import AggregationSpec, ViewSpec
 from engine.kernel.sketches import merge_window
+from tests.kernel.kernel_support import stream_sketch_records
 
 G = 60_000
 SPEC = ViewSpec(
@@ -49,27 +41,17 @@ def _events(n: int) -> list[dict[str, object]]:
 
 
 def _stream(batches: list[list[dict[str, object]]], compact: bool) -> list[bytes | None]:
-    records: list[bytes | None] = [None] * ENTITIES
-    for batch in batches:
-        codes = np.array([ev["entity"] for ev in batch], dtype=np.int64)
-        ts = np.array([ev["e"] for ev in batch], dtype=np.int64)
-        pos = np.array([ev["pos"] for ev in batch], dtype=np.int64)
-        raw = {
+    arrays = [
+        {
+            "entity": np.array([ev["entity"] for ev in batch], dtype=np.int64),
+            "e": np.array([ev["e"] for ev in batch], dtype=np.int64),
+            "pos": np.array([ev["pos"] for ev in batch], dtype=np.int64),
             "merchant": np.array([ev["merchant"] for ev in batch], dtype=object),
             "amount": np.array([ev["amount"] for ev in batch], dtype=np.float64),
         }
-        values = np.stack([np.zeros(len(ts)), raw["amount"]], axis=1)
-        codes_u, tiles_u, partials = aggregate_batch(LAYOUT, codes, ts // G, ts, pos, values)
-        blobs = aggregate_sketches(LAYOUT, codes, ts // G, ts, pos, raw)
-        batch_max = np.full(ENTITIES, NO_EVENT_TS, dtype=np.int64)
-        np.maximum.at(batch_max, codes, ts)
-        merged = merge_flat(
-            LAYOUT, decode_many(LAYOUT, records), FlatTiles(codes_u, tiles_u, partials, batch_max, blobs)
-        )
-        if compact:
-            merged = retain(merged, SPEC.retention_ms, G, LAYOUT)
-        records = list(encode_many(LAYOUT, merged, ENTITIES))
-    return records
+        for batch in batches
+    ]
+    return stream_sketch_records(SPEC, ENTITIES, arrays, compact=compact)
 
 
 def test_folded_blobs_equal_the_blobs_of_every_tile() -> None:

@@ -182,7 +182,7 @@ def view_records(view: StreamFeatureView, events: Sequence[Mapping[str, Any]]) -
     codes = np.array([codes_of.setdefault(k, len(codes_of)) for k in keys], dtype=np.int64)
     ts = np.array([e["ts"] for e in rows], dtype=np.int64)
     positions = encode_positions([e["partition"] for e in rows], [e["offset"] for e in rows])
-    # A non-numeric column is only counted, timed or hashed: its float partial needs no value.
+    # A non-numeric column is only counted, timed, hashed or listed: its float partial needs no value.
     numeric = [view.column_types[c] in (FieldType.INT, FieldType.FLOAT) for c in layout.columns]
     values = np.array(
         [[float(e[c]) if num else 0.0 for c, num in zip(layout.columns, numeric, strict=True)] for e in rows],

@@ -84,7 +84,7 @@ from typing import Any
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, RequestSource, ValueType
 from feast.on_demand_feature_view import on_demand_feature_view
-from feast.types import Bool, Float64, Int64, String
+from feast.types import Array, Bool, Float64, Int64, String
 
 user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING)
 merchant = Entity(name="merchant", join_keys=["merchant_id"], value_type=ValueType.STRING)
@@ -122,8 +122,14 @@ OBJECTS = [user, merchant, transactions, user_spend, merchant_activity, transact
 
 
 def _fields(view_name: str) -> str:
-    types = example_repo().view(view_name).feature_types
-    return ", ".join(f'Field(name="{n}", dtype={_FEAST_TYPES[t]})' for n, t in types.items())
+    view = example_repo().view(view_name)
+    # A list feature (last_n, ...) is a Feast Array of its column's type.
+    columns = {a.output_name: view.column_types[a.column] for a in view.aggregations}
+    dtypes = {
+        n: f"Array({_FEAST_TYPES[columns[n]]})" if t == FieldType.LIST else _FEAST_TYPES[t]
+        for n, t in view.feature_types.items()
+    }
+    return ", ".join(f'Field(name="{n}", dtype={d})' for n, d in dtypes.items())
 
 
 def write_feast_repo(root: Path, port: int) -> Path:
@@ -256,7 +262,8 @@ def assert_same_as_v1(
     clock = clock_features()
     for ref, name in zip(wanted_names, names, strict=True):
         feature = ref.split(":")[1]
-        values = [row[feature] for row in rows]
+        # An empty list reaches Feast as null (serving/routes_feast.py: Feast cannot type []).
+        values = [None if row[feature] == [] else row[feature] for row in rows]
         if later_rows is not None and feature in clock:
             # Evaluated at the SDK call's own wall-clock time: between the two /v1 answers.
             later = [row[feature] for row in later_rows]

@@ -49,7 +49,8 @@ def test_feature_vector_and_vectors(server_url: str) -> None:
         first = many["features"][0]
         assert list(first) == list(row)
         assert all(
-            first[k] == v if isinstance(v, str) else first[k] == pytest.approx(v, rel=1e-9) for k, v in row.items()
+            first[k] == v if isinstance(v, str | list) else first[k] == pytest.approx(v, rel=1e-9)
+            for k, v in row.items()
         )
         assert len(many["metadata"]["statuses"]) == 2
         per_row = fc.get_feature_vectors(

@@ -1,0 +1,263 @@
+"""The list kinds of ``last_n``, ``first_n`` and ``last_distinct_n`` (docs/semantics.md
+section 3, "List functions").
+
+Each kind keeps, per tile, at most ``n`` **entries** ``(event time, position, value)``,
+the position being ``partition * 2**40 + offset`` (``engine.kernel.layout.encode_positions``),
+so every entry has a distinct key ``(event time, position)`` and the order of the
+contract is total:
+
+``newest_values`` (``last_n``)
+    the ``n`` events with the greatest keys, newest first;
+``oldest_values`` (``first_n``)
+    the ``n`` events with the smallest keys, oldest first;
+``newest_distinct`` (``last_distinct_n``)
+    per distinct value (compared by :func:`engine.kernel.sketches.canonical_bytes`:
+    type and value) the key of its newest event, the ``n`` values with the greatest
+    such keys, newest first. A value among a window's ``n`` newest distinct values is
+    among the ``n`` newest distinct values of the tile holding its newest event, so the
+    truncated tiles still merge to the exact answer.
+
+Blob layout (little endian, one canonical form: equal states are equal bytes):
+``uint32 k``, then ``int64 event_ts[k]``, ``int64 position[k]``, ``uint32 length[k]``,
+then the ``k`` values' canonical bytes back to back, entries in the answer's order.
+``merge`` concatenates both entry lists, sorts them by key (ties, impossible between
+distinct events, fall back to the value bytes) and truncates to ``n``: the result
+depends only on the union, so any grouping and order of merges gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from engine.kernel.exceptions import KernelSpecError, TileCodecError
+from engine.kernel.layout import AggregationSpec
+from engine.kernel.sketches import EMPTY_BLOB, Int64Array, Params, SketchSlot, canonical_bytes, register_kind
+
+#: The largest n of a list function (docs/semantics.md "List functions").
+MAX_LIST_LENGTH: Final = 1000
+
+ListItem = str | int | float | bool
+#: One entry: (event time, position, canonical value bytes).
+Entry = tuple[int, int, bytes]
+
+_COUNT = struct.Struct("<I")
+_TAG_DECODERS: dict[int, Callable[[bytes], ListItem]] = {
+    ord("s"): lambda raw: raw.decode("utf-8"),
+    ord("i"): lambda raw: int(struct.unpack("<q", raw)[0]),
+    ord("f"): lambda raw: float(struct.unpack("<d", raw)[0]),
+    ord("b"): lambda raw: raw == b"\x01",
+}
+
+
+def encode_entries(entries: list[Entry]) -> bytes:
+    """The canonical blob of ``entries`` (already in the answer's order)."""
+    if not entries:
+        return EMPTY_BLOB
+    k = len(entries)
+    return b"".join(
+        (
+            _COUNT.pack(k),
+            np.fromiter((e[0] for e in entries), dtype="<i8", count=k).tobytes(),
+            np.fromiter((e[1] for e in entries), dtype="<i8", count=k).tobytes(),
+            np.fromiter((len(e[2]) for e in entries), dtype="<u4", count=k).tobytes(),
+            *(e[2] for e in entries),
+        )
+    )
+
+
+def decode_entries(blob: bytes) -> list[Entry]:
+    """The entries of a blob, in stored order (``b""``: none)."""
+    if not blob:
+        return []
+    if len(blob) < _COUNT.size:
+        raise TileCodecError(
+            f"value list blob: header: expected {_COUNT.size} bytes, got {len(blob)}",
+            hint="the stored value is corrupt",
+        )
+    (k,) = _COUNT.unpack_from(blob, 0)
+    fixed = _COUNT.size + 20 * k
+    if len(blob) < fixed:
+        raise TileCodecError(
+            f"value list blob: length: expected at least {fixed} bytes for {k} entries, got {len(blob)}",
+            hint="the stored value is corrupt",
+        )
+    ts = np.frombuffer(blob, dtype="<i8", count=k, offset=_COUNT.size).tolist()
+    pos = np.frombuffer(blob, dtype="<i8", count=k, offset=_COUNT.size + 8 * k).tolist()
+    lengths = np.frombuffer(blob, dtype="<u4", count=k, offset=_COUNT.size + 16 * k).tolist()
+    if fixed + sum(lengths) != len(blob):
+        raise TileCodecError(
+            f"value list blob: length: expected {fixed + sum(lengths)} bytes for {k} entries, got {len(blob)}",
+            hint="the stored value is corrupt",
+        )
+    out: list[Entry] = []
+    at = fixed
+    for t, p, length in zip(ts, pos, lengths, strict=True):
+        out.append((t, p, blob[at : at + length]))
+        at += length
+    return out
+
+
+def value_bytes(values: npt.NDArray[np.generic]) -> list[bytes]:
+    """``canonical_bytes`` of every value, with one conversion per array for numbers."""
+    arr = np.asarray(values)
+    if arr.dtype.kind in "iu":
+        raw = arr.astype("<i8").tobytes()
+        return [b"i" + raw[8 * i : 8 * i + 8] for i in range(len(arr))]
+    if arr.dtype.kind == "f":
+        raw = (arr.astype(np.float64) + 0.0).astype("<f8").tobytes()  # -0.0 is 0.0
+        return [b"f" + raw[8 * i : 8 * i + 8] for i in range(len(arr))]
+    if arr.dtype.kind == "b":
+        return [b"b\x01" if v else b"b\x00" for v in arr.tolist()]
+    return [b"s" + v.encode("utf-8") if type(v) is str else canonical_bytes(v) for v in arr.tolist()]
+
+
+def _blobs(groups: Int64Array, ts: Int64Array, pos: Int64Array, items: list[bytes], n_groups: int) -> list[bytes]:
+    """Canonical blobs of entries sorted by group, each group in its answer order: every
+    blob is laid out in one byte buffer with array scatters, then sliced once."""
+    k = np.bincount(groups, minlength=n_groups).astype(np.int64)
+    lengths = np.fromiter(map(len, items), dtype=np.int64, count=len(items))
+    payload_sizes = np.bincount(groups, weights=lengths, minlength=n_groups).astype(np.int64)
+    sizes = np.where(k > 0, _COUNT.size + 20 * k + payload_sizes, 0)
+    ends = np.cumsum(sizes)
+    begins = ends - sizes
+    buf = np.zeros(int(ends[-1]) if n_groups else 0, dtype=np.uint8)
+    first = np.searchsorted(groups, np.arange(n_groups))
+    rank = np.arange(len(groups), dtype=np.int64) - first[groups]
+    nonempty = np.flatnonzero(k)
+    _scatter(buf, begins[nonempty], k[nonempty].astype("<u4"), 4)
+    fixed = begins[groups] + _COUNT.size
+    _scatter(buf, fixed + 8 * rank, ts.astype("<i8"), 8)
+    _scatter(buf, fixed + 8 * k[groups] + 8 * rank, pos.astype("<i8"), 8)
+    _scatter(buf, fixed + 16 * k[groups] + 4 * rank, lengths.astype("<u4"), 4)
+    payload = np.frombuffer(b"".join(items), dtype=np.uint8)
+    if len(payload):
+        # Group g's payload is contiguous in the joined items; it moves to after its fixed part.
+        payload_begins = np.cumsum(payload_sizes) - payload_sizes
+        shift = begins + _COUNT.size + 20 * k - payload_begins
+        buf[np.arange(len(payload), dtype=np.int64) + np.repeat(shift, payload_sizes)] = payload
+    raw = buf.tobytes()
+    bounds = zip(begins.tolist(), ends.tolist(), strict=True)
+    return [raw[a:b] if b > a else EMPTY_BLOB for a, b in bounds]
+
+
+def _scatter(buf: npt.NDArray[np.uint8], offsets: Int64Array, words: npt.NDArray[np.generic], width: int) -> None:
+    """Write each fixed-width little-endian word at its byte offset."""
+    if len(offsets):
+        buf[offsets[:, None] + np.arange(width)] = np.frombuffer(words.tobytes(), dtype=np.uint8).reshape(-1, width)
+
+
+def decode_value(raw: bytes) -> ListItem:
+    """The decoded value of one canonical encoding (the inverse of ``canonical_bytes``)."""
+    decoder = _TAG_DECODERS.get(raw[0]) if raw else None
+    if decoder is None:
+        raise TileCodecError(
+            f"value list blob: value: expected a type tag s/i/f/b, got {raw[:1]!r}",
+            hint="the stored value is corrupt",
+        )
+    return decoder(raw[1:])
+
+
+def _newest_first(entries: list[Entry]) -> list[Entry]:
+    return sorted(entries, reverse=True)
+
+
+def _keep_distinct(newest_first: list[Entry], n: int) -> list[Entry]:
+    seen: set[bytes] = set()
+    kept: list[Entry] = []
+    for entry in newest_first:
+        if entry[2] not in seen:
+            seen.add(entry[2])
+            kept.append(entry)
+            if len(kept) == n:
+                break
+    return kept
+
+
+@dataclass(frozen=True)
+class ValueList:
+    """One list kind: which end of the event order it keeps and whether values repeat."""
+
+    name: str
+    newest: bool
+    distinct: bool
+
+    def select(self, entries: list[Entry], n: int) -> list[Entry]:
+        """The kept entries of ``entries`` (any order), in the answer's order."""
+        ordered = _newest_first(entries) if self.newest else sorted(entries)
+        if self.distinct:
+            return _keep_distinct(ordered, n)
+        return ordered[:n]
+
+    def build(
+        self,
+        slot: SketchSlot,
+        values: npt.NDArray[np.generic],
+        event_ts: Int64Array,
+        positions: Int64Array,
+        starts: Int64Array,
+    ) -> list[bytes]:
+        n = int(slot.param("n"))
+        total = len(values)
+        groups = np.repeat(np.arange(len(starts), dtype=np.int64), np.diff(np.append(starts, total)))
+        index = np.arange(total, dtype=np.int64)
+        encoded: list[bytes] | None = None
+        if self.distinct:
+            # Each distinct value's newest event in its group: the last of its run once
+            # sorted by (group, value, index); events are sorted by (e, position) per group.
+            encoded = value_bytes(values)
+            ids: dict[bytes, int] = {}
+            value_ids = np.fromiter((ids.setdefault(b, len(ids)) for b in encoded), dtype=np.int64, count=total)
+            order = np.lexsort((index, value_ids, groups))
+            newest = np.ones(total, dtype=bool)
+            newest[:-1] = (value_ids[order][1:] != value_ids[order][:-1]) | (groups[order][1:] != groups[order][:-1])
+            candidates = np.sort(order[newest])
+        else:
+            candidates = index
+        # Answer order within each group: newest first (descending index) or oldest first.
+        ranked = np.lexsort((-candidates if self.newest else candidates, groups[candidates]))
+        chosen = candidates[ranked]
+        chosen_groups = groups[chosen]
+        first = np.searchsorted(chosen_groups, np.arange(len(starts)))
+        rank = np.arange(len(chosen), dtype=np.int64) - first[chosen_groups]
+        chosen, chosen_groups = chosen[rank < n], chosen_groups[rank < n]
+        items = value_bytes(values[chosen]) if encoded is None else [encoded[i] for i in chosen.tolist()]
+        return _blobs(chosen_groups, event_ts[chosen], positions[chosen], items, len(starts))
+
+    def merge(self, slot: SketchSlot, a: bytes, b: bytes) -> bytes:
+        return encode_entries(self.select(decode_entries(a) + decode_entries(b), int(slot.param("n"))))
+
+    def evaluate(self, slot: SketchSlot, function: str, params: Params, blob: bytes) -> list[ListItem]:
+        return [decode_value(entry[2]) for entry in decode_entries(blob)]
+
+
+NEWEST_VALUES = register_kind(ValueList("newest_values", newest=True, distinct=False))
+OLDEST_VALUES = register_kind(ValueList("oldest_values", newest=False, distinct=False))
+NEWEST_DISTINCT = register_kind(ValueList("newest_distinct", newest=True, distinct=True))
+
+#: Each list function and the kind of its slot.
+LIST_KINDS: Final = {
+    "last_n": NEWEST_VALUES.name,
+    "first_n": OLDEST_VALUES.name,
+    "last_distinct_n": NEWEST_DISTINCT.name,
+}
+
+
+def _list_slot(agg: AggregationSpec) -> SketchSlot:
+    n = agg.param("n")
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_LIST_LENGTH:
+        raise KernelSpecError(
+            f"AggregationSpec '{agg.output_name}': param 'n': expected an int 1..{MAX_LIST_LENGTH} "
+            f"for {agg.function}, got {n!r}",
+            hint=f"give {agg.function} its length, e.g. params=(('n', 5),)",
+        )
+    return SketchSlot.of(agg.column, LIST_KINDS[agg.function], n=n)
+
+
+#: Function -> slot builder, added to ``engine.kernel.sketch_kinds.SLOT_BUILDERS``.
+LIST_SLOT_BUILDERS: Final[dict[str, Callable[[AggregationSpec], SketchSlot]]] = dict.fromkeys(LIST_KINDS, _list_slot)
