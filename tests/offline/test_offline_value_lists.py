@@ -24,6 +24,7 @@ def _events() -> list[dict[str, Any]]:
         {
             "user_id": "u1",
             "merchant_id": m,
+            "card_id": f"c{i % 2}",  # the example source's card column (a distinct count reads it)
             "amount": float(10 + i),
             "event_type": "PURCHASE",
             "ts": T0 + i * MINUTE // 2,
