@@ -115,7 +115,10 @@ def test_online_training_backfill_and_reference_agree(
     offline = RocksDBOnlineTable(tmp_path / "bf" / "state", SHARDS, tmp_path / "sec_b", background=False)
     try:
         users = sorted({str(d["user_id"]) for d in docs})
-        keys_of = {("user_id",): users, ("merchant_id",): sorted({str(d["merchant_id"]) for d in docs})}
+        keys_of: dict[tuple[str, ...], list[str]] = {
+            ("user_id",): users,
+            ("merchant_id",): sorted({str(d["merchant_id"]) for d in docs}),
+        }
         sketch_views = [v for v in views.values() if ViewSpec.from_view(v).layout.sketch_slots]
         assert {v.name for v in sketch_views} >= {"user_spend", "user_amount_profile"}
         for view in sketch_views:
