@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -330,6 +330,17 @@ def dd_decode(blob: bytes) -> DDState:
             f"ddsketch blob: header: expected {_DD_HEADER.size} bytes, got {len(blob)}",
             hint="the stored value is corrupt",
         )
+    zero, n_pos, keys, counts = _dd_buckets(blob)
+    return DDState(
+        zero,
+        _store_of(keys[:n_pos], counts[:n_pos].astype(np.int64)),
+        _store_of(keys[n_pos:], counts[n_pos:].astype(np.int64)),
+    )
+
+
+def _dd_buckets(blob: bytes) -> tuple[int, int, Int64Array, npt.NDArray[np.uint64]]:
+    """A non-empty blob's zero count, positive bucket count, bucket keys and counts
+    (positive buckets first), checked against the blob's length."""
     zero, n_pos, n_neg = _DD_HEADER.unpack_from(blob, 0)
     n = n_pos + n_neg
     if len(blob) != _DD_HEADER.size + 12 * n:
@@ -340,10 +351,35 @@ def dd_decode(blob: bytes) -> DDState:
         )
     keys = np.frombuffer(blob, dtype="<i4", count=n, offset=_DD_HEADER.size).astype(np.int64)
     counts = np.frombuffer(blob, dtype="<u8", count=n, offset=_DD_HEADER.size + 4 * n)
-    return DDState(
-        int(zero),
-        _store_of(keys[:n_pos], counts[:n_pos].astype(np.int64)),
-        _store_of(keys[n_pos:], counts[n_pos:].astype(np.int64)),
+    return int(zero), int(n_pos), keys, counts
+
+
+def dd_merge_many(blobs: Sequence[bytes]) -> bytes:
+    """The merge of many blobs at once: every bucket added in one pass and the result
+    made canonical once. The same bytes as merging them pairwise in any order (adding
+    counts commutes, and folding the lowest buckets past MAX_BUCKETS depends only on the
+    final highest key), without decoding and re-encoding after every step."""
+    present = [blob for blob in blobs if blob]
+    if len(present) <= 1:
+        return present[0] if present else EMPTY_BLOB
+    zero = 0
+    pos_keys: list[Int64Array] = []
+    pos_counts: list[npt.NDArray[np.uint64]] = []
+    neg_keys: list[Int64Array] = []
+    neg_counts: list[npt.NDArray[np.uint64]] = []
+    for blob in present:
+        z, n_pos, keys, counts = _dd_buckets(blob)
+        zero += z
+        pos_keys.append(keys[:n_pos])
+        pos_counts.append(counts[:n_pos])
+        neg_keys.append(keys[n_pos:])
+        neg_counts.append(counts[n_pos:])
+    return dd_encode(
+        DDState(
+            zero,
+            _store_of(np.concatenate(pos_keys), np.concatenate(pos_counts).astype(np.int64)),
+            _store_of(np.concatenate(neg_keys), np.concatenate(neg_counts).astype(np.int64)),
+        )
     )
 
 
@@ -454,6 +490,9 @@ class DDSketch:
         counts = np.diff(np.append(starts_run, len(k)))
         g, s, k = g[starts_run], s[starts_run], k[starts_run]
         return _dd_blobs(g, s, k, counts, len(starts))
+
+    def merge_many(self, slot: SketchSlot, blobs: Sequence[bytes]) -> bytes:
+        return dd_merge_many(blobs)
 
     def merge(self, slot: SketchSlot, a: bytes, b: bytes) -> bytes:
         sa, sb = dd_decode(a), dd_decode(b)

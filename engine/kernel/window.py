@@ -158,6 +158,7 @@ def evaluate_unchecked(
     values: dict[str, Value] = {}
     empty: list[bool] = []
     over_bound: list[bool] = []
+    merged_windows: dict[tuple[int, int, int], bytes] = {}
     for agg, off, lo, j in zip(spec.aggregations, spec.field_offsets, los, spec.sketch_index, strict=True):
         block = parts[lo:hi]
         count = int(block[:, off + FIELD_COUNT].sum()) if lo < hi else 0
@@ -166,7 +167,7 @@ def evaluate_unchecked(
         if count == 0:
             values[agg.output_name] = empty_value(agg)
         elif j is not None:
-            value = sketch_value(spec, agg, j, sketches, lo, hi)
+            value = sketch_value(spec, agg, j, sketches, lo, hi, merged_windows)
             over_bound[-1] = isinstance(value, OverBound)
             values[agg.output_name] = None if isinstance(value, OverBound) else value
         elif agg.function == "first_seen":
@@ -185,11 +186,21 @@ def sketch_value(
     sketches: BlobArray | None,
     lo: int,
     hi: int,
+    merged_windows: dict[tuple[int, int, int], bytes] | None = None,
 ) -> SketchValue:
-    """``agg``'s value over the merged blobs of tile rows ``[lo, hi)`` (a non-empty window)."""
+    """``agg``'s value over the merged blobs of tile rows ``[lo, hi)`` (a non-empty window);
+    ``merged_windows`` keeps merged windows for the other aggregations of the same call."""
     slot = spec.layout.sketch_slots[slot_index]
-    blobs = [] if sketches is None else sketches[lo:hi, slot_index].tolist()
-    return evaluate_blob(agg, slot, merge_window(slot, blobs))
+    key = (slot_index, lo, hi)
+    merged = None if merged_windows is None else merged_windows.get(key)
+    if merged is None:
+        # Several aggregations may read one slot (p50, p95 and p99 of one sketch): the
+        # window is merged once per evaluation and each answers from the merged blob.
+        blobs = [] if sketches is None else sketches[lo:hi, slot_index].tolist()
+        merged = merge_window(slot, blobs)
+        if merged_windows is not None:
+            merged_windows[key] = merged
+    return evaluate_blob(agg, slot, merged)
 
 
 def _reduce_block(function: str, block: Float64Array, off: int, count: int, t_ms: int) -> Value:
@@ -366,6 +377,7 @@ def evaluate_many_unchecked(
     values: dict[str, npt.NDArray[np.generic]] = {}
     empty = np.empty((n_queries, len(spec.aggregations)), dtype=bool)
     over_bound = np.zeros((n_queries, len(spec.aggregations)), dtype=bool)
+    merged: dict[tuple[int, int, int], bytes] = {}  # (slot, lo, hi) -> merged window (sketch_value)
     for j, (agg, off, w, slot_index) in enumerate(
         zip(spec.aggregations, spec.field_offsets, spec.window_tiles, spec.sketch_index, strict=True)
     ):
@@ -392,14 +404,16 @@ def evaluate_many_unchecked(
             # A list per query (an object array): [] where the window is empty.
             lists = np.empty(n_queries, dtype=object)
             for q in range(n_queries):
-                lists[q] = [] if is_empty[q] else sketch_value(spec, agg, slot_index, sketches, int(lo[q]), int(hi[q]))
+                lists[q] = (
+                    [] if is_empty[q] else sketch_value(spec, agg, slot_index, sketches, int(lo[q]), int(hi[q]), merged)
+                )
             values[agg.output_name] = lists
             continue
         elif slot_index is not None:
             # Sketches merge blob by blob: one Python merge per window tile.
             result = np.full(n_queries, np.nan)
             for q in np.flatnonzero(~is_empty).tolist():
-                value = sketch_value(spec, agg, slot_index, sketches, int(lo[q]), int(hi[q]))
+                value = sketch_value(spec, agg, slot_index, sketches, int(lo[q]), int(hi[q]), merged)
                 if isinstance(value, OverBound):
                     over_bound[q, j] = True
                 elif value is not None:
