@@ -4,7 +4,11 @@ A real ``streamfeat serve`` process; hundreds of hostile connections from other 
 addresses (tests/faults/slow_clients_support.py, its own process) that connect and send nothing,
 stall or trickle their headers or their body. Real requests from 127.0.0.1 are measured
 in rounds alternating without and with the hostile clients: never a 503, and the median
-of the rounds' p99 under attack within 2x of the median unloaded p99.
+of the rounds' p99 under attack within 2x of the median unloaded p99, or within
+``SLACK_MS`` of it when the unloaded p99 is so small (under a millisecond) that answering
+the hostile connections' own timeouts between two real requests is already a doubling.
+Starvation, the failure this guards against, costs a real request a whole read timeout
+(1.5 s here), far above either bound.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ PER_SOURCE = 100  # 300 hostile connections, 60 of each kind
 MAX_PER_CLIENT = 80  # so 20 per source are refused with 503 too_many_connections
 TIMEOUT_MS = 1_500
 ROUNDS = 5
+SLACK_MS = 3.0  # the server answers ~700 hostile events/s in between: 408s, 503s, closes
 REQUESTS_PER_ROUND = 600  # p99 is then the 6th-worst request, not the 3rd: steadier rounds
 
 
@@ -161,7 +166,10 @@ def test_stalled_and_trickling_clients_never_cause_503_nor_double_p99(served: Se
         f"unloaded {[round(x * 1000, 2) for x in unloaded]} ms, under attack "
         f"{[round(x * 1000, 2) for x in loaded]} ms; median ratio {ratio:.2f}; hostile answers {answers}"
     )
-    assert ratio <= 2.0, f"p99 under slow clients is {ratio:.2f}x the unloaded p99"
+    added_ms = (statistics.median(loaded) - statistics.median(unloaded)) * 1000
+    assert ratio <= 2.0 or added_ms <= SLACK_MS, (
+        f"p99 under slow clients is {ratio:.2f}x the unloaded p99 (+{added_ms:.2f} ms, allowed 2x or +{SLACK_MS} ms)"
+    )
 
 
 def _answer_to(served: Served, raw: bytes, source: str = "127.0.0.6") -> tuple[int, dict[str, object]]:
