@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from cli.common import Subparsers, check_source_topic
 from engine.exceptions import ConfigError
 from engine.timefmt import parse_cli_time
 
+if TYPE_CHECKING:  # imported when the command runs, so `streamfeat --help` stays fast
+    from rich.progress import Progress, Task
+    from rich.text import Text
 
-def _settings(args: argparse.Namespace) -> Any:
+    from engine.config import Settings
+    from engine.definitions import EventSource, FeatureRepo, StreamFeatureView
+
+
+def _settings(args: argparse.Namespace) -> Settings:
     from engine.config import load_settings
 
     return load_settings(
@@ -23,7 +30,7 @@ def _settings(args: argparse.Namespace) -> Any:
     )
 
 
-def _selected(repo: Any, source_name: str, names: str | None) -> tuple[Any, list[Any]]:
+def _selected(repo: FeatureRepo, source_name: str, names: str | None) -> tuple[EventSource, list[StreamFeatureView]]:
     from dataflows.stream import select_views
 
     source, views = select_views(repo, source_name)
@@ -41,7 +48,7 @@ def _selected(repo: Any, source_name: str, names: str | None) -> tuple[Any, list
     return source, chosen
 
 
-def _progress(quiet: bool) -> Any:
+def _progress(quiet: bool) -> Progress | None:
     if quiet:
         return None
     from rich.progress import (
@@ -55,7 +62,7 @@ def _progress(quiet: bool) -> Any:
     )
 
     class _Rate(TextColumn):
-        def render(self, task: Any) -> Any:
+        def render(self, task: Task) -> Text:
             speed = task.finished_speed or task.speed
             self.text_format = f"{speed:,.0f} events/s" if speed else "- events/s"
             return super().render(task)

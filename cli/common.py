@@ -30,8 +30,8 @@ def add_settings_args(parser: argparse.ArgumentParser, *, kafka: bool = True) ->
         group.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default: 127.0.0.1:9092)")
 
 
-def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
-    overrides: dict[str, Any] = {
+def settings_from(args: argparse.Namespace, **extra: object) -> Settings:
+    overrides: dict[str, object] = {
         "repo": getattr(args, "repo", None),
         "data_dir": getattr(args, "data_dir", None),
         "kafka_bootstrap": getattr(args, "bootstrap", None),

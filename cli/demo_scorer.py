@@ -14,8 +14,8 @@ capture (the same request, within the TTL): the second lookup is what the cache 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
@@ -57,7 +57,7 @@ def train_model(train: pl.DataFrame, fingerprint: str) -> LogisticModel:
     return fit_logistic(rows, demo_labels(train), FEATURES, TrainedOn(SERVICE, fingerprint), COLD_START)
 
 
-def score_live(url: str, model: LogisticModel, users: int, say: Any) -> None:
+def score_live(url: str, model: LogisticModel, users: int, say: Callable[[str], None]) -> None:
     """Scores fresh transactions one by one through the cached client; prints a few
     scores, the positive rate, the cache hit rate and the per-lookup time."""
     live = generate(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
 
 from cli.common import Subparsers, add_settings_args, settings_from
 from engine.definitions import (
@@ -20,6 +19,9 @@ from engine.definitions import (
 from engine.definitions.base import timedelta_ms
 from engine.exceptions import ConfigError
 from engine.timefmt import duration_text
+
+#: Anything ``streamfeat describe NAME`` can name.
+Describable = Entity | EventSource | StreamFeatureView | OnDemandFeatureView | FeatureService
 
 
 def register(subparsers: Subparsers) -> None:
@@ -105,7 +107,7 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _details(definition: Any) -> list[str]:
+def _details(definition: Describable) -> list[str]:
     """Everything about one definition, heading first."""
     if isinstance(definition, Entity):
         return ["entity " + _entity_line(definition).strip(), _about(definition)]
@@ -130,7 +132,13 @@ def _details(definition: Any) -> list[str]:
 
 def _describe(args: argparse.Namespace) -> int:
     repo = _repo(args)
-    groups: tuple[tuple[Any, ...], ...] = (repo.entities, repo.sources, repo.views, repo.on_demand_views, repo.services)
+    groups: tuple[tuple[Describable, ...], ...] = (
+        repo.entities,
+        repo.sources,
+        repo.views,
+        repo.on_demand_views,
+        repo.services,
+    )
     definitions = [d for group in groups for d in group]
     found = ["\n".join(_details(d)) for d in definitions if d.name == args.name]
     if not found:
@@ -142,6 +150,6 @@ def _describe(args: argparse.Namespace) -> int:
     return 0
 
 
-def _about(definition: Any) -> str:
-    text = getattr(definition, "description", "")
+def _about(definition: Describable) -> str:
+    text = definition.description
     return f"  description: {text}" if text else "  description: (none)"

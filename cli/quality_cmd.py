@@ -17,7 +17,8 @@ def register(subparsers: Subparsers) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "quality",
         help="compute data-quality statistics of the Parquet log and flag drift",
-        description="Null rate, mean, std, min, max, p1/p50/p99 per view, column and interval.",
+        description="Null rate, mean, std, min, max, p1/p50/p99 per view, column and interval "
+        "(string columns: empty rate and distinct count).",
     )
     add_settings_args(parser, kafka=False)
     parser.add_argument("--view", action="append", default=None, help="only this view (repeatable)")
@@ -27,7 +28,7 @@ def register(subparsers: Subparsers) -> None:
 
 
 def _quality(args: argparse.Namespace) -> int:
-    from engine.definitions import load_repo
+    from engine.definitions import FieldType, load_repo
     from engine.exceptions import ConfigError
     from engine.quality import QualityConfig, run_quality
 
@@ -45,7 +46,9 @@ def _quality(args: argparse.Namespace) -> int:
         interval=timedelta(minutes=args.interval_minutes),
         baseline=timedelta(days=args.baseline_days),
     )
-    tables = run_quality(settings.log_uri, names, config)
+    # String columns have no numeric statistics: their log values are placeholders.
+    text_columns = {v.name: [c for c, kind in v.column_types.items() if kind == FieldType.STRING] for v in repo.views}
+    tables = run_quality(settings.log_uri, names, config, text_columns)
     for name, table in tables.items():
         alerts = table.filter(table["alert"])
         print(f"{name}: {table.height} rows, {alerts.height} with drift")

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from cli.common import Subparsers, add_settings_args, check_source_topic, log_to_file, settings_from
 from cli.run_report import RunReporter
@@ -24,6 +24,9 @@ from engine.exceptions import DataflowRunError, StreamfeatError
 from engine.ports import free_ports
 from engine.run_counts import RunCounts, merged_counts, read_counts_file
 from engine.shutdown import stop_gracefully_on_sigint, stop_requested
+
+if TYPE_CHECKING:  # imported when the command runs, so `streamfeat --help` stays fast
+    from dataflows.stream import StreamJob
 
 
 def register(subparsers: Subparsers) -> None:
@@ -221,7 +224,7 @@ def _summed(files: list[Path]) -> RunCounts:
     return merged_counts([c for c in (read_counts_file(f) for f in files) if c is not None])
 
 
-def _announce(job: Any, bootstrap: str, args: argparse.Namespace, log_file: Path, how: str) -> None:
+def _announce(job: StreamJob, bootstrap: str, args: argparse.Namespace, log_file: Path, how: str) -> None:
     print(
         f"streamfeat run: {job.source.topic!r} at {bootstrap} -> views "
         f"{', '.join(v.name for v in job.views)}"
@@ -256,7 +259,7 @@ def _run_in_place(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_dataflow(job: Any, workers: int) -> None:
+def _run_dataflow(job: StreamJob, workers: int) -> None:
     """Run the Bytewax dataflow; an error of ours comes out as itself, not as Bytewax's chain."""
     from bytewax._bytewax import cli_main
 

@@ -15,9 +15,13 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cli.common import Subparsers
+
+if TYPE_CHECKING:  # imported when the command runs, so `streamfeat --help` stays fast
+    from serving.shadow.classify import Tolerance
+    from serving.shadow.outcome import Outcome
 
 
 def register(subparsers: Subparsers) -> None:
@@ -49,7 +53,7 @@ def register(subparsers: Subparsers) -> None:
 def _shadow(args: argparse.Namespace) -> int:
     from serving.shadow.classify import Tolerance
     from serving.shadow.exceptions import ShadowSetupError
-    from serving.shadow.outcome import Outcome, read_outcomes
+    from serving.shadow.outcome import read_outcomes
     from serving.shadow.report import write_report
 
     try:
@@ -89,7 +93,7 @@ def _shadow(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace, tolerance: Any, about: dict[str, Any]) -> list[Any]:
+def _run(args: argparse.Namespace, tolerance: Tolerance, about: dict[str, Any]) -> list[Outcome]:
     from serving.shadow.exceptions import ShadowSetupError
     from serving.shadow.mapping import FeatureMapping, load_mapping
     from serving.shadow.requests_io import read_replay_log, read_requests_file

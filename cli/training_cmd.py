@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from cli.common import Subparsers
 from engine.exceptions import ConfigError
 
+if TYPE_CHECKING:  # imported when the command runs, so `streamfeat --help` stays fast
+    import polars as pl
 
-def read_table(path: Path, flag: str = "--spine") -> Any:
+
+def read_table(path: Path, flag: str = "--spine") -> pl.DataFrame:
     """A Parquet (or .csv) file given by ``flag`` as a polars DataFrame; a ConfigError naming
     the flag when it is missing or unreadable."""
     import polars as pl
@@ -50,12 +53,12 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         partial.unlink(missing_ok=True)
     column = frame.get_column(args.timestamp_column)
-    span = f"{column.min()} .. {column.max()}" if frame.height else "no rows"
+    span = f"{column.min()!s} .. {column.max()!s}" if frame.height else "no rows"
     print(f"wrote {frame.height:,} rows x {frame.width} columns to {args.out} ({args.timestamp_column} {span})")
     return 0
 
 
-def as_utc_timestamps(frame: Any, column: str) -> Any:
+def as_utc_timestamps(frame: pl.DataFrame, column: str) -> pl.DataFrame:
     """The spine's epoch-millisecond column as a Parquet timestamp[ms, UTC]: the same
     instants (docs/semantics.md: event time is UTC milliseconds), readable as datetimes."""
     import polars as pl

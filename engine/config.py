@@ -110,7 +110,11 @@ _FIELD_TYPES: dict[str, type] = {
 }
 
 
-def _coerce(key: str, raw: Any, origin: str) -> Any:
+#: A setting's value once coerced to its field's type.
+SettingValue = str | int | Path
+
+
+def _coerce(key: str, raw: object, origin: str) -> SettingValue:
     if key not in _FIELD_TYPES:
         close = difflib.get_close_matches(key, list(_FIELD_TYPES), n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(sorted(_FIELD_TYPES))}"
@@ -118,6 +122,8 @@ def _coerce(key: str, raw: Any, origin: str) -> Any:
     wanted = _FIELD_TYPES[key]
     if wanted is int:
         if isinstance(raw, bool):
+            raise ConfigError(f"setting '{key}' in {origin}: expected an integer, got {raw!r}")
+        if not isinstance(raw, str | int | float):
             raise ConfigError(f"setting '{key}' in {origin}: expected an integer, got {raw!r}")
         try:
             return int(raw)
@@ -161,10 +167,11 @@ def load_settings(
     project_dir: Path | None = None,
     *,
     env: Mapping[str, str] | None = None,
-    overrides: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, object] | None = None,
 ) -> Settings:
     """Merge every configuration layer into one validated :class:`Settings`."""
     root = (project_dir or Path.cwd()).resolve() if project_dir is not None else Path.cwd()
+    # Each value has its own field's type (checked by _coerce): only replace() sees them all.
     values: dict[str, Any] = {"project_dir": root}
     for origin, layer in (
         (f"{root / 'pyproject.toml'} [tool.streamfeat]", _read_pyproject(root)),

@@ -37,3 +37,11 @@ class DataflowRunError(StreamfeatError):
 
 class KafkaUnreachableError(StreamfeatError):
     """No Kafka broker answers at the configured address."""
+
+
+class NotIsoTimeError(StreamfeatError, ValueError):
+    """A time text is not ISO 8601 (engine.timefmt.iso_epoch_ms); callers name the field."""
+
+
+class NaiveTimeError(StreamfeatError, ValueError):
+    """An ISO 8601 time text has no UTC offset: a time zone is never guessed."""

@@ -19,10 +19,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -41,15 +42,20 @@ class MetricsServerError(StreamfeatError):
     """The metrics endpoint could not be started."""
 
 
+class ReasonedLike(Protocol):
+    @property
+    def reason(self) -> object: ...
+
+
 class DecodedLike(Protocol):
     @property
     def partition(self) -> int: ...
     @property
     def last_offset(self) -> int: ...
     @property
-    def event_ts(self) -> Any: ...
+    def event_ts(self) -> Sized: ...
     @property
-    def dead_letters(self) -> Any: ...
+    def dead_letters(self) -> Sequence[ReasonedLike]: ...
 
 
 class StatsLike(Protocol):
@@ -167,7 +173,7 @@ class DataflowMetrics:
         self.next_offsets: dict[int, int] = {}
         self.shard_dirs: dict[int, Path] = {}
         self.port: int | None = None
-        self._server: Any = None
+        self._server: WSGIServer | None = None
         self.events_in = Counter(
             "streamfeat_events_in",
             "Records read from the source topic and decoded (valid or not).",

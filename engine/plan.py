@@ -147,7 +147,7 @@ class Plan:
         return "\n".join(lines)
 
 
-def _diff(before: Any, after: Any, path: str = "") -> list[str]:
+def _diff(before: object, after: object, path: str = "") -> list[str]:
     """Readable list of the differing leaves of two canonical dicts."""
     if isinstance(before, dict) and isinstance(after, dict):
         out: list[str] = []
@@ -174,13 +174,13 @@ def _diff(before: Any, after: Any, path: str = "") -> list[str]:
 _ELEMENT_KEYS = ("output_name", "view", "name")
 
 
-def _element_key(item: Any) -> str | None:
+def _element_key(item: object) -> str | None:
     if isinstance(item, dict):
         return next((str(item[k]) for k in _ELEMENT_KEYS if k in item), None)
     return json.dumps(item) if isinstance(item, str | int | float | bool) else None
 
 
-def _describe(item: Any) -> str:
+def _describe(item: object) -> str:
     """One element as a line: an aggregation as ``function(column) over window``."""
     if isinstance(item, dict) and {"function", "column", "window_ms", "output_name"} <= set(item):
         window = "its lifetime" if item["window_ms"] is None else duration_text(int(item["window_ms"]))
@@ -192,7 +192,7 @@ def _describe(item: Any) -> str:
     return str(item)
 
 
-def _list_diff(before: list[Any], after: list[Any], path: str) -> list[str] | None:
+def _list_diff(before: list[object], after: list[object], path: str) -> list[str] | None:
     """Added, removed and changed elements of two keyed lists, one line each (None: not keyed)."""
     old = {_element_key(item): item for item in before}
     new = {_element_key(item): item for item in after}

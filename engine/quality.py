@@ -3,7 +3,10 @@
 For each view and each interval of event time (default one hour), every aggregated
 column of the log gets: row count, null rate, mean, population standard deviation,
 min, max and the 1st/50th/99th percentiles (linear interpolation, like numpy's
-default). A statistic is flagged when it lies more than ``DRIFT_SIGMAS`` standard
+default). A string column (``merchant_id`` feeding ``count_distinct``) has no numeric
+statistics: its log value is a placeholder, so they stay blank (null), and when the log
+keeps its decoded strings (the ``raw__`` column of a sketch aggregation) it gets the rate
+of empty strings as ``null_rate`` and its ``distinct`` count instead. A statistic is flagged when it lies more than ``DRIFT_SIGMAS`` standard
 deviations from its baseline: the same statistic over the intervals of the preceding
 ``baseline`` (default 7 days), once at least ``MIN_BASELINE_POINTS`` intervals exist.
 
@@ -16,7 +19,7 @@ counted once however often the log was published.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -28,14 +31,18 @@ import pyarrow.parquet as pq
 
 from engine.definitions.base import timedelta_ms
 from engine.exceptions import StreamfeatError
-from engine.io.parquet_log import EVENT_TIME, VALUE_PREFIX, read_log, resolve_root
+from engine.io.parquet_log import EVENT_TIME, VALUE_PREFIX, raw_column, read_log, resolve_root
 from engine.kernel.window import tile_start_ms
 
 QUALITY_DIR = "_quality"
 QUALITY_FILE = "quality.parquet"
 DRIFT_SIGMAS = 3.0
 MIN_BASELINE_POINTS = 6  # fewer hourly points make 3-sigma alerts mostly noise
-STATISTICS: tuple[str, ...] = ("null_rate", "mean", "std", "min", "max", "p1", "p50", "p99")
+#: Values of the ``kind`` column: which statistics a column has.
+NUMERIC = "numeric"
+STRING = "string"
+STATISTICS: tuple[str, ...] = ("null_rate", "distinct", "mean", "std", "min", "max", "p1", "p50", "p99")
+_NUMERIC_STATISTICS: tuple[str, ...] = ("mean", "std", "min", "max", "p1", "p50", "p99")
 
 
 class QualityError(StreamfeatError, ValueError):
@@ -83,6 +90,7 @@ class QualityConfig:
 QUALITY_SCHEMA: dict[str, Any] = {
     "interval_start": pl.Int64,
     "feature": pl.Utf8,
+    "kind": pl.Utf8,  # NUMERIC or STRING: which statistics the column has
     "count": pl.Int64,
     **{s: pl.Float64 for s in STATISTICS},
     "alert": pl.Boolean,
@@ -90,35 +98,66 @@ QUALITY_SCHEMA: dict[str, Any] = {
 }
 
 
-def interval_stats(log: pl.DataFrame, interval_ms: int) -> pl.DataFrame:
-    """One row per (interval, value column) with the statistics of the module docstring."""
-    columns = [c for c in log.columns if c.startswith(VALUE_PREFIX)]
+def interval_stats(log: pl.DataFrame, interval_ms: int, text_columns: Collection[str] = ()) -> pl.DataFrame:
+    """One row per (interval, value column) with the statistics of the module docstring.
+
+    ``text_columns`` names the aggregated columns of schema type string; a column whose
+    decoded values the log keeps as strings is taken as one too."""
+    columns = [c[len(VALUE_PREFIX) :] for c in log.columns if c.startswith(VALUE_PREFIX)]
     if log.is_empty() or not columns:
         return pl.DataFrame(schema={k: v for k, v in QUALITY_SCHEMA.items() if k not in ("alert", "drifted")})
     start = tile_start_ms(pl.col(EVENT_TIME), interval_ms)
     frames = []
     for column in columns:
-        c = pl.col(column)
-        valid = c.filter(c.is_not_null() & c.is_not_nan())
+        raw = raw_column(column)
+        kept_strings = raw in log.columns and log.schema[raw] == pl.String
+        is_text = column in text_columns or kept_strings
+        if is_text:
+            statistics = _string_statistics(pl.col(raw) if kept_strings else None)
+        else:
+            statistics = _numeric_statistics(pl.col(VALUE_PREFIX + column))
         frames.append(
             log.group_by(start.alias("interval_start"))
-            .agg(
-                pl.len().cast(pl.Int64).alias("count"),
-                ((c.is_null() | c.is_nan()).sum() / pl.len()).cast(pl.Float64).alias("null_rate"),
-                valid.mean().alias("mean"),
-                valid.std(ddof=0).alias("std"),
-                valid.min().alias("min"),
-                valid.max().alias("max"),
-                valid.quantile(0.01, "linear").alias("p1"),
-                valid.quantile(0.50, "linear").alias("p50"),
-                valid.quantile(0.99, "linear").alias("p99"),
-            )
-            .with_columns(pl.lit(column[len(VALUE_PREFIX) :]).alias("feature"))
+            .agg(pl.len().cast(pl.Int64).alias("count"), *statistics)
+            .with_columns(pl.lit(column).alias("feature"), pl.lit(STRING if is_text else NUMERIC).alias("kind"))
         )
     out = pl.concat(frames).select(
-        "interval_start", "feature", "count", *[pl.col(s).cast(pl.Float64) for s in STATISTICS]
+        "interval_start", "feature", "kind", "count", *[pl.col(s).cast(pl.Float64) for s in STATISTICS]
     )
     return out.sort("feature", "interval_start")
+
+
+def _numeric_statistics(c: pl.Expr) -> list[pl.Expr]:
+    valid = c.filter(c.is_not_null() & c.is_not_nan())
+    return [
+        ((c.is_null() | c.is_nan()).sum() / pl.len()).cast(pl.Float64).alias("null_rate"),
+        pl.lit(None, dtype=pl.Float64).alias("distinct"),
+        valid.mean().alias("mean"),
+        valid.std(ddof=0).alias("std"),
+        valid.min().alias("min"),
+        valid.max().alias("max"),
+        valid.quantile(0.01, "linear").alias("p1"),
+        valid.quantile(0.50, "linear").alias("p50"),
+        valid.quantile(0.99, "linear").alias("p99"),
+    ]
+
+
+def _string_statistics(c: pl.Expr | None) -> list[pl.Expr]:
+    """Null-or-empty rate and distinct count of the decoded strings (both blank when the
+    log keeps none of them); the numeric statistics are blank."""
+    blank = [pl.lit(None, dtype=pl.Float64).alias(s) for s in _NUMERIC_STATISTICS]
+    if c is None:
+        return [
+            pl.lit(None, dtype=pl.Float64).alias("null_rate"),
+            pl.lit(None, dtype=pl.Float64).alias("distinct"),
+            *blank,
+        ]
+    missing = c.is_null() | (c == "")
+    return [
+        (missing.sum() / pl.len()).cast(pl.Float64).alias("null_rate"),
+        c.filter(~missing).n_unique().cast(pl.Float64).alias("distinct"),
+        *blank,
+    ]
 
 
 def flag_drift(stats: pl.DataFrame, config: QualityConfig) -> pl.DataFrame:
@@ -158,11 +197,13 @@ def compute_quality(
     config: QualityConfig | None = None,
     *,
     fingerprint_hex: str | None = None,
+    text_columns: Collection[str] = (),
 ) -> pl.DataFrame:
-    """The quality table of one view, computed from its deduplicated Parquet log."""
+    """The quality table of one view, computed from its deduplicated Parquet log;
+    ``text_columns``: its aggregated columns of schema type string."""
     config = config or QualityConfig()
     log = read_log(log_root, view_name, fingerprint_hex)
-    stats = interval_stats(log, config.interval_ms)
+    stats = interval_stats(log, config.interval_ms, text_columns)
     if stats.is_empty():
         return pl.DataFrame(schema=QUALITY_SCHEMA)
     return flag_drift(stats, config).select(list(QUALITY_SCHEMA))
@@ -201,12 +242,16 @@ def read_quality(log_root: str, view_name: str) -> pl.DataFrame:
 
 
 def run_quality(
-    log_root: str, view_names: Sequence[str], config: QualityConfig | None = None
+    log_root: str,
+    view_names: Sequence[str],
+    config: QualityConfig | None = None,
+    text_columns: Mapping[str, Collection[str]] | None = None,
 ) -> dict[str, pl.DataFrame]:
-    """Compute and write the quality table of each view; returns them by view name."""
+    """Compute and write the quality table of each view; returns them by view name.
+    ``text_columns``: per view name, its aggregated columns of schema type string."""
     out: dict[str, pl.DataFrame] = {}
     for name in view_names:
-        table = compute_quality(log_root, name, config)
+        table = compute_quality(log_root, name, config, text_columns=(text_columns or {}).get(name, ()))
         write_quality(log_root, name, table)
         out[name] = table
     return out

@@ -1,4 +1,8 @@
-"""How the command line reads and shows event times: UTC datetimes, never epoch integers.
+"""How event times are read from and shown as text: UTC datetimes, never guessed zones.
+
+``iso_epoch_ms`` is the one ISO 8601 parser of the time contract (docs/semantics.md
+section 1): the stream decoder, the Parquet-history backfill, the feature server's
+``as_of`` and the command line's time flags all read times through it.
 
 >>> iso_utc(1767225600000)
 '2026-01-01T00:00:00Z'
@@ -11,9 +15,29 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from engine.clock import wall_clock_ms
-from engine.exceptions import ConfigError
+from engine.exceptions import ConfigError, NaiveTimeError, NotIsoTimeError
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+
+
+def iso_epoch_ms(text: str) -> int:
+    """An ISO 8601 time with an explicit offset (``2026-01-01T00:00:00Z``) -> epoch ms,
+    floored to the millisecond in integer maths (no float rounding of sub-milliseconds).
+
+    Raises NotIsoTimeError (not ISO 8601; the message says why) or NaiveTimeError (no
+    offset): the caller names its field and how to fix it.
+
+    >>> iso_epoch_ms("2026-01-01T01:00:00.0009+01:00")
+    1767225600000
+    """
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise NotIsoTimeError(str(exc)) from None
+    if moment.tzinfo is None:
+        raise NaiveTimeError(f"{text!r} has no UTC offset", hint="add Z or +HH:MM; a time zone is never guessed")
+    return (moment - _EPOCH) // _ONE_MS
 
 
 def parse_cli_time(text: str, flag: str) -> int:
@@ -26,15 +50,14 @@ def parse_cli_time(text: str, flag: str) -> int:
     if text == "now":
         return wall_clock_ms() // 1000 * 1000
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
+        return iso_epoch_ms(text)
+    except NotIsoTimeError:
         raise ConfigError(f"{flag}: expected an ISO 8601 time like 2026-01-01T00:00:00Z, got {text!r}") from None
-    if moment.tzinfo is None:
+    except NaiveTimeError:
         raise ConfigError(
             f"{flag}: {text!r} has no time zone offset",
             hint=f"add one, e.g. {text}Z for UTC; a time zone is never guessed",
-        )
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
+        ) from None
 
 
 def iso_utc(epoch_ms: int) -> str:

@@ -242,3 +242,10 @@ class ModelServiceMismatch(StreamfeatError):
     (another name, or the same name whose features or windows changed: another fingerprint)."""
 
     exit_code = 2
+
+
+class ScoringTimeColumnError(StreamfeatError, TypeError):
+    """Batch scoring's time column is not epoch milliseconds nor time-zone-aware datetimes
+    (a naive datetime is refused: a time zone is never guessed)."""
+
+    exit_code = 2

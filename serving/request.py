@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -16,13 +15,14 @@ import orjson
 from engine.clock import wall_clock_ms
 from engine.definitions import FieldType
 from engine.definitions.base import did_you_mean
+from engine.exceptions import NaiveTimeError, NotIsoTimeError
+from engine.timefmt import iso_epoch_ms
 from serving.duplicate_keys import check_duplicate_keys
 from serving.exceptions import InvalidRequest, MalformedRequest, PayloadTooLarge
 from serving.registry import CompiledService
 
 MAX_TS_MS = 2**53
 _SEPARATOR = "\x1f"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 EntityValue = str | int
 
@@ -81,20 +81,19 @@ def parse_as_of(value: Any, field: str = "as_of") -> int:
         ms = value
     elif isinstance(value, str):
         try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
+            ms = iso_epoch_ms(value)
+        except NotIsoTimeError:
             raise InvalidRequest(
                 f"field '{field}': expected epoch milliseconds or an ISO-8601 time, got {_short(value)}",
                 hint='e.g. 1767225600000 or "2026-01-01T00:00:00Z"',
                 field=field,
             ) from None
-        if parsed.tzinfo is None:
+        except NaiveTimeError:
             raise InvalidRequest(
                 f"field '{field}': expected an ISO-8601 time with an offset, got {_short(value)} (no offset)",
                 hint="append Z or +00:00: a time zone is never guessed",
                 field=field,
-            )
-        ms = (parsed - _EPOCH) // timedelta(milliseconds=1)  # exact integer floor, no float
+            ) from None
     else:
         raise InvalidRequest(
             f"field '{field}': expected epoch milliseconds (integer) or an ISO-8601 string, got {_kind(value)}",

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from engine.clock import wall_clock_ms
-from engine.quality import QualityError, read_quality
+from engine.quality import STRING, QualityError, read_quality
 from serving.deps import get_state, json_response
 from serving.exceptions import NotFound, ServingError
 
@@ -156,9 +156,12 @@ def quality_rows(log_root: str, view: str) -> list[dict[str, Any]]:
 
 
 def quality_series(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per column: ``[interval_start, mean, p50, p99, alert]`` points for the dashboard."""
+    """Per numeric column: ``[interval_start, mean, p50, p99, alert]`` points for the
+    dashboard (a string column has none of these; its rows stay in /v1/quality)."""
     series: dict[str, list[list[Any]]] = {}
     for r in rows:
+        if r.get("kind") == STRING:
+            continue
         series.setdefault(r["feature"], []).append(
             [r["interval_start"], r["mean"], r["p50"], r["p99"], bool(r["alert"])]
         )

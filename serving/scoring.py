@@ -24,7 +24,7 @@ import polars as pl
 
 from engine.clock import wall_clock_ms
 from serving.client import FeatureClient
-from serving.exceptions import ModelServiceMismatch
+from serving.exceptions import ModelServiceMismatch, ScoringTimeColumnError
 from serving.model_file import TrainedOn
 
 DEFAULT_CHUNK_ROWS = 500  # under the server's default max_entities_per_request (1000)
@@ -69,13 +69,21 @@ def check_service(model: object, described: dict[str, Any]) -> None:
 
 
 def _epoch_ms(column: pl.Series) -> list[int]:
-    if column.dtype == pl.Datetime or isinstance(column.dtype, pl.Datetime):
+    if isinstance(column.dtype, pl.Datetime):
+        if column.dtype.time_zone is None:
+            raise ScoringTimeColumnError(
+                f"score_batch: time column {column.name!r}: expected epoch milliseconds (int) or "
+                f"time-zone-aware datetimes, got naive {column.dtype}; a time zone is never guessed",
+                hint=f"attach the zone, e.g. pl.col({column.name!r}).dt.replace_time_zone('UTC'), "
+                "or write the times with an offset (2026-01-01T00:00:00Z)",
+            )
         return [int(v) for v in column.dt.epoch("ms").to_list()]
     if column.dtype.is_integer():
         return [int(v) for v in column.to_list()]
-    raise TypeError(
-        f"score_batch: time column {column.name!r}: expected epoch milliseconds (int) or datetimes, "
-        f"got {column.dtype}; cast it first"
+    raise ScoringTimeColumnError(
+        f"score_batch: time column {column.name!r}: expected epoch milliseconds (int) or "
+        f"time-zone-aware datetimes, got {column.dtype}",
+        hint="cast it first, e.g. to Int64 epoch milliseconds",
     )
 
 

@@ -241,7 +241,7 @@ def definition(kind: str) -> Callable[[_C], _C]:
         original = dc.__init__
 
         @functools.wraps(original)
-        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        def __init__(self: object, *args: object, **kwargs: object) -> None:
             given = dict(zip(positional, args, strict=False))
             label = kwargs.get("name", given.get("name", "?"))
             checker = Checker(kind, label if isinstance(label, str) else "?")

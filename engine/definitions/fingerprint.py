@@ -7,15 +7,14 @@ A view's fingerprint covers exactly what changes the meaning of its tile partial
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 import orjson
 
 
-def canonical_json(data: Any) -> bytes:
+def canonical_json(data: object) -> bytes:
     """JSON with sorted keys and no whitespace: equal data gives equal bytes."""
     return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
 
 
-def fingerprint_of(data: Any) -> bytes:
+def fingerprint_of(data: object) -> bytes:
     return hashlib.blake2b(canonical_json(data), digest_size=8).digest()

@@ -8,11 +8,11 @@ import importlib.util
 import re
 import sys
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TypeVar
 
 from engine.definitions.entity import Entity
 from engine.definitions.exceptions import DefinitionError, RepoValidationError
@@ -24,6 +24,7 @@ from engine.definitions.view import StreamFeatureView
 
 Definition = Entity | EventSource | RequestSource | StreamFeatureView | OnDemandFeatureView | FeatureService
 _KINDS: tuple[type, ...] = (Entity, EventSource, RequestSource, StreamFeatureView, OnDemandFeatureView, FeatureService)
+_D = TypeVar("_D", Entity, EventSource, RequestSource, StreamFeatureView, OnDemandFeatureView, FeatureService)
 
 
 @dataclass(frozen=True)
@@ -46,26 +47,29 @@ class FeatureRepo:
     @classmethod
     def from_objects(cls, objects: Iterable[object], path: str = "") -> FeatureRepo:
         """Builds a repo from definitions, adding the entities and sources views refer to."""
-        found: dict[type, list[Any]] = {kind: [] for kind in _KINDS}
+        found: dict[type, list[Definition]] = {kind: [] for kind in _KINDS}
 
-        def add(obj: Any) -> None:
+        def add(obj: Definition) -> None:
             bucket = found[type(obj)]
             if not any(obj is other for other in bucket):
                 bucket.append(obj)
 
+        def of_kind(kind: type[_D]) -> list[_D]:
+            return [o for o in found[kind] if isinstance(o, kind)]
+
+        def ordered(kind: type[_D]) -> tuple[_D, ...]:
+            return tuple(sorted(of_kind(kind), key=lambda o: o.name))
+
         for obj in objects:
-            if isinstance(obj, _KINDS):
+            if isinstance(obj, Definition):
                 add(obj)
-        for view in list(found[StreamFeatureView]):
+        for view in of_kind(StreamFeatureView):
             add(view.source)
             for entity in view.entities:
                 add(entity)
-        for odfv in list(found[OnDemandFeatureView]):
+        for odfv in of_kind(OnDemandFeatureView):
             for src in odfv.request_sources:
                 add(src)
-
-        def ordered(kind: type) -> tuple[Any, ...]:
-            return tuple(sorted(found[kind], key=lambda o: o.name))
 
         return cls(
             entities=ordered(Entity),
@@ -77,23 +81,23 @@ class FeatureRepo:
             path=path,
         )
 
-    def _find(self, items: Sequence[Any], name: str, kind: str) -> Any:
+    def _find(self, items: Sequence[_D], name: str, kind: str) -> _D:
         for item in items:
             if item.name == name:
                 return item
         raise KeyError(f"no {kind} named {name!r} in the repo; known: {[i.name for i in items]}")
 
     def view(self, name: str) -> StreamFeatureView:
-        return self._find(self.views, name, "StreamFeatureView")  # type: ignore[no-any-return]
+        return self._find(self.views, name, "StreamFeatureView")
 
     def on_demand_view(self, name: str) -> OnDemandFeatureView:
-        return self._find(self.on_demand_views, name, "OnDemandFeatureView")  # type: ignore[no-any-return]
+        return self._find(self.on_demand_views, name, "OnDemandFeatureView")
 
     def service(self, name: str) -> FeatureService:
-        return self._find(self.services, name, "FeatureService")  # type: ignore[no-any-return]
+        return self._find(self.services, name, "FeatureService")
 
     def source(self, name: str) -> EventSource:
-        return self._find(self.sources, name, "EventSource")  # type: ignore[no-any-return]
+        return self._find(self.sources, name, "EventSource")
 
     def views_for_source(self, source_name: str) -> tuple[StreamFeatureView, ...]:
         return tuple(v for v in self.views if v.source.name == source_name)
@@ -102,7 +106,7 @@ class FeatureRepo:
 def cross_validate(repo: FeatureRepo) -> list[str]:
     """Every consistency error between the definitions of one repo."""
     errors: list[str] = []
-    groups: list[tuple[str, Sequence[Any]]] = [
+    groups: list[tuple[str, Sequence[Definition]]] = [
         ("Entity", repo.entities),
         ("EventSource", repo.sources),
         ("RequestSource", repo.request_sources),
@@ -111,7 +115,7 @@ def cross_validate(repo: FeatureRepo) -> list[str]:
         ("StreamFeatureView/OnDemandFeatureView", (*repo.views, *repo.on_demand_views)),
     ]
     for kind, items in groups:
-        seen: dict[str, Any] = {}
+        seen: dict[str, Definition] = {}
         for item in items:
             if item.name in seen and seen[item.name] != item:
                 errors.append(
@@ -155,7 +159,9 @@ def cross_validate(repo: FeatureRepo) -> list[str]:
                 )
     for service in repo.services:
         for ref in service.refs:
-            known: dict[str, Any] = views if isinstance(ref.view, StreamFeatureView) else odfvs
+            known: Mapping[str, StreamFeatureView | OnDemandFeatureView] = (
+                views if isinstance(ref.view, StreamFeatureView) else odfvs
+            )
             if known.get(ref.view.name) != ref.view:
                 errors.append(
                     f"FeatureService '{service.name}': field 'features': {type(ref.view).__name__} "

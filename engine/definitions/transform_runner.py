@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from engine.definitions.base import FieldType
+from engine.definitions.on_demand import OnDemandFeatureView
 from engine.exceptions import StreamfeatError
 
 
@@ -57,7 +58,7 @@ class TransformSpec:
             )
 
     @classmethod
-    def of(cls, odfv: Any) -> TransformSpec:
+    def of(cls, odfv: OnDemandFeatureView) -> TransformSpec:
         """Resolve an ``OnDemandFeatureView`` (raises its DefinitionError if unimportable)."""
         return cls(
             name=odfv.name,
@@ -113,7 +114,7 @@ class TransformResult:
 _REFUSED = object()
 
 
-def coerce_output(kind: FieldType, value: Any) -> Any:
+def coerce_output(kind: FieldType, value: object) -> object:
     """``value`` as the declared ``kind`` (see the module docstring); ``_REFUSED`` if it is not one."""
     if value is None:
         return None
@@ -127,7 +128,7 @@ def coerce_output(kind: FieldType, value: Any) -> Any:
     return _REFUSED
 
 
-def _wrong_type(name: str, kind: FieldType, value: Any) -> OutputProblem:
+def _wrong_type(name: str, kind: FieldType, value: object) -> OutputProblem:
     return OutputProblem(
         name,
         f"a value of type {kind}",
@@ -145,7 +146,7 @@ def _missing(name: str, got: Sequence[str]) -> OutputProblem:
     )
 
 
-def _call(transform: RunnableTransform, argument: Any, row: int | None) -> Any:
+def _call(transform: RunnableTransform, argument: object, row: int | None) -> object:
     try:
         return transform.fn(argument)
     except Exception as exc:  # the user's code may raise anything: name the transform

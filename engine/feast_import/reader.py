@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from types import EllipsisType
+from typing import TypeAlias
 
 from engine.feast_import.exceptions import FeastImportError
 
@@ -50,8 +51,8 @@ class FeastCall:
     """One constructor call (or decorated function) of the repo: ``kind`` is the callee's name."""
 
     kind: str
-    kwargs: dict[str, Any]
-    args: tuple[Any, ...]
+    kwargs: dict[str, StaticValue]
+    args: tuple[StaticValue, ...]
     where: str  # file:line
     variable: str = ""  # the module-level name bound to it
     function: ast.FunctionDef | None = None  # decorated function (the transform)
@@ -71,8 +72,16 @@ class FeastCall:
 class Projection:
     """``view[["a", "b"]]``: some features of a view."""
 
-    view: Any
+    view: FeastCall
     features: tuple[str, ...]
+
+
+#: What the reader evaluates a repo expression to: a literal (lists and sets as lists),
+#: a Feast call or projection, an imported symbol, a timedelta, or an Unresolved reason.
+StaticValue: TypeAlias = (
+    "bool | int | float | complex | str | bytes | EllipsisType | timedelta | Symbol | Unresolved"
+    " | FeastCall | Projection | list[StaticValue] | dict[StaticValue, StaticValue] | None"
+)
 
 
 @dataclass
@@ -86,12 +95,14 @@ class FeastRepoSource:
         return [c for c in self.calls if c.kind in kinds]
 
 
-def _timedelta(args: tuple[Any, ...], kwargs: Mapping[str, Any], text: str) -> timedelta | Unresolved:
-    values = [*args, *kwargs.values()]
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+def _timedelta(args: tuple[StaticValue, ...], kwargs: Mapping[str, StaticValue], text: str) -> timedelta | Unresolved:
+    # Literal numbers only (bool is an int to isinstance, not to timedelta's reader).
+    numbers = [v for v in args if isinstance(v, int | float) and not isinstance(v, bool)]
+    named = {k: v for k, v in kwargs.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    if len(numbers) != len(args) or len(named) != len(kwargs):
         return Unresolved(f"timedelta with non-literal arguments: {text}")
     try:
-        return timedelta(*args, **kwargs)
+        return timedelta(*numbers, **named)
     except (TypeError, ValueError, OverflowError) as exc:
         return Unresolved(f"invalid timedelta {text}: {exc}")
 
@@ -99,7 +110,7 @@ def _timedelta(args: tuple[Any, ...], kwargs: Mapping[str, Any], text: str) -> t
 class _Module:
     """Evaluates one file's module-level statements against the shared namespace."""
 
-    def __init__(self, path: Path, rel: str, tree: ast.Module, names: dict[str, Any]) -> None:
+    def __init__(self, path: Path, rel: str, tree: ast.Module, names: dict[str, StaticValue]) -> None:
         self.path = path
         self.rel = rel
         self.tree = tree
@@ -122,7 +133,7 @@ class _Module:
             elif isinstance(stmt, ast.FunctionDef):
                 self._bind(stmt.name, self._function(stmt))
 
-    def _bind(self, name: str, value: Any) -> None:
+    def _bind(self, name: str, value: StaticValue) -> None:
         if isinstance(value, FeastCall) and not value.variable:
             value.variable = name
         self.names[name] = value
@@ -138,7 +149,7 @@ class _Module:
             if existing is None or isinstance(existing, Symbol | Unresolved):
                 self.names[local] = Symbol(alias.name if isinstance(stmt, ast.ImportFrom) else local)
 
-    def _function(self, node: ast.FunctionDef) -> Any:
+    def _function(self, node: ast.FunctionDef) -> FeastCall | Unresolved:
         for decorator in node.decorator_list:
             func = decorator.func if isinstance(decorator, ast.Call) else decorator
             callee = self.eval(func)
@@ -165,7 +176,7 @@ class _Module:
                 return call
         return Unresolved(f"function {node.name}() (plain functions are not Feast objects)")
 
-    def eval(self, node: ast.expr) -> Any:
+    def eval(self, node: ast.expr) -> StaticValue:
         if isinstance(node, ast.Constant):
             return node.value
         if isinstance(node, ast.List | ast.Tuple | ast.Set):
@@ -192,14 +203,20 @@ class _Module:
                 return -operand
         return Unresolved(f"expression not evaluated statically: {ast.unparse(node)[:80]}")
 
-    def _subscript(self, node: ast.Subscript) -> Any:
+    def _subscript(self, node: ast.Subscript) -> Projection | Unresolved:
         target = self.eval(node.value)
         features = self.eval(node.slice)
-        if isinstance(target, FeastCall) and isinstance(features, list) and all(isinstance(f, str) for f in features):
-            return Projection(target, tuple(features))
+        names = [f for f in features if isinstance(f, str)] if isinstance(features, list) else None
+        if (
+            isinstance(target, FeastCall)
+            and isinstance(features, list)
+            and names is not None
+            and len(names) == len(features)
+        ):
+            return Projection(target, tuple(names))
         return Unresolved(f"subscript {ast.unparse(node)[:80]}")
 
-    def _call(self, node: ast.Call) -> Any:
+    def _call(self, node: ast.Call) -> FeastCall | timedelta | Unresolved:
         callee = self.eval(node.func)
         text = ast.unparse(node)[:80]
         if not isinstance(callee, Symbol):
@@ -223,7 +240,7 @@ def _imports_from(stmt: ast.Import | ast.ImportFrom, modules: tuple[str, ...]) -
     return any(a.name.split(".")[0] in modules for a in stmt.names)
 
 
-def _collect(value: Any, out: list[FeastCall], seen: set[int]) -> None:
+def _collect(value: StaticValue, out: list[FeastCall], seen: set[int]) -> None:
     if isinstance(value, FeastCall):
         if id(value) in seen:
             return
@@ -250,7 +267,7 @@ def read_feast_repo(path: str | Path) -> FeastRepoSource:
             hint="pass the directory holding feature_store.yaml",
         )
     result = FeastRepoSource()
-    names: dict[str, Any] = {}
+    names: dict[str, StaticValue] = {}
     modules: list[_Module] = []
     for file in sorted(root.rglob("*.py")):
         rel = str(file.relative_to(root))

@@ -12,14 +12,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from engine.exceptions import NaiveTimeError, NotIsoTimeError
 from engine.io.batches import DeadLetterReason
 from engine.io.exceptions import IoValueError
+from engine.timefmt import iso_epoch_ms
 
 #: 2000-01-01T00:00:00Z in milliseconds: earlier event times are refused.
 MIN_EVENT_TS_MS = 946_684_800_000
@@ -29,8 +30,6 @@ TIMESTAMP_FORMATS = ("epoch_millis", "epoch_seconds", "iso8601")
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS = timedelta(milliseconds=1)
 
 _ACCEPTED: dict[str, frozenset[type]] = {
     "epoch_millis": frozenset({int}),
@@ -152,15 +151,11 @@ def _iso(
         if i in problems:
             continue
         try:
-            parsed = datetime.fromisoformat(v)
-        except ValueError as exc:
+            out[i] = iso_epoch_ms(v)
+        except NotIsoTimeError as exc:
             problems[i] = _invalid(field, f"{show_value(v)} is not ISO 8601 ({exc})")
-            continue
-        if parsed.tzinfo is None:
+        except NaiveTimeError:
             problems[i] = _invalid(
                 field, f"{show_value(v)} has no UTC offset; naive times are refused (add Z or +HH:MM)"
             )
-            continue
-        # Floor division keeps sub-millisecond precision from rounding up.
-        out[i] = (parsed - _EPOCH) // _ONE_MS
     return out, np.zeros(len(vals), dtype=np.bool_)

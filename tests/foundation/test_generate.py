@@ -23,10 +23,10 @@ from engine.generate import (
     PARQUET_SCHEMA,
     GeneratorConfig,
     MalformedKind,
-    _dumps_each,
     generate,
     write_parquet,
 )
+from engine.generate.events import _dumps_each
 from engine.timefmt import parse_cli_time
 
 STR_FIELDS = ("transaction_id", "user_id", "merchant_id", "card_id", "currency", "event_type")

@@ -14,7 +14,7 @@ import pytest
 from cli import main as cli_main
 from engine.definitions import FeatureRepo
 from serving.client import FeatureClient
-from serving.exceptions import ModelFileError, ModelServiceMismatch
+from serving.exceptions import ModelFileError, ModelServiceMismatch, ScoringTimeColumnError
 from serving.model_file import LogisticModel, TrainedOn, fit_logistic, load_model, save_model
 from serving.scoring import score_batch
 from tests.serving.asgi_support import ASGIClient
@@ -91,6 +91,31 @@ def test_a_changed_service_is_refused(repo: FeatureRepo, server_url: str) -> Non
         score_batch(_model(repo, "0000000000000000"), _entities(), fc, time_column="ts")
     with FeatureClient(server_url) as fc, pytest.raises(ValueError, match=r"expected columns \['merchant_id'\]"):
         score_batch(_model(repo), _entities().drop("merchant_id"), fc)
+
+
+def test_naive_datetimes_in_the_time_column_are_refused_and_aware_ones_equal_epoch_ms(
+    repo: FeatureRepo, server_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = _model(repo)
+    by_ms = _entities()
+    aware = by_ms.with_columns(pl.col("ts").cast(pl.Datetime("ms", time_zone="UTC")))
+    naive = by_ms.with_columns(pl.col("ts").cast(pl.Datetime("ms")))
+    with FeatureClient(server_url) as fc:
+        assert score_batch(model, aware, fc, time_column="ts").equals(score_batch(model, by_ms, fc, time_column="ts"))
+        with pytest.raises(ScoringTimeColumnError, match=r"time column 'ts'.*naive Datetime") as refused:
+            score_batch(model, naive, fc, time_column="ts")
+        with pytest.raises(ScoringTimeColumnError, match=r"time column 'ts'.*got String"):
+            score_batch(model, by_ms.with_columns(pl.col("ts").cast(pl.String)), fc, time_column="ts")
+    assert refused.value.hint is not None and "replace_time_zone('UTC')" in refused.value.hint
+    # The command line answers the same refusal as a usage error, with the fix, and writes nothing.
+    save_model(model, tmp_path / "model.json")
+    naive.write_parquet(tmp_path / "naive.parquet")
+    out = tmp_path / "scores.parquet"
+    args = ["score-batch", "--model", str(tmp_path / "model.json"), "--entities", str(tmp_path / "naive.parquet")]
+    code = cli_main([*args, "--out", str(out), "--time-column", "ts", "--url", server_url])
+    err = capsys.readouterr().err
+    assert code == 2 and "time column 'ts'" in err and "naive" in err and "hint: attach the zone" in err
+    assert not out.exists()
 
 
 def test_score_batch_cli_writes_the_same_scores(

@@ -1,4 +1,4 @@
-"""Deterministic demo events for the fraud domain (``streamfeat generate``).
+"""Deterministic demo events for the fraud domain (``streamfeat generate``): what they are.
 
 Each event is a JSON object::
 
@@ -24,27 +24,16 @@ record is malformed and how (``-1`` = valid, else the kind's index), and
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from enum import StrEnum
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import orjson
-import pyarrow as pa
-import pyarrow.parquet as pq
-from confluent_kafka import KafkaError, Message, Producer
-
-from engine.clock import wall_clock_ms
-from engine.exceptions import ConfigError, GenerateError
-from engine.kafka_local import require_broker
 
 CHUNK_SIZE = 65_536
 DAY_MS = 86_400_000
@@ -65,19 +54,6 @@ CURRENCIES: tuple[str, ...] = ("USD", "EUR", "GBP")
 _CURRENCY_WEIGHTS = (0.70, 0.20, 0.10)
 CARDS_PER_USER = 3
 _LOGIN = EVENT_TYPES.index("LOGIN")
-
-PARQUET_SCHEMA = pa.schema(
-    [
-        pa.field("transaction_id", pa.string(), nullable=False),
-        pa.field("user_id", pa.string(), nullable=False),
-        pa.field("merchant_id", pa.string(), nullable=False),
-        pa.field("card_id", pa.string(), nullable=False),
-        pa.field("amount", pa.float64(), nullable=False),
-        pa.field("currency", pa.string(), nullable=False),
-        pa.field("event_type", pa.string(), nullable=False),
-        pa.field("ts", pa.int64(), nullable=False),
-    ]
-)
 
 
 class MalformedKind(StrEnum):
@@ -350,211 +326,3 @@ def _empty_columns() -> dict[str, Any]:
         name: (np.empty(0, np.float64) if name == "amount" else np.empty(0, np.int64) if name == "ts" else [])
         for name in FIELDS
     }
-
-
-# ------------------------------------------------------------------- Kafka
-
-
-@dataclass(frozen=True)
-class ProduceReport:
-    topic: str
-    events: int
-    malformed: int
-    seconds: float
-
-    @property
-    def events_per_second(self) -> float:
-        return self.events / self.seconds if self.seconds > 0 else float("inf")
-
-
-DEFAULT_PRODUCER_CONFIG: Mapping[str, Any] = {
-    "linger.ms": 20,
-    "batch.size": 1_000_000,
-    "batch.num.messages": 100_000,
-    "queue.buffering.max.messages": 1_000_000,
-    "queue.buffering.max.kbytes": 1_048_576,
-    "compression.type": "lz4",
-    "acks": "all",
-    # Retries must not duplicate records: the round-trip tests count every one.
-    "enable.idempotence": True,
-    # Same key -> partition mapping as the Java client.
-    "partitioner": "murmur2_random",
-    # Only failures reach Python (one callback per success would cost a third of
-    # the throughput); flush() returning 0 proves every report was served.
-    "delivery.report.only.error": True,
-    # A broker that dies mid-run turns into delivery errors after this, not a hang.
-    "message.timeout.ms": 30_000,
-}
-
-
-class _DeliveryFailures:
-    def __init__(self) -> None:
-        self.count = 0
-        self.first: str | None = None
-
-    def __call__(self, error: KafkaError | None, message: Message) -> None:
-        if error is not None:
-            self.count += 1
-            if self.first is None:
-                self.first = f"{error} (partition {message.partition()})"
-
-
-def produce_events(
-    config: GeneratorConfig,
-    topic: str,
-    bootstrap: str,
-    *,
-    producer_config: Mapping[str, Any] | None = None,
-    flush_timeout_s: float = 60.0,
-) -> ProduceReport:
-    """Generate ``config``'s events and produce them to ``topic`` keyed by user_id.
-
-    Raises :class:`GenerateError` naming the count if any record was not delivered.
-    """
-    producer, failures = _producer(topic, bootstrap, producer_config)
-    started = time.perf_counter()
-    malformed = sum(_produce_batch(producer, topic, batch) for batch in EventGenerator(config))
-    _flush(producer, failures, topic, bootstrap, config.events, flush_timeout_s)
-    seconds = time.perf_counter() - started
-    return ProduceReport(topic=topic, events=config.events, malformed=malformed, seconds=seconds)
-
-
-def produce_live(
-    config: GeneratorConfig,
-    topic: str,
-    bootstrap: str,
-    *,
-    duration_s: float | None = None,
-    progress: Callable[[ProduceReport], None] | None = None,
-) -> ProduceReport:
-    """Produce ``config.rate`` events per wall-clock second, stamped with the current time.
-
-    Runs for ``duration_s`` seconds (``None``: until interrupted, Ctrl-C ends it cleanly
-    after delivering what was produced). Second ``k`` draws its events from seed
-    ``config.seed + k``; ``config.events`` is ignored. ``progress`` gets the running
-    totals about every ten seconds.
-    """
-    if config.rate < 1:
-        raise GenerateError(f"--rate: live mode needs at least 1 event/s, got {config.rate}")
-    producer, failures = _producer(topic, bootstrap, None)
-    per_second = round(config.rate)
-    started = time.perf_counter()
-    produced = malformed = 0
-    second = 0
-    try:
-        while duration_s is None or second < duration_s:
-            tick_ms = wall_clock_ms()
-            live = dataclasses.replace(
-                config,
-                events=per_second,
-                seed=config.seed + second,
-                start_ms=tick_ms,
-                rate=float(per_second),
-            )
-            malformed += sum(_produce_batch(producer, topic, batch) for batch in EventGenerator(live))
-            produced += per_second
-            second += 1
-            if progress is not None and second % 10 == 0:
-                progress(ProduceReport(topic, produced, malformed, time.perf_counter() - started))
-            time.sleep(max(0.0, 1.0 - (wall_clock_ms() - tick_ms) / 1000))
-    except KeyboardInterrupt:
-        pass  # a normal way to stop live mode: deliver what was produced, then report
-    _flush(producer, failures, topic, bootstrap, produced, 60.0)
-    return ProduceReport(topic, produced, malformed, time.perf_counter() - started)
-
-
-def _producer(
-    topic: str, bootstrap: str, producer_config: Mapping[str, Any] | None
-) -> tuple[Producer, _DeliveryFailures]:
-    require_broker(bootstrap, consequence=f"nothing was produced to {topic!r}")
-    failures = _DeliveryFailures()
-    settings = {**DEFAULT_PRODUCER_CONFIG, **(producer_config or {})}
-    # log_level 0: librdkafka's own log lines never reach the terminal; failures are
-    # reported through the delivery callback and the error below.
-    settings.update({"bootstrap.servers": bootstrap, "on_delivery": failures, "log_level": 0})
-    return Producer(settings), failures
-
-
-def _produce_batch(producer: Producer, topic: str, batch: EventBatch) -> int:
-    """Queue one batch; returns how many of its records are malformed."""
-    produce = producer.produce
-    for key, value in zip(batch.keys, batch.values, strict=True):
-        while True:
-            try:
-                produce(topic, value, key)
-                break
-            except BufferError:
-                producer.poll(0.05)  # the local queue is full: let librdkafka drain it
-    producer.poll(0)
-    return int(np.count_nonzero(batch.malformed >= 0))
-
-
-def _flush(
-    producer: Producer,
-    failures: _DeliveryFailures,
-    topic: str,
-    bootstrap: str,
-    events: int,
-    flush_timeout_s: float,
-) -> None:
-    remaining = producer.flush(flush_timeout_s)
-    if remaining or failures.count:
-        raise GenerateError(
-            f"{failures.count + remaining} of {events} records to topic {topic!r} at "
-            f"{bootstrap} were not delivered ({failures.count} failed, {remaining} still queued "
-            f"after {flush_timeout_s:.0f} s); first error: {failures.first}",
-            hint="check that the broker is running (`streamfeat kafka status`) and the topic exists",
-        )
-
-
-# ----------------------------------------------------------------- Parquet
-
-
-@dataclass(frozen=True)
-class ParquetReport:
-    directory: Path
-    events: int
-    files: tuple[Path, ...]
-    seconds: float
-
-
-def day_partition(ts_ms: int) -> str:
-    """``date=YYYY-MM-DD`` of an epoch-millisecond time (UTC)."""
-    return "date=" + datetime.fromtimestamp(ts_ms // DAY_MS * 86_400, tz=UTC).strftime("%Y-%m-%d")
-
-
-def write_parquet(config: GeneratorConfig, directory: Path) -> ParquetReport:
-    """Write the events as ``<directory>/date=YYYY-MM-DD/part-0.parquet`` (UTC days).
-
-    Each day's file is replaced; other files in ``directory`` are left alone.
-    """
-    if config.malformed_fraction > 0:
-        raise ConfigError(
-            f"--malformed-fraction {config.malformed_fraction}: malformed records cannot be "
-            "written to typed Parquet columns",
-            hint="use --malformed-fraction 0 with --parquet, or produce to Kafka instead",
-        )
-    started = time.perf_counter()
-    by_day: dict[int, list[pa.Table]] = {}
-    for batch in EventGenerator(config):
-        table = pa.table(
-            {name: pa.array(batch.columns[name], type=PARQUET_SCHEMA.field(name).type) for name in FIELDS},
-            schema=PARQUET_SCHEMA,
-        )
-        day = batch.ts // DAY_MS
-        # Within one chunk days are contiguous except for jitter at a day boundary.
-        for d in np.unique(day).tolist():
-            rows = np.flatnonzero(day == d)
-            by_day.setdefault(d, []).append(table.take(pa.array(rows)))
-    files = []
-    for d in sorted(by_day):
-        path = directory / day_partition(d * DAY_MS) / "part-0.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.concat_tables(by_day[d]), path, compression="zstd")
-        files.append(path)
-    return ParquetReport(
-        directory=directory,
-        events=config.events,
-        files=tuple(files),
-        seconds=time.perf_counter() - started,
-    )
