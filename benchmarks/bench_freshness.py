@@ -98,7 +98,7 @@ def _count(conn: http.client.HTTPConnection, user: str) -> int:
 
 
 def _measure_rate(servers: str, topic: str, port: int, rate: int, probes: int) -> dict[str, Any]:
-    producer = Producer({"bootstrap.servers": servers, "linger.ms": 1, "enable.idempotence": True})
+    producer = Producer({"bootstrap.servers": servers, "log_level": 0, "linger.ms": 1, "enable.idempotence": True})
     bg = Background(producer, topic, rate)
     bg.start()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)

@@ -49,7 +49,7 @@ def run(size: str) -> dict[str, Any]:
     else:
         handle = kafka_local.ensure_broker(kafka_local.DEFAULT_PORT)
         bootstrap = handle.bootstrap
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     topic = f"bench-produce-{uuid.uuid4().hex[:8]}"
     try:
         admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])[topic].result(30)

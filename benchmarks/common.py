@@ -167,7 +167,7 @@ def new_topic(bootstrap_servers: str, prefix: str, partitions: int = 3) -> str:
     from confluent_kafka.cimpl import NewTopic
 
     topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "log_level": 0})
     admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result(30)
     return topic
 
@@ -175,7 +175,7 @@ def new_topic(bootstrap_servers: str, prefix: str, partitions: int = 3) -> str:
 def delete_topic(bootstrap_servers: str, topic: str) -> None:
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "log_level": 0})
     try:
         admin.delete_topics([topic], operation_timeout=30)[topic].result(30)
     except Exception as exc:

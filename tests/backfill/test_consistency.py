@@ -52,7 +52,7 @@ HOUR = 3_600_000
 
 
 def produce(bootstrap: str, topic: str, docs: Sequence[dict[str, Any]]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+    producer = Producer({"bootstrap.servers": bootstrap, "log_level": 0, "linger.ms": 5, "enable.idempotence": True})
     for doc in docs:
         producer.produce(topic, key=str(doc["user_id"]).encode(), value=orjson.dumps(doc))
     assert producer.flush(30) == 0

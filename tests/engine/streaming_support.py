@@ -74,6 +74,7 @@ def read_topic(bootstrap: str, topic: str, partitions: int) -> list[Record]:
         {
             "bootstrap.servers": bootstrap,
             "group.id": "test-reader",
+            "log_level": 0,
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "auto.offset.reset": "earliest",
@@ -420,8 +421,8 @@ def wait_for_progress(
 
 def truncate_topic(bootstrap: str, topic: str, partitions: int) -> None:
     """Delete every record now in ``topic`` (as retention would)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "truncate"})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    consumer = Consumer({"bootstrap.servers": bootstrap, "log_level": 0, "group.id": "truncate"})
     try:
         ends = [
             TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p), 30)[1])

@@ -74,7 +74,7 @@ def _records(now: int, part: int) -> list[list[bytes]]:
 
 
 def _produce(bootstrap: str, topic: str, per_partition: list[list[bytes]]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    producer = Producer({"bootstrap.servers": bootstrap, "log_level": 0, "enable.idempotence": True})
     for partition, values in enumerate(per_partition):
         for value in values:
             producer.produce(topic, value=value, partition=partition)

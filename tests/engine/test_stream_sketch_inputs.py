@@ -86,7 +86,7 @@ def test_unhashable_and_unmeasurable_values_go_to_the_dlq_and_the_sketches_stay_
     # A lone surrogate in a distinct-count column, beside a non-finite number elsewhere.
     expected_letters[len(values)] = ("invalid_json", "lone UTF-16 surrogate")
     values.append(_raw(_good(2000), "merchant_id", b'"m\\ud800"')[:-1] + b', "note": NaN}')
-    producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True})
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "log_level": 0, "enable.idempotence": True})
     for value in values:
         producer.produce(topic, value=value)
     assert producer.flush(30) == 0

@@ -90,7 +90,7 @@ def test_broker_stop_and_restart_mid_ingest_loses_nothing(
 ) -> None:
     bootstrap = private_broker.bootstrap
     topic = "faults-broker"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])[topic].result(timeout=30)
     config = _config(150_000 if long_mode() else 60_000, seed=31)
     produce_events(config, topic, bootstrap)

@@ -143,7 +143,7 @@ def test_soak_mixed_records_with_kills_and_restarts(tmp_path: Path, private_brok
         pytest.skip("the soak runs with STREAMFEAT_FAULTS=long (make test-faults) or STREAMFEAT_FAULTS_SOAK_S")
     bootstrap = private_broker.bootstrap
     topic = "soak"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])[topic].result(timeout=30)
     del admin  # an idle client would log every connection refused while the broker restarts
     repo = copy_repo(tmp_path, topic)

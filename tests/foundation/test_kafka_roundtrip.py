@@ -34,6 +34,7 @@ def _consume_all(
         {
             "bootstrap.servers": bootstrap,
             "group.id": f"roundtrip-{uuid.uuid4().hex}",
+            "log_level": 0,
             "enable.auto.commit": False,
             "enable.partition.eof": False,
         }

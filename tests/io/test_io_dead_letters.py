@@ -46,7 +46,7 @@ def test_round_trip_with_headers_and_dedup(kafka_bootstrap: str, kafka_topic: To
     topic = kafka_topic(partitions=1)
     dlq = dlq_topic_for(topic)
     # Two partitions, explicitly: the reader must merge and deduplicate across partitions.
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap, "log_level": 0})
     admin.create_topics([NewTopic(dlq, num_partitions=2, replication_factor=1)])[dlq].result(30)
     letters = _letters(topic)
     producer = DeadLetterProducer(kafka_bootstrap, topic)
@@ -63,7 +63,9 @@ def test_round_trip_with_headers_and_dedup(kafka_bootstrap: str, kafka_topic: To
     assert back[1].key is None and back[1].value is None  # the tombstone stays a tombstone
     assert "value truncated to 64 of" in back[-1].detail
 
-    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "t", "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": kafka_bootstrap, "log_level": 0, "group.id": "t", "enable.auto.commit": False}
+    )
     consumer.assign([TopicPartition(dlq, p, 0) for p in (0, 1)])
     raw: list[Message] = []
     deadline = time.monotonic() + 30
@@ -100,7 +102,7 @@ def test_sent_dead_letters_reads_back_what_a_restart_must_not_resend(
 ) -> None:
     topic = kafka_topic(partitions=1)
     dlq = dlq_topic_for(topic)
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap, "log_level": 0})
     admin.create_topics([NewTopic(dlq, num_partitions=2, replication_factor=1)])[dlq].result(30)
     assert sent_dead_letters(kafka_bootstrap, dlq_topic_for(kafka_topic(partitions=1)), {1: 3}) == (
         SentDeadLetters({1: 3})

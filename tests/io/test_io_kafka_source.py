@@ -22,7 +22,7 @@ pytestmark = pytest.mark.kafka
 
 def _produce(bootstrap: str, topic: str, per_partition: dict[int, int]) -> dict[int, list[bytes]]:
     """Writes ``count`` records to each partition; returns the values per partition in order."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+    producer = Producer({"bootstrap.servers": bootstrap, "log_level": 0, "linger.ms": 5, "enable.idempotence": True})
     written: dict[int, list[bytes]] = {}
     for partition, count in per_partition.items():
         values = [f'{{"p":{partition},"i":{i}}}'.encode() for i in range(count)]
@@ -165,7 +165,9 @@ def test_unreachable_broker_while_tailing_is_retried_not_raised(
 
 def test_source_feeds_the_decoder_in_a_dataflow(kafka_bootstrap: str, kafka_topic: TopicFactory) -> None:
     topic = kafka_topic(partitions=3)
-    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5, "enable.idempotence": True})
+    producer = Producer(
+        {"bootstrap.servers": kafka_bootstrap, "log_level": 0, "linger.ms": 5, "enable.idempotence": True}
+    )
     sent = 0
     for i in range(900):
         value = dumps(good_event(i)) if i % 30 else b"not json"
