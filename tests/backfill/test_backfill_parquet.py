@@ -85,9 +85,9 @@ def test_backfill_state_and_log_match_reference(tmp_path: Path) -> None:
 
 
 def test_backfill_in_small_slices_matches_one_slice(tmp_path: Path) -> None:
-    """History read in event-time slices of a few rows (ties at equal times across slice
-    cuts, several row groups per file, files interleaved in time) gives the same log rows
-    (same positions) and the reference state, and resumes across slice boundaries."""
+    """History read in slices of a few rows (ties at equal times, several row groups per
+    file, files interleaved in time) gives the same log rows (same positions) and the
+    reference state, and resumes across slice boundaries with another slice size."""
     rng = np.random.default_rng(21)
     events = random_events(rng, 1500, users=30, merchants=6, start_ms=START_MS, span_ms=4 * HOUR)
     for event in events[::3]:  # many rows share an event time
@@ -100,7 +100,8 @@ def test_backfill_in_small_slices_matches_one_slice(tmp_path: Path) -> None:
     whole = run_backfill(tmp_path / "whole", files, start, end, chunk_rows=400)
     sliced = run_backfill(tmp_path / "sliced", files, start, end, chunk_rows=60, commit_rows=170, max_batches=7)
     assert not sliced.complete
-    resumed = run_backfill(tmp_path / "sliced", files, start, end, chunk_rows=60, commit_rows=170)
+    # Positions do not depend on the slice size: the resume may cut other slices.
+    resumed = run_backfill(tmp_path / "sliced", files, start, end, chunk_rows=60, commit_rows=230)
     assert resumed.complete and resumed.rows_total == whole.rows_total
     assert resumed.positions_resumed_from + resumed.positions_replayed == whole.positions_total
     # Same entities; values equal the reference (a tile cut by a commit merges its float
