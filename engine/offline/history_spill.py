@@ -19,6 +19,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from engine.offline.exceptions import BackfillError
 from engine.offline.history_files import kind_name
 from engine.offline.history_slices import (
     EVENT_MS,
@@ -40,10 +41,23 @@ class SpilledHistory:
     def __init__(self, index: HistoryIndex, source: Any, first_offset: int = 0, directory: str | None = None) -> None:
         self.index = index
         self.wanted = [i for i, piece in enumerate(index.slices) if piece.end_offset > first_offset]
-        self.directory = Path(tempfile.mkdtemp(prefix="streamfeat-backfill-", dir=directory))
+        try:
+            self.directory = Path(tempfile.mkdtemp(prefix="streamfeat-backfill-", dir=directory))
+        except OSError as exc:
+            raise BackfillError(
+                f"backfill: cannot create the slice files' temporary directory: {exc}",
+                hint="set TMPDIR to a writable directory with room for the history's needed columns",
+            ) from None
         self.paths = {i: self.directory / f"slice-{i:06d}.arrow" for i in self.wanted}
         try:
             self._write(source)
+        except OSError as exc:
+            self.close()
+            raise BackfillError(
+                f"backfill: writing the history slices under {self.directory} failed: {exc}; this run applied nothing",
+                hint="free space there or set TMPDIR to a directory with room for the history's needed "
+                "columns (about their Parquet size, once per family of views), then run again",
+            ) from None
         except BaseException:
             self.close()
             raise

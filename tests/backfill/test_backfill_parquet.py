@@ -375,3 +375,14 @@ def test_an_entity_larger_than_a_slice_is_cut_by_event_time(tmp_path: Path) -> N
         for e in applied[:: max(1, len(applied) // 100)]
     ]
     compare_training_set(tmp_path / "bf" / "log", applied, spine)
+
+
+def test_no_room_for_the_slice_files_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    _, files = _history(tmp_path, seed=8, n=100)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-dir"))
+    with pytest.raises(BackfillError, match="temporary directory") as caught:
+        run_backfill(tmp_path / "bf", files, START_MS - HOUR, START_MS + 9 * HOUR)
+    assert "TMPDIR" in (caught.value.hint or "")
+    _nothing_written(tmp_path / "bf" / "state")
