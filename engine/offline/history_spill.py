@@ -56,7 +56,7 @@ class SpilledHistory:
             raise BackfillError(
                 f"backfill: writing the history slices under {self.directory} failed: {exc}; this run applied nothing",
                 hint="free space there or set TMPDIR to a directory with room for the history's needed "
-                "columns (about their Parquet size, once per family of views), then run again",
+                "columns (once per family of views; several times their Parquet size), then run again",
             ) from None
         except BaseException:
             self.close()
