@@ -77,13 +77,21 @@ def _child(side: str, history: str, work: str, chunk_rows: int, shards: int) -> 
     """One side, timed, in this (child) process; reports its own peak RSS."""
     source, views = _views()
     files = resolve_history_files([history])
+    cpu_started = time.process_time()
     if side == "polars":
         seconds = _polars_same_aggregates(files, views[0].interval_ms)
-        return {"seconds": seconds, "peak_rss_mb": round(own_peak_rss_kb() / 1024)}
+        return {
+            "seconds": seconds,
+            "cpu_seconds": time.process_time() - cpu_started,
+            "peak_rss_mb": round(own_peak_rss_kb() / 1024),
+        }
     target = BackfillTarget(Path(work) / "state", shards, str(Path(work) / "log"))
     report = backfill_parquet(target, source, views, files, 0, 2**53, chunk_rows=chunk_rows)
     return {
         "seconds": report.seconds,
+        # CPU time of the process: on a shared machine it moves less than wall time.
+        "cpu_seconds": time.process_time() - cpu_started,
+        "records_written": report.records_written,
         "peak_rss_mb": round(own_peak_rss_kb() / 1024),
         "applied_per_view": dict(report.applied_per_view),
         "views": list(report.views),
@@ -126,9 +134,12 @@ def run(
             "shards": shards,
             "backfill_seconds": round(ours["seconds"], 2),
             "backfill_events_per_s": round(size / ours["seconds"]),
+            "backfill_cpu_seconds": round(ours["cpu_seconds"], 2),
+            "backfill_records_written": ours["records_written"],
             "backfill_peak_rss_mb": ours["peak_rss_mb"],
             "polars_group_by_seconds": round(polars["seconds"], 2),
             "polars_events_per_s": round(size / polars["seconds"]),
+            "polars_cpu_seconds": round(polars["cpu_seconds"], 2),
             "polars_peak_rss_mb": polars["peak_rss_mb"],
             "ours_over_polars": round(polars["seconds"] / ours["seconds"], 3),
             "applied_per_view": ours["applied_per_view"],

@@ -167,9 +167,10 @@ def _run(args: argparse.Namespace) -> int:
                 on_progress=update,
             )
     if not args.quiet:
-        resumed = f", resumed at row {report.rows_resumed_from:,}" if report.rows_resumed_from else ""
+        resumed = f", resumed at position {report.positions_resumed_from:,}" if report.positions_resumed_from else ""
         print(
-            f"backfilled {report.rows_replayed:,} of {report.rows_total:,} history events from "
+            f"backfilled {report.rows_total:,} history events ({report.positions_replayed:,} of "
+            f"{report.positions_total:,} replay positions: one per event and family of views) from "
             f"{len(report.files)} file(s) into views {', '.join(report.views)}{resumed} in "
             f"{report.seconds:.1f} s ({report.events_per_second:,.0f} events/s); "
             f"handoff T = {args.end}: streaming applies e >= T for these views"

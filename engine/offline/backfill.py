@@ -4,11 +4,13 @@ Two inputs, one write path (``route`` + ``ShardApplier``):
 
 - **Parquet history** (:func:`backfill_parquet`): raw events in Parquet files (the
   source's ``history`` globs or ``--from``). Every file's schema is checked before
-  anything is written; rows with ``start <= e < end`` are ordered by (event time, file
-  order) and get the positions ``(HISTORY_PARTITION, row index in that order)``
+  anything is written; rows with ``start <= e < end`` are replayed once per family of
+  views (views sharing their first join key), in the order (entity bucket, event time,
+  file order), and get the positions ``(HISTORY_PARTITION, index in that replay)``
   under a topic name of their own, so their offsets never mix with Kafka's. The
-  order is read one event-time slice at a time (``history_slices``), so memory is
-  bounded by the slice, not by the history. The run
+  replay is cut into slices of whole entities (``history_slices``, spilled to disk by
+  ``history_spill``), so memory is bounded by the slice, not by the history, and each
+  entity's record is written once, not once per slice. The run
   ends by recording the handoff time ``T = end`` for each view in the same
   WriteBatch as the last history batch (docs/backfill.md).
 - **A Kafka topic**: the streaming dataflow itself, read until caught up
@@ -39,7 +41,8 @@ from engine.offline.history_batches import (
     history_batches,
     routed_columns,
 )
-from engine.offline.history_slices import HistorySlice, index_history, read_slice
+from engine.offline.history_slices import HistoryIndex, HistorySlice, index_history
+from engine.offline.history_spill import SpilledHistory
 from engine.routing import ShardBatch, route
 from engine.state.offsets import resume_positions
 from engine.state.records import (
@@ -53,15 +56,18 @@ from engine.state.rocksdb_store import RocksDBStore
 
 #: Rows routed together (a slice is routed in chunks of this many rows).
 DEFAULT_CHUNK_ROWS = 250_000
-#: Rows of history read (one event-time slice) and committed in one WriteBatch per shard.
-#: Each touched entity record is re-read and rewritten once per commit, so larger commits
-#: are faster, but memory grows with them. Measured on 5M events over 1M users, one
-#: process, quiet machine (docs/backfill.md): 500k-row slices 871 MB peak RSS, 114 s;
-#: 1M 1.12 GB, 98 s; 2M 1.48 GB, 75 s; the whole history in one slice 3.5 GB, 44 s.
+#: Rows of history read (one slice of whole entities) and committed in one WriteBatch
+#: per shard. A slice holds every row of its entities, so each entity record is written
+#: once whatever the slice size; memory grows with the slice (docs/backfill.md).
 DEFAULT_COMMIT_ROWS = 500_000
 MAX_CHUNKS_PER_COMMIT = 8
 #: Shards whose log rows may wait for the publisher thread while the next shard applies.
 MAX_LOGS_IN_FLIGHT = 2
+
+
+#: The replay order's name, part of every history topic: a run interrupted under another
+#: order (an earlier version) must not be resumed with this one's positions.
+HISTORY_ORDER = b"family/entity-bucket/event-time/file/row"
 
 
 def history_topic(source_topic: str, fingerprints: Sequence[bytes]) -> str:
@@ -70,7 +76,7 @@ def history_topic(source_topic: str, fingerprints: Sequence[bytes]) -> str:
     The view set is part of the name: a later backfill of other views of the same
     source must not find these offsets and skip its rows as already applied.
     """
-    digest = hashlib.sha256(b"".join(sorted(fingerprints))).hexdigest()[:12]
+    digest = hashlib.sha256(HISTORY_ORDER + b"".join(sorted(fingerprints))).hexdigest()[:12]
     return f"{source_topic}#history-{digest}"
 
 
@@ -83,17 +89,22 @@ class BackfillReport:
     views: tuple[str, ...]
     start_ms: int
     end_ms: int
-    rows_total: int
-    rows_resumed_from: int
-    rows_replayed: int
+    rows_total: int  # selected history rows (events)
+    positions_total: int  # replay positions: every selected row once per family of views
+    positions_resumed_from: int
+    positions_replayed: int
     batches: int
     seconds: float
     complete: bool
     applied_per_view: Mapping[str, int]
+    records_written: int = 0  # entity records written, over every commit and view
 
     @property
     def events_per_second(self) -> float:
-        return self.rows_replayed / self.seconds if self.seconds > 0 else 0.0
+        """History events per second (a row replayed for every family counts once)."""
+        if self.seconds <= 0 or self.positions_total <= 0:
+            return 0.0
+        return self.rows_total * self.positions_replayed / self.positions_total / self.seconds
 
 
 @dataclass(frozen=True)
@@ -124,7 +135,7 @@ def _check_runs(store: RocksDBStore, views: Sequence[Any], record: bytes) -> Non
             raise BackfillError(
                 f"view '{view.name}' already has a history backfill over [{start}, {end}) ms "
                 f"as {other!r} in shard {part.shard}; this one asks for a different range or "
-                "set of views",
+                "set of views (or that one was made by an earlier version, with another replay order)",
                 hint="resume with the same --views/--start/--end, or backfill into a fresh "
                 "state directory (a changed view gets a new fingerprint and may be backfilled)",
             )
@@ -236,6 +247,7 @@ class _Progress:
     batches: int = 0
     done: int = 0
     complete: bool = True
+    top_ts: int | None = None
 
 
 @dataclass(frozen=True)
@@ -243,7 +255,7 @@ class _Replay:
     """How history rows are replayed: the same for every slice of one run."""
 
     source: Any
-    views: Sequence[Any]
+    index: HistoryIndex
     topic: str
     shards: int
     chunk_rows: int
@@ -258,19 +270,29 @@ def _replay_slice(
     replay: _Replay, piece: HistorySlice, rows: pl.DataFrame, first_row: int, commits: _Commits, progress: _Progress
 ) -> None:
     """Route one slice chunk by chunk; commit every ``per_commit`` chunks and at its end."""
-    factorized = factorize_key_columns(rows, replay.views)
+    views = replay.index.families[piece.family].views
+    factorized = factorize_key_columns(rows, views)
     local_first = max(first_row - piece.first_offset, 0)
-    columns = routed_columns(replay.views, factorized)
-    for decoded in history_batches(
-        rows, replay.source, replay.topic, local_first, replay.chunk_rows, columns, offset_base=piece.first_offset
-    ):
+    columns = routed_columns(views, factorized)
+    batches = history_batches(
+        rows,
+        replay.source,
+        replay.topic,
+        local_first,
+        replay.chunk_rows,
+        columns,
+        offset_base=piece.first_offset,
+        top_ts_before=progress.top_ts,
+    )
+    for decoded in batches:
         if replay.stopped(progress):
             progress.complete = False
             break
         hint = chunk_codes(factorized, decoded.first_offset - piece.first_offset, len(decoded.offsets))
         progress.batches += 1
         progress.done = decoded.last_offset + 1
-        commits.add(route(decoded, replay.views, replay.shards, factorized=hint), progress.done)
+        progress.top_ts = decoded.top_ts_after[0]
+        commits.add(route(decoded, views, replay.shards, factorized=hint), progress.done)
         last = progress.done == commits.total
         if last or len(commits.pending_ends) >= replay.per_commit or replay.stopped(progress):
             commits.commit(last)
@@ -295,10 +317,10 @@ def backfill_parquet(
     """Replay ``start_ms <= e < end_ms`` of ``files`` into the state, then record the handoff.
 
     ``max_batches`` stops after that many batches (an interruption, for tests);
-    ``on_progress(done_rows, total_rows)`` is called for every batch once it is committed.
-    History is read ``commit_rows`` rows (one event-time slice) at a time; a slice is
-    routed in chunks of ``chunk_rows`` and committed together (at most
-    MAX_CHUNKS_PER_COMMIT chunks per commit). A run interrupted in between resumes
+    ``on_progress(done, total)`` (replay positions) is called for every batch once it
+    is committed. History is read ``commit_rows`` rows (one slice of whole entities) at
+    a time; a slice is routed in chunks of ``chunk_rows`` and committed together (at
+    most MAX_CHUNKS_PER_COMMIT chunks per commit). A run interrupted in between resumes
     from the last commit.
     """
     _check_arguments(views, start_ms, end_ms, chunk_rows, commit_rows)
@@ -308,6 +330,7 @@ def backfill_parquet(
     store = RocksDBStore(target.state_dir, target.shards)
     appliers: dict[int, ShardApplier] = {}
     commits: _Commits | None = None
+    spilled: SpilledHistory | None = None
     try:
         record = encode_backfill_run(start_ms, end_ms, topic)
         _check_runs(store, views, record)
@@ -319,14 +342,14 @@ def backfill_parquet(
         commits = _Commits(appliers, runs, final, index.total, on_progress)
         progress = _Progress(done=first_row)
         per_commit = max(1, min(MAX_CHUNKS_PER_COMMIT, commit_rows // chunk_rows))
-        replay = _Replay(source, views, topic, target.shards, chunk_rows, per_commit, max_batches)
-        for piece in index.slices:
-            if piece.end_offset <= first_row:
-                continue  # applied by an earlier run
+        replay = _Replay(source, index, topic, target.shards, chunk_rows, per_commit, max_batches)
+        spilled = SpilledHistory(index, source, first_row)
+        for slice_id in spilled.wanted:  # slices before first_row were applied by an earlier run
             if replay.stopped(progress):
                 progress.complete = False
                 break
-            _replay_slice(replay, piece, read_slice(index, piece, source), first_row, commits, progress)
+            piece = index.slices[slice_id]
+            _replay_slice(replay, piece, spilled.read(slice_id), first_row, commits, progress)
         commits.wait_for_publish()
         if progress.complete and progress.batches == 0:
             # Nothing left to replay (empty range, or resumed after the last batch):
@@ -334,10 +357,13 @@ def backfill_parquet(
             for applier in appliers.values():
                 applier.apply([], extra_puts=final)
         applied: dict[str, int] = {}
+        records_written = sum(applier.stats.entities_written for applier in appliers.values())
         for applier in appliers.values():
             for name, rows_applied in applier.stats.per_view_rows.items():
                 applied[name] = applied.get(name, 0) + rows_applied
     finally:
+        if spilled is not None:
+            spilled.close()
         if commits is not None:
             commits.shutdown()
         _close_appliers(appliers, store)
@@ -347,11 +373,13 @@ def backfill_parquet(
         views=tuple(v.name for v in views),
         start_ms=start_ms,
         end_ms=end_ms,
-        rows_total=index.total,
-        rows_resumed_from=first_row,
-        rows_replayed=progress.done - first_row,
+        rows_total=index.rows,
+        positions_total=index.total,
+        positions_resumed_from=first_row,
+        positions_replayed=progress.done - first_row,
         batches=progress.batches,
         seconds=time.perf_counter() - started,
         complete=progress.complete,
         applied_per_view=applied,
+        records_written=records_written,
     )

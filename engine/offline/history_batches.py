@@ -62,11 +62,13 @@ def history_batches(
     chunk_rows: int,
     columns: Collection[str] | None = None,
     offset_base: int = 0,
+    top_ts_before: int | None = None,
 ) -> Iterator[DecodedBatch]:
     """DecodedBatch objects for rows ``first_row ..`` of the sorted history.
 
     ``history`` may be one slice of the whole order: row ``i`` of it gets the offset
-    ``offset_base + i``.
+    ``offset_base + i``. ``top_ts_before`` is the largest event time of the rows replayed
+    before ``history`` (each batch carries the largest one so far).
 
     ``columns`` limits the batch columns to those routing reads (default: every source
     field in ``history``). String columns become object arrays like the decoder's, but
@@ -88,9 +90,11 @@ def history_batches(
         else:
             numbers[name] = _numeric_column(series, kinds[name])
     all_ts: npt.NDArray[np.int64] = history.get_column(EVENT_MS).to_numpy().astype(np.int64)
+    top = top_ts_before
     for begin in range(first_row, history.height, chunk_rows):
         end = min(begin + chunk_rows, history.height)
         event_ts = all_ts[begin:end]
+        top = int(event_ts.max()) if top is None else max(top, int(event_ts.max()))
         batch_columns: dict[str, np.ndarray[Any, Any]] = {
             name: values[codes[begin:end]] for name, (values, codes) in strings.items()
         }
@@ -100,9 +104,9 @@ def history_batches(
             partition=HISTORY_PARTITION,
             first_offset=offset_base + begin,
             last_offset=offset_base + end - 1,
-            # Rows are sorted by event time: the last one is the largest so far. History
-            # is never decoded against a watermark, so the maximum alone is kept.
-            top_ts_after=(int(event_ts[-1]),),
+            # History is never decoded against a watermark: the largest event time so
+            # far alone is kept.
+            top_ts_after=(top,),
             offsets=np.arange(offset_base + begin, offset_base + end, dtype=np.int64),
             event_ts=event_ts,
             columns={c: batch_columns[c] for c in wanted},

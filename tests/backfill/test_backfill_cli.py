@@ -60,12 +60,17 @@ def test_backfill_then_training_set(project: Path, capsys: pytest.CaptureFixture
         "--end",
         iso(end),
         "--commit-rows",
-        "97",  # several event-time slices
+        "97",  # several slices of entities
     )
     out = capsys.readouterr().out
     assert code == 0, out
     kept = sum(1 for d in docs if START_MS - HOUR <= d["ts"] < end)
-    assert f"backfilled {kept:,} of {kept:,} history events from 2 file(s)" in out
+    # Each event is replayed once per family of views (views sharing their first join key).
+    positions = kept * len({v.join_keys[0] for v in load_repo(REPO).views if v.source.name == "transactions"})
+    assert (
+        f"backfilled {kept:,} history events ({positions:,} of {positions:,} replay positions: "
+        "one per event and family of views) from 2 file(s)"
+    ) in out
     store = RocksDBStore(project / "data" / "state", 2)
     try:
         for view in load_repo(REPO).views:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from engine.definitions import Constraint
 from engine.io.parquet_log import read_log
 from engine.offline.backfill import BackfillTarget, backfill_parquet, history_topic
 from engine.offline.exceptions import BackfillError, HistoryFileError
+from engine.offline.history_slices import BUCKETS, TIME_BITS, index_history
 from engine.routing import route
 from engine.state.offsets import resume_positions
 from engine.state.records import decode_handoff, handoff_key
@@ -65,7 +67,11 @@ def test_backfill_state_and_log_match_reference(tmp_path: Path) -> None:
     report = run_backfill(tmp_path / "bf", files, START_MS - HOUR, end, chunk_rows=700)
     applied = history_reference(events, START_MS - HOUR, end)
     assert report.complete and report.rows_total == len(applied) < len(events)
-    assert report.batches == -(-len(applied) // 700)
+    # Every row is replayed once per family of views (views sharing their first join key).
+    families = len({v.join_keys[0] for v in views_by_name().values()})
+    assert families == 2 and report.positions_total == families * len(applied)
+    # One slice per family (the default slice is larger than the history), in chunks of 700.
+    assert report.batches == families * -(-len(applied) // 700)
     # Online state holds whole tiles: it is exact as of t once no applied event is newer.
     last = max(int(e["e"]) for e in applied)
     times = [last, end + 7 * 60_000, last + HOUR + 30_001]
@@ -79,9 +85,9 @@ def test_backfill_state_and_log_match_reference(tmp_path: Path) -> None:
 
 
 def test_backfill_in_small_slices_matches_one_slice(tmp_path: Path) -> None:
-    """History read in event-time slices of a few rows (ties at equal times across slice
-    cuts, several row groups per file, files interleaved in time) gives the same log rows
-    (same positions) and the reference state, and resumes across slice boundaries."""
+    """History read in slices of a few rows (ties at equal times, several row groups per
+    file, files interleaved in time) gives the same log rows (same positions) and the
+    reference state, and resumes across slice boundaries with another slice size."""
     rng = np.random.default_rng(21)
     events = random_events(rng, 1500, users=30, merchants=6, start_ms=START_MS, span_ms=4 * HOUR)
     for event in events[::3]:  # many rows share an event time
@@ -94,9 +100,10 @@ def test_backfill_in_small_slices_matches_one_slice(tmp_path: Path) -> None:
     whole = run_backfill(tmp_path / "whole", files, start, end, chunk_rows=400)
     sliced = run_backfill(tmp_path / "sliced", files, start, end, chunk_rows=60, commit_rows=170, max_batches=7)
     assert not sliced.complete
-    resumed = run_backfill(tmp_path / "sliced", files, start, end, chunk_rows=60, commit_rows=170)
+    # Positions do not depend on the slice size: the resume may cut other slices.
+    resumed = run_backfill(tmp_path / "sliced", files, start, end, chunk_rows=60, commit_rows=230)
     assert resumed.complete and resumed.rows_total == whole.rows_total
-    assert resumed.rows_resumed_from + resumed.rows_replayed == whole.rows_total
+    assert resumed.positions_resumed_from + resumed.positions_replayed == whole.positions_total
     # Same entities; values equal the reference (a tile cut by a commit merges its float
     # partials in another order: docs/semantics.md allows the last bits to differ).
     assert _all_records(tmp_path / "sliced" / "state").keys() == _all_records(tmp_path / "whole" / "state").keys()
@@ -127,15 +134,22 @@ def test_interrupted_backfill_resumes_to_the_same_state(tmp_path: Path) -> None:
             assert part.get_many([handoff_key(fp) for fp in fps]) == [None] * len(fps)
     finally:
         store.close()
+    # Slices of at most 300 rows hold whole entity buckets, so each is one chunk: three
+    # batches are the first three slices of the replay order.
+    source, views = example_views("transactions")
+    index = index_history([str(f) for f in files], source, views, start, end, slice_rows=300)
+    assert all(piece.rows <= 300 for piece in index.slices)
+    after_three = index.slices[2].end_offset
+    assert first.positions_replayed == after_three
     recorded = resume_positions(tmp_path / "cut" / "state", SHARDS, topic)
-    assert [p.next_offset for p in recorded.values()] == [900]
+    assert [p.next_offset for p in recorded.values()] == [after_three]
     second = run_backfill(tmp_path / "cut", files, start, end, chunk_rows=300, commit_rows=300)
-    assert second.complete and second.rows_resumed_from == 900
-    assert second.rows_replayed == whole.rows_total - 900
+    assert second.complete and second.positions_resumed_from == after_three
+    assert second.positions_replayed == whole.positions_total - after_three
     assert _all_records(tmp_path / "cut" / "state") == _all_records(tmp_path / "whole" / "state")
     # A third run finds everything applied and only re-confirms the handoff.
     third = run_backfill(tmp_path / "cut", files, start, end, chunk_rows=300)
-    assert third.rows_replayed == 0 and third.batches == 0
+    assert third.positions_replayed == 0 and third.batches == 0
 
 
 def test_second_backfill_with_another_range_is_refused(tmp_path: Path) -> None:
@@ -301,3 +315,74 @@ def test_history_rows_breaking_a_declared_constraint_are_named(tmp_path: Path) -
     fine = dataclasses.replace(source, constraints={"amount": Constraint(min=0)})
     report = backfill_parquet(target, fine, views, [str(f) for f in files], START_MS - HOUR, START_MS + 9 * HOUR)
     assert report.rows_total == 100  # every amount is >= 0: the whole history is applied
+
+
+def _tied_history(tmp_path: Path, seed: int, busy: bool) -> tuple[list[dict[str, object]], list[Path]]:
+    rng = np.random.default_rng(seed)
+    events = random_events(rng, 1200, users=60, merchants=9, start_ms=START_MS, span_ms=3 * HOUR)
+    if busy:
+        for event in events[::4]:  # one busy user: a quarter of all rows, more than a slice
+            event["user_id"] = "busy"
+    for event in events[::5]:  # ties at equal event times
+        event["ts"] = int(event["ts"]) // 900_000 * 900_000
+    files = [
+        write_history(events[::2], tmp_path / "h" / "a.parquet", row_group_size=101),
+        write_history(events[1::2], tmp_path / "h" / "b.parquet", row_group_size=77),
+    ]
+    return events[::2] + events[1::2], files
+
+
+def test_slices_hold_whole_entities_so_each_record_is_written_once(tmp_path: Path) -> None:
+    """Several slices, and still one write per entity record: a slice holds every row of
+    its entities. Values equal the reference (ties at equal times in file order)."""
+    ordered, files = _tied_history(tmp_path, seed=31, busy=False)
+    start, end = START_MS - HOUR, START_MS + 4 * HOUR
+    source, views = example_views("transactions")
+    index = index_history([str(f) for f in files], source, views, start, end, slice_rows=200)
+    assert len(index.slices) >= 3 * len(index.families)
+    assert all(piece.rows <= 200 for piece in index.slices)
+    report = run_backfill(tmp_path / "bf", files, start, end, chunk_rows=50, commit_rows=200)
+    assert report.complete
+    assert report.records_written == len(_all_records(tmp_path / "bf" / "state"))
+    applied = history_reference(ordered, start, end)
+    assert compare_state(tmp_path / "bf" / "state", SHARDS, tmp_path / "sec", applied, [end + 10, end + HOUR]) > 100
+
+
+def test_an_entity_larger_than_a_slice_is_cut_by_event_time(tmp_path: Path) -> None:
+    """A bucket with more rows than a slice (one busy user) spans several slices cut at
+    event-time boundaries; state and training set still equal the reference."""
+    ordered, files = _tied_history(tmp_path, seed=32, busy=True)
+    start, end = START_MS - HOUR, START_MS + 4 * HOUR
+    source, views = example_views("transactions")
+    index = index_history([str(f) for f in files], source, views, start, end, slice_rows=200)
+    user_family = next(f for f, family in enumerate(index.families) if family.column == "user_id")
+    busy_bucket = zlib.crc32(b"busy") % BUCKETS
+    cut = [
+        piece
+        for piece in index.slices
+        if piece.family == user_family and piece.lo >> TIME_BITS <= busy_bucket <= (piece.hi - 1) >> TIME_BITS
+    ]
+    busy_rows = sum(1 for e in ordered if e["user_id"] == "busy" and start <= int(str(e["ts"])) < end)
+    assert busy_rows > 200 and len(cut) >= 2, "the busy user's bucket is cut into several slices"
+    report = run_backfill(tmp_path / "bf", files, start, end, chunk_rows=50, commit_rows=200)
+    assert report.complete
+    assert report.records_written > len(_all_records(tmp_path / "bf" / "state"))  # the cut bucket's, rewritten
+    applied = history_reference(ordered, start, end)
+    assert compare_state(tmp_path / "bf" / "state", SHARDS, tmp_path / "sec", applied, [end + 10, end + HOUR]) > 100
+    rng = np.random.default_rng(7)
+    spine = [
+        (str(e["entity"]), str(e["merchant"]), int(e["e"]) + int(rng.integers(-90_000, 90_000)))
+        for e in applied[:: max(1, len(applied) // 100)]
+    ]
+    compare_training_set(tmp_path / "bf" / "log", applied, spine)
+
+
+def test_no_room_for_the_slice_files_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    _, files = _history(tmp_path, seed=8, n=100)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-dir"))
+    with pytest.raises(BackfillError, match="temporary directory") as caught:
+        run_backfill(tmp_path / "bf", files, START_MS - HOUR, START_MS + 9 * HOUR)
+    assert "TMPDIR" in (caught.value.hint or "")
+    _nothing_written(tmp_path / "bf" / "state")

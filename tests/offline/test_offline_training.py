@@ -188,8 +188,12 @@ def scenarios(draw: st.DrawFn) -> tuple[list[Event], list[tuple[str, int]]]:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(scenarios(), st.booleans())
-def test_matches_reference(scenario: tuple[list[Event], list[tuple[str, int]]], replay: bool) -> None:
+@given(scenarios(), st.booleans(), st.sampled_from([1, 4, 1_000_000]))
+def test_matches_reference(
+    scenario: tuple[list[Event], list[tuple[str, int]]], replay: bool, spine_chunk_rows: int
+) -> None:
+    """Every value equals the reference, whether the spine is evaluated at once or in
+    event-time pieces of a few rows (put back in spine order)."""
     events, spine_rows = scenario
     with tempfile.TemporaryDirectory() as root:
         write_log(root, events, replay=replay)
@@ -201,7 +205,7 @@ def test_matches_reference(scenario: tuple[list[Event], list[tuple[str, int]]], 
             },
             schema={"user_id": pl.Utf8, "event_timestamp": pl.Int64, "label": pl.Int64},
         )
-        out = get_training_set(REPO, "all_features", spine, root)
+        out = get_training_set(REPO, "all_features", spine, root, spine_chunk_rows=spine_chunk_rows)
     assert out.columns == ["user_id", "event_timestamp", "label", *spend.feature_names]
     assert out["label"].to_list() == list(range(len(spine_rows)))
     for agg in AGGS:

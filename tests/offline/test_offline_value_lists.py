@@ -75,6 +75,10 @@ def test_list_columns_are_typed_and_exact(tmp_path: Path) -> None:
         assert row["last_5_merchants_1d"] == want_user
         assert row["merchant_first_3_amounts_1h"] == want_merchant
     assert frame.row(0, named=True)["last_5_merchants_1d"] == ["m4", "m2", "m3", "m1", "m2"]
+    # Evaluated one spine row at a time (in event-time order, put back in spine order):
+    # the same typed frame.
+    one_by_one = get_training_set(repo, "lists", _spine(rows), str(tmp_path / "log"), spine_chunk_rows=1)
+    assert one_by_one.schema == frame.schema and one_by_one.equals(frame)
     # Entities without any event: an empty log slice still gives typed (empty) lists.
     empty = get_training_set(repo, "lists", _spine([("nobody", "m9", T0)]), str(tmp_path / "log"))
     assert empty.schema["merchant_first_3_amounts_1h"] == pl.List(pl.Float64)
