@@ -6,7 +6,8 @@ import io
 
 from rich.console import Console
 
-from cli.status_cluster import HostStatus, ShardStatus, hosts_of, render_cluster
+from cli.status_cluster import render_cluster
+from engine.state.cluster_status import HostStatus, ShardStatus, hosts_of
 
 
 def _shard(shard: int, owner: str | None, restoring: bool | None, lag: int | None) -> ShardStatus:
