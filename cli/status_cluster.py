@@ -19,6 +19,8 @@ def render_cluster(console: Any, shards: tuple[ShardStatus, ...], hosts: tuple[H
     for s in shards:
         state = "never opened" if s.restoring is None else ("RESTORING" if s.restoring else "owned")
         since = "" if s.owner_since_ms is None else f" since {iso_utc(s.owner_since_ms)}"
+        if s.restore_retries:  # a broker outage interrupted the restore; it was retried
+            since += f" (restore retried {s.restore_retries}x, last: {s.restore_error})"
         table.add_row(
             s.topic,
             str(s.shard),

@@ -26,7 +26,7 @@ from typing import Any
 import rocksdict
 
 from engine.state.committed_reader import committed_consumer, read_to_end, watermarks
-from engine.state.exceptions import ChangelogError
+from engine.state.exceptions import ChangelogError, ChangelogUnavailable
 from engine.state.progress import PROGRESS_TOPIC_CONFIG, ShardOwner, owner_record, progress_records, progress_topic
 from engine.state.records import (
     CHANGELOG_IDENTITY_KEY,
@@ -125,7 +125,7 @@ class ShardChangelog:
             # Aborts whatever a previous owner of this shard left open, and fences it.
             self._producer.init_transactions(_TIMEOUT_S)
         except Exception as exc:
-            raise ChangelogError(
+            raise ChangelogUnavailable(
                 f"changelog {self.topic!r} shard {shard}: init_transactions failed: {exc}",
                 hint="the broker must support transactions (transaction.state.log settings)",
             ) from exc
@@ -166,7 +166,7 @@ class ShardChangelog:
             producer.flush(_TIMEOUT_S)
             if failures or (changelog_records and last < 0):
                 producer.abort_transaction(_TIMEOUT_S)
-                raise ChangelogError(
+                raise ChangelogUnavailable(
                     f"changelog {self.topic!r} shard {self.shard}: "
                     f"{len(failures)} of {len(records)} records not delivered: "
                     f"{failures[:1] or ['no delivery report']}",
@@ -176,7 +176,7 @@ class ShardChangelog:
         except ChangelogError:
             raise
         except Exception as exc:
-            raise ChangelogError(
+            raise ChangelogUnavailable(
                 f"changelog {self.topic!r} shard {self.shard}: transaction failed: {exc}",
                 hint=f"{what} was not committed; it is retried from Kafka on restart",
             ) from exc
@@ -263,9 +263,9 @@ def _topic_id(bootstrap: str, topic: str) -> str:
     try:
         described = admin.describe_topics(TopicCollection([topic]))[topic].result(timeout=_TIMEOUT_S)
     except Exception as exc:
-        raise ChangelogError(
+        raise ChangelogUnavailable(
             f"changelog topic {topic!r}: could not describe it: {exc}",
-            hint="check the broker is reachable; nothing was restored, restart to retry",
+            hint="check the broker is reachable; nothing was restored, it is retried",
         ) from exc
     return str(described.topic_id)
 

@@ -24,6 +24,8 @@ class ShardStatus:
     lag: int | None  # source records this shard has not applied yet (None: broker ends unknown)
     durable_through: tuple[tuple[int, int], ...]  # (partition, applied offset) in the changelog
     changelog_end: int | None  # next offset of the shard's changelog partition
+    restore_retries: int = 0  # restore attempts a broker outage interrupted (engine/state/restore_retry.py)
+    restore_error: str = ""  # what interrupted the last of them
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,8 @@ def collect_shards(bootstrap: str, topic: str, n_shards: int, ends: dict[int, in
                 lag=lag,
                 durable_through=tuple(sorted(applied.items())),
                 changelog_end=changelog_ends[shard],
+                restore_retries=0 if owner is None else owner.retries,
+                restore_error="" if owner is None else owner.last_error,
             )
         )
     return tuple(rows)

@@ -70,7 +70,8 @@ function renderCluster(cluster) {
   ]));
   fillTable("#cluster-shards", cluster.shards.map(s => {
     const state = s.restoring === null ? "never opened" : (s.restoring ? "RESTORING" : "owned");
-    const since = s.owner_since_ms === null ? "" : " since " + new Date(s.owner_since_ms).toISOString();
+    let since = s.owner_since_ms === null ? "" : " since " + new Date(s.owner_since_ms).toISOString();
+    if (s.restore_retries) since += ` (restore retried ${s.restore_retries}x, last: ${s.restore_error})`;
     return [
       [s.topic], [String(s.shard)], [s.owner || "-"],
       [state + since, s.restoring ? "stale" : (s.restoring === false ? "ok" : "")],
