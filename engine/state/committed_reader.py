@@ -16,8 +16,10 @@ TIMEOUT_S = 30.0
 #: A read that gets neither a record nor the partition's end for this long has lost its
 #: broker without being told (librdkafka keeps reconnecting quietly).
 STALL_S = 30.0
-#: The most a reader holds fetched ahead of its caller (as the source reader, engine/io/kafka_source.py).
-PREFETCH_KBYTES = 8 * 1024
+#: The most a reader holds fetched ahead of its caller (librdkafka's default, 64 MB).
+#: Measured side by side on a 0.2 GB restore: 8 MB (the source reader's bound) made the
+#: restore 2x slower (20 s against 10 s), so a restore keeps the default.
+PREFETCH_KBYTES = 65_536
 _LOG = logging.getLogger("streamfeat.kafka.client")
 
 
