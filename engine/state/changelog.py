@@ -113,7 +113,7 @@ class ShardChangelog:
         self.source_topic = source_topic
         self.progress_topic = progress_topic(source_topic)
         self.shard = shard
-        self._producer = Producer(
+        producer = Producer(
             {
                 **_client_config(bootstrap),
                 "transactional.id": f"streamfeat.{self.topic}.shard-{shard:03d}",
@@ -121,14 +121,18 @@ class ShardChangelog:
                 "linger.ms": 5,
             }
         )
-        try:
-            # Aborts whatever a previous owner of this shard left open, and fences it.
-            self._producer.init_transactions(_TIMEOUT_S)
-        except Exception as exc:
+        # Aborts whatever a previous owner of this shard left open, and fences it.
+        failed = _init_transactions(producer)
+        if failed is not None:
+            # A timed-out init goes on inside the client and would fence the producer of
+            # the next attempt (engine/state/restore_retry.py) when it completes: drop the
+            # last reference now, which destroys the client.
+            del producer
             raise ChangelogUnavailable(
-                f"changelog {self.topic!r} shard {shard}: init_transactions failed: {exc}",
-                hint="the broker must support transactions (transaction.state.log settings)",
-            ) from exc
+                f"changelog {self.topic!r} shard {shard}: init_transactions failed: {failed}",
+                hint="check the broker is reachable; it must support transactions (transaction.state.log settings)",
+            )
+        self._producer = producer
 
     def publish(self, changes: Mapping[bytes, bytes | None]) -> int:
         """Produce ``changes`` and their progress records in one committed transaction;
@@ -252,6 +256,16 @@ class ShardRestorer:
         finally:
             consumer.close()
         return RestoreStats(self.shard, records, size, time.perf_counter() - started, position)
+
+
+def _init_transactions(producer: Any) -> str | None:
+    """Why ``init_transactions`` failed, or None. Returns the reason as text, so no
+    traceback keeps ``producer`` alive after its caller lets it go."""
+    try:
+        producer.init_transactions(_TIMEOUT_S)
+    except Exception as exc:
+        return str(exc)
+    return None
 
 
 def _topic_id(bootstrap: str, topic: str) -> str:

@@ -44,13 +44,13 @@ def with_restore_retries(
         try:
             return attempt(retries, last_error)
         except ChangelogUnavailable as exc:
-            last_error = str(exc)
+            last_error = str(exc)  # text only: the exception's frames hold the failed clients
             _LOG.warning(
                 "shard %d: restore interrupted (attempt %d of %d): %s; retrying in %.0f s",
                 shard,
                 retries + 1,
                 len(delays_s) + 1,
-                exc,
+                last_error,
                 delay,
             )
             sleep(delay)

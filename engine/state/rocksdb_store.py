@@ -8,6 +8,7 @@ same directory (say, two sink partitions built in one worker) share the handles.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -288,7 +289,8 @@ def _restorer(opened: RocksDBStorePartition, target: ChangelogTarget) -> Callabl
             opened.catch_up(ShardRestorer(target.bootstrap, target.source_topic, shard))
             changelog.announce(_owner(False, retries, last_error))
         except BaseException:
-            changelog.close()
+            with contextlib.suppress(Exception):  # the broker may be away: keep the first error
+                changelog.close()
             raise
         return changelog
 
