@@ -21,6 +21,10 @@ STALL_S = 30.0
 #: restore 2x slower (20 s against 10 s), so a restore keeps the default.
 PREFETCH_KBYTES = 65_536
 _LOG = logging.getLogger("streamfeat.kafka.client")
+_RETRY_HINT = (
+    "check the broker is reachable; a shard restore retries from the last batch it wrote "
+    "(engine/state/restore_retry.py), other reads apply nothing and are retried on restart"
+)
 
 
 def committed_consumer(bootstrap: str, group: str) -> Any:
@@ -36,7 +40,7 @@ def committed_consumer(bootstrap: str, group: str) -> Any:
     def on_error(err: Any) -> None:
         # Without an error callback librdkafka only logs these and keeps reconnecting,
         # so a read would wait silently for as long as the broker is away.
-        errors.append((time.monotonic(), str(err)))
+        errors[:] = [(time.monotonic(), str(err))]  # the last one is all a read asks about
 
     consumer = _Reader(
         {
@@ -95,19 +99,19 @@ def read_to_end(consumer: Any, topic: str, partition: int, start: int) -> Iterat
             else:
                 raise ChangelogUnavailable(
                     f"topic {topic!r} partition {partition}: read failed: {err}",
-                    hint="nothing of the failed read was applied; it is retried from the last batch written",
+                    hint=_RETRY_HINT,
                 )
         if batch or done:
             heard = time.monotonic()
         elif (failed := _error_since(consumer, heard)) is not None:
             raise ChangelogUnavailable(
                 f"topic {topic!r} partition {partition}: the read stopped: {failed}",
-                hint="check the broker is reachable; it is retried from the last batch written",
+                hint=_RETRY_HINT,
             )
         elif time.monotonic() - heard > STALL_S:
             raise ChangelogUnavailable(
                 f"topic {topic!r} partition {partition}: no record and no end of the partition for {STALL_S:.0f} s",
-                hint="check the broker is reachable; it is retried from the last batch written",
+                hint=_RETRY_HINT,
             )
         if batch:
             yield batch
