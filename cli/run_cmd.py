@@ -74,7 +74,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _child_env(args: argparse.Namespace, settings: Settings) -> dict[str, str]:
-    """The environment of a ``bytewax.run`` child: ``settings`` as STREAMFEAT_* variables."""
+    """The environment of a cluster process child: ``settings`` as STREAMFEAT_* variables."""
     env = dict(os.environ)
     env.update(
         {
@@ -171,13 +171,9 @@ def _cluster_process(args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
 
 def _bytewax_process(workers: int, index: int, addresses: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     """One Bytewax cluster process of the streaming dataflow (``addresses``: every process's
-    host:port, semicolon-separated)."""
-    from dataflows.stream import EPOCH_INTERVAL
-
-    # Without recovery, bytewax.run's -s sets the epoch interval (EPOCH_INTERVAL).
-    epoch_seconds = str(int(EPOCH_INTERVAL.total_seconds()))
-    argv = [sys.executable, "-m", "bytewax.run", "dataflows.app:flow", "-w", str(workers), "-i", str(index)]
-    return subprocess.Popen([*argv, "-a", addresses, "-s", epoch_seconds], env=env)
+    host:port, semicolon-separated); dataflows/cluster_process.py says why not bytewax.run."""
+    argv = [sys.executable, "-m", "dataflows.cluster_process", "--workers", str(workers)]
+    return subprocess.Popen([*argv, "--process-id", str(index), "--addresses", addresses], env=env)
 
 
 def _supervise(children: list[subprocess.Popen[bytes]]) -> int:

@@ -10,7 +10,7 @@ Everything comes from durable places, so it works whether or not a dataflow runs
 - state size: bytes on disk of each shard directory;
 - with ``state_backup: kafka``: applied offsets of every shard from the changelog's progress
   topic (a host of a cluster holds only its own shards), and per shard and per host the
-  owner, whether it is restoring, its lag and how far it is durable (cli/status_cluster.py).
+  owner, whether it is restoring, its lag and how far it is durable (engine/state/cluster_status.py).
 
 Shards are opened read-only (no lock), so a running writer is not disturbed. With no broker
 at ``kafka_bootstrap`` or a source topic missing there, it exits non-zero with one line.
@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from cli.common import Subparsers, add_settings_args, check_source_topic, settings_from
-from cli.status_cluster import HostStatus, ShardStatus, collect_shards, hosts_of, progress_applied, render_cluster
+from cli.status_cluster import render_cluster
 from engine.clock import wall_clock_ms
+from engine.state.cluster_status import HostStatus, ShardStatus, collect_shards, hosts_of, progress_applied
 from engine.timefmt import iso_utc
 
 

@@ -6,12 +6,19 @@ Each process contributes one item, its own settings, through a source partition 
 lists (Bytewax builds a partition on a worker that listed it); all items meet under one
 key in one worker, which compares them. This runs inside the Bytewax cluster once it has
 formed, so it compares exactly the processes of this run, never a stale record of an
-earlier one. A mismatch raises :class:`ClusterSettingsError` naming the setting, the
-two processes and both values; the process that raises fails, and the cluster with it.
+earlier one.
 
-Nothing is applied before the check: once every process's settings agree, the comparing
-worker sends :data:`SETTINGS_AGREE` to every shard, and a shard holds its batches back
-until it has received it (dataflows/stream.py).
+Once every process has reported, the comparing worker sends its verdict to every
+process, through a sink partition only that process lists (:class:`VerdictSink`):
+
+- agreement (:class:`SettingsAgree`) also goes to every shard, and a shard holds its
+  batches back until it has received it (dataflows/stream.py): nothing is applied
+  before the check;
+- a difference (:class:`SettingsDisagree`, naming the setting, the two processes and
+  both values) is printed by EVERY process, which then stops its sources; the dataflow
+  ends with nothing applied and each process exits non-zero
+  (dataflows/cluster_process.py). Failing the step instead would stop only the
+  detecting process cleanly: the others would die of a lost connection, saying nothing.
 """
 
 from __future__ import annotations
@@ -19,12 +26,21 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from dataclasses import dataclass
+import threading
+import uuid
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from dataflows.exceptions import ClusterSettingsError
+from engine.shutdown import STOP
+
+SETTINGS_HINT = (
+    "start every process with the same settings, the same feature repo and the same "
+    "applied plan (streamfeat apply), then restart all of them (docs/deploy.md)"
+)
 
 
 class _JobSettings(Protocol):
@@ -44,16 +60,24 @@ class _JobSettings(Protocol):
     def state_dir(self) -> Any: ...
 
 
+def _new_part() -> str:
+    # Host name and pid are not unique across containers: a random name per process is.
+    return f"settings-{uuid.uuid4().hex}"
+
+
 @dataclass(frozen=True)
 class ProcessSettings:
     """One process's settings that every process of the cluster must share."""
 
     process: str  # who, for the message: host, pid and data directory
     values: tuple[tuple[str, str], ...]  # (setting, value), in a fixed order
+    part: str = field(default_factory=_new_part)  # its settings source and verdict partition
 
     def __post_init__(self) -> None:
         if not isinstance(self.process, str) or not self.process:
             raise TypeError(f"ProcessSettings: field 'process': expected a non-empty str, got {self.process!r}")
+        if not isinstance(self.part, str) or not self.part:
+            raise TypeError(f"ProcessSettings: field 'part': expected a non-empty str, got {self.part!r}")
 
 
 def process_settings(job: _JobSettings) -> ProcessSettings:
@@ -72,38 +96,60 @@ def process_settings(job: _JobSettings) -> ProcessSettings:
 
 @dataclass(frozen=True)
 class SettingsAgree:
-    """Sent to every shard once all processes' settings were compared and agree."""
+    """Sent to every shard and every process once all processes' settings agree."""
 
     processes: int
 
 
 @dataclass(frozen=True)
+class SettingsDisagree:
+    """Sent to every process when two of them differ: the first difference found."""
+
+    message: str
+    hint: str
+
+    def error(self) -> ClusterSettingsError:
+        return ClusterSettingsError(self.message, hint=self.hint)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the comparer says once every process reported, and to which partitions."""
+
+    outcome: SettingsAgree | SettingsDisagree
+    parts: tuple[str, ...]  # every process's verdict partition, in Bytewax's (sorted) order
+
+
+@dataclass(frozen=True)
 class _Compared:
     first: ProcessSettings
-    seen: int
+    parts: tuple[str, ...]
+    difference: SettingsDisagree | None
 
 
 class SettingsComparer:
-    """The ``stateful_map`` step: keep the first process's settings, refuse any other that
-    differs, and say so once all ``processes`` have reported."""
+    """The ``stateful_map`` step: keep the first process's settings, note the first other
+    that differs, and give the verdict once all ``processes`` have reported."""
 
     def __init__(self, processes: int) -> None:
         if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
             raise ValueError(f"SettingsComparer: field 'processes': expected an int >= 1, got {processes!r}")
         self.processes = processes
 
-    def __call__(self, state: _Compared | None, seen: ProcessSettings) -> tuple[_Compared, SettingsAgree | None]:
+    def __call__(self, state: _Compared | None, seen: ProcessSettings) -> tuple[_Compared, Verdict | None]:
         if state is None:
-            state = _Compared(seen, 0)
-        else:
+            state = _Compared(seen, (), None)
+        difference = state.difference
+        if difference is None:
             try:
                 compare_settings(state.first, seen)
             except ClusterSettingsError as exc:
-                # Bytewax reports a failed step of a cluster only as a thread panic: say why first.
-                print(f"streamfeat run: {exc}\n  hint: {exc.hint}", file=sys.stderr, flush=True)
-                raise
-        state = _Compared(state.first, state.seen + 1)
-        return state, SettingsAgree(self.processes) if state.seen == self.processes else None
+                difference = SettingsDisagree(str(exc), exc.hint or SETTINGS_HINT)
+        state = _Compared(state.first, (*state.parts, seen.part), difference)
+        if len(state.parts) < self.processes:
+            return state, None
+        outcome = SettingsAgree(self.processes) if difference is None else difference
+        return state, Verdict(outcome, tuple(sorted(set(state.parts))))
 
 
 def compare_settings(first: ProcessSettings, seen: ProcessSettings) -> None:
@@ -113,9 +159,15 @@ def compare_settings(first: ProcessSettings, seen: ProcessSettings) -> None:
             raise ClusterSettingsError(
                 f"the cluster's processes were started with different settings: {name}: "
                 f"{first.process} has {mine!r}, {seen.process} has {theirs!r}",
-                hint="start every process with the same settings, the same feature repo and the same "
-                "applied plan (streamfeat apply), then restart all of them (docs/deploy.md)",
+                hint=SETTINGS_HINT,
             )
+
+
+def verdict_items(verdict: Verdict | None) -> list[tuple[str, SettingsAgree | SettingsDisagree]]:
+    """One item per process's verdict partition, keyed by its index (:meth:`VerdictSink.part_fn`)."""
+    if verdict is None:
+        return []
+    return [(str(index), verdict.outcome) for index in range(len(verdict.parts))]
 
 
 class _SettingsPartition(StatefulSourcePartition[ProcessSettings, None]):
@@ -137,10 +189,58 @@ class SettingsSource(FixedPartitionedSource[ProcessSettings, None]):
 
     def __init__(self, settings: ProcessSettings) -> None:
         self.settings = settings
-        self._part = f"settings-{socket.gethostname()}-{os.getpid()}"
 
     def list_parts(self) -> list[str]:
-        return [self._part]
+        return [self.settings.part]
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _SettingsPartition:
         return _SettingsPartition(self.settings)
+
+
+_REFUSALS: list[ClusterSettingsError] = []
+_REFUSALS_LOCK = threading.Lock()
+
+
+def refusal() -> ClusterSettingsError | None:
+    """The difference this process was told about by the comparer, if any."""
+    with _REFUSALS_LOCK:
+        return _REFUSALS[0] if _REFUSALS else None
+
+
+def _refuse(outcome: SettingsDisagree) -> None:
+    error = outcome.error()
+    with _REFUSALS_LOCK:
+        if _REFUSALS:
+            return
+        _REFUSALS.append(error)
+    print(f"streamfeat run: {error}\n  hint: {error.hint}", file=sys.stderr, flush=True)
+    STOP.set()  # every source of this process ends (engine/shutdown.py): nothing is applied
+
+
+class _VerdictPartition(StatefulSinkPartition[SettingsAgree | SettingsDisagree, None]):
+    def write_batch(self, values: list[SettingsAgree | SettingsDisagree]) -> None:
+        for outcome in values:
+            if isinstance(outcome, SettingsDisagree):
+                _refuse(outcome)
+
+    def snapshot(self) -> None:
+        return None
+
+
+class VerdictSink(FixedPartitionedSink[SettingsAgree | SettingsDisagree, None]):
+    """One partition per process (the same name as its settings partition), listed only
+    by that process, so every process hears the verdict."""
+
+    def __init__(self, settings: ProcessSettings) -> None:
+        self.settings = settings
+
+    def list_parts(self) -> list[str]:
+        return [self.settings.part]
+
+    def part_fn(self, item_key: str) -> int:
+        # Bytewax indexes this into the sorted set of every process's partitions,
+        # the order :class:`Verdict` lists them in.
+        return int(item_key)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _VerdictPartition:
+        return _VerdictPartition()

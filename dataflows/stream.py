@@ -25,7 +25,14 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from dataflows.cluster_check import SettingsAgree, SettingsComparer, SettingsSource, process_settings
+from dataflows.cluster_check import (
+    SettingsAgree,
+    SettingsComparer,
+    SettingsSource,
+    VerdictSink,
+    process_settings,
+    verdict_items,
+)
 from dataflows.exceptions import DataflowConfigError
 from engine.apply import ShardApplier
 from engine.definitions import EventSource, FeatureRepo, StreamFeatureView
@@ -267,14 +274,25 @@ def build_flow(job: StreamJob, flow_id: str = "streamfeat") -> Dataflow:
         routed = op.merge("with_ticks", routed, tick_items)
     # Every process contributes its settings; one worker compares them and tells every
     # shard once they agree; shards apply nothing before that (dataflows/cluster_check.py).
-    settings = op.input("settings", flow, SettingsSource(process_settings(job)))
+    # A difference is printed by every process, which then ends with nothing applied.
+    mine = process_settings(job)
+    settings = op.input("settings", flow, SettingsSource(mine))
     compared = op.stateful_map(
         "same_settings", op.key_on("one_key", settings, lambda _: "cluster"), SettingsComparer(job.processes)
+    )
+    op.output(
+        "settings_verdict",
+        op.flat_map("verdict_to_processes", compared, lambda kv: verdict_items(kv[1])),
+        VerdictSink(mine),
     )
     agreed = op.flat_map(
         "settings_agree_to_shards",
         compared,
-        lambda kv: [(shard_key(i), kv[1]) for i in range(shards)] if kv[1] is not None else [],
+        lambda kv: (
+            [(shard_key(i), kv[1].outcome) for i in range(shards)]
+            if kv[1] is not None and isinstance(kv[1].outcome, SettingsAgree)
+            else []
+        ),
     )
     routed = op.merge("with_settings_agreed", routed, agreed)
     op.output("state", routed, ShardSink(job))

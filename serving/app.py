@@ -30,6 +30,7 @@ from serving.history import HistoricalReads
 from serving.hot_path import FeatureRoute
 from serving.metrics import ServingMetrics
 from serving.online import OnlineAccess
+from serving.ops_cluster import cluster_watch
 from serving.registry import build_registry
 from serving.shedding import SheddingMiddleware, SheddingStats
 
@@ -109,7 +110,9 @@ def create_app(
     error_handlers.install(app)
     app.include_router(routes_v1.build_router(registry))
     app.include_router(routes_feast.build_router(registry))
-    app.include_router(routes_ops.build_router(settings.log_uri, settings.metrics_port))
+    app.include_router(
+        routes_ops.build_router(settings.log_uri, settings.metrics_port, cluster_watch(settings, registry))
+    )
     if pusher.sources:
         app.include_router(push.build_router(pusher))
     # Added first = innermost: feature requests are answered after every other middleware.

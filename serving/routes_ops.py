@@ -5,8 +5,9 @@ views and freshness (online table metadata), ingest (the dataflow's metrics
 endpoints, scraped from ``metrics_port`` upwards: process ``i`` of a cluster listens
 on ``metrics_port + i``), dead letters by reason (same endpoints), serving latency
 percentiles (this app's own histogram) and the data-quality series (the quality
-tables ``streamfeat quality`` writes). The app keeps the last samples in memory so
-the dashboard can draw rates and latencies over time.
+tables ``streamfeat quality`` writes) and, with ``state_backup: kafka``, every shard's
+owner, lag, durable point and restore (serving/ops_cluster.py). The app keeps the last
+samples in memory so the dashboard can draw rates and latencies over time.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from engine.clock import wall_clock_ms
 from engine.quality import STRING, QualityError, read_quality
 from serving.deps import get_state, json_response
 from serving.exceptions import NotFound, ServingError
+from serving.ops_cluster import ClusterReader, ClusterWatch
 
 UI_DIR = Path(__file__).resolve().parent / "ui"
 UI_FILES: dict[str, str] = {
@@ -168,8 +170,10 @@ def quality_series(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return series
 
 
-def build_router(log_root: str, metrics_port: int) -> APIRouter:
+def build_router(log_root: str, metrics_port: int, cluster: ClusterWatch | None = None) -> APIRouter:
+    """``cluster``: the durable shards to show per host and shard (serving/ops_cluster.py)."""
     router = APIRouter()
+    cluster_reader = ClusterReader(cluster)
     history: deque[dict[str, Any]] = deque(maxlen=HISTORY_LENGTH)
     previous: dict[str, float] = {}
     quality_cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
@@ -263,6 +267,7 @@ def build_router(log_root: str, metrics_port: int) -> APIRouter:
                 "serving": latency,
                 "history": points,
                 "quality": quality_by_view,
+                "cluster": await cluster_reader.read(),
             }
         )
 

@@ -26,7 +26,7 @@ from typing import Any
 import rocksdict
 
 from engine.state.committed_reader import committed_consumer, read_to_end, watermarks
-from engine.state.exceptions import ChangelogError
+from engine.state.exceptions import ChangelogError, ChangelogUnavailable
 from engine.state.progress import PROGRESS_TOPIC_CONFIG, ShardOwner, owner_record, progress_records, progress_topic
 from engine.state.records import (
     CHANGELOG_IDENTITY_KEY,
@@ -113,7 +113,7 @@ class ShardChangelog:
         self.source_topic = source_topic
         self.progress_topic = progress_topic(source_topic)
         self.shard = shard
-        self._producer = Producer(
+        producer = Producer(
             {
                 **_client_config(bootstrap),
                 "transactional.id": f"streamfeat.{self.topic}.shard-{shard:03d}",
@@ -121,14 +121,18 @@ class ShardChangelog:
                 "linger.ms": 5,
             }
         )
-        try:
-            # Aborts whatever a previous owner of this shard left open, and fences it.
-            self._producer.init_transactions(_TIMEOUT_S)
-        except Exception as exc:
-            raise ChangelogError(
-                f"changelog {self.topic!r} shard {shard}: init_transactions failed: {exc}",
-                hint="the broker must support transactions (transaction.state.log settings)",
-            ) from exc
+        # Aborts whatever a previous owner of this shard left open, and fences it.
+        failed = _init_transactions(producer)
+        if failed is not None:
+            # A timed-out init goes on inside the client and would fence the producer of
+            # the next attempt (engine/state/restore_retry.py) when it completes: drop the
+            # last reference now, which destroys the client.
+            del producer
+            raise ChangelogUnavailable(
+                f"changelog {self.topic!r} shard {shard}: init_transactions failed: {failed}",
+                hint="check the broker is reachable; it must support transactions (transaction.state.log settings)",
+            )
+        self._producer = producer
 
     def publish(self, changes: Mapping[bytes, bytes | None]) -> int:
         """Produce ``changes`` and their progress records in one committed transaction;
@@ -166,7 +170,7 @@ class ShardChangelog:
             producer.flush(_TIMEOUT_S)
             if failures or (changelog_records and last < 0):
                 producer.abort_transaction(_TIMEOUT_S)
-                raise ChangelogError(
+                raise ChangelogUnavailable(
                     f"changelog {self.topic!r} shard {self.shard}: "
                     f"{len(failures)} of {len(records)} records not delivered: "
                     f"{failures[:1] or ['no delivery report']}",
@@ -176,7 +180,7 @@ class ShardChangelog:
         except ChangelogError:
             raise
         except Exception as exc:
-            raise ChangelogError(
+            raise ChangelogUnavailable(
                 f"changelog {self.topic!r} shard {self.shard}: transaction failed: {exc}",
                 hint=f"{what} was not committed; it is retried from Kafka on restart",
             ) from exc
@@ -254,6 +258,16 @@ class ShardRestorer:
         return RestoreStats(self.shard, records, size, time.perf_counter() - started, position)
 
 
+def _init_transactions(producer: Any) -> str | None:
+    """Why ``init_transactions`` failed, or None. Returns the reason as text, so no
+    traceback keeps ``producer`` alive after its caller lets it go."""
+    try:
+        producer.init_transactions(_TIMEOUT_S)
+    except Exception as exc:
+        return str(exc)
+    return None
+
+
 def _topic_id(bootstrap: str, topic: str) -> str:
     """Kafka's id of ``topic`` (a deleted and re-created topic gets a new one)."""
     from confluent_kafka import TopicCollection
@@ -263,9 +277,9 @@ def _topic_id(bootstrap: str, topic: str) -> str:
     try:
         described = admin.describe_topics(TopicCollection([topic]))[topic].result(timeout=_TIMEOUT_S)
     except Exception as exc:
-        raise ChangelogError(
+        raise ChangelogUnavailable(
             f"changelog topic {topic!r}: could not describe it: {exc}",
-            hint="check the broker is reachable; nothing was restored, restart to retry",
+            hint="check the broker is reachable; nothing was restored, it is retried",
         ) from exc
     return str(described.topic_id)
 

@@ -53,3 +53,8 @@ class OnlineWriteError(StateError):
 
 class ChangelogError(StateError):
     """The shard changelog could not be written or read: the batch is not committed."""
+
+
+class ChangelogUnavailable(ChangelogError):
+    """The broker did not answer a changelog read or write: worth retrying once it is back
+    (a restore retries with a bounded backoff, engine/state/restore_retry.py)."""

@@ -15,8 +15,10 @@ shard holds once it is caught up with its changelog partition: a resume point ta
 from it is never past what a restored shard has applied.
 
 The topic also holds one owner record per shard (key: ``>H`` shard number + ``b"W"``;
-value: JSON ``{"owner", "restoring", "since_ms"}``), written by the process that opens
-the shard before and after restoring it, for ``streamfeat status``.
+value: JSON ``{"owner", "restoring", "since_ms"}``, plus ``"retries"`` and ``"last_error"``
+once a broker outage interrupted the restore), written by the process that opens the
+shard before and after restoring it (and again after each interrupted attempt), for
+``streamfeat status`` and the dashboard.
 """
 
 from __future__ import annotations
@@ -60,8 +62,14 @@ class ShardOwner:
     owner: str  # host and process id
     restoring: bool
     since_ms: int  # wall-clock time of the record
+    retries: int = 0  # restore attempts the broker interrupted so far (engine/state/restore_retry.py)
+    last_error: str = ""  # what interrupted the last of them
 
     def __post_init__(self) -> None:
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise ValueError(f"ShardOwner: field 'retries': expected an int >= 0, got {self.retries!r}")
+        if not isinstance(self.last_error, str):
+            raise TypeError(f"ShardOwner: field 'last_error': expected str, got {self.last_error!r}")
         if not isinstance(self.owner, str) or not self.owner:
             raise TypeError(f"ShardOwner: field 'owner': expected a non-empty str, got {self.owner!r}")
         if not isinstance(self.restoring, bool):
@@ -71,14 +79,22 @@ class ShardOwner:
 
 
 def owner_record(shard: int, owner: ShardOwner) -> tuple[bytes, bytes]:
-    value = {"owner": owner.owner, "restoring": owner.restoring, "since_ms": owner.since_ms}
+    value: dict[str, object] = {"owner": owner.owner, "restoring": owner.restoring, "since_ms": owner.since_ms}
+    if owner.retries:
+        value.update(retries=owner.retries, last_error=owner.last_error)
     return _SHARD.pack(shard) + _OWNER_KEY, json.dumps(value).encode()
 
 
 def _unpack_owner(topic: str, offset: int, value: bytes) -> ShardOwner:
     try:
         fields = json.loads(value)
-        return ShardOwner(str(fields["owner"]), bool(fields["restoring"]), int(fields["since_ms"]))
+        return ShardOwner(
+            str(fields["owner"]),
+            bool(fields["restoring"]),
+            int(fields["since_ms"]),
+            int(fields.get("retries", 0)),
+            str(fields.get("last_error", "")),
+        )
     except (ValueError, TypeError, KeyError) as exc:
         raise ChangelogError(
             f"progress topic {topic!r}: owner record at offset {offset}: expected JSON with "

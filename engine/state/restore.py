@@ -9,10 +9,12 @@ state in one directory (a verification copy, a benchmark of restore speed).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from engine.state.changelog import RestoreStats, ShardRestorer, ensure_changelog_topic
-from engine.state.rocksdb_store import RocksDBStore
+from engine.state.restore_retry import with_restore_retries
+from engine.state.rocksdb_store import RocksDBStore, RocksDBStorePartition
 
 _LOG = logging.getLogger("streamfeat.restore")
 
@@ -24,12 +26,21 @@ def restore_shards(bootstrap: str, source_topic: str, state_dir: str | Path, n_s
     store = RocksDBStore(state_dir, n_shards)
     try:
         for shard in range(n_shards):
-            done = store.partition(shard).catch_up(ShardRestorer(bootstrap, source_topic, shard))
+            part = store.partition(shard)
+            restorer = ShardRestorer(bootstrap, source_topic, shard)
+            done = with_restore_retries(shard, _catch_up(part, restorer))
             _log(done)
             stats.append(done)
     finally:
         store.close()
     return stats
+
+
+def _catch_up(part: RocksDBStorePartition, restorer: ShardRestorer) -> Callable[[int, str], RestoreStats]:
+    def attempt(retries: int, last_error: str) -> RestoreStats:
+        return part.catch_up(restorer)
+
+    return attempt
 
 
 def _log(done: RestoreStats) -> None:

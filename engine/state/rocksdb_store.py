@@ -8,11 +8,12 @@ same directory (say, two sink partitions built in one worker) share the handles.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,11 +44,13 @@ from engine.state.records import (
     offset_key,
     view_prefix,
 )
+from engine.state.restore_retry import with_restore_retries
 
 
-def _owner(restoring: bool) -> ShardOwner:
+def _owner(restoring: bool, retries: int, last_error: str) -> ShardOwner:
     """This process as the owner of a shard it opens (engine/state/progress.py)."""
-    return ShardOwner(f"{socket.gethostname()} pid {os.getpid()}", restoring, time.time_ns() // 1_000_000)
+    now_ms = time.time_ns() // 1_000_000
+    return ShardOwner(f"{socket.gethostname()} pid {os.getpid()}", restoring, now_ms, retries, last_error)
 
 
 @dataclass
@@ -274,6 +277,26 @@ class RocksDBStorePartition:
         return restorer.catch_up(self._live_db())
 
 
+def _restorer(opened: RocksDBStorePartition, target: ChangelogTarget) -> Callable[[int, str], ShardChangelog]:
+    """One attempt at taking over a shard: fence a previous owner first, then restore
+    (nothing it still writes lands), then say so; the shard's changelog writer."""
+    shard = opened.shard
+
+    def attempt(retries: int, last_error: str) -> ShardChangelog:
+        changelog = ShardChangelog(target.bootstrap, target.source_topic, shard)
+        try:
+            changelog.announce(_owner(True, retries, last_error))
+            opened.catch_up(ShardRestorer(target.bootstrap, target.source_topic, shard))
+            changelog.announce(_owner(False, retries, last_error))
+        except BaseException:
+            with contextlib.suppress(Exception):  # the broker may be away: keep the first error
+                changelog.close()
+            raise
+        return changelog
+
+    return attempt
+
+
 class RocksDBStore(ClosesOnExit):
     """All shards of a state directory, opened read-write.
 
@@ -318,13 +341,7 @@ class RocksDBStore(ClosesOnExit):
             path = shard_path(self.state_dir, shard)
             opened = RocksDBStorePartition(self, shard, path, _acquire(path))
             if self._changelog is not None:
-                target = self._changelog
-                # Fence a previous owner first, then restore: nothing it still writes lands.
-                changelog = ShardChangelog(target.bootstrap, target.source_topic, shard)
-                changelog.announce(_owner(restoring=True))
-                opened.catch_up(ShardRestorer(target.bootstrap, target.source_topic, shard))
-                changelog.announce(_owner(restoring=False))
-                opened.changelog = changelog
+                opened.changelog = with_restore_retries(shard, _restorer(opened, self._changelog))
             self._partitions[shard] = opened
         return opened
 

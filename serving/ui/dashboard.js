@@ -42,6 +42,48 @@ function renderViews(summary) {
   }
 }
 
+function fillTable(selector, rows) {
+  const body = document.querySelector(selector + " tbody");
+  body.replaceChildren();
+  for (const row of rows) {
+    const tr = document.createElement("tr");
+    for (const [value, className] of row) {
+      const td = document.createElement("td");
+      td.textContent = value;
+      if (className) td.className = className;
+      tr.appendChild(td);
+    }
+    body.appendChild(tr);
+  }
+}
+
+// Per host and per shard: owner, lag, last durable point, restore in progress
+// (the same rows as `streamfeat status`); hidden unless the shards are durable.
+function renderCluster(cluster) {
+  const panel = document.getElementById("cluster");
+  panel.hidden = !cluster;
+  if (!cluster) return;
+  const lag = v => (v === null ? "?" : String(v));
+  fillTable("#cluster-hosts", cluster.hosts.map(h => [
+    [h.owner], [h.shards.join(",")],
+    [h.restoring.length ? h.restoring.join(",") : "-", h.restoring.length ? "stale" : ""], [lag(h.lag)],
+  ]));
+  fillTable("#cluster-shards", cluster.shards.map(s => {
+    const state = s.restoring === null ? "never opened" : (s.restoring ? "RESTORING" : "owned");
+    let since = s.owner_since_ms === null ? "" : " since " + new Date(s.owner_since_ms).toISOString();
+    if (s.restore_retries) since += ` (restore retried ${s.restore_retries}x, last: ${s.restore_error})`;
+    return [
+      [s.topic], [String(s.shard)], [s.owner || "-"],
+      [state + since, s.restoring ? "stale" : (s.restoring === false ? "ok" : "")],
+      [lag(s.lag)], [s.durable_through.map(([p, o]) => `${p}:${o}`).join(" ") || "-"],
+      [s.changelog_end === null ? "?" : String(s.changelog_end)],
+    ];
+  }));
+  const error = document.getElementById("cluster-error");
+  error.hidden = !cluster.error;
+  error.textContent = cluster.error ? "broker unavailable: " + cluster.error : "";
+}
+
 function renderQuality(summary) {
   const box = document.getElementById("quality");
   box.replaceChildren();
@@ -99,6 +141,7 @@ function render(summary) {
     Object.entries(ingest.consumer_lag).map(([label, value]) => ({ label, value })),
     { empty: live ? "no partitions read yet" : "no dataflow metrics endpoint" });
   renderQuality(summary);
+  renderCluster(summary.cluster);
   text("updated", "updated " + clock(summary.now_ms));
   document.body.setAttribute("data-refreshes", String(Number(document.body.getAttribute("data-refreshes") || 0) + 1));
 }

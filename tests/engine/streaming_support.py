@@ -292,6 +292,19 @@ def check_online_values(
     return checked
 
 
+def check_job_state(job: StreamJob, records: list[Record], secondary: Path) -> int:
+    """Compare the job's RocksDB state with the reference over ``records`` (every record
+    of its topic, in the order read); how many entities were checked."""
+    from engine.state.online_rocksdb import RocksDBOnlineTable
+
+    applied = applied_events(reference_events(records), job.source.allowed_lateness_ms)
+    table = RocksDBOnlineTable(job.state_dir, job.shards, secondary, background=False)
+    try:
+        return check_online_values(table, {v.name: v for v in job.views}, applied)
+    finally:
+        table.close()
+
+
 def assert_close(actual: dict[str, Any], expected: dict[str, Any], context: str) -> None:
     assert actual.keys() == expected.keys(), context
     for name, want in expected.items():

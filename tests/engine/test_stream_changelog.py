@@ -13,13 +13,10 @@ from bytewax.testing import run_main
 
 from dataflows.stream import build_flow
 from engine.generate import GeneratorConfig, produce_events
-from engine.state.online_rocksdb import RocksDBOnlineTable
 from tests.engine.streaming_support import (
-    applied_events,
-    check_online_values,
+    check_job_state,
     make_job,
     read_topic,
-    reference_events,
     truncate_topic,
 )
 
@@ -66,10 +63,6 @@ def test_lost_state_directory_restores_from_changelog_exactly_once(
 
     records = before + read_topic(kafka_bootstrap, topic, 3)
     assert len(records) == first.events + second.events
-    applied = applied_events(reference_events(records), job.source.allowed_lateness_ms)
-    table = RocksDBOnlineTable(job.state_dir, job.shards, tmp_path / "secondary", background=False)
-    try:
-        checked = check_online_values(table, {v.name: v for v in job.views}, applied)
-    finally:
-        table.close()
-    assert checked > 200  # users, merchants and pairs that bought something
+    assert (
+        check_job_state(job, records, tmp_path / "secondary") > 200
+    )  # users, merchants and pairs that bought something

@@ -36,6 +36,16 @@ def chromium_path() -> str | None:
     return CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
 
 
+def chromium_or_skip() -> str:
+    """The chromium binary; the calling test is skipped when there is none."""
+    import pytest
+
+    binary = chromium_path()
+    if binary is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return binary
+
+
 class Browser:
     """One headless chromium with a fresh profile and one page, closed on exit."""
 

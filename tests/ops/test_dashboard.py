@@ -15,7 +15,7 @@ import pytest
 from engine.definitions import load_repo
 from engine.ports import free_port
 from tests.engine.streaming_support import streamfeat
-from tests.ops.cdp_support import Browser, chromium_path
+from tests.ops.cdp_support import Browser, chromium_or_skip
 from tests.ops.ops_support import START_MS, make_pipeline, produce, running_dataflow, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.browser]
@@ -26,9 +26,7 @@ ARTIFACT = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard.p
 def test_dashboard_draws_ingest_latency_and_quality(
     tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]
 ) -> None:
-    binary = chromium_path()
-    if binary is None:
-        pytest.skip("chromium is not installed (apt-get install chromium)")
+    binary = chromium_or_skip()
     topic = kafka_topic(partitions=3)
     p = make_pipeline(tmp_path, kafka_bootstrap, topic)
     # 6,000 events at 0.4 events/s of event time: about four hours, so four quality points.

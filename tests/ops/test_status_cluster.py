@@ -6,7 +6,8 @@ import io
 
 from rich.console import Console
 
-from cli.status_cluster import HostStatus, ShardStatus, hosts_of, render_cluster
+from cli.status_cluster import render_cluster
+from engine.state.cluster_status import HostStatus, ShardStatus, hosts_of
 
 
 def _shard(shard: int, owner: str | None, restoring: bool | None, lag: int | None) -> ShardStatus:
@@ -34,3 +35,10 @@ def test_the_rendered_tables_name_owner_state_lag_and_durable_point() -> None:
     text = out.getvalue()
     for expected in ("a pid 1", "b pid 2", "RESTORING", "owned since 2026-", "0:9", "42"):
         assert expected in text, (expected, text)
+
+
+def test_a_restore_the_broker_interrupted_shows_its_retries_and_last_error() -> None:
+    shard = ShardStatus("tx", 0, "a pid 1", True, 1_780_000_000_000, 3, ((0, 9),), 42, 2, "broker down")
+    out = io.StringIO()
+    render_cluster(Console(file=out, width=300), (shard,), hosts_of((shard,)))
+    assert "restore retried 2x, last: broker down" in out.getvalue()
