@@ -15,17 +15,25 @@ percentiles should cost at most 30% of ingest; this is the kernel's share), the 
 the time spent building and merging sketch blobs, and state bytes per entity per view.
 Not a timed test: a measurement.
 
-    .venv/bin/python -m benchmarks.bench_repo_kernel [smoke|small] [--profile]
+    .venv/bin/python -m benchmarks.bench_repo_kernel [smoke|small] [--baseline=REV] [--profile]
+
+``--baseline=REV`` also runs the kernel of git revision REV (exported to a temporary
+directory) in alternating child processes, and reports the speed-up of this tree.
 """
 
 from __future__ import annotations
 
 import cProfile
+import json
 import pstats
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +47,7 @@ from engine.kernel.layout import LIST_FUNCTIONS, SKETCH_FUNCTIONS, ViewSpec, enc
 
 SIZES = {"smoke": (20_000, 2_000), "small": (200_000, 20_000)}  # events, users
 BATCH = 1_000
+ROOT = Path(__file__).resolve().parent.parent
 BLOB_FUNCTIONS = frozenset(SKETCH_FUNCTIONS + LIST_FUNCTIONS)
 
 
@@ -141,25 +150,73 @@ def run_variant(views: Sequence[BenchView], events: dict[str, Any]) -> dict[str,
     }
 
 
-def run(size: str = "smoke", rounds: int = 3) -> dict[str, Any]:
+def run_once(size: str) -> dict[str, Any]:
+    """Both variants once, on the kernel this interpreter imports."""
     n, users = SIZES[size]
     events = _events(n, users)
-    variants = {"plain": repo_views(True), "with_sketches": repo_views(False)}
-    rates: dict[str, list[float]] = {name: [] for name in variants}
-    last: dict[str, dict[str, Any]] = {}
-    for _ in range(rounds):  # alternate, so drift on a noisy machine hits both alike
-        for name, views in variants.items():
-            last[name] = run_variant(views, events)
-            rates[name].append(last[name]["events_per_s"])
-    ratio = float(np.median(np.asarray(rates["with_sketches"]) / np.asarray(rates["plain"])))
+    return {name: run_variant(repo_views(strip), events) for name, strip in (("plain", True), ("with_sketches", False))}
+
+
+def _child(size: str, tree: Path) -> dict[str, Any]:
+    """:func:`run_once` in a child process importing ``engine`` from ``tree``."""
+    script = f"import json, sys; sys.path.insert(0, {str(tree)!r}); " + (
+        f"from benchmarks.bench_repo_kernel import run_once; print(json.dumps(run_once({size!r})))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=tree, capture_output=True, text=True, check=True)
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _export(revision: str, into: Path) -> Path:
+    """The engine, example repo and this bench as they are at ``revision`` (the bench and
+    its helpers from the working tree, so both sides measure the same way)."""
+    archive = subprocess.run(
+        ["git", "archive", revision, "engine", "feature_defs"], cwd=ROOT, capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    (into / "benchmarks").mkdir()
+    for name in ("__init__.py", "common.py", "bench_repo_kernel.py"):
+        shutil.copy(ROOT / "benchmarks" / name, into / "benchmarks" / name)
+    return into
+
+
+def run(size: str = "smoke", rounds: int = 3, baseline: str | None = None) -> dict[str, Any]:
+    """``rounds`` alternating runs of each tree (this one, and ``baseline``'s kernel when
+    given), each child running the plain and the sketch variant on the same events."""
+    trees = {"current": ROOT}
+    with tempfile.TemporaryDirectory(prefix="bench-repo-kernel-") as tmp:
+        if baseline is not None:
+            trees["baseline"] = _export(baseline, Path(tmp))
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+        for _ in range(rounds):  # alternate, so drift on a noisy machine hits every side alike
+            for name, tree in trees.items():
+                runs[name].append(_child(size, tree))
+    out: dict[str, Any] = {"bench": "repo_kernel", "size": size, "rounds": rounds, "baseline": baseline}
+    for name, results in runs.items():
+        out[name] = _summary(results)
+    if baseline is not None:
+        for variant in ("plain", "with_sketches"):
+            ratios = [
+                c[variant]["events_per_s"] / b[variant]["events_per_s"]
+                for c, b in zip(runs["current"], runs["baseline"], strict=True)
+            ]
+            out[f"speedup_{variant}_vs_baseline"] = round(float(np.median(ratios)), 3)
+    return out
+
+
+def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    ratios = [r["with_sketches"]["events_per_s"] / r["plain"]["events_per_s"] for r in results]
     return {
-        "bench": "repo_kernel",
-        "size": size,
-        "purchase_events": len(events["ts"]),
-        "rounds": rounds,
-        "plain": {**last["plain"], "events_per_s_runs": rates["plain"]},
-        "with_sketches": {**last["with_sketches"], "events_per_s_runs": rates["with_sketches"]},
-        "ratio_with_sketches_vs_plain": round(ratio, 3),
+        "ratio_with_sketches_vs_plain": round(float(np.median(ratios)), 3),
+        "ratio_runs": [round(x, 3) for x in ratios],
+        **{
+            variant: {
+                "events_per_s_median": round(float(np.median([r[variant]["events_per_s"] for r in results]))),
+                "events_per_s_runs": [r[variant]["events_per_s"] for r in results],
+                "last_run": results[-1][variant],
+            }
+            for variant in ("plain", "with_sketches")
+        },
     }
 
 
@@ -171,7 +228,7 @@ def profile(size: str) -> None:
     profiler.enable()
     run_variant(views, events)
     profiler.disable()
-    pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+    pstats.Stats(profiler).sort_stats("cumtime").print_stats(40)
 
 
 def _main(argv: Sequence[str]) -> None:
@@ -179,7 +236,8 @@ def _main(argv: Sequence[str]) -> None:
     if "--profile" in argv:
         profile(size)
         return
-    emit(run(size))
+    baseline = next((a.split("=", 1)[1] for a in argv if a.startswith("--baseline=")), None)
+    emit(run(size, baseline=baseline))
 
 
 if __name__ == "__main__":

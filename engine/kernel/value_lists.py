@@ -273,17 +273,15 @@ class ValueList:
         entries = _Entries.of(blobs, groups)
         if not len(entries.groups):
             return [EMPTY_BLOB] * n_groups
-        # A total order per group: (e, position), ties (never between distinct events)
-        # by the value bytes, as ``sorted`` orders the entry tuples.
-        _, value_rank = np.unique(np.asarray(entries.values, dtype=object), return_inverse=True)
-        value_rank = value_rank.reshape(-1).astype(np.int64)
-        keys = (value_rank, entries.positions, entries.event_ts)
-        # Newest first: groups ascending, each newest first, is the reverse of (-group, key) ascending.
-        order = np.lexsort((*keys, -entries.groups))[::-1] if self.newest else np.lexsort((*keys, entries.groups))
+        ids: dict[bytes, int] = {}
+        value_ids = np.fromiter(
+            (ids.setdefault(v, len(ids)) for v in entries.values), dtype=np.int64, count=len(entries.values)
+        )
+        order = self._answer_order(entries, value_ids)
         g = entries.groups[order]
         if self.distinct:  # the first (newest) entry of each value in each group
-            by_value = np.lexsort((np.arange(len(order)), value_rank[order], g))
-            first = first_of_runs(value_rank[order][by_value], g[by_value])
+            by_value = np.lexsort((np.arange(len(order)), value_ids[order], g))
+            first = first_of_runs(value_ids[order][by_value], g[by_value])
             kept = np.zeros(len(order), dtype=bool)
             kept[by_value[first]] = True
             order, g = order[kept], g[kept]
@@ -292,6 +290,23 @@ class ValueList:
         order, g = order[rank_in_group < n], g[rank_in_group < n]
         items = [entries.values[i] for i in order.tolist()]
         return _blobs(g, entries.event_ts[order], entries.positions[order], items, n_groups)
+
+    def _answer_order(self, entries: _Entries, value_ids: Int64Array) -> Int64Array:
+        """The entries grouped, each group in the answer's order: by (e, position) and,
+        for equal keys (never between distinct events), by the value bytes, as
+        ``sorted`` orders the entry tuples."""
+        tie_break = np.zeros(len(value_ids), dtype=np.int64)
+        for attempt in range(2):
+            keys = (tie_break, entries.positions, entries.event_ts)
+            # Newest first: groups ascending, each newest first, is the reverse of (-group, key) ascending.
+            order = np.lexsort((*keys, -entries.groups))[::-1] if self.newest else np.lexsort((*keys, entries.groups))
+            g, t, p, v = (a[order] for a in (entries.groups, entries.event_ts, entries.positions, value_ids))
+            tied = (g[1:] == g[:-1]) & (t[1:] == t[:-1]) & (p[1:] == p[:-1]) & (v[1:] != v[:-1])
+            if attempt or not bool(tied.any()):
+                break
+            _, ranks = np.unique(np.asarray(entries.values, dtype=object), return_inverse=True)
+            tie_break = ranks.reshape(-1).astype(np.int64)
+        return np.asarray(order, dtype=np.int64)
 
     def evaluate(self, slot: SketchSlot, function: str, params: Params, blob: bytes) -> list[ListItem]:
         return [decode_value(entry[2]) for entry in decode_entries(blob)]
