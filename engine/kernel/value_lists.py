@@ -273,15 +273,15 @@ class ValueList:
         entries = _Entries.of(blobs, groups)
         if not len(entries.groups):
             return [EMPTY_BLOB] * n_groups
-        ids: dict[bytes, int] = {}
-        value_ids = np.fromiter(
-            (ids.setdefault(v, len(ids)) for v in entries.values), dtype=np.int64, count=len(entries.values)
-        )
-        order = self._answer_order(entries, value_ids)
+        order = self._answer_order(entries)
         g = entries.groups[order]
         if self.distinct:  # the first (newest) entry of each value in each group
-            by_value = np.lexsort((np.arange(len(order)), value_ids[order], g))
-            first = first_of_runs(value_ids[order][by_value], g[by_value])
+            ids: dict[bytes, int] = {}
+            value_ids = np.fromiter(
+                (ids.setdefault(entries.values[i], len(ids)) for i in order.tolist()), dtype=np.int64, count=len(order)
+            )
+            by_value = np.lexsort((np.arange(len(order)), value_ids, g))
+            first = first_of_runs(value_ids[by_value], g[by_value])
             kept = np.zeros(len(order), dtype=bool)
             kept[by_value[first]] = True
             order, g = order[kept], g[kept]
@@ -291,20 +291,21 @@ class ValueList:
         items = [entries.values[i] for i in order.tolist()]
         return _blobs(g, entries.event_ts[order], entries.positions[order], items, n_groups)
 
-    def _answer_order(self, entries: _Entries, value_ids: Int64Array) -> Int64Array:
+    def _answer_order(self, entries: _Entries) -> Int64Array:
         """The entries grouped, each group in the answer's order: by (e, position) and,
         for equal keys (never between distinct events), by the value bytes, as
         ``sorted`` orders the entry tuples."""
-        tie_break = np.zeros(len(value_ids), dtype=np.int64)
+        tie_break = np.zeros(len(entries.groups), dtype=np.int64)
         for attempt in range(2):
             keys = (tie_break, entries.positions, entries.event_ts)
             # Newest first: groups ascending, each newest first, is the reverse of (-group, key) ascending.
             order = np.lexsort((*keys, -entries.groups))[::-1] if self.newest else np.lexsort((*keys, entries.groups))
-            g, t, p, v = (a[order] for a in (entries.groups, entries.event_ts, entries.positions, value_ids))
-            tied = (g[1:] == g[:-1]) & (t[1:] == t[:-1]) & (p[1:] == p[:-1]) & (v[1:] != v[:-1])
-            if attempt or not bool(tied.any()):
+            g, t, p = (a[order] for a in (entries.groups, entries.event_ts, entries.positions))
+            tied = np.flatnonzero((g[1:] == g[:-1]) & (t[1:] == t[:-1]) & (p[1:] == p[:-1]))
+            values = entries.values
+            if attempt or not any(values[i] != values[j] for i, j in zip(order[tied], order[tied + 1], strict=True)):
                 break
-            _, ranks = np.unique(np.asarray(entries.values, dtype=object), return_inverse=True)
+            _, ranks = np.unique(np.asarray(values, dtype=object), return_inverse=True)
             tie_break = ranks.reshape(-1).astype(np.int64)
         return np.asarray(order, dtype=np.int64)
 
