@@ -47,12 +47,22 @@ def hash_bytes(data: bytes) -> int:
 
 def hash_values(values: npt.NDArray[np.generic]) -> UInt64Array:
     """The 64-bit hash of each value's canonical encoding; each distinct value is
-    hashed once (``np.unique``), so a batch costs one BLAKE2b per distinct value."""
+    hashed once (found by a dict for strings, ``np.unique`` otherwise), so a batch costs
+    one BLAKE2b per distinct value."""
     arr = np.asarray(values)
     if arr.size == 0:
         return np.empty(0, dtype=np.uint64)
     if arr.dtype.kind == "f":
         arr = arr.astype(np.float64) + 0.0  # -0.0 and 0.0 are the same float
+    if arr.dtype.kind == "O":
+        items = arr.tolist()
+        if all(type(v) is str for v in items):  # a string column: a dict finds the distinct values without sorting
+            ids: dict[str, int] = {}
+            inverse = np.fromiter((ids.setdefault(v, len(ids)) for v in items), dtype=np.int64, count=len(items))
+            distinct = np.fromiter(
+                (hash_bytes(_TAG_STR + v.encode("utf-8")) for v in ids), dtype=np.uint64, count=len(ids)
+            )
+            return np.asarray(distinct[inverse], dtype=np.uint64)
     try:
         uniques, inverse = np.unique(arr, return_inverse=True)
     except TypeError:  # values of several types cannot be sorted: hash each distinct one
