@@ -100,6 +100,7 @@ def run(size: str = "smoke", baseline: str | None = None, revision: str | None =
     topic = new_topic(servers, "bench-sketch-ingest")
     trees = {"current": ROOT}
     rates: dict[str, dict[str, list[float]]] = {}
+    cpu_rates: dict[str, dict[str, list[float]]] = {}
     stages: dict[str, dict[str, Any]] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="bench-sketch-ingest-tree-") as tmp:
@@ -111,11 +112,13 @@ def run(size: str = "smoke", baseline: str | None = None, revision: str | None =
                 GeneratorConfig(events=events, users=users, merchants=1_000, seed=7, rate=200.0), topic, servers
             )
             rates = {tree: {variant: [] for variant in VARIANTS} for tree in trees}
+            cpu_rates = {tree: {variant: [] for variant in VARIANTS} for tree in trees}
             for _ in range(ROUNDS):
                 for tree, path in trees.items():
                     for variant in VARIANTS:
                         result = _once(path, servers, topic, variant, events)
                         rates[tree][variant].append(round(result["events"] / result["seconds"]))
+                        cpu_rates[tree][variant].append(round(result["events"] / result["cpu_seconds"]))
                         stages[f"{tree}/{variant}"] = result["stage_us_per_event"]
     finally:
         delete_topic(servers, topic)
@@ -129,15 +132,22 @@ def run(size: str = "smoke", baseline: str | None = None, revision: str | None =
     }
     for tree, by_variant in rates.items():
         ratios = np.asarray(by_variant["with_sketches"]) / np.asarray(by_variant["plain"])
+        cpu = cpu_rates[tree]
+        cpu_ratios = np.asarray(cpu["with_sketches"]) / np.asarray(cpu["plain"])
         out[tree] = {
             "events_per_s_runs": by_variant,
             "ratio_with_sketches_vs_plain": round(float(np.median(ratios)), 3),
             "ratio_runs": [round(float(r), 3) for r in ratios],
+            # Events per CPU second of the child: steadier than wall time on a shared machine.
+            "events_per_cpu_s_runs": cpu,
+            "cpu_ratio_with_sketches_vs_plain": round(float(np.median(cpu_ratios)), 3),
         }
     if baseline is not None:
         for variant in VARIANTS:
             speedups = np.asarray(rates["current"][variant]) / np.asarray(rates["baseline"][variant])
             out[f"speedup_{variant}_vs_baseline"] = round(float(np.median(speedups)), 3)
+            cpu_speedups = np.asarray(cpu_rates["current"][variant]) / np.asarray(cpu_rates["baseline"][variant])
+            out[f"cpu_speedup_{variant}_vs_baseline"] = round(float(np.median(cpu_speedups)), 3)
     out["stage_us_per_event_last_run"] = stages
     return out
 
