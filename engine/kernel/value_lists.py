@@ -164,13 +164,16 @@ class _Entries:
         if bool(short.any()):
             decode_entries(blobs[present[int(np.flatnonzero(short)[0])]])  # raises the header error
         k = joined.words(joined.starts, "<u4").astype(np.int64)
+        truncated = joined.lengths < _COUNT.size + 20 * k  # checked before reading the fixed part
+        if bool(truncated.any()):
+            decode_entries(blobs[present[int(np.flatnonzero(truncated)[0])]])  # raises the length error
         fixed = joined.starts + _COUNT.size
         of_entry = np.repeat(np.arange(len(present), dtype=np.int64), k)
         j = np.arange(len(of_entry), dtype=np.int64) - (np.cumsum(k) - k)[of_entry]
         entry_fixed, entry_k = fixed[of_entry], k[of_entry]
         lengths = joined.words(entry_fixed + 16 * entry_k + 4 * j, "<u4").astype(np.int64) if len(j) else j
         payload = np.bincount(of_entry, weights=lengths, minlength=len(present)).astype(np.int64)
-        bad = (joined.lengths < _COUNT.size + 20 * k) | (joined.lengths != _COUNT.size + 20 * k + payload)
+        bad = joined.lengths != _COUNT.size + 20 * k + payload
         if bool(bad.any()):
             decode_entries(blobs[present[int(np.flatnonzero(bad)[0])]])  # raises the length error
         # Values follow each blob's fixed part back to back, in entry order.

@@ -6,14 +6,17 @@ built from all the values at once. And the batch record codec (``decode_many`` /
 from __future__ import annotations
 
 import random
+import re
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.kernel.batch_merge import NO_EVENT_TS, decode_many, encode_many
 from engine.kernel.codec import decode_sketches, decode_tiles, encode_tiles
+from engine.kernel.exceptions import TileCodecError
 from engine.kernel.layout import PartialLayout
 from engine.kernel.sketches import EMPTY_BLOB, SketchSlot, empty_blobs, merge_rows, merge_window
 from engine.kernel.value_lists import encode_entries
@@ -166,3 +169,48 @@ def test_entries_with_equal_keys_order_by_their_value_bytes_as_the_pairwise_merg
     b = encode_entries([(5, 1, b"sa"), (5, 1, b"sc")])
     for slot in SLOTS[4:]:
         assert merge_window(slot, [a, b]) == _pairwise(slot, [a, b]) == _pairwise(slot, [b, a])
+
+
+@pytest.mark.parametrize(
+    ("slot", "corrupt", "names"),
+    [
+        (SLOTS[0], b"\x01" * 9, "distinct_set blob: length"),
+        (SLOTS[2], b"\x01" * 7, "hll blob (precision 12): length"),
+        (SLOTS[3], b"\x01" * 9, "ddsketch blob: header"),
+        (SLOTS[3], b"\x00" * 8 + b"\x01\x00\x00\x00" + b"\x00" * 4, "ddsketch blob: length"),
+        (SLOTS[4], b"\x01\x00", "value list blob: header"),
+        (SLOTS[4], b"\x02\x00\x00\x00" + b"\x00" * 8, "value list blob: length"),
+    ],
+)
+def test_a_corrupt_stored_blob_is_refused_by_the_one_pass_merge_with_the_codec_error(
+    slot: SketchSlot, corrupt: bytes, names: str
+) -> None:
+    good = _build(slot, [(0, 0, "a"), (1, 1, "b")] if slot.kind != "ddsketch" else [(0, 0, 1.5)])
+    with pytest.raises(TileCodecError, match=re.escape(names)):
+        merge_window(slot, [good, corrupt])
+
+
+# Where the sketch section of a 2-tile record of LAYOUT starts (after header, tiles, partials).
+_SECTION_AT = 16 + 8 * 2 * (1 + LAYOUT.width)
+
+
+def _record_with_section() -> bytes:
+    blobs = empty_blobs(2, 2)
+    blobs[0, 0] = _build(LAYOUT.sketch_slots[0], [(0, 0, "a")])
+    blobs[1, 1] = _build(LAYOUT.sketch_slots[1], [(0, 0, "b")])
+    return encode_tiles(np.array([3, 4], dtype=np.int64), np.zeros((2, LAYOUT.width)), 5, blobs)
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "names"),
+    [
+        (lambda r: r[:-8], "length"),  # truncated blobs
+        # Another slot count means another length of the lengths array: the codec names the length.
+        (lambda r: r[: _SECTION_AT + 2] + b"\x05\x00" + r[_SECTION_AT + 4 :], "length"),
+        (lambda r: r[: _SECTION_AT + 8] + b"\x07" + r[_SECTION_AT + 9 :], "blob_bytes"),
+    ],
+)
+def test_a_corrupt_record_is_refused_by_the_batch_decoder_with_the_codec_error(corrupt: Any, names: str) -> None:
+    good = _record_with_section()
+    with pytest.raises(TileCodecError, match=names):
+        decode_many(LAYOUT, [good, corrupt(good)])
