@@ -27,7 +27,7 @@ from engine.kernel.layout import (
     FIELDS_PER_COLUMN,
     PartialLayout,
 )
-from engine.kernel.sketches import BlobArray, build_sketches, empty_blobs, merge_blobs
+from engine.kernel.sketches import BlobArray, build_sketches, empty_blobs, merge_rows
 
 Int64Array = npt.NDArray[np.int64]
 Float64Array = npt.NDArray[np.float64]
@@ -426,12 +426,13 @@ def fold_expired(
     if bool((lengths == 1).all()):
         return codes, tiles, partials, sketches
     folded = partials[starts].copy()
-    folded_blobs = None if sketches is None else sketches[starts].copy()
     for j in range(1, int(lengths.max())):
         longer = lengths > j
         folded[longer] = merge_partials(layout, folded[longer], partials[starts[longer] + j])
-        if sketches is not None and folded_blobs is not None:
-            folded_blobs[longer] = merge_blobs(layout.sketch_slots, folded_blobs[longer], sketches[starts[longer] + j])
+    folded_blobs = None
+    if sketches is not None:  # each entity's expired blobs merge in one pass (any order: the same bytes)
+        run_of_row = np.repeat(np.arange(len(starts), dtype=np.int64), lengths)
+        folded_blobs = merge_rows(layout.sketch_slots, sketches[rows], run_of_row, len(starts))
     out = partials.copy()
     newest_expired = starts + lengths - 1
     out[newest_expired] = folded

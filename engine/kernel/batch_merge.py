@@ -21,7 +21,17 @@ from engine.kernel.aggregate import (
     merge_partials,
     overflow_is_a_value,
 )
-from engine.kernel.codec import HEADER, RECORD_VERSION, decode_sketches, decode_tiles, encode_tiles
+from engine.kernel.blob_buffers import JoinedBlobs, runs, slices
+from engine.kernel.codec import (
+    FLAG_SKETCHES,
+    HEADER,
+    RECORD_VERSION,
+    SECTION_HEADER,
+    SECTION_VERSION,
+    decode_sketches,
+    decode_tiles,
+    encode_sections,
+)
 from engine.kernel.exceptions import TileCodecError
 from engine.kernel.layout import PartialLayout
 from engine.kernel.sketches import BlobArray, empty_blobs, merge_blobs
@@ -69,22 +79,6 @@ _WORD = 8  # every field of a record is 8 bytes wide (the header is two words)
 _HEADER_WORDS = HEADER.size // _WORD
 
 
-def _runs(starts: Int64Array, lengths: Int64Array) -> Int64Array:
-    """Concatenation of ``arange(s, s + n)`` for each (start, length) pair."""
-    total = int(lengths.sum())
-    if total == 0:
-        return np.empty(0, dtype=np.int64)
-    run_start = np.cumsum(lengths) - lengths
-    nonempty = lengths > 0
-    steps = np.ones(total, dtype=np.int64)
-    # At each run's first element jump from the previous run's end to its start.
-    first = run_start[nonempty]
-    s = starts[nonempty]
-    steps[first[0]] = s[0]
-    steps[first[1:]] = s[1:] - (s[:-1] + lengths[nonempty][:-1] - 1)
-    return np.cumsum(steps)
-
-
 def decode_many(layout: PartialLayout, records: Sequence[bytes | None]) -> FlatTiles:
     """Decode the stored record of entity code ``i`` from ``records[i]`` (None: no record).
 
@@ -93,19 +87,19 @@ def decode_many(layout: PartialLayout, records: Sequence[bytes | None]) -> FlatT
     :func:`engine.kernel.codec.decode_tiles`, which raises its precise error.
     """
     width = layout.width
-    if layout.sketch_slots:
-        return _decode_many_with_sketches(layout, records)
+    n_slots = len(layout.sketch_slots)
     max_ts = np.full(len(records), NO_EVENT_TS, dtype=np.int64)
     present = [i for i, r in enumerate(records) if r is not None]
     empty = np.empty(0, dtype=np.int64)
     if not present:
-        return FlatTiles(empty, empty.copy(), np.empty((0, width)), max_ts)
-    stored = [records[i] for i in present]
-    sizes = np.fromiter((len(r) for r in stored), dtype=np.int64, count=len(stored))  # type: ignore[arg-type]
+        no_blobs = empty_blobs(0, n_slots) if n_slots else None
+        return FlatTiles(empty, empty.copy(), np.empty((0, width)), max_ts, no_blobs)
+    stored: list[bytes] = [r for r in records if r is not None]
+    sizes = np.fromiter(map(len, stored), dtype=np.int64, count=len(stored))
     bad = (sizes < HEADER.size) | (sizes % _WORD != 0)
     if bool(bad.any()):
-        _raise_for(stored, bad, width)
-    buf = b"".join(stored)  # type: ignore[arg-type]
+        _raise_for(stored, bad, layout)
+    buf = b"".join(stored)
     words = np.frombuffer(buf, dtype="<i8")
     word_at = np.cumsum(sizes // _WORD) - sizes // _WORD
     header = np.frombuffer(buf, dtype=np.uint8).reshape(-1, _WORD)[
@@ -113,17 +107,25 @@ def decode_many(layout: PartialLayout, records: Sequence[bytes | None]) -> FlatT
     ]
     fields = header.reshape(-1).view(_HEADER_DTYPE)
     n_tiles = fields["n_tiles"].astype(np.int64)
+    core = HEADER.size + _WORD * n_tiles * (1 + width)
+    with_section = fields["flags"] == FLAG_SKETCHES
     bad = (
         (fields["version"] != RECORD_VERSION)
-        | (fields["flags"] != 0)
+        | ((fields["flags"] != 0) & ~(with_section & (n_slots > 0)))
         | (fields["width"] != width)
-        | (sizes != HEADER.size + _WORD * n_tiles * (1 + width))
+        | ((sizes != core) & ~with_section)
+        | (with_section & (sizes < core + SECTION_HEADER.size))
     )
     if bool(bad.any()):
-        _raise_for(stored, bad, width)
+        _raise_for(stored, bad, layout)
+    sketches = None
+    if n_slots:
+        sketches, bad = _section_blobs(buf, word_at * _WORD + core, with_section, n_tiles, sizes - core, n_slots)
+        if bool(bad.any()):
+            _raise_for(stored, bad, layout)
     codes_present = np.asarray(present, dtype=np.int64)
     max_ts[codes_present] = fields["max_ts"]
-    tile_words = _runs(word_at + _HEADER_WORDS, n_tiles)
+    tile_words = runs(word_at + _HEADER_WORDS, n_tiles)
     tiles = words[tile_words].astype(np.int64)
     codes = np.repeat(codes_present, n_tiles)
     if len(tiles) > 1:
@@ -132,45 +134,64 @@ def decode_many(layout: PartialLayout, records: Sequence[bytes | None]) -> FlatT
         if bool(unordered.any()):
             bad = np.zeros(len(stored), dtype=bool)
             bad[np.searchsorted(codes_present, codes[1:][unordered])] = True
-            _raise_for(stored, bad, width)
-    partial_words = _runs(word_at + _HEADER_WORDS + n_tiles, n_tiles * width)
+            _raise_for(stored, bad, layout)
+    partial_words = runs(word_at + _HEADER_WORDS + n_tiles, n_tiles * width)
     partials = words.view("<f8")[partial_words].astype(np.float64).reshape(-1, width)
-    return FlatTiles(codes, tiles, partials, max_ts)
+    return FlatTiles(codes, tiles, partials, max_ts, sketches)
 
 
-def _decode_many_with_sketches(layout: PartialLayout, records: Sequence[bytes | None]) -> FlatTiles:
-    """:func:`decode_many` for layouts with sketch slots: record by record (the blobs
-    are variable-size; the codec checks each record)."""
-    n_slots = len(layout.sketch_slots)
-    max_ts = np.full(len(records), NO_EVENT_TS, dtype=np.int64)
-    codes, tiles, partials, sketches = [], [], [], []
-    for code, record in enumerate(records):
-        if record is None:
-            continue
-        t, p, newest = decode_tiles(record, expected_width=layout.width)
-        max_ts[code] = newest
-        codes.append(np.full(len(t), code, dtype=np.int64))
-        tiles.append(t)
-        partials.append(p)
-        sketches.append(decode_sketches(record, n_slots))
-    if not codes:
-        empty = np.empty(0, dtype=np.int64)
-        return FlatTiles(empty, empty.copy(), np.empty((0, layout.width)), max_ts, empty_blobs(0, n_slots))
-    return FlatTiles(
-        np.concatenate(codes),
-        np.concatenate(tiles),
-        np.concatenate(partials),
-        max_ts,
-        np.concatenate(sketches),
-    )
+def _section_blobs(
+    buf: bytes,
+    section_at: Int64Array,
+    with_section: npt.NDArray[np.bool_],
+    n_tiles: Int64Array,
+    section_sizes: Int64Array,
+    n_slots: int,
+) -> tuple[BlobArray, npt.NDArray[np.bool_]]:
+    """The ``(tiles, n_slots)`` blobs of joined records whose sections start at
+    ``section_at`` (records without one: empty blobs), read with array gathers, and the
+    mask of records whose section fails a codec check (then the blobs are all empty)."""
+    joined = JoinedBlobs(buf, section_at, section_sizes)
+    records = np.flatnonzero(with_section)
+    at = section_at[records]
+    version = joined.buffer[at]
+    reserved = joined.buffer[at + 1]
+    stored_slots = joined.words(at + 2, "<u2").astype(np.int64)
+    totals = joined.words(at + 4, "<u4").astype(np.int64)
+    count = n_tiles[records] * n_slots
+    lengths_bytes = 4 * count
+    expected = SECTION_HEADER.size + lengths_bytes + (-lengths_bytes % 8) + totals + (-totals % 8)
+    bad_section = (version != SECTION_VERSION) | (reserved != 0) | (stored_slots != n_slots)
+    bad_section |= section_sizes[records] != expected
+    bad = np.zeros(len(section_at), dtype=bool)
+    out = empty_blobs(int(n_tiles.sum()), n_slots)
+    if bool(bad_section.any()):
+        bad[records[bad_section]] = True
+        return out, bad
+    of_length = np.repeat(np.arange(len(records), dtype=np.int64), count)
+    j = np.arange(len(of_length), dtype=np.int64) - (np.cumsum(count) - count)[of_length]
+    lengths = joined.words(at[of_length] + SECTION_HEADER.size + 4 * j, "<u4").astype(np.int64)
+    sums = np.bincount(of_length, weights=lengths, minlength=len(records)).astype(np.int64)
+    if bool((sums != totals).any()):
+        bad[records[sums != totals]] = True
+        return out, bad
+    data_at = at + SECTION_HEADER.size + lengths_bytes + (-lengths_bytes % 8)
+    begins = data_at[of_length] + np.cumsum(lengths) - lengths - (np.cumsum(sums) - sums)[of_length]
+    first_row = np.cumsum(n_tiles) - n_tiles
+    rows = runs(first_row[records], n_tiles[records])
+    if len(rows):
+        column = np.empty(len(begins), dtype=object)
+        column[:] = slices(buf, begins, begins + lengths)
+        out[rows] = column.reshape(-1, n_slots)
+    return out, bad
 
 
-def _raise_for(stored: Sequence[bytes | None], bad: npt.NDArray[np.bool_], width: int) -> None:
+def _raise_for(stored: Sequence[bytes], bad: npt.NDArray[np.bool_], layout: PartialLayout) -> None:
     """Raise the codec's own error for the first record marked ``bad``."""
     first = int(np.flatnonzero(bad)[0])
     record = stored[first]
-    if record is not None:
-        decode_tiles(record, expected_width=width)
+    decode_tiles(record, expected_width=layout.width)
+    decode_sketches(record, len(layout.sketch_slots))
     raise TileCodecError(  # decode_tiles accepted what the batch checks refused: a bug here
         f"tile record #{first}: refused by the batch decoder but accepted by decode_tiles",
         hint="report this; the batch checks must match the codec's",
@@ -299,23 +320,11 @@ def encode_many(layout: PartialLayout, flat: FlatTiles, n_entities: int) -> list
     """One packed tile record per entity code ``0 .. n_entities - 1`` (codec format).
 
     Every record is laid out in one int64 word array (header words, tile ids,
-    partials), serialized once and sliced per entity.
+    partials), serialized once and sliced per entity; a layout with sketch slots
+    appends each record's section (:func:`engine.kernel.codec.encode_sections`).
     """
     width = layout.width
     bounds = np.searchsorted(flat.codes, np.arange(n_entities + 1))
-    if layout.sketch_slots:
-        # Variable-size blobs: the codec encodes record by record.
-        blobs = flat.blobs(len(layout.sketch_slots))
-        edges = bounds.tolist()
-        return [
-            encode_tiles(
-                flat.tiles[edges[i] : edges[i + 1]],
-                flat.partials[edges[i] : edges[i + 1]],
-                int(flat.max_event_ts[i]),
-                blobs[edges[i] : edges[i + 1]],
-            )
-            for i in range(n_entities)
-        ]
     n_tiles = np.diff(bounds).astype(np.int64)
     record_words = _HEADER_WORDS + n_tiles * (1 + width)
     word_at = np.cumsum(record_words) - record_words
@@ -323,13 +332,19 @@ def encode_many(layout: PartialLayout, flat: FlatTiles, n_entities: int) -> list
     header = np.zeros(n_entities, dtype=_HEADER_DTYPE)
     header["version"] = RECORD_VERSION
     header["width"] = width
+    sections: list[bytes] | None = None
+    if layout.sketch_slots:
+        sections = encode_sections(flat.blobs(len(layout.sketch_slots)), bounds)
+        header["flags"] = np.fromiter(map(bool, sections), dtype=bool, count=n_entities) * FLAG_SKETCHES
     header["n_tiles"] = n_tiles
     header["max_ts"] = flat.max_event_ts[:n_entities]
     header_words = header.view("<i8").reshape(n_entities, _HEADER_WORDS)
     out[word_at] = header_words[:, 0]
     out[word_at + 1] = header_words[:, 1]
-    out[_runs(word_at + _HEADER_WORDS, n_tiles)] = flat.tiles
-    out.view("<f8")[_runs(word_at + _HEADER_WORDS + n_tiles, n_tiles * width)] = flat.partials.reshape(-1)
+    out[runs(word_at + _HEADER_WORDS, n_tiles)] = flat.tiles
+    out.view("<f8")[runs(word_at + _HEADER_WORDS + n_tiles, n_tiles * width)] = flat.partials.reshape(-1)
     buf = out.tobytes()
     edges = (np.append(word_at, len(out)) * _WORD).tolist()
+    if sections is not None:
+        return [buf[edges[i] : edges[i + 1]] + sections[i] for i in range(n_entities)]
     return [buf[edges[i] : edges[i + 1]] for i in range(n_entities)]

@@ -14,7 +14,7 @@ The header is 16 bytes, so both arrays start 8-byte aligned and decode without
 copying (``np.frombuffer``); the section keeps every record a whole number of 8-byte
 words. A record without the flag (every record written before the section existed,
 and every record whose blobs are all empty) reads as empty blobs ``b""``: the empty
-state of every sketch kind (``engine/kernel/sketches.py``).
+state of every sketch kind (``engine/kernel/sketch_slot.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from engine.kernel.aggregate import as_int64_vector, check_sorted_tiles
 from engine.kernel.exceptions import KernelInputError, TileCodecError
-from engine.kernel.sketches import BlobArray, empty_blobs
+from engine.kernel.sketch_slot import BlobArray, empty_blobs
 
 RECORD_VERSION = 1
 HEADER = struct.Struct("<BBHIq")
@@ -251,3 +251,44 @@ def tile_span(buf: bytes | bytearray | memoryview) -> tuple[int, int] | None:
     first: int = _TILE_ID.unpack_from(buf, HEADER.size)[0]
     last: int = _TILE_ID.unpack_from(buf, HEADER.size + _TILE_ID.size * (n_tiles - 1))[0]
     return first, last
+
+
+def encode_sections(blobs: BlobArray, row_bounds: npt.NDArray[np.int64]) -> list[bytes]:
+    """The sketch section of each record ``i`` holding blob rows
+    ``row_bounds[i] .. row_bounds[i + 1]``: the bytes :func:`encode_section` writes, for
+    many records at once (one join of every blob, then slices)."""
+    n_slots = blobs.shape[1]
+    flat = blobs.reshape(-1).tolist()
+    lengths = np.fromiter(map(len, flat), dtype=np.int64, count=len(flat))
+    ends = np.concatenate([[0], np.cumsum(lengths)])
+    blob_bounds = np.asarray(row_bounds, dtype=np.int64) * n_slots
+    totals = ends[blob_bounds[1:]] - ends[blob_bounds[:-1]]
+    if n_slots > _MAX_SLOTS or (len(totals) and int(totals.max()) > _MAX_BLOB_BYTES):
+        raise KernelInputError(
+            f"encode_tiles: sketch section: expected n_slots <= {_MAX_SLOTS} and blob bytes "
+            f"<= {_MAX_BLOB_BYTES}, got {n_slots} slots, {int(totals.max())} bytes",
+            hint="sketch states are bounded by their kinds' parameters",
+        )
+    data = b"".join(flat)
+    length_bytes = lengths.astype("<u4").tobytes()
+    out: list[bytes] = []
+    bounds = blob_bounds.tolist()
+    byte_ends = ends.tolist()
+    for i, total in enumerate(totals.tolist()):
+        if not total:
+            out.append(b"")
+            continue
+        first, last = bounds[i], bounds[i + 1]
+        n_lengths = 4 * (last - first)
+        out.append(
+            b"".join(
+                (
+                    SECTION_HEADER.pack(SECTION_VERSION, 0, n_slots, total),
+                    length_bytes[4 * first : 4 * last],
+                    bytes(_pad8(n_lengths)),
+                    data[byte_ends[first] : byte_ends[last]],
+                    bytes(_pad8(total)),
+                )
+            )
+        )
+    return out

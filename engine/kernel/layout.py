@@ -31,7 +31,8 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.kernel.exceptions import KernelInputError, KernelSpecError, KernelSpecTypeError
-from engine.kernel.sketches import Params, ParamValue, SketchSlot
+from engine.kernel.sketch_kinds import SLOT_BUILDERS, slot_for
+from engine.kernel.sketch_slot import Params, ParamValue, SketchSlot
 
 FIELDS_PER_COLUMN = 8
 FIELD_COUNT = 0
@@ -69,7 +70,7 @@ PARTIAL_FUNCTIONS: tuple[str, ...] = (
     "first_seen",
 )
 # The functions whose state is one blob per tile in the record's sketch section
-# (docs/semantics.md "Sketch functions"; engine/kernel/sketch_kinds.py).
+# (docs/semantics.md "Sketch functions"; engine/kernel/sketch_kinds.py and one module per kind).
 SKETCH_FUNCTIONS: tuple[str, ...] = ("count_distinct", "count_distinct_approx", "percentile", "median")
 # The functions whose value is a list of the column's values ([] when the window is
 # empty; docs/semantics.md "List functions"), kept per tile in the sketch section
@@ -322,8 +323,6 @@ class AggregationSpec:
     @property
     def sketch_slot(self) -> SketchSlot | None:
         """The slot this aggregation reads, None for float64-partial functions."""
-        from engine.kernel.sketch_kinds import slot_for  # the kinds import this module
-
         return slot_for(self)
 
     @classmethod
@@ -475,8 +474,6 @@ class ViewSpec:
 
 
 def _is_sketch_function(function: str) -> bool:
-    from engine.kernel.sketch_kinds import SLOT_BUILDERS  # the kinds import this module
-
     return function in SLOT_BUILDERS
 
 

@@ -28,16 +28,17 @@ depends only on the union, so any grouping and order of merges gives the same by
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
+from engine.kernel.blob_buffers import JoinedBlobs, first_of_runs, scatter, slices
 from engine.kernel.exceptions import KernelSpecError, TileCodecError
-from engine.kernel.layout import AggregationSpec
-from engine.kernel.sketches import EMPTY_BLOB, Int64Array, Params, SketchSlot, canonical_bytes, register_kind
+from engine.kernel.sketch_slot import EMPTY_BLOB, Int64Array, Params, SketchSlot, SlotSource
+from engine.kernel.value_hash import canonical_bytes
 
 #: The largest n of a list function (docs/semantics.md "List functions").
 MAX_LIST_LENGTH: Final = 1000
@@ -130,11 +131,11 @@ def _blobs(groups: Int64Array, ts: Int64Array, pos: Int64Array, items: list[byte
     first = np.searchsorted(groups, np.arange(n_groups))
     rank = np.arange(len(groups), dtype=np.int64) - first[groups]
     nonempty = np.flatnonzero(k)
-    _scatter(buf, begins[nonempty], k[nonempty].astype("<u4"), 4)
+    scatter(buf, begins[nonempty], k[nonempty].astype("<u4"), 4)
     fixed = begins[groups] + _COUNT.size
-    _scatter(buf, fixed + 8 * rank, ts.astype("<i8"), 8)
-    _scatter(buf, fixed + 8 * k[groups] + 8 * rank, pos.astype("<i8"), 8)
-    _scatter(buf, fixed + 16 * k[groups] + 4 * rank, lengths.astype("<u4"), 4)
+    scatter(buf, fixed + 8 * rank, ts.astype("<i8"), 8)
+    scatter(buf, fixed + 8 * k[groups] + 8 * rank, pos.astype("<i8"), 8)
+    scatter(buf, fixed + 16 * k[groups] + 4 * rank, lengths.astype("<u4"), 4)
     payload = np.frombuffer(b"".join(items), dtype=np.uint8)
     if len(payload):
         # Group g's payload is contiguous in the joined items; it moves to after its fixed part.
@@ -146,10 +147,44 @@ def _blobs(groups: Int64Array, ts: Int64Array, pos: Int64Array, items: list[byte
     return [raw[a:b] if b > a else EMPTY_BLOB for a, b in bounds]
 
 
-def _scatter(buf: npt.NDArray[np.uint8], offsets: Int64Array, words: npt.NDArray[np.generic], width: int) -> None:
-    """Write each fixed-width little-endian word at its byte offset."""
-    if len(offsets):
-        buf[offsets[:, None] + np.arange(width)] = np.frombuffer(words.tobytes(), dtype=np.uint8).reshape(-1, width)
+@dataclass(frozen=True)
+class _Entries:
+    """The entries of many blobs, flat: entry i of group ``groups[i]``."""
+
+    groups: Int64Array
+    event_ts: Int64Array
+    positions: Int64Array
+    values: list[bytes]
+
+    @classmethod
+    def of(cls, blobs: Sequence[bytes], groups: Int64Array) -> _Entries:
+        present = [i for i, blob in enumerate(blobs) if blob]
+        joined = JoinedBlobs.of([blobs[i] for i in present])
+        short = joined.lengths < _COUNT.size
+        if bool(short.any()):
+            decode_entries(blobs[present[int(np.flatnonzero(short)[0])]])  # raises the header error
+        k = joined.words(joined.starts, "<u4").astype(np.int64)
+        truncated = joined.lengths < _COUNT.size + 20 * k  # checked before reading the fixed part
+        if bool(truncated.any()):
+            decode_entries(blobs[present[int(np.flatnonzero(truncated)[0])]])  # raises the length error
+        fixed = joined.starts + _COUNT.size
+        of_entry = np.repeat(np.arange(len(present), dtype=np.int64), k)
+        j = np.arange(len(of_entry), dtype=np.int64) - (np.cumsum(k) - k)[of_entry]
+        entry_fixed, entry_k = fixed[of_entry], k[of_entry]
+        lengths = joined.words(entry_fixed + 16 * entry_k + 4 * j, "<u4").astype(np.int64) if len(j) else j
+        payload = np.bincount(of_entry, weights=lengths, minlength=len(present)).astype(np.int64)
+        bad = joined.lengths != _COUNT.size + 20 * k + payload
+        if bool(bad.any()):
+            decode_entries(blobs[present[int(np.flatnonzero(bad)[0])]])  # raises the length error
+        # Values follow each blob's fixed part back to back, in entry order.
+        value_begin = (fixed + 20 * k)[of_entry] + np.cumsum(lengths) - lengths
+        value_begin -= (np.cumsum(payload) - payload)[of_entry]
+        return cls(
+            np.asarray(groups, dtype=np.int64)[present][of_entry],
+            joined.words(entry_fixed + 8 * j, "<i8").astype(np.int64),
+            joined.words(entry_fixed + 8 * entry_k + 8 * j, "<i8").astype(np.int64),
+            slices(joined.data, value_begin, value_begin + lengths),
+        )
 
 
 def decode_value(raw: bytes) -> ListItem:
@@ -232,13 +267,58 @@ class ValueList:
     def merge(self, slot: SketchSlot, a: bytes, b: bytes) -> bytes:
         return encode_entries(self.select(decode_entries(a) + decode_entries(b), int(slot.param("n"))))
 
+    def merge_groups(self, slot: SketchSlot, blobs: Sequence[bytes], groups: Int64Array, n_groups: int) -> list[bytes]:
+        """Every group's :meth:`select` of its blobs' entries at once: the entries read
+        with array gathers, sorted by (group, event time, position, value bytes) in one
+        lexsort, the first n per group (per distinct value first) kept, and the blobs
+        written by :func:`_blobs`, the build's own writer."""
+        n = int(slot.param("n"))
+        entries = _Entries.of(blobs, groups)
+        if not len(entries.groups):
+            return [EMPTY_BLOB] * n_groups
+        order = self._answer_order(entries)
+        g = entries.groups[order]
+        if self.distinct:  # the first (newest) entry of each value in each group
+            ids: dict[bytes, int] = {}
+            value_ids = np.fromiter(
+                (ids.setdefault(entries.values[i], len(ids)) for i in order.tolist()), dtype=np.int64, count=len(order)
+            )
+            by_value = np.lexsort((np.arange(len(order)), value_ids, g))
+            first = first_of_runs(value_ids[by_value], g[by_value])
+            kept = np.zeros(len(order), dtype=bool)
+            kept[by_value[first]] = True
+            order, g = order[kept], g[kept]
+        group_first = np.searchsorted(g, np.arange(n_groups))
+        rank_in_group = np.arange(len(g), dtype=np.int64) - group_first[g]
+        order, g = order[rank_in_group < n], g[rank_in_group < n]
+        items = [entries.values[i] for i in order.tolist()]
+        return _blobs(g, entries.event_ts[order], entries.positions[order], items, n_groups)
+
+    def _answer_order(self, entries: _Entries) -> Int64Array:
+        """The entries grouped, each group in the answer's order: by (e, position) and,
+        for equal keys (never between distinct events), by the value bytes, as
+        ``sorted`` orders the entry tuples."""
+        tie_break = np.zeros(len(entries.groups), dtype=np.int64)
+        for attempt in range(2):
+            keys = (tie_break, entries.positions, entries.event_ts)
+            # Newest first: groups ascending, each newest first, is the reverse of (-group, key) ascending.
+            order = np.lexsort((*keys, -entries.groups))[::-1] if self.newest else np.lexsort((*keys, entries.groups))
+            g, t, p = (a[order] for a in (entries.groups, entries.event_ts, entries.positions))
+            tied = np.flatnonzero((g[1:] == g[:-1]) & (t[1:] == t[:-1]) & (p[1:] == p[:-1]))
+            values = entries.values
+            if attempt or not any(values[i] != values[j] for i, j in zip(order[tied], order[tied + 1], strict=True)):
+                break
+            _, ranks = np.unique(np.asarray(values, dtype=object), return_inverse=True)
+            tie_break = ranks.reshape(-1).astype(np.int64)
+        return np.asarray(order, dtype=np.int64)
+
     def evaluate(self, slot: SketchSlot, function: str, params: Params, blob: bytes) -> list[ListItem]:
         return [decode_value(entry[2]) for entry in decode_entries(blob)]
 
 
-NEWEST_VALUES = register_kind(ValueList("newest_values", newest=True, distinct=False))
-OLDEST_VALUES = register_kind(ValueList("oldest_values", newest=False, distinct=False))
-NEWEST_DISTINCT = register_kind(ValueList("newest_distinct", newest=True, distinct=True))
+NEWEST_VALUES: Final = ValueList("newest_values", newest=True, distinct=False)
+OLDEST_VALUES: Final = ValueList("oldest_values", newest=False, distinct=False)
+NEWEST_DISTINCT: Final = ValueList("newest_distinct", newest=True, distinct=True)
 
 #: Each list function and the kind of its slot.
 LIST_KINDS: Final = {
@@ -248,7 +328,7 @@ LIST_KINDS: Final = {
 }
 
 
-def _list_slot(agg: AggregationSpec) -> SketchSlot:
+def _list_slot(agg: SlotSource) -> SketchSlot:
     n = agg.param("n")
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_LIST_LENGTH:
         raise KernelSpecError(
@@ -259,5 +339,5 @@ def _list_slot(agg: AggregationSpec) -> SketchSlot:
     return SketchSlot.of(agg.column, LIST_KINDS[agg.function], n=n)
 
 
-#: Function -> slot builder, added to ``engine.kernel.sketch_kinds.SLOT_BUILDERS``.
-LIST_SLOT_BUILDERS: Final[dict[str, Callable[[AggregationSpec], SketchSlot]]] = dict.fromkeys(LIST_KINDS, _list_slot)
+#: Function -> slot builder, joined into ``engine.kernel.sketch_kinds.SLOT_BUILDERS``.
+LIST_SLOT_BUILDERS: Final[dict[str, Callable[[SlotSource], SketchSlot]]] = dict.fromkeys(LIST_KINDS, _list_slot)

@@ -1,0 +1,244 @@
+"""The write path's kernel over the example fraud repo's views, with and without the
+sketch and list aggregations, side by side.
+
+Events come from the demo generator (``engine.generate``), in batches of 1,000 as a
+Kafka poll hands them over. For every stream view of ``feature_defs/`` and every batch
+the bench runs what ``engine.view_merge.merge_view_rows`` runs, without RocksDB and
+Kafka: aggregate the view's rows into (entity, tile) partials and sketch blobs, decode
+the touched entities' stored records, merge, apply retention (folding for lifetime
+windows), encode. The ``plain`` variant is the same repo with every sketch and list
+aggregation removed (a view left without aggregations is dropped), which is what the
+example repo was before those functions were added.
+
+Reports events per CPU second of each variant, their ratio (issue 16: adding distinct counts and
+percentiles should cost at most 30% of ingest; this is the kernel's share), the share of
+the time spent building and merging sketch blobs, and state bytes per entity per view.
+Not a timed test: a measurement.
+
+    .venv/bin/python -m benchmarks.bench_repo_kernel [smoke|small] [--baseline=REV] [--profile]
+
+``--baseline=REV`` also runs the kernel of git revision REV (exported to a temporary
+directory) in alternating child processes, and reports the speed-up of this tree.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import json
+import pstats
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import emit
+from engine.definitions.repo import load_repo
+from engine.generate import GeneratorConfig, generate
+from engine.kernel.aggregate import aggregate_batch, aggregate_sketches
+from engine.kernel.batch_merge import NO_EVENT_TS, FlatTiles, decode_many, encode_many, merge_flat, retain
+from engine.kernel.layout import LIST_FUNCTIONS, SKETCH_FUNCTIONS, ViewSpec, encode_positions
+
+SIZES = {"smoke": (20_000, 2_000), "small": (200_000, 20_000)}  # events, users
+BATCH = 1_000
+ROOT = Path(__file__).resolve().parent.parent
+BLOB_FUNCTIONS = frozenset(SKETCH_FUNCTIONS + LIST_FUNCTIONS)
+
+
+@dataclass(frozen=True)
+class BenchView:
+    name: str
+    spec: ViewSpec
+    entity_columns: tuple[str, ...]
+    has_lifetime_window: bool
+
+
+def repo_views(strip_blob_functions: bool) -> list[BenchView]:
+    """The example repo's stream views as kernel specs (optionally without sketch/list functions)."""
+    repo = load_repo("feature_defs")
+    out = []
+    for view in repo.views_for_source("transactions"):
+        spec = ViewSpec.from_view(view)
+        aggs = spec.aggregations
+        if strip_blob_functions:
+            aggs = tuple(a for a in aggs if a.function not in BLOB_FUNCTIONS)
+            if not aggs:
+                continue
+        columns = tuple(dict.fromkeys(a.column for a in aggs))
+        spec = ViewSpec(spec.interval_ms, columns, aggs, spec.retention_ms)
+        entity_columns = tuple(f"{e.name}_id" for e in view.entities)
+        out.append(BenchView(view.name, spec, entity_columns, spec.has_lifetime_window))
+    return out
+
+
+def _events(n: int, users: int) -> dict[str, Any]:
+    columns = generate(GeneratorConfig(events=n, users=users, merchants=1_000, seed=7, rate=200.0)).columns
+    purchase = np.asarray([t == "PURCHASE" for t in columns["event_type"]])
+    out: dict[str, Any] = {"index": np.flatnonzero(purchase)}
+    for name in ("user_id", "merchant_id", "card_id"):
+        out[name] = np.asarray(columns[name], dtype=object)[purchase]
+    out["amount"] = np.asarray(columns["amount"], dtype=np.float64)[purchase]
+    out["ts"] = np.asarray(columns["ts"], dtype=np.int64)[purchase]
+    return out
+
+
+def _ingest_view(view: BenchView, events: dict[str, Any], timings: dict[str, float]) -> tuple[int, int]:
+    """Run every batch of ``events`` through the view's write-path kernel; returns
+    (entities stored, total state bytes)."""
+    spec, layout = view.spec, view.spec.layout
+    records: dict[bytes, bytes] = {}
+    key_of = [np.asarray(events[c], dtype=object) for c in view.entity_columns]
+    n = len(events["ts"])
+    clock = time.process_time  # CPU time: steadier than wall time on a shared machine
+    for a in range(0, n, BATCH):
+        sl = slice(a, a + BATCH)
+        started = clock()
+        parts = [k[sl] for k in key_of]
+        joined = parts[0] if len(parts) == 1 else np.asarray(["|".join(p) for p in zip(*parts, strict=True)])
+        keys_s, codes = np.unique(joined.astype(str), return_inverse=True)
+        keys = [k.encode() for k in keys_s.tolist()]
+        ts = events["ts"][sl]
+        pos = encode_positions(np.zeros(len(ts), dtype=np.int64), events["index"][sl])
+        tiles = ts // spec.interval_ms
+        amount = events["amount"][sl]
+        values = np.stack([amount if c == "amount" else np.zeros(len(ts)) for c in spec.columns], axis=1)
+        codes_u, tiles_u, partials = aggregate_batch(layout, codes, tiles, ts, pos, values)
+        t1 = clock()
+        sketches = None
+        if layout.sketch_slots:
+            raw = {c: events[c][sl] for c in layout.sketch_columns}
+            sketches = aggregate_sketches(layout, codes, tiles, ts, pos, raw)
+        t2 = clock()
+        batch_max = np.full(len(keys), NO_EVENT_TS, dtype=np.int64)
+        np.maximum.at(batch_max, codes, ts)
+        stored = decode_many(layout, [records.get(k) for k in keys])
+        t3 = clock()
+        merged = merge_flat(layout, stored, FlatTiles(codes_u, tiles_u, partials, batch_max, sketches))
+        merged = retain(merged, spec.retention_ms, spec.interval_ms, layout if view.has_lifetime_window else None)
+        t4 = clock()
+        for key, record in zip(keys, encode_many(layout, merged, len(keys)), strict=True):
+            records[key] = record
+        t5 = clock()
+        timings["aggregate"] += t1 - started
+        timings["build_blobs"] += t2 - t1
+        timings["decode"] += t3 - t2
+        timings["merge_retain"] += t4 - t3
+        timings["encode"] += t5 - t4
+    return len(records), sum(map(len, records.values()))
+
+
+def run_variant(views: Sequence[BenchView], events: dict[str, Any]) -> dict[str, Any]:
+    timings = dict.fromkeys(("aggregate", "build_blobs", "decode", "merge_retain", "encode"), 0.0)
+    state: dict[str, float] = {}
+    started = time.process_time()
+    for view in views:
+        entities, size = _ingest_view(view, events, timings)
+        state[view.name] = round(size / max(1, entities))
+    seconds = time.process_time() - started
+    n = len(events["ts"])
+    return {
+        "events_per_s": round(n / seconds),
+        "us_per_event": round(1e6 * seconds / n, 2),
+        "us_per_event_by_step": {k: round(1e6 * v / n, 2) for k, v in timings.items()},
+        "state_bytes_per_entity": state,
+    }
+
+
+def run_once(size: str) -> dict[str, Any]:
+    """Both variants once, on the kernel this interpreter imports."""
+    n, users = SIZES[size]
+    events = _events(n, users)
+    return {name: run_variant(repo_views(strip), events) for name, strip in (("plain", True), ("with_sketches", False))}
+
+
+def _child(size: str, tree: Path) -> dict[str, Any]:
+    """:func:`run_once` in a child process importing ``engine`` from ``tree``."""
+    script = f"import json, sys; sys.path.insert(0, {str(tree)!r}); " + (
+        f"from benchmarks.bench_repo_kernel import run_once; print(json.dumps(run_once({size!r})))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=tree, capture_output=True, text=True, check=True)
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _export(revision: str, into: Path) -> Path:
+    """The engine, example repo and this bench as they are at ``revision`` (the bench and
+    its helpers from the working tree, so both sides measure the same way)."""
+    archive = subprocess.run(
+        ["git", "archive", revision, "engine", "feature_defs"], cwd=ROOT, capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    (into / "benchmarks").mkdir()
+    for name in ("__init__.py", "common.py", "bench_repo_kernel.py"):
+        shutil.copy(ROOT / "benchmarks" / name, into / "benchmarks" / name)
+    return into
+
+
+def run(size: str = "smoke", rounds: int = 3, baseline: str | None = None) -> dict[str, Any]:
+    """``rounds`` alternating runs of each tree (this one, and ``baseline``'s kernel when
+    given), each child running the plain and the sketch variant on the same events."""
+    trees = {"current": ROOT}
+    with tempfile.TemporaryDirectory(prefix="bench-repo-kernel-") as tmp:
+        if baseline is not None:
+            trees["baseline"] = _export(baseline, Path(tmp))
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+        for _ in range(rounds):  # alternate, so drift on a noisy machine hits every side alike
+            for name, tree in trees.items():
+                runs[name].append(_child(size, tree))
+    out: dict[str, Any] = {"bench": "repo_kernel", "size": size, "rounds": rounds, "baseline": baseline}
+    for name, results in runs.items():
+        out[name] = _summary(results)
+    if baseline is not None:
+        for variant in ("plain", "with_sketches"):
+            ratios = [
+                c[variant]["events_per_s"] / b[variant]["events_per_s"]
+                for c, b in zip(runs["current"], runs["baseline"], strict=True)
+            ]
+            out[f"speedup_{variant}_vs_baseline"] = round(float(np.median(ratios)), 3)
+    return out
+
+
+def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    ratios = [r["with_sketches"]["events_per_s"] / r["plain"]["events_per_s"] for r in results]
+    return {
+        "ratio_with_sketches_vs_plain": round(float(np.median(ratios)), 3),
+        "ratio_runs": [round(x, 3) for x in ratios],
+        **{
+            variant: {
+                "events_per_s_median": round(float(np.median([r[variant]["events_per_s"] for r in results]))),
+                "events_per_s_runs": [r[variant]["events_per_s"] for r in results],
+                "last_run": results[-1][variant],
+            }
+            for variant in ("plain", "with_sketches")
+        },
+    }
+
+
+def profile(size: str) -> None:
+    n, users = SIZES[size]
+    events = _events(n, users)
+    views = repo_views(False)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run_variant(views, events)
+    profiler.disable()
+    pstats.Stats(profiler).sort_stats("cumtime").print_stats(40)
+
+
+def _main(argv: Sequence[str]) -> None:
+    size = next((a for a in argv if a in SIZES), "smoke")
+    if "--profile" in argv:
+        profile(size)
+        return
+    baseline = next((a.split("=", 1)[1] for a in argv if a.startswith("--baseline=")), None)
+    emit(run(size, baseline=baseline))
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])

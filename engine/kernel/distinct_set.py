@@ -1,0 +1,125 @@
+"""The exact distinct set of ``count_distinct`` (param ``max_distinct`` B;
+docs/semantics.md "Sketch functions").
+
+Blob: the sorted distinct 64-bit value hashes, ``uint64[n]`` little endian; more than B
+of them is the one byte ``b"\\xff"`` (over the bound: merging it with anything stays
+over). Equal states are equal bytes, so any order of merges gives the same bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from engine.kernel.blob_buffers import first_of_runs, slices
+from engine.kernel.exceptions import TileCodecError
+from engine.kernel.sketch_slot import Int64Array, Params, SketchSlot, UInt64Array, group_ids
+from engine.kernel.value_hash import hash_values
+
+#: count_distinct's largest allowed max_distinct (docs/semantics.md).
+MAX_DISTINCT_LIMIT: Final = 10_000
+
+OVERFLOW_BLOB: Final = b"\xff"
+
+
+class OverBound:
+    """The value of an exact ``count_distinct`` whose window holds more than its bound."""
+
+    _instance: OverBound | None = None
+
+    def __new__(cls) -> OverBound:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "OVER_BOUND"
+
+
+OVER_BOUND: Final = OverBound()
+
+
+@dataclass(frozen=True)
+class DistinctSet:
+    name: str = "distinct_set"
+
+    def build(
+        self,
+        slot: SketchSlot,
+        values: npt.NDArray[np.generic],
+        event_ts: Int64Array,
+        positions: Int64Array,
+        starts: Int64Array,
+    ) -> list[bytes]:
+        hashes = hash_values(values)
+        return _sets_of(hashes, group_ids(starts, len(hashes)), len(starts), int(slot.param("max_distinct")))
+
+    def merge(self, slot: SketchSlot, a: bytes, b: bytes) -> bytes:
+        if a == OVERFLOW_BLOB or b == OVERFLOW_BLOB:
+            return OVERFLOW_BLOB
+        union = np.union1d(_hashes(a), _hashes(b))
+        return _distinct_blob(union, int(slot.param("max_distinct")))
+
+    def merge_groups(self, slot: SketchSlot, blobs: Sequence[bytes], groups: Int64Array, n_groups: int) -> list[bytes]:
+        """All groups' unions in one sort: every stored hash tagged with its group,
+        sorted and deduplicated once; a group holding an over-bound blob stays over."""
+        over = np.zeros(n_groups, dtype=bool)
+        kept_blobs: list[bytes] = []
+        kept_groups: list[int] = []
+        for blob, group in zip(blobs, groups.tolist(), strict=True):
+            if blob == OVERFLOW_BLOB:
+                over[group] = True
+            elif blob:
+                if len(blob) % 8:
+                    _hashes(blob)  # raises the codec error naming the length
+                kept_blobs.append(blob)
+                kept_groups.append(group)
+        hashes = np.frombuffer(b"".join(kept_blobs), dtype="<u8").astype(np.uint64)
+        counts = np.fromiter((len(b) // 8 for b in kept_blobs), dtype=np.int64, count=len(kept_blobs))
+        of_hash = np.repeat(np.asarray(kept_groups, dtype=np.int64), counts)
+        out = _sets_of(hashes, of_hash, n_groups, int(slot.param("max_distinct")))
+        for group in np.flatnonzero(over).tolist():
+            out[group] = OVERFLOW_BLOB
+        return out
+
+    def evaluate(self, slot: SketchSlot, function: str, params: Params, blob: bytes) -> int | OverBound:
+        if blob == OVERFLOW_BLOB:
+            return OVER_BOUND
+        return len(blob) // 8
+
+
+def _sets_of(hashes: UInt64Array, groups: Int64Array, n_groups: int, bound: int) -> list[bytes]:
+    """The canonical blob of each group's distinct ``hashes`` (in any order); ``b""``
+    for a group without hashes."""
+    order = np.lexsort((hashes, groups))
+    h, g = hashes[order], groups[order]
+    keep = first_of_runs(h.view(np.int64), g)
+    h, g = h[keep], g[keep]
+    bounds = np.searchsorted(g, np.arange(n_groups + 1))
+    begins, ends = bounds[:-1], bounds[1:]
+    out = slices(h.astype("<u8", copy=False).tobytes(), 8 * begins, 8 * ends)
+    for group in np.flatnonzero(ends - begins > bound).tolist():
+        out[group] = OVERFLOW_BLOB
+    return out
+
+
+def _distinct_blob(sorted_hashes: UInt64Array, bound: int) -> bytes:
+    if len(sorted_hashes) > bound:
+        return OVERFLOW_BLOB
+    return sorted_hashes.astype("<u8", copy=False).tobytes()
+
+
+def _hashes(blob: bytes) -> UInt64Array:
+    if len(blob) % 8:
+        raise TileCodecError(
+            f"distinct_set blob: length: expected a multiple of 8 bytes, got {len(blob)}",
+            hint="the stored value is corrupt",
+        )
+    return np.frombuffer(blob, dtype="<u8").astype(np.uint64)
+
+
+DISTINCT_SET: Final = DistinctSet()

@@ -1,0 +1,191 @@
+"""The HyperLogLog of ``count_distinct_approx`` (param ``precision`` p; docs/semantics.md
+"Sketch functions").
+
+Blob: the ``2**p`` registers (uint8), dense as ``uint8[2**p]``, or sparse as
+``uint32 index[n]`` then ``uint8 rank[n]`` for the n non-zero registers when
+``5 * n < 2**p`` (the two lengths never coincide). Registers merge by maximum, so any
+order of merges gives the same registers, and each state has one canonical blob.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from engine.kernel.blob_buffers import JoinedBlobs
+from engine.kernel.exceptions import TileCodecError
+from engine.kernel.sketch_slot import EMPTY_BLOB, Int64Array, Params, SketchSlot, UInt64Array, group_ids
+from engine.kernel.value_hash import hash_values
+
+HLL_MIN_PRECISION: Final = 4
+HLL_MAX_PRECISION: Final = 18
+HLL_DEFAULT_PRECISION: Final = 12
+
+
+def leading_zeros64(x: UInt64Array) -> Int64Array:
+    """Number of leading zero bits of each uint64 (64 for zero), by binary search."""
+    x = x.astype(np.uint64, copy=True)
+    n = np.zeros(len(x), dtype=np.int64)
+    for shift in (32, 16, 8, 4, 2, 1):
+        empty_top = (x >> np.uint64(64 - shift)) == 0
+        n[empty_top] += shift
+        x[empty_top] <<= np.uint64(shift)
+    n[x == 0] = 64
+    return n
+
+
+def hll_ranks(hashes: UInt64Array, precision: int) -> tuple[Int64Array, Int64Array]:
+    """(register index, rank) of each hash: the top ``p`` bits pick the register, the
+    rank is the position of the first 1 bit in the remaining ``64 - p`` bits (``64 - p + 1``
+    when they are all zero)."""
+    p = np.uint64(precision)
+    index = (hashes >> np.uint64(64 - precision)).astype(np.int64)
+    rest = hashes << p
+    rank = np.minimum(leading_zeros64(rest) + 1, 64 - precision + 1)
+    return index, rank
+
+
+def _hll_blob(index: Int64Array, rank: Int64Array, m: int) -> bytes:
+    """Canonical blob of the non-zero registers ``index`` (sorted) with ``rank``."""
+    if not len(index):
+        return EMPTY_BLOB
+    if 5 * len(index) < m:
+        return index.astype("<u4").tobytes() + rank.astype(np.uint8).tobytes()
+    dense = np.zeros(m, dtype=np.uint8)
+    dense[index] = rank
+    return dense.tobytes()
+
+
+def _hll_blobs(index: Int64Array, rank: Int64Array, groups: Int64Array, n_groups: int, m: int) -> list[bytes]:
+    """The canonical blob of each group from (register, rank) pairs in any order: the
+    greatest rank of each (group, register), sliced from two byte strings per batch."""
+    order = np.lexsort((rank, index, groups))
+    index, rank, groups = index[order], rank[order], groups[order]
+    last = np.ones(len(index), dtype=bool)  # the greatest rank of each (group, register)
+    last[:-1] = (index[1:] != index[:-1]) | (groups[1:] != groups[:-1])
+    index, rank, groups = index[last], rank[last], groups[last]
+    bounds = np.searchsorted(groups, np.arange(n_groups + 1)).tolist()
+    index_bytes = index.astype("<u4").tobytes()
+    rank_bytes = rank.astype(np.uint8).tobytes()
+    out: list[bytes] = []
+    for a, b in itertools.pairwise(bounds):
+        if a == b:
+            out.append(EMPTY_BLOB)
+        elif 5 * (b - a) < m:
+            out.append(index_bytes[4 * a : 4 * b] + rank_bytes[a:b])
+        else:
+            out.append(_hll_blob(index[a:b], rank[a:b], m))
+    return out
+
+
+def hll_registers(blob: bytes, precision: int) -> npt.NDArray[np.uint8]:
+    m = 1 << precision
+    dense = np.zeros(m, dtype=np.uint8)
+    if len(blob) == m:
+        dense[:] = np.frombuffer(blob, dtype=np.uint8)
+    elif len(blob) % 5 == 0 and 5 * (len(blob) // 5) < m:
+        n = len(blob) // 5
+        index = np.frombuffer(blob, dtype="<u4", count=n).astype(np.int64)
+        dense[index] = np.frombuffer(blob, dtype=np.uint8, offset=4 * n)
+    else:
+        _raise_length(blob, precision)
+    return dense
+
+
+def _raise_length(blob: bytes, precision: int) -> None:
+    m = 1 << precision
+    raise TileCodecError(
+        f"hll blob (precision {precision}): length: expected {m} bytes (dense) or 5*n < {m} (sparse), got {len(blob)}",
+        hint="the stored value is corrupt, or the precision changed without a new fingerprint",
+    )
+
+
+def hll_estimate(registers: npt.NDArray[np.uint8]) -> float:
+    """The HyperLogLog estimate with linear counting for small cardinalities:
+    ``E = alpha_m * m**2 / sum(2**-M[j])``; when ``E <= 2.5 * m`` and some register is
+    zero, ``m * ln(m / zeros)``. (64-bit hashes need no large-range correction.)"""
+    m = len(registers)
+    alpha = {16: 0.673, 32: 0.697, 64: 0.709}.get(m, 0.7213 / (1 + 1.079 / m))
+    raw = alpha * m * m / float(np.sum(np.ldexp(1.0, -registers.astype(np.int64))))
+    zeros = int(np.count_nonzero(registers == 0))
+    if raw <= 2.5 * m and zeros:
+        return m * math.log(m / zeros)
+    return raw
+
+
+def _register_pairs(
+    blobs: Sequence[bytes], groups: Int64Array, precision: int
+) -> tuple[Int64Array, Int64Array, Int64Array]:
+    """(register, rank, group) of every non-zero register of every blob: sparse blobs
+    read with array gathers over the joined bytes, dense ones (rare) one by one."""
+    m = 1 << precision
+    sparse: list[bytes] = []
+    sparse_groups: list[int] = []
+    parts: list[tuple[Int64Array, Int64Array, Int64Array]] = []
+    for blob, group in zip(blobs, groups.tolist(), strict=True):
+        if not blob:
+            continue
+        if len(blob) == m:
+            registers = np.frombuffer(blob, dtype=np.uint8)
+            index = np.flatnonzero(registers).astype(np.int64)
+            parts.append((index, registers[index].astype(np.int64), np.full(len(index), group, dtype=np.int64)))
+        elif len(blob) % 5 == 0 and len(blob) < m:
+            sparse.append(blob)
+            sparse_groups.append(group)
+        else:
+            _raise_length(blob, precision)
+    joined = JoinedBlobs.of(sparse)
+    n = joined.lengths // 5
+    of_entry = np.repeat(np.arange(len(sparse), dtype=np.int64), n)
+    j = np.arange(len(of_entry), dtype=np.int64) - (np.cumsum(n) - n)[of_entry]
+    starts = joined.starts[of_entry]
+    index = joined.words(starts + 4 * j, "<u4").astype(np.int64)
+    rank = joined.buffer[starts + 4 * n[of_entry] + j].astype(np.int64)
+    parts.append((index, rank, np.asarray(sparse_groups, dtype=np.int64)[of_entry]))
+    return (
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+        np.concatenate([p[2] for p in parts]),
+    )
+
+
+@dataclass(frozen=True)
+class HyperLogLog:
+    name: str = "hll"
+
+    def build(
+        self,
+        slot: SketchSlot,
+        values: npt.NDArray[np.generic],
+        event_ts: Int64Array,
+        positions: Int64Array,
+        starts: Int64Array,
+    ) -> list[bytes]:
+        precision = int(slot.param("precision"))
+        index, rank = hll_ranks(hash_values(values), precision)
+        return _hll_blobs(index, rank, group_ids(starts, len(index)), len(starts), 1 << precision)
+
+    def merge(self, slot: SketchSlot, a: bytes, b: bytes) -> bytes:
+        precision = int(slot.param("precision"))
+        merged = np.maximum(hll_registers(a, precision), hll_registers(b, precision))
+        index = np.flatnonzero(merged).astype(np.int64)
+        return _hll_blob(index, merged[index].astype(np.int64), 1 << precision)
+
+    def merge_groups(self, slot: SketchSlot, blobs: Sequence[bytes], groups: Int64Array, n_groups: int) -> list[bytes]:
+        precision = int(slot.param("precision"))
+        index, rank, of_register = _register_pairs(blobs, groups, precision)
+        return _hll_blobs(index, rank, of_register, n_groups, 1 << precision)
+
+    def evaluate(self, slot: SketchSlot, function: str, params: Params, blob: bytes) -> int:
+        if not blob:
+            return 0
+        return round(hll_estimate(hll_registers(blob, int(slot.param("precision")))))
+
+
+HYPERLOGLOG: Final = HyperLogLog()
