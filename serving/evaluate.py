@@ -2,7 +2,7 @@
 
 One entity uses the view's precompiled :class:`engine.kernel.window_plan.WindowPlan`
 (plain Python over a few tiles); several use the vectorized
-:func:`engine.kernel.window.evaluate_many_unchecked` on all entities' tile sets,
+:func:`engine.kernel.window_many.evaluate_many_unchecked` on all entities' tile sets,
 decoded together by :func:`engine.kernel.batch_merge.decode_many`. Every row is
 evaluated as of the request's time (wall clock or ``as_of``, one for all rows or one per
 row). Whether an ``as_of`` answer is exact is decided in :mod:`serving.history`.
@@ -17,7 +17,8 @@ import numpy as np
 
 from engine.kernel import TileCodecError
 from engine.kernel.batch_merge import decode_many
-from engine.kernel.window import Value, evaluate_many_unchecked
+from engine.kernel.window import Value
+from engine.kernel.window_many import evaluate_many_unchecked
 from engine.kernel.window_plan import decode_record
 from engine.state.keys import entity_key
 from serving.exceptions import ServerError
