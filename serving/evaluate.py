@@ -17,14 +17,15 @@ import numpy as np
 
 from engine.kernel import TileCodecError
 from engine.kernel.batch_merge import decode_many
+from engine.kernel.codec import FLAG_SKETCHES, HEADER, check_header
 from engine.kernel.window import Value
 from engine.kernel.window_many import evaluate_many_unchecked
-from engine.kernel.window_plan import decode_record
 from engine.state.keys import entity_key
 from serving.exceptions import ServerError
 from serving.online import OnlineAccess
 from serving.registry import CompiledView
 from serving.request import EntityValue
+from serving.window_cache import WindowCache, evaluate_record
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,18 @@ def entity_keys(view: CompiledView, entities: dict[str, list[EntityValue]], n_ro
     return [entity_key([c[i] for c in columns]) for i in range(n_rows)]
 
 
+def partials_of(record: bytes, width: int) -> bytes:
+    """``record`` without its sketch section (header flag cleared), after checking it in
+    full like the codec does (version, flags, width, length including the section): the
+    tile ids and partials a projection evaluating no sketch needs, which the batch
+    decoder reads in one vectorized pass instead of record by record with every blob."""
+    _, n_tiles, _ = check_header(record, width)
+    if not record[1] & FLAG_SKETCHES:
+        return record
+    end = HEADER.size + 8 * n_tiles * (1 + width)
+    return b"".join((record[:1], bytes((record[1] & ~FLAG_SKETCHES,)), record[2:end]))
+
+
 def _corrupt(view: CompiledView, exc: TileCodecError) -> ServerError:
     return ServerError(
         f"view {view.name!r}: a stored tile record cannot be decoded: {exc}",
@@ -55,29 +68,41 @@ def _corrupt(view: CompiledView, exc: TileCodecError) -> ServerError:
     )
 
 
-def evaluate_view(view: CompiledView, records: list[bytes | None], t_ms: int | Sequence[int]) -> ViewValues:
+def evaluate_view(
+    view: CompiledView,
+    records: list[bytes | None],
+    t_ms: int | Sequence[int],
+    keys: Sequence[bytes] | None = None,
+    cache: WindowCache | None = None,
+) -> ViewValues:
     """Records are checked once, at decode; the kernel then trusts the decoded arrays.
 
-    ``t_ms`` is one time for every row or one per row."""
+    ``t_ms`` is one time for every row or one per row. With ``cache`` (and the rows'
+    entity ``keys``), a one-entity answer comes from the cache when the record is the
+    same bytes as when it was cached (serving/window_cache.py)."""
     plan = view.plan
     names = plan.names
     if len(records) == 1:
         raw = records[0]
+        key = None if keys is None else (view.cache_prefix, keys[0])
         try:
-            record = (
-                None if raw is None else decode_record(raw, view.spec.layout.width, len(view.spec.layout.sketch_slots))
-            )
+            one = evaluate_record(plan, raw, t_ms if isinstance(t_ms, int) else t_ms[0], cache, key)
         except TileCodecError as exc:
             raise _corrupt(view, exc) from exc
-        values, empty = plan.evaluate(record, t_ms if isinstance(t_ms, int) else t_ms[0])
+        values, empty, newest = one.values, one.empty, one.max_event_ts
         return ViewValues(
             columns={n: [v] for n, v in zip(names, values, strict=True)},
             found=[raw is not None],
             defaulted={n: [e and d] for n, e, d in zip(names, empty, plan.has_default, strict=True)},
-            max_event_ts=[None if record is None else record.max_event_ts],
+            max_event_ts=[newest],
         )
     try:
-        flat = decode_many(view.spec.layout, records)
+        layout = view.partials_only
+        flat = (
+            decode_many(view.spec.layout, records)
+            if layout is None
+            else decode_many(layout, [None if r is None else partials_of(r, layout.width) for r in records])
+        )
     except TileCodecError as exc:
         raise _corrupt(view, exc) from exc
     n = len(records)
@@ -113,4 +138,8 @@ def read_and_evaluate(
     of each as of ``t_ms`` (one time, or one per row)."""
     requests = [(view.fingerprint, entity_keys(view, entities, n_rows)) for view in views]
     records = online.read_views(requests)
-    return [evaluate_view(view, recs, t_ms) for view, recs in zip(views, records, strict=True)]
+    cache = online.window_cache
+    return [
+        evaluate_view(view, recs, t_ms, keys, cache)
+        for view, recs, (_, keys) in zip(views, records, requests, strict=True)
+    ]

@@ -185,6 +185,7 @@ async def compute_async(online: OnlineAccess, request: FeatureRequest, history: 
 
 def compute(online: OnlineAccess, request: FeatureRequest, history: HistoricalReads) -> FeatureResult:
     if request.as_of_given:
+        history.refresh_first_logged(request)
         history.check_range(request)
         return finish(online, request, history.make_exact(request, read_online(online, request)))
     return finish(online, request, read_online(online, request))

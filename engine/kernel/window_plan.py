@@ -38,6 +38,7 @@ from engine.kernel.layout import (
     FIELD_MAX,
     FIELD_MIN,
     FIELD_SUM,
+    LIST_FUNCTIONS,
     ViewSpec,
 )
 from engine.kernel.sketches import BlobArray
@@ -120,6 +121,10 @@ class WindowPlan:
     # index into ``windows``, value of an empty window).
     steps: tuple[tuple[str, int, int, int, Value], ...] = field(init=False)
     row_loops: bool = field(init=False)  # some aggregation (stddev, last) loops over rows
+    # Aggregations whose value moves with t for a fixed record and current tile
+    # (time_since_last, t minus the newest event), and those whose value is a list.
+    time_linear: tuple[int, ...] = field(init=False)
+    list_valued: tuple[int, ...] = field(init=False)
     has_sketches: bool = field(init=False)  # sketch slots: the vectorized evaluate merges blobs
 
     def __post_init__(self) -> None:
@@ -134,6 +139,9 @@ class WindowPlan:
         set_(self, "totals", totals)
         set_(self, "row_loops", any(a.function in ("stddev", "last") for a in spec.aggregations))
         set_(self, "has_sketches", bool(spec.layout.sketch_slots))
+        functions = [a.function for a in spec.aggregations]
+        set_(self, "time_linear", tuple(i for i, f in enumerate(functions) if f == "time_since_last"))
+        set_(self, "list_valued", tuple(i for i, f in enumerate(functions) if f in LIST_FUNCTIONS))
         set_(
             self,
             "steps",

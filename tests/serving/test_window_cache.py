@@ -1,0 +1,93 @@
+"""The one-entity window cache never answers other than a fresh evaluation.
+
+Records change with every write (the write path of sketch views, batch by batch); each
+step evaluates every entity at several times through the cache and without it, and the
+two must be identical: values (type included), empty flags and newest event time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from serving.window_cache import CachedWindows, WindowCache, evaluate_record
+from tests.kernel.kernel_support import stream_sketch_records
+from tests.serving.sketch_view_support import ENTITIES, PLAN, SPEC, G, events, make_batch
+
+
+def _same(got: CachedWindows, want: CachedWindows) -> None:
+    assert got.empty == want.empty and got.max_event_ts == want.max_event_ts
+    for name, a, b in zip(SPEC.output_names, got.values, want.values, strict=True):
+        assert type(a) is type(b), name
+        assert a == b or (a != a and b != b), (name, a, b)  # NaN equals NaN here
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    writes=st.lists(events, min_size=1, max_size=4),
+    offsets=st.lists(st.integers(-2 * G, 3 * G), min_size=1, max_size=4),
+    max_bytes=st.sampled_from([10**9, 1_500]),  # 1,500: a record or two, evictions on the way
+)
+def test_cached_equals_uncached_across_writes(
+    writes: list[list[dict[str, Any]]], offsets: list[int], max_bytes: int
+) -> None:
+    cache = WindowCache(max_bytes)
+    batches = []
+    pos = 0
+    for write in writes:
+        batches.append(make_batch(write, pos))
+        pos += len(write)
+        records = stream_sketch_records(SPEC, ENTITIES, batches)  # the state after this write
+        newest = max(int(b["e"].max()) for b in batches)
+        for offset in offsets:
+            t = newest + offset
+            for entity, record in enumerate(records):
+                key = (b"view", bytes([entity]))
+                want = evaluate_record(PLAN, record, t)
+                _same(evaluate_record(PLAN, record, t, cache, key), want)
+                _same(evaluate_record(PLAN, record, t, cache, key), want)  # a hit when it fits
+                _same(evaluate_record(PLAN, record, t + 1, cache, key), evaluate_record(PLAN, record, t + 1))
+    assert cache.size_bytes <= max_bytes
+    assert cache.hits > 0  # the cached path was taken, not only fresh evaluations
+
+
+def test_a_hit_needs_the_same_bytes_and_the_same_current_tile() -> None:
+    batch = make_batch([{"entity": 0, "e": 3 * G + 5, "amount": 7.0, "merchant": "m1"}], 0)
+    record = stream_sketch_records(SPEC, 1, [batch])[0]
+    assert record is not None
+    cache = WindowCache()
+    key = (b"view", b"e")
+    evaluate_record(PLAN, record, 3 * G + 10, cache, key)
+    assert (cache.hits, cache.misses) == (0, 1)
+    later = evaluate_record(PLAN, record, 4 * G - 1, cache, key)  # same tile: a hit
+    assert (cache.hits, cache.misses) == (1, 1)
+    assert later.values[SPEC.output_names.index("since")] == 4 * G - 1 - (3 * G + 5)
+    evaluate_record(PLAN, record, 4 * G, cache, key)  # the next tile: windows move
+    assert (cache.hits, cache.misses) == (1, 2)
+    evaluate_record(PLAN, bytes(bytearray(record)), 4 * G + 1, cache, key)  # equal bytes, another object
+    assert (cache.hits, cache.misses) == (2, 2)
+    write = make_batch([{"entity": 0, "e": 4 * G, "amount": 1.0, "merchant": "m2"}], 1)
+    other = stream_sketch_records(SPEC, 1, [batch, write])[0]  # the record after a write
+    assert other is not None and other != record
+    fresh = evaluate_record(PLAN, other, 4 * G + 1, cache, key)
+    assert (cache.hits, cache.misses) == (2, 3)
+    _same(fresh, evaluate_record(PLAN, other, 4 * G + 1))
+
+
+def test_lists_handed_out_are_the_callers_own() -> None:
+    batch = make_batch([{"entity": 0, "e": 5, "amount": 7.0, "merchant": "m1"}], 0)
+    record = stream_sketch_records(SPEC, 1, [batch])[0]
+    cache = WindowCache()
+    index = SPEC.output_names.index("last3")
+    first = evaluate_record(PLAN, record, 10, cache, (b"v", b"e"))
+    first.values[index].append("changed")  # type: ignore[union-attr]
+    again = evaluate_record(PLAN, record, 10, cache, (b"v", b"e"))
+    assert cache.hits == 1 and again.values[index] == ["m1"]
+
+
+def test_bad_bounds_are_refused() -> None:
+    with pytest.raises(ValueError, match="max_bytes"):
+        WindowCache(-1)
