@@ -73,7 +73,8 @@ def evaluate_record(
         if hit is not None:
             return hit
     layout = plan.spec.layout
-    decoded = decode_record(record, layout.width, len(layout.sketch_slots))
+    # A projection reading no blob leaves them undecoded (the section's length is checked).
+    decoded = decode_record(record, layout.width, len(layout.sketch_slots) if plan.has_sketches else 0)
     values, empty = plan.evaluate(decoded, t_ms)
     if cache is not None and key is not None:
         cache.put(key, plan, record, t_ms, values, empty, decoded.max_event_ts)

@@ -16,7 +16,7 @@ from engine.kernel.batch_merge import decode_many
 from engine.kernel.window_many import evaluate_many
 from serving.evaluate import partials_of
 from tests.kernel.kernel_support import stream_sketch_records
-from tests.serving.sketch_view_support import ENTITIES, SPEC, events, make_batch
+from tests.kernel.sketch_view_support import ENTITIES, SPEC, events, make_batch
 
 PLAIN = SPEC.project(["n", "s", "sd", "last", "since", "first"])  # no sketch aggregation
 LAYOUT = replace(SPEC.layout, sketch_slots=())

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from serving.window_cache import CachedWindows, WindowCache, evaluate_record
 from tests.kernel.kernel_support import stream_sketch_records
-from tests.serving.sketch_view_support import ENTITIES, PLAN, SPEC, G, events, make_batch
+from tests.kernel.sketch_view_support import ENTITIES, PLAN, SPEC, G, events, make_batch
 
 
 def _same(got: CachedWindows, want: CachedWindows) -> None:

@@ -1,5 +1,5 @@
 """A view with every kind of aggregation (plain, sketch and list) and its write path, for
-the serving cache and decode tests."""
+the window plan, serving cache and decode tests."""
 
 from __future__ import annotations
 
