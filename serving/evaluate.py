@@ -55,10 +55,12 @@ def partials_of(record: bytes, width: int) -> bytes:
     tile ids and partials a projection evaluating no sketch needs, which the batch
     decoder reads in one vectorized pass instead of record by record with every blob."""
     _, n_tiles, _ = check_header(record, width)
-    if not record[1] & FLAG_SKETCHES:
+    version, flags, _, _, max_event_ts = HEADER.unpack_from(record)
+    if not flags & FLAG_SKETCHES:
         return record
     end = HEADER.size + 8 * n_tiles * (1 + width)
-    return b"".join((record[:1], bytes((record[1] & ~FLAG_SKETCHES,)), record[2:end]))
+    header = HEADER.pack(version, flags & ~FLAG_SKETCHES, width, n_tiles, max_event_ts)
+    return b"".join((header, memoryview(record)[HEADER.size : end]))
 
 
 def _corrupt(view: CompiledView, exc: TileCodecError) -> ServerError:

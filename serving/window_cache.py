@@ -15,7 +15,16 @@ trusted that the record itself does not prove: there is no time to live and no
 invalidation to forget. A hit skips decoding and every window merge (the sketch
 merges, DDSketch quantiles and HyperLogLog estimates are most of a one-entity request).
 
-The cache is bounded by the bytes of the records it holds (first in, first out).
+When the record has changed, its sketch windows still need not be merged from scratch:
+the entity's last evaluation left, per sketch slot and window, the blobs of the window's
+closed tiles (those before the current tile) and their merge. If the new record's
+closed tiles of that window hold the very same blobs (compared element by element), the
+stored merge is merged with the current tile only (merging is order-free and associative
+to the byte, ``engine.kernel.sketches.merge_window``). A 30-day percentile over hourly
+tiles then merges two blobs per request after a write instead of 720.
+
+The cache is bounded by the bytes of the records and closed-tile blobs it holds (first
+in, first out).
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from engine.kernel.window import Value
+from engine.kernel.window import ClosedMerges, Value
 from engine.kernel.window_plan import WindowPlan, decode_record
 
 #: Default bound of the records the cache holds, in bytes.
@@ -42,6 +51,8 @@ class _Entry:
     values: tuple[Value, ...]
     empty: tuple[bool, ...]
     max_event_ts: int
+    closed: ClosedMerges  # sketch windows' closed-tile merges, carried to the next record
+    cost: int  # bytes counted against the bound
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,16 +79,18 @@ def evaluate_record(
     if record is None:
         values, empty = plan.evaluate(None, t_ms)
         return CachedWindows(values, empty, None)
+    closed = None
     if cache is not None and key is not None:
         hit = cache.get(key, plan, record, t_ms)
         if hit is not None:
             return hit
+        closed = cache.closed_merges(key)
     layout = plan.spec.layout
     # A projection reading no blob leaves them undecoded (the section's length is checked).
     decoded = decode_record(record, layout.width, len(layout.sketch_slots) if plan.has_sketches else 0)
-    values, empty = plan.evaluate(decoded, t_ms)
-    if cache is not None and key is not None:
-        cache.put(key, plan, record, t_ms, values, empty, decoded.max_event_ts)
+    values, empty = plan.evaluate(decoded, t_ms, closed)
+    if cache is not None and key is not None and closed is not None:
+        cache.put(key, plan, record, t_ms, values, empty, decoded.max_event_ts, closed)
     return CachedWindows(values, empty, decoded.max_event_ts)
 
 
@@ -127,6 +140,12 @@ class WindowCache:
             values[i] = list(values[i])  # type: ignore[arg-type]  # callers may change their lists
         return CachedWindows(values, list(entry.empty), entry.max_event_ts)
 
+    def closed_merges(self, key: CacheKey) -> ClosedMerges:
+        """The closed-tile merges of the entity's last evaluation (a new record of it
+        reuses those whose tiles still hold the same blobs), or an empty memo."""
+        entry = self._entries.get(key)
+        return {} if entry is None else entry.closed
+
     def put(
         self,
         key: CacheKey,
@@ -136,20 +155,21 @@ class WindowCache:
         values: list[Value],
         empty: list[bool],
         max_event_ts: int,
+        closed: ClosedMerges,
     ) -> None:
-        """Remember ``values`` (as evaluated from ``record`` as of ``t_ms``)."""
-        cost = len(record) + len(key[1]) + _ENTRY_OVERHEAD
+        """Remember ``values`` (as evaluated from ``record`` as of ``t_ms``) and the
+        closed-tile merges made on the way."""
+        kept = sum(len(merged) + sum(map(len, blobs)) for blobs, merged in closed.values())
+        cost = len(record) + len(key[1]) + kept + _ENTRY_OVERHEAD
         if cost > self.max_bytes:
             return
         stored = tuple(list(v) if isinstance(v, list) else v for v in values)
-        entry = _Entry(record, t_ms // plan.spec.interval_ms, t_ms, stored, tuple(empty), max_event_ts)
+        entry = _Entry(record, t_ms // plan.spec.interval_ms, t_ms, stored, tuple(empty), max_event_ts, closed, cost)
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:
-                self._bytes -= len(old.record) + len(key[1]) + _ENTRY_OVERHEAD
+                self._bytes -= old.cost
             while self._entries and self._bytes + cost > self.max_bytes:
-                oldest = next(iter(self._entries))
-                dropped = self._entries.pop(oldest)
-                self._bytes -= len(dropped.record) + len(oldest[1]) + _ENTRY_OVERHEAD
+                self._bytes -= self._entries.pop(next(iter(self._entries))).cost
             self._entries[key] = entry
             self._bytes += cost

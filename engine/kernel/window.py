@@ -59,6 +59,13 @@ from engine.kernel.sketches import BlobArray, merge_window
 from engine.kernel.value_lists import ListItem
 
 Value = float | int | list[ListItem] | None
+#: Per (sketch slot index, window in ms or None): the blobs of the window's closed tiles
+#: (those before the current tile) at an earlier evaluation of the same entity, and their
+#: merge. A later evaluation whose closed tiles hold the very same blobs reuses the merge
+#: and merges only the current tile into it (:func:`sketch_value`).
+ClosedMerges = dict[tuple[int, int | None], tuple[list[bytes], bytes]]
+# Fewer closed tiles than this are merged afresh (comparing them costs about as much).
+_CLOSED_MERGE_MIN_TILES = 8
 Int64Array = npt.NDArray[np.int64]
 Float64Array = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -146,12 +153,14 @@ def evaluate_unchecked(
     parts: Float64Array,
     t_ms: int,
     sketches: BlobArray | None = None,
+    closed: ClosedMerges | None = None,
 ) -> WindowResult:
     """:func:`evaluate` for arrays already checked (int64 sorted tiles, float64 rows of
     the layout's width), as a decoded record is. ``sketches`` are the rows' blobs
-    (``(n_tiles, n_slots)``; None: all empty)."""
+    (``(n_tiles, n_slots)``; None: all empty); ``closed``: see :func:`sketch_value`."""
     current = int(t_ms) // spec.interval_ms
     hi = int(np.searchsorted(tile_ids, current, side="right"))
+    split = int(np.searchsorted(tile_ids, current, side="left"))  # rows before: closed tiles
     los = np.searchsorted(tile_ids, current - np.array(spec.window_tiles, dtype=np.int64)).tolist()
 
     values: dict[str, Value] = {}
@@ -166,7 +175,7 @@ def evaluate_unchecked(
         if count == 0:
             values[agg.output_name] = empty_value(agg)
         elif j is not None:
-            value = sketch_value(spec, agg, j, sketches, lo, hi, merged_windows)
+            value = sketch_value(spec, agg, j, sketches, lo, hi, merged_windows, closed, split)
             over_bound[-1] = isinstance(value, OverBound)
             values[agg.output_name] = None if isinstance(value, OverBound) else value
         elif agg.function == "first_seen":
@@ -186,9 +195,17 @@ def sketch_value(
     lo: int,
     hi: int,
     merged_windows: dict[tuple[int, int, int], bytes] | None = None,
+    closed: ClosedMerges | None = None,
+    split: int | None = None,
 ) -> SketchValue:
     """``agg``'s value over the merged blobs of tile rows ``[lo, hi)`` (a non-empty window);
-    ``merged_windows`` keeps merged windows for the other aggregations of the same call."""
+    ``merged_windows`` keeps merged windows for the other aggregations of the same call.
+
+    With ``closed`` (kept between evaluations of one entity) and ``split`` (the first row
+    of the current tile or later), the rows ``[lo, split)`` are merged once and the merge
+    is reused while they hold the same blobs: merging is order-free and associative to
+    the byte (``merge_window``'s contract), so the merge of the stored merge and the
+    current tile is the merge of the whole window."""
     slot = spec.layout.sketch_slots[slot_index]
     key = (slot_index, lo, hi)
     merged = None if merged_windows is None else merged_windows.get(key)
@@ -196,7 +213,16 @@ def sketch_value(
         # Several aggregations may read one slot (p50, p95 and p99 of one sketch): the
         # window is merged once per evaluation and each answers from the merged blob.
         blobs = [] if sketches is None else sketches[lo:hi, slot_index].tolist()
-        merged = merge_window(slot, blobs)
+        if closed is not None and split is not None and split - lo >= _CLOSED_MERGE_MIN_TILES:
+            done, current = blobs[: split - lo], blobs[split - lo :]
+            memo_key = (slot_index, agg.window_ms)
+            memo = closed.get(memo_key)
+            if memo is None or memo[0] != done:  # the same blobs, element by element
+                memo = (done, merge_window(slot, done))
+                closed[memo_key] = memo
+            merged = merge_window(slot, [memo[1], *current])
+        else:
+            merged = merge_window(slot, blobs)
         if merged_windows is not None:
             merged_windows[key] = merged
     return evaluate_blob(agg, slot, merged)

@@ -46,7 +46,7 @@ from engine.kernel.layout import (
 )
 from engine.kernel.sketch_kinds import OverBound
 from engine.kernel.sketches import BlobArray
-from engine.kernel.window import Value, empty_value, evaluate_unchecked, sketch_value
+from engine.kernel.window import ClosedMerges, Value, empty_value, evaluate_unchecked, sketch_value
 
 # Native-order memoryviews read the little-endian record in place (no copy, O(1)).
 _IN_PLACE = sys.byteorder == "little"
@@ -155,8 +155,12 @@ class WindowPlan:
             ),
         )
 
-    def evaluate(self, record: DecodedRecord | None, t_ms: int) -> tuple[list[Value], list[bool]]:
-        """Values in declared order and, per aggregation, whether its window was empty."""
+    def evaluate(
+        self, record: DecodedRecord | None, t_ms: int, closed: ClosedMerges | None = None
+    ) -> tuple[list[Value], list[bool]]:
+        """Values in declared order and, per aggregation, whether its window was empty.
+        ``closed`` keeps the merges of sketch windows' closed tiles between evaluations of
+        one entity (:func:`engine.kernel.window.sketch_value`)."""
         if record is None or not record.tiles:
             fills = [step[4] for step in self.steps]
             if self.list_valued:  # a list function's [] is fresh per answer: callers may extend it
@@ -165,7 +169,7 @@ class WindowPlan:
         tiles, flat = record.tiles, record.flat
         width = self.spec.layout.width
         if self.row_loops and len(tiles) > _ROW_LOOP_MAX_TILES:
-            return self._evaluate_vectorized(record, t_ms)
+            return self._evaluate_vectorized(record, t_ms, closed)
         current = t_ms // self.spec.interval_ms
         hi = bisect_right(tiles, current)
         los = [bisect_left(tiles, current - w, 0, hi) for w in self.windows]
@@ -184,6 +188,7 @@ class WindowPlan:
         values: list[Value] = []
         empty: list[bool] = []
         merged: dict[tuple[int, int, int], bytes] = {}  # one merge per (slot, window) for p50/p95/p99
+        split: int | None = None  # first row of the current tile, once a sketch needs it
         for index, (function, slot, off, w, fill, sketch_slot) in enumerate(self.steps):
             count, total = totals[slot]
             if count == 0:
@@ -193,7 +198,9 @@ class WindowPlan:
             empty.append(False)
             if sketch_slot is not None:
                 agg = self.spec.aggregations[index]
-                value = sketch_value(self.spec, agg, sketch_slot, record.sketches, los[w], hi, merged)
+                if split is None:
+                    split = bisect_left(tiles, current, 0, hi)
+                value = sketch_value(self.spec, agg, sketch_slot, record.sketches, los[w], hi, merged, closed, split)
                 values.append(None if isinstance(value, OverBound) else value)
             elif function == "count":
                 values.append(count)
@@ -213,11 +220,13 @@ class WindowPlan:
                 values.append(_reduce(function, flat, width, off, los[w], hi, count, total))
         return values, empty
 
-    def _evaluate_vectorized(self, record: DecodedRecord, t_ms: int) -> tuple[list[Value], list[bool]]:
+    def _evaluate_vectorized(
+        self, record: DecodedRecord, t_ms: int, closed: ClosedMerges | None
+    ) -> tuple[list[Value], list[bool]]:
         width = self.spec.layout.width
         tiles = np.asarray(record.tiles, dtype=np.int64)  # no copy for memoryviews
         parts = np.asarray(record.flat, dtype=np.float64).reshape(len(tiles), width)
-        result = evaluate_unchecked(self.spec, tiles, parts, t_ms, record.sketches)
+        result = evaluate_unchecked(self.spec, tiles, parts, t_ms, record.sketches, closed)
         return [result.values[name] for name in self.names], list(result.empty)
 
 

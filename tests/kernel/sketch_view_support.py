@@ -13,6 +13,7 @@ from engine.kernel.window_plan import WindowPlan
 
 G = 60_000
 W = 5 * G
+LONG = 20 * G  # long enough for closed-tile merges to be kept (8 closed tiles or more)
 SPEC = ViewSpec(
     G,
     ("amount", "merchant"),
@@ -25,28 +26,28 @@ SPEC = ViewSpec(
         AggregationSpec("since_life", "amount", "time_since_last", None),
         AggregationSpec("first", "amount", "first_seen", 2 * W),
         AggregationSpec("cd", "merchant", "count_distinct", W, params=(("max_distinct", 3),)),
-        AggregationSpec("hll", "merchant", "count_distinct_approx", 2 * W, params=(("precision", 6),)),
+        AggregationSpec("hll", "merchant", "count_distinct_approx", LONG, params=(("precision", 6),)),
         AggregationSpec("last3", "merchant", "last_n", W, params=(("n", 3),)),
-        AggregationSpec("p90", "amount", "percentile", 2 * W, params=(("q", 0.9),)),
+        AggregationSpec("p90", "amount", "percentile", LONG, params=(("q", 0.9),)),
+        AggregationSpec("p50_long", "amount", "median", LONG),
         AggregationSpec("med", "amount", "median", W),
     ),
-    4 * W,
+    2 * LONG,
 )
 PLAN = WindowPlan(SPEC)
 ENTITIES = 2
 
-events = st.lists(
-    st.fixed_dictionaries(
-        {
-            "entity": st.integers(0, ENTITIES - 1),
-            "e": st.integers(0, 12 * G),
-            "amount": st.floats(-50, 500, allow_nan=False).map(lambda v: round(v, 2)),
-            "merchant": st.sampled_from(["m1", "m2", "m3", "m4", "m5"]),
-        }
-    ),
-    min_size=1,
-    max_size=12,
+event = st.fixed_dictionaries(
+    {
+        "entity": st.integers(0, ENTITIES - 1),
+        "e": st.integers(0, 24 * G),
+        "amount": st.floats(-50, 500, allow_nan=False).map(lambda v: round(v, 2)),
+        "merchant": st.sampled_from(["m1", "m2", "m3", "m4", "m5"]),
+    }
 )
+events = st.lists(event, min_size=1, max_size=40)
+# Writes dense enough for the long windows to have 8 closed tiles or more.
+dense_events = st.lists(event, min_size=16, max_size=40)
 
 
 def make_batch(batch: list[dict[str, Any]], first_pos: int) -> dict[str, np.ndarray]:
