@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from engine.kernel import TileCodecError
 from engine.kernel.batch_merge import decode_many
@@ -25,7 +26,7 @@ from serving.exceptions import ServerError
 from serving.online import OnlineAccess
 from serving.registry import CompiledView
 from serving.request import EntityValue
-from serving.window_cache import WindowCache, evaluate_record
+from serving.window_cache import CachedWindows, WindowCache, evaluate_record
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +81,8 @@ def evaluate_view(
     """Records are checked once, at decode; the kernel then trusts the decoded arrays.
 
     ``t_ms`` is one time for every row or one per row. With ``cache`` (and the rows'
-    entity ``keys``), a one-entity answer comes from the cache when the record is the
-    same bytes as when it was cached (serving/window_cache.py)."""
+    entity ``keys``), a row's answer comes from the cache when its record is the same
+    bytes as when it was cached (serving/window_cache.py)."""
     plan = view.plan
     names = plan.names
     if len(records) == 1:
@@ -98,6 +99,60 @@ def evaluate_view(
             defaulted={n: [e and d] for n, e, d in zip(names, empty, plan.has_default, strict=True)},
             max_event_ts=[newest],
         )
+    if cache is not None and keys is not None:
+        return _evaluate_many_cached(view, records, t_ms, keys, cache)
+    return _evaluate_many(view, records, t_ms)[0]
+
+
+# Many-row answers are cached apart from one-row answers: the vectorized kernel adds tile
+# sums in another order than the plan, so each path is only ever served its own values.
+_MANY = b"\x00many"
+
+
+def _evaluate_many_cached(
+    view: CompiledView,
+    records: list[bytes | None],
+    t_ms: int | Sequence[int],
+    keys: Sequence[bytes],
+    cache: WindowCache,
+) -> ViewValues:
+    """:func:`_evaluate_many` for the rows the cache cannot answer (serving/window_cache.py),
+    then every row's values in request order; the evaluated rows are remembered."""
+    plan, names, n = view.plan, view.plan.names, len(records)
+    times = [t_ms] * n if isinstance(t_ms, int) else list(t_ms)
+    prefix = view.cache_prefix + _MANY
+    answers: list[CachedWindows | None] = [
+        None if raw is None else cache.get((prefix, key), plan, raw, t)
+        for raw, key, t in zip(records, keys, times, strict=True)
+    ]
+    missed = [i for i, answer in enumerate(answers) if answer is None]
+    if missed:
+        part, empty, newest = _evaluate_many(
+            view, [records[i] for i in missed], t_ms if isinstance(t_ms, int) else [times[i] for i in missed]
+        )
+        rows = zip(*(part.columns[name] for name in names), strict=True)
+        for i, values, flags, ts in zip(missed, rows, empty.tolist(), newest, strict=True):
+            answers[i] = CachedWindows(list(values), flags, ts)
+            raw = records[i]
+            if raw is not None and ts is not None:
+                cache.put((prefix, keys[i]), plan, raw, times[i], list(values), flags, ts, {})
+    done = [a for a in answers if a is not None]  # every row by now
+    return ViewValues(
+        columns={name: [a.values[k] for a in done] for k, name in enumerate(names)},
+        found=[r is not None for r in records],
+        defaulted={
+            name: [a.empty[k] for a in done] if d else [False] * n
+            for k, (name, d) in enumerate(zip(names, plan.has_default, strict=True))
+        },
+        max_event_ts=[a.max_event_ts for a in done],
+    )
+
+
+def _evaluate_many(
+    view: CompiledView, records: list[bytes | None], t_ms: int | Sequence[int]
+) -> tuple[ViewValues, npt.NDArray[np.bool_], list[int | None]]:
+    """Every row with the vectorized kernel: the values, each row's empty flags per
+    aggregation and newest event times."""
     try:
         layout = view.partials_only
         flat = (
@@ -121,12 +176,14 @@ def evaluate_view(
         flat.sketches,
     )
     defaulted = batch.defaulted
-    return ViewValues(
+    newest = [None if r is None else ts for r, ts in zip(records, flat.max_event_ts.tolist(), strict=True)]
+    values = ViewValues(
         columns=batch.to_pylists(),
         found=[r is not None for r in records],
-        defaulted={name: defaulted[:, j].tolist() for j, name in enumerate(names)},
-        max_event_ts=[None if r is None else ts for r, ts in zip(records, flat.max_event_ts.tolist(), strict=True)],
+        defaulted={name: defaulted[:, j].tolist() for j, name in enumerate(view.plan.names)},
+        max_event_ts=newest,
     )
+    return values, batch.empty, newest
 
 
 def read_and_evaluate(

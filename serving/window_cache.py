@@ -23,6 +23,10 @@ stored merge is merged with the current tile only (merging is order-free and ass
 to the byte, ``engine.kernel.sketches.merge_window``). A 30-day percentile over hourly
 tiles then merges two blobs per request after a write instead of 720.
 
+Many-entity requests use the same cache row by row (serving/evaluate.py): the rows it
+cannot answer are evaluated together by the vectorized kernel and remembered under keys
+of their own.
+
 The cache is bounded by the bytes of the records and closed-tile blobs it holds (first
 in, first out).
 """
