@@ -104,11 +104,6 @@ def evaluate_view(
     return _evaluate_many(view, records, t_ms)[0]
 
 
-# Many-row answers are cached apart from one-row answers: the vectorized kernel adds tile
-# sums in another order than the plan, so each path is only ever served its own values.
-_MANY = b"\x00many"
-
-
 def _evaluate_many_cached(
     view: CompiledView,
     records: list[bytes | None],
@@ -120,7 +115,9 @@ def _evaluate_many_cached(
     then every row's values in request order; the evaluated rows are remembered."""
     plan, names, n = view.plan, view.plan.names, len(records)
     times = [t_ms] * n if isinstance(t_ms, int) else list(t_ms)
-    prefix = view.cache_prefix + _MANY
+    # Apart from one-row answers: the vectorized kernel adds tile sums in another order
+    # than the plan, so each path is only ever served its own values.
+    prefix = view.many_cache_prefix
     answers: list[CachedWindows | None] = [
         None if raw is None else cache.get((prefix, key), plan, raw, t)
         for raw, key, t in zip(records, keys, times, strict=True)

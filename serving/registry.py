@@ -49,8 +49,13 @@ class CompiledView:
     @cached_property
     def cache_prefix(self) -> bytes:
         """Names this projection of the view in serving caches (serving/window_cache.py):
-        its fingerprint and the features it evaluates."""
-        return b"\x00".join((self.fingerprint, *(name.encode() for name in self.spec.output_names)))
+        its fingerprint and the features it evaluates (a repr: no two differ by a suffix)."""
+        return repr((self.fingerprint, self.spec.output_names)).encode()
+
+    @cached_property
+    def many_cache_prefix(self) -> bytes:
+        """:attr:`cache_prefix` of the rows of many-entity requests (another kernel path)."""
+        return repr((self.fingerprint, self.spec.output_names, "many")).encode()
 
     @cached_property
     def partials_only(self) -> PartialLayout | None:

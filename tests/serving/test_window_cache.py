@@ -188,3 +188,11 @@ def test_many_rows_cached_equal_uncached_across_writes(
                         for a, b in zip(got.columns[name], want.columns[name], strict=True):
                             assert type(a) is type(b) and (a == b or (a != a and b != b)), (name, a, b)
     assert cache.hits > 0 or not stored
+
+
+def test_cache_prefixes_of_projections_and_paths_never_collide() -> None:
+    names = SPEC.output_names
+    views = [_compiled(SPEC.project(names[:k])) for k in range(1, len(names) + 1)]
+    prefixes = [v.cache_prefix for v in views] + [v.many_cache_prefix for v in views]
+    assert len(set(prefixes)) == len(prefixes)
+    assert not any(a != b and b.startswith(a) for a in prefixes for b in prefixes)
