@@ -33,6 +33,7 @@ from serving.online import OnlineAccess
 from serving.ops_cluster import cluster_watch
 from serving.registry import build_registry
 from serving.shedding import SheddingMiddleware, SheddingStats
+from serving.window_cache import DEFAULT_MAX_BYTES, WindowCache
 
 
 def open_online_table(settings: Settings, n_shards: int) -> OnlineTable:
@@ -63,11 +64,13 @@ def create_app(
     plan: AppliedPlan | None = None,
     online_table: OnlineTable | None = None,
     freshness_ttl_s: float = 0.1,
+    window_cache_bytes: int = DEFAULT_MAX_BYTES,
 ) -> FastAPI:
     """Build the app. Anything not given is loaded from ``settings`` (default: load_settings()).
 
     An ``online_table`` passed in stays the caller's to close; one opened here is closed
-    at shutdown.
+    at shutdown. ``window_cache_bytes`` bounds the cache of evaluated one-entity windows
+    (serving/window_cache.py; 0 turns it off).
     """
     settings = settings if settings is not None else load_settings()
     repo = repo if repo is not None else load_repo(settings.repo_path)
@@ -76,7 +79,13 @@ def create_app(
     owned = online_table is None
     table = online_table if online_table is not None else open_online_table(settings, plan.shards)
     metrics = ServingMetrics()
-    online = OnlineAccess(table, metrics, backend=settings.online, freshness_ttl_s=freshness_ttl_s)
+    online = OnlineAccess(
+        table,
+        metrics,
+        backend=settings.online,
+        freshness_ttl_s=freshness_ttl_s,
+        window_cache=WindowCache(window_cache_bytes) if window_cache_bytes else None,
+    )
     state = ServingState(
         registry=registry,
         online=online,

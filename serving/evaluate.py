@@ -2,7 +2,7 @@
 
 One entity uses the view's precompiled :class:`engine.kernel.window_plan.WindowPlan`
 (plain Python over a few tiles); several use the vectorized
-:func:`engine.kernel.window.evaluate_many_unchecked` on all entities' tile sets,
+:func:`engine.kernel.window_many.evaluate_many_unchecked` on all entities' tile sets,
 decoded together by :func:`engine.kernel.batch_merge.decode_many`. Every row is
 evaluated as of the request's time (wall clock or ``as_of``, one for all rows or one per
 row). Whether an ``as_of`` answer is exact is decided in :mod:`serving.history`.
@@ -14,16 +14,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from engine.kernel import TileCodecError
 from engine.kernel.batch_merge import decode_many
-from engine.kernel.window import Value, evaluate_many_unchecked
-from engine.kernel.window_plan import decode_record
+from engine.kernel.codec import FLAG_SKETCHES, HEADER, check_header
+from engine.kernel.window import Value
+from engine.kernel.window_many import evaluate_many_unchecked
 from engine.state.keys import entity_key
 from serving.exceptions import ServerError
 from serving.online import OnlineAccess
 from serving.registry import CompiledView
 from serving.request import EntityValue
+from serving.window_cache import CachedWindows, WindowCache, evaluate_record
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,20 @@ def entity_keys(view: CompiledView, entities: dict[str, list[EntityValue]], n_ro
     return [entity_key([c[i] for c in columns]) for i in range(n_rows)]
 
 
+def partials_of(record: bytes, width: int) -> bytes:
+    """``record`` without its sketch section (header flag cleared), after checking it in
+    full like the codec does (version, flags, width, length including the section): the
+    tile ids and partials a projection evaluating no sketch needs, which the batch
+    decoder reads in one vectorized pass instead of record by record with every blob."""
+    _, n_tiles, _ = check_header(record, width)
+    version, flags, _, _, max_event_ts = HEADER.unpack_from(record)
+    if not flags & FLAG_SKETCHES:
+        return record
+    end = HEADER.size + 8 * n_tiles * (1 + width)
+    header = HEADER.pack(version, flags & ~FLAG_SKETCHES, width, n_tiles, max_event_ts)
+    return b"".join((header, memoryview(record)[HEADER.size : end]))
+
+
 def _corrupt(view: CompiledView, exc: TileCodecError) -> ServerError:
     return ServerError(
         f"view {view.name!r}: a stored tile record cannot be decoded: {exc}",
@@ -54,29 +71,92 @@ def _corrupt(view: CompiledView, exc: TileCodecError) -> ServerError:
     )
 
 
-def evaluate_view(view: CompiledView, records: list[bytes | None], t_ms: int | Sequence[int]) -> ViewValues:
+def evaluate_view(
+    view: CompiledView,
+    records: list[bytes | None],
+    t_ms: int | Sequence[int],
+    keys: Sequence[bytes] | None = None,
+    cache: WindowCache | None = None,
+) -> ViewValues:
     """Records are checked once, at decode; the kernel then trusts the decoded arrays.
 
-    ``t_ms`` is one time for every row or one per row."""
+    ``t_ms`` is one time for every row or one per row. With ``cache`` (and the rows'
+    entity ``keys``), a row's answer comes from the cache when its record is the same
+    bytes as when it was cached (serving/window_cache.py)."""
     plan = view.plan
     names = plan.names
     if len(records) == 1:
         raw = records[0]
+        key = None if keys is None else (view.cache_prefix, keys[0])
         try:
-            record = (
-                None if raw is None else decode_record(raw, view.spec.layout.width, len(view.spec.layout.sketch_slots))
-            )
+            one = evaluate_record(plan, raw, t_ms if isinstance(t_ms, int) else t_ms[0], cache, key)
         except TileCodecError as exc:
             raise _corrupt(view, exc) from exc
-        values, empty = plan.evaluate(record, t_ms if isinstance(t_ms, int) else t_ms[0])
+        values, empty, newest = one.values, one.empty, one.max_event_ts
         return ViewValues(
             columns={n: [v] for n, v in zip(names, values, strict=True)},
             found=[raw is not None],
             defaulted={n: [e and d] for n, e, d in zip(names, empty, plan.has_default, strict=True)},
-            max_event_ts=[None if record is None else record.max_event_ts],
+            max_event_ts=[newest],
         )
+    if cache is not None and keys is not None:
+        return _evaluate_many_cached(view, records, t_ms, keys, cache)
+    return _evaluate_many(view, records, t_ms)[0]
+
+
+def _evaluate_many_cached(
+    view: CompiledView,
+    records: list[bytes | None],
+    t_ms: int | Sequence[int],
+    keys: Sequence[bytes],
+    cache: WindowCache,
+) -> ViewValues:
+    """:func:`_evaluate_many` for the rows the cache cannot answer (serving/window_cache.py),
+    then every row's values in request order; the evaluated rows are remembered."""
+    plan, names, n = view.plan, view.plan.names, len(records)
+    times = [t_ms] * n if isinstance(t_ms, int) else list(t_ms)
+    # Apart from one-row answers: the vectorized kernel adds tile sums in another order
+    # than the plan, so each path is only ever served its own values.
+    prefix = view.many_cache_prefix
+    answers: list[CachedWindows | None] = [
+        None if raw is None else cache.get((prefix, key), plan, raw, t)
+        for raw, key, t in zip(records, keys, times, strict=True)
+    ]
+    missed = [i for i, answer in enumerate(answers) if answer is None]
+    if missed:
+        part, empty, newest = _evaluate_many(
+            view, [records[i] for i in missed], t_ms if isinstance(t_ms, int) else [times[i] for i in missed]
+        )
+        rows = zip(*(part.columns[name] for name in names), strict=True)
+        for i, values, flags, ts in zip(missed, rows, empty.tolist(), newest, strict=True):
+            answers[i] = CachedWindows(list(values), flags, ts)
+            raw = records[i]
+            if raw is not None and ts is not None:
+                cache.put((prefix, keys[i]), plan, raw, times[i], list(values), flags, ts, {})
+    done = [a for a in answers if a is not None]  # every row by now
+    return ViewValues(
+        columns={name: [a.values[k] for a in done] for k, name in enumerate(names)},
+        found=[r is not None for r in records],
+        defaulted={
+            name: [a.empty[k] for a in done] if d else [False] * n
+            for k, (name, d) in enumerate(zip(names, plan.has_default, strict=True))
+        },
+        max_event_ts=[a.max_event_ts for a in done],
+    )
+
+
+def _evaluate_many(
+    view: CompiledView, records: list[bytes | None], t_ms: int | Sequence[int]
+) -> tuple[ViewValues, npt.NDArray[np.bool_], list[int | None]]:
+    """Every row with the vectorized kernel: the values, each row's empty flags per
+    aggregation and newest event times."""
     try:
-        flat = decode_many(view.spec.layout, records)
+        layout = view.partials_only
+        flat = (
+            decode_many(view.spec.layout, records)
+            if layout is None
+            else decode_many(layout, [None if r is None else partials_of(r, layout.width) for r in records])
+        )
     except TileCodecError as exc:
         raise _corrupt(view, exc) from exc
     n = len(records)
@@ -93,12 +173,14 @@ def evaluate_view(view: CompiledView, records: list[bytes | None], t_ms: int | S
         flat.sketches,
     )
     defaulted = batch.defaulted
-    return ViewValues(
+    newest = [None if r is None else ts for r, ts in zip(records, flat.max_event_ts.tolist(), strict=True)]
+    values = ViewValues(
         columns=batch.to_pylists(),
         found=[r is not None for r in records],
-        defaulted={name: defaulted[:, j].tolist() for j, name in enumerate(names)},
-        max_event_ts=[None if r is None else ts for r, ts in zip(records, flat.max_event_ts.tolist(), strict=True)],
+        defaulted={name: defaulted[:, j].tolist() for j, name in enumerate(view.plan.names)},
+        max_event_ts=newest,
     )
+    return values, batch.empty, newest
 
 
 def read_and_evaluate(
@@ -112,4 +194,8 @@ def read_and_evaluate(
     of each as of ``t_ms`` (one time, or one per row)."""
     requests = [(view.fingerprint, entity_keys(view, entities, n_rows)) for view in views]
     records = online.read_views(requests)
-    return [evaluate_view(view, recs, t_ms) for view, recs in zip(views, records, strict=True)]
+    cache = online.window_cache
+    return [
+        evaluate_view(view, recs, t_ms, keys, cache)
+        for view, recs, (_, keys) in zip(views, records, requests, strict=True)
+    ]

@@ -38,7 +38,7 @@ import numpy.typing as npt
 import polars as pl
 
 from engine.clock import wall_clock_ms
-from engine.io.parquet_log import first_event_time
+from engine.io.parquet_log import first_event_time, list_log_files
 from engine.kernel.aggregate import first_kept_tile
 from engine.kernel.window import window_start_ms
 from engine.offline.view_features import compute_view_features
@@ -111,7 +111,7 @@ def window_may_be_trimmed(view: CompiledView, t: int, newest: int) -> bool:
     a tile is kept while ``newest - its end <= retention``). Lifetime windows lose
     nothing (expired tiles are folded into the compacted partial), so a view evaluating
     only lifetime windows is never trimmed."""
-    if view.spec.max_finite_window_tiles == 0:
+    if view.max_window_ms == 0:
         return False
     g = view.spec.interval_ms
     oldest_tile = window_start_ms(t, g, view.max_window_ms) // g
@@ -124,7 +124,7 @@ def trim_limit(view: CompiledView, t: int) -> int | None:
     None when the view is never trimmed (lifetime windows only). The kernel's cutoff
     passes the window's oldest tile once ``newest - its end > retention``; a property
     test checks this threshold against :func:`window_may_be_trimmed`."""
-    if view.spec.max_finite_window_tiles == 0:
+    if view.max_window_ms == 0:
         return None
     g = view.spec.interval_ms
     oldest_tile_end = (window_start_ms(t, g, view.max_window_ms) // g + 1) * g
@@ -139,6 +139,10 @@ class HistoricalReads:
         self.log_root = log_root
         self.first_ttl_s = first_ttl_s
         self._first: dict[str, tuple[float, int | None]] = {}
+        # Per view: the published files of its earliest log date and their first event
+        # time. Published files are never rewritten (a new publish is a new file name,
+        # docs/parquet-log.md), so the same file set has the same first event time.
+        self._first_files: dict[str, tuple[tuple[str, ...], int | None]] = {}
 
     # -- coverage ---------------------------------------------------------------
 
@@ -154,19 +158,41 @@ class HistoricalReads:
                 return False
         return True
 
-    def first_logged(self, view: CompiledView) -> int | None:
-        """The view's first logged event time (cached for ``first_ttl_s``: it changes only
-        when old log files are removed)."""
+    def first_logged(self, view: CompiledView, max_age_s: float | None = None) -> int | None:
+        """The view's first logged event time (cached for ``first_ttl_s``, or ``max_age_s``
+        when given: it changes only when old log files are removed)."""
         definition = view.definition
         if not definition.offline:
             return None
         now = time.monotonic()
         cached = self._first.get(view.name)
-        if cached is not None and now - cached[0] < self.first_ttl_s:
+        if cached is not None and now - cached[0] < (self.first_ttl_s if max_age_s is None else max_age_s):
             return cached[1]
-        first = first_event_time(self.log_root, definition.name, definition.fingerprint_hex)
+        files = self._first_date_files(view)
+        known = self._first_files.get(view.name)
+        if known is not None and known[0] == files:
+            first = known[1]  # the same files: listing them is ~0.1 ms, reading them ~50 ms
+        else:
+            first = first_event_time(self.log_root, definition.name, definition.fingerprint_hex)
+            if self._first_date_files(view) == files:  # nothing published or removed meanwhile
+                self._first_files[view.name] = (files, first)
         self._first[view.name] = (now, first)
         return first
+
+    def _first_date_files(self, view: CompiledView) -> tuple[str, ...]:
+        """The published log files of the view's earliest date (what its first event time
+        is read from)."""
+        definition = view.definition
+        _, paths = list_log_files(self.log_root, definition.name, definition.fingerprint_hex)
+        first_date = min((path.rsplit("/", 2)[-2] for path in paths), default="")
+        return tuple(sorted(path for path in paths if path.rsplit("/", 2)[-2] == first_date))
+
+    def refresh_first_logged(self, request: FeatureRequest) -> None:
+        """Re-read the first logged times :meth:`reads_no_files` finds too old (off the
+        event loop): without it, every ``as_of`` request between half and all of
+        ``first_ttl_s`` after a refresh would be sent to a worker thread."""
+        for view in request.service.views:
+            self.first_logged(view, max_age_s=self.first_ttl_s / 2)
 
     def log_range(self, view: CompiledView) -> LogRange:
         definition = view.definition

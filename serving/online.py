@@ -21,6 +21,7 @@ from engine.state import (
 from serving.exceptions import OnlineTableUnavailableError
 from serving.metrics import ServingMetrics
 from serving.registry import CompiledView
+from serving.window_cache import WindowCache
 
 PRESENT = "PRESENT"
 NOT_FOUND = "NOT_FOUND"
@@ -49,8 +50,12 @@ class OnlineAccess:
         *,
         backend: str,
         freshness_ttl_s: float = 0.1,
+        window_cache: WindowCache | None = None,
     ) -> None:
         self.table = table
+        # One entity's evaluated windows, reused while its record is byte for byte the
+        # same (serving/window_cache.py); None: every read is evaluated.
+        self.window_cache = window_cache
         self.metrics = metrics
         self.backend = backend
         self.freshness_ttl_s = freshness_ttl_s

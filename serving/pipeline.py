@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -156,7 +157,8 @@ def count_not_finite(column: list[Any]) -> int:
 
 
 def _count_invalid(online: OnlineAccess, view_name: str, values: ViewValues) -> None:
-    invalid = sum(count_not_finite(column) for column in values.columns.values())
+    # One pass over every value of the view (a one-row request has one value per column).
+    invalid = count_not_finite(list(chain.from_iterable(values.columns.values())))
     if invalid:
         online.metrics.invalid_values.labels(view_name).inc(invalid)
 
@@ -185,6 +187,7 @@ async def compute_async(online: OnlineAccess, request: FeatureRequest, history: 
 
 def compute(online: OnlineAccess, request: FeatureRequest, history: HistoricalReads) -> FeatureResult:
     if request.as_of_given:
+        history.refresh_first_logged(request)
         history.check_range(request)
         return finish(online, request, history.make_exact(request, read_online(online, request)))
     return finish(online, request, read_online(online, request))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from engine.definitions import (
@@ -20,7 +21,7 @@ from engine.definitions import (
 )
 from engine.definitions.base import did_you_mean, timedelta_ms
 from engine.definitions.exceptions import DefinitionError
-from engine.kernel import ViewSpec
+from engine.kernel import PartialLayout, ViewSpec
 from engine.kernel.window_plan import WindowPlan
 from engine.plan import MISMATCH_HINT, AppliedPlan
 from serving.exceptions import ServiceNotFound, ServingSetupError
@@ -39,11 +40,31 @@ class CompiledView:
     plan: WindowPlan  # compiled single-entity evaluation of ``spec``
     definition: StreamFeatureView  # historical reads evaluate it from the Parquet log
 
-    @property
+    @cached_property
     def max_window_ms(self) -> int:
         """Longest finite window this (possibly projected) view evaluates (a lifetime
         window loses nothing to retention: expired tiles are folded, never deleted)."""
         return self.spec.max_finite_window_tiles * self.spec.interval_ms
+
+    @cached_property
+    def cache_prefix(self) -> bytes:
+        """Names this projection of the view in serving caches (serving/window_cache.py):
+        its fingerprint and the features it evaluates (a repr: no two differ by a suffix)."""
+        return repr((self.fingerprint, self.spec.output_names)).encode()
+
+    @cached_property
+    def many_cache_prefix(self) -> bytes:
+        """:attr:`cache_prefix` of the rows of many-entity requests (another kernel path)."""
+        return repr((self.fingerprint, self.spec.output_names, "many")).encode()
+
+    @cached_property
+    def partials_only(self) -> PartialLayout | None:
+        """The layout without its sketch slots when this projection evaluates none of them
+        (many-entity reads then skip the records' sketch sections); None otherwise."""
+        layout = self.spec.layout
+        if not layout.sketch_slots or any(j is not None for j in self.spec.sketch_index):
+            return None
+        return replace(layout, sketch_slots=())
 
     @classmethod
     def from_view(cls, view: StreamFeatureView) -> CompiledView:

@@ -24,7 +24,8 @@ from engine.kernel.layout import (
     ViewSpec,
     encode_positions,
 )
-from engine.kernel.window import WindowBatch, WindowResult, evaluate, evaluate_many
+from engine.kernel.window import WindowResult, evaluate
+from engine.kernel.window_many import WindowBatch, evaluate_many
 
 __all__ = [
     "FIELDS_PER_COLUMN",

@@ -5,7 +5,10 @@ per aggregation, which dominates a request when an entity has a handful of tiles
 :class:`WindowPlan` is compiled once per view and evaluates every aggregation of one
 record over the record's bytes (memoryviews; count, sum, min and max of a window are
 strided slices summed in C), sharing the count and sum of each (column, window)
-between the aggregations that need them. stddev and last merge row by row in Python,
+between the aggregations that need them. Sketch and list aggregations merge their
+window's blobs with :func:`engine.kernel.window.sketch_value` (once per slot and window,
+shared by p50/p95/p99 of one sketch); a plan whose aggregations read no blob leaves
+them undecoded. stddev and last merge row by row in Python,
 so a plan with one of them hands records of more than :data:`_ROW_LOOP_MAX_TILES`
 tiles to the vectorized :func:`engine.kernel.window.evaluate_unchecked`.
 
@@ -38,10 +41,12 @@ from engine.kernel.layout import (
     FIELD_MAX,
     FIELD_MIN,
     FIELD_SUM,
+    LIST_FUNCTIONS,
     ViewSpec,
 )
+from engine.kernel.sketch_kinds import OverBound
 from engine.kernel.sketches import BlobArray
-from engine.kernel.window import Value, empty_value, evaluate_unchecked
+from engine.kernel.window import ClosedMerges, Value, empty_value, evaluate_unchecked, sketch_value
 
 # Native-order memoryviews read the little-endian record in place (no copy, O(1)).
 _IN_PLACE = sys.byteorder == "little"
@@ -117,10 +122,14 @@ class WindowPlan:
     # Distinct (field offset, index into ``windows``): one count and one sum each.
     totals: tuple[tuple[int, int], ...] = field(init=False)
     # Per aggregation, declared order: (function, index into ``totals``, field offset,
-    # index into ``windows``, value of an empty window).
-    steps: tuple[tuple[str, int, int, int, Value], ...] = field(init=False)
+    # index into ``windows``, value of an empty window, sketch slot index or None).
+    steps: tuple[tuple[str, int, int, int, Value, int | None], ...] = field(init=False)
     row_loops: bool = field(init=False)  # some aggregation (stddev, last) loops over rows
-    has_sketches: bool = field(init=False)  # sketch slots: the vectorized evaluate merges blobs
+    # Aggregations whose value moves with t for a fixed record and current tile
+    # (time_since_last, t minus the newest event), and those whose value is a list.
+    time_linear: tuple[int, ...] = field(init=False)
+    list_valued: tuple[int, ...] = field(init=False)
+    has_sketches: bool = field(init=False)  # some aggregation reads sketch blobs
 
     def __post_init__(self) -> None:
         spec = self.spec
@@ -133,27 +142,34 @@ class WindowPlan:
         set_(self, "windows", windows)
         set_(self, "totals", totals)
         set_(self, "row_loops", any(a.function in ("stddev", "last") for a in spec.aggregations))
-        set_(self, "has_sketches", bool(spec.layout.sketch_slots))
+        set_(self, "has_sketches", any(j is not None for j in spec.sketch_index))
+        functions = [a.function for a in spec.aggregations]
+        set_(self, "time_linear", tuple(i for i, f in enumerate(functions) if f == "time_since_last"))
+        set_(self, "list_valued", tuple(i for i, f in enumerate(functions) if f in LIST_FUNCTIONS))
         set_(
             self,
             "steps",
             tuple(
-                (a.function, totals.index(pair), pair[0], pair[1], empty_value(a))
-                for a, pair in zip(spec.aggregations, pairs, strict=True)
+                (a.function, totals.index(pair), pair[0], pair[1], empty_value(a), j)
+                for a, pair, j in zip(spec.aggregations, pairs, spec.sketch_index, strict=True)
             ),
         )
 
-    def evaluate(self, record: DecodedRecord | None, t_ms: int) -> tuple[list[Value], list[bool]]:
-        """Values in declared order and, per aggregation, whether its window was empty."""
+    def evaluate(
+        self, record: DecodedRecord | None, t_ms: int, closed: ClosedMerges | None = None
+    ) -> tuple[list[Value], list[bool]]:
+        """Values in declared order and, per aggregation, whether its window was empty.
+        ``closed`` keeps the merges of sketch windows' closed tiles between evaluations of
+        one entity (:func:`engine.kernel.window.sketch_value`)."""
         if record is None or not record.tiles:
             fills = [step[4] for step in self.steps]
-            if self.has_sketches:  # a list function's [] is fresh per answer: callers may extend it
+            if self.list_valued:  # a list function's [] is fresh per answer: callers may extend it
                 fills = [list(v) if isinstance(v, list) else v for v in fills]
             return fills, [True] * len(self.steps)
         tiles, flat = record.tiles, record.flat
         width = self.spec.layout.width
-        if self.has_sketches or (self.row_loops and len(tiles) > _ROW_LOOP_MAX_TILES):
-            return self._evaluate_vectorized(record, t_ms)
+        if self.row_loops and len(tiles) > _ROW_LOOP_MAX_TILES:
+            return self._evaluate_vectorized(record, t_ms, closed)
         current = t_ms // self.spec.interval_ms
         hi = bisect_right(tiles, current)
         los = [bisect_left(tiles, current - w, 0, hi) for w in self.windows]
@@ -171,14 +187,22 @@ class WindowPlan:
             )
         values: list[Value] = []
         empty: list[bool] = []
-        for function, slot, off, w, fill in self.steps:
+        merged: dict[tuple[int, int, int], bytes] = {}  # one merge per (slot, window) for p50/p95/p99
+        split: int | None = None  # first row of the current tile, once a sketch needs it
+        for index, (function, slot, off, w, fill, sketch_slot) in enumerate(self.steps):
             count, total = totals[slot]
             if count == 0:
-                values.append(fill)
+                values.append(list(fill) if isinstance(fill, list) else fill)
                 empty.append(True)
                 continue
             empty.append(False)
-            if function == "count":
+            if sketch_slot is not None:
+                agg = self.spec.aggregations[index]
+                if split is None:
+                    split = bisect_left(tiles, current, 0, hi)
+                value = sketch_value(self.spec, agg, sketch_slot, record.sketches, los[w], hi, merged, closed, split)
+                values.append(None if isinstance(value, OverBound) else value)
+            elif function == "count":
                 values.append(count)
             elif function == "sum":
                 values.append(total)
@@ -196,11 +220,13 @@ class WindowPlan:
                 values.append(_reduce(function, flat, width, off, los[w], hi, count, total))
         return values, empty
 
-    def _evaluate_vectorized(self, record: DecodedRecord, t_ms: int) -> tuple[list[Value], list[bool]]:
+    def _evaluate_vectorized(
+        self, record: DecodedRecord, t_ms: int, closed: ClosedMerges | None
+    ) -> tuple[list[Value], list[bool]]:
         width = self.spec.layout.width
         tiles = np.asarray(record.tiles, dtype=np.int64)  # no copy for memoryviews
         parts = np.asarray(record.flat, dtype=np.float64).reshape(len(tiles), width)
-        result = evaluate_unchecked(self.spec, tiles, parts, t_ms, record.sketches)
+        result = evaluate_unchecked(self.spec, tiles, parts, t_ms, record.sketches, closed)
         return [result.values[name] for name in self.names], list(result.empty)
 
 

@@ -145,6 +145,13 @@ class RocksDBOnlineTable(ClosesOnExit):
         self._last_error: str | None = None
         self.catch_up_count = 0
         self.error_count = 0
+        # What a secondary shows changes only inside a catch-up or a shard's opening:
+        # both are counted when they start and when they end, so a value read while the
+        # two counts were equal stays what a read would return until the next start.
+        self._changes_started = 0
+        self._changes_done = 0
+        # Per view fingerprint: (changes started when read, freshness read then).
+        self._meta_cache: dict[bytes, tuple[int, Freshness]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         with self._lock:
@@ -167,10 +174,13 @@ class RocksDBOnlineTable(ClosesOnExit):
                 continue
             own = self._own_dir / path.name
             own.mkdir(parents=True, exist_ok=True)
+            self._changes_started += 1
             try:
                 self._dbs[shard] = open_secondary(path, own)
             except Exception as exc:  # rocksdict raises plain Exception for IO errors
                 self._note_error(f"shard {shard}: cannot open as secondary: {exc}")
+            finally:
+                self._changes_done += 1
 
     def _note_error(self, message: str) -> None:
         self._last_error = message
@@ -199,6 +209,7 @@ class RocksDBOnlineTable(ClosesOnExit):
                 db = self._dbs[shard]
                 if db is None:
                     continue
+                self._changes_started += 1
                 try:
                     db.try_catch_up_with_primary()
                 except Exception as exc:
@@ -209,6 +220,8 @@ class RocksDBOnlineTable(ClosesOnExit):
                     # Listed before the catch-up: a commit racing with it makes the
                     # next listing differ, so it is never skipped.
                     self._seen_files[shard] = files
+                finally:
+                    self._changes_done += 1
         if not failed and not self._missing_shards():
             self._last_catch_up = time.monotonic()
             self.catch_up_count += 1
@@ -273,12 +286,26 @@ class RocksDBOnlineTable(ClosesOnExit):
 
     def read_meta(self, fingerprint: bytes) -> Freshness:
         """The view's freshness: the freshest of its records in every shard (shards not
-        created yet have none)."""
+        created yet have none).
+
+        Answered from the last read while no catch-up or shard opening has started since
+        it, and none was running when it began: the shards then show exactly what that
+        read saw (a secondary changes only when it catches up), so the answer is the
+        same as a new read's. Serving reads it after every ``as_of`` request's records;
+        eight gets and decodes per view were a quarter of such a request."""
+        started = self._changes_started
+        cached = self._meta_cache.get(fingerprint)
+        done = self._changes_done  # after ``started``: equal means nothing was running
         key = meta_key(fingerprint)
         with self._read_lock:
             if self._closed:
                 raise StoreClosedError(f"online table over {self.state_dir}: closed")
-            return freshest(None if db is None else db.get(key) for db in self._dbs)
+            if cached is not None and cached[0] == started:
+                return cached[1]
+            found = freshest(None if db is None else db.get(key) for db in self._dbs)
+        if done == started:
+            self._meta_cache[fingerprint] = (started, found)
+        return found
 
     def read_offsets(self, topic: str) -> list[dict[int, OffsetRecord]]:
         """Every shard's offset records of ``topic`` (applied and log progress per

@@ -25,7 +25,7 @@ from engine.kernel.batch_merge import (
 from engine.kernel.codec import decode_tiles
 from engine.kernel.exceptions import KernelSpecError
 from engine.kernel.layout import LIFETIME_WINDOW_TILES, PARTIAL_FUNCTIONS
-from engine.kernel.window import evaluate_many
+from engine.kernel.window_many import evaluate_many
 from engine.kernel.window_plan import WindowPlan, decode_record
 from tests.kernel.kernel_support import COLUMN, assert_same_value
 from tests.reference import apply_watermark, reference_value

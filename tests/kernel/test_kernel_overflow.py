@@ -13,7 +13,8 @@ import numpy as np
 
 from engine.kernel.batch_merge import decode_many, merge_flat
 from engine.kernel.codec import encode_tiles
-from engine.kernel.window import evaluate, evaluate_many
+from engine.kernel.window import evaluate
+from engine.kernel.window_many import evaluate_many
 from engine.kernel.window_plan import WindowPlan, decode_record
 from tests.kernel.kernel_support import LAYOUT, aggregate_events, build_state, make_spec
 

@@ -18,7 +18,8 @@ from engine.kernel.codec import decode_sketches, decode_tiles
 from engine.kernel.layout import AggregationSpec, ViewSpec
 from engine.kernel.sketch_kinds import dd_decode, dd_quantile, hll_estimate, hll_registers
 from engine.kernel.sketches import SketchSlot, build_sketches
-from engine.kernel.window import evaluate, evaluate_many
+from engine.kernel.window import evaluate
+from engine.kernel.window_many import evaluate_many
 from engine.kernel.window_plan import WindowPlan, decode_record
 from tests.reference import exact_rank_value, reference_value
 

@@ -20,7 +20,8 @@ from engine.kernel.codec import decode_sketches, decode_tiles
 from engine.kernel.layout import AggregationSpec, ViewSpec, encode_positions
 from engine.kernel.sketches import SketchSlot, merge_window
 from engine.kernel.value_lists import decode_entries
-from engine.kernel.window import evaluate, evaluate_many
+from engine.kernel.window import evaluate
+from engine.kernel.window_many import evaluate_many
 from engine.kernel.window_plan import WindowPlan, decode_record
 from engine.offline.event_windows import evaluate_windows
 from tests.kernel.kernel_support import stream_sketch_records

@@ -11,8 +11,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.kernel import HEADER, TileCodecError, decode_tiles, encode_tiles, evaluate
+from engine.kernel.codec import decode_sketches
 from engine.kernel.window_plan import WindowPlan, decode_record
-from tests.kernel.kernel_support import LAYOUT, assert_same_value, build_state, histories, make_spec
+from tests.kernel.kernel_support import (
+    LAYOUT,
+    assert_same_value,
+    build_state,
+    histories,
+    make_spec,
+    stream_sketch_records,
+)
+from tests.kernel.sketch_view_support import ENTITIES, G, make_batch
+from tests.kernel.sketch_view_support import PLAN as SKETCH_PLAN
+from tests.kernel.sketch_view_support import SPEC as SKETCH_SPEC
+from tests.kernel.sketch_view_support import events as sketch_events
 
 
 def _check_plan(spec: Any, record: bytes, t: int) -> None:
@@ -86,3 +98,34 @@ def test_decode_record_refuses_what_decode_tiles_refuses_with_the_same_message()
         with pytest.raises(TileCodecError) as got:
             decode_record(record, width)
         assert str(got.value) == str(want.value)
+
+
+@settings(max_examples=60, deadline=None)
+@given(writes=st.lists(sketch_events, min_size=1, max_size=3), offsets=st.lists(st.integers(-2, 12), max_size=4))
+def test_plan_with_sketches_and_lists_equals_evaluate(writes: list[list[dict[str, Any]]], offsets: list[int]) -> None:
+    """Sketch, list and plain aggregations of one record in one pass: the plan answers
+    what the vectorized evaluate answers (blobs merged once per slot and window)."""
+    batches = []
+    position = 0
+    for write in writes:
+        batches.append(make_batch(write, position))
+        position += len(write)
+    newest = max(int(b["e"].max()) for b in batches)
+    for record in stream_sketch_records(SKETCH_SPEC, ENTITIES, batches):
+        if record is None:
+            continue
+        tiles, partials, _ = decode_tiles(record, expected_width=SKETCH_SPEC.layout.width)
+        blobs = decode_sketches(record, len(SKETCH_SPEC.layout.sketch_slots))
+        for k in (0, *offsets):
+            t = newest + k * G // 3
+            want = evaluate(SKETCH_SPEC, tiles, partials, t, blobs)
+            decoded = decode_record(record, SKETCH_SPEC.layout.width, len(SKETCH_SPEC.layout.sketch_slots))
+            values, empty = SKETCH_PLAN.evaluate(decoded, t)
+            assert tuple(empty) == want.empty
+            for name, got in zip(SKETCH_SPEC.output_names, values, strict=True):
+                expected = want.values[name]
+                assert type(got) is type(expected), name
+                if isinstance(expected, list):
+                    assert got == expected, f"{name} at t={t}"
+                else:
+                    assert_same_value(got, expected, f"{name} at t={t}")

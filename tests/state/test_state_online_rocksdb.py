@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.state.exceptions import (
     OnlineTableUnavailable,
@@ -20,7 +23,7 @@ from engine.state.exceptions import (
 from engine.state.keys import entity_key, shard_for
 from engine.state.layout import shard_path
 from engine.state.online_rocksdb import RocksDBOnlineTable
-from engine.state.records import Freshness, encode_meta, meta_key, tile_key
+from engine.state.records import Freshness, encode_meta, freshest, meta_key, tile_key
 from engine.state.rocksdb_store import RocksDBStore
 
 FP = bytes.fromhex("0102030405060708")
@@ -228,3 +231,55 @@ def test_settled_shards_are_checked_by_their_newest_log_alone(tmp_path: Path, mo
             table.catch_up()
             assert table.read(FP, [key]) == [b"v3"]
             assert len(listings) == 1
+
+
+def _fresh_meta(table: RocksDBOnlineTable) -> Freshness:
+    """The view's freshness read from every shard now, past the table's cache."""
+    return freshest(None if db is None else db.get(meta_key(FP)) for db in table._dbs)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("write"), st.integers(0, 1), st.integers(0, 10**6)),
+            st.tuples(st.just("catch_up"), st.just(0), st.just(0)),
+            st.tuples(st.just("read"), st.just(0), st.just(0)),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_cached_meta_equals_a_fresh_read_across_writes_and_catch_ups(ops: list[tuple[str, int, int]]) -> None:
+    """read_meta reuses its last answer until a catch-up starts: whatever the writer did,
+    the answer is the one reading every shard now gives."""
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        RocksDBStore(Path(tmp) / "state", 2) as store,
+        RocksDBOnlineTable(Path(tmp) / "state", 2, Path(tmp) / "sec", background=False) as table,
+    ):
+        for op, shard, newest in ops:
+            if op == "write":
+                tx = store.partitions[shard].begin()
+                tx.put(meta_key(FP), encode_meta(newest, 7))
+                tx.commit()
+            elif op == "catch_up":
+                table.catch_up()
+            assert table.read_meta(FP) == _fresh_meta(table)
+            assert table.read_meta(FP) == _fresh_meta(table)  # the cached answer too
+
+
+def test_meta_read_while_a_catch_up_runs_is_not_reused(tmp_path: Path) -> None:
+    with RocksDBStore(tmp_path / "state", 2) as store:
+        tx = store.partitions[0].begin()
+        tx.put(meta_key(FP), encode_meta(100, 7))
+        tx.commit()
+        with RocksDBOnlineTable(tmp_path / "state", 2, tmp_path / "sec", background=False) as table:
+            table._changes_started += 1  # a catch-up has started and not finished
+            assert table.read_meta(FP) == Freshness(100, 7)
+            tx = store.partitions[1].begin()
+            tx.put(meta_key(FP), encode_meta(200, 8))
+            tx.commit()
+            table._dbs[1].try_catch_up_with_primary()  # type: ignore[union-attr]  # it shows the write
+            table._changes_done += 1  # and ends
+            assert table.read_meta(FP) == Freshness(200, 8)  # the read made meanwhile was not kept
