@@ -99,8 +99,14 @@ class Background(threading.Thread):
 
 def _count(conn: http.client.HTTPConnection, user: str) -> int:
     body = orjson.dumps({"entities": {"user_id": [user], "merchant_id": ["m0000"]}, "request_data": {"amount": [1.0]}})
-    conn.request("POST", "/v1/features/fraud_scoring", body, {"Content-Type": "application/json"})
-    resp = conn.getresponse()
+    try:
+        conn.request("POST", "/v1/features/fraud_scoring", body, {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+    except (ConnectionError, http.client.HTTPException):
+        # The server may close a keep-alive connection between two polls: reconnect once.
+        conn.close()
+        conn.request("POST", "/v1/features/fraud_scoring", body, {"Content-Type": "application/json"})
+        resp = conn.getresponse()
     doc = orjson.loads(resp.read())
     if resp.status != 200:
         raise BenchError(f"freshness poll: HTTP {resp.status}: {str(doc)[:300]}")
