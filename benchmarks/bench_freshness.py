@@ -1,7 +1,7 @@
 """Freshness: event produced -> value visible through the serving API, with the dataflow
 (`streamfeat run`, tailing) and the server (`streamfeat serve`) running as real processes.
 
-Background events are produced at a steady rate (1k and 10k events/s at full size);
+Background events are produced at a steady rate (1k, 10k and 50k events/s at full size);
 every PROBE_EVERY_S a purchase for a fresh probe user is produced and the API is polled
 on a keep-alive connection until that user's 15-minute count is 1. The lag is the time
 from handing the probe to the producer to the first answer that shows it.
@@ -41,12 +41,15 @@ from engine.ports import free_port
 
 SIZES: dict[str, dict[str, Any]] = {
     "smoke": {"rates": (1_000,), "probes": 15},
-    "small": {"rates": (1_000, 10_000), "probes": 50},
-    "full": {"rates": (1_000, 10_000), "probes": 150},
+    "small": {"rates": (1_000, 10_000, 50_000), "probes": 50},
+    "full": {"rates": (1_000, 10_000, 50_000), "probes": 150},
 }
 PROBE_EVERY_S = 0.2
 POLL_TIMEOUT_S = 10.0
-TARGET_P99_MS_AT_10K = 250.0
+# A rate the machine cannot sustain makes every later probe miss too: stop after this
+# many misses in a row and report the rate as not sustained instead of waiting them out.
+MAX_MISSES_IN_A_ROW = 5
+TARGET_P99_MS_AT_10K = 100.0  # issue 19, item 4
 
 
 def _event(user: str, now_ms: int, i: int) -> bytes:
@@ -62,6 +65,17 @@ def _event(user: str, now_ms: int, i: int) -> bytes:
             "ts": now_ms,
         }
     )
+
+
+def _produce(producer: Producer, topic: str, value: bytes, key: bytes) -> None:
+    """Produce one event; a full local queue (the broker is behind at 50k events/s) is
+    drained by serving delivery reports until the event fits, never dropped."""
+    while True:
+        try:
+            producer.produce(topic, value, key=key)
+            return
+        except BufferError:
+            producer.poll(0.005)
 
 
 class Background(threading.Thread):
@@ -80,7 +94,7 @@ class Background(threading.Thread):
             now_ms = wall_clock_ms()
             while self.sent < due:
                 user = f"bg{self.sent % 10_000:05d}"
-                self.producer.produce(self.topic, _event(user, now_ms, self.sent), key=user.encode())
+                _produce(self.producer, self.topic, _event(user, now_ms, self.sent), user.encode())
                 self.sent += 1
             self.producer.poll(0)
             time.sleep(0.01)
@@ -88,8 +102,14 @@ class Background(threading.Thread):
 
 def _count(conn: http.client.HTTPConnection, user: str) -> int:
     body = orjson.dumps({"entities": {"user_id": [user], "merchant_id": ["m0000"]}, "request_data": {"amount": [1.0]}})
-    conn.request("POST", "/v1/features/fraud_scoring", body, {"Content-Type": "application/json"})
-    resp = conn.getresponse()
+    try:
+        conn.request("POST", "/v1/features/fraud_scoring", body, {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+    except (ConnectionError, http.client.HTTPException):
+        # The server may close a keep-alive connection between two polls: reconnect once.
+        conn.close()
+        conn.request("POST", "/v1/features/fraud_scoring", body, {"Content-Type": "application/json"})
+        resp = conn.getresponse()
     doc = orjson.loads(resp.read())
     if resp.status != 200:
         raise BenchError(f"freshness poll: HTTP {resp.status}: {str(doc)[:300]}")
@@ -104,39 +124,47 @@ def _measure_rate(servers: str, topic: str, port: int, rate: int, probes: int) -
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     lags: list[float] = []
     missed = 0
+    misses_in_a_row = 0
     try:
         time.sleep(1.0)  # let the background rate settle
         for i in range(probes):
             user = f"probe-{uuid.uuid4().hex[:10]}"
             started = time.perf_counter()
-            producer.produce(topic, _event(user, wall_clock_ms(), 10**9 + i), key=user.encode())
+            _produce(producer, topic, _event(user, wall_clock_ms(), 10**9 + i), user.encode())
             producer.poll(0)
             while _count(conn, user) < 1:
                 if time.perf_counter() - started > POLL_TIMEOUT_S:
                     missed += 1
+                    misses_in_a_row += 1
                     break
                 time.sleep(0.002)
             else:
                 lags.append((time.perf_counter() - started) * 1000)
+                misses_in_a_row = 0
+            if misses_in_a_row >= MAX_MISSES_IN_A_ROW:
+                break
             time.sleep(max(0.0, PROBE_EVERY_S - (time.perf_counter() - started)))
     finally:
         bg.stop_flag.set()
         bg.join()
         producer.flush(30)
         conn.close()
-    if not lags:
-        raise BenchError(f"freshness at {rate} ev/s: no probe became visible within {POLL_TIMEOUT_S} s")
     arr = np.array(lags)
-    elapsed_rate = bg.sent
+
+    def pct(q: float) -> float | None:
+        return round(float(np.percentile(arr, q)), 1) if len(arr) else None
+
     return {
         "rate_events_per_s": rate,
-        "background_events_sent": elapsed_rate,
+        "background_events_sent": bg.sent,
         "probes": len(lags),
         "missed": missed,
-        "p50_ms": round(float(np.percentile(arr, 50)), 1),
-        "p90_ms": round(float(np.percentile(arr, 90)), 1),
-        "p99_ms": round(float(np.percentile(arr, 99)), 1),
-        "max_ms": round(float(arr.max()), 1),
+        # False: probes stopped becoming visible within POLL_TIMEOUT_S (the machine fell behind).
+        "sustained": misses_in_a_row < MAX_MISSES_IN_A_ROW,
+        "p50_ms": pct(50),
+        "p90_ms": pct(90),
+        "p99_ms": pct(99),
+        "max_ms": round(float(arr.max()), 1) if len(arr) else None,
         "lags_ms": [round(x, 1) for x in lags],
     }
 

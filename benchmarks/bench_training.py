@@ -31,7 +31,8 @@ from engine.definitions import (
     FeatureService,
     StreamFeatureView,
 )
-from engine.io.parquet_log import ParquetLogWriter, read_log
+from engine.io.log_reader import read_log
+from engine.io.parquet_log import ParquetLogWriter
 from engine.offline.training import get_training_set
 
 G = 60_000

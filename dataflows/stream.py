@@ -38,8 +38,9 @@ from engine.apply import ShardApplier
 from engine.definitions import EventSource, FeatureRepo, StreamFeatureView
 from engine.io.batches import DecodedBatch, RawBatch
 from engine.io.dead_letters import DeadLetterProducer, SentDeadLetters, sent_dead_letters
-from engine.io.decoder import Decoder, PartitionWatermarks
+from engine.io.decoder import Decoder
 from engine.io.kafka_source import DEFAULT_BATCH_SIZE, KafkaBatchSource
+from engine.io.watermarks import PartitionWatermarks
 from engine.metrics import DecodeObserver, ShardObserver, start_dataflow_metrics
 from engine.retention import RetentionSweeper
 from engine.routing import ShardBatch, route, shard_key

@@ -21,7 +21,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from engine.io.parquet_log import LogCut, ParquetLogWriteError, PublishedFile
+from engine.io.log_format import ParquetLogWriteError
+from engine.io.parquet_log import LogCut, PublishedFile
 from engine.kernel.batch_merge import NO_EVENT_TS
 from engine.kernel.layout import PartialLayout
 from engine.log_rolls import PendingRoll, background_publisher, open_log_writers, write_cuts

@@ -12,7 +12,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
-from engine.io.parquet_log import LogCut, ParquetLogWriteError, ParquetLogWriter, PublishedFile
+from engine.io.log_format import ParquetLogWriteError
+from engine.io.parquet_log import LogCut, ParquetLogWriter, PublishedFile
 from engine.state.offsets import OffsetRecord
 
 

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from engine.io.parquet_log import ParquetLogWriter, raw_column, value_column
+from engine.io.log_format import raw_column, value_column
+from engine.io.parquet_log import ParquetLogWriter
 from engine.kernel.window import tile_start_ms
 from engine.routing import ViewRows
 

@@ -31,7 +31,8 @@ import pyarrow.parquet as pq
 
 from engine.definitions.base import timedelta_ms
 from engine.exceptions import StreamfeatError
-from engine.io.parquet_log import EVENT_TIME, VALUE_PREFIX, raw_column, read_log, resolve_root
+from engine.io.log_format import EVENT_TIME, VALUE_PREFIX, raw_column, resolve_root
+from engine.io.log_reader import read_log
 from engine.kernel.window import tile_start_ms
 
 QUALITY_DIR = "_quality"

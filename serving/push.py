@@ -29,7 +29,8 @@ from engine.definitions import EventSource, FeatureRepo
 from engine.definitions.base import did_you_mean
 from engine.generate import DEFAULT_PRODUCER_CONFIG
 from engine.io.batches import RawBatch
-from engine.io.decoder import Decoder, PartitionWatermarks
+from engine.io.decoder import Decoder
+from engine.io.watermarks import PartitionWatermarks
 from engine.kafka_local import UNREACHABLE_HINT, metadata_answers
 from serving.deps import Labels, ServingState, get_state, json_response, observed, read_body
 from serving.exceptions import (

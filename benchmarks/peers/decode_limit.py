@@ -37,8 +37,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from benchmarks.common import emit, summarize
 from engine.definitions import load_repo
 from engine.io.batches import RawBatch
-from engine.io.decoder import Decoder, PartitionWatermarks
+from engine.io.decoder import Decoder
 from engine.io.kafka_source import list_topic_partitions
+from engine.io.watermarks import PartitionWatermarks
 
 REPO = Path(__file__).resolve().parents[2] / "feature_defs"
 REPEATS = 3

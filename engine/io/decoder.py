@@ -17,13 +17,8 @@ fields that actually hold bad values.
 
 from __future__ import annotations
 
-import json
-import math
-import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from enum import Enum
-from operator import itemgetter
 from typing import Any, Protocol
 
 import numpy as np
@@ -33,12 +28,22 @@ import orjson
 from engine.clock import wall_clock_ms
 from engine.io.batches import NO_EVENT_TS, DeadLetter, DeadLetterReason, DecodedBatch, RawBatch
 from engine.io.exceptions import IoTypeError, IoValueError
+from engine.io.field_checks import (
+    ACCEPTED,
+    DTYPE,
+    PLACEHOLDER,
+    Bounds,
+    field_values,
+    kind_of,
+    lone_surrogate,
+    parse_non_finite,
+)
 from engine.io.timestamps import TIMESTAMP_FORMATS, parse_event_times, show_value
 from engine.io.typed_records import TIMESTAMP_KINDS, TypedRecordDecoder
+from engine.io.watermarks import PartitionWatermarks, ordinal, rank_th_before
 
 DEFAULT_DLQ_PAYLOAD_CAP = 64 * 1024
 
-FIELD_KINDS = ("string", "int", "float", "bool")
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
@@ -50,22 +55,6 @@ _TYPED_PAUSE_BATCHES = 32
 
 #: The parsed object of each record checked field by field, by row.
 RowObjects = list[dict[str, Any]] | dict[int, dict[str, Any]]
-
-# Python types each declared kind accepts (bool is never an int or a float here).
-_ACCEPTED: dict[str, frozenset[type]] = {
-    "string": frozenset({str}),
-    "int": frozenset({int}),
-    "float": frozenset({float, int}),
-    "bool": frozenset({bool}),
-}
-_PLACEHOLDER: dict[str, object] = {"string": "", "int": 0, "float": 0.0, "bool": False}
-_DTYPE: dict[str, npt.DTypeLike] = {
-    "string": object,
-    "int": np.int64,
-    "float": np.float64,
-    "bool": np.bool_,
-}
-_PY_TYPE_KINDS: dict[object, str] = {str: "string", int: "int", float: "float", bool: "bool"}
 
 _R = DeadLetterReason
 
@@ -93,227 +82,6 @@ class EventSourceLike(Protocol):
     def watermark_outliers(self) -> int: ...
     @property
     def constraints(self) -> Mapping[str, Any]: ...
-
-
-class PartitionWatermarks:
-    """The largest valid event times seen per partition of one source (the watermark's memory).
-
-    The watermark of a partition is its ``rank``-th largest valid event time minus the
-    source's allowed lateness, where ``rank`` is the source's ``watermark_outliers + 1``
-    (docs/semantics.md section 5). The decoder keeps the ``rank`` largest times here; they
-    are stored with the applied offsets and handed back through ``restore`` on restart.
-    """
-
-    def __init__(self) -> None:
-        self._top: dict[int, tuple[int, ...]] = {}
-
-    @classmethod
-    def restore(cls, top_ts: Mapping[int, Sequence[int]]) -> PartitionWatermarks:
-        """State as of a resume point: ``{partition: largest event times through its applied
-        offset}``."""
-        marks = cls()
-        for partition, times in top_ts.items():
-            if (
-                type(partition) is not int
-                or partition < 0
-                or isinstance(times, (str, bytes))
-                or not isinstance(times, Sequence)
-                or any(type(ts) is not int for ts in times)
-            ):
-                raise IoValueError(
-                    f"PartitionWatermarks.restore: entry {partition!r}: expected "
-                    f"{{partition int >= 0: sequence of int event times}}, got "
-                    f"{partition!r}: {times!r}. Hint: pass the top event times stored with "
-                    "each partition's applied offset."
-                )
-            if times:
-                marks._top[partition] = tuple(sorted(times, reverse=True))
-        return marks
-
-    def top_ts(self, partition: int) -> tuple[int, ...]:
-        """The partition's largest valid event times so far, descending."""
-        return self._top.get(partition, ())
-
-    def max_ts(self, partition: int) -> int:
-        """Largest valid event time of the partition so far, ``NO_EVENT_TS`` if none."""
-        top = self._top.get(partition)
-        return top[0] if top else NO_EVENT_TS
-
-    def advance(self, partition: int, times: Sequence[int], rank: int) -> tuple[int, ...]:
-        """Record valid events at ``times``, keep the ``rank`` largest; returns them."""
-        top = tuple(sorted((*self._top.get(partition, ()), *times), reverse=True)[:rank])
-        if top:
-            self._top[partition] = top
-        return top
-
-    def snapshot(self) -> dict[int, tuple[int, ...]]:
-        """Copy of ``{partition: top event times}`` for the partitions seen so far."""
-        return dict(self._top)
-
-
-def _kind_of(declared: object, source_name: str, field: str) -> str:
-    # Accept a str enum (value), a plain str, or a Python type, whichever definitions hands us.
-    kind = _PY_TYPE_KINDS.get(declared)
-    if kind is None:
-        value = declared.value if isinstance(declared, Enum) else declared
-        kind = value if isinstance(value, str) else None
-    if kind not in FIELD_KINDS:
-        raise IoValueError(
-            f"EventSource '{source_name}': field '{field}': expected a type in {FIELD_KINDS}, "
-            f"got {declared!r}. Hint: declare the schema with string/int/float/bool."
-        )
-    return kind
-
-
-class _LenientHooks:
-    """Marks whether the stdlib JSON parser met NaN/Infinity or an overflowing number."""
-
-    def __init__(self) -> None:
-        self.non_finite = False
-
-    def constant(self, name: str) -> float:
-        self.non_finite = True
-        return float(name)
-
-    def number(self, text: str) -> float:
-        value = float(text)
-        if not math.isfinite(value):
-            self.non_finite = True
-        return value
-
-
-def _parse_non_finite(value: bytes) -> object | None:
-    """The document when it is JSON except for NaN/Infinity/overflowing numbers, else None.
-
-    Such documents are not JSON to orjson, but the contract refuses their non-finite fields as
-    ``wrong_type``, so they are parsed leniently to find out which field holds one.
-    """
-    try:
-        text = value.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    hooks = _LenientHooks()
-    try:
-        doc = json.loads(text, parse_constant=hooks.constant, parse_float=hooks.number)
-    except (ValueError, RecursionError):
-        return None
-    return doc if hooks.non_finite else None
-
-
-def _lone_surrogate(doc: object) -> str | None:
-    """The first string (key or value) of ``doc`` holding a lone UTF-16 surrogate, else None.
-
-    The stdlib parser accepts ``"\\ud800"`` where orjson refuses it; such a string is not
-    Unicode text (it cannot be written as UTF-8, hashed for a distinct count or logged),
-    so the record is refused like any other invalid JSON.
-    """
-    pending = [doc]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-        elif isinstance(item, str):
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return item
-    return None
-
-
-@dataclass(frozen=True)
-class _Bounds:
-    """A field's declared ``Constraint`` in the form the decoder checks it."""
-
-    low: float | None
-    high: float | None
-    min_length: int | None
-    max_length: int | None
-    allowed: re.Pattern[str] | None
-    allowed_text: str | None
-
-    @classmethod
-    def of(cls, constraint: Any) -> _Bounds:
-        chars = constraint.allowed_characters
-        return cls(
-            constraint.min,
-            constraint.max,
-            constraint.min_length,
-            constraint.max_length,
-            None if chars is None else re.compile(f"[{chars}]*"),
-            chars,
-        )
-
-    def refuse(self, field: str, vals: list[Any], arr: np.ndarray, refused: dict[int, tuple[str, str]]) -> None:
-        """Refuse every row whose value breaks the bounds (rows refused earlier keep their
-        first reason)."""
-        if arr.dtype.kind in "if":
-            self._refuse_numbers(field, arr, refused)
-        elif arr.dtype.kind == "O":
-            self._refuse_strings(field, vals, refused)
-
-    def _refuse_numbers(self, field: str, arr: np.ndarray, refused: dict[int, tuple[str, str]]) -> None:
-        bad = np.zeros(len(arr), dtype=np.bool_)
-        # NaN compares False both ways; non-finite floats are refused as wrong_type anyway.
-        if self.low is not None:
-            bad |= arr < self.low
-        if self.high is not None:
-            bad |= arr > self.high
-        if not bad.any():
-            return
-        low = "-inf" if self.low is None else repr(self.low)
-        high = "inf" if self.high is None else repr(self.high)
-        _refuse_rows(
-            refused,
-            bad,
-            _R.VALUE_OUT_OF_RANGE,
-            lambda i: (
-                f"field '{field}': value {arr[i].item()!r} is outside the declared range "
-                f"[{low}, {high}] (EventSource constraints)"
-            ),
-        )
-
-    def _refuse_strings(self, field: str, vals: list[Any], refused: dict[int, tuple[str, str]]) -> None:
-        lengths = np.fromiter(map(len, vals), dtype=np.int64, count=len(vals))
-        bad = np.zeros(len(vals), dtype=np.bool_)
-        if self.min_length is not None:
-            bad |= lengths < self.min_length
-        if self.max_length is not None:
-            bad |= lengths > self.max_length
-        high = "inf" if self.max_length is None else self.max_length
-        _refuse_rows(
-            refused,
-            bad,
-            _R.INVALID_STRING,
-            lambda i: (
-                f"field '{field}': length {int(lengths[i])} is outside the declared "
-                f"[{self.min_length or 0}, {high}] characters (EventSource constraints)"
-            ),
-        )
-        if self.allowed is None:
-            return
-        fullmatch = self.allowed.fullmatch
-        for i, v in enumerate(vals):
-            if i not in refused and fullmatch(v) is None:
-                refused[i] = (
-                    _R.INVALID_STRING,
-                    f"field '{field}': {show_value(v)} has characters outside the declared "
-                    f"[{self.allowed_text}] (EventSource constraints)",
-                )
-
-
-def _refuse_rows(
-    refused: dict[int, tuple[str, str]],
-    bad: npt.NDArray[np.bool_],
-    reason: str,
-    detail: Callable[[int], str],
-) -> None:
-    """Refuse the ``bad`` rows not refused yet (the first reason wins)."""
-    for i in np.flatnonzero(bad).tolist():
-        if i not in refused:
-            refused[i] = (reason, detail(i))
 
 
 class Decoder:
@@ -362,7 +130,7 @@ class Decoder:
         self.timestamp_field = str(source.timestamp_field)
         self.timestamp_format: str = fmt
         self.fields: tuple[tuple[str, str], ...] = tuple(
-            (str(field), _kind_of(declared, name, str(field))) for field, declared in source.schema.items()
+            (str(field), kind_of(declared, name, str(field))) for field, declared in source.schema.items()
         )
         self.allowed_lateness_ms = int(source.allowed_lateness_ms)
         self.max_payload_bytes = int(source.max_payload_bytes)
@@ -372,7 +140,7 @@ class Decoder:
         self.dlq_payload_cap = dlq_payload_cap
         self._now_ms = now_ms
         self._bounds = {
-            str(field): _Bounds.of(constraint) for field, constraint in getattr(source, "constraints", {}).items()
+            str(field): Bounds.of(constraint) for field, constraint in getattr(source, "constraints", {}).items()
         }
         self._typed = _typed_decoder(self.fields, self.timestamp_field, fmt) if typed_path else None
         self._typed_paused = 0
@@ -424,8 +192,8 @@ class Decoder:
             return self._parse_typed(typed, values, refused)
         self._typed_paused = max(self._typed_paused - 1, 0)
         objs = self._parse_all(values, refused)
-        columns = {field: _field_values(objs, field) for field, _ in self.fields}
-        return columns, _field_values(objs, self.timestamp_field), objs
+        columns = {field: field_values(objs, field) for field, _ in self.fields}
+        return columns, field_values(objs, self.timestamp_field), objs
 
     def _parse_typed(
         self, typed: TypedRecordDecoder, values: list[bytes | None], refused: dict[int, tuple[str, str]]
@@ -492,8 +260,8 @@ class Decoder:
         try:
             return orjson.loads(value)
         except orjson.JSONDecodeError as exc:
-            doc = _parse_non_finite(value)
-            bad_text = None if doc is None else _lone_surrogate(doc)
+            doc = parse_non_finite(value)
+            bad_text = None if doc is None else lone_surrogate(doc)
             if bad_text is not None:
                 refused[i] = (
                     _R.INVALID_JSON,
@@ -516,14 +284,14 @@ class Decoder:
     ) -> np.ndarray:
         """The field's array; refuses rows of a wrong type or beyond its bounds. ``vals`` (the
         field's values, changed in place) holds right-typed values in rows not in ``objs``."""
-        accepted = _ACCEPTED[kind]
+        accepted = ACCEPTED[kind]
         wrong: list[int] = []
         if isinstance(objs, dict):  # typed path: only the rows in objs may hold wrong types
             wrong = [i for i in objs if type(vals[i]) not in accepted]
         elif not set(map(type, vals)) <= accepted:
             wrong = [i for i, v in enumerate(vals) if type(v) not in accepted]
         if wrong:
-            placeholder = _PLACEHOLDER[kind]
+            placeholder = PLACEHOLDER[kind]
             for i in wrong:
                 if i not in refused:
                     refused[i] = self._field_problem(objs[i], field, kind, vals[i])
@@ -542,7 +310,7 @@ class Decoder:
                         vals[i] = 0
                 arr = np.array(vals, dtype=np.int64)
         else:
-            arr = np.array(vals, dtype=_DTYPE[kind])
+            arr = np.array(vals, dtype=DTYPE[kind])
         if kind == "float":
             finite = np.isfinite(arr)
             if not finite.all():
@@ -621,14 +389,14 @@ class Decoder:
         # e < before - lateness, written without subtracting from the int64 minimum.
         late = ts_valid + lateness < before
         if late.any() and rank > 1:
-            before, late = _rank_th_before(carried, ts_valid, rank, lateness)
+            before, late = rank_th_before(carried, ts_valid, rank, lateness)
         if late.any():
             for j in np.flatnonzero(late).tolist():
                 i = int(valid[j])
                 refused[i] = (
                     _R.LATE_EVENT,
                     f"event time {int(ts_valid[j])} ms is below the partition watermark "
-                    f"{int(before[j]) - lateness} ms (the {_ordinal(rank)} largest earlier event "
+                    f"{int(before[j]) - lateness} ms (the {ordinal(rank)} largest earlier event "
                     f"time {int(before[j])} ms minus allowed_lateness {lateness} ms)",
                 )
             keep[valid[late]] = False
@@ -662,31 +430,6 @@ class Decoder:
         return tuple(letters)
 
 
-def _ordinal(n: int) -> str:
-    return {1: "1st", 2: "2nd", 3: "3rd"}.get(n, f"{n}th")
-
-
-def _rank_th_before(
-    carried: Sequence[int], ts: npt.NDArray[np.int64], rank: int, lateness: int
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
-    """Per event: the rank-th largest of ``carried`` and the earlier ``ts``, and whether the
-    event is late against it (one pass; ``rank`` is small)."""
-    top = sorted(carried, reverse=True)[:rank]
-    before = np.empty_like(ts)
-    late = np.zeros(len(ts), dtype=np.bool_)
-    for j, e in enumerate(ts.tolist()):
-        base = top[rank - 1] if len(top) >= rank else NO_EVENT_TS
-        before[j] = base
-        if e + lateness < base:
-            late[j] = True
-            continue
-        if len(top) < rank or e > top[-1]:
-            top.append(e)
-            top.sort(reverse=True)
-            del top[rank:]
-    return before, late
-
-
 def _typed_decoder(fields: Sequence[tuple[str, str]], timestamp_field: str, fmt: str) -> TypedRecordDecoder | None:
     """The typed fast path for records of exactly these fields; None when the timestamp field
     is also a schema field (rare: such records always take the orjson path)."""
@@ -695,12 +438,3 @@ def _typed_decoder(fields: Sequence[tuple[str, str]], timestamp_field: str, fmt:
         return None
     kinds[timestamp_field] = TIMESTAMP_KINDS[fmt]
     return TypedRecordDecoder(kinds)
-
-
-def _field_values(objs: list[dict[str, Any]], field: str) -> list[Any]:
-    """The field of every object, None where absent."""
-    try:
-        # itemgetter through map runs in C: about twice as fast as a comprehension with .get.
-        return list(map(itemgetter(field), objs))
-    except KeyError:
-        return [o.get(field) for o in objs]

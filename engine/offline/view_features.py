@@ -16,7 +16,8 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from engine.io.parquet_log import EVENT_TIME, OFFSET, PARTITION, raw_column, read_log, value_column
+from engine.io.log_format import EVENT_TIME, OFFSET, PARTITION, raw_column, value_column
+from engine.io.log_reader import read_log
 from engine.kernel.layout import ANY_COLUMN_FUNCTIONS, AggregationSpec, encode_positions
 from engine.offline.event_windows import I64, evaluate_windows, longest_window, window_starts
 from engine.offline.exceptions import SpineValidationError, TrainingSetError

@@ -13,7 +13,7 @@ import pytest
 
 from engine.apply import ShardApplier
 from engine.definitions import Constraint
-from engine.io.parquet_log import read_log
+from engine.io.log_reader import read_log
 from engine.offline.backfill import BackfillTarget, backfill_parquet, history_topic
 from engine.offline.exceptions import BackfillError, HistoryFileError
 from engine.offline.history_slices import BUCKETS, TIME_BITS, index_history

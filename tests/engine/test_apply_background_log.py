@@ -9,7 +9,7 @@ import numpy as np
 
 from engine.apply import ShardApplier
 from engine.io.batches import DecodedBatch
-from engine.io.parquet_log import read_log
+from engine.io.log_reader import read_log
 from engine.routing import route
 from engine.state.offsets import NO_OFFSET
 from engine.state.rocksdb_store import RocksDBStore

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.io.parquet_log import ParquetLogWriter, read_log, value_column
+from engine.io.log_format import value_column
+from engine.io.log_reader import read_log
+from engine.io.parquet_log import ParquetLogWriter
 from engine.log_staging import MAX_STAGED_PIECES, MAX_STAGED_ROWS, StagedLogRows
 from engine.routing import ViewRows
 

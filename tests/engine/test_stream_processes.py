@@ -13,7 +13,7 @@ import pytest
 
 from engine.definitions import load_repo
 from engine.generate import GeneratorConfig, generate, produce_events
-from engine.io.parquet_log import read_log
+from engine.io.log_reader import read_log
 from engine.state.online_rocksdb import RocksDBOnlineTable
 from tests.engine.streaming_support import (
     applied_events,

@@ -10,7 +10,7 @@ from typing import Any
 from cli.status_cmd import dlq_record_count
 from engine.definitions import load_repo
 from engine.io.dead_letters import dlq_topic_for, read_dead_letters
-from engine.io.parquet_log import read_log
+from engine.io.log_reader import read_log
 from engine.state.online_rocksdb import RocksDBOnlineTable
 from tests.engine.streaming_support import EXAMPLE_VIEW_KEYS, check_online_values
 from tests.reference import apply_watermark

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine.generate import GeneratorConfig, generate, produce_events
-from engine.io.parquet_log import read_log
+from engine.io.log_reader import read_log
 from engine.state.offsets import NO_OFFSET
 from engine.state.rocksdb_store import RocksDBStore
 from tests.engine.streaming_support import copy_repo, read_topic, reference_events, streamfeat

@@ -18,8 +18,9 @@ from engine.io.dead_letters import (
     read_dead_letters,
     sent_dead_letters,
 )
-from engine.io.decoder import Decoder, PartitionWatermarks
+from engine.io.decoder import Decoder
 from engine.io.exceptions import DeadLetterDeliveryError
+from engine.io.watermarks import PartitionWatermarks
 from tests.io.io_support import NOW_MS, FakeSource, TopicFactory, dumps, good_event, raw_batch
 
 pytestmark = pytest.mark.kafka

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from engine.io.batches import DeadLetterReason, DecodedBatch, RawBatch
-from engine.io.decoder import Decoder, PartitionWatermarks
+from engine.io.decoder import Decoder
 from engine.io.exceptions import IoValueError
+from engine.io.watermarks import PartitionWatermarks
 from tests.io.io_support import (
     BASE_TS,
     NOW_MS,

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from engine.io.batches import DeadLetterReason
-from engine.io.decoder import Decoder, PartitionWatermarks
+from engine.io.decoder import Decoder
+from engine.io.watermarks import PartitionWatermarks
 from tests.io.io_support import BASE_TS, NOW_MS, FakeSource, good_event, raw_batch
 
 _REASONS = {r.value for r in DeadLetterReason}

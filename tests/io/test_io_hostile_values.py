@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from engine.definitions import Constraint
-from engine.io.decoder import Decoder, PartitionWatermarks
+from engine.io.decoder import Decoder
+from engine.io.watermarks import PartitionWatermarks
 from tests.io.io_support import BASE_TS, NOW_MS, FakeSource, dumps, good_event, raw_batch
 
 

@@ -12,9 +12,10 @@ from bytewax.testing import TestingSink, run_main
 from confluent_kafka import Producer
 
 from engine.io.batches import DecodedBatch, RawBatch
-from engine.io.decoder import Decoder, PartitionWatermarks
+from engine.io.decoder import Decoder
 from engine.io.exceptions import IoValueError, KafkaSourceError, TopicNotFoundError
 from engine.io.kafka_source import KafkaBatchPartition, KafkaBatchSource
+from engine.io.watermarks import PartitionWatermarks
 from tests.io.io_support import NOW_MS, FakeSource, TopicFactory, dumps, good_event
 
 pytestmark = pytest.mark.kafka

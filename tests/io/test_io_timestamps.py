@@ -6,7 +6,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from engine.io.decoder import Decoder, PartitionWatermarks
+from engine.io.decoder import Decoder
+from engine.io.watermarks import PartitionWatermarks
 from engine.offline.exceptions import HistoryFileError
 from engine.offline.history_files import _event_times
 from tests.io.io_support import dumps, good_event, raw_batch

@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 
 from engine.definitions import Constraint
 from engine.io.batches import DecodedBatch
-from engine.io.decoder import Decoder, PartitionWatermarks
+from engine.io.decoder import Decoder
 from engine.io.typed_records import TypedRecordDecoder
+from engine.io.watermarks import PartitionWatermarks
 from tests.io.io_support import BASE_TS, NOW_MS, FakeSource, good_event, raw_batch
 from tests.io.test_io_decoder_properties import _payload
 

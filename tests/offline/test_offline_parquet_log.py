@@ -13,15 +13,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
 
-from engine.io.parquet_log import (
-    DAY_MS,
-    ParquetLogInputError,
-    ParquetLogReadError,
-    ParquetLogWriteError,
-    ParquetLogWriter,
-    list_log_files,
-    read_log,
-)
+from engine.io.log_format import DAY_MS, ParquetLogInputError, ParquetLogReadError, ParquetLogWriteError
+from engine.io.log_reader import list_log_files, read_log
+from engine.io.parquet_log import ParquetLogWriter
 
 FP = "0123456789abcdef"
 DAY0 = 19_800 * DAY_MS  # 2024-03-18T00:00:00Z
@@ -337,7 +331,7 @@ def test_log_encoding_is_lossless_and_as_documented(tmp_path: Path) -> None:
 )
 def test_log_order_equals_sorting_by_keys_time_position(keys: list[str], cardinality: int, time_range: int) -> None:
     """read_log's rank-based order is exactly polars' sort by (keys, time, partition, offset)."""
-    from engine.io.parquet_log import _log_order
+    from engine.io.log_reader import _log_order
 
     rng = np.random.default_rng(cardinality)
     n = 50_000
@@ -355,7 +349,7 @@ def test_log_order_equals_sorting_by_keys_time_position(keys: list[str], cardina
 
 
 def test_log_order_of_non_string_keys_falls_back_to_a_plain_sort() -> None:
-    from engine.io.parquet_log import _log_order
+    from engine.io.log_reader import _log_order
 
     frame = pl.DataFrame(
         {"k": [2, 1, 1, 1], "event_time": [1, 5, 2, 2], "partition": [0, 0, 1, 0], "offset": [1, 2, 3, 4]}

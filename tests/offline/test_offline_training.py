@@ -25,7 +25,8 @@ from engine.definitions import (
     StreamFeatureView,
     col,
 )
-from engine.io.parquet_log import DAY_MS, ParquetLogWriter
+from engine.io.log_format import DAY_MS
+from engine.io.parquet_log import ParquetLogWriter
 from engine.kernel.layout import PARTIAL_FUNCTIONS, AggregationSpec
 from engine.offline.event_windows import evaluate_windows
 from engine.offline.exceptions import (

@@ -27,7 +27,8 @@ from engine.definitions import (
     load_repo,
 )
 from engine.definitions.base import FieldType
-from engine.io.parquet_log import ParquetLogWriter, raw_column, value_column
+from engine.io.log_format import raw_column, value_column
+from engine.io.parquet_log import ParquetLogWriter
 from engine.kernel import PartialLayout, aggregate_batch, encode_positions, encode_tiles
 from engine.kernel.aggregate import aggregate_sketches
 from engine.plan import AppliedPlan
