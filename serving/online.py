@@ -38,9 +38,10 @@ OVER_BOUND = "OVER_BOUND"
 class OnlineAccess:
     """Reads for serving: maps state-layer failures to HTTP 503 and counts them.
 
-    Freshness is cached per view for ``freshness_ttl_s`` (default 0.1 s, the
-    secondaries' catch-up interval): reading every shard's metadata on every request
-    would cost more than the tile read itself.
+    Freshness is cached per view for ``freshness_ttl_s`` (default 0.1 s, a few of the
+    secondaries' catch-ups at the default ``catch_up_interval_ms`` of 25): reading every
+    shard's metadata on every request would cost more than the tile read itself, and a
+    staleness threshold is minutes, so a status at most 0.1 s old decides the same.
     """
 
     def __init__(
