@@ -23,7 +23,8 @@ import numpy as np
 from benchmarks.common import emit
 from engine.kernel.aggregate import aggregate_batch, aggregate_sketches
 from engine.kernel.batch_merge import FlatTiles, decode_many, encode_many, merge_flat, retain
-from engine.kernel.layout import AggregationSpec, ViewSpec, encode_positions
+from engine.kernel.layout import AggregationSpec, encode_positions
+from engine.kernel.view_spec import ViewSpec
 
 SIZES = {"smoke": (50_000, 2_000, 500), "full": (1_000_000, 20_000, 2_000)}  # events, users, batch
 MINUTE, HOUR = 60_000, 3_600_000

@@ -14,7 +14,7 @@ from engine.config import Settings, load_settings
 class Subparsers(Protocol):
     """What a subcommand's ``register`` needs of ``argparse``'s subparsers object."""
 
-    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...  # argparse's own keywords
 
 
 def add_settings_args(parser: argparse.ArgumentParser, *, kafka: bool = True) -> None:

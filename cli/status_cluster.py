@@ -3,12 +3,15 @@ per-host tables of engine/state/cluster_status.py."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from engine.state.cluster_status import HostStatus, ShardStatus
 
+if TYPE_CHECKING:  # rich is imported when a table is drawn
+    from rich.console import Console
 
-def render_cluster(console: Any, shards: tuple[ShardStatus, ...], hosts: tuple[HostStatus, ...]) -> None:
+
+def render_cluster(console: Console, shards: tuple[ShardStatus, ...], hosts: tuple[HostStatus, ...]) -> None:
     from rich.table import Table
 
     from engine.timefmt import iso_utc

@@ -27,6 +27,7 @@ from typing import Any
 from cli.common import Subparsers, add_settings_args, check_source_topic, settings_from
 from cli.status_cluster import render_cluster
 from engine.clock import wall_clock_ms
+from engine.config import Settings
 from engine.state.cluster_status import HostStatus, ShardStatus, collect_shards, hosts_of, progress_applied
 from engine.timefmt import iso_utc
 
@@ -139,7 +140,7 @@ def dlq_record_count(bootstrap: str, topic: str) -> int | None:
         consumer.close()
 
 
-def collect_status(settings: Any, sample_s: float = 1.0) -> Status:
+def collect_status(settings: Settings, sample_s: float = 1.0) -> Status:
     """Gather the status of every view of the applied plan (see the module docstring)."""
     from engine.definitions import load_repo
     from engine.exceptions import ConfigError

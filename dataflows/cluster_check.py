@@ -35,6 +35,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from dataflows.exceptions import ClusterSettingsError
+from engine.io.decoder import EventSourceLike
 from engine.shutdown import STOP
 
 SETTINGS_HINT = (
@@ -47,7 +48,7 @@ class _JobSettings(Protocol):
     """What the check reads of a ``StreamJob`` (kept structural: no import cycle)."""
 
     @property
-    def source(self) -> Any: ...
+    def source(self) -> EventSourceLike: ...
     @property
     def views(self) -> tuple[Any, ...]: ...
     @property
@@ -57,7 +58,7 @@ class _JobSettings(Protocol):
     @property
     def redis_url(self) -> str | None: ...
     @property
-    def state_dir(self) -> Any: ...
+    def state_dir(self) -> object: ...  # shown in the process's description only
 
 
 def _new_part() -> str:

@@ -268,6 +268,7 @@ def build_flow(job: StreamJob, flow_id: str = "streamfeat") -> Dataflow:
         ),
     )
     decoded = op.map("decode", raw, _DecodeStep(job, watermarks, already_sent))
+    # A Bytewax stream: Bytewax publishes no type information.
     routed: Any = op.flat_map("route", decoded, lambda batch: route(batch, views, shards))
     if job.tail:
         ticks = op.input("ticks", flow, TickSource())

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.kernel.aggregate import apply_retention, first_kept_tile, fold_expired
 from engine.kernel.batch_merge import NO_EVENT_TS
 from engine.kernel.codec import (
     decode_sketches,
@@ -29,6 +28,7 @@ from engine.kernel.codec import (
     tile_span,
 )
 from engine.kernel.layout import PartialLayout
+from engine.kernel.tile_retention import apply_retention, first_kept_tile, fold_expired
 from engine.state.protocols import StorePartition
 from engine.state.records import decode_meta, meta_key, view_prefix
 

@@ -5,25 +5,24 @@ rows belong to it: the item still carries the partition's last offset and maximu
 event time, so every shard records the same progress and a restart never has to
 replay from a shard that simply saw no traffic (docs/semantics.md, section 6).
 
-Rows carry integer entity codes into a list of distinct entity keys instead of one
-key per row: a batch usually names each entity a few times, so encoding keys and
-hashing them for the shard (crc32) is done once per distinct key, then broadcast.
+Rows carry integer entity codes into a list of distinct entity keys
+(engine/entity_codes.py), so hashing keys for the shard (crc32) is done once per
+distinct key, then broadcast.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
-import polars as pl
 
+from engine.entity_codes import compose_entity_keys, factorize_entity_keys, used_keys_only
 from engine.io.batches import DecodedBatch
-from engine.kernel.layout import PartialLayout
-from engine.state.keys import ENTITY_KEY_SEPARATOR, encode_entity_keys, shard_for_many
+from engine.kernel.layout import AggregationLike, PartialLayout
+from engine.state.keys import shard_for_many
 
 Int64Array = npt.NDArray[np.int64]
 
@@ -44,7 +43,7 @@ class RoutableView(Protocol):
     @property
     def filter(self) -> object | None: ...
     @property
-    def aggregations(self) -> Sequence[Any]: ...
+    def aggregations(self) -> Sequence[AggregationLike]: ...
 
 
 @dataclass(frozen=True)
@@ -106,98 +105,6 @@ class ShardBatch:
         return sum(len(rows) for rows in self.views.values())
 
 
-def factorize_entity_keys(
-    join_values: Sequence[npt.NDArray[np.object_]],
-) -> tuple[list[bytes], Int64Array]:
-    """``(distinct entity keys, code per row)`` with ``keys[codes[i]]`` equal to
-    :func:`encode_entity_keys` ``(join_values)[i]`` (key order is unspecified)."""
-    n = len(join_values[0]) if join_values else 0
-    if len(join_values) == 1 and n >= _HASHED_FACTORIZE_ROWS:
-        hashed = _factorize_by_hash(join_values[0])
-        if hashed is not None:
-            return hashed
-    raw: list[object]
-    if len(join_values) == 1:
-        raw = join_values[0].tolist()
-    else:
-        raw = list(zip(*(col.tolist() for col in join_values), strict=True))
-    # Distinct values in first-seen order, numbered, then one C-level lookup per row
-    # (no Python frame per row: about twice as fast as a setdefault generator).
-    index: dict[object, int] = dict(zip(dict.fromkeys(raw), range(n), strict=False))
-    codes = np.fromiter(map(index.__getitem__, raw), dtype=np.int64, count=n)
-    distinct = list(index)
-    if len(join_values) == 1:
-        keys = encode_entity_keys([distinct])
-    else:
-        keys = encode_entity_keys(list(zip(*distinct, strict=True)))
-    if len(set(keys)) != len(keys):
-        # Distinct values with the same text (7 and "7" in one object column) are one
-        # entity: factorize again on the key bytes themselves.
-        by_key: dict[bytes, int] = {}
-        remap = np.fromiter((by_key.setdefault(k, len(by_key)) for k in keys), dtype=np.int64, count=len(keys))
-        return list(by_key), remap[codes]
-    return keys, codes
-
-
-# Below this many rows a dict lookup per row is cheaper than building a polars Series.
-_HASHED_FACTORIZE_ROWS = 50_000
-
-
-def _factorize_by_hash(values: npt.NDArray[np.object_]) -> tuple[list[bytes], Int64Array] | None:
-    """Factorize a string column through polars' row hash (C speed on big batches).
-
-    Exact despite hash collisions: every row is compared with the representative of
-    its hash, and any mismatch returns None (the caller then uses the dict path).
-    None also when the column is not all strings.
-    """
-    try:
-        series = pl.Series("k", values, dtype=pl.String, strict=True)
-    except (TypeError, ValueError, pl.exceptions.PolarsError):
-        return None
-    if series.null_count():
-        return None
-    hashes = series.hash().to_numpy()
-    _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
-    representatives = series.gather(first)
-    if not bool((series == representatives.gather(inverse)).all()):
-        return None
-    keys = encode_entity_keys([representatives.to_list()])
-    return keys, inverse.astype(np.int64, copy=False).reshape(-1)
-
-
-def compose_entity_keys(
-    parts: Sequence[tuple[list[bytes], Int64Array]],
-) -> tuple[list[bytes], Int64Array] | None:
-    """Multi-join-key entity keys from each join key's own factorization.
-
-    ``parts[j]`` is ``(distinct keys of join key j, code per row)``; returns what
-    :func:`factorize_entity_keys` returns for the same rows (keys joined by the
-    separator), from integer codes instead of one tuple per row. None when the code
-    space would overflow or two pairs join to the same bytes (a separator inside a
-    value): the caller then factorizes the rows themselves.
-    """
-    sizes = [max(len(keys), 1) for keys, _ in parts]
-    if math.prod(sizes) >= 2**62:
-        return None
-    combined = parts[0][1].astype(np.int64, copy=True)
-    for (_, codes), size in zip(parts[1:], sizes[1:], strict=True):
-        combined *= size
-        combined += codes
-    distinct, inverse = np.unique(combined, return_inverse=True)
-    indices: list[Int64Array] = []
-    rest = distinct
-    for size in reversed(sizes[1:]):
-        indices.append(rest % size)
-        rest = rest // size
-    indices.append(rest)
-    indices.reverse()
-    columns = [[keys[i] for i in index.tolist()] for (keys, _), index in zip(parts, indices, strict=True)]
-    joined = [ENTITY_KEY_SEPARATOR.join(values) for values in zip(*columns, strict=True)]
-    if len(set(joined)) != len(joined):
-        return None
-    return joined, inverse.astype(np.int64, copy=False).reshape(-1)
-
-
 def factorize_join_columns(
     views: Sequence[RoutableView], batch: DecodedBatch
 ) -> dict[str, tuple[list[bytes], Int64Array]]:
@@ -205,15 +112,6 @@ def factorize_join_columns(
     sharing a join key, and multi-key views composing theirs, reuse it)."""
     names = dict.fromkeys(k for view in views for k in view.join_keys if k in batch.columns)
     return {name: factorize_entity_keys([np.asarray(batch.columns[name], dtype=object)]) for name in names}
-
-
-def _used_keys_only(keys: list[bytes], codes: Int64Array) -> tuple[list[bytes], Int64Array]:
-    """Drop the keys no row names (a batch-wide factorization seen through a view's filter)."""
-    used = np.bincount(codes, minlength=len(keys)) > 0
-    if bool(used.all()):
-        return keys, codes
-    new_code = np.cumsum(used, dtype=np.int64) - 1
-    return [k for k, u in zip(keys, used.tolist(), strict=True) if u], new_code[codes]
 
 
 def _numeric(kind: object) -> bool:
@@ -238,7 +136,7 @@ class _RowSelections:
         self.columns = batch.columns
         self.n = len(batch.offsets)
         self._rows: dict[object, npt.NDArray[np.intp] | None] = {}
-        self._picked: dict[tuple[object, str, type], Any] = {}
+        self._picked: dict[tuple[object, str, type], npt.NDArray[Any]] = {}
 
     def rows(self, view_filter: object | None) -> tuple[object, npt.NDArray[np.intp] | None]:
         """``(selection key, kept row positions or None for all rows)``."""
@@ -255,7 +153,9 @@ class _RowSelections:
         idx = self._rows[key]
         return (None, None) if idx is None else (key, idx)
 
-    def pick(self, key: object, idx: npt.NDArray[np.intp] | None, name: str, array: npt.ArrayLike, dtype: type) -> Any:
+    def pick(
+        self, key: object, idx: npt.NDArray[np.intp] | None, name: str, array: npt.ArrayLike, dtype: type
+    ) -> npt.NDArray[Any]:
         """``array`` as ``dtype`` at the selected rows (``name`` identifies ``array``)."""
         if idx is None:
             return np.asarray(array, dtype=dtype)
@@ -280,7 +180,7 @@ def _view_rows(
     selection, idx = selections.rows(view.filter)
     rows = len(batch.offsets) if idx is None else len(idx)
 
-    def pick(name: str, array: npt.ArrayLike, dtype: type) -> Any:
+    def pick(name: str, array: npt.ArrayLike, dtype: type) -> npt.NDArray[Any]:
         return selections.pick(selection, idx, name, array, dtype)
 
     given = factorized.get(view.join_keys[0]) if factorized is not None and len(view.join_keys) == 1 else None
@@ -309,7 +209,7 @@ def _view_rows(
     if given is not None:
         keys, codes = given[0], pick(f"codes {view.join_keys[0]}", given[1], np.int64)
         if shared:
-            keys, codes = _used_keys_only(keys, codes)
+            keys, codes = used_keys_only(keys, codes)
     elif composed is not None:
         keys, codes = composed
     else:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 __all__ = ["FeatureClient", "create_app"]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> Any:  # whichever lazily imported name is asked for
     if name == "create_app":
         from serving.app import create_app
 

@@ -157,7 +157,7 @@ class ApiKeys:
         return found
 
 
-def _entry(i: int, raw: Any, origin: str) -> ApiKey:
+def _entry(i: int, raw: object, origin: str) -> ApiKey:
     if not isinstance(raw, Mapping):
         raise ApiKeyFileError(f"{origin}: keys[{i}]: expected a mapping, got {type(raw).__name__}")
     unknown = set(raw) - {"name", "sha256", "key", "services", "scopes"}

@@ -65,7 +65,7 @@ class FeatureClient(ClientBase):
         self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=self.headers, transport=transport)
         self.shadow = LiveShadow(shadow, self.url, api_key) if shadow is not None else None
 
-    def _send(self, call: Call) -> Any:
+    def _send(self, call: Call) -> Any:  # the answer's decoded JSON, indexed by the caller
         try:
             response = self._http.request(call.method, call.path, content=call.content())
         except httpx.HTTPError as exc:

@@ -47,7 +47,7 @@ class AsyncFeatureClient(ClientBase):
         super().__init__(url, api_key, cache, fallbacks)
         self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, headers=self.headers, transport=transport)
 
-    async def _send(self, call: Call) -> Any:
+    async def _send(self, call: Call) -> Any:  # the answer's decoded JSON, indexed by the caller
         try:
             response = await self._http.request(call.method, call.path, content=call.content())
         except httpx.HTTPError as exc:

@@ -76,7 +76,7 @@ def error_from(response: httpx.Response) -> ServingError:
     return error
 
 
-def answer_of(response: httpx.Response) -> Any:
+def answer_of(response: httpx.Response) -> Any:  # decoded JSON, indexed by the caller
     """The decoded JSON of a 200 answer, else its typed error raised."""
     if response.status_code != 200:
         raise error_from(response)

@@ -100,7 +100,7 @@ class LiveShadow:
         service: str,
         entities: Mapping[str, Sequence[Any]],
         request_data: Mapping[str, Sequence[Any]] | None,
-        as_of: Any,
+        as_of: object,
     ) -> None:
         """Maybe queue this answered request; never blocks, never raises."""
         if self._random.random() >= self.config.sample_rate:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
 
 from engine.definitions import FeatureRef, FeatureService, StreamFeatureView
 from engine.definitions.base import did_you_mean
@@ -23,7 +22,7 @@ REFS_SERVICE = "feature_refs"
 MAX_CACHED_SERVICES = 256
 
 
-def parse_refs(refs: Any, field: str = "features") -> tuple[tuple[str, str], ...]:
+def parse_refs(refs: object, field: str = "features") -> tuple[tuple[str, str], ...]:
     """``["view:feature", ...]`` -> ``((view, feature), ...)``, duplicates kept once."""
     if not isinstance(refs, list) or not refs:
         raise InvalidRequest(
@@ -52,7 +51,7 @@ class FeatureRefResolver:
         self._max_cached = max_cached
         self._cache: OrderedDict[tuple[tuple[str, str], ...], CompiledService] = OrderedDict()
 
-    def service(self, refs: Any, field: str = "features") -> CompiledService:
+    def service(self, refs: object, field: str = "features") -> CompiledService:
         key = parse_refs(refs, field)
         found = self._cache.get(key)
         if found is not None:

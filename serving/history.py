@@ -39,7 +39,7 @@ import polars as pl
 
 from engine.clock import wall_clock_ms
 from engine.io.log_reader import first_event_time, list_log_files
-from engine.kernel.aggregate import first_kept_tile
+from engine.kernel.tile_retention import first_kept_tile
 from engine.kernel.window import window_start_ms
 from engine.offline.view_features import compute_view_features
 from engine.state import OffsetRecord

@@ -24,10 +24,13 @@ from __future__ import annotations
 import asyncio
 import http
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+if TYPE_CHECKING:
+    from engine.config import Settings
 
 from serving.exceptions import (
     HeadersTooLarge,
@@ -57,7 +60,7 @@ class HttpLimits:
             )
 
     @classmethod
-    def from_settings(cls, settings: Any) -> HttpLimits:
+    def from_settings(cls, settings: Settings) -> HttpLimits:
         return cls(
             header_timeout_ms=settings.header_timeout_ms,
             body_timeout_ms=settings.body_timeout_ms,
@@ -87,7 +90,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def configure(cls, limits: HttpLimits) -> None:
         cls.limits = limits
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # uvicorn's own arguments, passed through
         super().__init__(*args, **kwargs)
         if type(self).limits is None:  # a worker process: same settings as the parent (environment, files)
             from engine.config import load_settings

@@ -138,7 +138,7 @@ class FeatureResult:
         }
 
 
-def not_finite(value: Any) -> bool:
+def not_finite(value: object) -> bool:
     """A float result that JSON can only show as null (inf, -inf, NaN)."""
     return type(value) is float and not math.isfinite(value)
 

@@ -101,7 +101,7 @@ class Pusher:
                 )
             return self._producer
 
-    def push(self, source_name: str, records: Any, max_records: int) -> PushResult:
+    def push(self, source_name: str, records: object, max_records: int) -> PushResult:
         source = self.sources.get(source_name)
         if source is None:
             raise SourceNotFound(

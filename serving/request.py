@@ -63,19 +63,19 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _kind(value: Any) -> str:
+def _kind(value: object) -> str:
     if value is None:
         return "null"
     names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}
     return names.get(type(value), type(value).__name__)
 
 
-def _short(value: Any) -> str:
+def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def parse_as_of(value: Any, field: str = "as_of") -> int:
+def parse_as_of(value: object, field: str = "as_of") -> int:
     """Epoch milliseconds (int) or an ISO-8601 string with an explicit offset."""
     if isinstance(value, int) and not isinstance(value, bool):
         ms = value
@@ -105,7 +105,7 @@ def parse_as_of(value: Any, field: str = "as_of") -> int:
     return ms
 
 
-def _check_value(kind: FieldType, value: Any, field: str, *, entity: bool) -> None:
+def _check_value(kind: FieldType, value: object, field: str, *, entity: bool) -> None:
     ok: bool
     if kind is FieldType.STRING:
         ok = isinstance(value, str)
@@ -146,7 +146,7 @@ def _plainly_valid(kind: FieldType, values: list[Any], *, entity: bool) -> bool:
 
 def _columns(
     section: str,
-    given: Any,
+    given: object,
     expected: Mapping[str, FieldType],
     *,
     entity: bool,
@@ -197,10 +197,10 @@ def _columns(
 
 def build_request(
     service: CompiledService,
-    entities: Any,
-    request_data: Any,
-    as_of: Any,
-    include_metadata: Any,
+    entities: object,
+    request_data: object,
+    as_of: object,
+    include_metadata: object,
     *,
     max_entities: int,
     sections: tuple[str, str] = ("entities", "request_data"),

@@ -76,7 +76,7 @@ def _iso(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def feast_status(status: str, value: Any) -> str:
+def feast_status(status: str, value: object) -> str:
     if status == NOT_FOUND:
         return NOT_FOUND
     if status == FUTURE_EVENTS:

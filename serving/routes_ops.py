@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 import httpx
 from fastapi import APIRouter
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.requests import Request
 from starlette.responses import Response
@@ -130,7 +131,7 @@ def histogram_quantiles(buckets: dict[float, float], quantiles: Iterable[float])
     return out
 
 
-def serving_latency(registry: Any) -> dict[str, float | None]:
+def serving_latency(registry: CollectorRegistry) -> dict[str, float | None]:
     """p50/p90/p99 (ms) and request count of the feature routes since the app started."""
     buckets: dict[float, float] = {}
     for family in registry.collect():

@@ -87,7 +87,7 @@ def _epoch_ms(column: pl.Series) -> list[int]:
     )
 
 
-def _scores(model: Any, matrix: list[list[float]]) -> dict[str, list[Any]]:
+def _scores(model: Any, matrix: list[list[float]]) -> dict[str, list[Any]]:  # model: see score_batch
     out: dict[str, list[Any]] = {}
     if hasattr(model, "predict_proba"):
         proba = np.asarray(model.predict_proba(matrix), dtype=np.float64)
@@ -98,7 +98,7 @@ def _scores(model: Any, matrix: list[list[float]]) -> dict[str, list[Any]]:
 
 
 def score_batch(
-    model: Any,
+    model: Any,  # the user's model, duck typed: predict_proba and/or predict
     entities: pl.DataFrame,
     client: FeatureClient,
     *,

@@ -49,7 +49,7 @@ class FrozenMap(Mapping[str, Any]):
     def __init__(self, data: Mapping[str, Any] | Iterable[tuple[str, Any]] = ()) -> None:
         self._data: dict[str, Any] = dict(data)
 
-    def __getitem__(self, key: str) -> Any:
+    def __getitem__(self, key: str) -> Any:  # one map type holds every definition map (schemas, constraints, ...)
         return self._data[key]
 
     def __iter__(self) -> Iterator[str]:
@@ -231,7 +231,7 @@ def definition(kind: str) -> Callable[[_C], _C]:
     """Frozen dataclass whose constructor names unknown/missing arguments clearly."""
 
     def wrap(cls: _C) -> _C:
-        dc: Any = dataclasses.dataclass(frozen=True)(cls)
+        dc: Any = dataclasses.dataclass(frozen=True)(cls)  # its __init__ is replaced below
         fields = [f for f in dataclasses.fields(dc) if f.init]
         names = [f.name for f in fields]
         required = [

@@ -175,7 +175,7 @@ class OnDemandFeatureView(SelectableView):
         module_name, _, qualname = self.fn.partition(":")
         c = Checker("OnDemandFeatureView", self.name)
         try:
-            target: Any = importlib.import_module(module_name)
+            target: Any = importlib.import_module(module_name)  # whatever fn names; checked callable below
             for part in qualname.split("."):
                 target = getattr(target, part)
         except (ImportError, AttributeError) as exc:

@@ -15,11 +15,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
 from engine.io.batches import DeadLetter
 from engine.io.exceptions import DeadLetterDeliveryError, KafkaSourceError, TopicNotFoundError
 from engine.io.kafka_source import CLIENT_LOG, list_topic_partitions
+
+#: A Kafka message's headers as confluent-kafka gives them (pairs, or a dict when producing).
+HeaderValues = dict[str, str | bytes | None] | list[tuple[str, str | bytes | None]]
 
 HEADER_REASON = "reason"
 HEADER_DETAIL = "detail"
@@ -184,7 +187,7 @@ class DeadLetterProducer:
         """
         failures: list[KafkaError] = []
 
-        def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
             if err is not None:
                 failures.append(err)
 
@@ -245,9 +248,11 @@ class DeadLetterProducer:
         self._producer.flush(self.flush_timeout_s)
 
 
-def _header_map(headers: Any) -> dict[str, str]:
+def _header_map(headers: HeaderValues | None) -> dict[str, str]:
     out: dict[str, str] = {}
-    for k, v in headers or []:
+    # A consumed message's headers are a list of pairs; a dict is what a producer may be given.
+    pairs = headers.items() if isinstance(headers, dict) else headers or []
+    for k, v in pairs:
         out[k] = v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v or "")
     return out
 

@@ -26,21 +26,23 @@ import numpy.typing as npt
 import orjson
 
 from engine.clock import wall_clock_ms
-from engine.io.batches import NO_EVENT_TS, DeadLetter, DeadLetterReason, DecodedBatch, RawBatch
+from engine.io.batches import DeadLetter, DeadLetterReason, DecodedBatch, RawBatch
 from engine.io.exceptions import IoTypeError, IoValueError
 from engine.io.field_checks import (
     ACCEPTED,
     DTYPE,
     PLACEHOLDER,
     Bounds,
+    ConstraintLike,
     field_values,
     kind_of,
     lone_surrogate,
     parse_non_finite,
 )
+from engine.io.time_refusals import refuse_future, refuse_late
 from engine.io.timestamps import TIMESTAMP_FORMATS, parse_event_times, show_value
 from engine.io.typed_records import TIMESTAMP_KINDS, TypedRecordDecoder
-from engine.io.watermarks import PartitionWatermarks, ordinal, rank_th_before
+from engine.io.watermarks import PartitionWatermarks
 
 DEFAULT_DLQ_PAYLOAD_CAP = 64 * 1024
 
@@ -69,9 +71,9 @@ class EventSourceLike(Protocol):
     @property
     def timestamp_field(self) -> str: ...
     @property
-    def timestamp_format(self) -> Any: ...
+    def timestamp_format(self) -> object: ...  # a str or a str-valued enum
     @property
-    def schema(self) -> Mapping[str, Any]: ...
+    def schema(self) -> Mapping[str, object]: ...
     @property
     def allowed_lateness_ms(self) -> int: ...
     @property
@@ -81,7 +83,7 @@ class EventSourceLike(Protocol):
     @property
     def watermark_outliers(self) -> int: ...
     @property
-    def constraints(self) -> Mapping[str, Any]: ...
+    def constraints(self) -> Mapping[str, ConstraintLike]: ...
 
 
 class Decoder:
@@ -103,7 +105,7 @@ class Decoder:
         name = str(source.name)
         fmt_raw = source.timestamp_format
         fmt = fmt_raw.value if isinstance(fmt_raw, Enum) else fmt_raw
-        if fmt not in TIMESTAMP_FORMATS:
+        if not isinstance(fmt, str) or fmt not in TIMESTAMP_FORMATS:
             raise IoValueError(
                 f"EventSource '{name}': field 'timestamp_format': expected one of "
                 f"{TIMESTAMP_FORMATS}, got {fmt_raw!r}. Hint: see docs/semantics.md section 1."
@@ -158,8 +160,10 @@ class Decoder:
         keep = np.ones(n, dtype=np.bool_)
         if refused:
             keep[np.fromiter(refused, dtype=np.int64, count=len(refused))] = False
-        self._refuse_future(event_ts, keep, refused)
-        top_after = self._refuse_late(raw.partition, event_ts, keep, refused, watermarks)
+        refuse_future(event_ts, keep, refused, self._now_ms(), self.max_future_skew_ms, self.timestamp_field)
+        top_after = refuse_late(
+            raw.partition, event_ts, keep, refused, watermarks, self.allowed_lateness_ms, self.watermark_rank
+        )
 
         if len(refused):
             offsets = raw.offsets[keep]
@@ -345,65 +349,6 @@ class Decoder:
         for i, problem in parsed.problems.items():
             refused.setdefault(i, problem)
         return parsed.ts_ms
-
-    def _refuse_future(
-        self,
-        event_ts: npt.NDArray[np.int64],
-        keep: npt.NDArray[np.bool_],
-        refused: dict[int, tuple[str, str]],
-    ) -> None:
-        now = self._now_ms()
-        bound = now + self.max_future_skew_ms
-        future = keep & (event_ts > bound)
-        if future.any():
-            for i in np.flatnonzero(future).tolist():
-                refused[i] = (
-                    _R.TIMESTAMP_IN_FUTURE,
-                    f"timestamp field '{self.timestamp_field}': event time {int(event_ts[i])} ms "
-                    f"is more than max_future_skew {self.max_future_skew_ms} ms after the wall "
-                    f"clock {now} ms",
-                )
-            keep &= ~future
-
-    def _refuse_late(
-        self,
-        partition: int,
-        event_ts: npt.NDArray[np.int64],
-        keep: npt.NDArray[np.bool_],
-        refused: dict[int, tuple[str, str]],
-        watermarks: PartitionWatermarks,
-    ) -> tuple[int, ...]:
-        carried = watermarks.top_ts(partition)
-        valid = np.flatnonzero(keep)
-        if len(valid) == 0:
-            return carried
-        ts_valid = event_ts[valid]
-        lateness = self.allowed_lateness_ms
-        rank = self.watermark_rank
-        # The largest earlier time bounds the rank-th largest from above: only events below
-        # it can be late, and usually there are none, so the exact rank-th is rarely needed.
-        running = np.maximum.accumulate(ts_valid)
-        before = np.empty_like(ts_valid)
-        before[0] = carried[0] if carried else NO_EVENT_TS
-        np.maximum(running[:-1], before[0], out=before[1:])
-        # e < before - lateness, written without subtracting from the int64 minimum.
-        late = ts_valid + lateness < before
-        if late.any() and rank > 1:
-            before, late = rank_th_before(carried, ts_valid, rank, lateness)
-        if late.any():
-            for j in np.flatnonzero(late).tolist():
-                i = int(valid[j])
-                refused[i] = (
-                    _R.LATE_EVENT,
-                    f"event time {int(ts_valid[j])} ms is below the partition watermark "
-                    f"{int(before[j]) - lateness} ms (the {ordinal(rank)} largest earlier event "
-                    f"time {int(before[j])} ms minus allowed_lateness {lateness} ms)",
-                )
-            keep[valid[late]] = False
-        # Late events lie below the rank-th largest time, so adding them changes nothing.
-        if len(ts_valid) > rank:
-            ts_valid = np.partition(ts_valid, len(ts_valid) - rank)[-rank:]
-        return watermarks.advance(partition, ts_valid.tolist(), rank)
 
     def _dead_letters(self, raw: RawBatch, refused: dict[int, tuple[str, str]]) -> tuple[DeadLetter, ...]:
         if not refused:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from operator import itemgetter
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -117,6 +117,21 @@ def lone_surrogate(doc: object) -> str | None:
     return None
 
 
+class ConstraintLike(Protocol):
+    """What the decoder reads of an ``engine.definitions.Constraint``."""
+
+    @property
+    def min(self) -> float | None: ...
+    @property
+    def max(self) -> float | None: ...
+    @property
+    def min_length(self) -> int | None: ...
+    @property
+    def max_length(self) -> int | None: ...
+    @property
+    def allowed_characters(self) -> str | None: ...
+
+
 @dataclass(frozen=True)
 class Bounds:
     """A field's declared ``Constraint`` in the form the decoder checks it."""
@@ -129,7 +144,7 @@ class Bounds:
     allowed_text: str | None
 
     @classmethod
-    def of(cls, constraint: Any) -> Bounds:
+    def of(cls, constraint: ConstraintLike) -> Bounds:
         chars = constraint.allowed_characters
         return cls(
             constraint.min,

@@ -98,7 +98,7 @@ def write_options(join_keys: Sequence[str]) -> dict[str, Any]:
     return {"compression": "lz4", "use_dictionary": list(join_keys), "column_encoding": delta}
 
 
-def resolve_root(root: str, filesystem: Any | None = None) -> tuple[Any, str]:
+def resolve_root(root: str, filesystem: pafs.FileSystem | None = None) -> tuple[Any, str]:
     """Return ``(pyarrow filesystem, base path)`` for a local path or a filesystem URI."""
     if filesystem is not None:
         return filesystem, root.rstrip("/") or "/"

@@ -37,7 +37,7 @@ def list_log_files(
     fingerprint_hex: str | None = None,
     start_ms: int | None = None,
     end_ms: int | None = None,
-    filesystem: Any | None = None,
+    filesystem: pafs.FileSystem | None = None,
 ) -> tuple[Any, list[str]]:
     """Return ``(filesystem, sorted published file paths)`` of a view, pruned by date.
 
@@ -90,7 +90,7 @@ def _schema_columns(names: Sequence[str], path: str) -> tuple[list[str], list[st
     return keys, values
 
 
-def _read_one(fs: Any, path: str) -> pa.Table:
+def _read_one(fs: pafs.FileSystem, path: str) -> pa.Table:
     try:
         return pq.read_table(path, filesystem=fs)
     except (OSError, pa.ArrowException) as exc:
@@ -100,7 +100,7 @@ def _read_one(fs: Any, path: str) -> pa.Table:
         ) from exc
 
 
-def _find_culprit(fs: Any, paths: Sequence[str], exc: Exception) -> ParquetLogReadError:
+def _find_culprit(fs: pafs.FileSystem, paths: Sequence[str], exc: Exception) -> ParquetLogReadError:
     """After a failed scan, name the file that caused it."""
     first_schema: pa.Schema | None = None
     for path in paths:
@@ -122,7 +122,7 @@ def read_log(
     fingerprint_hex: str | None = None,
     start_ms: int | None = None,
     end_ms: int | None = None,
-    filesystem: Any | None = None,
+    filesystem: pafs.FileSystem | None = None,
     entities: Mapping[str, Sequence[str]] | None = None,
 ) -> pl.DataFrame:
     """Every published row of a view with ``start_ms <= event_time <= end_ms``.
@@ -170,7 +170,9 @@ def read_log(
     return df[_log_order(df, keys)]
 
 
-def first_event_time(root: str, view_name: str, fingerprint_hex: str, filesystem: Any | None = None) -> int | None:
+def first_event_time(
+    root: str, view_name: str, fingerprint_hex: str, filesystem: pafs.FileSystem | None = None
+) -> int | None:
     """Smallest event time in the view's log (None without a published file).
 
     Only the files of the earliest ``date=`` directory are read (one column).

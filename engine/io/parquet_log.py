@@ -9,12 +9,13 @@ Format and names: ``engine.io.log_format``; reading back: ``engine.io.log_reader
 import contextlib
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from engine.io.log_format import (
@@ -45,7 +46,7 @@ class LogCut:
     into Arrow by :meth:`ParquetLogWriter.write_cut`, off the appending thread)."""
 
     tables: tuple[pa.Table, ...]
-    appended: tuple[list[Any], ...]
+    appended: tuple[list[object], ...]
     rows: int
 
 
@@ -82,7 +83,7 @@ class ParquetLogWriter:
         writer_id: str,
         max_rows: int = 100_000,
         max_age_s: float = 60.0,
-        filesystem: Any | None = None,
+        filesystem: pafs.FileSystem | None = None,
         raw_columns: Mapping[str, str] | None = None,
     ) -> None:
         check_name("view name", view_name, SAFE_NAME, "a file-name-safe view name")
@@ -121,7 +122,7 @@ class ParquetLogWriter:
         self.schema = log_schema(self.join_keys, self.columns, self.raw_columns)
         self._write_options = write_options(self.join_keys)
         self._chunks: list[pa.Table] = []  # cuts put back after a failed write
-        self._appended: list[list[Any]] = []  # per append: one checked column per field
+        self._appended: list[list[object]] = []  # per append: one checked column per field
         self._rows = 0
         self._first_append: float | None = None
 
@@ -155,14 +156,14 @@ class ParquetLogWriter:
         # Columns are checked here but converted to Arrow only at ``cut``: streaming
         # appends a few dozen rows per batch, and building a table per append cost
         # ~140 us each, a third of the worker's time at 10k events/s.
-        prepared: list[Any] = []
+        prepared: list[object] = []
         for f in self.schema:
             data = rows[f.name]
             try:
                 if isinstance(data, pa.Array) and data.type == f.type and data.null_count == 0:
                     # Already an Arrow column of the log's type (the applier builds join-key
                     # columns from its distinct keys): no per-row conversion.
-                    column: Any = data
+                    column: object = data
                 elif pa.types.is_string(f.type):
                     column = _string_column(data)
                 else:
@@ -232,8 +233,9 @@ class ParquetLogWriter:
         arrays: list[pa.Array] = []
         for i, field_ in enumerate(self.schema):
             parts = [columns[i] for columns in cut.appended]
-            if isinstance(parts[0], np.ndarray) and all(isinstance(p, np.ndarray) for p in parts):
-                arrays.append(pa.array(np.concatenate(parts), type=field_.type))
+            numpy_parts = [p for p in parts if isinstance(p, np.ndarray)]
+            if len(numpy_parts) == len(parts):
+                arrays.append(pa.array(np.concatenate(numpy_parts), type=field_.type))
             else:
                 arrays.append(pa.concat_arrays([_as_arrow(p, field_.type) for p in parts]))
         appended = pa.Table.from_arrays(arrays, schema=self.schema)
@@ -291,7 +293,7 @@ class ParquetLogWriter:
             published.append(final)
         return PublishedFile(tuple(published), cut.rows, _max_offset_per_partition(partitions, offsets))
 
-    def _remove(self, paths: Any) -> None:
+    def _remove(self, paths: Iterable[str]) -> None:
         for path in paths:
             # Already gone or never created: nothing is visible either way.
             with contextlib.suppress(OSError, pa.ArrowException):
@@ -307,7 +309,7 @@ def _max_offset_per_partition(partitions: np.ndarray, offsets: np.ndarray) -> di
     return {int(p): int(top[p]) for p in present.tolist()}
 
 
-def _string_column(data: Any) -> pa.Array:
+def _string_column(data: object) -> pa.Array:
     """``data`` as an Arrow string column, each value as its ``str`` text.
 
     A column of Python strings (every join-key and raw string column the applier stages)
@@ -326,5 +328,5 @@ def _string_column(data: Any) -> pa.Array:
     return pa.array(np.asarray(data).astype(str, copy=False), type=pa.string())
 
 
-def _as_arrow(column: Any, type_: pa.DataType) -> pa.Array:
+def _as_arrow(column: object, type_: pa.DataType) -> pa.Array:
     return column if isinstance(column, pa.Array) else pa.array(column, type=type_)

@@ -112,7 +112,7 @@ def _invalid(field: str, detail: str) -> Problem:
     return DeadLetterReason.INVALID_TIMESTAMP, f"timestamp field '{field}': {detail}"
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: object) -> object:
     # numpy scalars of a column show like the JSON values of a stream record.
     return value.item() if isinstance(value, np.generic) else value
 

@@ -3,12 +3,7 @@
 See docs/semantics.md (the contract) and docs/architecture.md ("Kernel").
 """
 
-from engine.kernel.aggregate import (
-    aggregate_batch,
-    apply_retention,
-    merge_partials,
-    merge_tile_sets,
-)
+from engine.kernel.aggregate import aggregate_batch, merge_partials, merge_tile_sets
 from engine.kernel.codec import HEADER, RECORD_VERSION, decode_tiles, encode_tiles
 from engine.kernel.exceptions import (
     KernelError,
@@ -17,13 +12,9 @@ from engine.kernel.exceptions import (
     KernelSpecTypeError,
     TileCodecError,
 )
-from engine.kernel.layout import (
-    FIELDS_PER_COLUMN,
-    AggregationSpec,
-    PartialLayout,
-    ViewSpec,
-    encode_positions,
-)
+from engine.kernel.layout import FIELDS_PER_COLUMN, AggregationSpec, PartialLayout, encode_positions
+from engine.kernel.tile_retention import apply_retention
+from engine.kernel.view_spec import ViewSpec
 from engine.kernel.window import WindowResult, evaluate
 from engine.kernel.window_many import WindowBatch, evaluate_many
 

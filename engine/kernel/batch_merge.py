@@ -15,12 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from engine.kernel.aggregate import (
-    first_kept_tile,
-    fold_expired,
-    merge_partials,
-    overflow_is_a_value,
-)
+from engine.kernel.aggregate import merge_partials, overflow_is_a_value
 from engine.kernel.blob_buffers import JoinedBlobs, runs, slices
 from engine.kernel.codec import (
     FLAG_SKETCHES,
@@ -35,6 +30,7 @@ from engine.kernel.codec import (
 from engine.kernel.exceptions import TileCodecError
 from engine.kernel.layout import PartialLayout
 from engine.kernel.sketches import BlobArray, empty_blobs, merge_blobs
+from engine.kernel.tile_retention import first_kept_tile, fold_expired
 
 Int64Array = npt.NDArray[np.int64]
 Float64Array = npt.NDArray[np.float64]
@@ -297,7 +293,7 @@ def retain(
 ) -> FlatTiles:
     """Drop every tile whose end is more than ``retention_ms`` behind its entity's newest event.
 
-    Same rule as :func:`engine.kernel.aggregate.apply_retention`, for many entities;
+    Same rule as :func:`engine.kernel.tile_retention.apply_retention`, for many entities;
     with ``compact_into`` (a view with a lifetime window) the expired tiles are folded
     into one compacted partial per entity instead (:func:`fold_expired`).
     """

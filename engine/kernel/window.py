@@ -52,11 +52,11 @@ from engine.kernel.layout import (
     LIST_FUNCTIONS,
     ZERO_WHEN_EMPTY,
     AggregationSpec,
-    ViewSpec,
 )
 from engine.kernel.sketch_kinds import OverBound, SketchValue, evaluate_blob
 from engine.kernel.sketches import BlobArray, merge_window
 from engine.kernel.value_lists import ListItem
+from engine.kernel.view_spec import ViewSpec
 
 Value = float | int | list[ListItem] | None
 #: Per (sketch slot index, window in ms or None): the blobs of the window's closed tiles
@@ -108,7 +108,7 @@ def values_are_int(agg: AggregationSpec) -> bool:
 
 
 class SupportsFloorDiv(Protocol):
-    def __floordiv__(self, other: int, /) -> Any: ...
+    def __floordiv__(self, other: int, /) -> Any: ...  # an int for an int, an array for an array
 
 
 TimeT = TypeVar("TimeT", bound=SupportsFloorDiv)

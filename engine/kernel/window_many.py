@@ -25,10 +25,10 @@ from engine.kernel.layout import (
     INTEGER_FUNCTIONS,
     LIST_FUNCTIONS,
     AggregationSpec,
-    ViewSpec,
 )
 from engine.kernel.sketch_kinds import OverBound
 from engine.kernel.sketches import BlobArray
+from engine.kernel.view_spec import ViewSpec
 from engine.kernel.window import (
     BoolArray,
     Float64Array,

@@ -42,10 +42,10 @@ from engine.kernel.layout import (
     FIELD_MIN,
     FIELD_SUM,
     LIST_FUNCTIONS,
-    ViewSpec,
 )
 from engine.kernel.sketch_kinds import OverBound
 from engine.kernel.sketches import BlobArray
+from engine.kernel.view_spec import ViewSpec
 from engine.kernel.window import ClosedMerges, Value, empty_value, evaluate_unchecked, sketch_value
 
 # Native-order memoryviews read the little-endian record in place (no copy, O(1)).

@@ -33,6 +33,7 @@ from typing import Any
 import polars as pl
 
 from engine.apply import ShardApplier
+from engine.io.decoder import EventSourceLike
 from engine.offline.exceptions import BackfillError
 from engine.offline.history_batches import (
     HISTORY_PARTITION,
@@ -254,7 +255,7 @@ class _Progress:
 class _Replay:
     """How history rows are replayed: the same for every slice of one run."""
 
-    source: Any
+    source: EventSourceLike
     index: HistoryIndex
     topic: str
     shards: int
@@ -302,7 +303,7 @@ def _replay_slice(
 
 def backfill_parquet(
     target: BackfillTarget,
-    source: Any,
+    source: EventSourceLike,
     views: Sequence[Any],
     files: Sequence[str],
     start_ms: int,

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 import polars as pl
 
+from engine.definitions.repo import FeatureRepo
 from engine.io.request_log import read_request_log
 from engine.offline.exceptions import TrainingSetError
 from engine.offline.training import get_training_set
@@ -63,7 +64,7 @@ class ConsistencyReport:
         return "\n".join(lines)
 
 
-def same_value(online: Any, offline: Any) -> bool:
+def same_value(online: Any, offline: Any) -> bool:  # feature values: numbers, strings, lists or None
     if online is None or offline is None:
         return online is None and offline is None
     if isinstance(online, list) or isinstance(offline, list):  # last_n and the other list functions
@@ -83,7 +84,9 @@ def same_value(online: Any, offline: Any) -> bool:
     return abs(a - b) <= TOLERANCE * max(abs(a), abs(b)) + TOLERANCE
 
 
-def check_logged_requests(repo: Any, service_name: str, logged: pl.DataFrame, log_root: str) -> ConsistencyReport:
+def check_logged_requests(
+    repo: FeatureRepo, service_name: str, logged: pl.DataFrame, log_root: str
+) -> ConsistencyReport:
     """Compare the served values of ``logged`` (rows of one service) with offline values."""
     service = repo.service(service_name)
     if logged.height == 0:
@@ -116,7 +119,7 @@ def check_logged_requests(repo: Any, service_name: str, logged: pl.DataFrame, lo
 
 
 def check_request_log(
-    repo: Any, request_log_dir: str | Path, log_root: str, services: Mapping[str, Any] | None = None
+    repo: FeatureRepo, request_log_dir: str | Path, log_root: str, services: Mapping[str, object] | None = None
 ) -> list[ConsistencyReport]:
     table = pl.from_arrow(read_request_log(request_log_dir))
     if not isinstance(table, pl.DataFrame):

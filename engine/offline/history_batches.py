@@ -15,6 +15,7 @@ import numpy.typing as npt
 import polars as pl
 
 from engine.io.batches import DecodedBatch
+from engine.io.decoder import EventSourceLike
 from engine.kernel.layout import MAX_PARTITION
 from engine.offline.history_files import kind_name
 from engine.offline.history_slices import EVENT_MS
@@ -56,7 +57,7 @@ def routed_columns(views: Sequence[Any], factorized: Mapping[str, Any]) -> set[s
 
 def history_batches(
     history: pl.DataFrame,
-    source: Any,
+    source: EventSourceLike,
     topic: str,
     first_row: int,
     chunk_rows: int,

@@ -17,6 +17,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from engine.io.decoder import EventSourceLike
 from engine.io.timestamps import parse_event_times
 from engine.offline.exceptions import BackfillError, HistoryFileError
 
@@ -58,12 +59,12 @@ _TS_KINDS = {
 }
 
 
-def kind_name(value: Any) -> str:
+def kind_name(value: object) -> str:
     """A schema kind or timestamp format as its text (enum members by their value)."""
     return str(getattr(value, "value", value))
 
 
-def check_file_schema(path: str, source: Any) -> None:
+def check_file_schema(path: str, source: EventSourceLike) -> None:
     """Raise :class:`HistoryFileError` naming ``path`` and the column if the file cannot be used."""
     try:
         schema = pq.read_schema(path)
@@ -129,12 +130,14 @@ def read_row_group(path: str, row_group: int, needed: Sequence[str]) -> pl.DataF
         ) from None
 
 
-def event_times(frame: pl.DataFrame, source: Any, path: str, first_row: int = 0) -> pl.Series:
+def event_times(frame: pl.DataFrame, source: EventSourceLike, path: str, first_row: int = 0) -> pl.Series:
     """The rows' event times in ms; ``first_row`` numbers the rows in errors."""
     return _event_times(frame, str(source.timestamp_field), kind_name(source.timestamp_format), path, first_row)
 
 
-def check_rows(frame: pl.DataFrame, source: Any, needed: Sequence[str], path: str, first_row: int = 0) -> pl.Series:
+def check_rows(
+    frame: pl.DataFrame, source: EventSourceLike, needed: Sequence[str], path: str, first_row: int = 0
+) -> pl.Series:
     """Check the rows of ``frame`` (no nulls, parsable times, finite floats, constraints);
     returns their event times in ms."""
     for name in needed:
@@ -157,7 +160,7 @@ def check_rows(frame: pl.DataFrame, source: Any, needed: Sequence[str], path: st
     return ts
 
 
-def _check_constraints(frame: pl.DataFrame, source: Any, needed: Sequence[str], path: str) -> None:
+def _check_constraints(frame: pl.DataFrame, source: EventSourceLike, needed: Sequence[str], path: str) -> None:
     """History obeys the source's declared constraints like the stream (whose records
     breaking one go to the dead-letter topic), so backfilled values match streamed ones."""
     for name, constraint in getattr(source, "constraints", {}).items():
@@ -191,7 +194,7 @@ def _check_constraints(frame: pl.DataFrame, source: Any, needed: Sequence[str], 
             )
 
 
-def needed_columns(source: Any, views: Sequence[Any]) -> list[str]:
+def needed_columns(source: EventSourceLike, views: Sequence[Any]) -> list[str]:
     """Source fields the views read (join keys, aggregated columns, filter fields) and time."""
     names: list[str] = [str(source.timestamp_field)]
     for view in views:

@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from engine.io.decoder import EventSourceLike
 from engine.offline.exceptions import HistoryFileError
 from engine.offline.history_files import (
     check_file_schema,
@@ -180,7 +181,7 @@ def _cut_slices(
 
 
 def index_history(
-    files: Sequence[str], source: Any, views: Sequence[Any], start_ms: int, end_ms: int, slice_rows: int
+    files: Sequence[str], source: EventSourceLike, views: Sequence[Any], start_ms: int, end_ms: int, slice_rows: int
 ) -> HistoryIndex:
     """Check every file (schema first, then each row group's rows) and cut the rows with
     ``start <= e < end`` into slices per family. Raises :class:`HistoryFileError` naming the file."""
@@ -226,7 +227,7 @@ def index_history(
     )
 
 
-def read_span(index: HistoryIndex, span: RowGroupSpan, source: Any) -> pl.DataFrame:
+def read_span(index: HistoryIndex, span: RowGroupSpan, source: EventSourceLike) -> pl.DataFrame:
     """The selected rows of one row group, with ``__e`` and ``__file``."""
     path = index.files[span.file]
     frame = read_row_group(path, span.row_group, index.needed)
@@ -258,7 +259,9 @@ def sort_slice(rows: pl.DataFrame, piece: HistorySlice) -> pl.DataFrame:
     return rows[np.argsort(keys, kind="stable")]
 
 
-def load_history(files: Sequence[str], source: Any, views: Sequence[Any], start_ms: int, end_ms: int) -> pl.DataFrame:
+def load_history(
+    files: Sequence[str], source: EventSourceLike, views: Sequence[Any], start_ms: int, end_ms: int
+) -> pl.DataFrame:
     """Every row with ``start <= e < end`` sorted by (event time, file, row), in one frame
     (for small histories and tests; backfill reads slice by slice)."""
     index = index_history(files, source, views, start_ms, end_ms, slice_rows=2**62)

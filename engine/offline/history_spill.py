@@ -12,13 +12,13 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from engine.io.decoder import EventSourceLike
 from engine.offline.exceptions import BackfillError
 from engine.offline.history_files import kind_name
 from engine.offline.history_slices import (
@@ -38,7 +38,9 @@ _DTYPES = {"string": pl.String, "int": pl.Int64, "float": pl.Float64, "bool": pl
 class SpilledHistory:
     """The slices of ``index`` holding positions at or after ``first_offset``, on disk."""
 
-    def __init__(self, index: HistoryIndex, source: Any, first_offset: int = 0, directory: str | None = None) -> None:
+    def __init__(
+        self, index: HistoryIndex, source: EventSourceLike, first_offset: int = 0, directory: str | None = None
+    ) -> None:
         self.index = index
         self.wanted = [i for i, piece in enumerate(index.slices) if piece.end_offset > first_offset]
         try:
@@ -62,7 +64,7 @@ class SpilledHistory:
             self.close()
             raise
 
-    def _write(self, source: Any) -> None:
+    def _write(self, source: EventSourceLike) -> None:
         index = self.index
         kinds = {str(k): kind_name(v) for k, v in source.schema.items()}
         columns = [c for c in index.needed if c in kinds]

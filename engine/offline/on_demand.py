@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import polars as pl
 
 from engine.definitions.transform_runner import TransformRunError, TransformSpec, run_transform
 from engine.offline.exceptions import OnDemandComputationError, TrainingSetError
-from engine.offline.service_entries import on_demand_outputs, resolve_function
+from engine.offline.service_entries import OfflineOnDemand, on_demand_outputs, resolve_function
 
 _DTYPES: Mapping[str, type[pl.DataType]] = {
     "string": pl.Utf8,
@@ -19,7 +18,9 @@ _DTYPES: Mapping[str, type[pl.DataType]] = {
 }
 
 
-def compute_on_demand(odfv: Any, inputs: pl.DataFrame, names: Sequence[str] | None = None) -> dict[str, pl.Series]:
+def compute_on_demand(
+    odfv: OfflineOnDemand, inputs: pl.DataFrame, names: Sequence[str] | None = None
+) -> dict[str, pl.Series]:
     """Run the ODFV over ``inputs`` (one row per spine row) through the one transform
     runner serving uses, so values and refusals are the same as online."""
     outputs = on_demand_outputs(odfv)

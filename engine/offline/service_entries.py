@@ -9,40 +9,97 @@ these functions; the values themselves are computed elsewhere
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol, TypeGuard
 
-from engine.kernel.layout import AggregationSpec
+from engine.definitions.base import FieldType
+from engine.kernel.layout import AggregationLike, AggregationSpec
 from engine.offline.exceptions import TrainingSetError
 
 _PY_TYPES: Mapping[type, str] = {str: "string", int: "int", float: "float", bool: "bool"}
 
 
-def is_on_demand(obj: Any) -> bool:
+class OfflineView(Protocol):
+    """What training sets read of a ``StreamFeatureView`` (docs/definitions-api.md)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def join_keys(self) -> Sequence[str]: ...
+    @property
+    def interval_ms(self) -> int: ...
+    @property
+    def fingerprint_hex(self) -> str: ...
+    @property
+    def aggregations(self) -> Sequence[AggregationLike]: ...
+
+
+class WithSchema(Protocol):
+    """A source with named, typed fields (a ``RequestSource`` or an ``EventSource``)."""
+
+    @property
+    def schema(self) -> Mapping[str, object]: ...
+
+
+class OfflineOnDemand(WithSchema, Protocol):
+    """What training sets read of an ``OnDemandFeatureView``."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def fn(self) -> str: ...
+    @property
+    def mode(self) -> object: ...  # a str or a str-valued enum
+    @property
+    def sources(self) -> Sequence[object]: ...
+    @property
+    def input_types(self) -> Mapping[str, FieldType]: ...
+    @property
+    def feature_types(self) -> Mapping[str, FieldType]: ...
+
+
+class OfflineFeatureRef(Protocol):
+    """A selection of a stream view's features, ``view[["a", "b"]]``."""
+
+    @property
+    def view(self) -> OfflineView: ...
+    @property
+    def features(self) -> Sequence[str]: ...
+
+
+class OfflineService(Protocol):
+    """What training sets read of a ``FeatureService``: its entries, checked one by one."""
+
+    @property
+    def features(self) -> Sequence[object]: ...
+
+
+def is_on_demand(obj: object) -> TypeGuard[OfflineOnDemand]:
     return hasattr(obj, "fn") and hasattr(obj, "mode") and hasattr(obj, "sources")
 
 
-def is_view(obj: Any) -> bool:
+def is_view(obj: object) -> TypeGuard[OfflineView]:
     return hasattr(obj, "aggregations") and hasattr(obj, "interval_ms")
 
 
-def is_feature_ref(obj: Any) -> bool:
+def is_feature_ref(obj: object) -> TypeGuard[OfflineFeatureRef]:
     """A selection of a stream view's features, ``view[["a", "b"]]``."""
     return is_view(getattr(obj, "view", None)) and hasattr(obj, "features")
 
 
-def _is_request_source(obj: Any) -> bool:
+def _is_request_source(obj: object) -> TypeGuard[WithSchema]:
     return hasattr(obj, "schema") and not is_view(obj) and not is_on_demand(obj)
 
 
-def find_service(repo: Any, name: str) -> Any:
+def find_service(repo: object, name: str) -> OfflineService:
     services = getattr(repo, "services", None)
     if services is None:
         raise TrainingSetError(
             f"get_training_set: field 'repo': expected a FeatureRepo with 'services', got {type(repo).__name__}."
         )
+    # Duck typed: a FeatureRepo or a light stand-in; entries are checked by entry_parts.
     items: Iterable[Any] = services.values() if isinstance(services, Mapping) else services
-    found = [s for s in items if getattr(s, "name", None) == name]
+    found: list[OfflineService] = [s for s in items if getattr(s, "name", None) == name]
     if not found:
         known = sorted(str(getattr(s, "name", "?")) for s in items)
         raise TrainingSetError(
@@ -52,7 +109,7 @@ def find_service(repo: Any, name: str) -> Any:
     return found[0]
 
 
-def entry_parts(item: Any) -> tuple[Any, tuple[str, ...] | None]:
+def entry_parts(item: object) -> tuple[OfflineOnDemand | OfflineView, tuple[str, ...] | None]:
     """(view or odfv, selected names or None for all) of one service entry."""
     if is_on_demand(item) or is_view(item):
         return item, None
@@ -68,13 +125,13 @@ def entry_parts(item: Any) -> tuple[Any, tuple[str, ...] | None]:
     return target, None
 
 
-def view_features(view: Any) -> dict[str, AggregationSpec]:
+def view_features(view: OfflineView) -> dict[str, AggregationSpec]:
     """Output name -> aggregation spec of every feature of a stream view."""
     specs = (AggregationSpec.from_aggregation(a) for a in view.aggregations)
     return {spec.output_name: spec for spec in specs}
 
 
-def on_demand_outputs(odfv: Any) -> dict[str, str]:
+def on_demand_outputs(odfv: OfflineOnDemand) -> dict[str, str]:
     """Output name -> normalized type name ("string" | "int" | "float" | "bool")."""
     out: dict[str, str] = {}
     for name, typ in dict(odfv.schema).items():
@@ -85,7 +142,7 @@ def on_demand_outputs(odfv: Any) -> dict[str, str]:
     return out
 
 
-def resolve_function(odfv: Any) -> Callable[..., Any]:
+def resolve_function(odfv: OfflineOnDemand) -> Callable[..., Any]:
     """The ODFV's transform, imported the way serving imports it (``odfv.resolve()``).
 
     Objects without ``resolve`` (duck-typed stand-ins) are resolved from their
@@ -99,7 +156,7 @@ def resolve_function(odfv: Any) -> Callable[..., Any]:
     try:
         if not sep or not qualname:
             raise ImportError("expected 'package.module:function'")
-        obj: Any = importlib.import_module(module_name)
+        obj: object = importlib.import_module(module_name)
         for part in qualname.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as exc:
@@ -109,10 +166,10 @@ def resolve_function(odfv: Any) -> Callable[..., Any]:
         ) from exc
     if not callable(obj):
         raise TrainingSetError(f"OnDemandFeatureView '{odfv.name}': field 'fn': {path!r} is not callable.")
-    return obj  # type: ignore[no-any-return]
+    return obj
 
 
-def request_fields_of(odfv: Any) -> list[str]:
+def request_fields_of(odfv: OfflineOnDemand) -> list[str]:
     """Request data fields an ODFV reads (from its RequestSource sources)."""
     declared = getattr(odfv, "request_fields", None)
     if declared is not None:

@@ -7,7 +7,6 @@ the rows and columns at fault, never silently dropped.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import polars as pl
 
@@ -45,7 +44,9 @@ def spine_times_ms(spine: pl.DataFrame, column: str) -> I64:
     )
 
 
-def validate_spine(spine: Any, join_keys: Sequence[str], timestamp_column: str, request_fields: Sequence[str]) -> None:
+def validate_spine(
+    spine: object, join_keys: Sequence[str], timestamp_column: str, request_fields: Sequence[str]
+) -> None:
     """Refuse a spine that is not a DataFrame, lacks a column, or has a null key or time."""
     if not isinstance(spine, pl.DataFrame):
         raise SpineValidationError(

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import cast
 
 import numpy as np
 import polars as pl
+import pyarrow.fs as pafs
 
 from engine.offline.event_windows import I64
 from engine.offline.exceptions import TrainingSetError
 from engine.offline.on_demand import compute_on_demand
 from engine.offline.service_entries import (
+    OfflineOnDemand,
+    OfflineService,
+    OfflineView,
     entry_parts,
     find_service,
     is_feature_ref,
@@ -43,16 +47,16 @@ class _ServicePlan:
     """Which aggregations of which view are needed (for output or as ODFV inputs), the
     on-demand views to run, the request fields they read, and the output columns."""
 
-    views: dict[str, Any] = field(default_factory=dict)
+    views: dict[str, OfflineView] = field(default_factory=dict)
     needed: dict[str, list[str]] = field(default_factory=dict)
-    on_demand: list[tuple[Any, tuple[str, ...] | None]] = field(default_factory=list)
+    on_demand: list[tuple[OfflineOnDemand, tuple[str, ...] | None]] = field(default_factory=list)
     request_fields: list[str] = field(default_factory=list)
     # (owner, feature) per output column: two views (or a view and an on-demand view) may
     # both have a feature "x"; each output and each transform input is taken from the
     # one it was declared from, as serving does.
     outputs: list[tuple[str, str]] = field(default_factory=list)
 
-    def need(self, view: Any, names: Iterable[str]) -> None:
+    def need(self, view: OfflineView, names: Iterable[str]) -> None:
         self.views.setdefault(view.name, view)
         lst = self.needed.setdefault(view.name, [])
         lst.extend(n for n in names if n not in lst)
@@ -64,7 +68,7 @@ class _ServicePlan:
         return keys
 
 
-def _plan_service(service: Any) -> _ServicePlan:
+def _plan_service(service: OfflineService) -> _ServicePlan:
     plan = _ServicePlan()
     entries = [entry_parts(item) for item in service.features]  # every entry checked first
     for target, names in entries:
@@ -78,6 +82,7 @@ def _plan_service(service: Any) -> _ServicePlan:
                     plan.need(src.view, src.features)
             plan.request_fields.extend(f for f in request_fields_of(target) if f not in plan.request_fields)
         else:
+            target = cast(OfflineView, target)  # entry_parts gives a view when not an on-demand view
             selected = names if names is not None else tuple(view_features(target))
             plan.need(target, selected)
             plan.outputs.extend((target.name, n) for n in selected)
@@ -96,7 +101,9 @@ def _check_output_names(service_name: str, plan: _ServicePlan, spine: pl.DataFra
         )
 
 
-def _on_demand_inputs(odfv: Any, computed: dict[str, dict[str, pl.Series]], spine: pl.DataFrame) -> pl.DataFrame:
+def _on_demand_inputs(
+    odfv: OfflineOnDemand, computed: dict[str, dict[str, pl.Series]], spine: pl.DataFrame
+) -> pl.DataFrame:
     """The ODFV's inputs per spine row: its source views' features and request fields."""
     inputs: dict[str, pl.Series] = {}
     for src in odfv.sources:
@@ -109,7 +116,7 @@ def _on_demand_inputs(odfv: Any, computed: dict[str, dict[str, pl.Series]], spin
 
 
 def _compute_features(
-    plan: _ServicePlan, spine: pl.DataFrame, t_ms: I64, log_root: str, filesystem: Any | None
+    plan: _ServicePlan, spine: pl.DataFrame, t_ms: I64, log_root: str, filesystem: pafs.FileSystem | None
 ) -> dict[str, dict[str, pl.Series]]:
     """owner -> feature -> values: stream views first, then the on-demand views on them."""
     computed: dict[str, dict[str, pl.Series]] = {}
@@ -122,13 +129,13 @@ def _compute_features(
 
 
 def get_training_set(
-    repo: Any,
+    repo: object,
     service_name: str,
     spine: pl.DataFrame,
     log_root: str,
     timestamp_column: str = "event_timestamp",
     *,
-    filesystem: Any | None = None,
+    filesystem: pafs.FileSystem | None = None,
     spine_chunk_rows: int = DEFAULT_SPINE_CHUNK_ROWS,
 ) -> pl.DataFrame:
     """Point-in-time correct features of ``service_name`` for every spine row.

@@ -10,18 +10,18 @@ spine needs and numbers their entities; serving's historical reads use it too.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import polars as pl
+import pyarrow.fs as pafs
 
 from engine.io.log_format import EVENT_TIME, OFFSET, PARTITION, raw_column, value_column
 from engine.io.log_reader import read_log
 from engine.kernel.layout import ANY_COLUMN_FUNCTIONS, AggregationSpec, encode_positions
 from engine.offline.event_windows import I64, evaluate_windows, longest_window, window_starts
 from engine.offline.exceptions import SpineValidationError, TrainingSetError
-from engine.offline.service_entries import view_features
+from engine.offline.service_entries import OfflineView, view_features
 
 
 def _entity_codes(log: pl.DataFrame, spine: pl.DataFrame, join_keys: Sequence[str]) -> tuple[I64, I64]:
@@ -46,7 +46,7 @@ def _entity_codes(log: pl.DataFrame, spine: pl.DataFrame, join_keys: Sequence[st
     return codes.astype(np.int64), q_codes.astype(np.int64)
 
 
-def _selected_aggregations(view: Any, names: Sequence[str]) -> list[AggregationSpec]:
+def _selected_aggregations(view: OfflineView, names: Sequence[str]) -> list[AggregationSpec]:
     """The named aggregations, refused if unknown or if the view writes no log."""
     specs = view_features(view)
     unknown = [n for n in names if n not in specs]
@@ -64,12 +64,12 @@ def _selected_aggregations(view: Any, names: Sequence[str]) -> list[AggregationS
 
 
 def _read_view_log(
-    view: Any,
+    view: OfflineView,
     aggs: Sequence[AggregationSpec],
     spine: pl.DataFrame,
     t_ms: I64,
     log_root: str,
-    filesystem: Any | None,
+    filesystem: pafs.FileSystem | None,
     only_spine_entities: bool,
 ) -> pl.DataFrame:
     """The log rows any spine row's window can contain, checked for the needed columns."""
@@ -99,12 +99,12 @@ def _read_view_log(
 
 
 def compute_view_features(
-    view: Any,
+    view: OfflineView,
     names: Sequence[str],
     spine: pl.DataFrame,
     t_ms: I64,
     log_root: str,
-    filesystem: Any | None = None,
+    filesystem: pafs.FileSystem | None = None,
     *,
     only_spine_entities: bool = False,
     nonempty_out: dict[str, npt.NDArray[np.bool_]] | None = None,

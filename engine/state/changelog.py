@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import rocksdict
 
@@ -39,6 +39,14 @@ from engine.state.records import (
 _TIMEOUT_S = 30.0
 _RESTORE_BATCH = 10_000
 _LOG = logging.getLogger("streamfeat.kafka.client")
+
+
+if TYPE_CHECKING:  # imported where used at run time: a process that never writes a changelog skips it
+    from confluent_kafka import KafkaError, Message, Producer
+    from confluent_kafka.admin import AdminClient
+
+#: The delivery report librdkafka calls once per produced record: (error or None, message).
+DeliveryReport = Callable[["KafkaError | None", "Message"], None]
 
 
 def changelog_topic(source_topic: str) -> str:
@@ -66,7 +74,7 @@ def ensure_changelog_topic(bootstrap: str, source_topic: str, n_shards: int) -> 
     return topic
 
 
-def _ensure_topic(admin: Any, topic: str, partitions: int, config: dict[str, str]) -> int:
+def _ensure_topic(admin: AdminClient, topic: str, partitions: int, config: dict[str, str]) -> int:
     """Create ``topic`` unless it exists; the number of partitions it has."""
     from confluent_kafka import KafkaException
     from confluent_kafka.cimpl import NewTopic
@@ -155,12 +163,12 @@ class ShardChangelog:
         last = -1
         failures: list[str] = []
 
-        def on_delivery(err: Any, msg: Any) -> None:
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
             nonlocal last
             if err is not None:
                 failures.append(str(err))
-            elif msg.topic() == self.topic:
-                last = max(last, int(msg.offset()))
+            elif msg.topic() == self.topic and (offset := msg.offset()) is not None:  # set once delivered
+                last = max(last, offset)
 
         producer = self._producer
         try:
@@ -186,7 +194,9 @@ class ShardChangelog:
             ) from exc
         return last
 
-    def _produce(self, topic: str, partition: int, key: bytes, value: bytes | None, on_delivery: Any) -> None:
+    def _produce(
+        self, topic: str, partition: int, key: bytes, value: bytes | None, on_delivery: DeliveryReport
+    ) -> None:
         while True:
             try:
                 self._producer.produce(topic, value, key, partition=partition, on_delivery=on_delivery)
@@ -258,7 +268,7 @@ class ShardRestorer:
         return RestoreStats(self.shard, records, size, time.perf_counter() - started, position)
 
 
-def _init_transactions(producer: Any) -> str | None:
+def _init_transactions(producer: Producer) -> str | None:
     """Why ``init_transactions`` failed, or None. Returns the reason as text, so no
     traceback keeps ``producer`` alive after its caller lets it go."""
     try:

@@ -7,9 +7,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 from engine.state.exceptions import ChangelogUnavailable
+
+if TYPE_CHECKING:  # imported where used at run time: a process that never reads Kafka skips it
+    from confluent_kafka import Consumer, KafkaError, Message
 
 READ_BATCH = 10_000
 TIMEOUT_S = 30.0
@@ -27,7 +30,7 @@ _RETRY_HINT = (
 )
 
 
-def committed_consumer(bootstrap: str, group: str) -> Any:
+def committed_consumer(bootstrap: str, group: str) -> Consumer:
     """A consumer that never commits offsets, reports each partition's end and keeps the
     client's errors (a broker going away) for :func:`read_to_end`."""
     from confluent_kafka import Consumer
@@ -37,7 +40,7 @@ def committed_consumer(bootstrap: str, group: str) -> Any:
 
     errors: list[tuple[float, str]] = []
 
-    def on_error(err: Any) -> None:
+    def on_error(err: KafkaError) -> None:
         # Without an error callback librdkafka only logs these and keeps reconnecting,
         # so a read would wait silently for as long as the broker is away.
         errors[:] = [(time.monotonic(), str(err))]  # the last one is all a read asks about
@@ -60,7 +63,7 @@ def committed_consumer(bootstrap: str, group: str) -> Any:
     return consumer
 
 
-def watermarks(consumer: Any, topic: str, partition: int) -> tuple[int, int]:
+def watermarks(consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:
     """Low and high watermark of one partition. A topic another host has just created
     may take a moment to reach this client's metadata, so an unknown partition is
     asked again for a while."""
@@ -81,7 +84,7 @@ def watermarks(consumer: Any, topic: str, partition: int) -> tuple[int, int]:
             time.sleep(0.2)
 
 
-def read_to_end(consumer: Any, topic: str, partition: int, start: int) -> Iterator[list[Any]]:
+def read_to_end(consumer: Consumer, topic: str, partition: int, start: int) -> Iterator[list[Message]]:
     """The partition's committed records from ``start`` to its end, in batches."""
     from confluent_kafka import TopicPartition
 
@@ -89,7 +92,7 @@ def read_to_end(consumer: Any, topic: str, partition: int, start: int) -> Iterat
     done = False
     heard = time.monotonic()
     while not done:
-        batch: list[Any] = []
+        batch: list[Message] = []
         for msg in consumer.consume(READ_BATCH, 1.0):
             err = msg.error()
             if err is None:
@@ -117,7 +120,7 @@ def read_to_end(consumer: Any, topic: str, partition: int, start: int) -> Iterat
             yield batch
 
 
-def _error_since(consumer: Any, since: float) -> str | None:
+def _error_since(consumer: Consumer, since: float) -> str | None:
     """The last client error reported after ``since`` (monotonic), if any."""
     errors: list[tuple[float, str]] = getattr(consumer, "client_errors", [])
     return errors[-1][1] if errors and errors[-1][0] > since else None

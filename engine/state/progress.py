@@ -85,7 +85,7 @@ def owner_record(shard: int, owner: ShardOwner) -> tuple[bytes, bytes]:
     return _SHARD.pack(shard) + _OWNER_KEY, json.dumps(value).encode()
 
 
-def _unpack_owner(topic: str, offset: int, value: bytes) -> ShardOwner:
+def _unpack_owner(topic: str, offset: int | None, value: bytes) -> ShardOwner:
     try:
         fields = json.loads(value)
         return ShardOwner(

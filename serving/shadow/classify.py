@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeGuard
 
 from engine.timefmt import duration_text
 
@@ -46,7 +46,7 @@ STALE_SHIFTS_MS = (
     -24 * HOUR_MS,
 )
 NO_VALUE = object()  # a probe that could not be answered (refused as_of, failed request)
-Probe = Callable[[int], Any]  # shift in ms from the request's as_of -> streamfeat's value then, or NO_VALUE
+Probe = Callable[[int], object]  # shift in ms from the request's as_of -> streamfeat's value then, or NO_VALUE
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class Tolerance:
             if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
                 raise ValueError(f"Tolerance.{name}: expected a number >= 0, got {value!r}")
 
-    def equal(self, a: Any, b: Any) -> bool:
+    def equal(self, a: object, b: object) -> bool:
         if _number(a) and _number(b):
             return bool(abs(a - b) <= self.absolute + self.relative * abs(b))
         return type(a) is type(b) and bool(a == b)
@@ -78,17 +78,21 @@ class Verdict:
             raise ValueError(f"Verdict.cause: expected one of {sorted(CAUSES)}, got {self.cause!r}")
 
 
-def _number(value: Any) -> bool:
+def _number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _is_default(value: Any) -> bool:
+def _is_default(value: object) -> bool:
     return value is not None and (value in (0, "") or value is False)
 
 
-def _unit_or_zone(ours: Any, theirs: Any, tolerance: Tolerance) -> str | None:
-    if not (_number(ours) and _number(theirs)) or ours == 0 or theirs == 0:
-        return None
+def _unit_or_zone(ours: object, theirs: object, tolerance: Tolerance) -> str | None:
+    if _number(ours) and _number(theirs) and ours != 0 and theirs != 0:
+        return _numbers_unit_or_zone(ours, theirs, tolerance)
+    return None
+
+
+def _numbers_unit_or_zone(ours: float, theirs: float, tolerance: Tolerance) -> str | None:
     if abs(ours) >= 1000:  # seconds truncated from milliseconds lose up to 999 ms
         scaled = theirs * 1000
         if tolerance.equal(scaled, ours) or 0 <= ours - scaled < 1000:
@@ -117,8 +121,8 @@ def _shift_text(shift_ms: int) -> str:
 
 
 def classify(
-    ours: Any,
-    theirs: Any,
+    ours: object,
+    theirs: object,
     *,
     ours_row_missing: bool,
     theirs_row_missing: bool,

@@ -23,7 +23,7 @@ FAILURE_REASONS = ("unreachable", "timeout", "http_error", "garbage")
 
 @dataclass(frozen=True)
 class Cell:
-    value: Any
+    value: Any  # a feature value of any JSON type
     status: str
 
 
@@ -66,7 +66,7 @@ def _garbage(detail: str) -> Failure:
     return Failure("garbage", detail[:300])
 
 
-def parse_answer(payload: Any, n_rows: int) -> Answer | Failure:
+def parse_answer(payload: object, n_rows: int) -> Answer | Failure:
     """Feast's column-major answer -> rows; anything else -> Failure("garbage", what was wrong)."""
     if not isinstance(payload, dict):
         return _garbage(f"expected a JSON object, got {type(payload).__name__}")

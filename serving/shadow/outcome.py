@@ -25,9 +25,9 @@ class Mismatch:
     baseline_feature: str  # the baseline's name for it (the mapping applied)
     row: int
     entity: Mapping[str, Any]  # the row's join keys and request fields
-    streamfeat: Any
+    streamfeat: Any  # a feature value of any JSON type
     streamfeat_status: str
-    baseline: Any
+    baseline: Any  # a feature value of any JSON type
     baseline_status: str
     cause: str
     evidence: str

@@ -78,7 +78,7 @@ def summarize(outcomes: Sequence[Outcome], about: Mapping[str, Any]) -> dict[str
     }
 
 
-def _cell(value: Any) -> str:
+def _cell(value: object) -> str:
     return "null" if value is None else orjson.dumps(value).decode()[:60]
 
 

@@ -16,7 +16,6 @@ are replayed as they were.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -33,7 +32,7 @@ EXAMPLE = (
 )
 
 
-def request_from_line(raw: Any, index: int, where: str) -> ShadowRequest:
+def request_from_line(raw: object, index: int, where: str) -> ShadowRequest:
     if not isinstance(raw, dict):
         raise ShadowSetupError(f"{where}: expected a JSON object, got {str(raw)[:60]}", hint=f"e.g. {EXAMPLE}")
     unknown = set(raw) - REQUEST_KEYS

@@ -16,7 +16,7 @@ import httpx
 import orjson
 
 from engine.clock import wall_clock_ms
-from serving.shadow.classify import NO_VALUE, Tolerance, classify
+from serving.shadow.classify import NO_VALUE, Probe, Tolerance, classify
 from serving.shadow.feast_http import Answer, Failure, ask, request_body
 from serving.shadow.mapping import FeatureMapping
 from serving.shadow.outcome import Mismatch, Outcome, RequestFailure
@@ -117,8 +117,8 @@ class ShadowRunner:
     def _compare_answers(self, request: ShadowRequest, as_of: int, ours: Answer, theirs: Answer) -> Outcome:
         probes: dict[int, Answer | Failure] = {}
 
-        def probe_row(i: int, feature: str) -> Any:
-            def probe(shift_ms: int) -> Any:
+        def probe_row(i: int, feature: str) -> Probe:
+            def probe(shift_ms: int) -> object:
                 if shift_ms not in probes:
                     probes[shift_ms] = self._ask_streamfeat(request, as_of + shift_ms)
                 answer = probes[shift_ms]

@@ -20,8 +20,8 @@ from confluent_kafka import Producer
 
 from dataflows.stream import build_flow
 from engine.kernel.codec import decode_sketches, decode_tiles
-from engine.kernel.layout import ViewSpec
 from engine.kernel.value_lists import LIST_KINDS, decode_entries
+from engine.kernel.view_spec import ViewSpec
 from engine.kernel.window import empty_value
 from engine.offline.history_batches import HISTORY_PARTITION
 from engine.state.keys import entity_key

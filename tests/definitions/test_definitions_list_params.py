@@ -12,8 +12,9 @@ from engine.definitions.aggregation import Aggregation
 from engine.definitions.base import FieldType
 from engine.definitions.exceptions import DefinitionError
 from engine.kernel.exceptions import KernelSpecError
-from engine.kernel.layout import AggregationSpec, ViewSpec
+from engine.kernel.layout import AggregationSpec
 from engine.kernel.value_lists import MAX_LIST_LENGTH
+from engine.kernel.view_spec import ViewSpec
 
 HOUR = timedelta(hours=1)
 

@@ -21,10 +21,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.definitions.filters import col
+from engine.entity_codes import factorize_entity_keys
 from engine.io.batches import DecodedBatch
 from engine.kernel import PartialLayout, TileCodecError, decode_tiles, encode_tiles
 from engine.kernel.batch_merge import NO_EVENT_TS, FlatTiles, decode_many, encode_many
-from engine.routing import ViewRows, factorize_entity_keys, merge_codes, route, split_by_shard
+from engine.routing import ViewRows, merge_codes, route, split_by_shard
 from engine.state.keys import encode_entity_keys, entity_key, shard_for, shard_for_many
 
 LAYOUT = PartialLayout(("amount", "fee"))

@@ -13,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.kernel import AggregationSpec, ViewSpec, aggregate_batch, encode_positions, evaluate
-from engine.kernel.aggregate import apply_retention, first_kept_tile, fold_expired
 from engine.kernel.batch_merge import (
     NO_EVENT_TS,
     FlatTiles,
@@ -25,6 +24,7 @@ from engine.kernel.batch_merge import (
 from engine.kernel.codec import decode_tiles
 from engine.kernel.exceptions import KernelSpecError
 from engine.kernel.layout import LIFETIME_WINDOW_TILES, PARTIAL_FUNCTIONS
+from engine.kernel.tile_retention import apply_retention, first_kept_tile, fold_expired
 from engine.kernel.window_many import evaluate_many
 from engine.kernel.window_plan import WindowPlan, decode_record
 from tests.kernel.kernel_support import COLUMN, assert_same_value

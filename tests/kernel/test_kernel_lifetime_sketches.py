@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from engine.kernel.codec import decode_sketches, decode_tiles
-from engine.kernel.layout import AggregationSpec, ViewSpec
+from engine.kernel.layout import AggregationSpec
 from engine.kernel.sketches import merge_window
+from engine.kernel.view_spec import ViewSpec
 from tests.kernel.kernel_support import stream_sketch_records
 
 G = 60_000

@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 from engine.kernel.aggregate import aggregate_batch, aggregate_sketches
 from engine.kernel.batch_merge import FlatTiles, decode_many, encode_many, merge_flat
 from engine.kernel.codec import decode_sketches, decode_tiles
-from engine.kernel.layout import AggregationSpec, ViewSpec
+from engine.kernel.layout import AggregationSpec
 from engine.kernel.sketch_kinds import dd_decode, dd_quantile, hll_estimate, hll_registers
 from engine.kernel.sketches import SketchSlot, build_sketches
+from engine.kernel.view_spec import ViewSpec
 from engine.kernel.window import evaluate
 from engine.kernel.window_many import evaluate_many
 from engine.kernel.window_plan import WindowPlan, decode_record

@@ -13,8 +13,9 @@ from engine.kernel import TileCodecError, decode_tiles, encode_tiles
 from engine.kernel.aggregate import aggregate_batch, aggregate_sketches
 from engine.kernel.batch_merge import FlatTiles, decode_many, encode_many, merge_flat
 from engine.kernel.codec import decode_sketches, section_slots
-from engine.kernel.layout import AggregationSpec, ViewSpec
+from engine.kernel.layout import AggregationSpec
 from engine.kernel.sketches import empty_blobs, hash_values, merge_window
+from engine.kernel.view_spec import ViewSpec
 
 HOUR = 3_600_000
 SPEC = ViewSpec(

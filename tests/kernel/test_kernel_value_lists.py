@@ -17,9 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.kernel.codec import decode_sketches, decode_tiles
-from engine.kernel.layout import AggregationSpec, ViewSpec, encode_positions
+from engine.kernel.layout import AggregationSpec, encode_positions
 from engine.kernel.sketches import SketchSlot, merge_window
 from engine.kernel.value_lists import decode_entries
+from engine.kernel.view_spec import ViewSpec
 from engine.kernel.window import evaluate
 from engine.kernel.window_many import evaluate_many
 from engine.kernel.window_plan import WindowPlan, decode_record

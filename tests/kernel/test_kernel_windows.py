@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from engine.kernel import evaluate, evaluate_many
 from engine.kernel.exceptions import KernelSpecError
-from engine.kernel.layout import FIELD_COUNT, FIELD_LAST_VALUE, PARTIAL_FUNCTIONS, PartialLayout, ViewSpec
+from engine.kernel.layout import FIELD_COUNT, FIELD_LAST_VALUE, PARTIAL_FUNCTIONS, PartialLayout
+from engine.kernel.view_spec import ViewSpec
 from tests.kernel.kernel_support import (
     ENTITIES,
     LAYOUT,
