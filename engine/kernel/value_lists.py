@@ -37,7 +37,7 @@ import numpy.typing as npt
 
 from engine.kernel.blob_buffers import JoinedBlobs, first_of_runs, scatter, slices
 from engine.kernel.exceptions import KernelSpecError, TileCodecError
-from engine.kernel.sketch_slot import EMPTY_BLOB, Int64Array, Params, SketchSlot, SlotSource
+from engine.kernel.sketch_slot import EMPTY_BLOB, Int64Array, Params, SketchSlot, SlotSource, group_ids
 from engine.kernel.value_hash import canonical_bytes
 
 #: The largest n of a list function (docs/semantics.md "List functions").
@@ -239,7 +239,7 @@ class ValueList:
     ) -> list[bytes]:
         n = int(slot.param("n"))
         total = len(values)
-        groups = np.repeat(np.arange(len(starts), dtype=np.int64), np.diff(np.append(starts, total)))
+        groups = group_ids(starts, total)
         index = np.arange(total, dtype=np.int64)
         encoded: list[bytes] | None = None
         if self.distinct:
