@@ -325,7 +325,9 @@ def _string_column(data: object) -> pa.Array:
         else:
             if direct.null_count == 0:
                 return direct
-    return pa.array(np.asarray(data).astype(str, copy=False), type=pa.string())
+    # Not numpy's astype(str): its fixed-width unicode drops trailing NUL characters, so a
+    # join key "m\x00" would be logged as "m".
+    return pa.array([str(value) for value in np.asarray(data, dtype=object).tolist()], type=pa.string())
 
 
 def _as_arrow(column: object, type_: pa.DataType) -> pa.Array:

@@ -68,3 +68,21 @@ def test_a_column_of_strings_and_none_logs_none_as_text(tmp_path: Path) -> None:
     )
     writer.publish()
     assert read_log(str(tmp_path), "v", FP_HEX).sort("offset").get_column("user_id").to_list() == ["u1", "None"]
+
+
+def test_trailing_nul_characters_survive_the_str_route(tmp_path: Path) -> None:
+    # A None in the column sends it through the str() route; numpy's fixed-width unicode
+    # would have dropped the trailing NUL of "m\x00" and "\x00".
+    writer = ParquetLogWriter(str(tmp_path), "v", FP_HEX, ("merchant_id",), (), "s000")
+    writer.append(
+        {
+            "merchant_id": np.array([None, "\x00", "m\x00", 7], dtype=object),
+            "event_time": np.full(4, START_MS, dtype=np.int64),
+            "partition": np.zeros(4, dtype=np.int32),
+            "offset": np.arange(4, dtype=np.int64),
+            "tile_start": np.full(4, START_MS, dtype=np.int64),
+        }
+    )
+    writer.publish()
+    logged = read_log(str(tmp_path), "v", FP_HEX).sort("offset").get_column("merchant_id").to_list()
+    assert logged == ["None", "\x00", "m\x00", "7"]
