@@ -88,7 +88,7 @@ class QualityConfig:
         return timedelta_ms(self.baseline)
 
 
-QUALITY_SCHEMA: dict[str, Any] = {
+QUALITY_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "interval_start": pl.Int64,
     "feature": pl.Utf8,
     "kind": pl.Utf8,  # NUMERIC or STRING: which statistics the column has
