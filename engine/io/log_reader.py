@@ -4,7 +4,6 @@ order (training sets, the consistency check, serving's history reads).
 """
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -39,7 +38,7 @@ def list_log_files(
     start_ms: int | None = None,
     end_ms: int | None = None,
     filesystem: pafs.FileSystem | None = None,
-) -> tuple[Any, list[str]]:
+) -> tuple[pafs.FileSystem, list[str]]:
     """Return ``(filesystem, sorted published file paths)`` of a view, pruned by date.
 
     With ``fingerprint_hex=None`` the view must have exactly one fingerprint in the
