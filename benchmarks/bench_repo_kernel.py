@@ -45,6 +45,7 @@ from engine.kernel.aggregate import aggregate_batch, aggregate_sketches
 from engine.kernel.batch_merge import NO_EVENT_TS, FlatTiles, decode_many, encode_many, merge_flat, retain
 from engine.kernel.layout import LIST_FUNCTIONS, SKETCH_FUNCTIONS, encode_positions
 from engine.kernel.view_spec import ViewSpec
+from engine.kernel.window import tile_id
 
 SIZES = {"smoke": (20_000, 2_000), "small": (200_000, 20_000)}  # events, users
 BATCH = 1_000
@@ -106,7 +107,7 @@ def _ingest_view(view: BenchView, events: dict[str, Any], timings: dict[str, flo
         keys = [k.encode() for k in keys_s.tolist()]
         ts = events["ts"][sl]
         pos = encode_positions(np.zeros(len(ts), dtype=np.int64), events["index"][sl])
-        tiles = ts // spec.interval_ms
+        tiles = tile_id(ts, spec.interval_ms)
         amount = events["amount"][sl]
         values = np.stack([amount if c == "amount" else np.zeros(len(ts)) for c in spec.columns], axis=1)
         codes_u, tiles_u, partials = aggregate_batch(layout, codes, tiles, ts, pos, values)

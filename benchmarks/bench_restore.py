@@ -17,6 +17,7 @@ from pathlib import Path
 
 from benchmarks.common import bootstrap, delete_topic, new_topic
 from engine.state.changelog import changelog_topic, ensure_changelog_topic
+from engine.state.records import TILE_PREFIX
 from engine.state.restore import restore_shards
 from engine.state.rocksdb_store import ChangelogTarget, RocksDBStore
 
@@ -34,7 +35,7 @@ def main(records: int = 1_000_000, value_bytes: int = 200) -> None:
             value = b"v" * value_bytes
             for start in range(0, records, _BATCH):
                 txn = part.begin()
-                keys = [b"T" + i.to_bytes(8, "big") for i in range(start, min(start + _BATCH, records))]
+                keys = [TILE_PREFIX + i.to_bytes(8, "big") for i in range(start, min(start + _BATCH, records))]
                 txn.put_many(keys, [value] * len(keys))
                 txn.commit()
         runs = []

@@ -81,13 +81,6 @@ def _progress(quiet: bool) -> Progress | None:
 
 def _run(args: argparse.Namespace) -> int:
     from engine.definitions import load_repo
-    from engine.offline.backfill import (
-        DEFAULT_CHUNK_ROWS,
-        DEFAULT_COMMIT_ROWS,
-        BackfillTarget,
-        backfill_parquet,
-    )
-    from engine.offline.history_files import resolve_history_files
     from engine.plan import load_applied
 
     settings = _settings(args)
@@ -96,29 +89,49 @@ def _run(args: argparse.Namespace) -> int:
     # The backfilled state must be the one served: the views must be applied as defined.
     plan = load_applied(settings.plan_file, views)
     sources = args.sources or list(source.history)
-
     if sources == ["kafka"]:
-        from dataflows.backfill import backfill_kafka
-        from dataflows.job import build_job
+        return _from_kafka(args, settings, source, views)
+    return _from_parquet(args, settings, source, views, sources, plan.shards)
 
-        if args.start or args.end:
-            raise ConfigError(
-                "--start/--end do not apply to --from kafka: the topic is replayed from the "
-                "offsets recorded in the state (the earliest for a new state directory)",
-                hint="drop --start/--end, or backfill Parquet history with --from <glob>",
-            )
-        job = build_job(settings, args.source, tail=False)
-        if len(views) != len(job.views):
-            raise ConfigError(
-                "--views: a Kafka backfill runs the source's dataflow, which records one "
-                "offset per topic partition for all of its views",
-                hint="drop --views (every view of the source is replayed together)",
-            )
-        check_source_topic(settings.kafka_bootstrap, source.topic)
-        backfill_kafka(job)
-        if not args.quiet:
-            print(f"caught up with topic {source.topic!r}; state in {settings.state_dir}")
-        return 0
+
+def _from_kafka(
+    args: argparse.Namespace, settings: Settings, source: EventSource, views: list[StreamFeatureView]
+) -> int:
+    """Run the source's dataflow until caught up with its topic."""
+    from dataflows.backfill import backfill_kafka
+    from dataflows.job import build_job
+
+    if args.start or args.end:
+        raise ConfigError(
+            "--start/--end do not apply to --from kafka: the topic is replayed from the "
+            "offsets recorded in the state (the earliest for a new state directory)",
+            hint="drop --start/--end, or backfill Parquet history with --from <glob>",
+        )
+    job = build_job(settings, args.source, tail=False)
+    if len(views) != len(job.views):
+        raise ConfigError(
+            "--views: a Kafka backfill runs the source's dataflow, which records one "
+            "offset per topic partition for all of its views",
+            hint="drop --views (every view of the source is replayed together)",
+        )
+    check_source_topic(settings.kafka_bootstrap, source.topic)
+    backfill_kafka(job)
+    if not args.quiet:
+        print(f"caught up with topic {source.topic!r}; state in {settings.state_dir}")
+    return 0
+
+
+def _from_parquet(
+    args: argparse.Namespace,
+    settings: Settings,
+    source: EventSource,
+    views: list[StreamFeatureView],
+    sources: list[str],
+    shards: int,
+) -> int:
+    """Replay ``--start <= e < --end`` of Parquet history; ``--end`` becomes the handoff time."""
+    from engine.offline.backfill import DEFAULT_CHUNK_ROWS, DEFAULT_COMMIT_ROWS, BackfillTarget, backfill_parquet
+    from engine.offline.history_files import resolve_history_files
 
     if "kafka" in sources:
         raise ConfigError("--from kafka cannot be combined with Parquet paths")
@@ -137,7 +150,7 @@ def _run(args: argparse.Namespace) -> int:
     files = resolve_history_files(sources)
     target = BackfillTarget(
         state_dir=settings.state_dir,
-        shards=plan.shards,
+        shards=shards,
         log_root=settings.log_uri,
         redis_url=(settings.redis_url or None) if settings.online == "redis" else None,
     )

@@ -22,10 +22,10 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from cli.common import Subparsers
 from engine.clock import wall_clock_ms
+from engine.json_types import JSONObject
 from engine.ports import free_port, free_port_pair
 from engine.processes import stop_process_group
 from engine.timefmt import iso_utc
@@ -98,10 +98,12 @@ def _recreate_topic(bootstrap: str, topic: str) -> None:
     from confluent_kafka.admin import AdminClient
     from confluent_kafka.cimpl import NewTopic
 
+    from engine.io.batches import dlq_topic_for
+
     # log_level 0: the client's shutdown notices (queue purges) stay off the demo's screen.
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     existing = admin.list_topics(timeout=10).topics
-    doomed = [t for t in (topic, f"{topic}.dlq") if t in existing]
+    doomed = [t for t in (topic, dlq_topic_for(topic)) if t in existing]
     if doomed:
         for future in admin.delete_topics(doomed, operation_timeout=30).values():
             future.result(timeout=30)
@@ -109,7 +111,9 @@ def _recreate_topic(bootstrap: str, topic: str) -> None:
         while any(t in admin.list_topics(timeout=10).topics for t in doomed) and time.monotonic() < deadline:
             time.sleep(0.2)
     for _ in range(50):  # deletion is asynchronous on the broker: retry creation briefly
-        futures = admin.create_topics([NewTopic(topic, 3, 1), NewTopic(f"{topic}.dlq", 1, 1)], operation_timeout=30)
+        futures = admin.create_topics(
+            [NewTopic(topic, 3, 1), NewTopic(dlq_topic_for(topic), 1, 1)], operation_timeout=30
+        )
         try:
             for future in futures.values():
                 future.result(timeout=30)
@@ -167,14 +171,32 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _pipeline(args: argparse.Namespace, data_dir: Path, bootstrap: str) -> int:
-    import httpx
-
-    from engine.definitions import load_repo
-    from engine.generate import GeneratorConfig, produce_events, write_parquet
-
     repo = str(Path("feature_defs").resolve())
     common = ["--repo", repo, "--data-dir", str(data_dir)]
     _recreate_topic(bootstrap, DEMO_TOPIC)
+    _apply_example_repo(repo, common)
+    handoff_ms = _backfill_one_day(args.users, data_dir, common)
+    port = args.port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    with (
+        _child("dataflow", _cli("run", *common, "--bootstrap", bootstrap), data_dir / "dataflow.log") as flow,
+        _child("feature server", _cli("serve", *common, "--port", str(port)), data_dir / "serve.log") as server,
+    ):
+        _wait_ready(url, server)
+        _say(f"dataflow running (pid {flow.pid}); feature server at {url} (docs at {url}/docs)")
+        produced = _stream_live(args.users, bootstrap, handoff_ms)
+        _say(f"produced {produced:,} live transactions (1% malformed) to topic '{DEMO_TOPIC}'")
+        _show_feature_vectors(url, flow, data_dir)
+        _report_dead_letters(bootstrap, produced)
+        _train_and_score(url, data_dir, common, args.users)
+
+    _say("done")
+    return 0
+
+
+def _apply_example_repo(repo: str, common: list[str]) -> None:
+    from engine.definitions import load_repo
+
     _run_cli("apply", *common, "--shards", "4")
     example = load_repo(Path(repo))
     _say(
@@ -182,12 +204,17 @@ def _pipeline(args: argparse.Namespace, data_dir: Path, bootstrap: str) -> int:
         f"services {', '.join(s.name for s in example.services)})"
     )
 
-    # One day of history up to the handoff time T, replayed through the same kernel.
-    handoff_ms = (int(time.time()) // 60) * 60_000
+
+def _backfill_one_day(users: int, data_dir: Path, common: list[str]) -> int:
+    """One day of history up to the handoff time T, replayed through the same kernel;
+    returns T (epoch ms)."""
+    from engine.generate import GeneratorConfig, write_parquet
+
+    handoff_ms = wall_clock_ms() // 60_000 * 60_000  # the current minute
     day_ms = 86_400_000
     history = GeneratorConfig(
         events=int(86_400 * HISTORY_EVENTS_PER_SECOND),
-        users=args.users,
+        users=users,
         merchants=500,
         seed=1,
         start_ms=handoff_ms - day_ms,
@@ -209,80 +236,92 @@ def _pipeline(args: argparse.Namespace, data_dir: Path, bootstrap: str) -> int:
         "--quiet",
     )
     _say(f"backfilled {history.events:,} historical events (one day) in {time.monotonic() - started:.1f}s")
+    return handoff_ms
 
-    port = args.port or free_port()
-    url = f"http://127.0.0.1:{port}"
-    with (
-        _child("dataflow", _cli("run", *common, "--bootstrap", bootstrap), data_dir / "dataflow.log") as flow,
-        _child("feature server", _cli("serve", *common, "--port", str(port)), data_dir / "serve.log") as server,
-    ):
-        _wait_ready(url, server)
-        _say(f"dataflow running (pid {flow.pid}); feature server at {url} (docs at {url}/docs)")
-        produced = 0
-        for second in range(STREAM_SECONDS):
-            now_ms = max(wall_clock_ms(), handoff_ms)
-            live = GeneratorConfig(
-                events=STREAM_RATE,
-                users=args.users,
-                merchants=500,
-                seed=100 + second,
-                start_ms=now_ms,
-                rate=float(STREAM_RATE),
-                malformed_fraction=0.01,
-            )
-            report = produce_events(live, DEMO_TOPIC, bootstrap)
-            produced += report.events
-            time.sleep(max(0.0, 1.0 - (wall_clock_ms() - now_ms) / 1000))
-        _say(f"produced {produced:,} live transactions (1% malformed) to topic '{DEMO_TOPIC}'")
 
-        users = ["u000000", "u000001", "u000002", "u000003"]
-        body: dict[str, Any] = {
-            "entities": {"user_id": users, "merchant_id": ["m0000", "m0001", "m0002", "m0003"]},
-            "request_data": {"amount": [25.0, 250.0, 2500.0, 40.0]},
-            "include_metadata": True,
-        }
-        deadline = time.monotonic() + 30
-        while True:
-            if flow.poll() is not None:
-                raise RuntimeError(f"the dataflow exited with code {flow.returncode}; see {data_dir / 'dataflow.log'}")
-            answer = httpx.post(f"{url}/v1/features/fraud_scoring", json=body, timeout=5).json()
-            fresh = {name: v.get("freshness_lag_ms") for name, v in answer.get("metadata", {}).get("views", {}).items()}
-            lag = max((v if v is not None else 10**9 for v in fresh.values()), default=10**9)
-            if lag < 5_000 or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        _say("feature vectors from POST /v1/features/fraud_scoring (values as of now):")
-        shown = (
-            "amount_count_15m",
-            "amount_sum_15m",
-            "amount_sum_1d",
-            "amount_count_1d",
-            "ms_since_last_purchase",
-            "distinct_merchants_1h",
-            "distinct_cards_1d",
-            "amount_median_30d",
-            "amount_p95_30d",
-            "last_5_merchants_1d",
-            "merchant_txn_count_15m",
-            "pair_txn_count_1d",
-            "pair_ms_since_last_1d",
-            "pair_first_seen_1d",
-            "user_purchases_lifetime",
-            "user_first_seen_lifetime",
-            "spend_velocity_ratio",
-            "user_merchant_share_1h",
+def _stream_live(users: int, bootstrap: str, handoff_ms: int) -> int:
+    """STREAM_SECONDS seconds of live transactions at STREAM_RATE per second (1%
+    malformed); returns how many were produced."""
+    from engine.generate import GeneratorConfig, produce_events
+
+    produced = 0
+    for second in range(STREAM_SECONDS):
+        now_ms = max(wall_clock_ms(), handoff_ms)
+        live = GeneratorConfig(
+            events=STREAM_RATE,
+            users=users,
+            merchants=500,
+            seed=100 + second,
+            start_ms=now_ms,
+            rate=float(STREAM_RATE),
+            malformed_fraction=0.01,
         )
-        for row, amount in zip(answer["features"], body["request_data"]["amount"], strict=True):
-            values = ", ".join(f"{k}={row[k]:.4g}" if isinstance(row[k], float) else f"{k}={row[k]}" for k in shown)
-            print(f"    user {row['user_id']} amount {amount:>7.2f}: {values}")
-        print(f"    freshness lag (ms) per view: {fresh}")
+        report = produce_events(live, DEMO_TOPIC, bootstrap)
+        produced += report.events
+        time.sleep(max(0.0, 1.0 - (wall_clock_ms() - now_ms) / 1000))
+    return produced
 
-        dlq = _count_dlq(bootstrap)
-        _say(f"counts: produced {produced:,} live events; {dlq:,} dead letters in '{DEMO_TOPIC}.dlq'")
-        _train_and_score(url, data_dir, common, args.users)
 
-    _say("done")
-    return 0
+_SHOWN_FEATURES = (
+    "amount_count_15m",
+    "amount_sum_15m",
+    "amount_sum_1d",
+    "amount_count_1d",
+    "ms_since_last_purchase",
+    "distinct_merchants_1h",
+    "distinct_cards_1d",
+    "amount_median_30d",
+    "amount_p95_30d",
+    "last_5_merchants_1d",
+    "merchant_txn_count_15m",
+    "pair_txn_count_1d",
+    "pair_ms_since_last_1d",
+    "pair_first_seen_1d",
+    "user_purchases_lifetime",
+    "user_first_seen_lifetime",
+    "spend_velocity_ratio",
+    "user_merchant_share_1h",
+)
+
+
+def _show_feature_vectors(url: str, flow: subprocess.Popen[bytes], data_dir: Path) -> None:
+    """Ask for four users' vectors until every view is within 5 s of now (or 30 s
+    passed), then print them with each view's freshness lag."""
+    import httpx
+
+    users = ["u000000", "u000001", "u000002", "u000003"]
+    amounts = [25.0, 250.0, 2500.0, 40.0]
+    body: JSONObject = {
+        "entities": {"user_id": users, "merchant_id": ["m0000", "m0001", "m0002", "m0003"]},
+        "request_data": {"amount": amounts},
+        "include_metadata": True,
+    }
+    deadline = time.monotonic() + 30
+    while True:
+        if flow.poll() is not None:
+            raise RuntimeError(f"the dataflow exited with code {flow.returncode}; see {data_dir / 'dataflow.log'}")
+        answer = httpx.post(f"{url}/v1/features/fraud_scoring", json=body, timeout=5).json()
+        fresh = {name: v.get("freshness_lag_ms") for name, v in answer.get("metadata", {}).get("views", {}).items()}
+        lag = max((v if v is not None else 10**9 for v in fresh.values()), default=10**9)
+        if lag < 5_000 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    _say("feature vectors from POST /v1/features/fraud_scoring (values as of now):")
+    for row, amount in zip(answer["features"], amounts, strict=True):
+        values = ", ".join(
+            f"{k}={row[k]:.4g}" if isinstance(row[k], float) else f"{k}={row[k]}" for k in _SHOWN_FEATURES
+        )
+        print(f"    user {row['user_id']} amount {amount:>7.2f}: {values}")
+    print(f"    freshness lag (ms) per view: {fresh}")
+
+
+def _report_dead_letters(bootstrap: str, produced: int) -> None:
+    from engine.io.batches import dlq_topic_for
+    from engine.io.dead_letters import dlq_record_count
+
+    dlq_topic = dlq_topic_for(DEMO_TOPIC)
+    dlq = dlq_record_count(bootstrap, dlq_topic) or 0
+    _say(f"counts: produced {produced:,} live events; {dlq:,} dead letters in '{dlq_topic}'")
 
 
 def _train_and_score(url: str, data_dir: Path, common: list[str], users: int) -> None:
@@ -323,18 +362,3 @@ def _train_and_score(url: str, data_dir: Path, common: list[str], users: int) ->
         f"saved {data_dir / 'model.json'} (service {SERVICE}, fingerprint {fingerprint})"
     )
     score_live(url, model, users, _say)
-
-
-def _count_dlq(bootstrap: str) -> int:
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "streamfeat-demo"})
-    try:
-        total = 0
-        metadata = consumer.list_topics(f"{DEMO_TOPIC}.dlq", timeout=10).topics[f"{DEMO_TOPIC}.dlq"]
-        for p in metadata.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(f"{DEMO_TOPIC}.dlq", p), timeout=10)
-            total += high - low
-        return total
-    finally:
-        consumer.close()

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from engine.io.batches import dlq_topic_for
 from engine.metrics import kafka_end_offsets
 from engine.run_counts import RunCounts, read_counts
 
@@ -92,7 +93,7 @@ class RunReporter:
             counts = self._counts()
             if counts.mostly_dead() and not self._alarmed:
                 self._alarmed = True
-                self.out.write("\r\x1b[K" + dead_letter_alarm(counts, f"{self.topic}.dlq") + "\n")
+                self.out.write("\r\x1b[K" + dead_letter_alarm(counts, dlq_topic_for(self.topic)) + "\n")
             seconds = max(time.monotonic() - self._started, 1e-9)
             lag = self.lag(counts.next_offsets)
             self.out.write(
@@ -113,5 +114,5 @@ class RunReporter:
             f"dead letters {counts.dead_total:,} ({counts.dead_text()}){lag_text}"
         )
         if counts.mostly_dead():
-            text = dead_letter_alarm(counts, f"{self.topic}.dlq") + "\n" + text
+            text = dead_letter_alarm(counts, dlq_topic_for(self.topic)) + "\n" + text
         return text

@@ -63,7 +63,7 @@ def register(subparsers: Subparsers) -> None:
     parser.set_defaults(handler=_serve)
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
     return {
         "repo": args.repo,
         "data_dir": args.data_dir,
@@ -127,7 +127,7 @@ def _serve(args: argparse.Namespace) -> int:
     # Uvicorn's httptools protocol with read timeouts and per-client caps (serving/http_guard.py);
     # workers build their limits from the same settings.
     GuardedHttpToolsProtocol.configure(HttpLimits.from_settings(settings))
-    common: dict[str, Any] = {
+    common: dict[str, Any] = {  # Any: uvicorn.run's keyword arguments, each of its own type
         "host": settings.serve_host,
         "port": settings.serve_port,
         "loop": loop,

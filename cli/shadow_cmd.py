@@ -15,9 +15,10 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cli.common import Subparsers
+from engine.json_types import JSONObject
 
 if TYPE_CHECKING:  # imported when the command runs, so `streamfeat --help` stays fast
     from serving.shadow.classify import Tolerance
@@ -60,7 +61,7 @@ def _shadow(args: argparse.Namespace) -> int:
         tolerance = Tolerance(args.tolerance, args.rel_tolerance)
     except ValueError as exc:
         raise ShadowSetupError(f"--tolerance / --rel-tolerance: {exc}", hint="e.g. --tolerance 1e-9") from None
-    about: dict[str, Any] = {
+    about: JSONObject = {
         "baseline": args.baseline,
         "streamfeat": args.streamfeat,
         "tolerance": {"absolute": tolerance.absolute, "relative": tolerance.relative},
@@ -93,7 +94,7 @@ def _shadow(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace, tolerance: Tolerance, about: dict[str, Any]) -> list[Outcome]:
+def _run(args: argparse.Namespace, tolerance: Tolerance, about: JSONObject) -> list[Outcome]:
     from serving.shadow.exceptions import ShadowSetupError
     from serving.shadow.mapping import FeatureMapping, load_mapping
     from serving.shadow.requests_io import read_replay_log, read_requests_file

@@ -20,16 +20,21 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from cli.common import Subparsers, add_settings_args, check_source_topic, settings_from
 from cli.status_cluster import render_cluster
 from engine.clock import wall_clock_ms
 from engine.config import Settings
+from engine.json_types import JSONObject
 from engine.state.cluster_status import HostStatus, ShardStatus, collect_shards, hosts_of, progress_applied
 from engine.timefmt import iso_utc
+
+if TYPE_CHECKING:
+    from engine.definitions import StreamFeatureView
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,7 @@ class Status:
     shards: tuple[ShardStatus, ...] = ()  # state_backup: kafka only
     hosts: tuple[HostStatus, ...] = ()
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return asdict(self)
 
 
@@ -118,36 +123,15 @@ def _applied_next(per_shard: list[dict[int, int]], partition: int) -> int:
     return min((shard.get(partition, -1) for shard in per_shard), default=-1) + 1
 
 
-def dlq_record_count(bootstrap: str, topic: str) -> int | None:
-    """Records in a dead-letter topic: one per distinct bad record (docs/semantics.md section 6)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    from engine.io.exceptions import TopicNotFoundError
-    from engine.io.kafka_source import list_topic_partitions
-
-    try:
-        partitions = list_topic_partitions(bootstrap, topic, 5.0)
-    except TopicNotFoundError:
-        return 0  # no dead letter was ever produced
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "streamfeat-status", "log_level": 0})
-    try:
-        total = 0
-        for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), 5.0, cached=False)
-            total += int(high) - int(low)
-        return total
-    finally:
-        consumer.close()
-
-
 def collect_status(settings: Settings, sample_s: float = 1.0) -> Status:
     """Gather the status of every view of the applied plan (see the module docstring)."""
     from engine.definitions import load_repo
     from engine.exceptions import ConfigError
+    from engine.io.dead_letters import dlq_record_count
     from engine.metrics import directory_bytes, kafka_end_offsets
     from engine.plan import load_applied_plan
     from engine.state.layout import shard_path
-    from engine.state.records import freshest, meta_key
+    from engine.state.records import meta_key
 
     plan = load_applied_plan(settings.plan_file)
     if plan is None:
@@ -195,18 +179,8 @@ def collect_status(settings: Settings, sample_s: float = 1.0) -> Status:
             ends, dlq, error = None, None, str(exc)
         if durable:
             shard_rows += collect_shards(settings.kafka_bootstrap, source.topic, plan.shards, ends)
-        known = set(ends or {})
-        for shard in second[source.topic]:
-            known.update(shard)
-        rows: list[PartitionStatus] = []
-        rate_total = 0.0
-        for p in sorted(known):
-            after = _applied_next(second[source.topic], p)
-            before = _applied_next(first[source.topic], p)
-            rate = (after - before) / elapsed if sample_s > 0 else None
-            rate_total += rate or 0.0
-            end = None if ends is None else ends.get(p)
-            rows.append(PartitionStatus(p, end, after, None if end is None else max(0, end - after), rate))
+        rate = (lambda after, before: (after - before) / elapsed) if sample_s > 0 else None
+        rows, rate_total = _partition_rows(first[source.topic], second[source.topic], ends, rate)
         sources.append(
             SourceStatus(
                 source.name,
@@ -219,24 +193,53 @@ def collect_status(settings: Settings, sample_s: float = 1.0) -> Status:
             )
         )
 
+    view_rows = _view_rows(views, metas, now_ms)
+    sizes = tuple(directory_bytes(shard_path(state_dir, s)) for s in range(plan.shards))
+    shards = tuple(shard_rows)
+    return Status(tuple(sources), tuple(view_rows), sizes, now_ms, shards, hosts_of(shards) if shards else ())
+
+
+def _partition_rows(
+    first: list[dict[int, int]],
+    second: list[dict[int, int]],
+    ends: dict[int, int] | None,
+    rate: Callable[[int, int], float] | None,
+) -> tuple[tuple[PartitionStatus, ...], float]:
+    """One row per partition known to the broker or to a shard: applied offsets as of the
+    second read, and (with ``rate``) events/s between the two reads; and their total rate."""
+    known = set(ends or {})
+    for shard in second:
+        known.update(shard)
+    rows: list[PartitionStatus] = []
+    rate_total = 0.0
+    for p in sorted(known):
+        after = _applied_next(second, p)
+        per_s = None if rate is None else rate(after, _applied_next(first, p))
+        rate_total += per_s or 0.0
+        end = None if ends is None else ends.get(p)
+        rows.append(PartitionStatus(p, end, after, None if end is None else max(0, end - after), per_s))
+    return tuple(rows), rate_total
+
+
+def _view_rows(views: Sequence[StreamFeatureView], metas: list[list[bytes | None]], now_ms: int) -> list[ViewStatus]:
+    """Each view's freshness: its freshest shard's record (engine/state/records.py)."""
+    from engine.state.records import freshest
+
     view_rows: list[ViewStatus] = []
     for i, view in enumerate(views):
         fresh = freshest(shard_meta[i] if i < len(shard_meta) else None for shard_meta in metas)
-        newest, written = fresh.max_event_ts_ms, fresh.written_at_ms
         view_rows.append(
             ViewStatus(
                 name=view.name,
                 source=view.source.name,
                 fingerprint=view.fingerprint_hex,
-                newest_event_ms=newest,
-                written_at_ms=written,
+                newest_event_ms=fresh.max_event_ts_ms,
+                written_at_ms=fresh.written_at_ms,
                 freshness_lag_s=None if (lag := fresh.lag_ms(now_ms)) is None else lag / 1000,
                 expected_freshness_s=view.expected_freshness.total_seconds(),
             )
         )
-    sizes = tuple(directory_bytes(shard_path(state_dir, s)) for s in range(plan.shards))
-    shards = tuple(shard_rows)
-    return Status(tuple(sources), tuple(view_rows), sizes, now_ms, shards, hosts_of(shards) if shards else ())
+    return view_rows
 
 
 def _fmt_bytes(n: int) -> str:

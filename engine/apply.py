@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from engine.clock import wall_clock_ms
 from engine.io.log_format import ParquetLogWriteError
 from engine.io.parquet_log import LogCut, PublishedFile
 from engine.kernel.batch_merge import NO_EVENT_TS
@@ -76,7 +77,7 @@ class ShardApplier:
         log_max_rows: int = 200_000,
         log_max_age_s: float = 30.0,
         online_copy: OnlineWriter | None = None,
-        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        clock_ms: Callable[[], int] = wall_clock_ms,
         retry_delays_s: Sequence[float] = (0.1, 0.5, 1.0, 2.0, 5.0),
         respect_handoff: bool = True,
         publish_in_background: bool = False,

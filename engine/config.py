@@ -26,6 +26,8 @@ import yaml
 from engine.exceptions import ConfigError
 
 ENV_PREFIX = "STREAMFEAT_"
+#: The applied plan's file name inside the data (or state) directory (engine/plan.py).
+PLAN_FILE_NAME = "plan.json"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,7 +104,7 @@ class Settings:
 
     @property
     def plan_file(self) -> Path:
-        return self.path(self.data_dir) / "plan.json"
+        return self.path(self.data_dir) / PLAN_FILE_NAME
 
     @property
     def log_uri(self) -> str:
@@ -140,7 +142,7 @@ def _coerce(key: str, raw: object, origin: str) -> SettingValue:
     return str(raw)
 
 
-def _read_pyproject(project_dir: Path) -> Mapping[str, Any]:
+def _read_pyproject(project_dir: Path) -> Mapping[str, object]:
     path = project_dir / "pyproject.toml"
     if not path.is_file():
         return {}
@@ -152,7 +154,7 @@ def _read_pyproject(project_dir: Path) -> Mapping[str, Any]:
     return section
 
 
-def _read_yaml(project_dir: Path) -> Mapping[str, Any]:
+def _read_yaml(project_dir: Path) -> Mapping[str, object]:
     path = project_dir / "streamfeat.yaml"
     if not path.is_file():
         return {}

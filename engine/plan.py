@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from engine.config import PLAN_FILE_NAME
 from engine.definitions.check import check_on_demand
 from engine.definitions.exceptions import (
     DefinitionError,
@@ -26,17 +27,21 @@ from engine.definitions.exceptions import (
     RepoValidationError,
 )
 from engine.definitions.repo import FeatureRepo
+from engine.json_types import JSONObject
 from engine.timefmt import duration_text
 
 PLAN_FORMAT_VERSION = 1
 DEFAULT_SHARDS = 8
-DEFAULT_PLAN_FILE = Path(".streamfeat") / "plan.json"
+DEFAULT_PLAN_FILE = Path(".streamfeat") / PLAN_FILE_NAME
 KINDS = ("view", "on_demand_view", "service")
+#: Plan-file entries by kind and name. Any: JSON read back from the plan file (a
+#: definition's ``to_dict()`` and its fingerprint), whose fields the diff reads by name.
+PlanEntries = Mapping[str, Mapping[str, Mapping[str, Any]]]
 
 
 def default_plan_path(state_dir: str | Path | None = None) -> Path:
     """``<state_dir>/plan.json`` when a state directory is configured, else ``.streamfeat/plan.json``."""
-    return Path(state_dir) / "plan.json" if state_dir is not None else DEFAULT_PLAN_FILE
+    return Path(state_dir) / PLAN_FILE_NAME if state_dir is not None else DEFAULT_PLAN_FILE
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,7 @@ class AppliedPlan:
 
     shards: int
     # kind -> name -> {"definition": canonical dict, "fingerprint": hex (views only)}
-    entries: Mapping[str, Mapping[str, Mapping[str, Any]]]
+    entries: PlanEntries
     applied_at: str = ""
     format_version: int = PLAN_FORMAT_VERSION
 
@@ -71,7 +76,7 @@ class AppliedPlan:
                 )
         return problems
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return {
             "format_version": self.format_version,
             "applied_at": self.applied_at,
@@ -108,7 +113,7 @@ class Plan:
     unchanged: tuple[tuple[str, str], ...]  # (kind, name)
     shards: int
     first_apply: bool
-    entries: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(repr=False, default_factory=dict)
+    entries: PlanEntries = field(repr=False, default_factory=dict)
 
     @property
     def has_changes(self) -> bool:
@@ -233,7 +238,7 @@ def compute_plan(
         if errors:
             raise RepoValidationError(repo.path or "<in memory>", errors)
     now = repo_entries(repo)
-    old: Mapping[str, Mapping[str, Mapping[str, Any]]] = previous.entries if previous else {}
+    old: PlanEntries = previous.entries if previous else {}
     removed_fps = {e["fingerprint"] for n, e in old.get("view", {}).items() if n not in now["view"]}
     changes: list[Change] = []
     unchanged: list[tuple[str, str]] = []

@@ -22,7 +22,6 @@ import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -88,7 +87,7 @@ class QualityConfig:
         return timedelta_ms(self.baseline)
 
 
-QUALITY_SCHEMA: dict[str, Any] = {
+QUALITY_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "interval_start": pl.Int64,
     "feature": pl.Utf8,
     "kind": pl.Utf8,  # NUMERIC or STRING: which statistics the column has
@@ -210,7 +209,7 @@ def compute_quality(
     return flag_drift(stats, config).select(list(QUALITY_SCHEMA))
 
 
-def quality_path(log_root: str, view_name: str) -> tuple[Any, str]:
+def quality_path(log_root: str, view_name: str) -> tuple[pafs.FileSystem, str]:
     """``(filesystem, path)`` of a view's quality table."""
     fs, base = resolve_root(log_root)
     return fs, f"{base}/{QUALITY_DIR}/view={view_name}/{QUALITY_FILE}"

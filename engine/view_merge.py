@@ -24,6 +24,7 @@ from engine.kernel.batch_merge import (
     retain,
 )
 from engine.kernel.layout import LayoutSource, PartialLayout, encode_positions
+from engine.kernel.window import tile_id
 from engine.log_rolls import LoggedView
 from engine.routing import ViewRows, merge_codes
 from engine.state.protocols import Transaction
@@ -75,7 +76,7 @@ def merge_view_rows(
     offsets = np.concatenate([rows.offsets for rows, _ in parts])
     partitions = np.concatenate([np.full(len(rows), partition, dtype=np.int64) for rows, partition in parts])
     values = np.concatenate([rows.values for rows, _ in parts])
-    tiles = event_ts // view.interval_ms
+    tiles = tile_id(event_ts, view.interval_ms)
     positions = encode_positions(partitions, offsets)
     codes_u, tiles_u, partials = aggregate_batch(layout, codes, tiles, event_ts, positions, values)
     sketches = None

@@ -18,10 +18,10 @@ import numpy.typing as npt
 
 from engine.kernel import TileCodecError
 from engine.kernel.batch_merge import decode_many
-from engine.kernel.codec import FLAG_SKETCHES, HEADER, check_header
+from engine.kernel.codec import without_sketch_section
 from engine.kernel.window import Value
 from engine.kernel.window_many import evaluate_many_unchecked
-from engine.state.keys import entity_key
+from engine.state.keys import encode_entity_keys, entity_key
 from serving.exceptions import ServerError
 from serving.online import OnlineAccess
 from serving.registry import CompiledView
@@ -42,26 +42,11 @@ class ViewValues:
 
 def entity_keys(view: CompiledView, entities: dict[str, list[EntityValue]], n_rows: int) -> list[bytes]:
     if len(view.join_keys) == 1:
-        column = entities[view.join_keys[0]]
-        # A one-part key of a string is its UTF-8 bytes (entity_key's rule), and the
-        # request was validated already: skip entity_key's per-value checks.
-        return [v.encode() if type(v) is str else entity_key((v,)) for v in column]
+        # The request was validated already (str or int, no separator): the bulk
+        # encoder skips entity_key's per-value checks.
+        return encode_entity_keys([entities[view.join_keys[0]]])
     columns = [entities[k] for k in view.join_keys]
     return [entity_key([c[i] for c in columns]) for i in range(n_rows)]
-
-
-def partials_of(record: bytes, width: int) -> bytes:
-    """``record`` without its sketch section (header flag cleared), after checking it in
-    full like the codec does (version, flags, width, length including the section): the
-    tile ids and partials a projection evaluating no sketch needs, which the batch
-    decoder reads in one vectorized pass instead of record by record with every blob."""
-    _, n_tiles, _ = check_header(record, width)
-    version, flags, _, _, max_event_ts = HEADER.unpack_from(record)
-    if not flags & FLAG_SKETCHES:
-        return record
-    end = HEADER.size + 8 * n_tiles * (1 + width)
-    header = HEADER.pack(version, flags & ~FLAG_SKETCHES, width, n_tiles, max_event_ts)
-    return b"".join((header, memoryview(record)[HEADER.size : end]))
 
 
 def _corrupt(view: CompiledView, exc: TileCodecError) -> ServerError:
@@ -155,7 +140,7 @@ def _evaluate_many(
         flat = (
             decode_many(view.spec.layout, records)
             if layout is None
-            else decode_many(layout, [None if r is None else partials_of(r, layout.width) for r in records])
+            else decode_many(layout, [None if r is None else without_sketch_section(r, layout.width) for r in records])
         )
     except TileCodecError as exc:
         raise _corrupt(view, exc) from exc

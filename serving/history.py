@@ -40,7 +40,7 @@ import polars as pl
 from engine.clock import wall_clock_ms
 from engine.io.log_reader import first_event_time, list_log_files
 from engine.kernel.tile_retention import first_kept_tile
-from engine.kernel.window import window_start_ms
+from engine.kernel.window import tile_id, window_start_ms
 from engine.offline.view_features import compute_view_features
 from engine.state import OffsetRecord
 from engine.state.offsets import INT64_MIN
@@ -114,7 +114,7 @@ def window_may_be_trimmed(view: CompiledView, t: int, newest: int) -> bool:
     if view.max_window_ms == 0:
         return False
     g = view.spec.interval_ms
-    oldest_tile = window_start_ms(t, g, view.max_window_ms) // g
+    oldest_tile = tile_id(window_start_ms(t, g, view.max_window_ms), g)
     return oldest_tile < first_kept_tile(newest, view.spec.retention_ms, g)
 
 
@@ -127,7 +127,7 @@ def trim_limit(view: CompiledView, t: int) -> int | None:
     if view.max_window_ms == 0:
         return None
     g = view.spec.interval_ms
-    oldest_tile_end = (window_start_ms(t, g, view.max_window_ms) // g + 1) * g
+    oldest_tile_end = (tile_id(window_start_ms(t, g, view.max_window_ms), g) + 1) * g
     return oldest_tile_end + view.spec.retention_ms
 
 

@@ -16,13 +16,14 @@ from engine.clock import wall_clock_ms
 from engine.definitions import FieldType
 from engine.definitions.base import did_you_mean
 from engine.exceptions import NaiveTimeError, NotIsoTimeError
+from engine.state.keys import ENTITY_KEY_SEPARATOR
 from engine.timefmt import iso_epoch_ms
 from serving.duplicate_keys import check_duplicate_keys
 from serving.exceptions import InvalidRequest, MalformedRequest, PayloadTooLarge
 from serving.registry import CompiledService
 
 MAX_TS_MS = 2**53
-_SEPARATOR = "\x1f"
+_SEPARATOR = ENTITY_KEY_SEPARATOR.decode()  # the entity key's join-key separator
 
 EntityValue = str | int
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from engine.kernel.window import ClosedMerges, Value
+from engine.kernel.window import ClosedMerges, Value, tile_id
 from engine.kernel.window_plan import WindowPlan, decode_record
 
 #: Default bound of the records the cache holds, in bytes.
@@ -129,7 +129,7 @@ class WindowCache:
         entry = self._entries.get(key)
         if (
             entry is None
-            or entry.current_tile != t_ms // plan.spec.interval_ms
+            or entry.current_tile != tile_id(t_ms, plan.spec.interval_ms)
             or entry.record != record  # the proof: the very bytes the values came from
         ):
             self.misses += 1
@@ -168,7 +168,9 @@ class WindowCache:
         if cost > self.max_bytes:
             return
         stored = tuple(list(v) if isinstance(v, list) else v for v in values)
-        entry = _Entry(record, t_ms // plan.spec.interval_ms, t_ms, stored, tuple(empty), max_event_ts, closed, cost)
+        entry = _Entry(
+            record, tile_id(t_ms, plan.spec.interval_ms), t_ms, stored, tuple(empty), max_event_ts, closed, cost
+        )
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
+import zlib
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 Event = Mapping[str, Any] | Sequence[Any]
@@ -25,6 +27,13 @@ def field(event: Event, name: str) -> Any:
     if isinstance(event, Mapping):
         return event[name]
     return event[_TUPLE_FIELDS.index(name)]
+
+
+def epoch_ms_of(moment: datetime) -> int:
+    """Section 1: an aware time as UTC epoch milliseconds, sub-milliseconds floored."""
+    utc = moment.astimezone(UTC)
+    whole_seconds = int(utc.replace(microsecond=0).timestamp())
+    return whole_seconds * 1000 + utc.microsecond // 1000
 
 
 def window_start(t: int, window_ms: int | None, interval_ms: int) -> float:
@@ -231,3 +240,43 @@ def apply_watermark(events: Iterable[E], allowed_lateness_ms: int, watermark_out
 
 def _is_valid(event: Event) -> bool:
     return bool(event.get("valid", True)) if isinstance(event, Mapping) else True
+
+
+# -- Stored formats, written straight from docs/architecture.md "State" ---------------
+# The one place the tests restate a byte format: each test that pins a key or record
+# layout compares the engine's owner module (engine/state/records.py, keys.py,
+# engine/kernel/codec.py, engine/state/offsets.py) against these.
+
+#: The packed tile record's header: version, flags, width, n_tiles, max_event_ts.
+TILE_RECORD_HEADER = struct.Struct("<BBHIq")
+
+
+def tile_key_bytes(fingerprint: bytes, entity_key: bytes) -> bytes:
+    """``b"T" + fingerprint(8 bytes) + entity_key``."""
+    return b"T" + fingerprint + entity_key
+
+
+def offset_key_bytes(topic: str, partition: int) -> bytes:
+    """``b"O" + topic + b"\\x00" + partition(>I)``."""
+    return b"O" + topic.encode("utf-8") + b"\x00" + struct.pack(">I", partition)
+
+
+def redis_tile_key_bytes(fingerprint: bytes, entity_key: bytes) -> bytes:
+    """``sf:<fingerprint hex>:<entity key>``."""
+    return b"sf:" + fingerprint.hex().encode("ascii") + b":" + entity_key
+
+
+def shard_of(fingerprint: bytes, entity_key: bytes, n_shards: int) -> int:
+    """Shard routing (docs/semantics.md section 6): ``crc32(fingerprint + entity_key) % n_shards``."""
+    return zlib.crc32(fingerprint + entity_key) % n_shards
+
+
+def legacy_offset_record(applied: int, top_ts: int, log_offset: int, top_ts_at_log: int) -> bytes:
+    """The 32-byte ``<qqqq`` offset record of the version before watermark ranks."""
+    return struct.pack("<qqqq", applied, top_ts, log_offset, top_ts_at_log)
+
+
+def offset_record_bytes(applied: int, log_offset: int, top_ts: Sequence[int], top_ts_at_log: Sequence[int]) -> bytes:
+    """``<qqBB`` (applied offset, log offset, n_a, n_b), then ``n_a`` then ``n_b`` ``<q``."""
+    head = struct.pack("<qqBB", applied, log_offset, len(top_ts), len(top_ts_at_log))
+    return head + b"".join(struct.pack("<q", t) for t in (*top_ts, *top_ts_at_log))

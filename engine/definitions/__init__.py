@@ -22,8 +22,9 @@ from engine.definitions.filters import Expr, col
 from engine.definitions.on_demand import OnDemandFeatureView, on_demand_feature_view
 from engine.definitions.repo import FeatureRepo, load_repo
 from engine.definitions.service import FeatureService
-from engine.definitions.source import TIMESTAMP_FORMATS, EventSource, RequestSource
+from engine.definitions.source import EventSource, RequestSource
 from engine.definitions.view import StreamFeatureView
+from engine.io.timestamps import TIMESTAMP_FORMATS
 from engine.kernel.layout import FUNCTIONS
 
 __all__ = [

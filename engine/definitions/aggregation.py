@@ -17,6 +17,7 @@ from engine.definitions.base import (
     timedelta_ms,
     window_label,
 )
+from engine.json_types import JSONObject
 from engine.kernel.layout import FUNCTIONS, INTEGER_FUNCTIONS, LIST_FUNCTIONS
 from engine.kernel.sketch_kinds import (
     DDSKETCH_DEFAULT_ALPHA,
@@ -252,14 +253,17 @@ class Aggregation:
             return FieldType.LIST
         return FieldType.INT if self.function in INTEGER_FUNCTIONS else FieldType.FLOAT
 
-    def to_dict(self) -> dict[str, object]:
-        return {
+    def to_dict(self) -> JSONObject:
+        out: JSONObject = {
             "column": self.column,
             "function": self.function,
             "window_ms": self.window_ms,
             "output_name": self.output_name,
             "default": self.default,
-        } | ({"params": dict(self.params)} if self.params else {})
+        }
+        if self.params:
+            out["params"] = dict(self.params)
+        return out
 
 
 def quantile_label(q: float) -> str:

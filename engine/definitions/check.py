@@ -9,14 +9,13 @@ from __future__ import annotations
 import dataclasses
 import traceback
 from collections.abc import Mapping
-from typing import Any
 
 from engine.definitions.base import Checker, FieldType
 from engine.definitions.exceptions import OnDemandCheckError
 from engine.definitions.on_demand import OnDemandFeatureView
 from engine.definitions.transform_runner import TransformRunError, TransformSpec, run_transform
 
-_SAMPLES: dict[FieldType, Any] = {
+_SAMPLES: dict[FieldType, str | int | float | bool] = {
     FieldType.STRING: "sample",
     FieldType.INT: 3,
     FieldType.FLOAT: 2.5,
@@ -24,14 +23,14 @@ _SAMPLES: dict[FieldType, Any] = {
 }
 
 
-def sample_row(odfv: OnDemandFeatureView, sample_inputs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def sample_row(odfv: OnDemandFeatureView, sample_inputs: Mapping[str, object] | None = None) -> dict[str, object]:
     """One synthetic input row from the input types, overridden by ``sample_inputs``."""
-    row = {name: _SAMPLES[ftype] for name, ftype in odfv.input_types.items()}
+    row: dict[str, object] = {name: _SAMPLES[ftype] for name, ftype in odfv.input_types.items()}
     row.update(sample_inputs or {})
     return row
 
 
-def check_on_demand(odfv: OnDemandFeatureView, sample_inputs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def check_on_demand(odfv: OnDemandFeatureView, sample_inputs: Mapping[str, object] | None = None) -> dict[str, object]:
     """Runs the transform on one synthetic row through the runner serving and training
     sets use; returns its output row or raises OnDemandCheckError with every problem."""
     row = sample_row(odfv, sample_inputs)
@@ -39,7 +38,7 @@ def check_on_demand(odfv: OnDemandFeatureView, sample_inputs: Mapping[str, Any] 
     # Inputs the sample names beyond the declared ones are passed too (typed as strings).
     spec = dataclasses.replace(spec, input_types={**{n: FieldType.STRING for n in row}, **spec.input_types})
     c = Checker("OnDemandFeatureView", odfv.name)
-    output: dict[str, Any] = {}
+    output: dict[str, object] = {}
     undeclared: tuple[str, ...] = ()
     try:
         result = run_transform(spec, {name: [value] for name, value in row.items()}, 1)

@@ -11,6 +11,7 @@ import math
 import re
 
 from engine.definitions.base import Checker, definition, is_number
+from engine.json_types import JSONObject
 
 #: Upper bound of ``max_length``: a key longer than this is never a sensible entity key.
 MAX_STRING_LENGTH = 65536
@@ -84,7 +85,7 @@ class Constraint:
         """The regular expression a whole allowed string matches."""
         return f"[{self.allowed_characters}]*"
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> JSONObject:
         return {
             f: getattr(self, f)
             for f in ("min", "max", "min_length", "max_length", "allowed_characters")

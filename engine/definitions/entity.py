@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from engine.definitions.base import FIELD_RE, Checker, definition
+from engine.json_types import JSONObject
 
 
 @definition("Entity")
@@ -45,5 +46,5 @@ class Entity:
         c.check()
         object.__setattr__(self, "join_keys", keys)
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> JSONObject:
         return {"name": self.name, "join_keys": list(self.join_keys), "description": self.description}

@@ -8,9 +8,9 @@ other in one direction only (view, on_demand -> feature_ref; service -> all of t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from engine.definitions.base import Checker, FieldType, FrozenMap, definition, did_you_mean
+from engine.json_types import JSONObject
 
 
 class SelectableView:
@@ -80,5 +80,5 @@ class FeatureRef:
         types = self.view.feature_types
         return FrozenMap((name, types[name]) for name in self.features)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return {"view": self.view.name, "kind": type(self.view).__name__, "features": list(self.features)}

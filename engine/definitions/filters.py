@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.definitions.exceptions import DefinitionTypeError, Problem
+from engine.json_types import JSONObject
 
 Scalar = str | int | float | bool
 BoolArray = npt.NDArray[np.bool_]
@@ -48,7 +49,7 @@ class Expr:
     def evaluate(self, columns: Mapping[str, np.ndarray[Any, Any]]) -> BoolArray:
         raise NotImplementedError
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         raise NotImplementedError
 
     def leaves(self) -> Iterator[Compare | IsIn]:
@@ -121,7 +122,7 @@ class Compare(Expr):
             out = arr >= self.value
         return np.asarray(out, dtype=np.bool_)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return {"op": self.op, "field": self.field, "value": self.value}
 
     def leaves(self) -> Iterator[Compare | IsIn]:
@@ -145,7 +146,7 @@ class IsIn(Expr):
             out |= np.asarray(arr == value, dtype=np.bool_)
         return out
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         # Canonical: order and repetition of the listed values do not matter.
         ordered = sorted(set(self.values), key=lambda v: (type(v).__name__, json.dumps(v)))
         return {"op": "isin", "field": self.field, "values": ordered}
@@ -170,7 +171,7 @@ class _Binary(Expr):
     def evaluate(self, columns: Mapping[str, np.ndarray[Any, Any]]) -> BoolArray:
         return self._combine(self.left.evaluate(columns), self.right.evaluate(columns))
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return {"op": self._name, "args": [self.left.to_dict(), self.right.to_dict()]}
 
     def leaves(self) -> Iterator[Compare | IsIn]:
@@ -206,7 +207,7 @@ class Not(Expr):
     def evaluate(self, columns: Mapping[str, np.ndarray[Any, Any]]) -> BoolArray:
         return ~self.operand.evaluate(columns)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return {"op": "not", "arg": self.operand.to_dict()}
 
     def leaves(self) -> Iterator[Compare | IsIn]:

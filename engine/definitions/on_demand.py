@@ -24,6 +24,7 @@ from engine.definitions.base import (
 from engine.definitions.feature_ref import FeatureRef, SelectableView
 from engine.definitions.source import RequestSource
 from engine.definitions.view import StreamFeatureView
+from engine.json_types import JSONObject
 
 MODES = ("python", "batch")
 _PATH_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\Z")
@@ -193,7 +194,7 @@ class OnDemandFeatureView(SelectableView):
             c.check()
         return target  # type: ignore[no-any-return]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return {
             "name": self.name,
             "sources": [_source_dict(s) for s in self.sources],
@@ -212,7 +213,7 @@ def _source_name(src: OnDemandSource) -> str:
     return src.name if isinstance(src, StreamFeatureView | RequestSource) else src.view.name
 
 
-def _source_dict(src: OnDemandSource) -> dict[str, Any]:
+def _source_dict(src: OnDemandSource) -> JSONObject:
     if isinstance(src, StreamFeatureView | RequestSource):
         return {"kind": type(src).__name__, "name": src.name}
     return {"kind": "FeatureRef", "name": src.view.name, "features": list(src.features)}

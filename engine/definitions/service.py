@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from engine.definitions.base import Checker, FieldType, FrozenMap, definition
 from engine.definitions.feature_ref import FeatureRef
 from engine.definitions.fingerprint import fingerprint_of
 from engine.definitions.on_demand import OnDemandFeatureView
 from engine.definitions.view import StreamFeatureView
+from engine.json_types import JSONObject
 
 AnyView = StreamFeatureView | OnDemandFeatureView
 
@@ -141,10 +141,10 @@ class FeatureService:
         """What a model trained on this service depends on: the features in order, the
         fingerprint of every stream view read and each on-demand transform (names of the
         service and its description do not count)."""
-        parts: list[dict[str, Any]] = []
+        parts: list[JSONObject] = []
         for ref in self.refs:
             view = ref.view
-            reads: dict[str, Any]
+            reads: JSONObject
             if isinstance(view, StreamFeatureView):
                 reads = {"view": view.fingerprint_hex}
             elif isinstance(view, OnDemandFeatureView):
@@ -158,7 +158,7 @@ class FeatureService:
             parts.append({**reads, "features": list(ref.features)})
         return fingerprint_of(parts).hex()
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         split = {"ab_split": dict(self.ab_split)} if self.ab_split else {}
         return {
             "name": self.name,

@@ -17,8 +17,10 @@ from engine.definitions.base import (
     timedelta_ms,
 )
 from engine.definitions.constraint import Constraint
+from engine.io.batches import dlq_topic_for
+from engine.io.timestamps import TIMESTAMP_FORMATS
+from engine.json_types import JSONObject
 
-TIMESTAMP_FORMATS = ("epoch_millis", "epoch_seconds", "iso8601")
 #: How many of a partition's largest event times the watermark may ignore (docs/semantics.md
 #: section 5); the offset record keeps watermark_outliers + 1 times per position.
 MAX_WATERMARK_OUTLIERS = 15
@@ -43,90 +45,14 @@ class EventSource:
     def __post_init__(self) -> None:
         c = Checker("EventSource", self.name)
         c.name_field("name", self.name)
-        if c.type_is(
-            "topic", self.topic, str, "a Kafka topic name", "write topic='transactions'"
-        ) and not _TOPIC_RE.match(self.topic):
-            c.add("topic", "1-249 characters from [A-Za-z0-9._-]", self.topic, "Kafka refuses other topic names")
-        if c.type_is(
-            "timestamp_field",
-            self.timestamp_field,
-            str,
-            "a field name",
-            "name the JSON field holding the event time, e.g. 'ts'",
-        ) and not FIELD_RE.match(self.timestamp_field):
-            c.add(
-                "timestamp_field",
-                "a field name matching [A-Za-z_][A-Za-z0-9_]*",
-                self.timestamp_field,
-                "name the JSON field holding the event time",
-            )
+        _check_topic_and_time_field(c, self.topic, self.timestamp_field)
         schema = parse_schema(c, "schema", self.schema)
-        if (
-            c.type_is(
-                "timestamp_format",
-                self.timestamp_format,
-                str,
-                "a timestamp format name",
-                f"use one of {TIMESTAMP_FORMATS}",
-            )
-            and self.timestamp_format not in TIMESTAMP_FORMATS
-        ):
-            c.add(
-                "timestamp_format",
-                f"one of {', '.join(TIMESTAMP_FORMATS)}",
-                self.timestamp_format,
-                did_you_mean(self.timestamp_format, TIMESTAMP_FORMATS),
-            )
+        _check_timestamp_format(c, self.timestamp_format)
         c.duration("allowed_lateness", self.allowed_lateness, minimum_ms=0, allow_zero=True)
-        history: tuple[str, ...] = ()
-        if isinstance(self.history, str) or not isinstance(self.history, Sequence):
-            c.add(
-                "history",
-                "a list of Parquet paths or globs",
-                self.history,
-                f"write history=[{self.history!r}]"
-                if isinstance(self.history, str)
-                else "write history=['data/*.parquet']",
-                type_error=True,
-            )
-        else:
-            history = tuple(self.history)
-            for item in history:
-                if not isinstance(item, str) or not item:
-                    c.add("history", "non-empty path strings", item, "write history=['data/*.parquet']")
-        if (
-            c.type_is(
-                "max_payload_bytes",
-                self.max_payload_bytes,
-                int,
-                "an integer number of bytes",
-                "e.g. max_payload_bytes=65536",
-            )
-            and self.max_payload_bytes <= 0
-        ):
-            c.add(
-                "max_payload_bytes",
-                "a positive number of bytes",
-                self.max_payload_bytes,
-                "e.g. max_payload_bytes=65536",
-            )
+        history = _check_history(c, self.history)
+        _check_payload_limit(c, self.max_payload_bytes)
         c.duration("max_future_skew", self.max_future_skew, minimum_ms=1)
-        if (
-            c.type_is(
-                "watermark_outliers",
-                self.watermark_outliers,
-                int,
-                "an integer count of events",
-                "e.g. watermark_outliers=1",
-            )
-            and not 0 <= self.watermark_outliers <= MAX_WATERMARK_OUTLIERS
-        ):
-            c.add(
-                "watermark_outliers",
-                f"0..{MAX_WATERMARK_OUTLIERS}",
-                self.watermark_outliers,
-                "1 (the default) ignores one outlier; 0 is the plain maximum",
-            )
+        _check_watermark_outliers(c, self.watermark_outliers)
         constraints = _check_constraints(c, self.constraints, schema)
         c.text("description", self.description)
         c.check()
@@ -149,9 +75,9 @@ class EventSource:
 
     @property
     def dlq_topic(self) -> str:
-        return self.topic + ".dlq"
+        return dlq_topic_for(self.topic)
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> JSONObject:
         return {
             "name": self.name,
             "topic": self.topic,
@@ -166,6 +92,103 @@ class EventSource:
             "constraints": {k: v.to_dict() for k, v in self.constraints.items()},
             "description": self.description,
         }
+
+
+def _check_topic_and_time_field(c: Checker, topic: object, timestamp_field: object) -> None:
+    if c.type_is("topic", topic, str, "a Kafka topic name", "write topic='transactions'") and not _TOPIC_RE.match(
+        str(topic)
+    ):
+        c.add("topic", "1-249 characters from [A-Za-z0-9._-]", topic, "Kafka refuses other topic names")
+    if c.type_is(
+        "timestamp_field",
+        timestamp_field,
+        str,
+        "a field name",
+        "name the JSON field holding the event time, e.g. 'ts'",
+    ) and not FIELD_RE.match(str(timestamp_field)):
+        c.add(
+            "timestamp_field",
+            "a field name matching [A-Za-z_][A-Za-z0-9_]*",
+            timestamp_field,
+            "name the JSON field holding the event time",
+        )
+
+
+def _check_timestamp_format(c: Checker, timestamp_format: object) -> None:
+    if (
+        c.type_is(
+            "timestamp_format",
+            timestamp_format,
+            str,
+            "a timestamp format name",
+            f"use one of {TIMESTAMP_FORMATS}",
+        )
+        and timestamp_format not in TIMESTAMP_FORMATS
+    ):
+        c.add(
+            "timestamp_format",
+            f"one of {', '.join(TIMESTAMP_FORMATS)}",
+            timestamp_format,
+            did_you_mean(str(timestamp_format), TIMESTAMP_FORMATS),
+        )
+
+
+def _check_history(c: Checker, history: object) -> tuple[str, ...]:
+    """The history paths as a tuple (empty when refused)."""
+    if isinstance(history, str) or not isinstance(history, Sequence):
+        c.add(
+            "history",
+            "a list of Parquet paths or globs",
+            history,
+            f"write history=[{history!r}]" if isinstance(history, str) else "write history=['data/*.parquet']",
+            type_error=True,
+        )
+        return ()
+    paths = tuple(history)
+    for item in paths:
+        if not isinstance(item, str) or not item:
+            c.add("history", "non-empty path strings", item, "write history=['data/*.parquet']")
+    return paths
+
+
+def _check_payload_limit(c: Checker, max_payload_bytes: object) -> None:
+    if (
+        c.type_is(
+            "max_payload_bytes",
+            max_payload_bytes,
+            int,
+            "an integer number of bytes",
+            "e.g. max_payload_bytes=65536",
+        )
+        and isinstance(max_payload_bytes, int)
+        and max_payload_bytes <= 0
+    ):
+        c.add(
+            "max_payload_bytes",
+            "a positive number of bytes",
+            max_payload_bytes,
+            "e.g. max_payload_bytes=65536",
+        )
+
+
+def _check_watermark_outliers(c: Checker, watermark_outliers: object) -> None:
+    if (
+        c.type_is(
+            "watermark_outliers",
+            watermark_outliers,
+            int,
+            "an integer count of events",
+            "e.g. watermark_outliers=1",
+        )
+        and isinstance(watermark_outliers, int)
+        and not 0 <= watermark_outliers <= MAX_WATERMARK_OUTLIERS
+    ):
+        c.add(
+            "watermark_outliers",
+            f"0..{MAX_WATERMARK_OUTLIERS}",
+            watermark_outliers,
+            "1 (the default) ignores one outlier; 0 is the plain maximum",
+        )
 
 
 def _check_constraints(c: Checker, constraints: object, schema: Mapping[str, FieldType]) -> FrozenMap:
@@ -231,7 +254,7 @@ class RequestSource:
     def field_types(self) -> Mapping[str, FieldType]:
         return self.schema  # type: ignore[return-value]
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> JSONObject:
         return {
             "name": self.name,
             "schema": {k: str(v) for k, v in self.schema.items()},

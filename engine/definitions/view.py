@@ -24,6 +24,7 @@ from engine.definitions.feature_ref import SelectableView
 from engine.definitions.filters import Compare, Expr
 from engine.definitions.fingerprint import fingerprint_of
 from engine.definitions.source import EventSource
+from engine.json_types import JSONObject
 from engine.kernel.layout import ANY_COLUMN_FUNCTIONS
 
 _ORDERING_OPS = frozenset({"<", "<=", ">", ">="})
@@ -230,7 +231,7 @@ class StreamFeatureView(SelectableView):
     def feature_types(self) -> Mapping[str, FieldType]:
         return FrozenMap((agg.output_name, agg.output_type) for agg in self.aggregations)
 
-    def fingerprint_dict(self) -> dict[str, Any]:
+    def fingerprint_dict(self) -> JSONObject:
         """Exactly what changes the partials (names, tags, defaults, flags do not); a version
         above 1 counts too, so two versions never share state even when defined alike."""
         src = self.source
@@ -247,20 +248,7 @@ class StreamFeatureView(SelectableView):
             "join_keys": list(self.join_keys),
             "interval_ms": self.interval_ms,
             "filter": self.filter.to_dict() if self.filter is not None else None,
-            "aggregations": sorted(
-                (
-                    {"column": a.column, "function": a.function, "window_ms": a.window_ms}
-                    # Sketch parameters change the state; views without them keep their fingerprint.
-                    | ({"params": [list(p) for p in a.params]} if a.params else {})
-                    for a in self.aggregations
-                ),
-                key=lambda d: (
-                    d["column"],
-                    d["function"],
-                    -1 if d["window_ms"] is None else d["window_ms"],
-                    str(d.get("params", "")),
-                ),
-            ),
+            "aggregations": [_fingerprint_entry(a) for a in sorted(self.aggregations, key=_fingerprint_order)],
         }
 
     @cached_property
@@ -272,7 +260,7 @@ class StreamFeatureView(SelectableView):
     def fingerprint_hex(self) -> str:
         return self.fingerprint.hex()
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return {
             "name": self.name,
             "source": self.source.to_dict(),
@@ -339,3 +327,21 @@ def _tags(c: Checker, tags: object) -> FrozenMap:
     for key, value in bad:
         c.add(f"tags[{key!r}]", "str keys and str values", value, "write tags={'team': 'risk'}", type_error=True)
     return FrozenMap() if bad else FrozenMap(sorted(tags.items()))
+
+
+def _fingerprint_params(agg: Aggregation) -> list[list[str | int | float]]:
+    return [list(p) for p in agg.params]
+
+
+def _fingerprint_entry(agg: Aggregation) -> JSONObject:
+    entry: JSONObject = {"column": agg.column, "function": agg.function, "window_ms": agg.window_ms}
+    if agg.params:  # sketch parameters change the state; views without them keep their fingerprint
+        entry["params"] = _fingerprint_params(agg)
+    return entry
+
+
+def _fingerprint_order(agg: Aggregation) -> tuple[str, str, int, str]:
+    """The order of a fingerprint's aggregations (the fingerprint does not depend on the
+    order they are declared in)."""
+    window = -1 if agg.window_ms is None else agg.window_ms
+    return agg.column, agg.function, window, str(_fingerprint_params(agg)) if agg.params else ""

@@ -7,7 +7,6 @@ import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from confluent_kafka import KafkaError, Message, Producer
@@ -30,7 +29,7 @@ class ProduceReport:
         return self.events / self.seconds if self.seconds > 0 else float("inf")
 
 
-DEFAULT_PRODUCER_CONFIG: Mapping[str, Any] = {
+DEFAULT_PRODUCER_CONFIG: Mapping[str, object] = {
     "linger.ms": 20,
     "batch.size": 1_000_000,
     "batch.num.messages": 100_000,
@@ -67,7 +66,7 @@ def produce_events(
     topic: str,
     bootstrap: str,
     *,
-    producer_config: Mapping[str, Any] | None = None,
+    producer_config: Mapping[str, object] | None = None,
     flush_timeout_s: float = 60.0,
 ) -> ProduceReport:
     """Generate ``config``'s events and produce them to ``topic`` keyed by user_id.
@@ -127,7 +126,7 @@ def produce_live(
 
 
 def _producer(
-    topic: str, bootstrap: str, producer_config: Mapping[str, Any] | None
+    topic: str, bootstrap: str, producer_config: Mapping[str, object] | None
 ) -> tuple[Producer, _DeliveryFailures]:
     require_broker(bootstrap, consequence=f"nothing was produced to {topic!r}")
     failures = _DeliveryFailures()

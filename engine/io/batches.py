@@ -19,6 +19,11 @@ from engine.io.exceptions import IoTypeError, IoValueError
 NO_EVENT_TS: int = -(2**63)
 
 
+def dlq_topic_for(topic: str) -> str:
+    """The dead-letter topic of a source topic (``<topic>.dlq``): the one place its name is made."""
+    return topic + ".dlq"
+
+
 class DeadLetterReason(StrEnum):
     """Why a record was refused (docs/semantics.md section 5), in the order checks run."""
 

@@ -13,11 +13,10 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
-from engine.io.batches import DeadLetter
+from engine.io.batches import DeadLetter, dlq_topic_for
 from engine.io.exceptions import DeadLetterDeliveryError, KafkaSourceError, TopicNotFoundError
 from engine.io.kafka_source import CLIENT_LOG, list_topic_partitions
 
@@ -143,11 +142,6 @@ def _read_range(
     return out
 
 
-def dlq_topic_for(topic: str) -> str:
-    """The dead-letter topic of a source topic (``<topic>.dlq``)."""
-    return topic + ".dlq"
-
-
 class DeadLetterProducer:
     """Produces the dead letters of one source topic to ``<topic>.dlq`` with delivery reports."""
 
@@ -157,7 +151,7 @@ class DeadLetterProducer:
         topic: str,
         *,
         flush_timeout_s: float = 30.0,
-        producer_config: Mapping[str, Any] | None = None,
+        producer_config: Mapping[str, object] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
@@ -165,7 +159,7 @@ class DeadLetterProducer:
         self.flush_timeout_s = flush_timeout_s
         #: Dead letters acknowledged by the broker, per reason, since this producer started.
         self.counts: Counter[str] = Counter()
-        config: dict[str, Any] = {
+        config: dict[str, object] = {
             "bootstrap.servers": bootstrap,
             "client.id": f"streamfeat-dlq-{topic}",
             # Idempotence keeps broker-side retries from duplicating or reordering letters.
@@ -313,5 +307,23 @@ def read_dead_letters(bootstrap: str, dlq_topic: str, *, timeout_s: float = 30.0
                 )
                 letters.setdefault((letter.partition, letter.offset), letter)
         return [letters[k] for k in sorted(letters)]
+    finally:
+        consumer.close()
+
+
+def dlq_record_count(bootstrap: str, dlq_topic: str) -> int | None:
+    """Records in a dead-letter topic (end minus start offsets): one per distinct bad
+    record (docs/semantics.md section 6); 0 when the topic was never created."""
+    try:
+        partitions = list_topic_partitions(bootstrap, dlq_topic, 5.0)
+    except TopicNotFoundError:
+        return 0  # no dead letter was ever produced
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "streamfeat-status", "log_level": 0})
+    try:
+        total = 0
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(dlq_topic, p), 5.0, cached=False)
+            total += int(high) - int(low)
+        return total
     finally:
         consumer.close()

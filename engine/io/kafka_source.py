@@ -26,7 +26,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from itertools import repeat
 from operator import is_not
-from typing import Any
 
 import numpy as np
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -73,9 +72,9 @@ DEFAULT_BATCH_SIZE = 30_000
 _LOG_EVERY_S = 10.0
 
 
-def consumer_settings(bootstrap: str, topic: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def consumer_settings(bootstrap: str, topic: str, extra: Mapping[str, object] | None = None) -> dict[str, object]:
     """librdkafka settings for a throughput-oriented, manually assigned, non-committing reader."""
-    config: dict[str, Any] = {
+    config: dict[str, object] = {
         "bootstrap.servers": bootstrap,
         # Required by librdkafka even with assign(); never used to commit.
         "group.id": f"streamfeat-{topic}",
@@ -144,7 +143,7 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, None]):
         idle_wait_s: float = 0.005,
         linger_s: float = 0.02,
         tail: bool = True,
-        consumer_config: Mapping[str, Any] | None = None,
+        consumer_config: Mapping[str, object] | None = None,
         metadata_timeout_s: float = 10.0,
     ) -> None:
         resume = dict(resume or {})
@@ -213,7 +212,7 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, None]):
         topic: str,
         partition: int,
         start_offset: int,
-        config: dict[str, Any],
+        config: dict[str, object],
         batch_size: int,
         idle_wait_s: float,
         linger_s: float,
@@ -314,7 +313,7 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, None]):
             )
         ]
 
-    def _handle_errors(self, messages: list[Any]) -> None:
+    def _handle_errors(self, messages: list[Message]) -> None:
         for m in messages:
             err = m.error()
             if err is None:

@@ -85,7 +85,7 @@ def log_schema(
     return pa.schema(fields)
 
 
-def write_options(join_keys: Sequence[str]) -> dict[str, Any]:
+def write_options(join_keys: Sequence[str]) -> dict[str, Any]:  # Any: pq.write_table's keywords, each its own type
     """``pq.write_table`` options of log files (docs/parquet-log.md, "Encoding").
 
     LZ4 instead of the default Snappy, dictionary encoding only for the join keys
@@ -98,7 +98,7 @@ def write_options(join_keys: Sequence[str]) -> dict[str, Any]:
     return {"compression": "lz4", "use_dictionary": list(join_keys), "column_encoding": delta}
 
 
-def resolve_root(root: str, filesystem: pafs.FileSystem | None = None) -> tuple[Any, str]:
+def resolve_root(root: str, filesystem: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, str]:
     """Return ``(pyarrow filesystem, base path)`` for a local path or a filesystem URI."""
     if filesystem is not None:
         return filesystem, root.rstrip("/") or "/"

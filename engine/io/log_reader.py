@@ -4,7 +4,6 @@ order (training sets, the consistency check, serving's history reads).
 """
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -29,6 +28,7 @@ from engine.io.log_format import (
     resolve_root,
     view_path,
 )
+from engine.positions import PARTITION_STRIDE
 
 
 def list_log_files(
@@ -38,7 +38,7 @@ def list_log_files(
     start_ms: int | None = None,
     end_ms: int | None = None,
     filesystem: pafs.FileSystem | None = None,
-) -> tuple[Any, list[str]]:
+) -> tuple[pafs.FileSystem, list[str]]:
     """Return ``(filesystem, sorted published file paths)`` of a view, pruned by date.
 
     With ``fingerprint_hex=None`` the view must have exactly one fingerprint in the
@@ -165,7 +165,7 @@ def read_log(
         df = pl.DataFrame(pl.from_arrow(pa.concat_tables(tables))).filter(predicate)
     keys, _ = _schema_columns(df.columns, paths[0])
     # One int64 per position hashes much faster than a (partition, offset) struct.
-    position = pl.col(PARTITION).cast(pl.Int64) * (1 << 40) + pl.col(OFFSET)
+    position = pl.col(PARTITION).cast(pl.Int64) * PARTITION_STRIDE + pl.col(OFFSET)
     df = df.filter(position.is_first_distinct())
     return df[_log_order(df, keys)]
 
@@ -213,7 +213,7 @@ def _log_order(df: pl.DataFrame, keys: Sequence[str]) -> pl.Series:
         distinct = column.unique().sort()
         ranks.append(column.cast(pl.Enum(distinct)).to_physical().cast(pl.Int64))
         capacity *= len(distinct)
-    position = df.get_column(PARTITION).cast(pl.Int64) * (1 << 40) + df.get_column(OFFSET)
+    position = df.get_column(PARTITION).cast(pl.Int64) * PARTITION_STRIDE + df.get_column(OFFSET)
     if capacity < 2**62:
         packed = time - t_lo
         multiplier = span

@@ -20,12 +20,14 @@ from engine.kernel.blob_buffers import JoinedBlobs, runs, slices
 from engine.kernel.codec import (
     FLAG_SKETCHES,
     HEADER,
+    HEADER_DTYPE,
     RECORD_VERSION,
     SECTION_HEADER,
     SECTION_VERSION,
     decode_sketches,
     decode_tiles,
     encode_sections,
+    section_offset,
 )
 from engine.kernel.exceptions import TileCodecError
 from engine.kernel.layout import PartialLayout
@@ -70,7 +72,6 @@ class FlatTiles:
         )
 
 
-_HEADER_DTYPE = np.dtype([("version", "u1"), ("flags", "u1"), ("width", "<u2"), ("n_tiles", "<u4"), ("max_ts", "<i8")])
 _WORD = 8  # every field of a record is 8 bytes wide (the header is two words)
 _HEADER_WORDS = HEADER.size // _WORD
 
@@ -101,9 +102,9 @@ def decode_many(layout: PartialLayout, records: Sequence[bytes | None]) -> FlatT
     header = np.frombuffer(buf, dtype=np.uint8).reshape(-1, _WORD)[
         (word_at[:, None] + np.arange(_HEADER_WORDS)).ravel()
     ]
-    fields = header.reshape(-1).view(_HEADER_DTYPE)
+    fields = header.reshape(-1).view(HEADER_DTYPE)
     n_tiles = fields["n_tiles"].astype(np.int64)
-    core = HEADER.size + _WORD * n_tiles * (1 + width)
+    core = section_offset(n_tiles, width)
     with_section = fields["flags"] == FLAG_SKETCHES
     bad = (
         (fields["version"] != RECORD_VERSION)
@@ -322,10 +323,10 @@ def encode_many(layout: PartialLayout, flat: FlatTiles, n_entities: int) -> list
     width = layout.width
     bounds = np.searchsorted(flat.codes, np.arange(n_entities + 1))
     n_tiles = np.diff(bounds).astype(np.int64)
-    record_words = _HEADER_WORDS + n_tiles * (1 + width)
+    record_words = section_offset(n_tiles, width) // _WORD
     word_at = np.cumsum(record_words) - record_words
     out = np.empty(int(record_words.sum()), dtype="<i8")
-    header = np.zeros(n_entities, dtype=_HEADER_DTYPE)
+    header = np.zeros(n_entities, dtype=HEADER_DTYPE)
     header["version"] = RECORD_VERSION
     header["width"] = width
     sections: list[bytes] | None = None

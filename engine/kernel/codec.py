@@ -24,12 +24,14 @@ import struct
 import numpy as np
 import numpy.typing as npt
 
-from engine.kernel.aggregate import as_int64_vector, check_sorted_tiles
+from engine.kernel.aggregate import IntOrArray, as_int64_vector, check_sorted_tiles
 from engine.kernel.exceptions import KernelInputError, TileCodecError
 from engine.kernel.sketch_slot import BlobArray, empty_blobs
 
 RECORD_VERSION = 1
 HEADER = struct.Struct("<BBHIq")
+#: The same header as a numpy record type, for decoding many records' headers at once.
+HEADER_DTYPE = np.dtype([("version", "u1"), ("flags", "u1"), ("width", "<u2"), ("n_tiles", "<u4"), ("max_ts", "<i8")])
 FLAG_SKETCHES = 1
 SECTION_VERSION = 1
 SECTION_HEADER = struct.Struct("<BBHI")
@@ -38,6 +40,17 @@ _MAX_BLOB_BYTES = 2**32 - 1
 _TILE_ID = struct.Struct("<q")
 _MAX_WIDTH = 2**16 - 1
 _MAX_TILES = 2**32 - 1
+
+
+def partials_offset(n_tiles: IntOrArray) -> IntOrArray:
+    """Byte offset of a record's partials (after the header and ``n_tiles`` tile ids);
+    element-wise on an int64 array of tile counts."""
+    return HEADER.size + 8 * n_tiles
+
+
+def section_offset(n_tiles: IntOrArray, width: int) -> IntOrArray:
+    """Byte offset of a record's sketch section: the size of a record without one."""
+    return HEADER.size + 8 * n_tiles * (1 + width)
 
 
 def encode_tiles(
@@ -118,7 +131,7 @@ def section_slots(buf: bytes | bytearray | memoryview) -> int:
     width, n_tiles, _ = check_header(buf)
     if not HEADER.unpack_from(buf, 0)[1] & FLAG_SKETCHES:
         return 0
-    slots: int = SECTION_HEADER.unpack_from(buf, HEADER.size + 8 * n_tiles * (1 + width))[2]
+    slots: int = SECTION_HEADER.unpack_from(buf, section_offset(n_tiles, width))[2]
     return slots
 
 
@@ -129,7 +142,7 @@ def decode_sketches(buf: bytes | bytearray | memoryview, n_slots: int) -> BlobAr
     flags = HEADER.unpack_from(buf, 0)[1]
     if not flags & FLAG_SKETCHES:
         return empty_blobs(n_tiles, n_slots)
-    at = HEADER.size + 8 * n_tiles * (1 + width)
+    at = section_offset(n_tiles, width)
     _, _, stored_slots, total = SECTION_HEADER.unpack_from(buf, at)
     if stored_slots != n_slots:
         raise TileCodecError(
@@ -154,6 +167,26 @@ def decode_sketches(buf: bytes | bytearray | memoryview, n_slots: int) -> BlobAr
     return out.reshape(n_tiles, n_slots)
 
 
+def unpack_arrays(buf: bytes, n_tiles: int, width: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """A record's tile ids and partials as tuples of Python numbers, on any host byte
+    order (its header checked by the caller)."""
+    tiles: tuple[int, ...] = struct.unpack_from(f"<{n_tiles}q", buf, HEADER.size)
+    flat: tuple[float, ...] = struct.unpack_from(f"<{n_tiles * width}d", buf, partials_offset(n_tiles))
+    return tiles, flat
+
+
+def without_sketch_section(record: bytes, width: int) -> bytes:
+    """``record`` without its sketch section (header flag cleared), after checking it in
+    full like :func:`decode_tiles` does (version, flags, width, length including the
+    section): the tile ids and partials alone, for readers that evaluate no sketch."""
+    _, n_tiles, _ = check_header(record, width)
+    version, flags, _, _, max_event_ts = HEADER.unpack_from(record)
+    if not flags & FLAG_SKETCHES:
+        return record
+    header = HEADER.pack(version, flags & ~FLAG_SKETCHES, width, n_tiles, max_event_ts)
+    return b"".join((header, memoryview(record)[HEADER.size : section_offset(n_tiles, width)]))
+
+
 def decode_tiles(
     buf: bytes | bytearray | memoryview, expected_width: int | None = None
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], int]:
@@ -167,7 +200,7 @@ def decode_tiles(
     """
     width, n_tiles, max_event_ts = check_header(buf, expected_width)
     tiles = np.frombuffer(buf, dtype="<i8", count=n_tiles, offset=HEADER.size)
-    partials = np.frombuffer(buf, dtype="<f8", count=n_tiles * width, offset=HEADER.size + 8 * n_tiles).reshape(
+    partials = np.frombuffer(buf, dtype="<f8", count=n_tiles * width, offset=partials_offset(n_tiles)).reshape(
         n_tiles, width
     )
     if n_tiles > 1 and not bool(np.all(tiles[1:] > tiles[:-1])):
@@ -212,7 +245,7 @@ def check_header(buf: bytes | bytearray | memoryview, expected_width: int | None
             f"tile record: field 'width': expected {expected_width}, got {width}",
             hint="the view's columns changed without a new fingerprint, or the value is corrupt",
         )
-    expected = HEADER.size + 8 * n_tiles + 8 * n_tiles * width
+    expected = section_offset(n_tiles, width)
     if flags & FLAG_SKETCHES:
         expected += _section_size(buf, expected, n_tiles)
     if size != expected:

@@ -33,6 +33,7 @@ import numpy.typing as npt
 from engine.kernel.exceptions import KernelInputError, KernelSpecError, KernelSpecTypeError
 from engine.kernel.sketch_kinds import SLOT_BUILDERS, slot_for
 from engine.kernel.sketch_slot import Params, ParamValue, SketchSlot
+from engine.positions import MAX_OFFSET, MAX_PARTITION, POSITION_OFFSET_BITS
 
 FIELDS_PER_COLUMN = 8
 FIELD_COUNT = 0
@@ -95,10 +96,6 @@ FIRST_SEEN = "first_seen"
 # while ``current - LIFETIME_WINDOW_TILES`` stays inside int64.
 LIFETIME_WINDOW_TILES = 2**62
 
-POSITION_OFFSET_BITS = 40
-# float64 holds integers exactly below 2**53, so partitions must stay below 2**13.
-MAX_PARTITION = 2 ** (53 - POSITION_OFFSET_BITS) - 1
-MAX_OFFSET = 2**POSITION_OFFSET_BITS - 1
 
 Number = float | int
 

@@ -37,12 +37,12 @@ from engine.kernel.hyperloglog import (
     hll_registers,
 )
 from engine.kernel.sketch_slot import KIND_NAMES, SKETCH_KINDS, SketchKind, SketchSlot, SlotSource
+from engine.kernel.value_hash import ListItem
 from engine.kernel.value_lists import (
     LIST_SLOT_BUILDERS,
     NEWEST_DISTINCT,
     NEWEST_VALUES,
     OLDEST_VALUES,
-    ListItem,
 )
 
 __all__ = [

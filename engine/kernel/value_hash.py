@@ -1,16 +1,19 @@
-"""The deterministic value hash of the sketch kinds (docs/semantics.md "Sketch functions"):
-BLAKE2b-64 of each value's canonical bytes, the same in streaming, backfill, serving and
-training sets."""
+"""Canonical value bytes and the deterministic value hash of the sketch kinds
+(docs/semantics.md "Sketch functions"): the one owner of the canonical encoding (a type
+tag ``s``/``i``/``f``/``b``, then the value), which the list kinds store and decode and
+whose BLAKE2b-64 the distinct-count kinds keep, the same in streaming, backfill, serving
+and training sets."""
 
 from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
 
-from engine.kernel.exceptions import KernelInputError
+from engine.kernel.exceptions import KernelInputError, TileCodecError
 from engine.kernel.sketch_slot import UInt64Array
 
 _TAG_STR = b"s"
@@ -19,6 +22,15 @@ _TAG_FLOAT = b"f"
 _TAG_BOOL = b"b"
 _INT64 = struct.Struct("<q")
 _FLOAT64 = struct.Struct("<d")
+
+#: A decoded value of a list function (the inverse of :func:`canonical_bytes`).
+ListItem = str | int | float | bool
+_TAG_DECODERS: dict[int, Callable[[bytes], ListItem]] = {
+    _TAG_STR[0]: lambda raw: raw.decode("utf-8"),
+    _TAG_INT[0]: lambda raw: int(_INT64.unpack(raw)[0]),
+    _TAG_FLOAT[0]: lambda raw: float(_FLOAT64.unpack(raw)[0]),
+    _TAG_BOOL[0]: lambda raw: raw == b"\x01",
+}
 
 
 def canonical_bytes(value: object) -> bytes:
@@ -81,3 +93,30 @@ def hash_values(values: npt.NDArray[np.generic]) -> UInt64Array:
         encode = [canonical_bytes(v) for v in uniques.tolist()]
     hashed = np.fromiter((hash_bytes(b) for b in encode), dtype=np.uint64, count=len(encode))
     return np.asarray(hashed[inverse.reshape(-1)], dtype=np.uint64)
+
+
+def value_bytes(values: npt.NDArray[np.generic]) -> list[bytes]:
+    """:func:`canonical_bytes` of every value, with one conversion per array for numbers."""
+    arr = np.asarray(values)
+    if arr.dtype.kind in "iu":
+        raw, tag = arr.astype("<i8").tobytes(), _TAG_INT
+        return [tag + raw[8 * i : 8 * i + 8] for i in range(len(arr))]
+    if arr.dtype.kind == "f":
+        raw, tag = (arr.astype(np.float64) + 0.0).astype("<f8").tobytes(), _TAG_FLOAT  # -0.0 is 0.0
+        return [tag + raw[8 * i : 8 * i + 8] for i in range(len(arr))]
+    if arr.dtype.kind == "b":
+        true, false = _TAG_BOOL + b"\x01", _TAG_BOOL + b"\x00"
+        return [true if v else false for v in arr.tolist()]
+    tag = _TAG_STR
+    return [tag + v.encode("utf-8") if type(v) is str else canonical_bytes(v) for v in arr.tolist()]
+
+
+def decode_value(raw: bytes) -> ListItem:
+    """The decoded value of one canonical encoding (the inverse of :func:`canonical_bytes`)."""
+    decoder = _TAG_DECODERS.get(raw[0]) if raw else None
+    if decoder is None:
+        raise TileCodecError(
+            f"value list blob: value: expected a type tag s/i/f/b, got {raw[:1]!r}",
+            hint="the stored value is corrupt",
+        )
+    return decoder(raw[1:])

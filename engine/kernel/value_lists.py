@@ -11,7 +11,7 @@ contract is total:
 ``oldest_values`` (``first_n``)
     the ``n`` events with the smallest keys, oldest first;
 ``newest_distinct`` (``last_distinct_n``)
-    per distinct value (compared by :func:`engine.kernel.sketches.canonical_bytes`:
+    per distinct value (compared by :func:`engine.kernel.value_hash.canonical_bytes`:
     type and value) the key of its newest event, the ``n`` values with the greatest
     such keys, newest first. A value among a window's ``n`` newest distinct values is
     among the ``n`` newest distinct values of the tile holding its newest event, so the
@@ -38,22 +38,15 @@ import numpy.typing as npt
 from engine.kernel.blob_buffers import JoinedBlobs, first_of_runs, scatter, slices
 from engine.kernel.exceptions import KernelSpecError, TileCodecError
 from engine.kernel.sketch_slot import EMPTY_BLOB, Int64Array, Params, SketchSlot, SlotSource, group_ids
-from engine.kernel.value_hash import canonical_bytes
+from engine.kernel.value_hash import ListItem, decode_value, value_bytes
 
 #: The largest n of a list function (docs/semantics.md "List functions").
 MAX_LIST_LENGTH: Final = 1000
 
-ListItem = str | int | float | bool
 #: One entry: (event time, position, canonical value bytes).
 Entry = tuple[int, int, bytes]
 
 _COUNT = struct.Struct("<I")
-_TAG_DECODERS: dict[int, Callable[[bytes], ListItem]] = {
-    ord("s"): lambda raw: raw.decode("utf-8"),
-    ord("i"): lambda raw: int(struct.unpack("<q", raw)[0]),
-    ord("f"): lambda raw: float(struct.unpack("<d", raw)[0]),
-    ord("b"): lambda raw: raw == b"\x01",
-}
 
 
 def encode_entries(entries: list[Entry]) -> bytes:
@@ -102,20 +95,6 @@ def decode_entries(blob: bytes) -> list[Entry]:
         out.append((t, p, blob[at : at + length]))
         at += length
     return out
-
-
-def value_bytes(values: npt.NDArray[np.generic]) -> list[bytes]:
-    """``canonical_bytes`` of every value, with one conversion per array for numbers."""
-    arr = np.asarray(values)
-    if arr.dtype.kind in "iu":
-        raw = arr.astype("<i8").tobytes()
-        return [b"i" + raw[8 * i : 8 * i + 8] for i in range(len(arr))]
-    if arr.dtype.kind == "f":
-        raw = (arr.astype(np.float64) + 0.0).astype("<f8").tobytes()  # -0.0 is 0.0
-        return [b"f" + raw[8 * i : 8 * i + 8] for i in range(len(arr))]
-    if arr.dtype.kind == "b":
-        return [b"b\x01" if v else b"b\x00" for v in arr.tolist()]
-    return [b"s" + v.encode("utf-8") if type(v) is str else canonical_bytes(v) for v in arr.tolist()]
 
 
 def _blobs(groups: Int64Array, ts: Int64Array, pos: Int64Array, items: list[bytes], n_groups: int) -> list[bytes]:
@@ -185,17 +164,6 @@ class _Entries:
             joined.words(entry_fixed + 8 * entry_k + 8 * j, "<i8").astype(np.int64),
             slices(joined.data, value_begin, value_begin + lengths),
         )
-
-
-def decode_value(raw: bytes) -> ListItem:
-    """The decoded value of one canonical encoding (the inverse of ``canonical_bytes``)."""
-    decoder = _TAG_DECODERS.get(raw[0]) if raw else None
-    if decoder is None:
-        raise TileCodecError(
-            f"value list blob: value: expected a type tag s/i/f/b, got {raw[:1]!r}",
-            hint="the stored value is corrupt",
-        )
-    return decoder(raw[1:])
 
 
 def _newest_first(entries: list[Entry]) -> list[Entry]:

@@ -55,7 +55,7 @@ from engine.kernel.layout import (
 )
 from engine.kernel.sketch_kinds import OverBound, SketchValue, evaluate_blob
 from engine.kernel.sketches import BlobArray, merge_window
-from engine.kernel.value_lists import ListItem
+from engine.kernel.value_hash import ListItem
 from engine.kernel.view_spec import ViewSpec
 
 Value = float | int | list[ListItem] | None
@@ -114,6 +114,13 @@ class SupportsFloorDiv(Protocol):
 TimeT = TypeVar("TimeT", bound=SupportsFloorDiv)
 
 
+def tile_id(t_ms: TimeT, interval_ms: int) -> TimeT:
+    """Id of the tile holding ``t_ms``: ``floor(t / g)`` (docs/semantics.md section 3),
+    the key of tile records and the "current tile" of a window. Element-wise on an int,
+    a numpy array or a polars expression."""
+    return cast(TimeT, t_ms // interval_ms)
+
+
 def tile_start_ms(t_ms: TimeT, interval_ms: int) -> TimeT:
     """Start of the tile holding ``t_ms``: ``floor(t / g) * g`` (docs/semantics.md
     section 3). Element-wise on an int, a numpy array or a polars expression."""
@@ -158,7 +165,7 @@ def evaluate_unchecked(
     """:func:`evaluate` for arrays already checked (int64 sorted tiles, float64 rows of
     the layout's width), as a decoded record is. ``sketches`` are the rows' blobs
     (``(n_tiles, n_slots)``; None: all empty); ``closed``: see :func:`sketch_value`."""
-    current = int(t_ms) // spec.interval_ms
+    current = tile_id(int(t_ms), spec.interval_ms)
     hi = int(np.searchsorted(tile_ids, current, side="right"))
     split = int(np.searchsorted(tile_ids, current, side="left"))  # rows before: closed tiles
     los = np.searchsorted(tile_ids, current - np.array(spec.window_tiles, dtype=np.int64)).tolist()

@@ -37,6 +37,7 @@ from engine.kernel.window import (
     WindowResult,
     empty_value,
     sketch_value,
+    tile_id,
     values_are_int,
 )
 
@@ -163,7 +164,7 @@ def evaluate_many_unchecked(
     n_queries = len(segs)
     times = np.broadcast_to(np.asarray(t_ms, dtype=np.int64), (n_queries,))
 
-    current = times // spec.interval_ms
+    current = tile_id(times, spec.interval_ms)
     locate = _Locator(tile_ids, ptr)
     hi = locate(segs, current, "right")
     lo_by_window = {w: locate(segs, current - w, "left") for w in set(spec.window_tiles)}

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import operator
-import struct
 import sys
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
@@ -30,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.kernel.codec import HEADER, check_header, decode_sketches
+from engine.kernel.codec import HEADER, check_header, decode_sketches, partials_offset, unpack_arrays
 from engine.kernel.exceptions import TileCodecError
 from engine.kernel.layout import (
     FIELD_COUNT,
@@ -46,7 +45,7 @@ from engine.kernel.layout import (
 from engine.kernel.sketch_kinds import OverBound
 from engine.kernel.sketches import BlobArray
 from engine.kernel.view_spec import ViewSpec
-from engine.kernel.window import ClosedMerges, Value, empty_value, evaluate_unchecked, sketch_value
+from engine.kernel.window import ClosedMerges, Value, empty_value, evaluate_unchecked, sketch_value, tile_id
 
 # Native-order memoryviews read the little-endian record in place (no copy, O(1)).
 _IN_PLACE = sys.byteorder == "little"
@@ -78,7 +77,7 @@ def decode_record(buf: bytes, width: int, n_slots: int = 0) -> DecodedRecord:
     and errors, into sequences of Python numbers instead of arrays (and, for a view
     with ``n_slots`` sketch slots, its blobs)."""
     _, n_tiles, max_ts = check_header(buf, width)
-    start = HEADER.size + 8 * n_tiles
+    start = partials_offset(n_tiles)
     tiles: Sequence[int]
     flat: Sequence[float]
     sketches = decode_sketches(buf, n_slots) if n_slots else None
@@ -87,8 +86,7 @@ def decode_record(buf: bytes, width: int, n_slots: int = 0) -> DecodedRecord:
         tiles = view[HEADER.size : start].cast("q")
         flat = view[start : start + 8 * n_tiles * width].cast("d")
     else:
-        tiles = struct.unpack_from(f"<{n_tiles}q", buf, HEADER.size)
-        flat = struct.unpack_from(f"<{n_tiles * width}d", buf, start)
+        tiles, flat = unpack_arrays(buf, n_tiles, width)
     _check_order(buf, tiles)
     return DecodedRecord(tiles, flat, max_ts, sketches)
 
@@ -170,7 +168,7 @@ class WindowPlan:
         width = self.spec.layout.width
         if self.row_loops and len(tiles) > _ROW_LOOP_MAX_TILES:
             return self._evaluate_vectorized(record, t_ms, closed)
-        current = t_ms // self.spec.interval_ms
+        current = tile_id(t_ms, self.spec.interval_ms)
         hi = bisect_right(tiles, current)
         los = [bisect_left(tiles, current - w, 0, hi) for w in self.windows]
         # A field of the rows [lo, hi) is the strided slice flat[lo*width+f : hi*width+f : width];

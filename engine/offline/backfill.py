@@ -24,16 +24,17 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import polars as pl
 
 from engine.apply import ShardApplier
 from engine.io.decoder import EventSourceLike
+from engine.offline.backfill_commits import BackfillCommits
 from engine.offline.exceptions import BackfillError
 from engine.offline.history_batches import (
     HISTORY_PARTITION,
@@ -44,8 +45,9 @@ from engine.offline.history_batches import (
 )
 from engine.offline.history_slices import HistoryIndex, HistorySlice, index_history
 from engine.offline.history_spill import SpilledHistory
-from engine.routing import ShardBatch, route
+from engine.routing import RoutableView, route
 from engine.state.offsets import resume_positions
+from engine.state.protocols import Store
 from engine.state.records import (
     backfill_run_key,
     decode_backfill_run,
@@ -54,6 +56,7 @@ from engine.state.records import (
     handoff_key,
 )
 from engine.state.rocksdb_store import RocksDBStore
+from engine.view_merge import ApplicableView
 
 #: Rows routed together (a slice is routed in chunks of this many rows).
 DEFAULT_CHUNK_ROWS = 250_000
@@ -62,8 +65,10 @@ DEFAULT_CHUNK_ROWS = 250_000
 #: once whatever the slice size; memory grows with the slice (docs/backfill.md).
 DEFAULT_COMMIT_ROWS = 500_000
 MAX_CHUNKS_PER_COMMIT = 8
-#: Shards whose log rows may wait for the publisher thread while the next shard applies.
-MAX_LOGS_IN_FLIGHT = 2
+
+
+class BackfillView(ApplicableView, RoutableView, Protocol):
+    """What a history backfill needs of a view: routing's and the write path's needs."""
 
 
 #: The replay order's name, part of every history topic: a run interrupted under another
@@ -125,10 +130,10 @@ class BackfillTarget:
             )
 
 
-def _check_runs(store: RocksDBStore, views: Sequence[Any], record: bytes) -> None:
+def _check_runs(store: Store, views: Sequence[BackfillView], record: bytes) -> None:
     """Refuse a second, different history backfill of a view (positions would collide)."""
     keys = [backfill_run_key(v.fingerprint) for v in views]
-    for part in store.partitions:
+    for part in map(store.partition, range(store.n_shards)):
         for view, stored in zip(views, part.get_many(keys), strict=True):
             if stored is None or stored == record:
                 continue
@@ -142,61 +147,9 @@ def _check_runs(store: RocksDBStore, views: Sequence[Any], record: bytes) -> Non
             )
 
 
-class _Commits:
-    """Routed chunks waiting for one apply per shard, and the log publisher behind them.
-
-    Every commit rewrites the record of each entity it touches, so several routed
-    chunks go into one apply (one WriteBatch per shard). Each shard's log rows are
-    published right after its apply, from a background thread while the next shard
-    applies (pyarrow's Parquet writer releases the GIL; appliers are independent), and
-    at most MAX_LOGS_IN_FLIGHT shards' log rows wait for it, so they never pile up.
-    """
-
-    def __init__(
-        self,
-        appliers: Mapping[int, ShardApplier],
-        runs: Mapping[bytes, bytes],
-        final: Mapping[bytes, bytes],
-        total: int,
-        on_progress: Callable[[int, int], None] | None,
-    ) -> None:
-        self.appliers = appliers
-        self.runs, self.final, self.total = runs, final, total
-        self.on_progress = on_progress
-        self.pending: list[list[ShardBatch]] = [[] for _ in appliers]
-        self.pending_ends: list[int] = []
-        self.publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backfill-log")
-        self.publishing: list[Future[None]] = []
-
-    def add(self, routed: Iterable[tuple[Any, ShardBatch]], done: int) -> None:
-        for _, shard_batch in routed:
-            self.pending[shard_batch.shard].append(shard_batch)
-        self.pending_ends.append(done)
-
-    def commit(self, last: bool) -> None:
-        self.wait_for_publish()  # an applier is not thread-safe: one user at a time
-        for shard, shard_batches in enumerate(self.pending):
-            applier = self.appliers[shard]
-            applier.apply(shard_batches, extra_puts=self.final if last else self.runs, publish=False)
-            shard_batches.clear()
-            self.publishing.append(self.publisher.submit(applier.maybe_publish_log, True))
-            while len(self.publishing) > MAX_LOGS_IN_FLIGHT:
-                self.publishing.pop(0).result()
-        if self.on_progress is not None:
-            for end in self.pending_ends:
-                self.on_progress(end, self.total)
-        self.pending_ends.clear()
-
-    def wait_for_publish(self) -> None:
-        jobs, self.publishing = self.publishing, []
-        for job in jobs:
-            job.result()
-
-    def shutdown(self) -> None:
-        self.publisher.shutdown(wait=True)  # never close an applier its log job still uses
-
-
-def _check_arguments(views: Sequence[Any], start_ms: int, end_ms: int, chunk_rows: int, commit_rows: int) -> None:
+def _check_arguments(
+    views: Sequence[BackfillView], start_ms: int, end_ms: int, chunk_rows: int, commit_rows: int
+) -> None:
     if not views:
         raise BackfillError("backfill: no view selected", hint="pass --views or define views")
     if start_ms >= end_ms:
@@ -211,7 +164,7 @@ def _check_arguments(views: Sequence[Any], start_ms: int, end_ms: int, chunk_row
 
 
 def _open_appliers(
-    target: BackfillTarget, store: RocksDBStore, views: Sequence[Any], topic: str, log_max_rows: int
+    target: BackfillTarget, store: Store, views: Sequence[BackfillView], topic: str, log_max_rows: int
 ) -> dict[int, ShardApplier]:
     online_copy = None
     if target.redis_url:
@@ -233,7 +186,7 @@ def _open_appliers(
     }
 
 
-def _close_appliers(appliers: Mapping[int, ShardApplier], store: RocksDBStore) -> None:
+def _close_appliers(appliers: Mapping[int, ShardApplier], store: Store) -> None:
     # Closing publishes the rest of each shard's log: shards are independent,
     # and two threads overlap their Parquet writes.
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="backfill-close") as closer:
@@ -268,7 +221,12 @@ class _Replay:
 
 
 def _replay_slice(
-    replay: _Replay, piece: HistorySlice, rows: pl.DataFrame, first_row: int, commits: _Commits, progress: _Progress
+    replay: _Replay,
+    piece: HistorySlice,
+    rows: pl.DataFrame,
+    first_row: int,
+    commits: BackfillCommits,
+    progress: _Progress,
 ) -> None:
     """Route one slice chunk by chunk; commit every ``per_commit`` chunks and at its end."""
     views = replay.index.families[piece.family].views
@@ -301,10 +259,32 @@ def _replay_slice(
         commits.commit(False)
 
 
+def _replay_wanted_slices(
+    replay: _Replay, spilled: SpilledHistory, first_row: int, commits: BackfillCommits, progress: _Progress
+) -> None:
+    """Replay every slice not applied by an earlier run, in order, until done or stopped;
+    returns once every shard's log rows are published."""
+    for slice_id in spilled.wanted:  # slices before first_row were applied by an earlier run
+        if replay.stopped(progress):
+            progress.complete = False
+            break
+        piece = replay.index.slices[slice_id]
+        _replay_slice(replay, piece, spilled.read(slice_id), first_row, commits, progress)
+    commits.wait_for_publish()
+
+
+def _rows_applied_per_view(appliers: Mapping[int, ShardApplier]) -> dict[str, int]:
+    applied: dict[str, int] = {}
+    for applier in appliers.values():
+        for name, rows_applied in applier.stats.per_view_rows.items():
+            applied[name] = applied.get(name, 0) + rows_applied
+    return applied
+
+
 def backfill_parquet(
     target: BackfillTarget,
     source: EventSourceLike,
-    views: Sequence[Any],
+    views: Sequence[BackfillView],
     files: Sequence[str],
     start_ms: int,
     end_ms: int,
@@ -330,7 +310,7 @@ def backfill_parquet(
     index = index_history(files, source, views, start_ms, end_ms, slice_rows=commit_rows)
     store = RocksDBStore(target.state_dir, target.shards)
     appliers: dict[int, ShardApplier] = {}
-    commits: _Commits | None = None
+    commits: BackfillCommits | None = None
     spilled: SpilledHistory | None = None
     try:
         record = encode_backfill_run(start_ms, end_ms, topic)
@@ -340,28 +320,19 @@ def backfill_parquet(
         appliers = _open_appliers(target, store, views, topic, log_max_rows)
         runs = {backfill_run_key(v.fingerprint): record for v in views}
         final = {**runs, **{handoff_key(v.fingerprint): encode_handoff(end_ms) for v in views}}
-        commits = _Commits(appliers, runs, final, index.total, on_progress)
+        commits = BackfillCommits(appliers, runs, final, index.total, on_progress)
         progress = _Progress(done=first_row)
         per_commit = max(1, min(MAX_CHUNKS_PER_COMMIT, commit_rows // chunk_rows))
         replay = _Replay(source, index, topic, target.shards, chunk_rows, per_commit, max_batches)
         spilled = SpilledHistory(index, source, first_row)
-        for slice_id in spilled.wanted:  # slices before first_row were applied by an earlier run
-            if replay.stopped(progress):
-                progress.complete = False
-                break
-            piece = index.slices[slice_id]
-            _replay_slice(replay, piece, spilled.read(slice_id), first_row, commits, progress)
-        commits.wait_for_publish()
+        _replay_wanted_slices(replay, spilled, first_row, commits, progress)
         if progress.complete and progress.batches == 0:
             # Nothing left to replay (empty range, or resumed after the last batch):
             # the handoff still has to be on record in every shard.
             for applier in appliers.values():
                 applier.apply([], extra_puts=final)
-        applied: dict[str, int] = {}
+        applied = _rows_applied_per_view(appliers)
         records_written = sum(applier.stats.entities_written for applier in appliers.values())
-        for applier in appliers.values():
-            for name, rows_applied in applier.stats.per_view_rows.items():
-                applied[name] = applied.get(name, 0) + rows_applied
     finally:
         if spilled is not None:
             spilled.close()

@@ -27,6 +27,7 @@ import polars as pl
 
 from engine.definitions.repo import FeatureRepo
 from engine.io.request_log import read_request_log
+from engine.json_types import JSONValue
 from engine.offline.exceptions import TrainingSetError
 from engine.offline.training import get_training_set
 
@@ -94,7 +95,7 @@ def check_logged_requests(
     keys = [orjson.loads(k) for k in logged["keys_json"].to_list()]
     data = [orjson.loads(d) for d in logged["request_json"].to_list()]
     served = [orjson.loads(f) for f in logged["features_json"].to_list()]
-    columns: dict[str, list[Any]] = {}
+    columns: dict[str, list[JSONValue]] = {}  # the logged JSON values, one list per spine column
     for name in service.entity_join_keys:
         columns[name] = [k.get(name) for k in keys]
     for name in service.request_fields:

@@ -190,52 +190,17 @@ def evaluate_windows(
     for agg in aggs:
         lo = lo_by_window.get(agg.window_ms)
         if lo is None:
-            if n:
-                lo = np.where(
-                    has,
-                    _bound(
-                        codes,
-                        times,
-                        q_codes,
-                        window_starts(q_times, interval_ms, agg.window_ms),
-                        "left",
-                    ),
-                    0,
-                )
-            else:
-                lo = np.zeros(m, dtype=np.int64)
-            lo_by_window[agg.window_ms] = lo
+            lo = lo_by_window[agg.window_ms] = _window_lows(codes, times, q_codes, q_times, has, interval_ms, agg)
         count = hi - lo
         nonempty = count > 0
         vals = np.zeros(0) if agg.function in ANY_COLUMN_FUNCTIONS else values.get(agg.column, np.zeros(0))
-        result: npt.NDArray[Any]
+        sums = np.zeros(0)
         if agg.function in ("sum", "mean", "stddev"):
             pair = prefix.get(agg.column)
             if pair is None:
                 pair = prefix[agg.column] = _compensated_prefix(vals)
             sums = _window_sums(pair, vals, lo, hi)
-        if agg.function == "count":
-            result = count
-        elif agg.function in ("sum", "mean"):
-            result = sums if agg.function == "sum" else sums / np.maximum(count, 1)
-        elif agg.function == "min":
-            result = _reduceat(np.minimum, vals, lo, hi)
-        elif agg.function == "max":
-            result = _reduceat(np.maximum, vals, lo, hi)
-        elif agg.function == "last":
-            result = vals[np.maximum(hi - 1, 0)] if n else np.zeros(m)
-        elif (slot := agg.sketch_slot) is not None:
-            result = _sketch_windows(agg, slot, raw_values or {}, times, positions, lo, hi)
-        elif agg.function == "first_seen":
-            # lo is the window's oldest event (events sorted by entity, e, position).
-            result = times[np.minimum(lo, n - 1)] if n else np.zeros(m, dtype=np.int64)
-        elif agg.function == "time_since_last":
-            # Events are sorted by (entity, e, position): hi - 1 is the newest with e <= t.
-            result = q_times - times[np.maximum(hi - 1, 0)] if n else np.zeros(m, dtype=np.int64)
-        else:
-            # Serving's partials reach the stddev through the window's mean: when the sum
-            # overflows, so does the stddev there (semantics section 3, INVALID values).
-            result = np.where(np.isfinite(sums), _stddev(vals, lo, hi), np.nan)
+        result = _window_values(agg, vals, lo, hi, sums, times, q_times, raw_values or {}, positions)
         if agg.function in LIST_FUNCTIONS:
             out[agg.output_name] = _list_series(agg, unsort(result), (raw_values or {}).get(agg.column))
         else:
@@ -243,6 +208,60 @@ def evaluate_windows(
         if nonempty_out is not None:
             nonempty_out[agg.output_name] = unsort(nonempty)
     return out
+
+
+def _window_lows(
+    codes: I64,
+    times: I64,
+    q_codes: I64,
+    q_times: I64,
+    has: npt.NDArray[np.bool_],
+    interval_ms: int,
+    agg: AggregationSpec,
+) -> I64:
+    """Index of each query's oldest event in the window of ``agg`` (its ``hi`` when empty)."""
+    if not len(times):
+        return np.zeros(len(q_times), dtype=np.int64)
+    starts = window_starts(q_times, interval_ms, agg.window_ms)
+    return np.where(has, _bound(codes, times, q_codes, starts, "left"), 0)
+
+
+def _window_values(
+    agg: AggregationSpec,
+    vals: F64,
+    lo: I64,
+    hi: I64,
+    sums: F64,
+    times: I64,
+    q_times: I64,
+    raw_values: Mapping[str, npt.NDArray[Any]],
+    positions: I64 | None,
+) -> npt.NDArray[Any]:
+    """Each query's value of ``agg`` over its events ``[lo, hi)`` (empty windows are
+    filled by the caller); ``sums`` are the window sums of sum, mean and stddev."""
+    n, m = len(times), len(q_times)
+    count = hi - lo
+    if agg.function == "count":
+        return count
+    if agg.function in ("sum", "mean"):
+        return sums if agg.function == "sum" else sums / np.maximum(count, 1)
+    if agg.function == "min":
+        return _reduceat(np.minimum, vals, lo, hi)
+    if agg.function == "max":
+        return _reduceat(np.maximum, vals, lo, hi)
+    if agg.function == "last":
+        return vals[np.maximum(hi - 1, 0)] if n else np.zeros(m)
+    if (slot := agg.sketch_slot) is not None:
+        return _sketch_windows(agg, slot, raw_values, times, positions, lo, hi)
+    if agg.function == "first_seen":
+        # lo is the window's oldest event (events sorted by entity, e, position).
+        return times[np.minimum(lo, n - 1)] if n else np.zeros(m, dtype=np.int64)
+    if agg.function == "time_since_last":
+        # Events are sorted by (entity, e, position): hi - 1 is the newest with e <= t.
+        return q_times - times[np.maximum(hi - 1, 0)] if n else np.zeros(m, dtype=np.int64)
+    # Serving's partials reach the stddev through the window's mean: when the sum
+    # overflows, so does the stddev there (semantics section 3, INVALID values).
+    return np.where(np.isfinite(sums), _stddev(vals, lo, hi), np.nan)
 
 
 def _sketch_windows(

@@ -16,9 +16,9 @@ import polars as pl
 
 from engine.io.batches import DecodedBatch
 from engine.io.decoder import EventSourceLike
-from engine.kernel.layout import MAX_PARTITION
 from engine.offline.history_files import kind_name
 from engine.offline.history_slices import EVENT_MS
+from engine.positions import MAX_PARTITION
 from engine.state.keys import encode_entity_keys
 
 #: Partition number of replayed history rows (the largest one positions can encode).

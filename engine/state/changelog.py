@@ -53,7 +53,7 @@ def changelog_topic(source_topic: str) -> str:
     return f"{source_topic}.changelog"
 
 
-def _client_config(bootstrap: str) -> dict[str, Any]:
+def _client_config(bootstrap: str) -> dict[str, Any]:  # Any: a Python logger among the settings
     return {"bootstrap.servers": bootstrap, "logger": _LOG}
 
 

@@ -12,13 +12,13 @@ import contextlib
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import rocksdict
 
+from engine.clock import wall_clock_ms
 from engine.state.changelog import RestoreStats, ShardChangelog, ShardRestorer
 from engine.state.closing import ClosesOnExit
 from engine.state.exceptions import (
@@ -49,7 +49,7 @@ from engine.state.restore_retry import with_restore_retries
 
 def _owner(restoring: bool, retries: int, last_error: str) -> ShardOwner:
     """This process as the owner of a shard it opens (engine/state/progress.py)."""
-    now_ms = time.time_ns() // 1_000_000
+    now_ms = wall_clock_ms()
     return ShardOwner(f"{socket.gethostname()} pid {os.getpid()}", restoring, now_ms, retries, last_error)
 
 

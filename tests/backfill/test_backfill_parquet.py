@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import zlib
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -16,7 +16,7 @@ from engine.definitions import Constraint
 from engine.io.log_reader import read_log
 from engine.offline.backfill import BackfillTarget, backfill_parquet, history_topic
 from engine.offline.exceptions import BackfillError, HistoryFileError
-from engine.offline.history_slices import BUCKETS, TIME_BITS, index_history
+from engine.offline.history_slices import TIME_BITS, entity_buckets, index_history
 from engine.routing import route
 from engine.state.offsets import resume_positions
 from engine.state.records import decode_handoff, handoff_key
@@ -249,8 +249,6 @@ def test_streaming_applier_skips_events_before_the_handoff(tmp_path: Path) -> No
 def test_history_batches_gather_strings_like_the_decoder(tmp_path: Path) -> None:
     """String columns gathered from per-column distinct values equal the plain per-row
     conversion, chunk by chunk; ``columns`` keeps only what routing reads."""
-    import polars as pl
-
     from engine.offline.history_batches import (
         factorize_key_columns,
         history_batches,
@@ -356,7 +354,7 @@ def test_an_entity_larger_than_a_slice_is_cut_by_event_time(tmp_path: Path) -> N
     source, views = example_views("transactions")
     index = index_history([str(f) for f in files], source, views, start, end, slice_rows=200)
     user_family = next(f for f, family in enumerate(index.families) if family.column == "user_id")
-    busy_bucket = zlib.crc32(b"busy") % BUCKETS
+    busy_bucket = int(entity_buckets(pl.Series(["busy"]))[0])
     cut = [
         piece
         for piece in index.slices

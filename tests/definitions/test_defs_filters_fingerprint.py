@@ -61,7 +61,9 @@ def test_filter_repr_dict_and_fields() -> None:
     assert expr.fields() == frozenset({"event_type", "country"})
     same = (col("event_type") == "PURCHASE") & ~col("country").isin(["DE", "US"])
     assert canonical_json(expr.to_dict()) == canonical_json(same.to_dict())  # isin order does not matter
-    assert expr.to_dict()["args"][1] == {"op": "not", "arg": {"op": "isin", "field": "country", "values": ["DE", "US"]}}
+    args = expr.to_dict()["args"]
+    assert isinstance(args, list)
+    assert args[1] == {"op": "not", "arg": {"op": "isin", "field": "country", "values": ["DE", "US"]}}
 
 
 def test_filter_misuse_is_refused_clearly() -> None:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from engine.generate import GeneratorConfig, produce_events
+from engine.ports import free_port
 from engine.processes import stop_process_group
 from tests.engine.streaming_support import streamfeat
 
@@ -21,14 +21,8 @@ HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 USERS = 300
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def cluster_addresses(size: int) -> str:
-    return ",".join(f"{HOSTS[i]}:{_free_port(HOSTS[i])}" for i in range(size))
+    return ",".join(f"{HOSTS[i]}:{free_port(HOSTS[i])}" for i in range(size))
 
 
 def start_host(

@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import struct
-import zlib
 from types import SimpleNamespace
 from typing import Any
 
@@ -27,6 +25,7 @@ from engine.kernel import PartialLayout, TileCodecError, decode_tiles, encode_ti
 from engine.kernel.batch_merge import NO_EVENT_TS, FlatTiles, decode_many, encode_many
 from engine.routing import ViewRows, merge_codes, route, split_by_shard
 from engine.state.keys import encode_entity_keys, entity_key, shard_for, shard_for_many
+from tests.reference import TILE_RECORD_HEADER, shard_of
 
 LAYOUT = PartialLayout(("amount", "fee"))
 FINGERPRINT = b"\x01\x02\x03\x04\x05\x06\x07\x08"
@@ -70,7 +69,7 @@ def test_factorize_merges_values_with_the_same_text() -> None:
 @given(st.lists(st.binary(max_size=12), max_size=40), st.integers(1, 16), st.binary(min_size=8, max_size=8))
 def test_shard_of_equals_crc32_of_concatenation(keys: list[bytes], shards: int, fp: bytes) -> None:
     got = shard_for_many(fp, keys, shards).tolist()
-    assert got == [zlib.crc32(fp + k) % shards for k in keys]
+    assert got == [shard_of(fp, k, shards) for k in keys]
     assert got == [shard_for(fp, k, shards) for k in keys]
 
 
@@ -237,7 +236,7 @@ def test_encode_many_is_the_codec_for_merged_tiles() -> None:
 
 def _corruptions() -> list[tuple[str, bytes]]:
     good = encode_tiles([1, 2], np.zeros((2, LAYOUT.width)), 5)
-    header = struct.Struct("<BBHIq")
+    header = TILE_RECORD_HEADER
     return [
         ("header: expected 16 bytes", good[:10]),
         ("length: expected", good[:-8]),

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cli.status_cmd import dlq_record_count
 from engine.definitions import load_repo
-from engine.io.dead_letters import dlq_topic_for, read_dead_letters
+from engine.io.batches import dlq_topic_for
+from engine.io.dead_letters import dlq_record_count, read_dead_letters
 from engine.io.log_reader import read_log
 from engine.state.online_rocksdb import RocksDBOnlineTable
 from tests.engine.streaming_support import EXAMPLE_VIEW_KEYS, check_online_values

@@ -4,7 +4,7 @@ the same text and refuse the same texts, each naming its own field."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
@@ -16,16 +16,7 @@ from engine.io.timestamps import parse_event_times
 from engine.timefmt import iso_epoch_ms, parse_cli_time
 from serving.exceptions import InvalidRequest
 from serving.request import parse_as_of
-
-_MICROS_PER_MS = 1_000
-
-
-def _reference_ms(moment: datetime) -> int:
-    """docs/semantics.md section 1: UTC epoch milliseconds, sub-milliseconds floored."""
-    utc = moment.astimezone(UTC)
-    whole_seconds = int(utc.replace(microsecond=0).timestamp())
-    return whole_seconds * 1000 + utc.microsecond // _MICROS_PER_MS
-
+from tests.reference import epoch_ms_of
 
 moments = st.datetimes(min_value=datetime(2000, 1, 2), max_value=datetime(2200, 1, 1))
 offsets = st.integers(min_value=-14 * 60, max_value=14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
@@ -37,7 +28,7 @@ def test_every_reader_gives_the_reference_milliseconds(naive: datetime, zone: ti
     text = moment.isoformat(timespec=spec)
     if zone.utcoffset(None) == timedelta(0) and spec != "auto":
         text = text.replace("+00:00", "Z")
-    want = _reference_ms(datetime.fromisoformat(text))
+    want = epoch_ms_of(datetime.fromisoformat(text))
     assert iso_epoch_ms(text) == want
     assert parse_as_of(text) == want
     assert parse_cli_time(text, "--end") == want

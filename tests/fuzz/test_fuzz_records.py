@@ -20,7 +20,8 @@ import pytest
 from confluent_kafka import Producer
 
 from engine.clock import wall_clock_ms
-from engine.io.dead_letters import dlq_topic_for, read_dead_letters
+from engine.io.batches import dlq_topic_for
+from engine.io.dead_letters import read_dead_letters
 from engine.io.decoder import DEFAULT_DLQ_PAYLOAD_CAP
 from tests.engine.streaming_support import copy_repo, read_topic, reference_event, refused_reference_event, streamfeat
 from tests.faults.faults_support import long_mode

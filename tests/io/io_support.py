@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from engine.io.batches import RawBatch
+from engine.io.batches import RawBatch, dlq_topic_for
 
 #: The ``kafka_topic`` fixture: ``kafka_topic(partitions=3) -> topic name``.
 TopicFactory = Callable[..., str]
@@ -44,7 +44,7 @@ class FakeSource:
 
     @property
     def dlq_topic(self) -> str:
-        return self.topic + ".dlq"
+        return dlq_topic_for(self.topic)
 
 
 def good_event(i: int, ts: int | None = None) -> dict[str, Any]:

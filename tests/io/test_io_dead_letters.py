@@ -10,11 +10,10 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from engine.io.batches import DeadLetter
+from engine.io.batches import DeadLetter, dlq_topic_for
 from engine.io.dead_letters import (
     DeadLetterProducer,
     SentDeadLetters,
-    dlq_topic_for,
     read_dead_letters,
     sent_dead_letters,
 )

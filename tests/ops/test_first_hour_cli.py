@@ -27,6 +27,7 @@ from cli.init_cmd import NEXT_STEPS
 from engine import kafka_local
 from engine.clock import wall_clock_ms
 from engine.definitions import load_repo
+from engine.io.batches import dlq_topic_for
 from engine.ports import free_port
 from tests.ops.ops_support import scrape, total, wait_until
 
@@ -261,7 +262,8 @@ def test_run_mostly_dead_letters_is_loud_and_summarised(
     assert done.returncode == 0, done.stderr
     assert not NOISE.search(done.stderr), done.stderr
     warning = re.search(
-        rf"WARNING: ([\d,]+) of 2,000 records \((\d+)%\) went to the dead-letter topic '{topic}.dlq'", done.stdout
+        rf"WARNING: ([\d,]+) of 2,000 records \((\d+)%\) went to the dead-letter topic '{dlq_topic_for(topic)}'",
+        done.stdout,
     )
     assert warning is not None, done.stdout
     assert int(warning.group(1).replace(",", "")) == malformed

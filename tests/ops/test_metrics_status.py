@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from engine.generate import generate
+from engine.io.batches import dlq_topic_for
 from engine.io.dead_letters import read_dead_letters
 from engine.ports import free_port
 from tests.engine.streaming_support import applied_events, read_topic, reference_events, streamfeat
@@ -58,7 +59,7 @@ def test_metrics_endpoint_and_status_of_a_running_dataflow(
         events = reference_events(records, generate(config))
         applied = applied_events(events, LATENESS_MS)
         purchases = sum(1 for e in applied if e["event_type"] == "PURCHASE")
-        letters = read_dead_letters(kafka_bootstrap, topic + ".dlq")
+        letters = read_dead_letters(kafka_bootstrap, dlq_topic_for(topic))
         by_reason = Counter(letter.reason for letter in letters)
         assert letters and by_reason["late_event"] > 0, "the test data should have late and bad records"
 
@@ -112,5 +113,5 @@ def test_metrics_endpoint_and_status_of_a_running_dataflow(
 
         # The human-readable form names every view, partition table and the DLQ count.
         text = streamfeat("status", *p.common, "--sample", "0").stdout
-        for needle in ("user_spend", "merchant_activity", f"topic {topic}", f"{topic}.dlq", "state on disk"):
+        for needle in ("user_spend", "merchant_activity", f"topic {topic}", dlq_topic_for(topic), "state on disk"):
             assert needle in text, needle

@@ -12,6 +12,7 @@ import pytest
 from cli import main as cli_main
 from engine.definitions import FieldType, load_repo
 from engine.io.parquet_log import ParquetLogWriter
+from engine.kernel.window import tile_start_ms
 from engine.quality import (
     MIN_BASELINE_POINTS,
     NUMERIC,
@@ -50,7 +51,7 @@ def _write_log(root: Path, seed: int) -> dict[int, np.ndarray]:
             "event_time": ts.astype(np.int64),
             "partition": np.zeros(ROWS_PER_HOUR, dtype=np.int32),
             "offset": offsets,
-            "tile_start": (ts // 60_000 * 60_000).astype(np.int64),
+            "tile_start": tile_start_ms(ts, 60_000).astype(np.int64),
             "value__amount": values,
         }
         writer.append(rows)
@@ -131,7 +132,7 @@ def _write_string_log(root: Path, view: str, columns: list[str], raw: list[str])
             "event_time": ts.astype(np.int64),
             "partition": np.zeros(ROWS_PER_HOUR, dtype=np.int32),
             "offset": np.arange(h * ROWS_PER_HOUR, (h + 1) * ROWS_PER_HOUR, dtype=np.int64),
-            "tile_start": (ts // 60_000 * 60_000).astype(np.int64),
+            "tile_start": tile_start_ms(ts, 60_000).astype(np.int64),
         }
         for column in columns:
             rows[f"value__{column}"] = (

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 
 from engine.kernel import TileCodecError
 from engine.kernel.batch_merge import decode_many
+from engine.kernel.codec import without_sketch_section
 from engine.kernel.window_many import evaluate_many
-from serving.evaluate import partials_of
 from tests.kernel.kernel_support import stream_sketch_records
 from tests.kernel.sketch_view_support import ENTITIES, SPEC, events, make_batch
 
@@ -27,7 +27,7 @@ LAYOUT = replace(SPEC.layout, sketch_slots=())
 def test_partials_alone_decode_and_evaluate_like_the_full_record(write: list[dict[str, Any]]) -> None:
     records = [*stream_sketch_records(SPEC, ENTITIES, [make_batch(write, 0)]), None]
     full = decode_many(SPEC.layout, records)
-    alone = decode_many(LAYOUT, [None if r is None else partials_of(r, LAYOUT.width) for r in records])
+    alone = decode_many(LAYOUT, [None if r is None else without_sketch_section(r, LAYOUT.width) for r in records])
     assert alone.sketches is None
     np.testing.assert_array_equal(alone.codes, full.codes)
     np.testing.assert_array_equal(alone.tiles, full.tiles)
@@ -47,8 +47,8 @@ def test_a_corrupt_sketch_section_is_still_refused() -> None:
         0
     ]
     assert record is not None
-    assert partials_of(record, LAYOUT.width) != record  # the section was there and is cut off
+    assert without_sketch_section(record, LAYOUT.width) != record  # the section was there and is cut off
     with pytest.raises(TileCodecError, match="length"):
-        partials_of(record[:-8], LAYOUT.width)
+        without_sketch_section(record[:-8], LAYOUT.width)
     with pytest.raises(TileCodecError, match="width"):
-        partials_of(record, LAYOUT.width + 1)
+        without_sketch_section(record, LAYOUT.width + 1)

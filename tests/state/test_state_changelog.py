@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from engine.state.changelog import ShardChangelog, ShardRestorer, ensure_changelog_topic
+from engine.state.changelog import ShardChangelog, ShardRestorer, changelog_topic, ensure_changelog_topic
 from engine.state.offsets import OffsetRecord, read_offset_records
 from engine.state.progress import read_progress
 from engine.state.records import (
     CHANGELOG_IDENTITY_KEY,
     CHANGELOG_POSITION_KEY,
+    OFFSET_PREFIX,
+    TILE_PREFIX,
     decode_changelog_position,
     encode_changelog_position,
 )
@@ -37,10 +39,10 @@ def _write_batches(store: RocksDBStore, topic: str) -> None:
     for step in range(5):
         for shard in range(SHARDS):
             txn = store.partition(shard).begin()
-            keys = [b"T" + bytes([shard, step, i]) for i in range(50)]
+            keys = [TILE_PREFIX + bytes([shard, step, i]) for i in range(50)]
             txn.put_many(keys, [bytes([step]) * 8 for _ in keys])
             if step == 3:
-                txn.delete(b"T" + bytes([shard, 1, 7]))  # a tombstone must restore as a delete
+                txn.delete(TILE_PREFIX + bytes([shard, 1, 7]))  # a tombstone must restore as a delete
             txn.set_offset(topic, shard, OffsetRecord(step * 100 + shard, (step,), step * 100, (step,)))
             txn.commit()
 
@@ -58,7 +60,7 @@ def test_lost_shard_directory_restores_exactly(kafka_bootstrap: str, kafka_topic
     _logged_state(kafka_bootstrap, topic, state)
     before = _contents(state)
     assert all(CHANGELOG_POSITION_KEY in shard for shard in before)
-    assert all(b"T" + bytes([s, 1, 7]) not in before[s] for s in range(SHARDS))
+    assert all(TILE_PREFIX + bytes([s, 1, 7]) not in before[s] for s in range(SHARDS))
 
     shutil.rmtree(state)  # the host and its disk are gone
     stats = restore_shards(kafka_bootstrap, topic, state, SHARDS)
@@ -74,12 +76,12 @@ def test_changelog_ahead_of_local_copy_is_caught_up(
     state = tmp_path / "state"
     _logged_state(kafka_bootstrap, topic, state)
     writer = ShardChangelog(kafka_bootstrap, topic, 1)
-    position = writer.publish({b"Tlate": b"v", b"T" + bytes([1, 0, 0]): None})
+    position = writer.publish({TILE_PREFIX + b"late": b"v", TILE_PREFIX + bytes([1, 0, 0]): None})
     writer.close()
     restore_shards(kafka_bootstrap, topic, state, SHARDS)
     shard1 = _contents(state)[1]
-    assert shard1[b"Tlate"] == b"v"
-    assert b"T" + bytes([1, 0, 0]) not in shard1
+    assert shard1[TILE_PREFIX + b"late"] == b"v"
+    assert TILE_PREFIX + bytes([1, 0, 0]) not in shard1
     assert decode_changelog_position(shard1[CHANGELOG_POSITION_KEY]) == position
 
 
@@ -94,8 +96,8 @@ def test_foreign_shard_directory_is_wiped_and_restored(
     other = kafka_topic(SHARDS, prefix="changelog")  # an empty changelog: the copy is foreign
     restore_shards(kafka_bootstrap, other, state, SHARDS)
     for shard in _contents(state):
-        assert not any(key.startswith((b"T", b"O", CHANGELOG_POSITION_KEY)) for key in shard), shard
-        assert shard[CHANGELOG_IDENTITY_KEY].startswith(f"{other}.changelog#".encode())
+        assert not any(key.startswith((TILE_PREFIX, OFFSET_PREFIX, CHANGELOG_POSITION_KEY)) for key in shard), shard
+        assert shard[CHANGELOG_IDENTITY_KEY].startswith(f"{changelog_topic(other)}#".encode())
 
 
 def test_shard_directory_of_another_shard_is_detected_and_restored(

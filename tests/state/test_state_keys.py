@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-import struct
-import zlib
-
 import numpy as np
 import pytest
 
@@ -16,19 +13,20 @@ from engine.state.records import (
     tile_key,
     topic_prefix,
 )
+from tests.reference import offset_key_bytes, redis_tile_key_bytes, shard_of, tile_key_bytes
 
 FP = bytes(range(8))
 
 
 def test_tile_key_layout_and_inverse() -> None:
     key = tile_key(FP, b"u1\x1fm9")
-    assert key == b"T" + FP + b"u1\x1fm9"
+    assert key == tile_key_bytes(FP, b"u1\x1fm9")
     assert split_tile_key(key) == (FP, b"u1\x1fm9")
 
 
 def test_offset_key_layout() -> None:
     key = offset_key("payments", 258)
-    assert key == b"Opayments\x00" + struct.pack(">I", 258)
+    assert key == offset_key_bytes("payments", 258)
     assert partition_of_offset_key(key, topic_prefix("payments")) == 258
 
 
@@ -82,7 +80,7 @@ def test_topic_and_partition_validation() -> None:
 
 def test_shard_for_is_crc32_mod_n() -> None:
     keys = [entity_key([f"user-{i}"]) for i in range(500)]
-    expected = [zlib.crc32(FP + k) % 7 for k in keys]
+    expected = [shard_of(FP, k, 7) for k in keys]
     assert [shard_for(FP, k, 7) for k in keys] == expected
     vectorized = shard_for_many(FP, keys, 7)
     assert vectorized.dtype == np.int64
@@ -96,4 +94,4 @@ def test_shard_for_many_empty() -> None:
 
 
 def test_redis_key() -> None:
-    assert redis_key(FP, b"u\x1f1") == b"sf:0001020304050607:u\x1f1"
+    assert redis_key(FP, b"u\x1f1") == redis_tile_key_bytes(FP, b"u\x1f1")

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import pytest
@@ -19,19 +18,20 @@ from engine.state.offsets import (
     resume_positions,
 )
 from engine.state.rocksdb_store import RocksDBStore
+from tests.reference import legacy_offset_record, offset_record_bytes
 
 
 def test_offset_record_pack_round_trip() -> None:
     record = OffsetRecord(123, (1_700_000_000_000, 1_699_999_999_500), 120, (1_699_999_999_000,))
     packed = record.pack()
-    assert len(packed) == 18 + 3 * 8
+    assert packed == offset_record_bytes(123, 120, (1_700_000_000_000, 1_699_999_999_500), (1_699_999_999_000,))
     assert OffsetRecord.unpack(packed) == record
     empty = OffsetRecord(-1, (), -1, ())
     assert OffsetRecord.unpack(empty.pack()) == empty
 
 
 def test_offset_record_of_the_previous_version_still_reads() -> None:
-    legacy = struct.pack("<qqqq", 123, 1_700_000_000_000, 120, INT64_MIN)
+    legacy = legacy_offset_record(123, 1_700_000_000_000, 120, INT64_MIN)
     assert OffsetRecord.unpack(legacy) == OffsetRecord(123, (1_700_000_000_000,), 120, ())
 
 
@@ -47,7 +47,7 @@ def test_offset_record_validation() -> None:
     with pytest.raises(CorruptRecordError, match="32 bytes"):
         OffsetRecord.unpack(b"\x00" * 31)
     with pytest.raises(CorruptRecordError, match="descending"):
-        OffsetRecord.unpack(struct.pack("<qqBBqq", 1, 1, 2, 0, 1, 2))
+        OffsetRecord.unpack(offset_record_bytes(1, 1, (1, 2), ()))
 
 
 def test_combine_takes_smallest_of_shards_and_of_applied_and_log() -> None:

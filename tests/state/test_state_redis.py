@@ -11,6 +11,7 @@ from engine.state.online_redis import RedisOnlineTable
 from engine.state.records import redis_key
 from engine.state.redis_writer import RedisOnlineWriter
 from tests.fixtures.redis import RedisServer
+from tests.reference import redis_tile_key_bytes
 
 FP = bytes.fromhex("00000000000000ff")
 
@@ -22,7 +23,7 @@ def test_writer_sets_expiry_and_deletes(state_redis_url: str) -> None:
     key_a, key_b = entity_key(["ttl-a"]), entity_key(["ttl-b"])
     with RedisOnlineWriter(state_redis_url) as writer:
         writer.write([(FP, key_a, b"a"), (FP, key_b, b"b")], ttl_ms=30_000)
-        assert admin.get(b"sf:00000000000000ff:ttl-a") == b"a"
+        assert admin.get(redis_tile_key_bytes(FP, key_a)) == b"a"
         assert 0 < admin.pttl(redis_key(FP, key_a)) <= 30_000
         writer.write([(FP, key_a, b"a2")], ttl_ms=None)
         assert admin.pttl(redis_key(FP, key_a)) == -1  # no expiry

@@ -208,6 +208,7 @@ def test_second_process_cannot_open_for_writing(tmp_path: Path) -> None:
 KILLED_WRITER = """
 import sys, time
 from engine.state.offsets import OffsetRecord
+from engine.state.records import tile_key
 from engine.state.rocksdb_store import RocksDBStore
 
 store = RocksDBStore(sys.argv[1], 1)
@@ -215,12 +216,12 @@ part = store.partition(0)
 for batch in range(1, 4):
     tx = part.begin()
     for i in range(1000):
-        tx.put(b"T" + b"\\x01" * 8 + f"e{i}".encode(), f"batch{batch}".encode())
+        tx.put(tile_key(b"\\x01" * 8, f"e{i}".encode()), f"batch{batch}".encode())
     tx.set_offset("events", 0, OffsetRecord(batch * 1000 - 1, (batch,), batch * 1000 - 1, (batch,)))
     tx.commit()
 tx = part.begin()
 for i in range(1000):
-    tx.put(b"T" + b"\\x01" * 8 + f"e{i}".encode(), b"never-committed")
+    tx.put(tile_key(b"\\x01" * 8, f"e{i}".encode()), b"never-committed")
 tx.set_offset("events", 0, OffsetRecord(3999, (4,), 3999, (4,)))
 print("ready", flush=True)
 time.sleep(60)
@@ -243,7 +244,7 @@ def test_kill_9_keeps_commits_and_drops_the_open_transaction(tmp_path: Path) -> 
         child.wait(timeout=30)
     assert resume_positions(tmp_path, 1, "events") == {0: ResumePoint(3000, (3,))}
     with RocksDBStore(tmp_path, 1) as store:
-        values = store.partition(0).get_many([b"T" + FP + f"e{i}".encode() for i in range(1000)])
+        values = store.partition(0).get_many([tile_key(FP, f"e{i}".encode()) for i in range(1000)])
         assert values == [b"batch3"] * 1000
 
 
