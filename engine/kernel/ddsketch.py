@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -35,6 +36,7 @@ DDSKETCH_MAX_ALPHA: Final = 0.5
 #: Buckets kept per DDSketch store before the lowest are folded (module docstring).
 MAX_BUCKETS: Final = 2048
 _DD_HEADER = struct.Struct("<QII")
+_LARGEST: Final = sys.float_info.max
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,16 @@ def dd_keys(magnitudes: npt.NDArray[np.float64], alpha: float) -> Int64Array:
 
 def dd_value(key: int, alpha: float) -> float:
     gamma = dd_gamma(alpha)
-    return 2.0 * gamma**key / (gamma + 1.0)
+    try:
+        power = gamma**key
+    except OverflowError:  # the top bucket of values near the largest double
+        return _LARGEST
+    value = 2.0 * power / (gamma + 1.0)
+    if value == math.inf:  # only 2 * power overflowed: the same value without that step
+        value = power * (2.0 / (gamma + 1.0))
+    # Every value a bucket holds is at most the largest double, so the largest double is
+    # closer to each of them than a bucket value beyond it (the alpha bound still holds).
+    return min(value, _LARGEST)
 
 
 def _canonical_store(offset: int, counts: npt.NDArray[np.uint64]) -> _Store:
