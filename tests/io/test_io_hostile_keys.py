@@ -113,3 +113,14 @@ def test_hostile_keys_and_amounts_pass_byte_for_byte(keys: list[str], amounts: l
         want = float(doc["amount"])  # ints become the nearest double, as the reference reads them
         assert value == want and math.copysign(1.0, value) == math.copysign(1.0, want), (value, doc["amount"])
     assert out.event_ts.tolist() == [BASE_TS + i * 10 for i in range(len(keys))]
+
+
+@pytest.mark.parametrize("typed_path", [True, False])
+def test_deep_nesting_outside_the_schema_is_ignored_up_to_the_parsers_depth(typed_path: bool) -> None:
+    def nested(depth: int) -> bytes:
+        return dumps(good_event(0))[:-1] + b', "extra": ' + b"[" * depth + b"]" * depth + b"}"
+
+    out = _decoder(typed_path=typed_path).decode(raw_batch([nested(500), nested(2000)]), PartitionWatermarks())
+    assert out.offsets.tolist() == [0]
+    (letter,) = out.dead_letters
+    assert (letter.offset, letter.reason) == (1, "invalid_json"), letter
