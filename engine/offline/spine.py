@@ -87,17 +87,19 @@ def validate_spine(
 
 
 def _check_key_type(spine: pl.DataFrame, column: str, kind: str) -> None:
-    """A string id is never matched with a number (7 is not "7.0"), nor an int id with text."""
+    """A string id is matched by its text: integers (a CSV spine's numeric-looking ids) by their
+    decimal text, never floats or bools (1.0 and true would be matched as "1.0" and "true");
+    an int id is never matched with text."""
     dtype = spine.schema[column]
     if kind == "string":
-        ok = dtype == pl.String or dtype == pl.Categorical or isinstance(dtype, pl.Enum)
+        ok = dtype == pl.String or dtype == pl.Categorical or isinstance(dtype, pl.Enum) or dtype.is_integer()
     elif kind == "int":
         ok = dtype.is_integer()
     else:
         return
     if not ok:
         raise SpineValidationError(
-            f"Spine column '{column}': expected {'strings' if kind == 'string' else 'integers'} "
+            f"Spine column '{column}': expected {'strings (or integers)' if kind == 'string' else 'integers'} "
             f"(the join key's type in the source schema), got {dtype}.",
             columns=[column],
             hint=f"Cast the column, e.g. pl.col('{column}').cast(pl.{'String' if kind == 'string' else 'Int64'}); "
