@@ -68,12 +68,11 @@ def dd_keys(magnitudes: npt.NDArray[np.float64], alpha: float) -> Int64Array:
 def dd_value(key: int, alpha: float) -> float:
     gamma = dd_gamma(alpha)
     try:
-        power = gamma**key
-    except OverflowError:  # the top bucket of values near the largest double
-        return _LARGEST
-    value = 2.0 * power / (gamma + 1.0)
-    if value == math.inf:  # only 2 * power overflowed: the same value without that step
-        value = power * (2.0 / (gamma + 1.0))
+        value = 2.0 * gamma**key / (gamma + 1.0)
+    except OverflowError:  # gamma**key is beyond the largest double, its bucket value not
+        value = math.inf
+    if value == math.inf:  # the same value without an intermediate beyond the largest double
+        value = gamma ** (key - 1) * (2.0 * gamma / (gamma + 1.0))
     # Every value a bucket holds is at most the largest double, so the largest double is
     # closer to each of them than a bucket value beyond it (the alpha bound still holds).
     return min(value, _LARGEST)

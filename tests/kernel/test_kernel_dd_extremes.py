@@ -42,6 +42,8 @@ EXTREME_LISTS = st.one_of(st.lists(LARGE, min_size=1, max_size=30), st.lists(SMA
 @example(values=[LARGEST], q=0.5)
 @example(values=[1e308], q=0.5)
 @example(values=[-LARGEST, LARGEST], q=0.0)
+@example(values=[1.7637650858190846e308], q=0.0)
+@example(values=[1.7637650858193227e308], q=0.0)  # the top bucket: gamma**k overflows, its value not
 def test_extreme_magnitudes_stay_within_alpha(values: list[float], q: float) -> None:
     x = np.array(values, dtype=np.float64)
     zero = np.zeros(len(x), dtype=np.int64)
@@ -50,4 +52,6 @@ def test_extreme_magnitudes_stay_within_alpha(values: list[float], q: float) -> 
     want = exact_rank_value(values, q)
     assert got is not None and want is not None
     assert abs(got) <= LARGEST, (values, q, got)
-    assert abs(got - want) <= ALPHA * abs(want) * (1 + 1e-12), (values, q, got, want)
+    # The bucket key is a rounded log: a value on a bucket edge may land one key off, which
+    # moves the answer by about 1e-14 of |x| at these magnitudes (|log x| ~ 700).
+    assert abs(got - want) <= (ALPHA + 1e-12) * abs(want), (values, q, got, want)
