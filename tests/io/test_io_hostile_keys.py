@@ -124,3 +124,14 @@ def test_deep_nesting_outside_the_schema_is_ignored_up_to_the_parsers_depth(type
     assert out.offsets.tolist() == [0]
     (letter,) = out.dead_letters
     assert (letter.offset, letter.reason) == (1, "invalid_json"), letter
+
+
+@pytest.mark.parametrize("typed_path", [True, False])
+def test_a_repeated_field_keeps_its_last_value_on_both_paths(typed_path: bool) -> None:
+    # docs/semantics.md section 1: the last occurrence wins, whatever the earlier one held.
+    tail = dumps({**good_event(0), "user_id": "last", "amount": 2.5})[1:]
+    records = [b'{"user_id": "first", "amount": 1.0, ' + tail, b'{"user_id": 7, "amount": "x", ' + tail]
+    out = _decoder(typed_path=typed_path).decode(raw_batch(records), PartitionWatermarks())
+    assert out.dead_letters == ()
+    assert out.columns["user_id"].tolist() == ["last", "last"]
+    assert out.columns["amount"].tolist() == [2.5, 2.5]
