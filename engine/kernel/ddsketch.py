@@ -9,7 +9,7 @@ positive store's non-empty buckets (ascending), then the negative store's (keys 
 trimmed to their first and last non-empty buckets; a store spanning more than
 :data:`MAX_BUCKETS` keys folds its lowest keys into ``top - MAX_BUCKETS + 1``
 (collapsing lowest: only the smallest magnitudes of a distribution spanning over
-``gamma**MAX_BUCKETS`` lose accuracy). Counts merge by addition, then the same fold:
+``gamma**MAX_BUCKETS`` lose accuracy, and a quantile landing in that bucket is NaN). Counts merge by addition, then the same fold:
 the result depends only on the summed counts, so any order of merges gives the same
 bytes.
 """
@@ -213,8 +213,16 @@ def _add_stores(a: _Store, b: _Store) -> _Store:
     return _canonical_store(lo, dense)
 
 
+def _may_be_folded(store: _Store, index: int) -> bool:
+    """Whether bucket ``index`` of ``store`` may hold folded values (module docstring): the
+    lowest bucket of a store exactly MAX_BUCKETS wide, the width a wider store is cut to."""
+    return index == 0 and len(store.counts) == MAX_BUCKETS
+
+
 def dd_quantile(state: DDState, q: float, alpha: float) -> float | None:
-    """The value of rank ``floor(q * (count - 1))`` (0-based, ascending)."""
+    """The value of rank ``floor(q * (count - 1))`` (0-based, ascending); NaN when that rank
+    lies in a bucket that may hold folded values, which has no answer within ``alpha``
+    (served null with the status INVALID, never a value labelled PRESENT)."""
     total = state.total
     if total == 0:
         return None
@@ -224,6 +232,8 @@ def dd_quantile(state: DDState, q: float, alpha: float) -> float | None:
     neg_cum = np.cumsum(neg.counts[::-1], dtype=np.uint64)
     if len(neg_cum) and rank < int(neg_cum[-1]):
         i = int(np.searchsorted(neg_cum, rank, side="right"))
+        if _may_be_folded(neg, len(neg.counts) - 1 - i):
+            return math.nan
         return -dd_value(neg.offset + len(neg.counts) - 1 - i, alpha)
     rank -= int(neg_cum[-1]) if len(neg_cum) else 0
     if rank < state.zero:
@@ -231,6 +241,8 @@ def dd_quantile(state: DDState, q: float, alpha: float) -> float | None:
     rank -= state.zero
     pos_cum = np.cumsum(state.positive.counts, dtype=np.uint64)
     i = int(np.searchsorted(pos_cum, rank, side="right"))
+    if _may_be_folded(state.positive, i):
+        return math.nan
     return dd_value(state.positive.offset + i, alpha)
 
 

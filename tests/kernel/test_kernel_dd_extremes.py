@@ -8,6 +8,7 @@ every read of the window (serving, training sets). Values stay within the docume
 
 from __future__ import annotations
 
+import math
 import sys
 
 import numpy as np
@@ -37,6 +38,17 @@ SMALL = st.one_of(
 EXTREME_LISTS = st.one_of(st.lists(LARGE, min_size=1, max_size=30), st.lists(SMALL, min_size=1, max_size=30))
 
 
+def _answer_and_exact(values: list[float], q: float) -> tuple[float, float]:
+    """The sketch's answer for rank q over ``values`` (one tile) and the exact rank value."""
+    x = np.array(values, dtype=np.float64)
+    zero = np.zeros(len(x), dtype=np.int64)
+    (blob,) = DDSKETCH.build(SLOT, x, zero, np.arange(len(x), dtype=np.int64), np.zeros(1, dtype=np.int64))
+    got = dd_quantile(dd_decode(blob), q, ALPHA)
+    want = exact_rank_value(values, q)
+    assert got is not None and want is not None
+    return got, want
+
+
 @settings(max_examples=150, deadline=None)
 @given(values=EXTREME_LISTS, q=st.sampled_from([0.0, 0.5, 0.95, 0.99, 1.0]))
 @example(values=[LARGEST], q=0.5)
@@ -45,13 +57,26 @@ EXTREME_LISTS = st.one_of(st.lists(LARGE, min_size=1, max_size=30), st.lists(SMA
 @example(values=[1.7637650858190846e308], q=0.0)
 @example(values=[1.7637650858193227e308], q=0.0)  # the top bucket: gamma**k overflows, its value not
 def test_extreme_magnitudes_stay_within_alpha(values: list[float], q: float) -> None:
-    x = np.array(values, dtype=np.float64)
-    zero = np.zeros(len(x), dtype=np.int64)
-    (blob,) = DDSKETCH.build(SLOT, x, zero, np.arange(len(x), dtype=np.int64), np.zeros(1, dtype=np.int64))
-    got = dd_quantile(dd_decode(blob), q, ALPHA)
-    want = exact_rank_value(values, q)
-    assert got is not None and want is not None
+    got, want = _answer_and_exact(values, q)
     assert abs(got) <= LARGEST, (values, q, got)
     # The bucket key is a rounded log: a value on a bucket edge may land one key off, which
     # moves the answer by about 1e-14 of |x| at these magnitudes (|log x| ~ 700).
     assert abs(got - want) <= (ALPHA + 1e-12) * abs(want), (values, q, got, want)
+
+
+ANY_FINITE = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(ANY_FINITE, min_size=1, max_size=30), q=st.sampled_from([0.0, 0.25, 0.5, 0.95, 1.0]))
+@example(values=[5.0, 5.0, 5.0, 1e20], q=0.5)  # one hostile amount used to fold the rest away
+@example(values=[-5.0, -5.0, -5.0, -1e20], q=0.5)
+def test_any_values_give_an_answer_within_alpha_or_none(values: list[float], q: float) -> None:
+    """Over more than gamma**2048 the lowest buckets are folded: a rank landing in the folded
+    bucket has no answer within alpha and gets NaN (served null, INVALID), never a number
+    labelled PRESENT; every other rank is within the bound (plus subnormal rounding)."""
+    got, want = _answer_and_exact(values, q)
+    if math.isnan(got):
+        assert max(abs(v) for v in values) > 1e17 * min(abs(v) for v in values if v != 0.0), values
+        return
+    assert abs(got - want) <= (ALPHA + 1e-12) * abs(want) + 2.5e-324, (values, q, got, want)
