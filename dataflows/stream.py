@@ -36,9 +36,9 @@ from dataflows.cluster_check import (
 from dataflows.exceptions import DataflowConfigError
 from engine.apply import ShardApplier
 from engine.definitions import EventSource, FeatureRepo, StreamFeatureView
+from engine.entity_codes import keyed_decoder
 from engine.io.batches import DecodedBatch, RawBatch
 from engine.io.dead_letters import DeadLetterProducer, SentDeadLetters, sent_dead_letters
-from engine.io.decoder import Decoder
 from engine.io.kafka_source import DEFAULT_BATCH_SIZE, KafkaBatchSource
 from engine.io.watermarks import PartitionWatermarks
 from engine.metrics import DecodeObserver, ShardObserver, start_dataflow_metrics
@@ -208,7 +208,7 @@ class _DecodeStep:
     """
 
     def __init__(self, job: StreamJob, watermarks: PartitionWatermarks, already_sent: SentDeadLetters) -> None:
-        self.decoder = Decoder(job.source)
+        self.decoder = keyed_decoder(job.source, job.views)
         self.watermarks = watermarks
         self.already_sent = already_sent
         self.bootstrap = job.bootstrap

@@ -8,12 +8,14 @@ and hashing them for the shard is done once per distinct key, then broadcast.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from engine.io.decoder import Decoder, EventSourceLike
 from engine.state.keys import ENTITY_KEY_SEPARATOR, encode_entity_keys
 
 Int64Array = npt.NDArray[np.int64]
@@ -118,3 +120,16 @@ def used_keys_only(keys: list[bytes], codes: Int64Array) -> tuple[list[bytes], I
         return keys, codes
     new_code = np.cumsum(used, dtype=np.int64) - 1
     return [k for k, u in zip(keys, used.tolist(), strict=True) if u], new_code[codes]
+
+
+class _Keyed(Protocol):
+    @property
+    def join_keys(self) -> Sequence[str]: ...
+
+
+def keyed_decoder(source: EventSourceLike, views: Iterable[_Keyed], **options: Any) -> Decoder:
+    """The decoder of ``source`` for the stream and for pushes: it refuses join-key values
+    (of the fields ``views`` read as join keys) holding the entity-key separator, which
+    would make two entities one (docs/semantics.md section 1)."""
+    join_keys = {k for view in views for k in view.join_keys if k in source.schema}
+    return Decoder(source, join_keys=join_keys, key_separator=ENTITY_KEY_SEPARATOR.decode(), **options)

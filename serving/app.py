@@ -96,7 +96,7 @@ def create_app(
         request_log=RequestLogger(settings.request_log_dir) if settings.request_log_dir else None,
     )
 
-    pusher = push.Pusher(push.pushable_sources(repo, settings.push_sources), settings.kafka_bootstrap)
+    pusher = push.Pusher(push.pushable_sources(repo, settings.push_sources), settings.kafka_bootstrap, views=repo.views)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

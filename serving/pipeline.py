@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
@@ -52,6 +52,8 @@ class FeatureResult:
     freshness: dict[str, Freshness]
     stale: dict[str, list[bool]]  # per view, per row: freshness lag at the row's time too large
     ahead: dict[str, bool]  # per view, wall-clock reads: events after now may have cost it tiles
+    # per transform output, the rows whose result was NaN or infinite (served null, INVALID)
+    not_finite: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def statuses(self) -> dict[str, list[str]]:
         """Status of every feature (join keys excluded), one per row."""
@@ -107,9 +109,10 @@ class FeatureResult:
                     for name, source in transform.input_views.items()
                     if source is not None
                 ]
+                overflowed = self.not_finite.get(feature, ())
                 for i, value in enumerate(self.columns[feature]):
                     if statuses[i] != NOT_FOUND and (
-                        not_finite(value) or any(not_finite(column[i]) for column in inputs)
+                        not_finite(value) or i in overflowed or any(not_finite(column[i]) for column in inputs)
                     ):
                         statuses[i] = INVALID
                 out[feature] = statuses
@@ -229,6 +232,7 @@ def finish(online: OnlineAccess, request: FeatureRequest, evaluated: Sequence[Vi
     # may be used.
     owner = service.feature_owner
     columns: dict[str, list[Any]] = dict(request.entities)
+    overflowed: dict[str, tuple[int, ...]] = {}
     for feature in service.features:
         if owner[feature] in views:
             columns[feature] = views[owner[feature]].columns[feature]
@@ -237,7 +241,10 @@ def finish(online: OnlineAccess, request: FeatureRequest, evaluated: Sequence[Vi
             name: request.request_data[name] if source is None else views[source].columns[name]
             for name, source in transform.input_views.items()
         }
-        for name, column in run_transform(transform, inputs, n).items():
+        result = run_transform(transform, inputs, n)
+        for name, column in result.columns.items():
             if owner.get(name) == transform.name:
                 columns[name] = column
-    return FeatureResult(request, columns, views, freshness, stale, ahead)
+                if name in result.not_finite:
+                    overflowed[name] = result.not_finite[name]
+    return FeatureResult(request, columns, views, freshness, stale, ahead, overflowed)

@@ -25,11 +25,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from engine.definitions import EventSource, FeatureRepo
+from engine.definitions import EventSource, FeatureRepo, StreamFeatureView
 from engine.definitions.base import did_you_mean
+from engine.entity_codes import keyed_decoder
 from engine.generate import DEFAULT_PRODUCER_CONFIG
 from engine.io.batches import RawBatch
-from engine.io.decoder import Decoder
 from engine.io.watermarks import PartitionWatermarks
 from engine.kafka_local import UNREACHABLE_HINT, metadata_answers
 from serving.deps import Labels, ServingState, get_state, json_response, observed, read_body
@@ -79,9 +79,18 @@ class Pusher:
     connects to Kafka); its librdkafka logs go to Python logging, not to the terminal.
     """
 
-    def __init__(self, sources: Sequence[EventSource], bootstrap: str, *, delivery_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        sources: Sequence[EventSource],
+        bootstrap: str,
+        *,
+        delivery_timeout_s: float = 10.0,
+        views: Sequence[StreamFeatureView] = (),
+    ) -> None:
         self.sources = {s.name: s for s in sources}
-        self._decoders = {s.name: Decoder(s) for s in sources}
+        # The stream's own decoder (join keys included), so a push is refused exactly when
+        # the record would be a dead letter on the topic.
+        self._decoders = {s.name: keyed_decoder(s, (v for v in views if v.source.name == s.name)) for s in sources}
         self._bootstrap = bootstrap
         self._timeout_s = delivery_timeout_s
         self._producer: Producer | None = None

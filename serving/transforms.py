@@ -11,14 +11,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from engine.definitions.transform_runner import TransformRunError
+from engine.definitions.transform_runner import TransformResult, TransformRunError
 from engine.definitions.transform_runner import run_transform as run
 from serving.exceptions import TransformError
 from serving.registry import CompiledTransform
 
 
-def run_transform(transform: CompiledTransform, inputs: Mapping[str, list[Any]], n_rows: int) -> dict[str, list[Any]]:
+def run_transform(transform: CompiledTransform, inputs: Mapping[str, list[Any]], n_rows: int) -> TransformResult:
+    """The outputs (``.columns``) and the rows of each float output that were not finite
+    (``.not_finite``: served as null with the status ``INVALID``)."""
     try:
-        return run(transform, inputs, n_rows).columns
+        return run(transform, inputs, n_rows)
     except TransformRunError as exc:
         raise TransformError(str(exc), transform=transform.name, hint=exc.hint) from exc

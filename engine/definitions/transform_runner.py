@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from engine.definitions.base import FieldType
@@ -105,10 +105,17 @@ class TransformRunError(StreamfeatError):
 
 @dataclass(frozen=True)
 class TransformResult:
-    """Coerced output columns (declared order) and outputs returned but not declared."""
+    """Coerced output columns (declared order), outputs returned but not declared, and per
+    float output the rows whose result was NaN or infinite (now null; serving reports them
+    ``INVALID``, docs/serving.md)."""
 
     columns: dict[str, list[Any]]
     undeclared: tuple[str, ...]
+    not_finite: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+def _not_finite_rows(values: Sequence[Any]) -> tuple[int, ...]:
+    return tuple(i for i, v in enumerate(values) if type(v) is float and not math.isfinite(v))
 
 
 _REFUSED = object()
@@ -171,6 +178,7 @@ def _run_python(transform: RunnableTransform, inputs: Mapping[str, Sequence[Any]
     outputs: dict[str, list[Any]] = {name: [] for name in output_types}
     columns = [(name, inputs[name]) for name in transform.input_types]
     undeclared: set[str] = set()
+    not_finite: dict[str, list[int]] = {}
     for i in range(n_rows):
         result = _call(transform, {name: column[i] for name, column in columns}, i)
         if not isinstance(result, Mapping):
@@ -187,13 +195,16 @@ def _run_python(transform: RunnableTransform, inputs: Mapping[str, Sequence[Any]
             if name not in result:
                 problems.append(_missing(name, list(result)))
                 continue
-            value = coerce_output(kind, result[name])
+            raw = result[name]
+            value = coerce_output(kind, raw)
             if value is _REFUSED:
-                problems.append(_wrong_type(name, kind, result[name]))
+                problems.append(_wrong_type(name, kind, raw))
+            elif value is None and raw is not None:
+                not_finite.setdefault(name, []).append(i)
             outputs[name].append(value)
         if problems:
             raise TransformRunError(transform.name, problems, row=i, undeclared=sorted(undeclared))
-    return TransformResult(outputs, tuple(sorted(undeclared)))
+    return TransformResult(outputs, tuple(sorted(undeclared)), {name: tuple(rows) for name, rows in not_finite.items()})
 
 
 def _run_batch(transform: RunnableTransform, inputs: Mapping[str, Sequence[Any]], n_rows: int) -> TransformResult:
@@ -232,6 +243,7 @@ def _run_batch(transform: RunnableTransform, inputs: Mapping[str, Sequence[Any]]
     undeclared = tuple(name for name in result.columns if name not in transform.output_types)
     outputs: dict[str, list[Any]] = {}
     problems: list[OutputProblem] = []
+    not_finite: dict[str, tuple[int, ...]] = {}
     for name, kind in transform.output_types.items():
         if name not in result.columns:
             problems.append(_missing(name, result.columns))
@@ -240,12 +252,16 @@ def _run_batch(transform: RunnableTransform, inputs: Mapping[str, Sequence[Any]]
         if kind is FieldType.FLOAT and result.schema[name] == pl.Float64:
             # The rule for a float column in one pass: NaN and infinities become null.
             outputs[name] = [v if v is None or math.isfinite(v) else None for v in values]
+            if rows := _not_finite_rows(values):
+                not_finite[name] = rows
             continue
         coerced = [coerce_output(kind, v) for v in values]
         bad = next((i for i, v in enumerate(coerced) if v is _REFUSED), None)
         if bad is not None:
             problems.append(_wrong_type(name, kind, values[bad]))
+        if kind is FieldType.FLOAT and (rows := _not_finite_rows(values)):
+            not_finite[name] = rows
         outputs[name] = coerced
     if problems:
         raise TransformRunError(transform.name, problems, row=None, undeclared=undeclared)
-    return TransformResult(outputs, undeclared)
+    return TransformResult(outputs, undeclared, not_finite)

@@ -17,7 +17,7 @@ fields that actually hold bad values.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from enum import Enum
 from typing import Any, Protocol
 
@@ -38,6 +38,7 @@ from engine.io.field_checks import (
     kind_of,
     lone_surrogate,
     parse_non_finite,
+    refuse_separator,
 )
 from engine.io.time_refusals import refuse_future, refuse_late
 from engine.io.timestamps import TIMESTAMP_FORMATS, parse_event_times, show_value
@@ -92,6 +93,10 @@ class Decoder:
     ``now_ms`` is the wall clock used for the ``timestamp_in_future`` bound (read once per
     batch); ``dlq_payload_cap`` caps the bytes copied into each dead letter. ``typed_path=False``
     parses every record with orjson (the reference the typed fast path is tested against).
+    ``join_keys`` are the fields the views read as join keys: a string value holding
+    ``key_separator`` (the character joining the values of a compound entity key,
+    engine/state/keys.py) is refused as ``invalid_string``, since it would make two
+    entities one.
     """
 
     def __init__(
@@ -101,6 +106,8 @@ class Decoder:
         *,
         dlq_payload_cap: int = DEFAULT_DLQ_PAYLOAD_CAP,
         typed_path: bool = True,
+        join_keys: Collection[str] = (),
+        key_separator: str = "",
     ) -> None:
         name = str(source.name)
         fmt_raw = source.timestamp_format
@@ -144,6 +151,16 @@ class Decoder:
         self._bounds = {
             str(field): Bounds.of(constraint) for field, constraint in getattr(source, "constraints", {}).items()
         }
+        kinds = dict(self.fields)
+        if join_keys and (len(key_separator) != 1 or not set(join_keys) <= set(kinds)):
+            raise IoValueError(
+                f"Decoder for source '{name}': field 'join_keys': expected schema fields and a "
+                f"one-character key_separator, got {sorted(join_keys)} and {key_separator!r}. "
+                f"Hint: the schema has {sorted(kinds)}; pass ENTITY_KEY_SEPARATOR decoded."
+            )
+        #: String join-key fields and the character their values cannot hold.
+        self._separated = frozenset(f for f in join_keys if kinds[f] == "string")
+        self._key_separator = key_separator
         self._typed = _typed_decoder(self.fields, self.timestamp_field, fmt) if typed_path else None
         self._typed_paused = 0
 
@@ -328,6 +345,8 @@ class Decoder:
         bounds = self._bounds.get(field)
         if bounds is not None:
             bounds.refuse(field, vals, arr, refused)
+        if field in self._separated:
+            refuse_separator(field, vals, self._key_separator, refused)
         return arr
 
     @staticmethod

@@ -213,6 +213,21 @@ class Bounds:
                 )
 
 
+def refuse_separator(field: str, vals: list[str], separator: str, refused: dict[int, tuple[str, str]]) -> None:
+    """Refuse the join-key values holding ``separator`` (rows refused earlier keep their
+    first reason). One scan of the joined text in C; rows are only looked at when it hits."""
+    if separator not in "".join(vals):
+        return
+    for i, v in enumerate(vals):
+        if i not in refused and separator in v:
+            refused[i] = (
+                _R.INVALID_STRING,
+                f"field '{field}': join-key value {show_value(v)} holds the character {separator!r}, which "
+                "separates the values of a compound entity key (two entities would become one); "
+                "remove it from the producer's ids",
+            )
+
+
 def refuse_rows(
     refused: dict[int, tuple[str, str]],
     bad: npt.NDArray[np.bool_],

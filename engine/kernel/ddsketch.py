@@ -9,7 +9,7 @@ positive store's non-empty buckets (ascending), then the negative store's (keys 
 trimmed to their first and last non-empty buckets; a store spanning more than
 :data:`MAX_BUCKETS` keys folds its lowest keys into ``top - MAX_BUCKETS + 1``
 (collapsing lowest: only the smallest magnitudes of a distribution spanning over
-``gamma**MAX_BUCKETS`` lose accuracy). Counts merge by addition, then the same fold:
+``gamma**MAX_BUCKETS`` lose accuracy, and a quantile landing in that bucket is NaN). Counts merge by addition, then the same fold:
 the result depends only on the summed counts, so any order of merges gives the same
 bytes.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -35,6 +36,7 @@ DDSKETCH_MAX_ALPHA: Final = 0.5
 #: Buckets kept per DDSketch store before the lowest are folded (module docstring).
 MAX_BUCKETS: Final = 2048
 _DD_HEADER = struct.Struct("<QII")
+_LARGEST: Final = sys.float_info.max
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,15 @@ def dd_keys(magnitudes: npt.NDArray[np.float64], alpha: float) -> Int64Array:
 
 def dd_value(key: int, alpha: float) -> float:
     gamma = dd_gamma(alpha)
-    return 2.0 * gamma**key / (gamma + 1.0)
+    try:
+        value = 2.0 * gamma**key / (gamma + 1.0)
+    except OverflowError:  # gamma**key is beyond the largest double, its bucket value not
+        value = math.inf
+    if value == math.inf:  # the same value without an intermediate beyond the largest double
+        value = gamma ** (key - 1) * (2.0 * gamma / (gamma + 1.0))
+    # Every value a bucket holds is at most the largest double, so the largest double is
+    # closer to each of them than a bucket value beyond it (the alpha bound still holds).
+    return min(value, _LARGEST)
 
 
 def _canonical_store(offset: int, counts: npt.NDArray[np.uint64]) -> _Store:
@@ -203,8 +213,16 @@ def _add_stores(a: _Store, b: _Store) -> _Store:
     return _canonical_store(lo, dense)
 
 
+def _may_be_folded(store: _Store, index: int) -> bool:
+    """Whether bucket ``index`` of ``store`` may hold folded values (module docstring): the
+    lowest bucket of a store exactly MAX_BUCKETS wide, the width a wider store is cut to."""
+    return index == 0 and len(store.counts) == MAX_BUCKETS
+
+
 def dd_quantile(state: DDState, q: float, alpha: float) -> float | None:
-    """The value of rank ``floor(q * (count - 1))`` (0-based, ascending)."""
+    """The value of rank ``floor(q * (count - 1))`` (0-based, ascending); NaN when that rank
+    lies in a bucket that may hold folded values, which has no answer within ``alpha``
+    (served null with the status INVALID, never a value labelled PRESENT)."""
     total = state.total
     if total == 0:
         return None
@@ -214,6 +232,8 @@ def dd_quantile(state: DDState, q: float, alpha: float) -> float | None:
     neg_cum = np.cumsum(neg.counts[::-1], dtype=np.uint64)
     if len(neg_cum) and rank < int(neg_cum[-1]):
         i = int(np.searchsorted(neg_cum, rank, side="right"))
+        if _may_be_folded(neg, len(neg.counts) - 1 - i):
+            return math.nan
         return -dd_value(neg.offset + len(neg.counts) - 1 - i, alpha)
     rank -= int(neg_cum[-1]) if len(neg_cum) else 0
     if rank < state.zero:
@@ -221,6 +241,8 @@ def dd_quantile(state: DDState, q: float, alpha: float) -> float | None:
     rank -= state.zero
     pos_cum = np.cumsum(state.positive.counts, dtype=np.uint64)
     i = int(np.searchsorted(pos_cum, rank, side="right"))
+    if _may_be_folded(state.positive, i):
+        return math.nan
     return dd_value(state.positive.offset + i, alpha)
 
 

@@ -29,6 +29,10 @@ from engine.offline.exceptions import TrainingSetError
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 
+_EPSILON = float(np.finfo(np.float64).eps)
+# A compensated prefix-sum window is used when its rounding bound is below this fraction of
+# its value (far inside the 1e-9 relative tolerance consistency checks allow).
+_DOUBT_RELATIVE = 1e-12
 # Upper bound on gathered event values per stddev chunk (memory ~ 8 bytes x 4 arrays).
 _STDDEV_CHUNK = 1 << 22
 
@@ -317,6 +321,14 @@ def _window_sums(pair: tuple[F64, F64], values: F64, lo: I64, hi: I64) -> F64:
     cs, ce = pair
     if np.isfinite(cs[-1]) and np.isfinite(ce[-1]):
         sums: F64 = (cs[hi] - cs[lo]) + (ce[hi] - ce[lo])
+        # ``ce`` is itself a plain running sum: each step rounds by up to half an ulp of
+        # its magnitude, which the largest values anywhere earlier (other entities'
+        # included) set. Where that bound is not negligible beside a window's sum (1e300 in
+        # one entity would otherwise erase 1.0 in the next), the window is summed on its own.
+        doubt = (hi - lo + 2) * (_EPSILON * float(np.abs(ce).max())) > _DOUBT_RELATIVE * np.abs(sums)
+        doubt &= hi > lo
+        if bool(doubt.any()):
+            sums[doubt] = _reduceat(np.add, values, lo[doubt], hi[doubt])
         return sums
     # The prefix overflowed somewhere (values near 1e308): differences of infinities would
     # poison every later entity's window, so each window is summed on its own and only the

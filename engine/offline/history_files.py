@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from engine.io.decoder import EventSourceLike
 from engine.io.timestamps import parse_event_times
 from engine.offline.exceptions import BackfillError, HistoryFileError
+from engine.state.keys import ENTITY_KEY_SEPARATOR
 
 
 def resolve_history_files(patterns: Sequence[str]) -> list[str]:
@@ -136,10 +137,15 @@ def event_times(frame: pl.DataFrame, source: EventSourceLike, path: str, first_r
 
 
 def check_rows(
-    frame: pl.DataFrame, source: EventSourceLike, needed: Sequence[str], path: str, first_row: int = 0
+    frame: pl.DataFrame,
+    source: EventSourceLike,
+    needed: Sequence[str],
+    path: str,
+    first_row: int = 0,
+    join_keys: Sequence[str] = (),
 ) -> pl.Series:
-    """Check the rows of ``frame`` (no nulls, parsable times, finite floats, constraints);
-    returns their event times in ms."""
+    """Check the rows of ``frame`` (no nulls, parsable times, finite floats, constraints,
+    string ``join_keys`` without the entity-key separator); returns their event times in ms."""
     for name in needed:
         nulls = frame.get_column(name).null_count()
         if nulls:
@@ -157,7 +163,28 @@ def check_rows(
                     hint="drop or repair those rows; nothing was written",
                 )
     _check_constraints(frame, source, needed, path)
+    _check_join_keys(frame, join_keys, path, first_row)
     return ts
+
+
+def _check_join_keys(frame: pl.DataFrame, join_keys: Sequence[str], path: str, first_row: int) -> None:
+    """The stream refuses join-key values holding the separator of compound entity keys
+    (``invalid_string``): two entities would become one. History is refused the same way."""
+    separator = ENTITY_KEY_SEPARATOR.decode()
+    for name in join_keys:
+        column = frame.get_column(name)
+        if column.dtype != pl.String:
+            continue
+        bad = column.str.contains(separator, literal=True)
+        count = int(bad.sum())
+        if count:
+            row = first_row + int(bad.arg_true()[0])
+            raise HistoryFileError(
+                f"history file {path}: column '{name}': row {row}: join-key value {column.filter(bad)[0]!r} "
+                f"holds the character {separator!r}, which separates the values of a compound entity key "
+                f"({count} row(s) like this)",
+                hint="drop or repair those rows; nothing was written",
+            )
 
 
 def _check_constraints(frame: pl.DataFrame, source: EventSourceLike, needed: Sequence[str], path: str) -> None:

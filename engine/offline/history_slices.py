@@ -190,6 +190,7 @@ def index_history(
     for path in files:
         check_file_schema(path, source)
     needed = tuple(needed_columns(source, views))
+    join_keys = tuple(dict.fromkeys(k for view in views for k in view.join_keys))
     families = families_of(views)
     spans: list[RowGroupSpan] = []
     keys: list[list[UInt64Array]] = [[] for _ in families]
@@ -198,7 +199,7 @@ def index_history(
         first_row = 0
         for group in range(row_group_count(path)):
             frame = read_row_group(path, group, needed)
-            ts = check_rows(frame, source, needed, path, first_row).to_numpy().astype(np.int64)
+            ts = check_rows(frame, source, needed, path, first_row, join_keys).to_numpy().astype(np.int64)
             first_row += frame.height
             selected = (ts >= start_ms) & (ts < end_ms)
             if not bool(selected.any()):

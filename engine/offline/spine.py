@@ -6,7 +6,7 @@ the rows and columns at fault, never silently dropped.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import polars as pl
 
@@ -45,9 +45,15 @@ def spine_times_ms(spine: pl.DataFrame, column: str) -> I64:
 
 
 def validate_spine(
-    spine: object, join_keys: Sequence[str], timestamp_column: str, request_fields: Sequence[str]
+    spine: object,
+    join_keys: Sequence[str],
+    timestamp_column: str,
+    request_fields: Sequence[str],
+    join_key_kinds: Mapping[str, str] | None = None,
 ) -> None:
-    """Refuse a spine that is not a DataFrame, lacks a column, or has a null key or time."""
+    """Refuse a spine that is not a DataFrame, lacks a column, has a null key or time, or
+    has a join-key column whose type differs from the key's kind in its source schema
+    (``join_key_kinds``: ``"string"``/``"int"``), as serving refuses such values."""
     if not isinstance(spine, pl.DataFrame):
         raise SpineValidationError(
             f"Spine: expected a polars.DataFrame, got {type(spine).__name__}.",
@@ -75,4 +81,27 @@ def validate_spine(
             rows=bad,
             columns=null_cols,
             hint="Fill or remove those rows; training sets never drop rows silently.",
+        )
+    for column, kind in (join_key_kinds or {}).items():
+        _check_key_type(spine, column, kind)
+
+
+def _check_key_type(spine: pl.DataFrame, column: str, kind: str) -> None:
+    """A string id is matched by its text: integers (a CSV spine's numeric-looking ids) by their
+    decimal text, never floats or bools (1.0 and true would be matched as "1.0" and "true");
+    an int id is never matched with text."""
+    dtype = spine.schema[column]
+    if kind == "string":
+        ok = dtype == pl.String or dtype == pl.Categorical or isinstance(dtype, pl.Enum) or dtype.is_integer()
+    elif kind == "int":
+        ok = dtype.is_integer()
+    else:
+        return
+    if not ok:
+        raise SpineValidationError(
+            f"Spine column '{column}': expected {'strings (or integers)' if kind == 'string' else 'integers'} "
+            f"(the join key's type in the source schema), got {dtype}.",
+            columns=[column],
+            hint=f"Cast the column, e.g. pl.col('{column}').cast(pl.{'String' if kind == 'string' else 'Int64'}); "
+            "ids are compared as they are, never converted.",
         )

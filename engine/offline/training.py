@@ -67,6 +67,16 @@ class _ServicePlan:
             keys.extend(k for k in view.join_keys if k not in keys)
         return keys
 
+    def join_key_kinds(self) -> dict[str, str]:
+        """Each join key's kind in its view's source schema (``"string"``, ``"int"``)."""
+        kinds: dict[str, str] = {}
+        for view in self.views.values():
+            types = getattr(getattr(view, "source", None), "field_types", {})
+            for key in view.join_keys:
+                if key in types:
+                    kinds.setdefault(key, str(getattr(types[key], "value", types[key])))
+        return kinds
+
 
 def _plan_service(service: OfflineService) -> _ServicePlan:
     plan = _ServicePlan()
@@ -148,7 +158,7 @@ def get_training_set(
     if isinstance(spine_chunk_rows, bool) or not isinstance(spine_chunk_rows, int) or spine_chunk_rows < 1:
         raise TrainingSetError(f"get_training_set: spine_chunk_rows: expected an int >= 1, got {spine_chunk_rows!r}")
     plan = _plan_service(find_service(repo, service_name))
-    validate_spine(spine, plan.join_keys(), timestamp_column, plan.request_fields)
+    validate_spine(spine, plan.join_keys(), timestamp_column, plan.request_fields, plan.join_key_kinds())
     _check_output_names(service_name, plan, spine)
     t_ms = spine_times_ms(spine, timestamp_column)
     if spine.height <= spine_chunk_rows:

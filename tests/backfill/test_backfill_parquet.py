@@ -315,6 +315,25 @@ def test_history_rows_breaking_a_declared_constraint_are_named(tmp_path: Path) -
     assert report.rows_total == 100  # every amount is >= 0: the whole history is applied
 
 
+@pytest.mark.parametrize("column", ["user_id", "merchant_id"])
+def test_history_join_keys_holding_the_key_separator_are_named(tmp_path: Path, column: str) -> None:
+    # The stream refuses such ids (invalid_string): ("a\x1fb", "c") and ("a", "b\x1fc") would
+    # be one user x merchant entity. History must not apply them either.
+    rng = np.random.default_rng(8)
+    events = random_events(rng, 50, users=5, merchants=3, start_ms=START_MS, span_ms=HOUR)
+    events[17][column] = "a\x1fb"
+    files = [write_history(events, tmp_path / "h" / "a.parquet")]
+    source, views = example_views("transactions")
+    target = BackfillTarget(tmp_path / "bf" / "state", SHARDS, str(tmp_path / "bf" / "log"))
+    with pytest.raises(HistoryFileError, match=rf"a\.parquet: column '{column}': row 17: .*compound entity key"):
+        backfill_parquet(target, source, views, [str(f) for f in files], START_MS - HOUR, START_MS + 2 * HOUR)
+    _nothing_written(tmp_path / "bf" / "state")
+    events[17][column] = "a\x00b"  # NUL is an ordinary character of an id
+    files = [write_history(events, tmp_path / "h" / "a.parquet")]
+    report = backfill_parquet(target, source, views, [str(f) for f in files], START_MS - HOUR, START_MS + 2 * HOUR)
+    assert report.rows_total == 50
+
+
 def _tied_history(tmp_path: Path, seed: int, busy: bool) -> tuple[list[dict[str, object]], list[Path]]:
     rng = np.random.default_rng(seed)
     events = random_events(rng, 1200, users=60, merchants=9, start_ms=START_MS, span_ms=3 * HOUR)

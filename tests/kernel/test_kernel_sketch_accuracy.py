@@ -219,4 +219,9 @@ def test_training_sets_answer_what_the_tiles_answer(events: list[dict[str, Any]]
         pos,
     )
     for name in ("cd", "hll", "p90", "med"):
-        assert offline[name].to_list() == [online.values[name]], name
+        want = online.values[name]
+        # A non-finite kernel value (a percentile whose rank lies in a folded bucket: the values
+        # span over gamma**2048) is served null with the status INVALID; training sets hold null.
+        if isinstance(want, float) and not math.isfinite(want):
+            want = None
+        assert offline[name].to_list() == [want], name

@@ -307,6 +307,25 @@ def test_spine_missing_columns_are_named(tmp_path: Path) -> None:
     assert out["amount_count_1s"].to_list() == [0]
 
 
+@pytest.mark.parametrize("ids", [[1.0], [True], [[1]]])
+def test_spine_ids_of_another_type_than_the_join_key_are_refused(tmp_path: Path, ids: list[object]) -> None:
+    # user_id is a string key: 1.0 and true would have been matched as "1.0" and "true"
+    # (serving refuses them with 422); a user "1" exists here. Integers (a CSV spine's
+    # numeric-looking ids) are read as their decimal text.
+    write_log(str(tmp_path), [("1", BASE, 0, 0, 5.0)])
+    spine = pl.DataFrame({"user_id": ids, "event_timestamp": [BASE]})
+    with pytest.raises(SpineValidationError, match=r"Spine column 'user_id': expected strings") as info:
+        get_training_set(REPO, "all_features", spine, str(tmp_path))
+    assert info.value.columns == ("user_id",)
+    text = pl.DataFrame({"user_id": ["1", "\x00", ""], "event_timestamp": [BASE] * 3})
+    out = get_training_set(REPO, "all_features", text, str(tmp_path))
+    assert out["amount_count_1s"].to_list() == [1, 0, 0]
+    integers = pl.DataFrame({"user_id": [1, 10], "event_timestamp": [BASE] * 2})
+    assert get_training_set(REPO, "all_features", integers, str(tmp_path))["amount_count_1s"].to_list() == [1, 0]
+    categorical = text.with_columns(pl.col("user_id").cast(pl.Categorical))
+    assert get_training_set(REPO, "all_features", categorical, str(tmp_path))["amount_count_1s"].to_list() == [1, 0, 0]
+
+
 def test_spine_datetimes(tmp_path: Path) -> None:
     write_log(str(tmp_path), [("a", BASE, 0, 0, 5.0)])
     when = datetime.fromtimestamp(BASE / 1000, tz=UTC)

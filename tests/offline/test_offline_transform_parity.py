@@ -85,11 +85,13 @@ def _odfv(fn: str, mode: str = "python") -> OnDemandFeatureView:
 def test_serving_and_training_give_the_same_outputs(fn: str, mode: str) -> None:
     odfv = _odfv(fn, mode)
     n_rows = len(ROWS["channel"])
-    served = run_transform(_compile_transform(odfv), ROWS, n_rows)
+    served = run_transform(_compile_transform(odfv), ROWS, n_rows).columns
     trained = compute_on_demand(odfv, pl.DataFrame(ROWS, schema_overrides={"amount_count_5m": pl.Int64}))
     assert {name: series.to_list() for name, series in trained.items()} == served
     # The one coercion rule: NaN and infinities are null, ints declared float are floats.
     assert served["ratio"][2] is None and served["ratio"][3] is None and served["ratio"][1] is None
+    # Rows 2 and 3 were NaN / infinite (serving reports them INVALID); row 1 was a plain null.
+    assert run_transform(_compile_transform(odfv), ROWS, n_rows).not_finite == {"ratio": (2, 3)}
     assert served["whole"] == [2.0, 0.0, 0.0, 1.0, 7.0]
     assert all(type(v) is float for v in served["whole"])
 

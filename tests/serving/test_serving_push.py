@@ -92,6 +92,17 @@ def test_push_writes_good_records_and_names_each_bad_one(pushing: tuple[ASGIClie
     assert len(read_topic(kafka_bootstrap, topic, 1)) == 3
 
 
+def test_push_refuses_the_entity_key_separator_in_join_keys(pushing: tuple[ASGIClient, str]) -> None:
+    # The stream would dead-letter them (invalid_string): a push must not report them accepted.
+    client, _topic = pushing
+    records = [_event(0, user_id="u\x1f1"), _event(1, merchant_id="\x1f"), _event(2, currency="E\x1fR")]
+    answer = client.post("/v1/push/transactions", json={"records": records})
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["error"]
+    assert [(r["index"], r["reason"]) for r in error["rejected"]] == [(0, "invalid_string"), (1, "invalid_string")]
+    assert error["accepted"] == 1 and "compound entity key" in error["rejected"][0]["detail"]
+
+
 @pytest.mark.parametrize(
     ("path", "body", "status", "code"),
     [
