@@ -34,6 +34,7 @@ in, first out).
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.kernel.window import ClosedMerges, Value
@@ -64,7 +65,7 @@ class CachedWindows:
     """One entity's values (declared order), empty flags and newest event time (None:
     no record)."""
 
-    values: list[Value]
+    values: Sequence[Value]  # a tuple when shared with the cache (no list value in it)
     empty: list[bool]
     max_event_ts: int | None
 
@@ -135,6 +136,8 @@ class WindowCache:
             self.misses += 1
             return None
         self.hits += 1
+        if not plan.time_linear and not plan.list_valued:
+            return CachedWindows(entry.values, list(entry.empty), entry.max_event_ts)  # immutable values
         values = list(entry.values)
         shift = t_ms - entry.t_ms
         for i in plan.time_linear:
