@@ -103,10 +103,12 @@ def _evaluate_many_cached(
     # Apart from one-row answers: the vectorized kernel adds tile sums in another order
     # than the plan, so each path is only ever served its own values.
     prefix = view.many_cache_prefix
-    answers: list[CachedWindows | None] = [
-        None if raw is None else cache.get((prefix, key), plan, raw, t)
-        for raw, key, t in zip(records, keys, times, strict=True)
-    ]
+    # A row without a record has every window empty: the empty values, which both kernels
+    # give alike (nothing is summed), so it never needs the vectorized kernel.
+    answers = cache.get_rows(prefix, plan, records, keys, times)
+    for i, raw in enumerate(records):
+        if raw is None:
+            answers[i] = evaluate_record(plan, None, times[i])
     missed = [i for i, answer in enumerate(answers) if answer is None]
     if missed:
         part, empty, newest = _evaluate_many(

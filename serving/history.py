@@ -143,6 +143,8 @@ class HistoricalReads:
         # time. Published files are never rewritten (a new publish is a new file name,
         # docs/parquet-log.md), so the same file set has the same first event time.
         self._first_files: dict[str, tuple[tuple[str, ...], int | None]] = {}
+        # Per view projection (cache_prefix): (current tile, trim_limit) of its last row time.
+        self._trim_limits: dict[bytes, tuple[int, int | None]] = {}
 
     # -- coverage ---------------------------------------------------------------
 
@@ -230,9 +232,10 @@ class HistoricalReads:
         """Refuse times no view can answer: before a view's log or beyond now + skew."""
         times = request.times()
         latest, earliest = max(times), min(times)
+        now = wall_clock_ms()
         for view in request.service.views:
             source = view.definition.source
-            upper = wall_clock_ms() + source.max_future_skew_ms
+            upper = now + source.max_future_skew_ms
             first = self.first_logged(view)
             if latest <= upper and (first is None or earliest >= first):
                 continue
@@ -285,10 +288,21 @@ class HistoricalReads:
             bound = newest if found and newest is not None and newest > floor else floor
             if bound == INT64_MIN:
                 continue  # nothing ever applied: nothing trimmed
-            limit = limits[t] if t in limits else limits.setdefault(t, trim_limit(view, t))
+            limit = limits[t] if t in limits else limits.setdefault(t, self._trim_limit(view, t))
             if limit is not None and bound > limit:  # window_may_be_trimmed(view, t, bound)
                 rows.append(i)
         return rows
+
+    def _trim_limit(self, view: CompiledView, t: int) -> int | None:
+        """:func:`trim_limit`, remembered per view projection for its last current tile
+        (the limit depends on ``t`` only through ``t // interval``)."""
+        tile = t // view.spec.interval_ms
+        memo = self._trim_limits.get(view.cache_prefix)
+        if memo is not None and memo[0] == tile:
+            return memo[1]
+        limit = trim_limit(view, t)
+        self._trim_limits[view.cache_prefix] = (tile, limit)
+        return limit
 
     def from_log(
         self,

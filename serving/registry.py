@@ -22,6 +22,7 @@ from engine.definitions import (
 from engine.definitions.base import did_you_mean, timedelta_ms
 from engine.definitions.exceptions import DefinitionError
 from engine.kernel import PartialLayout, ViewSpec
+from engine.kernel.layout import LIST_FUNCTIONS
 from engine.kernel.window_plan import WindowPlan
 from engine.plan import MISMATCH_HINT, AppliedPlan
 from serving.exceptions import ServiceNotFound, ServingSetupError
@@ -56,6 +57,12 @@ class CompiledView:
     def many_cache_prefix(self) -> bytes:
         """:attr:`cache_prefix` of the rows of many-entity requests (another kernel path)."""
         return repr((self.fingerprint, self.spec.output_names, "many")).encode()
+
+    @cached_property
+    def numeric_features(self) -> tuple[str, ...]:
+        """The features this projection evaluates whose values are numbers (or null): all
+        but the list functions'."""
+        return tuple(a.output_name for a in self.spec.aggregations if a.function not in LIST_FUNCTIONS)
 
     @cached_property
     def partials_only(self) -> PartialLayout | None:

@@ -34,6 +34,7 @@ in, first out).
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.kernel.window import ClosedMerges, Value, tile_id
@@ -64,7 +65,7 @@ class CachedWindows:
     """One entity's values (declared order), empty flags and newest event time (None:
     no record)."""
 
-    values: list[Value]
+    values: Sequence[Value]  # a tuple when shared with the cache (no list value in it)
     empty: list[bool]
     max_event_ts: int | None
 
@@ -126,23 +127,44 @@ class WindowCache:
         """The values of ``record`` as of ``t_ms`` if they were cached from the same bytes
         in the same current tile, else None. ``key`` is the view projection's
         ``cache_prefix`` and the entity key."""
-        entry = self._entries.get(key)
-        if (
-            entry is None
-            or entry.current_tile != tile_id(t_ms, plan.spec.interval_ms)
-            or entry.record != record  # the proof: the very bytes the values came from
-        ):
-            self.misses += 1
-            return None
-        self.hits += 1
-        values = list(entry.values)
-        shift = t_ms - entry.t_ms
-        for i in plan.time_linear:
-            if not entry.empty[i]:
-                values[i] += shift  # type: ignore[operator]  # time_since_last: an int
-        for i in plan.list_valued:
-            values[i] = list(values[i])  # type: ignore[arg-type]  # callers may change their lists
-        return CachedWindows(values, list(entry.empty), entry.max_event_ts)
+        return self.get_rows(key[0], plan, [record], [key[1]], [t_ms])[0]
+
+    def get_rows(
+        self,
+        prefix: bytes,
+        plan: WindowPlan,
+        records: Sequence[bytes | None],
+        keys: Sequence[bytes],
+        times: Sequence[int],
+    ) -> list[CachedWindows | None]:
+        """:meth:`get` of many rows of one view projection (``prefix``) in one call; a row
+        without a record (None) is None, and counts neither as a hit nor as a miss."""
+        entries = self._entries
+        interval = plan.spec.interval_ms
+        shared = not plan.time_linear and not plan.list_valued  # values hold nothing to move or copy
+        out: list[CachedWindows | None] = []
+        hits = misses = 0
+        for record, key, t_ms in zip(records, keys, times, strict=True):
+            if record is None:
+                out.append(None)
+                continue
+            entry = entries.get((prefix, key))
+            if (
+                entry is None
+                or entry.current_tile != tile_id(t_ms, interval)
+                or entry.record != record  # the proof: the very bytes the values came from
+            ):
+                misses += 1
+                out.append(None)
+                continue
+            hits += 1
+            if shared:
+                out.append(CachedWindows(entry.values, list(entry.empty), entry.max_event_ts))
+            else:
+                out.append(_moved(entry, plan, t_ms))
+        self.hits += hits
+        self.misses += misses
+        return out
 
     def closed_merges(self, key: CacheKey) -> ClosedMerges:
         """The closed-tile merges of the entity's last evaluation (a new record of it
@@ -179,3 +201,16 @@ class WindowCache:
                 self._bytes -= self._entries.pop(next(iter(self._entries))).cost
             self._entries[key] = entry
             self._bytes += cost
+
+
+def _moved(entry: _Entry, plan: WindowPlan, t_ms: int) -> CachedWindows:
+    """A hit's values as of ``t_ms``: each ``time_since_last`` moved by ``t_ms`` minus the
+    cached time, and fresh copies of list values (callers may change their lists)."""
+    values = list(entry.values)
+    shift = t_ms - entry.t_ms
+    for i in plan.time_linear:
+        if not entry.empty[i]:
+            values[i] += shift  # type: ignore[operator]  # time_since_last: an int
+    for i in plan.list_valued:
+        values[i] = list(values[i])  # type: ignore[arg-type]
+    return CachedWindows(values, list(entry.empty), entry.max_event_ts)

@@ -21,7 +21,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +47,9 @@ from engine.state.protocols import OnlineTableHealth
 from engine.state.records import Freshness, freshest, meta_key, view_prefix
 
 _INSTANCE_IDS = itertools.count()
+# Views whose read keys are remembered (_view_keys): far more than a repo defines; a
+# caller passing ever new fingerprints gets them built per read instead of growing memory.
+_MAX_VIEWS_REMEMBERED = 4096
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,8 @@ class RocksDBOnlineTable(ClosesOnExit):
         self._changes_done = 0
         # Per view fingerprint: (changes started when read, freshness read then).
         self._meta_cache: dict[bytes, tuple[int, Freshness]] = {}
+        # Per view fingerprint: tile-key prefix, shard hasher, meta key (_view_keys).
+        self._views: dict[bytes, tuple[bytes, Callable[[bytes], int], bytes]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         with self._lock:
@@ -252,21 +257,32 @@ class RocksDBOnlineTable(ClosesOnExit):
 
     # -- reading -------------------------------------------------------------
 
+    def _view_keys(self, fingerprint: bytes) -> tuple[bytes, Callable[[bytes], int], bytes]:
+        """The view's tile-key prefix, shard hasher and meta key, built (and the fingerprint
+        checked) once per view instead of on every read."""
+        found = self._views.get(fingerprint)
+        if found is None:
+            found = (view_prefix(fingerprint), shard_hasher(fingerprint), meta_key(fingerprint))
+            if len(self._views) < _MAX_VIEWS_REMEMBERED:
+                self._views[fingerprint] = found
+        return found
+
     def read(self, fingerprint: bytes, entity_keys: Sequence[bytes]) -> list[bytes | None]:
-        prefix = view_prefix(fingerprint)
+        prefix, hash_key, _ = self._view_keys(fingerprint)
         n_shards = self.n_shards
         # Plain Python beats numpy for the few to few hundred keys of one request.
-        hash_key = shard_hasher(fingerprint)
         if len(entity_keys) == 1:  # the common request: one get, no grouping
             key = entity_keys[0]
             _check_key(0, key)
             with self._read_lock:
                 value: bytes | None = self._open_shard(hash_key(key) % n_shards).get(prefix + key)
             return [value]
+        if not all(type(key) is bytes for key in entity_keys):  # one C-speed pass; names the bad one
+            for index, key in enumerate(entity_keys):
+                _check_key(index, key)
+        shards = [hash_key(key) % n_shards for key in entity_keys]
         by_shard: dict[int, tuple[list[int], list[bytes]]] = {}
-        for index, key in enumerate(entity_keys):
-            _check_key(index, key)
-            shard = hash_key(key) % n_shards
+        for index, (shard, key) in enumerate(zip(shards, entity_keys, strict=True)):
             group = by_shard.get(shard)
             if group is None:
                 group = by_shard[shard] = ([], [])
@@ -298,7 +314,7 @@ class RocksDBOnlineTable(ClosesOnExit):
         started = self._changes_started
         cached = self._meta_cache.get(fingerprint)
         done = self._changes_done  # after ``started``: equal means nothing was running
-        key = meta_key(fingerprint)
+        key = self._view_keys(fingerprint)[2]
         with self._read_lock:
             if self._closed:
                 raise StoreClosedError(f"online table over {self.state_dir}: closed")

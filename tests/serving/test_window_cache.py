@@ -196,3 +196,59 @@ def test_cache_prefixes_of_projections_and_paths_never_collide() -> None:
     prefixes = [v.cache_prefix for v in views] + [v.many_cache_prefix for v in views]
     assert len(set(prefixes)) == len(prefixes)
     assert not any(a != b and b.startswith(a) for a in prefixes for b in prefixes)
+
+
+def _changed(value: Any) -> Any:
+    if isinstance(value, int | float):
+        return value + 1000
+    return [*value, "poison"] if isinstance(value, list) else 7
+
+
+def _poison(cache: WindowCache, key: tuple[bytes, bytes], record: bytes, t: int) -> list[Any]:
+    """Store values under ``key`` that no evaluation of ``record`` gives (each a value of
+    the right type, changed), so a read of that entry shows in the answer."""
+    real = evaluate_record(PLAN, record, t)
+    wrong: list[Any] = [_changed(v) for v in real.values]
+    cache.put(key, PLAN, record, t, wrong, [False] * len(wrong), 0 if real.max_event_ts is None else 1, {})
+    assert cache.get(key, PLAN, record, t) is not None  # the poisoned entry would be a hit
+    return wrong
+
+
+def _records_and_time() -> tuple[list[bytes], int]:
+    old = [{"entity": k % 2, "e": k * G + 7 * k, "amount": 0.1 * (k + 1), "merchant": f"m{k % 5}"} for k in range(12)]
+    stored = stream_sketch_records(SPEC, ENTITIES, [make_batch(old, 0)])
+    records = [r for r in stored if r is not None]
+    assert len(records) == ENTITIES
+    return records, 12 * G + 30
+
+
+def test_many_row_answers_never_come_from_one_row_entries() -> None:
+    """A one-row entry of the same entity, record and tile is not read by a many-row
+    request (the two kernels may differ in the last bits): a wrong value stored there
+    stays unseen, and the request misses."""
+    view = _compiled(SPEC)
+    records, t = _records_and_time()
+    keys = [b"a", b"b"]
+    cache = WindowCache()
+    for key, record in zip(keys, records, strict=True):
+        _poison(cache, (view.cache_prefix, key), record, t)
+    hits = cache.hits
+    got = evaluate_view(view, list(records), t, keys, cache)
+    assert cache.hits == hits  # both rows evaluated, none answered by a one-row entry
+    want = evaluate_view(view, list(records), t)
+    assert got.columns == want.columns
+
+
+def test_one_row_answers_never_come_from_many_row_entries() -> None:
+    view = _compiled(SPEC)
+    records, t = _records_and_time()
+    cache = WindowCache()
+    wrong = _poison(cache, (view.many_cache_prefix, b"a"), records[0], t)
+    hits = cache.hits
+    got = evaluate_view(view, [records[0]], t, [b"a"], cache)
+    assert cache.hits == hits
+    assert [got.columns[name][0] for name in SPEC.output_names] != wrong
+    want = evaluate_view(view, [records[0]], t)
+    assert got.columns == want.columns
+    again = evaluate_view(view, [records[0]], t, [b"a"], cache)  # its own entry now: a hit
+    assert cache.hits == hits + 1 and again.columns == want.columns
