@@ -45,10 +45,27 @@ def hash_bytes(data: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
 
 
+#: Hashes of recently seen strings. Entity attributes (merchants, cards, devices) recur
+#: from batch to batch, and one BLAKE2b costs several times a dict lookup. Bounded: the
+#: memo starts over when full (a hash is a pure function of the text, so only the
+#: speed depends on what it holds).
+_STRING_HASHES: dict[str, int] = {}
+_MAX_STRING_HASHES = 1 << 16
+
+
+def _string_hash(text: str) -> int:
+    """The hash of a string value, remembered in :data:`_STRING_HASHES`."""
+    if len(_STRING_HASHES) >= _MAX_STRING_HASHES:
+        _STRING_HASHES.clear()
+    hashed = _STRING_HASHES[text] = hash_bytes(_TAG_STR + text.encode("utf-8"))
+    return hashed
+
+
 def hash_values(values: npt.NDArray[np.generic]) -> UInt64Array:
     """The 64-bit hash of each value's canonical encoding; each distinct value is
-    hashed once (found by a dict for strings, ``np.unique`` otherwise), so a batch costs
-    one BLAKE2b per distinct value."""
+    hashed once (strings once per process while the memo holds them, other values once
+    per call, found by ``np.unique``), so a batch costs at most one BLAKE2b per
+    distinct value."""
     arr = np.asarray(values)
     if arr.size == 0:
         return np.empty(0, dtype=np.uint64)
@@ -56,13 +73,9 @@ def hash_values(values: npt.NDArray[np.generic]) -> UInt64Array:
         arr = arr.astype(np.float64) + 0.0  # -0.0 and 0.0 are the same float
     if arr.dtype.kind == "O":
         items = arr.tolist()
-        if all(type(v) is str for v in items):  # a string column: a dict finds the distinct values without sorting
-            ids: dict[str, int] = {}
-            inverse = np.fromiter((ids.setdefault(v, len(ids)) for v in items), dtype=np.int64, count=len(items))
-            distinct = np.fromiter(
-                (hash_bytes(_TAG_STR + v.encode("utf-8")) for v in ids), dtype=np.uint64, count=len(ids)
-            )
-            return np.asarray(distinct[inverse], dtype=np.uint64)
+        if all(type(v) is str for v in items):  # a string column: each text hashed once per process
+            known = _STRING_HASHES.get
+            return np.fromiter((known(v) or _string_hash(v) for v in items), dtype=np.uint64, count=len(items))
     try:
         uniques, inverse = np.unique(arr, return_inverse=True)
     except TypeError:  # values of several types cannot be sorted: hash each distinct one
