@@ -47,10 +47,12 @@ def merge_records(
     expired tiles, for a view with a lifetime window): byte for byte
     ``encode_many(retain(merge_flat(decode_many(records), new)))``."""
     n_slots = len(layout.sketch_slots)
-    stored, stored_blobs = decode_rows(layout, records)
+    stored, stored_blobs = decode_rows(layout, records) if n_slots else (decode_many(layout, records), None)
     plan = merge_plan(stored, new) if n_slots else None
     if stored_blobs is None or plan is None:
-        merged = merge_flat(layout, decode_many(layout, records), new)
+        if n_slots:  # pairs beyond one int64's numbering: merge_flat sorts (rare)
+            stored = FlatTiles(stored.codes, stored.tiles, stored.partials, stored.max_event_ts, stored_blobs.objects())
+        merged = merge_flat(layout, stored, new)
         merged = retain(merged, retention_ms, interval_ms, layout if compact else None)
         return encode_many(layout, merged, len(records))
 
