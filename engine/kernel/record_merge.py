@@ -50,7 +50,7 @@ def merge_records(
     stored, stored_blobs = decode_rows(layout, records) if n_slots else (decode_many(layout, records), None)
     plan = merge_plan(stored, new) if n_slots else None
     if stored_blobs is None or plan is None:
-        if n_slots:  # pairs beyond one int64's numbering: merge_flat sorts (rare)
+        if stored_blobs is not None:  # pairs beyond one int64's numbering: merge_flat sorts (rare)
             stored = FlatTiles(stored.codes, stored.tiles, stored.partials, stored.max_event_ts, stored_blobs.objects())
         merged = merge_flat(layout, stored, new)
         merged = retain(merged, retention_ms, interval_ms, layout if compact else None)
