@@ -25,7 +25,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from engine.kernel.blob_buffers import JoinedBlobs, first_of_runs, scatter, slices
+from engine.kernel.blob_buffers import JoinedBlobs, first_of_runs, lex_order, scatter, slices
 from engine.kernel.exceptions import TileCodecError
 from engine.kernel.sketch_slot import EMPTY_BLOB, Int64Array, Params, SketchSlot, group_ids
 
@@ -177,7 +177,7 @@ def dd_merge_groups(blobs: Sequence[bytes], groups: Int64Array, n_groups: int) -
     s = np.concatenate([sign, np.zeros(len(with_zero), dtype=np.int64)])
     k = np.concatenate([keys, np.zeros(len(with_zero), dtype=np.int64)])
     c = np.concatenate([counts, zero[with_zero]])
-    order = np.lexsort((k, s, g))
+    order = lex_order((k, s, g))
     g, s, k, c = g[order], s[order], k[order], c[order]
     run = first_of_runs(g, s, k)
     run_starts = np.flatnonzero(run)
@@ -293,7 +293,7 @@ class DDSketch:
         keys = np.zeros(len(x), dtype=np.int64)
         nonzero = sign != 0
         keys[nonzero] = dd_keys(np.abs(x[nonzero]), alpha)
-        order = np.lexsort((keys, sign, groups))
+        order = lex_order((keys, sign, groups))
         g, s, k = groups[order], sign[order], keys[order]
         run = np.ones(len(k), dtype=bool)
         run[1:] = (g[1:] != g[:-1]) | (s[1:] != s[:-1]) | (k[1:] != k[:-1])

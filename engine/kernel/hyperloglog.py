@@ -17,7 +17,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from engine.kernel.blob_buffers import JoinedBlobs, scatter, slices
+from engine.kernel.blob_buffers import JoinedBlobs, lex_order, scatter, slices
 from engine.kernel.exceptions import TileCodecError
 from engine.kernel.sketch_slot import EMPTY_BLOB, Int64Array, Params, SketchSlot, UInt64Array, group_ids
 from engine.kernel.value_hash import hash_values
@@ -65,7 +65,7 @@ def _hll_blobs(index: Int64Array, rank: Int64Array, groups: Int64Array, n_groups
     """The canonical blob of each group from (register, rank) pairs in any order: the
     greatest rank of each (group, register); the sparse blobs laid out in one byte
     buffer with array scatters and sliced once, the dense ones (rare) one by one."""
-    order = np.lexsort((rank, index, groups))
+    order = lex_order((rank, index, groups))
     index, rank, groups = index[order], rank[order], groups[order]
     last = np.ones(len(index), dtype=bool)  # the greatest rank of each (group, register)
     last[:-1] = (index[1:] != index[:-1]) | (groups[1:] != groups[:-1])
