@@ -61,6 +61,25 @@ def _string_hash(text: str) -> int:
     return hashed
 
 
+#: Canonical bytes of recently seen strings (the list kinds store them), bounded like
+#: :data:`_STRING_HASHES`.
+_STRING_BYTES: dict[str, bytes] = {}
+
+
+def _string_bytes(text: str) -> bytes:
+    if len(_STRING_BYTES) >= _MAX_STRING_HASHES:
+        _STRING_BYTES.clear()
+    encoded = _STRING_BYTES[text] = _TAG_STR + text.encode("utf-8")
+    return encoded
+
+
+def canonical_strings(texts: list[str]) -> list[bytes]:
+    """``canonical_bytes`` of each string, each text encoded once per process while the
+    memo holds it."""
+    known = _STRING_BYTES.get
+    return [known(text) or _string_bytes(text) for text in texts]
+
+
 def hash_values(values: npt.NDArray[np.generic]) -> UInt64Array:
     """The 64-bit hash of each value's canonical encoding; each distinct value is
     hashed once (strings once per process while the memo holds them, other values once

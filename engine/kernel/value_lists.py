@@ -38,7 +38,7 @@ import numpy.typing as npt
 from engine.kernel.blob_buffers import JoinedBlobs, first_of_runs, lex_order, scatter, slices
 from engine.kernel.exceptions import KernelSpecError, TileCodecError
 from engine.kernel.sketch_slot import EMPTY_BLOB, Int64Array, Params, SketchSlot, SlotSource, group_ids
-from engine.kernel.value_hash import canonical_bytes
+from engine.kernel.value_hash import canonical_bytes, canonical_strings
 
 #: The largest n of a list function (docs/semantics.md "List functions").
 MAX_LIST_LENGTH: Final = 1000
@@ -105,17 +105,24 @@ def decode_entries(blob: bytes) -> list[Entry]:
 
 
 def value_bytes(values: npt.NDArray[np.generic]) -> list[bytes]:
-    """``canonical_bytes`` of every value, with one conversion per array for numbers."""
+    """``canonical_bytes`` of every value: numbers laid out with their tag in one buffer
+    and sliced once per value, strings through the process's memo of their encodings."""
     arr = np.asarray(values)
-    if arr.dtype.kind in "iu":
-        raw = arr.astype("<i8").tobytes()
-        return [b"i" + raw[8 * i : 8 * i + 8] for i in range(len(arr))]
-    if arr.dtype.kind == "f":
-        raw = (arr.astype(np.float64) + 0.0).astype("<f8").tobytes()  # -0.0 is 0.0
-        return [b"f" + raw[8 * i : 8 * i + 8] for i in range(len(arr))]
+    if arr.dtype.kind in "iuf":
+        tag, words = (
+            (b"f", (arr.astype(np.float64) + 0.0).astype("<f8")) if arr.dtype.kind == "f" else (b"i", arr.astype("<i8"))
+        )
+        tagged = np.empty((len(arr), 9), dtype=np.uint8)  # -0.0 is 0.0 above
+        tagged[:, 0] = tag[0]
+        tagged[:, 1:] = words.view(np.uint8).reshape(-1, 8)
+        raw = tagged.tobytes()
+        return [raw[i : i + 9] for i in range(0, 9 * len(arr), 9)]
     if arr.dtype.kind == "b":
         return [b"b\x01" if v else b"b\x00" for v in arr.tolist()]
-    return [b"s" + v.encode("utf-8") if type(v) is str else canonical_bytes(v) for v in arr.tolist()]
+    items = arr.tolist()
+    if all(type(v) is str for v in items):
+        return canonical_strings(items)
+    return [canonical_bytes(v) for v in items]
 
 
 def _blobs(groups: Int64Array, ts: Int64Array, pos: Int64Array, items: list[bytes], n_groups: int) -> list[bytes]:

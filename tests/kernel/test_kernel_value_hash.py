@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from engine.kernel import value_hash
 from engine.kernel.value_hash import canonical_bytes, hash_bytes, hash_values
+from engine.kernel.value_lists import value_bytes
 
 
 @settings(max_examples=100, deadline=None)
@@ -31,3 +32,20 @@ def test_a_string_and_the_int_it_spells_hash_differently_with_the_memo_warm() ->
     again = hash_values(np.array(["7", "a"], dtype=object))  # memo hits now
     assert first.tolist() == again.tolist()
     assert int(first[0]) != int(hash_values(np.array([7], dtype=np.int64))[0])
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.one_of(
+        st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=20).map(
+            lambda v: np.array(v, dtype=np.float64)
+        ),
+        st.lists(st.integers(-(2**63), 2**63 - 1), max_size=20).map(lambda v: np.array(v, dtype=np.int64)),
+        st.lists(st.booleans(), max_size=20).map(lambda v: np.array(v, dtype=bool)),
+        st.lists(st.text(max_size=5), max_size=20).map(lambda v: np.array(v, dtype=object)),
+    )
+)
+def test_value_bytes_are_the_canonical_bytes_of_each_value(values: np.ndarray) -> None:
+    want = [canonical_bytes(v) for v in values.tolist()]
+    assert value_bytes(values) == want
+    assert value_bytes(values) == want  # again, with the string memo warm
