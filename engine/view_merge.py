@@ -15,15 +15,9 @@ from typing import Protocol
 import numpy as np
 
 from engine.kernel.aggregate import aggregate_batch, aggregate_sketches
-from engine.kernel.batch_merge import (
-    NO_EVENT_TS,
-    FlatTiles,
-    decode_many,
-    encode_many,
-    merge_flat,
-    retain,
-)
+from engine.kernel.batch_merge import NO_EVENT_TS, FlatTiles
 from engine.kernel.layout import LayoutSource, PartialLayout, encode_positions
+from engine.kernel.record_merge import merge_records
 from engine.kernel.window import tile_id
 from engine.log_rolls import LoggedView
 from engine.routing import ViewRows, merge_codes
@@ -87,11 +81,11 @@ def merge_view_rows(
     np.maximum.at(batch_max, codes, event_ts)
     prefix = view_prefix(view.fingerprint)  # keys are bytes built by routing
     state_keys = [prefix + k for k in keys]
-    stored = decode_many(layout, txn.get_many(state_keys))
-    merged = merge_flat(layout, stored, FlatTiles(codes_u, tiles_u, partials, batch_max, sketches))
+    new = FlatTiles(codes_u, tiles_u, partials, batch_max, sketches)
     # A lifetime window keeps expired tiles as one compacted partial (semantics 7).
-    merged = retain(merged, view.retention_ms, view.interval_ms, layout if view.has_lifetime_window else None)
-    records = encode_many(layout, merged, len(keys))
+    records = merge_records(
+        layout, txn.get_many(state_keys), new, view.retention_ms, view.interval_ms, view.has_lifetime_window
+    )
     txn.put_many(state_keys, records)
     newest = max(int(batch_max.max()), newest_before)
     meta_value = encode_meta(newest, now_ms)

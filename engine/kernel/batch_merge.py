@@ -16,7 +16,8 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.kernel.aggregate import merge_partials, overflow_is_a_value
-from engine.kernel.blob_buffers import JoinedBlobs, runs, slices
+from engine.kernel.blob_buffers import JoinedBlobs, runs
+from engine.kernel.blob_rows import BlobRows, no_blob_rows
 from engine.kernel.codec import (
     FLAG_SKETCHES,
     HEADER,
@@ -24,10 +25,13 @@ from engine.kernel.codec import (
     RECORD_VERSION,
     SECTION_HEADER,
     SECTION_VERSION,
+    append_sections,
     decode_sketches,
     decode_tiles,
-    encode_sections,
+    section_bytes,
+    section_head_words,
     section_offset,
+    write_section_heads,
 )
 from engine.kernel.exceptions import TileCodecError
 from engine.kernel.layout import PartialLayout
@@ -83,14 +87,23 @@ def decode_many(layout: PartialLayout, records: Sequence[bytes | None]) -> FlatT
     record failing a check (length, version, flags, width, tile order) is handed to
     :func:`engine.kernel.codec.decode_tiles`, which raises its precise error.
     """
+    flat, blobs = decode_rows(layout, records)
+    if blobs is None:
+        return flat
+    return FlatTiles(flat.codes, flat.tiles, flat.partials, flat.max_event_ts, blobs.objects())
+
+
+def decode_rows(layout: PartialLayout, records: Sequence[bytes | None]) -> tuple[FlatTiles, BlobRows | None]:
+    """:func:`decode_many` with the sketch blobs left as byte ranges of the joined
+    records (None when the layout has no sketch slots); the returned tiles carry none."""
     width = layout.width
     n_slots = len(layout.sketch_slots)
     max_ts = np.full(len(records), NO_EVENT_TS, dtype=np.int64)
     present = [i for i, r in enumerate(records) if r is not None]
     empty = np.empty(0, dtype=np.int64)
     if not present:
-        no_blobs = empty_blobs(0, n_slots) if n_slots else None
-        return FlatTiles(empty, empty.copy(), np.empty((0, width)), max_ts, no_blobs)
+        no_rows = no_blob_rows(0, n_slots) if n_slots else None
+        return FlatTiles(empty, empty.copy(), np.empty((0, width)), max_ts), no_rows
     stored: list[bytes] = [r for r in records if r is not None]
     sizes = np.fromiter(map(len, stored), dtype=np.int64, count=len(stored))
     bad = (sizes < HEADER.size) | (sizes % _WORD != 0)
@@ -115,9 +128,9 @@ def decode_many(layout: PartialLayout, records: Sequence[bytes | None]) -> FlatT
     )
     if bool(bad.any()):
         _raise_for(stored, bad, layout)
-    sketches = None
+    blobs = None
     if n_slots:
-        sketches, bad = _section_blobs(buf, word_at * _WORD + core, with_section, n_tiles, sizes - core, n_slots)
+        blobs, bad = _section_rows(buf, word_at * _WORD + core, with_section, n_tiles, sizes - core, n_slots)
         if bool(bad.any()):
             _raise_for(stored, bad, layout)
     codes_present = np.asarray(present, dtype=np.int64)
@@ -134,20 +147,20 @@ def decode_many(layout: PartialLayout, records: Sequence[bytes | None]) -> FlatT
             _raise_for(stored, bad, layout)
     partial_words = runs(word_at + _HEADER_WORDS + n_tiles, n_tiles * width)
     partials = words.view("<f8")[partial_words].astype(np.float64).reshape(-1, width)
-    return FlatTiles(codes, tiles, partials, max_ts, sketches)
+    return FlatTiles(codes, tiles, partials, max_ts), blobs
 
 
-def _section_blobs(
+def _section_rows(
     buf: bytes,
     section_at: Int64Array,
     with_section: npt.NDArray[np.bool_],
     n_tiles: Int64Array,
     section_sizes: Int64Array,
     n_slots: int,
-) -> tuple[BlobArray, npt.NDArray[np.bool_]]:
-    """The ``(tiles, n_slots)`` blobs of joined records whose sections start at
-    ``section_at`` (records without one: empty blobs), read with array gathers, and the
-    mask of records whose section fails a codec check (then the blobs are all empty)."""
+) -> tuple[BlobRows, npt.NDArray[np.bool_]]:
+    """The blob rows (one per tile) of joined records whose sections start at
+    ``section_at`` (records without one: empty blobs), located with array gathers, and
+    the mask of records whose section fails a codec check (then the blobs are all empty)."""
     joined = JoinedBlobs(buf, section_at, section_sizes)
     records = np.flatnonzero(with_section)
     at = section_at[records]
@@ -161,7 +174,7 @@ def _section_blobs(
     bad_section = (version != SECTION_VERSION) | (reserved != 0) | (stored_slots != n_slots)
     bad_section |= section_sizes[records] != expected
     bad = np.zeros(len(section_at), dtype=bool)
-    out = empty_blobs(int(n_tiles.sum()), n_slots)
+    out = no_blob_rows(int(n_tiles.sum()), n_slots, buf)
     if bool(bad_section.any()):
         bad[records[bad_section]] = True
         return out, bad
@@ -177,9 +190,8 @@ def _section_blobs(
     first_row = np.cumsum(n_tiles) - n_tiles
     rows = runs(first_row[records], n_tiles[records])
     if len(rows):
-        column = np.empty(len(begins), dtype=object)
-        column[:] = slices(buf, begins, begins + lengths)
-        out[rows] = column.reshape(-1, n_slots)
+        out.begin[rows] = begins.reshape(-1, n_slots)[:, 0]
+        out.lengths[rows] = lengths.reshape(-1, n_slots)
     return out, bad
 
 
@@ -211,14 +223,45 @@ def _pair_keys(a: FlatTiles, b: FlatTiles) -> tuple[Int64Array, Int64Array] | No
     return key_a, key_b
 
 
+@dataclass(frozen=True)
+class MergePlan:
+    """Where the rows of two flat tile sets go in their union (:func:`merge_plan`)."""
+
+    rows_a: Int64Array  # the stored row each shared new row merges into
+    shared: npt.NDArray[np.bool_]  # new rows whose (code, tile) is stored
+    only_b: Int64Array  # the other new rows
+    slot_a: Int64Array  # output row of each stored row
+    slot_b: Int64Array  # output row of each new-only row
+    total: int
+
+
+def merge_plan(stored: FlatTiles, new: FlatTiles) -> MergePlan | None:
+    """The union of two flat tile sets sorted by (code, tile) with each pair at most
+    once, as a linear merge of two sorted runs (binary searches instead of a sort);
+    None when the pairs cannot be numbered in one int64 (then merge by sorting)."""
+    n_a, n_b = len(stored.codes), len(new.codes)
+    if not n_a or not n_b:
+        none = np.empty(0, dtype=np.int64)
+        return MergePlan(none, np.zeros(n_b, dtype=bool), np.arange(n_b), np.arange(n_a), np.arange(n_b), n_a + n_b)
+    keys = _pair_keys(stored, new)
+    if keys is None:
+        return None
+    key_a, key_b = keys
+    at = np.searchsorted(key_a, key_b)  # where each new row goes among the stored rows
+    shared = at < n_a
+    shared[shared] = key_a[at[shared]] == key_b[shared]
+    only_b = np.flatnonzero(~shared)
+    # Output slot of each stored row: its index plus the new-only rows before it;
+    # of each new-only row: its insertion point plus the new-only rows before it.
+    slot_a = np.arange(n_a) + np.searchsorted(key_b[only_b], key_a)
+    slot_b = at[only_b] + np.arange(len(only_b))
+    return MergePlan(at[shared], shared, only_b, slot_a, slot_b, n_a + len(only_b))
+
+
 @overflow_is_a_value
 def merge_flat(layout: PartialLayout, stored: FlatTiles, new: FlatTiles) -> FlatTiles:
-    """Union of two flat tile sets over the same entity codes, merging shared tiles.
-
-    Both inputs are sorted by (code, tile) with each pair at most once, so the union
-    is a linear merge of two sorted runs (binary searches instead of a sort); a
-    shared pair merges stored first, new second.
-    """
+    """Union of two flat tile sets over the same entity codes, merging shared tiles
+    (:func:`merge_plan`); a shared pair merges stored first, new second."""
     max_ts = np.maximum(stored.max_event_ts, new.max_event_ts)
     slots = layout.sketch_slots
     if slots:
@@ -228,30 +271,21 @@ def merge_flat(layout: PartialLayout, stored: FlatTiles, new: FlatTiles) -> Flat
         return FlatTiles(stored.codes, stored.tiles, stored.partials, max_ts, stored.sketches)
     if not len(stored.codes):
         return FlatTiles(new.codes, new.tiles, new.partials, max_ts, new.sketches)
-    keys = _pair_keys(stored, new)
-    if keys is None:
+    plan = merge_plan(stored, new)
+    if plan is None:
         return _merge_flat_by_sort(layout, stored, new, max_ts)
-    key_a, key_b = keys
-    at = np.searchsorted(key_a, key_b)  # where each new row goes among the stored rows
-    shared = at < len(key_a)
-    shared[shared] = key_a[at[shared]] == key_b[shared]
     partials_a = stored.partials
     sketches_a = stored.sketches
-    if bool(shared.any()):
+    if len(plan.rows_a):
         partials_a = partials_a.copy()
-        rows = at[shared]
-        partials_a[rows] = merge_partials(layout, partials_a[rows], new.partials[shared])
+        rows = plan.rows_a
+        partials_a[rows] = merge_partials(layout, partials_a[rows], new.partials[plan.shared])
         if sketches_a is not None and new.sketches is not None:
             sketches_a = sketches_a.copy()
-            sketches_a[rows] = merge_blobs(slots, sketches_a[rows], new.sketches[shared])
-    only_b = np.flatnonzero(~shared)
+            sketches_a[rows] = merge_blobs(slots, sketches_a[rows], new.sketches[plan.shared])
+    only_b, slot_a, slot_b, total = plan.only_b, plan.slot_a, plan.slot_b, plan.total
     if not len(only_b):
         return FlatTiles(stored.codes, stored.tiles, partials_a, max_ts, sketches_a)
-    # Output slot of each stored row: its index plus the new-only rows before it;
-    # of each new-only row: its insertion point plus the new-only rows before it.
-    slot_a = np.arange(len(key_a)) + np.searchsorted(key_b[only_b], key_a)
-    slot_b = at[only_b] + np.arange(len(only_b))
-    total = len(key_a) + len(only_b)
     codes = np.empty(total, dtype=np.int64)
     tiles = np.empty(total, dtype=np.int64)
     partials = np.empty((total, partials_a.shape[1]), dtype=np.float64)
@@ -289,6 +323,19 @@ def _merge_flat_by_sort(layout: PartialLayout, stored: FlatTiles, new: FlatTiles
     return FlatTiles(codes, tiles, partials, max_ts, sketches)
 
 
+def expired_rows(flat: FlatTiles, retention_ms: int, interval_ms: int) -> npt.NDArray[np.bool_] | None:
+    """The rows whose tile ends more than ``retention_ms`` behind its entity's newest
+    event (:func:`engine.kernel.tile_retention.first_kept_tile`); None when none does."""
+    if not len(flat.codes):
+        return None
+    newest = flat.max_event_ts[flat.codes]
+    first_kept = first_kept_tile(newest, retention_ms, interval_ms)
+    keep: npt.NDArray[np.bool_] = (flat.tiles >= first_kept) | (newest == NO_EVENT_TS)
+    if bool(keep.all()):
+        return None
+    return ~keep
+
+
 def retain(
     flat: FlatTiles, retention_ms: int, interval_ms: int, compact_into: PartialLayout | None = None
 ) -> FlatTiles:
@@ -298,41 +345,47 @@ def retain(
     with ``compact_into`` (a view with a lifetime window) the expired tiles are folded
     into one compacted partial per entity instead (:func:`fold_expired`).
     """
-    if not len(flat.codes):
-        return flat
-    newest = flat.max_event_ts[flat.codes]
-    first_kept = first_kept_tile(newest, retention_ms, interval_ms)
-    keep = (flat.tiles >= first_kept) | (newest == NO_EVENT_TS)
-    if bool(keep.all()):
+    expired = expired_rows(flat, retention_ms, interval_ms)
+    if expired is None:
         return flat
     if compact_into is not None:
         codes, tiles, partials, sketches = fold_expired(
-            compact_into, flat.codes, flat.tiles, flat.partials, ~keep, flat.sketches
+            compact_into, flat.codes, flat.tiles, flat.partials, expired, flat.sketches
         )
         return FlatTiles(codes, tiles, partials, flat.max_event_ts, sketches)
-    return flat.with_rows(keep)
+    return flat.with_rows(~expired)
 
 
 def encode_many(layout: PartialLayout, flat: FlatTiles, n_entities: int) -> list[bytes]:
-    """One packed tile record per entity code ``0 .. n_entities - 1`` (codec format).
+    """One packed tile record per entity code ``0 .. n_entities - 1`` (codec format)."""
+    n_slots = len(layout.sketch_slots)
+    return encode_rows(layout, flat, BlobRows.of_objects(flat.blobs(n_slots)) if n_slots else None, n_entities)
+
+
+def encode_rows(layout: PartialLayout, flat: FlatTiles, blobs: BlobRows | None, n_entities: int) -> list[bytes]:
+    """:func:`encode_many` of tiles whose blobs are ``blobs`` (row ``i`` of ``flat``
+    owns blob row ``i``; ``flat.sketches`` is not read).
 
     Every record is laid out in one int64 word array (header words, tile ids,
     partials), serialized once and sliced per entity; a layout with sketch slots
-    appends each record's section (:func:`engine.kernel.codec.encode_sections`).
+    appends each record's section (:func:`engine.kernel.codec.append_sections`).
     """
     width = layout.width
     bounds = np.searchsorted(flat.codes, np.arange(n_entities + 1))
     n_tiles = np.diff(bounds).astype(np.int64)
-    record_words = section_offset(n_tiles, width) // _WORD
+    core_words = section_offset(n_tiles, width) // _WORD
+    totals = None if blobs is None else section_bytes(blobs, bounds)
+    record_words = core_words
+    if totals is not None:
+        record_words = core_words + section_head_words(n_tiles, len(layout.sketch_slots), totals)
     word_at = np.cumsum(record_words) - record_words
-    out = np.empty(int(record_words.sum()), dtype="<i8")
+    # Zeroed when sections are written: their lengths arrays end in padding.
+    out = np.empty(int(record_words.sum()), dtype="<i8") if totals is None else np.zeros(int(record_words.sum()), "<i8")
     header = np.zeros(n_entities, dtype=HEADER_DTYPE)
     header["version"] = RECORD_VERSION
     header["width"] = width
-    sections: list[bytes] | None = None
-    if layout.sketch_slots:
-        sections = encode_sections(flat.blobs(len(layout.sketch_slots)), bounds)
-        header["flags"] = np.fromiter(map(bool, sections), dtype=bool, count=n_entities) * FLAG_SKETCHES
+    if totals is not None:
+        header["flags"] = (totals > 0) * FLAG_SKETCHES
     header["n_tiles"] = n_tiles
     header["max_ts"] = flat.max_event_ts[:n_entities]
     header_words = header.view("<i8").reshape(n_entities, _HEADER_WORDS)
@@ -340,8 +393,10 @@ def encode_many(layout: PartialLayout, flat: FlatTiles, n_entities: int) -> list
     out[word_at + 1] = header_words[:, 1]
     out[runs(word_at + _HEADER_WORDS, n_tiles)] = flat.tiles
     out.view("<f8")[runs(word_at + _HEADER_WORDS + n_tiles, n_tiles * width)] = flat.partials.reshape(-1)
+    if blobs is not None and totals is not None:
+        write_section_heads(out, word_at + core_words, blobs, bounds, totals)
     buf = out.tobytes()
     edges = (np.append(word_at, len(out)) * _WORD).tolist()
-    if sections is not None:
-        return [buf[edges[i] : edges[i + 1]] + sections[i] for i in range(n_entities)]
+    if blobs is not None and totals is not None:
+        return append_sections(buf, edges, blobs, bounds, totals)
     return [buf[edges[i] : edges[i + 1]] for i in range(n_entities)]

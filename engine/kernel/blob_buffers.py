@@ -78,3 +78,26 @@ def first_of_runs(*keys: Int64Array) -> npt.NDArray[np.bool_]:
             same &= key[1:] == key[:-1]
         out[1:] = ~same
     return out
+
+
+def lex_order(keys: Sequence[npt.NDArray[np.generic]]) -> npt.NDArray[np.intp]:
+    """The permutation ``np.lexsort(keys)`` (last key primary), as one stable argsort of
+    the keys packed into one int64 when their value ranges fit in 62 bits together:
+    several times faster than lexsort's pass per key, and the same permutation (both
+    are stable). Keys that do not fit (64-bit hashes, wide times) take ``np.lexsort``."""
+    n = len(keys[0]) if keys else 0
+    if n < 2:
+        return np.arange(n, dtype=np.intp)
+    packed = np.zeros(n, dtype=np.int64)
+    shift = 0
+    for key in keys:  # least significant first, as lexsort reads them
+        if key.dtype.kind not in "iub":
+            return np.lexsort(keys)
+        lo, hi = int(key.min()), int(key.max())
+        bits = (hi - lo).bit_length()
+        if shift + bits > 62 or hi >= 2**63:
+            return np.lexsort(keys)
+        if bits:
+            packed |= (key.astype(np.int64) - lo) << shift
+            shift += bits
+    return np.argsort(packed, kind="stable")

@@ -20,11 +20,14 @@ state of every sketch kind (``engine/kernel/sketch_slot.py``).
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from engine.kernel.aggregate import IntOrArray, as_int64_vector, check_sorted_tiles
+from engine.kernel.blob_buffers import runs
+from engine.kernel.blob_rows import BlobRows
 from engine.kernel.exceptions import KernelInputError, TileCodecError
 from engine.kernel.sketch_slot import BlobArray, empty_blobs
 
@@ -40,6 +43,7 @@ _MAX_BLOB_BYTES = 2**32 - 1
 _TILE_ID = struct.Struct("<q")
 _MAX_WIDTH = 2**16 - 1
 _MAX_TILES = 2**32 - 1
+_ZEROS = bytes(8)
 
 
 def partials_offset(n_tiles: IntOrArray) -> IntOrArray:
@@ -286,42 +290,75 @@ def tile_span(buf: bytes | bytearray | memoryview) -> tuple[int, int] | None:
     return first, last
 
 
-def encode_sections(blobs: BlobArray, row_bounds: npt.NDArray[np.int64]) -> list[bytes]:
-    """The sketch section of each record ``i`` holding blob rows
-    ``row_bounds[i] .. row_bounds[i + 1]``: the bytes :func:`encode_section` writes, for
-    many records at once (one join of every blob, then slices)."""
-    n_slots = blobs.shape[1]
-    flat = blobs.reshape(-1).tolist()
-    lengths = np.fromiter(map(len, flat), dtype=np.int64, count=len(flat))
-    ends = np.concatenate([[0], np.cumsum(lengths)])
-    blob_bounds = np.asarray(row_bounds, dtype=np.int64) * n_slots
-    totals = ends[blob_bounds[1:]] - ends[blob_bounds[:-1]]
+def section_bytes(blobs: BlobRows, row_bounds: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """The blob bytes of each record ``i`` holding blob rows ``row_bounds[i] ..
+    row_bounds[i + 1]`` (0: the record gets no section and no flag), checked against the
+    section's limits."""
+    row_bytes = blobs.lengths.sum(axis=1)
+    ends = np.concatenate([[0], np.cumsum(row_bytes)])
+    totals: npt.NDArray[np.int64] = ends[row_bounds[1:]] - ends[row_bounds[:-1]]
+    n_slots = blobs.n_slots
     if n_slots > _MAX_SLOTS or (len(totals) and int(totals.max()) > _MAX_BLOB_BYTES):
         raise KernelInputError(
             f"encode_tiles: sketch section: expected n_slots <= {_MAX_SLOTS} and blob bytes "
             f"<= {_MAX_BLOB_BYTES}, got {n_slots} slots, {int(totals.max())} bytes",
             hint="sketch states are bounded by their kinds' parameters",
         )
-    data = b"".join(flat)
-    length_bytes = lengths.astype("<u4").tobytes()
+    return totals
+
+
+def section_head_words(
+    n_tiles: npt.NDArray[np.int64], n_slots: int, totals: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64]:
+    """The 8-byte words of each record's section header and zero-padded blob lengths
+    (0 for a record without a section): what :func:`write_section_heads` fills."""
+    words: npt.NDArray[np.int64] = np.where(totals > 0, 1 + (n_tiles * n_slots + 1) // 2, 0)
+    return words
+
+
+def write_section_heads(
+    words: npt.NDArray[np.int64],
+    at: npt.NDArray[np.int64],
+    blobs: BlobRows,
+    row_bounds: npt.NDArray[np.int64],
+    totals: npt.NDArray[np.int64],
+) -> None:
+    """Write, from word ``at[i]`` of the zeroed record words, the section header and the
+    blob lengths of each record ``i`` with a section (blob rows ``row_bounds[i] ..
+    row_bounds[i + 1]``), all records at once."""
+    with_section = np.flatnonzero(totals > 0)
+    n_slots = blobs.n_slots
+    # '<BBHI' (version, reserved 0, n_slots, blob bytes) read as one little-endian word.
+    head = np.uint64(SECTION_VERSION) | np.uint64(n_slots << 16) | (totals[with_section].astype(np.uint64) << 32)
+    words.view("<u8")[at[with_section]] = head
+    n_rows = np.diff(row_bounds)[with_section]
+    lengths = blobs.lengths[runs(row_bounds[:-1][with_section], n_rows)].reshape(-1)
+    words.view("<u4")[runs(2 * (at[with_section] + 1), n_rows * n_slots)] = lengths
+
+
+def append_sections(
+    heads: bytes,
+    edges: Sequence[int],
+    blobs: BlobRows,
+    row_bounds: npt.NDArray[np.int64],
+    totals: npt.NDArray[np.int64],
+) -> list[bytes]:
+    """Records ``heads[edges[i]:edges[i + 1]]`` (header, tiles, partials and, when
+    ``totals[i]``, the section's header and lengths: :func:`write_section_heads`), each
+    followed by its blobs (rows ``row_bounds[i] .. row_bounds[i + 1]``) and padding: the
+    bytes :func:`encode_tiles` writes. One join per record: a record's blobs are copied
+    as the few byte runs they already form, never one by one."""
+    run_buffer, run_start, run_end, run_of_record = (a.tolist() for a in blobs.record_runs(row_bounds))
+    buffers = [memoryview(b) for b in blobs.buffers]
+    view = memoryview(heads)
     out: list[bytes] = []
-    bounds = blob_bounds.tolist()
-    byte_ends = ends.tolist()
     for i, total in enumerate(totals.tolist()):
         if not total:
-            out.append(b"")
+            out.append(heads[edges[i] : edges[i + 1]])
             continue
-        first, last = bounds[i], bounds[i + 1]
-        n_lengths = 4 * (last - first)
-        out.append(
-            b"".join(
-                (
-                    SECTION_HEADER.pack(SECTION_VERSION, 0, n_slots, total),
-                    length_bytes[4 * first : 4 * last],
-                    bytes(_pad8(n_lengths)),
-                    data[byte_ends[first] : byte_ends[last]],
-                    bytes(_pad8(total)),
-                )
-            )
-        )
+        parts: list[bytes | memoryview] = [view[edges[i] : edges[i + 1]]]
+        for r in range(run_of_record[i], run_of_record[i + 1]):
+            parts.append(buffers[run_buffer[r]][run_start[r] : run_end[r]])
+        parts.append(_ZEROS[: _pad8(total)])
+        out.append(b"".join(parts))
     return out

@@ -26,7 +26,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from engine.kernel.blob_buffers import JoinedBlobs, first_of_runs
+from engine.kernel.blob_buffers import JoinedBlobs, first_of_runs, lex_order, scatter, slices
 from engine.kernel.exceptions import TileCodecError
 from engine.kernel.sketch_slot import EMPTY_BLOB, Int64Array, Params, SketchSlot, group_ids
 
@@ -187,7 +187,7 @@ def dd_merge_groups(blobs: Sequence[bytes], groups: Int64Array, n_groups: int) -
     s = np.concatenate([sign, np.zeros(len(with_zero), dtype=np.int64)])
     k = np.concatenate([keys, np.zeros(len(with_zero), dtype=np.int64)])
     c = np.concatenate([counts, zero[with_zero]])
-    order = np.lexsort((k, s, g))
+    order = lex_order((k, s, g))
     g, s, k, c = g[order], s[order], k[order], c[order]
     run = first_of_runs(g, s, k)
     run_starts = np.flatnonzero(run)
@@ -250,45 +250,49 @@ def _dd_blobs(g: Int64Array, s: Int64Array, k: Int64Array, counts: Int64Array, n
     """Canonical blobs from runs sorted by (group, sign, key), one run per bucket.
 
     The runs of a group already are its sparse form (negative keys ascending, the zero
-    bucket, positive keys ascending), so each blob is sliced from two byte strings; a
-    store spanning more than MAX_BUCKETS keys takes the folding path.
+    bucket, positive keys ascending), so every blob is laid out in one byte buffer with
+    array scatters and sliced once; a store spanning more than MAX_BUCKETS keys takes
+    the folding path (:func:`dd_encode`).
     """
     ranked = g * 3 + (s + 1)
-    group_end = np.searchsorted(g, np.arange(1, n_groups + 1)).tolist()
-    neg_end = np.searchsorted(ranked, np.arange(n_groups) * 3 + 1).tolist()
-    zero_end = np.searchsorted(ranked, np.arange(n_groups) * 3 + 2).tolist()
-    keys = k.astype("<i4").tobytes()
-    count_bytes = counts.astype("<u8").tobytes()
-    key_list, count_list = k.tolist(), counts.tolist()
-    out: list[bytes] = []
-    begin = 0
-    for group in range(n_groups):
-        end, ne, ze = group_end[group], neg_end[group], zero_end[group]
-        zero = count_list[ne] if ze > ne else 0
-        too_wide = (end > ze and key_list[end - 1] - key_list[ze] >= MAX_BUCKETS) or (
-            ne > begin and key_list[ne - 1] - key_list[begin] >= MAX_BUCKETS
+    group_end = np.searchsorted(g, np.arange(1, n_groups + 1))
+    neg_end = np.searchsorted(ranked, np.arange(n_groups) * 3 + 1)
+    zero_end = np.searchsorted(ranked, np.arange(n_groups) * 3 + 2)
+    group_begin = group_end - np.diff(group_end, prepend=0)
+    n_neg, n_pos = neg_end - group_begin, group_end - zero_end
+    zero = np.zeros(n_groups, dtype=np.uint64)
+    has_zero = zero_end > neg_end
+    zero[has_zero] = counts[neg_end[has_zero]]
+    n = n_pos + n_neg
+    sizes = _DD_HEADER.size + 12 * n
+    blob_end = np.cumsum(sizes)
+    blob_begin = blob_end - sizes
+    buf = np.zeros(int(blob_end[-1]) if n_groups else 0, dtype=np.uint8)
+    scatter(buf, blob_begin, zero.astype("<u8"), 8)
+    scatter(buf, blob_begin + 8, n_pos.astype("<u4"), 4)
+    scatter(buf, blob_begin + 12, n_neg.astype("<u4"), 4)
+    run_group = g[s != 0]
+    positive = s[s != 0] > 0
+    # Rank of each bucket in its store; the positive store comes first in both arrays.
+    rank = np.flatnonzero(s != 0) - np.where(positive, zero_end[run_group], group_begin[run_group])
+    key_at = blob_begin[run_group] + _DD_HEADER.size + 4 * rank + np.where(positive, 0, 4 * n_pos[run_group])
+    count_at = blob_begin[run_group] + _DD_HEADER.size + 4 * n[run_group] + 8 * rank
+    count_at += np.where(positive, 0, 8 * n_pos[run_group])
+    scatter(buf, key_at, k[s != 0].astype("<i4"), 4)
+    scatter(buf, count_at, counts[s != 0].astype("<u8"), 8)
+    out = slices(buf.tobytes(), blob_begin, blob_end)
+    if not len(k):
+        return out
+    last = len(k) - 1
+    wide = (n_pos > 0) & (k[np.maximum(group_end - 1, 0)] - k[np.minimum(zero_end, last)] >= MAX_BUCKETS)
+    wide |= (n_neg > 0) & (k[np.maximum(neg_end - 1, 0)] - k[np.minimum(group_begin, last)] >= MAX_BUCKETS)
+    for group in np.flatnonzero(wide).tolist():
+        begin, ne, ze, end = int(group_begin[group]), int(neg_end[group]), int(zero_end[group]), int(group_end[group])
+        pos_runs, neg_runs = slice(ze, end), slice(begin, ne)
+        state = DDState(
+            int(zero[group]), _store_of(k[pos_runs], counts[pos_runs]), _store_of(k[neg_runs], counts[neg_runs])
         )
-        if too_wide:
-            pos, neg = slice(ze, end), slice(begin, ne)
-            state = DDState(
-                zero,
-                _store_of(k[pos], counts[pos]),
-                _store_of(k[neg], counts[neg]),
-            )
-            out.append(dd_encode(state))
-        else:
-            out.append(
-                b"".join(
-                    (
-                        _DD_HEADER.pack(zero, end - ze, ne - begin),
-                        keys[4 * ze : 4 * end],
-                        keys[4 * begin : 4 * ne],
-                        count_bytes[8 * ze : 8 * end],
-                        count_bytes[8 * begin : 8 * ne],
-                    )
-                )
-            )
-        begin = end
+        out[group] = dd_encode(state)
     return out
 
 
@@ -311,7 +315,7 @@ class DDSketch:
         keys = np.zeros(len(x), dtype=np.int64)
         nonzero = sign != 0
         keys[nonzero] = dd_keys(np.abs(x[nonzero]), alpha)
-        order = np.lexsort((keys, sign, groups))
+        order = lex_order((keys, sign, groups))
         g, s, k = groups[order], sign[order], keys[order]
         run = np.ones(len(k), dtype=bool)
         run[1:] = (g[1:] != g[:-1]) | (s[1:] != s[:-1]) | (k[1:] != k[:-1])

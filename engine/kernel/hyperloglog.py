@@ -9,7 +9,6 @@ order of merges gives the same registers, and each state has one canonical blob.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from engine.kernel.blob_buffers import JoinedBlobs
+from engine.kernel.blob_buffers import JoinedBlobs, lex_order, scatter, slices
 from engine.kernel.exceptions import TileCodecError
 from engine.kernel.sketch_slot import EMPTY_BLOB, Int64Array, Params, SketchSlot, UInt64Array, group_ids
 from engine.kernel.value_hash import hash_values
@@ -64,23 +63,28 @@ def _hll_blob(index: Int64Array, rank: Int64Array, m: int) -> bytes:
 
 def _hll_blobs(index: Int64Array, rank: Int64Array, groups: Int64Array, n_groups: int, m: int) -> list[bytes]:
     """The canonical blob of each group from (register, rank) pairs in any order: the
-    greatest rank of each (group, register), sliced from two byte strings per batch."""
-    order = np.lexsort((rank, index, groups))
+    greatest rank of each (group, register); the sparse blobs laid out in one byte
+    buffer with array scatters and sliced once, the dense ones (rare) one by one."""
+    order = lex_order((rank, index, groups))
     index, rank, groups = index[order], rank[order], groups[order]
     last = np.ones(len(index), dtype=bool)  # the greatest rank of each (group, register)
     last[:-1] = (index[1:] != index[:-1]) | (groups[1:] != groups[:-1])
     index, rank, groups = index[last], rank[last], groups[last]
-    bounds = np.searchsorted(groups, np.arange(n_groups + 1)).tolist()
-    index_bytes = index.astype("<u4").tobytes()
-    rank_bytes = rank.astype(np.uint8).tobytes()
-    out: list[bytes] = []
-    for a, b in itertools.pairwise(bounds):
-        if a == b:
-            out.append(EMPTY_BLOB)
-        elif 5 * (b - a) < m:
-            out.append(index_bytes[4 * a : 4 * b] + rank_bytes[a:b])
-        else:
-            out.append(_hll_blob(index[a:b], rank[a:b], m))
+    bounds = np.searchsorted(groups, np.arange(n_groups + 1))
+    count = np.diff(bounds)
+    dense = 5 * count >= m
+    sizes = np.where(dense, 0, 5 * count)
+    blob_end = np.cumsum(sizes)
+    blob_begin = blob_end - sizes
+    sparse = ~dense[groups]
+    g, j = groups[sparse], np.flatnonzero(sparse) - bounds[groups[sparse]]
+    buf = np.zeros(int(blob_end[-1]) if n_groups else 0, dtype=np.uint8)
+    scatter(buf, blob_begin[g] + 4 * j, index[sparse].astype("<u4"), 4)
+    buf[blob_begin[g] + 4 * count[g] + j] = rank[sparse].astype(np.uint8)
+    out = slices(buf.tobytes(), blob_begin, blob_end)
+    for group in np.flatnonzero(dense).tolist():
+        a, b = int(bounds[group]), int(bounds[group + 1])
+        out[group] = _hll_blob(index[a:b], rank[a:b], m)
     return out
 
 

@@ -4,6 +4,8 @@ one compacted partial for views with a lifetime window (docs/semantics.md sectio
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import numpy.typing as npt
 
@@ -58,6 +60,42 @@ def apply_retention(
     return tile_ids[lo:], parts[lo:]
 
 
+@dataclass(frozen=True)
+class FoldPlan:
+    """Which rows :func:`fold_expired` folds: each entity's expired rows form one run."""
+
+    rows: Int64Array  # the expired rows, ascending
+    run_of_row: Int64Array  # the run (0 .. runs - 1) of each expired row
+    starts: Int64Array  # first row of each run
+    lengths: Int64Array  # rows in each run
+    keep: npt.NDArray[np.bool_]  # rows left after folding: the not expired and each run's newest
+
+    @property
+    def newest_expired(self) -> Int64Array:
+        """The row of each run that keeps the run's fold (its newest tile id)."""
+        newest: Int64Array = self.starts + self.lengths - 1
+        return newest
+
+
+def fold_plan(codes: Int64Array, expired: npt.NDArray[np.bool_]) -> FoldPlan | None:
+    """The runs of expired rows to fold (rows sorted by ``(code, tile)``, an entity's
+    expired rows a prefix of its rows); None when no entity has two expired rows, so
+    folding changes nothing."""
+    rows = np.flatnonzero(expired)
+    if len(rows) == 0:
+        return None
+    run_codes = codes[rows]
+    starts = rows[np.flatnonzero(np.r_[True, run_codes[1:] != run_codes[:-1]])]
+    lengths = np.diff(np.r_[np.searchsorted(rows, starts), len(rows)])
+    if bool((lengths == 1).all()):
+        return None
+    keep = np.ones(len(codes), dtype=bool)
+    keep[rows] = False
+    keep[starts + lengths - 1] = True
+    run_of_row = np.repeat(np.arange(len(starts), dtype=np.int64), lengths)
+    return FoldPlan(rows.astype(np.int64), run_of_row, starts.astype(np.int64), lengths.astype(np.int64), keep)
+
+
 def fold_expired(
     layout: PartialLayout,
     codes: Int64Array,
@@ -75,31 +113,21 @@ def fold_expired(
     one trim or over many, and the tile ids stay strictly increasing. ``sketches``
     (``(rows, len(layout.sketch_slots))`` blobs, or None) fold the same way.
     """
-    rows = np.flatnonzero(expired)
-    if len(rows) == 0:
+    plan = fold_plan(codes, expired)
+    if plan is None:
         return codes, tiles, partials, sketches
-    run_codes = codes[rows]
-    starts = rows[np.flatnonzero(np.r_[True, run_codes[1:] != run_codes[:-1]])]
-    lengths = np.diff(np.r_[np.searchsorted(rows, starts), len(rows)])
-    if bool((lengths == 1).all()):
-        return codes, tiles, partials, sketches
+    starts, lengths = plan.starts, plan.lengths
     folded = partials[starts].copy()
     for j in range(1, int(lengths.max())):
         longer = lengths > j
         folded[longer] = merge_partials(layout, folded[longer], partials[starts[longer] + j])
-    folded_blobs = None
-    if sketches is not None:  # each entity's expired blobs merge in one pass (any order: the same bytes)
-        run_of_row = np.repeat(np.arange(len(starts), dtype=np.int64), lengths)
-        folded_blobs = merge_rows(layout.sketch_slots, sketches[rows], run_of_row, len(starts))
     out = partials.copy()
-    newest_expired = starts + lengths - 1
+    newest_expired = plan.newest_expired
     out[newest_expired] = folded
-    keep = np.ones(len(tiles), dtype=bool)
-    keep[rows] = False
-    keep[newest_expired] = True
+    keep = plan.keep
     out_blobs = None
-    if sketches is not None:
+    if sketches is not None:  # each entity's expired blobs merge in one pass (any order: the same bytes)
         out_blobs = sketches.copy()
-        out_blobs[newest_expired] = folded_blobs
+        out_blobs[newest_expired] = merge_rows(layout.sketch_slots, sketches[plan.rows], plan.run_of_row, len(starts))
         out_blobs = out_blobs[keep]
     return codes[keep], tiles[keep], out[keep], out_blobs

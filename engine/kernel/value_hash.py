@@ -57,10 +57,46 @@ def hash_bytes(data: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
 
 
+#: Hashes of recently seen strings. Entity attributes (merchants, cards, devices) recur
+#: from batch to batch, and one BLAKE2b costs several times a dict lookup. Bounded: the
+#: memo starts over when full (a hash is a pure function of the text, so only the
+#: speed depends on what it holds).
+_STRING_HASHES: dict[str, int] = {}
+_MAX_STRING_HASHES = 1 << 16
+
+
+def _string_hash(text: str) -> int:
+    """The hash of a string value, remembered in :data:`_STRING_HASHES`."""
+    if len(_STRING_HASHES) >= _MAX_STRING_HASHES:
+        _STRING_HASHES.clear()
+    hashed = _STRING_HASHES[text] = hash_bytes(_TAG_STR + text.encode("utf-8"))
+    return hashed
+
+
+#: Canonical bytes of recently seen strings (the list kinds store them), bounded like
+#: :data:`_STRING_HASHES`.
+_STRING_BYTES: dict[str, bytes] = {}
+
+
+def _string_bytes(text: str) -> bytes:
+    if len(_STRING_BYTES) >= _MAX_STRING_HASHES:
+        _STRING_BYTES.clear()
+    encoded = _STRING_BYTES[text] = _TAG_STR + text.encode("utf-8")
+    return encoded
+
+
+def canonical_strings(texts: list[str]) -> list[bytes]:
+    """``canonical_bytes`` of each string, each text encoded once per process while the
+    memo holds it."""
+    known = _STRING_BYTES.get
+    return [known(text) or _string_bytes(text) for text in texts]
+
+
 def hash_values(values: npt.NDArray[np.generic]) -> UInt64Array:
     """The 64-bit hash of each value's canonical encoding; each distinct value is
-    hashed once (found by a dict for strings, ``np.unique`` otherwise), so a batch costs
-    one BLAKE2b per distinct value."""
+    hashed once (strings once per process while the memo holds them, other values once
+    per call, found by ``np.unique``), so a batch costs at most one BLAKE2b per
+    distinct value."""
     arr = np.asarray(values)
     if arr.size == 0:
         return np.empty(0, dtype=np.uint64)
@@ -68,13 +104,9 @@ def hash_values(values: npt.NDArray[np.generic]) -> UInt64Array:
         arr = arr.astype(np.float64) + 0.0  # -0.0 and 0.0 are the same float
     if arr.dtype.kind == "O":
         items = arr.tolist()
-        if all(type(v) is str for v in items):  # a string column: a dict finds the distinct values without sorting
-            ids: dict[str, int] = {}
-            inverse = np.fromiter((ids.setdefault(v, len(ids)) for v in items), dtype=np.int64, count=len(items))
-            distinct = np.fromiter(
-                (hash_bytes(_TAG_STR + v.encode("utf-8")) for v in ids), dtype=np.uint64, count=len(ids)
-            )
-            return np.asarray(distinct[inverse], dtype=np.uint64)
+        if all(type(v) is str for v in items):  # a string column: each text hashed once per process
+            known = _STRING_HASHES.get
+            return np.fromiter((known(v) or _string_hash(v) for v in items), dtype=np.uint64, count=len(items))
     try:
         uniques, inverse = np.unique(arr, return_inverse=True)
     except TypeError:  # values of several types cannot be sorted: hash each distinct one
@@ -96,19 +128,27 @@ def hash_values(values: npt.NDArray[np.generic]) -> UInt64Array:
 
 
 def value_bytes(values: npt.NDArray[np.generic]) -> list[bytes]:
-    """:func:`canonical_bytes` of every value, with one conversion per array for numbers."""
+    """:func:`canonical_bytes` of every value: numbers laid out with their tag in one buffer
+    and sliced once per value, strings through the process's memo of their encodings."""
     arr = np.asarray(values)
-    if arr.dtype.kind in "iu":
-        raw, tag = arr.astype("<i8").tobytes(), _TAG_INT
-        return [tag + raw[8 * i : 8 * i + 8] for i in range(len(arr))]
-    if arr.dtype.kind == "f":
-        raw, tag = (arr.astype(np.float64) + 0.0).astype("<f8").tobytes(), _TAG_FLOAT  # -0.0 is 0.0
-        return [tag + raw[8 * i : 8 * i + 8] for i in range(len(arr))]
+    if arr.dtype.kind in "iuf":
+        tag, words = (
+            (_TAG_FLOAT, (arr.astype(np.float64) + 0.0).astype("<f8"))  # -0.0 is 0.0
+            if arr.dtype.kind == "f"
+            else (_TAG_INT, arr.astype("<i8"))
+        )
+        tagged = np.empty((len(arr), 9), dtype=np.uint8)
+        tagged[:, 0] = tag[0]
+        tagged[:, 1:] = words.view(np.uint8).reshape(-1, 8)
+        raw = tagged.tobytes()
+        return [raw[i : i + 9] for i in range(0, 9 * len(arr), 9)]
     if arr.dtype.kind == "b":
         true, false = _TAG_BOOL + b"\x01", _TAG_BOOL + b"\x00"
         return [true if v else false for v in arr.tolist()]
-    tag = _TAG_STR
-    return [tag + v.encode("utf-8") if type(v) is str else canonical_bytes(v) for v in arr.tolist()]
+    items = arr.tolist()
+    if all(type(v) is str for v in items):
+        return canonical_strings(items)
+    return [canonical_bytes(v) for v in items]
 
 
 def decode_value(raw: bytes) -> ListItem:

@@ -35,7 +35,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from engine.kernel.blob_buffers import JoinedBlobs, first_of_runs, scatter, slices
+from engine.kernel.blob_buffers import JoinedBlobs, first_of_runs, lex_order, scatter, slices
 from engine.kernel.exceptions import KernelSpecError, TileCodecError
 from engine.kernel.sketch_slot import EMPTY_BLOB, Int64Array, Params, SketchSlot, SlotSource, group_ids
 from engine.kernel.value_hash import ListItem, decode_value, value_bytes
@@ -216,14 +216,14 @@ class ValueList:
             encoded = value_bytes(values)
             ids: dict[bytes, int] = {}
             value_ids = np.fromiter((ids.setdefault(b, len(ids)) for b in encoded), dtype=np.int64, count=total)
-            order = np.lexsort((index, value_ids, groups))
+            order = lex_order((index, value_ids, groups))
             newest = np.ones(total, dtype=bool)
             newest[:-1] = (value_ids[order][1:] != value_ids[order][:-1]) | (groups[order][1:] != groups[order][:-1])
             candidates = np.sort(order[newest])
         else:
             candidates = index
         # Answer order within each group: newest first (descending index) or oldest first.
-        ranked = np.lexsort((-candidates if self.newest else candidates, groups[candidates]))
+        ranked = lex_order((-candidates if self.newest else candidates, groups[candidates]))
         chosen = candidates[ranked]
         chosen_groups = groups[chosen]
         first = np.searchsorted(chosen_groups, np.arange(len(starts)))
@@ -251,7 +251,7 @@ class ValueList:
             value_ids = np.fromiter(
                 (ids.setdefault(entries.values[i], len(ids)) for i in order.tolist()), dtype=np.int64, count=len(order)
             )
-            by_value = np.lexsort((np.arange(len(order)), value_ids, g))
+            by_value = lex_order((np.arange(len(order)), value_ids, g))
             first = first_of_runs(value_ids[by_value], g[by_value])
             kept = np.zeros(len(order), dtype=bool)
             kept[by_value[first]] = True
@@ -270,7 +270,7 @@ class ValueList:
         for attempt in range(2):
             keys = (tie_break, entries.positions, entries.event_ts)
             # Newest first: groups ascending, each newest first, is the reverse of (-group, key) ascending.
-            order = np.lexsort((*keys, -entries.groups))[::-1] if self.newest else np.lexsort((*keys, entries.groups))
+            order = lex_order((*keys, -entries.groups))[::-1] if self.newest else lex_order((*keys, entries.groups))
             g, t, p = (a[order] for a in (entries.groups, entries.event_ts, entries.positions))
             tied = np.flatnonzero((g[1:] == g[:-1]) & (t[1:] == t[:-1]) & (p[1:] == p[:-1]))
             values = entries.values
