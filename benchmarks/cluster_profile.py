@@ -5,7 +5,7 @@ tailing cluster on an empty topic.
     .venv/bin/python -m benchmarks.cluster_profile [EVENTS] [USERS] [PROCESSES ...]
 
 Each process is ``dataflows.cluster_process`` (1 process: ``cli_main`` in place, as
-``streamfeat run`` does) with three clocks installed before the flow is built:
+``streamfeat run`` does) with these installed before the flow is built:
 
 - the stage clock of the ingest breakdown (benchmarks/stage_profile.py);
 - the exchange clock: Bytewax pickles every item that crosses to another process with
@@ -13,7 +13,8 @@ Each process is ``dataflows.cluster_process`` (1 process: ``cli_main`` in place,
   call), so wrapping both measures serialization CPU and bytes;
 - a thread sampler: user + system time of every thread of the process
   (``/proc/self/task``), grouped by thread name (Bytewax worker, timely network
-  threads, librdkafka, RocksDB, Python helpers).
+  threads, librdkafka, RocksDB, Python helpers);
+- a clock on the cyclic garbage collector (it runs inside the stages, so it overlaps them).
 
 ``applies`` counts shard writes and the source batches each carried: fewer batches per
 apply means each touched entity record is rewritten more often per event.
@@ -241,6 +242,7 @@ def _start(
         "STREAMFEAT_KAFKA_BOOTSTRAP": servers,
         "STREAMFEAT_RUN_TAIL": "1" if tail else "0",
         "STREAMFEAT_RUN_PROCESSES": str(processes),
+        "STREAMFEAT_METRICS_PORT": "0",  # N processes cannot share one metrics port
     }
     addresses = _free_addresses(processes)
     outs = [work / f"{label}-{i}.json" for i in range(processes)]
