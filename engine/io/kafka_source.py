@@ -15,7 +15,12 @@ A partition that handed on a partial batch (it was tailing) is read again only a
 ``linger_s`` (20 ms), the way a producer's ``linger.ms`` works: each shard write has a
 fixed cost, and at 10k events/s with 8 shards back-to-back small batches kept the one
 worker thread about 85% busy, so any hiccup queued up. A partition with a full batch
-(a backlog) is read again at once; one with nothing waits ``idle_wait_s``.
+(a backlog) is read again at once; one with nothing waits ``idle_wait_s``, doubled after
+each further empty read up to ``idle_wait_max_s`` (40 ms), and back to ``idle_wait_s`` as
+soon as records come. Every wake-up of an idle partition is a Bytewax worker step, which
+costs more in a multi-process cluster: measured on a tailing 4-process cluster over an empty
+topic, a fixed 5 ms wait burned 0.06-0.28 CPU seconds per second in each worker thread (one
+process: 0.05 in all), a 50 ms wait about 0.02 (benchmarks/results/2026-12-05-s8/scaling.md).
 """
 
 from __future__ import annotations
@@ -141,6 +146,7 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, None]):
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         idle_wait_s: float = 0.005,
+        idle_wait_max_s: float = 0.04,
         linger_s: float = 0.02,
         tail: bool = True,
         consumer_config: Mapping[str, object] | None = None,
@@ -165,6 +171,12 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, None]):
                 f"in [0, 1], got {idle_wait_s!r}. Hint: a few milliseconds keep an idle worker "
                 "cheap and a busy one fresh."
             )
+        if not idle_wait_s <= idle_wait_max_s <= 1:
+            raise IoValueError(
+                f"KafkaBatchSource for topic '{topic}': field 'idle_wait_max_s': expected seconds "
+                f"in [idle_wait_s={idle_wait_s!r}, 1], got {idle_wait_max_s!r}. Hint: tens of "
+                "milliseconds keep an idle cluster cheap without delaying the first new record much."
+            )
         if not 0 <= linger_s <= 1:
             raise IoValueError(
                 f"KafkaBatchSource for topic '{topic}': field 'linger_s': expected seconds "
@@ -176,6 +188,7 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, None]):
         self.resume = resume
         self.batch_size = batch_size
         self.idle_wait_s = float(idle_wait_s)
+        self.idle_wait_max_s = float(idle_wait_max_s)
         self.linger_s = float(linger_s)
         self.tail = tail
         self.consumer_config = dict(consumer_config or {})
@@ -197,6 +210,7 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, None]):
             ),
             batch_size=self.batch_size,
             idle_wait_s=self.idle_wait_s,
+            idle_wait_max_s=self.idle_wait_max_s,
             linger_s=self.linger_s,
             tail=self.tail,
             metadata_timeout_s=self.metadata_timeout_s,
@@ -215,6 +229,7 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, None]):
         config: dict[str, object],
         batch_size: int,
         idle_wait_s: float,
+        idle_wait_max_s: float,
         linger_s: float,
         tail: bool,
         metadata_timeout_s: float,
@@ -223,6 +238,9 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, None]):
         self.partition = partition
         self._batch_size = batch_size
         self._idle_wait = timedelta(seconds=idle_wait_s)
+        self._idle_wait_max = timedelta(seconds=idle_wait_max_s)
+        # The wait after the next empty read: idle_wait, doubled per empty read in a row.
+        self._next_idle_wait = self._idle_wait
         self._linger = timedelta(seconds=linger_s)
         # How long Bytewax waits before the next read (None: at once); see the module doc.
         self._wait: timedelta | None = None
@@ -280,14 +298,21 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, None]):
         if (self._end is not None and self._next >= self._end) or stop_requested():
             raise StopIteration
         messages = self._consumer.consume(num_messages=self._batch_size, timeout=0)
-        if not messages:
-            self._wait = self._idle_wait
-        elif len(messages) < self._batch_size and self._end is None:
+        batch = self._records_of(messages) if messages else None
+        if batch is None and (not messages or self._end is None):
+            # Nothing new, or only events such as the partition's end: wait, longer each time in a row.
+            self._wait = self._next_idle_wait
+            self._next_idle_wait = min(self._next_idle_wait * 2, self._idle_wait_max)
+            return []
+        self._next_idle_wait = self._idle_wait
+        if len(messages) < self._batch_size and self._end is None:
             self._wait = self._linger
         else:  # a backlog, or a finite read: go on at once
             self._wait = None
-        if not messages:
-            return []
+        return [] if batch is None else [batch]
+
+    def _records_of(self, messages: list[Message]) -> RawBatch | None:
+        """The batch of the records among ``messages`` (None if none); handles the errors."""
         # map over the unbound C methods: no Python frame per record.
         errors = list(map(Message.error, messages))
         good = messages
@@ -300,18 +325,16 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, None]):
         if end is not None and good and (good[-1].offset() or 0) >= end:
             good = [m for m in good if (m.offset() or 0) < end]
         if not good:
-            return []
+            return None
         offsets = np.fromiter(map(Message.offset, good), dtype=np.int64, count=len(good))
         self._next = int(offsets[-1]) + 1
-        return [
-            RawBatch(
-                topic=self.topic,
-                partition=self.partition,
-                offsets=offsets,
-                keys=list(map(Message.key, good)),
-                values=list(map(Message.value, good)),
-            )
-        ]
+        return RawBatch(
+            topic=self.topic,
+            partition=self.partition,
+            offsets=offsets,
+            keys=list(map(Message.key, good)),
+            values=list(map(Message.value, good)),
+        )
 
     def _handle_errors(self, messages: list[Message]) -> None:
         for m in messages:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import bytewax.operators as op
 import pytest
@@ -114,6 +115,50 @@ def test_tail_true_keeps_reading_new_records(kafka_bootstrap: str, kafka_topic: 
         part.close()
 
 
+def _wait_after_read(part: KafkaBatchPartition) -> tuple[list[RawBatch], timedelta | None]:
+    """One read, and the wait it asked Bytewax for (bracketed by the clock around the call)."""
+    batches = part.next_batch()
+    before = datetime.now(UTC)
+    awake = part.next_awake()
+    after = datetime.now(UTC)
+    if awake is None:
+        return batches, None
+    low, high = awake - after, awake - before
+    # next_awake() is now + wait, with "now" taken between before and after.
+    return batches, (low if high - low < timedelta(milliseconds=1) else (low + high) / 2)
+
+
+def test_idle_partition_backs_off_to_the_cap_and_resets_when_records_come(
+    kafka_bootstrap: str, kafka_topic: TopicFactory
+) -> None:
+    topic = kafka_topic(partitions=1)
+    part = KafkaBatchSource(kafka_bootstrap, topic, resume={0: 0}, idle_wait_s=0.005, idle_wait_max_s=0.04).build_part(
+        "s", "0", None
+    )
+    ms = timedelta(milliseconds=1)
+    try:
+        waits = [_wait_after_read(part) for _ in range(6)]
+        assert all(batches == [] for batches, _ in waits)
+        got = [w for _, w in waits]
+        assert all(w is not None for w in got)
+        for seen, want in zip(got, (5, 10, 20, 40, 40, 40), strict=True):
+            assert seen is not None and abs(seen - want * ms) < ms, (got, want)
+        _produce(kafka_bootstrap, topic, {0: 3})
+        offsets: list[int] = []
+        deadline = time.monotonic() + 30
+        while len(offsets) < 3 and time.monotonic() < deadline:
+            batches, _ = _wait_after_read(part)
+            offsets.extend(o for b in batches for o in b.offsets.tolist())
+        assert offsets == [0, 1, 2]
+        # Records came: the next empty read waits the short idle wait again.
+        batches, wait = _wait_after_read(part)
+        while batches:  # (only if the broker split the three records over more reads)
+            batches, wait = _wait_after_read(part)
+        assert wait is not None and abs(wait - 5 * ms) < ms, wait
+    finally:
+        part.close()
+
+
 def test_missing_topic_is_a_clear_error(kafka_bootstrap: str) -> None:
     source = KafkaBatchSource(kafka_bootstrap, "no-such-topic-streamfeat-io")
     with pytest.raises(TopicNotFoundError, match="'no-such-topic-streamfeat-io' does not exist"):
@@ -146,6 +191,8 @@ def test_bad_arguments_are_refused() -> None:
         KafkaBatchSource("127.0.0.1:9092", "t", resume={0: -5})
     with pytest.raises(IoValueError, match="field 'batch_size'"):
         KafkaBatchSource("127.0.0.1:9092", "t", batch_size=0)
+    with pytest.raises(IoValueError, match="field 'idle_wait_max_s'"):
+        KafkaBatchSource("127.0.0.1:9092", "t", idle_wait_s=0.01, idle_wait_max_s=0.005)
 
 
 def test_unreachable_broker_while_tailing_is_retried_not_raised(
