@@ -359,6 +359,26 @@ def test_kafka_start_with_a_broker_answering_says_already_running(
 
 
 @pytest.mark.kafka
+def test_kafka_start_on_another_port_than_the_project_says_how_to_use_it(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = kafka_bootstrap.rsplit(":", 1)[1]
+    other = free_port()
+    (tmp_path / "streamfeat.yaml").write_text(f"kafka_bootstrap: 127.0.0.1:{other}\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STREAMFEAT_KAFKA_BOOTSTRAP", raising=False)
+
+    assert main(["kafka", "start", "--port", port]) == 0
+    note = capsys.readouterr().err
+    assert f"kafka_bootstrap is '127.0.0.1:{other}'" in note
+    assert f"kafka_bootstrap: 127.0.0.1:{port}" in note and f"STREAMFEAT_KAFKA_BOOTSTRAP=127.0.0.1:{port}" in note
+
+    (tmp_path / "streamfeat.yaml").write_text(f"kafka_bootstrap: localhost:{port}\n", encoding="utf-8")
+    assert main(["kafka", "start", "--port", port]) == 0
+    assert "kafka_bootstrap is" not in capsys.readouterr().err
+
+
+@pytest.mark.kafka
 def test_run_shows_progress_on_a_terminal(
     tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]
 ) -> None:
