@@ -335,6 +335,23 @@ def test_training_set_files_hold_utc_timestamps_of_the_same_instants() -> None:
     assert as_utc_timestamps(already, "event_timestamp").equals(already)
 
 
+def test_training_set_without_the_time_column_names_the_flag_and_a_candidate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spine = tmp_path / "labels.csv"
+    spine.write_text("user_id,merchant_id,amount,ts\nu000000,m0000,25.0,2026-01-01T12:00:00Z\n", encoding="utf-8")
+    monkeypatch.chdir(ROOT)  # the example repo is ./feature_defs
+    for name in [k for k in os.environ if k.startswith("STREAMFEAT_")]:
+        monkeypatch.delenv(name)
+
+    code = main(["training-set", "--service", "fraud_scoring", "--spine", str(spine), "--out", str(tmp_path / "t.pq")])
+
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "['event_timestamp']" in err and "--timestamp-column ts" in err, err
+    assert not (tmp_path / "t.pq").exists()
+
+
 def test_serve_on_a_busy_port_says_so_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     import socket
 
