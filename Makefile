@@ -25,12 +25,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Debian packages the tests use: redis-server (online table tests) and chromium
-# (dashboard browser tests). Installed only when missing.
+# Debian packages the tests use: redis-server (online table tests), chromium
+# (dashboard browser tests) and kcat (the README's own-event line). Installed only when missing.
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v kcat >/dev/null 2>&1 || missing="$$missing kcat"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \

@@ -15,11 +15,13 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from engine.exceptions import StreamfeatError
 
 # Subcommand modules, in the order --help lists them.
 _SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "cli.init_cmd",
     "cli.kafka_cmd",
     "cli.generate_cmd",
     "cli.plan_cmd",
@@ -33,7 +35,6 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "cli.consistency_cmd",
     "cli.status_cmd",
     "cli.quality_cmd",
-    "cli.init_cmd",
     "cli.import_feast_cmd",
     "cli.shadow_cmd",
 )
@@ -48,10 +49,22 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+def docs_dir() -> Path:
+    """Where README.md and docs/ are: beside the installed wheel's data (pyproject's
+    data-files), else the source checkout this package runs from."""
+    installed = Path(sys.prefix) / "share" / "doc" / "streamfeat"
+    if (installed / "README.md").is_file():
+        return installed
+    return Path(__file__).resolve().parents[1]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamfeat",
         description="Streaming-first feature engine: Kafka -> Bytewax -> RocksDB tiles -> serving.",
+        epilog="New here? `streamfeat init my-project` creates a project with the fraud example "
+        "and prints the next commands. `streamfeat COMMAND --help` describes each command. "
+        f"README.md and the docs/*.md that messages name are in {docs_dir()}.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

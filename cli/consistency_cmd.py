@@ -38,14 +38,18 @@ def _check(args: argparse.Namespace) -> int:
     directory = args.request_log or settings.request_log_dir
     if not directory:
         raise ConfigError(
-            "no request log to check",
-            hint="start serving with request_log_dir set, then pass --request-log DIR",
+            "no request log to check: the setting request_log_dir is empty and --request-log was not given",
+            hint="add `request_log_dir: .streamfeat/requests` to streamfeat.yaml, restart `streamfeat serve`, "
+            "send it some requests, then run this again",
         )
     repo = load_repo(settings.repo_path)
     wanted = {name: True for name in args.service} if args.service else None
     reports = check_request_log(repo, directory, settings.log_uri, wanted)
     if not reports:
-        print(f"no logged requests under {directory}")
+        print(
+            f"no logged requests under {directory} yet: `streamfeat serve` publishes its request log "
+            "in batches while requests arrive, and when it stops"
+        )
         return 0
     worst = 0.0
     for report in reports:

@@ -22,6 +22,7 @@ state_shards: 8               # fixed at the first `streamfeat apply`
 batch_size: 5000
 online: rocksdb               # rocksdb | redis (then set redis_url)
 # redis_url: redis://127.0.0.1:6379/0
+# request_log_dir: .streamfeat/requests   # log served requests (streamfeat consistency-check)
 # state_backup: kafka         # durable shards in <topic>.changelog (docs/deploy.md)
 serve_host: 127.0.0.1
 serve_port: 8000

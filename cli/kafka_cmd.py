@@ -52,6 +52,7 @@ def _start(args: argparse.Namespace) -> int:
     before = kafka_local.broker_status(config=config)
     if before.foreign:
         print(f"{before.describe()}; using it, not starting another")
+        _warn_if_not_configured(config.bootstrap)
         return 0
     handle = kafka_local.start_broker(config=config, timeout_s=args.timeout, progress=_progress)
     if handle.started_by_us:
@@ -61,7 +62,26 @@ def _start(args: argparse.Namespace) -> int:
         )
     else:
         print(f"Kafka is already running at {handle.bootstrap} (pid {handle.pid}; data {config.root})")
+    _warn_if_not_configured(handle.bootstrap)
     return 0
+
+
+def _warn_if_not_configured(bootstrap: str) -> None:
+    """A broker started with --port where kafka_bootstrap names another: the other commands
+    would talk to that one, so say how to point them here."""
+    try:
+        configured = load_settings().kafka_bootstrap
+    except ConfigError:  # a broken streamfeat.yaml is reported by the commands that need it
+        return
+    host, _, port = configured.split(",")[0].strip().rpartition(":")
+    if host in ("127.0.0.1", "localhost") and port == bootstrap.rpartition(":")[2]:
+        return
+    print(
+        f"note: kafka_bootstrap is {configured!r}, so `streamfeat generate/run/status` will not use this "
+        f"broker; set `kafka_bootstrap: {bootstrap}` in streamfeat.yaml or "
+        f"`export STREAMFEAT_KAFKA_BOOTSTRAP={bootstrap}`",
+        file=sys.stderr,
+    )
 
 
 def _stop(args: argparse.Namespace) -> int:

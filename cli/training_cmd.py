@@ -37,12 +37,20 @@ def read_table(path: Path, flag: str = "--spine") -> pl.DataFrame:
 def _run(args: argparse.Namespace) -> int:
     from engine.config import load_settings
     from engine.definitions import load_repo
+    from engine.offline.exceptions import SpineValidationError
     from engine.offline.training import get_training_set
 
     settings = load_settings(overrides={"repo": args.repo, "data_dir": args.data_dir})
     repo = load_repo(settings.repo_path)
     spine = read_table(args.spine)
-    frame = get_training_set(repo, args.service, spine, settings.log_uri, timestamp_column=args.timestamp_column)
+    try:
+        frame = get_training_set(repo, args.service, spine, settings.log_uri, timestamp_column=args.timestamp_column)
+    except SpineValidationError as exc:
+        if args.timestamp_column not in exc.columns:
+            raise
+        raise SpineValidationError(
+            str(exc), rows=exc.rows, columns=exc.columns, hint=_timestamp_hint(spine, args.timestamp_column)
+        ) from None
     frame = as_utc_timestamps(frame, args.timestamp_column)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     # Written next to the target and renamed: a failure never leaves half a file at --out.
@@ -56,6 +64,16 @@ def _run(args: argparse.Namespace) -> int:
     span = f"{column.min()!s} .. {column.max()!s}" if frame.height else "no rows"
     print(f"wrote {frame.height:,} rows x {frame.width} columns to {args.out} ({args.timestamp_column} {span})")
     return 0
+
+
+def _timestamp_hint(spine: pl.DataFrame, column: str) -> str:
+    """How to point --timestamp-column at the spine's time column, naming a likely one."""
+    times = [name for name, dtype in spine.schema.items() if dtype.is_temporal() or dtype.is_integer()]
+    example = times[0] if times else "ts"
+    return (
+        f"--timestamp-column names each row's as-of time (default {column}): e.g. --timestamp-column {example}, "
+        f"or rename that column to {column}"
+    )
 
 
 def as_utc_timestamps(frame: pl.DataFrame, column: str) -> pl.DataFrame:

@@ -4,14 +4,13 @@ A slice holds the rows of some entities (docs/backfill.md), which are spread ove
 history file. Reading the files again for each slice would cost one pass over the whole
 history per slice; instead one pass over the row groups appends each row to the file of
 its slice (Arrow IPC, LZ4), once per family. Memory holds one row group and one slice.
-The files live in a temporary directory removed when the backfill ends.
+The files live in a temporary directory removed when the backfill ends; one left behind
+by a killed backfill is removed by the next one (``engine.offline.spill_directory``).
 """
 
 from __future__ import annotations
 
 import shutil
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -30,6 +29,7 @@ from engine.offline.history_slices import (
     read_span,
     sort_slice,
 )
+from engine.offline.spill_directory import make_spill_directory
 
 _SLICE = "__slice"
 _DTYPES = {"string": pl.String, "int": pl.Int64, "float": pl.Float64, "bool": pl.Boolean}
@@ -44,7 +44,7 @@ class SpilledHistory:
         self.index = index
         self.wanted = [i for i, piece in enumerate(index.slices) if piece.end_offset > first_offset]
         try:
-            self.directory = Path(tempfile.mkdtemp(prefix="streamfeat-backfill-", dir=directory))
+            self.directory = make_spill_directory(directory)
         except OSError as exc:
             raise BackfillError(
                 f"backfill: cannot create the slice files' temporary directory: {exc}",

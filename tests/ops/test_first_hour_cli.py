@@ -337,6 +337,23 @@ def test_training_set_files_hold_utc_timestamps_of_the_same_instants() -> None:
     assert as_utc_timestamps(already, "event_timestamp").equals(already)
 
 
+def test_training_set_without_the_time_column_names_the_flag_and_a_candidate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spine = tmp_path / "labels.csv"
+    spine.write_text("user_id,merchant_id,amount,ts\nu000000,m0000,25.0,2026-01-01T12:00:00Z\n", encoding="utf-8")
+    monkeypatch.chdir(ROOT)  # the example repo is ./feature_defs
+    for name in [k for k in os.environ if k.startswith("STREAMFEAT_")]:
+        monkeypatch.delenv(name)
+
+    code = main(["training-set", "--service", "fraud_scoring", "--spine", str(spine), "--out", str(tmp_path / "t.pq")])
+
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "['event_timestamp']" in err and "--timestamp-column ts" in err, err
+    assert not (tmp_path / "t.pq").exists()
+
+
 def test_serve_on_a_busy_port_says_so_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     import socket
 
@@ -358,6 +375,26 @@ def test_kafka_start_with_a_broker_answering_says_already_running(
     assert main(["kafka", "start", "--port", port]) == 0
     assert f"already running at {kafka_bootstrap}" in capsys.readouterr().out
     assert main(["kafka", "status", "--port", port]) == 0
+
+
+@pytest.mark.kafka
+def test_kafka_start_on_another_port_than_the_project_says_how_to_use_it(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = kafka_bootstrap.rsplit(":", 1)[1]
+    other = free_port()
+    (tmp_path / "streamfeat.yaml").write_text(f"kafka_bootstrap: 127.0.0.1:{other}\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STREAMFEAT_KAFKA_BOOTSTRAP", raising=False)
+
+    assert main(["kafka", "start", "--port", port]) == 0
+    note = capsys.readouterr().err
+    assert f"kafka_bootstrap is '127.0.0.1:{other}'" in note
+    assert f"kafka_bootstrap: 127.0.0.1:{port}" in note and f"STREAMFEAT_KAFKA_BOOTSTRAP=127.0.0.1:{port}" in note
+
+    (tmp_path / "streamfeat.yaml").write_text(f"kafka_bootstrap: localhost:{port}\n", encoding="utf-8")
+    assert main(["kafka", "start", "--port", port]) == 0
+    assert "kafka_bootstrap is" not in capsys.readouterr().err
 
 
 @pytest.mark.kafka
