@@ -11,16 +11,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
+from engine.array_types import AnyArray, BoolArray
 from engine.definitions.exceptions import DefinitionTypeError, Problem
 from engine.json_types import JSONObject
 
 Scalar = str | int | float | bool
-BoolArray = npt.NDArray[np.bool_]
 _OPS = ("==", "!=", "<", "<=", ">", ">=")
 _ORDERING = frozenset({"<", "<=", ">", ">="})
 
@@ -46,7 +44,7 @@ def _check_scalar(field: str, op: str, value: object) -> Scalar:
 class Expr:
     """Base class of boolean filter expressions."""
 
-    def evaluate(self, columns: Mapping[str, np.ndarray[Any, Any]]) -> BoolArray:
+    def evaluate(self, columns: Mapping[str, AnyArray]) -> BoolArray:
         raise NotImplementedError
 
     def to_dict(self) -> JSONObject:
@@ -93,7 +91,7 @@ def _expr(value: object, op: str) -> Expr:
     return value
 
 
-def _column(columns: Mapping[str, np.ndarray[Any, Any]], field: str) -> np.ndarray[Any, Any]:
+def _column(columns: Mapping[str, AnyArray], field: str) -> AnyArray:
     try:
         return columns[field]
     except KeyError:
@@ -106,7 +104,7 @@ class Compare(Expr):
     op: str
     value: Scalar
 
-    def evaluate(self, columns: Mapping[str, np.ndarray[Any, Any]]) -> BoolArray:
+    def evaluate(self, columns: Mapping[str, AnyArray]) -> BoolArray:
         arr = _column(columns, self.field)
         if self.op == "==":
             out = arr == self.value
@@ -137,7 +135,7 @@ class IsIn(Expr):
     field: str
     values: tuple[Scalar, ...]
 
-    def evaluate(self, columns: Mapping[str, np.ndarray[Any, Any]]) -> BoolArray:
+    def evaluate(self, columns: Mapping[str, AnyArray]) -> BoolArray:
         arr = _column(columns, self.field)
         out = np.zeros(arr.shape, dtype=np.bool_)
         # One vectorized equality per listed value: works for object (string) arrays,
@@ -168,7 +166,7 @@ class _Binary(Expr):
     def _combine(self, a: BoolArray, b: BoolArray) -> BoolArray:
         raise NotImplementedError
 
-    def evaluate(self, columns: Mapping[str, np.ndarray[Any, Any]]) -> BoolArray:
+    def evaluate(self, columns: Mapping[str, AnyArray]) -> BoolArray:
         return self._combine(self.left.evaluate(columns), self.right.evaluate(columns))
 
     def to_dict(self) -> JSONObject:
@@ -204,7 +202,7 @@ class Or(_Binary):
 class Not(Expr):
     operand: Expr
 
-    def evaluate(self, columns: Mapping[str, np.ndarray[Any, Any]]) -> BoolArray:
+    def evaluate(self, columns: Mapping[str, AnyArray]) -> BoolArray:
         return ~self.operand.evaluate(columns)
 
     def to_dict(self) -> JSONObject:
