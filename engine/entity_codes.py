@@ -127,6 +127,7 @@ class _Keyed(Protocol):
     def join_keys(self) -> Sequence[str]: ...
 
 
+# Any: Decoder's own keyword options (each typed there), passed through unchanged.
 def keyed_decoder(source: EventSourceLike, views: Iterable[_Keyed], **options: Any) -> Decoder:
     """The decoder of ``source`` for the stream and for pushes: it refuses join-key values
     (of the fields ``views`` read as join keys) holding the entity-key separator, which

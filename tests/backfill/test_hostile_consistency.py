@@ -22,7 +22,8 @@ from bytewax.testing import run_main
 from confluent_kafka import Producer
 
 from dataflows.stream import build_flow
-from engine.io.dead_letters import dlq_topic_for, read_dead_letters
+from engine.io.batches import dlq_topic_for
+from engine.io.dead_letters import read_dead_letters
 from tests.backfill.backfill_support import (
     SHARDS,
     START_MS,
