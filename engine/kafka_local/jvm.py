@@ -12,6 +12,7 @@ from pathlib import Path
 
 from engine.exceptions import KafkaBrokerError
 from engine.kafka_local.config import MARKER, BrokerConfig
+from engine.processes import pid_runs, proc_stat_fields
 
 # JVMs started by this Python process: kept so that stopping them also reaps them
 # (an unreaped child stays a zombie, which os.kill(pid, 0) reports as alive).
@@ -27,12 +28,8 @@ def read_cmdline(pid: int) -> list[str]:
 
 
 def is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # The state letter follows the parenthesised command name.
-    return stat.rpartition(")")[2].split()[:1] == ["Z"]
+    fields = proc_stat_fields(pid)
+    return fields is not None and fields[:1] == ["Z"]
 
 
 def is_our_broker(pid: int, config: BrokerConfig) -> bool:
@@ -71,13 +68,7 @@ def gone(pid: int) -> bool:
             return False
         CHILDREN.pop(pid, None)
         return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return is_zombie(pid)
+    return not pid_runs(pid) or is_zombie(pid)
 
 
 def wait_gone(pid: int, timeout_s: float) -> bool:

@@ -28,6 +28,8 @@ import stat
 import tempfile
 from pathlib import Path
 
+from engine.processes import pid_runs, proc_stat_fields
+
 PREFIX = "streamfeat-backfill-"
 OWNER_FILE = "owner"
 
@@ -55,13 +57,8 @@ def owner_line(pid: int) -> str:
 def process_start(pid: int) -> str | None:
     """Start time of process ``pid`` in clock ticks since boot (``/proc/<pid>/stat``
     field 22), or None when there is no such process or no ``/proc``."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return None
-    # Field 2 (the command name) is parenthesised and may hold spaces: count after it.
-    fields = text[text.rfind(")") + 2 :].split()
-    return fields[19] if len(fields) > 19 else None
+    fields = proc_stat_fields(pid)
+    return fields[19] if fields is not None and len(fields) > 19 else None
 
 
 def remove_stale_spill_directories(parent: Path) -> list[tuple[Path, int]]:
@@ -94,7 +91,7 @@ def _stale_owner(entry: os.DirEntry[str]) -> int | None:
         return None
     if len(recorded) != 3 or recorded[0] != str(name_pid) or recorded[2] != socket.gethostname():
         return None
-    if _runs(name_pid) and (recorded[1] == "-" or process_start(name_pid) in (None, recorded[1])):
+    if pid_runs(name_pid) and (recorded[1] == "-" or process_start(name_pid) in (None, recorded[1])):
         return None
     return name_pid
 
@@ -104,13 +101,3 @@ def _pid_in_name(name: str) -> int | None:
         return None
     head = name[len(PREFIX) :].split("-", 1)[0]
     return int(head) if head.isdigit() and head.isascii() else None
-
-
-def _runs(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: it runs
-        return True
-    return True
