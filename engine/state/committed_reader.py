@@ -90,7 +90,7 @@ def read_to_end(consumer: Consumer, topic: str, partition: int, start: int) -> I
 
     consumer.assign([TopicPartition(topic, partition, start)])
     done = False
-    heard = time.monotonic()
+    began = heard = time.monotonic()
     while not done:
         batch: list[Message] = []
         for msg in consumer.consume(READ_BATCH, 1.0):
@@ -106,7 +106,11 @@ def read_to_end(consumer: Consumer, topic: str, partition: int, start: int) -> I
                 )
         if batch or done:
             heard = time.monotonic()
-        elif (failed := _error_since(consumer, heard)) is not None:
+        # An idle read that has not reached the end is waiting on the broker. Any error
+        # since the read began counts, not only since the last batch: the client reports
+        # a lost broker at once but still hands out what it had fetched before, so the
+        # error is often older than the last batch.
+        elif (failed := _error_since(consumer, began)) is not None:
             raise ChangelogUnavailable(
                 f"topic {topic!r} partition {partition}: the read stopped: {failed}",
                 hint=_RETRY_HINT,
