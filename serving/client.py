@@ -58,7 +58,7 @@ class FeatureClient(ClientBase):
         api_key: str | None = None,
         transport: httpx.BaseTransport | None = None,
         cache: CacheConfig | None = None,
-        fallbacks: Mapping[str, Mapping[str, Any]] | None = None,
+        fallbacks: Mapping[str, Mapping[str, object]] | None = None,
         shadow: ShadowConfig | None = None,
     ) -> None:
         super().__init__(url, api_key, cache, fallbacks)
@@ -76,14 +76,14 @@ class FeatureClient(ClientBase):
         self,
         service: str,
         entities: Mapping[str, Sequence[str | int]],
-        request_data: Mapping[str, Sequence[Any]] | None = None,
+        request_data: Mapping[str, Sequence[object]] | None = None,
         as_of: AsOf = None,
         include_metadata: bool = False,
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any]:  # the decoded JSON answer, for the caller to index
         """The server's whole answer for many entities: ``{"service", "as_of", "features": [...]}``."""
         call = vectors_call(service, entities, request_data, as_of, include_metadata)
         try:
-            answer: dict[str, Any] = self._send(call)
+            answer: dict[str, Any] = self._send(call)  # decoded JSON, indexed below
         except ServingError as exc:
             if not self.policy.falls_back(service, exc):
                 raise
@@ -96,9 +96,9 @@ class FeatureClient(ClientBase):
         self,
         service: str,
         join_keys: Mapping[str, str | int],
-        request_data: Mapping[str, Any] | None = None,
+        request_data: Mapping[str, object] | None = None,
         as_of: AsOf = None,
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any]:  # the decoded JSON answer, for the caller to index
         """One entity's features as a flat ``{name: value}`` dict (join keys first).
 
         With a cache, a request without ``as_of`` is answered from it while the row is
@@ -113,24 +113,25 @@ class FeatureClient(ClientBase):
             if self.policy.needs_views(service):
                 self.policy.learn_views(service, self.describe_service(service))
             self.policy.store(service, key, answer)
-        row: dict[str, Any] = answer["features"][0]
+        row: dict[str, Any] = answer["features"][0]  # one decoded JSON row, for the caller to index
         return row
 
-    def push(self, source: str, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    def push(self, source: str, records: Sequence[Mapping[str, object]]) -> dict[str, Any]:  # decoded JSON answer
         """Write events to ``source``'s topic through the server: ``{"source", "accepted", "rejected": []}``.
 
         Raises InvalidRecords (``.accepted``, ``.rejected``: index, reason, detail) when some
         records were refused; the others were written.
         """
-        answer: dict[str, Any] = self._send(push_call(source, records))
+        answer: dict[str, Any] = self._send(push_call(source, records))  # decoded JSON answer
         return answer
 
-    def list_services(self) -> list[dict[str, Any]]:
+    def list_services(self) -> list[dict[str, Any]]:  # decoded JSON, for the caller to index
+        # Any: the decoded JSON answer's service entries, for the caller to index
         services: list[dict[str, Any]] = self._send(LIST_SERVICES)["services"]
         return services
 
-    def describe_service(self, name: str) -> dict[str, Any]:
-        described: dict[str, Any] = self._send(describe_call(name))
+    def describe_service(self, name: str) -> dict[str, Any]:  # decoded JSON, for the caller to index
+        described: dict[str, Any] = self._send(describe_call(name))  # decoded JSON answer
         return described
 
     def close(self) -> None:

@@ -42,7 +42,7 @@ class AsyncFeatureClient(ClientBase):
         api_key: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         cache: CacheConfig | None = None,
-        fallbacks: Mapping[str, Mapping[str, Any]] | None = None,
+        fallbacks: Mapping[str, Mapping[str, object]] | None = None,
     ) -> None:
         super().__init__(url, api_key, cache, fallbacks)
         self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, headers=self.headers, transport=transport)
@@ -58,14 +58,14 @@ class AsyncFeatureClient(ClientBase):
         self,
         service: str,
         entities: Mapping[str, Sequence[str | int]],
-        request_data: Mapping[str, Sequence[Any]] | None = None,
+        request_data: Mapping[str, Sequence[object]] | None = None,
         as_of: AsOf = None,
         include_metadata: bool = False,
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any]:  # the decoded JSON answer, for the caller to index
         """See ``FeatureClient.get_feature_vectors``."""
         call = vectors_call(service, entities, request_data, as_of, include_metadata)
         try:
-            answer: dict[str, Any] = await self._send(call)
+            answer: dict[str, Any] = await self._send(call)  # decoded JSON, indexed below
         except ServingError as exc:
             if not self.policy.falls_back(service, exc):
                 raise
@@ -76,9 +76,9 @@ class AsyncFeatureClient(ClientBase):
         self,
         service: str,
         join_keys: Mapping[str, str | int],
-        request_data: Mapping[str, Any] | None = None,
+        request_data: Mapping[str, object] | None = None,
         as_of: AsOf = None,
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any]:  # the decoded JSON answer, for the caller to index
         """See ``FeatureClient.get_feature_vector`` (a cache hit does not await anything)."""
         key = self.policy.cache_key(service, join_keys, request_data, as_of)
         cached = self.policy.cached(key)
@@ -89,20 +89,21 @@ class AsyncFeatureClient(ClientBase):
             if self.policy.needs_views(service):
                 self.policy.learn_views(service, await self.describe_service(service))
             self.policy.store(service, key, answer)
-        row: dict[str, Any] = answer["features"][0]
+        row: dict[str, Any] = answer["features"][0]  # one decoded JSON row, for the caller to index
         return row
 
-    async def push(self, source: str, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    async def push(self, source: str, records: Sequence[Mapping[str, object]]) -> dict[str, Any]:  # decoded JSON answer
         """See ``FeatureClient.push``."""
-        answer: dict[str, Any] = await self._send(push_call(source, records))
+        answer: dict[str, Any] = await self._send(push_call(source, records))  # decoded JSON answer
         return answer
 
-    async def list_services(self) -> list[dict[str, Any]]:
+    async def list_services(self) -> list[dict[str, Any]]:  # decoded JSON, for the caller to index
+        # Any: the decoded JSON answer's service entries, for the caller to index
         services: list[dict[str, Any]] = (await self._send(LIST_SERVICES))["services"]
         return services
 
-    async def describe_service(self, name: str) -> dict[str, Any]:
-        described: dict[str, Any] = await self._send(describe_call(name))
+    async def describe_service(self, name: str) -> dict[str, Any]:  # decoded JSON, for the caller to index
+        described: dict[str, Any] = await self._send(describe_call(name))  # decoded JSON answer
         return described
 
     async def aclose(self) -> None:

@@ -13,7 +13,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+
+from engine.json_types import JSONValue
 
 
 @dataclass(frozen=True)
@@ -61,12 +62,12 @@ class FeatureRowCache:
         self.config = config
         self.stats = CacheStats()
         self._clock = clock
-        self._rows: OrderedDict[Hashable, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._rows: OrderedDict[Hashable, tuple[float, dict[str, JSONValue]]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._rows)
 
-    def get(self, key: Hashable) -> dict[str, Any] | None:
+    def get(self, key: Hashable) -> dict[str, JSONValue] | None:
         entry = self._rows.get(key)
         if entry is not None:
             if entry[0] > self._clock():
@@ -78,7 +79,7 @@ class FeatureRowCache:
         self.stats.misses += 1
         return None
 
-    def put(self, key: Hashable, row: Mapping[str, Any], ttl_s: float) -> None:
+    def put(self, key: Hashable, row: Mapping[str, JSONValue], ttl_s: float) -> None:
         self._rows[key] = (self._clock() + ttl_s, dict(row))
         self._rows.move_to_end(key)
         while len(self._rows) > self.config.max_entries:

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import orjson
 
+from engine.json_types import JSONValue
 from serving.client_cache import CacheConfig, FeatureRowCache
 from serving.exceptions import (
     BY_STATUS,
@@ -95,7 +96,7 @@ class Call:
 
     method: str
     path: str
-    body: Mapping[str, Any] | None = None
+    body: Mapping[str, object] | None = None  # encoded by orjson as it is
 
     def content(self) -> bytes | None:
         return None if self.body is None else orjson.dumps(self.body)
@@ -104,12 +105,12 @@ class Call:
 def vectors_call(
     service: str,
     entities: Mapping[str, Sequence[str | int]],
-    request_data: Mapping[str, Sequence[Any]] | None,
+    request_data: Mapping[str, Sequence[object]] | None,
     as_of: AsOf,
     include_metadata: bool,
 ) -> Call:
     """``POST /v1/features/{service}``."""
-    body: dict[str, Any] = {"entities": {k: list(v) for k, v in entities.items()}}
+    body: dict[str, object] = {"entities": {k: list(v) for k, v in entities.items()}}
     if request_data:
         body["request_data"] = {k: list(v) for k, v in request_data.items()}
     if as_of is not None:
@@ -119,7 +120,7 @@ def vectors_call(
     return Call("POST", f"/v1/features/{service}", body)
 
 
-def push_call(source: str, records: Sequence[Mapping[str, Any]]) -> Call:
+def push_call(source: str, records: Sequence[Mapping[str, object]]) -> Call:
     """``POST /v1/push/{source}``."""
     return Call("POST", f"/v1/push/{source}", {"records": [dict(r) for r in records]})
 
@@ -134,8 +135,8 @@ def describe_call(name: str) -> Call:
 
 def one_row_args(
     join_keys: Mapping[str, str | int],
-    request_data: Mapping[str, Any] | None,
-) -> tuple[dict[str, list[str | int]], dict[str, list[Any]] | None]:
+    request_data: Mapping[str, object] | None,
+) -> tuple[dict[str, list[str | int]], dict[str, list[object]] | None]:
     """A single entity's keys and request data as the columns of a one-row request."""
     return {k: [v] for k, v in join_keys.items()}, ({k: [v] for k, v in request_data.items()} if request_data else None)
 
@@ -143,7 +144,7 @@ def one_row_args(
 class ClientPolicy:
     """Cache, fallbacks and their counters of one client (sync or async)."""
 
-    def __init__(self, cache: CacheConfig | None, fallbacks: Mapping[str, Mapping[str, Any]] | None) -> None:
+    def __init__(self, cache: CacheConfig | None, fallbacks: Mapping[str, Mapping[str, object]] | None) -> None:
         self.cache = FeatureRowCache(cache) if cache is not None else None
         self.fallbacks = {service: dict(values) for service, values in (fallbacks or {}).items()}
         self.fallbacks_used = 0
@@ -155,6 +156,7 @@ class ClientPolicy:
         """Whether ``exc`` is answered by the service's declared fallback (slow or absent store)."""
         return isinstance(exc, ClientTransportError | OnlineTableUnavailableError) and service in self.fallbacks
 
+    # Any: the fallback stands in for the server's answer, which callers index (see answer_of)
     def fallback(self, service: str, entities: Mapping[str, Sequence[str | int]], exc: ServingError) -> dict[str, Any]:
         """The declared fallback answer: join keys, the declared values, status DEFAULTED."""
         self.fallbacks_used += 1
@@ -177,7 +179,7 @@ class ClientPolicy:
         self,
         service: str,
         join_keys: Mapping[str, str | int],
-        request_data: Mapping[str, Any] | None,
+        request_data: Mapping[str, object] | None,
         as_of: AsOf,
     ) -> Hashable | None:
         """The cache key of a one-entity call, or None when it must not be cached (``as_of`` given,
@@ -191,21 +193,24 @@ class ClientPolicy:
             return None
         return key
 
-    def cached(self, key: Hashable | None) -> dict[str, Any] | None:
+    def cached(self, key: Hashable | None) -> dict[str, JSONValue] | None:
         return self.cache.get(key) if self.cache is not None and key is not None else None
 
     def needs_views(self, service: str) -> bool:
         """True when storing a row of ``service`` first needs its views (``describe_service``)."""
         return self.cache is not None and service not in self._row_ttl_s
 
+    # Any: describe_service's decoded JSON answer, indexed here
     def learn_views(self, service: str, described: Mapping[str, Any]) -> None:
         if self.cache is not None:
             self._row_ttl_s[service] = self.cache.config.ttl_for([v["name"] for v in described["views"]])
 
+    # Any: the decoded JSON answer of get_feature_vectors, indexed here
     def storable(self, key: Hashable | None, answer: Mapping[str, Any]) -> bool:
         """Whether the answer's row goes into the cache: a cacheable call, not a fallback."""
         return self.cache is not None and key is not None and "fallback" not in answer.get("metadata", {})
 
+    # Any: the decoded JSON answer of get_feature_vectors, indexed here
     def store(self, service: str, key: Hashable, answer: Mapping[str, Any]) -> None:
         """Caches the answer's row for the service's TTL (``learn_views`` first)."""
         if self.cache is not None:
@@ -220,7 +225,7 @@ class ClientBase:
         url: str,
         api_key: str | None,
         cache: CacheConfig | None,
-        fallbacks: Mapping[str, Mapping[str, Any]] | None,
+        fallbacks: Mapping[str, Mapping[str, object]] | None,
     ) -> None:
         self.url = url.rstrip("/")
         self.headers = {"content-type": "application/json"}

@@ -80,6 +80,7 @@ class LiveShadow:
         self.config = config
         self.stats = ShadowStats()
         self._random = random.Random(config.seed)
+        # Any: holds the sampled request tuples and the _STOP sentinel, told apart by identity in _work
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=config.max_queue)
         self._runner = ShadowRunner(
             config.baseline_url,
@@ -98,8 +99,8 @@ class LiveShadow:
     def offer(
         self,
         service: str,
-        entities: Mapping[str, Sequence[Any]],
-        request_data: Mapping[str, Sequence[Any]] | None,
+        entities: Mapping[str, Sequence[object]],
+        request_data: Mapping[str, Sequence[object]] | None,
         as_of: object,
     ) -> None:
         """Maybe queue this answered request; never blocks, never raises."""

@@ -7,9 +7,10 @@ Every error carries its HTTP status and a stable ``code``; the JSON body is
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from engine.exceptions import StreamfeatError
+from engine.json_types import JSONObject
 
 
 class ServingError(StreamfeatError):
@@ -22,12 +23,12 @@ class ServingError(StreamfeatError):
         super().__init__(message, hint=hint)
         self.field = field
 
-    def details(self) -> dict[str, Any]:
+    def details(self) -> JSONObject:
         """The fields a subclass adds to the JSON error body (after code, message, hint, field)."""
         return {}
 
-    def to_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"code": self.code, "message": str(self)}
+    def to_dict(self) -> JSONObject:
+        body: JSONObject = {"code": self.code, "message": str(self)}
         if self.hint:
             body["hint"] = self.hint
         if self.field is not None:
@@ -90,7 +91,7 @@ class TooManyConnections(ServingError):
     status_code = 503
     code = "too_many_connections"
 
-    def details(self) -> dict[str, Any]:
+    def details(self) -> JSONObject:
         return {"reason": self.code}
 
 
@@ -100,7 +101,7 @@ class Overloaded(ServingError):
     status_code = 503
     code = "overloaded"
 
-    def details(self) -> dict[str, Any]:
+    def details(self) -> JSONObject:
         return {"reason": self.code}
 
 
@@ -135,7 +136,7 @@ class TransformError(ServingError):
         super().__init__(message, hint=hint)
         self.transform = transform
 
-    def details(self) -> dict[str, Any]:
+    def details(self) -> JSONObject:
         return {"transform": self.transform}
 
 
@@ -149,7 +150,7 @@ class OnlineTableUnavailableError(ServingError):
         super().__init__(f"online table unavailable: {reason}", hint=hint)
         self.reason = reason
 
-    def details(self) -> dict[str, Any]:
+    def details(self) -> JSONObject:
         return {"reason": self.reason}
 
 
@@ -208,7 +209,7 @@ class InvalidRecords(ServingError):
     status_code = 422
     code = "invalid_records"
 
-    def __init__(self, source: str, accepted: int, rejected: list[dict[str, Any]]) -> None:
+    def __init__(self, source: str, accepted: int, rejected: list[JSONObject]) -> None:
         first = rejected[0]
         super().__init__(
             f"source {source!r}: {len(rejected)} of {accepted + len(rejected)} records refused, the other "
@@ -220,7 +221,7 @@ class InvalidRecords(ServingError):
         self.accepted = accepted
         self.rejected = rejected
 
-    def details(self) -> dict[str, Any]:
+    def details(self) -> JSONObject:
         return {"source": self.source, "accepted": self.accepted, "rejected": self.rejected}
 
 

@@ -3,17 +3,19 @@ validated by serving.request on the orjson-parsed body, not by these schemas).""
 
 from __future__ import annotations
 
-from typing import Any
+from engine.json_types import JSONObject
 
 _SCALAR = {"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"}]}
 _KEY = {"anyOf": [{"type": "string"}, {"type": "integer"}]}
-_ONE_TIME = {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "format": "date-time"}]}
-_AS_OF = {
+_ONE_TIME: dict[str, list[JSONObject]] = {
+    "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "format": "date-time"}]
+}
+_AS_OF: JSONObject = {
     "anyOf": [*_ONE_TIME["anyOf"], {"type": "array", "items": _ONE_TIME}],
     "description": "evaluate as of this time: epoch milliseconds, or ISO-8601 with an offset, or a "
     "list with one such time per entity row (default: the request's wall-clock time)",
 }
-_ERROR = {
+_ERROR: JSONObject = {
     "type": "object",
     "required": ["error"],
     "properties": {
@@ -33,11 +35,11 @@ _ERROR = {
 }
 
 
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+def _json(schema: JSONObject, description: str) -> JSONObject:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+def errors(*codes: int) -> dict[int | str, JSONObject]:
     text = {
         400: "malformed JSON",
         404: "unknown feature service",
@@ -49,8 +51,8 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: _json(_ERROR, text[code]) for code in codes}
 
 
-def v1_request_body() -> dict[str, Any]:
-    schema = {
+def v1_request_body() -> JSONObject:
+    schema: JSONObject = {
         "type": "object",
         "required": ["entities"],
         "additionalProperties": False,
@@ -69,7 +71,7 @@ def v1_request_body() -> dict[str, Any]:
             "include_metadata": {"type": "boolean", "default": False},
         },
     }
-    example = {
+    example: JSONObject = {
         "entities": {"user_id": ["u1"], "merchant_id": ["m1"]},
         "request_data": {"amount": [42.0]},
         "include_metadata": True,
@@ -77,11 +79,11 @@ def v1_request_body() -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema, "example": example}}}}
 
 
-def v1_responses() -> dict[int | str, dict[str, Any]]:
+def v1_responses() -> dict[int | str, JSONObject]:
     # A value is a scalar, null, or (last_n, first_n, last_distinct_n) a list of scalars.
-    value = {"anyOf": [*_SCALAR["anyOf"], {"type": "null"}, {"type": "array", "items": _SCALAR}]}
-    row = {"type": "object", "additionalProperties": value}
-    schema = {
+    value: JSONObject = {"anyOf": [*_SCALAR["anyOf"], {"type": "null"}, {"type": "array", "items": _SCALAR}]}
+    row: JSONObject = {"type": "object", "additionalProperties": value}
+    schema: JSONObject = {
         "type": "object",
         "required": ["service", "as_of", "features"],
         "properties": {
@@ -124,8 +126,8 @@ def v1_responses() -> dict[int | str, dict[str, Any]]:
     return {200: _json(schema, "one object per entity row, in request order"), **errors(400, 404, 413, 422, 500, 503)}
 
 
-def feast_request_body(services: list[str]) -> dict[str, Any]:
-    schema = {
+def feast_request_body(services: list[str]) -> JSONObject:
+    schema: JSONObject = {
         "type": "object",
         "required": ["entities"],
         "additionalProperties": True,
@@ -152,15 +154,15 @@ def feast_request_body(services: list[str]) -> dict[str, Any]:
             "as_of": _AS_OF,
         },
     }
-    example = {
+    example: JSONObject = {
         "feature_service": "fraud_scoring",
         "entities": {"user_id": ["u1"], "merchant_id": ["m1"], "amount": [42.0]},
     }
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema, "example": example}}}}
 
 
-def feast_responses() -> dict[int | str, dict[str, Any]]:
-    column = {
+def feast_responses() -> dict[int | str, JSONObject]:
+    column: JSONObject = {
         "type": "object",
         "required": ["values", "statuses", "event_timestamps"],
         "properties": {
@@ -172,7 +174,7 @@ def feast_responses() -> dict[int | str, dict[str, Any]]:
             "event_timestamps": {"type": "array", "items": {"type": "string"}},
         },
     }
-    schema = {
+    schema: JSONObject = {
         "type": "object",
         "required": ["metadata", "results"],
         "properties": {
@@ -197,17 +199,17 @@ def feast_responses() -> dict[int | str, dict[str, Any]]:
     }
 
 
-def services_responses() -> dict[int | str, dict[str, Any]]:
+def services_responses() -> dict[int | str, JSONObject]:
     return {200: _json({"type": "object", "properties": {"services": {"type": "array"}}}, "every service")}
 
 
-def service_responses() -> dict[int | str, dict[str, Any]]:
+def service_responses() -> dict[int | str, JSONObject]:
     return {200: _json({"type": "object"}, "inputs (with types) and outputs"), **errors(404)}
 
 
-def simple_responses(status: str) -> dict[int | str, dict[str, Any]]:
+def simple_responses(status: str) -> dict[int | str, JSONObject]:
     return {200: _json({"type": "object", "properties": {"status": {"type": "string", "enum": [status]}}}, status)}
 
 
-def readyz_responses() -> dict[int | str, dict[str, Any]]:
+def readyz_responses() -> dict[int | str, JSONObject]:
     return {200: _json({"type": "object"}, "ready"), **errors(503)}
