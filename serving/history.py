@@ -340,6 +340,7 @@ class HistoricalReads:
         from_log = list(values.from_log) if values.from_log is not None else [False] * len(found)
         defaults = {a.output_name: a.default for a in view.definition.aggregations}
         for name in view.feature_names:
+            # Any: polars' Series.to_list() is typed list[Any]; the values go into the view's columns unchanged
             logged: list[Any] = computed[name].to_list()
             for j, i in enumerate(rows):
                 columns[name][i] = logged[j]
