@@ -29,12 +29,13 @@ import sys
 import threading
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from dataflows.exceptions import ClusterSettingsError
+from engine.definitions import StreamFeatureView
 from engine.io.decoder import EventSourceLike
 from engine.shutdown import STOP
 
@@ -50,7 +51,7 @@ class _JobSettings(Protocol):
     @property
     def source(self) -> EventSourceLike: ...
     @property
-    def views(self) -> tuple[Any, ...]: ...
+    def views(self) -> tuple[StreamFeatureView, ...]: ...
     @property
     def shards(self) -> int: ...
     @property

@@ -20,7 +20,7 @@ from serving.registry import CompiledService, Registry
 from serving.request import FeatureRequest
 
 
-def key_bucket(values: tuple[Any, ...]) -> float:
+def key_bucket(values: tuple[object, ...]) -> float:
     """A stable number in [0, 1) for one entity's join-key values (blake2b, not Python's hash)."""
     digest = hashlib.blake2b(orjson.dumps(list(values)), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
@@ -65,13 +65,14 @@ def split_request(registry: Registry, request: FeatureRequest) -> list[tuple[Fea
     return groups
 
 
+# Any: v1 response bodies, indexed back here; JSONValue would need isinstance checks at each lookup
 def merge_answers(request: FeatureRequest, parts: list[tuple[dict[str, Any], list[int]]]) -> dict[str, Any]:
     """The answer of the split service: each group's rows back at their request positions."""
-    features: list[Any] = [None] * request.n_rows
-    statuses: list[Any] = [None] * request.n_rows
+    features: list[object] = [None] * request.n_rows
+    statuses: list[object] = [None] * request.n_rows
     answered: list[str] = [""] * request.n_rows
-    views: dict[str, Any] = {}
-    sources: list[Any] = []
+    views: dict[str, object] = {}
+    sources: list[object] = []
     for body, rows in parts:
         for position, row in zip(rows, body["features"], strict=True):
             features[position] = row
@@ -81,6 +82,7 @@ def merge_answers(request: FeatureRequest, parts: list[tuple[dict[str, Any], lis
                 statuses[position] = status
             views.update(body["metadata"]["views"])
             sources.extend(s for s in body["metadata"]["sources"] if s not in sources)
+    # Any: as the return type above (a response body its caller indexes back)
     answer: dict[str, Any] = {"service": request.service.name, "as_of": request.as_of_echo(), "features": features}
     if request.include_metadata:
         answer["metadata"] = {"statuses": statuses, "views": views, "sources": sources, "answered_by": answered}

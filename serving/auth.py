@@ -49,7 +49,9 @@ from serving.routes_feast import FEAST_ROUTE, error_response
 
 log = logging.getLogger("streamfeat.serving.auth")
 
+# Any: ASGI values differ by key (str, bytes, tuples, nested dicts, callables) per the ASGI spec
 Scope = MutableMapping[str, Any]
+# Any: ASGI values differ by key (str, bytes, tuples, nested dicts, callables) per the ASGI spec
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]

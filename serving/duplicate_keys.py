@@ -16,12 +16,11 @@ arrays); anything unwalked leaves the counts unequal and takes the exact path.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from serving.exceptions import DuplicateKey
 
 
-def _keys(obj: dict[str, Any]) -> int:
+def _keys(obj: dict[str, object]) -> int:
     count = len(obj)
     for value in obj.values():
         if type(value) is dict:
@@ -29,7 +28,7 @@ def _keys(obj: dict[str, Any]) -> int:
     return count
 
 
-def _keys_and_string_colons(obj: dict[str, Any]) -> int:
+def _keys_and_string_colons(obj: dict[str, object]) -> int:
     count = len(obj)
     for key, value in obj.items():
         count += key.count(":")
@@ -40,7 +39,7 @@ def _keys_and_string_colons(obj: dict[str, Any]) -> int:
     return count
 
 
-def _refuse_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def _refuse_repeats(pairs: list[tuple[str, object]]) -> dict[str, object]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
         seen: set[str] = set()
@@ -55,7 +54,7 @@ def _refuse_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-def check_duplicate_keys(raw: bytes, parsed: dict[str, Any]) -> None:
+def check_duplicate_keys(raw: bytes, parsed: dict[str, object]) -> None:
     """Raise :class:`DuplicateKey` if ``raw`` (which parsed to ``parsed``) repeats a key in an object."""
     colons = raw.count(b":")
     if colons == _keys(parsed):

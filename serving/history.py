@@ -31,7 +31,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -40,7 +39,7 @@ import polars as pl
 from engine.clock import wall_clock_ms
 from engine.io.log_reader import first_event_time, list_log_files
 from engine.kernel.tile_retention import first_kept_tile
-from engine.kernel.window import tile_id, window_start_ms
+from engine.kernel.window import Value, tile_id, window_start_ms
 from engine.offline.view_features import compute_view_features
 from engine.state import OffsetRecord
 from engine.state.offsets import INT64_MIN
@@ -340,7 +339,7 @@ class HistoricalReads:
         from_log = list(values.from_log) if values.from_log is not None else [False] * len(found)
         defaults = {a.output_name: a.default for a in view.definition.aggregations}
         for name in view.feature_names:
-            logged: list[Any] = computed[name].to_list()
+            logged: list[Value] = computed[name].to_list()
             for j, i in enumerate(rows):
                 columns[name][i] = logged[j]
                 defaulted[name][i] = defaults[name] is not None and not bool(nonempty[name][j])

@@ -8,7 +8,6 @@ worker answers /metrics with its own numbers (no multiprocess aggregation).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -19,7 +18,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05
 @dataclass
 class ServingMetrics:
     registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
-    _children: dict[tuple[str, str, int], tuple[Any, Any]] = field(default_factory=dict, repr=False)
+    _children: dict[tuple[str, str, int], tuple[Histogram, Counter]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.latency = Histogram(

@@ -24,12 +24,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 
+from engine.json_types import JSONObject
 from serving.exceptions import ModelFileError
 
 MODEL_FORMAT = "streamfeat.logistic/1"
@@ -90,7 +90,7 @@ class LogisticModel:
     def predict(self, rows: Sequence[Sequence[float]]) -> list[int]:
         return [int(p >= 0.5) for p in self.predict_proba(rows)]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return {
             "format": MODEL_FORMAT,
             "trained_on": {"service": self.trained_on.service, "fingerprint": self.trained_on.fingerprint},

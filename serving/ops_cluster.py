@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from engine.config import Settings
+from engine.json_types import JSONObject
 from serving.registry import Registry
 
 CLUSTER_CACHE_S = 5.0
@@ -44,7 +44,7 @@ def cluster_watch(settings: Settings, registry: Registry) -> ClusterWatch | None
     return ClusterWatch(settings.kafka_bootstrap, topics, registry.n_shards)
 
 
-def read_cluster(watch: ClusterWatch) -> dict[str, Any]:
+def read_cluster(watch: ClusterWatch) -> JSONObject:
     """``{"shards": [...], "hosts": [...], "error": None}``, or the rows read so far and why
     the rest are missing."""
     from engine.metrics import kafka_end_offsets
@@ -74,10 +74,10 @@ class ClusterReader:
 
     def __init__(self, watch: ClusterWatch | None) -> None:
         self.watch = watch
-        self._cached: tuple[float, dict[str, Any]] | None = None
+        self._cached: tuple[float, JSONObject] | None = None
         self._lock = asyncio.Lock()
 
-    async def read(self) -> dict[str, Any] | None:
+    async def read(self) -> JSONObject | None:
         if self.watch is None:
             return None
         async with self._lock:

@@ -27,6 +27,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from engine.json_types import JSONObject
 from engine.state import Freshness
 from serving.evaluate import ViewValues, read_and_evaluate
 from serving.history import HistoricalReads, window_may_be_trimmed
@@ -48,6 +49,7 @@ from serving.transforms import run_transform
 @dataclass(frozen=True, slots=True)
 class FeatureResult:
     request: FeatureRequest
+    # Any: a column holds one FieldType's values (int, float, str, bool, list, None); readers compute on them by kind
     columns: dict[str, list[Any]]  # every service column (join keys first), one value per row
     views: dict[str, ViewValues]
     freshness: dict[str, Freshness]
@@ -128,7 +130,7 @@ class FeatureResult:
                 row[name] = "log" if logged else "online"
         return rows
 
-    def view_metadata(self) -> dict[str, dict[str, Any]]:
+    def view_metadata(self) -> dict[str, JSONObject]:
         service = self.request.service
         t = self.request.t_ms
         return {
@@ -147,6 +149,7 @@ def not_finite(value: object) -> bool:
     return type(value) is float and not math.isfinite(value)
 
 
+# Any: a column holds one FieldType's values (int, float, str, bool, list, None); readers compute on them by kind
 def count_not_finite(column: list[Any]) -> int:
     """How many values of ``column`` are :func:`not_finite`. The sum of its truthy values
     (C speed, no per-value Python) is finite when every value is: only a non-finite sum
@@ -241,6 +244,7 @@ def finish(online: OnlineAccess, request: FeatureRequest, evaluated: Sequence[Vi
     # may both have a feature "x", and only the one the service or transform declared
     # may be used.
     owner = service.feature_owner
+    # Any: a column holds one FieldType's values (int, float, str, bool, list, None); readers compute on them by kind
     columns: dict[str, list[Any]] = dict(request.entities)
     overflowed: dict[str, tuple[int, ...]] = {}
     for feature in service.features:

@@ -21,6 +21,7 @@ from engine.definitions import (
 )
 from engine.definitions.base import did_you_mean, timedelta_ms
 from engine.definitions.exceptions import DefinitionError
+from engine.json_types import JSONObject
 from engine.kernel import PartialLayout, ViewSpec
 from engine.kernel.layout import LIST_FUNCTIONS
 from engine.kernel.window_plan import WindowPlan
@@ -112,6 +113,7 @@ class CompiledView:
 class CompiledTransform:
     name: str
     mode: str  # "python" | "batch"
+    # Any: the user's transform function; its results are checked against output_types where it is run
     fn: Callable[..., Any]
     view_names: tuple[str, ...]  # stream views it reads
     input_types: Mapping[str, FieldType]
@@ -139,7 +141,7 @@ class CompiledService:
         """Response column order: join keys first, then the features."""
         return self.join_keys + self.features
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> JSONObject:
         return {
             "name": self.name,
             "description": self.description,

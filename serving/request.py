@@ -48,6 +48,7 @@ class FeatureRequest:
         return list(self.row_times) if self.row_times is not None else self.t_ms
 
 
+# Any: the parsed request body; each reader checks the field it takes (isinstance) and names it
 def parse_json(raw: bytes) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
@@ -136,6 +137,7 @@ _PLAIN_TYPES: dict[FieldType, frozenset[type]] = {
 }
 
 
+# Any: values as orjson parsed them; the exact-type check before the join makes them strings there
 def _plainly_valid(kind: FieldType, values: list[Any], *, entity: bool) -> bool:
     """True when every value has an exact accepted type (one pass, no call per value);
     False sends the column through :func:`_check_value`, which accepts or names the value."""
@@ -152,7 +154,7 @@ def _columns(
     *,
     entity: bool,
     max_rows: int,
-) -> dict[str, list[Any]]:
+) -> dict[str, list[Any]]:  # Any: values as orjson parsed them, checked per kind below
     if not isinstance(given, dict):
         raise InvalidRequest(
             f"field '{section}': expected an object of column name -> list of values, got {_kind(given)}",
@@ -173,6 +175,7 @@ def _columns(
                 hint=f'add "{name}": [...] to "{section}"',
                 field=f"{section}.{name}",
             )
+    # Any: the column's values as orjson parsed them, checked per kind here; callers compute on them by kind
     out: dict[str, list[Any]] = {}
     for name, kind in expected.items():
         values = given[name]
@@ -253,7 +256,7 @@ def build_request(
     )
 
 
-def check_keys(body: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+def check_keys(body: Mapping[str, object], allowed: tuple[str, ...]) -> None:
     for key in body:
         if key not in allowed:
             raise InvalidRequest(

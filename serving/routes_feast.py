@@ -23,13 +23,13 @@ closer class exists); ``code``, ``hint`` and ``field`` ride along for other read
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 import orjson
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from engine.json_types import JSONObject
 from serving import openapi_docs as docs
 from serving.deps import Labels, ServingState, get_state, json_response, observed, read_body
 from serving.exceptions import InvalidRequest, ServingError
@@ -52,7 +52,7 @@ FEAST_ERROR_CLASSES = {
 def feast_error_response(exc: ServingError) -> Response:
     """The one place the Feast route's error shape is written (what Feast's client reads)."""
     message = str(exc) + (f" (hint: {exc.hint})" if exc.hint else "")
-    detail: dict[str, Any] = {
+    detail: JSONObject = {
         "module": "feast.errors",
         "class": FEAST_ERROR_CLASSES.get(exc.code, "FeastError"),
         "message": message,
@@ -86,12 +86,12 @@ def feast_status(status: str, value: object) -> str:
     return "NULL_VALUE" if value is None or status == INVALID else "PRESENT"
 
 
-def feast_body(result: FeatureResult, full_feature_names: bool) -> dict[str, Any]:
+def feast_body(result: FeatureResult, full_feature_names: bool) -> JSONObject:
     service = result.request.service
     n = result.request.n_rows
     statuses = result.statuses()
     names: list[str] = list(service.join_keys)
-    results: list[dict[str, Any]] = [
+    results: list[JSONObject] = [
         {"values": result.columns[k], "statuses": ["PRESENT"] * n, "event_timestamps": [_EPOCH_ISO] * n}
         for k in service.join_keys
     ]
@@ -111,7 +111,7 @@ def feast_body(result: FeatureResult, full_feature_names: bool) -> dict[str, Any
     return {"metadata": {"feature_names": names}, "results": results}
 
 
-def _flag(body: dict[str, Any], name: str) -> bool:
+def _flag(body: dict[str, object], name: str) -> bool:
     value = body.get(name, False)
     if value is None:
         return False
@@ -120,7 +120,7 @@ def _flag(body: dict[str, Any], name: str) -> bool:
     return value
 
 
-def _service(state: ServingState, refs: FeatureRefResolver, body: dict[str, Any]) -> CompiledService:
+def _service(state: ServingState, refs: FeatureRefResolver, body: dict[str, object]) -> CompiledService:
     name, features = body.get("feature_service"), body.get("features")
     if name is not None and features:
         raise InvalidRequest(

@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from engine.clock import wall_clock_ms
+from engine.json_types import JSONObject
 from engine.quality import STRING, QualityError, read_quality
 from serving.deps import get_state, json_response
 from serving.exceptions import NotFound, ServingError
@@ -150,18 +151,21 @@ def serving_latency(registry: CollectorRegistry) -> dict[str, float | None]:
     return {"requests": count, "p50_ms": ms(q[0.5]), "p90_ms": ms(q[0.9]), "p99_ms": ms(q[0.99])}
 
 
+# Any: polars' iter_rows(named=True) rows are typed dict[str, Any] (float, int, str, None by column)
 def quality_rows(log_root: str, view: str) -> list[dict[str, Any]]:
     table = read_quality(log_root, view)
+    # Any: polars' iter_rows(named=True) rows are typed dict[str, Any] (float, int, str, None by column)
     rows: list[dict[str, Any]] = []
     for row in table.iter_rows(named=True):
         rows.append({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
     return rows
 
 
-def quality_series(rows: list[dict[str, Any]]) -> dict[str, Any]:
+# Any: polars' iter_rows(named=True) rows are typed dict[str, Any] (float, int, str, None by column)
+def quality_series(rows: list[dict[str, Any]]) -> dict[str, list[list[object]]]:
     """Per numeric column: ``[interval_start, mean, p50, p99, alert]`` points for the
     dashboard (a string column has none of these; its rows stay in /v1/quality)."""
-    series: dict[str, list[list[Any]]] = {}
+    series: dict[str, list[list[object]]] = {}
     for r in rows:
         if r.get("kind") == STRING:
             continue
@@ -175,11 +179,13 @@ def build_router(log_root: str, metrics_port: int, cluster: ClusterWatch | None 
     """``cluster``: the durable shards to show per host and shard (serving/ops_cluster.py)."""
     router = APIRouter()
     cluster_reader = ClusterReader(cluster)
-    history: deque[dict[str, Any]] = deque(maxlen=HISTORY_LENGTH)
+    history: deque[JSONObject] = deque(maxlen=HISTORY_LENGTH)
     previous: dict[str, float] = {}
+    # Any: polars' iter_rows(named=True) rows are typed dict[str, Any] (float, int, str, None by column)
     quality_cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
     lock = asyncio.Lock()
 
+    # Any: polars' iter_rows(named=True) rows are typed dict[str, Any] (float, int, str, None by column)
     def cached_quality(view: str) -> list[dict[str, Any]]:
         now = time.monotonic()
         hit = quality_cache.get(view)

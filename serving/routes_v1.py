@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from itertools import repeat
-from typing import Any
 
 from fastapi import APIRouter, Path
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
+from engine.json_types import JSONObject
 from serving import openapi_docs as docs
 from serving.ab_routing import merge_answers, split_request
 from serving.auth import readable_services
@@ -23,7 +23,7 @@ FEATURES_ROUTE = "/v1/features/{service}"
 V1_FIELDS = ("entities", "request_data", "as_of", "include_metadata")
 
 
-def v1_body(result: FeatureResult) -> dict[str, Any]:
+def v1_body(result: FeatureResult) -> JSONObject:
     """Row-major answer: one object per entity row, join keys first, declared order."""
     request = result.request
     names = request.service.columns
@@ -31,7 +31,7 @@ def v1_body(result: FeatureResult) -> dict[str, Any]:
     # dict(zip(names, row)) per row, mapped in C (a third cheaper than a comprehension
     # at 100 rows); every row has one value per name, as the columns were taken by name.
     rows = list(map(dict, map(zip, repeat(names), zip(*columns, strict=True))))
-    body: dict[str, Any] = {"service": request.service.name, "as_of": request.as_of_echo(), "features": rows}
+    body: JSONObject = {"service": request.service.name, "as_of": request.as_of_echo(), "features": rows}
     if request.include_metadata:
         statuses = result.statuses()
         features = request.service.features

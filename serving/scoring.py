@@ -47,6 +47,7 @@ def _trained_on(model: object) -> TrainedOn:
     return trained
 
 
+# Any: the service description as FeatureClient.describe_service returns it; read by key and iterated below
 def check_service(model: object, described: dict[str, Any]) -> None:
     """Raises ModelServiceMismatch unless ``described`` (GET /v1/services/{name}) is the
     service the model was trained on, with the same fingerprint and every model feature."""
@@ -87,8 +88,8 @@ def _epoch_ms(column: pl.Series) -> list[int]:
     )
 
 
-def _scores(model: Any, matrix: list[list[float]]) -> dict[str, list[Any]]:  # model: see score_batch
-    out: dict[str, list[Any]] = {}
+def _scores(model: Any, matrix: list[list[float]]) -> dict[str, list[object]]:  # model: see score_batch
+    out: dict[str, list[object]] = {}
     if hasattr(model, "predict_proba"):
         proba = np.asarray(model.predict_proba(matrix), dtype=np.float64)
         out["score"] = (proba[:, -1] if proba.ndim == 2 else proba).tolist()  # 2-D: scikit-learn's [p0, p1]
@@ -123,6 +124,7 @@ def score_batch(
     times = _epoch_ms(entities[time_column]) if time_column else [wall_clock_ms()] * entities.height
     features: list[str] = list(model.features)
     defaults: dict[str, float] = dict(getattr(model, "defaults", {}) or {})
+    # Any: the answer's feature rows (JSON values by feature kind) as the client returns them; float() reads them
     rows: list[dict[str, Any]] = []
     for start in range(0, entities.height, chunk_rows):
         chunk = entities.slice(start, chunk_rows)
@@ -149,6 +151,7 @@ def score_batch(
             values.append(float(value))
         matrix.append(values)
         cold.append(missing)
+    # Any: polars frame columns of every kind; list[object] would refuse the list[int] columns (lists are invariant)
     columns: dict[str, list[Any]] = {k: [r[k] for r in rows] for k in keys}
     columns["as_of"] = times
     columns.update({name: [m[i] for m in matrix] for i, name in enumerate(features)})

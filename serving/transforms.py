@@ -8,8 +8,7 @@ affected, so the next request is served normally.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 from engine.definitions.transform_runner import TransformResult, TransformRunError
 from engine.definitions.transform_runner import run_transform as run
@@ -17,7 +16,7 @@ from serving.exceptions import TransformError
 from serving.registry import CompiledTransform
 
 
-def run_transform(transform: CompiledTransform, inputs: Mapping[str, list[Any]], n_rows: int) -> TransformResult:
+def run_transform(transform: CompiledTransform, inputs: Mapping[str, Sequence[object]], n_rows: int) -> TransformResult:
     """The outputs (``.columns``) and the rows of each float output that were not finite
     (``.not_finite``: served as null with the status ``INVALID``)."""
     try:

@@ -50,9 +50,9 @@ class Failure:
 
 
 def request_body(
-    entities: Mapping[str, Sequence[Any]], *, service: str | None, features: Sequence[str], as_of_ms: int | None
-) -> dict[str, Any]:
-    body: dict[str, Any] = {"entities": {k: list(v) for k, v in entities.items()}, "full_feature_names": True}
+    entities: Mapping[str, Sequence[object]], *, service: str | None, features: Sequence[str], as_of_ms: int | None
+) -> dict[str, object]:
+    body: dict[str, object] = {"entities": {k: list(v) for k, v in entities.items()}, "full_feature_names": True}
     if service is not None:
         body["feature_service"] = service
     else:
@@ -93,7 +93,7 @@ def parse_answer(payload: object, n_rows: int) -> Answer | Failure:
     return Answer(tuple(rows))
 
 
-def ask(http: httpx.Client, body: Mapping[str, Any], n_rows: int) -> Answer | Failure:
+def ask(http: httpx.Client, body: Mapping[str, object], n_rows: int) -> Answer | Failure:
     """POST ``body`` to ``http``'s base URL + FEAST_ROUTE; never raises for the server's faults."""
     try:
         response = http.post(FEAST_ROUTE, content=orjson.dumps(body), headers={"content-type": "application/json"})

@@ -63,7 +63,7 @@ class Outcome:
         return orjson.dumps({"format": FORMAT_VERSION, **asdict(self)}) + b"\n"
 
     @staticmethod
-    def from_dict(raw: Mapping[str, Any]) -> Outcome:
+    def from_dict(raw: Mapping[str, Any]) -> Outcome:  # Any: one parsed JSON line; int() and constructors check it
         failure = raw.get("failure")
         return Outcome(
             request=int(raw["request"]),

@@ -25,12 +25,13 @@ EXAMPLES_PER_CAUSE = 3
 MAX_FAILURES_LISTED = 50
 
 
-def summarize(outcomes: Sequence[Outcome], about: Mapping[str, Any]) -> dict[str, Any]:
+# Any: the JSON report built by summarize(), indexed several levels deep by markdown() and write_report()
+def summarize(outcomes: Sequence[Outcome], about: Mapping[str, object]) -> dict[str, Any]:
     """The JSON report: ``about`` (who was compared, how), totals, per-feature rates, failures, examples."""
     compared: Counter[str] = Counter()
     mismatched: Counter[str] = Counter()
     causes: dict[str, Counter[str]] = defaultdict(Counter)
-    examples: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    examples: dict[str, dict[str, list[dict[str, object]]]] = defaultdict(lambda: defaultdict(list))
     failures = []
     for outcome in outcomes:
         compared.update(outcome.compared)
@@ -82,6 +83,7 @@ def _cell(value: object) -> str:
     return "null" if value is None else orjson.dumps(value).decode()[:60]
 
 
+# Any: the JSON report built by summarize(), indexed several levels deep by markdown() and write_report()
 def markdown(report: Mapping[str, Any]) -> str:
     about, requests, values = report["about"], report["requests"], report["values"]
     lines = [
@@ -133,7 +135,8 @@ def markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(out: Path, outcomes: Sequence[Outcome], about: Mapping[str, Any]) -> dict[str, Any]:
+# Any: the JSON report built by summarize(), indexed several levels deep by markdown() and write_report()
+def write_report(out: Path, outcomes: Sequence[Outcome], about: Mapping[str, object]) -> dict[str, Any]:
     """Write report.json, report.md and mismatch_rates.svg under ``out``; returns the JSON report."""
     report = summarize(outcomes, about)
     out.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import orjson
@@ -30,7 +29,7 @@ class ShadowRequest:
     (join keys and request fields, one list of values per column, as Feast sends them)."""
 
     index: int
-    entities: Mapping[str, Sequence[Any]]
+    entities: Mapping[str, Sequence[object]]
     service: str | None = None
     features: tuple[str, ...] = ()
     as_of_ms: int | None = None
