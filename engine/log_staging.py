@@ -12,8 +12,8 @@ rows instead of per piece.
 from __future__ import annotations
 
 import time
+from collections.abc import Sized
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -71,9 +71,9 @@ class StagedLogRows:
         self.writer.append(self._columns(pieces), now=since)
         self.pieces, self.rows, self.since = [], 0, None
 
-    def _columns(self, pieces: list[tuple[ViewRows, int]]) -> dict[str, Any]:
+    def _columns(self, pieces: list[tuple[ViewRows, int]]) -> dict[str, Sized]:
         parts = [rows for rows, _ in pieces]
-        columns: dict[str, Any] = {}
+        columns: dict[str, Sized] = {}
         join_keys = self.writer.join_keys
         if len(join_keys) == 1:
             # One join key: the entity key bytes are that value's text (routing's

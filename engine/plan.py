@@ -87,7 +87,7 @@ class AppliedPlan:
         }
 
 
-def repo_entries(repo: FeatureRepo) -> dict[str, dict[str, dict[str, Any]]]:
+def repo_entries(repo: FeatureRepo) -> dict[str, dict[str, JSONObject]]:
     """The plan-file entries describing a repo, by kind and name."""
     return {
         "view": {v.name: {"fingerprint": v.fingerprint_hex, "definition": v.to_dict()} for v in repo.views},
@@ -237,7 +237,7 @@ def compute_plan(
                 errors.append(str(exc))
         if errors:
             raise RepoValidationError(repo.path or "<in memory>", errors)
-    now = repo_entries(repo)
+    now: PlanEntries = repo_entries(repo)
     old: PlanEntries = previous.entries if previous else {}
     removed_fps = {e["fingerprint"] for n, e in old.get("view", {}).items() if n not in now["view"]}
     changes: list[Change] = []

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from engine.array_types import AnyArray
 from engine.entity_codes import compose_entity_keys, factorize_entity_keys, used_keys_only
 from engine.io.batches import DecodedBatch
 from engine.kernel.layout import AggregationLike, PartialLayout
@@ -62,7 +63,7 @@ class ViewRows:
     offsets: Int64Array
     values: npt.NDArray[np.float64]  # shape (rows, len(view.columns))
     # Decoded values (str stays str) of the columns the view's sketch slots read.
-    raw_values: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
+    raw_values: dict[str, AnyArray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -136,7 +137,7 @@ class _RowSelections:
         self.columns = batch.columns
         self.n = len(batch.offsets)
         self._rows: dict[object, npt.NDArray[np.intp] | None] = {}
-        self._picked: dict[tuple[object, str, type], npt.NDArray[Any]] = {}
+        self._picked: dict[tuple[object, str, type], AnyArray] = {}
 
     def rows(self, view_filter: object | None) -> tuple[object, npt.NDArray[np.intp] | None]:
         """``(selection key, kept row positions or None for all rows)``."""
@@ -155,7 +156,7 @@ class _RowSelections:
 
     def pick(
         self, key: object, idx: npt.NDArray[np.intp] | None, name: str, array: npt.ArrayLike, dtype: type
-    ) -> npt.NDArray[Any]:
+    ) -> AnyArray:
         """``array`` as ``dtype`` at the selected rows (``name`` identifies ``array``)."""
         if idx is None:
             return np.asarray(array, dtype=dtype)
@@ -180,7 +181,7 @@ def _view_rows(
     selection, idx = selections.rows(view.filter)
     rows = len(batch.offsets) if idx is None else len(idx)
 
-    def pick(name: str, array: npt.ArrayLike, dtype: type) -> npt.NDArray[Any]:
+    def pick(name: str, array: npt.ArrayLike, dtype: type) -> AnyArray:
         return selections.pick(selection, idx, name, array, dtype)
 
     given = factorized.get(view.join_keys[0]) if factorized is not None and len(view.join_keys) == 1 else None

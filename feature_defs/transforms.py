@@ -7,13 +7,16 @@ from typing import Any
 import polars as pl
 
 
-def spend_velocity(row: dict[str, Any]) -> dict[str, Any]:
+# Any: one row of inputs by name, of the types the sources declare (request fields mix
+# strings and numbers); the transform reads the numeric ones it needs.
+def spend_velocity(row: dict[str, Any]) -> dict[str, float]:
     """Request amount relative to the user's 15-minute spend (python mode, one row)."""
     recent = row.get("amount_sum_15m") or 0.0
     return {"spend_velocity_ratio": float(row["amount"]) / max(float(recent), 0.001)}
 
 
-def user_merchant_share(row: dict[str, Any]) -> dict[str, Any]:
+# Any: one row of inputs by name, as for spend_velocity.
+def user_merchant_share(row: dict[str, Any]) -> dict[str, float]:
     """The user's share of the merchant's 1-hour spend (python mode); 0 when the merchant has none."""
     merchant_sum = float(row.get("merchant_amount_sum_1h") or 0.0)
     user_sum = float(row.get("amount_sum_1h") or 0.0)

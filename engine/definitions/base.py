@@ -41,13 +41,16 @@ _PY_TYPES: dict[object, FieldType] = {
 NUMERIC_TYPES = frozenset({FieldType.INT, FieldType.FLOAT})
 
 
+# Any: one map type holds every definition map (schemas, constraints, options); a value type
+# per use would need a generic FrozenMap and changes at every reader.
 class FrozenMap(Mapping[str, Any]):
     """Read-only mapping that keeps insertion order and can be hashed."""
 
     __slots__ = ("_data",)
 
+    # Any: the values of whichever definition map this is (see the class comment).
     def __init__(self, data: Mapping[str, Any] | Iterable[tuple[str, Any]] = ()) -> None:
-        self._data: dict[str, Any] = dict(data)
+        self._data: dict[str, Any] = dict(data)  # Any: the map's values (see the class comment)
 
     def __getitem__(self, key: str) -> Any:  # one map type holds every definition map (schemas, constraints, ...)
         return self._data[key]
@@ -231,7 +234,8 @@ def definition(kind: str) -> Callable[[_C], _C]:
     """Frozen dataclass whose constructor names unknown/missing arguments clearly."""
 
     def wrap(cls: _C) -> _C:
-        dc: Any = dataclasses.dataclass(frozen=True)(cls)  # its __init__ is replaced below
+        # Any: the decorated class gets its __init__ replaced below, which mypy cannot follow on a type.
+        dc: Any = dataclasses.dataclass(frozen=True)(cls)
         fields = [f for f in dataclasses.fields(dc) if f.init]
         names = [f.name for f in fields]
         required = [

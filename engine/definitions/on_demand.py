@@ -43,7 +43,7 @@ class OnDemandFeatureView(SelectableView):
     description: str = ""
     # Set only by the decorator form: the decorated function itself, because the module
     # attribute it was defined under now holds this view instead of the function.
-    _function: Callable[..., Any] | None = dataclasses.field(
+    _function: Callable[..., object] | None = dataclasses.field(
         default=None, init=False, repr=False, compare=False, hash=False
     )
 
@@ -171,12 +171,13 @@ class OnDemandFeatureView(SelectableView):
     def request_fields(self) -> Mapping[str, FieldType]:
         return FrozenMap(item for src in self.request_sources for item in src.field_types.items())
 
-    def resolve(self) -> Callable[..., Any]:
+    def resolve(self) -> Callable[..., object]:
         """Imports the transform; raises DefinitionError naming the path if that fails."""
         module_name, _, qualname = self.fn.partition(":")
         c = Checker("OnDemandFeatureView", self.name)
         try:
-            target: Any = importlib.import_module(module_name)  # whatever fn names; checked callable below
+            # Any: whatever attribute fn names; checked callable below.
+            target: Any = importlib.import_module(module_name)
             for part in qualname.split("."):
                 target = getattr(target, part)
         except (ImportError, AttributeError) as exc:
@@ -226,10 +227,10 @@ def on_demand_feature_view(
     schema: Mapping[str, FieldType | str | type],
     mode: str = "python",
     description: str = "",
-) -> Callable[[Callable[..., Any]], OnDemandFeatureView]:
+) -> Callable[[Callable[..., object]], OnDemandFeatureView]:
     """Decorator form: the decorated module-level function becomes the transform."""
 
-    def wrap(function: Callable[..., Any]) -> OnDemandFeatureView:
+    def wrap(function: Callable[..., object]) -> OnDemandFeatureView:
         path = f"{function.__module__}:{function.__qualname__}"
         if "<locals>" in function.__qualname__ or "<lambda>" in function.__qualname__:
             c = Checker("OnDemandFeatureView", name)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from engine.definitions.base import FieldType
 from engine.definitions.on_demand import OnDemandFeatureView
@@ -32,7 +32,7 @@ class RunnableTransform(Protocol):
     @property
     def name(self) -> str: ...
     @property
-    def fn(self) -> Callable[..., Any]: ...
+    def fn(self) -> Callable[..., object]: ...
     @property
     def mode(self) -> str: ...
     @property
@@ -46,7 +46,7 @@ class TransformSpec:
     """A resolved on-demand view, ready to run."""
 
     name: str
-    fn: Callable[..., Any]
+    fn: Callable[..., object]
     mode: str
     input_types: Mapping[str, FieldType]
     output_types: Mapping[str, FieldType]
@@ -109,12 +109,12 @@ class TransformResult:
     float output the rows whose result was NaN or infinite (now null; serving reports them
     ``INVALID``, docs/serving.md)."""
 
-    columns: dict[str, list[Any]]
+    columns: dict[str, list[object]]
     undeclared: tuple[str, ...]
     not_finite: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
-def _not_finite_rows(values: Sequence[Any]) -> tuple[int, ...]:
+def _not_finite_rows(values: Sequence[object]) -> tuple[int, ...]:
     return tuple(i for i, v in enumerate(values) if type(v) is float and not math.isfinite(v))
 
 
@@ -166,16 +166,16 @@ def _call(transform: RunnableTransform, argument: object, row: int | None) -> ob
         raise TransformRunError(transform.name, [problem], row=row) from exc
 
 
-def run_transform(transform: RunnableTransform, inputs: Mapping[str, Sequence[Any]], n_rows: int) -> TransformResult:
+def run_transform(transform: RunnableTransform, inputs: Mapping[str, Sequence[object]], n_rows: int) -> TransformResult:
     """Run ``transform`` over ``n_rows`` rows of ``inputs`` (a list per input name)."""
     if transform.mode == "python":
         return _run_python(transform, inputs, n_rows)
     return _run_batch(transform, inputs, n_rows)
 
 
-def _run_python(transform: RunnableTransform, inputs: Mapping[str, Sequence[Any]], n_rows: int) -> TransformResult:
+def _run_python(transform: RunnableTransform, inputs: Mapping[str, Sequence[object]], n_rows: int) -> TransformResult:
     output_types = transform.output_types
-    outputs: dict[str, list[Any]] = {name: [] for name in output_types}
+    outputs: dict[str, list[object]] = {name: [] for name in output_types}
     columns = [(name, inputs[name]) for name in transform.input_types]
     undeclared: set[str] = set()
     not_finite: dict[str, list[int]] = {}
@@ -207,7 +207,7 @@ def _run_python(transform: RunnableTransform, inputs: Mapping[str, Sequence[Any]
     return TransformResult(outputs, tuple(sorted(undeclared)), {name: tuple(rows) for name, rows in not_finite.items()})
 
 
-def _run_batch(transform: RunnableTransform, inputs: Mapping[str, Sequence[Any]], n_rows: int) -> TransformResult:
+def _run_batch(transform: RunnableTransform, inputs: Mapping[str, Sequence[object]], n_rows: int) -> TransformResult:
     import polars as pl
 
     dtypes = {
@@ -241,7 +241,7 @@ def _run_batch(transform: RunnableTransform, inputs: Mapping[str, Sequence[Any]]
         )
         raise TransformRunError(transform.name, [problem], row=None)
     undeclared = tuple(name for name in result.columns if name not in transform.output_types)
-    outputs: dict[str, list[Any]] = {}
+    outputs: dict[str, list[object]] = {}
     problems: list[OutputProblem] = []
     not_finite: dict[str, tuple[int, ...]] = {}
     for name, kind in transform.output_types.items():

@@ -281,10 +281,13 @@ def _is_list(value: object) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, str | bytes)
 
 
+# Any: items of the caller's ``kind``, checked by isinstance one by one below; mypy cannot
+# narrow a whole tuple from that check, so a TypeVar here would need a cast.
 def _sequence_of(c: Checker, field: str, value: object, kind: type, example: str) -> tuple[Any, ...]:
     if not _is_list(value):
         c.add(field, f"a list of {kind.__name__}", value, f"write {example}", type_error=True)
         return ()
+    # Any: as in the return type (each item is checked against ``kind`` next).
     items: tuple[Any, ...] = tuple(value)  # type: ignore[arg-type]
     bad = [item for item in items if not isinstance(item, kind)]
     for item in bad:

@@ -51,13 +51,13 @@ DEFAULT_DLQ_PAYLOAD_CAP = 64 * 1024
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 # Placeholder object for records refused before their fields are looked at.
-_NO_FIELDS: dict[str, Any] = {}
+_NO_FIELDS: dict[str, object] = {}
 # When most of a batch falls back to orjson (a source whose records carry undeclared fields),
 # the typed path only costs time: skip it for this many batches, then try again.
 _TYPED_PAUSE_BATCHES = 32
 
 #: The parsed object of each record checked field by field, by row.
-RowObjects = list[dict[str, Any]] | dict[int, dict[str, Any]]
+RowObjects = list[dict[str, object]] | dict[int, dict[str, object]]
 
 _R = DeadLetterReason
 
@@ -203,8 +203,10 @@ class Decoder:
     # -- stages -----------------------------------------------------------------------------
 
     def _parse(
-        self, values: list[bytes | None], refused: dict[int, tuple[str, str]]
-    ) -> tuple[dict[str, list[Any]], list[Any], RowObjects]:
+        self,
+        values: list[bytes | None],
+        refused: dict[int, tuple[str, str]],
+    ) -> tuple[dict[str, list[Any]], list[Any], RowObjects]:  # Any: JSON values, type()-checked in _column
         """Per schema field its value in every record (None where absent), the same for the
         timestamp field (its own list), and the parsed object of each record checked field
         by field (every record when the typed path is off or paused)."""
@@ -217,8 +219,11 @@ class Decoder:
         return columns, field_values(objs, self.timestamp_field), objs
 
     def _parse_typed(
-        self, typed: TypedRecordDecoder, values: list[bytes | None], refused: dict[int, tuple[str, str]]
-    ) -> tuple[dict[str, list[Any]], list[Any], RowObjects]:
+        self,
+        typed: TypedRecordDecoder,
+        values: list[bytes | None],
+        refused: dict[int, tuple[str, str]],
+    ) -> tuple[dict[str, list[Any]], list[Any], RowObjects]:  # Any: JSON values, type()-checked in _column
         limit = self.max_payload_bytes
         try:
             oversized = max(map(len, values)) > limit  # type: ignore[arg-type]
@@ -238,9 +243,10 @@ class Decoder:
         # The typed path is off when the timestamp field is a schema field: no list is shared.
         return columns, columns.pop(self.timestamp_field), fallback
 
-    def _parse_all(self, values: list[bytes | None], refused: dict[int, tuple[str, str]]) -> list[dict[str, Any]]:
+    def _parse_all(self, values: list[bytes | None], refused: dict[int, tuple[str, str]]) -> list[dict[str, object]]:
         """Every record parsed with orjson (the path when the typed one is off)."""
         limit = self.max_payload_bytes
+        # Any: orjson.loads results; the non-dicts are replaced below, a narrowing mypy cannot follow.
         objs: list[Any]
         try:
             # Common case: no tombstones, nothing too large, every document parses.
@@ -256,7 +262,7 @@ class Decoder:
                     objs[i] = _NO_FIELDS
         return objs
 
-    def _parse_object(self, i: int, value: bytes | None, refused: dict[int, tuple[str, str]]) -> dict[str, Any]:
+    def _parse_object(self, i: int, value: bytes | None, refused: dict[int, tuple[str, str]]) -> dict[str, object]:
         obj = self._parse_one(i, value, refused)
         if type(obj) is dict:
             return obj
@@ -297,6 +303,8 @@ class Decoder:
 
     def _column(
         self,
+        # Any: field values straight from JSON, checked by type() against ACCEPTED below (hot
+        # path), which mypy does not narrow; the int bounds check compares them after that.
         vals: list[Any],
         objs: RowObjects,
         field: str,
@@ -350,14 +358,18 @@ class Decoder:
         return arr
 
     @staticmethod
-    def _field_problem(obj: dict[str, Any], field: str, kind: str, value: object) -> tuple[str, str]:
+    def _field_problem(obj: dict[str, object], field: str, kind: str, value: object) -> tuple[str, str]:
         if value is None:
             state = "is null" if field in obj else "is absent"
             return _R.MISSING_FIELD, f"field '{field}' {state}"
         return _R.WRONG_TYPE, f"field '{field}': expected {kind}, got {show_value(value)}"
 
     def _event_times(
-        self, vals: list[Any], objs: RowObjects, refused: dict[int, tuple[str, str]]
+        self,
+        # Any: timestamp values straight from JSON; parse_event_times checks each one.
+        vals: list[Any],
+        objs: RowObjects,
+        refused: dict[int, tuple[str, str]],
     ) -> npt.NDArray[np.int64]:
         field = self.timestamp_field
         if None in vals:

@@ -9,9 +9,8 @@ Format and names: ``engine.io.log_format``; reading back: ``engine.io.log_reader
 import contextlib
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -130,7 +129,7 @@ class ParquetLogWriter:
     def buffered_rows(self) -> int:
         return self._rows
 
-    def append(self, rows: Mapping[str, Any], now: float | None = None) -> None:
+    def append(self, rows: Mapping[str, Sized], now: float | None = None) -> None:
         """Buffer a batch given as columns (numpy arrays or sequences) of equal length.
 
         ``now`` is a ``time.monotonic()`` reading (taken if omitted); it starts the

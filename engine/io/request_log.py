@@ -16,7 +16,6 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -53,9 +52,9 @@ class RequestLogger:
         self,
         service: str,
         as_of_ms: int | Sequence[int],
-        join_keys: Mapping[str, Sequence[Any]],
-        request_data: Mapping[str, Sequence[Any]],
-        rows: Sequence[Mapping[str, Any]],
+        join_keys: Mapping[str, Sequence[object]],
+        request_data: Mapping[str, Sequence[object]],
+        rows: Sequence[Mapping[str, object]],
     ) -> None:
         now = wall_clock_ms()
         entries = []

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from engine.array_types import AnyArray
 from engine.exceptions import NaiveTimeError, NotIsoTimeError
 from engine.io.batches import DeadLetterReason
 from engine.io.exceptions import IoValueError
@@ -65,7 +66,7 @@ class ParsedTimes:
     problems: dict[int, Problem]
 
 
-def parse_event_times(values: Sequence[Any] | npt.NDArray[Any], fmt: str, field: str) -> ParsedTimes:
+def parse_event_times(values: Sequence[object] | AnyArray, fmt: str, field: str) -> ParsedTimes:
     """Parse one timestamp field of many events; never raises on bad values.
 
     ``values`` is a list of decoded JSON values or a numpy column. Each refused row gets
@@ -75,7 +76,9 @@ def parse_event_times(values: Sequence[Any] | npt.NDArray[Any], fmt: str, field:
     if fmt not in _ACCEPTED:
         raise IoValueError(f"timestamp field '{field}': format: expected one of {TIMESTAMP_FORMATS}, got {fmt!r}")
     problems: dict[int, Problem] = {}
-    vals: list[Any] | npt.NDArray[Any]
+    # Any: decoded JSON values checked by type() against the format's kinds below, a narrowing
+    # mypy cannot follow; the helpers then compare or parse them.
+    vals: list[Any] | AnyArray
     if isinstance(values, np.ndarray) and values.dtype.kind in _ACCEPTED_KINDS[fmt]:
         vals = values
     else:
@@ -118,7 +121,8 @@ def _plain(value: object) -> object:
 
 
 def _millis(
-    vals: list[Any] | npt.NDArray[Any],
+    # Any: values of accepted kinds (see parse_event_times), compared to the int64 bounds.
+    vals: list[Any] | AnyArray,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
     try:
         return np.array(vals, dtype=np.int64), np.zeros(len(vals), dtype=np.bool_)
@@ -130,7 +134,8 @@ def _millis(
 
 
 def _seconds(
-    vals: list[Any] | npt.NDArray[Any],
+    # Any: values of accepted kinds (see parse_event_times).
+    vals: list[Any] | AnyArray,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
     """Epoch seconds floored to milliseconds, the out-of-range mask and the non-finite mask."""
     # float64 is exact here: any in-range value times 1000 stays below 2**53.
@@ -144,7 +149,10 @@ def _seconds(
 
 
 def _iso(
-    vals: list[Any] | npt.NDArray[Any], field: str, problems: dict[int, Problem]
+    # Any: values of accepted kinds (see parse_event_times), passed to iso_epoch_ms.
+    vals: list[Any] | AnyArray,
+    field: str,
+    problems: dict[int, Problem],
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
     out = np.zeros(len(vals), dtype=np.int64)
     for i, v in enumerate(vals):

@@ -29,6 +29,7 @@ import msgspec
 _INT64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 
 #: msgspec type of each field kind (the decoder's schema kinds and timestamp formats).
+# Any: msgspec type expressions (Annotated, a union) that mypy does not accept as ``type``.
 _TYPES: dict[str, Any] = {
     "string": str,
     "int": _INT64,
@@ -44,6 +45,7 @@ class TypedRows:
     """Per field, the value of every row (``None`` in rows not decoded), and the rows not
     decoded (malformed, tombstones, extra fields, wrong types: the caller checks them)."""
 
+    # Any: values straight from JSON, checked by type() in the decoder (hot path, not narrowed by mypy).
     columns: dict[str, list[Any]]
     not_decoded: list[int]
 
@@ -69,7 +71,7 @@ class TypedRecordDecoder:
         self._blank = record_type(*(None for _ in attrs))
 
     def decode_rows(self, values: Sequence[bytes | None]) -> TypedRows:
-        records: list[Any] = []
+        records: list[object] = []
         not_decoded: list[int] = []
         remaining = iter(values)
         while True:
@@ -85,8 +87,8 @@ class TypedRecordDecoder:
             records, not_decoded = self._one_by_one(values)
         return TypedRows({field: list(map(get, records)) for field, get in self._getters.items()}, not_decoded)
 
-    def _one_by_one(self, values: Sequence[bytes | None]) -> tuple[list[Any], list[int]]:
-        records: list[Any] = []
+    def _one_by_one(self, values: Sequence[bytes | None]) -> tuple[list[object], list[int]]:
+        records: list[object] = []
         not_decoded: list[int] = []
         for i, value in enumerate(values):
             try:

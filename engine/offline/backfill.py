@@ -43,9 +43,10 @@ from engine.offline.history_batches import (
     history_batches,
     routed_columns,
 )
+from engine.offline.history_files import HistoryView
 from engine.offline.history_slices import HistoryIndex, HistorySlice, index_history
 from engine.offline.history_spill import SpilledHistory
-from engine.routing import RoutableView, route
+from engine.routing import route
 from engine.state.offsets import resume_positions
 from engine.state.protocols import Store
 from engine.state.records import (
@@ -67,8 +68,8 @@ DEFAULT_COMMIT_ROWS = 500_000
 MAX_CHUNKS_PER_COMMIT = 8
 
 
-class BackfillView(ApplicableView, RoutableView, Protocol):
-    """What a history backfill needs of a view: routing's and the write path's needs."""
+class BackfillView(ApplicableView, HistoryView, Protocol):
+    """What a history backfill needs of a view: the history replay's and the write path's needs."""
 
 
 #: The replay order's name, part of every history topic: a run interrupted under another

@@ -12,13 +12,14 @@ definitions involved.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 import pyarrow as pa
 
+from engine.array_types import AnyArray
 from engine.kernel.aggregate import overflow_is_a_value
 from engine.kernel.layout import ANY_COLUMN_FUNCTIONS, LIST_FUNCTIONS, AggregationSpec
 from engine.kernel.sketch_kinds import evaluate_blob
@@ -83,7 +84,7 @@ def longest_window(aggs: Sequence[AggregationSpec]) -> int | None:
     return None if None in windows else max(w for w in windows if w is not None)
 
 
-def _masked_series(name: str, values: npt.NDArray[Any], valid: npt.NDArray[np.bool_]) -> pl.Series:
+def _masked_series(name: str, values: AnyArray, valid: npt.NDArray[np.bool_]) -> pl.Series:
     arr = pa.array(values, mask=~valid)
     return pl.Series(name, arr)
 
@@ -160,7 +161,7 @@ def evaluate_windows(
     interval_ms: int,
     aggs: Sequence[AggregationSpec],
     nonempty_out: dict[str, npt.NDArray[np.bool_]] | None = None,
-    raw_values: Mapping[str, npt.NDArray[Any]] | None = None,
+    raw_values: Mapping[str, AnyArray] | None = None,
     positions: I64 | None = None,
 ) -> dict[str, pl.Series]:
     """Evaluate ``aggs`` for each query (entity code, t) over sorted events.
@@ -181,7 +182,7 @@ def evaluate_windows(
     q_codes = q_codes[order]
     q_times = q_times[order]
 
-    def unsort(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    def unsort(a: AnyArray) -> AnyArray:
         back = np.empty_like(a)
         back[order] = a
         return back
@@ -238,9 +239,9 @@ def _window_values(
     sums: F64,
     times: I64,
     q_times: I64,
-    raw_values: Mapping[str, npt.NDArray[Any]],
+    raw_values: Mapping[str, AnyArray],
     positions: I64 | None,
-) -> npt.NDArray[Any]:
+) -> AnyArray:
     """Each query's value of ``agg`` over its events ``[lo, hi)`` (empty windows are
     filled by the caller); ``sums`` are the window sums of sum, mean and stddev."""
     n, m = len(times), len(q_times)
@@ -271,7 +272,7 @@ def _window_values(
 def _sketch_windows(
     agg: AggregationSpec,
     slot: SketchSlot,
-    raw_values: Mapping[str, npt.NDArray[Any]],
+    raw_values: Mapping[str, AnyArray],
     times: I64,
     positions: I64 | None,
     lo: I64,
@@ -309,7 +310,7 @@ def _sketch_windows(
 _LIST_ELEMENTS = {"b": pl.Boolean, "i": pl.Int64, "u": pl.Int64, "f": pl.Float64}
 
 
-def _list_series(agg: AggregationSpec, lists: npt.NDArray[Any], column: npt.NDArray[Any] | None) -> pl.Series:
+def _list_series(agg: AggregationSpec, lists: AnyArray, column: AnyArray | None) -> pl.Series:
     """A list function's column: an Arrow list of the column's type (docs/semantics.md)."""
     kind = "O" if column is None else np.asarray(column).dtype.kind
     inner = _LIST_ELEMENTS.get(kind, pl.String)
@@ -351,7 +352,7 @@ def _compensated_prefix(values: F64) -> tuple[F64, F64]:
     return np.concatenate((zero, cs)), np.concatenate((zero, np.cumsum(err)))
 
 
-def _finish(agg: AggregationSpec, result: npt.NDArray[Any], nonempty: npt.NDArray[np.bool_]) -> pl.Series:
+def _finish(agg: AggregationSpec, result: AnyArray, nonempty: npt.NDArray[np.bool_]) -> pl.Series:
     """Fill empty windows with the kernel's empty-window value (null where it is None).
 
     A non-empty window whose value is not finite (an overflowed sum) is null, as serving

@@ -8,15 +8,15 @@ per-chunk conversions cost more than the routing itself.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from engine.array_types import AnyArray
 from engine.io.batches import DecodedBatch
 from engine.io.decoder import EventSourceLike
-from engine.offline.history_files import kind_name
+from engine.offline.history_files import HistoryView, kind_name
 from engine.offline.history_slices import EVENT_MS
 from engine.positions import MAX_PARTITION
 from engine.state.keys import encode_entity_keys
@@ -25,7 +25,7 @@ from engine.state.keys import encode_entity_keys
 HISTORY_PARTITION = MAX_PARTITION
 
 
-def _numeric_column(series: pl.Series, kind: str) -> np.ndarray[Any, Any]:
+def _numeric_column(series: pl.Series, kind: str) -> AnyArray:
     """The decoder's dtypes for non-string kinds: int64, float64, bool."""
     if kind == "int":
         return series.cast(pl.Int64).to_numpy()
@@ -42,7 +42,7 @@ def _factorize_strings(series: pl.Series) -> tuple[pl.Series, npt.NDArray[np.int
     return distinct, codes
 
 
-def routed_columns(views: Sequence[Any], factorized: Mapping[str, Any]) -> set[str]:
+def routed_columns(views: Sequence[HistoryView], factorized: Mapping[str, object]) -> set[str]:
     """Source columns ``route`` reads from a batch when ``factorized`` keys are given:
     filter fields, aggregated columns and the join keys of views without a factorized key."""
     names: set[str] = set()
@@ -80,7 +80,7 @@ def history_batches(
     kinds = {str(k): kind_name(v) for k, v in source.schema.items()}
     wanted = [c for c in history.columns if c in kinds and (columns is None or c in columns)]
     strings: dict[str, tuple[npt.NDArray[np.object_], npt.NDArray[np.int64]]] = {}
-    numbers: dict[str, np.ndarray[Any, Any]] = {}
+    numbers: dict[str, AnyArray] = {}
     for name in wanted:
         series = history.get_column(name)
         if kinds[name] == "string":
@@ -96,7 +96,7 @@ def history_batches(
         end = min(begin + chunk_rows, history.height)
         event_ts = all_ts[begin:end]
         top = int(event_ts.max()) if top is None else max(top, int(event_ts.max()))
-        batch_columns: dict[str, np.ndarray[Any, Any]] = {
+        batch_columns: dict[str, AnyArray] = {
             name: values[codes[begin:end]] for name, (values, codes) in strings.items()
         }
         batch_columns.update({name: array[begin:end] for name, array in numbers.items()})
@@ -116,7 +116,7 @@ def history_batches(
 
 
 def factorize_key_columns(
-    history: pl.DataFrame, views: Sequence[Any]
+    history: pl.DataFrame, views: Sequence[HistoryView]
 ) -> dict[str, tuple[list[bytes], npt.NDArray[np.int64]]]:
     """Distinct values and a code per history row of every string join-key column of a
     single-join-key view: one hash pass over the whole history instead of one per chunk."""

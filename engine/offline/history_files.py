@@ -11,16 +11,25 @@ from __future__ import annotations
 import glob
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from engine.definitions.filters import Expr
 from engine.io.decoder import EventSourceLike
 from engine.io.timestamps import parse_event_times
 from engine.offline.exceptions import BackfillError, HistoryFileError
+from engine.routing import RoutableView
 from engine.state.keys import ENTITY_KEY_SEPARATOR
+
+
+class HistoryView(RoutableView, Protocol):
+    """What the history modules read of a view: routing's needs, and a filter naming its fields."""
+
+    @property
+    def filter(self) -> Expr | None: ...
 
 
 def resolve_history_files(patterns: Sequence[str]) -> list[str]:
@@ -221,7 +230,7 @@ def _check_constraints(frame: pl.DataFrame, source: EventSourceLike, needed: Seq
             )
 
 
-def needed_columns(source: EventSourceLike, views: Sequence[Any]) -> list[str]:
+def needed_columns(source: EventSourceLike, views: Sequence[HistoryView]) -> list[str]:
     """Source fields the views read (join keys, aggregated columns, filter fields) and time."""
     names: list[str] = [str(source.timestamp_field)]
     for view in views:

@@ -25,7 +25,6 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import repeat
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +33,7 @@ import polars as pl
 from engine.io.decoder import EventSourceLike
 from engine.offline.exceptions import HistoryFileError
 from engine.offline.history_files import (
+    HistoryView,
     check_file_schema,
     check_rows,
     event_times,
@@ -64,7 +64,7 @@ class Family:
     """Views sharing their first join key column ``column``: one replay of the history."""
 
     column: str
-    views: tuple[Any, ...]
+    views: tuple[HistoryView, ...]
 
 
 @dataclass(frozen=True)
@@ -114,9 +114,9 @@ class HistoryIndex:
         return self.rows * len(self.families)
 
 
-def families_of(views: Sequence[Any]) -> tuple[Family, ...]:
+def families_of(views: Sequence[HistoryView]) -> tuple[Family, ...]:
     """The views grouped by their first join key column, in the order views name them."""
-    grouped: dict[str, list[Any]] = {}
+    grouped: dict[str, list[HistoryView]] = {}
     for view in views:
         grouped.setdefault(view.join_keys[0], []).append(view)
     return tuple(Family(column, tuple(members)) for column, members in grouped.items())
@@ -129,7 +129,7 @@ def entity_buckets(column: pl.Series) -> npt.NDArray[np.uint64]:
     always lands in one bucket, in every run: a resumed backfill finds the same order.
     Each distinct value is hashed once.
     """
-    distinct: list[Any]
+    distinct: list[object]
     if column.dtype == pl.String:
         unique = column.unique(maintain_order=True)
         # Enum categories keep the given order, so physical code i names unique[i].
@@ -181,7 +181,12 @@ def _cut_slices(
 
 
 def index_history(
-    files: Sequence[str], source: EventSourceLike, views: Sequence[Any], start_ms: int, end_ms: int, slice_rows: int
+    files: Sequence[str],
+    source: EventSourceLike,
+    views: Sequence[HistoryView],
+    start_ms: int,
+    end_ms: int,
+    slice_rows: int,
 ) -> HistoryIndex:
     """Check every file (schema first, then each row group's rows) and cut the rows with
     ``start <= e < end`` into slices per family. Raises :class:`HistoryFileError` naming the file."""
@@ -261,7 +266,7 @@ def sort_slice(rows: pl.DataFrame, piece: HistorySlice) -> pl.DataFrame:
 
 
 def load_history(
-    files: Sequence[str], source: EventSourceLike, views: Sequence[Any], start_ms: int, end_ms: int
+    files: Sequence[str], source: EventSourceLike, views: Sequence[HistoryView], start_ms: int, end_ms: int
 ) -> pl.DataFrame:
     """Every row with ``start <= e < end`` sorted by (event time, file, row), in one frame
     (for small histories and tests; backfill reads slice by slice)."""

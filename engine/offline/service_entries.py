@@ -97,7 +97,7 @@ def find_service(repo: object, name: str) -> OfflineService:
         raise TrainingSetError(
             f"get_training_set: field 'repo': expected a FeatureRepo with 'services', got {type(repo).__name__}."
         )
-    # Duck typed: a FeatureRepo or a light stand-in; entries are checked by entry_parts.
+    # Any: duck typed, a FeatureRepo or a light stand-in; entries are checked by entry_parts.
     items: Iterable[Any] = services.values() if isinstance(services, Mapping) else services
     found: list[OfflineService] = [s for s in items if getattr(s, "name", None) == name]
     if not found:
@@ -142,7 +142,7 @@ def on_demand_outputs(odfv: OfflineOnDemand) -> dict[str, str]:
     return out
 
 
-def resolve_function(odfv: OfflineOnDemand) -> Callable[..., Any]:
+def resolve_function(odfv: OfflineOnDemand) -> Callable[..., object]:
     """The ODFV's transform, imported the way serving imports it (``odfv.resolve()``).
 
     Objects without ``resolve`` (duck-typed stand-ins) are resolved from their

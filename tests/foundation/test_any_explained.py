@@ -23,28 +23,6 @@ PENDING: dict[str, str] = {
     "serving": "serving speed work (#19) edits these files in parallel",
     # TODO(#15 item 7): the multi-process scaling branch (#18) edits dataflows in parallel.
     "dataflows": "multi-process scaling work (#18) edits these files in parallel",
-    # TODO(#15 item 7): not yet converted in session 8 (ran out of time); next pass uses
-    # engine/array_types.py, engine/json_types.py, Protocols and object.
-    "engine/definitions/base.py": "not yet converted",
-    "engine/definitions/on_demand.py": "not yet converted",
-    "engine/definitions/transform_runner.py": "not yet converted",
-    "engine/definitions/view.py": "not yet converted",
-    "engine/generate/events.py": "not yet converted",
-    "engine/io/decoder.py": "not yet converted",
-    "engine/io/field_checks.py": "not yet converted",
-    "engine/io/parquet_log.py": "not yet converted",
-    "engine/io/request_log.py": "not yet converted",
-    "engine/io/timestamps.py": "not yet converted",
-    "engine/io/typed_records.py": "not yet converted",
-    "engine/log_staging.py": "not yet converted",
-    "engine/offline/event_windows.py": "not yet converted",
-    "engine/offline/history_batches.py": "not yet converted",
-    "engine/offline/history_files.py": "not yet converted",
-    "engine/offline/history_slices.py": "not yet converted",
-    "engine/offline/service_entries.py": "not yet converted",
-    "engine/plan.py": "not yet converted",
-    "engine/routing.py": "not yet converted",
-    "feature_defs/transforms.py": "not yet converted",
 }
 
 _MARKERS_ONLY = ("type: ignore", "noqa", "pragma")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sized
 from datetime import timedelta
 from pathlib import Path
 
@@ -127,7 +128,7 @@ def _write_string_log(root: Path, view: str, columns: list[str], raw: list[str])
     for h in range(2):
         ts = T0 + h * HOUR + rng.integers(0, HOUR, ROWS_PER_HOUR)
         texts = [("" if i % 10 == 0 else f"m{(i * (h + 3)) % (7 + h)}") for i in range(ROWS_PER_HOUR)]
-        rows: dict[str, object] = {
+        rows: dict[str, Sized] = {
             "user_id": np.array([f"u{i % 17}" for i in range(ROWS_PER_HOUR)], dtype=object),
             "event_time": ts.astype(np.int64),
             "partition": np.zeros(ROWS_PER_HOUR, dtype=np.int32),
