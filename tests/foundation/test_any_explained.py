@@ -18,12 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PRODUCT_PACKAGES = ("cli", "dataflows", "engine", "feature_defs", "serving")
 
 #: Files not yet through the item-7 pass, each with why. Remove an entry once its file passes.
-PENDING: dict[str, str] = {
-    # TODO(#15 item 7): busy in the serving-speed branch (#19) during session 8; convert after it lands.
-    "serving": "serving speed work (#19) edits these files in parallel",
-    # TODO(#15 item 7): the multi-process scaling branch (#18) edits dataflows in parallel.
-    "dataflows": "multi-process scaling work (#18) edits these files in parallel",
-}
+PENDING: dict[str, str] = {}
 
 _MARKERS_ONLY = ("type: ignore", "noqa", "pragma")
 
