@@ -1,5 +1,6 @@
 """End-to-end ingest of the example repo with and without its sketch and list functions,
-on this tree and (optionally) on an older revision's engine, side by side in one run.
+and of its plain views with a distinct count and percentiles added to each, on this tree
+and (optionally) on an older revision's engine, side by side in one run.
 
 One pre-filled topic; each run is ``benchmarks.peers.ours_ingest`` (Kafka -> decode ->
 route -> kernel -> RocksDB + Parquet log, one worker) in its own child process. The
@@ -33,7 +34,11 @@ SIZES = {"smoke": (20_000, 2_000), "small": (200_000, 20_000)}  # events, users
 ROUNDS = 3
 ROOT = Path(__file__).resolve().parent.parent
 BLOB_FUNCTIONS = frozenset(SKETCH_FUNCTIONS + LIST_FUNCTIONS)
-VARIANTS = ("plain", "with_sketches")
+VARIANTS = ("plain", "with_sketches", "plain_plus_distinct_percentiles")
+#: The variants measured against ``plain``: the whole example repo (its sketch and list
+#: views included), and the issue's own wording: a distinct count and percentiles added
+#: to every plain view.
+MEASURED = VARIANTS[1:]
 
 
 class _StrippedRepo:
@@ -54,14 +59,46 @@ class _StrippedRepo:
         return tuple(out)
 
 
+class _DistinctAndPercentiles(_StrippedRepo):
+    """The plain views, each with a HyperLogLog distinct count of cards and the 50th,
+    95th and 99th percentile of amounts over its longest window (issue 16 item 5:
+    "adding distinct counts and percentiles to every view")."""
+
+    def views_for_source(self, name: str) -> tuple[Any, ...]:
+        from engine.definitions import Aggregation
+
+        out = []
+        for view in super().views_for_source(name):
+            finite = [a.window for a in view.aggregations if a.window is not None]
+            window = max(finite) if finite else None
+            added = [
+                Aggregation(
+                    column="card_id", function="count_distinct_approx", window=window, name=f"{view.name}_bench_cards"
+                ),
+                Aggregation(
+                    column="amount",
+                    function="percentile",
+                    q=(0.5, 0.95, 0.99),
+                    window=window,
+                    name=f"{view.name}_bench_amount",
+                ),
+            ]
+            out.append(dataclasses.replace(view, aggregations=[*view.aggregations, *added]))
+        return tuple(out)
+
+
+_REPO_OF_VARIANT = {"plain": _StrippedRepo, "plain_plus_distinct_percentiles": _DistinctAndPercentiles}
+
+
 def child(bootstrap_servers: str, topic: str, workdir: str, variant: str) -> None:
-    """One ingest run (``ours_ingest``), the repo stripped for the plain variant."""
+    """One ingest run (``ours_ingest``) of the variant's repo."""
     from benchmarks.peers import ours_ingest
 
-    if variant == "plain":
+    wrapper = _REPO_OF_VARIANT.get(variant)
+    if wrapper is not None:
         namespace = vars(ours_ingest)
         load = namespace["load_repo"]
-        namespace["load_repo"] = lambda path: _StrippedRepo(load(path))
+        namespace["load_repo"] = lambda path: wrapper(load(path))
     ours_ingest.main(bootstrap_servers, topic, Path(workdir), 8)
 
 
@@ -131,17 +168,15 @@ def run(size: str = "smoke", baseline: str | None = None, revision: str | None =
         "baseline": baseline,
     }
     for tree, by_variant in rates.items():
-        ratios = np.asarray(by_variant["with_sketches"]) / np.asarray(by_variant["plain"])
         cpu = cpu_rates[tree]
-        cpu_ratios = np.asarray(cpu["with_sketches"]) / np.asarray(cpu["plain"])
-        out[tree] = {
-            "events_per_s_runs": by_variant,
-            "ratio_with_sketches_vs_plain": round(float(np.median(ratios)), 3),
-            "ratio_runs": [round(float(r), 3) for r in ratios],
-            # Events per CPU second of the child: steadier than wall time on a shared machine.
-            "events_per_cpu_s_runs": cpu,
-            "cpu_ratio_with_sketches_vs_plain": round(float(np.median(cpu_ratios)), 3),
-        }
+        # Events per CPU second of the child: steadier than wall time on a shared machine.
+        out[tree] = {"events_per_s_runs": by_variant, "events_per_cpu_s_runs": cpu}
+        for variant in MEASURED:
+            ratios = np.asarray(by_variant[variant]) / np.asarray(by_variant["plain"])
+            cpu_ratios = np.asarray(cpu[variant]) / np.asarray(cpu["plain"])
+            out[tree][f"ratio_{variant}_vs_plain"] = round(float(np.median(ratios)), 3)
+            out[tree][f"ratio_{variant}_runs"] = [round(float(r), 3) for r in ratios]
+            out[tree][f"cpu_ratio_{variant}_vs_plain"] = round(float(np.median(cpu_ratios)), 3)
     if baseline is not None:
         for variant in VARIANTS:
             speedups = np.asarray(rates["current"][variant]) / np.asarray(rates["baseline"][variant])
