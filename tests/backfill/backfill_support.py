@@ -151,3 +151,21 @@ def _repo_for(views: Sequence[StreamFeatureView]) -> Any:
     for view in views:
         objects.extend(e for e in view.entities if e not in objects)
     return FeatureRepo.from_objects(objects)
+
+
+def check_history_backfill(
+    tmp: Path,
+    docs: Sequence[dict[str, Any]],
+    t_end: int,
+    spine_rows: Sequence[tuple[str, str, int]],
+    topic: str,
+) -> None:
+    """A backfill of ``docs`` from one Parquet history file, up to ``t_end``: its state at
+    ``t_end`` and the training set from its log equal the reference."""
+    history = write_history(docs, tmp / "history" / "part-0.parquet")
+    end = t_end + 1
+    report = run_backfill(tmp / "bf", [history], START_MS - 1, end, topic=topic)
+    assert report.complete and report.rows_total == len(docs), report
+    replayed = history_reference(docs, START_MS - 1, end)
+    assert compare_state(tmp / "bf" / "state", SHARDS, tmp / "secbf", replayed, [t_end], topic=topic)
+    compare_training_set(tmp / "bf" / "log", replayed, spine_rows, topic=topic)

@@ -27,17 +27,16 @@ from engine.io.dead_letters import read_dead_letters
 from tests.backfill.backfill_support import (
     SHARDS,
     START_MS,
+    check_history_backfill,
     compare_state,
     compare_training_set,
-    history_reference,
-    run_backfill,
-    write_history,
 )
 from tests.engine.streaming_support import (
     applied_events,
     make_job,
     reference_event,
     refused_reference_event,
+    with_raw_field,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -64,11 +63,6 @@ def _good(i: int) -> dict[str, Any]:
     }
 
 
-def _raw(doc: dict[str, Any], field: str, literal: bytes) -> bytes:
-    marker = "__raw_value__"
-    return orjson.dumps({**doc, field: marker}).replace(f'"{marker}"'.encode(), literal)
-
-
 def _bad_records(i: int) -> list[tuple[bytes | None, str, str]]:
     """(value, reason, words of the detail) of every hostile record, built around good doc i."""
     doc = _good(i)
@@ -76,16 +70,16 @@ def _bad_records(i: int) -> list[tuple[bytes | None, str, str]]:
         (None, "invalid_json", "tombstone"),
         (orjson.dumps(doc)[:-1] + b', "note": "\xff\xfe"}', "invalid_json", "not a JSON document"),
         (b"[" * 5000 + b"]" * 5000, "invalid_json", "not a JSON document"),
-        (_raw(doc, "user_id", b'"a\\u001fb"'), "invalid_string", "compound entity key"),
-        (_raw(doc, "merchant_id", b'"\\u001f"'), "invalid_string", "compound entity key"),
-        (_raw(doc, "amount", b"true"), "wrong_type", "field 'amount': expected float"),
-        (_raw(doc, "amount", b'"NaN"'), "wrong_type", "field 'amount': expected float"),
-        (_raw(doc, "amount", b"1e400"), "wrong_type", "field 'amount': expected float"),
-        (_raw(doc, "ts", b"0"), "timestamp_out_of_range", "outside"),
-        (_raw(doc, "ts", b"-1"), "timestamp_out_of_range", "outside"),
-        (_raw(doc, "ts", str(2**53 + 1).encode()), "timestamp_out_of_range", "outside"),
-        (_raw(doc, "ts", str(START_MS + 0.5).encode()), "invalid_timestamp", "expected an integer"),
-        (_raw(doc, "user_id", b"1"), "wrong_type", "field 'user_id': expected string"),
+        (with_raw_field(doc, "user_id", b'"a\\u001fb"'), "invalid_string", "compound entity key"),
+        (with_raw_field(doc, "merchant_id", b'"\\u001f"'), "invalid_string", "compound entity key"),
+        (with_raw_field(doc, "amount", b"true"), "wrong_type", "field 'amount': expected float"),
+        (with_raw_field(doc, "amount", b'"NaN"'), "wrong_type", "field 'amount': expected float"),
+        (with_raw_field(doc, "amount", b"1e400"), "wrong_type", "field 'amount': expected float"),
+        (with_raw_field(doc, "ts", b"0"), "timestamp_out_of_range", "outside"),
+        (with_raw_field(doc, "ts", b"-1"), "timestamp_out_of_range", "outside"),
+        (with_raw_field(doc, "ts", str(2**53 + 1).encode()), "timestamp_out_of_range", "outside"),
+        (with_raw_field(doc, "ts", str(START_MS + 0.5).encode()), "invalid_timestamp", "expected an integer"),
+        (with_raw_field(doc, "user_id", b"1"), "wrong_type", "field 'user_id': expected string"),
     ]
 
 
@@ -157,10 +151,4 @@ def test_hostile_records_online_training_and_backfill_agree_with_the_reference(
 
     # A backfill of the same documents from Parquet history (numbers as the float column holds them).
     history_docs = [{**d, "amount": float(d["amount"])} for d in docs]
-    history = write_history(history_docs, tmp_path / "history" / "part-0.parquet")
-    end = t_end + 1
-    report = run_backfill(tmp_path / "bf", [history], START_MS - 1, end, topic=topic)
-    assert report.complete and report.rows_total == len(docs)
-    replayed = history_reference(history_docs, START_MS - 1, end)
-    assert compare_state(tmp_path / "bf" / "state", SHARDS, tmp_path / "secbf", replayed, [t_end], topic=topic)
-    compare_training_set(tmp_path / "bf" / "log", replayed, spine, topic=topic)
+    check_history_backfill(tmp_path, history_docs, t_end, spine, topic)

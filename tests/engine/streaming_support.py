@@ -113,6 +113,26 @@ def reference_events(records: Iterable[Record], generated: EventBatch | None = N
     ]
 
 
+def example_transaction(i: int, ts: int, *, user: str, merchant: str, card: str, amount: float) -> dict[str, Any]:
+    """Record ``i`` of the example's transactions source: a purchase in EUR at ``ts``."""
+    return {
+        "transaction_id": f"t{i}",
+        "user_id": user,
+        "merchant_id": merchant,
+        "card_id": card,
+        "amount": amount,
+        "currency": "EUR",
+        "event_type": "PURCHASE",
+        "ts": ts,
+    }
+
+
+def with_raw_field(doc: Mapping[str, Any], field: str, literal: bytes) -> bytes:
+    """``doc`` as JSON with ``field``'s value replaced by the raw JSON ``literal``."""
+    marker = "__raw_value__"
+    return orjson.dumps({**doc, field: marker}).replace(f'"{marker}"'.encode(), literal)
+
+
 def reference_event(doc: Mapping[str, Any], partition: int, offset: int) -> dict[str, Any]:
     """A valid example transaction as tests/reference.py reads it, with the entity key of each
     example view (EXAMPLE_VIEW_KEYS)."""

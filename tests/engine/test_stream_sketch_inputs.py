@@ -26,10 +26,12 @@ from engine.state.online_rocksdb import RocksDBOnlineTable
 from tests.engine.streaming_support import (
     applied_events,
     check_online_values,
+    example_transaction,
     make_job,
     read_topic,
     reference_event,
     refused_reference_event,
+    with_raw_field,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -39,22 +41,14 @@ SHARDS = 2
 
 
 def _good(i: int) -> dict[str, Any]:
-    return {
-        "transaction_id": f"t{i}",
-        "user_id": f"u{i % 4}",
-        "merchant_id": f"m{(i * 7) % 11}",
-        "card_id": f"c{i % 5}",
-        "amount": round(3.5 + (i * 37 % 101) * 1.25, 2),
-        "currency": "EUR",
-        "event_type": "PURCHASE",
-        "ts": START_MS + i * 20_000,
-    }
-
-
-def _raw(doc: dict[str, Any], field: str, literal: bytes) -> bytes:
-    """``doc`` as JSON with ``field``'s value replaced by the raw ``literal``."""
-    marker = "__raw_value__"
-    return orjson.dumps({**doc, field: marker}).replace(f'"{marker}"'.encode(), literal)
+    return example_transaction(
+        i,
+        START_MS + i * 20_000,
+        user=f"u{i % 4}",
+        merchant=f"m{(i * 7) % 11}",
+        card=f"c{i % 5}",
+        amount=round(3.5 + (i * 37 % 101) * 1.25, 2),
+    )
 
 
 # (field, raw JSON value, dead-letter reason, words its detail must hold)
@@ -83,10 +77,10 @@ def test_unhashable_and_unmeasurable_values_go_to_the_dlq_and_the_sketches_stay_
         if i % 10 == 5:
             field, literal, reason, detail = BAD_VALUES[(i // 10) % len(BAD_VALUES)]
             expected_letters[len(values)] = (reason, detail)
-            values.append(_raw(_good(1000 + i), field, literal))
+            values.append(with_raw_field(_good(1000 + i), field, literal))
     # A lone surrogate in a distinct-count column, beside a non-finite number elsewhere.
     expected_letters[len(values)] = ("invalid_json", "lone UTF-16 surrogate")
-    values.append(_raw(_good(2000), "merchant_id", b'"m\\ud800"')[:-1] + b', "note": NaN}')
+    values.append(with_raw_field(_good(2000), "merchant_id", b'"m\\ud800"')[:-1] + b', "note": NaN}')
     producer = Producer({"bootstrap.servers": kafka_bootstrap, "log_level": 0, "enable.idempotence": True})
     for value in values:
         producer.produce(topic, value=value)
