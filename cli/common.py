@@ -43,7 +43,7 @@ def settings_from(args: argparse.Namespace, **extra: object) -> Settings:
 def log_to_file(path: Path, *, verbose: bool) -> Path:
     """Send every log record to ``path``. The terminal gets streamfeat's own warnings and
     errors; Kafka client lines and INFO records only with ``verbose``. Returns ``path``."""
-    from engine.io.kafka_source import CLIENT_LOG
+    from engine.kafka_clients import CLIENT_LOG
 
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")

@@ -90,7 +90,9 @@ def _child(name: str, args: list[str], log_file: Path) -> Iterator[subprocess.Po
 def _topic_exists(bootstrap: str, topic: str) -> bool:
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    from engine.kafka_clients import quiet_client_settings
+
+    admin = AdminClient(quiet_client_settings(bootstrap))
     return topic in admin.list_topics(timeout=10).topics
 
 
@@ -99,9 +101,9 @@ def _recreate_topic(bootstrap: str, topic: str) -> None:
     from confluent_kafka.cimpl import NewTopic
 
     from engine.io.batches import dlq_topic_for
+    from engine.kafka_clients import quiet_client_settings
 
-    # log_level 0: the client's shutdown notices (queue purges) stay off the demo's screen.
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    admin = AdminClient(quiet_client_settings(bootstrap))
     existing = admin.list_topics(timeout=10).topics
     doomed = [t for t in (topic, dlq_topic_for(topic)) if t in existing]
     if doomed:

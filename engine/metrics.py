@@ -91,11 +91,12 @@ def kafka_end_offsets(bootstrap: str, topic: str, timeout_s: float = 5.0) -> dic
     from confluent_kafka import Consumer, TopicPartition
 
     from engine.io.kafka_source import list_topic_partitions
+    from engine.kafka_clients import quiet_client_settings
 
     partitions = list_topic_partitions(bootstrap, topic, timeout_s)
-    # log_level 0: a short-lived reader whose failures surface as exceptions (see above).
+    # A short-lived reader whose failures surface as exceptions (see above).
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "streamfeat-metrics", "enable.auto.commit": False, "log_level": 0}
+        quiet_client_settings(bootstrap, {"group.id": "streamfeat-metrics", "enable.auto.commit": False})
     )
     try:
         ends: dict[int, int] = {}

@@ -31,6 +31,7 @@ from engine.entity_codes import keyed_decoder
 from engine.generate import DEFAULT_PRODUCER_CONFIG
 from engine.io.batches import RawBatch
 from engine.io.watermarks import PartitionWatermarks
+from engine.kafka_clients import logged_client_settings
 from engine.kafka_local import UNREACHABLE_HINT, metadata_answers
 from serving.deps import Labels, ServingState, get_state, json_response, observed, read_body
 from serving.exceptions import (
@@ -100,13 +101,10 @@ class Pusher:
         with self._lock:
             if self._producer is None:
                 self._producer = Producer(
-                    {
-                        **DEFAULT_PRODUCER_CONFIG,
-                        "linger.ms": 1,
-                        "bootstrap.servers": self._bootstrap,
-                        "message.timeout.ms": int(self._timeout_s * 1000),
-                        "logger": logging.getLogger("streamfeat.serving.push.kafka"),
-                    }
+                    logged_client_settings(
+                        self._bootstrap,
+                        {**DEFAULT_PRODUCER_CONFIG, "linger.ms": 1, "message.timeout.ms": int(self._timeout_s * 1000)},
+                    )
                 )
             return self._producer
 

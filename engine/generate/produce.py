@@ -14,6 +14,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from engine.clock import wall_clock_ms
 from engine.exceptions import GenerateError
 from engine.generate.events import EventBatch, EventGenerator, GeneratorConfig
+from engine.kafka_clients import quiet_client_settings
 from engine.kafka_local import require_broker
 
 
@@ -130,10 +131,10 @@ def _producer(
 ) -> tuple[Producer, _DeliveryFailures]:
     require_broker(bootstrap, consequence=f"nothing was produced to {topic!r}")
     failures = _DeliveryFailures()
-    settings = {**DEFAULT_PRODUCER_CONFIG, **(producer_config or {})}
-    # log_level 0: librdkafka's own log lines never reach the terminal; failures are
-    # reported through the delivery callback and the error below.
-    settings.update({"bootstrap.servers": bootstrap, "on_delivery": failures, "log_level": 0})
+    # Failures are reported through the delivery callback and the error below.
+    settings = quiet_client_settings(
+        bootstrap, {**DEFAULT_PRODUCER_CONFIG, **(producer_config or {}), "on_delivery": failures}
+    )
     return Producer(settings), failures
 
 

@@ -18,7 +18,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Pro
 
 from engine.io.batches import DeadLetter, dlq_topic_for
 from engine.io.exceptions import DeadLetterDeliveryError, KafkaSourceError, TopicNotFoundError
-from engine.io.kafka_source import CLIENT_LOG, list_topic_partitions
+from engine.io.kafka_source import list_topic_partitions
+from engine.kafka_clients import logged_client_settings, quiet_client_settings
 
 #: A Kafka message's headers as confluent-kafka gives them (pairs, or a dict when producing).
 HeaderValues = dict[str, str | bytes | None] | list[tuple[str, str | bytes | None]]
@@ -73,12 +74,14 @@ def sent_dead_letters(
     except TopicNotFoundError:
         return SentDeadLetters(dict(through))  # no topic yet: no letter was ever sent
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"streamfeat-dlq-ledger-{dlq_topic}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
+        quiet_client_settings(
+            bootstrap,
+            {
+                "group.id": f"streamfeat-dlq-ledger-{dlq_topic}",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+            },
+        )
     )
     above: set[tuple[int, int]] = set()
     budget = limit
@@ -159,17 +162,18 @@ class DeadLetterProducer:
         self.flush_timeout_s = flush_timeout_s
         #: Dead letters acknowledged by the broker, per reason, since this producer started.
         self.counts: Counter[str] = Counter()
-        config: dict[str, object] = {
-            "bootstrap.servers": bootstrap,
-            "client.id": f"streamfeat-dlq-{topic}",
-            # Idempotence keeps broker-side retries from duplicating or reordering letters.
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 5,
-            "compression.type": "lz4",
-            "logger": CLIENT_LOG,
-        }
-        config.update(producer_config or {})
+        config = logged_client_settings(
+            bootstrap,
+            {
+                "client.id": f"streamfeat-dlq-{topic}",
+                # Idempotence keeps broker-side retries from duplicating or reordering letters.
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "compression.type": "lz4",
+                **(producer_config or {}),
+            },
+        )
         self._producer = Producer(config)
 
     def send(self, letters: Iterable[DeadLetter]) -> int:
@@ -259,12 +263,14 @@ def read_dead_letters(bootstrap: str, dlq_topic: str, *, timeout_s: float = 30.0
     """
     partitions = list_topic_partitions(bootstrap, dlq_topic, timeout_s)
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"streamfeat-dlq-reader-{dlq_topic}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
+        quiet_client_settings(
+            bootstrap,
+            {
+                "group.id": f"streamfeat-dlq-reader-{dlq_topic}",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+            },
+        )
     )
     try:
         ends: dict[int, int] = {}
@@ -318,7 +324,7 @@ def dlq_record_count(bootstrap: str, dlq_topic: str) -> int | None:
         partitions = list_topic_partitions(bootstrap, dlq_topic, 5.0)
     except TopicNotFoundError:
         return 0  # no dead letter was ever produced
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "streamfeat-status", "log_level": 0})
+    consumer = Consumer(quiet_client_settings(bootstrap, {"group.id": "streamfeat-status"}))
     try:
         total = 0
         for p in partitions:

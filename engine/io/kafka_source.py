@@ -46,6 +46,7 @@ from confluent_kafka.admin import AdminClient
 
 from engine.io.batches import RawBatch
 from engine.io.exceptions import IoValueError, KafkaSourceError, TopicNotFoundError
+from engine.kafka_clients import logged_client_settings, quiet_client_settings
 from engine.shutdown import stop_requested
 
 log = logging.getLogger(__name__)
@@ -69,8 +70,6 @@ _FATAL_HINTS = {
         "the resume offset is outside the partition's log; retention may have deleted it."
     ),
 }
-#: librdkafka's own log lines go through this logger (to the run log, not the terminal).
-CLIENT_LOG = logging.getLogger("streamfeat.kafka.client")
 #: Records per consume call (and per ``RawBatch``) at most; see the module docstring.
 DEFAULT_BATCH_SIZE = 30_000
 # Transient errors are logged at most this often per (partition, error code).
@@ -79,27 +78,28 @@ _LOG_EVERY_S = 10.0
 
 def consumer_settings(bootstrap: str, topic: str, extra: Mapping[str, object] | None = None) -> dict[str, object]:
     """librdkafka settings for a throughput-oriented, manually assigned, non-committing reader."""
-    config: dict[str, object] = {
-        "bootstrap.servers": bootstrap,
-        # Required by librdkafka even with assign(); never used to commit.
-        "group.id": f"streamfeat-{topic}",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "enable.partition.eof": True,
-        # Never jump silently over missing offsets: that would drop or re-read records.
-        "auto.offset.reset": "error",
-        "fetch.min.bytes": 1,
-        "fetch.wait.max.ms": 100,
-        # One consumer per partition, so these bound each partition's prefetch queue:
-        # 8 MB holds about one large batch of ~200-byte events ahead of the reader,
-        # enough to keep it busy; 64 MB per partition cost ~190 MB of RSS at 3 partitions.
-        "fetch.max.bytes": 8 * 1024 * 1024,
-        "max.partition.fetch.bytes": 2 * 1024 * 1024,
-        "queued.max.messages.kbytes": 8 * 1024,
-        "reconnect.backoff.max.ms": 2000,
-        "allow.auto.create.topics": False,
-        "logger": CLIENT_LOG,
-    }
+    config = logged_client_settings(
+        bootstrap,
+        {
+            # Required by librdkafka even with assign(); never used to commit.
+            "group.id": f"streamfeat-{topic}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": True,
+            # Never jump silently over missing offsets: that would drop or re-read records.
+            "auto.offset.reset": "error",
+            "fetch.min.bytes": 1,
+            "fetch.wait.max.ms": 100,
+            # One consumer per partition, so these bound each partition's prefetch queue:
+            # 8 MB holds about one large batch of ~200-byte events ahead of the reader,
+            # enough to keep it busy; 64 MB per partition cost ~190 MB of RSS at 3 partitions.
+            "fetch.max.bytes": 8 * 1024 * 1024,
+            "max.partition.fetch.bytes": 2 * 1024 * 1024,
+            "queued.max.messages.kbytes": 8 * 1024,
+            "reconnect.backoff.max.ms": 2000,
+            "allow.auto.create.topics": False,
+        },
+    )
     if extra:
         config.update(extra)
     return config
@@ -107,9 +107,7 @@ def consumer_settings(bootstrap: str, topic: str, extra: Mapping[str, object] | 
 
 def list_topic_partitions(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[int]:
     """Partition ids of ``topic``; raises ``TopicNotFoundError`` if the broker does not know it."""
-    # A short-lived client: its failures come back as the exception below, and a Python
-    # logger here would make librdkafka print "Purging unserved events" when it is freed.
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    admin = AdminClient(quiet_client_settings(bootstrap))  # failures come back as the exception below
     try:
         # Listing every topic never asks the broker to auto-create the one we look for.
         metadata = admin.list_topics(timeout=timeout_s)

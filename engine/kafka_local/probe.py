@@ -9,6 +9,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from engine.exceptions import KafkaUnreachableError
+from engine.kafka_clients import quiet_client_settings
 from engine.kafka_local.config import HOST
 
 
@@ -26,7 +27,7 @@ def metadata_answers(bootstrap: str, timeout_s: float = 3.0) -> bool:
     # A plain TCP check first: librdkafka would log every refused connection to stderr.
     if host in (HOST, "localhost") and port_text.isdigit() and not port_open(int(port_text)):
         return False
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "socket.timeout.ms": 2000})
+    admin = AdminClient(quiet_client_settings(bootstrap, {"socket.timeout.ms": 2000}))
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException:

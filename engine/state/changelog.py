@@ -21,10 +21,11 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import rocksdict
 
+from engine.kafka_clients import logged_client_settings
 from engine.state.committed_reader import committed_consumer, read_to_end, watermarks
 from engine.state.exceptions import ChangelogError, ChangelogUnavailable
 from engine.state.progress import PROGRESS_TOPIC_CONFIG, ShardOwner, owner_record, progress_records, progress_topic
@@ -38,7 +39,7 @@ from engine.state.records import (
 
 _TIMEOUT_S = 30.0
 _RESTORE_BATCH = 10_000
-_LOG = logging.getLogger("streamfeat.kafka.client")
+_LOG = logging.getLogger("streamfeat.restore")
 
 
 if TYPE_CHECKING:  # imported where used at run time: a process that never writes a changelog skips it
@@ -53,17 +54,13 @@ def changelog_topic(source_topic: str) -> str:
     return f"{source_topic}.changelog"
 
 
-def _client_config(bootstrap: str) -> dict[str, Any]:  # Any: a Python logger among the settings
-    return {"bootstrap.servers": bootstrap, "logger": _LOG}
-
-
 def ensure_changelog_topic(bootstrap: str, source_topic: str, n_shards: int) -> str:
     """Create the compacted changelog topic (one partition per shard) and its progress
     topic (engine/state/progress.py) if they are missing."""
     from confluent_kafka.admin import AdminClient
 
     topic = changelog_topic(source_topic)
-    admin = AdminClient(_client_config(bootstrap))
+    admin = AdminClient(logged_client_settings(bootstrap))
     partitions = _ensure_topic(admin, topic, n_shards, {"cleanup.policy": "compact"})
     if partitions != n_shards:
         raise ChangelogError(
@@ -123,7 +120,7 @@ class ShardChangelog:
         self.shard = shard
         producer = Producer(
             {
-                **_client_config(bootstrap),
+                **logged_client_settings(bootstrap),
                 "transactional.id": f"streamfeat.{self.topic}.shard-{shard:03d}",
                 "enable.idempotence": True,
                 "linger.ms": 5,
@@ -283,7 +280,7 @@ def _topic_id(bootstrap: str, topic: str) -> str:
     from confluent_kafka import TopicCollection
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient(_client_config(bootstrap))
+    admin = AdminClient(logged_client_settings(bootstrap))
     try:
         described = admin.describe_topics(TopicCollection([topic]))[topic].result(timeout=_TIMEOUT_S)
     except Exception as exc:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from engine.kafka_clients import logged_client_settings
 from engine.state.exceptions import ChangelogUnavailable
 
 if TYPE_CHECKING:  # imported where used at run time: a process that never reads Kafka skips it
@@ -23,7 +24,7 @@ STALL_S = 30.0
 #: Measured side by side on a 0.2 GB restore: 8 MB (the source reader's bound) made the
 #: restore 2x slower (20 s against 10 s), so a restore keeps the default.
 PREFETCH_KBYTES = 65_536
-_LOG = logging.getLogger("streamfeat.kafka.client")
+_LOG = logging.getLogger("streamfeat.state")
 _RETRY_HINT = (
     "check the broker is reachable; a shard restore retries from the last batch it wrote "
     "(engine/state/restore_retry.py), other reads apply nothing and are retried on restart"
@@ -46,18 +47,19 @@ def committed_consumer(bootstrap: str, group: str) -> Consumer:
         errors[:] = [(time.monotonic(), str(err))]  # the last one is all a read asks about
 
     consumer = _Reader(
-        {
-            "bootstrap.servers": bootstrap,
-            "logger": _LOG,
-            "error_cb": on_error,
-            "group.id": group,
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            "queued.max.messages.kbytes": PREFETCH_KBYTES,
-            # librdkafka's 1 MB per fetch, or less when the prefetch bound is lower
-            "max.partition.fetch.bytes": min(1_048_576, PREFETCH_KBYTES * 1024),
-        }
+        logged_client_settings(
+            bootstrap,
+            {
+                "error_cb": on_error,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+                "queued.max.messages.kbytes": PREFETCH_KBYTES,
+                # librdkafka's 1 MB per fetch, or less when the prefetch bound is lower
+                "max.partition.fetch.bytes": min(1_048_576, PREFETCH_KBYTES * 1024),
+            },
+        )
     )
     consumer.client_errors = errors
     return consumer
