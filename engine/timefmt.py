@@ -67,6 +67,19 @@ def iso_utc(epoch_ms: int) -> str:
     return moment.isoformat(timespec=spec).replace("+00:00", "Z")
 
 
+def time_text(epoch_ms: int) -> str:
+    """An event time for a message: ISO 8601 UTC with the epoch milliseconds beside it,
+    so it reads as a date and still matches the raw field and the CLI flags.
+
+    >>> time_text(1_780_000_000_000), time_text(2**53)
+    ('2026-05-28T20:26:40Z (1780000000000 ms)', '9007199254740992 ms')
+    """
+    try:
+        return f"{iso_utc(epoch_ms)} ({epoch_ms} ms)"
+    except (ValueError, OverflowError, OSError):  # beyond year 9999 (event times go to 2**53 ms)
+        return f"{epoch_ms} ms"
+
+
 def duration_text(ms: int) -> str:
     """A duration the way windows are written: ``15m``, ``1h``, ``1d``, ``90s``, ``250ms``.
 

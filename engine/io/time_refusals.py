@@ -12,6 +12,7 @@ import numpy.typing as npt
 
 from engine.io.batches import NO_EVENT_TS, DeadLetterReason
 from engine.io.watermarks import PartitionWatermarks, ordinal, rank_th_before
+from engine.timefmt import duration_text, time_text
 
 _R = DeadLetterReason
 
@@ -31,9 +32,9 @@ def refuse_future(
         for i in np.flatnonzero(future).tolist():
             refused[i] = (
                 _R.TIMESTAMP_IN_FUTURE,
-                f"timestamp field '{timestamp_field}': event time {int(event_ts[i])} ms "
-                f"is more than max_future_skew {max_future_skew_ms} ms after the wall "
-                f"clock {now} ms",
+                f"timestamp field '{timestamp_field}': event time {time_text(int(event_ts[i]))} "
+                f"is more than max_future_skew {duration_text(max_future_skew_ms)} after the wall "
+                f"clock {time_text(now)}",
             )
         keep &= ~future
 
@@ -69,9 +70,9 @@ def refuse_late(
             i = int(valid[j])
             refused[i] = (
                 _R.LATE_EVENT,
-                f"event time {int(ts_valid[j])} ms is below the partition watermark "
-                f"{int(before[j]) - lateness} ms (the {ordinal(rank)} largest earlier event "
-                f"time {int(before[j])} ms minus allowed_lateness {lateness} ms)",
+                f"event time {time_text(int(ts_valid[j]))} is below the partition watermark "
+                f"{time_text(int(before[j]) - lateness)} (the {ordinal(rank)} largest earlier event "
+                f"time {time_text(int(before[j]))} minus allowed_lateness {duration_text(lateness)})",
             )
         keep[valid[late]] = False
     # Late events lie below the rank-th largest time, so adding them changes nothing.

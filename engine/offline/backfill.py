@@ -57,6 +57,7 @@ from engine.state.records import (
     handoff_key,
 )
 from engine.state.rocksdb_store import RocksDBStore
+from engine.timefmt import time_text
 from engine.view_merge import ApplicableView
 
 #: Rows routed together (a slice is routed in chunks of this many rows).
@@ -140,7 +141,7 @@ def _check_runs(store: Store, views: Sequence[BackfillView], record: bytes) -> N
                 continue
             start, end, other = decode_backfill_run(stored)
             raise BackfillError(
-                f"view '{view.name}' already has a history backfill over [{start}, {end}) ms "
+                f"view '{view.name}' already has a history backfill over [{time_text(start)}, {time_text(end)}) "
                 f"as {other!r} in shard {part.shard}; this one asks for a different range or "
                 "set of views (or that one was made by an earlier version, with another replay order)",
                 hint="resume with the same --views/--start/--end, or backfill into a fresh "
@@ -155,7 +156,7 @@ def _check_arguments(
         raise BackfillError("backfill: no view selected", hint="pass --views or define views")
     if start_ms >= end_ms:
         raise BackfillError(
-            f"backfill: --start {start_ms} ms must be before --end {end_ms} ms",
+            f"backfill: --start {time_text(start_ms)} must be before --end {time_text(end_ms)}",
             hint="--end is the handoff time: history holds e < end, the stream e >= end",
         )
     if chunk_rows < 1:

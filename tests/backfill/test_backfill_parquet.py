@@ -21,6 +21,7 @@ from engine.routing import route
 from engine.state.offsets import resume_positions
 from engine.state.records import decode_handoff, handoff_key
 from engine.state.rocksdb_store import RocksDBStore
+from engine.timefmt import iso_utc
 from tests.backfill.backfill_support import (
     SHARDS,
     START_MS,
@@ -155,8 +156,10 @@ def test_interrupted_backfill_resumes_to_the_same_state(tmp_path: Path) -> None:
 def test_second_backfill_with_another_range_is_refused(tmp_path: Path) -> None:
     _, files = _history(tmp_path, seed=3, n=300)
     run_backfill(tmp_path / "bf", files, START_MS - HOUR, START_MS + HOUR)
-    with pytest.raises(BackfillError, match="already has a history backfill"):
+    with pytest.raises(BackfillError, match="already has a history backfill") as refused:
         run_backfill(tmp_path / "bf", files, START_MS - HOUR, START_MS + 2 * HOUR)
+    # The range it names reads as dates, as the --start/--end flags are written.
+    assert f"[{iso_utc(START_MS - HOUR)} ({START_MS - HOUR} ms), {iso_utc(START_MS + HOUR)}" in str(refused.value)
 
 
 def _nothing_written(state_dir: Path) -> None:

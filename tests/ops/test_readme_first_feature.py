@@ -168,3 +168,9 @@ def test_readme_first_feature_runs_as_written(tmp_path: Path) -> None:
         p.name for p in (ROOT / "docs").glob("*.md")
     )
     assert (shipped / "README.md").read_text(encoding="utf-8") == readme
+    # And the license text its metadata declares (Apache-2.0).
+    (license_file,) = (home / "streamfeat-try").glob(
+        "lib/python*/site-packages/streamfeat-*.dist-info/licenses/LICENSE"
+    )
+    assert license_file.read_text(encoding="utf-8") == (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License" in license_file.read_text(encoding="utf-8")
