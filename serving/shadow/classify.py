@@ -4,14 +4,17 @@ Checked in this order; the first that holds is the cause:
 
 1. ``missing_entity``: one side has no record of the entity of the feature's view (every
    feature of that view NOT_FOUND in the row) while the other has one.
-2. ``null_vs_default``: one side is null, the other a default (0, 0.0, false, "").
-3. ``unit_or_time_zone``: the values differ by a unit (the baseline in seconds or
+2. ``request_time``: the baseline equals streamfeat's value at the moment the baseline
+   answered (it is asked without a time, so it answers "now"): a value that counts time
+   to the request (``time_since_last``) or a window that slid between the two requests.
+3. ``null_vs_default``: one side is null, the other a default (0, 0.0, false, "").
+4. ``unit_or_time_zone``: the values differ by a unit (the baseline in seconds or
    microseconds where streamfeat has milliseconds) or by a whole number of hours (up to
    14: a time-zone offset on a timestamp).
-4. ``window_boundary``: the baseline equals streamfeat's value with the window moved by
+5. ``window_boundary``: the baseline equals streamfeat's value with the window moved by
    one or two tiles of the view, or aligned to the tile start.
-5. ``staleness``: the baseline equals an older streamfeat value (5 minutes to 1 day).
-6. ``unexplained``: none of these (the example is kept for a human to read).
+6. ``staleness``: the baseline equals an older streamfeat value (5 minutes to 1 day).
+7. ``unexplained``: none of these (the example is kept for a human to read).
 
 (``not_in_baseline`` is given by the runner when the baseline does not answer the feature.)
 """
@@ -26,6 +29,7 @@ from engine.timefmt import duration_text
 
 CAUSES: dict[str, str] = {
     "missing_entity": "one side has no record of the entity",
+    "request_time": "the baseline equals streamfeat's value at the moment the baseline answered",
     "null_vs_default": "one side is null, the other a default (0, empty, false)",
     "unit_or_time_zone": "the values differ by a unit (ms vs s) or a whole-hour offset",
     "window_boundary": "the baseline equals streamfeat's value with the window a tile or two off",
@@ -116,6 +120,19 @@ def boundary_shifts(as_of_ms: int, interval_ms: int) -> tuple[int, ...]:
     return tuple(dict.fromkeys(shifts))
 
 
+def _answer_time_shifts(ours: object, theirs: object, answered: tuple[int, int]) -> tuple[int, ...]:
+    """Moments (shifts from as_of) at which the baseline may have evaluated its answer: the
+    one a time-counting value points at, then both ends of the time it took to answer."""
+    low, high = answered
+    if high <= 0:
+        return ()
+    shifts = []
+    if _number(ours) and _number(theirs) and float(theirs - ours).is_integer() and low <= theirs - ours <= high:
+        shifts.append(int(theirs - ours))
+    shifts += [max(low, 0), high]
+    return tuple(s for s in dict.fromkeys(shifts) if s > 0)
+
+
 def _shift_text(shift_ms: int) -> str:
     return f"{'+' if shift_ms > 0 else '-'}{duration_text(abs(shift_ms))}"
 
@@ -130,8 +147,12 @@ def classify(
     interval_ms: int,
     tolerance: Tolerance,
     probe: Probe,
+    baseline_answered: tuple[int, int] = (0, 0),
 ) -> Verdict:
-    """The cause of ``ours`` (streamfeat) != ``theirs`` (baseline), with the evidence found."""
+    """The cause of ``ours`` (streamfeat) != ``theirs`` (baseline), with the evidence found.
+
+    ``baseline_answered``: the shifts from ``as_of`` (ms) between which the baseline was
+    asked and answered."""
     if theirs_row_missing and not ours_row_missing:
         return Verdict(
             "missing_entity", "the baseline has no record of this entity (every feature of the view NOT_FOUND)"
@@ -140,6 +161,15 @@ def classify(
         return Verdict(
             "missing_entity", "streamfeat has no record of this entity (every feature of the view NOT_FOUND)"
         )
+    # Evidence (streamfeat's own value at the baseline's moment) before the heuristics.
+    for shift in _answer_time_shifts(ours, theirs, baseline_answered):
+        if tolerance.equal(probe(shift), theirs):
+            return Verdict(
+                "request_time",
+                f"equals streamfeat's value at as_of {_shift_text(shift)}, while the baseline was "
+                f"answering (asked {_shift_text(baseline_answered[0])} to {_shift_text(baseline_answered[1])} "
+                "after as_of, without a time)",
+            )
     if (ours is None and _is_default(theirs)) or (theirs is None and _is_default(ours)):
         side = "streamfeat" if ours is None else "the baseline"
         return Verdict(

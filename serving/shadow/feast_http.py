@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import orjson
 
+from serving.routes_feast import FEAST_ROUTE
 from serving.shadow.mapping import ref_from_full_name
 
-FEAST_ROUTE = "/get-online-features"
 FAILURE_REASONS = ("unreachable", "timeout", "http_error", "garbage")
 
 

@@ -104,16 +104,20 @@ class ShadowRunner:
             service=self.mapping.baseline_service(request.service) if request.service is not None else None,
             features=[self.mapping.baseline_ref(f) for f in request.features],
         )
+        asked = wall_clock_ms()
         theirs = ask(self._baseline, theirs_body, request.n_rows)
+        answered = (asked - as_of, wall_clock_ms() - as_of)
         if isinstance(theirs, Failure):
             return Outcome(request.index, as_of, failure=RequestFailure("baseline", theirs.reason, theirs.detail))
-        return self._compare_answers(request, as_of, ours, theirs)
+        return self._compare_answers(request, as_of, ours, theirs, answered)
 
     def _ask_streamfeat(self, request: ShadowRequest, as_of: int) -> Answer | Failure:
         body = request_body(request.entities, service=request.service, features=request.features, as_of_ms=as_of)
         return ask(self._streamfeat, body, request.n_rows)
 
-    def _compare_answers(self, request: ShadowRequest, as_of: int, ours: Answer, theirs: Answer) -> Outcome:
+    def _compare_answers(
+        self, request: ShadowRequest, as_of: int, ours: Answer, theirs: Answer, baseline_answered: tuple[int, int]
+    ) -> Outcome:
         probes: dict[int, Answer | Failure] = {}
 
         def probe_row(i: int, feature: str) -> Probe:
@@ -162,6 +166,7 @@ class ShadowRunner:
                     interval_ms=self.interval_ms(view),
                     tolerance=self.tolerance,
                     probe=probe_row(i, feature),
+                    baseline_answered=baseline_answered,
                 )
                 mismatches.append(
                     Mismatch(

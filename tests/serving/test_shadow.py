@@ -72,6 +72,14 @@ def write_requests(path: Path) -> Path:
     return path
 
 
+def run_shadow(baseline_url: str, streamfeat_url: str, tmp_path: Path, *extra: str) -> tuple[int, Path]:
+    """``streamfeat shadow`` over the two requests of :func:`write_requests`; (exit code, out dir)."""
+    out = tmp_path / "report"
+    requests = write_requests(tmp_path / "requests.jsonl")
+    argv = ["shadow", "--baseline", baseline_url, "--streamfeat", streamfeat_url, "--requests", str(requests)]
+    return main([*argv, *extra, "--out", str(out)]), out
+
+
 def mapping_file(path: Path) -> Path:
     path.write_text(json.dumps({"features": RENAMED}))
     return path
@@ -97,22 +105,7 @@ def test_shadow_run_explains_every_seeded_divergence(
     baseline: tuple[DivergentBaseline, str], streamfeat_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     peer, url = baseline
-    out = tmp_path / "report"
-    code = main(
-        [
-            "shadow",
-            "--baseline",
-            url,
-            "--streamfeat",
-            streamfeat_url,
-            "--requests",
-            str(write_requests(tmp_path / "requests.jsonl")),
-            "--mapping",
-            str(mapping_file(tmp_path / "m.json")),
-            "--out",
-            str(out),
-        ]
-    )
+    code, out = run_shadow(url, streamfeat_url, tmp_path, "--mapping", str(mapping_file(tmp_path / "m.json")))
     assert code == 0, capsys.readouterr()
     report = json.loads((out / "report.json").read_text())
     found = all_mismatches(out / "outcomes.jsonl")
@@ -149,22 +142,7 @@ def test_a_failing_baseline_is_reported_per_request_and_the_run_continues(
     peer.mode = mode
     if mode == "down":
         url = f"http://127.0.0.1:{free_port()}"
-    out = tmp_path / "report"
-    code = main(
-        [
-            "shadow",
-            "--baseline",
-            url,
-            "--streamfeat",
-            streamfeat_url,
-            "--timeout",
-            "1",
-            "--requests",
-            str(write_requests(tmp_path / "requests.jsonl")),
-            "--out",
-            str(out),
-        ]
-    )
+    code, out = run_shadow(url, streamfeat_url, tmp_path, "--timeout", "1")
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert report["requests"]["failed_by_reason"] == {f"baseline:{reason}": 2}
@@ -227,3 +205,20 @@ def test_live_sampler_never_blocks_the_caller_and_counts_drops(
         assert client.shadow.drain(60)
         assert stats.compared == stats.sampled - stats.dropped
     assert len(read_outcomes(log_path).outcomes) == stats.compared
+
+
+def test_a_shadow_run_against_itself_explains_every_difference_by_the_request_time(
+    streamfeat_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # streamfeat answers as of T_END (the requests' as_of); the same server as the baseline
+    # is asked without a time and answers as of now, months later: every windowed value
+    # differs, and each difference is streamfeat's own value at the moment the baseline answered.
+    code, out = run_shadow(streamfeat_url, streamfeat_url, tmp_path)
+    assert code == 0, capsys.readouterr()
+    report = json.loads((out / "report.json").read_text())
+    assert report["requests"]["failed"] == 0, report["requests"]
+    causes = {cause for _, _, cause in all_mismatches(out / "outcomes.jsonl")}
+    assert causes == {"request_time"}, report["causes"]
+    assert "ms_since_last_purchase" in {
+        f.split(":")[-1] for f in report["features"] if report["features"][f]["mismatches"]
+    }
