@@ -16,6 +16,7 @@ import numpy.typing as npt
 import polars as pl
 
 from engine.io.decoder import Decoder, EventSourceLike
+from engine.kernel.layout import AggregatedView, double_read_columns
 from engine.state.keys import ENTITY_KEY_SEPARATOR, encode_entity_keys
 
 Int64Array = npt.NDArray[np.int64]
@@ -122,7 +123,7 @@ def used_keys_only(keys: list[bytes], codes: Int64Array) -> tuple[list[bytes], I
     return [k for k, u in zip(keys, used.tolist(), strict=True) if u], new_code[codes]
 
 
-class _Keyed(Protocol):
+class _Keyed(AggregatedView, Protocol):
     @property
     def join_keys(self) -> Sequence[str]: ...
 
@@ -131,6 +132,15 @@ class _Keyed(Protocol):
 def keyed_decoder(source: EventSourceLike, views: Iterable[_Keyed], **options: Any) -> Decoder:
     """The decoder of ``source`` for the stream and for pushes: it refuses join-key values
     (of the fields ``views`` read as join keys) holding the entity-key separator, which
-    would make two entities one (docs/semantics.md section 1)."""
+    would make two entities one (docs/semantics.md section 1), and int values beyond
+    +-2**53 in the fields ``views`` read as doubles (section 5)."""
+    views = list(views)
     join_keys = {k for view in views for k in view.join_keys if k in source.schema}
-    return Decoder(source, join_keys=join_keys, key_separator=ENTITY_KEY_SEPARATOR.decode(), **options)
+    exact_ints = double_read_columns(views) & set(source.schema)
+    return Decoder(
+        source,
+        join_keys=join_keys,
+        key_separator=ENTITY_KEY_SEPARATOR.decode(),
+        exact_int_fields=exact_ints,
+        **options,
+    )

@@ -38,6 +38,7 @@ from engine.io.field_checks import (
     kind_of,
     lone_surrogate,
     parse_non_finite,
+    refuse_inexact_ints,
     refuse_separator,
 )
 from engine.io.time_refusals import refuse_future, refuse_late
@@ -96,7 +97,9 @@ class Decoder:
     ``join_keys`` are the fields the views read as join keys: a string value holding
     ``key_separator`` (the character joining the values of a compound entity key,
     engine/state/keys.py) is refused as ``invalid_string``, since it would make two
-    entities one.
+    entities one. ``exact_int_fields`` are the int fields some aggregation reads as a double
+    (engine.kernel.layout.double_read_columns): a value beyond +-2**53 there is refused as
+    ``value_out_of_range``, since a double cannot hold it exactly.
     """
 
     def __init__(
@@ -108,6 +111,7 @@ class Decoder:
         typed_path: bool = True,
         join_keys: Collection[str] = (),
         key_separator: str = "",
+        exact_int_fields: Collection[str] = (),
     ) -> None:
         name = str(source.name)
         fmt_raw = source.timestamp_format
@@ -161,6 +165,8 @@ class Decoder:
         #: String join-key fields and the character their values cannot hold.
         self._separated = frozenset(f for f in join_keys if kinds[f] == "string")
         self._key_separator = key_separator
+        #: Int fields read as doubles: their values must stay within +-MAX_EXACT_INTEGER.
+        self._exact_ints = frozenset(f for f in exact_int_fields if kinds.get(f) == "int")
         self._typed = _typed_decoder(self.fields, self.timestamp_field, fmt) if typed_path else None
         self._typed_paused = 0
 
@@ -350,6 +356,8 @@ class Decoder:
                             f"field '{field}': expected float, got {show_value(vals[i])}",
                         )
                 arr[~finite] = 0.0
+        if field in self._exact_ints:
+            refuse_inexact_ints(field, vals, arr, refused)
         bounds = self._bounds.get(field)
         if bounds is not None:
             bounds.refuse(field, vals, arr, refused)

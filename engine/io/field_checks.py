@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from engine.exact_doubles import MAX_EXACT_INTEGER
 from engine.io.batches import DeadLetterReason
 from engine.io.exceptions import IoValueError
 from engine.io.timestamps import show_value
@@ -227,6 +228,27 @@ def refuse_separator(field: str, vals: list[str], separator: str, refused: dict[
                 "separates the values of a compound entity key (two entities would become one); "
                 "remove it from the producer's ids",
             )
+
+
+def refuse_inexact_ints(
+    field: str, vals: Sequence[object], arr: npt.NDArray[np.int64], refused: dict[int, tuple[str, str]]
+) -> None:
+    """Refuse the int values a double cannot hold exactly, in a field some aggregation reads
+    as a double (docs/semantics.md section 5): summed, averaged or served as min/max/last,
+    they would come back rounded."""
+    bad = (arr > MAX_EXACT_INTEGER) | (arr < -MAX_EXACT_INTEGER)  # int64 compares: exact
+    if not bool(bad.any()):
+        return
+    refuse_rows(
+        refused,
+        bad,
+        _R.VALUE_OUT_OF_RANGE,
+        lambda i: (
+            f"field '{field}': {vals[i]} is beyond +-2**53 ({MAX_EXACT_INTEGER}), the largest integers a "
+            "double holds exactly, and an aggregation reads this field as a double (sum, mean, min, max, "
+            "last, stddev); declare the field a string if it is an id, or send it in smaller units"
+        ),
+    )
 
 
 def refuse_rows(

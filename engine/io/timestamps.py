@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.array_types import AnyArray
+from engine.exact_doubles import MAX_EXACT_INTEGER
 from engine.exceptions import NaiveTimeError, NotIsoTimeError
 from engine.io.batches import DeadLetterReason
 from engine.io.exceptions import IoValueError
@@ -26,7 +27,7 @@ from engine.timefmt import iso_epoch_ms
 #: 2000-01-01T00:00:00Z in milliseconds: earlier event times are refused.
 MIN_EVENT_TS_MS = 946_684_800_000
 #: Event times beyond 2**53 ms are refused (they stop being exact as float64 positions).
-MAX_EVENT_TS_MS = 2**53
+MAX_EVENT_TS_MS = MAX_EXACT_INTEGER
 TIMESTAMP_FORMATS = ("epoch_millis", "epoch_seconds", "iso8601")
 
 _INT64_MIN = -(2**63)

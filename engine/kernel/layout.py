@@ -88,6 +88,8 @@ ZERO_WHEN_EMPTY = frozenset({"count", "count_distinct", "count_distinct_approx"}
 ANY_COLUMN_FUNCTIONS = frozenset(
     {"count", "time_since_last", "first_seen", "count_distinct", "count_distinct_approx", *LIST_FUNCTIONS}
 )
+# Functions that read their column's value as an IEEE double (the float64 partials).
+DOUBLE_VALUE_FUNCTIONS = frozenset(PARTIAL_FUNCTIONS) - ANY_COLUMN_FUNCTIONS
 # The function that needs the view-level first_ts field.
 FIRST_SEEN = "first_seen"
 
@@ -113,6 +115,19 @@ class AggregationLike(Protocol):
     def window_ms(self) -> int | None: ...
     @property
     def default(self) -> float | int | None: ...
+
+
+class AggregatedView(Protocol):
+    @property
+    def aggregations(self) -> Sequence[AggregationLike]: ...
+
+
+def double_read_columns(views: Iterable[AggregatedView]) -> frozenset[str]:
+    """The columns some aggregation of ``views`` reads as a double (sum, mean, min, max,
+    last, stddev): an int value beyond 2**53 (engine/exact_doubles.py) there would be rounded."""
+    return frozenset(
+        a.column for view in views for a in view.aggregations if _plain(a.function) in DOUBLE_VALUE_FUNCTIONS
+    )
 
 
 class LayoutSource(Protocol):

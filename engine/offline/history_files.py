@@ -9,7 +9,7 @@ it writes anything.
 from __future__ import annotations
 
 import glob
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.definitions.filters import Expr
+from engine.exact_doubles import MAX_EXACT_INTEGER
 from engine.io.decoder import EventSourceLike
 from engine.io.timestamps import parse_event_times
 from engine.offline.exceptions import BackfillError, HistoryFileError
@@ -152,9 +153,11 @@ def check_rows(
     path: str,
     first_row: int = 0,
     join_keys: Sequence[str] = (),
+    exact_int_fields: Collection[str] = (),
 ) -> pl.Series:
     """Check the rows of ``frame`` (no nulls, parsable times, finite floats, constraints,
-    string ``join_keys`` without the entity-key separator); returns their event times in ms."""
+    string ``join_keys`` without the entity-key separator, ``exact_int_fields`` within
+    +-2**53); returns their event times in ms."""
     for name in needed:
         nulls = frame.get_column(name).null_count()
         if nulls:
@@ -173,6 +176,7 @@ def check_rows(
                 )
     _check_constraints(frame, source, needed, path)
     _check_join_keys(frame, join_keys, path, first_row)
+    _check_exact_ints(frame, source, exact_int_fields, path, first_row)
     return ts
 
 
@@ -193,6 +197,27 @@ def _check_join_keys(frame: pl.DataFrame, join_keys: Sequence[str], path: str, f
                 f"holds the character {separator!r}, which separates the values of a compound entity key "
                 f"({count} row(s) like this)",
                 hint="drop or repair those rows; nothing was written",
+            )
+
+
+def _check_exact_ints(
+    frame: pl.DataFrame, source: EventSourceLike, fields: Collection[str], path: str, first_row: int
+) -> None:
+    """The stream refuses int values beyond +-2**53 in fields an aggregation reads as a double
+    (``value_out_of_range``): they would be rounded. History is refused the same way."""
+    for name in fields:
+        if name not in frame.columns or kind_name(source.schema[name]) != "int":
+            continue
+        column = frame.get_column(name).cast(pl.Int64)
+        bad = (column > MAX_EXACT_INTEGER) | (column < -MAX_EXACT_INTEGER)
+        count = int(bad.sum())
+        if count:
+            row = first_row + int(bad.arg_true()[0])
+            raise HistoryFileError(
+                f"history file {path}: column '{name}': row {row}: {column.filter(bad)[0]} is beyond +-2**53, "
+                "the largest integers a double holds exactly, and an aggregation reads this column as a "
+                f"double (sum, mean, min, max, last, stddev) ({count} row(s) like this)",
+                hint="declare the field a string if it is an id, or store it in smaller units; nothing was written",
             )
 
 

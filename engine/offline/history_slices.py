@@ -31,6 +31,7 @@ import numpy.typing as npt
 import polars as pl
 
 from engine.io.decoder import EventSourceLike
+from engine.kernel.layout import double_read_columns
 from engine.offline.exceptions import HistoryFileError
 from engine.offline.history_files import (
     HistoryView,
@@ -196,6 +197,7 @@ def index_history(
         check_file_schema(path, source)
     needed = tuple(needed_columns(source, views))
     join_keys = tuple(dict.fromkeys(k for view in views for k in view.join_keys))
+    exact_ints = double_read_columns(views)
     families = families_of(views)
     spans: list[RowGroupSpan] = []
     keys: list[list[UInt64Array]] = [[] for _ in families]
@@ -204,7 +206,7 @@ def index_history(
         first_row = 0
         for group in range(row_group_count(path)):
             frame = read_row_group(path, group, needed)
-            ts = check_rows(frame, source, needed, path, first_row, join_keys).to_numpy().astype(np.int64)
+            ts = check_rows(frame, source, needed, path, first_row, join_keys, exact_ints).to_numpy().astype(np.int64)
             first_row += frame.height
             selected = (ts >= start_ms) & (ts < end_ms)
             if not bool(selected.any()):
