@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 
 from cli.common import Subparsers, add_settings_args, settings_from
@@ -51,83 +51,111 @@ def _span(value: timedelta | None) -> str:
     return duration_text(timedelta_ms(value))
 
 
-def _view_features(view: StreamFeatureView) -> Iterator[str]:
+#: A definition row (name, what it is) or a feature row (name, type, how it is computed);
+#: rows are aligned into columns as wide as their longest cell (:func:`_aligned`).
+Row = tuple[str, str] | tuple[str, str, str]
+Line = str | Row
+
+
+def _aligned(lines: Sequence[Line]) -> list[str]:
+    """Text lines as they are; definition rows indented 2, feature rows 4, each kind's
+    columns padded to the longest cell of that kind in ``lines``."""
+    rows = [line for line in lines if not isinstance(line, str)]
+    widths = {
+        size: [max((len(r[c]) for r in rows if len(r) == size), default=0) for c in range(size - 1)] for size in (2, 3)
+    }
+    out = []
+    for line in lines:
+        if isinstance(line, str):
+            out.append(line)
+            continue
+        indent = "  " if len(line) == 2 else "    "
+        cells = [cell.ljust(width) for cell, width in zip(line, widths[len(line)], strict=False)]
+        out.append(indent + " ".join([*cells, line[-1]]))
+    return out
+
+
+def _view_features(view: StreamFeatureView) -> Iterator[Row]:
     for agg in view.aggregations:
-        yield (
-            f"    {agg.output_name:<28} {agg.output_type.value:<7} "
-            f"{agg.function}({agg.column}) over {_span(agg.window)}"
-        )
+        yield (agg.output_name, agg.output_type.value, f"{agg.function}({agg.column}) over {_span(agg.window)}")
 
 
-def _odfv_features(odfv: OnDemandFeatureView) -> Iterator[str]:
+def _odfv_features(odfv: OnDemandFeatureView) -> Iterator[Row]:
     # A source is a RequestSource, a view, or a FeatureRef selecting some of a view's features.
     inputs = ", ".join(src.view.name if isinstance(src, FeatureRef) else src.name for src in odfv.sources)
     for name, ftype in odfv.feature_types.items():
-        yield f"    {name:<28} {ftype.value:<7} computed at request time from {inputs}"
+        yield (name, ftype.value, f"computed at request time from {inputs}")
 
 
-def _service_features(service: FeatureService) -> Iterator[str]:
+def _service_features(service: FeatureService) -> Iterator[Row]:
     for ref in service.refs:
         for name, ftype in ref.feature_types.items():
-            yield f"    {name:<28} {ftype.value:<7} from {ref.view.name}"
+            yield (name, ftype.value, f"from {ref.view.name}")
 
 
-def _entity_line(entity: Entity) -> str:
-    return f"  {entity.name:<22} join keys {', '.join(entity.join_keys)}"
+def _entity_line(entity: Entity) -> Row:
+    return (entity.name, f"join keys {', '.join(entity.join_keys)}")
 
 
-def _source_line(source: EventSource) -> str:
+def _source_line(source: EventSource) -> Row:
     return (
-        f"  {source.name:<22} topic {source.topic!r}, event time {source.timestamp_field} "
-        f"({source.timestamp_format}), allowed lateness {_span(source.allowed_lateness)}"
+        source.name,
+        f"topic {source.topic!r}, event time {source.timestamp_field} "
+        f"({source.timestamp_format}), allowed lateness {_span(source.allowed_lateness)}",
     )
 
 
-def _view_line(view: StreamFeatureView) -> str:
+def _view_line(view: StreamFeatureView) -> Row:
     return (
-        f"  {view.name:<22} source {view.source.name}, entities "
-        f"{', '.join(e.name for e in view.entities)}, tiles of {_span(view.aggregation_interval)}"
+        view.name,
+        f"source {view.source.name}, entities "
+        f"{', '.join(e.name for e in view.entities)}, tiles of {_span(view.aggregation_interval)}",
     )
+
+
+def _heading(kind: str, row: Row) -> str:
+    return f"{kind} {row[0]}: {row[-1]}"
 
 
 def _list(args: argparse.Namespace) -> int:
     repo = _repo(args)
-    lines = [f"entities ({len(repo.entities)}):", *map(_entity_line, repo.entities)]
+    lines: list[Line] = [f"entities ({len(repo.entities)}):", *map(_entity_line, repo.entities)]
     lines += [f"sources ({len(repo.sources)}):", *map(_source_line, repo.sources)]
     lines.append(f"views ({len(repo.views)}):")
     for view in repo.views:
         lines += [_view_line(view), *_view_features(view)]
     lines.append(f"on-demand views ({len(repo.on_demand_views)}):")
     for odfv in repo.on_demand_views:
-        lines += [f"  {odfv.name:<22} {odfv.mode} transform {odfv.fn}", *_odfv_features(odfv)]
+        lines += [(odfv.name, f"{odfv.mode} transform {odfv.fn}"), *_odfv_features(odfv)]
     lines.append(f"services ({len(repo.services)}):")
     for service in repo.services:
-        lines += [f"  {service.name:<22} {len(service.feature_names)} features", *_service_features(service)]
-    print("\n".join(lines))
+        lines += [(service.name, f"{len(service.feature_names)} features"), *_service_features(service)]
+    print("\n".join(_aligned(lines)))
     return 0
 
 
 def _details(definition: Describable) -> list[str]:
     """Everything about one definition, heading first."""
     if isinstance(definition, Entity):
-        return ["entity " + _entity_line(definition).strip(), _about(definition)]
+        return [_heading("entity", _entity_line(definition)), _about(definition)]
     if isinstance(definition, EventSource):
-        schema = [f"    {name:<28} {ftype.value}" for name, ftype in definition.field_types.items()]
-        return ["source " + _source_line(definition).strip(), _about(definition), "  schema:", *schema]
+        schema: list[Line] = [(name, "", ftype.value) for name, ftype in definition.field_types.items()]
+        heading = _heading("source", _source_line(definition))
+        return [heading, _about(definition), "  schema:", *_aligned(schema)]
     if isinstance(definition, StreamFeatureView):
         return [
-            "view " + _view_line(definition).strip(),
+            _heading("view", _view_line(definition)),
             _about(definition),
             f"  filter: {definition.filter if definition.filter is not None else 'none'}",
             f"  expected freshness: {_span(definition.expected_freshness)}",
             "  features:",
-            *_view_features(definition),
+            *_aligned(list(_view_features(definition))),
         ]
     if isinstance(definition, OnDemandFeatureView):
         heading = f"on-demand view {definition.name}: {definition.mode} transform {definition.fn}"
-        return [heading, _about(definition), "  features:", *_odfv_features(definition)]
+        return [heading, _about(definition), "  features:", *_aligned(list(_odfv_features(definition)))]
     heading = f"service {definition.name}: {len(definition.feature_names)} features"
-    return [heading, _about(definition), "  features:", *_service_features(definition)]
+    return [heading, _about(definition), "  features:", *_aligned(list(_service_features(definition)))]
 
 
 def _describe(args: argparse.Namespace) -> int:

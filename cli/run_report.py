@@ -17,6 +17,7 @@ from typing import TextIO
 from engine.io.batches import dlq_topic_for
 from engine.metrics import kafka_end_offsets
 from engine.run_counts import RunCounts, read_counts
+from engine.wording import counted
 
 _LAG_EVERY_S = 5.0
 
@@ -36,7 +37,7 @@ def dead_letter_alarm(counts: RunCounts, dlq_topic: str) -> str:
     """The loud warning for a run whose records mostly went to the dead-letter topic."""
     share = counts.dead_total / counts.read if counts.read else 0.0
     lines = [
-        f"WARNING: {counts.dead_total:,} of {counts.read:,} records ({share:.0%}) went to the "
+        f"WARNING: {counts.dead_total:,} of {counted(counts.read, 'record')} ({share:.0%}) went to the "
         f"dead-letter topic {dlq_topic!r}, not into features: {counts.dead_text()}"
     ]
     for reason in sorted(counts.dead_letters, key=lambda r: -counts.dead_letters[r]):
@@ -109,7 +110,7 @@ class RunReporter:
         lag = self.lag(counts.next_offsets, fresh=True)
         lag_text = "" if caught_up or lag is None else f", lag {lag:,}"
         text = (
-            f"run {how}: read {counts.read:,} records from {self.topic!r} in {seconds:.1f} s "
+            f"run {how}: read {counted(counts.read, 'record')} from {self.topic!r} in {seconds:.1f} s "
             f"({counts.read / seconds:,.0f}/s); applied {counts.applied_text()} (the events each view's filter keeps); "
             f"dead letters {counts.dead_total:,} ({counts.dead_text()}){lag_text}"
         )

@@ -11,6 +11,7 @@ from typing import ClassVar
 
 from engine.exceptions import StreamfeatError
 from engine.json_types import JSONObject
+from engine.wording import counted
 
 
 class ServingError(StreamfeatError):
@@ -212,7 +213,7 @@ class InvalidRecords(ServingError):
     def __init__(self, source: str, accepted: int, rejected: list[JSONObject]) -> None:
         first = rejected[0]
         super().__init__(
-            f"source {source!r}: {len(rejected)} of {accepted + len(rejected)} records refused, the other "
+            f"source {source!r}: {len(rejected)} of {counted(accepted + len(rejected), 'record')} refused, the other "
             f"{accepted} written; first: record {first['index']}: {first['reason']}: {first['detail']}",
             hint="fix the records listed in 'rejected' and push only those again",
             field=f"records[{first['index']}]",

@@ -33,6 +33,7 @@ from engine.io.batches import RawBatch
 from engine.io.watermarks import PartitionWatermarks
 from engine.kafka_clients import logged_client_settings
 from engine.kafka_local import UNREACHABLE_HINT, metadata_answers
+from engine.wording import counted
 from serving.deps import Labels, ServingState, get_state, json_response, observed, read_body
 from serving.exceptions import (
     InvalidRecords,
@@ -124,7 +125,7 @@ class Pusher:
             )
         if len(records) > max_records:
             raise PayloadTooLarge(
-                f"field 'records': {len(records)} records, at most {max_records} per request",
+                f"field 'records': {counted(len(records), 'record')}, at most {max_records} per request",
                 hint="split the request",
                 field="records",
             )

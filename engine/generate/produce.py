@@ -16,6 +16,7 @@ from engine.exceptions import GenerateError
 from engine.generate.events import EventBatch, EventGenerator, GeneratorConfig
 from engine.kafka_clients import quiet_client_settings
 from engine.kafka_local import require_broker
+from engine.wording import counted
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ def _flush(
     remaining = producer.flush(flush_timeout_s)
     if remaining or failures.count:
         raise GenerateError(
-            f"{failures.count + remaining} of {events} records to topic {topic!r} at "
+            f"{failures.count + remaining} of {counted(events, 'record')} to topic {topic!r} at "
             f"{bootstrap} were not delivered ({failures.count} failed, {remaining} still queued "
             f"after {flush_timeout_s:.0f} s); first error: {failures.first}",
             hint="check that the broker is running (`streamfeat kafka status`) and the topic exists",

@@ -36,6 +36,7 @@ from engine.state.records import (
     encode_changelog_identity,
     encode_changelog_position,
 )
+from engine.wording import counted
 
 _TIMEOUT_S = 30.0
 _RESTORE_BATCH = 10_000
@@ -177,7 +178,7 @@ class ShardChangelog:
                 producer.abort_transaction(_TIMEOUT_S)
                 raise ChangelogUnavailable(
                     f"changelog {self.topic!r} shard {self.shard}: "
-                    f"{len(failures)} of {len(records)} records not delivered: "
+                    f"{len(failures)} of {counted(len(records), 'record')} not delivered: "
                     f"{failures[:1] or ['no delivery report']}",
                     hint=f"{what} was not committed; it is retried from Kafka on restart",
                 )

@@ -20,6 +20,7 @@ from engine.state.redis_client import (
     describe_redis_error,
     make_client,
 )
+from engine.wording import counted
 
 
 class RedisOnlineWriter(ClosesOnExit):
@@ -54,7 +55,7 @@ class RedisOnlineWriter(ClosesOnExit):
             pipe.execute()
         except REDIS_ERRORS as exc:
             raise OnlineWriteError(
-                f"writing {len(items)} records: {describe_redis_error(self.url, exc)}",
+                f"writing {counted(len(items), 'record')}: {describe_redis_error(self.url, exc)}",
                 hint="the batch may be partly written; writing it again is safe (values are whole records)",
             ) from exc
         finally:

@@ -135,6 +135,10 @@ def test_version_list_and_describe(capsys: pytest.CaptureFixture[str]) -> None:
     assert re.search(r"amount_sum_15m\s+float\s+sum\(amount\) over 15m", listing)
     assert re.search(r"merchant_txn_count_1h\s+int\s+count\(amount\) over 1h", listing)
     assert re.search(r"spend_velocity_ratio\s+float\s+computed at request time", listing)
+    # Every feature row's type starts in one column, however long the longest name is.
+    feature_rows = [line for line in listing.splitlines() if line.startswith("    ")]
+    type_columns = {re.search(r"\S+\s+\S", line[4:]).end() for line in feature_rows}  # type: ignore[union-attr]
+    assert len(feature_rows) > 30 and len(type_columns) == 1, type_columns
 
     assert main(["describe", "user_spend", "--repo", repo]) == 0
     described = capsys.readouterr().out
