@@ -132,6 +132,28 @@ def reference_value(
     raise ValueError(f"reference_value: unknown function {function!r}")
 
 
+#: Section 3, "Numbers": the functions that read their column as a double.
+DOUBLE_READING_FUNCTIONS = frozenset({"sum", "mean", "min", "max", "last", "stddev"})
+#: Section 3, "Numbers": a double holds every integer up to 2^53 exactly, and no larger one.
+EXACT_DOUBLE_LIMIT = 2**53
+
+
+def inexact_int_fields(
+    doc: Mapping[str, Any], schema: Mapping[str, str], aggregations: Iterable[tuple[str, str]]
+) -> list[str]:
+    """The ``int`` fields of the record ``doc`` (as decoded, a JSON int a Python int) that
+    some aggregation ``(function, column)`` of a view of its source reads as a double and
+    whose value lies beyond +-2^53: a record with any is refused as ``value_out_of_range``
+    (sections 3 "Numbers" and 5). A field only counted, hashed, listed or used as a join key
+    keeps every value; 2^53 itself is held exactly and kept."""
+    read_as_double = {column for function, column in aggregations if function in DOUBLE_READING_FUNCTIONS}
+    return [
+        name
+        for name, kind in schema.items()
+        if kind == "int" and name in read_as_double and abs(int(doc[name])) > EXACT_DOUBLE_LIMIT
+    ]
+
+
 def reference_list(chosen: Sequence[Event], function: str, n: int, column: str = "value") -> list[Any]:
     """A list function over the window's events ``chosen`` (section 3, "List functions"):
     ``last_n`` the values of the n events with the greatest (e, partition, offset), newest

@@ -9,10 +9,11 @@ it writes anything.
 from __future__ import annotations
 
 import glob
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -174,6 +175,7 @@ def check_rows(
                     f"history file {path}: column '{name}': expected finite floats, found NaN or infinity",
                     hint="drop or repair those rows; nothing was written",
                 )
+    _check_int64(frame, source, needed, path, first_row)
     _check_constraints(frame, source, needed, path)
     _check_join_keys(frame, join_keys, path, first_row)
     _check_exact_ints(frame, source, exact_int_fields, path, first_row)
@@ -188,16 +190,40 @@ def _check_join_keys(frame: pl.DataFrame, join_keys: Sequence[str], path: str, f
         column = frame.get_column(name)
         if column.dtype != pl.String:
             continue
-        bad = column.str.contains(separator, literal=True)
-        count = int(bad.sum())
-        if count:
-            row = first_row + int(bad.arg_true()[0])
-            raise HistoryFileError(
-                f"history file {path}: column '{name}': row {row}: join-key value {column.filter(bad)[0]!r} "
-                f"holds the character {separator!r}, which separates the values of a compound entity key "
-                f"({count} row(s) like this)",
-                hint="drop or repair those rows; nothing was written",
-            )
+        _refuse_rows(
+            path,
+            name,
+            column,
+            column.str.contains(separator, literal=True),
+            first_row,
+            lambda value: (
+                f"join-key value {value!r} holds the character {separator!r}, which separates the "
+                "values of a compound entity key"
+            ),
+            hint="drop or repair those rows; nothing was written",
+        )
+
+
+def _check_int64(
+    frame: pl.DataFrame, source: EventSourceLike, needed: Sequence[str], path: str, first_row: int
+) -> None:
+    """An ``int`` field holds int64 values: the stream refuses a larger JSON int as
+    ``wrong_type``. Only an unsigned 64-bit column can hold one; it is refused the same way
+    (rather than failing in a cast)."""
+    for name in needed:
+        kind = source.schema.get(name)
+        column = frame.get_column(name)
+        if kind is None or kind_name(kind) != "int" or column.dtype != pl.UInt64:
+            continue
+        _refuse_rows(
+            path,
+            name,
+            column,
+            column > np.iinfo(np.int64).max,
+            first_row,
+            lambda value: f"{value} is beyond int64, the range of an int field",
+            hint="store ids beyond int64 in a string field; nothing was written",
+        )
 
 
 def _check_exact_ints(
@@ -209,16 +235,40 @@ def _check_exact_ints(
         if name not in frame.columns or kind_name(source.schema[name]) != "int":
             continue
         column = frame.get_column(name).cast(pl.Int64)
-        bad = (column > MAX_EXACT_INTEGER) | (column < -MAX_EXACT_INTEGER)
-        count = int(bad.sum())
-        if count:
-            row = first_row + int(bad.arg_true()[0])
-            raise HistoryFileError(
-                f"history file {path}: column '{name}': row {row}: {column.filter(bad)[0]} is beyond +-2**53, "
-                "the largest integers a double holds exactly, and an aggregation reads this column as a "
-                f"double (sum, mean, min, max, last, stddev) ({count} row(s) like this)",
-                hint="declare the field a string if it is an id, or store it in smaller units; nothing was written",
-            )
+        _refuse_rows(
+            path,
+            name,
+            column,
+            (column > MAX_EXACT_INTEGER) | (column < -MAX_EXACT_INTEGER),
+            first_row,
+            lambda value: (
+                f"{value} is beyond +-2**53, the largest integers a double holds exactly, and an "
+                "aggregation reads this column as a double (sum, mean, min, max, last, stddev)"
+            ),
+            hint="declare the field a string if it is an id, or store it in smaller units; nothing was written",
+        )
+
+
+def _refuse_rows(
+    path: str,
+    name: str,
+    column: pl.Series,
+    bad: pl.Series,
+    first_row: int,
+    describe: Callable[[object], str],
+    *,
+    hint: str,
+) -> None:
+    """Raise :class:`HistoryFileError` naming the first ``bad`` row of ``column`` (``first_row``:
+    the file row of the frame's first), ``describe``-ing its value, and how many rows are bad."""
+    count = int(bad.sum())
+    if count:
+        row = first_row + int(bad.arg_true()[0])
+        raise HistoryFileError(
+            f"history file {path}: column '{name}': row {row}: {describe(column.filter(bad)[0])} "
+            f"({count} row(s) like this)",
+            hint=hint,
+        )
 
 
 def _check_constraints(frame: pl.DataFrame, source: EventSourceLike, needed: Sequence[str], path: str) -> None:

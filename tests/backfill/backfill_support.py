@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +59,17 @@ def write_history(events: Sequence[dict[str, Any]], path: Path, row_group_size: 
     return path
 
 
-def history_reference(events: Sequence[dict[str, Any]], start_ms: int, end_ms: int) -> list[dict[str, Any]]:
-    """Reference events of a history backfill: positions (HISTORY_PARTITION, sorted index)."""
+def history_reference(
+    events: Sequence[dict[str, Any]],
+    start_ms: int,
+    end_ms: int,
+    event: Callable[[dict[str, Any], int, int], dict[str, Any]] = reference_event,
+) -> list[dict[str, Any]]:
+    """Reference events of a history backfill: positions (HISTORY_PARTITION, sorted index);
+    ``event(doc, partition, offset)`` makes one (default: an example transaction's)."""
     chosen = [e for e in events if start_ms <= e["ts"] < end_ms]
     order = sorted(range(len(chosen)), key=lambda i: chosen[i]["ts"])  # stable: file order
-    return [reference_event(chosen[i], HISTORY_PARTITION, offset) for offset, i in enumerate(order)]
+    return [event(chosen[i], HISTORY_PARTITION, offset) for offset, i in enumerate(order)]
 
 
 def run_backfill(
@@ -78,6 +84,28 @@ def views_by_name(topic: str = "transactions") -> dict[str, StreamFeatureView]:
     return {v.name: v for v in example_views(topic)[1]}
 
 
+def read_entity_states(
+    state_dir: Path,
+    shards: int,
+    secondary: Path,
+    view_keys: Sequence[tuple[StreamFeatureView, str]],
+    applied: Sequence[dict[str, Any]],
+    times: Iterable[int],
+) -> list[tuple[StreamFeatureView, str, Any, int, dict[str, Any] | None]]:
+    """``(view, key_field, key, t, online values)`` of every key of ``applied`` (the reference
+    event field ``key_field`` holding each view's key) as of each t; None: no state."""
+    table = RocksDBOnlineTable(state_dir, shards, secondary, background=False)
+    try:
+        return [
+            (view, key_field, key, t, online_values(table, view, key, t))
+            for t in times
+            for view, key_field in view_keys
+            for key in sorted({e[key_field] for e in applied})
+        ]
+    finally:
+        table.close()
+
+
 def compare_state(
     state_dir: Path,
     shards: int,
@@ -88,23 +116,16 @@ def compare_state(
 ) -> int:
     """Every user/merchant/pair's state as of each t equals the reference; returns comparisons."""
     views = views_by_name(topic)
-    table = RocksDBOnlineTable(state_dir, shards, secondary, background=False)
+    view_keys = [(views[name], key_field) for name, key_field in EXAMPLE_VIEW_KEYS]
     compared = 0
-    try:
-        for t in times:
-            for name, key_field in EXAMPLE_VIEW_KEYS:
-                view = views[name]
-                for key in sorted({e[key_field] for e in applied}):
-                    mine = [e for e in applied if e[key_field] == key]
-                    got = online_values(table, view, key, t)
-                    want = expected_values(view, mine, key, t, key_field=key_field)
-                    if got is None:
-                        assert not any(e["event_type"] == "PURCHASE" for e in mine), key
-                        continue
-                    assert_close(got, want, f"{name} {key} at {t}")
-                    compared += 1
-    finally:
-        table.close()
+    for view, key_field, key, t, got in read_entity_states(state_dir, shards, secondary, view_keys, applied, times):
+        mine = [e for e in applied if e[key_field] == key]
+        want = expected_values(view, mine, key, t, key_field=key_field)
+        if got is None:
+            assert not any(e["event_type"] == "PURCHASE" for e in mine), key
+            continue
+        assert_close(got, want, f"{view.name} {key} at {t}")
+        compared += 1
     return compared
 
 

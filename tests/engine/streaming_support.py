@@ -220,19 +220,21 @@ _COLUMN_FIELDS = {"amount": "value", "merchant_id": "merchant_id", "card_id": "c
 def expected_values(
     view: StreamFeatureView,
     applied: Sequence[dict[str, Any]],
-    entity: str | tuple[str, ...],
+    entity: str | int | tuple[str, ...],
     t: int,
     key_field: str = "entity",
     filter: Callable[[Any], bool] | None = is_purchase,
+    column_fields: Mapping[str, str] = _COLUMN_FIELDS,
 ) -> dict[str, Any]:
     """Reference values of every aggregation of ``view`` (the example views' filter is
-    ``is_purchase``; pass ``filter=None`` for events already filtered)."""
+    ``is_purchase``; pass ``filter=None`` for events already filtered). ``column_fields``
+    names the reference event field holding each column (default: the example's)."""
     events = [e if key_field == "entity" else {**e, "entity": e[key_field]} for e in applied if e[key_field] == entity]
     expected: dict[str, Any] = {}
     for agg in view.aggregations:
         function = str(getattr(agg.function, "value", agg.function))
         params = dict(agg.params)
-        mine = [{**e, "value": e[_COLUMN_FIELDS[agg.column]]} for e in events]
+        mine = [{**e, "value": e[column_fields[agg.column]]} for e in events]
         if function in ("count_distinct_approx", "percentile", "median"):
             window = window_events(mine, entity, t, agg.window_ms, view.interval_ms, filter=filter)
             expected[agg.output_name] = _approximate_reference(function, params, window)
@@ -278,7 +280,7 @@ EXAMPLE_VIEW_KEYS = (
 
 
 def online_values(
-    table: OnlineTable, view: StreamFeatureView, entity: str | tuple[str, ...], t: int
+    table: OnlineTable, view: StreamFeatureView, entity: str | int | tuple[str, ...], t: int
 ) -> dict[str, Any] | None:
     key_values = list(entity) if isinstance(entity, tuple) else [entity]
     record = table.read(view.fingerprint, [entity_key(key_values)])[0]
