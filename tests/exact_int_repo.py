@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from engine.definitions import Aggregation, Entity, EventSource, FeatureRepo, FeatureService, StreamFeatureView
+from tests.engine.streaming_support import assert_close, expected_values
 from tests.reference import EXACT_DOUBLE_LIMIT
 
 SERVICE = "exact_ints"
@@ -125,3 +126,51 @@ def aggregations_read(views: Sequence[StreamFeatureView]) -> list[tuple[str, str
 def schema_kinds(source: EventSource) -> dict[str, str]:
     """The source's schema as tests/reference.py reads it: field name -> kind name."""
     return {name: str(kind) for name, kind in source.schema.items()}
+
+
+# The reference event field holding each column: the column's own name.
+_COLUMNS = {"amount": "amount", "card_number": "card_number", "user_id": "user_id"}
+# Functions whose value is computed from several doubles (compared within the documented
+# relative tolerance); every other value is copied or counted and must be equal exactly.
+_COMPUTED = frozenset({"sum", "mean"})
+
+
+def check_values(
+    view: StreamFeatureView,
+    got: Mapping[str, Any],
+    applied: Sequence[dict[str, Any]],
+    key_field: str,
+    key: object,
+    t: int,
+    context: str,
+) -> int:
+    """``got``, the values of ``view`` for ``key`` as of ``t``, equal the reference over the
+    ``applied`` events (``key_field``: the event field holding the view's key): sums and
+    means within the documented tolerance, every other value exactly and of the same type.
+    Returns how many ints beyond 2**53 ``got`` held."""
+    assert isinstance(key, (str, int)), key
+    mine = [e for e in applied if e[key_field] == key]
+    want = expected_values(view, mine, key, t, key_field=key_field, filter=None, column_fields=_COLUMNS)
+    computed = {a.output_name for a in view.aggregations if str(getattr(a.function, "value", a.function)) in _COMPUTED}
+    assert got.keys() == want.keys(), context
+    for name, wanted in want.items():
+        if name in computed and wanted is not None:
+            assert_close({name: got[name]}, {name: wanted}, context)
+        else:
+            assert _same(got[name], wanted), f"{context}: {name}: got {got[name]!r}, want {wanted!r}"
+    return sum(_big_ints(v) for v in got.values())
+
+
+def _same(got: object, want: object) -> bool:
+    """Equal in value and in type, list elements included: an int served as a float (or a
+    float as an int) differs, whatever == says."""
+    if isinstance(want, list):
+        return isinstance(got, list) and len(got) == len(want) and all(map(_same, got, want))
+    return type(got) is type(want) and got == want
+
+
+def _big_ints(value: object) -> int:
+    """How many ints beyond 2**53 ``value`` holds (lists included)."""
+    if isinstance(value, list):
+        return sum(map(_big_ints, value))
+    return int(type(value) is int and abs(value) > LIMIT)

@@ -37,17 +37,15 @@ from engine.offline.training import get_training_set
 from tests.backfill.backfill_support import SHARDS, START_MS, history_reference, read_entity_states
 from tests.engine.streaming_support import (
     applied_events,
-    assert_close,
-    expected_values,
     make_job,
     refused_reference_event,
 )
 from tests.exact_int_repo import (
     INT64_MAX,
-    LIMIT,
     SERVICE,
     VIEW_KEYS,
     aggregations_read,
+    check_values,
     definitions,
     inexact_payment,
     payment,
@@ -58,53 +56,8 @@ from tests.reference import inexact_int_fields
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-# The reference event field holding each column: the column's own name.
-COLUMNS = {"amount": "amount", "card_number": "card_number", "user_id": "user_id"}
-# Functions whose value is computed from several doubles (compared within the documented
-# relative tolerance); every other value is copied or counted and must be equal exactly.
-COMPUTED = frozenset({"sum", "mean"})
 # Arrow types of the source's field kinds in a history file (the timestamp is epoch ms).
 ARROW_TYPES = {"string": pa.string(), "int": pa.int64()}
-
-
-def _same(got: object, want: object) -> bool:
-    """Equal in value and in type, list elements included: an int served as a float (or a
-    float as an int) differs, whatever == says."""
-    if isinstance(want, list):
-        return isinstance(got, list) and len(got) == len(want) and all(map(_same, got, want))
-    return type(got) is type(want) and got == want
-
-
-def _big_ints(value: object) -> int:
-    """How many ints beyond 2**53 ``value`` holds (lists included)."""
-    if isinstance(value, list):
-        return sum(map(_big_ints, value))
-    return int(type(value) is int and abs(value) > LIMIT)
-
-
-def _assert_exact(got: Mapping[str, Any], want: Mapping[str, Any], computed: Collection[str], context: str) -> int:
-    """``got`` equals the reference ``want``; returns how many ints beyond 2**53 it held."""
-    assert got.keys() == want.keys(), context
-    for name, wanted in want.items():
-        if name in computed and wanted is not None:
-            assert_close({name: got[name]}, {name: wanted}, context)
-        else:
-            assert _same(got[name], wanted), f"{context}: {name}: got {got[name]!r}, want {wanted!r}"
-    return sum(_big_ints(v) for v in got.values())
-
-
-def _computed_outputs(view: StreamFeatureView) -> frozenset[str]:
-    return frozenset(
-        a.output_name for a in view.aggregations if str(getattr(a.function, "value", a.function)) in COMPUTED
-    )
-
-
-def _expected(
-    view: StreamFeatureView, applied: Sequence[dict[str, Any]], key: object, t: int, key_field: str
-) -> dict[str, Any]:
-    mine = [e for e in applied if e[key_field] == key]
-    assert isinstance(key, (str, int))
-    return expected_values(view, mine, key, t, key_field=key_field, filter=None, column_fields=COLUMNS)
 
 
 def compare_online(
@@ -121,8 +74,7 @@ def compare_online(
     big = 0
     for view, key_field, key, t, got in read_entity_states(state_dir, SHARDS, secondary, view_keys, applied, times):
         assert got is not None, f"{view.name} {key!r}: no state"
-        want = _expected(view, applied, key, t, key_field)
-        big += _assert_exact(got, want, _computed_outputs(view), f"online {view.name} {key!r} at {t}")
+        big += check_values(view, got, applied, key_field, key, t, f"online {view.name} {key!r} at {t}")
     return big
 
 
@@ -149,9 +101,8 @@ def compare_training_set(
         t = spine_row[2]
         for view in repo.views:
             key_field = dict(VIEW_KEYS)[view.name]
-            want = _expected(view, applied, spine_row[keys[key_field]], t, key_field)
-            got = {n: row[n] for n in want}
-            big += _assert_exact(got, want, _computed_outputs(view), f"training {view.name} {spine_row}")
+            got = {n: row[n] for n in view.feature_names}
+            big += check_values(view, got, applied, key_field, spine_row[keys[key_field]], t, f"training {spine_row}")
     return big
 
 

@@ -337,7 +337,16 @@ def rocksdb_client(
 ) -> Iterator[Any]:
     """An ASGI client of the app over RocksDB shards holding ``events``' tiles under ``root``."""
     write_rocksdb(root / "state", repo.views, events, meta_for=meta_for)
-    table = RocksDBOnlineTable(root / "state", N_SHARDS, root / "secondary", background=False)
+    with state_client(root / "state", root / "secondary", repo, plan, **settings) as client:
+        yield client
+
+
+@contextmanager
+def state_client(
+    state_dir: Path, secondary: Path, repo: FeatureRepo, plan: AppliedPlan, **settings: Any
+) -> Iterator[ASGIClient]:
+    """An ASGI client of the app over the RocksDB shards in ``state_dir`` as they are."""
+    table = RocksDBOnlineTable(state_dir, N_SHARDS, secondary, background=False)
     client = ASGIClient(make_app(repo, plan, table, **settings))
     try:
         yield client
