@@ -25,6 +25,7 @@ from engine.kernel import PartialLayout, TileCodecError, decode_tiles, encode_ti
 from engine.kernel.batch_merge import NO_EVENT_TS, FlatTiles, decode_many, encode_many
 from engine.routing import ViewRows, merge_codes, route, split_by_shard
 from engine.state.keys import encode_entity_keys, entity_key, shard_for, shard_for_many
+from tests.int_strategies import int64s
 from tests.reference import TILE_RECORD_HEADER, shard_of
 
 LAYOUT = PartialLayout(("amount", "fee"))
@@ -41,7 +42,7 @@ def _object_array(values: list[Any]) -> np.ndarray:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.one_of(key_text, st.integers(-(10**6), 10**6)), max_size=60))
+@given(st.lists(st.one_of(key_text, st.integers(-(10**6), 10**6), int64s()), max_size=60))
 def test_factorize_single_key_round_trips(values: list[str | int]) -> None:
     keys, codes = factorize_entity_keys([_object_array(values)])
     assert len(set(keys)) == len(keys)

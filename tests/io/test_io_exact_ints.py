@@ -14,6 +14,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.definitions import Aggregation, Entity, EventSource, StreamFeatureView
 from engine.entity_codes import keyed_decoder
@@ -21,7 +23,10 @@ from engine.exact_doubles import MAX_EXACT_INTEGER
 from engine.io.watermarks import PartitionWatermarks
 from engine.offline.exceptions import HistoryFileError
 from engine.offline.history_slices import index_history
+from tests.exact_int_repo import aggregations_read, schema_kinds
+from tests.int_strategies import int64s
 from tests.io.io_support import BASE_TS, NOW_MS, dumps, raw_batch
+from tests.reference import inexact_int_fields
 
 SOURCE = EventSource(
     name="payments",
@@ -62,6 +67,23 @@ def test_an_int_beyond_2_53_read_as_a_double_is_refused_and_an_id_is_kept(typed_
     assert [(d.offset, d.reason) for d in out.dead_letters] == [(i, "value_out_of_range") for i in (2, 3, 4, 5)]
     for letter in out.dead_letters:
         assert "field 'cents'" in letter.detail and "2**53" in letter.detail and "string" in letter.detail, letter
+
+
+@settings(max_examples=100, deadline=None)
+@given(rows=st.lists(st.tuples(int64s(), int64s()), min_size=1, max_size=30), typed_path=st.booleans())
+def test_the_decoder_refuses_exactly_the_records_the_reference_refuses(
+    rows: list[tuple[int, int]], typed_path: bool
+) -> None:
+    decoder = keyed_decoder(SOURCE, [VIEW], now_ms=lambda: NOW_MS, typed_path=typed_path)
+    out = decoder.decode(raw_batch([_record(i, c, card) for i, (c, card) in enumerate(rows)]), PartitionWatermarks())
+    kinds, read = schema_kinds(SOURCE), aggregations_read([VIEW])
+    refused = [
+        i for i, (c, card) in enumerate(rows) if inexact_int_fields({"cents": c, "card_number": card}, kinds, read)
+    ]
+    assert [(d.offset, d.reason) for d in out.dead_letters] == [(i, "value_out_of_range") for i in refused]
+    kept = [row for i, row in enumerate(rows) if i not in refused]
+    assert out.columns["cents"].tolist() == [c for c, _ in kept]
+    assert out.columns["card_number"].tolist() == [card for _, card in kept], "card numbers are kept whole"
 
 
 def test_without_a_double_reading_aggregation_every_int64_is_kept() -> None:

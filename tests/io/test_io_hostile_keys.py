@@ -21,6 +21,7 @@ from engine.io.decoder import Decoder
 from engine.io.exceptions import IoValueError
 from engine.io.watermarks import PartitionWatermarks
 from engine.state.keys import ENTITY_KEY_SEPARATOR
+from tests.int_strategies import int64s
 from tests.io.io_support import BASE_TS, NOW_MS, FakeSource, dumps, good_event, raw_batch
 
 SEPARATOR = ENTITY_KEY_SEPARATOR.decode()
@@ -87,12 +88,12 @@ HOSTILE_KEYS = st.one_of(
     st.text(st.characters(exclude_categories=["Cs"], exclude_characters=SEPARATOR), max_size=40),
     st.integers(1, 5000).map(lambda n: "k" * n),
 )
-# Amounts a producer may send: signed zeros, subnormals, the largest floats, integers beyond
-# 2**53 (not exactly representable) and up to the int64 edge.
+# Amounts a producer may send: signed zeros, subnormals, the largest floats, integers around
+# and beyond 2**53 (not exactly representable, in a float field) up to the int64 edges.
 HOSTILE_AMOUNTS = st.one_of(
     st.sampled_from([-0.0, 0.0, 5e-324, -5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, -1e308]),
     st.floats(allow_nan=False, allow_infinity=False),
-    st.integers(-(2**63), 2**63 - 1),
+    int64s(),
 )
 
 

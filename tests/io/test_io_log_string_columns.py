@@ -14,13 +14,14 @@ from hypothesis import strategies as st
 from engine.io.log_format import value_column
 from engine.io.log_reader import read_log
 from engine.io.parquet_log import ParquetLogWriter
+from tests.int_strategies import int64s
 
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 FP_HEX = "cd" * 8
 
 _VALUES = st.one_of(
     st.text(max_size=12),
-    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    int64s(),
     st.booleans(),
     st.floats(allow_nan=False),
     st.none(),

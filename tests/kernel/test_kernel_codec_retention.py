@@ -27,6 +27,7 @@ from engine.kernel import (
     evaluate,
     merge_tile_sets,
 )
+from tests.int_strategies import int64s
 from tests.kernel.kernel_support import LAYOUT, assert_same_value, build_state, make_spec
 from tests.reference import apply_watermark
 
@@ -42,7 +43,7 @@ def tile_sets(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
 
 
 @settings(max_examples=100, deadline=None)
-@given(tile_sets(), st.integers(-(2**63), 2**63 - 1))
+@given(tile_sets(), int64s())
 def test_codec_round_trip(tile_set: tuple[np.ndarray, np.ndarray], max_ts: int) -> None:
     tiles, partials = tile_set
     record = encode_tiles(tiles, partials, max_ts)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from engine.kernel import value_hash
 from engine.kernel.value_hash import canonical_bytes, hash_bytes, hash_values, value_bytes
+from tests.int_strategies import int64s
 
 
 @settings(max_examples=100, deadline=None)
@@ -39,7 +40,7 @@ def test_a_string_and_the_int_it_spells_hash_differently_with_the_memo_warm() ->
         st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=20).map(
             lambda v: np.array(v, dtype=np.float64)
         ),
-        st.lists(st.integers(-(2**63), 2**63 - 1), max_size=20).map(lambda v: np.array(v, dtype=np.int64)),
+        st.lists(int64s(), max_size=20).map(lambda v: np.array(v, dtype=np.int64)),
         st.lists(st.booleans(), max_size=20).map(lambda v: np.array(v, dtype=bool)),
         st.lists(st.text(max_size=5), max_size=20).map(lambda v: np.array(v, dtype=object)),
     )
