@@ -101,6 +101,10 @@ def test_v1_serves_ints_and_transforms_read_them(
     for user, row in zip(USERS, rows, strict=True):
         want = reference(events, user, t)
         assert_close({n: row[n] for n in want}, want, f"/v1 {user} at {t}")  # ints are ints, floats floats
+        # One entity per request takes serving's one-entity path (WindowPlan), the others evaluate_many.
+        single = client.post(f"/v1/features/{SERVICE}", json={"entities": {"user_id": [user]}, "as_of": t})
+        alone = single.json()["features"][0]
+        assert_close({n: alone[n] for n in want}, want, f"/v1 {user} alone at {t}")
         doubled = None if want["cents_max_1h"] is None else 2 * want["cents_max_1h"]
         assert row["cents_max_doubled"] == doubled and row["cents_max_doubled_batch"] == doubled, row
         assert type(row["cents_max_doubled"]) is type(doubled), row
