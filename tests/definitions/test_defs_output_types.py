@@ -3,15 +3,27 @@ what a view reports in feature_types, and the defaults an int feature accepts.""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from engine.definitions import Aggregation, DefinitionError, Entity, EventSource, FieldType, StreamFeatureView
+from engine.definitions import (
+    Aggregation,
+    DefinitionError,
+    Entity,
+    EventSource,
+    FeatureRepo,
+    FieldType,
+    PlanError,
+    StreamFeatureView,
+)
 from engine.kernel.layout import FUNCTIONS
 from engine.kernel.view_spec import ViewSpec
 from engine.kernel.window import empty_value
+from engine.plan import apply_plan
 
 HOUR = timedelta(hours=1)
 # Written from the table of docs/semantics.md, not from the code: (over an int column, over a float column).
@@ -89,3 +101,18 @@ def test_a_whole_default_of_an_int_feature_is_its_int_and_floats_keep_theirs() -
     fills = {spec.output_name: empty_value(spec) for spec in ViewSpec.from_view(view).aggregations}
     assert fills == {"cents_max": -1, "cents_sum": -0.5, "price_max": -0.5}
     assert type(fills["cents_max"]) is int
+
+
+def test_plan_refuses_retyping_a_float_field_that_max_reads_to_int_under_the_same_state(tmp_path: Path) -> None:
+    def repo(cents: type, version: int = 1) -> FeatureRepo:
+        source = dataclasses.replace(SOURCE, schema={**SOURCE.schema, "cents": cents})
+        view = dataclasses.replace(view_of(aggregation("cents", "max")), source=source, version=version)
+        return FeatureRepo.from_objects([source, USER, view])
+
+    plan_file = tmp_path / "plan.json"
+    apply_plan(repo(float), plan_file, shards=2)
+    with pytest.raises(PlanError, match=r"field\(s\) \['cents'\].*expected the type .* to stay float .* got int"):
+        apply_plan(repo(int), plan_file)
+    # A new version has fresh state (a new fingerprint): nothing stored to misread.
+    plan, _ = apply_plan(repo(int, version=2), plan_file)
+    assert plan.needs_backfill == ("user_payments__v2",)
