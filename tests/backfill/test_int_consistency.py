@@ -27,7 +27,7 @@ from engine.offline.training import get_training_set
 from engine.state.online_rocksdb import RocksDBOnlineTable
 from tests.backfill.backfill_support import SHARDS, START_MS
 from tests.engine import streaming_support as streaming
-from tests.engine.payments_support import INT_FEATURES, payment_source, payment_view
+from tests.engine.payments_support import INT_FEATURES, doubled, payment_source, payment_view
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -91,7 +91,9 @@ def check_training_set(
 ) -> None:
     """A training set from ``log_root``: int64 columns for the int features, float64 for
     the rest, and every cell equal to the reference (null where the window is empty)."""
-    repo = FeatureRepo.from_objects([view.source, *view.entities, view, FeatureService(SERVICE, features=[view])])
+    transforms = [doubled(view, "python"), doubled(view, "batch")]
+    service = FeatureService(SERVICE, features=[view, *transforms])
+    repo = FeatureRepo.from_objects([view.source, *view.entities, view, *transforms, service])
     frame = get_training_set(
         repo,
         SERVICE,
@@ -105,11 +107,15 @@ def check_training_set(
     )
     for name, ftype in view.feature_types.items():
         assert frame.schema[name] == (pl.Int64 if ftype == FieldType.INT else pl.Float64), name
+    # The on-demand transforms read the int feature as ints (declared int outputs refuse floats).
+    assert frame.schema["cents_max_doubled"] == frame.schema["cents_max_doubled_batch"] == pl.Int64
     assert {n for n, f in view.feature_types.items() if f == FieldType.INT} >= set(INT_FEATURES)
     for row, (user, t) in zip(frame.iter_rows(named=True), spine, strict=True):
         mine = [e for e in applied if e["entity"] == user]
         want = streaming.expected_values(view, mine, user, t, filter=None)
         streaming.assert_close({n: row[n] for n in want}, want, f"training set {log_root.parent.name} {user} at {t}")
+        twice = None if want["cents_max_1h"] is None else 2 * want["cents_max_1h"]
+        assert row["cents_max_doubled"] == row["cents_max_doubled_batch"] == twice, (user, t)
 
 
 def produce(bootstrap: str, topic: str, docs: Sequence[dict[str, Any]]) -> None:

@@ -5,8 +5,11 @@ of values"); shared by the tests that check int values are served and trained as
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
-from engine.definitions import Aggregation, Entity, EventSource, StreamFeatureView
+import polars as pl
+
+from engine.definitions import Aggregation, Entity, EventSource, OnDemandFeatureView, StreamFeatureView
 
 MINUTES_15, HOUR = timedelta(minutes=15), timedelta(hours=1)
 # The features that are ints because their column is: min, max and last of cents.
@@ -44,3 +47,26 @@ def payment_view(source: EventSource) -> StreamFeatureView:
             Aggregation("price", "last", HOUR),
         ],
     )
+
+
+def doubled(view: StreamFeatureView, mode: str) -> OnDemandFeatureView:
+    """Twice the view's cents_max_1h, declared int: a transform fed 1234.0 instead of the
+    int 1234 would return a float, which an int output refuses."""
+    suffix = "_batch" if mode == "batch" else ""
+    return OnDemandFeatureView(
+        name=f"cents_doubled{suffix}",
+        sources=[view[["cents_max_1h"]]],
+        schema={f"cents_max_doubled{suffix}": "int"},
+        mode=mode,
+        fn=f"tests.engine.payments_support:cents_max_doubled{suffix}",
+    )
+
+
+def cents_max_doubled(row: dict[str, Any]) -> dict[str, Any]:
+    value = row["cents_max_1h"]
+    return {"cents_max_doubled": None if value is None else 2 * value}
+
+
+def cents_max_doubled_batch(frame: pl.DataFrame) -> pl.DataFrame:
+    """Batch mode of :func:`cents_max_doubled` (the input column is typed Int64)."""
+    return frame.select((pl.col("cents_max_1h") * 2).alias("cents_max_doubled_batch"))

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from engine.definitions import FeatureRepo, FeatureService, OnDemandFeatureView
+from engine.definitions import FeatureRepo, FeatureService
 from engine.plan import apply_plan
 from engine.state import RocksDBOnlineTable
-from tests.engine.payments_support import INT_FEATURES, payment_source, payment_view
+from tests.engine.payments_support import INT_FEATURES, doubled, payment_source, payment_view
 from tests.engine.streaming_support import assert_close, expected_values
 from tests.serving.asgi_support import ASGIClient
 from tests.serving.serving_support import N_SHARDS, T_END, make_app, write_log, write_rocksdb
@@ -27,19 +27,7 @@ USERS = ["u0", "big", "nobody"]
 VIEW = payment_view(payment_source())
 
 
-def doubled(mode: str) -> OnDemandFeatureView:
-    """Twice cents_max_1h, declared int (tests/serving/transforms_support.py)."""
-    suffix = "_batch" if mode == "batch" else ""
-    return OnDemandFeatureView(
-        name=f"cents_doubled{suffix}",
-        sources=[VIEW[["cents_max_1h"]]],
-        schema={f"cents_max_doubled{suffix}": "int"},
-        mode=mode,
-        fn=f"tests.serving.transforms_support:cents_max_doubled{suffix}",
-    )
-
-
-DOUBLED, DOUBLED_BATCH = doubled("python"), doubled("batch")
+DOUBLED, DOUBLED_BATCH = doubled(VIEW, "python"), doubled(VIEW, "batch")
 
 
 def payments() -> list[dict[str, Any]]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import polars as pl
-
 
 def flaky(row: dict[str, Any]) -> dict[str, Any]:
     """Raises for the request amount 13.0, so one request fails and the next succeeds."""
@@ -17,14 +15,3 @@ def flaky(row: dict[str, Any]) -> dict[str, Any]:
 def merchant_ratio(row: dict[str, Any]) -> dict[str, Any]:
     """Request amount over the merchant's 1-hour sum of every transaction."""
     return {"merchant_ratio": float(row["amount"]) / max(float(row["amount_sum_1h"] or 0.0), 0.001)}
-
-
-def cents_max_doubled(row: dict[str, Any]) -> dict[str, Any]:
-    """Twice an int feature, declared int: only an int input gives an int output."""
-    value = row["cents_max_1h"]
-    return {"cents_max_doubled": None if value is None else 2 * value}
-
-
-def cents_max_doubled_batch(frame: pl.DataFrame) -> pl.DataFrame:
-    """Batch mode of :func:`cents_max_doubled` (the input column is typed Int64)."""
-    return frame.select((pl.col("cents_max_1h") * 2).alias("cents_max_doubled_batch"))
