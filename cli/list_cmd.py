@@ -76,8 +76,9 @@ def _aligned(lines: Sequence[Line]) -> list[str]:
 
 
 def _view_features(view: StreamFeatureView) -> Iterator[Row]:
+    types = view.feature_types
     for agg in view.aggregations:
-        yield (agg.output_name, agg.output_type.value, f"{agg.function}({agg.column}) over {_span(agg.window)}")
+        yield (agg.output_name, types[agg.output_name].value, f"{agg.function}({agg.column}) over {_span(agg.window)}")
 
 
 def _odfv_features(odfv: OnDemandFeatureView) -> Iterator[Row]:

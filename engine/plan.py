@@ -28,6 +28,7 @@ from engine.definitions.exceptions import (
 )
 from engine.definitions.repo import FeatureRepo
 from engine.json_types import JSONObject
+from engine.kernel.layout import COLUMN_VALUE_FUNCTIONS
 from engine.timefmt import duration_text
 
 PLAN_FORMAT_VERSION = 1
@@ -217,6 +218,22 @@ def _list_diff(before: list[object], after: list[object], path: str) -> list[str
     return out
 
 
+def _refuse_int_retyping(view: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
+    """A field that min, max or last reads, retyped from float to int under the same
+    fingerprint, would serve the stored partials' fractional values as ints (docs/semantics.md
+    section 8: field types are not part of the fingerprint)."""
+    old, new = before["source"]["schema"], after["source"]["schema"]
+    read = {a["column"] for a in after["aggregations"] if a["function"] in COLUMN_VALUE_FUNCTIONS}
+    retyped = sorted(c for c in read if old.get(c) == "float" and new.get(c) == "int")
+    if retyped:
+        raise PlanError(
+            f"view {view!r}: field(s) {retyped} of source {after['source']['name']!r}: expected the type of a "
+            "field min/max/last read to stay float under the same state, got int: the stored partials may "
+            "hold fractional values, which int features cannot serve",
+            hint="declare the view with the next version=N (fresh state, then backfill it), or keep the field float",
+        )
+
+
 def compute_plan(
     repo: FeatureRepo, previous: AppliedPlan | None, *, shards: int | None = None, check_transforms: bool = True
 ) -> Plan:
@@ -257,6 +274,8 @@ def compute_plan(
                 changes.append(Change(kind, name, "removed", False, (), fp_before, None))
             elif dict(before) != after:
                 backfill = kind == "view" and fp_before != fp_after
+                if kind == "view" and not backfill:
+                    _refuse_int_retyping(name, before["definition"], after["definition"])
                 details = tuple(_diff(dict(before["definition"]), after["definition"]))
                 if backfill:
                     details += (f"fingerprint {fp_before} -> {fp_after}: old state is not reused",)

@@ -65,6 +65,11 @@ def window_events(
     return chosen
 
 
+# Section 3, "Types of values": ints whatever the column, and ints when the column is.
+_INT_FUNCTIONS = frozenset({"count", "time_since_last", "first_seen", "count_distinct", "count_distinct_approx"})
+_COLUMN_VALUE_FUNCTIONS = frozenset({"min", "max", "last"})
+
+
 def reference_value(
     events: Iterable[Event],
     entity: Hashable,
@@ -77,8 +82,13 @@ def reference_value(
     max_distinct: int | None = None,
     n: int | None = None,
     column: str = "value",
+    int_column: bool = False,
 ) -> float | int | list[Any] | None:
     """The value of one aggregation as of ``t`` per the table of semantics section 3.
+
+    ``int_column``: the column is an ``int`` field, so ``min``, ``max`` and ``last`` (one
+    of its values) are ints, and so is a whole default of them (section 3, "Types of
+    values"); counts and times are ints whatever the column.
 
     ``events`` must already be the applied events (see :func:`apply_watermark`).
     ``count_distinct`` (exact, "Sketch functions") needs ``max_distinct``; over it the
@@ -91,9 +101,10 @@ def reference_value(
         if n is None:
             raise ValueError(f"reference_value: {function} needs n")
         return reference_list(chosen, function, n, column)
+    int_feature = function in _INT_FUNCTIONS or (int_column and function in _COLUMN_VALUE_FUNCTIONS)
     if not chosen:
         if default is not None:
-            return default
+            return int(default) if int_feature and float(default).is_integer() else default
         if function in ("count", "count_distinct"):
             return 0
         if function == "sum":
@@ -116,16 +127,16 @@ def reference_value(
         return math.fsum(values)
     if function == "mean":
         return math.fsum(values) / len(values)
-    if function == "min":
-        return min(values)
-    if function == "max":
-        return max(values)
-    if function == "last":
-        latest = chosen[0]
-        for event in chosen[1:]:
-            if _order_key(event) > _order_key(latest):
-                latest = event
-        return float(field(latest, "value"))
+    if function in _COLUMN_VALUE_FUNCTIONS:  # one of the column's values, of its type
+        as_column = int if int_column else float
+        if function == "last":
+            latest = chosen[0]
+            for event in chosen[1:]:
+                if _order_key(event) > _order_key(latest):
+                    latest = event
+            return as_column(field(latest, "value"))
+        column_values = [as_column(field(event, "value")) for event in chosen]
+        return min(column_values) if function == "min" else max(column_values)
     if function == "stddev":
         mean = math.fsum(values) / len(values)
         return math.sqrt(math.fsum((x - mean) ** 2 for x in values) / len(values))

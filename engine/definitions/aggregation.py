@@ -18,7 +18,7 @@ from engine.definitions.base import (
     window_label,
 )
 from engine.json_types import JSONObject
-from engine.kernel.layout import FUNCTIONS, INTEGER_FUNCTIONS, LIST_FUNCTIONS
+from engine.kernel.layout import FUNCTIONS, LIST_FUNCTIONS, value_is_int
 from engine.kernel.sketch_kinds import (
     DDSKETCH_DEFAULT_ALPHA,
     DDSKETCH_MAX_ALPHA,
@@ -245,13 +245,15 @@ class Aggregation:
         label = "lifetime" if self.window_ms is None else window_label(self.window_ms)
         return f"{self.column}_{function}_{label}"
 
-    @property
-    def output_type(self) -> FieldType:
-        """Type of the served value: counts and times since are integers, the list functions
-        lists of the column's values, everything else a float."""
+    def output_type(self, column_type: FieldType) -> FieldType:
+        """Type of the served value over a column of ``column_type`` (docs/semantics.md
+        section 3): the list functions give lists of the column's values; counts, times
+        since, first_seen, and min/max/last of an int column give ints (the rule is
+        ``engine.kernel.layout.value_is_int``); everything else a float. The view, which
+        knows its columns' types, asks (``StreamFeatureView.feature_types``)."""
         if self.function in LIST_FUNCTIONS:
             return FieldType.LIST
-        return FieldType.INT if self.function in INTEGER_FUNCTIONS else FieldType.FLOAT
+        return FieldType.INT if value_is_int(self.function, column_type == FieldType.INT) else FieldType.FLOAT
 
     def to_dict(self) -> JSONObject:
         out: JSONObject = {

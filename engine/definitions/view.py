@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -149,6 +150,8 @@ class StreamFeatureView(SelectableView):
                     f"aggregate a numeric column with {agg.function}; only "
                     f"{', '.join(sorted(ANY_COLUMN_FUNCTIONS))} accept non-numeric columns",
                 )
+            else:
+                _check_int_default(c, where, agg, schema[agg.column])
             if interval is not None and agg.window_ms is not None and agg.window_ms % interval:
                 c.add(
                     f"{where}.window",
@@ -228,8 +231,15 @@ class StreamFeatureView(SelectableView):
         return tuple(agg.output_name for agg in self.aggregations)
 
     @property
+    def int_columns(self) -> frozenset[str]:
+        """Aggregated columns that are int fields: their min, max and last are ints."""
+        return frozenset(name for name, ftype in self.column_types.items() if ftype == FieldType.INT)
+
+    @property
     def feature_types(self) -> Mapping[str, FieldType]:
-        return FrozenMap((agg.output_name, agg.output_type) for agg in self.aggregations)
+        """Type of each served feature (``Aggregation.output_type`` over its column's type)."""
+        types = self.source.field_types
+        return FrozenMap((agg.output_name, agg.output_type(types[agg.column])) for agg in self.aggregations)
 
     def fingerprint_dict(self) -> JSONObject:
         """Exactly what changes the partials (names, tags, defaults, flags do not); a version
@@ -312,6 +322,19 @@ def _check_filter(c: Checker, expr: Expr, schema: Mapping[str, FieldType], sourc
                 )
         if isinstance(leaf, Compare) and leaf.op in _ORDERING_OPS and ftype == FieldType.BOOL:
             c.add("filter", "== or != for a bool field", f"<{leaf!r}>", "bool fields are only tested for equality")
+
+
+def _check_int_default(c: Checker, where: str, agg: Aggregation, column_type: FieldType) -> None:
+    """An int feature's default is a whole number (``-1.0`` serves as ``-1``), never
+    fractional: one feature's values share one type (docs/semantics.md section 3)."""
+    default = agg.default
+    if agg.output_type(column_type) == FieldType.INT and isinstance(default, float) and not default.is_integer():
+        c.add(
+            f"{where}.default",
+            f"a whole number: {agg.function}({agg.column}) is an int feature",
+            default,
+            f"write e.g. default={math.floor(default)}, or aggregate a float column for float values",
+        )
 
 
 def _literal_fits(ftype: FieldType, value: object) -> bool:

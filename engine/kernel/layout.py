@@ -79,8 +79,13 @@ SKETCH_FUNCTIONS: tuple[str, ...] = ("count_distinct", "count_distinct_approx", 
 LIST_FUNCTIONS: tuple[str, ...] = ("last_n", "first_n", "last_distinct_n")
 # The one list of aggregation functions; definitions validate against it.
 FUNCTIONS: tuple[str, ...] = PARTIAL_FUNCTIONS + SKETCH_FUNCTIONS + LIST_FUNCTIONS
-# Functions whose value is an integer (served as int, int64 in training sets).
+# Functions whose value is an integer whatever the column (served as int, int64 in training sets).
 INTEGER_FUNCTIONS = frozenset({"count", "time_since_last", "first_seen", "count_distinct", "count_distinct_approx"})
+# Functions whose value is one of the column's values (docs/semantics.md section 3), so an
+# int column's is an int. The partials hold it as a double, exactly: ingest refuses an int
+# beyond 2**53 in a field these read. ``sum`` is not one: a sum of ints may pass 2**53 on
+# the way, where doubles round, so it stays a float.
+COLUMN_VALUE_FUNCTIONS = frozenset({"min", "max", "last"})
 # Functions whose empty window is 0 rather than null.
 ZERO_WHEN_EMPTY = frozenset({"count", "count_distinct", "count_distinct_approx"})
 # Functions that read only which events exist and their event times, never the
@@ -128,6 +133,13 @@ def double_read_columns(views: Iterable[AggregatedView]) -> frozenset[str]:
     return frozenset(
         a.column for view in views for a in view.aggregations if _plain(a.function) in DOUBLE_VALUE_FUNCTIONS
     )
+
+
+def value_is_int(function: str, int_column: bool) -> bool:
+    """The one rule of which aggregations have int values (docs/semantics.md section 3):
+    counts, times since and first_seen always, min/max/last when their column is an int
+    field. Definitions type their outputs with it; the kernel converts with it."""
+    return function in INTEGER_FUNCTIONS or (int_column and function in COLUMN_VALUE_FUNCTIONS)
 
 
 class LayoutSource(Protocol):
@@ -290,6 +302,8 @@ class AggregationSpec:
     default: Number | None = None
     # Sorted (name, value) parameters of sketch functions (max_distinct, precision, q, alpha).
     params: Params = ()
+    # Whether the column is an int field of the source schema (min/max/last are ints then).
+    int_column: bool = False
 
     def __post_init__(self) -> None:
         owner = f"AggregationSpec '{self.output_name}'"
@@ -318,6 +332,16 @@ class AggregationSpec:
                 f"{owner}: field 'params': expected a sorted tuple of (name, value) pairs, got {self.params!r}",
                 hint="Aggregation.params gives them in this form",
             )
+        if not isinstance(self.int_column, bool):
+            raise KernelSpecTypeError(
+                f"{owner}: field 'int_column': expected a bool, got {type(self.int_column).__name__}",
+                hint="True when the column's schema type is int",
+            )
+
+    @property
+    def int_valued(self) -> bool:
+        """Whether the value is an int (:func:`value_is_int`; a fractional default aside)."""
+        return value_is_int(self.function, self.int_column)
 
     def param(self, name: str) -> ParamValue | None:
         """The parameter ``name`` or None when the aggregation does not set it."""
@@ -329,8 +353,9 @@ class AggregationSpec:
         return slot_for(self)
 
     @classmethod
-    def from_aggregation(cls, agg: AggregationLike) -> AggregationSpec:
-        """Copy what the kernel needs from an ``Aggregation`` (duck typed)."""
+    def from_aggregation(cls, agg: AggregationLike, *, int_column: bool = False) -> AggregationSpec:
+        """Copy what the kernel needs from an ``Aggregation`` (duck typed); ``int_column``:
+        whether its column is an int field (the view knows, :func:`aggregation_specs`)."""
         return cls(
             output_name=agg.output_name,
             column=agg.column,
@@ -338,7 +363,22 @@ class AggregationSpec:
             window_ms=None if agg.window_ms is None else int(agg.window_ms),
             default=agg.default,
             params=tuple(getattr(agg, "params", ())),
+            int_column=int_column,
         )
+
+
+class TypedAggregations(AggregatedView, Protocol):
+    """A view's aggregations and which of its columns are int fields."""
+
+    @property
+    def int_columns(self) -> frozenset[str]: ...
+
+
+def aggregation_specs(view: TypedAggregations) -> tuple[AggregationSpec, ...]:
+    """The kernel's specs of a ``StreamFeatureView``'s aggregations, in declared order,
+    each knowing whether its column is an int field."""
+    ints = view.int_columns
+    return tuple(AggregationSpec.from_aggregation(a, int_column=a.column in ints) for a in view.aggregations)
 
 
 def sketch_slots_of(aggregations: Iterable[AggregationSpec]) -> tuple[SketchSlot, ...]:

@@ -15,13 +15,15 @@ from engine.kernel.layout import (
     AggregationSpec,
     LayoutSource,
     PartialLayout,
+    TypedAggregations,
+    aggregation_specs,
     check_spec_int,
     sketch_slots_of,
 )
 from engine.kernel.sketch_slot import SketchSlot
 
 
-class ViewLike(LayoutSource, Protocol):
+class ViewLike(LayoutSource, TypedAggregations, Protocol):
     """What the kernel reads of a definitions ``StreamFeatureView``."""
 
     @property
@@ -150,10 +152,9 @@ class ViewSpec:
     @classmethod
     def from_view(cls, view: ViewLike) -> ViewSpec:
         """Copy what the kernel needs from a ``StreamFeatureView`` (duck typed)."""
-        aggregations = tuple(AggregationSpec.from_aggregation(agg) for agg in view.aggregations)
         return cls(
             interval_ms=int(view.interval_ms),
             columns=tuple(view.columns),
-            aggregations=aggregations,
+            aggregations=aggregation_specs(view),
             retention_ms=int(view.retention_ms),
         )

@@ -10,8 +10,9 @@ tests); otherwise serving answers the row from the Parquet log instead
 (``serving/history.py``, semantics section 3, "Online reads and as_of"). Tiles after
 the current tile are never included.
 
-Values: ``count``, ``time_since_last`` and ``first_seen`` are ints, the list functions
-(``last_n``, ``first_n``, ``last_distinct_n``) lists of the column's values, every other
+Values: ``count``, ``time_since_last`` and ``first_seen`` are ints, and so are ``min``,
+``max`` and ``last`` of an int column (``layout.value_is_int``); the list functions
+(``last_n``, ``first_n``, ``last_distinct_n``) are lists of the column's values, every other
 function a float (``time_since_last`` is ``t`` minus the greatest ``last_ts`` of the
 window's tiles, ``first_seen`` the smallest ``first_ts``);
 an empty window gives
@@ -48,7 +49,6 @@ from engine.kernel.layout import (
     FIELD_MAX,
     FIELD_MIN,
     FIELD_SUM,
-    INTEGER_FUNCTIONS,
     LIST_FUNCTIONS,
     ZERO_WHEN_EMPTY,
     AggregationSpec,
@@ -88,8 +88,11 @@ class WindowResult:
 
 
 def empty_value(agg: AggregationSpec) -> Value:
-    """Value of ``agg`` over an empty window (the table of semantics section 3)."""
+    """Value of ``agg`` over an empty window (the table of semantics section 3); a whole
+    default of an int-valued aggregation (``default=-1.0``) is that int."""
     if agg.default is not None:
+        if agg.int_valued and isinstance(agg.default, float) and agg.default.is_integer():
+            return int(agg.default)
         return agg.default
     if agg.function in LIST_FUNCTIONS:
         return []
@@ -101,10 +104,9 @@ def empty_value(agg: AggregationSpec) -> Value:
 
 
 def values_are_int(agg: AggregationSpec) -> bool:
-    """Whether ``agg``'s values are ints: count and time_since_last, unless the default
-    is fractional."""
-    fill = empty_value(agg)
-    return agg.function in INTEGER_FUNCTIONS and not (isinstance(fill, float) and not fill.is_integer())
+    """Whether ``agg``'s values are ints (``AggregationSpec.int_valued``), unless a kernel
+    spec gives it a fractional default (definitions refuse one)."""
+    return agg.int_valued and not isinstance(empty_value(agg), float)
 
 
 class SupportsFloorDiv(Protocol):
@@ -189,7 +191,9 @@ def evaluate_unchecked(
             # Empty tiles hold first_ts = +inf; the window is non-empty, so the min is a time.
             values[agg.output_name] = int(block[:, spec.layout.first_event_field].min())
         else:
-            values[agg.output_name] = _reduce_block(agg.function, block, off, count, t_ms)
+            value = _reduce_block(agg.function, block, off, count, t_ms)
+            # min/max/last of an int column: the double partial holds the int exactly.
+            values[agg.output_name] = int(value) if agg.int_valued and isinstance(value, float) else value
     defaulted = tuple(e and a.default is not None for e, a in zip(empty, spec.aggregations, strict=True))
     return WindowResult(values, tuple(empty), defaulted, tuple(over_bound))
 

@@ -22,7 +22,6 @@ from engine.kernel.layout import (
     FIELD_MAX,
     FIELD_MIN,
     FIELD_SUM,
-    INTEGER_FUNCTIONS,
     LIST_FUNCTIONS,
     AggregationSpec,
 )
@@ -51,7 +50,8 @@ class WindowBatch:
 
     ``values[name]`` has one entry per query: int64 for ``count`` and
     ``time_since_last`` (float64 when the default is fractional, or when
-    ``time_since_last`` has no default and needs NaN), an object array of lists for the list
+    ``time_since_last`` has no default and needs NaN; so are min/max/last of an int
+    column, which ``row`` and ``to_pylists`` give as ints), an object array of lists for the list
     functions (``[]`` where empty), float64 otherwise. Where a window is empty it holds the
     default if one is declared, else ``0``/``0.0`` for count/sum and NaN otherwise.
     ``empty`` is bool ``(n_queries, n_aggregations)`` in declared order.
@@ -100,9 +100,10 @@ class WindowBatch:
             column = self.values[agg.output_name]
             fill = empty_value(agg)
             values: list[Value]
-            if agg.function in INTEGER_FUNCTIONS and column.dtype != np.int64:
-                # A fractional default or NaN for empty windows made the column float;
-                # empty entries are replaced by the fill below.
+            if agg.int_valued and column.dtype != np.int64:
+                # A fractional default, NaN for empty windows or double partials (min/max/
+                # last of an int column) made the column float; empty entries are replaced
+                # by the fill below.
                 values = [v if math.isnan(v) else int(v) for v in column.tolist()]
             else:
                 values = column.tolist()  # int64 -> int, float64 -> float already
@@ -240,7 +241,7 @@ def evaluate_many_unchecked(
 
 def _fill_empty(agg: AggregationSpec, result: npt.NDArray[np.generic], is_empty: BoolArray) -> npt.NDArray[np.generic]:
     fill = empty_value(agg)
-    if fill is None or (agg.function in INTEGER_FUNCTIONS and not values_are_int(agg)):
+    if fill is None or (agg.int_valued and not values_are_int(agg)):
         # NaN marks an empty window without default; it needs a float array (integer
         # values stay exact: they are event-time differences, far below 2**53).
         result = result.astype(np.float64)

@@ -32,6 +32,7 @@ import numpy as np
 from engine.kernel.codec import HEADER, check_header, decode_sketches, partials_offset, unpack_arrays
 from engine.kernel.exceptions import TileCodecError
 from engine.kernel.layout import (
+    COLUMN_VALUE_FUNCTIONS,
     FIELD_COUNT,
     FIELD_LAST_POS,
     FIELD_LAST_TS,
@@ -127,6 +128,8 @@ class WindowPlan:
     # (time_since_last, t minus the newest event), and those whose value is a list.
     time_linear: tuple[int, ...] = field(init=False)
     list_valued: tuple[int, ...] = field(init=False)
+    # min/max/last of an int column, whose double partials hold ints (value_is_int).
+    int_valued: frozenset[int] = field(init=False)
     has_sketches: bool = field(init=False)  # some aggregation reads sketch blobs
 
     def __post_init__(self) -> None:
@@ -144,6 +147,13 @@ class WindowPlan:
         functions = [a.function for a in spec.aggregations]
         set_(self, "time_linear", tuple(i for i, f in enumerate(functions) if f == "time_since_last"))
         set_(self, "list_valued", tuple(i for i, f in enumerate(functions) if f in LIST_FUNCTIONS))
+        set_(
+            self,
+            "int_valued",
+            frozenset(
+                i for i, a in enumerate(spec.aggregations) if a.int_valued and a.function in COLUMN_VALUE_FUNCTIONS
+            ),
+        )
         set_(
             self,
             "steps",
@@ -214,6 +224,9 @@ class WindowPlan:
                 # The newest event of the window: the greatest last_ts (-inf in empty tiles).
                 newest = max(flat[los[w] * width + off + FIELD_LAST_TS : end + off + FIELD_LAST_TS : width])
                 values.append(t_ms - int(newest))
+            elif index in self.int_valued:
+                # min/max/last of an int column: the double partial holds the int exactly.
+                values.append(int(_reduce(function, flat, width, off, los[w], hi, count, total)))
             else:
                 values.append(_reduce(function, flat, width, off, los[w], hi, count, total))
         return values, empty
@@ -230,7 +243,7 @@ class WindowPlan:
 
 def _reduce(
     function: str, flat: Sequence[float], width: int, off: int, lo: int, hi: int, count: int, total: float
-) -> Value:
+) -> float:
     """min, max, last or stddev of one non-empty window, with the merge rules of
     ``window._reduce_block``."""
     start, stop = lo * width + off, hi * width + off

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeGuard
 
 from engine.definitions.base import FieldType
-from engine.kernel.layout import AggregationLike, AggregationSpec
+from engine.kernel.layout import AggregationLike, AggregationSpec, aggregation_specs
 from engine.offline.exceptions import TrainingSetError
 
 _PY_TYPES: Mapping[type, str] = {str: "string", int: "int", float: "float", bool: "bool"}
@@ -32,6 +32,8 @@ class OfflineView(Protocol):
     def fingerprint_hex(self) -> str: ...
     @property
     def aggregations(self) -> Sequence[AggregationLike]: ...
+    @property
+    def int_columns(self) -> frozenset[str]: ...
 
 
 class WithSchema(Protocol):
@@ -127,8 +129,7 @@ def entry_parts(item: object) -> tuple[OfflineOnDemand | OfflineView, tuple[str,
 
 def view_features(view: OfflineView) -> dict[str, AggregationSpec]:
     """Output name -> aggregation spec of every feature of a stream view."""
-    specs = (AggregationSpec.from_aggregation(a) for a in view.aggregations)
-    return {spec.output_name: spec for spec in specs}
+    return {spec.output_name: spec for spec in aggregation_specs(view)}
 
 
 def on_demand_outputs(odfv: OfflineOnDemand) -> dict[str, str]:

@@ -69,7 +69,7 @@ def test_names_types_params_and_a_string_column() -> None:
     )
     assert Aggregation(column="amount", function="first_n", window=HOUR, n=2).output_name == "amount_first_2_1h"
     assert last.params == (("n", 5),)
-    assert last.output_type == FieldType.LIST
+    assert last.output_type(FieldType.STRING) == FieldType.LIST
     assert last.to_dict()["params"] == {"n": 5}
     source = EventSource(
         "txns", topic="txns", timestamp_field="ts", schema={"user_id": str, "merchant_id": str, "amount": float}

@@ -49,6 +49,7 @@ def test_valid_view_properties(view: StreamFeatureView, source: EventSource) -> 
     assert dict(view.column_types) == {"amount": FieldType.FLOAT, "qty": FieldType.INT}
     assert view.feature_types["amount_count_1h"] == FieldType.INT
     assert view.feature_types["amount_sum_15m"] == FieldType.FLOAT
+    assert view.feature_types["qty_max_1d"] == FieldType.INT  # max of an int column
     assert len(view.fingerprint) == 8 and view.fingerprint_hex == view.fingerprint.hex()
     assert source.dlq_topic == "transactions.dlq"
     assert source.allowed_lateness_ms == 300_000

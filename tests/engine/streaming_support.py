@@ -234,7 +234,8 @@ def expected_values(
     for agg in view.aggregations:
         function = str(getattr(agg.function, "value", agg.function))
         params = dict(agg.params)
-        mine = [{**e, "value": e[column_fields[agg.column]]} for e in events]
+        # Fields named in column_fields; another view's columns are event fields of their own name.
+        mine = [{**e, "value": e[column_fields.get(agg.column, agg.column)]} for e in events]
         if function in ("count_distinct_approx", "percentile", "median"):
             window = window_events(mine, entity, t, agg.window_ms, view.interval_ms, filter=filter)
             expected[agg.output_name] = _approximate_reference(function, params, window)
@@ -250,6 +251,7 @@ def expected_values(
             filter=filter,
             max_distinct=None if "max_distinct" not in params else int(params["max_distinct"]),
             n=None if "n" not in params else int(params["n"]),
+            int_column=view.source.field_types[agg.column] == "int",
         )
     return expected
 
@@ -337,9 +339,11 @@ def assert_close(actual: dict[str, Any], expected: dict[str, Any], context: str)
             )
         elif want is None or got is None or isinstance(want, list):
             assert got == want, f"{context}: {name}: got {got!r}, want {want!r}"
-        elif isinstance(want, int) and isinstance(got, int):
-            assert got == want, f"{context}: {name}: got {got}, want {want}"
+        elif isinstance(want, int):
+            # Ints are exact and stay ints (counts, times; min/max/last of an int column).
+            assert type(got) is int and got == want, f"{context}: {name}: got {got!r}, want {want!r} (an int)"
         else:
+            assert type(got) is float, f"{context}: {name}: got {got!r}, want {want!r} (a float)"
             tol = 1e-9 * max(abs(want), abs(got)) + 1e-9
             assert abs(got - want) <= tol, f"{context}: {name}: got {got!r}, want {want!r}"
 

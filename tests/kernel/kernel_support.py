@@ -29,11 +29,19 @@ Event = dict[str, Any]
 TileSet = tuple[np.ndarray, np.ndarray]
 
 
-def make_spec(interval_ms: int, window_tiles: Sequence[int], default: float | None = None) -> ViewSpec:
-    """A one-column view with every function for every window length (in tiles)."""
+def make_spec(
+    interval_ms: int,
+    window_tiles: Sequence[int],
+    default: float | None = None,
+    *,
+    int_column: bool = False,
+    functions: Sequence[str] = PARTIAL_FUNCTIONS,
+) -> ViewSpec:
+    """A one-column view with every function (of ``functions``) for every window length
+    (in tiles); ``int_column``: the column is an int field."""
     aggregations = tuple(
-        AggregationSpec(f"{function}_{w}", COLUMN, function, w * interval_ms, default)
-        for function in PARTIAL_FUNCTIONS
+        AggregationSpec(f"{function}_{w}", COLUMN, function, w * interval_ms, default, int_column=int_column)
+        for function in functions
         for w in window_tiles
     )
     retention = max(window_tiles) * interval_ms + interval_ms
@@ -91,8 +99,16 @@ VALUES = st.one_of(
 )
 
 
+# An int column's values: every int a field read as a double may hold (up to +-2**53),
+# equal values common.
+INT_VALUES = st.one_of(
+    st.sampled_from([-(2**53), -7, 0, 3, 2**53 - 1, 2**53]),
+    st.integers(-(2**53), 2**53),
+)
+
+
 @st.composite
-def histories(draw: st.DrawFn, max_events: int = 40) -> dict[str, Any]:
+def histories(draw: st.DrawFn, max_events: int = 40, values: st.SearchStrategy[Any] = VALUES) -> dict[str, Any]:
     """Events of several entities and partitions, split into batches in random order."""
     interval = draw(st.sampled_from([5, 10, 60]))
     base = draw(st.integers(0, 10**6)) * interval + draw(st.integers(0, interval - 1))
@@ -109,7 +125,7 @@ def histories(draw: st.DrawFn, max_events: int = 40) -> dict[str, Any]:
                 "e": draw(st.integers(base, base + span - 1)),  # small range: duplicate times
                 "partition": partition,
                 "offset": next_offset[partition],
-                "value": draw(VALUES),
+                "value": draw(values),
             }
         )
     order = draw(st.permutations(range(n)))

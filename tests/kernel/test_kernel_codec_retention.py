@@ -149,7 +149,9 @@ def test_view_spec_from_duck_typed_view() -> None:
         window_ms=3_600_000,
         default=None,
     )
-    view = SimpleNamespace(aggregations=[agg], interval_ms=60_000, columns=("amount",), retention_ms=3_660_000)
+    view = SimpleNamespace(
+        aggregations=[agg], interval_ms=60_000, columns=("amount",), retention_ms=3_660_000, int_columns=frozenset()
+    )
     spec = ViewSpec.from_view(view)
     assert spec.aggregations == (AggregationSpec("amount_sum_1h", "amount", "sum", 3_600_000),)
     assert spec.window_tiles == (60,)
