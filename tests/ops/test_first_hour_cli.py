@@ -401,6 +401,34 @@ def test_kafka_start_on_another_port_than_the_project_says_how_to_use_it(
     assert "kafka_bootstrap is" not in capsys.readouterr().err
 
 
+def test_kafka_start_names_the_stop_command_that_reaches_its_broker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain `streamfeat kafka stop` goes to the port of kafka_bootstrap: a broker started
+    on another port (or in another directory) is told with the flags that reach it."""
+    from cli.kafka_cmd import _config, _stop_command
+
+    configured, other = free_port(), free_port()
+    (tmp_path / "streamfeat.yaml").write_text(f"kafka_bootstrap: 127.0.0.1:{configured}\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STREAMFEAT_KAFKA_BOOTSTRAP", raising=False)
+    parser = build_parser()
+
+    def stop_for(*start_flags: str) -> str:
+        args = parser.parse_args(["kafka", "start", *start_flags])
+        return _stop_command(args, _config(args))
+
+    assert stop_for() == "streamfeat kafka stop"
+    assert stop_for("--port", str(configured)) == "streamfeat kafka stop"
+    assert stop_for("--port", str(other)) == f"streamfeat kafka stop --port {other}"
+    broker_dir = tmp_path / "my broker"
+    assert stop_for("--data-dir", str(broker_dir)) == f"streamfeat kafka stop --data-dir {shlex.quote(str(broker_dir))}"
+    # The command printed is one the parser accepts, for the same broker.
+    printed = shlex.split(stop_for("--port", str(other), "--data-dir", str(broker_dir)))
+    stop_args = parser.parse_args(printed[1:])
+    assert (_config(stop_args).port, _config(stop_args).root) == (other, broker_dir)
+
+
 @pytest.mark.kafka
 def test_run_shows_progress_on_a_terminal(
     tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]
