@@ -82,6 +82,7 @@ def _progress(quiet: bool) -> Progress | None:
 def _run(args: argparse.Namespace) -> int:
     from engine.definitions import load_repo
     from engine.plan import load_applied
+    from engine.state.writer_lock import state_writer
 
     settings = _settings(args)
     repo = load_repo(settings.repo_path)
@@ -89,9 +90,10 @@ def _run(args: argparse.Namespace) -> int:
     # The backfilled state must be the one served: the views must be applied as defined.
     plan = load_applied(settings.plan_file, views)
     sources = args.sources or list(source.history)
-    if sources == ["kafka"]:
-        return _from_kafka(args, settings, source, views)
-    return _from_parquet(args, settings, source, views, sources, plan.shards)
+    with state_writer(settings.state_dir, "streamfeat backfill"):
+        if sources == ["kafka"]:
+            return _from_kafka(args, settings, source, views)
+        return _from_parquet(args, settings, source, views, sources, plan.shards)
 
 
 def _from_kafka(

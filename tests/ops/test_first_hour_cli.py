@@ -303,6 +303,38 @@ def test_run_stops_on_ctrl_c_without_a_backtrace(
     assert run_log.is_file()
 
 
+@pytest.mark.kafka
+def test_a_second_writer_of_the_state_is_refused_in_one_line(
+    tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    """`streamfeat run` twice (or a backfill beside a run) named the holder only after a Rust
+    panic and its backtrace from inside the dataflow; now the second one stops before it starts."""
+    project, _topic, _ = project_with_events(tmp_path, kafka_bootstrap, kafka_topic, 200)
+    history = tmp_path / "history"
+    made = streamfeat_in(project, "generate", "--events", "100", "--parquet", str(history))
+    assert made.returncode == 0, made.stderr
+    with tailing_run(project, subprocess.PIPE) as first:
+        assert first.stderr is not None
+        assert "Ctrl-C stops" in first.stderr.readline()  # it holds the state from here on
+        second = streamfeat_in(project, "run", "--until-caught-up", timeout=60)
+        beside = streamfeat_in(
+            project, "backfill", "--source", "transactions", "--from", str(history), "--end", "2030-01-01T00:00:00Z"
+        )
+        assert first.poll() is None
+        stop_with_ctrl_c(first)
+    for command, refused in (("run", second), ("backfill", beside)):
+        assert refused.returncode != 0, refused.stdout
+        assert not NOISE.search(refused.stderr), refused.stderr
+        assert f"streamfeat {command}: error: streamfeat {command}: the state in " in refused.stderr, refused.stderr
+        assert f"is being written by `streamfeat run` (pid {first.pid}, since " in refused.stderr
+        assert (
+            "hint: one `streamfeat run` or `streamfeat backfill` writes a project's state at a time" in refused.stderr
+        )
+    # The lock went with its holder: the same command now runs (the first run applied the 200).
+    again = streamfeat_in(project, "run", "--until-caught-up")
+    assert again.returncode == 0 and "run caught up: read 0 records" in again.stdout, again.stderr
+
+
 def test_kafka_status_says_where_the_broker_lives(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
