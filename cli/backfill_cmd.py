@@ -90,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
     # The backfilled state must be the one served: the views must be applied as defined.
     plan = load_applied(settings.plan_file, views)
     sources = args.sources or list(source.history)
-    with state_writer(settings.state_dir, "streamfeat backfill"):
+    with state_writer(settings.path(settings.data_dir), "streamfeat backfill"):
         if sources == ["kafka"]:
             return _from_kafka(args, settings, source, views)
         return _from_parquet(args, settings, source, views, sources, plan.shards)

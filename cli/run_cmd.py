@@ -106,7 +106,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.workers < 1 or args.processes < 1:
         raise ConfigError("--workers and --processes must be at least 1")
     # A second run on the same state stops here, in one line, not inside the dataflow.
-    with state_writer(_settings(args).state_dir, "streamfeat run"):
+    settings = _settings(args)
+    with state_writer(settings.path(settings.data_dir), "streamfeat run"):
         if args.cluster is not None:
             return _supervise(_cluster_process(args))
         if args.processes == 1:
