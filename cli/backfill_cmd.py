@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from cli.common import Subparsers, check_source_topic
 from engine.exceptions import ConfigError
 from engine.timefmt import parse_cli_time
+from engine.wording import counted
 
 if TYPE_CHECKING:  # imported when the command runs, so `streamfeat --help` stays fast
     from rich.progress import Progress, Task
@@ -186,7 +187,7 @@ def _from_parquet(
         print(
             f"backfilled {report.rows_total:,} history events ({report.positions_replayed:,} of "
             f"{report.positions_total:,} replay positions: one per event and family of views) from "
-            f"{len(report.files)} file(s) into views {', '.join(report.views)}{resumed} in "
+            f"{counted(len(report.files), 'file')} into views {', '.join(report.views)}{resumed} in "
             f"{report.seconds:.1f} s ({report.events_per_second:,.0f} events/s); "
             f"handoff T = {args.end}: streaming applies e >= T for these views"
         )

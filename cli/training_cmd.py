@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from cli.common import Subparsers
 from engine.exceptions import ConfigError
+from engine.wording import counted
 
 if TYPE_CHECKING:  # imported when the command runs, so `streamfeat --help` stays fast
     import polars as pl
@@ -62,7 +63,9 @@ def _run(args: argparse.Namespace) -> int:
         partial.unlink(missing_ok=True)
     column = frame.get_column(args.timestamp_column)
     span = f"{column.min()!s} .. {column.max()!s}" if frame.height else "no rows"
-    print(f"wrote {frame.height:,} rows x {frame.width} columns to {args.out} ({args.timestamp_column} {span})")
+    print(
+        f"wrote {counted(frame.height, 'row')} x {counted(frame.width, 'column')} to {args.out} ({args.timestamp_column} {span})"
+    )
     return 0
 
 

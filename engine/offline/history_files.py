@@ -24,6 +24,7 @@ from engine.io.timestamps import parse_event_times
 from engine.offline.exceptions import BackfillError, HistoryFileError
 from engine.routing import RoutableView
 from engine.state.keys import ENTITY_KEY_SEPARATOR
+from engine.wording import counted
 
 
 class HistoryView(RoutableView, Protocol):
@@ -112,7 +113,7 @@ def _event_times(frame: pl.DataFrame, field: str, fmt: str, path: str, first_row
         rows = sorted(parsed.problems)
         _reason, detail = parsed.problems[rows[0]]
         raise HistoryFileError(
-            f"history file {path}: row {first_row + rows[0]}: {detail} ({len(rows)} row(s) like this)",
+            f"history file {path}: row {first_row + rows[0]}: {detail} ({counted(len(rows), 'row')} like this)",
             hint="check the source's timestamp_format (docs/semantics.md sections 1 and 5), "
             "or drop or repair those rows; nothing was written",
         )
@@ -195,7 +196,7 @@ def _check_join_keys(frame: pl.DataFrame, join_keys: Sequence[str], path: str, f
             raise HistoryFileError(
                 f"history file {path}: column '{name}': row {row}: join-key value {column.filter(bad)[0]!r} "
                 f"holds the character {separator!r}, which separates the values of a compound entity key "
-                f"({count} row(s) like this)",
+                f"({counted(count, 'row')} like this)",
                 hint="drop or repair those rows; nothing was written",
             )
 
@@ -216,7 +217,7 @@ def _check_exact_ints(
             raise HistoryFileError(
                 f"history file {path}: column '{name}': row {row}: {column.filter(bad)[0]} is beyond +-2**53, "
                 "the largest integers a double holds exactly, and an aggregation reads this column as a "
-                f"double (sum, mean, min, max, last, stddev) ({count} row(s) like this)",
+                f"double (sum, mean, min, max, last, stddev) ({counted(count, 'row')} like this)",
                 hint="declare the field a string if it is an id, or store it in smaller units; nothing was written",
             )
 
@@ -249,7 +250,7 @@ def _check_constraints(frame: pl.DataFrame, source: EventSourceLike, needed: Seq
         count = int(bad.sum())
         if count:
             raise HistoryFileError(
-                f"history file {path}: column '{name}': expected {what}, found {count} row(s) "
+                f"history file {path}: column '{name}': expected {what}, found {counted(count, 'row')} "
                 f"outside it (first: {column.filter(bad)[0]!r})",
                 hint="drop or repair those rows, or widen the EventSource constraint; nothing was written",
             )

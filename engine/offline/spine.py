@@ -12,6 +12,7 @@ import polars as pl
 
 from engine.offline.event_windows import I64
 from engine.offline.exceptions import SpineValidationError
+from engine.wording import counted
 
 _SHOWN_ROWS = 20
 
@@ -77,7 +78,7 @@ def validate_spine(
     if null_cols:
         bad = spine.select(pl.any_horizontal([pl.col(c).is_null() for c in null_cols])).to_series().arg_true().to_list()
         raise SpineValidationError(
-            f"Spine has {len(bad)} row(s) with a null in {null_cols}: rows {_rows_text(bad)} (0-based).",
+            f"Spine has {counted(len(bad), 'row')} with a null in {null_cols}: rows {_rows_text(bad)} (0-based).",
             rows=bad,
             columns=null_cols,
             hint="Fill or remove those rows; training sets never drop rows silently.",

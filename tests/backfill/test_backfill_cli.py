@@ -69,7 +69,7 @@ def test_backfill_then_training_set(project: Path, capsys: pytest.CaptureFixture
     positions = kept * len({v.join_keys[0] for v in load_repo(REPO).views if v.source.name == "transactions"})
     assert (
         f"backfilled {kept:,} history events ({positions:,} of {positions:,} replay positions: "
-        "one per event and family of views) from 2 file(s)"
+        "one per event and family of views) from 2 files"
     ) in out
     store = RocksDBStore(project / "data" / "state", 2)
     try:

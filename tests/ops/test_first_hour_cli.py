@@ -191,6 +191,23 @@ def test_generate_defaults_to_the_last_day_ending_now(tmp_path: Path, capsys: py
     assert "--start and --events do not apply" in capsys.readouterr().err
 
 
+def test_counts_in_messages_agree_in_number(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One event is "1 event" in "1 day file", never "1 events" or "file(s)"; messages count
+    through engine.wording.counted, and no product message writes a count as "N thing(s)"."""
+    assert main(["generate", "--events", "1", "--parquet", str(tmp_path / "history")]) == 0
+    assert "wrote 1 event to 1 day file under " in capsys.readouterr().out
+    count_then_plural = re.compile(r"\}[^\"{}]{0,20}\(s\)")
+    product = [p for d in ("cli", "engine", "serving", "dataflows") for p in (ROOT / d).rglob("*.py")]
+    assert product
+    hedged = [
+        f"{p}:{n}"
+        for p in product
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if count_then_plural.search(line)
+    ]
+    assert hedged == []
+
+
 @pytest.mark.kafka
 def test_generate_reads_kafka_bootstrap_from_the_project(tmp_path: Path) -> None:
     nowhere = f"127.0.0.1:{free_port()}"
