@@ -296,6 +296,30 @@ def test_run_mostly_dead_letters_is_loud_and_summarised(
 
 
 @pytest.mark.kafka
+def test_run_with_a_few_dead_letters_says_how_to_read_them(
+    tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    """Below the alarm the summary still says where the dead letters are, with a command that
+    shows each one's reason; the command works as printed."""
+    project, topic, produced = project_with_events(
+        tmp_path, kafka_bootstrap, kafka_topic, 400, "--malformed-fraction", "0.05"
+    )
+    malformed = int(re.search(r"\(([\d,]+) malformed\)", produced).group(1).replace(",", ""))  # type: ignore[union-attr]
+    assert malformed > 0
+
+    done = streamfeat_in(project, "run", "--until-caught-up")
+    assert done.returncode == 0, done.stderr
+    assert "WARNING" not in done.stdout
+    (hint,) = [line for line in done.stdout.splitlines() if line.startswith("  read them with any Kafka consumer")]
+    assert f"on '{dlq_topic_for(topic)}'" in hint
+    command = shlex.split(hint.split("e.g. ", 1)[1])
+    assert command[0] == "kcat"
+    shown = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.count("reason=") == malformed, shown.stdout
+
+
+@pytest.mark.kafka
 def test_run_stops_on_ctrl_c_without_a_backtrace(
     tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]
 ) -> None:
