@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -91,10 +92,19 @@ def _run(args: argparse.Namespace) -> int:
     # The backfilled state must be the one served: the views must be applied as defined.
     plan = load_applied(settings.plan_file, views)
     sources = args.sources or list(source.history)
-    with state_writer(settings.path(settings.data_dir), "streamfeat backfill"):
-        if sources == ["kafka"]:
-            return _from_kafka(args, settings, source, views)
-        return _from_parquet(args, settings, source, views, sources, plan.shards)
+    try:
+        with state_writer(settings.path(settings.data_dir), "streamfeat backfill"):
+            if sources == ["kafka"]:
+                return _from_kafka(args, settings, source, views)
+            return _from_parquet(args, settings, source, views, sources, plan.shards)
+    except KeyboardInterrupt:
+        # Each commit is whole (state and progress in one write): what was committed stays.
+        print(
+            "streamfeat backfill: interrupted; what it committed is kept: run the same command again "
+            "to resume where it stopped",
+            file=sys.stderr,
+        )
+        return 130
 
 
 def _from_kafka(
@@ -182,7 +192,13 @@ def _from_parquet(
                 commit_rows=commit_rows,
                 on_progress=update,
             )
-    if not args.quiet:
+    if not args.quiet and report.positions_total and report.positions_resumed_from == report.positions_total:
+        print(
+            f"nothing to replay: views {', '.join(report.views)} already hold all {report.positions_total:,} "
+            f"replay positions of this backfill ({report.rows_total:,} history events from "
+            f"{counted(len(report.files), 'file')}); handoff T = {args.end}: streaming applies e >= T for these views"
+        )
+    elif not args.quiet:
         resumed = f", resumed at position {report.positions_resumed_from:,}" if report.positions_resumed_from else ""
         print(
             f"backfilled {report.rows_total:,} history events ({report.positions_replayed:,} of "

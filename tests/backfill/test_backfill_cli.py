@@ -78,6 +78,20 @@ def test_backfill_then_training_set(project: Path, capsys: pytest.CaptureFixture
             assert raw is not None and decode_handoff(raw) == end
     finally:
         store.close()
+    # The same command again replays nothing and says so, instead of "0 of N ... 0 events/s".
+    again = run(
+        "backfill", "--source", "transactions", "--from", "history/**/*.parquet",
+        "--start", iso(START_MS - HOUR), "--end", iso(end), "--commit-rows", "97",
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    (said,) = [line for line in out.splitlines() if line.startswith("nothing to replay: ")]
+    assert again == 0 and said.startswith(
+        f"nothing to replay: views {', '.join(sorted(v.name for v in load_repo(REPO).views))} "
+    )
+    assert (
+        f"already hold all {positions:,} replay positions of this backfill ({kept:,} history events from 2 files)"
+        in said
+    )
 
     spine = pl.DataFrame(
         {

@@ -376,6 +376,33 @@ def test_a_second_writer_of_the_state_is_refused_in_one_line(
     assert again.returncode == 0 and "run caught up: read 0 records" in again.stdout, again.stderr
 
 
+def test_backfill_stops_on_ctrl_c_and_the_same_command_resumes(tmp_path: Path) -> None:
+    project = project_on_topic(tmp_path, "transactions", f"127.0.0.1:{free_port()}")  # no broker needed
+    made = streamfeat_in(project, "generate", "--events", "600000", "--rate", "20", "--start", "2026-01-01T00:00:00Z", "--parquet", "history")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    argv = ["backfill", "--source", "transactions", "--from", "history", "--end", "2026-02-01T00:00:00Z"]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "cli", *argv],
+        cwd=project,
+        env=_user_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    lock = project / ".streamfeat" / "writer.lock"
+    wait_until(lambda: lock.is_file() and "streamfeat backfill" in lock.read_text(), 60, "the backfill to start")
+    time.sleep(1.0)
+    assert child.poll() is None, "the backfill finished before Ctrl-C: give it more events"
+    stdout, stderr = stop_with_ctrl_c(child)
+    assert child.returncode == 130, (stdout, stderr)
+    assert not NOISE.search(stderr), stderr
+    assert "streamfeat backfill: interrupted; what it committed is kept: run the same command again" in stderr
+    again = streamfeat_in(project, *argv)
+    assert again.returncode == 0, again.stderr
+    assert "backfilled 600,000 history events" in again.stdout, again.stdout
+
+
 def test_kafka_status_says_where_the_broker_lives(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
