@@ -80,6 +80,12 @@ class _ServicePlan:
         return kinds
 
 
+def views_read(repo: object, service_name: str) -> tuple[OfflineView, ...]:
+    """The stream views a training set of ``service_name`` reads from the Parquet log
+    (its features' views and the views its on-demand features read), each once."""
+    return tuple(_plan_service(find_service(repo, service_name)).views.values())
+
+
 def _plan_service(service: OfflineService) -> _ServicePlan:
     plan = _ServicePlan()
     entries = [entry_parts(item) for item in service.features]  # every entry checked first
