@@ -149,6 +149,17 @@ def test_version_list_and_describe(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["describe", "no_such_thing", "--repo", repo]) == 2
     err = capsys.readouterr().err
     assert "nothing named 'no_such_thing'" in err and "hint: defined names:" in err and "user_spend" in err
+    # `list` shows features, so `describe` takes a feature too: its line and its view.
+    assert main(["describe", "amount_sum_15m", "--repo", repo]) == 0
+    feature_lines = capsys.readouterr().out.splitlines()
+    assert feature_lines[0] == "feature amount_sum_15m: float, sum(amount) over 15m"
+    assert feature_lines[1].startswith("  of view user_spend: source transactions")
+    assert main(["describe", "spend_velocity_ratio", "--repo", repo]) == 0
+    assert "  of on-demand view spend_velocity: python transform" in capsys.readouterr().out
+    # A typo of a view or of a feature gets the closest name.
+    for typo, meant in (("user_spnd", "user_spend"), ("amount_sum_15", "amount_sum_15m")):
+        assert main(["describe", typo, "--repo", repo]) == 2
+        assert f"hint: did you mean '{meant}'? defined names:" in capsys.readouterr().err
 
 
 def test_a_closed_pipe_ends_the_listing_quietly() -> None:
