@@ -41,7 +41,7 @@ def state_writer(data_dir: Path, command: str) -> Iterator[None]:
         except BlockingIOError:
             holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
             raise StateBusyError(
-                f"{command}: the state in {data_dir} is being written by {holder}",
+                f"the state in {data_dir} is being written by {holder}",
                 hint="one `streamfeat run` or `streamfeat backfill` writes a project's state at a time: "
                 "stop that one first (Ctrl-C), or give this one its own data_dir; "
                 "serve, status and training-set read alongside it",

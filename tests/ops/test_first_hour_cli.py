@@ -377,7 +377,7 @@ def test_a_second_writer_of_the_state_is_refused_in_one_line(
     for command, refused in (("run", second), ("backfill", beside)):
         assert refused.returncode != 0, refused.stdout
         assert not NOISE.search(refused.stderr), refused.stderr
-        assert f"streamfeat {command}: error: streamfeat {command}: the state in " in refused.stderr, refused.stderr
+        assert f"streamfeat {command}: error: the state in " in refused.stderr, refused.stderr
         assert f"is being written by `streamfeat run` (pid {first.pid}, since " in refused.stderr
         assert (
             "hint: one `streamfeat run` or `streamfeat backfill` writes a project's state at a time" in refused.stderr
