@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cli.common import Subparsers, check_source_topic
 from engine.exceptions import ConfigError
 from engine.timefmt import parse_cli_time
+from engine.wording import counted
 
 if TYPE_CHECKING:  # imported when the command runs, so `streamfeat --help` stays fast
     from rich.progress import Progress, Task
@@ -82,6 +84,7 @@ def _progress(quiet: bool) -> Progress | None:
 def _run(args: argparse.Namespace) -> int:
     from engine.definitions import load_repo
     from engine.plan import load_applied
+    from engine.state.writer_lock import state_writer
 
     settings = _settings(args)
     repo = load_repo(settings.repo_path)
@@ -89,9 +92,19 @@ def _run(args: argparse.Namespace) -> int:
     # The backfilled state must be the one served: the views must be applied as defined.
     plan = load_applied(settings.plan_file, views)
     sources = args.sources or list(source.history)
-    if sources == ["kafka"]:
-        return _from_kafka(args, settings, source, views)
-    return _from_parquet(args, settings, source, views, sources, plan.shards)
+    try:
+        with state_writer(settings.path(settings.data_dir), "streamfeat backfill"):
+            if sources == ["kafka"]:
+                return _from_kafka(args, settings, source, views)
+            return _from_parquet(args, settings, source, views, sources, plan.shards)
+    except KeyboardInterrupt:
+        # Each commit is whole (state and progress in one write): what was committed stays.
+        print(
+            "streamfeat backfill: interrupted; what it committed is kept: run the same command again "
+            "to resume where it stopped",
+            file=sys.stderr,
+        )
+        return 130
 
 
 def _from_kafka(
@@ -179,12 +192,18 @@ def _from_parquet(
                 commit_rows=commit_rows,
                 on_progress=update,
             )
-    if not args.quiet:
+    if not args.quiet and report.positions_total and report.positions_resumed_from == report.positions_total:
+        print(
+            f"nothing to replay: views {', '.join(report.views)} already hold all {report.positions_total:,} "
+            f"replay positions of this backfill ({report.rows_total:,} history events from "
+            f"{counted(len(report.files), 'file')}); handoff T = {args.end}: streaming applies e >= T for these views"
+        )
+    elif not args.quiet:
         resumed = f", resumed at position {report.positions_resumed_from:,}" if report.positions_resumed_from else ""
         print(
             f"backfilled {report.rows_total:,} history events ({report.positions_replayed:,} of "
             f"{report.positions_total:,} replay positions: one per event and family of views) from "
-            f"{len(report.files)} file(s) into views {', '.join(report.views)}{resumed} in "
+            f"{counted(len(report.files), 'file')} into views {', '.join(report.views)}{resumed} in "
             f"{report.seconds:.1f} s ({report.events_per_second:,.0f} events/s); "
             f"handoff T = {args.end}: streaming applies e >= T for these views"
         )

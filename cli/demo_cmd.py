@@ -29,6 +29,7 @@ from engine.json_types import JSONObject
 from engine.ports import free_port, free_port_pair
 from engine.processes import stop_process_group
 from engine.timefmt import iso_utc
+from engine.wording import counted
 
 DEMO_TOPIC = "transactions"
 HISTORY_EVENTS_PER_SECOND = 3.0
@@ -339,7 +340,9 @@ def _train_and_score(url: str, data_dir: Path, common: list[str], users: int) ->
     demo_spine(data_dir / "history").write_parquet(spine_path)
     _run_cli("training-set", *common, "--service", SERVICE, "--spine", str(spine_path), "--out", str(out_path))
     train = pl.read_parquet(out_path)
-    _say(f"wrote a point-in-time training set: {out_path} ({train.height} rows, {train.width} columns)")
+    _say(
+        f"wrote a point-in-time training set: {out_path} ({counted(train.height, 'row')}, {counted(train.width, 'column')})"
+    )
     with pl.Config(tbl_rows=6, tbl_cols=10):
         print(
             train.select(

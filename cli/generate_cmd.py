@@ -15,6 +15,7 @@ from engine import generate
 from engine.clock import wall_clock_ms
 from engine.exceptions import ConfigError
 from engine.timefmt import iso_utc, parse_cli_time
+from engine.wording import counted
 
 DEFAULT_HISTORY_RATE = 2.0  # events per second of event time: one day is 172,800 events
 DEFAULT_LIVE_RATE = 200.0
@@ -66,7 +67,7 @@ def _check_options(args: argparse.Namespace) -> None:
 
 def _live_progress(report: generate.ProduceReport) -> None:
     print(
-        f"live: {report.events:,} events to {report.topic!r} so far ({report.events_per_second:,.0f} events/s)",
+        f"live: {counted(report.events, 'event')} to {report.topic!r} so far ({report.events_per_second:,.0f} events/s)",
         file=sys.stderr,
         flush=True,
     )
@@ -78,7 +79,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.parquet is not None:
         report = generate.write_parquet(config, args.parquet)
         print(
-            f"wrote {report.events:,} events to {len(report.files)} day file(s) under "
+            f"wrote {counted(report.events, 'event')} to {counted(len(report.files), 'day file')} under "
             f"{report.directory} in {report.seconds:.2f} s"
         )
         return 0
@@ -91,12 +92,14 @@ def _run(args: argparse.Namespace) -> int:
             flush=True,
         )
         live = generate.produce_live(config, args.topic, bootstrap, duration_s=args.duration, progress=_live_progress)
-        print(f"produced {live.events:,} live events ({live.malformed:,} malformed) to {live.topic!r} at {bootstrap}")
+        print(
+            f"produced {counted(live.events, 'live event')} ({live.malformed:,} malformed) to {live.topic!r} at {bootstrap}"
+        )
         return 0
     produced = generate.produce_events(config, args.topic, bootstrap)
     first, last = iso_utc(config.start_ms), iso_utc(config.end_ms)
     print(
-        f"produced {produced.events:,} events ({produced.malformed:,} malformed) to "
+        f"produced {counted(produced.events, 'event')} ({produced.malformed:,} malformed) to "
         f"{produced.topic!r} at {bootstrap}, event times {first} .. {last}, in "
         f"{produced.seconds:.2f} s ({produced.events_per_second:,.0f} events/s), all delivered"
     )

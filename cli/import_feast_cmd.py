@@ -44,7 +44,7 @@ def _import_feast(args: argparse.Namespace) -> int:
     existing = [str(f) for f in files if f.exists()]
     if existing and not args.force:
         raise FeastImportError(
-            f"--out {out}: {', '.join(existing)} already exist(s)",
+            f"--out {out}: {', '.join(existing)} already {'exists' if len(existing) == 1 else 'exist'}",
             hint="pass --force to overwrite, or choose another --out",
         )
     translation = translate(read_feast_repo(args.path), str(args.path))

@@ -6,6 +6,7 @@ Exit codes: 0 success (``status``: running), 1 failure, 3 (``status`` only) stop
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -58,12 +59,27 @@ def _start(args: argparse.Namespace) -> int:
     if handle.started_by_us:
         print(
             f"Kafka started at {handle.bootstrap} (pid {handle.pid}); data {config.root}, "
-            f"log {handle.log_file}; stop it with `streamfeat kafka stop`"
+            f"log {handle.log_file}; stop it with `{_stop_command(args, config)}`"
         )
     else:
         print(f"Kafka is already running at {handle.bootstrap} (pid {handle.pid}; data {config.root})")
     _warn_if_not_configured(handle.bootstrap)
     return 0
+
+
+def _stop_command(args: argparse.Namespace, config: kafka_local.BrokerConfig) -> str:
+    """The `kafka stop` that reaches this broker: a plain `streamfeat kafka stop` goes to the
+    port of kafka_bootstrap, so a broker started elsewhere needs its --port (and --data-dir)."""
+    words = ["streamfeat kafka stop"]
+    try:
+        configured: int | None = _configured_port()
+    except ConfigError:
+        configured = None
+    if config.port != configured:
+        words.append(f"--port {config.port}")
+    if args.data_dir is not None:
+        words.append(f"--data-dir {shlex.quote(str(args.data_dir))}")
+    return " ".join(words)
 
 
 def _warn_if_not_configured(bootstrap: str) -> None:

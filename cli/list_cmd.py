@@ -16,7 +16,7 @@ from engine.definitions import (
     OnDemandFeatureView,
     StreamFeatureView,
 )
-from engine.definitions.base import timedelta_ms
+from engine.definitions.base import closest, timedelta_ms
 from engine.exceptions import ConfigError
 from engine.timefmt import duration_text
 
@@ -170,13 +170,33 @@ def _describe(args: argparse.Namespace) -> int:
     )
     definitions = [d for group in groups for d in group]
     found = ["\n".join(_details(d)) for d in definitions if d.name == args.name]
+    # A feature is described by its line in its view (`streamfeat list` shows features too).
+    features: list[tuple[str, StreamFeatureView | OnDemandFeatureView]] = [
+        *((row[0], view) for view in repo.views for row in _view_features(view)),
+        *((row[0], odfv) for odfv in repo.on_demand_views for row in _odfv_features(odfv)),
+    ]
+    found += [_feature_details(args.name, owner) for name, owner in features if name == args.name]
     if not found:
+        names = {str(d.name) for d in definitions} | {name for name, _ in features}
+        match = closest(args.name, sorted(names))
         raise ConfigError(
             f"describe: nothing named {args.name!r} in the repo {repo.path}",
-            hint=f"defined names: {', '.join(sorted(str(d.name) for d in definitions))}",
+            hint=(f"did you mean {match!r}? " if match else "")
+            + f"defined names: {', '.join(sorted(str(d.name) for d in definitions))} "
+            "(and their features: `streamfeat list`)",
         )
     print("\n\n".join(found))
     return 0
+
+
+def _feature_details(name: str, owner: StreamFeatureView | OnDemandFeatureView) -> str:
+    """One feature: its line in its view, and the view's heading."""
+    if isinstance(owner, StreamFeatureView):
+        rows, heading = list(_view_features(owner)), _heading("view", _view_line(owner))
+    else:
+        rows, heading = list(_odfv_features(owner)), f"on-demand view {owner.name}: {owner.mode} transform {owner.fn}"
+    (row,) = [r for r in rows if r[0] == name]
+    return "\n".join([f"feature {name}: {row[1]}, {row[-1]}", f"  of {heading}"])
 
 
 def _about(definition: Describable) -> str:

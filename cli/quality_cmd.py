@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from cli.common import Subparsers, add_settings_args, settings_from
 from engine.timefmt import iso_utc
+from engine.wording import counted
 
 
 def register(subparsers: Subparsers) -> None:
@@ -51,7 +52,7 @@ def _quality(args: argparse.Namespace) -> int:
     tables = run_quality(settings.log_uri, names, config, text_columns)
     for name, table in tables.items():
         alerts = table.filter(table["alert"])
-        print(f"{name}: {table.height} rows, {alerts.height} with drift")
+        print(f"{name}: {counted(table.height, 'row')}, {alerts.height:,} with drift")
         for row in alerts.iter_rows(named=True):
             start = iso_utc(int(row["interval_start"]))
             print(f"  interval {start} {row['feature']}: drifted {row['drifted']}")

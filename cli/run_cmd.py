@@ -101,14 +101,22 @@ def _process_count(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from engine.exceptions import ConfigError
+    from engine.state.writer_lock import state_writer
 
     if args.workers < 1 or args.processes < 1:
         raise ConfigError("--workers and --processes must be at least 1")
-    if args.cluster is not None:
-        return _supervise(_cluster_process(args))
-    if args.processes == 1:
-        return _run_in_place(args)
+    # A second run on the same state stops here, in one line, not inside the dataflow.
+    settings = _settings(args)
+    with state_writer(settings.path(settings.data_dir), "streamfeat run"):
+        if args.cluster is not None:
+            return _supervise(_cluster_process(args))
+        if args.processes == 1:
+            return _run_in_place(args)
+        return _run_processes(args)
 
+
+def _run_processes(args: argparse.Namespace) -> int:
+    """``--processes N`` on this host: a Bytewax cluster of N children on loopback."""
     settings = _settings(args)
     env = _child_env(args, settings)
     # Create every shard before the children start, so none of them races to create one.

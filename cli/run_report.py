@@ -33,7 +33,15 @@ REASON_HINTS: Mapping[str, str] = {
 }
 
 
-def dead_letter_alarm(counts: RunCounts, dlq_topic: str) -> str:
+def how_to_read_dead_letters(dlq_topic: str, bootstrap: str) -> str:
+    """Where the dead letters are and a command that shows them with their reasons."""
+    return (
+        f"  read them with any Kafka consumer on {dlq_topic!r}; each carries its reason and detail "
+        f"in its headers, e.g. kcat -C -b {bootstrap} -t {dlq_topic} -e -f '%h\\n%s\\n'"
+    )
+
+
+def dead_letter_alarm(counts: RunCounts, dlq_topic: str, bootstrap: str) -> str:
     """The loud warning for a run whose records mostly went to the dead-letter topic."""
     share = counts.dead_total / counts.read if counts.read else 0.0
     lines = [
@@ -43,7 +51,7 @@ def dead_letter_alarm(counts: RunCounts, dlq_topic: str) -> str:
     for reason in sorted(counts.dead_letters, key=lambda r: -counts.dead_letters[r]):
         if reason in REASON_HINTS:
             lines.append(f"  {reason}: {REASON_HINTS[reason]}")
-    lines.append(f"  read them with any Kafka consumer on {dlq_topic!r} (each carries its reason)")
+    lines.append(how_to_read_dead_letters(dlq_topic, bootstrap))
     return "\n".join(lines)
 
 
@@ -94,7 +102,7 @@ class RunReporter:
             counts = self._counts()
             if counts.mostly_dead() and not self._alarmed:
                 self._alarmed = True
-                self.out.write("\r\x1b[K" + dead_letter_alarm(counts, dlq_topic_for(self.topic)) + "\n")
+                self.out.write("\r\x1b[K" + dead_letter_alarm(counts, dlq_topic_for(self.topic), self.bootstrap) + "\n")
             seconds = max(time.monotonic() - self._started, 1e-9)
             lag = self.lag(counts.next_offsets)
             self.out.write(
@@ -115,5 +123,7 @@ class RunReporter:
             f"dead letters {counts.dead_total:,} ({counts.dead_text()}){lag_text}"
         )
         if counts.mostly_dead():
-            text = dead_letter_alarm(counts, dlq_topic_for(self.topic)) + "\n" + text
+            text = dead_letter_alarm(counts, dlq_topic_for(self.topic), self.bootstrap) + "\n" + text
+        elif counts.dead_total:
+            text += "\n" + how_to_read_dead_letters(dlq_topic_for(self.topic), self.bootstrap)
         return text

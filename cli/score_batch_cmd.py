@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from cli.common import Subparsers
+from engine.wording import counted
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -36,8 +37,8 @@ def _run(args: argparse.Namespace) -> int:
         partial.unlink(missing_ok=True)
     cold = int((scored["cold_start_features"] > 0).sum()) if scored.height else 0
     print(
-        f"scored {scored.height:,} rows with service {model.trained_on.service!r} "
-        f"(fingerprint {model.trained_on.fingerprint}) from {url}; {cold:,} rows used cold-start "
+        f"scored {counted(scored.height, 'row')} with service {model.trained_on.service!r} "
+        f"(fingerprint {model.trained_on.fingerprint}) from {url}; {counted(cold, 'row')} used cold-start "
         f"defaults; wrote {args.out}"
     )
     return 0

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from cli.common import Subparsers
 from engine.json_types import JSONObject
+from engine.wording import counted
 
 if TYPE_CHECKING:  # imported when the command runs, so `streamfeat --help` stays fast
     from serving.shadow.classify import Tolerance
@@ -77,7 +78,7 @@ def _shadow(args: argparse.Namespace) -> int:
         about.update(source=f"live sampler log {args.from_log}", unreadable_lines=read.unreadable_lines)
         if read.unreadable_lines:
             print(
-                f"skipped {len(read.unreadable_lines)} unreadable line(s) of {args.from_log}: "
+                f"skipped {counted(len(read.unreadable_lines), 'unreadable line')} of {args.from_log}: "
                 f"{read.unreadable_lines[:10]}"
             )
     else:

@@ -180,7 +180,13 @@ def feast_responses() -> dict[int | str, JSONObject]:
         "properties": {
             "metadata": {
                 "type": "object",
-                "properties": {"feature_names": {"type": "array", "items": {"type": "string"}}},
+                "properties": {
+                    "feature_names": {"type": "array", "items": {"type": "string"}},
+                    "as_of": {
+                        "anyOf": [{"type": "integer"}, {"type": "array", "items": {"type": "integer"}}],
+                        "description": "streamfeat: the evaluation time in epoch ms (one per row when asked so)",
+                    },
+                },
             },
             "results": {"type": "array", "items": column},
         },

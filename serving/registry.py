@@ -141,6 +141,17 @@ class CompiledService:
         """Response column order: join keys first, then the features."""
         return self.join_keys + self.features
 
+    def _computed_by(self, feature: str) -> JSONObject:
+        """How a stream view computes ``feature``: its function, column and window
+        (``window_ms`` null for a lifetime window), and the function's parameters (``q``,
+        ``n``, ``max_distinct``, ...) when it has any; nothing for an on-demand feature."""
+        for view in self.views:
+            for agg in view.spec.aggregations:
+                if agg.output_name == feature:
+                    parameters: JSONObject = {"parameters": dict(agg.params)} if agg.params else {}
+                    return {"function": agg.function, "column": agg.column, "window_ms": agg.window_ms, **parameters}
+        return {}
+
     def describe(self) -> JSONObject:
         return {
             "name": self.name,
@@ -152,7 +163,8 @@ class CompiledService:
                 "request_data": [{"name": k, "type": str(t)} for k, t in self.request_fields.items()],
             },
             "outputs": [
-                {"name": f, "type": str(self.feature_types[f]), "view": self.feature_owner[f]} for f in self.features
+                {"name": f, "type": str(self.feature_types[f]), "view": self.feature_owner[f], **self._computed_by(f)}
+                for f in self.features
             ],
             "views": [
                 {

@@ -108,7 +108,9 @@ def feast_body(result: FeatureResult, full_feature_names: bool) -> JSONObject:
                 "event_timestamps": stamps,
             }
         )
-    return {"metadata": {"feature_names": names}, "results": results}
+    # ``as_of`` (a streamfeat addition Feast's client ignores): the time every value was
+    # evaluated at, so a caller comparing servers (a shadow run) knows when this one answered.
+    return {"metadata": {"feature_names": names, "as_of": result.request.as_of_echo()}, "results": results}
 
 
 def _flag(body: dict[str, object], name: str) -> bool:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.exceptions import StreamfeatError
+from engine.wording import counted
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class RepoValidationError(StreamfeatError, ValueError):
         # Nested multi-problem messages are indented so each top-level error stays one item.
         lines = "\n".join("  - " + e.replace("\n", "\n    ") for e in self.errors)
         super().__init__(
-            f"feature repo {path} is invalid: {len(self.errors)} error(s):\n{lines}",
+            f"feature repo {path} is invalid: {counted(len(self.errors), 'error')}:\n{lines}",
             hint="fix every error listed; each starts with the file:line at fault",
         )
 

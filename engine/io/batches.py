@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.io.exceptions import IoTypeError, IoValueError
+from engine.wording import counted
 
 #: "No valid event yet" marker for partition maximum event times (minus infinity as int64).
 NO_EVENT_TS: int = -(2**63)
@@ -46,7 +47,7 @@ _REASONS = frozenset(r.value for r in DeadLetterReason)
 def _check_int64_vector(kind: str, topic: str, field: str, arr: object) -> None:
     if not isinstance(arr, np.ndarray) or arr.dtype != np.int64 or arr.ndim != 1:
         got = (
-            f"ndarray of {arr.dtype} with {arr.ndim} dimension(s)"
+            f"ndarray of {arr.dtype} with {counted(arr.ndim, 'dimension')}"
             if isinstance(arr, np.ndarray)
             else type(arr).__name__
         )

@@ -106,10 +106,20 @@ def parse_event_times(values: Sequence[object] | AnyArray, fmt: str, field: str)
                 (
                     DeadLetterReason.TIMESTAMP_OUT_OF_RANGE,
                     f"timestamp field '{field}': value {show_value(_plain(vals[i]))} is outside "
-                    f"[{MIN_EVENT_TS_MS}, 2**53] ms (2000-01-01 .. 2**53 ms)",
+                    f"[{MIN_EVENT_TS_MS}, 2**53] ms (2000-01-01 .. 2**53 ms){_unit_hint(fmt, _plain(vals[i]))}",
                 ),
             )
     return ParsedTimes(ts_ms, problems)
+
+
+def _unit_hint(fmt: str, value: object) -> str:
+    """The likeliest mistake behind an out-of-range epoch_millis time: epoch seconds (the
+    value is in range once multiplied by 1000)."""
+    if fmt != "epoch_millis" or isinstance(value, bool) or not isinstance(value, int):
+        return ""
+    if MIN_EVENT_TS_MS <= value * 1000 <= MAX_EVENT_TS_MS:
+        return f"; it reads as epoch seconds, and this source takes epoch milliseconds ({value * 1000})"
+    return ""
 
 
 def _invalid(field: str, detail: str) -> Problem:

@@ -25,6 +25,7 @@ from engine.io.timestamps import parse_event_times
 from engine.offline.exceptions import BackfillError, HistoryFileError
 from engine.routing import RoutableView
 from engine.state.keys import ENTITY_KEY_SEPARATOR
+from engine.wording import counted
 
 
 class HistoryView(RoutableView, Protocol):
@@ -113,7 +114,7 @@ def _event_times(frame: pl.DataFrame, field: str, fmt: str, path: str, first_row
         rows = sorted(parsed.problems)
         _reason, detail = parsed.problems[rows[0]]
         raise HistoryFileError(
-            f"history file {path}: row {first_row + rows[0]}: {detail} ({len(rows)} row(s) like this)",
+            f"history file {path}: row {first_row + rows[0]}: {detail} ({counted(len(rows), 'row')} like this)",
             hint="check the source's timestamp_format (docs/semantics.md sections 1 and 5), "
             "or drop or repair those rows; nothing was written",
         )
@@ -266,7 +267,7 @@ def _refuse_rows(
         row = first_row + int(bad.arg_true()[0])
         raise HistoryFileError(
             f"history file {path}: column '{name}': row {row}: {describe(column.filter(bad)[0])} "
-            f"({count} row(s) like this)",
+            f"({counted(count, "row")} like this)",
             hint=hint,
         )
 
@@ -299,7 +300,7 @@ def _check_constraints(frame: pl.DataFrame, source: EventSourceLike, needed: Seq
         count = int(bad.sum())
         if count:
             raise HistoryFileError(
-                f"history file {path}: column '{name}': expected {what}, found {count} row(s) "
+                f"history file {path}: column '{name}': expected {what}, found {counted(count, 'row')} "
                 f"outside it (first: {column.filter(bad)[0]!r})",
                 hint="drop or repair those rows, or widen the EventSource constraint; nothing was written",
             )

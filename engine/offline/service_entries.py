@@ -170,6 +170,17 @@ def resolve_function(odfv: OfflineOnDemand) -> Callable[..., object]:
     return obj
 
 
+def request_field_kinds_of(odfv: OfflineOnDemand) -> dict[str, str]:
+    """The type (``"float"``, ``"int"``, ``"string"``, ``"bool"``) of each request field an
+    ODFV reads from a RequestSource schema."""
+    kinds: dict[str, str] = {}
+    for src in odfv.sources:
+        if _is_request_source(src):
+            for name, kind in dict(src.schema).items():
+                kinds.setdefault(name, str(getattr(kind, "value", kind)))
+    return kinds
+
+
 def request_fields_of(odfv: OfflineOnDemand) -> list[str]:
     """Request data fields an ODFV reads (from its RequestSource sources)."""
     declared = getattr(odfv, "request_fields", None)

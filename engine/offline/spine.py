@@ -6,12 +6,13 @@ the rows and columns at fault, never silently dropped.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import polars as pl
 
 from engine.offline.event_windows import I64
 from engine.offline.exceptions import SpineValidationError
+from engine.wording import counted
 
 _SHOWN_ROWS = 20
 
@@ -50,10 +51,12 @@ def validate_spine(
     timestamp_column: str,
     request_fields: Sequence[str],
     join_key_kinds: Mapping[str, str] | None = None,
+    request_field_kinds: Mapping[str, str] | None = None,
 ) -> None:
-    """Refuse a spine that is not a DataFrame, lacks a column, has a null key or time, or
-    has a join-key column whose type differs from the key's kind in its source schema
-    (``join_key_kinds``: ``"string"``/``"int"``), as serving refuses such values."""
+    """Refuse a spine that is not a DataFrame, lacks a column, has a null key or time, has
+    a join-key column whose type differs from the key's kind in its source schema
+    (``join_key_kinds``: ``"string"``/``"int"``), as serving refuses such values, or a
+    request-data column that cannot hold its RequestSource type (``request_field_kinds``)."""
     if not isinstance(spine, pl.DataFrame):
         raise SpineValidationError(
             f"Spine: expected a polars.DataFrame, got {type(spine).__name__}.",
@@ -77,13 +80,51 @@ def validate_spine(
     if null_cols:
         bad = spine.select(pl.any_horizontal([pl.col(c).is_null() for c in null_cols])).to_series().arg_true().to_list()
         raise SpineValidationError(
-            f"Spine has {len(bad)} row(s) with a null in {null_cols}: rows {_rows_text(bad)} (0-based).",
+            f"Spine has {counted(len(bad), 'row')} with a null in {null_cols}: rows {_rows_text(bad)} (0-based).",
             rows=bad,
             columns=null_cols,
             hint="Fill or remove those rows; training sets never drop rows silently.",
         )
     for column, kind in (join_key_kinds or {}).items():
         _check_key_type(spine, column, kind)
+    for column, kind in (request_field_kinds or {}).items():
+        if column in spine.columns:
+            _check_request_type(spine, column, kind)
+
+
+# What a request-data column may be for each RequestSource type: numbers for a float (an
+# integer column is a float column whose values happen to be whole), exact types otherwise;
+# and the type its values are read as, to find the ones that are not.
+_REQUEST_DTYPES: Mapping[str, tuple[str, Callable[[pl.DataType], bool], pl.DataType]] = {
+    "float": ("numbers", lambda d: d.is_numeric(), pl.Float64()),
+    "int": ("integers", lambda d: d.is_integer(), pl.Int64()),
+    "bool": ("booleans", lambda d: d == pl.Boolean, pl.Boolean()),
+    "string": ("strings", lambda d: d == pl.String or d == pl.Categorical or isinstance(d, pl.Enum), pl.String()),
+}
+
+
+def _check_request_type(spine: pl.DataFrame, column: str, kind: str) -> None:
+    """A request-data column the on-demand transforms cannot read as declared is refused here,
+    naming the column and its bad values (a CSV column with one non-number is read as text),
+    not later as a failure of the transform."""
+    expected = _REQUEST_DTYPES.get(kind)
+    dtype = spine.schema[column]
+    if expected is None or dtype == pl.Null or expected[1](dtype):
+        return
+    what, _, read_as = expected
+    values = spine.get_column(column)
+    unreadable = (values.is_not_null() & values.cast(read_as, strict=False).is_null()).arg_true().to_list()
+    bad = unreadable or values.is_not_null().arg_true().to_list()[:1]
+    example = f"; row {bad[0]} holds {values[bad[0]]!r}" if bad else ""
+    raise SpineValidationError(
+        f"Spine column '{column}': expected {what} (the request field's type {kind} in its "
+        f"RequestSource), got {dtype}{example}"
+        + (f" ({counted(len(unreadable), 'row')} like this)." if unreadable else "."),
+        columns=[column],
+        rows=bad,
+        hint="a CSV column is read as text when one of its values is not a number: fix or remove those "
+        f"rows, or cast the column, e.g. pl.col('{column}').cast(pl.{read_as})",
+    )
 
 
 def _check_key_type(spine: pl.DataFrame, column: str, kind: str) -> None:

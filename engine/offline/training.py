@@ -30,6 +30,7 @@ from engine.offline.service_entries import (
     is_on_demand,
     is_view,
     on_demand_outputs,
+    request_field_kinds_of,
     request_fields_of,
     view_features,
 )
@@ -51,6 +52,7 @@ class _ServicePlan:
     needed: dict[str, list[str]] = field(default_factory=dict)
     on_demand: list[tuple[OfflineOnDemand, tuple[str, ...] | None]] = field(default_factory=list)
     request_fields: list[str] = field(default_factory=list)
+    request_kinds: dict[str, str] = field(default_factory=dict)  # request field -> its RequestSource type
     # (owner, feature) per output column: two views (or a view and an on-demand view) may
     # both have a feature "x"; each output and each transform input is taken from the
     # one it was declared from, as serving does.
@@ -78,6 +80,12 @@ class _ServicePlan:
         return kinds
 
 
+def views_read(repo: object, service_name: str) -> tuple[OfflineView, ...]:
+    """The stream views a training set of ``service_name`` reads from the Parquet log
+    (its features' views and the views its on-demand features read), each once."""
+    return tuple(_plan_service(find_service(repo, service_name)).views.values())
+
+
 def _plan_service(service: OfflineService) -> _ServicePlan:
     plan = _ServicePlan()
     entries = [entry_parts(item) for item in service.features]  # every entry checked first
@@ -91,6 +99,8 @@ def _plan_service(service: OfflineService) -> _ServicePlan:
                 elif is_feature_ref(src):
                     plan.need(src.view, src.features)
             plan.request_fields.extend(f for f in request_fields_of(target) if f not in plan.request_fields)
+            for name, kind in request_field_kinds_of(target).items():
+                plan.request_kinds.setdefault(name, kind)
         else:
             target = cast(OfflineView, target)  # entry_parts gives a view when not an on-demand view
             selected = names if names is not None else tuple(view_features(target))
@@ -158,7 +168,9 @@ def get_training_set(
     if isinstance(spine_chunk_rows, bool) or not isinstance(spine_chunk_rows, int) or spine_chunk_rows < 1:
         raise TrainingSetError(f"get_training_set: spine_chunk_rows: expected an int >= 1, got {spine_chunk_rows!r}")
     plan = _plan_service(find_service(repo, service_name))
-    validate_spine(spine, plan.join_keys(), timestamp_column, plan.request_fields, plan.join_key_kinds())
+    validate_spine(
+        spine, plan.join_keys(), timestamp_column, plan.request_fields, plan.join_key_kinds(), plan.request_kinds
+    )
     _check_output_names(service_name, plan, spine)
     t_ms = spine_times_ms(spine, timestamp_column)
     if spine.height <= spine_chunk_rows:

@@ -5,7 +5,7 @@ Checked in this order; the first that holds is the cause:
 1. ``missing_entity``: one side has no record of the entity of the feature's view (every
    feature of that view NOT_FOUND in the row) while the other has one.
 2. ``request_time``: the baseline equals streamfeat's value at the moment the baseline
-   answered (it is asked without a time, so it answers "now"): a value that counts time
+   answered (one that ignores ``as_of``, as Feast does, answers "now"): a value that counts time
    to the request (``time_since_last``) or a window that slid between the two requests.
 3. ``null_vs_default``: one side is null, the other a default (0, 0.0, false, "").
 4. ``unit_or_time_zone``: the values differ by a unit (the baseline in seconds or
@@ -168,7 +168,7 @@ def classify(
                 "request_time",
                 f"equals streamfeat's value at as_of {_shift_text(shift)}, while the baseline was "
                 f"answering (asked {_shift_text(baseline_answered[0])} to {_shift_text(baseline_answered[1])} "
-                "after as_of, without a time)",
+                "after as_of, answering now)",
             )
     if (ours is None and _is_default(theirs)) or (theirs is None and _is_default(ours)):
         side = "streamfeat" if ours is None else "the baseline"

@@ -32,6 +32,7 @@ class Answer:
     """Rows of ``{"view:feature": Cell}`` (join keys and echoed request fields left out)."""
 
     rows: tuple[Mapping[str, Cell], ...]
+    as_of_ms: int | None = None  # metadata.as_of: the time the server says it evaluated at (streamfeat does)
 
     def row_missing(self, i: int, view: str) -> bool:
         """Every feature of ``view`` in row ``i`` is NOT_FOUND: no record of that view's entity."""
@@ -58,7 +59,7 @@ def request_body(
     else:
         body["features"] = list(features)
     if as_of_ms is not None:
-        body["as_of"] = as_of_ms  # a streamfeat extension: never sent to the baseline
+        body["as_of"] = as_of_ms  # a streamfeat extension; Feast's server ignores fields it does not know
     return body
 
 
@@ -70,7 +71,8 @@ def parse_answer(payload: object, n_rows: int) -> Answer | Failure:
     """Feast's column-major answer -> rows; anything else -> Failure("garbage", what was wrong)."""
     if not isinstance(payload, dict):
         return _garbage(f"expected a JSON object, got {type(payload).__name__}")
-    names = (payload.get("metadata") or {}).get("feature_names") if isinstance(payload.get("metadata"), dict) else None
+    metadata = payload.get("metadata")
+    names = metadata.get("feature_names") if isinstance(metadata, dict) else None
     results = payload.get("results")
     if not isinstance(names, list) or not isinstance(results, list) or len(names) != len(results):
         return _garbage("expected metadata.feature_names and results of the same length")
@@ -90,7 +92,8 @@ def parse_answer(payload: object, n_rows: int) -> Answer | Failure:
             return _garbage(f"feature {name!r}: expected {n_rows} values and statuses")
         for i in range(n_rows):
             rows[i][ref] = Cell(values[i], str(statuses[i]))
-    return Answer(tuple(rows))
+    as_of = metadata.get("as_of") if isinstance(metadata, dict) else None
+    return Answer(tuple(rows), as_of if isinstance(as_of, int) and not isinstance(as_of, bool) else None)
 
 
 def ask(http: httpx.Client, body: Mapping[str, object], n_rows: int) -> Answer | Failure:

@@ -38,7 +38,7 @@ def request_from_line(raw: object, index: int, where: str) -> ShadowRequest:
     unknown = set(raw) - REQUEST_KEYS
     if unknown:
         raise ShadowSetupError(
-            f"{where}: unknown field(s) {sorted(unknown)}; expected some of {sorted(REQUEST_KEYS)}",
+            f"{where}: unknown {'field' if len(unknown) == 1 else 'fields'} {sorted(unknown)}; expected some of {sorted(REQUEST_KEYS)}",
             hint=f"e.g. {EXAMPLE}",
         )
     entities, data = raw.get("entities"), raw.get("request_data") or {}

@@ -2,8 +2,10 @@
 
 streamfeat is asked at a fixed ``as_of`` (the request's, else the time it was sent),
 so the follow-up questions that explain a mismatch (the same request a tile earlier,
-an hour earlier, ...) are about the same moment. The baseline is asked without a
-time: a Feast server answers what it has materialized now.
+an hour earlier, ...) are about the same moment. The baseline is asked at the same
+``as_of``: a server that honours it says so in ``metadata.as_of`` (streamfeat's Feast
+route does) and is compared at that moment; a Feast server ignores it and answers what it
+has materialized now, so the time it took to answer is kept for the ``request_time`` cause.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ class ShadowRunner:
             return Outcome(request.index, as_of, failure=RequestFailure("streamfeat", ours.reason, ours.detail))
         theirs_body = request_body(
             request.entities,
-            as_of_ms=None,
+            as_of_ms=as_of,
             service=self.mapping.baseline_service(request.service) if request.service is not None else None,
             features=[self.mapping.baseline_ref(f) for f in request.features],
         )
@@ -109,6 +111,8 @@ class ShadowRunner:
         answered = (asked - as_of, wall_clock_ms() - as_of)
         if isinstance(theirs, Failure):
             return Outcome(request.index, as_of, failure=RequestFailure("baseline", theirs.reason, theirs.detail))
+        if theirs.as_of_ms == as_of:
+            answered = (0, 0)  # it answered as of the same moment: no time passed between the answers
         return self._compare_answers(request, as_of, ours, theirs, answered)
 
     def _ask_streamfeat(self, request: ShadowRequest, as_of: int) -> Answer | Failure:

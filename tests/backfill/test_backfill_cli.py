@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from cli import main
 from engine.definitions import load_repo
+from engine.offline.training import views_read
 from engine.plan import apply_plan
 from engine.state.records import decode_handoff, handoff_key
 from engine.state.rocksdb_store import RocksDBStore
@@ -69,7 +71,7 @@ def test_backfill_then_training_set(project: Path, capsys: pytest.CaptureFixture
     positions = kept * len({v.join_keys[0] for v in load_repo(REPO).views if v.source.name == "transactions"})
     assert (
         f"backfilled {kept:,} history events ({positions:,} of {positions:,} replay positions: "
-        "one per event and family of views) from 2 file(s)"
+        "one per event and family of views) from 2 files"
     ) in out
     store = RocksDBStore(project / "data" / "state", 2)
     try:
@@ -78,6 +80,20 @@ def test_backfill_then_training_set(project: Path, capsys: pytest.CaptureFixture
             assert raw is not None and decode_handoff(raw) == end
     finally:
         store.close()
+    # The same command again replays nothing and says so, instead of "0 of N ... 0 events/s".
+    again = run(
+        "backfill", "--source", "transactions", "--from", "history/**/*.parquet",
+        "--start", iso(START_MS - HOUR), "--end", iso(end), "--commit-rows", "97",
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    (said,) = [line for line in out.splitlines() if line.startswith("nothing to replay: ")]
+    assert again == 0 and said.startswith(
+        f"nothing to replay: views {', '.join(sorted(v.name for v in load_repo(REPO).views))} "
+    )
+    assert (
+        f"already hold all {positions:,} replay positions of this backfill ({kept:,} history events from 2 files)"
+        in said
+    )
 
     spine = pl.DataFrame(
         {
@@ -90,6 +106,7 @@ def test_backfill_then_training_set(project: Path, capsys: pytest.CaptureFixture
     spine.write_parquet(project / "spine.parquet")
     code = run("training-set", "--service", "fraud_scoring", "--spine", "spine.parquet", "--out", "out/train.parquet")
     assert code == 0
+    assert "note:" not in capsys.readouterr().err  # every row is within the log
     train = pl.read_parquet(project / "out" / "train.parquet")
     assert train.height == 50 and "amount_sum_15m" in train.columns
     assert "merchant_txn_count_1h" in train.columns and "spend_velocity_ratio" in train.columns
@@ -100,6 +117,38 @@ def test_backfill_then_training_set(project: Path, capsys: pytest.CaptureFixture
         mine = [e for e in applied if e["entity"] == row["user_id"]]
         want = expected_values(user_spend, mine, row["user_id"], t)
         assert_close({k: row[k] for k in want}, want, f"training set {row['user_id']} at {t}")
+
+    # Rows stamped before the log begins get empty windows; the command says how many, per view.
+    early = START_MS - 2 * HOUR
+    spine.head(3).with_columns(
+        event_timestamp=pl.Series([early, early, end]).cast(pl.Datetime("ms", "UTC"))
+    ).write_parquet(project / "early.parquet")
+    code = run("training-set", "--service", "fraud_scoring", "--spine", "early.parquet", "--out", "out/early.parquet")
+    assert code == 0
+    noted: set[str] = set()
+    for line in capsys.readouterr().err.splitlines():
+        noting = re.fullmatch(
+            r"note: 2 spine rows are before the first event in the Parquet log of ([\w, ]+), \S+ \((\d+) ms\): "
+            r"their windows of th(?:at view|ose views) are empty \(0 or null\), as if nothing happened before; "
+            r"if something did, backfill that history first \(`streamfeat backfill`\)",
+            line,
+        )
+        assert noting is not None, line
+        assert early < int(noting.group(2)) <= end
+        noted.update(noting.group(1).split(", "))
+    assert noted == {v.name for v in views_read(load_repo(REPO), "fraud_scoring")}
+
+
+def test_training_set_before_any_event_says_the_log_is_empty(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spine = {"user_id": ["u1"], "merchant_id": ["m1"], "amount": [1.0], "event_timestamp": [START_MS]}
+    pl.DataFrame(spine).write_parquet(project / "spine.parquet")
+    code = run("training-set", "--service", "fraud_scoring", "--spine", "spine.parquet", "--out", "t.parquet")
+    assert code == 0
+    views = ", ".join(v.name for v in views_read(load_repo(REPO), "fraud_scoring"))
+    assert capsys.readouterr().err == (
+        f"note: the Parquet log of {views} holds no events yet, so every row's windows of them are empty "
+        "(0 or null); apply events first (`streamfeat run` or `streamfeat backfill`)\n"
+    )
 
 
 def test_backfill_of_a_corrupt_file_fails_naming_it(project: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -200,7 +200,7 @@ def test_load_repo_reports_every_bad_definition_of_one_module(
     # `streamfeat plan` prints the same list and exits 2.
     assert cli.main(["plan", "--repo", str(repo), "--plan-file", str(tmp_path / "plan.json")]) == 2
     err = capsys.readouterr().err
-    assert "4 error(s)" in err and all(e.splitlines()[0] in err for e in errors)
+    assert "4 errors:" in err and all(e.splitlines()[0] in err for e in errors)
 
 
 def test_importing_a_bad_module_outside_load_repo_raises_at_once(tmp_path: Path) -> None:
@@ -403,7 +403,7 @@ def test_cli_plan_and_apply(
     (repo / "broken.py").write_text("import no_such_module_abc\n")
     assert run_cli(monkeypatch, "plan", "--repo", str(repo)) == 2
     err = capsys.readouterr().err
-    assert "2 error(s)" in err and f"{repo}/more.py:2: Entity 'X'" in err
+    assert "2 errors:" in err and f"{repo}/more.py:2: Entity 'X'" in err
     assert f"{repo}/broken.py:1: ModuleNotFoundError" in err
 
 

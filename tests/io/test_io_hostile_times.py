@@ -82,3 +82,21 @@ def test_epoch_times_at_zero_negative_and_beyond_64_bits_are_dead_letters(raw_ts
     doc = dumps({**good_event(0), "ts": "__ts__"}).replace(b'"__ts__"', raw_ts)
     (letter,) = _decoder().decode(raw_batch([doc]), PartitionWatermarks()).dead_letters
     assert letter.reason == reason, letter
+
+
+@pytest.mark.parametrize("seconds", [LEAP_NOON_MS // 1000, 1_796_515_984])
+def test_epoch_seconds_sent_for_milliseconds_are_named_with_the_milliseconds_meant(seconds: int) -> None:
+    """A new user's `date +%s` where the example source reads `date +%s%3N`: the dead letter
+    says the value reads as seconds and gives the milliseconds it stands for."""
+    (letter,) = (
+        _decoder().decode(raw_batch([dumps({**good_event(0), "ts": seconds})]), PartitionWatermarks()).dead_letters
+    )
+    assert letter.reason == "timestamp_out_of_range", letter
+    assert letter.detail.endswith(
+        f"; it reads as epoch seconds, and this source takes epoch milliseconds ({seconds * 1000})"
+    ), letter.detail
+
+
+def test_an_out_of_range_time_that_is_no_unit_mistake_gets_no_unit_hint() -> None:
+    (letter,) = _decoder().decode(raw_batch([dumps({**good_event(0), "ts": 5})]), PartitionWatermarks()).dead_letters
+    assert letter.reason == "timestamp_out_of_range" and "epoch seconds" not in letter.detail, letter

@@ -291,6 +291,25 @@ def test_on_demand_errors(tmp_path: Path) -> None:
         get_training_set(REPO, "broken_service", spine, str(tmp_path))
 
 
+def test_spine_request_data_of_another_type_is_refused_naming_the_values(tmp_path: Path) -> None:
+    """A CSV spine with one non-number in a float request field reads the column as text: the
+    spine is refused naming the column and the rows, not the transform that received text."""
+    write_log(str(tmp_path), [("a", BASE + 100, 0, 0, 10.0)])
+    base = {"event_timestamp": [BASE + 2000] * 3, "user_id": ["a", "a", "b"]}
+    text = pl.DataFrame({**base, "req_amount": ["28.0", "abc", "x"]})
+    with pytest.raises(SpineValidationError, match=r"Spine column 'req_amount': expected numbers") as info:
+        get_training_set(REPO, "picked", text, str(tmp_path))
+    assert info.value.rows == (1, 2) and info.value.columns == ("req_amount",)
+    assert "row 1 holds 'abc' (2 rows like this)" in str(info.value)
+    flags = pl.DataFrame({**base, "req_amount": [True, False, True]})
+    with pytest.raises(SpineValidationError, match=r"expected numbers .* got Boolean; row 0 holds True"):
+        get_training_set(REPO, "picked", flags, str(tmp_path))
+    # Whole numbers are numbers: an integer column feeds a float field as its values.
+    whole = get_training_set(REPO, "picked", pl.DataFrame({**base, "req_amount": [28, 3, 5]}), str(tmp_path))
+    floats = get_training_set(REPO, "picked", pl.DataFrame({**base, "req_amount": [28.0, 3.0, 5.0]}), str(tmp_path))
+    assert whole["spend_ratio"].to_list() == floats["spend_ratio"].to_list()
+
+
 def test_spine_rows_with_nulls_are_reported(tmp_path: Path) -> None:
     spine = pl.DataFrame({"user_id": ["a", None, "b", "c", "d"], "event_timestamp": [BASE, BASE, BASE, None, BASE]})
     with pytest.raises(SpineValidationError, match=r"rows 1, 3 \(0-based\)") as info:

@@ -149,6 +149,17 @@ def test_version_list_and_describe(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["describe", "no_such_thing", "--repo", repo]) == 2
     err = capsys.readouterr().err
     assert "nothing named 'no_such_thing'" in err and "hint: defined names:" in err and "user_spend" in err
+    # `list` shows features, so `describe` takes a feature too: its line and its view.
+    assert main(["describe", "amount_sum_15m", "--repo", repo]) == 0
+    feature_lines = capsys.readouterr().out.splitlines()
+    assert feature_lines[0] == "feature amount_sum_15m: float, sum(amount) over 15m"
+    assert feature_lines[1].startswith("  of view user_spend: source transactions")
+    assert main(["describe", "spend_velocity_ratio", "--repo", repo]) == 0
+    assert "  of on-demand view spend_velocity: python transform" in capsys.readouterr().out
+    # A typo of a view or of a feature gets the closest name.
+    for typo, meant in (("user_spnd", "user_spend"), ("amount_sum_15", "amount_sum_15m")):
+        assert main(["describe", typo, "--repo", repo]) == 2
+        assert f"hint: did you mean '{meant}'? defined names:" in capsys.readouterr().err
 
 
 def test_a_closed_pipe_ends_the_listing_quietly() -> None:
@@ -189,6 +200,23 @@ def test_generate_defaults_to_the_last_day_ending_now(tmp_path: Path, capsys: py
     capsys.readouterr()
     assert main(["generate", "--live", "--start", "now"]) == 2
     assert "--start and --events do not apply" in capsys.readouterr().err
+
+
+def test_counts_in_messages_agree_in_number(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One event is "1 event" in "1 day file", never "1 events" or "file(s)"; messages count
+    through engine.wording.counted, and no product message writes a count as "N thing(s)"."""
+    assert main(["generate", "--events", "1", "--parquet", str(tmp_path / "history")]) == 0
+    assert "wrote 1 event to 1 day file under " in capsys.readouterr().out
+    count_then_plural = re.compile(r"\}[^\"{}]{0,20}\(s\)")
+    product = [p for d in ("cli", "engine", "serving", "dataflows") for p in (ROOT / d).rglob("*.py")]
+    assert product
+    hedged = [
+        f"{p}:{n}"
+        for p in product
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if count_then_plural.search(line)
+    ]
+    assert hedged == []
 
 
 @pytest.mark.kafka
@@ -279,6 +307,30 @@ def test_run_mostly_dead_letters_is_loud_and_summarised(
 
 
 @pytest.mark.kafka
+def test_run_with_a_few_dead_letters_says_how_to_read_them(
+    tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    """Below the alarm the summary still says where the dead letters are, with a command that
+    shows each one's reason; the command works as printed."""
+    project, topic, produced = project_with_events(
+        tmp_path, kafka_bootstrap, kafka_topic, 400, "--malformed-fraction", "0.05"
+    )
+    malformed = int(re.search(r"\(([\d,]+) malformed\)", produced).group(1).replace(",", ""))  # type: ignore[union-attr]
+    assert malformed > 0
+
+    done = streamfeat_in(project, "run", "--until-caught-up")
+    assert done.returncode == 0, done.stderr
+    assert "WARNING" not in done.stdout
+    (hint,) = [line for line in done.stdout.splitlines() if line.startswith("  read them with any Kafka consumer")]
+    assert f"on '{dlq_topic_for(topic)}'" in hint
+    command = shlex.split(hint.split("e.g. ", 1)[1])
+    assert command[0] == "kcat"
+    shown = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.count("reason=") == malformed, shown.stdout
+
+
+@pytest.mark.kafka
 def test_run_stops_on_ctrl_c_without_a_backtrace(
     tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]
 ) -> None:
@@ -301,6 +353,65 @@ def test_run_stops_on_ctrl_c_without_a_backtrace(
     assert not NOISE.search(stderr), stderr
     assert "run stopped: read " in stdout
     assert run_log.is_file()
+
+
+@pytest.mark.kafka
+def test_a_second_writer_of_the_state_is_refused_in_one_line(
+    tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    """`streamfeat run` twice (or a backfill beside a run) named the holder only after a Rust
+    panic and its backtrace from inside the dataflow; now the second one stops before it starts."""
+    project, _topic, _ = project_with_events(tmp_path, kafka_bootstrap, kafka_topic, 200)
+    history = tmp_path / "history"
+    made = streamfeat_in(project, "generate", "--events", "100", "--parquet", str(history))
+    assert made.returncode == 0, made.stderr
+    with tailing_run(project, subprocess.PIPE) as first:
+        assert first.stderr is not None
+        assert "Ctrl-C stops" in first.stderr.readline()  # it holds the state from here on
+        second = streamfeat_in(project, "run", "--until-caught-up", timeout=60)
+        beside = streamfeat_in(
+            project, "backfill", "--source", "transactions", "--from", str(history), "--end", "2030-01-01T00:00:00Z"
+        )
+        assert first.poll() is None
+        stop_with_ctrl_c(first)
+    for command, refused in (("run", second), ("backfill", beside)):
+        assert refused.returncode != 0, refused.stdout
+        assert not NOISE.search(refused.stderr), refused.stderr
+        assert f"streamfeat {command}: error: the state in " in refused.stderr, refused.stderr
+        assert f"is being written by `streamfeat run` (pid {first.pid}, since " in refused.stderr
+        assert (
+            "hint: one `streamfeat run` or `streamfeat backfill` writes a project's state at a time" in refused.stderr
+        )
+    # The lock went with its holder: the same command now runs (the first run applied the 200).
+    again = streamfeat_in(project, "run", "--until-caught-up")
+    assert again.returncode == 0 and "run caught up: read 0 records" in again.stdout, again.stderr
+
+
+def test_backfill_stops_on_ctrl_c_and_the_same_command_resumes(tmp_path: Path) -> None:
+    project = project_on_topic(tmp_path, "transactions", f"127.0.0.1:{free_port()}")  # no broker needed
+    made = streamfeat_in(project, "generate", "--events", "600000", "--rate", "20", "--start", "2026-01-01T00:00:00Z", "--parquet", "history")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    argv = ["backfill", "--source", "transactions", "--from", "history", "--end", "2026-02-01T00:00:00Z"]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "cli", *argv],
+        cwd=project,
+        env=_user_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    lock = project / ".streamfeat" / "writer.lock"
+    wait_until(lambda: lock.is_file() and "streamfeat backfill" in lock.read_text(), 60, "the backfill to start")
+    time.sleep(1.0)
+    assert child.poll() is None, "the backfill finished before Ctrl-C: give it more events"
+    stdout, stderr = stop_with_ctrl_c(child)
+    assert child.returncode == 130, (stdout, stderr)
+    assert not NOISE.search(stderr), stderr
+    assert "streamfeat backfill: interrupted; what it committed is kept: run the same command again" in stderr
+    again = streamfeat_in(project, *argv)
+    assert again.returncode == 0, again.stderr
+    assert "backfilled 600,000 history events" in again.stdout, again.stdout
 
 
 def test_kafka_status_says_where_the_broker_lives(
@@ -399,6 +510,34 @@ def test_kafka_start_on_another_port_than_the_project_says_how_to_use_it(
     (tmp_path / "streamfeat.yaml").write_text(f"kafka_bootstrap: localhost:{port}\n", encoding="utf-8")
     assert main(["kafka", "start", "--port", port]) == 0
     assert "kafka_bootstrap is" not in capsys.readouterr().err
+
+
+def test_kafka_start_names_the_stop_command_that_reaches_its_broker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain `streamfeat kafka stop` goes to the port of kafka_bootstrap: a broker started
+    on another port (or in another directory) is told with the flags that reach it."""
+    from cli.kafka_cmd import _config, _stop_command
+
+    configured, other = free_port(), free_port()
+    (tmp_path / "streamfeat.yaml").write_text(f"kafka_bootstrap: 127.0.0.1:{configured}\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STREAMFEAT_KAFKA_BOOTSTRAP", raising=False)
+    parser = build_parser()
+
+    def stop_for(*start_flags: str) -> str:
+        args = parser.parse_args(["kafka", "start", *start_flags])
+        return _stop_command(args, _config(args))
+
+    assert stop_for() == "streamfeat kafka stop"
+    assert stop_for("--port", str(configured)) == "streamfeat kafka stop"
+    assert stop_for("--port", str(other)) == f"streamfeat kafka stop --port {other}"
+    broker_dir = tmp_path / "my broker"
+    assert stop_for("--data-dir", str(broker_dir)) == f"streamfeat kafka stop --data-dir {shlex.quote(str(broker_dir))}"
+    # The command printed is one the parser accepts, for the same broker.
+    printed = shlex.split(stop_for("--port", str(other), "--data-dir", str(broker_dir)))
+    stop_args = parser.parse_args(printed[1:])
+    assert (_config(stop_args).port, _config(stop_args).root) == (other, broker_dir)
 
 
 @pytest.mark.kafka

@@ -107,3 +107,22 @@ class DivergentBaseline:
         if ref == HOURS_AHEAD and value is not None:
             return value + 2 * HOUR, "unit_or_time_zone"
         return value, ""
+
+
+class NowBaseline:
+    """streamfeat's Feast route as Feast's own server behaves: it ignores ``as_of`` (answers
+    as of now) and its answer carries no ``metadata.as_of``."""
+
+    def __init__(self, streamfeat_url: str) -> None:
+        self.streamfeat_url = streamfeat_url
+        self.app = Starlette(routes=[Route("/get-online-features", self.answer, methods=["POST"])])
+
+    async def answer(self, request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        body.pop("as_of", None)
+        async with httpx.AsyncClient(timeout=30) as client:
+            response = await client.post(f"{self.streamfeat_url}/get-online-features", json=body)
+        answer = response.json()
+        if isinstance(answer, dict):
+            answer["metadata"].pop("as_of", None)
+        return Response(orjson.dumps(answer), status_code=response.status_code, media_type="application/json")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -346,6 +347,32 @@ def test_services_and_health(client: ASGIClient) -> None:
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
     assert "/v1/features/{service}" in spec["paths"] and "/get-online-features" in spec["paths"]
+
+
+def test_services_name_each_features_function_and_window(client: ASGIClient, repo: FeatureRepo) -> None:
+    """A stream feature's output says how it is computed, from the view's own definition;
+    an on-demand feature says only its on-demand view."""
+    declared = {
+        agg.output_name: (view.name, agg)
+        for view in repo.views
+        for declared_agg in view.aggregations
+        for agg in declared_agg.expand()
+    }
+    for service in client.get("/v1/services").json()["services"]:
+        for output in service["outputs"]:
+            if output["name"] not in declared or output["view"] != declared[output["name"]][0]:
+                assert {"function", "column", "window_ms"}.isdisjoint(output), output
+                continue
+            agg = declared[output["name"]][1]
+            window = None if agg.window is None else agg.window // timedelta(milliseconds=1)
+            assert (output["function"], output["column"], output["window_ms"]) == (agg.function, agg.column, window)
+            if agg.n is not None:
+                assert output["parameters"]["n"] == agg.n
+            if isinstance(agg.q, float):
+                assert output["parameters"]["q"] == agg.q
+    outputs = {o["name"]: o for o in client.get("/v1/services/fraud_scoring").json()["outputs"]}
+    assert outputs["user_purchases_lifetime"]["window_ms"] is None  # a lifetime window
+    assert outputs["amount_p95_30d"]["function"] == "percentile" and outputs["amount_sum_15m"].get("parameters") is None
 
 
 def test_metrics_histogram_and_freshness(client: ASGIClient) -> None:

@@ -20,7 +20,7 @@ from serving.client import FeatureClient
 from serving.client_shadow import ShadowConfig
 from serving.shadow.mapping import FeatureMapping
 from serving.shadow.outcome import read_outcomes
-from tests.serving.divergent_baseline_support import MISSING_USER, DivergentBaseline
+from tests.serving.divergent_baseline_support import MISSING_USER, DivergentBaseline, NowBaseline
 from tests.serving.serving_support import (
     MERCHANTS,
     T_END,
@@ -207,13 +207,27 @@ def test_live_sampler_never_blocks_the_caller_and_counts_drops(
     assert len(read_outcomes(log_path).outcomes) == stats.compared
 
 
-def test_a_shadow_run_against_itself_explains_every_difference_by_the_request_time(
+def test_a_shadow_run_against_itself_finds_no_difference(
     streamfeat_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # streamfeat answers as of T_END (the requests' as_of); the same server as the baseline
-    # is asked without a time and answers as of now, months later: every windowed value
-    # differs, and each difference is streamfeat's own value at the moment the baseline answered.
+    # Both sides are asked as of T_END (the requests' as_of); streamfeat's Feast route honours
+    # it and says so in metadata.as_of, so the two answers are of the same moment.
     code, out = run_shadow(streamfeat_url, streamfeat_url, tmp_path)
+    assert code == 0, capsys.readouterr()
+    report = json.loads((out / "report.json").read_text())
+    assert report["requests"]["failed"] == 0 and report["requests"]["compared"] == 2, report["requests"]
+    assert all_mismatches(out / "outcomes.jsonl") == set()
+    assert all(entry["mismatches"] == 0 for entry in report["features"].values())
+
+
+def test_a_baseline_answering_now_differs_only_by_the_request_time(
+    streamfeat_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A baseline that ignores as_of, as Feast's server does, answers as of now, months after
+    # T_END: every windowed value differs, and each difference is streamfeat's own value at
+    # the moment the baseline answered.
+    with uvicorn_server(NowBaseline(streamfeat_url).app) as baseline_url:
+        code, out = run_shadow(baseline_url, streamfeat_url, tmp_path)
     assert code == 0, capsys.readouterr()
     report = json.loads((out / "report.json").read_text())
     assert report["requests"]["failed"] == 0, report["requests"]
