@@ -267,7 +267,7 @@ def _refuse_rows(
         row = first_row + int(bad.arg_true()[0])
         raise HistoryFileError(
             f"history file {path}: column '{name}': row {row}: {describe(column.filter(bad)[0])} "
-            f"({counted(count, "row")} like this)",
+            f"({counted(count, 'row')} like this)",
             hint=hint,
         )
 
