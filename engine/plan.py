@@ -218,6 +218,7 @@ def _list_diff(before: list[object], after: list[object], path: str) -> list[str
     return out
 
 
+# Any: view definitions as plan-file JSON, the leaves of PlanEntries.
 def _refuse_int_retyping(view: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
     """A field that min, max or last reads, retyped from float to int under the same
     fingerprint, would serve the stored partials' fractional values as ints (docs/semantics.md
@@ -227,7 +228,7 @@ def _refuse_int_retyping(view: str, before: Mapping[str, Any], after: Mapping[st
     retyped = sorted(c for c in read if old.get(c) == "float" and new.get(c) == "int")
     if retyped:
         raise PlanError(
-            f"view {view!r}: field(s) {retyped} of source {after['source']['name']!r}: expected the type of a "
+            f"view {view!r}: {'field' if len(retyped) == 1 else 'fields'} {retyped} of source {after['source']['name']!r}: expected the type of a "
             "field min/max/last read to stay float under the same state, got int: the stored partials may "
             "hold fractional values, which int features cannot serve",
             hint="declare the view with the next version=N (fresh state, then backfill it), or keep the field float",
