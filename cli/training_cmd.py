@@ -9,13 +9,10 @@ from typing import TYPE_CHECKING
 
 from cli.common import Subparsers
 from engine.exceptions import ConfigError
-from engine.timefmt import time_text
 from engine.wording import counted
 
 if TYPE_CHECKING:  # imported when the command runs, so `streamfeat --help` stays fast
     import polars as pl
-
-    from engine.offline.coverage import ViewCoverage
 
 
 def read_table(path: Path, flag: str = "--spine") -> pl.DataFrame:
@@ -42,16 +39,17 @@ def read_table(path: Path, flag: str = "--spine") -> pl.DataFrame:
 def _run(args: argparse.Namespace) -> int:
     from engine.config import load_settings
     from engine.definitions import load_repo
-    from engine.offline.coverage import spine_coverage
     from engine.offline.exceptions import SpineValidationError
-    from engine.offline.spine import spine_times_ms
-    from engine.offline.training import get_training_set, views_read
+    from engine.offline.training import get_training_set
 
     settings = load_settings(overrides={"repo": args.repo, "data_dir": args.data_dir})
     repo = load_repo(settings.repo_path)
     spine = read_table(args.spine)
+    notes: list[str] = []  # printed after the file is written, below its line
     try:
-        frame = get_training_set(repo, args.service, spine, settings.log_uri, timestamp_column=args.timestamp_column)
+        frame = get_training_set(
+            repo, args.service, spine, settings.log_uri, timestamp_column=args.timestamp_column, on_note=notes.append
+        )
     except SpineValidationError as exc:
         if args.timestamp_column not in exc.columns:
             raise
@@ -72,36 +70,9 @@ def _run(args: argparse.Namespace) -> int:
     print(
         f"wrote {counted(frame.height, 'row')} x {counted(frame.width, 'column')} to {args.out} ({args.timestamp_column} {span})"
     )
-    times = spine_times_ms(spine, args.timestamp_column)
-    for note in _coverage_notes(spine_coverage(views_read(repo, args.service), times, settings.log_uri)):
+    for note in notes:
         print(note, file=sys.stderr)
     return 0
-
-
-def _coverage_notes(coverage: list[ViewCoverage]) -> list[str]:
-    """One note per first-event time (views listed together) for spine rows before it."""
-    by_first: dict[int | None, list[ViewCoverage]] = {}
-    for entry in coverage:
-        if entry.rows_before:
-            by_first.setdefault(entry.first_event_ms, []).append(entry)
-    notes = []
-    for first, entries in by_first.items():
-        names = ", ".join(e.view for e in entries)
-        if first is None:
-            notes.append(
-                f"note: the Parquet log of {names} holds no events yet, so every row's windows of "
-                f"{'it' if len(entries) == 1 else 'them'} are empty (0 or null); apply events first "
-                "(`streamfeat run` or `streamfeat backfill`)"
-            )
-            continue
-        rows = entries[0].rows_before
-        notes.append(
-            f"note: {counted(rows, 'spine row')} {'is' if rows == 1 else 'are'} before the first event in the "
-            f"Parquet log of {names}, {time_text(first)}: {'its' if rows == 1 else 'their'} windows of "
-            f"{'that view' if len(entries) == 1 else 'those views'} are empty (0 or null), as if nothing happened "
-            "before; if something did, backfill that history first (`streamfeat backfill`)"
-        )
-    return notes
 
 
 def _timestamp_hint(spine: pl.DataFrame, column: str) -> str:

@@ -3,8 +3,9 @@
 The log holds what was applied: a row stamped before a view's first logged event gets that
 view's empty windows (0, null, []), which is right only when nothing happened before. A
 training set does not refuse such rows (serving refuses such an ``as_of``: it answers one
-question, a training set a whole spine), but the command says how many there are, so a
-spine from before the history was backfilled is not silently all zeros.
+question, a training set a whole spine), but ``get_training_set`` says how many there are
+(``coverage_notes``, the one wording of those notes), so a spine from before the history
+was backfilled is not silently all zeros.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import pyarrow.fs as pafs
 from engine.io.log_reader import first_event_time
 from engine.offline.event_windows import I64
 from engine.offline.service_entries import OfflineView
+from engine.timefmt import time_text
+from engine.wording import counted
 
 
 @dataclass(frozen=True)
@@ -39,3 +42,29 @@ def spine_coverage(
         before = len(t_ms) if first is None else int((t_ms < first).sum())
         coverage.append(ViewCoverage(view.name, first, before))
     return coverage
+
+
+def coverage_notes(coverage: Sequence[ViewCoverage]) -> list[str]:
+    """One note per first-event time (views listed together) for spine rows before it."""
+    by_first: dict[int | None, list[ViewCoverage]] = {}
+    for entry in coverage:
+        if entry.rows_before:
+            by_first.setdefault(entry.first_event_ms, []).append(entry)
+    notes = []
+    for first, entries in by_first.items():
+        names = ", ".join(e.view for e in entries)
+        if first is None:
+            notes.append(
+                f"note: the Parquet log of {names} holds no events yet, so every row's windows of "
+                f"{'it' if len(entries) == 1 else 'them'} are empty (0 or null); apply events first "
+                "(`streamfeat run` or `streamfeat backfill`)"
+            )
+            continue
+        rows = entries[0].rows_before
+        notes.append(
+            f"note: {counted(rows, 'spine row')} {'is' if rows == 1 else 'are'} before the first event in the "
+            f"Parquet log of {names}, {time_text(first)}: {'its' if rows == 1 else 'their'} windows of "
+            f"{'that view' if len(entries) == 1 else 'those views'} are empty (0 or null), as if nothing happened "
+            "before; if something did, backfill that history first (`streamfeat backfill`)"
+        )
+    return notes

@@ -4,12 +4,14 @@ For every spine row (entity, t) the service's features are the values serving wo
 have answered at t (docs/semantics.md section 3). The steps, one module each:
 ``service_entries`` (what the service asks for), ``spine`` (checks and times),
 ``view_features`` (stream views from the log, exactly, at event level) and
-``on_demand`` (the shared transform runner). This module plans and joins them.
+``on_demand`` (the shared transform runner). This module plans and joins them, and
+says (``coverage``) when spine rows come before a view's logged events.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -17,6 +19,7 @@ import numpy as np
 import polars as pl
 import pyarrow.fs as pafs
 
+from engine.offline.coverage import coverage_notes, spine_coverage
 from engine.offline.event_windows import I64
 from engine.offline.exceptions import TrainingSetError
 from engine.offline.on_demand import compute_on_demand
@@ -41,6 +44,8 @@ from engine.offline.view_features import compute_view_features
 #: at a time, and each piece reads only the log rows its windows reach: memory follows
 #: the piece, not the spine (5M spine rows over 1M entities peaked at 1.3 GB at once).
 DEFAULT_SPINE_CHUNK_ROWS = 1_000_000
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -157,6 +162,7 @@ def get_training_set(
     *,
     filesystem: pafs.FileSystem | None = None,
     spine_chunk_rows: int = DEFAULT_SPINE_CHUNK_ROWS,
+    on_note: Callable[[str], None] | None = None,
 ) -> pl.DataFrame:
     """Point-in-time correct features of ``service_name`` for every spine row.
 
@@ -164,15 +170,45 @@ def get_training_set(
     service's features in declared order. Spines longer than ``spine_chunk_rows`` are
     evaluated that many rows at a time in event-time order (the values do not depend
     on it: each row's window reads the same log rows).
+
+    Spine rows stamped before a view's first logged event (or any row, when a view's
+    log holds no events) get that view's empty windows (0, null, []): right only if
+    nothing happened before. Each such case gets one note, a line of text, once the set
+    is computed: passed to ``on_note`` when given (e.g. ``print``, ``notes.append``),
+    else logged at WARNING by the ``engine.offline.training`` logger.
     """
     if isinstance(spine_chunk_rows, bool) or not isinstance(spine_chunk_rows, int) or spine_chunk_rows < 1:
         raise TrainingSetError(f"get_training_set: spine_chunk_rows: expected an int >= 1, got {spine_chunk_rows!r}")
+    if on_note is not None and not callable(on_note):
+        raise TrainingSetError(
+            f"get_training_set: on_note: expected a callable taking one str, got {type(on_note).__name__}",
+            hint="pass e.g. on_note=print, or leave it out to log the notes at WARNING",
+        )
     plan = _plan_service(find_service(repo, service_name))
     validate_spine(
         spine, plan.join_keys(), timestamp_column, plan.request_fields, plan.join_key_kinds(), plan.request_kinds
     )
     _check_output_names(service_name, plan, spine)
     t_ms = spine_times_ms(spine, timestamp_column)
+    frame = _features_in_spine_order(plan, spine, t_ms, log_root, filesystem, spine_chunk_rows)
+    coverage = spine_coverage(tuple(plan.views.values()), t_ms, log_root, filesystem)
+    for note in coverage_notes(coverage):
+        if on_note is None:
+            logger.warning("%s", note)
+        else:
+            on_note(note)
+    return frame
+
+
+def _features_in_spine_order(
+    plan: _ServicePlan,
+    spine: pl.DataFrame,
+    t_ms: I64,
+    log_root: str,
+    filesystem: pafs.FileSystem | None,
+    spine_chunk_rows: int,
+) -> pl.DataFrame:
+    """The spine with the plan's outputs, a long spine in event-time pieces."""
     if spine.height <= spine_chunk_rows:
         computed = _compute_features(plan, spine, t_ms, log_root, filesystem)
         return spine.with_columns([computed[owner][n] for owner, n in plan.outputs])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -35,6 +36,7 @@ from engine.offline.exceptions import (
     TrainingSetError,
 )
 from engine.offline.training import get_training_set
+from engine.timefmt import time_text
 from tests.reference import reference_value
 
 G = 1000  # the view's aggregation interval: 1 s
@@ -238,6 +240,51 @@ def test_empty_window_rules(tmp_path: Path) -> None:
         assert row[f"amount_{f}_3s"] is None
     assert row["mean_or_minus_one"] == -1.0 and row["count_or_seven"] == 7
     assert out.row(1, named=True)["count_or_seven"] == 7
+
+
+def test_rows_before_the_log_are_noted_at_warning_through_logging(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The Python API says what the CLI says: spine rows before the view's first logged
+    event get empty windows, and a WARNING of the module's logger says how many."""
+    events = [("a", BASE + 500, 0, 0, 5.0), ("b", BASE + 2500, 1, 0, 1.0)]
+    write_log(str(tmp_path), events)
+    times = [BASE - 1, BASE + 500, BASE - 3000, BASE + 4000]
+    spine = pl.DataFrame({"user_id": ["a", "a", "b", "b"], "event_timestamp": times})
+    first = min(t for _, t, *_ in events)
+    before = sum(t < first for t in times)
+    with caplog.at_level(logging.WARNING, logger="engine.offline.training"):
+        out = get_training_set(REPO, "all_features", spine, str(tmp_path))
+    assert out.height == len(times)
+    (record,) = [r for r in caplog.records if r.name == "engine.offline.training"]
+    assert record.levelno == logging.WARNING
+    assert record.getMessage() == (
+        f"note: {before} spine rows are before the first event in the Parquet log of {spend.name}, "
+        f"{time_text(first)}: their windows of that view are empty (0 or null), as if nothing happened before; "
+        "if something did, backfill that history first (`streamfeat backfill`)"
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="engine.offline.training"):
+        get_training_set(REPO, "all_features", spine.filter(pl.col("event_timestamp") >= first), str(tmp_path))
+    assert caplog.records == []  # every row within the log: nothing to say
+
+
+def test_on_note_receives_the_notes_instead_of_the_log(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    spine = pl.DataFrame({"user_id": ["a"], "event_timestamp": [BASE]})
+    notes: list[str] = []
+    with caplog.at_level(logging.WARNING, logger="engine.offline.training"):
+        out = get_training_set(
+            REPO, "picked", spine.with_columns(req_amount=pl.lit(1.0)), str(tmp_path), on_note=notes.append
+        )
+    assert out["amount_count_1s"].to_list() == [0]
+    assert notes == [
+        f"note: the Parquet log of {spend.name} holds no events yet, so every row's windows of it are empty "
+        "(0 or null); apply events first (`streamfeat run` or `streamfeat backfill`)"
+    ]
+    assert caplog.records == []
+    with pytest.raises(TrainingSetError, match=r"on_note: expected a callable taking one str, got list") as refused:
+        get_training_set(REPO, "all_features", spine, str(tmp_path), on_note=notes)  # type: ignore[arg-type]
+    assert refused.value.hint is not None and "on_note=print" in refused.value.hint
 
 
 def test_selection_order_and_on_demand_views(tmp_path: Path) -> None:
