@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from cli.setting_options import SettingsHelpParser
 from engine.exceptions import StreamfeatError
 
 # Subcommand modules, in the order --help lists them.
@@ -59,7 +60,7 @@ def docs_dir() -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = SettingsHelpParser(
         prog="streamfeat",
         description="Streaming-first feature engine: Kafka -> Bytewax -> RocksDB tiles -> serving.",
         epilog="New here? `streamfeat init my-project` creates a project with the fraud example "

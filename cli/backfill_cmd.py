@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cli.common import Subparsers, check_source_topic
+from cli.common import Subparsers, add_settings_args, check_source_topic
 from engine.exceptions import ConfigError
 from engine.timefmt import parse_cli_time
 from engine.wording import counted
@@ -220,9 +219,7 @@ def register(subparsers: Subparsers) -> None:
             "(see docs/backfill.md). --from kafka: run the source's dataflow until caught up."
         ),
     )
-    parser.add_argument("--repo", type=Path, default=None, help="feature repo (default feature_defs)")
-    parser.add_argument("--data-dir", type=Path, default=None, help="state, plan and log directory")
-    parser.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (for --from kafka)")
+    add_settings_args(parser)  # --bootstrap: for --from kafka
     parser.add_argument("--source", required=True, help="event source name, e.g. transactions")
     parser.add_argument("--views", default=None, help="comma-separated views (default: all of the source)")
     parser.add_argument(

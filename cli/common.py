@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Protocol
 
+from cli.setting_options import add_setting_option
 from engine.config import Settings, load_settings
 
 
@@ -19,15 +20,14 @@ class Subparsers(Protocol):
 
 def add_settings_args(parser: argparse.ArgumentParser, *, kafka: bool = True) -> None:
     group = parser.add_argument_group("settings (override streamfeat.yaml / [tool.streamfeat] / STREAMFEAT_*)")
-    group.add_argument("--repo", type=Path, default=None, help="feature repo directory (default: feature_defs)")
-    group.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="state, plan and log directory (default: .streamfeat)",
+    add_setting_option(parser, "--repo", setting="repo", what="feature repo directory", group=group, type=Path)
+    add_setting_option(
+        parser, "--data-dir", setting="data_dir", what="state, plan and log directory", group=group, type=Path
     )
     if kafka:
-        group.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default: 127.0.0.1:9092)")
+        add_setting_option(
+            parser, "--bootstrap", setting="kafka_bootstrap", what="Kafka bootstrap servers", group=group
+        )
 
 
 def settings_from(args: argparse.Namespace, **extra: object) -> Settings:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cli.common import Subparsers, add_settings_args, settings_from
+from cli.setting_options import add_setting_option
 
 
 def register(subparsers: Subparsers) -> None:
@@ -14,11 +15,7 @@ def register(subparsers: Subparsers) -> None:
         description="Needs serving started with request logging (setting request_log_dir).",
     )
     add_settings_args(parser, kafka=False)
-    parser.add_argument(
-        "--request-log",
-        default=None,
-        help="request log directory (default: setting request_log_dir)",
-    )
+    add_setting_option(parser, "--request-log", setting="request_log_dir", what="request log directory")
     parser.add_argument("--service", action="append", default=None, help="only this service (repeatable)")
     parser.add_argument(
         "--max-mismatch-rate",

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from cli.common import settings_from
+from cli.setting_options import add_setting_option
 from engine import generate
 from engine.clock import wall_clock_ms
 from engine.exceptions import ConfigError
@@ -160,7 +161,5 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--topic", default=DEFAULT_TOPIC, help="produce to this Kafka topic, keyed by user_id (default %(default)s)"
     )
     out.add_argument("--parquet", type=Path, help="write <DIR>/date=YYYY-MM-DD/part-0.parquet instead")
-    parser.add_argument(
-        "--bootstrap", default=None, help="Kafka bootstrap servers (default: kafka_bootstrap of streamfeat.yaml)"
-    )
+    add_setting_option(parser, "--bootstrap", setting="kafka_bootstrap", what="Kafka bootstrap servers")
     parser.set_defaults(handler=_run)

@@ -10,6 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from cli.setting_options import add_setting_option
 from engine import kafka_local
 from engine.config import load_settings
 from engine.exceptions import ConfigError
@@ -142,11 +143,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     actions.required = True
     for name, help_text, handler, timeout, timeout_help in _ACTIONS:
         parser = actions.add_parser(name, help=help_text)
-        parser.add_argument(
+        add_setting_option(
+            parser,
             "--port",
+            setting="kafka_bootstrap",
+            what="PLAINTEXT port on 127.0.0.1: that of kafka_bootstrap",
             type=int,
-            default=None,
-            help="PLAINTEXT port on 127.0.0.1 (default: the port of kafka_bootstrap, 9092)",
         )
         parser.add_argument(
             "--data-dir",

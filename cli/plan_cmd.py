@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from cli.common import Subparsers, add_settings_args, settings_from
+from cli.setting_options import add_setting_option
 
 
 def register(subparsers: Subparsers) -> None:
@@ -19,14 +20,11 @@ def register(subparsers: Subparsers) -> None:
             "--plan-file",
             type=Path,
             default=None,
-            help="plan file (default: <data_dir>/plan.json, .streamfeat/plan.json)",
+            help="plan file (default: plan.json in the data directory, see --data-dir)",
         )
         if command == "apply":
-            parser.add_argument(
-                "--shards",
-                type=int,
-                default=None,
-                help="state shards; only at the first apply (default: settings 'state_shards', 8)",
+            add_setting_option(
+                parser, "--shards", setting="state_shards", what="state shards; only at the first apply", type=int
             )
         parser.set_defaults(handler=handler)
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from cli.common import Subparsers, add_settings_args, check_source_topic, log_to_file, settings_from
 from cli.run_report import RunReporter
+from cli.setting_options import add_setting_option
 from engine.config import Settings
 from engine.exceptions import DataflowRunError, StreamfeatError
 from engine.ports import free_ports
@@ -52,14 +53,17 @@ def register(subparsers: Subparsers) -> None:
         action="store_true",
         help="stop at the end offsets seen at start instead of tailing the topic",
     )
-    parser.add_argument(
+    add_setting_option(
+        parser,
         "--batch-size",
+        setting="batch_size",
+        what="records per Kafka batch at most; a read never waits for more",
         type=int,
-        default=None,
-        help="records per Kafka batch at most (default: 30000; a read never waits for more)",
     )
-    parser.add_argument("--online", choices=("rocksdb", "redis"), default=None, help="also write tiles to Redis")
-    parser.add_argument("--redis-url", default=None, help="Redis URL for --online redis")
+    add_setting_option(
+        parser, "--online", setting="online", what="redis: also write tiles to Redis", choices=("rocksdb", "redis")
+    )
+    add_setting_option(parser, "--redis-url", setting="redis_url", what="Redis URL for --online redis")
     parser.add_argument(
         "--verbose",
         action="store_true",

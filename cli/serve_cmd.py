@@ -15,6 +15,7 @@ import socket
 from typing import Any
 
 from cli.common import Subparsers, add_settings_args
+from cli.setting_options import add_setting_option
 
 GC_GEN0_THRESHOLD = 50_000
 
@@ -26,39 +27,44 @@ def register(subparsers: Subparsers) -> None:
         description="Serve the repo's feature services over HTTP. Run `streamfeat apply` first.",
     )
     add_settings_args(parser, kafka=False)
-    parser.add_argument("--host", default=None, help="listen address (default: settings 'serve_host', 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=None, help="port (default: settings 'serve_port', 8000)")
+    add_setting_option(parser, "--host", setting="serve_host", what="listen address")
+    add_setting_option(parser, "--port", setting="serve_port", what="port", type=int)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
-    parser.add_argument(
+    add_setting_option(
+        parser,
         "--online",
+        setting="online",
+        what="online table: RocksDB secondaries over the state directory, or Redis",
         choices=("rocksdb", "redis"),
-        default=None,
-        help="online table: RocksDB secondaries over the state directory, or Redis",
     )
-    parser.add_argument("--redis-url", default=None, help="redis://host:port/db when --online redis")
-    parser.add_argument(
+    add_setting_option(parser, "--redis-url", setting="redis_url", what="redis://host:port/db when --online redis")
+    add_setting_option(
+        parser,
         "--header-timeout-ms",
+        setting="header_timeout_ms",
+        what="408 when a request's line and headers take longer",
         type=int,
-        default=None,
-        help="408 when a request's line and headers take longer (default 10000)",
     )
-    parser.add_argument(
+    add_setting_option(
+        parser,
         "--body-timeout-ms",
+        setting="body_timeout_ms",
+        what="408 when a request's body takes longer after its headers",
         type=int,
-        default=None,
-        help="408 when a request's body takes longer after its headers (default 30000)",
     )
-    parser.add_argument(
+    add_setting_option(
+        parser,
         "--max-connections-per-client",
+        setting="max_connections_per_client",
+        what="open connections allowed per client address, 0 for no cap",
         type=int,
-        default=None,
-        help="open connections allowed per client address, 0 for no cap (default 128)",
     )
-    parser.add_argument(
+    add_setting_option(
+        parser,
         "--max-in-flight",
+        setting="max_in_flight",
+        what="complete requests served at once before 503 overloaded",
         type=int,
-        default=None,
-        help="complete requests served at once before 503 overloaded (default 64)",
     )
     parser.set_defaults(handler=_serve)
 

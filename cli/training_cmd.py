@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cli.common import Subparsers
+from cli.common import Subparsers, add_settings_args
 from engine.exceptions import ConfigError
 from engine.wording import counted
 
@@ -102,8 +102,7 @@ def register(subparsers: Subparsers) -> None:
         description="Every spine row (entity keys, timestamp) gets the service's features as of "
         "its timestamp, computed from the Parquet log (docs/semantics.md section 3).",
     )
-    parser.add_argument("--repo", type=Path, default=None, help="feature repo (default feature_defs)")
-    parser.add_argument("--data-dir", type=Path, default=None, help="state, plan and log directory")
+    add_settings_args(parser, kafka=False)
     parser.add_argument("--service", required=True, help="feature service name")
     parser.add_argument("--spine", type=Path, required=True, help="spine file (.parquet or .csv)")
     parser.add_argument("--out", type=Path, required=True, help="output Parquet file")

@@ -16,7 +16,7 @@ import dataclasses
 import difflib
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -169,6 +169,23 @@ def _read_yaml(project_dir: Path) -> Mapping[str, object]:
     return data
 
 
+def _configured(root: Path, environ: Mapping[str, str]) -> Iterator[tuple[str, object, str, str]]:
+    """Every setting the project and the environment give, lowest precedence first:
+    (key, raw value, where it is said in full for errors, where it is said in short)."""
+    for origin, short, layer in (
+        (f"{root / 'pyproject.toml'} [tool.streamfeat]", "[tool.streamfeat] of pyproject.toml", _read_pyproject(root)),
+        (str(root / "streamfeat.yaml"), "streamfeat.yaml", _read_yaml(root)),
+    ):
+        for key, raw in layer.items():
+            yield str(key), raw, origin, short
+    for name, raw in environ.items():
+        if name.startswith(ENV_PREFIX):
+            key = name[len(ENV_PREFIX) :].lower()
+            if key in ("cache_dir", "faults", "faults_seed", "faults_soak_s"):  # engine.kafka_local, tests/faults
+                continue
+            yield key, raw, f"environment variable {name}", name
+
+
 def load_settings(
     project_dir: Path | None = None,
     *,
@@ -179,20 +196,32 @@ def load_settings(
     root = (project_dir or Path.cwd()).resolve() if project_dir is not None else Path.cwd()
     # Each value has its own field's type (checked by _coerce): only replace() sees them all.
     values: dict[str, Any] = {"project_dir": root}
-    for origin, layer in (
-        (f"{root / 'pyproject.toml'} [tool.streamfeat]", _read_pyproject(root)),
-        (str(root / "streamfeat.yaml"), _read_yaml(root)),
-    ):
-        for key, raw in layer.items():
-            values[key] = _coerce(str(key), raw, origin)
-    environ = os.environ if env is None else env
-    for name, raw in environ.items():
-        if name.startswith(ENV_PREFIX):
-            key = name[len(ENV_PREFIX) :].lower()
-            if key in ("cache_dir", "faults", "faults_seed", "faults_soak_s"):  # engine.kafka_local, tests/faults
-                continue
-            values[key] = _coerce(key, raw, f"environment variable {name}")
+    for key, raw, origin, _ in _configured(root, os.environ if env is None else env):
+        values[key] = _coerce(key, raw, origin)
     for key, raw in (overrides or {}).items():
         if raw is not None:
             values[key] = _coerce(key, raw, "command-line flags")
     return dataclasses.replace(Settings(), **values)
+
+
+def configured_setting(
+    key: str, project_dir: Path | None = None, *, env: Mapping[str, str] | None = None
+) -> tuple[SettingValue, str | None]:
+    """The value setting ``key`` takes in ``project_dir`` (default: the current directory)
+    when no flag gives one, and where it comes from in short (``"streamfeat.yaml"``,
+    ``"STREAMFEAT_DATA_DIR"``; None: the built-in default). Raises ConfigError as
+    :func:`load_settings` does for a broken configuration.
+
+    >>> configured_setting("serve_port", Path("/nonexistent"), env={"STREAMFEAT_SERVE_PORT": "8080"})
+    (8080, 'STREAMFEAT_SERVE_PORT')
+    """
+    if key not in _FIELD_TYPES:
+        raise ValueError(f"configured_setting: key: expected one of {sorted(_FIELD_TYPES)}, got {key!r}")
+    root = project_dir if project_dir is not None else Path.cwd()
+    value: SettingValue = getattr(Settings(), key)
+    where: str | None = None
+    for name, raw, origin, short in _configured(root, os.environ if env is None else env):
+        coerced = _coerce(name, raw, origin)  # every key checked, as load_settings does
+        if name == key:
+            value, where = coerced, short
+    return value, where
