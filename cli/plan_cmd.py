@@ -29,19 +29,22 @@ def register(subparsers: Subparsers) -> None:
         parser.set_defaults(handler=handler)
 
 
-def _paths(args: argparse.Namespace) -> tuple[Path, Path, int]:
+def _paths(args: argparse.Namespace) -> tuple[Path, Path, int, bool]:
+    """The repo, the plan file, the configured shard count, and whether the state holds anything yet."""
+    from engine.state.layout import holds_state
+
     settings = settings_from(args)
     plan_file: Path = args.plan_file if args.plan_file is not None else settings.plan_file
-    return settings.repo_path, plan_file, settings.state_shards
+    return settings.repo_path, plan_file, settings.state_shards, holds_state(settings.state_dir)
 
 
 def _plan(args: argparse.Namespace) -> int:
     from engine.definitions.repo import load_repo
     from engine.plan import compute_plan, load_applied_plan
 
-    repo_path, plan_file, _ = _paths(args)
+    repo_path, plan_file, _, has_state = _paths(args)
     repo = load_repo(repo_path)  # RepoValidationError -> exit 2 with every error listed
-    plan = compute_plan(repo, load_applied_plan(plan_file))
+    plan = compute_plan(repo, load_applied_plan(plan_file), has_state=has_state)
     print(f"repo {repo_path} against {plan_file}:")
     print(plan.render())
     return 0
@@ -51,12 +54,12 @@ def _apply(args: argparse.Namespace) -> int:
     from engine.definitions.repo import load_repo
     from engine.plan import apply_plan, load_applied_plan
 
-    repo_path, plan_file, configured_shards = _paths(args)
+    repo_path, plan_file, configured_shards, has_state = _paths(args)
     repo = load_repo(repo_path)
     previous = load_applied_plan(plan_file)
     # An explicit --shards must match the applied count; the configured value only seeds the first apply.
     shards = args.shards if args.shards is not None else (configured_shards if previous is None else None)
-    plan, applied = apply_plan(repo, plan_file, shards=shards)
+    plan, applied = apply_plan(repo, plan_file, shards=shards, has_state=has_state)
     print(plan.render())
     print(f"applied: wrote {plan_file} (format {applied.format_version}, {applied.shards} shards)")
     return 0

@@ -30,6 +30,7 @@ from engine.definitions.repo import FeatureRepo
 from engine.json_types import JSONObject
 from engine.kernel.layout import COLUMN_VALUE_FUNCTIONS
 from engine.timefmt import duration_text
+from engine.wording import counted
 
 PLAN_FORMAT_VERSION = 1
 DEFAULT_SHARDS = 8
@@ -106,6 +107,7 @@ class Change:
     details: tuple[str, ...] = ()
     fingerprint_before: str | None = None
     fingerprint_after: str | None = None
+    starts_empty: bool = False  # a new view in a project holding no state: nothing to backfill from it
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,13 @@ class Plan:
         marks = {"new": "+", "changed": "~", "removed": "-"}
         for change in self.changes:
             label = change.kind.replace("_", " ")
-            suffix = "  [needs backfill]" if change.needs_backfill else ""
+            suffix = (
+                "  [needs backfill]"
+                if change.needs_backfill
+                else "  [state starts empty]"
+                if change.starts_empty
+                else ""
+            )
             lines.append(
                 f"  {marks[change.action]} {label} {change.name}: {change.action}{suffix}" + self._version_note(change)
             )
@@ -150,6 +158,12 @@ class Plan:
             f"{counts['new']} new, {counts['changed']} changed, {counts['removed']} removed, "
             f"{len(self.unchanged)} unchanged; needs backfill: {', '.join(self.needs_backfill) or 'none'}"
         )
+        empty = sum(c.starts_empty for c in self.changes)
+        if empty:
+            lines.append(
+                f"{counted(empty, 'new view')} {'starts' if empty == 1 else 'start'} with empty state: the project "
+                "holds no state yet, so there is nothing to backfill; run `streamfeat backfill` only if you have history"
+            )
         return "\n".join(lines)
 
 
@@ -236,9 +250,21 @@ def _refuse_int_retyping(view: str, before: Mapping[str, Any], after: Mapping[st
 
 
 def compute_plan(
-    repo: FeatureRepo, previous: AppliedPlan | None, *, shards: int | None = None, check_transforms: bool = True
+    repo: FeatureRepo,
+    previous: AppliedPlan | None,
+    *,
+    shards: int | None = None,
+    check_transforms: bool = True,
+    has_state: bool | None = None,
 ) -> Plan:
-    """Diffs the repo against the previous applied plan (None: nothing applied yet)."""
+    """Diffs the repo against the previous applied plan (None: nothing applied yet).
+
+    A view whose fingerprint changed needs a backfill: its old state is not reused. A new
+    view does too when the project already holds state (its source's past events were
+    applied to the other views only); in a project with none (``has_state`` False; None:
+    whether a plan was applied before) it starts empty like every view, so there is
+    nothing to backfill unless the user has history (``Change.starts_empty``).
+    """
     if shards is not None and (not isinstance(shards, int) or isinstance(shards, bool) or not 1 <= shards <= 4096):
         raise PlanError(f"shards: expected an integer from 1 to 4096, got {shards!r}", hint="use e.g. --shards 8")
     if previous is not None and shards is not None and shards != previous.shards:
@@ -258,6 +284,7 @@ def compute_plan(
     now: PlanEntries = repo_entries(repo)
     old: PlanEntries = previous.entries if previous else {}
     removed_fps = {e["fingerprint"] for n, e in old.get("view", {}).items() if n not in now["view"]}
+    project_has_state = previous is not None if has_state is None else has_state
     changes: list[Change] = []
     unchanged: list[tuple[str, str]] = []
     for kind in KINDS:
@@ -270,7 +297,19 @@ def compute_plan(
                 # A new view has no state, unless it is a rename of a removed view with the same partials.
                 renamed = kind == "view" and fp_after in removed_fps
                 notes: tuple[str, ...] = ("same fingerprint as a removed view: its state is reused",) if renamed else ()
-                changes.append(Change(kind, name, "new", kind == "view" and not renamed, notes, None, fp_after))
+                empty = kind == "view" and not renamed
+                changes.append(
+                    Change(
+                        kind,
+                        name,
+                        "new",
+                        empty and project_has_state,
+                        notes,
+                        None,
+                        fp_after,
+                        starts_empty=empty and not project_has_state,
+                    )
+                )
             elif after is None:
                 changes.append(Change(kind, name, "removed", False, (), fp_before, None))
             elif dict(before) != after:
@@ -346,11 +385,18 @@ def load_applied(path: str | Path, views: Iterable[AppliedView]) -> AppliedPlan:
 
 
 def apply_plan(
-    repo: FeatureRepo, plan_file: str | Path | None = None, *, shards: int | None = None, check_transforms: bool = True
+    repo: FeatureRepo,
+    plan_file: str | Path | None = None,
+    *,
+    shards: int | None = None,
+    check_transforms: bool = True,
+    has_state: bool | None = None,
 ) -> tuple[Plan, AppliedPlan]:
     """Computes the plan against the plan file and writes the new plan file atomically."""
     file = Path(plan_file) if plan_file is not None else DEFAULT_PLAN_FILE
-    plan = compute_plan(repo, load_applied_plan(file), shards=shards, check_transforms=check_transforms)
+    plan = compute_plan(
+        repo, load_applied_plan(file), shards=shards, check_transforms=check_transforms, has_state=has_state
+    )
     applied = AppliedPlan(
         shards=plan.shards, entries=plan.entries, applied_at=datetime.now(UTC).isoformat(timespec="seconds")
     )

@@ -35,6 +35,11 @@ def shard_exists(path: Path) -> bool:
     return (path / "CURRENT").is_file()
 
 
+def holds_state(state_dir: Path) -> bool:
+    """True once a run or backfill has created the state directory's shards (its meta file)."""
+    return (state_dir / META_FILE).is_file()
+
+
 def read_meta_shards(state_dir: Path) -> int | None:
     """The shard count recorded in ``meta.json``, or None when there is no meta file yet."""
     meta = state_dir / META_FILE

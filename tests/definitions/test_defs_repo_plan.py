@@ -29,6 +29,7 @@ from engine.plan import (
     load_applied,
     load_applied_plan,
 )
+from engine.state.rocksdb_store import RocksDBStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,6 +71,14 @@ from engine.definitions import FeatureService
 from {pkg}.views import spend
 from {pkg}.odfv import ratio
 scoring = FeatureService(name="scoring", features=[spend, ratio])
+"""
+MORE_VIEWS = """
+from datetime import timedelta
+from engine.definitions import Aggregation, StreamFeatureView
+from {pkg}.entities import user
+from {pkg}.sources import tx
+big_spend = StreamFeatureView(name="big_spend", source=tx, entities=[user],
+    aggregations=[Aggregation(column="amount", function="max", window=timedelta(hours=1))])
 """
 
 
@@ -283,7 +292,16 @@ def test_plan_apply_cycle(tmp_path: Path) -> None:
         ("on_demand_view", "ratio", "new"),
         ("service", "scoring", "new"),
     }
-    assert first.needs_backfill == ("spend",)
+    # Nothing applied, no state: the new view starts empty, there is nothing to backfill.
+    assert first.needs_backfill == () and [c.name for c in first.changes if c.starts_empty] == ["spend"]
+    assert "+ view spend: new  [state starts empty]" in first.render()
+    assert first.render().endswith(
+        "; needs backfill: none\n1 new view starts with empty state: the project holds no state yet, so there is "
+        "nothing to backfill; run `streamfeat backfill` only if you have history"
+    )
+    # A state already there (a plan file started over): the new view misses its source's past events.
+    over_state = compute_plan(repo, None, has_state=True)
+    assert over_state.needs_backfill == ("spend",) and not any(c.starts_empty for c in over_state.changes)
 
     _, applied = apply_plan(repo, plan_file)
     data = json.loads(plan_file.read_text())
@@ -389,13 +407,24 @@ def test_cli_plan_and_apply(
         monkeypatch.delenv(name)
     repo = write_repo(tmp_path, "repo_cli")
     assert run_cli(monkeypatch, "plan", "--repo", str(repo)) == 0
-    assert "+ view spend: new  [needs backfill]" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "+ view spend: new  [state starts empty]" in out and "needs backfill: none" in out
     assert run_cli(monkeypatch, "apply", "--repo", str(repo), "--shards", "3") == 0
     assert "3 shards" in capsys.readouterr().out
     plan_file = tmp_path / ".streamfeat" / "plan.json"
     assert json.loads(plan_file.read_text())["shards"] == 3
     assert run_cli(monkeypatch, "plan", "--repo", str(repo), "--plan-file", str(plan_file)) == 0
     assert "No changes" in capsys.readouterr().out
+
+    # A view added before anything ran starts empty too; once a run has made the state, it needs a backfill.
+    (repo / "more_views.py").write_text(MORE_VIEWS.replace("{pkg}", "repo_cli"))
+    assert run_cli(monkeypatch, "plan", "--repo", str(repo)) == 0
+    assert "+ view big_spend: new  [state starts empty]" in capsys.readouterr().out
+    RocksDBStore(tmp_path / ".streamfeat" / "state", 3).close()  # the shards a run or backfill creates
+    assert run_cli(monkeypatch, "plan", "--repo", str(repo)) == 0
+    out = capsys.readouterr().out
+    assert "+ view big_spend: new  [needs backfill]" in out and out.rstrip().endswith("needs backfill: big_spend")
+    assert "empty state" not in out
     assert run_cli(monkeypatch, "apply", "--repo", str(repo), "--shards", "5") == 2
     assert "fixed at the first apply" in capsys.readouterr().err
 
