@@ -117,10 +117,12 @@ class RunReporter:
         how = "caught up" if caught_up else ("stopped" if interrupted else "finished")
         lag = self.lag(counts.next_offsets, fresh=True)
         lag_text = "" if caught_up or lag is None else f", lag {lag:,}"
+        # "none" as on the live line; a total only when there are reasons to add up.
+        dead = f"{counts.dead_total:,} ({counts.dead_text()})" if counts.dead_total else counts.dead_text()
         text = (
             f"run {how}: read {counted(counts.read, 'record')} from {self.topic!r} in {seconds:.1f} s "
             f"({counts.read / seconds:,.0f}/s); applied {counts.applied_text()} (the events each view's filter keeps); "
-            f"dead letters {counts.dead_total:,} ({counts.dead_text()}){lag_text}"
+            f"dead letters {dead}{lag_text}"
         )
         if counts.mostly_dead():
             text = dead_letter_alarm(counts, dlq_topic_for(self.topic), self.bootstrap) + "\n" + text

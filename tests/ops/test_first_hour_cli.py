@@ -385,6 +385,8 @@ def test_a_second_writer_of_the_state_is_refused_in_one_line(
     # The lock went with its holder: the same command now runs (the first run applied the 200).
     again = streamfeat_in(project, "run", "--until-caught-up")
     assert again.returncode == 0 and "run caught up: read 0 records" in again.stdout, again.stderr
+    (summary,) = [line for line in again.stdout.splitlines() if line.startswith("run caught up:")]
+    assert summary.endswith("; dead letters none"), summary  # as the live line says it, not "0 (none)"
 
 
 def test_backfill_stops_on_ctrl_c_and_the_same_command_resumes(tmp_path: Path) -> None:
