@@ -56,6 +56,17 @@ def _corrupt(view: CompiledView, exc: TileCodecError) -> ServerError:
     )
 
 
+def evaluate_one(
+    view: CompiledView, record: bytes | None, t_ms: int, key: bytes | None, cache: WindowCache | None
+) -> CachedWindows:
+    """One entity's values of ``view`` as of ``t_ms`` from its stored ``record`` (None: no
+    record), through ``cache`` under the entity ``key`` when both are given."""
+    try:
+        return evaluate_record(view.plan, record, t_ms, cache, None if key is None else (view.cache_prefix, key))
+    except TileCodecError as exc:
+        raise _corrupt(view, exc) from exc
+
+
 def evaluate_view(
     view: CompiledView,
     records: list[bytes | None],
@@ -72,11 +83,9 @@ def evaluate_view(
     names = plan.names
     if len(records) == 1:
         raw = records[0]
-        key = None if keys is None else (view.cache_prefix, keys[0])
-        try:
-            one = evaluate_record(plan, raw, t_ms if isinstance(t_ms, int) else t_ms[0], cache, key)
-        except TileCodecError as exc:
-            raise _corrupt(view, exc) from exc
+        one = evaluate_one(
+            view, raw, t_ms if isinstance(t_ms, int) else t_ms[0], None if keys is None else keys[0], cache
+        )
         values, empty, newest = one.values, one.empty, one.max_event_ts
         return ViewValues(
             columns={n: [v] for n, v in zip(names, values, strict=True)},

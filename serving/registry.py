@@ -121,6 +121,52 @@ class CompiledTransform:
     input_views: Mapping[str, str | None]  # input -> the view it is read from (None: request data)
 
 
+@dataclass(frozen=True, slots=True)
+class RowPlan:
+    """Where a one-row answer of a service takes each value from (serving/one_row.py),
+    fixed per service. Views are named by their index in ``CompiledService.views`` and a
+    value by its position in that view's ``plan.names``; a name two views share resolves
+    to the last of them, as the general path's views-by-name dict does."""
+
+    key_of: tuple[int, ...]  # per view: the first view with the same join keys (its entity key is reused)
+    features: tuple[tuple[str, int, int], ...]  # per feature a view owns: (name, view, position)
+    numeric: tuple[tuple[int, ...], ...]  # per view: positions of its non-list features (invalid counts)
+    # per transform, per input: (input name, view, position); view -1: request data
+    transform_inputs: tuple[tuple[tuple[str, int, int], ...], ...]
+
+    @classmethod
+    def of(
+        cls,
+        views: tuple[CompiledView, ...],
+        transforms: tuple[CompiledTransform, ...],
+        features: tuple[str, ...],
+        owner: Mapping[str, str],
+    ) -> RowPlan:
+        index = {view.name: i for i, view in enumerate(views)}
+        first: dict[tuple[str, ...], int] = {}
+        key_of = tuple(first.setdefault(view.join_keys, i) for i, view in enumerate(views))
+
+        def position(view: int, name: str) -> int:
+            return views[view].plan.names.index(name)
+
+        return cls(
+            key_of=key_of,
+            features=tuple(
+                (name, index[owner[name]], position(index[owner[name]], name))
+                for name in features
+                if owner[name] in index
+            ),
+            numeric=tuple(tuple(view.plan.names.index(name) for name in view.numeric_features) for view in views),
+            transform_inputs=tuple(
+                tuple(
+                    (name, -1, -1) if source is None else (name, index[source], position(index[source], name))
+                    for name, source in transform.input_views.items()
+                )
+                for transform in transforms
+            ),
+        )
+
+
 @dataclass(frozen=True)
 class CompiledService:
     name: str
@@ -140,6 +186,11 @@ class CompiledService:
     def columns(self) -> tuple[str, ...]:
         """Response column order: join keys first, then the features."""
         return self.join_keys + self.features
+
+    @cached_property
+    def row_plan(self) -> RowPlan:
+        """Where a one-row answer takes each value from (built on first use, once)."""
+        return RowPlan.of(self.views, self.transforms, self.features, self.feature_owner)
 
     def _computed_by(self, feature: str) -> JSONObject:
         """How a stream view computes ``feature``: its function, column and window
@@ -237,7 +288,7 @@ def compile_service(service: FeatureService, views: Mapping[str, CompiledView]) 
                     hint="give the join key one type in every source schema",
                 )
     owner = {name: ref.view.name for ref in service.refs for name in ref.features}
-    return CompiledService(
+    compiled = CompiledService(
         name=service.name,
         description=service.description,
         join_keys=service.entity_join_keys,
@@ -251,6 +302,8 @@ def compile_service(service: FeatureService, views: Mapping[str, CompiledView]) 
         fingerprint=service.fingerprint_hex,
         ab_split=tuple(service.ab_split.items()),
     )
+    compiled.row_plan  # noqa: B018  # built at start-up, not by the first request
+    return compiled
 
 
 def build_registry(repo: FeatureRepo, plan: AppliedPlan) -> Registry:

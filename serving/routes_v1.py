@@ -15,6 +15,7 @@ from serving.ab_routing import merge_answers, split_request
 from serving.auth import readable_services
 from serving.deps import Labels, ServingState, get_state, json_response, observed, read_asgi_body
 from serving.exceptions import OnlineTableUnavailableError, ServingError
+from serving.one_row import answer_one_row
 from serving.pipeline import FeatureResult, compute_async
 from serving.registry import Registry
 from serving.request import build_request, check_keys, parse_json
@@ -73,7 +74,12 @@ async def answer_features(state: ServingState, service: str, scope: Scope, recei
             ]
             answer = merge_answers(feature_request, parts)
         else:
-            answer = v1_body(await compute_async(state.online, feature_request, state.history))
+            one_row = answer_one_row(state.online, state.history, feature_request)
+            answer = (
+                one_row
+                if one_row is not None
+                else v1_body(await compute_async(state.online, feature_request, state.history))
+            )
         if state.request_log is not None:
             state.request_log.record(
                 compiled.name,

@@ -299,8 +299,17 @@ class RocksDBOnlineTable(ClosesOnExit):
         return result
 
     def read_views(self, requests: Sequence[tuple[bytes, Sequence[bytes]]]) -> list[list[bytes | None]]:
-        """One :meth:`read` per view (local reads: nothing to batch across views)."""
-        return [self.read(fingerprint, keys) for fingerprint, keys in requests]
+        """One :meth:`read` per view (local reads: nothing to batch across views); when
+        every view reads one key (a one-entity request), one get each under one lock."""
+        if any(len(keys) != 1 for _, keys in requests):
+            return [self.read(fingerprint, keys) for fingerprint, keys in requests]
+        full_keys = []
+        for fingerprint, (key,) in requests:
+            _check_key(0, key)  # the key's index in its view's request, as read() names it
+            prefix, hash_key, _ = self._view_keys(fingerprint)
+            full_keys.append((hash_key(key) % self.n_shards, prefix + key))
+        with self._read_lock:
+            return [[self._open_shard(shard).get(full_key)] for shard, full_key in full_keys]
 
     def read_meta(self, fingerprint: bytes) -> Freshness:
         """The view's freshness: the freshest of its records in every shard (shards not
