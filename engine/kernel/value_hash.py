@@ -73,6 +73,15 @@ def _string_hash(text: str) -> int:
     return hashed
 
 
+def _string_hashes(texts: list[str]) -> UInt64Array:
+    """The hash of each text, through the memo: one C-level lookup per text and one
+    Python call per text the memo misses (a per-text generator cost several times more)."""
+    hashes = list(map(_STRING_HASHES.get, texts))
+    if None in hashes:
+        hashes = [_string_hash(text) if h is None else h for h, text in zip(hashes, texts, strict=True)]
+    return np.array(hashes, dtype=np.uint64)
+
+
 #: Canonical bytes of recently seen strings (the list kinds store them), bounded like
 #: :data:`_STRING_HASHES`.
 _STRING_BYTES: dict[str, bytes] = {}
@@ -88,8 +97,10 @@ def _string_bytes(text: str) -> bytes:
 def canonical_strings(texts: list[str]) -> list[bytes]:
     """``canonical_bytes`` of each string, each text encoded once per process while the
     memo holds it."""
-    known = _STRING_BYTES.get
-    return [known(text) or _string_bytes(text) for text in texts]
+    encoded = list(map(_STRING_BYTES.get, texts))
+    if None in encoded:
+        return [_string_bytes(text) if e is None else e for e, text in zip(encoded, texts, strict=True)]
+    return encoded  # type: ignore[return-value]  # no None left: every text was in the memo
 
 
 def hash_values(values: npt.NDArray[np.generic]) -> UInt64Array:
@@ -104,9 +115,8 @@ def hash_values(values: npt.NDArray[np.generic]) -> UInt64Array:
         arr = arr.astype(np.float64) + 0.0  # -0.0 and 0.0 are the same float
     if arr.dtype.kind == "O":
         items = arr.tolist()
-        if all(type(v) is str for v in items):  # a string column: each text hashed once per process
-            known = _STRING_HASHES.get
-            return np.fromiter((known(v) or _string_hash(v) for v in items), dtype=np.uint64, count=len(items))
+        if set(map(type, items)) == {str}:  # a string column: each text hashed once per process
+            return _string_hashes(items)
     try:
         uniques, inverse = np.unique(arr, return_inverse=True)
     except TypeError:  # values of several types cannot be sorted: hash each distinct one
@@ -146,7 +156,7 @@ def value_bytes(values: npt.NDArray[np.generic]) -> list[bytes]:
         true, false = _TAG_BOOL + b"\x01", _TAG_BOOL + b"\x00"
         return [true if v else false for v in arr.tolist()]
     items = arr.tolist()
-    if all(type(v) is str for v in items):
+    if set(map(type, items)) == {str}:
         return canonical_strings(items)
     return [canonical_bytes(v) for v in items]
 

@@ -214,8 +214,8 @@ class ValueList:
             # Each distinct value's newest event in its group: the last of its run once
             # sorted by (group, value, index); events are sorted by (e, position) per group.
             encoded = value_bytes(values)
-            ids: dict[bytes, int] = {}
-            value_ids = np.fromiter((ids.setdefault(b, len(ids)) for b in encoded), dtype=np.int64, count=total)
+            ids = {b: i for i, b in enumerate(dict.fromkeys(encoded))}  # first-seen numbering
+            value_ids = np.fromiter(map(ids.__getitem__, encoded), dtype=np.int64, count=total)
             order = lex_order((index, value_ids, groups))
             newest = np.ones(total, dtype=bool)
             newest[:-1] = (value_ids[order][1:] != value_ids[order][:-1]) | (groups[order][1:] != groups[order][:-1])
