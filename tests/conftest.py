@@ -2,9 +2,12 @@
 
 Fixtures live in ``tests/fixtures`` (one module per service) and are registered here:
 
-- ``kafka_bootstrap`` (session): ``$KAFKA_BOOTSTRAP``, else a broker already answering at
-  127.0.0.1:9092, else one started through ``engine.kafka_local`` (and stopped at the
-  end of the session only in that case).
+- ``kafka_bootstrap`` (session): ``$KAFKA_BOOTSTRAP`` when set (a long-running broker, to
+  skip the start-up), else the session's own broker (``kafka_broker``), started through
+  ``engine.kafka_local`` on free loopback ports with its own data directory and stopped at
+  the end (a watchdog process stops it if the session dies without its teardown):
+  brokers of anyone else on the machine, 127.0.0.1:9092 included, are never used.
+  Started once per pytest process, so parallel sessions each have their own.
 - ``kafka_topic`` (function): factory ``kafka_topic(partitions=3) -> str`` creating a
   uuid-named topic, deleted (with any ``<topic>.*`` topics such as its DLQ) at teardown.
 - ``STREAMFEAT_METRICS_PORT`` is 0 for the session (and its subprocesses) unless already set.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,6 +18,8 @@ from engine.kafka_local import BrokerConfig
 from engine.ports import free_ports
 
 pytestmark = pytest.mark.kafka
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _jvms_for(config: BrokerConfig) -> list[int]:
@@ -32,16 +36,66 @@ def _jvms_for(config: BrokerConfig) -> list[int]:
     return pids
 
 
-def test_session_broker_answers_and_start_is_idempotent(kafka_bootstrap: str) -> None:
+def test_session_broker_answers_and_start_is_idempotent(
+    kafka_broker: BrokerConfig | None, kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert kafka_local.metadata_answers(kafka_bootstrap)
-    status = kafka_local.broker_status(kafka_local.DEFAULT_PORT)
-    if kafka_bootstrap != status.bootstrap or not status.running:
-        pytest.skip(f"session broker {kafka_bootstrap} is not a streamfeat broker on the default port")
-    again = kafka_local.start_broker(kafka_local.DEFAULT_PORT)
+    if kafka_broker is None:
+        pytest.skip(f"the session uses $KAFKA_BOOTSTRAP={kafka_bootstrap}, not a broker it started")
+    status = kafka_local.broker_status(config=kafka_broker)
+    assert status.running and status.bootstrap == kafka_bootstrap
+    again = kafka_local.start_broker(config=kafka_broker)
     assert not again.started_by_us and again.pid == status.pid
-    ensured = kafka_local.ensure_broker(kafka_local.DEFAULT_PORT)
+    ensured = kafka_local.ensure_broker(config=kafka_broker)
     assert not ensured.started_by_us
-    assert main(["kafka", "status"]) == 0
+    cli = ["--port", str(kafka_broker.port), "--data-dir", str(kafka_broker.root)]
+    assert main(["kafka", "status", *cli]) == 0
+    assert kafka_bootstrap in capsys.readouterr().out
+
+
+# A test session in miniature: starts its broker the way the fixture does, then waits.
+_SESSION = """
+import sys, time
+from pathlib import Path
+from tests.fixtures.session_broker import start_session_broker
+broker = start_session_broker(lambda: Path(sys.argv[1]))
+print(broker.config.port, broker.config.resolved_controller_port, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_session_killed_without_teardown_leaves_no_broker(tmp_path: Path) -> None:
+    session = subprocess.Popen(
+        [sys.executable, "-c", _SESSION, str(tmp_path / "broker")],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    config: BrokerConfig | None = None
+    try:
+        assert session.stdout is not None
+        started = session.stdout.readline()
+        assert started, f"the miniature session exited with {session.wait()} before its broker answered"
+        port, controller = map(int, started.split())
+        config = BrokerConfig(port=port, controller_port=controller, data_dir=tmp_path / "broker")
+        assert kafka_local.broker_status(config=config).running
+        assert len(_jvms_for(config)) == 1
+
+        session.kill()  # no teardown runs: only the watchdog can stop the broker now
+        session.wait()
+        deadline = time.monotonic() + kafka_local.DEFAULT_STOP_TIMEOUT_S + 10
+        while _jvms_for(config) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _jvms_for(config) == [], (config.root / "watchdog.log").read_text()
+        assert "its test session ended without teardown" in (config.root / "watchdog.log").read_text()
+    finally:
+        if session.poll() is None:
+            session.kill()
+        session.wait()
+        if session.stdout is not None:
+            session.stdout.close()
+        if config is not None:
+            kafka_local.stop_broker(config=config)
 
 
 def test_lifecycle_on_a_private_port(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

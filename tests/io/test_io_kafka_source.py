@@ -188,11 +188,11 @@ def test_unreachable_broker_is_a_clear_error() -> None:
 
 def test_bad_arguments_are_refused() -> None:
     with pytest.raises(IoValueError, match="field 'resume'"):
-        KafkaBatchSource("127.0.0.1:9092", "t", resume={0: -5})
+        KafkaBatchSource("127.0.0.1:1", "t", resume={0: -5})
     with pytest.raises(IoValueError, match="field 'batch_size'"):
-        KafkaBatchSource("127.0.0.1:9092", "t", batch_size=0)
+        KafkaBatchSource("127.0.0.1:1", "t", batch_size=0)
     with pytest.raises(IoValueError, match="field 'idle_wait_max_s'"):
-        KafkaBatchSource("127.0.0.1:9092", "t", idle_wait_s=0.01, idle_wait_max_s=0.005)
+        KafkaBatchSource("127.0.0.1:1", "t", idle_wait_s=0.01, idle_wait_max_s=0.005)
 
 
 def test_unreachable_broker_while_tailing_is_retried_not_raised(

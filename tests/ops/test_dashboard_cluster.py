@@ -66,7 +66,12 @@ def test_dashboard_shows_every_shard_and_host_as_status_does(
         changelog.close()
     status = _status(repo, hosts[0], kafka_bootstrap)
 
-    with serve(hosts[0], env=DURABLE, repo=repo) as served, Browser(tmp_path / "chromium-profile", binary) as browser:
+    # The server reads the cluster from kafka_bootstrap: the session's broker, never the default port.
+    served_env = {**DURABLE, "STREAMFEAT_KAFKA_BOOTSTRAP": kafka_bootstrap}
+    with (
+        serve(hosts[0], env=served_env, repo=repo) as served,
+        Browser(tmp_path / "chromium-profile", binary) as browser,
+    ):
         browser.call("Page.enable")
         browser.call("Page.navigate", url=f"{served.url}/ui")
         browser.wait_for("document.readyState === 'complete'", 30)
