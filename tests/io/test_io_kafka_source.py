@@ -15,7 +15,7 @@ from confluent_kafka import Producer
 from engine.io.batches import DecodedBatch, RawBatch
 from engine.io.decoder import Decoder
 from engine.io.exceptions import IoValueError, KafkaSourceError, TopicNotFoundError
-from engine.io.kafka_source import KafkaBatchPartition, KafkaBatchSource
+from engine.io.kafka_source import KafkaBatchPartition, KafkaBatchSource, next_on_grid
 from engine.io.watermarks import PartitionWatermarks
 from tests.io.io_support import NOW_MS, FakeSource, TopicFactory, dumps, good_event
 
@@ -115,17 +115,32 @@ def test_tail_true_keeps_reading_new_records(kafka_bootstrap: str, kafka_topic: 
         part.close()
 
 
-def _wait_after_read(part: KafkaBatchPartition) -> tuple[list[RawBatch], timedelta | None]:
-    """One read, and the wait it asked Bytewax for (bracketed by the clock around the call)."""
+def _wake_after_read(part: KafkaBatchPartition) -> tuple[list[RawBatch], datetime | None, datetime]:
+    """One read, the wake-up it asked Bytewax for, and the clock just before asking."""
     batches = part.next_batch()
     before = datetime.now(UTC)
-    awake = part.next_awake()
-    after = datetime.now(UTC)
-    if awake is None:
-        return batches, None
-    low, high = awake - after, awake - before
-    # next_awake() is now + wait, with "now" taken between before and after.
-    return batches, (low if high - low < timedelta(milliseconds=1) else (low + high) / 2)
+    return batches, part.next_awake(), before
+
+
+def _waits_on_grid(awake: datetime | None, before: datetime, step_ms: int) -> bool:
+    """``awake`` ends a wait of ``step_ms``: on that step's grid, at most one step ahead."""
+    step = timedelta(milliseconds=step_ms)
+    return (
+        awake is not None
+        and (awake - datetime(1970, 1, 1, tzinfo=UTC)) % step == timedelta(0)
+        and timedelta(0) < awake - before <= step
+    )
+
+
+def test_waits_end_on_a_shared_grid() -> None:
+    step = timedelta(milliseconds=20)
+    at = datetime(2026, 12, 6, 3, 0, 0, 7_000, tzinfo=UTC)
+    assert next_on_grid(at, step) == datetime(2026, 12, 6, 3, 0, 0, 20_000, tzinfo=UTC)
+    # On a mark already: the next one, never a wait of zero.
+    assert next_on_grid(at.replace(microsecond=20_000), step) == at.replace(microsecond=40_000)
+    # Two partitions reading a few milliseconds apart wake together.
+    assert next_on_grid(at, step) == next_on_grid(at + timedelta(milliseconds=12), step)
+    assert next_on_grid(at, timedelta(0)) == at
 
 
 def test_idle_partition_backs_off_to_the_cap_and_resets_when_records_come(
@@ -135,26 +150,23 @@ def test_idle_partition_backs_off_to_the_cap_and_resets_when_records_come(
     part = KafkaBatchSource(kafka_bootstrap, topic, resume={0: 0}, idle_wait_s=0.005, idle_wait_max_s=0.04).build_part(
         "s", "0", None
     )
-    ms = timedelta(milliseconds=1)
     try:
-        waits = [_wait_after_read(part) for _ in range(6)]
-        assert all(batches == [] for batches, _ in waits)
-        got = [w for _, w in waits]
-        assert all(w is not None for w in got)
-        for seen, want in zip(got, (5, 10, 20, 40, 40, 40), strict=True):
-            assert seen is not None and abs(seen - want * ms) < ms, (got, want)
+        reads = [_wake_after_read(part) for _ in range(6)]
+        assert all(batches == [] for batches, _, _ in reads)
+        for (_, awake, before), want_ms in zip(reads, (5, 10, 20, 40, 40, 40), strict=True):
+            assert _waits_on_grid(awake, before, want_ms), (awake, before, want_ms)
         _produce(kafka_bootstrap, topic, {0: 3})
         offsets: list[int] = []
         deadline = time.monotonic() + 30
         while len(offsets) < 3 and time.monotonic() < deadline:
-            batches, _ = _wait_after_read(part)
+            batches, _, _ = _wake_after_read(part)
             offsets.extend(o for b in batches for o in b.offsets.tolist())
         assert offsets == [0, 1, 2]
         # Records came: the next empty read waits the short idle wait again.
-        batches, wait = _wait_after_read(part)
+        batches, awake, before = _wake_after_read(part)
         while batches:  # (only if the broker split the three records over more reads)
-            batches, wait = _wait_after_read(part)
-        assert wait is not None and abs(wait - 5 * ms) < ms, wait
+            batches, awake, before = _wake_after_read(part)
+        assert _waits_on_grid(awake, before, 5), (awake, before)
     finally:
         part.close()
 
