@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -108,33 +109,41 @@ def _evaluate_many_cached(
     """:func:`_evaluate_many` for the rows the cache cannot answer (serving/window_cache.py),
     then every row's values in request order; the evaluated rows are remembered."""
     plan, names, n = view.plan, view.plan.names, len(records)
-    times = [t_ms] * n if isinstance(t_ms, int) else list(t_ms)
     # Apart from one-row answers: the vectorized kernel adds tile sums in another order
     # than the plan, so each path is only ever served its own values.
     prefix = view.many_cache_prefix
-    # A row without a record has every window empty: the empty values, which both kernels
-    # give alike (nothing is summed), so it never needs the vectorized kernel.
-    answers = cache.get_rows(prefix, plan, records, keys, times)
-    for i, raw in enumerate(records):
-        if raw is None:
-            answers[i] = evaluate_record(plan, None, times[i])
-    missed = [i for i, answer in enumerate(answers) if answer is None]
-    if missed:
-        part, empty, newest = _evaluate_many(
-            view, [records[i] for i in missed], t_ms if isinstance(t_ms, int) else [times[i] for i in missed]
-        )
-        rows = zip(*(part.columns[name] for name in names), strict=True)
-        for i, values, flags, ts in zip(missed, rows, empty.tolist(), newest, strict=True):
-            answers[i] = CachedWindows(list(values), flags, ts)
-            raw = records[i]
-            if raw is not None and ts is not None:
-                cache.put((prefix, keys[i]), plan, raw, times[i], list(values), flags, ts, {})
-    done = [a for a in answers if a is not None]  # every row by now
+    answers = cache.get_rows(prefix, plan, records, keys, t_ms)
+    if None in answers:
+        times = [t_ms] * n if isinstance(t_ms, int) else list(t_ms)
+        # A row without a record has every window empty: the empty values, which both
+        # kernels give alike (nothing is summed), so it never needs the vectorized kernel.
+        # They do not depend on the time; a list value is fresh per row (callers may change it).
+        shared = None if plan.list_valued else evaluate_record(plan, None, times[0])
+        for i, raw in enumerate(records):
+            if raw is None:
+                answers[i] = shared if shared is not None else evaluate_record(plan, None, times[i])
+        missed = [i for i, answer in enumerate(answers) if answer is None]
+        if missed:
+            part, empty, newest = _evaluate_many(
+                view, [records[i] for i in missed], t_ms if isinstance(t_ms, int) else [times[i] for i in missed]
+            )
+            rows = zip(*(part.columns[name] for name in names), strict=True)
+            for i, values, flags, ts in zip(missed, rows, empty.tolist(), newest, strict=True):
+                answers[i] = CachedWindows(list(values), tuple(flags), ts)
+                raw = records[i]
+                if raw is not None and ts is not None:
+                    cache.put((prefix, keys[i]), plan, raw, times[i], values, flags, ts, {})
+    done = cast("list[CachedWindows]", answers)  # every row by now
+    # Row-major answers turned into columns by zip, in C (no rows: one empty column each).
+    columns = list(map(list, zip(*(a.values for a in done), strict=True))) or [[] for _ in names]
+    empties: list[list[bool]] = []  # per aggregation, read only where a default is declared
+    if any(plan.has_default):
+        empties = list(map(list, zip(*(a.empty for a in done), strict=True))) or [[] for _ in names]
     return ViewValues(
-        columns={name: [a.values[k] for a in done] for k, name in enumerate(names)},
+        columns=dict(zip(names, columns, strict=True)),
         found=[r is not None for r in records],
         defaulted={
-            name: [a.empty[k] for a in done] if d else [False] * n
+            name: empties[k] if d else [False] * n
             for k, (name, d) in enumerate(zip(names, plan.has_default, strict=True))
         },
         max_event_ts=[a.max_event_ts for a in done],

@@ -49,25 +49,25 @@ _ENTRY_OVERHEAD = 256
 
 
 @dataclass(frozen=True, slots=True)
-class _Entry:
-    record: bytes
-    current_tile: int
-    t_ms: int
-    values: tuple[Value, ...]
-    empty: tuple[bool, ...]
-    max_event_ts: int
-    closed: ClosedMerges  # sketch windows' closed-tile merges, carried to the next record
-    cost: int  # bytes counted against the bound
-
-
-@dataclass(frozen=True, slots=True)
 class CachedWindows:
     """One entity's values (declared order), empty flags and newest event time (None:
     no record)."""
 
     values: Sequence[Value]  # a tuple when shared with the cache (no list value in it)
-    empty: list[bool]
+    empty: tuple[bool, ...]
     max_event_ts: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    record: bytes
+    current_tile: int
+    t_ms: int
+    # The answer as of t_ms, handed out as it is on a hit when nothing in it moves with
+    # the time or may be changed by the caller (no time_since_last, no list value).
+    answer: CachedWindows
+    closed: ClosedMerges  # sketch windows' closed-tile merges, carried to the next record
+    cost: int  # bytes counted against the bound
 
 
 def evaluate_record(
@@ -83,7 +83,7 @@ def evaluate_record(
     that cannot be decoded."""
     if record is None:
         values, empty = plan.evaluate(None, t_ms)
-        return CachedWindows(values, empty, None)
+        return CachedWindows(values, tuple(empty), None)
     closed = None
     if cache is not None and key is not None:
         hit = cache.get(key, plan, record, t_ms)
@@ -96,7 +96,7 @@ def evaluate_record(
     values, empty = plan.evaluate(decoded, t_ms, closed)
     if cache is not None and key is not None and closed is not None:
         cache.put(key, plan, record, t_ms, values, empty, decoded.max_event_ts, closed)
-    return CachedWindows(values, empty, decoded.max_event_ts)
+    return CachedWindows(values, tuple(empty), decoded.max_event_ts)
 
 
 class WindowCache:
@@ -127,7 +127,16 @@ class WindowCache:
         """The values of ``record`` as of ``t_ms`` if they were cached from the same bytes
         in the same current tile, else None. ``key`` is the view projection's
         ``cache_prefix`` and the entity key."""
-        return self.get_rows(key[0], plan, [record], [key[1]], [t_ms])[0]
+        # One row without get_rows' comprehensions (a one-entity request asks once per view);
+        # the same proof: the very bytes the values came from, in the same current tile.
+        entry = self._entries.get(key)
+        if entry is None or entry.current_tile != tile_id(t_ms, plan.spec.interval_ms) or entry.record != record:
+            self.misses += 1
+            return None
+        self.hits += 1
+        if not plan.time_linear and not plan.list_valued:  # nothing to move or copy
+            return entry.answer
+        return _moved(entry, plan, t_ms)
 
     def get_rows(
         self,
@@ -135,36 +144,41 @@ class WindowCache:
         plan: WindowPlan,
         records: Sequence[bytes | None],
         keys: Sequence[bytes],
-        times: Sequence[int],
+        times: int | Sequence[int],
     ) -> list[CachedWindows | None]:
-        """:meth:`get` of many rows of one view projection (``prefix``) in one call; a row
-        without a record (None) is None, and counts neither as a hit nor as a miss."""
-        entries = self._entries
+        """:meth:`get` of many rows of one view projection (``prefix``) in one call, as of
+        one time for every row or one per row; a row without a record (None) is None,
+        and counts neither as a hit nor as a miss."""
+        get = self._entries.get
         interval = plan.spec.interval_ms
-        shared = not plan.time_linear and not plan.list_valued  # values hold nothing to move or copy
-        out: list[CachedWindows | None] = []
-        hits = misses = 0
-        for record, key, t_ms in zip(records, keys, times, strict=True):
-            if record is None:
-                out.append(None)
-                continue
-            entry = entries.get((prefix, key))
-            if (
-                entry is None
-                or entry.current_tile != tile_id(t_ms, interval)
-                or entry.record != record  # the proof: the very bytes the values came from
-            ):
-                misses += 1
-                out.append(None)
-                continue
-            hits += 1
-            if shared:
-                out.append(CachedWindows(entry.values, list(entry.empty), entry.max_event_ts))
-            else:
-                out.append(_moved(entry, plan, t_ms))
-        self.hits += hits
+        # A hit: an entry of the very bytes the values came from, in the same current tile.
+        # (A row without a record never matches: no entry holds None.)
+        if isinstance(times, int):
+            tile = tile_id(times, interval)
+            found = [
+                entry
+                if (entry := get((prefix, key))) is not None and entry.current_tile == tile and entry.record == record
+                else None
+                for record, key in zip(records, keys, strict=True)
+            ]
+        else:
+            found = [
+                entry
+                if (entry := get((prefix, key))) is not None
+                and entry.current_tile == tile_id(t_ms, interval)
+                and entry.record == record
+                else None
+                for record, key, t_ms in zip(records, keys, times, strict=True)
+            ]
+        absent = records.count(None)
+        misses = found.count(None) - absent
         self.misses += misses
-        return out
+        self.hits += len(found) - misses - absent
+        if not plan.time_linear and not plan.list_valued:  # nothing to move or copy
+            return [None if entry is None else entry.answer for entry in found]
+        if isinstance(times, int):
+            return [None if entry is None else _moved(entry, plan, times) for entry in found]
+        return [None if entry is None else _moved(entry, plan, t_ms) for entry, t_ms in zip(found, times, strict=True)]
 
     def closed_merges(self, key: CacheKey) -> ClosedMerges:
         """The closed-tile merges of the entity's last evaluation (a new record of it
@@ -178,8 +192,8 @@ class WindowCache:
         plan: WindowPlan,
         record: bytes,
         t_ms: int,
-        values: list[Value],
-        empty: list[bool],
+        values: Sequence[Value],
+        empty: Sequence[bool],
         max_event_ts: int,
         closed: ClosedMerges,
     ) -> None:
@@ -190,9 +204,8 @@ class WindowCache:
         if cost > self.max_bytes:
             return
         stored = tuple(list(v) if isinstance(v, list) else v for v in values)
-        entry = _Entry(
-            record, tile_id(t_ms, plan.spec.interval_ms), t_ms, stored, tuple(empty), max_event_ts, closed, cost
-        )
+        answer = CachedWindows(stored, tuple(empty), max_event_ts)
+        entry = _Entry(record, tile_id(t_ms, plan.spec.interval_ms), t_ms, answer, closed, cost)
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:
@@ -206,11 +219,12 @@ class WindowCache:
 def _moved(entry: _Entry, plan: WindowPlan, t_ms: int) -> CachedWindows:
     """A hit's values as of ``t_ms``: each ``time_since_last`` moved by ``t_ms`` minus the
     cached time, and fresh copies of list values (callers may change their lists)."""
-    values = list(entry.values)
+    answer = entry.answer
+    values = list(answer.values)
     shift = t_ms - entry.t_ms
     for i in plan.time_linear:
-        if not entry.empty[i]:
+        if not answer.empty[i]:
             values[i] += shift  # type: ignore[operator]  # time_since_last: an int
     for i in plan.list_valued:
         values[i] = list(values[i])  # type: ignore[arg-type]
-    return CachedWindows(values, list(entry.empty), entry.max_event_ts)
+    return CachedWindows(values, answer.empty, answer.max_event_ts)

@@ -248,8 +248,10 @@ def _run_batch(transform: RunnableTransform, inputs: Mapping[str, Sequence[objec
         if name not in result.columns:
             problems.append(_missing(name, result.columns))
             continue
-        values = result.get_column(name).to_list()
-        if kind is FieldType.FLOAT and result.schema[name] == pl.Float64:
+        column = result.get_column(name)
+        values = column.to_list()
+        # The column's dtype, not result.schema[name]: the schema is built afresh per call.
+        if kind is FieldType.FLOAT and column.dtype == pl.Float64:
             # The rule for a float column in one pass: NaN and infinities become null.
             outputs[name] = [v if v is None or math.isfinite(v) else None for v in values]
             if rows := _not_finite_rows(values):
