@@ -96,7 +96,14 @@ def test_killed_host_replaced_with_an_empty_disk_serves_reference_values(
             for i, d in enumerate(hosts)
         ]
         try:
-            _wait_until_applying(redis_server, topic)
+            try:
+                _wait_until_applying(redis_server, topic)
+            except AssertionError as exc:  # say what each host said: a stuck cluster is otherwise opaque
+                said = [
+                    f"host {i} (exit {proc.poll()}): {(d / 'run.stderr').read_text(errors='replace')[-1500:]}"
+                    for i, (proc, d) in enumerate(zip(procs, hosts, strict=True))
+                ]
+                raise AssertionError("\n".join([str(exc), *said])) from exc
             killed_mid_stream += _behind_the_end(redis_server, topic, kafka_bootstrap)
             os.killpg(procs[1].pid, signal.SIGKILL)  # the host is gone, mid-stream ...
             procs[1].wait(timeout=30)
