@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import http.client
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,6 +33,7 @@ from benchmarks.common import (
     copy_repo,
     delete_topic,
     new_topic,
+    streamfeat_cli,
 )
 from benchmarks.servers import server
 from engine.clock import wall_clock_ms
@@ -179,14 +179,7 @@ def run(size: str) -> dict[str, Any]:
     try:
         repo = copy_repo(work, topic)
         data = work / "data"
-        done = subprocess.run(
-            [PY, "-m", "cli", "apply", "--repo", str(repo), "--data-dir", str(data), "--shards", "8"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if done.returncode != 0:
-            raise BenchError(f"streamfeat apply failed: {done.stderr[-1500:]}")
+        streamfeat_cli("apply", "--repo", str(repo), "--data-dir", str(data), "--shards", "8", timeout=300)
         port = free_port()
         flow = [PY, "-m", "cli", "run", "--repo", str(repo), "--data-dir", str(data), "--bootstrap", servers]
         serve = [PY, "-m", "cli", "serve", "--repo", str(repo), "--port", str(port)]

@@ -16,7 +16,6 @@ throughput would grow with cores.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 import tempfile
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ from benchmarks.common import (
     dir_size_mb,
     new_topic,
     run_sampled,
+    streamfeat_cli,
     summarize,
 )
 from engine.generate import GeneratorConfig, produce_events, write_parquet
@@ -46,12 +46,6 @@ CPU_PROCESSES = (1, 2, 4)
 EVENTS_PER_USER = 5
 
 
-def _cli(*args: str) -> None:
-    done = subprocess.run([PY, "-m", "cli", *args], capture_output=True, text=True, timeout=1800)
-    if done.returncode != 0:
-        raise BenchError(f"streamfeat {args[0]} failed: {done.stderr[-2000:]}")
-
-
 def _processes(work: Path, servers: str, events: int, users: int, runs: int) -> dict[str, Any]:
     topic = new_topic(servers, "bench-scaling", partitions=4)
     out: dict[str, Any] = {}
@@ -62,7 +56,7 @@ def _processes(work: Path, servers: str, events: int, users: int, runs: int) -> 
             rows = []
             for i in range(runs):
                 data = work / f"data-{processes}-{i}"
-                _cli("apply", "--repo", str(repo), "--data-dir", str(data), "--shards", "8")
+                streamfeat_cli("apply", "--repo", str(repo), "--data-dir", str(data), "--shards", "8")
                 seconds, rss, _ = run_sampled(
                     [
                         PY,
@@ -97,7 +91,7 @@ def _processes(work: Path, servers: str, events: int, users: int, runs: int) -> 
 
 
 def _run_cmd(repo: Path, data: Path, servers: str, processes: int) -> list[str]:
-    _cli("apply", "--repo", str(repo), "--data-dir", str(data), "--shards", "8")
+    streamfeat_cli("apply", "--repo", str(repo), "--data-dir", str(data), "--shards", "8")
     return [PY, "-m", "cli", "run", "--repo", str(repo), "--data-dir", str(data), "--bootstrap", servers]
 
 
@@ -154,7 +148,7 @@ def _entities(work: Path, users: int) -> dict[str, Any]:
     history = work / f"history-{users}"
     write_parquet(config, history)
     data = work / f"data-entities-{users}"
-    _cli("apply", "--data-dir", str(data), "--shards", "8")
+    streamfeat_cli("apply", "--data-dir", str(data), "--shards", "8")
     handoff = datetime.fromtimestamp((config.end_ms // 1000 + 1), UTC).isoformat()
     seconds, rss, _ = run_sampled(
         [

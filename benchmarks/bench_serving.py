@@ -27,7 +27,7 @@ import numpy as np
 import orjson
 import polars as pl
 
-from benchmarks.common import PY, ROOT, BenchError, check_size, run_child, summarize
+from benchmarks.common import PY, ROOT, BenchError, check_size, run_child, streamfeat_cli, summarize
 from benchmarks.peers import install
 from benchmarks.servers import cpu_seconds, load, peak_rss_kb, server
 from engine.generate import GeneratorConfig, write_parquet
@@ -55,12 +55,6 @@ TARGETS = {  # issue #19, item 3
 # (the latency of a request rather than of a queue) are reported beside them.
 LOW_CONNECTIONS = (1, 4)
 PEER_DIR = Path(__file__).resolve().parent / "peers"
-
-
-def _streamfeat(*args: str) -> None:
-    done = subprocess.run([PY, "-m", "cli", *args], capture_output=True, text=True, timeout=1800, cwd=ROOT)
-    if done.returncode != 0:
-        raise BenchError(f"streamfeat {' '.join(args[:2])} failed: {done.stderr[-2000:]}")
 
 
 def _history(work: Path, events: int, users: int) -> tuple[GeneratorConfig, pl.DataFrame]:
@@ -180,8 +174,8 @@ def run(size: str, *, with_peers: bool | None = None) -> dict[str, Any]:
         as_of = (config.end_ms // 1000 + 1) * 1000  # the handoff time T: history holds every e < T
         handoff = datetime.fromtimestamp(as_of / 1000, UTC).isoformat()
         data = work / "data"
-        _streamfeat("apply", "--repo", str(REPO), "--data-dir", str(data), "--shards", "8")
-        _streamfeat(
+        streamfeat_cli("apply", "--repo", str(REPO), "--data-dir", str(data), "--shards", "8")
+        streamfeat_cli(
             "backfill",
             "--repo",
             str(REPO),

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import PY, ROOT, bootstrap, copy_repo, delete_topic, new_topic
+from benchmarks.common import PY, ROOT, bootstrap, copy_repo, delete_topic, new_topic, streamfeat_cli
 
 SHARDS = 8
 PARTITIONS = 4
@@ -214,12 +214,6 @@ def child(out: Path, processes: int, process_id: int, addresses: str) -> None:
     out.write_text(json.dumps(result))
 
 
-def _cli(*args: str) -> None:
-    done = subprocess.run([PY, "-m", "cli", *args], capture_output=True, text=True, timeout=600, cwd=ROOT)
-    if done.returncode != 0:
-        raise RuntimeError(f"streamfeat {args[0]} failed: {done.stderr[-2000:]}")
-
-
 def _free_addresses(processes: int) -> str:
     from engine.ports import free_ports
 
@@ -232,7 +226,7 @@ def _start(
     from engine.state.rocksdb_store import RocksDBStore
 
     data = work / f"data-{label}"
-    _cli("apply", "--repo", str(repo), "--data-dir", str(data), "--shards", str(SHARDS))
+    streamfeat_cli("apply", "--repo", str(repo), "--data-dir", str(data), "--shards", str(SHARDS), timeout=600)
     RocksDBStore(data / "state", SHARDS).close()  # every shard exists before the children start
     env = {
         **os.environ,

@@ -230,6 +230,13 @@ def run_sampled(
     return seconds, peak, stderr[-2000:]
 
 
+def streamfeat_cli(*args: str, timeout: float = 1800) -> None:
+    """Run ``streamfeat ARGS`` (``python -m cli``) to completion; BenchError with its stderr tail if it fails."""
+    done = subprocess.run([PY, "-m", "cli", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    if done.returncode != 0:
+        raise BenchError(f"streamfeat {' '.join(args[:2])} failed: {done.stderr[-2000:]}")
+
+
 def copy_repo(dest: Path, topic: str) -> Path:
     """A copy of the example repo whose transactions source reads ``topic``."""
     import shutil

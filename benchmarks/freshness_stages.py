@@ -24,7 +24,6 @@ from __future__ import annotations
 import http.client
 import itertools
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +36,7 @@ import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
 from benchmarks.bench_freshness import POLL_TIMEOUT_S, PROBE_EVERY_S, Background, _count, _event
-from benchmarks.common import PY, BenchError, bootstrap, copy_repo, delete_topic, new_topic
+from benchmarks.common import PY, bootstrap, copy_repo, delete_topic, new_topic, streamfeat_cli
 from benchmarks.servers import server
 from engine.clock import wall_clock_ms
 from engine.ports import free_port
@@ -154,14 +153,7 @@ def run(rates: list[int], probes: int) -> dict[str, Any]:
     try:
         repo = copy_repo(work, topic)
         data = work / "data"
-        done = subprocess.run(
-            [PY, "-m", "cli", "apply", "--repo", str(repo), "--data-dir", str(data), "--shards", "8"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if done.returncode != 0:
-            raise BenchError(f"streamfeat apply failed: {done.stderr[-1500:]}")
+        streamfeat_cli("apply", "--repo", str(repo), "--data-dir", str(data), "--shards", "8", timeout=300)
         port = free_port()
         hooks = [PY, "-m", "benchmarks.freshness_hooks"]
         flow = [*hooks, "flow", str(work / "flow.jsonl"), "run", "--repo", str(repo), "--data-dir", str(data)]
