@@ -267,16 +267,21 @@ class RocksDBOnlineTable(ClosesOnExit):
                 self._views[fingerprint] = found
         return found
 
-    def read(self, fingerprint: bytes, entity_keys: Sequence[bytes]) -> list[bytes | None]:
+    def _locate(self, fingerprint: bytes, key: bytes) -> tuple[int, bytes]:
+        """The shard and stored key of a view's one entity key (checked as index 0)."""
+        _check_key(0, key)
         prefix, hash_key, _ = self._view_keys(fingerprint)
-        n_shards = self.n_shards
+        return hash_key(key) % self.n_shards, prefix + key
+
+    def read(self, fingerprint: bytes, entity_keys: Sequence[bytes]) -> list[bytes | None]:
         # Plain Python beats numpy for the few to few hundred keys of one request.
         if len(entity_keys) == 1:  # the common request: one get, no grouping
-            key = entity_keys[0]
-            _check_key(0, key)
+            shard, full_key = self._locate(fingerprint, entity_keys[0])
             with self._read_lock:
-                value: bytes | None = self._open_shard(hash_key(key) % n_shards).get(prefix + key)
+                value: bytes | None = self._open_shard(shard).get(full_key)
             return [value]
+        prefix, hash_key, _ = self._view_keys(fingerprint)
+        n_shards = self.n_shards
         if not all(type(key) is bytes for key in entity_keys):  # one C-speed pass; names the bad one
             for index, key in enumerate(entity_keys):
                 _check_key(index, key)
@@ -303,11 +308,7 @@ class RocksDBOnlineTable(ClosesOnExit):
         every view reads one key (a one-entity request), one get each under one lock."""
         if any(len(keys) != 1 for _, keys in requests):
             return [self.read(fingerprint, keys) for fingerprint, keys in requests]
-        full_keys = []
-        for fingerprint, (key,) in requests:
-            _check_key(0, key)  # the key's index in its view's request, as read() names it
-            prefix, hash_key, _ = self._view_keys(fingerprint)
-            full_keys.append((hash_key(key) % self.n_shards, prefix + key))
+        full_keys = [self._locate(fingerprint, key) for fingerprint, (key,) in requests]
         with self._read_lock:
             return [[self._open_shard(shard).get(full_key)] for shard, full_key in full_keys]
 
