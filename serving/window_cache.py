@@ -153,32 +153,27 @@ class WindowCache:
         interval = plan.spec.interval_ms
         # A hit: an entry of the very bytes the values came from, in the same current tile.
         # (A row without a record never matches: no entry holds None.)
-        if isinstance(times, int):
-            tile = tile_id(times, interval)
-            found = [
-                entry
-                if (entry := get((prefix, key))) is not None and entry.current_tile == tile and entry.record == record
-                else None
-                for record, key in zip(records, keys, strict=True)
-            ]
-        else:
-            found = [
-                entry
-                if (entry := get((prefix, key))) is not None
-                and entry.current_tile == tile_id(t_ms, interval)
-                and entry.record == record
-                else None
-                for record, key, t_ms in zip(records, keys, times, strict=True)
-            ]
+        row_times = [times] * len(records) if isinstance(times, int) else times
+        tiles = (
+            [tile_id(times, interval)] * len(records)
+            if isinstance(times, int)
+            else [tile_id(t, interval) for t in times]
+        )
+        found = [
+            entry
+            if (entry := get((prefix, key))) is not None and entry.current_tile == tile and entry.record == record
+            else None
+            for record, key, tile in zip(records, keys, tiles, strict=True)
+        ]
         absent = records.count(None)
         misses = found.count(None) - absent
         self.misses += misses
         self.hits += len(found) - misses - absent
         if not plan.time_linear and not plan.list_valued:  # nothing to move or copy
             return [None if entry is None else entry.answer for entry in found]
-        if isinstance(times, int):
-            return [None if entry is None else _moved(entry, plan, times) for entry in found]
-        return [None if entry is None else _moved(entry, plan, t_ms) for entry, t_ms in zip(found, times, strict=True)]
+        return [
+            None if entry is None else _moved(entry, plan, t_ms) for entry, t_ms in zip(found, row_times, strict=True)
+        ]
 
     def closed_merges(self, key: CacheKey) -> ClosedMerges:
         """The closed-tile merges of the entity's last evaluation (a new record of it
