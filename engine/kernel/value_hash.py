@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Callable
+from typing import TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -63,22 +64,29 @@ def hash_bytes(data: bytes) -> int:
 #: speed depends on what it holds).
 _STRING_HASHES: dict[str, int] = {}
 _MAX_STRING_HASHES = 1 << 16
+_Memoized = TypeVar("_Memoized", int, bytes)
 
 
-def _string_hash(text: str) -> int:
-    """The hash of a string value, remembered in :data:`_STRING_HASHES`."""
-    if len(_STRING_HASHES) >= _MAX_STRING_HASHES:
-        _STRING_HASHES.clear()
-    hashed = _STRING_HASHES[text] = hash_bytes(_TAG_STR + text.encode("utf-8"))
-    return hashed
+def _through_memo(texts: list[str], memo: dict[str, _Memoized], compute: Callable[[str], _Memoized]) -> list[_Memoized]:
+    """``compute(text)`` of each text through ``memo``: one C-level lookup per text and one
+    Python call per text the memo misses (a per-text generator cost several times more).
+    Bounded: the memo starts over when it holds :data:`_MAX_STRING_HASHES` texts."""
+    found = list(map(memo.get, texts))
+    if None not in found:
+        return cast("list[_Memoized]", found)
+    out: list[_Memoized] = []
+    for value, text in zip(found, texts, strict=True):
+        if value is None:
+            if len(memo) >= _MAX_STRING_HASHES:
+                memo.clear()
+            value = memo[text] = compute(text)
+        out.append(value)
+    return out
 
 
 def _string_hashes(texts: list[str]) -> UInt64Array:
-    """The hash of each text, through the memo: one C-level lookup per text and one
-    Python call per text the memo misses (a per-text generator cost several times more)."""
-    hashes = list(map(_STRING_HASHES.get, texts))
-    if None in hashes:
-        hashes = [_string_hash(text) if h is None else h for h, text in zip(hashes, texts, strict=True)]
+    """The hash of each text, remembered in :data:`_STRING_HASHES`."""
+    hashes = _through_memo(texts, _STRING_HASHES, lambda text: hash_bytes(_TAG_STR + text.encode("utf-8")))
     return np.array(hashes, dtype=np.uint64)
 
 
@@ -87,20 +95,10 @@ def _string_hashes(texts: list[str]) -> UInt64Array:
 _STRING_BYTES: dict[str, bytes] = {}
 
 
-def _string_bytes(text: str) -> bytes:
-    if len(_STRING_BYTES) >= _MAX_STRING_HASHES:
-        _STRING_BYTES.clear()
-    encoded = _STRING_BYTES[text] = _TAG_STR + text.encode("utf-8")
-    return encoded
-
-
 def canonical_strings(texts: list[str]) -> list[bytes]:
     """``canonical_bytes`` of each string, each text encoded once per process while the
     memo holds it."""
-    encoded = list(map(_STRING_BYTES.get, texts))
-    if None in encoded:
-        return [_string_bytes(text) if e is None else e for e, text in zip(encoded, texts, strict=True)]
-    return encoded  # type: ignore[return-value]  # no None left: every text was in the memo
+    return _through_memo(texts, _STRING_BYTES, lambda text: _TAG_STR + text.encode("utf-8"))
 
 
 def hash_values(values: npt.NDArray[np.generic]) -> UInt64Array:
