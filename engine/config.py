@@ -12,6 +12,7 @@ hint): a typo must never be swallowed silently.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import os
@@ -23,11 +24,16 @@ from typing import Any
 
 import yaml
 
-from engine.exceptions import ConfigError
+from engine.exceptions import ConfigError, SettingsError
 
 ENV_PREFIX = "STREAMFEAT_"
 #: The applied plan's file name inside the data (or state) directory (engine/plan.py).
 PLAN_FILE_NAME = "plan.json"
+#: The port settings: the lowest valid value and what a value means beyond being a port.
+_PORT_SETTINGS: dict[str, tuple[int, str]] = {
+    "serve_port": (1, ""),
+    "metrics_port": (0, " (0: no metrics endpoint)"),
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,7 +72,20 @@ class Settings:
     max_connections_per_client: int = 128
 
     def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise SettingsError(problems)
+
+    def problems(self) -> list[str]:
+        """Every invalid value, each naming its setting, what was expected and what was given."""
         problems: list[str] = []
+        for name, (low, meaning) in _PORT_SETTINGS.items():
+            port = getattr(self, name)
+            if not low <= port <= 65535:
+                problems.append(
+                    f"{name}: expected a port from {low} to 65535{meaning}, got {port}; "
+                    f"pick a free one, e.g. {name}: {getattr(Settings, name)}"
+                )
         if self.state_shards < 1 or self.state_shards > 4096:
             problems.append(f"state_shards: expected 1..4096, got {self.state_shards}")
         if self.batch_size < 1:
@@ -88,8 +107,7 @@ class Settings:
             )
         if self.catch_up_interval_ms < 1:
             problems.append(f"catch_up_interval_ms: expected >= 1, got {self.catch_up_interval_ms}")
-        if problems:
-            raise ConfigError("invalid settings: " + "; ".join(problems))
+        return problems
 
     def path(self, value: Path) -> Path:
         return value if value.is_absolute() else self.project_dir / value
@@ -120,38 +138,80 @@ _FIELD_TYPES: dict[str, type] = {
 SettingValue = str | int | Path
 
 
+def _expected(key: str) -> str:
+    """What a value of setting ``key`` must be, as error messages say it."""
+    if key in _PORT_SETTINGS:
+        low, meaning = _PORT_SETTINGS[key]
+        return f"an integer port from {low} to 65535{meaning}"
+    return {int: "an integer", Path: "a path (a string)", str: "a string"}[_FIELD_TYPES[key]]
+
+
 def _coerce(key: str, raw: object, origin: str) -> SettingValue:
     if key not in _FIELD_TYPES:
         close = difflib.get_close_matches(key, list(_FIELD_TYPES), n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(sorted(_FIELD_TYPES))}"
         raise ConfigError(f"unknown setting '{key}' in {origin}", hint=hint)
     wanted = _FIELD_TYPES[key]
+    example = f"e.g. {key}: {getattr(Settings(), key)}"
     if wanted is int:
-        if isinstance(raw, bool):
-            raise ConfigError(f"setting '{key}' in {origin}: expected an integer, got {raw!r}")
-        if not isinstance(raw, str | int | float):
-            raise ConfigError(f"setting '{key}' in {origin}: expected an integer, got {raw!r}")
-        try:
-            return int(raw)
-        except (TypeError, ValueError):
-            raise ConfigError(f"setting '{key}' in {origin}: expected an integer, got {raw!r}") from None
-    if wanted is Path:
-        return Path(str(raw))
-    if not isinstance(raw, str | int | float):
-        raise ConfigError(f"setting '{key}' in {origin}: expected a string, got {type(raw).__name__}")
-    return str(raw)
+        # A bool is an int to Python, and a float such as 8000.5 would be truncated: neither is taken.
+        number: int | None = None
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            number = raw
+        elif isinstance(raw, float) and raw.is_integer():
+            number = int(raw)
+        elif isinstance(raw, str):
+            with contextlib.suppress(ValueError):
+                number = int(raw.strip())
+        if number is None:
+            raise ConfigError(
+                f"setting '{key}' in {origin}: expected {_expected(key)}, got {raw!r}",
+                hint=f"write a whole number, {example}",
+            )
+        return number
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        shown = "nothing (an empty value)" if raw is None else f"{type(raw).__name__} {raw!r}"
+        raise ConfigError(
+            f"setting '{key}' in {origin}: expected {_expected(key)}, got {shown}", hint=f"write one value, {example}"
+        )
+    return Path(str(raw)) if wanted is Path else str(raw)
 
 
 def _read_pyproject(project_dir: Path) -> Mapping[str, object]:
     path = project_dir / "pyproject.toml"
     if not path.is_file():
         return {}
-    with path.open("rb") as handle:
-        data = tomllib.load(handle)
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}", hint="fix the line it names") from None
     section = data.get("tool", {}).get("streamfeat", {})
     if not isinstance(section, dict):
-        raise ConfigError(f"[tool.streamfeat] in {path} must be a table")
+        raise ConfigError(
+            f"[tool.streamfeat] in {path} must be a table", hint="write [tool.streamfeat] then key = value lines"
+        )
     return section
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key said twice in one mapping (YAML keeps the last
+    one silently, so the first would be swallowed)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} is given twice (lines {seen[key]} and {key_node.start_mark.line + 1}): "
+                    "keep one of them",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
 
 
 def _read_yaml(project_dir: Path) -> Mapping[str, object]:
@@ -159,31 +219,73 @@ def _read_yaml(project_dir: Path) -> Mapping[str, object]:
     if not path.is_file():
         return {}
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{path} is not valid YAML: {exc}", hint="fix the line it names") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of settings, got {type(data).__name__}")
+        raise ConfigError(
+            f"{path} must hold a mapping of settings, got {type(data).__name__}",
+            hint="write one `key: value` line per setting, e.g. serve_port: 8000",
+        )
     return data
 
 
-def _configured(root: Path, environ: Mapping[str, str]) -> Iterator[tuple[str, object, str, str]]:
-    """Every setting the project and the environment give, lowest precedence first:
-    (key, raw value, where it is said in full for errors, where it is said in short)."""
-    for origin, short, layer in (
-        (f"{root / 'pyproject.toml'} [tool.streamfeat]", "[tool.streamfeat] of pyproject.toml", _read_pyproject(root)),
-        (str(root / "streamfeat.yaml"), "streamfeat.yaml", _read_yaml(root)),
+#: Where a setting's value comes from: (said in full for errors, said in short for --help).
+_Origin = tuple[str, str]
+
+
+def _configured(root: Path, environ: Mapping[str, str]) -> Iterator[tuple[str, object, _Origin] | ConfigError]:
+    """Every setting the project and the environment give, lowest precedence first, as
+    (key, raw value, origin); a layer that cannot be read at all comes as its ConfigError."""
+    for origin, short, read in (
+        (f"{root / 'pyproject.toml'} [tool.streamfeat]", "[tool.streamfeat] of pyproject.toml", _read_pyproject),
+        (str(root / "streamfeat.yaml"), "streamfeat.yaml", _read_yaml),
     ):
+        try:
+            layer = read(root)
+        except ConfigError as exc:
+            yield exc
+            continue
         for key, raw in layer.items():
-            yield str(key), raw, origin, short
+            yield str(key), raw, (origin, short)
     for name, raw in environ.items():
         if name.startswith(ENV_PREFIX):
             key = name[len(ENV_PREFIX) :].lower()
             if key in ("cache_dir", "faults", "faults_seed", "faults_soak_s"):  # engine.kafka_local, tests/faults
                 continue
-            yield key, raw, f"environment variable {name}", name
+            yield key, raw, (f"environment variable {name}", name)
+
+
+def _problem(exc: ConfigError) -> str:
+    return f"{exc}; {exc.hint}" if exc.hint else str(exc)
+
+
+def _merged(
+    root: Path, environ: Mapping[str, str], overrides: Mapping[str, object]
+) -> tuple[dict[str, SettingValue], dict[str, _Origin], list[str]]:
+    """Every layer merged: the values that coerce, where each comes from, and every problem."""
+    values: dict[str, SettingValue] = {}
+    origins: dict[str, _Origin] = {}
+    problems: list[str] = []
+    given = [*_configured(root, environ)]
+    given += [
+        (key, raw, ("command-line flags", "command-line flags")) for key, raw in overrides.items() if raw is not None
+    ]
+    for item in given:
+        if isinstance(item, ConfigError):
+            problems.append(_problem(item))
+            continue
+        key, raw, origin = item
+        try:
+            values[key] = _coerce(key, raw, origin[0])
+        except ConfigError as exc:
+            problems.append(_problem(exc))
+            values.pop(key, None)  # a lower layer's value would hide this problem's fix
+            continue
+        origins[key] = origin
+    return values, origins, problems
 
 
 def load_settings(
@@ -192,16 +294,22 @@ def load_settings(
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, object] | None = None,
 ) -> Settings:
-    """Merge every configuration layer into one validated :class:`Settings`."""
+    """Merge every configuration layer into one validated :class:`Settings`. Raises
+    :class:`SettingsError` naming every problem of every layer at once."""
     root = (project_dir or Path.cwd()).resolve() if project_dir is not None else Path.cwd()
+    values, origins, problems = _merged(root, os.environ if env is None else env, overrides or {})
     # Each value has its own field's type (checked by _coerce): only replace() sees them all.
-    values: dict[str, Any] = {"project_dir": root}
-    for key, raw, origin, _ in _configured(root, os.environ if env is None else env):
-        values[key] = _coerce(key, raw, origin)
-    for key, raw in (overrides or {}).items():
-        if raw is not None:
-            values[key] = _coerce(key, raw, "command-line flags")
-    return dataclasses.replace(Settings(), **values)
+    typed: dict[str, Any] = {"project_dir": root, **values}
+    try:
+        settings = dataclasses.replace(Settings(), **typed)
+    except SettingsError as exc:
+        # Each problem starts with its setting's name: say where that setting was given.
+        for problem in exc.problems:
+            origin = origins.get(problem.split(":", 1)[0])
+            problems.append(f"{problem} (from {origin[0]})" if origin else problem)
+    if problems:
+        raise SettingsError(problems)
+    return settings
 
 
 def configured_setting(
@@ -218,10 +326,9 @@ def configured_setting(
     if key not in _FIELD_TYPES:
         raise ValueError(f"configured_setting: key: expected one of {sorted(_FIELD_TYPES)}, got {key!r}")
     root = project_dir if project_dir is not None else Path.cwd()
-    value: SettingValue = getattr(Settings(), key)
-    where: str | None = None
-    for name, raw, origin, short in _configured(root, os.environ if env is None else env):
-        coerced = _coerce(name, raw, origin)  # every key checked, as load_settings does
-        if name == key:
-            value, where = coerced, short
-    return value, where
+    values, origins, problems = _merged(root, os.environ if env is None else env, {})
+    if problems:  # every key checked, as load_settings does
+        raise SettingsError(problems)
+    if key not in values:
+        return getattr(Settings(), key), None
+    return values[key], origins[key][1]

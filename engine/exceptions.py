@@ -6,6 +6,8 @@ uses when it reaches the top level.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class StreamfeatError(Exception):
     """Base class of every error streamfeat raises on purpose."""
@@ -21,6 +23,19 @@ class ConfigError(StreamfeatError):
     """A setting, flag or environment variable is invalid."""
 
     exit_code = 2
+
+
+class SettingsError(ConfigError):
+    """One or more settings are invalid: the message lists every one, each with its fix
+    (engine/config.py); ``problems`` holds them one by one."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        if len(self.problems) == 1:
+            message = f"invalid setting: {self.problems[0]}"
+        else:
+            message = f"{len(self.problems)} invalid settings:\n" + "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(message, hint="fix each where it is given (the file, variable or flag named), then run again")
 
 
 class KafkaBrokerError(StreamfeatError):
