@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from engine.io.batches import dlq_topic_for
+from engine.io.batches import DeadLetterReason, dlq_topic_for
 from engine.metrics import kafka_end_offsets
 from engine.run_counts import RunCounts, read_counts
 from engine.wording import counted
@@ -22,14 +22,16 @@ from engine.wording import counted
 _LAG_EVERY_S = 5.0
 
 # What to check for each dead-letter reason (docs/semantics.md section 5 defines them).
+_R = DeadLetterReason
 REASON_HINTS: Mapping[str, str] = {
-    "late_event": "events older than their partition's watermark minus allowed_lateness; "
+    _R.LATE_EVENT: "events older than their partition's watermark minus allowed_lateness; "
     "are they produced in time order, around the current time?",
-    "invalid_json": "the records are not JSON objects",
-    "missing_field": "a field of the source schema is missing from the records",
-    "wrong_type": "a field has another type than the source schema says",
-    "invalid_timestamp": "the timestamp field cannot be read in the source's timestamp_format",
-    "timestamp_out_of_range": "the timestamp is negative or absurdly far from now",
+    _R.INVALID_JSON: "the records are not JSON objects",
+    _R.MISSING_FIELD: "fields of the source schema (or its timestamp field) are absent or null; "
+    "each dead letter's detail names every one",
+    _R.WRONG_TYPE: "a field has another type than the source schema says",
+    _R.INVALID_TIMESTAMP: "the timestamp field cannot be read in the source's timestamp_format",
+    _R.TIMESTAMP_OUT_OF_RANGE: "the timestamp is negative or absurdly far from now",
 }
 
 

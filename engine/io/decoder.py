@@ -4,7 +4,8 @@ Every raw record ends either as a row of the decoded columns or as exactly one `
 ``decode`` never raises on bad input. Checks run in the order of ``DeadLetterReason`` and the
 first failing check names the reason: payload size, JSON, object, then each schema field in
 declared order (absent/null -> ``missing_field``, otherwise ``wrong_type``, then its declared
-constraint: ``value_out_of_range`` / ``invalid_string``), then the timestamp field, its range,
+constraint: ``value_out_of_range`` / ``invalid_string``; a ``missing_field`` detail names every
+missing field of the record, not only the first), then the timestamp field, its range,
 the future bound and finally the partition watermark (the ``watermark_outliers + 1``-th largest
 earlier valid event time minus the allowed lateness).
 
@@ -365,12 +366,26 @@ class Decoder:
             refuse_separator(field, vals, self._key_separator, refused)
         return arr
 
-    @staticmethod
-    def _field_problem(obj: dict[str, object], field: str, kind: str, value: object) -> tuple[str, str]:
-        if value is None:
-            state = "is null" if field in obj else "is absent"
-            return _R.MISSING_FIELD, f"field '{field}' {state}"
+    def _field_problem(self, obj: dict[str, object], field: str, kind: str, value: object) -> tuple[str, str]:
+        if value is None:  # the first missing field: the detail names every one of the record
+            return _R.MISSING_FIELD, self._missing_detail(obj)
         return _R.WRONG_TYPE, f"field '{field}': expected {kind}, got {show_value(value)}"
+
+    def _missing_detail(self, obj: dict[str, object]) -> str:
+        """Every schema field and the timestamp field that ``obj`` lacks (absent) or holds as
+        null, in declared order, e.g. ``fields 'user_id' and 'ts' are absent; field 'amount' is null``."""
+        wanted = dict.fromkeys([*(field for field, _ in self.fields), self.timestamp_field])
+        missing = [field for field in wanted if obj.get(field) is None]
+        parts = []
+        for state, names in (
+            ("absent", [f for f in missing if f not in obj]),
+            ("null", [f for f in missing if f in obj]),
+        ):
+            if names:
+                quoted = [f"'{name}'" for name in names]
+                listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} and {quoted[-1]}"
+                parts.append(f"field {listed} is {state}" if len(names) == 1 else f"fields {listed} are {state}")
+        return "; ".join(parts)
 
     def _event_times(
         self,

@@ -164,6 +164,23 @@ def test_detail_names_field_and_problem(value: bytes | None, reason: str, detail
     assert detail in letter.detail
 
 
+@pytest.mark.parametrize("typed_path", [True, False])
+def test_a_missing_field_detail_names_every_missing_field(typed_path: bool) -> None:
+    """Not only the first: the sender fixes every missing field from one dead letter."""
+    decoder = Decoder(FakeSource(), now_ms=lambda: NOW_MS, typed_path=typed_path)
+    values = [
+        _with(1, user_id=_ABSENT, items=_ABSENT, ts=_ABSENT),
+        _with(2, user_id=_ABSENT, amount=None, currency=None, ts=_ABSENT),
+        _with(3, amount=_ABSENT),
+    ]
+    out = decoder.decode(raw_batch(values), PartitionWatermarks())
+    assert [(d.reason, d.detail) for d in out.dead_letters] == [
+        ("missing_field", "fields 'user_id', 'items' and 'ts' are absent"),
+        ("missing_field", "fields 'user_id' and 'ts' are absent; fields 'amount' and 'currency' are null"),
+        ("missing_field", "field 'amount' is absent"),
+    ]
+
+
 def test_first_failing_check_wins() -> None:
     # Missing amount comes before the wrong timestamp in check order.
     out = _decode([_with(1, amount=_ABSENT, ts="x")])
