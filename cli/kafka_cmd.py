@@ -13,7 +13,7 @@ from pathlib import Path
 from cli.setting_options import add_setting_option
 from engine import kafka_local
 from engine.config import load_settings
-from engine.exceptions import ConfigError
+from engine.exceptions import ConfigError, KafkaBrokerError
 
 STATUS_STOPPED = 3
 
@@ -103,6 +103,18 @@ def _warn_if_not_configured(bootstrap: str) -> None:
 
 def _stop(args: argparse.Namespace) -> int:
     config = _config(args)
+    holder = kafka_local.port_holder(config)
+    if holder is not None:  # never stop (or claim to stop) what this data directory did not start
+        hint = "stop it the way it was started (e.g. `docker compose -f docker-compose.kafka.yml down`)"
+        if holder.streamfeat_data_dir is not None:
+            hint = f"stop it with `streamfeat kafka stop --port {config.port} --data-dir {shlex.quote(str(holder.streamfeat_data_dir))}`"
+        elif holder.pids:
+            hint += f", or `kill {' '.join(map(str, holder.pids))}` if it is yours"
+        raise KafkaBrokerError(
+            f"nothing stopped: {config.bootstrap} is served by {holder.describe()}, not by the broker "
+            f"of {config.root}; it is left running",
+            hint=hint,
+        )
     stopped = kafka_local.stop_broker(config=config, timeout_s=args.timeout)
     if stopped:
         print(f"Kafka stopped (pid {', '.join(map(str, stopped))})")

@@ -55,3 +55,42 @@ def stop_process_group(
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=kill_timeout_s)
+
+
+def listening_pids(port: int) -> list[int]:
+    """The processes with a TCP socket listening on ``port`` (any local address, IPv4 or
+    IPv6), found through ``/proc``; empty when none, or when the owner is another user's
+    process whose descriptors this one cannot read."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text(encoding="ascii").splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # local_address is HEXIP:HEXPORT; state 0A is LISTEN; field 9 is the socket's inode.
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return []
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            links = {os.readlink(fd) for fd in (entry / "fd").iterdir()}
+        except OSError:  # gone, or another user's
+            continue
+        if links & inodes:
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
+def command_line(pid: int) -> list[str]:
+    """The arguments of process ``pid`` (``/proc/<pid>/cmdline``); empty when unknown."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]

@@ -21,12 +21,14 @@ from engine.kafka_local.config import (
     DEFAULT_STOP_TIMEOUT_S,
     HOST,
     MARKER,
+    PROPERTIES_NAME,
     BrokerConfig,
     Progress,
     properties_text,
 )
 from engine.kafka_local.jvm import CHILDREN, is_our_broker, marked_pids, read_pid, terminate
 from engine.kafka_local.probe import metadata_answers, port_open
+from engine.processes import command_line, listening_pids
 
 LOG4J_CONFIG = KAFKA_FILES / "log4j2.xml"
 
@@ -248,9 +250,10 @@ def _start_locked(config: BrokerConfig, timeout_s: float, progress: Progress | N
     config.pid_file.unlink(missing_ok=True)
     for busy in (config.port, config.resolved_controller_port):
         if port_open(busy):
+            holder = port_holder(config) if busy == config.port else None
             raise KafkaBrokerError(
                 f"cannot start Kafka: {HOST}:{busy} is already in use"
-                + (" by a Kafka broker streamfeat did not start" if status.foreign and busy == config.port else ""),
+                + (f" by {holder.describe()}" if holder is not None else ""),
                 hint="stop whatever listens there, or pick another --port",
             )
     lib_dir = ensure_kafka_libs(config.version, progress=progress)
@@ -310,6 +313,51 @@ def stop_broker(
         terminate(pid, timeout_s)
     config.pid_file.unlink(missing_ok=True)
     return sorted(pids)
+
+
+@dataclass(frozen=True)
+class PortHolder:
+    """What listens on a broker's port when it is not the broker of the data directory asked
+    about: the processes (empty when /proc does not tell: another user's), whether a Kafka
+    broker answers there, and, for a streamfeat broker of another directory, that directory."""
+
+    port: int
+    pids: tuple[int, ...]
+    commands: tuple[str, ...]
+    kafka: bool
+    streamfeat_data_dir: Path | None
+
+    def describe(self) -> str:
+        what = "a Kafka broker" if self.kafka else "a process that is not a Kafka broker"
+        if self.streamfeat_data_dir is not None:
+            what = f"a Kafka broker streamfeat started with another data directory ({self.streamfeat_data_dir})"
+        elif self.kafka:
+            what += " that streamfeat did not start"
+        if self.pids:
+            shown = "; ".join(f"pid {pid}: {command}" for pid, command in zip(self.pids, self.commands, strict=True))
+            return f"{what} ({shown})"
+        return f"{what} (its process is not visible to this user)"
+
+
+def port_holder(config: BrokerConfig) -> PortHolder | None:
+    """What listens on 127.0.0.1:``config.port`` other than this data directory's broker;
+    None when nothing does, or when the listener is that broker."""
+    if not port_open(config.port) or marked_pids(config):
+        return None
+    pids = tuple(listening_pids(config.port))
+    arguments = [command_line(pid) for pid in pids]
+    commands = tuple(_short_command(args) for args in arguments)
+    data_dir = None
+    for args in arguments:
+        if MARKER in args:
+            properties = [a for a in args if a.endswith(PROPERTIES_NAME)]
+            data_dir = Path(properties[0]).parent if properties else None
+    return PortHolder(config.port, pids, commands, metadata_answers(config.bootstrap), data_dir)
+
+
+def _short_command(args: list[str], limit: int = 120) -> str:
+    text = " ".join(args) or "command line unknown"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def ensure_broker(

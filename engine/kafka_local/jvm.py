@@ -12,19 +12,11 @@ from pathlib import Path
 
 from engine.exceptions import KafkaBrokerError
 from engine.kafka_local.config import MARKER, BrokerConfig
-from engine.processes import pid_runs, proc_stat_fields
+from engine.processes import command_line, pid_runs, proc_stat_fields
 
 # JVMs started by this Python process: kept so that stopping them also reaps them
 # (an unreaped child stays a zombie, which os.kill(pid, 0) reports as alive).
 CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
-
-
-def read_cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]
 
 
 def is_zombie(pid: int) -> bool:
@@ -40,7 +32,7 @@ def is_our_broker(pid: int, config: BrokerConfig) -> bool:
         return False
     if is_zombie(pid):
         return False
-    args = read_cmdline(pid)
+    args = command_line(pid)
     return MARKER in args and str(config.properties_file) in args
 
 
