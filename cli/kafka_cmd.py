@@ -10,9 +10,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from cli.setting_options import add_setting_option
+from cli.setting_options import add_derived_option, add_setting_option
 from engine import kafka_local
-from engine.config import load_settings
+from engine.config import configured_setting, load_settings
 from engine.exceptions import ConfigError, KafkaBrokerError
 
 STATUS_STOPPED = 3
@@ -21,7 +21,10 @@ STATUS_STOPPED = 3
 def _configured_port() -> int:
     """The port of ``kafka_bootstrap`` (streamfeat.yaml, STREAMFEAT_KAFKA_BOOTSTRAP), which
     must name this machine: the local broker binds to 127.0.0.1 only."""
-    bootstrap = load_settings().kafka_bootstrap
+    return _local_port(load_settings().kafka_bootstrap)
+
+
+def _local_port(bootstrap: str) -> int:
     first = bootstrap.split(",")[0].strip()
     host, _, port_text = first.rpartition(":")
     if host not in ("127.0.0.1", "localhost") or not port_text.isdigit():
@@ -30,6 +33,25 @@ def _configured_port() -> int:
             hint="pass --port, or set kafka_bootstrap: 127.0.0.1:9092 in streamfeat.yaml",
         )
     return int(port_text)
+
+
+_DATA_DIR_UNREAD = (
+    "default: $XDG_DATA_HOME/streamfeat/kafka/PORT, i.e. ~/.local/share/streamfeat/kafka/PORT, PORT that of --port"
+)
+
+
+def _data_dir_default_text() -> str:
+    """The broker directory used without --data-dir (and without --port) here."""
+    try:
+        bootstrap, where = configured_setting("kafka_bootstrap")
+        port = _local_port(str(bootstrap))
+    except ConfigError:
+        return _DATA_DIR_UNREAD
+    origin = f"kafka_bootstrap from {where}" if where else "setting kafka_bootstrap"
+    return (
+        f"default: {kafka_local.default_data_dir(port)}, one directory per port, here {port} of {origin}; "
+        f"--port N: {kafka_local.default_data_dir(port).parent}/N"
+    )
 
 
 def _config(args: argparse.Namespace) -> kafka_local.BrokerConfig:
@@ -162,12 +184,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             what="PLAINTEXT port on 127.0.0.1: that of kafka_bootstrap",
             type=int,
         )
-        parser.add_argument(
+        add_derived_option(
+            parser,
             "--data-dir",
+            what="broker directory",
+            default_text=_data_dir_default_text,
+            unread_text=_DATA_DIR_UNREAD,
             type=Path,
-            default=None,
-            help="broker directory (default $XDG_DATA_HOME/streamfeat/kafka/PORT, "
-            "i.e. ~/.local/share/streamfeat/kafka/PORT)",
         )
         if timeout is not None:
             parser.add_argument("--timeout", type=float, default=timeout, help=f"{timeout_help} (default %(default)s)")

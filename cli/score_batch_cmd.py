@@ -7,7 +7,11 @@ import argparse
 from pathlib import Path
 
 from cli.common import Subparsers
+from cli.setting_options import add_derived_option
+from engine.exceptions import ConfigError
 from engine.wording import counted
+
+_URL_UNREAD = "default: http://serve_host:serve_port of streamfeat.yaml"
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -21,8 +25,7 @@ def _run(args: argparse.Namespace) -> int:
     entities = read_table(args.entities, "--entities")
     url = args.url
     if url is None:
-        settings = load_settings()
-        url = f"http://{settings.serve_host}:{settings.serve_port}"
+        url = load_settings().serve_url
     with FeatureClient(url, timeout=args.timeout, api_key=args.api_key) as client:
         scored = score_batch(model, entities, client, time_column=args.time_column)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -44,6 +47,18 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _url_default_text() -> str:
+    """The server --url defaults to here: the URL of serve_host and serve_port as configured."""
+    from engine.config import configured_setting, load_settings
+
+    try:
+        url = load_settings().serve_url
+        given = [f"{key} from {where}" for key in ("serve_host", "serve_port") if (where := configured_setting(key)[1])]
+    except ConfigError:
+        return _URL_UNREAD
+    return f"default: {url}, " + (", ".join(given) or "settings serve_host and serve_port")
+
+
 def register(subparsers: Subparsers) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "score-batch",
@@ -59,8 +74,12 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument(
         "--time-column", default=None, help="column with each row's as-of time (epoch ms or datetime); default: now"
     )
-    parser.add_argument(
-        "--url", default=None, help="feature server (default: http://serve_host:serve_port of the settings)"
+    add_derived_option(
+        parser,
+        "--url",
+        what="feature server",
+        default_text=_url_default_text,
+        unread_text=_URL_UNREAD,
     )
     parser.add_argument("--api-key", default=None, help="API key when the server requires one")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")

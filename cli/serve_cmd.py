@@ -145,7 +145,7 @@ def _serve(args: argparse.Namespace) -> int:
         app = create_app(settings)  # raises ServingSetupError (exit 2) with a hint
         print(
             f"serving {sorted(app.state.serving.registry.services)} on "
-            f"http://{settings.serve_host}:{settings.serve_port} (docs at /docs)"
+            f"{settings.serve_url} (docs at /docs)"
         )
         _tune_gc()
         uvicorn.run(app, **common)

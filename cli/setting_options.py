@@ -10,6 +10,7 @@ itself then says what is wrong).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from engine.config import Settings, configured_setting
@@ -24,17 +25,21 @@ def setting_default_text(key: str) -> str:
     except ConfigError:
         return _unread_default_text(key)
     if where is None:
-        return f"default: {_shown(value)}, setting {key}"
-    return f"default: {_shown(value)}, {key} from {where}"
+        return f"default: {_value(value)}, setting {key}"
+    return f"default: {_value(value)}, {key} from {where}"
 
 
 def _unread_default_text(key: str) -> str:
     """The default said without reading the configuration (unreadable, or not read yet)."""
-    return f"default: streamfeat.yaml's {key}, else {_shown(getattr(Settings(), key))}"
+    return f"default: streamfeat.yaml's {key}, else {_value(getattr(Settings(), key))}"
 
 
-def _shown(value: object) -> str:
-    return str(value).replace("%", "%%") if value != "" else "unset"  # argparse expands %(...)s in help
+def _value(value: object) -> str:
+    return str(value) if value != "" else "unset"
+
+
+def _shown(text: str) -> str:
+    return text.replace("%", "%%")  # argparse expands %(...)s in help
 
 
 class SettingsHelpParser(argparse.ArgumentParser):
@@ -43,11 +48,12 @@ class SettingsHelpParser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:  # argparse's own parameters
         super().__init__(*args, **kwargs)
-        self.setting_options: list[tuple[argparse.Action, str, str]] = []  # (option, setting, what it is)
+        # (option, what it is, the text of its default as this directory gives it)
+        self.setting_options: list[tuple[argparse.Action, str, Callable[[], str]]] = []
 
     def format_help(self) -> str:
-        for action, key, what in self.setting_options:
-            action.help = f"{what} ({setting_default_text(key)})"
+        for action, what, default_text in self.setting_options:
+            action.help = f"{what} ({_shown(default_text())})"
         return super().format_help()
 
 
@@ -61,9 +67,30 @@ def add_setting_option(
 ) -> argparse.Action:
     """Add option ``flags`` (default None: the settings decide) overriding ``setting``;
     its help is ``what`` and, when shown, the default this directory gives it."""
-    action = (group or parser).add_argument(
-        *flags, default=None, help=f"{what} ({_unread_default_text(setting)})", **kwargs
+    return add_derived_option(
+        parser,
+        *flags,
+        what=what,
+        default_text=lambda: setting_default_text(setting),
+        unread_text=_unread_default_text(setting),
+        group=group,
+        **kwargs,
     )
+
+
+def add_derived_option(
+    parser: argparse.ArgumentParser,
+    *flags: str,
+    what: str,
+    default_text: Callable[[], str],
+    unread_text: str,
+    group: argparse._ArgumentGroup | None = None,
+    **kwargs: Any,  # add_argument's own keywords (type, choices, metavar)
+) -> argparse.Action:
+    """Add option ``flags`` (default None: the command works its value out from the settings);
+    ``--help`` shows ``default_text()`` (e.g. ``"default: http://127.0.0.1:8100, serve_host and
+    serve_port"``), computed when the help is shown, else ``unread_text``."""
+    action = (group or parser).add_argument(*flags, default=None, help=f"{what} ({_shown(unread_text)})", **kwargs)
     if isinstance(parser, SettingsHelpParser):
-        parser.setting_options.append((action, setting, what))
+        parser.setting_options.append((action, what, default_text))
     return action

@@ -125,8 +125,18 @@ class Settings:
         return self.path(self.data_dir) / PLAN_FILE_NAME
 
     @property
+    def serve_url(self) -> str:
+        """Where ``streamfeat serve`` answers with these settings."""
+        return serve_url(self.serve_host, self.serve_port)
+
+    @property
     def log_uri(self) -> str:
         return self.log_root or str(self.path(self.data_dir) / "log")
+
+
+def serve_url(host: str, port: int) -> str:
+    """The feature server's base URL at ``host`` and ``port`` (serve_host, serve_port)."""
+    return f"http://{host}:{port}"
 
 
 _FIELD_TYPES: dict[str, type] = {

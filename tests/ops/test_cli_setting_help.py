@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cli import main
+from cli import build_parser, main
 from engine.config import Settings, load_settings
 
 # (command, option, the setting it overrides): every kind of setting option a first user meets.
@@ -88,3 +88,38 @@ def test_help_of_a_project_with_a_broken_file_still_shows(here: Path, capsys: py
     (here / "streamfeat.yaml").write_text("data_dir: [\n")
     shown = option_help(("training-set",), "--data-dir", capsys)
     assert shown.endswith(f"(default: streamfeat.yaml's data_dir, else {Settings().data_dir})"), shown
+
+
+def test_score_batch_help_shows_the_server_url_it_uses(
+    here: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert option_help(("score-batch",), "--url", capsys).endswith(
+        "(default: http://127.0.0.1:8000, settings serve_host and serve_port)"
+    )
+    (here / "streamfeat.yaml").write_text(PROJECT_YAML)
+    monkeypatch.setenv("STREAMFEAT_SERVE_HOST", "127.0.0.2")
+    used = load_settings(here).serve_url
+    assert used == "http://127.0.0.2:8100"
+    shown = option_help(("score-batch",), "--url", capsys)
+    assert shown.endswith(
+        f"(default: {used}, serve_host from STREAMFEAT_SERVE_HOST, serve_port from streamfeat.yaml)"
+    ), shown
+
+
+@pytest.mark.parametrize("action", ["start", "stop", "status"])
+def test_kafka_help_shows_the_broker_directory_it_uses(
+    here: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, action: str
+) -> None:
+    from cli.kafka_cmd import _config
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(here / "xdg"))
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse would wrap the long path at its hyphens
+    (here / "streamfeat.yaml").write_text(PROJECT_YAML)  # kafka_bootstrap: 127.0.0.1:9193
+    used = _config(build_parser().parse_args(["kafka", action])).root
+    assert used == here / "xdg" / "streamfeat" / "kafka" / "9193"
+    shown = option_help(("kafka", action), "--data-dir", capsys)
+    assert shown.startswith(
+        f"--data-dir DATA_DIR broker directory (default: {used}, one directory per port, here 9193 of "
+        "kafka_bootstrap from streamfeat.yaml;"
+    ), shown
+    assert shown.endswith(f"--port N: {used.parent}/N)"), shown
