@@ -143,10 +143,7 @@ def _serve(args: argparse.Namespace) -> int:
     }
     if args.workers == 1:
         app = create_app(settings)  # raises ServingSetupError (exit 2) with a hint
-        print(
-            f"serving {sorted(app.state.serving.registry.services)} on "
-            f"{settings.serve_url} (docs at /docs)"
-        )
+        print(f"serving {sorted(app.state.serving.registry.services)} on {settings.serve_url} (docs at /docs)")
         _tune_gc()
         uvicorn.run(app, **common)
         return 0
