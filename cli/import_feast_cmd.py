@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from cli.common import Subparsers
+from engine.wording import counted
 
 
 def register(subparsers: Subparsers) -> None:
@@ -54,8 +55,12 @@ def _import_feast(args: argparse.Namespace) -> int:
         file.write_text(text, encoding="utf-8")
     print(translation.report())
     repo = load_repo(out)  # RepoValidationError -> exit 2 listing every problem of the written repo
-    print(
-        f"wrote {out}/definitions.py: {len(repo.views)} stream views, {len(repo.on_demand_views)} on-demand "
-        f"views, {len(repo.services)} services; it validates (next: streamfeat plan --repo {out})"
+    counts = ", ".join(
+        (
+            counted(len(repo.views), "stream view"),
+            counted(len(repo.on_demand_views), "on-demand view"),
+            counted(len(repo.services), "service"),
+        )
     )
+    print(f"wrote {out}/definitions.py: {counts}; it validates (next: streamfeat plan --repo {out})")
     return 0

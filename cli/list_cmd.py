@@ -19,6 +19,7 @@ from engine.definitions import (
 from engine.definitions.base import closest, timedelta_ms
 from engine.exceptions import ConfigError
 from engine.timefmt import duration_text
+from engine.wording import counted
 
 #: Anything ``streamfeat describe NAME`` can name.
 Describable = Entity | EventSource | StreamFeatureView | OnDemandFeatureView | FeatureService
@@ -130,7 +131,7 @@ def _list(args: argparse.Namespace) -> int:
         lines += [(odfv.name, f"{odfv.mode} transform {odfv.fn}"), *_odfv_features(odfv)]
     lines.append(f"services ({len(repo.services)}):")
     for service in repo.services:
-        lines += [(service.name, f"{len(service.feature_names)} features"), *_service_features(service)]
+        lines += [(service.name, counted(len(service.feature_names), "feature")), *_service_features(service)]
     print("\n".join(_aligned(lines)))
     return 0
 
@@ -155,7 +156,7 @@ def _details(definition: Describable) -> list[str]:
     if isinstance(definition, OnDemandFeatureView):
         heading = f"on-demand view {definition.name}: {definition.mode} transform {definition.fn}"
         return [heading, _about(definition), "  features:", *_aligned(list(_odfv_features(definition)))]
-    heading = f"service {definition.name}: {len(definition.feature_names)} features"
+    heading = f"service {definition.name}: {counted(len(definition.feature_names), 'feature')}"
     return [heading, _about(definition), "  features:", *_aligned(list(_service_features(definition)))]
 
 

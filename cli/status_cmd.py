@@ -32,6 +32,7 @@ from engine.config import Settings
 from engine.json_types import JSONObject
 from engine.state.cluster_status import HostStatus, ShardStatus, collect_shards, hosts_of, progress_applied
 from engine.timefmt import iso_utc
+from engine.wording import counted
 
 if TYPE_CHECKING:
     from engine.definitions import StreamFeatureView
@@ -307,7 +308,7 @@ def render(status: Status) -> None:
         render_cluster(console, status.shards, status.hosts)
     total = sum(status.shard_bytes)
     console.print(
-        f"state on disk: {_fmt_bytes(total)} in {len(status.shard_bytes)} shards "
+        f"state on disk: {_fmt_bytes(total)} in {counted(len(status.shard_bytes), 'shard')} "
         f"(largest {_fmt_bytes(max(status.shard_bytes, default=0))})"
     )
 

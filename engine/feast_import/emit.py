@@ -23,7 +23,8 @@ class ModuleWriter:
     failed: dict[int, str] = field(default_factory=dict)  # id(call) -> why not
     used: set[str] = field(default_factory=set)
     translated: list[str] = field(default_factory=list)
-    notes: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (what, why): not translated
+    approximated: list[tuple[str, str]] = field(default_factory=list)  # (what, what differs): translated approximately
 
     def variable(self, name: str) -> str:
         base = re.sub(r"\W", "_", name) or "feast_object"

@@ -43,6 +43,25 @@ _DDL_TYPES = {
     "timestamp": "timestamp",
 }
 _FUNCTIONS = {"sum": "sum", "count": "count", "mean": "mean", "avg": "mean", "min": "min", "max": "max"}
+_HLL = (
+    "count_distinct_approx",
+    "approximated: an exact distinct count in Feast, a HyperLogLog estimate here (about 1.6% standard "
+    "error at the default precision=12); for an exact count of a bounded set write function='count_distinct' "
+    "with max_distinct=N",
+)
+_SAMPLE_STDDEV = (
+    "stddev",
+    "approximated: Spark's stddev is the sample standard deviation (divides by n - 1), streamfeat's the "
+    "population one (divides by n): they differ by a factor sqrt((n - 1) / n), most for few events",
+)
+#: Feast functions streamfeat computes only approximately: (streamfeat function, what differs).
+_APPROXIMATE = {
+    "count_distinct": _HLL,
+    "approx_count_distinct": _HLL,
+    "stddev": _SAMPLE_STDDEV,
+    "std": _SAMPLE_STDDEV,
+    "stddev_samp": _SAMPLE_STDDEV,
+}
 
 
 def _string(call: FeastCall, key: str, default: str | None = None) -> str:
@@ -173,25 +192,27 @@ def _aggregation(w: ModuleWriter, view: str, call: StaticValue) -> tuple[str, ti
     column, function = call.kwargs.get("column"), call.kwargs.get("function")
     window = _duration(call.kwargs.get("time_window"), "Aggregation time_window")
     feast_name = call.kwargs.get("name") or f"{function!s}_{column!s}_{int(window.total_seconds())}s"
-    if not isinstance(column, str) or not isinstance(function, str) or function not in _FUNCTIONS:
-        w.notes.append(
-            (
-                f"StreamFeatureView {view!r} aggregation {feast_name!r}",
-                f"function {function!r} has no streamfeat equivalent ({', '.join(sorted(_FUNCTIONS))})",
-            )
-        )
+    what = f"StreamFeatureView {view!r} aggregation {feast_name!r}"
+    translatable = isinstance(function, str) and (function in _FUNCTIONS or function in _APPROXIMATE)
+    if not isinstance(column, str) or not isinstance(function, str) or not translatable:
+        known = ", ".join(sorted(_FUNCTIONS))
+        w.notes.append((what, f"function {function!r} has no streamfeat equivalent (translated: {known})"))
         return None
+    streamfeat_function = _FUNCTIONS.get(function)
+    if streamfeat_function is None:
+        streamfeat_function, why = _APPROXIMATE[function]
+        w.approximated.append((f"{what}: {function} -> {streamfeat_function}", why))
     slide = call.kwargs.get("slide_interval")
     if slide is not None and slide != window:
         w.notes.append(
             (
-                f"StreamFeatureView {view!r} aggregation {feast_name!r}",
+                what,
                 f"slide_interval {slide!s} not translated: streamfeat windows slide at every "
                 "aggregation_interval tile and are evaluated as of request time",
             )
         )
     return (
-        f"Aggregation(column={column!r}, function={_FUNCTIONS[function]!r}, window={_td(window)}, name={feast_name!r})",
+        f"Aggregation(column={column!r}, function={streamfeat_function!r}, window={_td(window)}, name={feast_name!r})",
         window,
     )
 

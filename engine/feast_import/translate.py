@@ -6,7 +6,10 @@ Translated: ``Entity``; ``KafkaSource`` with a ``JsonFormat`` schema (-> ``Event
 names kept, ``{function}_{column}_{seconds}s`` unless named); python-mode
 ``on_demand_feature_view`` functions (called one row at a time through an adapter);
 ``FeatureService`` (views and ``view[[...]]`` selections). Everything else is listed
-in :attr:`Translation.not_translated` with the reason, never approximated silently.
+in :attr:`Translation.not_translated` with the reason, never approximated silently: what
+streamfeat computes only approximately (Feast's exact distinct count as a HyperLogLog
+``count_distinct_approx``, Spark's sample stddev as the population ``stddev``) is translated
+and listed in :attr:`Translation.approximated` with what differs.
 """
 
 from __future__ import annotations
@@ -36,9 +39,13 @@ class Translation:
     source: str  # the streamfeat module's text
     translated: tuple[str, ...]  # "StreamFeatureView 'user_spend'", ...
     not_translated: tuple[tuple[str, str], ...]  # (what, why)
+    approximated: tuple[tuple[str, str], ...] = ()  # (what, what differs): translated, not exactly
 
     def report(self) -> str:
         lines = [f"translated ({len(self.translated)}):", *(f"  {t}" for t in self.translated)]
+        if self.approximated:
+            lines.append(f"translated approximately ({len(self.approximated)}):")
+            lines.extend(f"  {what}: {why}" for what, why in self.approximated)
         lines.append(f"not translated ({len(self.not_translated)}):")
         lines.extend(f"  {what}: {why}" for what, why in self.not_translated)
         return "\n".join(lines)
@@ -84,14 +91,18 @@ def translate(repo: FeastRepoSource, origin: str) -> Translation:
             w.emit(call, functools.partial(build, w))
     for file, why in repo.skipped_files:
         w.notes.append((file, why))
-    return Translation(_module(w, origin), tuple(w.translated), tuple(w.notes))
+    return Translation(_module(w, origin), tuple(w.translated), tuple(w.notes), tuple(w.approximated))
 
 
 def _module(w: ModuleWriter, origin: str) -> str:
     missing = "".join(f"\n- {what}: {why}" for what, why in w.notes) or "\nnothing"
+    approximated = "".join(f"\n- {what}: {why}" for what, why in w.approximated)
     header = (
         f'"""Translated from the Feast repo {origin} by `streamfeat import-feast`.\n\n'
-        f'Not translated:{missing}\n"""\n\n' + "".join(f"{line}\n" for line in HEADER_IMPORTS) + "\n"
+        + (f"Translated approximately:{approximated}\n\n" if approximated else "")
+        + f'Not translated:{missing}\n"""\n\n'
+        + "".join(f"{line}\n" for line in HEADER_IMPORTS)
+        + "\n"
         "from engine.definitions import (\n    Aggregation, Entity, EventSource, FeatureService, RequestSource,"
         " StreamFeatureView, on_demand_feature_view,\n)\n"
     )

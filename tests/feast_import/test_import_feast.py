@@ -134,7 +134,24 @@ def test_import_feast_writes_a_valid_repo_and_lists_what_it_could_not_translate(
     }
     user_spend = repo.view("user_spend")
     # Feast's output names are kept: {function}_{column}_{seconds}s unless the aggregation is named.
-    assert user_spend.feature_names == ("sum_amount_900s", "count_amount_3600s", "amount_mean_1d", "max_amount_90s")
+    assert user_spend.feature_names == (
+        "sum_amount_900s",
+        "count_amount_3600s",
+        "amount_mean_1d",
+        "max_amount_90s",
+        "count_distinct_merchant_id_3600s",
+    )
+    # Feast's exact distinct count is only approximated here: translated, and said so.
+    (distinct,) = [a for a in user_spend.aggregations if a.column == "merchant_id"]
+    assert distinct.function == "count_distinct_approx"
+    approximated = printed.split("\ntranslated approximately (1):\n")[1].split("\nnot translated (")[0]
+    assert approximated.startswith(
+        "  StreamFeatureView 'user_spend' aggregation 'count_distinct_merchant_id_3600s': count_distinct -> "
+        "count_distinct_approx: approximated: an exact distinct count in Feast, a HyperLogLog estimate here"
+    ), approximated
+    assert "write function='count_distinct' with max_distinct=N" in approximated
+    # Counts agree in number with what they count.
+    assert "wrote " in printed and ": 2 stream views, 1 on-demand view, 1 service; it validates" in printed, printed
     assert user_spend.aggregation_interval == timedelta(seconds=30)  # divides the 90 s window
     assert dict(user_spend.tags) == {"team": "risk"}
     assert repo.view("merchant_activity").feature_names == ("count_amount_900s",)
@@ -152,8 +169,8 @@ def test_import_feast_writes_a_valid_repo_and_lists_what_it_could_not_translate(
     }
 
     not_translated = printed.split("\nnot translated (")[1]
+    assert "count_distinct" not in not_translated  # translated approximately, above
     for expected in (
-        "count_distinct",  # no streamfeat equivalent
         "slide_interval",  # streamfeat windows slide per tile
         "udf",  # the Spark filter of user_spend
         "ttl not translated",
@@ -169,7 +186,11 @@ def test_import_feast_writes_a_valid_repo_and_lists_what_it_could_not_translate(
     assert "mode 'pandas'" in not_translated and "FeatureView 'user_profile' is not translated" in not_translated
     assert "test_features.py" not in printed
     written = (out / "definitions.py").read_text()
-    assert "Not translated:" in written and "count_distinct" in written  # the module says it too
+    assert "Not translated:" in written and "ttl not translated" in written  # the module says it too
+    assert (
+        "Translated approximately:\n- StreamFeatureView 'user_spend' aggregation 'count_distinct_merchant_id_3600s'"
+        in written
+    )
 
     # Never overwrites without --force.
     assert cli_main(["import-feast", str(feast_repo), "--out", str(out)]) == 2
