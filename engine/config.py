@@ -179,6 +179,8 @@ def _coerce(key: str, raw: object, origin: str) -> SettingValue:
                 hint=f"write a whole number, {example}",
             )
         return number
+    if wanted is Path and isinstance(raw, os.PathLike):  # a flag's type=Path
+        return Path(raw)
     if isinstance(raw, bool) or not isinstance(raw, str | int | float):
         shown = "nothing (an empty value)" if raw is None else f"{type(raw).__name__} {raw!r}"
         raise ConfigError(
