@@ -5,14 +5,15 @@ Fixtures live in ``tests/fixtures`` (one module per service) and are registered 
 - ``kafka_bootstrap`` (session): ``$KAFKA_BOOTSTRAP`` when set (a long-running broker, to
   skip the start-up), else the session's own broker (``kafka_broker``), started through
   ``engine.kafka_local`` on free loopback ports with its own data directory and stopped at
-  the end (a watchdog process stops it if the session dies without its teardown):
+  the end (a watchdog process, tests/fixtures/watchdog.py, stops it if the session dies without its teardown):
   brokers of anyone else on the machine, 127.0.0.1:9092 included, are never used.
   Started once per pytest process, so parallel sessions each have their own.
 - ``kafka_topic`` (function): factory ``kafka_topic(partitions=3) -> str`` creating a
   uuid-named topic, deleted (with any ``<topic>.*`` topics such as its DLQ) at teardown.
 - ``STREAMFEAT_METRICS_PORT`` is 0 for the session (and its subprocesses) unless already set.
 - ``redis_server`` (session): a private ``redis-server`` on a free loopback port without
-  persistence; yields ``redis://127.0.0.1:PORT/0``.
+  persistence; yields ``redis://127.0.0.1:PORT/0``. The same watchdog stops every test
+  redis-server should the session die without its teardown.
 
 Hypothesis: ``HYPOTHESIS_PROFILE=thorough`` runs every property test with ``HYPOTHESIS_FACTOR``
 (default 10) times its own ``max_examples`` and no deadline, for bug hunts module by module

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from engine import kafka_local
 from engine.exceptions import KafkaBrokerError
 from engine.kafka_local import BrokerConfig
 from engine.ports import free_ports
+from tests.fixtures.watchdog import miniature_session, said_in_time
 
 pytestmark = pytest.mark.kafka
 
@@ -65,41 +64,23 @@ time.sleep(600)
 
 
 def test_a_session_killed_without_teardown_leaves_no_broker(tmp_path: Path) -> None:
-    session = subprocess.Popen(
-        [sys.executable, "-c", _SESSION, str(tmp_path / "broker")],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
     config: BrokerConfig | None = None
     try:
-        assert session.stdout is not None
-        started = session.stdout.readline()
-        assert started, f"the miniature session exited with {session.wait()} before its broker answered"
-        port, controller = map(int, started.split())
-        config = BrokerConfig(port=port, controller_port=controller, data_dir=tmp_path / "broker")
-        assert kafka_local.broker_status(config=config).running
-        assert len(_jvms_for(config)) == 1
+        with miniature_session(_SESSION, str(tmp_path / "broker")) as (session, [port, controller]):
+            config = BrokerConfig(port=port, controller_port=controller, data_dir=tmp_path / "broker")
+            assert kafka_local.broker_status(config=config).running
+            assert len(_jvms_for(config)) == 1
 
-        session.kill()  # no teardown runs: only the watchdog can stop the broker now
-        session.wait()
-        deadline = time.monotonic() + kafka_local.DEFAULT_STOP_TIMEOUT_S + 10
-        while _jvms_for(config) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        log = config.root / "watchdog.log"
-        assert _jvms_for(config) == [], log.read_text()
-        # The watchdog writes its line once stop_broker returns, which can be a moment
-        # after the JVM is gone.
-        said = "its test session ended without teardown"
-        while said not in log.read_text() and time.monotonic() < deadline + 10:
-            time.sleep(0.1)
-        assert said in log.read_text()
+            session.kill()  # no teardown runs: only the watchdog can stop the broker now
+            session.wait()
+            deadline = time.monotonic() + kafka_local.DEFAULT_STOP_TIMEOUT_S + 10
+            while _jvms_for(config) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            log = config.root / "watchdog.log"
+            assert _jvms_for(config) == [], log.read_text()
+            said = "its test session ended without teardown"
+            assert said in said_in_time(log, said, deadline + 10)
     finally:
-        if session.poll() is None:
-            session.kill()
-        session.wait()
-        if session.stdout is not None:
-            session.stdout.close()
         if config is not None:
             kafka_local.stop_broker(config=config)
 
