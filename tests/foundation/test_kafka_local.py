@@ -18,7 +18,6 @@ from tests.fixtures.watchdog import miniature_session, said_in_time
 
 pytestmark = pytest.mark.kafka
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _jvms_for(config: BrokerConfig) -> list[int]:
