@@ -19,7 +19,6 @@ from tests.fixtures.watchdog import miniature_session, said_in_time
 pytestmark = pytest.mark.kafka
 
 
-
 def _jvms_for(config: BrokerConfig) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
