@@ -141,7 +141,7 @@ class Plan:
             return "\n".join(lines)
         marks = {"new": "+", "changed": "~", "removed": "-"}
         for change in self.changes:
-            label = change.kind.replace("_", " ")
+            label = change.kind.replace("on_demand", "on-demand").replace("_", " ")
             suffix = (
                 "  [needs backfill]"
                 if change.needs_backfill
