@@ -43,9 +43,10 @@ from serving.exceptions import (
     ServingSetupError,
     SourceNotFound,
 )
-from serving.request import parse_json
+from serving.request import check_keys, parse_json
 
 PUSH_ROUTE = "/v1/push/{source}"
+PUSH_FIELDS = ("records",)
 log = logging.getLogger("streamfeat.serving.push")
 
 
@@ -194,6 +195,7 @@ def build_router(pusher: Pusher) -> APIRouter:
     ) -> Response:
         async def handle(state: ServingState, labels: Labels) -> Response:
             body = parse_json(await read_body(request, state.max_request_bytes))
+            check_keys(body, PUSH_FIELDS)
             result = await run_in_threadpool(pusher.push, source, body.get("records"), state.max_entities_per_request)
             if result.rejected:
                 raise InvalidRecords(result.source, result.accepted, list(result.rejected))
