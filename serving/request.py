@@ -63,6 +63,13 @@ def parse_json(raw: bytes) -> dict[str, Any]:
                 "which is not UTF-8",
                 hint="encode the JSON as UTF-8 and send it uncompressed (no Content-Encoding)",
             ) from None
+        token = _non_finite_token(raw, exc.pos, str(exc))
+        if token is not None:
+            raise MalformedRequest(
+                f"request body: {token} is not a finite JSON number (JSON has no NaN or "
+                "Infinity, and a number beyond the largest double is infinite)",
+                hint="send a finite number instead",
+            ) from None
         raise MalformedRequest(
             f"request body: expected a JSON object, got invalid JSON ({exc})",
             hint="send UTF-8 JSON with Content-Type: application/json",
@@ -75,6 +82,21 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         )
     check_duplicate_keys(raw, body)
     return body
+
+
+def _non_finite_token(raw: bytes, pos: int, error: str) -> str | None:
+    """``<text> at offset <n>`` of a NaN, Infinity or overflowing number at the parse error's
+    position, else None."""
+    start = pos - 1 if raw[pos - 1 : pos] == b"-" else pos
+    end = start
+    while (
+        end < len(raw) and end - start < 40 and raw[end : end + 1] not in (b",", b"]", b"}", b" ", b"\n", b"\r", b"\t")
+    ):
+        end += 1
+    token = raw[start:end].decode("utf-8", "replace")
+    if token.lstrip("-").startswith(("NaN", "Infinity")) or "infinity" in error:
+        return f"{token} at offset {start}"
+    return None
 
 
 def json_kind(value: object) -> str:

@@ -168,12 +168,18 @@ def test_wrong_types_are_422_naming_the_row(
     assert _error(client, _body(users, amounts), 422)["field"] == field
 
 
-@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1e400"])
-def test_non_finite_request_data_is_400_not_a_transform_input(client: ASGIClient, literal: bytes) -> None:
-    raw = orjson.dumps(_body(["u1"], ["__x__"])).replace(b'"__x__"', literal)
-    reply = client.post(ROUTE, content=raw, headers=JSON_TYPE)
-    assert reply.status_code == 400, reply.text
-    assert reply.json()["error"]["code"] == "malformed_request"
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e400"])
+@pytest.mark.parametrize("route", [ROUTE, FEAST_ROUTE])
+def test_non_finite_request_data_is_400_naming_the_number(client: ASGIClient, route: str, literal: bytes) -> None:
+    body = _body(["u1"], ["__x__"])
+    if route == FEAST_ROUTE:
+        body = {"feature_service": "fraud_scoring", "entities": {**body["entities"], **body["request_data"]}}
+    raw = orjson.dumps(body).replace(b'"__x__"', literal)
+    error = _route_error(client, route, raw, 400)
+    assert error["code"] == "malformed_request", error
+    offset = raw.index(literal)
+    assert f"request body: {literal.decode()} at offset {offset} is not a finite JSON number" in error["message"]
+    assert "send a finite number instead" in error["message"], error
 
 
 def test_the_entity_limit_is_named(client: ASGIClient) -> None:  # the fixture allows 50
