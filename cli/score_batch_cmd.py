@@ -24,7 +24,8 @@ def _run(args: argparse.Namespace) -> int:
         settings = load_settings()
         url = f"http://{settings.serve_host}:{settings.serve_port}"
     with FeatureClient(url, timeout=args.timeout, api_key=args.api_key) as client:
-        scored = score_batch(model, entities, client, time_column=args.time_column)
+        chunking = {} if args.chunk_rows is None else {"chunk_rows": args.chunk_rows}
+        scored = score_batch(model, entities, client, time_column=args.time_column, **chunking)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     partial = args.out.with_name(f".{args.out.name}.partial")  # never half a file at --out
     try:
@@ -61,6 +62,12 @@ def register(subparsers: Subparsers) -> None:
     )
     parser.add_argument(
         "--url", default=None, help="feature server (default: http://serve_host:serve_port of the settings)"
+    )
+    parser.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=None,
+        help="rows per request, at most the server's max_entities_per_request (default: under the default limit)",
     )
     parser.add_argument("--api-key", default=None, help="API key when the server requires one")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")

@@ -251,3 +251,11 @@ class ScoringTimeColumnError(StreamfeatError, TypeError):
     (a naive datetime is refused: a time zone is never guessed)."""
 
     exit_code = 2
+
+
+class ScoringInputError(StreamfeatError, ValueError):
+    """Batch scoring's entities cannot be scored: a column the service needs is missing, a
+    row the server refuses (named by its row in the caller's frame, not in the request),
+    a chunk larger than the server takes, or a missing value the model has no default for."""
+
+    exit_code = 2
