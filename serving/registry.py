@@ -243,7 +243,9 @@ class Registry:
         found = self.services.get(name)
         if found is None:
             raise ServiceNotFound(
-                f"feature service {name!r} is not defined",
+                f"feature service {name!r} is not defined"
+                if len(name) <= 60
+                else f"feature service {name[:57]!r}... ({len(name)} characters) is not defined",
                 hint=did_you_mean(name, self.services, "services"),
                 field="service",
             )

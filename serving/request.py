@@ -244,10 +244,12 @@ def _columns(
         )
     for name in given:
         if name not in expected:
+            shown = f"{section}.{name}" if name else f'{section}.""'
             raise InvalidRequest(
-                f"field '{section}.{name}': not an input of this service",
+                f"field {_short(shown)}: not an input of this service"
+                + (" (a column with an empty name)" if not name else ""),
                 hint=did_you_mean(name, expected, "names"),
-                field=f"{section}.{name}",
+                field=shown,
             )
     for name in expected:
         if name not in given:
@@ -291,6 +293,14 @@ def build_request(
     sections: tuple[str, str] = ("entities", "request_data"),
 ) -> FeatureRequest:
     ent = _columns(sections[0], entities, service.join_key_types, entity=True, max_rows=max_entities)
+    if request_data is None and service.request_fields:
+        names = ", ".join(repr(name) for name in service.request_fields)
+        raise InvalidRequest(
+            f"field '{sections[1]}': required: service {service.name!r} takes request data {names} "
+            "(one value per entity row), got none",
+            hint=f'add "{sections[1]}": {{"{next(iter(service.request_fields))}": [...]}}',
+            field=sections[1],
+        )
     req = _columns(
         sections[1],
         {} if request_data is None and not service.request_fields else request_data,
@@ -343,9 +353,10 @@ def build_request(
     )
 
 
-def check_keys(body: Mapping[str, object], allowed: tuple[str, ...]) -> None:
+def check_keys(body: Mapping[str, object], allowed: tuple[str, ...], hints: Mapping[str, str] | None = None) -> None:
+    """Refuses a body field other than ``allowed``; ``hints`` has the fix for a field a
+    caller may send by mistake (one another route takes), else the closest valid name."""
     for key in body:
         if key not in allowed:
-            raise InvalidRequest(
-                f"field '{key}': not a field of this request", hint=did_you_mean(key, allowed, "fields"), field=key
-            )
+            hint = (hints or {}).get(key) or did_you_mean(key, allowed, "fields")
+            raise InvalidRequest(f"field {_short(key)}: not a field of this request", hint=hint, field=key)

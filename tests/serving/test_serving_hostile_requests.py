@@ -337,3 +337,92 @@ def test_push_refuses_a_field_it_does_not_take(push_client: ASGIClient) -> None:
     assert error["field"] == "recrods", error
     assert error["message"] == "field 'recrods': not a field of this request", error
     assert error["hint"] == "did you mean 'records'? valid fields: 'records'", error
+
+
+@pytest.mark.parametrize(
+    ("changes", "status", "field", "message", "hint"),
+    [
+        (
+            {"features": ["user_spend:amount_sum_15m"]},
+            422,
+            "features",
+            "field 'features': not a field of this request",
+            'POST /get-online-features with "features": [...]',
+        ),
+        (
+            {"feature_service": "fraud_scoring"},
+            422,
+            "feature_service",
+            "field 'feature_service': not a field of this request",
+            "this route takes the service in its path: POST /v1/features/{service}",
+        ),
+        (
+            {"entities": {"user_id": ["u1"], "merchant_id": ["m1"], "": ["x"]}},
+            422,
+            'entities.""',
+            "field 'entities.\"\"': not an input of this service (a column with an empty name)",
+            "valid names: 'merchant_id', 'user_id'",
+        ),
+        (
+            {"entities": {"user_id": ["u1"], "merchant_id": ["m1"], "card_" + "x" * 500: ["x"]}},
+            422,
+            "entities.card_" + "x" * 500,
+            "field 'entities.card_" + "x" * 42 + "...: not an input of this service",
+            "valid names: 'merchant_id', 'user_id'",
+        ),
+        (
+            {"request_data": None},
+            422,
+            "request_data",
+            "field 'request_data': required: service 'fraud_scoring' takes request data 'amount' "
+            "(one value per entity row), got none",
+            'add "request_data": {"amount": [...]}',
+        ),
+        (
+            {"entities": {"user_id": [f"u{i}" for i in range(51)], "merchant_id": ["m1"]}},
+            413,
+            "entities.user_id",
+            "field 'entities.user_id': 51 entities, at most 50 per request",
+            "split the request",
+        ),
+    ],
+)
+def test_v1_refusals_of_fields_names_and_counts_name_the_field_and_the_fix(
+    client: ASGIClient, changes: dict[str, Any], status: int, field: str, message: str, hint: str
+) -> None:
+    body = {**_body(["u1"]), **changes}
+    body = {k: v for k, v in body.items() if v is not None}
+    error = _error(client, body, status)
+    assert error["field"] == field, error
+    assert error["message"] == message, error
+    assert hint in error["hint"], error
+
+
+def test_an_unknown_service_is_404_and_a_long_name_is_not_echoed_whole(client: ASGIClient) -> None:
+    for name, shown in [("fraud_scorng", "'fraud_scorng' is not defined"), ("s" * 5000, "... (5000 characters)")]:
+        reply = client.post(f"/v1/features/{name}", content=orjson.dumps(_body(["u1"])), headers=JSON_TYPE)
+        assert reply.status_code == 404, reply.text
+        error = reply.json()["error"]
+        assert error["code"] == "service_not_found" and error["field"] == "service", error
+        assert shown in error["message"] and len(error["message"]) < 120, error
+        assert "valid services: " in error["hint"], error
+    error = _refused(client, FEAST_ROUTE, orjson.dumps({**FEAST_BODY, "feature_service": "s" * 5000}), 404)
+    assert error["class"] == "FeatureServiceNotFoundException" and "(5000 characters)" in error["message"], error
+
+
+@pytest.mark.parametrize(
+    ("entities", "field", "words"),
+    [
+        ({"user_id": ["u1"], "": ["x"]}, 'entities.""', "(a column with an empty name) (hint: valid names: 'user_id')"),
+        ({}, "entities.user_id", 'required (string values, one per entity row) (hint: add "user_id": [...]'),
+        ({"user_id": []}, "entities", "expected at least one entity, got empty lists"),
+        ({"user_id": [f"u{i}" for i in range(51)]}, "entities.user_id", "51 entities, at most 50 per request"),
+    ],
+)
+def test_feast_feature_references_with_empty_or_too_many_entities_name_the_field(
+    client: ASGIClient, entities: dict[str, Any], field: str, words: str
+) -> None:
+    body = {"features": ["user_spend:amount_sum_15m"], "entities": entities, "as_of": T_END}
+    status = 413 if "at most" in words else 422
+    error = _refused(client, FEAST_ROUTE, orjson.dumps(body), status)
+    assert error["field"] == field and words in error["message"], error
