@@ -14,6 +14,13 @@ from engine.json_types import JSONObject
 from engine.wording import counted
 
 
+def short_repr(value: object, limit: int = 60) -> str:
+    """``repr(value)`` for a message, cut to ``limit`` characters (a request may send names
+    and values of any length; a message echoes the start of them)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class ServingError(StreamfeatError):
     """Base class: an HTTP error answer of the feature server."""
 

@@ -21,7 +21,7 @@ from engine.io.timestamps import MIN_EVENT_TS_MS
 from engine.state.keys import ENTITY_KEY_SEPARATOR
 from engine.timefmt import iso_epoch_ms, iso_utc
 from serving.duplicate_keys import check_duplicate_keys
-from serving.exceptions import InvalidRequest, MalformedRequest, PayloadTooLarge
+from serving.exceptions import InvalidRequest, MalformedRequest, PayloadTooLarge, short_repr
 from serving.registry import CompiledService
 
 MAX_TS_MS = 2**53
@@ -51,7 +51,9 @@ class FeatureRequest:
 
 
 # Any: the parsed request body; each reader checks the field it takes (isinstance) and names it
-def parse_json(raw: bytes) -> dict[str, Any]:
+def parse_json(raw: bytes, example: str = '{"entities": {...}}') -> dict[str, Any]:
+    """The body as a JSON object; ``example`` is the shape the route takes (in the hint
+    of a body that is valid JSON but no object)."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -77,7 +79,7 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequest(
             f"request body: expected a JSON object, got {json_kind(body)}",
-            hint='send {"entities": {...}}',
+            hint=f"send {example}",
             field="body",
         )
     check_duplicate_keys(raw, body)
@@ -106,11 +108,6 @@ def json_kind(value: object) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def parse_as_of(value: object, field: str = "as_of") -> int:
     """Epoch milliseconds (an integer) or an ISO-8601 string with an explicit offset, from
     2000-01-01 (no event time can be earlier: ingest refuses them) to below 2^53 ms.
@@ -127,18 +124,18 @@ def parse_as_of(value: object, field: str = "as_of") -> int:
             ms = iso_epoch_ms(value)
         except NotIsoTimeError:
             raise InvalidRequest(
-                f"field '{field}': expected epoch milliseconds or an ISO-8601 time, got {_short(value)}",
+                f"field '{field}': expected epoch milliseconds or an ISO-8601 time, got {short_repr(value)}",
                 hint='e.g. 1767225600000 or "2026-01-01T00:00:00Z"',
                 field=field,
             ) from None
         except NaiveTimeError:
             raise InvalidRequest(
-                f"field '{field}': expected an ISO-8601 time with an offset, got {_short(value)} (no offset)",
+                f"field '{field}': expected an ISO-8601 time with an offset, got {short_repr(value)} (no offset)",
                 hint="append Z or +00:00: a time zone is never guessed",
                 field=field,
             ) from None
         if not MIN_EVENT_TS_MS <= ms < MAX_TS_MS:
-            raise _as_of_out_of_range(ms, f"{_short(value)} ({ms} ms)", field)
+            raise _as_of_out_of_range(ms, f"{short_repr(value)} ({ms} ms)", field)
         return ms
     if isinstance(value, int) and MIN_EVENT_TS_MS <= value < MAX_TS_MS:
         return value
@@ -196,13 +193,13 @@ def _check_value(kind: FieldType, value: object, field: str, *, entity: bool) ->
         ok = isinstance(value, bool)
     if not ok:
         raise InvalidRequest(
-            f"field '{field}': expected {kind}, got {json_kind(value)} {_short(value)}",
+            f"field '{field}': expected {kind}, got {json_kind(value)} {short_repr(value)}",
             hint="every value of a column has the declared type",
             field=field,
         )
     if entity and isinstance(value, str) and _SEPARATOR in value:
         raise InvalidRequest(
-            f"field '{field}': join-key values cannot contain \\x1f, got {_short(value)}",
+            f"field '{field}': join-key values cannot contain \\x1f, got {short_repr(value)}",
             hint="\\x1f separates join keys in stored entity keys: no entity can have it in a key",
             field=field,
         )
@@ -246,7 +243,7 @@ def _columns(
         if name not in expected:
             shown = f"{section}.{name}" if name else f'{section}.""'
             raise InvalidRequest(
-                f"field {_short(shown)}: not an input of this service"
+                f"field {short_repr(shown)}: not an input of this service"
                 + (" (a column with an empty name)" if not name else ""),
                 hint=did_you_mean(name, expected, "names"),
                 field=shown,
@@ -359,4 +356,4 @@ def check_keys(body: Mapping[str, object], allowed: tuple[str, ...], hints: Mapp
     for key in body:
         if key not in allowed:
             hint = (hints or {}).get(key) or did_you_mean(key, allowed, "fields")
-            raise InvalidRequest(f"field {_short(key)}: not a field of this request", hint=hint, field=key)
+            raise InvalidRequest(f"field {short_repr(key)}: not a field of this request", hint=hint, field=key)

@@ -399,7 +399,7 @@ def test_v1_refusals_of_fields_names_and_counts_name_the_field_and_the_fix(
 
 
 def test_an_unknown_service_is_404_and_a_long_name_is_not_echoed_whole(client: ASGIClient) -> None:
-    for name, shown in [("fraud_scorng", "'fraud_scorng' is not defined"), ("s" * 5000, "... (5000 characters)")]:
+    for name, shown in [("fraud_scorng", "'fraud_scorng' is not defined"), ("s" * 5000, f"'{'s' * 56}... is not")]:
         reply = client.post(f"/v1/features/{name}", content=orjson.dumps(_body(["u1"])), headers=JSON_TYPE)
         assert reply.status_code == 404, reply.text
         error = reply.json()["error"]
@@ -407,7 +407,7 @@ def test_an_unknown_service_is_404_and_a_long_name_is_not_echoed_whole(client: A
         assert shown in error["message"] and len(error["message"]) < 120, error
         assert "valid services: " in error["hint"], error
     error = _refused(client, FEAST_ROUTE, orjson.dumps({**FEAST_BODY, "feature_service": "s" * 5000}), 404)
-    assert error["class"] == "FeatureServiceNotFoundException" and "(5000 characters)" in error["message"], error
+    assert error["class"] == "FeatureServiceNotFoundException" and f"'{'s' * 56}... is not" in error["message"], error
 
 
 @pytest.mark.parametrize(
@@ -426,3 +426,36 @@ def test_feast_feature_references_with_empty_or_too_many_entities_name_the_field
     status = 413 if "at most" in words else 422
     error = _refused(client, FEAST_ROUTE, orjson.dumps(body), status)
     assert error["field"] == field and words in error["message"], error
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "field", "message", "hint"),
+    [
+        (b'{"records": "x"}', 422, "records", "expected a non-empty list of event objects, got string", "{...}"),
+        (b'{"records": []}', 422, "records", "expected a non-empty list of event objects, got an empty list", "{...}"),
+        (b"{}", 422, "records", "expected a non-empty list of event objects, got null", '{"records": [{...}'),
+        (b"[]", 422, "body", "request body: expected a JSON object, got array", 'send {"records": [{...}, ...]}'),
+        (
+            orjson.dumps({"records": [{"user_id": "u1"}] * 51}),
+            413,
+            "records",
+            "field 'records': 51 records, at most 50 per request",
+            "split the request",
+        ),
+    ],
+)
+def test_push_refusals_name_what_was_received_and_the_shape_to_send(
+    push_client: ASGIClient, raw: bytes, status: int, field: str, message: str, hint: str
+) -> None:
+    error = _refused(push_client, PUSH_ROUTE, raw, status)
+    assert error["field"] == field and message in error["message"], error
+    assert hint in error["hint"], error
+
+
+def test_push_to_an_unknown_source_is_404_and_a_long_name_is_cut(push_client: ASGIClient) -> None:
+    for name, shown in [("transaction", "'transaction' is not defined"), ("x" * 3000, f"'{'x' * 56}... is not")]:
+        reply = push_client.post(f"/v1/push/{name}", content=orjson.dumps(BODIES[PUSH_ROUTE]), headers=JSON_TYPE)
+        assert reply.status_code == 404, reply.text
+        error = reply.json()["error"]
+        assert error["code"] == "source_not_found" and shown in error["message"], error
+        assert len(error["message"]) < 120 and error["hint"].endswith("valid sources: 'transactions'"), error
