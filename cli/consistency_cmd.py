@@ -1,4 +1,10 @@
-"""``streamfeat consistency-check``: recompute logged serving requests offline."""
+"""``streamfeat consistency-check``: recompute logged serving requests offline.
+
+The printed report has, per service, the mismatches per feature and then every note on
+what it does not cover (``ConsistencyReport.notes``): logged rows from before a view's
+Parquet log (recomputed from empty windows), a logged service the repo no longer defines
+(not compared), a ``--service`` the request log holds no rows of.
+"""
 
 from __future__ import annotations
 

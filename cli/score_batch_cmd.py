@@ -27,7 +27,8 @@ def _run(args: argparse.Namespace) -> int:
     if url is None:
         url = load_settings().serve_url
     with FeatureClient(url, timeout=args.timeout, api_key=args.api_key) as client:
-        scored = score_batch(model, entities, client, time_column=args.time_column)
+        chunking = {} if args.chunk_rows is None else {"chunk_rows": args.chunk_rows}
+        scored = score_batch(model, entities, client, time_column=args.time_column, **chunking)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     partial = args.out.with_name(f".{args.out.name}.partial")  # never half a file at --out
     try:
@@ -80,6 +81,12 @@ def register(subparsers: Subparsers) -> None:
         what="feature server",
         default_text=_url_default_text,
         unread_text=_URL_UNREAD,
+    )
+    parser.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=None,
+        help="rows per request, at most the server's max_entities_per_request (default: under the default limit)",
     )
     parser.add_argument("--api-key", default=None, help="API key when the server requires one")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")

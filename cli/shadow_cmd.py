@@ -6,14 +6,17 @@ same questions, compare every value and write a report explaining each divergenc
 
 ``--from-log`` builds the report from the JSON lines the client's live sampler wrote
 (``FeatureClient(shadow=ShadowConfig(...))``) without sending anything. Requests the
-baseline (or streamfeat) fails are reported one by one; the run goes on. Exit 0 when the
-report was written, whatever it found; 2 on bad flags or input files.
+baseline (or streamfeat) fails are reported one by one; the run goes on, and the report
+and stderr say what was not compared. Exit 0 when the report was written and compared at
+least one value, whatever it found; 1 when it compared none (a baseline that is down:
+such a report shows no agreement); 2 on bad flags or input files.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +27,10 @@ from engine.wording import counted
 if TYPE_CHECKING:  # imported when the command runs, so `streamfeat --help` stays fast
     from serving.shadow.classify import Tolerance
     from serving.shadow.outcome import Outcome
+
+
+#: Exit status of a run that compared no value (every request failed, or none had one).
+NOTHING_COMPARED = 1
 
 
 def register(subparsers: Subparsers) -> None:
@@ -92,7 +99,9 @@ def _shadow(args: argparse.Namespace) -> int:
     for cause, n in report["causes"].items():
         print(f"  {cause}: {n}")
     print(f"report: {args.out / 'report.md'} (and report.json, mismatch_rates.svg)")
-    return 0
+    if report["warning"]:
+        print(f"warning: {report['warning']}", file=sys.stderr)
+    return 0 if values["compared"] else NOTHING_COMPARED
 
 
 def _run(args: argparse.Namespace, tolerance: Tolerance, about: JSONObject) -> list[Outcome]:

@@ -81,23 +81,43 @@ def check_declared_length(declared: bytes | None, limit: int) -> None:
         )
 
 
+def check_content_encoding(encodings: list[bytes]) -> None:
+    """Refuse a body the server would not read as sent: it decodes no Content-Encoding
+    (gzip, br, ...), so only none or ``identity`` is accepted (415 otherwise, not a JSON
+    error about bytes that were never JSON)."""
+    for value in encodings:
+        for coding in value.split(b","):
+            if coding.strip().lower() not in (b"", b"identity"):
+                raise UnsupportedMediaType(
+                    f"header 'Content-Encoding': got {value.decode('latin-1').strip()!r}, and this server decodes "
+                    "no content encoding: only an uncompressed body (no Content-Encoding, or identity) is accepted",
+                    hint="send the body uncompressed, without the Content-Encoding header",
+                )
+
+
 async def read_asgi_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     """The body of a feature route: Content-Type must be ``application/json`` (415 otherwise:
-    a browser's cross-site simple POST can only send text/plain or form types), and more than
-    ``limit`` bytes are refused by header and by what was actually read."""
+    a browser's cross-site simple POST can only send text/plain or form types), it must not
+    be compressed (:func:`check_content_encoding`), and more than ``limit`` bytes are refused
+    by header and by what was actually read."""
     declared: bytes | None = None
     content_type: bytes | None = None
+    encodings: list[bytes] | None = None
     for name, value in scope["headers"]:
         if name == b"content-length":
             declared = value
         elif name == b"content-type":
             content_type = value
+        elif name == b"content-encoding":
+            encodings = [value] if encodings is None else [*encodings, value]
     if content_type is None or not _is_json(content_type):
         got = "no Content-Type" if content_type is None else repr(content_type.decode("latin-1"))
         raise UnsupportedMediaType(
             f"header 'Content-Type': expected application/json, got {got}",
             hint="send the header 'Content-Type: application/json'",
         )
+    if encodings is not None:
+        check_content_encoding(encodings)
     check_declared_length(declared, limit)
     return await receive_body(receive, limit)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 
-from serving.exceptions import DuplicateKey
+from serving.exceptions import DuplicateKey, MalformedRequest
 
 
 def _keys(obj: dict[str, object]) -> int:
@@ -55,10 +55,19 @@ def _refuse_repeats(pairs: list[tuple[str, object]]) -> dict[str, object]:
 
 
 def check_duplicate_keys(raw: bytes, parsed: dict[str, object]) -> None:
-    """Raise :class:`DuplicateKey` if ``raw`` (which parsed to ``parsed``) repeats a key in an object."""
-    colons = raw.count(b":")
-    if colons == _keys(parsed):
-        return
-    if b"\\" not in raw and colons == _keys_and_string_colons(parsed):
-        return  # e.g. an ISO-8601 as_of
-    json.loads(raw, object_pairs_hook=_refuse_repeats)
+    """Raise :class:`DuplicateKey` if ``raw`` (which parsed to ``parsed``) repeats a key in an object,
+    :class:`MalformedRequest` if it nests too deep for these checks (Python's recursion limit,
+    about 1000 levels, is below orjson's 1024; a request of the documented shapes nests a few)."""
+    try:
+        colons = raw.count(b":")
+        if colons == _keys(parsed):
+            return
+        if b"\\" not in raw and colons == _keys_and_string_colons(parsed):
+            return  # e.g. an ISO-8601 as_of
+        json.loads(raw, object_pairs_hook=_refuse_repeats)
+    except RecursionError:
+        raise MalformedRequest(
+            "request body: JSON nested too deep to check (objects or lists about 1000 levels inside each other)",
+            hint="send the documented request shape: it nests objects and lists a few levels deep",
+            field="body",
+        ) from None

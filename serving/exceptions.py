@@ -14,6 +14,13 @@ from engine.json_types import JSONObject
 from engine.wording import counted
 
 
+def short_repr(value: object, limit: int = 60) -> str:
+    """``repr(value)`` for a message, cut to ``limit`` characters (a request may send names
+    and values of any length; a message echoes the start of them)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class ServingError(StreamfeatError):
     """Base class: an HTTP error answer of the feature server."""
 
@@ -249,5 +256,13 @@ class ModelServiceMismatch(StreamfeatError):
 class ScoringTimeColumnError(StreamfeatError, TypeError):
     """Batch scoring's time column is not epoch milliseconds nor time-zone-aware datetimes
     (a naive datetime is refused: a time zone is never guessed)."""
+
+    exit_code = 2
+
+
+class ScoringInputError(StreamfeatError, ValueError):
+    """Batch scoring's entities cannot be scored: a column the service needs is missing, a
+    row the server refuses (named by its row in the caller's frame, not in the request),
+    a chunk larger than the server takes, or a missing value the model has no default for."""
 
     exit_code = 2

@@ -42,10 +42,13 @@ from serving.exceptions import (
     PushUnavailable,
     ServingSetupError,
     SourceNotFound,
+    short_repr,
 )
-from serving.request import parse_json
+from serving.request import check_keys, json_kind, parse_json
 
 PUSH_ROUTE = "/v1/push/{source}"
+PUSH_FIELDS = ("records",)
+PUSH_EXAMPLE = '{"records": [{...}, ...]}'
 log = logging.getLogger("streamfeat.serving.push")
 
 
@@ -113,13 +116,14 @@ class Pusher:
         source = self.sources.get(source_name)
         if source is None:
             raise SourceNotFound(
-                f"event source {source_name!r} is not defined",
+                f"event source {short_repr(source_name)} is not defined",
                 hint=did_you_mean(source_name, self.sources, "sources"),
                 field="source",
             )
         if not isinstance(records, list) or not records:
+            got = "an empty list" if records == [] else json_kind(records)
             raise InvalidRequest(
-                "field 'records': expected a non-empty list of event objects",
+                f"field 'records': expected a non-empty list of event objects, got {got}",
                 hint='send {"records": [{...}, ...]}',
                 field="records",
             )
@@ -193,7 +197,8 @@ def build_router(pusher: Pusher) -> APIRouter:
         source: str = Path(description="event source name", json_schema_extra={"enum": names}),
     ) -> Response:
         async def handle(state: ServingState, labels: Labels) -> Response:
-            body = parse_json(await read_body(request, state.max_request_bytes))
+            body = parse_json(await read_body(request, state.max_request_bytes), PUSH_EXAMPLE)
+            check_keys(body, PUSH_FIELDS)
             result = await run_in_threadpool(pusher.push, source, body.get("records"), state.max_entities_per_request)
             if result.rejected:
                 raise InvalidRecords(result.source, result.accepted, list(result.rejected))

@@ -26,7 +26,7 @@ from engine.kernel import PartialLayout, ViewSpec
 from engine.kernel.layout import LIST_FUNCTIONS
 from engine.kernel.window_plan import WindowPlan
 from engine.plan import MISMATCH_HINT, AppliedPlan
-from serving.exceptions import ServiceNotFound, ServingSetupError
+from serving.exceptions import ServiceNotFound, ServingSetupError, short_repr
 
 
 @dataclass(frozen=True)
@@ -243,7 +243,7 @@ class Registry:
         found = self.services.get(name)
         if found is None:
             raise ServiceNotFound(
-                f"feature service {name!r} is not defined",
+                f"feature service {short_repr(name)} is not defined",
                 hint=did_you_mean(name, self.services, "services"),
                 field="service",
             )

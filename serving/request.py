@@ -6,6 +6,7 @@ expected and the received value, so a 422 tells the caller exactly what to fix.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,10 +17,11 @@ from engine.clock import wall_clock_ms
 from engine.definitions import FieldType
 from engine.definitions.base import did_you_mean
 from engine.exceptions import NaiveTimeError, NotIsoTimeError
+from engine.io.timestamps import MIN_EVENT_TS_MS
 from engine.state.keys import ENTITY_KEY_SEPARATOR
-from engine.timefmt import iso_epoch_ms
+from engine.timefmt import iso_epoch_ms, iso_utc
 from serving.duplicate_keys import check_duplicate_keys
-from serving.exceptions import InvalidRequest, MalformedRequest, PayloadTooLarge
+from serving.exceptions import InvalidRequest, MalformedRequest, PayloadTooLarge, short_repr
 from serving.registry import CompiledService
 
 MAX_TS_MS = 2**53
@@ -49,62 +51,134 @@ class FeatureRequest:
 
 
 # Any: the parsed request body; each reader checks the field it takes (isinstance) and names it
-def parse_json(raw: bytes) -> dict[str, Any]:
+def parse_json(raw: bytes, example: str = '{"entities": {...}}') -> dict[str, Any]:
+    """The body as a JSON object; ``example`` is the shape the route takes (in the hint
+    of a body that is valid JSON but no object)."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise MalformedRequest(
+                f"request body: expected UTF-8 JSON, got byte 0x{raw[bad.start]:02x} at offset {bad.start}, "
+                "which is not UTF-8",
+                hint="encode the JSON as UTF-8 and send it uncompressed (no Content-Encoding)",
+            ) from None
+        token = _non_finite_token(raw, exc.pos, str(exc))
+        if token is not None:
+            raise MalformedRequest(
+                f"request body: {token} is not a finite JSON number (JSON has no NaN or "
+                "Infinity, and a number beyond the largest double is infinite)",
+                hint="send a finite number instead",
+            ) from None
         raise MalformedRequest(
             f"request body: expected a JSON object, got invalid JSON ({exc})",
             hint="send UTF-8 JSON with Content-Type: application/json",
         ) from None
     if not isinstance(body, dict):
         raise InvalidRequest(
-            f"request body: expected a JSON object, got {_kind(body)}", hint='send {"entities": {...}}', field="body"
+            f"request body: expected a JSON object, got {json_kind(body)}",
+            hint=f"send {example}",
+            field="body",
         )
     check_duplicate_keys(raw, body)
     return body
 
 
-def _kind(value: object) -> str:
+def _non_finite_token(raw: bytes, pos: int, error: str) -> str | None:
+    """``<text> at offset <n>`` of a NaN, Infinity or overflowing number at the parse error's
+    position, else None."""
+    start = pos - 1 if raw[pos - 1 : pos] == b"-" else pos
+    end = start
+    while (
+        end < len(raw) and end - start < 40 and raw[end : end + 1] not in (b",", b"]", b"}", b" ", b"\n", b"\r", b"\t")
+    ):
+        end += 1
+    token = raw[start:end].decode("utf-8", "replace")
+    if token.lstrip("-").startswith(("NaN", "Infinity")) or "infinity" in error:
+        return f"{token} at offset {start}"
+    return None
+
+
+def json_kind(value: object) -> str:
     if value is None:
         return "null"
     names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}
     return names.get(type(value), type(value).__name__)
 
 
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def parse_as_of(value: object, field: str = "as_of") -> int:
-    """Epoch milliseconds (int) or an ISO-8601 string with an explicit offset."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        ms = value
-    elif isinstance(value, str):
+    """Epoch milliseconds (an integer) or an ISO-8601 string with an explicit offset, from
+    2000-01-01 (no event time can be earlier: ingest refuses them) to below 2^53 ms.
+
+    The one owner of what an ``as_of`` may be (the routes and the shadow reader call it)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise InvalidRequest(
+            f"field '{field}': expected epoch milliseconds (integer) or an ISO-8601 string, got {json_kind(value)}",
+            hint="e.g. 1767225600000, or a list with one time per entity row",
+            field=field,
+        )
+    if isinstance(value, str):
         try:
             ms = iso_epoch_ms(value)
         except NotIsoTimeError:
             raise InvalidRequest(
-                f"field '{field}': expected epoch milliseconds or an ISO-8601 time, got {_short(value)}",
+                f"field '{field}': expected epoch milliseconds or an ISO-8601 time, got {short_repr(value)}",
                 hint='e.g. 1767225600000 or "2026-01-01T00:00:00Z"',
                 field=field,
             ) from None
         except NaiveTimeError:
             raise InvalidRequest(
-                f"field '{field}': expected an ISO-8601 time with an offset, got {_short(value)} (no offset)",
+                f"field '{field}': expected an ISO-8601 time with an offset, got {short_repr(value)} (no offset)",
                 hint="append Z or +00:00: a time zone is never guessed",
                 field=field,
             ) from None
-    else:
-        raise InvalidRequest(
-            f"field '{field}': expected epoch milliseconds (integer) or an ISO-8601 string, got {_kind(value)}",
-            hint="e.g. 1767225600000, or a list with one time per entity row",
+        if not MIN_EVENT_TS_MS <= ms < MAX_TS_MS:
+            raise _as_of_out_of_range(ms, f"{short_repr(value)} ({ms} ms)", field)
+        return ms
+    if isinstance(value, int) and MIN_EVENT_TS_MS <= value < MAX_TS_MS:
+        return value
+    raise _as_of_refused(value, field)
+
+
+_AS_OF_RANGE = f"{MIN_EVENT_TS_MS} (2000-01-01T00:00:00Z) .. {MAX_TS_MS - 1}"
+
+
+def _as_of_refused(value: int | float, field: str) -> InvalidRequest:
+    """Why a number is no ``as_of``: seconds for milliseconds, not an integer, or out of range."""
+    shown = repr(value)
+    finite = math.isfinite(value)
+    if finite and value < MIN_EVENT_TS_MS <= value * 1000 < MAX_TS_MS:
+        ms = math.floor(value * 1000)
+        return InvalidRequest(
+            f"field '{field}': {shown} looks like epoch seconds ({iso_utc(ms)}), and as_of takes epoch milliseconds",
+            hint=f"multiply by 1000: send {ms}",
             field=field,
         )
-    if not 0 <= ms < MAX_TS_MS:
-        raise InvalidRequest(f"field '{field}': expected 0 <= ms < 2^53, got {ms}", field=field)
-    return ms
+    if isinstance(value, float) and finite and MIN_EVENT_TS_MS <= value < MAX_TS_MS:
+        whole = math.floor(value)
+        return InvalidRequest(
+            f"field '{field}': expected whole epoch milliseconds (an integer), got the number {shown}",
+            hint=f"send an integer: {whole}",
+            field=field,
+        )
+    return _as_of_out_of_range(value, shown, field)
+
+
+def _as_of_out_of_range(value: int | float, shown: str, field: str) -> InvalidRequest:
+    if value < MIN_EVENT_TS_MS:
+        where = (
+            f"before {MIN_EVENT_TS_MS} ms (2000-01-01T00:00:00Z), the earliest as_of: no event time can be earlier "
+            "(ingest refuses them)"
+        )
+    else:
+        where = f"beyond {MAX_TS_MS - 1} ms, the latest as_of (event times are integers below 2^53 ms)"
+    return InvalidRequest(
+        f"field '{field}': {shown} is {where}; valid: {_AS_OF_RANGE} epoch milliseconds",
+        hint='send epoch milliseconds in that range, e.g. 1767225600000, or an ISO-8601 time like "2026-01-01T00:00:00Z"',
+        field=field,
+    )
 
 
 def _check_value(kind: FieldType, value: object, field: str, *, entity: bool) -> None:
@@ -119,12 +193,16 @@ def _check_value(kind: FieldType, value: object, field: str, *, entity: bool) ->
         ok = isinstance(value, bool)
     if not ok:
         raise InvalidRequest(
-            f"field '{field}': expected {kind}, got {_kind(value)} {_short(value)}",
+            f"field '{field}': expected {kind}, got {json_kind(value)} {short_repr(value)}",
             hint="every value of a column has the declared type",
             field=field,
         )
     if entity and isinstance(value, str) and _SEPARATOR in value:
-        raise InvalidRequest(f"field '{field}': join-key values cannot contain \\x1f, got {_short(value)}", field=field)
+        raise InvalidRequest(
+            f"field '{field}': join-key values cannot contain \\x1f, got {short_repr(value)}",
+            hint="\\x1f separates join keys in stored entity keys: no entity can have it in a key",
+            field=field,
+        )
 
 
 # Exact JSON types per kind: what orjson produces for valid input. Anything else (bool
@@ -157,16 +235,18 @@ def _columns(
 ) -> dict[str, list[Any]]:  # Any: values as orjson parsed them, checked per kind below
     if not isinstance(given, dict):
         raise InvalidRequest(
-            f"field '{section}': expected an object of column name -> list of values, got {_kind(given)}",
+            f"field '{section}': expected an object of column name -> list of values, got {json_kind(given)}",
             hint=f'e.g. {{"{next(iter(expected), "name")}": [...]}}',
             field=section,
         )
     for name in given:
         if name not in expected:
+            shown = f"{section}.{name}" if name else f'{section}.""'
             raise InvalidRequest(
-                f"field '{section}.{name}': not an input of this service",
+                f"field {short_repr(shown)}: not an input of this service"
+                + (" (a column with an empty name)" if not name else ""),
                 hint=did_you_mean(name, expected, "names"),
-                field=f"{section}.{name}",
+                field=shown,
             )
     for name in expected:
         if name not in given:
@@ -182,7 +262,7 @@ def _columns(
         field = f"{section}.{name}"
         if not isinstance(values, list):
             raise InvalidRequest(
-                f"field '{field}': expected a list of {kind} values, got {_kind(values)}",
+                f"field '{field}': expected a list of {kind} values, got {json_kind(values)}",
                 hint="wrap a single value in a list",
                 field=field,
             )
@@ -210,6 +290,14 @@ def build_request(
     sections: tuple[str, str] = ("entities", "request_data"),
 ) -> FeatureRequest:
     ent = _columns(sections[0], entities, service.join_key_types, entity=True, max_rows=max_entities)
+    if request_data is None and service.request_fields:
+        names = ", ".join(repr(name) for name in service.request_fields)
+        raise InvalidRequest(
+            f"field '{sections[1]}': required: service {service.name!r} takes request data {names} "
+            "(one value per entity row), got none",
+            hint=f'add "{sections[1]}": {{"{next(iter(service.request_fields))}": [...]}}',
+            field=sections[1],
+        )
     req = _columns(
         sections[1],
         {} if request_data is None and not service.request_fields else request_data,
@@ -220,7 +308,11 @@ def build_request(
     lengths = {name: len(v) for name, v in (*ent.items(), *req.items())}
     n_rows = next(iter(lengths.values()))
     if n_rows == 0:
-        raise InvalidRequest(f"field '{sections[0]}': expected at least one entity, got empty lists", field=sections[0])
+        raise InvalidRequest(
+            f"field '{sections[0]}': expected at least one entity, got empty lists",
+            hint="send one value per entity row in every list",
+            field=sections[0],
+        )
     if len(set(lengths.values())) > 1:
         raise InvalidRequest(
             f"field '{sections[0]}': expected lists of equal length, got {lengths}",
@@ -229,7 +321,9 @@ def build_request(
         )
     if include_metadata is not None and not isinstance(include_metadata, bool):
         raise InvalidRequest(
-            f"field 'include_metadata': expected a boolean, got {_kind(include_metadata)}", field="include_metadata"
+            f"field 'include_metadata': expected a boolean, got {json_kind(include_metadata)}",
+            hint='send "include_metadata": true or false, or leave it out',
+            field="include_metadata",
         )
     given = as_of is not None
     row_times: tuple[int, ...] | None = None
@@ -256,9 +350,10 @@ def build_request(
     )
 
 
-def check_keys(body: Mapping[str, object], allowed: tuple[str, ...]) -> None:
+def check_keys(body: Mapping[str, object], allowed: tuple[str, ...], hints: Mapping[str, str] | None = None) -> None:
+    """Refuses a body field other than ``allowed``; ``hints`` has the fix for a field a
+    caller may send by mistake (one another route takes), else the closest valid name."""
     for key in body:
         if key not in allowed:
-            raise InvalidRequest(
-                f"field '{key}': not a field of this request", hint=did_you_mean(key, allowed, "fields"), field=key
-            )
+            hint = (hints or {}).get(key) or did_you_mean(key, allowed, "fields")
+            raise InvalidRequest(f"field {short_repr(key)}: not a field of this request", hint=hint, field=key)

@@ -37,7 +37,7 @@ from serving.feature_refs import FeatureRefResolver
 from serving.online import FUTURE_EVENTS, INVALID, NOT_FOUND, STALE
 from serving.pipeline import FeatureResult, compute_async
 from serving.registry import CompiledService, Registry
-from serving.request import build_request, parse_json
+from serving.request import build_request, json_kind, parse_json
 
 FEAST_ROUTE = "/get-online-features"
 _EPOCH_ISO = "1970-01-01T00:00:00Z"
@@ -118,7 +118,11 @@ def _flag(body: dict[str, object], name: str) -> bool:
     if value is None:
         return False
     if not isinstance(value, bool):
-        raise InvalidRequest(f"field '{name}': expected a boolean, got {value!r:.60}", field=name)
+        raise InvalidRequest(
+            f"field '{name}': expected a boolean, got {json_kind(value)} {value!r:.60}",
+            hint=f'send "{name}": true or false, or leave it out',
+            field=name,
+        )
     return value
 
 
@@ -133,7 +137,9 @@ def _service(state: ServingState, refs: FeatureRefResolver, body: dict[str, obje
     if name is not None:
         if not isinstance(name, str):
             raise InvalidRequest(
-                f"field 'feature_service': expected a service name (string), got {name!r:.60}", field="feature_service"
+                f"field 'feature_service': expected a service name (string), got {json_kind(name)} {name!r:.60}",
+                hint="GET /v1/services lists the feature services",
+                field="feature_service",
             )
         return state.registry.service(name)
     if features is None:
@@ -164,12 +170,20 @@ def build_router(registry: Registry) -> APIRouter:
             entities = body.get("entities")
             if not isinstance(entities, dict):
                 raise InvalidRequest(
-                    f"field 'entities': expected an object of column -> list of values, got {entities!r:.60}",
+                    f"field 'entities': expected an object of column -> list of values, got {json_kind(entities)}",
+                    hint='e.g. {"entities": {"user_id": ["u1", "u2"]}}: one list per join key, one value per row',
                     field="entities",
                 )
-            context = body.get("request_context") or {}
-            if not isinstance(context, dict):
-                raise InvalidRequest("field 'request_context': expected an object", field="request_context")
+            context = body.get("request_context")
+            if context is None:
+                context = {}
+            elif not isinstance(context, dict):
+                raise InvalidRequest(
+                    f"field 'request_context': expected an object of request field -> list of values, "
+                    f"got {json_kind(context)}",
+                    hint='e.g. {"request_context": {"amount": [42.0]}}, or leave it out',
+                    field="request_context",
+                )
             full = _flag(body, "full_feature_names")
             _flag(body, "include_feature_view_version_metadata")  # accepted; streamfeat views have no versions
             # Feast sends request fields inside "entities"; split them off by name.

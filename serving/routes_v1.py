@@ -22,6 +22,12 @@ from serving.request import build_request, check_keys, parse_json
 
 FEATURES_ROUTE = "/v1/features/{service}"
 V1_FIELDS = ("entities", "request_data", "as_of", "include_metadata")
+# A field this route does not take but another does: the fix, not the closest name.
+V1_FIELD_HINTS = {
+    "features": "this route serves the features of the service in its path; to name features one by one "
+    '("view:feature"), POST /get-online-features with "features": [...]',
+    "feature_service": "this route takes the service in its path: POST /v1/features/{service}",
+}
 
 
 def v1_body(result: FeatureResult) -> JSONObject:
@@ -58,7 +64,7 @@ async def answer_features(state: ServingState, service: str, scope: Scope, recei
         compiled = state.registry.service(service)
         labels.service = compiled.name
         body = parse_json(await read_asgi_body(scope, receive, state.max_request_bytes))
-        check_keys(body, V1_FIELDS)
+        check_keys(body, V1_FIELDS, V1_FIELD_HINTS)
         feature_request = build_request(
             compiled,
             body.get("entities"),

@@ -16,6 +16,7 @@ training) is refused with ModelServiceMismatch.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,7 +25,13 @@ import polars as pl
 
 from engine.clock import wall_clock_ms
 from serving.client import FeatureClient
-from serving.exceptions import ModelServiceMismatch, ScoringTimeColumnError
+from serving.exceptions import (
+    InvalidRequest,
+    ModelServiceMismatch,
+    PayloadTooLarge,
+    ScoringInputError,
+    ScoringTimeColumnError,
+)
 from serving.model_file import TrainedOn
 
 DEFAULT_CHUNK_ROWS = 500  # under the server's default max_entities_per_request (1000)
@@ -78,13 +85,56 @@ def _epoch_ms(column: pl.Series) -> list[int]:
                 hint=f"attach the zone, e.g. pl.col({column.name!r}).dt.replace_time_zone('UTC'), "
                 "or write the times with an offset (2026-01-01T00:00:00Z)",
             )
-        return [int(v) for v in column.dt.epoch("ms").to_list()]
-    if column.dtype.is_integer():
-        return [int(v) for v in column.to_list()]
-    raise ScoringTimeColumnError(
-        f"score_batch: time column {column.name!r}: expected epoch milliseconds (int) or "
-        f"time-zone-aware datetimes, got {column.dtype}",
-        hint="cast it first, e.g. to Int64 epoch milliseconds",
+        column = column.dt.epoch("ms")
+    elif not column.dtype.is_integer():
+        raise ScoringTimeColumnError(
+            f"score_batch: time column {column.name!r}: expected epoch milliseconds (int) or "
+            f"time-zone-aware datetimes, got {column.dtype}",
+            hint="cast it first, e.g. to Int64 epoch milliseconds",
+        )
+    if column.null_count():
+        row = column.is_null().arg_true()[0]
+        raise ScoringTimeColumnError(
+            f"score_batch: time column {column.name!r}: row {row} has no time (null), "
+            f"{column.null_count()} rows in all",
+            hint=f"fill or drop those rows, e.g. entities.drop_nulls({column.name!r}); "
+            "or leave out the time column to score every row as of now",
+        )
+    return [int(v) for v in column.to_list()]
+
+
+_ROW_FIELD = re.compile(r"(?:entities|request_data)\.(?P<column>.+)\[(?P<row>\d+)\]|as_of\[(?P<time_row>\d+)\]")
+
+
+def _refused_rows(
+    exc: InvalidRequest | PayloadTooLarge, chunk: pl.DataFrame, start: int, time_column: str | None
+) -> ScoringInputError:
+    """The server's refusal of a chunk, said in the caller's terms: the entities frame's
+    column and row (the server's ``[i]`` counts from the chunk's first row) and the value
+    the frame holds there (a NaN or infinity reaches the server as null)."""
+    if isinstance(exc, PayloadTooLarge):
+        return ScoringInputError(
+            f"score_batch: a chunk of {chunk.height} rows is more than the server takes in one request: {exc}",
+            hint="pass a smaller chunk_rows (streamfeat score-batch --chunk-rows N) at most the server's "
+            "max_entities_per_request",
+        )
+    match = _ROW_FIELD.fullmatch(exc.field or "")
+    if match is None:
+        return ScoringInputError(f"score_batch: the server refused the entities: {exc}", hint=exc.hint)
+    if match["time_row"] is not None:
+        row = int(match["time_row"])
+        column = time_column or "as_of"
+        hint = exc.hint
+    else:
+        row = int(match["row"])
+        column = match["column"]
+        hint = (
+            f"{exc.hint}; fix or drop that row: every value of {column!r} has the service's declared type "
+            f"(no null, NaN or infinity; ids a CSV read as numbers need a cast, e.g. pl.col({column!r}).cast(pl.String))"
+        )
+    value = chunk[column][row] if column in chunk.columns else None
+    return ScoringInputError(
+        f"score_batch: entities column {column!r}, row {start + row} (value {value!r}): {exc}", hint=hint
     )
 
 
@@ -111,15 +161,21 @@ def score_batch(
     ``cold_start_features``: how many of the row's features were missing and took the
     model's ``defaults`` (a model without defaults refuses missing values)."""
     trained = _trained_on(model)
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
+        raise ScoringInputError(
+            f"score_batch: chunk_rows: expected a positive integer (rows per request), got {chunk_rows!r}",
+            hint=f"leave it out ({DEFAULT_CHUNK_ROWS}), or at most the server's max_entities_per_request",
+        )
     described = client.describe_service(trained.service)
     check_service(model, described)
     keys = [e["name"] for e in described["inputs"]["entities"]]
     needed = [*keys, *(r["name"] for r in described["inputs"]["request_data"])]
     absent = [c for c in [*needed, *([time_column] if time_column else [])] if c not in entities.columns]
     if absent:
-        raise ValueError(
+        raise ScoringInputError(
             f"score_batch: entities: expected columns {absent} (service {trained.service!r} "
-            f"needs {needed}), got {entities.columns}"
+            f"needs {needed}), got {entities.columns}",
+            hint="add the missing columns to the entities file, one value per row",
         )
     times = _epoch_ms(entities[time_column]) if time_column else [wall_clock_ms()] * entities.height
     features: list[str] = list(model.features)
@@ -128,12 +184,15 @@ def score_batch(
     rows: list[dict[str, Any]] = []
     for start in range(0, entities.height, chunk_rows):
         chunk = entities.slice(start, chunk_rows)
-        answer = client.get_feature_vectors(
-            trained.service,
-            {k: chunk[k].to_list() for k in keys},
-            {c: chunk[c].to_list() for c in needed[len(keys) :]} or None,
-            as_of=times[start : start + chunk_rows],
-        )
+        try:
+            answer = client.get_feature_vectors(
+                trained.service,
+                {k: chunk[k].to_list() for k in keys},
+                {c: chunk[c].to_list() for c in needed[len(keys) :]} or None,
+                as_of=times[start : start + chunk_rows],
+            )
+        except (InvalidRequest, PayloadTooLarge) as exc:
+            raise _refused_rows(exc, chunk, start, time_column) from exc
         rows.extend(answer["features"])
     matrix: list[list[float]] = []
     cold: list[int] = []
@@ -143,9 +202,10 @@ def score_batch(
             value = row.get(name)
             if value is None:
                 if name not in defaults:
-                    raise ValueError(
+                    raise ScoringInputError(
                         f"score_batch: row {index}: feature {name!r} has no value and the model "
-                        "declares no default for it; give the model defaults={...} (cold start)"
+                        "declares no default for it",
+                        hint="give the model defaults={...} (the cold-start value of each feature)",
                     )
                 value, missing = defaults[name], missing + 1
             values.append(float(value))

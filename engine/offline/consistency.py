@@ -30,6 +30,7 @@ from engine.io.request_log import read_request_log
 from engine.json_types import JSONValue
 from engine.offline.exceptions import TrainingSetError
 from engine.offline.training import get_training_set
+from engine.wording import counted
 
 AS_OF_COLUMN = "__served_as_of_ms"
 TOLERANCE = 1e-9
@@ -52,16 +53,21 @@ class ConsistencyReport:
     service: str
     rows: int
     features: tuple[FeatureSkew, ...] = field(default_factory=tuple)
+    # What the comparison does not cover, one line each ("note: ..."): rows answered from
+    # empty windows because they are before a view's log, a service no longer defined.
+    notes: tuple[str, ...] = ()
 
     @property
     def mismatched_rows(self) -> int:
         return max((f.mismatches for f in self.features), default=0)
 
     def render(self) -> str:
-        lines = [f"service {self.service}: {self.rows} logged rows recomputed offline"]
+        rows = counted(self.rows, "logged row")
+        lines = [f"service {self.service}: {rows} " + ("recomputed offline" if self.features else "(none compared)")]
         for f in self.features:
             lines.append(f"  {f.feature:<32} mismatches {f.mismatches:>7} / {f.rows:<7} ({f.rate:.2%})")
             lines.extend(f"      e.g. {example}" for example in f.examples)
+        lines.extend(f"  {note}" for note in self.notes)
         return "\n".join(lines)
 
 
@@ -102,7 +108,8 @@ def check_logged_requests(
         columns[name] = [d.get(name) for d in data]
     columns[AS_OF_COLUMN] = logged["as_of_ms"].to_list()
     spine = pl.DataFrame(columns)
-    offline = get_training_set(repo, service_name, spine, log_root, timestamp_column=AS_OF_COLUMN)
+    notes: list[str] = []
+    offline = get_training_set(repo, service_name, spine, log_root, timestamp_column=AS_OF_COLUMN, on_note=notes.append)
     skews = []
     for feature in service.feature_names:
         recomputed = offline[feature].to_list()
@@ -116,7 +123,7 @@ def check_logged_requests(
             for i in bad[:3]
         )
         skews.append(FeatureSkew(feature, logged.height, len(bad), examples))
-    return ConsistencyReport(service_name, logged.height, tuple(skews))
+    return ConsistencyReport(service_name, logged.height, tuple(skews), tuple(notes))
 
 
 def check_request_log(
@@ -127,8 +134,21 @@ def check_request_log(
         raise TrainingSetError(f"request log {request_log_dir}: unexpected content")
     reports = []
     names = sorted(set(table["service"].to_list())) if table.height else []
+    defined = {s.name for s in repo.services}
     for name in names:
         if services is not None and name not in services:
             continue
-        reports.append(check_logged_requests(repo, name, table.filter(pl.col("service") == name), log_root))
+        logged = table.filter(pl.col("service") == name)
+        if name not in defined:
+            note = (
+                f"note: service {name!r} is not defined in the repo now, so its {counted(logged.height, 'logged row')} "
+                f"{'was' if logged.height == 1 else 'were'} not compared; check them with the repo that served them"
+            )
+            reports.append(ConsistencyReport(name, logged.height, notes=(note,)))
+            continue
+        reports.append(check_logged_requests(repo, name, logged, log_root))
+    for name in sorted(services or ()):
+        if name not in names and table.height:
+            note = f"note: the request log holds no rows of service {name!r}: nothing of it was compared"
+            reports.append(ConsistencyReport(name, 0, notes=(note,)))
     return reports

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from engine.timefmt import iso_utc
+from engine.wording import counted
 from serving.shadow.classify import CAUSES
 from serving.shadow.outcome import Outcome
 from serving.shadow.svg import rate_bars
@@ -60,7 +61,7 @@ def summarize(outcomes: Sequence[Outcome], about: Mapping[str, object]) -> dict[
         for name in sorted(set(compared) | set(mismatched))
     }
     failure_reasons = Counter(f"{f['side']}:{f['reason']}" for f in failures)
-    return {
+    report = {
         "about": dict(about),
         "requests": {
             "total": len(outcomes),
@@ -77,6 +78,33 @@ def summarize(outcomes: Sequence[Outcome], about: Mapping[str, object]) -> dict[
         "features": features,
         "failures": failures,
     }
+    report["warning"] = coverage_warning(report)
+    return report
+
+
+# Any: the JSON report built by summarize()
+def coverage_warning(report: Mapping[str, Any]) -> str | None:
+    """What the report does not cover, said where a reader looks first (the top of report.md,
+    stderr): nothing compared at all, or requests one side failed. None when every request
+    was compared. A report with no values compared shows no agreement, whatever it lists."""
+    about, requests, values = report["about"], report["requests"], report["values"]
+    failed = []
+    for key, n in requests["failed_by_reason"].items():
+        side, reason = key.split(":", 1)
+        url = about.get(side)
+        failed.append(f"{side} {reason}" + (f" at {url}" if url else "") + f" for {counted(n, 'request')}")
+    if values["compared"] == 0:
+        why = "; ".join(failed) if failed else f"{counted(requests['total'], 'request')}, none with a value to compare"
+        return (
+            f"nothing was compared: 0 values compared ({why}); this report shows no agreement, "
+            "only that no value could be compared"
+        )
+    if failed:
+        return (
+            f"{requests['failed']} of {counted(requests['total'], 'request')} not compared ({'; '.join(failed)}); "
+            f"the rates cover the other {requests['compared']}"
+        )
+    return None
 
 
 def _cell(value: object) -> str:
@@ -93,6 +121,7 @@ def markdown(report: Mapping[str, Any]) -> str:
         f" ({about.get('source')}), numeric tolerance: absolute {about.get('tolerance', {}).get('absolute', 0)},"
         f" relative {about.get('tolerance', {}).get('relative', 0)}.",
         "",
+        *([f"**Warning: {report['warning']}.**", ""] if report.get("warning") else []),
         f"- requests: {requests['total']} ({requests['compared']} compared, {requests['failed']} failed)",
         f"- values compared: {values['compared']}, mismatches: {values['mismatches']}"
         + (f" ({values['mismatches'] / values['compared']:.2%})" if values["compared"] else ""),
@@ -108,7 +137,9 @@ def markdown(report: Mapping[str, Any]) -> str:
         causes = ", ".join(f"{c} {n}" for c, n in f["causes"].items()) or "-"
         lines.append(f"| `{name}` | {f['compared']} | {f['mismatches']} | {f['mismatch_rate']:.2%} | {causes} |")
     lines += ["", "## Causes", ""]
-    lines += [f"- **{c}** ({n}): {CAUSES[c]}" for c, n in report["causes"].items()] or ["No mismatches."]
+    lines += [f"- **{c}** ({n}): {CAUSES[c]}" for c, n in report["causes"].items()] or [
+        "No mismatches." if values["compared"] else "Nothing compared, so no mismatch could be found."
+    ]
     for name, f in report["features"].items():
         for cause, kept in f["examples"].items():
             lines += [

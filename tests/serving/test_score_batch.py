@@ -14,7 +14,7 @@ import pytest
 from cli import main as cli_main
 from engine.definitions import FeatureRepo
 from serving.client import FeatureClient
-from serving.exceptions import ModelFileError, ModelServiceMismatch, ScoringTimeColumnError
+from serving.exceptions import ModelFileError, ModelServiceMismatch, ScoringInputError, ScoringTimeColumnError
 from serving.model_file import LogisticModel, TrainedOn, fit_logistic, load_model, save_model
 from serving.scoring import score_batch
 from tests.serving.asgi_support import ASGIClient
@@ -144,6 +144,75 @@ def test_score_batch_cli_writes_the_same_scores(
     with FeatureClient(server_url) as fc:
         want = score_batch(model, _entities(), fc, time_column="ts")
     assert pl.read_parquet(tmp_path / "scores.parquet").equals(want)
+
+
+def _with_value(frame: pl.DataFrame, column: str, row: int, value: object) -> pl.DataFrame:
+    values = frame[column].to_list()
+    values[row] = value
+    return frame.with_columns(pl.Series(column, values, dtype=frame[column].dtype))
+
+
+@pytest.mark.parametrize(
+    ("column", "row", "value", "says"),
+    [
+        ("amount", 83, float("nan"), "row 83 (value nan): field 'request_data.amount[3]': expected float, got null"),
+        ("amount", 41, float("inf"), "row 41 (value inf): field 'request_data.amount[1]'"),
+        ("user_id", 45, None, "row 45 (value None): field 'entities.user_id[5]': expected string, got null"),
+        ("ts", 1, T_END // 1000, f"row 1 (value {T_END // 1000}): field 'as_of[1]': {T_END // 1000} looks like epoch"),
+    ],
+)
+def test_a_refused_row_is_named_by_its_row_in_the_entities_and_the_value_it_holds(
+    repo: FeatureRepo, server_url: str, column: str, row: int, value: object, says: str
+) -> None:
+    # 90 rows in chunks of 40: the server counts rows from the chunk's first row (80 for row 83).
+    entities = _with_value(pl.concat([_entities()] * 30), column, row, value)
+    with FeatureClient(server_url) as fc, pytest.raises(ScoringInputError) as refused:
+        score_batch(_model(repo), entities, fc, time_column="ts", chunk_rows=40)
+    assert f"score_batch: entities column {column!r}, {says}" in str(refused.value), refused.value
+    assert refused.value.hint is not None
+    if column == "ts":
+        assert refused.value.hint == f"multiply by 1000: send {T_END // 1000 * 1000}"
+    else:
+        assert (
+            "fix or drop that row" in refused.value.hint and f"pl.col({column!r}).cast(pl.String)" in refused.value.hint
+        )
+
+
+def test_a_null_time_and_a_bad_chunk_size_are_refused_before_any_request(repo: FeatureRepo, server_url: str) -> None:
+    with FeatureClient(server_url) as fc:
+        with pytest.raises(ScoringTimeColumnError, match=r"time column 'ts': row 2 has no time \(null\), 1 rows") as e:
+            score_batch(_model(repo), _with_value(_entities(), "ts", 2, None), fc, time_column="ts")
+        assert e.value.hint is not None and "drop_nulls('ts')" in e.value.hint
+        for bad in (0, -1, True):
+            with pytest.raises(ScoringInputError, match=f"chunk_rows: expected a positive integer .*got {bad}"):
+                score_batch(_model(repo), _entities(), fc, chunk_rows=bad)
+
+
+def test_the_cli_names_the_row_of_the_file_and_a_chunk_over_the_server_limit(
+    repo: FeatureRepo, server_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    save_model(_model(repo), tmp_path / "model.json")
+    # A CSV reader takes ids like 00123 for numbers: the server refuses an integer user_id.
+    (tmp_path / "ids.csv").write_text(f"user_id,merchant_id,amount,ts\n00123,m1,1.0,{T_END}\n00124,m1,1.0,{T_END}\n")
+    _entities().write_parquet(tmp_path / "entities.parquet")
+    out = tmp_path / "scores.parquet"
+    common = ["score-batch", "--model", str(tmp_path / "model.json"), "--out", str(out), "--url", server_url]
+    assert cli_main([*common, "--entities", str(tmp_path / "ids.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "error: score_batch: entities column 'user_id', row 0 (value 123): field 'entities.user_id[0]'" in err
+    assert "expected string, got integer 123" in err and "pl.col('user_id').cast(pl.String)" in err
+    many = tmp_path / "many.parquet"
+    pl.concat([_entities()] * 20).write_parquet(many)  # 60 rows; the server takes 50 per request
+    assert cli_main([*common, "--entities", str(many), "--chunk-rows", "60"]) == 2
+    err = capsys.readouterr().err
+    assert "a chunk of 60 rows is more than the server takes in one request" in err
+    assert (
+        "at most 50 per request" in err
+        and "hint: pass a smaller chunk_rows (streamfeat score-batch --chunk-rows N)" in err
+    )
+    assert not out.exists()
+    assert cli_main([*common, "--entities", str(many), "--chunk-rows", "50"]) == 0
+    assert "scored 60 rows" in capsys.readouterr().out
 
 
 def test_model_files_are_json_only(tmp_path: Path) -> None:

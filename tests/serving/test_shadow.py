@@ -115,6 +115,7 @@ def test_shadow_run_explains_every_seeded_divergence(
     )
     assert found == peer.seeded  # every seeded divergence, with its cause, and nothing else
     assert report["requests"] == {"total": 2, "compared": 2, "failed": 0, "failed_by_reason": {}}
+    assert report["warning"] is None and "warning" not in capsys.readouterr().err
     renamed = report["features"]["user_spend:amount_sum_15m"]
     assert renamed["compared"] == 2 * len(USERS)
     assert set(renamed["causes"]) == {"missing_entity"}  # the renamed feature matched for every other user
@@ -135,20 +136,32 @@ def test_shadow_run_explains_every_seeded_divergence(
 @pytest.mark.parametrize(
     "mode,reason", [("garbage", "garbage"), ("error", "http_error"), ("down", "unreachable"), ("slow", "timeout")]
 )
-def test_a_failing_baseline_is_reported_per_request_and_the_run_continues(
-    baseline: tuple[DivergentBaseline, str], streamfeat_url: str, tmp_path: Path, mode: str, reason: str
+def test_a_failing_baseline_is_reported_per_request_and_never_reads_like_agreement(
+    baseline: tuple[DivergentBaseline, str],
+    streamfeat_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    mode: str,
+    reason: str,
 ) -> None:
     peer, url = baseline
     peer.mode = mode
     if mode == "down":
         url = f"http://127.0.0.1:{free_port()}"
     code, out = run_shadow(url, streamfeat_url, tmp_path, "--timeout", "1")
-    assert code == 0
+    assert code == 1  # nothing compared: not the exit of a run that found agreement
     report = json.loads((out / "report.json").read_text())
     assert report["requests"]["failed_by_reason"] == {f"baseline:{reason}": 2}
     assert [f["request"] for f in report["failures"]] == [0, 1]
     assert report["values"] == {"compared": 0, "mismatches": 0}
-    assert "## Failed requests" in (out / "report.md").read_text()
+    warning = f"nothing was compared: 0 values compared (baseline {reason} at {url} for 2 requests)"
+    assert report["warning"].startswith(warning), report["warning"]
+    markdown = (out / "report.md").read_text()
+    assert "## Failed requests" in markdown
+    assert f"**Warning: {warning}" in markdown.split("- requests:")[0]  # above the totals
+    assert "No mismatches." not in markdown and "Nothing compared, so no mismatch could be found." in markdown
+    err = capsys.readouterr().err
+    assert f"warning: {warning}" in err and "this report shows no agreement" in err, err
 
 
 def test_bad_requests_file_names_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
