@@ -233,11 +233,11 @@ class HistoricalReads:
         latest, earliest = max(times), min(times)
         now = wall_clock_ms()
         for view in request.service.views:
-            source = view.definition.source
-            upper = now + source.max_future_skew_ms
+            upper = now + view.max_future_skew_ms
             first = self.first_logged(view)
             if latest <= upper and (first is None or earliest >= first):
                 continue
+            source = view.definition.source
             lower = "" if first is None else f"{iso(first)} (the first event in the Parquet log of {view.name!r}) .. "
             bad = next(i for i, t in enumerate(times) if t > upper or (first is not None and t < first))
             raise InvalidRequest(
@@ -260,7 +260,7 @@ class HistoricalReads:
         metadata only: no log file)."""
         times = request.times()
         return [
-            self.inexact_rows(view, values, times)
+            self.inexact_rows(view, values.found, values.max_event_ts, times)
             for view, values in zip(request.service.views, evaluated, strict=True)
         ]
 
@@ -274,17 +274,25 @@ class HistoricalReads:
             for view, values, rows in zip(request.service.views, evaluated, inexact, strict=True)
         ]
 
-    def inexact_rows(self, view: CompiledView, values: ViewValues, times: Sequence[int]) -> list[int]:
+    def inexact_rows(
+        self,
+        view: CompiledView,
+        found: Sequence[bool],
+        newest_events: Sequence[int | None],
+        times: Sequence[int],
+    ) -> list[int]:
+        """The rows (indexes into ``times``) the view's online records cannot answer
+        exactly; per row, whether the entity has a record and its newest event time."""
         # Read after the records: never older than what the records were trimmed with.
         newest_view = self.online.freshness(view, cached_ok=False).max_event_ts_ms
         floor = INT64_MIN if newest_view is None else max(newest_view, INT64_MIN)
         limits: dict[int, int | None] = {}  # per distinct row time: most requests have one
         rows = []
-        for i, (t, found, newest) in enumerate(zip(times, values.found, values.max_event_ts, strict=True)):
-            if found and newest is not None and newest > t:
+        for i, (t, here, newest) in enumerate(zip(times, found, newest_events, strict=True)):
+            if here and newest is not None and newest > t:
                 rows.append(i)
                 continue
-            bound = newest if found and newest is not None and newest > floor else floor
+            bound = newest if here and newest is not None and newest > floor else floor
             if bound == INT64_MIN:
                 continue  # nothing ever applied: nothing trimmed
             limit = limits[t] if t in limits else limits.setdefault(t, self._trim_limit(view, t))

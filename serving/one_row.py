@@ -17,12 +17,12 @@ from __future__ import annotations
 from typing import Any
 
 from engine.json_types import JSONObject
-from serving.evaluate import ViewValues, entity_keys, evaluate_one
+from serving.evaluate import entity_keys, evaluate_one
 from serving.history import HistoricalReads
 from serving.online import OnlineAccess
-from serving.pipeline import not_finite
+from serving.pipeline import count_not_finite
 from serving.request import FeatureRequest
-from serving.transforms import run_transform
+from serving.transforms import run_transform_row
 
 
 def answer_one_row(online: OnlineAccess, history: HistoricalReads, request: FeatureRequest) -> JSONObject | None:
@@ -51,30 +51,31 @@ def answer_one_row(online: OnlineAccess, history: HistoricalReads, request: Feat
     if request.as_of_given:
         times = (t_ms,)
         for view, found, answer in zip(views, records, answers, strict=True):
-            read = ViewValues({}, [found[0] is not None], {}, [answer.max_event_ts])
-            if history.inexact_rows(view, read, times):
+            if history.inexact_rows(view, (found[0] is not None,), (answer.max_event_ts,), times):
                 return None  # answered from the log by the general path
-    for view, positions, answer in zip(views, plan.numeric, answers, strict=True):
-        invalid = sum(not_finite(answer.values[p]) for p in positions)
-        if invalid:
-            online.metrics.invalid_values.labels(view.name).inc(invalid)
+    # One pass over every view's numbers; a pass per view only when it finds some.
+    numbers = [answer.values[p] for answer, positions in zip(answers, plan.numeric, strict=True) for p in positions]
+    if count_not_finite(numbers):
+        for view, positions, answer in zip(views, plan.numeric, answers, strict=True):
+            invalid = count_not_finite([answer.values[p] for p in positions])
+            if invalid:
+                online.metrics.invalid_values.labels(view.name).inc(invalid)
     # Any: one value of each service column (int, float, str, bool, list, None)
     values: dict[str, Any] = {name: column[0] for name, column in request.entities.items()}
     for name, view_index, position in plan.features:
         values[name] = answers[view_index].values[position]
     owner = service.feature_owner
     for transform, inputs in zip(service.transforms, plan.transform_inputs, strict=True):
-        result = run_transform(
+        outputs = run_transform_row(
             transform,
             {
-                name: request.request_data[name] if view_index < 0 else [answers[view_index].values[position]]
+                name: request.request_data[name][0] if view_index < 0 else answers[view_index].values[position]
                 for name, view_index, position in inputs
             },
-            1,
         )
-        for name, column in result.columns.items():
+        for name, value in outputs.items():
             if owner.get(name) == transform.name:
-                values[name] = column[0]
+                values[name] = value
     return {
         "service": service.name,
         "as_of": request.as_of_echo(),

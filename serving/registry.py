@@ -60,6 +60,11 @@ class CompiledView:
         return repr((self.fingerprint, self.spec.output_names, "many")).encode()
 
     @cached_property
+    def max_future_skew_ms(self) -> int:
+        """The source's ``max_future_skew`` in milliseconds (every ``as_of`` request reads it)."""
+        return self.definition.source.max_future_skew_ms
+
+    @cached_property
     def numeric_features(self) -> tuple[str, ...]:
         """The features this projection evaluates whose values are numbers (or null): all
         but the list functions'."""

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from engine.definitions.transform_runner import TransformResult, TransformRunError
+from engine.definitions.transform_runner import TransformResult, TransformRunError, run_one_row
 from engine.definitions.transform_runner import run_transform as run
 from serving.exceptions import TransformError
 from serving.registry import CompiledTransform
+
+
+def _served(transform: CompiledTransform, exc: TransformRunError) -> TransformError:
+    return TransformError(str(exc), transform=transform.name, hint=exc.hint)
 
 
 def run_transform(transform: CompiledTransform, inputs: Mapping[str, Sequence[object]], n_rows: int) -> TransformResult:
@@ -22,4 +26,12 @@ def run_transform(transform: CompiledTransform, inputs: Mapping[str, Sequence[ob
     try:
         return run(transform, inputs, n_rows)
     except TransformRunError as exc:
-        raise TransformError(str(exc), transform=transform.name, hint=exc.hint) from exc
+        raise _served(transform, exc) from exc
+
+
+def run_transform_row(transform: CompiledTransform, row: Mapping[str, object]) -> dict[str, object]:
+    """:func:`run_transform` of one row (input name -> value): its outputs, one value each."""
+    try:
+        return run_one_row(transform, row)[0]
+    except TransformRunError as exc:
+        raise _served(transform, exc) from exc

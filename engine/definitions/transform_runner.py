@@ -1,5 +1,6 @@
 """The one way an on-demand transform runs: serving requests, training sets and
-``plan``'s dry run all call :func:`run_transform`, so they cannot disagree.
+``plan``'s dry run all call :func:`run_transform` (a one-row serving answer
+:func:`run_one_row`, which runs the same per-row step), so they cannot disagree.
 
 ``python`` mode calls the function once per row with a dict of inputs and expects a
 dict of outputs; ``batch`` mode calls it once with a polars DataFrame of the inputs
@@ -173,37 +174,65 @@ def run_transform(transform: RunnableTransform, inputs: Mapping[str, Sequence[ob
     return _run_batch(transform, inputs, n_rows)
 
 
-def _run_python(transform: RunnableTransform, inputs: Mapping[str, Sequence[object]], n_rows: int) -> TransformResult:
+def run_one_row(transform: RunnableTransform, row: Mapping[str, object]) -> tuple[dict[str, object], tuple[str, ...]]:
+    """:func:`run_transform` of one row given as input name -> value: the coerced outputs
+    (declared order) and the float outputs whose result was not finite (now null), with
+    the same rules and errors. Python mode runs the very step :func:`run_transform` runs
+    for each row (no columns to build for one row); batch mode is a one-row
+    :func:`run_transform`."""
+    if transform.mode == "python":
+        return _python_row(transform, {name: row[name] for name in transform.input_types}, 0, set())
+    result = _run_batch(transform, {name: [row[name]] for name in transform.input_types}, 1)
+    return {name: column[0] for name, column in result.columns.items()}, tuple(result.not_finite)
+
+
+def _python_row(
+    transform: RunnableTransform, argument: dict[str, object], row: int, undeclared: set[str]
+) -> tuple[dict[str, object], tuple[str, ...]]:
+    """One call of a python-mode transform (``row`` names it in errors): the coerced
+    outputs and the float outputs that were not finite. Outputs returned but not declared
+    are added to ``undeclared`` (a run's error names every one seen so far)."""
     output_types = transform.output_types
-    outputs: dict[str, list[object]] = {name: [] for name in output_types}
+    result = _call(transform, argument, row)
+    if not isinstance(result, Mapping):
+        problem = OutputProblem(
+            None,
+            "a dict of output name -> value (python mode)",
+            type(result).__name__,
+            "return a dict with one entry per declared output",
+        )
+        raise TransformRunError(transform.name, [problem], row=row)
+    undeclared.update(name for name in result if name not in output_types)
+    problems: list[OutputProblem] = []
+    values: dict[str, object] = {}
+    not_finite: tuple[str, ...] = ()
+    for name, kind in output_types.items():
+        if name not in result:
+            problems.append(_missing(name, list(result)))
+            continue
+        raw = result[name]
+        value = coerce_output(kind, raw)
+        if value is _REFUSED:
+            problems.append(_wrong_type(name, kind, raw))
+        elif value is None and raw is not None:
+            not_finite += (name,)
+        values[name] = value
+    if problems:
+        raise TransformRunError(transform.name, problems, row=row, undeclared=sorted(undeclared))
+    return values, not_finite
+
+
+def _run_python(transform: RunnableTransform, inputs: Mapping[str, Sequence[object]], n_rows: int) -> TransformResult:
+    outputs: dict[str, list[object]] = {name: [] for name in transform.output_types}
     columns = [(name, inputs[name]) for name in transform.input_types]
     undeclared: set[str] = set()
     not_finite: dict[str, list[int]] = {}
     for i in range(n_rows):
-        result = _call(transform, {name: column[i] for name, column in columns}, i)
-        if not isinstance(result, Mapping):
-            problem = OutputProblem(
-                None,
-                "a dict of output name -> value (python mode)",
-                type(result).__name__,
-                "return a dict with one entry per declared output",
-            )
-            raise TransformRunError(transform.name, [problem], row=i)
-        undeclared.update(name for name in result if name not in output_types)
-        problems: list[OutputProblem] = []
-        for name, kind in output_types.items():
-            if name not in result:
-                problems.append(_missing(name, list(result)))
-                continue
-            raw = result[name]
-            value = coerce_output(kind, raw)
-            if value is _REFUSED:
-                problems.append(_wrong_type(name, kind, raw))
-            elif value is None and raw is not None:
-                not_finite.setdefault(name, []).append(i)
+        values, overflowed = _python_row(transform, {name: column[i] for name, column in columns}, i, undeclared)
+        for name, value in values.items():
             outputs[name].append(value)
-        if problems:
-            raise TransformRunError(transform.name, problems, row=i, undeclared=sorted(undeclared))
+        for name in overflowed:
+            not_finite.setdefault(name, []).append(i)
     return TransformResult(outputs, tuple(sorted(undeclared)), {name: tuple(rows) for name, rows in not_finite.items()})
 
 

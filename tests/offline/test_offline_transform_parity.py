@@ -1,5 +1,6 @@
 """The same rows through serving's transform step and through training sets' give the
-same outputs: one runner and one coercion rule (engine/definitions/transform_runner.py)."""
+same outputs: one runner and one coercion rule (engine/definitions/transform_runner.py).
+A one-row serving answer's row runner gives what the runner gives that row as a column."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Any
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.definitions import (
     Aggregation,
@@ -18,11 +21,12 @@ from engine.definitions import (
     RequestSource,
     StreamFeatureView,
 )
+from engine.definitions.transform_runner import TransformSpec, run_one_row
 from engine.offline.exceptions import OnDemandComputationError
 from engine.offline.on_demand import compute_on_demand
 from serving.exceptions import TransformError
 from serving.registry import _compile_transform
-from serving.transforms import run_transform
+from serving.transforms import run_transform, run_transform_row
 
 txns = EventSource("txns", topic="txns", timestamp_field="ts", schema={"user_id": str, "amount": float})
 spend = StreamFeatureView(
@@ -106,3 +110,72 @@ def test_serving_and_training_refuse_the_same_output() -> None:
     for error in (served.value, trained.value):
         assert "output 'n_plus': expected a value of type int, got 'many' (str)" in str(error)
         assert "row 0" in str(error)
+
+
+def raising(row: dict[str, Any]) -> dict[str, Any]:
+    if row["channel"] == "boom":
+        raise RuntimeError("boom")
+    return per_row(row)
+
+
+def not_a_dict(row: dict[str, Any]) -> object:
+    return [row["channel"]]
+
+
+FLOATS = st.one_of(st.none(), st.sampled_from([0.0, -0.0, 1.0, 2.5, math.nan, math.inf]), st.floats(-1e6, 1e6))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    fn=st.sampled_from(
+        [
+            ("per_row", "python"),
+            ("per_frame", "batch"),
+            ("wrong_type", "python"),
+            ("raising", "python"),
+            ("not_a_dict", "python"),
+        ]
+    ),
+    amount_sum=FLOATS,
+    count=st.integers(0, 5),
+    req_amount=FLOATS,
+    channel=st.sampled_from([None, "web", "app", "boom"]),
+)
+def test_one_row_runner_gives_the_runners_row(
+    fn: tuple[str, str], amount_sum: float | None, count: int, req_amount: float | None, channel: str | None
+) -> None:
+    """:func:`run_transform_row` (one-row serving answers) against :func:`run_transform`
+    of the same row as one-row columns: the same outputs, or the same error."""
+    transform = _compile_transform(_odfv(*fn))
+    row = {"amount_sum_5m": amount_sum, "amount_count_5m": count, "req_amount": req_amount, "channel": channel}
+    try:
+        expected: dict[str, Any] | str = {
+            name: column[0]
+            for name, column in run_transform(transform, {k: [v] for k, v in row.items()}, 1).columns.items()
+        }
+    except TransformError as exc:
+        expected = f"{exc} / {exc.hint}"
+    try:
+        got: dict[str, Any] | str = run_transform_row(transform, row)
+    except TransformError as exc:
+        got = f"{exc} / {exc.hint}"
+    if isinstance(expected, dict) and isinstance(got, dict):
+        assert list(got) == list(expected)  # declared order
+        # NaN is never served (it becomes null): plain equality holds, types included
+        assert [(type(v), v) for v in got.values()] == [(type(v), v) for v in expected.values()]
+    else:
+        assert got == expected
+
+
+def test_one_row_runner_names_the_not_finite_outputs() -> None:
+    """The row runner reports the outputs that were NaN or infinite, as the runner's
+    ``not_finite`` rows do."""
+    for fn, mode in (("per_row", "python"), ("per_frame", "batch")):
+        spec = TransformSpec.of(_odfv(fn, mode))
+        for i in range(len(ROWS["channel"])):
+            row = {name: column[i] for name, column in ROWS.items()}
+            values, not_finite = run_one_row(spec, row)
+            result = run_transform(_compile_transform(_odfv(fn, mode)), {k: [v] for k, v in row.items()}, 1)
+            assert values == {name: column[0] for name, column in result.columns.items()}
+            assert not_finite == tuple(result.not_finite)
+            assert ("ratio" in not_finite) == (i in (2, 3))

@@ -86,4 +86,5 @@ def test_inexact_rows_is_the_per_row_rule(
         max_event_ts=[newest if found else None for found, newest, _ in rows],
     )
     history = HistoricalReads(_Metadata(newest_view), "unused")
-    assert history.inexact_rows(view, values, times) == reference_inexact_rows(view, newest_view, values, times)
+    inexact = history.inexact_rows(view, values.found, values.max_event_ts, times)
+    assert inexact == reference_inexact_rows(view, newest_view, values, times)
