@@ -259,9 +259,10 @@ def merge_plan(stored: FlatTiles, new: FlatTiles) -> MergePlan | None:
 
 
 @overflow_is_a_value
-def merge_flat(layout: PartialLayout, stored: FlatTiles, new: FlatTiles) -> FlatTiles:
+def merge_flat(layout: PartialLayout, stored: FlatTiles, new: FlatTiles, plan: MergePlan | None = None) -> FlatTiles:
     """Union of two flat tile sets over the same entity codes, merging shared tiles
-    (:func:`merge_plan`); a shared pair merges stored first, new second."""
+    (:func:`merge_plan`, or ``plan`` when the caller already has it for these two sets);
+    a shared pair merges stored first, new second."""
     max_ts = np.maximum(stored.max_event_ts, new.max_event_ts)
     slots = layout.sketch_slots
     if slots:
@@ -271,7 +272,7 @@ def merge_flat(layout: PartialLayout, stored: FlatTiles, new: FlatTiles) -> Flat
         return FlatTiles(stored.codes, stored.tiles, stored.partials, max_ts, stored.sketches)
     if not len(stored.codes):
         return FlatTiles(new.codes, new.tiles, new.partials, max_ts, new.sketches)
-    plan = merge_plan(stored, new)
+    plan = merge_plan(stored, new) if plan is None else plan
     if plan is None:
         return _merge_flat_by_sort(layout, stored, new, max_ts)
     partials_a = stored.partials

@@ -299,6 +299,8 @@ def _dd_blobs(g: Int64Array, s: Int64Array, k: Int64Array, counts: Int64Array, n
 @dataclass(frozen=True)
 class DDSketch:
     name: str = "ddsketch"
+    # Up to this many pairs are merged one by one (SketchKind.pairwise_merges): measured crossover.
+    pairwise_merges: int = 2
 
     def build(
         self,

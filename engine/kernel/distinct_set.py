@@ -46,6 +46,8 @@ OVER_BOUND: Final = OverBound()
 @dataclass(frozen=True)
 class DistinctSet:
     name: str = "distinct_set"
+    # Up to this many pairs are merged one by one (SketchKind.pairwise_merges): measured crossover.
+    pairwise_merges: int = 1
 
     def build(
         self,

@@ -162,6 +162,8 @@ def _register_pairs(
 @dataclass(frozen=True)
 class HyperLogLog:
     name: str = "hll"
+    # Up to this many pairs are merged one by one (SketchKind.pairwise_merges): measured crossover.
+    pairwise_merges: int = 2
 
     def build(
         self,

@@ -58,7 +58,7 @@ def merge_records(
 
     # The float64 partials take the usual path; only the blobs are handled here.
     core_layout = dataclasses.replace(layout, sketch_slots=())
-    core = merge_flat(core_layout, stored, FlatTiles(new.codes, new.tiles, new.partials, new.max_event_ts))
+    core = merge_flat(core_layout, stored, FlatTiles(new.codes, new.tiles, new.partials, new.max_event_ts), plan)
     new_blobs = new.blobs(n_slots)
     n_stored, n_only = len(stored.codes), len(plan.only_b)
     parts = [stored_blobs, BlobRows.of_objects(new_blobs[plan.only_b])]

@@ -129,6 +129,14 @@ class SketchKind(Protocol):
         ``groups[i] == g`` (any order), ``b""`` for a group without a non-empty blob."""
         ...
 
+    @property
+    def pairwise_merges(self) -> int:
+        """Up to this many pairs of blobs (a small batch's tiles shared with the stored
+        record), ``merge_rows`` calls ``merge`` once per pair instead of one
+        ``merge_groups`` over all: the same bytes (see ``merge_groups``), and cheaper for
+        so few, since ``merge_groups`` has a fixed cost of tens of numpy calls."""
+        ...
+
     def evaluate(self, slot: SketchSlot, function: str, params: Params, blob: bytes) -> object:
         """The value of aggregation ``function`` (with its ``params``) over the merged
         blob of a non-empty window."""

@@ -79,21 +79,51 @@ def build_sketches(
 
 
 def merge_blobs(slots: Sequence[SketchSlot], a: BlobArray, b: BlobArray) -> BlobArray:
-    """Row-wise merge of two ``(rows, len(slots))`` blob arrays."""
+    """Row-wise merge of two ``(rows, len(slots))`` blob arrays: the bytes of
+    :func:`merge_rows` over both arrays with row ``i`` of each in group ``i``, read as
+    pairs (a batch's tiles shared with the stored record) without its grouping steps."""
     if a.shape != b.shape or a.shape[1:] != (len(slots),):
         raise KernelInputError(
             f"merge_blobs: expected two arrays of shape (rows, {len(slots)}), got {a.shape} and {b.shape}",
             hint="one blob per tile and slot",
         )
     rows = a.shape[0]
-    both = np.concatenate([a, b])
-    return merge_rows(slots, both, np.tile(np.arange(rows, dtype=np.int64), 2), rows)
+    out = empty_blobs(rows, len(slots))
+    for j, slot in enumerate(slots):
+        left, right = a[:, j].tolist(), b[:, j].tolist()
+        both = [i for i, (x, y) in enumerate(zip(left, right, strict=True)) if x and y]
+        column = [x or y for x, y in zip(left, right, strict=True)]  # one empty: the other as stored
+        if both:
+            merged = _merge_pairs(slot, [left[i] for i in both], [right[i] for i in both])
+            for i, blob in zip(both, merged, strict=True):
+                column[i] = blob
+        out[:, j] = _object_column(column)
+    return out
+
+
+def _merge_pairs(slot: SketchSlot, left: list[bytes], right: list[bytes]) -> list[bytes]:
+    """``merge(left[i], right[i])`` of each pair of non-empty blobs: one ``merge`` per
+    pair up to the kind's ``pairwise_merges``, else one ``merge_groups`` over all (the
+    same bytes; which is cheaper depends on the count)."""
+    kind = slot.implementation
+    if len(left) <= kind.pairwise_merges:
+        return [kind.merge(slot, x, y) for x, y in zip(left, right, strict=True)]
+    pairs = len(left)
+    return kind.merge_groups(slot, left + right, np.tile(np.arange(pairs, dtype=np.int64), 2), pairs)
+
+
+def _object_column(blobs: list[bytes]) -> BlobArray:
+    """``blobs`` as a 1-d object array of the same ``bytes`` objects."""
+    column = np.empty(len(blobs), dtype=object)
+    column[:] = blobs
+    return column
 
 
 def merge_rows(slots: Sequence[SketchSlot], blobs: BlobArray, groups: Int64Array, n_groups: int) -> BlobArray:
     """``(n_groups, len(slots))``: row g merges every row ``i`` of ``blobs`` with
     ``groups[i] == g`` (any order gives the same bytes). A group with one non-empty
-    blob keeps it as stored; the others go to their kind in one call per slot."""
+    blob keeps it as stored; the others go to their kind in one call per slot (pairs
+    through :func:`_merge_pairs`)."""
     if blobs.ndim != 2 or blobs.shape[1] != len(slots) or len(groups) != blobs.shape[0]:
         raise KernelInputError(
             f"merge_rows: expected blobs of shape ({len(groups)}, {len(slots)}), got {blobs.shape}",
@@ -110,13 +140,18 @@ def merge_rows(slots: Sequence[SketchSlot], blobs: BlobArray, groups: Int64Array
         several = rows[per_group[groups[rows]] > 1]
         if not len(several):
             continue
-        targets, dense = np.unique(groups[several], return_inverse=True)
-        merged = slot.implementation.merge_groups(
-            slot, [column[i] for i in several.tolist()], dense.reshape(-1).astype(np.int64), len(targets)
-        )
-        target_col = np.empty(len(targets), dtype=object)
-        target_col[:] = merged
-        out[targets, j] = target_col
+        if bool((per_group[groups[several]] == 2).all()):
+            pairs = several[np.argsort(groups[several], kind="stable")].reshape(-1, 2)
+            targets = groups[pairs[:, 0]]
+            merged = _merge_pairs(
+                slot, [column[i] for i in pairs[:, 0].tolist()], [column[i] for i in pairs[:, 1].tolist()]
+            )
+        else:
+            targets, dense = np.unique(groups[several], return_inverse=True)
+            merged = slot.implementation.merge_groups(
+                slot, [column[i] for i in several.tolist()], dense.reshape(-1).astype(np.int64), len(targets)
+            )
+        out[targets, j] = _object_column(merged)
     return out
 
 

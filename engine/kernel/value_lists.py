@@ -189,6 +189,8 @@ class ValueList:
     name: str
     newest: bool
     distinct: bool
+    # Up to this many pairs are merged one by one (SketchKind.pairwise_merges): measured crossover.
+    pairwise_merges: int = 8
 
     def select(self, entries: list[Entry], n: int) -> list[Entry]:
         """The kept entries of ``entries`` (any order), in the answer's order."""

@@ -18,7 +18,7 @@ from engine.kernel.batch_merge import NO_EVENT_TS, decode_many, encode_many
 from engine.kernel.codec import decode_sketches, decode_tiles, encode_tiles
 from engine.kernel.exceptions import TileCodecError
 from engine.kernel.layout import PartialLayout
-from engine.kernel.sketches import EMPTY_BLOB, SketchSlot, empty_blobs, merge_rows, merge_window
+from engine.kernel.sketches import EMPTY_BLOB, SketchSlot, empty_blobs, merge_blobs, merge_rows, merge_window
 from engine.kernel.value_lists import encode_entries
 
 SLOTS = (
@@ -108,6 +108,40 @@ def test_one_pass_merges_of_numbers_equal_the_pairwise_merge_and_the_whole_build
     events = _numbered(tile_list)
     for slot in SLOTS:
         _check_slot(slot, events, seed)
+
+
+@settings(max_examples=60, deadline=None)
+@given(tile_list=st.one_of(tiles(numeric=True), tiles(numeric=False)), seed=st.integers(0, 2**16))
+def test_pairs_merged_one_by_one_equal_the_one_pass_merge_of_the_same_groups(
+    tile_list: list[list[tuple[int, Any]]], seed: int
+) -> None:
+    # merge_rows and merge_blobs merge up to a kind's ``pairwise_merges`` pairs with
+    # ``merge``, more with ``merge_groups``: both paths must give the same bytes for
+    # every count of pairs, on both sides of the threshold.
+    rng = random.Random(seed)
+    events = _numbered(tile_list)
+    numeric = any(isinstance(v, float) for tile in events for _, _, v in tile)
+    for slot in SLOTS:
+        if slot.kind == "ddsketch" and not numeric:
+            continue
+        blobs = [blob for blob in (_build(slot, tile) for tile in events) if blob]
+        kind = slot.implementation
+        for n_pairs in range(1, min(len(blobs) // 2, kind.pairwise_merges + 1) + 1):
+            chosen = blobs[: 2 * n_pairs]
+            groups = [i // 2 for i in range(len(chosen))]
+            order = list(range(len(chosen)))
+            rng.shuffle(order)
+            rows = empty_blobs(len(chosen), 1)
+            rows[:, 0] = [chosen[i] for i in order]
+            merged = merge_rows((slot,), rows, np.array([groups[i] for i in order], dtype=np.int64), n_pairs)
+            one_pass = kind.merge_groups(slot, chosen, np.array(groups, dtype=np.int64), n_pairs)
+            assert merged[:, 0].tolist() == one_pass
+            # The same pairs as two row arrays, with an empty blob on either side of some rows.
+            left, right = empty_blobs(n_pairs + 2, 1), empty_blobs(n_pairs + 2, 1)
+            left[:n_pairs, 0], right[:n_pairs, 0] = chosen[0::2], chosen[1::2]
+            left[n_pairs, 0], right[n_pairs + 1, 0] = chosen[0], chosen[1]
+            paired = merge_blobs((slot,), left, right)[:, 0].tolist()
+            assert paired == [*one_pass, chosen[0], chosen[1]]
 
 
 def test_a_dense_hyperloglog_merges_with_sparse_ones() -> None:
