@@ -231,7 +231,11 @@ def _read_yaml(project_dir: Path) -> Mapping[str, object]:
     if not path.is_file():
         return {}
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+        loader = _UniqueKeyLoader(path.read_text(encoding="utf-8"))  # a SafeLoader subclass
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}", hint="fix the line it names") from None
     if data is None:
