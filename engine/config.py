@@ -156,13 +156,17 @@ def _expected(key: str) -> str:
     return {int: "an integer", Path: "a path (a string)", str: "a string"}[_FIELD_TYPES[key]]
 
 
+def _example(key: str) -> str:
+    """A valid line for setting ``key`` (its default), for the hint of a refused value."""
+    return f"e.g. {key}: {getattr(Settings(), key)}"
+
+
 def _coerce(key: str, raw: object, origin: str) -> SettingValue:
     if key not in _FIELD_TYPES:
         close = difflib.get_close_matches(key, list(_FIELD_TYPES), n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(sorted(_FIELD_TYPES))}"
         raise ConfigError(f"unknown setting '{key}' in {origin}", hint=hint)
     wanted = _FIELD_TYPES[key]
-    example = f"e.g. {key}: {getattr(Settings(), key)}"
     if wanted is int:
         # A bool is an int to Python, and a float such as 8000.5 would be truncated: neither is taken.
         number: int | None = None
@@ -176,7 +180,7 @@ def _coerce(key: str, raw: object, origin: str) -> SettingValue:
         if number is None:
             raise ConfigError(
                 f"setting '{key}' in {origin}: expected {_expected(key)}, got {raw!r}",
-                hint=f"write a whole number, {example}",
+                hint=f"write a whole number, {_example(key)}",
             )
         return number
     if wanted is Path and isinstance(raw, os.PathLike):  # a flag's type=Path
@@ -184,7 +188,8 @@ def _coerce(key: str, raw: object, origin: str) -> SettingValue:
     if isinstance(raw, bool) or not isinstance(raw, str | int | float):
         shown = "nothing (an empty value)" if raw is None else f"{type(raw).__name__} {raw!r}"
         raise ConfigError(
-            f"setting '{key}' in {origin}: expected {_expected(key)}, got {shown}", hint=f"write one value, {example}"
+            f"setting '{key}' in {origin}: expected {_expected(key)}, got {shown}",
+            hint=f"write one value, {_example(key)}",
         )
     return Path(str(raw)) if wanted is Path else str(raw)
 

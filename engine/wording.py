@@ -1,4 +1,5 @@
-"""Counts in messages: "1 record", "2,000 records" (never "1 records")."""
+"""Wording shared by messages: counts ("1 record", "2,000 records", never "1 records")
+and echoed values cut to a length ("abc...")."""
 
 
 def counted(n: int, noun: str, plural: str | None = None) -> str:
@@ -8,3 +9,13 @@ def counted(n: int, noun: str, plural: str | None = None) -> str:
     ('1 record', '2,000 records', '0 entries')
     """
     return f"{n:,} {noun if n == 1 else (plural or noun + 's')}"
+
+
+def shortened(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters, ending in ``...`` when cut (a message echoes
+    the start of a value or command line of any length).
+
+    >>> shortened("abcdef", 5), shortened("abc", 5)
+    ('ab...', 'abc')
+    """
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -11,14 +11,13 @@ from typing import ClassVar
 
 from engine.exceptions import StreamfeatError
 from engine.json_types import JSONObject
-from engine.wording import counted
+from engine.wording import counted, shortened
 
 
 def short_repr(value: object, limit: int = 60) -> str:
     """``repr(value)`` for a message, cut to ``limit`` characters (a request may send names
     and values of any length; a message echoes the start of them)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return shortened(repr(value), limit)
 
 
 class ServingError(StreamfeatError):

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from engine.definitions import FeatureRef, FeatureService, StreamFeatureView
 from engine.definitions.base import did_you_mean
 from engine.definitions.exceptions import DefinitionError
-from serving.exceptions import FeatureViewNotFound, InvalidRequest, ServingSetupError
+from serving.exceptions import FeatureViewNotFound, InvalidRequest, ServingSetupError, short_repr
 from serving.registry import CompiledService, CompiledView, Registry, compile_service
 
 REFS_SERVICE = "feature_refs"
@@ -26,7 +26,7 @@ def parse_refs(refs: object, field: str = "features") -> tuple[tuple[str, str], 
     """``["view:feature", ...]`` -> ``((view, feature), ...)``, duplicates kept once."""
     if not isinstance(refs, list) or not refs:
         raise InvalidRequest(
-            f"field '{field}': expected a non-empty list of \"view:feature\" strings, got {refs!r:.60}",
+            f"field '{field}': expected a non-empty list of \"view:feature\" strings, got {short_repr(refs)}",
             hint='e.g. ["user_spend:amount_sum_15m", "spend_velocity:spend_velocity_ratio"]',
             field=field,
         )
@@ -35,7 +35,7 @@ def parse_refs(refs: object, field: str = "features") -> tuple[tuple[str, str], 
         parts = ref.split(":") if isinstance(ref, str) else []
         if len(parts) != 2 or not all(parts):
             raise InvalidRequest(
-                f"field '{field}[{i}]': expected \"view:feature\", got {ref!r:.60}",
+                f"field '{field}[{i}]': expected \"view:feature\", got {short_repr(ref)}",
                 hint="one colon between the view name and the feature name",
                 field=f"{field}[{i}]",
             )

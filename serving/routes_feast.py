@@ -32,7 +32,7 @@ from starlette.responses import Response
 from engine.json_types import JSONObject
 from serving import openapi_docs as docs
 from serving.deps import Labels, ServingState, get_state, json_response, observed, read_body
-from serving.exceptions import InvalidRequest, ServingError
+from serving.exceptions import InvalidRequest, ServingError, short_repr
 from serving.feature_refs import FeatureRefResolver
 from serving.online import FUTURE_EVENTS, INVALID, NOT_FOUND, STALE
 from serving.pipeline import FeatureResult, compute_async
@@ -119,7 +119,7 @@ def _flag(body: dict[str, object], name: str) -> bool:
         return False
     if not isinstance(value, bool):
         raise InvalidRequest(
-            f"field '{name}': expected a boolean, got {json_kind(value)} {value!r:.60}",
+            f"field '{name}': expected a boolean, got {json_kind(value)} {short_repr(value)}",
             hint=f'send "{name}": true or false, or leave it out',
             field=name,
         )
@@ -137,7 +137,7 @@ def _service(state: ServingState, refs: FeatureRefResolver, body: dict[str, obje
     if name is not None:
         if not isinstance(name, str):
             raise InvalidRequest(
-                f"field 'feature_service': expected a service name (string), got {json_kind(name)} {name!r:.60}",
+                f"field 'feature_service': expected a service name (string), got {json_kind(name)} {short_repr(name)}",
                 hint="GET /v1/services lists the feature services",
                 field="feature_service",
             )

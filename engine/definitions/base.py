@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any, TypeVar, cast, dataclass_transform
 
 from engine.definitions.exceptions import DefinitionError, DefinitionTypeError, Problem
+from engine.wording import shortened
 
 NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*\Z")
 FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -181,10 +182,7 @@ def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
 
 
 def _describe(value: object) -> str:
-    text = repr(value)
-    if len(text) > 80:
-        text = text[:77] + "..."
-    return f"{text} ({type(value).__name__})"
+    return f"{shortened(repr(value), 80)} ({type(value).__name__})"
 
 
 def parse_schema(checker: Checker, field: str, schema: object, *, allow_empty: bool = False) -> FrozenMap:

@@ -23,6 +23,7 @@ from engine.exceptions import NaiveTimeError, NotIsoTimeError
 from engine.io.batches import DeadLetterReason
 from engine.io.exceptions import IoValueError
 from engine.timefmt import iso_epoch_ms
+from engine.wording import shortened
 
 #: 2000-01-01T00:00:00Z in milliseconds: earlier event times are refused.
 MIN_EVENT_TS_MS = 946_684_800_000
@@ -51,9 +52,7 @@ Problem = tuple[DeadLetterReason, str]
 
 def show_value(value: object) -> str:
     """``<type> <short repr>`` of a bad value for error and dead-letter details."""
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
+    text = shortened(repr(value))
     if isinstance(value, float) and not math.isfinite(value):
         return f"non-finite number {text}"
     return f"{type(value).__name__} {text}"

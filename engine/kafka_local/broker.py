@@ -29,6 +29,7 @@ from engine.kafka_local.config import (
 from engine.kafka_local.jvm import CHILDREN, is_our_broker, marked_pids, read_pid, terminate
 from engine.kafka_local.probe import metadata_answers, port_open
 from engine.processes import command_line, listening_pids
+from engine.wording import shortened
 
 LOG4J_CONFIG = KAFKA_FILES / "log4j2.xml"
 
@@ -356,8 +357,7 @@ def port_holder(config: BrokerConfig) -> PortHolder | None:
 
 
 def _short_command(args: list[str], limit: int = 120) -> str:
-    text = " ".join(args) or "command line unknown"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return shortened(" ".join(args) or "command line unknown", limit)
 
 
 def ensure_broker(
