@@ -315,26 +315,28 @@ def test_one_as_of_per_row(client: ASGIClient, repo: FeatureRepo, events: list[d
     assert bad_item.status_code == 422 and bad_item.json()["error"]["field"] == "as_of[1]"
 
 
-@pytest.mark.parametrize("as_of", [253_402_300_799_000, "9999-12-31T23:59:59Z"])
-def test_absurd_as_of_is_refused_with_the_allowed_range(client: ASGIClient, as_of: Any) -> None:
+# Any: an as_of as a caller may send it (number or string)
+def _refused_as_of(client: ASGIClient, as_of: Any) -> dict[str, Any]:
+    """The 422 error of a one-row fraud_scoring request at ``as_of``, checked to name the field."""
     response = client.post(
         "/v1/features/fraud_scoring", json={**fraud_body(["u1"], ["m1"], [1.0], T_END), "as_of": as_of}
     )
     assert response.status_code == 422, response.text
-    error = response.json()["error"]
+    error: dict[str, Any] = response.json()["error"]
     assert error["field"] == "as_of"
+    return error
+
+
+@pytest.mark.parametrize("as_of", [253_402_300_799_000, "9999-12-31T23:59:59Z"])
+def test_absurd_as_of_is_refused_with_the_allowed_range(client: ASGIClient, as_of: Any) -> None:
+    error = _refused_as_of(client, as_of)
     assert "outside the times view" in error["message"] and "max_future_skew" in error["message"]
     assert "first event in the Parquet log" in error["message"]
 
 
 @pytest.mark.parametrize("as_of", [0, "1970-01-01T00:00:00Z"])
 def test_as_of_before_any_event_time_is_refused_with_the_range(client: ASGIClient, as_of: Any) -> None:
-    response = client.post(
-        "/v1/features/fraud_scoring", json={**fraud_body(["u1"], ["m1"], [1.0], T_END), "as_of": as_of}
-    )
-    assert response.status_code == 422, response.text
-    error = response.json()["error"]
-    assert error["field"] == "as_of"
+    error = _refused_as_of(client, as_of)
     assert "is before 946684800000 ms (2000-01-01T00:00:00Z), the earliest as_of" in error["message"], error
     assert "valid: 946684800000 (2000-01-01T00:00:00Z) .. 9007199254740991 epoch milliseconds" in error["message"]
 
