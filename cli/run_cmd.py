@@ -111,6 +111,13 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("--workers and --processes must be at least 1")
     # A second run on the same state stops here, in one line, not inside the dataflow.
     settings = _settings(args)
+    last_metrics_port = settings.metrics_port + args.processes - 1
+    if settings.metrics_port and last_metrics_port > 65535:
+        raise ConfigError(
+            f"metrics_port: process {args.processes - 1} of --processes {args.processes} would listen on "
+            f"metrics_port + {args.processes - 1} = {last_metrics_port}, beyond 65535",
+            hint=f"set metrics_port to at most {65536 - args.processes} (or 0: no metrics endpoint)",
+        )
     with state_writer(settings.path(settings.data_dir), "streamfeat run"):
         if args.cluster is not None:
             return _supervise(_cluster_process(args))

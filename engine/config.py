@@ -86,6 +86,7 @@ class Settings:
                     f"{name}: expected a port from {low} to 65535{meaning}, got {port}; "
                     f"pick a free one, e.g. {name}: {getattr(Settings, name)}"
                 )
+        problems += _bootstrap_problems(self.kafka_bootstrap)
         if self.state_shards < 1 or self.state_shards > 4096:
             problems.append(f"state_shards: expected 1..4096, got {self.state_shards}")
         if self.batch_size < 1:
@@ -132,6 +133,29 @@ class Settings:
     @property
     def log_uri(self) -> str:
         return self.log_root or str(self.path(self.data_dir) / "log")
+
+
+def _bootstrap_problems(bootstrap: str) -> list[str]:
+    """What is wrong with a ``host:port[,host:port...]`` list, naming the broker entry; a
+    port-less host (Kafka's default 9092) and a ``SCHEME://`` prefix are valid."""
+    entries = [e.strip() for e in bootstrap.split(",")]
+    if not any(entries):
+        return ["kafka_bootstrap: expected host:port of a Kafka broker, got an empty value; e.g. 127.0.0.1:9092"]
+    problems: list[str] = []
+    for entry in entries:
+        address = entry.split("://", 1)[-1]
+        host, colon, port = address.rpartition(":") if not address.endswith("]") else (address, "", "")
+        if not colon:
+            host, port = address, ""
+        if not entry or not host:
+            problems.append(
+                f"kafka_bootstrap: expected host:port for every broker, got {bootstrap!r}; e.g. 127.0.0.1:9092"
+            )
+        elif colon and not (port.isdigit() and 1 <= int(port) <= 65535):
+            problems.append(
+                f"kafka_bootstrap: broker {entry!r} has port {port!r}, expected 1 to 65535; e.g. {host}:9092"
+            )
+    return problems
 
 
 def serve_url(host: str, port: int) -> str:

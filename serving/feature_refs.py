@@ -43,6 +43,11 @@ def parse_refs(refs: object, field: str = "features") -> tuple[tuple[str, str], 
     return tuple(parsed)
 
 
+def _position(sent: object, view_name: str, feature: str) -> int:
+    """The index of the first ``view:feature`` string in the caller's list."""
+    return sent.index(f"{view_name}:{feature}") if isinstance(sent, list) else 0
+
+
 class FeatureRefResolver:
     """Compiles (and caches) the service of a list of feature references."""
 
@@ -57,29 +62,32 @@ class FeatureRefResolver:
         if found is not None:
             self._cache.move_to_end(key)
             return found
-        compiled = self._compile(key, field)
+        compiled = self._compile(key, field, refs)
         self._cache[key] = compiled
         if len(self._cache) > self._max_cached:
             self._cache.popitem(last=False)
         return compiled
 
-    def _compile(self, refs: tuple[tuple[str, str], ...], field: str) -> CompiledService:
+    def _compile(self, refs: tuple[tuple[str, str], ...], field: str, sent: object) -> CompiledService:
+        """``sent`` is the list as the caller sent it (parse_refs checked it), so an unknown
+        reference is named by its own position."""
         referable = self._registry.referable
         grouped: dict[str, list[str]] = {}
         for view_name, feature in refs:
+            at = f"{field}[{_position(sent, view_name, feature)}]"
             view = referable.get(view_name)
             if view is None:
                 raise FeatureViewNotFound(
-                    f"field '{field}': view {view_name!r} is not served here",
+                    f"field '{at}': view {view_name!r} is not served here",
                     hint=did_you_mean(view_name, referable, "views")
                     + " (a view is served once `streamfeat apply` recorded it as defined now)",
-                    field=field,
+                    field=at,
                 )
             if feature not in view.feature_names:
                 raise InvalidRequest(
-                    f"field '{field}': view {view_name!r} has no feature {feature!r}",
+                    f"field '{at}': view {view_name!r} has no feature {feature!r}",
                     hint=did_you_mean(feature, view.feature_names, "features"),
-                    field=field,
+                    field=at,
                 )
             grouped.setdefault(view_name, []).append(feature)
         selections: Sequence[FeatureRef] = [referable[name][features] for name, features in grouped.items()]

@@ -191,6 +191,13 @@ def _check_value(kind: FieldType, value: object, field: str, *, entity: bool) ->
         ok = isinstance(value, int | float) and not isinstance(value, bool)
     else:
         ok = isinstance(value, bool)
+    if kind is FieldType.INT and _beyond_int64(value):
+        raise InvalidRequest(
+            f"field '{field}': expected an int from -2^63 to 2^63-1, got an integer beyond that range "
+            f"({_integer_text(value)})",
+            hint="int fields and join keys hold 64-bit integers; send an id this large as a string field",
+            field=field,
+        )
     if not ok:
         raise InvalidRequest(
             f"field '{field}': expected {kind}, got {json_kind(value)} {short_repr(value)}",
@@ -203,6 +210,21 @@ def _check_value(kind: FieldType, value: object, field: str, *, entity: bool) ->
             hint="\\x1f separates join keys in stored entity keys: no entity can have it in a key",
             field=field,
         )
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _beyond_int64(value: object) -> bool:
+    """An integer outside int64: orjson keeps one up to 2^64-1 as an int and turns a larger
+    one into a whole float, which would otherwise be named a "number"."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return not _INT64_MIN <= value <= _INT64_MAX
+    return isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) >= 2**63
+
+
+def _integer_text(value: object) -> str:
+    return str(value) if isinstance(value, int) else f"about {value:.3g}, read as a float"
 
 
 # Exact JSON types per kind: what orjson produces for valid input. Anything else (bool
@@ -221,11 +243,13 @@ def _plainly_valid(kind: FieldType, values: list[Any], *, entity: bool) -> bool:
     False sends the column through :func:`_check_value`, which accepts or names the value."""
     if not _PLAIN_TYPES[kind].issuperset(map(type, values)):
         return False
+    if kind is FieldType.INT and values and not (min(values) >= _INT64_MIN and max(values) <= _INT64_MAX):
+        return False
     # Joined, the strings hold the separator exactly when one of them does (one C search).
     return not (entity and kind is FieldType.STRING and _SEPARATOR in "".join(values))
 
 
-def _columns(
+def read_columns(
     section: str,
     given: object,
     expected: Mapping[str, FieldType],
@@ -233,6 +257,8 @@ def _columns(
     entity: bool,
     max_rows: int,
 ) -> dict[str, list[Any]]:  # Any: values as orjson parsed them, checked per kind below
+    """One section of a request (``entities`` or ``request_data``): every expected column a
+    list of values of its kind, every refusal naming the field and the row."""
     if not isinstance(given, dict):
         raise InvalidRequest(
             f"field '{section}': expected an object of column name -> list of values, got {json_kind(given)}",
@@ -289,7 +315,7 @@ def build_request(
     max_entities: int,
     sections: tuple[str, str] = ("entities", "request_data"),
 ) -> FeatureRequest:
-    ent = _columns(sections[0], entities, service.join_key_types, entity=True, max_rows=max_entities)
+    ent = read_columns(sections[0], entities, service.join_key_types, entity=True, max_rows=max_entities)
     if request_data is None and service.request_fields:
         names = ", ".join(repr(name) for name in service.request_fields)
         raise InvalidRequest(
@@ -298,7 +324,7 @@ def build_request(
             hint=f'add "{sections[1]}": {{"{next(iter(service.request_fields))}": [...]}}',
             field=sections[1],
         )
-    req = _columns(
+    req = read_columns(
         sections[1],
         {} if request_data is None and not service.request_fields else request_data,
         service.request_fields,

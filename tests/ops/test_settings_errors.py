@@ -107,3 +107,24 @@ def test_an_unreadable_pyproject_is_reported_with_the_yaml_problems(tmp_path: Pa
     (tmp_path / "streamfeat.yaml").write_text("serve_port: x\n", encoding="utf-8")
     err = _refused(tmp_path, "plan")
     assert "2 invalid settings:" in err and "is not valid TOML" in err and "setting 'serve_port'" in err, err
+
+
+@pytest.mark.parametrize(
+    ("bootstrap", "expected"),
+    [
+        ("127.0.0.1:99999", "kafka_bootstrap: broker '127.0.0.1:99999' has port '99999', expected 1 to 65535"),
+        ("a:9092,b:x", "kafka_bootstrap: broker 'b:x' has port 'x', expected 1 to 65535; e.g. b:9092"),
+        (":9092", "kafka_bootstrap: expected host:port for every broker, got ':9092'"),
+    ],
+)
+def test_a_kafka_bootstrap_with_a_bad_port_is_refused_naming_the_broker(
+    tmp_path: Path, bootstrap: str, expected: str
+) -> None:
+    err = _refused(tmp_path, "run", env={"STREAMFEAT_KAFKA_BOOTSTRAP": bootstrap})
+    assert expected in err and "(from environment variable STREAMFEAT_KAFKA_BOOTSTRAP)" in err, err
+
+
+def test_metrics_ports_of_every_process_must_fit_the_port_range(tmp_path: Path) -> None:
+    err = _refused(tmp_path, "run", "--processes", "3", env={"STREAMFEAT_METRICS_PORT": "65534"})
+    assert "metrics_port: process 2 of --processes 3 would listen on metrics_port + 2 = 65536, beyond 65535" in err
+    assert "set metrics_port to at most 65533 (or 0: no metrics endpoint)" in err, err

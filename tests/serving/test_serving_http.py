@@ -330,6 +330,15 @@ def test_feast_reference_errors(client: ASGIClient, refs: list[str], status: int
     assert detail["class"] == feast_class and words in detail["message"], detail
 
 
+def test_feast_unknown_reference_named_by_its_position(client: ASGIClient) -> None:
+    refs = ["user_spend:amount_sum_1h", "user_spend:amount_sum_1h", "user_spend:amount_count_2d"]
+    body = {"features": refs, "entities": {"user_id": ["u0"]}, "as_of": T_END}
+    detail = feast_error_of(client.post("/get-online-features", json=body), 422)
+    assert detail["field"] == "features[2]" and "field 'features[2]'" in detail["message"], detail
+    view = feast_error_of(client.post("/get-online-features", json={**body, "features": ["user_spnd:x"]}), 404)
+    assert view["field"] == "features[0]", view
+
+
 def test_services_and_health(client: ASGIClient) -> None:
     services = client.get("/v1/services").json()["services"]
     assert [s["name"] for s in services] == sorted(s.name for s in build_test_repo(example_repo()).services)
