@@ -7,6 +7,7 @@ producing ``--rate`` events per second stamped with the current time.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -21,16 +22,30 @@ from engine.wording import counted
 DEFAULT_HISTORY_RATE = 2.0  # events per second of event time: one day is 172,800 events
 DEFAULT_LIVE_RATE = 200.0
 DEFAULT_TOPIC = "transactions"
+MAX_DEFAULT_EVENTS = 100_000_000  # one day at 1,157 events/s: beyond it, say how many instead of starting
 
 
 def _events_and_start(args: argparse.Namespace, rate: float) -> tuple[int, int]:
     """``--events`` (default: one day at ``rate``) and the first event time (default:
     so that the last event happens now)."""
+    # The default count follows the rate: a bad rate is named as the rate, never as a count.
+    if not (math.isfinite(rate) and rate > 0):
+        raise ConfigError(f"--rate: expected a finite number of events/s > 0, got {rate:g}", hint="e.g. --rate 200")
     events: int = args.events if args.events is not None else int(generate.DAY_MS / 1000 * rate)
+    if args.events is None and not args.live and events > MAX_DEFAULT_EVENTS:
+        raise ConfigError(
+            f"--rate: one day of event time at {rate:g} events/s is {_count(events)} events, more than the "
+            f"{MAX_DEFAULT_EVENTS:,} generated without --events",
+            hint="pass --events N for the count you want (they span N / --rate seconds), or a lower --rate",
+        )
     if args.start is not None:
         return events, parse_cli_time(args.start, "--start")
     span_ms = int(max(events - 1, 0) * 1000 / rate) if rate > 0 else 0
     return events, max(0, wall_clock_ms() - span_ms)
+
+
+def _count(events: int) -> str:
+    return f"{events:,}" if events < 10**15 else f"{events:.3g}"
 
 
 def _config(args: argparse.Namespace) -> generate.GeneratorConfig:

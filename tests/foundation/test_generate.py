@@ -191,3 +191,21 @@ def test_cli_rejects_naive_start(capsys: pytest.CaptureFixture[str]) -> None:
 def test_config_validation_names_the_field(kwargs: dict[str, object], error: type[Exception], field: str) -> None:
     with pytest.raises(error, match=f"GeneratorConfig.{field}"):
         GeneratorConfig(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--rate", "-5", "--live"], "--rate: expected a finite number of events/s > 0, got -5"),
+        (["--rate", "inf"], "--rate: expected a finite number of events/s > 0, got inf"),
+        (["--rate", "nan", "--parquet", "x"], "--rate: expected a finite number of events/s > 0, got nan"),
+        (["--rate", "1e300", "--parquet", "x"], "one day of event time at 1e+300 events/s is 8.64e+304 events"),
+        (["--rate", "5000", "--parquet", "x"], "is 432,000,000 events, more than the 100,000,000 generated without"),
+    ],
+)
+def test_cli_names_a_bad_rate_as_the_rate_before_generating(
+    args: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["generate", *args]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "GeneratorConfig" not in err and "Traceback" not in err, err
