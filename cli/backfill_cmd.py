@@ -159,6 +159,14 @@ def _from_parquet(
         )
     end_ms = parse_cli_time(args.end, "--end")
     start_ms = parse_cli_time(args.start, "--start") if args.start else 0
+    chunk_rows = DEFAULT_CHUNK_ROWS if args.chunk_rows is None else args.chunk_rows
+    commit_rows = DEFAULT_COMMIT_ROWS if args.commit_rows is None else args.commit_rows
+    for flag, rows, default in (
+        ("--chunk-rows", chunk_rows, DEFAULT_CHUNK_ROWS),
+        ("--commit-rows", commit_rows, DEFAULT_COMMIT_ROWS),
+    ):
+        if rows < 1:  # named as the flag, before the progress bar starts
+            raise ConfigError(f"{flag}: expected a row count >= 1, got {rows}", hint=f"e.g. {flag} {default}")
     files = resolve_history_files(sources)
     target = BackfillTarget(
         state_dir=settings.state_dir,
@@ -166,8 +174,6 @@ def _from_parquet(
         log_root=settings.log_uri,
         redis_url=(settings.redis_url or None) if settings.online == "redis" else None,
     )
-    chunk_rows = DEFAULT_CHUNK_ROWS if args.chunk_rows is None else args.chunk_rows
-    commit_rows = DEFAULT_COMMIT_ROWS if args.commit_rows is None else args.commit_rows
     progress = _progress(args.quiet)
     if progress is None:
         report = backfill_parquet(

@@ -174,6 +174,8 @@ def test_backfill_of_a_corrupt_file_fails_naming_it(project: Path, capsys: pytes
         ),
         (["--from", "kafka", "--end", "2026-01-01T00:00:00Z"], "--start/--end do not apply to --from kafka"),
         (["--views", "nope", "--end", "2026-01-01T00:00:00Z"], "--views: ['nope'] are not views"),
+        (["--from", "x.parquet", "--chunk-rows", "0", "--end", "2026-01-01T00:00:00Z"], "--chunk-rows: expected"),
+        (["--from", "x.parquet", "--commit-rows", "-1", "--end", "2026-01-01T00:00:00Z"], "--commit-rows: expected"),
     ],
 )
 def test_backfill_usage_errors(
