@@ -18,3 +18,20 @@ from typing import TypeAlias
 JSONScalar: TypeAlias = str | int | float | bool | None
 JSONValue: TypeAlias = JSONScalar | Sequence["JSONValue"] | Mapping[str, "JSONValue"]
 JSONObject: TypeAlias = dict[str, JSONValue]
+
+
+_KINDS: dict[type, str] = {
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    str: "string",
+    list: "array",
+    dict: "object",
+}
+
+
+def json_kind(value: object) -> str:
+    """The JSON type of a parsed value, as an error message names what it received."""
+    if value is None:
+        return "null"
+    return _KINDS.get(type(value), type(value).__name__)

@@ -27,7 +27,7 @@ from engine.definitions.exceptions import (
     RepoValidationError,
 )
 from engine.definitions.repo import FeatureRepo
-from engine.json_types import JSONObject
+from engine.json_types import JSONObject, json_kind
 from engine.kernel.layout import COLUMN_VALUE_FUNCTIONS
 from engine.timefmt import duration_text
 from engine.wording import counted
@@ -337,8 +337,13 @@ def load_applied_plan(path: str | Path) -> AppliedPlan | None:
         raise PlanError(
             f"plan file {file} cannot be read: {exc}", hint="restore it from version control or delete it to start over"
         ) from exc
-    if not isinstance(data, dict) or data.get("format_version") != PLAN_FORMAT_VERSION:
-        got = data.get("format_version") if isinstance(data, dict) else type(data).__name__
+    if not isinstance(data, dict):
+        raise PlanError(
+            f"plan file {file}: expected a JSON object (the plan `streamfeat apply` writes), got a JSON {json_kind(data)}",
+            hint="restore it from version control, or delete it and run `streamfeat apply` again",
+        )
+    if data.get("format_version") != PLAN_FORMAT_VERSION:
+        got = data.get("format_version")
         raise PlanError(
             f"plan file {file}: expected format_version {PLAN_FORMAT_VERSION}, got {got!r}",
             hint="this plan file was written by another streamfeat version",

@@ -31,6 +31,7 @@ from engine.entity_codes import keyed_decoder
 from engine.generate import DEFAULT_PRODUCER_CONFIG
 from engine.io.batches import RawBatch
 from engine.io.watermarks import PartitionWatermarks
+from engine.json_types import json_kind
 from engine.kafka_clients import logged_client_settings
 from engine.kafka_local import UNREACHABLE_HINT, metadata_answers
 from engine.wording import counted
@@ -44,7 +45,7 @@ from serving.exceptions import (
     SourceNotFound,
     short_repr,
 )
-from serving.request import check_keys, json_kind, parse_json
+from serving.request import check_keys, parse_json
 
 PUSH_ROUTE = "/v1/push/{source}"
 PUSH_FIELDS = ("records",)

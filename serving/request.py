@@ -18,6 +18,7 @@ from engine.definitions import FieldType
 from engine.definitions.base import did_you_mean
 from engine.exceptions import NaiveTimeError, NotIsoTimeError
 from engine.io.timestamps import MIN_EVENT_TS_MS
+from engine.json_types import json_kind
 from engine.state.keys import ENTITY_KEY_SEPARATOR
 from engine.timefmt import iso_epoch_ms, iso_utc
 from serving.duplicate_keys import check_duplicate_keys
@@ -99,13 +100,6 @@ def _non_finite_token(raw: bytes, pos: int, error: str) -> str | None:
     if token.lstrip("-").startswith(("NaN", "Infinity")) or "infinity" in error:
         return f"{token} at offset {start}"
     return None
-
-
-def json_kind(value: object) -> str:
-    if value is None:
-        return "null"
-    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}
-    return names.get(type(value), type(value).__name__)
 
 
 def parse_as_of(value: object, field: str = "as_of") -> int:

@@ -29,7 +29,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from engine.json_types import JSONObject
+from engine.json_types import JSONObject, json_kind
 from serving import openapi_docs as docs
 from serving.deps import Labels, ServingState, get_state, json_response, observed, read_body
 from serving.exceptions import InvalidRequest, ServingError, short_repr
@@ -37,7 +37,7 @@ from serving.feature_refs import FeatureRefResolver
 from serving.online import FUTURE_EVENTS, INVALID, NOT_FOUND, STALE
 from serving.pipeline import FeatureResult, compute_async
 from serving.registry import CompiledService, Registry
-from serving.request import build_request, json_kind, parse_json
+from serving.request import build_request, parse_json
 
 FEAST_ROUTE = "/get-online-features"
 _EPOCH_ISO = "1970-01-01T00:00:00Z"

@@ -381,6 +381,10 @@ def test_bad_plan_files(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"format_version": 99, "shards": 8}))
     with pytest.raises(PlanError, match="format_version"):
         load_applied_plan(bad)
+    for text, kind in (("[]", "array"), ("null", "null"), ('"plan"', "string")):
+        bad.write_text(text)
+        with pytest.raises(PlanError, match=f"expected a JSON object .*, got a JSON {kind}$"):
+            load_applied_plan(bad)
     assert default_plan_path() == Path(".streamfeat/plan.json")
     assert default_plan_path(tmp_path) == tmp_path / "plan.json"
 
