@@ -64,7 +64,14 @@ def _config(args: argparse.Namespace) -> kafka_local.BrokerConfig:
             version=getattr(args, "kafka_version", kafka_local.DEFAULT_VERSION),
         )
     except (TypeError, ValueError) as exc:
-        raise ConfigError(str(exc)) from None
+        message = str(exc)
+        for field, flag in _FLAGS:  # the user typed a flag, not a BrokerConfig field
+            message = message.replace(f"BrokerConfig.{field}:", f"{flag}:")
+        message, _, hint = message.partition("; hint: ")
+        raise ConfigError(message, hint=hint or f"see `streamfeat kafka {args.kafka_action} --help`") from None
+
+
+_FLAGS = (("controller_port", "--controller-port"), ("port", "--port"), ("version", "--kafka-version"))
 
 
 def _progress(message: str) -> None:
@@ -78,6 +85,13 @@ def _start(args: argparse.Namespace) -> int:
         print(f"{before.describe()}; using it, not starting another")
         _warn_if_not_configured(config.bootstrap)
         return 0
+    try:
+        config.root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"--data-dir: cannot create the broker directory {config.root}: {exc.strerror or exc}",
+            hint="pass --data-dir with a writable directory",
+        ) from None
     handle = kafka_local.start_broker(config=config, timeout_s=args.timeout, progress=_progress)
     if handle.started_by_us:
         print(

@@ -442,6 +442,29 @@ def test_kafka_status_says_where_the_broker_lives(
     assert kafka_local.default_data_dir(port) == Path.home() / ".local" / "share" / "streamfeat" / "kafka" / str(port)
 
 
+@pytest.mark.parametrize(
+    ("argv", "error", "hint"),
+    [
+        (["kafka", "start", "--port", "70000"], "--port: expected 1..65535, got 70000", "kafka start --help"),
+        (["kafka", "stop", "--port", "0"], "--port: expected 1..65535, got 0", "kafka stop --help"),
+        (
+            ["kafka", "start", "--port", "9500", "--controller-port", "9500"],
+            "--controller-port: must differ",
+            "port + 1",
+        ),
+        (["kafka", "start", "--kafka-version", "3.0"], "--kafka-version: expected a Kafka 4.x version", "--help"),
+        (["kafka", "start", "--port", "9500", "--data-dir", "/proc/nope"], "--data-dir: cannot create", "writable"),
+    ],
+)
+def test_kafka_flags_are_refused_by_their_names_without_a_traceback(
+    argv: list[str], error: str, hint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert error in err and "BrokerConfig" not in err and "Traceback" not in err, err
+    assert err.splitlines()[-1].startswith("hint: ") and hint in err.splitlines()[-1], err
+
+
 def test_training_set_files_hold_utc_timestamps_of_the_same_instants() -> None:
     from cli.training_cmd import as_utc_timestamps
 
