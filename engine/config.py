@@ -99,6 +99,21 @@ class Settings:
             problems.append(f"state_backup: expected '' (off) or 'kafka' (changelog topic), got {self.state_backup!r}")
         if self.max_in_flight < 1:
             problems.append(f"max_in_flight: expected >= 1, got {self.max_in_flight}")
+        if self.max_entities_per_request < 1:
+            problems.append(
+                f"max_entities_per_request: expected >= 1 entity rows per request, got {self.max_entities_per_request}; "
+                f"e.g. max_entities_per_request: {Settings.max_entities_per_request}"
+            )
+        if self.max_request_bytes < 1024:  # smaller than any real feature request
+            problems.append(
+                f"max_request_bytes: expected >= 1024 bytes, got {self.max_request_bytes}; "
+                f"e.g. max_request_bytes: {Settings.max_request_bytes}"
+            )
+        if not self.serve_host.strip():
+            problems.append(
+                "serve_host: expected a host name or address to listen on, got an empty value; "
+                "e.g. serve_host: 127.0.0.1 (loopback only; 0.0.0.0 listens on every interface)"
+            )
         for name in ("header_timeout_ms", "body_timeout_ms", "max_header_bytes"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}: expected >= 1, got {getattr(self, name)}")

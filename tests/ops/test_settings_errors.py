@@ -128,3 +128,16 @@ def test_metrics_ports_of_every_process_must_fit_the_port_range(tmp_path: Path) 
     err = _refused(tmp_path, "run", "--processes", "3", env={"STREAMFEAT_METRICS_PORT": "65534"})
     assert "metrics_port: process 2 of --processes 3 would listen on metrics_port + 2 = 65536, beyond 65535" in err
     assert "set metrics_port to at most 65533 (or 0: no metrics endpoint)" in err, err
+
+
+def test_serving_limits_and_an_empty_host_are_refused_not_served_with(tmp_path: Path) -> None:
+    env = {
+        "STREAMFEAT_MAX_ENTITIES_PER_REQUEST": "0",
+        "STREAMFEAT_MAX_REQUEST_BYTES": "-1",
+        "STREAMFEAT_SERVE_HOST": "",
+    }
+    err = _refused(tmp_path, "serve", env=env)
+    assert "3 invalid settings:" in err, err
+    assert "max_entities_per_request: expected >= 1 entity rows per request, got 0" in err
+    assert "max_request_bytes: expected >= 1024 bytes, got -1" in err
+    assert "serve_host: expected a host name or address to listen on, got an empty value" in err
