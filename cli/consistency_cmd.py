@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from cli.common import Subparsers, add_settings_args, settings_from
+from cli.common import Subparsers, add_settings_args, fraction, settings_from
 from cli.setting_options import add_setting_option
 
 
@@ -25,7 +25,7 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument("--service", action="append", default=None, help="only this service (repeatable)")
     parser.add_argument(
         "--max-mismatch-rate",
-        type=float,
+        type=fraction,
         default=0.0,
         help="exit 1 when any feature exceeds this rate (default 0)",
     )

@@ -11,7 +11,7 @@ import math
 import sys
 from pathlib import Path
 
-from cli.common import settings_from
+from cli.common import fraction, positive_number, settings_from
 from cli.setting_options import add_setting_option
 from engine import generate
 from engine.clock import wall_clock_ms
@@ -77,8 +77,6 @@ def _check_options(args: argparse.Namespace) -> None:
         )
     if args.duration is not None and not args.live:
         raise ConfigError("--duration only applies to --live", hint="add --live")
-    if args.duration is not None and args.duration <= 0:
-        raise ConfigError(f"--duration: expected seconds > 0, got {args.duration}")
 
 
 def _live_progress(report: generate.ProduceReport) -> None:
@@ -158,7 +156,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="keep producing --rate events per second stamped with the current time",
     )
-    parser.add_argument("--duration", type=float, default=None, help="with --live: stop after this many seconds")
+    parser.add_argument(
+        "--duration", type=positive_number, default=None, help="with --live: stop after this many seconds"
+    )
     parser.add_argument(
         "--jitter-ms",
         type=int,
@@ -167,7 +167,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--malformed-fraction",
-        type=float,
+        type=fraction,
         default=0.0,
         help="fraction of records to break (bad JSON, missing fields, wrong types, bad timestamps)",
     )

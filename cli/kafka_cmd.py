@@ -10,6 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from cli.common import positive_number
 from cli.setting_options import add_derived_option, add_setting_option
 from engine import kafka_local
 from engine.config import configured_setting, load_settings
@@ -207,7 +208,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             type=Path,
         )
         if timeout is not None:
-            parser.add_argument("--timeout", type=float, default=timeout, help=f"{timeout_help} (default %(default)s)")
+            parser.add_argument(
+                "--timeout", type=positive_number, default=timeout, help=f"{timeout_help} (default %(default)s)"
+            )
         parser.set_defaults(handler=handler)
         if name == "start":
             parser.add_argument(

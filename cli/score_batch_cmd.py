@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli.common import Subparsers
+from cli.common import Subparsers, positive_number
 from cli.setting_options import add_derived_option
 from engine.exceptions import ConfigError
 from engine.wording import counted
@@ -15,30 +15,26 @@ _URL_UNREAD = "default: http://serve_host:serve_port of streamfeat.yaml"
 
 
 def _run(args: argparse.Namespace) -> int:
-    from cli.training_cmd import read_table
+    from cli.tables import check_output, read_table, write_table
     from engine.config import load_settings
     from serving.client import FeatureClient
     from serving.model_file import load_model
     from serving.scoring import score_batch
 
-    model = load_model(args.model)
-    entities = read_table(args.entities, "--entities")
+    check_output(args.out)
     url = args.url
     if url is None:
         url = load_settings().serve_url
+    elif not url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"--url: expected an http:// or https:// URL, got {url!r}", hint="e.g. --url http://127.0.0.1:8000"
+        )
+    model = load_model(args.model)
+    entities = read_table(args.entities, "--entities")
     with FeatureClient(url, timeout=args.timeout, api_key=args.api_key) as client:
         chunking = {} if args.chunk_rows is None else {"chunk_rows": args.chunk_rows}
         scored = score_batch(model, entities, client, time_column=args.time_column, **chunking)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    partial = args.out.with_name(f".{args.out.name}.partial")  # never half a file at --out
-    try:
-        if args.out.suffix.lower() == ".csv":
-            scored.write_csv(partial)
-        else:
-            scored.write_parquet(partial)
-        partial.replace(args.out)
-    finally:
-        partial.unlink(missing_ok=True)
+    write_table(scored, args.out)
     cold = int((scored["cold_start_features"] > 0).sum()) if scored.height else 0
     print(
         f"scored {counted(scored.height, 'row')} with service {model.trained_on.service!r} "
@@ -89,5 +85,5 @@ def register(subparsers: Subparsers) -> None:
         help="rows per request, at most the server's max_entities_per_request (default: under the default limit)",
     )
     parser.add_argument("--api-key", default=None, help="API key when the server requires one")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
+    parser.add_argument("--timeout", type=positive_number, default=30.0, help="seconds per request (default 30)")
     parser.set_defaults(handler=_run)

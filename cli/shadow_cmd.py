@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cli.common import Subparsers
+from cli.common import Subparsers, non_negative_number, positive_number
 from engine.json_types import JSONObject
 from engine.wording import counted
 
@@ -46,9 +46,15 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument("--streamfeat", default="http://127.0.0.1:8000", help="streamfeat's base URL")
     parser.add_argument("--out", type=Path, required=True, help="directory for report.md, report.json, the plot")
     parser.add_argument("--mapping", type=Path, help="JSON file of renamed features/services (streamfeat -> baseline)")
-    parser.add_argument("--tolerance", type=float, default=0.0, help="absolute numeric tolerance (default 0: exact)")
-    parser.add_argument("--rel-tolerance", type=float, default=0.0, help="relative numeric tolerance (default 0)")
-    parser.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each answer (default 2)")
+    parser.add_argument(
+        "--tolerance", type=non_negative_number, default=0.0, help="absolute numeric tolerance (default 0: exact)"
+    )
+    parser.add_argument(
+        "--rel-tolerance", type=non_negative_number, default=0.0, help="relative numeric tolerance (default 0)"
+    )
+    parser.add_argument(
+        "--timeout", type=positive_number, default=2.0, help="seconds to wait for each answer (default 2)"
+    )
     parser.add_argument(
         "--streamfeat-api-key",
         default=os.environ.get("STREAMFEAT_API_KEY"),

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cli.common import Subparsers, add_settings_args, check_source_topic, settings_from
+from cli.common import Subparsers, add_settings_args, check_source_topic, non_negative_number, settings_from
 from cli.status_cluster import render_cluster
 from engine.clock import wall_clock_ms
 from engine.config import Settings
@@ -91,7 +91,7 @@ def register(subparsers: Subparsers) -> None:
     add_settings_args(parser)
     parser.add_argument(
         "--sample",
-        type=float,
+        type=non_negative_number,
         default=1.0,
         help="seconds between the two offset samples for events/s (0: skip; default 1)",
     )

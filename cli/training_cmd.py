@@ -8,32 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cli.common import Subparsers, add_settings_args
-from engine.exceptions import ConfigError
+from cli.tables import check_output, read_table, write_table
 from engine.wording import counted
 
 if TYPE_CHECKING:  # imported when the command runs, so `streamfeat --help` stays fast
     import polars as pl
-
-
-def read_table(path: Path, flag: str = "--spine") -> pl.DataFrame:
-    """A Parquet (or .csv) file given by ``flag`` as a polars DataFrame; a ConfigError naming
-    the flag when it is missing or unreadable."""
-    import polars as pl
-
-    if not path.is_file():
-        raise ConfigError(
-            f"{flag}: no file at {path}",
-            hint="pass a Parquet (or .csv) file with the entity join keys and a timestamp column",
-        )
-    try:
-        if path.suffix.lower() == ".csv":
-            return pl.read_csv(path, try_parse_dates=True)
-        return pl.read_parquet(path)
-    except Exception as exc:  # polars raises several unrelated types for unreadable files
-        raise ConfigError(
-            f"{flag}: {path} could not be read: {exc}",
-            hint="write the spine with polars/pandas .write_parquet()",
-        ) from None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -43,6 +22,7 @@ def _run(args: argparse.Namespace) -> int:
     from engine.offline.training import get_training_set
 
     settings = load_settings(overrides={"repo": args.repo, "data_dir": args.data_dir})
+    check_output(args.out)
     repo = load_repo(settings.repo_path)
     spine = read_table(args.spine)
     notes: list[str] = []  # printed after the file is written, below its line
@@ -57,14 +37,7 @@ def _run(args: argparse.Namespace) -> int:
             str(exc), rows=exc.rows, columns=exc.columns, hint=_timestamp_hint(spine, args.timestamp_column)
         ) from None
     frame = as_utc_timestamps(frame, args.timestamp_column)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    # Written next to the target and renamed: a failure never leaves half a file at --out.
-    partial = args.out.with_name(f".{args.out.name}.partial")
-    try:
-        frame.write_parquet(partial)
-        partial.replace(args.out)
-    finally:
-        partial.unlink(missing_ok=True)
+    write_table(frame, args.out)
     column = frame.get_column(args.timestamp_column)
     span = f"{column.min()!s} .. {column.max()!s}" if frame.height else "no rows"
     print(
@@ -105,7 +78,9 @@ def register(subparsers: Subparsers) -> None:
     add_settings_args(parser, kafka=False)
     parser.add_argument("--service", required=True, help="feature service name")
     parser.add_argument("--spine", type=Path, required=True, help="spine file (.parquet or .csv)")
-    parser.add_argument("--out", type=Path, required=True, help="output Parquet file")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="output file (.parquet, or .csv when no feature is a list)"
+    )
     parser.add_argument(
         "--timestamp-column",
         default="event_timestamp",

@@ -196,6 +196,22 @@ def test_backfill_without_an_applied_plan(
     assert code == 2 and "no applied plan" in err[0] and "streamfeat apply" in err[1]
 
 
+def test_training_set_output_is_parquet_or_csv_without_lists(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spine = {"user_id": ["u1"], "merchant_id": ["m1"], "amount": [1.0], "event_timestamp": [START_MS]}
+    pl.DataFrame(spine).write_parquet(project / "spine.parquet")
+    common = ["training-set", "--service", "fraud_scoring", "--spine", "spine.parquet"]
+    assert run(*common, "--out", "t.txt") == 2
+    assert "--out: expected a file name ending in .parquet or .csv, got 't.txt'" in capsys.readouterr().err
+    lists = [n for n, t in pl.read_parquet(project / "spine.parquet").schema.items() if isinstance(t, pl.List)]
+    assert not lists
+    assert run(*common, "--out", "t.csv") == 2
+    err = capsys.readouterr().err
+    assert "--out: CSV cannot hold the list columns " in err and "hint: write Parquet instead: --out t.parquet" in err
+    assert not (project / "t.csv").exists()
+    assert run(*common, "--out", "t.parquet") == 0
+    assert pl.read_parquet(project / "t.parquet").height == 1
+
+
 def test_training_set_spine_errors(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = run("training-set", "--service", "fraud_scoring", "--spine", "missing.parquet", "--out", "o.parquet")
     err = capsys.readouterr().err.splitlines()

@@ -465,6 +465,29 @@ def test_kafka_flags_are_refused_by_their_names_without_a_traceback(
     assert err.splitlines()[-1].startswith("hint: ") and hint in err.splitlines()[-1], err
 
 
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["quality", "--baseline-days", "nan"], "argument --baseline-days: expected a finite number, got 'nan'"),
+        (["quality", "--baseline-days", "-1"], "argument --baseline-days: expected a number > 0, got '-1'"),
+        (["generate", "--malformed-fraction", "2"], "argument --malformed-fraction: expected a fraction from 0 to 1"),
+        (["generate", "--live", "--duration", "0"], "argument --duration: expected a number > 0, got '0'"),
+        (["status", "--sample", "-1"], "argument --sample: expected a number >= 0, got '-1'"),
+        (["consistency-check", "--max-mismatch-rate", "1.5"], "argument --max-mismatch-rate: expected a fraction"),
+        (["shadow", "--out", "x", "--tolerance", "inf"], "argument --tolerance: expected a finite number, got 'inf'"),
+        (["kafka", "start", "--timeout", "-5"], "argument --timeout: expected a number > 0, got '-5'"),
+    ],
+)
+def test_numeric_flags_refuse_nan_infinite_and_out_of_range_values(
+    argv: list[str], error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as refused:
+        main(argv)
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert error in err and "Traceback" not in err, err
+
+
 def test_training_set_files_hold_utc_timestamps_of_the_same_instants() -> None:
     from cli.training_cmd import as_utc_timestamps
 

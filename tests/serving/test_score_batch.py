@@ -215,6 +215,30 @@ def test_the_cli_names_the_row_of_the_file_and_a_chunk_over_the_server_limit(
     assert "scored 60 rows" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--out", "scores.txt"], "--out: expected a file name ending in .parquet or .csv, got 'scores.txt'"),
+        (["--out", "/proc/nope/scores.csv"], "--out: cannot create the directory /proc/nope"),
+        (["--out", "scores.csv", "--url", "ftp://x"], "--url: expected an http:// or https:// URL, got 'ftp://x'"),
+        (["--out", "scores.csv", "--timeout", "-1"], "argument --timeout: expected a number > 0, got '-1'"),
+    ],
+)
+def test_bad_output_url_and_timeout_are_refused_before_any_request(
+    flags: list[str], says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    # No model file and no server: each refusal comes first, from the flags alone.
+    try:
+        code = cli_main(["score-batch", "--model", "absent.json", "--entities", "absent.parquet", *flags])
+    except SystemExit as refused_by_argparse:
+        code = int(str(refused_by_argparse.code))
+    assert code == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err, err
+    assert not list(tmp_path.iterdir())
+
+
 def test_model_files_are_json_only(tmp_path: Path) -> None:
     (tmp_path / "pickled.bin").write_bytes(b"\x80\x04\x95 not json")
     with pytest.raises(ModelFileError, match="not JSON"):
