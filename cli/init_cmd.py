@@ -75,7 +75,15 @@ def scaffold(target: Path) -> list[Path]:
                 f"init: {existing} already exists",
                 hint="choose an empty directory; init never overwrites files",
             )
-    target.mkdir(parents=True, exist_ok=True)
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"init: {target} is a file, not a directory", hint="pass a new or empty directory")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"init: cannot create the directory {target}: {exc.strerror or exc}",
+            hint="pass a directory where you can write",
+        ) from None
     shutil.copytree(example_repo(), repo_dir, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     yaml_path.write_text(STREAMFEAT_YAML, encoding="utf-8")
     written = sorted(p for p in repo_dir.rglob("*") if p.is_file())

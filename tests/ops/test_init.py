@@ -48,3 +48,13 @@ def test_init_never_overwrites(tmp_path: Path) -> None:
     assert "streamfeat.yaml already exists" in done.stderr
     assert (tmp_path / "streamfeat.yaml").read_text() == "repo: mine\n"
     assert not (tmp_path / "feature_defs").exists()
+
+
+def test_init_into_a_file_or_an_uncreatable_directory_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "a_file").write_text("x")
+    done = _cli("init", str(tmp_path / "a_file"), cwd=tmp_path)
+    assert done.returncode == 2 and "init: " + str(tmp_path / "a_file") + " is a file, not a directory" in done.stderr
+    blocked = tmp_path / "a_file" / "below"  # a file cannot hold a directory
+    done = _cli("init", str(blocked), cwd=tmp_path)
+    assert done.returncode == 2 and f"init: cannot create the directory {blocked}" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
