@@ -10,6 +10,7 @@ Exit codes: 0 success, 1 the operation failed, 2 usage or configuration error.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import signal
@@ -59,6 +60,12 @@ def docs_dir() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
+# Errors of a user's path, reported in one line; any other OSError is a bug and keeps its traceback.
+_PATH_ERRNOS = frozenset(
+    {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.ENOSPC}
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = SettingsHelpParser(
         prog="streamfeat",
@@ -89,6 +96,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"streamfeat {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno not in _PATH_ERRNOS or exc.filename is None:
+            raise
+        # A path the user gave (or its parent) is missing, read-only or not a directory.
+        print(f"streamfeat {args.command}: error: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        print(
+            "hint: check the paths given (--data-dir, --repo, --out, streamfeat.yaml) and their permissions",
+            file=sys.stderr,
+        )
+        return 2
     except BrokenPipeError:
         # The reader went away (`streamfeat list | head`): stop quietly like other Unix tools.
         # stdout is pointed at /dev/null so the interpreter's final flush cannot fail again.

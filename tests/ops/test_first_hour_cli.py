@@ -23,7 +23,7 @@ import polars as pl
 import pytest
 
 from cli import build_parser, main
-from cli.init_cmd import NEXT_STEPS
+from cli.init_cmd import NEXT_STEPS, example_repo
 from engine import kafka_local
 from engine.clock import wall_clock_ms
 from engine.definitions import load_repo
@@ -486,6 +486,17 @@ def test_numeric_flags_refuse_nan_infinite_and_out_of_range_values(
     assert refused.value.code == 2
     err = capsys.readouterr().err
     assert error in err and "Traceback" not in err, err
+
+
+def test_a_data_dir_that_cannot_be_created_is_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "a_file").write_text("x")
+    blocked = tmp_path / "a_file" / "data"
+    assert main(["apply", "--repo", str(example_repo()), "--data-dir", str(blocked)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"streamfeat apply: error: {blocked}") and "Not a directory" in err, err
+    assert "hint: check the paths given (--data-dir" in err
 
 
 def test_training_set_files_hold_utc_timestamps_of_the_same_instants() -> None:
