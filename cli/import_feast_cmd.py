@@ -49,6 +49,12 @@ def _import_feast(args: argparse.Namespace) -> int:
             hint="pass --force to overwrite, or choose another --out",
         )
     translation = translate(read_feast_repo(args.path), str(args.path))
+    if not translation.translated and not translation.not_translated:
+        raise FeastImportError(
+            f"Feast repo {args.path}: no Feast definition found (no Entity, FeatureView, StreamFeatureView, "
+            "OnDemandFeatureView or FeatureService call in its .py files); nothing was written",
+            hint="pass the directory holding feature_store.yaml and the Python files that define the features",
+        )
     files[out / "definitions.py"] = translation.source
     out.mkdir(parents=True, exist_ok=True)
     for file, text in files.items():

@@ -212,3 +212,15 @@ def test_missing_repo_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFix
     assert cli_main(["import-feast", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "expected a directory" in err and "feature_store.yaml" in err
+
+
+def test_a_directory_without_feast_definitions_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "feature_store.yaml").write_text("project: x\n")
+    (tmp_path / "repo" / "helpers.py").write_text("def f():\n    return 1\n")
+    assert cli_main(["import-feast", str(tmp_path / "repo"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "no Feast definition found" in err and "nothing was written" in err, err
+    assert not (tmp_path / "out").exists()
