@@ -95,9 +95,9 @@ class OnlineAccess:
 
     def ready(self) -> tuple[bool, str]:
         health = self.table.health()
-        return health.ready, health.detail if health.ready or not health.last_error else (
-            f"{health.detail}; last error: {health.last_error}"
-        )
+        if health.ready or not health.last_error or health.last_error == health.detail:
+            return health.ready, health.detail
+        return health.ready, f"{health.detail}; last error: {health.last_error}"
 
     def update_freshness_gauges(self, views: Mapping[str, CompiledView]) -> None:
         now_ms = wall_clock_ms()
