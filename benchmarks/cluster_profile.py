@@ -180,6 +180,11 @@ def child(out: Path, processes: int, process_id: int, addresses: str) -> None:
     sampler = _ThreadSampler()
     sampler.start()
     started = time.perf_counter()
+    # Start-up (imports, the flow built by dataflows.app) ends when the dataflow starts:
+    # ``work_cpu_s`` is what the run costs after it, so start-up noise stays out.
+    import dataflows.app  # noqa: F401 (builds the flow now, as cluster_process would)
+
+    startup = resource.getrusage(resource.RUSAGE_SELF)
     if processes == 1:
         from bytewax._bytewax import cli_main
 
@@ -197,6 +202,7 @@ def child(out: Path, processes: int, process_id: int, addresses: str) -> None:
         "process": process_id,
         "seconds": round(time.perf_counter() - started, 3),
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
+        "work_cpu_s": round(usage.ru_utime + usage.ru_stime - startup.ru_utime - startup.ru_stime, 3),
         "threads_cpu_s": threads,
         "stage_cpu_s": {k: round(v / 1e9, 3) for k, v in stages.ns.items()},
         "stage_calls": stages.calls,
@@ -221,8 +227,10 @@ def _free_addresses(processes: int) -> str:
 
 
 def _start(
-    work: Path, repo: Path, servers: str, processes: int, label: str, *, tail: bool
+    work: Path, repo: Path, servers: str, processes: int, label: str, *, tail: bool, tree: Path = ROOT
 ) -> tuple[list[subprocess.Popen[bytes]], list[Path], Path]:
+    """The processes of one cluster; ``tree`` is the checkout whose code they run (this
+    file's child, run by path, profiles any checkout: benchmarks/scaling_ab.py)."""
     from engine.state.rocksdb_store import RocksDBStore
 
     data = work / f"data-{label}"
@@ -230,7 +238,7 @@ def _start(
     RocksDBStore(data / "state", SHARDS).close()  # every shard exists before the children start
     env = {
         **os.environ,
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": str(tree),
         "STREAMFEAT_REPO": str(repo),
         "STREAMFEAT_DATA_DIR": str(data),
         "STREAMFEAT_KAFKA_BOOTSTRAP": servers,
@@ -242,8 +250,16 @@ def _start(
     outs = [work / f"{label}-{i}.json" for i in range(processes)]
     procs = [
         subprocess.Popen(
-            [PY, "-m", "benchmarks.cluster_profile", "child", str(outs[i]), str(processes), str(i), addresses],
-            cwd=ROOT,
+            [
+                *_python(tree),
+                str(Path(__file__).resolve()),
+                "child",
+                str(outs[i]),
+                str(processes),
+                str(i),
+                addresses,
+            ],
+            cwd=tree,
             env=env,
             start_new_session=True,
         )
@@ -252,9 +268,14 @@ def _start(
     return procs, outs, data
 
 
-def profile_run(work: Path, repo: Path, servers: str, processes: int, label: str) -> dict[str, Any]:
+def _python(tree: Path) -> list[str]:
+    venv = tree / ".venv" / "bin" / "python"
+    return [str(venv)] if tree != ROOT and venv.exists() else [PY]
+
+
+def profile_run(work: Path, repo: Path, servers: str, processes: int, label: str, tree: Path = ROOT) -> dict[str, Any]:
     """One until-caught-up run: every process's figures and their sums."""
-    procs, outs, data = _start(work, repo, servers, processes, label, tail=False)
+    procs, outs, data = _start(work, repo, servers, processes, label, tail=False, tree=tree)
     started = time.perf_counter()
     for p in procs:
         if p.wait(timeout=900) != 0:
@@ -316,6 +337,7 @@ def per_event_us(run: dict[str, Any], events: int) -> dict[str, Any]:
     return {
         "processes": run["processes"],
         "total": us(sum(p["cpu_s"] for p in procs)),
+        "work": us(sum(p.get("work_cpu_s", p["cpu_s"]) for p in procs)),
         "threads": {k: us(v) for k, v in sorted(threads.items(), key=lambda kv: -kv[1])},
         "stages": {k: us(v) for k, v in stages.items()},
         "pickle_dumps": us(sum(p["pickle_dumps_cpu_s"] for p in procs)),

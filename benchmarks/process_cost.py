@@ -1,9 +1,12 @@
 """What a multi-process run costs, summed over its processes: CPU seconds of the whole
 process tree (the broker is not in it) and bytes its processes sent each other.
 
-CPU comes from ``getrusage(RUSAGE_CHILDREN)`` around the run: every descendant is waited
-for by its parent (``streamfeat run --processes N`` waits for its children), so their
-user + system time is all counted. Bytes between processes come from the kernel's TCP
+CPU is the resource usage ``wait4`` reports for the command: its own and that of every
+descendant it waited for (``streamfeat run --processes N`` waits for its children), so
+the whole tree is counted and nothing else: not the ``ss`` sampler below, which costs
+about 10 ms of CPU per sample and, counted through ``RUSAGE_CHILDREN`` as before,
+added about 0.15 CPU seconds per second of wall time to every figure (more to the
+slower multi-process runs). Bytes between processes come from the kernel's TCP
 counters (``ss -tinp``): every established socket of the tree whose ends are both on
 this machine and neither is the broker's port, sampled every ``interval`` seconds, the
 largest ``bytes_sent`` seen per socket, summed. Bytes sent in the last ``interval``
@@ -14,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import resource
 import subprocess
 import threading
 import time
@@ -25,11 +27,6 @@ from benchmarks.common import ROOT, BenchError, tree_pids
 
 _PID = re.compile(r"pid=(\d+)")
 _SENT = re.compile(r"bytes_sent:(\d+)")
-
-
-def _children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _port(endpoint: str) -> int:
@@ -57,7 +54,6 @@ def peer_bytes_sample(pids: set[int], broker_port: int) -> dict[tuple[str, str],
 
 def run_costed(cmd: Sequence[str], *, timeout: float, broker_port: int, interval: float = 0.05) -> dict[str, Any]:
     """Run ``cmd`` to completion: wall seconds, CPU seconds of its tree, bytes between its processes."""
-    cpu_before = _children_cpu_s()
     started = time.perf_counter()
     proc = subprocess.Popen(
         list(cmd),
@@ -78,16 +74,24 @@ def run_costed(cmd: Sequence[str], *, timeout: float, broker_port: int, interval
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    assert proc.stderr is not None
+    errors: list[str] = []
+    reader = threading.Thread(target=lambda: errors.append(proc.stderr.read() if proc.stderr else ""), daemon=True)
+    reader.start()
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
     try:
-        _, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        raise BenchError(f"{' '.join(cmd[:4])} did not finish within {timeout:.0f} s") from None
+        _, status, usage = os.wait4(proc.pid, 0)
     finally:
+        timer.cancel()
         done.set()
         sampler.join()
+    reader.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - started
+    if seconds >= timeout:
+        raise BenchError(f"{' '.join(cmd[:4])} did not finish within {timeout:.0f} s")
     if proc.returncode != 0:
-        raise BenchError(f"{' '.join(cmd[:5])} exited {proc.returncode}:\n{stderr[-2000:]}")
-    return {"seconds": seconds, "cpu_s": _children_cpu_s() - cpu_before, "peer_bytes": sum(sent.values())}
+        raise BenchError(f"{' '.join(cmd[:5])} exited {proc.returncode}:\n{''.join(errors)[-2000:]}")
+    cpu_s = usage.ru_utime + usage.ru_stime
+    return {"seconds": seconds, "cpu_s": cpu_s, "peer_bytes": sum(sent.values())}

@@ -23,6 +23,7 @@ from engine.array_types import AnyArray
 from engine.entity_codes import compose_entity_keys, factorize_entity_keys, used_keys_only
 from engine.io.batches import DecodedBatch
 from engine.kernel.layout import AggregationLike, PartialLayout
+from engine.shard_wire import from_wire, to_wire
 from engine.state.keys import shard_for_many
 
 Int64Array = npt.NDArray[np.int64]
@@ -68,6 +69,14 @@ class ViewRows:
     def __len__(self) -> int:
         return len(self.codes)
 
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        # Rows crossing to another process of the cluster travel in the compact wire
+        # form of engine/shard_wire.py (Bytewax pickles every item it exchanges).
+        wire = to_wire(
+            self.keys, self.codes, self.join_values, self.event_ts, self.offsets, self.values, self.raw_values
+        )
+        return _view_rows_from_wire, (wire,)
+
     @property
     def entity_keys(self) -> list[bytes]:
         """Entity key bytes per row (the straightforward form, for tests and tools)."""
@@ -88,6 +97,10 @@ class ViewRows:
 
     def select(self, mask: npt.NDArray[np.bool_]) -> ViewRows:
         return self.take(np.flatnonzero(mask))
+
+
+def _view_rows_from_wire(wire: tuple[object, ...]) -> ViewRows:
+    return ViewRows(**from_wire(wire))
 
 
 @dataclass(frozen=True)
