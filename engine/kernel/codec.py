@@ -346,30 +346,19 @@ def append_sections(
     """Records ``heads[edges[i]:edges[i + 1]]`` (header, tiles, partials and, when
     ``totals[i]``, the section's header and lengths: :func:`write_section_heads`), each
     followed by its blobs (rows ``row_bounds[i] .. row_bounds[i + 1]``) and padding: the
-    bytes :func:`encode_tiles` writes. A record's blobs are copied as the few byte runs
-    they already form, never one by one: every record's pieces (its head, its runs, its
-    padding) are laid out in output order with array operations, joined once and the
-    result sliced once per record."""
-    run_buffer, run_start, run_end, run_of_record = blobs.record_runs(row_bounds)
-    n_records = len(totals)
-    head_begin = np.asarray(edges[:-1], dtype=np.int64)
-    head_end = np.asarray(edges[1:], dtype=np.int64)
-    pads = -totals % 8
-    n_runs = np.diff(run_of_record)
-    pieces = 1 + n_runs + (pads > 0)
-    first_piece = np.cumsum(pieces) - pieces
-    # Piece sources: 0 is ``heads``, 1.. the blob buffers, the last one the zero padding.
-    source = np.empty(int(pieces.sum()), dtype=np.int64)
-    begin, end = np.empty_like(source), np.empty_like(source)
-    source[first_piece], begin[first_piece], end[first_piece] = 0, head_begin, head_end
-    record_of_run = np.repeat(np.arange(n_records, dtype=np.int64), n_runs)
-    at = first_piece[record_of_run] + 1 + np.arange(len(run_buffer), dtype=np.int64) - run_of_record[record_of_run]
-    source[at], begin[at], end[at] = run_buffer + 1, run_start, run_end
-    padded = np.flatnonzero(pads)
-    at = first_piece[padded] + 1 + n_runs[padded]
-    source[at], begin[at], end[at] = len(blobs.buffers) + 1, 0, pads[padded]
-    buffers = [memoryview(heads), *(memoryview(b) for b in blobs.buffers), memoryview(_ZEROS)]
-    joined = b"".join([buffers[b][x:y] for b, x, y in zip(source.tolist(), begin.tolist(), end.tolist(), strict=True)])
-    sizes = head_end - head_begin + totals + pads
-    bounds = np.cumsum(sizes).tolist()
-    return [joined[x:y] for x, y in zip([0, *bounds[:-1]], bounds, strict=True)]
+    bytes :func:`encode_tiles` writes. One join per record: a record's blobs are copied
+    as the few byte runs they already form, never one by one."""
+    run_buffer, run_start, run_end, run_of_record = (a.tolist() for a in blobs.record_runs(row_bounds))
+    buffers = [memoryview(b) for b in blobs.buffers]
+    view = memoryview(heads)
+    out: list[bytes] = []
+    for i, total in enumerate(totals.tolist()):
+        if not total:
+            out.append(heads[edges[i] : edges[i + 1]])
+            continue
+        parts: list[bytes | memoryview] = [view[edges[i] : edges[i + 1]]]
+        for r in range(run_of_record[i], run_of_record[i + 1]):
+            parts.append(buffers[run_buffer[r]][run_start[r] : run_end[r]])
+        parts.append(_ZEROS[: _pad8(total)])
+        out.append(b"".join(parts))
+    return out
