@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import compress
 from typing import Final
 
 import numpy as np
@@ -69,20 +70,18 @@ class DistinctSet:
     def merge_groups(self, slot: SketchSlot, blobs: Sequence[bytes], groups: Int64Array, n_groups: int) -> list[bytes]:
         """All groups' unions in one sort: every stored hash tagged with its group,
         sorted and deduplicated once; a group holding an over-bound blob stays over."""
+        lengths = np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs))
+        # b"\xff" is the only blob of one byte: a set's blob is a multiple of 8 bytes.
+        over_blob = lengths == len(OVERFLOW_BLOB)
+        over_blob[over_blob] = [blobs[i] == OVERFLOW_BLOB for i in np.flatnonzero(over_blob).tolist()]
+        kept = (lengths > 0) & ~over_blob
+        bad = kept & (lengths % 8 != 0)
+        if bool(bad.any()):
+            _hashes(blobs[int(np.flatnonzero(bad)[0])])  # raises the codec error naming the length
         over = np.zeros(n_groups, dtype=bool)
-        kept_blobs: list[bytes] = []
-        kept_groups: list[int] = []
-        for blob, group in zip(blobs, groups.tolist(), strict=True):
-            if blob == OVERFLOW_BLOB:
-                over[group] = True
-            elif blob:
-                if len(blob) % 8:
-                    _hashes(blob)  # raises the codec error naming the length
-                kept_blobs.append(blob)
-                kept_groups.append(group)
-        hashes = np.frombuffer(b"".join(kept_blobs), dtype="<u8").astype(np.uint64)
-        counts = np.fromiter((len(b) // 8 for b in kept_blobs), dtype=np.int64, count=len(kept_blobs))
-        of_hash = np.repeat(np.asarray(kept_groups, dtype=np.int64), counts)
+        over[groups[over_blob]] = True
+        hashes = np.frombuffer(b"".join(compress(blobs, kept.tolist())), dtype="<u8").astype(np.uint64)
+        of_hash = np.repeat(np.asarray(groups, dtype=np.int64)[kept], lengths[kept] // 8)
         out = _sets_of(hashes, of_hash, n_groups, int(slot.param("max_distinct")))
         for group in np.flatnonzero(over).tolist():
             out[group] = OVERFLOW_BLOB

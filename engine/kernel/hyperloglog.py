@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import compress
 from typing import Final
 
 import numpy as np
@@ -129,21 +130,19 @@ def _register_pairs(
     """(register, rank, group) of every non-zero register of every blob: sparse blobs
     read with array gathers over the joined bytes, dense ones (rare) one by one."""
     m = 1 << precision
-    sparse: list[bytes] = []
-    sparse_groups: list[int] = []
+    lengths = np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs))
+    is_dense = lengths == m
+    is_sparse = (lengths % 5 == 0) & (lengths < m) & (lengths > 0)
+    bad = (lengths > 0) & ~is_dense & ~is_sparse
+    if bool(bad.any()):
+        _raise_length(blobs[int(np.flatnonzero(bad)[0])], precision)
     parts: list[tuple[Int64Array, Int64Array, Int64Array]] = []
-    for blob, group in zip(blobs, groups.tolist(), strict=True):
-        if not blob:
-            continue
-        if len(blob) == m:
-            registers = np.frombuffer(blob, dtype=np.uint8)
-            index = np.flatnonzero(registers).astype(np.int64)
-            parts.append((index, registers[index].astype(np.int64), np.full(len(index), group, dtype=np.int64)))
-        elif len(blob) % 5 == 0 and len(blob) < m:
-            sparse.append(blob)
-            sparse_groups.append(group)
-        else:
-            _raise_length(blob, precision)
+    for i in np.flatnonzero(is_dense).tolist():  # dense blobs are rare: one by one
+        registers = np.frombuffer(blobs[i], dtype=np.uint8)
+        index = np.flatnonzero(registers).astype(np.int64)
+        parts.append((index, registers[index].astype(np.int64), np.full(len(index), groups[i], dtype=np.int64)))
+    sparse = list(compress(blobs, is_sparse.tolist()))
+    sparse_groups = np.asarray(groups, dtype=np.int64)[is_sparse]
     joined = JoinedBlobs.of(sparse)
     n = joined.lengths // 5
     of_entry = np.repeat(np.arange(len(sparse), dtype=np.int64), n)
@@ -151,7 +150,7 @@ def _register_pairs(
     starts = joined.starts[of_entry]
     index = joined.words(starts + 4 * j, "<u4").astype(np.int64)
     rank = joined.buffer[starts + 4 * n[of_entry] + j].astype(np.int64)
-    parts.append((index, rank, np.asarray(sparse_groups, dtype=np.int64)[of_entry]))
+    parts.append((index, rank, sparse_groups[of_entry]))
     return (
         np.concatenate([p[0] for p in parts]),
         np.concatenate([p[1] for p in parts]),

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Callable
+from itertools import compress, islice, repeat
+from operator import is_
 from typing import TypeVar, cast
 
 import numpy as np
@@ -68,20 +70,24 @@ _Memoized = TypeVar("_Memoized", int, bytes)
 
 
 def _through_memo(texts: list[str], memo: dict[str, _Memoized], compute: Callable[[str], _Memoized]) -> list[_Memoized]:
-    """``compute(text)`` of each text through ``memo``: one C-level lookup per text and one
-    Python call per text the memo misses (a per-text generator cost several times more).
-    Bounded: the memo starts over when it holds :data:`_MAX_STRING_HASHES` texts."""
+    """``compute(text)`` of each text through ``memo``: C-level lookups per text and one
+    Python call per distinct text the memo misses (a per-text generator cost several
+    times more). Bounded: the memo starts over when the texts it misses would take it
+    past :data:`_MAX_STRING_HASHES` (it then holds this call's texts alone, as many as fit)."""
     found = list(map(memo.get, texts))
     if None not in found:
         return cast("list[_Memoized]", found)
-    out: list[_Memoized] = []
-    for value, text in zip(found, texts, strict=True):
-        if value is None:
-            if len(memo) >= _MAX_STRING_HASHES:
-                memo.clear()
-            value = memo[text] = compute(text)
-        out.append(value)
-    return out
+    missing = dict.fromkeys(compress(texts, map(is_, found, repeat(None))))
+    if len(memo) + len(missing) > _MAX_STRING_HASHES:
+        memo.clear()
+        missing = dict.fromkeys(texts)
+        if len(missing) > _MAX_STRING_HASHES:  # more distinct texts than it holds
+            computed = {text: compute(text) for text in missing}
+            memo.update(islice(computed.items(), _MAX_STRING_HASHES))
+            return list(map(computed.__getitem__, texts))
+    for text in missing:
+        memo[text] = compute(text)
+    return list(map(memo.__getitem__, texts))
 
 
 def _string_hashes(texts: list[str]) -> UInt64Array:

@@ -249,10 +249,10 @@ class ValueList:
         order = self._answer_order(entries)
         g = entries.groups[order]
         if self.distinct:  # the first (newest) entry of each value in each group
-            ids: dict[bytes, int] = {}
-            value_ids = np.fromiter(
-                (ids.setdefault(entries.values[i], len(ids)) for i in order.tolist()), dtype=np.int64, count=len(order)
-            )
+            # Any numbering of the distinct values will do: each value's last index.
+            ids = {value: i for i, value in enumerate(entries.values)}
+            numbered = np.fromiter(map(ids.__getitem__, entries.values), dtype=np.int64, count=len(entries.values))
+            value_ids = numbered[order]
             by_value = lex_order((np.arange(len(order)), value_ids, g))
             first = first_of_runs(value_ids[by_value], g[by_value])
             kept = np.zeros(len(order), dtype=bool)
