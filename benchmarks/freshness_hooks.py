@@ -44,7 +44,7 @@ def probe_ids(keys: Iterable[bytes | None]) -> list[str]:
     return found
 
 
-def _replace(cls: type, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+def _replace(cls: object, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
     setattr(cls, name, make(getattr(cls, name)))
 
 
@@ -72,27 +72,42 @@ def hook_flow(trace: Trace) -> None:
 
         return call
 
+    def applied(applier: apply.ShardApplier, batches: list[Any], started: float, cpu_ms: float) -> None:
+        per_view = sorted(
+            {
+                (probe, applier.views[fp].view.name)
+                for batch in batches
+                for fp, rows in batch.views.items()
+                for probe in probe_ids(rows.keys)
+            }
+        )
+        rows = sum(batch.row_count for batch in batches)
+        shard = applier.partition.shard
+        trace.emit(ev="applied", shard=shard, started=started, cpu_ms=cpu_ms, rows=rows, probes=per_view)
+
     def commit(original: Callable[..., Any]) -> Callable[..., Any]:
         def apply_batches(self: apply.ShardApplier, batches: Iterable[Any], **options: Any) -> None:
             batches = list(batches)
             started, cpu = time.time(), time.thread_time()
             original(self, batches, **options)
-            cpu_ms = (time.thread_time() - cpu) * 1000
-            per_view = sorted(
-                {
-                    (probe, self.views[fp].view.name)
-                    for batch in batches
-                    for fp, rows in batch.views.items()
-                    for probe in probe_ids(rows.keys)
-                }
-            )
-            rows = sum(batch.row_count for batch in batches)
-            trace.emit(
-                ev="applied", shard=self.partition.shard, started=started, cpu_ms=cpu_ms, rows=rows, probes=per_view
-            )
+            applied(self, batches, started, (time.thread_time() - cpu) * 1000)
 
         return apply_batches
 
+    def commit_group(original: Callable[..., Any]) -> Callable[..., Any]:
+        # Streaming commits a worker's shards together (engine.apply.apply_shards): every
+        # shard's commit is stamped when the group's call returns, with the group's CPU.
+        def apply_group(work: Any) -> None:
+            work = [(applier, list(batches)) for applier, batches in work]
+            started, cpu = time.time(), time.thread_time()
+            original(work)
+            cpu_ms = (time.thread_time() - cpu) * 1000
+            for applier, batches in work:
+                applied(applier, batches, started, cpu_ms)
+
+        return apply_group
+
+    _replace(stream, "apply_shards", commit_group)
     _replace(kafka_source.KafkaBatchPartition, "next_batch", read)
     _replace(stream._DecodeStep, "__call__", decode)
     _replace(apply.ShardApplier, "apply", commit)

@@ -24,8 +24,9 @@ STAGES: dict[str, tuple[tuple[str, str], ...]] = {
     "decode": (("dataflows.stream", "_DecodeStep.__call__"),),
     "route": (("dataflows.stream", "route"),),
     "kernel": (
-        ("engine.apply", "ShardApplier._apply_view"),
-        ("engine.apply", "ShardApplier.apply"),  # replay/handoff masks, offset records
+        ("engine.apply", "_write_views_many"),
+        ("engine.apply", "ShardApplier.apply"),  # replay/handoff masks, offset records (backfill)
+        ("dataflows.stream", "apply_shards"),  # the same, streaming (a worker's shards together)
     ),
     "state_write": (
         ("engine.state.rocksdb_store", "RocksDBTransaction.get_many"),

@@ -91,6 +91,7 @@ def _child_env(args: argparse.Namespace, settings: Settings) -> dict[str, str]:
             "STREAMFEAT_RUN_SOURCE": args.source,
             "STREAMFEAT_RUN_TAIL": "0" if args.until_caught_up else "1",
             "STREAMFEAT_RUN_PROCESSES": str(_process_count(args)),
+            "STREAMFEAT_RUN_WORKERS": str(args.workers),
         }
     )
     return env
@@ -256,7 +257,7 @@ def _run_in_place(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     log_file = log_to_file(settings.path(settings.data_dir) / "logs" / "run.log", verbose=args.verbose)
-    job = build_job(settings, args.source, tail=not args.until_caught_up)
+    job = build_job(settings, args.source, tail=not args.until_caught_up, workers=args.workers)
     check_source_topic(settings.kafka_bootstrap, job.source.topic)
     reporter = RunReporter(job.source.topic, settings.kafka_bootstrap)
     _announce(job, settings.kafka_bootstrap, args, log_file, "")

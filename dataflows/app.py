@@ -4,7 +4,9 @@ Configured like every other command (``streamfeat.yaml``, ``[tool.streamfeat]``,
 ``STREAMFEAT_*`` variables); the source to run is ``STREAMFEAT_RUN_SOURCE``
 (default ``transactions``). ``streamfeat run`` is the friendlier front door. Pass
 ``-s 1`` (the epoch interval without recovery, ``dataflows.stream.EPOCH_INTERVAL``):
-Bytewax's 10 s default stalls the worker at every epoch close.
+Bytewax's 10 s default stalls the worker at every epoch close. With ``-w W`` set
+``STREAMFEAT_RUN_WORKERS=W`` too: the shards form one group per worker, so with fewer
+groups than workers some workers own no shard.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ _RUN_ONLY = (
     "STREAMFEAT_RUN_TAIL",
     "STREAMFEAT_RUN_COUNTS_FILE",
     "STREAMFEAT_RUN_PROCESSES",
+    "STREAMFEAT_RUN_WORKERS",
 )
 _env = {k: v for k, v in os.environ.items() if k not in _RUN_ONLY}
 _settings = load_settings(env=_env)
@@ -33,6 +36,8 @@ _job = build_job(
     tail=os.environ.get("STREAMFEAT_RUN_TAIL", "1") != "0",
     # How many processes form the cluster: their settings are compared (dataflows/cluster_check.py).
     processes=int(os.environ.get("STREAMFEAT_RUN_PROCESSES", "1")),
+    # Worker threads per process (-w): the shards form one group per worker of the cluster.
+    workers=int(os.environ.get("STREAMFEAT_RUN_WORKERS", "1")),
 )
 if os.environ.get("STREAMFEAT_RUN_COUNTS_FILE"):
     # `streamfeat run --processes N` sums these files into its progress line and summary.

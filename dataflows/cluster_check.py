@@ -55,6 +55,8 @@ class _JobSettings(Protocol):
     @property
     def shards(self) -> int: ...
     @property
+    def shard_groups(self) -> int: ...
+    @property
     def changelog(self) -> bool: ...
     @property
     def redis_url(self) -> str | None: ...
@@ -89,6 +91,7 @@ def process_settings(job: _JobSettings) -> ProcessSettings:
         values=(
             ("source topic", str(job.source.topic)),
             ("shards (streamfeat apply --shards)", str(job.shards)),
+            ("shard groups (processes x --workers)", str(job.shard_groups)),
             ("state_backup", "kafka" if job.changelog else "off"),
             ("online table", "redis" if job.redis_url else "rocksdb"),
             ("feature views (name=fingerprint; streamfeat apply)", views),

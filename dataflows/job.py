@@ -8,7 +8,9 @@ from engine.definitions import load_repo
 from engine.plan import load_applied
 
 
-def build_job(settings: Settings, source_name: str, *, tail: bool = True, processes: int = 1) -> StreamJob:
+def build_job(
+    settings: Settings, source_name: str, *, tail: bool = True, processes: int = 1, workers: int = 1
+) -> StreamJob:
     """Load the repo, check it matches the applied plan, and describe the dataflow.
 
     The running dataflow must compute exactly what was applied: a view changed in
@@ -31,4 +33,5 @@ def build_job(settings: Settings, source_name: str, *, tail: bool = True, proces
         metrics_port=settings.metrics_port,
         changelog=settings.state_backup == "kafka",
         processes=processes,
+        workers=workers,
     )

@@ -2,8 +2,9 @@
 
     kafka (KafkaBatchSource, one item per partition batch)
       -> decode (orjson + schema + watermark; dead letters produced before going on)
-      -> route (one ShardBatch per state shard)
-      -> state (ShardSink: one RocksDB shard per sink partition, ShardApplier inside)
+      -> route (one ShardBatch per state shard, gathered per shard group)
+      -> state (ShardSink: one group of RocksDB shards per sink partition, a ShardApplier
+         per shard, one kernel call per view for the group's shards: engine.apply.apply_shards)
 
 Every view reading the source shares the one pass over its topic. Offsets come from
 the state shards themselves (docs/semantics.md section 6), not from Bytewax recovery.
@@ -34,7 +35,7 @@ from dataflows.cluster_check import (
     verdict_items,
 )
 from dataflows.exceptions import DataflowConfigError
-from engine.apply import ShardApplier
+from engine.apply import ShardApplier, apply_shards
 from engine.definitions import EventSource, FeatureRepo, StreamFeatureView
 from engine.entity_codes import keyed_decoder
 from engine.io.batches import DecodedBatch, RawBatch
@@ -43,7 +44,7 @@ from engine.io.kafka_source import DEFAULT_BATCH_SIZE, KafkaBatchSource
 from engine.io.watermarks import PartitionWatermarks
 from engine.metrics import DecodeObserver, ShardObserver, start_dataflow_metrics
 from engine.retention import RetentionSweeper
-from engine.routing import ShardBatch, route, shard_key
+from engine.routing import ShardBatch, route
 from engine.shutdown import stop_requested
 from engine.state.changelog import ensure_changelog_topic
 from engine.state.layout import shard_path
@@ -80,6 +81,13 @@ class StreamJob:
     metrics_port: int = 0  # 0: no metrics endpoint (engine/metrics.py)
     changelog: bool = False  # durable shards: engine/state/changelog.py, docs/deploy.md
     processes: int = 1  # processes of the Bytewax cluster (their settings are compared)
+    workers: int = 1  # worker threads per process: the shards form processes x workers groups
+
+    @property
+    def shard_groups(self) -> int:
+        """Sink partitions: one group of shards per worker of the cluster (Bytewax gives
+        each worker the same number of partitions when all list all of them)."""
+        return max(1, min(self.shards, self.processes * self.workers))
 
 
 def select_views(repo: FeatureRepo, source_name: str) -> tuple[EventSource, tuple[StreamFeatureView, ...]]:
@@ -99,15 +107,42 @@ def select_views(repo: FeatureRepo, source_name: str) -> tuple[EventSource, tupl
     return source, views
 
 
-class _ShardPartition(StatefulSinkPartition[ShardBatch | SettingsAgree | None, None]):
-    def __init__(self, applier: ShardApplier, store: RocksDBStore) -> None:
-        self.applier = applier
-        self.store = store
-        # Batches wait here until every process's settings agree (dataflows/cluster_check.py).
-        self.held: list[ShardBatch] | None = []
-        shard = applier.partition.shard
-        self.observer = ShardObserver(applier, shard, shard_path(store.state_dir, shard))
-        self.sweeper = RetentionSweeper(
+@dataclass(frozen=True)
+class ShardGroupBatch:
+    """One source batch's items for the shards of one group (engine.routing.ShardBatch each)."""
+
+    batches: tuple[ShardBatch, ...]
+
+
+def group_key(group: int) -> str:
+    return f"group-{group:03d}"
+
+
+def group_of(shard: int, groups: int) -> int:
+    return shard % groups
+
+
+def by_group(items: Sequence[tuple[str, ShardBatch]], groups: int) -> list[tuple[str, ShardGroupBatch]]:
+    """Routed ``(shard key, ShardBatch)`` items gathered into one item per shard group."""
+    gathered: list[list[ShardBatch]] = [[] for _ in range(groups)]
+    for _, batch in items:
+        gathered[group_of(batch.shard, groups)].append(batch)
+    return [(group_key(g), ShardGroupBatch(tuple(batches))) for g, batches in enumerate(gathered) if batches]
+
+
+@dataclass
+class _OwnedShard:
+    applier: ShardApplier
+    observer: ShardObserver
+    sweeper: RetentionSweeper
+
+
+def _owned_shard(applier: ShardApplier, state_dir: Path) -> _OwnedShard:
+    shard = applier.partition.shard
+    return _OwnedShard(
+        applier,
+        ShardObserver(applier, shard, shard_path(state_dir, shard)),
+        RetentionSweeper(
             applier.partition,
             [
                 (
@@ -118,28 +153,44 @@ class _ShardPartition(StatefulSinkPartition[ShardBatch | SettingsAgree | None, N
                 )
                 for c in applier.views.values()
             ],
-        )
+        ),
+    )
 
-    def write_batch(self, values: list[ShardBatch | SettingsAgree | None]) -> None:
+
+class _ShardGroupPartition(StatefulSinkPartition[ShardGroupBatch | SettingsAgree | None, None]):
+    def __init__(self, appliers: Sequence[ShardApplier], store: RocksDBStore) -> None:
+        self.shards = {a.partition.shard: _owned_shard(a, store.state_dir) for a in appliers}
+        self.store = store
+        # Batches wait here until every process's settings agree (dataflows/cluster_check.py).
+        self.held: list[ShardGroupBatch] | None = []
+
+    def write_batch(self, values: list[ShardGroupBatch | SettingsAgree | None]) -> None:
         if self.held is not None:  # the cluster's settings are not yet known to agree
-            self.held += [v for v in values if isinstance(v, ShardBatch)]
+            self.held += [v for v in values if isinstance(v, ShardGroupBatch)]
             if not any(isinstance(v, SettingsAgree) for v in values):
                 return
             values, self.held = list(self.held), None
-        batches = [v for v in values if isinstance(v, ShardBatch)]
-        if batches:
-            self.applier.apply(batches)
-            self.observer.observe()
+        per_shard: dict[int, list[ShardBatch]] = {}
+        for value in values:
+            if isinstance(value, ShardGroupBatch):
+                for batch in value.batches:
+                    per_shard.setdefault(batch.shard, []).append(batch)
+        if per_shard:
+            apply_shards([(self.shards[shard].applier, batches) for shard, batches in per_shard.items()])
+            for shard in per_shard:
+                self.shards[shard].observer.observe()
         elif not any(isinstance(v, SettingsAgree) for v in values):
             # a tick: roll the Parquet log on time, expire a slice of quiet entities
-            self.applier.maybe_publish_log()
-            self.sweeper.step()
+            for owned in self.shards.values():
+                owned.applier.maybe_publish_log()
+                owned.sweeper.step()
 
     def snapshot(self) -> None:
         return None
 
     def close(self) -> None:
-        self.applier.close()
+        for owned in self.shards.values():
+            owned.applier.close()
         self.store.close()
 
 
@@ -147,34 +198,38 @@ def changelog_target(job: StreamJob) -> ChangelogTarget | None:
     return ChangelogTarget(job.bootstrap, job.source.topic) if job.changelog else None
 
 
-class ShardSink(FixedPartitionedSink[ShardBatch | SettingsAgree | None, None]):
-    """One sink partition per state shard; each is owned by exactly one worker."""
+class ShardSink(FixedPartitionedSink[ShardGroupBatch | SettingsAgree | None, None]):
+    """One sink partition per group of shards (one group per worker of the cluster); each
+    group, so each shard, is owned by exactly one worker."""
 
     def __init__(self, job: StreamJob) -> None:
         self.job = job
 
     def list_parts(self) -> list[str]:
-        return [shard_key(i) for i in range(self.job.shards)]
+        return [group_key(g) for g in range(self.job.shard_groups)]
 
     def part_fn(self, item_key: str) -> int:
         return int(item_key.rsplit("-", 1)[1])
 
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _ShardPartition:
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _ShardGroupPartition:
         job = self.job
         store = RocksDBStore(job.state_dir, job.shards, changelog_target(job))
-        shard = self.part_fn(for_part)
-        online_copy = RedisOnlineWriter(job.redis_url) if job.redis_url else None
-        applier = ShardApplier(
-            store.partition(shard),
-            job.views,
-            job.source.topic,
-            log_root=job.log_root,
-            log_max_rows=job.log_max_rows,
-            log_max_age_s=job.log_max_age_s,
-            online_copy=online_copy,
-            publish_in_background=True,
-        )
-        return _ShardPartition(applier, store)
+        group = self.part_fn(for_part)
+        appliers = [
+            ShardApplier(
+                store.partition(shard),
+                job.views,
+                job.source.topic,
+                log_root=job.log_root,
+                log_max_rows=job.log_max_rows,
+                log_max_age_s=job.log_max_age_s,
+                online_copy=RedisOnlineWriter(job.redis_url) if job.redis_url else None,
+                publish_in_background=True,
+            )
+            for shard in range(job.shards)
+            if group_of(shard, job.shard_groups) == group
+        ]
+        return _ShardGroupPartition(appliers, store)
 
 
 class _TickPartition(StatefulSourcePartition[int, None]):
@@ -268,11 +323,12 @@ def build_flow(job: StreamJob, flow_id: str = "streamfeat") -> Dataflow:
         ),
     )
     decoded = op.map("decode", raw, _DecodeStep(job, watermarks, already_sent))
+    groups = job.shard_groups
     # A Bytewax stream: Bytewax publishes no type information.
-    routed: Any = op.flat_map("route", decoded, lambda batch: route(batch, views, shards))
+    routed: Any = op.flat_map("route", decoded, lambda batch: by_group(route(batch, views, shards), groups))
     if job.tail:
         ticks = op.input("ticks", flow, TickSource())
-        tick_items = op.flat_map("tick_per_shard", ticks, lambda _: [(shard_key(i), None) for i in range(shards)])
+        tick_items = op.flat_map("tick_per_group", ticks, lambda _: [(group_key(g), None) for g in range(groups)])
         routed = op.merge("with_ticks", routed, tick_items)
     # Every process contributes its settings; one worker compares them and tells every
     # shard once they agree; shards apply nothing before that (dataflows/cluster_check.py).
@@ -291,7 +347,7 @@ def build_flow(job: StreamJob, flow_id: str = "streamfeat") -> Dataflow:
         "settings_agree_to_shards",
         compared,
         lambda kv: (
-            [(shard_key(i), kv[1].outcome) for i in range(shards)]
+            [(group_key(g), kv[1].outcome) for g in range(groups)]
             if kv[1] is not None and isinstance(kv[1].outcome, SettingsAgree)
             else []
         ),

@@ -32,7 +32,7 @@ from engine.routing import ShardBatch, ViewRows
 from engine.state.offsets import NO_OFFSET, OffsetRecord
 from engine.state.protocols import OnlineWriter, StorePartition, Transaction
 from engine.state.records import decode_handoff, decode_meta, handoff_key, meta_key
-from engine.view_merge import ApplicableView, CompiledView, merge_view_rows
+from engine.view_merge import ApplicableView, CompiledView, MergedView, ShardRows, merge_view_rows_many
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,20 @@ class ShardApplier:
         started = time.perf_counter()
         state_rows, progress = self._screen_batches(batches)
         txn = self.partition.begin()
-        writes = self._write_views(txn, state_rows)
+        writes = _write_views_many([(self, txn, state_rows)])[0]
+        self._commit(txn, writes, progress, started, extra_puts=extra_puts, publish=publish)
+
+    def _commit(
+        self,
+        txn: Transaction,
+        writes: _ViewWrites,
+        progress: Mapping[int, tuple[int, tuple[int, ...]]],
+        started: float,
+        *,
+        extra_puts: Mapping[bytes, bytes] | None = None,
+        publish: bool = True,
+    ) -> None:
+        """Steps 3-5 of an apply: offsets, the online copy, the one commit, the log roll."""
         advanced = self._advance_offsets(txn, progress)
         for key, value in (extra_puts or {}).items():
             txn.put(key, value)
@@ -210,19 +223,6 @@ class ShardApplier:
             return None
         return rows if bool(fresh.all()) else rows.select(fresh)
 
-    def _write_views(self, txn: Transaction, state_rows: Mapping[bytes, list[tuple[ViewRows, int]]]) -> _ViewWrites:
-        """Merge every view's fresh rows into its stored records, within ``txn``."""
-        writes = _ViewWrites()
-        for fp, parts in state_rows.items():
-            compiled = self.views[fp]
-            items, meta_value, newest = self._apply_view(txn, compiled, parts)
-            writes.newest[fp] = newest
-            writes.online_items.extend(items)
-            writes.meta_items.append((fp, self.partition.shard, meta_value))
-            writes.ttl_ms = max(writes.ttl_ms or 0, compiled.view.retention_ms)
-            writes.lifetime_written = writes.lifetime_written or compiled.view.has_lifetime_window
-        return writes
-
     def _advance_offsets(
         self, txn: Transaction, progress: Mapping[int, tuple[int, tuple[int, ...]]]
     ) -> dict[int, OffsetRecord]:
@@ -256,18 +256,20 @@ class ShardApplier:
 
         self._retry("write the online copy", write_copy)
 
-    def _apply_view(
-        self, txn: Transaction, compiled: CompiledView, parts: list[tuple[ViewRows, int]]
-    ) -> tuple[list[tuple[bytes, bytes, bytes | None]], bytes, int]:
+    def _record_view(self, writes: _ViewWrites, compiled: CompiledView, merged: MergedView) -> None:
+        """Count one view's merge and note what it wrote, for the online copy and the cache."""
         view = compiled.view
-        merged = merge_view_rows(txn, compiled, parts, self._newest.get(view.fingerprint, NO_EVENT_TS), self.clock_ms())
         self.stats.rows_applied += merged.rows
         self.stats.entities_written += len(merged.keys)
         self.stats.per_view_rows[view.name] = self.stats.per_view_rows.get(view.name, 0) + merged.rows
-        items: list[tuple[bytes, bytes, bytes | None]] = []
         if self.online_copy is not None:  # only the Redis copy reads them
-            items = [(view.fingerprint, k, r) for k, r in zip(merged.keys, merged.records, strict=True)]
-        return items, merged.meta_value, merged.newest
+            writes.online_items.extend(
+                (view.fingerprint, k, r) for k, r in zip(merged.keys, merged.records, strict=True)
+            )
+        writes.newest[view.fingerprint] = merged.newest
+        writes.meta_items.append((view.fingerprint, self.partition.shard, merged.meta_value))
+        writes.ttl_ms = max(writes.ttl_ms or 0, view.retention_ms)
+        writes.lifetime_written = writes.lifetime_written or view.has_lifetime_window
 
     # -- the Parquet log --------------------------------------------------------------
 
@@ -374,6 +376,44 @@ class ShardApplier:
     def close(self) -> None:
         self.maybe_publish_log(force=True)
         self.partition.flush_wal(sync=True)
+
+
+def apply_shards(work: Sequence[tuple[ShardApplier, Iterable[ShardBatch]]]) -> None:
+    """Apply each applier's batches, with one kernel call per view over all of them.
+
+    Streaming hands one worker's shards their batches of a cycle together: the kernel's
+    fixed cost per call (tens of numpy calls per view) is then paid once per view, not
+    once per shard, which is most of a shard commit's CPU at a few events per shard.
+    Each shard still commits its own WriteBatch holding its records and its offsets
+    (docs/semantics.md section 6), stages its own Parquet log rows and rolls its own log,
+    exactly as :meth:`ShardApplier.apply` does for one shard.
+    """
+    started = time.perf_counter()
+    screened = [(applier, *applier._screen_batches(batches)) for applier, batches in work]
+    txns = [applier.partition.begin() for applier, _, _ in screened]
+    writes = _write_views_many([(a, txn, rows) for (a, rows, _), txn in zip(screened, txns, strict=True)])
+    for (applier, _, progress), txn, written in zip(screened, txns, writes, strict=True):
+        applier._commit(txn, written, progress, started)
+
+
+def _write_views_many(
+    shards: Sequence[tuple[ShardApplier, Transaction, Mapping[bytes, list[tuple[ViewRows, int]]]]],
+) -> list[_ViewWrites]:
+    """Merge every view's fresh rows of every shard into the stored records, each shard
+    within its own transaction: one kernel call per view for all the shards."""
+    out = [_ViewWrites() for _ in shards]
+    for fp in dict.fromkeys(fp for _, _, state_rows in shards for fp in state_rows):
+        members = [(i, applier) for i, (applier, _, state_rows) in enumerate(shards) if fp in state_rows]
+        first = members[0][1]
+        compiled = first.views[fp]
+        merged = merge_view_rows_many(
+            compiled,
+            [ShardRows(shards[i][1], shards[i][2][fp], applier._newest.get(fp, NO_EVENT_TS)) for i, applier in members],
+            first.clock_ms(),
+        )
+        for (i, applier), view_merged in zip(members, merged, strict=True):
+            applier._record_view(out[i], compiled, view_merged)
+    return out
 
 
 def offsets_view(appliers: Mapping[int, ShardApplier]) -> dict[int, dict[int, OffsetRecord]]:

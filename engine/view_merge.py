@@ -64,30 +64,60 @@ def merge_view_rows(
     txn: Transaction, compiled: CompiledView, parts: Sequence[tuple[ViewRows, int]], newest_before: int, now_ms: int
 ) -> MergedView:
     """Merge ``parts`` (rows, source partition) into the view's records in ``txn``."""
+    return merge_view_rows_many(compiled, [ShardRows(txn, parts, newest_before)], now_ms)[0]
+
+
+@dataclass(frozen=True)
+class ShardRows:
+    """One shard's share of a merge: its transaction, its rows, its view's newest event time."""
+
+    txn: Transaction
+    parts: Sequence[tuple[ViewRows, int]]  # (rows, source partition)
+    newest_before: int
+
+
+def merge_view_rows_many(compiled: CompiledView, shards: Sequence[ShardRows], now_ms: int) -> list[MergedView]:
+    """Merge every shard's rows into the view's records in that shard's transaction.
+
+    One kernel call serves all ``shards``: the kernel's cost per call (tens of numpy
+    calls per view) is paid once, not once per shard. Each entity's record depends only
+    on its stored record and its own rows, so the records are those of one call per
+    shard; each shard's entities are read from and written to its own transaction, and
+    each shard's metadata record holds its own newest event time.
+    """
     view, layout = compiled.view, compiled.layout
-    keys, codes = merge_codes(list(parts))
-    event_ts = np.concatenate([rows.event_ts for rows, _ in parts])
-    offsets = np.concatenate([rows.offsets for rows, _ in parts])
-    partitions = np.concatenate([np.full(len(rows), partition, dtype=np.int64) for rows, partition in parts])
-    values = np.concatenate([rows.values for rows, _ in parts])
+    merged_codes = [merge_codes(list(shard.parts)) for shard in shards]
+    key_bounds = np.cumsum([0] + [len(keys) for keys, _ in merged_codes]).tolist()
+    keys = [k for shard_keys, _ in merged_codes for k in shard_keys]
+    all_parts = [part for shard in shards for part in shard.parts]
+    codes = np.concatenate([shard_codes + lo for (_, shard_codes), lo in zip(merged_codes, key_bounds, strict=False)])
+    event_ts = np.concatenate([rows.event_ts for rows, _ in all_parts])
+    offsets = np.concatenate([rows.offsets for rows, _ in all_parts])
+    partitions = np.concatenate([np.full(len(rows), partition, dtype=np.int64) for rows, partition in all_parts])
+    values = np.concatenate([rows.values for rows, _ in all_parts])
     tiles = tile_id(event_ts, view.interval_ms)
     positions = encode_positions(partitions, offsets)
     codes_u, tiles_u, partials = aggregate_batch(layout, codes, tiles, event_ts, positions, values)
     sketches = None
     if layout.sketch_slots:
-        raw = {c: np.concatenate([rows.raw_values[c] for rows, _ in parts]) for c in layout.sketch_columns}
+        raw = {c: np.concatenate([rows.raw_values[c] for rows, _ in all_parts]) for c in layout.sketch_columns}
         sketches = aggregate_sketches(layout, codes, tiles, event_ts, positions, raw)
     batch_max = np.full(len(keys), NO_EVENT_TS, dtype=np.int64)
     np.maximum.at(batch_max, codes, event_ts)
     prefix = view_prefix(view.fingerprint)  # keys are bytes built by routing
     state_keys = [prefix + k for k in keys]
+    stored: list[bytes | None] = []
+    for shard, lo, hi in zip(shards, key_bounds, key_bounds[1:], strict=False):
+        stored += shard.txn.get_many(state_keys[lo:hi])
     new = FlatTiles(codes_u, tiles_u, partials, batch_max, sketches)
     # A lifetime window keeps expired tiles as one compacted partial (semantics 7).
-    records = merge_records(
-        layout, txn.get_many(state_keys), new, view.retention_ms, view.interval_ms, view.has_lifetime_window
-    )
-    txn.put_many(state_keys, records)
-    newest = max(int(batch_max.max()), newest_before)
-    meta_value = encode_meta(newest, now_ms)
-    txn.put(meta_key(view.fingerprint), meta_value)
-    return MergedView(keys, records, meta_value, newest, len(codes))
+    records = merge_records(layout, stored, new, view.retention_ms, view.interval_ms, view.has_lifetime_window)
+    out: list[MergedView] = []
+    for shard, (_, shard_codes), lo, hi in zip(shards, merged_codes, key_bounds, key_bounds[1:], strict=False):
+        shard_records = records[lo:hi]
+        shard.txn.put_many(state_keys[lo:hi], shard_records)
+        newest = max(int(batch_max[lo:hi].max()), shard.newest_before)
+        meta_value = encode_meta(newest, now_ms)
+        shard.txn.put(meta_key(view.fingerprint), meta_value)
+        out.append(MergedView(keys[lo:hi], shard_records, meta_value, newest, len(shard_codes)))
+    return out
