@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import cast
 
 import numpy as np
@@ -135,10 +136,10 @@ def _evaluate_many_cached(
                     cache.put((prefix, keys[i]), plan, raw, times[i], values, flags, ts, {})
     done = cast("list[CachedWindows]", answers)  # every row by now
     # Row-major answers turned into columns by zip, in C (no rows: one empty column each).
-    columns = list(map(list, zip(*(a.values for a in done), strict=True))) or [[] for _ in names]
+    columns = list(map(list, zip(*map(_VALUES, done), strict=True))) or [[] for _ in names]
     empties: list[list[bool]] = []  # per aggregation, read only where a default is declared
     if any(plan.has_default):
-        empties = list(map(list, zip(*(a.empty for a in done), strict=True))) or [[] for _ in names]
+        empties = list(map(list, zip(*map(_EMPTY, done), strict=True))) or [[] for _ in names]
     return ViewValues(
         columns=dict(zip(names, columns, strict=True)),
         found=[r is not None for r in records],
@@ -146,8 +147,14 @@ def _evaluate_many_cached(
             name: empties[k] if d else [False] * n
             for k, (name, d) in enumerate(zip(names, plan.has_default, strict=True))
         },
-        max_event_ts=[a.max_event_ts for a in done],
+        max_event_ts=list(map(_NEWEST, done)),
     )
+
+
+# A row answer's fields read by C-level getters (no frame per row).
+_VALUES = attrgetter("values")
+_EMPTY = attrgetter("empty")
+_NEWEST = attrgetter("max_event_ts")
 
 
 def _evaluate_many(

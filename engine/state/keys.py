@@ -80,7 +80,7 @@ def encode_entity_keys(join_values: Sequence[Sequence[object]]) -> list[bytes]:
     or int values (ingest's bulk form; the per-value checks would cost more than the
     encoding): ``join_values[j][i]`` is join key ``j`` of row ``i``."""
     if len(join_values) == 1:
-        return [str(v).encode() for v in join_values[0]]
+        return list(map(str.encode, map(str, join_values[0])))  # mapped in C: no frame per value
     separator = ENTITY_KEY_SEPARATOR.decode()
     return [separator.join(str(v) for v in parts).encode() for parts in zip(*join_values, strict=True)]
 
