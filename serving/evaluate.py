@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from operator import attrgetter
+from itertools import compress, repeat
+from operator import attrgetter, is_, is_not
 from typing import cast
 
 import numpy as np
@@ -120,10 +121,9 @@ def _evaluate_many_cached(
         # kernels give alike (nothing is summed), so it never needs the vectorized kernel.
         # They do not depend on the time; a list value is fresh per row (callers may change it).
         shared = None if plan.list_valued else evaluate_record(plan, None, times[0])
-        for i, raw in enumerate(records):
-            if raw is None:
-                answers[i] = shared if shared is not None else evaluate_record(plan, None, times[i])
-        missed = [i for i, answer in enumerate(answers) if answer is None]
+        for i in compress(range(n), map(is_, records, repeat(None))):  # the rows without a record
+            answers[i] = shared if shared is not None else evaluate_record(plan, None, times[i])
+        missed = list(compress(range(n), map(is_, answers, repeat(None))))
         if missed:
             part, empty, newest = _evaluate_many(
                 view, [records[i] for i in missed], t_ms if isinstance(t_ms, int) else [times[i] for i in missed]
@@ -142,7 +142,7 @@ def _evaluate_many_cached(
         empties = list(map(list, zip(*map(_EMPTY, done), strict=True))) or [[] for _ in names]
     return ViewValues(
         columns=dict(zip(names, columns, strict=True)),
-        found=[r is not None for r in records],
+        found=list(map(is_not, records, repeat(None))),
         defaulted={
             name: empties[k] if d else [False] * n
             for k, (name, d) in enumerate(zip(names, plan.has_default, strict=True))

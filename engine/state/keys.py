@@ -111,6 +111,13 @@ def shard_for(fingerprint: bytes, entity_key: bytes, n_shards: int) -> int:
     return shard_hasher(fingerprint)(entity_key) % n_shards
 
 
+def shards_of(fingerprint: bytes, entity_keys: Sequence[bytes], n_shards: int) -> list[int]:
+    """:func:`shard_for` of the few to few hundred entity keys of one read, as a list:
+    shard_hasher's crc32 mapped in C (no frame per key, no array to convert back)."""
+    seed = zlib.crc32(check_fingerprint(fingerprint))
+    return [crc % n_shards for crc in map(zlib.crc32, entity_keys, repeat(seed))]
+
+
 def shard_for_many(fingerprint: bytes, entity_keys: Sequence[bytes], n_shards: int) -> npt.NDArray[np.int64]:
     """:func:`shard_for` of many entity keys of one view, as an int64 array."""
     _check_shards(n_shards)

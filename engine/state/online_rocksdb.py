@@ -34,7 +34,7 @@ from engine.state.exceptions import (
     StateValueError,
     StoreClosedError,
 )
-from engine.state.keys import shard_hasher
+from engine.state.keys import shard_hasher, shards_of
 from engine.state.layout import (
     check_meta_shards,
     open_secondary,
@@ -279,12 +279,11 @@ class RocksDBOnlineTable(ClosesOnExit):
             with self._read_lock:
                 value: bytes | None = self._open_shard(shard).get(full_key)
             return [value]
-        prefix, hash_key, _ = self._view_keys(fingerprint)
-        n_shards = self.n_shards
+        prefix = self._view_keys(fingerprint)[0]
         if not _BYTES.issuperset(map(type, entity_keys)):  # one C-speed pass; names the bad one
             for index, key in enumerate(entity_keys):
                 _check_key(index, key)
-        shards = [hash_key(key) % n_shards for key in entity_keys]
+        shards = shards_of(fingerprint, entity_keys, self.n_shards)
         with self._read_lock:
             # One get per key, in request order: as fast as a multi-get per shard for a
             # request's keys (RocksDB's lookups dominate either way), without grouping the
