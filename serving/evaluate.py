@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import compress, repeat
+from operator import attrgetter, is_, is_not
 from typing import cast
 
 import numpy as np
@@ -119,10 +121,9 @@ def _evaluate_many_cached(
         # kernels give alike (nothing is summed), so it never needs the vectorized kernel.
         # They do not depend on the time; a list value is fresh per row (callers may change it).
         shared = None if plan.list_valued else evaluate_record(plan, None, times[0])
-        for i, raw in enumerate(records):
-            if raw is None:
-                answers[i] = shared if shared is not None else evaluate_record(plan, None, times[i])
-        missed = [i for i, answer in enumerate(answers) if answer is None]
+        for i in compress(range(n), map(is_, records, repeat(None))):  # the rows without a record
+            answers[i] = shared if shared is not None else evaluate_record(plan, None, times[i])
+        missed = list(compress(range(n), map(is_, answers, repeat(None))))
         if missed:
             part, empty, newest = _evaluate_many(
                 view, [records[i] for i in missed], t_ms if isinstance(t_ms, int) else [times[i] for i in missed]
@@ -135,19 +136,25 @@ def _evaluate_many_cached(
                     cache.put((prefix, keys[i]), plan, raw, times[i], values, flags, ts, {})
     done = cast("list[CachedWindows]", answers)  # every row by now
     # Row-major answers turned into columns by zip, in C (no rows: one empty column each).
-    columns = list(map(list, zip(*(a.values for a in done), strict=True))) or [[] for _ in names]
+    columns = list(map(list, zip(*map(_VALUES, done), strict=True))) or [[] for _ in names]
     empties: list[list[bool]] = []  # per aggregation, read only where a default is declared
     if any(plan.has_default):
-        empties = list(map(list, zip(*(a.empty for a in done), strict=True))) or [[] for _ in names]
+        empties = list(map(list, zip(*map(_EMPTY, done), strict=True))) or [[] for _ in names]
     return ViewValues(
         columns=dict(zip(names, columns, strict=True)),
-        found=[r is not None for r in records],
+        found=list(map(is_not, records, repeat(None))),
         defaulted={
             name: empties[k] if d else [False] * n
             for k, (name, d) in enumerate(zip(names, plan.has_default, strict=True))
         },
-        max_event_ts=[a.max_event_ts for a in done],
+        max_event_ts=list(map(_NEWEST, done)),
     )
+
+
+# A row answer's fields read by C-level getters (no frame per row).
+_VALUES = attrgetter("values")
+_EMPTY = attrgetter("empty")
+_NEWEST = attrgetter("max_event_ts")
 
 
 def _evaluate_many(

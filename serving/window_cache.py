@@ -36,6 +36,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
 
 from engine.kernel.window import ClosedMerges, Value, tile_id
 from engine.kernel.window_plan import WindowPlan, decode_record
@@ -160,10 +161,8 @@ class WindowCache:
             else [tile_id(t, interval) for t in times]
         )
         found = [
-            entry
-            if (entry := get((prefix, key))) is not None and entry.current_tile == tile and entry.record == record
-            else None
-            for record, key, tile in zip(records, keys, tiles, strict=True)
+            entry if entry is not None and entry.current_tile == tile and entry.record == record else None
+            for entry, record, tile in zip(map(get, zip(repeat(prefix), keys)), records, tiles, strict=True)
         ]
         absent = records.count(None)
         misses = found.count(None) - absent

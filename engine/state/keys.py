@@ -80,7 +80,7 @@ def encode_entity_keys(join_values: Sequence[Sequence[object]]) -> list[bytes]:
     or int values (ingest's bulk form; the per-value checks would cost more than the
     encoding): ``join_values[j][i]`` is join key ``j`` of row ``i``."""
     if len(join_values) == 1:
-        return [str(v).encode() for v in join_values[0]]
+        return list(map(str.encode, map(str, join_values[0])))  # mapped in C: no frame per value
     separator = ENTITY_KEY_SEPARATOR.decode()
     return [separator.join(str(v) for v in parts).encode() for parts in zip(*join_values, strict=True)]
 
@@ -109,6 +109,13 @@ def shard_for(fingerprint: bytes, entity_key: bytes, n_shards: int) -> int:
     _check_shards(n_shards)
     check_entity_key(entity_key)
     return shard_hasher(fingerprint)(entity_key) % n_shards
+
+
+def shards_of(fingerprint: bytes, entity_keys: Sequence[bytes], n_shards: int) -> list[int]:
+    """:func:`shard_for` of the few to few hundred entity keys of one read, as a list:
+    shard_hasher's crc32 mapped in C (no frame per key, no array to convert back)."""
+    seed = zlib.crc32(check_fingerprint(fingerprint))
+    return [crc % n_shards for crc in map(zlib.crc32, entity_keys, repeat(seed))]
 
 
 def shard_for_many(fingerprint: bytes, entity_keys: Sequence[bytes], n_shards: int) -> npt.NDArray[np.int64]:

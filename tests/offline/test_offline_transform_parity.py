@@ -21,7 +21,9 @@ from engine.definitions import (
     RequestSource,
     StreamFeatureView,
 )
+from engine.definitions.base import FieldType
 from engine.definitions.transform_runner import TransformSpec, run_one_row
+from engine.definitions.transform_runner import run_transform as run_spec
 from engine.offline.exceptions import OnDemandComputationError
 from engine.offline.on_demand import compute_on_demand
 from serving.exceptions import TransformError
@@ -179,3 +181,22 @@ def test_one_row_runner_names_the_not_finite_outputs() -> None:
             assert values == {name: column[0] for name, column in result.columns.items()}
             assert not_finite == tuple(result.not_finite)
             assert ("ratio" in not_finite) == (i in (2, 3))
+
+
+def passed_through(df: pl.DataFrame) -> pl.DataFrame:
+    """The request amount as the float output, as it came (batch mode)."""
+    return df.select(pl.col("req_amount").alias("ratio"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)), min_size=1, max_size=30))
+def test_batch_float_outputs_follow_the_per_value_rule(values: list[float | None]) -> None:
+    """A batch transform's float column (the one-pass check for a column with nothing to
+    replace, overflowing sums of finite values included) gives what the per-value rule
+    gives: NaN and infinities null and named in ``not_finite``, every other value as it is."""
+    spec = TransformSpec("passed", passed_through, "batch", {"req_amount": FieldType.FLOAT}, {"ratio": FieldType.FLOAT})
+    result = run_spec(spec, {"req_amount": values}, len(values))
+    expected = [None if v is None or not math.isfinite(v) else v for v in values]
+    assert [(type(v), v) for v in result.columns["ratio"]] == [(type(v), v) for v in expected]
+    bad = tuple(i for i, v in enumerate(values) if v is not None and not math.isfinite(v))
+    assert result.not_finite == ({"ratio": bad} if bad else {})

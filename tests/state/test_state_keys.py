@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from engine.state.exceptions import StateTypeError, StateValueError
-from engine.state.keys import entity_key, shard_for, shard_for_many
+from engine.state.keys import entity_key, shard_for, shard_for_many, shards_of
 from engine.state.records import (
     offset_key,
     partition_of_offset_key,
@@ -85,12 +85,14 @@ def test_shard_for_is_crc32_mod_n() -> None:
     vectorized = shard_for_many(FP, keys, 7)
     assert vectorized.dtype == np.int64
     assert vectorized.tolist() == expected
+    assert shards_of(FP, keys, 7) == expected  # the read path's list form
     # every shard gets some of 500 keys
     assert set(expected) == set(range(7))
 
 
 def test_shard_for_many_empty() -> None:
     assert shard_for_many(FP, [], 4).tolist() == []
+    assert shards_of(FP, [], 4) == []
 
 
 def test_redis_key() -> None:
