@@ -96,7 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"streamfeat {args.command}: interrupted", file=sys.stderr)
         return 130
-    except OSError as exc:
+    except BrokenPipeError:
+        # The reader went away (`streamfeat list | head`): stop quietly like other Unix tools.
+        # stdout is pointed at /dev/null so the interpreter's final flush cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    except OSError as exc:  # after BrokenPipeError, itself an OSError
         if exc.errno not in _PATH_ERRNOS or exc.filename is None:
             raise
         # A path the user gave (or its parent) is missing, read-only or not a directory.
@@ -106,12 +112,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    except BrokenPipeError:
-        # The reader went away (`streamfeat list | head`): stop quietly like other Unix tools.
-        # stdout is pointed at /dev/null so the interpreter's final flush cannot fail again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 128 + signal.SIGPIPE
     return code
 
 

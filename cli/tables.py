@@ -12,7 +12,8 @@ from engine.exceptions import ConfigError
 if TYPE_CHECKING:  # imported when a command runs, so `streamfeat --help` stays fast
     import polars as pl
 
-OUTPUT_SUFFIXES = (".parquet", ".csv")
+PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
+OUTPUT_SUFFIXES = (*PARQUET_SUFFIXES, ".csv")
 
 
 def read_table(path: Path, flag: str = "--spine") -> pl.DataFrame:
@@ -41,7 +42,7 @@ def check_output(path: Path, flag: str = "--out") -> None:
     before the command does its work."""
     if path.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ConfigError(
-            f"{flag}: expected a file name ending in .parquet or .csv, got {str(path)!r}",
+            f"{flag}: expected a file name ending in .parquet (or .pq) or .csv, got {str(path)!r}",
             hint=f"e.g. {flag} {path.with_suffix('.parquet').name}",
         )
     try:

@@ -201,7 +201,7 @@ def test_training_set_output_is_parquet_or_csv_without_lists(project: Path, caps
     pl.DataFrame(spine).write_parquet(project / "spine.parquet")
     common = ["training-set", "--service", "fraud_scoring", "--spine", "spine.parquet"]
     assert run(*common, "--out", "t.txt") == 2
-    assert "--out: expected a file name ending in .parquet or .csv, got 't.txt'" in capsys.readouterr().err
+    assert "--out: expected a file name ending in .parquet (or .pq) or .csv, got 't.txt'" in capsys.readouterr().err
     lists = [n for n, t in pl.read_parquet(project / "spine.parquet").schema.items() if isinstance(t, pl.List)]
     assert not lists
     assert run(*common, "--out", "t.csv") == 2

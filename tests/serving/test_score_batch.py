@@ -218,7 +218,7 @@ def test_the_cli_names_the_row_of_the_file_and_a_chunk_over_the_server_limit(
 @pytest.mark.parametrize(
     ("flags", "says"),
     [
-        (["--out", "scores.txt"], "--out: expected a file name ending in .parquet or .csv, got 'scores.txt'"),
+        (["--out", "scores.txt"], "--out: expected a file name ending in .parquet (or .pq) or .csv, got 'scores.txt'"),
         (["--out", "/proc/nope/scores.csv"], "--out: cannot create the directory /proc/nope"),
         (["--out", "scores.csv", "--url", "ftp://x"], "--url: expected an http:// or https:// URL, got 'ftp://x'"),
         (["--out", "scores.csv", "--timeout", "-1"], "argument --timeout: expected a number > 0, got '-1'"),
