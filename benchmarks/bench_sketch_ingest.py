@@ -165,7 +165,7 @@ def run(size: str = "smoke", baseline: str | None = None, revision: str | None =
         "size": size,
         "events": events,
         "revision": revision or "working tree",
-        "baseline": baseline,
+        "baseline_revision": baseline,  # "baseline" itself holds that tree's runs
     }
     for tree, by_variant in rates.items():
         cpu = cpu_rates[tree]
