@@ -20,6 +20,7 @@ from engine.exceptions import NaiveTimeError, NotIsoTimeError
 from engine.io.timestamps import MIN_EVENT_TS_MS
 from engine.json_types import json_kind
 from engine.state.keys import ENTITY_KEY_SEPARATOR
+from engine.state.offsets import INT64_MAX, INT64_MIN
 from engine.timefmt import iso_epoch_ms, iso_utc
 from serving.duplicate_keys import check_duplicate_keys
 from serving.exceptions import InvalidRequest, MalformedRequest, PayloadTooLarge, short_repr
@@ -206,15 +207,12 @@ def _check_value(kind: FieldType, value: object, field: str, *, entity: bool) ->
         )
 
 
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-
-
 def _beyond_int64(value: object) -> bool:
     """An integer outside int64: orjson keeps one up to 2^64-1 as an int and turns a larger
     one into a whole float, which would otherwise be named a "number"."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return not _INT64_MIN <= value <= _INT64_MAX
-    return isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) >= 2**63
+        return not INT64_MIN <= value <= INT64_MAX
+    return isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) > INT64_MAX
 
 
 def _integer_text(value: object) -> str:
@@ -237,7 +235,7 @@ def _plainly_valid(kind: FieldType, values: list[Any], *, entity: bool) -> bool:
     False sends the column through :func:`_check_value`, which accepts or names the value."""
     if not _PLAIN_TYPES[kind].issuperset(map(type, values)):
         return False
-    if kind is FieldType.INT and values and not (min(values) >= _INT64_MIN and max(values) <= _INT64_MAX):
+    if kind is FieldType.INT and values and not (min(values) >= INT64_MIN and max(values) <= INT64_MAX):
         return False
     # Joined, the strings hold the separator exactly when one of them does (one C search).
     return not (entity and kind is FieldType.STRING and _SEPARATOR in "".join(values))
