@@ -195,7 +195,9 @@ def _check_value(kind: FieldType, value: object, field: str, *, entity: bool) ->
         )
     if not ok:
         raise InvalidRequest(
-            f"field '{field}': expected {kind}, got {json_kind(value)} {short_repr(value)}",
+            # null speaks for itself: "got null None" repeated it
+            f"field '{field}': expected {kind}, got {json_kind(value)}"
+            + ("" if value is None else f" {short_repr(value)}"),
             hint="every value of a column has the declared type",
             field=field,
         )
@@ -323,7 +325,8 @@ def build_request(
         entity=False,
         max_rows=max_entities,
     )
-    lengths = {name: len(v) for name, v in (*ent.items(), *req.items())}
+    lengths = {f"{sections[0]}.{name}": len(v) for name, v in ent.items()}
+    lengths.update((f"{sections[1]}.{name}", len(v)) for name, v in req.items())
     n_rows = next(iter(lengths.values()))
     if n_rows == 0:
         raise InvalidRequest(
@@ -332,10 +335,13 @@ def build_request(
             field=sections[0],
         )
     if len(set(lengths.values())) > 1:
+        first_off = next(name for name, n in lengths.items() if n != n_rows)
+        shown = ", ".join(f"{name} {n}" for name, n in lengths.items())
         raise InvalidRequest(
-            f"field '{sections[0]}': expected lists of equal length, got {lengths}",
+            f"field {first_off!r}: expected {n_rows} values (one per entity row, as many as the first list), "
+            f"got {lengths[first_off]}; list lengths: {shown}",
             hint="row i of the request is the i-th value of every list",
-            field=sections[0],
+            field=first_off,
         )
     if include_metadata is not None and not isinstance(include_metadata, bool):
         raise InvalidRequest(

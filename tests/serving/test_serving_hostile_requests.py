@@ -379,6 +379,21 @@ def test_push_refuses_a_field_it_does_not_take(push_client: ASGIClient) -> None:
             'add "request_data": {"amount": [...]}',
         ),
         (
+            {"entities": {"user_id": ["u1", "u2"], "merchant_id": ["m1", "m2"]}, "request_data": {"amount": [1.0]}},
+            422,
+            "request_data.amount",
+            "field 'request_data.amount': expected 2 values (one per entity row, as many as the first list), "
+            "got 1; list lengths: entities.user_id 2, entities.merchant_id 2, request_data.amount 1",
+            "row i of the request is the i-th value of every list",
+        ),
+        (
+            {"entities": {"user_id": ["u1"], "merchant_id": ["m1"]}, "request_data": {"amount": [None]}},
+            422,
+            "request_data.amount[0]",
+            "field 'request_data.amount[0]': expected float, got null",
+            "every value of a column has the declared type",
+        ),
+        (
             {"entities": {"user_id": [f"u{i}" for i in range(51)], "merchant_id": ["m1"]}},
             413,
             "entities.user_id",
