@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import polars as pl
 
+from engine.definitions.base import closest
 from engine.offline.event_windows import I64
 from engine.offline.exceptions import SpineValidationError
 from engine.wording import counted
@@ -67,14 +68,21 @@ def validate_spine(
     missing_req = [c for c in request_fields if c not in spine.columns and c not in required]
     if missing or missing_req:
         parts = []
-        if missing:
-            parts.append(f"entity/timestamp columns {missing}")
+        missing_keys = [c for c in missing if c != timestamp_column]
+        if missing_keys:
+            parts.append(f"{_names(missing_keys)} (join {'keys' if len(missing_keys) > 1 else 'key'})")
+        if timestamp_column in missing:
+            parts.append(f"{timestamp_column!r} (each row's as-of time)")
         if missing_req:
-            parts.append(f"request data columns {missing_req}")
+            parts.append(f"{_names(missing_req)} (request data)")
+        spare = [c for c in spine.columns if c not in required and c not in request_fields]
+        renames = [(close, c) for c in (*missing, *missing_req) if (close := closest(c, spare)) is not None]
+        fix = "; ".join(f"rename {old!r} to {new!r}: pl.col({old!r}).alias({new!r})" for old, new in renames)
         raise SpineValidationError(
-            f"Spine is missing {' and '.join(parts)}; it has {spine.columns}.",
+            f"Spine: expected columns {', '.join(parts)}, missing; it has {_names(spine.columns)}.",
             columns=[*missing, *missing_req],
-            hint="Add the columns (request data columns are named like the RequestSource schema fields).",
+            hint=(fix + "; or a" if fix else "A")
+            + "dd the columns (request data columns are named like the RequestSource schema fields).",
         )
     null_cols = [c for c in required if spine.get_column(c).null_count() > 0]
     if null_cols:
@@ -146,3 +154,7 @@ def _check_key_type(spine: pl.DataFrame, column: str, kind: str) -> None:
             hint=f"Cast the column, e.g. pl.col('{column}').cast(pl.{'String' if kind == 'string' else 'Int64'}); "
             "ids are compared as they are, never converted.",
         )
+
+
+def _names(columns: Sequence[str]) -> str:
+    return ", ".join(repr(c) for c in columns) if columns else "no columns"

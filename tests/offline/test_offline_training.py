@@ -367,8 +367,17 @@ def test_spine_rows_with_nulls_are_reported(tmp_path: Path) -> None:
 
 def test_spine_missing_columns_are_named(tmp_path: Path) -> None:
     spine = pl.DataFrame({"ts": [BASE]})
-    with pytest.raises(SpineValidationError, match=r"\['user_id', 'event_timestamp'\]"):
+    with pytest.raises(SpineValidationError) as info:
         get_training_set(REPO, "all_features", spine, str(tmp_path))
+    assert str(info.value).startswith(
+        "Spine: expected columns 'user_id' (join key), 'event_timestamp' (each row's as-of time), missing; it has 'ts'."
+    )
+    assert info.value.columns == ("user_id", "event_timestamp")
+    with pytest.raises(SpineValidationError) as info:
+        get_training_set(REPO, "all_features", spine.with_columns(user=pl.lit("a")), str(tmp_path), "ts")
+    assert (
+        info.value.hint is not None and "rename 'user' to 'user_id': pl.col('user').alias('user_id')" in info.value.hint
+    )
     out = get_training_set(REPO, "all_features", spine.with_columns(user_id=pl.lit("a")), str(tmp_path), "ts")
     assert out["amount_count_1s"].to_list() == [0]
 

@@ -524,7 +524,7 @@ def test_training_set_without_the_time_column_names_the_flag_and_a_candidate(
 
     assert code == 1
     err = capsys.readouterr().err
-    assert "['event_timestamp']" in err and "--timestamp-column ts" in err, err
+    assert "'event_timestamp' (each row's as-of time), missing" in err and "--timestamp-column ts" in err, err
     assert not (tmp_path / "t.pq").exists()
 
 
