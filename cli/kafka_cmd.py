@@ -13,6 +13,7 @@ from pathlib import Path
 from cli.common import positive_number
 from cli.setting_options import add_derived_option, add_setting_option
 from engine import kafka_local
+from engine.bootstrap import first_local_port
 from engine.config import configured_setting, load_settings
 from engine.exceptions import ConfigError, KafkaBrokerError
 
@@ -26,14 +27,13 @@ def _configured_port() -> int:
 
 
 def _local_port(bootstrap: str) -> int:
-    first = bootstrap.split(",")[0].strip()
-    host, _, port_text = first.rpartition(":")
-    if host not in ("127.0.0.1", "localhost") or not port_text.isdigit():
+    port = first_local_port(bootstrap)
+    if port is None:
         raise ConfigError(
             f"kafka_bootstrap is {bootstrap!r}, not a 127.0.0.1:PORT address, so there is no local broker to manage",
             hint="pass --port, or set kafka_bootstrap: 127.0.0.1:9092 in streamfeat.yaml",
         )
-    return int(port_text)
+    return port
 
 
 _DATA_DIR_UNREAD = (
@@ -127,8 +127,7 @@ def _warn_if_not_configured(bootstrap: str) -> None:
         configured = load_settings().kafka_bootstrap
     except ConfigError:  # a broken streamfeat.yaml is reported by the commands that need it
         return
-    host, _, port = configured.split(",")[0].strip().rpartition(":")
-    if host in ("127.0.0.1", "localhost") and port == bootstrap.rpartition(":")[2]:
+    if first_local_port(configured) == first_local_port(bootstrap):
         return
     print(
         f"note: kafka_bootstrap is {configured!r}, so `streamfeat generate/run/status` will not use this "

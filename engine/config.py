@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from engine.bootstrap import broker_entries
 from engine.exceptions import ConfigError, SettingsError
 
 ENV_PREFIX = "STREAMFEAT_"
@@ -153,22 +154,18 @@ class Settings:
 def _bootstrap_problems(bootstrap: str) -> list[str]:
     """What is wrong with a ``host:port[,host:port...]`` list, naming the broker entry; a
     port-less host (Kafka's default 9092) and a ``SCHEME://`` prefix are valid."""
-    entries = [e.strip() for e in bootstrap.split(",")]
-    if not any(entries):
+    entries = broker_entries(bootstrap)
+    if not any(e.entry for e in entries):
         return ["kafka_bootstrap: expected host:port of a Kafka broker, got an empty value; e.g. 127.0.0.1:9092"]
     problems: list[str] = []
-    for entry in entries:
-        address = entry.split("://", 1)[-1]
-        host, colon, port = address.rpartition(":") if not address.endswith("]") else (address, "", "")
-        if not colon:
-            host, port = address, ""
-        if not entry or not host:
+    for e in entries:
+        if not e.entry or not e.host:
             problems.append(
                 f"kafka_bootstrap: expected host:port for every broker, got {bootstrap!r}; e.g. 127.0.0.1:9092"
             )
-        elif colon and not (port.isdigit() and 1 <= int(port) <= 65535):
+        elif e.entry.endswith(":") or (e.port and not (e.port.isdigit() and 1 <= int(e.port) <= 65535)):
             problems.append(
-                f"kafka_bootstrap: broker {entry!r} has port {port!r}, expected 1 to 65535; e.g. {host}:9092"
+                f"kafka_bootstrap: broker {e.entry!r} has port {e.port!r}, expected 1 to 65535; e.g. {e.host}:9092"
             )
     return problems
 

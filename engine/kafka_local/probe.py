@@ -8,6 +8,7 @@ import socket
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from engine.bootstrap import broker_entries
 from engine.exceptions import KafkaUnreachableError
 from engine.kafka_clients import quiet_client_settings
 from engine.kafka_local.config import HOST
@@ -23,9 +24,9 @@ def port_open(port: int, timeout_s: float = 0.5) -> bool:
 
 def metadata_answers(bootstrap: str, timeout_s: float = 3.0) -> bool:
     """True when a Kafka broker at ``bootstrap`` answers a metadata request."""
-    host, _, port_text = bootstrap.rpartition(":")
     # A plain TCP check first: librdkafka would log every refused connection to stderr.
-    if host in (HOST, "localhost") and port_text.isdigit() and not port_open(int(port_text)):
+    local = broker_entries(bootstrap)
+    if all(e.local_port is not None for e in local) and not any(port_open(e.local_port or 0) for e in local):
         return False
     admin = AdminClient(quiet_client_settings(bootstrap, {"socket.timeout.ms": 2000}))
     try:

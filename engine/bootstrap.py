@@ -1,0 +1,41 @@
+"""One owner for reading ``kafka_bootstrap``: a comma-separated list of broker entries,
+each ``host:port``, ``host`` (Kafka's default port 9092), ``SCHEME://host:port`` or
+``[ipv6]:port``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: The names this machine's local broker answers to (it binds to 127.0.0.1 only).
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
+
+
+@dataclass(frozen=True)
+class BrokerEntry:
+    """One broker of a bootstrap list: ``entry`` as written, its ``host`` and its ``port``
+    text ("" when the entry names none)."""
+
+    entry: str
+    host: str
+    port: str
+
+    @property
+    def local_port(self) -> int | None:
+        """The port of a 127.0.0.1/localhost entry with a numeric port, else None."""
+        return int(self.port) if self.host in LOCAL_HOSTS and self.port.isdigit() else None
+
+
+def broker_entries(bootstrap: str) -> list[BrokerEntry]:
+    """Every entry of ``bootstrap`` in order (empty entries kept, with empty host)."""
+    out: list[BrokerEntry] = []
+    for raw in bootstrap.split(","):
+        entry = raw.strip()
+        address = entry.split("://", 1)[-1]
+        host, colon, port = address.rpartition(":") if not address.endswith("]") else (address, "", "")
+        out.append(BrokerEntry(entry, host, port) if colon else BrokerEntry(entry, address, ""))
+    return out
+
+
+def first_local_port(bootstrap: str) -> int | None:
+    """The port of the first broker entry when it names this machine, else None."""
+    return broker_entries(bootstrap)[0].local_port
