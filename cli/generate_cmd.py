@@ -7,7 +7,6 @@ producing ``--rate`` events per second stamped with the current time.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -28,9 +27,7 @@ MAX_DEFAULT_EVENTS = 100_000_000  # one day at 1,157 events/s: beyond it, say ho
 def _events_and_start(args: argparse.Namespace, rate: float) -> tuple[int, int]:
     """``--events`` (default: one day at ``rate``) and the first event time (default:
     so that the last event happens now)."""
-    # The default count follows the rate: a bad rate is named as the rate, never as a count.
-    if not (math.isfinite(rate) and rate > 0):
-        raise ConfigError(f"--rate: expected a finite number of events/s > 0, got {rate:g}", hint="e.g. --rate 200")
+    # --rate is finite and > 0 (cli.common.positive_number): the default count below is a number.
     events: int = args.events if args.events is not None else int(generate.DAY_MS / 1000 * rate)
     if args.events is None and not args.live and events > MAX_DEFAULT_EVENTS:
         raise ConfigError(
@@ -40,7 +37,7 @@ def _events_and_start(args: argparse.Namespace, rate: float) -> tuple[int, int]:
         )
     if args.start is not None:
         return events, parse_cli_time(args.start, "--start")
-    span_ms = int(max(events - 1, 0) * 1000 / rate) if rate > 0 else 0
+    span_ms = int(max(events - 1, 0) * 1000 / rate)
     return events, max(0, wall_clock_ms() - span_ms)
 
 
@@ -147,7 +144,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--rate",
-        type=float,
+        type=positive_number,
         default=None,
         help=f"events per second of event time (default {DEFAULT_HISTORY_RATE:g}; {DEFAULT_LIVE_RATE:g} with --live)",
     )
