@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from engine.kernel.blob_buffers import first_of_runs, slices
 from engine.kernel.exceptions import TileCodecError
-from engine.kernel.sketch_slot import Int64Array, Params, SketchSlot, UInt64Array, group_ids
+from engine.kernel.sketch_slot import BuildThenMerge, Int64Array, Params, SketchSlot, UInt64Array, group_ids
 from engine.kernel.value_hash import hash_values
 
 #: count_distinct's largest allowed max_distinct (docs/semantics.md).
@@ -45,7 +45,7 @@ OVER_BOUND: Final = OverBound()
 
 
 @dataclass(frozen=True)
-class DistinctSet:
+class DistinctSet(BuildThenMerge):
     name: str = "distinct_set"
     # Up to this many pairs are merged one by one (SketchKind.pairwise_merges): measured crossover.
     pairwise_merges: int = 1

@@ -20,7 +20,15 @@ import numpy.typing as npt
 
 from engine.kernel.blob_buffers import JoinedBlobs, lex_order, scatter, slices
 from engine.kernel.exceptions import TileCodecError
-from engine.kernel.sketch_slot import EMPTY_BLOB, Int64Array, Params, SketchSlot, UInt64Array, group_ids
+from engine.kernel.sketch_slot import (
+    EMPTY_BLOB,
+    BuildThenMerge,
+    Int64Array,
+    Params,
+    SketchSlot,
+    UInt64Array,
+    group_ids,
+)
 from engine.kernel.value_hash import hash_values
 
 HLL_MIN_PRECISION: Final = 4
@@ -159,7 +167,7 @@ def _register_pairs(
 
 
 @dataclass(frozen=True)
-class HyperLogLog:
+class HyperLogLog(BuildThenMerge):
     name: str = "hll"
     # Up to this many pairs are merged one by one (SketchKind.pairwise_merges): measured crossover.
     pairwise_merges: int = 2

@@ -28,6 +28,8 @@ from engine.kernel.sketch_slot import (
     SketchSlot,
     UInt64Array,
     empty_blobs,
+    merge_columns,
+    merge_pairs,
 )
 from engine.kernel.value_hash import canonical_bytes, hash_bytes, hash_values
 
@@ -42,6 +44,7 @@ __all__ = [
     "SketchSlot",
     "UInt64Array",
     "build_sketches",
+    "build_sketches_onto",
     "canonical_bytes",
     "empty_blobs",
     "hash_bytes",
@@ -62,6 +65,21 @@ def build_sketches(
 ) -> BlobArray:
     """Blobs ``(groups, len(slots))`` of the groups ``starts`` over events taken in
     ``order`` (the permutation of :func:`engine.kernel.aggregate.group_order`)."""
+    return build_sketches_onto(slots, None, raw_values, order, starts, event_ts, positions)
+
+
+def build_sketches_onto(
+    slots: Sequence[SketchSlot],
+    stored: BlobArray | None,
+    raw_values: Mapping[str, npt.NDArray[np.generic]],
+    order: npt.NDArray[np.intp],
+    starts: Int64Array,
+    event_ts: Int64Array,
+    positions: Int64Array,
+) -> BlobArray:
+    """:func:`build_sketches` with each group's blobs merged into ``stored`` (same shape)
+    in one pass per slot (the kinds' ``build_onto``): the bytes of
+    ``merge_blobs(slots, stored, build_sketches(...))``; None: nothing stored."""
     out = empty_blobs(len(starts), len(slots))
     if not len(starts):
         return out
@@ -74,7 +92,11 @@ def build_sketches(
                 f"'{slot.column}', got only {sorted(raw_values)}",
                 hint="routing carries raw values for every column a sketch slot reads",
             )
-        out[:, j] = slot.implementation.build(slot, np.asarray(column)[order], ts, pos, starts)
+        values = np.asarray(column)[order]
+        if stored is None:
+            out[:, j] = slot.implementation.build(slot, values, ts, pos, starts)
+        else:
+            out[:, j] = slot.implementation.build_onto(slot, stored[:, j].tolist(), values, ts, pos, starts)
     return out
 
 
@@ -90,26 +112,8 @@ def merge_blobs(slots: Sequence[SketchSlot], a: BlobArray, b: BlobArray) -> Blob
     rows = a.shape[0]
     out = empty_blobs(rows, len(slots))
     for j, slot in enumerate(slots):
-        left, right = a[:, j].tolist(), b[:, j].tolist()
-        both = [i for i, (x, y) in enumerate(zip(left, right, strict=True)) if x and y]
-        column = [x or y for x, y in zip(left, right, strict=True)]  # one empty: the other as stored
-        if both:
-            merged = _merge_pairs(slot, [left[i] for i in both], [right[i] for i in both])
-            for i, blob in zip(both, merged, strict=True):
-                column[i] = blob
-        out[:, j] = _object_column(column)
+        out[:, j] = _object_column(merge_columns(slot, a[:, j].tolist(), b[:, j].tolist()))
     return out
-
-
-def _merge_pairs(slot: SketchSlot, left: list[bytes], right: list[bytes]) -> list[bytes]:
-    """``merge(left[i], right[i])`` of each pair of non-empty blobs: one ``merge`` per
-    pair up to the kind's ``pairwise_merges``, else one ``merge_groups`` over all (the
-    same bytes; which is cheaper depends on the count)."""
-    kind = slot.implementation
-    if len(left) <= kind.pairwise_merges:
-        return [kind.merge(slot, x, y) for x, y in zip(left, right, strict=True)]
-    pairs = len(left)
-    return kind.merge_groups(slot, left + right, np.tile(np.arange(pairs, dtype=np.int64), 2), pairs)
 
 
 def _object_column(blobs: list[bytes]) -> BlobArray:
@@ -123,7 +127,7 @@ def merge_rows(slots: Sequence[SketchSlot], blobs: BlobArray, groups: Int64Array
     """``(n_groups, len(slots))``: row g merges every row ``i`` of ``blobs`` with
     ``groups[i] == g`` (any order gives the same bytes). A group with one non-empty
     blob keeps it as stored; the others go to their kind in one call per slot (pairs
-    through :func:`_merge_pairs`)."""
+    through :func:`~engine.kernel.sketch_slot.merge_pairs`)."""
     if blobs.ndim != 2 or blobs.shape[1] != len(slots) or len(groups) != blobs.shape[0]:
         raise KernelInputError(
             f"merge_rows: expected blobs of shape ({len(groups)}, {len(slots)}), got {blobs.shape}",
@@ -143,7 +147,7 @@ def merge_rows(slots: Sequence[SketchSlot], blobs: BlobArray, groups: Int64Array
         if bool((per_group[groups[several]] == 2).all()):
             pairs = several[np.argsort(groups[several], kind="stable")].reshape(-1, 2)
             targets = groups[pairs[:, 0]]
-            merged = _merge_pairs(
+            merged = merge_pairs(
                 slot, [column[i] for i in pairs[:, 0].tolist()], [column[i] for i in pairs[:, 1].tolist()]
             )
         else:
