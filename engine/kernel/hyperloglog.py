@@ -22,7 +22,6 @@ from engine.kernel.blob_buffers import JoinedBlobs, lex_order, scatter, slices
 from engine.kernel.exceptions import TileCodecError
 from engine.kernel.sketch_slot import (
     EMPTY_BLOB,
-    BuildThenMerge,
     Int64Array,
     Params,
     SketchSlot,
@@ -167,7 +166,7 @@ def _register_pairs(
 
 
 @dataclass(frozen=True)
-class HyperLogLog(BuildThenMerge):
+class HyperLogLog:
     name: str = "hll"
     # Up to this many pairs are merged one by one (SketchKind.pairwise_merges): measured crossover.
     pairwise_merges: int = 2
@@ -183,6 +182,28 @@ class HyperLogLog(BuildThenMerge):
         precision = int(slot.param("precision"))
         index, rank = hll_ranks(hash_values(values), precision)
         return _hll_blobs(index, rank, group_ids(starts, len(index)), len(starts), 1 << precision)
+
+    def build_onto(
+        self,
+        slot: SketchSlot,
+        stored: Sequence[bytes],
+        values: npt.NDArray[np.generic],
+        event_ts: Int64Array,
+        positions: Int64Array,
+        starts: Int64Array,
+    ) -> list[bytes]:
+        """One pass: the stored blobs' registers and every event's (register, rank), the
+        greatest rank kept per register (max commutes: ``merge(stored, build(...))``)."""
+        precision = int(slot.param("precision"))
+        index, rank = hll_ranks(hash_values(values), precision)
+        kept_index, kept_rank, kept_group = _register_pairs(stored, np.arange(len(stored), dtype=np.int64), precision)
+        return _hll_blobs(
+            np.concatenate([kept_index, index]),
+            np.concatenate([kept_rank, rank]),
+            np.concatenate([kept_group, group_ids(starts, len(index))]),
+            len(starts),
+            1 << precision,
+        )
 
     def merge(self, slot: SketchSlot, a: bytes, b: bytes) -> bytes:
         precision = int(slot.param("precision"))

@@ -202,24 +202,9 @@ def build_then_merge(
     starts: Int64Array,
 ) -> list[bytes]:
     """``build_onto`` as two steps (build every group's blob, merge it with the stored
-    one): the reference a kind's one-pass ``build_onto`` must match, and the
-    ``build_onto`` of kinds without one."""
+    one): the reference every kind's one-pass ``build_onto`` must match
+    (tests/kernel/test_kernel_build_onto.py)."""
     return merge_columns(slot, list(stored), kind.build(slot, values, event_ts, positions, starts))
-
-
-class BuildThenMerge:
-    """The ``build_onto`` of a kind without a one-pass one: :func:`build_then_merge`."""
-
-    def build_onto(
-        self: SketchKind,
-        slot: SketchSlot,
-        stored: Sequence[bytes],
-        values: npt.NDArray[np.generic],
-        event_ts: Int64Array,
-        positions: Int64Array,
-        starts: Int64Array,
-    ) -> list[bytes]:
-        return build_then_merge(self, slot, stored, values, event_ts, positions, starts)
 
 
 def group_ids(starts: Int64Array, n: int) -> Int64Array:
