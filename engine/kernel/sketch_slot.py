@@ -203,7 +203,8 @@ def build_then_merge(
 ) -> list[bytes]:
     """``build_onto`` as two steps (build every group's blob, merge it with the stored
     one): the reference every kind's one-pass ``build_onto`` must match
-    (tests/kernel/test_kernel_build_onto.py)."""
+    (tests/kernel/test_kernel_build_onto.py), and the cheaper way when few groups
+    have a stored blob (``engine.kernel.sketches.build_sketches_onto``)."""
     return merge_columns(slot, list(stored), kind.build(slot, values, event_ts, positions, starts))
 
 

@@ -27,6 +27,7 @@ from engine.kernel.sketch_slot import (
     SketchKind,
     SketchSlot,
     UInt64Array,
+    build_then_merge,
     empty_blobs,
     merge_columns,
     merge_pairs,
@@ -93,10 +94,18 @@ def build_sketches_onto(
                 hint="routing carries raw values for every column a sketch slot reads",
             )
         values = np.asarray(column)[order]
-        if stored is None:
-            out[:, j] = slot.implementation.build(slot, values, ts, pos, starts)
+        kind = slot.implementation
+        onto = [] if stored is None else stored[:, j].tolist()
+        n_stored = sum(map(bool, onto))
+        if not n_stored:
+            out[:, j] = kind.build(slot, values, ts, pos, starts)
+        elif n_stored <= kind.pairwise_merges or 2 * n_stored < len(starts):
+            # Few groups with a stored blob (a first batch, a compound key's new pairs): the
+            # one pass would read every group's events as entries, while the build keeps
+            # only what each group needs and the few merges are cheap.
+            out[:, j] = build_then_merge(kind, slot, onto, values, ts, pos, starts)
         else:
-            out[:, j] = slot.implementation.build_onto(slot, stored[:, j].tolist(), values, ts, pos, starts)
+            out[:, j] = kind.build_onto(slot, onto, values, ts, pos, starts)
     return out
 
 
