@@ -128,21 +128,15 @@ def _kernel_step(
     values = np.stack([amount if c == "amount" else np.zeros(len(ts)) for c in spec.columns], axis=1)
     codes_u, tiles_u, partials = aggregate_batch(layout, codes, tiles, ts, pos, values)
     t1 = clock()
-    sketches, grouped = None, None
+    sketches = None
     if layout.sketch_slots:
         raw = {c: events[c][sl] for c in layout.sketch_columns}
-        try:  # the write path's one pass: blobs are built inside the merge (engine.view_merge)
-            from engine.kernel.aggregate import sketch_events
-        except ImportError:  # a --baseline tree from before it: every blob built here
-            sketches = aggregate_sketches(layout, codes, tiles, ts, pos, raw)
-        else:
-            grouped = sketch_events(layout, codes, tiles, ts, pos, raw)
+        sketches = aggregate_sketches(layout, codes, tiles, ts, pos, raw)
     t2 = clock()
     batch_max = np.full(len(keys), NO_EVENT_TS, dtype=np.int64)
     np.maximum.at(batch_max, codes, ts)
     new = FlatTiles(codes_u, tiles_u, partials, batch_max, sketches)
-    merged = _merge_into_records(view, [records.get(k) for k in keys], new, grouped)
-    for key, record in zip(keys, merged, strict=True):
+    for key, record in zip(keys, _merge_into_records(view, [records.get(k) for k in keys], new), strict=True):
         records[key] = record
     t3 = clock()
     timings["aggregate"] += t1 - started
@@ -164,12 +158,7 @@ def _ingest_view(view: BenchView, events: dict[str, Any], timings: dict[str, flo
     return len(records), sum(map(len, records.values()))
 
 
-def _merge_into_records(
-    view: BenchView,
-    stored: list[bytes | None],
-    new: FlatTiles,
-    grouped: Any = None,  # Any: engine.kernel.aggregate.SketchEvents, absent from older --baseline trees
-) -> list[bytes]:
+def _merge_into_records(view: BenchView, stored: list[bytes | None], new: FlatTiles) -> list[bytes]:
     """What ``engine.view_merge.merge_view_rows`` runs between reading and writing the
     records (decode, merge, retention, encode), in this tree or an older one."""
     spec, layout = view.spec, view.spec.layout
@@ -179,9 +168,7 @@ def _merge_into_records(
         merged = merge_flat(layout, decode_many(layout, stored), new)
         merged = retain(merged, spec.retention_ms, spec.interval_ms, layout if view.has_lifetime_window else None)
         return encode_many(layout, merged, len(stored))
-    if grouped is None:
-        return merge_records(layout, stored, new, spec.retention_ms, spec.interval_ms, view.has_lifetime_window)
-    return merge_records(layout, stored, new, spec.retention_ms, spec.interval_ms, view.has_lifetime_window, grouped)
+    return merge_records(layout, stored, new, spec.retention_ms, spec.interval_ms, view.has_lifetime_window)
 
 
 def run_variant(views: Sequence[BenchView], events: dict[str, Any]) -> dict[str, Any]:

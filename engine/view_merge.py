@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from engine.kernel.aggregate import aggregate_batch, sketch_events
+from engine.kernel.aggregate import aggregate_batch, aggregate_sketches
 from engine.kernel.batch_merge import NO_EVENT_TS, FlatTiles
 from engine.kernel.layout import LayoutSource, PartialLayout, encode_positions
 from engine.kernel.record_merge import merge_records
@@ -98,11 +98,10 @@ def merge_view_rows_many(compiled: CompiledView, shards: Sequence[ShardRows], no
     tiles = tile_id(event_ts, view.interval_ms)
     positions = encode_positions(partitions, offsets)
     codes_u, tiles_u, partials = aggregate_batch(layout, codes, tiles, event_ts, positions, values)
-    events = None
+    sketches = None
     if layout.sketch_slots:
         raw = {c: np.concatenate([rows.raw_values[c] for rows, _ in all_parts]) for c in layout.sketch_columns}
-        # Blobs are built inside merge_records: a tile shared with a stored record is built onto its blob.
-        events = sketch_events(layout, codes, tiles, event_ts, positions, raw)
+        sketches = aggregate_sketches(layout, codes, tiles, event_ts, positions, raw)
     batch_max = np.full(len(keys), NO_EVENT_TS, dtype=np.int64)
     np.maximum.at(batch_max, codes, event_ts)
     prefix = view_prefix(view.fingerprint)  # keys are bytes built by routing
@@ -110,9 +109,9 @@ def merge_view_rows_many(compiled: CompiledView, shards: Sequence[ShardRows], no
     stored: list[bytes | None] = []
     for shard, lo, hi in zip(shards, key_bounds, key_bounds[1:], strict=False):
         stored += shard.txn.get_many(state_keys[lo:hi])
-    new = FlatTiles(codes_u, tiles_u, partials, batch_max)
+    new = FlatTiles(codes_u, tiles_u, partials, batch_max, sketches)
     # A lifetime window keeps expired tiles as one compacted partial (semantics 7).
-    records = merge_records(layout, stored, new, view.retention_ms, view.interval_ms, view.has_lifetime_window, events)
+    records = merge_records(layout, stored, new, view.retention_ms, view.interval_ms, view.has_lifetime_window)
     out: list[MergedView] = []
     for shard, (_, shard_codes), lo, hi in zip(shards, merged_codes, key_bounds, key_bounds[1:], strict=False):
         shard_records = records[lo:hi]

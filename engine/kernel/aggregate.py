@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
 import numpy as np
@@ -28,7 +27,7 @@ from engine.kernel.layout import (
     FIELDS_PER_COLUMN,
     PartialLayout,
 )
-from engine.kernel.sketches import BlobArray, SketchSlot, build_sketches, build_sketches_onto
+from engine.kernel.sketches import BlobArray, build_sketches, empty_blobs
 
 Int64Array = npt.NDArray[np.int64]
 Float64Array = npt.NDArray[np.float64]
@@ -239,53 +238,14 @@ def aggregate_sketches(
     ``raw_values`` holds, per column of ``layout.sketch_columns``, the events' decoded
     values (an object array of ``str`` for string columns).
     """
-    return sketch_events(layout, entity_codes, tiles, event_ts, positions, raw_values).build()
-
-
-@dataclass(frozen=True)
-class SketchEvents:
-    """A batch's events grouped as :func:`aggregate_batch` groups them, kept for their
-    sketch blobs: the write path builds every group's blobs straight onto the stored
-    blobs of the tiles the batch shares with a record (:meth:`build_onto`, empty for the
-    others), never writing a batch blob and reading it back for the merge."""
-
-    slots: tuple[SketchSlot, ...]
-    raw_values: Mapping[str, npt.NDArray[np.generic]]
-    order: npt.NDArray[np.intp]
-    starts: Int64Array
-    event_ts: Int64Array
-    positions: Int64Array
-
-    def build(self) -> BlobArray:
-        """The blobs ``(groups, n_slots)`` of every group."""
-        return build_sketches(self.slots, self.raw_values, self.order, self.starts, self.event_ts, self.positions)
-
-    def build_onto(self, stored: BlobArray) -> BlobArray:
-        """The blobs of every group merged with ``stored`` (row g with group g; ``b""``:
-        nothing stored): the bytes of ``merge_blobs(slots, stored, self.build())``."""
-        return build_sketches_onto(
-            self.slots, stored, self.raw_values, self.order, self.starts, self.event_ts, self.positions
-        )
-
-
-def sketch_events(
-    layout: PartialLayout,
-    entity_codes: npt.ArrayLike,
-    tiles: npt.ArrayLike,
-    event_ts: npt.ArrayLike,
-    positions: npt.ArrayLike,
-    raw_values: Mapping[str, npt.NDArray[np.generic]],
-) -> SketchEvents:
-    """The events of :func:`aggregate_sketches`, grouped, their blobs not built yet."""
     codes = as_int64_vector("entity_codes", entity_codes)
     n = len(codes)
     tile_ids = as_int64_vector("tiles", tiles, n)
     ts = as_int64_vector("event_ts", event_ts, n)
     pos = as_int64_vector("positions", positions, n)
-    slots = tuple(layout.sketch_slots)
-    if n == 0 or not slots:
-        order, starts = group_starts(codes, tile_ids, ts, pos) if n else (np.empty(0, np.intp), np.empty(0, np.int64))
-        return SketchEvents(slots, raw_values, order, starts, ts, pos)
+    if n == 0 or not layout.sketch_slots:
+        groups = 0 if n == 0 else len(group_starts(codes, tile_ids, ts, pos)[1])
+        return empty_blobs(groups, len(layout.sketch_slots))
     for column in layout.sketch_columns:
         got = len(raw_values[column]) if column in raw_values else None
         if got != n:
@@ -294,7 +254,7 @@ def sketch_events(
                 hint="routing carries raw values for every column a sketch slot reads",
             )
     order, starts = group_starts(codes, tile_ids, ts, pos)
-    return SketchEvents(slots, raw_values, order, starts, ts, pos)
+    return build_sketches(layout.sketch_slots, raw_values, order, starts, ts, pos)
 
 
 def group_starts(

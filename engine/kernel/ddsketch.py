@@ -93,7 +93,7 @@ def _canonical_store(offset: int, counts: npt.NDArray[np.uint64]) -> _Store:
     return _Store(offset, counts.astype(np.uint64))
 
 
-def _store_of(keys: Int64Array, counts: Int64Array | npt.NDArray[np.uint64]) -> _Store:
+def _store_of(keys: Int64Array, counts: Int64Array) -> _Store:
     if not len(keys):
         return _Store(0, np.zeros(0, dtype=np.uint64))
     lo = int(keys.min())
@@ -163,21 +163,6 @@ def dd_merge_groups(blobs: Sequence[bytes], groups: Int64Array, n_groups: int) -
     """:func:`dd_merge_many` of every group at once: all blobs' buckets read with array
     gathers over the joined bytes, tagged (group, sign, key), sorted once and summed per
     bucket, then laid out by :func:`_dd_blobs` (the build's own canonical writer)."""
-    g, s, k, c, of_blob = _dd_bucket_runs(blobs, groups)
-    out = _dd_sum(g, s, k, c, n_groups)
-    has_blob = np.zeros(n_groups, dtype=bool)
-    has_blob[of_blob] = True
-    for group in np.flatnonzero(~has_blob).tolist():
-        out[group] = EMPTY_BLOB
-    return out
-
-
-def _dd_bucket_runs(
-    blobs: Sequence[bytes], groups: Int64Array
-) -> tuple[Int64Array, Int64Array, Int64Array, npt.NDArray[np.uint64], Int64Array]:
-    """Every bucket of the non-empty ``blobs`` (the zero bucket as sign 0, key 0), read
-    with array gathers: ``(group, sign, key, count)`` of each, unsorted, and the group of
-    each non-empty blob."""
     present = [i for i, blob in enumerate(blobs) if blob]
     joined = JoinedBlobs.of([blobs[i] for i in present])
     of_blob = np.asarray(groups, dtype=np.int64)[present]
@@ -202,30 +187,17 @@ def _dd_bucket_runs(
     s = np.concatenate([sign, np.zeros(len(with_zero), dtype=np.int64)])
     k = np.concatenate([keys, np.zeros(len(with_zero), dtype=np.int64)])
     c = np.concatenate([counts, zero[with_zero]])
-    return g, s, k, c, of_blob
-
-
-def _dd_sum(g: Int64Array, s: Int64Array, k: Int64Array, c: npt.NDArray[np.uint64], n_groups: int) -> list[bytes]:
-    """The canonical blob of each group of buckets ``(group, sign, key, count)`` (any
-    order, a bucket any number of times): sorted once, summed per bucket, laid out by
-    :func:`_dd_blobs`. Groups without a bucket get a blob of no bucket; callers drop them."""
     order = lex_order((k, s, g))
     g, s, k, c = g[order], s[order], k[order], c[order]
     run = first_of_runs(g, s, k)
     run_starts = np.flatnonzero(run)
     summed = np.add.reduceat(c, run_starts) if len(c) else c
-    return _dd_blobs(g[run_starts], s[run_starts], k[run_starts], summed, n_groups)
-
-
-def _dd_event_buckets(values: npt.NDArray[np.generic], starts: Int64Array, alpha: float) -> tuple[Int64Array, ...]:
-    """``(group, sign, key)`` of every event (the zero bucket as sign 0, key 0)."""
-    x = np.asarray(values, dtype=np.float64)
-    groups = group_ids(starts, len(x))
-    sign = np.sign(x).astype(np.int64)
-    keys = np.zeros(len(x), dtype=np.int64)
-    nonzero = sign != 0
-    keys[nonzero] = dd_keys(np.abs(x[nonzero]), alpha)
-    return groups, sign, keys
+    out = _dd_blobs(g[run_starts], s[run_starts], k[run_starts], summed, n_groups)
+    has_blob = np.zeros(n_groups, dtype=bool)
+    has_blob[of_blob] = True
+    for group in np.flatnonzero(~has_blob).tolist():
+        out[group] = EMPTY_BLOB
+    return out
 
 
 def _add_stores(a: _Store, b: _Store) -> _Store:
@@ -274,9 +246,7 @@ def dd_quantile(state: DDState, q: float, alpha: float) -> float | None:
     return dd_value(state.positive.offset + i, alpha)
 
 
-def _dd_blobs(
-    g: Int64Array, s: Int64Array, k: Int64Array, counts: Int64Array | npt.NDArray[np.uint64], n_groups: int
-) -> list[bytes]:
+def _dd_blobs(g: Int64Array, s: Int64Array, k: Int64Array, counts: Int64Array, n_groups: int) -> list[bytes]:
     """Canonical blobs from runs sorted by (group, sign, key), one run per bucket.
 
     The runs of a group already are its sparse form (negative keys ascending, the zero
@@ -340,7 +310,13 @@ class DDSketch:
         positions: Int64Array,
         starts: Int64Array,
     ) -> list[bytes]:
-        groups, sign, keys = _dd_event_buckets(values, starts, float(slot.param("alpha")))
+        alpha = float(slot.param("alpha"))
+        x = np.asarray(values, dtype=np.float64)
+        groups = group_ids(starts, len(x))
+        sign = np.sign(x).astype(np.int64)
+        keys = np.zeros(len(x), dtype=np.int64)
+        nonzero = sign != 0
+        keys[nonzero] = dd_keys(np.abs(x[nonzero]), alpha)
         order = lex_order((keys, sign, groups))
         g, s, k = groups[order], sign[order], keys[order]
         run = np.ones(len(k), dtype=bool)
@@ -349,28 +325,6 @@ class DDSketch:
         counts = np.diff(np.append(starts_run, len(k)))
         g, s, k = g[starts_run], s[starts_run], k[starts_run]
         return _dd_blobs(g, s, k, counts, len(starts))
-
-    def build_onto(
-        self,
-        slot: SketchSlot,
-        stored: Sequence[bytes],
-        values: npt.NDArray[np.generic],
-        event_ts: Int64Array,
-        positions: Int64Array,
-        starts: Int64Array,
-    ) -> list[bytes]:
-        """One pass: the stored blobs' buckets and a count of one per event, summed per
-        bucket and made canonical once (counts add, and the fold depends only on the
-        final highest key, so this is ``merge(stored, build(...))`` byte for byte)."""
-        groups, sign, keys = _dd_event_buckets(values, starts, float(slot.param("alpha")))
-        g, s, k, c, _ = _dd_bucket_runs(stored, np.arange(len(stored), dtype=np.int64))
-        return _dd_sum(
-            np.concatenate([g, groups]),
-            np.concatenate([s, sign]),
-            np.concatenate([k, keys]),
-            np.concatenate([c, np.ones(len(groups), dtype=np.uint64)]),
-            len(starts),
-        )
 
     def merge_groups(self, slot: SketchSlot, blobs: Sequence[bytes], groups: Int64Array, n_groups: int) -> list[bytes]:
         return dd_merge_groups(blobs, groups, n_groups)

@@ -70,53 +70,27 @@ class DistinctSet:
     def merge_groups(self, slot: SketchSlot, blobs: Sequence[bytes], groups: Int64Array, n_groups: int) -> list[bytes]:
         """All groups' unions in one sort: every stored hash tagged with its group,
         sorted and deduplicated once; a group holding an over-bound blob stays over."""
-        empty = np.empty(0, dtype=np.int64)
-        return _unions(blobs, groups, n_groups, int(slot.param("max_distinct")), empty.astype(np.uint64), empty)
-
-    def build_onto(
-        self,
-        slot: SketchSlot,
-        stored: Sequence[bytes],
-        values: npt.NDArray[np.generic],
-        event_ts: Int64Array,
-        positions: Int64Array,
-        starts: Int64Array,
-    ) -> list[bytes]:
-        """One pass: the stored blobs' hashes and the events' in one union per group (a
-        set is over the bound when its union is, or its stored blob already was:
-        ``merge(stored, build(...))``)."""
-        hashes = hash_values(values)
-        groups = group_ids(starts, len(hashes))
-        stored_groups = np.arange(len(stored), dtype=np.int64)
-        return _unions(stored, stored_groups, len(starts), int(slot.param("max_distinct")), hashes, groups)
+        lengths = np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs))
+        # b"\xff" is the only blob of one byte: a set's blob is a multiple of 8 bytes.
+        over_blob = lengths == len(OVERFLOW_BLOB)
+        over_blob[over_blob] = [blobs[i] == OVERFLOW_BLOB for i in np.flatnonzero(over_blob).tolist()]
+        kept = (lengths > 0) & ~over_blob
+        bad = kept & (lengths % 8 != 0)
+        if bool(bad.any()):
+            _hashes(blobs[int(np.flatnonzero(bad)[0])])  # raises the codec error naming the length
+        over = np.zeros(n_groups, dtype=bool)
+        over[groups[over_blob]] = True
+        hashes = np.frombuffer(b"".join(compress(blobs, kept.tolist())), dtype="<u8").astype(np.uint64)
+        of_hash = np.repeat(np.asarray(groups, dtype=np.int64)[kept], lengths[kept] // 8)
+        out = _sets_of(hashes, of_hash, n_groups, int(slot.param("max_distinct")))
+        for group in np.flatnonzero(over).tolist():
+            out[group] = OVERFLOW_BLOB
+        return out
 
     def evaluate(self, slot: SketchSlot, function: str, params: Params, blob: bytes) -> int | OverBound:
         if blob == OVERFLOW_BLOB:
             return OVER_BOUND
         return len(blob) // 8
-
-
-def _unions(
-    blobs: Sequence[bytes], groups: Int64Array, n_groups: int, bound: int, hashes: UInt64Array, of_hash: Int64Array
-) -> list[bytes]:
-    """Each group's union of its ``blobs`` and its ``hashes`` (``of_hash``: their groups);
-    over the bound when the union is, or one of its blobs is."""
-    lengths = np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs))
-    # b"\xff" is the only blob of one byte: a set's blob is a multiple of 8 bytes.
-    over_blob = lengths == len(OVERFLOW_BLOB)
-    over_blob[over_blob] = [blobs[i] == OVERFLOW_BLOB for i in np.flatnonzero(over_blob).tolist()]
-    kept = (lengths > 0) & ~over_blob
-    bad = kept & (lengths % 8 != 0)
-    if bool(bad.any()):
-        _hashes(blobs[int(np.flatnonzero(bad)[0])])  # raises the codec error naming the length
-    over = np.zeros(n_groups, dtype=bool)
-    over[np.asarray(groups, dtype=np.int64)[over_blob]] = True
-    stored = np.frombuffer(b"".join(compress(blobs, kept.tolist())), dtype="<u8").astype(np.uint64)
-    of_stored = np.repeat(np.asarray(groups, dtype=np.int64)[kept], lengths[kept] // 8)
-    out = _sets_of(np.concatenate([stored, hashes]), np.concatenate([of_stored, of_hash]), n_groups, bound)
-    for group in np.flatnonzero(over).tolist():
-        out[group] = OVERFLOW_BLOB
-    return out
 
 
 def _sets_of(hashes: UInt64Array, groups: Int64Array, n_groups: int, bound: int) -> list[bytes]:

@@ -20,14 +20,7 @@ import numpy.typing as npt
 
 from engine.kernel.blob_buffers import JoinedBlobs, lex_order, scatter, slices
 from engine.kernel.exceptions import TileCodecError
-from engine.kernel.sketch_slot import (
-    EMPTY_BLOB,
-    Int64Array,
-    Params,
-    SketchSlot,
-    UInt64Array,
-    group_ids,
-)
+from engine.kernel.sketch_slot import EMPTY_BLOB, Int64Array, Params, SketchSlot, UInt64Array, group_ids
 from engine.kernel.value_hash import hash_values
 
 HLL_MIN_PRECISION: Final = 4
@@ -182,28 +175,6 @@ class HyperLogLog:
         precision = int(slot.param("precision"))
         index, rank = hll_ranks(hash_values(values), precision)
         return _hll_blobs(index, rank, group_ids(starts, len(index)), len(starts), 1 << precision)
-
-    def build_onto(
-        self,
-        slot: SketchSlot,
-        stored: Sequence[bytes],
-        values: npt.NDArray[np.generic],
-        event_ts: Int64Array,
-        positions: Int64Array,
-        starts: Int64Array,
-    ) -> list[bytes]:
-        """One pass: the stored blobs' registers and every event's (register, rank), the
-        greatest rank kept per register (max commutes: ``merge(stored, build(...))``)."""
-        precision = int(slot.param("precision"))
-        index, rank = hll_ranks(hash_values(values), precision)
-        kept_index, kept_rank, kept_group = _register_pairs(stored, np.arange(len(stored), dtype=np.int64), precision)
-        return _hll_blobs(
-            np.concatenate([kept_index, index]),
-            np.concatenate([kept_rank, rank]),
-            np.concatenate([kept_group, group_ids(starts, len(index))]),
-            len(starts),
-            1 << precision,
-        )
 
     def merge(self, slot: SketchSlot, a: bytes, b: bytes) -> bytes:
         precision = int(slot.param("precision"))

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from engine.kernel.aggregate import SketchEvents
 from engine.kernel.batch_merge import (
     FlatTiles,
     decode_many,
@@ -31,7 +30,7 @@ from engine.kernel.batch_merge import (
 )
 from engine.kernel.blob_rows import BlobRows
 from engine.kernel.layout import PartialLayout
-from engine.kernel.sketches import empty_blobs, merge_blobs, merge_rows
+from engine.kernel.sketches import merge_blobs, merge_rows
 from engine.kernel.tile_retention import fold_expired, fold_plan
 
 
@@ -42,22 +41,14 @@ def merge_records(
     retention_ms: int,
     interval_ms: int,
     compact: bool,
-    events: SketchEvents | None = None,
 ) -> list[bytes]:
     """The records of entity codes ``0 .. len(records) - 1`` after merging ``new`` into
     the stored ``records`` (None: no record) and applying retention (``compact``: fold
     expired tiles, for a view with a lifetime window): byte for byte
-    ``encode_many(retain(merge_flat(decode_many(records), new)))``.
-
-    ``events``, when given, are the batch's events behind ``new`` (whose ``sketches``
-    are then not read): the blobs of a tile the batch shares with a stored record are
-    built straight onto the stored blob (:meth:`SketchEvents.build_onto`), the others
-    built alone; the same bytes as ``new`` carrying ``events.build()``."""
+    ``encode_many(retain(merge_flat(decode_many(records), new)))``."""
     n_slots = len(layout.sketch_slots)
     stored, stored_blobs = decode_rows(layout, records) if n_slots else (decode_many(layout, records), None)
     plan = merge_plan(stored, new) if n_slots else None
-    if events is not None and (stored_blobs is None or plan is None):
-        new = FlatTiles(new.codes, new.tiles, new.partials, new.max_event_ts, events.build() if n_slots else None)
     if stored_blobs is None or plan is None:
         if stored_blobs is not None:  # pairs beyond one int64's numbering: merge_flat sorts (rare)
             stored = FlatTiles(stored.codes, stored.tiles, stored.partials, stored.max_event_ts, stored_blobs.objects())
@@ -68,27 +59,16 @@ def merge_records(
     # The float64 partials take the usual path; only the blobs are handled here.
     core_layout = dataclasses.replace(layout, sketch_slots=())
     core = merge_flat(core_layout, stored, FlatTiles(new.codes, new.tiles, new.partials, new.max_event_ts), plan)
+    new_blobs = new.blobs(n_slots)
     n_stored, n_only = len(stored.codes), len(plan.only_b)
+    parts = [stored_blobs, BlobRows.of_objects(new_blobs[plan.only_b])]
     source = np.empty(plan.total, dtype=np.int64)  # output row -> row of the parts, concatenated
     source[plan.slot_a] = np.arange(n_stored)
-    if events is not None:
-        # Every group of the batch in one pass per slot (the kinds' cost is mostly per
-        # call): a group of a shared tile built onto its stored blob, the others alone.
-        onto = empty_blobs(len(new.codes), n_slots)
-        shared_rows = np.flatnonzero(plan.shared)
-        if len(plan.rows_a):
-            onto[shared_rows] = stored_blobs.objects(plan.rows_a)
-        parts = [stored_blobs, BlobRows.of_objects(events.build_onto(onto))]
-        source[plan.slot_b] = n_stored + plan.only_b
-        source[plan.slot_a[plan.rows_a]] = n_stored + shared_rows
-    else:
-        new_blobs = new.blobs(n_slots)
-        parts = [stored_blobs, BlobRows.of_objects(new_blobs[plan.only_b])]
-        source[plan.slot_b] = n_stored + np.arange(n_only)
-        if len(plan.rows_a):
-            shared = merge_blobs(layout.sketch_slots, stored_blobs.objects(plan.rows_a), new_blobs[plan.shared])
-            parts.append(BlobRows.of_objects(shared))
-            source[plan.slot_a[plan.rows_a]] = n_stored + n_only + np.arange(len(plan.rows_a))
+    source[plan.slot_b] = n_stored + np.arange(n_only)
+    if len(plan.rows_a):
+        shared = merge_blobs(layout.sketch_slots, stored_blobs.objects(plan.rows_a), new_blobs[plan.shared])
+        parts.append(BlobRows.of_objects(shared))
+        source[plan.slot_a[plan.rows_a]] = n_stored + n_only + np.arange(len(plan.rows_a))
     pool = BlobRows.concat(parts)
 
     expired = expired_rows(core, retention_ms, interval_ms)

@@ -16,9 +16,6 @@ A **kind** (:class:`SketchKind`) defines, for its slots:
 - ``merge_groups``: the merge of many blobs per group in one pass, the same bytes as
   ``merge`` applied pairwise in any order (the write path, retention folds and
   window evaluation use it; ``merge`` stays the reference);
-- ``build_onto``: the blob of each group merged with a stored blob in one pass, the
-  same bytes as ``merge(stored, build(group))`` (the write path's tiles a batch shares
-  with the stored record: no batch blob is written and read back);
 - ``evaluate``: the aggregation's value over a merged blob.
 
 ``b""`` is every kind's empty state and the identity of ``merge``: a record written
@@ -127,19 +124,6 @@ class SketchKind(Protocol):
         """Associative, commutative, deterministic; ``b""`` is the identity."""
         ...
 
-    def build_onto(
-        self,
-        slot: SketchSlot,
-        stored: Sequence[bytes],
-        values: npt.NDArray[np.generic],
-        event_ts: Int64Array,
-        positions: Int64Array,
-        starts: Int64Array,
-    ) -> list[bytes]:
-        """One blob per group (events as in ``build``): ``merge(stored[g], build(...)[g])``,
-        byte for byte (:func:`build_then_merge` is the reference)."""
-        ...
-
     def merge_groups(self, slot: SketchSlot, blobs: Sequence[bytes], groups: Int64Array, n_groups: int) -> list[bytes]:
         """One blob per group ``0 .. n_groups - 1``: the merge of the ``blobs[i]`` with
         ``groups[i] == g`` (any order), ``b""`` for a group without a non-empty blob."""
@@ -167,45 +151,6 @@ def empty_blobs(rows: int, n_slots: int) -> BlobArray:
     out = np.empty((rows, n_slots), dtype=object)
     out.fill(EMPTY_BLOB)
     return out
-
-
-def merge_pairs(slot: SketchSlot, left: list[bytes], right: list[bytes]) -> list[bytes]:
-    """``merge(left[i], right[i])`` of each pair of non-empty blobs: one ``merge`` per
-    pair up to the kind's ``pairwise_merges``, else one ``merge_groups`` over all (the
-    same bytes; which is cheaper depends on the count)."""
-    kind = slot.implementation
-    if len(left) <= kind.pairwise_merges:
-        return [kind.merge(slot, x, y) for x, y in zip(left, right, strict=True)]
-    pairs = len(left)
-    return kind.merge_groups(slot, left + right, np.tile(np.arange(pairs, dtype=np.int64), 2), pairs)
-
-
-def merge_columns(slot: SketchSlot, left: list[bytes], right: list[bytes]) -> list[bytes]:
-    """``merge(left[i], right[i])`` for every i: a pair with an empty side keeps the
-    other blob as it is, the others go through :func:`merge_pairs`."""
-    both = [i for i, (x, y) in enumerate(zip(left, right, strict=True)) if x and y]
-    column = [x or y for x, y in zip(left, right, strict=True)]
-    if both:
-        merged = merge_pairs(slot, [left[i] for i in both], [right[i] for i in both])
-        for i, blob in zip(both, merged, strict=True):
-            column[i] = blob
-    return column
-
-
-def build_then_merge(
-    kind: SketchKind,
-    slot: SketchSlot,
-    stored: Sequence[bytes],
-    values: npt.NDArray[np.generic],
-    event_ts: Int64Array,
-    positions: Int64Array,
-    starts: Int64Array,
-) -> list[bytes]:
-    """``build_onto`` as two steps (build every group's blob, merge it with the stored
-    one): the reference every kind's one-pass ``build_onto`` must match
-    (tests/kernel/test_kernel_build_onto.py), and the cheaper way when few groups
-    have a stored blob (``engine.kernel.sketches.build_sketches_onto``)."""
-    return merge_columns(slot, list(stored), kind.build(slot, values, event_ts, positions, starts))
 
 
 def group_ids(starts: Int64Array, n: int) -> Int64Array:

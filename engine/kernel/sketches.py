@@ -27,10 +27,7 @@ from engine.kernel.sketch_slot import (
     SketchKind,
     SketchSlot,
     UInt64Array,
-    build_then_merge,
     empty_blobs,
-    merge_columns,
-    merge_pairs,
 )
 from engine.kernel.value_hash import canonical_bytes, hash_bytes, hash_values
 
@@ -45,7 +42,6 @@ __all__ = [
     "SketchSlot",
     "UInt64Array",
     "build_sketches",
-    "build_sketches_onto",
     "canonical_bytes",
     "empty_blobs",
     "hash_bytes",
@@ -66,21 +62,6 @@ def build_sketches(
 ) -> BlobArray:
     """Blobs ``(groups, len(slots))`` of the groups ``starts`` over events taken in
     ``order`` (the permutation of :func:`engine.kernel.aggregate.group_order`)."""
-    return build_sketches_onto(slots, None, raw_values, order, starts, event_ts, positions)
-
-
-def build_sketches_onto(
-    slots: Sequence[SketchSlot],
-    stored: BlobArray | None,
-    raw_values: Mapping[str, npt.NDArray[np.generic]],
-    order: npt.NDArray[np.intp],
-    starts: Int64Array,
-    event_ts: Int64Array,
-    positions: Int64Array,
-) -> BlobArray:
-    """:func:`build_sketches` with each group's blobs merged into ``stored`` (same shape)
-    in one pass per slot (the kinds' ``build_onto``): the bytes of
-    ``merge_blobs(slots, stored, build_sketches(...))``; None: nothing stored."""
     out = empty_blobs(len(starts), len(slots))
     if not len(starts):
         return out
@@ -93,19 +74,7 @@ def build_sketches_onto(
                 f"'{slot.column}', got only {sorted(raw_values)}",
                 hint="routing carries raw values for every column a sketch slot reads",
             )
-        values = np.asarray(column)[order]
-        kind = slot.implementation
-        onto = [] if stored is None else stored[:, j].tolist()
-        n_stored = sum(map(bool, onto))
-        if not n_stored:
-            out[:, j] = kind.build(slot, values, ts, pos, starts)
-        elif n_stored <= kind.pairwise_merges or 2 * n_stored < len(starts):
-            # Few groups with a stored blob (a first batch, a compound key's new pairs): the
-            # one pass would read every group's events as entries, while the build keeps
-            # only what each group needs and the few merges are cheap.
-            out[:, j] = build_then_merge(kind, slot, onto, values, ts, pos, starts)
-        else:
-            out[:, j] = kind.build_onto(slot, onto, values, ts, pos, starts)
+        out[:, j] = slot.implementation.build(slot, np.asarray(column)[order], ts, pos, starts)
     return out
 
 
@@ -121,8 +90,26 @@ def merge_blobs(slots: Sequence[SketchSlot], a: BlobArray, b: BlobArray) -> Blob
     rows = a.shape[0]
     out = empty_blobs(rows, len(slots))
     for j, slot in enumerate(slots):
-        out[:, j] = _object_column(merge_columns(slot, a[:, j].tolist(), b[:, j].tolist()))
+        left, right = a[:, j].tolist(), b[:, j].tolist()
+        both = [i for i, (x, y) in enumerate(zip(left, right, strict=True)) if x and y]
+        column = [x or y for x, y in zip(left, right, strict=True)]  # one empty: the other as stored
+        if both:
+            merged = _merge_pairs(slot, [left[i] for i in both], [right[i] for i in both])
+            for i, blob in zip(both, merged, strict=True):
+                column[i] = blob
+        out[:, j] = _object_column(column)
     return out
+
+
+def _merge_pairs(slot: SketchSlot, left: list[bytes], right: list[bytes]) -> list[bytes]:
+    """``merge(left[i], right[i])`` of each pair of non-empty blobs: one ``merge`` per
+    pair up to the kind's ``pairwise_merges``, else one ``merge_groups`` over all (the
+    same bytes; which is cheaper depends on the count)."""
+    kind = slot.implementation
+    if len(left) <= kind.pairwise_merges:
+        return [kind.merge(slot, x, y) for x, y in zip(left, right, strict=True)]
+    pairs = len(left)
+    return kind.merge_groups(slot, left + right, np.tile(np.arange(pairs, dtype=np.int64), 2), pairs)
 
 
 def _object_column(blobs: list[bytes]) -> BlobArray:
@@ -136,7 +123,7 @@ def merge_rows(slots: Sequence[SketchSlot], blobs: BlobArray, groups: Int64Array
     """``(n_groups, len(slots))``: row g merges every row ``i`` of ``blobs`` with
     ``groups[i] == g`` (any order gives the same bytes). A group with one non-empty
     blob keeps it as stored; the others go to their kind in one call per slot (pairs
-    through :func:`~engine.kernel.sketch_slot.merge_pairs`)."""
+    through :func:`_merge_pairs`)."""
     if blobs.ndim != 2 or blobs.shape[1] != len(slots) or len(groups) != blobs.shape[0]:
         raise KernelInputError(
             f"merge_rows: expected blobs of shape ({len(groups)}, {len(slots)}), got {blobs.shape}",
@@ -156,7 +143,7 @@ def merge_rows(slots: Sequence[SketchSlot], blobs: BlobArray, groups: Int64Array
         if bool((per_group[groups[several]] == 2).all()):
             pairs = several[np.argsort(groups[several], kind="stable")].reshape(-1, 2)
             targets = groups[pairs[:, 0]]
-            merged = merge_pairs(
+            merged = _merge_pairs(
                 slot, [column[i] for i in pairs[:, 0].tolist()], [column[i] for i in pairs[:, 1].tolist()]
             )
         else:

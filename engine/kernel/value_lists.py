@@ -242,33 +242,8 @@ class ValueList:
         with array gathers, sorted by (group, event time, position, value bytes) in one
         lexsort, the first n per group (per distinct value first) kept, and the blobs
         written by :func:`_blobs`, the build's own writer."""
-        return self._select_groups(_Entries.of(blobs, groups), int(slot.param("n")), n_groups)
-
-    def build_onto(
-        self,
-        slot: SketchSlot,
-        stored: Sequence[bytes],
-        values: npt.NDArray[np.generic],
-        event_ts: Int64Array,
-        positions: Int64Array,
-        starts: Int64Array,
-    ) -> list[bytes]:
-        """One pass: the stored blobs' entries and one entry per event, selected as
-        :meth:`merge_groups` selects. The same bytes as ``merge(stored, build(...))``: an
-        event the build drops (beyond the group's n, or an older event of a value) has
-        n newer entries (of other values) in its group, or a newer one of its value, so
-        the selection drops it too."""
-        kept = _Entries.of(stored, np.arange(len(stored), dtype=np.int64))
-        entries = _Entries(
-            np.concatenate([kept.groups, group_ids(starts, len(values))]),
-            np.concatenate([kept.event_ts, np.asarray(event_ts, dtype=np.int64)]),
-            np.concatenate([kept.positions, np.asarray(positions, dtype=np.int64)]),
-            kept.values + value_bytes(values),
-        )
-        return self._select_groups(entries, int(slot.param("n")), len(starts))
-
-    def _select_groups(self, entries: _Entries, n: int, n_groups: int) -> list[bytes]:
-        """Every group's :meth:`select` of ``entries``, written by :func:`_blobs`."""
+        n = int(slot.param("n"))
+        entries = _Entries.of(blobs, groups)
         if not len(entries.groups):
             return [EMPTY_BLOB] * n_groups
         order = self._answer_order(entries)

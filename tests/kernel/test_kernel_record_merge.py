@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.kernel import aggregate_batch
-from engine.kernel.aggregate import SketchEvents, aggregate_sketches, sketch_events
+from engine.kernel.aggregate import aggregate_sketches
 from engine.kernel.batch_merge import NO_EVENT_TS, FlatTiles, decode_many, encode_many, merge_flat, retain
 from engine.kernel.exceptions import TileCodecError
 from engine.kernel.layout import AggregationSpec
@@ -40,18 +40,16 @@ SHORT = ViewSpec(
 )
 
 
-def _new_tiles(spec: ViewSpec, batch: dict[str, np.ndarray]) -> tuple[FlatTiles, SketchEvents]:
-    """The batch's tiles with their blobs built, and its grouped events (the one-pass path)."""
+def _new_tiles(spec: ViewSpec, batch: dict[str, np.ndarray]) -> FlatTiles:
     layout = spec.layout
     codes, ts, pos = batch["entity"], batch["e"], batch["pos"]
     tiles = ts // spec.interval_ms
     values = np.stack([batch["amount"], np.zeros(len(ts))], axis=1)
     codes_u, tiles_u, partials = aggregate_batch(layout, codes, tiles, ts, pos, values)
-    raw = {c: batch[c] for c in layout.sketch_columns}
-    blobs = aggregate_sketches(layout, codes, tiles, ts, pos, raw)
+    blobs = aggregate_sketches(layout, codes, tiles, ts, pos, {c: batch[c] for c in layout.sketch_columns})
     batch_max = np.full(ENTITIES, NO_EVENT_TS, dtype=np.int64)
     np.maximum.at(batch_max, codes, ts)
-    return FlatTiles(codes_u, tiles_u, partials, batch_max, blobs), sketch_events(layout, codes, tiles, ts, pos, raw)
+    return FlatTiles(codes_u, tiles_u, partials, batch_max, blobs)
 
 
 def _reference(spec: ViewSpec, records: list[bytes | None], new: FlatTiles, compact: bool) -> list[bytes]:
@@ -64,19 +62,14 @@ def _reference(spec: ViewSpec, records: list[bytes | None], new: FlatTiles, comp
 def _stream_both(spec: ViewSpec, batches: list[list[dict[str, Any]]], compact: bool, start: list[bytes | None]) -> None:
     ours: list[bytes | None] = list(start)
     theirs: list[bytes | None] = list(start)
-    one_pass: list[bytes | None] = list(start)
     pos = 0
     for batch in batches:
-        new, events = _new_tiles(spec, make_batch(batch, pos))
+        new = _new_tiles(spec, make_batch(batch, pos))
         pos += len(batch)
         got = merge_records(spec.layout, ours, new, spec.retention_ms, spec.interval_ms, compact)
         want = _reference(spec, theirs, new, compact)
         assert got == want
-        # Blobs built inside the merge (shared tiles straight onto the stored blob): the same bytes.
-        unbuilt = FlatTiles(new.codes, new.tiles, new.partials, new.max_event_ts)
-        built_onto = merge_records(spec.layout, one_pass, unbuilt, spec.retention_ms, spec.interval_ms, compact, events)
-        assert built_onto == want
-        ours, theirs, one_pass = list(got), list(want), list(built_onto)
+        ours, theirs = list(got), list(want)
 
 
 batches = st.lists(st.lists(event, min_size=0, max_size=12), min_size=1, max_size=6)
@@ -106,7 +99,7 @@ def test_merge_records_over_records_without_a_section(history: list[list[dict[st
 
 def test_merge_records_refuses_a_corrupt_record_like_decode_many() -> None:
     layout = SHORT.layout
-    new, _ = _new_tiles(SHORT, make_batch([{"entity": 0, "e": G, "amount": 1.0, "merchant": "m1"}], 0))
+    new = _new_tiles(SHORT, make_batch([{"entity": 0, "e": G, "amount": 1.0, "merchant": "m1"}], 0))
     good = merge_records(layout, [None, None], new, SHORT.retention_ms, G, True)
     corrupt = good[0][:-8]
     with pytest.raises(TileCodecError) as ours:
