@@ -189,13 +189,6 @@ class EpochClock:
     (at most one period, once). A partition that slipped far from the marks later (a
     long wait for the frontier) is not held long but closes each epoch ``window`` earlier
     than the last until it is on them again.
-
-    After a close the partition cannot read until the whole cluster has finished the
-    epoch, and Bytewax re-activates it at once meanwhile (the spin again, now as long as
-    the slowest worker takes to drain the epoch): the first wake-up after a close is
-    held for ``_HOLD_SHARE`` of the last close's measured wait (at most ``_HOLD_CAP``).
-    The measure is the time from the close to the next read, so a hold longer than the
-    wait shrinks at each close.
     """
 
     # Covers how late an activation comes after its wake-up time plus how long after it
@@ -203,30 +196,21 @@ class EpochClock:
     _MARGIN = timedelta(milliseconds=50)
     # The first epoch started while the partition was built, before this clock existed.
     _FIRST_MARGIN = timedelta(milliseconds=200)
-    _HOLD_SHARE = 0.75
-    _HOLD_CAP = timedelta(milliseconds=500)
 
     def __init__(self, alignment: EpochAlignment, started: datetime | None = None) -> None:
         self.alignment = alignment
         self._started = datetime.now(UTC) if started is None else started
         self._margin = self._FIRST_MARGIN
         self._hold_max = alignment.period
-        self._closed_at: datetime | None = None  # the last close, until the next read
-        self._close_wait = timedelta(0)  # the last close's wait for the frontier
 
     def wake(self, now: datetime, wanted: datetime | None) -> datetime | None:
         """The wake-up to give Bytewax after a read at ``now`` that wants ``wanted``
         (None: at once): the next mark when ``wanted`` would close the epoch just before it."""
         interval = self.alignment.epoch_interval
-        if self._closed_at is not None:  # the first read after a close
-            self._close_wait, self._closed_at = now - self._closed_at, None
         if now - self._started >= interval:
             self._started = now  # Bytewax closes the epoch in this activation
             self._margin = self._MARGIN
             self._hold_max = self.alignment.window + self._MARGIN
-            self._closed_at = now
-            held = now + min(self._close_wait * self._HOLD_SHARE, self._HOLD_CAP)
-            return held if wanted is None or wanted < held else wanted
         ends = self._started + interval
         mark = next_on_grid(ends - timedelta(microseconds=1), self.alignment.period)
         at = now if wanted is None else wanted
