@@ -279,11 +279,11 @@ def _run_dataflow(job: StreamJob, workers: int) -> None:
     """Run the Bytewax dataflow; an error of ours comes out as itself, not as Bytewax's chain."""
     from bytewax._bytewax import cli_main
 
-    from dataflows.stream import EPOCH_INTERVAL, build_flow
+    from dataflows.stream import build_flow, job_epoch_interval
 
     try:
         cli_main(  # type: ignore[no-untyped-call]
-            build_flow(job), workers_per_process=workers, epoch_interval=EPOCH_INTERVAL
+            build_flow(job), workers_per_process=workers, epoch_interval=job_epoch_interval(job)
         )
     except (KeyboardInterrupt, StreamfeatError):
         raise

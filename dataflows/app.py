@@ -3,8 +3,9 @@
 Configured like every other command (``streamfeat.yaml``, ``[tool.streamfeat]``,
 ``STREAMFEAT_*`` variables); the source to run is ``STREAMFEAT_RUN_SOURCE``
 (default ``transactions``). ``streamfeat run`` is the friendlier front door. Pass
-``-s 1`` (the epoch interval without recovery, ``dataflows.stream.EPOCH_INTERVAL``):
-Bytewax's 10 s default stalls the worker at every epoch close. With ``-w W`` set
+``-s 1`` (the epoch interval without recovery, ``dataflows.stream.EPOCH_INTERVAL``;
+``-s 0.96`` with several workers, ``epoch_interval`` below): Bytewax's 10 s default
+stalls the worker at every epoch close. With ``-w W`` set
 ``STREAMFEAT_RUN_WORKERS=W`` too: the shards form one group per worker, so with fewer
 groups than workers some workers own no shard.
 """
@@ -15,7 +16,7 @@ import os
 from pathlib import Path
 
 from dataflows.job import build_job
-from dataflows.stream import build_flow
+from dataflows.stream import build_flow, job_epoch_interval
 from engine.config import load_settings
 from engine.run_counts import publish_counts
 from engine.shutdown import stop_gracefully_on_sigint
@@ -43,3 +44,4 @@ if os.environ.get("STREAMFEAT_RUN_COUNTS_FILE"):
     # `streamfeat run --processes N` sums these files into its progress line and summary.
     publish_counts(Path(os.environ["STREAMFEAT_RUN_COUNTS_FILE"]), _job.source.topic)
 flow = build_flow(_job)
+epoch_interval = job_epoch_interval(_job)

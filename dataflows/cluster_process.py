@@ -29,15 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
     from bytewax._bytewax import cli_main
 
-    from dataflows.app import flow
-    from dataflows.stream import EPOCH_INTERVAL
+    from dataflows.app import epoch_interval, flow
 
     cli_main(  # type: ignore[no-untyped-call]
         flow,
         workers_per_process=args.workers,
         process_id=args.process_id,
         addresses=args.addresses.split(";"),
-        epoch_interval=EPOCH_INTERVAL,
+        epoch_interval=epoch_interval,
     )
     refused = refusal()
     return 0 if refused is None else refused.exit_code

@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import repeat
 from operator import is_not
@@ -148,6 +149,76 @@ def next_on_grid(now: datetime, step: timedelta) -> datetime:
     return _GRID_ORIGIN + ((now - _GRID_ORIGIN) // step + 1) * step
 
 
+@dataclass(frozen=True)
+class EpochAlignment:
+    """Keeps the Bytewax epoch closes of every worker of a cluster on the same instants.
+
+    Bytewax closes a source partition's epoch at its first activation at least the epoch
+    interval after its last close, and each partition of each worker keeps its own phase.
+    A partition that closed then waits for the cluster's frontier, and while it waits
+    Bytewax re-activates it at once (its last wake-up time is past): the worker spins.
+    Measured on a tailing 4-process cluster over an empty topic: spinning episodes of up
+    to 0.8 s after the closes, 0.6-0.8 CPU seconds per second in all (0.05 for one process).
+
+    With the epoch interval set to ``period - window``, each partition follows its epoch
+    (:class:`EpochClock`) and holds the wake-ups that would close the epoch early until
+    the next whole ``period`` since the Unix epoch: every partition of the cluster then
+    closes on the same marks, and the others wait for it only as long as the frontier
+    takes to pass, not for the gap between their phases.
+    """
+
+    period: timedelta
+    window: timedelta
+
+    @property
+    def epoch_interval(self) -> timedelta:
+        """The Bytewax epoch interval that makes the closes land on the ``period`` marks."""
+        return self.period - self.window
+
+    def clock(self, started: datetime | None = None) -> EpochClock:
+        return EpochClock(self, started)
+
+
+class EpochClock:
+    """One source partition's estimate of its Bytewax epoch (:class:`EpochAlignment`).
+
+    Bytewax starts the first epoch while it builds the partition (about now) and closes
+    it in the first activation (``next_batch`` then ``next_awake``) at least the interval
+    after the last close. A wake-up that would close the epoch shortly before the next
+    mark is held to the mark; the first epoch is held to a mark however long that takes
+    (at most one period, once). A partition that slipped far from the marks later (a
+    long wait for the frontier) is not held long but closes each epoch ``window`` earlier
+    than the last until it is on them again.
+    """
+
+    # Covers how late an activation comes after its wake-up time plus how long after it
+    # next_awake runs (Bytewax reads its clock at the start of the activation).
+    _MARGIN = timedelta(milliseconds=50)
+    # The first epoch started while the partition was built, before this clock existed.
+    _FIRST_MARGIN = timedelta(milliseconds=200)
+
+    def __init__(self, alignment: EpochAlignment, started: datetime | None = None) -> None:
+        self.alignment = alignment
+        self._started = datetime.now(UTC) if started is None else started
+        self._margin = self._FIRST_MARGIN
+        self._hold_max = alignment.period
+
+    def wake(self, now: datetime, wanted: datetime | None) -> datetime | None:
+        """The wake-up to give Bytewax after a read at ``now`` that wants ``wanted``
+        (None: at once): the next mark when ``wanted`` would close the epoch just before it."""
+        interval = self.alignment.epoch_interval
+        if now - self._started >= interval:
+            self._started = now  # Bytewax closes the epoch in this activation
+            self._margin = self._MARGIN
+            self._hold_max = self.alignment.window + self._MARGIN
+        ends = self._started + interval
+        mark = next_on_grid(ends - timedelta(microseconds=1), self.alignment.period)
+        at = now if wanted is None else wanted
+        if ends - self._margin <= at < mark and mark - at <= self._hold_max:
+            return mark
+        return wanted
+
+
 class KafkaBatchSource(FixedPartitionedSource[RawBatch, None]):
     """One Bytewax part per partition of ``topic``; each item is a ``RawBatch``.
 
@@ -169,6 +240,7 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, None]):
         tail: bool = True,
         consumer_config: Mapping[str, object] | None = None,
         metadata_timeout_s: float = 10.0,
+        alignment: EpochAlignment | None = None,
     ) -> None:
         resume = dict(resume or {})
         for partition, offset in resume.items():
@@ -211,6 +283,7 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, None]):
         self.tail = tail
         self.consumer_config = dict(consumer_config or {})
         self.metadata_timeout_s = metadata_timeout_s
+        self.alignment = alignment
 
     def list_parts(self) -> list[str]:
         return [str(p) for p in list_topic_partitions(self.bootstrap, self.topic, self.metadata_timeout_s)]
@@ -232,6 +305,7 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, None]):
             linger_s=self.linger_s,
             tail=self.tail,
             metadata_timeout_s=self.metadata_timeout_s,
+            alignment=self.alignment,
         )
 
 
@@ -251,8 +325,10 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, None]):
         linger_s: float,
         tail: bool,
         metadata_timeout_s: float,
+        alignment: EpochAlignment | None = None,
     ) -> None:
         self.topic = topic
+        self._epoch = None if alignment is None else alignment.clock()
         self.partition = partition
         self._batch_size = batch_size
         self._idle_wait = timedelta(seconds=idle_wait_s)
@@ -368,7 +444,11 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, None]):
                 self._log_transient(err)
 
     def next_awake(self) -> datetime | None:
-        return None if self._wait is None else next_on_grid(datetime.now(UTC), self._wait)
+        if self._wait is None and self._epoch is None:
+            return None
+        now = datetime.now(UTC)
+        wanted = None if self._wait is None else next_on_grid(now, self._wait)
+        return wanted if self._epoch is None else self._epoch.wake(now, wanted)
 
     def snapshot(self) -> None:
         # Resume points come from the offsets stored with the state, not Bytewax recovery.
