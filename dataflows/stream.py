@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -64,6 +65,9 @@ EPOCH_INTERVAL = timedelta(seconds=1)
 # In a cluster the epochs close on whole seconds of the wall clock: engine/io/kafka_source.py
 # EpochAlignment (40 ms covers the usual spread of the workers' activations of one close).
 CLUSTER_EPOCHS = EpochAlignment(period=EPOCH_INTERVAL, window=timedelta(milliseconds=40))
+# The worker time a tick may spend sweeping quiet entities (engine/retention.py): the
+# sweep runs on the worker thread, so every event waits while it runs.
+SWEEP_BUDGET = timedelta(milliseconds=10)
 # The tick partition's wake-ups with aligned epochs: the idle Kafka partitions' longest wait.
 TICK_ALIGNED_WAKE = timedelta(milliseconds=40)
 
@@ -178,6 +182,7 @@ class _ShardGroupPartition(StatefulSinkPartition[ShardGroupBatch | SettingsAgree
         self.store = store
         # Batches wait here until every process's settings agree (dataflows/cluster_check.py).
         self.held: list[ShardGroupBatch] | None = []
+        self._next_sweep = 0  # the shard whose sweep goes first at the next tick
 
     def write_batch(self, values: list[ShardGroupBatch | SettingsAgree | None]) -> None:
         if self.held is not None:  # the cluster's settings are not yet known to agree
@@ -194,11 +199,20 @@ class _ShardGroupPartition(StatefulSinkPartition[ShardGroupBatch | SettingsAgree
             apply_shards([(self.shards[shard].applier, batches) for shard, batches in per_shard.items()])
             for shard in per_shard:
                 self.shards[shard].observer.observe()
-        elif not any(isinstance(v, SettingsAgree) for v in values):
-            # a tick: roll the Parquet log on time, expire a slice of quiet entities
+        if any(v is None for v in values):
+            # a tick (alone or beside batches): roll the Parquet log on time, and expire a
+            # slice of quiet entities within SWEEP_BUDGET, the shards taking turns first
             for owned in self.shards.values():
                 owned.applier.maybe_publish_log()
-                owned.sweeper.step()
+            self._sweep(time.perf_counter() + SWEEP_BUDGET.total_seconds())
+
+    def _sweep(self, deadline: float) -> None:
+        owned = list(self.shards.values())
+        for i in range(len(owned)):
+            owned[(self._next_sweep + i) % len(owned)].sweeper.step(deadline)
+            if time.perf_counter() >= deadline:
+                self._next_sweep = (self._next_sweep + i + 1) % len(owned)
+                return
 
     def snapshot(self) -> None:
         return None

@@ -2,19 +2,22 @@
 
 The write path trims an entity's old tiles whenever a new event for it arrives. An
 entity that never sees another event would keep its record forever, so each shard
-also sweeps its records in small slices (on the dataflow's idle ticks): a record whose
+also sweeps its records in small slices (on the dataflow's ticks, once a second): a record whose
 newest tile ended more than the view's retention before the newest event time the
 view has seen (docs/semantics.md section 7) is deleted; a record with some expired
 tiles is trimmed. No value the watermark still allows can need what is removed.
 A view with a lifetime window never loses a record: its expired tiles are folded
 into one compacted partial per entity (the same fold as the write path's).
 
-Sweeping is incremental (a cursor per view, at most ``limit`` records per call) so
-it never stalls ingestion.
+Sweeping is incremental (a cursor per view, at most ``limit`` records per call, and
+a call stops at its ``deadline``) so it never stalls ingestion: folding a lifetime
+view's record costs about half a millisecond, so 2,000 of them in one call stalled the
+worker for a second per shard.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,9 +59,12 @@ def sweep_view(
     compact_into: PartialLayout | None = None,
     start_after: bytes | None = None,
     limit: int = 2_000,
+    deadline: float | None = None,
 ) -> SweepResult:
-    """Delete or trim up to ``limit`` records of one view past ``start_after``; with
-    ``compact_into`` (a view with a lifetime window) fold expired tiles instead."""
+    """Delete or trim up to ``limit`` records of one view past ``start_after``, stopping
+    early once ``time.perf_counter()`` passes ``deadline`` (after at least one record, so
+    every call makes progress); with ``compact_into`` (a view with a lifetime window) fold
+    expired tiles instead."""
     newest = view_newest_ts(partition, fingerprint)
     if newest == NO_EVENT_TS:
         return SweepResult(0, 0, 0, None)
@@ -70,7 +76,7 @@ def sweep_view(
     for key, value in partition.scan_prefix(prefix, from_key=start_after):
         if key == start_after:
             continue
-        if examined >= limit:
+        if examined >= limit or (deadline is not None and examined and time.perf_counter() >= deadline):
             next_key = start_after
             break
         examined += 1
@@ -129,7 +135,9 @@ class RetentionSweeper:
         self.deleted = 0
         self.trimmed = 0
 
-    def step(self) -> SweepResult | None:
+    def step(self, deadline: float | None = None) -> SweepResult | None:
+        """Sweep the next slice of the view whose turn it is; stop at ``deadline``
+        (a ``time.perf_counter()`` value), if given."""
         if not self.views:
             return None
         fingerprint, retention_ms, interval_ms, compact_into = self.views[self._turn % len(self.views)]
@@ -141,6 +149,7 @@ class RetentionSweeper:
             compact_into=compact_into,
             start_after=self._cursors.get(fingerprint),
             limit=self.limit,
+            deadline=deadline,
         )
         self._cursors[fingerprint] = result.next_key
         if result.next_key is None:

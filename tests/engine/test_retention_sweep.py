@@ -98,3 +98,35 @@ def test_sweep_folds_a_lifetime_view_into_one_exact_compacted_partial(tmp_path: 
             assert max_ts == max(times)
         # Once compacted, a sweep has nothing to rewrite.
         assert sweep_view(part, FP, RETENTION, G, compact_into=layout).trimmed == 0
+
+
+def test_a_sweep_past_its_deadline_stops_after_one_record_and_ends_as_an_unbounded_one(tmp_path: Path) -> None:
+    """The dataflow gives each tick's sweep a time budget: a call whose deadline has passed
+    still makes progress (one record), and slices cut by the deadline leave the same records
+    as one call without it."""
+    layout = PartialLayout(("amount",), tracks_first_event=True)
+    histories = {f"e{i:02d}".encode(): [i * G, (i + 1) * G + 7, 40 * G + i] for i in range(12)}
+    contents = []
+    for bounded in (False, True):
+        with RocksDBStore(tmp_path / str(bounded), 1) as store:
+            part = store.partition(0)
+            txn = part.begin()
+            for key, times in histories.items():
+                txn.put(tile_key(FP, key), _record(layout, times))
+            txn.put(meta_key(FP), encode_meta(100 * G, 0))
+            txn.commit()
+            cursor: bytes | None = None
+            calls = 0
+            while True:
+                result = sweep_view(
+                    part, FP, RETENTION, G, compact_into=layout, start_after=cursor, deadline=0.0 if bounded else None
+                )
+                calls += 1
+                assert result.examined == (1 if bounded else len(histories)), result
+                cursor = result.next_key
+                if cursor is None:
+                    break
+            assert calls == (len(histories) if bounded else 1)
+            contents.append(dict(part.iter_view(FP)))
+    assert contents[0] == contents[1] and len(contents[0]) == len(histories)
+    assert all(len(decode_tiles(v)[0]) == 1 for v in contents[0].values())  # all folded
