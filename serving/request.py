@@ -7,6 +7,7 @@ expected and the received value, so a 422 tells the caller exactly what to fix.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from engine.json_types import json_kind
 from engine.state.keys import ENTITY_KEY_SEPARATOR
 from engine.state.offsets import INT64_MAX, INT64_MIN
 from engine.timefmt import iso_epoch_ms, iso_utc
+from engine.wording import counted
 from serving.duplicate_keys import check_duplicate_keys
 from serving.exceptions import InvalidRequest, MalformedRequest, PayloadTooLarge, short_repr
 from serving.registry import CompiledService
@@ -327,21 +329,23 @@ def build_request(
     )
     lengths = {f"{sections[0]}.{name}": len(v) for name, v in ent.items()}
     lengths.update((f"{sections[1]}.{name}", len(v)) for name, v in req.items())
-    n_rows = next(iter(lengths.values()))
+    # The length most lists have (the first list's on a tie) is the row count; the first
+    # list of another length is the one named.
+    n_rows = Counter(lengths.values()).most_common(1)[0][0]
+    if len(set(lengths.values())) > 1:
+        first_off = next(name for name, n in lengths.items() if n != n_rows)
+        shown = ", ".join(f"{name} {n}" for name, n in lengths.items())
+        raise InvalidRequest(
+            f"field {first_off!r}: expected {counted(n_rows, 'value')} (one per entity row, as most lists "
+            f"have), got {lengths[first_off]}; list lengths: {shown}",
+            hint="row i of the request is the i-th value of every list",
+            field=first_off,
+        )
     if n_rows == 0:
         raise InvalidRequest(
             f"field '{sections[0]}': expected at least one entity, got empty lists",
             hint="send one value per entity row in every list",
             field=sections[0],
-        )
-    if len(set(lengths.values())) > 1:
-        first_off = next(name for name, n in lengths.items() if n != n_rows)
-        shown = ", ".join(f"{name} {n}" for name, n in lengths.items())
-        raise InvalidRequest(
-            f"field {first_off!r}: expected {n_rows} values (one per entity row, as many as the first list), "
-            f"got {lengths[first_off]}; list lengths: {shown}",
-            hint="row i of the request is the i-th value of every list",
-            field=first_off,
         )
     if include_metadata is not None and not isinstance(include_metadata, bool):
         raise InvalidRequest(

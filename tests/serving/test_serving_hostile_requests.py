@@ -382,7 +382,7 @@ def test_push_refuses_a_field_it_does_not_take(push_client: ASGIClient) -> None:
             {"entities": {"user_id": ["u1", "u2"], "merchant_id": ["m1", "m2"]}, "request_data": {"amount": [1.0]}},
             422,
             "request_data.amount",
-            "field 'request_data.amount': expected 2 values (one per entity row, as many as the first list), "
+            "field 'request_data.amount': expected 2 values (one per entity row, as most lists have), "
             "got 1; list lengths: entities.user_id 2, entities.merchant_id 2, request_data.amount 1",
             "row i of the request is the i-th value of every list",
         ),

@@ -56,7 +56,10 @@ def test_unknown_service_is_404_with_suggestion(client: ASGIClient) -> None:
             {"entities": {"user_id": ["u1"], "merchant_id": ["m"]}, "request_data": {"amount": ["x"]}},
             "request_data.amount[0]",
         ),
-        ({"entities": {"user_id": ["u1", "u2"], "merchant_id": ["m"]}, "request_data": {"amount": [1.0]}}, "entities"),
+        (
+            {"entities": {"user_id": ["u1", "u2"], "merchant_id": ["m"]}, "request_data": {"amount": [1.0]}},
+            "entities.user_id",
+        ),
         ({"entities": {"user_id": [], "merchant_id": []}, "request_data": {"amount": []}}, "entities"),
         ({**GOOD, "as_of": "2026-01-01T00:00:00"}, "as_of"),
         ({**GOOD, "as_of": True}, "as_of"),
