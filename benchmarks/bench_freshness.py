@@ -6,7 +6,12 @@ every PROBE_EVERY_S a purchase for a fresh probe user is produced and the API is
 on a keep-alive connection until that user's 15-minute count is 1. The lag is the time
 from handing the probe to the producer to the first answer that shows it.
 
-    .venv/bin/python -m benchmarks.bench_freshness [smoke|full]
+    .venv/bin/python -m benchmarks.bench_freshness [smoke|small|full] [--with-history]
+
+``--with-history`` first produces and applies one day of generated transactions (the last
+one now), so the state holds entities whose tiles expire during the run, as a dataflow
+that has run longer than its views' retention does (its retention sweep and folds then
+have work to do; from empty state they have none).
 """
 
 from __future__ import annotations
@@ -169,7 +174,7 @@ def _measure_rate(servers: str, topic: str, port: int, rate: int, probes: int) -
     }
 
 
-def run(size: str) -> dict[str, Any]:
+def run(size: str, *, with_history: bool = False) -> dict[str, Any]:
     check_size("bench_freshness", SIZES, size)
     cfg = SIZES[size]
     work = Path(tempfile.mkdtemp(prefix="bench_freshness_"))
@@ -180,6 +185,10 @@ def run(size: str) -> dict[str, Any]:
         repo = copy_repo(work, topic)
         data = work / "data"
         streamfeat_cli("apply", "--repo", str(repo), "--data-dir", str(data), "--shards", "8", timeout=300)
+        if with_history:
+            streamfeat_cli("generate", "--topic", topic, "--bootstrap", servers, timeout=600)
+            args = ("run", "--repo", str(repo), "--data-dir", str(data), "--bootstrap", servers, "--until-caught-up")
+            streamfeat_cli(*args, timeout=1800)
         port = free_port()
         flow = [PY, "-m", "cli", "run", "--repo", str(repo), "--data-dir", str(data), "--bootstrap", servers]
         serve = [PY, "-m", "cli", "serve", "--repo", str(repo), "--port", str(port)]
@@ -198,6 +207,7 @@ def run(size: str) -> dict[str, Any]:
     return {
         "benchmark": "freshness",
         "size": size,
+        "with_history": with_history,
         "probe_every_s": PROBE_EVERY_S,
         "rates": results,
         "targets": {"p99_ms_at_10k": TARGET_P99_MS_AT_10K},
@@ -206,4 +216,9 @@ def run(size: str) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(orjson.dumps(run(sys.argv[1] if len(sys.argv) > 1 else "smoke"), option=orjson.OPT_INDENT_2).decode())
+    flags = [a for a in sys.argv[1:] if a.startswith("--")]
+    sizes = [a for a in sys.argv[1:] if not a.startswith("--")]
+    if set(flags) - {"--with-history"}:
+        sys.exit(f"bench_freshness: unknown flag {sorted(set(flags) - {'--with-history'})}; expected [--with-history]")
+    result = run(sizes[0] if sizes else "smoke", with_history="--with-history" in flags)
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
