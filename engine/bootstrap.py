@@ -13,16 +13,18 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost")
 @dataclass(frozen=True)
 class BrokerEntry:
     """One broker of a bootstrap list: ``entry`` as written, its ``host`` and its ``port``
-    text ("" when the entry names none)."""
+    text (None when the entry names no port; "" for ``host:``)."""
 
     entry: str
     host: str
-    port: str
+    port: str | None
 
     @property
     def local_port(self) -> int | None:
         """The port of a 127.0.0.1/localhost entry with a numeric port, else None."""
-        return int(self.port) if self.host in LOCAL_HOSTS and self.port.isdigit() else None
+        if self.host in LOCAL_HOSTS and self.port is not None and self.port.isdigit():
+            return int(self.port)
+        return None
 
 
 def broker_entries(bootstrap: str) -> list[BrokerEntry]:
@@ -32,7 +34,7 @@ def broker_entries(bootstrap: str) -> list[BrokerEntry]:
         entry = raw.strip()
         address = entry.split("://", 1)[-1]
         host, colon, port = address.rpartition(":") if not address.endswith("]") else (address, "", "")
-        out.append(BrokerEntry(entry, host, port) if colon else BrokerEntry(entry, address, ""))
+        out.append(BrokerEntry(entry, host, port) if colon else BrokerEntry(entry, address, None))
     return out
 
 

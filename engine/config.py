@@ -163,7 +163,7 @@ def _bootstrap_problems(bootstrap: str) -> list[str]:
             problems.append(
                 f"kafka_bootstrap: expected host:port for every broker, got {bootstrap!r}; e.g. 127.0.0.1:9092"
             )
-        elif e.entry.endswith(":") or (e.port and not (e.port.isdigit() and 1 <= int(e.port) <= 65535)):
+        elif e.port is not None and not (e.port.isdigit() and 1 <= int(e.port) <= 65535):
             problems.append(
                 f"kafka_bootstrap: broker {e.entry!r} has port {e.port!r}, expected 1 to 65535; e.g. {e.host}:9092"
             )

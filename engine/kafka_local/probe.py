@@ -25,8 +25,9 @@ def port_open(port: int, timeout_s: float = 0.5) -> bool:
 def metadata_answers(bootstrap: str, timeout_s: float = 3.0) -> bool:
     """True when a Kafka broker at ``bootstrap`` answers a metadata request."""
     # A plain TCP check first: librdkafka would log every refused connection to stderr.
-    local = broker_entries(bootstrap)
-    if all(e.local_port is not None for e in local) and not any(port_open(e.local_port or 0) for e in local):
+    entries = broker_entries(bootstrap)
+    local_ports = [port for e in entries if (port := e.local_port) is not None]
+    if len(local_ports) == len(entries) and not any(map(port_open, local_ports)):
         return False
     admin = AdminClient(quiet_client_settings(bootstrap, {"socket.timeout.ms": 2000}))
     try:

@@ -13,11 +13,11 @@ from engine.config import _bootstrap_problems
     ("bootstrap", "entries"),
     [
         ("127.0.0.1:9092", [BrokerEntry("127.0.0.1:9092", "127.0.0.1", "9092")]),
-        (" a:1 ,b", [BrokerEntry("a:1", "a", "1"), BrokerEntry("b", "b", "")]),
+        (" a:1 ,b", [BrokerEntry("a:1", "a", "1"), BrokerEntry("b", "b", None)]),
         ("PLAINTEXT://localhost:19092", [BrokerEntry("PLAINTEXT://localhost:19092", "localhost", "19092")]),
-        ("[::1]:9092,[::1]", [BrokerEntry("[::1]:9092", "[::1]", "9092"), BrokerEntry("[::1]", "[::1]", "")]),
+        ("[::1]:9092,[::1]", [BrokerEntry("[::1]:9092", "[::1]", "9092"), BrokerEntry("[::1]", "[::1]", None)]),
         ("host:", [BrokerEntry("host:", "host", "")]),
-        ("", [BrokerEntry("", "", "")]),
+        ("", [BrokerEntry("", "", None)]),
     ],
 )
 def test_entries_keep_their_text_host_and_port(bootstrap: str, entries: list[BrokerEntry]) -> None:
