@@ -10,7 +10,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
@@ -301,6 +301,25 @@ def read_columns(
     return out
 
 
+# Any: the request's columns as read_columns returned them; only their lengths are read
+def _refuse_unequal_lengths(
+    sections: tuple[str, str], ent: dict[str, list[Any]], req: dict[str, list[Any]]
+) -> NoReturn:
+    """Name the first list whose length differs from the one most lists have (the first
+    list's on a tie), with every list's length."""
+    lengths = {f"{sections[0]}.{name}": len(v) for name, v in ent.items()}
+    lengths.update((f"{sections[1]}.{name}", len(v)) for name, v in req.items())
+    n_rows = Counter(lengths.values()).most_common(1)[0][0]
+    first_off = next(name for name, n in lengths.items() if n != n_rows)
+    shown = ", ".join(f"{name} {n}" for name, n in lengths.items())
+    raise InvalidRequest(
+        f"field {first_off!r}: expected {counted(n_rows, 'value')} (one per entity row, as most lists "
+        f"have), got {lengths[first_off]}; list lengths: {shown}",
+        hint="row i of the request is the i-th value of every list",
+        field=first_off,
+    )
+
+
 def build_request(
     service: CompiledService,
     entities: object,
@@ -327,20 +346,10 @@ def build_request(
         entity=False,
         max_rows=max_entities,
     )
-    lengths = {f"{sections[0]}.{name}": len(v) for name, v in ent.items()}
-    lengths.update((f"{sections[1]}.{name}", len(v)) for name, v in req.items())
-    # The length most lists have (the first list's on a tie) is the row count; the first
-    # list of another length is the one named.
-    n_rows = Counter(lengths.values()).most_common(1)[0][0]
-    if len(set(lengths.values())) > 1:
-        first_off = next(name for name, n in lengths.items() if n != n_rows)
-        shown = ", ".join(f"{name} {n}" for name, n in lengths.items())
-        raise InvalidRequest(
-            f"field {first_off!r}: expected {counted(n_rows, 'value')} (one per entity row, as most lists "
-            f"have), got {lengths[first_off]}; list lengths: {shown}",
-            hint="row i of the request is the i-th value of every list",
-            field=first_off,
-        )
+    columns = (*ent.values(), *req.values())
+    n_rows = len(columns[0])
+    if any(len(v) != n_rows for v in columns):
+        _refuse_unequal_lengths(sections, ent, req)
     if n_rows == 0:
         raise InvalidRequest(
             f"field '{sections[0]}': expected at least one entity, got empty lists",
