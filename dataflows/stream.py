@@ -93,9 +93,9 @@ class StreamJob:
     workers: int = 1  # worker threads per process: the shards form processes x workers groups
 
     @property
-    def aligned_epochs(self) -> bool:
-        """Several workers: their epochs close together (:data:`CLUSTER_EPOCHS`)."""
-        return self.processes * self.workers > 1
+    def epoch_alignment(self) -> EpochAlignment | None:
+        """Several workers: their epochs close together (:data:`CLUSTER_EPOCHS`); one: None."""
+        return CLUSTER_EPOCHS if self.processes * self.workers > 1 else None
 
     @property
     def shard_groups(self) -> int:
@@ -106,7 +106,7 @@ class StreamJob:
 
 def job_epoch_interval(job: StreamJob) -> timedelta:
     """The Bytewax epoch interval to run ``job`` with."""
-    return CLUSTER_EPOCHS.epoch_interval if job.aligned_epochs else EPOCH_INTERVAL
+    return EPOCH_INTERVAL if job.epoch_alignment is None else job.epoch_alignment.epoch_interval
 
 
 def select_views(repo: FeatureRepo, source_name: str) -> tuple[EventSource, tuple[StreamFeatureView, ...]]:
@@ -367,7 +367,7 @@ def build_flow(job: StreamJob, flow_id: str = "streamfeat") -> Dataflow:
             resume={p: r.next_offset for p, r in resume.items()},
             batch_size=job.batch_size,
             tail=job.tail,
-            alignment=CLUSTER_EPOCHS if job.aligned_epochs else None,
+            alignment=job.epoch_alignment,
         ),
     )
     decoded = op.map("decode", raw, _DecodeStep(job, watermarks, already_sent))
@@ -375,7 +375,7 @@ def build_flow(job: StreamJob, flow_id: str = "streamfeat") -> Dataflow:
     # A Bytewax stream: Bytewax publishes no type information.
     routed: Any = op.flat_map("route", decoded, lambda batch: by_group(route(batch, views, shards), groups))
     if job.tail:
-        ticks = op.input("ticks", flow, TickSource(CLUSTER_EPOCHS if job.aligned_epochs else None))
+        ticks = op.input("ticks", flow, TickSource(job.epoch_alignment))
         tick_items = op.flat_map("tick_per_group", ticks, lambda _: [(group_key(g), None) for g in range(groups)])
         routed = op.merge("with_ticks", routed, tick_items)
     # Every process contributes its settings; one worker compares them and tells every

@@ -81,8 +81,7 @@ def validate_spine(
         raise SpineValidationError(
             f"Spine: expected columns {', '.join(parts)}, missing; it has {_names(spine.columns)}.",
             columns=[*missing, *missing_req],
-            hint=(fix + "; or a" if fix else "A")
-            + "dd the columns (request data columns are named like the RequestSource schema fields).",
+            hint=f"{fix}; or add the columns {_NAMED_LIKE}" if fix else f"Add the columns {_NAMED_LIKE}",
         )
     null_cols = [c for c in required if spine.get_column(c).null_count() > 0]
     if null_cols:
@@ -154,6 +153,9 @@ def _check_key_type(spine: pl.DataFrame, column: str, kind: str) -> None:
             hint=f"Cast the column, e.g. pl.col('{column}').cast(pl.{'String' if kind == 'string' else 'Int64'}); "
             "ids are compared as they are, never converted.",
         )
+
+
+_NAMED_LIKE = "(request data columns are named like the RequestSource schema fields)."
 
 
 def _names(columns: Sequence[str]) -> str:
