@@ -301,10 +301,11 @@ def read_columns(
     return out
 
 
-# Any: the request's columns as read_columns returned them; only their lengths are read
-def _refuse_unequal_lengths(
-    sections: tuple[str, str], ent: dict[str, list[Any]], req: dict[str, list[Any]]
-) -> NoReturn:
+# Any: the request's columns as read_columns returned them; only their lengths are read here
+_Columns = dict[str, list[Any]]
+
+
+def _refuse_unequal_lengths(sections: tuple[str, str], ent: _Columns, req: _Columns) -> NoReturn:
     """Name the first list whose length differs from the one most lists have (the first
     list's on a tie), with every list's length."""
     lengths = {f"{sections[0]}.{name}": len(v) for name, v in ent.items()}
