@@ -71,6 +71,16 @@ def slices(data: bytes, begins: Int64Array, ends: Int64Array) -> list[bytes]:
     return [data[a:b] for a, b in zip(begins.tolist(), ends.tolist(), strict=True)]
 
 
+def group_bounds(groups: Int64Array, n_groups: int) -> Int64Array:
+    """``np.searchsorted(groups, np.arange(n_groups + 1))`` of sorted non-negative group
+    ids: where each group's rows begin (and the last ends), from one count per group
+    instead of a binary search per group."""
+    counts = np.bincount(groups, minlength=n_groups)[:n_groups]
+    bounds: Int64Array = np.zeros(n_groups + 1, dtype=np.int64)
+    np.cumsum(counts, out=bounds[1:])
+    return bounds
+
+
 def first_of_runs(*keys: Int64Array) -> npt.NDArray[np.bool_]:
     """For rows sorted by ``keys``: True where a row starts a new run of equal keys."""
     n = len(keys[0])

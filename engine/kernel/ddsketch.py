@@ -26,7 +26,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from engine.kernel.blob_buffers import JoinedBlobs, first_of_runs, lex_order, scatter, slices
+from engine.kernel.blob_buffers import JoinedBlobs, first_of_runs, group_bounds, lex_order, scatter, slices
 from engine.kernel.exceptions import TileCodecError
 from engine.kernel.sketch_slot import EMPTY_BLOB, Int64Array, Params, SketchSlot, group_ids
 
@@ -254,11 +254,9 @@ def _dd_blobs(g: Int64Array, s: Int64Array, k: Int64Array, counts: Int64Array, n
     array scatters and sliced once; a store spanning more than MAX_BUCKETS keys takes
     the folding path (:func:`dd_encode`).
     """
-    ranked = g * 3 + (s + 1)
-    group_end = np.searchsorted(g, np.arange(1, n_groups + 1))
-    neg_end = np.searchsorted(ranked, np.arange(n_groups) * 3 + 1)
-    zero_end = np.searchsorted(ranked, np.arange(n_groups) * 3 + 2)
-    group_begin = group_end - np.diff(group_end, prepend=0)
+    # Each group's negative runs, zero run and positive runs, as three sub-groups.
+    bounds = group_bounds(g * 3 + (s + 1), 3 * n_groups)
+    group_begin, neg_end, zero_end, group_end = bounds[:-1:3], bounds[1::3], bounds[2::3], bounds[3::3]
     n_neg, n_pos = neg_end - group_begin, group_end - zero_end
     zero = np.zeros(n_groups, dtype=np.uint64)
     has_zero = zero_end > neg_end

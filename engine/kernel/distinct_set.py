@@ -16,7 +16,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from engine.kernel.blob_buffers import first_of_runs, slices
+from engine.kernel.blob_buffers import first_of_runs, group_bounds, slices
 from engine.kernel.exceptions import TileCodecError
 from engine.kernel.sketch_slot import Int64Array, Params, SketchSlot, UInt64Array, group_ids
 from engine.kernel.value_hash import hash_values
@@ -96,16 +96,37 @@ class DistinctSet:
 def _sets_of(hashes: UInt64Array, groups: Int64Array, n_groups: int, bound: int) -> list[bytes]:
     """The canonical blob of each group's distinct ``hashes`` (in any order); ``b""``
     for a group without hashes."""
-    order = np.lexsort((hashes, groups))
-    h, g = hashes[order], groups[order]
+    h, g = _by_group_and_hash(hashes, groups)
     keep = first_of_runs(h.view(np.int64), g)
     h, g = h[keep], g[keep]
-    bounds = np.searchsorted(g, np.arange(n_groups + 1))
+    bounds = group_bounds(g, n_groups)
     begins, ends = bounds[:-1], bounds[1:]
     out = slices(h.astype("<u8", copy=False).tobytes(), 8 * begins, 8 * ends)
     for group in np.flatnonzero(ends - begins > bound).tolist():
         out[group] = OVERFLOW_BLOB
     return out
+
+
+def _by_group_and_hash(hashes: UInt64Array, groups: Int64Array) -> tuple[UInt64Array, Int64Array]:
+    """``hashes`` and ``groups`` sorted by (group, hash), as ``np.lexsort((hashes,
+    groups))`` orders them: one unstable argsort of the group above the hash's top
+    bits (several times faster than lexsort's two stable passes). Rows equal in that
+    key are equal rows unless two hashes differ only in their lowest bits, which
+    takes lexsort; the order of equal rows cannot show."""
+    if len(hashes) < 2:
+        return hashes, groups
+    lo = int(groups.min())
+    bits = (int(groups.max()) - lo).bit_length()
+    key = hashes
+    if bits:
+        key = ((groups - lo).astype(np.uint64) << np.uint64(64 - bits)) | (hashes >> np.uint64(bits))
+    order = np.argsort(key, kind="stable")
+    h, g, sorted_key = hashes[order], groups[order], key[order]
+    tied = np.flatnonzero(sorted_key[1:] == sorted_key[:-1])
+    if len(tied) and bool((h[tied] != h[tied + 1]).any()):
+        order = np.lexsort((hashes, groups))
+        h, g = hashes[order], groups[order]
+    return h, g
 
 
 def _distinct_blob(sorted_hashes: UInt64Array, bound: int) -> bytes:

@@ -18,7 +18,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from engine.kernel.blob_buffers import JoinedBlobs, lex_order, scatter, slices
+from engine.kernel.blob_buffers import JoinedBlobs, group_bounds, lex_order, scatter, slices
 from engine.kernel.exceptions import TileCodecError
 from engine.kernel.sketch_slot import EMPTY_BLOB, Int64Array, Params, SketchSlot, UInt64Array, group_ids
 from engine.kernel.value_hash import hash_values
@@ -29,15 +29,19 @@ HLL_DEFAULT_PRECISION: Final = 12
 
 
 def leading_zeros64(x: UInt64Array) -> Int64Array:
-    """Number of leading zero bits of each uint64 (64 for zero), by binary search."""
-    x = x.astype(np.uint64, copy=True)
-    n = np.zeros(len(x), dtype=np.int64)
-    for shift in (32, 16, 8, 4, 2, 1):
-        empty_top = (x >> np.uint64(64 - shift)) == 0
-        n[empty_top] += shift
-        x[empty_top] <<= np.uint64(shift)
-    n[x == 0] = 64
-    return n
+    """Number of leading zero bits of each uint64 (64 for zero), from the binary
+    exponents of its two 32-bit halves (each exact as a float64)."""
+    x = np.asarray(x, dtype=np.uint64)
+    high = _bit_lengths((x >> np.uint64(32)).astype(np.float64))
+    low = _bit_lengths((x & np.uint64(0xFFFFFFFF)).astype(np.float64))
+    return np.where(high > 0, 32 - high, 64 - low)
+
+
+def _bit_lengths(whole: npt.NDArray[np.float64]) -> Int64Array:
+    """The bit length of each whole number below 2**53 held as a float64 (0 for 0.0):
+    its binary exponent plus one, read from the exponent field."""
+    lengths: Int64Array = np.maximum((whole.view(np.int64) >> 52) - 1022, 0)
+    return lengths
 
 
 def hll_ranks(hashes: UInt64Array, precision: int) -> tuple[Int64Array, Int64Array]:
@@ -71,7 +75,7 @@ def _hll_blobs(index: Int64Array, rank: Int64Array, groups: Int64Array, n_groups
     last = np.ones(len(index), dtype=bool)  # the greatest rank of each (group, register)
     last[:-1] = (index[1:] != index[:-1]) | (groups[1:] != groups[:-1])
     index, rank, groups = index[last], rank[last], groups[last]
-    bounds = np.searchsorted(groups, np.arange(n_groups + 1))
+    bounds = group_bounds(groups, n_groups)
     count = np.diff(bounds)
     dense = 5 * count >= m
     sizes = np.where(dense, 0, 5 * count)

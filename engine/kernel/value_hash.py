@@ -107,6 +107,18 @@ def canonical_strings(texts: list[str]) -> list[bytes]:
     return _through_memo(texts, _STRING_BYTES, lambda text: _TAG_STR + text.encode("utf-8"))
 
 
+def _known_string_hashes(items: list[object]) -> UInt64Array | None:
+    """The hashes of ``items`` when the memo holds every one (the usual batch of a
+    string column), else None. Only strings are the memo's keys and no other value
+    equals a string, so a full hit needs no check of the items' types; the hashes go
+    straight into the array (a miss, None, stops the copy)."""
+    try:
+        lookup = cast("dict[object, int]", _STRING_HASHES).get  # any item may be looked up; only strings hit
+        return np.fromiter(map(lookup, items), dtype=np.uint64, count=len(items))
+    except TypeError:  # a miss, or an unhashable item: the general path decides
+        return None
+
+
 def hash_values(values: npt.NDArray[np.generic]) -> UInt64Array:
     """The 64-bit hash of each value's canonical encoding; each distinct value is
     hashed once (strings once per process while the memo holds them, other values once
@@ -119,6 +131,9 @@ def hash_values(values: npt.NDArray[np.generic]) -> UInt64Array:
         arr = arr.astype(np.float64) + 0.0  # -0.0 and 0.0 are the same float
     if arr.dtype.kind == "O":
         items = arr.tolist()
+        known = _known_string_hashes(items)
+        if known is not None:
+            return known
         if set(map(type, items)) == {str}:  # a string column: each text hashed once per process
             return _string_hashes(items)
     try:
@@ -160,6 +175,9 @@ def value_bytes(values: npt.NDArray[np.generic]) -> list[bytes]:
         true, false = _TAG_BOOL + b"\x01", _TAG_BOOL + b"\x00"
         return [true if v else false for v in arr.tolist()]
     items = arr.tolist()
+    known = list(map(_STRING_BYTES.get, items))
+    if all(known):  # every item a string the memo holds (as in _known_string_hashes); encodings are never empty
+        return cast("list[bytes]", known)
     if set(map(type, items)) == {str}:
         return canonical_strings(items)
     return [canonical_bytes(v) for v in items]

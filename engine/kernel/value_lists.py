@@ -30,12 +30,13 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import count
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
-from engine.kernel.blob_buffers import JoinedBlobs, first_of_runs, lex_order, scatter, slices
+from engine.kernel.blob_buffers import JoinedBlobs, first_of_runs, group_bounds, lex_order, scatter, slices
 from engine.kernel.exceptions import KernelSpecError, TileCodecError
 from engine.kernel.sketch_slot import EMPTY_BLOB, Int64Array, Params, SketchSlot, SlotSource, group_ids
 from engine.kernel.value_hash import ListItem, decode_value, value_bytes
@@ -107,7 +108,7 @@ def _blobs(groups: Int64Array, ts: Int64Array, pos: Int64Array, items: list[byte
     ends = np.cumsum(sizes)
     begins = ends - sizes
     buf = np.zeros(int(ends[-1]) if n_groups else 0, dtype=np.uint8)
-    first = np.searchsorted(groups, np.arange(n_groups))
+    first = group_bounds(groups, n_groups)
     rank = np.arange(len(groups), dtype=np.int64) - first[groups]
     nonempty = np.flatnonzero(k)
     scatter(buf, begins[nonempty], k[nonempty].astype("<u4"), 4)
@@ -216,23 +217,32 @@ class ValueList:
             # Each distinct value's newest event in its group: the last of its run once
             # sorted by (group, value, index); events are sorted by (e, position) per group.
             encoded = value_bytes(values)
-            ids = {b: i for i, b in enumerate(dict.fromkeys(encoded))}  # first-seen numbering
-            value_ids = np.fromiter(map(ids.__getitem__, encoded), dtype=np.int64, count=total)
-            order = lex_order((index, value_ids, groups))
+            # Each value numbered by its first index, in one pass of dict lookups.
+            first_seen: dict[bytes, int] = {}
+            value_ids = np.fromiter(map(first_seen.setdefault, encoded, count()), dtype=np.int64, count=total)
+            # Stable: each (group, value) run keeps its events in index order.
+            order = lex_order((value_ids, groups))
             newest = np.ones(total, dtype=bool)
             newest[:-1] = (value_ids[order][1:] != value_ids[order][:-1]) | (groups[order][1:] != groups[order][:-1])
             candidates = np.sort(order[newest])
         else:
             candidates = index
-        # Answer order within each group: newest first (descending index) or oldest first.
-        ranked = lex_order((-candidates if self.newest else candidates, groups[candidates]))
-        chosen = candidates[ranked]
-        chosen_groups = groups[chosen]
-        first = np.searchsorted(chosen_groups, np.arange(len(starts)))
-        rank = np.arange(len(chosen), dtype=np.int64) - first[chosen_groups]
-        chosen, chosen_groups = chosen[rank < n], chosen_groups[rank < n]
+        at, chosen_groups = self._kept_of_runs(groups[candidates], len(starts), n)
+        chosen = candidates[at]
         items = value_bytes(values[chosen]) if encoded is None else [encoded[i] for i in chosen.tolist()]
         return _blobs(chosen_groups, event_ts[chosen], positions[chosen], items, len(starts))
+
+    def _kept_of_runs(self, groups: Int64Array, n_groups: int, n: int) -> tuple[Int64Array, Int64Array]:
+        """(index, group) of the kept rows of rows sorted by group, each group's rows in
+        event order: its last ``n`` rows newest first, or its first ``n`` oldest first.
+        Arithmetic on the group bounds, no sort: the rows already are in event order."""
+        bounds = group_bounds(groups, n_groups)
+        kept = np.minimum(np.diff(bounds), n)
+        kept_groups = np.repeat(np.arange(n_groups, dtype=np.int64), kept)
+        step = np.arange(len(kept_groups), dtype=np.int64) - (np.cumsum(kept) - kept)[kept_groups]
+        if self.newest:
+            return (bounds[1:] - 1)[kept_groups] - step, kept_groups
+        return bounds[:-1][kept_groups] + step, kept_groups
 
     def merge(self, slot: SketchSlot, a: bytes, b: bytes) -> bytes:
         return encode_entries(self.select(decode_entries(a) + decode_entries(b), int(slot.param("n"))))
@@ -258,7 +268,7 @@ class ValueList:
             kept = np.zeros(len(order), dtype=bool)
             kept[by_value[first]] = True
             order, g = order[kept], g[kept]
-        group_first = np.searchsorted(g, np.arange(n_groups))
+        group_first = group_bounds(g, n_groups)
         rank_in_group = np.arange(len(g), dtype=np.int64) - group_first[g]
         order, g = order[rank_in_group < n], g[rank_in_group < n]
         items = [entries.values[i] for i in order.tolist()]
