@@ -71,6 +71,9 @@ class Settings:
     body_timeout_ms: int = 30_000
     max_header_bytes: int = 65_536
     max_connections_per_client: int = 128
+    # FastAPI's own OpenTelemetry spans, metrics and logs (serving/telemetry.py): off, since
+    # with no provider configured its per-request check is pure cost (~4-7 us a request).
+    serve_telemetry: str = "off"  # off | on
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -98,6 +101,11 @@ class Settings:
             problems.append("redis_url: required when online is 'redis' (e.g. redis://127.0.0.1:6379/0)")
         if self.state_backup not in ("", "kafka"):
             problems.append(f"state_backup: expected '' (off) or 'kafka' (changelog topic), got {self.state_backup!r}")
+        if self.serve_telemetry not in ("off", "on"):
+            problems.append(
+                f"serve_telemetry: expected 'off' or 'on' (FastAPI's OpenTelemetry telemetry), "
+                f"got {self.serve_telemetry!r}"
+            )
         if self.max_in_flight < 1:
             problems.append(f"max_in_flight: expected >= 1, got {self.max_in_flight}")
         if self.max_entities_per_request < 1:
