@@ -41,3 +41,22 @@ def broker_entries(bootstrap: str) -> list[BrokerEntry]:
 def first_local_port(bootstrap: str) -> int | None:
     """The port of the first broker entry when it names this machine, else None."""
     return broker_entries(bootstrap)[0].local_port
+
+
+def bootstrap_problems(bootstrap: str) -> list[str]:
+    """What is wrong with a ``host:port[,host:port...]`` list, naming the broker entry; a
+    port-less host (Kafka's default 9092) and a ``SCHEME://`` prefix are valid."""
+    entries = broker_entries(bootstrap)
+    if not any(e.entry for e in entries):
+        return ["kafka_bootstrap: expected host:port of a Kafka broker, got an empty value; e.g. 127.0.0.1:9092"]
+    problems: list[str] = []
+    for e in entries:
+        if not e.entry or not e.host:
+            problems.append(
+                f"kafka_bootstrap: expected host:port for every broker, got {bootstrap!r}; e.g. 127.0.0.1:9092"
+            )
+        elif e.port is not None and not (e.port.isdigit() and 1 <= int(e.port) <= 65535):
+            problems.append(
+                f"kafka_bootstrap: broker {e.entry!r} has port {e.port!r}, expected 1 to 65535; e.g. {e.host}:9092"
+            )
+    return problems

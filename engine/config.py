@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from engine.bootstrap import broker_entries
+from engine.bootstrap import bootstrap_problems
 from engine.exceptions import ConfigError, SettingsError
 
 ENV_PREFIX = "STREAMFEAT_"
@@ -71,6 +71,9 @@ class Settings:
     body_timeout_ms: int = 30_000
     max_header_bytes: int = 65_536
     max_connections_per_client: int = 128
+    # FastAPI's own OpenTelemetry spans, metrics and logs (serving/telemetry.py): off, since
+    # with no provider configured its per-request check is pure cost (~4-7 us a request).
+    serve_telemetry: str = "off"  # off | on
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -87,7 +90,7 @@ class Settings:
                     f"{name}: expected a port from {low} to 65535{meaning}, got {port}; "
                     f"pick a free one, e.g. {name}: {getattr(Settings, name)}"
                 )
-        problems += _bootstrap_problems(self.kafka_bootstrap)
+        problems += bootstrap_problems(self.kafka_bootstrap)
         if self.state_shards < 1 or self.state_shards > 4096:
             problems.append(f"state_shards: expected 1..4096, got {self.state_shards}")
         if self.batch_size < 1:
@@ -98,6 +101,11 @@ class Settings:
             problems.append("redis_url: required when online is 'redis' (e.g. redis://127.0.0.1:6379/0)")
         if self.state_backup not in ("", "kafka"):
             problems.append(f"state_backup: expected '' (off) or 'kafka' (changelog topic), got {self.state_backup!r}")
+        if self.serve_telemetry not in ("off", "on"):
+            problems.append(
+                f"serve_telemetry: expected 'off' or 'on' (FastAPI's OpenTelemetry telemetry), "
+                f"got {self.serve_telemetry!r}"
+            )
         if self.max_in_flight < 1:
             problems.append(f"max_in_flight: expected >= 1, got {self.max_in_flight}")
         if self.max_entities_per_request < 1:
@@ -149,25 +157,6 @@ class Settings:
     @property
     def log_uri(self) -> str:
         return self.log_root or str(self.path(self.data_dir) / "log")
-
-
-def _bootstrap_problems(bootstrap: str) -> list[str]:
-    """What is wrong with a ``host:port[,host:port...]`` list, naming the broker entry; a
-    port-less host (Kafka's default 9092) and a ``SCHEME://`` prefix are valid."""
-    entries = broker_entries(bootstrap)
-    if not any(e.entry for e in entries):
-        return ["kafka_bootstrap: expected host:port of a Kafka broker, got an empty value; e.g. 127.0.0.1:9092"]
-    problems: list[str] = []
-    for e in entries:
-        if not e.entry or not e.host:
-            problems.append(
-                f"kafka_bootstrap: expected host:port for every broker, got {bootstrap!r}; e.g. 127.0.0.1:9092"
-            )
-        elif e.port is not None and not (e.port.isdigit() and 1 <= int(e.port) <= 65535):
-            problems.append(
-                f"kafka_bootstrap: broker {e.entry!r} has port {e.port!r}, expected 1 to 65535; e.g. {e.host}:9092"
-            )
-    return problems
 
 
 def serve_url(host: str, port: int) -> str:

@@ -1,6 +1,8 @@
 """Wording shared by messages: counts ("1 record", "2,000 records", never "1 records")
 and echoed values cut to a length ("abc...")."""
 
+from collections.abc import Iterable
+
 
 def counted(n: int, noun: str, plural: str | None = None) -> str:
     """``n`` with thousands separators and ``noun`` in the right number.
@@ -19,3 +21,12 @@ def shortened(text: str, limit: int = 60) -> str:
     ('ab...', 'abc')
     """
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def quoted(names: Iterable[str], empty: str = "none") -> str:
+    """Each name quoted as Python prints it, comma-separated; ``empty`` when there are none.
+
+    >>> quoted(["user_id", "ts"]), quoted([], "no columns")
+    ("'user_id', 'ts'", 'no columns')
+    """
+    return ", ".join(repr(name) for name in names) or empty

@@ -33,6 +33,7 @@ from serving.online import OnlineAccess
 from serving.ops_cluster import cluster_watch
 from serving.registry import build_registry
 from serving.shedding import SheddingMiddleware, SheddingStats
+from serving.telemetry import telemetry_config
 from serving.window_cache import DEFAULT_MAX_BYTES, WindowCache
 
 
@@ -114,6 +115,7 @@ def create_app(
         version="1",
         description="Streaming features as of request time. See docs/serving.md.",
         lifespan=lifespan,
+        telemetry=telemetry_config(settings),
     )
     app.state.serving = state
     error_handlers.install(app)

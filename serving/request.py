@@ -23,7 +23,7 @@ from engine.json_types import json_kind
 from engine.state.keys import ENTITY_KEY_SEPARATOR
 from engine.state.offsets import INT64_MAX, INT64_MIN
 from engine.timefmt import iso_epoch_ms, iso_utc
-from engine.wording import counted
+from engine.wording import counted, quoted
 from serving.duplicate_keys import check_duplicate_keys
 from serving.exceptions import InvalidRequest, MalformedRequest, PayloadTooLarge, short_repr
 from serving.registry import CompiledService
@@ -333,7 +333,7 @@ def build_request(
 ) -> FeatureRequest:
     ent = read_columns(sections[0], entities, service.join_key_types, entity=True, max_rows=max_entities)
     if request_data is None and service.request_fields:
-        names = ", ".join(repr(name) for name in service.request_fields)
+        names = quoted(service.request_fields)
         raise InvalidRequest(
             f"field '{sections[1]}': required: service {service.name!r} takes request data {names} "
             "(one value per entity row), got none",

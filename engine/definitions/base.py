@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Any, TypeVar, cast, dataclass_transform
 
 from engine.definitions.exceptions import DefinitionError, DefinitionTypeError, Problem
-from engine.wording import shortened
+from engine.wording import quoted, shortened
 
 NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*\Z")
 FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -77,8 +77,7 @@ def closest(word: str, choices: Iterable[str]) -> str | None:
 def did_you_mean(word: str, choices: Iterable[str], what: str = "values") -> str:
     options = sorted(choices)
     match = closest(word, options)
-    listed = ", ".join(repr(c) for c in options)
-    return (f"did you mean {match!r}? " if match else "") + f"valid {what}: {listed}"
+    return (f"did you mean {match!r}? " if match else "") + f"valid {what}: {quoted(options)}"
 
 
 def window_label(ms: int) -> str:

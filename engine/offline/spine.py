@@ -13,7 +13,7 @@ import polars as pl
 from engine.definitions.base import closest
 from engine.offline.event_windows import I64
 from engine.offline.exceptions import SpineValidationError
-from engine.wording import counted
+from engine.wording import counted, quoted
 
 _SHOWN_ROWS = 20
 
@@ -70,16 +70,16 @@ def validate_spine(
         parts = []
         missing_keys = [c for c in missing if c != timestamp_column]
         if missing_keys:
-            parts.append(f"{_names(missing_keys)} (join {'keys' if len(missing_keys) > 1 else 'key'})")
+            parts.append(f"{quoted(missing_keys)} (join {'keys' if len(missing_keys) > 1 else 'key'})")
         if timestamp_column in missing:
             parts.append(f"{timestamp_column!r} (each row's as-of time)")
         if missing_req:
-            parts.append(f"{_names(missing_req)} (request data)")
+            parts.append(f"{quoted(missing_req)} (request data)")
         spare = [c for c in spine.columns if c not in required and c not in request_fields]
         renames = [(close, c) for c in (*missing, *missing_req) if (close := closest(c, spare)) is not None]
         fix = "; ".join(f"rename {old!r} to {new!r}: pl.col({old!r}).alias({new!r})" for old, new in renames)
         raise SpineValidationError(
-            f"Spine: expected columns {', '.join(parts)}, missing; it has {_names(spine.columns)}.",
+            f"Spine: expected columns {', '.join(parts)}, missing; it has {quoted(spine.columns, 'no columns')}.",
             columns=[*missing, *missing_req],
             hint=f"{fix}; or add the columns {_NAMED_LIKE}" if fix else f"Add the columns {_NAMED_LIKE}",
         )
@@ -156,7 +156,3 @@ def _check_key_type(spine: pl.DataFrame, column: str, kind: str) -> None:
 
 
 _NAMED_LIKE = "(request data columns are named like the RequestSource schema fields)."
-
-
-def _names(columns: Sequence[str]) -> str:
-    return ", ".join(repr(c) for c in columns) if columns else "no columns"

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.bootstrap import BrokerEntry, broker_entries, first_local_port
-from engine.config import _bootstrap_problems
+from engine.bootstrap import BrokerEntry, bootstrap_problems, broker_entries, first_local_port
 
 
 @pytest.mark.parametrize(
@@ -42,7 +41,7 @@ def test_the_first_local_port(bootstrap: str, port: int | None) -> None:
 
 @pytest.mark.parametrize("bootstrap", ["127.0.0.1:9092", "a,b:1", "SASL_SSL://h:9093", "[::1]:9092"])
 def test_valid_lists_have_no_problems(bootstrap: str) -> None:
-    assert _bootstrap_problems(bootstrap) == []
+    assert bootstrap_problems(bootstrap) == []
 
 
 @pytest.mark.parametrize(
@@ -55,5 +54,5 @@ def test_valid_lists_have_no_problems(bootstrap: str) -> None:
     ],
 )
 def test_bad_lists_name_the_entry(bootstrap: str, words: str) -> None:
-    problems = _bootstrap_problems(bootstrap)
+    problems = bootstrap_problems(bootstrap)
     assert len(problems) == 1 and words in problems[0], problems
