@@ -16,14 +16,18 @@ same cycles (one grouped call each, as streaming runs them) applied once onto em
 and once onto a state holding one day of generated history (the events of `streamfeat
 generate`: 172,800 events of 10,000 users, applied in batches of 1,000), the cycles
 starting ``HISTORY_GAP_MS`` after its last event, so an entity's first touch trims its
-expired tiles and folds those of the lifetime view, as in ``bench_freshness
---with-history``. Its cycles are the generator's events of the same users at the rate, or
-with ``--live=freshness`` the background events of ``bench_freshness`` (10,000 users of
-their own at one event a second each, 500 of the history's merchants, every event a
-purchase), after ``FRESHNESS_WARM_S`` of them unmeasured, as in its run at 10k events/s.
-``--profile=PATH`` writes a cProfile of one more history run there; ``--only=empty|history`` runs one of the two; ``--states=DIR`` keeps
-the two warm states in DIR and reuses them when there (runs under callgrind then count the
-cycles, not the day of history: the difference of ``--cycles=N`` and ``--cycles=0``).
+expired tiles and folds those of the lifetime view. Its cycles are the generator's events
+of the same users at the rate, or with ``--live=freshness`` the background events of
+``bench_freshness`` (10,000 users of their own, so without history, at one event a second
+each, 500 of the history's merchants, every event a purchase), after ``FRESHNESS_WARM_S``
+of them unmeasured, as in its run at 10k events/s with ``--with-history``.
+
+``--profile=PATH`` writes a cProfile of one more history run there; ``--only=empty|history``
+runs one of the two; ``--states=DIR`` keeps the two warm states in DIR and reuses them when
+there (runs under callgrind then count the cycles, not the day of history: the difference
+of ``--cycles=N`` and ``--cycles=0``). The malloc environment of docs/deploy.md
+(``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``) shows in the page faults per cycle
+it reports.
 """
 
 from __future__ import annotations
@@ -44,7 +48,6 @@ from benchmarks.common import emit
 from engine.apply import ShardApplier, apply_shards
 from engine.definitions.repo import load_repo
 from engine.generate import DAY_MS, GeneratorConfig, generate
-from engine.heap import keep_freed_memory
 from engine.io.batches import DecodedBatch
 from engine.routing import ShardBatch, route
 from engine.state.rocksdb_store import RocksDBStore
@@ -289,7 +292,6 @@ def _flag(argv: Sequence[str], name: str, default: str) -> str:
 
 
 def _main(argv: Sequence[str]) -> None:
-    keep_freed_memory()  # as the streaming dataflow's processes do (dataflows/stream.py)
     rounds = int(_flag(argv, "rounds", "3"))
     if "--with-history" in argv:
         cycles = int(_flag(argv, "cycles", str(MEASURED_CYCLES)))

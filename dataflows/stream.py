@@ -39,7 +39,6 @@ from dataflows.exceptions import DataflowConfigError
 from engine.apply import ShardApplier, apply_shards
 from engine.definitions import EventSource, FeatureRepo, StreamFeatureView
 from engine.entity_codes import keyed_decoder
-from engine.heap import keep_freed_memory
 from engine.io.batches import DecodedBatch, RawBatch
 from engine.io.dead_letters import DeadLetterProducer, SentDeadLetters, sent_dead_letters
 from engine.io.kafka_source import DEFAULT_BATCH_SIZE, EpochAlignment, KafkaBatchSource, next_on_grid
@@ -404,8 +403,6 @@ def build_flow(job: StreamJob, flow_id: str = "streamfeat") -> Dataflow:
     routed = op.merge("with_settings_agreed", routed, agreed)
     op.output("state", routed, ShardSink(job))
     _freeze_startup_heap()
-    # Each cycle's record buffers reuse the last cycle's pages instead of faulting in new ones.
-    keep_freed_memory()
     return flow
 
 
