@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.kernel.aggregate import merge_partials, overflow_is_a_value
-from engine.kernel.blob_buffers import JoinedBlobs, runs
+from engine.kernel.blob_buffers import JoinedBlobs, gather_runs, runs, scatter_runs
 from engine.kernel.blob_rows import BlobRows, no_blob_rows
 from engine.kernel.codec import (
     FLAG_SKETCHES,
@@ -135,8 +135,7 @@ def decode_rows(layout: PartialLayout, records: Sequence[bytes | None]) -> tuple
             _raise_for(stored, bad, layout)
     codes_present = np.asarray(present, dtype=np.int64)
     max_ts[codes_present] = fields["max_ts"]
-    tile_words = runs(word_at + _HEADER_WORDS, n_tiles)
-    tiles = words[tile_words].astype(np.int64)
+    tiles = gather_runs(words, word_at + _HEADER_WORDS, n_tiles).astype(np.int64)
     codes = np.repeat(codes_present, n_tiles)
     if len(tiles) > 1:
         same = codes[1:] == codes[:-1]
@@ -145,8 +144,8 @@ def decode_rows(layout: PartialLayout, records: Sequence[bytes | None]) -> tuple
             bad = np.zeros(len(stored), dtype=bool)
             bad[np.searchsorted(codes_present, codes[1:][unordered])] = True
             _raise_for(stored, bad, layout)
-    partial_words = runs(word_at + _HEADER_WORDS + n_tiles, n_tiles * width)
-    partials = words.view("<f8")[partial_words].astype(np.float64).reshape(-1, width)
+    partial_words = gather_runs(words.view("<f8"), word_at + _HEADER_WORDS + n_tiles, n_tiles * width)
+    partials = partial_words.astype(np.float64).reshape(-1, width)
     return FlatTiles(codes, tiles, partials, max_ts), blobs
 
 
@@ -392,8 +391,8 @@ def encode_rows(layout: PartialLayout, flat: FlatTiles, blobs: BlobRows | None, 
     header_words = header.view("<i8").reshape(n_entities, _HEADER_WORDS)
     out[word_at] = header_words[:, 0]
     out[word_at + 1] = header_words[:, 1]
-    out[runs(word_at + _HEADER_WORDS, n_tiles)] = flat.tiles
-    out.view("<f8")[runs(word_at + _HEADER_WORDS + n_tiles, n_tiles * width)] = flat.partials.reshape(-1)
+    scatter_runs(out, word_at + _HEADER_WORDS, n_tiles, flat.tiles)
+    scatter_runs(out.view("<f8"), word_at + _HEADER_WORDS + n_tiles, n_tiles * width, flat.partials.reshape(-1))
     if blobs is not None and totals is not None:
         write_section_heads(out, word_at + core_words, blobs, bounds, totals)
     buf = out.tobytes()

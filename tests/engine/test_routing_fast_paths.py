@@ -23,6 +23,7 @@ from engine.entity_codes import factorize_entity_keys
 from engine.io.batches import DecodedBatch
 from engine.kernel import PartialLayout, TileCodecError, decode_tiles, encode_tiles
 from engine.kernel.batch_merge import NO_EVENT_TS, FlatTiles, decode_many, encode_many
+from engine.kernel.blob_buffers import SLICED_RUN_WORDS
 from engine.routing import ViewRows, merge_codes, route, split_by_shard
 from engine.state.keys import encode_entity_keys, entity_key, shard_for, shard_for_many
 from tests.int_strategies import int64s
@@ -200,8 +201,17 @@ def tile_sets(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, int]:
     return tiles, partials, draw(st.integers(-(2**62), 2**62))
 
 
+@st.composite
+def long_tile_sets(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, int]:
+    """Hundreds of tiles (a day of minute tiles): the batch codec moves them as slices."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    count = draw(st.integers(SLICED_RUN_WORDS, 3 * SLICED_RUN_WORDS))
+    tiles = np.sort(rng.choice(2**40, size=count, replace=False)).astype(np.int64)
+    return tiles, rng.standard_normal((count, LAYOUT.width)), draw(st.integers(-(2**62), 2**62))
+
+
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.one_of(st.none(), tile_sets()), max_size=12))
+@given(st.lists(st.one_of(st.none(), tile_sets(), long_tile_sets()), max_size=12))
 def test_decode_many_and_encode_many_equal_the_codec(entities: list[Any]) -> None:
     records = [None if e is None else encode_tiles(*e) for e in entities]
     flat = decode_many(LAYOUT, records)
