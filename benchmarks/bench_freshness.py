@@ -11,7 +11,9 @@ from handing the probe to the producer to the first answer that shows it.
 ``--with-history`` first produces and applies one day of generated transactions (the last
 one now), so the state holds entities whose tiles expire during the run, as a dataflow
 that has run longer than its views' retention does (its retention sweep and folds then
-have work to do; from empty state they have none).
+have work to do; from empty state they have none). The background events then go to the
+history's own users, whose records hold a day of tiles (without history they go to
+``bg00000``-``bg09999``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,7 @@ from benchmarks.common import (
 )
 from benchmarks.servers import server
 from engine.clock import wall_clock_ms
+from engine.generate.events import user_ids
 from engine.ports import free_port
 
 SIZES: dict[str, dict[str, Any]] = {
@@ -83,12 +87,16 @@ def _produce(producer: Producer, topic: str, value: bytes, key: bytes) -> None:
             producer.poll(0.005)
 
 
-class Background(threading.Thread):
-    """Produces ``rate`` events/s in 10 ms slices until stopped."""
+HISTORY_USERS = 10_000
+BACKGROUND_USERS = tuple(f"bg{i:05d}" for i in range(10_000))
 
-    def __init__(self, producer: Producer, topic: str, rate: int) -> None:
+
+class Background(threading.Thread):
+    """Produces ``rate`` events/s in 10 ms slices until stopped, cycling over ``users``."""
+
+    def __init__(self, producer: Producer, topic: str, rate: int, users: Sequence[str]) -> None:
         super().__init__(daemon=True)
-        self.producer, self.topic, self.rate = producer, topic, rate
+        self.producer, self.topic, self.rate, self.users = producer, topic, rate, users
         self.stop_flag = threading.Event()
         self.sent = 0
 
@@ -98,7 +106,7 @@ class Background(threading.Thread):
             due = int((time.perf_counter() - started) * self.rate)
             now_ms = wall_clock_ms()
             while self.sent < due:
-                user = f"bg{self.sent % 10_000:05d}"
+                user = self.users[self.sent % len(self.users)]
                 _produce(self.producer, self.topic, _event(user, now_ms, self.sent), user.encode())
                 self.sent += 1
             self.producer.poll(0)
@@ -122,9 +130,11 @@ def _count(conn: http.client.HTTPConnection, user: str) -> int:
     return int(value or 0)
 
 
-def _measure_rate(servers: str, topic: str, port: int, rate: int, probes: int) -> dict[str, Any]:
+def _measure_rate(
+    servers: str, topic: str, port: int, rate: int, probes: int, users: Sequence[str] = BACKGROUND_USERS
+) -> dict[str, Any]:
     producer = Producer({"bootstrap.servers": servers, "log_level": 0, "linger.ms": 1, "enable.idempotence": True})
-    bg = Background(producer, topic, rate)
+    bg = Background(producer, topic, rate, users)
     bg.start()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     lags: list[float] = []
@@ -186,7 +196,8 @@ def run(size: str, *, with_history: bool = False) -> dict[str, Any]:
         data = work / "data"
         streamfeat_cli("apply", "--repo", str(repo), "--data-dir", str(data), "--shards", "8", timeout=300)
         if with_history:
-            streamfeat_cli("generate", "--topic", topic, "--bootstrap", servers, timeout=600)
+            users = str(HISTORY_USERS)
+            streamfeat_cli("generate", "--topic", topic, "--bootstrap", servers, "--users", users, timeout=600)
             args = ("run", "--repo", str(repo), "--data-dir", str(data), "--bootstrap", servers, "--until-caught-up")
             streamfeat_cli(*args, timeout=1800)
         port = free_port()
@@ -198,7 +209,8 @@ def run(size: str, *, with_history: bool = False) -> dict[str, Any]:
             server(serve, "/readyz", port=port, env={"STREAMFEAT_DATA_DIR": str(data)}),
         ):
             for rate in cfg["rates"]:
-                results.append(_measure_rate(servers, topic, port, rate, cfg["probes"]))
+                background = user_ids(HISTORY_USERS) if with_history else BACKGROUND_USERS
+                results.append(_measure_rate(servers, topic, port, rate, cfg["probes"], background))
     finally:
         delete_topic(servers, topic)
         stop()

@@ -35,7 +35,7 @@ import numpy as np
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
-from benchmarks.bench_freshness import POLL_TIMEOUT_S, PROBE_EVERY_S, Background, _count, _event
+from benchmarks.bench_freshness import BACKGROUND_USERS, POLL_TIMEOUT_S, PROBE_EVERY_S, Background, _count, _event
 from benchmarks.common import PY, bootstrap, copy_repo, delete_topic, new_topic, streamfeat_cli
 from benchmarks.servers import server
 from engine.clock import wall_clock_ms
@@ -73,7 +73,7 @@ def _probe(producer: Producer, topic: str, conn: http.client.HTTPConnection, i: 
 
 def _measure(servers: str, topic: str, port: int, rate: int, probes: int) -> list[dict[str, Any]]:
     producer = Producer({"bootstrap.servers": servers, "log_level": 0, "linger.ms": 1, "enable.idempotence": True})
-    background = Background(producer, topic, rate)
+    background = Background(producer, topic, rate, BACKGROUND_USERS)
     background.start()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     done: list[dict[str, Any]] = []

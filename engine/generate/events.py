@@ -169,6 +169,12 @@ def _cdf(weights: tuple[float, ...]) -> npt.NDArray[np.float64]:
     return cdf
 
 
+def user_ids(users: int) -> list[str]:
+    """The generated users' ids, ``u000000`` onwards (at least six digits)."""
+    width = max(6, len(str(users - 1)))
+    return [f"u{i:0{width}d}" for i in range(users)]
+
+
 def _sample(cdf: npt.NDArray[np.float64], uniform: npt.NDArray[np.float64]) -> npt.NDArray[np.intp]:
     # Inverse-CDF sampling; the clip guards the last bin against rounding of cdf[-1].
     return np.minimum(np.searchsorted(cdf, uniform, side="right"), len(cdf) - 1)
@@ -178,9 +184,8 @@ class _Tables:
     """Per-config lookup tables: id strings and sampling CDFs, built once."""
 
     def __init__(self, config: GeneratorConfig) -> None:
-        width = max(6, len(str(config.users - 1)))
         mwidth = max(4, len(str(config.merchants - 1)))
-        users = [f"u{i:0{width}d}" for i in range(config.users)]
+        users = user_ids(config.users)
         self.user_ids = np.array(users, dtype=object)
         self.user_keys = np.array([u.encode() for u in users], dtype=object)
         self.card_ids = np.array([[f"{u}-c{k}" for k in range(CARDS_PER_USER)] for u in users], dtype=object)
