@@ -67,22 +67,28 @@ def committed_consumer(bootstrap: str, group: str) -> Consumer:
 
 def watermarks(consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:
     """Low and high watermark of one partition. A topic another host has just created
-    may take a moment to reach this client's metadata, so an unknown partition is
-    asked again for a while."""
+    may take a moment to reach this client's metadata and to get a partition leader, so
+    an unknown partition or a missing leader is asked again for a while."""
     from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
+    transient = {
+        KafkaError._UNKNOWN_PARTITION,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+    }
     deadline = time.monotonic() + TIMEOUT_S
     while True:
         try:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=TIMEOUT_S)
             return int(low), int(high)
         except KafkaException as exc:
-            if exc.args[0].code() != KafkaError._UNKNOWN_PARTITION or time.monotonic() > deadline:
+            if exc.args[0].code() not in transient or time.monotonic() > deadline:
                 raise ChangelogUnavailable(
                     f"topic {topic!r} partition {partition}: could not read its end offsets: {exc}",
                     hint="check the broker is reachable; nothing was restored or resumed, restart to retry",
                 ) from exc
-            _LOG.info("topic %r: not in the metadata yet, asking again", topic)
+            _LOG.info("topic %r partition %d: %s, asking again", topic, partition, exc.args[0].name())
             time.sleep(0.2)
 
 

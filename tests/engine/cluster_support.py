@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from engine.generate import GeneratorConfig, produce_events
@@ -76,11 +77,20 @@ def run_cluster(repo: Path, data_dirs: list[Path], bootstrap: str, *extra: str) 
         start_host(repo, data, bootstrap, cluster, index, *extra, until_caught_up=True)
         for index, data in enumerate(data_dirs)
     ]
-    for data, proc in zip(data_dirs, procs, strict=True):
-        try:
-            proc.wait(timeout=300)
-        finally:
+    # Until every host has exited, or one has failed (the others would wait for it).
+    deadline = time.monotonic() + 300
+    try:
+        while (codes := [proc.poll() for proc in procs]) and time.monotonic() < deadline:
+            if None not in codes or any(code not in (None, 0) for code in codes):
+                break
+            time.sleep(0.2)
+    finally:
+        # Every host is stopped and reaped before any is judged: a host left running
+        # would outlive the test (and its Popen would warn in the next one).
+        for proc in procs:
             stop_process_group(proc, signal.SIGINT, timeout_s=20, kill_timeout_s=10)
+    assert None not in codes, f"hosts still running after 300 s: exit codes {codes}"
+    for data, proc in zip(data_dirs, procs, strict=True):
         assert proc.returncode == 0, (data / "run.stderr").read_text(errors="replace")[-3000:]
 
 
