@@ -119,6 +119,16 @@ def _known_string_hashes(items: list[object]) -> UInt64Array | None:
         return None
 
 
+def _known_string_bytes(items: list[object]) -> list[bytes] | None:
+    """The encodings of ``items`` when the memo holds every one, else None (as
+    :func:`_known_string_hashes`; encodings are never empty)."""
+    try:
+        known = list(map(cast("dict[object, bytes]", _STRING_BYTES).get, items))
+    except TypeError:  # an unhashable item: the general path refuses it by name
+        return None
+    return cast("list[bytes]", known) if all(known) else None
+
+
 def hash_values(values: npt.NDArray[np.generic]) -> UInt64Array:
     """The 64-bit hash of each value's canonical encoding; each distinct value is
     hashed once (strings once per process while the memo holds them, other values once
@@ -175,9 +185,9 @@ def value_bytes(values: npt.NDArray[np.generic]) -> list[bytes]:
         true, false = _TAG_BOOL + b"\x01", _TAG_BOOL + b"\x00"
         return [true if v else false for v in arr.tolist()]
     items = arr.tolist()
-    known = list(map(_STRING_BYTES.get, items))
-    if all(known):  # every item a string the memo holds (as in _known_string_hashes); encodings are never empty
-        return cast("list[bytes]", known)
+    known = _known_string_bytes(items)
+    if known is not None:
+        return known
     if set(map(type, items)) == {str}:
         return canonical_strings(items)
     return [canonical_bytes(v) for v in items]

@@ -12,11 +12,13 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.kernel.blob_buffers import group_bounds, lex_order
 from engine.kernel.distinct_set import _sets_of
+from engine.kernel.exceptions import KernelInputError
 from engine.kernel.hyperloglog import _hll_blobs, leading_zeros64
 from engine.kernel.sketch_slot import Int64Array, SketchSlot, group_ids
 from engine.kernel.value_hash import canonical_bytes, hash_bytes, hash_values, value_bytes
@@ -176,6 +178,20 @@ def test_memo_hits_give_the_canonical_hashes_and_bytes(items: list[Any], warm: l
     expected = [canonical_bytes(v) for v in items]
     assert value_bytes(values) == expected
     assert hash_values(values).tolist() == [hash_bytes(b) for b in expected]
+
+
+@pytest.mark.parametrize("bad", [[1], {"a": 1}, None])
+def test_a_value_of_another_type_is_refused_by_name_after_memo_hits(bad: object) -> None:
+    """The memo's fast paths leave an unhashable or unknown value to the general path,
+    which names it (the list of an unhashable value once escaped as a bare TypeError)."""
+    value_bytes(np.array(["m0"], dtype=object))
+    hash_values(np.array(["m0"], dtype=object))
+    values = np.empty(2, dtype=object)
+    values[:] = ["m0", bad]
+    with pytest.raises(KernelInputError, match="sketch value: expected str, int, float or bool"):
+        value_bytes(values)
+    with pytest.raises(KernelInputError, match="sketch value: expected str, int, float or bool"):
+        hash_values(values)
 
 
 @settings(max_examples=300, deadline=None)
