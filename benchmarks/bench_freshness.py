@@ -195,9 +195,11 @@ def run(size: str, *, with_history: bool = False) -> dict[str, Any]:
         repo = copy_repo(work, topic)
         data = work / "data"
         streamfeat_cli("apply", "--repo", str(repo), "--data-dir", str(data), "--shards", "8", timeout=300)
+        background: Sequence[str] = BACKGROUND_USERS
         if with_history:
             users = str(HISTORY_USERS)
             streamfeat_cli("generate", "--topic", topic, "--bootstrap", servers, "--users", users, timeout=600)
+            background = user_ids(HISTORY_USERS)  # the history's own users
             args = ("run", "--repo", str(repo), "--data-dir", str(data), "--bootstrap", servers, "--until-caught-up")
             streamfeat_cli(*args, timeout=1800)
         port = free_port()
@@ -209,7 +211,6 @@ def run(size: str, *, with_history: bool = False) -> dict[str, Any]:
             server(serve, "/readyz", port=port, env={"STREAMFEAT_DATA_DIR": str(data)}),
         ):
             for rate in cfg["rates"]:
-                background = user_ids(HISTORY_USERS) if with_history else BACKGROUND_USERS
                 results.append(_measure_rate(servers, topic, port, rate, cfg["probes"], background))
     finally:
         delete_topic(servers, topic)

@@ -109,7 +109,7 @@ def _sets_of(hashes: UInt64Array, groups: Int64Array, n_groups: int, bound: int)
 
 def _by_group_and_hash(hashes: UInt64Array, groups: Int64Array) -> tuple[UInt64Array, Int64Array]:
     """``hashes`` and ``groups`` sorted by (group, hash), as ``np.lexsort((hashes,
-    groups))`` orders them: one unstable argsort of the group above the hash's top
+    groups))`` orders them: one argsort of the group above the hash's top
     bits (several times faster than lexsort's two stable passes). Rows equal in that
     key are equal rows unless two hashes differ only in their lowest bits, which
     takes lexsort; the order of equal rows cannot show."""
