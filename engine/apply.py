@@ -378,16 +378,51 @@ class ShardApplier:
         self.partition.flush_wal(sync=True)
 
 
-def apply_shards(work: Sequence[tuple[ShardApplier, Iterable[ShardBatch]]]) -> None:
-    """Apply each applier's batches, with one kernel call per view over all of them.
+#: View rows (a shard batch's ``row_count``) one grouped kernel call takes. Grouping pays
+#: the kernel's fixed cost once per view where it matters, cycles of a few events per
+#: shard; a catch-up cycle (source batches of tens of thousands of events) is applied in
+#: chunks of about this many rows, so that one call does not hold every shard's decoded,
+#: merged and encoded records at once (all eight shards in one call raised a 1M-event
+#: catch-up's peak RSS from ~830 to ~1,010 MB; session 17, benchmarks/RESULTS.md).
+GROUP_VIEW_ROWS = 16_384
+
+
+def apply_shards(
+    work: Sequence[tuple[ShardApplier, Iterable[ShardBatch]]], *, group_view_rows: int = GROUP_VIEW_ROWS
+) -> None:
+    """Apply each applier's batches, with one kernel call per view over several shards.
 
     Streaming hands one worker's shards their batches of a cycle together: the kernel's
     fixed cost per call (tens of numpy calls per view) is then paid once per view, not
     once per shard, which is most of a shard commit's CPU at a few events per shard.
-    Each shard still commits its own WriteBatch holding its records and its offsets
+    Shards are taken together until their rows pass ``group_view_rows``; a shard is never
+    split. Each shard still commits its own WriteBatch holding its records and its offsets
     (docs/semantics.md section 6), stages its own Parquet log rows and rolls its own log,
     exactly as :meth:`ShardApplier.apply` does for one shard.
     """
+    for chunk in _row_bounded_chunks(work, group_view_rows):
+        _apply_together(chunk)
+
+
+def _row_bounded_chunks(
+    work: Sequence[tuple[ShardApplier, Iterable[ShardBatch]]], max_rows: int
+) -> list[list[tuple[ShardApplier, list[ShardBatch]]]]:
+    """``work`` in order, cut into runs of shards whose rows together stay within
+    ``max_rows`` (a shard with more rows than that is a run of its own)."""
+    chunks: list[list[tuple[ShardApplier, list[ShardBatch]]]] = []
+    rows_in_last = max_rows
+    for applier, batches in work:
+        listed = list(batches)
+        rows = sum(batch.row_count for batch in listed)
+        if not chunks or rows_in_last + rows > max_rows:
+            chunks.append([])
+            rows_in_last = 0
+        chunks[-1].append((applier, listed))
+        rows_in_last += rows
+    return chunks
+
+
+def _apply_together(work: Sequence[tuple[ShardApplier, Iterable[ShardBatch]]]) -> None:
     started = time.perf_counter()
     screened = [(applier, *applier._screen_batches(batches)) for applier, batches in work]
     txns = [applier.partition.begin() for applier, _, _ in screened]

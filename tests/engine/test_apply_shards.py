@@ -1,21 +1,27 @@
 """One kernel call for several shards (engine.apply.apply_shards, what a streaming worker
 runs for its group of shards) writes exactly what one apply per shard writes: the same
-records, metadata and offsets in every shard, replays included."""
+records, metadata and offsets in every shard, replays included, however many rows one
+call may take."""
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.apply import ShardApplier, apply_shards
+import engine.apply
+import engine.view_merge
+from engine.apply import GROUP_VIEW_ROWS, ShardApplier, apply_shards
 from engine.io.batches import DecodedBatch
 from engine.routing import ShardBatch, route
 from engine.state.rocksdb_store import RocksDBStore
+from engine.view_merge import CompiledView, MergedView, ShardRows
 from tests.engine.streaming_support import example_views, transactions_batch
 
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -70,9 +76,9 @@ cycles = st.lists(
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(cycles=cycles)
+@given(cycles=cycles, group_view_rows=st.sampled_from([1, 40, GROUP_VIEW_ROWS]))
 def test_one_call_for_all_shards_writes_what_one_apply_per_shard_writes(
-    tmp_path_factory: object, cycles: list[list[tuple[int, list[int], int]]]
+    tmp_path_factory: object, cycles: list[list[tuple[int, list[int], int]]], group_view_rows: int
 ) -> None:
     spec = [
         (partition, users, [start + 7 * i for i in range(len(users))])
@@ -89,7 +95,10 @@ def test_one_call_for_all_shards_writes_what_one_apply_per_shard_writes(
             routed = [b for batch in batches[lo:hi] for b in _routed(batch)]
             for applier in singles:
                 applier.apply([b for b in routed if b.shard == applier.partition.shard])
-            apply_shards([(a, [b for b in routed if b.shard == a.partition.shard]) for a in group])
+            apply_shards(
+                [(a, [b for b in routed if b.shard == a.partition.shard]) for a in group],
+                group_view_rows=group_view_rows,
+            )
         assert _contents(one_by_one) == _contents(together)
         for single, grouped in zip(singles, group, strict=True):
             assert single.offsets == grouped.offsets
@@ -98,3 +107,40 @@ def test_one_call_for_all_shards_writes_what_one_apply_per_shard_writes(
     finally:
         one_by_one.close()
         together.close()
+
+
+@pytest.mark.parametrize("bound", ["all", "one", "two"])
+def test_shards_share_a_kernel_call_until_their_rows_pass_the_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bound: str
+) -> None:
+    shards_per_call: list[int] = []
+    merge = engine.view_merge.merge_view_rows_many
+
+    def counting_merge(compiled: CompiledView, shards: Sequence[ShardRows], now_ms: int) -> list[MergedView]:
+        shards_per_call.append(len(shards))
+        return merge(compiled, shards, now_ms)
+
+    monkeypatch.setattr(engine.apply, "merge_view_rows_many", counting_merge)
+    view = next(v for v in VIEWS if v.name == "user_spend")
+    routed = _routed(_batches([(0, list(range(40)), list(range(40)))])[0])
+    work_rows = {b.shard: b.row_count for b in routed}
+    assert len(work_rows) == SHARDS, "every shard needs rows for this test"
+    limit = {"all": sum(work_rows.values()), "one": 1, "two": work_rows[0] + work_rows[1]}[bound]
+    store = RocksDBStore(tmp_path / "state", SHARDS)
+    try:
+        appliers = [
+            ShardApplier(store.partition(shard), [view], "transactions", clock_ms=lambda: START_MS)
+            for shard in range(SHARDS)
+        ]
+        apply_shards(
+            [(a, [b for b in routed if b.shard == a.partition.shard]) for a in appliers], group_view_rows=limit
+        )
+    finally:
+        store.close()
+    if bound == "all":
+        assert shards_per_call == [SHARDS]
+    elif bound == "one":
+        assert shards_per_call == [1] * SHARDS
+    else:
+        assert shards_per_call[0] == 2
+        assert sum(shards_per_call) == SHARDS
