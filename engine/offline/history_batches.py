@@ -1,7 +1,7 @@
 """History rows as the decoder's batches: ``DecodedBatch`` chunks and factorized join keys.
 
 String columns are factorized once over the whole history and gathered per chunk, and
-single-join-key views get their entity keys encoded once (``factorize_key_columns``):
+join-key columns get their entity keys encoded once (``factorize_key_columns``):
 per-chunk conversions cost more than the routing itself.
 """
 
@@ -118,13 +118,12 @@ def history_batches(
 def factorize_key_columns(
     history: pl.DataFrame, views: Sequence[HistoryView]
 ) -> dict[str, tuple[list[bytes], npt.NDArray[np.int64]]]:
-    """Distinct values and a code per history row of every string join-key column of a
-    single-join-key view: one hash pass over the whole history instead of one per chunk."""
+    """Distinct values and a code per history row of every string join-key column: one
+    hash pass over the whole history instead of one per chunk. A multi-join-key view whose
+    keys are all here gets its entity keys composed from the codes, as streaming does
+    (``engine.entity_codes.compose_entity_keys``), not one tuple per row."""
     out: dict[str, tuple[list[bytes], npt.NDArray[np.int64]]] = {}
-    for view in views:
-        if len(view.join_keys) != 1 or view.join_keys[0] in out:
-            continue
-        name = view.join_keys[0]
+    for name in dict.fromkeys(k for view in views for k in view.join_keys):
         series = history.get_column(name)
         if series.dtype != pl.String or series.null_count():
             continue
