@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from engine.kernel.aggregate import aggregate_batch, aggregate_sketches
+from engine.kernel.aggregate import aggregate_batch, aggregate_sketches, group_order
 from engine.kernel.batch_merge import NO_EVENT_TS, FlatTiles
 from engine.kernel.layout import LayoutSource, PartialLayout, encode_positions
 from engine.kernel.record_merge import merge_records
@@ -97,11 +97,13 @@ def merge_view_rows_many(compiled: CompiledView, shards: Sequence[ShardRows], no
     values = np.concatenate([rows.values for rows, _ in all_parts])
     tiles = tile_id(event_ts, view.interval_ms)
     positions = encode_positions(partitions, offsets)
-    codes_u, tiles_u, partials = aggregate_batch(layout, codes, tiles, event_ts, positions, values)
+    # Sorted once for both the partials and the sketch blobs of the same groups.
+    order = group_order(codes, tiles, event_ts, positions) if layout.sketch_slots else None
+    codes_u, tiles_u, partials = aggregate_batch(layout, codes, tiles, event_ts, positions, values, order)
     sketches = None
     if layout.sketch_slots:
         raw = {c: np.concatenate([rows.raw_values[c] for rows, _ in all_parts]) for c in layout.sketch_columns}
-        sketches = aggregate_sketches(layout, codes, tiles, event_ts, positions, raw)
+        sketches = aggregate_sketches(layout, codes, tiles, event_ts, positions, raw, order)
     batch_max = np.full(len(keys), NO_EVENT_TS, dtype=np.int64)
     np.maximum.at(batch_max, codes, event_ts)
     prefix = view_prefix(view.fingerprint)  # keys are bytes built by routing

@@ -124,9 +124,12 @@ def group_order(codes: Int64Array, tiles: Int64Array, ts: Int64Array, pos: Int64
     """The permutation ``np.lexsort((pos, ts, tiles, codes))``, computed faster.
 
     (code, tile) pairs are numbered by one int64 key that sorts like the pair. When
-    the events already come in (event time, position) order (history replay, and most
-    Kafka batches) a stable sort by that key alone gives the same permutation,
-    because ties keep their input order; otherwise time and position are sorted too.
+    each pair's events already come in (event time, position) order, a stable sort by
+    that key alone gives the same permutation, because ties keep their input order:
+    so it is when the whole batch is in time order (most Kafka batches), and when only
+    each entity's events are (history replay: a slice is ordered by entity bucket,
+    then time), which is checked on the sorted events; otherwise time and position
+    are sorted too.
     """
     n = len(codes)
     if n < 2:
@@ -138,8 +141,13 @@ def group_order(codes: Int64Array, tiles: Int64Array, ts: Int64Array, pos: Int64
         return np.lexsort((pos, ts, tiles, codes))
     key = codes * span + (tiles - tile_lo)
     in_time_order = bool(np.all((ts[1:] > ts[:-1]) | ((ts[1:] == ts[:-1]) & (pos[1:] >= pos[:-1]))))
+    order = _stable_argsort(key)
     if in_time_order:
-        return _stable_argsort(key)
+        return order
+    key_s, ts_s, pos_s = key[order], ts[order], pos[order]
+    later = (ts_s[1:] > ts_s[:-1]) | ((ts_s[1:] == ts_s[:-1]) & (pos_s[1:] >= pos_s[:-1]))
+    if bool(np.all(later | (key_s[1:] != key_s[:-1]))):
+        return order
     return np.lexsort((pos, ts, key))
 
 
@@ -151,6 +159,7 @@ def aggregate_batch(
     event_ts: npt.ArrayLike,
     positions: npt.ArrayLike,
     values: npt.ArrayLike,
+    order: npt.NDArray[np.intp] | None = None,
 ) -> tuple[Int64Array, Int64Array, Float64Array]:
     """Group events by ``(entity code, tile)`` and compute each group's partials.
 
@@ -161,6 +170,8 @@ def aggregate_batch(
 
     Returns ``(entity_codes_u, tiles_u, partials)``: one row per distinct group,
     sorted by entity code then tile, ``partials`` of shape ``(groups, layout.width)``.
+    ``order`` is :func:`group_order` of these events when the caller already has it
+    (it sorts the same events for :func:`aggregate_sketches`).
     """
     codes = as_int64_vector("entity_codes", entity_codes)
     n = len(codes)
@@ -187,7 +198,8 @@ def aggregate_batch(
 
     # Sorting by (entity, tile, event time, position) puts each group's "last"
     # event at the group's end, so no separate argmax is needed.
-    order = group_order(codes, tile_ids, ts, pos)
+    if order is None:
+        order = group_order(codes, tile_ids, ts, pos)
     codes_s = codes[order]
     tiles_s = tile_ids[order]
     vals_s = vals[order]
@@ -231,9 +243,11 @@ def aggregate_sketches(
     event_ts: npt.ArrayLike,
     positions: npt.ArrayLike,
     raw_values: Mapping[str, npt.NDArray[np.generic]],
+    order: npt.NDArray[np.intp] | None = None,
 ) -> BlobArray:
     """The sketch blobs ``(groups, len(layout.sketch_slots))`` of the same groups, in
-    the same order, as :func:`aggregate_batch` returns for these events.
+    the same order, as :func:`aggregate_batch` returns for these events (``order``:
+    their :func:`group_order`, when the caller already has it).
 
     ``raw_values`` holds, per column of ``layout.sketch_columns``, the events' decoded
     values (an object array of ``str`` for string columns).
@@ -253,16 +267,21 @@ def aggregate_sketches(
                 f"kernel input 'raw_values[{column!r}]': expected {n} values, got {got}",
                 hint="routing carries raw values for every column a sketch slot reads",
             )
-    order, starts = group_starts(codes, tile_ids, ts, pos)
+    order, starts = group_starts(codes, tile_ids, ts, pos, order)
     return build_sketches(layout.sketch_slots, raw_values, order, starts, ts, pos)
 
 
 def group_starts(
-    codes: Int64Array, tiles: Int64Array, ts: Int64Array, pos: Int64Array
+    codes: Int64Array,
+    tiles: Int64Array,
+    ts: Int64Array,
+    pos: Int64Array,
+    order: npt.NDArray[np.intp] | None = None,
 ) -> tuple[npt.NDArray[np.intp], Int64Array]:
-    """``(order, starts)``: :func:`group_order` and the first sorted index of each
-    (entity, tile) group."""
-    order = group_order(codes, tiles, ts, pos)
+    """``(order, starts)``: :func:`group_order` (``order`` when given) and the first
+    sorted index of each (entity, tile) group."""
+    if order is None:
+        order = group_order(codes, tiles, ts, pos)
     codes_s, tiles_s = codes[order], tiles[order]
     boundary = np.ones(len(codes), dtype=bool)
     boundary[1:] = (codes_s[1:] != codes_s[:-1]) | (tiles_s[1:] != tiles_s[:-1])

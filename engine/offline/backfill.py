@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from engine.apply import ShardApplier
@@ -226,13 +228,15 @@ def _replay_slice(
     replay: _Replay,
     piece: HistorySlice,
     rows: pl.DataFrame,
+    order: npt.NDArray[np.intp] | None,
     first_row: int,
     commits: BackfillCommits,
     progress: _Progress,
 ) -> None:
-    """Route one slice chunk by chunk; commit every ``per_commit`` chunks and at its end."""
+    """Route one slice chunk by chunk; commit every ``per_commit`` chunks and at its end.
+    ``rows`` are in file order, ``order`` sorts them (``SpilledHistory.read``)."""
     views = replay.index.families[piece.family].views
-    factorized = factorize_key_columns(rows, views)
+    factorized = factorize_key_columns(rows, views, order)
     local_first = max(first_row - piece.first_offset, 0)
     columns = routed_columns(views, factorized)
     batches = history_batches(
@@ -244,6 +248,7 @@ def _replay_slice(
         columns,
         offset_base=piece.first_offset,
         top_ts_before=progress.top_ts,
+        order=order,
     )
     for decoded in batches:
         if replay.stopped(progress):
@@ -271,7 +276,7 @@ def _replay_wanted_slices(
             progress.complete = False
             break
         piece = replay.index.slices[slice_id]
-        _replay_slice(replay, piece, spilled.read(slice_id), first_row, commits, progress)
+        _replay_slice(replay, piece, *spilled.read(slice_id), first_row, commits, progress)
     commits.wait_for_publish()
 
 

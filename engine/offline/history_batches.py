@@ -1,7 +1,7 @@
 """History rows as the decoder's batches: ``DecodedBatch`` chunks and factorized join keys.
 
 String columns are factorized once over the whole history and gathered per chunk, and
-single-join-key views get their entity keys encoded once (``factorize_key_columns``):
+join-key columns get their entity keys encoded once (``factorize_key_columns``):
 per-chunk conversions cost more than the routing itself.
 """
 
@@ -64,12 +64,15 @@ def history_batches(
     columns: Collection[str] | None = None,
     offset_base: int = 0,
     top_ts_before: int | None = None,
+    order: npt.NDArray[np.intp] | None = None,
 ) -> Iterator[DecodedBatch]:
     """DecodedBatch objects for rows ``first_row ..`` of the sorted history.
 
     ``history`` may be one slice of the whole order: row ``i`` of it gets the offset
     ``offset_base + i``. ``top_ts_before`` is the largest event time of the rows replayed
-    before ``history`` (each batch carries the largest one so far).
+    before ``history`` (each batch carries the largest one so far). ``order``, when
+    given, is the permutation that sorts ``history`` (``history_slices.slice_order``):
+    row ``i`` is then ``history``'s row ``order[i]``.
 
     ``columns`` limits the batch columns to those routing reads (default: every source
     field in ``history``). String columns become object arrays like the decoder's, but
@@ -87,10 +90,10 @@ def history_batches(
             distinct, codes = _factorize_strings(series)
             values = np.empty(len(distinct), dtype=object)
             values[:] = distinct.to_list()
-            strings[name] = (values, codes)
+            strings[name] = (values, _in_order(codes, order))
         else:
-            numbers[name] = _numeric_column(series, kinds[name])
-    all_ts: npt.NDArray[np.int64] = history.get_column(EVENT_MS).to_numpy().astype(np.int64)
+            numbers[name] = _in_order(_numeric_column(series, kinds[name]), order)
+    all_ts: npt.NDArray[np.int64] = _in_order(history.get_column(EVENT_MS).to_numpy().astype(np.int64), order)
     top = top_ts_before
     for begin in range(first_row, history.height, chunk_rows):
         end = min(begin + chunk_rows, history.height)
@@ -115,21 +118,26 @@ def history_batches(
         )
 
 
+def _in_order(array: AnyArray, order: npt.NDArray[np.intp] | None) -> AnyArray:
+    """``array`` gathered by ``order`` (None: as it is)."""
+    return array if order is None else array[order]
+
+
 def factorize_key_columns(
-    history: pl.DataFrame, views: Sequence[HistoryView]
+    history: pl.DataFrame, views: Sequence[HistoryView], order: npt.NDArray[np.intp] | None = None
 ) -> dict[str, tuple[list[bytes], npt.NDArray[np.int64]]]:
-    """Distinct values and a code per history row of every string join-key column of a
-    single-join-key view: one hash pass over the whole history instead of one per chunk."""
+    """Distinct values and a code per history row of every string join-key column: one
+    hash pass over the whole history instead of one per chunk. A multi-join-key view whose
+    keys are all here gets its entity keys composed from the codes, as streaming does
+    (``engine.entity_codes.compose_entity_keys``), not one tuple per row. ``order``: as
+    for :func:`history_batches` (the codes are per sorted row)."""
     out: dict[str, tuple[list[bytes], npt.NDArray[np.int64]]] = {}
-    for view in views:
-        if len(view.join_keys) != 1 or view.join_keys[0] in out:
-            continue
-        name = view.join_keys[0]
+    for name in dict.fromkeys(k for view in views for k in view.join_keys):
         series = history.get_column(name)
         if series.dtype != pl.String or series.null_count():
             continue
         distinct, codes = _factorize_strings(series)
-        out[name] = (encode_entity_keys([distinct.to_list()]), codes)
+        out[name] = (encode_entity_keys([distinct.to_list()]), _in_order(codes, order))
     return out
 
 

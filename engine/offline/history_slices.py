@@ -245,11 +245,15 @@ def read_span(index: HistoryIndex, span: RowGroupSpan, source: EventSourceLike) 
     return frame.filter((pl.col(EVENT_MS) >= index.start_ms) & (pl.col(EVENT_MS) < index.end_ms))
 
 
-def sort_slice(rows: pl.DataFrame, piece: HistorySlice) -> pl.DataFrame:
-    """The rows of ``piece`` (read in file and row order) sorted by their sort key.
+def slice_order(rows: pl.DataFrame, piece: HistorySlice) -> npt.NDArray[np.intp] | None:
+    """The permutation that sorts the rows of ``piece`` (read in file and row order) by
+    their sort key, or None when they already are in that order.
 
-    A stable sort keeps ties in file and row order. Raises :class:`HistoryFileError`
-    when the row count differs from the first pass (a file changed in between).
+    A stable sort keeps ties in file and row order. The rows are not gathered here:
+    the caller gathers only the columns it reads, string columns as integer codes
+    (gathering a slice's string columns cost more than sorting it). Raises
+    :class:`HistoryFileError` when the row count differs from the first pass (a file
+    changed in between).
     """
     if rows.height != piece.rows:
         raise HistoryFileError(
@@ -258,13 +262,12 @@ def sort_slice(rows: pl.DataFrame, piece: HistorySlice) -> pl.DataFrame:
             hint="leave the history files alone while a backfill runs, then run it again (it resumes)",
         )
     if rows.height < 2:
-        return rows
-    # numpy's stable argsort plus one gather is several times faster than polars'
-    # order-keeping frame sort.
+        return None
+    # numpy's stable argsort is several times faster than polars' order-keeping sort.
     keys = rows.get_column(ORDER_KEY).to_numpy()
     if bool(np.all(keys[1:] >= keys[:-1])):
-        return rows
-    return rows[np.argsort(keys, kind="stable")]
+        return None
+    return np.argsort(keys, kind="stable")
 
 
 def load_history(

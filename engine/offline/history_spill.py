@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 import pyarrow as pa
 import pyarrow.ipc as ipc
@@ -27,7 +28,7 @@ from engine.offline.history_slices import (
     HistoryIndex,
     order_keys,
     read_span,
-    sort_slice,
+    slice_order,
 )
 from engine.offline.spill_directory import make_spill_directory
 
@@ -96,8 +97,9 @@ class SpilledHistory:
             for writer in writers.values():
                 writer.close()
 
-    def read(self, slice_id: int) -> pl.DataFrame:
-        """The rows of slice ``slice_id`` sorted in its family's order."""
+    def read(self, slice_id: int) -> tuple[pl.DataFrame, npt.NDArray[np.intp] | None]:
+        """The rows of slice ``slice_id`` as written (file order), and the permutation
+        into its family's order (None: already in it; ``history_slices.slice_order``)."""
         piece = self.index.slices[slice_id]
         path = self.paths[slice_id]
         if path.exists():
@@ -106,7 +108,7 @@ class SpilledHistory:
             rows = pl.DataFrame(pl.from_arrow(table))
         else:
             rows = pl.DataFrame()
-        return sort_slice(rows, piece)
+        return rows, slice_order(rows, piece)
 
     def close(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
