@@ -22,6 +22,10 @@ of the same users at the rate, or with ``--live=freshness`` the background event
 each, 500 of the history's merchants, every event a purchase), after ``FRESHNESS_WARM_S``
 of them unmeasured, as in its run at 10k events/s with ``--with-history``.
 
+``--lead-in=S`` applies S seconds of the live events first, unmeasured, so the measured
+cycles are not every entity's first touch after the gap (which trims and folds its
+expired tiles: with cold parts, engine/view_merge.py, the touches that rewrite them).
+
 ``--profile=PATH`` writes a cProfile of one more history run there; ``--only=empty|history``
 runs one of the two; ``--states=DIR`` keeps the two warm states in DIR and reuses them when
 there (runs under callgrind then count the cycles, not the day of history: the difference
@@ -223,20 +227,23 @@ def run_with_history(
     live: str = "generator",
     states_dir: str | None = None,
     only: str | None = None,
+    lead_in_s: int = 0,
 ) -> dict[str, Any]:
     """CPU per cycle of the same cycles onto empty state and onto a day of history,
-    alternating rounds (one grouped call per cycle)."""
+    alternating rounds (one grouped call per cycle); ``lead_in_s`` seconds of the same
+    live events are applied first, unmeasured (``FRESHNESS_WARM_S`` by default for
+    ``freshness``)."""
     views = _views()
     per_batch = max(1, round(rate * CYCLE_S / PARTITIONS))
     measured = per_batch * PARTITIONS * cycles
     start_ms = HISTORY.end_ms + HISTORY_GAP_MS
-    warm_events = 0
+    warm_events = lead_in_s * rate
     if live == "freshness":
-        warm_events = FRESHNESS_WARM_S * rate
+        warm_events = (lead_in_s or FRESHNESS_WARM_S) * rate
         columns = _freshness_events(warm_events + measured, start_ms, rate)
     else:
         config = GeneratorConfig(
-            events=measured,
+            events=warm_events + measured,
             users=HISTORY.users,
             merchants=HISTORY.merchants,
             seed=1,
@@ -258,11 +265,13 @@ def run_with_history(
         "rate": rate,
         "events_per_cycle": per_batch * PARTITIONS,
         "cycles": len(routed),
+        "lead_in_events": warm_events,
     }
     with tempfile.TemporaryDirectory(prefix="bench-shard-commits-") as tmp:
         work = Path(tmp)
         kept = Path(states_dir) if states_dir else work
-        states = {"empty": kept / f"warm-empty-{live}-{rate}", "history": kept / f"warm-history-{live}-{rate}"}
+        tag = f"{live}-{rate}" + (f"-lead{lead_in_s}" if lead_in_s else "")
+        states = {"empty": kept / f"warm-empty-{tag}", "history": kept / f"warm-history-{tag}"}
         if not states["history"].exists():
             _warm(states["empty"], work, views, lead_in)
             started = time.process_time()
@@ -298,7 +307,8 @@ def _main(argv: Sequence[str]) -> None:
         rate = int(_flag(argv, "rates", "10000"))
         live = _flag(argv, "live", "generator")
         profile, states = _flag(argv, "profile", "") or None, _flag(argv, "states", "") or None
-        emit(run_with_history(rounds, rate, cycles, profile, live, states, _flag(argv, "only", "") or None))
+        only, lead_in = _flag(argv, "only", "") or None, int(_flag(argv, "lead-in", "0"))
+        emit(run_with_history(rounds, rate, cycles, profile, live, states, only, lead_in))
         return
     size = next((a for a in argv if a in SIZES), "smoke")
     rates = _flag(argv, "rates", "10000,1000")

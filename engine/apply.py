@@ -30,7 +30,7 @@ from engine.log_rolls import PendingRoll, background_publisher, open_log_writers
 from engine.log_staging import StagedLogRows
 from engine.routing import ShardBatch, ViewRows
 from engine.state.offsets import NO_OFFSET, OffsetRecord
-from engine.state.protocols import OnlineWriter, StorePartition, Transaction
+from engine.state.protocols import ColdWrites, OnlineWriter, StorePartition, Transaction
 from engine.state.records import decode_handoff, decode_meta, handoff_key, meta_key
 from engine.view_merge import ApplicableView, CompiledView, MergedView, ShardRows, merge_view_rows_many
 
@@ -58,6 +58,8 @@ class _ViewWrites:
     """What one apply wrote for its views, for the online copy and the metadata cache."""
 
     online_items: list[tuple[bytes, bytes, bytes | None]] = field(default_factory=list)
+    cold_items: list[tuple[bytes, bytes, bytes | None]] = field(default_factory=list)
+    cold_kept: list[tuple[bytes, bytes]] = field(default_factory=list)
     meta_items: list[tuple[bytes, int, bytes]] = field(default_factory=list)
     ttl_ms: int | None = None
     lifetime_written: bool = False  # a lifetime view's Redis copy must never expire
@@ -249,7 +251,11 @@ class ShardApplier:
         """Write the Redis copy before the commit: a crash in between is repaired by the replay."""
 
         def write_copy() -> None:
-            copy.write(writes.online_items, None if writes.lifetime_written else writes.ttl_ms)
+            ttl_ms = None if writes.lifetime_written else writes.ttl_ms
+            if writes.cold_items or writes.cold_kept:
+                copy.write(writes.online_items, ttl_ms, ColdWrites(writes.cold_items, writes.cold_kept))
+            else:  # the common batch: no entity past SPILL_ABOVE tiles
+                copy.write(writes.online_items, ttl_ms)
             copy.write_meta(writes.meta_items)
             # After the tiles: the copy never claims more than it holds.
             copy.write_offsets(self.topic, self.partition.shard, advanced)
@@ -266,6 +272,8 @@ class ShardApplier:
             writes.online_items.extend(
                 (view.fingerprint, k, r) for k, r in zip(merged.keys, merged.records, strict=True)
             )
+            writes.cold_items.extend((view.fingerprint, k, c) for k, c in merged.cold)
+            writes.cold_kept.extend((view.fingerprint, k) for k in merged.cold_kept)
         writes.newest[view.fingerprint] = merged.newest
         writes.meta_items.append((view.fingerprint, self.partition.shard, merged.meta_value))
         writes.ttl_ms = max(writes.ttl_ms or 0, view.retention_ms)

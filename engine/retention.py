@@ -27,13 +27,17 @@ from engine.kernel.codec import (
     decode_sketches,
     decode_tiles,
     encode_tiles,
+    has_cold,
+    join_parts,
     section_slots,
     tile_span,
 )
+from engine.kernel.exceptions import TileCodecError
 from engine.kernel.layout import PartialLayout
 from engine.kernel.tile_retention import apply_retention, first_kept_tile, fold_expired
-from engine.state.protocols import StorePartition
-from engine.state.records import decode_meta, meta_key, view_prefix
+from engine.state.protocols import StorePartition, Transaction
+from engine.state.records import cold_view_prefix, decode_meta, meta_key, view_prefix
+from engine.view_merge import stored_parts
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ def sweep_view(
         return SweepResult(0, 0, 0, None)
     first_kept = first_kept_tile(newest, retention_ms, interval_ms)
     prefix = view_prefix(fingerprint)
+    cold_prefix = cold_view_prefix(fingerprint)
     txn = partition.begin()
     examined = deleted = trimmed = 0
     next_key: bytes | None = None
@@ -81,12 +86,18 @@ def sweep_view(
             break
         examined += 1
         start_after = key
+        # An entity with a cold part is swept as the one record its two parts stand for.
+        cold_key, had_cold = cold_prefix + key[len(prefix) :], has_cold(value)
+        if had_cold:
+            value = _joined(partition, key, cold_key, value)
         span = tile_span(value)
         if span is None:
             continue
         first_tile, last_tile = span
         if last_tile < first_kept and compact_into is None:
             txn.delete(key)
+            if had_cold:
+                txn.delete(cold_key)
             deleted += 1
             continue
         if first_tile < first_kept:
@@ -102,19 +113,40 @@ def sweep_view(
                     tiles < first_kept,
                     decode_sketches(value, len(compact_into.sketch_slots)),
                 )
-                txn.put(key, encode_tiles(np.ascontiguousarray(kept_tiles), np.ascontiguousarray(kept), max_ts, blobs))
+                record = encode_tiles(np.ascontiguousarray(kept_tiles), np.ascontiguousarray(kept), max_ts, blobs)
+                _put(txn, key, cold_key, had_cold, record)
                 trimmed += 1
                 continue
             kept_tiles, kept = apply_retention(tiles, partials, newest, retention_ms, interval_ms)
             # The sketch section's rows are trimmed with their tiles (docs/architecture.md).
             sketches = decode_sketches(value, section_slots(value))[len(tiles) - len(kept_tiles) :]
-            txn.put(
-                key,
-                encode_tiles(np.ascontiguousarray(kept_tiles), np.ascontiguousarray(kept), max_ts, sketches),
-            )
+            record = encode_tiles(np.ascontiguousarray(kept_tiles), np.ascontiguousarray(kept), max_ts, sketches)
+            _put(txn, key, cold_key, had_cold, record)
             trimmed += 1
     txn.commit()
     return SweepResult(examined, deleted, trimmed, next_key)
+
+
+def _joined(partition: StorePartition, key: bytes, cold_key: bytes, hot: bytes) -> bytes:
+    """The whole record of a hot part and its stored cold part."""
+    cold = partition.get_many([cold_key])[0]
+    if cold is None:
+        raise TileCodecError(
+            f"tile record {key!r}: its hot part is flagged, but no cold part is stored",
+            hint="the stored values are corrupt; rebuild the state with a backfill",
+        )
+    return join_parts(cold, hot)
+
+
+def _put(txn: Transaction, key: bytes, cold_key: bytes, had_cold: bool, record: bytes) -> None:
+    """Store a swept whole ``record`` as the write path would: whole or as two parts;
+    a cold part no longer needed is deleted."""
+    hot, cold = stored_parts(record)
+    txn.put(key, hot)
+    if cold is not None:
+        txn.put(cold_key, cold)
+    elif had_cold:
+        txn.delete(cold_key)
 
 
 class RetentionSweeper:

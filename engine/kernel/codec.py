@@ -15,6 +15,16 @@ copying (``np.frombuffer``); the section keeps every record a whole number of 8-
 words. A record without the flag (every record written before the section existed,
 and every record whose blobs are all empty) reads as empty blobs ``b""``: the empty
 state of every sketch kind (``engine/kernel/sketch_slot.py``).
+
+Hot and cold parts (docs/architecture.md "State"): an entity whose record grows past
+``engine.view_merge.SPILL_ABOVE`` tiles is kept as two records of this format, a cold
+one holding its older tiles and a hot one holding the newest, so a touch rewrites only
+the hot one. Every cold tile id is below every hot tile id; the hot record's header has
+``FLAG_COLD`` (bit 1), the cold record never has it and its ``max_event_ts`` is not
+read. :func:`join_parts` gives the one record the two stand for, byte for byte what
+:func:`encode_tiles` writes for the concatenated tiles (with the hot record's
+``max_event_ts``); :func:`split_record` is its inverse. The decoders refuse
+``FLAG_COLD`` as an unknown flag, so no reader can take a hot part for the whole record.
 """
 
 from __future__ import annotations
@@ -36,6 +46,8 @@ HEADER = struct.Struct("<BBHIq")
 #: The same header as a numpy record type, for decoding many records' headers at once.
 HEADER_DTYPE = np.dtype([("version", "u1"), ("flags", "u1"), ("width", "<u2"), ("n_tiles", "<u4"), ("max_ts", "<i8")])
 FLAG_SKETCHES = 1
+#: On a hot record only: the entity's older tiles are in its cold record.
+FLAG_COLD = 2
 SECTION_VERSION = 1
 SECTION_HEADER = struct.Struct("<BBHI")
 _MAX_SLOTS = 2**16 - 1
@@ -290,6 +302,14 @@ def tile_span(buf: bytes | bytearray | memoryview) -> tuple[int, int] | None:
     return first, last
 
 
+def leading_tiles(buf: bytes, count: int) -> tuple[int, ...]:
+    """The first ``count`` tile ids of a record (fewer when it holds fewer), read from
+    its header and tile array only."""
+    n: int = min(count, HEADER.unpack_from(buf, 0)[3])
+    ids: tuple[int, ...] = struct.unpack_from(f"<{n}q", buf, HEADER.size)
+    return ids
+
+
 def section_bytes(blobs: BlobRows, row_bounds: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     """The blob bytes of each record ``i`` holding blob rows ``row_bounds[i] ..
     row_bounds[i + 1]`` (0: the record gets no section and no flag), checked against the
@@ -362,3 +382,137 @@ def append_sections(
         parts.append(_ZEROS[: _pad8(total)])
         out.append(b"".join(parts))
     return out
+
+
+def has_cold(record: bytes) -> bool:
+    """Whether ``record`` is a hot part whose entity also has a cold record (one byte
+    read: readers of entities without one pay nothing more; a truncated record is left
+    to the decoders, which name what is wrong)."""
+    return len(record) > 1 and bool(record[1] & FLAG_COLD)
+
+
+def with_cold_flag(record: bytes, cold: bool) -> bytes:
+    """``record`` with its header's ``FLAG_COLD`` set (``cold``) or cleared."""
+    flags = record[1] | FLAG_COLD if cold else record[1] & ~FLAG_COLD
+    if flags == record[1]:
+        return record
+    return b"".join((record[:1], bytes((flags,)), memoryview(record)[2:]))
+
+
+def _parts(record: bytes) -> tuple[int, int, int, int, int]:
+    """``(width, n_tiles, max_event_ts, n_slots, blob_bytes)`` of a record (its header
+    and length checked, a hot part's ``FLAG_COLD`` allowed)."""
+    plain = with_cold_flag(record, False)
+    width, n_tiles, max_ts = check_header(plain)
+    if not record[1] & FLAG_SKETCHES:
+        return width, n_tiles, max_ts, 0, 0
+    _, _, n_slots, total = SECTION_HEADER.unpack_from(record, section_offset(n_tiles, width))
+    return width, n_tiles, max_ts, int(n_slots), int(total)
+
+
+def _blob_lengths(record: bytes, width: int, n_tiles: int, n_slots: int) -> npt.NDArray[np.int64]:
+    at = section_offset(n_tiles, width) + SECTION_HEADER.size
+    lengths: npt.NDArray[np.int64] = np.frombuffer(record, dtype="<u4", count=n_tiles * n_slots, offset=at).astype(
+        np.int64
+    )
+    return lengths
+
+
+def _record(
+    width: int,
+    max_ts: int,
+    tiles: Sequence[bytes | memoryview],
+    partials: Sequence[bytes | memoryview],
+    n_tiles: int,
+    n_slots: int,
+    lengths: npt.NDArray[np.int64] | None,
+    blobs: Sequence[bytes | memoryview],
+    cold: bool,
+) -> bytes:
+    """One record from its byte runs: what :func:`encode_tiles` writes for them."""
+    total = 0 if lengths is None else int(lengths.sum())
+    flags = (FLAG_SKETCHES if total else 0) | (FLAG_COLD if cold else 0)
+    out: list[bytes | memoryview] = [HEADER.pack(RECORD_VERSION, flags, width, n_tiles, max_ts), *tiles, *partials]
+    if total and lengths is not None:
+        length_bytes = lengths.astype("<u4").tobytes()
+        out += [SECTION_HEADER.pack(SECTION_VERSION, 0, n_slots, total), length_bytes, bytes(_pad8(len(length_bytes)))]
+        out += [*blobs, bytes(_pad8(total))]
+    return b"".join(out)
+
+
+def join_parts(cold: bytes, hot: bytes) -> bytes:
+    """The one record a cold and a hot part stand for: the cold tiles, then the hot
+    ones, the hot part's ``max_event_ts``, no ``FLAG_COLD``; byte for byte what
+    :func:`encode_tiles` writes for the concatenation. Raises :class:`TileCodecError`
+    when the parts differ in width or sketch slots or their tiles do not follow on."""
+    width, n_cold, _, slots_c, total_c = _parts(cold)
+    hot_width, n_hot, max_ts, slots_h, total_h = _parts(hot)
+    if hot_width != width or (slots_c and slots_h and slots_c != slots_h):
+        raise TileCodecError(
+            f"tile record parts: expected the same width and sketch slots, got width {width} and "
+            f"{hot_width}, {slots_c} and {slots_h} slots",
+            hint="the stored values are corrupt",
+        )
+    spans = tile_span(cold), tile_span(hot)
+    if spans[0] is not None and spans[1] is not None and spans[0][1] >= spans[1][0]:
+        raise TileCodecError(
+            f"tile record parts: expected every cold tile before every hot tile, got cold tile "
+            f"{spans[0][1]} and hot tile {spans[1][0]}",
+            hint="the stored values are corrupt",
+        )
+    c, h = memoryview(cold), memoryview(hot)
+    tiles = (c[HEADER.size : partials_offset(n_cold)], h[HEADER.size : partials_offset(n_hot)])
+    partials = (
+        c[partials_offset(n_cold) : section_offset(n_cold, width)],
+        h[partials_offset(n_hot) : section_offset(n_hot, width)],
+    )
+    n_slots = slots_c or slots_h
+    lengths = None
+    blobs: list[memoryview] = []
+    if n_slots:
+        parts = []
+        for part, n, slots, total in ((cold, n_cold, slots_c, total_c), (hot, n_hot, slots_h, total_h)):
+            if not slots:
+                parts.append(np.zeros(n * n_slots, dtype=np.int64))
+                continue
+            parts.append(_blob_lengths(part, width, n, n_slots))
+            at = section_offset(n, width) + SECTION_HEADER.size + 4 * n * n_slots + _pad8(4 * n * n_slots)
+            blobs.append(memoryview(part)[at : at + total])
+        lengths = np.concatenate(parts)
+    return _record(width, max_ts, tiles, partials, n_cold + n_hot, n_slots, lengths, blobs, False)
+
+
+def split_record(record: bytes, n_cold: int) -> tuple[bytes, bytes]:
+    """``(cold, hot)``: the first ``n_cold`` tiles of ``record`` as a cold part and the
+    rest as a hot part (``FLAG_COLD`` set; both keep the record's ``max_event_ts``);
+    :func:`join_parts` gives ``record`` back."""
+    width, n_tiles, max_ts, n_slots, _ = _parts(record)
+    if not 0 < n_cold < n_tiles:
+        raise KernelInputError(
+            f"split_record: expected 0 < n_cold < {n_tiles}, got {n_cold}",
+            hint="both parts hold at least one tile",
+        )
+    view = memoryview(record)
+    n_hot = n_tiles - n_cold
+    cut_tiles = partials_offset(n_cold)
+    cut_partials = partials_offset(n_tiles) + 8 * n_cold * width
+    tiles = (view[HEADER.size : cut_tiles], view[cut_tiles : partials_offset(n_tiles)])
+    partials = (
+        view[partials_offset(n_tiles) : cut_partials],
+        view[cut_partials : section_offset(n_tiles, width)],
+    )
+    if not n_slots:
+        cold = _record(width, max_ts, tiles[:1], partials[:1], n_cold, 0, None, (), False)
+        return cold, _record(width, max_ts, tiles[1:], partials[1:], n_hot, 0, None, (), True)
+    lengths = _blob_lengths(record, width, n_tiles, n_slots)
+    count = n_tiles * n_slots
+    at = section_offset(n_tiles, width) + SECTION_HEADER.size + 4 * count + _pad8(4 * count)
+    cut = at + int(lengths[: n_cold * n_slots].sum())
+    end = at + int(lengths.sum())
+    cold = _record(
+        width, max_ts, tiles[:1], partials[:1], n_cold, n_slots, lengths[: n_cold * n_slots], (view[at:cut],), False
+    )
+    hot = _record(
+        width, max_ts, tiles[1:], partials[1:], n_hot, n_slots, lengths[n_cold * n_slots :], (view[cut:end],), True
+    )
+    return cold, hot

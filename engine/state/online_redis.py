@@ -13,6 +13,7 @@ from engine.state.records import (
     Freshness,
     freshest,
     parse_redis_offsets_field,
+    redis_cold_key,
     redis_key,
     redis_meta_key,
     redis_offsets_key,
@@ -68,6 +69,19 @@ class RedisOnlineTable(ClosesOnExit):
             out.append(values[start : start + len(entity_keys)])
             start += len(entity_keys)
         return out
+
+    def read_parts(self, fingerprint: bytes, entity_keys: Sequence[bytes]) -> list[tuple[bytes | None, bytes | None]]:
+        """Each entity's tile and cold tile records in one MGET (atomic in Redis; the
+        writer sets a cold part and its tile record in one MULTI)."""
+        keys = [k for key in entity_keys for k in (redis_key(fingerprint, key), redis_cold_key(fingerprint, key))]
+        if not keys:
+            return []
+        try:
+            values: list[bytes | None] = self._client.mget(keys)
+        except REDIS_ERRORS as exc:
+            raise self._unavailable(exc) from exc
+        self._last_ok = time.monotonic()
+        return list(zip(values[::2], values[1::2], strict=True))
 
     def read_meta(self, fingerprint: bytes) -> Freshness:
         """The view's freshness: the freshest of its shards' records (one HVALS)."""

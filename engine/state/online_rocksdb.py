@@ -37,13 +37,14 @@ from engine.state.exceptions import (
 from engine.state.keys import shard_hasher, shards_of
 from engine.state.layout import (
     check_meta_shards,
+    multi_get,
     open_secondary,
     shard_exists,
     shard_path,
 )
 from engine.state.offsets import OffsetRecord, scan_offsets
 from engine.state.protocols import OnlineTableHealth
-from engine.state.records import Freshness, freshest, meta_key, view_prefix
+from engine.state.records import Freshness, cold_view_prefix, freshest, meta_key, view_prefix
 
 _INSTANCE_IDS = itertools.count()
 # Views whose read keys are remembered (_view_keys): far more than a repo defines; a
@@ -300,6 +301,19 @@ class RocksDBOnlineTable(ClosesOnExit):
         full_keys = [self._locate(fingerprint, key) for fingerprint, (key,) in requests]
         with self._read_lock:
             return [[self._open_shard(shard).get(full_key)] for shard, full_key in full_keys]
+
+    def read_parts(self, fingerprint: bytes, entity_keys: Sequence[bytes]) -> list[tuple[bytes | None, bytes | None]]:
+        """Each entity's tile and cold tile records from one multi-get (RocksDB reads the
+        keys of one multi-get from one snapshot, so a catch-up between them cannot pair a
+        hot part with another version's cold part)."""
+        cold_prefix = cold_view_prefix(fingerprint)
+        out: list[tuple[bytes | None, bytes | None]] = []
+        with self._read_lock:
+            for key in entity_keys:
+                shard, full_key = self._locate(fingerprint, key)
+                hot, cold = multi_get(self._open_shard(shard), [full_key, cold_prefix + key])
+                out.append((hot, cold))
+        return out
 
     def read_meta(self, fingerprint: bytes) -> Freshness:
         """The view's freshness: the freshest of its records in every shard (shards not

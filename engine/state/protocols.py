@@ -110,6 +110,15 @@ class OnlineTable(Protocol):
         """
         ...
 
+    def read_parts(self, fingerprint: bytes, entity_keys: Sequence[bytes]) -> list[tuple[bytes | None, bytes | None]]:
+        """``(tile record, cold tile record)`` of many entities of one view, each pair read
+        at one instant (engine/state/records.py), None where absent: what a reader asks
+        for an entity whose tile record says it has a cold part.
+
+        Raises ``OnlineTableUnavailable`` when the table cannot answer right now.
+        """
+        ...
+
     def read_meta(self, fingerprint: bytes) -> Freshness:
         """The view's freshness: the freshest of the records every shard's writer keeps.
 
@@ -132,12 +141,23 @@ class OnlineTable(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class ColdWrites:
+    """The cold tile records one batch changes, for the online copy (engine/state/records.py)."""
+
+    parts: Sequence[tuple[bytes, bytes, bytes | None]]  # (fingerprint, entity key, value or None: deleted)
+    kept: Sequence[tuple[bytes, bytes]]  # (fingerprint, entity key): unchanged, their expiry renewed
+
+
 @runtime_checkable
 class OnlineWriter(Protocol):
     """Write side of a secondary online copy (Redis)."""
 
-    def write(self, items: Sequence[tuple[bytes, bytes, bytes | None]], ttl_ms: int | None) -> None:
-        """Write ``(fingerprint, entity_key, value or None to delete)`` items at once.
+    def write(
+        self, items: Sequence[tuple[bytes, bytes, bytes | None]], ttl_ms: int | None, cold: ColdWrites | None = None
+    ) -> None:
+        """Write ``(fingerprint, entity_key, value or None to delete)`` items at once, with
+        the ``cold`` tile records beside them.
 
         Raises ``OnlineWriteError`` when the batch was not confirmed.
         """

@@ -4,6 +4,10 @@ RocksDB shard keys (one byte of prefix says what the record is):
 
 - ``T`` tile record:      ``b"T" + fingerprint(8) + entity_key`` -> packed tiles
   (the value's layout is owned by engine/kernel/codec.py)
+- ``K`` cold tile record: ``b"K" + fingerprint(8) + entity_key`` -> packed tiles: the
+  older tiles of an entity whose ``T`` record (its hot part, flagged) grew too long
+  (engine/kernel/codec.py, "Hot and cold parts"); its own prefix, so a scan of a view's
+  ``T`` keys never meets one, and only a flagged ``T`` record says one is to be read
 - ``O`` offset record:    ``b"O" + topic(UTF-8) + b"\\x00" + partition(>I)`` ->
   :class:`engine.state.offsets.OffsetRecord`
 - ``M`` freshness record: ``b"M" + fingerprint`` -> ``<qq`` (newest event time the
@@ -21,6 +25,7 @@ RocksDB shard keys (one byte of prefix says what the record is):
 Redis keys (the optional online copy):
 
 - tile record:      ``sf:<fingerprint hex>:<entity key>`` -> the same packed tiles
+- cold tile record: ``sf:cold:<fingerprint hex>:<entity key>`` -> the same cold part
 - freshness record: hash ``sf:meta:<fingerprint hex>``, one field per shard
   (``000``, ``001``, ...) -> the same ``<qq`` record
 
@@ -38,6 +43,7 @@ from engine.state.exceptions import StateTypeError, StateValueError
 from engine.state.keys import FINGERPRINT_LEN, check_entity_key, check_fingerprint
 
 TILE_PREFIX = b"T"
+COLD_PREFIX = b"K"
 OFFSET_PREFIX = b"O"
 META_PREFIX = b"M"
 HANDOFF_PREFIX = b"H"
@@ -51,6 +57,7 @@ CHANGELOG_POSITION_RECORD = struct.Struct("<q")
 CHANGELOG_IDENTITY_KEY = b"D"
 
 REDIS_TILE_PREFIX = b"sf:"
+REDIS_COLD_PREFIX = b"sf:cold:"
 REDIS_META_PREFIX = b"sf:meta:"
 REDIS_OFFSETS_PREFIX = b"sf:offsets:"
 
@@ -72,6 +79,12 @@ def tile_key(fingerprint: bytes, entity_key: bytes) -> bytes:
 def view_prefix(fingerprint: bytes) -> bytes:
     """Common prefix of every tile record key of one view."""
     return TILE_PREFIX + check_fingerprint(fingerprint)
+
+
+def cold_view_prefix(fingerprint: bytes) -> bytes:
+    """Common prefix of every cold tile record key of one view; a cold key is this
+    prefix and the entity key, as a tile key is :func:`view_prefix` and the entity key."""
+    return COLD_PREFIX + check_fingerprint(fingerprint)
 
 
 def split_tile_key(key: bytes) -> tuple[bytes, bytes]:
@@ -217,6 +230,12 @@ def redis_key(fingerprint: bytes, entity_key: bytes) -> bytes:
     """Redis key of the packed tile record of one (view, entity)."""
     check_entity_key(entity_key)
     return REDIS_TILE_PREFIX + check_fingerprint(fingerprint).hex().encode("ascii") + b":" + entity_key
+
+
+def redis_cold_key(fingerprint: bytes, entity_key: bytes) -> bytes:
+    """Redis key of the cold tile record of one (view, entity)."""
+    check_entity_key(entity_key)
+    return REDIS_COLD_PREFIX + check_fingerprint(fingerprint).hex().encode("ascii") + b":" + entity_key
 
 
 def redis_meta_key(fingerprint: bytes) -> bytes:

@@ -7,7 +7,9 @@ from collections.abc import Mapping, Sequence
 from engine.state.closing import ClosesOnExit
 from engine.state.exceptions import OnlineWriteError, StateTypeError, StateValueError
 from engine.state.offsets import OffsetRecord
+from engine.state.protocols import ColdWrites
 from engine.state.records import (
+    redis_cold_key,
     redis_key,
     redis_meta_field,
     redis_meta_key,
@@ -30,7 +32,12 @@ class RedisOnlineWriter(ClosesOnExit):
         self.url = url
         self._client = make_client(url, socket_timeout_s=socket_timeout_s, max_connections=max_connections)
 
-    def write(self, items: Sequence[tuple[bytes, bytes, bytes | None]], ttl_ms: int | None) -> None:
+    def write(
+        self, items: Sequence[tuple[bytes, bytes, bytes | None]], ttl_ms: int | None, cold: ColdWrites | None = None
+    ) -> None:
+        """``items`` and the ``cold`` parts (``(fingerprint, entity_key, value or None to
+        delete)``), and a new expiry for the cold parts that stay; with cold parts, in
+        one MULTI, so a reader's MGET of an entity's two records never pairs two versions."""
         if ttl_ms is not None and (isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or ttl_ms < 1):
             raise StateValueError(
                 f"RedisOnlineWriter.write: field 'ttl_ms': expected a positive int or None, got {ttl_ms!r}",
@@ -38,10 +45,16 @@ class RedisOnlineWriter(ClosesOnExit):
             )
         if not items:
             return
-        # No MULTI: each item is independent and a transaction would only add latency.
-        pipe = self._client.pipeline(transaction=False)
-        for fingerprint, entity_key, value in items:
-            key = redis_key(fingerprint, entity_key)
+        # No MULTI without cold parts: each item is independent and a transaction would
+        # only add latency.
+        pipe = self._client.pipeline(transaction=cold is not None)
+        keyed = [(redis_key(f, k), k, v) for f, k, v in items]
+        if cold is not None:
+            if ttl_ms is not None:
+                for fingerprint, entity_key in cold.kept:
+                    pipe.pexpire(redis_cold_key(fingerprint, entity_key), ttl_ms)
+            keyed += [(redis_cold_key(f, k), k, v) for f, k, v in cold.parts]
+        for key, entity_key, value in keyed:
             if value is None:
                 pipe.delete(key)
             elif isinstance(value, bytes):

@@ -40,6 +40,7 @@ from engine.state.offsets import OffsetRecord, scan_offsets
 from engine.state.progress import ShardOwner
 from engine.state.records import (
     CHANGELOG_POSITION_KEY,
+    cold_view_prefix,
     encode_changelog_position,
     offset_key,
     view_prefix,
@@ -258,9 +259,11 @@ class RocksDBStorePartition:
             yield key[cut:], value
 
     def view_size_bytes(self, fingerprint: bytes) -> int:
-        """Bytes of keys and values of one view in this shard (exact, by prefix scan)."""
+        """Bytes of keys and values of one view in this shard, its cold tile records
+        included (exact, by prefix scans)."""
         prefix_len = len(view_prefix(fingerprint))
-        return sum(prefix_len + len(k) + len(v) for k, v in self.iter_view(fingerprint))
+        tiles = sum(prefix_len + len(k) + len(v) for k, v in self.iter_view(fingerprint))
+        return tiles + sum(len(k) + len(v) for k, v in iter_prefix(self._live_db(), cold_view_prefix(fingerprint)))
 
     def size_bytes(self) -> int:
         """Approximate on-disk plus in-memory size of this shard."""

@@ -23,7 +23,7 @@ from engine.definitions import StreamFeatureView, load_repo
 from engine.generate import EventBatch
 from engine.io.batches import DecodedBatch
 from engine.kernel import ViewSpec, decode_tiles, evaluate
-from engine.kernel.codec import decode_sketches
+from engine.kernel.codec import decode_sketches, has_cold, join_parts
 from engine.state.keys import entity_key
 from engine.state.protocols import OnlineTable
 from engine.state.records import tile_key
@@ -286,6 +286,10 @@ def online_values(
 ) -> dict[str, Any] | None:
     key_values = list(entity) if isinstance(entity, tuple) else [entity]
     record = table.read(view.fingerprint, [entity_key(key_values)])[0]
+    if record is not None and has_cold(record):  # read again with its cold part, as serving does
+        hot, cold = table.read_parts(view.fingerprint, [entity_key(key_values)])[0]
+        assert hot is not None and cold is not None
+        record = join_parts(cold, hot)
     if record is None:
         return None
     tiles, partials, _ = decode_tiles(record)

@@ -8,7 +8,8 @@ import redis
 from engine.state.exceptions import OnlineTableUnavailable, OnlineWriteError, StateValueError
 from engine.state.keys import entity_key
 from engine.state.online_redis import RedisOnlineTable
-from engine.state.records import redis_key
+from engine.state.protocols import ColdWrites
+from engine.state.records import redis_cold_key, redis_key
 from engine.state.redis_writer import RedisOnlineWriter
 from tests.fixtures.redis import RedisServer
 from tests.reference import redis_tile_key_bytes
@@ -32,6 +33,22 @@ def test_writer_sets_expiry_and_deletes(state_redis_url: str) -> None:
         writer.write([], ttl_ms=1)  # nothing to do is fine
         with pytest.raises(StateValueError, match="ttl_ms"):
             writer.write([(FP, key_a, b"x")], ttl_ms=0)
+    admin.close()
+
+
+def test_cold_parts_are_written_with_their_tile_records_and_read_together(state_redis_url: str) -> None:
+    admin: redis.Redis[bytes] = redis.Redis.from_url(state_redis_url)
+    key_a, key_b = entity_key(["cold-a"]), entity_key(["cold-b"])
+    with RedisOnlineWriter(state_redis_url) as writer, RedisOnlineTable(state_redis_url) as table:
+        writer.write([(FP, key_a, b"hot-a"), (FP, key_b, b"b")], 30_000, ColdWrites([(FP, key_a, b"cold-a")], []))
+        assert table.read_parts(FP, [key_a, key_b]) == [(b"hot-a", b"cold-a"), (b"b", None)]
+        assert 0 < admin.pttl(redis_cold_key(FP, key_a)) <= 30_000
+        admin.pexpire(redis_cold_key(FP, key_a), 1_000)
+        writer.write([(FP, key_a, b"hot-a2")], 30_000, ColdWrites([], [(FP, key_a)]))
+        assert admin.pttl(redis_cold_key(FP, key_a)) > 1_000  # renewed with its tile record
+        writer.write([(FP, key_a, b"whole")], 30_000, ColdWrites([(FP, key_a, None)], []))
+        assert table.read_parts(FP, [key_a]) == [(b"whole", None)]
+        assert table.read_parts(FP, []) == []
     admin.close()
 
 
