@@ -199,20 +199,18 @@ class _ColdParts:
         stored: list[bytes | None],
         new: FlatTiles,
     ) -> _ColdParts:
-        flagged = [i for i, r in enumerate(stored) if r is not None and has_cold(r)]
+        flagged = [(i, r) for i, r in enumerate(stored) if r is not None and has_cold(r)]
         if not flagged:
             return cls(stored, {}, set())
         colds: list[bytes | None] = []
         for shard, lo, hi in zip(shards, key_bounds, key_bounds[1:], strict=False):
-            colds += shard.txn.get_many([cold_keys[i] for i in flagged if lo <= i < hi])
+            colds += shard.txn.get_many([cold_keys[i] for i, _ in flagged if lo <= i < hi])
         first_new = np.full(len(stored), np.iinfo(np.int64).max, dtype=np.int64)
         np.minimum.at(first_new, new.codes, new.tiles)
         to_merge = list(stored)
         kept: dict[int, bytes] = {}
         joined: set[int] = set()
-        for i, cold in zip(flagged, colds, strict=True):
-            hot = stored[i]
-            assert hot is not None  # flagged: a stored record
+        for (i, hot), cold in zip(flagged, colds, strict=True):
             if cold is None:
                 raise TileCodecError(
                     f"tile record {cold_keys[i]!r}: its hot part is flagged, but no cold part is stored",
