@@ -119,6 +119,11 @@ def _run(args: argparse.Namespace) -> int:
             f"metrics_port + {args.processes - 1} = {last_metrics_port}, beyond 65535",
             hint=f"set metrics_port to at most {65536 - args.processes} (or 0: no metrics endpoint)",
         )
+    if settings.online == "redis":
+        from engine.state.redis_writer import RedisOnlineWriter
+
+        # A Redis that evicts keys is refused here, in one line, not by every worker.
+        RedisOnlineWriter(settings.redis_url).close()
     with state_writer(settings.path(settings.data_dir), "streamfeat run"):
         if args.cluster is not None:
             return _supervise(_cluster_process(args))

@@ -154,6 +154,10 @@ def _serve(args: argparse.Namespace) -> int:
     from serving.registry import build_registry
 
     build_registry(load_repo(settings.repo_path), load_plan_or_fail(settings))
+    if settings.online == "redis":
+        from engine.state import RedisOnlineTable
+
+        RedisOnlineTable(settings.redis_url).close()  # refuses a Redis that evicts keys
     for key, value in _overrides(args).items():
         if value is not None:
             os.environ[f"STREAMFEAT_{key.upper()}"] = str(value)

@@ -23,6 +23,13 @@ class ShardCountMismatchError(StateError):
     exit_code = 2
 
 
+class RedisEvictionError(StateValueError):
+    """The Redis server may evict keys (a ``maxmemory`` limit with a policy other than
+    ``noeviction``): an evicted tile record would be served as an entity without events."""
+
+    exit_code = 2
+
+
 class StoreClosedError(StateError):
     """A store, partition or online table was used after it was closed."""
 

@@ -22,7 +22,8 @@ from engine.state.redis_client import (
     REDIS_ERRORS,
     close_client,
     describe_redis_error,
-    make_client,
+    open_checked_client,
+    redacted_url,
 )
 
 
@@ -36,7 +37,7 @@ class RedisOnlineTable(ClosesOnExit):
 
     def __init__(self, url: str, *, socket_timeout_s: float = 0.5, max_connections: int = 32) -> None:
         self.url = url
-        self._client = make_client(url, socket_timeout_s=socket_timeout_s, max_connections=max_connections)
+        self._client = open_checked_client(url, socket_timeout_s=socket_timeout_s, max_connections=max_connections)
         self._last_ok: float | None = None
         self._last_error: str | None = None
         self.error_count = 0
@@ -123,7 +124,7 @@ class RedisOnlineTable(ClosesOnExit):
             self.refresh()
         except OnlineTableUnavailable as exc:
             return OnlineTableHealth(False, exc.reason, self._age(), self._last_error)
-        return OnlineTableHealth(True, f"redis at {self.url.split('@')[-1]} answers", 0.0, self._last_error)
+        return OnlineTableHealth(True, f"redis at {redacted_url(self.url)} answers", 0.0, self._last_error)
 
     def _age(self) -> float | None:
         return None if self._last_ok is None else time.monotonic() - self._last_ok

@@ -20,7 +20,7 @@ from engine.state.redis_client import (
     REDIS_ERRORS,
     close_client,
     describe_redis_error,
-    make_client,
+    open_checked_client,
 )
 from engine.wording import counted
 
@@ -30,7 +30,7 @@ class RedisOnlineWriter(ClosesOnExit):
 
     def __init__(self, url: str, *, socket_timeout_s: float = 2.0, max_connections: int = 8) -> None:
         self.url = url
-        self._client = make_client(url, socket_timeout_s=socket_timeout_s, max_connections=max_connections)
+        self._client = open_checked_client(url, socket_timeout_s=socket_timeout_s, max_connections=max_connections)
 
     def write(
         self, items: Sequence[tuple[bytes, bytes, bytes | None]], ttl_ms: int | None, cold: ColdWrites | None = None
