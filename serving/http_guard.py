@@ -92,12 +92,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:  # uvicorn's own arguments, passed through
         super().__init__(*args, **kwargs)
-        if type(self).limits is None:  # a worker process: same settings as the parent (environment, files)
+        limits = type(self).limits
+        if limits is None:  # a worker process: same settings as the parent (environment, files)
             from engine.config import load_settings
 
-            type(self).configure(HttpLimits.from_settings(load_settings()))
-        limits = type(self).limits
-        assert limits is not None
+            limits = HttpLimits.from_settings(load_settings())
+            type(self).configure(limits)
         self._limits = limits
         self._message_open = False
         self._headers_done = False
