@@ -30,9 +30,9 @@ from engine.kernel.codec import (
     has_cold,
     join_parts,
     section_slots,
+    stored_cold_part,
     tile_span,
 )
-from engine.kernel.exceptions import TileCodecError
 from engine.kernel.layout import PartialLayout
 from engine.kernel.tile_retention import apply_retention, first_kept_tile, fold_expired
 from engine.state.protocols import StorePartition, Transaction
@@ -89,7 +89,7 @@ def sweep_view(
         # An entity with a cold part is swept as the one record its two parts stand for.
         cold_key, had_cold = cold_prefix + key[len(prefix) :], has_cold(value)
         if had_cold:
-            value = _joined(partition, key, cold_key, value)
+            value = _joined(partition, cold_key, value)
         span = tile_span(value)
         if span is None:
             continue
@@ -127,15 +127,9 @@ def sweep_view(
     return SweepResult(examined, deleted, trimmed, next_key)
 
 
-def _joined(partition: StorePartition, key: bytes, cold_key: bytes, hot: bytes) -> bytes:
+def _joined(partition: StorePartition, cold_key: bytes, hot: bytes) -> bytes:
     """The whole record of a hot part and its stored cold part."""
-    cold = partition.get_many([cold_key])[0]
-    if cold is None:
-        raise TileCodecError(
-            f"tile record {key!r}: its hot part is flagged, but no cold part is stored",
-            hint="the stored values are corrupt; rebuild the state with a backfill",
-        )
-    return join_parts(cold, hot)
+    return join_parts(stored_cold_part(partition.get_many([cold_key])[0], cold_key), hot)
 
 
 def _put(txn: Transaction, key: bytes, cold_key: bytes, had_cold: bool, record: bytes) -> None:

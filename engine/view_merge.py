@@ -30,10 +30,10 @@ from engine.kernel.codec import (
     join_parts,
     leading_tiles,
     split_record,
+    stored_cold_part,
     tile_span,
     with_cold_flag,
 )
-from engine.kernel.exceptions import TileCodecError
 from engine.kernel.layout import LayoutSource, PartialLayout, encode_positions
 from engine.kernel.record_merge import merge_records
 from engine.kernel.tile_retention import first_kept_tile
@@ -210,12 +210,8 @@ class _ColdParts:
         to_merge = list(stored)
         kept: dict[int, bytes] = {}
         joined: set[int] = set()
-        for (i, hot), cold in zip(flagged, colds, strict=True):
-            if cold is None:
-                raise TileCodecError(
-                    f"tile record {cold_keys[i]!r}: its hot part is flagged, but no cold part is stored",
-                    hint="the stored values are corrupt; rebuild the state with a backfill",
-                )
+        for (i, hot), stored_cold in zip(flagged, colds, strict=True):
+            cold = stored_cold_part(stored_cold, cold_keys[i])
             newest = max(int(HEADER.unpack_from(hot)[4]), int(new.max_event_ts[i]))
             first_kept = int(first_kept_tile(newest, view.retention_ms, view.interval_ms))
             head = leading_tiles(cold, 2) + leading_tiles(hot, 2)
@@ -245,11 +241,10 @@ class _ColdParts:
                 if older is not None or i in self.joined:
                     cold.append((i, older))
                 continue
-            n_tiles = HEADER.unpack_from(record)[3]
-            if n_tiles <= SPILL_ABOVE:
+            newer, older = stored_parts(record)
+            if older is None:  # the hot part still fits: the cold part stays as it is
                 hot.append(with_cold_flag(record, True))
                 continue
-            older, newer = split_record(record, n_tiles - HOT_KEEP)
             hot.append(newer)
             cold.append((i, join_parts(stays, older)))
         return hot, cold

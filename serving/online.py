@@ -11,8 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from engine.clock import wall_clock_ms
-from engine.kernel.codec import FLAG_COLD, has_cold, join_parts
-from engine.kernel.exceptions import TileCodecError
+from engine.kernel.codec import FLAG_COLD, has_cold, join_parts, stored_cold_part
 from engine.state import (
     UNKNOWN_FRESHNESS,
     Freshness,
@@ -37,17 +36,12 @@ INVALID = "INVALID"
 OVER_BOUND = "OVER_BOUND"
 
 
-def _joined(hot: bytes | None, cold: bytes | None) -> bytes | None:
+def _joined(hot: bytes | None, cold: bytes | None, entity_key: bytes) -> bytes | None:
     """The whole record of a (tile record, cold part) pair read together: the tile
     record alone when a merge has made it whole again since the first read."""
     if hot is None or not has_cold(hot):
         return hot
-    if cold is None:
-        raise TileCodecError(
-            "tile record: its hot part is flagged, but no cold part is stored",
-            hint="the stored values are corrupt; rebuild the state with a backfill",
-        )
-    return join_parts(cold, hot)
+    return join_parts(stored_cold_part(cold, entity_key), hot)
 
 
 class OnlineAccess:
@@ -103,7 +97,7 @@ class OnlineAccess:
             if flagged:
                 parts = self.table.read_parts(fingerprint, [keys[i] for i in flagged])
                 for i, (hot, cold) in zip(flagged, parts, strict=True):
-                    found[i] = _joined(hot, cold)
+                    found[i] = _joined(hot, cold, keys[i])
         return records
 
     def freshness(self, view: CompiledView, *, cached_ok: bool = True) -> Freshness:

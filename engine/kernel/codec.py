@@ -233,11 +233,14 @@ def decode_tiles(
     )
 
 
-def check_header(buf: bytes | bytearray | memoryview, expected_width: int | None = None) -> tuple[int, int, int]:
+def check_header(
+    buf: bytes | bytearray | memoryview, expected_width: int | None = None, *, hot_part: bool = False
+) -> tuple[int, int, int]:
     """``(width, n_tiles, max_event_ts)`` of a record after checking its header and total length.
 
     Raises the :class:`TileCodecError` of :func:`decode_tiles` for a truncated record,
     trailing bytes, an unknown version or flags, or a width other than ``expected_width``.
+    ``FLAG_COLD`` is an unknown flag unless ``hot_part`` (the parts' own functions below).
     """
     size = len(buf)
     if size < HEADER.size:
@@ -251,7 +254,7 @@ def check_header(buf: bytes | bytearray | memoryview, expected_width: int | None
             f"tile record: field 'version': expected {RECORD_VERSION}, got {version}",
             hint="the state was written by another streamfeat version; rebuild it with a backfill",
         )
-    if flags & ~FLAG_SKETCHES:
+    if flags & ~((FLAG_SKETCHES | FLAG_COLD) if hot_part else FLAG_SKETCHES):
         raise TileCodecError(
             f"tile record: field 'flags': expected 0 or {FLAG_SKETCHES}, got {flags}",
             hint="unknown flags mean a newer record format or a corrupt value",
@@ -384,6 +387,17 @@ def append_sections(
     return out
 
 
+def stored_cold_part(cold: bytes | None, key: bytes) -> bytes:
+    """The cold part read for the flagged tile record of state key ``key``; a flagged
+    record whose cold part is missing is refused, never read as the hot part alone."""
+    if cold is None:
+        raise TileCodecError(
+            f"tile record {key!r}: its hot part is flagged, but no cold part is stored",
+            hint="the stored values are corrupt; rebuild the state with a backfill",
+        )
+    return cold
+
+
 def has_cold(record: bytes) -> bool:
     """Whether ``record`` is a hot part whose entity also has a cold record (one byte
     read: readers of entities without one pay nothing more; a truncated record is left
@@ -402,8 +416,7 @@ def with_cold_flag(record: bytes, cold: bool) -> bytes:
 def _parts(record: bytes) -> tuple[int, int, int, int, int]:
     """``(width, n_tiles, max_event_ts, n_slots, blob_bytes)`` of a record (its header
     and length checked, a hot part's ``FLAG_COLD`` allowed)."""
-    plain = with_cold_flag(record, False)
-    width, n_tiles, max_ts = check_header(plain)
+    width, n_tiles, max_ts = check_header(record, hot_part=True)
     if not record[1] & FLAG_SKETCHES:
         return width, n_tiles, max_ts, 0, 0
     _, _, n_slots, total = SECTION_HEADER.unpack_from(record, section_offset(n_tiles, width))

@@ -11,12 +11,14 @@ from hypothesis import strategies as st
 
 from engine.kernel.codec import (
     FLAG_COLD,
+    check_header,
     decode_tiles,
     encode_tiles,
     has_cold,
     join_parts,
     leading_tiles,
     split_record,
+    stored_cold_part,
     with_cold_flag,
 )
 from engine.kernel.exceptions import KernelInputError, TileCodecError
@@ -64,3 +66,14 @@ def test_split_needs_a_tile_on_each_side() -> None:
         with pytest.raises(KernelInputError, match="n_cold"):
             split_record(record, cut)
     assert record[1] & FLAG_COLD == 0
+
+
+def test_a_flagged_record_is_refused_without_its_cold_part_and_by_plain_header_checks() -> None:
+    record = encode_tiles(np.arange(4, dtype=np.int64), np.ones((4, 1)), 7)
+    cold, hot = split_record(record, 2)
+    assert stored_cold_part(cold, b"Kkey") is cold
+    with pytest.raises(TileCodecError, match="tile record b'Kkey': its hot part is flagged, but no cold part"):
+        stored_cold_part(None, b"Kkey")
+    assert check_header(hot, hot_part=True) == (1, 2, 7)
+    with pytest.raises(TileCodecError, match="field 'flags'"):
+        check_header(hot)
