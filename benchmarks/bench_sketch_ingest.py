@@ -10,7 +10,10 @@ functions. Runs alternate (tree, variant) round by round, so drift on a noisy ma
 hits every configuration alike. Reports events/s per configuration, the with/without
 ratio of each tree (issue 16: at least 0.7) and the speed-up over the baseline.
 
-    .venv/bin/python -m benchmarks.bench_sketch_ingest [smoke|small] [--baseline=REV] [--revision=REV]
+    .venv/bin/python -m benchmarks.bench_sketch_ingest [smoke|small|full] [--baseline=REV] [--revision=REV]
+
+``full`` is the full-size ingest's shape (1M events, 100k users, so 300k cards): more
+distinct card ids than the value-hash memo holds, as in production data.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from benchmarks.common import PY, bootstrap, delete_topic, emit, new_topic, run_
 from engine.generate import GeneratorConfig, produce_events
 from engine.kernel.layout import LIST_FUNCTIONS, SKETCH_FUNCTIONS
 
-SIZES = {"smoke": (20_000, 2_000), "small": (200_000, 20_000)}  # events, users
+SIZES = {"smoke": (20_000, 2_000), "small": (200_000, 20_000), "full": (1_000_000, 100_000)}  # events, users
 ROUNDS = 3
 ROOT = Path(__file__).resolve().parent.parent
 BLOB_FUNCTIONS = frozenset(SKETCH_FUNCTIONS + LIST_FUNCTIONS)

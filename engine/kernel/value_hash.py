@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from itertools import compress, islice, repeat
 from operator import is_
 from typing import TypeVar, cast
@@ -60,6 +60,23 @@ def hash_bytes(data: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
 
 
+def hash_many(datas: Iterable[bytes]) -> UInt64Array:
+    """:func:`hash_bytes` of each of ``datas``, read as one little-endian array of the
+    joined digests. Each digest starts from a copy of one fresh 8-byte BLAKE2b state
+    instead of a new hasher (whose keyword parsing cost about as much as the hashing of a
+    short value) and makes no Python int."""
+    copy_fresh = _FRESH_BLAKE2B_64.copy
+    digests = []
+    for data in datas:
+        hasher = copy_fresh()
+        hasher.update(data)
+        digests.append(hasher.digest())
+    return np.frombuffer(b"".join(digests), dtype="<u8").astype(np.uint64)
+
+
+_FRESH_BLAKE2B_64 = hashlib.blake2b(digest_size=8)
+
+
 #: Hashes of recently seen strings. Entity attributes (merchants, cards, devices) recur
 #: from batch to batch, and one BLAKE2b costs several times a dict lookup. Bounded: the
 #: memo starts over when full (a hash is a pure function of the text, so only the
@@ -69,30 +86,34 @@ _MAX_STRING_HASHES = 1 << 16
 _Memoized = TypeVar("_Memoized", int, bytes)
 
 
-def _through_memo(texts: list[str], memo: dict[str, _Memoized], compute: Callable[[str], _Memoized]) -> list[_Memoized]:
-    """``compute(text)`` of each text through ``memo``: C-level lookups per text and one
-    Python call per distinct text the memo misses (a per-text generator cost several
-    times more). Bounded: the memo starts over when the texts it misses would take it
-    past :data:`_MAX_STRING_HASHES` (it then holds this call's texts alone, as many as fit)."""
+def _through_memo(
+    texts: list[str], memo: dict[str, _Memoized], compute: Callable[[list[str]], list[_Memoized]]
+) -> list[_Memoized]:
+    """``compute(distinct texts)`` of each text through ``memo``: C-level lookups per text
+    and one ``compute`` call for the distinct texts the memo misses (a per-text generator
+    cost several times more). Bounded: the memo starts over when the texts it misses would
+    take it past :data:`_MAX_STRING_HASHES` (it then holds this call's texts alone, as many
+    as fit)."""
     found = list(map(memo.get, texts))
     if None not in found:
         return cast("list[_Memoized]", found)
-    missing = dict.fromkeys(compress(texts, map(is_, found, repeat(None))))
+    missing = list(dict.fromkeys(compress(texts, map(is_, found, repeat(None)))))
     if len(memo) + len(missing) > _MAX_STRING_HASHES:
         memo.clear()
-        missing = dict.fromkeys(texts)
+        missing = list(dict.fromkeys(texts))
         if len(missing) > _MAX_STRING_HASHES:  # more distinct texts than it holds
-            computed = {text: compute(text) for text in missing}
+            computed = dict(zip(missing, compute(missing), strict=True))
             memo.update(islice(computed.items(), _MAX_STRING_HASHES))
             return list(map(computed.__getitem__, texts))
-    for text in missing:
-        memo[text] = compute(text)
+    memo.update(zip(missing, compute(missing), strict=True))
     return list(map(memo.__getitem__, texts))
 
 
 def _string_hashes(texts: list[str]) -> UInt64Array:
     """The hash of each text, remembered in :data:`_STRING_HASHES`."""
-    hashes = _through_memo(texts, _STRING_HASHES, lambda text: hash_bytes(_TAG_STR + text.encode("utf-8")))
+    hashes = _through_memo(
+        texts, _STRING_HASHES, lambda missing: hash_many([_TAG_STR + text.encode("utf-8") for text in missing]).tolist()
+    )
     return np.array(hashes, dtype=np.uint64)
 
 
@@ -104,7 +125,7 @@ _STRING_BYTES: dict[str, bytes] = {}
 def canonical_strings(texts: list[str]) -> list[bytes]:
     """``canonical_bytes`` of each string, each text encoded once per process while the
     memo holds it."""
-    return _through_memo(texts, _STRING_BYTES, lambda text: _TAG_STR + text.encode("utf-8"))
+    return _through_memo(texts, _STRING_BYTES, lambda missing: [_TAG_STR + text.encode("utf-8") for text in missing])
 
 
 def _known_string_hashes(items: list[object]) -> UInt64Array | None:
@@ -132,13 +153,10 @@ def _known_string_bytes(items: list[object]) -> list[bytes] | None:
 def hash_values(values: npt.NDArray[np.generic]) -> UInt64Array:
     """The 64-bit hash of each value's canonical encoding; each distinct value is
     hashed once (strings once per process while the memo holds them, other values once
-    per call, found by ``np.unique``), so a batch costs at most one BLAKE2b per
-    distinct value."""
+    per call), so a batch costs at most one BLAKE2b per distinct value."""
     arr = np.asarray(values)
     if arr.size == 0:
         return np.empty(0, dtype=np.uint64)
-    if arr.dtype.kind == "f":
-        arr = arr.astype(np.float64) + 0.0  # -0.0 and 0.0 are the same float
     if arr.dtype.kind == "O":
         items = arr.tolist()
         known = _known_string_hashes(items)
@@ -146,24 +164,24 @@ def hash_values(values: npt.NDArray[np.generic]) -> UInt64Array:
             return known
         if set(map(type, items)) == {str}:  # a string column: each text hashed once per process
             return _string_hashes(items)
-    try:
-        uniques, inverse = np.unique(arr, return_inverse=True)
-    except TypeError:  # values of several types cannot be sorted: hash each distinct one
-        seen: dict[bytes, int] = {}
-        hashed_rows = [
-            seen.setdefault(b, hash_bytes(b)) if b not in seen else seen[b] for b in map(canonical_bytes, arr.tolist())
-        ]
-        return np.asarray(hashed_rows, dtype=np.uint64)
+        # Any other object array is told apart by canonical encoding, never by equality:
+        # np.unique would take 1, 1.0 and True for one value, whose tags differ.
+        encoded = list(map(canonical_bytes, items))
+        distinct = list(dict.fromkeys(encoded))
+        of_distinct = dict(zip(distinct, hash_many(distinct).tolist(), strict=True))
+        return np.fromiter(map(of_distinct.__getitem__, encoded), dtype=np.uint64, count=len(encoded))
+    if arr.dtype.kind == "f":
+        arr = arr.astype(np.float64) + 0.0  # -0.0 and 0.0 are the same float
+    uniques, inverse = np.unique(arr, return_inverse=True)
     if arr.dtype.kind == "b":
         encode = [_TAG_BOOL + (b"\x01" if v else b"\x00") for v in uniques.tolist()]
     elif arr.dtype.kind in "iu":
         encode = [_TAG_INT + _INT64.pack(v) for v in uniques.tolist()]
     elif arr.dtype.kind == "f":
         encode = [_TAG_FLOAT + _FLOAT64.pack(v) for v in uniques.tolist()]
-    else:
+    else:  # a numpy string column ("U"): its items are str
         encode = [canonical_bytes(v) for v in uniques.tolist()]
-    hashed = np.fromiter((hash_bytes(b) for b in encode), dtype=np.uint64, count=len(encode))
-    return np.asarray(hashed[inverse.reshape(-1)], dtype=np.uint64)
+    return np.asarray(hash_many(encode)[inverse.reshape(-1)], dtype=np.uint64)
 
 
 def value_bytes(values: npt.NDArray[np.generic]) -> list[bytes]:

@@ -49,3 +49,28 @@ def test_value_bytes_are_the_canonical_bytes_of_each_value(values: np.ndarray) -
     want = [canonical_bytes(v) for v in values.tolist()]
     assert value_bytes(values) == want
     assert value_bytes(values) == want  # again, with the string memo warm
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.binary(max_size=200), max_size=30))
+def test_hash_many_is_hash_bytes_of_each(datas: list[bytes]) -> None:
+    got = value_hash.hash_many(datas)
+    assert got.dtype == np.uint64
+    assert got.tolist() == [hash_bytes(data) for data in datas]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.one_of(
+        st.lists(int64s(), max_size=20).map(lambda v: np.array(v, dtype=np.int64)),
+        st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=20).map(
+            lambda v: np.array(v, dtype=np.float64)
+        ),
+        st.lists(st.booleans(), max_size=20).map(lambda v: np.array(v, dtype=bool)),
+        st.lists(st.one_of(st.text(max_size=4), int64s(), st.booleans()), max_size=20).map(
+            lambda v: np.array(v, dtype=object)
+        ),
+    )
+)
+def test_hash_values_is_the_hash_of_each_canonical_encoding(values: np.ndarray) -> None:
+    assert hash_values(values).tolist() == [hash_bytes(canonical_bytes(v)) for v in values.tolist()]
