@@ -21,9 +21,13 @@ LAYOUT_FORMAT = 1
 # Memory of a writer process: the memtables of all its shards share one budget that is
 # charged to the shared block cache, so RocksDB stays within _BLOCK_CACHE_BYTES whatever
 # the shard count (8 shards x 64 MB memtables, two each while flushing, was up to 1 GB).
+# The budget lets 8 shards fill their 16 MB memtables: a budget of 64 MB flushed them at
+# about 8 MB, and the extra flushes and L0 compactions cost 1.7x the RocksDB threads' CPU
+# (1.7 us per event of the example repo with sketches in every view; benchmarks/RESULTS.md,
+# session 19). Data blocks keep at least 64 MB of the cache, as before.
 _WRITE_BUFFER_BYTES = 16 * 1024 * 1024  # one shard's memtable
-_MEMTABLE_BUDGET_BYTES = 64 * 1024 * 1024  # all memtables of the process (0: no budget)
-_BLOCK_CACHE_BYTES = 128 * 1024 * 1024
+_MEMTABLE_BUDGET_BYTES = 128 * 1024 * 1024  # all memtables of the process (0: no budget)
+_BLOCK_CACHE_BYTES = 192 * 1024 * 1024
 
 
 def shard_path(state_dir: Path, shard: int) -> Path:
