@@ -120,10 +120,10 @@ def _run(args: argparse.Namespace) -> int:
             hint=f"set metrics_port to at most {65536 - args.processes} (or 0: no metrics endpoint)",
         )
     if settings.online == "redis":
-        from engine.state.redis_writer import RedisOnlineWriter
+        from engine.state.redis_client import refuse_evicting_url
 
         # A Redis that evicts keys is refused here, in one line, not by every worker.
-        RedisOnlineWriter(settings.redis_url).close()
+        refuse_evicting_url(settings.redis_url)
     with state_writer(settings.path(settings.data_dir), "streamfeat run"):
         if args.cluster is not None:
             return _supervise(_cluster_process(args))

@@ -155,9 +155,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     build_registry(load_repo(settings.repo_path), load_plan_or_fail(settings))
     if settings.online == "redis":
-        from engine.state import RedisOnlineTable
+        from engine.state.redis_client import refuse_evicting_url
 
-        RedisOnlineTable(settings.redis_url).close()  # refuses a Redis that evicts keys
+        refuse_evicting_url(settings.redis_url)  # in one line, before any worker opens the table
     for key, value in _overrides(args).items():
         if value is not None:
             os.environ[f"STREAMFEAT_{key.upper()}"] = str(value)

@@ -86,6 +86,12 @@ def open_checked_client(url: str, *, socket_timeout_s: float, max_connections: i
     return client
 
 
+def refuse_evicting_url(url: str) -> None:
+    """:func:`refuse_evicting_server` on a connection opened and closed for it: the
+    one-line preflight of `streamfeat run` and `serve`, before any worker opens its own."""
+    close_client(open_checked_client(url, socket_timeout_s=2.0, max_connections=1))
+
+
 def redacted_url(url: str) -> str:
     """``url`` without its credentials (``user:password@``), for messages and logs."""
     return url.split("@")[-1]
