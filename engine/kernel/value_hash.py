@@ -179,7 +179,7 @@ def hash_values(values: npt.NDArray[np.generic]) -> UInt64Array:
         encode = [_TAG_INT + _INT64.pack(v) for v in uniques.tolist()]
     elif arr.dtype.kind == "f":
         encode = [_TAG_FLOAT + _FLOAT64.pack(v) for v in uniques.tolist()]
-    else:  # a numpy string column ("U"): its items are str
+    else:  # a numpy string column ("U"); canonical_bytes refuses any other kind by name
         encode = [canonical_bytes(v) for v in uniques.tolist()]
     return np.asarray(hash_many(encode)[inverse.reshape(-1)], dtype=np.uint64)
 
