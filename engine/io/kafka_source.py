@@ -186,7 +186,7 @@ class EpochClock:
     it in the first activation (``next_batch`` then ``next_awake``) at least the interval
     after the last close. A wake-up that would close the epoch shortly before the next
     mark is held to the mark; the first epoch is held to a mark however long that takes
-    (at most one period, once). A partition that slipped far from the marks later (a
+    (at most one period and the first margin, once). A partition that slipped far from the marks later (a
     long wait for the frontier) is not held long but closes each epoch ``window`` earlier
     than the last until it is on them again.
     """
@@ -201,21 +201,33 @@ class EpochClock:
         self.alignment = alignment
         self._started = datetime.now(UTC) if started is None else started
         self._margin = self._FIRST_MARGIN
-        self._hold_max = alignment.period
+        # The first epoch may end up to the first margin before this clock's estimate: when
+        # the estimate is just past a mark, a wake-up at the margin's start is a period plus
+        # the margin from the next mark and must still be held to it, or Bytewax closes the
+        # epoch off the marks and this clock, a margin late, never holds a close again.
+        self._hold_max = alignment.period + self._FIRST_MARGIN
+        self._held_to: datetime | None = None
 
     def wake(self, now: datetime, wanted: datetime | None) -> datetime | None:
         """The wake-up to give Bytewax after a read at ``now`` that wants ``wanted``
         (None: at once): the next mark when ``wanted`` would close the epoch just before it."""
         interval = self.alignment.epoch_interval
         if now - self._started >= interval:
-            self._started = now  # Bytewax closes the epoch in this activation
+            # Bytewax closes the epoch in this activation, at the time it read when the
+            # activation began: the mark it was held to when it woke there (``now`` comes
+            # after the read; counted from ``now``, an epoch closed 40 ms or more after its
+            # mark would aim at the mark after the next one and close off the marks).
+            held = self._held_to
+            self._started = held if held is not None and held <= now < held + self._MARGIN else now
             self._margin = self._MARGIN
             self._hold_max = self.alignment.window + self._MARGIN
         ends = self._started + interval
         mark = next_on_grid(ends - timedelta(microseconds=1), self.alignment.period)
         at = now if wanted is None else wanted
         if ends - self._margin <= at < mark and mark - at <= self._hold_max:
+            self._held_to = mark
             return mark
+        self._held_to = None
         return wanted
 
 
