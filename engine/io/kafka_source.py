@@ -186,9 +186,9 @@ class EpochClock:
     it in the first activation (``next_batch`` then ``next_awake``) at least the interval
     after the last close. A wake-up that would close the epoch shortly before the next
     mark is held to the mark; the first epoch is held to a mark however long that takes
-    (at most one period and the first margin, once). A partition that slipped far from the marks later (a
-    long wait for the frontier) is not held long but closes each epoch ``window`` earlier
-    than the last until it is on them again.
+    (at most one period and the first margin, once). A partition that slipped far from
+    the marks later (a long wait for the frontier) is not held long but closes each epoch
+    ``window`` earlier than the last until it is on them again.
     """
 
     # Covers how late an activation comes after its wake-up time plus how long after it
