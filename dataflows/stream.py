@@ -49,10 +49,11 @@ from engine.routing import ShardBatch, route
 from engine.shutdown import stop_requested
 from engine.state.changelog import ensure_changelog_topic
 from engine.state.layout import shard_path
-from engine.state.offsets import OffsetRecord, combine_resume_points, highest_applied, read_offset_records
+from engine.state.offsets import OffsetRecord, combine_resume_points, highest_applied
 from engine.state.progress import read_progress
 from engine.state.redis_writer import RedisOnlineWriter
 from engine.state.rocksdb_store import ChangelogTarget, RocksDBStore
+from engine.state.secondary import read_offset_records
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from benchmarks.common import emit, own_peak_rss_kb
 from benchmarks.stage_profile import StageClock
 from dataflows.stream import EPOCH_INTERVAL, StreamJob, build_flow
 from engine.definitions import load_repo
-from engine.state.offsets import resume_positions
 from engine.state.rocksdb_store import RocksDBStore
+from engine.state.secondary import resume_positions
 
 REPO = Path(__file__).resolve().parents[2] / "feature_defs"
 

@@ -49,7 +49,7 @@ from engine.offline.history_files import HistoryView
 from engine.offline.history_slices import HistoryIndex, HistorySlice, index_history
 from engine.offline.history_spill import SpilledHistory
 from engine.routing import route
-from engine.state.offsets import resume_positions
+from engine.state.offsets import combine_resume_points
 from engine.state.protocols import Store
 from engine.state.records import (
     backfill_run_key,
@@ -322,7 +322,10 @@ def backfill_parquet(
     try:
         record = encode_backfill_run(start_ms, end_ms, topic)
         _check_runs(store, views, record)
-        point = resume_positions(target.state_dir, target.shards, topic).get(HISTORY_PARTITION)
+        # Through this store's own writer handles: a second open of a shard this process
+        # writes would race the writer's compaction (engine/state/secondary.py).
+        recorded = combine_resume_points([part.read_offsets(topic) for part in store.partitions], store.n_shards)
+        point = recorded.get(HISTORY_PARTITION)
         first_row = point.next_offset if point is not None else 0
         appliers = _open_appliers(target, store, views, topic, log_max_rows)
         runs = {backfill_run_key(v.fingerprint): record for v in views}

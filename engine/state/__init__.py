@@ -7,7 +7,7 @@ from engine.state.exceptions import (
     StateError,
 )
 from engine.state.keys import entity_key, shard_for, shard_for_many
-from engine.state.offsets import OffsetRecord, ResumePoint, resume_positions
+from engine.state.offsets import OffsetRecord, ResumePoint
 from engine.state.online_redis import RedisOnlineTable
 from engine.state.online_rocksdb import RocksDBOnlineTable
 from engine.state.protocols import (
@@ -28,6 +28,7 @@ from engine.state.records import (
 )
 from engine.state.redis_writer import RedisOnlineWriter
 from engine.state.rocksdb_store import RocksDBStore, RocksDBStorePartition, RocksDBTransaction
+from engine.state.secondary import resume_positions
 
 __all__ = [
     "UNKNOWN_FRESHNESS",

@@ -11,18 +11,11 @@ import logging
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import rocksdict
 
 from engine.state.exceptions import CorruptRecordError, StateTypeError, StateValueError
-from engine.state.layout import (
-    check_meta_shards,
-    iter_prefix,
-    reader_options,
-    shard_exists,
-    shard_path,
-)
+from engine.state.layout import iter_prefix
 from engine.state.records import partition_of_offset_key, topic_prefix
 
 log = logging.getLogger(__name__)
@@ -208,33 +201,3 @@ def highest_applied(per_shard: Iterable[dict[int, OffsetRecord]]) -> dict[int, i
         for partition, record in records.items():
             out[partition] = max(out.get(partition, NO_OFFSET), record.applied_offset)
     return out
-
-
-def resume_positions(state_dir: str | Path, n_shards: int, topic: str) -> dict[int, ResumePoint]:
-    """Where the source must resume each partition of ``topic``.
-
-    Partitions absent from the result are read from the beginning (logged when a shard
-    had applied some of them already, with the reason).
-    """
-    return combine_resume_points(read_offset_records(state_dir, n_shards, topic), n_shards)
-
-
-def read_offset_records(state_dir: str | Path, n_shards: int, topic: str) -> list[dict[int, OffsetRecord]]:
-    """The offset records of ``topic`` of every existing shard.
-
-    Opens every shard read-only (no lock, so a running writer is not disturbed and
-    no writer is needed), reads its offset records and closes it again.
-    """
-    root = Path(state_dir)
-    check_meta_shards(root, n_shards)
-    per_shard: list[dict[int, OffsetRecord]] = []
-    for shard in range(n_shards):
-        path = shard_path(root, shard)
-        if not shard_exists(path):
-            continue
-        db = rocksdict.Rdict(str(path), reader_options(), access_type=rocksdict.AccessType.read_only())
-        try:
-            per_shard.append(scan_offsets(db, topic))
-        finally:
-            db.close()
-    return per_shard

@@ -1,7 +1,9 @@
 """Read every shard of a state directory as it is now, while a writer may be running.
 
-Secondary instances, not read-only opens: a read-only open does not see what a running
-writer has written since its last memtable flush. Each shard is a
+Secondary instances, never read-only opens: a read-only open does not see what a running
+writer has written since its last memtable flush, and it fails outright ("Corruption:
+Can't access ....sst") when the writer's compaction deletes a file between the open's
+reading of the MANIFEST and its opening of the table files. A secondary tolerates both. Each shard is a
 :class:`SecondaryPartition`, the read side of the ``StorePartition`` protocol, so tools
 (``streamfeat status``) read records through the same calls the writer uses.
 """
@@ -16,8 +18,8 @@ from pathlib import Path
 
 import rocksdict
 
-from engine.state.layout import iter_prefix, multi_get, open_secondary, shard_exists, shard_path
-from engine.state.offsets import OffsetRecord, scan_offsets
+from engine.state.layout import check_meta_shards, iter_prefix, multi_get, open_secondary, shard_exists, shard_path
+from engine.state.offsets import OffsetRecord, ResumePoint, combine_resume_points, scan_offsets
 
 
 class SecondaryPartition:
@@ -63,3 +65,21 @@ def secondary_shards(state_dir: Path, n_shards: int) -> Iterator[list[SecondaryP
         for db in dbs:
             db.close()
         shutil.rmtree(own_root, ignore_errors=True)
+
+
+def read_offset_records(state_dir: str | Path, n_shards: int, topic: str) -> list[dict[int, OffsetRecord]]:
+    """The offset records of ``topic`` of every existing shard, safe to call while a
+    writer (in this process or another) has the shards open."""
+    root = Path(state_dir)
+    check_meta_shards(root, n_shards)
+    with secondary_shards(root, n_shards) as parts:
+        return [part.read_offsets(topic) for part in parts if part is not None]
+
+
+def resume_positions(state_dir: str | Path, n_shards: int, topic: str) -> dict[int, ResumePoint]:
+    """Where the source must resume each partition of ``topic``.
+
+    Partitions absent from the result are read from the beginning (logged when a shard
+    had applied some of them already, with the reason).
+    """
+    return combine_resume_points(read_offset_records(state_dir, n_shards, topic), n_shards)

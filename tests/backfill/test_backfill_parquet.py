@@ -18,9 +18,9 @@ from engine.offline.backfill import BackfillTarget, backfill_parquet, history_to
 from engine.offline.exceptions import BackfillError, HistoryFileError
 from engine.offline.history_slices import TIME_BITS, entity_buckets, index_history
 from engine.routing import route
-from engine.state.offsets import resume_positions
 from engine.state.records import decode_handoff, handoff_key
 from engine.state.rocksdb_store import RocksDBStore
+from engine.state.secondary import resume_positions
 from engine.timefmt import iso_utc
 from tests.backfill.backfill_support import (
     SHARDS,

@@ -21,10 +21,10 @@ from engine.definitions import load_repo
 from engine.metrics import kafka_end_offsets
 from engine.processes import stop_process_group
 from engine.state.layout import reader_options, shard_path
-from engine.state.offsets import read_offset_records
 from engine.state.online_rocksdb import RocksDBOnlineTable
 from engine.state.records import CHANGELOG_IDENTITY_KEY
 from engine.state.restore import restore_shards
+from engine.state.secondary import read_offset_records
 from tests.engine.cluster_support import SHARDS, cluster_addresses, produce, run_cluster, start_host
 from tests.engine.streaming_support import (
     Record,

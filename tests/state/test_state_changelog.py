@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.state.changelog import ShardChangelog, ShardRestorer, changelog_topic, ensure_changelog_topic
-from engine.state.offsets import OffsetRecord, read_offset_records
+from engine.state.offsets import OffsetRecord
 from engine.state.progress import read_progress
 from engine.state.records import (
     CHANGELOG_IDENTITY_KEY,
@@ -20,6 +20,7 @@ from engine.state.records import (
 )
 from engine.state.restore import restore_shards
 from engine.state.rocksdb_store import ChangelogTarget, RocksDBStore
+from engine.state.secondary import read_offset_records
 from tests.fixtures.kafka import TopicFactory
 
 pytestmark = [pytest.mark.kafka]

@@ -233,7 +233,8 @@ def test_kill_9_keeps_commits_and_drops_the_open_transaction(tmp_path: Path) -> 
     import subprocess
     import sys
 
-    from engine.state.offsets import ResumePoint, resume_positions
+    from engine.state.offsets import ResumePoint
+    from engine.state.secondary import resume_positions
 
     with subprocess.Popen(
         [sys.executable, "-c", KILLED_WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True
