@@ -13,6 +13,12 @@ goes through one coercion rule (:func:`coerce_output`):
 - ``int`` outputs take ints (not bools); ``string`` outputs take str; ``bool`` take bool;
 - anything else, a missing output, a raise, or a result of the wrong shape is a
   :class:`TransformRunError` naming the transform, the output and the row.
+
+A row with an invalid input (a float that is NaN or infinite: an overflowed window,
+docs/semantics.md "Numbers") has no value: every output of that row is ``None`` and is
+reported with the non-finite results, whatever the transform would make of the input.
+Python mode does not call the function for such a row; batch mode passes the input as
+null and discards that row's outputs.
 """
 
 from __future__ import annotations
@@ -107,8 +113,8 @@ class TransformRunError(StreamfeatError):
 @dataclass(frozen=True)
 class TransformResult:
     """Coerced output columns (declared order), outputs returned but not declared, and per
-    float output the rows whose result was NaN or infinite (now null; serving reports them
-    ``INVALID``, docs/serving.md)."""
+    output the rows that are null because the result was NaN or infinite or an input was
+    (serving reports them ``INVALID``, docs/serving.md)."""
 
     columns: dict[str, list[object]]
     undeclared: tuple[str, ...]
@@ -117,6 +123,28 @@ class TransformResult:
 
 def _not_finite_rows(values: Sequence[object]) -> tuple[int, ...]:
     return tuple(i for i, v in enumerate(values) if type(v) is float and not math.isfinite(v))
+
+
+def is_invalid_input(value: object) -> bool:
+    """An input with no value to compute on: a float that is NaN or infinite."""
+    return type(value) is float and not math.isfinite(value)
+
+
+def _invalid_input_rows(transform: RunnableTransform, inputs: Mapping[str, Sequence[object]]) -> list[int]:
+    """Rows where any float input is invalid (only floats can be); a column needs the
+    per-value pass only when its C-speed sum is not finite (as :func:`_all_finite`)."""
+    rows: set[int] = set()
+    for name, kind in transform.input_types.items():
+        column = inputs[name]
+        if kind is not FieldType.FLOAT:
+            continue
+        try:
+            total: object = sum(filter(None, column))  # type: ignore[arg-type]  # declared floats; else the except
+        except (TypeError, OverflowError):  # a value of another type: the batch frame refuses it
+            total = math.nan
+        if type(total) is float and not math.isfinite(total):
+            rows.update(i for i, v in enumerate(column) if is_invalid_input(v))
+    return sorted(rows)
 
 
 def _all_finite(values: list[float | None]) -> bool:
@@ -188,7 +216,12 @@ def run_one_row(transform: RunnableTransform, row: Mapping[str, object]) -> tupl
     for each row (no columns to build for one row); batch mode is a one-row
     :func:`run_transform`."""
     if transform.mode == "python":
-        return _python_row(transform, {name: row[name] for name in transform.input_types}, 0, set())
+        argument = {name: row[name] for name in transform.input_types}
+        if any(
+            is_invalid_input(argument[name]) for name, kind in transform.input_types.items() if kind is FieldType.FLOAT
+        ):
+            return dict.fromkeys(transform.output_types), tuple(transform.output_types)
+        return _python_row(transform, argument, 0, set())
     result = _run_batch(transform, {name: [row[name]] for name in transform.input_types}, 1)
     return {name: column[0] for name, column in result.columns.items()}, tuple(result.not_finite)
 
@@ -234,7 +267,13 @@ def _run_python(transform: RunnableTransform, inputs: Mapping[str, Sequence[obje
     columns = [(name, inputs[name]) for name in transform.input_types]
     undeclared: set[str] = set()
     not_finite: dict[str, list[int]] = {}
+    invalid = set(_invalid_input_rows(transform, inputs))
     for i in range(n_rows):
+        if i in invalid:  # no value to compute on: not called, every output null
+            for name in outputs:
+                outputs[name].append(None)
+                not_finite.setdefault(name, []).append(i)
+            continue
         values, overflowed = _python_row(transform, {name: column[i] for name, column in columns}, i, undeclared)
         for name, value in values.items():
             outputs[name].append(value)
@@ -252,6 +291,9 @@ def _run_batch(transform: RunnableTransform, inputs: Mapping[str, Sequence[objec
         FieldType.FLOAT: pl.Float64,
         FieldType.BOOL: pl.Boolean,
     }
+    invalid = _invalid_input_rows(transform, inputs)
+    if invalid:  # the transform sees null there; those rows' outputs are discarded below
+        inputs = {name: [None if is_invalid_input(v) else v for v in inputs[name]] for name in transform.input_types}
     try:
         # Series by Series: the same checks and errors as a dict with a schema, at about
         # two thirds of the cost for the ~100-row frames of a serving request.
@@ -305,4 +347,9 @@ def _run_batch(transform: RunnableTransform, inputs: Mapping[str, Sequence[objec
         outputs[name] = coerced
     if problems:
         raise TransformRunError(transform.name, problems, row=None, undeclared=undeclared)
+    for name in outputs if invalid else ():
+        nulled = outputs[name] = list(outputs[name])
+        for i in invalid:
+            nulled[i] = None
+        not_finite[name] = tuple(sorted({*not_finite.get(name, ()), *invalid}))
     return TransformResult(outputs, undeclared, not_finite)

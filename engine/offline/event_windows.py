@@ -355,16 +355,21 @@ def _compensated_prefix(values: F64) -> tuple[F64, F64]:
 def _finish(agg: AggregationSpec, result: AnyArray, nonempty: npt.NDArray[np.bool_]) -> pl.Series:
     """Fill empty windows with the kernel's empty-window value (null where it is None).
 
-    A non-empty window whose value is not finite (an overflowed sum) is null, as serving
-    serves it (status INVALID, docs/serving.md).
+    An int-valued function's NaN is a window with no exact answer (an exact
+    ``count_distinct`` over its bound): null, as serving answers it (``OVER_BOUND``). A
+    float function's non-finite value (an overflowed sum, a percentile in a folded bucket)
+    is kept: serving answers it null with the status ``INVALID`` (docs/serving.md), and a
+    training set feeds it to on-demand transforms as the invalid input it is, then holds
+    null (engine/offline/training.py).
     """
-    overflowed = np.zeros(len(result), dtype=np.bool_) if agg.function == "count" else nonempty & ~np.isfinite(result)
-    served = nonempty & ~overflowed
     fill = empty_value(agg)
-    dtype = np.int64 if values_are_int(agg) else np.float64
+    if values_are_int(agg):
+        answered = nonempty & np.isfinite(result) if result.dtype.kind == "f" else nonempty
+        values = np.where(answered, result, 0 if fill is None else fill).astype(np.int64)
+        valid = answered if fill is None else answered | ~nonempty
+        if bool(valid.all()):
+            return pl.Series(agg.output_name, values)
+        return _masked_series(agg.output_name, values, valid)
     if fill is None:
-        return _masked_series(agg.output_name, np.where(served, result, 0).astype(dtype), served)
-    values = np.where(served, result, fill).astype(dtype)
-    if bool(overflowed.any()):
-        return _masked_series(agg.output_name, values, ~overflowed)
-    return pl.Series(agg.output_name, values)
+        return _masked_series(agg.output_name, np.where(nonempty, result, 0.0).astype(np.float64), nonempty)
+    return pl.Series(agg.output_name, np.where(nonempty, result, fill).astype(np.float64))

@@ -150,7 +150,17 @@ def _compute_features(
     for odfv, names in plan.on_demand:
         inputs = _on_demand_inputs(odfv, computed, spine)
         computed.setdefault(odfv.name, {}).update(compute_on_demand(odfv, inputs, names))
+    for name in plan.views:  # after the transforms, which must see an invalid input as one
+        computed[name] = {feature: _null_if_not_finite(series) for feature, series in computed[name].items()}
     return computed
+
+
+def _null_if_not_finite(series: pl.Series) -> pl.Series:
+    """A float feature's NaN and infinities (overflowed windows) as null: where serving
+    answers null with the status INVALID, a training set holds null (docs/semantics.md)."""
+    if series.dtype != pl.Float64 or bool(series.is_finite().all()):
+        return series
+    return series.to_frame().select(pl.when(pl.col(series.name).is_finite()).then(pl.col(series.name))).to_series()
 
 
 def get_training_set(

@@ -482,8 +482,9 @@ def test_window_sums_stay_exact_next_to_huge_prefixes() -> None:
 def test_an_overflowing_entity_does_not_poison_the_others_and_reads_as_null() -> None:
     # Entity 0 holds two 1e308 values: its sums overflow. The running prefix over all
     # events used to turn every later entity's sum into inf - inf = NaN (and warn); now
-    # entity 1 is exact and entity 0's non-finite results are null, as serving serves them
-    # (status INVALID), while its count and max stay values.
+    # entity 1 is exact and entity 0's results stay non-finite (serving answers them
+    # null, INVALID; a training set holds null once its transforms have seen them as
+    # invalid), while its count and max stay values.
     codes = np.array([0, 0, 1, 1], dtype=np.int64)
     times = np.array([10, 20, 10, 20], dtype=np.int64)
     values = {"x": np.array([1e308, 1e308, 2.0, 3.0])}
@@ -503,8 +504,23 @@ def test_an_overflowing_entity_does_not_poison_the_others_and_reads_as_null() ->
         100,
         aggs,
     )
-    assert got["s"].to_list() == [None, 5.0, 1e308, 0.0]  # empty: 0.0
-    assert got["m"].to_list() == [None, 2.5, 1e308, None]
-    assert got["sd"].to_list()[0] is None and got["sd"].to_list()[1] == 0.5
+    assert got["s"].to_list() == [math.inf, 5.0, 1e308, 0.0]  # empty: 0.0
+    assert got["m"].to_list() == [math.inf, 2.5, 1e308, None]
+    assert math.isnan(got["sd"].to_list()[0]) and got["sd"].to_list()[1] == 0.5
     assert got["c"].to_list() == [2, 2, 1, 0]
     assert got["mx"].to_list() == [1e308, 3.0, 1e308, None]
+
+
+def test_window_values_with_no_answer_are_null_for_counts_and_non_finite_for_floats() -> None:
+    from engine.offline.event_windows import _finish
+
+    nonempty = np.array([True, True, False])
+    # An exact count_distinct over its bound has no exact answer: null (OVER_BOUND), never
+    # an int made of NaN; an empty window is its empty value.
+    distinct = AggregationSpec("d", "x", "count_distinct", 1000, params=(("max_distinct", 2),))
+    assert _finish(distinct, np.array([2.0, math.nan, math.nan]), nonempty).to_list() == [2, None, 0]
+    # A float window's non-finite value is kept for the training set's transforms (and
+    # made null after them); an empty window is null.
+    mean = AggregationSpec("m", "x", "mean", 1000)
+    got = _finish(mean, np.array([math.inf, math.nan, 0.0]), nonempty).to_list()
+    assert got[0] == math.inf and math.isnan(got[1]) and got[2] is None
