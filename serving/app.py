@@ -105,7 +105,7 @@ def create_app(
             yield
         finally:
             if state.request_log is not None:
-                state.request_log.flush()
+                state.request_log.close()
             pusher.close()
             if owned:
                 table.close()

@@ -10,6 +10,7 @@ mismatch rate per feature.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -24,6 +25,8 @@ import pyarrow.parquet as pq
 
 from engine.clock import wall_clock_ms
 
+log = logging.getLogger(__name__)
+
 SCHEMA = pa.schema(
     [
         ("service", pa.string()),
@@ -37,7 +40,9 @@ SCHEMA = pa.schema(
 
 
 class RequestLogger:
-    """Buffers answered rows; publishes a file every ``max_rows`` rows or ``max_age_s`` seconds."""
+    """Buffers answered rows; publishes a file every ``max_rows`` rows or once the oldest
+    buffered row is ``max_age_s`` seconds old, also when no request follows it (a
+    background thread watches the age). :meth:`close` publishes what is left."""
 
     def __init__(self, directory: str | Path, *, max_rows: int = 5_000, max_age_s: float = 5.0) -> None:
         self.directory = Path(directory)
@@ -47,6 +52,29 @@ class RequestLogger:
         self._first = 0.0
         self._lock = threading.Lock()
         self._files = 0
+        self._closed = threading.Event()
+        self._watcher = threading.Thread(target=self._publish_when_old, name="streamfeat-request-log", daemon=True)
+        self._watcher.start()
+
+    def _publish_when_old(self) -> None:
+        wait = self.max_age_s
+        while not self._closed.wait(wait):
+            with self._lock:
+                age = time.monotonic() - self._first if self._rows else None
+            if age is not None and age >= self.max_age_s:
+                try:
+                    self.flush()
+                except Exception:  # a full or removed disk: say so, keep serving and retrying
+                    log.exception("request log: cannot publish to %s (retrying in %.1f s)", self.directory, wait)
+                wait = self.max_age_s
+            else:
+                wait = self.max_age_s - age if age is not None else self.max_age_s
+
+    def close(self) -> None:
+        """Stop the age watcher and publish the rows still buffered."""
+        self._closed.set()
+        self._watcher.join()
+        self.flush()
 
     def record(
         self,
@@ -82,19 +110,29 @@ class RequestLogger:
     def flush(self) -> None:
         with self._lock:
             rows, self._rows = self._rows, []
+            first_file = self._files + 1
+            self._files += len({row[0] for row in rows})
         if not rows:
             return
         columns = list(zip(*rows, strict=True))
         table = pa.Table.from_arrays([pa.array(c) for c in columns], schema=SCHEMA)
-        for service in sorted(set(columns[0])):
-            part = table.filter(pc.equal(table.column("service"), service))
-            target = self.directory / f"service={service}"
-            target.mkdir(parents=True, exist_ok=True)
-            self._files += 1
-            final = target / f"part-{os.getpid()}-{self._files:06d}-{uuid.uuid4().hex[:8]}.parquet"
-            tmp = final.with_suffix(".parquet.tmp")
-            pq.write_table(part, tmp)
-            os.replace(tmp, final)
+        published: set[str] = set()
+        try:
+            for number, service in enumerate(sorted(set(columns[0])), start=first_file):
+                part = table.filter(pc.equal(table.column("service"), service))
+                target = self.directory / f"service={service}"
+                target.mkdir(parents=True, exist_ok=True)
+                final = target / f"part-{os.getpid()}-{number:06d}-{uuid.uuid4().hex[:8]}.parquet"
+                tmp = final.with_suffix(".parquet.tmp")
+                pq.write_table(part, tmp)
+                os.replace(tmp, final)
+                published.add(service)
+        except BaseException:
+            # Keep the rows of the files not written: the next publish retries them.
+            with self._lock:
+                self._rows[:0] = [row for row in rows if row[0] not in published]
+                self._first = time.monotonic() if self._rows else self._first
+            raise
 
 
 def read_request_log(directory: str | Path, service: str | None = None) -> pa.Table:
