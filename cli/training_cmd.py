@@ -49,7 +49,16 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _timestamp_hint(spine: pl.DataFrame, column: str) -> str:
-    """How to point --timestamp-column at the spine's time column, naming a likely one."""
+    """How to point --timestamp-column at the spine's time column, naming a likely one
+    (or, when the column holds times without a zone, how to give them one)."""
+    import polars as pl
+
+    dtype = spine.schema.get(column)
+    if isinstance(dtype, pl.Datetime) and dtype.time_zone is None:
+        return (
+            f"write each {column} with its zone, e.g. 2026-01-01T12:00:00Z or 2026-01-01T14:00:00+02:00 "
+            "(or as epoch milliseconds): a time zone is never guessed"
+        )
     times = [name for name, dtype in spine.schema.items() if dtype.is_temporal() or dtype.is_integer()]
     example = times[0] if times else "ts"
     return (
@@ -59,12 +68,17 @@ def _timestamp_hint(spine: pl.DataFrame, column: str) -> str:
 
 
 def as_utc_timestamps(frame: pl.DataFrame, column: str) -> pl.DataFrame:
-    """The spine's epoch-millisecond column as a Parquet timestamp[ms, UTC]: the same
-    instants (docs/semantics.md: event time is UTC milliseconds), readable as datetimes."""
+    """The spine's time column as a Parquet timestamp[ms, UTC], whether it came as epoch
+    milliseconds or as zoned datetimes of any unit and zone: the instants the features were
+    computed at (docs/semantics.md: event time is UTC milliseconds), readable as datetimes."""
     import polars as pl
 
-    if frame.schema[column].is_integer():
+    dtype = frame.schema[column]
+    if dtype.is_integer():
         return frame.with_columns(pl.col(column).cast(pl.Datetime("ms", time_zone="UTC")))
+    if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:
+        # Truncated to the millisecond, as the as-of time was (engine/offline/spine.py).
+        return frame.with_columns(pl.col(column).dt.epoch("ms").cast(pl.Datetime("ms", time_zone="UTC")))
     return frame
 
 

@@ -512,13 +512,47 @@ def test_training_set_files_hold_utc_timestamps_of_the_same_instants() -> None:
     assert str(out["event_timestamp"][0]) == "2026-01-01 00:00:00.123000+00:00"
     already = spine.with_columns(pl.col("event_timestamp").cast(pl.Datetime("ms", time_zone="UTC")))
     assert as_utc_timestamps(already, "event_timestamp").equals(already)
+    # ISO times in a CSV spine come as microsecond datetimes, in any zone: the file still
+    # holds timestamp[ms, UTC], at the millisecond the features were computed for.
+    zoned = pl.Series(["2026-01-01T14:00:00.123456+02:00"]).str.to_datetime(time_unit="us", time_zone="UTC")
+    local = pl.DataFrame({"event_timestamp": zoned}).with_columns(
+        pl.col("event_timestamp").dt.convert_time_zone("Asia/Tokyo")
+    )
+    out = as_utc_timestamps(local, "event_timestamp")
+    assert out.schema["event_timestamp"] == pl.Datetime("ms", time_zone="UTC")
+    assert out["event_timestamp"].dt.epoch("ms").to_list() == [1_767_268_800_123]
 
 
-def test_training_set_without_the_time_column_names_the_flag_and_a_candidate(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("header", "time", "said", "not_said"),
+    [
+        # No column of that name: the flag, naming a likely column.
+        (
+            "ts",
+            "2026-01-01T12:00:00Z",
+            ["'event_timestamp' (each row's as-of time), missing", "--timestamp-column ts"],
+            "never guessed",
+        ),
+        # The column, without a zone: how to give it one.
+        (
+            "event_timestamp",
+            "2026-01-01T12:00:00",
+            ["naive Datetime", "2026-01-01T12:00:00Z", "never guessed"],
+            "--timestamp-column",
+        ),
+    ],
+)
+def test_training_set_time_column_errors_say_how_to_fix_them(
+    header: str,
+    time: str,
+    said: list[str],
+    not_said: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     spine = tmp_path / "labels.csv"
-    spine.write_text("user_id,merchant_id,amount,ts\nu000000,m0000,25.0,2026-01-01T12:00:00Z\n", encoding="utf-8")
+    spine.write_text(f"user_id,merchant_id,amount,{header}\nu000000,m0000,25.0,{time}\n", encoding="utf-8")
     monkeypatch.chdir(ROOT)  # the example repo is ./feature_defs
     for name in [k for k in os.environ if k.startswith("STREAMFEAT_")]:
         monkeypatch.delenv(name)
@@ -527,7 +561,7 @@ def test_training_set_without_the_time_column_names_the_flag_and_a_candidate(
 
     assert code == 1
     err = capsys.readouterr().err
-    assert "'event_timestamp' (each row's as-of time), missing" in err and "--timestamp-column ts" in err, err
+    assert all(text in err for text in said) and not_said not in err, err
     assert not (tmp_path / "t.pq").exists()
 
 
