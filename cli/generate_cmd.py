@@ -84,6 +84,26 @@ def _live_progress(report: generate.ProduceReport) -> None:
     )
 
 
+def _note_new_topic(bootstrap: str, topic: str) -> None:
+    """Say so when ``topic`` is not on the broker yet: producing creates it (the local
+    broker auto-creates topics), so a mistyped --topic is seen at once, not later as a
+    view that never receives an event. No broker: one line and a hint, as everywhere."""
+    from engine.io.exceptions import TopicNotFoundError
+    from engine.io.kafka_source import list_topic_partitions
+    from engine.kafka_local import require_broker
+
+    require_broker(bootstrap)
+    try:
+        list_topic_partitions(bootstrap, topic)
+    except TopicNotFoundError:
+        print(
+            f"note: topic {topic!r} is not on the broker at {bootstrap}: producing creates it "
+            "(check --topic if you meant an existing one)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def _run(args: argparse.Namespace) -> int:
     _check_options(args)
     config = _config(args)
@@ -95,6 +115,7 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 0
     bootstrap = settings_from(args).kafka_bootstrap
+    _note_new_topic(bootstrap, args.topic)
     if args.live:
         print(
             f"producing {config.rate:,.0f} events/s stamped with the current time to "

@@ -115,11 +115,20 @@ def test_cli_produces_to_a_topic(
         "1000",
     ]
     assert main([*argv, "--topic", topic, "--bootstrap", kafka_bootstrap]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "produced 2,000 events" in out and "all delivered" in out
+    assert "is not on the broker" not in err, err
     received = _consume_all(kafka_bootstrap, topic, 3, 2000)
     sent = generate(GeneratorConfig(events=2000, seed=3, malformed_fraction=0.05))
     assert sorted(v for _, _, _, v in received) == sorted(sent.values)
+
+
+def test_cli_says_when_it_creates_the_topic(kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]) -> None:
+    topic = f"typo-{uuid.uuid4().hex[:8]}"
+    assert main(["generate", "--events", "5", "--topic", topic, "--bootstrap", kafka_bootstrap]) == 0
+    out, err = capsys.readouterr()
+    assert f"note: topic '{topic}' is not on the broker at {kafka_bootstrap}: producing creates it" in err, err
+    assert "produced 5 events" in out
 
 
 def test_cli_reports_a_missing_broker(capsys: pytest.CaptureFixture[str]) -> None:
