@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cli.common import Subparsers, add_settings_args, settings_from
 from cli.setting_options import add_setting_option
+
+if TYPE_CHECKING:  # imported when the command runs, so `streamfeat --help` stays fast
+    from engine.plan import AppliedPlan
 
 
 def register(subparsers: Subparsers) -> None:
@@ -38,13 +42,23 @@ def _paths(args: argparse.Namespace) -> tuple[Path, Path, int, bool]:
     return settings.repo_path, plan_file, settings.state_shards, holds_state(settings.state_dir)
 
 
+def _shards(args: argparse.Namespace, configured: int, previous: AppliedPlan | None) -> int | None:
+    """The shard count ``plan`` shows and ``apply`` records: an explicit --shards must match
+    the applied count; the configured value only seeds the first apply."""
+    explicit = getattr(args, "shards", None)  # apply has --shards; plan shows the configured count
+    if explicit is not None:
+        return int(explicit)
+    return configured if previous is None else None
+
+
 def _plan(args: argparse.Namespace) -> int:
     from engine.definitions.repo import load_repo
     from engine.plan import compute_plan, load_applied_plan
 
-    repo_path, plan_file, _, has_state = _paths(args)
+    repo_path, plan_file, configured_shards, has_state = _paths(args)
     repo = load_repo(repo_path)  # RepoValidationError -> exit 2 with every error listed
-    plan = compute_plan(repo, load_applied_plan(plan_file), has_state=has_state)
+    previous = load_applied_plan(plan_file)
+    plan = compute_plan(repo, previous, shards=_shards(args, configured_shards, previous), has_state=has_state)
     print(f"repo {repo_path} against {plan_file}:")
     print(plan.render())
     return 0
@@ -57,9 +71,7 @@ def _apply(args: argparse.Namespace) -> int:
     repo_path, plan_file, configured_shards, has_state = _paths(args)
     repo = load_repo(repo_path)
     previous = load_applied_plan(plan_file)
-    # An explicit --shards must match the applied count; the configured value only seeds the first apply.
-    shards = args.shards if args.shards is not None else (configured_shards if previous is None else None)
-    plan, applied = apply_plan(repo, plan_file, shards=shards, has_state=has_state)
+    plan, applied = apply_plan(repo, plan_file, shards=_shards(args, configured_shards, previous), has_state=has_state)
     print(plan.render())
     print(f"applied: wrote {plan_file} (format {applied.format_version}, {applied.shards} shards)")
     return 0

@@ -123,3 +123,14 @@ def test_kafka_help_shows_the_broker_directory_it_uses(
         "kafka_bootstrap from streamfeat.yaml;"
     ), shown
     assert shown.endswith(f"--port N: {used.parent}/N)"), shown
+
+
+def test_plan_shows_the_shard_count_apply_will_record(here: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = Path(__file__).resolve().parents[2] / "feature_defs"
+    (here / "streamfeat.yaml").write_text(f"data_dir: ./data\nstate_shards: 4\nrepo: {repo}\n")
+    assert main(["plan"]) == 0
+    assert "state shards: 4 (first apply)" in capsys.readouterr().out
+    assert main(["apply"]) == 0
+    assert ", 4 shards)" in capsys.readouterr().out
+    assert main(["plan"]) == 0
+    assert "state shards: 4\n" in capsys.readouterr().out
