@@ -26,7 +26,7 @@ from engine.definitions.exceptions import (
     PlanMismatchError,
     RepoValidationError,
 )
-from engine.definitions.repo import FeatureRepo
+from engine.definitions.repo import FeatureRepo, locate_errors
 from engine.json_types import JSONObject, json_kind
 from engine.kernel.layout import COLUMN_VALUE_FUNCTIONS
 from engine.timefmt import duration_text
@@ -280,7 +280,9 @@ def compute_plan(
             except DefinitionError as exc:
                 errors.append(str(exc))
         if errors:
-            raise RepoValidationError(repo.path or "<in memory>", errors)
+            raise RepoValidationError(
+                repo.path or "<in memory>", locate_errors(repo.path, errors) if repo.path else errors
+            )
     now: PlanEntries = repo_entries(repo)
     old: PlanEntries = previous.entries if previous else {}
     removed_fps = {e["fingerprint"] for n, e in old.get("view", {}).items() if n not in now["view"]}

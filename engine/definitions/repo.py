@@ -256,6 +256,31 @@ def _located(error: str, places: dict[str, str]) -> str:
     return f"{place}: {error}" if place else error
 
 
+def locate_errors(repo_path: str, errors: Sequence[str]) -> list[str]:
+    """``errors`` found after loading (``plan``'s transform checks), each prefixed with the
+    file:line of the definition it names, as :func:`load_repo`'s own errors are."""
+    root = Path(repo_path).resolve()
+    modules = [m for m in list(sys.modules.values()) if str(getattr(m, "__file__", None) or "").startswith(str(root))]
+    places = _definition_lines(modules, root)
+    return [_located(error, places) for error in errors]
+
+
+def _transform_errors(objects: Sequence[object]) -> list[str]:
+    """Every on-demand view whose ``fn`` does not import: reported with the repo's other
+    errors, so one ``plan`` lists them all (the dry run of each transform comes later, in
+    ``plan``, once the repo loads)."""
+    errors: list[str] = []
+    for odfv in objects:
+        if isinstance(odfv, OnDemandFeatureView):
+            try:
+                odfv.resolve()
+            except DefinitionError as exc:
+                errors.append(str(exc))
+            except Exception as exc:  # the transform's module raised while importing
+                errors.append(f"OnDemandFeatureView '{odfv.name}': field 'fn': importing {odfv.fn!r} raised {exc!r}")
+    return errors
+
+
 def load_repo(path: str | Path) -> FeatureRepo:
     """Imports every .py module of the repo directory as a package and collects its definitions.
 
@@ -295,6 +320,8 @@ def load_repo(path: str | Path) -> FeatureRepo:
         places = _definition_lines(modules, root)
         errors.extend(_located(error, places) for error in exc.errors)
     if errors:
+        places = _definition_lines(modules, root)
+        errors.extend(_located(error, places) for error in _transform_errors(objects))
         raise RepoValidationError(str(path), list(dict.fromkeys(errors)))
     return repo
 

@@ -114,16 +114,54 @@ class _StatementwiseLoader(importlib.machinery.SourceFileLoader):
         return self.source_to_code(tree, path)
 
     def exec_module(self, module: ModuleType) -> None:
-        module.__dict__[_HOOK] = lambda index, exc: self._failed(module.__name__, index, exc)
+        module.__dict__[_HOOK] = lambda index, exc: self._failed(module.__dict__, module.__name__, index, exc)
         try:
             super().exec_module(module)
         finally:
             module.__dict__.pop(_HOOK, None)
 
-    def _failed(self, module: str, index: int, exc: BaseException) -> None:
+    def _failed(self, namespace: dict[str, object], module: str, index: int, exc: BaseException) -> None:
+        statement = self.statements[index]
         if not self.failed.is_consequence(module, exc):
             self.failed.errors.append(self.failed.describe(module, exc))
-        self.failed.unbound.setdefault(module, set()).update(_bound_names(self.statements[index]))
+            for nested in _nested_definition_errors(statement, namespace, self.get_filename(module)):
+                if not self.failed.is_consequence(module, nested):
+                    text = self.failed.describe(module, nested)
+                    if text not in self.failed.errors:
+                        self.failed.errors.append(text)
+        self.failed.unbound.setdefault(module, set()).update(_bound_names(statement))
+
+
+def _nested_definition_errors(statement: ast.stmt, namespace: dict[str, object], filename: str) -> list[Exception]:
+    """The errors of the definitions built inside a failed statement, each evaluated on its
+    own: a view whose first ``Aggregation`` raised may hold a second bad one, and Python
+    stopped at the first. Only calls of streamfeat definition classes are evaluated again
+    (they are plain constructors: no side effects); each error's traceback carries the
+    line of its own call."""
+    outer = statement.value if isinstance(statement, ast.Assign | ast.AnnAssign | ast.Expr) else None
+    errors: list[Exception] = []
+    for node in ast.walk(statement):
+        if not isinstance(node, ast.Call) or node is outer or not _calls_a_definition(node, namespace):
+            continue
+        try:
+            eval(compile(ast.Expression(node), filename, "eval"), dict(namespace))
+        except (NameError, ImportError):
+            pass  # a name bound only inside the statement (a comprehension's variable): not an error
+        except Exception as exc:  # each definition's own error, reported like a statement's
+            errors.append(exc)
+    return errors
+
+
+def _calls_a_definition(call: ast.Call, namespace: dict[str, object]) -> bool:
+    """Whether ``call`` constructs a class of ``engine.definitions`` (looked up by name)."""
+    func = call.func
+    if isinstance(func, ast.Name):
+        target = namespace.get(func.id)
+    elif isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+        target = getattr(namespace.get(func.value.id), func.attr, None)
+    else:
+        return False
+    return isinstance(target, type) and target.__module__.startswith("engine.definitions.")
 
 
 @dataclass(frozen=True)

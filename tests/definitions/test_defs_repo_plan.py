@@ -495,3 +495,56 @@ def test_example_repo_loads_and_transforms_check() -> None:
         "spend_velocity_ratio",
         "user_merchant_share_1h",
     )
+
+
+def test_load_repo_reports_every_bad_aggregation_of_one_view(tmp_path: Path) -> None:
+    repo = write_repo(tmp_path, "repo_aggs")
+    (repo / "more_views.py").write_text(
+        textwrap.dedent("""
+        from datetime import timedelta
+        from engine.definitions import Aggregation, StreamFeatureView
+        from repo_aggs.entities import user
+        from repo_aggs.sources import tx
+        columns = ["amount"]
+        two_bad = StreamFeatureView(name="two_bad", source=tx, entities=[user], aggregations=[
+            Aggregation(column="amount", function="maxx", window=timedelta(hours=1)),
+            Aggregation(column="amount", function="sum", window=timedelta(hours=1)),
+            Aggregation(column="amount", function="last_n", window=timedelta(hours=1), n=0),
+            *[Aggregation(column=c, function="count", window=timedelta(hours=1)) for c in columns],
+        ])
+    """)
+    )
+    with pytest.raises(RepoValidationError) as info:
+        load_repo(repo)
+    errors = info.value.errors
+    # Both bad aggregations, each at its own line; the good ones and the comprehension add nothing.
+    assert len(errors) == 2, errors
+    assert errors[0].startswith(f"{repo}/more_views.py:8: ") and "field 'function'" in errors[0], errors
+    assert errors[1].startswith(f"{repo}/more_views.py:10: ") and "'n'" in errors[1], errors
+
+
+def _misspell_transform(repo: Path) -> Path:
+    """Point the repo's on-demand view at a function that does not exist; return its file."""
+    path = next(p for p in repo.glob("*.py") if 'fn="' in p.read_text())
+    path.write_text(path.read_text().replace(':ratio"', ':ratioo"', 1))
+    return path
+
+
+def test_load_repo_lists_a_transform_that_does_not_import_with_the_other_errors(tmp_path: Path) -> None:
+    repo = write_repo(tmp_path, "repo_fn")
+    where = _misspell_transform(repo)
+    (repo / "entities.py").write_text(ENTITIES + '\nshop = Entity(name="Shop", join_keys="shop_id")\n')
+    with pytest.raises(RepoValidationError) as info:
+        load_repo(repo)
+    errors = info.value.errors
+    fn = [e for e in errors if "field 'fn'" in e]
+    assert len(fn) == 1 and fn[0].startswith(f"{where}:") and "ratioo" in fn[0], errors
+    assert any("Entity 'Shop'" in e for e in errors)
+
+
+def test_plan_places_a_transform_error_at_its_definition(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = write_repo(tmp_path, "repo_fn_only")
+    where = _misspell_transform(repo)
+    assert cli.main(["plan", "--repo", str(repo), "--plan-file", str(tmp_path / "plan.json")]) == 2
+    err = capsys.readouterr().err
+    assert f"- {where}:" in err and "field 'fn'" in err, err
