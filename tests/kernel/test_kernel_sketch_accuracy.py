@@ -221,7 +221,10 @@ def test_training_sets_answer_what_the_tiles_answer(events: list[dict[str, Any]]
     for name in ("cd", "hll", "p90", "med"):
         want = online.values[name]
         # A non-finite kernel value (a percentile whose rank lies in a folded bucket: the values
-        # span over gamma**2048) is served null with the status INVALID; training sets hold null.
+        # span over gamma**2048) is non-finite offline too: served null with the status INVALID,
+        # and null in a training set once its transforms have seen it (engine/offline/training.py).
         if isinstance(want, float) and not math.isfinite(want):
-            want = None
+            got = offline[name].to_list()[0]
+            assert isinstance(got, float) and math.isnan(got) == math.isnan(want), (name, got, want)
+            continue
         assert offline[name].to_list() == [want], name
