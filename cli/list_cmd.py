@@ -79,7 +79,11 @@ def _aligned(lines: Sequence[Line]) -> list[str]:
 def _view_features(view: StreamFeatureView) -> Iterator[Row]:
     types = view.feature_types
     for agg in view.aggregations:
-        yield (agg.output_name, types[agg.output_name].value, f"{agg.function}({agg.column}) over {_span(agg.window)}")
+        kind = types[agg.output_name].value
+        if kind == "list":  # a list of the column's values: say of which type
+            kind = f"list[{getattr(view.source.schema.get(agg.column), 'value', '?')}]"
+        arguments = ", ".join([agg.column, *(f"{name}={value:g}" for name, value in agg.params)])
+        yield (agg.output_name, kind, f"{agg.function}({arguments}) over {_span(agg.window)}")
 
 
 def _odfv_features(odfv: OnDemandFeatureView) -> Iterator[Row]:

@@ -171,7 +171,7 @@ class Aggregation:
             c.add("q", f"a list of 1..{MAX_QUANTILES} numbers 0 <= q <= 1", self.q, hint)
         bad = [q for q in self.q if not _number_in(q, 0.0, 1.0)]
         if bad:
-            c.add("q", "every listed q a number 0 <= q <= 1", bad, hint)
+            c.add("q", "every q of the list a number with 0 <= q <= 1", bad, hint)
         elif len(set(self.q)) != len(self.q):
             c.add("q", "distinct quantiles", self.q, "list each quantile once")
 

@@ -159,10 +159,10 @@ class Checker:
         ms = timedelta_ms(value)
         if ms < 0 or (ms == 0 and not allow_zero) or (0 < ms < minimum_ms):
             low = "0" if allow_zero else f"{minimum_ms} ms"
-            self.add(
+            self.add_raw(
                 field,
                 f"a duration of at least {low}",
-                value,
+                f"{ms} ms" if ms < 0 else f"{ms} ms ({value!r})",
                 "use a positive duration" if not allow_zero else "use timedelta(0) or a positive duration",
             )
             return None

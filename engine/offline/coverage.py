@@ -56,7 +56,7 @@ def coverage_notes(coverage: Sequence[ViewCoverage]) -> list[str]:
         if first is None:
             notes.append(
                 f"note: the Parquet log of {names} holds no events yet, so every row's windows of "
-                f"{'it' if len(entries) == 1 else 'them'} are empty (0 or null); apply events first "
+                f"{'it' if len(entries) == 1 else 'them'} are empty (their empty-window values: 0, null, [] or the declared default); apply events first "
                 "(`streamfeat run` or `streamfeat backfill`)"
             )
             continue
@@ -64,7 +64,7 @@ def coverage_notes(coverage: Sequence[ViewCoverage]) -> list[str]:
         notes.append(
             f"note: {counted(rows, 'spine row')} {'is' if rows == 1 else 'are'} before the first event in the "
             f"Parquet log of {names}, {time_text(first)}: {'its' if rows == 1 else 'their'} windows of "
-            f"{'that view' if len(entries) == 1 else 'those views'} are empty (0 or null), as if nothing happened "
+            f"{'that view' if len(entries) == 1 else 'those views'} are empty (their empty-window values: 0, null, [] or the declared default), as if nothing happened "
             "before; if something did, backfill that history first (`streamfeat backfill`)"
         )
     return notes

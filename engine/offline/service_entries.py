@@ -12,7 +12,7 @@ import importlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeGuard
 
-from engine.definitions.base import FieldType
+from engine.definitions.base import FieldType, closest
 from engine.kernel.layout import AggregationLike, AggregationSpec, aggregation_specs
 from engine.offline.exceptions import TrainingSetError
 
@@ -104,9 +104,11 @@ def find_service(repo: object, name: str) -> OfflineService:
     found: list[OfflineService] = [s for s in items if getattr(s, "name", None) == name]
     if not found:
         known = sorted(str(getattr(s, "name", "?")) for s in items)
+        match = closest(name, known)
         raise TrainingSetError(
             f"FeatureService '{name}' is not defined in the repo; defined: {known}.",
-            hint="Check the service name or run `streamfeat plan` to list definitions.",
+            hint=(f"did you mean {match!r}? " if match else "")
+            + "check the service name, or run `streamfeat list` to see the definitions.",
         )
     return found[0]
 

@@ -129,7 +129,7 @@ def test_backfill_then_training_set(project: Path, capsys: pytest.CaptureFixture
     for line in capsys.readouterr().err.splitlines():
         noting = re.fullmatch(
             r"note: 2 spine rows are before the first event in the Parquet log of ([\w, ]+), \S+ \((\d+) ms\): "
-            r"their windows of th(?:at view|ose views) are empty \(0 or null\), as if nothing happened before; "
+            r"their windows of th(?:at view|ose views) are empty \(their empty-window values: 0, null, \[\] or the declared default\), as if nothing happened before; "
             r"if something did, backfill that history first \(`streamfeat backfill`\)",
             line,
         )
@@ -147,7 +147,7 @@ def test_training_set_before_any_event_says_the_log_is_empty(project: Path, caps
     views = ", ".join(v.name for v in views_read(load_repo(REPO), "fraud_scoring"))
     assert capsys.readouterr().err == (
         f"note: the Parquet log of {views} holds no events yet, so every row's windows of them are empty "
-        "(0 or null); apply events first (`streamfeat run` or `streamfeat backfill`)\n"
+        "(their empty-window values: 0, null, [] or the declared default); apply events first (`streamfeat run` or `streamfeat backfill`)\n"
     )
 
 

@@ -26,16 +26,21 @@ HOUR = timedelta(hours=1)
         ({"function": "percentile", "q": 1.5}, "field 'q'"),
         ({"function": "percentile", "q": -0.01}, "field 'q': expected a number 0 <= q <= 1"),
         ({"function": "percentile", "q": float("nan")}, "field 'q'"),
-        ({"function": "percentile", "q": (0.5, 1.2)}, r"field 'q': expected every listed q a number 0 <= q <= 1.*1\.2"),
+        (
+            {"function": "percentile", "q": (0.5, 1.2)},
+            r"field 'q': expected every q of the list a number with 0 <= q <= 1.*1\.2",
+        ),
         ({"function": "percentile", "q": (0.5, 0.5)}, "field 'q': expected distinct quantiles"),
         ({"function": "percentile", "q": ()}, "field 'q': expected a list of 1..16 numbers"),
-        ({"function": "percentile", "q": [0.5, "p95"]}, "field 'q': expected every listed q"),
+        ({"function": "percentile", "q": [0.5, "p95"]}, "field 'q': expected every q of the list"),
         ({"function": "count_distinct", "max_distinct": 0}, "field 'max_distinct': expected an int 1..10000"),
         ({"function": "count_distinct", "max_distinct": 10**9}, "count_distinct_approx"),
         ({"function": "count_distinct", "max_distinct": 50, "window": None}, "field 'window'.*count_distinct_approx"),
         ({"function": "median", "alpha": 0.9}, "field 'alpha'"),
         ({"function": "median", "q": 0.5}, "field 'q': expected None for function 'median'"),
         ({"function": "count", "max_distinct": 5}, "field 'max_distinct': expected None for function 'count'"),
+        # Not Python's repr of a negative timedelta (days=-1, seconds=86100).
+        ({"function": "count", "window": timedelta(minutes=-5)}, r"field 'window': .* at least 1 ms, got -300000 ms\."),
     ],
 )
 def test_bad_sketch_parameters_name_the_field(kwargs: dict[str, object], message: str) -> None:

@@ -34,7 +34,7 @@ def test_coverage_notes_are_in_the_printed_report(tmp_path: Path, capsys: pytest
     assert "service fraud_scoring: 2 logged rows recomputed offline" in out, out
     # get_training_set's note for the row before the first logged event, in the report itself
     assert "note: 1 spine row is before the first event in the Parquet log of" in out, out
-    assert "windows of" in out and "are empty (0 or null)" in out, out
+    assert "windows of" in out and "are empty (their empty-window values" in out, out
     assert "service retired_service: 1 logged row (none compared)" in out, out
     assert (
         "note: service 'retired_service' is not defined in the repo now, so its 1 logged row was not compared" in out

@@ -260,7 +260,7 @@ def test_rows_before_the_log_are_noted_at_warning_through_logging(
     assert record.levelno == logging.WARNING
     assert record.getMessage() == (
         f"note: {before} spine rows are before the first event in the Parquet log of {spend.name}, "
-        f"{time_text(first)}: their windows of that view are empty (0 or null), as if nothing happened before; "
+        f"{time_text(first)}: their windows of that view are empty (their empty-window values: 0, null, [] or the declared default), as if nothing happened before; "
         "if something did, backfill that history first (`streamfeat backfill`)"
     )
     caplog.clear()
@@ -279,7 +279,7 @@ def test_on_note_receives_the_notes_instead_of_the_log(tmp_path: Path, caplog: p
     assert out["amount_count_1s"].to_list() == [0]
     assert notes == [
         f"note: the Parquet log of {spend.name} holds no events yet, so every row's windows of it are empty "
-        "(0 or null); apply events first (`streamfeat run` or `streamfeat backfill`)"
+        "(their empty-window values: 0, null, [] or the declared default); apply events first (`streamfeat run` or `streamfeat backfill`)"
     ]
     assert caplog.records == []
     with pytest.raises(TrainingSetError, match=r"on_note: expected a callable taking one str, got list") as refused:

@@ -134,6 +134,9 @@ def test_version_list_and_describe(capsys: pytest.CaptureFixture[str]) -> None:
         assert needle in listing, needle
     assert re.search(r"amount_sum_15m\s+float\s+sum\(amount\) over 15m", listing)
     assert re.search(r"merchant_txn_count_1h\s+int\s+count\(amount\) over 1h", listing)
+    # Parameters and a list's element type are part of what a feature is.
+    assert re.search(r"last_5_merchants_1d\s+list\[string\]\s+last_n\(merchant_id, n=5\) over 1d", listing)
+    assert re.search(r"distinct_merchants_1h\s+int\s+count_distinct\(merchant_id, max_distinct=500\) over 1h", listing)
     assert re.search(r"spend_velocity_ratio\s+float\s+computed at request time", listing)
     # Every feature row's type starts in one column, however long the longest name is.
     feature_rows = [line for line in listing.splitlines() if line.startswith("    ")]
