@@ -136,7 +136,7 @@ function render(summary) {
   ], { xFormat: clock, empty: "no feature requests yet" });
   barChart(document.getElementById("chart-dlq"),
     Object.entries(summary.dead_letters).map(([label, value]) => ({ label, value })),
-    { empty: live ? "no dead letters" : "no dataflow metrics endpoint" });
+    { empty: live ? "no dead letters since the run started (streamfeat status counts the whole topic)" : "no dataflow metrics endpoint" });
   barChart(document.getElementById("chart-lag"),
     Object.entries(ingest.consumer_lag).map(([label, value]) => ({ label, value })),
     { empty: live ? "no partitions read yet" : "no dataflow metrics endpoint" });
