@@ -7,7 +7,9 @@ is recorded (with its file:line) and the next one runs: each statement is compil
 inside a ``try`` whose handler reports to the loader. A later statement that fails
 only because it uses a name an earlier failure left unbound (``NameError``, or an
 ``ImportError`` of that name from another repo module) is a consequence, not a new
-mistake: its names are marked unbound in turn and nothing more is reported.
+mistake: its names are marked unbound in turn and nothing more is reported. Inside a
+failed statement, each definition it builds is built again on its own (``_probes``), so
+two bad ``Aggregation``s of one view are both reported, each at its line.
 
 Only repo modules loaded through :func:`collecting_imports` behave like this; importing
 definitions anywhere else, and constructing them, raises at once as usual.
@@ -16,6 +18,7 @@ definitions anywhere else, and constructing them, raises at once as usual.
 from __future__ import annotations
 
 import ast
+import copy
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -71,6 +74,47 @@ def _bound_names(statement: ast.stmt) -> set[str]:
 
 
 _HOOK = "__streamfeat_statement_failed__"
+_NESTED_HOOK = "__streamfeat_definition_failed__"
+_IS_DEFINITION = "__streamfeat_is_definition__"
+
+
+def _is_definition_class(target: object) -> bool:
+    """Whether ``target`` is a class of ``engine.definitions`` (plain constructors)."""
+    return isinstance(target, type) and target.__module__.startswith("engine.definitions.")
+
+
+def _probes(statement: ast.stmt) -> list[ast.stmt]:
+    """For a failed statement: every definition built inside it, built again on its own.
+
+    Python stops a statement at its first exception, so a view whose first ``Aggregation``
+    raised would hide a second bad one. Each nested call of a definition class (checked
+    when the probe runs; other calls are left alone) runs in its own ``try``, at its own
+    line, and reports to the loader; a call that needs a name bound only inside the
+    statement raises NameError, which the loader ignores.
+    """
+    outer = statement.value if isinstance(statement, ast.Assign | ast.AnnAssign | ast.Expr) else None
+    probes: list[ast.stmt] = []
+    for node in ast.walk(statement):
+        if not isinstance(node, ast.Call) or node is outer:
+            continue
+        if not isinstance(node.func, ast.Name | ast.Attribute):
+            continue
+        call = copy.deepcopy(node)
+        check = ast.Call(func=ast.Name(_IS_DEFINITION, ast.Load()), args=[copy.deepcopy(node.func)], keywords=[])
+        report = ast.Expr(
+            ast.Call(
+                func=ast.Name(_NESTED_HOOK, ast.Load()),
+                args=[ast.Name("__streamfeat_nested_error__", ast.Load())],
+                keywords=[],
+            )
+        )
+        handler = ast.ExceptHandler(
+            type=ast.Name("Exception", ast.Load()), name="__streamfeat_nested_error__", body=[report]
+        )
+        body: list[ast.stmt] = [ast.If(test=check, body=[ast.Expr(call)], orelse=[])]
+        probe = ast.Try(body=body, handlers=[handler], orelse=[], finalbody=[])
+        probes.append(ast.copy_location(probe, node))
+    return probes
 
 
 def _keeps_its_place(statement: ast.stmt) -> bool:
@@ -81,7 +125,8 @@ def _keeps_its_place(statement: ast.stmt) -> bool:
 
 
 def _guarded(statement: ast.stmt, index: int) -> ast.stmt:
-    """``try: <statement> except Exception as e: __streamfeat_statement_failed__(index, e)``."""
+    """``try: <statement> except Exception as e: __streamfeat_statement_failed__(index, e)``,
+    the handler followed by the statement's :func:`_probes`."""
     handler_call = ast.Expr(
         ast.Call(
             func=ast.Name(_HOOK, ast.Load()),
@@ -90,7 +135,7 @@ def _guarded(statement: ast.stmt, index: int) -> ast.stmt:
         )
     )
     handler = ast.ExceptHandler(
-        type=ast.Name("Exception", ast.Load()), name="__streamfeat_error__", body=[handler_call]
+        type=ast.Name("Exception", ast.Load()), name="__streamfeat_error__", body=[handler_call, *_probes(statement)]
     )
     guard = ast.Try(body=[statement], handlers=[handler], orelse=[], finalbody=[])
     return ast.fix_missing_locations(ast.copy_location(guard, statement))
@@ -114,54 +159,29 @@ class _StatementwiseLoader(importlib.machinery.SourceFileLoader):
         return self.source_to_code(tree, path)
 
     def exec_module(self, module: ModuleType) -> None:
-        module.__dict__[_HOOK] = lambda index, exc: self._failed(module.__dict__, module.__name__, index, exc)
+        module.__dict__[_HOOK] = lambda index, exc: self._failed(module.__name__, index, exc)
+        module.__dict__[_NESTED_HOOK] = lambda exc: self._nested_failed(module.__name__, exc)
+        module.__dict__[_IS_DEFINITION] = _is_definition_class
         try:
             super().exec_module(module)
         finally:
-            module.__dict__.pop(_HOOK, None)
+            for name in (_HOOK, _NESTED_HOOK, _IS_DEFINITION):
+                module.__dict__.pop(name, None)
 
-    def _failed(self, namespace: dict[str, object], module: str, index: int, exc: BaseException) -> None:
+    def _failed(self, module: str, index: int, exc: BaseException) -> None:
         statement = self.statements[index]
         if not self.failed.is_consequence(module, exc):
             self.failed.errors.append(self.failed.describe(module, exc))
-            for nested in _nested_definition_errors(statement, namespace, self.get_filename(module)):
-                if not self.failed.is_consequence(module, nested):
-                    text = self.failed.describe(module, nested)
-                    if text not in self.failed.errors:
-                        self.failed.errors.append(text)
         self.failed.unbound.setdefault(module, set()).update(_bound_names(statement))
 
-
-def _nested_definition_errors(statement: ast.stmt, namespace: dict[str, object], filename: str) -> list[Exception]:
-    """The errors of the definitions built inside a failed statement, each evaluated on its
-    own: a view whose first ``Aggregation`` raised may hold a second bad one, and Python
-    stopped at the first. Only calls of streamfeat definition classes are evaluated again
-    (they are plain constructors: no side effects); each error's traceback carries the
-    line of its own call."""
-    outer = statement.value if isinstance(statement, ast.Assign | ast.AnnAssign | ast.Expr) else None
-    errors: list[Exception] = []
-    for node in ast.walk(statement):
-        if not isinstance(node, ast.Call) or node is outer or not _calls_a_definition(node, namespace):
-            continue
-        try:
-            eval(compile(ast.Expression(node), filename, "eval"), dict(namespace))
-        except (NameError, ImportError):
-            pass  # a name bound only inside the statement (a comprehension's variable): not an error
-        except Exception as exc:  # each definition's own error, reported like a statement's
-            errors.append(exc)
-    return errors
-
-
-def _calls_a_definition(call: ast.Call, namespace: dict[str, object]) -> bool:
-    """Whether ``call`` constructs a class of ``engine.definitions`` (looked up by name)."""
-    func = call.func
-    if isinstance(func, ast.Name):
-        target = namespace.get(func.id)
-    elif isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
-        target = getattr(namespace.get(func.value.id), func.attr, None)
-    else:
-        return False
-    return isinstance(target, type) and target.__module__.startswith("engine.definitions.")
+    def _nested_failed(self, module: str, exc: BaseException) -> None:
+        """A definition built inside a failed statement raised on its own (see _probes)."""
+        if isinstance(exc, NameError | ImportError):
+            return  # a name bound only inside the statement (a comprehension's variable)
+        if not self.failed.is_consequence(module, exc):
+            text = self.failed.describe(module, exc)
+            if text not in self.failed.errors:
+                self.failed.errors.append(text)
 
 
 @dataclass(frozen=True)
