@@ -51,7 +51,7 @@ def _check(args: argparse.Namespace) -> int:
     if not reports:
         print(
             f"no logged requests under {directory} yet: `streamfeat serve` publishes its request log "
-            "in batches while requests arrive, and when it stops"
+            "every 5,000 rows or 5 s after a row arrives, and when it stops"
         )
         return 0
     worst = 0.0

@@ -93,6 +93,7 @@ async def answer_features(state: ServingState, service: str, scope: Scope, recei
                 body.get("entities") or {},
                 body.get("request_data") or {},
                 answer["features"],
+                answer["metadata"]["statuses"] if "metadata" in answer else None,
             )
         return json_response(answer)
 

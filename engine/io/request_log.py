@@ -35,6 +35,9 @@ SCHEMA = pa.schema(
         ("keys_json", pa.string()),
         ("request_json", pa.string()),
         ("features_json", pa.string()),
+        # Per row, the served status of each feature, when the answer had them (metadata
+        # asked for); null otherwise and in files written before the column existed.
+        ("statuses_json", pa.string()),
     ]
 )
 
@@ -48,7 +51,7 @@ class RequestLogger:
         self.directory = Path(directory)
         self.max_rows = max_rows
         self.max_age_s = max_age_s
-        self._rows: list[tuple[str, int, int, str, str, str]] = []
+        self._rows: list[tuple[str, int, int, str, str, str, str | None]] = []
         self._first = 0.0
         self._lock = threading.Lock()
         self._files = 0
@@ -83,6 +86,7 @@ class RequestLogger:
         join_keys: Mapping[str, Sequence[object]],
         request_data: Mapping[str, Sequence[object]],
         rows: Sequence[Mapping[str, object]],
+        statuses: Sequence[Mapping[str, object]] | None = None,
     ) -> None:
         now = wall_clock_ms()
         entries = []
@@ -97,6 +101,7 @@ class RequestLogger:
                     orjson.dumps(keys).decode(),
                     orjson.dumps(data).decode(),
                     orjson.dumps(row).decode(),
+                    orjson.dumps(statuses[i]).decode() if statuses is not None else None,
                 )
             )
         with self._lock:

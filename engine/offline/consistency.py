@@ -17,6 +17,7 @@ yet, or a real bug. The report says which features and how often.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,9 @@ from engine.offline.training import get_training_set
 from engine.wording import counted
 
 AS_OF_COLUMN = "__served_as_of_ms"
+# Statuses of an exact value (docs/serving.md); the others say why a value may differ.
+_EXACT = "PRESENT"
+_DEFAULTED = "DEFAULTED"
 TOLERANCE = 1e-9
 
 
@@ -42,6 +46,10 @@ class FeatureSkew:
     rows: int
     mismatches: int
     examples: tuple[str, ...] = ()
+    # Mismatched rows served with a status saying the value was not exact as of the
+    # request (FUTURE_EVENTS, STALE, ...), by status; known only for rows logged with
+    # their statuses (requests that asked for metadata).
+    flagged: tuple[tuple[str, int], ...] = ()
 
     @property
     def rate(self) -> float:
@@ -65,7 +73,10 @@ class ConsistencyReport:
         rows = counted(self.rows, "logged row")
         lines = [f"service {self.service}: {rows} " + ("recomputed offline" if self.features else "(none compared)")]
         for f in self.features:
-            lines.append(f"  {f.feature:<32} mismatches {f.mismatches:>7} / {f.rows:<7} ({f.rate:.2%})")
+            flagged = sum(n for _, n in f.flagged)
+            said = ", ".join(f"{status} {n}" for status, n in f.flagged)
+            why = f"; {flagged} of them served with a status saying why ({said})" if flagged else ""
+            lines.append(f"  {f.feature:<32} mismatches {f.mismatches:>7} / {f.rows:<7} ({f.rate:.2%}){why}")
             lines.extend(f"      e.g. {example}" for example in f.examples)
         lines.extend(f"  {note}" for note in self.notes)
         return "\n".join(lines)
@@ -101,6 +112,8 @@ def check_logged_requests(
     keys = [orjson.loads(k) for k in logged["keys_json"].to_list()]
     data = [orjson.loads(d) for d in logged["request_json"].to_list()]
     served = [orjson.loads(f) for f in logged["features_json"].to_list()]
+    logged_statuses = logged["statuses_json"].to_list() if "statuses_json" in logged.columns else [None] * logged.height
+    statuses: list[dict[str, str]] = [orjson.loads(t) if t is not None else {} for t in logged_statuses]
     columns: dict[str, list[JSONValue]] = {}  # the logged JSON values, one list per spine column
     for name in service.entity_join_keys:
         columns[name] = [k.get(name) for k in keys]
@@ -119,10 +132,15 @@ def check_logged_requests(
             if not same_value(row.get(feature), value)
         ]
         examples = tuple(
-            f"{keys[i]} as of {columns[AS_OF_COLUMN][i]}: served {served[i].get(feature)!r}, offline {recomputed[i]!r}"
+            f"{keys[i]} as of {columns[AS_OF_COLUMN][i]}: served {served[i].get(feature)!r}"
+            + (f" ({statuses[i][feature]})" if feature in statuses[i] else "")
+            + f", offline {recomputed[i]!r}"
             for i in bad[:3]
         )
-        skews.append(FeatureSkew(feature, logged.height, len(bad), examples))
+        flagged = Counter(
+            statuses[i][feature] for i in bad if statuses[i].get(feature, _EXACT) not in (_EXACT, _DEFAULTED)
+        )
+        skews.append(FeatureSkew(feature, logged.height, len(bad), examples, tuple(sorted(flagged.items()))))
     return ConsistencyReport(service_name, logged.height, tuple(skews), tuple(notes))
 
 

@@ -45,3 +45,28 @@ def test_coverage_notes_are_in_the_printed_report(tmp_path: Path, capsys: pytest
     assert code == 0, out
     assert "note: the request log holds no rows of service 'batch_review': nothing of it was compared" in out, out
     assert "retired_service" not in out, out
+
+
+def test_mismatches_served_with_a_status_saying_why_are_counted_and_shown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    write_log(str(data / "log"), example_repo().views, make_events())
+    requests = tmp_path / "requests"
+    log = RequestLogger(requests)
+    keys, request_data = {"user_id": ["u1"], "merchant_id": ["m1"]}, {"amount": [1.0]}
+    wrong = [{"amount_count_15m": 123_456}]  # no window of the test data holds that many
+    # A wall-clock answer that counted events stamped after it said so; an answer without
+    # metadata logged no statuses.
+    log.record("fraud_scoring", [T_END], keys, request_data, wrong, [{"amount_count_15m": "FUTURE_EVENTS"}])
+    log.record("fraud_scoring", [T_END], keys, request_data, wrong)
+    log.close()
+
+    argv = ["consistency-check", "--repo", str(REPO_DIR), "--data-dir", str(data), "--request-log", str(requests)]
+    assert main([*argv, "--max-mismatch-rate", "1"]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.strip().startswith("amount_count_15m "))
+    assert "mismatches       2 / 2" in line and "1 of them served with a status saying why (FUTURE_EVENTS 1)" in line, (
+        out
+    )
+    assert "served 123456 (FUTURE_EVENTS), offline " in out, out
