@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
 
 from cli.common import Subparsers, add_settings_args, check_source_topic, log_to_file, settings_from
@@ -202,10 +203,18 @@ def _bytewax_process(workers: int, index: int, addresses: str, env: dict[str, st
 
 
 def _supervise(children: list[subprocess.Popen[bytes]]) -> int:
-    """Wait for the children; stop all of them on failure or exit."""
+    """Wait for the children; stop all of them on failure or exit. A SIGTERM to this
+    process (a service manager stopping it) stops them too: by default it would end this
+    process at once and leave the children writing the shards, unsupervised."""
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         return _wait_for(children)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGINT)
