@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cli.common import Subparsers, non_negative_number, positive_number
+from engine.exact_doubles import FLOAT_TOLERANCE
 from engine.json_types import JSONObject
 from engine.wording import counted
 
@@ -47,10 +48,16 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument("--out", type=Path, required=True, help="directory for report.md, report.json, the plot")
     parser.add_argument("--mapping", type=Path, help="JSON file of renamed features/services (streamfeat -> baseline)")
     parser.add_argument(
-        "--tolerance", type=non_negative_number, default=0.0, help="absolute numeric tolerance (default 0: exact)"
+        "--tolerance",
+        type=non_negative_number,
+        default=FLOAT_TOLERANCE,
+        help="absolute numeric tolerance (default 1e-9, as docs/semantics.md; 0 with --rel-tolerance 0: exact)",
     )
     parser.add_argument(
-        "--rel-tolerance", type=non_negative_number, default=0.0, help="relative numeric tolerance (default 0)"
+        "--rel-tolerance",
+        type=non_negative_number,
+        default=FLOAT_TOLERANCE,
+        help="relative numeric tolerance (default 1e-9: last-bit differences of two correct sums)",
     )
     parser.add_argument(
         "--timeout", type=positive_number, default=2.0, help="seconds to wait for each answer (default 2)"

@@ -27,6 +27,7 @@ import orjson
 import polars as pl
 
 from engine.definitions.repo import FeatureRepo
+from engine.exact_doubles import FLOAT_TOLERANCE
 from engine.io.request_log import read_request_log
 from engine.json_types import JSONValue
 from engine.offline.exceptions import TrainingSetError
@@ -37,7 +38,7 @@ AS_OF_COLUMN = "__served_as_of_ms"
 # Statuses of an exact value (docs/serving.md); the others say why a value may differ.
 _EXACT = "PRESENT"
 _DEFAULTED = "DEFAULTED"
-TOLERANCE = 1e-9
+TOLERANCE = FLOAT_TOLERANCE
 
 
 @dataclass(frozen=True)

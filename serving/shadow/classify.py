@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeGuard
 
+from engine.exact_doubles import FLOAT_TOLERANCE
 from engine.timefmt import duration_text
 
 CAUSES: dict[str, str] = {
@@ -55,10 +56,12 @@ Probe = Callable[[int], object]  # shift in ms from the request's as_of -> strea
 
 @dataclass(frozen=True)
 class Tolerance:
-    """Numbers are equal when ``|a - b| <= absolute + relative * |b|``; default exact."""
+    """Numbers are equal when ``|a - b| <= absolute + relative * |b|``; by default within
+    the last-bits tolerance of docs/semantics.md (1e-9 both), which two correct
+    evaluations of one value may differ by; ``Tolerance(0, 0)`` is exact."""
 
-    absolute: float = 0.0
-    relative: float = 0.0
+    absolute: float = FLOAT_TOLERANCE
+    relative: float = FLOAT_TOLERANCE
 
     def __post_init__(self) -> None:
         for name in ("absolute", "relative"):

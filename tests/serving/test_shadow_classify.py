@@ -51,3 +51,11 @@ def test_a_window_that_slid_while_the_baseline_answered_is_request_time() -> Non
 
 def test_a_probe_streamfeat_refuses_explains_nothing() -> None:
     assert _verdict(28, 31, (2, 5), lambda shift_ms: NO_VALUE) == "unexplained"
+
+
+def test_the_default_tolerance_is_the_contracts_last_bits() -> None:
+    # Two correct sums in another order (docs/semantics.md section 3): not a divergence.
+    assert Tolerance().equal(48.86724431818181, 48.86724431818182)
+    assert not Tolerance().equal(48.8672, 48.8673)
+    assert Tolerance().equal(0.0, 5e-10)  # a value that should be zero
+    assert not Tolerance(0.0, 0.0).equal(48.86724431818181, 48.86724431818182)  # exact when asked
