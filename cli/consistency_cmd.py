@@ -9,6 +9,7 @@ Parquet log (recomputed from empty windows), a logged service the repo no longer
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from cli.common import Subparsers, add_settings_args, fraction, settings_from
 from cli.setting_options import add_setting_option
@@ -44,6 +45,12 @@ def _check(args: argparse.Namespace) -> int:
             "no request log to check: the setting request_log_dir is empty and --request-log was not given",
             hint="add `request_log_dir: .streamfeat/requests` to streamfeat.yaml, restart `streamfeat serve`, "
             "send it some requests, then run this again",
+        )
+    if not Path(directory).is_dir():
+        raise ConfigError(
+            f"request log directory {directory} does not exist: nothing to check",
+            hint="check --request-log / request_log_dir; "
+            "`streamfeat serve` creates it when it publishes its first logged rows",
         )
     repo = load_repo(settings.repo_path)
     wanted = {name: True for name in args.service} if args.service else None

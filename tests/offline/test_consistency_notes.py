@@ -70,3 +70,14 @@ def test_mismatches_served_with_a_status_saying_why_are_counted_and_shown(
         out
     )
     assert "served 123456 (FUTURE_EVENTS), offline " in out, out
+
+
+def test_a_request_log_directory_that_does_not_exist_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A mistyped path in a CI gate must not pass without checking anything.
+    missing = tmp_path / "nonexist"
+    argv = ["consistency-check", "--repo", str(REPO_DIR), "--data-dir", str(tmp_path), "--request-log", str(missing)]
+    assert main(argv) not in (0, None)
+    err = capsys.readouterr().err
+    assert f"request log directory {missing} does not exist: nothing to check" in err, err
