@@ -61,8 +61,9 @@ class _ViewWrites:
     cold_items: list[tuple[bytes, bytes, bytes | None]] = field(default_factory=list)
     cold_kept: list[tuple[bytes, bytes]] = field(default_factory=list)
     meta_items: list[tuple[bytes, int, bytes]] = field(default_factory=list)
-    ttl_ms: int | None = None
-    lifetime_written: bool = False  # a lifetime view's Redis copy must never expire
+    # Per view: its records' expiry in the Redis copy, its retention (None for a view
+    # with a lifetime window: its copy must never expire).
+    ttl_ms: dict[bytes, int | None] = field(default_factory=dict)
     newest: dict[bytes, int] = field(default_factory=dict)
 
 
@@ -251,11 +252,10 @@ class ShardApplier:
         """Write the Redis copy before the commit: a crash in between is repaired by the replay."""
 
         def write_copy() -> None:
-            ttl_ms = None if writes.lifetime_written else writes.ttl_ms
             if writes.cold_items or writes.cold_kept:
-                copy.write(writes.online_items, ttl_ms, ColdWrites(writes.cold_items, writes.cold_kept))
+                copy.write(writes.online_items, writes.ttl_ms, ColdWrites(writes.cold_items, writes.cold_kept))
             else:  # the common batch: no entity past SPILL_ABOVE tiles
-                copy.write(writes.online_items, ttl_ms)
+                copy.write(writes.online_items, writes.ttl_ms)
             copy.write_meta(writes.meta_items)
             # After the tiles: the copy never claims more than it holds.
             copy.write_offsets(self.topic, self.partition.shard, advanced)
@@ -276,8 +276,7 @@ class ShardApplier:
             writes.cold_kept.extend((view.fingerprint, k) for k in merged.cold_kept)
         writes.newest[view.fingerprint] = merged.newest
         writes.meta_items.append((view.fingerprint, self.partition.shard, merged.meta_value))
-        writes.ttl_ms = max(writes.ttl_ms or 0, view.retention_ms)
-        writes.lifetime_written = writes.lifetime_written or view.has_lifetime_window
+        writes.ttl_ms[view.fingerprint] = None if view.has_lifetime_window else view.retention_ms
 
     # -- the Parquet log --------------------------------------------------------------
 

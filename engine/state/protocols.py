@@ -154,10 +154,14 @@ class OnlineWriter(Protocol):
     """Write side of a secondary online copy (Redis)."""
 
     def write(
-        self, items: Sequence[tuple[bytes, bytes, bytes | None]], ttl_ms: int | None, cold: ColdWrites | None = None
+        self,
+        items: Sequence[tuple[bytes, bytes, bytes | None]],
+        ttl_ms: int | Mapping[bytes, int | None] | None,
+        cold: ColdWrites | None = None,
     ) -> None:
         """Write ``(fingerprint, entity_key, value or None to delete)`` items at once, with
-        the ``cold`` tile records beside them.
+        the ``cold`` tile records beside them; ``ttl_ms`` is their expiry (None: none), or
+        one per view fingerprint (each view's records expire after its own retention).
 
         Raises ``OnlineWriteError`` when the batch was not confirmed.
         """

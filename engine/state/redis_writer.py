@@ -33,32 +33,43 @@ class RedisOnlineWriter(ClosesOnExit):
         self._client = open_checked_client(url, socket_timeout_s=socket_timeout_s, max_connections=max_connections)
 
     def write(
-        self, items: Sequence[tuple[bytes, bytes, bytes | None]], ttl_ms: int | None, cold: ColdWrites | None = None
+        self,
+        items: Sequence[tuple[bytes, bytes, bytes | None]],
+        ttl_ms: int | Mapping[bytes, int | None] | None,
+        cold: ColdWrites | None = None,
     ) -> None:
         """``items`` and the ``cold`` parts (``(fingerprint, entity_key, value or None to
         delete)``), and a new expiry for the cold parts that stay; with cold parts, in
-        one MULTI, so a reader's MGET of an entity's two records never pairs two versions."""
-        if ttl_ms is not None and (isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or ttl_ms < 1):
-            raise StateValueError(
-                f"RedisOnlineWriter.write: field 'ttl_ms': expected a positive int or None, got {ttl_ms!r}",
-                hint="pass the view's retention_ms",
-            )
+        one MULTI, so a reader's MGET of an entity's two records never pairs two versions.
+        ``ttl_ms``: the records' expiry (None: none), or one per view fingerprint."""
+        expiry = dict(ttl_ms) if isinstance(ttl_ms, Mapping) else None
+        single = None if isinstance(ttl_ms, Mapping) else ttl_ms
+        for ttl in expiry.values() if expiry is not None else (single,):
+            if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1):
+                raise StateValueError(
+                    f"RedisOnlineWriter.write: field 'ttl_ms': expected a positive int or None, got {ttl!r}",
+                    hint="pass the view's retention_ms",
+                )
+
+        def ttl_of(fingerprint: bytes) -> int | None:
+            return expiry.get(fingerprint) if expiry is not None else single
+
         if not items:
             return
         # No MULTI without cold parts: each item is independent and a transaction would
         # only add latency.
         pipe = self._client.pipeline(transaction=cold is not None)
-        keyed = [(redis_key(f, k), k, v) for f, k, v in items]
+        keyed = [(redis_key(f, k), f, k, v) for f, k, v in items]
         if cold is not None:
-            if ttl_ms is not None:
-                for fingerprint, entity_key in cold.kept:
-                    pipe.pexpire(redis_cold_key(fingerprint, entity_key), ttl_ms)
-            keyed += [(redis_cold_key(f, k), k, v) for f, k, v in cold.parts]
-        for key, entity_key, value in keyed:
+            for fingerprint, entity_key in cold.kept:
+                if (kept_ttl := ttl_of(fingerprint)) is not None:
+                    pipe.pexpire(redis_cold_key(fingerprint, entity_key), kept_ttl)
+            keyed += [(redis_cold_key(f, k), f, k, v) for f, k, v in cold.parts]
+        for key, fingerprint, entity_key, value in keyed:
             if value is None:
                 pipe.delete(key)
             elif isinstance(value, bytes):
-                pipe.set(key, value, px=ttl_ms)
+                pipe.set(key, value, px=ttl_of(fingerprint))
             else:
                 raise StateTypeError(
                     f"value of entity {entity_key!r}: expected bytes or None, got {type(value).__name__}"

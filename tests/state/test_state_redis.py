@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import redis
 
@@ -9,7 +12,7 @@ from engine.state.exceptions import OnlineTableUnavailable, OnlineWriteError, St
 from engine.state.keys import entity_key
 from engine.state.online_redis import RedisOnlineTable
 from engine.state.protocols import ColdWrites
-from engine.state.records import redis_cold_key, redis_key
+from engine.state.records import REDIS_TILE_PREFIX, redis_cold_key, redis_key
 from engine.state.redis_writer import RedisOnlineWriter
 from tests.fixtures.redis import RedisServer
 from tests.reference import redis_tile_key_bytes
@@ -77,3 +80,50 @@ def test_outage_raises_typed_error_and_recovers(restartable_redis: RedisServer) 
     finally:
         table.close()
         writer.close()
+
+
+def test_each_views_records_expire_after_its_own_retention(state_redis_url: str) -> None:
+    # One batch writes records of a windowed view and of a lifetime view: before, the
+    # lifetime view took the expiry off every record of the batch (none ever expired).
+    admin: redis.Redis[bytes] = redis.Redis.from_url(state_redis_url)
+    windowed, lifetime, longer = FP, bytes.fromhex("00000000000000fe"), bytes.fromhex("00000000000000fd")
+    key = entity_key(["per-view-ttl"])
+    with RedisOnlineWriter(state_redis_url) as writer:
+        ttl = {windowed: 30_000, lifetime: None, longer: 90_000}
+        writer.write([(windowed, key, b"w"), (lifetime, key, b"l"), (longer, key, b"x")], ttl)
+        assert 0 < admin.pttl(redis_key(windowed, key)) <= 30_000
+        assert admin.pttl(redis_key(lifetime, key)) == -1
+        assert 30_000 < admin.pttl(redis_key(longer, key)) <= 90_000
+        with pytest.raises(StateValueError, match="ttl_ms"):
+            writer.write([(windowed, key, b"w")], {windowed: 0})
+    admin.close()
+
+
+def test_the_applier_gives_each_views_redis_records_its_own_expiry(state_redis_url: str, tmp_path: Path) -> None:
+    # The example repo has a lifetime view on the same source as its windowed views: one
+    # batch writes all of them. Each record gets its view's retention; the lifetime view's none.
+    from engine.apply import ShardApplier
+    from engine.routing import route
+    from engine.state.rocksdb_store import RocksDBStore
+    from tests.engine.streaming_support import example_views, transactions_batch
+
+    _source, views = example_views("transactions")
+    assert any(v.has_lifetime_window for v in views) and any(not v.has_lifetime_window for v in views)
+    admin: redis.Redis[bytes] = redis.Redis.from_url(state_redis_url)
+    users = [f"ttl-user-{i}" for i in range(8)]
+    batch = transactions_batch(1_767_225_600_000 + np.arange(len(users), dtype=np.int64) * 1_000, users)
+    with RocksDBStore(tmp_path / "state", 1) as store, RedisOnlineWriter(state_redis_url) as writer:
+        applier = ShardApplier(store.partition(0), views, "transactions", online_copy=writer)
+        applier.apply([shard_batch for _, shard_batch in route(batch, views, 1)])
+        applier.close()
+    checked = 0
+    for view in views:
+        for key in admin.scan_iter(match=REDIS_TILE_PREFIX + view.fingerprint.hex().encode() + b":*"):
+            ttl = admin.pttl(key)
+            if view.has_lifetime_window:
+                assert ttl == -1, (view.name, key)
+            else:
+                assert 0 < ttl <= view.retention_ms, (view.name, key, ttl, view.retention_ms)
+            checked += 1
+    admin.close()
+    assert checked >= len(users)
