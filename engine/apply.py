@@ -31,10 +31,16 @@ from engine.log_staging import StagedLogRows
 from engine.routing import ShardBatch, ViewRows
 from engine.state.offsets import NO_OFFSET, OffsetRecord
 from engine.state.protocols import ColdWrites, OnlineWriter, StorePartition, Transaction
-from engine.state.records import decode_handoff, decode_meta, handoff_key, meta_key
+from engine.state.records import cold_view_prefix, decode_handoff, decode_meta, handoff_key, meta_key, view_prefix
 from engine.view_merge import ApplicableView, CompiledView, MergedView, ShardRows, merge_view_rows_many
 
 log = logging.getLogger(__name__)
+
+# Records per pipeline when a shard is copied to an online copy that lacks it.
+_COPY_CHUNK = 2_000
+# Seconds between two checks, while batches are written, that the copy still holds
+# the shard (a Redis restarted without persistence within the write retries).
+_COPY_CHECK_S = 1.0
 
 
 @dataclass
@@ -126,6 +132,70 @@ class ShardApplier:
                 record = decode_meta(raw)
                 if record is not None:
                     self._newest[fp] = record[0]
+        # When the copy's mark was last seen (monotonic s): checked again at most every
+        # _COPY_CHECK_S while batches are written, to notice a Redis that lost its data.
+        self._copy_checked = 0.0
+        if online_copy is not None:
+            self._retry("check the online copy", lambda: self._complete_copy(online_copy))
+
+    # -- the online copy's completeness ---------------------------------------------
+
+    def _complete_copy(self, copy: OnlineWriter) -> None:
+        """Copy the whole shard to the online copy when the copy lacks it: no mark of a
+        whole copy (a Redis that lost its data, or a project switched to Redis), or
+        offset records behind the shard's. Then mark it."""
+        topic, shard = self.topic, self.partition.shard
+        if self._copy_is_behind(copy) or (not copy.is_copied(topic, shard) and self._has_applied()):
+            self._copy_shard(copy)
+        copy.mark_copied(topic, shard)
+        self._copy_checked = time.monotonic()
+
+    def _has_applied(self) -> bool:
+        return any(r.applied_offset > NO_OFFSET for r in self.offsets.values())
+
+    def _copy_is_behind(self, copy: OnlineWriter) -> bool:
+        """Whether the online copy lacks what this shard has applied: its offset records
+        (written after each batch's records) are missing or behind the shard's. A copy
+        ahead of the shard is fine: the replay rewrites the same whole records."""
+        applied = {p: r.applied_offset for p, r in self.offsets.items() if r.applied_offset > NO_OFFSET}
+        if not applied:
+            return False
+        copied = copy.read_offsets(self.topic, self.partition.shard)
+        return any(p not in copied or copied[p].applied_offset < offset for p, offset in applied.items())
+
+    def _copy_shard(self, copy: OnlineWriter) -> None:
+        """Write every record of this shard to the online copy, then its freshness and
+        offset records: a Redis that lost its data (or a project switched to Redis) would
+        otherwise answer every entity not written since as NOT_FOUND, a wrong value no
+        status flags. Hot records go with their cold parts (both streams in key order)."""
+        shard = self.partition.shard
+        written = 0
+        for fp, compiled in self.views.items():
+            ttl = {fp: None if compiled.view.has_lifetime_window else compiled.view.retention_ms}
+            cold = iter(self.partition.scan_prefix(cold_view_prefix(fp)))
+            cut = len(cold_view_prefix(fp))
+            pending_cold = next(cold, None)
+            items: list[tuple[bytes, bytes, bytes | None]] = []
+            parts: list[tuple[bytes, bytes, bytes | None]] = []
+            hot = len(view_prefix(fp))
+            for key, record in self.partition.scan_prefix(view_prefix(fp)):
+                entity = key[hot:]
+                items.append((fp, entity, record))
+                while pending_cold is not None and pending_cold[0][cut:] <= entity:
+                    if pending_cold[0][cut:] == entity:
+                        parts.append((fp, entity, pending_cold[1]))
+                    pending_cold = next(cold, None)
+                if len(items) >= _COPY_CHUNK:
+                    copy.write(items, ttl, ColdWrites(parts, []) if parts else None)
+                    written += len(items)
+                    items, parts = [], []
+            if items:
+                copy.write(items, ttl, ColdWrites(parts, []) if parts else None)
+                written += len(items)
+        metas = zip(self.views, self.partition.get_many([meta_key(f) for f in self.views]), strict=True)
+        copy.write_meta([(fp, shard, raw) for fp, raw in metas if raw is not None])
+        copy.write_offsets(self.topic, shard, self.offsets)  # last: the copy never claims more than it holds
+        log.warning("shard %d: the online copy lacked its applied state; copied %d records to it", shard, written)
 
     # -- the write path ---------------------------------------------------------------
 
@@ -252,6 +322,10 @@ class ShardApplier:
         """Write the Redis copy before the commit: a crash in between is repaired by the replay."""
 
         def write_copy() -> None:
+            if time.monotonic() - self._copy_checked >= _COPY_CHECK_S:
+                if not copy.is_copied(self.topic, self.partition.shard):  # Redis lost its data
+                    self._complete_copy(copy)
+                self._copy_checked = time.monotonic()
             if writes.cold_items or writes.cold_kept:
                 copy.write(writes.online_items, writes.ttl_ms, ColdWrites(writes.cold_items, writes.cold_kept))
             else:  # the common batch: no entity past SPILL_ABOVE tiles

@@ -181,4 +181,16 @@ class OnlineWriter(Protocol):
         """
         ...
 
+    def read_offsets(self, topic: str, shard: int) -> dict[int, OffsetRecord]:
+        """The offset records of ``topic`` one shard wrote to the copy (empty: none)."""
+        ...
+
+    def is_copied(self, topic: str, shard: int) -> bool:
+        """Whether the copy still holds the mark of one shard's whole copy."""
+        ...
+
+    def mark_copied(self, topic: str, shard: int) -> None:
+        """Mark the copy as holding one shard's whole copy."""
+        ...
+
     def close(self) -> None: ...

@@ -60,6 +60,7 @@ REDIS_TILE_PREFIX = b"sf:"
 REDIS_COLD_PREFIX = b"sf:cold:"
 REDIS_META_PREFIX = b"sf:meta:"
 REDIS_OFFSETS_PREFIX = b"sf:offsets:"
+REDIS_COPIED_PREFIX = b"sf:copied:"
 
 _TOPIC_END = b"\x00"
 _PARTITION = struct.Struct(">I")
@@ -247,6 +248,13 @@ def redis_offsets_key(topic: str) -> bytes:
     """Redis hash holding every shard's offset records of ``topic`` (field: ``shard:partition``),
     so a server reading Redis knows how far the Parquet log is published."""
     return REDIS_OFFSETS_PREFIX + topic.encode("utf-8")
+
+
+def redis_copied_key(topic: str, shard: int) -> bytes:
+    """Redis key saying this Redis holds one shard's whole copy of ``topic``'s views:
+    set after the shard was copied in full, never expiring, so a Redis that lost its
+    data (restarted without persistence) has lost it too and the copy is redone."""
+    return REDIS_COPIED_PREFIX + topic.encode("utf-8") + b":" + str(shard).encode("ascii")
 
 
 def redis_offsets_field(shard: int, partition: int) -> bytes:

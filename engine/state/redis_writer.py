@@ -9,7 +9,9 @@ from engine.state.exceptions import OnlineWriteError, StateTypeError, StateValue
 from engine.state.offsets import OffsetRecord
 from engine.state.protocols import ColdWrites
 from engine.state.records import (
+    parse_redis_offsets_field,
     redis_cold_key,
+    redis_copied_key,
     redis_key,
     redis_meta_field,
     redis_meta_key,
@@ -119,6 +121,43 @@ class RedisOnlineWriter(ClosesOnExit):
             raise OnlineWriteError(
                 f"writing offset records of topic {topic!r}: {describe_redis_error(self.url, exc)}",
                 hint="writing them again is safe (records are whole values)",
+            ) from exc
+
+    def read_offsets(self, topic: str, shard: int) -> dict[int, OffsetRecord]:
+        """The offset records of ``topic`` that shard ``shard`` wrote to the copy (empty
+        when it wrote none: a new copy, or a Redis that lost its data)."""
+        try:
+            raw: dict[bytes, bytes] = self._client.hgetall(redis_offsets_key(topic))
+        except REDIS_ERRORS as exc:
+            raise OnlineWriteError(
+                f"reading offset records of topic {topic!r}: {describe_redis_error(self.url, exc)}",
+                hint="is Redis running? The dataflow checks its copy when it opens a shard",
+            ) from exc
+        out: dict[int, OffsetRecord] = {}
+        for field, value in raw.items():
+            of_shard, partition = parse_redis_offsets_field(field)
+            if of_shard == shard:
+                out[partition] = OffsetRecord.unpack(value)
+        return out
+
+    def is_copied(self, topic: str, shard: int) -> bool:
+        """Whether this Redis still holds the mark :meth:`mark_copied` set."""
+        try:
+            return bool(self._client.exists(redis_copied_key(topic, shard)))
+        except REDIS_ERRORS as exc:
+            raise OnlineWriteError(
+                f"reading the copy mark of shard {shard}: {describe_redis_error(self.url, exc)}",
+                hint="is Redis running?",
+            ) from exc
+
+    def mark_copied(self, topic: str, shard: int) -> None:
+        """Record that this Redis holds shard ``shard``'s whole copy (no expiry)."""
+        try:
+            self._client.set(redis_copied_key(topic, shard), b"1")
+        except REDIS_ERRORS as exc:
+            raise OnlineWriteError(
+                f"writing the copy mark of shard {shard}: {describe_redis_error(self.url, exc)}",
+                hint="writing it again is safe",
             ) from exc
 
     def close(self) -> None:

@@ -127,3 +127,86 @@ def test_the_applier_gives_each_views_redis_records_its_own_expiry(state_redis_u
             checked += 1
     admin.close()
     assert checked >= len(users)
+
+
+def test_an_applier_fills_a_redis_copy_that_lost_its_data(
+    state_redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A Redis restarted without persistence (or a project switched to Redis) holds nothing
+    # of what the shard applied: opening the shard copies it, records, freshness and offsets.
+    from engine.apply import ShardApplier
+    from engine.routing import route
+    from engine.state.online_redis import RedisOnlineTable
+    from engine.state.records import view_prefix
+    from engine.state.rocksdb_store import RocksDBStore
+    from tests.engine.streaming_support import example_views, transactions_batch
+
+    _source, views = example_views("transactions")
+    admin: redis.Redis[bytes] = redis.Redis.from_url(state_redis_url)
+    users = [f"lost-user-{i}" for i in range(30)]
+    batch = transactions_batch(1_767_225_600_000 + np.arange(len(users), dtype=np.int64) * 1_000, users)
+    with RocksDBStore(tmp_path / "state", 1) as store, RedisOnlineWriter(state_redis_url) as writer:
+        part = store.partition(0)
+        ShardApplier(part, views, "transactions", online_copy=writer).apply(
+            [shard_batch for _, shard_batch in route(batch, views, 1)]
+        )
+        admin.flushdb()
+        with caplog.at_level("WARNING", logger="engine.apply"):
+            ShardApplier(part, views, "transactions", online_copy=writer).close()
+        assert "the online copy lacked its applied state; copied" in caplog.text
+        table = RedisOnlineTable(state_redis_url)
+        try:
+            for view in views:
+                stored = {
+                    key[len(view_prefix(view.fingerprint)) :]: value
+                    for key, value in part.scan_prefix(view_prefix(view.fingerprint))
+                }
+                assert stored, view.name
+                assert table.read(view.fingerprint, list(stored)) == list(stored.values()), view.name
+                assert table.read_meta(view.fingerprint).max_event_ts_ms == int(batch.event_ts.max())
+            assert table.read_offsets("transactions") == [part.read_offsets("transactions")]
+        finally:
+            table.close()
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="engine.apply"):  # a complete copy is left alone
+            ShardApplier(part, views, "transactions", online_copy=writer).close()
+        assert "lacked its applied state" not in caplog.text
+    admin.close()
+
+
+def test_a_redis_that_loses_its_data_while_batches_are_written_is_filled_again(
+    state_redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Redis restarted empty within the writes' retries: the next batch alone would hold
+    # only its own entities; the applier notices the lost mark and copies the shard first.
+    import engine.apply
+    from engine.apply import ShardApplier
+    from engine.routing import route
+    from engine.state.online_redis import RedisOnlineTable
+    from engine.state.records import view_prefix
+    from engine.state.rocksdb_store import RocksDBStore
+    from tests.engine.streaming_support import example_views, transactions_batch
+
+    monkeypatch.setattr(engine.apply, "_COPY_CHECK_S", 0.0)
+    _source, views = example_views("transactions")
+    admin: redis.Redis[bytes] = redis.Redis.from_url(state_redis_url)
+    first = transactions_batch(1_767_225_600_000 + np.arange(20, dtype=np.int64) * 1_000, [f"a-{i}" for i in range(20)])
+    later = transactions_batch(
+        1_767_225_700_000 + np.arange(5, dtype=np.int64) * 1_000, [f"b-{i}" for i in range(5)], first_offset=20
+    )
+    with RocksDBStore(tmp_path / "state", 1) as store, RedisOnlineWriter(state_redis_url) as writer:
+        part = store.partition(0)
+        applier = ShardApplier(part, views, "transactions", online_copy=writer)
+        applier.apply([b for _, b in route(first, views, 1)])
+        admin.flushdb()
+        applier.apply([b for _, b in route(later, views, 1)])
+        applier.close()
+        table = RedisOnlineTable(state_redis_url)
+        try:
+            for view in views:
+                cut = len(view_prefix(view.fingerprint))
+                stored = {k[cut:]: v for k, v in part.scan_prefix(view_prefix(view.fingerprint))}
+                assert table.read(view.fingerprint, list(stored)) == list(stored.values()), view.name
+        finally:
+            table.close()
+    admin.close()
