@@ -182,8 +182,15 @@ def _from_parquet(
     else:
         with progress:
             task = progress.add_task("backfill", total=None)
+            started: list[bool] = []
 
             def update(done: int, total: int) -> None:
+                if not started:
+                    # The first report holds a resumed run's earlier rows (and rows read
+                    # before any report): a start, not a rate; the rate counts from here.
+                    started.append(True)
+                    progress.reset(task, total=total, completed=done)
+                    return
                 progress.update(task, completed=done, total=total)
 
             report = backfill_parquet(
