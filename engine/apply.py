@@ -145,21 +145,16 @@ class ShardApplier:
         whole copy (a Redis that lost its data, or a project switched to Redis), or
         offset records behind the shard's. Then mark it."""
         topic, shard = self.topic, self.partition.shard
-        if self._copy_is_behind(copy) or (not copy.is_copied(topic, shard) and self._has_applied()):
+        applied = {p: r.applied_offset for p, r in self.offsets.items() if r.applied_offset > NO_OFFSET}
+        if applied and (not copy.is_copied(topic, shard) or self._copy_is_behind(copy, applied)):
             self._copy_shard(copy)
         copy.mark_copied(topic, shard)
         self._copy_checked = time.monotonic()
 
-    def _has_applied(self) -> bool:
-        return any(r.applied_offset > NO_OFFSET for r in self.offsets.values())
-
-    def _copy_is_behind(self, copy: OnlineWriter) -> bool:
-        """Whether the online copy lacks what this shard has applied: its offset records
-        (written after each batch's records) are missing or behind the shard's. A copy
-        ahead of the shard is fine: the replay rewrites the same whole records."""
-        applied = {p: r.applied_offset for p, r in self.offsets.items() if r.applied_offset > NO_OFFSET}
-        if not applied:
-            return False
+    def _copy_is_behind(self, copy: OnlineWriter, applied: Mapping[int, int]) -> bool:
+        """Whether the copy's offset records (written after each batch's records) are
+        missing or behind ``applied``, this shard's. A copy ahead of the shard is fine:
+        the replay rewrites the same whole records."""
         copied = copy.read_offsets(self.topic, self.partition.shard)
         return any(p not in copied or copied[p].applied_offset < offset for p, offset in applied.items())
 
@@ -172,8 +167,9 @@ class ShardApplier:
         written = 0
         for fp, compiled in self.views.items():
             ttl = {fp: None if compiled.view.has_lifetime_window else compiled.view.retention_ms}
-            cold = iter(self.partition.scan_prefix(cold_view_prefix(fp)))
-            cut = len(cold_view_prefix(fp))
+            cold_prefix = cold_view_prefix(fp)
+            cold = iter(self.partition.scan_prefix(cold_prefix))
+            cut = len(cold_prefix)
             pending_cold = next(cold, None)
             items: list[tuple[bytes, bytes, bytes | None]] = []
             parts: list[tuple[bytes, bytes, bytes | None]] = []
@@ -323,6 +319,8 @@ class ShardApplier:
 
         def write_copy() -> None:
             if time.monotonic() - self._copy_checked >= _COPY_CHECK_S:
+                # Only the mark: this batch's offsets are already advanced, so comparing
+                # offset records here would always find the copy behind.
                 if not copy.is_copied(self.topic, self.partition.shard):  # Redis lost its data
                     self._complete_copy(copy)
                 self._copy_checked = time.monotonic()

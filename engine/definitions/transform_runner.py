@@ -122,7 +122,7 @@ class TransformResult:
 
 
 def _not_finite_rows(values: Sequence[object]) -> tuple[int, ...]:
-    return tuple(i for i, v in enumerate(values) if type(v) is float and not math.isfinite(v))
+    return tuple(i for i, v in enumerate(values) if is_invalid_input(v))
 
 
 def is_invalid_input(value: object) -> bool:
