@@ -39,7 +39,8 @@ class ViewValues:
     columns: dict[str, list[Value]]  # feature -> one value per row
     found: list[bool]  # False: the entity has no record (never seen, or expired)
     defaulted: dict[str, list[bool]]  # feature -> whether a declared default replaced an empty window
-    max_event_ts: list[int | None]  # newest event time in the entity's record
+    # newest event time in the entity's record; for rows answered from the log, the newest at or before the row's time
+    max_event_ts: list[int | None]
     from_log: list[bool] | None = None  # rows answered from the Parquet log (None: none)
 
 

@@ -40,6 +40,7 @@ from engine.clock import wall_clock_ms
 from engine.io.log_reader import first_event_time, list_log_files
 from engine.kernel.tile_retention import first_kept_tile
 from engine.kernel.window import Value, tile_id, window_start_ms
+from engine.offline.event_windows import NO_EVENT
 from engine.offline.view_features import compute_view_features
 from engine.state import OffsetRecord
 from engine.state.offsets import INT64_MIN
@@ -332,6 +333,7 @@ class HistoricalReads:
         spine = pl.DataFrame({key: [_text(request.entities[key][i]) for i in rows] for key in view.join_keys})
         t_ms: npt.NDArray[np.int64] = np.array([times[i] for i in rows], dtype=np.int64)
         nonempty: dict[str, npt.NDArray[np.bool_]] = {}
+        newest_logged: list[npt.NDArray[np.int64]] = []
         computed = compute_view_features(
             view.definition,
             view.feature_names,
@@ -340,10 +342,12 @@ class HistoricalReads:
             self.log_root,
             only_spine_entities=True,
             nonempty_out=nonempty,
+            newest_out=newest_logged,
         )
         columns = {name: list(column) for name, column in values.columns.items()}
         defaulted = {name: list(flags) for name, flags in values.defaulted.items()}
         found = list(values.found)
+        newest_events = list(values.max_event_ts)
         from_log = list(values.from_log) if values.from_log is not None else [False] * len(found)
         defaults = {a.output_name: a.default for a in view.definition.aggregations}
         for name in view.feature_names:
@@ -354,7 +358,18 @@ class HistoricalReads:
         for j, i in enumerate(rows):
             found[i] = any(bool(nonempty[name][j]) for name in view.feature_names)
             from_log[i] = True
-        return replace(values, columns=columns, defaulted=defaulted, found=found, from_log=from_log)
+            # The record's newest event may be after the row's time: say the newest the
+            # answer saw (Feast's event_timestamps), never one after it.
+            newest = int(newest_logged[0][j])
+            newest_events[i] = newest if found[i] and newest != NO_EVENT else None
+        return replace(
+            values,
+            columns=columns,
+            defaulted=defaulted,
+            found=found,
+            from_log=from_log,
+            max_event_ts=newest_events,
+        )
 
 
 def _compacted_horizon(view: CompiledView, newest: int | None) -> str:

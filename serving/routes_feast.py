@@ -2,8 +2,8 @@
 (``online_store: type: remote``) sends, answered in the shape its client parses.
 
 Request: ``entities`` (join keys and, as Feast passes them, request fields -> one value
-per row), and either ``feature_service`` or ``features`` (``"view:feature"``
-references); ``full_feature_names``; ``request_context`` and ``as_of`` (streamfeat
+per row; other columns are skipped, see :func:`split_entities`), and either
+``feature_service`` or ``features`` (``"view:feature"`` references); ``full_feature_names``; ``request_context`` and ``as_of`` (streamfeat
 extensions; ``as_of`` may be one time per row). Other fields Feast's clients send
 (``include_feature_view_version_metadata``, and any a newer Feast adds) are ignored on
 this route only: ignoring them never changes a value.
@@ -22,6 +22,7 @@ closer class exists); ``code``, ``hint`` and ``field`` ride along for other read
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import orjson
@@ -86,7 +87,7 @@ def feast_status(status: str, value: object) -> str:
     return "NULL_VALUE" if value is None or status == INVALID else "PRESENT"
 
 
-def feast_body(result: FeatureResult, full_feature_names: bool) -> JSONObject:
+def feast_body(result: FeatureResult, full_feature_names: bool, ignored: Sequence[str] = ()) -> JSONObject:
     service = result.request.service
     n = result.request.n_rows
     statuses = result.statuses()
@@ -110,7 +111,25 @@ def feast_body(result: FeatureResult, full_feature_names: bool) -> JSONObject:
         )
     # ``as_of`` (a streamfeat addition Feast's client ignores): the time every value was
     # evaluated at, so a caller comparing servers (a shadow run) knows when this one answered.
-    return {"metadata": {"feature_names": names, "as_of": result.request.as_of_echo()}, "results": results}
+    metadata: JSONObject = {"feature_names": names, "as_of": result.request.as_of_echo()}
+    if ignored:
+        metadata["ignored_entity_columns"] = list(ignored)
+    return {"metadata": metadata, "results": results}
+
+
+def split_entities(
+    service: CompiledService, entities: dict[str, object]
+) -> tuple[dict[str, object], dict[str, object], list[str]]:
+    """Feast's ``entities``: join keys, request fields (Feast sends them there too) and
+    columns the service does not take. Feast's own server skips the last; so does this
+    route once every join key is there (a misspelt join key is then refused, its hint
+    naming the spelling sent), and it names them in ``metadata.ignored_entity_columns``."""
+    keys = {k: v for k, v in entities.items() if k not in service.request_fields}
+    request_data = {k: v for k, v in entities.items() if k in service.request_fields}
+    ignored = [k for k in keys if k not in service.join_key_types]
+    if not ignored or any(k not in keys for k in service.join_keys):
+        return keys, request_data, []
+    return {k: v for k, v in keys.items() if k in service.join_key_types}, request_data, ignored
 
 
 def _flag(body: dict[str, object], name: str) -> bool:
@@ -186,9 +205,8 @@ def build_router(registry: Registry) -> APIRouter:
                 )
             full = _flag(body, "full_feature_names")
             _flag(body, "include_feature_view_version_metadata")  # accepted; streamfeat views have no versions
-            # Feast sends request fields inside "entities"; split them off by name.
-            keys = {k: v for k, v in entities.items() if k not in service.request_fields}
-            request_data = {**{k: v for k, v in entities.items() if k in service.request_fields}, **context}
+            keys, request_data, ignored = split_entities(service, entities)
+            request_data.update(context)
             feature_request = build_request(
                 service,
                 keys,
@@ -198,7 +216,8 @@ def build_router(registry: Registry) -> APIRouter:
                 max_entities=state.max_entities_per_request,
                 sections=("entities", "entities"),
             )
-            return json_response(feast_body(await compute_async(state.online, feature_request, state.history), full))
+            result = await compute_async(state.online, feature_request, state.history)
+            return json_response(feast_body(result, full, ignored))
 
         try:
             return await observed(get_state(request), FEAST_ROUTE, handle)

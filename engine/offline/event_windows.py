@@ -163,6 +163,7 @@ def evaluate_windows(
     nonempty_out: dict[str, npt.NDArray[np.bool_]] | None = None,
     raw_values: Mapping[str, AnyArray] | None = None,
     positions: I64 | None = None,
+    newest_out: list[I64] | None = None,
 ) -> dict[str, pl.Series]:
     """Evaluate ``aggs`` for each query (entity code, t) over sorted events.
 
@@ -173,6 +174,8 @@ def evaluate_windows(
     (count_distinct, percentile, ...) read ``raw_values`` (decoded values per column)
     and ``positions`` (``partition * 2**40 + offset``): each window's events build one
     blob with the kernel's own build, the state the merged tiles hold, bit for bit.
+    ``newest_out``, when given, receives one array: per query, the time of its entity's
+    newest event at or before t among the events given (``NO_EVENT`` where none).
     """
     m = len(q_times)
     n = len(times)
@@ -189,6 +192,8 @@ def evaluate_windows(
 
     has = q_codes >= 0
     hi = np.where(has, _bound(codes, times, q_codes, q_times, "right"), 0) if n else np.zeros(m, dtype=np.int64)
+    if newest_out is not None:
+        newest_out.append(unsort(_newest_at_or_before(codes, times, q_codes, hi)))
     lo_by_window: dict[int | None, I64] = {}
     prefix: dict[str, tuple[F64, F64]] = {}
     out: dict[str, pl.Series] = {}
@@ -213,6 +218,19 @@ def evaluate_windows(
         if nonempty_out is not None:
             nonempty_out[agg.output_name] = unsort(nonempty)
     return out
+
+
+NO_EVENT = np.iinfo(np.int64).min
+
+
+def _newest_at_or_before(codes: I64, times: I64, q_codes: I64, hi: I64) -> I64:
+    """Per query, the time of event ``hi - 1`` when it is the query's entity's (events
+    are sorted by entity, then time: the newest at or before t), else ``NO_EVENT``."""
+    if not len(times):
+        return np.full(len(q_codes), NO_EVENT, dtype=np.int64)
+    last = np.maximum(hi - 1, 0)
+    mine = (hi > 0) & (q_codes >= 0) & (codes[last] == q_codes)
+    return np.where(mine, times[last], NO_EVENT).astype(np.int64)
 
 
 def _window_lows(

@@ -108,12 +108,14 @@ def compute_view_features(
     *,
     only_spine_entities: bool = False,
     nonempty_out: dict[str, npt.NDArray[np.bool_]] | None = None,
+    newest_out: list[I64] | None = None,
 ) -> dict[str, pl.Series]:
     """Values of the named aggregations of ``view`` for every spine row.
 
     ``only_spine_entities`` reads only the log rows of the spine's entities (a filter
     pushed into the scan): cheap for a few entities, as serving's historical reads
-    need. ``nonempty_out`` is passed to :func:`evaluate_windows`.
+    need. ``nonempty_out`` and ``newest_out`` are passed to :func:`evaluate_windows`
+    (the newest event it gives is among the log rows read: those the windows need).
     """
     aggs = _selected_aggregations(view, names)
     log = _read_view_log(view, aggs, spine, t_ms, log_root, filesystem, only_spine_entities)
@@ -135,4 +137,6 @@ def compute_view_features(
         else None
     )
     interval = int(view.interval_ms)
-    return evaluate_windows(codes, times, values, q_codes, t_ms, interval, aggs, nonempty_out, raw_values, positions)
+    return evaluate_windows(
+        codes, times, values, q_codes, t_ms, interval, aggs, nonempty_out, raw_values, positions, newest_out
+    )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -150,6 +151,37 @@ def test_historical_reads_equal_the_training_set(history: History) -> None:
     # Both ways of answering were exercised, and swept (quiet) users were among the rows.
     assert sources["online"] > 50 and sources["log"] > 50, sources
     assert not_found > 0
+
+
+def test_feast_event_timestamps_never_follow_the_as_of_time(history: History) -> None:
+    """Feast's ``event_timestamps`` of an ``as_of`` row: the user's newest purchase at or
+    before that time (the record's newest event when the record answers, the newest the
+    log read when the log answers), never an event after it."""
+    rng = np.random.default_rng(21)
+    rows = probe_rows(history.events, rng)[::5]
+    purchases: dict[str, list[int]] = {}
+    for event in history.events:
+        if event["event_type"] == "PURCHASE":
+            purchases.setdefault(event["user_id"], []).append(event["ts"])
+    checked = 0
+    for start in range(0, len(rows), CHUNK):
+        chunk = rows[start : start + CHUNK]
+        body = {
+            "features": ["user_spend:amount_sum_1d"],
+            "entities": {"user_id": [u for u, _, _ in chunk]},
+            "as_of": [t for _, _, t in chunk],
+        }
+        response = history.client.post("/get-online-features", json=body)
+        assert response.status_code == 200, response.text
+        column = response.json()["results"][1]
+        for (user, _, t), status, stamp in zip(chunk, column["statuses"], column["event_timestamps"], strict=True):
+            if status == "NOT_FOUND":
+                continue
+            newest = max(ts for ts in purchases[user] if ts <= t)
+            want = datetime.fromtimestamp(newest / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            assert stamp == want, (user, t, stamp, want)
+            checked += 1
+    assert checked > 100, checked
 
 
 def test_one_row_requests_answer_the_same(history: History) -> None:

@@ -265,6 +265,29 @@ def test_feast_accepts_what_feasts_client_sends(client: ASGIClient) -> None:
         assert column["values"] == [row[name] for row in v1], name
 
 
+def test_feast_skips_entity_columns_the_service_does_not_take(client: ASGIClient) -> None:
+    """Feast's own server skips an ``entities`` column that is no join key or request
+    field (a label, a row id); so does this route, and it names them in its metadata."""
+    body = {
+        "feature_service": "fraud_scoring",
+        "as_of": T_END,
+        "entities": {"user_id": ["u0"], "merchant_id": ["m0"], "amount": [2.0], "row_id": ["r17"], "label": [1]},
+    }
+    response = client.post("/get-online-features", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["metadata"]["ignored_entity_columns"] == ["row_id", "label"]
+    assert "row_id" not in answer["metadata"]["feature_names"]
+    plain = {**body, "entities": {"user_id": ["u0"], "merchant_id": ["m0"], "amount": [2.0]}}
+    clean = client.post("/get-online-features", json=plain).json()
+    assert "ignored_entity_columns" not in clean["metadata"]
+    assert clean["results"] == answer["results"]
+    # A misspelt join key is not skipped: the missing key is refused, its hint names the spelling.
+    typo = {**body, "entities": {"user_idd": ["u0"], "merchant_id": ["m0"], "amount": [2.0]}}
+    detail = feast_error_of(client.post("/get-online-features", json=typo), 422)
+    assert detail["field"] == "entities.user_idd" and "'user_id'" in detail["message"], detail
+
+
 def test_feast_feature_references(client: ASGIClient) -> None:
     refs = [
         "user_spend:amount_count_1d",
