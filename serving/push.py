@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
 from fastapi import APIRouter, Path
@@ -34,6 +36,7 @@ from engine.io.watermarks import PartitionWatermarks
 from engine.json_types import json_kind
 from engine.kafka_clients import logged_client_settings
 from engine.kafka_local import UNREACHABLE_HINT, metadata_answers
+from engine.state.keys import entity_key
 from engine.wording import counted
 from serving.deps import Labels, ServingState, get_state, json_response, observed, read_body
 from serving.exceptions import (
@@ -78,6 +81,16 @@ class PushResult:
     rejected: tuple[dict[str, Any], ...]  # {"index", "reason", "detail"} per refused record
 
 
+def push_key_fields(source: EventSource, views: Sequence[StreamFeatureView]) -> tuple[str, ...]:
+    """The fields a pushed record of ``source`` is keyed by: the join keys most of its
+    views read (ties: those of the view first by name); none when no view reads it."""
+    readers = sorted((v for v in views if v.source.name == source.name), key=lambda v: v.name)
+    counts: Counter[tuple[str, ...]] = Counter()
+    for view in readers:  # insertion order: by view name, so max() breaks ties by it
+        counts[tuple(view.join_keys)] += 1
+    return max(counts, key=counts.__getitem__) if counts else ()
+
+
 class Pusher:
     """Validates pushed records with the source's decoder and produces the good ones.
 
@@ -97,6 +110,9 @@ class Pusher:
         # The stream's own decoder (join keys included), so a push is refused exactly when
         # the record would be a dead letter on the topic.
         self._decoders = {s.name: keyed_decoder(s, (v for v in views if v.source.name == s.name)) for s in sources}
+        # Records are keyed like a producer keys them, by entity, so one entity's pushes
+        # share a partition: their order and the partition's watermark are one stream's.
+        self._key_fields = {s.name: push_key_fields(s, views) for s in sources}
         self._bootstrap = bootstrap
         self._timeout_s = delivery_timeout_s
         self._producer: Producer | None = None
@@ -147,10 +163,20 @@ class Pusher:
         rejected = [{"index": d.offset, "reason": str(d.reason), "detail": d.detail} for d in decoded.dead_letters]
         good = [values[i] for i in decoded.offsets.tolist()]
         if good:
-            self._produce(source, good)
+            self._produce(source, good, self._keys(source, decoded.columns, len(good)))
         return PushResult(source.name, len(good), tuple(sorted(rejected, key=lambda r: r["index"])))
 
-    def _produce(self, source: EventSource, values: list[bytes | None]) -> None:
+    def _keys(self, source: EventSource, columns: Mapping[str, npt.NDArray[Any]], n: int) -> list[bytes | None]:
+        """Each good record's Kafka key: its entity key (``engine.state.keys``), or none
+        when no view reads the source."""
+        # Any: a decoded column holds its field's kind (str, int, float, ...)
+        fields = self._key_fields[source.name]
+        if not fields:
+            return [None] * n
+        parts = [columns[f].tolist() for f in fields]
+        return [entity_key([part[i] for part in parts]) for i in range(n)]
+
+    def _produce(self, source: EventSource, values: list[bytes | None], keys: list[bytes | None]) -> None:
         failures: list[str] = []
 
         def delivered(error: KafkaError | None, message: Message) -> None:
@@ -158,8 +184,8 @@ class Pusher:
                 failures.append(str(error))
 
         producer = self._get_producer()
-        for value in values:
-            producer.produce(source.topic, value, on_delivery=delivered)
+        for value, key in zip(values, keys, strict=True):
+            producer.produce(source.topic, value, key, on_delivery=delivered)
         remaining = producer.flush(self._timeout_s)
         if (remaining or failures) and not metadata_answers(self._bootstrap):
             raise PushUnavailable(

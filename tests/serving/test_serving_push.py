@@ -4,11 +4,13 @@ by the stream decoder, good ones written to the source's topic, bad ones named."
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
 from benchmarks.common import copy_repo
 from engine.clock import wall_clock_ms
@@ -47,7 +49,17 @@ def _event(i: int, **changes: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def pushing(tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]) -> Iterator[tuple[ASGIClient, str]]:
-    topic = kafka_topic(partitions=1)
+    yield from _pushing(tmp_path, kafka_bootstrap, kafka_topic(partitions=1))
+
+
+@pytest.fixture
+def pushing_to_4(
+    tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> Iterator[tuple[ASGIClient, str]]:
+    yield from _pushing(tmp_path, kafka_bootstrap, kafka_topic(partitions=4))
+
+
+def _pushing(tmp_path: Path, kafka_bootstrap: str, topic: str) -> Iterator[tuple[ASGIClient, str]]:
     repo = load_repo(copy_repo(tmp_path, topic))
     _, plan = apply_plan(repo, tmp_path / "plan.json", shards=N_SHARDS, check_transforms=False)
     write_rocksdb(tmp_path / "state", repo.views, make_events(), meta_for=())
@@ -90,6 +102,41 @@ def test_push_writes_good_records_and_names_each_bad_one(pushing: tuple[ASGIClie
     ok = client.post("/v1/push/transactions", json={"records": [_event(5)]})
     assert ok.status_code == 200 and ok.json() == {"source": "transactions", "accepted": 1, "rejected": []}
     assert len(read_topic(kafka_bootstrap, topic, 1)) == 3
+
+
+def test_pushed_records_are_keyed_by_entity(pushing_to_4: tuple[ASGIClient, str], kafka_bootstrap: str) -> None:
+    """A push is keyed like a producer keys its events: by the entity key of the first
+    view reading the source (user_spend: user_id), so one user's pushes share a partition
+    and keep their order there."""
+    client, topic = pushing_to_4
+    records = [_event(i, user_id=f"u{i % 5}", transaction_id=f"k{i}") for i in range(40)]
+    for start in range(0, len(records), 10):  # several requests: the partition must not depend on the request
+        answer = client.post("/v1/push/transactions", json={"records": records[start : start + 10]})
+        assert answer.status_code == 200, answer.text
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "push-keys", "log_level": 0})
+    try:
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(4)])
+        seen: list[tuple[bytes | None, int, str]] = []
+        deadline = time.monotonic() + 30
+        while len(seen) < len(records) and time.monotonic() < deadline:
+            for msg in consumer.consume(100, timeout=1.0):
+                if msg.error() is None:
+                    key, partition, value = msg.key(), msg.partition(), msg.value()
+                    assert partition is not None and value is not None
+                    seen.append((key, partition, json.loads(value)["transaction_id"]))
+    finally:
+        consumer.close()
+    assert len(seen) == len(records)
+    by_id = {r["transaction_id"]: r["user_id"] for r in records}
+    assert all(key == by_id[tid].encode() for key, _, tid in seen), seen
+    partitions: dict[bytes | None, set[int]] = {}
+    for key, partition, _ in seen:
+        partitions.setdefault(key, set()).add(partition)
+    assert all(len(p) == 1 for p in partitions.values()), partitions
+    for user in {r["user_id"] for r in records}:  # in push order within the partition
+        assert [tid for key, _, tid in seen if key == user.encode()] == [
+            r["transaction_id"] for r in records if r["user_id"] == user
+        ]
 
 
 def test_push_refuses_the_entity_key_separator_in_join_keys(pushing: tuple[ASGIClient, str]) -> None:
