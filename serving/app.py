@@ -11,7 +11,7 @@ compiles every service, and opens the online table (RocksDB secondaries or Redis
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -37,9 +37,11 @@ from serving.telemetry import telemetry_config
 from serving.window_cache import DEFAULT_MAX_BYTES, WindowCache
 
 
-def open_online_table(settings: Settings, n_shards: int) -> OnlineTable:
+def open_online_table(settings: Settings, n_shards: int, view_topics: Mapping[bytes, str]) -> OnlineTable:
+    """``view_topics`` (fingerprint -> source topic of every view served) lets a Redis
+    table refuse views whose copy Redis lost (engine/state/online_redis.py)."""
     if settings.online == "redis":
-        return RedisOnlineTable(settings.redis_url)
+        return RedisOnlineTable(settings.redis_url, view_topics=view_topics, n_shards=n_shards)
     return RocksDBOnlineTable(
         settings.state_dir,
         n_shards,
@@ -78,7 +80,8 @@ def create_app(
     plan = plan if plan is not None else load_plan_or_fail(settings)
     registry = build_registry(repo, plan)
     owned = online_table is None
-    table = online_table if online_table is not None else open_online_table(settings, plan.shards)
+    view_topics = {view.fingerprint: view.source.topic for view in repo.views}
+    table = online_table if online_table is not None else open_online_table(settings, plan.shards, view_topics)
     metrics = ServingMetrics()
     online = OnlineAccess(
         table,

@@ -1,9 +1,18 @@
-"""Online table read from Redis (key formats: engine/state/records.py)."""
+"""Online table read from Redis (key formats: engine/state/records.py).
+
+A Redis that lost its data (restarted without persistence, flushed, evicted) would
+answer NOT_FOUND for every entity it lost. Each dataflow shard marks its whole copy
+(:func:`redis_copied_key`). Given the topic of each view and the shard count, the
+table reads the marks of the views' topics in the same MGET as the records (one atomic
+snapshot, no extra round trip) and refuses the read when one is missing: 503 naming
+the shards, never a wrong NOT_FOUND. The dataflow refills Redis from its shards and
+sets the marks again; reads resume by themselves.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from engine.state.closing import ClosesOnExit
 from engine.state.exceptions import OnlineTableUnavailable
@@ -14,6 +23,7 @@ from engine.state.records import (
     freshest,
     parse_redis_offsets_field,
     redis_cold_key,
+    redis_copied_key,
     redis_key,
     redis_meta_key,
     redis_offsets_key,
@@ -35,12 +45,95 @@ class RedisOnlineTable(ClosesOnExit):
     keeps working without being recreated.
     """
 
-    def __init__(self, url: str, *, socket_timeout_s: float = 0.5, max_connections: int = 32) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        socket_timeout_s: float = 0.5,
+        max_connections: int = 32,
+        view_topics: Mapping[bytes, str] | None = None,
+        n_shards: int = 0,
+    ) -> None:
+        """``view_topics`` (view fingerprint -> its source topic) and ``n_shards`` turn on
+        the copy check (module docstring); without them every read is trusted."""
         self.url = url
         self._client = open_checked_client(url, socket_timeout_s=socket_timeout_s, max_connections=max_connections)
         self._last_ok: float | None = None
         self._last_error: str | None = None
         self.error_count = 0
+        self._view_topics = dict(view_topics or {})
+        self._mark_keys = {
+            topic: [redis_copied_key(topic, shard) for shard in range(n_shards)]
+            for topic in sorted(set(self._view_topics.values()))
+        }
+
+    def _topics_of(self, fingerprints: Iterable[bytes]) -> list[str]:
+        """The topics whose marks a read of these views checks (each once)."""
+        if not self._view_topics:
+            return []
+        topics: list[str] = []
+        for fingerprint in fingerprints:
+            topic = self._view_topics.get(fingerprint)
+            if topic is not None and topic not in topics:
+                topics.append(topic)
+        return topics
+
+    def _mget_checked(self, keys: list[bytes], topics: Sequence[str]) -> list[bytes | None]:
+        """MGET of ``keys`` with the copy marks of ``topics`` in the same command; refuses
+        (503) when a mark is missing."""
+        marks = [k for topic in topics for k in self._mark_keys[topic]]
+        try:
+            values: list[bytes | None] = self._client.mget(keys + marks) if marks else self._client.mget(keys)
+        except REDIS_ERRORS as exc:
+            raise self._unavailable(exc) from exc
+        self._last_ok = time.monotonic()
+        if not marks:
+            return values
+        found = values[len(keys) :]
+        if None in found:
+            self._refuse(self._missing(topics, found))
+        return values[: len(keys)]
+
+    def _missing(self, topics: Sequence[str], found: Sequence[bytes | None]) -> dict[str, tuple[int, ...]]:
+        """Per topic, the shards whose mark is absent from ``found`` (the marks of
+        ``topics`` in order)."""
+        missing: dict[str, tuple[int, ...]] = {}
+        start = 0
+        for topic in topics:
+            n = len(self._mark_keys[topic])
+            shards = tuple(i for i, mark in enumerate(found[start : start + n]) if mark is None)
+            if shards:
+                missing[topic] = shards
+            start += n
+        return missing
+
+    def missing_copies(self) -> dict[str, tuple[int, ...]]:
+        """Per topic of the views read, the shards whose copy mark this Redis lacks."""
+        topics = list(self._mark_keys)
+        marks = [k for topic in topics for k in self._mark_keys[topic]]
+        if not marks:
+            return {}
+        try:
+            found: list[bytes | None] = self._client.mget(marks)
+        except REDIS_ERRORS as exc:
+            raise self._unavailable(exc) from exc
+        return self._missing(topics, found)
+
+    def _refuse(self, missing: Mapping[str, tuple[int, ...]]) -> None:
+        topic = next(iter(missing))
+        raise OnlineTableUnavailable(
+            "; ".join(self._describe_missing(t, shards) for t, shards in missing.items()),
+            hint=f"run `streamfeat run` for topic {topic!r} (it copies its shards to Redis before it reads "
+            "Kafka); reads resume by themselves once the copy is whole",
+        )
+
+    def _describe_missing(self, topic: str, shards: tuple[int, ...]) -> str:
+        listed = ", ".join(map(str, shards))
+        return (
+            f"redis at {redacted_url(self.url)} lacks the online copy of shard{'s' if len(shards) > 1 else ''} "
+            f"{listed} of topic {topic!r} (Redis lost its data, or no dataflow has written it yet): its "
+            "entities would be answered NOT_FOUND"
+        )
 
     def _unavailable(self, exc: BaseException) -> OnlineTableUnavailable:
         reason = describe_redis_error(self.url, exc)
@@ -59,11 +152,7 @@ class RedisOnlineTable(ClosesOnExit):
         keys = [redis_key(fingerprint, key) for fingerprint, entity_keys in requests for key in entity_keys]
         if not keys:
             return [[] for _ in requests]
-        try:
-            values: list[bytes | None] = self._client.mget(keys)
-        except REDIS_ERRORS as exc:
-            raise self._unavailable(exc) from exc
-        self._last_ok = time.monotonic()
+        values = self._mget_checked(keys, self._topics_of(fingerprint for fingerprint, _ in requests))
         out: list[list[bytes | None]] = []
         start = 0
         for _, entity_keys in requests:
@@ -77,11 +166,7 @@ class RedisOnlineTable(ClosesOnExit):
         keys = [k for key in entity_keys for k in (redis_key(fingerprint, key), redis_cold_key(fingerprint, key))]
         if not keys:
             return []
-        try:
-            values: list[bytes | None] = self._client.mget(keys)
-        except REDIS_ERRORS as exc:
-            raise self._unavailable(exc) from exc
-        self._last_ok = time.monotonic()
+        values = self._mget_checked(keys, self._topics_of([fingerprint]))
         return list(zip(values[::2], values[1::2], strict=True))
 
     def read_meta(self, fingerprint: bytes) -> Freshness:
@@ -122,8 +207,12 @@ class RedisOnlineTable(ClosesOnExit):
     def health(self) -> OnlineTableHealth:
         try:
             self.refresh()
+            missing = self.missing_copies()
         except OnlineTableUnavailable as exc:
             return OnlineTableHealth(False, exc.reason, self._age(), self._last_error)
+        if missing:
+            reasons = "; ".join(self._describe_missing(topic, shards) for topic, shards in missing.items())
+            return OnlineTableHealth(False, reasons, self._age(), self._last_error)
         return OnlineTableHealth(True, f"redis at {redacted_url(self.url)} answers", 0.0, self._last_error)
 
     def _age(self) -> float | None:

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import redis as redis_lib
 
 from engine.definitions import load_repo
 from tests.faults.faults_support import applied_data_dir, serve, trials
@@ -121,6 +122,21 @@ def test_redis_outage_is_503_with_reason_and_serving_recovers_by_itself(tmp_path
                     time.sleep(0.2)
                 # Same data, same process: the answer is what it was before the outage.
                 assert after.json()["features"] == before.json()["features"]
+            # A Redis that comes back empty (flushed, or restarted without persistence) is not
+            # answered as NOT_FOUND for everyone: 503 naming the lost copy until it is refilled.
+            admin: redis_lib.Redis[bytes] = redis_lib.Redis.from_url(redis.url)
+            admin.flushall()
+            admin.close()
+            lost = httpx.post(url, json=GOOD, timeout=10.0)
+            assert lost.status_code == 503, lost.text
+            assert "lacks the online copy" in lost.json()["error"]["reason"], lost.text
+            assert httpx.get(served.url + "/readyz", timeout=10.0).status_code == 503
+            write_redis(redis.url, load_repo(REPO_DIR).views, make_events(), meta_for=("user_spend",))
+            deadline = time.monotonic() + 15.0
+            while (refilled := httpx.post(url, json=GOOD, timeout=10.0)).status_code != 200:
+                assert time.monotonic() < deadline, f"serving did not recover: {refilled.text}"
+                time.sleep(0.2)
+            assert refilled.json()["features"] == before.json()["features"]
             assert served.process.poll() is None, "serving must not have restarted"
     finally:
         redis.stop()

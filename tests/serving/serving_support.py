@@ -242,6 +242,7 @@ def write_redis(
         for topic in {view.source.topic for view in views}:
             for shard in range(N_SHARDS):
                 writer.write_offsets(topic, shard, {newest["partition"]: published})
+                writer.mark_copied(topic, shard)  # the whole copy is here, as a dataflow marks it
     finally:
         writer.close()
         client.close()

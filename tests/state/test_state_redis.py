@@ -12,7 +12,7 @@ from engine.state.exceptions import OnlineTableUnavailable, OnlineWriteError, St
 from engine.state.keys import entity_key
 from engine.state.online_redis import RedisOnlineTable
 from engine.state.protocols import ColdWrites
-from engine.state.records import REDIS_TILE_PREFIX, redis_cold_key, redis_key
+from engine.state.records import REDIS_TILE_PREFIX, redis_cold_key, redis_copied_key, redis_key
 from engine.state.redis_writer import RedisOnlineWriter
 from tests.fixtures.redis import RedisServer
 from tests.reference import redis_tile_key_bytes
@@ -209,4 +209,44 @@ def test_a_redis_that_loses_its_data_while_batches_are_written_is_filled_again(
                 assert table.read(view.fingerprint, list(stored)) == list(stored.values()), view.name
         finally:
             table.close()
+    admin.close()
+
+
+def test_reads_of_a_topic_whose_copy_redis_lacks_are_refused_not_answered_not_found(state_redis_url: str) -> None:
+    """A Redis without a shard's copy mark (lost its data, or never written) would answer
+    NOT_FOUND for entities it holds nothing of: the table refuses those views' reads
+    (503) and is not ready, naming the topic and shards, until every shard is marked.
+    The marks are read with the records (one MGET): a mark lost just now is seen."""
+    other = bytes.fromhex("00000000000000fe")
+    key = entity_key(["copy-u1"])
+    view_topics = {FP: "copy-check-a", other: "copy-check-b"}
+    admin: redis.Redis[bytes] = redis.Redis.from_url(state_redis_url)
+    admin.delete(*(redis_copied_key(t, s) for t in ("copy-check-a", "copy-check-b") for s in range(3)))
+    with (
+        RedisOnlineWriter(state_redis_url) as writer,
+        RedisOnlineTable(state_redis_url, view_topics=view_topics, n_shards=3) as table,
+    ):
+        writer.write([(FP, key, b"rec")], ttl_ms=None)
+        for shard in range(3):
+            writer.mark_copied("copy-check-b", shard)
+        writer.mark_copied("copy-check-a", 1)
+        with pytest.raises(OnlineTableUnavailable, match=r"shards 0, 2 of topic 'copy-check-a'") as refused:
+            table.read_views([(FP, [key])])
+        assert refused.value.hint is not None and "streamfeat run" in refused.value.hint
+        with pytest.raises(OnlineTableUnavailable, match="copy-check-a"):
+            table.read_parts(FP, [key])
+        assert table.missing_copies() == {"copy-check-a": (0, 2)}
+        assert table.read_views([(other, [key])]) == [[None]]  # its topic's copy is whole
+        health = table.health()
+        assert not health.ready and "shards 0, 2 of topic 'copy-check-a'" in health.detail
+        writer.mark_copied("copy-check-a", 0)
+        writer.mark_copied("copy-check-a", 2)
+        assert table.read_views([(FP, [key])]) == [[b"rec"]]
+        assert table.health().ready
+        admin.delete(redis_copied_key("copy-check-a", 2))  # Redis lost it again
+        with pytest.raises(OnlineTableUnavailable, match=r"shard 2 of topic 'copy-check-a'"):
+            table.read_views([(FP, [key])])
+    # Without view topics (a table given no expectation) every read is trusted, as before.
+    with RedisOnlineTable(state_redis_url) as plain:
+        assert plain.read_views([(FP, [key])]) == [[b"rec"]]
     admin.close()
