@@ -45,12 +45,15 @@ def how_to_read_dead_letters(dlq_topic: str, bootstrap: str) -> str:
 
 def dead_letter_alarm(counts: RunCounts, dlq_topic: str, bootstrap: str) -> str:
     """The loud warning for a run whose records mostly went to the dead-letter topic."""
-    share = counts.dead_total / counts.read if counts.read else 0.0
+    share = counts.refused_total / counts.read if counts.read else 0.0
     lines = [
-        f"WARNING: {counts.dead_total:,} of {counted(counts.read, 'record')} ({share:.0%}) went to the "
+        f"WARNING: {counts.refused_total:,} of {counted(counts.read, 'record')} ({share:.0%}) went to the "
         f"dead-letter topic {dlq_topic!r}, not into features: {counts.dead_text()}"
     ]
-    for reason in sorted(counts.dead_letters, key=lambda r: -counts.dead_letters[r]):
+    reasons = {**counts.already_sent}
+    for reason, n in counts.dead_letters.items():
+        reasons[reason] = reasons.get(reason, 0) + n
+    for reason in sorted(reasons, key=lambda r: -reasons[r]):
         if reason in REASON_HINTS:
             lines.append(f"  {reason}: {REASON_HINTS[reason]}")
     lines.append(how_to_read_dead_letters(dlq_topic, bootstrap))
@@ -128,6 +131,6 @@ class RunReporter:
         )
         if counts.mostly_dead():
             text = dead_letter_alarm(counts, dlq_topic_for(self.topic), self.bootstrap) + "\n" + text
-        elif counts.dead_total:
+        elif counts.refused_total:
             text += "\n" + how_to_read_dead_letters(dlq_topic_for(self.topic), self.bootstrap)
         return text

@@ -39,7 +39,7 @@ from dataflows.exceptions import DataflowConfigError
 from engine.apply import ShardApplier, apply_shards
 from engine.definitions import EventSource, FeatureRepo, StreamFeatureView
 from engine.entity_codes import keyed_decoder
-from engine.io.batches import DecodedBatch, RawBatch
+from engine.io.batches import DeadLetter, DecodedBatch, RawBatch
 from engine.io.dead_letters import DeadLetterProducer, SentDeadLetters, sent_dead_letters
 from engine.io.kafka_source import DEFAULT_BATCH_SIZE, EpochAlignment, KafkaBatchSource, next_on_grid
 from engine.io.watermarks import PartitionWatermarks
@@ -321,17 +321,20 @@ class _DecodeStep:
 
     def __call__(self, raw: RawBatch) -> DecodedBatch:
         decoded = self.decoder.decode(raw, self.watermarks)
+        sent_before: tuple[DeadLetter, ...] = ()
         if decoded.dead_letters:
-            # Records read again after a restart: send (and count) only the letters not yet
-            # in the topic, so each bad record has exactly one.
-            fresh = tuple(d for d in decoded.dead_letters if not self.already_sent.contains(d.partition, d.offset))
-            if len(fresh) < len(decoded.dead_letters):
+            # Records read again after a restart: send only the letters not yet in the
+            # topic, so each bad record has exactly one; count the others apart.
+            sent = [self.already_sent.contains(d.partition, d.offset) for d in decoded.dead_letters]
+            if any(sent):
+                sent_before = tuple(d for d, was in zip(decoded.dead_letters, sent, strict=True) if was)
+                fresh = tuple(d for d, was in zip(decoded.dead_letters, sent, strict=True) if not was)
                 decoded = dataclasses.replace(decoded, dead_letters=fresh)
         if decoded.dead_letters:
             if self._dlq is None:
                 self._dlq = DeadLetterProducer(self.bootstrap, self.topic)
             self._dlq.send(decoded.dead_letters)
-        self.observer.observe(len(raw.offsets), decoded)
+        self.observer.observe(len(raw.offsets), decoded, sent_before)
         return decoded
 
 

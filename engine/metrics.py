@@ -193,6 +193,13 @@ class DataflowMetrics:
             ("topic", "reason"),
             registry=self.registry,
         )
+        self.dead_letters_already_sent = Counter(
+            "streamfeat_dead_letters_already_sent",
+            "Refused records whose dead letter was already in the topic (records read again after a "
+            "restart, or by another project reading the same topic): not sent again, by reason.",
+            ("topic", "reason"),
+            registry=self.registry,
+        )
         self.late_events = Counter(
             "streamfeat_late_events",
             "Events below their partition's watermark (also counted in streamfeat_dead_letters).",
@@ -279,6 +286,14 @@ def start_dataflow_metrics(bootstrap: str, topic: str, port: int) -> int | None:
         return None
 
 
+def _by_reason(letters: Sequence[ReasonedLike]) -> dict[str, int]:
+    reasons: dict[str, int] = {}
+    for letter in letters:
+        reason = str(letter.reason)
+        reasons[reason] = reasons.get(reason, 0) + 1
+    return reasons
+
+
 class DecodeObserver:
     """Hook for the decode step: count what one decoded batch holds."""
 
@@ -289,17 +304,18 @@ class DecodeObserver:
         self._valid = self.metrics.events_valid.labels(topic)
         self._late = self.metrics.late_events.labels(topic)
 
-    def observe(self, raw_count: int, decoded: DecodedLike) -> None:
+    def observe(self, raw_count: int, decoded: DecodedLike, already_sent: Sequence[ReasonedLike] = ()) -> None:
+        """``already_sent``: the batch's refused records whose letter the topic holds
+        already (left out of ``decoded.dead_letters``, not sent again)."""
         self._in.inc(raw_count)
         self._valid.inc(len(decoded.event_ts))
         if decoded.dead_letters:
-            reasons: dict[str, int] = {}
-            for letter in decoded.dead_letters:
-                reason = str(letter.reason)
-                reasons[reason] = reasons.get(reason, 0) + 1
+            reasons = _by_reason(decoded.dead_letters)
             for reason, n in reasons.items():
                 self.metrics.dead_letters.labels(self.topic, reason).inc(n)
             self._late.inc(reasons.get("late_event", 0))
+        for reason, n in _by_reason(already_sent).items():
+            self.metrics.dead_letters_already_sent.labels(self.topic, reason).inc(n)
         with self.metrics.lock:
             nxt = decoded.last_offset + 1
             if nxt > self.metrics.next_offsets.get(decoded.partition, -1):

@@ -13,12 +13,13 @@ import atexit
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 
 from engine.metrics import DataflowMetrics, process_metrics
+from engine.wording import counted
 
 # A run whose dead letters are at least this share of what it read is loudly reported.
 DEAD_LETTER_ALARM_SHARE = 0.5
@@ -46,20 +47,40 @@ class RunCounts:
     dead_letters: Mapping[str, int]
     applied: Mapping[str, int]  # view -> events applied to its tiles
     next_offsets: Mapping[int, int]
+    # reason -> refused records whose letter was already in the topic (not sent again)
+    already_sent: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def dead_total(self) -> int:
         return sum(self.dead_letters.values())
 
+    @property
+    def refused_total(self) -> int:
+        """Records this run refused: letters sent now and letters already in the topic."""
+        return self.dead_total + sum(self.already_sent.values())
+
     def dead_text(self) -> str:
-        reasons = sorted(self.dead_letters.items(), key=lambda item: -item[1])
-        return ", ".join(f"{reason} {n:,}" for reason, n in reasons) or "none"
+        text = _reasons_text(self.dead_letters) or "none"
+        if self.already_sent:
+            earlier = sum(self.already_sent.values())
+            text += (
+                f" (and {counted(earlier, 'refused record')} whose letter was already in the topic, "
+                f"not sent again: {_reasons_text(self.already_sent)})"
+            )
+        return text
 
     def applied_text(self) -> str:
         return ", ".join(f"{view} {n:,}" for view, n in sorted(self.applied.items())) or "nothing"
 
     def mostly_dead(self) -> bool:
-        return self.read >= DEAD_LETTER_ALARM_MIN_RECORDS and (self.dead_total >= DEAD_LETTER_ALARM_SHARE * self.read)
+        return self.read >= DEAD_LETTER_ALARM_MIN_RECORDS and (
+            self.refused_total >= DEAD_LETTER_ALARM_SHARE * self.read
+        )
+
+
+def _reasons_text(by_reason: Mapping[str, int]) -> str:
+    reasons = sorted(by_reason.items(), key=lambda item: -item[1])
+    return ", ".join(f"{reason} {n:,}" for reason, n in reasons)
 
 
 def read_counts(topic: str, metrics: DataflowMetrics | None = None) -> RunCounts:
@@ -71,6 +92,7 @@ def read_counts(topic: str, metrics: DataflowMetrics | None = None) -> RunCounts
         dead_letters=_samples(metrics, "streamfeat_dead_letters", "reason"),
         applied=_samples(metrics, "streamfeat_rows_applied", "view"),
         next_offsets=offsets,
+        already_sent=_samples(metrics, "streamfeat_dead_letters_already_sent", "reason"),
     )
 
 
@@ -84,12 +106,14 @@ def merged_counts(parts: Sequence[RunCounts]) -> RunCounts:
     dead: dict[str, int] = {}
     applied: dict[str, int] = {}
     offsets: dict[int, int] = {}
+    already: dict[str, int] = {}
     for part in parts:
         _add(dead, part.dead_letters)
         _add(applied, part.applied)
+        _add(already, part.already_sent)
         for p, n in part.next_offsets.items():
             offsets[p] = max(n, offsets.get(p, 0))
-    return RunCounts(sum(p.read for p in parts), dead, applied, offsets)
+    return RunCounts(sum(p.read for p in parts), dead, applied, offsets, already)
 
 
 def write_counts(path: Path, counts: RunCounts) -> None:
@@ -102,6 +126,7 @@ def write_counts(path: Path, counts: RunCounts) -> None:
                 "dead_letters": dict(counts.dead_letters),
                 "applied": dict(counts.applied),
                 "next_offsets": {str(p): n for p, n in counts.next_offsets.items()},
+                "already_sent": dict(counts.already_sent),
             }
         )
     )
@@ -119,6 +144,7 @@ def read_counts_file(path: Path) -> RunCounts | None:
         dict(data["dead_letters"]),
         dict(data["applied"]),
         {int(p): int(n) for p, n in data["next_offsets"].items()},
+        dict(data.get("already_sent", {})),
     )
 
 

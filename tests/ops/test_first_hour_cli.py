@@ -332,6 +332,21 @@ def test_run_with_a_few_dead_letters_says_how_to_read_them(
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.count("reason=") == malformed, shown.stdout
 
+    # A second project on the same topic shares its dead-letter topic: the letters are
+    # not sent again, and its summary says the refused records are there already.
+    (tmp_path / "second").mkdir()
+    second = project_on_topic(tmp_path / "second", topic, kafka_bootstrap)
+    again = streamfeat_in(second, "run", "--until-caught-up")
+    assert again.returncode == 0, again.stderr
+    (summary,) = [line for line in again.stdout.splitlines() if line.startswith("run caught up:")]
+    assert (
+        f"dead letters none (and {malformed:,} refused record{'s' if malformed > 1 else ''} whose letter "
+        "was already in the topic, not sent again: " in summary
+    ), summary
+    assert any(line.startswith("  read them with any Kafka consumer") for line in again.stdout.splitlines())
+    shown_again = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert shown_again.stdout.count("reason=") == malformed, shown_again.stdout
+
 
 @pytest.mark.kafka
 def test_run_stops_on_ctrl_c_without_a_backtrace(
