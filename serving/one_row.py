@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.finite import count_not_finite
 from engine.json_types import JSONObject
 from serving.evaluate import entity_keys, evaluate_one
 from serving.history import HistoricalReads
 from serving.online import OnlineAccess
-from serving.pipeline import count_not_finite
 from serving.request import FeatureRequest
 from serving.transforms import run_transform_row
 

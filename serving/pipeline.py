@@ -19,7 +19,6 @@ made exact (or refused) by :mod:`serving.history` before statuses are given.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import chain
@@ -27,6 +26,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from engine.finite import count_not_finite, not_finite
 from engine.json_types import JSONObject
 from engine.state import Freshness
 from serving.evaluate import ViewValues, read_and_evaluate
@@ -142,25 +142,6 @@ class FeatureResult:
             }
             for view in service.views
         }
-
-
-def not_finite(value: object) -> bool:
-    """A float result that JSON can only show as null (inf, -inf, NaN)."""
-    return type(value) is float and not math.isfinite(value)
-
-
-# Any: a column holds one FieldType's values (int, float, str, bool, list, None); readers compute on them by kind
-def count_not_finite(column: list[Any]) -> int:
-    """How many values of ``column`` are :func:`not_finite`. The sum of its truthy values
-    (C speed, no per-value Python) is finite when every value is: only a non-finite sum
-    (or values that cannot be summed) needs the per-value count."""
-    try:
-        total = sum(filter(None, column))
-    except (TypeError, OverflowError):  # not numbers, or an int too large for a float
-        total = math.nan
-    if type(total) is not float or math.isfinite(total):
-        return 0
-    return sum(not_finite(v) for v in column)
 
 
 def _count_invalid(online: OnlineAccess, service: CompiledService, evaluated: Sequence[ViewValues]) -> None:

@@ -31,6 +31,7 @@ from typing import Protocol
 from engine.definitions.base import FieldType
 from engine.definitions.on_demand import OnDemandFeatureView
 from engine.exceptions import StreamfeatError
+from engine.finite import may_hold_not_finite, not_finite, not_finite_rows
 
 
 class RunnableTransform(Protocol):
@@ -121,37 +122,13 @@ class TransformResult:
     not_finite: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
-def _not_finite_rows(values: Sequence[object]) -> tuple[int, ...]:
-    return tuple(i for i, v in enumerate(values) if is_invalid_input(v))
-
-
-def is_invalid_input(value: object) -> bool:
-    """An input with no value to compute on: a float that is NaN or infinite."""
-    return type(value) is float and not math.isfinite(value)
-
-
 def _invalid_input_rows(transform: RunnableTransform, inputs: Mapping[str, Sequence[object]]) -> list[int]:
-    """Rows where any float input is invalid (only floats can be); a column needs the
-    per-value pass only when its C-speed sum is not finite (as :func:`_all_finite`)."""
+    """Rows where any float input is :func:`not_finite` (only floats can be)."""
     rows: set[int] = set()
     for name, kind in transform.input_types.items():
-        column = inputs[name]
-        if kind is not FieldType.FLOAT:
-            continue
-        try:
-            total: object = sum(filter(None, column))  # type: ignore[arg-type]  # declared floats; else the except
-        except (TypeError, OverflowError):  # a value of another type: the batch frame refuses it
-            total = math.nan
-        if type(total) is float and not math.isfinite(total):
-            rows.update(i for i, v in enumerate(column) if is_invalid_input(v))
+        if kind is FieldType.FLOAT:
+            rows.update(not_finite_rows(inputs[name]))
     return sorted(rows)
-
-
-def _all_finite(values: list[float | None]) -> bool:
-    """True when no value of a float column is NaN or infinite, in one C-speed sum: a NaN
-    or an infinity makes the sum of the non-zero values non-finite, and a sum that
-    overflowed only sends the column through the per-value pass (never a wrong True)."""
-    return math.isfinite(sum(filter(None, values)))
 
 
 _REFUSED = object()
@@ -217,9 +194,7 @@ def run_one_row(transform: RunnableTransform, row: Mapping[str, object]) -> tupl
     :func:`run_transform`."""
     if transform.mode == "python":
         argument = {name: row[name] for name in transform.input_types}
-        if any(
-            is_invalid_input(argument[name]) for name, kind in transform.input_types.items() if kind is FieldType.FLOAT
-        ):
+        if any(not_finite(argument[name]) for name, kind in transform.input_types.items() if kind is FieldType.FLOAT):
             return dict.fromkeys(transform.output_types), tuple(transform.output_types)
         return _python_row(transform, argument, 0, set())
     result = _run_batch(transform, {name: [row[name]] for name in transform.input_types}, 1)
@@ -245,7 +220,7 @@ def _python_row(
     undeclared.update(name for name in result if name not in output_types)
     problems: list[OutputProblem] = []
     values: dict[str, object] = {}
-    not_finite: tuple[str, ...] = ()
+    overflowed: tuple[str, ...] = ()
     for name, kind in output_types.items():
         if name not in result:
             problems.append(_missing(name, list(result)))
@@ -255,31 +230,31 @@ def _python_row(
         if value is _REFUSED:
             problems.append(_wrong_type(name, kind, raw))
         elif value is None and raw is not None:
-            not_finite += (name,)
+            overflowed += (name,)
         values[name] = value
     if problems:
         raise TransformRunError(transform.name, problems, row=row, undeclared=sorted(undeclared))
-    return values, not_finite
+    return values, overflowed
 
 
 def _run_python(transform: RunnableTransform, inputs: Mapping[str, Sequence[object]], n_rows: int) -> TransformResult:
     outputs: dict[str, list[object]] = {name: [] for name in transform.output_types}
     columns = [(name, inputs[name]) for name in transform.input_types]
     undeclared: set[str] = set()
-    not_finite: dict[str, list[int]] = {}
+    null_rows: dict[str, list[int]] = {}
     invalid = set(_invalid_input_rows(transform, inputs))
     for i in range(n_rows):
         if i in invalid:  # no value to compute on: not called, every output null
             for name in outputs:
                 outputs[name].append(None)
-                not_finite.setdefault(name, []).append(i)
+                null_rows.setdefault(name, []).append(i)
             continue
         values, overflowed = _python_row(transform, {name: column[i] for name, column in columns}, i, undeclared)
         for name, value in values.items():
             outputs[name].append(value)
         for name in overflowed:
-            not_finite.setdefault(name, []).append(i)
-    return TransformResult(outputs, tuple(sorted(undeclared)), {name: tuple(rows) for name, rows in not_finite.items()})
+            null_rows.setdefault(name, []).append(i)
+    return TransformResult(outputs, tuple(sorted(undeclared)), {name: tuple(rows) for name, rows in null_rows.items()})
 
 
 def _run_batch(transform: RunnableTransform, inputs: Mapping[str, Sequence[object]], n_rows: int) -> TransformResult:
@@ -293,7 +268,7 @@ def _run_batch(transform: RunnableTransform, inputs: Mapping[str, Sequence[objec
     }
     invalid = _invalid_input_rows(transform, inputs)
     if invalid:  # the transform sees null there; those rows' outputs are discarded below
-        inputs = {name: [None if is_invalid_input(v) else v for v in inputs[name]] for name in transform.input_types}
+        inputs = {name: [None if not_finite(v) else v for v in inputs[name]] for name in transform.input_types}
     try:
         # Series by Series: the same checks and errors as a dict with a schema, at about
         # two thirds of the cost for the ~100-row frames of a serving request.
@@ -321,7 +296,7 @@ def _run_batch(transform: RunnableTransform, inputs: Mapping[str, Sequence[objec
     undeclared = tuple(name for name in result.columns if name not in transform.output_types)
     outputs: dict[str, list[object]] = {}
     problems: list[OutputProblem] = []
-    not_finite: dict[str, tuple[int, ...]] = {}
+    null_rows: dict[str, tuple[int, ...]] = {}
     for name, kind in transform.output_types.items():
         if name not in result.columns:
             problems.append(_missing(name, result.columns))
@@ -330,20 +305,20 @@ def _run_batch(transform: RunnableTransform, inputs: Mapping[str, Sequence[objec
         values = column.to_list()
         # The column's dtype, not result.schema[name]: the schema is built afresh per call.
         if kind is FieldType.FLOAT and column.dtype == pl.Float64:
-            if _all_finite(values):  # the usual column: nothing to replace, kept as it is
+            if not may_hold_not_finite(values):  # the usual column: nothing to replace, kept as it is
                 outputs[name] = values
                 continue
             # The rule for a float column in one pass: NaN and infinities become null.
             outputs[name] = [v if v is None or math.isfinite(v) else None for v in values]
-            if rows := _not_finite_rows(values):
-                not_finite[name] = rows
+            if rows := not_finite_rows(values):
+                null_rows[name] = rows
             continue
         coerced = [coerce_output(kind, v) for v in values]
         bad = next((i for i, v in enumerate(coerced) if v is _REFUSED), None)
         if bad is not None:
             problems.append(_wrong_type(name, kind, values[bad]))
-        if kind is FieldType.FLOAT and (rows := _not_finite_rows(values)):
-            not_finite[name] = rows
+        if kind is FieldType.FLOAT and (rows := not_finite_rows(values)):
+            null_rows[name] = rows
         outputs[name] = coerced
     if problems:
         raise TransformRunError(transform.name, problems, row=None, undeclared=undeclared)
@@ -351,5 +326,5 @@ def _run_batch(transform: RunnableTransform, inputs: Mapping[str, Sequence[objec
         nulled = outputs[name] = list(outputs[name])
         for i in invalid:
             nulled[i] = None
-        not_finite[name] = tuple(sorted({*not_finite.get(name, ()), *invalid}))
-    return TransformResult(outputs, undeclared, not_finite)
+        null_rows[name] = tuple(sorted({*null_rows.get(name, ()), *invalid}))
+    return TransformResult(outputs, undeclared, null_rows)

@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engine.finite import count_not_finite, not_finite
 from engine.state import Freshness
 from engine.state.offsets import INT64_MIN
 from serving.evaluate import ViewValues
 from serving.history import HistoricalReads, window_may_be_trimmed
 from serving.online import OnlineAccess
-from serving.pipeline import count_not_finite, not_finite
 from serving.registry import CompiledView
 from tests.serving.serving_support import build_test_repo, example_repo
 
