@@ -49,7 +49,7 @@ class FeatureSkew:
     examples: tuple[str, ...] = ()
     # Mismatched rows served with a status saying the value was not exact as of the
     # request (FUTURE_EVENTS, STALE, ...), by status; known only for rows logged with
-    # their statuses (requests that asked for metadata).
+    # their statuses (every /v1/features request; older logs may lack them).
     flagged: tuple[tuple[str, int], ...] = ()
 
     @property

@@ -7,11 +7,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 import pytest
 
 from engine.config import load_settings
 from engine.definitions import load_repo
 from engine.generate import GeneratorConfig, produce_events
+from engine.io.request_log import read_request_log
 from engine.offline.consistency import check_request_log, same_value
 from serving.app import create_app
 from tests.engine.streaming_support import copy_repo, read_topic, reference_events, streamfeat
@@ -62,7 +64,8 @@ def test_logged_requests_recompute_exactly_offline(
                 "request_data": {"amount": [10.0 + i for i in range(len(users))]},
                 "as_of": t,
             }
-            assert client.post("/v1/features/fraud_scoring", json=body).status_code == 200
+            plain = client.post("/v1/features/fraud_scoring", json=body)
+            assert plain.status_code == 200 and "metadata" not in plain.json(), plain.text
         # As of a time inside the last tile, the online table already holds later events
         # of that tile (semantics section 3): serving answers those rows from the log.
         early = (t_end // 60_000) * 60_000 + 1
@@ -76,6 +79,12 @@ def test_logged_requests_recompute_exactly_offline(
         assert any(row["user_spend"] == "log" for row in answer["metadata"]["sources"])
     finally:
         client.close()
+    # Every logged row keeps its statuses, also of requests that asked for no metadata
+    # (and those answers carried none).
+    app.state.serving.request_log.flush()
+    logged = read_request_log(request_log, "fraud_scoring")
+    assert logged.num_rows == 4 * len(users)
+    assert all(orjson.loads(text)["amount_count_15m"] for text in logged["statuses_json"].to_pylist())
     # One logged value that is not what the features are: the check must report it.
     wrong = {**answer["features"][0], "amount_count_15m": answer["features"][0]["amount_count_15m"] + 1}
     app.state.serving.request_log.record(
