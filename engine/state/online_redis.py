@@ -3,9 +3,9 @@
 A Redis that lost its data (restarted without persistence, flushed, evicted) would
 answer NOT_FOUND for every entity it lost. Each dataflow shard marks its whole copy
 (:func:`redis_copied_key`). Given the topic of each view and the shard count, the
-table reads the marks of the views' topics in the same MGET as the records (one atomic
-snapshot, no extra round trip) and refuses the read when one is missing: 503 naming
-the shards, never a wrong NOT_FOUND. The dataflow refills Redis from its shards and
+table reads the marks of the shards holding the requested entities in the same MGET as
+their records (one atomic snapshot, no extra round trip) and refuses the read when one
+is missing: 503 naming the shards, never a wrong NOT_FOUND. The dataflow refills Redis from its shards and
 sets the marks again; reads resume by themselves.
 """
 
@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from engine.state.closing import ClosesOnExit
 from engine.state.exceptions import OnlineTableUnavailable
+from engine.state.keys import shards_of
 from engine.state.offsets import OffsetRecord
 from engine.state.protocols import OnlineTableHealth
 from engine.state.records import (
@@ -62,62 +63,62 @@ class RedisOnlineTable(ClosesOnExit):
         self._last_error: str | None = None
         self.error_count = 0
         self._view_topics = dict(view_topics or {})
+        self._n_shards = n_shards
         self._mark_keys = {
             topic: [redis_copied_key(topic, shard) for shard in range(n_shards)]
             for topic in sorted(set(self._view_topics.values()))
         }
 
-    def _topics_of(self, fingerprints: Iterable[bytes]) -> list[str]:
-        """The topics whose marks a read of these views checks (each once)."""
-        if not self._view_topics:
+    def _marks_of(self, requests: Iterable[tuple[bytes, Sequence[bytes]]]) -> list[tuple[str, int]]:
+        """The (topic, shard) copy marks a read of these entities depends on: the shards
+        holding them (routing of engine/state/keys.py), each once."""
+        if not self._view_topics or self._n_shards <= 0:
             return []
-        topics: list[str] = []
-        for fingerprint in fingerprints:
+        marks: dict[tuple[str, int], None] = {}
+        for fingerprint, entity_keys in requests:
             topic = self._view_topics.get(fingerprint)
-            if topic is not None and topic not in topics:
-                topics.append(topic)
-        return topics
+            if topic is not None and entity_keys:
+                for shard in shards_of(fingerprint, entity_keys, self._n_shards):
+                    marks[(topic, shard)] = None
+        return list(marks)
 
-    def _mget_checked(self, keys: list[bytes], topics: Sequence[str]) -> list[bytes | None]:
-        """MGET of ``keys`` with the copy marks of ``topics`` in the same command; refuses
-        (503) when a mark is missing."""
-        marks = [k for topic in topics for k in self._mark_keys[topic]]
+    def _mget_checked(self, keys: list[bytes], marks: Sequence[tuple[str, int]]) -> list[bytes | None]:
+        """MGET of ``keys`` with the copy ``marks`` in the same command; refuses (503)
+        when a mark is missing."""
+        mark_keys = [self._mark_keys[topic][shard] for topic, shard in marks]
         try:
-            values: list[bytes | None] = self._client.mget(keys + marks) if marks else self._client.mget(keys)
+            values: list[bytes | None] = self._client.mget(keys + mark_keys) if mark_keys else self._client.mget(keys)
         except REDIS_ERRORS as exc:
             raise self._unavailable(exc) from exc
         self._last_ok = time.monotonic()
-        if not marks:
+        if not mark_keys:
             return values
         found = values[len(keys) :]
         if None in found:
-            self._refuse(self._missing(topics, found))
+            missing: dict[str, list[int]] = {}
+            for (topic, shard), mark in zip(marks, found, strict=True):
+                if mark is None:
+                    missing.setdefault(topic, []).append(shard)
+            self._refuse({topic: tuple(sorted(shards)) for topic, shards in missing.items()})
         return values[: len(keys)]
-
-    def _missing(self, topics: Sequence[str], found: Sequence[bytes | None]) -> dict[str, tuple[int, ...]]:
-        """Per topic, the shards whose mark is absent from ``found`` (the marks of
-        ``topics`` in order)."""
-        missing: dict[str, tuple[int, ...]] = {}
-        start = 0
-        for topic in topics:
-            n = len(self._mark_keys[topic])
-            shards = tuple(i for i, mark in enumerate(found[start : start + n]) if mark is None)
-            if shards:
-                missing[topic] = shards
-            start += n
-        return missing
 
     def missing_copies(self) -> dict[str, tuple[int, ...]]:
         """Per topic of the views read, the shards whose copy mark this Redis lacks."""
-        topics = list(self._mark_keys)
-        marks = [k for topic in topics for k in self._mark_keys[topic]]
+        marks = [k for keys in self._mark_keys.values() for k in keys]
         if not marks:
             return {}
         try:
             found: list[bytes | None] = self._client.mget(marks)
         except REDIS_ERRORS as exc:
             raise self._unavailable(exc) from exc
-        return self._missing(topics, found)
+        missing: dict[str, tuple[int, ...]] = {}
+        start = 0
+        for topic, keys in self._mark_keys.items():
+            shards = tuple(i for i, mark in enumerate(found[start : start + len(keys)]) if mark is None)
+            if shards:
+                missing[topic] = shards
+            start += len(keys)
+        return missing
 
     def _refuse(self, missing: Mapping[str, tuple[int, ...]]) -> None:
         topic = next(iter(missing))
@@ -152,7 +153,7 @@ class RedisOnlineTable(ClosesOnExit):
         keys = [redis_key(fingerprint, key) for fingerprint, entity_keys in requests for key in entity_keys]
         if not keys:
             return [[] for _ in requests]
-        values = self._mget_checked(keys, self._topics_of(fingerprint for fingerprint, _ in requests))
+        values = self._mget_checked(keys, self._marks_of(requests))
         out: list[list[bytes | None]] = []
         start = 0
         for _, entity_keys in requests:
@@ -166,7 +167,7 @@ class RedisOnlineTable(ClosesOnExit):
         keys = [k for key in entity_keys for k in (redis_key(fingerprint, key), redis_cold_key(fingerprint, key))]
         if not keys:
             return []
-        values = self._mget_checked(keys, self._topics_of([fingerprint]))
+        values = self._mget_checked(keys, self._marks_of([(fingerprint, entity_keys)]))
         return list(zip(values[::2], values[1::2], strict=True))
 
     def read_meta(self, fingerprint: bytes) -> Freshness:

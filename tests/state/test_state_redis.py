@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from engine.state.exceptions import OnlineTableUnavailable, OnlineWriteError, StateValueError
-from engine.state.keys import entity_key
+from engine.state.keys import entity_key, shard_for
 from engine.state.online_redis import RedisOnlineTable
 from engine.state.protocols import ColdWrites
 from engine.state.records import REDIS_TILE_PREFIX, redis_cold_key, redis_copied_key, redis_key
@@ -214,39 +214,44 @@ def test_a_redis_that_loses_its_data_while_batches_are_written_is_filled_again(
 
 def test_reads_of_a_topic_whose_copy_redis_lacks_are_refused_not_answered_not_found(state_redis_url: str) -> None:
     """A Redis without a shard's copy mark (lost its data, or never written) would answer
-    NOT_FOUND for entities it holds nothing of: the table refuses those views' reads
-    (503) and is not ready, naming the topic and shards, until every shard is marked.
+    NOT_FOUND for entities it holds nothing of: the table refuses reads of entities in
+    that shard (503) and is not ready, naming the topic and shards, until it is marked.
     The marks are read with the records (one MGET): a mark lost just now is seen."""
     other = bytes.fromhex("00000000000000fe")
-    key = entity_key(["copy-u1"])
     view_topics = {FP: "copy-check-a", other: "copy-check-b"}
+    by_shard: dict[int, bytes] = {}
+    for i in range(100):  # one entity of each of the 3 shards
+        key = entity_key([f"copy-u{i}"])
+        by_shard.setdefault(shard_for(FP, key, 3), key)
+    in_0, in_1, in_2 = by_shard[0], by_shard[1], by_shard[2]
     admin: redis.Redis[bytes] = redis.Redis.from_url(state_redis_url)
     admin.delete(*(redis_copied_key(t, s) for t in ("copy-check-a", "copy-check-b") for s in range(3)))
     with (
         RedisOnlineWriter(state_redis_url) as writer,
         RedisOnlineTable(state_redis_url, view_topics=view_topics, n_shards=3) as table,
     ):
-        writer.write([(FP, key, b"rec")], ttl_ms=None)
+        writer.write([(FP, key, b"rec") for key in (in_0, in_1, in_2)], ttl_ms=None)
         for shard in range(3):
             writer.mark_copied("copy-check-b", shard)
         writer.mark_copied("copy-check-a", 1)
         with pytest.raises(OnlineTableUnavailable, match=r"shards 0, 2 of topic 'copy-check-a'") as refused:
-            table.read_views([(FP, [key])])
+            table.read_views([(FP, [in_0, in_1, in_2])])
         assert refused.value.hint is not None and "streamfeat run" in refused.value.hint
-        with pytest.raises(OnlineTableUnavailable, match="copy-check-a"):
-            table.read_parts(FP, [key])
+        with pytest.raises(OnlineTableUnavailable, match=r"shard 2 of topic 'copy-check-a'"):
+            table.read_parts(FP, [in_2])
+        assert table.read_views([(FP, [in_1])]) == [[b"rec"]]  # its shard's copy is whole
+        assert table.read_views([(other, [in_0])]) == [[None]]  # so is the other topic's
         assert table.missing_copies() == {"copy-check-a": (0, 2)}
-        assert table.read_views([(other, [key])]) == [[None]]  # its topic's copy is whole
         health = table.health()
         assert not health.ready and "shards 0, 2 of topic 'copy-check-a'" in health.detail
         writer.mark_copied("copy-check-a", 0)
         writer.mark_copied("copy-check-a", 2)
-        assert table.read_views([(FP, [key])]) == [[b"rec"]]
+        assert table.read_views([(FP, [in_0, in_1, in_2])]) == [[b"rec"] * 3]
         assert table.health().ready
         admin.delete(redis_copied_key("copy-check-a", 2))  # Redis lost it again
         with pytest.raises(OnlineTableUnavailable, match=r"shard 2 of topic 'copy-check-a'"):
-            table.read_views([(FP, [key])])
+            table.read_views([(FP, [in_2])])
     # Without view topics (a table given no expectation) every read is trusted, as before.
     with RedisOnlineTable(state_redis_url) as plain:
-        assert plain.read_views([(FP, [key])]) == [[b"rec"]]
+        assert plain.read_views([(FP, [in_2])]) == [[b"rec"]]
     admin.close()
