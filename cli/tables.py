@@ -4,6 +4,7 @@ to its target, then renamed, so a failure never leaves half a file at --out."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,9 +17,10 @@ PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 OUTPUT_SUFFIXES = (*PARQUET_SUFFIXES, ".csv")
 
 
-def read_table(path: Path, flag: str = "--spine") -> pl.DataFrame:
+def read_table(path: Path, flag: str = "--spine", text_columns: Sequence[str] = ()) -> pl.DataFrame:
     """A Parquet (or .csv) file given by ``flag`` as a polars DataFrame; a ConfigError naming
-    the flag when it is missing or unreadable."""
+    the flag when it is missing or unreadable. A CSV file's ``text_columns`` are read as
+    text, never as numbers: ids such as "0123" keep their leading zeros."""
     import polars as pl
 
     if not path.is_file():
@@ -28,7 +30,7 @@ def read_table(path: Path, flag: str = "--spine") -> pl.DataFrame:
         )
     try:
         if path.suffix.lower() == ".csv":
-            return pl.read_csv(path, try_parse_dates=True)
+            return pl.read_csv(path, try_parse_dates=True, schema_overrides=dict.fromkeys(text_columns, pl.String))
         return pl.read_parquet(path)
     except Exception as exc:  # polars raises several unrelated types for unreadable files
         raise ConfigError(

@@ -19,12 +19,12 @@ def _run(args: argparse.Namespace) -> int:
     from engine.config import load_settings
     from engine.definitions import load_repo
     from engine.offline.exceptions import SpineValidationError
-    from engine.offline.training import get_training_set
+    from engine.offline.training import get_training_set, spine_text_columns
 
     settings = load_settings(overrides={"repo": args.repo, "data_dir": args.data_dir})
     check_output(args.out)
     repo = load_repo(settings.repo_path)
-    spine = read_table(args.spine)
+    spine = read_table(args.spine, text_columns=spine_text_columns(repo, args.service))
     notes: list[str] = []  # printed after the file is written, below its line
     try:
         frame = get_training_set(

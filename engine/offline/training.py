@@ -163,6 +163,15 @@ def _null_if_not_finite(series: pl.Series) -> pl.Series:
     return series.to_frame().select(pl.when(pl.col(series.name).is_finite()).then(pl.col(series.name))).to_series()
 
 
+def spine_text_columns(repo: object, service_name: str) -> list[str]:
+    """The spine columns of ``service_name`` that hold text: its string join keys and
+    string request fields. A spine read from CSV reads them as text, so an id such as
+    "0123" stays that id (a number would be "123", another entity)."""
+    plan = _plan_service(find_service(repo, service_name))
+    kinds = {**plan.request_kinds, **plan.join_key_kinds()}
+    return [column for column, kind in kinds.items() if kind == "string"]
+
+
 def get_training_set(
     repo: object,
     service_name: str,

@@ -583,6 +583,42 @@ def test_training_set_time_column_errors_say_how_to_fix_them(
     assert not (tmp_path / "t.pq").exists()
 
 
+def test_a_csv_spine_keeps_string_ids_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ "0123" and "123" are two users: a CSV spine's string join keys are read as text, not
+    as the number 123 (which would give both rows user 123's features)."""
+    from tests.serving.serving_support import T_END, write_log
+
+    events = [
+        {
+            "transaction_id": f"t{i}",
+            "user_id": user,
+            "merchant_id": "m1",
+            "card_id": "c1",
+            "amount": amount,
+            "event_type": "PURCHASE",
+            "ts": T_END - 60_000 + i,
+            "partition": 0,
+            "offset": i,
+        }
+        for i, (user, amount) in enumerate([("123", 12.5), ("0123", 99.5)])
+    ]
+    data = tmp_path / "data"
+    write_log(str(data / "log"), load_repo(str(ROOT / "feature_defs")).views, events)
+    spine = tmp_path / "labels.csv"
+    spine.write_text(f"user_id,merchant_id,amount,event_timestamp\n123,m1,1.0,{T_END}\n0123,m1,1.0,{T_END}\n")
+    monkeypatch.chdir(ROOT)  # the example repo is ./feature_defs
+    for name in [k for k in os.environ if k.startswith("STREAMFEAT_")]:
+        monkeypatch.delenv(name)
+    out = tmp_path / "t.parquet"
+    argv = ["training-set", "--service", "fraud_scoring", "--spine", str(spine), "--out", str(out)]
+    assert main([*argv, "--data-dir", str(data)]) == 0, capsys.readouterr().err
+    frame = pl.read_parquet(out)
+    assert frame["user_id"].to_list() == ["123", "0123"]
+    assert frame["amount_sum_15m"].to_list() == [12.5, 99.5]
+
+
 def test_serve_on_a_busy_port_says_so_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     import socket
 
