@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
 from fastapi import APIRouter, Path
@@ -27,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from engine.array_types import AnyArray
 from engine.definitions import EventSource, FeatureRepo, StreamFeatureView
 from engine.definitions.base import did_you_mean
 from engine.entity_codes import keyed_decoder
@@ -166,10 +166,9 @@ class Pusher:
             self._produce(source, good, self._keys(source, decoded.columns, len(good)))
         return PushResult(source.name, len(good), tuple(sorted(rejected, key=lambda r: r["index"])))
 
-    def _keys(self, source: EventSource, columns: Mapping[str, npt.NDArray[Any]], n: int) -> list[bytes | None]:
+    def _keys(self, source: EventSource, columns: Mapping[str, AnyArray], n: int) -> list[bytes | None]:
         """Each good record's Kafka key: its entity key (``engine.state.keys``), or none
         when no view reads the source."""
-        # Any: a decoded column holds its field's kind (str, int, float, ...)
         fields = self._key_fields[source.name]
         if not fields:
             return [None] * n
