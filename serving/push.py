@@ -32,7 +32,6 @@ from engine.definitions.base import did_you_mean
 from engine.entity_codes import keyed_decoder
 from engine.generate import DEFAULT_PRODUCER_CONFIG
 from engine.io.batches import RawBatch
-from engine.io.watermarks import PartitionWatermarks
 from engine.json_types import json_kind
 from engine.kafka_clients import logged_client_settings
 from engine.kafka_local import UNREACHABLE_HINT, metadata_answers
@@ -158,8 +157,8 @@ class Pusher:
             keys=[None] * len(values),
             values=values,
         )
-        # A fresh watermark: lateness is judged by the dataflow, per partition (module docstring).
-        decoded = self._decoders[source.name].decode(raw, PartitionWatermarks())
+        # No watermark: lateness is judged by the dataflow, per partition (module docstring).
+        decoded = self._decoders[source.name].decode(raw, None)
         rejected = [{"index": d.offset, "reason": str(d.reason), "detail": d.detail} for d in decoded.dead_letters]
         good = [values[i] for i in decoded.offsets.tolist()]
         if good:

@@ -173,8 +173,10 @@ class Decoder:
 
     # -- public -----------------------------------------------------------------------------
 
-    def decode(self, raw: RawBatch, watermarks: PartitionWatermarks) -> DecodedBatch:
-        """Decode one batch; advances ``watermarks`` for the batch's partition."""
+    def decode(self, raw: RawBatch, watermarks: PartitionWatermarks | None) -> DecodedBatch:
+        """Decode one batch; advances ``watermarks`` for the batch's partition. Without
+        ``watermarks`` lateness is not judged (a push: the records of one request are not a
+        partition's stream; the dataflow judges them once they are on the topic)."""
         n = len(raw)
         refused: dict[int, tuple[str, str]] = {}  # row -> (reason, detail); first reason wins
         values, ts_values, objs = self._parse(raw.values, refused)
@@ -185,8 +187,12 @@ class Decoder:
         if refused:
             keep[np.fromiter(refused, dtype=np.int64, count=len(refused))] = False
         refuse_future(event_ts, keep, refused, self._now_ms(), self.max_future_skew_ms, self.timestamp_field)
-        top_after = refuse_late(
-            raw.partition, event_ts, keep, refused, watermarks, self.allowed_lateness_ms, self.watermark_rank
+        top_after = (
+            ()
+            if watermarks is None
+            else refuse_late(
+                raw.partition, event_ts, keep, refused, watermarks, self.allowed_lateness_ms, self.watermark_rank
+            )
         )
 
         if len(refused):

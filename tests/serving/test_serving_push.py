@@ -139,6 +139,17 @@ def test_pushed_records_are_keyed_by_entity(pushing_to_4: tuple[ASGIClient, str]
         ]
 
 
+def test_lateness_is_not_judged_within_a_push(pushing: tuple[ASGIClient, str], kafka_bootstrap: str) -> None:
+    """The records of one request are no partition's stream: an event older than another of
+    the same request is written (the dataflow judges lateness per partition, docs/serving.md)."""
+    client, topic = pushing
+    now = wall_clock_ms()
+    records = [_event(0, ts=now), _event(1, ts=now + 1_000), _event(2, ts=now - 3 * 60_000)]
+    answer = client.post("/v1/push/transactions", json={"records": records})
+    assert answer.status_code == 200, answer.text
+    assert [json.loads(r.value) for r in read_topic(kafka_bootstrap, topic, 1)] == records
+
+
 def test_push_refuses_the_entity_key_separator_in_join_keys(pushing: tuple[ASGIClient, str]) -> None:
     # The stream would dead-letter them (invalid_string): a push must not report them accepted.
     client, _topic = pushing
