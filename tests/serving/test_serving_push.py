@@ -144,7 +144,7 @@ def test_lateness_is_not_judged_within_a_push(pushing: tuple[ASGIClient, str], k
     the same request is written (the dataflow judges lateness per partition, docs/serving.md)."""
     client, topic = pushing
     now = wall_clock_ms()
-    records = [_event(0, ts=now), _event(1, ts=now + 1_000), _event(2, ts=now - 3 * 60_000)]
+    records = [_event(0, ts=now), _event(1, ts=now + 1_000), _event(2, ts=now - 30 * 60_000)]  # lateness: 5 min
     answer = client.post("/v1/push/transactions", json={"records": records})
     assert answer.status_code == 200, answer.text
     assert [json.loads(r.value) for r in read_topic(kafka_bootstrap, topic, 1)] == records
