@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING
 
 from cli.common import Subparsers, add_settings_args, settings_from
 from cli.setting_options import add_setting_option
+from engine.exceptions import ConfigError
 
 if TYPE_CHECKING:  # imported when the command runs, so `streamfeat --help` stays fast
+    from engine.definitions import FeatureRepo
     from engine.plan import AppliedPlan
 
 
@@ -51,12 +53,23 @@ def _shards(args: argparse.Namespace, configured: int, previous: AppliedPlan | N
     return configured if previous is None else None
 
 
+def _require_views(repo: FeatureRepo, repo_path: Path, command: str) -> None:
+    """A repo without views is a wrong --repo far more often than an intent: applying it
+    would remove every view from the plan."""
+    if not repo.views:
+        raise ConfigError(
+            f"the repo at {repo_path} defines no feature views: nothing to {command}",
+            hint="point --repo (setting repo) at the directory holding your definitions, e.g. --repo feature_defs",
+        )
+
+
 def _plan(args: argparse.Namespace) -> int:
     from engine.definitions.repo import load_repo
     from engine.plan import compute_plan, load_applied_plan
 
     repo_path, plan_file, configured_shards, has_state = _paths(args)
     repo = load_repo(repo_path)  # RepoValidationError -> exit 2 with every error listed
+    _require_views(repo, repo_path, "plan")
     previous = load_applied_plan(plan_file)
     plan = compute_plan(repo, previous, shards=_shards(args, configured_shards, previous), has_state=has_state)
     print(f"repo {repo_path} against {plan_file}:")
@@ -70,6 +83,7 @@ def _apply(args: argparse.Namespace) -> int:
 
     repo_path, plan_file, configured_shards, has_state = _paths(args)
     repo = load_repo(repo_path)
+    _require_views(repo, repo_path, "apply")
     previous = load_applied_plan(plan_file)
     plan, applied = apply_plan(repo, plan_file, shards=_shards(args, configured_shards, previous), has_state=has_state)
     print(plan.render())

@@ -317,6 +317,11 @@ def build_registry(repo: FeatureRepo, plan: AppliedPlan) -> Registry:
     Reading a view whose fingerprint differs from the applied one would read state
     written for another definition (or none at all), so it is a startup error.
     """
+    if not repo.views:
+        raise ServingSetupError(
+            f"the repo at {repo.path or '(unnamed)'} defines no feature views: nothing to serve",
+            hint="point --repo (setting repo) at the directory holding your definitions, e.g. --repo feature_defs",
+        )
     views: dict[str, CompiledView] = {}
     used = {v.name: v for s in repo.services for v in s.views}
     problems = plan.mismatches(used.values())

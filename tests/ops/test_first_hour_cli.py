@@ -619,6 +619,25 @@ def test_a_csv_spine_keeps_string_ids_as_written(
     assert frame["amount_sum_15m"].to_list() == [12.5, 99.5]
 
 
+def test_a_repo_without_views_is_refused_before_it_empties_the_plan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`apply --repo <a directory without definitions>` removed every view from the plan
+    and exited 0; plan, apply and serve now refuse it in one line naming the repo."""
+    empty = tmp_path / "nothing_here"
+    empty.mkdir()
+    data = tmp_path / "data"
+    assert main(["apply", "--repo", str(ROOT / "feature_defs"), "--data-dir", str(data)]) == 0
+    before = (data / "plan.json").read_bytes()
+    capsys.readouterr()
+    for command in ("plan", "apply", "serve"):
+        assert main([command, "--repo", str(empty), "--data-dir", str(data)]) == 2, command
+        err = capsys.readouterr().err
+        assert f"defines no feature views: nothing to {command}" in err, err
+        assert "hint: point --repo" in err and "Traceback" not in err, err
+    assert (data / "plan.json").read_bytes() == before  # the applied plan is untouched
+
+
 def test_serve_on_a_busy_port_says_so_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     import socket
 
