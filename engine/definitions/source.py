@@ -48,6 +48,7 @@ class EventSource:
         _check_topic_and_time_field(c, self.topic, self.timestamp_field)
         schema = parse_schema(c, "schema", self.schema)
         _check_timestamp_format(c, self.timestamp_format)
+        _check_timestamp_type(c, schema, self.timestamp_field, self.timestamp_format)
         c.duration("allowed_lateness", self.allowed_lateness, minimum_ms=0, allow_zero=True)
         history = _check_history(c, self.history)
         _check_payload_limit(c, self.max_payload_bytes)
@@ -131,6 +132,32 @@ def _check_timestamp_format(c: Checker, timestamp_format: object) -> None:
             timestamp_format,
             did_you_mean(str(timestamp_format), TIMESTAMP_FORMATS),
         )
+
+
+# The schema types a timestamp field of each format can hold (engine/io/timestamps.py reads them).
+_TIMESTAMP_TYPES = {
+    "epoch_millis": (FieldType.INT,),
+    "epoch_seconds": (FieldType.INT, FieldType.FLOAT),
+    "iso8601": (FieldType.STRING,),
+}
+
+
+def _check_timestamp_type(c: Checker, schema: Mapping[str, object], field: object, timestamp_format: object) -> None:
+    """A timestamp field declared in the schema with a type its format cannot read would
+    send every record to the dead-letter topic: refused here, naming both."""
+    declared = schema.get(field) if isinstance(field, str) else None
+    allowed = _TIMESTAMP_TYPES.get(timestamp_format) if isinstance(timestamp_format, str) else None
+    if declared is None or allowed is None or declared in allowed:
+        return
+    fits = [fmt for fmt, types in _TIMESTAMP_TYPES.items() if declared in types]
+    c.add_raw(
+        "schema",
+        f"timestamp field '{field}' typed {' or '.join(map(str, allowed))} (timestamp_format {timestamp_format})",
+        f"{declared}",
+        f"declare '{field}' as {allowed[0]}, or set timestamp_format to {' or '.join(fits)}"
+        if fits
+        else f"declare '{field}' as {allowed[0]}",
+    )
 
 
 def _check_history(c: Checker, history: object) -> tuple[str, ...]:

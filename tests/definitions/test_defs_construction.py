@@ -146,6 +146,31 @@ def test_event_source_types_and_history() -> None:
     assert ok.history == ("x.parquet",)
 
 
+def test_a_timestamp_field_typed_against_its_format_is_refused() -> None:
+    """Every record of such a source would be a dead letter (wrong_type or
+    invalid_timestamp): refused at the definition, naming the field, its type and a fix."""
+    for declared, fmt, fix in (
+        ("string", "epoch_millis", "set timestamp_format to iso8601"),
+        ("float", "epoch_millis", "set timestamp_format to epoch_seconds"),
+        ("int", "iso8601", "set timestamp_format to epoch_millis or epoch_seconds"),
+        ("bool", "epoch_seconds", "declare 'ts' as int"),
+    ):
+        err = refused(
+            lambda declared=declared, fmt=fmt: EventSource(
+                name="s", topic="t", timestamp_field="ts", schema={"ts": declared, "a": "int"}, timestamp_format=fmt
+            ),
+            "schema",
+        )
+        assert "timestamp field 'ts' typed" in str(err) and f"got {declared}" in str(err) and fix in str(err), err
+    for declared, fmt in (
+        ("int", "epoch_millis"),
+        ("float", "epoch_seconds"),
+        ("int", "epoch_seconds"),
+        ("string", "iso8601"),
+    ):
+        EventSource(name="s", topic="t", timestamp_field="ts", schema={"ts": declared}, timestamp_format=fmt)
+
+
 def test_event_source_watermark_outliers() -> None:
     def source(**kw: Any) -> EventSource:
         return EventSource(name="s", topic="t", timestamp_field="ts", schema={"a": "int"}, **kw)
