@@ -226,6 +226,8 @@ def _read_pyproject(project_dir: Path) -> Mapping[str, object]:
     try:
         with path.open("rb") as handle:
             data = tomllib.load(handle)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text", hint="save the file as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}", hint="fix the line it names") from None
     section = data.get("tool", {}).get("streamfeat", {})
@@ -261,7 +263,15 @@ def _read_yaml(project_dir: Path) -> Mapping[str, object]:
     if not path.is_file():
         return {}
     try:
-        loader = _UniqueKeyLoader(path.read_text(encoding="utf-8"))  # a SafeLoader subclass
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path} is not UTF-8 text: byte {exc.object[exc.start]:#04x} on line {line} cannot be read",
+            hint="save the file as UTF-8",
+        ) from None
+    try:
+        loader = _UniqueKeyLoader(text)  # a SafeLoader subclass
         try:
             data = loader.get_single_data()
         finally:
