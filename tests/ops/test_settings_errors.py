@@ -110,12 +110,12 @@ def test_an_unreadable_pyproject_is_reported_with_the_yaml_problems(tmp_path: Pa
 
 
 def test_config_files_that_are_not_utf8_are_one_line_naming_the_byte_and_line(tmp_path: Path) -> None:
-    (tmp_path / "streamfeat.yaml").write_bytes(b"repo: feature_defs\nkafka_bootstrap: \"caf\xe9\"\n")
+    (tmp_path / "streamfeat.yaml").write_bytes(b'repo: feature_defs\nkafka_bootstrap: "caf\xe9"\n')
     err = _refused(tmp_path, "plan")
     assert f"{tmp_path / 'streamfeat.yaml'} is not UTF-8 text: byte 0xe9 on line 2 cannot be read" in err, err
     assert "Traceback" not in err and "save the file as UTF-8" in err, err
     (tmp_path / "streamfeat.yaml").unlink()
-    (tmp_path / "pyproject.toml").write_bytes(b"[tool.streamfeat]\nrepo = \"d\xe9f\"\n")
+    (tmp_path / "pyproject.toml").write_bytes(b'[tool.streamfeat]\nrepo = "d\xe9f"\n')
     err = _refused(tmp_path, "plan")
     assert "pyproject.toml is not UTF-8 text" in err and "Traceback" not in err, err
 
