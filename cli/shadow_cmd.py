@@ -117,6 +117,26 @@ def _shadow(args: argparse.Namespace) -> int:
     return 0 if values["compared"] else NOTHING_COMPARED
 
 
+def _check_url(flag: str, url: str | None) -> None:
+    """An http(s) URL with a host (and a valid port), else one line naming the flag."""
+    import httpx
+
+    from serving.shadow.exceptions import ShadowSetupError
+
+    if url is None:
+        return
+    try:
+        parsed = httpx.URL(url)
+        ok = parsed.scheme in ("http", "https") and bool(parsed.host)
+    except httpx.InvalidURL:
+        ok = False
+    if not ok:
+        raise ShadowSetupError(
+            f"{flag}: expected an http:// or https:// URL with a host, got {url!r}",
+            hint=f"e.g. {flag} http://127.0.0.1:6566",
+        )
+
+
 def _run(args: argparse.Namespace, tolerance: Tolerance, about: JSONObject) -> list[Outcome]:
     from serving.shadow.exceptions import ShadowSetupError
     from serving.shadow.mapping import FeatureMapping, load_mapping
@@ -128,6 +148,8 @@ def _run(args: argparse.Namespace, tolerance: Tolerance, about: JSONObject) -> l
             "--baseline: required with --requests or --replay-log",
             hint="e.g. --baseline http://127.0.0.1:6566 (a `feast serve`)",
         )
+    for flag, url in (("--baseline", args.baseline), ("--streamfeat", args.streamfeat)):
+        _check_url(flag, url)
     if args.requests is not None:
         requests = read_requests_file(args.requests)[: args.limit]
         about["source"] = f"requests file {args.requests}"

@@ -75,5 +75,9 @@ def write_table(frame: pl.DataFrame, path: Path, flag: str = "--out") -> None:
         else:
             frame.write_parquet(partial)
         partial.replace(path)
+    except OSError as exc:  # polars raises the OS's error for a path it cannot write
+        raise ConfigError(
+            f"{flag}: cannot write {path}: {exc.strerror or exc}", hint=f"pass {flag} in a writable directory"
+        ) from None
     finally:
         partial.unlink(missing_ok=True)

@@ -638,6 +638,26 @@ def test_a_repo_without_views_is_refused_before_it_empties_the_plan(
     assert (data / "plan.json").read_bytes() == before  # the applied plan is untouched
 
 
+def test_an_output_that_cannot_be_written_and_a_bad_url_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both ended in tracebacks: polars' FileNotFoundError for an --out under /proc, and
+    httpx.InvalidURL for a shadow --baseline without its closing bracket."""
+    from cli.tables import write_table
+    from engine.exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--out: cannot write /proc/x\.parquet: ") as refused:
+        write_table(pl.DataFrame({"a": [1]}), Path("/proc/x.parquet"))
+    assert refused.value.hint == "pass --out in a writable directory"
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text('{"feature_service": "fraud_scoring", "entities": {"user_id": ["u1"]}}\n')
+    for url in ("http://[::1", "notaurl", "ftp://x"):
+        code = main(["shadow", "--baseline", url, "--requests", str(requests), "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert code == 2 and f"--baseline: expected an http:// or https:// URL with a host, got {url!r}" in err, err
+        assert "Traceback" not in err
+
+
 def test_serve_on_a_busy_port_says_so_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     import socket
 
