@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import FrameType
@@ -161,6 +163,8 @@ def _run_processes(args: argparse.Namespace) -> int:
                 "STREAMFEAT_METRICS_PORT": str(metrics_base + i if metrics_base else 0),
                 "STREAMFEAT_RUN_COUNTS_FILE": str(counts_files[i]),
             },
+            log_file,
+            args.verbose,
         )
         for i in range(args.processes)
     ]
@@ -192,14 +196,48 @@ def _cluster_process(args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
             f"--processes: expected 1 with --cluster (one process per address), got {args.processes}",
             hint="list one address per process in --cluster",
         )
-    return [_bytewax_process(args.workers, index, ";".join(addresses), _child_env(args, _settings(args)))]
+    settings = _settings(args)
+    log_file = settings.path(settings.data_dir) / "logs" / "run.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    return [
+        _bytewax_process(args.workers, index, ";".join(addresses), _child_env(args, settings), log_file, args.verbose)
+    ]
 
 
-def _bytewax_process(workers: int, index: int, addresses: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+# Bytewax's runtime prints this while the processes find each other: a retry, not an error.
+_CONNECT_RETRY = re.compile(rb"^worker \d+:\s+error connecting to worker \d+: .*retrying\s*$")
+_forwarders: list[threading.Thread] = []
+
+
+def _bytewax_process(
+    workers: int, index: int, addresses: str, env: dict[str, str], log_file: Path, verbose: bool
+) -> subprocess.Popen[bytes]:
     """One Bytewax cluster process of the streaming dataflow (``addresses``: every process's
-    host:port, semicolon-separated); dataflows/cluster_process.py says why not bytewax.run."""
+    host:port, semicolon-separated); dataflows/cluster_process.py says why not bytewax.run.
+    Its stderr is forwarded here, the runtime's connection retries to the run log only."""
     argv = [sys.executable, "-m", "dataflows.cluster_process", "--workers", str(workers)]
-    return subprocess.Popen([*argv, "--process-id", str(index), "--addresses", addresses], env=env)
+    child = subprocess.Popen(
+        [*argv, "--process-id", str(index), "--addresses", addresses], env=env, stderr=subprocess.PIPE
+    )
+    forwarder = threading.Thread(
+        target=_forward_stderr, args=(child, log_file, verbose), name=f"stderr-{index}", daemon=True
+    )
+    forwarder.start()
+    _forwarders.append(forwarder)
+    return child
+
+
+def _forward_stderr(child: subprocess.Popen[bytes], log_file: Path, verbose: bool) -> None:
+    if child.stderr is None:
+        return
+    with child.stderr as lines, log_file.open("ab") as log:
+        for line in lines:
+            if not verbose and _CONNECT_RETRY.match(line):
+                log.write(line)
+                log.flush()
+            else:
+                sys.stderr.buffer.write(line)
+                sys.stderr.flush()
 
 
 def _supervise(children: list[subprocess.Popen[bytes]]) -> int:
@@ -223,6 +261,8 @@ def _supervise(children: list[subprocess.Popen[bytes]]) -> int:
                 child.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 child.kill()
+        for forwarder in _forwarders:  # the children's last lines reach the terminal first
+            forwarder.join(timeout=5)
 
 
 def _wait_for(children: list[subprocess.Popen[bytes]]) -> int:

@@ -34,7 +34,10 @@ from tests.ops.ops_support import scrape, total, wait_until
 ROOT = Path(__file__).resolve().parents[2]
 # What a Kafka client or Bytewax prints when its noise escapes: librdkafka log lines
 # (``%3|1700000000.123|FAIL|...``), Python tracebacks and Rust panics.
-NOISE = re.compile(r"^%\d\|\d+\.\d+\||Traceback \(most recent call last\)|panicked at|RUST_BACKTRACE", re.M)
+NOISE = re.compile(
+    r"^%\d\|\d+\.\d+\||Traceback \(most recent call last\)|panicked at|RUST_BACKTRACE|error connecting to worker",
+    re.M,
+)
 
 
 def _user_env(metrics_port: int = 0) -> dict[str, str]:
@@ -656,6 +659,25 @@ def test_an_output_that_cannot_be_written_and_a_bad_url_are_one_line(
         err = capsys.readouterr().err
         assert code == 2 and f"--baseline: expected an http:// or https:// URL with a host, got {url!r}" in err, err
         assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_the_runtimes_connection_retries_go_to_the_run_log_not_the_terminal(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], verbose: bool
+) -> None:
+    """`run --processes 2` printed Bytewax's "worker 1: error connecting to worker 0 ...;
+    retrying" while the processes found each other; other lines (real errors) still show."""
+    from cli.run_cmd import _forward_stderr
+
+    retry = "worker 1:\terror connecting to worker 0: Connection refused (os error 111); retrying"
+    script = f"import sys; sys.stderr.write({retry + chr(10)!r} + 'streamfeat run: error: a real one' + chr(10))"
+    child = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE)
+    log = tmp_path / "run.log"
+    _forward_stderr(child, log, verbose)
+    assert child.wait(timeout=30) == 0
+    err = capfd.readouterr().err
+    assert "streamfeat run: error: a real one" in err
+    assert (retry in err) is verbose and (retry in log.read_text()) is not verbose, (err, log.read_text())
 
 
 def test_serve_on_a_busy_port_says_so_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
