@@ -64,6 +64,14 @@ def _is_json(content_type: bytes) -> bool:
     return content_type.partition(b";")[0].strip().lower() == b"application/json"
 
 
+def declared_length(scope: Scope) -> bytes | None:
+    """The request's Content-Length header, as sent (None: none)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return value  # type: ignore[no-any-return]  # ASGI header values are bytes
+    return None
+
+
 def check_declared_length(declared: bytes | None, limit: int) -> None:
     """Refuse a Content-Length that is not a number or is over ``limit`` before reading anything."""
     if declared is None:

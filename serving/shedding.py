@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from starlette.requests import ClientDisconnect
 
 from serving.auth import ASGIApp, Receive, Scope, Send, empty_receive
-from serving.deps import receive_body, replay_body
+from serving.deps import check_declared_length, declared_length, receive_body, replay_body
 from serving.exceptions import Overloaded, ServingError
 from serving.routes_feast import error_response
 
@@ -72,7 +72,9 @@ class SheddingMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            # Content-Length is checked by the route; the bytes read are bounded here.
+            # A declared Content-Length over the limit is refused before any byte is read
+            # (the client need not send it); the bytes read are bounded as well.
+            check_declared_length(declared_length(scope), self.max_request_bytes)
             body = await receive_body(receive, self.max_request_bytes)
         except ClientDisconnect:
             return  # gone (or closed by the body read timeout) before the request was complete

@@ -223,3 +223,21 @@ def _real_round_ok(served: Served) -> bool:
     with socket.create_connection((host, port), timeout=30) as conn:
         conn.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
         return _read_answer(conn, bytearray())[0] == 200
+
+
+@pytest.mark.parametrize("path", ["/v1/features/fraud_scoring", "/get-online-features"])
+def test_a_declared_length_over_the_limit_is_refused_before_the_body(served: Served, path: str) -> None:
+    """The load-shedding middleware read the body before any route checked Content-Length:
+    a client declaring 1 GB held its connection until the body timeout (408). Now 413 at
+    once, naming the declared size and the limit."""
+    with socket.create_connection(_address(served), timeout=10) as conn:
+        conn.sendall(
+            f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            'content-length: 999999999\r\n\r\n{"ent'.encode("ascii")
+        )
+        started = time.monotonic()
+        status, body = _read_answer(conn, bytearray())
+        waited = time.monotonic() - started
+    assert status == 413, body
+    assert waited < TIMEOUT_MS / 1000, waited  # not the body timeout
+    assert b"999999999 bytes declared" in body, body
