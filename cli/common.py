@@ -37,6 +37,17 @@ def positive_number(text: str) -> float:
     return value
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (minutes, counts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def non_negative_number(text: str) -> float:
     """An argparse type: a finite number >= 0 (tolerances; 0 where 0 means off)."""
     value = _finite(text)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from datetime import timedelta
 
-from cli.common import Subparsers, add_settings_args, positive_number, settings_from
+from cli.common import Subparsers, add_settings_args, positive_int, positive_number, settings_from
 from engine.timefmt import iso_utc
 from engine.wording import counted
 
@@ -23,7 +23,9 @@ def register(subparsers: Subparsers) -> None:
     )
     add_settings_args(parser, kafka=False)
     parser.add_argument("--view", action="append", default=None, help="only this view (repeatable)")
-    parser.add_argument("--interval-minutes", type=int, default=60, help="interval of event time (default: 60)")
+    parser.add_argument(
+        "--interval-minutes", type=positive_int, default=60, help="interval of event time (default: 60)"
+    )
     parser.add_argument("--baseline-days", type=positive_number, default=7.0, help="baseline span in days (default: 7)")
     parser.set_defaults(handler=_quality)
 

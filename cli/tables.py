@@ -30,13 +30,17 @@ def read_table(path: Path, flag: str = "--spine", text_columns: Sequence[str] = 
         )
     try:
         if path.suffix.lower() == ".csv":
-            return pl.read_csv(path, try_parse_dates=True, schema_overrides=dict.fromkeys(text_columns, pl.String))
-        return pl.read_parquet(path)
+            frame = pl.read_csv(path, try_parse_dates=True, schema_overrides=dict.fromkeys(text_columns, pl.String))
+        else:
+            frame = pl.read_parquet(path)
     except Exception as exc:  # polars raises several unrelated types for unreadable files
         raise ConfigError(
             f"{flag}: {path} could not be read: {exc}",
             hint="write the spine with polars/pandas .write_parquet()",
         ) from None
+    if frame.height == 0:  # a header alone: no row to compute, and no value to type a column by
+        raise ConfigError(f"{flag}: {path} has no rows", hint="pass a file with one row per entity and time")
+    return frame
 
 
 def check_output(path: Path, flag: str = "--out") -> None:

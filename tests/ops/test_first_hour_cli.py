@@ -491,6 +491,8 @@ def test_kafka_flags_are_refused_by_their_names_without_a_traceback(
     [
         (["quality", "--baseline-days", "nan"], "argument --baseline-days: expected a finite number, got 'nan'"),
         (["quality", "--baseline-days", "-1"], "argument --baseline-days: expected a number > 0, got '-1'"),
+        (["quality", "--interval-minutes", "0"], "argument --interval-minutes: expected a whole number >= 1, got '0'"),
+        (["quality", "--interval-minutes", "-5"], "argument --interval-minutes: expected a whole number >= 1"),
         (["generate", "--malformed-fraction", "2"], "argument --malformed-fraction: expected a fraction from 0 to 1"),
         (["generate", "--live", "--duration", "0"], "argument --duration: expected a number > 0, got '0'"),
         (["generate", "--rate", "-5", "--live"], "argument --rate: expected a number > 0, got '-5'"),
@@ -620,6 +622,10 @@ def test_a_csv_spine_keeps_string_ids_as_written(
     frame = pl.read_parquet(out)
     assert frame["user_id"].to_list() == ["123", "0123"]
     assert frame["amount_sum_15m"].to_list() == [12.5, 99.5]
+    # A header alone is said to be empty (it was refused as "amount: expected numbers, got String").
+    spine.write_text("user_id,merchant_id,amount,event_timestamp\n")
+    assert main([*argv, "--data-dir", str(data)]) == 2
+    assert f"--spine: {spine} has no rows" in capsys.readouterr().err
 
 
 def test_a_repo_without_views_is_refused_before_it_empties_the_plan(
