@@ -186,7 +186,15 @@ class Decoder:
         keep = np.ones(n, dtype=np.bool_)
         if refused:
             keep[np.fromiter(refused, dtype=np.int64, count=len(refused))] = False
-        refuse_future(event_ts, keep, refused, self._now_ms(), self.max_future_skew_ms, self.timestamp_field)
+        refuse_future(
+            event_ts,
+            keep,
+            refused,
+            self._now_ms(),
+            self.max_future_skew_ms,
+            self.timestamp_field,
+            self.timestamp_format,
+        )
         top_after = (
             ()
             if watermarks is None
@@ -311,7 +319,7 @@ class Decoder:
                 return _NO_FIELDS
             if doc is not None:
                 return doc
-            refused[i] = (_R.INVALID_JSON, f"not a JSON document: {exc}")
+            refused[i] = (_R.INVALID_JSON, f"not a JSON document: {_utf8_problem(value) or exc}")
             return _NO_FIELDS
 
     def _column(
@@ -443,3 +451,13 @@ def _typed_decoder(fields: Sequence[tuple[str, str]], timestamp_field: str, fmt:
         return None
     kinds[timestamp_field] = TIMESTAMP_KINDS[fmt]
     return TypedRecordDecoder(kinds)
+
+
+def _utf8_problem(value: bytes) -> str | None:
+    """What is wrong when the bytes are not UTF-8 at all (orjson says "surrogates not
+    allowed" for any undecodable byte); None when they are UTF-8."""
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"byte {value[exc.start]:#04x} at offset {exc.start} is not UTF-8 (JSON text is UTF-8)"
+    return None

@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.io.batches import NO_EVENT_TS, DeadLetterReason
+from engine.io.timestamps import MIN_EVENT_TS_MS
 from engine.io.watermarks import PartitionWatermarks, ordinal, rank_th_before
 from engine.timefmt import duration_text, time_text
 
@@ -24,19 +25,29 @@ def refuse_future(
     now: int,
     max_future_skew_ms: int,
     timestamp_field: str,
+    timestamp_format: str = "",
 ) -> None:
     """Refuse the kept events more than ``max_future_skew_ms`` after the wall clock ``now``."""
     bound = now + max_future_skew_ms
     future = keep & (event_ts > bound)
     if future.any():
         for i in np.flatnonzero(future).tolist():
+            ts = int(event_ts[i])
             refused[i] = (
                 _R.TIMESTAMP_IN_FUTURE,
-                f"timestamp field '{timestamp_field}': event time {time_text(int(event_ts[i]))} "
+                f"timestamp field '{timestamp_field}': event time {time_text(ts)} "
                 f"is more than max_future_skew {duration_text(max_future_skew_ms)} after the wall "
-                f"clock {time_text(now)}",
+                f"clock {time_text(now)}{_unit_hint(timestamp_format, ts, bound)}",
             )
         keep &= ~future
+
+
+def _unit_hint(timestamp_format: str, ts: int, bound: int) -> str:
+    """The likeliest mistake behind a far-future epoch_seconds time: epoch milliseconds
+    (the value read as milliseconds is a time before the bound)."""
+    if timestamp_format == "epoch_seconds" and MIN_EVENT_TS_MS <= ts // 1000 <= bound:
+        return f"; it reads as epoch milliseconds, and this source takes epoch seconds ({ts // 1_000_000})"
+    return ""
 
 
 def refuse_late(

@@ -150,7 +150,8 @@ def test_all_good_batch_builds_typed_columns() -> None:
         (_with(1, amount=None), "missing_field", "field 'amount' is null"),
         (b"[1]", "not_an_object", "expected a JSON object, got list [1]"),
         (None, "invalid_json", "tombstone"),
-        (b"\xff", "invalid_json", "UTF-8"),
+        (b"\xff", "invalid_json", "byte 0xff at offset 0 is not UTF-8"),
+        (b'{"user_id": "caf\xe9"}', "invalid_json", "byte 0xe9 at offset 16 is not UTF-8 (JSON text is UTF-8)"),
         (_with(1, ts="soon"), "invalid_timestamp", "timestamp field 'ts'"),
         (_with(1, ts=915_148_800_000), "timestamp_out_of_range", "2000-01-01"),
         (_with(1, ts=NOW_MS + 86_400_001), "timestamp_in_future", "max_future_skew"),
@@ -242,6 +243,15 @@ def test_timestamp_formats(fmt: str, value: object, expected_ms: int) -> None:
 def test_timestamp_refusals(fmt: str, value: object, reason: str) -> None:
     out = _decode([_with(0, ts=value)], timestamp_format=fmt)
     assert [dl.reason for dl in out.dead_letters] == [reason]
+
+
+def test_milliseconds_sent_to_an_epoch_seconds_source_are_named_as_such() -> None:
+    out = _decode([_with(0, ts=BASE_TS)], timestamp_format="epoch_seconds")
+    (letter,) = out.dead_letters
+    assert letter.reason == "timestamp_in_future", letter
+    assert f"it reads as epoch milliseconds, and this source takes epoch seconds ({BASE_TS // 1000})" in letter.detail
+    far = _decode([_with(0, ts=NOW_MS // 1000 + 10**9)], timestamp_format="epoch_seconds")  # 30 years ahead
+    assert "reads as epoch milliseconds" not in far.dead_letters[0].detail
 
 
 def test_non_finite_epoch_seconds_is_invalid_timestamp() -> None:
