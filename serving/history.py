@@ -321,6 +321,10 @@ class HistoricalReads:
         times: Sequence[int],
     ) -> ViewValues:
         coverage = self.log_range(view)
+        if not all(coverage.covers(times[i]) for i in rows) and self.online.reopen_if_behind(
+            view.definition.source.topic
+        ):
+            coverage = self.log_range(view)  # the refusal rests on what the writer recorded, not a stale view
         for i in rows:
             if not coverage.covers(times[i]):
                 raise InvalidRequest(

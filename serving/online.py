@@ -124,6 +124,14 @@ class OnlineAccess:
             self.metrics.online_read_errors.labels(self.backend).inc()
             raise OnlineTableUnavailableError(exc.reason, hint=exc.hint) from exc
 
+    def reopen_if_behind(self, topic: str) -> bool:
+        """:meth:`OnlineTable.reopen_if_behind`, its failures as this layer's 503."""
+        try:
+            return self.table.reopen_if_behind(topic)
+        except OnlineTableUnavailable as exc:
+            self.metrics.online_read_errors.labels(self.backend).inc()
+            raise OnlineTableUnavailableError(exc.reason, hint=exc.hint) from exc
+
     def ready(self) -> tuple[bool, str]:
         health = self.table.health()
         if health.ready or not health.last_error or health.last_error == health.detail:

@@ -197,6 +197,10 @@ class RedisOnlineTable(ClosesOnExit):
             shards.setdefault(shard, {})[partition] = OffsetRecord.unpack(value)
         return [shards[s] for s in sorted(shards)]
 
+    def reopen_if_behind(self, topic: str) -> bool:
+        """Redis reads are always current: nothing is ever behind."""
+        return False
+
     def refresh(self) -> None:
         """Redis reads are always current; this only checks the server answers."""
         try:

@@ -17,6 +17,7 @@ nothing new to see.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import shutil
 import threading
@@ -45,7 +46,9 @@ from engine.state.layout import (
 from engine.state.offsets import OffsetRecord, scan_offsets
 from engine.state.protocols import OnlineTableHealth
 from engine.state.records import Freshness, cold_view_prefix, freshest, meta_key, view_prefix
+from engine.state.secondary import secondary_shards
 
+log = logging.getLogger("streamfeat.state.online")
 _INSTANCE_IDS = itertools.count()
 # Views whose read keys are remembered (_view_keys): far more than a repo defines; a
 # caller passing ever new fingerprints gets them built per read instead of growing memory.
@@ -345,6 +348,47 @@ class RocksDBOnlineTable(ClosesOnExit):
             if self._closed:
                 raise StoreClosedError(f"online table over {self.state_dir}: closed")
             return [{} if db is None else scan_offsets(db, topic) for db in self._dbs]
+
+    def reopen_if_behind(self, topic: str) -> bool:
+        """Compare the offset records of ``topic`` this table shows with a fresh open of
+        every shard (what a server started now would read) and re-open the shards that
+        show less; True when one did. Called before a refusal that rests on them: a
+        secondary that missed a write would refuse, for good, what the writer recorded."""
+        self.catch_up()
+        with secondary_shards(self.state_dir, self.n_shards) as fresh:
+            now = [None if part is None else part.read_offsets(topic) for part in fresh]
+        held = self.read_offsets(topic)
+        behind = [shard for shard, records in enumerate(now) if records is not None and records != held[shard]]
+        for shard in behind:
+            log.warning(
+                "shard %d of %s: its secondary showed offset records of %r the writer replaced (%s, now %s); "
+                "re-opened it",
+                shard,
+                self.state_dir,
+                topic,
+                held[shard],
+                now[shard],
+            )
+            self._reopen(shard)
+        return bool(behind)
+
+    def _reopen(self, shard: int) -> None:
+        path = shard_path(self.state_dir, shard)
+        with self._lock, self._read_lock:
+            self._check_open()
+            self._changes_started += 1
+            try:
+                old, self._dbs[shard] = self._dbs[shard], None
+                if old is not None:
+                    old.close()
+                db = open_secondary(path, self._own_dir / path.name)
+                db.try_catch_up_with_primary()
+                self._dbs[shard] = db
+                self._seen_files[shard] = None
+            except Exception as exc:  # rocksdict raises plain Exception for IO errors
+                self._note_error(f"shard {shard}: cannot re-open as secondary: {exc}")
+            finally:
+                self._changes_done += 1
 
     def _open_shard(self, shard: int) -> rocksdict.Rdict:
         """The shard's secondary, for a read (``_read_lock`` held)."""

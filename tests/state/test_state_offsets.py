@@ -146,3 +146,44 @@ def test_offsets_are_read_while_the_writer_compacts(tmp_path: Path) -> None:
                 break
         assert not before & {p.name for p in shard.glob("*.sst")}, "the compaction never ended"
     assert reads_during_compaction > 0
+
+
+def test_a_secondary_that_missed_a_write_is_reopened_before_a_refusal(tmp_path: Path) -> None:
+    """A long-running server refused `as_of` rows the Parquet log covered, for good, while
+    a server started later answered them: its secondary showed older offset records than
+    the writer's. `reopen_if_behind` compares with a fresh open and re-opens what shows
+    less. The stale secondary is made here by opening it on a copy of the shard taken
+    before the writer's last commit (no catch-up can reach that commit)."""
+    import shutil
+
+    from engine.state.layout import open_secondary, shard_path
+    from engine.state.online_rocksdb import RocksDBOnlineTable
+
+    state = tmp_path / "state"
+    old, new = OffsetRecord(10, (1000,), 5, (500,)), OffsetRecord(10, (1000,), 10, (1000,))
+    with RocksDBStore(state, 2) as store:
+        for shard in range(2):
+            tx = store.partition(shard).begin()
+            tx.set_offset("events", 0, old)
+            tx.commit()
+        store.flush_wal()
+        table = RocksDBOnlineTable(state, 2, tmp_path / "secondary", background=False)
+        try:
+            assert table.reopen_if_behind("events") is False  # current: nothing re-opened
+            frozen = tmp_path / "frozen-shard-1"
+            shutil.copytree(shard_path(state, 1), frozen)
+            tx = store.partition(1).begin()
+            tx.set_offset("events", 0, new)  # the log is published through offset 10
+            tx.commit()
+            store.flush_wal()
+            stale = open_secondary(frozen, tmp_path / "frozen-own")
+            table._dbs[1], held = stale, table._dbs[1]
+            assert held is not None
+            held.close()
+            table.catch_up()
+            assert table.read_offsets("events")[1] == {0: old}  # what the stale server saw
+            assert table.reopen_if_behind("events") is True
+            assert table.read_offsets("events") == [{0: old}, {0: new}]
+            assert table.reopen_if_behind("events") is False
+        finally:
+            table.close()

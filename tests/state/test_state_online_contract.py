@@ -13,6 +13,7 @@ from engine.apply import ShardApplier
 from engine.io.batches import DecodedBatch
 from engine.routing import route
 from engine.state.keys import entity_key, shard_for
+from engine.state.offsets import OffsetRecord
 from engine.state.online_redis import RedisOnlineTable
 from engine.state.online_rocksdb import RocksDBOnlineTable
 from engine.state.protocols import OnlineTable
@@ -83,6 +84,16 @@ def test_is_an_online_table(harness: Harness) -> None:
     assert isinstance(harness.table, OnlineTable)
     health = harness.table.health()
     assert health.ready, health.detail
+
+
+def test_a_current_table_is_never_behind(harness: Harness) -> None:
+    """reopen_if_behind is False for a table that shows what was written (Redis: always)."""
+    txs = [part.begin() for part in harness.store.partitions]
+    for shard, tx in enumerate(txs):
+        tx.set_offset("events", 0, OffsetRecord(shard + 1, (1,), shard, (1,)))
+        tx.commit()
+    harness.visible()
+    assert harness.table.reopen_if_behind("events") is False
 
 
 def test_missing_keys_read_as_none(harness: Harness) -> None:
