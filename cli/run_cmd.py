@@ -113,6 +113,11 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.workers < 1 or args.processes < 1:
         raise ConfigError("--workers and --processes must be at least 1")
+    if args.process_index is not None and args.cluster is None:
+        raise ConfigError(
+            f"--process-index {args.process_index}: only with --cluster (this host's place in its address list)",
+            hint="leave it out, or add --cluster host:port,host:port,...",
+        )
     # A second run on the same state stops here, in one line, not inside the dataflow.
     settings = _settings(args)
     last_metrics_port = settings.metrics_port + args.processes - 1

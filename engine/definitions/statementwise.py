@@ -125,7 +125,7 @@ def _keeps_its_place(statement: ast.stmt) -> bool:
 
 
 def _guarded(statement: ast.stmt, index: int) -> ast.stmt:
-    """``try: <statement> except Exception as e: __streamfeat_statement_failed__(index, e)``,
+    """``try: <statement> except (Exception, SystemExit) as e: __streamfeat_statement_failed__(index, e)``,
     the handler followed by the statement's :func:`_probes`."""
     handler_call = ast.Expr(
         ast.Call(
@@ -134,9 +134,9 @@ def _guarded(statement: ast.stmt, index: int) -> ast.stmt:
             keywords=[],
         )
     )
-    handler = ast.ExceptHandler(
-        type=ast.Name("Exception", ast.Load()), name="__streamfeat_error__", body=[handler_call, *_probes(statement)]
-    )
+    # SystemExit too: a module calling sys.exit() would end `streamfeat plan` silently.
+    caught = ast.Tuple([ast.Name("Exception", ast.Load()), ast.Name("SystemExit", ast.Load())], ast.Load())
+    handler = ast.ExceptHandler(type=caught, name="__streamfeat_error__", body=[handler_call, *_probes(statement)])
     guard = ast.Try(body=[statement], handlers=[handler], orelse=[], finalbody=[])
     return ast.fix_missing_locations(ast.copy_location(guard, statement))
 

@@ -129,6 +129,7 @@ def test_load_repo_reports_every_error_across_modules(tmp_path: Path) -> None:
     repo = write_repo(tmp_path, "repo_bad")
     (repo / "entities.py").write_text(ENTITIES + '\nshop = Entity(name="Shop", join_keys="shop_id")\n')
     (repo / "broken.py").write_text("x = 1\nraise RuntimeError('module broken on purpose')\n")
+    (repo / "exits.py").write_text("import sys\nsys.exit(3)\n")  # ended `streamfeat plan` with no output
     (repo / "more.py").write_text(
         textwrap.dedent("""
         from datetime import timedelta
@@ -148,6 +149,7 @@ def test_load_repo_reports_every_error_across_modules(tmp_path: Path) -> None:
     text = "\n".join(errors)
     # Each error starts with file:line of the definition (or statement) at fault.
     assert f"{repo}/broken.py:2: RuntimeError: module broken on purpose" in errors
+    assert f"{repo}/exits.py:2: SystemExit: 3" in errors
     assert f"{repo}/more.py:4: Aggregation 'amount_summ': field 'function'" in text
     shop = [e for e in errors if "Entity 'Shop'" in e]
     # views.py imports entities.py and fails with the same error at the same line: reported once.

@@ -628,6 +628,12 @@ def test_a_csv_spine_keeps_string_ids_as_written(
     assert f"--spine: {spine} has no rows" in capsys.readouterr().err
 
 
+def test_process_index_without_cluster_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--repo", str(ROOT / "feature_defs"), "--process-index", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "--process-index 5: only with --cluster" in err and "Traceback" not in err, err
+
+
 def test_a_repo_without_views_is_refused_before_it_empties_the_plan(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
