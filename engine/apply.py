@@ -135,6 +135,9 @@ class ShardApplier:
         # When the copy's mark was last seen (monotonic s): checked again at most every
         # _COPY_CHECK_S while batches are written, to notice a Redis that lost its data.
         self._copy_checked = 0.0
+        # A batch failed (its online copy could not be written, its commit raised): this
+        # applier takes no more batches worth recording; close() publishes nothing.
+        self.failed = False
         if online_copy is not None:
             self._retry("check the online copy", lambda: self._complete_copy(online_copy))
 
@@ -223,13 +226,22 @@ class ShardApplier:
         extra_puts: Mapping[bytes, bytes] | None = None,
         publish: bool = True,
     ) -> None:
-        """Steps 3-5 of an apply: offsets, the online copy, the one commit, the log roll."""
+        """Steps 3-5 of an apply: offsets, the online copy, the one commit, the log roll.
+
+        ``self.offsets`` follows the commit, never the batch: an online copy that cannot be
+        written fails the batch, and what is recorded after that (the log offsets at close)
+        must not carry offsets whose state was never committed."""
         advanced = self._advance_offsets(txn, progress)
         for key, value in (extra_puts or {}).items():
             txn.put(key, value)
-        if (writes.online_items or advanced) and self.online_copy is not None:
-            self._write_online_copy(self.online_copy, writes, advanced)
-        txn.commit()
+        try:
+            if (writes.online_items or advanced) and self.online_copy is not None:
+                self._write_online_copy(self.online_copy, writes, advanced)
+            txn.commit()
+        except BaseException:
+            self.failed = True
+            raise
+        self.offsets.update(advanced)
         self._newest.update(writes.newest)
         self.stats.batches += 1
         self.stats.last_batch_seconds = time.perf_counter() - started
@@ -295,7 +307,8 @@ class ShardApplier:
     def _advance_offsets(
         self, txn: Transaction, progress: Mapping[int, tuple[int, tuple[int, ...]]]
     ) -> dict[int, OffsetRecord]:
-        """Record each partition's new applied offset within ``txn``; returns those advanced."""
+        """Record each partition's new applied offset within ``txn``; returns those advanced
+        (``self.offsets`` takes them once ``txn`` is committed)."""
         advanced: dict[int, OffsetRecord] = {}
         for partition, (last_offset, top_ts) in progress.items():
             old = self.offsets.get(partition)
@@ -310,7 +323,6 @@ class ShardApplier:
                 top_ts_at_log=(old.top_ts_at_log if old else ()) if self.writers else top_ts,
             )
             txn.set_offset(self.topic, partition, new_record)
-            self.offsets[partition] = new_record
             advanced[partition] = new_record
         return advanced
 
@@ -453,7 +465,15 @@ class ShardApplier:
                 time.sleep(delay)
 
     def close(self) -> None:
-        self.maybe_publish_log(force=True)
+        """Publish the log and record how far (unless a batch failed: the next run replays
+        from the committed offsets and stages those rows again), then make the WAL durable.
+        Never raises from the publish: close runs while the dataflow shuts down, where an
+        exception becomes a panic that aborts the process before the WAL is flushed."""
+        if not self.failed:
+            try:
+                self.maybe_publish_log(force=True)
+            except Exception:  # an online copy that is down: the log offsets stay behind, safely
+                log.exception("shard %d: the Parquet log was not published at close", self.partition.shard)
         self.partition.flush_wal(sync=True)
 
 

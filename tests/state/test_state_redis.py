@@ -255,3 +255,44 @@ def test_reads_of_a_topic_whose_copy_redis_lacks_are_refused_not_answered_not_fo
     with RedisOnlineTable(state_redis_url) as plain:
         assert plain.read_views([(FP, [in_2])]) == [[b"rec"]]
     admin.close()
+
+
+def test_a_batch_whose_redis_copy_fails_commits_nothing_and_close_records_nothing_of_it(
+    restartable_redis: RedisServer, tmp_path: Path
+) -> None:
+    """Redis down during a batch: the batch fails and is not committed; close() must not
+    record its offsets either (it did, through the log offsets it records at close: the
+    next run skipped the batch and its events were lost from the state for good), and
+    close() itself must not raise (in the dataflow's shutdown that aborted the process)."""
+    from engine.apply import ShardApplier
+    from engine.routing import route
+    from engine.state.exceptions import OnlineWriteError
+    from engine.state.rocksdb_store import RocksDBStore
+    from tests.engine.streaming_support import example_views, transactions_batch
+
+    _source, views = example_views("transactions")
+    first = transactions_batch(1_767_225_600_000 + np.arange(10, dtype=np.int64) * 1_000, [f"f-{i}" for i in range(10)])
+    second = transactions_batch(
+        1_767_225_700_000 + np.arange(10, dtype=np.int64) * 1_000, [f"f-{i}" for i in range(10)], first_offset=10
+    )
+    with RocksDBStore(tmp_path / "state", 1) as store:
+        part = store.partition(0)
+        with RedisOnlineWriter(restartable_redis.url) as writer:
+            applier = ShardApplier(
+                part, views, "transactions", online_copy=writer, log_root=str(tmp_path / "log"), retry_delays_s=(0.01,)
+            )
+            applier.apply([b for _, b in route(first, views, 1)])
+            committed = part.read_offsets("transactions")
+            restartable_redis.stop()
+            with pytest.raises(OnlineWriteError):
+                applier.apply([b for _, b in route(second, views, 1)])
+            applier.close()  # no exception, and nothing of the failed batch recorded
+            assert part.read_offsets("transactions") == committed
+            assert {r.applied_offset for r in committed.values()} == {9}
+        restartable_redis.start()
+        with RedisOnlineWriter(restartable_redis.url) as writer:  # the next run replays the batch
+            again = ShardApplier(part, views, "transactions", online_copy=writer, log_root=str(tmp_path / "log"))
+            again.apply([b for _, b in route(second, views, 1)])
+            again.close()
+        assert {r.applied_offset for r in part.read_offsets("transactions").values()} == {19}
+        assert again.stats.rows_applied > 0
