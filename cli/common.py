@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 from cli.setting_options import add_setting_option
 from engine.config import Settings, load_settings
@@ -103,6 +106,33 @@ def log_to_file(path: Path, *, verbose: bool) -> Path:
         terminal.addFilter(lambda record: not record.name.startswith(CLIENT_LOG.name))
     root.addHandler(terminal)
     return path
+
+
+@contextmanager
+def native_stderr_to(path: Path) -> Iterator[TextIO]:
+    """While the dataflow runs, file descriptor 2 writes to ``path``: what the Rust runtime
+    prints there itself (a panic report when a step raised: our own error follows in one
+    line) goes to the run log. Yields a stream on the terminal's stderr, and points the
+    terminal log handler of :func:`log_to_file` at it, for what the user must see."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    terminal = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace")
+    handlers = [
+        h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler) and h.stream is sys.stderr
+    ]
+    with path.open("ab") as log:
+        os.dup2(log.fileno(), 2)
+    for handler in handlers:
+        handler.setStream(terminal)
+    try:
+        yield terminal
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        for handler in handlers:
+            handler.setStream(sys.stderr)
+        terminal.close()
 
 
 def check_source_topic(bootstrap: str, topic: str) -> None:

@@ -20,7 +20,14 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from cli.common import Subparsers, add_settings_args, check_source_topic, log_to_file, settings_from
+from cli.common import (
+    Subparsers,
+    add_settings_args,
+    check_source_topic,
+    log_to_file,
+    native_stderr_to,
+    settings_from,
+)
 from cli.run_report import RunReporter
 from cli.setting_options import add_setting_option
 from engine.config import Settings
@@ -318,17 +325,18 @@ def _run_in_place(args: argparse.Namespace) -> int:
     log_file = log_to_file(settings.path(settings.data_dir) / "logs" / "run.log", verbose=args.verbose)
     job = build_job(settings, args.source, tail=not args.until_caught_up, workers=args.workers)
     check_source_topic(settings.kafka_bootstrap, job.source.topic)
-    reporter = RunReporter(job.source.topic, settings.kafka_bootstrap)
     _announce(job, settings.kafka_bootstrap, args, log_file, "")
-    reporter.start()
     stop_gracefully_on_sigint()
     forced = False
-    try:
-        _run_dataflow(job, args.workers)
-    except KeyboardInterrupt:  # a second Ctrl-C
-        forced = True
-    finally:
-        reporter.stop()
+    with native_stderr_to(log_file) as terminal:
+        reporter = RunReporter(job.source.topic, settings.kafka_bootstrap, out=terminal)
+        reporter.start()
+        try:
+            _run_dataflow(job, args.workers)
+        except KeyboardInterrupt:  # a second Ctrl-C
+            forced = True
+        finally:
+            reporter.stop()
     interrupted = forced or stop_requested()
     print(reporter.summary(caught_up=args.until_caught_up and not interrupted, interrupted=interrupted))
     return 0

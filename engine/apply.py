@@ -138,6 +138,7 @@ class ShardApplier:
         # A batch failed (its online copy could not be written, its commit raised): this
         # applier takes no more batches worth recording; close() publishes nothing.
         self.failed = False
+        self._closing = False
         if online_copy is not None:
             self._retry("check the online copy", lambda: self._complete_copy(online_copy))
 
@@ -448,7 +449,7 @@ class ShardApplier:
     # -- helpers ----------------------------------------------------------------------
 
     def _retry(self, what: str, action: Callable[[], None]) -> None:
-        for attempt, delay in enumerate((*self.retry_delays_s, None)):
+        for attempt, delay in enumerate((*(() if self._closing else self.retry_delays_s), None)):
             try:
                 action()
                 return
@@ -470,10 +471,13 @@ class ShardApplier:
         Never raises from the publish: close runs while the dataflow shuts down, where an
         exception becomes a panic that aborts the process before the WAL is flushed."""
         if not self.failed:
+            self._closing = True  # one attempt at the online copy: it may be why the run stops
             try:
                 self.maybe_publish_log(force=True)
-            except Exception:  # an online copy that is down: the log offsets stay behind, safely
-                log.exception("shard %d: the Parquet log was not published at close", self.partition.shard)
+            except Exception as exc:  # an online copy that is down: its log offsets stay behind, safely
+                log.error(
+                    "shard %d: log offsets not written to the online copy at close: %s", self.partition.shard, exc
+                )
         self.partition.flush_wal(sync=True)
 
 
