@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, TextIO
 
 from cli.common import (
     Subparsers,
@@ -187,8 +187,10 @@ def _run_processes(args: argparse.Namespace) -> int:
         return code
     finally:
         reporter.stop()
-        interrupted = code == 130
-        print(reporter.summary(caught_up=args.until_caught_up and code == 0, interrupted=interrupted))
+        interrupted = code == 130 or _STOPPED.is_set()
+        print(
+            reporter.summary(caught_up=args.until_caught_up and code == 0 and not interrupted, interrupted=interrupted)
+        )
 
 
 def _cluster_process(args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
@@ -219,6 +221,7 @@ def _cluster_process(args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
 # Bytewax's runtime prints this while the processes find each other: a retry, not an error.
 _CONNECT_RETRY = re.compile(rb"^worker \d+:\s+error connecting to worker \d+: .*retrying\s*$")
 _forwarders: list[threading.Thread] = []
+_STOPPED = threading.Event()  # the run was stopped by a first Ctrl-C or SIGTERM
 
 
 def _bytewax_process(
@@ -227,29 +230,38 @@ def _bytewax_process(
     """One Bytewax cluster process of the streaming dataflow (``addresses``: every process's
     host:port, semicolon-separated); dataflows/cluster_process.py says why not bytewax.run.
     Its stderr is forwarded here, the runtime's connection retries to the run log only."""
+    from dataflows.cluster_process import PARENT_PID_ENV
+
     argv = [sys.executable, "-m", "dataflows.cluster_process", "--workers", str(workers)]
     child = subprocess.Popen(
-        [*argv, "--process-id", str(index), "--addresses", addresses], env=env, stderr=subprocess.PIPE
+        [*argv, "--process-id", str(index), "--addresses", addresses],
+        env={**env, PARENT_PID_ENV: str(os.getpid())},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
-    forwarder = threading.Thread(
-        target=_forward_stderr, args=(child, log_file, verbose), name=f"stderr-{index}", daemon=True
-    )
-    forwarder.start()
-    _forwarders.append(forwarder)
+    # Bytewax's runtime prints its connection retries on stdout: both streams are filtered.
+    for stream, terminal, name in ((child.stdout, sys.stdout, "stdout"), (child.stderr, sys.stderr, "stderr")):
+        forwarder = threading.Thread(
+            target=_forward, args=(stream, terminal, log_file, verbose), name=f"{name}-{index}", daemon=True
+        )
+        forwarder.start()
+        _forwarders.append(forwarder)
     return child
 
 
-def _forward_stderr(child: subprocess.Popen[bytes], log_file: Path, verbose: bool) -> None:
-    if child.stderr is None:
+def _forward(stream: IO[bytes] | None, terminal: TextIO, log_file: Path, verbose: bool) -> None:
+    """A child's output stream, line by line, to ``terminal``; the runtime's connection
+    retries to ``log_file`` instead (unless ``verbose``)."""
+    if stream is None:
         return
-    with child.stderr as lines, log_file.open("ab") as log:
+    with stream as lines, log_file.open("ab") as log:
         for line in lines:
             if not verbose and _CONNECT_RETRY.match(line):
                 log.write(line)
                 log.flush()
             else:
-                sys.stderr.buffer.write(line)
-                sys.stderr.flush()
+                terminal.buffer.write(line)
+                terminal.flush()
 
 
 def _supervise(children: list[subprocess.Popen[bytes]]) -> int:
@@ -262,7 +274,18 @@ def _supervise(children: list[subprocess.Popen[bytes]]) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        return _wait_for(children)
+        try:
+            return _wait_for(children)
+        except KeyboardInterrupt:
+            # The first Ctrl-C or SIGTERM: a graceful stop, as with one process. The children
+            # stop after their batches in flight (they got the SIGINT too, or get it now);
+            # a second Ctrl-C while they do interrupts this wait (exit 130).
+            _STOPPED.set()
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGINT)
+            codes = [child.wait(timeout=20) for child in children]
+            return 0 if all(code == 0 for code in codes) else 1
     finally:
         signal.signal(signal.SIGTERM, previous)
         for child in children:

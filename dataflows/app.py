@@ -27,6 +27,7 @@ _RUN_ONLY = (
     "STREAMFEAT_RUN_COUNTS_FILE",
     "STREAMFEAT_RUN_PROCESSES",
     "STREAMFEAT_RUN_WORKERS",
+    "STREAMFEAT_RUN_PARENT_PID",  # dataflows/cluster_process.py
 )
 _env = {k: v for k, v in os.environ.items() if k not in _RUN_ONLY}
 _settings = load_settings(env=_env)

@@ -12,6 +12,9 @@ is configured like ``dataflows/app.py`` (``STREAMFEAT_*`` variables), which
 from __future__ import annotations
 
 import argparse
+import ctypes
+import os
+import signal
 import sys
 
 from dataflows.cluster_check import refusal
@@ -25,11 +28,33 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+#: Set by ``streamfeat run`` for its children: the pid this process must not outlive.
+PARENT_PID_ENV = "STREAMFEAT_RUN_PARENT_PID"
+
+
+def stop_with_parent() -> None:
+    """On Linux, a SIGTERM (a graceful stop, engine/shutdown.py) when the ``streamfeat run``
+    that started this process dies, even by ``kill -9``: no child keeps writing the
+    shards unsupervised, holding their locks against the next run."""
+    parent = os.environ.get(PARENT_PID_ENV)
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(parent):  # it died before the prctl: nobody will send the signal
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
     from bytewax._bytewax import cli_main
 
-    from dataflows.app import epoch_interval, flow
+    from dataflows.app import epoch_interval, flow  # installs the graceful SIGTERM handler
+
+    stop_with_parent()
 
     cli_main(  # type: ignore[no-untyped-call]
         flow,

@@ -679,13 +679,13 @@ def test_the_runtimes_connection_retries_go_to_the_run_log_not_the_terminal(
 ) -> None:
     """`run --processes 2` printed Bytewax's "worker 1: error connecting to worker 0 ...;
     retrying" while the processes found each other; other lines (real errors) still show."""
-    from cli.run_cmd import _forward_stderr
+    from cli.run_cmd import _forward
 
     retry = "worker 1:\terror connecting to worker 0: Connection refused (os error 111); retrying"
     script = f"import sys; sys.stderr.write({retry + chr(10)!r} + 'streamfeat run: error: a real one' + chr(10))"
     child = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE)
     log = tmp_path / "run.log"
-    _forward_stderr(child, log, verbose)
+    _forward(child.stderr, sys.stderr, log, verbose)
     assert child.wait(timeout=30) == 0
     err = capfd.readouterr().err
     assert "streamfeat run: error: a real one" in err

@@ -22,9 +22,24 @@ from cli.run_cmd import _supervise
 children = [subprocess.Popen([sys.executable, "-c", {CHILD!r}]) for _ in range(2)]
 print(" ".join(str(c.pid) for c in children), flush=True)
 try:
-    _supervise(children)
+    sys.exit(_supervise(children))
 except KeyboardInterrupt:
     sys.exit(130)
+"""
+# Children as `streamfeat run` starts them: told the parent's pid, stopping on SIGTERM.
+ORPHAN_CHILD = (
+    "import signal, time\n"
+    "signal.signal(signal.SIGTERM, lambda *a: exit(0))\n"
+    "from dataflows.cluster_process import stop_with_parent\n"
+    "stop_with_parent()\n"
+    "while True: time.sleep(0.05)\n"
+)
+KILLED_PARENT = f"""
+import os, subprocess, sys, time
+env = {{**os.environ, "STREAMFEAT_RUN_PARENT_PID": str(os.getpid())}}
+children = [subprocess.Popen([sys.executable, "-c", {ORPHAN_CHILD!r}], env=env) for _ in range(2)]
+print(" ".join(str(c.pid) for c in children), flush=True)
+time.sleep(60)
 """
 
 
@@ -48,7 +63,7 @@ def test_sigterm_to_the_parent_stops_every_child() -> None:
             assert len(children) == 2 and all(map(_alive, children))
             time.sleep(0.3)  # the supervisor is waiting on its children
             parent.send_signal(signal.SIGTERM)
-            assert parent.wait(timeout=30) == 130
+            assert parent.wait(timeout=30) == 0  # a graceful stop, as with one process
             deadline = time.monotonic() + 10
             while any(map(_alive, children)) and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -57,4 +72,29 @@ def test_sigterm_to_the_parent_stops_every_child() -> None:
             if parent.poll() is None:
                 os.killpg(parent.pid, signal.SIGKILL)
             for pid in filter(_alive, children):  # a failed run of this test leaves none behind
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_children_stop_when_the_parent_is_killed() -> None:
+    """kill -9 of `run --processes N`'s parent left the children running, writing the
+    shards unsupervised and holding their locks: they now get a SIGTERM when it dies."""
+    with subprocess.Popen(
+        [sys.executable, "-c", KILLED_PARENT], cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True
+    ) as parent:
+        children: list[int] = []
+        try:
+            assert parent.stdout is not None
+            children = [int(pid) for pid in parent.stdout.readline().split()]
+            time.sleep(1.0)  # the children have set their parent-death signal
+            assert len(children) == 2 and all(map(_alive, children))
+            parent.kill()
+            parent.wait(timeout=10)
+            deadline = time.monotonic() + 10
+            while any(map(_alive, children)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not any(map(_alive, children)), "children left running after the parent was killed"
+        finally:
+            if parent.poll() is None:
+                os.killpg(parent.pid, signal.SIGKILL)
+            for pid in filter(_alive, children):
                 os.kill(pid, signal.SIGKILL)
