@@ -16,7 +16,7 @@ from typing import TextIO
 
 from engine.io.batches import DeadLetterReason, dlq_topic_for
 from engine.metrics import kafka_end_offsets
-from engine.run_counts import RunCounts, read_counts
+from engine.run_counts import RunCounts, read_counts, reasons_text
 from engine.wording import counted
 
 _LAG_EVERY_S = 5.0
@@ -123,7 +123,11 @@ class RunReporter:
         lag = self.lag(counts.next_offsets, fresh=True)
         lag_text = "" if caught_up or lag is None else f", lag {lag:,}"
         # "none" as on the live line; a total only when there are reasons to add up.
-        dead = f"{counts.dead_total:,} ({counts.dead_text()})" if counts.dead_total else counts.dead_text()
+        dead = (
+            f"{counts.dead_total:,} ({reasons_text(counts.dead_letters)}){counts.already_text()}"
+            if counts.dead_total
+            else counts.dead_text()
+        )
         text = (
             f"run {how}: read {counted(counts.read, 'record')} from {self.topic!r} in {seconds:.1f} s "
             f"({counts.read / seconds:,.0f}/s); applied {counts.applied_text()} (the events each view's filter keeps); "

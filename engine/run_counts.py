@@ -60,14 +60,18 @@ class RunCounts:
         return self.dead_total + sum(self.already_sent.values())
 
     def dead_text(self) -> str:
-        text = _reasons_text(self.dead_letters) or "none"
-        if self.already_sent:
-            earlier = sum(self.already_sent.values())
-            text += (
-                f" (and {counted(earlier, 'refused record')} whose letter was already in the topic, "
-                f"not sent again: {_reasons_text(self.already_sent)})"
-            )
-        return text
+        """The letters sent, by reason ("none" when none), then those already in the topic."""
+        return (reasons_text(self.dead_letters) or "none") + self.already_text()
+
+    def already_text(self) -> str:
+        """``"; and N refused records whose letter ..."`` when there are such, else empty."""
+        if not self.already_sent:
+            return ""
+        earlier = sum(self.already_sent.values())
+        return (
+            f"; and {counted(earlier, 'refused record')} whose letter was already in the topic, "
+            f"not sent again: {reasons_text(self.already_sent)}"
+        )
 
     def applied_text(self) -> str:
         return ", ".join(f"{view} {n:,}" for view, n in sorted(self.applied.items())) or "nothing"
@@ -78,7 +82,7 @@ class RunCounts:
         )
 
 
-def _reasons_text(by_reason: Mapping[str, int]) -> str:
+def reasons_text(by_reason: Mapping[str, int]) -> str:
     reasons = sorted(by_reason.items(), key=lambda item: -item[1])
     return ", ".join(f"{reason} {n:,}" for reason, n in reasons)
 

@@ -343,7 +343,7 @@ def test_run_with_a_few_dead_letters_says_how_to_read_them(
     assert again.returncode == 0, again.stderr
     (summary,) = [line for line in again.stdout.splitlines() if line.startswith("run caught up:")]
     assert (
-        f"dead letters none (and {malformed:,} refused record{'s' if malformed > 1 else ''} whose letter "
+        f"dead letters none; and {malformed:,} refused record{'s' if malformed > 1 else ''} whose letter "
         "was already in the topic, not sent again: " in summary
     ), summary
     assert any(line.startswith("  read them with any Kafka consumer") for line in again.stdout.splitlines())

@@ -57,3 +57,15 @@ def test_two_endpoints_are_summed() -> None:
     assert sample.events_in == 70
     assert sample.dead_letters == {"invalid_json": 7}
     assert sample.rows_applied == {"v": 35}
+
+
+def test_the_run_summary_says_letters_sent_and_letters_already_there_apart() -> None:
+    """Nested parentheses read badly: "13 (wrong_type 5, ... 2 (and 210 refused ...))"."""
+    from engine.run_counts import RunCounts
+
+    counts = RunCounts(400, {"wrong_type": 5, "invalid_json": 8}, {"v": 380}, {0: 400}, {"invalid_timestamp": 33})
+    assert counts.dead_text() == (
+        "invalid_json 8, wrong_type 5; and 33 refused records whose letter was already in the topic, "
+        "not sent again: invalid_timestamp 33"
+    )
+    assert RunCounts(1, {}, {}, {}).dead_text() == "none"
