@@ -166,7 +166,7 @@ def build_router(registry: Registry) -> APIRouter:
     async def readyz(request: Request) -> Response:
         ready, detail = get_state(request).online.ready()
         if not ready:
-            raise OnlineTableUnavailableError(detail, hint="see the reason; readiness returns by itself")
+            raise OnlineTableUnavailableError(detail, hint="see the reason; readiness returns once it is gone")
         return json_response({"status": "ready", "detail": detail})
 
     @router.get(

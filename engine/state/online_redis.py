@@ -216,8 +216,10 @@ class RedisOnlineTable(ClosesOnExit):
         except OnlineTableUnavailable as exc:
             return OnlineTableHealth(False, exc.reason, self._age(), self._last_error)
         if missing:
+            # Redis answers: an earlier connection error is not why it is not ready.
             reasons = "; ".join(self._describe_missing(topic, shards) for topic, shards in missing.items())
-            return OnlineTableHealth(False, reasons, self._age(), self._last_error)
+            reasons += "; `streamfeat run` refills the copy, then reads resume"
+            return OnlineTableHealth(False, reasons, self._age(), None)
         return OnlineTableHealth(True, f"redis at {redacted_url(self.url)} answers", 0.0, self._last_error)
 
     def _age(self) -> float | None:

@@ -99,7 +99,11 @@ def redacted_url(url: str) -> str:
 
 def describe_redis_error(url: str, exc: BaseException) -> str:
     """Short reason naming the server and the failure, without credentials."""
-    return f"redis at {redacted_url(url)}: {type(exc).__name__}: {exc}"
+    # A server error may quote the command with its arguments (packed tile records):
+    # shown printable and cut short, so a log stays text.
+    text = str(exc).encode("unicode_escape").decode("ascii")
+    text = text if len(text) <= 300 else text[:300] + "..."
+    return f"redis at {redacted_url(url)}: {type(exc).__name__}: {text}"
 
 
 def close_client(client: redis.Redis[bytes]) -> None:

@@ -244,6 +244,7 @@ def test_reads_of_a_topic_whose_copy_redis_lacks_are_refused_not_answered_not_fo
         assert table.missing_copies() == {"copy-check-a": (0, 2)}
         health = table.health()
         assert not health.ready and "shards 0, 2 of topic 'copy-check-a'" in health.detail
+        assert "`streamfeat run` refills the copy" in health.detail and health.last_error is None
         writer.mark_copied("copy-check-a", 0)
         writer.mark_copied("copy-check-a", 2)
         assert table.read_views([(FP, [in_0, in_1, in_2])]) == [[b"rec"] * 3]
@@ -296,3 +297,15 @@ def test_a_batch_whose_redis_copy_fails_commits_nothing_and_close_records_nothin
             again.close()
         assert {r.applied_offset for r in part.read_offsets("transactions").values()} == {19}
         assert again.stats.rows_applied > 0
+
+
+def test_a_redis_error_quoting_binary_arguments_is_shown_as_text() -> None:
+    from engine.state.redis_client import describe_redis_error
+
+    shown = describe_redis_error(
+        "redis://:secret@127.0.0.1:6379/0", redis.ResponseError("OOM SET k \xe9\x00" + "x" * 500)
+    )
+    assert (
+        shown.startswith("redis at 127.0.0.1:6379/0: ResponseError: OOM SET k \\xe9\\x00xxx") and "secret" not in shown
+    )
+    assert shown.isascii() and shown.isprintable() and shown.endswith("...") and len(shown) < 400
