@@ -220,6 +220,8 @@ def _cluster_process(args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
 
 # Bytewax's runtime prints this while the processes find each other: a retry, not an error.
 _CONNECT_RETRY = re.compile(rb"^worker \d+:\s+error connecting to worker \d+: .*retrying\s*$")
+_FAILURE_START = re.compile(rb"^(Traceback \(most recent call last\):|thread '.*' panicked at )")
+_OURS = re.compile(rb"^(streamfeat [a-z-]+: |hint: )")
 _forwarders: list[threading.Thread] = []
 _STOPPED = threading.Event()  # the run was stopped by a first Ctrl-C or SIGTERM
 
@@ -250,13 +252,17 @@ def _bytewax_process(
 
 
 def _forward(stream: IO[bytes] | None, terminal: TextIO, log_file: Path, verbose: bool) -> None:
-    """A child's output stream, line by line, to ``terminal``; the runtime's connection
-    retries to ``log_file`` instead (unless ``verbose``)."""
+    """A child's output stream, line by line, to ``terminal``; to ``log_file`` instead
+    (unless ``verbose``) the runtime's connection retries, and from a Python traceback or
+    a Rust panic report on (a process failing: the parent says so in one line) everything
+    but our own one-line errors and hints."""
     if stream is None:
         return
+    failing = False
     with stream as lines, log_file.open("ab") as log:
         for line in lines:
-            if not verbose and _CONNECT_RETRY.match(line):
+            failing = failing or bool(_FAILURE_START.match(line))
+            if not verbose and (_CONNECT_RETRY.match(line) or (failing and not _OURS.match(line))):
                 log.write(line)
                 log.flush()
             else:
@@ -307,7 +313,7 @@ def _wait_for(children: list[subprocess.Popen[bytes]]) -> int:
         failed = [code for code in codes if code not in (None, 0)]
         if failed:
             print(
-                f"streamfeat run: a process exited with code {failed[0]}; stopping the others",
+                f"streamfeat run: a process exited with code {failed[0]}; stopping the others (its output is in run.log)",
                 file=sys.stderr,
             )
             return 1

@@ -678,18 +678,22 @@ def test_the_runtimes_connection_retries_go_to_the_run_log_not_the_terminal(
     tmp_path: Path, capfd: pytest.CaptureFixture[str], verbose: bool
 ) -> None:
     """`run --processes 2` printed Bytewax's "worker 1: error connecting to worker 0 ...;
-    retrying" while the processes found each other; other lines (real errors) still show."""
+    retrying" while the processes found each other, and a failing process's Rust panic
+    report and traceback; our own one-line errors and hints still show."""
     from cli.run_cmd import _forward
 
     retry = "worker 1:\terror connecting to worker 0: Connection refused (os error 111); retrying"
-    script = f"import sys; sys.stderr.write({retry + chr(10)!r} + 'streamfeat run: error: a real one' + chr(10))"
+    panic = "thread '<unnamed>' panicked at src/outputs.rs:321:49:\nBox<dyn Any>\nstack backtrace:\n   0: x\n"
+    text = f"{retry}\nstreamfeat run: error: a real one\n{panic}streamfeat run: error: ours after it\nhint: h\n"
+    script = f"import sys; sys.stderr.write({text!r})"
     child = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE)
     log = tmp_path / "run.log"
     _forward(child.stderr, sys.stderr, log, verbose)
     assert child.wait(timeout=30) == 0
     err = capfd.readouterr().err
-    assert "streamfeat run: error: a real one" in err
-    assert (retry in err) is verbose and (retry in log.read_text()) is not verbose, (err, log.read_text())
+    assert "streamfeat run: error: a real one" in err and "streamfeat run: error: ours after it\nhint: h" in err
+    for noise in (retry, "panicked at", "stack backtrace"):
+        assert (noise in err) is verbose and (noise in log.read_text()) is not verbose, (noise, err, log.read_text())
 
 
 def test_serve_on_a_busy_port_says_so_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
