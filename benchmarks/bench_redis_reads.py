@@ -39,7 +39,11 @@ def _start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     deadline = time.monotonic() + 10
     while True:
         try:
-            RedisOnlineTable(url).close()
+            probe = RedisOnlineTable(url)
+            try:
+                probe.refresh()  # a PING: the server is listening
+            finally:
+                probe.close()
             return proc, url
         except Exception:  # not up yet; anything else shows after the deadline
             if time.monotonic() > deadline:
