@@ -107,6 +107,11 @@ def _child_env(args: argparse.Namespace, settings: Settings) -> dict[str, str]:
     return env
 
 
+def _run_log(settings: Settings) -> Path:
+    """Where a run's log records, client lines and runtime output go."""
+    return settings.path(settings.data_dir) / "logs" / "run.log"
+
+
 def _process_count(args: argparse.Namespace) -> int:
     """Processes of the whole Bytewax cluster: one per --cluster address, else --processes."""
     if args.cluster is not None:
@@ -155,7 +160,7 @@ def _run_processes(args: argparse.Namespace) -> int:
     from dataflows.job import build_job
     from engine.state.rocksdb_store import RocksDBStore
 
-    log_file = log_to_file(settings.path(settings.data_dir) / "logs" / "run.log", verbose=args.verbose)
+    log_file = log_to_file(_run_log(settings), verbose=args.verbose)
     job = build_job(settings, args.source, tail=not args.until_caught_up)
     check_source_topic(settings.kafka_bootstrap, job.source.topic)
     RocksDBStore(job.state_dir, job.shards).close()
@@ -211,7 +216,7 @@ def _cluster_process(args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
             hint="list one address per process in --cluster",
         )
     settings = _settings(args)
-    log_file = settings.path(settings.data_dir) / "logs" / "run.log"
+    log_file = _run_log(settings)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     return [
         _bytewax_process(args.workers, index, ";".join(addresses), _child_env(args, settings), log_file, args.verbose)
@@ -284,14 +289,9 @@ def _supervise(children: list[subprocess.Popen[bytes]]) -> int:
             return _wait_for(children)
         except KeyboardInterrupt:
             # The first Ctrl-C or SIGTERM: a graceful stop, as with one process. The children
-            # stop after their batches in flight (they got the SIGINT too, or get it now);
-            # a second Ctrl-C while they do interrupts this wait (exit 130).
+            # stop after their batches in flight (below: they got the SIGINT too, or get it
+            # then); a second Ctrl-C while they do interrupts that wait (exit 130).
             _STOPPED.set()
-            for child in children:
-                if child.poll() is None:
-                    child.send_signal(signal.SIGINT)
-            codes = [child.wait(timeout=20) for child in children]
-            return 0 if all(code == 0 for code in codes) else 1
     finally:
         signal.signal(signal.SIGTERM, previous)
         for child in children:
@@ -304,6 +304,7 @@ def _supervise(children: list[subprocess.Popen[bytes]]) -> int:
                 child.kill()
         for forwarder in _forwarders:  # the children's last lines reach the terminal first
             forwarder.join(timeout=5)
+    return 0 if all(child.returncode == 0 for child in children) else 1
 
 
 def _wait_for(children: list[subprocess.Popen[bytes]]) -> int:
@@ -351,7 +352,7 @@ def _run_in_place(args: argparse.Namespace) -> int:
     from dataflows.job import build_job
 
     settings = _settings(args)
-    log_file = log_to_file(settings.path(settings.data_dir) / "logs" / "run.log", verbose=args.verbose)
+    log_file = log_to_file(_run_log(settings), verbose=args.verbose)
     job = build_job(settings, args.source, tail=not args.until_caught_up, workers=args.workers)
     check_source_topic(settings.kafka_bootstrap, job.source.topic)
     _announce(job, settings.kafka_bootstrap, args, log_file, "")

@@ -37,10 +37,10 @@ import numpy.typing as npt
 import polars as pl
 
 from engine.clock import wall_clock_ms
+from engine.io.batches import NO_EVENT_TS
 from engine.io.log_reader import first_event_time, list_log_files
 from engine.kernel.tile_retention import first_kept_tile
 from engine.kernel.window import Value, tile_id, window_start_ms
-from engine.offline.event_windows import NO_EVENT
 from engine.offline.view_features import compute_view_features
 from engine.state import OffsetRecord
 from engine.state.offsets import INT64_MIN
@@ -365,7 +365,7 @@ class HistoricalReads:
             # The record's newest event may be after the row's time: say the newest the
             # answer saw (Feast's event_timestamps), never one after it.
             newest = int(newest_logged[0][j])
-            newest_events[i] = newest if found[i] and newest != NO_EVENT else None
+            newest_events[i] = newest if found[i] and newest != NO_EVENT_TS else None
         return replace(
             values,
             columns=columns,

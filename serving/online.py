@@ -85,8 +85,12 @@ class OnlineAccess:
                         return self._with_cold_parts(requests, records)
             return records
         except OnlineTableUnavailable as exc:
-            self.metrics.online_read_errors.labels(self.backend).inc()
-            raise OnlineTableUnavailableError(exc.reason, hint=exc.hint) from exc
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: OnlineTableUnavailable) -> OnlineTableUnavailableError:
+        """A table's failure, counted, as this layer's 503."""
+        self.metrics.online_read_errors.labels(self.backend).inc()
+        return OnlineTableUnavailableError(exc.reason, hint=exc.hint)
 
     def _with_cold_parts(
         self, requests: Sequence[tuple[bytes, Sequence[bytes]]], records: list[list[bytes | None]]
@@ -121,16 +125,14 @@ class OnlineAccess:
         try:
             return self.table.read_offsets(topic)
         except OnlineTableUnavailable as exc:
-            self.metrics.online_read_errors.labels(self.backend).inc()
-            raise OnlineTableUnavailableError(exc.reason, hint=exc.hint) from exc
+            raise self._unavailable(exc) from exc
 
     def reopen_if_behind(self, topic: str) -> bool:
         """:meth:`OnlineTable.reopen_if_behind`, its failures as this layer's 503."""
         try:
             return self.table.reopen_if_behind(topic)
         except OnlineTableUnavailable as exc:
-            self.metrics.online_read_errors.labels(self.backend).inc()
-            raise OnlineTableUnavailableError(exc.reason, hint=exc.hint) from exc
+            raise self._unavailable(exc) from exc
 
     def ready(self) -> tuple[bool, str]:
         health = self.table.health()

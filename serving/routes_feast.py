@@ -3,8 +3,9 @@
 
 Request: ``entities`` (join keys and, as Feast passes them, request fields -> one value
 per row; other columns are skipped, see :func:`split_entities`), and either
-``feature_service`` or ``features`` (``"view:feature"`` references); ``full_feature_names``; ``request_context`` and ``as_of`` (streamfeat
-extensions; ``as_of`` may be one time per row). Other fields Feast's clients send
+``feature_service`` or ``features`` (``"view:feature"`` references);
+``full_feature_names``; ``request_context`` and ``as_of`` (streamfeat extensions;
+``as_of`` may be one time per row). Other fields Feast's clients send
 (``include_feature_view_version_metadata``, and any a newer Feast adds) are ignored on
 this route only: ignoring them never changes a value.
 

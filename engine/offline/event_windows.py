@@ -20,6 +20,7 @@ import polars as pl
 import pyarrow as pa
 
 from engine.array_types import AnyArray
+from engine.io.batches import NO_EVENT_TS
 from engine.kernel.aggregate import overflow_is_a_value
 from engine.kernel.layout import ANY_COLUMN_FUNCTIONS, LIST_FUNCTIONS, AggregationSpec
 from engine.kernel.sketch_kinds import evaluate_blob
@@ -175,7 +176,7 @@ def evaluate_windows(
     and ``positions`` (``partition * 2**40 + offset``): each window's events build one
     blob with the kernel's own build, the state the merged tiles hold, bit for bit.
     ``newest_out``, when given, receives one array: per query, the time of its entity's
-    newest event at or before t among the events given (``NO_EVENT`` where none).
+    newest event at or before t among the events given (``NO_EVENT_TS`` where none).
     """
     m = len(q_times)
     n = len(times)
@@ -220,17 +221,14 @@ def evaluate_windows(
     return out
 
 
-NO_EVENT = np.iinfo(np.int64).min
-
-
 def _newest_at_or_before(codes: I64, times: I64, q_codes: I64, hi: I64) -> I64:
     """Per query, the time of event ``hi - 1`` when it is the query's entity's (events
-    are sorted by entity, then time: the newest at or before t), else ``NO_EVENT``."""
+    are sorted by entity, then time: the newest at or before t), else ``NO_EVENT_TS``."""
     if not len(times):
-        return np.full(len(q_codes), NO_EVENT, dtype=np.int64)
+        return np.full(len(q_codes), NO_EVENT_TS, dtype=np.int64)
     last = np.maximum(hi - 1, 0)
     mine = (hi > 0) & (q_codes >= 0) & (codes[last] == q_codes)
-    return np.where(mine, times[last], NO_EVENT).astype(np.int64)
+    return np.where(mine, times[last], NO_EVENT_TS).astype(np.int64)
 
 
 def _window_lows(

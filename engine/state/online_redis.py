@@ -5,8 +5,8 @@ answer NOT_FOUND for every entity it lost. Each dataflow shard marks its whole c
 (:func:`redis_copied_key`). Given the topic of each view and the shard count, the
 table reads the marks of the shards holding the requested entities in the same MGET as
 their records (one atomic snapshot, no extra round trip) and refuses the read when one
-is missing: 503 naming the shards, never a wrong NOT_FOUND. The dataflow refills Redis from its shards and
-sets the marks again; reads resume by themselves.
+is missing: 503 naming the shards, never a wrong NOT_FOUND. The dataflow refills Redis
+from its shards and sets the marks again; reads resume by themselves.
 """
 
 from __future__ import annotations
@@ -95,45 +95,32 @@ class RedisOnlineTable(ClosesOnExit):
             return values
         found = values[len(keys) :]
         if None in found:
-            missing: dict[str, list[int]] = {}
-            for (topic, shard), mark in zip(marks, found, strict=True):
-                if mark is None:
-                    missing.setdefault(topic, []).append(shard)
-            self._refuse({topic: tuple(sorted(shards)) for topic, shards in missing.items()})
+            missing = _missing(marks, found)
+            topic = next(iter(missing))
+            raise OnlineTableUnavailable(
+                self._describe_missing(missing),
+                hint=f"run `streamfeat run` for topic {topic!r} (it copies its shards to Redis before it reads "
+                "Kafka); reads resume by themselves once the copy is whole",
+            )
         return values[: len(keys)]
 
     def missing_copies(self) -> dict[str, tuple[int, ...]]:
         """Per topic of the views read, the shards whose copy mark this Redis lacks."""
-        marks = [k for keys in self._mark_keys.values() for k in keys]
+        marks = [(topic, shard) for topic, keys in self._mark_keys.items() for shard in range(len(keys))]
         if not marks:
             return {}
         try:
-            found: list[bytes | None] = self._client.mget(marks)
+            found: list[bytes | None] = self._client.mget([self._mark_keys[t][s] for t, s in marks])
         except REDIS_ERRORS as exc:
             raise self._unavailable(exc) from exc
-        missing: dict[str, tuple[int, ...]] = {}
-        start = 0
-        for topic, keys in self._mark_keys.items():
-            shards = tuple(i for i, mark in enumerate(found[start : start + len(keys)]) if mark is None)
-            if shards:
-                missing[topic] = shards
-            start += len(keys)
-        return missing
+        return _missing(marks, found)
 
-    def _refuse(self, missing: Mapping[str, tuple[int, ...]]) -> None:
-        topic = next(iter(missing))
-        raise OnlineTableUnavailable(
-            "; ".join(self._describe_missing(t, shards) for t, shards in missing.items()),
-            hint=f"run `streamfeat run` for topic {topic!r} (it copies its shards to Redis before it reads "
-            "Kafka); reads resume by themselves once the copy is whole",
-        )
-
-    def _describe_missing(self, topic: str, shards: tuple[int, ...]) -> str:
-        listed = ", ".join(map(str, shards))
-        return (
+    def _describe_missing(self, missing: Mapping[str, tuple[int, ...]]) -> str:
+        return "; ".join(
             f"redis at {redacted_url(self.url)} lacks the online copy of shard{'s' if len(shards) > 1 else ''} "
-            f"{listed} of topic {topic!r} (Redis lost its data, or no dataflow has written it yet): its "
-            "entities would be answered NOT_FOUND"
+            f"{', '.join(map(str, shards))} of topic {topic!r} (Redis lost its data, or no dataflow has written "
+            "it yet): its entities would be answered NOT_FOUND"
+            for topic, shards in missing.items()
         )
 
     def _unavailable(self, exc: BaseException) -> OnlineTableUnavailable:
@@ -217,8 +204,7 @@ class RedisOnlineTable(ClosesOnExit):
             return OnlineTableHealth(False, exc.reason, self._age(), self._last_error)
         if missing:
             # Redis answers: an earlier connection error is not why it is not ready.
-            reasons = "; ".join(self._describe_missing(topic, shards) for topic, shards in missing.items())
-            reasons += "; `streamfeat run` refills the copy, then reads resume"
+            reasons = self._describe_missing(missing) + "; `streamfeat run` refills the copy, then reads resume"
             return OnlineTableHealth(False, reasons, self._age(), None)
         return OnlineTableHealth(True, f"redis at {redacted_url(self.url)} answers", 0.0, self._last_error)
 
@@ -227,3 +213,12 @@ class RedisOnlineTable(ClosesOnExit):
 
     def close(self) -> None:
         close_client(self._client)
+
+
+def _missing(marks: Sequence[tuple[str, int]], found: Sequence[bytes | None]) -> dict[str, tuple[int, ...]]:
+    """Per topic, the shards of ``marks`` (``(topic, shard)``) whose value in ``found`` is absent."""
+    missing: dict[str, list[int]] = {}
+    for (topic, shard), mark in zip(marks, found, strict=True):
+        if mark is None:
+            missing.setdefault(topic, []).append(shard)
+    return {topic: tuple(sorted(shards)) for topic, shards in missing.items()}

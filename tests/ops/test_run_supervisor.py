@@ -5,11 +5,13 @@ with "cannot open for writing: ... LOCK"."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,49 +54,47 @@ def _alive(pid: int) -> bool:
         return stat.read().split()[2] != "Z"
 
 
-def test_sigterm_to_the_parent_stops_every_child() -> None:
+@contextlib.contextmanager
+def _parent_and_children(script: str) -> Iterator[tuple[subprocess.Popen[str], list[int]]]:
+    """``script`` run as a parent printing its two children's pids; whatever is left of
+    them is killed at the end (a failed test leaves none behind)."""
     with subprocess.Popen(
-        [sys.executable, "-c", SUPERVISOR], cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True
+        [sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True
     ) as parent:
         children: list[int] = []
         try:
             assert parent.stdout is not None
-            children = [int(pid) for pid in parent.stdout.readline().split()]
-            assert len(children) == 2 and all(map(_alive, children))
-            time.sleep(0.3)  # the supervisor is waiting on its children
-            parent.send_signal(signal.SIGTERM)
-            assert parent.wait(timeout=30) == 0  # a graceful stop, as with one process
-            deadline = time.monotonic() + 10
-            while any(map(_alive, children)) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert not any(map(_alive, children)), "children left running after the parent stopped"
-        finally:
-            if parent.poll() is None:
-                os.killpg(parent.pid, signal.SIGKILL)
-            for pid in filter(_alive, children):  # a failed run of this test leaves none behind
-                os.kill(pid, signal.SIGKILL)
-
-
-def test_children_stop_when_the_parent_is_killed() -> None:
-    """kill -9 of `run --processes N`'s parent left the children running, writing the
-    shards unsupervised and holding their locks: they now get a SIGTERM when it dies."""
-    with subprocess.Popen(
-        [sys.executable, "-c", KILLED_PARENT], cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True
-    ) as parent:
-        children: list[int] = []
-        try:
-            assert parent.stdout is not None
-            children = [int(pid) for pid in parent.stdout.readline().split()]
-            time.sleep(1.0)  # the children have set their parent-death signal
-            assert len(children) == 2 and all(map(_alive, children))
-            parent.kill()
-            parent.wait(timeout=10)
-            deadline = time.monotonic() + 10
-            while any(map(_alive, children)) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert not any(map(_alive, children)), "children left running after the parent was killed"
+            children.extend(int(pid) for pid in parent.stdout.readline().split())
+            yield parent, children
         finally:
             if parent.poll() is None:
                 os.killpg(parent.pid, signal.SIGKILL)
             for pid in filter(_alive, children):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _all_gone(children: list[int]) -> bool:
+    deadline = time.monotonic() + 10
+    while any(map(_alive, children)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not any(map(_alive, children))
+
+
+def test_sigterm_to_the_parent_stops_every_child() -> None:
+    with _parent_and_children(SUPERVISOR) as (parent, children):
+        assert len(children) == 2 and all(map(_alive, children))
+        time.sleep(0.3)  # the supervisor is waiting on its children
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(timeout=30) == 0  # a graceful stop, as with one process
+        assert _all_gone(children), "children left running after the parent stopped"
+
+
+def test_children_stop_when_the_parent_is_killed() -> None:
+    """kill -9 of `run --processes N`'s parent left the children running, writing the
+    shards unsupervised and holding their locks: they now get a SIGTERM when it dies."""
+    with _parent_and_children(KILLED_PARENT) as (parent, children):
+        time.sleep(1.0)  # the children have set their parent-death signal
+        assert len(children) == 2 and all(map(_alive, children))
+        parent.kill()
+        parent.wait(timeout=10)
+        assert _all_gone(children), "children left running after the parent was killed"
