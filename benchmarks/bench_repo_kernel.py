@@ -49,10 +49,11 @@ from benchmarks.common import emit
 from engine.definitions.repo import load_repo
 from engine.generate import GeneratorConfig, generate
 from engine.kernel.aggregate import aggregate_batch, aggregate_sketches
-from engine.kernel.batch_merge import NO_EVENT_TS, FlatTiles, decode_many, encode_many, merge_flat, retain
+from engine.kernel.batch_merge import FlatTiles, decode_many, encode_many, merge_flat, retain
 from engine.kernel.layout import LIST_FUNCTIONS, SKETCH_FUNCTIONS, encode_positions
 from engine.kernel.view_spec import ViewSpec
 from engine.kernel.window import tile_id
+from engine.timefmt import NO_EVENT_TS
 
 SIZES = {"smoke": (20_000, 2_000), "small": (200_000, 20_000)}  # events, users
 BATCH = 1_000

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from engine.clock import wall_clock_ms
 from engine.io.log_format import ParquetLogWriteError
 from engine.io.parquet_log import LogCut, PublishedFile
-from engine.kernel.batch_merge import NO_EVENT_TS
 from engine.kernel.layout import PartialLayout
 from engine.log_rolls import PendingRoll, background_publisher, open_log_writers, write_cuts
 from engine.log_staging import StagedLogRows
@@ -32,6 +31,7 @@ from engine.routing import ShardBatch, ViewRows
 from engine.state.offsets import NO_OFFSET, OffsetRecord
 from engine.state.protocols import ColdWrites, OnlineWriter, StorePartition, Transaction
 from engine.state.records import cold_view_prefix, decode_handoff, decode_meta, handoff_key, meta_key, view_prefix
+from engine.timefmt import NO_EVENT_TS
 from engine.view_merge import ApplicableView, CompiledView, MergedView, ShardRows, merge_view_rows_many
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.kernel.batch_merge import NO_EVENT_TS
 from engine.kernel.codec import (
     decode_sketches,
     decode_tiles,
@@ -37,6 +36,7 @@ from engine.kernel.layout import PartialLayout
 from engine.kernel.tile_retention import apply_retention, first_kept_tile, fold_expired
 from engine.state.protocols import StorePartition, Transaction
 from engine.state.records import cold_view_prefix, decode_meta, meta_key, view_prefix
+from engine.timefmt import NO_EVENT_TS
 from engine.view_merge import stored_parts
 
 

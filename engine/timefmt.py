@@ -17,6 +17,10 @@ from datetime import UTC, datetime, timedelta
 from engine.clock import wall_clock_ms
 from engine.exceptions import ConfigError, NaiveTimeError, NotIsoTimeError
 
+#: "No event" time: minus infinity as int64, for newest/max event times of nothing yet. The one
+#: copy: io, the kernel, the write path and serving all import it from here.
+NO_EVENT_TS: int = -(2**63)
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
 

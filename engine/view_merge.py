@@ -23,7 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from engine.kernel.aggregate import aggregate_batch, aggregate_sketches, group_order
-from engine.kernel.batch_merge import NO_EVENT_TS, FlatTiles
+from engine.kernel.batch_merge import FlatTiles
 from engine.kernel.codec import (
     HEADER,
     has_cold,
@@ -42,6 +42,7 @@ from engine.log_rolls import LoggedView
 from engine.routing import ViewRows, merge_codes
 from engine.state.protocols import Transaction
 from engine.state.records import cold_view_prefix, encode_meta, meta_key, view_prefix
+from engine.timefmt import NO_EVENT_TS
 
 #: A record of more tiles than this is stored as a cold and a hot part: a touch then
 #: rewrites at most this many tiles. Records of an hour of minute tiles or less stay

@@ -37,13 +37,13 @@ import numpy.typing as npt
 import polars as pl
 
 from engine.clock import wall_clock_ms
-from engine.io.batches import NO_EVENT_TS
 from engine.io.log_reader import first_event_time, list_log_files
 from engine.kernel.tile_retention import first_kept_tile
 from engine.kernel.window import Value, tile_id, window_start_ms
 from engine.offline.view_features import compute_view_features
 from engine.state import OffsetRecord
 from engine.state.offsets import INT64_MIN
+from engine.timefmt import NO_EVENT_TS
 from serving.evaluate import ViewValues
 from serving.exceptions import InvalidRequest
 from serving.online import OnlineAccess

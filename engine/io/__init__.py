@@ -8,12 +8,11 @@ read_dead_letters), the Parquet log's ``log_format``, ``parquet_log`` (the write
 re-exported here so importing ``engine.io`` does not load Bytewax or librdkafka.
 """
 
-from engine.io.batches import NO_EVENT_TS, DeadLetter, DeadLetterReason, DecodedBatch, RawBatch
+from engine.io.batches import DeadLetter, DeadLetterReason, DecodedBatch, RawBatch
 from engine.io.decoder import Decoder
 from engine.io.watermarks import PartitionWatermarks
 
 __all__ = [
-    "NO_EVENT_TS",
     "DeadLetter",
     "DeadLetterReason",
     "DecodedBatch",

@@ -16,9 +16,6 @@ import numpy.typing as npt
 from engine.io.exceptions import IoTypeError, IoValueError
 from engine.wording import counted
 
-#: "No valid event yet" marker for partition maximum event times (minus infinity as int64).
-NO_EVENT_TS: int = -(2**63)
-
 
 def dlq_topic_for(topic: str) -> str:
     """The dead-letter topic of a source topic (``<topic>.dlq``): the one place its name is made."""

@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from engine.io.batches import NO_EVENT_TS, DeadLetterReason
+from engine.io.batches import DeadLetterReason
 from engine.io.timestamps import MIN_EVENT_TS_MS
 from engine.io.watermarks import PartitionWatermarks, ordinal, rank_th_before
-from engine.timefmt import duration_text, time_text
+from engine.timefmt import NO_EVENT_TS, duration_text, time_text
 
 _R = DeadLetterReason
 

@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from engine.io.batches import NO_EVENT_TS
 from engine.io.exceptions import IoValueError
+from engine.timefmt import NO_EVENT_TS
 
 
 class PartitionWatermarks:

@@ -37,11 +37,10 @@ from engine.kernel.exceptions import TileCodecError
 from engine.kernel.layout import PartialLayout
 from engine.kernel.sketches import BlobArray, empty_blobs, merge_blobs
 from engine.kernel.tile_retention import first_kept_tile, fold_expired
+from engine.timefmt import NO_EVENT_TS
 
 Int64Array = npt.NDArray[np.int64]
 Float64Array = npt.NDArray[np.float64]
-
-NO_EVENT_TS = -(2**63)
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,13 @@ import polars as pl
 import pyarrow as pa
 
 from engine.array_types import AnyArray
-from engine.io.batches import NO_EVENT_TS
 from engine.kernel.aggregate import overflow_is_a_value
 from engine.kernel.layout import ANY_COLUMN_FUNCTIONS, LIST_FUNCTIONS, AggregationSpec
 from engine.kernel.sketch_kinds import evaluate_blob
 from engine.kernel.sketches import SketchSlot
 from engine.kernel.window import empty_value, values_are_int, window_start_ms
 from engine.offline.exceptions import TrainingSetError
+from engine.timefmt import NO_EVENT_TS
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]

@@ -22,10 +22,11 @@ from engine.definitions.filters import col
 from engine.entity_codes import factorize_entity_keys
 from engine.io.batches import DecodedBatch
 from engine.kernel import PartialLayout, TileCodecError, decode_tiles, encode_tiles
-from engine.kernel.batch_merge import NO_EVENT_TS, FlatTiles, decode_many, encode_many
+from engine.kernel.batch_merge import FlatTiles, decode_many, encode_many
 from engine.kernel.blob_buffers import SLICED_RUN_WORDS
 from engine.routing import ViewRows, merge_codes, route, split_by_shard
 from engine.state.keys import encode_entity_keys, entity_key, shard_for, shard_for_many
+from engine.timefmt import NO_EVENT_TS
 from tests.int_strategies import int64s
 from tests.reference import TILE_RECORD_HEADER, shard_of
 

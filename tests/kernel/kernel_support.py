@@ -19,8 +19,9 @@ from engine.kernel import (
     merge_tile_sets,
 )
 from engine.kernel.aggregate import aggregate_sketches
-from engine.kernel.batch_merge import NO_EVENT_TS, FlatTiles, decode_many, encode_many, merge_flat, retain
+from engine.kernel.batch_merge import FlatTiles, decode_many, encode_many, merge_flat, retain
 from engine.kernel.layout import PARTIAL_FUNCTIONS
+from engine.timefmt import NO_EVENT_TS
 
 COLUMN = "amount"
 LAYOUT = PartialLayout((COLUMN,), tracks_first_event=True)  # make_spec has first_seen

@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.kernel.aggregate import merge_partials
-from engine.kernel.batch_merge import NO_EVENT_TS, FlatTiles, merge_flat
+from engine.kernel.batch_merge import FlatTiles, merge_flat
 from engine.kernel.layout import PartialLayout
+from engine.timefmt import NO_EVENT_TS
 
 LAYOUT = PartialLayout(("amount", "fee"))
 

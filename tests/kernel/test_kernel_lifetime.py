@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from engine.kernel import AggregationSpec, ViewSpec, aggregate_batch, encode_positions, evaluate
 from engine.kernel.batch_merge import (
-    NO_EVENT_TS,
     FlatTiles,
     decode_many,
     encode_many,
@@ -27,6 +26,7 @@ from engine.kernel.layout import LIFETIME_WINDOW_TILES, PARTIAL_FUNCTIONS
 from engine.kernel.tile_retention import apply_retention, first_kept_tile, fold_expired
 from engine.kernel.window_many import evaluate_many
 from engine.kernel.window_plan import WindowPlan, decode_record
+from engine.timefmt import NO_EVENT_TS
 from tests.kernel.kernel_support import COLUMN, assert_same_value
 from tests.reference import apply_watermark, reference_value
 

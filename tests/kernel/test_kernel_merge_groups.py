@@ -14,12 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.kernel.batch_merge import NO_EVENT_TS, decode_many, encode_many
+from engine.kernel.batch_merge import decode_many, encode_many
 from engine.kernel.codec import decode_sketches, decode_tiles, encode_tiles
 from engine.kernel.exceptions import TileCodecError
 from engine.kernel.layout import PartialLayout
 from engine.kernel.sketches import EMPTY_BLOB, SketchSlot, empty_blobs, merge_blobs, merge_rows, merge_window
 from engine.kernel.value_lists import encode_entries
+from engine.timefmt import NO_EVENT_TS
 
 SLOTS = (
     SketchSlot.of("v", "distinct_set", max_distinct=6),  # small: over the bound often

@@ -14,11 +14,12 @@ from hypothesis import strategies as st
 
 from engine.kernel import aggregate_batch
 from engine.kernel.aggregate import aggregate_sketches
-from engine.kernel.batch_merge import NO_EVENT_TS, FlatTiles, decode_many, encode_many, merge_flat, retain
+from engine.kernel.batch_merge import FlatTiles, decode_many, encode_many, merge_flat, retain
 from engine.kernel.exceptions import TileCodecError
 from engine.kernel.layout import AggregationSpec
 from engine.kernel.record_merge import merge_records
 from engine.kernel.view_spec import ViewSpec
+from engine.timefmt import NO_EVENT_TS
 from tests.kernel.sketch_view_support import ENTITIES, SPEC, G, event, make_batch
 
 # Every kind, a lifetime window and a retention of a few tiles: batches over 24 tiles
