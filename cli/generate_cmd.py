@@ -15,12 +15,15 @@ from cli.setting_options import add_setting_option
 from engine import generate
 from engine.clock import wall_clock_ms
 from engine.exceptions import ConfigError
+from engine.io.timestamps import MAX_EVENT_TS_MS, MIN_EVENT_TS_MS
 from engine.timefmt import iso_utc, parse_cli_time
 from engine.wording import counted
 
 DEFAULT_HISTORY_RATE = 2.0  # events per second of event time: one day is 172,800 events
 DEFAULT_LIVE_RATE = 200.0
 DEFAULT_TOPIC = "transactions"
+_ISO_MIN_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z, the first instant a datetime holds
+_ISO_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last
 MAX_DEFAULT_EVENTS = 100_000_000  # one day at 1,157 events/s: beyond it, say how many instead of starting
 
 
@@ -35,10 +38,23 @@ def _events_and_start(args: argparse.Namespace, rate: float) -> tuple[int, int]:
             f"{MAX_DEFAULT_EVENTS:,} generated without --events",
             hint="pass --events N for the count you want (they span N / --rate seconds), or a lower --rate",
         )
-    if args.start is not None:
-        return events, parse_cli_time(args.start, "--start")
     span_ms = int(max(events - 1, 0) * 1000 / rate)
-    return events, max(0, wall_clock_ms() - span_ms)
+    start_ms = parse_cli_time(args.start, "--start") if args.start is not None else wall_clock_ms() - span_ms
+    earliest = start_ms - (args.jitter_ms or 0)  # jitter moves an event back by up to --jitter-ms
+    if earliest < MIN_EVENT_TS_MS or start_ms + span_ms > MAX_EVENT_TS_MS:
+        # Ingest and backfill refuse such event times (docs/semantics.md section 5): say so now
+        # rather than produce a topic or a file whose every event ends as a dead letter.
+        raise ConfigError(
+            f"--start: the events would span {_shown(earliest)} .. {_shown(start_ms + span_ms)}; event times before "
+            f"{iso_utc(MIN_EVENT_TS_MS)} or beyond 2**53 ms are refused as timestamp_out_of_range",
+            hint="pass a later --start, or fewer --events / a higher --rate so that they fit",
+        )
+    return events, start_ms
+
+
+def _shown(epoch_ms: int) -> str:
+    """An event time as ISO text where a datetime can hold it, else in ms."""
+    return iso_utc(epoch_ms) if _ISO_MIN_MS <= epoch_ms <= _ISO_MAX_MS else f"{epoch_ms} ms"
 
 
 def _count(events: int) -> str:

@@ -208,6 +208,27 @@ def test_generate_defaults_to_the_last_day_ending_now(tmp_path: Path, capsys: py
     assert "--start and --events do not apply" in capsys.readouterr().err
 
 
+def test_generate_refuses_event_times_that_ingest_would_refuse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Events before 2000-01-01 are timestamp_out_of_range dead letters (docs/semantics.md
+    section 5): generate says so instead of writing them, for --start, for a default start
+    pushed back by many --events, and for jitter reaching back past the limit."""
+    out = tmp_path / "history"
+    refused = (
+        ["--start", "1999-12-31T23:59:59Z", "--events", "10"],
+        ["--events", "100000000", "--rate", "0.01"],
+        ["--start", "2000-01-01T00:00:00Z", "--events", "3", "--jitter-ms", "5"],
+    )
+    for argv in refused:
+        assert main(["generate", *argv, "--parquet", str(out)]) == 2, argv
+        err = capsys.readouterr().err
+        assert "--start: the events would span " in err and "timestamp_out_of_range" in err, err
+    assert not out.exists()
+    assert main(["generate", "--start", "2000-01-01T00:00:00Z", "--events", "3", "--parquet", str(out)]) == 0
+    assert int(pl.read_parquet(out / "*" / "*.parquet")["ts"].min()) == 946_684_800_000  # type: ignore[arg-type]
+
+
 def test_counts_in_messages_agree_in_number(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """One event is "1 event" in "1 day file", never "1 events" or "file(s)"; messages count
     through engine.wording.counted, and no product message writes a count as "N thing(s)"."""
