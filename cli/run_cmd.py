@@ -194,7 +194,11 @@ def _run_processes(args: argparse.Namespace) -> int:
         reporter.stop()
         interrupted = code == 130 or _STOPPED.is_set()
         print(
-            reporter.summary(caught_up=args.until_caught_up and code == 0 and not interrupted, interrupted=interrupted)
+            reporter.summary(
+                caught_up=args.until_caught_up and code == 0 and not interrupted,
+                interrupted=interrupted,
+                failed=code != 0 and not interrupted,
+            )
         )
 
 

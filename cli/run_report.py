@@ -116,10 +116,10 @@ class RunReporter:
             )
             self.out.flush()
 
-    def summary(self, *, caught_up: bool, interrupted: bool) -> str:
+    def summary(self, *, caught_up: bool, interrupted: bool, failed: bool = False) -> str:
         counts = self._counts()
         seconds = max(time.monotonic() - self._started, 1e-9)
-        how = "caught up" if caught_up else ("stopped" if interrupted else "finished")
+        how = "caught up" if caught_up else ("stopped" if interrupted else "failed" if failed else "finished")
         lag = self.lag(counts.next_offsets, fresh=True)
         lag_text = "" if caught_up or lag is None else f", lag {lag:,}"
         # "none" as on the live line; a total only when there are reasons to add up.

@@ -6,6 +6,7 @@ with "cannot open for writing: ... LOCK"."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -13,6 +14,9 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from cli.run_report import RunReporter
+from engine.run_counts import RunCounts
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -98,3 +102,14 @@ def test_children_stop_when_the_parent_is_killed() -> None:
         parent.kill()
         parent.wait(timeout=10)
         assert _all_gone(children), "children left running after the parent was killed"
+
+
+def test_the_summary_of_a_run_whose_process_failed_says_failed() -> None:
+    """A child that died (killed, or a traceback) ended `run --processes N` with exit 1 and a
+    summary saying "run finished", as after a normal end: the summary now says so."""
+    counts = RunCounts(read=5, dead_letters={}, applied={"v": 5}, next_offsets={})
+    reporter = RunReporter("t", "127.0.0.1:1", out=io.StringIO(), counts=lambda: counts)
+    failed = reporter.summary(caught_up=False, interrupted=False, failed=True)
+    assert failed.startswith("run failed: read 5 records from 't'"), failed
+    assert reporter.summary(caught_up=False, interrupted=False).startswith("run finished: ")
+    assert reporter.summary(caught_up=False, interrupted=True, failed=True).startswith("run stopped: ")
