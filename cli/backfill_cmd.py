@@ -31,7 +31,10 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
-def _selected(repo: FeatureRepo, source_name: str, names: str | None) -> tuple[EventSource, list[StreamFeatureView]]:
+def _selected(
+    repo: FeatureRepo, source_name: str, names: str | None
+) -> tuple[EventSource, list[StreamFeatureView], list[StreamFeatureView]]:
+    """The source, the views to backfill (``--views``, default all) and all of its views."""
     from dataflows.stream import select_views
 
     source, views = select_views(repo, source_name)
@@ -46,7 +49,7 @@ def _selected(repo: FeatureRepo, source_name: str, names: str | None) -> tuple[E
                 hint=f"views of the source: {', '.join(sorted(known))}",
             )
         chosen = [known[n] for n in wanted]
-    return source, chosen
+    return source, chosen, list(views)
 
 
 def _progress(quiet: bool) -> Progress | None:
@@ -87,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     repo = load_repo(settings.repo_path)
-    source, views = _selected(repo, args.source, args.views)
+    source, views, source_views = _selected(repo, args.source, args.views)
     # The backfilled state must be the one served: the views must be applied as defined.
     plan = load_applied(settings.plan_file, views)
     sources = args.sources or list(source.history)
@@ -95,7 +98,7 @@ def _run(args: argparse.Namespace) -> int:
         with state_writer(settings.path(settings.data_dir), "streamfeat backfill"):
             if sources == ["kafka"]:
                 return _from_kafka(args, settings, source, views)
-            return _from_parquet(args, settings, source, views, sources, plan.shards)
+            return _from_parquet(args, settings, source, views, source_views, sources, plan.shards)
     except KeyboardInterrupt:
         # Each commit is whole (state and progress in one write): what was committed stays.
         print(
@@ -138,6 +141,7 @@ def _from_parquet(
     settings: Settings,
     source: EventSource,
     views: list[StreamFeatureView],
+    source_views: list[StreamFeatureView],
     sources: list[str],
     shards: int,
 ) -> int:
@@ -177,7 +181,15 @@ def _from_parquet(
     progress = _progress(args.quiet)
     if progress is None:
         report = backfill_parquet(
-            target, source, views, files, start_ms, end_ms, chunk_rows=chunk_rows, commit_rows=commit_rows
+            target,
+            source,
+            views,
+            files,
+            start_ms,
+            end_ms,
+            chunk_rows=chunk_rows,
+            commit_rows=commit_rows,
+            source_views=source_views,
         )
     else:
         with progress:
@@ -203,6 +215,7 @@ def _from_parquet(
                 chunk_rows=chunk_rows,
                 commit_rows=commit_rows,
                 on_progress=update,
+                source_views=source_views,
             )
     if not args.quiet and report.positions_total and report.positions_resumed_from == report.positions_total:
         print(

@@ -73,6 +73,80 @@ class _ViewWrites:
     newest: dict[bytes, int] = field(default_factory=dict)
 
 
+def complete_online_copy(
+    partition: StorePartition, views: Sequence[ApplicableView], topic: str, copy: OnlineWriter
+) -> int:
+    """Copy ``topic``'s views of the shard whole to the online copy when the copy lacks
+    them, then mark it (serving refuses shards without the mark; docs/deploy.md). The copy
+    lacks them without a mark of a whole copy (a Redis that lost its data, a project
+    switched to Redis, state a backfill wrote without one) or with offset records behind
+    the shard's. A shard without offset records of ``topic`` may still hold records (a
+    backfill's): it is copied too. Returns the records copied."""
+    shard = partition.shard
+    offsets = dict(partition.read_offsets(topic))
+    written = 0
+    if not copy.is_copied(topic, shard) or _copy_is_behind(copy, topic, shard, offsets):
+        written = _copy_shard(partition, views, topic, offsets, copy)
+    copy.mark_copied(topic, shard)
+    return written
+
+
+def _copy_is_behind(copy: OnlineWriter, topic: str, shard: int, offsets: Mapping[int, OffsetRecord]) -> bool:
+    """Whether the copy's offset records (written after each batch's records) are missing
+    or behind the shard's. A copy ahead of the shard is fine: the replay rewrites the same
+    whole records."""
+    copied = copy.read_offsets(topic, shard)
+    return any(
+        p not in copied or copied[p].applied_offset < r.applied_offset
+        for p, r in offsets.items()
+        if r.applied_offset > NO_OFFSET
+    )
+
+
+def _copy_shard(
+    partition: StorePartition,
+    views: Sequence[ApplicableView],
+    topic: str,
+    offsets: Mapping[int, OffsetRecord],
+    copy: OnlineWriter,
+) -> int:
+    """Write every record of ``views`` in the shard to the online copy, then their
+    freshness and ``topic``'s offset records: a copy lacking them would answer every
+    entity not written since as NOT_FOUND, a wrong value no status flags. Hot records go
+    with their cold parts (both streams in key order)."""
+    shard = partition.shard
+    written = 0
+    for view in views:
+        fp = view.fingerprint
+        ttl = {fp: None if view.has_lifetime_window else view.retention_ms}
+        cold_prefix = cold_view_prefix(fp)
+        cold = iter(partition.scan_prefix(cold_prefix))
+        cut = len(cold_prefix)
+        pending_cold = next(cold, None)
+        items: list[tuple[bytes, bytes, bytes | None]] = []
+        parts: list[tuple[bytes, bytes, bytes | None]] = []
+        hot = len(view_prefix(fp))
+        for key, record in partition.scan_prefix(view_prefix(fp)):
+            entity = key[hot:]
+            items.append((fp, entity, record))
+            while pending_cold is not None and pending_cold[0][cut:] <= entity:
+                if pending_cold[0][cut:] == entity:
+                    parts.append((fp, entity, pending_cold[1]))
+                pending_cold = next(cold, None)
+            if len(items) >= _COPY_CHUNK:
+                copy.write(items, ttl, ColdWrites(parts, []) if parts else None)
+                written += len(items)
+                items, parts = [], []
+        if items:
+            copy.write(items, ttl, ColdWrites(parts, []) if parts else None)
+            written += len(items)
+    fps = [view.fingerprint for view in views]
+    metas = zip(fps, partition.get_many([meta_key(f) for f in fps]), strict=True)
+    copy.write_meta([(fp, shard, raw) for fp, raw in metas if raw is not None])
+    copy.write_offsets(topic, shard, offsets)  # last: the copy never claims more than it holds
+    return written
+
+
 class ShardApplier:
     """Owns one shard: its RocksDB partition, its Parquet log writers, its Redis copy."""
 
@@ -90,8 +164,13 @@ class ShardApplier:
         retry_delays_s: Sequence[float] = (0.1, 0.5, 1.0, 2.0, 5.0),
         respect_handoff: bool = True,
         publish_in_background: bool = False,
+        keep_copy_whole: bool = True,
     ) -> None:
         self.partition = partition
+        # Whether this applier makes the online copy whole for its topic and checks that
+        # it stays so. A history backfill (its own topic, maybe some of the source's
+        # views) leaves that to complete_online_copy for the source topic at its end.
+        self.keep_copy_whole = keep_copy_whole
         # Streaming rolls the log on a publisher thread: writing a roll of all shards
         # took ~2 s at 10k events/s, during which the worker applied nothing.
         self.publish_in_background = publish_in_background
@@ -139,63 +218,20 @@ class ShardApplier:
         # applier takes no more batches worth recording; close() publishes nothing.
         self.failed = False
         self._closing = False
-        if online_copy is not None:
+        if online_copy is not None and keep_copy_whole:
             self._retry("check the online copy", lambda: self._complete_copy(online_copy))
 
     # -- the online copy's completeness ---------------------------------------------
 
     def _complete_copy(self, copy: OnlineWriter) -> None:
-        """Copy the whole shard to the online copy when the copy lacks it: no mark of a
-        whole copy (a Redis that lost its data, or a project switched to Redis), or
-        offset records behind the shard's. Then mark it."""
-        topic, shard = self.topic, self.partition.shard
-        applied = {p: r.applied_offset for p, r in self.offsets.items() if r.applied_offset > NO_OFFSET}
-        if applied and (not copy.is_copied(topic, shard) or self._copy_is_behind(copy, applied)):
-            self._copy_shard(copy)
-        copy.mark_copied(topic, shard)
+        written = complete_online_copy(self.partition, [c.view for c in self.views.values()], self.topic, copy)
+        if written:
+            log.warning(
+                "shard %d: the online copy lacked its applied state; copied %d records to it",
+                self.partition.shard,
+                written,
+            )
         self._copy_checked = time.monotonic()
-
-    def _copy_is_behind(self, copy: OnlineWriter, applied: Mapping[int, int]) -> bool:
-        """Whether the copy's offset records (written after each batch's records) are
-        missing or behind ``applied``, this shard's. A copy ahead of the shard is fine:
-        the replay rewrites the same whole records."""
-        copied = copy.read_offsets(self.topic, self.partition.shard)
-        return any(p not in copied or copied[p].applied_offset < offset for p, offset in applied.items())
-
-    def _copy_shard(self, copy: OnlineWriter) -> None:
-        """Write every record of this shard to the online copy, then its freshness and
-        offset records: a Redis that lost its data (or a project switched to Redis) would
-        otherwise answer every entity not written since as NOT_FOUND, a wrong value no
-        status flags. Hot records go with their cold parts (both streams in key order)."""
-        shard = self.partition.shard
-        written = 0
-        for fp, compiled in self.views.items():
-            ttl = {fp: None if compiled.view.has_lifetime_window else compiled.view.retention_ms}
-            cold_prefix = cold_view_prefix(fp)
-            cold = iter(self.partition.scan_prefix(cold_prefix))
-            cut = len(cold_prefix)
-            pending_cold = next(cold, None)
-            items: list[tuple[bytes, bytes, bytes | None]] = []
-            parts: list[tuple[bytes, bytes, bytes | None]] = []
-            hot = len(view_prefix(fp))
-            for key, record in self.partition.scan_prefix(view_prefix(fp)):
-                entity = key[hot:]
-                items.append((fp, entity, record))
-                while pending_cold is not None and pending_cold[0][cut:] <= entity:
-                    if pending_cold[0][cut:] == entity:
-                        parts.append((fp, entity, pending_cold[1]))
-                    pending_cold = next(cold, None)
-                if len(items) >= _COPY_CHUNK:
-                    copy.write(items, ttl, ColdWrites(parts, []) if parts else None)
-                    written += len(items)
-                    items, parts = [], []
-            if items:
-                copy.write(items, ttl, ColdWrites(parts, []) if parts else None)
-                written += len(items)
-        metas = zip(self.views, self.partition.get_many([meta_key(f) for f in self.views]), strict=True)
-        copy.write_meta([(fp, shard, raw) for fp, raw in metas if raw is not None])
-        copy.write_offsets(self.topic, shard, self.offsets)  # last: the copy never claims more than it holds
-        log.warning("shard %d: the online copy lacked its applied state; copied %d records to it", shard, written)
 
     # -- the write path ---------------------------------------------------------------
 
@@ -331,7 +367,7 @@ class ShardApplier:
         """Write the Redis copy before the commit: a crash in between is repaired by the replay."""
 
         def write_copy() -> None:
-            if time.monotonic() - self._copy_checked >= _COPY_CHECK_S:
+            if self.keep_copy_whole and time.monotonic() - self._copy_checked >= _COPY_CHECK_S:
                 # Only the mark: this batch's offsets are already advanced, so comparing
                 # offset records here would always find the copy behind.
                 if not copy.is_copied(self.topic, self.partition.shard):  # Redis lost its data

@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from engine.apply import ShardApplier
+from engine.apply import ShardApplier, complete_online_copy
 from engine.io.decoder import EventSourceLike
 from engine.offline.backfill_commits import BackfillCommits
 from engine.offline.exceptions import BackfillError
@@ -50,7 +50,7 @@ from engine.offline.history_slices import HistoryIndex, HistorySlice, index_hist
 from engine.offline.history_spill import SpilledHistory
 from engine.routing import route
 from engine.state.offsets import combine_resume_points
-from engine.state.protocols import Store
+from engine.state.protocols import OnlineWriter, Store, StorePartition
 from engine.state.records import (
     backfill_run_key,
     decode_backfill_run,
@@ -168,13 +168,17 @@ def _check_arguments(
 
 
 def _open_appliers(
-    target: BackfillTarget, store: Store, views: Sequence[BackfillView], topic: str, log_max_rows: int
+    target: BackfillTarget,
+    store: Store,
+    views: Sequence[BackfillView],
+    topic: str,
+    log_max_rows: int,
+    online_copy: OnlineWriter | None,
+    source_topic: str,
 ) -> dict[int, ShardApplier]:
-    online_copy = None
-    if target.redis_url:
-        from engine.state.redis_writer import RedisOnlineWriter
-
-        online_copy = RedisOnlineWriter(target.redis_url)
+    """One applier per shard. Each writes its records to the online copy as it commits
+    when the copy is whole for the source topic; a shard whose copy is not (no mark) is
+    copied whole at the end instead (:func:`_complete_online_copies`), once."""
     return {
         shard: ShardApplier(
             store.partition(shard),
@@ -183,11 +187,23 @@ def _open_appliers(
             log_root=target.log_root,
             log_max_rows=log_max_rows,
             log_max_age_s=3600.0,
-            online_copy=online_copy,
+            online_copy=online_copy if online_copy is not None and online_copy.is_copied(source_topic, shard) else None,
             respect_handoff=False,
+            keep_copy_whole=False,
         )
         for shard in range(target.shards)
     }
+
+
+def _complete_online_copies(
+    partitions: Sequence[StorePartition], copy: OnlineWriter, views: Sequence[ApplicableView], source_topic: str
+) -> None:
+    """After a whole replay: make the online copy whole for the source topic's views in
+    every shard and mark it, as a dataflow of the source does when it opens a shard.
+    Serving over Redis refuses shards without the mark (docs/deploy.md), so without this a
+    backfill alone left every read refused until the first ``streamfeat run``."""
+    for partition in partitions:
+        complete_online_copy(partition, views, source_topic, copy)
 
 
 def _close_appliers(appliers: Mapping[int, ShardApplier], store: Store) -> None:
@@ -301,8 +317,12 @@ def backfill_parquet(
     on_progress: Callable[[int, int], None] | None = None,
     log_max_rows: int = 1_000_000,
     commit_rows: int = DEFAULT_COMMIT_ROWS,
+    source_views: Sequence[ApplicableView] | None = None,
 ) -> BackfillReport:
     """Replay ``start_ms <= e < end_ms`` of ``files`` into the state, then record the handoff.
+
+    ``source_views``: every view of the source (default ``views``): with an online copy
+    (``target.redis_url``), a whole replay leaves the copy whole for all of them.
 
     ``max_batches`` stops after that many batches (an interruption, for tests);
     ``on_progress(done, total)`` (replay positions) is called for every batch once it
@@ -319,7 +339,12 @@ def backfill_parquet(
     appliers: dict[int, ShardApplier] = {}
     commits: BackfillCommits | None = None
     spilled: SpilledHistory | None = None
+    online_copy: OnlineWriter | None = None
     try:
+        if target.redis_url:
+            from engine.state.redis_writer import RedisOnlineWriter
+
+            online_copy = RedisOnlineWriter(target.redis_url)
         record = encode_backfill_run(start_ms, end_ms, topic)
         _check_runs(store, views, record)
         # Through this store's own writer handles: a second open of a shard this process
@@ -327,7 +352,7 @@ def backfill_parquet(
         recorded = combine_resume_points([part.read_offsets(topic) for part in store.partitions], store.n_shards)
         point = recorded.get(HISTORY_PARTITION)
         first_row = point.next_offset if point is not None else 0
-        appliers = _open_appliers(target, store, views, topic, log_max_rows)
+        appliers = _open_appliers(target, store, views, topic, log_max_rows, online_copy, str(source.topic))
         runs = {backfill_run_key(v.fingerprint): record for v in views}
         final = {**runs, **{handoff_key(v.fingerprint): encode_handoff(end_ms) for v in views}}
         commits = BackfillCommits(appliers, runs, final, index.total, on_progress)
@@ -343,12 +368,16 @@ def backfill_parquet(
                 applier.apply([], extra_puts=final)
         applied = _rows_applied_per_view(appliers)
         records_written = sum(applier.stats.entities_written for applier in appliers.values())
+        if online_copy is not None and progress.complete:
+            _complete_online_copies(store.partitions, online_copy, source_views or views, str(source.topic))
     finally:
         if spilled is not None:
             spilled.close()
         if commits is not None:
             commits.shutdown()
         _close_appliers(appliers, store)
+        if online_copy is not None:
+            online_copy.close()
     return BackfillReport(
         files=tuple(files),
         topic=topic,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -309,3 +310,88 @@ def test_a_redis_error_quoting_binary_arguments_is_shown_as_text() -> None:
         shown.startswith("redis at 127.0.0.1:6379/0: ResponseError: OOM SET k \\xe9\\x00xxx") and "secret" not in shown
     )
     assert shown.isascii() and shown.isprintable() and shown.endswith("...") and len(shown) < 400
+
+
+def test_a_stream_copies_records_that_a_shard_holds_without_offsets_of_its_topic(
+    state_redis_url: str, tmp_path: Path
+) -> None:
+    """A shard filled by a backfill without Redis holds records but no offset records of
+    the stream's topic. A project switched to Redis then ran the stream: the applier found
+    nothing applied, marked the copy whole without copying, and serving answered the
+    backfilled entities NOT_FOUND. Without the mark, the shard is now copied whatever it holds."""
+    from engine.apply import ShardApplier
+    from engine.routing import route
+    from engine.state.records import view_prefix
+    from engine.state.rocksdb_store import RocksDBStore
+    from tests.engine.streaming_support import example_views, transactions_batch
+
+    _source, views = example_views("transactions")
+    admin: redis.Redis[bytes] = redis.Redis.from_url(state_redis_url)
+    admin.flushdb()
+    users = [f"hist-user-{i}" for i in range(12)]
+    batch = transactions_batch(1_767_225_600_000 + np.arange(len(users), dtype=np.int64) * 1_000, users)
+    with RocksDBStore(tmp_path / "state", 1) as store, RedisOnlineWriter(state_redis_url) as writer:
+        part = store.partition(0)
+        backfilled = ShardApplier(part, views, "transactions#history-test")  # no online copy
+        backfilled.apply([dataclasses.replace(b, topic=backfilled.topic) for _, b in route(batch, views, 1)])
+        backfilled.close()
+        assert part.read_offsets("transactions") == {}
+        ShardApplier(part, views, "transactions", online_copy=writer).close()
+        with RedisOnlineTable(state_redis_url, view_topics={v.fingerprint: "transactions" for v in views}) as table:
+            assert table.missing_copies() == {}
+            for view in views:
+                cut = len(view_prefix(view.fingerprint))
+                stored = {k[cut:]: v for k, v in part.scan_prefix(view_prefix(view.fingerprint))}
+                assert stored, view.name
+                assert table.read(view.fingerprint, list(stored)) == list(stored.values()), view.name
+    admin.close()
+
+
+def test_a_backfill_into_redis_leaves_a_copy_serving_accepts(
+    state_redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Parquet backfill with Redis as the online table marked its copy under its own
+    history topic, never the source's: serving over Redis refused every read (503) until a
+    `streamfeat run`. Now a whole replay leaves the source's copy whole and marked for all
+    of the source's views, those the backfill did not replay (``--views``) included."""
+    from engine.apply import ShardApplier
+    from engine.generate import GeneratorConfig, write_parquet
+    from engine.offline.backfill import BackfillTarget, backfill_parquet
+    from engine.routing import route
+    from engine.state.records import view_prefix
+    from engine.state.rocksdb_store import RocksDBStore
+    from tests.engine.streaming_support import example_views, transactions_batch
+
+    source, views = example_views("transactions")
+    shards = 2
+    admin: redis.Redis[bytes] = redis.Redis.from_url(state_redis_url)
+    admin.flushdb()
+    target = BackfillTarget(tmp_path / "state", shards, str(tmp_path / "log"), redis_url=state_redis_url)
+    # State the stream applied before, without Redis: the other views' records too.
+    streamed = transactions_batch(1_767_225_600_000 + np.arange(6, dtype=np.int64), [f"s-{i}" for i in range(6)])
+    with RocksDBStore(target.state_dir, shards) as store:
+        for _, batch in route(streamed, views, shards):
+            applier = ShardApplier(store.partition(batch.shard), views, "transactions")
+            applier.apply([batch])
+            applier.close()
+    config = GeneratorConfig(events=300, users=30, merchants=5, seed=1, start_ms=1_767_229_200_000, rate=1.0)
+    write_parquet(config, tmp_path / "history")
+    files = [str(p) for p in sorted((tmp_path / "history").rglob("*.parquet"))]
+    replayed = [views[0]]
+    report = backfill_parquet(target, source, replayed, files, 0, config.end_ms + 1, source_views=views)
+    assert report.complete and report.rows_total > 0
+    with RocksDBStore(target.state_dir, shards) as store:
+        with RedisOnlineTable(
+            state_redis_url, view_topics={v.fingerprint: "transactions" for v in views}, n_shards=shards
+        ) as table:
+            assert table.missing_copies() == {}
+            for view in views:
+                cut = len(view_prefix(view.fingerprint))
+                stored = {k[cut:]: v for p in store.partitions for k, v in p.scan_prefix(view_prefix(view.fingerprint))}
+                assert stored, view.name
+                assert table.read(view.fingerprint, list(stored)) == list(stored.values()), view.name
+        with RedisOnlineWriter(state_redis_url) as writer, caplog.at_level("WARNING", logger="engine.apply"):
+            for shard in range(shards):  # the stream finds the copy whole: nothing copied again
+                ShardApplier(store.partition(shard), views, "transactions", online_copy=writer).close()
+        assert "lacked its applied state" not in caplog.text
+    admin.close()
