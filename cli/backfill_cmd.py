@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from typing import TYPE_CHECKING
 
@@ -178,19 +179,21 @@ def _from_parquet(
         log_root=settings.log_uri,
         redis_url=(settings.redis_url or None) if settings.online == "redis" else None,
     )
+    replay = functools.partial(
+        backfill_parquet,
+        target,
+        source,
+        views,
+        files,
+        start_ms,
+        end_ms,
+        chunk_rows=chunk_rows,
+        commit_rows=commit_rows,
+        source_views=source_views,
+    )
     progress = _progress(args.quiet)
     if progress is None:
-        report = backfill_parquet(
-            target,
-            source,
-            views,
-            files,
-            start_ms,
-            end_ms,
-            chunk_rows=chunk_rows,
-            commit_rows=commit_rows,
-            source_views=source_views,
-        )
+        report = replay()
     else:
         with progress:
             task = progress.add_task("backfill", total=None)
@@ -205,18 +208,7 @@ def _from_parquet(
                     return
                 progress.update(task, completed=done, total=total)
 
-            report = backfill_parquet(
-                target,
-                source,
-                views,
-                files,
-                start_ms,
-                end_ms,
-                chunk_rows=chunk_rows,
-                commit_rows=commit_rows,
-                on_progress=update,
-                source_views=source_views,
-            )
+            report = replay(on_progress=update)
     if not args.quiet and report.positions_total and report.positions_resumed_from == report.positions_total:
         print(
             f"nothing to replay: views {', '.join(report.views)} already hold all {report.positions_total:,} "
