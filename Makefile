@@ -70,12 +70,16 @@ demo: $(STAMP)
 # wrk drives the serving benchmarks; without it they fall back to a Python load
 # generator that takes far more CPU from the server under test and changes every figure.
 bench-deps:
-	@if ! command -v wrk >/dev/null 2>&1; then \
-	  echo "installing Debian package: wrk"; \
+	@missing=""; \
+	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 	@command -v wrk >/dev/null 2>&1 || { echo "bench-deps: wrk is still missing after apt-get install" >&2; exit 1; }
+	@command -v redis-server >/dev/null 2>&1 || { echo "bench-deps: redis-server is still missing after apt-get install" >&2; exit 1; }
 
 bench: $(STAMP) bench-deps
 	$(BIN)/python -m benchmarks.run --size full

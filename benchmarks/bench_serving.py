@@ -1,7 +1,8 @@
 """Serving throughput and latency, one uvicorn process each, loopback, 16 keep-alive
 connections from a separate load-generator process (wrk, or the Python fallback):
 
-- streamfeat (`streamfeat serve`) over state backfilled from generated history;
+- streamfeat (`streamfeat serve`) over state backfilled from generated history, reading
+  the RocksDB shards and then Redis (`online: redis`);
 - a bare FastAPI constant endpoint (the ceiling of the framework);
 - Feast's Python feature server (own virtualenv, SQLite online store, six user features
   and the spend-velocity ratio as a python-mode on-demand view).
@@ -29,7 +30,7 @@ import polars as pl
 
 from benchmarks.common import PY, ROOT, BenchError, check_size, run_child, streamfeat_cli, summarize
 from benchmarks.peers import install
-from benchmarks.servers import cpu_seconds, load, peak_rss_kb, server
+from benchmarks.servers import cpu_seconds, load, peak_rss_kb, redis_server, server
 from engine.generate import GeneratorConfig, write_parquet
 from engine.ports import free_port
 
@@ -175,20 +176,9 @@ def run(size: str, *, with_peers: bool | None = None) -> dict[str, Any]:
         handoff = datetime.fromtimestamp(as_of / 1000, UTC).isoformat()
         data = work / "data"
         streamfeat_cli("apply", "--repo", str(REPO), "--data-dir", str(data), "--shards", "8")
-        streamfeat_cli(
-            "backfill",
-            "--repo",
-            str(REPO),
-            "--data-dir",
-            str(data),
-            "--source",
-            "transactions",
-            "--from",
-            str(work / "history"),
-            "--end",
-            handoff,
-            "--quiet",
-        )
+        backfill = ("backfill", "--repo", str(REPO), "--data-dir", str(data), "--source", "transactions")
+        backfill += ("--from", str(work / "history"), "--end", handoff, "--quiet")
+        streamfeat_cli(*backfill)
         ours_1 = _bodies(frame, as_of, 1, "ours")
         ours_100 = _bodies(frame, as_of, 100, "ours", count=300)
 
@@ -222,6 +212,8 @@ def run(size: str, *, with_peers: bool | None = None) -> dict[str, Any]:
                 [PY, "-m", "benchmarks.client_cache_child", str(port), str(CLIENT_CALLS[size]), *hot_users], timeout=600
             )
 
+        systems["streamfeat_redis"] = _redis_mode(work, backfill, ours_1, ours_100, seconds, runs)
+
         port = free_port()
         with server([PY, "-m", "benchmarks.peers.bare_fastapi", str(port)], "/healthz", port=port) as proc:
             systems["fastapi_bare"] = {
@@ -242,6 +234,42 @@ def run(size: str, *, with_peers: bool | None = None) -> dict[str, Any]:
         "ratios": _ratios(systems),
         "targets": TARGETS,
     }
+
+
+def _redis_mode(
+    work: Path,
+    backfill: tuple[str, ...],
+    ours_1: list[bytes],
+    ours_100: list[bytes],
+    seconds: float,
+    runs: int,
+) -> dict[str, Any]:
+    """The same state and requests with Redis as the online table (`online: redis`, the
+    layout for several serving replicas): the backfill run again with Redis finds nothing
+    to replay and copies every shard to Redis, then a server reads Redis instead of the
+    RocksDB secondaries. 16 connections, as the targets."""
+    if shutil.which("redis-server") is None:
+        return {"skipped": "redis-server is not installed (`make system-deps` installs it)"}
+    with redis_server(work) as url:
+        env = {"STREAMFEAT_ONLINE": "redis", "STREAMFEAT_REDIS_URL": url}
+        streamfeat_cli(*backfill, env=env)
+        port = free_port()
+        cmd = [PY, "-m", "cli", "serve", "--repo", str(REPO), "--port", str(port)]
+        data = backfill[backfill.index("--data-dir") + 1]
+        with server(cmd, "/readyz", port=port, env={**env, "STREAMFEAT_DATA_DIR": data}) as proc:
+            _check(
+                port,
+                "/v1/features/fraud_scoring",
+                ours_1[0],
+                lambda d: d["features"][0]["amount_count_1d"] is not None,
+                "streamfeat over Redis, fraud_scoring",
+            )
+            out: dict[str, Any] = {
+                "one_entity": _measure(port, "/v1/features/fraud_scoring", ours_1, seconds, runs, pid=proc.pid),
+                "hundred_entities": _measure(port, "/v1/features/batch_review", ours_100, seconds, runs, pid=proc.pid),
+            }
+            out["peak_rss_mb"] = round(peak_rss_kb(proc.pid) / 1024, 1)
+            return out
 
 
 def _feast(

@@ -230,9 +230,17 @@ def run_sampled(
     return seconds, peak, stderr[-2000:]
 
 
-def streamfeat_cli(*args: str, timeout: float = 1800) -> None:
-    """Run ``streamfeat ARGS`` (``python -m cli``) to completion; BenchError with its stderr tail if it fails."""
-    done = subprocess.run([PY, "-m", "cli", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+def streamfeat_cli(*args: str, timeout: float = 1800, env: dict[str, str] | None = None) -> None:
+    """Run ``streamfeat ARGS`` (``python -m cli``) to completion, ``env`` added to this
+    process's environment; BenchError with its stderr tail if it fails."""
+    done = subprocess.run(
+        [PY, "-m", "cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, **env} if env else None,
+    )
     if done.returncode != 0:
         raise BenchError(f"streamfeat {' '.join(args[:2])} failed: {done.stderr[-2000:]}")
 

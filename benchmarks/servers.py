@@ -24,6 +24,37 @@ PEERS = Path(__file__).resolve().parent / "peers"
 
 
 @contextmanager
+def redis_server(workdir: Path) -> Iterator[str]:
+    """Debian's redis-server on a free loopback port, no persistence; yields its URL once
+    it answers PING, and stops it on exit."""
+    from engine.state.online_redis import RedisOnlineTable
+
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with RedisOnlineTable(url) as probe:
+                    probe.refresh()  # a PING: the server is listening
+                break
+            except Exception:  # not up yet; anything else shows after the deadline
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@contextmanager
 def server(
     cmd: Sequence[str],
     health_path: str,

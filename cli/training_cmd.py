@@ -31,7 +31,7 @@ def _run(args: argparse.Namespace) -> int:
             repo, args.service, spine, settings.log_uri, timestamp_column=args.timestamp_column, on_note=notes.append
         )
     except SpineValidationError as exc:
-        if args.timestamp_column not in exc.columns:
+        if args.timestamp_column not in exc.columns or exc.rows:  # rows at fault: the error's own hint
             raise
         raise SpineValidationError(
             str(exc), rows=exc.rows, columns=exc.columns, hint=_timestamp_hint(spine, args.timestamp_column)

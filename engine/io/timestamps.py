@@ -30,6 +30,9 @@ MIN_EVENT_TS_MS = 946_684_800_000
 #: Event times beyond 2**53 ms are refused (they stop being exact as float64 positions).
 MAX_EVENT_TS_MS = MAX_EXACT_INTEGER
 TIMESTAMP_FORMATS = ("epoch_millis", "epoch_seconds", "iso8601")
+# 2100-01-01T00:00:00Z: below it, an out-of-range millisecond value that reads as a time
+# once multiplied by 1000 is likely epoch seconds (900000000000 is not: it is 1998 in ms).
+_YEAR_2100_MS = 4_102_444_800_000
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
@@ -116,7 +119,7 @@ def _unit_hint(fmt: str, value: object) -> str:
     value is in range once multiplied by 1000)."""
     if fmt != "epoch_millis" or isinstance(value, bool) or not isinstance(value, int):
         return ""
-    if MIN_EVENT_TS_MS <= value * 1000 <= MAX_EVENT_TS_MS:
+    if MIN_EVENT_TS_MS <= value * 1000 < _YEAR_2100_MS:  # a plausible time once read as seconds
         return f"; it reads as epoch seconds, and this source takes epoch milliseconds ({value * 1000})"
     return ""
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+import numpy as np
 import polars as pl
 
 from engine.definitions.base import closest
+from engine.exceptions import NaiveTimeError, NotIsoTimeError
 from engine.offline.event_windows import I64
 from engine.offline.exceptions import SpineValidationError
+from engine.timefmt import iso_epoch_ms
 from engine.wording import counted, quoted
 
 _SHOWN_ROWS = 20
@@ -39,11 +42,47 @@ def spine_times_ms(spine: pl.DataFrame, column: str) -> I64:
                 hint="Attach the zone, e.g. pl.col(c).dt.replace_time_zone('UTC'); a time zone is never guessed.",
             )
         return s.dt.epoch("ms").cast(pl.Int64).to_numpy()
+    if dtype == pl.String:
+        return _iso_times_ms(s, column)
     raise SpineValidationError(
         f"Spine column '{column}': expected int64 epoch milliseconds or a time-zone-aware Datetime, got {dtype}.",
         columns=[column],
         hint="Convert the column to epoch milliseconds (Int64).",
     )
+
+
+def _iso_times_ms(s: pl.Series, column: str) -> I64:
+    """A text column of ISO 8601 times with offsets (a CSV spine where a reader left them
+    text, e.g. because one row lacks its offset), read with the contract's one parser;
+    the rows that do not read are named with why."""
+    times: list[int] = []
+    bad: list[int] = []
+    first_reason = ""
+    for row, text in enumerate(s.to_list()):
+        try:
+            times.append(iso_epoch_ms(text))
+        except (NotIsoTimeError, NaiveTimeError) as exc:
+            times.append(0)
+            bad.append(row)
+            first_reason = first_reason or str(exc)
+    if bad and len(bad) == len(times):  # no row is a time: likely another column is meant
+        raise SpineValidationError(
+            f"Spine column '{column}': expected ISO 8601 times with a UTC offset, int64 epoch milliseconds or "
+            f"a time-zone-aware Datetime; no row reads as a time (row 0: {first_reason}).",
+            columns=[column],
+            hint="Name the spine's time column with --timestamp-column, or write its times with their offsets.",
+        )
+    if bad:
+        one = len(bad) == 1
+        raise SpineValidationError(
+            f"Spine column '{column}': {counted(len(bad), 'row')} {'is' if one else 'are'} not an ISO 8601 time "
+            f"with a UTC offset: {'row' if one else 'rows'} {_rows_text(bad)} (0-based); the first: {first_reason}.",
+            rows=bad,
+            columns=[column],
+            hint="write each time with its offset (2026-01-01T12:00:00Z or +HH:MM), or as epoch milliseconds; "
+            "a time zone is never guessed",
+        )
+    return np.asarray(times, dtype=np.int64)
 
 
 def validate_spine(

@@ -97,6 +97,11 @@ def test_epoch_seconds_sent_for_milliseconds_are_named_with_the_milliseconds_mea
     ), letter.detail
 
 
-def test_an_out_of_range_time_that_is_no_unit_mistake_gets_no_unit_hint() -> None:
-    (letter,) = _decoder().decode(raw_batch([dumps({**good_event(0), "ts": 5})]), PartitionWatermarks()).dead_letters
+@pytest.mark.parametrize("value", [5, 900_000_000_000])
+def test_an_out_of_range_time_that_is_no_unit_mistake_gets_no_unit_hint(value: int) -> None:
+    """900000000000 is 1998 in milliseconds; read as seconds it would be the year 30,490,
+    so no hint calls it epoch seconds."""
+    (letter,) = (
+        _decoder().decode(raw_batch([dumps({**good_event(0), "ts": value})]), PartitionWatermarks()).dead_letters
+    )
     assert letter.reason == "timestamp_out_of_range" and "epoch seconds" not in letter.detail, letter

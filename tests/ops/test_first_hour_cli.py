@@ -609,6 +609,30 @@ def test_training_set_time_column_errors_say_how_to_fix_them(
     assert not (tmp_path / "t.pq").exists()
 
 
+def test_a_csv_spine_with_one_naive_time_names_that_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One row without its offset left the whole CSV column text, and the error said the
+    column was a String, with a hint to rename it: the rows at fault are named now, and a
+    text column of times with offsets is read with the contract's ISO parser."""
+    monkeypatch.chdir(ROOT)  # the example repo is ./feature_defs
+    for name in [k for k in os.environ if k.startswith("STREAMFEAT_")]:
+        monkeypatch.delenv(name)
+    head = "user_id,merchant_id,amount,event_timestamp\n"
+    spine, out = tmp_path / "labels.csv", tmp_path / "t.pq"
+    argv = ["training-set", "--service", "fraud_scoring", "--spine", str(spine), "--out", str(out)]
+    spine.write_text(head + "u1,m0000,1.0,2026-01-01T12:00:00Z\nu2,m0000,1.0,2026-01-01T12:00:00\n", encoding="utf-8")
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "1 row is not an ISO 8601 time with a UTC offset: row 1 (0-based)" in err, err
+    assert "'2026-01-01T12:00:00' has no UTC offset" in err and "--timestamp-column" not in err, err
+    assert not out.exists()
+    spine.write_text(head + "u1,m0000,1.0,2026-01-01T12:00:00Z\nu2,m0000,1.0,2026-01-01T14:00:00+02:00\n")
+    assert main(argv) == 0
+    written = pl.read_parquet(out)["event_timestamp"].dt.epoch("ms").to_list()
+    assert written == [1_767_268_800_000, 1_767_268_800_000]
+
+
 def test_a_csv_spine_keeps_string_ids_as_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
