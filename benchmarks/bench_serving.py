@@ -176,8 +176,8 @@ def run(size: str, *, with_peers: bool | None = None) -> dict[str, Any]:
         handoff = datetime.fromtimestamp(as_of / 1000, UTC).isoformat()
         data = work / "data"
         streamfeat_cli("apply", "--repo", str(REPO), "--data-dir", str(data), "--shards", "8")
-        backfill = ("backfill", "--repo", str(REPO), "--data-dir", str(data), "--source", "transactions")
-        backfill += ("--from", str(work / "history"), "--end", handoff, "--quiet")
+        backfill: tuple[str, ...] = ("backfill", "--repo", str(REPO), "--data-dir", str(data))
+        backfill += ("--source", "transactions", "--from", str(work / "history"), "--end", handoff, "--quiet")
         streamfeat_cli(*backfill)
         ours_1 = _bodies(frame, as_of, 1, "ours")
         ours_100 = _bodies(frame, as_of, 100, "ours", count=300)
