@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from cli.common import Subparsers, add_settings_args, check_source_topic
 from engine.exceptions import ConfigError
-from engine.timefmt import parse_cli_time
-from engine.wording import counted
+from engine.timefmt import iso_utc, parse_cli_time
+from engine.wording import counted, quoted
 
 if TYPE_CHECKING:  # imported when the command runs, so `streamfeat --help` stays fast
     from rich.progress import Progress, Task
@@ -94,12 +95,15 @@ def _run(args: argparse.Namespace) -> int:
     source, views, source_views = _selected(repo, args.source, args.views)
     # The backfilled state must be the one served: the views must be applied as defined.
     plan = load_applied(settings.plan_file, views)
+    # Views that joined the running stream after it had state: their history ends at the join.
+    joins = {v.fingerprint: at for v in views if (at := plan.join_ms(v.fingerprint_hex)) is not None}
     sources = args.sources or list(source.history)
     try:
         with state_writer(settings.path(settings.data_dir), "streamfeat backfill"):
             if sources == ["kafka"]:
+                _refuse_kafka_for_joins(views, joins)
                 return _from_kafka(args, settings, source, views)
-            return _from_parquet(args, settings, source, views, source_views, sources, plan.shards)
+            return _from_parquet(args, settings, source, views, source_views, sources, plan.shards, joins)
     except KeyboardInterrupt:
         # Each commit is whole (state and progress in one write): what was committed stays.
         print(
@@ -108,6 +112,17 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+
+
+def _refuse_kafka_for_joins(views: list[StreamFeatureView], joins: Mapping[bytes, int]) -> None:
+    joined = [v.name for v in views if v.fingerprint in joins]
+    if joined:
+        raise ConfigError(
+            f"--from kafka cannot fill the history of {quoted(joined)}: they joined the running stream, which "
+            "resumes from the offsets recorded in the state, after the events they lack",
+            hint="backfill them from Parquet history (--from <files>; the history ends at their join time), or "
+            "replay the topic into a fresh state directory",
+        )
 
 
 def _from_kafka(
@@ -145,8 +160,10 @@ def _from_parquet(
     source_views: list[StreamFeatureView],
     sources: list[str],
     shards: int,
+    joins: Mapping[bytes, int],
 ) -> int:
-    """Replay ``--start <= e < --end`` of Parquet history; ``--end`` becomes the handoff time."""
+    """Replay ``--start <= e < --end`` of Parquet history; ``--end`` becomes the handoff time
+    (for views that joined the running stream, ``--end`` is their join time)."""
     from engine.offline.backfill import DEFAULT_CHUNK_ROWS, DEFAULT_COMMIT_ROWS, BackfillTarget, backfill_parquet
     from engine.offline.history_files import resolve_history_files
 
@@ -157,10 +174,14 @@ def _from_parquet(
             f"source '{source.name}' declares no history and --from was not given",
             hint="pass --from 'history/**/*.parquet' or --from kafka",
         )
+    join_times = {joins[v.fingerprint] for v in views if v.fingerprint in joins}
+    if not args.end and len(join_times) == 1:
+        args.end = iso_utc(join_times.pop())  # the history of views that joined a stream ends at the join
     if not args.end:
         raise ConfigError(
             "--end is required for a Parquet backfill: it is the handoff time T",
-            hint="history provides e < T, the stream e >= T (docs/backfill.md)",
+            hint="history provides e < T, the stream e >= T (docs/backfill.md)"
+            + ("; views that joined at different times are backfilled one at a time (--views)" if join_times else ""),
         )
     end_ms = parse_cli_time(args.end, "--end")
     start_ms = parse_cli_time(args.start, "--start") if args.start else 0
@@ -190,6 +211,7 @@ def _from_parquet(
         chunk_rows=chunk_rows,
         commit_rows=commit_rows,
         source_views=source_views,
+        joins=joins,
     )
     progress = _progress(args.quiet)
     if progress is None:
@@ -209,6 +231,10 @@ def _from_parquet(
                 progress.update(task, completed=done, total=total)
 
             report = replay(on_progress=update)
+    if report.complete and joins:
+        from engine.plan import complete_joins
+
+        complete_joins(settings.plan_file, [fp.hex() for fp in joins])  # their state is whole now
     if not args.quiet and report.positions_total and report.positions_resumed_from == report.positions_total:
         print(
             f"nothing to replay: views {', '.join(report.views)} already hold all {report.positions_total:,} "

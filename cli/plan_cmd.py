@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,7 @@ from engine.exceptions import ConfigError
 if TYPE_CHECKING:  # imported when the command runs, so `streamfeat --help` stays fast
     from engine.definitions import FeatureRepo
     from engine.plan import AppliedPlan
+    from engine.state.rocksdb_store import RocksDBStore
 
 
 def register(subparsers: Subparsers) -> None:
@@ -80,12 +82,70 @@ def _plan(args: argparse.Namespace) -> int:
 def _apply(args: argparse.Namespace) -> int:
     from engine.definitions.repo import load_repo
     from engine.plan import apply_plan, load_applied_plan
+    from engine.state.writer_lock import state_writer
 
+    settings = settings_from(args)
     repo_path, plan_file, configured_shards, has_state = _paths(args)
     repo = load_repo(repo_path)
     _require_views(repo, repo_path, "apply")
-    previous = load_applied_plan(plan_file)
-    plan, applied = apply_plan(repo, plan_file, shards=_shards(args, configured_shards, previous), has_state=has_state)
+    # A dataflow or backfill holding the state would go on writing the old definitions,
+    # and the join time of a new view is only fixed once nothing applies events.
+    with state_writer(settings.path(settings.data_dir), "streamfeat apply"):
+        previous = load_applied_plan(plan_file)
+        with _JoinTimes(settings.state_dir, previous.shards if previous else None, has_state) as join_time:
+            plan, applied = apply_plan(
+                repo,
+                plan_file,
+                shards=_shards(args, configured_shards, previous),
+                has_state=has_state,
+                join_time=join_time,
+            )
     print(plan.render())
     print(f"applied: wrote {plan_file} (format {applied.format_version}, {applied.shards} shards)")
+    fresh = [j for fp, j in sorted(applied.joins.items()) if previous is None or fp not in previous.joins]
+    for join in fresh:
+        print(join_note(join.view, join.topic, join.at_ms))
     return 0
+
+
+def join_note(view: str, topic: str, at_ms: int) -> str:
+    """What a view joining a running stream holds, and the backfill that completes it."""
+    from engine.timefmt import iso_utc
+
+    at = iso_utc(at_ms)
+    return (
+        f"view {view!r} joins the stream of topic {topic!r} at {at}: its state holds the events from then on, "
+        f"and features whose windows reach before it are served INCOMPLETE; fill its history (events before "
+        f"{at}) with `streamfeat backfill --source <source> --views {view} --from <history>` (its --end is {at})"
+    )
+
+
+class _JoinTimes:
+    """``join_time(topic)`` for :func:`engine.plan.apply_plan`: one past the newest event
+    time the local state shards applied from ``topic`` (None without any), read once."""
+
+    def __init__(self, state_dir: Path, shards: int | None, has_state: bool) -> None:
+        self._state_dir, self._shards, self._has_state = state_dir, shards, has_state
+        self._store: RocksDBStore | None = None
+
+    def __enter__(self) -> Callable[[str], int | None]:
+        return self._join_time
+
+    def __exit__(self, *exc: object) -> None:
+        if self._store is not None:
+            self._store.close()
+
+    def _join_time(self, topic: str) -> int | None:
+        if not self._has_state or self._shards is None:
+            return None
+        if self._store is None:
+            from engine.state.rocksdb_store import RocksDBStore
+
+            self._store = RocksDBStore(self._state_dir, self._shards)
+        newest = [
+            record.top_ts_at_applied[0]
+            for partition in self._store.partitions
+            for record in partition.read_offsets(topic).values()
+            if record.top_ts_at_applied
+        ]
+        return max(newest) + 1 if newest else None

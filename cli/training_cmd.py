@@ -20,15 +20,23 @@ def _run(args: argparse.Namespace) -> int:
     from engine.definitions import load_repo
     from engine.offline.exceptions import SpineValidationError
     from engine.offline.training import get_training_set, spine_text_columns
+    from engine.plan import load_applied_plan
 
     settings = load_settings(overrides={"repo": args.repo, "data_dir": args.data_dir})
     check_output(args.out)
     repo = load_repo(settings.repo_path)
     spine = read_table(args.spine, text_columns=spine_text_columns(repo, args.service))
     notes: list[str] = []  # printed after the file is written, below its line
+    applied = load_applied_plan(settings.plan_file)  # views that joined a stream lack history
     try:
         frame = get_training_set(
-            repo, args.service, spine, settings.log_uri, timestamp_column=args.timestamp_column, on_note=notes.append
+            repo,
+            args.service,
+            spine,
+            settings.log_uri,
+            timestamp_column=args.timestamp_column,
+            on_note=notes.append,
+            joins={fp: join.at_ms for fp, join in applied.joins.items()} if applied is not None else None,
         )
     except SpineValidationError as exc:
         if args.timestamp_column not in exc.columns or exc.rows:  # rows at fault: the error's own hint

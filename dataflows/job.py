@@ -34,4 +34,5 @@ def build_job(
         changelog=settings.state_backup == "kafka",
         processes=processes,
         workers=workers,
+        joins={v.fingerprint: at for v in views if (at := plan.join_ms(v.fingerprint_hex)) is not None},
     )

@@ -16,8 +16,8 @@ import dataclasses
 import gc
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,8 @@ class StreamJob:
     changelog: bool = False  # durable shards: engine/state/changelog.py, docs/deploy.md
     processes: int = 1  # processes of the Bytewax cluster (their settings are compared)
     workers: int = 1  # worker threads per process: the shards form processes x workers groups
+    # views that joined this stream after it had state: fingerprint -> join time (engine/plan.py)
+    joins: Mapping[bytes, int] = field(default_factory=dict)
 
     @property
     def epoch_alignment(self) -> EpochAlignment | None:
@@ -255,6 +257,7 @@ class ShardSink(FixedPartitionedSink[ShardGroupBatch | SettingsAgree | None, Non
                 log_max_age_s=job.log_max_age_s,
                 online_copy=RedisOnlineWriter(job.redis_url) if job.redis_url else None,
                 publish_in_background=True,
+                joins=job.joins,
             )
             for shard in range(job.shards)
             if group_of(shard, job.shard_groups) == group

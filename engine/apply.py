@@ -30,7 +30,16 @@ from engine.log_staging import StagedLogRows
 from engine.routing import ShardBatch, ViewRows
 from engine.state.offsets import NO_OFFSET, OffsetRecord
 from engine.state.protocols import ColdWrites, OnlineWriter, StorePartition, Transaction
-from engine.state.records import cold_view_prefix, decode_handoff, decode_meta, handoff_key, meta_key, view_prefix
+from engine.state.records import (
+    backfill_run_key,
+    cold_view_prefix,
+    decode_handoff,
+    decode_meta,
+    encode_handoff,
+    handoff_key,
+    meta_key,
+    view_prefix,
+)
 from engine.timefmt import NO_EVENT_TS
 from engine.view_merge import ApplicableView, CompiledView, MergedView, ShardRows, merge_view_rows_many
 
@@ -71,6 +80,36 @@ class _ViewWrites:
     # with a lifetime window: its copy must never expire).
     ttl_ms: dict[bytes, int | None] = field(default_factory=dict)
     newest: dict[bytes, int] = field(default_factory=dict)
+
+
+#: Keys deleted per WriteBatch when a view's stale state is cleared (a join, below).
+_CLEAR_CHUNK = 50_000
+
+
+def settle_joins(partition: StorePartition, joins: Mapping[bytes, int]) -> tuple[bytes, ...]:
+    """Make the shard hold, for each view of ``joins`` (fingerprint -> join time ``H``,
+    engine/plan.py), the state of a view that joined its stream at ``H``: the handoff
+    ``H`` (streaming applies ``e >= H`` only; a backfill gives ``e < H``). A view whose
+    handoff is not ``H`` yet has its old records cleared first: a fingerprint applied
+    again after it was removed holds state from before, with every event of the time it
+    was away missing. Returns the fingerprints settled now (the rest already were)."""
+    keys = [handoff_key(fp) for fp in joins]
+    settled: list[bytes] = []
+    for (fp, at_ms), raw in zip(joins.items(), partition.get_many(keys), strict=True):
+        if raw is not None and decode_handoff(raw) == at_ms:
+            continue
+        stale = [key for prefix in (view_prefix(fp), cold_view_prefix(fp)) for key, _ in partition.scan_prefix(prefix)]
+        stale += [meta_key(fp), backfill_run_key(fp)]
+        for start in range(0, len(stale), _CLEAR_CHUNK):
+            txn = partition.begin()
+            for key in stale[start : start + _CLEAR_CHUNK]:
+                txn.delete(key)
+            txn.commit()
+        txn = partition.begin()  # last: an interrupted clear is done again at the next open
+        txn.put(handoff_key(fp), encode_handoff(at_ms))
+        txn.commit()
+        settled.append(fp)
+    return tuple(settled)
 
 
 def complete_online_copy(
@@ -165,8 +204,16 @@ class ShardApplier:
         respect_handoff: bool = True,
         publish_in_background: bool = False,
         keep_copy_whole: bool = True,
+        joins: Mapping[bytes, int] | None = None,
     ) -> None:
+        """``joins``: the views of ``views`` that joined their running stream (view
+        fingerprint -> join time, engine/plan.py), settled at open (:func:`settle_joins`)."""
         self.partition = partition
+        if joins:
+            for fp in settle_joins(partition, joins):
+                log.info(
+                    "shard %d: view %s joins its stream: handoff set, old state cleared", partition.shard, fp.hex()
+                )
         # Whether this applier makes the online copy whole for its topic and checks that
         # it stays so. A history backfill (its own topic, maybe some of the source's
         # views) leaves that to complete_online_copy for the source topic at its end.

@@ -6,13 +6,20 @@ shards. The shard count is fixed at the first apply: entities are placed by
 ``crc32(fingerprint + key) mod shards`` (docs/semantics.md section 6), so changing it
 would strand existing state; ``apply`` refuses a different count instead of silently
 re-sharding.
+
+It also records the **joins**: a view applied while its source's stream already has
+state (a new view, or a changed or re-added fingerprint) joins that stream at a time
+``H``: its state holds the events with ``e >= H`` only, until a backfill of its history
+(``e < H``) completes (docs/semantics.md section 8). The plan file is the one owner of
+that record; serving and training sets read it to say which windows are incomplete.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +54,26 @@ def default_plan_path(state_dir: str | Path | None = None) -> Path:
 
 
 @dataclass(frozen=True)
+class ViewJoin:
+    """A view that joined its source's running stream at ``at_ms``: its state holds the
+    events with ``e >= at_ms`` until a backfill of its history completes."""
+
+    view: str
+    topic: str
+    at_ms: int
+
+    def __post_init__(self) -> None:
+        for name in ("view", "topic"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise PlanError(f"join: field {name!r}: expected a non-empty string, got {getattr(self, name)!r}")
+        if isinstance(self.at_ms, bool) or not isinstance(self.at_ms, int):
+            raise PlanError(f"join of view {self.view!r}: field 'at_ms': expected int, got {self.at_ms!r}")
+
+    def to_dict(self) -> JSONObject:
+        return {"view": self.view, "topic": self.topic, "at_ms": self.at_ms}
+
+
+@dataclass(frozen=True)
 class AppliedPlan:
     """The content of a plan file: what was applied last."""
 
@@ -55,6 +82,13 @@ class AppliedPlan:
     entries: PlanEntries
     applied_at: str = ""
     format_version: int = PLAN_FORMAT_VERSION
+    # view fingerprint (hex) -> its join of a running stream, while its history is missing
+    joins: Mapping[str, ViewJoin] = field(default_factory=dict)
+
+    def join_ms(self, fingerprint_hex: str) -> int | None:
+        """When the view of this fingerprint joined its stream (None: its state is whole)."""
+        join = self.joins.get(fingerprint_hex)
+        return None if join is None else join.at_ms
 
     @property
     def view_fingerprints(self) -> dict[str, str]:
@@ -86,6 +120,7 @@ class AppliedPlan:
             "views": {k: dict(v) for k, v in sorted(self.entries.get("view", {}).items())},
             "on_demand_views": {k: dict(v) for k, v in sorted(self.entries.get("on_demand_view", {}).items())},
             "services": {k: dict(v) for k, v in sorted(self.entries.get("service", {}).items())},
+            "joins": {fp: join.to_dict() for fp, join in sorted(self.joins.items())},
         }
 
 
@@ -360,7 +395,15 @@ def load_applied_plan(path: str | Path) -> AppliedPlan | None:
         kind: data.get(key) or {}
         for kind, key in (("view", "views"), ("on_demand_view", "on_demand_views"), ("service", "services"))
     }
-    return AppliedPlan(shards=shards, entries=entries, applied_at=str(data.get("applied_at", "")))
+    raw_joins = data.get("joins") or {}  # absent in plan files written before joins were recorded
+    try:
+        joins = {str(fp): ViewJoin(str(j["view"]), str(j["topic"]), j["at_ms"]) for fp, j in raw_joins.items()}
+    except (AttributeError, KeyError, TypeError, PlanError) as exc:
+        raise PlanError(
+            f"plan file {file}: 'joins' is not what `streamfeat apply` writes: {exc}",
+            hint="restore the plan file from version control",
+        ) from None
+    return AppliedPlan(shards=shards, entries=entries, applied_at=str(data.get("applied_at", "")), joins=joins)
 
 
 class AppliedView(Protocol):
@@ -398,17 +441,52 @@ def apply_plan(
     shards: int | None = None,
     check_transforms: bool = True,
     has_state: bool | None = None,
+    join_time: Callable[[str], int | None] | None = None,
 ) -> tuple[Plan, AppliedPlan]:
-    """Computes the plan against the plan file and writes the new plan file atomically."""
+    """Computes the plan against the plan file and writes the new plan file atomically.
+
+    ``join_time(topic)``: when a view applied now would join the running stream of
+    ``topic`` (one past the newest event time its state has applied; None when the
+    stream has no state yet). Every view that needs a backfill (new in a project with
+    state, or a changed or re-added fingerprint) is recorded as joining then; joins of
+    fingerprints still applied (a rename keeps its fingerprint) are kept.
+    """
     file = Path(plan_file) if plan_file is not None else DEFAULT_PLAN_FILE
-    plan = compute_plan(
-        repo, load_applied_plan(file), shards=shards, check_transforms=check_transforms, has_state=has_state
-    )
+    previous = load_applied_plan(file)
+    plan = compute_plan(repo, previous, shards=shards, check_transforms=check_transforms, has_state=has_state)
+    fingerprints = {v.fingerprint_hex: v for v in repo.views}
+    joins = {fp: join for fp, join in (previous.joins if previous else {}).items() if fp in fingerprints}
+    joins = {fp: ViewJoin(fingerprints[fp].name, join.topic, join.at_ms) for fp, join in joins.items()}
+    for change in plan.changes:
+        if change.kind == "view" and change.needs_backfill and change.fingerprint_after not in joins:
+            view = fingerprints[str(change.fingerprint_after)]
+            at_ms = join_time(view.source.topic) if join_time is not None else None
+            if at_ms is not None:
+                joins[view.fingerprint_hex] = ViewJoin(view.name, view.source.topic, at_ms)
     applied = AppliedPlan(
-        shards=plan.shards, entries=plan.entries, applied_at=datetime.now(UTC).isoformat(timespec="seconds")
+        shards=plan.shards,
+        entries=plan.entries,
+        applied_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        joins=joins,
     )
+    write_applied_plan(file, applied)
+    return plan, applied
+
+
+def write_applied_plan(file: Path, applied: AppliedPlan) -> None:
+    """Write the plan file atomically: readers never see a half-written one."""
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.with_name(file.name + ".tmp")
     tmp.write_text(json.dumps(applied.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, file)  # readers never see a half-written plan file
-    return plan, applied
+    os.replace(tmp, file)
+
+
+def complete_joins(plan_file: str | Path, fingerprints: Iterable[str]) -> None:
+    """A whole backfill filled these views' history: they no longer lack it."""
+    file = Path(plan_file)
+    applied = load_applied_plan(file)
+    done = set(fingerprints)
+    if applied is None or not done & set(applied.joins):
+        return
+    kept = {fp: join for fp, join in applied.joins.items() if fp not in done}
+    write_applied_plan(file, dataclasses.replace(applied, joins=kept))

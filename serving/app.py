@@ -31,6 +31,7 @@ from serving.hot_path import FeatureRoute
 from serving.metrics import ServingMetrics
 from serving.online import OnlineAccess
 from serving.ops_cluster import cluster_watch
+from serving.plan_watch import PlanWatch
 from serving.registry import build_registry
 from serving.shedding import SheddingMiddleware, SheddingStats
 from serving.telemetry import telemetry_config
@@ -77,6 +78,7 @@ def create_app(
     """
     settings = settings if settings is not None else load_settings()
     repo = repo if repo is not None else load_repo(settings.repo_path)
+    watched = settings.plan_file if plan is None else None  # a plan given in code is never re-read
     plan = plan if plan is not None else load_plan_or_fail(settings)
     registry = build_registry(repo, plan)
     owned = online_table is None
@@ -90,6 +92,7 @@ def create_app(
         freshness_ttl_s=freshness_ttl_s,
         window_cache=WindowCache(window_cache_bytes) if window_cache_bytes else None,
     )
+    online.plan = PlanWatch(plan, registry.views, watched)
     state = ServingState(
         registry=registry,
         online=online,

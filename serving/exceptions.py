@@ -112,6 +112,20 @@ class Overloaded(ServingError):
         return {"reason": self.code}
 
 
+class PlanChanged(ServingError):
+    """A service reads a view that ``streamfeat apply`` changed after this server started:
+    the dataflow no longer writes the definition this server would answer."""
+
+    status_code = 503
+    code = "plan_changed"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, hint="restart `streamfeat serve` to serve the applied definitions")
+
+    def details(self) -> JSONObject:
+        return {"reason": self.code}
+
+
 class ServiceNotFound(ServingError):
     """The path names a feature service the loaded repo does not define."""
 

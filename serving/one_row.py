@@ -31,6 +31,7 @@ def answer_one_row(online: OnlineAccess, history: HistoricalReads, request: Feat
     it: more rows, metadata, or an ``as_of`` the online records cannot answer exactly."""
     if request.n_rows != 1 or request.include_metadata:
         return None
+    online.check_plan(request.service)
     if request.as_of_given:
         if not history.reads_no_files(request):
             return None

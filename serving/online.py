@@ -21,7 +21,8 @@ from engine.state import (
 )
 from serving.exceptions import OnlineTableUnavailableError
 from serving.metrics import ServingMetrics
-from serving.registry import CompiledView
+from serving.plan_watch import PlanWatch
+from serving.registry import CompiledService, CompiledView
 from serving.window_cache import WindowCache
 
 PRESENT = "PRESENT"
@@ -34,6 +35,9 @@ FUTURE_EVENTS = "FUTURE_EVENTS"
 INVALID = "INVALID"
 # An exact count_distinct whose window holds more distinct values than its max_distinct.
 OVER_BOUND = "OVER_BOUND"
+#: The window reaches before the time its view joined a running stream (engine/plan.py):
+#: events before then are missing until a backfill; the value counts only those after.
+INCOMPLETE = "INCOMPLETE"
 
 
 def _joined(hot: bytes | None, cold: bytes | None, entity_key: bytes) -> bytes | None:
@@ -70,6 +74,8 @@ class OnlineAccess:
         self.backend = backend
         self.freshness_ttl_s = freshness_ttl_s
         self._freshness: dict[bytes, tuple[float, Freshness]] = {}
+        # What the applied plan says of the served views (joins, changes): set by the app.
+        self.plan: PlanWatch | None = None
 
     def read_views(self, requests: Sequence[tuple[bytes, Sequence[bytes]]]) -> list[list[bytes | None]]:
         """Every entity's whole record: a hot part and its cold part (engine/kernel/codec.py,
@@ -133,6 +139,15 @@ class OnlineAccess:
             return self.table.reopen_if_behind(topic)
         except OnlineTableUnavailable as exc:
             raise self._unavailable(exc) from exc
+
+    def joins(self) -> Mapping[bytes, int]:
+        """Served views that joined their running stream: fingerprint -> join time."""
+        return self.plan.joins if self.plan is not None else {}
+
+    def check_plan(self, service: CompiledService) -> None:
+        """503 ``plan_changed`` for a service reading a view no longer applied as served."""
+        if self.plan is not None:
+            self.plan.check(service)
 
     def ready(self) -> tuple[bool, str]:
         health = self.table.health()

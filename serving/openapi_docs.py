@@ -107,6 +107,7 @@ def v1_responses() -> dict[int | str, JSONObject]:
                                     "INVALID",
                                     "FUTURE_EVENTS",
                                     "OVER_BOUND",
+                                    "INCOMPLETE",
                                 ],
                             },
                         },

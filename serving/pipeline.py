@@ -19,7 +19,7 @@ made exact (or refused) by :mod:`serving.history` before statuses are given.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
@@ -28,12 +28,14 @@ from starlette.concurrency import run_in_threadpool
 
 from engine.finite import count_not_finite, not_finite
 from engine.json_types import JSONObject
+from engine.kernel.window import reaches_before
 from engine.state import Freshness
 from serving.evaluate import ViewValues, read_and_evaluate
 from serving.history import HistoricalReads, window_may_be_trimmed
 from serving.online import (
     DEFAULTED,
     FUTURE_EVENTS,
+    INCOMPLETE,
     INVALID,
     NOT_FOUND,
     OVER_BOUND,
@@ -57,6 +59,23 @@ class FeatureResult:
     ahead: dict[str, bool]  # per view, wall-clock reads: events after now may have cost it tiles
     # per transform output, the rows whose result was NaN or infinite (served null, INVALID)
     not_finite: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # served views that joined their running stream: fingerprint -> join time (INCOMPLETE)
+    joins: Mapping[bytes, int] = field(default_factory=dict)
+
+    def incomplete(self) -> dict[str, list[bool]]:
+        """Per feature of a view that joined its stream, per row: whether its window as of
+        the row's time reaches before the join (docs/semantics.md section 8)."""
+        out: dict[str, list[bool]] = {}
+        times = self.request.times()
+        for view in self.request.service.views:
+            at_ms = self.joins.get(view.fingerprint)
+            if at_ms is None:
+                continue
+            for agg in view.spec.aggregations:
+                out[agg.output_name] = [
+                    bool(reaches_before(t, view.spec.interval_ms, agg.window_ms, at_ms)) for t in times
+                ]
+        return out
 
     def statuses(self) -> dict[str, list[str]]:
         """Status of every feature (join keys excluded), one per row."""
@@ -84,6 +103,7 @@ class FeatureResult:
         bounded = {
             a.output_name for view in service.views for a in view.spec.aggregations if a.function == "count_distinct"
         }
+        incomplete = self.incomplete()
         for feature in service.features:
             owner = service.feature_owner[feature]
             if owner in self.views:
@@ -95,10 +115,18 @@ class FeatureResult:
                     if over and s != NOT_FOUND and v is None
                     else INVALID
                     if s != NOT_FOUND and not_finite(v)
+                    else INCOMPLETE
+                    if missing
                     else DEFAULTED
                     if s == PRESENT and d
                     else s
-                    for s, d, v in zip(row_status, defaulted, self.columns[feature], strict=True)
+                    for s, d, v, missing in zip(
+                        row_status,
+                        defaulted,
+                        self.columns[feature],
+                        incomplete.get(feature) or [False] * len(times),
+                        strict=True,
+                    )
                 ]
             else:
                 transform = next(t for t in service.transforms if t.name == owner)
@@ -113,11 +141,14 @@ class FeatureResult:
                     if source is not None
                 ]
                 overflowed = self.not_finite.get(feature, ())
+                partial = [incomplete[name] for name in transform.input_views if name in incomplete]
                 for i, value in enumerate(self.columns[feature]):
                     if statuses[i] != NOT_FOUND and (
                         not_finite(value) or i in overflowed or any(not_finite(column[i]) for column in inputs)
                     ):
                         statuses[i] = INVALID
+                    elif any(rows[i] for rows in partial):
+                        statuses[i] = INCOMPLETE
                 out[feature] = statuses
         return out
 
@@ -139,6 +170,8 @@ class FeatureResult:
                 "max_event_ts_ms": self.freshness[view.name].max_event_ts_ms,
                 "expected_freshness_ms": view.expected_freshness_ms,
                 "stale": any(self.stale[view.name]),
+                # set while the view lacks its history from before it joined its stream
+                "joined_at_ms": self.joins.get(view.fingerprint),
             }
             for view in service.views
         }
@@ -170,6 +203,7 @@ async def compute_async(online: OnlineAccess, request: FeatureRequest, history: 
     online records answer exactly. Reading the Parquet log (rows the online records
     cannot answer, or a first-logged time to refresh) runs on a worker thread, so it
     never holds up other requests."""
+    online.check_plan(request.service)
     if not request.as_of_given:
         return finish(online, request, read_online(online, request))
     if not history.reads_no_files(request):
@@ -183,6 +217,7 @@ async def compute_async(online: OnlineAccess, request: FeatureRequest, history: 
 
 
 def compute(online: OnlineAccess, request: FeatureRequest, history: HistoricalReads) -> FeatureResult:
+    online.check_plan(request.service)
     if request.as_of_given:
         history.refresh_first_logged(request)
         history.check_range(request)
@@ -242,4 +277,4 @@ def finish(online: OnlineAccess, request: FeatureRequest, evaluated: Sequence[Vi
                 columns[name] = column
                 if name in result.not_finite:
                     overflowed[name] = result.not_finite[name]
-    return FeatureResult(request, columns, views, freshness, stale, ahead, overflowed)
+    return FeatureResult(request, columns, views, freshness, stale, ahead, overflowed, online.joins())

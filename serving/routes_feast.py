@@ -11,7 +11,7 @@ this route only: ignoring them never changes a value.
 
 Answer: column-major values, statuses and event timestamps, join keys first (Feast's
 feature server shape). Status mapping: NOT_FOUND stays; STALE becomes
-OUTSIDE_MAX_AGE; FUTURE_EVENTS becomes INVALID; a null value (OVER_BOUND included) and INVALID are NULL_VALUE;
+OUTSIDE_MAX_AGE; FUTURE_EVENTS and INCOMPLETE become INVALID; a null value (OVER_BOUND included) and INVALID are NULL_VALUE;
 PRESENT and DEFAULTED are PRESENT (Feast has no DEFAULTED). An empty list (``last_n``
 and the other list functions over an empty window) is sent as null with NULL_VALUE:
 Feast's client types a value from the value itself and cannot type ``[]``.
@@ -36,7 +36,7 @@ from serving import openapi_docs as docs
 from serving.deps import Labels, ServingState, get_state, json_response, observed, read_body
 from serving.exceptions import InvalidRequest, ServingError, short_repr
 from serving.feature_refs import FeatureRefResolver
-from serving.online import FUTURE_EVENTS, INVALID, NOT_FOUND, STALE
+from serving.online import FUTURE_EVENTS, INCOMPLETE, INVALID, NOT_FOUND, STALE
 from serving.pipeline import FeatureResult, compute_async
 from serving.registry import CompiledService, Registry
 from serving.request import build_request, parse_json
@@ -81,8 +81,10 @@ def _iso(ms: int | None) -> str:
 def feast_status(status: str, value: object) -> str:
     if status == NOT_FOUND:
         return NOT_FOUND
-    if status == FUTURE_EVENTS:
-        return "INVALID"  # Feast's "value is wrong": counts events after the evaluation time
+    if status in (FUTURE_EVENTS, INCOMPLETE):
+        # Feast's "value is wrong": counts events after the evaluation time, or lacks those
+        # before its view joined the stream
+        return "INVALID"
     if status == STALE:
         return "OUTSIDE_MAX_AGE"
     return "NULL_VALUE" if value is None or status == INVALID else "PRESENT"

@@ -164,7 +164,10 @@ def build_router(registry: Registry) -> APIRouter:
         responses=docs.readyz_responses(),
     )
     async def readyz(request: Request) -> Response:
-        ready, detail = get_state(request).online.ready()
+        online = get_state(request).online
+        if online.plan is not None:
+            online.plan.check_all()  # 503 plan_changed: a server to restart is not ready
+        ready, detail = online.ready()
         if not ready:
             raise OnlineTableUnavailableError(detail, hint="see the reason; readiness returns once it is gone")
         return json_response({"status": "ready", "detail": detail})

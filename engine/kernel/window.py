@@ -135,6 +135,16 @@ def window_start_ms(t_ms: IntOrArray, interval_ms: int, window_ms: int) -> IntOr
     return tile_start_ms(t_ms, interval_ms) - window_ms
 
 
+def reaches_before(t_ms: IntOrArray, interval_ms: int, window_ms: int | None, at_ms: int) -> bool | BoolArray:
+    """Whether the window as of ``t_ms`` starts before ``at_ms``, the time a view joined its
+    running stream: its events before then are missing until a backfill (docs/semantics.md
+    section 8). A lifetime window (``window_ms`` None) always does. Element-wise on arrays."""
+    if window_ms is None:
+        return np.ones(np.shape(t_ms), dtype=bool) if isinstance(t_ms, np.ndarray) else True
+    starts = window_start_ms(t_ms, interval_ms, window_ms)
+    return starts < at_ms if isinstance(starts, np.ndarray) else bool(starts < at_ms)
+
+
 def evaluate(
     spec: ViewSpec,
     tiles: npt.ArrayLike,

@@ -80,13 +80,16 @@ class BackfillView(ApplicableView, HistoryView, Protocol):
 HISTORY_ORDER = b"family/entity-bucket/event-time/file/row"
 
 
-def history_topic(source_topic: str, fingerprints: Sequence[bytes]) -> str:
+def history_topic(source_topic: str, fingerprints: Sequence[bytes], joins: Mapping[bytes, int] | None = None) -> str:
     """Topic name of history positions for one set of views.
 
     The view set is part of the name: a later backfill of other views of the same
-    source must not find these offsets and skip its rows as already applied.
+    source must not find these offsets and skip its rows as already applied. So are the
+    join times of views that joined a running stream (engine/plan.py): a fingerprint
+    applied again later joins anew, and its new history must not resume the old one's.
     """
-    digest = hashlib.sha256(HISTORY_ORDER + b"".join(sorted(fingerprints))).hexdigest()[:12]
+    joined = b"".join(fp + str(joins[fp]).encode() for fp in sorted(fingerprints) if joins and fp in joins)
+    digest = hashlib.sha256(HISTORY_ORDER + b"".join(sorted(fingerprints)) + joined).hexdigest()[:12]
     return f"{source_topic}#history-{digest}"
 
 
@@ -151,6 +154,21 @@ def _check_runs(store: Store, views: Sequence[BackfillView], record: bytes) -> N
             )
 
 
+def _check_joins(views: Sequence[BackfillView], joins: Mapping[bytes, int], end_ms: int) -> None:
+    """A view that joined its running stream at ``H`` holds the events with ``e >= H``
+    from the stream: its history is exactly ``e < H``. Another end would count events
+    twice (the stream's after ``H``) or leave a gap (before ``H``)."""
+    wrong = [(v.name, joins[v.fingerprint]) for v in views if v.fingerprint in joins and joins[v.fingerprint] != end_ms]
+    if wrong:
+        named = ", ".join(f"{name!r} at {time_text(at)}" for name, at in wrong)
+        raise BackfillError(
+            f"backfill: --end {time_text(end_ms)} is not the join time of views that joined the running stream "
+            f"({named}): they hold the stream's events from then on, so their history ends exactly there",
+            hint="drop --end (it defaults to the join time), or backfill views with different join times one "
+            "at a time with --views",
+        )
+
+
 def _check_arguments(
     views: Sequence[BackfillView], start_ms: int, end_ms: int, chunk_rows: int, commit_rows: int
 ) -> None:
@@ -175,6 +193,7 @@ def _open_appliers(
     log_max_rows: int,
     online_copy: OnlineWriter | None,
     source_topic: str,
+    joins: Mapping[bytes, int],
 ) -> dict[int, ShardApplier]:
     """One applier per shard. Each writes its records to the online copy as it commits
     when the copy is whole for the source topic; a shard whose copy is not (no mark) is
@@ -190,6 +209,7 @@ def _open_appliers(
             online_copy=online_copy if online_copy is not None and online_copy.is_copied(source_topic, shard) else None,
             respect_handoff=False,
             keep_copy_whole=False,
+            joins=joins,
         )
         for shard in range(target.shards)
     }
@@ -318,11 +338,14 @@ def backfill_parquet(
     log_max_rows: int = 1_000_000,
     commit_rows: int = DEFAULT_COMMIT_ROWS,
     source_views: Sequence[ApplicableView] | None = None,
+    joins: Mapping[bytes, int] | None = None,
 ) -> BackfillReport:
     """Replay ``start_ms <= e < end_ms`` of ``files`` into the state, then record the handoff.
 
     ``source_views``: every view of the source (default ``views``): with an online copy
     (``target.redis_url``), a whole replay leaves the copy whole for all of them.
+    ``joins``: views of ``views`` that joined their running stream (fingerprint -> join
+    time, engine/plan.py); their history ends at the join, so ``end_ms`` must equal it.
 
     ``max_batches`` stops after that many batches (an interruption, for tests);
     ``on_progress(done, total)`` (replay positions) is called for every batch once it
@@ -332,8 +355,10 @@ def backfill_parquet(
     from the last commit.
     """
     _check_arguments(views, start_ms, end_ms, chunk_rows, commit_rows)
+    joins = {fp: at for fp, at in (joins or {}).items() if fp in {v.fingerprint for v in views}}
+    _check_joins(views, joins, end_ms)
     started = time.perf_counter()
-    topic = history_topic(str(source.topic), [v.fingerprint for v in views])
+    topic = history_topic(str(source.topic), [v.fingerprint for v in views], joins)
     index = index_history(files, source, views, start_ms, end_ms, slice_rows=commit_rows)
     store = RocksDBStore(target.state_dir, target.shards)
     appliers: dict[int, ShardApplier] = {}
@@ -352,7 +377,7 @@ def backfill_parquet(
         recorded = combine_resume_points([part.read_offsets(topic) for part in store.partitions], store.n_shards)
         point = recorded.get(HISTORY_PARTITION)
         first_row = point.next_offset if point is not None else 0
-        appliers = _open_appliers(target, store, views, topic, log_max_rows, online_copy, str(source.topic))
+        appliers = _open_appliers(target, store, views, topic, log_max_rows, online_copy, str(source.topic), joins)
         runs = {backfill_run_key(v.fingerprint): record for v in views}
         final = {**runs, **{handoff_key(v.fingerprint): encode_handoff(end_ms) for v in views}}
         commits = BackfillCommits(appliers, runs, final, index.total, on_progress)

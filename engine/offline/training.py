@@ -11,7 +11,7 @@ says (``coverage``) when spine rows come before a view's logged events.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 import pyarrow.fs as pafs
 
+from engine.kernel.window import reaches_before
 from engine.offline.coverage import coverage_notes, spine_coverage
 from engine.offline.event_windows import I64
 from engine.offline.exceptions import TrainingSetError
@@ -39,6 +40,8 @@ from engine.offline.service_entries import (
 )
 from engine.offline.spine import spine_times_ms, validate_spine
 from engine.offline.view_features import compute_view_features
+from engine.timefmt import iso_utc
+from engine.wording import counted
 
 #: Spine rows evaluated together. The spine is taken in event-time order, this many rows
 #: at a time, and each piece reads only the log rows its windows reach: memory follows
@@ -172,6 +175,34 @@ def spine_text_columns(repo: object, service_name: str) -> list[str]:
     return [column for column, kind in kinds.items() if kind == "string"]
 
 
+def _join_notes(plan: _ServicePlan, t_ms: I64, joins: Mapping[str, int]) -> list[str]:
+    """One note per view that joined its stream, naming the rows whose windows of its
+    needed features reach before the join."""
+    notes = []
+    for name, view in plan.views.items():
+        at_ms = joins.get(view.fingerprint_hex)
+        if at_ms is None:
+            continue
+        needed = set(plan.needed.get(name, ()))
+        reach = np.zeros(len(t_ms), dtype=bool)
+        features = []
+        for agg in view.aggregations:
+            if agg.output_name in needed:
+                before = np.asarray(reaches_before(t_ms, view.interval_ms, agg.window_ms, at_ms), dtype=bool)
+                if before.any():
+                    features.append(agg.output_name)
+                    reach |= before
+        if reach.any():
+            n_rows = int(reach.sum())
+            notes.append(
+                f"note: view {name!r} joined its stream at {iso_utc(at_ms)} and its history before then is not "
+                f"backfilled: {counted(n_rows, 'row')} {'holds' if n_rows == 1 else 'hold'} windows of {', '.join(features)} reaching before it, which lack the "
+                f"events before {iso_utc(at_ms)} (served as INCOMPLETE); backfill the view "
+                f"(`streamfeat backfill --views {name}`) and build the set again"
+            )
+    return notes
+
+
 def get_training_set(
     repo: object,
     service_name: str,
@@ -182,6 +213,7 @@ def get_training_set(
     filesystem: pafs.FileSystem | None = None,
     spine_chunk_rows: int = DEFAULT_SPINE_CHUNK_ROWS,
     on_note: Callable[[str], None] | None = None,
+    joins: Mapping[str, int] | None = None,
 ) -> pl.DataFrame:
     """Point-in-time correct features of ``service_name`` for every spine row.
 
@@ -195,6 +227,11 @@ def get_training_set(
     nothing happened before. Each such case gets one note, a line of text, once the set
     is computed: passed to ``on_note`` when given (e.g. ``print``, ``notes.append``),
     else logged at WARNING by the ``engine.offline.training`` logger.
+
+    ``joins`` (view fingerprint in hex -> join time; ``AppliedPlan.joins``): views that
+    joined a running stream and lack their history before it (docs/semantics.md section
+    8). Rows whose windows of such a view reach before its join get the same values as
+    serving (which reports them ``INCOMPLETE``), and one note per view names them.
     """
     if isinstance(spine_chunk_rows, bool) or not isinstance(spine_chunk_rows, int) or spine_chunk_rows < 1:
         raise TrainingSetError(f"get_training_set: spine_chunk_rows: expected an int >= 1, got {spine_chunk_rows!r}")
@@ -211,7 +248,7 @@ def get_training_set(
     t_ms = spine_times_ms(spine, timestamp_column)
     frame = _features_in_spine_order(plan, spine, t_ms, log_root, filesystem, spine_chunk_rows)
     coverage = spine_coverage(tuple(plan.views.values()), t_ms, log_root, filesystem)
-    for note in coverage_notes(coverage):
+    for note in [*coverage_notes(coverage), *_join_notes(plan, t_ms, joins or {})]:
         if on_note is None:
             logger.warning("%s", note)
         else:

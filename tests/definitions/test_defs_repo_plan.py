@@ -23,7 +23,9 @@ from engine.definitions import (
 from engine.plan import (
     DEFAULT_SHARDS,
     PLAN_FORMAT_VERSION,
+    ViewJoin,
     apply_plan,
+    complete_joins,
     compute_plan,
     default_plan_path,
     load_applied,
@@ -550,3 +552,41 @@ def test_plan_places_a_transform_error_at_its_definition(tmp_path: Path, capsys:
     assert cli.main(["plan", "--repo", str(repo), "--plan-file", str(tmp_path / "plan.json")]) == 2
     err = capsys.readouterr().err
     assert f"- {where}:" in err and "field 'fn'" in err, err
+
+
+def test_apply_records_the_join_of_views_applied_over_a_running_stream(tmp_path: Path) -> None:
+    """docs/semantics.md section 8: a view that needs a backfill joins its stream at the time
+    ``join_time`` gives; a rename keeps the join; removal forgets it, so a later re-apply joins
+    anew; a completed backfill ends it; a plan file without joins still reads."""
+    plan_file = tmp_path / "state" / "plan.json"
+    repo = load_repo(write_repo(tmp_path, "repo_plan"))
+    asked: list[str] = []
+
+    def join_time(topic: str) -> int | None:
+        asked.append(topic)
+        return 1_767_225_600_000
+
+    _, first = apply_plan(repo, plan_file, join_time=join_time)
+    assert first.joins == {} and asked == []  # nothing applied yet: every view starts with its stream
+    widened = load_repo(write_repo(tmp_path, "repo_plan", hours=2))
+    _, changed = apply_plan(widened, plan_file, has_state=True, join_time=join_time)
+    fp = widened.view("spend").fingerprint_hex
+    assert changed.joins == {fp: ViewJoin("spend", widened.view("spend").source.topic, 1_767_225_600_000)}
+    assert changed.join_ms(fp) == 1_767_225_600_000 and asked == [widened.view("spend").source.topic]
+    loaded = load_applied_plan(plan_file)
+    assert loaded is not None and loaded.joins == changed.joins
+    _, again = apply_plan(widened, plan_file, has_state=True, join_time=lambda topic: 0)
+    assert again.joins == changed.joins  # applied again unchanged: the join stays
+    complete_joins(plan_file, [fp])
+    done = load_applied_plan(plan_file)
+    assert done is not None and done.joins == {} and done.view_fingerprints == again.view_fingerprints
+    # An older plan file, written before joins were recorded, reads as holding none.
+    data = json.loads(plan_file.read_text())
+    del data["joins"]
+    plan_file.write_text(json.dumps(data))
+    older = load_applied_plan(plan_file)
+    assert older is not None and older.joins == {}
+    data["joins"] = {fp: {"view": "spend"}}
+    plan_file.write_text(json.dumps(data))
+    with pytest.raises(PlanError, match="'joins' is not what `streamfeat apply` writes"):
+        load_applied_plan(plan_file)

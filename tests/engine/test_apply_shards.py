@@ -144,3 +144,43 @@ def test_shards_share_a_kernel_call_until_their_rows_pass_the_bound(
     else:
         assert shards_per_call[0] == 2
         assert sum(shards_per_call) == SHARDS
+
+
+def test_a_view_that_joins_its_stream_starts_empty_and_takes_events_from_the_join(tmp_path: Path) -> None:
+    """settle_joins: a fingerprint applied again holds records from before it was removed
+    (with every event of the time it was away missing); joining clears them and sets the
+    handoff, once: the next open leaves the view's new state alone."""
+    from engine.apply import ShardApplier, settle_joins
+    from engine.routing import route
+    from engine.state.records import decode_handoff, handoff_key, meta_key, view_prefix
+    from engine.state.rocksdb_store import RocksDBStore
+    from tests.engine.streaming_support import example_views, transactions_batch
+
+    _source, views = example_views("transactions")
+    start = 1_767_225_600_000
+    old = transactions_batch(start + np.arange(4, dtype=np.int64) * 1_000, [f"j-{i}" for i in range(4)])
+    with RocksDBStore(tmp_path / "state", 1) as store:
+        part = store.partition(0)
+        first = ShardApplier(part, views, "transactions")
+        first.apply([b for _, b in route(old, views, 1)])
+        first.close()
+        view = views[0]
+        assert list(part.scan_prefix(view_prefix(view.fingerprint)))
+        join_at = start + 10_000
+        assert settle_joins(part, {view.fingerprint: join_at}) == (view.fingerprint,)
+        assert not list(part.scan_prefix(view_prefix(view.fingerprint)))  # its stale records are gone
+        assert part.get_many([meta_key(view.fingerprint)]) == [None]
+        assert [decode_handoff(r) for r in part.get_many([handoff_key(view.fingerprint)]) if r] == [join_at]
+        others = [v for v in views[1:] if list(part.scan_prefix(view_prefix(v.fingerprint)))]
+        assert others  # the other views keep theirs
+        # The stream: the joined view takes the events at or after the join only.
+        later = transactions_batch(
+            np.array([join_at - 1, join_at, join_at + 1], dtype=np.int64), ["j-0", "j-1", "j-2"], first_offset=4
+        )
+        applier = ShardApplier(part, views, "transactions", joins={view.fingerprint: join_at})
+        applier.apply([b for _, b in route(later, views, 1)])
+        applier.close()
+        kept = list(part.scan_prefix(view_prefix(view.fingerprint)))
+        assert settle_joins(part, {view.fingerprint: join_at}) == ()  # settled once
+        assert list(part.scan_prefix(view_prefix(view.fingerprint))) == kept
+        assert applier.stats.rows_skipped_handoff >= 1
