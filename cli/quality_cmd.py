@@ -51,7 +51,8 @@ def _quality(args: argparse.Namespace) -> int:
     )
     # String columns have no numeric statistics: their log values are placeholders.
     text_columns = {v.name: [c for c, kind in v.column_types.items() if kind == FieldType.STRING] for v in repo.views}
-    tables = run_quality(settings.log_uri, names, config, text_columns)
+    fingerprints = {v.name: v.fingerprint_hex for v in repo.views}
+    tables = run_quality(settings.log_uri, names, config, text_columns, fingerprints)
     for name, table in tables.items():
         alerts = table.filter(table["alert"])
         print(f"{name}: {counted(table.height, 'row')}, {alerts.height:,} with drift")

@@ -246,12 +246,21 @@ def run_quality(
     view_names: Sequence[str],
     config: QualityConfig | None = None,
     text_columns: Mapping[str, Collection[str]] | None = None,
+    fingerprints: Mapping[str, str] | None = None,
 ) -> dict[str, pl.DataFrame]:
     """Compute and write the quality table of each view; returns them by view name.
-    ``text_columns``: per view name, its aggregated columns of schema type string."""
+    ``text_columns``: per view name, its aggregated columns of schema type string;
+    ``fingerprints``: per view name, its fingerprint (its log under every name it had,
+    docs/parquet-log.md; without one, the one fingerprint logged under its name)."""
     out: dict[str, pl.DataFrame] = {}
     for name in view_names:
-        table = compute_quality(log_root, name, config, text_columns=(text_columns or {}).get(name, ()))
+        table = compute_quality(
+            log_root,
+            name,
+            config,
+            fingerprint_hex=(fingerprints or {}).get(name),
+            text_columns=(text_columns or {}).get(name, ()),
+        )
         write_quality(log_root, name, table)
         out[name] = table
     return out

@@ -1,8 +1,11 @@
 """``OnDemandFeatureView``: a transform computed at request time from features and request fields.
 
 The transform is referenced by import path ``"package.module:qualname"`` and imported
-only by ``resolve()`` (at plan or serve time), never pickled and never imported when the
-definition itself is imported.
+only by ``resolve()`` (at plan or serve time, or for the first ``to_dict()``), never pickled
+and never imported when the definition itself is imported. ``to_dict()`` carries the
+digest of the transform's code (``engine.definitions.code_digest``), so editing the
+function is a definition change: ``streamfeat plan`` shows it and the service fingerprint
+changes.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import dataclasses
 import importlib
 import re
 from collections.abc import Callable, Mapping, Sequence
+from functools import cached_property
 from typing import Any
 
 from engine.definitions.base import (
@@ -21,6 +25,8 @@ from engine.definitions.base import (
     did_you_mean,
     parse_schema,
 )
+from engine.definitions.code_digest import code_digest
+from engine.definitions.exceptions import DefinitionError
 from engine.definitions.feature_ref import FeatureRef, SelectableView
 from engine.definitions.source import RequestSource
 from engine.definitions.view import StreamFeatureView
@@ -195,6 +201,17 @@ class OnDemandFeatureView(SelectableView):
             c.check()
         return target  # type: ignore[no-any-return]
 
+    @cached_property
+    def code_digest(self) -> str:
+        """Digest of the transform's code (``engine.definitions.code_digest``), computed once
+        per definition object: the code this process imported. When ``fn`` does not import
+        (a definition made in memory; ``load_repo`` refuses such a repo) it says so instead."""
+        try:
+            function = self.resolve()
+        except DefinitionError:
+            return f"{UNRESOLVED_CODE} {self.fn}"
+        return code_digest(function)
+
     def to_dict(self) -> JSONObject:
         return {
             "name": self.name,
@@ -202,8 +219,29 @@ class OnDemandFeatureView(SelectableView):
             "schema": {k: str(v) for k, v in self.schema.items()},
             "mode": self.mode,
             "fn": self.fn,
+            CODE_KEY: self.code_digest,
             "description": self.description,
         }
+
+
+#: The key of the transform's code digest in ``OnDemandFeatureView.to_dict()``.
+CODE_KEY = "code"
+UNRESOLVED_CODE = "unresolved: no importable function at"
+
+
+def code_change(before: Mapping[str, object], after: Mapping[str, object]) -> str | None:
+    """How the transform's code differs between two ``to_dict()`` of an on-demand view, as
+    one plan line (None: the same). A definition recorded before code digests existed
+    has none: it reads as changed once."""
+    old, new = before.get(CODE_KEY), after.get(CODE_KEY)
+    if old == new:
+        return None
+    if old is None:
+        return (
+            f"transform code: digest {new} recorded (the applied plan predates code digests, so the view "
+            "reads as changed once)"
+        )
+    return f"transform code changed: {old} -> {new}"
 
 
 def _source_fields(src: OnDemandSource) -> Mapping[str, FieldType]:

@@ -3,7 +3,9 @@
 One row per applied event of a feature view; files live under
 ``<root>/view=<name>/fp=<fingerprint>/date=<YYYY-MM-DD>/``. The writer
 (``engine.io.parquet_log``) and the reader (``engine.io.log_reader``) both take every
-name from here. Layout, schema and rules: ``docs/parquet-log.md``.
+name and directory from here. A view's log is the union of every ``view=*/fp=<its
+fingerprint>`` directory: a renamed view keeps its fingerprint, state and log.
+Layout, schema and rules: ``docs/parquet-log.md``.
 """
 
 import re
@@ -118,9 +120,67 @@ def check_name(kind: str, value: str, pattern: re.Pattern[str], expected: str) -
         )
 
 
+VIEW_DIR = "view="
+FINGERPRINT_DIR = "fp="
+DATE_DIR = "date="
+
+
 def view_path(base: str, view_name: str) -> str:
-    """Directory holding every fingerprint of one view."""
-    return f"{base}/view={view_name}"
+    """Directory holding every fingerprint logged under one view name."""
+    return f"{base}/{VIEW_DIR}{view_name}"
+
+
+def date_path(base: str, view_name: str, fingerprint_hex: str, date: str) -> str:
+    """Directory of one UTC date's files of a fingerprint, written under the view's current name."""
+    return f"{view_path(base, view_name)}/{FINGERPRINT_DIR}{fingerprint_hex}/{DATE_DIR}{date}"
+
+
+def fingerprint_paths(fs: pafs.FileSystem, base: str, fingerprint_hex: str) -> list[str]:
+    """Every ``view=*/fp=<fingerprint_hex>`` directory under ``base``, sorted.
+
+    The log of a fingerprint is read from all of them: a view renamed without changing
+    its definition keeps its fingerprint (and its state), and the rows logged under its
+    earlier names are its rows too. Two views of one repo never share a fingerprint
+    (the repo refuses them, ``engine.definitions.repo.cross_validate``).
+    """
+    check_name("fingerprint", fingerprint_hex, HEX_NAME, "lowercase hex digits")
+    if fs.get_file_info(base).type != pafs.FileType.Directory:
+        return []
+    views = [
+        info.path
+        for info in fs.get_file_info(pafs.FileSelector(base, recursive=False))
+        if info.type == pafs.FileType.Directory and info.base_name.startswith(VIEW_DIR)
+    ]
+    candidates = [f"{v}/{FINGERPRINT_DIR}{fingerprint_hex}" for v in sorted(views)]
+    return [info.path for info in fs.get_file_info(candidates) if info.type == pafs.FileType.Directory]
+
+
+def view_fingerprint_paths(fs: pafs.FileSystem, base: str, view_name: str) -> dict[str, str]:
+    """The ``fp=*`` directories logged under one view name, by fingerprint."""
+    vdir = view_path(base, view_name)
+    if fs.get_file_info(vdir).type != pafs.FileType.Directory:
+        return {}
+    return {
+        info.base_name[len(FINGERPRINT_DIR) :]: info.path
+        for info in fs.get_file_info(pafs.FileSelector(vdir, recursive=False))
+        if info.type == pafs.FileType.Directory and info.base_name.startswith(FINGERPRINT_DIR)
+    }
+
+
+def published_date(relative: str) -> str | None:
+    """The UTC date of a published file from its path relative to a fingerprint's
+    directory (``date=<YYYY-MM-DD>/<file>.parquet``); None for anything else
+    (``*.tmp`` files are unpublished by definition)."""
+    parts = relative.strip("/").split("/")
+    if len(parts) != 2 or not parts[1].endswith(".parquet") or not parts[0].startswith(DATE_DIR):
+        return None
+    date = parts[0][len(DATE_DIR) :]
+    return date if DATE_NAME.match(date) else None
+
+
+def file_date(path: str) -> str:
+    """The ``date=`` directory name of a published file's path."""
+    return path.rsplit("/", 2)[-2]
 
 
 def date_of(ms: int) -> str:

@@ -13,7 +13,6 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from engine.io.log_format import (
-    DATE_NAME,
     EVENT_TIME,
     FIXED_COLUMNS,
     OFFSET,
@@ -24,8 +23,12 @@ from engine.io.log_format import (
     ParquetLogReadError,
     check_name,
     date_of,
+    file_date,
+    fingerprint_paths,
     is_join_key,
+    published_date,
     resolve_root,
+    view_fingerprint_paths,
     view_path,
 )
 from engine.positions import PARTITION_STRIDE
@@ -41,40 +44,39 @@ def list_log_files(
 ) -> tuple[pafs.FileSystem, list[str]]:
     """Return ``(filesystem, sorted published file paths)`` of a view, pruned by date.
 
-    With ``fingerprint_hex=None`` the view must have exactly one fingerprint in the
-    log; mixing definitions would mix events of different filters or columns.
+    With ``fingerprint_hex`` the files are those of that fingerprint under every view
+    name (``view=*/fp=<fingerprint_hex>``): a view renamed without changing its definition
+    keeps its fingerprint, and what was logged under its earlier names is its log too.
+    With ``fingerprint_hex=None`` only ``view_name``'s directory is read and it must hold
+    exactly one fingerprint; mixing definitions would mix events of different filters or
+    columns.
     """
     check_name("view name", view_name, SAFE_NAME, "a file-name-safe view name")
     fs, base = resolve_root(root, filesystem)
-    vdir = view_path(base, view_name)
-    if fs.get_file_info(vdir).type == pafs.FileType.NotFound:
-        return fs, []
-    infos = fs.get_file_info(pafs.FileSelector(vdir, recursive=True))
-    lo_date = date_of(start_ms) if start_ms is not None else None
-    hi_date = date_of(end_ms) if end_ms is not None else None
-    by_fp: dict[str, list[str]] = {}
-    for info in infos:
-        if info.type != pafs.FileType.File or not info.path.endswith(".parquet"):
-            continue  # *.tmp files are unpublished by definition
-        parts = info.path[len(vdir) :].strip("/").split("/")
-        if len(parts) != 3 or not parts[0].startswith("fp=") or not parts[1].startswith("date="):
-            continue
-        fp, date = parts[0][3:], parts[1][5:]
-        if not DATE_NAME.match(date):
-            continue
-        if (lo_date is not None and date < lo_date) or (hi_date is not None and date > hi_date):
-            continue
-        by_fp.setdefault(fp, []).append(info.path)
     if fingerprint_hex is None:
+        by_fp = view_fingerprint_paths(fs, base, view_name)
         if len(by_fp) > 1:
             raise ParquetLogReadError(
-                f"Parquet log of view '{view_name}' under '{vdir}' holds several "
+                f"Parquet log of view '{view_name}' under '{view_path(base, view_name)}' holds several "
                 f"fingerprints {sorted(by_fp)}; expected one.",
                 hint="Pass fingerprint_hex (the view's current fingerprint_hex).",
             )
-        paths = next(iter(by_fp.values()), [])
+        directories = list(by_fp.values())
     else:
-        paths = by_fp.get(fingerprint_hex, [])
+        directories = fingerprint_paths(fs, base, fingerprint_hex)
+    lo_date = date_of(start_ms) if start_ms is not None else None
+    hi_date = date_of(end_ms) if end_ms is not None else None
+    paths: list[str] = []
+    for directory in directories:
+        for info in fs.get_file_info(pafs.FileSelector(directory, recursive=True)):
+            if info.type != pafs.FileType.File:
+                continue
+            date = published_date(info.path[len(directory) :])
+            if date is None:
+                continue
+            if (lo_date is not None and date < lo_date) or (hi_date is not None and date > hi_date):
+                continue
+            paths.append(info.path)
     return fs, sorted(paths)
 
 
@@ -173,15 +175,16 @@ def read_log(
 def first_event_time(
     root: str, view_name: str, fingerprint_hex: str, filesystem: pafs.FileSystem | None = None
 ) -> int | None:
-    """Smallest event time in the view's log (None without a published file).
+    """Smallest event time in the view's log, under any of its names (None without a
+    published file).
 
     Only the files of the earliest ``date=`` directory are read (one column).
     """
     fs, paths = list_log_files(root, view_name, fingerprint_hex, None, None, filesystem)
     if not paths:
         return None
-    first_date = min(p.rsplit("/", 2)[-2] for p in paths)
-    firsts = [p for p in paths if p.rsplit("/", 2)[-2] == first_date]
+    first_date = min(file_date(p) for p in paths)
+    firsts = [p for p in paths if file_date(p) == first_date]
     try:
         table = pa.concat_tables(pq.read_table(p, columns=[EVENT_TIME], filesystem=fs) for p in firsts)
     except (OSError, pa.ArrowException) as exc:

@@ -31,9 +31,9 @@ from engine.io.log_format import (
     ParquetLogInputError,
     ParquetLogWriteError,
     check_name,
+    date_path,
     log_schema,
     resolve_root,
-    view_path,
     write_options,
 )
 
@@ -260,7 +260,7 @@ class ParquetLogWriter:
             for day in np.unique(days):
                 idx = np.flatnonzero(days == day)
                 date = str(np.datetime64(int(day), "D"))
-                directory = f"{view_path(self._base, self.view_name)}/fp={self.fingerprint_hex}/date={date}"
+                directory = date_path(self._base, self.view_name, self.fingerprint_hex, date)
                 first = int(offsets[idx].min())
                 name = f"part-{self.writer_id}-{first}-{uuid.uuid4().hex[:8]}.parquet"
                 final = f"{directory}/{name}"

@@ -116,13 +116,15 @@ def test_config_is_validated() -> None:
 NUMERIC_STATISTICS = ("mean", "std", "min", "max", "p1", "p50", "p99")
 
 
-def _write_string_log(root: Path, view: str, columns: list[str], raw: list[str]) -> dict[int, list[str]]:
+def _write_string_log(
+    root: Path, view: str, columns: list[str], raw: list[str], fingerprint_hex: str = "00ff"
+) -> dict[int, list[str]]:
     """Two hours of a view aggregating ``amount`` and string columns: the log's values of a
     string column are 0.0 placeholders, the decoded strings (with some empty ones) are kept
     only for the ``raw`` columns, as for the columns a sketch aggregation reads."""
     rng = np.random.default_rng(5)
     writer = ParquetLogWriter(
-        str(root), view, "00ff", ["user_id"], columns, "s000", raw_columns=dict.fromkeys(raw, "string")
+        str(root), view, fingerprint_hex, ["user_id"], columns, "s000", raw_columns=dict.fromkeys(raw, "string")
     )
     strings: dict[int, list[str]] = {}
     for h in range(2):
@@ -177,7 +179,8 @@ def test_quality_cli_takes_string_columns_from_the_repo(tmp_path: Path, capsys: 
     text = sorted(c for c, kind in types.items() if kind == FieldType.STRING)
     assert text and any(kind != FieldType.STRING for kind in types.values())
     # Decoded strings of the first only: the others are recognized by their schema type.
-    _write_string_log(tmp_path / "data" / "log", "user_spend", list(view.columns), text[:1])
+    # Under the view's fingerprint: the command reads the log of the repo's definition.
+    _write_string_log(tmp_path / "data" / "log", "user_spend", list(view.columns), text[:1], view.fingerprint_hex)
     code = cli_main(["quality", "--repo", str(REPO), "--data-dir", str(tmp_path / "data"), "--view", "user_spend"])
     assert code == 0 and "user_spend:" in capsys.readouterr().out
     table = read_quality(str(tmp_path / "data" / "log"), "user_spend")
