@@ -100,12 +100,23 @@ def _apply(args: argparse.Namespace) -> int:
                 has_state=has_state,
                 join_time=join_time,
             )
-    print(plan.render())
-    print(f"applied: wrote {plan_file} (format {applied.format_version}, {applied.shards} shards)")
-    fresh = [j for fp, j in sorted(applied.joins.items()) if previous is None or fp not in previous.joins]
-    for join in fresh:
-        print(join_note(join.view, join.topic, join.at_ms))
+        print(plan.render())
+        print(f"applied: wrote {plan_file} (format {applied.format_version}, {applied.shards} shards)")
+        fresh = {fp: j for fp, j in sorted(applied.joins.items()) if previous is None or fp not in previous.joins}
+        for fp, join in fresh.items():
+            print(join_note(join.view, join.topic, join.at_ms))
+            if settings.log_uri:
+                _retire_log(settings.log_uri, fp, join.view)
     return 0
+
+
+def _retire_log(log_uri: str, fingerprint_hex: str, view: str) -> None:
+    """A fingerprint applied again starts from empty state: its log from before is moved aside."""
+    from engine.clock import wall_clock_ms
+    from engine.io.log_format import retire_fingerprint
+
+    for moved in retire_fingerprint(log_uri, fingerprint_hex, wall_clock_ms()):
+        print(f"view {view!r} was applied before with this definition: its earlier Parquet log moved to {moved}")
 
 
 def join_note(view: str, topic: str, at_ms: int) -> str:

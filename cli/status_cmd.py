@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -56,6 +56,7 @@ class ViewStatus:
     written_at_ms: int | None
     freshness_lag_s: float | None
     expected_freshness_s: float
+    joined_at_ms: int | None = None  # joined its running stream then; its history before is missing
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ def collect_status(settings: Settings, sample_s: float = 1.0) -> Status:
             )
         )
 
-    view_rows = _view_rows(views, metas, now_ms)
+    view_rows = _view_rows(views, metas, now_ms, {fp: join.at_ms for fp, join in plan.joins.items()})
     sizes = tuple(directory_bytes(shard_path(state_dir, s)) for s in range(plan.shards))
     shards = tuple(shard_rows)
     return Status(tuple(sources), tuple(view_rows), sizes, now_ms, shards, hosts_of(shards) if shards else ())
@@ -222,8 +223,14 @@ def _partition_rows(
     return tuple(rows), rate_total
 
 
-def _view_rows(views: Sequence[StreamFeatureView], metas: list[list[bytes | None]], now_ms: int) -> list[ViewStatus]:
-    """Each view's freshness: its freshest shard's record (engine/state/records.py)."""
+def _view_rows(
+    views: Sequence[StreamFeatureView],
+    metas: list[list[bytes | None]],
+    now_ms: int,
+    joins: Mapping[str, int] | None = None,
+) -> list[ViewStatus]:
+    """Each view's freshness: its freshest shard's record (engine/state/records.py), and
+    its join time while it lacks the history from before it (``joins``, by fingerprint)."""
     from engine.state.records import freshest
 
     view_rows: list[ViewStatus] = []
@@ -238,6 +245,7 @@ def _view_rows(views: Sequence[StreamFeatureView], metas: list[list[bytes | None
                 written_at_ms=fresh.written_at_ms,
                 freshness_lag_s=None if (lag := fresh.lag_ms(now_ms)) is None else lag / 1000,
                 expected_freshness_s=view.expected_freshness.total_seconds(),
+                joined_at_ms=(joins or {}).get(view.fingerprint_hex),
             )
         )
     return view_rows
@@ -275,6 +283,8 @@ def render(status: Status) -> None:
     for v in status.views:
         late = v.freshness_lag_s is not None and v.freshness_lag_s > v.expected_freshness_s
         state = "no data" if v.freshness_lag_s is None else ("STALE" if late else "ok")
+        if v.joined_at_ms is not None:
+            state += f"; history before {iso_utc(v.joined_at_ms)} missing (backfill it)"
         newest = "-" if v.newest_event_ms is None else iso_utc(v.newest_event_ms)
         views.add_row(
             v.name,

@@ -33,6 +33,7 @@ from engine.definitions.exceptions import (
     PlanMismatchError,
     RepoValidationError,
 )
+from engine.definitions.on_demand import CODE_KEY, code_change
 from engine.definitions.repo import FeatureRepo, locate_errors
 from engine.json_types import JSONObject, json_kind
 from engine.kernel.layout import COLUMN_VALUE_FUNCTIONS
@@ -354,6 +355,9 @@ def compute_plan(
                 if kind == "view" and not backfill:
                     _refuse_int_retyping(name, before["definition"], after["definition"])
                 details = tuple(_diff(dict(before["definition"]), after["definition"]))
+                if kind == "on_demand_view":  # the code digest, said in words
+                    note = code_change(before["definition"], after["definition"])
+                    details = tuple(d for d in details if not d.startswith(f"{CODE_KEY}:")) + ((note,) if note else ())
                 if backfill:
                     details += (f"fingerprint {fp_before} -> {fp_after}: old state is not reused",)
                 changes.append(Change(kind, name, "changed", backfill, details, fp_before, fp_after))

@@ -12,12 +12,16 @@ labelled ``PRESENT``:
   time on; features whose windows reach before it are ``INCOMPLETE`` until a backfill
   completes its history, which the backfill records in the plan.
 
+The same holds for an on-demand view whose definition (its transform's code included)
+was applied changed: this server runs the code it imported at start.
+
 The plan file is checked at most every ``check_every_s`` seconds (a ``stat``; it is read
 again only when it changed: ``apply`` and ``backfill`` replace it atomically).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -38,17 +42,22 @@ class PlanWatch:
         views: Mapping[str, CompiledView],
         plan_file: Path | None,
         *,
+        on_demand: Mapping[str, Mapping[str, object]] | None = None,
         check_every_s: float = 1.0,
     ) -> None:
-        """``views``: the served views by name; ``plan_file``: the file ``plan`` was read
-        from (None: a plan given in code, never re-read)."""
+        """``views``: the served views by name; ``on_demand``: the served on-demand views'
+        definitions (``to_dict()``, their transform's code digest included) by name;
+        ``plan_file``: the file ``plan`` was read from (None: never re-read)."""
         self._served = {name: view.fingerprint.hex() for name, view in views.items()}
+        # As the plan file holds them (JSON), so that equal definitions compare equal.
+        self._on_demand = {name: json.loads(json.dumps(d)) for name, d in (on_demand or {}).items()}
         self._plan_file = plan_file
         self._check_every_s = check_every_s
         self._checked = time.monotonic()
         self._stamp = self._file_stamp()
         self.joins: dict[bytes, int] = {}
         self.changed: tuple[str, ...] = ()
+        self.changed_on_demand: tuple[str, ...] = ()
         self._take(plan)
 
     def _file_stamp(self) -> tuple[int, int] | None:
@@ -66,6 +75,14 @@ class PlanWatch:
         joined = ((fp, plan.join_ms(fp)) for fp in self._served.values())
         self.joins = {bytes.fromhex(fp): at for fp, at in joined if at is not None}
         self.changed = tuple(sorted(name for name, fp in self._served.items() if fp not in applied))
+        entries = plan.entries.get("on_demand_view", {})
+        self.changed_on_demand = tuple(
+            sorted(
+                name
+                for name, definition in self._on_demand.items()
+                if name not in entries or entries[name].get("definition") != definition
+            )
+        )
 
     def refresh(self) -> None:
         """Re-read the plan file if it changed since the last look (at most every
@@ -84,36 +101,44 @@ class PlanWatch:
             return
         self._stamp = stamp
         if plan is not None:
-            before = self.changed
+            before = self.changed + self.changed_on_demand
             self._take(plan)
-            if self.changed and self.changed != before:
+            now_changed = self.changed + self.changed_on_demand
+            if now_changed and now_changed != before:
                 log.warning(
-                    "the applied plan changed views this server answers (%s): their services are refused "
-                    "until `streamfeat serve` is restarted",
-                    ", ".join(self.changed),
+                    "the applied plan changed definitions this server answers (%s): the services reading them "
+                    "are refused until `streamfeat serve` is restarted",
+                    ", ".join(now_changed),
                 )
 
     def check(self, service: CompiledService) -> None:
         """Refuse a service reading a view whose definition is no longer the applied one."""
         self.refresh()
-        if not self.changed:
+        if not self.changed and not self.changed_on_demand:
             return
-        stale = [view.name for view in service.views if view.name in self.changed]
-        if stale:
+        views = [view.name for view in service.views if view.name in self.changed]
+        on_demand = [t.name for t in service.transforms if t.name in self.changed_on_demand]
+        if views or on_demand:
             raise PlanChanged(
-                f"service {service.name!r} reads {_views(stale)}, changed by `streamfeat apply` after this server "
-                "started: the dataflow no longer writes the definition served here, so its values would be wrong"
+                f"service {service.name!r} reads {_named(views, on_demand)}, changed by `streamfeat apply` after "
+                "this server started: it would answer with the definitions it loaded then, which are no longer "
+                "the applied ones (the dataflow writes only those), so its values would be wrong"
             )
 
     def check_all(self) -> None:
         """Readiness: refuse while any served view is no longer applied as served."""
         self.refresh()
-        if self.changed:
+        if self.changed or self.changed_on_demand:
             raise PlanChanged(
-                f"{_views(list(self.changed))} changed by `streamfeat apply` after this server started: the "
-                "services reading them are refused"
+                f"{_named(list(self.changed), list(self.changed_on_demand))} changed by `streamfeat apply` after "
+                "this server started: the services reading them are refused"
             )
 
 
-def _views(names: list[str]) -> str:
-    return f"{'view' if len(names) == 1 else 'views'} {', '.join(map(repr, names))}"
+def _named(views: list[str], on_demand: list[str]) -> str:
+    parts = [
+        f"{kind}{'' if len(names) == 1 else 's'} {', '.join(map(repr, names))}"
+        for kind, names in (("view", views), ("on-demand view", on_demand))
+        if names
+    ]
+    return " and ".join(parts)

@@ -155,6 +155,31 @@ def fingerprint_paths(fs: pafs.FileSystem, base: str, fingerprint_hex: str) -> l
     return [info.path for info in fs.get_file_info(candidates) if info.type == pafs.FileType.Directory]
 
 
+#: Prefix of a fingerprint directory moved aside (:func:`retire_fingerprint`); readers,
+#: which look for ``fp=`` directories, never read it.
+RETIRED_DIR = "retired-"
+
+
+def retire_fingerprint(
+    root: str, fingerprint_hex: str, stamp_ms: int, filesystem: pafs.FileSystem | None = None
+) -> list[str]:
+    """Move every ``view=*/fp=<fingerprint_hex>`` directory aside, to
+    ``view=*/retired-fp=<fingerprint_hex>-<stamp_ms>``, and return the new paths.
+
+    A fingerprint applied again after it was removed starts from empty state (it joins its
+    stream, docs/semantics.md section 8); its log from before holds events its new state
+    and its new history do not, which a training set would count twice or out of place.
+    Moved, not deleted: the rows stay there for whoever wants them."""
+    fs, base = resolve_root(root, filesystem)
+    moved = []
+    for path in fingerprint_paths(fs, base, fingerprint_hex):
+        parent, name = path.rsplit("/", 1)
+        target = f"{parent}/{RETIRED_DIR}{name}-{stamp_ms}"
+        fs.move(path, target)
+        moved.append(target)
+    return moved
+
+
 def view_fingerprint_paths(fs: pafs.FileSystem, base: str, view_name: str) -> dict[str, str]:
     """The ``fp=*`` directories logged under one view name, by fingerprint."""
     vdir = view_path(base, view_name)

@@ -79,7 +79,7 @@ def test_editing_a_transform_changes_the_plan_and_the_service_fingerprint(repo: 
         "changed",
         False,
     )
-    assert any(d.startswith(f"{CODE_KEY}: ") for d in change.details), change.details
+    assert any(d.startswith("transform code changed: ") for d in change.details), change.details
     assert "~ on-demand view odfv: changed" in plan.render()
     assert after.service("svc").fingerprint_hex != fingerprint
 

@@ -163,6 +163,8 @@ def test_a_changed_view_joins_its_stream_and_its_backfill_completes_it_exactly(
         assert (n, status_text) == (2, "INCOMPLETE")
         _, answer = _query(port)
         assert answer["metadata"]["views"]["spend"]["joined_at_ms"] == join["at_ms"]
+        status = _ok(project, "status", "--sample", "0")
+        assert "missing (backfill it)" in " ".join(status.split()), status
         spine = project / "spine.csv"
         spine.write_text(f"user_id,event_timestamp\nu1,{wall_clock_ms()}\n")
         built = streamfeat_in(project, "training-set", "--service", "svc", "--spine", "spine.csv", "--out", "t.pq")
@@ -201,11 +203,25 @@ def test_a_definition_applied_again_starts_from_empty_state(
     _ok(project, "run", "--source", "tx", "--until-caught-up")
     _defs(project, topic, 60)  # roll back
     applied = _ok(project, "apply")
-    assert "view 'spend' joins the stream" in applied, applied
-    _produce(kafka_bootstrap, topic, [wall_clock_ms()])
+    assert "view 'spend' joins the stream" in applied and "earlier Parquet log moved to" in applied, applied
+    last = wall_clock_ms()
+    _produce(kafka_bootstrap, topic, [last])
     _ok(project, "run", "--source", "tx", "--until-caught-up")
+    spine = project / "spine.csv"
+    spine.write_text(f"user_id,event_timestamp\nu1,{last + 1}\n")
+
+    def trained() -> int:
+        _ok(project, "training-set", "--service", "svc", "--spine", "spine.csv", "--out", "t.pq")
+        return int(pl.read_parquet(project / "t.pq")["n"][0])
+
     with _server(project):
-        assert _served(port) == (1, "INCOMPLETE")  # not 4 (3 stale + 1): its old records are gone
+        assert _served(port, last + 1) == (1, "INCOMPLETE")  # not 4 (3 stale + 1): its old records are gone
+    assert trained() == 1  # nor its old log
+    every = [now - m * MINUTE for m in (50, 40, 30, 5, 4)] + [last]
+    _ok(project, "backfill", "--source", "tx", "--from", str(_history(project, every)), "--quiet")
+    with _server(project):
+        assert _served(port, last + 1) == (6, "PRESENT")
+    assert trained() == 6
 
 
 def test_apply_is_refused_while_a_dataflow_holds_the_state(tmp_path: Path) -> None:
