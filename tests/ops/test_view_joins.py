@@ -163,8 +163,8 @@ def test_a_changed_view_joins_its_stream_and_its_backfill_completes_it_exactly(
         assert (n, status_text) == (2, "INCOMPLETE")
         _, answer = _query(port)
         assert answer["metadata"]["views"]["spend"]["joined_at_ms"] == join["at_ms"]
-        status = _ok(project, "status", "--sample", "0")
-        assert "missing (backfill it)" in " ".join(status.split()), status
+        shown = _ok(project, "status", "--sample", "0")
+        assert "missing (backfill it)" in " ".join(shown.split()), shown
         spine = project / "spine.csv"
         spine.write_text(f"user_id,event_timestamp\nu1,{wall_clock_ms()}\n")
         built = streamfeat_in(project, "training-set", "--service", "svc", "--spine", "spine.csv", "--out", "t.pq")
