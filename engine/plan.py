@@ -269,20 +269,20 @@ def _list_diff(before: list[object], after: list[object], path: str) -> list[str
 
 
 # Any: view definitions as plan-file JSON, the leaves of PlanEntries.
-def _refuse_int_retyping(view: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
+def _int_retyping(view: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> str | None:
     """A field that min, max or last reads, retyped from float to int under the same
     fingerprint, would serve the stored partials' fractional values as ints (docs/semantics.md
-    section 8: field types are not part of the fingerprint)."""
+    section 8: field types are not part of the fingerprint): what is wrong, or None."""
     old, new = before["source"]["schema"], after["source"]["schema"]
     read = {a["column"] for a in after["aggregations"] if a["function"] in COLUMN_VALUE_FUNCTIONS}
     retyped = sorted(c for c in read if old.get(c) == "float" and new.get(c) == "int")
-    if retyped:
-        raise PlanError(
-            f"view {view!r}: {'field' if len(retyped) == 1 else 'fields'} {retyped} of source {after['source']['name']!r}: expected the type of a "
-            "field min/max/last read to stay float under the same state, got int: the stored partials may "
-            "hold fractional values, which int features cannot serve",
-            hint="declare the view with the next version=N (fresh state, then backfill it), or keep the field float",
-        )
+    if not retyped:
+        return None
+    return (
+        f"view {view!r}: {'field' if len(retyped) == 1 else 'fields'} {retyped} of source "
+        f"{after['source']['name']!r}: expected the type of a field min/max/last read to stay float under the "
+        "same state, got int: the stored partials may hold fractional values, which int features cannot serve"
+    )
 
 
 def compute_plan(
@@ -325,6 +325,7 @@ def compute_plan(
     project_has_state = previous is not None if has_state is None else has_state
     changes: list[Change] = []
     unchanged: list[tuple[str, str]] = []
+    retypings: list[str] = []
     for kind in KINDS:
         before_all, after_all = old.get(kind, {}), now[kind]
         for name in sorted(set(before_all) | set(after_all)):
@@ -353,7 +354,9 @@ def compute_plan(
             elif dict(before) != after:
                 backfill = kind == "view" and fp_before != fp_after
                 if kind == "view" and not backfill:
-                    _refuse_int_retyping(name, before["definition"], after["definition"])
+                    retyped = _int_retyping(name, before["definition"], after["definition"])
+                    if retyped is not None:
+                        retypings.append(retyped)
                 details = tuple(_diff(dict(before["definition"]), after["definition"]))
                 if kind == "on_demand_view":  # the code digest, said in words
                     note = code_change(before["definition"], after["definition"])
@@ -363,6 +366,11 @@ def compute_plan(
                 changes.append(Change(kind, name, "changed", backfill, details, fp_before, fp_after))
             else:
                 unchanged.append((kind, name))
+    if retypings:  # every view at once
+        raise PlanError(
+            "; ".join(retypings),
+            hint="declare each view with the next version=N (fresh state, then backfill it), or keep the field float",
+        )
     chosen = previous.shards if previous else (shards if shards is not None else DEFAULT_SHARDS)
     return Plan(tuple(changes), tuple(unchanged), chosen, previous is None, now)
 

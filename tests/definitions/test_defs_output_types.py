@@ -116,3 +116,19 @@ def test_plan_refuses_retyping_a_float_field_that_max_reads_to_int_under_the_sam
     # A new version has fresh state (a new fingerprint): nothing stored to misread.
     plan, _ = apply_plan(repo(int, version=2), plan_file)
     assert plan.needs_backfill == ("user_payments__v2",)
+
+
+def test_plan_names_every_view_a_float_to_int_retyping_would_misread(tmp_path: Path) -> None:
+    """Two views reading the retyped field with min/max: both are named at once."""
+
+    def repo(cents: type) -> FeatureRepo:
+        source = dataclasses.replace(SOURCE, schema={**SOURCE.schema, "cents": cents})
+        high = dataclasses.replace(view_of(aggregation("cents", "max")), source=source)
+        low = dataclasses.replace(view_of(aggregation("cents", "min")), source=source, name="user_lows")
+        return FeatureRepo.from_objects([source, USER, high, low])
+
+    plan_file = tmp_path / "plan.json"
+    apply_plan(repo(float), plan_file, shards=2)
+    with pytest.raises(PlanError) as refused:
+        apply_plan(repo(int), plan_file)
+    assert "view 'user_payments'" in str(refused.value) and "view 'user_lows'" in str(refused.value), refused.value
