@@ -86,20 +86,32 @@ class _ViewWrites:
 _CLEAR_CHUNK = 50_000
 
 
-def settle_joins(partition: StorePartition, joins: Mapping[bytes, int]) -> tuple[bytes, ...]:
+def settle_joins(
+    partition: StorePartition, joins: Mapping[bytes, int], online_copy: OnlineWriter | None = None
+) -> tuple[bytes, ...]:
     """Make the shard hold, for each view of ``joins`` (fingerprint -> join time ``H``,
     engine/plan.py), the state of a view that joined its stream at ``H``: the handoff
     ``H`` (streaming applies ``e >= H`` only; a backfill gives ``e < H``). A view whose
-    handoff is not ``H`` yet has its old records cleared first: a fingerprint applied
-    again after it was removed holds state from before, with every event of the time it
-    was away missing. Returns the fingerprints settled now (the rest already were)."""
+    handoff is not ``H`` yet has its old records cleared first, in ``online_copy`` too: a
+    fingerprint applied again after it was removed holds state from before, with every
+    event of the time it was away missing. Returns the fingerprints settled now (the
+    rest already were)."""
     keys = [handoff_key(fp) for fp in joins]
     settled: list[bytes] = []
     for (fp, at_ms), raw in zip(joins.items(), partition.get_many(keys), strict=True):
         if raw is not None and decode_handoff(raw) == at_ms:
             continue
-        stale = [key for prefix in (view_prefix(fp), cold_view_prefix(fp)) for key, _ in partition.scan_prefix(prefix)]
-        stale += [meta_key(fp), backfill_run_key(fp)]
+        hot = [key for key, _ in partition.scan_prefix(view_prefix(fp))]
+        cold = [key for key, _ in partition.scan_prefix(cold_view_prefix(fp))]
+        if online_copy is not None:  # first: a clear interrupted after it is done again
+            hot_cut, cold_cut = len(view_prefix(fp)), len(cold_view_prefix(fp))
+            for start in range(0, max(len(hot), len(cold)), _CLEAR_CHUNK):
+                online_copy.write(
+                    [(fp, key[hot_cut:], None) for key in hot[start : start + _CLEAR_CHUNK]],
+                    None,
+                    ColdWrites([(fp, key[cold_cut:], None) for key in cold[start : start + _CLEAR_CHUNK]], []),
+                )
+        stale = [*hot, *cold, meta_key(fp), backfill_run_key(fp)]
         for start in range(0, len(stale), _CLEAR_CHUNK):
             txn = partition.begin()
             for key in stale[start : start + _CLEAR_CHUNK]:
@@ -210,7 +222,7 @@ class ShardApplier:
         fingerprint -> join time, engine/plan.py), settled at open (:func:`settle_joins`)."""
         self.partition = partition
         if joins:
-            for fp in settle_joins(partition, joins):
+            for fp in settle_joins(partition, joins, online_copy):
                 log.info(
                     "shard %d: view %s joins its stream: handoff set, old state cleared", partition.shard, fp.hex()
                 )

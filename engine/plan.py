@@ -469,7 +469,9 @@ def apply_plan(
     fingerprints = {v.fingerprint_hex: v for v in repo.views}
     joins = {fp: join for fp, join in (previous.joins if previous else {}).items() if fp in fingerprints}
     joins = {fp: ViewJoin(fingerprints[fp].name, join.topic, join.at_ms) for fp, join in joins.items()}
-    for change in plan.changes:
+    # Without an applied plan there is nothing to join: a state directory found without its
+    # plan file holds records of unknown definitions, which only a plan could tell stale.
+    for change in plan.changes if previous is not None else ():
         if change.kind == "view" and change.needs_backfill and change.fingerprint_after not in joins:
             view = fingerprints[str(change.fingerprint_after)]
             at_ms = join_time(view.source.topic) if join_time is not None else None

@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from engine.apply import ShardApplier, complete_online_copy
+from engine.apply import ShardApplier, complete_online_copy, settle_joins
 from engine.io.decoder import EventSourceLike
 from engine.offline.backfill_commits import BackfillCommits
 from engine.offline.exceptions import BackfillError
@@ -195,9 +195,12 @@ def _open_appliers(
     source_topic: str,
     joins: Mapping[bytes, int],
 ) -> dict[int, ShardApplier]:
-    """One applier per shard. Each writes its records to the online copy as it commits
-    when the copy is whole for the source topic; a shard whose copy is not (no mark) is
-    copied whole at the end instead (:func:`_complete_online_copies`), once."""
+    """One applier per shard, after settling the views that joined their stream (their
+    old state cleared, the online copy's too). Each writes its records to the online copy
+    as it commits when the copy is whole for the source topic; a shard whose copy is not
+    (no mark) is copied whole at the end instead (:func:`_complete_online_copies`), once."""
+    for shard in range(target.shards):
+        settle_joins(store.partition(shard), joins, online_copy)
     return {
         shard: ShardApplier(
             store.partition(shard),
@@ -209,7 +212,6 @@ def _open_appliers(
             online_copy=online_copy if online_copy is not None and online_copy.is_copied(source_topic, shard) else None,
             respect_handoff=False,
             keep_copy_whole=False,
-            joins=joins,
         )
         for shard in range(target.shards)
     }

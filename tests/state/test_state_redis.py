@@ -395,3 +395,37 @@ def test_a_backfill_into_redis_leaves_a_copy_serving_accepts(
                 ShardApplier(store.partition(shard), views, "transactions", online_copy=writer).close()
         assert "lacked its applied state" not in caplog.text
     admin.close()
+
+
+def test_a_view_that_joins_its_stream_again_loses_its_old_records_in_redis_too(
+    state_redis_url: str, tmp_path: Path
+) -> None:
+    """settle_joins clears a re-applied fingerprint's stale records from the Redis copy as
+    well: serving over Redis would otherwise answer them after the backfill."""
+    from engine.apply import ShardApplier, settle_joins
+    from engine.routing import route
+    from engine.state.records import view_prefix
+    from engine.state.rocksdb_store import RocksDBStore
+    from tests.engine.streaming_support import example_views, transactions_batch
+
+    _source, views = example_views("transactions")
+    users = [f"rejoin-{i}" for i in range(6)]
+    batch = transactions_batch(1_767_225_600_000 + np.arange(len(users), dtype=np.int64) * 1_000, users)
+    with RocksDBStore(tmp_path / "state", 1) as store, RedisOnlineWriter(state_redis_url) as writer:
+        part = store.partition(0)
+        applier = ShardApplier(part, views, "transactions", online_copy=writer)
+        applier.apply([b for _, b in route(batch, views, 1)])
+        applier.close()
+        view = views[0]
+        cut = len(view_prefix(view.fingerprint))
+        entities = [key[cut:] for key, _ in part.scan_prefix(view_prefix(view.fingerprint))]
+        with RedisOnlineTable(state_redis_url) as table:
+            assert all(record is not None for record in table.read(view.fingerprint, entities))
+            assert settle_joins(part, {view.fingerprint: 1_767_225_700_000}, writer) == (view.fingerprint,)
+            assert table.read(view.fingerprint, entities) == [None] * len(entities)
+            other = views[1]
+            kept = [
+                key[len(view_prefix(other.fingerprint)) :]
+                for key, _ in part.scan_prefix(view_prefix(other.fingerprint))
+            ]
+            assert kept and all(record is not None for record in table.read(other.fingerprint, kept))
