@@ -104,7 +104,7 @@ def _apply(args: argparse.Namespace) -> int:
         print(f"applied: wrote {plan_file} (format {applied.format_version}, {applied.shards} shards)")
         fresh = {fp: j for fp, j in sorted(applied.joins.items()) if previous is None or fp not in previous.joins}
         for fp, join in fresh.items():
-            print(join_note(join.view, join.topic, join.at_ms))
+            print(join_note(join.view, repo.view(join.view).source.name, join.at_ms))
             if settings.log_uri:
                 _retire_log(settings.log_uri, fp, join.view)
     return 0
@@ -119,15 +119,15 @@ def _retire_log(log_uri: str, fingerprint_hex: str, view: str) -> None:
         print(f"view {view!r} was applied before with this definition: its earlier Parquet log moved to {moved}")
 
 
-def join_note(view: str, topic: str, at_ms: int) -> str:
+def join_note(view: str, source: str, at_ms: int) -> str:
     """What a view joining a running stream holds, and the backfill that completes it."""
     from engine.timefmt import iso_utc
 
     at = iso_utc(at_ms)
     return (
-        f"view {view!r} joins the stream of topic {topic!r} at {at}: its state holds the events from then on, "
+        f"view {view!r} joins the stream of source {source!r} at {at}: its state holds the events from then on, "
         f"and features whose windows reach before it are served INCOMPLETE; fill its history (events before "
-        f"{at}) with `streamfeat backfill --source <source> --views {view} --from <history>` (its --end is {at})"
+        f"{at}) with `streamfeat backfill --source {source} --views {view} --from <history>` (its --end is {at})"
     )
 
 

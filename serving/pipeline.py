@@ -1,6 +1,8 @@
 """One feature request end to end: reads + windows per view, transforms, statuses.
 
 Status of a value (docs/serving.md), first match wins:
+``INCOMPLETE`` the window reaches before the time its view joined a running stream
+(engine/plan.py): the events before then are missing until a backfill;
 ``NOT_FOUND`` the entity has no record in the view (never seen, or expired);
 ``FUTURE_EVENTS`` (wall-clock reads) the record holds events stamped after the
 evaluation time, which the online tiles cannot leave out, or the view's newest event
@@ -111,12 +113,12 @@ class FeatureResult:
                 defaulted = self.views[owner].defaulted[feature]
                 over = feature in bounded
                 out[feature] = [
-                    OVER_BOUND
+                    INCOMPLETE
+                    if missing
+                    else OVER_BOUND
                     if over and s != NOT_FOUND and v is None
                     else INVALID
                     if s != NOT_FOUND and not_finite(v)
-                    else INCOMPLETE
-                    if missing
                     else DEFAULTED
                     if s == PRESENT and d
                     else s
@@ -143,12 +145,12 @@ class FeatureResult:
                 overflowed = self.not_finite.get(feature, ())
                 partial = [incomplete[name] for name in transform.input_views if name in incomplete]
                 for i, value in enumerate(self.columns[feature]):
-                    if statuses[i] != NOT_FOUND and (
+                    if any(rows[i] for rows in partial):
+                        statuses[i] = INCOMPLETE
+                    elif statuses[i] != NOT_FOUND and (
                         not_finite(value) or i in overflowed or any(not_finite(column[i]) for column in inputs)
                     ):
                         statuses[i] = INVALID
-                    elif any(rows[i] for rows in partial):
-                        statuses[i] = INCOMPLETE
                 out[feature] = statuses
         return out
 

@@ -144,7 +144,8 @@ def test_a_changed_view_joins_its_stream_and_its_backfill_completes_it_exactly(
         assert _served(port) == (5, "PRESENT")
         _defs(project, topic, 120)  # the change: a new fingerprint
         applied = _ok(project, "apply")
-        assert "view 'spend' joins the stream of topic" in applied, applied
+        assert "view 'spend' joins the stream of source 'tx' at" in applied, applied
+        assert "`streamfeat backfill --source tx --views spend --from <history>`" in applied, applied
         time.sleep(1.5)  # the server looks at the plan file about once a second
         status, answer = _query(port)
         assert status == 503 and answer["error"]["code"] == "plan_changed", answer
