@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from cli.common import Subparsers, add_settings_args, check_source_topic
+from engine.clock import wall_clock_ms
 from engine.exceptions import ConfigError
 from engine.timefmt import iso_utc, parse_cli_time
 from engine.wording import counted, quoted
@@ -19,6 +20,7 @@ if TYPE_CHECKING:  # imported when the command runs, so `streamfeat --help` stay
 
     from engine.config import Settings
     from engine.definitions import EventSource, FeatureRepo, StreamFeatureView
+    from engine.plan import AppliedPlan
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -95,11 +97,10 @@ def _run(args: argparse.Namespace) -> int:
     source, views, source_views = _selected(repo, args.source, args.views)
     # The backfilled state must be the one served: the views must be applied as defined.
     plan = load_applied(settings.plan_file, views)
-    # Views that joined the running stream after it had state: their history ends at the join.
-    joins = {v.fingerprint: at for v in views if (at := plan.join_ms(v.fingerprint_hex)) is not None}
     sources = args.sources or list(source.history)
     try:
         with state_writer(settings.path(settings.data_dir), "streamfeat backfill"):
+            views, joins = _views_and_joins(args, settings, plan, source, views, source_views)
             if sources == ["kafka"]:
                 _refuse_kafka_for_joins(views, joins)
                 return _from_kafka(args, settings, source, views)
@@ -112,6 +113,63 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+
+
+def _views_and_joins(
+    args: argparse.Namespace,
+    settings: Settings,
+    plan: AppliedPlan,
+    source: EventSource,
+    views: list[StreamFeatureView],
+    source_views: list[StreamFeatureView],
+) -> tuple[list[StreamFeatureView], dict[bytes, int]]:
+    """The views to replay and, among them, those that joined the running stream (view
+    fingerprint -> join time: the plan's, or the shards' own pending handoff, which a lost
+    plan file cannot hide). Without --views, when views of the source joined its stream,
+    only they are replayed: the others already hold the stream's events, and a history
+    ending at the join would count those before it twice."""
+    from engine.apply import StoredView, stored_views
+    from engine.state.layout import holds_state
+    from engine.state.rocksdb_store import RocksDBStore
+
+    joins = {v.fingerprint: at for v in source_views if (at := plan.join_ms(v.fingerprint_hex)) is not None}
+    stored: dict[bytes, StoredView] = {}
+    if holds_state(settings.state_dir):
+        with RocksDBStore(settings.state_dir, plan.shards) as store:
+            stored = stored_views(store.partitions, [v.fingerprint for v in source_views])
+    joins.update({fp: s.pending_join for fp, s in stored.items() if s.pending_join is not None})
+    if args.views is None and joins:
+        joined = [v for v in source_views if v.fingerprint in joins]
+        if not args.quiet and len(joined) < len(source_views):
+            print(
+                f"backfilling the views that joined the stream: {', '.join(v.name for v in joined)} (the others "
+                "already hold the stream's events; name views with --views to choose)"
+            )
+        views = joined
+    streamed = [
+        v.name
+        for v in views
+        if v.fingerprint not in joins and v.fingerprint in stored and stored[v.fingerprint].holds_events
+    ]
+    if streamed and any(v.fingerprint in joins for v in views):
+        raise ConfigError(
+            f"--views: {quoted(streamed)} already hold the stream's events, and the others joined the stream: "
+            "their history ends at the join, which would count the events of the first before it twice",
+            hint="backfill the views that joined the stream on their own (--views)",
+        )
+    lateness = source.allowed_lateness_ms
+    early = [
+        (v.name, joins[v.fingerprint]) for v in views if joins.get(v.fingerprint, -(2**63)) > wall_clock_ms() - lateness
+    ]
+    if early:
+        name, at = early[0]
+        raise ConfigError(
+            f"view {name!r} joined the stream at {iso_utc(at)}, and events before then may still arrive (its "
+            f"source allows {lateness // 1000} s of lateness): a history exported now could lack some of them",
+            hint=f"backfill it after {iso_utc(at + lateness)}, from a history exported then; until then its "
+            "windows reaching before the join are served INCOMPLETE",
+        )
+    return views, {fp: at for fp, at in joins.items() if fp in {v.fingerprint for v in views}}
 
 
 def _refuse_kafka_for_joins(views: list[StreamFeatureView], joins: Mapping[bytes, int]) -> None:

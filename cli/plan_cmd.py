@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -82,6 +81,7 @@ def _plan(args: argparse.Namespace) -> int:
 def _apply(args: argparse.Namespace) -> int:
     from engine.definitions.repo import load_repo
     from engine.plan import apply_plan, load_applied_plan
+    from engine.state.layout import read_meta_shards
     from engine.state.writer_lock import state_writer
 
     settings = settings_from(args)
@@ -92,13 +92,13 @@ def _apply(args: argparse.Namespace) -> int:
     # and the join time of a new view is only fixed once nothing applies events.
     with state_writer(settings.path(settings.data_dir), "streamfeat apply"):
         previous = load_applied_plan(plan_file)
-        with _JoinTimes(settings.state_dir, previous.shards if previous else None, has_state) as join_time:
+        shards = _shards(args, configured_shards, previous)
+        held = previous.shards if previous else read_meta_shards(settings.state_dir)  # the state's own count
+        with _JoinTimes(settings.state_dir, held, has_state) as times:
+            # Without a plan file (lost, or started over) the shards say what they hold.
+            stored = times.stored([v.fingerprint for v in repo.views]) if previous is None else None
             plan, applied = apply_plan(
-                repo,
-                plan_file,
-                shards=_shards(args, configured_shards, previous),
-                has_state=has_state,
-                join_time=join_time,
+                repo, plan_file, shards=shards, has_state=has_state, join_time=times.join_time, stored=stored
             )
         print(plan.render())
         print(f"applied: wrote {plan_file} (format {applied.format_version}, {applied.shards} shards)")
@@ -132,31 +132,48 @@ def join_note(view: str, source: str, at_ms: int) -> str:
 
 
 class _JoinTimes:
-    """``join_time(topic)`` for :func:`engine.plan.apply_plan`: one past the newest event
-    time the local state shards applied from ``topic`` (None without any), read once."""
+    """What ``apply`` reads of the local state shards, opened once: ``join_time(topic)``, one
+    past the newest event time they applied from ``topic`` (None without any), and
+    ``stored(fingerprints)``, the views they hold."""
 
     def __init__(self, state_dir: Path, shards: int | None, has_state: bool) -> None:
         self._state_dir, self._shards, self._has_state = state_dir, shards, has_state
         self._store: RocksDBStore | None = None
 
-    def __enter__(self) -> Callable[[str], int | None]:
-        return self._join_time
+    def __enter__(self) -> _JoinTimes:
+        return self
 
     def __exit__(self, *exc: object) -> None:
         if self._store is not None:
             self._store.close()
 
-    def _join_time(self, topic: str) -> int | None:
+    def _opened(self) -> RocksDBStore | None:
         if not self._has_state or self._shards is None:
             return None
         if self._store is None:
             from engine.state.rocksdb_store import RocksDBStore
 
             self._store = RocksDBStore(self._state_dir, self._shards)
+        return self._store
+
+    def join_time(self, topic: str) -> int | None:
+        store = self._opened()
+        if store is None:
+            return None
         newest = [
             record.top_ts_at_applied[0]
-            for partition in self._store.partitions
+            for partition in store.partitions
             for record in partition.read_offsets(topic).values()
             if record.top_ts_at_applied
         ]
         return max(newest) + 1 if newest else None
+
+    def stored(self, fingerprints: list[bytes]) -> dict[str, int | None]:
+        """Fingerprint (hex) -> its pending join, for every view whose records the state holds."""
+        from engine.apply import stored_views
+
+        store = self._opened()
+        if store is None:
+            return {}
+        found = stored_views(store.partitions, fingerprints)
+        return {fp.hex(): s.pending_join for fp, s in found.items() if s.holds_events or s.pending_join is not None}

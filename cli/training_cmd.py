@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +14,9 @@ from engine.wording import counted
 
 if TYPE_CHECKING:  # imported when the command runs, so `streamfeat --help` stays fast
     import polars as pl
+
+    from engine.definitions import FeatureRepo
+    from engine.plan import AppliedPlan
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -28,6 +32,8 @@ def _run(args: argparse.Namespace) -> int:
     spine = read_table(args.spine, text_columns=spine_text_columns(repo, args.service))
     notes: list[str] = []  # printed after the file is written, below its line
     applied = load_applied_plan(settings.plan_file)  # views that joined a stream lack history
+    if applied is not None:
+        notes.extend(_differences_from_the_applied_plan(repo, args.service, applied))
     try:
         frame = get_training_set(
             repo,
@@ -54,6 +60,37 @@ def _run(args: argparse.Namespace) -> int:
     for note in notes:
         print(note, file=sys.stderr)
     return 0
+
+
+def _differences_from_the_applied_plan(repo: FeatureRepo, service_name: str, applied: AppliedPlan) -> list[str]:
+    """A training set must hold what serving answers, which runs the applied plan: a view
+    changed since apply would read a log its definition never wrote (refused, as `serve`
+    refuses it); an on-demand view changed since apply runs other code than the server
+    (noted)."""
+    from engine.exceptions import ConfigError
+    from engine.plan import MISMATCH_HINT
+
+    service = repo.service(service_name) if service_name in {s.name for s in repo.services} else None
+    if service is None:
+        return []  # get_training_set names the unknown service
+    problems = applied.mismatches(service.views)
+    if problems:
+        raise ConfigError("the repo does not match the applied plan: " + "; ".join(problems), hint=MISMATCH_HINT)
+    entries = applied.entries.get("on_demand_view", {})
+    changed = [
+        o.name
+        for o in service.on_demand_views
+        if o.name not in entries or entries[o.name].get("definition") != json.loads(json.dumps(o.to_dict()))
+    ]
+    return (
+        [
+            f"note: on-demand {'view' if len(changed) == 1 else 'views'} {', '.join(changed)} differ from the applied "
+            "plan (their code or definition changed since `streamfeat apply`): this set runs the repo's code, a "
+            "server runs the applied one; apply to serve what you train on"
+        ]
+        if changed
+        else []
+    )
 
 
 def _timestamp_hint(spine: pl.DataFrame, column: str) -> str:

@@ -33,6 +33,7 @@ from engine.state.protocols import ColdWrites, OnlineWriter, StorePartition, Tra
 from engine.state.records import (
     backfill_run_key,
     cold_view_prefix,
+    decode_backfill_run,
     decode_handoff,
     decode_meta,
     encode_handoff,
@@ -122,6 +123,32 @@ def settle_joins(
         txn.commit()
         settled.append(fp)
     return tuple(settled)
+
+
+@dataclass(frozen=True)
+class StoredView:
+    """What the shards hold of one view (:func:`stored_views`)."""
+
+    holds_events: bool  # a freshness record in some shard: the stream or a backfill applied events to it
+    # A handoff no completed backfill reached: the view joined its stream then and lacks
+    # the history before (settle_joins wrote it); None: no such join.
+    pending_join: int | None
+
+
+def stored_views(partitions: Sequence[StorePartition], fingerprints: Sequence[bytes]) -> dict[bytes, StoredView]:
+    """Per view fingerprint, what the shards hold: read from the shards themselves, so a
+    lost or replaced plan file cannot hide a view's pending join or its applied events."""
+    keys = [k for fp in fingerprints for k in (meta_key(fp), handoff_key(fp), backfill_run_key(fp))]
+    holds = dict.fromkeys(fingerprints, False)
+    pending: dict[bytes, int] = {}
+    for partition in partitions:
+        values = partition.get_many(keys)
+        for i, fp in enumerate(fingerprints):
+            meta, handoff, run = values[3 * i : 3 * i + 3]
+            holds[fp] = holds[fp] or meta is not None
+            if handoff is not None and (run is None or decode_backfill_run(run)[1] != decode_handoff(handoff)):
+                pending[fp] = max(pending.get(fp, decode_handoff(handoff)), decode_handoff(handoff))
+    return {fp: StoredView(holds[fp], pending.get(fp)) for fp in fingerprints}
 
 
 def complete_online_copy(

@@ -292,6 +292,7 @@ def compute_plan(
     shards: int | None = None,
     check_transforms: bool = True,
     has_state: bool | None = None,
+    stored: Iterable[str] | None = None,
 ) -> Plan:
     """Diffs the repo against the previous applied plan (None: nothing applied yet).
 
@@ -300,6 +301,8 @@ def compute_plan(
     applied to the other views only); in a project with none (``has_state`` False; None:
     whether a plan was applied before) it starts empty like every view, so there is
     nothing to backfill unless the user has history (``Change.starts_empty``).
+    ``stored``: the view fingerprints whose records the state holds; without a plan file
+    (lost, or started over), such a view is not new to the state.
     """
     if shards is not None and (not isinstance(shards, int) or isinstance(shards, bool) or not 1 <= shards <= 4096):
         raise PlanError(f"shards: expected an integer from 1 to 4096, got {shards!r}", hint="use e.g. --shards 8")
@@ -323,6 +326,7 @@ def compute_plan(
     old: PlanEntries = previous.entries if previous else {}
     removed_fps = {e["fingerprint"] for n, e in old.get("view", {}).items() if n not in now["view"]}
     project_has_state = previous is not None if has_state is None else has_state
+    stored = frozenset(stored or ())
     changes: list[Change] = []
     unchanged: list[tuple[str, str]] = []
     retypings: list[str] = []
@@ -335,8 +339,16 @@ def compute_plan(
             if before is None:
                 # A new view has no state, unless it is a rename of a removed view with the same partials.
                 renamed = kind == "view" and fp_after in removed_fps
-                notes: tuple[str, ...] = ("same fingerprint as a removed view: its state is reused",) if renamed else ()
-                empty = kind == "view" and not renamed
+                # Without a plan file, state the shards hold for this very fingerprint.
+                found = kind == "view" and previous is None and fp_after in (stored or ())
+                notes: tuple[str, ...] = (
+                    ("same fingerprint as a removed view: its state is reused",)
+                    if renamed
+                    else ("the state holds this definition's records: they are used as they are",)
+                    if found
+                    else ()
+                )
+                empty = kind == "view" and not renamed and not found
                 changes.append(
                     Change(
                         kind,
@@ -454,6 +466,7 @@ def apply_plan(
     check_transforms: bool = True,
     has_state: bool | None = None,
     join_time: Callable[[str], int | None] | None = None,
+    stored: Mapping[str, int | None] | None = None,
 ) -> tuple[Plan, AppliedPlan]:
     """Computes the plan against the plan file and writes the new plan file atomically.
 
@@ -462,12 +475,22 @@ def apply_plan(
     stream has no state yet). Every view that needs a backfill (new in a project with
     state, or a changed or re-added fingerprint) is recorded as joining then; joins of
     fingerprints still applied (a rename keeps its fingerprint) are kept.
+    ``stored``: view fingerprint (hex) -> its pending join in the shards (None: none),
+    for every fingerprint whose records the state holds; read without a plan file, so a
+    lost plan file neither loses a join nor calls stored views new.
     """
     file = Path(plan_file) if plan_file is not None else DEFAULT_PLAN_FILE
     previous = load_applied_plan(file)
-    plan = compute_plan(repo, previous, shards=shards, check_transforms=check_transforms, has_state=has_state)
+    plan = compute_plan(
+        repo, previous, shards=shards, check_transforms=check_transforms, has_state=has_state, stored=stored
+    )
     fingerprints = {v.fingerprint_hex: v for v in repo.views}
     joins = {fp: join for fp, join in (previous.joins if previous else {}).items() if fp in fingerprints}
+    if previous is None:  # a plan file lost or started over: the shards' own pending joins
+        recovered = {fp: at for fp, at in (stored or {}).items() if at is not None and fp in fingerprints}
+        joins.update(
+            {fp: ViewJoin(fingerprints[fp].name, fingerprints[fp].source.topic, at) for fp, at in recovered.items()}
+        )
     joins = {fp: ViewJoin(fingerprints[fp].name, join.topic, join.at_ms) for fp, join in joins.items()}
     # Without an applied plan there is nothing to join: a state directory found without its
     # plan file holds records of unknown definitions, which only a plan could tell stale.

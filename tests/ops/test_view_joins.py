@@ -35,9 +35,19 @@ pytestmark = pytest.mark.kafka
 MINUTE = 60_000
 
 
-def _defs(project: Path, topic: str, window_min: int) -> None:
+def _defs(project: Path, topic: str, window_min: int, second: bool = False) -> None:
+    """One view ``spend`` (count over ``window_min``) in service ``svc``; with ``second``,
+    also ``spend2`` (count over 90 min as ``n2``) in ``svc2``."""
     (project / "feature_defs").mkdir(parents=True, exist_ok=True)
     (project / "feature_defs" / "__init__.py").write_text("")
+    extra = (
+        """spend2 = StreamFeatureView(name="spend2", source=tx, entities=[user], aggregations=[
+    Aggregation(column="amount", function="count", window=timedelta(minutes=90), name="n2")])
+svc2 = FeatureService(name="svc2", features=[spend2])
+"""
+        if second
+        else ""
+    )
     (project / "feature_defs" / "defs.py").write_text(
         f"""from datetime import timedelta
 from engine.definitions import Aggregation, Entity, EventSource, FeatureService, StreamFeatureView
@@ -47,6 +57,7 @@ spend = StreamFeatureView(name="spend", source=tx, entities=[user], aggregations
     Aggregation(column="amount", function="count", window=timedelta(minutes={window_min}), name="n")])
 svc = FeatureService(name="svc", features=[spend])
 """
+        + extra
     )
 
 
@@ -93,12 +104,12 @@ def _server(project: Path) -> Iterator[None]:
         child.wait()
 
 
-def _query(port: int, as_of: int | None = None) -> tuple[int, dict[str, Any]]:
+def _query(port: int, as_of: int | None = None, service: str = "svc") -> tuple[int, dict[str, Any]]:
     body: dict[str, Any] = {"entities": {"user_id": ["u1"]}, "include_metadata": True}
     if as_of is not None:
         body["as_of"] = as_of
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/features/svc",
+        f"http://127.0.0.1:{port}/v1/features/{service}",
         data=json.dumps(body).encode(),
         headers={"content-type": "application/json"},
     )
@@ -129,17 +140,26 @@ def _history(project: Path, times: list[int]) -> Path:
     return path
 
 
+def _streamed(
+    tmp_path: Path, bootstrap: str, kafka_topic: Callable[..., str], minutes_ago: tuple[int, ...]
+) -> tuple[Path, str, int, list[int]]:
+    """A project on a new topic whose view ``spend`` applied one event of u1 per
+    ``minutes_ago``: (project, topic, server port, the events' times)."""
+    topic = kafka_topic(partitions=1)
+    port = free_port()
+    project = _project(tmp_path, topic, bootstrap, port)
+    now = wall_clock_ms()
+    times = [now - m * MINUTE for m in minutes_ago]
+    _ok(project, "apply")
+    _produce(bootstrap, topic, times)
+    _ok(project, "run", "--source", "tx", "--until-caught-up")
+    return project, topic, port, times
+
+
 def test_a_changed_view_joins_its_stream_and_its_backfill_completes_it_exactly(
     tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]
 ) -> None:
-    topic = kafka_topic(partitions=1)
-    port = free_port()
-    project = _project(tmp_path, topic, kafka_bootstrap, port)
-    now = wall_clock_ms()
-    first = [now - m * MINUTE for m in (50, 40, 30, 20, 1)]
-    _ok(project, "apply")
-    _produce(kafka_bootstrap, topic, first)
-    _ok(project, "run", "--source", "tx", "--until-caught-up")
+    project, topic, port, first = _streamed(tmp_path, kafka_bootstrap, kafka_topic, (50, 40, 30, 20, 1))
     with _server(project):
         assert _served(port) == (5, "PRESENT")
         _defs(project, topic, 120)  # the change: a new fingerprint
@@ -203,6 +223,9 @@ def test_a_definition_applied_again_starts_from_empty_state(
     _produce(kafka_bootstrap, topic, [now - 5 * MINUTE, now - 4 * MINUTE])
     _ok(project, "run", "--source", "tx", "--until-caught-up")
     _defs(project, topic, 60)  # roll back
+    (project / "spine.csv").write_text(f"user_id,event_timestamp\nu1,{now}\n")
+    unapplied = streamfeat_in(project, "training-set", "--service", "svc", "--spine", "spine.csv", "--out", "t.pq")
+    assert unapplied.returncode != 0 and "does not match the applied plan" in unapplied.stderr, unapplied.stderr
     applied = _ok(project, "apply")
     assert "view 'spend' joins the stream" in applied and "earlier Parquet log moved to" in applied, applied
     last = wall_clock_ms()
@@ -231,3 +254,52 @@ def test_apply_is_refused_while_a_dataflow_holds_the_state(tmp_path: Path) -> No
     with state_writer(project / ".streamfeat", "streamfeat run"):
         busy = streamfeat_in(project, "apply")
     assert busy.returncode != 0 and "streamfeat run" in busy.stderr, busy.stderr
+
+
+def test_a_backfill_replays_only_the_views_that_joined_and_a_lost_plan_file_keeps_the_join(
+    tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    """Outside pass, second round: a backfill without --views replayed e < H into a view that
+    had streamed all along too (it counted those events twice); a plan file deleted and
+    applied again lost the join, and a backfill with another --end was then accepted."""
+    project, topic, port, first = _streamed(tmp_path, kafka_bootstrap, kafka_topic, (50, 40, 30, 20, 10))
+    _defs(project, topic, 60, second=True)  # spend2 joins the running stream
+    assert "view 'spend2' joins the stream" in _ok(project, "apply")
+    later = [wall_clock_ms()]
+    _produce(kafka_bootstrap, topic, later)
+    _ok(project, "run", "--source", "tx", "--until-caught-up")
+    (project / ".streamfeat" / "plan.json").unlink()  # lost
+    again = _ok(project, "apply")
+    assert "the state holds this definition's records" in again, again
+    (join,) = json.loads((project / ".streamfeat" / "plan.json").read_text())["joins"].values()
+    assert join["view"] == "spend2" and join["at_ms"] == max(first) + 1
+    history = _history(project, first + later)
+    both = streamfeat_in(project, "backfill", "--source", "tx", "--views", "spend,spend2", "--from", str(history))
+    assert both.returncode != 0 and "'spend'" in both.stderr and "twice" in both.stderr, both.stderr
+    done = _ok(project, "backfill", "--source", "tx", "--from", str(history))  # no --views: spend2 only
+    assert "backfilling the views that joined the stream: spend2" in done, done
+    with _server(project):
+        assert _served(port) == (6, "PRESENT")  # spend: not 11
+        status, answer = _query(port, service="svc2")
+        assert status == 200 and answer["features"][0]["n2"] == 6, answer
+        assert answer["metadata"]["statuses"][0]["n2"] == "PRESENT", answer
+
+
+def test_a_join_time_events_may_still_reach_cannot_be_backfilled_yet(
+    tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    """An event stamped ahead of now (within max_future_skew) puts the join time in the
+    future: events before it still arrive and skip the joined view, so a history exported
+    now would miss them. The backfill waits, naming until when."""
+    topic = kafka_topic(partitions=1)
+    port = free_port()
+    project = _project(tmp_path, topic, kafka_bootstrap, port)
+    ahead = wall_clock_ms() + 3 * MINUTE
+    _ok(project, "apply")
+    _produce(kafka_bootstrap, topic, [ahead])
+    _ok(project, "run", "--source", "tx", "--until-caught-up")
+    _defs(project, topic, 60, second=True)
+    _ok(project, "apply")
+    refused = streamfeat_in(project, "backfill", "--source", "tx", "--from", str(_history(project, [ahead])))
+    assert refused.returncode != 0 and "may still arrive" in refused.stderr, refused.stderr
+    assert "backfill it after" in refused.stderr, refused.stderr
