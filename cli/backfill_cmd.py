@@ -129,6 +129,7 @@ def _views_and_joins(
     only they are replayed: the others already hold the stream's events, and a history
     ending at the join would count those before it twice."""
     from engine.apply import StoredView, stored_views
+    from engine.offline.backfill import history_topic
     from engine.state.layout import holds_state
     from engine.state.rocksdb_store import RocksDBStore
 
@@ -169,6 +170,15 @@ def _views_and_joins(
             hint=f"backfill it after {iso_utc(at + lateness)}, from a history exported then; until then its "
             "windows reaching before the join are served INCOMPLETE",
         )
+    done = {(s.backfilled_to, s.backfilled_as) for v in views if (s := stored.get(v.fingerprint)) is not None}
+    if not args.end and not joins and len(done) == 1 and all(v.fingerprint in stored for v in views):
+        # The same command again after a whole backfill: the end it had (nothing left to replay).
+        ((end, topic),) = done
+        if end is not None:
+            args.end = iso_utc(end)
+            fps = [v.fingerprint for v in views]
+            if topic == history_topic(str(source.topic), fps, dict.fromkeys(fps, end)):
+                joins = dict.fromkeys(fps, end)  # they had joined their stream at that end
     return views, {fp: at for fp, at in joins.items() if fp in {v.fingerprint for v in views}}
 
 

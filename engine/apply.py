@@ -133,6 +133,10 @@ class StoredView:
     # A handoff no completed backfill reached: the view joined its stream then and lacks
     # the history before (settle_joins wrote it); None: no such join.
     pending_join: int | None
+    # The history backfill recorded for the view (its run record): its --end and its
+    # history topic; None: none.
+    backfilled_to: int | None = None
+    backfilled_as: str | None = None
 
 
 def stored_views(partitions: Sequence[StorePartition], fingerprints: Sequence[bytes]) -> dict[bytes, StoredView]:
@@ -141,14 +145,18 @@ def stored_views(partitions: Sequence[StorePartition], fingerprints: Sequence[by
     keys = [k for fp in fingerprints for k in (meta_key(fp), handoff_key(fp), backfill_run_key(fp))]
     holds = dict.fromkeys(fingerprints, False)
     pending: dict[bytes, int] = {}
+    runs: dict[bytes, tuple[int, str]] = {}
     for partition in partitions:
         values = partition.get_many(keys)
         for i, fp in enumerate(fingerprints):
             meta, handoff, run = values[3 * i : 3 * i + 3]
             holds[fp] = holds[fp] or meta is not None
+            if run is not None:
+                _, end, topic = decode_backfill_run(run)
+                runs[fp] = (end, topic)
             if handoff is not None and (run is None or decode_backfill_run(run)[1] != decode_handoff(handoff)):
                 pending[fp] = max(pending.get(fp, decode_handoff(handoff)), decode_handoff(handoff))
-    return {fp: StoredView(holds[fp], pending.get(fp)) for fp in fingerprints}
+    return {fp: StoredView(holds[fp], pending.get(fp), *runs.get(fp, (None, None))) for fp in fingerprints}
 
 
 def complete_online_copy(

@@ -199,6 +199,8 @@ def test_a_changed_view_joins_its_stream_and_its_backfill_completes_it_exactly(
         assert kafka.returncode != 0 and "--from kafka cannot fill the history" in kafka.stderr, kafka.stderr
         _ok(project, "backfill", "--source", "tx", "--from", str(history), "--quiet")  # --end: the join time
         assert json.loads((project / ".streamfeat" / "plan.json").read_text())["joins"] == {}
+        again = _ok(project, "backfill", "--source", "tx", "--from", str(history))  # the same command again
+        assert "nothing to replay" in again, again
         time.sleep(1.5)
         assert _served(port) == (7, "PRESENT")  # 5 from history, 2 from the stream: none twice
     built = streamfeat_in(project, "training-set", "--service", "svc", "--spine", "spine.csv", "--out", "t.pq")
