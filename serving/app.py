@@ -92,9 +92,8 @@ def create_app(
         freshness_ttl_s=freshness_ttl_s,
         window_cache=WindowCache(window_cache_bytes) if window_cache_bytes else None,
     )
-    online.plan = PlanWatch(
-        plan, registry.views, watched, on_demand={o.name: o.to_dict() for o in repo.on_demand_views}
-    )
+    on_demand = {t.name for service in registry.services.values() for t in service.transforms}
+    online.plan = PlanWatch(plan, registry.views, watched, on_demand=on_demand)
     state = ServingState(
         registry=registry,
         online=online,

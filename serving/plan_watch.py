@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from engine.plan import AppliedPlan, load_applied_plan
@@ -42,15 +42,17 @@ class PlanWatch:
         views: Mapping[str, CompiledView],
         plan_file: Path | None,
         *,
-        on_demand: Mapping[str, Mapping[str, object]] | None = None,
+        on_demand: Iterable[str] | None = None,
         check_every_s: float = 1.0,
     ) -> None:
-        """``views``: the served views by name; ``on_demand``: the served on-demand views'
-        definitions (``to_dict()``, their transform's code digest included) by name;
-        ``plan_file``: the file ``plan`` was read from (None: never re-read)."""
+        """``views``: the served views by name; ``on_demand``: the names of the served
+        on-demand views; ``plan_file``: the file ``plan`` was read from (None: never re-read).
+        What changes is judged against ``plan``, the plan this server started on (its views
+        are the served ones; an on-demand entry recorded by an older version may lack its
+        code digest, which is no change until the plan is applied again)."""
         self._served = {name: view.fingerprint.hex() for name, view in views.items()}
-        # As the plan file holds them (JSON), so that equal definitions compare equal.
-        self._on_demand = {name: json.loads(json.dumps(d)) for name, d in (on_demand or {}).items()}
+        entries = plan.entries.get("on_demand_view", {})
+        self._on_demand = {name: _definition(entries.get(name)) for name in (on_demand or ())}
         self._plan_file = plan_file
         self._check_every_s = check_every_s
         self._checked = time.monotonic()
@@ -77,11 +79,7 @@ class PlanWatch:
         self.changed = tuple(sorted(name for name, fp in self._served.items() if fp not in applied))
         entries = plan.entries.get("on_demand_view", {})
         self.changed_on_demand = tuple(
-            sorted(
-                name
-                for name, definition in self._on_demand.items()
-                if name not in entries or entries[name].get("definition") != definition
-            )
+            sorted(name for name, started in self._on_demand.items() if _definition(entries.get(name)) != started)
         )
 
     def refresh(self) -> None:
@@ -133,6 +131,11 @@ class PlanWatch:
                 f"{_named(list(self.changed), list(self.changed_on_demand))} changed by `streamfeat apply` after "
                 "this server started: the services reading them are refused"
             )
+
+
+def _definition(entry: Mapping[str, object] | None) -> str | None:
+    """An on-demand plan entry's definition as canonical JSON (None: not in the plan)."""
+    return None if entry is None else json.dumps(entry.get("definition"), sort_keys=True)
 
 
 def _named(views: list[str], on_demand: list[str]) -> str:

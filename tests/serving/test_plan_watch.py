@@ -32,8 +32,7 @@ def test_a_server_refuses_services_whose_definitions_apply_changed(repo: Feature
     plan_file = tmp_path / "plan.json"
     _, plan = apply_plan(repo, plan_file, shards=N_SHARDS, check_transforms=False)
     registry = build_registry(repo, plan)
-    used = {t.name for s in registry.services.values() for t in s.transforms}
-    on_demand = {o.name: o.to_dict() for o in repo.on_demand_views if o.name in used}
+    on_demand = {t.name for s in registry.services.values() for t in s.transforms}
     assert on_demand, "the test repo's services run on-demand views"
     watch = PlanWatch(plan, registry.views, plan_file, on_demand=on_demand, check_every_s=0.0)
     services = list(registry.services.values())
@@ -87,3 +86,35 @@ def test_a_plan_given_in_code_is_never_read_again(repo: FeatureRepo, plan: Appli
     watch.refresh()
     watch.check_all()
     assert watch.joins == {}
+
+
+def test_a_server_on_a_plan_recorded_before_code_digests_answers_until_apply_changes_it(
+    repo: FeatureRepo, tmp_path: Path
+) -> None:
+    """An upgrade: the applied plan's on-demand entries lack the code digest this version
+    records. The server started on that plan answers (the plan did not change under it);
+    an apply, which records the digests, is a change like any other."""
+    from engine.plan import load_applied_plan
+
+    plan_file = tmp_path / "plan.json"
+    apply_plan(repo, plan_file, shards=N_SHARDS, check_transforms=False)
+    data = json.loads(plan_file.read_text())
+    for entry in data["on_demand_views"].values():
+        del entry["definition"]["code"]  # as an older streamfeat wrote it
+    recorded = json.loads(json.dumps(data))
+    plan_file.write_text(json.dumps(data))
+    old_plan = load_applied_plan(plan_file)
+    assert old_plan is not None
+    registry = build_registry(repo, old_plan)
+    on_demand = {t.name for s in registry.services.values() for t in s.transforms}
+    watch = PlanWatch(old_plan, registry.views, plan_file, on_demand=on_demand, check_every_s=0.0)
+    for service in registry.services.values():
+        watch.check(service)
+    watch.check_all()
+    _rewrite(plan_file, {"on_demand_views": {**recorded["on_demand_views"], **_with_code(repo)}})
+    with pytest.raises(PlanChanged, match="on-demand view"):
+        watch.check_all()
+
+
+def _with_code(repo: FeatureRepo) -> dict[str, object]:
+    return {o.name: {"definition": o.to_dict()} for o in repo.on_demand_views}
