@@ -131,6 +131,13 @@ def trim_limit(view: CompiledView, t: int) -> int | None:
     return oldest_tile_end + view.spec.retention_ms
 
 
+class _Unread:
+    """``inexact_rows`` was given no freshness read after the records: it reads one."""
+
+
+_UNREAD = _Unread()
+
+
 class HistoricalReads:
     """Makes the online answers of an ``as_of`` request exact, or refuses it (422)."""
 
@@ -260,9 +267,10 @@ class HistoricalReads:
         """Per view, the rows its online record cannot answer exactly (reads view
         metadata only: no log file)."""
         times = request.times()
+        fresh = self.online.fresh_freshness(request.service.views)  # after the records
         return [
-            self.inexact_rows(view, values.found, values.max_event_ts, times)
-            for view, values in zip(request.service.views, evaluated, strict=True)
+            self.inexact_rows(view, values.found, values.max_event_ts, times, newest.max_event_ts_ms)
+            for view, values, newest in zip(request.service.views, evaluated, fresh, strict=True)
         ]
 
     def replace_from_log(
@@ -281,11 +289,15 @@ class HistoricalReads:
         found: Sequence[bool],
         newest_events: Sequence[int | None],
         times: Sequence[int],
+        newest_view: int | _Unread | None = _UNREAD,
     ) -> list[int]:
         """The rows (indexes into ``times``) the view's online records cannot answer
-        exactly; per row, whether the entity has a record and its newest event time."""
-        # Read after the records: never older than what the records were trimmed with.
-        newest_view = self.online.freshness(view, cached_ok=False).max_event_ts_ms
+        exactly; per row, whether the entity has a record and its newest event time.
+        ``newest_view``: the view's newest event time read after the records (read here
+        when not given)."""
+        if isinstance(newest_view, _Unread):
+            # Read after the records: never older than what the records were trimmed with.
+            newest_view = self.online.freshness(view, cached_ok=False).max_event_ts_ms
         floor = INT64_MIN if newest_view is None else max(newest_view, INT64_MIN)
         limits: dict[int, int | None] = {}  # per distinct row time: most requests have one
         rows = []

@@ -51,8 +51,11 @@ def answer_one_row(online: OnlineAccess, history: HistoricalReads, request: Feat
     ]
     if request.as_of_given:
         times = (t_ms,)
-        for view, found, answer in zip(views, records, answers, strict=True):
-            if history.inexact_rows(view, (found[0] is not None,), (answer.max_event_ts,), times):
+        fresh = online.fresh_freshness(views)  # after the records, every view in one read
+        for view, found, answer, newest in zip(views, records, answers, fresh, strict=True):
+            if history.inexact_rows(
+                view, (found[0] is not None,), (answer.max_event_ts,), times, newest.max_event_ts_ms
+            ):
                 return None  # answered from the log by the general path
     # One pass over every view's numbers; a pass per view only when it finds some.
     numbers = [answer.values[p] for answer, positions in zip(answers, plan.numeric, strict=True) for p in positions]

@@ -125,6 +125,19 @@ class OnlineAccess:
         self._freshness[view.fingerprint] = (now, found)
         return found
 
+    def fresh_freshness(self, views: Sequence[CompiledView]) -> list[Freshness]:
+        """Every view's freshness read now, together (one Redis round trip): what an
+        ``as_of`` request reads after its records (serving/history.py). Cached as
+        :meth:`freshness` caches."""
+        now = time.monotonic()
+        try:
+            found = self.table.read_metas([view.fingerprint for view in views])
+        except OnlineTableUnavailable as exc:
+            raise self._unavailable(exc) from exc
+        for view, fresh in zip(views, found, strict=True):
+            self._freshness[view.fingerprint] = (now, fresh)
+        return found
+
     def read_offsets(self, topic: str) -> list[dict[int, OffsetRecord]] | None:
         """Every shard's offset records of ``topic``, or None when the online table has
         none (a Redis copy written before it recorded them)."""

@@ -318,6 +318,10 @@ class RocksDBOnlineTable(ClosesOnExit):
                 out.append((hot, cold))
         return out
 
+    def read_metas(self, fingerprints: Sequence[bytes]) -> list[Freshness]:
+        """:meth:`read_meta` of each view (local reads: nothing to gain by batching)."""
+        return [self.read_meta(fingerprint) for fingerprint in fingerprints]
+
     def read_meta(self, fingerprint: bytes) -> Freshness:
         """The view's freshness: the freshest of its records in every shard (shards not
         created yet have none).

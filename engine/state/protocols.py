@@ -127,6 +127,10 @@ class OnlineTable(Protocol):
         """
         ...
 
+    def read_metas(self, fingerprints: Sequence[bytes]) -> list[Freshness]:
+        """:meth:`read_meta` of each view, read together (Redis: one round trip)."""
+        ...
+
     def read_offsets(self, topic: str) -> list[dict[int, OffsetRecord]] | None:
         """Each shard's offset records of ``topic`` (how far its tiles and its Parquet log
         got), or None when the table has none to tell. Raises ``OnlineTableUnavailable``."""
