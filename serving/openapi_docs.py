@@ -46,7 +46,7 @@ def errors(*codes: int) -> dict[int | str, JSONObject]:
         413: "body or entity count over the limit",
         422: "missing, extra or mistyped field (named in 'field')",
         500: "an on-demand transform failed",
-        503: "online table unavailable (reason given)",
+        503: "online table unavailable, overloaded, or the definitions changed by apply since start (reason given)",
     }
     return {code: _json(_ERROR, text[code]) for code in codes}
 
