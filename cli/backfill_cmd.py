@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # imported when the command runs, so `streamfeat --help` stay
     from rich.progress import Progress, Task
     from rich.text import Text
 
+    from engine.apply import StoredView
     from engine.config import Settings
     from engine.definitions import EventSource, FeatureRepo, StreamFeatureView
     from engine.plan import AppliedPlan
@@ -100,7 +101,7 @@ def _run(args: argparse.Namespace) -> int:
     sources = args.sources or list(source.history)
     try:
         with state_writer(settings.path(settings.data_dir), "streamfeat backfill"):
-            views, joins = _views_and_joins(args, settings, plan, source, views, source_views)
+            views, joins = _views_and_joins(args, settings, plan, source, views, source_views, sources != ["kafka"])
             if sources == ["kafka"]:
                 _refuse_kafka_for_joins(views, joins)
                 return _from_kafka(args, settings, source, views)
@@ -122,14 +123,14 @@ def _views_and_joins(
     source: EventSource,
     views: list[StreamFeatureView],
     source_views: list[StreamFeatureView],
+    from_parquet: bool,
 ) -> tuple[list[StreamFeatureView], dict[bytes, int]]:
     """The views to replay and, among them, those that joined the running stream (view
     fingerprint -> join time: the plan's, or the shards' own pending handoff, which a lost
     plan file cannot hide). Without --views, when views of the source joined its stream,
     only they are replayed: the others already hold the stream's events, and a history
     ending at the join would count those before it twice."""
-    from engine.apply import StoredView, stored_views
-    from engine.offline.backfill import history_topic
+    from engine.apply import stored_views
     from engine.state.layout import holds_state
     from engine.state.rocksdb_store import RocksDBStore
 
@@ -170,16 +171,39 @@ def _views_and_joins(
             hint=f"backfill it after {iso_utc(at + lateness)}, from a history exported then; until then its "
             "windows reaching before the join are served INCOMPLETE",
         )
+    if from_parquet:  # a Kafka backfill takes no --end
+        _default_end(args, source, views, joins, stored)
+    selected = {v.fingerprint for v in views}
+    return views, {fp: at for fp, at in joins.items() if fp in selected}
+
+
+def _default_end(
+    args: argparse.Namespace,
+    source: EventSource,
+    views: list[StreamFeatureView],
+    joins: dict[bytes, int],
+    stored: Mapping[bytes, StoredView],
+) -> None:
+    """--end when not given: the join time of views that joined a stream (their history
+    ends there), or, for the same command again after a whole backfill, the end it had
+    (nothing left to replay; views that had joined keep their history topic)."""
+    from engine.offline.backfill import history_topic
+
+    if args.end:
+        return
+    join_times = {joins[v.fingerprint] for v in views if v.fingerprint in joins}
+    if len(join_times) == 1:
+        args.end = iso_utc(join_times.pop())
+        return
     done = {(s.backfilled_to, s.backfilled_as) for v in views if (s := stored.get(v.fingerprint)) is not None}
-    if not args.end and not joins and len(done) == 1 and all(v.fingerprint in stored for v in views):
-        # The same command again after a whole backfill: the end it had (nothing left to replay).
-        ((end, topic),) = done
-        if end is not None:
-            args.end = iso_utc(end)
-            fps = [v.fingerprint for v in views]
-            if topic == history_topic(str(source.topic), fps, dict.fromkeys(fps, end)):
-                joins = dict.fromkeys(fps, end)  # they had joined their stream at that end
-    return views, {fp: at for fp, at in joins.items() if fp in {v.fingerprint for v in views}}
+    if joins or len(done) != 1 or not all(v.fingerprint in stored for v in views):
+        return
+    ((end, topic),) = done
+    if end is not None:
+        args.end = iso_utc(end)
+        fps = [v.fingerprint for v in views]
+        if topic == history_topic(str(source.topic), fps, dict.fromkeys(fps, end)):
+            joins.update(dict.fromkeys(fps, end))  # they had joined their stream at that end
 
 
 def _refuse_kafka_for_joins(views: list[StreamFeatureView], joins: Mapping[bytes, int]) -> None:
@@ -242,14 +266,11 @@ def _from_parquet(
             f"source '{source.name}' declares no history and --from was not given",
             hint="pass --from 'history/**/*.parquet' or --from kafka",
         )
-    join_times = {joins[v.fingerprint] for v in views if v.fingerprint in joins}
-    if not args.end and len(join_times) == 1:
-        args.end = iso_utc(join_times.pop())  # the history of views that joined a stream ends at the join
-    if not args.end:
+    if not args.end:  # views that joined a stream had it set to their join time (_views_and_joins)
         raise ConfigError(
             "--end is required for a Parquet backfill: it is the handoff time T",
             hint="history provides e < T, the stream e >= T (docs/backfill.md)"
-            + ("; views that joined at different times are backfilled one at a time (--views)" if join_times else ""),
+            + ("; views that joined at different times are backfilled one at a time (--views)" if joins else ""),
         )
     end_ms = parse_cli_time(args.end, "--end")
     start_ms = parse_cli_time(args.start, "--start") if args.start else 0

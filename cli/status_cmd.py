@@ -195,7 +195,7 @@ def collect_status(settings: Settings, sample_s: float = 1.0) -> Status:
             )
         )
 
-    view_rows = _view_rows(views, metas, now_ms, {fp: join.at_ms for fp, join in plan.joins.items()})
+    view_rows = _view_rows(views, metas, now_ms, plan.join_times)
     sizes = tuple(directory_bytes(shard_path(state_dir, s)) for s in range(plan.shards))
     shards = tuple(shard_rows)
     return Status(tuple(sources), tuple(view_rows), sizes, now_ms, shards, hosts_of(shards) if shards else ())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,7 +41,7 @@ def _run(args: argparse.Namespace) -> int:
             settings.log_uri,
             timestamp_column=args.timestamp_column,
             on_note=notes.append,
-            joins={fp: join.at_ms for fp, join in applied.joins.items()} if applied is not None else None,
+            joins=applied.join_times if applied is not None else None,
         )
     except SpineValidationError as exc:
         if args.timestamp_column not in exc.columns or exc.rows:  # rows at fault: the error's own hint
@@ -80,7 +79,7 @@ def _differences_from_the_applied_plan(repo: FeatureRepo, service_name: str, app
     changed = [
         o.name
         for o in service.on_demand_views
-        if o.name not in entries or entries[o.name].get("definition") != json.loads(json.dumps(o.to_dict()))
+        if o.name not in entries or entries[o.name].get("definition") != o.to_dict()  # as plan compares them
     ]
     return (
         [

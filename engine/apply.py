@@ -151,11 +151,12 @@ def stored_views(partitions: Sequence[StorePartition], fingerprints: Sequence[by
         for i, fp in enumerate(fingerprints):
             meta, handoff, run = values[3 * i : 3 * i + 3]
             holds[fp] = holds[fp] or meta is not None
+            end: int | None = None
             if run is not None:
                 _, end, topic = decode_backfill_run(run)
                 runs[fp] = (end, topic)
-            if handoff is not None and (run is None or decode_backfill_run(run)[1] != decode_handoff(handoff)):
-                pending[fp] = max(pending.get(fp, decode_handoff(handoff)), decode_handoff(handoff))
+            if handoff is not None and (at := decode_handoff(handoff)) != end:
+                pending[fp] = max(pending.get(fp, at), at)
     return {fp: StoredView(holds[fp], pending.get(fp), *runs.get(fp, (None, None))) for fp in fingerprints}
 
 

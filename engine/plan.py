@@ -86,6 +86,11 @@ class AppliedPlan:
     # view fingerprint (hex) -> its join of a running stream, while its history is missing
     joins: Mapping[str, ViewJoin] = field(default_factory=dict)
 
+    @property
+    def join_times(self) -> dict[str, int]:
+        """View fingerprint (hex) -> join time, for every view lacking its history."""
+        return {fp: join.at_ms for fp, join in self.joins.items()}
+
     def join_ms(self, fingerprint_hex: str) -> int | None:
         """When the view of this fingerprint joined its stream (None: its state is whole)."""
         join = self.joins.get(fingerprint_hex)
@@ -340,7 +345,7 @@ def compute_plan(
                 # A new view has no state, unless it is a rename of a removed view with the same partials.
                 renamed = kind == "view" and fp_after in removed_fps
                 # Without a plan file, state the shards hold for this very fingerprint.
-                found = kind == "view" and previous is None and fp_after in (stored or ())
+                found = kind == "view" and previous is None and fp_after in stored
                 notes: tuple[str, ...] = (
                     ("same fingerprint as a removed view: its state is reused",)
                     if renamed
@@ -485,13 +490,12 @@ def apply_plan(
         repo, previous, shards=shards, check_transforms=check_transforms, has_state=has_state, stored=stored
     )
     fingerprints = {v.fingerprint_hex: v for v in repo.views}
-    joins = {fp: join for fp, join in (previous.joins if previous else {}).items() if fp in fingerprints}
-    if previous is None:  # a plan file lost or started over: the shards' own pending joins
-        recovered = {fp: at for fp, at in (stored or {}).items() if at is not None and fp in fingerprints}
-        joins.update(
-            {fp: ViewJoin(fingerprints[fp].name, fingerprints[fp].source.topic, at) for fp, at in recovered.items()}
-        )
-    joins = {fp: ViewJoin(fingerprints[fp].name, join.topic, join.at_ms) for fp, join in joins.items()}
+    # The joins kept: the plan's, or without a plan file (lost, or started over) the shards'
+    # own pending ones; named as the views are now (a rename keeps its fingerprint).
+    kept = (
+        previous.join_times if previous is not None else {fp: at for fp, at in (stored or {}).items() if at is not None}
+    )
+    joins = {fp: ViewJoin(view.name, view.source.topic, kept[fp]) for fp, view in fingerprints.items() if fp in kept}
     # Without an applied plan there is nothing to join: a state directory found without its
     # plan file holds records of unknown definitions, which only a plan could tell stale.
     for change in plan.changes if previous is not None else ():

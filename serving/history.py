@@ -37,6 +37,7 @@ import numpy.typing as npt
 import polars as pl
 
 from engine.clock import wall_clock_ms
+from engine.io.log_format import file_date
 from engine.io.log_reader import first_event_time, list_log_files
 from engine.kernel.tile_retention import first_kept_tile
 from engine.kernel.window import Value, tile_id, window_start_ms
@@ -193,8 +194,8 @@ class HistoricalReads:
         is read from)."""
         definition = view.definition
         _, paths = list_log_files(self.log_root, definition.name, definition.fingerprint_hex)
-        first_date = min((path.rsplit("/", 2)[-2] for path in paths), default="")
-        return tuple(sorted(path for path in paths if path.rsplit("/", 2)[-2] == first_date))
+        first_date = min((file_date(path) for path in paths), default="")
+        return tuple(sorted(path for path in paths if file_date(path) == first_date))
 
     def refresh_first_logged(self, request: FeatureRequest) -> None:
         """Re-read the first logged times :meth:`reads_no_files` finds too old (off the

@@ -219,7 +219,7 @@ async def compute_async(online: OnlineAccess, request: FeatureRequest, history: 
 
 
 def compute(online: OnlineAccess, request: FeatureRequest, history: HistoricalReads) -> FeatureResult:
-    online.check_plan(request.service)
+    """:func:`compute_async`'s worker-thread branch (which has checked the plan)."""
     if request.as_of_given:
         history.refresh_first_logged(request)
         history.check_range(request)
